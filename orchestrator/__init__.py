@@ -1,0 +1,3 @@
+"""orchestrator: take a release carrying Drizzle-tracked Postgres migrations to production safely."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,213 @@
+"""A throwaway PostgreSQL cluster for tests and the demo.
+
+``initdb`` into a temporary directory, listen on a free port of 127.0.0.1 with trust auth,
+start with ``pg_ctl -w``; stop and remove everything at the end. When we run as root the
+server runs as the ``postgres`` OS user, because ``initdb`` refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+INSTALL_HINT = (
+    "PostgreSQL server binaries (initdb, pg_ctl) were not found. Install them, e.g. "
+    "`apt-get install postgresql-15` (Debian/Ubuntu) or `brew install postgresql@15`, "
+    "or point ORCH_TEST_DATABASE_URL at a server you own."
+)
+
+
+class ServerBinariesMissing(RuntimeError):
+    """No PostgreSQL server binaries on this machine."""
+
+
+def find_bindir() -> Path:
+    """Locate the directory holding ``initdb`` and ``pg_ctl``.
+
+    ``pg_config --bindir`` first (it names the installation the client belongs to), then
+    Debian's ``/usr/lib/postgresql/<major>/bin``, newest major first, then ``PATH``.
+    """
+    candidates: list[Path] = []
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        out = subprocess.run(
+            ["pg_config", "--bindir"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        candidates.append(Path(out))
+    majors = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    candidates += [Path(p) for p in majors]
+    initdb = shutil.which("initdb")
+    if initdb:
+        candidates.append(Path(initdb).resolve().parent)
+    for directory in candidates:
+        if (directory / "initdb").is_file() and (directory / "pg_ctl").is_file():
+            return directory
+    raise ServerBinariesMissing(INSTALL_HINT)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class EmbeddedPostgres:
+    """One throwaway cluster. Use as a context manager, or call start()/destroy()."""
+
+    bindir: Path = field(default_factory=find_bindir)
+    port: int = field(default_factory=free_port)
+    superuser: str = "postgres"
+    root: Path = field(init=False)
+    _os_user: str | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="orch-pg-"))
+        if os.geteuid() == 0:
+            # initdb refuses root: hand the directory to the postgres OS user.
+            self._os_user = "postgres"
+            entry = pwd.getpwnam(self._os_user)
+            os.chmod(self.root, 0o755)
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+
+    @property
+    def datadir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def logfile(self) -> Path:
+        return self.root / "server.log"
+
+    def url(self, dbname: str = "postgres") -> str:
+        """Connection URL for ``dbname`` on this cluster."""
+        return f"postgresql://{self.superuser}@127.0.0.1:{self.port}/{dbname}"
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        kwargs: dict[str, object] = {}
+        if self._os_user is not None:
+            kwargs["user"] = self._os_user
+            kwargs["group"] = self._os_user
+            kwargs["extra_groups"] = []
+        return subprocess.run(  # type: ignore[call-overload, no-any-return]
+            list(args), check=True, capture_output=True, text=True, cwd=self.root, **kwargs
+        )
+
+    def init(self) -> None:
+        """Create the cluster's data directory."""
+        self._run(
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.datadir),
+            "-U",
+            self.superuser,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        if not self.datadir.exists():
+            self.init()
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} "
+            f"-c unix_socket_directories={self.root} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.logfile),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``fast`` disconnects clients; ``immediate`` simulates a crash)."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop")
+
+    def restart(self) -> None:
+        """Stop, then start again on the same port."""
+        self.stop()
+        self.start()
+
+    def is_running(self) -> bool:
+        """Whether ``pg_ctl status`` sees a running server."""
+        try:
+            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "status")
+        except subprocess.CalledProcessError:
+            return False
+        return True
+
+    def destroy(self) -> None:
+        """Stop the server if it runs and remove every file of the cluster."""
+        if self.datadir.exists() and self.is_running():
+            with contextlib.suppress(subprocess.CalledProcessError):
+                self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedPostgres:
+        try:
+            self.start()
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+
+def create_database(server_url: str, name: str) -> None:
+    """Create database ``name`` on the server reached by ``server_url``."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop database ``name``, disconnecting whoever still uses it."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    """``url`` (a URL or a key=value conninfo) pointing at another database of the server."""
+    if url.startswith(("postgres://", "postgresql://")):
+        parts = urlsplit(url)
+        return urlunsplit(parts._replace(path="/" + dbname))
+    params = psycopg.conninfo.conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return psycopg.conninfo.make_conninfo(**{k: v for k, v in params.items() if v is not None})
+
+
+@contextlib.contextmanager
+def embedded_postgres() -> Iterator[EmbeddedPostgres]:
+    """Start a throwaway cluster for the duration of the ``with`` block."""
+    with EmbeddedPostgres() as pg:
+        yield pg

@@ -1,0 +1,85 @@
+"""Shared fixtures: a real PostgreSQL server and a fresh database per test.
+
+The server is a throwaway cluster started here (initdb + pg_ctl), or the one named by
+``ORCH_TEST_DATABASE_URL``. Missing server binaries fail the suite loudly; they never skip it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.testing.pg import (
+    EmbeddedPostgres,
+    ServerBinariesMissing,
+    create_database,
+    drop_database,
+    with_dbname,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED = REPO_ROOT.parent / "shared"
+DRIZZLE_FIXTURE = SHARED / "fixtures" / "drizzle" / "release-0009-0011"
+EXAMPLE_RELEASE = REPO_ROOT / "playbooks" / "examples"
+
+_counter = itertools.count()
+
+
+def _start_cluster() -> EmbeddedPostgres:
+    try:
+        pg = EmbeddedPostgres()
+    except ServerBinariesMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    pg.__enter__()
+    return pg
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """URL of a superuser connection to the test server (its ``postgres`` database)."""
+    external = os.environ.get("ORCH_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    pg = _start_cluster()
+    try:
+        yield pg.url()
+    finally:
+        pg.destroy()
+
+
+@pytest.fixture
+def database_url(server_url: str) -> Iterator[str]:
+    """A fresh, empty database for this test, dropped afterwards."""
+    name = f"orch_test_{os.getpid()}_{next(_counter)}"
+    create_database(server_url, name)
+    try:
+        yield with_dbname(server_url, name)
+    finally:
+        drop_database(server_url, name)
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[EmbeddedPostgres]:
+    """A cluster of this test's own, which it may stop, crash and restart at will."""
+    pg = _start_cluster()
+    try:
+        yield pg
+    finally:
+        pg.destroy()
+
+
+@pytest.fixture
+def drizzle_fixture(tmp_path: Path) -> Path:
+    """A writable copy of the shared drizzle migrations folder (the contract's input)."""
+    target = tmp_path / "migrations"
+    shutil.copytree(DRIZZLE_FIXTURE / "migrations", target)
+    for p in target.rglob("*"):
+        p.chmod(0o644 if p.is_file() else 0o755)
+    target.chmod(0o755)
+    return target
