@@ -1,3 +1,3 @@
-"""orchestrator: take a release carrying Drizzle-tracked Postgres migrations to production safely."""
+"""orchestrator: ship a release with Drizzle-tracked Postgres migrations to production safely."""
 
 __version__ = "0.1.0"

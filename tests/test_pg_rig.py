@@ -10,7 +10,8 @@ from orchestrator.testing.pg import EmbeddedPostgres
 def test_fresh_database_is_empty_and_writable(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
         tables = conn.execute(
-            "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+            "SELECT count(*) FROM pg_tables"
+            " WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
         ).fetchone()
         assert tables == (0,)
         conn.execute("CREATE TABLE t (x int)")

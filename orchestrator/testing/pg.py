@@ -203,7 +203,7 @@ def with_dbname(url: str, dbname: str) -> str:
         return urlunsplit(parts._replace(path="/" + dbname))
     params = psycopg.conninfo.conninfo_to_dict(url)
     params["dbname"] = dbname
-    return psycopg.conninfo.make_conninfo(**{k: v for k, v in params.items() if v is not None})
+    return psycopg.conninfo.make_conninfo("", **params)
 
 
 @contextlib.contextmanager
