@@ -52,6 +52,14 @@ class MonitorUnhealthyError(OrchestratorError):
 
 
 class DatabaseError(OrchestratorError):
-    """The database could not be reached or its catalog could not be read."""
+    """The database could not be reached or its catalog could not be read.
+
+    ``transient`` marks failures of the connection (worth retrying) as opposed to answers
+    from the database (an SQL error, a permission denied).
+    """
 
     exit_code = ExitCode.ERROR
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient

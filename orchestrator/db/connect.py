@@ -8,6 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from orchestrator.db.retry import is_transient
 from orchestrator.errors import DatabaseError, UsageError
 
 APPLICATION_NAME = "orchestrator"
@@ -72,7 +73,9 @@ def connect(
             application_name=APPLICATION_NAME,
         )
     except psycopg.OperationalError as exc:
-        raise DatabaseError(f"cannot connect to {redact_url(url)}: {describe(exc)}") from exc
+        raise DatabaseError(
+            f"cannot connect to {redact_url(url)}: {describe(exc)}", transient=is_transient(exc)
+        ) from exc
 
 
 def describe(exc: BaseException) -> str:

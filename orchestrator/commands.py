@@ -1,0 +1,127 @@
+"""The command layer: one function per verb, returning values, knowing nothing of the CLI.
+
+Each function takes plain arguments, does its work through the runtime modules, and returns
+a result or raises a typed error from :mod:`orchestrator.errors`. ``cli.py`` parses
+arguments, calls one of these, and renders what comes back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from orchestrator.db.catalog import CatalogSnapshot, read_snapshot
+from orchestrator.db.connect import check_url, connect
+from orchestrator.db.migrator import AppliedMigration, MigrateOptions, apply_pending
+from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
+from orchestrator.drizzle.journal import Journal, Migration
+from orchestrator.drizzle.objects import build_object_model
+from orchestrator.errors import DatabaseError, PartialStateError, UsageError
+from orchestrator.validation import ValidationReport, Verdict, error_report, validate
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+@dataclass(frozen=True)
+class MigrateResult:
+    """What ``migrate`` did: the state before, what it applied, the state after."""
+
+    before: ValidationReport
+    applied: tuple[AppliedMigration, ...]
+    after: ValidationReport
+
+
+def take_snapshot(url: str, options: MigrateOptions) -> CatalogSnapshot:
+    """Connect, read one catalog snapshot, disconnect."""
+    with connect(url) as conn:
+        return read_snapshot(conn, schema=options.schema, table=options.table)
+
+
+def validate_database(
+    url: str,
+    journal: Journal,
+    options: MigrateOptions,
+    *,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    on_retry: OnRetry | None = None,
+) -> ValidationReport:
+    """Read-only: judge the database at ``url`` against ``journal``.
+
+    Bad input raises :class:`UsageError`; an unreachable or unreadable database yields a
+    report with verdict ERROR rather than an exception, since "cannot tell" is a verdict.
+    """
+    check_url(url)
+    model = build_object_model([(m.tag, m.statements) for m in journal.migrations])
+    try:
+        snapshot = call_with_retry(lambda: take_snapshot(url, options), retry, on_retry=on_retry)
+    except DatabaseError as exc:
+        return error_report(str(exc))
+    return validate(journal, model, snapshot)
+
+
+def migrate_database(
+    url: str,
+    journal: Journal,
+    options: MigrateOptions,
+    *,
+    confirm: Callable[[ValidationReport], bool],
+    retry: RetryPolicy = DEFAULT_RETRY,
+    on_retry: OnRetry | None = None,
+    on_migration: Callable[[Migration], None] | None = None,
+) -> MigrateResult:
+    """Validate, refuse unreconciled states, ask ``confirm``, apply, and validate again.
+
+    A transient failure during the migration transaction is retried only after revalidating:
+    if the commit landed before the connection dropped, there is nothing left to do; if the
+    state became unreconciled, we stop. The migrator re-reads tracked hashes under an
+    advisory lock, so a retry never applies anything twice.
+    """
+    before = validate_database(url, journal, options, retry=retry, on_retry=on_retry)
+    _refuse_unmigratable(before)
+    if not _has_pending(before):
+        return MigrateResult(before, (), before)
+    if not confirm(before):
+        raise UsageError("migration not confirmed: nothing was changed")
+
+    applied: list[AppliedMigration] = []
+    attempts = max(1, retry.attempts)
+    for attempt in range(1, attempts + 1):
+        try:
+            with connect(url) as conn:
+                applied = apply_pending(conn, journal, options, on_migration=on_migration)
+            break
+        except DatabaseError as exc:
+            if not exc.transient or attempt == attempts:
+                raise
+            wait = min(retry.max_wait, retry.initial * 2 ** (attempt - 1))
+            if on_retry is not None:
+                on_retry(attempt, exc, wait)
+            _sleep(wait)
+            now = validate_database(url, journal, options, retry=retry, on_retry=on_retry)
+            _refuse_unmigratable(now)
+            if not _has_pending(now):
+                # The commit reached the server before the connection was lost.
+                applied = [AppliedMigration(m.tag, m.hash, m.when) for m in before.pending]
+                break
+
+    after = validate_database(url, journal, options, retry=retry, on_retry=on_retry)
+    return MigrateResult(before, tuple(applied), after)
+
+
+def _has_pending(report: ValidationReport) -> bool:
+    return bool(report.pending)
+
+
+def _refuse_unmigratable(report: ValidationReport) -> None:
+    if report.status is Verdict.ERROR:
+        errors = [f.message for f in report.findings if f.severity == "error"]
+        raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
+    if report.unreconciled:
+        states = "; ".join(f"{m.tag} is {m.state.value}" for m in report.unreconciled)
+        raise PartialStateError(f"refusing to migrate a partial state: {states}")
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)

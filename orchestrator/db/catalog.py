@@ -1,0 +1,180 @@
+"""One query, one snapshot: the catalog objects and tracking rows validation decides on.
+
+Round trips to a remote serverless database cost tens of milliseconds each, so the whole
+snapshot (schemas, relations, columns, constraints, enum types and labels, and the rows of
+the tracking table) is read by a single statement inside one READ ONLY transaction.
+
+The tracking table may not exist, and a static query cannot name a table that may be
+missing, so its rows are read through ``query_to_xml`` behind a ``CASE`` that only runs it
+when the table exists with the columns drizzle gives it.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from orchestrator.db.connect import describe
+from orchestrator.db.retry import is_transient
+from orchestrator.drizzle.objects import DbObject
+from orchestrator.errors import DatabaseError
+
+_SYSTEM_SCHEMAS = "('pg_catalog', 'information_schema', 'pg_toast')"
+
+SNAPSHOT_QUERY = f"""
+WITH ns AS (
+    SELECT oid, nspname FROM pg_namespace
+    WHERE nspname NOT IN {_SYSTEM_SCHEMAS}
+      AND nspname NOT LIKE 'pg\\_temp\\_%%' AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%%'
+), rel AS (
+    SELECT c.oid, ns.nspname, c.relname, c.relkind
+    FROM pg_class c JOIN ns ON ns.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'i', 'I', 'f')
+), tracking AS (
+    SELECT to_regclass(format('%%I.%%I', %(schema)s::text, %(table)s::text)) AS oid
+)
+SELECT json_build_object(
+    'server_version', current_setting('server_version'),
+    'database', current_database(),
+    'schemas', (SELECT coalesce(json_agg(nspname), '[]') FROM ns),
+    'relations', (SELECT coalesce(json_agg(json_build_array(nspname, relname, relkind)), '[]')
+                  FROM rel),
+    'columns', (SELECT coalesce(json_agg(json_build_array(rel.nspname, rel.relname, a.attname)),
+                                '[]')
+                FROM pg_attribute a JOIN rel ON rel.oid = a.attrelid
+                WHERE a.attnum > 0 AND NOT a.attisdropped AND rel.relkind NOT IN ('i', 'I')),
+    'constraints', (SELECT coalesce(json_agg(json_build_array(rel.nspname, rel.relname,
+                                                              con.conname)), '[]')
+                    FROM pg_constraint con JOIN rel ON rel.oid = con.conrelid),
+    'enums', (SELECT coalesce(json_agg(json_build_array(ns.nspname, t.typname, e.enumlabel)),
+                              '[]')
+              FROM pg_type t JOIN ns ON ns.oid = t.typnamespace
+              LEFT JOIN pg_enum e ON e.enumtypid = t.oid
+              WHERE t.typtype = 'e'),
+    'tracking_present', (SELECT oid IS NOT NULL FROM tracking),
+    'tracking_elsewhere', (SELECT coalesce(json_agg(nspname ORDER BY nspname), '[]')
+                           FROM rel
+                           WHERE relname = %(table)s AND relkind IN ('r', 'p')
+                             AND nspname <> %(schema)s),
+    'tracking_rows', (
+        SELECT CASE WHEN (SELECT count(*) FROM pg_attribute
+                          WHERE attrelid = tracking.oid AND NOT attisdropped
+                            AND attname IN ('id', 'hash', 'created_at')) = 3
+        THEN query_to_xml(
+            format('SELECT id, hash, created_at FROM %%I.%%I ORDER BY id',
+                   %(schema)s::text, %(table)s::text),
+            true, false, '')::text
+        END
+        FROM tracking WHERE tracking.oid IS NOT NULL
+    )
+)
+"""
+
+
+@dataclass(frozen=True)
+class TrackingRow:
+    """One row of ``__drizzle_migrations``."""
+
+    id: int | None
+    hash: str | None
+    created_at: int | None
+
+
+@dataclass(frozen=True)
+class CatalogSnapshot:
+    """What the database holds, as plain values."""
+
+    server_version: str
+    database: str
+    objects: frozenset[DbObject]
+    tracking_schema: str
+    tracking_table: str
+    tracking_present: bool  # the table exists at schema.table
+    tracking_readable: bool  # ... and has drizzle's columns, so its rows were read
+    tracking_rows: tuple[TrackingRow, ...]
+    tracking_elsewhere: tuple[str, ...]  # other schemas holding a table of that name
+
+    @property
+    def tracked_hashes(self) -> frozenset[str]:
+        """Every hash recorded in the tracking table."""
+        return frozenset(row.hash for row in self.tracking_rows if row.hash is not None)
+
+    @property
+    def newest_created_at(self) -> int | None:
+        """What drizzle's migrator compares journal ``when`` values against."""
+        values = [row.created_at for row in self.tracking_rows if row.created_at is not None]
+        return max(values) if values else None
+
+
+def read_snapshot(conn: psycopg.Connection[Any], *, schema: str, table: str) -> CatalogSnapshot:
+    """Read the snapshot in one READ ONLY transaction and one query.
+
+    Any database error becomes :class:`DatabaseError` (exit 30): the catalog is unreadable.
+    """
+    try:
+        previous = conn.read_only
+        conn.read_only = True
+        try:
+            with conn.transaction():
+                row = conn.execute(SNAPSHOT_QUERY, {"schema": schema, "table": table}).fetchone()
+        finally:
+            conn.read_only = previous
+    except psycopg.Error as exc:
+        raise DatabaseError(
+            f"cannot read the catalog: {describe(exc)}", transient=is_transient(exc)
+        ) from exc
+    assert row is not None
+    data = row[0] if isinstance(row[0], dict) else json.loads(row[0])
+    return snapshot_from_json(data, schema=schema, table=table)
+
+
+def snapshot_from_json(data: dict[str, Any], *, schema: str, table: str) -> CatalogSnapshot:
+    """Build a snapshot from the query's JSON document (pure)."""
+    objects: set[DbObject] = {DbObject("schema", name, name) for name in data["schemas"]}
+    for nspname, relname, relkind in data["relations"]:
+        kind = {"v": "view", "m": "view", "i": "index", "I": "index"}.get(relkind, "table")
+        objects.add(DbObject(kind, nspname, relname))  # type: ignore[arg-type]
+    for nspname, relname, attname in data["columns"]:
+        objects.add(DbObject("column", nspname, attname, relname))
+    for nspname, relname, conname in data["constraints"]:
+        objects.add(DbObject("constraint", nspname, conname, relname))
+    for nspname, typname, label in data["enums"]:
+        objects.add(DbObject("enum", nspname, typname))
+        if label is not None:
+            objects.add(DbObject("enum_value", nspname, label, typname))
+    xml_rows = data.get("tracking_rows")
+    present = bool(data["tracking_present"])
+    return CatalogSnapshot(
+        server_version=data["server_version"],
+        database=data["database"],
+        objects=frozenset(objects),
+        tracking_schema=schema,
+        tracking_table=table,
+        tracking_present=present,
+        tracking_readable=present and xml_rows is not None,
+        tracking_rows=parse_tracking_xml(xml_rows) if xml_rows else (),
+        tracking_elsewhere=tuple(data["tracking_elsewhere"]),
+    )
+
+
+def parse_tracking_xml(document: str) -> tuple[TrackingRow, ...]:
+    """Rows from ``query_to_xml(..., nulls => true)`` output."""
+    root = ET.fromstring(document)
+    rows = []
+    for element in root.findall("row"):
+        rows.append(
+            TrackingRow(
+                id=_int(element.findtext("id")),
+                hash=element.findtext("hash") or None,
+                created_at=_int(element.findtext("created_at")),
+            )
+        )
+    return tuple(rows)
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text not in (None, "") else None

@@ -1,0 +1,151 @@
+"""Apply pending migrations exactly as drizzle-orm's migrator does, minus its blind spot.
+
+Same SQL, same tracking rows: the schema and table are created with drizzle's own DDL, each
+file's pieces (split on ``--> statement-breakpoint``) run in journal order, and each is
+followed by ``insert into ... ("hash", "created_at") values ($1, $2)`` with drizzle's hash
+and the journal's ``when``. So ``drizzle-kit migrate`` afterwards finds nothing to do.
+
+Where we differ, on purpose:
+- a migration is pending when its *hash* is not tracked. drizzle instead applies only
+  entries whose ``when`` is newer than the newest tracked ``created_at``, silently skipping
+  an older pending one (the out-of-order journal);
+- everything, including creating the tracking table, is one transaction, so a failure
+  leaves no trace at all (drizzle creates the schema and table outside its transaction);
+- ``lock_timeout`` and ``statement_timeout`` bound the transaction, so a migration never
+  queues behind production traffic indefinitely;
+- a transaction-scoped advisory lock keeps two migrators from interleaving, and the
+  tracked hashes are re-read under that lock, so nothing is ever applied twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from orchestrator.db.connect import describe
+from orchestrator.db.retry import is_transient
+from orchestrator.drizzle.journal import Journal, Migration
+from orchestrator.errors import DatabaseError, ExitCode, OrchestratorError
+
+# The advisory lock key: one per tracking table, shared by every orchestrator process.
+_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('orchestrator.migrate:' || %s))"
+
+
+@dataclass(frozen=True)
+class MigrateOptions:
+    """Where drizzle tracks migrations, and the timeouts of the migration transaction."""
+
+    schema: str = "drizzle"
+    table: str = "__drizzle_migrations"
+    lock_timeout: float = 5.0  # seconds
+    statement_timeout: float = 300.0  # seconds
+
+
+@dataclass(frozen=True)
+class AppliedMigration:
+    """One migration our transaction applied."""
+
+    tag: str
+    hash: str
+    created_at: int
+
+
+class MigrationFailed(OrchestratorError):
+    """A migration's SQL failed (or hit a timeout); rolled back, nothing changed.
+
+    The database answered, so this is not ERROR (unreachable); the run stops like any
+    other failed check (exit 21).
+    """
+
+    exit_code = ExitCode.GUARD_FAILED
+
+    def __init__(self, tag: str | None, message: str, *, sqlstate: str | None) -> None:
+        super().__init__(message)
+        self.tag = tag
+        self.sqlstate = sqlstate
+
+
+def create_tracking_sql(schema: str, table: str) -> list[sql.Composed]:
+    """drizzle-orm's DDL for the tracking schema and table, verbatim."""
+    return [
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)),
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {}.{} (\n"
+            "\t\t\tid SERIAL PRIMARY KEY,\n"
+            "\t\t\thash text NOT NULL,\n"
+            "\t\t\tcreated_at bigint\n"
+            "\t\t)"
+        ).format(sql.Identifier(schema), sql.Identifier(table)),
+    ]
+
+
+def pending_migrations(journal: Journal, tracked_hashes: frozenset[str]) -> list[Migration]:
+    """Journal entries whose hash is not tracked, in journal order (pure)."""
+    return [m for m in journal.migrations if m.hash not in tracked_hashes]
+
+
+def apply_pending(
+    conn: psycopg.Connection[Any],
+    journal: Journal,
+    options: MigrateOptions,
+    *,
+    on_migration: Callable[[Migration], None] | None = None,
+) -> list[AppliedMigration]:
+    """Apply every untracked migration of ``journal`` in one transaction.
+
+    Returns what was applied (empty when nothing was pending). A failing statement rolls
+    everything back and raises :class:`MigrationFailed` (or :class:`DatabaseError` when the
+    connection itself failed, with ``transient`` set).
+    """
+    schema, table = sql.Identifier(options.schema), sql.Identifier(options.table)
+    applied: list[AppliedMigration] = []
+    current: Migration | None = None
+    try:
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("SET LOCAL lock_timeout = {}").format(
+                    sql.Literal(f"{int(options.lock_timeout * 1000)}ms")
+                )
+            )
+            conn.execute(
+                sql.SQL("SET LOCAL statement_timeout = {}").format(
+                    sql.Literal(f"{int(options.statement_timeout * 1000)}ms")
+                )
+            )
+            conn.execute(_LOCK_SQL, (f"{options.schema}.{options.table}",))
+            for statement in create_tracking_sql(options.schema, options.table):
+                conn.execute(statement)
+            rows = conn.execute(sql.SQL("SELECT hash FROM {}.{}").format(schema, table))
+            tracked = frozenset(row[0] for row in rows.fetchall())
+            insert = sql.SQL('insert into {}.{} ("hash", "created_at") values (%s, %s)').format(
+                schema, table
+            )
+            for migration in pending_migrations(journal, tracked):
+                current = migration
+                if on_migration is not None:
+                    on_migration(migration)
+                for piece in migration.statements:
+                    if piece.strip():
+                        conn.execute(piece.encode("utf-8"))
+                conn.execute(insert, (migration.hash, migration.when))
+                applied.append(AppliedMigration(migration.tag, migration.hash, migration.when))
+            current = None
+    except psycopg.Error as exc:
+        where = f" in {current.tag}" if current is not None else ""
+        if is_transient(exc):
+            raise DatabaseError(
+                f"connection lost during migration{where}: {describe(exc)}; rolled back",
+                transient=True,
+            ) from exc
+        raise MigrationFailed(
+            current.tag if current else None,
+            f"migration failed{where}: {describe(exc)}"
+            + (f" [{exc.sqlstate}]" if exc.sqlstate else "")
+            + "; the transaction was rolled back, nothing was applied",
+            sqlstate=exc.sqlstate,
+        ) from exc
+    return applied

@@ -1,0 +1,951 @@
+"""The database objects each Drizzle migration leaves behind, derived from its SQL with pglast.
+
+``orchestrator validate`` needs, for every migration, a set of objects whose presence in the
+database proves the migration ran. Nothing here is a hand-written list: the folder's SQL is
+parsed with pglast and replayed, in journal order, against a small in-memory model of the
+PostgreSQL catalog (schemas, tables, columns, constraints, indexes, views, enums). The model
+follows PostgreSQL's own rules closely enough that later drops and renames are accounted for:
+
+* a CREATE adds objects owned by the creating migration;
+* a DROP removes the object and what depends on it (the table's columns, constraints and
+  indexes; an enum's values; a schema's contents; cross-object dependents only with CASCADE,
+  as PostgreSQL does);
+* a RENAME / SET SCHEMA moves the objects whose identity changed to the renaming migration,
+  because only their presence under the new name proves the rename ran. Objects whose
+  identity does not change (an index of a renamed table keeps its name and schema) keep their
+  creator.
+
+The result is pure data: ``expected[tag]`` is what is still alive at the end of the folder and
+was last created or renamed by ``tag``. Bad SQL never raises; it is reported in ``unparsed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+import pglast
+from pglast import ast
+from pglast.enums import AlterTableType, ConstrType, DropBehavior, ObjectType
+
+__all__ = [
+    "NAMEDATALEN",
+    "DbObject",
+    "ObjectKind",
+    "ObjectModel",
+    "build_object_model",
+    "truncate_identifier",
+]
+
+ObjectKind = Literal[
+    "schema", "table", "view", "column", "index", "constraint", "enum", "enum_value"
+]
+
+NAMEDATALEN = 64  # PostgreSQL's compile-time default; identifiers keep NAMEDATALEN-1 bytes
+DEFAULT_SCHEMA = "public"
+
+
+@dataclass(frozen=True, order=True)
+class DbObject:
+    """One database object as PostgreSQL names it.
+
+    ``schema`` is the namespace (the schema's own name for kind ``schema``); ``parent`` is the
+    owning table for columns and constraints, the enum type for enum values, else ``None``.
+    """
+
+    kind: ObjectKind
+    schema: str
+    name: str
+    parent: str | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "schema":
+            return f"schema {self.name}"
+        if self.parent is None:
+            return f"{self.kind} {self.schema}.{self.name}"
+        return f"{self.kind} {self.schema}.{self.parent}.{self.name}"
+
+
+@dataclass(frozen=True)
+class ObjectModel:
+    """Per migration tag: the objects whose presence proves it applied, and parse failures."""
+
+    expected: Mapping[str, frozenset[DbObject]]
+    unparsed: Mapping[str, str]
+
+
+def truncate_identifier(name: str) -> str:
+    """Cut ``name`` to NAMEDATALEN-1 bytes of UTF-8 without splitting a character, like PG."""
+    return _clip_bytes(name, NAMEDATALEN - 1)
+
+
+def _clip_bytes(text: str, limit: int) -> str:
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    # errors="ignore" drops a trailing partial character, as pg_mbcliplen does.
+    return encoded[:limit].decode("utf-8", errors="ignore")
+
+
+def _make_object_name(name1: str, label: str) -> str:
+    """PostgreSQL's makeObjectName(name1, NULL, label): shorten name1 so the result fits."""
+    available = NAMEDATALEN - 1 - (len(label.encode("utf-8")) + 1)
+    return f"{_clip_bytes(name1, available)}_{label}"
+
+
+# --------------------------------------------------------------------------------------------
+# The catalog model. Entities compare by identity (eq=False), like rows with OIDs: a rename
+# changes an attribute, not the entity, so dependencies survive renames.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Table:
+    schema: str
+    name: str
+    creator: str | None
+
+
+@dataclass(eq=False)
+class _Enum:
+    schema: str
+    name: str
+    creator: str | None
+
+
+@dataclass(eq=False)
+class _EnumValue:
+    enum: _Enum
+    label: str
+    creator: str | None
+
+
+@dataclass(eq=False)
+class _Column:
+    table: _Table
+    name: str
+    creator: str | None
+    enum: _Enum | None = None  # set when the column's type is a modelled enum
+
+
+@dataclass(eq=False)
+class _View:
+    schema: str
+    name: str
+    creator: str | None
+    reads: tuple[_Table | _View, ...] = ()
+    column_names: frozenset[str] = frozenset()  # every name a ColumnRef mentions
+    star: bool = False  # SELECT * (all columns at creation time)
+
+
+@dataclass(eq=False)
+class _Index:
+    schema: str
+    name: str
+    creator: str | None
+    on: _Table | _View | None
+    columns: frozenset[_Column] = frozenset()
+
+
+ConstraintType = Literal["p", "u", "x", "f", "c"]
+_INDEX_BACKED: frozenset[str] = frozenset({"p", "u", "x"})
+
+
+@dataclass(eq=False)
+class _Constraint:
+    table: _Table
+    name: str
+    creator: str | None
+    type: ConstraintType
+    columns: frozenset[_Column] = frozenset()
+    ref_table: _Table | None = None
+    ref_columns: frozenset[_Column] = frozenset()
+
+
+@dataclass
+class _Catalog:
+    """Live objects of the simulated database, with PostgreSQL's drop and rename rules."""
+
+    schemas: dict[str, str | None] = field(default_factory=lambda: {DEFAULT_SCHEMA: None})
+    tables: list[_Table] = field(default_factory=list)
+    columns: list[_Column] = field(default_factory=list)
+    constraints: list[_Constraint] = field(default_factory=list)
+    indexes: list[_Index] = field(default_factory=list)
+    views: list[_View] = field(default_factory=list)
+    enums: list[_Enum] = field(default_factory=list)
+    enum_values: list[_EnumValue] = field(default_factory=list)
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def table(self, schema: str, name: str) -> _Table | None:
+        return next((t for t in self.tables if (t.schema, t.name) == (schema, name)), None)
+
+    def view(self, schema: str, name: str) -> _View | None:
+        return next((v for v in self.views if (v.schema, v.name) == (schema, name)), None)
+
+    def index(self, schema: str, name: str) -> _Index | None:
+        return next((i for i in self.indexes if (i.schema, i.name) == (schema, name)), None)
+
+    def enum(self, schema: str, name: str) -> _Enum | None:
+        return next((e for e in self.enums if (e.schema, e.name) == (schema, name)), None)
+
+    def columns_of(self, table: _Table) -> list[_Column]:
+        return [c for c in self.columns if c.table is table]
+
+    def column(self, table: _Table, name: str) -> _Column | None:
+        return next((c for c in self.columns if c.table is table and c.name == name), None)
+
+    def constraint(self, table: _Table, name: str) -> _Constraint | None:
+        return next((k for k in self.constraints if k.table is table and k.name == name), None)
+
+    def enum_value(self, enum: _Enum, label: str) -> _EnumValue | None:
+        return next((v for v in self.enum_values if v.enum is enum and v.label == label), None)
+
+    def relation_names(self, schema: str) -> set[str]:
+        """Names taken in the schema's relation namespace (index-backed constraints included)."""
+        names = {t.name for t in self.tables if t.schema == schema}
+        names |= {v.name for v in self.views if v.schema == schema}
+        names |= {i.name for i in self.indexes if i.schema == schema}
+        names |= {
+            k.name for k in self.constraints if k.table.schema == schema and k.type in _INDEX_BACKED
+        }
+        return names
+
+    def pkey_name(self, table: _Table) -> str:
+        """The name PostgreSQL gives an unnamed primary key (ChooseRelationName, "pkey")."""
+        taken = self.relation_names(table.schema)
+        taken |= {k.name for k in self.constraints if k.table.schema == table.schema}
+        label, attempt = "pkey", 0
+        while True:
+            candidate = _make_object_name(table.name, label if attempt == 0 else f"{label}{attempt}")
+            if candidate not in taken:
+                return candidate
+            attempt += 1
+
+    # -- drops -----------------------------------------------------------------------------
+
+    def drop_table(self, table: _Table, cascade: bool) -> None:
+        self.tables.remove(table)
+        for index in [i for i in self.indexes if i.on is table]:
+            self.indexes.remove(index)
+        self.constraints = [k for k in self.constraints if k.table is not table]
+        self.columns = [c for c in self.columns if c.table is not table]
+        if cascade:  # without CASCADE, PostgreSQL refuses when these exist
+            self.constraints = [k for k in self.constraints if k.ref_table is not table]
+            for view in [v for v in self.views if table in v.reads]:
+                self.drop_view(view, cascade=True)
+
+    def drop_view(self, view: _View, cascade: bool) -> None:
+        if view not in self.views:  # already gone through another dependency path
+            return
+        self.views.remove(view)
+        self.indexes = [i for i in self.indexes if i.on is not view]
+        if cascade:
+            for reader in [v for v in self.views if view in v.reads]:
+                self.drop_view(reader, cascade=True)
+
+    def drop_column(self, column: _Column, cascade: bool) -> None:
+        if column not in self.columns:
+            return
+        self.columns.remove(column)
+        # Indexes and constraints of the same table that use the column go with it.
+        self.indexes = [i for i in self.indexes if column not in i.columns]
+        self.constraints = [k for k in self.constraints if column not in k.columns]
+        if cascade:
+            self.constraints = [k for k in self.constraints if column not in k.ref_columns]
+            for view in [v for v in self.views if column.table in v.reads]:
+                if view.star or column.name in view.column_names:
+                    self.drop_view(view, cascade=True)
+
+    def drop_constraint(self, constraint: _Constraint, cascade: bool) -> None:
+        self.constraints.remove(constraint)
+        if cascade and constraint.type in ("p", "u"):
+            # Foreign keys that relied on this key's unique index.
+            self.constraints = [
+                k
+                for k in self.constraints
+                if not (k.ref_table is constraint.table and k.ref_columns == constraint.columns)
+            ]
+
+    def drop_enum(self, enum: _Enum, cascade: bool) -> None:
+        self.enums.remove(enum)
+        self.enum_values = [v for v in self.enum_values if v.enum is not enum]
+        if cascade:
+            for column in [c for c in self.columns if c.enum is enum]:
+                self.drop_column(column, cascade=True)
+        for column in self.columns:
+            if column.enum is enum:
+                column.enum = None
+
+    def drop_schema(self, name: str, cascade: bool) -> None:
+        self.schemas.pop(name, None)
+        for table in [t for t in self.tables if t.schema == name]:
+            if table in self.tables:
+                self.drop_table(table, cascade)
+        for view in [v for v in self.views if v.schema == name]:
+            self.drop_view(view, cascade)
+        self.indexes = [i for i in self.indexes if i.schema != name]
+        for enum in [e for e in self.enums if e.schema == name]:
+            self.drop_enum(enum, cascade)
+
+    # -- renames: whatever changes identity becomes evidence of the renaming migration ------
+
+    def rename_table(self, table: _Table, new_name: str, tag: str) -> None:
+        table.name = new_name
+        self._reown_table_members(table, tag, indexes=False)
+
+    def move_table(self, table: _Table, new_schema: str, tag: str) -> None:
+        table.schema = new_schema
+        self._reown_table_members(table, tag, indexes=True)
+
+    def _reown_table_members(self, table: _Table, tag: str, *, indexes: bool) -> None:
+        table.creator = tag
+        for column in self.columns_of(table):
+            column.creator = tag
+        for constraint in self.constraints:
+            if constraint.table is table:
+                constraint.creator = tag
+        if indexes:  # an index's identity holds its schema, not its table's name
+            for index in self.indexes:
+                if index.on is table:
+                    index.schema, index.creator = table.schema, tag
+
+    def rename_enum(
+        self, enum: _Enum, tag: str, *, name: str | None = None, schema: str | None = None
+    ) -> None:
+        enum.name = enum.name if name is None else name
+        enum.schema = enum.schema if schema is None else schema
+        enum.creator = tag
+        for value in self.enum_values:
+            if value.enum is enum:
+                value.creator = tag
+
+    def rename_schema(self, old: str, new: str, tag: str) -> None:
+        self.schemas.pop(old, None)
+        self.schemas[new] = tag
+        for table in [t for t in self.tables if t.schema == old]:
+            self.move_table(table, new, tag)
+        for view in self.views:
+            if view.schema == old:
+                view.schema, view.creator = new, tag
+        for index in self.indexes:
+            if index.schema == old:
+                index.schema, index.creator = new, tag
+        for enum in [e for e in self.enums if e.schema == old]:
+            self.rename_enum(enum, tag, schema=new)
+
+    # -- result ----------------------------------------------------------------------------
+
+    def evidence(self) -> dict[str, set[DbObject]]:
+        """Live objects grouped by the migration that last created or renamed them."""
+        found: dict[str, set[DbObject]] = {}
+
+        def add(creator: str | None, obj: DbObject) -> None:
+            if creator is not None:
+                found.setdefault(creator, set()).add(obj)
+
+        for schema, creator in self.schemas.items():
+            add(creator, DbObject("schema", schema, schema))
+        for t in self.tables:
+            add(t.creator, DbObject("table", t.schema, t.name))
+        for c in self.columns:
+            add(c.creator, DbObject("column", c.table.schema, c.name, c.table.name))
+        for k in self.constraints:
+            add(k.creator, DbObject("constraint", k.table.schema, k.name, k.table.name))
+        for i in self.indexes:
+            add(i.creator, DbObject("index", i.schema, i.name))
+        for v in self.views:
+            add(v.creator, DbObject("view", v.schema, v.name))
+        for e in self.enums:
+            add(e.creator, DbObject("enum", e.schema, e.name))
+        for ev in self.enum_values:
+            add(ev.creator, DbObject("enum_value", ev.enum.schema, ev.label, ev.enum.name))
+        return found
+
+
+# --------------------------------------------------------------------------------------------
+# Replaying parsed statements against the catalog.
+# --------------------------------------------------------------------------------------------
+
+
+class _Unanalysable(Exception):
+    """A part of a migration (a DO body) that pglast could not parse."""
+
+
+def _walk(node: Any) -> Iterator[Any]:
+    """Every pglast node below (and including) ``node``, depth first."""
+    if isinstance(node, ast.Node):
+        yield node
+        for attribute in type(node).__slots__:
+            yield from _walk(getattr(node, attribute, None))
+    elif isinstance(node, tuple | list):
+        for item in node:
+            yield from _walk(item)
+
+
+def _column_refs(node: Any) -> set[str]:
+    """Column names referenced by an expression (last field of each ColumnRef)."""
+    names: set[str] = set()
+    for sub in _walk(node):
+        if isinstance(sub, ast.ColumnRef) and isinstance(sub.fields[-1], ast.String):
+            names.add(truncate_identifier(str(sub.fields[-1].sval)))
+    return names
+
+
+def _strings(items: Any) -> list[str]:
+    """The identifiers of a pglast list of String nodes, truncated like PostgreSQL."""
+    return [truncate_identifier(str(item.sval)) for item in (items or ())]
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+_CONSTRAINT_TYPES: dict[Any, ConstraintType] = {
+    ConstrType.CONSTR_PRIMARY: "p",
+    ConstrType.CONSTR_UNIQUE: "u",
+    ConstrType.CONSTR_EXCLUSION: "x",
+    ConstrType.CONSTR_FOREIGN: "f",
+    ConstrType.CONSTR_CHECK: "c",
+}
+
+_RELATION_KINDS = {ObjectType.OBJECT_TABLE, ObjectType.OBJECT_VIEW, ObjectType.OBJECT_MATVIEW}
+
+
+class _Replay:
+    """Applies one parsed statement at a time to the catalog, on behalf of migration ``tag``."""
+
+    def __init__(self, catalog: _Catalog) -> None:
+        self.catalog = catalog
+        self.tag = ""
+        self.default_schema = DEFAULT_SCHEMA  # CREATE SCHEMA ... <elements> changes it
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            ast.CreateSchemaStmt: self._create_schema,
+            ast.CreateStmt: self._create_table,
+            ast.CreateTableAsStmt: self._create_table_as,
+            ast.ViewStmt: self._create_view,
+            ast.IndexStmt: self._create_index,
+            ast.CreateEnumStmt: self._create_enum,
+            ast.AlterEnumStmt: self._alter_enum,
+            ast.AlterTableStmt: self._alter_table,
+            ast.RenameStmt: self._rename,
+            ast.AlterObjectSchemaStmt: self._set_schema,
+            ast.DropStmt: self._drop,
+            ast.DoStmt: self._do,
+        }
+
+    def statement(self, node: Any) -> None:
+        """Apply one statement; statements that create no evidence are ignored."""
+        handler = self._handlers.get(type(node))
+        if handler is not None:
+            handler(node)
+
+    # -- names -----------------------------------------------------------------------------
+
+    def _qualify(self, schema: str | None, name: str) -> tuple[str, str]:
+        return (
+            truncate_identifier(schema) if schema else self.default_schema,
+            truncate_identifier(name),
+        )
+
+    def _range_var(self, rv: Any) -> tuple[str, str]:
+        return self._qualify(rv.schemaname, str(rv.relname))
+
+    def _any_name(self, items: Any) -> tuple[str, str]:
+        names = _strings(items)
+        return (names[-2] if len(names) > 1 else self.default_schema, names[-1])
+
+    def _enum_of_type(self, type_name: Any) -> _Enum | None:
+        if type_name is None or not type_name.names:
+            return None
+        return self.catalog.enum(*self._any_name(type_name.names))
+
+    def _table_or_phantom(self, schema: str, name: str) -> _Table:
+        """The modelled table, or a placeholder for one created outside the folder."""
+        table = self.catalog.table(schema, name)
+        if table is None:
+            table = _Table(schema, name, None)
+            self.catalog.tables.append(table)
+        return table
+
+    # -- CREATE ----------------------------------------------------------------------------
+
+    def _create_schema(self, node: Any) -> None:
+        name = node.schemaname or (node.authrole.rolename if node.authrole else None)
+        if not name:
+            return
+        name = truncate_identifier(str(name))
+        if name in self.catalog.schemas and node.if_not_exists:
+            return
+        self.catalog.schemas[name] = self.tag
+        outer, self.default_schema = self.default_schema, name
+        try:
+            for element in node.schemaElts or ():
+                self.statement(element)
+        finally:
+            self.default_schema = outer
+
+    def _new_relation_allowed(self, schema: str, name: str, if_not_exists: bool) -> bool:
+        """False when IF NOT EXISTS makes the statement a no-op; clears a stale model entry."""
+        if name not in self.catalog.relation_names(schema):
+            return True
+        if if_not_exists:
+            return False
+        # The statement succeeded, so the model's same-named relation was not really there.
+        if (table := self.catalog.table(schema, name)) is not None:
+            self.catalog.drop_table(table, cascade=False)
+        if (view := self.catalog.view(schema, name)) is not None:
+            self.catalog.drop_view(view, cascade=False)
+        if (index := self.catalog.index(schema, name)) is not None:
+            self.catalog.indexes.remove(index)
+        return True
+
+    def _create_table(self, node: Any) -> None:
+        rv = node.relation
+        if rv.relpersistence == "t":  # temporary tables leave nothing behind
+            return
+        schema, name = self._range_var(rv)
+        if not self._new_relation_allowed(schema, name, bool(node.if_not_exists)):
+            return
+        table = _Table(schema, name, self.tag)
+        self.catalog.tables.append(table)
+        # INHERITS / PARTITION OF / LIKE: the parent's columns exist in the new table too.
+        for parent_rv in node.inhRelations or ():
+            self._copy_columns(self.catalog.table(*self._range_var(parent_rv)), table)
+        for element in node.tableElts or ():
+            if isinstance(element, ast.ColumnDef):
+                self._add_column(table, element, if_not_exists=True)
+            elif isinstance(element, ast.TableLikeClause):
+                self._copy_columns(self.catalog.table(*self._range_var(element.relation)), table)
+        for element in node.tableElts or ():
+            if isinstance(element, ast.ColumnDef):
+                for constraint in element.constraints or ():
+                    self._add_constraint(table, constraint, truncate_identifier(element.colname))
+            elif isinstance(element, ast.Constraint):
+                self._add_constraint(table, element, None)
+
+    def _copy_columns(self, source: _Table | None, target: _Table) -> None:
+        for column in self.catalog.columns_of(source) if source else ():
+            if self.catalog.column(target, column.name) is None:
+                self.catalog.columns.append(_Column(target, column.name, self.tag, column.enum))
+
+    def _add_column(self, table: _Table, coldef: Any, *, if_not_exists: bool) -> _Column | None:
+        name = truncate_identifier(str(coldef.colname))
+        existing = self.catalog.column(table, name)
+        if existing is not None:
+            if if_not_exists:
+                return None
+            self.catalog.drop_column(existing, cascade=False)
+        column = _Column(table, name, self.tag, self._enum_of_type(coldef.typeName))
+        self.catalog.columns.append(column)
+        return column
+
+    def _resolve_columns(self, table: _Table | None, names: set[str]) -> frozenset[_Column]:
+        if table is None:
+            return frozenset()
+        found = (self.catalog.column(table, name) for name in sorted(names))
+        return frozenset(c for c in found if c is not None)
+
+    def _add_constraint(self, table: _Table, node: Any, column: str | None) -> None:
+        """A catalogued constraint (PK, UNIQUE, EXCLUDE, FK, CHECK) with a knowable name."""
+        ctype = _CONSTRAINT_TYPES.get(node.contype)
+        if ctype is None:
+            return  # NOT NULL, DEFAULT, ...: not in pg_constraint on every server version
+        own = {column} if column else set()
+        backing_index = None
+        if node.indexname:  # ADD CONSTRAINT ... USING INDEX: the index becomes the constraint's
+            backing_index = self.catalog.index(table.schema, truncate_identifier(node.indexname))
+        if node.conname:
+            name = truncate_identifier(str(node.conname))
+        elif node.indexname:
+            name = truncate_identifier(str(node.indexname))
+        elif ctype == "p":
+            name = self.catalog.pkey_name(table)
+        else:
+            return  # implicitly named UNIQUE/FK/CHECK: the generated name is not worth guessing
+        ref_table: _Table | None = None
+        ref_names: set[str] = set()
+        if ctype in ("p", "u"):
+            names = set(_strings(node.keys)) | set(_strings(node.including)) or own
+        elif ctype == "x":
+            names = set().union(*(_column_refs(pair[0]) for pair in node.exclusions or ()))
+            names |= _column_refs(node.where_clause)
+        elif ctype == "f":
+            names = set(_strings(node.fk_attrs)) or own
+            ref_table = self._table_or_phantom(*self._range_var(node.pktable))
+            ref_names = set(_strings(node.pk_attrs))
+        else:
+            names = _column_refs(node.raw_expr)
+        columns = self._resolve_columns(table, names)
+        if backing_index is not None:
+            columns = backing_index.columns
+            if backing_index.name != name:  # PostgreSQL renames the index to the constraint
+                backing_index.name, backing_index.creator = name, self.tag
+        ref_columns = self._resolve_columns(ref_table, ref_names)
+        if ref_table is not None and not ref_names:  # REFERENCES t: t's primary key
+            pkey = next(
+                (k for k in self.catalog.constraints if k.table is ref_table and k.type == "p"),
+                None,
+            )
+            ref_columns = pkey.columns if pkey else frozenset()
+        if (existing := self.catalog.constraint(table, name)) is not None:
+            self.catalog.constraints.remove(existing)
+        self.catalog.constraints.append(
+            _Constraint(table, name, self.tag, ctype, columns, ref_table, ref_columns)
+        )
+
+    def _create_index(self, node: Any) -> None:
+        if not node.idxname:
+            return  # the generated name is not worth guessing
+        schema, table_name = self._range_var(node.relation)
+        name = truncate_identifier(str(node.idxname))
+        if not self._new_relation_allowed(schema, name, bool(node.if_not_exists)):
+            return
+        on: _Table | _View | None = self.catalog.view(schema, table_name)
+        names: set[str] = set()
+        for element in (*(node.indexParams or ()), *(node.indexIncludingParams or ())):
+            names |= {truncate_identifier(element.name)} if element.name else set()
+            names |= _column_refs(element.expr)
+        names |= _column_refs(node.whereClause)
+        columns: frozenset[_Column] = frozenset()
+        if on is None:
+            table = self._table_or_phantom(schema, table_name)
+            on, columns = table, self._resolve_columns(table, names)
+        self.catalog.indexes.append(_Index(schema, name, self.tag, on, columns))
+
+    def _create_view(self, node: Any) -> None:
+        if node.view.relpersistence == "t":
+            return
+        schema, name = self._range_var(node.view)
+        existing = self.catalog.view(schema, name)
+        if existing is not None and node.replace:  # same view, same evidence, same creator
+            self.catalog.views.remove(existing)
+            creator = existing.creator
+        else:
+            self._new_relation_allowed(schema, name, if_not_exists=False)
+            creator = self.tag
+        self.catalog.views.append(self._view(schema, name, creator, node.query))
+
+    def _view(self, schema: str, name: str, creator: str | None, query: Any) -> _View:
+        reads: list[_Table | _View] = []
+        for sub in _walk(query):
+            if isinstance(sub, ast.RangeVar):
+                relation = self.catalog.table(*self._range_var(sub)) or self.catalog.view(
+                    *self._range_var(sub)
+                )
+                if relation is not None:
+                    reads.append(relation)
+        star = any(
+            isinstance(sub, ast.ColumnRef) and isinstance(sub.fields[-1], ast.A_Star)
+            for sub in _walk(query)
+        )
+        names = {
+            truncate_identifier(str(f.sval))
+            for sub in _walk(query)
+            if isinstance(sub, ast.ColumnRef)
+            for f in sub.fields
+            if isinstance(f, ast.String)
+        }
+        return _View(schema, name, creator, tuple(reads), frozenset(names), star)
+
+    def _create_table_as(self, node: Any) -> None:
+        rv = node.into.rel
+        if rv.relpersistence == "t":
+            return
+        schema, name = self._range_var(rv)
+        if not self._new_relation_allowed(schema, name, bool(node.if_not_exists)):
+            return
+        if node.objtype == ObjectType.OBJECT_MATVIEW:
+            self.catalog.views.append(self._view(schema, name, self.tag, node.query))
+            return
+        table = _Table(schema, name, self.tag)
+        self.catalog.tables.append(table)
+        # Column names only where they are explicit: a column list, AS alias, or a bare column.
+        names = _strings(node.into.colNames)
+        if not names and isinstance(node.query, ast.SelectStmt):
+            for target in node.query.targetList or ():
+                if target.name:
+                    names.append(truncate_identifier(target.name))
+                elif isinstance(target.val, ast.ColumnRef) and isinstance(
+                    target.val.fields[-1], ast.String
+                ):
+                    names.append(truncate_identifier(target.val.fields[-1].sval))
+        for column_name in dict.fromkeys(names):
+            self.catalog.columns.append(_Column(table, column_name, self.tag))
+
+    # -- enums -----------------------------------------------------------------------------
+
+    def _create_enum(self, node: Any) -> None:
+        schema, name = self._any_name(node.typeName)
+        if (existing := self.catalog.enum(schema, name)) is not None:
+            self.catalog.drop_enum(existing, cascade=False)
+        enum = _Enum(schema, name, self.tag)
+        self.catalog.enums.append(enum)
+        for label in dict.fromkeys(str(v.sval) for v in node.vals or ()):
+            self.catalog.enum_values.append(_EnumValue(enum, label, self.tag))
+
+    def _enum_or_phantom(self, schema: str, name: str) -> _Enum:
+        enum = self.catalog.enum(schema, name)
+        if enum is None:  # ALTER TYPE ... VALUE only works on enums: a placeholder is sound
+            enum = _Enum(schema, name, None)
+            self.catalog.enums.append(enum)
+        return enum
+
+    def _alter_enum(self, node: Any) -> None:
+        enum = self._enum_or_phantom(*self._any_name(node.typeName))
+        new_label = str(node.newVal)
+        if node.oldVal is not None:  # RENAME VALUE
+            old = self.catalog.enum_value(enum, str(node.oldVal))
+            if old is not None:
+                self.catalog.enum_values.remove(old)
+        elif self.catalog.enum_value(enum, new_label) is not None:  # ADD VALUE [IF NOT EXISTS]
+            return
+        self.catalog.enum_values.append(_EnumValue(enum, new_label, self.tag))
+
+    # -- ALTER TABLE -----------------------------------------------------------------------
+
+    def _alter_table(self, node: Any) -> None:
+        if node.objtype != ObjectType.OBJECT_TABLE:
+            return
+        schema, name = self._range_var(node.relation)
+        table = self.catalog.table(schema, name)
+        if table is None:
+            if node.missing_ok or name in self.catalog.relation_names(schema):
+                return  # IF EXISTS on an unknown table, or ALTER TABLE on a view/index
+            table = self._table_or_phantom(schema, name)
+        for cmd in node.cmds or ():
+            self._alter_table_cmd(table, cmd)
+
+    def _alter_table_cmd(self, table: _Table, cmd: Any) -> None:
+        cascade = cmd.behavior == DropBehavior.DROP_CASCADE
+        subtype = cmd.subtype
+        if subtype == AlterTableType.AT_AddColumn:
+            column = self._add_column(table, cmd.def_, if_not_exists=bool(cmd.missing_ok))
+            if column is not None:
+                for constraint in cmd.def_.constraints or ():
+                    self._add_constraint(table, constraint, column.name)
+        elif subtype == AlterTableType.AT_DropColumn:
+            column = self.catalog.column(table, truncate_identifier(cmd.name))
+            if column is not None:
+                self.catalog.drop_column(column, cascade)
+        elif subtype == AlterTableType.AT_AddConstraint:
+            self._add_constraint(table, cmd.def_, None)
+        elif subtype == AlterTableType.AT_DropConstraint:
+            constraint = self.catalog.constraint(table, truncate_identifier(cmd.name))
+            if constraint is not None:
+                self.catalog.drop_constraint(constraint, cascade)
+        elif subtype == AlterTableType.AT_AlterColumnType:
+            column = self.catalog.column(table, truncate_identifier(cmd.name))
+            if column is not None:
+                column.enum = self._enum_of_type(cmd.def_.typeName)
+
+    # -- RENAME / SET SCHEMA ---------------------------------------------------------------
+
+    def _rename(self, node: Any) -> None:
+        kind = node.renameType
+        new_name = truncate_identifier(str(node.newname))
+        missing_ok = bool(node.missing_ok)
+        if kind in (*_RELATION_KINDS, ObjectType.OBJECT_INDEX):
+            self._rename_relation(node.relation, kind, new_name, missing_ok)
+        elif kind in (ObjectType.OBJECT_COLUMN, ObjectType.OBJECT_TABCONSTRAINT):
+            schema, name = self._range_var(node.relation)
+            table = self.catalog.table(schema, name)
+            if table is None:
+                if missing_ok or name in self.catalog.relation_names(schema):
+                    return  # unknown under IF EXISTS, or a view's column
+                table = self._table_or_phantom(schema, name)
+            old_name = truncate_identifier(str(node.subname))
+            if kind == ObjectType.OBJECT_COLUMN:
+                column = self.catalog.column(table, old_name)
+                if column is None:
+                    column = _Column(table, new_name, None)
+                    self.catalog.columns.append(column)
+                column.name, column.creator = new_name, self.tag
+            else:
+                constraint = self.catalog.constraint(table, old_name)
+                if constraint is None:
+                    constraint = _Constraint(table, new_name, None, "c")
+                    self.catalog.constraints.append(constraint)
+                constraint.name, constraint.creator = new_name, self.tag
+        elif kind == ObjectType.OBJECT_TYPE:
+            enum = self.catalog.enum(*self._any_name(node.object))
+            if enum is not None:  # other kinds of type are not modelled
+                self.catalog.rename_enum(enum, self.tag, name=new_name)
+        elif kind == ObjectType.OBJECT_SCHEMA:
+            old = truncate_identifier(str(node.subname))
+            if old in self.catalog.schemas or not missing_ok:
+                self.catalog.rename_schema(old, new_name, self.tag)
+
+    def _rename_relation(self, rv: Any, kind: Any, new_name: str, missing_ok: bool) -> None:
+        # ALTER TABLE/VIEW/INDEX ... RENAME all share one namespace; PostgreSQL accepts
+        # ALTER TABLE on a view or an index, so look the name up whatever its kind.
+        schema, name = self._range_var(rv)
+        if (table := self.catalog.table(schema, name)) is not None:
+            self.catalog.rename_table(table, new_name, self.tag)
+        elif (view := self.catalog.view(schema, name)) is not None:
+            view.name, view.creator = new_name, self.tag
+        elif (index := self.catalog.index(schema, name)) is not None:
+            index.name, index.creator = new_name, self.tag
+        elif (
+            backing := next(
+                (
+                    k
+                    for k in self.catalog.constraints
+                    if k.table.schema == schema and k.name == name and k.type in _INDEX_BACKED
+                ),
+                None,
+            )
+        ) is not None:  # renaming a constraint's index renames the constraint too
+            backing.name, backing.creator = new_name, self.tag
+        elif not missing_ok:  # it existed outside the folder; its new name is still evidence
+            if kind == ObjectType.OBJECT_INDEX:
+                self.catalog.indexes.append(_Index(schema, new_name, self.tag, None))
+            elif kind == ObjectType.OBJECT_TABLE:
+                self.catalog.tables.append(_Table(schema, new_name, self.tag))
+            else:
+                self.catalog.views.append(_View(schema, new_name, self.tag))
+
+    def _set_schema(self, node: Any) -> None:
+        new_schema = truncate_identifier(str(node.newschema))
+        if node.objectType in _RELATION_KINDS:
+            schema, name = self._range_var(node.relation)
+            if (table := self.catalog.table(schema, name)) is not None:
+                self.catalog.move_table(table, new_schema, self.tag)
+            elif (view := self.catalog.view(schema, name)) is not None:
+                view.schema, view.creator = new_schema, self.tag
+                for index in self.catalog.indexes:
+                    if index.on is view:
+                        index.schema, index.creator = new_schema, self.tag
+            elif not node.missing_ok and node.objectType == ObjectType.OBJECT_TABLE:
+                self.catalog.tables.append(_Table(new_schema, name, self.tag))
+        elif node.objectType == ObjectType.OBJECT_TYPE:
+            enum = self.catalog.enum(*self._any_name(node.object))
+            if enum is not None:
+                self.catalog.rename_enum(enum, self.tag, schema=new_schema)
+
+    # -- DROP ------------------------------------------------------------------------------
+
+    def _drop(self, node: Any) -> None:
+        cascade = node.behavior == DropBehavior.DROP_CASCADE
+        kind = node.removeType
+        for target in node.objects or ():
+            if kind == ObjectType.OBJECT_SCHEMA:
+                self.catalog.drop_schema(truncate_identifier(str(target.sval)), cascade)
+            elif kind == ObjectType.OBJECT_TYPE:
+                enum = self._enum_of_type(target)
+                if enum is not None:
+                    self.catalog.drop_enum(enum, cascade)
+            elif kind == ObjectType.OBJECT_TABLE:
+                table = self.catalog.table(*self._any_name(target))
+                if table is not None:
+                    self.catalog.drop_table(table, cascade)
+            elif kind in (ObjectType.OBJECT_VIEW, ObjectType.OBJECT_MATVIEW):
+                view = self.catalog.view(*self._any_name(target))
+                if view is not None:
+                    self.catalog.drop_view(view, cascade)
+            elif kind == ObjectType.OBJECT_INDEX:
+                index = self.catalog.index(*self._any_name(target))
+                if index is not None:
+                    self.catalog.indexes.remove(index)
+
+    # -- DO blocks -------------------------------------------------------------------------
+
+    def _do(self, node: Any) -> None:
+        """Replay the SQL inside a PL/pgSQL DO block (drizzle-kit's old FK wrapper)."""
+        options = {arg.defname: arg.arg.sval for arg in node.args or ()}
+        if options.get("language", "plpgsql").lower() != "plpgsql" or "as" not in options:
+            return
+        for query in _do_block_queries(str(options["as"])):
+            for raw in _parse(query):
+                self.statement(raw.stmt)
+
+
+def _do_block_queries(body: str) -> list[str]:
+    """SQL statements a DO body runs outside its exception handlers, in order."""
+    quote = "$orchestrator$"
+    suffix = 0
+    while quote in body:  # a dollar-quote tag that cannot clash with the body
+        suffix += 1
+        quote = f"$orchestrator{suffix}$"
+    try:
+        tree = pglast.parse_plpgsql(f"DO {quote}{body}{quote}")
+    except Exception as exc:
+        raise _Unanalysable(f"DO block: {_one_line(exc)}") from exc
+    queries: list[str] = []
+
+    def visit(item: Any) -> None:
+        if isinstance(item, list):
+            for element in item:
+                visit(element)
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if key == "exceptions":
+                    continue  # handlers run only when the guarded statement failed
+                if key == "PLpgSQL_stmt_execsql":
+                    queries.append(str(value["sqlstmt"]["PLpgSQL_expr"]["query"]))
+                elif key == "PLpgSQL_stmt_dynexecute":
+                    queries.extend(_literal_sql(value.get("query")))
+                else:
+                    visit(value)
+
+    visit(tree)
+    return queries
+
+
+def _literal_sql(expr: Any) -> list[str]:
+    """The SQL of ``EXECUTE '<constant>'``; dynamic strings are beyond static analysis."""
+    try:
+        text = str(expr["PLpgSQL_expr"]["query"])
+        select = _parse(f"SELECT {text}")[0].stmt
+        value = select.targetList[0].val
+        if len(select.targetList) == 1 and isinstance(value, ast.A_Const):
+            if isinstance(value.val, ast.String):
+                return [str(value.val.sval)]
+    except Exception:
+        pass  # not a single string constant
+    return []
+
+
+def _parse(sql: str) -> Any:
+    return pglast.parse_sql(sql)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def build_object_model(migrations: Sequence[tuple[str, Sequence[str]]]) -> ObjectModel:
+    """Replay the folder's SQL in journal order and say what proves each migration applied.
+
+    ``migrations`` is ``(tag, statements)`` in journal order, ``statements`` being the file
+    split on ``--> statement-breakpoint``. Every tag gets an entry in ``expected`` (maybe
+    empty). A migration pglast cannot parse (or analyse) gets an empty set and a one-line
+    reason in ``unparsed``; its parseable statements are still replayed so that later
+    migrations' drops and renames are modelled as well as possible.
+    """
+    catalog = _Catalog()
+    replay = _Replay(catalog)
+    unparsed: dict[str, str] = {}
+    for tag, statements in migrations:
+        replay.tag = tag
+        for number, text in enumerate(statements, start=1):
+            try:
+                parsed = _parse(text)
+            except Exception as exc:  # pglast.parser.ParseError, and anything else it raises
+                unparsed.setdefault(tag, f"statement {number}: {_one_line(exc)}")
+                continue
+            for raw in parsed:
+                try:
+                    replay.statement(raw.stmt)
+                except _Unanalysable as exc:
+                    unparsed.setdefault(tag, f"statement {number}: {exc}")
+                except Exception as exc:  # an exotic statement must not crash `validate`
+                    reason = f"could not analyse ({type(exc).__name__}: {_one_line(exc)})"
+                    unparsed.setdefault(tag, f"statement {number}: {reason}")
+    evidence = catalog.evidence()
+    expected = {
+        tag: frozenset() if tag in unparsed else frozenset(evidence.get(tag, ()))
+        for tag, _ in migrations
+    }
+    return ObjectModel(expected=MappingProxyType(expected), unparsed=MappingProxyType(unparsed))

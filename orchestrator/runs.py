@@ -1,0 +1,371 @@
+"""Run records: ids, the on-disk record of one deploy run, atomic saves, and the run lock.
+
+Every run lives in ``<state-dir>/runs/<run-id>/``: ``run.json`` (the :class:`RunRecord`),
+``audit.jsonl`` (the audit trail, see :mod:`orchestrator.audit`) and ``lock`` (held while a
+process drives the run). ``orchestrator resume`` continues a run from ``run.json`` alone, so
+that file is only ever replaced atomically: a crash leaves either the previous record or the
+new one, never a torn file.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import GuardError, UsageError
+
+RUNS_DIRNAME = "runs"
+RECORD_FILENAME = "run.json"
+AUDIT_FILENAME = "audit.jsonl"
+LOCK_FILENAME = "lock"
+
+# Letters, digits, '-' and '_' only: no '/', no '.', so an id can never leave runs/.
+_RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+def utc_now_iso() -> str:
+    """The current time as ISO-8601 UTC with a ``Z`` suffix (the format of every record time)."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A fresh run id such as ``20251021T143005Z-3fa9c2``.
+
+    The UTC timestamp first makes ids sort by creation time; 6 random hex digits keep two runs
+    started in the same second apart. A naive ``now`` is taken to be UTC already.
+    """
+    moment = now or datetime.now(UTC)
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return f"{moment.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+
+
+def check_run_id(run_id: str) -> str:
+    """Return ``run_id`` if it is a well-formed id (or id prefix); UsageError otherwise."""
+    if not isinstance(run_id, str) or not _RUN_ID_PATTERN.fullmatch(run_id):
+        raise UsageError(
+            f"invalid run id {run_id!r}: expected letters, digits, '-' or '_' "
+            "(e.g. 20251021T143005Z-3fa9c2)"
+        )
+    return run_id
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One move of the state machine, as recorded in the run."""
+
+    at: str  # ISO-8601 UTC
+    trigger: str
+    source: str
+    dest: str
+    detail: str = ""
+
+
+@dataclass
+class RunRecord:
+    """Everything needed to show, resume or roll back one deploy run."""
+
+    run_id: str
+    playbook: str  # absolute path of the playbook file
+    name: str  # playbook name
+    state: str = "pending"  # machine state
+    created_at: str = field(default_factory=utc_now_iso)
+    updated_at: str = field(default_factory=utc_now_iso)
+    source_commit: str | None = None
+    # per-step outputs: backup info, validation summary, applied migrations, merge, monitor
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    transitions: list[Transition] = field(default_factory=list)
+    halt_reason: str | None = None
+    exit_code: int | None = None
+    rollback_plan: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as plain JSON data; :meth:`from_json` inverts it exactly."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> RunRecord:
+        """Rebuild a record from :meth:`to_json` output; UsageError if it is malformed."""
+        return _record_from_json(data)
+
+
+def _record_from_json(data: Any) -> RunRecord:
+    """Check every field's type (a record is read from disk, so it is untrusted input)."""
+    if not isinstance(data, dict):
+        raise UsageError(f"malformed run record: expected an object, got {type(data).__name__}")
+    known = {f.name for f in fields(RunRecord)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        # Refuse rather than drop: a later save would silently lose those fields.
+        raise UsageError(f"malformed run record: unknown field(s) {', '.join(unknown)}")
+    for name in ("run_id", "playbook", "name", "state", "created_at", "updated_at"):
+        _expect(data, name, str)
+    for name in ("created_at", "updated_at"):
+        _parse_time(data[name], name)
+    for name in ("source_commit", "halt_reason"):
+        _expect_optional(data, name, str)
+    if "exit_code" in data and (
+        isinstance(data["exit_code"], bool) or not isinstance(data["exit_code"], int | None)
+    ):
+        raise UsageError("malformed run record: exit_code must be an integer or null")
+    steps = data.get("steps", {})
+    if not isinstance(steps, dict) or not all(
+        isinstance(k, str) and isinstance(v, dict) for k, v in steps.items()
+    ):
+        raise UsageError("malformed run record: steps must map step names to objects")
+    plan = data.get("rollback_plan", [])
+    if not isinstance(plan, list) or not all(isinstance(s, str) for s in plan):
+        raise UsageError("malformed run record: rollback_plan must be a list of strings")
+    raw_transitions = data.get("transitions", [])
+    if not isinstance(raw_transitions, list):
+        raise UsageError("malformed run record: transitions must be a list")
+    transitions = [_transition_from_json(item, i) for i, item in enumerate(raw_transitions)]
+    return RunRecord(
+        run_id=data["run_id"],
+        playbook=data["playbook"],
+        name=data["name"],
+        state=data["state"],
+        created_at=data["created_at"],
+        updated_at=data["updated_at"],
+        source_commit=data.get("source_commit"),
+        steps=steps,
+        transitions=transitions,
+        halt_reason=data.get("halt_reason"),
+        exit_code=data.get("exit_code"),
+        rollback_plan=plan,
+    )
+
+
+def _transition_from_json(item: Any, index: int) -> Transition:
+    where = f"transitions[{index}]"
+    if not isinstance(item, dict):
+        raise UsageError(f"malformed run record: {where} must be an object")
+    known = {f.name for f in fields(Transition)}
+    if set(item) - known or not {"at", "trigger", "source", "dest"} <= set(item):
+        raise UsageError(f"malformed run record: {where} must have at, trigger, source, dest")
+    if not all(isinstance(v, str) for v in item.values()):
+        raise UsageError(f"malformed run record: {where} values must be strings")
+    return Transition(**item)
+
+
+def _expect(data: dict[str, Any], name: str, kind: type) -> None:
+    if name not in data:
+        raise UsageError(f"malformed run record: missing field {name}")
+    if not isinstance(data[name], kind):
+        raise UsageError(f"malformed run record: {name} must be a {kind.__name__}")
+
+
+def _expect_optional(data: dict[str, Any], name: str, kind: type) -> None:
+    if data.get(name) is not None and not isinstance(data[name], kind):
+        raise UsageError(f"malformed run record: {name} must be a {kind.__name__} or null")
+
+
+def _parse_time(text: str, name: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"malformed run record: {name} {text!r} is not ISO-8601") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+class RunStore:
+    """The run records under ``<state_dir>/runs/``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.runs_dir = self.state_dir / RUNS_DIRNAME
+
+    def run_dir(self, run_id: str) -> Path:
+        """The directory of run ``run_id`` (validated; it need not exist)."""
+        return self.runs_dir / check_run_id(run_id)
+
+    def audit_path(self, run_id: str) -> Path:
+        """Where the audit trail of run ``run_id`` is appended."""
+        return self.run_dir(run_id) / AUDIT_FILENAME
+
+    def record_path(self, run_id: str) -> Path:
+        """Where the record of run ``run_id`` is kept."""
+        return self.run_dir(run_id) / RECORD_FILENAME
+
+    def create(self, record: RunRecord) -> Path:
+        """Make ``runs/<id>/`` and write the first ``run.json``; return the run directory.
+
+        UsageError if a run with that id already exists.
+        """
+        directory = self.run_dir(record.run_id)
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            raise UsageError(f"run {record.run_id} already exists in {self.runs_dir}") from None
+        try:
+            _write_atomically(directory / RECORD_FILENAME, _encode(record))
+        except BaseException:
+            # Leave no half-made run behind: list() and prefix lookups would trip on it.
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+            raise
+        _fsync_dir(self.runs_dir)
+        return directory
+
+    def save(self, record: RunRecord) -> None:
+        """Replace ``run.json`` atomically with ``record`` (stamping ``updated_at``).
+
+        The new content goes to a uniquely named temporary file in the same directory, is
+        fsynced, then ``os.replace``d over the old record, so readers and crashes only ever
+        see a complete record. A record that cannot be serialised raises before anything is
+        written.
+        """
+        directory = self.run_dir(record.run_id)
+        if not directory.is_dir():
+            raise UsageError(f"unknown run id {record.run_id!r}: create it before saving")
+        stamped = replace(record, updated_at=utc_now_iso())
+        _write_atomically(directory / RECORD_FILENAME, _encode(stamped))
+        record.updated_at = stamped.updated_at  # only once the new record is on disk
+
+    def resolve(self, run_id: str) -> str:
+        """The full id of the one run whose id is ``run_id`` or starts with it."""
+        check_run_id(run_id)
+        if (self.runs_dir / run_id).is_dir():
+            return run_id
+        matches = sorted(name for name in self._run_dir_names() if name.startswith(run_id))
+        if not matches:
+            raise UsageError(f"unknown run id {run_id!r} (see `orchestrator runs`)")
+        if len(matches) > 1:
+            shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+            raise UsageError(f"run id prefix {run_id!r} is ambiguous: matches {shown}")
+        return matches[0]
+
+    def load(self, run_id: str) -> RunRecord:
+        """The record of run ``run_id`` (full id or unique prefix).
+
+        UsageError (exit 2, one line) if the id is malformed, unknown or ambiguous, or the
+        record is missing, unreadable or corrupt.
+        """
+        full_id = self.resolve(run_id)
+        path = self.record_path(full_id)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"run {full_id}: cannot read {path}: {exc.strerror}") from None
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UsageError(f"run {full_id}: corrupt record {path}: {reason}") from None
+        try:
+            record = RunRecord.from_json(data)
+        except UsageError as exc:
+            raise UsageError(f"run {full_id}: {path}: {exc}") from None
+        if record.run_id != full_id:
+            raise UsageError(
+                f"run {full_id}: corrupt record {path}: it names run {record.run_id!r}"
+            )
+        return record
+
+    def list(self) -> list[RunRecord]:
+        """Every readable run, newest first; corrupt or half-made run directories are skipped."""
+        records: list[RunRecord] = []
+        for name in self._run_dir_names():
+            try:
+                records.append(self.load(name))
+            except UsageError:
+                continue
+        records.sort(key=lambda r: (_parse_time(r.created_at, "created_at"), r.run_id))
+        records.reverse()
+        return records
+
+    @contextlib.contextmanager
+    def lock(self, run_id: str) -> Iterator[None]:
+        """Hold the exclusive lock of run ``run_id`` for the ``with`` block.
+
+        Uses ``fcntl.flock`` on ``runs/<id>/lock`` without blocking: if another process (or
+        another ``lock`` in this one) holds it, GuardError names its pid. The kernel drops the
+        lock when the holder dies, so a crashed run never stays locked. The lock file itself
+        is kept (deleting it would let two processes lock two different inodes).
+        """
+        full_id = self.resolve(run_id)
+        path = self.run_dir(full_id) / LOCK_FILENAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                holder = _read_pid(fd)
+                raise GuardError(
+                    f"run {full_id} is in use by another process (pid {holder or 'unknown'})"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)  # no stale pid once we let go
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def _run_dir_names(self) -> builtins.list[str]:
+        """Names of the directories under runs/ that are well-formed run ids."""
+        try:
+            entries = list(self.runs_dir.iterdir())
+        except FileNotFoundError:
+            return []
+        return [p.name for p in entries if _RUN_ID_PATTERN.fullmatch(p.name) and p.is_dir()]
+
+
+def _read_pid(fd: int) -> str | None:
+    """The pid written in a lock file by its holder, if any yet."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", errors="replace").strip()
+    except OSError:
+        return None
+    return text if text.isdigit() else None
+
+
+def _encode(record: RunRecord) -> bytes:
+    """The record as UTF-8 JSON; TypeError (before any write) if a step output isn't JSON."""
+    try:
+        text = json.dumps(record.to_json(), indent=2, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"run {record.run_id}: record is not JSON-serialisable: {exc}") from None
+    return (text + "\n").encode()
+
+
+def _write_atomically(target: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``target`` via tmp file + fsync + ``os.replace``.
+
+    The tmp name is unique per call so concurrent writers never share (and tear) a tmp file.
+    """
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(payload)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(target.parent)  # make the rename itself durable
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

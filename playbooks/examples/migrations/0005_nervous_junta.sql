@@ -1,0 +1,2 @@
+CREATE INDEX "case_classifications_created_at_idx" ON "case_classifications" USING btree ("created_at");--> statement-breakpoint
+CREATE INDEX "case_classification_results_created_at_idx" ON "case_classification_results" USING btree ("created_at");

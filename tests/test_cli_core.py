@@ -1,0 +1,136 @@
+"""The validate and migrate commands as a user runs them: exit codes, output, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import run
+from tests.drizzle_helpers import FIXTURE_MIGRATIONS, prefix_folder, schema_fingerprint
+
+FIXTURE = str(FIXTURE_MIGRATIONS)
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = run(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_validate_then_migrate_then_validate(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = cli(capsys, "validate", "--database-url", database_url, "--migrations", FIXTURE)
+    assert code == 10
+    assert "NEEDS_MIGRATION" in out and "0010_new_colleen_wing" in out
+
+    code, out, _ = cli(
+        capsys, "migrate", "--database-url", database_url, "--migrations", FIXTURE, "--yes"
+    )
+    assert code == 0
+    assert "applied 12 migration(s)" in out
+
+    code, out, _ = cli(
+        capsys, "validate", "--database-url", database_url, "--migrations", FIXTURE, "--json"
+    )
+    document = json.loads(out)
+    assert code == 0 and document["status"] == "SAFE"
+    assert {c["name"] for c in document["checks"]} >= {"connectivity", "tracking_table"}
+    assert all(m["state"] == "applied" for m in document["migrations"])
+    assert document["recommendation"]
+
+
+def test_json_names_the_migration_drizzle_would_skip(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prefix = prefix_folder(FIXTURE_MIGRATIONS, 10, tmp_path / "prefix")
+    assert cli(capsys, "migrate", "--database-url", database_url, "--migrations", str(prefix),
+               "--yes")[0] == 0
+    code, out, _ = cli(
+        capsys, "validate", "--database-url", database_url, "--migrations", FIXTURE, "--json"
+    )
+    document = json.loads(out)
+    assert code == 10
+    finding = next(f for f in document["findings"] if f["code"] == "out_of_order")
+    assert finding["migration"] == "0010_new_colleen_wing"
+    pending = [m["tag"] for m in document["migrations"] if m["state"] == "pending"]
+    assert pending == ["0010_new_colleen_wing", "0011_cute_skin"]
+
+
+def test_password_never_printed(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator.testing.pg import free_port
+
+    url = f"postgresql://alice:hunter2secret@127.0.0.1:{free_port()}/db"
+    for extra in ([], ["--json"]):
+        code, out, err = cli(
+            capsys, "validate", "--database-url", url, "--migrations", FIXTURE, "--retries", "1",
+            *extra,
+        )
+        assert code == 30
+        assert "hunter2secret" not in out + err
+        assert "alice:***@" in out + err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["validate", "--migrations", "/no/such/folder"], "migrations folder not found"),
+        (["validate", "--migrations", "{empty}"], "no meta/_journal.json"),
+        (["validate", "--migrations", "{badjson}"], "malformed JSON"),
+        (["validate", "--migrations", "{nofile}"], "has no file 0011_cute_skin.sql"),
+        (["validate", "--migrations", FIXTURE, "--database-url", "postgresql://u@h:port/db"],
+         "bad database URL"),
+        (["validate", "--migrations", FIXTURE, "--database-url", "mysql://u:pw@h/db"],
+         "not a PostgreSQL URL"),
+        (["validate", "--migrations", FIXTURE, "--database-url", ""], "no database URL"),
+        (["migrate", "--migrations", FIXTURE], "pass --yes"),
+        (["migrate", "--migrations", FIXTURE, "--yes", "--lock-timeout", "soon"], "--lock-timeout"),
+        (["migrate", "--migrations", FIXTURE, "--yes", "--statement-timeout", "-5s"],
+         "--statement-timeout"),
+        (["validate", "--migrations", FIXTURE, "--colour"], "No such option"),
+        (["validate", "--migrations", FIXTURE, "--retries", "0"], "--retries"),
+        (["validate"], "Missing option '--migrations'"),
+        (["frobnicate"], "No such command"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(
+    database_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    message: str,
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    badjson = prefix_folder(FIXTURE_MIGRATIONS, 12, tmp_path / "badjson")
+    (badjson / "meta" / "_journal.json").write_text('{"entries": [')
+    nofile = prefix_folder(FIXTURE_MIGRATIONS, 12, tmp_path / "nofile")
+    (nofile / "0011_cute_skin.sql").unlink()
+    folders = {"{empty}": str(empty), "{badjson}": str(badjson), "{nofile}": str(nofile)}
+    argv = [folders.get(a, a) for a in args]
+    monkeypatch.setenv("DATABASE_URL", database_url)
+
+    before = schema_fingerprint(database_url)
+    code, out, err = cli(capsys, *argv)
+    assert code == 2, (out, err)
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in out + err
+    assert schema_fingerprint(database_url) == before
+
+
+def test_console_script_never_shows_a_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/x"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "validate", "--migrations", str(tmp_path)],
+        capture_output=True, text=True, env=env, check=False,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("error: ")

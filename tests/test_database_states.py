@@ -1,0 +1,318 @@
+"""validate and migrate against a real PostgreSQL: every verdict, every per-migration state,
+the out-of-order finding, and drizzle compatibility both ways."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from orchestrator.commands import migrate_database, validate_database
+from orchestrator.db.migrator import MigrateOptions, MigrationFailed
+from orchestrator.db.retry import RetryPolicy
+from orchestrator.drizzle.journal import Journal, read_journal
+from orchestrator.errors import PartialStateError
+from orchestrator.validation import MigrationState, ValidationReport, Verdict
+from tests.drizzle_helpers import (
+    FIXTURE_MIGRATIONS,
+    expected_rows,
+    fixture_migration,
+    prefix_folder,
+    run_sql,
+    schema_fingerprint,
+    track,
+    tracking_rows,
+)
+
+OPTIONS = MigrateOptions()
+ONCE = RetryPolicy.none()
+
+
+def full() -> Journal:
+    return read_journal(FIXTURE_MIGRATIONS)
+
+
+def migrate(url: str, journal: Journal, options: MigrateOptions = OPTIONS):  # type: ignore[no-untyped-def]
+    return migrate_database(url, journal, options, confirm=lambda _r: True, retry=ONCE)
+
+
+def states(report: ValidationReport) -> dict[str, MigrationState]:
+    return {m.tag: m.state for m in report.migrations}
+
+
+def codes(report: ValidationReport) -> list[tuple[str, str | None]]:
+    return [(f.code, f.migration) for f in report.findings]
+
+
+def apply_prefix(url: str, tmp_path: Path, count: int) -> None:
+    migrate(url, read_journal(prefix_folder(FIXTURE_MIGRATIONS, count, tmp_path / f"p{count}")))
+
+
+def test_empty_database_needs_migration(database_url: str) -> None:
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    assert report.status is Verdict.NEEDS_MIGRATION
+    assert int(report.exit_code) == 10
+    assert set(states(report).values()) == {MigrationState.PENDING}
+    assert ("tracking_table_missing", None) in codes(report)
+    # The release's journal is out of order even before anything is applied: warn.
+    assert ("journal_out_of_order", "0010_new_colleen_wing") in codes(report)
+
+
+def test_migrate_writes_exactly_drizzles_rows_and_validates_safe(database_url: str) -> None:
+    result = migrate(database_url, full())
+    assert [a.tag for a in result.applied] == [m.tag for m in full().migrations]
+    assert tracking_rows(database_url) == expected_rows()
+    assert result.after.status is Verdict.SAFE and int(result.after.exit_code) == 0
+    # drizzle-kit's rule: apply entries whose when > newest created_at. Nothing qualifies.
+    newest = max(created for _, _, created in tracking_rows(database_url))
+    assert all(m.when <= newest for m in full().migrations)
+    # And a second run applies nothing.
+    again = migrate(database_url, full())
+    assert again.applied == ()
+    assert tracking_rows(database_url) == expected_rows()
+
+
+def test_tracking_table_has_drizzles_shape(database_url: str) -> None:
+    migrate(database_url, full())
+    with psycopg.connect(database_url) as conn:
+        columns = conn.execute(
+            "SELECT column_name, data_type, is_nullable, column_default "
+            "FROM information_schema.columns WHERE table_schema = 'drizzle' "
+            "AND table_name = '__drizzle_migrations' ORDER BY ordinal_position"
+        ).fetchall()
+    assert columns == [
+        ("id", "integer", "NO", "nextval('drizzle.__drizzle_migrations_id_seq'::regclass)"),
+        ("hash", "text", "NO", None),
+        ("created_at", "bigint", "YES", None),
+    ]
+
+
+def test_database_migrated_by_drizzle_validates_safe(database_url: str) -> None:
+    # The state the real drizzle-orm migrator left: every file's SQL, and its recorded rows.
+    for migration in full().migrations:
+        run_sql(database_url, migration)
+    with psycopg.connect(database_url) as conn:
+        conn.execute("CREATE SCHEMA drizzle")
+        conn.execute(
+            "CREATE TABLE drizzle.__drizzle_migrations "
+            "(id SERIAL PRIMARY KEY, hash text NOT NULL, created_at bigint)"
+        )
+        for _, digest, created in expected_rows():
+            conn.execute(
+                "INSERT INTO drizzle.__drizzle_migrations (hash, created_at) VALUES (%s, %s)",
+                (digest, created),
+            )
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    assert report.status is Verdict.SAFE, report.findings
+    assert report.findings == ()
+
+
+def test_clean_prefix_needs_migration(database_url: str, tmp_path: Path) -> None:
+    apply_prefix(database_url, tmp_path, 9)  # 0000-0008: production before the release
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    assert report.status is Verdict.NEEDS_MIGRATION
+    assert [m.tag for m in report.pending] == [
+        "0009_fat_kulan_gath",
+        "0010_new_colleen_wing",
+        "0011_cute_skin",
+    ]
+
+
+def test_out_of_order_is_named_and_our_migrate_applies_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    apply_prefix(database_url, tmp_path, 10)  # 0000-0009 applied, as in the fixture README
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    assert report.status is Verdict.NEEDS_MIGRATION
+    skipped = [f for f in report.findings if f.code == "out_of_order"]
+    assert [f.migration for f in skipped] == ["0010_new_colleen_wing"]
+    assert "drizzle-kit migrate would skip 0010_new_colleen_wing" in skipped[0].message
+    assert "0009_fat_kulan_gath" in skipped[0].message
+    assert "drizzle-kit" in report.recommendation
+
+    result = migrate(database_url, full())
+    assert [a.tag for a in result.applied] == ["0010_new_colleen_wing", "0011_cute_skin"]
+    assert result.after.status is Verdict.SAFE
+
+
+def test_what_drizzle_leaves_after_skipping_is_partial(database_url: str, tmp_path: Path) -> None:
+    # drizzle with 0000-0009 applied, then the whole folder: 0010 skipped, 0011 applied.
+    apply_prefix(database_url, tmp_path, 10)
+    cute_skin = fixture_migration("0011_cute_skin")
+    run_sql(database_url, cute_skin)
+    track(database_url, cute_skin)
+
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    assert report.status is Verdict.PARTIAL_MIGRATION and int(report.exit_code) == 20
+    assert states(report)["0010_new_colleen_wing"] is MigrationState.PENDING
+    assert states(report)["0011_cute_skin"] is MigrationState.APPLIED
+    assert ("out_of_order", "0010_new_colleen_wing") in codes(report)
+
+    result = migrate(database_url, full())  # a hole with nothing unreconciled: fill it
+    assert [a.tag for a in result.applied] == ["0010_new_colleen_wing"]
+    assert result.after.status is Verdict.SAFE
+
+
+def test_objects_without_tracking_is_untracked_present(database_url: str, tmp_path: Path) -> None:
+    apply_prefix(database_url, tmp_path, 9)
+    run_sql(database_url, fixture_migration("0009_fat_kulan_gath"))  # "relation already exists"
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    assert report.status is Verdict.PARTIAL_MIGRATION
+    assert states(report)["0009_fat_kulan_gath"] is MigrationState.UNTRACKED_PRESENT
+
+    before = schema_fingerprint(database_url)
+    with pytest.raises(PartialStateError, match="0009_fat_kulan_gath is untracked_present"):
+        migrate(database_url, full())
+    assert schema_fingerprint(database_url) == before
+
+
+def test_tracking_without_objects_is_tracked_missing(database_url: str) -> None:
+    migrate(database_url, full())
+    with psycopg.connect(database_url) as conn:
+        conn.execute("DROP TABLE cmdb_reconciliation_results")
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    assert report.status is Verdict.PARTIAL_MIGRATION
+    assert states(report)["0010_new_colleen_wing"] is MigrationState.TRACKED_MISSING
+    status = next(m for m in report.migrations if m.tag == "0010_new_colleen_wing")
+    assert "table public.cmdb_reconciliation_results" in status.missing_objects
+
+
+def test_half_a_migration_is_partially_present(database_url: str, tmp_path: Path) -> None:
+    apply_prefix(database_url, tmp_path, 9)
+    with psycopg.connect(database_url) as conn:  # one of 0009's four tables, by hand
+        conn.execute(
+            'CREATE TABLE "app_settings" ("key" text PRIMARY KEY NOT NULL, '
+            '"value" text NOT NULL, "updated_at" timestamp with time zone DEFAULT now() NOT NULL)'
+        )
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    assert report.status is Verdict.PARTIAL_MIGRATION
+    assert states(report)["0009_fat_kulan_gath"] is MigrationState.PARTIALLY_PRESENT
+    # 0011 adds columns to tables that exist: still nothing of it present.
+    assert states(report)["0011_cute_skin"] is MigrationState.PENDING
+
+
+def test_tracked_with_half_its_objects_is_partially_present(database_url: str) -> None:
+    migrate(database_url, full())
+    with psycopg.connect(database_url) as conn:
+        conn.execute('ALTER TABLE "case_classifications" DROP COLUMN "service_offering"')
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    assert states(report)["0011_cute_skin"] is MigrationState.PARTIALLY_PRESENT
+    status = next(m for m in report.migrations if m.tag == "0011_cute_skin")
+    assert status.missing_objects == ("column public.case_classifications.service_offering",)
+
+
+def test_unreachable_database_is_error(database_url: str) -> None:
+    from orchestrator.testing.pg import free_port
+
+    url = f"postgresql://someone:s3cr3t@127.0.0.1:{free_port()}/nowhere"
+    report = validate_database(url, full(), OPTIONS, retry=ONCE)
+    assert report.status is Verdict.ERROR and int(report.exit_code) == 30
+    assert "s3cr3t" not in str(report.to_json())
+    assert report.checks[0].name == "connectivity" and not report.checks[0].ok
+
+
+def test_malformed_tracking_table_is_error(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute("CREATE SCHEMA drizzle")
+        conn.execute("CREATE TABLE drizzle.__drizzle_migrations (id int, checksum text)")
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    assert report.status is Verdict.ERROR
+    assert ("tracking_table_malformed", None) in codes(report)
+
+
+def test_unreadable_tracking_table_is_error(database_url: str) -> None:
+    migrate(database_url, full())
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS orch_reader")
+        conn.execute("CREATE ROLE orch_reader LOGIN")
+    try:
+        reader = database_url.replace("postgres@", "orch_reader@")
+        report = validate_database(reader, full(), OPTIONS, retry=ONCE)
+        assert report.status is Verdict.ERROR
+        assert "permission denied" in report.checks[0].detail
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY orch_reader")
+            conn.execute("DROP ROLE orch_reader")
+
+
+def test_tracking_table_in_public_is_its_own_finding(database_url: str) -> None:
+    for migration in full().migrations:
+        run_sql(database_url, migration)
+        track(database_url, migration, schema="public")
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    assert report.status is Verdict.PARTIAL_MIGRATION
+    assert ("tracking_table_wrong_schema", None) in codes(report)
+    assert set(states(report).values()) == {MigrationState.UNTRACKED_PRESENT}
+    tracking_check = next(c for c in report.checks if c.name == "tracking_table")
+    assert "public.__drizzle_migrations" in tracking_check.detail and not tracking_check.ok
+
+
+def test_edited_and_foreign_hashes_are_named(database_url: str, tmp_path: Path) -> None:
+    migrate(database_url, full())
+    edited = prefix_folder(FIXTURE_MIGRATIONS, 12, tmp_path / "edited")
+    path = edited / "0002_assignment_group.sql"
+    path.write_text(path.read_text() + "\n-- reviewed\n")
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO drizzle.__drizzle_migrations (hash, created_at) VALUES ('f00d', 1)"
+        )
+    report = validate_database(database_url, read_journal(edited), OPTIONS, retry=ONCE)
+    assert ("edited_migration", "0002_assignment_group") in codes(report)
+    assert ("unknown_hash", None) in codes(report)
+    assert states(report)["0002_assignment_group"] is MigrationState.UNTRACKED_PRESENT
+
+
+def test_failed_statement_rolls_back_the_whole_release(database_url: str, tmp_path: Path) -> None:
+    apply_prefix(database_url, tmp_path, 9)
+    broken = prefix_folder(FIXTURE_MIGRATIONS, 12, tmp_path / "broken")
+    (broken / "0011_cute_skin.sql").write_text('ALTER TABLE "no_such_table" ADD COLUMN "x" text;')
+    before = schema_fingerprint(database_url)
+    with pytest.raises(MigrationFailed, match="in 0011_cute_skin") as raised:
+        migrate(database_url, read_journal(broken))
+    assert raised.value.sqlstate == "42P01"
+    assert schema_fingerprint(database_url) == before
+    assert len(tracking_rows(database_url)) == 9
+
+
+def test_lock_timeout_stops_a_migration_queued_behind_traffic(
+    database_url: str, tmp_path: Path
+) -> None:
+    apply_prefix(database_url, tmp_path, 11)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold_lock() -> None:
+        with psycopg.connect(database_url) as conn:
+            conn.execute("LOCK TABLE case_classification_results IN ACCESS SHARE MODE")
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    try:
+        assert holding.wait(5)
+        impatient = MigrateOptions(lock_timeout=0.2)
+        with pytest.raises(MigrationFailed, match="lock timeout") as raised:
+            migrate(database_url, full(), impatient)
+        assert raised.value.sqlstate == "55P03"
+    finally:
+        release.set()
+        holder.join()
+    assert len(tracking_rows(database_url)) == 11
+
+
+def test_custom_schema_and_table_names(database_url: str) -> None:
+    options = MigrateOptions(schema="ops", table="migrations_log")
+    result = migrate(database_url, full(), options)
+    assert result.after.status is Verdict.SAFE
+    with psycopg.connect(database_url) as conn:
+        count = conn.execute("SELECT count(*) FROM ops.migrations_log").fetchone()
+    assert count == (12,)
+    assert tracking_rows(database_url) == []
+    # Judged against the default table, the same database has objects without tracking.
+    assert validate_database(database_url, full(), OPTIONS, retry=ONCE).status is (
+        Verdict.PARTIAL_MIGRATION
+    )

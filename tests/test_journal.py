@@ -1,0 +1,123 @@
+"""Reading a migrations folder as drizzle-orm's readMigrationFiles does."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from orchestrator.drizzle.journal import (
+    BREAKPOINT,
+    parse_journal,
+    read_journal,
+    split_statements,
+)
+from orchestrator.errors import UsageError
+from tests.conftest import DRIZZLE_FIXTURE
+
+
+def expected_rows() -> list[tuple[str, int]]:
+    lines = (DRIZZLE_FIXTURE / "expected_tracking_rows.tsv").read_text().splitlines()[1:]
+    return [(hash_, int(created)) for _, hash_, created in (line.split("\t") for line in lines)]
+
+
+def test_hashes_and_when_match_what_drizzle_recorded() -> None:
+    journal = read_journal(DRIZZLE_FIXTURE / "migrations")
+    assert [(m.hash, m.when) for m in journal.migrations] == expected_rows()
+    assert journal.dialect == "postgresql"
+    assert [m.idx for m in journal.migrations] == list(range(12))
+
+
+def test_statements_split_on_breakpoints_without_trimming() -> None:
+    journal = read_journal(DRIZZLE_FIXTURE / "migrations")
+    m = journal.by_tag("0011_cute_skin")
+    assert len(m.statements) == 4
+    assert all("ADD COLUMN IF NOT EXISTS" in s for s in m.statements)
+    assert "".join(m.statements) == m.sql.replace(BREAKPOINT, "")
+    assert split_statements("a;\n--> statement-breakpoint\n") == ["a;\n", "\n"]
+
+
+def write_folder(root: Path, entries: list[dict[str, object]], files: dict[str, bytes]) -> Path:
+    (root / "meta").mkdir(parents=True)
+    (root / "meta" / "_journal.json").write_text(
+        json.dumps({"version": "7", "dialect": "postgresql", "entries": entries})
+    )
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    return root
+
+
+def test_hash_is_over_the_raw_text_crlf_and_bom_included(tmp_path: Path) -> None:
+    raw = b"\xef\xbb\xbfCREATE TABLE a (x int);\r\n--> statement-breakpoint\r\nSELECT 1;\r\n"
+    folder = write_folder(
+        tmp_path / "m", [{"idx": 0, "when": 1, "tag": "0000_a", "breakpoints": True}],
+        {"0000_a.sql": raw},
+    )
+    m = read_journal(folder).migrations[0]
+    assert m.hash == hashlib.sha256(raw).hexdigest()
+    assert len(m.statements) == 2
+
+
+def test_invalid_utf8_is_replaced_like_node_does(tmp_path: Path) -> None:
+    raw = b"SELECT '\xff';"
+    folder = write_folder(
+        tmp_path / "m", [{"idx": 0, "when": 1, "tag": "0000_a"}], {"0000_a.sql": raw}
+    )
+    m = read_journal(folder).migrations[0]
+    # Buffer.toString() turns the bad byte into U+FFFD, whose UTF-8 form is what gets hashed.
+    assert m.hash == hashlib.sha256("SELECT '\ufffd';".encode()).hexdigest()
+
+
+def test_parse_from_a_mapping_equals_reading_from_disk() -> None:
+    folder = DRIZZLE_FIXTURE / "migrations"
+    files = {
+        str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+    from_disk = read_journal(folder)
+    from_mapping = parse_journal(files, origin="commit abc")
+    assert from_mapping.migrations == from_disk.migrations
+
+
+@pytest.mark.parametrize(
+    ("journal", "files", "message"),
+    [
+        ("{not json", {}, "malformed JSON at line 1"),
+        ('["a"]', {}, "expected a JSON object"),
+        ('{"entries": {}}', {}, "'entries' must be a list"),
+        ('{"entries": [1]}', {}, "entry 0 is not an object"),
+        ('{"entries": []}', {}, "the journal has no entries"),
+        ('{"entries": [{"when": 1}]}', {}, "'tag' must be a file name"),
+        ('{"entries": [{"tag": "../x", "when": 1}]}', {}, "'tag' must be a file name"),
+        ('{"entries": [{"tag": "a", "when": "soon"}]}', {"a.sql": b""}, "'when' must be"),
+        ('{"entries": [{"tag": "a", "when": 1}]}', {}, "journal entry 'a' has no file a.sql"),
+        (
+            '{"entries": [{"tag": "a", "when": 1}, {"tag": "a", "when": 2}]}',
+            {"a.sql": b""},
+            "tag 'a' appears twice",
+        ),
+        ('{"dialect": "mysql", "entries": []}', {}, "only postgresql is supported"),
+    ],
+)
+def test_malformed_journals_are_usage_errors(
+    tmp_path: Path, journal: str, files: dict[str, bytes], message: str
+) -> None:
+    folder = tmp_path / "m"
+    (folder / "meta").mkdir(parents=True)
+    (folder / "meta" / "_journal.json").write_text(journal)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        read_journal(folder)
+
+
+def test_missing_folder_or_journal(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="migrations folder not found"):
+        read_journal(tmp_path / "nope")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="not a directory"):
+        read_journal(tmp_path / "file")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no meta/_journal.json"):
+        read_journal(tmp_path / "empty")
