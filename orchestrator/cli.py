@@ -17,12 +17,17 @@ import click
 from rich.console import Console
 
 from orchestrator import commands, render
+from orchestrator import deploy as deploy_engine
+from orchestrator.audit import read_events
+from orchestrator.checklist import checklist
 from orchestrator.db.connect import redact, redact_url
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
+from orchestrator.deploy import Interaction
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.errors import ExitCode, OrchestratorError, UsageError
-from orchestrator.playbook import parse_duration
+from orchestrator.playbook import load_playbook, parse_duration
+from orchestrator.runs import RunRecord, RunStore
 from orchestrator.validation import ValidationReport
 
 out = Console(soft_wrap=True)
@@ -204,6 +209,141 @@ def migrate(
             out.print("nothing to apply")
         render.validation(out, result.after, redact_url(url))
     return int(result.after.exit_code)
+
+
+STATE_DIR_HELP = "Where run records live (runs/<run-id>/). Default: .orchestrator"
+
+
+def state_options(func: Callable[..., int]) -> Callable[..., int]:
+    """--state-dir and --json, shared by the run commands."""
+    func = click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")(
+        func
+    )
+    return click.option(
+        "--state-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=Path(".orchestrator"),
+        show_default=True,
+        help=STATE_DIR_HELP,
+    )(func)
+
+
+def _interaction(yes: bool, backup_confirmed: bool, as_json: bool, what: str) -> Interaction:
+    """Confirmations: --yes answers them; a terminal asks; otherwise refuse up front."""
+    interactive = _interactive()
+    if not yes and not interactive:
+        raise UsageError(f"{what} changes production: pass --yes (no terminal to confirm on)")
+
+    def confirm(question: str) -> bool:
+        return True if yes else click.confirm(f"{question}?", default=False)
+
+    console = None if as_json else _print_event
+    return Interaction(
+        confirm=confirm,
+        backup_confirmed=backup_confirmed,
+        console=console,
+        on_progress=_progress if interactive and not as_json else lambda _line: None,
+    )
+
+
+def _print_event(event: dict[str, Any]) -> None:
+    line = render.event_line(event)
+    if line is not None:
+        err.print(line, markup=False, highlight=False)
+
+
+def _progress(line: str) -> None:
+    err.print(f"\r{line}", end="", markup=False, highlight=False)
+
+
+def _finish_run(record: RunRecord, as_json: bool) -> int:
+    if as_json:
+        _print_json(record.to_json())
+    else:
+        render.run_summary(out, record)
+    return int(record.exit_code if record.exit_code is not None else ExitCode.ERROR)
+
+
+@app.command()
+@click.option(
+    "--playbook", required=True, type=click.Path(path_type=Path), help="The release playbook."
+)
+@click.option("--yes", "-y", is_flag=True, help="Answer yes to every confirmation.")
+@click.option(
+    "--backup-confirmed", is_flag=True, help="backup kind manual: vouch that a backup exists."
+)
+@state_options
+def deploy(
+    playbook: Path, yes: bool, backup_confirmed: bool, state_dir: Path, as_json: bool
+) -> int:
+    """Walk Strategy A: backup, validate, migrate, revalidate, merge/push, monitor."""
+    interaction = _interaction(yes, backup_confirmed, as_json, "deploy")
+    if not yes and not as_json:
+        for line in checklist(load_playbook(playbook)):
+            out.print(line, markup=False, highlight=False)
+        if not click.confirm("Start the deploy?", default=False):
+            raise UsageError("deploy not started: nothing was changed")
+    record = deploy_engine.start(playbook, RunStore(state_dir), interaction)
+    return _finish_run(record, as_json)
+
+
+@app.command()
+@click.argument("run_id")
+@click.option("--yes", "-y", is_flag=True, help="Answer yes to every confirmation.")
+@click.option(
+    "--backup-confirmed", is_flag=True, help="backup kind manual: vouch that a backup exists."
+)
+@state_options
+def resume(run_id: str, yes: bool, backup_confirmed: bool, state_dir: Path, as_json: bool) -> int:
+    """Continue an interrupted or halted run; steps already done are not repeated."""
+    interaction = _interaction(yes, backup_confirmed, as_json, "resume")
+    record = deploy_engine.resume(run_id, RunStore(state_dir), interaction)
+    return _finish_run(record, as_json)
+
+
+@app.command()
+@click.argument("run_id")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@state_options
+def rollback(run_id: str, yes: bool, state_dir: Path, as_json: bool) -> int:
+    """Revert a run's pushed merge (git revert + push) and print the database steps."""
+    interaction = _interaction(yes, False, as_json, "rollback")
+    result = deploy_engine.rollback(run_id, RunStore(state_dir), interaction)
+    if as_json:
+        _print_json({"reverted_commit": result.reverted_commit, "plan": result.plan})
+    else:
+        if result.reverted_commit:
+            out.print(f"[green]reverted and pushed:[/green] {result.reverted_commit}")
+        for line in result.plan:
+            out.print(line, markup=False, highlight=False)
+    return int(ExitCode.OK)
+
+
+@app.command(name="runs")
+@state_options
+def list_runs(state_dir: Path, as_json: bool) -> int:
+    """List recorded runs, newest first."""
+    records = RunStore(state_dir).list()
+    if as_json:
+        _print_json({"runs": [r.to_json() for r in records]})
+    else:
+        render.runs_table(out, records)
+    return int(ExitCode.OK)
+
+
+@app.command()
+@click.argument("run_id")
+@state_options
+def show(run_id: str, state_dir: Path, as_json: bool) -> int:
+    """Print a run's timeline (transitions, steps, checks, halt and rollback plan)."""
+    store = RunStore(state_dir)
+    record = store.load(run_id)
+    events = read_events(store.audit_path(record.run_id))
+    if as_json:
+        _print_json({"record": record.to_json(), "events": events})
+    else:
+        render.timeline(out, record, events)
+    return int(ExitCode.OK)
 
 
 def _show_report(report: ValidationReport, url: str, as_json: bool) -> None:

@@ -20,7 +20,6 @@ from orchestrator.drizzle.objects import build_object_model
 from orchestrator.errors import DatabaseError, PartialStateError, UsageError
 from orchestrator.validation import ValidationReport, Verdict, error_report, validate
 
-
 DEFAULT_RETRY = RetryPolicy()
 
 

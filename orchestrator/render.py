@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator.runs import RunRecord
 from orchestrator.validation import MigrationState, ValidationReport, Verdict
 
 VERDICT_STYLE = {
@@ -61,3 +64,109 @@ def validation(console: Console, report: ValidationReport, url: str) -> None:
         console.print(finding.message, markup=False, highlight=False)
     console.print(f"verdict: [{VERDICT_STYLE[report.status]}]{report.status.value}[/]")
     console.print(report.recommendation, markup=False, highlight=False)
+
+
+EVENT_STYLE = {"error": "red", "warning": "yellow"}
+
+
+def event_line(event: dict[str, Any]) -> str | None:
+    """One readable console line for an audit event (``None`` for events not worth a line)."""
+    name = event.get("event")
+    time = str(event.get("timestamp", ""))[11:19]
+    if name == "transition":
+        text = f"{event['source']} → {event['dest']}  ({event['trigger']})"
+        if event.get("detail"):
+            text += f": {event['detail']}"
+    elif name == "step_start":
+        text = f"step {event['step']} …"
+    elif name == "step_end":
+        text = f"step {event['step']} done{_outcome_hint(event.get('outcome'))}"
+    elif name == "step_already_done":
+        text = f"step {event['step']} already done (postcondition holds): not repeated"
+    elif name == "guard":
+        if event.get("passed"):
+            return None
+        failed = [k for k, v in dict(event.get("guards", {})).items() if not v]
+        text = f"guard refused {event['trigger']}: {', '.join(failed)}"
+    elif name == "retry":
+        text = (
+            f"transient failure, attempt {event['attempt']}: {event['error']} "
+            f"(retry in {event['wait_s']}s)"
+        )
+    elif name == "finding":
+        text = f"finding [{event['code']}] {event['message']}"
+    elif name == "applying_migration":
+        text = f"applying {event['tag']}"
+    elif name == "check":
+        return None  # the progress line shows these
+    elif name in ("halted", "failed"):
+        text = f"{name.upper()}: {event['reason']} (exit {event['exit_code']})"
+    elif name in ("run_started", "run_resumed"):
+        text = f"{name.replace('_', ' ')}: {event.get('name')} from state {event.get('state')}"
+    elif name == "run_succeeded":
+        text = "run succeeded"
+    elif name == "interrupted":
+        text = f"interrupted in state {event.get('state')}: resume with `{event.get('hint')}`"
+    else:
+        return None
+    return f"{time} {text}"
+
+
+def _outcome_hint(outcome: Any) -> str:
+    if not isinstance(outcome, dict):
+        return ""
+    if "status" in outcome:
+        return f": {outcome['status']}"
+    if "applied" in outcome:
+        tags = [a["tag"] for a in outcome["applied"]]
+        return f": applied {', '.join(tags)}" if tags else f": {outcome.get('skipped', 'nothing')}"
+    if "pushed_commit" in outcome:
+        return f": pushed {str(outcome['pushed_commit'])[:12]}"
+    if "healthy" in outcome:
+        return f": {'healthy' if outcome['healthy'] else 'UNHEALTHY'} ({outcome['rounds']} rounds)"
+    if "kind" in outcome:
+        return f": {outcome['kind']}"
+    if "source_commit" in outcome:
+        return f": source {str(outcome['source_commit'])[:12]}, trial merge clean"
+    return ""
+
+
+def run_summary(console: Console, record: RunRecord) -> None:
+    """The end of a deploy: final state, reason, rollback plan."""
+    style = "bold green" if record.state == "succeeded" else "bold red"
+    console.print(f"run {record.run_id}: [{style}]{record.state}[/] (exit {record.exit_code})")
+    if record.halt_reason:
+        console.print(f"reason: {record.halt_reason}", markup=False, highlight=False)
+    if record.rollback_plan:
+        console.print("[bold]rollback plan:[/bold]")
+        for line in record.rollback_plan:
+            console.print(line, markup=False, highlight=False)
+
+
+def timeline(console: Console, record: RunRecord, events: list[dict[str, Any]]) -> None:
+    """A run's timeline: its transitions and every event of its audit trail."""
+    console.print(
+        f"run {record.run_id} · {record.name} · state {record.state} · exit {record.exit_code}",
+        markup=False,
+        highlight=False,
+    )
+    console.print(
+        f"playbook {record.playbook}; source commit {record.source_commit}",
+        markup=False,
+        highlight=False,
+    )
+    for event in events:
+        line = event_line(event)
+        if line is not None:
+            console.print(line, markup=False, highlight=False)
+    run_summary(console, record)
+
+
+def runs_table(console: Console, records: list[RunRecord]) -> None:
+    """One row per run, newest first."""
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("run", "name", "state", "exit", "updated"):
+        table.add_column(column)
+    for r in records:
+        table.add_row(r.run_id, r.name, r.state, str(r.exit_code), r.updated_at)
+    console.print(table)

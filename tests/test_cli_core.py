@@ -49,8 +49,12 @@ def test_json_names_the_migration_drizzle_would_skip(
     database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     prefix = prefix_folder(FIXTURE_MIGRATIONS, 10, tmp_path / "prefix")
-    assert cli(capsys, "migrate", "--database-url", database_url, "--migrations", str(prefix),
-               "--yes")[0] == 0
+    assert (
+        cli(
+            capsys, "migrate", "--database-url", database_url, "--migrations", str(prefix), "--yes"
+        )[0]
+        == 0
+    )
     code, out, _ = cli(
         capsys, "validate", "--database-url", database_url, "--migrations", FIXTURE, "--json"
     )
@@ -68,7 +72,14 @@ def test_password_never_printed(database_url: str, capsys: pytest.CaptureFixture
     url = f"postgresql://alice:hunter2secret@127.0.0.1:{free_port()}/db"
     for extra in ([], ["--json"]):
         code, out, err = cli(
-            capsys, "validate", "--database-url", url, "--migrations", FIXTURE, "--retries", "1",
+            capsys,
+            "validate",
+            "--database-url",
+            url,
+            "--migrations",
+            FIXTURE,
+            "--retries",
+            "1",
             *extra,
         )
         assert code == 30
@@ -83,15 +94,21 @@ def test_password_never_printed(database_url: str, capsys: pytest.CaptureFixture
         (["validate", "--migrations", "{empty}"], "no meta/_journal.json"),
         (["validate", "--migrations", "{badjson}"], "malformed JSON"),
         (["validate", "--migrations", "{nofile}"], "has no file 0011_cute_skin.sql"),
-        (["validate", "--migrations", FIXTURE, "--database-url", "postgresql://u@h:port/db"],
-         "bad database URL"),
-        (["validate", "--migrations", FIXTURE, "--database-url", "mysql://u:pw@h/db"],
-         "not a PostgreSQL URL"),
+        (
+            ["validate", "--migrations", FIXTURE, "--database-url", "postgresql://u@h:port/db"],
+            "bad database URL",
+        ),
+        (
+            ["validate", "--migrations", FIXTURE, "--database-url", "mysql://u:pw@h/db"],
+            "not a PostgreSQL URL",
+        ),
         (["validate", "--migrations", FIXTURE, "--database-url", ""], "no database URL"),
         (["migrate", "--migrations", FIXTURE], "pass --yes"),
         (["migrate", "--migrations", FIXTURE, "--yes", "--lock-timeout", "soon"], "--lock-timeout"),
-        (["migrate", "--migrations", FIXTURE, "--yes", "--statement-timeout", "-5s"],
-         "--statement-timeout"),
+        (
+            ["migrate", "--migrations", FIXTURE, "--yes", "--statement-timeout", "-5s"],
+            "--statement-timeout",
+        ),
         (["validate", "--migrations", FIXTURE, "--colour"], "No such option"),
         (["validate", "--migrations", FIXTURE, "--retries", "0"], "--retries"),
         (["validate"], "Missing option '--migrations'"),
@@ -129,7 +146,10 @@ def test_console_script_never_shows_a_traceback(tmp_path: Path) -> None:
     env = {**os.environ, "DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/x"}
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "validate", "--migrations", str(tmp_path)],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

@@ -52,7 +52,8 @@ def write_folder(root: Path, entries: list[dict[str, object]], files: dict[str, 
 def test_hash_is_over_the_raw_text_crlf_and_bom_included(tmp_path: Path) -> None:
     raw = b"\xef\xbb\xbfCREATE TABLE a (x int);\r\n--> statement-breakpoint\r\nSELECT 1;\r\n"
     folder = write_folder(
-        tmp_path / "m", [{"idx": 0, "when": 1, "tag": "0000_a", "breakpoints": True}],
+        tmp_path / "m",
+        [{"idx": 0, "when": 1, "tag": "0000_a", "breakpoints": True}],
         {"0000_a.sql": raw},
     )
     m = read_journal(folder).migrations[0]
@@ -72,9 +73,7 @@ def test_invalid_utf8_is_replaced_like_node_does(tmp_path: Path) -> None:
 
 def test_parse_from_a_mapping_equals_reading_from_disk() -> None:
     folder = DRIZZLE_FIXTURE / "migrations"
-    files = {
-        str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()
-    }
+    files = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     from_disk = read_journal(folder)
     from_mapping = parse_journal(files, origin="commit abc")
     assert from_mapping.migrations == from_disk.migrations
@@ -119,5 +118,5 @@ def test_missing_folder_or_journal(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not a directory"):
         read_journal(tmp_path / "file")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UsageError, match="no meta/_journal.json"):
+    with pytest.raises(UsageError, match=r"no meta/_journal\.json"):
         read_journal(tmp_path / "empty")

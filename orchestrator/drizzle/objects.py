@@ -219,7 +219,9 @@ class _Catalog:
         taken |= {k.name for k in self.constraints if k.table.schema == table.schema}
         label, attempt = "pkey", 0
         while True:
-            candidate = _make_object_name(table.name, label if attempt == 0 else f"{label}{attempt}")
+            candidate = _make_object_name(
+                table.name, label if attempt == 0 else f"{label}{attempt}"
+            )
             if candidate not in taken:
                 return candidate
             attempt += 1
@@ -378,20 +380,27 @@ def _walk(node: Any) -> Iterator[Any]:
     """Every pglast node below (and including) ``node``, depth first."""
     if isinstance(node, ast.Node):
         yield node
-        for attribute in type(node).__slots__:
+        for attribute in getattr(type(node), "__slots__", ()):
             yield from _walk(getattr(node, attribute, None))
     elif isinstance(node, tuple | list):
         for item in node:
             yield from _walk(item)
 
 
+def _column_ref_fields(node: Any) -> Iterator[tuple[Any, ...]]:
+    """The fields (String or A_Star nodes) of every ColumnRef below ``node``."""
+    for sub in _walk(node):
+        if isinstance(sub, ast.ColumnRef) and sub.fields:
+            yield tuple(sub.fields)
+
+
 def _column_refs(node: Any) -> set[str]:
     """Column names referenced by an expression (last field of each ColumnRef)."""
-    names: set[str] = set()
-    for sub in _walk(node):
-        if isinstance(sub, ast.ColumnRef) and isinstance(sub.fields[-1], ast.String):
-            names.add(truncate_identifier(str(sub.fields[-1].sval)))
-    return names
+    return {
+        truncate_identifier(str(fields[-1].sval))
+        for fields in _column_ref_fields(node)
+        if isinstance(fields[-1], ast.String)
+    }
 
 
 def _strings(items: Any) -> list[str]:
@@ -522,7 +531,8 @@ class _Replay:
         for element in node.tableElts or ():
             if isinstance(element, ast.ColumnDef):
                 for constraint in element.constraints or ():
-                    self._add_constraint(table, constraint, truncate_identifier(element.colname))
+                    column_name = truncate_identifier(str(element.colname))
+                    self._add_constraint(table, constraint, column_name)
             elif isinstance(element, ast.Constraint):
                 self._add_constraint(table, element, None)
 
@@ -637,15 +647,12 @@ class _Replay:
                 )
                 if relation is not None:
                     reads.append(relation)
-        star = any(
-            isinstance(sub, ast.ColumnRef) and isinstance(sub.fields[-1], ast.A_Star)
-            for sub in _walk(query)
-        )
+        references = list(_column_ref_fields(query))
+        star = any(isinstance(fields[-1], ast.A_Star) for fields in references)
         names = {
             truncate_identifier(str(f.sval))
-            for sub in _walk(query)
-            if isinstance(sub, ast.ColumnRef)
-            for f in sub.fields
+            for fields in references
+            for f in fields
             if isinstance(f, ast.String)
         }
         return _View(schema, name, creator, tuple(reads), frozenset(names), star)
@@ -666,12 +673,11 @@ class _Replay:
         names = _strings(node.into.colNames)
         if not names and isinstance(node.query, ast.SelectStmt):
             for target in node.query.targetList or ():
+                bare = [f[-1] for f in _column_ref_fields(target.val)]
                 if target.name:
-                    names.append(truncate_identifier(target.name))
-                elif isinstance(target.val, ast.ColumnRef) and isinstance(
-                    target.val.fields[-1], ast.String
-                ):
-                    names.append(truncate_identifier(target.val.fields[-1].sval))
+                    names.append(truncate_identifier(str(target.name)))
+                elif isinstance(target.val, ast.ColumnRef) and isinstance(bare[0], ast.String):
+                    names.append(truncate_identifier(str(bare[0].sval)))
         for column_name in dict.fromkeys(names):
             self.catalog.columns.append(_Column(table, column_name, self.tag))
 
@@ -769,6 +775,10 @@ class _Replay:
                     constraint = _Constraint(table, new_name, None, "c")
                     self.catalog.constraints.append(constraint)
                 constraint.name, constraint.creator = new_name, self.tag
+                if constraint.type in _INDEX_BACKED:
+                    index = self.catalog.index(table.schema, old_name)
+                    if index is not None:  # an index adopted with ADD CONSTRAINT USING INDEX
+                        index.name, index.creator = new_name, self.tag
         elif kind == ObjectType.OBJECT_TYPE:
             enum = self.catalog.enum(*self._any_name(node.object))
             if enum is not None:  # other kinds of type are not modelled
@@ -788,17 +798,9 @@ class _Replay:
             view.name, view.creator = new_name, self.tag
         elif (index := self.catalog.index(schema, name)) is not None:
             index.name, index.creator = new_name, self.tag
-        elif (
-            backing := next(
-                (
-                    k
-                    for k in self.catalog.constraints
-                    if k.table.schema == schema and k.name == name and k.type in _INDEX_BACKED
-                ),
-                None,
-            )
-        ) is not None:  # renaming a constraint's index renames the constraint too
-            backing.name, backing.creator = new_name, self.tag
+            self._rename_backed_constraints(schema, name, new_name)
+        elif self._rename_backed_constraints(schema, name, new_name):
+            pass
         elif not missing_ok:  # it existed outside the folder; its new name is still evidence
             if kind == ObjectType.OBJECT_INDEX:
                 self.catalog.indexes.append(_Index(schema, new_name, self.tag, None))
@@ -806,6 +808,16 @@ class _Replay:
                 self.catalog.tables.append(_Table(schema, new_name, self.tag))
             else:
                 self.catalog.views.append(_View(schema, new_name, self.tag))
+
+    def _rename_backed_constraints(self, schema: str, old: str, new: str) -> bool:
+        """Renaming an index renames the constraint it backs (and vice versa), as in PG."""
+        renamed = False
+        for constraint in self.catalog.constraints:
+            if (constraint.table.schema, constraint.name) == (schema, old) and (
+                constraint.type in _INDEX_BACKED
+            ):
+                constraint.name, constraint.creator, renamed = new, self.tag, True
+        return renamed
 
     def _set_schema(self, node: Any) -> None:
         new_schema = truncate_identifier(str(node.newschema))
@@ -900,9 +912,9 @@ def _literal_sql(expr: Any) -> list[str]:
         text = str(expr["PLpgSQL_expr"]["query"])
         select = _parse(f"SELECT {text}")[0].stmt
         value = select.targetList[0].val
-        if len(select.targetList) == 1 and isinstance(value, ast.A_Const):
-            if isinstance(value.val, ast.String):
-                return [str(value.val.sval)]
+        single = len(select.targetList) == 1 and isinstance(value, ast.A_Const)
+        if single and isinstance(value.val, ast.String):
+            return [str(value.val.sval)]
     except Exception:
         pass  # not a single string constant
     return []

@@ -1,0 +1,295 @@
+"""The deploy engine: walk the state machine of :mod:`orchestrator.machine` for one run.
+
+Everything is recorded as it happens: the run record (``run.json``, written atomically after
+every step and transition) and the audit trail (``audit.jsonl``). An interrupted run can be
+resumed: steps whose postcondition already holds are not run again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from psycopg.conninfo import conninfo_to_dict
+
+from orchestrator.audit import AuditTrail
+from orchestrator.db.connect import check_url
+from orchestrator.errors import (
+    DatabaseError,
+    ExitCode,
+    GuardError,
+    OrchestratorError,
+    UsageError,
+)
+from orchestrator.gitrepo import open_repo
+from orchestrator.machine import (
+    STEPS_IN,
+    TERMINAL,
+    RunModel,
+    build_machine,
+    edges_from,
+    halt_exit_code,
+)
+from orchestrator.playbook import Playbook, load_playbook
+from orchestrator.rollback import revert_code, rollback_plan
+from orchestrator.runs import RunRecord, RunStore, Transition, new_run_id, utc_now_iso
+from orchestrator.steps.base import RunContext, Step
+
+ConsoleCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Interaction:
+    """How the run talks to its operator (the CLI fills this in; tests answer directly)."""
+
+    confirm: Callable[[str], bool] = lambda _question: True
+    backup_confirmed: bool = False
+    console: ConsoleCallback | None = None
+    on_progress: Callable[[str], None] = lambda _line: None
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+def database_url(playbook: Playbook, environ: Mapping[str, str]) -> str:
+    """The connection string from the playbook's env var; UsageError if unset or malformed."""
+    name = playbook.database.url_env
+    url = environ.get(name)
+    if not url:
+        raise UsageError(f"${name} is not set: it must hold the production connection string")
+    return check_url(url)
+
+
+def _secrets(url: str) -> list[str]:
+    password = conninfo_to_dict(url).get("password")
+    return [str(password)] if password else []
+
+
+def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> RunRecord:
+    """Check every input, then create a run and drive it to a terminal state.
+
+    Bad input raises :class:`UsageError` before the run record exists: nothing is changed.
+    """
+    playbook = load_playbook(playbook_path)
+    url = database_url(playbook, interaction.environ)
+    open_repo(playbook.git.repo)
+    record = RunRecord(run_id=new_run_id(), playbook=str(playbook.path), name=playbook.name)
+    store.create(record)
+    return drive(playbook, record, store, url, interaction, resumed=False)
+
+
+def resume(run_id: str, store: RunStore, interaction: Interaction) -> RunRecord:
+    """Continue an interrupted (or halted) run from its record; never repeats a done step."""
+    record = store.load(run_id)
+    if record.state == "succeeded":
+        return record
+    playbook = load_playbook(Path(record.playbook))
+    url = database_url(playbook, interaction.environ)
+    return drive(playbook, record, store, url, interaction, resumed=True)
+
+
+def drive(
+    playbook: Playbook,
+    record: RunRecord,
+    store: RunStore,
+    url: str,
+    interaction: Interaction,
+    *,
+    resumed: bool,
+) -> RunRecord:
+    """Walk the machine from the record's state until it succeeds, halts or fails."""
+    with (
+        store.lock(record.run_id),
+        AuditTrail(
+            store.audit_path(record.run_id),
+            run_id=record.run_id,
+            secrets=_secrets(url),
+            console=interaction.console,
+        ) as trail,
+    ):
+        ctx = RunContext(
+            playbook=playbook,
+            record=record,
+            store=store,
+            log=trail.log,
+            database_url=url,
+            confirm=interaction.confirm,
+            backup_confirmed=interaction.backup_confirmed,
+            on_progress=interaction.on_progress,
+        )
+        if resumed and record.state in ("halted", "failed"):
+            _reopen(ctx)
+        model = RunModel(record)
+        build_machine(model, record.state)
+        trail.log.info(
+            "run_resumed" if resumed else "run_started",
+            playbook=record.playbook,
+            name=record.name,
+            state=record.state,
+            database_env=playbook.database.url_env,
+        )
+        try:
+            while record.state not in TERMINAL:
+                _walk_state(ctx, model)
+        except OrchestratorError as exc:
+            _stop(ctx, model, exc)
+        except KeyboardInterrupt:
+            trail.log.warning(
+                "interrupted", state=record.state, hint=f"orchestrator resume {record.run_id}"
+            )
+            store.save(record)
+            raise
+        except Exception as exc:  # a bug or an unforeseen failure: stop safely, say where
+            trail.log.exception("unexpected_error", state=record.state)
+            _stop(ctx, model, OrchestratorError(f"unexpected {type(exc).__name__}: {exc}"))
+        if record.state == "succeeded":
+            record.exit_code = int(ExitCode.OK)
+            store.save(record)
+            trail.log.info("run_succeeded", exit_code=0)
+        return record
+
+
+def _walk_state(ctx: RunContext, model: RunModel) -> None:
+    """Run the steps of the current state, then fire the first transition whose guards hold."""
+    record = ctx.record
+    state = record.state
+    for step in STEPS_IN[state]:
+        _run_step(ctx, step)
+    for edge in edges_from(state):
+        verdicts = {guard.__name__: guard(record) for guard in edge.guards}
+        ctx.log.info("guard", trigger=edge.trigger, guards=verdicts, passed=all(verdicts.values()))
+        if all(verdicts.values()) and getattr(model, edge.trigger)():
+            _record_transition(ctx, edge.trigger, state, edge.dest)
+            return
+    code = halt_exit_code(state, record)
+    _stop(ctx, model, _guard_error(code, _why(state, record)))
+
+
+def _run_step(ctx: RunContext, step: Step) -> None:
+    ctx.log.info("step_start", step=step.name, state=ctx.record.state)
+    outcome = step.done(ctx)
+    if outcome is not None:
+        ctx.log.info("step_already_done", step=step.name, outcome=outcome)
+    else:
+        outcome = step.run(ctx)
+    ctx.record.steps[step.name] = outcome
+    ctx.store.save(ctx.record)
+    ctx.log.info("step_end", step=step.name, outcome=outcome)
+
+
+def _record_transition(
+    ctx: RunContext, trigger: str, source: str, dest: str, detail: str = ""
+) -> None:
+    ctx.record.state = dest
+    ctx.record.transitions.append(Transition(utc_now_iso(), trigger, source, dest, detail))
+    ctx.store.save(ctx.record)
+    ctx.log.info("transition", trigger=trigger, source=source, dest=dest, detail=detail)
+
+
+def _stop(ctx: RunContext, model: RunModel, exc: OrchestratorError) -> None:
+    """Halt (a guard refused) or fail (something broke); record and print the rollback plan."""
+    record = ctx.record
+    failed = (
+        isinstance(exc, DatabaseError)
+        or type(exc) is OrchestratorError
+        or (type(exc).__name__ == "MigrationFailed")
+    )
+    trigger = "fail" if failed else "halt"
+    source = record.state
+    record.steps["halt"] = {"from": source, "reason": str(exc), "at": utc_now_iso()}
+    getattr(model, trigger)()
+    record.halt_reason = str(exc)
+    record.exit_code = int(exc.exit_code)
+    record.rollback_plan = rollback_plan(record, ctx.playbook.database.url_env)
+    _record_transition(ctx, trigger, source, model.state, str(exc))
+    ctx.log.error(
+        "halted" if trigger == "halt" else "failed",
+        reason=str(exc),
+        exit_code=record.exit_code,
+        rollback_plan=record.rollback_plan,
+    )
+
+
+def _reopen(ctx: RunContext) -> None:
+    """Resume a halted or failed run from the state it stopped in."""
+    record = ctx.record
+    previous = record.steps.get("halt", {}).get("from")
+    if not previous or previous in TERMINAL:
+        raise UsageError(f"run {record.run_id} cannot be resumed: unknown stopping point")
+    _record_transition(ctx, "resume", record.state, previous, "resumed by the operator")
+    record.halt_reason = None
+    record.exit_code = None
+    record.rollback_plan = []
+
+
+def _guard_error(code: ExitCode, message: str) -> OrchestratorError:
+    error = GuardError(message)
+    error.exit_code = code
+    return error
+
+
+def _why(state: str, record: RunRecord) -> str:
+    """A one-line reason for a halt, from the record."""
+    if state in ("backup_checked", "validated", "migrated"):
+        step = "revalidate" if state == "migrated" else "validate"
+        outcome = record.steps.get(step, {})
+        return f"{step} verdict {outcome.get('status')}: {outcome.get('recommendation', '')}"
+    if state == "merged":
+        monitor = record.steps.get("monitor", {})
+        first = (monitor.get("failed_checks") or [{}])[0]
+        return (
+            f"monitor unhealthy: {monitor.get('failures')} failed check(s) "
+            f"(allowed {record.steps.get('monitor', {}).get('failures_allowed', 'n/a')}); "
+            f"first: {first.get('check')}: {first.get('detail')}"
+        )
+    return f"a guard refused to leave state {state}"
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    """What ``rollback`` did and what is left for the operator."""
+
+    reverted_commit: str | None
+    plan: list[str]
+
+
+def rollback(run_id: str, store: RunStore, interaction: Interaction) -> RollbackResult:
+    """Revert the run's pushed merge (after confirmation) and return the database steps."""
+    record = store.load(run_id)
+    playbook = load_playbook(Path(record.playbook))
+    plan = rollback_plan(record, playbook.database.url_env)
+    if not record.steps.get("merge", {}).get("pushed_commit"):
+        return RollbackResult(None, plan)
+    url = interaction.environ.get(playbook.database.url_env, "")
+    with (
+        store.lock(record.run_id),
+        AuditTrail(
+            store.audit_path(record.run_id),
+            run_id=record.run_id,
+            secrets=_secrets(url) if url else [],
+            console=interaction.console,
+        ) as trail,
+    ):
+        ctx = RunContext(
+            playbook=playbook,
+            record=record,
+            store=store,
+            log=trail.log,
+            database_url=url,
+            confirm=interaction.confirm,
+        )
+        trail.log.info("rollback_plan", plan=plan)
+        preflight = record.steps.get("preflight", {})
+        question = f"Revert the release on {preflight.get('remote')}/{preflight.get('target')}"
+        if not interaction.confirm(question):
+            raise GuardError("rollback not confirmed: nothing was changed")
+        try:
+            commit = revert_code(ctx)
+        except OrchestratorError as exc:
+            trail.log.error("rollback_failed", reason=str(exc))
+            raise
+        record.steps["rollback"] = {"reverted_commit": commit, "at": utc_now_iso()}
+        store.save(record)
+        trail.log.info("rollback_pushed", reverted_commit=commit)
+        return RollbackResult(commit, plan)

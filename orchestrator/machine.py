@@ -1,0 +1,197 @@
+"""The Strategy A state machine, declared once: states, transitions, guards, steps.
+
+Read it top to bottom as the runbook's Strategy A (migrations first):
+
+    pending --check_backup--> backup_checked --validate--> validated
+    validated --migrate--> migrated --revalidate--> revalidated      (NEEDS_MIGRATION)
+    validated --skip_migrate--> revalidated                          (already SAFE)
+    revalidated --merge--> merged --monitor--> monitored --finish--> succeeded
+
+In each state the steps listed in ``STEPS_IN`` run; then the first transition out of the
+state whose guards all hold fires. When none holds the run halts: a partial state, a failed
+check or a git conflict never lets it go on, and nothing guesses. Guards are pure functions
+of the run record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from transitions import Machine
+
+from orchestrator.errors import ExitCode
+from orchestrator.runs import RunRecord
+from orchestrator.steps.backup import BackupStep
+from orchestrator.steps.base import Step
+from orchestrator.steps.merge import MergeStep
+from orchestrator.steps.migrate import MigrateStep, RevalidateStep, ValidateStep
+from orchestrator.steps.monitor import MonitorStep
+from orchestrator.steps.preflight import PreflightStep
+
+STATES = (
+    "pending",
+    "backup_checked",
+    "validated",
+    "migrated",
+    "revalidated",
+    "merged",
+    "monitored",
+    "succeeded",
+    "halted",  # a guard stopped the run: the state is understood, a rollback plan is printed
+    "failed",  # a step failed unexpectedly (database unreachable, migration SQL error)
+)
+TERMINAL = frozenset({"succeeded", "halted", "failed"})
+
+
+# ---------------------------------------------------------------- guards (pure)
+
+
+def _status(record: RunRecord, step: str) -> str | None:
+    value = record.steps.get(step, {}).get("status")
+    return str(value) if value is not None else None
+
+
+def preflight_passed(record: RunRecord) -> bool:
+    """Branches exist, tree clean, trial merge conflict-free, source commit pinned."""
+    return bool(record.steps.get("preflight", {}).get("ok")) and record.source_commit is not None
+
+
+def backup_recorded(record: RunRecord) -> bool:
+    """A restore point, a verified dump or a confirmed backup is on record."""
+    return "kind" in record.steps.get("backup", {})
+
+
+def verdict_deployable(record: RunRecord) -> bool:
+    """SAFE or NEEDS_MIGRATION; PARTIAL_MIGRATION and ERROR halt the run."""
+    return _status(record, "validate") in ("SAFE", "NEEDS_MIGRATION")
+
+
+def already_safe(record: RunRecord) -> bool:
+    """validate said SAFE: every migration is applied, nothing to migrate."""
+    return _status(record, "validate") == "SAFE"
+
+
+def needs_migration(record: RunRecord) -> bool:
+    """validate said NEEDS_MIGRATION: a clean prefix applied, the rest pending."""
+    return _status(record, "validate") == "NEEDS_MIGRATION"
+
+
+def migration_recorded(record: RunRecord) -> bool:
+    """The migrate step ran to its end (what it applied is on record)."""
+    return "applied" in record.steps.get("migrate", {})
+
+
+def revalidated_safe(record: RunRecord) -> bool:
+    """After migrating, every migration is applied."""
+    return _status(record, "revalidate") == "SAFE"
+
+
+def merge_pushed(record: RunRecord) -> bool:
+    """The merge reached the remote target branch."""
+    return bool(record.steps.get("merge", {}).get("pushed_commit"))
+
+
+def monitor_healthy(record: RunRecord) -> bool:
+    """The monitor window saw no more failures than allowed."""
+    return bool(record.steps.get("monitor", {}).get("healthy"))
+
+
+Guard = Callable[[RunRecord], bool]
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One transition of the table."""
+
+    trigger: str
+    source: str
+    dest: str
+    guards: tuple[Guard, ...]
+
+
+# ---------------------------------------------------------------- the table
+
+TRANSITIONS: tuple[Edge, ...] = (
+    Edge("check_backup", "pending", "backup_checked", (preflight_passed, backup_recorded)),
+    Edge("validate", "backup_checked", "validated", (verdict_deployable,)),
+    Edge("skip_migrate", "validated", "revalidated", (already_safe,)),
+    Edge("migrate", "validated", "migrated", (needs_migration, migration_recorded)),
+    Edge("revalidate", "migrated", "revalidated", (revalidated_safe,)),
+    Edge("merge", "revalidated", "merged", (merge_pushed,)),
+    Edge("monitor", "merged", "monitored", (monitor_healthy,)),
+    Edge("finish", "monitored", "succeeded", ()),
+)
+
+STEPS_IN: Mapping[str, tuple[Step, ...]] = {
+    "pending": (PreflightStep(), BackupStep()),
+    "backup_checked": (ValidateStep(),),
+    "validated": (MigrateStep(),),
+    "migrated": (RevalidateStep(),),
+    "revalidated": (MergeStep(),),
+    "merged": (MonitorStep(),),
+    "monitored": (),
+}
+
+
+def edges_from(state: str) -> tuple[Edge, ...]:
+    """Transitions leaving ``state``, in the order they are tried."""
+    return tuple(edge for edge in TRANSITIONS if edge.source == state)
+
+
+def halt_exit_code(state: str, record: RunRecord) -> ExitCode:
+    """Why no transition out of ``state`` could fire, as an exit code (pure)."""
+    if state == "backup_checked" or state == "validated":
+        status = _status(record, "validate")
+    elif state == "migrated":
+        status = _status(record, "revalidate")
+    elif state == "merged":
+        return ExitCode.MONITOR_UNHEALTHY
+    else:
+        return ExitCode.GUARD_FAILED
+    if status == "ERROR":
+        return ExitCode.ERROR
+    if status == "PARTIAL_MIGRATION":
+        return ExitCode.PARTIAL
+    return ExitCode.GUARD_FAILED
+
+
+class RunModel:
+    """The object ``transitions`` drives: it holds the record the guards read."""
+
+    state: str
+
+    def __init__(self, record: RunRecord) -> None:
+        self.record = record
+
+
+def build_machine(model: RunModel, initial: str) -> Machine:
+    """A ``transitions`` machine over :data:`TRANSITIONS`, starting at ``initial``."""
+    machine = Machine(
+        model=model,
+        states=list(STATES),
+        initial=initial,
+        auto_transitions=False,
+        ignore_invalid_triggers=False,
+    )
+    for edge in TRANSITIONS:
+        machine.add_transition(
+            edge.trigger,
+            edge.source,
+            edge.dest,
+            conditions=[_bind(guard, model) for guard in edge.guards],
+        )
+    # Any live state may stop: halted by a guard, or failed by an error.
+    live: list[Any] = [s for s in STATES if s not in TERMINAL]
+    machine.add_transition("halt", live, "halted")
+    machine.add_transition("fail", live, "failed")
+    return machine
+
+
+def _bind(guard: Guard, model: RunModel) -> Callable[[], bool]:
+    def condition() -> bool:
+        return guard(model.record)
+
+    condition.__name__ = guard.__name__
+    return condition

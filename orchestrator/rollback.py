@@ -1,0 +1,88 @@
+"""The rollback plan for a run, from its record alone (pure), and the code rollback.
+
+The plan is concrete for the state the run stopped in: which migrations this run applied,
+the restore point or dump to restore, and the exact git commands to revert a pushed merge.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.gitrepo import revert_commands, revert_release
+from orchestrator.runs import RunRecord
+from orchestrator.steps.base import RunContext
+from orchestrator.steps.merge import merge_result
+
+
+def applied_by_run(record: RunRecord) -> list[str]:
+    """Tags of the migrations this run applied."""
+    return [a["tag"] for a in record.steps.get("migrate", {}).get("applied", [])]
+
+
+def database_steps(record: RunRecord, url_env: str = "DATABASE_URL") -> list[str]:
+    """How to put the database back, or why there is nothing to do."""
+    applied = applied_by_run(record)
+    if not applied:
+        return ["Database: this run applied no migration; nothing to restore."]
+    backup: dict[str, Any] = record.steps.get("backup", {})
+    lines = [
+        f"Database: this run applied {', '.join(applied)}. They are additive; the old code "
+        "runs on the new schema, so restore only if the migrations themselves damaged data "
+        "(restoring loses every write made since)."
+    ]
+    kind = backup.get("kind")
+    if kind == "restore_point":
+        lines.append(
+            f"  Point-in-time restore to {backup.get('taken_at')} (WAL LSN "
+            f"{backup.get('wal_lsn')}, database {backup.get('database')}): on Neon, restore the "
+            "branch to that timestamp or LSN (console: Restore, or `neon branches restore`)."
+        )
+    elif kind == "pg_dump":
+        lines.append(
+            f'  pg_restore --clean --if-exists --no-owner --dbname "${url_env}" '
+            f"{backup.get('path')}   # sha256 {str(backup.get('sha256', ''))[:12]}…"
+        )
+    elif kind == "manual":
+        lines.append(
+            f"  Restore the backup the operator confirmed at {backup.get('confirmed_at')}."
+        )
+    lines.append(
+        "  Then validate again: `orchestrator validate --migrations <dir>` must not report "
+        "these migrations as applied."
+    )
+    return lines
+
+
+def code_steps(record: RunRecord) -> list[str]:
+    """The exact git commands to revert the pushed merge, if there was one."""
+    merge = record.steps.get("merge", {})
+    preflight = record.steps.get("preflight", {})
+    if not merge.get("pushed_commit"):
+        return ["Code: nothing was merged or pushed; the target branch is as it was."]
+    result = merge_result(merge)
+    commands = revert_commands(preflight["remote"], preflight["target"], result)
+    if not commands:
+        return ["Code: the source was already on the target; nothing to revert."]
+    return [
+        f"Code: revert the release on {preflight['target']} "
+        f"(or run `orchestrator rollback {record.run_id}`):",
+        *(f"  {c}" for c in commands),
+    ]
+
+
+def rollback_plan(record: RunRecord, url_env: str = "DATABASE_URL") -> list[str]:
+    """The whole plan: code first (it is what users see), then the database."""
+    return [*code_steps(record), *database_steps(record, url_env)]
+
+
+def revert_code(ctx: RunContext) -> str:
+    """Revert the run's pushed merge on the remote; returns the pushed revert commit."""
+    merge = ctx.record.steps.get("merge", {})
+    preflight = ctx.record.steps.get("preflight", {})
+    return revert_release(
+        ctx.repo,
+        preflight["remote"],
+        preflight["target"],
+        merge_result(merge),
+        message=f"Revert release {ctx.record.name} (orchestrator run {ctx.record.run_id})",
+    )

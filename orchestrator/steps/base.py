@@ -1,0 +1,120 @@
+"""What every deploy step shares: the run context and the Step protocol.
+
+A step is a small object with two methods:
+
+- ``run(ctx)`` does the work and returns its outcome as plain JSON data, which the engine
+  stores in the run record under the step's name;
+- ``done(ctx)`` is the step's postcondition, checked against the world (database, git),
+  not against the record: on resume, a step whose effect is already there is not run
+  again. It returns the outcome to record, or ``None`` when the step still has to run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import git
+from structlog.typing import FilteringBoundLogger
+
+from orchestrator.db.migrator import MigrateOptions
+from orchestrator.db.retry import RetryPolicy
+from orchestrator.drizzle.journal import Journal, parse_journal
+from orchestrator.errors import UsageError
+from orchestrator.gitrepo import open_repo, read_files_at
+from orchestrator.playbook import Playbook
+from orchestrator.runs import RunRecord, RunStore
+
+Outcome = dict[str, Any]
+
+
+@dataclass
+class RunContext:
+    """Everything a step may use. Built by the engine; steps never prompt or print."""
+
+    playbook: Playbook
+    record: RunRecord
+    store: RunStore
+    log: FilteringBoundLogger
+    database_url: str
+    confirm: Callable[[str], bool]  # asks the operator; True when --yes
+    backup_confirmed: bool = False  # --backup-confirmed: the operator vouches for a backup
+    on_progress: Callable[[str], None] = lambda _line: None
+    _repo: git.Repo | None = field(default=None, repr=False)
+    _journal: Journal | None = field(default=None, repr=False)
+
+    @property
+    def repo(self) -> git.Repo:
+        """The operator's clone named by the playbook."""
+        if self._repo is None:
+            self._repo = open_repo(self.playbook.git.repo)
+        return self._repo
+
+    @property
+    def migrations_path(self) -> str:
+        """The migrations folder relative to the repository root (posix)."""
+        root = Path(self.repo.working_tree_dir or ".").resolve()
+        folder = self.playbook.migrations.dir
+        try:
+            return folder.relative_to(root).as_posix()
+        except ValueError:
+            raise UsageError(
+                f"migrations.dir {folder} is not inside the git repository {root}"
+            ) from None
+
+    @property
+    def journal(self) -> Journal:
+        """The migrations of the source branch's commit recorded in the run."""
+        if self._journal is None:
+            commit = self.record.source_commit
+            if commit is None:
+                raise UsageError("the run has no source commit yet")
+            files = read_files_at(self.repo, commit, self.migrations_path)
+            self._journal = parse_journal(
+                files, origin=f"{self.playbook.git.source}@{commit[:12]}:{self.migrations_path}"
+            )
+        return self._journal
+
+    @property
+    def migrate_options(self) -> MigrateOptions:
+        """Tracking table and timeouts from the playbook."""
+        spec = self.playbook.migrations
+        return MigrateOptions(
+            schema=spec.schema_,
+            table=spec.table,
+            lock_timeout=spec.lock_timeout,
+            statement_timeout=spec.statement_timeout,
+        )
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The playbook's retry policy for transient database failures."""
+        spec = self.playbook.retry
+        return RetryPolicy(attempts=spec.attempts, initial=spec.initial, max_wait=spec.max)
+
+    def on_retry(self, attempt: int, error: BaseException, wait: float) -> None:
+        """Log one retry of a transient failure."""
+        self.log.warning("retry", attempt=attempt, error=str(error), wait_s=round(wait, 2))
+
+    def outcome(self, step: str) -> Outcome:
+        """A previous step's recorded outcome (empty if it has not run)."""
+        return self.record.steps.get(step, {})
+
+
+class Step(Protocol):
+    """One unit of the deploy: ``run`` acts, ``done`` checks its postcondition."""
+
+    @property
+    def name(self) -> str:
+        """The key of the step's outcome in the run record."""
+        ...
+
+    def run(self, ctx: RunContext) -> Outcome:
+        """Do the work; return the outcome to record."""
+        ...
+
+    def done(self, ctx: RunContext) -> Outcome | None:
+        """The recorded outcome if the effect is already in place, else ``None``."""
+        ...

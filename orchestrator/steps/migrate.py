@@ -1,0 +1,115 @@
+"""Validate, migrate and revalidate: the core's validator and migrator as deploy steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.commands import migrate_database, validate_database
+from orchestrator.errors import GuardError
+from orchestrator.steps.base import Outcome, RunContext
+from orchestrator.validation import ValidationReport, Verdict
+
+
+def summarize(report: ValidationReport) -> Outcome:
+    """The part of a validation report worth keeping in the run record."""
+    return {
+        "status": report.status.value,
+        "states": {m.tag: m.state.value for m in report.migrations},
+        "pending": [m.tag for m in report.pending],
+        "findings": [
+            {"code": f.code, "migration": f.migration, "message": f.message}
+            for f in report.findings
+        ],
+        "recommendation": report.recommendation,
+    }
+
+
+@dataclass(frozen=True)
+class ValidateStep:
+    """Read-only: the verdict that routes the run (SAFE skips migrate, NEEDS migrates)."""
+
+    name: str = "validate"
+
+    def run(self, ctx: RunContext) -> Outcome:
+        report = validate_database(
+            ctx.database_url,
+            ctx.journal,
+            ctx.migrate_options,
+            retry=ctx.retry,
+            on_retry=ctx.on_retry,
+        )
+        for finding in report.findings:
+            ctx.log.info(
+                "finding",
+                code=finding.code,
+                migration=finding.migration,
+                message=finding.message,
+                severity=finding.severity,
+            )
+        return summarize(report)
+
+    def done(self, ctx: RunContext) -> Outcome | None:
+        return None  # read-only: always look again
+
+
+@dataclass(frozen=True)
+class RevalidateStep(ValidateStep):
+    """After migrating, the database must be SAFE or the run halts."""
+
+    name: str = "revalidate"
+
+
+@dataclass(frozen=True)
+class MigrateStep:
+    """Apply pending migrations (after confirmation); a no-op when validate said SAFE."""
+
+    name: str = "migrate"
+
+    def run(self, ctx: RunContext) -> Outcome:
+        if ctx.outcome("validate").get("status") == Verdict.SAFE.value:
+            return {"applied": [], "skipped": "validate said SAFE"}
+
+        def confirm(report: ValidationReport) -> bool:
+            tags = ", ".join(m.tag for m in report.pending)
+            if not ctx.confirm(f"Apply {tags} to the production database"):
+                raise GuardError("the operator declined the migration: nothing was changed")
+            return True
+
+        result = migrate_database(
+            ctx.database_url,
+            ctx.journal,
+            ctx.migrate_options,
+            confirm=confirm,
+            retry=ctx.retry,
+            on_retry=ctx.on_retry,
+            on_migration=lambda m: ctx.log.info("applying_migration", tag=m.tag),
+        )
+        return {
+            "applied": [
+                {"tag": a.tag, "hash": a.hash, "created_at": a.created_at} for a in result.applied
+            ],
+            "after": result.after.status.value,
+        }
+
+    def done(self, ctx: RunContext) -> Outcome | None:
+        # Postcondition: every hash of the journal is tracked. Then nothing is re-applied.
+        report = validate_database(
+            ctx.database_url,
+            ctx.journal,
+            ctx.migrate_options,
+            retry=ctx.retry,
+            on_retry=ctx.on_retry,
+        )
+        if report.status is not Verdict.SAFE:
+            return None
+        pending_before = ctx.outcome("validate").get("pending", [])
+        journal = {m.tag: m for m in ctx.journal.migrations}
+        return {
+            "applied": [
+                {"tag": t, "hash": journal[t].hash, "created_at": journal[t].when}
+                for t in pending_before
+                if t in journal
+            ],
+            "after": report.status.value,
+            "note": "found applied on resume: the interrupted attempt committed",
+        }

@@ -1,0 +1,243 @@
+"""Compatibility with the REAL drizzle-orm migrator (node-postgres), both ways.
+
+The driver ``tests/drizzle_node/migrate.mjs`` runs ``migrate(drizzle(pool), {migrationsFolder})``
+from drizzle-orm 0.45.4 (pinned by ``package-lock.json``) against the suite's PostgreSQL. The
+only reason these tests skip is a missing ``node``/``npm`` or an ``npm ci`` that cannot finish.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+import pytest
+
+from orchestrator.commands import MigrateResult, migrate_database, validate_database
+from orchestrator.db.migrator import MigrateOptions
+from orchestrator.db.retry import RetryPolicy
+from orchestrator.drizzle.journal import Journal, read_journal
+from orchestrator.validation import MigrationState, ValidationReport, Verdict
+from tests.drizzle_helpers import (
+    FIXTURE_MIGRATIONS,
+    expected_rows,
+    prefix_folder,
+    schema_fingerprint,
+    tracking_rows,
+)
+
+NODE_DIR = Path(__file__).resolve().parent / "drizzle_node"
+DRIVER = NODE_DIR / "migrate.mjs"
+INSTALL_TIMEOUT_S = 300  # a cold npm ci takes seconds; this only bounds a hung registry
+DRIVER_TIMEOUT_S = 60
+
+OPTIONS = MigrateOptions()
+ONCE = RetryPolicy.none()
+SKIPPED_TAG = "0010_new_colleen_wing"
+SKIPPED_TABLE = "cmdb_reconciliation_results"
+
+
+def installed_matches_lock(node_dir: Path) -> bool:
+    """Whether ``node_modules`` holds exactly the versions ``package-lock.json`` pins."""
+    lock = json.loads((node_dir / "package-lock.json").read_text())
+    for key, entry in lock["packages"].items():
+        if not key:  # the root project itself
+            continue
+        manifest = node_dir / key / "package.json"
+        if not manifest.is_file():
+            return False
+        if json.loads(manifest.read_text()).get("version") != entry.get("version"):
+            return False
+    return True
+
+
+def node_connection_url(url: str) -> str:
+    """``url`` as a postgres:// URL, since node-postgres does not read key=value conninfo."""
+    if url.startswith(("postgres://", "postgresql://")):
+        return url
+    params = psycopg.conninfo.conninfo_to_dict(url)
+    user = quote(str(params.get("user", "")), safe="")
+    password = params.get("password")
+    auth = f"{user}:{quote(str(password), safe='')}@" if password else (f"{user}@" if user else "")
+    host = str(params.get("host", "localhost"))
+    port = params.get("port", 5432)
+    dbname = quote(str(params.get("dbname", "")), safe="")
+    if host.startswith("/"):  # a unix socket directory
+        return f"postgresql://{auth}/{dbname}?host={quote(host, safe='')}&port={port}"
+    return f"postgresql://{auth}{host}:{port}/{dbname}"
+
+
+@pytest.fixture(scope="session")
+def drizzle_node() -> Iterator[Path]:
+    """``tests/drizzle_node`` with its pinned packages installed (``npm ci`` at most once)."""
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not found on PATH: cannot run the real drizzle-orm migrator")
+    # Concurrent pytest runs share this folder, and npm ci deletes node_modules first: serialise.
+    digest = hashlib.sha256(str(NODE_DIR).encode()).hexdigest()[:16]
+    lock_path = Path(tempfile.gettempdir()) / f"orchestrator-drizzle-node-{digest}.lock"
+    with lock_path.open("w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            if not installed_matches_lock(NODE_DIR):
+                install = [
+                    "npm",
+                    "ci",
+                    "--no-audit",
+                    "--no-fund",
+                    "--loglevel=error",
+                    "--prefer-offline",  # the lock pins integrity hashes: a cached copy is exact
+                    # Offline should skip within seconds, not after npm's minute of back-off.
+                    "--fetch-retries=1",
+                    "--fetch-retry-mintimeout=1000",
+                    "--fetch-retry-maxtimeout=5000",
+                ]
+                try:
+                    done = subprocess.run(
+                        install,
+                        cwd=NODE_DIR,
+                        capture_output=True,
+                        text=True,
+                        timeout=INSTALL_TIMEOUT_S,
+                    )
+                except subprocess.TimeoutExpired:
+                    pytest.skip(
+                        f"npm ci of drizzle-orm/pg timed out after {INSTALL_TIMEOUT_S}s "
+                        "(npm registry unreachable?)"
+                    )
+                if done.returncode != 0:
+                    head = " ".join((done.stderr or done.stdout).split())[:240]  # npm's error code
+                    pytest.skip(f"npm ci of drizzle-orm/pg failed (no network?): {head}")
+                assert installed_matches_lock(NODE_DIR), "npm ci left node_modules off the lock"
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+    yield NODE_DIR
+
+
+def drizzle_migrate(node_dir: Path, url: str, folder: Path) -> None:
+    """Run the real drizzle-orm migrator on ``folder``; fail the test if it fails."""
+    done = subprocess.run(
+        ["node", str(node_dir / DRIVER.name), node_connection_url(url), str(folder)],
+        cwd=node_dir,
+        capture_output=True,
+        text=True,
+        timeout=DRIVER_TIMEOUT_S,
+        env={**os.environ, "NODE_NO_WARNINGS": "1"},
+    )
+    assert done.returncode == 0, f"drizzle migrator failed ({done.returncode}): {done.stderr}"
+
+
+def full() -> Journal:
+    return read_journal(FIXTURE_MIGRATIONS)
+
+
+def validate(url: str) -> ValidationReport:
+    return validate_database(url, full(), OPTIONS, retry=ONCE)
+
+
+def migrate(url: str) -> MigrateResult:
+    return migrate_database(url, full(), OPTIONS, confirm=lambda _r: True, retry=ONCE)
+
+
+def codes(report: ValidationReport) -> list[tuple[str, str | None]]:
+    return [(f.code, f.migration) for f in report.findings]
+
+
+def table_exists(url: str, name: str) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT to_regclass(%s)", (f"public.{name}",)).fetchone()
+    return row is not None and row[0] is not None
+
+
+def hash_of(tag: str) -> str:
+    return full().by_tag(tag).hash
+
+
+def test_drizzle_finds_nothing_to_do_after_our_migrate(
+    drizzle_node: Path, database_url: str
+) -> None:
+    result = migrate(database_url)
+    assert [a.tag for a in result.applied] == [m.tag for m in full().migrations]
+    assert tracking_rows(database_url) == expected_rows()
+    before = schema_fingerprint(database_url)
+
+    drizzle_migrate(drizzle_node, database_url, FIXTURE_MIGRATIONS)
+
+    assert tracking_rows(database_url) == expected_rows()
+    assert schema_fingerprint(database_url) == before
+
+
+def test_database_migrated_by_real_drizzle_validates_safe(
+    drizzle_node: Path, database_url: str
+) -> None:
+    drizzle_migrate(drizzle_node, database_url, FIXTURE_MIGRATIONS)
+    assert tracking_rows(database_url) == expected_rows()  # the fixture's record, reproduced
+
+    report = validate(database_url)
+    assert report.status is Verdict.SAFE, report.findings
+    assert report.findings == ()
+    assert {m.state for m in report.migrations} == {MigrationState.APPLIED}
+
+    before = schema_fingerprint(database_url)
+    result = migrate(database_url)
+    assert result.applied == ()
+    assert schema_fingerprint(database_url) == before
+
+
+def test_drizzles_blind_spot_is_partial_and_we_repair_it(
+    drizzle_node: Path, database_url: str, tmp_path: Path
+) -> None:
+    prefix = prefix_folder(FIXTURE_MIGRATIONS, 10, tmp_path / "p10")  # 0000-0009
+    drizzle_migrate(drizzle_node, database_url, prefix)
+    assert tracking_rows(database_url) == expected_rows()[:10]
+
+    drizzle_migrate(drizzle_node, database_url, FIXTURE_MIGRATIONS)
+    # drizzle skipped 0010 silently (its `when` is older than 0009's) and applied 0011.
+    rows = tracking_rows(database_url)
+    assert len(rows) == 11
+    assert hash_of(SKIPPED_TAG) not in [digest for _, digest, _ in rows]
+    assert rows[10][1:] == (hash_of("0011_cute_skin"), full().by_tag("0011_cute_skin").when)
+    assert not table_exists(database_url, SKIPPED_TABLE)
+
+    report = validate(database_url)
+    assert report.status is Verdict.PARTIAL_MIGRATION
+    assert {m.tag: m.state for m in report.migrations}[SKIPPED_TAG] is MigrationState.PENDING
+    assert ("out_of_order", SKIPPED_TAG) in codes(report)
+
+    result = migrate(database_url)
+    assert [a.tag for a in result.applied] == [SKIPPED_TAG]
+    assert table_exists(database_url, SKIPPED_TABLE)
+    assert validate(database_url).status is Verdict.SAFE
+
+    before = schema_fingerprint(database_url)
+    drizzle_migrate(drizzle_node, database_url, FIXTURE_MIGRATIONS)
+    assert schema_fingerprint(database_url) == before
+
+
+def test_out_of_order_finding_matches_what_real_drizzle_does(
+    drizzle_node: Path, database_url: str, tmp_path: Path
+) -> None:
+    prefix = prefix_folder(FIXTURE_MIGRATIONS, 10, tmp_path / "p10")  # 0000-0009, by us
+    migrate_database(
+        database_url, read_journal(prefix), OPTIONS, confirm=lambda _r: True, retry=ONCE
+    )
+
+    report = validate(database_url)
+    assert report.status is Verdict.NEEDS_MIGRATION
+    assert [f.migration for f in report.findings if f.code == "out_of_order"] == [SKIPPED_TAG]
+
+    # The finding's claim, checked against the real thing: drizzle skips 0010.
+    drizzle_migrate(drizzle_node, database_url, FIXTURE_MIGRATIONS)
+    digests = [digest for _, digest, _ in tracking_rows(database_url)]
+    assert len(digests) == 11
+    assert hash_of(SKIPPED_TAG) not in digests
+    assert hash_of("0011_cute_skin") in digests
+    assert not table_exists(database_url, SKIPPED_TABLE)
