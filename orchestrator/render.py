@@ -165,8 +165,10 @@ def timeline(console: Console, record: RunRecord, events: list[dict[str, Any]]) 
 def runs_table(console: Console, records: list[RunRecord]) -> None:
     """One row per run, newest first."""
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("run", "name", "state", "exit", "updated"):
+    table.add_column("run", no_wrap=True, min_width=23)
+    for column in ("name", "state", "exit", "updated"):
         table.add_column(column)
     for r in records:
-        table.add_row(r.run_id, r.name, r.state, str(r.exit_code), r.updated_at)
+        updated = r.updated_at[:19].replace("T", " ")
+        table.add_row(r.run_id, r.name, r.state, str(r.exit_code), updated)
     console.print(table)

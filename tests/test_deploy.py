@@ -1,0 +1,482 @@
+"""orchestrator deploy end to end: real PostgreSQL, a real bare origin and clone, a real
+local health endpoint."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from orchestrator.audit import read_events
+from orchestrator.cli import run
+from orchestrator.deploy import Interaction, resume, rollback, start
+from orchestrator.drizzle.journal import read_journal
+from orchestrator.runs import RunRecord, RunStore
+from orchestrator.testing.pg import EmbeddedPostgres
+from orchestrator.testing.release import (
+    HealthServer,
+    ReleaseRepo,
+    build_release_repo,
+    git,
+    write_playbook,
+)
+from tests.drizzle_helpers import schema_fingerprint, tracking_rows
+
+TRANSITIONS_OF_A_FULL_DEPLOY = [
+    ("check_backup", "pending", "backup_checked"),
+    ("validate", "backup_checked", "validated"),
+    ("migrate", "validated", "migrated"),
+    ("revalidate", "migrated", "revalidated"),
+    ("merge", "revalidated", "merged"),
+    ("monitor", "merged", "monitored"),
+    ("finish", "monitored", "succeeded"),
+]
+
+
+@dataclass
+class World:
+    """A production database at the pre-release state, the app's repos, a health endpoint."""
+
+    root: Path
+    database_url: str
+    repo: ReleaseRepo
+    health: HealthServer
+    playbook: Path
+    store: RunStore
+
+    def interaction(self, **overrides: object) -> Interaction:
+        environ = {"DATABASE_URL": self.database_url}
+        return Interaction(environ=environ, **overrides)  # type: ignore[arg-type]
+
+    def deploy(self, **overrides: object) -> RunRecord:
+        return start(self.playbook, self.store, self.interaction(**overrides))
+
+    def origin_main(self) -> str:
+        return git(self.repo.origin, "rev-parse", "main")
+
+    def origin_file(self, path: str, ref: str = "main") -> str:
+        return git(self.repo.origin, "show", f"{ref}:{path}")
+
+
+def migrate_baseline(url: str, repo: ReleaseRepo) -> None:
+    """Production before the release: main's migrations (0000-0008) applied."""
+    from orchestrator.commands import migrate_database
+    from orchestrator.db.migrator import MigrateOptions
+    from orchestrator.db.retry import RetryPolicy
+
+    migrate_database(
+        url,
+        read_journal(repo.migrations),
+        MigrateOptions(),
+        confirm=lambda _r: True,
+        retry=RetryPolicy.none(),
+    )
+
+
+@pytest.fixture
+def world(tmp_path: Path, database_url: str) -> Iterator[World]:
+    repo = build_release_repo(tmp_path)
+    migrate_baseline(database_url, repo)
+    health = HealthServer().start()
+    playbook = write_playbook(
+        tmp_path / "release.yaml",
+        repo=repo,
+        health_url=health.url,
+        duration="600ms",
+        interval="200ms",
+    )
+    try:
+        yield World(
+            tmp_path, database_url, repo, health, playbook, RunStore(tmp_path / ".orchestrator")
+        )
+    finally:
+        health.stop()
+
+
+def transitions(record: RunRecord) -> list[tuple[str, str, str]]:
+    return [(t.trigger, t.source, t.dest) for t in record.transitions]
+
+
+def test_full_deploy_from_needs_migration_to_succeeded(world: World) -> None:
+    before = world.origin_main()
+    record = world.deploy()
+    assert record.state == "succeeded", record.halt_reason
+    assert record.exit_code == 0
+    assert transitions(record) == TRANSITIONS_OF_A_FULL_DEPLOY
+    assert [a["tag"] for a in record.steps["migrate"]["applied"]] == [
+        "0009_fat_kulan_gath",
+        "0010_new_colleen_wing",
+        "0011_cute_skin",
+    ]
+    assert record.steps["validate"]["status"] == "NEEDS_MIGRATION"
+    assert record.steps["revalidate"]["status"] == "SAFE"
+    assert record.steps["backup"]["kind"] == "restore_point"
+    assert record.steps["backup"]["wal_lsn"]
+    assert len(tracking_rows(world.database_url)) == 12
+    # origin/main now holds staging's pinned commit
+    assert world.origin_main() != before
+    assert record.source_commit == git(world.repo.origin, "rev-parse", "staging")
+    assert "portfolioClassifier" in world.origin_file("app.ts")
+    assert record.steps["monitor"]["healthy"] and record.steps["monitor"]["rounds"] >= 2
+    assert world.health.requests >= 2
+    # the record on disk is the one returned
+    assert world.store.load(record.run_id).to_json() == record.to_json()
+
+
+def test_audit_trail_has_every_transition_and_no_password(
+    tmp_path: Path, database_url: str
+) -> None:
+    secret = "Sup3rS3cretPw"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE deployer LOGIN SUPERUSER PASSWORD '{secret}'".encode())
+    try:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET password_encryption = 'scram-sha-256'")
+        url = database_url.replace("postgresql://postgres@", f"postgresql://deployer:{secret}@")
+        repo = build_release_repo(tmp_path)
+        migrate_baseline(url, repo)
+        health = HealthServer().start()
+        try:
+            playbook = write_playbook(
+                tmp_path / "release.yaml",
+                repo=repo,
+                health_url=health.url,
+                duration="300ms",
+                interval="100ms",
+            )
+            store = RunStore(tmp_path / ".orchestrator")
+            console: list[dict[str, object]] = []
+            record = start(
+                playbook, store, Interaction(environ={"DATABASE_URL": url}, console=console.append)
+            )
+        finally:
+            health.stop()
+        assert record.state == "succeeded", record.halt_reason
+        audit = store.audit_path(record.run_id)
+        events = read_events(audit)
+        logged = [
+            (e["trigger"], e["source"], e["dest"]) for e in events if e["event"] == "transition"
+        ]
+        assert logged == TRANSITIONS_OF_A_FULL_DEPLOY
+        names = {e["event"] for e in events}
+        assert {
+            "run_started",
+            "step_start",
+            "step_end",
+            "guard",
+            "check",
+            "transition",
+            "run_succeeded",
+        } <= names
+        for path in store.run_dir(record.run_id).rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path
+        assert secret not in json.dumps(console)
+        assert all(e["run_id"] == record.run_id for e in events)
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY deployer")
+            conn.execute("DROP ROLE deployer")
+
+
+def test_safe_database_skips_migrate(world: World) -> None:
+    migrate_baseline(world.database_url, world.repo)  # no-op; then apply the release by hand
+    from orchestrator.commands import migrate_database
+    from orchestrator.db.migrator import MigrateOptions
+    from orchestrator.db.retry import RetryPolicy
+
+    git(world.repo.clone, "switch", "staging")
+    migrate_database(
+        world.database_url,
+        read_journal(world.repo.migrations),
+        MigrateOptions(),
+        confirm=lambda _r: True,
+        retry=RetryPolicy.none(),
+    )
+    git(world.repo.clone, "switch", "main")
+    rows = tracking_rows(world.database_url)
+
+    record = world.deploy()
+    assert record.state == "succeeded", record.halt_reason
+    assert ("skip_migrate", "validated", "revalidated") in transitions(record)
+    assert "migrated" not in [t.dest for t in record.transitions]
+    assert record.steps["migrate"]["applied"] == []
+    assert tracking_rows(world.database_url) == rows
+
+
+def test_partial_database_halts_before_any_change(world: World) -> None:
+    with psycopg.connect(world.database_url) as conn:  # half of 0009, by hand
+        conn.execute('CREATE TABLE "app_settings" ("key" text PRIMARY KEY, "value" text)')
+    before_db = schema_fingerprint(world.database_url)
+    before_git = world.origin_main()
+    record = world.deploy()
+    assert record.state == "halted"
+    assert record.exit_code == 20
+    assert "PARTIAL_MIGRATION" in (record.halt_reason or "")
+    assert schema_fingerprint(world.database_url) == before_db
+    assert world.origin_main() == before_git
+    assert any("nothing was merged" in line for line in record.rollback_plan)
+    assert any("applied no migration" in line for line in record.rollback_plan)
+
+
+def test_merge_conflict_halts_in_preflight_with_everything_as_it_was(world: World) -> None:
+    clone = world.repo.clone
+    (clone / "app.ts").write_text("export const classify = hotfix;\n")
+    git(clone, "commit", "-am", "Hotfix on main")
+    git(clone, "push", "origin", "main")
+    before_db = schema_fingerprint(world.database_url)
+    before_origin = world.origin_main()
+    head, status = git(clone, "rev-parse", "HEAD"), git(clone, "status", "--porcelain")
+
+    record = world.deploy()
+    assert record.state == "halted" and record.exit_code == 21
+    assert "app.ts" in (record.halt_reason or "")
+    assert [t.dest for t in record.transitions] == ["halted"]
+    assert "backup" not in record.steps
+    assert schema_fingerprint(world.database_url) == before_db
+    assert world.origin_main() == before_origin
+    assert git(clone, "rev-parse", "HEAD") == head
+    assert git(clone, "status", "--porcelain") == status
+    assert git(clone, "branch", "--show-current") == "main"
+
+
+def test_rejected_push_halts(world: World) -> None:
+    hook = world.repo.origin / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'main is frozen' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    before = world.origin_main()
+    record = world.deploy()
+    assert record.state == "halted" and record.exit_code == 21
+    assert record.steps["halt"]["from"] == "revalidated"
+    assert world.origin_main() == before
+    # the database was migrated: the plan says so and names the restore point
+    plan = "\n".join(record.rollback_plan)
+    assert "0011_cute_skin" in plan and record.steps["backup"]["wal_lsn"] in plan
+    assert "nothing was merged or pushed" in plan
+
+
+def test_unhealthy_monitor_produces_rollback_plan_and_rollback_reverts(world: World) -> None:
+    world.health.status = 503
+    before = world.origin_main()
+    record = world.deploy()
+    assert record.state == "halted" and record.exit_code == 22
+    assert record.steps["monitor"]["healthy"] is False
+    assert record.steps["monitor"]["ended_early"] is True
+    plan = "\n".join(record.rollback_plan)
+    merge = record.steps["merge"]
+    assert "git revert --no-edit" in plan and "git push origin main" in plan
+    assert (merge["merge_commit"] or merge["pushed_commit"])[:7] in plan or (
+        merge["previous_target_commit"] in plan
+    )
+    assert record.steps["backup"]["wal_lsn"] in plan
+
+    released_tree = git(world.repo.origin, "rev-parse", "main^{tree}")
+    result = rollback(record.run_id, world.store, world.interaction())
+    assert result.reverted_commit == world.origin_main()
+    assert git(world.repo.origin, "rev-parse", "main^{tree}") != released_tree
+    assert git(world.repo.origin, "rev-parse", "main^{tree}") == git(
+        world.repo.origin, "rev-parse", f"{before}^{{tree}}"
+    )
+    events = read_events(world.store.audit_path(record.run_id))
+    assert any(e["event"] == "rollback_pushed" for e in events)
+
+
+def test_declined_migration_halts_with_nothing_changed(world: World) -> None:
+    before = schema_fingerprint(world.database_url)
+    asked: list[str] = []
+
+    def decline(question: str) -> bool:
+        asked.append(question)
+        return False
+
+    record = world.deploy(confirm=decline)
+    assert record.state == "halted" and record.exit_code == 21
+    assert any("0009_fat_kulan_gath" in q for q in asked)
+    assert schema_fingerprint(world.database_url) == before
+
+
+def test_interrupted_deploy_resumes_without_applying_twice(world: World) -> None:
+    class Crash(KeyboardInterrupt):
+        pass
+
+    def crash_after_migrate(event: dict[str, object]) -> None:
+        if event.get("event") == "step_end" and event.get("step") == "migrate":
+            raise Crash()
+
+    with pytest.raises(Crash):
+        world.deploy(console=crash_after_migrate)
+    [record] = world.store.list()
+    # the migration committed, the transition was not recorded: the record says "validated"
+    assert record.state == "validated"
+    assert len(tracking_rows(world.database_url)) == 12
+
+    resumed = resume(record.run_id, world.store, world.interaction())
+    assert resumed.state == "succeeded", resumed.halt_reason
+    assert len(tracking_rows(world.database_url)) == 12
+    events = read_events(world.store.audit_path(record.run_id))
+    assert any(e["event"] == "step_already_done" and e["step"] == "migrate" for e in events)
+    assert [a["tag"] for a in resumed.steps["migrate"]["applied"]] == [
+        "0009_fat_kulan_gath",
+        "0010_new_colleen_wing",
+        "0011_cute_skin",
+    ]
+
+
+def test_cli_deploy_runs_show_and_exit_codes(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", world.database_url)
+    state = str(world.root / ".orchestrator")
+    code = run(["deploy", "--playbook", str(world.playbook), "--state-dir", state])
+    assert code == 2 and "pass --yes" in capsys.readouterr().err
+    assert world.store.list() == []
+
+    code = run(
+        ["deploy", "--playbook", str(world.playbook), "--yes", "--json", "--state-dir", state]
+    )
+    document = json.loads(capsys.readouterr().out)
+    assert code == 0 and document["state"] == "succeeded"
+
+    assert run(["runs", "--state-dir", state]) == 0
+    assert document["run_id"] in capsys.readouterr().out
+    assert run(["show", document["run_id"][:12], "--state-dir", state]) == 0
+    timeline = capsys.readouterr().out
+    assert "revalidated → merged" in timeline and "succeeded" in timeline
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda p: p.write_text(p.read_text().replace("name:", "nmae:")), "unknown key"),
+        (
+            lambda p: p.write_text(p.read_text().replace("duration: 600ms", "duration: soon")),
+            "monitor.duration",
+        ),
+        (
+            lambda p: p.write_text(p.read_text().replace("url_env: DATABASE_URL", "url_env: NOPE")),
+            "$NOPE is not set",
+        ),
+        (lambda p: p.write_text(p.read_text().replace("repo: app", "repo: nowhere")), "nowhere"),
+        (lambda p: p.unlink(), "release.yaml"),
+    ],
+)
+def test_bad_playbook_exits_2_and_changes_nothing(
+    world: World,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    edit,
+    message: str,  # type: ignore[no-untyped-def]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", world.database_url)
+    edit(world.playbook)
+    before = (schema_fingerprint(world.database_url), world.origin_main())
+    code = run(
+        [
+            "deploy",
+            "--playbook",
+            str(world.playbook),
+            "--yes",
+            "--state-dir",
+            str(world.root / ".orchestrator"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert (schema_fingerprint(world.database_url), world.origin_main()) == before
+    assert not (world.root / ".orchestrator" / "runs").exists() or world.store.list() == []
+
+
+def test_server_restarted_mid_deploy_is_survived_by_retries(
+    tmp_path: Path, own_cluster: EmbeddedPostgres
+) -> None:
+    import threading
+
+    from orchestrator.testing.pg import create_database
+
+    create_database(own_cluster.url(), "production")
+    url = own_cluster.url("production")
+    repo = build_release_repo(tmp_path)
+    migrate_baseline(url, repo)
+    health = HealthServer().start()
+    restarted = threading.Event()
+
+    def restart_during_validate(event: dict[str, object]) -> None:
+        if (
+            event.get("event") == "step_start"
+            and event.get("step") == "validate"
+            and (not restarted.is_set())
+        ):
+            restarted.set()
+            own_cluster.stop()  # the connection the next step opens is refused
+            threading.Timer(0.8, own_cluster.start).start()
+
+    try:
+        playbook = write_playbook(
+            tmp_path / "release.yaml",
+            repo=repo,
+            health_url=health.url,
+            duration="300ms",
+            interval="100ms",
+            retry="{attempts: 8, initial: 0.2s, max: 1s}",
+        )
+        store = RunStore(tmp_path / ".orchestrator")
+        record = start(
+            playbook,
+            store,
+            Interaction(environ={"DATABASE_URL": url}, console=restart_during_validate),
+        )
+    finally:
+        health.stop()
+    assert restarted.is_set()
+    assert record.state == "succeeded", record.halt_reason
+    retries = [e for e in read_events(store.audit_path(record.run_id)) if e["event"] == "retry"]
+    assert retries, "the outage must have been retried"
+    assert len(tracking_rows(url)) == 12
+
+
+def test_pg_dump_backup_is_written_and_verified(world: World) -> None:
+    dumps = world.root / "dumps"
+    dumps.mkdir()
+    write_playbook(
+        world.playbook,
+        repo=world.repo,
+        health_url=world.health.url,
+        backup=f"{{kind: pg_dump, path: {dumps}}}",
+        duration="200ms",
+        interval="100ms",
+    )
+    record = world.deploy()
+    assert record.state == "succeeded", record.halt_reason
+    backup = record.steps["backup"]
+    dump = Path(backup["path"])
+    assert dump.parent == dumps and dump.stat().st_size == backup["bytes"]
+    assert backup["toc_entries"] > 10
+    assert any(
+        "pg_restore --clean" in line
+        for line in __import__("orchestrator.rollback", fromlist=["x"]).rollback_plan(record)
+    )
+
+
+def test_manual_backup_needs_a_confirmation(world: World) -> None:
+    write_playbook(
+        world.playbook,
+        repo=world.repo,
+        health_url=world.health.url,
+        backup="{kind: manual}",
+        duration="200ms",
+        interval="100ms",
+    )
+    before = schema_fingerprint(world.database_url)
+    refused = world.deploy(confirm=lambda q: "backup" not in q)
+    assert refused.state == "halted" and refused.exit_code == 21
+    assert "no backup confirmed" in (refused.halt_reason or "")
+    assert schema_fingerprint(world.database_url) == before
+
+    vouched = world.deploy(backup_confirmed=True)
+    assert vouched.state == "succeeded", vouched.halt_reason
+    assert vouched.steps["backup"]["by"] == "--backup-confirmed"

@@ -1,0 +1,149 @@
+"""The state table, its guards and the rollback plan: pure functions over a run record."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from orchestrator.db.retry import RetryPolicy, call_with_retry, is_transient
+from orchestrator.errors import DatabaseError, ExitCode
+from orchestrator.machine import (
+    STATES,
+    STEPS_IN,
+    TERMINAL,
+    TRANSITIONS,
+    RunModel,
+    build_machine,
+    edges_from,
+    halt_exit_code,
+)
+from orchestrator.rollback import rollback_plan
+from orchestrator.runs import RunRecord
+
+
+def record(**steps: dict[str, object]) -> RunRecord:
+    r = RunRecord(run_id="20251021T000000Z-abcdef", playbook="/p.yaml", name="r")
+    r.steps.update(steps)
+    r.source_commit = "a" * 40
+    return r
+
+
+def test_every_live_state_has_steps_and_a_way_out() -> None:
+    for state in STATES:
+        if state in TERMINAL:
+            continue
+        assert state in STEPS_IN
+        assert edges_from(state), state
+    assert {e.dest for e in TRANSITIONS} | {"pending", "halted", "failed"} == set(STATES)
+
+
+@pytest.mark.parametrize(
+    ("verdict", "trigger", "dest"),
+    [("SAFE", "skip_migrate", "revalidated"), ("NEEDS_MIGRATION", "migrate", "migrated")],
+)
+def test_validate_routes_by_verdict(verdict: str, trigger: str, dest: str) -> None:
+    r = record(validate={"status": verdict}, migrate={"applied": []})
+    fired = [e for e in edges_from("validated") if all(g(r) for g in e.guards)]
+    assert [(e.trigger, e.dest) for e in fired][:1] == [(trigger, dest)]
+    model = RunModel(r)
+    build_machine(model, "validated")
+    assert getattr(model, trigger)() is True and model.state == dest
+
+
+@pytest.mark.parametrize(
+    ("verdict", "code"),
+    [("PARTIAL_MIGRATION", ExitCode.PARTIAL), ("ERROR", ExitCode.ERROR)],
+)
+def test_partial_and_error_halt_validate(verdict: str, code: ExitCode) -> None:
+    r = record(validate={"status": verdict})
+    assert not any(all(g(r) for g in e.guards) for e in edges_from("backup_checked"))
+    assert halt_exit_code("backup_checked", r) is code
+    model = RunModel(r)
+    build_machine(model, "backup_checked")
+    assert model.validate() is False and model.state == "backup_checked"  # type: ignore[attr-defined]
+
+
+def test_revalidate_must_be_safe_and_monitor_healthy() -> None:
+    r = record(revalidate={"status": "NEEDS_MIGRATION"}, monitor={"healthy": False})
+    assert not any(all(g(r) for g in e.guards) for e in edges_from("migrated"))
+    assert halt_exit_code("migrated", r) is ExitCode.GUARD_FAILED
+    assert not any(all(g(r) for g in e.guards) for e in edges_from("merged"))
+    assert halt_exit_code("merged", r) is ExitCode.MONITOR_UNHEALTHY
+
+
+def test_machine_refuses_skipping_states() -> None:
+    from transitions.core import MachineError
+
+    model = RunModel(record())
+    build_machine(model, "pending")
+    with pytest.raises(MachineError):
+        model.merge()  # type: ignore[attr-defined]
+
+
+def test_rollback_plan_for_each_stopping_point() -> None:
+    nothing = rollback_plan(record(preflight={"remote": "origin", "target": "main"}))
+    assert any("nothing was merged" in line for line in nothing)
+    assert any("applied no migration" in line for line in nothing)
+
+    migrated = record(
+        preflight={"remote": "origin", "target": "main"},
+        backup={
+            "kind": "restore_point",
+            "taken_at": "2025-10-21 10:00:00+00",
+            "wal_lsn": "0/1A2B",
+            "database": "prod",
+        },
+        migrate={"applied": [{"tag": "0009_x"}, {"tag": "0010_y"}]},
+    )
+    plan = "\n".join(rollback_plan(migrated))
+    assert "0009_x, 0010_y" in plan and "0/1A2B" in plan and "2025-10-21 10:00:00+00" in plan
+
+    pushed = record(
+        preflight={"remote": "origin", "target": "main"},
+        migrate={"applied": []},
+        merge={
+            "pushed_commit": "b" * 40,
+            "previous_target_commit": "c" * 40,
+            "merge_commit": "b" * 40,
+            "fast_forward": False,
+        },
+    )
+    plan = "\n".join(rollback_plan(pushed))
+    assert f"git revert --no-edit -m 1 {'b' * 40}" in plan
+    assert "git push origin main" in plan
+
+
+def test_transient_errors_are_told_from_answers() -> None:
+    assert is_transient(psycopg.OperationalError("connection refused"))
+    assert is_transient(psycopg.OperationalError("server closed the connection unexpectedly"))
+    assert is_transient(DatabaseError("x", transient=True))
+    assert not is_transient(DatabaseError("x"))
+    assert not is_transient(psycopg.errors.UndefinedTable("relation does not exist"))
+    assert not is_transient(psycopg.errors.LockNotAvailable("lock timeout"))
+    assert not is_transient(psycopg.errors.QueryCanceled("statement timeout"))
+    assert is_transient(psycopg.errors.AdminShutdown("terminating connection"))
+    assert not is_transient(ValueError("x"))
+
+
+def test_retry_policy_retries_only_transient_failures() -> None:
+    calls: list[int] = []
+    waits: list[float] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise DatabaseError("refused", transient=True)
+        return "ok"
+
+    policy = RetryPolicy(attempts=5, initial=0.5, max_wait=0.75)
+    assert call_with_retry(flaky, policy, sleep=waits.append) == "ok"
+    assert len(calls) == 3 and waits == [0.5, 0.75]
+
+    def broken() -> str:
+        calls.append(1)
+        raise DatabaseError("syntax error")
+
+    calls.clear()
+    with pytest.raises(DatabaseError):
+        call_with_retry(broken, policy, sleep=waits.append)
+    assert len(calls) == 1
