@@ -155,11 +155,15 @@ def rehearse(pg: EmbeddedPostgres, workdir: Path, health: HealthServer) -> None:
 
     print("orchestrator demo: a rehearsed release, from nothing to production")
     print(f"\nWorking folder: {workdir}  (every command below runs there)")
-    print(f"  {DATABASE} database  {url}  (a throwaway PostgreSQL cluster)")
-    print("  origin.git           the team's remote: main = 0000-0008, staging = the release")
-    print(f"  {repo.clone.name}/                 the operator's clone, main checked out")
-    print(f"  {playbook.name}         the release playbook (monitor window 3s, every 1s)")
-    print(f"  health endpoint      {health.url}")
+    world = (
+        (f"{DATABASE} database", f"{url}  (a throwaway PostgreSQL cluster)"),
+        ("origin.git", "the team's remote: main = 0000-0008, staging = the release"),
+        (f"{repo.clone.name}/", "the operator's clone, main checked out"),
+        (playbook.name, "the release playbook (monitor window 3s, a round every 1s)"),
+        ("health endpoint", health.url),
+    )
+    for what, description in world:
+        print(f"  {what:<20} {description}")
     print("`orchestrator` stands for `python -m orchestrator.cli`; $DATABASE_URL is set to")
     print("the production URL for every command.")
 
@@ -214,6 +218,8 @@ def rehearse(pg: EmbeddedPostgres, workdir: Path, health: HealthServer) -> None:
         ".orchestrator",
         expect=ExitCode.OK,
     )
+    require(health.requests > 0, "the monitor never called the health endpoint")
+    print(f"{INDENT}(the health endpoint answered {health.requests} monitor request(s))")
 
     demo.step(
         "Production after the release",
@@ -246,14 +252,14 @@ def rehearse(pg: EmbeddedPostgres, workdir: Path, health: HealthServer) -> None:
         "The release commit is on origin's main: the code deploy (e.g. Vercel) starts from it.",
     )
     demo.git("-C", "origin.git", "log", "--oneline", "-3", "main")
-    staging_tip = demo.git("-C", "origin.git", "rev-parse", "staging").output.strip()
     contained = subprocess.run(
-        ["git", "-C", "origin.git", "merge-base", "--is-ancestor", staging_tip, "main"],
+        ["git", "-C", "origin.git", "merge-base", "--is-ancestor", "staging", "main"],
         cwd=workdir,
         check=False,
         capture_output=True,
     )
     require(contained.returncode == 0, "origin's main does not contain the staging commit")
+    print(f"{INDENT}origin's main contains staging's tip: the release is pushed")
 
 
 def main() -> int:

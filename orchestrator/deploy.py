@@ -17,6 +17,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from orchestrator.audit import AuditTrail
 from orchestrator.db.connect import check_url
+from orchestrator.db.migrator import MigrationFailed
 from orchestrator.errors import (
     DatabaseError,
     ExitCode,
@@ -190,11 +191,9 @@ def _record_transition(
 def _stop(ctx: RunContext, model: RunModel, exc: OrchestratorError) -> None:
     """Halt (a guard refused) or fail (something broke); record and print the rollback plan."""
     record = ctx.record
-    failed = (
-        isinstance(exc, DatabaseError)
-        or type(exc) is OrchestratorError
-        or (type(exc).__name__ == "MigrationFailed")
-    )
+    # "failed": something broke (unreachable database, failing SQL, a bug);
+    # "halted": a guard or the operator stopped a run whose state is understood.
+    failed = isinstance(exc, DatabaseError | MigrationFailed) or type(exc) is OrchestratorError
     trigger = "fail" if failed else "halt"
     source = record.state
     record.steps["halt"] = {"from": source, "reason": str(exc), "at": utc_now_iso()}
@@ -240,7 +239,7 @@ def _why(state: str, record: RunRecord) -> str:
         first = (monitor.get("failed_checks") or [{}])[0]
         return (
             f"monitor unhealthy: {monitor.get('failures')} failed check(s) "
-            f"(allowed {record.steps.get('monitor', {}).get('failures_allowed', 'n/a')}); "
+            f"(allowed {monitor.get('failures_allowed')}); "
             f"first: {first.get('check')}: {first.get('detail')}"
         )
     return f"a guard refused to leave state {state}"

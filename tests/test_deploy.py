@@ -266,6 +266,8 @@ def test_unhealthy_monitor_produces_rollback_plan_and_rollback_reverts(world: Wo
     assert record.state == "halted" and record.exit_code == 22
     assert record.steps["monitor"]["healthy"] is False
     assert record.steps["monitor"]["ended_early"] is True
+    assert "monitor unhealthy" in (record.halt_reason or "")
+    assert "(allowed 0)" in (record.halt_reason or "")
     plan = "\n".join(record.rollback_plan)
     merge = record.steps["merge"]
     assert "git revert --no-edit" in plan and "git push origin main" in plan

@@ -58,6 +58,7 @@ class MonitorStep:
             "healthy": report.healthy,
             "rounds": report.rounds,
             "failures": report.failures,
+            "failures_allowed": spec.failures_allowed,
             "ended_early": report.ended_early,
             "elapsed_s": round(report.elapsed, 3),
             "failed_checks": [
