@@ -8,7 +8,8 @@ resumed: steps whose postcondition already holds are not run again.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,34 @@ def database_url(playbook: Playbook, environ: Mapping[str, str]) -> str:
 
 
 def _secrets(url: str) -> list[str]:
-    password = conninfo_to_dict(url).get("password")
+    password = conninfo_to_dict(url).get("password") if url else None
     return [str(password)] if password else []
+
+
+@contextmanager
+def open_run(
+    playbook: Playbook, record: RunRecord, store: RunStore, url: str, interaction: Interaction
+) -> Iterator[RunContext]:
+    """Lock the run and open its audit trail (secrets redacted) for the ``with`` block."""
+    with (
+        store.lock(record.run_id),
+        AuditTrail(
+            store.audit_path(record.run_id),
+            run_id=record.run_id,
+            secrets=_secrets(url),
+            console=interaction.console,
+        ) as trail,
+    ):
+        yield RunContext(
+            playbook=playbook,
+            record=record,
+            store=store,
+            log=trail.log,
+            database_url=url,
+            confirm=interaction.confirm,
+            backup_confirmed=interaction.backup_confirmed,
+            on_progress=interaction.on_progress,
+        )
 
 
 def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> RunRecord:
@@ -100,30 +127,13 @@ def drive(
     resumed: bool,
 ) -> RunRecord:
     """Walk the machine from the record's state until it succeeds, halts or fails."""
-    with (
-        store.lock(record.run_id),
-        AuditTrail(
-            store.audit_path(record.run_id),
-            run_id=record.run_id,
-            secrets=_secrets(url),
-            console=interaction.console,
-        ) as trail,
-    ):
-        ctx = RunContext(
-            playbook=playbook,
-            record=record,
-            store=store,
-            log=trail.log,
-            database_url=url,
-            confirm=interaction.confirm,
-            backup_confirmed=interaction.backup_confirmed,
-            on_progress=interaction.on_progress,
-        )
+    with open_run(playbook, record, store, url, interaction) as ctx:
+        log = ctx.log
         if resumed and record.state in ("halted", "failed"):
             _reopen(ctx)
         model = RunModel(record)
         build_machine(model, record.state)
-        trail.log.info(
+        log.info(
             "run_resumed" if resumed else "run_started",
             playbook=record.playbook,
             name=record.name,
@@ -136,18 +146,18 @@ def drive(
         except OrchestratorError as exc:
             _stop(ctx, model, exc)
         except KeyboardInterrupt:
-            trail.log.warning(
+            log.warning(
                 "interrupted", state=record.state, hint=f"orchestrator resume {record.run_id}"
             )
             store.save(record)
             raise
         except Exception as exc:  # a bug or an unforeseen failure: stop safely, say where
-            trail.log.exception("unexpected_error", state=record.state)
+            log.exception("unexpected_error", state=record.state)
             _stop(ctx, model, OrchestratorError(f"unexpected {type(exc).__name__}: {exc}"))
         if record.state == "succeeded":
             record.exit_code = int(ExitCode.OK)
             store.save(record)
-            trail.log.info("run_succeeded", exit_code=0)
+            log.info("run_succeeded", exit_code=0)
         return record
 
 
@@ -261,24 +271,9 @@ def rollback(run_id: str, store: RunStore, interaction: Interaction) -> Rollback
     if not record.steps.get("merge", {}).get("pushed_commit"):
         return RollbackResult(None, plan)
     url = interaction.environ.get(playbook.database.url_env, "")
-    with (
-        store.lock(record.run_id),
-        AuditTrail(
-            store.audit_path(record.run_id),
-            run_id=record.run_id,
-            secrets=_secrets(url) if url else [],
-            console=interaction.console,
-        ) as trail,
-    ):
-        ctx = RunContext(
-            playbook=playbook,
-            record=record,
-            store=store,
-            log=trail.log,
-            database_url=url,
-            confirm=interaction.confirm,
-        )
-        trail.log.info("rollback_plan", plan=plan)
+    with open_run(playbook, record, store, url, interaction) as ctx:
+        log = ctx.log
+        log.info("rollback_plan", plan=plan)
         preflight = record.steps.get("preflight", {})
         question = f"Revert the release on {preflight.get('remote')}/{preflight.get('target')}"
         if not interaction.confirm(question):
@@ -286,9 +281,9 @@ def rollback(run_id: str, store: RunStore, interaction: Interaction) -> Rollback
         try:
             commit = revert_code(ctx)
         except OrchestratorError as exc:
-            trail.log.error("rollback_failed", reason=str(exc))
+            log.error("rollback_failed", reason=str(exc))
             raise
         record.steps["rollback"] = {"reverted_commit": commit, "at": utc_now_iso()}
         store.save(record)
-        trail.log.info("rollback_pushed", reverted_commit=commit)
+        log.info("rollback_pushed", reverted_commit=commit)
         return RollbackResult(commit, plan)
