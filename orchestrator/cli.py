@@ -364,6 +364,10 @@ def run(argv: list[str] | None = None) -> int:
     """Run a command and return its exit code."""
     try:
         result = app.main(args=argv, standalone_mode=False, prog_name="orchestrator")
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # `orchestrator` alone: show the help, as a usage error (nothing was asked).
+        err.print(exc.format_message(), markup=False, highlight=False)
+        return int(ExitCode.USAGE)
     except click.exceptions.UsageError as exc:
         err.print(f"error: {redact(exc.format_message())}", markup=False, highlight=False)
         return int(ExitCode.USAGE)
