@@ -99,12 +99,17 @@ class Rehearsal:
         )
         assert process.stdout is not None
         lines: list[str] = []
-        with process.stdout:
-            for line in process.stdout:  # streamed, so a long step shows its progress live
-                lines.append(line)
-                if not quiet:
-                    print(INDENT + line.rstrip("\n"), flush=True)
-        code = process.wait()
+        try:
+            with process.stdout:
+                for line in process.stdout:  # streamed: a long step shows its progress live
+                    lines.append(line)
+                    if not quiet:
+                        print(INDENT + line.rstrip("\n"), flush=True)
+            code = process.wait()
+        except BaseException:  # Ctrl-C or a broken pipe: leave no command running behind us
+            process.kill()
+            process.wait()
+            raise
         mark = "as expected" if code == expect else f"EXPECTED {expect}"
         print(f"{INDENT}-> exit {code} ({mark})", flush=True)
         if code != expect:
@@ -280,9 +285,15 @@ def main() -> int:
     except DemoFailed as exc:
         print(f"\ndemo FAILED: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            "\ndemo interrupted: the cluster and the temporary folder were removed", file=sys.stderr
+        )
+        return 130
     except subprocess.CalledProcessError as exc:  # building the rehearsal world failed
-        detail = (exc.stderr or "").strip().splitlines()
-        print(f"\ndemo FAILED: {shlex.join(map(str, exc.cmd))}: {detail[-1:]}", file=sys.stderr)
+        lines = str(exc.stderr or "").strip().splitlines()
+        detail = lines[-1] if lines else f"exit {exc.returncode}"
+        print(f"\ndemo FAILED: {shlex.join(map(str, exc.cmd))}: {detail}", file=sys.stderr)
         return 1
     print("\ndemo finished: NEEDS_MIGRATION -> deploy succeeded -> SAFE")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.runs import RunRecord
@@ -42,14 +43,17 @@ def validation(console: Console, report: ValidationReport, url: str) -> None:
         table.add_column("objects")
         for m in report.migrations:
             expected = len(m.expected_objects)
-            if m.missing_objects:
+            if m.missing_objects and len(m.missing_objects) < expected:
                 objects = (
                     f"missing {len(m.missing_objects)}/{expected}: "
                     + ", ".join(m.missing_objects[:3])
                     + (" …" if len(m.missing_objects) > 3 else "")
                 )
+            elif expected:
+                present = expected - len(m.missing_objects)
+                objects = f"{present}/{expected} present"
             else:
-                objects = f"{expected}/{expected}" if expected else "-"
+                objects = "-"
             table.add_row(
                 m.tag,
                 str(m.when),
@@ -60,7 +64,7 @@ def validation(console: Console, report: ValidationReport, url: str) -> None:
         console.print(table)
     for finding in report.findings:
         style = "red" if finding.severity == "error" else "yellow"
-        console.print(f"[{style}]{finding.severity}[/] [{finding.code}] ", end="")
+        console.print(f"[{style}]{finding.severity}[/] {escape(f'[{finding.code}]')} ", end="")
         console.print(finding.message, markup=False, highlight=False)
     console.print(f"verdict: [{VERDICT_STYLE[report.status]}]{report.status.value}[/]")
     console.print(report.recommendation, markup=False, highlight=False)
@@ -84,10 +88,7 @@ def event_line(event: dict[str, Any]) -> str | None:
     elif name == "step_already_done":
         text = f"step {event['step']} already done (postcondition holds): not repeated"
     elif name == "guard":
-        if event.get("passed"):
-            return None
-        failed = [k for k, v in dict(event.get("guards", {})).items() if not v]
-        text = f"guard refused {event['trigger']}: {', '.join(failed)}"
+        return None  # a refused route is normal; a halt says why no route was left
     elif name == "retry":
         text = (
             f"transient failure, attempt {event['attempt']}: {event['error']} "

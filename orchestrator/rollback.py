@@ -26,9 +26,9 @@ def database_steps(record: RunRecord, url_env: str = "DATABASE_URL") -> list[str
         return ["Database: this run applied no migration; nothing to restore."]
     backup: dict[str, Any] = record.steps.get("backup", {})
     lines = [
-        f"Database: this run applied {', '.join(applied)}. They are additive; the old code "
-        "runs on the new schema, so restore only if the migrations themselves damaged data "
-        "(restoring loses every write made since)."
+        f"Database: this run applied {', '.join(applied)}. If the previous code works on the "
+        "new schema (additive migrations), reverting the code is enough; restore only if the "
+        "migrations themselves broke data or the old code (restoring loses every write since)."
     ]
     kind = backup.get("kind")
     if kind == "restore_point":

@@ -1,0 +1,1 @@
+"""Benchmarks of orchestrator against a wide synthetic schema (``make bench``)."""
