@@ -237,10 +237,14 @@ def _interaction(yes: bool, backup_confirmed: bool, as_json: bool, what: str) ->
     def confirm(question: str) -> bool:
         return True if yes else click.confirm(f"{question}?", default=False)
 
+    def ask(question: str) -> bool:
+        return click.confirm(f"{question}?", default=False)
+
     console = None if as_json else _print_event
     return Interaction(
         confirm=confirm,
         backup_confirmed=backup_confirmed,
+        ask=ask if interactive else None,
         console=console,
         on_progress=_progress if interactive and not as_json else lambda _line: None,
     )

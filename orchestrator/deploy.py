@@ -47,8 +47,9 @@ ConsoleCallback = Callable[[dict[str, Any]], None]
 class Interaction:
     """How the run talks to its operator (the CLI fills this in; tests answer directly)."""
 
-    confirm: Callable[[str], bool] = lambda _question: True
-    backup_confirmed: bool = False
+    confirm: Callable[[str], bool] = lambda _question: True  # mutating steps; --yes answers
+    backup_confirmed: bool = False  # --backup-confirmed
+    ask: Callable[[str], bool] | None = None  # a human at a terminal; None when there is none
     console: ConsoleCallback | None = None
     on_progress: Callable[[str], None] = lambda _line: None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
@@ -61,6 +62,19 @@ def database_url(playbook: Playbook, environ: Mapping[str, str]) -> str:
     if not url:
         raise UsageError(f"${name} is not set: it must hold the production connection string")
     return check_url(url)
+
+
+def check_backup_attestation(playbook: Playbook, interaction: Interaction) -> None:
+    """A manual backup must be vouched for by a person: at a terminal, or --backup-confirmed.
+
+    ``--yes`` answers confirmations of our own actions; it cannot attest to a backup.
+    """
+    manual = playbook.backup.kind == "manual"
+    if manual and not interaction.backup_confirmed and interaction.ask is None:
+        raise UsageError(
+            "backup kind manual needs an operator to confirm the backup: run on a terminal "
+            "or pass --backup-confirmed"
+        )
 
 
 def _secrets(url: str) -> list[str]:
@@ -90,6 +104,7 @@ def open_run(
             database_url=url,
             confirm=interaction.confirm,
             backup_confirmed=interaction.backup_confirmed,
+            ask=interaction.ask,
             on_progress=interaction.on_progress,
         )
 
@@ -102,6 +117,7 @@ def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> Run
     playbook = load_playbook(playbook_path)
     url = database_url(playbook, interaction.environ)
     open_repo(playbook.git.repo)
+    check_backup_attestation(playbook, interaction)
     record = RunRecord(run_id=new_run_id(), playbook=str(playbook.path), name=playbook.name)
     store.create(record)
     return drive(playbook, record, store, url, interaction, resumed=False)

@@ -316,3 +316,49 @@ def test_custom_schema_and_table_names(database_url: str) -> None:
     assert validate_database(database_url, full(), OPTIONS, retry=ONCE).status is (
         Verdict.PARTIAL_MIGRATION
     )
+
+
+def test_connection_killed_mid_migration_is_retried_after_revalidating(
+    database_url: str, tmp_path: Path
+) -> None:
+    apply_prefix(database_url, tmp_path, 9)
+    slow = prefix_folder(FIXTURE_MIGRATIONS, 12, tmp_path / "slow")
+    sql_file = slow / "0011_cute_skin.sql"
+    sql_file.write_text(sql_file.read_text() + "--> statement-breakpoint\nSELECT pg_sleep(1);")
+    killed = threading.Event()
+
+    def kill_the_migrating_backend() -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for _ in range(200):
+                row = conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'orchestrator' AND query LIKE '%pg_sleep(1)%' "
+                    "AND pid <> pg_backend_pid()"
+                ).fetchone()
+                if row is not None and row[0]:
+                    killed.set()
+                    return
+                threading.Event().wait(0.02)
+
+    killer = threading.Thread(target=kill_the_migrating_backend)
+    killer.start()
+    retries: list[tuple[int, str]] = []
+    result = migrate_database(
+        database_url,
+        read_journal(slow),
+        OPTIONS,
+        confirm=lambda _r: True,
+        retry=RetryPolicy(attempts=3, initial=0.1, max_wait=0.2),
+        on_retry=lambda attempt, error, _wait: retries.append((attempt, str(error))),
+    )
+    killer.join()
+    assert killed.is_set()
+    assert len(retries) == 1 and "connection lost during migration" in retries[0][1]
+    assert [a.tag for a in result.applied] == [
+        "0009_fat_kulan_gath",
+        "0010_new_colleen_wing",
+        "0011_cute_skin",
+    ]
+    assert result.after.status is Verdict.SAFE
+    hashes = [h for _, h, _ in tracking_rows(database_url)]
+    assert len(hashes) == len(set(hashes)) == 12

@@ -15,6 +15,7 @@ from orchestrator.audit import read_events
 from orchestrator.cli import run
 from orchestrator.deploy import Interaction, resume, rollback, start
 from orchestrator.drizzle.journal import read_journal
+from orchestrator.errors import UsageError
 from orchestrator.runs import RunRecord, RunStore
 from orchestrator.testing.pg import EmbeddedPostgres
 from orchestrator.testing.release import (
@@ -474,10 +475,21 @@ def test_manual_backup_needs_a_confirmation(world: World) -> None:
         interval="100ms",
     )
     before = schema_fingerprint(world.database_url)
-    refused = world.deploy(confirm=lambda q: "backup" not in q)
+    # --yes (confirm always True) cannot vouch for a backup, and nobody is there to ask
+    with pytest.raises(UsageError, match="--backup-confirmed"):
+        world.deploy()
+    assert world.store.list() == []
+
+    asked: list[str] = []
+    refused = world.deploy(ask=lambda q: asked.append(q) or False)
     assert refused.state == "halted" and refused.exit_code == 21
     assert "no backup confirmed" in (refused.halt_reason or "")
+    assert asked and "backup" in asked[0]
     assert schema_fingerprint(world.database_url) == before
+
+    confirmed = world.deploy(ask=lambda q: True)
+    assert confirmed.state == "succeeded", confirmed.halt_reason
+    assert confirmed.steps["backup"]["by"] == "operator"
 
     vouched = world.deploy(backup_confirmed=True)
     assert vouched.state == "succeeded", vouched.halt_reason

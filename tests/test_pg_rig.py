@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import psycopg
+from pathlib import Path
 
-from orchestrator.testing.pg import EmbeddedPostgres
+import psycopg
+import pytest
+
+from orchestrator.testing.pg import EmbeddedPostgres, ServerBinariesMissing, find_bindir
 
 
 def test_fresh_database_is_empty_and_writable(database_url: str) -> None:
@@ -29,3 +32,15 @@ def test_cluster_survives_restart_and_is_removed(own_cluster: EmbeddedPostgres) 
     root = own_cluster.root
     own_cluster.destroy()
     assert not root.exists()
+
+
+def test_missing_server_binaries_name_the_package(tmp_path: Path) -> None:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "initdb").write_text("")  # pg_ctl missing: not a server install
+    with pytest.raises(ServerBinariesMissing, match="postgresql-15"):
+        find_bindir([tmp_path / "bin", tmp_path / "nowhere"])
+
+
+def test_binaries_are_found_where_the_machine_has_them() -> None:
+    bindir = find_bindir()
+    assert (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file()

@@ -53,7 +53,9 @@ class BackupStep:
             return pg_dump(ctx.database_url, target)
         if ctx.backup_confirmed:
             return {"kind": "manual", "confirmed_at": utc_now_iso(), "by": "--backup-confirmed"}
-        if not ctx.confirm("Confirm that a current backup of the production database exists"):
+        # Only a person can attest to a backup: --yes does not answer this question.
+        question = "Confirm that a current backup of the production database exists"
+        if ctx.ask is None or not ctx.ask(question):
             raise GuardError("no backup confirmed: the run stops before anything changes")
         return {"kind": "manual", "confirmed_at": utc_now_iso(), "by": "operator"}
 

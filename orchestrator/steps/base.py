@@ -41,6 +41,7 @@ class RunContext:
     database_url: str
     confirm: Callable[[str], bool]  # asks the operator; True when --yes
     backup_confirmed: bool = False  # --backup-confirmed: the operator vouches for a backup
+    ask: Callable[[str], bool] | None = None  # a human at a terminal, None without one
     on_progress: Callable[[str], None] = lambda _line: None
     _repo: git.Repo | None = field(default=None, repr=False)
     _journal: Journal | None = field(default=None, repr=False)

@@ -7,6 +7,7 @@ server runs as the ``postgres`` OS user, because ``initdb`` refuses to run as ro
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import os
@@ -15,7 +16,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -34,12 +35,27 @@ class ServerBinariesMissing(RuntimeError):
     """No PostgreSQL server binaries on this machine."""
 
 
-def find_bindir() -> Path:
+def find_bindir(candidates: Sequence[Path] | None = None) -> Path:
     """Locate the directory holding ``initdb`` and ``pg_ctl``.
 
     ``pg_config --bindir`` first (it names the installation the client belongs to), then
     Debian's ``/usr/lib/postgresql/<major>/bin``, newest major first, then ``PATH``.
+    ``candidates`` replaces that search (for tests). Raises :class:`ServerBinariesMissing`
+    with the package to install.
     """
+    if candidates is not None:
+        return _first_with_binaries(candidates)
+    return _first_with_binaries(_default_candidates())
+
+
+def _first_with_binaries(candidates: Sequence[Path]) -> Path:
+    for directory in candidates:
+        if (directory / "initdb").is_file() and (directory / "pg_ctl").is_file():
+            return directory
+    raise ServerBinariesMissing(INSTALL_HINT)
+
+
+def _default_candidates() -> list[Path]:
     candidates: list[Path] = []
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
         out = subprocess.run(
@@ -55,10 +71,7 @@ def find_bindir() -> Path:
     initdb = shutil.which("initdb")
     if initdb:
         candidates.append(Path(initdb).resolve().parent)
-    for directory in candidates:
-        if (directory / "initdb").is_file() and (directory / "pg_ctl").is_file():
-            return directory
-    raise ServerBinariesMissing(INSTALL_HINT)
+    return candidates
 
 
 def free_port() -> int:
@@ -127,6 +140,8 @@ class EmbeddedPostgres:
         """Start the server and wait until it accepts connections."""
         if not self.datadir.exists():
             self.init()
+            # Even if the caller never reaches destroy() (an error, Ctrl-C), leave nothing.
+            atexit.register(self.destroy)
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} "
             f"-c unix_socket_directories={self.root} -c fsync=off "
