@@ -27,6 +27,7 @@ from orchestrator.deploy import Interaction
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.errors import ExitCode, OrchestratorError, UsageError
 from orchestrator.playbook import load_playbook, parse_duration
+from orchestrator.rehearsal import rehearse
 from orchestrator.runs import RunRecord, RunStore
 from orchestrator.validation import ValidationReport
 
@@ -276,11 +277,34 @@ def _finish_run(record: RunRecord, as_json: bool) -> int:
 @click.option(
     "--backup-confirmed", is_flag=True, help="backup kind manual: vouch that a backup exists."
 )
+@click.option(
+    "--dry-run", is_flag=True, help="Rehearse read-only: say what would happen, change nothing."
+)
 @state_options
 def deploy(
-    playbook: Path, yes: bool, backup_confirmed: bool, state_dir: Path, as_json: bool
+    playbook: Path,
+    yes: bool,
+    backup_confirmed: bool,
+    dry_run: bool,
+    state_dir: Path,
+    as_json: bool,
 ) -> int:
     """Walk Strategy A: backup, validate, migrate, revalidate, merge/push, monitor."""
+    if dry_run:
+        rehearsal = rehearse(playbook, os.environ)
+        if as_json:
+            _print_json(
+                {
+                    "dry_run": True,
+                    "exit_code": int(rehearsal.exit_code),
+                    "plan": rehearsal.lines,
+                    "validation": rehearsal.report.to_json() if rehearsal.report else None,
+                }
+            )
+        else:
+            for line in rehearsal.lines:
+                out.print(line, markup=False, highlight=False)
+        return int(rehearsal.exit_code)
     interaction = _interaction(yes, backup_confirmed, as_json, "deploy")
     if not yes and not as_json:
         for line in checklist(load_playbook(playbook)):

@@ -38,7 +38,7 @@ from orchestrator.machine import (
 from orchestrator.playbook import Playbook, load_playbook
 from orchestrator.rollback import revert_code, rollback_plan
 from orchestrator.runs import RunRecord, RunStore, Transition, new_run_id, utc_now_iso
-from orchestrator.steps.base import RunContext, Step
+from orchestrator.steps.base import RunContext, Step, migrations_path
 
 ConsoleCallback = Callable[[dict[str, Any]], None]
 
@@ -116,7 +116,7 @@ def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> Run
     """
     playbook = load_playbook(playbook_path)
     url = database_url(playbook, interaction.environ)
-    open_repo(playbook.git.repo)
+    migrations_path(open_repo(playbook.git.repo), playbook.migrations.dir)
     check_backup_attestation(playbook, interaction)
     record = RunRecord(run_id=new_run_id(), playbook=str(playbook.path), name=playbook.name)
     store.create(record)

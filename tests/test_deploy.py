@@ -494,3 +494,60 @@ def test_manual_backup_needs_a_confirmation(world: World) -> None:
     vouched = world.deploy(backup_confirmed=True)
     assert vouched.state == "succeeded", vouched.halt_reason
     assert vouched.steps["backup"]["by"] == "--backup-confirmed"
+
+
+def dry_run(world: World, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, object]]:
+    code = run(
+        [
+            "deploy",
+            "--playbook",
+            str(world.playbook),
+            "--dry-run",
+            "--json",
+            "--state-dir",
+            str(world.root / ".orchestrator"),
+        ]
+    )
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_dry_run_says_what_would_happen_and_changes_nothing(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", world.database_url)
+    before = (
+        schema_fingerprint(world.database_url),
+        world.origin_main(),
+        git(world.repo.clone, "rev-parse", "HEAD"),
+        world.health.requests,
+    )
+    code, document = dry_run(world, capsys)
+    assert code == 0
+    plan = "\n".join(document["plan"])  # type: ignore[arg-type]
+    assert "would apply 0009_fat_kulan_gath, 0010_new_colleen_wing, 0011_cute_skin" in plan
+    assert "fast-forward" in plan and "nothing was changed" in plan
+    assert document["validation"]["status"] == "NEEDS_MIGRATION"  # type: ignore[index]
+    after = (
+        schema_fingerprint(world.database_url),
+        world.origin_main(),
+        git(world.repo.clone, "rev-parse", "HEAD"),
+        world.health.requests,
+    )
+    assert after == before
+    assert not (world.root / ".orchestrator").exists()
+
+
+def test_dry_run_predicts_the_halts(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", world.database_url)
+    with psycopg.connect(world.database_url) as conn:
+        conn.execute('CREATE TABLE "app_settings" ("key" text PRIMARY KEY, "value" text)')
+    code, document = dry_run(world, capsys)
+    assert code == 20 and "would HALT (exit 20)" in document["plan"][-1]  # type: ignore[index]
+
+    (world.repo.clone / "app.ts").write_text("hotfix\n")
+    git(world.repo.clone, "commit", "-am", "Hotfix on main")
+    git(world.repo.clone, "push", "origin", "main")
+    code, document = dry_run(world, capsys)
+    assert code == 21 and "app.ts" in document["plan"][-1]  # type: ignore[index]

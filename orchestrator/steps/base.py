@@ -30,6 +30,24 @@ from orchestrator.runs import RunRecord, RunStore
 Outcome = dict[str, Any]
 
 
+def migrations_path(repo: git.Repo, folder: Path) -> str:
+    """``folder`` relative to the repository root (posix); UsageError if outside it."""
+    root = Path(repo.working_tree_dir or ".").resolve()
+    try:
+        return folder.relative_to(root).as_posix()
+    except ValueError:
+        raise UsageError(
+            f"migrations.dir {folder} is not inside the git repository {root}"
+        ) from None
+
+
+def journal_at(repo: git.Repo, commit: str, folder: Path, branch: str) -> Journal:
+    """The migrations folder as it is in ``commit`` (not in the working tree)."""
+    path = migrations_path(repo, folder)
+    files = read_files_at(repo, commit, path)
+    return parse_journal(files, origin=f"{branch}@{commit[:12]}:{path}")
+
+
 @dataclass
 class RunContext:
     """Everything a step may use. Built by the engine; steps never prompt or print."""
@@ -56,14 +74,7 @@ class RunContext:
     @property
     def migrations_path(self) -> str:
         """The migrations folder relative to the repository root (posix)."""
-        root = Path(self.repo.working_tree_dir or ".").resolve()
-        folder = self.playbook.migrations.dir
-        try:
-            return folder.relative_to(root).as_posix()
-        except ValueError:
-            raise UsageError(
-                f"migrations.dir {folder} is not inside the git repository {root}"
-            ) from None
+        return migrations_path(self.repo, self.playbook.migrations.dir)
 
     @property
     def journal(self) -> Journal:
@@ -72,9 +83,8 @@ class RunContext:
             commit = self.record.source_commit
             if commit is None:
                 raise UsageError("the run has no source commit yet")
-            files = read_files_at(self.repo, commit, self.migrations_path)
-            self._journal = parse_journal(
-                files, origin=f"{self.playbook.git.source}@{commit[:12]}:{self.migrations_path}"
+            self._journal = journal_at(
+                self.repo, commit, self.playbook.migrations.dir, self.playbook.git.source
             )
         return self._journal
 
