@@ -36,32 +36,25 @@ def validation(console: Console, report: ValidationReport, url: str) -> None:
         console.print(check.detail, markup=False, highlight=False)
     if report.migrations:
         table = Table(show_edge=False, pad_edge=False)
-        table.add_column("migration")
-        table.add_column("when", justify="right")
-        table.add_column("state")
-        table.add_column("tracked")
-        table.add_column("objects")
+        table.add_column("migration", no_wrap=True)
+        table.add_column("when", justify="right", no_wrap=True)
+        table.add_column("state", no_wrap=True)
+        table.add_column("tracked", no_wrap=True)
+        table.add_column("objects", no_wrap=True)
         for m in report.migrations:
             expected = len(m.expected_objects)
-            if m.missing_objects and len(m.missing_objects) < expected:
-                objects = (
-                    f"missing {len(m.missing_objects)}/{expected}: "
-                    + ", ".join(m.missing_objects[:3])
-                    + (" …" if len(m.missing_objects) > 3 else "")
-                )
-            elif expected:
-                present = expected - len(m.missing_objects)
-                objects = f"{present}/{expected} present"
-            else:
-                objects = "-"
+            present = expected - len(m.missing_objects)
             table.add_row(
                 m.tag,
                 str(m.when),
                 f"[{STATE_STYLE[m.state]}]{m.state.value}[/]",
                 "yes" if m.tracked else "no",
-                objects,
+                f"{present}/{expected}" if expected else "-",
             )
         console.print(table)
+        for m in report.unreconciled:
+            console.print(f"{m.tag} missing: ", end="", style="red")
+            console.print(", ".join(m.missing_summary) or "-", markup=False, highlight=False)
     for finding in report.findings:
         style = "red" if finding.severity == "error" else "yellow"
         console.print(f"[{style}]{finding.severity}[/] {escape(f'[{finding.code}]')} ", end="")

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from orchestrator.db.catalog import CatalogSnapshot
 from orchestrator.drizzle.journal import Journal, Migration
-from orchestrator.drizzle.objects import ObjectModel
+from orchestrator.drizzle.objects import DbObject, ObjectModel
 from orchestrator.errors import ExitCode
 
 
@@ -90,6 +90,7 @@ class MigrationStatus:
     tracked: bool
     expected_objects: tuple[str, ...]
     missing_objects: tuple[str, ...]
+    missing_summary: tuple[str, ...] = ()  # the same, a missing table standing for its parts
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,29 @@ class ValidationReport:
         }
 
 
+def summarize_missing(missing: Sequence[DbObject]) -> list[str]:
+    """Missing objects for people: a missing table stands for its columns and constraints."""
+    tables = {(o.schema, o.name) for o in missing if o.kind == "table"}
+    parts: dict[tuple[str, str], int] = {}
+    lines = []
+    for obj in missing:
+        if obj.kind in ("column", "constraint") and (obj.schema, obj.parent or "") in tables:
+            key = (obj.schema, obj.parent or "")
+            parts[key] = parts.get(key, 0) + 1
+        elif obj.kind != "table":
+            lines.append(str(obj))
+    tables_first = [
+        f"table {schema}.{name}"
+        + (
+            f" (and its {parts[(schema, name)]} columns/constraints)"
+            if parts.get((schema, name))
+            else ""
+        )
+        for schema, name in sorted(tables)
+    ]
+    return tables_first + lines
+
+
 def migration_state(tracked: bool, expected: int, missing: int) -> MigrationState:
     """The state of one migration from whether it is tracked and how much of it is there."""
     present = expected - missing
@@ -184,6 +208,7 @@ def validate(journal: Journal, model: ObjectModel, snapshot: CatalogSnapshot) ->
                 tracked=is_tracked,
                 expected_objects=tuple(str(o) for o in expected),
                 missing_objects=tuple(str(o) for o in missing),
+                missing_summary=tuple(summarize_missing(missing)),
             )
         )
 
@@ -378,8 +403,8 @@ def build_checks(snapshot: CatalogSnapshot, statuses: Sequence[MigrationStatus])
         if expected == 0:
             detail = "no objects to check (decided by its hash)"
         elif status.missing_objects:
-            shown = ", ".join(status.missing_objects[:4])
-            more = len(status.missing_objects) - 4
+            shown = ", ".join(status.missing_summary[:4])
+            more = len(status.missing_summary) - 4
             detail = f"{expected - len(status.missing_objects)}/{expected} present; missing {shown}"
             detail += f" and {more} more" if more > 0 else ""
         else:

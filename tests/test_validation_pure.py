@@ -1,0 +1,103 @@
+"""validation.py's decisions, without any I/O: plain journals, object models and snapshots."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.db.catalog import CatalogSnapshot, TrackingRow
+from orchestrator.drizzle.journal import Journal, Migration, hash_sql
+from orchestrator.drizzle.objects import DbObject, ObjectModel
+from orchestrator.validation import (
+    MigrationState,
+    Verdict,
+    migration_state,
+    summarize_missing,
+    validate,
+    verdict_for,
+)
+
+A, P = MigrationState.APPLIED, MigrationState.PENDING
+U, T, H = (
+    MigrationState.UNTRACKED_PRESENT,
+    MigrationState.TRACKED_MISSING,
+    MigrationState.PARTIALLY_PRESENT,
+)
+
+
+@pytest.mark.parametrize(
+    ("tracked", "expected", "missing", "state"),
+    [
+        (True, 3, 0, A),
+        (True, 0, 0, A),
+        (True, 3, 3, T),
+        (True, 3, 1, H),
+        (False, 3, 3, P),
+        (False, 0, 0, P),
+        (False, 3, 0, U),
+        (False, 3, 2, H),
+    ],
+)
+def test_migration_state_table(tracked: bool, expected: int, missing: int, state: object) -> None:
+    assert migration_state(tracked, expected, missing) is state
+
+
+@pytest.mark.parametrize(
+    ("states", "verdict"),
+    [
+        ([A, A, A], Verdict.SAFE),
+        ([P, P, P], Verdict.NEEDS_MIGRATION),
+        ([A, A, P], Verdict.NEEDS_MIGRATION),
+        ([A, P, A], Verdict.PARTIAL_MIGRATION),  # a hole: drizzle's skipped migration
+        ([A, U, P], Verdict.PARTIAL_MIGRATION),
+        ([A, A, T], Verdict.PARTIAL_MIGRATION),
+        ([H, P, P], Verdict.PARTIAL_MIGRATION),
+    ],
+)
+def test_verdict_table(states: list[MigrationState], verdict: Verdict) -> None:
+    assert verdict_for(states) is verdict
+
+
+def test_a_missing_table_stands_for_its_parts() -> None:
+    missing = [
+        DbObject("column", "public", "a", "t"),
+        DbObject("constraint", "public", "t_pkey", "t"),
+        DbObject("index", "public", "idx_t_a"),
+        DbObject("table", "public", "t"),
+        DbObject("column", "public", "x", "other"),
+    ]
+    assert summarize_missing(missing) == [
+        "table public.t (and its 2 columns/constraints)",
+        "index public.idx_t_a",
+        "column public.other.x",
+    ]
+
+
+def migration(idx: int, when: int, sql: str) -> Migration:
+    return Migration(idx, f"000{idx}_m", when, True, sql, hash_sql(sql))
+
+
+def snapshot(objects: set[DbObject], rows: list[tuple[str, int]]) -> CatalogSnapshot:
+    return CatalogSnapshot(
+        server_version="15",
+        database="db",
+        objects=frozenset(objects),
+        tracking_schema="drizzle",
+        tracking_table="__drizzle_migrations",
+        tracking_present=bool(rows),
+        tracking_readable=bool(rows),
+        tracking_rows=tuple(TrackingRow(i + 1, h, c) for i, (h, c) in enumerate(rows)),
+        tracking_elsewhere=(),
+    )
+
+
+def test_out_of_order_names_what_drizzle_would_skip() -> None:
+    m0, m1, m2 = migration(0, 100, "a"), migration(1, 300, "b"), migration(2, 200, "c")
+    journal = Journal("mem", "postgresql", (m0, m1, m2))
+    tables = {tag: frozenset({DbObject("table", "public", tag)}) for tag in ("0000_m", "0001_m")}
+    model = ObjectModel({**tables, "0002_m": frozenset()}, {})
+    present = {DbObject("table", "public", "0000_m"), DbObject("table", "public", "0001_m")}
+    report = validate(journal, model, snapshot(present, [(m0.hash, 100), (m1.hash, 300)]))
+    assert report.status is Verdict.NEEDS_MIGRATION
+    [finding] = [f for f in report.findings if f.code == "out_of_order"]
+    assert finding.migration == "0002_m"
+    assert "200" in finding.message and "300" in finding.message and "0001_m" in finding.message
