@@ -251,14 +251,33 @@ def _interaction(yes: bool, backup_confirmed: bool, as_json: bool, what: str) ->
     )
 
 
+class _LiveLine:
+    """One line on the terminal that progress rewrites in place; events print below it."""
+
+    active = False
+
+    @classmethod
+    def show(cls, line: str) -> None:
+        sys.stderr.write("\r\x1b[2K" + line)
+        sys.stderr.flush()
+        cls.active = True
+
+    @classmethod
+    def close(cls) -> None:
+        if cls.active:
+            sys.stderr.write("\n")
+            cls.active = False
+
+
 def _print_event(event: dict[str, Any]) -> None:
     line = render.event_line(event)
     if line is not None:
+        _LiveLine.close()
         err.print(line, markup=False, highlight=False)
 
 
 def _progress(line: str) -> None:
-    err.print(f"\r{line}", end="", markup=False, highlight=False)
+    _LiveLine.show(line)
 
 
 def _finish_run(record: RunRecord, as_json: bool) -> int:
