@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,24 +79,24 @@ def migrate_baseline(url: str, repo: ReleaseRepo) -> None:
     )
 
 
-@pytest.fixture
-def world(tmp_path: Path, database_url: str) -> Iterator[World]:
-    repo = build_release_repo(tmp_path)
-    migrate_baseline(database_url, repo)
+@contextmanager
+def build_world(root: Path, url: str, **playbook: str) -> Iterator[World]:
+    """Repos, a baseline production database at ``url``, a health endpoint and a playbook."""
+    repo = build_release_repo(root)
+    migrate_baseline(url, repo)
     health = HealthServer().start()
-    playbook = write_playbook(
-        tmp_path / "release.yaml",
-        repo=repo,
-        health_url=health.url,
-        duration="600ms",
-        interval="200ms",
-    )
+    settings = {"duration": "600ms", "interval": "200ms", **playbook}
+    path = write_playbook(root / "release.yaml", repo=repo, health_url=health.url, **settings)
     try:
-        yield World(
-            tmp_path, database_url, repo, health, playbook, RunStore(tmp_path / ".orchestrator")
-        )
+        yield World(root, url, repo, health, path, RunStore(root / ".orchestrator"))
     finally:
         health.stop()
+
+
+@pytest.fixture
+def world(tmp_path: Path, database_url: str) -> Iterator[World]:
+    with build_world(tmp_path, database_url) as built:
+        yield built
 
 
 def transitions(record: RunRecord) -> list[tuple[str, str, str]]:
@@ -138,24 +139,10 @@ def test_audit_trail_has_every_transition_and_no_password(
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("ALTER SYSTEM SET password_encryption = 'scram-sha-256'")
         url = database_url.replace("postgresql://postgres@", f"postgresql://deployer:{secret}@")
-        repo = build_release_repo(tmp_path)
-        migrate_baseline(url, repo)
-        health = HealthServer().start()
-        try:
-            playbook = write_playbook(
-                tmp_path / "release.yaml",
-                repo=repo,
-                health_url=health.url,
-                duration="300ms",
-                interval="100ms",
-            )
-            store = RunStore(tmp_path / ".orchestrator")
-            console: list[dict[str, object]] = []
-            record = start(
-                playbook, store, Interaction(environ={"DATABASE_URL": url}, console=console.append)
-            )
-        finally:
-            health.stop()
+        console: list[dict[str, object]] = []
+        with build_world(tmp_path, url, duration="300ms", interval="100ms") as w:
+            record = w.deploy(console=console.append)
+        store = w.store
         assert record.state == "succeeded", record.halt_reason
         audit = store.audit_path(record.run_id)
         events = read_events(audit)
@@ -403,9 +390,6 @@ def test_server_restarted_mid_deploy_is_survived_by_retries(
 
     create_database(own_cluster.url(), "production")
     url = own_cluster.url("production")
-    repo = build_release_repo(tmp_path)
-    migrate_baseline(url, repo)
-    health = HealthServer().start()
     restarted = threading.Event()
 
     def restart_during_validate(event: dict[str, object]) -> None:
@@ -418,23 +402,10 @@ def test_server_restarted_mid_deploy_is_survived_by_retries(
             own_cluster.stop()  # the connection the next step opens is refused
             threading.Timer(0.8, own_cluster.start).start()
 
-    try:
-        playbook = write_playbook(
-            tmp_path / "release.yaml",
-            repo=repo,
-            health_url=health.url,
-            duration="300ms",
-            interval="100ms",
-            retry="{attempts: 8, initial: 0.2s, max: 1s}",
-        )
-        store = RunStore(tmp_path / ".orchestrator")
-        record = start(
-            playbook,
-            store,
-            Interaction(environ={"DATABASE_URL": url}, console=restart_during_validate),
-        )
-    finally:
-        health.stop()
+    retry = "{attempts: 8, initial: 0.2s, max: 1s}"
+    with build_world(tmp_path, url, duration="300ms", interval="100ms", retry=retry) as w:
+        record = w.deploy(console=restart_during_validate)
+    store = w.store
     assert restarted.is_set()
     assert record.state == "succeeded", record.halt_reason
     retries = [e for e in read_events(store.audit_path(record.run_id)) if e["event"] == "retry"]

@@ -24,6 +24,13 @@ def summarize(report: ValidationReport) -> Outcome:
     }
 
 
+def validate(ctx: RunContext) -> ValidationReport:
+    """The core validator on the run's database and the source commit's migrations."""
+    return validate_database(
+        ctx.database_url, ctx.journal, ctx.migrate_options, retry=ctx.retry, on_retry=ctx.on_retry
+    )
+
+
 @dataclass(frozen=True)
 class ValidateStep:
     """Read-only: the verdict that routes the run (SAFE skips migrate, NEEDS migrates)."""
@@ -31,13 +38,7 @@ class ValidateStep:
     name: str = "validate"
 
     def run(self, ctx: RunContext) -> Outcome:
-        report = validate_database(
-            ctx.database_url,
-            ctx.journal,
-            ctx.migrate_options,
-            retry=ctx.retry,
-            on_retry=ctx.on_retry,
-        )
+        report = validate(ctx)
         for finding in report.findings:
             ctx.log.info(
                 "finding",
@@ -93,13 +94,7 @@ class MigrateStep:
 
     def done(self, ctx: RunContext) -> Outcome | None:
         # Postcondition: every hash of the journal is tracked. Then nothing is re-applied.
-        report = validate_database(
-            ctx.database_url,
-            ctx.journal,
-            ctx.migrate_options,
-            retry=ctx.retry,
-            on_retry=ctx.on_retry,
-        )
+        report = validate(ctx)
         if report.status is not Verdict.SAFE:
             return None
         pending_before = ctx.outcome("validate").get("pending", [])
