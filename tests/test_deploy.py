@@ -246,6 +246,15 @@ def test_rejected_push_halts(world: World) -> None:
     assert "0011_cute_skin" in plan and record.steps["backup"]["wal_lsn"] in plan
     assert "nothing was merged or pushed" in plan
 
+    # Once the push is possible again, resume picks up where the run stopped.
+    hook.unlink()
+    resumed = resume(record.run_id, world.store, world.interaction())
+    assert resumed.state == "succeeded", resumed.halt_reason
+    assert world.origin_main() == resumed.steps["merge"]["pushed_commit"] != before
+    assert [t.trigger for t in resumed.transitions][-4:] == ["resume", "merge", "monitor", "finish"]
+    assert len(tracking_rows(world.database_url)) == 12
+    assert resumed.halt_reason is None and resumed.rollback_plan == []
+
 
 def test_unhealthy_monitor_produces_rollback_plan_and_rollback_reverts(world: World) -> None:
     world.health.status = 503
