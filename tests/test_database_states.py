@@ -14,6 +14,7 @@ from orchestrator.db.migrator import MigrateOptions, MigrationFailed
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, read_journal
 from orchestrator.errors import PartialStateError
+from orchestrator.testing.pg import with_user
 from orchestrator.validation import MigrationState, ValidationReport, Verdict
 from tests.drizzle_helpers import (
     FIXTURE_MIGRATIONS,
@@ -228,7 +229,7 @@ def test_unreadable_tracking_table_is_error(database_url: str) -> None:
         conn.execute("DROP ROLE IF EXISTS orch_reader")
         conn.execute("CREATE ROLE orch_reader LOGIN")
     try:
-        reader = database_url.replace("postgres@", "orch_reader@")
+        reader = with_user(database_url, "orch_reader")
         report = validate_database(reader, full(), OPTIONS, retry=ONCE)
         assert report.status is Verdict.ERROR
         assert "permission denied" in report.checks[0].detail

@@ -18,7 +18,7 @@ from orchestrator.deploy import Interaction, resume, rollback, start
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.errors import UsageError
 from orchestrator.runs import RunRecord, RunStore
-from orchestrator.testing.pg import EmbeddedPostgres
+from orchestrator.testing.pg import EmbeddedPostgres, with_user
 from orchestrator.testing.release import (
     HealthServer,
     ReleaseRepo,
@@ -138,7 +138,7 @@ def test_audit_trail_has_every_transition_and_no_password(
     try:
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("ALTER SYSTEM SET password_encryption = 'scram-sha-256'")
-        url = database_url.replace("postgresql://postgres@", f"postgresql://deployer:{secret}@")
+        url = with_user(database_url, "deployer", secret)
         console: list[dict[str, object]] = []
         with build_world(tmp_path, url, duration="300ms", interval="100ms") as w:
             record = w.deploy(console=console.append)
@@ -345,6 +345,16 @@ def test_cli_deploy_runs_show_and_exit_codes(
     assert run(["show", document["run_id"][:12], "--state-dir", state]) == 0
     timeline = capsys.readouterr().out
     assert "revalidated → merged" in timeline and "succeeded" in timeline
+
+    released = world.origin_main()
+    assert run(["rollback", document["run_id"], "--state-dir", state]) == 2
+    assert "pass --yes" in capsys.readouterr().err and world.origin_main() == released
+    assert run(["rollback", document["run_id"], "--yes", "--state-dir", state]) == 0
+    output = capsys.readouterr().out
+    assert "reverted and pushed" in output and world.origin_main() in output
+    assert "Database: this run applied 0009_fat_kulan_gath" in output
+    assert run(["rollback", document["run_id"], "--yes", "--state-dir", state]) == 21
+    assert "already" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
