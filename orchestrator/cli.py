@@ -20,7 +20,7 @@ from orchestrator import commands, render
 from orchestrator import deploy as deploy_engine
 from orchestrator.audit import read_events
 from orchestrator.checklist import checklist
-from orchestrator.db.connect import redact, redact_url
+from orchestrator.db.connect import check_url, redact, redact_url
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.deploy import Interaction
@@ -102,12 +102,6 @@ def _duration_option(value: str, name: str) -> float:
         raise UsageError(f"{name}: {exc}") from None
 
 
-def _need_url(url: str | None) -> str:
-    if not url:
-        raise UsageError("no database URL: pass --database-url or set DATABASE_URL")
-    return url
-
-
 def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
@@ -127,7 +121,7 @@ def validate(
     retries: int,
 ) -> int:
     """Read-only: report the migration state of the database (SAFE, NEEDS_MIGRATION, ...)."""
-    url = _need_url(database_url)
+    url = check_url(database_url)
     journal = read_journal(migrations)
     options = MigrateOptions(schema=migrations_schema, table=migrations_table)
     report = commands.validate_database(
@@ -164,7 +158,7 @@ def migrate(
     yes: bool,
 ) -> int:
     """Apply pending migrations in one transaction, exactly as drizzle would record them."""
-    url = _need_url(database_url)
+    url = check_url(database_url)
     options = MigrateOptions(
         schema=migrations_schema,
         table=migrations_table,

@@ -79,7 +79,7 @@ def migrate_database(
     """
     before = validate_database(url, journal, options, retry=retry, on_retry=on_retry)
     _refuse_unmigratable(before)
-    if not _has_pending(before):
+    if not before.pending:
         return MigrateResult(before, (), before)
     if not confirm(before):
         raise UsageError("migration not confirmed: nothing was changed")
@@ -94,23 +94,19 @@ def migrate_database(
         except DatabaseError as exc:
             if not exc.transient or attempt == attempts:
                 raise
-            wait = min(retry.max_wait, retry.initial * 2 ** (attempt - 1))
+            wait = retry.wait(attempt)
             if on_retry is not None:
                 on_retry(attempt, exc, wait)
             _sleep(wait)
             now = validate_database(url, journal, options, retry=retry, on_retry=on_retry)
             _refuse_unmigratable(now)
-            if not _has_pending(now):
+            if not now.pending:
                 # The commit reached the server before the connection was lost.
                 applied = [AppliedMigration(m.tag, m.hash, m.when) for m in before.pending]
                 break
 
     after = validate_database(url, journal, options, retry=retry, on_retry=on_retry)
     return MigrateResult(before, tuple(applied), after)
-
-
-def _has_pending(report: ValidationReport) -> bool:
-    return bool(report.pending)
 
 
 def _refuse_unmigratable(report: ValidationReport) -> None:

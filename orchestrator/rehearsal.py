@@ -14,13 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.commands import validate_database
-from orchestrator.db.migrator import MigrateOptions
-from orchestrator.db.retry import RetryPolicy
 from orchestrator.deploy import database_url
 from orchestrator.errors import ExitCode, GuardError
 from orchestrator.gitrepo import open_repo, preflight
 from orchestrator.playbook import Playbook, load_playbook
-from orchestrator.steps.base import journal_at
+from orchestrator.steps.base import journal_at, migrate_options, retry_policy
 from orchestrator.validation import ValidationReport, Verdict
 
 
@@ -68,12 +66,8 @@ def rehearse(playbook_path: Path, environ: Mapping[str, str]) -> DryRun:
     if missing:
         return run.halt(ExitCode.GUARD_FAILED, f"backup kind pg_dump needs {missing} on PATH")
 
-    spec_m = playbook.migrations
-    options = MigrateOptions(
-        spec_m.schema_, spec_m.table, spec_m.lock_timeout, spec_m.statement_timeout
-    )
-    retry = RetryPolicy(playbook.retry.attempts, playbook.retry.initial, playbook.retry.max)
-    report = validate_database(url, journal, options, retry=retry)
+    options = migrate_options(playbook)
+    report = validate_database(url, journal, options, retry=retry_policy(playbook))
     run.report = report
     run.lines.append(f"validate: {report.status.value}")
     run.lines.extend(f"  finding [{f.code}] {f.message}" for f in report.findings)
@@ -82,8 +76,8 @@ def rehearse(playbook_path: Path, environ: Mapping[str, str]) -> DryRun:
     elif report.status is Verdict.NEEDS_MIGRATION:
         run.lines.append(
             f"migrate: would apply {', '.join(m.tag for m in report.pending)} in one transaction "
-            f"(lock_timeout {spec_m.lock_timeout:g}s, statement_timeout "
-            f"{spec_m.statement_timeout:g}s), then revalidate (must be SAFE)"
+            f"(lock_timeout {options.lock_timeout:g}s, statement_timeout "
+            f"{options.statement_timeout:g}s), then revalidate (must be SAFE)"
         )
     else:
         code = ExitCode.ERROR if report.status is Verdict.ERROR else ExitCode.PARTIAL

@@ -82,6 +82,10 @@ class RetryPolicy:
     initial: float = 0.5  # seconds before the first retry; doubles each time
     max_wait: float = 20.0
 
+    def wait(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based): exponential."""
+        return float(min(self.max_wait, self.initial * 2 ** (attempt - 1)))
+
     @classmethod
     def none(cls) -> RetryPolicy:
         """A policy that tries once."""
@@ -109,7 +113,7 @@ def call_with_retry(
 
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(max(1, policy.attempts)),
-        wait=tenacity.wait_exponential(multiplier=policy.initial, max=policy.max_wait),
+        wait=lambda state: policy.wait(state.attempt_number),
         retry=tenacity.retry_if_exception(is_transient),
         before_sleep=before_sleep,
         sleep=sleep,

@@ -41,6 +41,23 @@ def migrations_path(repo: git.Repo, folder: Path) -> str:
         ) from None
 
 
+def migrate_options(playbook: Playbook) -> MigrateOptions:
+    """The playbook's tracking table and migration timeouts."""
+    spec = playbook.migrations
+    return MigrateOptions(
+        schema=spec.schema_,
+        table=spec.table,
+        lock_timeout=spec.lock_timeout,
+        statement_timeout=spec.statement_timeout,
+    )
+
+
+def retry_policy(playbook: Playbook) -> RetryPolicy:
+    """The playbook's retry policy for transient database failures."""
+    spec = playbook.retry
+    return RetryPolicy(attempts=spec.attempts, initial=spec.initial, max_wait=spec.max)
+
+
 def journal_at(repo: git.Repo, commit: str, folder: Path, branch: str) -> Journal:
     """The migrations folder as it is in ``commit`` (not in the working tree)."""
     path = migrations_path(repo, folder)
@@ -91,19 +108,12 @@ class RunContext:
     @property
     def migrate_options(self) -> MigrateOptions:
         """Tracking table and timeouts from the playbook."""
-        spec = self.playbook.migrations
-        return MigrateOptions(
-            schema=spec.schema_,
-            table=spec.table,
-            lock_timeout=spec.lock_timeout,
-            statement_timeout=spec.statement_timeout,
-        )
+        return migrate_options(self.playbook)
 
     @property
     def retry(self) -> RetryPolicy:
         """The playbook's retry policy for transient database failures."""
-        spec = self.playbook.retry
-        return RetryPolicy(attempts=spec.attempts, initial=spec.initial, max_wait=spec.max)
+        return retry_policy(self.playbook)
 
     def on_retry(self, attempt: int, error: BaseException, wait: float) -> None:
         """Log one retry of a transient failure."""
