@@ -1,0 +1,87 @@
+"""The command line: parse arguments, call one function of the runtime, render the result.
+
+Every command shares one exit-code scheme (:class:`orchestrator.errors.ExitCode`). Errors
+are printed as one line on stderr; a traceback never reaches the user.
+
+The commands live in small modules (``database``, ``runs``, ``analysis``) that import only
+click at module level: the runtime is imported when a command runs, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from orchestrator.cli import database, runs
+from orchestrator.errors import ExitCode, OrchestratorError
+
+
+@click.group(
+    name="orchestrator",
+    help="Take a release with Drizzle-tracked Postgres migrations to production, safely.",
+)
+def app() -> None:
+    """The command group."""
+
+
+for _command in (
+    database.validate,
+    database.migrate,
+    runs.deploy,
+    runs.resume,
+    runs.rollback,
+    runs.list_runs,
+    runs.show,
+):
+    app.add_command(_command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run a command and exit with its code; never show a traceback."""
+    sys.exit(run(argv))
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run a command and return its exit code."""
+    from orchestrator.cli.console import err
+
+    try:
+        result = app.main(args=argv, standalone_mode=False, prog_name="orchestrator")
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # `orchestrator` alone: show the help, as a usage error (nothing was asked).
+        err.print(exc.format_message(), markup=False, highlight=False)
+        return int(ExitCode.USAGE)
+    except click.exceptions.UsageError as exc:
+        err.print(f"error: {redact(exc.format_message())}", markup=False, highlight=False)
+        return int(ExitCode.USAGE)
+    except click.exceptions.Abort:
+        err.print("aborted: nothing was changed", markup=False)
+        return int(ExitCode.USAGE)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except OrchestratorError as exc:
+        err.print(f"error: {redact(str(exc))}", markup=False, highlight=False)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        return int(ExitCode.ERROR)
+    except Exception as exc:  # the last line of defence: one line, no traceback
+        first = redact(str(exc)).splitlines()[0] if str(exc) else ""
+        err.print(
+            f"internal error: {type(exc).__name__}: {first}",
+            markup=False,
+            highlight=False,
+        )
+        if os.environ.get("ORCH_DEBUG"):
+            raise
+        return int(ExitCode.ERROR)
+    return int(result) if isinstance(result, int) else 0
+
+
+def redact(text: str) -> str:
+    """Mask secrets in an error message (imported late: it pulls in psycopg)."""
+    from orchestrator.db.connect import redact as redact_secrets
+
+    return redact_secrets(text)

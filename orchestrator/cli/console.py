@@ -1,0 +1,54 @@
+"""Where the CLI writes: rich consoles for people, plain JSON for programs.
+
+Only the CLI prints. Everything written passes through :func:`redact` first when it could
+carry a connection string.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def print_json(document: dict[str, Any]) -> None:
+    """One JSON document on stdout, secrets redacted."""
+    from orchestrator.db.connect import redact
+
+    sys.stdout.write(redact(json.dumps(document, indent=2, default=str)) + "\n")
+
+
+def print_lines(lines: list[str]) -> None:
+    """Plain lines on stdout (no rich markup: they may contain brackets)."""
+    for line in lines:
+        out.print(line, markup=False, highlight=False)
+
+
+def interactive() -> bool:
+    """True when a person is at a terminal to answer questions."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+class LiveLine:
+    """One line on the terminal that progress rewrites in place; events print below it."""
+
+    active = False
+
+    @classmethod
+    def show(cls, line: str) -> None:
+        """Replace the live line."""
+        sys.stderr.write("\r\x1b[2K" + line)
+        sys.stderr.flush()
+        cls.active = True
+
+    @classmethod
+    def close(cls) -> None:
+        """End the live line so the next output starts on a fresh line."""
+        if cls.active:
+            sys.stderr.write("\n")
+            cls.active = False

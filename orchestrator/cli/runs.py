@@ -1,0 +1,193 @@
+"""The run commands: ``deploy`` (or its ``--dry-run`` rehearsal), ``resume``, ``rollback``,
+``runs`` and ``show``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from orchestrator.cli.options import state_options
+from orchestrator.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from orchestrator.deploy import Interaction
+    from orchestrator.runs import RunRecord
+
+
+def _interaction(yes: bool, backup_confirmed: bool, as_json: bool, what: str) -> Interaction:
+    """Confirmations: --yes answers them; a terminal asks; otherwise refuse up front."""
+    from orchestrator.cli.console import interactive
+    from orchestrator.deploy import Interaction
+
+    at_terminal = interactive()
+    if not yes and not at_terminal:
+        raise UsageError(f"{what} changes production: pass --yes (no terminal to confirm on)")
+
+    def confirm(question: str) -> bool:
+        return True if yes else click.confirm(f"{question}?", default=False)
+
+    def ask(question: str) -> bool:
+        return click.confirm(f"{question}?", default=False)
+
+    return Interaction(
+        confirm=confirm,
+        backup_confirmed=backup_confirmed,
+        ask=ask if at_terminal else None,
+        console=None if as_json else _print_event,
+        on_progress=_progress if at_terminal and not as_json else lambda _line: None,
+    )
+
+
+def _print_event(event: dict[str, Any]) -> None:
+    from orchestrator import render
+    from orchestrator.cli.console import LiveLine, err
+
+    line = render.event_line(event)
+    if line is not None:
+        LiveLine.close()
+        err.print(line, markup=False, highlight=False)
+
+
+def _progress(line: str) -> None:
+    from orchestrator.cli.console import LiveLine
+
+    LiveLine.show(line)
+
+
+def _finish_run(record: RunRecord, as_json: bool) -> int:
+    from orchestrator import render
+    from orchestrator.cli.console import out, print_json
+
+    if as_json:
+        print_json(record.to_json())
+    else:
+        render.run_summary(out, record)
+    return int(record.exit_code if record.exit_code is not None else ExitCode.ERROR)
+
+
+@click.command()
+@click.option(
+    "--playbook", required=True, type=click.Path(path_type=Path), help="The release playbook."
+)
+@click.option("--yes", "-y", is_flag=True, help="Answer yes to every confirmation.")
+@click.option(
+    "--backup-confirmed", is_flag=True, help="backup kind manual: vouch that a backup exists."
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Rehearse read-only: say what would happen, change nothing."
+)
+@state_options
+def deploy(
+    playbook: Path,
+    yes: bool,
+    backup_confirmed: bool,
+    dry_run: bool,
+    state_dir: Path,
+    as_json: bool,
+) -> int:
+    """Walk Strategy A: backup, validate, migrate, revalidate, merge/push, monitor."""
+    from orchestrator import deploy as engine
+    from orchestrator.checklist import checklist
+    from orchestrator.cli.console import print_json, print_lines
+    from orchestrator.playbook import load_playbook
+    from orchestrator.rehearsal import rehearse
+    from orchestrator.runs import RunStore
+
+    if dry_run:
+        rehearsal = rehearse(playbook, os.environ)
+        if as_json:
+            print_json(
+                {
+                    "dry_run": True,
+                    "exit_code": int(rehearsal.exit_code),
+                    "plan": rehearsal.lines,
+                    "validation": rehearsal.report.to_json() if rehearsal.report else None,
+                }
+            )
+        else:
+            print_lines(rehearsal.lines)
+        return int(rehearsal.exit_code)
+    interaction = _interaction(yes, backup_confirmed, as_json, "deploy")
+    if not yes and not as_json:
+        print_lines(checklist(load_playbook(playbook)))
+        if not click.confirm("Start the deploy?", default=False):
+            raise UsageError("deploy not started: nothing was changed")
+    record = engine.start(playbook, RunStore(state_dir), interaction)
+    return _finish_run(record, as_json)
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--yes", "-y", is_flag=True, help="Answer yes to every confirmation.")
+@click.option(
+    "--backup-confirmed", is_flag=True, help="backup kind manual: vouch that a backup exists."
+)
+@state_options
+def resume(run_id: str, yes: bool, backup_confirmed: bool, state_dir: Path, as_json: bool) -> int:
+    """Continue an interrupted or halted run; steps already done are not repeated."""
+    from orchestrator import deploy as engine
+    from orchestrator.runs import RunStore
+
+    interaction = _interaction(yes, backup_confirmed, as_json, "resume")
+    record = engine.resume(run_id, RunStore(state_dir), interaction)
+    return _finish_run(record, as_json)
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@state_options
+def rollback(run_id: str, yes: bool, state_dir: Path, as_json: bool) -> int:
+    """Revert a run's pushed merge (git revert + push) and print the database steps."""
+    from orchestrator import deploy as engine
+    from orchestrator.cli.console import out, print_json, print_lines
+    from orchestrator.runs import RunStore
+
+    interaction = _interaction(yes, False, as_json, "rollback")
+    result = engine.rollback(run_id, RunStore(state_dir), interaction)
+    if as_json:
+        print_json({"reverted_commit": result.reverted_commit, "plan": result.plan})
+    else:
+        if result.reverted_commit:
+            out.print(f"[green]reverted and pushed:[/green] {result.reverted_commit}")
+        print_lines(result.plan)
+    return int(ExitCode.OK)
+
+
+@click.command(name="runs")
+@state_options
+def list_runs(state_dir: Path, as_json: bool) -> int:
+    """List recorded runs, newest first."""
+    from orchestrator import render
+    from orchestrator.cli.console import out, print_json
+    from orchestrator.runs import RunStore
+
+    records = RunStore(state_dir).list()
+    if as_json:
+        print_json({"runs": [r.to_json() for r in records]})
+    else:
+        render.runs_table(out, records)
+    return int(ExitCode.OK)
+
+
+@click.command()
+@click.argument("run_id")
+@state_options
+def show(run_id: str, state_dir: Path, as_json: bool) -> int:
+    """Print a run's timeline (transitions, steps, checks, halt and rollback plan)."""
+    from orchestrator import render
+    from orchestrator.audit import read_events
+    from orchestrator.cli.console import out, print_json
+    from orchestrator.runs import RunStore
+
+    store = RunStore(state_dir)
+    record = store.load(run_id)
+    events = read_events(store.audit_path(record.run_id))
+    if as_json:
+        print_json({"record": record.to_json(), "events": events})
+    else:
+        render.timeline(out, record, events)
+    return int(ExitCode.OK)
