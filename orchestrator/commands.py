@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 
+from orchestrator.db import runlock
 from orchestrator.db.catalog import CatalogSnapshot, read_snapshot
 from orchestrator.db.connect import check_url, connect
 from orchestrator.db.migrator import AppliedMigration, MigrateOptions, apply_pending
@@ -69,6 +71,7 @@ def migrate_database(
     retry: RetryPolicy = DEFAULT_RETRY,
     on_retry: OnRetry | None = None,
     on_migration: Callable[[Migration], None] | None = None,
+    take_run_lock: bool = True,
 ) -> MigrateResult:
     """Validate, refuse unreconciled states, ask ``confirm``, apply, and validate again.
 
@@ -76,7 +79,32 @@ def migrate_database(
     if the commit landed before the connection dropped, there is nothing left to do; if the
     state became unreconciled, we stop. The migrator re-reads tracked hashes under an
     advisory lock, so a retry never applies anything twice.
+
+    Unless the caller already holds it (``take_run_lock=False``: a deploy run), the database's
+    run lock is taken first, so a migrate never runs beside a deploy (exit 2 at once).
     """
+    with ExitStack() as stack:
+        if take_run_lock:
+            stack.enter_context(
+                runlock.hold(
+                    url,
+                    schema=options.schema,
+                    table=options.table,
+                    owner=runlock.application_name(None, "migrate"),
+                )
+            )
+        return _migrate(url, journal, options, confirm, retry, on_retry, on_migration)
+
+
+def _migrate(
+    url: str,
+    journal: Journal,
+    options: MigrateOptions,
+    confirm: Callable[[ValidationReport], bool],
+    retry: RetryPolicy,
+    on_retry: OnRetry | None,
+    on_migration: Callable[[Migration], None] | None,
+) -> MigrateResult:
     before = validate_database(url, journal, options, retry=retry, on_retry=on_retry)
     _refuse_unmigratable(before)
     if not before.pending:

@@ -238,7 +238,7 @@ def rehearse(pg: EmbeddedPostgres, workdir: Path, health: HealthServer) -> None:
 
     demo.step(
         "The run's record",
-        "Each run keeps a record (run.json) and an audit trail (audit.jsonl). `runs` lists "
+        "Each run keeps a record (state.json) and an audit trail (audit.jsonl). `runs` lists "
         "them; `show` prints one run's timeline. The run id comes from `runs --json`.",
     )
     demo.orchestrator("runs", "--state-dir", ".orchestrator", expect=ExitCode.OK)

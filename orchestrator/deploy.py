@@ -1,6 +1,6 @@
 """The deploy engine: walk the state machine of :mod:`orchestrator.machine` for one run.
 
-Everything is recorded as it happens: the run record (``run.json``, written atomically after
+Everything is recorded as it happens: the run record (``state.json``, written atomically after
 every step and transition) and the audit trail (``audit.jsonl``). An interrupted run can be
 resumed: steps whose postcondition already holds are not run again.
 """
@@ -8,8 +8,9 @@ resumed: steps whose postcondition already holds are not run again.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,10 @@ from typing import Any
 from psycopg.conninfo import conninfo_to_dict
 
 from orchestrator.audit import AuditTrail
-from orchestrator.db.connect import check_url
+from orchestrator.db import runlock
+from orchestrator.db.connect import check_url, with_application_name
 from orchestrator.db.migrator import MigrationFailed
+from orchestrator.db.retry import call_with_retry
 from orchestrator.errors import (
     DatabaseError,
     ExitCode,
@@ -38,7 +41,8 @@ from orchestrator.machine import (
 from orchestrator.playbook import Playbook, load_playbook
 from orchestrator.rollback import revert_code, rollback_plan
 from orchestrator.runs import RunRecord, RunStore, Transition, new_run_id, utc_now_iso
-from orchestrator.steps.base import RunContext, Step, migrations_path
+from orchestrator.steps.base import RunContext, Step, migrations_path, retry_policy
+from orchestrator.world import changes_since, observe
 
 ConsoleCallback = Callable[[dict[str, Any]], None]
 
@@ -86,16 +90,17 @@ def _secrets(url: str) -> list[str]:
 def open_run(
     playbook: Playbook, record: RunRecord, store: RunStore, url: str, interaction: Interaction
 ) -> Iterator[RunContext]:
-    """Lock the run and open its audit trail (secrets redacted) for the ``with`` block."""
-    with (
-        store.lock(record.run_id),
-        AuditTrail(
-            store.audit_path(record.run_id),
-            run_id=record.run_id,
-            secrets=_secrets(url),
-            console=interaction.console,
-        ) as trail,
-    ):
+    """Open the run's audit trail (secrets redacted) for the ``with`` block.
+
+    The caller holds the run's lock (:meth:`RunStore.lock`).
+    """
+    console = _with_pause_point(interaction.console, interaction.environ.get(PAUSE_ENV))
+    with AuditTrail(
+        store.audit_path(record.run_id),
+        run_id=record.run_id,
+        secrets=_secrets(url),
+        console=console,
+    ) as trail:
         yield RunContext(
             playbook=playbook,
             record=record,
@@ -109,28 +114,103 @@ def open_run(
         )
 
 
-def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> RunRecord:
-    """Check every input, then create a run and drive it to a terminal state.
+# Fault injection for the kill tests: ORCHESTRATOR_PAUSE_AT=step_end:backup makes the process
+# stop itself (SIGSTOP) right after that audit event is on disk, so a test can SIGKILL it at
+# an exact step boundary. Matches "<event>" or "<event>:<step|dest|tag>".
+PAUSE_ENV = "ORCHESTRATOR_PAUSE_AT"
 
-    Bad input raises :class:`UsageError` before the run record exists: nothing is changed.
+
+def _with_pause_point(
+    console: ConsoleCallback | None, pause_at: str | None
+) -> ConsoleCallback | None:
+    if not pause_at:
+        return console
+
+    def on_event(event: dict[str, Any]) -> None:
+        if console is not None:
+            console(event)
+        name = str(event.get("event"))
+        detail = event.get("step") or event.get("dest") or event.get("tag")
+        if pause_at in (name, f"{name}:{detail}"):
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    return on_event
+
+
+@contextmanager
+def hold_database(playbook: Playbook, url: str, run_id: str) -> Iterator[None]:
+    """One deploy at a time: hold the database's run lock for the ``with`` block.
+
+    Refused at once (exit 2, naming the holder) if another run or migrate holds it; a
+    transient connection failure is retried with the playbook's policy.
+    """
+    spec = playbook.migrations
+
+    def take() -> ExitStack:
+        stack = ExitStack()
+        stack.enter_context(
+            runlock.hold(
+                url,
+                schema=spec.schema_,
+                table=spec.table,
+                owner=runlock.application_name(run_id),
+            )
+        )
+        return stack
+
+    with call_with_retry(take, retry_policy(playbook)):
+        yield
+
+
+def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> RunRecord:
+    """Check every input, take the database, then create a run and drive it to its end.
+
+    Bad input, or another deploy holding the database, raises :class:`UsageError` before the
+    run record exists: nothing is changed.
     """
     playbook = load_playbook(playbook_path)
     url = database_url(playbook, interaction.environ)
     migrations_path(open_repo(playbook.git.repo), playbook.migrations.dir)
     check_backup_attestation(playbook, interaction)
-    record = RunRecord(run_id=new_run_id(), playbook=str(playbook.path), name=playbook.name)
-    store.create(record)
-    return drive(playbook, record, store, url, interaction, resumed=False)
+    store.check_writable()
+    run_id = new_run_id()
+    url = with_application_name(url, runlock.application_name(run_id))
+    with hold_database(playbook, url, run_id):
+        record = RunRecord(run_id=run_id, playbook=str(playbook.path), name=playbook.name)
+        store.create(record)
+        with store.lock(run_id):
+            return drive(playbook, record, store, url, interaction, resumed=False)
 
 
-def resume(run_id: str, store: RunStore, interaction: Interaction) -> RunRecord:
-    """Continue an interrupted (or halted) run from its record; never repeats a done step."""
-    record = store.load(run_id)
+def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> RunRecord:
+    """Continue an interrupted (or halted) run: the newest unfinished one by default.
+
+    Re-reads the world first and refuses (exit 2, nothing changed) if it moved under the run:
+    new commits on the source branch, someone else's push to the target, or migrations in
+    the database that the run did not plan. Steps whose postcondition holds are not re-run.
+    """
+    record = store.load(run_id) if run_id else store.newest_unfinished()
     if record.state == "succeeded":
-        return record
+        raise UsageError(f"run {record.run_id} already succeeded: there is nothing to resume")
+    if "rollback" in record.steps:
+        raise UsageError(f"run {record.run_id} was rolled back: start a new deploy instead")
     playbook = load_playbook(Path(record.playbook))
-    url = database_url(playbook, interaction.environ)
-    return drive(playbook, record, store, url, interaction, resumed=True)
+    name = runlock.application_name(record.run_id)
+    url = with_application_name(database_url(playbook, interaction.environ), name)
+    with store.lock(record.run_id):
+        # We hold the run's file lock, so no live process drives it: a session still named
+        # after the run belongs to a killed process and only holds locks we need.
+        orphans = runlock.end_orphan_sessions(url, name)
+        with hold_database(playbook, url, record.run_id):
+            now = observe(playbook, record, url)
+            reasons = changes_since(record, now) if now is not None else []
+            if reasons:
+                with open_run(playbook, record, store, url, interaction) as ctx:
+                    ctx.log.error("resume_refused", reasons=reasons, state=record.state)
+                raise UsageError(
+                    f"run {record.run_id} cannot resume, the world moved: " + "; ".join(reasons)
+                )
+            return drive(playbook, record, store, url, interaction, resumed=True, orphans=orphans)
 
 
 def drive(
@@ -141,10 +221,23 @@ def drive(
     interaction: Interaction,
     *,
     resumed: bool,
+    orphans: list[int] | None = None,
 ) -> RunRecord:
-    """Walk the machine from the record's state until it succeeds, halts or fails."""
+    """Walk the machine from the record's state until it succeeds, halts or fails.
+
+    The caller holds the run's lock and the database's run lock.
+    """
     with open_run(playbook, record, store, url, interaction) as ctx:
         log = ctx.log
+        if resumed and record.state not in TERMINAL:
+            # The record says the run was live, yet nobody held its lock: its process died
+            # (killed, crashed, power lost) without a word. Say so before going on.
+            log.warning(
+                "interruption_detected",
+                state=record.state,
+                last_saved=record.updated_at,
+                orphan_sessions_ended=orphans or [],
+            )
         if resumed and record.state in ("halted", "failed"):
             _reopen(ctx)
         model = RunModel(record)
@@ -287,7 +380,7 @@ def rollback(run_id: str, store: RunStore, interaction: Interaction) -> Rollback
     if not record.steps.get("merge", {}).get("pushed_commit"):
         return RollbackResult(None, plan)
     url = interaction.environ.get(playbook.database.url_env, "")
-    with open_run(playbook, record, store, url, interaction) as ctx:
+    with store.lock(record.run_id), open_run(playbook, record, store, url, interaction) as ctx:
         log = ctx.log
         log.info("rollback_plan", plan=plan)
         preflight = record.steps.get("preflight", {})

@@ -344,6 +344,19 @@ def preflight(repo: git.Repo, remote: str, source: str, target: str) -> Prefligh
     )
 
 
+def remote_tips(repo: git.Repo, remote: str, branches: list[str]) -> dict[str, str]:
+    """Fetch ``branches`` of ``remote`` and return each one's tip commit."""
+    _fetch(repo, remote, branches)
+    return {branch: _remote_tip(repo, remote, branch) for branch in branches}
+
+
+def contains(repo: git.Repo, tip: str, commit: str) -> bool:
+    """Whether ``commit`` is in the history of ``tip`` (both already local)."""
+    return _resolve(repo.git, commit) is not None and _is_ancestor(
+        repo.git, commit, tip
+    )
+
+
 def read_files_at(repo: git.Repo, commit: str, directory: str) -> dict[str, bytes]:
     """Every file under ``directory`` (repo-relative, posix) as committed in ``commit``.
 

@@ -1,8 +1,8 @@
 """Run records: ids, the on-disk record of one deploy run, atomic saves, and the run lock.
 
-Every run lives in ``<state-dir>/runs/<run-id>/``: ``run.json`` (the :class:`RunRecord`),
+Every run lives in ``<state-dir>/runs/<run-id>/``: ``state.json`` (the :class:`RunRecord`),
 ``audit.jsonl`` (the audit trail, see :mod:`orchestrator.audit`) and ``lock`` (held while a
-process drives the run). ``orchestrator resume`` continues a run from ``run.json`` alone, so
+process drives the run). ``orchestrator resume`` continues a run from ``state.json`` alone, so
 that file is only ever replaced atomically: a crash leaves either the previous record or the
 new one, never a torn file.
 """
@@ -27,7 +27,7 @@ from typing import Any
 from orchestrator.errors import GuardError, UsageError
 
 RUNS_DIRNAME = "runs"
-RECORD_FILENAME = "run.json"
+RECORD_FILENAME = "state.json"
 AUDIT_FILENAME = "audit.jsonl"
 LOCK_FILENAME = "lock"
 
@@ -83,6 +83,10 @@ class RunRecord:
     created_at: str = field(default_factory=utc_now_iso)
     updated_at: str = field(default_factory=utc_now_iso)
     source_commit: str | None = None
+    # the migrations this run set out to apply, {"tag", "hash"}, fixed by its first validate
+    planned: list[dict[str, Any]] = field(default_factory=list)
+    # hashes tracked before the run changed anything: with ``planned``, all it may ever see
+    tracked_before: list[str] = field(default_factory=list)
     # per-step outputs: backup info, validation summary, applied migrations, merge, monitor
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     transitions: list[Transition] = field(default_factory=list)
@@ -127,6 +131,12 @@ def _record_from_json(data: Any) -> RunRecord:
     plan = data.get("rollback_plan", [])
     if not isinstance(plan, list) or not all(isinstance(s, str) for s in plan):
         raise UsageError("malformed run record: rollback_plan must be a list of strings")
+    planned = data.get("planned", [])
+    if not isinstance(planned, list) or not all(isinstance(p, dict) for p in planned):
+        raise UsageError("malformed run record: planned must be a list of objects")
+    tracked_before = data.get("tracked_before", [])
+    if not isinstance(tracked_before, list) or not all(isinstance(h, str) for h in tracked_before):
+        raise UsageError("malformed run record: tracked_before must be a list of strings")
     raw_transitions = data.get("transitions", [])
     if not isinstance(raw_transitions, list):
         raise UsageError("malformed run record: transitions must be a list")
@@ -139,6 +149,8 @@ def _record_from_json(data: Any) -> RunRecord:
         created_at=data["created_at"],
         updated_at=data["updated_at"],
         source_commit=data.get("source_commit"),
+        planned=planned,
+        tracked_before=tracked_before,
         steps=steps,
         transitions=transitions,
         halt_reason=data.get("halt_reason"),
@@ -199,7 +211,7 @@ class RunStore:
         return self.run_dir(run_id) / RECORD_FILENAME
 
     def create(self, record: RunRecord) -> Path:
-        """Make ``runs/<id>/`` and write the first ``run.json``; return the run directory.
+        """Make ``runs/<id>/`` and write the first ``state.json``; return the run directory.
 
         UsageError if a run with that id already exists.
         """
@@ -220,7 +232,7 @@ class RunStore:
         return directory
 
     def save(self, record: RunRecord) -> None:
-        """Replace ``run.json`` atomically with ``record`` (stamping ``updated_at``).
+        """Replace ``state.json`` atomically with ``record`` (stamping ``updated_at``).
 
         The new content goes to a uniquely named temporary file in the same directory, is
         fsynced, then ``os.replace``d over the old record, so readers and crashes only ever
@@ -285,6 +297,32 @@ class RunStore:
         records.sort(key=lambda r: (_parse_time(r.created_at, "created_at"), r.run_id))
         records.reverse()
         return records
+
+    def check_writable(self) -> None:
+        """UsageError unless run records can be written here (a run never goes unrecorded).
+
+        Writes, fsyncs and removes a probe file, so a full disk or a read-only directory is
+        found before the run starts rather than half-way through it.
+        """
+        probe = self.runs_dir / f".probe-{os.getpid()}"
+        try:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            _write_atomically(probe, b"{}" + b" " * 4096)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write run records in {self.runs_dir}: {exc.strerror or exc}; "
+                "nothing was started"
+            ) from None
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+
+    def newest_unfinished(self) -> RunRecord:
+        """The newest run that has not succeeded (nor been rolled back); UsageError if none."""
+        for record in self.list():
+            if record.state != "succeeded" and "rollback" not in record.steps:
+                return record
+        raise UsageError(f"no unfinished run in {self.runs_dir} (see `orchestrator runs`)")
 
     @contextlib.contextmanager
     def lock(self, run_id: str) -> Iterator[None]:

@@ -103,6 +103,7 @@ class ValidationReport:
     findings: tuple[Finding, ...]
     recommendation: str
     database: dict[str, Any] = field(default_factory=dict)
+    tracked_hashes: frozenset[str] = frozenset()  # every hash in the tracking table
 
     @property
     def exit_code(self) -> ExitCode:
@@ -232,6 +233,7 @@ def validate(journal: Journal, model: ObjectModel, snapshot: CatalogSnapshot) ->
         findings=tuple(findings),
         recommendation=recommend(verdict, statuses, findings, snapshot),
         database={"name": snapshot.database, "server_version": snapshot.server_version},
+        tracked_hashes=snapshot.tracked_hashes,
     )
 
 

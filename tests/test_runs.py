@@ -175,7 +175,7 @@ def test_create_writes_the_record_and_refuses_duplicates(store: RunStore) -> Non
     record = full_record()
     run_dir = store.create(record)
     assert run_dir == store.state_dir / "runs" / record.run_id
-    assert json.loads((run_dir / "run.json").read_text()) == record.to_json()
+    assert json.loads((run_dir / "state.json").read_text()) == record.to_json()
     assert store.load(record.run_id) == record
     with pytest.raises(UsageError, match="already exists"):
         store.create(record)
@@ -214,8 +214,8 @@ def test_garbage_tmp_sibling_after_a_crash_does_not_hide_the_last_good_record(
     store.save(record)
     # What a crash between "write tmp" and "rename" leaves behind.
     run_dir = store.run_dir(record.run_id)
-    (run_dir / ".run.json.crash1.tmp").write_bytes(b'{"run_id": "2025102')
-    (run_dir / "run.json.tmp").write_bytes(b"\x00garbage")
+    (run_dir / ".state.json.crash1.tmp").write_bytes(b'{"run_id": "2025102')
+    (run_dir / "state.json.tmp").write_bytes(b"\x00garbage")
     assert store.load(record.run_id) == record
     assert [r.run_id for r in store.list()] == [record.run_id]
 
@@ -230,7 +230,7 @@ def test_unserialisable_record_raises_before_touching_the_file(store: RunStore) 
         store.save(record)
     assert store.record_path(record.run_id).read_bytes() == before
     assert record.updated_at == stamp
-    assert sorted(p.name for p in store.run_dir(record.run_id).iterdir()) == ["run.json"]
+    assert sorted(p.name for p in store.run_dir(record.run_id).iterdir()) == ["state.json"]
 
 
 def test_concurrent_saves_never_expose_a_half_written_record(store: RunStore) -> None:
@@ -273,7 +273,7 @@ def test_concurrent_saves_never_expose_a_half_written_record(store: RunStore) ->
         t.join()
     assert errors == []
     assert store.load("concurrent").state in written
-    assert sorted(p.name for p in store.run_dir("concurrent").iterdir()) == ["run.json"]
+    assert sorted(p.name for p in store.run_dir("concurrent").iterdir()) == ["state.json"]
 
 
 def test_killing_a_saving_process_leaves_a_complete_record(store: RunStore) -> None:
@@ -335,7 +335,7 @@ def test_ids_that_could_leave_the_runs_dir_are_refused(store: RunStore, bad: str
     # A valid record right outside runs/ that traversal would reach.
     outside = store.state_dir / "x"
     outside.mkdir(parents=True)
-    (outside / "run.json").write_text(json.dumps(make_record("x").to_json()))
+    (outside / "state.json").write_text(json.dumps(make_record("x").to_json()))
     store.create(make_record("x"))
     with pytest.raises(UsageError, match="invalid run id") as info:
         store.load(bad)
@@ -387,10 +387,10 @@ def test_list_is_newest_first_and_skips_corrupt_dirs(store: RunStore) -> None:
         store.create(r)
     # Damage of every kind next to the good runs.
     (store.runs_dir / "20250101T000000Z-badbad").mkdir()
-    (store.runs_dir / "20250101T000000Z-badbad" / "run.json").write_text("{not json")
+    (store.runs_dir / "20250101T000000Z-badbad" / "state.json").write_text("{not json")
     (store.runs_dir / "20250101T000000Z-empty0").mkdir()
     (store.runs_dir / "20250101T000000Z-wrong0").mkdir()
-    (store.runs_dir / "20250101T000000Z-wrong0" / "run.json").write_text('{"run_id": 5}')
+    (store.runs_dir / "20250101T000000Z-wrong0" / "state.json").write_text('{"run_id": 5}')
     (store.runs_dir / "notes.txt").write_text("hello")
     (store.runs_dir / ".trash").mkdir()
     listed = store.list()

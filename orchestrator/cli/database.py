@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from orchestrator.cli.options import database_options, duration, on_retry, retry_policy
+from orchestrator.cli.options import (
+    database_options,
+    duration,
+    on_retry,
+    retry_policy,
+    transport_check,
+)
 from orchestrator.errors import UsageError
 
 if TYPE_CHECKING:
@@ -23,6 +29,7 @@ def validate(
     migrations_table: str,
     as_json: bool,
     retries: int,
+    require_ssl: bool,
 ) -> int:
     """Read-only: report the migration state of the database (SAFE, NEEDS_MIGRATION, ...)."""
     from orchestrator import commands
@@ -31,6 +38,7 @@ def validate(
     from orchestrator.drizzle.journal import read_journal
 
     url = check_url(database_url)
+    transport_check(url, require_ssl)
     journal = read_journal(migrations)
     options = MigrateOptions(schema=migrations_schema, table=migrations_table)
     report = commands.validate_database(
@@ -62,6 +70,7 @@ def migrate(
     migrations_table: str,
     as_json: bool,
     retries: int,
+    require_ssl: bool,
     lock_timeout: str,
     statement_timeout: str,
     yes: bool,
@@ -74,6 +83,7 @@ def migrate(
     from orchestrator.drizzle.journal import read_journal
 
     url = check_url(database_url)
+    transport_check(url, require_ssl)
     options = MigrateOptions(
         schema=migrations_schema,
         table=migrations_table,

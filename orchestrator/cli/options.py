@@ -55,6 +55,11 @@ def database_options(func: Command) -> Command:
             type=click.IntRange(min=1),
             help="Attempts on transient connection failures.",
         ),
+        click.option(
+            "--require-ssl",
+            is_flag=True,
+            help="Refuse a remote host unless sslmode is require, verify-ca or verify-full.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -94,6 +99,18 @@ def on_retry(attempt: int, error: BaseException, wait: float) -> None:
         f"[yellow]transient failure (attempt {attempt}): {redact(str(error))}; "
         f"retrying in {wait:.1f}s[/yellow]"
     )
+
+
+def transport_check(url: str, require_ssl: bool) -> None:
+    """Warn (one stderr line) about a remote URL without TLS; with --require-ssl, refuse."""
+    import os
+
+    from orchestrator.cli.console import err
+    from orchestrator.db.connect import check_ssl
+
+    warning = check_ssl(url, require_ssl=require_ssl, environ=os.environ)
+    if warning is not None:
+        err.print(f"warning: {warning}", markup=False, highlight=False)
 
 
 def duration(value: str, name: str) -> float:

@@ -120,14 +120,19 @@ def deploy(
 
 
 @click.command()
-@click.argument("run_id")
+@click.argument("run_id", required=False)
 @click.option("--yes", "-y", is_flag=True, help="Answer yes to every confirmation.")
 @click.option(
     "--backup-confirmed", is_flag=True, help="backup kind manual: vouch that a backup exists."
 )
 @state_options
-def resume(run_id: str, yes: bool, backup_confirmed: bool, state_dir: Path, as_json: bool) -> int:
-    """Continue an interrupted or halted run; steps already done are not repeated."""
+def resume(
+    run_id: str | None, yes: bool, backup_confirmed: bool, state_dir: Path, as_json: bool
+) -> int:
+    """Continue an interrupted or halted run (default: the newest unfinished one).
+
+    Refuses (exit 2) if the world moved under the run; steps already done are not repeated.
+    """
     from orchestrator import deploy as engine
     from orchestrator.runs import RunStore
 

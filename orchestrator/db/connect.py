@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from orchestrator.db.retry import is_transient
 from orchestrator.errors import DatabaseError, UsageError
@@ -57,20 +59,35 @@ def check_url(url: str | None) -> str:
     return url
 
 
+def with_application_name(url: str, name: str) -> str:
+    """``url`` as a conninfo string that names its connections ``name`` (pure).
+
+    A run puts its id there, so every connection it opens shows in ``pg_stat_activity``.
+    """
+    return make_conninfo(url, application_name=name)
+
+
 def connect(
-    url: str, *, autocommit: bool = False, connect_timeout: int = CONNECT_TIMEOUT_S
+    url: str,
+    *,
+    autocommit: bool = False,
+    connect_timeout: int = CONNECT_TIMEOUT_S,
+    application_name: str | None = None,
 ) -> psycopg.Connection[tuple[object, ...]]:
     """Open a connection, naming ourselves in ``pg_stat_activity``.
 
-    Connection failures become :class:`DatabaseError` (exit 30) with the password redacted.
+    The name is ``application_name``, else the one ``url`` carries (see
+    :func:`with_application_name`), else ``orchestrator``. Connection failures become
+    :class:`DatabaseError` (exit 30) with the password redacted.
     """
     check_url(url)
+    name = application_name or conninfo_to_dict(url).get("application_name") or APPLICATION_NAME
     try:
         return psycopg.connect(
             url,
             autocommit=autocommit,
             connect_timeout=connect_timeout,
-            application_name=APPLICATION_NAME,
+            application_name=str(name),
         )
     except psycopg.OperationalError as exc:
         raise DatabaseError(
@@ -82,3 +99,112 @@ def describe(exc: BaseException) -> str:
     """A one-line, password-free description of a database error."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return redact(lines[0] if lines else type(exc).__name__)
+
+
+# --------------------------------------------------------------------------- transport security
+
+SECURE_SSLMODES = ("require", "verify-ca", "verify-full")
+_LOCAL_NAMES = frozenset({"", "localhost"})
+
+
+def is_local_host(host: str) -> bool:
+    """Whether libpq's ``host`` stays on this machine: a socket path, localhost, loopback."""
+    host = host.strip().strip("[]")
+    if host in _LOCAL_NAMES or host.startswith(("/", "@")):  # unix socket dir, abstract socket
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.lower() == "localhost" or host.lower().endswith(".localhost")
+
+
+def remote_hosts(url: str, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The hosts of ``url`` (URL or key=value) that are not on this machine (pure).
+
+    As libpq does, ``host`` falls back to ``hostaddr`` and then to ``$PGHOST``/``$PGHOSTADDR``;
+    a comma-separated list names several servers and each counts.
+    """
+    env = environ or {}
+    params = conninfo_to_dict(url)
+    host = params.get("host") or params.get("hostaddr") or env.get("PGHOST") or ""
+    host = str(host or env.get("PGHOSTADDR") or "")
+    return [h for h in host.split(",") if not is_local_host(h)]
+
+
+def ssl_warning(url: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """A one-line warning when ``url`` reaches a remote host without a TLS-enforcing sslmode.
+
+    ``sslmode`` comes from the URL, else ``$PGSSLMODE``, else libpq's default ``prefer``,
+    which silently falls back to plain text. ``None`` when the URL is fine (pure).
+    """
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return None  # check_url reports malformed URLs
+    remote = remote_hosts(url, environ)
+    if not remote:
+        return None
+    mode = str(params.get("sslmode") or (environ or {}).get("PGSSLMODE") or "prefer")
+    if mode in SECURE_SSLMODES:
+        return None
+    return (
+        f"{redact_url(url)} reaches remote host {', '.join(remote)} with sslmode={mode}: "
+        "password and data may travel unencrypted; add sslmode=require (or verify-full)"
+    )
+
+
+def check_ssl(
+    url: str, *, require_ssl: bool, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The :func:`ssl_warning` for ``url``; with ``require_ssl`` it is a UsageError (exit 2)."""
+    warning = ssl_warning(url, environ)
+    if warning is not None and require_ssl:
+        raise UsageError(f"--require-ssl: {warning}")
+    return warning
+
+
+# --------------------------------------------------------------------------- secrets
+
+# Environment variables whose values are secrets by their name's ending (GITHUB_TOKEN,
+# STRIPE_SECRET_KEY, ...), and libpq's own password variable.
+_SECRET_ENV_SUFFIXES = ("_TOKEN", "_KEY", "_SECRET", "_PASSWORD", "_PASSWD", "_PAT")
+_SECRET_ENV_NAMES = frozenset({"PGPASSWORD", "TOKEN", "SECRET", "PASSWORD"})
+_MIN_SECRET_LENGTH = 4  # masking "1" or "yes" everywhere would garble output, not protect it
+
+
+def is_secret_env(name: str) -> bool:
+    """Whether the environment variable ``name`` holds a secret by convention."""
+    upper = name.upper()
+    return upper in _SECRET_ENV_NAMES or upper.endswith(_SECRET_ENV_SUFFIXES)
+
+
+def secret_values(environ: Mapping[str, str]) -> list[str]:
+    """The literal secrets of an environment, longest first, for redacting output (pure).
+
+    The values of ``*_TOKEN``, ``*_KEY``, ``*_SECRET``, ``*_PASSWORD`` (and ``PGPASSWORD``)
+    variables, and the password inside any variable holding a connection string
+    (``DATABASE_URL`` and friends).
+    """
+    found: set[str] = set()
+    for name, value in environ.items():
+        if is_secret_env(name):
+            found.add(value)
+        elif value.startswith(("postgres://", "postgresql://")) or "password=" in value:
+            found.update(_passwords_in(value))
+    return sorted((v for v in found if len(v) >= _MIN_SECRET_LENGTH), key=len, reverse=True)
+
+
+def _passwords_in(url: str) -> Iterable[str]:
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except psycopg.ProgrammingError:
+        return ()
+    return (str(password),) if password else ()
+
+
+def redact_secrets(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every literal of ``secrets`` and every connection password masked."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return redact(text)

@@ -19,13 +19,16 @@ Where we differ, on purpose:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from orchestrator.db.catalog import SNAPSHOT_QUERY, CatalogSnapshot, snapshot_from_json
 from orchestrator.db.connect import describe
 from orchestrator.db.retry import is_transient
 from orchestrator.drizzle.journal import Journal, Migration
@@ -63,10 +66,13 @@ class MigrationFailed(OrchestratorError):
 
     exit_code = ExitCode.GUARD_FAILED
 
-    def __init__(self, tag: str | None, message: str, *, sqlstate: str | None) -> None:
+    def __init__(
+        self, tag: str | None, message: str, *, sqlstate: str | None, statement: int | None = None
+    ) -> None:
         super().__init__(message)
         self.tag = tag
         self.sqlstate = sqlstate
+        self.statement = statement  # 1-based index of the failing statement in ``tag``
 
 
 def create_tracking_sql(schema: str, table: str) -> list[sql.Composed]:
@@ -101,51 +107,135 @@ def apply_pending(
     everything back and raises :class:`MigrationFailed` (or :class:`DatabaseError` when the
     connection itself failed, with ``transient`` set).
     """
+    with _translated_errors() as where, conn.transaction():
+        return _apply(conn, journal, options, on_migration, where, rehearsal=False)
+
+
+@dataclass(frozen=True)
+class Rehearsal:
+    """What applying the pending migrations did inside a transaction that was rolled back."""
+
+    applied: tuple[AppliedMigration, ...]
+    snapshot_after: CatalogSnapshot  # the catalog as the migrations left it, before rollback
+
+
+def rehearse_pending(
+    conn: psycopg.Connection[Any],
+    journal: Journal,
+    options: MigrateOptions,
+    *,
+    on_migration: Callable[[Migration], None] | None = None,
+) -> Rehearsal:
+    """Apply the pending migrations exactly as :func:`apply_pending`, then roll back.
+
+    Proves the SQL applies to the real schema, with the same timeouts and locks. Before the
+    rollback the catalog is read inside the same transaction, so the caller can revalidate
+    the result. Tracking rows are inserted with explicit ids so that the rollback leaves the
+    tracking table's id sequence untouched. Failures raise like :func:`apply_pending`.
+    """
+    with _translated_errors() as where, conn.transaction():
+        applied = _apply(conn, journal, options, on_migration, where, rehearsal=True)
+        row = conn.execute(
+            SNAPSHOT_QUERY, {"schema": options.schema, "table": options.table}
+        ).fetchone()
+        assert row is not None
+        data = row[0] if isinstance(row[0], dict) else json.loads(row[0])
+        snapshot = snapshot_from_json(data, schema=options.schema, table=options.table)
+        raise psycopg.Rollback()  # leaves the block quietly, after rolling back
+    return Rehearsal(tuple(applied), snapshot)
+
+
+@dataclass
+class _Position:
+    """The migration and statement being executed, for error messages."""
+
+    migration: Migration | None = None
+    statement: int = 0  # 1-based index among the migration's non-empty statements
+    text: str = ""
+
+
+def _apply(
+    conn: psycopg.Connection[Any],
+    journal: Journal,
+    options: MigrateOptions,
+    on_migration: Callable[[Migration], None] | None,
+    where: _Position,
+    *,
+    rehearsal: bool,
+) -> list[AppliedMigration]:
+    """The body of the migration transaction (the caller opens and ends it)."""
     schema, table = sql.Identifier(options.schema), sql.Identifier(options.table)
     applied: list[AppliedMigration] = []
-    current: Migration | None = None
+    conn.execute(
+        sql.SQL("SET LOCAL lock_timeout = {}").format(
+            sql.Literal(f"{int(options.lock_timeout * 1000)}ms")
+        )
+    )
+    conn.execute(
+        sql.SQL("SET LOCAL statement_timeout = {}").format(
+            sql.Literal(f"{int(options.statement_timeout * 1000)}ms")
+        )
+    )
+    conn.execute(_LOCK_SQL, (f"{options.schema}.{options.table}",))
+    for statement in create_tracking_sql(options.schema, options.table):
+        conn.execute(statement)
+    rows = conn.execute(sql.SQL("SELECT hash FROM {}.{}").format(schema, table))
+    tracked = frozenset(row[0] for row in rows.fetchall())
+    if rehearsal:
+        # An explicit id: nextval() is not transactional, and a rehearsal leaves no trace.
+        insert = sql.SQL(
+            'insert into {t} ("id", "hash", "created_at") '
+            "values ((select coalesce(max(id), 0) + 1 from {t}), %s, %s)"
+        ).format(t=sql.SQL("{}.{}").format(schema, table))
+    else:
+        insert = sql.SQL('insert into {}.{} ("hash", "created_at") values (%s, %s)').format(
+            schema, table
+        )
+    for migration in pending_migrations(journal, tracked):
+        where.migration = migration
+        if on_migration is not None:
+            on_migration(migration)
+        number = 0
+        for piece in migration.statements:
+            if piece.strip():
+                number += 1
+                where.statement, where.text = number, piece
+                conn.execute(piece.encode("utf-8"))
+        conn.execute(insert, (migration.hash, migration.when))
+        applied.append(AppliedMigration(migration.tag, migration.hash, migration.when))
+    where.migration = None
+    return applied
+
+
+@contextmanager
+def _translated_errors() -> Iterator[_Position]:
+    """psycopg errors of the migration transaction as our typed errors, naming the statement."""
+    where = _Position()
     try:
-        with conn.transaction():
-            conn.execute(
-                sql.SQL("SET LOCAL lock_timeout = {}").format(
-                    sql.Literal(f"{int(options.lock_timeout * 1000)}ms")
-                )
-            )
-            conn.execute(
-                sql.SQL("SET LOCAL statement_timeout = {}").format(
-                    sql.Literal(f"{int(options.statement_timeout * 1000)}ms")
-                )
-            )
-            conn.execute(_LOCK_SQL, (f"{options.schema}.{options.table}",))
-            for statement in create_tracking_sql(options.schema, options.table):
-                conn.execute(statement)
-            rows = conn.execute(sql.SQL("SELECT hash FROM {}.{}").format(schema, table))
-            tracked = frozenset(row[0] for row in rows.fetchall())
-            insert = sql.SQL('insert into {}.{} ("hash", "created_at") values (%s, %s)').format(
-                schema, table
-            )
-            for migration in pending_migrations(journal, tracked):
-                current = migration
-                if on_migration is not None:
-                    on_migration(migration)
-                for piece in migration.statements:
-                    if piece.strip():
-                        conn.execute(piece.encode("utf-8"))
-                conn.execute(insert, (migration.hash, migration.when))
-                applied.append(AppliedMigration(migration.tag, migration.hash, migration.when))
-            current = None
+        yield where
     except psycopg.Error as exc:
-        where = f" in {current.tag}" if current is not None else ""
+        current = where.migration
+        at = (
+            f" in {current.tag}, statement {where.statement} ({_excerpt(where.text)})"
+            if current is not None
+            else ""
+        )
         if is_transient(exc):
             raise DatabaseError(
-                f"connection lost during migration{where}: {describe(exc)}; rolled back",
+                f"connection lost during migration{at}: {describe(exc)}; rolled back",
                 transient=True,
             ) from exc
         raise MigrationFailed(
             current.tag if current else None,
-            f"migration failed{where}: {describe(exc)}"
+            f"migration failed{at}: {describe(exc)}"
             + (f" [{exc.sqlstate}]" if exc.sqlstate else "")
             + "; the transaction was rolled back, nothing was applied",
             sqlstate=exc.sqlstate,
+            statement=where.statement if current else None,
         ) from exc
-    return applied
+
+
+def _excerpt(statement: str, limit: int = 60) -> str:
+    """The first ``limit`` characters of a statement on one line."""
+    flat = " ".join(statement.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

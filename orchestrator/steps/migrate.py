@@ -39,6 +39,10 @@ class ValidateStep:
 
     def run(self, ctx: RunContext) -> Outcome:
         report = validate(ctx)
+        if self.name == "validate" and "validate" not in ctx.record.steps:
+            # The run's first look fixes what it will do; resume checks the world against it.
+            ctx.record.planned = [{"tag": m.tag, "hash": m.hash} for m in report.pending]
+            ctx.record.tracked_before = sorted(report.tracked_hashes)
         for finding in report.findings:
             ctx.log.info(
                 "finding",
@@ -84,6 +88,7 @@ class MigrateStep:
             retry=ctx.retry,
             on_retry=ctx.on_retry,
             on_migration=lambda m: ctx.log.info("applying_migration", tag=m.tag),
+            take_run_lock=False,  # the run holds it for all its database work
         )
         return {
             "applied": [

@@ -1,0 +1,140 @@
+"""One deploy (or migrate) at a time per database: a session-level advisory lock.
+
+The lock is held on a connection of its own for as long as the run does database work. Its
+key is derived from the tracking table's name, so every orchestrator process working on the
+same database and tracking table contends for the same lock, whatever its version. A second
+process does not wait: it is refused at once, told which run holds the lock (each connection
+names its run in ``application_name``). When a holder dies, PostgreSQL ends its session and
+releases the lock with it, so nothing ever needs unlocking by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from orchestrator.db.connect import connect, describe
+from orchestrator.db.retry import is_transient
+from orchestrator.errors import DatabaseError, UsageError
+
+APPLICATION_PREFIX = "orchestrator"
+
+# Who holds an advisory lock: pg_locks splits a bigint key into classid (high 32 bits) and
+# objid (low 32 bits), with objsubid 1 for the single-bigint form.
+_HOLDER_SQL = """
+SELECT a.pid, a.application_name, a.backend_start::text
+  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE l.locktype = 'advisory' AND l.granted
+   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+   AND l.classid::bigint = %(classid)s AND l.objid::bigint = %(objid)s AND l.objsubid = 1
+"""
+
+_SESSIONS_SQL = """
+SELECT pid FROM pg_stat_activity
+ WHERE application_name = %(name)s AND pid <> pg_backend_pid()
+   AND datname = current_database()
+"""
+
+
+def lock_key(schema: str, table: str) -> int:
+    """The advisory lock key of a tracking table: a stable signed 64-bit number (pure)."""
+    digest = hashlib.sha256(f"orchestrator.run:{schema}.{table}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def application_name(run_id: str | None, verb: str = "run") -> str:
+    """What ``pg_stat_activity`` shows for our connections: names the run (pure).
+
+    PostgreSQL truncates application_name to 63 bytes; run ids are 23 characters.
+    """
+    return f"{APPLICATION_PREFIX} {verb} {run_id}" if run_id else f"{APPLICATION_PREFIX} {verb}"
+
+
+def run_id_of(name: str) -> str | None:
+    """The run id named by an application_name of ours, if any (pure)."""
+    parts = name.split()
+    if len(parts) == 3 and parts[0] == APPLICATION_PREFIX:
+        return parts[2]
+    return None
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The session holding the lock."""
+
+    pid: int
+    application_name: str
+    since: str
+
+    def describe(self) -> str:
+        """One line naming the holder for an error message."""
+        run = run_id_of(self.application_name)
+        who = f"run {run}" if run else f"{self.application_name or 'another session'}"
+        return f"{who} (backend pid {self.pid}, since {self.since})"
+
+
+class DatabaseBusy(UsageError):
+    """Another deploy or migrate holds the database: refused before anything changed."""
+
+
+@contextmanager
+def hold(url: str, *, schema: str, table: str, owner: str) -> Iterator[psycopg.Connection[Any]]:
+    """Hold the run lock for the ``with`` block on a dedicated connection named ``owner``.
+
+    Raises :class:`DatabaseBusy` (exit 2) at once if another session holds it, naming the run;
+    :class:`DatabaseError` if the database cannot be reached.
+    """
+    key = lock_key(schema, table)
+    conn = connect(url, autocommit=True, application_name=owner)
+    try:
+        try:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            if not (row and row[0]):
+                holder = find_holder(conn, key)
+                raise DatabaseBusy(
+                    f"another deploy or migrate holds {schema}.{table}: "
+                    f"{holder.describe() if holder else 'a session that just ended; retry'}"
+                )
+        except psycopg.Error as exc:
+            raise DatabaseError(
+                f"cannot take the run lock: {describe(exc)}", transient=is_transient(exc)
+            ) from exc
+        yield conn
+    finally:
+        conn.close()  # ending the session releases the lock
+
+
+def find_holder(conn: psycopg.Connection[Any], key: int) -> Holder | None:
+    """The session holding advisory lock ``key``, if any."""
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    params = {"classid": unsigned >> 32, "objid": unsigned & 0xFFFFFFFF}
+    row = conn.execute(_HOLDER_SQL, params).fetchone()
+    if row is None:
+        return None
+    return Holder(pid=int(row[0]), application_name=str(row[1] or ""), since=str(row[2]))
+
+
+def end_orphan_sessions(url: str, owner: str, *, wait_s: float = 10.0) -> list[int]:
+    """End sessions still named ``owner`` whose process is gone; return their pids.
+
+    Called by ``resume`` while it holds the run's file lock, which proves no live process
+    drives that run: a backend still named after it belongs to a killed process and is only
+    waiting to notice (e.g. in the middle of a slow statement). Ending it rolls its
+    transaction back and releases its locks, instead of waiting for lock_timeout.
+    """
+    with connect(url, autocommit=True, application_name=f"{owner} resume") as conn:
+        pids = [int(str(r[0])) for r in conn.execute(_SESSIONS_SQL, {"name": owner}).fetchall()]
+        for pid in pids:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        deadline = time.monotonic() + wait_s
+        while pids and time.monotonic() < deadline:
+            if not conn.execute(_SESSIONS_SQL, {"name": owner}).fetchall():
+                break
+            time.sleep(0.05)
+    return pids

@@ -1,0 +1,88 @@
+"""Has the world moved under an interrupted run? Checked before ``resume`` continues it.
+
+A run pins what it works on: the source commit (pre-flight), the target commit it will merge
+into, the hashes tracked before it changed anything and the migrations it planned to apply
+(its first validate). Resuming is only safe if nobody else changed those meanwhile; otherwise
+the operator must look, and ``resume`` refuses with the reasons (exit 2, nothing changed).
+
+:func:`changes_since` is the pure judgement; :func:`observe` reads the world (git, database).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.commands import validate_database
+from orchestrator.errors import DatabaseError
+from orchestrator.gitrepo import contains, open_repo, remote_tips
+from orchestrator.playbook import Playbook
+from orchestrator.runs import RunRecord
+from orchestrator.steps.base import journal_at, migrate_options, retry_policy
+from orchestrator.validation import Verdict
+
+
+@dataclass(frozen=True)
+class WorldNow:
+    """What a resumed run re-reads before continuing."""
+
+    source_tip: str  # <remote>/<source> now
+    target_tip: str  # <remote>/<target> now
+    source_merged: bool  # the pinned source commit is already in <remote>/<target>
+    tracked_hashes: frozenset[str]  # every hash in the tracking table now
+
+
+def changes_since(record: RunRecord, now: WorldNow) -> list[str]:
+    """Why ``record`` cannot safely continue in the world ``now`` (empty: it can). Pure."""
+    reasons: list[str] = []
+    pinned = record.source_commit
+    preflight = record.steps.get("preflight", {})
+    if pinned is None:
+        return reasons  # nothing pinned yet: the run starts from pre-flight again
+    if not now.source_merged:
+        if now.source_tip != pinned:
+            reasons.append(
+                f"the source branch {preflight.get('source', '')} has new commits "
+                f"(pinned {pinned[:12]}, now {now.source_tip[:12]})"
+            )
+        planned_target = preflight.get("target_commit")
+        if planned_target and now.target_tip != planned_target:
+            reasons.append(
+                f"the target branch {preflight.get('target', '')} was pushed by someone else "
+                f"(was {str(planned_target)[:12]}, now {now.target_tip[:12]})"
+            )
+    if "validate" in record.steps:
+        expected = set(record.tracked_before) | {str(p.get("hash")) for p in record.planned}
+        foreign = sorted(now.tracked_hashes - expected)
+        if foreign:
+            shown = ", ".join(h[:12] + "…" for h in foreign[:3])
+            reasons.append(
+                f"the database shows {len(foreign)} migration(s) this run did not plan "
+                f"(tracked hashes {shown})"
+            )
+    return reasons
+
+
+def observe(playbook: Playbook, record: RunRecord, url: str) -> WorldNow | None:
+    """Fetch the branches and read the tracking table; ``None`` if nothing is pinned yet.
+
+    :class:`DatabaseError` (exit 30) when the database cannot be read.
+    """
+    if record.source_commit is None:
+        return None
+    spec = playbook.git
+    repo = open_repo(spec.repo)
+    tips = remote_tips(repo, spec.remote, [spec.source, spec.target])
+    journal = journal_at(repo, record.source_commit, playbook.migrations.dir, spec.source)
+    report = validate_database(
+        url, journal, migrate_options(playbook), retry=retry_policy(playbook)
+    )
+    if report.status is Verdict.ERROR:
+        errors = [f.message for f in report.findings if f.severity == "error"]
+        reason = errors[0] if errors else report.recommendation
+        raise DatabaseError(f"cannot check the database before resuming: {reason}")
+    return WorldNow(
+        source_tip=tips[spec.source],
+        target_tip=tips[spec.target],
+        source_merged=contains(repo, tips[spec.target], record.source_commit),
+        tracked_hashes=report.tracked_hashes,
+    )
