@@ -4,9 +4,6 @@ local health endpoint."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -14,93 +11,25 @@ import pytest
 
 from orchestrator.audit import read_events
 from orchestrator.cli import run
-from orchestrator.deploy import Interaction, resume, rollback, start
+from orchestrator.deploy import resume, rollback
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.errors import UsageError
-from orchestrator.runs import RunRecord, RunStore
 from orchestrator.testing.pg import EmbeddedPostgres, with_user
 from orchestrator.testing.release import (
-    HealthServer,
-    ReleaseRepo,
-    build_release_repo,
     git,
     write_playbook,
 )
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
+from tests.release_world import (
+    TRANSITIONS_OF_A_FULL_DEPLOY,
+    World,
+    build_world,
+    migrate_baseline,
+    transitions,
+    world,
+)
 
-TRANSITIONS_OF_A_FULL_DEPLOY = [
-    ("check_backup", "pending", "backup_checked"),
-    ("validate", "backup_checked", "validated"),
-    ("migrate", "validated", "migrated"),
-    ("revalidate", "migrated", "revalidated"),
-    ("merge", "revalidated", "merged"),
-    ("monitor", "merged", "monitored"),
-    ("finish", "monitored", "succeeded"),
-]
-
-
-@dataclass
-class World:
-    """A production database at the pre-release state, the app's repos, a health endpoint."""
-
-    root: Path
-    database_url: str
-    repo: ReleaseRepo
-    health: HealthServer
-    playbook: Path
-    store: RunStore
-
-    def interaction(self, **overrides: object) -> Interaction:
-        environ = {"DATABASE_URL": self.database_url}
-        return Interaction(environ=environ, **overrides)  # type: ignore[arg-type]
-
-    def deploy(self, **overrides: object) -> RunRecord:
-        return start(self.playbook, self.store, self.interaction(**overrides))
-
-    def origin_main(self) -> str:
-        return git(self.repo.origin, "rev-parse", "main")
-
-    def origin_file(self, path: str, ref: str = "main") -> str:
-        return git(self.repo.origin, "show", f"{ref}:{path}")
-
-
-def migrate_baseline(url: str, repo: ReleaseRepo) -> None:
-    """Production before the release: main's migrations (0000-0008) applied."""
-    from orchestrator.commands import migrate_database
-    from orchestrator.db.migrator import MigrateOptions
-    from orchestrator.db.retry import RetryPolicy
-
-    migrate_database(
-        url,
-        read_journal(repo.migrations),
-        MigrateOptions(),
-        confirm=lambda _r: True,
-        retry=RetryPolicy.none(),
-    )
-
-
-@contextmanager
-def build_world(root: Path, url: str, **playbook: str) -> Iterator[World]:
-    """Repos, a baseline production database at ``url``, a health endpoint and a playbook."""
-    repo = build_release_repo(root)
-    migrate_baseline(url, repo)
-    health = HealthServer().start()
-    settings = {"duration": "600ms", "interval": "200ms", **playbook}
-    path = write_playbook(root / "release.yaml", repo=repo, health_url=health.url, **settings)
-    try:
-        yield World(root, url, repo, health, path, RunStore(root / ".orchestrator"))
-    finally:
-        health.stop()
-
-
-@pytest.fixture
-def world(tmp_path: Path, database_url: str) -> Iterator[World]:
-    with build_world(tmp_path, database_url) as built:
-        yield built
-
-
-def transitions(record: RunRecord) -> list[tuple[str, str, str]]:
-    return [(t.trigger, t.source, t.dest) for t in record.transitions]
+__all__ = ["world"]  # the fixture
 
 
 def test_full_deploy_from_needs_migration_to_succeeded(world: World) -> None:

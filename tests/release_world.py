@@ -1,0 +1,97 @@
+"""A release world for end-to-end tests: a baseline production database, a bare origin and
+a clone, a health endpoint, a playbook and a run store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from orchestrator.deploy import Interaction, start
+from orchestrator.drizzle.journal import read_journal
+from orchestrator.runs import RunRecord, RunStore
+from orchestrator.testing.release import (
+    HealthServer,
+    ReleaseRepo,
+    build_release_repo,
+    git,
+    write_playbook,
+)
+
+TRANSITIONS_OF_A_FULL_DEPLOY = [
+    ("check_backup", "pending", "backup_checked"),
+    ("validate", "backup_checked", "validated"),
+    ("migrate", "validated", "migrated"),
+    ("revalidate", "migrated", "revalidated"),
+    ("merge", "revalidated", "merged"),
+    ("monitor", "merged", "monitored"),
+    ("finish", "monitored", "succeeded"),
+]
+
+
+@dataclass
+class World:
+    """A production database at the pre-release state, the app's repos, a health endpoint."""
+
+    root: Path
+    database_url: str
+    repo: ReleaseRepo
+    health: HealthServer
+    playbook: Path
+    store: RunStore
+
+    def interaction(self, **overrides: object) -> Interaction:
+        environ = {"DATABASE_URL": self.database_url}
+        return Interaction(environ=environ, **overrides)  # type: ignore[arg-type]
+
+    def deploy(self, **overrides: object) -> RunRecord:
+        return start(self.playbook, self.store, self.interaction(**overrides))
+
+    def origin_main(self) -> str:
+        return git(self.repo.origin, "rev-parse", "main")
+
+    def origin_file(self, path: str, ref: str = "main") -> str:
+        return git(self.repo.origin, "show", f"{ref}:{path}")
+
+
+def migrate_baseline(url: str, repo: ReleaseRepo) -> None:
+    """Production before the release: main's migrations (0000-0008) applied."""
+    from orchestrator.commands import migrate_database
+    from orchestrator.db.migrator import MigrateOptions
+    from orchestrator.db.retry import RetryPolicy
+
+    migrate_database(
+        url,
+        read_journal(repo.migrations),
+        MigrateOptions(),
+        confirm=lambda _r: True,
+        retry=RetryPolicy.none(),
+    )
+
+
+@contextmanager
+def build_world(root: Path, url: str, **playbook: str) -> Iterator[World]:
+    """Repos, a baseline production database at ``url``, a health endpoint and a playbook."""
+    repo = build_release_repo(root)
+    migrate_baseline(url, repo)
+    health = HealthServer().start()
+    settings = {"duration": "600ms", "interval": "200ms", **playbook}
+    path = write_playbook(root / "release.yaml", repo=repo, health_url=health.url, **settings)
+    try:
+        yield World(root, url, repo, health, path, RunStore(root / ".orchestrator"))
+    finally:
+        health.stop()
+
+
+@pytest.fixture
+def world(tmp_path: Path, database_url: str) -> Iterator[World]:
+    """A fresh release world on a fresh database."""
+    with build_world(tmp_path, database_url) as built:
+        yield built
+
+
+def transitions(record: RunRecord) -> list[tuple[str, str, str]]:
+    return [(t.trigger, t.source, t.dest) for t in record.transitions]

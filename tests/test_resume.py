@@ -1,0 +1,297 @@
+"""Resume after an interruption: SIGKILL at every step boundary and mid-migration, then
+``resume`` finishes without doing anything twice; and resume refuses when the world moved.
+
+The deploy runs as a real subprocess. ``ORCHESTRATOR_PAUSE_AT`` makes it stop itself
+(SIGSTOP) right after a given audit event is on disk; the test then SIGKILLs it, so every
+kill lands exactly on the boundary it names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from orchestrator.audit import read_events
+from orchestrator.cli import run
+from orchestrator.commands import validate_database
+from orchestrator.db.migrator import MigrateOptions
+from orchestrator.deploy import resume
+from orchestrator.drizzle.journal import Journal
+from orchestrator.errors import UsageError
+from orchestrator.gitrepo import open_repo
+from orchestrator.runs import RunRecord
+from orchestrator.steps.base import journal_at
+from orchestrator.testing.release import git
+from orchestrator.validation import Verdict
+from tests.drizzle_helpers import schema_fingerprint, tracking_rows
+from tests.release_world import World, world
+
+__all__ = ["world"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def deploy_process(world: World, pause_at: str) -> subprocess.Popen[bytes]:
+    """``orchestrator deploy --yes`` as a subprocess that stops itself at ``pause_at``."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": world.database_url,
+        "ORCHESTRATOR_PAUSE_AT": pause_at,
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "deploy",
+            "--playbook",
+            str(world.playbook),
+            "--yes",
+            "--json",
+            "--state-dir",
+            str(world.store.state_dir),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_stopped(process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Wait until ``process`` has stopped itself (state T); fail if it exits instead."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            _out, err = process.communicate()
+            pytest.fail(f"deploy exited {process.returncode} before pausing: {err.decode()}")
+        stat = Path(f"/proc/{process.pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "T":
+            return
+        time.sleep(0.02)
+    process.kill()
+    pytest.fail("deploy never reached its pause point")
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL: no handler runs, nothing is flushed, nothing is cleaned up."""
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+
+
+def only_run(world: World) -> RunRecord:
+    records = world.store.list()
+    assert len(records) == 1
+    return records[0]
+
+
+def staging_journal(world: World) -> Journal:
+    """The release's migrations as origin's staging branch holds them."""
+    commit = git(world.repo.origin, "rev-parse", "staging")
+    return journal_at(open_repo(world.repo.clone), commit, world.repo.migrations, "staging")
+
+
+def assert_converged(world: World, record: RunRecord, main_before: str) -> None:
+    """SAFE, every hash tracked once, origin's main holds the release exactly once."""
+    assert record.state == "succeeded", record.halt_reason
+    journal = staging_journal(world)
+    report = validate_database(world.database_url, journal, MigrateOptions())
+    assert report.status is Verdict.SAFE
+    hashes = Counter(h for _id, h, _created in tracking_rows(world.database_url))
+    assert sorted(hashes) == sorted(m.hash for m in journal.migrations)
+    assert set(hashes.values()) == {1}, "a migration was tracked twice"
+    staging = git(world.repo.origin, "rev-parse", "staging")
+    git(world.repo.origin, "merge-base", "--is-ancestor", staging, "main")  # raises if not
+    merges = git(world.repo.origin, "rev-list", "--merges", f"{main_before}..main").split()
+    assert len(merges) <= 1, "the release was merged twice"
+
+
+KILL_POINTS = [
+    "step_end:preflight",
+    "step_end:backup",
+    "transition:backup_checked",
+    "step_end:validate",
+    "transition:validated",
+    "applying_migration",  # the first migration's statements are running in the transaction
+    "applying_migration:0011_cute_skin",  # mid-transaction, a later migration
+    "step_end:migrate",
+    "transition:migrated",
+    "transition:revalidated",
+    "step_end:merge",
+    "transition:merged",
+    "check",  # in the middle of the monitor window
+    "transition:monitored",
+]
+
+
+@pytest.mark.parametrize("pause_at", KILL_POINTS)
+def test_sigkill_at_each_boundary_then_resume_converges(world: World, pause_at: str) -> None:
+    main_before = world.origin_main()
+    process = deploy_process(world, pause_at)
+    wait_stopped(process)
+    kill(process)
+
+    interrupted = only_run(world)
+    assert interrupted.state not in ("succeeded", "halted", "failed")
+    record = resume(None, world.store, world.interaction())
+
+    assert_converged(world, record, main_before)
+    events = [e["event"] for e in read_events(world.store.audit_path(record.run_id))]
+    assert "interruption_detected" in events and "run_resumed" in events
+    assert events.index("interruption_detected") < events.index("run_resumed")
+    after_resume = events[events.index("run_resumed") :]
+    if KILL_POINTS.index(pause_at) >= KILL_POINTS.index("step_end:migrate"):
+        # The migration transaction had committed: resume must not run it again.
+        assert "applying_migration" not in after_resume
+    merge_pushes = [
+        e
+        for e in read_events(world.store.audit_path(record.run_id))
+        if e["event"] == "step_end" and e.get("step") == "merge" and "note" not in e["outcome"]
+    ]
+    assert len(merge_pushes) == 1, "the merge was pushed twice"
+
+
+def add_slow_migration(world: World, seconds: int) -> None:
+    """A release migration that sleeps while table ``sleep_marker`` exists, on staging."""
+    clone = world.repo.clone
+    git(clone, "switch", "staging")
+    journal_path = world.repo.migrations / "meta" / "_journal.json"
+    journal = json.loads(journal_path.read_text())
+    last = journal["entries"][-1]
+    journal["entries"].append(
+        {**last, "idx": last["idx"] + 1, "when": last["when"] + 1000, "tag": "0012_slow"}
+    )
+    journal_path.write_text(json.dumps(journal, indent=2) + "\n")
+    (world.repo.migrations / "0012_slow.sql").write_text(
+        f"SELECT pg_sleep(CASE WHEN to_regclass('public.sleep_marker') IS NULL THEN 0 "
+        f"ELSE {seconds} END);--> statement-breakpoint\n"
+        'CREATE TABLE "slow_done" ("id" serial PRIMARY KEY);\n'
+    )
+    git(clone, "add", "-A")
+    git(clone, "commit", "-m", "A slow migration")
+    git(clone, "push", "origin", "staging")
+    git(clone, "switch", "main")
+
+
+def test_sigkill_during_a_slow_statement_then_resume_ends_the_orphan(world: World) -> None:
+    add_slow_migration(world, seconds=60)
+    with psycopg.connect(world.database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE sleep_marker ()")
+    main_before = world.origin_main()
+    process = deploy_process(world, "no-pause")
+    run_name = ""
+    deadline = time.monotonic() + 60
+    with psycopg.connect(world.database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT application_name FROM pg_stat_activity "
+                "WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active'"
+            ).fetchone()
+            if row:
+                run_name = row[0]
+                break
+            time.sleep(0.05)
+        assert run_name.startswith("orchestrator run "), "the migration never started"
+        kill(process)
+        # The backend is still sleeping: PostgreSQL notices the dead client only later.
+        sleeping = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+            "AND query LIKE 'SELECT pg_sleep%%'",
+            (run_name,),
+        ).fetchone()
+        assert sleeping is not None and sleeping[0] == 1
+        conn.execute("DROP TABLE sleep_marker")  # the resumed run's attempt is quick
+
+    started = time.monotonic()
+    record = resume(None, world.store, world.interaction())
+    assert time.monotonic() - started < 20, "resume waited for the orphan instead of ending it"
+    assert record.run_id == run_name.split()[-1]
+    events = read_events(world.store.audit_path(record.run_id))
+    detected = next(e for e in events if e["event"] == "interruption_detected")
+    assert detected["orphan_sessions_ended"], "the orphan backend was not ended"
+    assert_converged(world, record, main_before)
+
+
+def test_resume_refuses_when_the_source_branch_moved(world: World) -> None:
+    process = deploy_process(world, "transition:validated")
+    wait_stopped(process)
+    kill(process)
+    clone = world.repo.clone
+    git(clone, "switch", "staging")
+    (clone / "late.txt").write_text("a late change\n")
+    git(clone, "add", "-A")
+    git(clone, "commit", "-m", "late change")
+    git(clone, "push", "origin", "staging")
+    git(clone, "switch", "main")
+    before = (schema_fingerprint(world.database_url), world.origin_main())
+    state_before = world.store.record_path(only_run(world).run_id).read_bytes()
+
+    with pytest.raises(UsageError, match="source branch staging has new commits"):
+        resume(None, world.store, world.interaction())
+    assert (schema_fingerprint(world.database_url), world.origin_main()) == before
+    assert world.store.record_path(only_run(world).run_id).read_bytes() == state_before
+
+
+def test_resume_refuses_when_the_target_was_pushed_by_someone_else(world: World) -> None:
+    process = deploy_process(world, "transition:revalidated")
+    wait_stopped(process)
+    kill(process)
+    clone = world.repo.clone
+    (clone / "hotfix.txt").write_text("someone else's hotfix\n")
+    git(clone, "add", "-A")
+    git(clone, "commit", "-m", "hotfix")
+    git(clone, "push", "origin", "main")
+    main = world.origin_main()
+
+    code = run(["resume", "--yes", "--state-dir", str(world.store.state_dir)])
+    assert code == 2
+    assert world.origin_main() == main
+    assert only_run(world).state == "revalidated"
+
+
+def test_resume_refuses_when_the_database_shows_migrations_it_did_not_plan(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    process = deploy_process(world, "transition:validated")
+    wait_stopped(process)
+    kill(process)
+    with psycopg.connect(world.database_url, autocommit=True) as conn:
+        conn.execute(
+            'INSERT INTO drizzle.__drizzle_migrations ("hash", "created_at") VALUES (%s, %s)',
+            ("f" * 64, 1),
+        )
+    before = schema_fingerprint(world.database_url)
+    monkeypatch.setenv("DATABASE_URL", world.database_url)
+
+    code = run(["resume", "--yes", "--state-dir", str(world.store.state_dir)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "did not plan" in err and len(err.strip().splitlines()) == 1
+    assert schema_fingerprint(world.database_url) == before
+    events = [e["event"] for e in read_events(world.store.audit_path(only_run(world).run_id))]
+    assert events[-1] == "resume_refused"
+
+
+def test_resume_of_a_finished_or_unknown_run_is_a_usage_error(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", world.database_url)
+    state = ["--state-dir", str(world.store.state_dir)]
+    assert run(["resume", "--yes", *state]) == 2
+    assert "no unfinished run" in capsys.readouterr().err
+    record = world.deploy()
+    assert record.state == "succeeded"
+    assert run(["resume", record.run_id, "--yes", *state]) == 2
+    assert "already succeeded" in capsys.readouterr().err
+    assert run(["resume", "20990101T000000Z-abcdef", "--yes", *state]) == 2
+    assert "unknown run id" in capsys.readouterr().err
