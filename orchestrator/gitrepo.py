@@ -17,6 +17,8 @@ import re
 import shlex
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -342,6 +344,73 @@ def preflight(repo: git.Repo, remote: str, source: str, target: str) -> Prefligh
         already_merged=already_merged,
         original_branch=original_branch,
     )
+
+
+@dataclass(frozen=True)
+class TrialMerge:
+    """What merging ``<remote>/<source>`` into ``<remote>/<target>`` would do (a rehearsal)."""
+
+    source_commit: str
+    target_commit: str
+    fast_forward: bool
+    already_merged: bool
+    conflicts: tuple[str, ...]  # files that would conflict; empty when the merge is clean
+
+    @property
+    def outcome(self) -> str:
+        """``already merged``, ``fast-forward``, ``merge commit`` or ``conflict``."""
+        if self.conflicts:
+            return "conflict"
+        if self.already_merged:
+            return "already merged"
+        return "fast-forward" if self.fast_forward else "merge commit"
+
+
+@contextmanager
+def scratch_repository(repo: git.Repo, remote: str, branches: list[str]) -> Iterator[git.Repo]:
+    """A throwaway bare repository holding ``branches`` of ``remote``, fetched fresh.
+
+    It borrows the clone's objects (git alternates), so only what is new is downloaded, and
+    nothing of the operator's clone changes: no ref, not even ``refs/remotes``, no object,
+    no index. Removed when the ``with`` block ends. For rehearsals.
+    """
+    names = _git(repo.git, "remote").split()
+    if remote not in names:
+        known = ", ".join(names) or "none"
+        raise GuardError(f"unknown git remote {remote!r} (known: {known})")
+    url = _git(repo.git, "remote", "get-url", remote).strip()
+    local = Path(repo.working_tree_dir or ".") / url
+    if "://" not in url and ":" not in url.split("/")[0] and local.exists():
+        url = str(local.resolve())  # a relative path is relative to the clone
+    tmp = Path(tempfile.mkdtemp(prefix="orchestrator-rehearsal-"))
+    try:
+        scratch_dir = tmp / "scratch.git"
+        _git(git.Git(str(tmp)), "init", "--quiet", "--bare", str(scratch_dir))
+        objects = Path(repo.git_dir) / "objects"
+        (scratch_dir / "objects" / "info" / "alternates").write_text(f"{objects.resolve()}\n")
+        scratch = git.Repo(scratch_dir)
+        _git(scratch.git, "remote", "add", remote, url)
+        _fetch(scratch, remote, branches)
+        yield scratch
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def trial_merge(scratch: git.Repo, remote: str, source: str, target: str) -> TrialMerge:
+    """Merge ``<remote>/<source>`` into ``<remote>/<target>`` in a worktree of ``scratch``."""
+    source_commit = _remote_tip(scratch, remote, source)
+    target_commit = _remote_tip(scratch, remote, target)
+    fast_forward = _is_ancestor(scratch.git, target_commit, source_commit)
+    already_merged = _is_ancestor(scratch.git, source_commit, target_commit)
+    conflicts: list[str] = []
+    if not (fast_forward or already_merged):
+        conflicts = _trial_merge_conflicts(scratch, target_commit, source_commit)
+    return TrialMerge(source_commit, target_commit, fast_forward, already_merged, tuple(conflicts))
+
+
+def refuse_dirty(repo: git.Repo) -> None:
+    """GuardError if the clone's tracked files are modified or an operation is underway."""
+    _refuse_dirty(repo)
 
 
 def remote_tips(repo: git.Repo, remote: str, branches: list[str]) -> dict[str, str]:

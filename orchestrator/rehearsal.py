@@ -1,110 +1,329 @@
-"""``deploy --dry-run``: walk the same route read-only and say what the deploy would do.
+"""``deploy --dry-run``: walk the deploy's route against the real systems, changing nothing.
 
-Nothing changes: no run record, no migration, no merge, no push. The rehearsal proves what
-can be proved without acting (pre-flight's trial merge, the backup prerequisites, the
-validation verdict) and describes the rest. Its exit code is the deploy's would-be outcome:
-0 if it would go ahead, else the code it would halt with.
+Each step is rehearsed as far as it can be without leaving a trace:
+
+- pre-flight: the working tree is checked, and the branches are fetched into a throwaway
+  repository (the operator's clone gains no ref and no object) where a trial merge says
+  fast-forward, merge commit or conflict (naming the files);
+- backup: the tools and the database are checked, and the restore point that would be
+  recorded is read; no dump is written;
+- validate: the real validator, read-only;
+- migrate: the pending migrations are applied inside a transaction, with the playbook's
+  lock_timeout, then revalidated in that same transaction (it must say SAFE) and rolled back;
+- merge: the trial merge's outcome; nothing is pushed and no branch moves;
+- monitor: every check runs once (SQL checks inside the rehearsal transaction, so they are
+  tried against the new schema).
+
+The rehearsal stops where the real deploy would halt. Its exit code is the deploy's would-be
+outcome: 0 if the deploy would go ahead, else the code it would halt with.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import psycopg
 
 from orchestrator.commands import validate_database
+from orchestrator.db import runlock
+from orchestrator.db.connect import connect, with_application_name
+from orchestrator.db.migrator import MigrationFailed, rehearse_pending
 from orchestrator.deploy import database_url
-from orchestrator.errors import ExitCode, GuardError
-from orchestrator.gitrepo import open_repo, preflight
+from orchestrator.drizzle.journal import Journal, Migration, parse_journal
+from orchestrator.drizzle.objects import build_object_model
+from orchestrator.errors import DatabaseError, ExitCode, GuardError
+from orchestrator.gitrepo import (
+    TrialMerge,
+    open_repo,
+    read_files_at,
+    refuse_dirty,
+    scratch_repository,
+    trial_merge,
+)
+from orchestrator.monitor import CheckResult, http_check, judge_value, sql_check
 from orchestrator.playbook import Playbook, load_playbook
-from orchestrator.steps.base import journal_at, migrate_options, retry_policy
-from orchestrator.validation import ValidationReport, Verdict
+from orchestrator.steps.backup import restore_point
+from orchestrator.steps.base import migrate_options, migrations_path, retry_policy
+from orchestrator.validation import ValidationReport, Verdict, validate
+
+STATEMENT_EXCERPT = 100
+
+
+@dataclass
+class RehearsedStep:
+    """One step of the rehearsal: what it found and what the deploy would do."""
+
+    name: str
+    status: str  # "ok", "skipped" or "would_halt"
+    summary: str
+    details: list[str] = field(default_factory=list)
 
 
 @dataclass
 class DryRun:
-    """The rehearsal's narrative and the exit code the real deploy would end with."""
+    """The rehearsal's plan and the exit code the real deploy would end with."""
 
-    lines: list[str] = field(default_factory=list)
+    steps: list[RehearsedStep] = field(default_factory=list)
     exit_code: ExitCode = ExitCode.OK
-    report: ValidationReport | None = None
+    report: ValidationReport | None = None  # the database now
+    predicted: ValidationReport | None = None  # after the migrations, as rehearsed
+    merge: TrialMerge | None = None
 
-    def halt(self, code: ExitCode, line: str) -> DryRun:
-        """Record that the real run would stop here."""
-        self.lines.append(f"would HALT (exit {int(code)}): {line}")
+    def step(self, name: str, summary: str, details: list[str] | None = None) -> None:
+        """Record a step that would go ahead."""
+        self.steps.append(RehearsedStep(name, "ok", summary, details or []))
+
+    def skip(self, name: str, summary: str) -> None:
+        """Record a step the deploy would skip."""
+        self.steps.append(RehearsedStep(name, "skipped", summary))
+
+    def halt(
+        self, name: str, code: ExitCode, summary: str, details: list[str] | None = None
+    ) -> DryRun:
+        """Record that the real run would stop here, with ``code``."""
+        self.steps.append(RehearsedStep(name, "would_halt", summary, details or []))
         self.exit_code = code
         return self
 
+    @property
+    def verdict(self) -> str:
+        """The predicted end of the deploy, in one line."""
+        if self.exit_code is ExitCode.OK:
+            return "the deploy would succeed (if production stays healthy while it is watched)"
+        halted = next(s for s in self.steps if s.status == "would_halt")
+        return f"the deploy would HALT at {halted.name} (exit {int(self.exit_code)})"
+
+    @property
+    def lines(self) -> list[str]:
+        """The plan as text, one line per step and detail."""
+        marks = {"ok": "ok  ", "skipped": "skip", "would_halt": "HALT"}
+        lines: list[str] = []
+        for step in self.steps:
+            lines.append(f"[{marks[step.status]}] {step.name}: {step.summary}")
+            lines.extend(f"         {detail}" for detail in step.details)
+        lines.append(f"prediction: {self.verdict}")
+        lines.append("dry run: nothing was changed")
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        """The rehearsal as one JSON document."""
+        return {
+            "dry_run": True,
+            "exit_code": int(self.exit_code),
+            "prediction": self.verdict,
+            "steps": [
+                {"name": s.name, "status": s.status, "summary": s.summary, "details": s.details}
+                for s in self.steps
+            ],
+            "merge": None
+            if self.merge is None
+            else {
+                "outcome": self.merge.outcome,
+                "source_commit": self.merge.source_commit,
+                "target_commit": self.merge.target_commit,
+                "conflicts": list(self.merge.conflicts),
+            },
+            "validation": self.report.to_json() if self.report else None,
+            "predicted_validation": self.predicted.to_json() if self.predicted else None,
+            "plan": self.lines,
+        }
+
 
 def rehearse(playbook_path: Path, environ: Mapping[str, str]) -> DryRun:
-    """Everything the deploy would check, read-only; bad input raises UsageError."""
+    """Rehearse the deploy of ``playbook_path``; bad input raises UsageError (exit 2)."""
     playbook = load_playbook(playbook_path)
-    url = database_url(playbook, environ)
+    url = with_application_name(database_url(playbook, environ), "orchestrator rehearsal")
     repo = open_repo(playbook.git.repo)
+    folder = migrations_path(repo, playbook.migrations.dir)
     spec = playbook.git
     run = DryRun()
-
     try:
-        pre = preflight(repo, spec.remote, spec.source, spec.target)
+        refuse_dirty(repo)
+        with scratch_repository(repo, spec.remote, [spec.source, spec.target]) as scratch:
+            merge = trial_merge(scratch, spec.remote, spec.source, spec.target)
+            files = read_files_at(scratch, merge.source_commit, folder)
     except GuardError as exc:
-        return run.halt(ExitCode.GUARD_FAILED, f"pre-flight: {exc}")
-    merge_kind = (
-        "nothing to merge (already on target)"
-        if pre.already_merged
-        else "fast-forward"
-        if pre.fast_forward
-        else "merge commit"
+        return run.halt("preflight", ExitCode.GUARD_FAILED, str(exc))
+    run.merge = merge
+    if merge.conflicts:
+        return run.halt(
+            "preflight",
+            ExitCode.GUARD_FAILED,
+            f"merging {spec.remote}/{spec.source} into {spec.remote}/{spec.target} conflicts",
+            [f"conflict: {path}" for path in merge.conflicts],
+        )
+    journal = parse_journal(files, origin=f"{spec.source}@{merge.source_commit[:12]}:{folder}")
+    run.step(
+        "preflight",
+        f"{spec.remote}/{spec.source} {merge.source_commit[:12]} merges into "
+        f"{spec.remote}/{spec.target} {merge.target_commit[:12]} ({merge.outcome}); "
+        f"{len(journal.migrations)} migrations at the source commit",
     )
-    run.lines.append(
-        f"pre-flight: {spec.remote}/{spec.source} {pre.source_commit[:12]} merges cleanly into "
-        f"{spec.remote}/{spec.target} {pre.target_commit[:12]} ({merge_kind})"
-    )
-    journal = journal_at(repo, pre.source_commit, playbook.migrations.dir, spec.source)
-    run.lines.append(f"backup: {_backup_plan(playbook)}")
-    missing = _missing_backup_tools(playbook)
-    if missing:
-        return run.halt(ExitCode.GUARD_FAILED, f"backup kind pg_dump needs {missing} on PATH")
+    try:
+        with runlock.hold(
+            url,
+            schema=playbook.migrations.schema_,
+            table=playbook.migrations.table,
+            owner=runlock.application_name(None, "rehearsal"),
+        ):
+            return _rehearse_database(run, playbook, url, journal, merge)
+    except DatabaseError as exc:
+        return run.halt("database", ExitCode.ERROR, str(exc))
+
+
+def _rehearse_database(
+    run: DryRun, playbook: Playbook, url: str, journal: Journal, merge: TrialMerge
+) -> DryRun:
+    """Backup, validate, migrate (rolled back), merge and monitor, in the deploy's order."""
+    spec = playbook.git
+    if not _rehearse_backup(run, playbook, url):
+        return run
 
     options = migrate_options(playbook)
     report = validate_database(url, journal, options, retry=retry_policy(playbook))
     run.report = report
-    run.lines.append(f"validate: {report.status.value}")
-    run.lines.extend(f"  finding [{f.code}] {f.message}" for f in report.findings)
+    findings = [f"[{f.code}] {f.message}" for f in report.findings]
+    if report.status is Verdict.ERROR:
+        return run.halt("validate", ExitCode.ERROR, report.recommendation, findings)
+    if report.status is Verdict.PARTIAL_MIGRATION:
+        return run.halt("validate", ExitCode.PARTIAL, report.recommendation, findings)
+    run.step("validate", f"verdict {report.status.value}", findings)
+
+    sql_results: list[CheckResult] = []
     if report.status is Verdict.SAFE:
-        run.lines.append("migrate: skipped, every migration is applied")
-    elif report.status is Verdict.NEEDS_MIGRATION:
-        run.lines.append(
-            f"migrate: would apply {', '.join(m.tag for m in report.pending)} in one transaction "
-            f"(lock_timeout {options.lock_timeout:g}s, statement_timeout "
-            f"{options.statement_timeout:g}s), then revalidate (must be SAFE)"
-        )
+        run.skip("migrate", "every migration is already applied")
+        run.predicted = report
+        sql_results = _sql_checks_now(playbook, url)
     else:
-        code = ExitCode.ERROR if report.status is Verdict.ERROR else ExitCode.PARTIAL
-        return run.halt(code, report.recommendation)
-    run.lines.append(
-        f"merge: {merge_kind} of {spec.source} into {spec.target}, pushed to {spec.remote}"
+        pending = [m for m in journal.migrations if m.tag in {p.tag for p in report.pending}]
+        try:
+            with connect(url) as conn:
+                rehearsal = rehearse_pending(
+                    conn, journal, options, inspect=lambda c: _sql_checks_in(playbook, c)
+                )
+        except MigrationFailed as exc:
+            return run.halt("migrate", ExitCode.GUARD_FAILED, str(exc), _statements(pending))
+        model = build_object_model([(m.tag, m.statements) for m in journal.migrations])
+        after = validate(journal, model, rehearsal.snapshot_after)
+        run.predicted = after
+        sql_results = list(rehearsal.inspected or [])
+        summary = (
+            f"{len(rehearsal.applied)} migration(s) applied and rolled back in one transaction "
+            f"(lock_timeout {options.lock_timeout:g}s); revalidated inside it: "
+            f"{after.status.value}"
+        )
+        if after.status is not Verdict.SAFE:
+            code = (
+                ExitCode.PARTIAL
+                if after.status is Verdict.PARTIAL_MIGRATION
+                else ExitCode.GUARD_FAILED
+            )
+            return run.halt("migrate", code, summary, [after.recommendation])
+        run.step("migrate", summary, _statements(pending))
+
+    run.step(
+        "merge",
+        f"would {merge.outcome} {spec.source} into {spec.target} and push to {spec.remote} "
+        "(rehearsed in a scratch repository; nothing pushed)",
     )
-    monitor = playbook.monitor
-    run.lines.append(
-        f"monitor: {len(monitor.http)} HTTP and {len(monitor.sql)} SQL check(s) every "
-        f"{monitor.interval:g}s for {monitor.duration:g}s, {monitor.failures_allowed} "
-        "failure(s) allowed"
-    )
-    run.lines.append("dry run: nothing was changed")
+    return _rehearse_monitor(run, playbook, sql_results)
+
+
+def _rehearse_backup(run: DryRun, playbook: Playbook, url: str) -> bool:
+    """Check what the backup step needs; False (and a halt) when it could not succeed."""
+    backup = playbook.backup
+    if backup.kind == "pg_dump":
+        missing = [t for t in ("pg_dump", "pg_restore") if shutil.which(t) is None]
+        if missing:
+            run.halt("backup", ExitCode.USAGE, f"backup kind pg_dump needs {', '.join(missing)}")
+            return False
+    try:
+        point = restore_point(url)
+    except DatabaseError as exc:
+        run.halt("backup", ExitCode.ERROR, str(exc))
+        return False
+    where = f"{point['database']} at {point['taken_at']}, WAL {point['wal_lsn']}"
+    if backup.kind == "restore_point":
+        run.step("backup", f"would record a restore point: {where}")
+    elif backup.kind == "pg_dump":
+        run.step("backup", f"would write a dump to {backup.path} and verify it; database {where}")
+    else:
+        run.step("backup", f"would ask the operator to confirm a backup; database {where}")
+    return True
+
+
+def _rehearse_monitor(run: DryRun, playbook: Playbook, sql_results: list[CheckResult]) -> DryRun:
+    """Every check once: HTTP against production now, SQL as gathered by the caller."""
+    spec = playbook.monitor
+    results = [
+        http_check(h.url, expect_status=h.expect_status, timeout=h.timeout, name=h.label)()
+        for h in spec.http
+    ]
+    results += sql_results
+    details = [f"{'ok  ' if r.ok else 'FAIL'} {r.name}: {r.detail}" for r in results]
+    failed = [r for r in results if not r.ok]
+    window = f"then {spec.duration:g}s of checks every {spec.interval:g}s"
+    if failed:
+        return run.halt(
+            "monitor",
+            ExitCode.GUARD_FAILED,
+            f"{len(failed)} of {len(results)} check(s) fail before the deploy",
+            details,
+        )
+    run.step("monitor", f"{len(results)} check(s) pass once now; {window}", details)
     return run
 
 
-def _backup_plan(playbook: Playbook) -> str:
-    backup = playbook.backup
-    if backup.kind == "restore_point":
-        return "would record a restore point (time and WAL position)"
-    if backup.kind == "pg_dump":
-        return f"would write a dump to {backup.path} and verify it with pg_restore --list"
-    return "would ask the operator to confirm a backup (or --backup-confirmed)"
+def _sql_checks_in(playbook: Playbook, conn: psycopg.Connection[Any]) -> list[CheckResult]:
+    """Run each SQL check once inside the caller's transaction (each in a savepoint)."""
+    results: list[CheckResult] = []
+    for check in playbook.monitor.sql:
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(check.query, prepare=True)
+                row = cur.fetchone()
+        except psycopg.Error as exc:
+            results.append(_result(check.name, False, str(exc).splitlines()[0]))
+            continue
+        if row is None or not row or row[0] is None:
+            results.append(_result(check.name, False, "query returned no number"))
+            continue
+        try:
+            value = float(row[0])
+        except (TypeError, ValueError):
+            results.append(_result(check.name, False, f"not a number: {row[0]!r}"[:80]))
+            continue
+        ok, detail = judge_value(value, min=check.min, max=check.max)
+        results.append(_result(check.name, ok, f"{detail} (on the rehearsed schema)"))
+    return results
 
 
-def _missing_backup_tools(playbook: Playbook) -> str:
-    if playbook.backup.kind != "pg_dump":
-        return ""
-    return ", ".join(t for t in ("pg_dump", "pg_restore") if shutil.which(t) is None)
+def _sql_checks_now(playbook: Playbook, url: str) -> list[CheckResult]:
+    """Each SQL check once on the database as it is (read-only)."""
+    return [
+        sql_check(url, name=s.name, query=s.query, max=s.max, min=s.min)()
+        for s in playbook.monitor.sql
+    ]
+
+
+def _result(name: str, ok: bool, detail: str) -> CheckResult:
+    return CheckResult(name=name, kind="sql", ok=ok, detail=detail, at=time.time())
+
+
+def _statements(migrations: list[Migration]) -> list[str]:
+    """Each pending migration and its numbered statements, abbreviated."""
+    lines: list[str] = []
+    for migration in migrations:
+        pieces = [p for p in migration.statements if p.strip()]
+        lines.append(f"{migration.tag} ({len(pieces)} statement(s))")
+        for number, piece in enumerate(pieces, 1):
+            flat = " ".join(piece.split())
+            if len(flat) > STATEMENT_EXCERPT:
+                flat = flat[: STATEMENT_EXCERPT - 1] + "…"
+            lines.append(f"  {number}. {flat}")
+    return lines

@@ -99,14 +99,7 @@ def deploy(
     if dry_run:
         rehearsal = rehearse(playbook, os.environ)
         if as_json:
-            print_json(
-                {
-                    "dry_run": True,
-                    "exit_code": int(rehearsal.exit_code),
-                    "plan": rehearsal.lines,
-                    "validation": rehearsal.report.to_json() if rehearsal.report else None,
-                }
-            )
+            print_json(rehearsal.to_json())
         else:
             print_lines(rehearsal.lines)
         return int(rehearsal.exit_code)

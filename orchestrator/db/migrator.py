@@ -117,6 +117,7 @@ class Rehearsal:
 
     applied: tuple[AppliedMigration, ...]
     snapshot_after: CatalogSnapshot  # the catalog as the migrations left it, before rollback
+    inspected: Any = None  # what the caller's ``inspect`` returned, inside the transaction
 
 
 def rehearse_pending(
@@ -125,12 +126,14 @@ def rehearse_pending(
     options: MigrateOptions,
     *,
     on_migration: Callable[[Migration], None] | None = None,
+    inspect: Callable[[psycopg.Connection[Any]], Any] | None = None,
 ) -> Rehearsal:
     """Apply the pending migrations exactly as :func:`apply_pending`, then roll back.
 
     Proves the SQL applies to the real schema, with the same timeouts and locks. Before the
     rollback the catalog is read inside the same transaction, so the caller can revalidate
-    the result. Tracking rows are inserted with explicit ids so that the rollback leaves the
+    the result, and ``inspect`` (if given) runs there too, e.g. to try queries against the
+    new schema. Tracking rows are inserted with explicit ids so that the rollback leaves the
     tracking table's id sequence untouched. Failures raise like :func:`apply_pending`.
     """
     with _translated_errors() as where, conn.transaction():
@@ -141,8 +144,9 @@ def rehearse_pending(
         assert row is not None
         data = row[0] if isinstance(row[0], dict) else json.loads(row[0])
         snapshot = snapshot_from_json(data, schema=options.schema, table=options.table)
+        inspected = inspect(conn) if inspect is not None else None
         raise psycopg.Rollback()  # leaves the block quietly, after rolling back
-    return Rehearsal(tuple(applied), snapshot)
+    return Rehearsal(tuple(applied), snapshot, inspected)
 
 
 @dataclass

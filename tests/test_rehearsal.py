@@ -1,0 +1,238 @@
+"""``deploy --dry-run``: a rehearsal against the real database and repositories that proves
+what it can, predicts the outcome, and changes nothing — also when it fails half-way."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import psycopg
+import pytest
+
+from orchestrator.cli import run
+from orchestrator.db import runlock
+from orchestrator.testing.release import git
+from tests.drizzle_helpers import schema_fingerprint, tracking_rows
+from tests.release_world import World, world
+
+__all__ = ["world"]
+
+
+def everything(world: World) -> dict[str, Any]:
+    """Every observable of the world a rehearsal could touch."""
+    url = world.database_url
+    with psycopg.connect(url) as conn:
+        sequences = conn.execute(
+            "SELECT schemaname, sequencename, last_value FROM pg_sequences ORDER BY 1, 2"
+        ).fetchall()
+        indexes = conn.execute(
+            "SELECT schemaname, indexname FROM pg_indexes "
+            "WHERE schemaname NOT IN ('pg_catalog') ORDER BY 1, 2"
+        ).fetchall()
+    clone = world.repo.clone
+    tree = {
+        str(p.relative_to(clone)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(clone.rglob("*"))
+        if p.is_file() and ".git" not in p.relative_to(clone).parts
+    }
+    return {
+        "schema": schema_fingerprint(url),
+        "tracking": tracking_rows(url),
+        "sequences": sequences,
+        "indexes": indexes,
+        "clone_refs": git(clone, "for-each-ref", "--format=%(refname) %(objectname)"),
+        "clone_head": git(clone, "symbolic-ref", "HEAD"),
+        "clone_status": git(clone, "status", "--porcelain", "--untracked-files=all"),
+        "clone_worktrees": git(clone, "worktree", "list", "--porcelain"),
+        "clone_objects": git(clone, "count-objects", "-v"),
+        "origin_refs": git(world.repo.origin, "for-each-ref", "--format=%(refname) %(objectname)"),
+        "tree": tree,
+        "state_dir": world.store.state_dir.exists(),
+    }
+
+
+def dry_run(world: World, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
+    code = run(
+        [
+            "deploy",
+            "--playbook",
+            str(world.playbook),
+            "--dry-run",
+            "--json",
+            "--state-dir",
+            str(world.store.state_dir),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert captured.out, captured.err
+    return code, json.loads(captured.out)
+
+
+def steps(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in document["steps"]}
+
+
+@pytest.fixture(autouse=True)
+def _database_env(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", world.database_url)
+
+
+def test_rehearsal_proves_the_release_and_changes_nothing(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = everything(world)
+    requests = world.health.requests
+    code, document = dry_run(world, capsys)
+    assert code == 0, document["plan"]
+    assert everything(world) == before
+    assert world.health.requests == requests + 1  # the HTTP check ran exactly once
+
+    by_name = steps(document)
+    assert list(by_name) == ["preflight", "backup", "validate", "migrate", "merge", "monitor"]
+    assert all(s["status"] == "ok" for s in document["steps"])
+    assert document["merge"]["outcome"] == "fast-forward"
+    assert document["validation"]["status"] == "NEEDS_MIGRATION"
+    assert document["predicted_validation"]["status"] == "SAFE"
+    migrate = by_name["migrate"]
+    assert "3 migration(s) applied and rolled back" in migrate["summary"]
+    details = "\n".join(migrate["details"])
+    for tag in ("0009_fat_kulan_gath", "0010_new_colleen_wing", "0011_cute_skin"):
+        assert tag in details
+    assert "1. ALTER TABLE" in details or "1. CREATE" in details
+    monitor = "\n".join(by_name["monitor"]["details"])
+    assert "null_service_offerings" in monitor and "on the rehearsed schema" in monitor
+    assert "restore point" in by_name["backup"]["summary"]
+    assert document["prediction"].startswith("the deploy would succeed")
+
+
+def test_rehearsal_then_deploy_writes_drizzles_ids(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _document = dry_run(world, capsys)
+    assert code == 0
+    record = world.deploy()
+    assert record.state == "succeeded", record.halt_reason
+    ids = [row[0] for row in tracking_rows(world.database_url)]
+    assert ids == list(range(1, 13))  # the rolled-back rehearsal consumed no id
+
+
+def push_to_staging(world: World, files: dict[str, str], journal_entry: dict[str, Any]) -> None:
+    clone = world.repo.clone
+    git(clone, "switch", "staging")
+    journal_path = world.repo.migrations / "meta" / "_journal.json"
+    journal = json.loads(journal_path.read_text())
+    last = journal["entries"][-1]
+    journal["entries"].append({**last, "idx": last["idx"] + 1, **journal_entry})
+    journal_path.write_text(json.dumps(journal, indent=2) + "\n")
+    for name, text in files.items():
+        (world.repo.migrations / name).write_text(text)
+    git(clone, "add", "-A")
+    git(clone, "commit", "-m", "another migration")
+    git(clone, "push", "origin", "staging")
+    git(clone, "switch", "main")
+
+
+def test_a_migration_failing_half_way_is_named_and_leaves_nothing(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    push_to_staging(
+        world,
+        {
+            "0012_broken.sql": 'CREATE TABLE "half" ("id" serial PRIMARY KEY);'
+            "--> statement-breakpoint\n"
+            'ALTER TABLE "no_such_table" ADD COLUMN "x" integer;\n'
+        },
+        {"tag": "0012_broken", "when": 1761300000000},
+    )
+    before = everything(world)
+    code, document = dry_run(world, capsys)
+    assert code == 21
+    migrate = steps(document)["migrate"]
+    assert migrate["status"] == "would_halt"
+    assert "0012_broken, statement 2" in migrate["summary"]
+    assert "no_such_table" in migrate["summary"] and "[42P01]" in migrate["summary"]
+    assert "merge" not in steps(document)
+    assert everything(world) == before
+
+
+def test_a_partial_database_halts_at_validate(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with psycopg.connect(world.database_url) as conn:
+        conn.execute('CREATE TABLE "app_settings" ("key" text PRIMARY KEY, "value" text)')
+    before = everything(world)
+    code, document = dry_run(world, capsys)
+    assert code == 20
+    assert steps(document)["validate"]["status"] == "would_halt"
+    assert "HALT at validate (exit 20)" in document["prediction"]
+    assert everything(world) == before
+
+
+def test_a_conflict_is_reported_with_its_files_and_no_ref_moves(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clone = world.repo.clone
+    # Someone pushes a conflicting hotfix to main from elsewhere: the clone has not fetched it.
+    elsewhere = world.root / "elsewhere"
+    git(world.root, "clone", "--quiet", str(world.repo.origin), str(elsewhere))
+    (elsewhere / "app.ts").write_text("hotfix\n")
+    git(elsewhere, "commit", "-am", "Hotfix on main")
+    git(elsewhere, "push", "origin", "main")
+    before = everything(world)
+    code, document = dry_run(world, capsys)
+    assert code == 21
+    assert document["merge"]["outcome"] == "conflict"
+    assert document["merge"]["conflicts"] == ["app.ts"]
+    assert "conflict: app.ts" in steps(document)["preflight"]["details"]
+    after = everything(world)
+    assert after == before  # not even refs/remotes/origin/main moved
+    assert "Hotfix" not in git(clone, "log", "--all", "--oneline")
+
+
+def test_lock_timeout_stops_the_rehearsal_without_blocking_traffic(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.playbook.write_text(
+        world.playbook.read_text().replace("lock_timeout: 5s", "lock_timeout: 300ms")
+    )
+    before = everything(world)
+    with psycopg.connect(world.database_url) as traffic:
+        traffic.execute("SELECT * FROM case_classification_results LIMIT 1")  # holds a lock
+        code, document = dry_run(world, capsys)
+        traffic.rollback()
+    assert code == 21
+    summary = steps(document)["migrate"]["summary"]
+    assert "lock timeout" in summary and "[55P03]" in summary
+    assert everything(world) == before
+
+
+def test_rehearsal_is_refused_while_a_deploy_holds_the_database(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    owner = runlock.application_name("20251021T143005Z-dddddd")
+    with runlock.hold(
+        world.database_url, schema="drizzle", table="__drizzle_migrations", owner=owner
+    ):
+        code = run(["deploy", "--playbook", str(world.playbook), "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "run 20251021T143005Z-dddddd" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_safe_database_skips_migrate(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    record = world.deploy()
+    assert record.state == "succeeded"
+    code, document = dry_run(world, capsys)
+    assert code == 0
+    assert steps(document)["migrate"]["status"] == "skipped"
+    assert document["merge"]["outcome"] == "already merged"
+
+
+def test_human_output_is_a_plan(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    code = run(["deploy", "--playbook", str(world.playbook), "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "[ok  ] migrate: 3 migration(s) applied and rolled back" in out
+    assert "prediction: the deploy would succeed" in out
+    assert out.strip().endswith("dry run: nothing was changed")
