@@ -208,6 +208,30 @@ def rehearse(pg: EmbeddedPostgres, workdir: Path, health: HealthServer) -> None:
     )
 
     demo.step(
+        "Rehearse the deploy first (--dry-run)",
+        "The rehearsal walks the same route against the real database and origin and changes "
+        "nothing: the trial merge runs in a scratch repository, the migrations are applied and "
+        "revalidated inside a transaction that is rolled back, and every check runs once. "
+        "Expect a plan that ends with a prediction and exit 0.",
+    )
+    rehearsal = demo.orchestrator(
+        "deploy", "--playbook", playbook.name, "--dry-run", expect=ExitCode.OK
+    )
+    require(
+        mentions(rehearsal.output, "applied and rolled back", "SAFE")
+        and "nothing was changed" in rehearsal.output,
+        "the rehearsal did not prove the migrations",
+    )
+    demo.orchestrator(
+        "validate",
+        "--migrations",
+        f"staging/{repo.migrations_dir}",
+        expect=ExitCode.NEEDS_MIGRATION,
+        quiet=True,
+    )
+    print(f"{INDENT}(validate again: still NEEDS_MIGRATION, the rehearsal left no trace)")
+
+    demo.step(
         "Deploy the release (Strategy A: migrations first)",
         "One command walks the state machine: pre-flight (branches, clean tree, trial merge, "
         "source commit pinned), backup check (a restore point), validate, migrate, revalidate "
@@ -295,7 +319,7 @@ def main() -> int:
         detail = lines[-1] if lines else f"exit {exc.returncode}"
         print(f"\ndemo FAILED: {shlex.join(map(str, exc.cmd))}: {detail}", file=sys.stderr)
         return 1
-    print("\ndemo finished: NEEDS_MIGRATION -> deploy succeeded -> SAFE")
+    print("\ndemo finished: NEEDS_MIGRATION -> rehearsal ok -> deploy succeeded -> SAFE")
     return 0
 
 

@@ -29,7 +29,7 @@ from orchestrator.errors import (
     OrchestratorError,
     UsageError,
 )
-from orchestrator.gitrepo import open_repo
+from orchestrator.gitrepo import MissingBranch, open_repo, remote_tips
 from orchestrator.machine import (
     STEPS_IN,
     TERMINAL,
@@ -41,7 +41,13 @@ from orchestrator.machine import (
 from orchestrator.playbook import Playbook, load_playbook
 from orchestrator.rollback import revert_code, rollback_plan
 from orchestrator.runs import RunRecord, RunStore, Transition, new_run_id, utc_now_iso
-from orchestrator.steps.base import RunContext, Step, migrations_path, retry_policy
+from orchestrator.steps.base import (
+    RunContext,
+    Step,
+    journal_at,
+    migrations_path,
+    retry_policy,
+)
 from orchestrator.world import changes_since, observe
 
 ConsoleCallback = Callable[[dict[str, Any]], None]
@@ -162,6 +168,22 @@ def hold_database(playbook: Playbook, url: str, run_id: str) -> Iterator[None]:
         yield
 
 
+def check_release(playbook: Playbook) -> None:
+    """Bad input found before a run exists: missing branches, unreadable migrations.
+
+    Fetches the two branches and parses the migrations at the source branch's tip; a
+    missing branch or a malformed journal / SQL file is a :class:`UsageError` (exit 2).
+    """
+    spec = playbook.git
+    repo = open_repo(spec.repo)
+    migrations_path(repo, playbook.migrations.dir)
+    try:
+        tips = remote_tips(repo, spec.remote, [spec.source, spec.target])
+    except MissingBranch as exc:
+        raise UsageError(str(exc)) from None
+    journal_at(repo, tips[spec.source], playbook.migrations.dir, spec.source)
+
+
 def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> RunRecord:
     """Check every input, take the database, then create a run and drive it to its end.
 
@@ -170,7 +192,7 @@ def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> Run
     """
     playbook = load_playbook(playbook_path)
     url = database_url(playbook, interaction.environ)
-    migrations_path(open_repo(playbook.git.repo), playbook.migrations.dir)
+    check_release(playbook)
     check_backup_attestation(playbook, interaction)
     store.check_writable()
     run_id = new_run_id()

@@ -61,6 +61,10 @@ _IN_PROGRESS_MARKERS = {
 _MAX_NAMED_PATHS = 10
 
 
+class MissingBranch(GuardError):
+    """A branch the playbook names does not exist on the remote."""
+
+
 @dataclass(frozen=True)
 class Preflight:
     """What a release would do, established without changing anything local."""
@@ -230,7 +234,7 @@ def _fetch(repo: git.Repo, remote: str, branches: list[str]) -> None:
     missing = re.search(r"couldn't find remote ref (\S+)", out.stderr)
     if missing:
         branch = missing.group(1).removeprefix("refs/heads/")
-        raise GuardError(f"branch {branch!r} does not exist on remote {remote!r}")
+        raise MissingBranch(f"branch {branch!r} does not exist on remote {remote!r}")
     url = _run(repo.git, "remote", "get-url", remote).stdout.strip()
     raise GuardError(
         f"cannot fetch from remote {remote!r} ({_redact(url)}): {clean_message(out.stderr)}"
@@ -240,7 +244,7 @@ def _fetch(repo: git.Repo, remote: str, branches: list[str]) -> None:
 def _remote_tip(repo: git.Repo, remote: str, branch: str) -> str:
     tip = _resolve(repo.git, _remote_ref(remote, branch))
     if tip is None:
-        raise GuardError(f"branch {branch!r} does not exist on remote {remote!r}")
+        raise MissingBranch(f"branch {branch!r} does not exist on remote {remote!r}")
     return tip
 
 

@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from orchestrator.cli import database, runs
+from orchestrator.cli import analysis, database, runs
 from orchestrator.errors import ExitCode, OrchestratorError
 
 
@@ -34,6 +34,10 @@ for _command in (
     runs.rollback,
     runs.list_runs,
     runs.show,
+    analysis.plan,
+    analysis.lint,
+    analysis.repair,
+    analysis.inspect,
 ):
     app.add_command(_command)
 

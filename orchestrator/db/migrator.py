@@ -35,7 +35,7 @@ from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.errors import DatabaseError, ExitCode, OrchestratorError
 
 # The advisory lock key: one per tracking table, shared by every orchestrator process.
-_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('orchestrator.migrate:' || %s))"
+MIGRATION_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('orchestrator.migrate:' || %s))"
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ def _apply(
             sql.Literal(f"{int(options.statement_timeout * 1000)}ms")
         )
     )
-    conn.execute(_LOCK_SQL, (f"{options.schema}.{options.table}",))
+    conn.execute(MIGRATION_LOCK_SQL, (f"{options.schema}.{options.table}",))
     for statement in create_tracking_sql(options.schema, options.table):
         conn.execute(statement)
     rows = conn.execute(sql.SQL("SELECT hash FROM {}.{}").format(schema, table))

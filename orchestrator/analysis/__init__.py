@@ -1,0 +1,13 @@
+"""Migration intelligence: what each migration changes, how risky it is, which deploy order
+is safe, and lint rules, all derived from the SQL with pglast (pure functions, no I/O).
+
+Modules, one concern each:
+
+- :mod:`~orchestrator.analysis.effects`: statement -> the changes it makes (replayed in order);
+- :mod:`~orchestrator.analysis.compatibility`: old code on the new schema, new code on the old;
+- :mod:`~orchestrator.analysis.lint`: the lint rules;
+- :mod:`~orchestrator.analysis.risk`: LOW / MEDIUM / HIGH with reasons;
+- :mod:`~orchestrator.analysis.strategy`: migrations first, code first or expand/contract;
+- :mod:`~orchestrator.analysis.plan`: all of the above for a set of migrations, and its JSON;
+- :mod:`~orchestrator.analysis.markdown`: the plan as a matrix for a pull request.
+"""

@@ -1,0 +1,156 @@
+"""The plan of a release: per migration its changes, risk, compatibility and lint findings,
+and the deploy strategy they force. Pure: a journal in, a frozen value (and its JSON) out.
+
+The whole folder is always replayed (so "existing table" means existing before the
+migration, whatever is selected); only the selected migrations are reported and decide the
+strategy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.analysis.compatibility import Compat, MigrationCompat, migration_compat
+from orchestrator.analysis.effects import Change, MigrationEffects, analyse_migrations
+from orchestrator.analysis.lint import LintFinding, lint_migration
+from orchestrator.analysis.risk import RiskLevel, assess_risk
+from orchestrator.analysis.strategy import StrategyDecision, choose_strategy
+from orchestrator.drizzle.journal import Journal
+
+
+@dataclass(frozen=True)
+class ObjectChange:
+    """One object a statement creates, alters, drops or renames."""
+
+    statement: int
+    action: str
+    object: str
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"statement", "action", "object"}`` (plus ``detail`` when there is one)."""
+        document: dict[str, Any] = {
+            "statement": self.statement,
+            "action": self.action,
+            "object": self.object,
+        }
+        if self.detail:
+            document["detail"] = self.detail
+        return document
+
+
+@dataclass(frozen=True)
+class MigrationPlan:
+    """Everything ``plan`` says about one migration."""
+
+    tag: str
+    risk: RiskLevel
+    risk_reasons: tuple[str, ...]
+    old_code_on_new_schema: Compat
+    new_code_on_old_schema: Compat
+    old_reasons: tuple[str, ...]
+    new_reasons: tuple[str, ...]
+    objects: tuple[ObjectChange, ...]
+    lint: tuple[LintFinding, ...]
+
+    @property
+    def overall(self) -> Compat:
+        """The worse of the two directions (the runbook's "Safe?" column)."""
+        if Compat.BREAKS in (self.old_code_on_new_schema, self.new_code_on_old_schema):
+            return Compat.BREAKS
+        if Compat.CONDITIONAL in (self.old_code_on_new_schema, self.new_code_on_old_schema):
+            return Compat.CONDITIONAL
+        return Compat.SAFE
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Risk reasons, then the compatibility reasons of each direction."""
+        return (
+            *self.risk_reasons,
+            *(f"old code on the new schema: {r}" for r in self.old_reasons),
+            *(f"new code on the old schema: {r}" for r in self.new_reasons),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The shape of ``plan --json``'s migrations entries."""
+        return {
+            "tag": self.tag,
+            "risk": self.risk.value,
+            "reasons": list(self.reasons),
+            "old_code_on_new_schema": self.old_code_on_new_schema.value,
+            "new_code_on_old_schema": self.new_code_on_old_schema.value,
+            "objects": [o.to_json() for o in self.objects],
+            "lint": [f.to_json() for f in self.lint],
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The plan for a set of migrations, and the deploy strategy."""
+
+    strategy: StrategyDecision
+    migrations: tuple[MigrationPlan, ...]
+
+    @property
+    def lint(self) -> tuple[LintFinding, ...]:
+        """Every lint finding, in migration order."""
+        return tuple(f for m in self.migrations for f in m.lint)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"strategy", "migrations": [...]}`` as documented for ``plan --json``."""
+        return {
+            "strategy": self.strategy.strategy.value,
+            "migrations": [m.to_json() for m in self.migrations],
+        }
+
+
+def object_changes(migration: MigrationEffects) -> tuple[ObjectChange, ...]:
+    """The objects each statement of ``migration`` creates, alters, drops or renames."""
+    return tuple(
+        ObjectChange(statement.number, change.action, change.target, _detail(change))
+        for statement in migration.statements
+        for change in statement.changes
+    )
+
+
+def _detail(change: Change) -> str:
+    if change.kind == "add_column":
+        nullability = "NOT NULL" if change.not_null else "nullable"
+        default = ", default" if change.has_default else ""
+        return f"{change.detail}, {nullability}{default}"
+    return change.detail
+
+
+def plan_migration(migration: MigrationEffects) -> MigrationPlan:
+    """Risk, compatibility, objects and lint of one analysed migration."""
+    unparsed = any(s.error is not None for s in migration.statements)
+    compat = migration_compat(migration.tag, migration.changes, unparsed=unparsed)
+    findings = tuple(lint_migration(migration))
+    risk = assess_risk(migration, compat, findings)
+    return MigrationPlan(
+        tag=migration.tag,
+        risk=risk.level,
+        risk_reasons=risk.reasons,
+        old_code_on_new_schema=compat.old_code_on_new_schema,
+        new_code_on_old_schema=compat.new_code_on_old_schema,
+        old_reasons=compat.old_reasons,
+        new_reasons=compat.new_reasons,
+        objects=object_changes(migration),
+        lint=findings,
+    )
+
+
+def build_plan(journal: Journal, tags: Collection[str] | None = None) -> Plan:
+    """Plan the migrations of ``journal`` named in ``tags`` (all of them when ``None``)."""
+    analysis = analyse_migrations([(m.tag, m.statements) for m in journal.migrations])
+    selected = [m for m in analysis.migrations if tags is None or m.tag in tags]
+    plans = tuple(plan_migration(m) for m in selected)
+    compat_rows = [
+        MigrationCompat(
+            p.tag, p.old_code_on_new_schema, p.new_code_on_old_schema, p.old_reasons, p.new_reasons
+        )
+        for p in plans
+    ]
+    return Plan(choose_strategy(compat_rows), plans)

@@ -1,0 +1,93 @@
+"""A migration's risk level (LOW / MEDIUM / HIGH) and the reasons for it.
+
+- **HIGH**: it breaks one side of the deploy outright, destroys data (drops a table or a
+  column), rewrites a table (type change), has a lint error, or cannot be parsed.
+- **MEDIUM**: it locks an existing table, changes existing data, or does something the
+  analysis does not understand.
+- **LOW**: additive only: new tables, indexes on them, types, schemas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from orchestrator.analysis.compatibility import Compat, MigrationCompat
+from orchestrator.analysis.effects import MigrationEffects
+from orchestrator.analysis.lint import LintFinding, takes_lock_on_existing_table
+
+
+class RiskLevel(StrEnum):
+    """How careful to be with a migration."""
+
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+
+    @property
+    def rank(self) -> int:
+        """0 LOW, 1 MEDIUM, 2 HIGH."""
+        return list(RiskLevel).index(self)
+
+
+@dataclass(frozen=True)
+class Risk:
+    """A level and the reasons that set it (most severe first)."""
+
+    level: RiskLevel
+    reasons: tuple[str, ...]
+
+
+def assess_risk(
+    migration: MigrationEffects, compat: MigrationCompat, lint: Sequence[LintFinding]
+) -> Risk:
+    """The risk of applying ``migration`` during a deploy (pure)."""
+    high: list[str] = []
+    medium: list[str] = []
+    if compat.new_code_on_old_schema is Compat.BREAKS:
+        high.append("breaks new code on the old schema")
+    if compat.old_code_on_new_schema is Compat.BREAKS:
+        high.append("breaks old code on the new schema")
+    for statement in migration.statements:
+        if statement.error is not None:
+            high.append(f"statement {statement.number} cannot be parsed: {statement.error}")
+        for change in statement.changes:
+            if change.table_is_new:
+                continue
+            if change.kind in ("drop_table", "drop_column"):
+                high.append(f"destroys data: {change.target} is dropped")
+            elif change.kind == "alter_column_type":
+                high.append(f"rewrites {change.table} under an exclusive lock ({change.target})")
+            elif change.kind == "data_change":
+                medium.append(f"changes existing data: {change.detail} on {change.target}")
+            elif change.kind == "other":
+                medium.append(f"not analysed: {change.target} ({change.detail})")
+            if takes_lock_on_existing_table(change):
+                medium.append(f"locks existing table {change.table}")
+    high.extend(f"lint error {f.rule}: {f.message}" for f in lint if f.severity == "error")
+    if high:
+        return Risk(RiskLevel.HIGH, _unique([*high, *medium]))
+    if medium:
+        return Risk(RiskLevel.MEDIUM, _unique(medium))
+    return Risk(RiskLevel.LOW, (_additive_summary(migration),))
+
+
+def _additive_summary(migration: MigrationEffects) -> str:
+    counts: dict[str, int] = {}
+    for change in migration.changes:
+        noun = change.target.split(" ", 1)[0] if change.action == "create" else None
+        if noun:
+            counts[noun] = counts.get(noun, 0) + 1
+    if not counts:
+        return "changes nothing that running code depends on"
+    parts = [f"{n} {noun if n == 1 else _plural(noun)}" for noun, n in counts.items()]
+    return f"additive only: creates {', '.join(parts)}; nothing existing is locked or changed"
+
+
+def _plural(noun: str) -> str:
+    return f"{noun}es" if noun.endswith(("x", "s")) else f"{noun}s"
+
+
+def _unique(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))

@@ -1,0 +1,318 @@
+"""``plan``, ``lint``, ``repair`` and ``inspect``: migration intelligence on the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from orchestrator.cli.options import (
+    database_options,
+    duration,
+    on_retry,
+    retry_policy,
+    transport_check,
+)
+from orchestrator.errors import DatabaseError, ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from orchestrator.analysis.lint import LintFinding
+    from orchestrator.analysis.plan import Plan
+    from orchestrator.inventory import Inventory
+    from orchestrator.repair import RepairPlan, RepairResult
+    from orchestrator.validation import ValidationReport
+
+
+@click.command()
+@database_options
+@click.option("--all", "all_migrations", is_flag=True, help="Plan every migration; no database.")
+@click.option("--markdown", is_flag=True, help="Print the matrix as Markdown for a pull request.")
+def plan(
+    migrations: Path,
+    database_url: str | None,
+    migrations_schema: str,
+    migrations_table: str,
+    as_json: bool,
+    retries: int,
+    require_ssl: bool,
+    all_migrations: bool,
+    markdown: bool,
+) -> int:
+    """Read-only: risk, compatibility both ways, lint, and the deploy strategy of the pending
+    migrations (or of every migration with --all)."""
+    from orchestrator import commands
+    from orchestrator.analysis.markdown import plan_markdown
+    from orchestrator.analysis.plan import build_plan
+    from orchestrator.cli.console import out, print_json
+    from orchestrator.db.connect import check_url
+    from orchestrator.db.migrator import MigrateOptions
+    from orchestrator.drizzle.journal import read_journal
+    from orchestrator.validation import MigrationState, Verdict
+
+    if as_json and markdown:
+        raise UsageError("--json and --markdown are exclusive: pick one")
+    journal = read_journal(migrations)
+    tags: set[str] | None = None
+    if not all_migrations:
+        url = check_url(database_url)
+        transport_check(url, require_ssl)
+        options = MigrateOptions(schema=migrations_schema, table=migrations_table)
+        report = commands.validate_database(
+            url, journal, options, retry=retry_policy(retries), on_retry=on_retry
+        )
+        if report.status is Verdict.ERROR:
+            errors = [f.message for f in report.findings if f.severity == "error"]
+            raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
+        tags = {m.tag for m in report.migrations if m.state is not MigrationState.APPLIED}
+    result = build_plan(journal, tags)
+    if as_json:
+        print_json(result.to_json())
+    elif markdown:
+        out.print(plan_markdown(result), markup=False, highlight=False, end="")
+    else:
+        show_plan(result)
+    return int(ExitCode.OK)
+
+
+@click.command()
+@click.option(
+    "--migrations",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The Drizzle migrations folder (holding meta/_journal.json).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def lint(migrations: Path, as_json: bool) -> int:
+    """Lint every migration of a folder; exit 21 on errors (warnings alone exit 0)."""
+    from orchestrator.analysis.effects import analyse_migrations
+    from orchestrator.analysis.lint import has_errors, lint_migrations
+    from orchestrator.cli.console import print_json
+    from orchestrator.drizzle.journal import read_journal
+
+    journal = read_journal(migrations)
+    analysis = analyse_migrations([(m.tag, m.statements) for m in journal.migrations])
+    findings = lint_migrations(analysis.migrations)
+    errors = sum(f.severity == "error" for f in findings)
+    if as_json:
+        print_json(
+            {
+                "errors": errors,
+                "warnings": len(findings) - errors,
+                "findings": [{"tag": f.tag, **f.to_json()} for f in findings],
+            }
+        )
+    else:
+        show_lint(findings)
+    return int(ExitCode.GUARD_FAILED if has_errors(findings) else ExitCode.OK)
+
+
+@click.command()
+@database_options
+@click.option(
+    "--lock-timeout",
+    default="5s",
+    show_default=True,
+    help="Give up waiting for a lock after this long.",
+)
+@click.option("--dry-run", is_flag=True, help="Show the rows it would insert; change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def repair(
+    migrations: Path,
+    database_url: str | None,
+    migrations_schema: str,
+    migrations_table: str,
+    as_json: bool,
+    retries: int,
+    require_ssl: bool,
+    lock_timeout: str,
+    dry_run: bool,
+    yes: bool,
+) -> int:
+    """Track migrations whose objects were applied by hand (untracked_present), exactly as
+    drizzle would; refuses partial states."""
+    from orchestrator import render
+    from orchestrator.cli.console import interactive, out, print_json
+    from orchestrator.db.connect import check_url, redact_url
+    from orchestrator.db.migrator import MigrateOptions
+    from orchestrator.drizzle.journal import read_journal
+    from orchestrator.repair import repair_database
+
+    url = check_url(database_url)
+    transport_check(url, require_ssl)
+    options = MigrateOptions(
+        schema=migrations_schema,
+        table=migrations_table,
+        lock_timeout=duration(lock_timeout, "--lock-timeout"),
+    )
+    journal = read_journal(migrations)
+    if not dry_run and not yes and not interactive():
+        raise UsageError("repair changes the database: pass --yes (no terminal to confirm on)")
+
+    def confirm(plan: RepairPlan, report: ValidationReport) -> bool:
+        if yes:
+            return True
+        render.validation(out, report, redact_url(url))
+        show_repair_rows(plan)
+        return click.confirm(
+            f"Insert {len(plan.rows)} tracking row(s) into {redact_url(url)}?", default=False
+        )
+
+    result = repair_database(url, journal, options, confirm=confirm, dry_run=dry_run)
+    if as_json:
+        print_json(repair_json(result, dry_run))
+    else:
+        show_repair(result, dry_run)
+    if dry_run or result.after is None:
+        return int(ExitCode.OK if dry_run else result.before.exit_code)
+    return int(result.after.exit_code)
+
+
+@click.command()
+@database_options
+def inspect(
+    migrations: Path,
+    database_url: str | None,
+    migrations_schema: str,
+    migrations_table: str,
+    as_json: bool,
+    retries: int,
+    require_ssl: bool,
+) -> int:
+    """Read-only: every table with its columns, types, row estimate and creating migration,
+    and the drift between the database and the migrations, both ways."""
+    from orchestrator.cli.console import print_json
+    from orchestrator.db.connect import check_url
+    from orchestrator.db.retry import call_with_retry
+    from orchestrator.drizzle.journal import read_journal
+    from orchestrator.inventory import inspect_database
+
+    url = check_url(database_url)
+    transport_check(url, require_ssl)
+    journal = read_journal(migrations)
+    inventory = call_with_retry(
+        lambda: inspect_database(url, journal, schema=migrations_schema, table=migrations_table),
+        retry_policy(retries),
+        on_retry=on_retry,
+    )
+    if as_json:
+        print_json(inventory.to_json())
+    else:
+        show_inventory(inventory)
+    return int(ExitCode.OK)
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def show_plan(result: Plan) -> None:
+    """The plan as a table, then the strategy, the reasons and the lint findings."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from orchestrator.analysis.markdown import objects_summary
+    from orchestrator.cli.console import out, print_lines
+
+    colours = {"safe": "green", "conditional": "yellow", "breaks": "red"}
+    risk_colours = {"LOW": "green", "MEDIUM": "yellow", "HIGH": "red"}
+    table = Table(title="Migration plan", title_justify="left")
+    for header in ("migration", "risk", "objects", "old code/new schema", "new code/old schema"):
+        table.add_column(header)
+    table.add_column("lint", justify="right")
+    for m in result.migrations:
+        errors = sum(f.severity == "error" for f in m.lint)
+        table.add_row(
+            Text(m.tag),
+            Text(m.risk.value, style=risk_colours[m.risk.value]),
+            Text(objects_summary(m)),
+            Text(m.old_code_on_new_schema.value, style=colours[m.old_code_on_new_schema.value]),
+            Text(m.new_code_on_old_schema.value, style=colours[m.new_code_on_old_schema.value]),
+            Text(f"{errors}E {len(m.lint) - errors}W" if m.lint else "-"),
+        )
+    if not result.migrations:
+        print_lines(["nothing pending: every migration is applied"])
+        return
+    out.print(table)
+    decision = result.strategy
+    lines = [f"strategy: {decision.strategy.label}: {decision.reason}"]
+    for m in result.migrations:
+        lines.append(f"{m.tag} ({m.risk.value}):")
+        lines.extend(f"  - {reason}" for reason in m.reasons)
+    print_lines(lines)
+    if result.lint:
+        show_lint(list(result.lint))
+
+
+def show_lint(findings: list[LintFinding]) -> None:
+    """One line per finding with its fix, then a count."""
+    from orchestrator.analysis.lint import rule_named
+    from orchestrator.cli.console import print_lines
+
+    lines = []
+    fixes_shown: set[str] = set()
+    for f in findings:
+        where = f"{f.tag}.sql" + (f":{f.statement}" if f.statement is not None else "")
+        lines.append(f"{where}: {f.severity} {f.rule}: {f.message}")
+        if f.rule not in fixes_shown:
+            fixes_shown.add(f.rule)
+            lines.append(f"    fix: {rule_named(f.rule).fix}")
+    errors = sum(f.severity == "error" for f in findings)
+    lines.append(f"{errors} error(s), {len(findings) - errors} warning(s)")
+    print_lines(lines)
+
+
+def show_repair_rows(plan: RepairPlan) -> None:
+    """The tracking rows repair inserts (or would insert)."""
+    from orchestrator.cli.console import print_lines
+
+    print_lines([f"  {row.tag}: hash {row.hash} created_at {row.created_at}" for row in plan.rows])
+
+
+def show_repair(result: RepairResult, dry_run: bool) -> None:
+    """What repair did (or would do), then the verdict after."""
+    from orchestrator.cli.console import print_lines
+
+    if not result.plan.rows:
+        print_lines(["nothing to repair: no migration is in state untracked_present"])
+        return
+    verb = "would insert" if dry_run else "inserted"
+    print_lines([f"{verb} {len(result.plan.rows)} tracking row(s):"])
+    show_repair_rows(result.plan)
+    if result.after is not None:
+        print_lines([f"status after repair: {result.after.status.value}"])
+
+
+def repair_json(result: RepairResult, dry_run: bool) -> dict[str, object]:
+    """The JSON document of ``repair --json``."""
+    return {
+        "dry_run": dry_run,
+        "rows": [row.__dict__ for row in result.plan.rows],
+        "inserted": [row.__dict__ for row in result.inserted],
+        "before": result.before.status.value,
+        "after": result.after.status.value if result.after is not None else None,
+    }
+
+
+def show_inventory(inventory: Inventory) -> None:
+    """Tables with their columns, then drift both ways."""
+    from orchestrator.cli.console import print_lines
+
+    lines = [f"database {inventory.database} (PostgreSQL {inventory.server_version})"]
+    for t in inventory.tables:
+        rows = (
+            "rows unknown (never analysed)" if t.row_estimate is None else f"~{t.row_estimate} rows"
+        )
+        creator = t.created_by or "no migration (drift)"
+        lines.append(f"{t.kind} {t.schema}.{t.name}: {rows}, created by {creator}")
+        for c in t.columns:
+            null = "NOT NULL" if c.not_null else "null"
+            default = " default" if c.has_default else ""
+            origin = c.created_by or "no migration"
+            lines.append(f"    {c.name:<32} {c.type} {null}{default}  [{origin}]")
+    lines.append("in the database but created by no migration:")
+    lines.extend(f"  - {d}" for d in inventory.drift or ["(none)"])
+    lines.append("created by a tracked migration but gone:")
+    lines.extend(f"  - {g.migration}: {g.object}" for g in inventory.gone)
+    if not inventory.gone:
+        lines.append("  - (none)")
+    print_lines(lines)

@@ -1,0 +1,251 @@
+"""``repair``: track migrations whose objects were applied by hand, exactly as drizzle would.
+
+The runbook's fix for "relation already exists": for each migration in state
+``untracked_present`` whose objects all exist *as its SQL defines them* (the column types
+the folder's SQL gives them), insert the tracking row drizzle's migrator would have written:
+``("hash", "created_at") = (SHA-256 of the file, the journal's when)``, in journal order.
+
+It refuses (and changes nothing) when any migration is ``partially_present`` or
+``tracked_missing``, when a file was edited after it was applied, or when a present object's
+type differs from the SQL: tracking rows would then hide a state only a person can fix.
+
+The write is one transaction that takes the migrator's advisory lock, creates the tracking
+table with drizzle's DDL if needed, re-reads the state under the lock, and inserts only if
+the rows are still those that were confirmed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from orchestrator.analysis.effects import analyse_migrations
+from orchestrator.db import runlock
+from orchestrator.db.connect import connect, describe
+from orchestrator.db.migrator import (
+    MIGRATION_LOCK_SQL,  # the very key the migrator locks, so repair and migrate never interleave
+    MigrateOptions,
+    create_tracking_sql,
+)
+from orchestrator.db.retry import is_transient
+from orchestrator.drizzle.journal import Journal
+from orchestrator.drizzle.objects import build_object_model
+from orchestrator.errors import DatabaseError, GuardError, PartialStateError, UsageError
+from orchestrator.inventory import CatalogInventory, query_catalog_inventory, read_catalog_inventory
+from orchestrator.validation import MigrationState, ValidationReport, Verdict, validate
+
+
+@dataclass(frozen=True)
+class RepairRow:
+    """A tracking row to insert: exactly what drizzle's migrator writes for ``tag``."""
+
+    tag: str
+    hash: str
+    created_at: int
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a migration blocks the repair."""
+
+    tag: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RepairPlan:
+    """The rows repair would insert, or why it refuses."""
+
+    rows: tuple[RepairRow, ...]
+    refusals: tuple[Refusal, ...]
+
+
+@dataclass(frozen=True)
+class RepairResult:
+    """The state before, the plan, what was inserted, and the state after (None: dry run)."""
+
+    before: ValidationReport
+    plan: RepairPlan
+    inserted: tuple[RepairRow, ...]
+    after: ValidationReport | None
+
+
+def type_mismatches(
+    journal: Journal,
+    report: ValidationReport,
+    column_types: Mapping[tuple[str, str, str], str],
+) -> dict[str, list[str]]:
+    """Per candidate tag, the columns whose catalog type differs from what the SQL defines.
+
+    The expected types are those the migrations present in the database (applied or
+    untracked_present) define, replayed in journal order, so a later applied type change is
+    accounted for.
+    """
+    present_states = (MigrationState.APPLIED, MigrationState.UNTRACKED_PRESENT)
+    present = {m.tag for m in report.migrations if m.state in present_states}
+    candidates = {m.tag for m in report.migrations if m.state is MigrationState.UNTRACKED_PRESENT}
+    analysis = analyse_migrations(
+        [(m.tag, m.statements) for m in journal.migrations if m.tag in present]
+    )
+    found: dict[str, list[str]] = {}
+    for (schema, table, column), spec in sorted(analysis.columns.items()):
+        if spec.defined_by not in candidates:
+            continue
+        actual = column_types.get((schema, table, column))
+        if actual is not None and actual != spec.type_name:
+            found.setdefault(str(spec.defined_by), []).append(
+                f"column {schema}.{table}.{column} is {actual}, the SQL defines {spec.type_name}"
+            )
+    return found
+
+
+def plan_repair(
+    journal: Journal,
+    report: ValidationReport,
+    column_types: Mapping[tuple[str, str, str], str],
+) -> RepairPlan:
+    """Which rows to insert, or the refusals (pure)."""
+    refusals: list[Refusal] = []
+    for status in report.migrations:
+        missing = ", ".join(status.missing_summary[:3]) or "its objects"
+        if status.state is MigrationState.PARTIALLY_PRESENT and status.tracked:
+            refusals.append(
+                Refusal(
+                    status.tag,
+                    f"{status.tag} is tracked but only partially present (missing {missing}): "
+                    "repair only adds tracking rows; restore the missing objects by hand "
+                    "(or from a backup)",
+                )
+            )
+        elif status.state is MigrationState.PARTIALLY_PRESENT:
+            refusals.append(
+                Refusal(
+                    status.tag,
+                    f"{status.tag} is partially present (missing {missing}): a tracking row "
+                    "would hide the missing objects and re-running it would fail on the "
+                    "present ones; finish or undo it by hand (or restore a backup)",
+                )
+            )
+        elif status.state is MigrationState.TRACKED_MISSING:
+            refusals.append(
+                Refusal(
+                    status.tag,
+                    f"{status.tag} is tracked but its objects are gone (missing {missing}): "
+                    "repair only adds tracking rows; restore the objects from a backup",
+                )
+            )
+    for finding in report.findings:
+        if finding.code == "edited_migration" and finding.migration:
+            refusals.append(
+                Refusal(
+                    finding.migration,
+                    f"{finding.migration}.sql was edited after it was applied: its old hash "
+                    "is tracked; decide by hand which version the database holds",
+                )
+            )
+    for tag, problems in type_mismatches(journal, report, column_types).items():
+        refusals.append(
+            Refusal(
+                tag,
+                f"{tag}'s objects exist but not as its SQL defines them: {'; '.join(problems)}",
+            )
+        )
+    if refusals:
+        return RepairPlan((), tuple(refusals))
+    by_tag = {m.tag: m for m in journal.migrations}
+    rows = tuple(
+        RepairRow(s.tag, by_tag[s.tag].hash, by_tag[s.tag].when)
+        for s in report.migrations
+        if s.state is MigrationState.UNTRACKED_PRESENT
+    )
+    return RepairPlan(rows, ())
+
+
+def _judge(journal: Journal, catalog: CatalogInventory) -> tuple[ValidationReport, RepairPlan]:
+    model = build_object_model([(m.tag, m.statements) for m in journal.migrations])
+    report = validate(journal, model, catalog.snapshot)
+    if report.status is Verdict.ERROR:
+        errors = [f.message for f in report.findings if f.severity == "error"]
+        raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
+    return report, plan_repair(journal, report, catalog.column_types())
+
+
+def _refuse(plan: RepairPlan) -> None:
+    if plan.refusals:
+        raise PartialStateError(
+            "refusing to repair, nothing was changed: " + "; ".join(r.reason for r in plan.refusals)
+        )
+
+
+def insert_rows(
+    conn: psycopg.Connection[Any], rows: Sequence[RepairRow], options: MigrateOptions
+) -> None:
+    """Insert tracking rows with drizzle's own statement (inside the caller's transaction)."""
+    insert = sql.SQL('insert into {}.{} ("hash", "created_at") values (%s, %s)').format(
+        sql.Identifier(options.schema), sql.Identifier(options.table)
+    )
+    for row in rows:
+        conn.execute(insert, (row.hash, row.created_at))
+
+
+def repair_database(
+    url: str,
+    journal: Journal,
+    options: MigrateOptions,
+    *,
+    confirm: Callable[[RepairPlan, ValidationReport], bool],
+    dry_run: bool = False,
+) -> RepairResult:
+    """Plan read-only, refuse unrepairable states, ask ``confirm``, insert in one transaction.
+
+    ``dry_run`` stops after the read-only plan. Raises :class:`PartialStateError` (exit 20)
+    on refusals, :class:`UsageError` when not confirmed, :class:`GuardError` when the state
+    changed between confirmation and the write, :class:`DatabaseError` on database trouble.
+    """
+    with connect(url) as conn:
+        catalog = read_catalog_inventory(conn, schema=options.schema, table=options.table)
+    before, plan = _judge(journal, catalog)
+    _refuse(plan)
+    if dry_run or not plan.rows:
+        return RepairResult(before, plan, (), None)
+    if not confirm(plan, before):
+        raise UsageError("repair not confirmed: nothing was changed")
+
+    run_lock = runlock.hold(
+        url,
+        schema=options.schema,
+        table=options.table,
+        owner=runlock.application_name(None, "repair"),
+    )  # never beside a deploy or migrate: refused at once (exit 2) naming the run
+    try:
+        with run_lock, connect(url) as conn, conn.transaction():
+            conn.execute(
+                sql.SQL("SET LOCAL lock_timeout = {}").format(
+                    sql.Literal(f"{int(options.lock_timeout * 1000)}ms")
+                )
+            )
+            conn.execute(MIGRATION_LOCK_SQL, (f"{options.schema}.{options.table}",))
+            for statement in create_tracking_sql(options.schema, options.table):
+                conn.execute(statement)
+            # Under the lock: the state may have moved since the read-only plan.
+            catalog = query_catalog_inventory(conn, schema=options.schema, table=options.table)
+            _, locked_plan = _judge(journal, catalog)
+            _refuse(locked_plan)
+            if locked_plan.rows != plan.rows:
+                raise GuardError(
+                    "the database changed since the repair was planned; nothing was changed: "
+                    "run repair again"
+                )
+            insert_rows(conn, plan.rows, options)
+    except psycopg.Error as exc:
+        raise DatabaseError(
+            f"repair failed, rolled back: {describe(exc)}", transient=is_transient(exc)
+        ) from exc
+    with connect(url) as conn:
+        after_catalog = read_catalog_inventory(conn, schema=options.schema, table=options.table)
+    after, _ = _judge(journal, after_catalog)
+    return RepairResult(before, plan, plan.rows, after)

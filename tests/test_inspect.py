@@ -1,0 +1,144 @@
+"""inspect against a real PostgreSQL: tables, columns, types, row estimates, the migration that
+created each, and drift both ways; one statement in a READ ONLY transaction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from orchestrator.cli import run
+from orchestrator.commands import migrate_database
+from orchestrator.db.connect import connect
+from orchestrator.db.migrator import MigrateOptions
+from orchestrator.db.retry import RetryPolicy
+from orchestrator.drizzle.journal import read_journal
+from orchestrator.errors import DatabaseError
+from orchestrator.inventory import inspect_database, read_catalog_inventory
+from orchestrator.testing.release import EXAMPLE_MIGRATIONS
+
+SCHEMA, TABLE = "drizzle", "__drizzle_migrations"
+
+
+def migrated(url: str) -> None:
+    migrate_database(
+        url,
+        read_journal(EXAMPLE_MIGRATIONS),
+        MigrateOptions(),
+        confirm=lambda _r: True,
+        retry=RetryPolicy.none(),
+    )
+
+
+def test_tables_columns_types_rows_and_creators(database_url: str) -> None:
+    migrated(database_url)
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO app_settings (key, value) SELECT g::text, '{}' "
+            "FROM generate_series(1, 40) g"
+        )
+        conn.execute("ANALYZE app_settings")
+    inventory = inspect_database(
+        database_url, read_journal(EXAMPLE_MIGRATIONS), schema=SCHEMA, table=TABLE
+    )
+    tables = {f"{t.schema}.{t.name}": t for t in inventory.tables}
+    assert f"{SCHEMA}.{TABLE}" not in tables  # the tracking table is not the app's
+    settings = tables["public.app_settings"]
+    assert settings.created_by == "0009_fat_kulan_gath"
+    assert settings.row_estimate == 40
+    assert tables["public.kb_articles"].row_estimate is None  # never analysed
+    columns = {c.name: c for c in tables["public.case_classifications"].columns}
+    assert columns["urgency"].type == "case_urgency"
+    assert columns["urgency"].not_null and columns["urgency"].has_default
+    assert columns["created_at"].type == "timestamp with time zone"
+    assert columns["id"].created_by == "0000_lonely_the_watchers"
+    assert columns["assigned_team"].created_by == "0004_dizzy_bloodaxe"
+    assert columns["service_offering"].created_by == "0011_cute_skin"
+    assert not columns["service_offering"].not_null
+    assert tables["public.cmdb_reconciliation_results"].created_by == "0010_new_colleen_wing"
+    assert len(tables["public.cmdb_reconciliation_results"].columns) == 20
+    assert inventory.drift == ()
+    assert inventory.gone == ()
+
+
+def test_drift_both_ways(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    migrated(database_url)
+    with psycopg.connect(database_url) as conn:
+        conn.execute("CREATE TABLE hand_made (id int PRIMARY KEY, note text)")
+        conn.execute("ALTER TABLE app_settings ADD COLUMN sneaky int")
+        conn.execute("DROP INDEX cmdb_reconciliation_results_status_idx")
+        conn.execute("ALTER TABLE case_classifications DROP COLUMN reasoning")
+    inventory = inspect_database(
+        database_url, read_journal(EXAMPLE_MIGRATIONS), schema=SCHEMA, table=TABLE
+    )
+    assert inventory.drift == (
+        "table public.hand_made (and its 3 columns/constraints)",
+        "column public.app_settings.sneaky",
+    )
+    assert {(g.migration, g.object) for g in inventory.gone} == {
+        ("0010_new_colleen_wing", "index public.cmdb_reconciliation_results_status_idx"),
+        ("0004_dizzy_bloodaxe", "column public.case_classifications.reasoning"),
+    }
+    hand_made = next(t for t in inventory.tables if t.name == "hand_made")
+    assert hand_made.created_by is None
+
+    code = run(
+        [
+            "inspect",
+            "--database-url",
+            database_url,
+            "--migrations",
+            str(EXAMPLE_MIGRATIONS),
+            "--json",
+        ]
+    )
+    document = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert document["drift"] == list(inventory.drift)
+    assert len(document["gone"]) == 2
+    code = run(["inspect", "--database-url", database_url, "--migrations", str(EXAMPLE_MIGRATIONS)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "table public.hand_made: rows unknown (never analysed), created by no migration" in out
+    assert "0010_new_colleen_wing: index public.cmdb_reconciliation_results_status_idx" in out
+
+
+def test_untracked_migrations_objects_are_not_reported_gone(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Nothing applied: every table is "missing", but no migration ran, so nothing is gone.
+    inventory = inspect_database(
+        database_url, read_journal(EXAMPLE_MIGRATIONS), schema=SCHEMA, table=TABLE
+    )
+    assert inventory.tables == () and inventory.gone == () and inventory.drift == ()
+
+
+def test_the_read_restores_the_connection(database_url: str) -> None:
+    migrated(database_url)
+    with connect(database_url) as conn:
+        before = conn.read_only
+        catalog = read_catalog_inventory(conn, schema=SCHEMA, table=TABLE)
+        assert conn.read_only == before  # restored
+        assert catalog.snapshot.tracking_present and len(catalog.snapshot.tracking_rows) == 12
+
+
+def test_unreachable_database(capsys: pytest.CaptureFixture[str]) -> None:
+    url = "postgresql://nobody:secret@127.0.0.1:1/none?connect_timeout=1"
+    with pytest.raises(DatabaseError):
+        inspect_database(url, read_journal(EXAMPLE_MIGRATIONS), schema=SCHEMA, table=TABLE)
+    code = run(
+        [
+            "inspect",
+            "--database-url",
+            url,
+            "--migrations",
+            str(EXAMPLE_MIGRATIONS),
+            "--retries",
+            "1",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 30
+    assert "secret" not in err
