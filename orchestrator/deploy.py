@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,28 +144,21 @@ def _with_pause_point(
 
 
 @contextmanager
-def hold_database(playbook: Playbook, url: str, run_id: str) -> Iterator[None]:
+def hold_database(playbook: Playbook, url: str, run_id: str) -> Iterator[runlock.RunLock]:
     """One deploy at a time: hold the database's run lock for the ``with`` block.
 
     Refused at once (exit 2, naming the holder) if another run or migrate holds it; a
     transient connection failure is retried with the playbook's policy.
     """
     spec = playbook.migrations
-
-    def take() -> ExitStack:
-        stack = ExitStack()
-        stack.enter_context(
-            runlock.hold(
-                url,
-                schema=spec.schema_,
-                table=spec.table,
-                owner=runlock.application_name(run_id),
-            )
-        )
-        return stack
-
-    with call_with_retry(take, retry_policy(playbook)):
-        yield
+    lock = runlock.RunLock(
+        url, schema=spec.schema_, table=spec.table, owner=runlock.application_name(run_id)
+    )
+    call_with_retry(lock.acquire, retry_policy(playbook))
+    try:
+        yield lock
+    finally:
+        lock.release()
 
 
 def check_release(playbook: Playbook) -> None:
@@ -197,11 +190,11 @@ def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> Run
     store.check_writable()
     run_id = new_run_id()
     url = with_application_name(url, runlock.application_name(run_id))
-    with hold_database(playbook, url, run_id):
+    with hold_database(playbook, url, run_id) as lock:
         record = RunRecord(run_id=run_id, playbook=str(playbook.path), name=playbook.name)
         store.create(record)
         with store.lock(run_id):
-            return drive(playbook, record, store, url, interaction, resumed=False)
+            return drive(playbook, record, store, url, interaction, resumed=False, lock=lock)
 
 
 def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> RunRecord:
@@ -223,7 +216,7 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
         # We hold the run's file lock, so no live process drives it: a session still named
         # after the run belongs to a killed process and only holds locks we need.
         orphans = runlock.end_orphan_sessions(url, name)
-        with hold_database(playbook, url, record.run_id):
+        with hold_database(playbook, url, record.run_id) as lock:
             now = observe(playbook, record, url)
             reasons = changes_since(record, now) if now is not None else []
             if reasons:
@@ -232,7 +225,16 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
                 raise UsageError(
                     f"run {record.run_id} cannot resume, the world moved: " + "; ".join(reasons)
                 )
-            return drive(playbook, record, store, url, interaction, resumed=True, orphans=orphans)
+            return drive(
+                playbook,
+                record,
+                store,
+                url,
+                interaction,
+                resumed=True,
+                orphans=orphans,
+                lock=lock,
+            )
 
 
 def drive(
@@ -244,12 +246,14 @@ def drive(
     *,
     resumed: bool,
     orphans: list[int] | None = None,
+    lock: runlock.RunLock | None = None,
 ) -> RunRecord:
     """Walk the machine from the record's state until it succeeds, halts or fails.
 
     The caller holds the run's lock and the database's run lock.
     """
     with open_run(playbook, record, store, url, interaction) as ctx:
+        ctx.database_lock = lock
         log = ctx.log
         if resumed and record.state not in TERMINAL:
             # The record says the run was live, yet nobody held its lock: its process died
@@ -314,10 +318,23 @@ def _run_step(ctx: RunContext, step: Step) -> None:
     if outcome is not None:
         ctx.log.info("step_already_done", step=step.name, outcome=outcome)
     else:
+        _ensure_database_lock(ctx)
         outcome = step.run(ctx)
     ctx.record.steps[step.name] = outcome
     ctx.store.save(ctx.record)
     ctx.log.info("step_end", step=step.name, outcome=outcome)
+
+
+def _ensure_database_lock(ctx: RunContext) -> None:
+    """Before a step acts: the run still holds the database (a restart drops the lock)."""
+    lock = ctx.database_lock
+    if lock is None:
+        return
+    try:
+        if call_with_retry(lock.ensure, ctx.retry, on_retry=ctx.on_retry):
+            ctx.log.warning("run_lock_reacquired", reason="its session had ended")
+    except runlock.DatabaseBusy as exc:
+        raise GuardError(f"the run lost its database lock and cannot take it back: {exc}") from None
 
 
 def _record_transition(

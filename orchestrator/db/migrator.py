@@ -20,6 +20,7 @@ Where we differ, on purpose:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -107,7 +108,7 @@ def apply_pending(
     everything back and raises :class:`MigrationFailed` (or :class:`DatabaseError` when the
     connection itself failed, with ``transient`` set).
     """
-    with _translated_errors() as where, conn.transaction():
+    with _translated_errors(conn) as where, conn.transaction():
         return _apply(conn, journal, options, on_migration, where, rehearsal=False)
 
 
@@ -136,7 +137,7 @@ def rehearse_pending(
     new schema. Tracking rows are inserted with explicit ids so that the rollback leaves the
     tracking table's id sequence untouched. Failures raise like :func:`apply_pending`.
     """
-    with _translated_errors() as where, conn.transaction():
+    with _translated_errors(conn) as where, conn.transaction():
         applied = _apply(conn, journal, options, on_migration, where, rehearsal=True)
         row = conn.execute(
             SNAPSHOT_QUERY, {"schema": options.schema, "table": options.table}
@@ -212,8 +213,11 @@ def _apply(
 
 
 @contextmanager
-def _translated_errors() -> Iterator[_Position]:
-    """psycopg errors of the migration transaction as our typed errors, naming the statement."""
+def _translated_errors(conn: psycopg.Connection[Any]) -> Iterator[_Position]:
+    """psycopg errors of the migration transaction as our typed errors, naming the statement.
+
+    A lock timeout also names the sessions holding locks on the statement's tables.
+    """
     where = _Position()
     try:
         yield where
@@ -229,14 +233,62 @@ def _translated_errors() -> Iterator[_Position]:
                 f"connection lost during migration{at}: {describe(exc)}; rolled back",
                 transient=True,
             ) from exc
+        blockers = ""
+        if exc.sqlstate == LOCK_NOT_AVAILABLE and where.text:
+            blockers = lock_holders(conn, relations_in(where.text))
         raise MigrationFailed(
             current.tag if current else None,
             f"migration failed{at}: {describe(exc)}"
             + (f" [{exc.sqlstate}]" if exc.sqlstate else "")
+            + (f"; {blockers}" if blockers else "")
             + "; the transaction was rolled back, nothing was applied",
             sqlstate=exc.sqlstate,
             statement=where.statement if current else None,
         ) from exc
+
+
+LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout fired
+
+# The tables a DDL statement has to lock: ALTER TABLE x, CREATE INDEX ... ON x, REFERENCES x...
+_RELATION = re.compile(
+    r"\b(?:ALTER\s+TABLE|DROP\s+TABLE|TRUNCATE|LOCK\s+TABLE|ON|REFERENCES|INTO|UPDATE)\s+"
+    r"(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?((?:\"[^\"]+\"|\w+)(?:\.(?:\"[^\"]+\"|\w+))?)",
+    re.IGNORECASE,
+)
+
+_NOT_RELATIONS = frozenset({"DELETE", "UPDATE", "CASCADE", "RESTRICT", "NO", "SET", "COMMIT"})
+
+_HOLDERS_SQL = """
+SELECT l.pid, l.mode, coalesce(a.application_name, ''), coalesce(a.state, ''), c.relname
+  FROM pg_locks l
+  JOIN pg_class c ON c.oid = l.relation
+  JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE l.granted AND l.pid <> pg_backend_pid()
+   AND l.relation IN (SELECT to_regclass(n) FROM unnest(%s::text[]) AS n)
+ ORDER BY l.pid
+"""
+
+
+def relations_in(statement: str) -> list[str]:
+    """The table names a statement locks, as written (pure, best effort)."""
+    names = (m.group(1) for m in _RELATION.finditer(statement))
+    return list(dict.fromkeys(n for n in names if n.upper() not in _NOT_RELATIONS))
+
+
+def lock_holders(conn: psycopg.Connection[Any], relations: list[str]) -> str:
+    """Who holds locks on ``relations``, in one line ("" if nobody or unknown)."""
+    if not relations:
+        return ""
+    try:
+        rows = conn.execute(_HOLDERS_SQL, (relations,)).fetchall()
+    except psycopg.Error:
+        return ""  # best effort: the error message stands without it
+    held = [
+        f"pid {pid} ({app or 'no application_name'}, {state or 'unknown state'}) "
+        f"holds {mode} on {rel}"
+        for pid, mode, app, state, rel in rows
+    ]
+    return "blocked by " + "; ".join(held[:3]) if held else ""
 
 
 def _excerpt(statement: str, limit: int = 60) -> str:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,31 +81,75 @@ class DatabaseBusy(UsageError):
     """Another deploy or migrate holds the database: refused before anything changed."""
 
 
-@contextmanager
-def hold(url: str, *, schema: str, table: str, owner: str) -> Iterator[psycopg.Connection[Any]]:
-    """Hold the run lock for the ``with`` block on a dedicated connection named ``owner``.
+class RunLock:
+    """The run lock on a dedicated connection: acquire, check it is still held, release.
 
-    Raises :class:`DatabaseBusy` (exit 2) at once if another session holds it, naming the run;
-    :class:`DatabaseError` if the database cannot be reached.
+    A server restart or a dropped connection ends the session and with it the lock, without
+    telling us; :meth:`ensure` notices and takes the lock again before the next step acts.
     """
-    key = lock_key(schema, table)
-    conn = connect(url, autocommit=True, application_name=owner)
-    try:
+
+    def __init__(self, url: str, *, schema: str, table: str, owner: str) -> None:
+        self.url = url
+        self.schema = schema
+        self.table = table
+        self.owner = owner
+        self.key = lock_key(schema, table)
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def acquire(self) -> None:
+        """Take the lock; :class:`DatabaseBusy` (exit 2) at once if another session holds it."""
+        self.release()
+        conn = connect(self.url, autocommit=True, application_name=self.owner)
         try:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
             if not (row and row[0]):
-                holder = find_holder(conn, key)
+                holder = find_holder(conn, self.key)
                 raise DatabaseBusy(
-                    f"another deploy or migrate holds {schema}.{table}: "
+                    f"another deploy or migrate holds {self.schema}.{self.table}: "
                     f"{holder.describe() if holder else 'a session that just ended; retry'}"
                 )
         except psycopg.Error as exc:
+            conn.close()
             raise DatabaseError(
                 f"cannot take the run lock: {describe(exc)}", transient=is_transient(exc)
             ) from exc
-        yield conn
-    finally:
-        conn.close()  # ending the session releases the lock
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def ensure(self) -> bool:
+        """Check the lock's session is alive; if not, take the lock again. True if re-taken."""
+        if self._conn is not None and not self._conn.closed:
+            try:
+                self._conn.execute("SELECT 1")
+                return False
+            except psycopg.Error:
+                pass  # the session is gone, and the lock with it
+        self.acquire()
+        return True
+
+    def release(self) -> None:
+        """Let go (ending the session releases the lock)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def hold(url: str, *, schema: str, table: str, owner: str) -> RunLock:
+    """The run lock as a context manager: ``with hold(url, ...):`` holds it for the block.
+
+    Raises :class:`DatabaseBusy` (exit 2) at once if another session holds it, naming the
+    run; :class:`DatabaseError` if the database cannot be reached.
+    """
+    return RunLock(url, schema=schema, table=table, owner=owner)
 
 
 def find_holder(conn: psycopg.Connection[Any], key: int) -> Holder | None:

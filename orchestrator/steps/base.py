@@ -21,6 +21,7 @@ from structlog.typing import FilteringBoundLogger
 
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
+from orchestrator.db.runlock import RunLock
 from orchestrator.drizzle.journal import Journal, parse_journal
 from orchestrator.errors import UsageError
 from orchestrator.gitrepo import open_repo, read_files_at
@@ -78,6 +79,7 @@ class RunContext:
     backup_confirmed: bool = False  # --backup-confirmed: the operator vouches for a backup
     ask: Callable[[str], bool] | None = None  # a human at a terminal, None without one
     on_progress: Callable[[str], None] = lambda _line: None
+    database_lock: RunLock | None = None  # the run lock, held by the engine
     _repo: git.Repo | None = field(default=None, repr=False)
     _journal: Journal | None = field(default=None, repr=False)
 
