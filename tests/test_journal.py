@@ -10,6 +10,8 @@ import pytest
 
 from orchestrator.drizzle.journal import (
     BREAKPOINT,
+    decode_sql,
+    hash_sql,
     parse_journal,
     read_journal,
     split_statements,
@@ -49,8 +51,14 @@ def write_folder(root: Path, entries: list[dict[str, object]], files: dict[str, 
     return root
 
 
-def test_hash_is_over_the_raw_text_crlf_and_bom_included(tmp_path: Path) -> None:
+def test_hash_is_over_the_raw_text_crlf_and_bom_included() -> None:
     raw = b"\xef\xbb\xbfCREATE TABLE a (x int);\r\n--> statement-breakpoint\r\nSELECT 1;\r\n"
+    # drizzle hashes the file's text as read, byte-order mark and CRLF included.
+    assert hash_sql(decode_sql(raw)) == hashlib.sha256(raw).hexdigest()
+
+
+def test_crlf_files_are_read_and_split(tmp_path: Path) -> None:
+    raw = b"CREATE TABLE a (x int);\r\n--> statement-breakpoint\r\nSELECT 1;\r\n"
     folder = write_folder(
         tmp_path / "m",
         [{"idx": 0, "when": 1, "tag": "0000_a", "breakpoints": True}],
@@ -61,14 +69,24 @@ def test_hash_is_over_the_raw_text_crlf_and_bom_included(tmp_path: Path) -> None
     assert len(m.statements) == 2
 
 
-def test_invalid_utf8_is_replaced_like_node_does(tmp_path: Path) -> None:
-    raw = b"SELECT '\xff';"
+def test_a_byte_order_mark_is_refused(tmp_path: Path) -> None:
+    raw = b"\xef\xbb\xbfCREATE TABLE a (x int);\n"
     folder = write_folder(
         tmp_path / "m", [{"idx": 0, "when": 1, "tag": "0000_a"}], {"0000_a.sql": raw}
     )
-    m = read_journal(folder).migrations[0]
+    with pytest.raises(UsageError, match="byte-order mark"):
+        read_journal(folder)
+
+
+def test_invalid_utf8_hashes_like_node_but_is_refused(tmp_path: Path) -> None:
+    raw = b"SELECT '\xff';"
     # Buffer.toString() turns the bad byte into U+FFFD, whose UTF-8 form is what gets hashed.
-    assert m.hash == hashlib.sha256("SELECT '\ufffd';".encode()).hexdigest()
+    assert hash_sql(decode_sql(raw)) == hashlib.sha256("SELECT '\ufffd';".encode()).hexdigest()
+    folder = write_folder(
+        tmp_path / "m", [{"idx": 0, "when": 1, "tag": "0000_a"}], {"0000_a.sql": raw}
+    )
+    with pytest.raises(UsageError, match="not UTF-8"):
+        read_journal(folder)  # drizzle would run the altered text: we refuse it
 
 
 def test_parse_from_a_mapping_equals_reading_from_disk() -> None:

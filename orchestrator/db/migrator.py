@@ -107,9 +107,33 @@ def apply_pending(
     Returns what was applied (empty when nothing was pending). A failing statement rolls
     everything back and raises :class:`MigrationFailed` (or :class:`DatabaseError` when the
     connection itself failed, with ``transient`` set).
+
+    Each migration goes to the server as one message (its statements and its tracking row),
+    so a release costs one round trip per migration rather than one per statement. When one
+    fails, the server does not say which of its statements did: the release is then replayed
+    statement by statement in a transaction that is rolled back, to name it.
     """
-    with _translated_errors(conn) as where, conn.transaction():
-        return _apply(conn, journal, options, on_migration, where, rehearsal=False)
+    try:
+        with _translated_errors(conn) as where, conn.transaction():
+            return _apply(conn, journal, options, on_migration, where, rehearsal=False)
+    except MigrationFailed as exc:
+        if exc.tag is None or exc.statement is not None:
+            raise
+        raise _locate(conn, journal, options, exc) from exc
+
+
+def _locate(
+    conn: psycopg.Connection[Any], journal: Journal, options: MigrateOptions, exc: MigrationFailed
+) -> MigrationFailed:
+    """The same failure, naming its statement, found by a rolled-back replay (best effort)."""
+    try:
+        rehearse_pending(conn, journal, options)
+    except MigrationFailed as located:
+        if located.tag == exc.tag and located.statement is not None:
+            return located
+    except DatabaseError:
+        pass
+    return exc
 
 
 @dataclass(frozen=True)
@@ -171,42 +195,50 @@ def _apply(
     """The body of the migration transaction (the caller opens and ends it)."""
     schema, table = sql.Identifier(options.schema), sql.Identifier(options.table)
     applied: list[AppliedMigration] = []
-    conn.execute(
+    # Timeouts, the advisory lock and drizzle's DDL for the tracking table: one message.
+    setup = [
         sql.SQL("SET LOCAL lock_timeout = {}").format(
             sql.Literal(f"{int(options.lock_timeout * 1000)}ms")
-        )
-    )
-    conn.execute(
+        ),
         sql.SQL("SET LOCAL statement_timeout = {}").format(
             sql.Literal(f"{int(options.statement_timeout * 1000)}ms")
-        )
-    )
-    conn.execute(MIGRATION_LOCK_SQL, (f"{options.schema}.{options.table}",))
-    for statement in create_tracking_sql(options.schema, options.table):
-        conn.execute(statement)
+        ),
+        sql.SQL(MIGRATION_LOCK_SQL.replace("%s", "{}")).format(
+            sql.Literal(f"{options.schema}.{options.table}")
+        ),
+        *create_tracking_sql(options.schema, options.table),
+    ]
+    conn.execute(sql.SQL(";\n").join(setup).as_bytes(conn))
     rows = conn.execute(sql.SQL("SELECT hash FROM {}.{}").format(schema, table))
     tracked = frozenset(row[0] for row in rows.fetchall())
     if rehearsal:
         # An explicit id: nextval() is not transactional, and a rehearsal leaves no trace.
         insert = sql.SQL(
             'insert into {t} ("id", "hash", "created_at") '
-            "values ((select coalesce(max(id), 0) + 1 from {t}), %s, %s)"
-        ).format(t=sql.SQL("{}.{}").format(schema, table))
-    else:
-        insert = sql.SQL('insert into {}.{} ("hash", "created_at") values (%s, %s)').format(
-            schema, table
+            "values ((select coalesce(max(id), 0) + 1 from {t}), {h}, {c})"
         )
+    else:
+        insert = sql.SQL('insert into {t} ("hash", "created_at") values ({h}, {c})')
+    target = sql.SQL("{}.{}").format(schema, table)
     for migration in pending_migrations(journal, tracked):
         where.migration = migration
         if on_migration is not None:
             on_migration(migration)
-        number = 0
-        for piece in migration.statements:
-            if piece.strip():
-                number += 1
+        pieces = [piece for piece in migration.statements if piece.strip()]
+        row = insert.format(
+            t=target, h=sql.Literal(migration.hash), c=sql.Literal(migration.when)
+        ).as_bytes(conn)
+        if rehearsal:
+            # One statement per message, so a failure names its statement.
+            for number, piece in enumerate(pieces, 1):
                 where.statement, where.text = number, piece
                 conn.execute(piece.encode("utf-8"))
-        conn.execute(insert, (migration.hash, migration.when))
+            where.statement, where.text = 0, ""
+            conn.execute(row)
+        else:
+            # The simple-query protocol runs several statements from one message, each under
+            # its own statement_timeout (PostgreSQL 13+); the newline ends a trailing comment.
+            conn.execute(b"\n;\n".join([p.encode("utf-8") for p in pieces] + [row]))
         applied.append(AppliedMigration(migration.tag, migration.hash, migration.when))
     where.migration = None
     return applied
@@ -223,11 +255,12 @@ def _translated_errors(conn: psycopg.Connection[Any]) -> Iterator[_Position]:
         yield where
     except psycopg.Error as exc:
         current = where.migration
-        at = (
-            f" in {current.tag}, statement {where.statement} ({_excerpt(where.text)})"
-            if current is not None
-            else ""
-        )
+        if current is None:
+            at = ""
+        elif where.statement:
+            at = f" in {current.tag}, statement {where.statement} ({_excerpt(where.text)})"
+        else:
+            at = f" in {current.tag}"
         if is_transient(exc):
             raise DatabaseError(
                 f"connection lost during migration{at}: {describe(exc)}; rolled back",
@@ -243,7 +276,7 @@ def _translated_errors(conn: psycopg.Connection[Any]) -> Iterator[_Position]:
             + (f"; {blockers}" if blockers else "")
             + "; the transaction was rolled back, nothing was applied",
             sqlstate=exc.sqlstate,
-            statement=where.statement if current else None,
+            statement=where.statement if current and where.statement else None,
         ) from exc
 
 

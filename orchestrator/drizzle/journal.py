@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,9 @@ from orchestrator.errors import UsageError
 
 JOURNAL_PATH = "meta/_journal.json"
 BREAKPOINT = "--> statement-breakpoint"
+# The file names drizzle-kit gives migrations: a .sql file named like this but absent from
+# the journal is a migration drizzle would never apply (a journal entry lost in a merge).
+MIGRATION_FILE = re.compile(r"^\d{4}_[^/]*\.sql$")
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,10 @@ def read_journal(folder: Path) -> Journal:
         sql_file = folder / f"{tag}.sql"
         if sql_file.is_file():
             files[f"{tag}.sql"] = _read_bytes(sql_file)
+    for sql_file in folder.glob("*.sql"):
+        # Only the name matters for files outside the journal (see unjournaled_files).
+        if sql_file.name not in files and MIGRATION_FILE.match(sql_file.name):
+            files[sql_file.name] = b""
     return parse_journal(files, origin=str(folder))
 
 
@@ -102,10 +110,12 @@ def parse_journal(files: Mapping[str, bytes], *, origin: str) -> Journal:
 
     migrations: list[Migration] = []
     seen: set[str] = set()
+    idx_owner: dict[int, str] = {}
     for position, entry in enumerate(_entries(document, journal_name)):
         where = f"{journal_name}: entry {position}"
         tag = entry.get("tag")
         when = entry.get("when")
+        idx = entry.get("idx", position)
         if not isinstance(tag, str) or not tag or "/" in tag or tag.startswith("."):
             raise UsageError(f"{where}: 'tag' must be a file name, got {tag!r}")
         if isinstance(when, bool) or not isinstance(when, int) or when < 0:
@@ -115,10 +125,20 @@ def parse_journal(files: Mapping[str, bytes], *, origin: str) -> Journal:
         if tag in seen:
             raise UsageError(f"{where}: tag {tag!r} appears twice in the journal")
         seen.add(tag)
+        if isinstance(idx, bool) or not isinstance(idx, int) or idx < 0:
+            raise UsageError(f"{where} ({tag}): 'idx' must be a non-negative integer, got {idx!r}")
+        if idx in idx_owner:
+            # Two branches each generated migration number idx: a merge to redo, not to run.
+            raise UsageError(
+                f"{where} ({tag}): idx {idx} is also {idx_owner[idx]}'s; two migrations were "
+                "generated from the same base: regenerate one of them"
+            )
+        idx_owner[idx] = tag
         raw = files.get(f"{tag}.sql")
         if raw is None:
             raise UsageError(f"{origin}: journal entry {tag!r} has no file {tag}.sql")
         text = decode_sql(raw)
+        check_sql(raw, text, f"{origin}/{tag}.sql")
         migrations.append(
             Migration(
                 idx=position,
@@ -131,7 +151,99 @@ def parse_journal(files: Mapping[str, bytes], *, origin: str) -> Journal:
         )
     if not migrations:
         raise UsageError(f"{journal_name}: the journal has no entries")
+    orphans = unjournaled_files(files, seen)
+    if orphans:
+        raise UsageError(
+            f"{origin}: {orphans[0]} has no journal entry, so drizzle would never apply it "
+            "(add its entry to meta/_journal.json or remove the file)"
+        )
     return Journal(origin=origin, dialect=dialect, migrations=tuple(migrations))
+
+
+def unjournaled_files(files: Mapping[str, bytes], tags: set[str]) -> list[str]:
+    """Files named like drizzle migrations (``0009_x.sql``) that no journal entry names.
+
+    Only numbers up to the journal's highest count: a file among the journal's migrations
+    without an entry is one lost in a merge (two branches' 0009s, one journal line kept).
+    Files numbered past the journal's end are left alone (a journal cut short on purpose).
+    """
+    numbers = [int(tag[:4]) for tag in tags if tag[:4].isdigit()]
+    highest = max(numbers, default=-1)
+    return sorted(
+        name
+        for name in files
+        if MIGRATION_FILE.match(name)
+        and name.removesuffix(".sql") not in tags
+        and int(name[:4]) <= highest
+    )
+
+
+def check_sql(raw: bytes, text: str, name: str) -> None:
+    """Refuse a migration file drizzle would run other than as written. Bad input: UsageError.
+
+    - bytes that are not UTF-8: drizzle replaces them by U+FFFD and runs the altered text;
+    - a leading byte-order mark: drizzle sends it along and the server rejects it;
+    - a statement PostgreSQL's own parser (pglast) rejects: the server would fail on it
+      halfway through the migration transaction;
+    - a ``--> statement-breakpoint`` inside a statement: drizzle would send the halves as
+      two statements (diagnosed when the halves rejoined do parse).
+    """
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise UsageError(
+            f"{name}:{line}: not UTF-8 text (byte {exc.start}); drizzle would replace it "
+            "with U+FFFD and run the altered SQL: save the file as UTF-8"
+        ) from None
+    if text.startswith("\ufeff"):
+        raise UsageError(
+            f"{name}:1: starts with a byte-order mark, which PostgreSQL rejects as SQL: "
+            "save the file as UTF-8 without BOM"
+        )
+    problem = sql_problem(text)
+    if problem is not None:
+        raise UsageError(f"{name}:{problem}")
+
+
+def sql_problem(text: str) -> str | None:
+    """``"<line>: <problem>"`` for the first statement of ``text`` that cannot run, else None."""
+    from pglast import parser  # imported here: reading a journal must not cost pglast's import
+
+    pieces = split_statements(text)
+    start_line = 1
+    for number, piece in enumerate(pieces, start=1):
+        try:
+            parser.parse_sql_json(piece)  # a syntax check only: no Python tree to build
+        except parser.ParseError as exc:
+            message, index = _parse_error(exc)
+            line = start_line + piece[:index].count("\n")
+            if number < len(pieces) and _parses(piece + pieces[number]):
+                return (
+                    f"{start_line + piece.count(chr(10))}: a {BREAKPOINT} splits statement "
+                    f"{number} in two; drizzle would run each half alone"
+                )
+            return f"{line}: statement {number} does not parse: {message}"
+        start_line += piece.count("\n")
+    return None
+
+
+def _parses(text: str) -> bool:
+    from pglast import parser
+
+    try:
+        parser.parse_sql_json(text)
+    except parser.ParseError:
+        return False
+    return True
+
+
+def _parse_error(exc: Exception) -> tuple[str, int]:
+    """pglast's message (one line) and the character index it points at (0 if unknown)."""
+    args = exc.args
+    message = " ".join(str(args[0] if args else exc).split())
+    index = args[1] if len(args) > 1 and isinstance(args[1], int) else 0
+    return message, max(index, 0)
 
 
 def _read_bytes(path: Path) -> bytes:
