@@ -19,7 +19,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from orchestrator.audit import AuditTrail
 from orchestrator.db import runlock
-from orchestrator.db.connect import check_url, with_application_name
+from orchestrator.db.connect import check_ssl, check_url, secret_values, with_application_name
 from orchestrator.db.migrator import MigrationFailed
 from orchestrator.db.retry import call_with_retry
 from orchestrator.errors import (
@@ -63,6 +63,7 @@ class Interaction:
     console: ConsoleCallback | None = None
     on_progress: Callable[[str], None] = lambda _line: None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    warn: Callable[[str], None] = lambda _message: None  # e.g. a remote host without TLS
 
 
 def database_url(playbook: Playbook, environ: Mapping[str, str]) -> str:
@@ -72,6 +73,11 @@ def database_url(playbook: Playbook, environ: Mapping[str, str]) -> str:
     if not url:
         raise UsageError(f"${name} is not set: it must hold the production connection string")
     return check_url(url)
+
+
+def transport_warning(playbook: Playbook, url: str, environ: Mapping[str, str]) -> str | None:
+    """A warning for a remote host without TLS; UsageError if the playbook requires TLS."""
+    return check_ssl(url, require_ssl=playbook.database.require_ssl, environ=environ)
 
 
 def check_backup_attestation(playbook: Playbook, interaction: Interaction) -> None:
@@ -104,7 +110,7 @@ def open_run(
     with AuditTrail(
         store.audit_path(record.run_id),
         run_id=record.run_id,
-        secrets=_secrets(url),
+        secrets=[*_secrets(url), *secret_values(interaction.environ)],
         console=console,
     ) as trail:
         yield RunContext(
@@ -185,9 +191,12 @@ def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> Run
     """
     playbook = load_playbook(playbook_path)
     url = database_url(playbook, interaction.environ)
+    warning = transport_warning(playbook, url, interaction.environ)
     check_release(playbook)
     check_backup_attestation(playbook, interaction)
     store.check_writable()
+    if warning:
+        interaction.warn(warning)
     run_id = new_run_id()
     url = with_application_name(url, runlock.application_name(run_id))
     with hold_database(playbook, url, run_id) as lock:
@@ -211,7 +220,11 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
         raise UsageError(f"run {record.run_id} was rolled back: start a new deploy instead")
     playbook = load_playbook(Path(record.playbook))
     name = runlock.application_name(record.run_id)
-    url = with_application_name(database_url(playbook, interaction.environ), name)
+    plain_url = database_url(playbook, interaction.environ)
+    warning = transport_warning(playbook, plain_url, interaction.environ)
+    if warning:
+        interaction.warn(warning)
+    url = with_application_name(plain_url, name)
     with store.lock(record.run_id):
         # We hold the run's file lock, so no live process drives it: a session still named
         # after the run belongs to a killed process and only holds locks we need.

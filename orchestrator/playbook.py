@@ -150,6 +150,8 @@ class DatabaseSpec(_Spec):
     """Where the connection string comes from. Never the URL itself: it may hold a password."""
 
     url_env: str = "DATABASE_URL"
+    # A remote host without sslmode=require (or stronger) is refused rather than warned about.
+    require_ssl: Annotated[bool, Field(strict=True)] = False
 
     @field_validator("url_env")
     @classmethod

@@ -33,11 +33,12 @@ from orchestrator.commands import validate_database
 from orchestrator.db import runlock
 from orchestrator.db.connect import connect, with_application_name
 from orchestrator.db.migrator import MigrationFailed, rehearse_pending
-from orchestrator.deploy import database_url
+from orchestrator.deploy import database_url, transport_warning
 from orchestrator.drizzle.journal import Journal, Migration, parse_journal
 from orchestrator.drizzle.objects import build_object_model
-from orchestrator.errors import DatabaseError, ExitCode, GuardError
+from orchestrator.errors import DatabaseError, ExitCode, GuardError, UsageError
 from orchestrator.gitrepo import (
+    MissingBranch,
     TrialMerge,
     open_repo,
     read_files_at,
@@ -73,6 +74,7 @@ class DryRun:
     report: ValidationReport | None = None  # the database now
     predicted: ValidationReport | None = None  # after the migrations, as rehearsed
     merge: TrialMerge | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def step(self, name: str, summary: str, details: list[str] | None = None) -> None:
         """Record a step that would go ahead."""
@@ -99,6 +101,16 @@ class DryRun:
         return f"the deploy would HALT at {halted.name} (exit {int(self.exit_code)})"
 
     @property
+    def halt_line(self) -> str | None:
+        """One line saying where and why the deploy would halt (None if it would not)."""
+        halted = next((s for s in self.steps if s.status == "would_halt"), None)
+        if halted is None:
+            return None
+        return (
+            f"the deploy would halt at {halted.name} (exit {int(self.exit_code)}): {halted.summary}"
+        )
+
+    @property
     def lines(self) -> list[str]:
         """The plan as text, one line per step and detail."""
         marks = {"ok": "ok  ", "skipped": "skip", "would_halt": "HALT"}
@@ -116,6 +128,7 @@ class DryRun:
             "dry_run": True,
             "exit_code": int(self.exit_code),
             "prediction": self.verdict,
+            "warnings": self.warnings,
             "steps": [
                 {"name": s.name, "status": s.status, "summary": s.summary, "details": s.details}
                 for s in self.steps
@@ -137,16 +150,20 @@ class DryRun:
 def rehearse(playbook_path: Path, environ: Mapping[str, str]) -> DryRun:
     """Rehearse the deploy of ``playbook_path``; bad input raises UsageError (exit 2)."""
     playbook = load_playbook(playbook_path)
-    url = with_application_name(database_url(playbook, environ), "orchestrator rehearsal")
+    plain_url = database_url(playbook, environ)
+    warning = transport_warning(playbook, plain_url, environ)
+    url = with_application_name(plain_url, "orchestrator rehearsal")
     repo = open_repo(playbook.git.repo)
     folder = migrations_path(repo, playbook.migrations.dir)
     spec = playbook.git
-    run = DryRun()
+    run = DryRun(warnings=[warning] if warning else [])
     try:
         refuse_dirty(repo)
         with scratch_repository(repo, spec.remote, [spec.source, spec.target]) as scratch:
             merge = trial_merge(scratch, spec.remote, spec.source, spec.target)
             files = read_files_at(scratch, merge.source_commit, folder)
+    except MissingBranch as exc:
+        raise UsageError(str(exc)) from None  # bad input, as for the deploy itself
     except GuardError as exc:
         return run.halt("preflight", ExitCode.GUARD_FAILED, str(exc))
     run.merge = merge

@@ -134,8 +134,9 @@ def migrate(
 def show_report(report: ValidationReport, url: str, as_json: bool) -> None:
     """A validation report as JSON or as the human table."""
     from orchestrator import render
-    from orchestrator.cli.console import out, print_json
+    from orchestrator.cli.console import err, out, print_json
     from orchestrator.db.connect import redact_url
+    from orchestrator.validation import Verdict
 
     if as_json:
         document = report.to_json()
@@ -143,3 +144,6 @@ def show_report(report: ValidationReport, url: str, as_json: bool) -> None:
         print_json(document)
     else:
         render.validation(out, report, redact_url(url))
+    if report.status is Verdict.ERROR:
+        errors = [f.message for f in report.findings if f.severity == "error"]
+        err.print(f"error: {errors[0] if errors else report.recommendation}", markup=False)

@@ -38,7 +38,14 @@ def _interaction(yes: bool, backup_confirmed: bool, as_json: bool, what: str) ->
         ask=ask if at_terminal else None,
         console=None if as_json else _print_event,
         on_progress=_progress if at_terminal and not as_json else lambda _line: None,
+        warn=_warn,
     )
+
+
+def _warn(message: str) -> None:
+    from orchestrator.cli.console import err
+
+    err.print(f"warning: {message}", markup=False, highlight=False)
 
 
 def _print_event(event: dict[str, Any]) -> None:
@@ -91,17 +98,21 @@ def deploy(
     """Walk Strategy A: backup, validate, migrate, revalidate, merge/push, monitor."""
     from orchestrator import deploy as engine
     from orchestrator.checklist import checklist
-    from orchestrator.cli.console import print_json, print_lines
+    from orchestrator.cli.console import err, print_json, print_lines
     from orchestrator.playbook import load_playbook
     from orchestrator.rehearsal import rehearse
     from orchestrator.runs import RunStore
 
     if dry_run:
         rehearsal = rehearse(playbook, os.environ)
+        for warning in rehearsal.warnings:
+            _warn(warning)
         if as_json:
             print_json(rehearsal.to_json())
         else:
             print_lines(rehearsal.lines)
+        if rehearsal.halt_line:
+            err.print(f"error: {rehearsal.halt_line}", markup=False, highlight=False)
         return int(rehearsal.exit_code)
     interaction = _interaction(yes, backup_confirmed, as_json, "deploy")
     if not yes and not as_json:

@@ -63,7 +63,12 @@ SELECT json_build_object(
     'tracking_rows', (
         SELECT CASE WHEN (SELECT count(*) FROM pg_attribute
                           WHERE attrelid = tracking.oid AND NOT attisdropped
-                            AND attname IN ('id', 'hash', 'created_at')) = 3
+                            AND ((attname IN ('id', 'created_at')
+                                  AND atttypid IN ('int2'::regtype, 'int4'::regtype,
+                                                   'int8'::regtype))
+                                 OR (attname = 'hash'
+                                     AND atttypid IN ('text'::regtype, 'varchar'::regtype)))
+                         ) = 3
         THEN query_to_xml(
             format('SELECT id, hash, created_at FROM %%I.%%I ORDER BY id',
                    %(schema)s::text, %(table)s::text),

@@ -56,6 +56,12 @@ def check_url(url: str | None) -> str:
     port = params.get("port")
     if port is not None and not str(port).isdigit():
         raise UsageError(f"bad database URL {redact_url(url)}: port {port!r} is not a number")
+    sslmode = params.get("sslmode")
+    if sslmode is not None and sslmode not in SSLMODES:
+        raise UsageError(
+            f"bad database URL {redact_url(url)}: sslmode {sslmode!r} is not one of "
+            f"{', '.join(SSLMODES)}"
+        )
     return url
 
 
@@ -103,6 +109,7 @@ def describe(exc: BaseException) -> str:
 
 # --------------------------------------------------------------------------- transport security
 
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 SECURE_SSLMODES = ("require", "verify-ca", "verify-full")
 _LOCAL_NAMES = frozenset({"", "localhost"})
 
@@ -191,7 +198,7 @@ def secret_values(environ: Mapping[str, str]) -> list[str]:
             found.add(value)
         elif value.startswith(("postgres://", "postgresql://")) or "password=" in value:
             found.update(_passwords_in(value))
-    return sorted((v for v in found if len(v) >= _MIN_SECRET_LENGTH), key=len, reverse=True)
+    return sorted((v for v in found if len(v) >= _MIN_SECRET_LENGTH), key=lambda v: (-len(v), v))
 
 
 def _passwords_in(url: str) -> Iterable[str]:

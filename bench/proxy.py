@@ -1,0 +1,228 @@
+"""A TCP proxy on loopback that adds latency and counts request/response round trips.
+
+It stands between a client and PostgreSQL the way a distant network does. Every burst of
+bytes (what one ``recv`` returns) is held ``round_trip_delay / 2`` seconds in each direction
+before it is forwarded, so each request/response exchange costs ``round_trip_delay`` more.
+Bursts are scheduled at arrival time plus the one-way delay, in order, so bytes that follow
+each other closely are not delayed twice: the proxy models a long pipe, not a slow one.
+
+The proxy sees the wire, so it also counts round trips honestly: a round trip is a burst from
+the client answered by a burst from the server, i.e. each time the server starts talking
+after the client did. Bytes the client pipelines without waiting count once. Connection
+set-up (the SSL request and the start-up message) is counted too; subtract
+:meth:`LatencyProxy.handshake_round_trips` to get the SQL round trips alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+CHUNK = 65_536
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """What went through the proxy since it started or was last reset."""
+
+    connections: int
+    round_trips: int
+    client_bytes: int
+    server_bytes: int
+
+
+class _Counters:
+    """Mutable counters; touched only on the proxy's event-loop thread."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.round_trips = 0
+        self.client_bytes = 0
+        self.server_bytes = 0
+
+    def snapshot(self) -> Traffic:
+        return Traffic(self.connections, self.round_trips, self.client_bytes, self.server_bytes)
+
+
+class _Exchange:
+    """Who spoke last on one proxied connection, to count round trips."""
+
+    def __init__(self, counters: _Counters) -> None:
+        self.counters = counters
+        self.client_spoke = False
+
+    def client_burst(self, size: int) -> None:
+        self.counters.client_bytes += size
+        self.client_spoke = True
+
+    def server_burst(self, size: int) -> None:
+        self.counters.server_bytes += size
+        if self.client_spoke:  # the server answers: one round trip completed
+            self.counters.round_trips += 1
+            self.client_spoke = False
+
+
+class LatencyProxy:
+    """Forward 127.0.0.1:<port> to ``upstream``, adding ``round_trip_delay`` per exchange.
+
+    Runs its own asyncio loop in a daemon thread; use it as a context manager.
+    """
+
+    def __init__(self, upstream_host: str, upstream_port: int, *, round_trip_delay: float) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.round_trip_delay = round_trip_delay
+        self.port = 0
+        self._counters = _Counters()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+
+    @classmethod
+    def for_url(cls, url: str, *, round_trip_delay: float) -> LatencyProxy:
+        """A proxy in front of the server a ``postgresql://`` URL names."""
+        parts = urlsplit(url)
+        return cls(
+            parts.hostname or "127.0.0.1", parts.port or 5432, round_trip_delay=round_trip_delay
+        )
+
+    def url(self, url: str) -> str:
+        """``url`` with its host and port replaced by the proxy's."""
+        parts = urlsplit(url)
+        userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+        return urlunsplit(parts._replace(netloc=f"{userinfo}127.0.0.1:{self.port}"))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Listen on a free loopback port (``self.port``)."""
+        self._thread.start()
+        self._server = self._call(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    def stop(self) -> None:
+        """Stop listening, drop open connections and end the loop's thread."""
+        if self._server is not None:
+            server = self._server
+            self._server = None
+
+            async def close() -> None:
+                server.close()
+                grace = 1 + self.round_trip_delay  # let closing connections flush
+                me = asyncio.current_task()
+                while others := [t for t in asyncio.all_tasks() if t is not me and not t.done()]:
+                    _, pending = await asyncio.wait(others, timeout=grace)
+                    for task in pending:
+                        task.cancel()
+                    grace = 0.1
+
+            self._call(close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    def __enter__(self) -> LatencyProxy:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- counters ----------------------------------------------------------------------------
+
+    def traffic(self) -> Traffic:
+        """The counters now."""
+        return self._call(self._snapshot())
+
+    def reset(self) -> Traffic:
+        """The counters now, then zero them."""
+
+        async def swap() -> Traffic:
+            before = self._counters.snapshot()
+            self._counters.__init__()  # type: ignore[misc]  # in place: connections hold it
+            return before
+
+        return self._call(swap())
+
+    def handshake_round_trips(self, url: str) -> int:
+        """Round trips of opening (and closing) one connection through the proxy."""
+        self.reset()
+        with psycopg.connect(self.url(url)):
+            pass
+        return self.reset().round_trips
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
+
+    async def _snapshot(self) -> Traffic:
+        return self._counters.snapshot()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        counters = self._counters
+        counters.connections += 1
+        exchange = _Exchange(counters)
+        try:
+            server_r, server_w = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            client_w.close()
+            return
+        one_way = self.round_trip_delay / 2
+        try:
+            await asyncio.gather(
+                _pump(client_r, server_w, one_way, exchange.client_burst),
+                _pump(server_r, client_w, one_way, exchange.server_burst),
+                return_exceptions=True,
+            )
+        except asyncio.CancelledError:
+            pass  # the proxy is stopping; a task's end is not an error
+        finally:
+            server_w.close()
+            client_w.close()
+
+
+async def _pump(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    delay: float,
+    on_burst: Callable[[int], None],
+) -> None:
+    """Copy ``reader`` to ``writer``, each burst ``delay`` seconds after it arrived."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+
+    async def deliver() -> None:
+        while (item := await queue.get()) is not None:
+            due, data = item
+            if (wait := due - loop.time()) > 0:
+                await asyncio.sleep(wait)
+            writer.write(data)
+            await writer.drain()
+        with contextlib.suppress(OSError):
+            writer.write_eof()
+
+    delivery = asyncio.ensure_future(deliver())
+    try:
+        while data := await reader.read(CHUNK):
+            on_burst(len(data))
+            queue.put_nowait((loop.time() + delay, data))
+    except OSError:
+        pass
+    finally:
+        queue.put_nowait(None)
+        with contextlib.suppress(OSError):
+            await delivery

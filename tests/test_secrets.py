@@ -1,0 +1,213 @@
+"""The secrets sweep: every command, run with a distinctive database password and distinctive
+``*_TOKEN``/``*_KEY`` environment values, never writes one of them anywhere — stdout, stderr,
+``--json`` documents, run records, audit trails."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from orchestrator.cli import run
+from orchestrator.db.connect import (
+    check_ssl,
+    is_local_host,
+    redact_secrets,
+    remote_hosts,
+    secret_values,
+    ssl_warning,
+)
+from orchestrator.errors import UsageError
+from orchestrator.testing.pg import with_user
+from orchestrator.testing.release import EXAMPLE_MIGRATIONS, copy_migrations
+from tests.test_deploy import build_world
+
+PASSWORD = "Pw-zebra-quartz-8841"
+ENVIRONMENT = {
+    "GITHUB_TOKEN": "ghp_TokenKoala5521",
+    "STRIPE_SECRET_KEY": "sk_live_KeyOtter7730",
+    "SENTRY_AUTH_TOKEN": "sntrys_TokenLynx9902",
+}
+SECRETS = [PASSWORD, *ENVIRONMENT.values()]
+
+
+@pytest.fixture
+def deployer_url(database_url: str) -> Iterator[str]:
+    """``database_url`` as a role with the distinctive password."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE deployer LOGIN SUPERUSER PASSWORD {}").format(
+                sql.Literal(PASSWORD)
+            )
+        )
+    try:
+        yield with_user(database_url, "deployer", PASSWORD)
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY deployer")
+            conn.execute("DROP ROLE deployer")
+
+
+def leaks(text: str | bytes) -> list[str]:
+    """The secrets (or their URL-encoded forms) that appear in ``text``."""
+    from urllib.parse import quote
+
+    data = text if isinstance(text, bytes) else text.encode()
+    return [s for s in SECRETS if s.encode() in data or quote(s, safe="").encode() in data]
+
+
+def test_no_command_writes_a_secret_anywhere(
+    tmp_path: Path,
+    deployer_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DATABASE_URL", deployer_url)
+    written: dict[str, str] = {}
+
+    def cli(label: str, *argv: str) -> tuple[int, str]:
+        code = run(list(argv))
+        captured = capsys.readouterr()
+        written[f"{label} stdout"] = captured.out
+        written[f"{label} stderr"] = captured.err
+        return code, captured.out
+
+    with build_world(tmp_path, deployer_url, duration="300ms", interval="100ms") as world:
+        state = ["--state-dir", str(world.root / ".orchestrator")]
+        release = tmp_path / "release-migrations"
+        copy_migrations(EXAMPLE_MIGRATIONS, release)
+        main = str(world.repo.migrations)
+        for extra in ([], ["--json"]):
+            assert cli(f"validate{extra}", "validate", "--migrations", main, *extra)[0] == 0
+            assert cli(f"plan{extra}", "plan", "--migrations", str(release), *extra)[0] == 0
+            cli(f"lint{extra}", "lint", "--migrations", str(release), *extra)
+            assert cli(f"inspect{extra}", "inspect", "--migrations", main, *extra)[0] == 0
+            cli(f"repair{extra}", "repair", "--migrations", main, "--dry-run", *extra)
+            assert cli(f"migrate{extra}", "migrate", "--migrations", main, "--yes", *extra)[0] == 0
+            code, _ = cli(
+                f"dry-run{extra}", "deploy", "--playbook", str(world.playbook), "--dry-run", *extra
+            )
+            assert code == 0
+
+        # A deploy that halts (unhealthy), its resume, the listings, the rollback.
+        world.health.status = 503
+        code, out = cli(
+            "deploy", "deploy", "--playbook", str(world.playbook), "--yes", "--json", *state
+        )
+        assert code == 22, written["deploy stderr"]
+        run_id = json.loads(out)["run_id"]
+        world.health.status = 200
+        code, _ = cli("resume", "resume", run_id, "--yes", *state)
+        assert code == 0, written["resume stderr"]
+        for extra in ([], ["--json"]):
+            assert cli(f"runs{extra}", "runs", *state, *extra)[0] == 0
+            assert cli(f"show{extra}", "show", run_id, *state, *extra)[0] == 0
+        assert cli("rollback", "rollback", run_id, "--yes", "--json", *state)[0] == 0
+
+        # Failures quote connection strings: the password must be masked there too.
+        unreachable = deployer_url.replace(
+            deployer_url.rsplit("@", 1)[1].split("/")[0], "127.0.0.1:1"
+        )
+        for command in (["validate"], ["migrate", "--yes"], ["inspect"]):
+            code, _ = cli(
+                f"{command[0]} unreachable",
+                *command,
+                "--migrations",
+                main,
+                "--database-url",
+                unreachable,
+                "--retries",
+                "1",
+            )
+            assert code == 30
+
+    files = {
+        str(path): path.read_bytes()
+        for path in (world.root / ".orchestrator").rglob("*")
+        if path.is_file()
+    }
+    assert any(name.endswith("audit.jsonl") for name in files)
+    assert len(written) >= 40
+    found = {where: leaks(text) for where, text in {**written, **files}.items()}
+    assert {where: secrets for where, secrets in found.items() if secrets} == {}
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def test_secret_values_of_an_environment() -> None:
+    environ = {
+        "GITHUB_TOKEN": "ghp_abcdef",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret-1234",
+        "api_key": "lower-case-name",
+        "PGPASSWORD": "pg-password",
+        "DATABASE_URL": "postgresql://app:url%20pass@db.example.com/prod",
+        "REPLICA": "host=db2 user=app password='conn info'",
+        "HOME": "/root",
+        "SHORT_KEY": "abc",  # too short to mask without garbling output
+        "EMPTY_TOKEN": "",
+    }
+    assert secret_values(environ) == [
+        "aws-secret-1234",
+        "lower-case-name",
+        "pg-password",
+        "ghp_abcdef",
+        "conn info",
+        "url pass",
+    ]
+
+
+def test_redact_secrets_masks_literals_and_passwords() -> None:
+    text = "token ghp_abcdef in postgresql://u:pw@h/db and ghp_abcdef again"
+    assert redact_secrets(text, ["ghp_abcdef"]) == (
+        "token *** in postgresql://u:***@h/db and *** again"
+    )
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["", "localhost", "127.0.0.1", "127.0.1.1", "::1", "[::1]", "/var/run/postgresql", "@abs"],
+)
+def test_local_hosts(host: str) -> None:
+    assert is_local_host(host)
+
+
+@pytest.mark.parametrize("host", ["db.example.com", "10.0.0.5", "2001:db8::1", "localhost.evil.io"])
+def test_remote_hosts(host: str) -> None:
+    assert not is_local_host(host)
+
+
+@pytest.mark.parametrize(
+    ("url", "environ", "remote"),
+    [
+        ("postgresql://u:pw@db.example.com/prod", {}, True),
+        ("postgresql://u:pw@db.example.com/prod?sslmode=prefer", {}, True),
+        ("postgresql://u:pw@db.example.com/prod?sslmode=require", {}, False),
+        ("postgresql://u:pw@db.example.com/prod?sslmode=verify-full", {}, False),
+        ("postgresql://u:pw@db.example.com/prod", {"PGSSLMODE": "verify-ca"}, False),
+        ("postgresql://u:pw@localhost/prod", {}, False),
+        ("postgresql://u:pw@127.0.0.1:5432/prod", {}, False),
+        ("postgresql:///prod?host=/var/run/postgresql", {}, False),
+        ("postgresql:///prod", {}, False),  # the default unix socket
+        ("postgresql:///prod", {"PGHOST": "db.example.com"}, True),
+        ("host=localhost,db.example.com dbname=prod", {}, True),  # any remote counts
+        ("dbname=prod hostaddr=10.1.2.3", {}, True),
+    ],
+)
+def test_ssl_warning(url: str, environ: dict[str, str], remote: bool) -> None:
+    warning = ssl_warning(url, environ)
+    assert (warning is not None) == remote
+    if warning is not None:
+        assert "pw" not in warning.replace("password", "")
+        assert warning.splitlines() == [warning]
+        assert remote_hosts(url, environ)[0] in warning
+        with pytest.raises(UsageError, match="--require-ssl"):
+            check_ssl(url, require_ssl=True, environ=environ)
+    else:
+        assert check_ssl(url, require_ssl=True, environ=environ) is None
