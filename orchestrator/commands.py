@@ -18,7 +18,7 @@ from orchestrator.db.connect import check_url, connect
 from orchestrator.db.migrator import AppliedMigration, MigrateOptions, apply_pending
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 from orchestrator.drizzle.journal import Journal, Migration
-from orchestrator.drizzle.objects import build_object_model
+from orchestrator.drizzle.objects import ObjectModel, build_object_model
 from orchestrator.errors import DatabaseError, PartialStateError, UsageError
 from orchestrator.validation import ValidationReport, Verdict, error_report, validate
 
@@ -40,6 +40,11 @@ def take_snapshot(url: str, options: MigrateOptions) -> CatalogSnapshot:
         return read_snapshot(conn, schema=options.schema, table=options.table)
 
 
+def object_model(journal: Journal) -> ObjectModel:
+    """The objects each migration of ``journal`` creates, from its SQL."""
+    return build_object_model([(m.tag, m.statements) for m in journal.migrations])
+
+
 def validate_database(
     url: str,
     journal: Journal,
@@ -47,14 +52,18 @@ def validate_database(
     *,
     retry: RetryPolicy = DEFAULT_RETRY,
     on_retry: OnRetry | None = None,
+    model: ObjectModel | None = None,
 ) -> ValidationReport:
     """Read-only: judge the database at ``url`` against ``journal``.
 
     Bad input raises :class:`UsageError`; an unreachable or unreadable database yields a
     report with verdict ERROR rather than an exception, since "cannot tell" is a verdict.
+    ``model`` is the journal's object model when the caller already built it (it is the
+    costly part for a large folder, and does not depend on the database).
     """
     check_url(url)
-    model = build_object_model([(m.tag, m.statements) for m in journal.migrations])
+    if model is None:
+        model = object_model(journal)
     try:
         snapshot = call_with_retry(lambda: take_snapshot(url, options), retry, on_retry=on_retry)
     except DatabaseError as exc:
@@ -105,7 +114,12 @@ def _migrate(
     on_retry: OnRetry | None,
     on_migration: Callable[[Migration], None] | None,
 ) -> MigrateResult:
-    before = validate_database(url, journal, options, retry=retry, on_retry=on_retry)
+    model = object_model(journal)  # once: every validation below judges the same journal
+
+    def judge() -> ValidationReport:
+        return validate_database(url, journal, options, retry=retry, on_retry=on_retry, model=model)
+
+    before = judge()
     _refuse_unmigratable(before)
     if not before.pending:
         return MigrateResult(before, (), before)
@@ -126,14 +140,14 @@ def _migrate(
             if on_retry is not None:
                 on_retry(attempt, exc, wait)
             _sleep(wait)
-            now = validate_database(url, journal, options, retry=retry, on_retry=on_retry)
+            now = judge()
             _refuse_unmigratable(now)
             if not now.pending:
                 # The commit reached the server before the connection was lost.
                 applied = [AppliedMigration(m.tag, m.hash, m.when) for m in before.pending]
                 break
 
-    after = validate_database(url, journal, options, retry=retry, on_retry=on_retry)
+    after = judge()
     return MigrateResult(before, tuple(applied), after)
 
 

@@ -425,9 +425,7 @@ def remote_tips(repo: git.Repo, remote: str, branches: list[str]) -> dict[str, s
 
 def contains(repo: git.Repo, tip: str, commit: str) -> bool:
     """Whether ``commit`` is in the history of ``tip`` (both already local)."""
-    return _resolve(repo.git, commit) is not None and _is_ancestor(
-        repo.git, commit, tip
-    )
+    return _resolve(repo.git, commit) is not None and _is_ancestor(repo.git, commit, tip)
 
 
 def read_files_at(repo: git.Repo, commit: str, directory: str) -> dict[str, bytes]:

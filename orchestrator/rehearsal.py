@@ -202,7 +202,8 @@ def _rehearse_database(
         return run
 
     options = migrate_options(playbook)
-    report = validate_database(url, journal, options, retry=retry_policy(playbook))
+    model = build_object_model([(m.tag, m.statements) for m in journal.migrations])
+    report = validate_database(url, journal, options, retry=retry_policy(playbook), model=model)
     run.report = report
     findings = [f"[{f.code}] {f.message}" for f in report.findings]
     if report.status is Verdict.ERROR:
@@ -225,7 +226,6 @@ def _rehearse_database(
                 )
         except MigrationFailed as exc:
             return run.halt("migrate", ExitCode.GUARD_FAILED, str(exc), _statements(pending))
-        model = build_object_model([(m.tag, m.statements) for m in journal.migrations])
         after = validate(journal, model, rehearsal.snapshot_after)
         run.predicted = after
         sql_results = list(rehearsal.inspected or [])

@@ -23,6 +23,7 @@ from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.db.runlock import RunLock
 from orchestrator.drizzle.journal import Journal, parse_journal
+from orchestrator.drizzle.objects import ObjectModel, build_object_model
 from orchestrator.errors import UsageError
 from orchestrator.gitrepo import open_repo, read_files_at
 from orchestrator.playbook import Playbook
@@ -82,6 +83,7 @@ class RunContext:
     database_lock: RunLock | None = None  # the run lock, held by the engine
     _repo: git.Repo | None = field(default=None, repr=False)
     _journal: Journal | None = field(default=None, repr=False)
+    _model: ObjectModel | None = field(default=None, repr=False)
 
     @property
     def repo(self) -> git.Repo:
@@ -106,6 +108,15 @@ class RunContext:
                 self.repo, commit, self.playbook.migrations.dir, self.playbook.git.source
             )
         return self._journal
+
+    @property
+    def object_model(self) -> ObjectModel:
+        """The objects the journal's migrations create (built once per run process)."""
+        if self._model is None:
+            self._model = build_object_model(
+                [(m.tag, m.statements) for m in self.journal.migrations]
+            )
+        return self._model
 
     @property
     def migrate_options(self) -> MigrateOptions:

@@ -27,7 +27,12 @@ def summarize(report: ValidationReport) -> Outcome:
 def validate(ctx: RunContext) -> ValidationReport:
     """The core validator on the run's database and the source commit's migrations."""
     return validate_database(
-        ctx.database_url, ctx.journal, ctx.migrate_options, retry=ctx.retry, on_retry=ctx.on_retry
+        ctx.database_url,
+        ctx.journal,
+        ctx.migrate_options,
+        retry=ctx.retry,
+        on_retry=ctx.on_retry,
+        model=ctx.object_model,
     )
 
 
