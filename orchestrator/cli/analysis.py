@@ -7,13 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from orchestrator.cli.options import (
-    database_options,
-    duration,
-    on_retry,
-    retry_policy,
-    transport_check,
-)
+from orchestrator.cli.options import DatabaseTarget, database_options, on_retry
 from orchestrator.errors import DatabaseError, ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -28,45 +22,29 @@ if TYPE_CHECKING:
 @database_options
 @click.option("--all", "all_migrations", is_flag=True, help="Plan every migration; no database.")
 @click.option("--markdown", is_flag=True, help="Print the matrix as Markdown for a pull request.")
-def plan(
-    migrations: Path,
-    database_url: str | None,
-    migrations_schema: str,
-    migrations_table: str,
-    as_json: bool,
-    retries: int,
-    require_ssl: bool,
-    all_migrations: bool,
-    markdown: bool,
-) -> int:
+def plan(target: DatabaseTarget, all_migrations: bool, markdown: bool) -> int:
     """Read-only: risk, compatibility both ways, lint, and the deploy strategy of the pending
     migrations (or of every migration with --all)."""
     from orchestrator import commands
     from orchestrator.analysis.markdown import plan_markdown
     from orchestrator.analysis.plan import build_plan
     from orchestrator.cli.console import out, print_json
-    from orchestrator.db.connect import check_url
-    from orchestrator.db.migrator import MigrateOptions
-    from orchestrator.drizzle.journal import read_journal
     from orchestrator.validation import MigrationState, Verdict
 
-    if as_json and markdown:
+    if target.as_json and markdown:
         raise UsageError("--json and --markdown are exclusive: pick one")
-    journal = read_journal(migrations)
+    journal = target.journal()
     tags: set[str] | None = None
     if not all_migrations:
-        url = check_url(database_url)
-        transport_check(url, require_ssl)
-        options = MigrateOptions(schema=migrations_schema, table=migrations_table)
         report = commands.validate_database(
-            url, journal, options, retry=retry_policy(retries), on_retry=on_retry
+            target.url(), journal, target.options(), retry=target.retry, on_retry=on_retry
         )
         if report.status is Verdict.ERROR:
             errors = [f.message for f in report.findings if f.severity == "error"]
             raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
         tags = {m.tag for m in report.migrations if m.state is not MigrationState.APPLIED}
     result = build_plan(journal, tags)
-    if as_json:
+    if target.as_json:
         print_json(result.to_json())
     elif markdown:
         out.print(plan_markdown(result), markup=False, highlight=False, end="")
@@ -117,35 +95,17 @@ def lint(migrations: Path, as_json: bool) -> int:
 )
 @click.option("--dry-run", is_flag=True, help="Show the rows it would insert; change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def repair(
-    migrations: Path,
-    database_url: str | None,
-    migrations_schema: str,
-    migrations_table: str,
-    as_json: bool,
-    retries: int,
-    require_ssl: bool,
-    lock_timeout: str,
-    dry_run: bool,
-    yes: bool,
-) -> int:
+def repair(target: DatabaseTarget, lock_timeout: str, dry_run: bool, yes: bool) -> int:
     """Track migrations whose objects were applied by hand (untracked_present), exactly as
     drizzle would; refuses partial states."""
     from orchestrator import render
     from orchestrator.cli.console import interactive, out, print_json
-    from orchestrator.db.connect import check_url, redact_url
-    from orchestrator.db.migrator import MigrateOptions
-    from orchestrator.drizzle.journal import read_journal
+    from orchestrator.db.connect import redact_url
     from orchestrator.repair import repair_database
 
-    url = check_url(database_url)
-    transport_check(url, require_ssl)
-    options = MigrateOptions(
-        schema=migrations_schema,
-        table=migrations_table,
-        lock_timeout=duration(lock_timeout, "--lock-timeout"),
-    )
-    journal = read_journal(migrations)
+    url = target.url()
+    options = target.options(lock_timeout=lock_timeout)
+    journal = target.journal()
     if not dry_run and not yes and not interactive():
         raise UsageError("repair changes the database: pass --yes (no terminal to confirm on)")
 
@@ -159,7 +119,7 @@ def repair(
         )
 
     result = repair_database(url, journal, options, confirm=confirm, dry_run=dry_run)
-    if as_json:
+    if target.as_json:
         print_json(repair_json(result, dry_run))
     else:
         show_repair(result, dry_run)
@@ -170,32 +130,21 @@ def repair(
 
 @click.command()
 @database_options
-def inspect(
-    migrations: Path,
-    database_url: str | None,
-    migrations_schema: str,
-    migrations_table: str,
-    as_json: bool,
-    retries: int,
-    require_ssl: bool,
-) -> int:
+def inspect(target: DatabaseTarget) -> int:
     """Read-only: every table with its columns, types, row estimate and creating migration,
     and the drift between the database and the migrations, both ways."""
     from orchestrator.cli.console import print_json
-    from orchestrator.db.connect import check_url
     from orchestrator.db.retry import call_with_retry
-    from orchestrator.drizzle.journal import read_journal
     from orchestrator.inventory import inspect_database
 
-    url = check_url(database_url)
-    transport_check(url, require_ssl)
-    journal = read_journal(migrations)
+    url = target.url()
+    journal = target.journal()
     inventory = call_with_retry(
-        lambda: inspect_database(url, journal, schema=migrations_schema, table=migrations_table),
-        retry_policy(retries),
+        lambda: inspect_database(url, journal, schema=target.schema, table=target.table),
+        target.retry,
         on_retry=on_retry,
     )
-    if as_json:
+    if target.as_json:
         print_json(inventory.to_json())
     else:
         show_inventory(inventory)

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from orchestrator.cli.options import (
-    database_options,
-    duration,
-    on_retry,
-    retry_policy,
-    transport_check,
-)
+from orchestrator.cli.options import DatabaseTarget, database_options, on_retry
 from orchestrator.errors import UsageError
 
 if TYPE_CHECKING:
@@ -22,29 +15,15 @@ if TYPE_CHECKING:
 
 @click.command()
 @database_options
-def validate(
-    migrations: Path,
-    database_url: str | None,
-    migrations_schema: str,
-    migrations_table: str,
-    as_json: bool,
-    retries: int,
-    require_ssl: bool,
-) -> int:
+def validate(target: DatabaseTarget) -> int:
     """Read-only: report the migration state of the database (SAFE, NEEDS_MIGRATION, ...)."""
     from orchestrator import commands
-    from orchestrator.db.connect import check_url
-    from orchestrator.db.migrator import MigrateOptions
-    from orchestrator.drizzle.journal import read_journal
 
-    url = check_url(database_url)
-    transport_check(url, require_ssl)
-    journal = read_journal(migrations)
-    options = MigrateOptions(schema=migrations_schema, table=migrations_table)
+    url = target.url()
     report = commands.validate_database(
-        url, journal, options, retry=retry_policy(retries), on_retry=on_retry
+        url, target.journal(), target.options(), retry=target.retry, on_retry=on_retry
     )
-    show_report(report, url, as_json)
+    show_report(report, url, target.as_json)
     return int(report.exit_code)
 
 
@@ -63,34 +42,15 @@ def validate(
     help="Abort any one statement running longer than this.",
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def migrate(
-    migrations: Path,
-    database_url: str | None,
-    migrations_schema: str,
-    migrations_table: str,
-    as_json: bool,
-    retries: int,
-    require_ssl: bool,
-    lock_timeout: str,
-    statement_timeout: str,
-    yes: bool,
-) -> int:
+def migrate(target: DatabaseTarget, lock_timeout: str, statement_timeout: str, yes: bool) -> int:
     """Apply pending migrations in one transaction, exactly as drizzle would record them."""
     from orchestrator import commands, render
     from orchestrator.cli.console import err, interactive, out, print_json
-    from orchestrator.db.connect import check_url, redact_url
-    from orchestrator.db.migrator import MigrateOptions
-    from orchestrator.drizzle.journal import read_journal
+    from orchestrator.db.connect import redact_url
 
-    url = check_url(database_url)
-    transport_check(url, require_ssl)
-    options = MigrateOptions(
-        schema=migrations_schema,
-        table=migrations_table,
-        lock_timeout=duration(lock_timeout, "--lock-timeout"),
-        statement_timeout=duration(statement_timeout, "--statement-timeout"),
-    )
-    journal = read_journal(migrations)
+    url = target.url()
+    options = target.options(lock_timeout=lock_timeout, statement_timeout=statement_timeout)
+    journal = target.journal()
     if not yes and not interactive():
         raise UsageError("migrate changes the database: pass --yes (no terminal to confirm on)")
 
@@ -106,11 +66,11 @@ def migrate(
         journal,
         options,
         confirm=confirm,
-        retry=retry_policy(retries),
+        retry=target.retry,
         on_retry=on_retry,
-        on_migration=None if as_json else lambda m: err.print(f"applying {m.tag} …"),
+        on_migration=None if target.as_json else lambda m: err.print(f"applying {m.tag} …"),
     )
-    if as_json:
+    if target.as_json:
         print_json(
             {
                 "applied": [a.__dict__ for a in result.applied],

@@ -6,22 +6,88 @@ the runtime (psycopg, git, pglast, ...) is imported when a command actually runs
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from orchestrator.errors import UsageError
 
 if TYPE_CHECKING:
+    from orchestrator.db.migrator import MigrateOptions
     from orchestrator.db.retry import RetryPolicy
+    from orchestrator.drizzle.journal import Journal
 
 Command = Callable[..., int]
 
 
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """What ``--database-url``, ``--migrations`` and their companions name, checked on use."""
+
+    migrations: Path
+    database_url: str | None
+    schema: str
+    table: str
+    as_json: bool
+    retries: int
+    require_ssl: bool
+
+    def url(self) -> str:
+        """The connection string: UsageError if missing or malformed; warns without TLS."""
+        from orchestrator.db.connect import check_url
+
+        url = check_url(self.database_url)
+        transport_check(url, self.require_ssl)
+        return url
+
+    def journal(self) -> Journal:
+        """The migrations folder, read and checked (UsageError on bad input)."""
+        from orchestrator.drizzle.journal import read_journal
+
+        return read_journal(self.migrations)
+
+    def options(
+        self, *, lock_timeout: str | None = None, statement_timeout: str | None = None
+    ) -> MigrateOptions:
+        """The tracking table, and the migration timeouts given as option text."""
+        from orchestrator.db.migrator import MigrateOptions
+
+        timeouts: dict[str, float] = {}
+        if lock_timeout is not None:
+            timeouts["lock_timeout"] = duration(lock_timeout, "--lock-timeout")
+        if statement_timeout is not None:
+            timeouts["statement_timeout"] = duration(statement_timeout, "--statement-timeout")
+        return MigrateOptions(schema=self.schema, table=self.table, **timeouts)
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy for transient connection failures."""
+        return retry_policy(self.retries)
+
+
 def database_options(func: Command) -> Command:
-    """Options shared by every command that reads a database and a migrations folder."""
+    """The options of every command that reads a database and a migrations folder.
+
+    The command receives them as one ``target: DatabaseTarget`` argument.
+    """
+
+    @functools.wraps(func)
+    def command(**kwargs: Any) -> int:
+        target = DatabaseTarget(
+            migrations=kwargs.pop("migrations"),
+            database_url=kwargs.pop("database_url"),
+            schema=kwargs.pop("migrations_schema"),
+            table=kwargs.pop("migrations_table"),
+            as_json=kwargs.pop("as_json"),
+            retries=kwargs.pop("retries"),
+            require_ssl=kwargs.pop("require_ssl"),
+        )
+        return func(target=target, **kwargs)
+
     options = [
         click.option(
             "--database-url",
@@ -61,9 +127,10 @@ def database_options(func: Command) -> Command:
             help="Refuse a remote host unless sslmode is require, verify-ca or verify-full.",
         ),
     ]
+    wrapped: Command = command
     for option in reversed(options):
-        func = option(func)
-    return func
+        wrapped = option(wrapped)
+    return wrapped
 
 
 STATE_DIR_HELP = "Where run records live (runs/<run-id>/). Default: .orchestrator"
