@@ -15,12 +15,15 @@ from typing import Any
 
 import psycopg
 
-from orchestrator.db.catalog import SNAPSHOT_QUERY, CatalogSnapshot, snapshot_from_json
-from orchestrator.db.connect import connect, describe
-from orchestrator.db.retry import is_transient
+from orchestrator.db.catalog import (
+    SNAPSHOT_QUERY,
+    CatalogSnapshot,
+    read_only_transaction,
+    snapshot_from_json,
+)
+from orchestrator.db.connect import connect
 from orchestrator.drizzle.journal import Journal
 from orchestrator.drizzle.objects import DbObject, ObjectKind, ObjectModel, build_object_model
-from orchestrator.errors import DatabaseError
 from orchestrator.validation import summarize_missing
 
 _RELATIONS_QUERY = r"""
@@ -171,18 +174,8 @@ def read_catalog_inventory(
     conn: psycopg.Connection[Any], *, schema: str, table: str
 ) -> CatalogInventory:
     """One statement in one READ ONLY transaction; errors become :class:`DatabaseError`."""
-    try:
-        previous = conn.read_only
-        conn.read_only = True
-        try:
-            with conn.transaction():
-                return query_catalog_inventory(conn, schema=schema, table=table)
-        finally:
-            conn.read_only = previous
-    except psycopg.Error as exc:
-        raise DatabaseError(
-            f"cannot read the catalog: {describe(exc)}", transient=is_transient(exc)
-        ) from exc
+    with read_only_transaction(conn):
+        return query_catalog_inventory(conn, schema=schema, table=table)
 
 
 def _is_tracking(obj: DbObject, schema: str, table: str) -> bool:

@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from orchestrator.cli.options import DatabaseTarget, database_options, on_retry
+from orchestrator.cli.options import (
+    DatabaseTarget,
+    database_options,
+    lock_timeout_option,
+    on_retry,
+)
 from orchestrator.errors import DatabaseError, ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -87,12 +92,7 @@ def lint(migrations: Path, as_json: bool) -> int:
 
 @click.command()
 @database_options
-@click.option(
-    "--lock-timeout",
-    default="5s",
-    show_default=True,
-    help="Give up waiting for a lock after this long.",
-)
+@lock_timeout_option
 @click.option("--dry-run", is_flag=True, help="Show the rows it would insert; change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def repair(target: DatabaseTarget, lock_timeout: str, dry_run: bool, yes: bool) -> int:

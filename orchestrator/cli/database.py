@@ -6,7 +6,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from orchestrator.cli.options import DatabaseTarget, database_options, on_retry
+from orchestrator.cli.options import (
+    DatabaseTarget,
+    database_options,
+    lock_timeout_option,
+    on_retry,
+)
 from orchestrator.errors import UsageError
 
 if TYPE_CHECKING:
@@ -29,12 +34,7 @@ def validate(target: DatabaseTarget) -> int:
 
 @click.command()
 @database_options
-@click.option(
-    "--lock-timeout",
-    default="5s",
-    show_default=True,
-    help="Give up waiting for a lock after this long.",
-)
+@lock_timeout_option
 @click.option(
     "--statement-timeout",
     default="5min",

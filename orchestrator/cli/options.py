@@ -133,6 +133,13 @@ def database_options(func: Command) -> Command:
     return wrapped
 
 
+lock_timeout_option = click.option(
+    "--lock-timeout",
+    default="5s",
+    show_default=True,
+    help="Give up waiting for a lock after this long.",
+)
+
 STATE_DIR_HELP = "Where run records live (runs/<run-id>/). Default: .orchestrator"
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,8 +117,9 @@ class CatalogSnapshot:
         return max(values) if values else None
 
 
-def read_snapshot(conn: psycopg.Connection[Any], *, schema: str, table: str) -> CatalogSnapshot:
-    """Read the snapshot in one READ ONLY transaction and one query.
+@contextmanager
+def read_only_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """A READ ONLY transaction for the ``with`` block: a bug in a reader cannot write.
 
     Any database error becomes :class:`DatabaseError` (exit 30): the catalog is unreadable.
     """
@@ -125,13 +128,19 @@ def read_snapshot(conn: psycopg.Connection[Any], *, schema: str, table: str) -> 
         conn.read_only = True
         try:
             with conn.transaction():
-                row = conn.execute(SNAPSHOT_QUERY, {"schema": schema, "table": table}).fetchone()
+                yield
         finally:
             conn.read_only = previous
     except psycopg.Error as exc:
         raise DatabaseError(
             f"cannot read the catalog: {describe(exc)}", transient=is_transient(exc)
         ) from exc
+
+
+def read_snapshot(conn: psycopg.Connection[Any], *, schema: str, table: str) -> CatalogSnapshot:
+    """Read the snapshot in one READ ONLY transaction and one query (DatabaseError if not)."""
+    with read_only_transaction(conn):
+        row = conn.execute(SNAPSHOT_QUERY, {"schema": schema, "table": table}).fetchone()
     assert row is not None
     data = row[0] if isinstance(row[0], dict) else json.loads(row[0])
     return snapshot_from_json(data, schema=schema, table=table)
