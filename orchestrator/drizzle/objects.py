@@ -85,6 +85,8 @@ def truncate_identifier(name: str) -> str:
 
 
 def _clip_bytes(text: str, limit: int) -> str:
+    if len(text) * 4 <= limit:  # fast path: a character is at most 4 bytes of UTF-8
+        return text
     encoded = text.encode("utf-8")
     if len(encoded) <= limit:
         return text

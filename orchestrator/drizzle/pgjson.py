@@ -61,33 +61,72 @@ _A_CONST_VALUES = {
 }
 
 
-class _Slot:
-    """How one attribute of one node type reads: its JSON key, C type and absent value."""
-
-    __slots__ = ("c_type", "default", "key")
-
-    def __init__(self, key: str, c_type: str, default: Any) -> None:
-        self.key = key
-        self.c_type = c_type
-        self.default = default
+_SCALAR_TYPES = frozenset({"bool", "char", "char*"}) | _INTEGER_TYPES
 
 
-_SLOTS: dict[str, dict[str, _Slot]] = {}
+class Node:
+    """One parse-tree node: ``tag`` is its type name, attributes are its fields.
+
+    Each node type gets its own subclass (see :func:`_node_class`) whose instances use the
+    JSON object itself as their ``__dict__``: fields the JSON holds read at native speed,
+    absent ones fall back to class attributes holding pglast's value for "absent", and
+    fields holding nodes or lists are properties that convert the JSON once, on first read.
+    """
+
+    tag = ""
+    _field_names: tuple[tuple[str, str], ...] = ()  # (attribute, JSON key) of every field
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.__dict__ = fields
+
+    def __getattr__(self, name: str) -> Any:
+        # Reached only for names that are not fields of this node type (pglast raises too).
+        raise AttributeError(f"{self.tag} has no attribute {name!r}")
+
+    def __repr__(self) -> str:
+        return f"<{self.tag} {sorted(self.__dict__)}>"
+
+    def children(self) -> Iterator[Any]:
+        """The values of the fields the JSON holds, read as attributes (nodes, tuples, ...)."""
+        present = self.__dict__
+        for name, key in self._field_names:
+            if key in present:
+                yield getattr(self, name)
+        if self.tag == "A_Const":
+            yield self.val
 
 
-def _slots(tag: str) -> dict[str, _Slot]:
-    """Attribute name -> slot of node type ``tag``, from pglast's own description of it."""
-    found = _SLOTS.get(tag)
-    if found is None:
-        cls = getattr(ast, tag, None)
-        described = getattr(cls, "__slots__", None)
-        found = {}
-        if isinstance(described, dict):
-            for name, info in described.items():
-                key = name[:-1] if name.endswith("_") else name  # pglast's def_ is C's def
-                found[name] = _Slot(key, str(info.c_type), _absent_value(str(info.c_type)))
-        _SLOTS[tag] = found
-    return found
+_CLASSES: dict[str, type[Node]] = {}
+
+
+def _node(tag: str, fields: dict[str, Any]) -> Node:
+    cls = _CLASSES.get(tag)
+    if cls is None:
+        cls = _CLASSES[tag] = _node_class(tag)
+    return cls(fields)
+
+
+def _node_class(tag: str) -> type[Node]:
+    """The Node subclass for node type ``tag``, its fields described by pglast.ast."""
+    described = getattr(getattr(ast, tag, None), "__slots__", None)
+    namespace: dict[str, Any] = {"tag": tag, "__slots__": ()}
+    names: list[tuple[str, str]] = []
+    for name, info in described.items() if isinstance(described, dict) else ():
+        c_type = str(info.c_type)
+        key = name[:-1] if name.endswith("_") else name  # pglast's def_ is C's def
+        names.append((name, key))
+        if key == name and (c_type in _SCALAR_TYPES or _enum_type(c_type)) and c_type != "ParseLoc":
+            namespace[name] = _absent_value(c_type)  # read from the instance when present
+        elif tag == "A_Const" and name == "val":
+            namespace[name] = property(_a_const_value)
+        else:
+            namespace[name] = _converting_property(key, c_type)
+    namespace["_field_names"] = tuple(names)
+    return type(tag, (Node,), namespace)
+
+
+def _enum_type(c_type: str) -> bool:
+    return isinstance(getattr(enums, c_type, None), type)
 
 
 def _absent_value(c_type: str) -> Any:
@@ -107,66 +146,58 @@ def _absent_value(c_type: str) -> Any:
     return None
 
 
-class Node:
-    """One parse-tree node: ``tag`` is its type name, attributes are its fields."""
+def _converting_property(key: str, c_type: str) -> property:
+    """A field read through conversion: nodes and lists, locations, renamed fields."""
+    absent = _absent_value(c_type)
 
-    __slots__ = ("_fields", "tag")
-
-    def __init__(self, tag: str, fields: dict[str, Any]) -> None:
-        self.tag = tag
-        self._fields = fields
-
-    def __getattr__(self, name: str) -> Any:
-        slot = _slots(self.tag).get(name)
-        if slot is None:
-            raise AttributeError(f"{self.tag} has no attribute {name!r}")
-        try:
-            value = self._fields[slot.key]
-        except KeyError:
-            if self.tag == "A_Const" and name == "val":
-                return _a_const_value(self._fields)
-            return slot.default
-        if value == -1 and slot.c_type == "ParseLoc":
+    def read(node: Node) -> Any:
+        present = node.__dict__
+        if key not in present:
+            return absent
+        value = present[key]
+        kind = type(value)
+        if kind is dict or kind is list:  # convert once, keep the result for next time
+            value = present[key] = _value(value, c_type)
+        elif c_type == "ParseLoc" and value == -1:
             return None  # pglast's "unknown location"
-        return _value(value, slot.c_type)
+        return value
 
-    def __repr__(self) -> str:
-        return f"<{self.tag} {json.dumps(self._fields)}>"
-
-    def children(self) -> Iterator[Any]:
-        """The values of the fields the JSON holds, read as attributes (nodes, tuples, ...)."""
-        for name, slot in _slots(self.tag).items():
-            if slot.key in self._fields or (self.tag == "A_Const" and name == "val"):
-                yield getattr(self, name)
+    return property(read)
 
 
-def _a_const_value(fields: dict[str, Any]) -> Node | None:
+def _a_const_value(node: Node) -> Node | None:
+    present = node.__dict__
     for key, tag in _A_CONST_VALUES.items():
-        if key in fields:
-            return Node(tag, fields[key])
+        if key in present:
+            return _node(tag, present[key])
     return None  # NULL constant
 
 
 def _value(value: Any, c_type: str) -> Any:
+    """A JSON field value as pglast reads it (``c_type`` is the field's C type)."""
     if isinstance(value, dict):
-        if c_type == "Node*" or c_type == "List*":
+        # Generic pointers (Node*, Expr*) hold {"Type": {...}}; a field of a specific node
+        # type holds the bare fields, all lower-case-initial (no node type is).
+        if len(value) == 1 and next(iter(value))[0].isupper():
             return _tagged(value)
-        return Node(c_type.rstrip("*"), value)  # a field of a specific node type
+        if not value and c_type in ("Node*", "Expr*"):
+            return None
+        return _node(c_type.rstrip("*"), value)
     if isinstance(value, list):
-        return tuple(_tagged(item) for item in value)
+        return tuple([_tagged(item) for item in value])
     return value
 
 
 def _tagged(value: Any) -> Any:
     """A JSON ``{"Type": {...}}`` node (a ``List`` becomes a tuple of its items)."""
-    if not isinstance(value, dict):
+    if type(value) is not dict:
         return value
     if not value:
         return None  # a NULL list element
     ((tag, fields),) = value.items()
     if tag == "List":
-        return tuple(_tagged(item) for item in fields.get("items", ()))
-    return Node(tag, fields)
+        return tuple([_tagged(item) for item in fields.get("items", ())])
+    return _node(tag, fields)
 
 
 def walk(node: Any) -> Iterator[Node]:
@@ -183,17 +214,13 @@ def walk(node: Any) -> Iterator[Node]:
 def parse_sql(sql: str) -> tuple[Node, ...]:
     """The statements of ``sql`` (each RawStmt's ``stmt``); raises pglast's ``ParseError``."""
     document = json.loads(parse_sql_json(sql))
-    statements = [_tagged(raw["stmt"]) for raw in document.get("stmts", ())]
-    lossy = [
-        number
-        for number, statement in enumerate(statements)
-        if any(key not in statement._fields for key in _EMPTY_STRING_FIELDS.get(statement.tag, ()))
-    ]
-    if lossy:  # rare: let pglast say which omitted strings were "" rather than NULL
-        exact = pglast.parse_sql(sql)
-        for number in lossy:
-            statement, original = statements[number], exact[number].stmt
-            for key in _EMPTY_STRING_FIELDS[statement.tag]:
-                if key not in statement._fields and getattr(original, key) is not None:
-                    statement._fields[key] = getattr(original, key)
+    statements: list[Node] = [_tagged(raw["stmt"]) for raw in document.get("stmts", ())]
+    for number, statement in enumerate(statements):
+        lossy = _EMPTY_STRING_FIELDS.get(statement.tag)
+        if lossy and any(key not in statement.__dict__ for key in lossy):
+            # Rare: pglast's own tree says which omitted strings were "" rather than NULL.
+            original = pglast.parse_sql(sql)[number].stmt
+            for key in lossy:
+                if key not in statement.__dict__ and getattr(original, key) is not None:
+                    statement.__dict__[key] = getattr(original, key)
     return tuple(statements)
