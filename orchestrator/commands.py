@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -62,12 +63,17 @@ def validate_database(
     costly part for a large folder, and does not depend on the database).
     """
     check_url(url)
-    if model is None:
-        model = object_model(journal)
-    try:
-        snapshot = call_with_retry(lambda: take_snapshot(url, options), retry, on_retry=on_retry)
-    except DatabaseError as exc:
-        return error_report(str(exc))
+    # The catalog round trip (network and server time) overlaps parsing the SQL (local CPU).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot") as pool:
+        reading = pool.submit(
+            call_with_retry, lambda: take_snapshot(url, options), retry, on_retry=on_retry
+        )
+        if model is None:
+            model = object_model(journal)
+        try:
+            snapshot = reading.result()
+        except DatabaseError as exc:
+            return error_report(str(exc))
     return validate(journal, model, snapshot)
 
 
