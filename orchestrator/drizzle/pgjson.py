@@ -62,6 +62,7 @@ _A_CONST_VALUES = {
 
 
 _SCALAR_TYPES = frozenset({"bool", "char", "char*"}) | _INTEGER_TYPES
+_JSON = json.JSONDecoder()
 
 
 class Node:
@@ -149,6 +150,13 @@ def _absent_value(c_type: str) -> Any:
 def _converting_property(key: str, c_type: str) -> property:
     """A field read through conversion: nodes and lists, locations, renamed fields."""
     absent = _absent_value(c_type)
+    if c_type == "ParseLoc":
+
+        def read_location(node: Node) -> Any:
+            value = node.__dict__.get(key, absent)
+            return None if value == -1 else value  # -1 is pglast's "unknown location"
+
+        return property(read_location)
 
     def read(node: Node) -> Any:
         present = node.__dict__
@@ -156,10 +164,12 @@ def _converting_property(key: str, c_type: str) -> property:
             return absent
         value = present[key]
         kind = type(value)
-        if kind is dict or kind is list:  # convert once, keep the result for next time
+        # Convert once and keep the result for next time. Lists are the most read fields,
+        # so they are converted here rather than through _value's general dispatch.
+        if kind is list:
+            value = present[key] = tuple([_tagged(item) for item in value])
+        elif kind is dict:
             value = present[key] = _value(value, c_type)
-        elif c_type == "ParseLoc" and value == -1:
-            return None  # pglast's "unknown location"
         return value
 
     return property(read)
@@ -194,10 +204,14 @@ def _tagged(value: Any) -> Any:
         return value
     if not value:
         return None  # a NULL list element
-    ((tag, fields),) = value.items()
+    (tag,) = value  # the node type, its one key
     if tag == "List":
-        return tuple([_tagged(item) for item in fields.get("items", ())])
-    return _node(tag, fields)
+        return tuple([_tagged(item) for item in value[tag].get("items", ())])
+    try:  # _node, inlined: this runs for every node read
+        cls = _CLASSES[tag]
+    except KeyError:
+        cls = _CLASSES[tag] = _node_class(tag)
+    return cls(value[tag])
 
 
 def walk(node: Any) -> Iterator[Node]:
@@ -213,7 +227,7 @@ def walk(node: Any) -> Iterator[Node]:
 
 def parse_sql(sql: str) -> tuple[Node, ...]:
     """The statements of ``sql`` (each RawStmt's ``stmt``); raises pglast's ``ParseError``."""
-    document = json.loads(parse_sql_json(sql))
+    document, _ = _JSON.raw_decode(parse_sql_json(sql))  # json.loads, minus its checks
     statements: list[Node] = [_tagged(raw["stmt"]) for raw in document.get("stmts", ())]
     for number, statement in enumerate(statements):
         lossy = _EMPTY_STRING_FIELDS.get(statement.tag)
