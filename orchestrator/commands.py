@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 
+from orchestrator.allocation import cyclic_gc_paused
 from orchestrator.db import runlock
 from orchestrator.db.catalog import CatalogSnapshot, read_snapshot
 from orchestrator.db.connect import check_url, connect
@@ -64,7 +65,10 @@ def validate_database(
     """
     check_url(url)
     # The catalog round trip (network and server time) overlaps parsing the SQL (local CPU).
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot") as pool:
+    with (
+        cyclic_gc_paused(),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot") as pool,
+    ):
         reading = pool.submit(
             call_with_retry, lambda: take_snapshot(url, options), retry, on_retry=on_retry
         )
@@ -74,7 +78,7 @@ def validate_database(
             snapshot = reading.result()
         except DatabaseError as exc:
             return error_report(str(exc))
-    return validate(journal, model, snapshot)
+        return validate(journal, model, snapshot)
 
 
 def migrate_database(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -9,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.runs import RunRecord
-from orchestrator.validation import MigrationState, ValidationReport, Verdict
+from orchestrator.validation import MigrationState, MigrationStatus, ValidationReport, Verdict
 
 VERDICT_STYLE = {
     Verdict.SAFE: "bold green",
@@ -27,6 +28,35 @@ STATE_STYLE = {
 }
 
 
+FOLD_ABOVE = 40  # migrations; beyond this, long runs of applied ones fold into one line
+FOLD_RUN = 5
+
+
+def migration_rows(migrations: Sequence[MigrationStatus]) -> list[MigrationStatus | str]:
+    """The table's rows: every migration, or for a long history, runs of more than
+    ``FOLD_RUN`` applied migrations folded into one summary line (pure)."""
+    if len(migrations) <= FOLD_ABOVE:
+        return list(migrations)
+    rows: list[MigrationStatus | str] = []
+    run: list[MigrationStatus] = []
+
+    def flush() -> None:
+        if len(run) > FOLD_RUN:
+            rows.append(f"… {len(run)} applied: {run[0].tag} … {run[-1].tag}")
+        else:
+            rows.extend(run)
+        run.clear()
+
+    for m in migrations:
+        if m.state is MigrationState.APPLIED and m.tracked:
+            run.append(m)
+        else:
+            flush()
+            rows.append(m)
+    flush()
+    return rows
+
+
 def validation(console: Console, report: ValidationReport, url: str) -> None:
     """Print a validation report: checks, per-migration table, findings, verdict, advice."""
     console.print(f"database: {url}", markup=False, highlight=False)
@@ -41,14 +71,17 @@ def validation(console: Console, report: ValidationReport, url: str) -> None:
         table.add_column("state", no_wrap=True)
         table.add_column("tracked", no_wrap=True)
         table.add_column("objects", no_wrap=True)
-        for m in report.migrations:
-            expected = len(m.expected_objects)
-            present = expected - len(m.missing_objects)
+        for row in migration_rows(report.migrations):
+            if isinstance(row, str):
+                table.add_row(f"[dim]{row}[/]", "", "", "", "")
+                continue
+            expected = len(row.expected_objects)
+            present = expected - len(row.missing_objects)
             table.add_row(
-                m.tag,
-                str(m.when),
-                f"[{STATE_STYLE[m.state]}]{m.state.value}[/]",
-                "yes" if m.tracked else "no",
+                row.tag,
+                str(row.when),
+                f"[{STATE_STYLE[row.state]}]{row.state.value}[/]",
+                "yes" if row.tracked else "no",
                 f"{present}/{expected}" if expected else "-",
             )
         console.print(table)

@@ -101,3 +101,24 @@ def test_out_of_order_names_what_drizzle_would_skip() -> None:
     [finding] = [f for f in report.findings if f.code == "out_of_order"]
     assert finding.migration == "0002_m"
     assert "200" in finding.message and "300" in finding.message and "0001_m" in finding.message
+
+
+def test_a_long_history_folds_runs_of_applied_migrations() -> None:
+    from orchestrator.render import FOLD_ABOVE, migration_rows
+    from orchestrator.validation import MigrationState, MigrationStatus
+
+    def status(number: int, state: MigrationState) -> MigrationStatus:
+        tracked = state is MigrationState.APPLIED
+        return MigrationStatus(f"{number:04d}_m", "h", number, state, tracked, (), ())
+
+    few = [status(i, MigrationState.APPLIED) for i in range(FOLD_ABOVE)]
+    assert migration_rows(few) == few  # a short history is shown in full
+    many = [status(i, MigrationState.APPLIED) for i in range(100)]
+    many[50] = status(50, MigrationState.PENDING)
+    many[53] = status(53, MigrationState.PENDING)
+    rows = migration_rows(many)
+    assert rows[0] == "… 50 applied: 0000_m … 0049_m"
+    assert rows[1] is many[50]
+    assert rows[2:5] == [many[51], many[52], many[53]]  # a short run stays as it is
+    assert rows[5] == "… 46 applied: 0054_m … 0099_m"
+    assert len(rows) == 6

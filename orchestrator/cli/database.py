@@ -23,12 +23,14 @@ if TYPE_CHECKING:
 def validate(target: DatabaseTarget) -> int:
     """Read-only: report the migration state of the database (SAFE, NEEDS_MIGRATION, ...)."""
     from orchestrator import commands
+    from orchestrator.allocation import cyclic_gc_paused
 
     url = target.url()
-    report = commands.validate_database(
-        url, target.journal(), target.options(), retry=target.retry, on_retry=on_retry
-    )
-    show_report(report, url, target.as_json)
+    with cyclic_gc_paused():  # a large folder means a large report: nothing cyclic in it
+        report = commands.validate_database(
+            url, target.journal(), target.options(), retry=target.retry, on_retry=on_retry
+        )
+        show_report(report, url, target.as_json)
     return int(report.exit_code)
 
 

@@ -21,17 +21,16 @@ was last created or renamed by ``tag``. Bad SQL never raises; it is reported in 
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import pglast
 from pglast import ast
 from pglast.enums import AlterTableType, ConstrType, DropBehavior, ObjectType
 
+from orchestrator.allocation import cyclic_gc_paused
 from orchestrator.drizzle.pgjson import Node, parse_sql, walk
 
 __all__ = [
@@ -52,12 +51,13 @@ DEFAULT_SCHEMA = "public"
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True, order=True)
-class DbObject:
+class DbObject(NamedTuple):
     """One database object as PostgreSQL names it.
 
     ``schema`` is the namespace (the schema's own name for kind ``schema``); ``parent`` is the
     owning table for columns and constraints, the enum type for enum values, else ``None``.
+    A named tuple rather than a dataclass: tens of thousands are hashed, compared and sorted
+    per validation, and tuples do that in C.
     """
 
     kind: ObjectKind
@@ -1093,7 +1093,7 @@ def build_object_model(migrations: Sequence[tuple[str, Sequence[str]]]) -> Objec
     catalog = _Catalog()
     replay = _Replay(catalog)
     unparsed: dict[str, str] = {}
-    with _cyclic_gc_paused():
+    with cyclic_gc_paused():
         for tag, statements in migrations:
             replay.tag = tag
             _replay_migration(replay, tag, statements, unparsed)
@@ -1123,20 +1123,3 @@ def _replay_migration(
             except Exception as exc:  # an exotic statement must not crash `validate`
                 reason = f"could not analyse ({type(exc).__name__}: {_one_line(exc)})"
                 unparsed.setdefault(tag, f"statement {number}: {reason}")
-
-
-@contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector; reference counting still frees everything.
-
-    Replaying a large folder allocates a JSON tree per statement and keeps tens of thousands
-    of catalog entities: the collector's full passes over that growing heap cost about a
-    seventh of the model's time and find nothing to free (parse trees hold no cycles).
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:  # a caller that paused it already keeps it paused
-            gc.enable()

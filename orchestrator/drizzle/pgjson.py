@@ -20,6 +20,7 @@ the statement kinds listed in ``_EMPTY_STRING_FIELDS``.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -225,9 +226,19 @@ def walk(node: Any) -> Iterator[Node]:
             yield from walk(item)
 
 
+@functools.lru_cache(maxsize=65536)
+def parse_json(sql: str) -> str:
+    """libpg_query's parse tree of ``sql`` as JSON text; raises pglast's ``ParseError``.
+
+    Cached: reading a journal checks every statement's syntax and the object model then
+    parses the same statements again; each is parsed once per process.
+    """
+    return str(parse_sql_json(sql))
+
+
 def parse_sql(sql: str) -> tuple[Node, ...]:
     """The statements of ``sql`` (each RawStmt's ``stmt``); raises pglast's ``ParseError``."""
-    document, _ = _JSON.raw_decode(parse_sql_json(sql))  # json.loads, minus its checks
+    document, _ = _JSON.raw_decode(parse_json(sql))  # json.loads, minus its checks
     statements: list[Node] = [_tagged(raw["stmt"]) for raw in document.get("stmts", ())]
     for number, statement in enumerate(statements):
         lossy = _EMPTY_STRING_FIELDS.get(statement.tag)
