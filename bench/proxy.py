@@ -122,6 +122,9 @@ class LatencyProxy:
                     _, pending = await asyncio.wait(others, timeout=grace)
                     for task in pending:
                         task.cancel()
+                    # Let the cancelled tasks finish before the loop stops, or they are
+                    # destroyed while pending.
+                    await asyncio.gather(*pending, return_exceptions=True)
                     grace = 0.1
 
             self._call(close())
@@ -222,7 +225,9 @@ async def _pump(
             queue.put_nowait((loop.time() + delay, data))
     except OSError:
         pass
-    finally:
-        queue.put_nowait(None)
-        with contextlib.suppress(OSError):
-            await delivery
+    except asyncio.CancelledError:
+        delivery.cancel()  # the proxy is stopping: nothing more to deliver
+        raise
+    queue.put_nowait(None)
+    with contextlib.suppress(OSError):
+        await delivery
