@@ -69,6 +69,7 @@ def restore_point(url: str) -> Outcome:
     """The moment and WAL position to restore to, read from the server itself."""
     try:
         with connect(url) as conn:
+            conn.read_only = True  # a read: the rehearsal runs it against production too
             row = conn.execute(RESTORE_POINT_SQL).fetchone()
     except psycopg.Error as exc:
         raise DatabaseError(
