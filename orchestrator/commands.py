@@ -105,7 +105,7 @@ def migrate_database(
     with ExitStack() as stack:
         if take_run_lock:
             stack.enter_context(
-                runlock.hold(
+                runlock.RunLock(
                     url,
                     schema=options.schema,
                     table=options.table,

@@ -248,7 +248,7 @@ def _remote_tip(repo: git.Repo, remote: str, branch: str) -> str:
     return tip
 
 
-def _refuse_dirty(repo: git.Repo) -> None:
+def refuse_dirty(repo: git.Repo) -> None:
     """:class:`GuardError` if tracked files are modified or staged, or an operation is underway.
 
     Untracked files are not dirt: they belong to nobody's release and git refuses by itself
@@ -328,7 +328,7 @@ def preflight(repo: git.Repo, remote: str, source: str, target: str) -> Prefligh
     message names the files). Nothing local changes except the remote-tracking refs.
     """
     original_branch = _current_branch(repo)
-    _refuse_dirty(repo)
+    refuse_dirty(repo)
     _fetch(repo, remote, [source, target])
     source_commit = _remote_tip(repo, remote, source)
     target_commit = _remote_tip(repo, remote, target)
@@ -410,11 +410,6 @@ def trial_merge(scratch: git.Repo, remote: str, source: str, target: str) -> Tri
     if not (fast_forward or already_merged):
         conflicts = _trial_merge_conflicts(scratch, target_commit, source_commit)
     return TrialMerge(source_commit, target_commit, fast_forward, already_merged, tuple(conflicts))
-
-
-def refuse_dirty(repo: git.Repo) -> None:
-    """GuardError if the clone's tracked files are modified or an operation is underway."""
-    _refuse_dirty(repo)
 
 
 def remote_tips(repo: git.Repo, remote: str, branches: list[str]) -> dict[str, str]:
@@ -547,7 +542,7 @@ def merge_and_push(
     index, working tree and checked-out branch are put back as they were. On success the
     original branch is checked out again and local ``target`` is left at the pushed commit.
     """
-    _refuse_dirty(repo)
+    refuse_dirty(repo)
     _fetch(repo, remote, [target])
     previous = _remote_tip(repo, remote, target)
     source = _resolve(repo.git, source_commit)
@@ -659,7 +654,7 @@ def revert_release(
     """
     if result.merge_commit is None and result.pushed_commit == result.previous_target_commit:
         raise GuardError("the release changed nothing on the target; there is nothing to revert")
-    _refuse_dirty(repo)
+    refuse_dirty(repo)
     _fetch(repo, remote, [target])
     tip = _remote_tip(repo, remote, target)
     for commit in (result.pushed_commit, result.previous_target_commit):

@@ -182,7 +182,7 @@ def rehearse(playbook_path: Path, environ: Mapping[str, str]) -> DryRun:
         f"{len(journal.migrations)} migrations at the source commit",
     )
     try:
-        with runlock.hold(
+        with runlock.RunLock(
             url,
             schema=playbook.migrations.schema_,
             table=playbook.migrations.table,

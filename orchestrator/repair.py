@@ -215,7 +215,7 @@ def repair_database(
     if not confirm(plan, before):
         raise UsageError("repair not confirmed: nothing was changed")
 
-    run_lock = runlock.hold(
+    run_lock = runlock.RunLock(
         url,
         schema=options.schema,
         table=options.table,

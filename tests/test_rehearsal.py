@@ -214,7 +214,7 @@ def test_rehearsal_is_refused_while_a_deploy_holds_the_database(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
     owner = runlock.application_name("20251021T143005Z-dddddd")
-    with runlock.hold(
+    with runlock.RunLock(
         world.database_url, schema="drizzle", table="__drizzle_migrations", owner=owner
     ):
         code = run(["deploy", "--playbook", str(world.playbook), "--dry-run"])

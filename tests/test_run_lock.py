@@ -35,18 +35,18 @@ def test_lock_key_and_application_name_are_pure() -> None:
 
 def test_second_holder_is_refused_at_once_naming_the_first(database_url: str) -> None:
     owner = runlock.application_name("20251021T143005Z-aaaaaa")
-    with runlock.hold(database_url, schema="drizzle", table="t", owner=owner):
+    with runlock.RunLock(database_url, schema="drizzle", table="t", owner=owner):
         with (
             pytest.raises(UsageError, match="run 20251021T143005Z-aaaaaa") as refused,
-            runlock.hold(database_url, schema="drizzle", table="t", owner="orchestrator x y"),
+            runlock.RunLock(database_url, schema="drizzle", table="t", owner="orchestrator x y"),
         ):
             pass
         assert refused.value.exit_code == 2
         # Another tracking table is another lock.
-        with runlock.hold(database_url, schema="drizzle", table="other", owner="orchestrator"):
+        with runlock.RunLock(database_url, schema="drizzle", table="other", owner="orchestrator"):
             pass
     # Released with its session: the next holder gets it.
-    with runlock.hold(database_url, schema="drizzle", table="t", owner=owner):
+    with runlock.RunLock(database_url, schema="drizzle", table="t", owner=owner):
         pass
 
 
@@ -59,7 +59,7 @@ def test_a_dead_holder_releases_the_lock_with_its_session(database_url: str) -> 
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))  # the process died
     holder.close()
     owner = runlock.application_name("20251021T143005Z-bbbbbb")
-    with runlock.hold(database_url, schema="drizzle", table="__drizzle_migrations", owner=owner):
+    with runlock.RunLock(database_url, schema="drizzle", table="__drizzle_migrations", owner=owner):
         pass
 
 
@@ -122,7 +122,7 @@ def test_migrate_is_refused_while_a_deploy_holds_the_database(
     owner = runlock.application_name("20251021T143005Z-cccccc")
     before = schema_fingerprint(world.database_url)
     monkeypatch.setenv("DATABASE_URL", world.database_url)
-    with runlock.hold(
+    with runlock.RunLock(
         world.database_url, schema="drizzle", table="__drizzle_migrations", owner=owner
     ):
         code = run(["migrate", "--migrations", str(EXAMPLE), "--yes"])

@@ -84,6 +84,8 @@ class DatabaseBusy(UsageError):
 class RunLock:
     """The run lock on a dedicated connection: acquire, check it is still held, release.
 
+    ``with RunLock(url, schema=..., table=..., owner=...):`` holds it for the block; another
+    holder is refused at once (:class:`DatabaseBusy`, exit 2) and told which run has it.
     A server restart or a dropped connection ends the session and with it the lock, without
     telling us; :meth:`ensure` notices and takes the lock again before the next step acts.
     """
@@ -141,15 +143,6 @@ class RunLock:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
-
-
-def hold(url: str, *, schema: str, table: str, owner: str) -> RunLock:
-    """The run lock as a context manager: ``with hold(url, ...):`` holds it for the block.
-
-    Raises :class:`DatabaseBusy` (exit 2) at once if another session holds it, naming the
-    run; :class:`DatabaseError` if the database cannot be reached.
-    """
-    return RunLock(url, schema=schema, table=table, owner=owner)
 
 
 def find_holder(conn: psycopg.Connection[Any], key: int) -> Holder | None:
