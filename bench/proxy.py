@@ -227,6 +227,8 @@ async def _pump(
         pass
     except asyncio.CancelledError:
         delivery.cancel()  # the proxy is stopping: nothing more to deliver
+        with contextlib.suppress(asyncio.CancelledError, OSError):
+            await delivery  # let it end before the loop does
         raise
     queue.put_nowait(None)
     with contextlib.suppress(OSError):

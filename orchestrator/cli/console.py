@@ -17,10 +17,15 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def print_json(document: dict[str, Any]) -> None:
-    """One JSON document on stdout, secrets redacted."""
+    """One JSON document on stdout, secrets redacted.
+
+    Indented for a person at a terminal; compact for a program reading a pipe (the C encoder
+    only serves compact output, and a report of a large folder runs to megabytes).
+    """
     from orchestrator.db.connect import redact
 
-    sys.stdout.write(redact(json.dumps(document, indent=2, default=str)) + "\n")
+    indent = 2 if sys.stdout.isatty() else None
+    sys.stdout.write(redact(json.dumps(document, indent=indent, default=str)) + "\n")
 
 
 def print_lines(lines: list[str]) -> None:
