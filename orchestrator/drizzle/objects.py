@@ -31,7 +31,7 @@ from pglast import ast
 from pglast.enums import AlterTableType, ConstrType, DropBehavior, ObjectType
 
 from orchestrator.allocation import cyclic_gc_paused
-from orchestrator.drizzle.pgjson import Node, parse_sql, walk
+from orchestrator.drizzle.pgjson import Node, parse_sql, raw_fields, walk, wrap
 
 __all__ = [
     "NAMEDATALEN",
@@ -529,6 +529,35 @@ def _column_refs(node: Any) -> set[str]:
     }
 
 
+def _raw_strings(items: Any) -> list[str] | None:
+    """The untruncated strings of a raw JSON list of String nodes; None if it is not one."""
+    if items is None:
+        return []
+    if type(items) is not list:
+        return None  # already converted to Nodes by an earlier read
+    try:
+        # str(): an omitted sval reads as None through a Node, and str(None) there too.
+        return [str(item["String"].get("sval")) for item in items]
+    except (KeyError, AttributeError):
+        return None
+
+
+def _raw_nodes(items: Any, tag: str) -> list[dict[str, Any]] | None:
+    """The fields of each node of a raw JSON list of ``tag`` nodes (absent: empty).
+
+    None when ``items`` is anything else: a tuple of Nodes an earlier read converted (a list
+    is converted as a whole, so a raw list holds raw items), or a list of other node types.
+    """
+    if items is None:
+        return []
+    if type(items) is not list:
+        return None
+    try:
+        return [item[tag] for item in items]
+    except KeyError:
+        return None
+
+
 def _strings(items: Any) -> list[str]:
     """The identifiers of a pglast list of String nodes, truncated like PostgreSQL."""
     return [truncate_identifier(str(item.sval)) for item in (items or ())]
@@ -618,12 +647,19 @@ class _Replay:
     def _enum_of_type(self, type_name: Any) -> _Enum | None:
         if type_name is None or not type_name.names:
             return None
-        names = type_name.names
+        return self._enum_named_by([str(item.sval) for item in type_name.names])
+
+    def _enum_named_by(self, names: Sequence[str] | None) -> _Enum | None:
+        """The modelled enum a type name (its dotted parts, untruncated) denotes, if any."""
+        if not names:
+            return None
         # Most types are built-in (int4, text, ...): skip qualifying the name unless some
         # enum is called that.
-        if not self.catalog.enum_named(truncate_identifier(str(names[-1].sval))):
+        if not self.catalog.enum_named(truncate_identifier(names[-1])):
             return None
-        return self.catalog.enum(*self._any_name(names))
+        qualified = [truncate_identifier(name) for name in names]
+        schema = qualified[-2] if len(qualified) > 1 else self.default_schema
+        return self.catalog.enum(schema, qualified[-1])
 
     def _table_or_phantom(self, schema: str, name: str) -> _Table:
         """The modelled table, or a placeholder for one created outside the folder."""
@@ -666,6 +702,58 @@ class _Replay:
         return True
 
     def _create_table(self, node: Any) -> None:
+        if not self._create_table_raw(raw_fields(node)):
+            self._create_table_nodes(node)
+
+    def _create_table_raw(self, fields: dict[str, Any]) -> bool:
+        """CREATE TABLE of columns and constraints only (drizzle's), read from the raw JSON.
+
+        The hottest statement of a folder; reading the JSON directly skips building a Node per
+        tree node. Returns False, having changed nothing, for anything else (INHERITS,
+        PARTITION OF, LIKE, a tree already read through Nodes): the general path handles it.
+        """
+        rv, elements = fields.get("relation"), fields.get("tableElts", [])
+        if "inhRelations" in fields or type(rv) is not dict or type(elements) is not list:
+            return False
+        # (column name or None for a table constraint, its type's names, its constraints)
+        plan: list[tuple[str | None, list[str], list[dict[str, Any]]]] = []
+        for element in elements:
+            if type(element) is not dict:
+                return False
+            if (coldef := element.get("ColumnDef")) is not None:
+                type_name = coldef.get("typeName")
+                type_names = (
+                    _raw_strings(type_name.get("names")) if type(type_name) is dict else None
+                )
+                constraints = _raw_nodes(coldef.get("constraints"), "Constraint")
+                if type_names is None or constraints is None:
+                    return False
+                # Most column constraints are NOT NULL / DEFAULT, which are not catalogued.
+                catalogued = [c for c in constraints if c.get("contype") in _CONSTRAINT_TYPES]
+                plan.append((str(coldef.get("colname")), type_names, catalogued))
+            elif type(constraint := element.get("Constraint")) is dict:
+                plan.append((None, [], [constraint]))
+            else:
+                return False  # LIKE, or an already converted element
+        if rv.get("relpersistence") == "t":  # temporary tables leave nothing behind
+            return True
+        schema, name = self._qualify(rv.get("schemaname"), str(rv.get("relname")))
+        if not self._new_relation_allowed(schema, name, bool(fields.get("if_not_exists"))):
+            return True
+        table = _Table(schema, name, self.tag)
+        self.catalog.tables.append(table)
+        # As the general path: every column first, then constraints in element order.
+        for column_name, type_names, _ in plan:
+            if column_name is not None:
+                column_name = truncate_identifier(column_name)
+                self._add_named_column(table, column_name, type_names, if_not_exists=True)
+        for column_name, _, constraints in plan:
+            column_name = None if column_name is None else truncate_identifier(column_name)
+            for constraint in constraints:
+                self._add_raw_constraint(table, constraint, column_name)
+        return True
+
+    def _create_table_nodes(self, node: Any) -> None:
         rv = node.relation
         if rv.relpersistence == "t":  # temporary tables leave nothing behind
             return
@@ -698,13 +786,22 @@ class _Replay:
                 self.catalog.columns.append(_Column(target, column.name, self.tag, column.enum))
 
     def _add_column(self, table: _Table, coldef: Any, *, if_not_exists: bool) -> _Column | None:
+        type_name = coldef.typeName
+        type_names = None
+        if type_name is not None and type_name.names:
+            type_names = [str(item.sval) for item in type_name.names]
         name = truncate_identifier(str(coldef.colname))
+        return self._add_named_column(table, name, type_names, if_not_exists=if_not_exists)
+
+    def _add_named_column(
+        self, table: _Table, name: str, type_names: Sequence[str] | None, *, if_not_exists: bool
+    ) -> _Column | None:
         existing = self.catalog.column(table, name)
         if existing is not None:
             if if_not_exists:
                 return None
             self.catalog.drop_column(existing, cascade=False)
-        column = _Column(table, name, self.tag, self._enum_of_type(coldef.typeName))
+        column = _Column(table, name, self.tag, self._enum_named_by(type_names))
         self.catalog.columns.append(column)
         return column
 
@@ -719,19 +816,11 @@ class _Replay:
         ctype = _CONSTRAINT_TYPES.get(node.contype)
         if ctype is None:
             return  # NOT NULL, DEFAULT, ...: not in pg_constraint on every server version
+        name = self._constraint_name(table, ctype, node.conname, node.indexname)
+        if name is None:
+            return
         own = {column} if column else set()
-        backing_index = None
-        if node.indexname:  # ADD CONSTRAINT ... USING INDEX: the index becomes the constraint's
-            backing_index = self.catalog.index(table.schema, truncate_identifier(node.indexname))
-        if node.conname:
-            name = truncate_identifier(str(node.conname))
-        elif node.indexname:
-            name = truncate_identifier(str(node.indexname))
-        elif ctype == "p":
-            name = self.catalog.pkey_name(table)
-        else:
-            return  # implicitly named UNIQUE/FK/CHECK: the generated name is not worth guessing
-        ref_table: _Table | None = None
+        ref: tuple[str, str] | None = None
         ref_names: set[str] = set()
         if ctype in ("p", "u"):
             names = set(_strings(node.keys)) | set(_strings(node.including)) or own
@@ -740,10 +829,79 @@ class _Replay:
             names |= _column_refs(node.where_clause)
         elif ctype == "f":
             names = set(_strings(node.fk_attrs)) or own
-            ref_table = self._table_or_phantom(*self._range_var(node.pktable))
+            ref = self._range_var(node.pktable)
             ref_names = set(_strings(node.pk_attrs))
         else:
             names = _column_refs(node.raw_expr)
+        self._store_constraint(table, ctype, name, node.indexname, names, ref, ref_names)
+
+    def _add_raw_constraint(
+        self, table: _Table, fields: dict[str, Any], column: str | None
+    ) -> None:
+        """:meth:`_add_constraint` over the raw JSON, for keys and foreign keys (most of them).
+
+        CHECK and EXCLUDE constraints hold expressions: they go through a Node.
+        """
+        ctype = _CONSTRAINT_TYPES.get(fields.get("contype", ""))
+        if ctype is None:
+            return  # NOT NULL, DEFAULT, ...: as _add_constraint
+        ref: tuple[str, str] | None = None
+        ref_names: list[str] | None = []
+        pktable = fields.get("pktable")
+        if ctype in ("p", "u"):
+            keys = _raw_strings(fields.get("keys"))
+            including = _raw_strings(fields.get("including"))
+            names = None if keys is None or including is None else keys + including
+        elif ctype == "f" and type(pktable) is dict:
+            names = _raw_strings(fields.get("fk_attrs"))
+            ref_names = _raw_strings(fields.get("pk_attrs"))
+            ref = self._qualify(pktable.get("schemaname"), str(pktable.get("relname")))
+        else:
+            names = None
+        if names is None or ref_names is None:
+            self._add_constraint(table, wrap("Constraint", fields), column)
+            return
+        name = self._constraint_name(table, ctype, fields.get("conname"), fields.get("indexname"))
+        if name is None:
+            return
+        own = {column} if column else set()
+        self._store_constraint(
+            table,
+            ctype,
+            name,
+            fields.get("indexname"),
+            {truncate_identifier(n) for n in names} or own,
+            ref,
+            {truncate_identifier(n) for n in ref_names},
+        )
+
+    def _constraint_name(
+        self, table: _Table, ctype: ConstraintType, conname: Any, indexname: Any
+    ) -> str | None:
+        """The constraint's name; None when PostgreSQL would generate one we do not guess."""
+        if conname:
+            return truncate_identifier(str(conname))
+        if indexname:
+            return truncate_identifier(str(indexname))
+        if ctype == "p":
+            return self.catalog.pkey_name(table)
+        return None  # implicitly named UNIQUE/FK/CHECK: the generated name is not worth guessing
+
+    def _store_constraint(
+        self,
+        table: _Table,
+        ctype: ConstraintType,
+        name: str,
+        indexname: Any,
+        names: set[str],
+        ref: tuple[str, str] | None,
+        ref_names: set[str],
+    ) -> None:
+        """Catalogue a named constraint on ``names`` (FKs: referencing ``ref``'s ``ref_names``)."""
+        backing_index = None
+        if indexname:  # ADD CONSTRAINT ... USING INDEX: the index becomes the constraint's
+            backing_index = self.catalog.index(table.schema, truncate_identifier(indexname))
+        ref_table = None if ref is None else self._table_or_phantom(*ref)
         columns = self._resolve_columns(table, names)
         if backing_index is not None:
             columns = backing_index.columns
@@ -764,23 +922,56 @@ class _Replay:
         )
 
     def _create_index(self, node: Any) -> None:
+        if not self._create_index_raw(raw_fields(node)):
+            self._create_index_nodes(node)
+
+    def _create_index_raw(self, fields: dict[str, Any]) -> bool:
+        """CREATE INDEX on plain columns (no expressions, no WHERE), read from the raw JSON.
+
+        Returns False, having changed nothing, for anything else: the general path handles it.
+        """
+        if not fields.get("idxname"):
+            return True  # the generated name is not worth guessing
+        rv = fields.get("relation")
+        params = _raw_nodes(fields.get("indexParams"), "IndexElem")
+        including = _raw_nodes(fields.get("indexIncludingParams"), "IndexElem")
+        if type(rv) is not dict or params is None or including is None or "whereClause" in fields:
+            return False
+        names: set[str] = set()
+        for element in (*params, *including):
+            if "expr" in element:
+                return False
+            if element.get("name"):
+                names.add(truncate_identifier(element["name"]))
+        schema, table_name = self._qualify(rv.get("schemaname"), str(rv.get("relname")))
+        name = truncate_identifier(str(fields["idxname"]))
+        if not self._new_relation_allowed(schema, name, bool(fields.get("if_not_exists"))):
+            return True
+        self._store_index(schema, table_name, name, names)
+        return True
+
+    def _store_index(self, schema: str, table_name: str, name: str, names: set[str]) -> None:
+        """Catalogue index ``name`` of relation ``table_name`` on columns ``names``."""
+        on: _Table | _View | None = self.catalog.view(schema, table_name)
+        columns: frozenset[_Column] = frozenset()
+        if on is None:
+            table = self._table_or_phantom(schema, table_name)
+            on, columns = table, self._resolve_columns(table, names)
+        self.catalog.indexes.append(_Index(schema, name, self.tag, on, columns))
+
+    def _create_index_nodes(self, node: Any) -> None:
         if not node.idxname:
             return  # the generated name is not worth guessing
         schema, table_name = self._range_var(node.relation)
         name = truncate_identifier(str(node.idxname))
         if not self._new_relation_allowed(schema, name, bool(node.if_not_exists)):
             return
-        on: _Table | _View | None = self.catalog.view(schema, table_name)
         names: set[str] = set()
         for element in (*(node.indexParams or ()), *(node.indexIncludingParams or ())):
             names |= {truncate_identifier(element.name)} if element.name else set()
             names |= _column_refs(element.expr)
         names |= _column_refs(node.whereClause)
-        columns: frozenset[_Column] = frozenset()
-        if on is None:
-            table = self._table_or_phantom(schema, table_name)
-            on, columns = table, self._resolve_columns(table, names)
-        self.catalog.indexes.append(_Index(schema, name, self.tag, on, columns))
+        self._store_index(schema, table_name, name, names)
 
     def _create_view(self, node: Any) -> None:
         if node.view.relpersistence == "t":
@@ -870,6 +1061,36 @@ class _Replay:
     # -- ALTER TABLE -----------------------------------------------------------------------
 
     def _alter_table(self, node: Any) -> None:
+        if not self._alter_table_raw(raw_fields(node)):
+            self._alter_table_nodes(node)
+
+    def _alter_table_raw(self, fields: dict[str, Any]) -> bool:
+        """ALTER TABLE read from the raw JSON: ADD CONSTRAINT directly, other commands as Nodes.
+
+        Returns False, having changed nothing, when the tree was already read through Nodes.
+        """
+        rv = fields.get("relation")
+        cmds = _raw_nodes(fields.get("cmds"), "AlterTableCmd")
+        if type(rv) is not dict or cmds is None:
+            return False
+        if fields.get("objtype") != _TABLE:
+            return True
+        schema, name = self._qualify(rv.get("schemaname"), str(rv.get("relname")))
+        table = self.catalog.table(schema, name)
+        if table is None:
+            if fields.get("missing_ok") or self.catalog.relation_name_taken(schema, name):
+                return True  # IF EXISTS on an unknown table, or ALTER TABLE on a view/index
+            table = self._table_or_phantom(schema, name)
+        for cmd in cmds:
+            definition = cmd.get("def")
+            constraint = definition.get("Constraint") if type(definition) is dict else None
+            if cmd.get("subtype") == _AT_ADD_CONSTRAINT and type(constraint) is dict:
+                self._add_raw_constraint(table, constraint, None)
+            else:  # each command's JSON is read by one path only
+                self._alter_table_cmd(table, wrap("AlterTableCmd", cmd))
+        return True
+
+    def _alter_table_nodes(self, node: Any) -> None:
         if node.objtype != _TABLE:
             return
         schema, name = self._range_var(node.relation)

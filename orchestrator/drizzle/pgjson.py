@@ -29,7 +29,7 @@ import pglast
 from pglast import ast, enums
 from pglast.parser import parse_sql_json
 
-__all__ = ["Node", "parse_sql", "walk"]
+__all__ = ["Node", "parse_sql", "raw_fields", "walk", "wrap"]
 
 # Statement kinds whose ``char *`` fields may legitimately hold "" (string literals).
 _EMPTY_STRING_FIELDS: dict[str, tuple[str, ...]] = {
@@ -213,6 +213,21 @@ def _tagged(value: Any) -> Any:
     except KeyError:
         cls = _CLASSES[tag] = _node_class(tag)
     return cls(value[tag])
+
+
+def raw_fields(node: Node) -> dict[str, Any]:
+    """The JSON object behind ``node``, for hot paths that skip the wrapper's conversions.
+
+    Reading a field through the wrapper converts it in place (a list becomes a tuple of
+    Nodes, a dict a Node), so a caller reading raw JSON must be the only reader of that
+    subtree, or check each value's type and cope with converted ones.
+    """
+    return node.__dict__
+
+
+def wrap(tag: str, fields: dict[str, Any]) -> Node:
+    """A :class:`Node` of node type ``tag`` over raw JSON ``fields`` (the inverse of raw_fields)."""
+    return _node(tag, fields)
 
 
 def walk(node: Any) -> Iterator[Node]:
