@@ -130,6 +130,13 @@ class LatencyProxy:
             self._call(close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        # A connection accepted while stopping may have left a task behind: end it here, on
+        # the stopped loop, rather than let the loop be closed under it.
+        leftovers = asyncio.all_tasks(self._loop)
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            self._loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
         self._loop.close()
 
     def __enter__(self) -> LatencyProxy:
@@ -220,16 +227,17 @@ async def _pump(
 
     delivery = asyncio.ensure_future(deliver())
     try:
-        while data := await reader.read(CHUNK):
-            on_burst(len(data))
-            queue.put_nowait((loop.time() + delay, data))
-    except OSError:
-        pass
-    except asyncio.CancelledError:
-        delivery.cancel()  # the proxy is stopping: nothing more to deliver
-        with contextlib.suppress(asyncio.CancelledError, OSError):
-            await delivery  # let it end before the loop does
-        raise
-    queue.put_nowait(None)
-    with contextlib.suppress(OSError):
-        await delivery
+        try:
+            while data := await reader.read(CHUNK):
+                on_burst(len(data))
+                queue.put_nowait((loop.time() + delay, data))
+        except OSError:
+            pass
+        queue.put_nowait(None)
+        with contextlib.suppress(OSError):
+            await delivery
+    finally:
+        if not delivery.done():  # the proxy is stopping: end the delivery before the loop
+            delivery.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await delivery
