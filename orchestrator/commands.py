@@ -20,7 +20,7 @@ from orchestrator.db.connect import check_url, connect
 from orchestrator.db.migrator import AppliedMigration, MigrateOptions, apply_pending
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 from orchestrator.drizzle.journal import Journal, Migration
-from orchestrator.drizzle.objects import ObjectModel, build_object_model
+from orchestrator.drizzle.objects import ObjectModel, journal_model
 from orchestrator.errors import DatabaseError, PartialStateError, UsageError
 from orchestrator.validation import ValidationReport, Verdict, error_report, validate
 
@@ -40,11 +40,6 @@ def take_snapshot(url: str, options: MigrateOptions) -> CatalogSnapshot:
     """Connect, read one catalog snapshot, disconnect."""
     with connect(url) as conn:
         return read_snapshot(conn, schema=options.schema, table=options.table)
-
-
-def object_model(journal: Journal) -> ObjectModel:
-    """The objects each migration of ``journal`` creates, from its SQL."""
-    return build_object_model([(m.tag, m.statements) for m in journal.migrations])
 
 
 def validate_database(
@@ -73,7 +68,7 @@ def validate_database(
             call_with_retry, lambda: take_snapshot(url, options), retry, on_retry=on_retry
         )
         if model is None:
-            model = object_model(journal)
+            model = journal_model(journal)
         try:
             snapshot = reading.result()
         except DatabaseError as exc:
@@ -124,7 +119,7 @@ def _migrate(
     on_retry: OnRetry | None,
     on_migration: Callable[[Migration], None] | None,
 ) -> MigrateResult:
-    model = object_model(journal)  # once: every validation below judges the same journal
+    model = journal_model(journal)  # once: every validation below judges the same journal
 
     def judge() -> ValidationReport:
         return validate_database(url, journal, options, retry=retry, on_retry=on_retry, model=model)

@@ -23,7 +23,12 @@ from orchestrator.db.catalog import (
 )
 from orchestrator.db.connect import connect
 from orchestrator.drizzle.journal import Journal
-from orchestrator.drizzle.objects import DbObject, ObjectKind, ObjectModel, build_object_model
+from orchestrator.drizzle.objects import (
+    DbObject,
+    ObjectKind,
+    ObjectModel,
+    journal_model,
+)
 from orchestrator.validation import summarize_missing
 
 _RELATIONS_QUERY = r"""
@@ -249,7 +254,7 @@ def build_inventory(journal: Journal, model: ObjectModel, catalog: CatalogInvent
 
 def inspect_database(url: str, journal: Journal, *, schema: str, table: str) -> Inventory:
     """Connect, read the inventory read-only, and attribute it to the journal's migrations."""
-    model = build_object_model([(m.tag, m.statements) for m in journal.migrations])
+    model = journal_model(journal)
     with connect(url) as conn:
         catalog = read_catalog_inventory(conn, schema=schema, table=table)
     return build_inventory(journal, model, catalog)

@@ -186,6 +186,24 @@ def _as_number(cell: object) -> float | None:
     return None
 
 
+def judge_row(
+    row: Sequence[object] | None, *, min: float | None, max: float | None
+) -> tuple[bool, str, float | None]:
+    """Pure: an SQL check's verdict on the first row its query returned (ok, detail, value)."""
+    if row is None:
+        return False, "query returned no rows", None
+    if not row:
+        return False, "query returned no columns", None
+    cell = row[0]
+    if cell is None:
+        return False, "query returned NULL", None
+    value = _as_number(cell)
+    if value is None:
+        return False, f"not a number: {_one_line(repr(cell))[:80]}", None
+    ok, detail = judge_value(value, min=min, max=max)
+    return ok, detail, value
+
+
 def sql_check(
     database_url: str,
     *,
@@ -245,17 +263,7 @@ def sql_check(
             return failed(describe(exc))
         finally:
             conn.close()  # also rolls the read-only transaction back
-        if row is None:
-            return failed("query returned no rows")
-        if not row:
-            return failed("query returned no columns")
-        cell = row[0]
-        if cell is None:
-            return failed("query returned NULL")
-        value = _as_number(cell)
-        if value is None:
-            return failed(f"not a number: {_one_line(repr(cell))[:80]}")
-        ok, detail = judge_value(value, min=min, max=max)
+        ok, detail, value = judge_row(row, min=min, max=max)
         return CheckResult(name=name, kind="sql", ok=ok, detail=detail, at=time.time(), value=value)
 
     return run

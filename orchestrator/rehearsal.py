@@ -31,11 +31,11 @@ import psycopg
 
 from orchestrator.commands import validate_database
 from orchestrator.db import runlock
-from orchestrator.db.connect import connect, with_application_name
-from orchestrator.db.migrator import MigrationFailed, rehearse_pending
+from orchestrator.db.connect import connect, describe, with_application_name
+from orchestrator.db.migrator import MigrationFailed, excerpt, rehearse_pending
 from orchestrator.deploy import database_url, transport_warning
 from orchestrator.drizzle.journal import Journal, Migration, parse_journal
-from orchestrator.drizzle.objects import build_object_model
+from orchestrator.drizzle.objects import journal_model
 from orchestrator.errors import DatabaseError, ExitCode, GuardError, UsageError
 from orchestrator.gitrepo import (
     MissingBranch,
@@ -46,7 +46,7 @@ from orchestrator.gitrepo import (
     scratch_repository,
     trial_merge,
 )
-from orchestrator.monitor import CheckResult, http_check, judge_value, sql_check
+from orchestrator.monitor import CheckResult, http_check, judge_row, sql_check
 from orchestrator.playbook import Playbook, load_playbook
 from orchestrator.steps.backup import restore_point
 from orchestrator.steps.base import migrate_options, migrations_path, retry_policy
@@ -202,7 +202,7 @@ def _rehearse_database(
         return run
 
     options = migrate_options(playbook)
-    model = build_object_model([(m.tag, m.statements) for m in journal.migrations])
+    model = journal_model(journal)
     report = validate_database(url, journal, options, retry=retry_policy(playbook), model=model)
     run.report = report
     findings = [f"[{f.code}] {f.message}" for f in report.findings]
@@ -305,17 +305,9 @@ def _sql_checks_in(playbook: Playbook, conn: psycopg.Connection[Any]) -> list[Ch
                 cur.execute(check.query, prepare=True)
                 row = cur.fetchone()
         except psycopg.Error as exc:
-            results.append(_result(check.name, False, str(exc).splitlines()[0]))
+            results.append(_result(check.name, False, describe(exc)))
             continue
-        if row is None or not row or row[0] is None:
-            results.append(_result(check.name, False, "query returned no number"))
-            continue
-        try:
-            value = float(row[0])
-        except (TypeError, ValueError):
-            results.append(_result(check.name, False, f"not a number: {row[0]!r}"[:80]))
-            continue
-        ok, detail = judge_value(value, min=check.min, max=check.max)
+        ok, detail, _value = judge_row(row, min=check.min, max=check.max)
         results.append(_result(check.name, ok, f"{detail} (on the rehearsed schema)"))
     return results
 
@@ -339,8 +331,5 @@ def _statements(migrations: list[Migration]) -> list[str]:
         pieces = [p for p in migration.statements if p.strip()]
         lines.append(f"{migration.tag} ({len(pieces)} statement(s))")
         for number, piece in enumerate(pieces, 1):
-            flat = " ".join(piece.split())
-            if len(flat) > STATEMENT_EXCERPT:
-                flat = flat[: STATEMENT_EXCERPT - 1] + "…"
-            lines.append(f"  {number}. {flat}")
+            lines.append(f"  {number}. {excerpt(piece, STATEMENT_EXCERPT)}")
     return lines

@@ -26,14 +26,10 @@ from psycopg import sql
 from orchestrator.analysis.effects import analyse_migrations
 from orchestrator.db import runlock
 from orchestrator.db.connect import connect, describe
-from orchestrator.db.migrator import (
-    MIGRATION_LOCK_SQL,  # the very key the migrator locks, so repair and migrate never interleave
-    MigrateOptions,
-    create_tracking_sql,
-)
+from orchestrator.db.migrator import MigrateOptions, begin_tracking_transaction
 from orchestrator.db.retry import is_transient
 from orchestrator.drizzle.journal import Journal
-from orchestrator.drizzle.objects import build_object_model
+from orchestrator.drizzle.objects import journal_model
 from orchestrator.errors import DatabaseError, GuardError, PartialStateError, UsageError
 from orchestrator.inventory import CatalogInventory, query_catalog_inventory, read_catalog_inventory
 from orchestrator.validation import MigrationState, ValidationReport, Verdict, validate
@@ -166,7 +162,7 @@ def plan_repair(
 
 
 def _judge(journal: Journal, catalog: CatalogInventory) -> tuple[ValidationReport, RepairPlan]:
-    model = build_object_model([(m.tag, m.statements) for m in journal.migrations])
+    model = journal_model(journal)
     report = validate(journal, model, catalog.snapshot)
     if report.status is Verdict.ERROR:
         errors = [f.message for f in report.findings if f.severity == "error"]
@@ -223,14 +219,7 @@ def repair_database(
     )  # never beside a deploy or migrate: refused at once (exit 2) naming the run
     try:
         with run_lock, connect(url) as conn, conn.transaction():
-            conn.execute(
-                sql.SQL("SET LOCAL lock_timeout = {}").format(
-                    sql.Literal(f"{int(options.lock_timeout * 1000)}ms")
-                )
-            )
-            conn.execute(MIGRATION_LOCK_SQL, (f"{options.schema}.{options.table}",))
-            for statement in create_tracking_sql(options.schema, options.table):
-                conn.execute(statement)
+            begin_tracking_transaction(conn, options)
             # Under the lock: the state may have moved since the read-only plan.
             catalog = query_catalog_inventory(conn, schema=options.schema, table=options.table)
             _, locked_plan = _judge(journal, catalog)

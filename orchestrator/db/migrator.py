@@ -90,6 +90,28 @@ def create_tracking_sql(schema: str, table: str) -> list[sql.Composed]:
     ]
 
 
+def begin_tracking_transaction(conn: psycopg.Connection[Any], options: MigrateOptions) -> None:
+    """In the caller's open transaction: set its timeouts, take the migrator's advisory lock
+    and create drizzle's tracking table if missing, in one message.
+
+    Everything that writes tracking rows (migrate, its rehearsal, repair) starts this way, so
+    they all wait for one another and never queue behind traffic for longer than allowed.
+    """
+    setup = [
+        sql.SQL("SET LOCAL lock_timeout = {}").format(
+            sql.Literal(f"{int(options.lock_timeout * 1000)}ms")
+        ),
+        sql.SQL("SET LOCAL statement_timeout = {}").format(
+            sql.Literal(f"{int(options.statement_timeout * 1000)}ms")
+        ),
+        sql.SQL(MIGRATION_LOCK_SQL.replace("%s", "{}")).format(
+            sql.Literal(f"{options.schema}.{options.table}")
+        ),
+        *create_tracking_sql(options.schema, options.table),
+    ]
+    conn.execute(sql.SQL(";\n").join(setup).as_bytes(conn))
+
+
 def pending_migrations(journal: Journal, tracked_hashes: frozenset[str]) -> list[Migration]:
     """Journal entries whose hash is not tracked, in journal order (pure)."""
     return [m for m in journal.migrations if m.hash not in tracked_hashes]
@@ -195,20 +217,7 @@ def _apply(
     """The body of the migration transaction (the caller opens and ends it)."""
     schema, table = sql.Identifier(options.schema), sql.Identifier(options.table)
     applied: list[AppliedMigration] = []
-    # Timeouts, the advisory lock and drizzle's DDL for the tracking table: one message.
-    setup = [
-        sql.SQL("SET LOCAL lock_timeout = {}").format(
-            sql.Literal(f"{int(options.lock_timeout * 1000)}ms")
-        ),
-        sql.SQL("SET LOCAL statement_timeout = {}").format(
-            sql.Literal(f"{int(options.statement_timeout * 1000)}ms")
-        ),
-        sql.SQL(MIGRATION_LOCK_SQL.replace("%s", "{}")).format(
-            sql.Literal(f"{options.schema}.{options.table}")
-        ),
-        *create_tracking_sql(options.schema, options.table),
-    ]
-    conn.execute(sql.SQL(";\n").join(setup).as_bytes(conn))
+    begin_tracking_transaction(conn, options)
     rows = conn.execute(sql.SQL("SELECT hash FROM {}.{}").format(schema, table))
     tracked = frozenset(row[0] for row in rows.fetchall())
     if rehearsal:
@@ -258,7 +267,7 @@ def _translated_errors(conn: psycopg.Connection[Any]) -> Iterator[_Position]:
         if current is None:
             at = ""
         elif where.statement:
-            at = f" in {current.tag}, statement {where.statement} ({_excerpt(where.text)})"
+            at = f" in {current.tag}, statement {where.statement} ({excerpt(where.text)})"
         else:
             at = f" in {current.tag}"
         if is_transient(exc):
@@ -324,7 +333,7 @@ def lock_holders(conn: psycopg.Connection[Any], relations: list[str]) -> str:
     return "blocked by " + "; ".join(held[:3]) if held else ""
 
 
-def _excerpt(statement: str, limit: int = 60) -> str:
+def excerpt(statement: str, limit: int = 60) -> str:
     """The first ``limit`` characters of a statement on one line."""
     flat = " ".join(statement.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"

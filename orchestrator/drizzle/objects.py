@@ -31,6 +31,7 @@ from pglast import ast
 from pglast.enums import AlterTableType, ConstrType, DropBehavior, ObjectType
 
 from orchestrator.allocation import cyclic_gc_paused
+from orchestrator.drizzle.journal import Journal
 from orchestrator.drizzle.pgjson import Node, parse_sql, raw_fields, walk, wrap
 
 __all__ = [
@@ -1300,6 +1301,11 @@ def _literal_sql(expr: Any) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
+
+
+def journal_model(journal: Journal) -> ObjectModel:
+    """:func:`build_object_model` of every migration of ``journal``."""
+    return build_object_model([(m.tag, m.statements) for m in journal.migrations])
 
 
 def build_object_model(migrations: Sequence[tuple[str, Sequence[str]]]) -> ObjectModel:

@@ -23,7 +23,7 @@ from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.db.runlock import RunLock
 from orchestrator.drizzle.journal import Journal, parse_journal
-from orchestrator.drizzle.objects import ObjectModel, build_object_model
+from orchestrator.drizzle.objects import ObjectModel, journal_model
 from orchestrator.errors import UsageError
 from orchestrator.gitrepo import open_repo, read_files_at
 from orchestrator.playbook import Playbook
@@ -113,9 +113,7 @@ class RunContext:
     def object_model(self) -> ObjectModel:
         """The objects the journal's migrations create (built once per run process)."""
         if self._model is None:
-            self._model = build_object_model(
-                [(m.tag, m.statements) for m in self.journal.migrations]
-            )
+            self._model = journal_model(self.journal)
         return self._model
 
     @property
