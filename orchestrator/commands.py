@@ -22,6 +22,7 @@ from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.drizzle.objects import ObjectModel, journal_model
 from orchestrator.errors import DatabaseError, PartialStateError, UsageError
+from orchestrator.matching import out_of_order_differences
 from orchestrator.validation import ValidationReport, Verdict, error_report, validate
 
 DEFAULT_RETRY = RetryPolicy()
@@ -128,6 +129,7 @@ def _migrate(
     _refuse_unmigratable(before)
     if not before.pending:
         return MigrateResult(before, (), before)
+    _refuse_reordering(journal, model, before)
     if not confirm(before):
         raise UsageError("migration not confirmed: nothing was changed")
 
@@ -163,6 +165,18 @@ def _refuse_unmigratable(report: ValidationReport) -> None:
     if report.unreconciled:
         states = "; ".join(f"{m.tag} is {m.state.value}" for m in report.unreconciled)
         raise PartialStateError(f"refusing to migrate a partial state: {states}")
+
+
+def _refuse_reordering(journal: Journal, model: ObjectModel, report: ValidationReport) -> None:
+    """Refuse to apply a skipped migration last when that builds another schema than drizzle."""
+    differences = out_of_order_differences(journal, model, report.tracked_hashes)
+    if differences:
+        shown = "; ".join(str(d) for d in differences[:3])
+        raise PartialStateError(
+            "refusing to migrate: the pending migrations sit before applied ones, and applying "
+            f"them now (after those) builds another schema than the journal's order: {shown}. "
+            "Write a new migration that brings the schema where the journal intends instead"
+        )
 
 
 def _sleep(seconds: float) -> None:

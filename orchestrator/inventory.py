@@ -1,5 +1,10 @@
 """``inspect``: every table with its columns, types, row estimate and creating migration, and
-the drift between the database and what the migrations define, both ways.
+the drift between the database and the schema its *tracked* migrations build, both ways and in
+the attributes (a column retyped by hand, a foreign key whose action was changed).
+
+Drift is judged against the modelled state after the tracked migrations (journal order), not
+against the end of the folder: a pending migration's tables are not "missing", and a column a
+later migration drops is not "extra" while that migration is still pending.
 
 I/O is one statement in one READ ONLY transaction (:func:`read_catalog_inventory`): the
 catalog snapshot validation uses, plus every relation's columns and ``reltuples``. The rest
@@ -22,6 +27,7 @@ from orchestrator.db.catalog import (
     snapshot_from_json,
 )
 from orchestrator.db.connect import connect
+from orchestrator.drizzle.facts import Fact, matches
 from orchestrator.drizzle.journal import Journal
 from orchestrator.drizzle.objects import (
     DbObject,
@@ -29,6 +35,7 @@ from orchestrator.drizzle.objects import (
     ObjectModel,
     journal_model,
 )
+from orchestrator.matching import Difference
 from orchestrator.validation import summarize_missing
 
 _RELATIONS_QUERY = r"""
@@ -122,8 +129,9 @@ class Inventory:
     database: str
     server_version: str
     tables: tuple[InventoryTable, ...]
-    drift: tuple[str, ...]  # objects in the database that no migration created
+    drift: tuple[str, ...]  # objects in the database that no tracked migration created
     gone: tuple[GoneObject, ...]  # objects tracked migrations created that are missing
+    changed: tuple[str, ...] = ()  # objects present on both sides, not as the migrations say
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready document."""
@@ -142,6 +150,7 @@ class Inventory:
             ],
             "drift": list(self.drift),
             "gone": [g.__dict__ for g in self.gone],
+            "changed": list(self.changed),
         }
 
 
@@ -192,13 +201,30 @@ def _is_tracking(obj: DbObject, schema: str, table: str) -> bool:
     return obj.name == table or obj.parent == table or obj.name.startswith(f"{table}_")
 
 
+def tracked_state(
+    journal: Journal, model: ObjectModel, tracked: frozenset[str]
+) -> tuple[dict[DbObject, Fact], dict[DbObject, str]]:
+    """The modelled schema after the tracked migrations, and which of them made each object."""
+    state: dict[DbObject, Fact] = {}
+    creator: dict[DbObject, str] = {}
+    for migration in journal.migrations:
+        if migration.hash not in tracked or migration.tag in model.unparsed:
+            continue
+        for key, (_, after) in model.effects.get(migration.tag, {}).items():
+            if after is None:
+                state.pop(key, None)
+                creator.pop(key, None)
+            else:
+                state[key] = after
+                creator.setdefault(key, migration.tag)  # altering it later does not re-create
+    return state, creator
+
+
 def build_inventory(journal: Journal, model: ObjectModel, catalog: CatalogInventory) -> Inventory:
     """Attribute every table and column to its migration and find drift both ways (pure)."""
     snapshot = catalog.snapshot
     schema, table = snapshot.tracking_schema, snapshot.tracking_table
-    creator: dict[DbObject, str] = {
-        obj: tag for tag, objects in model.expected.items() for obj in objects
-    }
+    expected, creator = tracked_state(journal, model, snapshot.tracked_hashes)
     tables = []
     for rel in catalog.relations:
         if rel.schema == schema and rel.name == table:
@@ -234,14 +260,19 @@ def build_inventory(journal: Journal, model: ObjectModel, catalog: CatalogInvent
         and obj != DbObject("schema", "public", "public")
         and not (obj.kind == "index" and (obj.schema, obj.name) in constraint_names)
     )
-    tracked = snapshot.tracked_hashes
+    missing_by_tag: dict[str, list[DbObject]] = {}
+    for obj in sorted(expected):
+        if obj not in snapshot.facts:
+            missing_by_tag.setdefault(creator[obj], []).append(obj)
     gone = [
         GoneObject(m.tag, line)
         for m in journal.migrations
-        if m.hash in tracked
-        for line in summarize_missing(
-            sorted(o for o in model.expected.get(m.tag, ()) if o not in snapshot.objects)
-        )
+        for line in summarize_missing(missing_by_tag.get(m.tag, []))
+    ]
+    changed = [
+        str(Difference(obj, fact, snapshot.facts[obj]))
+        for obj, fact in sorted(expected.items())
+        if obj in snapshot.facts and not matches(fact, snapshot.facts[obj])
     ]
     return Inventory(
         database=snapshot.database,
@@ -249,6 +280,7 @@ def build_inventory(journal: Journal, model: ObjectModel, catalog: CatalogInvent
         tables=tuple(tables),
         drift=tuple(summarize_missing(drift)),
         gone=tuple(gone),
+        changed=tuple(changed),
     )
 
 

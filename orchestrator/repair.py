@@ -1,13 +1,16 @@
 """``repair``: track migrations whose objects were applied by hand, exactly as drizzle would.
 
-The runbook's fix for "relation already exists": for each migration in state
-``untracked_present`` whose objects all exist *as its SQL defines them* (the column types
-the folder's SQL gives them), insert the tracking row drizzle's migrator would have written:
+The runbook's fix for "relation already exists": when the schema is *exactly* the modelled
+state after the journal's first j migrations while only the first k < j are tracked, insert
+the tracking rows drizzle's migrator would have written for k..j-1:
 ``("hash", "created_at") = (SHA-256 of the file, the journal's when)``, in journal order.
+"Exactly" means every object the folder touches has the attributes the history gives it at
+that point (column types, nullability, defaults, foreign key actions, index columns).
 
-It refuses (and changes nothing) when any migration is ``partially_present`` or
-``tracked_missing``, when a file was edited after it was applied, or when a present object's
-type differs from the SQL: tracking rows would then hide a state only a person can fix.
+It refuses (and changes nothing) in every other case: a migration ``partially_present`` or
+``tracked_missing``, a file edited after it was applied, or objects present but not as the
+history at that point defines them. Tracking rows would then hide a state only a person can
+fix, and a later ``migrate`` would build on a schema drizzle never builds.
 
 The write is one transaction that takes the migrator's advisory lock, creates the tracking
 table with drizzle's DDL if needed, re-reads the state under the lock, and inserts only if
@@ -16,14 +19,13 @@ the rows are still those that were confirmed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from orchestrator.analysis.effects import analyse_migrations
 from orchestrator.db import runlock
 from orchestrator.db.connect import connect, describe
 from orchestrator.db.migrator import MigrateOptions, begin_tracking_transaction
@@ -70,40 +72,7 @@ class RepairResult:
     after: ValidationReport | None
 
 
-def type_mismatches(
-    journal: Journal,
-    report: ValidationReport,
-    column_types: Mapping[tuple[str, str, str], str],
-) -> dict[str, list[str]]:
-    """Per candidate tag, the columns whose catalog type differs from what the SQL defines.
-
-    The expected types are those the migrations present in the database (applied or
-    untracked_present) define, replayed in journal order, so a later applied type change is
-    accounted for.
-    """
-    present_states = (MigrationState.APPLIED, MigrationState.UNTRACKED_PRESENT)
-    present = {m.tag for m in report.migrations if m.state in present_states}
-    candidates = {m.tag for m in report.migrations if m.state is MigrationState.UNTRACKED_PRESENT}
-    analysis = analyse_migrations(
-        [(m.tag, m.statements) for m in journal.migrations if m.tag in present]
-    )
-    found: dict[str, list[str]] = {}
-    for (schema, table, column), spec in sorted(analysis.columns.items()):
-        if spec.defined_by not in candidates:
-            continue
-        actual = column_types.get((schema, table, column))
-        if actual is not None and actual != spec.type_name:
-            found.setdefault(str(spec.defined_by), []).append(
-                f"column {schema}.{table}.{column} is {actual}, the SQL defines {spec.type_name}"
-            )
-    return found
-
-
-def plan_repair(
-    journal: Journal,
-    report: ValidationReport,
-    column_types: Mapping[tuple[str, str, str], str],
-) -> RepairPlan:
+def plan_repair(journal: Journal, report: ValidationReport) -> RepairPlan:
     """Which rows to insert, or the refusals (pure)."""
     refusals: list[Refusal] = []
     for status in report.migrations:
@@ -143,11 +112,16 @@ def plan_repair(
                     "is tracked; decide by hand which version the database holds",
                 )
             )
-    for tag, problems in type_mismatches(journal, report, column_types).items():
+    unproven = [s.tag for s in report.migrations if s.state is MigrationState.UNTRACKED_PRESENT]
+    if unproven and report.matched_prefix is None:
+        drifted = [f.message for f in report.findings if f.code == "schema_drift"]
         refusals.append(
             Refusal(
-                tag,
-                f"{tag}'s objects exist but not as its SQL defines them: {'; '.join(problems)}",
+                unproven[0],
+                f"{', '.join(unproven)} look applied, but the schema is not the state the "
+                "history reaches after them (objects exist, not as the migrations define "
+                "them" + (f": {drifted[0]}" if drifted else "") + "); a tracking row would "
+                "hide the difference: reconcile by hand",
             )
         )
     if refusals:
@@ -167,7 +141,7 @@ def _judge(journal: Journal, catalog: CatalogInventory) -> tuple[ValidationRepor
     if report.status is Verdict.ERROR:
         errors = [f.message for f in report.findings if f.severity == "error"]
         raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
-    return report, plan_repair(journal, report, catalog.column_types())
+    return report, plan_repair(journal, report)
 
 
 def _refuse(plan: RepairPlan) -> None:

@@ -1,8 +1,19 @@
 """Decide the migration state of a database: pure functions over plain data.
 
-Inputs are a parsed journal, the objects each migration proves its presence with (from
-:mod:`orchestrator.drizzle.objects`) and a catalog snapshot. Output is a report: a state per
-migration, named findings, the checks of the runbook, a verdict and what to do next.
+Inputs are a parsed journal, the modelled history of its migrations (from
+:mod:`orchestrator.drizzle.objects`) and a catalog snapshot. The database is judged as a whole
+against the history (:mod:`orchestrator.matching`):
+
+1. tracked rows are a prefix of the journal (k entries) and the schema equals the modelled
+   state after those k: SAFE, or NEEDS_MIGRATION with exactly the rest pending;
+2. tracked rows are a prefix and the schema equals the state after a longer prefix j: the
+   migrations k..j-1 ran without their tracking rows (``untracked_present``);
+3. anything else: each migration's own effect is read in the database to say which ran,
+   which did not and which half-ran; the verdict is PARTIAL_MIGRATION (or NEEDS_MIGRATION /
+   SAFE only if that reading and the schema both agree, which case 1 already covers).
+
+Output is a report: a state per migration, named findings, the checks of the runbook, a
+verdict and what to do next.
 """
 
 from __future__ import annotations
@@ -14,9 +25,17 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from orchestrator.db.catalog import CatalogSnapshot
-from orchestrator.drizzle.journal import Journal, Migration
+from orchestrator.drizzle.journal import Journal, Migration, stray_file_message
 from orchestrator.drizzle.objects import DbObject, ObjectModel
 from orchestrator.errors import ExitCode
+from orchestrator.matching import (
+    Difference,
+    MigrationEvidence,
+    drift,
+    migration_evidence,
+    prefix_mismatches,
+    universe,
+)
 
 
 class Verdict(StrEnum):
@@ -104,6 +123,8 @@ class ValidationReport:
     recommendation: str
     database: dict[str, Any] = field(default_factory=dict)
     tracked_hashes: frozenset[str] = frozenset()  # every hash in the tracking table
+    # j when the schema is exactly the modelled state after the journal's first j entries.
+    matched_prefix: int | None = None
 
     @property
     def exit_code(self) -> ExitCode:
@@ -140,6 +161,7 @@ class ValidationReport:
                 for m in self.migrations
             ],
             "findings": [asdict(f) for f in self.findings],
+            "schema_matches_prefix": self.matched_prefix,
             "recommendation": self.recommendation,
         }
 
@@ -192,28 +214,92 @@ def verdict_for(states: Sequence[MigrationState]) -> Verdict:
     return Verdict.PARTIAL_MIGRATION
 
 
+@dataclass(frozen=True)
+class HistoryReading:
+    """How the catalog matches the history, before it is put in a report's words."""
+
+    states: tuple[MigrationState, ...]
+    evidence: tuple[MigrationEvidence, ...]
+    tracked_prefix: int  # the leading journal entries that are tracked
+    matched_prefix: int | None  # j when the schema equals the state after the first j
+    drift: tuple[Difference, ...]  # vs the state after the tracked prefix, when unexplained
+
+
+def read_history(journal: Journal, model: ObjectModel, snapshot: CatalogSnapshot) -> HistoryReading:
+    """Judge the schema as a whole against the history (see the module's docstring)."""
+    tags = [m.tag for m in journal.migrations]
+    tracked = [m.hash in snapshot.tracked_hashes for m in journal.migrations]
+    keys = universe(model, tags)
+    facts = snapshot.facts
+    counts = prefix_mismatches(model, tags, facts, keys)
+    evidence = migration_evidence(model, tags, facts, keys)
+    k = next((i for i, is_tracked in enumerate(tracked) if not is_tracked), len(tags))
+    clean = not any(tracked[k:])
+    n = len(tags)
+    if clean:
+        matched = next((j for j in range(k, n + 1) if counts[j] == 0), None)
+        if matched is not None:
+            states = (
+                [MigrationState.APPLIED] * k
+                + [MigrationState.UNTRACKED_PRESENT] * (matched - k)
+                + [MigrationState.PENDING] * (n - matched)
+            )
+            return HistoryReading(tuple(states), tuple(evidence), k, matched, ())
+    states = [
+        evidence_state(is_tracked, e) for is_tracked, e in zip(tracked, evidence, strict=True)
+    ]
+    applied = [tag for tag, is_tracked in zip(tags, tracked, strict=True) if is_tracked]
+    differences = tuple(drift(model, applied, facts, keys))
+    return HistoryReading(tuple(states), tuple(evidence), k, None, differences)
+
+
+def evidence_state(tracked: bool, evidence: MigrationEvidence) -> MigrationState:
+    """The state of one migration from its tracking row and its own effect's evidence."""
+    present, absent = len(evidence.present), len(evidence.absent)
+    if tracked:
+        if absent == 0:
+            return MigrationState.APPLIED
+        return MigrationState.TRACKED_MISSING if present == 0 else MigrationState.PARTIALLY_PRESENT
+    if present == 0:
+        return MigrationState.PENDING
+    return MigrationState.UNTRACKED_PRESENT if absent == 0 else MigrationState.PARTIALLY_PRESENT
+
+
 def validate(journal: Journal, model: ObjectModel, snapshot: CatalogSnapshot) -> ValidationReport:
     """Judge ``snapshot`` against the migrations of ``journal``."""
-    tracked = snapshot.tracked_hashes
+    reading = read_history(journal, model, snapshot)
     statuses = []
-    for migration in journal.migrations:
-        expected = sorted(model.expected.get(migration.tag, frozenset()))
-        missing = [obj for obj in expected if obj not in snapshot.objects]
-        is_tracked = migration.hash in tracked
+    for migration, state, evidence in zip(
+        journal.migrations, reading.states, reading.evidence, strict=True
+    ):
+        checked = evidence.checked
+        if state is MigrationState.APPLIED or state is MigrationState.UNTRACKED_PRESENT:
+            missing: tuple[DbObject, ...] = (
+                () if reading.matched_prefix is not None else (evidence.absent)
+            )
+        else:
+            missing = evidence.absent
+        gone = [o for o in missing if o not in snapshot.facts]
+        changed = [
+            describe_difference(model, migration.tag, o, snapshot.facts[o])
+            for o in missing
+            if o in snapshot.facts
+        ]
         statuses.append(
             MigrationStatus(
                 tag=migration.tag,
                 hash=migration.hash,
                 when=migration.when,
-                state=migration_state(is_tracked, len(expected), len(missing)),
-                tracked=is_tracked,
-                expected_objects=tuple(str(o) for o in expected),
+                state=state,
+                tracked=migration.hash in snapshot.tracked_hashes,
+                expected_objects=tuple(str(o) for o in checked),
                 missing_objects=tuple(str(o) for o in missing),
-                missing_summary=tuple(summarize_missing(missing)),
+                missing_summary=tuple(summarize_missing(gone) + changed),
             )
         )
 
     findings = [
+        *stray_file_findings(journal),
         *tracking_findings(snapshot),
         *out_of_order_findings(journal.migrations, statuses, snapshot),
         *unknown_hash_findings(journal.migrations, statuses, snapshot),
@@ -226,6 +312,11 @@ def validate(journal: Journal, model: ObjectModel, snapshot: CatalogSnapshot) ->
         verdict = Verdict.ERROR
     else:
         verdict = verdict_for([s.state for s in statuses])
+        if reading.matched_prefix is None and verdict is not Verdict.PARTIAL_MIGRATION:
+            # Each migration looks right on its own, yet the schema is no state the
+            # history passes through: someone changed it by hand.
+            verdict = Verdict.PARTIAL_MIGRATION
+            findings.append(drift_finding(reading.drift))
     return ValidationReport(
         status=verdict,
         checks=tuple(build_checks(snapshot, statuses)),
@@ -234,6 +325,7 @@ def validate(journal: Journal, model: ObjectModel, snapshot: CatalogSnapshot) ->
         recommendation=recommend(verdict, statuses, findings, snapshot),
         database={"name": snapshot.database, "server_version": snapshot.server_version},
         tracked_hashes=snapshot.tracked_hashes,
+        matched_prefix=reading.matched_prefix,
     )
 
 
@@ -247,6 +339,30 @@ def error_report(message: str, *, database: dict[str, Any] | None = None) -> Val
         recommendation=recommend(Verdict.ERROR, [], [], None),
         database=database or {},
     )
+
+
+def describe_difference(model: ObjectModel, tag: str, obj: DbObject, found: Any) -> str:
+    """An object present, but not as migration ``tag`` leaves it."""
+    expected = model.effects[tag][obj][1]
+    return str(Difference(obj, expected, found)).replace(": expected", " is not as it defines:", 1)
+
+
+def drift_finding(differences: Sequence[Difference]) -> Finding:
+    """The schema differs from the modelled state after the tracked migrations."""
+    shown = "; ".join(str(d) for d in differences[:5])
+    more = f" and {len(differences) - 5} more" if len(differences) > 5 else ""
+    return Finding(
+        "schema_drift",
+        "the schema is not the one the tracked migrations build: " + (shown or "?") + more,
+    )
+
+
+def stray_file_findings(journal: Journal) -> list[Finding]:
+    """A warning per migration-named file without a journal entry (drizzle ignores it)."""
+    return [
+        Finding("stray_file", stray_file_message(name), severity="warning")
+        for name in journal.stray_files
+    ]
 
 
 def tracking_findings(snapshot: CatalogSnapshot) -> list[Finding]:
@@ -446,6 +562,12 @@ def recommend(
         if skipped:
             text += f" Do not use `drizzle-kit migrate`: it would skip {', '.join(skipped)}."
         return text
+    if any(f.code == "schema_drift" for f in findings):
+        return (
+            "Do not deploy: the schema differs from what the tracked migrations build (see "
+            "schema_drift). Find who changed it; put it back (restore point or backup) or "
+            "write a migration that states the change; then validate again."
+        )
     problems = [f"{s.tag} is {s.state.value}" for s in statuses if s.state in UNRECONCILED]
     if problems:
         return (

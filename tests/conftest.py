@@ -24,8 +24,10 @@ from orchestrator.testing.pg import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED = REPO_ROOT.parent / "shared"
-DRIZZLE_FIXTURE = SHARED / "fixtures" / "drizzle" / "release-0009-0011"
+# A copy of the drizzle contract fixture (what the real migrator wrote): the suite needs
+# nothing outside the repository.
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+DRIZZLE_FIXTURE = FIXTURES / "drizzle" / "release-0009-0011"
 EXAMPLE_RELEASE = REPO_ROOT / "playbooks" / "examples"
 
 _counter = itertools.count()

@@ -63,6 +63,12 @@ CASES = [
         "ALTER TABLE users ADD COLUMN IF NOT EXISTS email2 varchar(200)",
     ),
     (
+        "changing-column-type",
+        "ALTER TABLE users ALTER COLUMN email TYPE varchar(200)",
+        # text -> varchar without a limit: binary coercible, no rewrite
+        "ALTER TABLE users ALTER COLUMN email TYPE varchar",
+    ),
+    (
         "constraint-missing-not-valid",
         'ALTER TABLE "users" ADD CONSTRAINT "users_team_fk" FOREIGN KEY ("id") '
         'REFERENCES "teams"("id")',
@@ -76,13 +82,25 @@ CASES = [
     ),
     (
         "not-rerunnable",
-        'CREATE TABLE "t" ("id" int)',
-        'CREATE TABLE IF NOT EXISTS "t" ("id" int)',
+        "INSERT INTO teams (id) VALUES (1)",
+        "INSERT INTO teams (id) VALUES (1) ON CONFLICT DO NOTHING",
     ),
     (
         "not-rerunnable",
-        "ALTER TABLE users ADD COLUMN bio text",
-        "ALTER TABLE users ADD COLUMN IF NOT EXISTS bio text",
+        "INSERT INTO teams (id) SELECT id FROM users",
+        "INSERT INTO teams (id) SELECT u.id FROM users u "
+        "WHERE NOT EXISTS (SELECT 1 FROM teams t WHERE t.id = u.id)",
+    ),
+    (
+        "not-rerunnable",
+        "UPDATE users SET nick = nick || '!'",
+        "UPDATE users SET nick = 'anon' WHERE nick IS NULL",
+    ),
+    (
+        # seeding a table: only a problem when the rest of the migration re-runs cleanly
+        "not-rerunnable",
+        "CREATE TABLE IF NOT EXISTS s (k text); INSERT INTO s VALUES ('a')",
+        "CREATE TABLE s (k text); INSERT INTO s VALUES ('a')",
     ),
     (
         "require-lock-timeout",
@@ -131,13 +149,15 @@ def test_findings_carry_statement_numbers_and_severity() -> None:
         "rule": "ban-drop-column",
         "severity": "error",
         "statement": 2,
+        "line": 1,
         "message": "column public.users.nick is dropped",
     }
 
 
 def test_warnings_alone_are_not_errors() -> None:
-    findings = lint_migration(analyse_sql('CREATE TABLE "t" ("id" int)'))
-    assert [f.rule for f in findings] == ["not-rerunnable"]
+    sql = "SET lock_timeout = '1s'; CREATE INDEX users_nick_idx ON users (nick)"
+    findings = lint_migration(analyse_sql(sql, before=BEFORE))
+    assert [f.rule for f in findings] == ["require-concurrent-index-creation"]
     assert not has_errors(findings)
 
 

@@ -120,7 +120,7 @@ def test_json_shape_is_the_documented_one() -> None:
         assert entry["risk"] in ("LOW", "MEDIUM", "HIGH")
         assert entry["old_code_on_new_schema"] in ("safe", "conditional", "breaks")
         for finding in entry["lint"]:
-            assert set(finding) == {"rule", "severity", "statement", "message"}
+            assert set(finding) == {"rule", "severity", "statement", "line", "message"}
     json.dumps(document)  # serialisable as is
 
 

@@ -207,12 +207,6 @@ def entry_without_sql_for_migrate(world: World) -> list[str]:
     return migrate(folder)
 
 
-def sql_without_entry(world: World) -> list[str]:
-    folder = release_folder(world)
-    edit_journal(folder, lambda d: entries(d).pop(10))  # 0010's line lost in a merge
-    return migrate(folder)
-
-
 def duplicate_idx(world: World) -> list[str]:
     folder = release_folder(world)
     edit_journal(folder, lambda d: entries(d)[11].update(idx=10))
@@ -432,7 +426,6 @@ CASES = [
     Case("truncated-journal", truncated_journal_on_staging, 2, "malformed JSON"),
     Case("entries-not-a-list", entries_not_a_list, 2, "'entries' must be a list"),
     Case("entry-without-sql", entry_without_sql_for_migrate, 2, "has no file"),
-    Case("sql-without-entry", sql_without_entry, 2, "0010_new_colleen_wing.sql has no journal"),
     Case("duplicate-idx", duplicate_idx, 2, "idx 10 is also 0010_new_colleen_wing's"),
     Case("duplicate-tag", duplicate_tag, 2, "appears twice"),
     Case("idx-not-a-number", idx_not_a_number, 2, "'idx' must be a non-negative integer"),

@@ -4,6 +4,7 @@ created each, and drift both ways; one statement in a READ ONLY transaction."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import psycopg
@@ -142,3 +143,30 @@ def test_unreachable_database(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert code == 30
     assert "secret" not in err
+
+
+def test_drift_is_judged_against_the_tracked_migrations_and_their_attributes(
+    database_url: str, tmp_path: Path
+) -> None:
+    journal = read_journal(EXAMPLE_MIGRATIONS)
+    prefix = tmp_path / "prefix"
+    shutil.copytree(EXAMPLE_MIGRATIONS, prefix)
+    document = json.loads((prefix / "meta" / "_journal.json").read_text())
+    document["entries"] = document["entries"][:9]
+    (prefix / "meta" / "_journal.json").write_text(json.dumps(document))
+    migrated_prefix = read_journal(prefix)
+    migrate_database(
+        database_url,
+        migrated_prefix,
+        MigrateOptions(),
+        confirm=lambda _r: True,
+        retry=RetryPolicy.none(),
+    )
+    with psycopg.connect(database_url) as conn:
+        conn.execute("ALTER TABLE case_classifications ALTER COLUMN category DROP NOT NULL")
+    inventory = inspect_database(database_url, journal, schema=SCHEMA, table=TABLE)
+    # 0009..0011 are pending: their tables are not "gone", and nothing is "extra".
+    assert inventory.gone == () and inventory.drift == ()
+    assert len(inventory.changed) == 1
+    assert inventory.changed[0].startswith("column public.case_classifications.category: expected")
+    assert inventory.changed[0].endswith("found text NULL")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 
 import pytest
 
@@ -14,15 +13,9 @@ from orchestrator.drizzle.objects import (
     build_object_model,
     truncate_identifier,
 )
+from tests.conftest import DRIZZLE_FIXTURE
 
-FIXTURE = (
-    Path(__file__).resolve().parents[1].parent
-    / "shared"
-    / "fixtures"
-    / "drizzle"
-    / "release-0009-0011"
-    / "migrations"
-)
+FIXTURE = DRIZZLE_FIXTURE / "migrations"
 BREAKPOINT = "--> statement-breakpoint"
 
 

@@ -4,6 +4,7 @@ is safe, and lint rules, all derived from the SQL with pglast (pure functions, n
 Modules, one concern each:
 
 - :mod:`~orchestrator.analysis.effects`: statement -> the changes it makes (replayed in order);
+- :mod:`~orchestrator.analysis.typechange`: whether a column type change rewrites the table;
 - :mod:`~orchestrator.analysis.compatibility`: old code on the new schema, new code on the old;
 - :mod:`~orchestrator.analysis.lint`: the lint rules;
 - :mod:`~orchestrator.analysis.risk`: LOW / MEDIUM / HIGH with reasons;

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from orchestrator.analysis.effects import Change
+from orchestrator.analysis.typechange import TypeChange
 
 
 class Compat(StrEnum):
@@ -70,6 +71,9 @@ S, C, B = Compat.SAFE, Compat.CONDITIONAL, Compat.BREAKS
 def change_compat(change: Change) -> ChangeCompat:
     """The compatibility rule for one change (pure; see docs/migration-analysis.md)."""
     t, kind = change.target, change.kind
+    # IF NOT EXISTS of an object the history already holds: PostgreSQL skips it.
+    if kind == "no_op":
+        return ChangeCompat(S, S)
     # Anything on a table created earlier in the same migration is part of creating it.
     if change.table_is_new and kind != "create_table":
         return ChangeCompat(S, S)
@@ -107,6 +111,17 @@ def change_compat(change: Change) -> ChangeCompat:
             new_reason=f"{t} renamed {change.detail}: new code uses a name the old schema lacks",
         )
     if kind == "alter_column_type":
+        verdict = change.type_change
+        if verdict is TypeChange.SAME:
+            return ChangeCompat(S, S)
+        if verdict is TypeChange.RELAXES:
+            # every old value still fits; only values beyond the old limit need the new type
+            return ChangeCompat(
+                S,
+                C,
+                new_reason=f"{t} is still {change.old_type} on the old schema: new code's "
+                "values beyond its limit are rejected",
+            )
         reason = f"{t} changes type ({change.detail}): values, casts or comparisons may fail"
         return ChangeCompat(C, C, old_reason=reason, new_reason=reason)
     if kind == "set_not_null":

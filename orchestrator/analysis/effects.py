@@ -12,14 +12,15 @@ carries the parser's one-line message in ``error``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
 import pglast
 from pglast import ast
-from pglast.enums import AlterTableType, ConstrType, ObjectType
+from pglast.enums import AlterTableType, BoolExprType, ConstrType, ObjectType, SubLinkType
 
+from orchestrator.analysis.typechange import ColumnType, TypeChange, classify_type_change
 from orchestrator.drizzle.objects import DbObject, truncate_identifier
 
 ChangeKind = Literal[
@@ -54,10 +55,11 @@ ChangeKind = Literal[
     "data_change",
     "set_setting",
     "metadata",
+    "no_op",
     "other",
 ]
 
-Action = Literal["create", "alter", "drop", "rename", "data", "set", "other"]
+Action = Literal["create", "alter", "drop", "rename", "data", "set", "none", "other"]
 
 _ACTIONS: Mapping[str, Action] = {
     "add_column": "create",
@@ -67,6 +69,7 @@ _ACTIONS: Mapping[str, Action] = {
     "drop_constraint": "drop",
     "data_change": "data",
     "set_setting": "set",
+    "no_op": "none",
     "other": "other",
 }
 
@@ -86,8 +89,16 @@ class Change:
 
     ``table`` is the relation concerned (``schema.name``) when there is one; ``table_is_new``
     says it was created earlier in the same migration (so it is empty and no running code
-    knows it). ``rerunnable`` is whether the statement can run twice (IF [NOT] EXISTS, OR
-    REPLACE), or ``None`` when PostgreSQL offers no such form.
+    knows it). ``rerunnable`` is whether running the statement a second time is harmless:
+    for DDL, whether it has an IF [NOT] EXISTS / OR REPLACE form and uses it (``None`` when
+    PostgreSQL offers no such form); for a data change, whether it is idempotent (INSERT ...
+    ON CONFLICT or WHERE NOT EXISTS, UPDATE to values that do not depend on the old ones,
+    DELETE).
+
+    A ``no_op`` change is a CREATE TABLE / CREATE INDEX / ADD COLUMN ... IF NOT EXISTS of an
+    object the replayed history already holds: PostgreSQL skips it; ``restates`` is the kind
+    it would have been. An ``alter_column_type`` change carries the column's ``old_type``
+    (``None`` when unknown) and ``new_type``, and ``using`` when it has a USING expression.
     """
 
     kind: ChangeKind
@@ -102,6 +113,17 @@ class Change:
     constraint_type: str | None = None  # p, u, f, c, x (as pg_constraint.contype)
     rerunnable: bool | None = None
     detail: str = ""
+    restates: ChangeKind | None = None
+    old_type: ColumnType | None = None
+    new_type: ColumnType | None = None
+    using: bool = False
+
+    @property
+    def type_change(self) -> TypeChange | None:
+        """For a column type change, whether it rewrites the table (None for other kinds)."""
+        if self.kind != "alter_column_type" or self.new_type is None:
+            return None
+        return classify_type_change(self.old_type, self.new_type, using=self.using)
 
     @property
     def action(self) -> Action:
@@ -127,6 +149,7 @@ class StatementEffects:
     sql: str  # the statement's text, stripped
     changes: tuple[Change, ...] = ()
     error: str | None = None
+    line: int = 1  # 1-based line of the file where the statement starts (after comments)
 
 
 @dataclass(frozen=True)
@@ -178,6 +201,7 @@ class _Column:
     not_null: bool
     has_default: bool
     defined_by: str | None
+    type: ColumnType | None = None  # as written, with its modifiers
 
 
 @dataclass
@@ -199,6 +223,18 @@ def type_name_of(node: Any) -> str:
     base = names[-1].lower() if names else "?"
     base = _SERIAL_TYPES.get(base, _TYPE_ALIASES.get(base, base))
     return f"_{base}" if node.arrayBounds else base
+
+
+def column_type_of(node: Any) -> ColumnType:
+    """The type of a pglast TypeName with its modifiers (``None`` if not plain integers)."""
+    mods: list[int] = []
+    for mod in node.typmods or ():
+        value = getattr(mod, "val", None)
+        number = value.ival if isinstance(value, ast.Integer) else None
+        if not isinstance(mod, ast.A_Const) or not isinstance(number, int):
+            return ColumnType(type_name_of(node), None)
+        mods.append(number)
+    return ColumnType(type_name_of(node), tuple(mods))
 
 
 def _is_serial(node: Any) -> bool:
@@ -271,7 +307,7 @@ class _Replay:
         target = str(DbObject("table", *key))
         rerunnable = bool(node.if_not_exists)
         if rerunnable and key in self.model.tables:
-            return [Change("create_table", target, rerunnable=True, detail="already exists")]
+            return [self._no_op("create_table", target, key)]
         table = _Table()
         primary: set[str] = set()
         for element in node.tableElts or ():
@@ -296,6 +332,17 @@ class _Replay:
             )
         ]
 
+    def _no_op(self, restates: ChangeKind, target: str, table: tuple[str, str]) -> Change:
+        """An IF NOT EXISTS statement whose object the replayed history already holds."""
+        return Change(
+            "no_op",
+            target,
+            rerunnable=True,
+            restates=restates,
+            detail="already exists: IF NOT EXISTS makes it a no-op",
+            **self._table_context(table),
+        )
+
     def _column(self, node: Any) -> _Column:
         not_null = bool(node.is_not_null)
         has_default = _is_serial(node.typeName) or node.raw_default is not None
@@ -308,10 +355,18 @@ class _Replay:
                 ConstrType.CONSTR_GENERATED,
             ):
                 has_default = True
-        return _Column(type_name_of(node.typeName), not_null, has_default, self.tag)
+        return _Column(
+            type_name_of(node.typeName),
+            not_null,
+            has_default,
+            self.tag,
+            column_type_of(node.typeName),
+        )
 
     def _CreateTableAsStmt(self, node: Any) -> list[Change]:
         key = self._rv(node.into.rel)
+        if node.if_not_exists and key in self.model.tables:
+            return [self._no_op("create_table", str(DbObject("table", *key)), key)]
         if node.objtype == ObjectType.OBJECT_MATVIEW:
             return [
                 Change(
@@ -337,6 +392,11 @@ class _Replay:
     def _IndexStmt(self, node: Any) -> list[Change]:
         table = self._rv(node.relation)
         name = truncate_identifier(str(node.idxname)) if node.idxname else f"{table[1]}_idx"
+        if node.if_not_exists and (table[0], name) in self.model.indexes:
+            # still locks the table (SHARE) before PostgreSQL finds the index, and still
+            # cannot be CONCURRENTLY inside a transaction
+            change = self._no_op("create_index", str(DbObject("index", table[0], name)), table)
+            return [replace(change, concurrently=bool(node.concurrent))]
         self.model.indexes[(table[0], name)] = (table, bool(node.unique))
         return [
             Change(
@@ -399,7 +459,10 @@ class _Replay:
             column = self._column(cmd.def_)
             name = truncate_identifier(str(cmd.def_.colname))
             target = str(DbObject("column", key[0], name, key[1]))
-            if table is not None and not (cmd.missing_ok and name in table.columns):
+            if table is not None and cmd.missing_ok and name in table.columns:
+                # still takes the table's ACCESS EXCLUSIVE lock before skipping
+                return self._no_op("add_column", target, key)
+            if table is not None:
                 table.columns[name] = column
             return Change(
                 "add_column",
@@ -425,12 +488,20 @@ class _Replay:
                 **context,
             )
         if subtype == AlterTableType.AT_AlterColumnType:
-            new_type = type_name_of(cmd.def_.typeName)
-            old_type = known.type_name if known else "?"
+            new_type = column_type_of(cmd.def_.typeName)
+            old_type = known.type if known else None
             if known is not None:
-                known.type_name, known.defined_by = new_type, self.tag
+                known.type_name, known.type = type_name_of(cmd.def_.typeName), new_type
+                known.defined_by = self.tag
+            using = cmd.def_.raw_default is not None
             return Change(
-                "alter_column_type", target, detail=f"{old_type} -> {new_type}", **context
+                "alter_column_type",
+                target,
+                detail=f"{old_type or '?'} -> {new_type}" + (" USING ..." if using else ""),
+                old_type=old_type,
+                new_type=new_type,
+                using=using,
+                **context,
             )
         if subtype == AlterTableType.AT_SetNotNull:
             if known is not None:
@@ -581,22 +652,32 @@ class _Replay:
 
     # -- data, settings, metadata ----------------------------------------------------------
 
-    def _data(self, node: Any, verb: str) -> list[Change]:
+    def _data(self, node: Any, verb: str, idempotent: bool) -> list[Change]:
         key = self._rv(node.relation)
         return [
             Change(
-                "data_change", str(DbObject("table", *key)), detail=verb, **self._table_context(key)
+                "data_change",
+                str(DbObject("table", *key)),
+                detail=verb,
+                rerunnable=idempotent,
+                **self._table_context(key),
             )
         ]
 
     def _InsertStmt(self, node: Any) -> list[Change]:
-        return self._data(node, "INSERT")
+        # Run twice, an INSERT adds its rows twice (or fails on a key), unless it skips rows
+        # already there: ON CONFLICT, or INSERT ... SELECT ... WHERE NOT EXISTS (...).
+        guarded = node.onConflictClause is not None or _has_not_exists(
+            getattr(node.selectStmt, "whereClause", None)
+        )
+        return self._data(node, "INSERT", guarded)
 
     def _UpdateStmt(self, node: Any) -> list[Change]:
-        return self._data(node, "UPDATE")
+        # SET n = n + 1 compounds when run twice; SET n = 0 does not.
+        return self._data(node, "UPDATE", not _assigns_from_itself(node))
 
     def _DeleteStmt(self, node: Any) -> list[Change]:
-        return self._data(node, "DELETE")
+        return self._data(node, "DELETE", True)
 
     def _VariableSetStmt(self, node: Any) -> list[Change]:
         return [Change("set_setting", str(node.name or "?"), rerunnable=True)]
@@ -611,44 +692,119 @@ class _Replay:
         return [Change("other", "DO block", detail="not analysed (procedural code)")]
 
 
+def _nodes(value: Any) -> Any:
+    """Every pglast node under ``value`` (itself included), depth first."""
+    if isinstance(value, ast.Node):
+        yield value
+        for name in value:
+            yield from _nodes(getattr(value, name))
+    elif isinstance(value, tuple | list):
+        for item in value:
+            yield from _nodes(item)
+
+
+def _has_not_exists(where: Any) -> bool:
+    """True when a WHERE clause holds ``NOT EXISTS (subquery)``."""
+    for node in _nodes(where):
+        if isinstance(node, ast.BoolExpr) and node.boolop == BoolExprType.NOT_EXPR:
+            for arg in node.args or ():
+                if isinstance(arg, ast.SubLink) and arg.subLinkType == SubLinkType.EXISTS_SUBLINK:
+                    return True
+    return False
+
+
+def _assigns_from_itself(node: Any) -> bool:
+    """True when an UPDATE sets a column from an expression reading that same column."""
+    for target in node.targetList or ():
+        name = str(target.name)
+        for ref in _nodes(target.val):
+            if isinstance(ref, ast.ColumnRef):
+                fields = [f for f in ref.fields or () if isinstance(f, ast.String)]
+                if fields and str(fields[-1].sval) == name:
+                    return True
+    return False
+
+
 def _statement_text(piece: str, raw: Any) -> str:
-    """The text of one parsed statement inside ``piece`` (locations are in UTF-8 bytes)."""
-    encoded = piece.encode("utf-8")
+    """The text of one parsed statement inside ``piece`` (pglast gives its location and
+    length in characters of the str it parsed, not in UTF-8 bytes)."""
     start = raw.stmt_location or 0
-    end = start + raw.stmt_len if raw.stmt_len else len(encoded)
-    return encoded[start:end].decode("utf-8", errors="replace").strip()
+    end = start + raw.stmt_len if raw.stmt_len else len(piece)
+    return piece[start:end].strip()
+
+
+def _skip_blanks_and_comments(text: str, start: int = 0) -> int:
+    """The index of the first character at or after ``start`` that is neither white space
+    nor inside a comment (``-- ...`` to the end of the line, ``/* ... */``, nested)."""
+    i, n = start, len(text)
+    while i < n:
+        if text[i].isspace():
+            i += 1
+        elif text.startswith("--", i):
+            end = text.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif text.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < n and depth:
+                if text.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif text.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+        else:
+            break
+    return i
+
+
+def _line_of(piece: str, first_line: int, offset: int = 0) -> int:
+    """The file line where the statement at character ``offset`` of ``piece`` starts,
+    skipping the blank lines and comments before it; ``first_line`` is the line ``piece``
+    starts on."""
+    start = _skip_blanks_and_comments(piece, offset)
+    return first_line + piece.count("\n", 0, start)
 
 
 def analyse_migrations(migrations: Sequence[tuple[str, Sequence[str]]]) -> FolderAnalysis:
     """Replay ``(tag, statements)`` in journal order and return every statement's changes.
 
-    ``statements`` are the file's pieces split on ``--> statement-breakpoint`` (a piece may
-    hold several SQL statements; they are numbered one by one).
+    ``statements`` are the file's pieces split on ``--> statement-breakpoint``, untrimmed (a
+    piece may hold several SQL statements; they are numbered one by one). Each statement
+    knows the file line it starts on, counted from the pieces' newlines.
     """
     replay = _Replay()
     results: list[MigrationEffects] = []
     for tag, pieces in migrations:
         replay.start(tag)
         statements: list[StatementEffects] = []
+        first_line = 1
         for piece in pieces:
+            piece_line, first_line = first_line, first_line + piece.count("\n")
             if not piece.strip():
                 continue
             try:
                 parsed = pglast.parse_sql(piece)
             except Exception as exc:  # pglast.parser.ParseError and friends
                 statements.append(
-                    StatementEffects(len(statements) + 1, piece.strip(), error=_one_line(exc))
+                    StatementEffects(
+                        len(statements) + 1,
+                        piece.strip(),
+                        error=_one_line(exc),
+                        line=_line_of(piece, piece_line),
+                    )
                 )
                 continue
             for raw in parsed:
                 text = _statement_text(piece, raw)
+                line = _line_of(piece, piece_line, raw.stmt_location or 0)
+                number = len(statements) + 1
                 try:
                     changes = tuple(replay.changes(raw.stmt))
                 except Exception as exc:  # an exotic statement must not crash the analysis
                     reason = f"could not analyse ({type(exc).__name__}: {_one_line(exc)})"
-                    statements.append(StatementEffects(len(statements) + 1, text, error=reason))
+                    statements.append(StatementEffects(number, text, error=reason, line=line))
                     continue
-                statements.append(StatementEffects(len(statements) + 1, text, changes))
+                statements.append(StatementEffects(number, text, changes, line=line))
         results.append(MigrationEffects(tag, tuple(statements)))
     columns = {
         (schema, table, name): ColumnSpec(c.type_name, c.not_null, c.has_default, c.defined_by)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from orchestrator.analysis.effects import Change, MigrationEffects, StatementEffects
+from orchestrator.analysis.typechange import TypeChange
 
 Severity = Literal["error", "warning"]
 
@@ -38,13 +39,20 @@ class LintFinding:
     tag: str
     statement: int | None  # 1-based statement number, None for the whole migration
     message: str
+    line: int | None = None  # 1-based line of ``<tag>.sql`` where the statement starts
+
+    @property
+    def location(self) -> str:
+        """``<tag>.sql:<line>`` (just the file for a finding about the whole migration)."""
+        return f"{self.tag}.sql" + (f":{self.line}" if self.line is not None else "")
 
     def to_json(self) -> dict[str, object]:
-        """The JSON shape of ``plan``/``lint``: rule, severity, statement, message."""
+        """The JSON shape of ``plan``/``lint``: rule, severity, statement, line, message."""
         return {
             "rule": self.rule,
             "severity": self.severity,
             "statement": self.statement,
+            "line": self.line,
             "message": self.message,
         }
 
@@ -96,7 +104,8 @@ RENAME_TABLE = Rule(
 CHANGE_TYPE = Rule(
     "changing-column-type",
     "error",
-    "ALTER COLUMN ... TYPE: rewrites the table under an exclusive lock and may break both sides",
+    "ALTER COLUMN ... TYPE that rewrites the table under an exclusive lock and may break both "
+    "sides (not a relaxed limit such as varchar(n) to text or to varchar(m > n))",
     "add a column of the new type, backfill, switch code to it, drop the old column later",
 )
 CONSTRAINT_NOT_VALID = Rule(
@@ -108,9 +117,11 @@ CONSTRAINT_NOT_VALID = Rule(
 NOT_RERUNNABLE = Rule(
     "not-rerunnable",
     "warning",
-    "a statement without IF [NOT] EXISTS fails when re-run on a half-applied or hand-applied "
-    "database",
-    "write IF NOT EXISTS / IF EXISTS (CREATE TABLE, CREATE INDEX, ADD COLUMN, DROP ...)",
+    "a data change that is not idempotent (INSERT without ON CONFLICT or NOT EXISTS, UPDATE "
+    "computing a column from itself) in a migration that nothing stops from running twice: "
+    "on a database where it was applied by hand, it duplicates or compounds data silently",
+    "make it idempotent (INSERT ... ON CONFLICT DO NOTHING, UPDATE ... SET fixed values "
+    "WHERE not yet changed)",
 )
 LOCK_TIMEOUT = Rule(
     "require-lock-timeout",
@@ -167,8 +178,67 @@ _LOCKING_KINDS = frozenset(
 
 
 def takes_lock_on_existing_table(change: Change) -> bool:
-    """True when the change locks a table that existed before the migration."""
-    return change.on_existing_table and change.kind in _LOCKING_KINDS
+    """True when the change locks a table that existed before the migration.
+
+    A no-op ADD COLUMN / CREATE INDEX ... IF NOT EXISTS still takes its lock: PostgreSQL
+    locks the table before it finds the column or index there.
+    """
+    kind = change.restates if change.kind == "no_op" else change.kind
+    return change.on_existing_table and kind in _LOCKING_KINDS and kind != "create_table"
+
+
+# Change kinds that fail when the statement runs a second time (besides every change whose
+# statement could say IF [NOT] EXISTS / OR REPLACE and does not).
+_FAIL_WHEN_RERUN = frozenset(
+    {
+        "create_enum",
+        "rename_table",
+        "rename_column",
+        "rename_constraint",
+        "rename_index",
+        "rename_type",
+        "rename_enum_value",
+    }
+)
+
+
+def fails_when_rerun(change: Change) -> bool:
+    """True when running the change's statement again on a database that has it fails.
+
+    drizzle-kit's own DDL (CREATE TABLE, ADD COLUMN, CREATE INDEX, named ADD CONSTRAINT,
+    CREATE TYPE, DROP without IF EXISTS...) does: a second run stops ("already exists",
+    "does not exist") and the migration's transaction rolls back whole.
+    """
+    if change.kind == "data_change":
+        return False
+    if change.rerunnable is False or change.kind in _FAIL_WHEN_RERUN:
+        return True
+    return change.kind == "add_constraint" and not change.target.endswith(".(unnamed)")
+
+
+def rerun_stops(migration: MigrationEffects) -> bool:
+    """True when a second run of the whole migration cannot complete (it is one transaction,
+    so one failing statement undoes every other): some statement fails when re-run, or
+    cannot be parsed."""
+    return any(
+        statement.error is not None or any(fails_when_rerun(c) for c in statement.changes)
+        for statement in migration.statements
+    )
+
+
+def _not_idempotent(c: Change) -> str | None:
+    """The not-rerunnable message for a data change that is not idempotent."""
+    if c.kind != "data_change" or c.rerunnable is not False:
+        return None
+    effect = (
+        "adds its rows again (or fails on a unique key)"
+        if c.detail == "INSERT"
+        else "applies its change again on top of the first"
+    )
+    return (
+        f"{c.detail} on {c.target} is not idempotent and nothing else in the migration fails "
+        f"on a second run: applied twice (by hand, then by drizzle) it {effect}"
+    )
 
 
 ChangeCheck = Callable[[Change], str | None]
@@ -188,7 +258,8 @@ def _statement_rules() -> list[tuple[Rule, ChangeCheck]]:
         return None
 
     def concurrently(c: Change) -> str | None:
-        if c.kind in ("create_index", "drop_index") and c.concurrently:
+        kind = c.restates if c.kind == "no_op" else c.kind
+        if kind in ("create_index", "drop_index") and c.concurrently:
             return f"{c.target}: CONCURRENTLY cannot run inside the migration's transaction"
         return None
 
@@ -209,8 +280,8 @@ def _statement_rules() -> list[tuple[Rule, ChangeCheck]]:
         return None
 
     def change_type(c: Change) -> str | None:
-        if c.kind == "alter_column_type" and not c.table_is_new:
-            return f"{c.target} changes type ({c.detail})"
+        if c.type_change is TypeChange.REWRITES and not c.table_is_new:
+            return f"{c.target} changes type ({c.detail}): the table is rewritten"
         return None
 
     def not_valid(c: Change) -> str | None:
@@ -224,12 +295,6 @@ def _statement_rules() -> list[tuple[Rule, ChangeCheck]]:
             return f"{what} {c.target} is validated while it is added (no NOT VALID)"
         return None
 
-    def rerunnable(c: Change) -> str | None:
-        if c.rerunnable is False:
-            verb = "IF EXISTS" if c.action == "drop" else "IF NOT EXISTS"
-            return f"{c.target} ({c.action}) has no {verb}: re-running the statement fails"
-        return None
-
     return [
         (NOT_NULL_WITHOUT_DEFAULT, not_null),
         (NON_CONCURRENT_INDEX, index),
@@ -240,39 +305,44 @@ def _statement_rules() -> list[tuple[Rule, ChangeCheck]]:
         (RENAME_TABLE, rename_table),
         (CHANGE_TYPE, change_type),
         (CONSTRAINT_NOT_VALID, not_valid),
-        (NOT_RERUNNABLE, rerunnable),
     ]
 
 
 _STATEMENT_RULES = _statement_rules()
 
 
-def lint_statement(tag: str, statement: StatementEffects) -> list[LintFinding]:
-    """Findings of the per-statement rules for one statement."""
+def _finding(rule: Rule, tag: str, statement: StatementEffects, message: str) -> LintFinding:
+    return LintFinding(rule.name, rule.severity, tag, statement.number, message, statement.line)
+
+
+def lint_statement(
+    tag: str, statement: StatementEffects, *, rerun_stops: bool = True
+) -> list[LintFinding]:
+    """Findings of the per-statement rules for one statement.
+
+    ``rerun_stops`` says whether something in the migration fails on a second run (see
+    :func:`rerun_stops`); only when nothing does is a non-idempotent data change reported.
+    """
     if statement.error is not None:
-        return [
-            LintFinding(
-                UNPARSEABLE.name,
-                UNPARSEABLE.severity,
-                tag,
-                statement.number,
-                f"cannot parse: {statement.error}",
-            )
-        ]
+        return [_finding(UNPARSEABLE, tag, statement, f"cannot parse: {statement.error}")]
+    checks = (
+        _STATEMENT_RULES if rerun_stops else [*_STATEMENT_RULES, (NOT_RERUNNABLE, _not_idempotent)]
+    )
     findings = []
     for change in statement.changes:
-        for rule, check in _STATEMENT_RULES:
+        for rule, check in checks:
             message = check(change)
             if message is not None:
-                findings.append(
-                    LintFinding(rule.name, rule.severity, tag, statement.number, message)
-                )
+                findings.append(_finding(rule, tag, statement, message))
     return findings
 
 
 def lint_migration(migration: MigrationEffects) -> list[LintFinding]:
     """All findings for one migration, in statement order, then migration-wide ones."""
-    findings = [f for s in migration.statements for f in lint_statement(migration.tag, s)]
+    stops = rerun_stops(migration)
+    findings = [
+        f for s in migration.statements for f in lint_statement(migration.tag, s, rerun_stops=stops)
+    ]
     timeout_set = False
     for statement in migration.statements:
         for change in statement.changes:
@@ -280,11 +350,10 @@ def lint_migration(migration: MigrationEffects) -> list[LintFinding]:
                 timeout_set = True
             elif takes_lock_on_existing_table(change) and not timeout_set:
                 findings.append(
-                    LintFinding(
-                        LOCK_TIMEOUT.name,
-                        LOCK_TIMEOUT.severity,
+                    _finding(
+                        LOCK_TIMEOUT,
                         migration.tag,
-                        statement.number,
+                        statement,
                         f"locks existing table {change.table} before any lock_timeout is set",
                     )
                 )

@@ -16,6 +16,8 @@ def objects_summary(migration: MigrationPlan) -> str:
     """ "create 4 tables, 2 indexes; alter 4 columns" from a migration's object changes."""
     counts: dict[tuple[str, str], int] = {}
     for change in migration.objects:
+        if change.action == "none":
+            continue  # IF NOT EXISTS of an object already there: nothing happens
         noun = change.object.split(" ", 1)[0].replace("_", " ")
         counts[(change.action, noun)] = counts.get((change.action, noun), 0) + 1
     by_action: dict[str, list[str]] = {}
@@ -58,11 +60,8 @@ def plan_markdown(plan: Plan) -> str:
         lines += [f"- `{tag}`: {_cell(reason)}" for tag, reason in reasons]
     findings = plan.lint
     if findings:
-        lines += ["", "### Lint", "", "| Migration | Statement | Severity | Rule | Message |"]
-        lines.append("|---|---|---|---|---|")
+        lines += ["", "### Lint", "", "| Location | Severity | Rule | Message |"]
+        lines.append("|---|---|---|---|")
         for f in findings:
-            statement = "" if f.statement is None else str(f.statement)
-            lines.append(
-                f"| `{f.tag}` | {statement} | {f.severity} | `{f.rule}` | {_cell(f.message)} |"
-            )
+            lines.append(f"| `{f.location}` | {f.severity} | `{f.rule}` | {_cell(f.message)} |")
     return "\n".join(lines) + "\n"

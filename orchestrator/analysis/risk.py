@@ -1,7 +1,8 @@
 """A migration's risk level (LOW / MEDIUM / HIGH) and the reasons for it.
 
 - **HIGH**: it breaks one side of the deploy outright, destroys data (drops a table or a
-  column), rewrites a table (type change), has a lint error, or cannot be parsed.
+  column), rewrites a table (a type change PostgreSQL cannot do in the catalog alone), has a
+  lint error, or cannot be parsed.
 - **MEDIUM**: it locks an existing table, changes existing data, or does something the
   analysis does not understand.
 - **LOW**: additive only: new tables, indexes on them, types, schemas.
@@ -16,6 +17,7 @@ from enum import StrEnum
 from orchestrator.analysis.compatibility import Compat, MigrationCompat
 from orchestrator.analysis.effects import MigrationEffects
 from orchestrator.analysis.lint import LintFinding, takes_lock_on_existing_table
+from orchestrator.analysis.typechange import TypeChange
 
 
 class RiskLevel(StrEnum):
@@ -51,14 +53,24 @@ def assess_risk(
         high.append("breaks old code on the new schema")
     for statement in migration.statements:
         if statement.error is not None:
-            high.append(f"statement {statement.number} cannot be parsed: {statement.error}")
+            high.append(
+                f"statement {statement.number} (line {statement.line}) cannot be parsed: "
+                f"{statement.error}"
+            )
         for change in statement.changes:
             if change.table_is_new:
                 continue
             if change.kind in ("drop_table", "drop_column"):
                 high.append(f"destroys data: {change.target} is dropped")
-            elif change.kind == "alter_column_type":
-                high.append(f"rewrites {change.table} under an exclusive lock ({change.target})")
+            elif change.type_change is TypeChange.REWRITES:
+                high.append(
+                    f"rewrites {change.table} under an exclusive lock "
+                    f"({change.target}: {change.detail})"
+                )
+            elif change.type_change is not None:
+                medium.append(
+                    f"changes the type of {change.target} without a rewrite ({change.detail})"
+                )
             elif change.kind == "data_change":
                 medium.append(f"changes existing data: {change.detail} on {change.target}")
             elif change.kind == "other":

@@ -200,8 +200,7 @@ def show_lint(findings: list[LintFinding]) -> None:
     lines = []
     fixes_shown: set[str] = set()
     for f in findings:
-        where = f"{f.tag}.sql" + (f":{f.statement}" if f.statement is not None else "")
-        lines.append(f"{where}: {f.severity} {f.rule}: {f.message}")
+        lines.append(f"{f.location}: {f.severity} {f.rule}: {f.message}")
         if f.rule not in fixes_shown:
             fixes_shown.add(f.rule)
             lines.append(f"    fix: {rule_named(f.rule).fix}")
@@ -258,10 +257,12 @@ def show_inventory(inventory: Inventory) -> None:
             default = " default" if c.has_default else ""
             origin = c.created_by or "no migration"
             lines.append(f"    {c.name:<32} {c.type} {null}{default}  [{origin}]")
-    lines.append("in the database but created by no migration:")
+    lines.append("in the database but created by no tracked migration:")
     lines.extend(f"  - {d}" for d in inventory.drift or ["(none)"])
     lines.append("created by a tracked migration but gone:")
     lines.extend(f"  - {g.migration}: {g.object}" for g in inventory.gone)
     if not inventory.gone:
         lines.append("  - (none)")
+    lines.append("present, but not as the tracked migrations define it:")
+    lines.extend(f"  - {c}" for c in inventory.changed or ["(none)"])
     print_lines(lines)

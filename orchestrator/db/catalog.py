@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 
 from orchestrator.db.connect import describe
 from orchestrator.db.retry import is_transient
+from orchestrator.drizzle.facts import UNKNOWN, Fact, normalize_default_sql
 from orchestrator.drizzle.objects import DbObject
 from orchestrator.errors import DatabaseError
 
@@ -45,13 +46,32 @@ SELECT json_build_object(
     'schemas', (SELECT coalesce(json_agg(nspname), '[]') FROM ns),
     'relations', (SELECT coalesce(json_agg(json_build_array(nspname, relname, relkind)), '[]')
                   FROM rel),
-    'columns', (SELECT coalesce(json_agg(json_build_array(rel.nspname, rel.relname, a.attname)),
-                                '[]')
+    'columns', (SELECT coalesce(json_agg(json_build_array(
+                        rel.nspname, rel.relname, a.attname,
+                        format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                        pg_get_expr(d.adbin, d.adrelid))), '[]')
                 FROM pg_attribute a JOIN rel ON rel.oid = a.attrelid
+                LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
                 WHERE a.attnum > 0 AND NOT a.attisdropped AND rel.relkind NOT IN ('i', 'I')),
-    'constraints', (SELECT coalesce(json_agg(json_build_array(rel.nspname, rel.relname,
-                                                              con.conname)), '[]')
+    'constraints', (SELECT coalesce(json_agg(json_build_array(
+                        rel.nspname, rel.relname, con.conname, con.contype,
+                        (SELECT json_agg(attname ORDER BY attname) FROM pg_attribute
+                         WHERE attrelid = con.conrelid AND attnum = ANY (con.conkey)),
+                        (SELECT format('%%s.%%s', n.nspname, c.relname) FROM pg_class c
+                         JOIN pg_namespace n ON n.oid = c.relnamespace
+                         WHERE c.oid = con.confrelid),
+                        (SELECT json_agg(attname ORDER BY attname) FROM pg_attribute
+                         WHERE attrelid = con.confrelid AND attnum = ANY (con.confkey)),
+                        con.confdeltype, con.confupdtype)), '[]')
                     FROM pg_constraint con JOIN rel ON rel.oid = con.conrelid),
+    'indexes', (SELECT coalesce(json_agg(json_build_array(
+                    rel.nspname, rel.relname, i.indisunique,
+                    (SELECT CASE WHEN bool_or(k.attnum = 0) THEN NULL
+                                 ELSE json_agg(a.attname ORDER BY a.attname) END
+                     FROM unnest(i.indkey::int2[]) AS k(attnum)
+                     LEFT JOIN pg_attribute a
+                       ON a.attrelid = i.indrelid AND a.attnum = k.attnum))), '[]')
+                FROM pg_index i JOIN rel ON rel.oid = i.indexrelid),
     'enums', (SELECT coalesce(json_agg(json_build_array(ns.nspname, t.typname, e.enumlabel)),
                               '[]')
               FROM pg_type t JOIN ns ON ns.oid = t.typnamespace
@@ -104,6 +124,8 @@ class CatalogSnapshot:
     tracking_readable: bool  # ... and has drizzle's columns, so its rows were read
     tracking_rows: tuple[TrackingRow, ...]
     tracking_elsewhere: tuple[str, ...]  # other schemas holding a table of that name
+    # Each object's attributes (see orchestrator.drizzle.facts), keyed like ``objects``.
+    facts: Mapping[DbObject, Fact] = field(default_factory=dict)
 
     @property
     def tracked_hashes(self) -> frozenset[str]:
@@ -148,24 +170,31 @@ def read_snapshot(conn: psycopg.Connection[Any], *, schema: str, table: str) -> 
 
 def snapshot_from_json(data: dict[str, Any], *, schema: str, table: str) -> CatalogSnapshot:
     """Build a snapshot from the query's JSON document (pure)."""
-    objects: set[DbObject] = {DbObject("schema", name, name) for name in data["schemas"]}
+    facts: dict[DbObject, Fact] = {DbObject("schema", name, name): () for name in data["schemas"]}
     for nspname, relname, relkind in data["relations"]:
         kind = {"v": "view", "m": "view", "i": "index", "I": "index"}.get(relkind, "table")
-        objects.add(DbObject(kind, nspname, relname))  # type: ignore[arg-type]
-    for nspname, relname, attname in data["columns"]:
-        objects.add(DbObject("column", nspname, attname, relname))
-    for nspname, relname, conname in data["constraints"]:
-        objects.add(DbObject("constraint", nspname, conname, relname))
+        facts[DbObject(kind, nspname, relname)] = ()  # type: ignore[arg-type]
+    for nspname, relname, attname, *attributes in data["columns"]:
+        facts[DbObject("column", nspname, attname, relname)] = _column_fact(attributes)
+    for nspname, relname, conname, *attributes in data["constraints"]:
+        facts[DbObject("constraint", nspname, conname, relname)] = _constraint_fact(attributes)
+    for nspname, relname, unique, columns in data.get("indexes", ()):
+        facts[DbObject("index", nspname, relname)] = (
+            bool(unique),
+            UNKNOWN if columns is None else tuple(sorted(columns)),
+        )
     for nspname, typname, label in data["enums"]:
-        objects.add(DbObject("enum", nspname, typname))
+        facts[DbObject("enum", nspname, typname)] = ()
         if label is not None:
-            objects.add(DbObject("enum_value", nspname, label, typname))
+            facts[DbObject("enum_value", nspname, label, typname)] = ()
+    objects = facts.keys()
     xml_rows = data.get("tracking_rows")
     present = bool(data["tracking_present"])
     return CatalogSnapshot(
         server_version=data["server_version"],
         database=data["database"],
         objects=frozenset(objects),
+        facts=facts,
         tracking_schema=schema,
         tracking_table=table,
         tracking_present=present,
@@ -173,6 +202,25 @@ def snapshot_from_json(data: dict[str, Any], *, schema: str, table: str) -> Cata
         tracking_rows=parse_tracking_xml(xml_rows) if xml_rows else (),
         tracking_elsewhere=tuple(data["tracking_elsewhere"]),
     )
+
+
+def _column_fact(attributes: list[Any]) -> Fact:
+    """(type, not_null, default) from the query's row; old documents lack the attributes."""
+    if not attributes:
+        return (UNKNOWN, UNKNOWN, UNKNOWN)
+    type_text, not_null, default = attributes
+    return (type_text, bool(not_null), None if default is None else normalize_default_sql(default))
+
+
+def _constraint_fact(attributes: list[Any]) -> Fact:
+    """(contype, columns, ref_table, ref_columns, on_delete, on_update), as the model has it."""
+    if not attributes:
+        return (UNKNOWN,) * 6
+    contype, columns, ref, ref_columns, on_delete, on_update = attributes
+    names = tuple(sorted(columns or ()))  # sorted here, as the model sorts: no collation
+    if contype != "f":
+        return (contype, names, "", (), "", "")
+    return ("f", names, ref, tuple(sorted(ref_columns or ())), on_delete, on_update)
 
 
 def parse_tracking_xml(document: str) -> tuple[TrackingRow, ...]:

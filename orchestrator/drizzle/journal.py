@@ -23,9 +23,9 @@ from orchestrator.errors import UsageError
 
 JOURNAL_PATH = "meta/_journal.json"
 BREAKPOINT = "--> statement-breakpoint"
-# The file names drizzle-kit gives migrations: a .sql file named like this but absent from
-# the journal is a migration drizzle would never apply (a journal entry lost in a merge).
-MIGRATION_FILE = re.compile(r"^\d{4}_[^/]*\.sql$")
+# The file names drizzle-kit gives migrations (``0009_x.sql``, or ``20240105120000_x.sql`` with
+# the timestamp prefix): one absent from the journal is a file drizzle never applies.
+MIGRATION_FILE = re.compile(r"^\d+_[^/]*\.sql$")
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,9 @@ class Journal:
     origin: str  # where it was read from, for messages
     dialect: str | None
     migrations: tuple[Migration, ...]
+    # Migration-named .sql files without a journal entry: drizzle ignores them, so do we,
+    # but every report says so (a journal line lost in a merge looks exactly like this).
+    stray_files: tuple[str, ...] = ()
 
     def by_tag(self, tag: str) -> Migration:
         """The migration named ``tag``; UsageError if the journal has none."""
@@ -151,30 +154,28 @@ def parse_journal(files: Mapping[str, bytes], *, origin: str) -> Journal:
         )
     if not migrations:
         raise UsageError(f"{journal_name}: the journal has no entries")
-    orphans = unjournaled_files(files, seen)
-    if orphans:
-        raise UsageError(
-            f"{origin}: {orphans[0]} has no journal entry, so drizzle would never apply it "
-            "(add its entry to meta/_journal.json or remove the file)"
-        )
-    return Journal(origin=origin, dialect=dialect, migrations=tuple(migrations))
+    return Journal(
+        origin=origin,
+        dialect=dialect,
+        migrations=tuple(migrations),
+        stray_files=tuple(unjournaled_files(files, seen)),
+    )
 
 
 def unjournaled_files(files: Mapping[str, bytes], tags: set[str]) -> list[str]:
-    """Files named like drizzle migrations (``0009_x.sql``) that no journal entry names.
-
-    Only numbers up to the journal's highest count: a file among the journal's migrations
-    without an entry is one lost in a merge (two branches' 0009s, one journal line kept).
-    Files numbered past the journal's end are left alone (a journal cut short on purpose).
-    """
-    numbers = [int(tag[:4]) for tag in tags if tag[:4].isdigit()]
-    highest = max(numbers, default=-1)
+    """Files named like drizzle migrations (``0009_x.sql``) that no journal entry names."""
     return sorted(
         name
         for name in files
-        if MIGRATION_FILE.match(name)
-        and name.removesuffix(".sql") not in tags
-        and int(name[:4]) <= highest
+        if MIGRATION_FILE.match(name) and name.removesuffix(".sql") not in tags
+    )
+
+
+def stray_file_message(name: str) -> str:
+    """One line about a stray file: drizzle ignores it, and so does every command of ours."""
+    return (
+        f"{name} has no entry in meta/_journal.json: drizzle never applies it and neither do "
+        "we (add its journal entry if it is a migration lost in a merge, or delete the file)"
     )
 
 

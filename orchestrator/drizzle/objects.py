@@ -31,12 +31,21 @@ from pglast import ast
 from pglast.enums import AlterTableType, ConstrType, DropBehavior, ObjectType
 
 from orchestrator.allocation import cyclic_gc_paused
+from orchestrator.drizzle.facts import (
+    NEXTVAL,
+    SERIAL_TYPES,
+    UNKNOWN,
+    Fact,
+    format_type,
+    normalize_default_json,
+)
 from orchestrator.drizzle.journal import Journal
 from orchestrator.drizzle.pgjson import Node, parse_sql, raw_fields, walk, wrap
 
 __all__ = [
     "NAMEDATALEN",
     "DbObject",
+    "Effect",
     "ObjectKind",
     "ObjectModel",
     "build_object_model",
@@ -74,12 +83,36 @@ class DbObject(NamedTuple):
         return f"{self.kind} {self.schema}.{self.parent}.{self.name}"
 
 
+#: What one migration did to one object: its fact just before and just after (None: absent).
+Effect = Mapping[DbObject, tuple[Fact | None, Fact | None]]
+
+
 @dataclass(frozen=True)
 class ObjectModel:
-    """Per migration tag: the objects whose presence proves it applied, and parse failures."""
+    """The replayed history of a folder.
+
+    ``effects[tag]`` is what migration ``tag`` changed, relative to the state just before it
+    (the state after every earlier migration of the journal): each object it created, dropped
+    or altered, with its fact before and after. Folding the effects of the first k migrations
+    gives the modelled schema after them. ``expected[tag]`` is what is still alive at the end
+    of the folder and was last created or renamed by ``tag`` (the "creating migration" shown
+    by ``inspect``). ``unparsed`` names migrations the model could not read in full.
+    """
 
     expected: Mapping[str, frozenset[DbObject]]
     unparsed: Mapping[str, str]
+    effects: Mapping[str, Effect] = field(default_factory=lambda: MappingProxyType({}))
+
+    def state_after(self, tags: Sequence[str]) -> dict[DbObject, Fact]:
+        """The modelled schema after the migrations ``tags`` (journal order), as facts."""
+        state: dict[DbObject, Fact] = {}
+        for tag in tags:
+            for key, (_, after) in self.effects.get(tag, {}).items():
+                if after is None:
+                    state.pop(key, None)
+                else:
+                    state[key] = after
+        return state
 
 
 def truncate_identifier(name: str) -> str:
@@ -111,11 +144,18 @@ def _make_object_name(name1: str, label: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+# Every entity also carries ``alive`` (False once removed) and ``phantom`` (it stands for an
+# object created outside the folder: it has no fact of its own, since the model cannot say
+# when it appeared).
+
+
 @dataclass(eq=False)
 class _Table:
     schema: str
     name: str
     creator: str | None
+    alive: bool = True
+    phantom: bool = False
 
 
 @dataclass(eq=False)
@@ -123,6 +163,8 @@ class _Enum:
     schema: str
     name: str
     creator: str | None
+    alive: bool = True
+    phantom: bool = False
 
 
 @dataclass(eq=False)
@@ -130,6 +172,8 @@ class _EnumValue:
     enum: _Enum
     label: str
     creator: str | None
+    alive: bool = True
+    phantom: bool = False
 
 
 @dataclass(eq=False)
@@ -138,6 +182,12 @@ class _Column:
     name: str
     creator: str | None
     enum: _Enum | None = None  # set when the column's type is a modelled enum
+    type: Any = UNKNOWN  # format_type() text when not an enum
+    array: bool = False
+    not_null: Any = False
+    default: Any = None  # canonical text (facts.normalize_default_json); None: no default
+    alive: bool = True
+    phantom: bool = False
 
 
 @dataclass(eq=False)
@@ -148,6 +198,8 @@ class _View:
     reads: tuple[_Table | _View, ...] = ()
     column_names: frozenset[str] = frozenset()  # every name a ColumnRef mentions
     star: bool = False  # SELECT * (all columns at creation time)
+    alive: bool = True
+    phantom: bool = False
 
 
 @dataclass(eq=False)
@@ -157,6 +209,10 @@ class _Index:
     creator: str | None
     on: _Table | _View | None
     columns: frozenset[_Column] = frozenset()
+    unique: Any = False
+    known_columns: bool = True  # False when expressions are indexed
+    alive: bool = True
+    phantom: bool = False
 
 
 ConstraintType = Literal["p", "u", "x", "f", "c"]
@@ -172,6 +228,13 @@ class _Constraint:
     columns: frozenset[_Column] = frozenset()
     ref_table: _Table | None = None
     ref_columns: frozenset[_Column] = frozenset()
+    on_delete: str = "a"  # pg_constraint.confdeltype
+    on_update: str = "a"
+    known_columns: bool = True  # every named column resolved
+    ref_known: bool = True  # every referenced column resolved
+    opaque: bool = False  # renamed from outside the folder: nothing known but its name
+    alive: bool = True
+    phantom: bool = False
 
 
 class _Rows(list[_T]):
@@ -188,12 +251,16 @@ class _Rows(list[_T]):
 
     def append(self, item: _T) -> None:
         super().append(item)
-        lookup = self._catalog._lookup
+        catalog = self._catalog
+        catalog.before.setdefault(item, None)  # new in this migration: absent before
+        lookup = catalog._lookup
         if lookup is not None:  # keep the indexes current (this runs for every entity)
             _ADDERS[type(item)](lookup, item)
 
     def remove(self, item: _T) -> None:
+        self._catalog.touch(item)
         super().remove(item)
+        item.alive = False  # type: ignore[attr-defined]
         self._catalog.names_changed()
 
 
@@ -276,13 +343,28 @@ class _Catalog:
     enums: list[_Enum] = field(default_factory=list)
     enum_values: list[_EnumValue] = field(default_factory=list)
     _lookup: _Lookup | None = field(default=None, repr=False)
+    # The fact each entity had before the current migration first touched it (None: it did
+    # not exist). The migration's effect is read from it at the migration's end.
+    before: dict[object, tuple[DbObject, Fact] | None] = field(default_factory=dict)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Replacing a list (``self.columns = [c for c in ...]``) invalidates the indexes.
         if name in _LISTS:
+            old = self.__dict__.get(name)
+            if old:
+                kept = set(value)
+                for item in old:
+                    if item not in kept:  # removed by the replacement
+                        self.touch(item)
+                        item.alive = False
             value = _Rows(value, self)
             object.__setattr__(self, "_lookup", None)
         object.__setattr__(self, name, value)
+
+    def touch(self, entity: Any) -> None:
+        """Remember ``entity``'s fact before this migration changes it (first touch wins)."""
+        if entity not in self.before:
+            self.before[entity] = _fact_of(entity) if entity.alive else None
 
     # -- lookup indexes ---------------------------------------------------------------------
 
@@ -409,7 +491,8 @@ class _Catalog:
                 self.drop_column(column, cascade=True)
         for column in self.columns:
             if column.enum is enum:
-                column.enum = None
+                self.touch(column)
+                column.enum, column.type = None, UNKNOWN
 
     def drop_schema(self, name: str, cascade: bool) -> None:
         self.schemas.pop(name, None)
@@ -425,14 +508,38 @@ class _Catalog:
     # -- renames: whatever changes identity becomes evidence of the renaming migration ------
 
     def rename_table(self, table: _Table, new_name: str, tag: str) -> None:
+        self.touch_table(table)
         table.name = new_name
         self.names_changed()
         self._reown_table_members(table, tag, indexes=False)
 
     def move_table(self, table: _Table, new_schema: str, tag: str) -> None:
+        self.touch_table(table)
         table.schema = new_schema
         self.names_changed()
         self._reown_table_members(table, tag, indexes=True)
+
+    def touch_table(self, table: _Table) -> None:
+        """Touch a table and everything whose fact names it (before a rename or move)."""
+        self.touch(table)
+        for column in self.columns_of(table):
+            self.touch(column)
+        for constraint in self.constraints:
+            if constraint.table is table or constraint.ref_table is table:
+                self.touch(constraint)
+        for index in self.indexes:
+            if index.on is table:
+                self.touch(index)
+
+    def touch_column(self, column: _Column) -> None:
+        """Touch a column and the keys and indexes that list it (before a rename)."""
+        self.touch(column)
+        for constraint in self.constraints:
+            if column in constraint.columns or column in constraint.ref_columns:
+                self.touch(constraint)
+        for index in self.indexes:
+            if column in index.columns:
+                self.touch(index)
 
     def _reown_table_members(self, table: _Table, tag: str, *, indexes: bool) -> None:
         table.creator = tag
@@ -448,6 +555,13 @@ class _Catalog:
     def rename_enum(
         self, enum: _Enum, tag: str, *, name: str | None = None, schema: str | None = None
     ) -> None:
+        self.touch(enum)
+        for value in self.enum_values:
+            if value.enum is enum:
+                self.touch(value)
+        for column in self.columns:
+            if column.enum is enum:  # its type prints the enum's name
+                self.touch(column)
         enum.name = enum.name if name is None else name
         enum.schema = enum.schema if schema is None else schema
         self.names_changed()
@@ -464,9 +578,11 @@ class _Catalog:
             self.move_table(table, new, tag)
         for view in self.views:
             if view.schema == old:
+                self.touch(view)
                 view.schema, view.creator = new, tag
         for index in self.indexes:
             if index.schema == old:
+                self.touch(index)
                 index.schema, index.creator = new, tag
         for enum in [e for e in self.enums if e.schema == old]:
             self.rename_enum(enum, tag, schema=new)
@@ -592,6 +708,61 @@ _AT_DROP_COLUMN = AlterTableType.AT_DropColumn.name
 _AT_ADD_CONSTRAINT = AlterTableType.AT_AddConstraint.name
 _AT_DROP_CONSTRAINT = AlterTableType.AT_DropConstraint.name
 _AT_ALTER_COLUMN_TYPE = AlterTableType.AT_AlterColumnType.name
+_AT_SET_NOT_NULL = AlterTableType.AT_SetNotNull.name
+_AT_DROP_NOT_NULL = AlterTableType.AT_DropNotNull.name
+_AT_COLUMN_DEFAULT = AlterTableType.AT_ColumnDefault.name
+_AT_ADD_IDENTITY = AlterTableType.AT_AddIdentity.name
+_AT_DROP_IDENTITY = AlterTableType.AT_DropIdentity.name
+_AT_DROP_EXPRESSION = AlterTableType.AT_DropExpression.name
+_COLUMN_ALTERATIONS = frozenset(
+    {
+        _AT_ALTER_COLUMN_TYPE,
+        _AT_SET_NOT_NULL,
+        _AT_DROP_NOT_NULL,
+        _AT_COLUMN_DEFAULT,
+        _AT_ADD_IDENTITY,
+        _AT_DROP_IDENTITY,
+        _AT_DROP_EXPRESSION,
+    }
+)
+_MAKES_NOT_NULL = frozenset({ConstrType.CONSTR_NOTNULL.name, ConstrType.CONSTR_PRIMARY.name})
+_CONSTR_NULL = ConstrType.CONSTR_NULL.name
+_CONSTR_DEFAULT = ConstrType.CONSTR_DEFAULT.name
+_CONSTR_IDENTITY = ConstrType.CONSTR_IDENTITY.name
+_CONSTR_GENERATED = ConstrType.CONSTR_GENERATED.name
+
+
+class _ColumnSpec(NamedTuple):
+    """A column's definition as the model keeps it."""
+
+    enum: _Enum | None
+    type: Any  # format_type() text, or UNKNOWN (always UNKNOWN for an enum: printed late)
+    array: bool
+    not_null: Any
+    default: Any
+
+
+def _action(code: Any) -> str:
+    """A foreign key action as pg_constraint stores it ('a' when the statement names none)."""
+    return str(code) if code and code != "\x00" else "a"
+
+
+def _plain(value: Any) -> Any:
+    """A parse-tree value as raw libpg_query JSON again, whether or not a Node converted it."""
+    if isinstance(value, Node):
+        return {value.tag: _plain_fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _plain_fields(node: Any) -> dict[str, Any]:
+    """The raw JSON fields of a Node (or of an already raw dict)."""
+    if isinstance(node, Node):
+        return {key: _plain(value) for key, value in raw_fields(node).items()}
+    return node if isinstance(node, dict) else {}
+
+
 # Statements that rename or move entities in place (the catalog's name indexes go stale).
 _RENAMING: frozenset[str] = frozenset({ast.RenameStmt.__name__, ast.AlterObjectSchemaStmt.__name__})
 
@@ -666,7 +837,7 @@ class _Replay:
         """The modelled table, or a placeholder for one created outside the folder."""
         table = self.catalog.table(schema, name)
         if table is None:
-            table = _Table(schema, name, None)
+            table = _Table(schema, name, None, phantom=True)
             self.catalog.tables.append(table)
         return table
 
@@ -716,24 +887,24 @@ class _Replay:
         rv, elements = fields.get("relation"), fields.get("tableElts", [])
         if "inhRelations" in fields or type(rv) is not dict or type(elements) is not list:
             return False
-        # (column name or None for a table constraint, its type's names, its constraints)
-        plan: list[tuple[str | None, list[str], list[dict[str, Any]]]] = []
+        # (column name or None for a table constraint, its type, its catalogued constraints)
+        plan: list[tuple[str | None, _ColumnSpec | None, list[dict[str, Any]]]] = []
         for element in elements:
             if type(element) is not dict:
                 return False
             if (coldef := element.get("ColumnDef")) is not None:
                 type_name = coldef.get("typeName")
-                type_names = (
-                    _raw_strings(type_name.get("names")) if type(type_name) is dict else None
-                )
                 constraints = _raw_nodes(coldef.get("constraints"), "Constraint")
-                if type_names is None or constraints is None:
+                if type(type_name) is not dict or constraints is None:
                     return False
-                # Most column constraints are NOT NULL / DEFAULT, which are not catalogued.
+                spec = self._column_spec(type_name, constraints)
+                if spec is None:
+                    return False
+                # Most column constraints are NOT NULL / DEFAULT: part of the column's spec.
                 catalogued = [c for c in constraints if c.get("contype") in _CONSTRAINT_TYPES]
-                plan.append((str(coldef.get("colname")), type_names, catalogued))
+                plan.append((str(coldef.get("colname")), spec, catalogued))
             elif type(constraint := element.get("Constraint")) is dict:
-                plan.append((None, [], [constraint]))
+                plan.append((None, None, [constraint]))
             else:
                 return False  # LIKE, or an already converted element
         if rv.get("relpersistence") == "t":  # temporary tables leave nothing behind
@@ -744,10 +915,10 @@ class _Replay:
         table = _Table(schema, name, self.tag)
         self.catalog.tables.append(table)
         # As the general path: every column first, then constraints in element order.
-        for column_name, type_names, _ in plan:
-            if column_name is not None:
+        for column_name, spec, _ in plan:
+            if column_name is not None and spec is not None:
                 column_name = truncate_identifier(column_name)
-                self._add_named_column(table, column_name, type_names, if_not_exists=True)
+                self._add_named_column(table, column_name, spec, if_not_exists=True)
         for column_name, _, constraints in plan:
             column_name = None if column_name is None else truncate_identifier(column_name)
             for constraint in constraints:
@@ -784,25 +955,64 @@ class _Replay:
     def _copy_columns(self, source: _Table | None, target: _Table) -> None:
         for column in self.catalog.columns_of(source) if source else ():
             if self.catalog.column(target, column.name) is None:
-                self.catalog.columns.append(_Column(target, column.name, self.tag, column.enum))
+                copy = _Column(target, column.name, self.tag, column.enum, column.type)
+                copy.array, copy.not_null, copy.default = column.array, UNKNOWN, UNKNOWN
+                self.catalog.columns.append(copy)
+
+    def _column_spec(
+        self, type_name: dict[str, Any] | None, constraints: Sequence[dict[str, Any]]
+    ) -> _ColumnSpec | None:
+        """A column's type, nullability and default from its raw definition (None: not raw)."""
+        if type_name is None:
+            return _ColumnSpec(None, UNKNOWN, False, False, None)
+        names = _raw_strings(type_name.get("names"))
+        if names is None:
+            return None
+        typmods: list[object] = []
+        for modifier in type_name.get("typmods") or ():
+            value = modifier.get("A_Const", {}).get("ival") if type(modifier) is dict else None
+            typmods.append(value.get("ival", 0) if type(value) is dict else modifier)
+        array = bool(type_name.get("arrayBounds"))
+        enum = self._enum_named_by(names)
+        type_text = UNKNOWN if enum is not None or not names else format_type(names, typmods, array)
+        serial = len(names) == 1 and names[0] in SERIAL_TYPES
+        not_null: Any = serial
+        default: Any = NEXTVAL if serial else None
+        for constraint in constraints:
+            kind = constraint.get("contype")
+            if kind in _MAKES_NOT_NULL:
+                not_null = True
+            elif kind == _CONSTR_NULL:
+                not_null = False
+            elif kind == _CONSTR_DEFAULT:
+                default = normalize_default_json(constraint.get("raw_expr"))
+            elif kind == _CONSTR_IDENTITY:
+                not_null, default = True, None
+            elif kind == _CONSTR_GENERATED:
+                default = UNKNOWN
+        return _ColumnSpec(enum, type_text, array, not_null, default)
 
     def _add_column(self, table: _Table, coldef: Any, *, if_not_exists: bool) -> _Column | None:
-        type_name = coldef.typeName
-        type_names = None
-        if type_name is not None and type_name.names:
-            type_names = [str(item.sval) for item in type_name.names]
+        fields = _plain_fields(coldef)
+        type_name = fields.get("typeName")
+        constraints = [c.get("Constraint", c) for c in fields.get("constraints") or ()]
+        spec = self._column_spec(type_name if type(type_name) is dict else None, constraints)
         name = truncate_identifier(str(coldef.colname))
-        return self._add_named_column(table, name, type_names, if_not_exists=if_not_exists)
+        return self._add_named_column(table, name, spec, if_not_exists=if_not_exists)
 
     def _add_named_column(
-        self, table: _Table, name: str, type_names: Sequence[str] | None, *, if_not_exists: bool
+        self, table: _Table, name: str, spec: _ColumnSpec | None, *, if_not_exists: bool
     ) -> _Column | None:
         existing = self.catalog.column(table, name)
         if existing is not None:
             if if_not_exists:
                 return None
             self.catalog.drop_column(existing, cascade=False)
-        column = _Column(table, name, self.tag, self._enum_named_by(type_names))
+        if spec is None:
+            spec = _ColumnSpec(None, UNKNOWN, False, UNKNOWN, UNKNOWN)
+        column = _Column(
+            table, name, self.tag, spec.enum, spec.type, spec.array, spec.not_null, spec.default
+        )
         self.catalog.columns.append(column)
         return column
 
@@ -834,7 +1044,8 @@ class _Replay:
             ref_names = set(_strings(node.pk_attrs))
         else:
             names = _column_refs(node.raw_expr)
-        self._store_constraint(table, ctype, name, node.indexname, names, ref, ref_names)
+        actions = (_action(node.fk_del_action), _action(node.fk_upd_action))
+        self._store_constraint(table, ctype, name, node.indexname, names, ref, ref_names, actions)
 
     def _add_raw_constraint(
         self, table: _Table, fields: dict[str, Any], column: str | None
@@ -874,6 +1085,7 @@ class _Replay:
             {truncate_identifier(n) for n in names} or own,
             ref,
             {truncate_identifier(n) for n in ref_names},
+            (_action(fields.get("fk_del_action")), _action(fields.get("fk_upd_action"))),
         )
 
     def _constraint_name(
@@ -897,6 +1109,7 @@ class _Replay:
         names: set[str],
         ref: tuple[str, str] | None,
         ref_names: set[str],
+        actions: tuple[str, str] = ("a", "a"),
     ) -> None:
         """Catalogue a named constraint on ``names`` (FKs: referencing ``ref``'s ``ref_names``)."""
         backing_index = None
@@ -904,22 +1117,42 @@ class _Replay:
             backing_index = self.catalog.index(table.schema, truncate_identifier(indexname))
         ref_table = None if ref is None else self._table_or_phantom(*ref)
         columns = self._resolve_columns(table, names)
+        known = len(columns) == len(names) and ctype in ("p", "u", "f")
         if backing_index is not None:
-            columns = backing_index.columns
+            columns, known = backing_index.columns, backing_index.known_columns
             if backing_index.name != name:  # PostgreSQL renames the index to the constraint
+                self.catalog.touch(backing_index)
                 backing_index.name, backing_index.creator = name, self.tag
                 self.catalog.names_changed()
         ref_columns = self._resolve_columns(ref_table, ref_names)
+        ref_known = bool(ref_columns) and len(ref_columns) == len(ref_names)
         if ref_table is not None and not ref_names:  # REFERENCES t: t's primary key
             pkey = next(
                 (k for k in self.catalog.constraints_of(ref_table) if k.type == "p"),
                 None,
             )
             ref_columns = pkey.columns if pkey else frozenset()
+            ref_known = bool(ref_columns)
+        if ctype == "p":  # a primary key makes its columns NOT NULL
+            for column in columns:
+                if column.not_null is not True:
+                    self.catalog.touch(column)
+                    column.not_null = True
         if (existing := self.catalog.constraint(table, name)) is not None:
             self.catalog.constraints.remove(existing)
         self.catalog.constraints.append(
-            _Constraint(table, name, self.tag, ctype, columns, ref_table, ref_columns)
+            _Constraint(
+                table,
+                name,
+                self.tag,
+                ctype,
+                columns,
+                ref_table,
+                ref_columns,
+                *actions,
+                known_columns=known,
+                ref_known=ref_known,
+            )
         )
 
     def _create_index(self, node: Any) -> None:
@@ -948,17 +1181,33 @@ class _Replay:
         name = truncate_identifier(str(fields["idxname"]))
         if not self._new_relation_allowed(schema, name, bool(fields.get("if_not_exists"))):
             return True
-        self._store_index(schema, table_name, name, names)
+        self._store_index(schema, table_name, name, names, bool(fields.get("unique")), True)
         return True
 
-    def _store_index(self, schema: str, table_name: str, name: str, names: set[str]) -> None:
-        """Catalogue index ``name`` of relation ``table_name`` on columns ``names``."""
+    def _store_index(
+        self,
+        schema: str,
+        table_name: str,
+        name: str,
+        names: set[str],
+        unique: bool,
+        plain: bool,
+    ) -> None:
+        """Catalogue index ``name`` of relation ``table_name`` on columns ``names``.
+
+        ``plain``: every key is a bare column (no expression, no predicate), so the column
+        list is a fact worth comparing.
+        """
         on: _Table | _View | None = self.catalog.view(schema, table_name)
         columns: frozenset[_Column] = frozenset()
+        known = False
         if on is None:
             table = self._table_or_phantom(schema, table_name)
             on, columns = table, self._resolve_columns(table, names)
-        self.catalog.indexes.append(_Index(schema, name, self.tag, on, columns))
+            known = plain and len(columns) == len(names)
+        self.catalog.indexes.append(
+            _Index(schema, name, self.tag, on, columns, unique, known_columns=known)
+        )
 
     def _create_index_nodes(self, node: Any) -> None:
         if not node.idxname:
@@ -968,11 +1217,13 @@ class _Replay:
         if not self._new_relation_allowed(schema, name, bool(node.if_not_exists)):
             return
         names: set[str] = set()
+        plain = node.whereClause is None
         for element in (*(node.indexParams or ()), *(node.indexIncludingParams or ())):
             names |= {truncate_identifier(element.name)} if element.name else set()
             names |= _column_refs(element.expr)
+            plain = plain and element.expr is None
         names |= _column_refs(node.whereClause)
-        self._store_index(schema, table_name, name, names)
+        self._store_index(schema, table_name, name, names, bool(node.unique), plain)
 
     def _create_view(self, node: Any) -> None:
         if node.view.relpersistence == "t":
@@ -1028,7 +1279,7 @@ class _Replay:
                 elif _is(target.val, ast.ColumnRef) and _is(bare[0], ast.String):
                     names.append(truncate_identifier(str(bare[0].sval)))
         for column_name in dict.fromkeys(names):
-            self.catalog.columns.append(_Column(table, column_name, self.tag))
+            self.catalog.columns.append(_Column(table, column_name, self.tag, default=UNKNOWN))
 
     # -- enums -----------------------------------------------------------------------------
 
@@ -1044,7 +1295,7 @@ class _Replay:
     def _enum_or_phantom(self, schema: str, name: str) -> _Enum:
         enum = self.catalog.enum(schema, name)
         if enum is None:  # ALTER TYPE ... VALUE only works on enums: a placeholder is sound
-            enum = _Enum(schema, name, None)
+            enum = _Enum(schema, name, None, phantom=True)
             self.catalog.enums.append(enum)
         return enum
 
@@ -1121,10 +1372,32 @@ class _Replay:
             constraint = self.catalog.constraint(table, truncate_identifier(cmd.name))
             if constraint is not None:
                 self.catalog.drop_constraint(constraint, cascade)
-        elif subtype == _AT_ALTER_COLUMN_TYPE:
+        elif subtype in _COLUMN_ALTERATIONS:
             column = self.catalog.column(table, truncate_identifier(cmd.name))
             if column is not None:
-                column.enum = self._enum_of_type(cmd.def_.typeName)
+                self.catalog.touch(column)
+                self._alter_column(column, subtype, cmd)
+
+    def _alter_column(self, column: _Column, subtype: str, cmd: Any) -> None:
+        """ALTER COLUMN: its type, nullability, default or identity."""
+        if subtype == _AT_ALTER_COLUMN_TYPE:
+            type_name = _plain_fields(cmd.def_).get("typeName")
+            spec = self._column_spec(type_name if type(type_name) is dict else None, ())
+            if spec is not None:
+                column.enum, column.type, column.array = spec.enum, spec.type, spec.array
+            else:
+                column.enum, column.type = None, UNKNOWN
+        elif subtype == _AT_SET_NOT_NULL:
+            column.not_null = True
+        elif subtype == _AT_DROP_NOT_NULL:
+            column.not_null = False
+        elif subtype == _AT_COLUMN_DEFAULT:
+            expr = cmd.def_
+            column.default = None if expr is None else normalize_default_json(_plain(expr))
+        elif subtype == _AT_ADD_IDENTITY:
+            column.not_null, column.default = True, None
+        elif subtype in (_AT_DROP_IDENTITY, _AT_DROP_EXPRESSION):
+            column.default = None
 
     # -- RENAME / SET SCHEMA ---------------------------------------------------------------
 
@@ -1144,19 +1417,22 @@ class _Replay:
             old_name = truncate_identifier(str(node.subname))
             if kind == _COLUMN:
                 column = self.catalog.column(table, old_name)
-                if column is None:
-                    column = _Column(table, new_name, None)
+                if column is None:  # created outside the folder: only its new name is known
+                    column = _Column(table, new_name, None, not_null=UNKNOWN, default=UNKNOWN)
                     self.catalog.columns.append(column)
+                self.catalog.touch_column(column)
                 column.name, column.creator = new_name, self.tag
             else:
                 constraint = self.catalog.constraint(table, old_name)
                 if constraint is None:
-                    constraint = _Constraint(table, new_name, None, "c")
+                    constraint = _Constraint(table, new_name, None, "c", opaque=True)
                     self.catalog.constraints.append(constraint)
+                self.catalog.touch(constraint)
                 constraint.name, constraint.creator = new_name, self.tag
                 if constraint.type in _INDEX_BACKED:
                     index = self.catalog.index(table.schema, old_name)
                     if index is not None:  # an index adopted with ADD CONSTRAINT USING INDEX
+                        self.catalog.touch(index)
                         index.name, index.creator = new_name, self.tag
         elif kind == _TYPE:
             enum = self.catalog.enum(*self._any_name(node.object))
@@ -1174,15 +1450,19 @@ class _Replay:
         if (table := self.catalog.table(schema, name)) is not None:
             self.catalog.rename_table(table, new_name, self.tag)
         elif (view := self.catalog.view(schema, name)) is not None:
+            self.catalog.touch(view)
             view.name, view.creator = new_name, self.tag
         elif (index := self.catalog.index(schema, name)) is not None:
+            self.catalog.touch(index)
             index.name, index.creator = new_name, self.tag
             self._rename_backed_constraints(schema, name, new_name)
         elif self._rename_backed_constraints(schema, name, new_name):
             pass
         elif not missing_ok:  # it existed outside the folder; its new name is still evidence
             if kind == _INDEX:
-                self.catalog.indexes.append(_Index(schema, new_name, self.tag, None))
+                index = _Index(schema, new_name, self.tag, None, unique=UNKNOWN)
+                index.known_columns = False
+                self.catalog.indexes.append(index)
             elif kind == _TABLE:
                 self.catalog.tables.append(_Table(schema, new_name, self.tag))
             else:
@@ -1195,6 +1475,7 @@ class _Replay:
             if (constraint.table.schema, constraint.name) == (schema, old) and (
                 constraint.type in _INDEX_BACKED
             ):
+                self.catalog.touch(constraint)
                 constraint.name, constraint.creator, renamed = new, self.tag, True
         return renamed
 
@@ -1205,9 +1486,11 @@ class _Replay:
             if (table := self.catalog.table(schema, name)) is not None:
                 self.catalog.move_table(table, new_schema, self.tag)
             elif (view := self.catalog.view(schema, name)) is not None:
+                self.catalog.touch(view)
                 view.schema, view.creator = new_schema, self.tag
                 for index in self.catalog.indexes:
                     if index.on is view:
+                        self.catalog.touch(index)
                         index.schema, index.creator = new_schema, self.tag
             elif not node.missing_ok and node.objectType == _TABLE:
                 self.catalog.tables.append(_Table(new_schema, name, self.tag))
@@ -1301,6 +1584,83 @@ def _literal_sql(expr: Any) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
+# Facts and effects.
+# --------------------------------------------------------------------------------------------
+
+
+def _fact_of(entity: Any) -> tuple[DbObject, Fact] | None:
+    """The object ``entity`` is in the database and its fact (None for phantoms)."""
+    if entity.phantom:
+        return None
+    kind = type(entity)
+    if kind is _Column:
+        table = entity.table
+        key = DbObject("column", table.schema, entity.name, table.name)
+        if entity.enum is not None:
+            enum = entity.enum
+            type_text = format_type([enum.name], [], entity.array, enum_schema=enum.schema)
+        else:
+            type_text = entity.type
+        return key, (type_text, entity.not_null, entity.default)
+    if kind is _Constraint:
+        table = entity.table
+        key = DbObject("constraint", table.schema, entity.name, table.name)
+        if entity.opaque:
+            return key, (UNKNOWN,) * 6
+        columns = _column_names(entity.columns) if entity.known_columns else UNKNOWN
+        if entity.type != "f":
+            return key, (entity.type, columns, "", (), "", "")
+        ref = entity.ref_table
+        ref_name = UNKNOWN if ref is None else f"{ref.schema}.{ref.name}"
+        ref_columns = _column_names(entity.ref_columns) if entity.ref_known else UNKNOWN
+        return key, ("f", columns, ref_name, ref_columns, entity.on_delete, entity.on_update)
+    if kind is _Index:
+        columns = _column_names(entity.columns) if entity.known_columns else UNKNOWN
+        return DbObject("index", entity.schema, entity.name), (entity.unique, columns)
+    if kind is _Table:
+        return DbObject("table", entity.schema, entity.name), ()
+    if kind is _View:
+        return DbObject("view", entity.schema, entity.name), ()
+    if kind is _Enum:
+        return DbObject("enum", entity.schema, entity.name), ()
+    if kind is _EnumValue:
+        enum = entity.enum
+        return DbObject("enum_value", enum.schema, entity.label, enum.name), ()
+    return None
+
+
+def _column_names(columns: Iterable[_Column]) -> tuple[str, ...]:
+    return tuple(sorted(column.name for column in columns))
+
+
+def _end_migration(
+    catalog: _Catalog, state: dict[DbObject, Fact], schemas_before: set[str]
+) -> dict[DbObject, tuple[Fact | None, Fact | None]]:
+    """The effect of the migration just replayed; ``state`` moves on to the state after it."""
+    keys: set[DbObject] = set()
+    after: dict[DbObject, Fact] = {}
+    for entity, before in catalog.before.items():
+        if before is not None:
+            keys.add(before[0])
+        if entity.alive and (now := _fact_of(entity)) is not None:  # type: ignore[attr-defined]
+            after[now[0]] = now[1]
+    catalog.before.clear()
+    schemas_after = set(catalog.schemas) - {DEFAULT_SCHEMA}
+    for name in schemas_before ^ schemas_after:
+        key = DbObject("schema", name, name)
+        keys.add(key)
+        if name in schemas_after:
+            after[key] = ()
+    effect: dict[DbObject, tuple[Fact | None, Fact | None]] = {}
+    for key in keys | after.keys():
+        old, new = state.get(key), after.get(key)
+        if old != new:
+            effect[key] = (old, new)
+            if new is None:
+                del state[key]
+            else:
+                state[key] = new
+    return effect
 
 
 def journal_model(journal: Journal) -> ObjectModel:
@@ -1320,16 +1680,24 @@ def build_object_model(migrations: Sequence[tuple[str, Sequence[str]]]) -> Objec
     catalog = _Catalog()
     replay = _Replay(catalog)
     unparsed: dict[str, str] = {}
+    effects: dict[str, Effect] = {}
+    state: dict[DbObject, Fact] = {}
     with cyclic_gc_paused():
         for tag, statements in migrations:
             replay.tag = tag
+            schemas_before = set(catalog.schemas) - {DEFAULT_SCHEMA}
             _replay_migration(replay, tag, statements, unparsed)
+            effects[tag] = MappingProxyType(_end_migration(catalog, state, schemas_before))
         evidence = catalog.evidence()
     expected = {
         tag: frozenset() if tag in unparsed else frozenset(evidence.get(tag, ()))
         for tag, _ in migrations
     }
-    return ObjectModel(expected=MappingProxyType(expected), unparsed=MappingProxyType(unparsed))
+    return ObjectModel(
+        expected=MappingProxyType(expected),
+        unparsed=MappingProxyType(unparsed),
+        effects=MappingProxyType(effects),
+    )
 
 
 def _replay_migration(

@@ -1,0 +1,171 @@
+"""How the database matches the modelled history: pure functions over facts.
+
+The object model (:mod:`orchestrator.drizzle.objects`) says what each migration did, relative
+to the state just before it. Folding those effects gives the modelled schema after any prefix
+of the journal. This module compares a catalog snapshot's facts with those states:
+
+* :func:`prefix_mismatches` counts, for every prefix length j, the objects whose database fact
+  differs from the state after the first j migrations. A database that drizzle left after
+  applying k migrations matches prefix k exactly, whatever the history did to the same names
+  later (a foreign key dropped and re-created, a column dropped and re-added).
+* :func:`migration_evidence` reads each migration's own effect in the database, for the
+  states no prefix explains: which of its changes are there, which are not.
+* :func:`drift` lists the objects that differ from the state after a given prefix.
+
+Only objects some migration touched are compared (the universe); tables the folder never
+mentions are none of our business. Migrations the model could not read in full are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from orchestrator.drizzle.facts import Fact, describe_fact, matches
+from orchestrator.drizzle.journal import Journal
+from orchestrator.drizzle.objects import DbObject, ObjectModel, build_object_model
+
+__all__ = [
+    "Difference",
+    "MigrationEvidence",
+    "drift",
+    "migration_evidence",
+    "out_of_order_differences",
+    "prefix_mismatches",
+    "universe",
+]
+
+Facts = Mapping[DbObject, Fact]
+
+
+@dataclass(frozen=True)
+class MigrationEvidence:
+    """One migration's effect as found in the database.
+
+    ``present``: objects as the migration leaves them; ``absent``: objects not as it leaves
+    them (as before it, or otherwise) and not explained by a later migration. Changes whose
+    before and after the database cannot tell apart count for neither.
+    """
+
+    tag: str
+    present: tuple[DbObject, ...]
+    absent: tuple[DbObject, ...]
+
+    @property
+    def checked(self) -> tuple[DbObject, ...]:
+        """Every object that tells whether this migration ran."""
+        return tuple(sorted(self.present + self.absent))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One object whose database fact is not the modelled one."""
+
+    obj: DbObject
+    expected: Fact | None
+    found: Fact | None
+
+    def __str__(self) -> str:
+        return (
+            f"{self.obj}: expected {describe_fact(self.obj.kind, self.expected)}, "
+            f"found {describe_fact(self.obj.kind, self.found)}"
+        )
+
+
+def universe(model: ObjectModel, tags: Sequence[str]) -> frozenset[DbObject]:
+    """The objects the folder's readable migrations touch."""
+    keys: set[DbObject] = set()
+    for tag in tags:
+        if tag not in model.unparsed:
+            keys.update(model.effects.get(tag, ()))
+    return frozenset(keys)
+
+
+def prefix_mismatches(
+    model: ObjectModel, tags: Sequence[str], facts: Facts, keys: frozenset[DbObject]
+) -> list[int]:
+    """``result[j]``: how many objects of ``keys`` differ from the state after ``tags[:j]``.
+
+    Linear in the size of the effects: each migration only moves the count by the objects it
+    changed.
+    """
+    count = sum(1 for key in keys if key in facts)  # before any migration, nothing exists
+    counts = [count]
+    for tag in tags:
+        for key, (before, after) in model.effects.get(tag, {}).items():
+            if key in keys:
+                found = facts.get(key)
+                count += (not matches(after, found)) - (not matches(before, found))
+        counts.append(count)
+    return counts
+
+
+def migration_evidence(
+    model: ObjectModel, tags: Sequence[str], facts: Facts, keys: frozenset[DbObject]
+) -> list[MigrationEvidence]:
+    """Each migration's effect, read in the database (see :class:`MigrationEvidence`)."""
+    later_values: dict[DbObject, list[tuple[int, Fact | None]]] = {}
+    for position, tag in enumerate(tags):
+        for key, (_, after) in model.effects.get(tag, {}).items():
+            later_values.setdefault(key, []).append((position, after))
+    evidence = []
+    for position, tag in enumerate(tags):
+        present: list[DbObject] = []
+        absent: list[DbObject] = []
+        for key, (before, after) in model.effects.get(tag, {}).items():
+            if key not in keys:
+                continue
+            found = facts.get(key)
+            now, then = matches(after, found), matches(before, found)
+            if now and then:
+                continue  # the database cannot tell
+            if now:
+                present.append(key)
+            elif not any(
+                later > position and matches(value, found)
+                for later, value in later_values.get(key, ())
+            ):
+                absent.append(key)
+            # else: a later migration explains what is there; it says nothing of this one
+        evidence.append(MigrationEvidence(tag, tuple(sorted(present)), tuple(sorted(absent))))
+    return evidence
+
+
+def drift(
+    model: ObjectModel, tags: Sequence[str], facts: Facts, keys: frozenset[DbObject]
+) -> list[Difference]:
+    """Objects of ``keys`` that differ from the modelled state after ``tags``."""
+    state = model.state_after(tags)
+    return [
+        Difference(key, state.get(key), facts.get(key))
+        for key in sorted(keys)
+        if not matches(state.get(key), facts.get(key))
+    ]
+
+
+def out_of_order_differences(
+    journal: Journal, model: ObjectModel, tracked_hashes: frozenset[str]
+) -> list[Difference]:
+    """What applying the pending migrations *after* the tracked ones changes in the end state.
+
+    When a pending migration sits before a tracked one (drizzle skipped it: its ``when`` was
+    older), ``migrate`` can only apply it last. That is harmless when the two touch different
+    things; when they do not commute, the schema would not be the one the journal's order
+    builds. Empty when there is no such hole or the end states agree.
+    """
+    done = [m for m in journal.migrations if m.hash in tracked_hashes]
+    todo = [m for m in journal.migrations if m.hash not in tracked_hashes]
+    if (
+        not todo
+        or not done
+        or journal.migrations.index(todo[0]) > journal.migrations.index(done[-1])
+    ):
+        return []  # no hole: the order is the journal's
+    actual_model = build_object_model([(m.tag, m.statements) for m in done + todo])
+    actual = actual_model.state_after([m.tag for m in done + todo])
+    intended = model.state_after([m.tag for m in journal.migrations])
+    return [
+        Difference(key, intended.get(key), actual.get(key))
+        for key in sorted(intended.keys() | actual.keys())
+        if intended.get(key) != actual.get(key)
+    ]
