@@ -288,3 +288,27 @@ def test_a_skipped_migration_applied_last_must_build_the_same_schema() -> None:
     independent = history(CREATE_USERS, CREATE_POSTS, 'CREATE TABLE "tags" ("id" integer);')
     tracked = frozenset({independent.migrations[0].hash, independent.migrations[2].hash})
     assert out_of_order_differences(independent, model_of(independent), tracked) == []
+
+
+def test_functions_and_triggers_are_objects_even_inside_do_blocks() -> None:
+    function = (
+        'DO $$ BEGIN CREATE FUNCTION "public"."slugify"(t text) RETURNS text LANGUAGE sql '
+        "AS 'select lower(t)'; EXCEPTION WHEN duplicate_function THEN null; END $$;"
+    )
+    trigger = (
+        'CREATE OR REPLACE FUNCTION "touch"() RETURNS trigger LANGUAGE plpgsql AS $$ '
+        "BEGIN RETURN NEW; END $$;"
+        f"\n{BREAKPOINT}\n"
+        'CREATE TRIGGER "users_touch" BEFORE UPDATE ON "users" FOR EACH ROW '
+        'EXECUTE FUNCTION "touch"();'
+    )
+    dropped = 'DROP TRIGGER IF EXISTS "users_touch" ON "users";'
+    model = model_of(history(CREATE_USERS, function, trigger, dropped))
+    assert DbObject("function", "public", "slugify") in model.effects["0001_m"]
+    assert set(model.effects["0002_m"]) == {
+        DbObject("function", "public", "touch"),
+        DbObject("trigger", "public", "users_touch", "users"),
+    }
+    assert model.effects["0003_m"] == {
+        DbObject("trigger", "public", "users_touch", "users"): ((), None)
+    }

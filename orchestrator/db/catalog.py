@@ -72,6 +72,15 @@ SELECT json_build_object(
                      LEFT JOIN pg_attribute a
                        ON a.attrelid = i.indrelid AND a.attnum = k.attnum))), '[]')
                 FROM pg_index i JOIN rel ON rel.oid = i.indexrelid),
+    'functions', (SELECT coalesce(json_agg(DISTINCT jsonb_build_array(ns.nspname, p.proname)),
+                                  '[]')
+                  FROM pg_proc p JOIN ns ON ns.oid = p.pronamespace
+                  WHERE NOT EXISTS (SELECT FROM pg_depend d  -- an extension's own functions
+                                    WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                                      AND d.deptype = 'e')),
+    'triggers', (SELECT coalesce(json_agg(json_build_array(rel.nspname, rel.relname, t.tgname)),
+                                 '[]')
+                 FROM pg_trigger t JOIN rel ON rel.oid = t.tgrelid WHERE NOT t.tgisinternal),
     'enums', (SELECT coalesce(json_agg(json_build_array(ns.nspname, t.typname, e.enumlabel)),
                               '[]')
               FROM pg_type t JOIN ns ON ns.oid = t.typnamespace
@@ -183,6 +192,10 @@ def snapshot_from_json(data: dict[str, Any], *, schema: str, table: str) -> Cata
             bool(unique),
             UNKNOWN if columns is None else tuple(sorted(columns)),
         )
+    for nspname, proname in data.get("functions", ()):
+        facts[DbObject("function", nspname, proname)] = ()
+    for nspname, relname, tgname in data.get("triggers", ()):
+        facts[DbObject("trigger", nspname, tgname, relname)] = ()
     for nspname, typname, label in data["enums"]:
         facts[DbObject("enum", nspname, typname)] = ()
         if label is not None:

@@ -53,7 +53,16 @@ __all__ = [
 ]
 
 ObjectKind = Literal[
-    "schema", "table", "view", "column", "index", "constraint", "enum", "enum_value"
+    "schema",
+    "table",
+    "view",
+    "column",
+    "index",
+    "constraint",
+    "enum",
+    "enum_value",
+    "function",
+    "trigger",
 ]
 
 NAMEDATALEN = 64  # PostgreSQL's compile-time default; identifiers keep NAMEDATALEN-1 bytes
@@ -215,6 +224,26 @@ class _Index:
     phantom: bool = False
 
 
+@dataclass(eq=False)
+class _Function:
+    """A function or procedure, by name: overloads are one object to the model."""
+
+    schema: str
+    name: str
+    creator: str | None
+    alive: bool = True
+    phantom: bool = False
+
+
+@dataclass(eq=False)
+class _Trigger:
+    table: _Table
+    name: str
+    creator: str | None
+    alive: bool = True
+    phantom: bool = False
+
+
 ConstraintType = Literal["p", "u", "x", "f", "c"]
 _INDEX_BACKED: frozenset[str] = frozenset({"p", "u", "x"})
 
@@ -316,6 +345,9 @@ class _Lookup:
     def _add_enum_value(self, item: _EnumValue) -> None:
         self.enum_values.setdefault(item.enum, []).append(item)
 
+    def _add_unindexed(self, item: object) -> None:
+        """Functions and triggers: few, and looked up by scanning."""
+
 
 _ADDERS: dict[type, Callable[[_Lookup, Any], None]] = {
     _Table: _Lookup._add_table,
@@ -325,9 +357,21 @@ _ADDERS: dict[type, Callable[[_Lookup, Any], None]] = {
     _View: _Lookup._add_view,
     _Enum: _Lookup._add_enum,
     _EnumValue: _Lookup._add_enum_value,
+    _Function: _Lookup._add_unindexed,
+    _Trigger: _Lookup._add_unindexed,
 }
 
-_LISTS = ("tables", "columns", "constraints", "indexes", "views", "enums", "enum_values")
+_LISTS = (
+    "tables",
+    "columns",
+    "constraints",
+    "indexes",
+    "views",
+    "enums",
+    "enum_values",
+    "functions",
+    "triggers",
+)
 
 
 @dataclass
@@ -342,6 +386,8 @@ class _Catalog:
     views: list[_View] = field(default_factory=list)
     enums: list[_Enum] = field(default_factory=list)
     enum_values: list[_EnumValue] = field(default_factory=list)
+    functions: list[_Function] = field(default_factory=list)
+    triggers: list[_Trigger] = field(default_factory=list)
     _lookup: _Lookup | None = field(default=None, repr=False)
     # The fact each entity had before the current migration first touched it (None: it did
     # not exist). The migration's effect is read from it at the migration's end.
@@ -442,6 +488,8 @@ class _Catalog:
 
     def drop_table(self, table: _Table, cascade: bool) -> None:
         self.tables.remove(table)
+        if any(t.table is table for t in self.triggers):
+            self.triggers = [t for t in self.triggers if t.table is not table]
         for index in [i for i in self.indexes if i.on is table]:
             self.indexes.remove(index)
         self.constraints = [k for k in self.constraints if k.table is not table]
@@ -504,6 +552,7 @@ class _Catalog:
         self.indexes = [i for i in self.indexes if i.schema != name]
         for enum in [e for e in self.enums if e.schema == name]:
             self.drop_enum(enum, cascade)
+        self.functions = [f for f in self.functions if f.schema != name]
 
     # -- renames: whatever changes identity becomes evidence of the renaming migration ------
 
@@ -530,6 +579,9 @@ class _Catalog:
         for index in self.indexes:
             if index.on is table:
                 self.touch(index)
+        for trigger in self.triggers:
+            if trigger.table is table:
+                self.touch(trigger)
 
     def touch_column(self, column: _Column) -> None:
         """Touch a column and the keys and indexes that list it (before a rename)."""
@@ -701,6 +753,12 @@ _COLUMN = ObjectType.OBJECT_COLUMN.name
 _TABCONSTRAINT = ObjectType.OBJECT_TABCONSTRAINT.name
 _TYPE = ObjectType.OBJECT_TYPE.name
 _SCHEMA = ObjectType.OBJECT_SCHEMA.name
+_TRIGGER = ObjectType.OBJECT_TRIGGER.name
+_ROUTINE_KINDS = {
+    ObjectType.OBJECT_FUNCTION.name,
+    ObjectType.OBJECT_PROCEDURE.name,
+    ObjectType.OBJECT_ROUTINE.name,
+}
 _RELATION_KINDS = {_TABLE, _VIEW, _MATVIEW}
 _CASCADE = DropBehavior.DROP_CASCADE.name
 _AT_ADD_COLUMN = AlterTableType.AT_AddColumn.name
@@ -787,6 +845,8 @@ class _Replay:
             ast.AlterObjectSchemaStmt: self._set_schema,
             ast.DropStmt: self._drop,
             ast.DoStmt: self._do,
+            ast.CreateFunctionStmt: self._create_function,
+            ast.CreateTrigStmt: self._create_trigger,
         }
         # Keyed by node type name: statements come from pgjson, not pglast's classes.
         self._handlers = {kind.__name__: handler for kind, handler in handlers.items()}
@@ -1523,6 +1583,39 @@ class _Replay:
                 index = self.catalog.index(*self._any_name(target))
                 if index is not None:
                     self.catalog.indexes.remove(index)
+            elif kind in _ROUTINE_KINDS:
+                function = self._function(*self._any_name(target.objname))
+                if function is not None:
+                    self.catalog.functions.remove(function)
+            elif kind == _TRIGGER:
+                *table_names, trigger_name = _strings(target)
+                schema = table_names[-2] if len(table_names) > 1 else self.default_schema
+                trigger = self._trigger(schema, table_names[-1], trigger_name)
+                if trigger is not None:
+                    self.catalog.triggers.remove(trigger)
+
+    # -- functions and triggers ------------------------------------------------------------
+
+    def _function(self, schema: str, name: str) -> _Function | None:
+        return next(
+            (f for f in self.catalog.functions if (f.schema, f.name) == (schema, name)), None
+        )
+
+    def _trigger(self, schema: str, table_name: str, name: str) -> _Trigger | None:
+        table = self.catalog.table(schema, table_name)
+        return next((t for t in self.catalog.triggers if t.table is table and t.name == name), None)
+
+    def _create_function(self, node: Any) -> None:
+        schema, name = self._any_name(node.funcname)
+        if self._function(schema, name) is None:  # OR REPLACE, or another overload
+            self.catalog.functions.append(_Function(schema, name, self.tag))
+
+    def _create_trigger(self, node: Any) -> None:
+        schema, table_name = self._range_var(node.relation)
+        name = truncate_identifier(str(node.trigname))
+        if self._trigger(schema, table_name, name) is None:
+            table = self._table_or_phantom(schema, table_name)
+            self.catalog.triggers.append(_Trigger(table, name, self.tag))
 
     # -- DO blocks -------------------------------------------------------------------------
 
@@ -1626,6 +1719,11 @@ def _fact_of(entity: Any) -> tuple[DbObject, Fact] | None:
     if kind is _EnumValue:
         enum = entity.enum
         return DbObject("enum_value", enum.schema, entity.label, enum.name), ()
+    if kind is _Function:
+        return DbObject("function", entity.schema, entity.name), ()
+    if kind is _Trigger:
+        table = entity.table
+        return DbObject("trigger", table.schema, entity.name, table.name), ()
     return None
 
 
