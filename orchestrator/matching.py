@@ -4,10 +4,10 @@ The object model (:mod:`orchestrator.drizzle.objects`) says what each migration 
 to the state just before it. Folding those effects gives the modelled schema after any prefix
 of the journal. This module compares a catalog snapshot's facts with those states:
 
-* :func:`prefix_mismatches` counts, for every prefix length j, the objects whose database fact
-  differs from the state after the first j migrations. A database that drizzle left after
-  applying k migrations matches prefix k exactly, whatever the history did to the same names
-  later (a foreign key dropped and re-created, a column dropped and re-added).
+* :func:`first_matching_prefix` finds the first prefix length j (from the tracked count on)
+  whose modelled state is exactly the database. A database that drizzle left after applying
+  k migrations matches prefix k, whatever the history did to the same names later (a foreign
+  key dropped and re-created, a column dropped and re-added).
 * :func:`migration_evidence` reads each migration's own effect in the database, for the
   states no prefix explains: which of its changes are there, which are not.
 * :func:`drift` lists the objects that differ from the state after a given prefix.
@@ -29,9 +29,11 @@ __all__ = [
     "Difference",
     "MigrationEvidence",
     "drift",
+    "effect_evidence",
+    "first_matching_prefix",
     "migration_evidence",
+    "mismatches",
     "out_of_order_differences",
-    "prefix_mismatches",
     "universe",
 ]
 
@@ -74,6 +76,8 @@ class Difference:
 
 def universe(model: ObjectModel, tags: Sequence[str]) -> frozenset[DbObject]:
     """The objects the folder's readable migrations touch."""
+    if not model.unparsed and list(tags) == list(model.order):
+        return model.touched
     keys: set[DbObject] = set()
     for tag in tags:
         if tag not in model.unparsed:
@@ -81,23 +85,54 @@ def universe(model: ObjectModel, tags: Sequence[str]) -> frozenset[DbObject]:
     return frozenset(keys)
 
 
-def prefix_mismatches(
-    model: ObjectModel, tags: Sequence[str], facts: Facts, keys: frozenset[DbObject]
-) -> list[int]:
-    """``result[j]``: how many objects of ``keys`` differ from the state after ``tags[:j]``.
+def mismatches(state: Facts, facts: Facts, keys: frozenset[DbObject]) -> int:
+    """How many objects of ``keys`` differ between a modelled state and the database."""
+    count = 0
+    for key in keys:
+        expected, found = state.get(key), facts.get(key)
+        if expected != found and not matches(expected, found):
+            count += 1
+    return count
 
-    Linear in the size of the effects: each migration only moves the count by the objects it
-    changed.
-    """
-    count = sum(1 for key in keys if key in facts)  # before any migration, nothing exists
-    counts = [count]
-    for tag in tags:
-        for key, (before, after) in model.effects.get(tag, {}).items():
+
+def first_matching_prefix(
+    model: ObjectModel, tags: Sequence[str], facts: Facts, keys: frozenset[DbObject], start: int
+) -> int | None:
+    """The smallest j >= ``start`` whose modelled state is the database, if any."""
+    if list(tags) == list(model.order):
+        state = model.state_after_prefix(start)
+    else:
+        state = model.state_after(tags[:start])
+    count = mismatches(state, facts, keys)
+    if count == 0:
+        return start
+    for j in range(start, len(tags)):
+        for key, (before, after) in model.effects.get(tags[j], {}).items():
             if key in keys:
                 found = facts.get(key)
                 count += (not matches(after, found)) - (not matches(before, found))
-        counts.append(count)
-    return counts
+        if count == 0:
+            return j + 1
+    return None
+
+
+def effect_evidence(
+    model: ObjectModel,
+    tag: str,
+    facts: Facts,
+    keys: frozenset[DbObject],
+    *,
+    applied: bool,
+) -> MigrationEvidence:
+    """Evidence when the schema is a known prefix state: applied ones lack nothing, the
+    others lack what is not yet as they leave it."""
+    effect = [key for key in model.effects.get(tag, {}) if key in keys]
+    if applied:
+        return MigrationEvidence(tag, tuple(sorted(effect)), ())
+    changes = model.effects[tag] if effect else {}
+    absent = tuple(sorted(k for k in effect if not matches(changes[k][1], facts.get(k))))
+    present = tuple(sorted(k for k in effect if matches(changes[k][1], facts.get(k))))
+    return MigrationEvidence(tag, present, absent)
 
 
 def migration_evidence(

@@ -32,8 +32,9 @@ from orchestrator.matching import (
     Difference,
     MigrationEvidence,
     drift,
+    effect_evidence,
+    first_matching_prefix,
     migration_evidence,
-    prefix_mismatches,
     universe,
 )
 
@@ -231,20 +232,23 @@ def read_history(journal: Journal, model: ObjectModel, snapshot: CatalogSnapshot
     tracked = [m.hash in snapshot.tracked_hashes for m in journal.migrations]
     keys = universe(model, tags)
     facts = snapshot.facts
-    counts = prefix_mismatches(model, tags, facts, keys)
-    evidence = migration_evidence(model, tags, facts, keys)
     k = next((i for i, is_tracked in enumerate(tracked) if not is_tracked), len(tags))
     clean = not any(tracked[k:])
     n = len(tags)
     if clean:
-        matched = next((j for j in range(k, n + 1) if counts[j] == 0), None)
+        matched = first_matching_prefix(model, tags, facts, keys, k)
         if matched is not None:
             states = (
                 [MigrationState.APPLIED] * k
                 + [MigrationState.UNTRACKED_PRESENT] * (matched - k)
                 + [MigrationState.PENDING] * (n - matched)
             )
-            return HistoryReading(tuple(states), tuple(evidence), k, matched, ())
+            known = [
+                effect_evidence(model, tag, facts, keys, applied=i < matched)
+                for i, tag in enumerate(tags)
+            ]
+            return HistoryReading(tuple(states), tuple(known), k, matched, ())
+    evidence = migration_evidence(model, tags, facts, keys)
     states = [
         evidence_state(is_tracked, e) for is_tracked, e in zip(tracked, evidence, strict=True)
     ]

@@ -8,9 +8,11 @@ described as facts (the catalog snapshot's form).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 import pytest
+from pglast.parser import parse_sql_json
 
 from orchestrator.db.catalog import CatalogSnapshot, TrackingRow
 from orchestrator.drizzle.facts import (
@@ -19,6 +21,7 @@ from orchestrator.drizzle.facts import (
     Fact,
     format_type,
     matches,
+    normalize_default_json,
     normalize_default_sql,
     quote_ident,
 )
@@ -312,3 +315,14 @@ def test_functions_and_triggers_are_objects_even_inside_do_blocks() -> None:
     assert model.effects["0003_m"] == {
         DbObject("trigger", "public", "users_touch", "users"): ((), None)
     }
+
+
+@pytest.mark.parametrize("text", ["now()", "gen_random_uuid()", "0", "'x'::text", "true"])
+def test_the_fast_paths_give_what_the_general_walk_gives(text: str) -> None:
+    from orchestrator.drizzle.facts import _canonical, _dumps
+
+    tree = json.loads(parse_sql_json(f"SELECT {text}"))
+    expr = tree["stmts"][0]["stmt"]["SelectStmt"]["targetList"][0]["ResTarget"]["val"]
+    canonical = _canonical(expr)
+    general = canonical if isinstance(canonical, str) else _dumps(canonical)
+    assert normalize_default_json(expr) == general

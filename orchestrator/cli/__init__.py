@@ -49,8 +49,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     """Run a command and return its exit code."""
-    from orchestrator.cli.console import err
+    from orchestrator.cli.console import err, forget_warnings
 
+    forget_warnings()
     try:
         result = app.main(args=argv, standalone_mode=False, prog_name="orchestrator")
     except click.exceptions.NoArgsIsHelpError as exc:

@@ -71,9 +71,9 @@ def lint(migrations: Path, as_json: bool) -> int:
     from orchestrator.analysis.effects import analyse_migrations
     from orchestrator.analysis.lint import has_errors, lint_migrations
     from orchestrator.cli.console import print_json
-    from orchestrator.drizzle.journal import read_journal
+    from orchestrator.cli.options import read_migrations
 
-    journal = read_journal(migrations)
+    journal = read_migrations(migrations)
     analysis = analyse_migrations([(m.tag, m.statements) for m in journal.migrations])
     findings = lint_migrations(analysis.migrations)
     errors = sum(f.severity == "error" for f in findings)

@@ -16,13 +16,30 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
+_warnings: list[str] = []
+
+
+def warn(message: str) -> None:
+    """A warning about the migrations folder: on stderr now, and in the JSON document."""
+    _warnings.append(message)
+    err.print(f"warning: {message}", markup=False, highlight=False)
+
+
+def forget_warnings() -> None:
+    """Start a command with no warnings (several commands may run in one process)."""
+    _warnings.clear()
+
+
 def print_json(document: dict[str, Any]) -> None:
-    """One JSON document on stdout, secrets redacted.
+    """One JSON document on stdout, secrets redacted, with this command's warnings.
 
     Indented for a person at a terminal; compact for a program reading a pipe (the C encoder
     only serves compact output, and a report of a large folder runs to megabytes).
     """
     from orchestrator.db.connect import redact
+
+    if _warnings:
+        document = {**document, "journal_warnings": list(_warnings)}
 
     indent = 2 if sys.stdout.isatty() else None
     sys.stdout.write(redact(json.dumps(document, indent=indent, default=str)) + "\n")

@@ -46,9 +46,7 @@ class DatabaseTarget:
 
     def journal(self) -> Journal:
         """The migrations folder, read and checked (UsageError on bad input)."""
-        from orchestrator.drizzle.journal import read_journal
-
-        return read_journal(self.migrations)
+        return read_migrations(self.migrations)
 
     def options(
         self, *, lock_timeout: str | None = None, statement_timeout: str | None = None
@@ -67,6 +65,17 @@ class DatabaseTarget:
     def retry(self) -> RetryPolicy:
         """The retry policy for transient connection failures."""
         return retry_policy(self.retries)
+
+
+def read_migrations(folder: Path) -> Journal:
+    """Read a migrations folder; warn (never refuse) about files drizzle would ignore."""
+    from orchestrator.cli.console import warn
+    from orchestrator.drizzle.journal import read_journal, stray_file_message
+
+    journal = read_journal(folder)
+    for name in journal.stray_files:
+        warn(stray_file_message(name))
+    return journal
 
 
 def database_options(func: Command) -> Command:

@@ -11,6 +11,7 @@ when the table exists with the columns drizzle gives it.
 
 from __future__ import annotations
 
+import functools
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
@@ -44,33 +45,26 @@ SELECT json_build_object(
     'server_version', current_setting('server_version'),
     'database', current_database(),
     'schemas', (SELECT coalesce(json_agg(nspname), '[]') FROM ns),
-    'relations', (SELECT coalesce(json_agg(json_build_array(nspname, relname, relkind)), '[]')
+    'relations', (SELECT coalesce(json_agg(json_build_array(nspname, relname, relkind, oid)),
+                           '[]')
                   FROM rel),
     'columns', (SELECT coalesce(json_agg(json_build_array(
                         rel.nspname, rel.relname, a.attname,
                         format_type(a.atttypid, a.atttypmod), a.attnotnull,
-                        pg_get_expr(d.adbin, d.adrelid))), '[]')
+                        pg_get_expr(d.adbin, d.adrelid), a.attrelid, a.attnum)), '[]')
                 FROM pg_attribute a JOIN rel ON rel.oid = a.attrelid
                 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
                 WHERE a.attnum > 0 AND NOT a.attisdropped AND rel.relkind NOT IN ('i', 'I')),
+    -- Column numbers and table oids, not names: resolved from 'columns' and 'relations'
+    -- client-side, which costs the server no lookup per constraint or index.
     'constraints', (SELECT coalesce(json_agg(json_build_array(
-                        rel.nspname, rel.relname, con.conname, con.contype,
-                        (SELECT json_agg(attname ORDER BY attname) FROM pg_attribute
-                         WHERE attrelid = con.conrelid AND attnum = ANY (con.conkey)),
-                        (SELECT format('%%s.%%s', n.nspname, c.relname) FROM pg_class c
-                         JOIN pg_namespace n ON n.oid = c.relnamespace
-                         WHERE c.oid = con.confrelid),
-                        (SELECT json_agg(attname ORDER BY attname) FROM pg_attribute
-                         WHERE attrelid = con.confrelid AND attnum = ANY (con.confkey)),
-                        con.confdeltype, con.confupdtype)), '[]')
+                        rel.nspname, rel.relname, con.conname, con.contype, con.conrelid,
+                        con.conkey, con.confrelid, con.confkey, con.confdeltype,
+                        con.confupdtype)), '[]')
                     FROM pg_constraint con JOIN rel ON rel.oid = con.conrelid),
     'indexes', (SELECT coalesce(json_agg(json_build_array(
-                    rel.nspname, rel.relname, i.indisunique,
-                    (SELECT CASE WHEN bool_or(k.attnum = 0) THEN NULL
-                                 ELSE json_agg(a.attname ORDER BY a.attname) END
-                     FROM unnest(i.indkey::int2[]) AS k(attnum)
-                     LEFT JOIN pg_attribute a
-                       ON a.attrelid = i.indrelid AND a.attnum = k.attnum))), '[]')
+                    rel.nspname, rel.relname, i.indisunique, i.indrelid,
+                    i.indkey::int2[])), '[]')
                 FROM pg_index i JOIN rel ON rel.oid = i.indexrelid),
     'functions', (SELECT coalesce(json_agg(DISTINCT jsonb_build_array(ns.nspname, p.proname)),
                                   '[]')
@@ -136,9 +130,9 @@ class CatalogSnapshot:
     # Each object's attributes (see orchestrator.drizzle.facts), keyed like ``objects``.
     facts: Mapping[DbObject, Fact] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def tracked_hashes(self) -> frozenset[str]:
-        """Every hash recorded in the tracking table."""
+        """Every hash recorded in the tracking table (computed once: it is asked often)."""
         return frozenset(row.hash for row in self.tracking_rows if row.hash is not None)
 
     @property
@@ -180,18 +174,23 @@ def read_snapshot(conn: psycopg.Connection[Any], *, schema: str, table: str) -> 
 def snapshot_from_json(data: dict[str, Any], *, schema: str, table: str) -> CatalogSnapshot:
     """Build a snapshot from the query's JSON document (pure)."""
     facts: dict[DbObject, Fact] = {DbObject("schema", name, name): () for name in data["schemas"]}
-    for nspname, relname, relkind in data["relations"]:
+    relations: dict[int, str] = {}
+    for nspname, relname, relkind, *oid in data["relations"]:
         kind = {"v": "view", "m": "view", "i": "index", "I": "index"}.get(relkind, "table")
         facts[DbObject(kind, nspname, relname)] = ()  # type: ignore[arg-type]
+        if oid:
+            relations[oid[0]] = f"{nspname}.{relname}"
+    names: dict[tuple[int, int], str] = {}
     for nspname, relname, attname, *attributes in data["columns"]:
-        facts[DbObject("column", nspname, attname, relname)] = _column_fact(attributes)
+        facts[DbObject("column", nspname, attname, relname)] = _column_fact(attributes[:3])
+        if len(attributes) == 5:
+            names[(attributes[3], attributes[4])] = attname
+    catalog = _Names(relations, names)
     for nspname, relname, conname, *attributes in data["constraints"]:
-        facts[DbObject("constraint", nspname, conname, relname)] = _constraint_fact(attributes)
-    for nspname, relname, unique, columns in data.get("indexes", ()):
-        facts[DbObject("index", nspname, relname)] = (
-            bool(unique),
-            UNKNOWN if columns is None else tuple(sorted(columns)),
-        )
+        key = DbObject("constraint", nspname, conname, relname)
+        facts[key] = catalog.constraint_fact(attributes)
+    for nspname, relname, unique, indexed, keys in data.get("indexes", ()):
+        facts[DbObject("index", nspname, relname)] = (bool(unique), catalog.columns(indexed, keys))
     for nspname, proname in data.get("functions", ()):
         facts[DbObject("function", nspname, proname)] = ()
     for nspname, relname, tgname in data.get("triggers", ()):
@@ -225,15 +224,35 @@ def _column_fact(attributes: list[Any]) -> Fact:
     return (type_text, bool(not_null), None if default is None else normalize_default_sql(default))
 
 
-def _constraint_fact(attributes: list[Any]) -> Fact:
-    """(contype, columns, ref_table, ref_columns, on_delete, on_update), as the model has it."""
-    if not attributes:
-        return (UNKNOWN,) * 6
-    contype, columns, ref, ref_columns, on_delete, on_update = attributes
-    names = tuple(sorted(columns or ()))  # sorted here, as the model sorts: no collation
-    if contype != "f":
-        return (contype, names, "", (), "", "")
-    return ("f", names, ref, tuple(sorted(ref_columns or ())), on_delete, on_update)
+@dataclass(frozen=True)
+class _Names:
+    """Table oids and column numbers of the snapshot, by name."""
+
+    relations: Mapping[int, str]  # oid -> "schema.table"
+    columns_by_number: Mapping[tuple[int, int], str]  # (table oid, attnum) -> column name
+
+    def columns(self, table: int, numbers: list[int] | None) -> Any:
+        """Column names, sorted as the model sorts them (no collation); UNKNOWN for an
+        expression (number 0)."""
+        if not numbers:
+            return ()
+        get = self.columns_by_number.get
+        if len(numbers) == 1:  # most keys: no list, no sort
+            name = get((table, numbers[0]))
+            return UNKNOWN if name is None else (name,)
+        found = [get((table, n)) for n in numbers]
+        if None in found:
+            return UNKNOWN
+        return tuple(sorted(found))
+
+    def constraint_fact(self, attributes: list[Any]) -> Fact:
+        """(contype, columns, ref_table, ref_columns, on_delete, on_update), as the model."""
+        contype, table, keys, ref_table, ref_keys, on_delete, on_update = attributes
+        columns = self.columns(table, keys)
+        if contype != "f":
+            return (contype, columns, "", (), "", "")
+        ref = self.relations.get(ref_table, UNKNOWN)
+        return ("f", columns, ref, self.columns(ref_table, ref_keys), on_delete, on_update)
 
 
 def parse_tracking_xml(document: str) -> tuple[TrackingRow, ...]:

@@ -250,17 +250,37 @@ _DROPPED_KEYS = frozenset({"location", "funcformat", "typemod"})
 
 def normalize_default_json(expr: Any) -> Any:
     """The canonical text of a default expression given as libpg_query JSON (a raw node)."""
+    if type(expr) is dict and len(expr) == 1:  # the common shapes, without the general walk
+        constant = expr.get("A_Const")
+        if type(constant) is dict:
+            return _constant(constant)
+        call = expr.get("FuncCall")
+        if type(call) is dict and call.keys() <= _PLAIN_CALL:
+            names = call.get("funcname")
+            if type(names) is list and len(names) == 1 and type(names[0]) is dict:
+                name = names[0].get("String", {}).get("sval")
+                if type(name) is str and name != "nextval":
+                    return _dumps({"FuncCall": {"funcname": [{"String": {"sval": name}}]}})
     canonical = _canonical(expr)
     if isinstance(canonical, dict) and set(canonical) == {"nextval"}:
         return NEXTVAL
     if isinstance(canonical, str):
         return canonical
+    return _dumps(canonical)
+
+
+def _dumps(canonical: Any) -> str:
     return json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+
+
+_PLAIN_CALL = frozenset({"funcname", "funcformat", "location"})  # name(), nothing else
 
 
 @functools.lru_cache(maxsize=4096)
 def normalize_default_sql(text: str) -> Any:
     """The canonical text of a default as ``pg_get_expr`` prints it (UNKNOWN if unparsable)."""
+    if text.startswith("nextval(") and text.endswith("::regclass)"):
+        return NEXTVAL  # a serial's sequence: one per column, not worth a parse each
     from pglast.parser import ParseError, parse_sql_json
 
     try:

@@ -21,6 +21,7 @@ was last created or renamed by ``tag``. Bad SQL never raises; it is reported in 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -111,6 +112,9 @@ class ObjectModel:
     expected: Mapping[str, frozenset[DbObject]]
     unparsed: Mapping[str, str]
     effects: Mapping[str, Effect] = field(default_factory=lambda: MappingProxyType({}))
+    order: tuple[str, ...] = ()  # the tags, in the order they were replayed
+    final: Mapping[DbObject, Fact] = field(default_factory=lambda: MappingProxyType({}))
+    touched: frozenset[DbObject] = frozenset()  # every object some effect names
 
     def state_after(self, tags: Sequence[str]) -> dict[DbObject, Fact]:
         """The modelled schema after the migrations ``tags`` (journal order), as facts."""
@@ -121,6 +125,21 @@ class ObjectModel:
                     state.pop(key, None)
                 else:
                     state[key] = after
+        return state
+
+    def state_after_prefix(self, count: int) -> dict[DbObject, Fact]:
+        """The modelled schema after the first ``count`` migrations replayed.
+
+        The end state with the last migrations' effects undone: a release is usually a few
+        migrations at the end of a long history, so this touches only those.
+        """
+        state = dict(self.final)
+        for tag in reversed(self.order[count:]):
+            for key, (before, _) in self.effects[tag].items():
+                if before is None:
+                    state.pop(key, None)
+                else:
+                    state[key] = before
         return state
 
 
@@ -800,6 +819,12 @@ class _ColumnSpec(NamedTuple):
     default: Any
 
 
+@functools.lru_cache(maxsize=1024)
+def _printed_type(names: tuple[str, ...], typmods: tuple[object, ...], array: bool) -> Any:
+    """format_type() text of a built-in type (a folder uses a handful: cached)."""
+    return format_type(names, typmods, array)
+
+
 def _action(code: Any) -> str:
     """A foreign key action as pg_constraint stores it ('a' when the statement names none)."""
     return str(code) if code and code != "\x00" else "a"
@@ -1034,7 +1059,11 @@ class _Replay:
             typmods.append(value.get("ival", 0) if type(value) is dict else modifier)
         array = bool(type_name.get("arrayBounds"))
         enum = self._enum_named_by(names)
-        type_text = UNKNOWN if enum is not None or not names else format_type(names, typmods, array)
+        type_text = (
+            UNKNOWN
+            if enum is not None or not names
+            else _printed_type(tuple(names), tuple(typmods), array)
+        )
         serial = len(names) == 1 and names[0] in SERIAL_TYPES
         not_null: Any = serial
         default: Any = NEXTVAL if serial else None
@@ -1791,10 +1820,16 @@ def build_object_model(migrations: Sequence[tuple[str, Sequence[str]]]) -> Objec
         tag: frozenset() if tag in unparsed else frozenset(evidence.get(tag, ()))
         for tag, _ in migrations
     }
+    touched: set[DbObject] = set()
+    for effect in effects.values():
+        touched.update(effect)
     return ObjectModel(
         expected=MappingProxyType(expected),
         unparsed=MappingProxyType(unparsed),
         effects=MappingProxyType(effects),
+        order=tuple(effects),
+        final=MappingProxyType(state),
+        touched=frozenset(touched),
     )
 
 
