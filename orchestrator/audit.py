@@ -26,7 +26,8 @@ from urllib.parse import quote
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
-from orchestrator.db.connect import redact
+from orchestrator.redaction import redact
+from orchestrator.runs import PRIVATE_FILE, private_directory
 
 REDACTED = "***"
 
@@ -180,8 +181,9 @@ class _JsonLinesSink:
         self.path = path
         self.console = console
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        private_directory(path.parent)
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
+        os.fchmod(self._fd, PRIVATE_FILE)  # whatever the umask, or an older file's mode
         self._end_torn_line()
 
     def _end_torn_line(self) -> None:

@@ -17,7 +17,12 @@ from orchestrator.allocation import cyclic_gc_paused
 from orchestrator.db import runlock
 from orchestrator.db.catalog import CatalogSnapshot, read_snapshot
 from orchestrator.db.connect import check_url, connect
-from orchestrator.db.migrator import AppliedMigration, MigrateOptions, apply_pending
+from orchestrator.db.migrator import (
+    AppliedMigration,
+    MigrateOptions,
+    MigrationFailed,
+    apply_pending,
+)
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.drizzle.objects import ObjectModel, journal_model
@@ -100,14 +105,14 @@ def migrate_database(
     """
     with ExitStack() as stack:
         if take_run_lock:
-            stack.enter_context(
-                runlock.RunLock(
-                    url,
-                    schema=options.schema,
-                    table=options.table,
-                    owner=runlock.application_name(None, "migrate"),
-                )
+            lock = runlock.RunLock(
+                url,
+                schema=options.schema,
+                table=options.table,
+                owner=runlock.application_name(None, "migrate"),
             )
+            # The first connection: a Neon compute may be waking up.
+            call_with_retry(lambda: stack.enter_context(lock), retry, on_retry=on_retry)
         return _migrate(url, journal, options, confirm, retry, on_retry, on_migration)
 
 
@@ -140,8 +145,8 @@ def _migrate(
             with connect(url) as conn:
                 applied = apply_pending(conn, journal, options, on_migration=on_migration)
             break
-        except DatabaseError as exc:
-            if not exc.transient or attempt == attempts:
+        except (DatabaseError, MigrationFailed) as exc:
+            if not _worth_another_attempt(exc) or attempt == attempts:
                 raise
             wait = retry.wait(attempt)
             if on_retry is not None:
@@ -165,6 +170,18 @@ def _refuse_unmigratable(report: ValidationReport) -> None:
     if report.unreconciled:
         states = "; ".join(f"{m.tag} is {m.state.value}" for m in report.unreconciled)
         raise PartialStateError(f"refusing to migrate a partial state: {states}")
+
+
+#: Failures of the migration transaction that say nothing about its SQL: the connection went
+#: away, or the server chose this transaction as a deadlock's or serialization's victim.
+#: Each is retried only after validating again (the commit may have landed).
+RETRIED_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+
+
+def _worth_another_attempt(exc: Exception) -> bool:
+    if isinstance(exc, MigrationFailed):
+        return exc.sqlstate in RETRIED_SQLSTATES
+    return isinstance(exc, DatabaseError) and exc.transient
 
 
 def _refuse_reordering(journal: Journal, model: ObjectModel, report: ValidationReport) -> None:

@@ -57,7 +57,9 @@ ConsoleCallback = Callable[[dict[str, Any]], None]
 class Interaction:
     """How the run talks to its operator (the CLI fills this in; tests answer directly)."""
 
-    confirm: Callable[[str], bool] = lambda _question: True  # mutating steps; --yes answers
+    # Mutating steps ask first; without an answer the library's default is no (the CLI's
+    # --yes answers yes). A caller who wants a run to act must say so.
+    confirm: Callable[[str], bool] = lambda _question: False
     backup_confirmed: bool = False  # --backup-confirmed
     ask: Callable[[str], bool] | None = None  # a human at a terminal; None when there is none
     console: ConsoleCallback | None = None

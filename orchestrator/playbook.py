@@ -32,6 +32,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from orchestrator.db.backoff import DEFAULT_ATTEMPTS, DEFAULT_INITIAL_S, DEFAULT_MAX_WAIT_S
 from orchestrator.db.connect import redact
 from orchestrator.errors import UsageError
 
@@ -283,9 +284,9 @@ class MonitorSpec(_Spec):
 class RetrySpec(_Spec):
     """Backoff for transient database errors: ``attempts`` tries, exponential waits."""
 
-    attempts: StrictCount = Field(default=5, ge=1)
-    initial: Duration = 0.5
-    max: Duration = 20.0
+    attempts: StrictCount = Field(default=DEFAULT_ATTEMPTS, ge=1)
+    initial: Duration = DEFAULT_INITIAL_S
+    max: Duration = DEFAULT_MAX_WAIT_S
 
     @field_validator("max")
     @classmethod

@@ -33,6 +33,7 @@ from orchestrator.commands import validate_database
 from orchestrator.db import runlock
 from orchestrator.db.connect import connect, describe, with_application_name
 from orchestrator.db.migrator import MigrationFailed, excerpt, rehearse_pending
+from orchestrator.db.retry import call_with_retry
 from orchestrator.deploy import database_url, transport_warning
 from orchestrator.drizzle.journal import Journal, Migration, parse_journal
 from orchestrator.drizzle.objects import journal_model
@@ -181,14 +182,19 @@ def rehearse(playbook_path: Path, environ: Mapping[str, str]) -> DryRun:
         f"{spec.remote}/{spec.target} {merge.target_commit[:12]} ({merge.outcome}); "
         f"{len(journal.migrations)} migrations at the source commit",
     )
+    lock = runlock.RunLock(
+        url,
+        schema=playbook.migrations.schema_,
+        table=playbook.migrations.table,
+        owner=runlock.application_name(None, "rehearsal"),
+    )
     try:
-        with runlock.RunLock(
-            url,
-            schema=playbook.migrations.schema_,
-            table=playbook.migrations.table,
-            owner=runlock.application_name(None, "rehearsal"),
-        ):
+        # The first connection, as a deploy's: a Neon compute may be waking up.
+        call_with_retry(lock.acquire, retry_policy(playbook))
+        try:
             return _rehearse_database(run, playbook, url, journal, merge)
+        finally:
+            lock.release()
     except DatabaseError as exc:
         return run.halt("database", ExitCode.ERROR, str(exc))
 

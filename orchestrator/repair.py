@@ -29,12 +29,14 @@ from psycopg import sql
 from orchestrator.db import runlock
 from orchestrator.db.connect import connect, describe
 from orchestrator.db.migrator import MigrateOptions, begin_tracking_transaction
-from orchestrator.db.retry import is_transient
+from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry, is_transient
 from orchestrator.drizzle.journal import Journal
 from orchestrator.drizzle.objects import journal_model
 from orchestrator.errors import DatabaseError, GuardError, PartialStateError, UsageError
 from orchestrator.inventory import CatalogInventory, query_catalog_inventory, read_catalog_inventory
 from orchestrator.validation import MigrationState, ValidationReport, Verdict, validate
+
+_ONE_POLICY = RetryPolicy()  # the project's one retry policy and its defaults
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,8 @@ def repair_database(
     *,
     confirm: Callable[[RepairPlan, ValidationReport], bool],
     dry_run: bool = False,
+    retry: RetryPolicy = _ONE_POLICY,
+    on_retry: OnRetry | None = None,
 ) -> RepairResult:
     """Plan read-only, refuse unrepairable states, ask ``confirm``, insert in one transaction.
 
@@ -176,9 +180,14 @@ def repair_database(
     on refusals, :class:`UsageError` when not confirmed, :class:`GuardError` when the state
     changed between confirmation and the write, :class:`DatabaseError` on database trouble.
     """
-    with connect(url) as conn:
-        catalog = read_catalog_inventory(conn, schema=options.schema, table=options.table)
-    before, plan = _judge(journal, catalog)
+
+    def read() -> CatalogInventory:
+        with connect(url) as conn:
+            return read_catalog_inventory(conn, schema=options.schema, table=options.table)
+
+    # Transient failures (a compute waking up) are retried on every connection but the
+    # write itself, which runs once: its outcome is read again, not guessed.
+    before, plan = _judge(journal, call_with_retry(read, retry, on_retry=on_retry))
     _refuse(plan)
     if dry_run or not plan.rows:
         return RepairResult(before, plan, (), None)
@@ -191,8 +200,9 @@ def repair_database(
         table=options.table,
         owner=runlock.application_name(None, "repair"),
     )  # never beside a deploy or migrate: refused at once (exit 2) naming the run
+    call_with_retry(run_lock.acquire, retry, on_retry=on_retry)
     try:
-        with run_lock, connect(url) as conn, conn.transaction():
+        with connect(url) as conn, conn.transaction():
             begin_tracking_transaction(conn, options)
             # Under the lock: the state may have moved since the read-only plan.
             catalog = query_catalog_inventory(conn, schema=options.schema, table=options.table)
@@ -208,7 +218,7 @@ def repair_database(
         raise DatabaseError(
             f"repair failed, rolled back: {describe(exc)}", transient=is_transient(exc)
         ) from exc
-    with connect(url) as conn:
-        after_catalog = read_catalog_inventory(conn, schema=options.schema, table=options.table)
-    after, _ = _judge(journal, after_catalog)
+    finally:
+        run_lock.release()
+    after, _ = _judge(journal, call_with_retry(read, retry, on_retry=on_retry))
     return RepairResult(before, plan, plan.rows, after)

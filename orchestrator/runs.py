@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import GuardError, UsageError
+from orchestrator.redaction import redact
 
 RUNS_DIRNAME = "runs"
 RECORD_FILENAME = "state.json"
@@ -216,9 +217,10 @@ class RunStore:
         UsageError if a run with that id already exists.
         """
         directory = self.run_dir(record.run_id)
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(self.runs_dir)
         try:
-            directory.mkdir()
+            directory.mkdir(mode=PRIVATE_DIR)
+            directory.chmod(PRIVATE_DIR)  # mkdir's mode is filtered by the umask; this is not
         except FileExistsError:
             raise UsageError(f"run {record.run_id} already exists in {self.runs_dir}") from None
         try:
@@ -306,7 +308,7 @@ class RunStore:
         """
         probe = self.runs_dir / f".probe-{os.getpid()}"
         try:
-            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            private_directory(self.runs_dir)
             _write_atomically(probe, b"{}" + b" " * 4096)
         except OSError as exc:
             raise UsageError(
@@ -335,8 +337,9 @@ class RunStore:
         """
         full_id = self.resolve(run_id)
         path = self.run_dir(full_id) / LOCK_FILENAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
         try:
+            os.fchmod(fd, PRIVATE_FILE)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -374,12 +377,27 @@ def _read_pid(fd: int) -> str | None:
 
 
 def _encode(record: RunRecord) -> bytes:
-    """The record as UTF-8 JSON; TypeError (before any write) if a step output isn't JSON."""
+    """The record as redacted UTF-8 JSON; TypeError (before any write) if it isn't JSON."""
     try:
         text = json.dumps(record.to_json(), indent=2, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"run {record.run_id}: record is not JSON-serialisable: {exc}") from None
-    return (text + "\n").encode()
+    return (redact(text) + "\n").encode()
+
+
+#: Run folders and everything in them belong to the operator alone, whatever the umask:
+#: they hold restore points, backup paths, branch names and error messages from production.
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def private_directory(path: Path) -> None:
+    """Create ``path`` (and missing parents) readable by its owner only."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    for created in missing:  # only what we made: an existing parent is the operator's
+        with contextlib.suppress(OSError):
+            created.chmod(PRIVATE_DIR)
 
 
 def _write_atomically(target: Path, payload: bytes) -> None:
@@ -389,6 +407,7 @@ def _write_atomically(target: Path, payload: bytes) -> None:
     """
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, PRIVATE_FILE)  # mkstemp's 0600 already; said here so it stays so
         with os.fdopen(fd, "wb") as tmp:
             tmp.write(payload)
             tmp.flush()

@@ -45,6 +45,7 @@ class World:
 
     def interaction(self, **overrides: object) -> Interaction:
         environ = {"DATABASE_URL": self.database_url}
+        overrides.setdefault("confirm", lambda _question: True)  # the operator says yes
         return Interaction(environ=environ, **overrides)  # type: ignore[arg-type]
 
     def deploy(self, **overrides: object) -> RunRecord:

@@ -123,6 +123,10 @@ def test_safe_database_skips_migrate(world: World) -> None:
     assert "migrated" not in [t.dest for t in record.transitions]
     assert record.steps["migrate"]["applied"] == []
     assert tracking_rows(world.database_url) == rows
+    # A fresh run found nothing "already done": there was no earlier attempt.
+    events = read_events(world.store.audit_path(record.run_id))
+    assert not [e for e in events if e["event"] == "step_already_done"]
+    assert "note" not in record.steps["migrate"]
 
 
 def test_partial_database_halts_before_any_change(world: World) -> None:

@@ -118,7 +118,17 @@ def repair(target: DatabaseTarget, lock_timeout: str, dry_run: bool, yes: bool) 
             f"Insert {len(plan.rows)} tracking row(s) into {redact_url(url)}?", default=False
         )
 
-    result = repair_database(url, journal, options, confirm=confirm, dry_run=dry_run)
+    from orchestrator.cli.options import on_retry
+
+    result = repair_database(
+        url,
+        journal,
+        options,
+        confirm=confirm,
+        dry_run=dry_run,
+        retry=target.retry,
+        on_retry=on_retry,
+    )
     if target.as_json:
         print_json(repair_json(result, dry_run))
     else:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from orchestrator.db.backoff import DEFAULT_ATTEMPTS
 from orchestrator.errors import UsageError
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ def database_options(func: Command) -> Command:
         click.option("--json", "as_json", is_flag=True, help="Print one JSON document."),
         click.option(
             "--retries",
-            default=3,
+            default=DEFAULT_ATTEMPTS,
             show_default=True,
             type=click.IntRange(min=1),
             help="Attempts on transient connection failures.",
@@ -170,7 +171,7 @@ def retry_policy(attempts: int) -> RetryPolicy:
     """The CLI's retry policy for transient connection failures."""
     from orchestrator.db.retry import RetryPolicy
 
-    return RetryPolicy(attempts=attempts, initial=0.5, max_wait=20.0)
+    return RetryPolicy(attempts=attempts)
 
 
 def on_retry(attempt: int, error: BaseException, wait: float) -> None:

@@ -3,44 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from orchestrator.db.retry import is_transient
 from orchestrator.errors import DatabaseError, UsageError
+from orchestrator.redaction import redact, redact_url
+
+__all__ = ["check_url", "connect", "describe", "redact", "redact_url"]
 
 APPLICATION_NAME = "orchestrator"
 CONNECT_TIMEOUT_S = 10
-
-# key=value conninfo: password=secret or password='se cret'
-_CONNINFO_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-# any URL-looking userinfo: scheme://user:secret@host. Anchored on the literal "://" (no
-# scheme class in front), so scanning a large document such as a --json report stays fast.
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@\s]*)(@)")
-
-
-def redact(text: str) -> str:
-    """``text`` with every password of a connection URL or conninfo replaced by ``***``."""
-    text = _URL_PASSWORD.sub(r"\1***\3", text)
-    return _CONNINFO_PASSWORD.sub(r"\1***", text)
-
-
-def redact_url(url: str) -> str:
-    """A connection string safe to print: the password is replaced by ``***``."""
-    if url.startswith(("postgres://", "postgresql://")):
-        parts = urlsplit(url)
-        if parts.password is not None:
-            host = parts.hostname or ""
-            if parts.port:
-                host = f"{host}:{parts.port}"
-            netloc = f"{parts.username or ''}:***@{host}"
-            return urlunsplit(parts._replace(netloc=netloc))
-        return url
-    return redact(url)
 
 
 def check_url(url: str | None) -> str:

@@ -9,6 +9,7 @@ repeat the mistake or pile onto a locked table, so they are never retried here.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -16,6 +17,7 @@ from typing import TypeVar
 import psycopg
 import tenacity
 
+from orchestrator.db.backoff import DEFAULT_ATTEMPTS, DEFAULT_INITIAL_S, DEFAULT_MAX_WAIT_S, JITTER
 from orchestrator.errors import DatabaseError
 
 T = TypeVar("T")
@@ -74,17 +76,27 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+_random = random.Random()
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how patiently to retry a transient failure."""
 
-    attempts: int = 5
-    initial: float = 0.5  # seconds before the first retry; doubles each time
-    max_wait: float = 20.0
+    attempts: int = DEFAULT_ATTEMPTS
+    initial: float = DEFAULT_INITIAL_S  # seconds before the first retry; doubles each time
+    max_wait: float = DEFAULT_MAX_WAIT_S
+    jitter: float = JITTER
 
     def wait(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based): exponential."""
-        return float(min(self.max_wait, self.initial * 2 ** (attempt - 1)))
+        """Seconds to wait after failed attempt ``attempt`` (1-based): exponential, jittered.
+
+        The jitter spreads the retries of several clients that lost the same server at the
+        same moment (a restart, a compute waking up), so they do not all return at once.
+        """
+        base = min(self.max_wait, self.initial * 2 ** (attempt - 1))
+        spread = base * self.jitter
+        return float(max(0.0, min(self.max_wait, base + _random.uniform(-spread, spread))))
 
     @classmethod
     def none(cls) -> RetryPolicy:

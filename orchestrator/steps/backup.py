@@ -22,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from orchestrator.db.connect import connect, describe, redact
 from orchestrator.db.retry import call_with_retry, is_transient
 from orchestrator.errors import DatabaseError, GuardError, UsageError
-from orchestrator.runs import utc_now_iso
+from orchestrator.runs import PRIVATE_FILE, private_directory, utc_now_iso
 from orchestrator.steps.base import Outcome, RunContext
 
 RESTORE_POINT_SQL = """
@@ -60,9 +60,14 @@ class BackupStep:
         return {"kind": "manual", "confirmed_at": utc_now_iso(), "by": "operator"}
 
     def done(self, ctx: RunContext) -> Outcome | None:
-        # A backup taken by an interrupted attempt still stands: never take it twice.
+        # A backup taken by an interrupted attempt still stands (never take it twice), but
+        # only if it is still there: a dump is checked on disk, not in our notes.
         previous = ctx.outcome(self.name)
-        return previous or None
+        if not previous:
+            return None
+        if previous.get("kind") == "pg_dump" and not dump_intact(previous):
+            return None
+        return previous
 
 
 def restore_point(url: str) -> Outcome:
@@ -95,30 +100,45 @@ def dump_path(configured: Path, run_id: str) -> Path:
 
 
 def pg_dump(url: str, target: Path) -> Outcome:
-    """Write a custom-format dump to ``target`` and verify it with ``pg_restore --list``."""
+    """Write a custom-format dump to ``target`` and verify it with ``pg_restore --list``.
+
+    The dump is written to ``.<name>.partial`` beside the target, readable by its owner
+    only, and renamed to ``target`` only once ``pg_restore --list`` accepts it: a dump at
+    ``target`` is always complete. A partial file left by a killed run is ours to replace.
+    ``pg_dump`` dies with us (it would otherwise go on reading production unattended).
+    """
     for tool in ("pg_dump", "pg_restore"):
         if shutil.which(tool) is None:
             raise UsageError(f"backup kind pg_dump needs {tool} on PATH (postgresql-client)")
     if target.exists():
         raise UsageError(f"backup path {target} already exists: refusing to overwrite a backup")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_directory(target.parent)
+    partial = partial_path(target)
+    partial.unlink(missing_ok=True)
     conninfo, env = _without_password(url)
     dump = subprocess.run(
-        ["pg_dump", "--format=custom", "--no-password", f"--file={target}", f"--dbname={conninfo}"],
+        [
+            "pg_dump",
+            "--format=custom",
+            "--no-password",
+            f"--file={partial}",
+            f"--dbname={conninfo}",
+        ],
         capture_output=True,
         text=True,
         env=env,
         check=False,
+        preexec_fn=_child_of_this_process,
     )
     if dump.returncode != 0:
-        target.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
         raise DatabaseError(f"pg_dump failed: {_first_line(dump.stderr)}", transient=False)
-    listing = subprocess.run(
-        ["pg_restore", "--list", str(target)], capture_output=True, text=True, check=False
-    )
-    if listing.returncode != 0:
-        raise GuardError(f"the dump {target} is not readable: {_first_line(listing.stderr)}")
-    entries = [line for line in listing.stdout.splitlines() if line and not line.startswith(";")]
+    partial.chmod(PRIVATE_FILE)
+    entries = _listing(partial)
+    if entries is None:
+        partial.unlink(missing_ok=True)
+        raise GuardError(f"the dump written for {target} is not readable by pg_restore")
+    os.replace(partial, target)
     return {
         "kind": "pg_dump",
         "path": str(target),
@@ -127,6 +147,45 @@ def pg_dump(url: str, target: Path) -> Outcome:
         "toc_entries": len(entries),
         "taken_at": utc_now_iso(),
     }
+
+
+def partial_path(target: Path) -> Path:
+    """Where a dump is written until it is verified."""
+    return target.with_name(f".{target.name}.partial")
+
+
+def dump_intact(outcome: Outcome) -> bool:
+    """Whether a recorded dump is still on disk, with its digest, and readable."""
+    path = Path(str(outcome.get("path", "")))
+    if not path.is_file() or _sha256(path) != outcome.get("sha256"):
+        return False
+    return _listing(path) is not None
+
+
+def _listing(path: Path) -> list[str] | None:
+    """The table of contents ``pg_restore --list`` reads from a dump; None if it cannot."""
+    listing = subprocess.run(
+        ["pg_restore", "--list", str(path)], capture_output=True, text=True, check=False
+    )
+    if listing.returncode != 0:
+        return None
+    return [line for line in listing.stdout.splitlines() if line and not line.startswith(";")]
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_of_this_process() -> None:
+    """In the child, before exec: private files, and SIGKILL when the parent dies (Linux)."""
+    os.umask(0o077)
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the dump is then only as orphan-proof as the platform makes it
 
 
 def _without_password(url: str) -> tuple[str, dict[str, str]]:

@@ -103,7 +103,11 @@ class MigrateStep:
         }
 
     def done(self, ctx: RunContext) -> Outcome | None:
-        # Postcondition: every hash of the journal is tracked. Then nothing is re-applied.
+        # Postcondition: every hash the run planned to apply is tracked (and the database is
+        # SAFE). Then nothing is re-applied. A run that planned nothing has no attempt to
+        # find: run() records the skip.
+        if not ctx.record.planned:
+            return None
         report = validate(ctx)
         if report.status is not Verdict.SAFE:
             return None

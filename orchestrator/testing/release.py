@@ -117,7 +117,7 @@ class HealthServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 owner.requests += 1
-                code = owner.status if self.path == "/api/health" else 404
+                code = owner.status if self.path.split("?")[0] == "/api/health" else 404
                 body = json.dumps({"ok": code == 200}).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
