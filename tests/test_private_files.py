@@ -72,9 +72,7 @@ def test_a_partial_dump_is_replaced_and_the_dump_appears_complete(
     assert dump_intact(outcome)
 
 
-def test_a_recorded_dump_counts_only_while_it_is_intact(
-    database_url: str, tmp_path: Path
-) -> None:
+def test_a_recorded_dump_counts_only_while_it_is_intact(database_url: str, tmp_path: Path) -> None:
     target = tmp_path / "pre.dump"
     outcome = pg_dump(database_url, target)
     with target.open("ab") as handle:

@@ -63,9 +63,18 @@ def test_a_command_started_while_the_server_is_down_succeeds(
     late_server: str, command: list[str], code: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     started = time.monotonic()
+    folder = str(EXAMPLE_MIGRATIONS)
     exit_code = run(
-        [*command, "--database-url", late_server, "--migrations", str(EXAMPLE_MIGRATIONS)]
-        + ["--retries", "5", "--json"]
+        [
+            *command,
+            "--database-url",
+            late_server,
+            "--migrations",
+            folder,
+            "--retries",
+            "5",
+            "--json",
+        ]
     )
     err = capsys.readouterr().err
     assert exit_code == code, err
@@ -89,9 +98,9 @@ def test_repair_retries_its_first_connection_too(
     starter = threading.Timer(LATE_S, own_cluster.start)
     starter.start()
     try:
+        folder = str(EXAMPLE_MIGRATIONS)
         exit_code = run(
-            ["repair", "--yes", "--database-url", url, "--migrations", str(EXAMPLE_MIGRATIONS)]
-            + ["--retries", "5"]
+            ["repair", "--yes", "--database-url", url, "--migrations", folder, "--retries", "5"]
         )
     finally:
         starter.join()
