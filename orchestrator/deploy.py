@@ -38,6 +38,7 @@ from orchestrator.machine import (
     edges_from,
     halt_exit_code,
 )
+from orchestrator.observations import LiveObservations
 from orchestrator.playbook import Playbook, load_playbook
 from orchestrator.rollback import revert_code, rollback_plan
 from orchestrator.runs import RunRecord, RunStore, Transition, new_run_id, utc_now_iso
@@ -281,7 +282,11 @@ def drive(
             )
         if resumed and record.state in ("halted", "failed"):
             _reopen(ctx)
-        model = RunModel(record)
+        model = RunModel(
+            record,
+            LiveObservations(ctx),
+            lambda trigger, guard, ok: log.info("guard", trigger=trigger, guard=guard, ok=ok),
+        )
         build_machine(model, record.state)
         log.info(
             "run_resumed" if resumed else "run_started",
@@ -318,9 +323,8 @@ def _walk_state(ctx: RunContext, model: RunModel) -> None:
     for step in STEPS_IN[state]:
         _run_step(ctx, step)
     for edge in edges_from(state):
-        verdicts = {guard.__name__: guard(record) for guard in edge.guards}
-        ctx.log.info("guard", trigger=edge.trigger, guards=verdicts, passed=all(verdicts.values()))
-        if all(verdicts.values()) and getattr(model, edge.trigger)():
+        # transitions evaluates the edge's guards (conditions) and moves the model.
+        if getattr(model, edge.trigger)():
             _record_transition(ctx, edge.trigger, state, edge.dest)
             return
     code = halt_exit_code(state, record)
@@ -415,6 +419,17 @@ def _why(state: str, record: RunRecord) -> str:
             f"(allowed {monitor.get('failures_allowed')}); "
             f"first: {first.get('check')}: {first.get('detail')}"
         )
+    if state == "monitored":
+        preflight = record.steps.get("preflight", {})
+        where = f"{preflight.get('remote', 'origin')}/{preflight.get('target', 'the target')}"
+        return (
+            f"the release commit {str(record.source_commit)[:12]} is no longer on {where}: "
+            "someone moved the branch after the merge; push the release again or deploy anew"
+        )
+    if state == "revalidated":
+        return "the merge is not on the remote target branch: the push did not land"
+    if state == "pending":
+        return "no way back is on record: the backup is missing, changed or unreadable"
     return f"a guard refused to leave state {state}"
 
 

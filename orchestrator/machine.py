@@ -10,7 +10,7 @@ Read it top to bottom as the runbook's Strategy A (migrations first):
 In each state the steps listed in ``STEPS_IN`` run; then the first transition out of the
 state whose guards all hold fires. When none holds the run halts: a partial state, a failed
 check or a git conflict never lets it go on, and nothing guesses. Guards are pure functions
-of the run record.
+of the run record and of the world's facts they need (:mod:`orchestrator.observations`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 from transitions import Machine
 
 from orchestrator.errors import ExitCode
+from orchestrator.observations import Observations
 from orchestrator.runs import RunRecord
 from orchestrator.steps.backup import BackupStep
 from orchestrator.steps.base import Step
@@ -45,7 +46,12 @@ STATES = (
 TERMINAL = frozenset({"succeeded", "halted", "failed"})
 
 
-# ---------------------------------------------------------------- guards (pure)
+# ---------------------------------------------------------------- guards
+#
+# Each guard is a pure function of the run record and of :class:`Observations`, the facts of
+# the world it needs (read when asked: the engine passes live ones, tests plain values). A
+# guard that lets the run move on past something it did checks that thing in the world: the
+# dump on disk, the tracking rows in the database, the commit on the remote.
 
 
 def _status(record: RunRecord, step: str) -> str | None:
@@ -53,52 +59,72 @@ def _status(record: RunRecord, step: str) -> str | None:
     return str(value) if value is not None else None
 
 
-def preflight_passed(record: RunRecord) -> bool:
-    """Branches exist, tree clean, trial merge conflict-free, source commit pinned."""
-    return bool(record.steps.get("preflight", {}).get("ok")) and record.source_commit is not None
+def preflight_passed(record: RunRecord, seen: Observations) -> bool:
+    """Pre-flight found branches, a clean tree and a clean trial merge, and the source
+    commit it pinned is in the clone."""
+    commit = record.source_commit
+    preflight = record.steps.get("preflight", {})
+    if not preflight.get("ok") or commit is None or preflight.get("source_commit") != commit:
+        return False
+    return seen.commit_exists(commit)
 
 
-def backup_recorded(record: RunRecord) -> bool:
-    """A restore point, a verified dump or a confirmed backup is on record."""
-    return "kind" in record.steps.get("backup", {})
+def backup_recorded(record: RunRecord, seen: Observations) -> bool:
+    """A way back exists: a dump intact on disk, a restore point with its WAL position, or
+    a backup the operator vouched for."""
+    backup = record.steps.get("backup", {})
+    kind = backup.get("kind")
+    if kind == "pg_dump":
+        return seen.dump_intact(backup)
+    if kind == "restore_point":
+        return bool(backup.get("wal_lsn")) and bool(backup.get("taken_at"))
+    if kind == "manual":
+        return bool(backup.get("confirmed_at"))
+    return False
 
 
-def verdict_deployable(record: RunRecord) -> bool:
+def verdict_deployable(record: RunRecord, seen: Observations) -> bool:
     """SAFE or NEEDS_MIGRATION; PARTIAL_MIGRATION and ERROR halt the run."""
     return _status(record, "validate") in ("SAFE", "NEEDS_MIGRATION")
 
 
-def already_safe(record: RunRecord) -> bool:
+def already_safe(record: RunRecord, seen: Observations) -> bool:
     """validate said SAFE: every migration is applied, nothing to migrate."""
     return _status(record, "validate") == "SAFE"
 
 
-def needs_migration(record: RunRecord) -> bool:
+def needs_migration(record: RunRecord, seen: Observations) -> bool:
     """validate said NEEDS_MIGRATION: a clean prefix applied, the rest pending."""
     return _status(record, "validate") == "NEEDS_MIGRATION"
 
 
-def migration_recorded(record: RunRecord) -> bool:
-    """The migrate step ran to its end (what it applied is on record)."""
-    return "applied" in record.steps.get("migrate", {})
+def migration_recorded(record: RunRecord, seen: Observations) -> bool:
+    """The migrate step ended, and the database tracks every migration the run planned."""
+    if "applied" not in record.steps.get("migrate", {}):
+        return False
+    planned = {str(p.get("hash")) for p in record.planned}
+    return planned <= seen.tracked_hashes()
 
 
-def revalidated_safe(record: RunRecord) -> bool:
+def revalidated_safe(record: RunRecord, seen: Observations) -> bool:
     """After migrating, every migration is applied."""
     return _status(record, "revalidate") == "SAFE"
 
 
-def merge_pushed(record: RunRecord) -> bool:
-    """The merge reached the remote target branch."""
-    return bool(record.steps.get("merge", {}).get("pushed_commit"))
+def merge_pushed(record: RunRecord, seen: Observations) -> bool:
+    """The merge step ended, and the remote target branch contains the release commit."""
+    commit = record.source_commit
+    if not record.steps.get("merge", {}).get("pushed_commit") or commit is None:
+        return False
+    return seen.remote_contains(commit)
 
 
-def monitor_healthy(record: RunRecord) -> bool:
+def monitor_healthy(record: RunRecord, seen: Observations) -> bool:
     """The monitor window saw no more failures than allowed."""
     return bool(record.steps.get("monitor", {}).get("healthy"))
 
 
-Guard = Callable[[RunRecord], bool]
+Guard = Callable[[RunRecord, Observations], bool]
 
 
 @dataclass(frozen=True)
@@ -121,7 +147,9 @@ TRANSITIONS: tuple[Edge, ...] = (
     Edge("revalidate", "migrated", "revalidated", (revalidated_safe,)),
     Edge("merge", "revalidated", "merged", (merge_pushed,)),
     Edge("monitor", "merged", "monitored", (monitor_healthy,)),
-    Edge("finish", "monitored", "succeeded", ()),
+    # Succeeded means live: the release must still be on the remote (a kill after the merge,
+    # then someone resetting the branch, must not end "succeeded" on resume).
+    Edge("finish", "monitored", "succeeded", (merge_pushed,)),
 )
 
 STEPS_IN: Mapping[str, tuple[Step, ...]] = {
@@ -158,12 +186,23 @@ def halt_exit_code(state: str, record: RunRecord) -> ExitCode:
 
 
 class RunModel:
-    """The object ``transitions`` drives: it holds the record the guards read."""
+    """The object ``transitions`` drives: the record and the world the guards read.
+
+    ``on_guard`` hears every guard's verdict as ``transitions`` evaluates it (the audit
+    trail); the engine never evaluates a guard itself.
+    """
 
     state: str
 
-    def __init__(self, record: RunRecord) -> None:
+    def __init__(
+        self,
+        record: RunRecord,
+        seen: Observations,
+        on_guard: Callable[[str, str, bool], None] = lambda _trigger, _guard, _ok: None,
+    ) -> None:
         self.record = record
+        self.seen = seen
+        self.on_guard = on_guard
 
 
 def build_machine(model: RunModel, initial: str) -> Machine:
@@ -180,7 +219,7 @@ def build_machine(model: RunModel, initial: str) -> Machine:
             edge.trigger,
             edge.source,
             edge.dest,
-            conditions=[_bind(guard, model) for guard in edge.guards],
+            conditions=[_bind(edge.trigger, guard, model) for guard in edge.guards],
         )
     # Any live state may stop: halted by a guard, or failed by an error.
     live: list[Any] = [s for s in STATES if s not in TERMINAL]
@@ -189,9 +228,11 @@ def build_machine(model: RunModel, initial: str) -> Machine:
     return machine
 
 
-def _bind(guard: Guard, model: RunModel) -> Callable[[], bool]:
+def _bind(trigger: str, guard: Guard, model: RunModel) -> Callable[[], bool]:
     def condition() -> bool:
-        return guard(model.record)
+        verdict = guard(model.record, model.seen)
+        model.on_guard(trigger, guard.__name__, verdict)
+        return verdict
 
     condition.__name__ = guard.__name__
     return condition

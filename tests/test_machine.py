@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 import psycopg
 import pytest
 
@@ -19,6 +23,31 @@ from orchestrator.machine import (
 )
 from orchestrator.rollback import rollback_plan
 from orchestrator.runs import RunRecord
+
+
+@dataclass(frozen=True)
+class Seen:
+    """The world's facts as plain values: the guards' decisions, tested without I/O."""
+
+    tracked: frozenset[str] = frozenset()
+    remote_has_release: bool = True
+    dump_ok: bool = True
+    commit_known: bool = True
+
+    def tracked_hashes(self) -> frozenset[str]:
+        return self.tracked
+
+    def remote_contains(self, commit: str) -> bool:
+        return self.remote_has_release
+
+    def commit_exists(self, commit: str) -> bool:
+        return self.commit_known
+
+    def dump_intact(self, outcome: Mapping[str, Any]) -> bool:
+        return self.dump_ok
+
+
+SEEN = Seen()
 
 
 def record(**steps: dict[str, object]) -> RunRecord:
@@ -43,9 +72,9 @@ def test_every_live_state_has_steps_and_a_way_out() -> None:
 )
 def test_validate_routes_by_verdict(verdict: str, trigger: str, dest: str) -> None:
     r = record(validate={"status": verdict}, migrate={"applied": []})
-    fired = [e for e in edges_from("validated") if all(g(r) for g in e.guards)]
+    fired = [e for e in edges_from("validated") if all(g(r, SEEN) for g in e.guards)]
     assert [(e.trigger, e.dest) for e in fired][:1] == [(trigger, dest)]
-    model = RunModel(r)
+    model = RunModel(r, SEEN)
     build_machine(model, "validated")
     assert getattr(model, trigger)() is True and model.state == dest
 
@@ -56,25 +85,25 @@ def test_validate_routes_by_verdict(verdict: str, trigger: str, dest: str) -> No
 )
 def test_partial_and_error_halt_validate(verdict: str, code: ExitCode) -> None:
     r = record(validate={"status": verdict})
-    assert not any(all(g(r) for g in e.guards) for e in edges_from("backup_checked"))
+    assert not any(all(g(r, SEEN) for g in e.guards) for e in edges_from("backup_checked"))
     assert halt_exit_code("backup_checked", r) is code
-    model = RunModel(r)
+    model = RunModel(r, SEEN)
     build_machine(model, "backup_checked")
     assert model.validate() is False and model.state == "backup_checked"  # type: ignore[attr-defined]
 
 
 def test_revalidate_must_be_safe_and_monitor_healthy() -> None:
     r = record(revalidate={"status": "NEEDS_MIGRATION"}, monitor={"healthy": False})
-    assert not any(all(g(r) for g in e.guards) for e in edges_from("migrated"))
+    assert not any(all(g(r, SEEN) for g in e.guards) for e in edges_from("migrated"))
     assert halt_exit_code("migrated", r) is ExitCode.GUARD_FAILED
-    assert not any(all(g(r) for g in e.guards) for e in edges_from("merged"))
+    assert not any(all(g(r, SEEN) for g in e.guards) for e in edges_from("merged"))
     assert halt_exit_code("merged", r) is ExitCode.MONITOR_UNHEALTHY
 
 
 def test_machine_refuses_skipping_states() -> None:
     from transitions.core import MachineError
 
-    model = RunModel(record())
+    model = RunModel(record(), SEEN)
     build_machine(model, "pending")
     with pytest.raises(MachineError):
         model.merge()  # type: ignore[attr-defined]
@@ -135,7 +164,7 @@ def test_retry_policy_retries_only_transient_failures() -> None:
             raise DatabaseError("refused", transient=True)
         return "ok"
 
-    policy = RetryPolicy(attempts=5, initial=0.5, max_wait=0.75)
+    policy = RetryPolicy(attempts=5, initial=0.5, max_wait=0.75, jitter=0.0)
     assert call_with_retry(flaky, policy, sleep=waits.append) == "ok"
     assert len(calls) == 3 and waits == [0.5, 0.75]
 
@@ -147,3 +176,46 @@ def test_retry_policy_retries_only_transient_failures() -> None:
     with pytest.raises(DatabaseError):
         call_with_retry(broken, policy, sleep=waits.append)
     assert len(calls) == 1
+
+
+def test_guards_check_the_world_not_only_the_record() -> None:
+    from orchestrator.machine import (
+        backup_recorded,
+        merge_pushed,
+        migration_recorded,
+        preflight_passed,
+    )
+
+    r = record(
+        preflight={"ok": True, "source_commit": "a" * 40},
+        backup={"kind": "pg_dump", "path": "/d", "sha256": "x"},
+        migrate={"applied": [{"tag": "0009_x"}]},
+        merge={"pushed_commit": "b" * 40},
+    )
+    r.planned = [{"tag": "0009_x", "hash": "h9"}]
+    world = Seen(tracked=frozenset({"h9"}))
+    assert all(g(r, world) for g in (preflight_passed, backup_recorded, merge_pushed))
+    assert migration_recorded(r, world)
+    assert not preflight_passed(r, Seen(commit_known=False))
+    assert not backup_recorded(r, Seen(dump_ok=False))
+    assert not migration_recorded(r, Seen(tracked=frozenset()))  # rows deleted by hand
+    assert not merge_pushed(r, Seen(remote_has_release=False))  # the push was undone
+
+
+def test_each_routing_guard_says_no_when_its_verdict_is_not_there() -> None:
+    from orchestrator.machine import (
+        already_safe,
+        monitor_healthy,
+        needs_migration,
+        revalidated_safe,
+        verdict_deployable,
+    )
+
+    safe = record(validate={"status": "SAFE"})
+    partial = record(validate={"status": "PARTIAL_MIGRATION"}, revalidate={"status": "ERROR"})
+    assert needs_migration(record(validate={"status": "NEEDS_MIGRATION"}), SEEN)
+    assert not needs_migration(safe, SEEN)
+    assert already_safe(safe, SEEN) and not already_safe(partial, SEEN)
+    assert not verdict_deployable(partial, SEEN)
+    assert not revalidated_safe(partial, SEEN)
+    assert not monitor_healthy(record(monitor={"healthy": False}), SEEN)

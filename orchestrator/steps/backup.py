@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,7 +155,7 @@ def partial_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.partial")
 
 
-def dump_intact(outcome: Outcome) -> bool:
+def dump_intact(outcome: Mapping[str, Any]) -> bool:
     """Whether a recorded dump is still on disk, with its digest, and readable."""
     path = Path(str(outcome.get("path", "")))
     if not path.is_file() or _sha256(path) != outcome.get("sha256"):

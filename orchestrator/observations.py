@@ -1,0 +1,98 @@
+"""What the run's guards look at: facts read from the world, not from the run's own notes.
+
+A guard that lets a run move on must check the fact itself. The run record says what a step
+did; someone may have undone it since (a dump deleted, a push reset, tracking rows removed
+while the run was down). :class:`Observations` is the guards' view of the world, as four
+questions; :class:`LiveObservations` answers them with I/O (a database query, a git fetch, a
+file check), each asked at most once per guard evaluation and never cached across states.
+
+Guards stay pure functions of (record, observations), so the decision table is tested
+without I/O by answering the questions with plain values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psycopg
+from psycopg import sql
+
+from orchestrator.db.connect import connect, describe
+from orchestrator.db.retry import call_with_retry, is_transient
+from orchestrator.errors import DatabaseError
+from orchestrator.gitrepo import is_merged
+from orchestrator.steps.backup import dump_intact
+from orchestrator.steps.base import RunContext
+
+__all__ = ["LiveObservations", "Observations", "read_tracked_hashes"]
+
+
+class Observations(Protocol):
+    """The facts guards check, asked of the world when a guard needs them."""
+
+    def tracked_hashes(self) -> frozenset[str]:
+        """Every hash in the database's tracking table now."""
+        ...
+
+    def remote_contains(self, commit: str) -> bool:
+        """Whether the remote target branch, freshly fetched, contains ``commit``."""
+        ...
+
+    def commit_exists(self, commit: str) -> bool:
+        """Whether the operator's clone has ``commit``."""
+        ...
+
+    def dump_intact(self, outcome: Mapping[str, Any]) -> bool:
+        """Whether a recorded dump is on disk, with its recorded digest, and readable."""
+        ...
+
+
+@dataclass
+class LiveObservations:
+    """:class:`Observations` answered by the run's database, clone and disk."""
+
+    ctx: RunContext
+
+    def tracked_hashes(self) -> frozenset[str]:
+        options = self.ctx.migrate_options
+        return call_with_retry(
+            lambda: read_tracked_hashes(self.ctx.database_url, options.schema, options.table),
+            self.ctx.retry,
+            on_retry=self.ctx.on_retry,
+        )
+
+    def remote_contains(self, commit: str) -> bool:
+        spec = self.ctx.playbook.git
+        return is_merged(self.ctx.repo, spec.remote, spec.target, commit)
+
+    def commit_exists(self, commit: str) -> bool:
+        try:
+            self.ctx.repo.git.cat_file("-e", f"{commit}^{{commit}}")
+        except Exception:  # GitCommandError: not in the clone
+            return False
+        return True
+
+    def dump_intact(self, outcome: Mapping[str, Any]) -> bool:
+        return dump_intact(outcome)
+
+
+def read_tracked_hashes(url: str, schema: str, table: str) -> frozenset[str]:
+    """The hashes of the tracking table (empty when it does not exist)."""
+    try:
+        with connect(url) as conn:
+            conn.read_only = True
+            row = conn.execute(
+                "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))", (schema, table)
+            ).fetchone()
+            if row is None or row[0] is None:
+                return frozenset()
+            query = sql.SQL("SELECT hash FROM {}.{}").format(
+                sql.Identifier(schema), sql.Identifier(table)
+            )
+            return frozenset(str(h) for (h,) in conn.execute(query).fetchall() if h)
+    except psycopg.Error as exc:
+        raise DatabaseError(
+            f"cannot read the tracking rows: {describe(exc)}", transient=is_transient(exc)
+        ) from exc

@@ -1,0 +1,38 @@
+"""Every guard is tested: replacing any one of them by ``return True`` makes a test fail.
+
+Each case runs the guard tests (``tests/test_machine.py``) in a subprocess with
+``ORCH_MUTATE_GUARD=<guard>``, which ``tests/conftest.py`` turns into "that guard always
+passes" before anything imports it. A surviving mutant is a guard nothing checks.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.machine import TRANSITIONS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GUARDS = sorted({guard.__name__ for edge in TRANSITIONS for guard in edge.guards})
+
+
+def test_every_transition_guard_is_listed() -> None:
+    assert len(GUARDS) >= 9, GUARDS
+
+
+@pytest.mark.parametrize("guard", GUARDS)
+def test_a_guard_replaced_by_return_true_fails_the_guard_tests(guard: str) -> None:
+    pytest_argv = ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests/test_machine.py"]
+    done = subprocess.run(
+        [sys.executable, *pytest_argv],
+        cwd=REPO_ROOT,
+        env={**os.environ, "ORCH_MUTATE_GUARD": guard},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, f"the mutant {guard} survived:\n{done.stdout[-2000:]}"
