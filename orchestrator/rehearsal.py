@@ -1,15 +1,27 @@
-"""``deploy --dry-run``: walk the deploy's route against the real systems, changing nothing.
+"""``deploy --dry-run``: walk the deploy's route and predict how it would end, committing
+nothing. It is not read-only: where the migrations are tried depends on ``--rehearse-on``.
 
-Each step is rehearsed as far as it can be without leaving a trace:
+- default (production): the migration DDL runs on production inside a transaction that is
+  always rolled back. It takes the locks the real migration takes (ACCESS EXCLUSIVE for most
+  ALTER TABLE), so it is bounded: lock waits of at most 1 s and statements of at most 60 s
+  unless told otherwise, printed before it starts.
+- ``--rehearse-on URL``: another database (a staging copy) gets the migrations for real;
+  production is not touched at all.
+- ``--rehearse-on local``: production's schema and tracking rows are copied
+  (``pg_dump --schema-only``) into a throwaway local PostgreSQL, which gets the migrations
+  for real. Production is only read.
+
+Each step is rehearsed as far as it can be without leaving a trace on production:
 
 - pre-flight: the working tree is checked, and the branches are fetched into a throwaway
   repository (the operator's clone gains no ref and no object) where a trial merge says
   fast-forward, merge commit or conflict (naming the files);
 - backup: the tools and the database are checked, and the restore point that would be
   recorded is read; no dump is written;
-- validate: the real validator, read-only;
-- migrate: the pending migrations are applied inside a transaction, with the playbook's
-  lock_timeout, then revalidated in that same transaction (it must say SAFE) and rolled back;
+- validate: the real validator, in a READ ONLY transaction;
+- migrate: on production, the pending migrations are applied inside a transaction, then
+  revalidated in that same transaction (it must say SAFE) and rolled back; elsewhere they
+  are applied for real and validated again;
 - merge: the trial merge's outcome; nothing is pushed and no branch moves;
 - monitor: every check runs once (SQL checks inside the rehearsal transaction, so they are
   tried against the new schema).
@@ -23,15 +35,22 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
-from orchestrator.commands import validate_database
+from orchestrator.commands import migrate_database, validate_database
 from orchestrator.db import runlock
-from orchestrator.db.connect import connect, describe, with_application_name
+from orchestrator.db.connect import (
+    check_url,
+    connect,
+    describe,
+    redact_url,
+    with_application_name,
+)
 from orchestrator.db.migrator import MigrationFailed, excerpt, rehearse_pending
 from orchestrator.db.retry import call_with_retry
 from orchestrator.deploy import database_url, transport_warning
@@ -49,6 +68,7 @@ from orchestrator.gitrepo import (
 )
 from orchestrator.monitor import CheckResult, http_check, judge_row, sql_check
 from orchestrator.playbook import Playbook, load_playbook
+from orchestrator.schema_copy import CANNOT_CATCH, local_copy
 from orchestrator.steps.backup import restore_point
 from orchestrator.steps.base import migrate_options, migrations_path, retry_policy
 from orchestrator.validation import ValidationReport, Verdict, validate
@@ -66,10 +86,19 @@ class RehearsedStep:
     details: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class RehearsalBounds:
+    """How much a rehearsal on production may hold: it runs the real DDL, rolled back."""
+
+    lock_timeout: float = 1.0  # seconds a statement may wait for a lock
+    statement_timeout: float = 60.0  # seconds a statement may run
+
+
 @dataclass
 class DryRun:
     """The rehearsal's plan and the exit code the real deploy would end with."""
 
+    kind: str = "production, rolled back"
     steps: list[RehearsedStep] = field(default_factory=list)
     exit_code: ExitCode = ExitCode.OK
     report: ValidationReport | None = None  # the database now
@@ -120,13 +149,14 @@ class DryRun:
             lines.append(f"[{marks[step.status]}] {step.name}: {step.summary}")
             lines.extend(f"         {detail}" for detail in step.details)
         lines.append(f"prediction: {self.verdict}")
-        lines.append("dry run: nothing was changed")
+        lines.append(f"rehearsed on: {self.kind}; nothing was committed to production")
         return lines
 
     def to_json(self) -> dict[str, Any]:
         """The rehearsal as one JSON document."""
         return {
             "dry_run": True,
+            "rehearsed_on": self.kind,
             "exit_code": int(self.exit_code),
             "prediction": self.verdict,
             "warnings": self.warnings,
@@ -148,10 +178,22 @@ class DryRun:
         }
 
 
-def rehearse(playbook_path: Path, environ: Mapping[str, str]) -> DryRun:
-    """Rehearse the deploy of ``playbook_path``; bad input raises UsageError (exit 2)."""
+def rehearse(
+    playbook_path: Path,
+    environ: Mapping[str, str],
+    *,
+    rehearse_on: str | None = None,
+    bounds: RehearsalBounds = RehearsalBounds(),
+) -> DryRun:
+    """Rehearse the deploy of ``playbook_path``; bad input raises UsageError (exit 2).
+
+    ``rehearse_on``: None for production (rolled back, within ``bounds``), ``"local"`` for a
+    local schema-only copy, else the URL of another database to migrate for real.
+    """
     playbook = load_playbook(playbook_path)
     plain_url = database_url(playbook, environ)
+    if rehearse_on not in (None, "local"):
+        _refuse_production_as_copy(str(rehearse_on), plain_url)
     warning = transport_warning(playbook, plain_url, environ)
     url = with_application_name(plain_url, "orchestrator rehearsal")
     repo = open_repo(playbook.git.repo)
@@ -182,32 +224,92 @@ def rehearse(playbook_path: Path, environ: Mapping[str, str]) -> DryRun:
         f"{spec.remote}/{spec.target} {merge.target_commit[:12]} ({merge.outcome}); "
         f"{len(journal.migrations)} migrations at the source commit",
     )
+    try:
+        if rehearse_on is None:
+            run.kind = "production, rolled back"
+            return _locked(run, playbook, url, journal, merge, bounds, real=False)
+        if rehearse_on == "local":
+            schema, table = playbook.migrations.schema_, playbook.migrations.table
+            with local_copy(url, schema=schema, table=table) as copy_url:
+                run.kind = f"a local schema-only copy of production ({CANNOT_CATCH})"
+                return _locked(run, playbook, copy_url, journal, merge, bounds, real=True)
+        target = with_application_name(check_url(rehearse_on), "orchestrator rehearsal")
+        run.kind = f"another database, {redact_url(rehearse_on)} (migrated for real)"
+        return _locked(run, playbook, target, journal, merge, bounds, real=True)
+    except DatabaseError as exc:
+        return run.halt("database", ExitCode.ERROR, str(exc))
+
+
+def _refuse_production_as_copy(copy: str, production: str) -> None:
+    """``--rehearse-on`` must name another database than production (exit 2)."""
+    mine, theirs = conninfo_to_dict(check_url(copy)), conninfo_to_dict(production)
+    keys = ("host", "port", "dbname")
+    if all(str(mine.get(k) or "") == str(theirs.get(k) or "") for k in keys):
+        raise UsageError("--rehearse-on names the production database itself: give a copy")
+
+
+def _locked(
+    run: DryRun,
+    playbook: Playbook,
+    url: str,
+    journal: Journal,
+    merge: TrialMerge,
+    bounds: RehearsalBounds,
+    *,
+    real: bool,
+) -> DryRun:
+    """The database part of the rehearsal under the database's run lock."""
     lock = runlock.RunLock(
         url,
         schema=playbook.migrations.schema_,
         table=playbook.migrations.table,
         owner=runlock.application_name(None, "rehearsal"),
     )
+    # The first connection, as a deploy's: a Neon compute may be waking up.
+    call_with_retry(lock.acquire, retry_policy(playbook))
     try:
-        # The first connection, as a deploy's: a Neon compute may be waking up.
-        call_with_retry(lock.acquire, retry_policy(playbook))
-        try:
-            return _rehearse_database(run, playbook, url, journal, merge)
-        finally:
-            lock.release()
-    except DatabaseError as exc:
-        return run.halt("database", ExitCode.ERROR, str(exc))
+        return _rehearse_database(run, playbook, url, journal, merge, bounds, real=real)
+    finally:
+        lock.release()
 
 
 def _rehearse_database(
-    run: DryRun, playbook: Playbook, url: str, journal: Journal, merge: TrialMerge
+    run: DryRun,
+    playbook: Playbook,
+    url: str,
+    journal: Journal,
+    merge: TrialMerge,
+    bounds: RehearsalBounds,
+    *,
+    real: bool,
 ) -> DryRun:
-    """Backup, validate, migrate (rolled back), merge and monitor, in the deploy's order."""
+    """Backup, validate, migrate, merge and monitor, in the deploy's order.
+
+    ``real``: ``url`` is a copy, migrated for real; else it is production and the migrations
+    run in a transaction that is rolled back, within ``bounds``.
+    """
     spec = playbook.git
-    if not _rehearse_backup(run, playbook, url):
+    if real:
+        run.skip("backup", "not rehearsed: this rehearsal does not touch production")
+    elif not _rehearse_backup(run, playbook, url):
         return run
 
     options = migrate_options(playbook)
+    if not real:
+        options = replace(
+            options,
+            lock_timeout=min(options.lock_timeout, bounds.lock_timeout),
+            statement_timeout=min(options.statement_timeout, bounds.statement_timeout),
+        )
+        run.step(
+            "bounds",
+            "on production, in a transaction that is rolled back: lock waits at most "
+            f"{options.lock_timeout:g}s, statements at most {options.statement_timeout:g}s",
+            [
+                "the DDL takes the locks the real migration takes (ACCESS EXCLUSIVE for most "
+                "ALTER TABLE) for as long as it runs; --rehearse-on local touches nothing"
+            ],
+        )
     model = journal_model(journal)
     report = validate_database(url, journal, options, retry=retry_policy(playbook), model=model)
     run.report = report
@@ -222,6 +324,34 @@ def _rehearse_database(
     if report.status is Verdict.SAFE:
         run.skip("migrate", "every migration is already applied")
         run.predicted = report
+        sql_results = _sql_checks_now(playbook, url)
+    elif real:
+        pending = [m for m in journal.migrations if m.tag in {p.tag for p in report.pending}]
+        try:
+            result = migrate_database(
+                url,
+                journal,
+                options,
+                confirm=lambda _r: True,
+                retry=retry_policy(playbook),
+                take_run_lock=False,  # the rehearsal holds the copy's run lock
+            )
+        except MigrationFailed as exc:
+            return run.halt("migrate", ExitCode.GUARD_FAILED, str(exc), _statements(pending))
+        after = result.after
+        run.predicted = after
+        summary = (
+            f"{len(result.applied)} migration(s) applied for real on the copy; validated "
+            f"again: {after.status.value}"
+        )
+        if after.status is not Verdict.SAFE:
+            code = (
+                ExitCode.PARTIAL
+                if after.status is Verdict.PARTIAL_MIGRATION
+                else ExitCode.GUARD_FAILED
+            )
+            return run.halt("migrate", code, summary, [after.recommendation])
+        run.step("migrate", summary, _statements(pending))
         sql_results = _sql_checks_now(playbook, url)
     else:
         pending = [m for m in journal.migrations if m.tag in {p.tag for p in report.pending}]
@@ -291,11 +421,12 @@ def _rehearse_monitor(run: DryRun, playbook: Playbook, sql_results: list[CheckRe
     details = [f"{'ok  ' if r.ok else 'FAIL'} {r.name}: {r.detail}" for r in results]
     failed = [r for r in results if not r.ok]
     window = f"then {spec.duration:g}s of checks every {spec.interval:g}s"
-    if failed:
+    if len(failed) > spec.failures_allowed:
+        # What the deploy's monitor would conclude from the same answers: unhealthy (22).
         return run.halt(
             "monitor",
-            ExitCode.GUARD_FAILED,
-            f"{len(failed)} of {len(results)} check(s) fail before the deploy",
+            ExitCode.MONITOR_UNHEALTHY,
+            f"{len(failed)} of {len(results)} check(s) fail now (allowed {spec.failures_allowed})",
             details,
         )
     run.step("monitor", f"{len(results)} check(s) pass once now; {window}", details)

@@ -89,7 +89,17 @@ def test_rehearsal_proves_the_release_and_changes_nothing(
     assert world.health.requests == requests + 1  # the HTTP check ran exactly once
 
     by_name = steps(document)
-    assert list(by_name) == ["preflight", "backup", "validate", "migrate", "merge", "monitor"]
+    assert list(by_name) == [
+        "preflight",
+        "backup",
+        "bounds",
+        "validate",
+        "migrate",
+        "merge",
+        "monitor",
+    ]
+    assert document["rehearsed_on"] == "production, rolled back"
+    assert "lock waits at most 1s" in by_name["bounds"]["summary"]
     assert all(s["status"] == "ok" for s in document["steps"])
     assert document["merge"]["outcome"] == "fast-forward"
     assert document["validation"]["status"] == "NEEDS_MIGRATION"
@@ -238,4 +248,5 @@ def test_human_output_is_a_plan(world: World, capsys: pytest.CaptureFixture[str]
     assert code == 0
     assert "[ok  ] migrate: 3 migration(s) applied and rolled back" in out
     assert "prediction: the deploy would succeed" in out
-    assert out.strip().endswith("dry run: nothing was changed")
+    assert out.strip().endswith("nothing was committed to production")
+    assert "lock waits at most 1s, statements at most 60s" in out  # said before it starts

@@ -84,7 +84,28 @@ def _finish_run(record: RunRecord, as_json: bool) -> int:
     "--backup-confirmed", is_flag=True, help="backup kind manual: vouch that a backup exists."
 )
 @click.option(
-    "--dry-run", is_flag=True, help="Rehearse read-only: say what would happen, change nothing."
+    "--dry-run",
+    is_flag=True,
+    help="Rehearse: predict how the deploy would end, committing nothing. By default the "
+    "migrations run on production in a transaction that is rolled back (bounded lock waits).",
+)
+@click.option(
+    "--rehearse-on",
+    metavar="local|URL",
+    help="With --dry-run: migrate a copy for real instead of touching production: 'local' "
+    "copies production's schema into a throwaway local PostgreSQL; a URL names a staging copy.",
+)
+@click.option(
+    "--rehearsal-lock-timeout",
+    default="1s",
+    show_default=True,
+    help="With --dry-run on production: the longest a rehearsed statement waits for a lock.",
+)
+@click.option(
+    "--rehearsal-statement-timeout",
+    default="60s",
+    show_default=True,
+    help="With --dry-run on production: the longest a rehearsed statement runs.",
 )
 @state_options
 def deploy(
@@ -92,6 +113,9 @@ def deploy(
     yes: bool,
     backup_confirmed: bool,
     dry_run: bool,
+    rehearse_on: str | None,
+    rehearsal_lock_timeout: str,
+    rehearsal_statement_timeout: str,
     state_dir: Path,
     as_json: bool,
 ) -> int:
@@ -103,8 +127,19 @@ def deploy(
     from orchestrator.rehearsal import rehearse
     from orchestrator.runs import RunStore
 
+    if rehearse_on is not None and not dry_run:
+        raise UsageError("--rehearse-on only goes with --dry-run")
     if dry_run:
-        rehearsal = rehearse(playbook, os.environ)
+        from orchestrator.cli.options import duration
+        from orchestrator.rehearsal import RehearsalBounds
+
+        bounds = RehearsalBounds(
+            lock_timeout=duration(rehearsal_lock_timeout, "--rehearsal-lock-timeout"),
+            statement_timeout=duration(
+                rehearsal_statement_timeout, "--rehearsal-statement-timeout"
+            ),
+        )
+        rehearsal = rehearse(playbook, os.environ, rehearse_on=rehearse_on, bounds=bounds)
         for warning in rehearsal.warnings:
             _warn(warning)
         if as_json:

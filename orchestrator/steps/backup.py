@@ -116,7 +116,7 @@ def pg_dump(url: str, target: Path) -> Outcome:
     private_directory(target.parent)
     partial = partial_path(target)
     partial.unlink(missing_ok=True)
-    conninfo, env = _without_password(url)
+    conninfo, env = without_password(url)
     dump = subprocess.run(
         [
             "pg_dump",
@@ -189,7 +189,7 @@ def _child_of_this_process() -> None:
         pass  # not Linux: the dump is then only as orphan-proof as the platform makes it
 
 
-def _without_password(url: str) -> tuple[str, dict[str, str]]:
+def without_password(url: str) -> tuple[str, dict[str, str]]:
     """Keep the password out of argv (visible in ``ps``): pass it through PGPASSWORD."""
     params: dict[str, Any] = conninfo_to_dict(url)
     env = dict(os.environ)
