@@ -37,6 +37,8 @@ from orchestrator.machine import (
     build_machine,
     edges_from,
     halt_exit_code,
+    halt_reason,
+    reopen_trigger,
 )
 from orchestrator.observations import LiveObservations
 from orchestrator.playbook import Playbook, load_playbook
@@ -280,14 +282,14 @@ def drive(
                 last_saved=record.updated_at,
                 orphan_sessions_ended=orphans or [],
             )
-        if resumed and record.state in ("halted", "failed"):
-            _reopen(ctx)
         model = RunModel(
             record,
             LiveObservations(ctx),
             lambda trigger, guard, ok: log.info("guard", trigger=trigger, guard=guard, ok=ok),
         )
         build_machine(model, record.state)
+        if resumed and record.state in ("halted", "failed"):
+            _reopen(ctx, model)
         log.info(
             "run_resumed" if resumed else "run_started",
             playbook=record.playbook,
@@ -327,8 +329,7 @@ def _walk_state(ctx: RunContext, model: RunModel) -> None:
         if getattr(model, edge.trigger)():
             _record_transition(ctx, edge.trigger, state, edge.dest)
             return
-    code = halt_exit_code(state, record)
-    _stop(ctx, model, _guard_error(code, _why(state, record)))
+    _stop(ctx, model, _guard_error(halt_exit_code(state, record), halt_reason(state, record)))
 
 
 def _run_step(ctx: RunContext, step: Step) -> None:
@@ -387,12 +388,13 @@ def _stop(ctx: RunContext, model: RunModel, exc: OrchestratorError) -> None:
     )
 
 
-def _reopen(ctx: RunContext) -> None:
-    """Resume a halted or failed run from the state it stopped in."""
+def _reopen(ctx: RunContext, model: RunModel) -> None:
+    """Resume a halted or failed run from the state it stopped in (through the machine)."""
     record = ctx.record
     previous = record.steps.get("halt", {}).get("from")
     if not previous or previous in TERMINAL:
         raise UsageError(f"run {record.run_id} cannot be resumed: unknown stopping point")
+    getattr(model, reopen_trigger(previous))()
     _record_transition(ctx, "resume", record.state, previous, "resumed by the operator")
     record.halt_reason = None
     record.exit_code = None
@@ -403,34 +405,6 @@ def _guard_error(code: ExitCode, message: str) -> OrchestratorError:
     error = GuardError(message)
     error.exit_code = code
     return error
-
-
-def _why(state: str, record: RunRecord) -> str:
-    """A one-line reason for a halt, from the record."""
-    if state in ("backup_checked", "validated", "migrated"):
-        step = "revalidate" if state == "migrated" else "validate"
-        outcome = record.steps.get(step, {})
-        return f"{step} verdict {outcome.get('status')}: {outcome.get('recommendation', '')}"
-    if state == "merged":
-        monitor = record.steps.get("monitor", {})
-        first = (monitor.get("failed_checks") or [{}])[0]
-        return (
-            f"monitor unhealthy: {monitor.get('failures')} failed check(s) "
-            f"(allowed {monitor.get('failures_allowed')}); "
-            f"first: {first.get('check')}: {first.get('detail')}"
-        )
-    if state == "monitored":
-        preflight = record.steps.get("preflight", {})
-        where = f"{preflight.get('remote', 'origin')}/{preflight.get('target', 'the target')}"
-        return (
-            f"the release commit {str(record.source_commit)[:12]} is no longer on {where}: "
-            "someone moved the branch after the merge; push the release again or deploy anew"
-        )
-    if state == "revalidated":
-        return "the merge is not on the remote target branch: the push did not land"
-    if state == "pending":
-        return "no way back is on record: the backup is missing, changed or unreadable"
-    return f"a guard refused to leave state {state}"
 
 
 @dataclass(frozen=True)

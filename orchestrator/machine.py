@@ -7,9 +7,12 @@ Read it top to bottom as the runbook's Strategy A (migrations first):
     validated --skip_migrate--> revalidated                          (already SAFE)
     revalidated --merge--> merged --monitor--> monitored --finish--> succeeded
 
-In each state the steps listed in ``STEPS_IN`` run; then the first transition out of the
-state whose guards all hold fires. When none holds the run halts: a partial state, a failed
-check or a git conflict never lets it go on, and nothing guesses. Guards are pure functions
+Everything is declared here: ``LIVE`` gives each live state its steps and its dead end (the
+exit code and reason of a halt there), ``TRANSITIONS`` the edges and their guards. In each
+state its steps run; then ``transitions`` fires the first edge whose guards all hold. When
+none holds the run halts at the state's dead end: a partial state, a failed check or a git
+conflict never lets it go on, and nothing guesses. Resume re-enters through the machine too
+(``reopen_<state>``). Guards are pure functions
 of the run record and of the world's facts they need (:mod:`orchestrator.observations`).
 """
 
@@ -152,15 +155,89 @@ TRANSITIONS: tuple[Edge, ...] = (
     Edge("finish", "monitored", "succeeded", (merge_pushed,)),
 )
 
-STEPS_IN: Mapping[str, tuple[Step, ...]] = {
-    "pending": (PreflightStep(), BackupStep()),
-    "backup_checked": (ValidateStep(),),
-    "validated": (MigrateStep(),),
-    "migrated": (RevalidateStep(),),
-    "revalidated": (MergeStep(),),
-    "merged": (MonitorStep(),),
-    "monitored": (),
+# ---------------------------------------------------------------- dead ends
+#
+# When no transition out of a state can fire, the run halts there. Each live state declares
+# how: the exit code and the one-line reason, both read from the record (pure).
+
+
+def _verdict_halt(step: str) -> Callable[[RunRecord], tuple[ExitCode, str]]:
+    def halt(record: RunRecord) -> tuple[ExitCode, str]:
+        outcome = record.steps.get(step, {})
+        status = outcome.get("status")
+        code = {"ERROR": ExitCode.ERROR, "PARTIAL_MIGRATION": ExitCode.PARTIAL}.get(
+            str(status), ExitCode.GUARD_FAILED
+        )
+        return code, f"{step} verdict {status}: {outcome.get('recommendation', '')}"
+
+    return halt
+
+
+def _no_backup(record: RunRecord) -> tuple[ExitCode, str]:
+    if not record.steps.get("preflight", {}).get("ok"):
+        return ExitCode.GUARD_FAILED, "pre-flight did not pass"
+    return (
+        ExitCode.GUARD_FAILED,
+        "no way back is on record: the backup is missing, changed or unreadable",
+    )
+
+
+def _migration_not_tracked(record: RunRecord) -> tuple[ExitCode, str]:
+    validate = _verdict_halt("validate")(record)
+    if _status(record, "validate") not in ("SAFE", "NEEDS_MIGRATION"):
+        return validate
+    return (
+        ExitCode.PARTIAL,
+        "the database does not track every migration the run applied: someone changed it",
+    )
+
+
+def _not_pushed(record: RunRecord) -> tuple[ExitCode, str]:
+    return (
+        ExitCode.GUARD_FAILED,
+        "the merge is not on the remote target branch: the push did not land",
+    )
+
+
+def _unhealthy(record: RunRecord) -> tuple[ExitCode, str]:
+    monitor = record.steps.get("monitor", {})
+    first = (monitor.get("failed_checks") or [{}])[0]
+    return ExitCode.MONITOR_UNHEALTHY, (
+        f"monitor unhealthy: {monitor.get('failures')} failed check(s) "
+        f"(allowed {monitor.get('failures_allowed')}); "
+        f"first: {first.get('check')}: {first.get('detail')}"
+    )
+
+
+def _release_gone(record: RunRecord) -> tuple[ExitCode, str]:
+    preflight = record.steps.get("preflight", {})
+    where = f"{preflight.get('remote', 'origin')}/{preflight.get('target', 'the target')}"
+    return ExitCode.GUARD_FAILED, (
+        f"the release commit {str(record.source_commit)[:12]} is no longer on {where}: "
+        "someone moved the branch after the merge; push the release again or deploy anew"
+    )
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """A live state: the steps it runs, then how it halts when no transition can fire."""
+
+    steps: tuple[Step, ...]
+    dead_end: Callable[[RunRecord], tuple[ExitCode, str]]
+
+
+LIVE: Mapping[str, StateSpec] = {
+    "pending": StateSpec((PreflightStep(), BackupStep()), _no_backup),
+    "backup_checked": StateSpec((ValidateStep(),), _verdict_halt("validate")),
+    "validated": StateSpec((MigrateStep(),), _migration_not_tracked),
+    "migrated": StateSpec((RevalidateStep(),), _verdict_halt("revalidate")),
+    "revalidated": StateSpec((MergeStep(),), _not_pushed),
+    "merged": StateSpec((MonitorStep(),), _unhealthy),
+    "monitored": StateSpec((), _release_gone),
 }
+
+#: The steps each live state runs, in order (the deploy's route, read with TRANSITIONS).
+STEPS_IN: Mapping[str, tuple[Step, ...]] = {state: spec.steps for state, spec in LIVE.items()}
 
 
 def edges_from(state: str) -> tuple[Edge, ...]:
@@ -170,19 +247,12 @@ def edges_from(state: str) -> tuple[Edge, ...]:
 
 def halt_exit_code(state: str, record: RunRecord) -> ExitCode:
     """Why no transition out of ``state`` could fire, as an exit code (pure)."""
-    if state == "backup_checked" or state == "validated":
-        status = _status(record, "validate")
-    elif state == "migrated":
-        status = _status(record, "revalidate")
-    elif state == "merged":
-        return ExitCode.MONITOR_UNHEALTHY
-    else:
-        return ExitCode.GUARD_FAILED
-    if status == "ERROR":
-        return ExitCode.ERROR
-    if status == "PARTIAL_MIGRATION":
-        return ExitCode.PARTIAL
-    return ExitCode.GUARD_FAILED
+    return LIVE[state].dead_end(record)[0]
+
+
+def halt_reason(state: str, record: RunRecord) -> str:
+    """Why no transition out of ``state`` could fire, in one line (pure)."""
+    return LIVE[state].dead_end(record)[1]
 
 
 class RunModel:
@@ -225,7 +295,15 @@ def build_machine(model: RunModel, initial: str) -> Machine:
     live: list[Any] = [s for s in STATES if s not in TERMINAL]
     machine.add_transition("halt", live, "halted")
     machine.add_transition("fail", live, "failed")
+    # resume: a stopped run goes back to the state it stopped in (reopen_<state>).
+    for state in live:
+        machine.add_transition(reopen_trigger(state), ["halted", "failed"], state)
     return machine
+
+
+def reopen_trigger(state: str) -> str:
+    """The trigger that takes a halted or failed run back to ``state``."""
+    return f"reopen_{state}"
 
 
 def _bind(trigger: str, guard: Guard, model: RunModel) -> Callable[[], bool]:

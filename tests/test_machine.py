@@ -219,3 +219,22 @@ def test_each_routing_guard_says_no_when_its_verdict_is_not_there() -> None:
     assert not verdict_deployable(partial, SEEN)
     assert not revalidated_safe(partial, SEEN)
     assert not monitor_healthy(record(monitor={"healthy": False}), SEEN)
+
+
+def test_every_live_state_declares_its_dead_end() -> None:
+    from orchestrator.machine import LIVE, halt_reason
+
+    assert set(LIVE) == {s for s in STATES if s not in TERMINAL}
+    pushed_gone = record(preflight={"remote": "origin", "target": "main"})
+    assert "no longer on origin/main" in halt_reason("monitored", pushed_gone)
+    assert halt_exit_code("monitored", pushed_gone) is ExitCode.GUARD_FAILED
+    missing_rows = record(validate={"status": "NEEDS_MIGRATION"})
+    assert halt_exit_code("validated", missing_rows) is ExitCode.PARTIAL
+
+
+def test_resume_re_enters_through_the_machine() -> None:
+    from orchestrator.machine import reopen_trigger
+
+    model = RunModel(record(), SEEN)
+    build_machine(model, "halted")
+    assert getattr(model, reopen_trigger("migrated"))() is True and model.state == "migrated"
