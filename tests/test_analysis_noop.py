@@ -10,6 +10,8 @@ from orchestrator.analysis.lint import lint_migration
 from orchestrator.analysis.markdown import objects_summary
 from orchestrator.analysis.plan import plan_migration
 from orchestrator.analysis.risk import RiskLevel
+from orchestrator.analysis.typechange import ColumnType
+from orchestrator.drizzle.objects import ColumnView, HistoryReplay
 
 BEFORE = """
 CREATE TABLE "users" ("id" serial PRIMARY KEY NOT NULL, "email" text NOT NULL, "bio" text);
@@ -41,15 +43,20 @@ def test_restated_table_is_not_created() -> None:
 
 
 def test_restated_table_keeps_the_history_s_columns() -> None:
+    history = HistoryReplay()
     folder = analyse_migrations(
         [
             ("0000", ['CREATE TABLE "users" ("id" int NOT NULL, "email" varchar(40))']),
             ("0001", ['CREATE TABLE IF NOT EXISTS "users" ("id" bigint, "name" text)']),
-        ]
+            ("0002", ['ALTER TABLE "users" ALTER COLUMN "id" TYPE int8']),
+        ],
+        history,
     )
-    assert {c for (_, t, c) in folder.columns if t == "users"} == {"id", "email"}
-    assert folder.columns[("public", "users", "id")].type_name == "int4"
-    assert folder.columns[("public", "users", "id")].defined_by == "0000"
+    table = history.table("public", "users")
+    assert table is not None and table.columns == ("id", "email")
+    assert history.column("public", "users", "email") == ColumnView("varchar", (40,), False, False)
+    [retype] = folder.by_tag("0002").changes
+    assert retype.old_type == ColumnType("int4", ())  # 0000's, not the restatement's bigint
 
 
 def test_restated_column_breaks_nobody() -> None:

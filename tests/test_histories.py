@@ -17,6 +17,8 @@ in for the prefix, and of the whole folder standing in for drizzle's reference s
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from orchestrator.cli import run
 from orchestrator.commands import migrate_database, validate_database
 from orchestrator.db.migrator import MigrateOptions, MigrationFailed
 from orchestrator.db.retry import RetryPolicy
@@ -160,6 +163,8 @@ def test_every_cut_point_needs_migration_then_migrates_to_drizzles_schema(
         [(m.tag, m.state.value, m.missing_objects[:3]) for m in report.migrations],
     )
     assert [m.tag for m in report.pending] == [m.tag for m in journal.migrations[k:]]
+    if k % 5 == 0:
+        assert planned_tags(url, histories.folder(app)) == [m.tag for m in report.pending]
 
     migrate_database(url, journal, OPTIONS, confirm=lambda _r: True, retry=ONCE)
     after = validate_database(url, journal, OPTIONS, retry=ONCE, model=model)
@@ -168,6 +173,15 @@ def test_every_cut_point_needs_migration_then_migrates_to_drizzles_schema(
 
     if k % 3 == 1 and k < n:
         check_repair_after_a_hand_run(histories, app, k)
+
+
+def planned_tags(url: str, folder: Path) -> list[str]:
+    """The migrations ``plan --json`` plans on this database: validate's pending ones."""
+    stream = io.StringIO()
+    with contextlib.redirect_stdout(stream):
+        code = run(["plan", "--database-url", url, "--migrations", str(folder), "--json"])
+    assert code in (0, 21), stream.getvalue()[-500:]
+    return [entry["tag"] for entry in json.loads(stream.getvalue())["migrations"]]
 
 
 def check_repair_after_a_hand_run(histories: Histories, app: str, k: int) -> None:
