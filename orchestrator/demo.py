@@ -218,7 +218,8 @@ def rehearse(pg: EmbeddedPostgres, workdir: Path, health: HealthServer) -> None:
         "deploy", "--playbook", playbook.name, "--dry-run", expect=ExitCode.OK
     )
     require(
-        mentions(rehearsal.output, "applied and rolled back", "SAFE")
+        mentions(rehearsal.output, "applied and rolled back")
+        and mentions(rehearsal.output, "revalidate", "SAFE")
         and "nothing was committed to production" in rehearsal.output,
         "the rehearsal did not prove the migrations",
     )

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -51,12 +51,12 @@ from orchestrator.db.connect import (
     redact_url,
     with_application_name,
 )
-from orchestrator.db.migrator import MigrationFailed, excerpt, rehearse_pending
+from orchestrator.db.migrator import MigrateOptions, excerpt, rehearse_pending
 from orchestrator.db.retry import call_with_retry
 from orchestrator.deploy import database_url, transport_warning
 from orchestrator.drizzle.journal import Journal, Migration, parse_journal
-from orchestrator.drizzle.objects import journal_model
-from orchestrator.errors import DatabaseError, ExitCode, GuardError, UsageError
+from orchestrator.drizzle.objects import ObjectModel, journal_model
+from orchestrator.errors import DatabaseError, ExitCode, GuardError, OrchestratorError, UsageError
 from orchestrator.gitrepo import (
     MissingBranch,
     TrialMerge,
@@ -66,11 +66,14 @@ from orchestrator.gitrepo import (
     scratch_repository,
     trial_merge,
 )
+from orchestrator.machine import LIVE, TERMINAL, RunModel, build_machine, edges_from
 from orchestrator.monitor import CheckResult, http_check, judge_row, sql_check
 from orchestrator.playbook import Playbook, load_playbook
+from orchestrator.runs import RunRecord
 from orchestrator.schema_copy import CANNOT_CATCH, local_copy
 from orchestrator.steps.backup import restore_point
-from orchestrator.steps.base import migrate_options, migrations_path, retry_policy
+from orchestrator.steps.base import Outcome, migrate_options, migrations_path, retry_policy
+from orchestrator.steps.migrate import summarize
 from orchestrator.validation import ValidationReport, Verdict, validate
 
 STATEMENT_EXCERPT = 100
@@ -105,6 +108,7 @@ class DryRun:
     predicted: ValidationReport | None = None  # after the migrations, as rehearsed
     merge: TrialMerge | None = None
     warnings: list[str] = field(default_factory=list)
+    details: dict[str, list[str]] = field(default_factory=dict)  # known before a step ends
 
     def step(self, name: str, summary: str, details: list[str] | None = None) -> None:
         """Record a step that would go ahead."""
@@ -117,10 +121,20 @@ class DryRun:
     def halt(
         self, name: str, code: ExitCode, summary: str, details: list[str] | None = None
     ) -> DryRun:
-        """Record that the real run would stop here, with ``code``."""
-        self.steps.append(RehearsedStep(name, "would_halt", summary, details or []))
+        """Record that the real run would stop at step ``name``, with ``code``."""
+        done = next((s for s in reversed(self.steps) if s.name == name), None)
+        if done is not None and done.status == "ok":  # it ran; the route stops after it
+            done.status, done.summary = "would_halt", summary
+            done.details = details if details is not None else done.details
+        else:
+            self.steps.append(RehearsedStep(name, "would_halt", summary, details or []))
         self.exit_code = code
         return self
+
+    def details_of(self, name: str) -> list[str]:
+        """What is known of step ``name``'s details (for a halt there)."""
+        done = next((s for s in reversed(self.steps) if s.name == name), None)
+        return list(done.details if done is not None else self.details.get(name, []))
 
     @property
     def verdict(self) -> str:
@@ -273,6 +287,43 @@ def _locked(
         lock.release()
 
 
+@dataclass
+class _Rehearsal:
+    """What the rehearsal forms of the steps share: the rehearsal's run context."""
+
+    run: DryRun
+    playbook: Playbook
+    url: str
+    journal: Journal
+    merge: TrialMerge
+    bounds: RehearsalBounds
+    real: bool  # url is a copy, migrated for real; else production, rolled back
+    record: RunRecord
+    options: MigrateOptions
+    model: ObjectModel
+    tracked_after: frozenset[str] = frozenset()  # the tracking rows once migrated
+    sql_results: list[CheckResult] = field(default_factory=list)
+
+
+@dataclass
+class _RehearsedWorld:
+    """:class:`Observations` as the rehearsal predicts them, for the same guards."""
+
+    rehearsal: _Rehearsal
+
+    def tracked_hashes(self) -> frozenset[str]:
+        return self.rehearsal.tracked_after
+
+    def remote_contains(self, commit: str) -> bool:
+        return not self.rehearsal.merge.conflicts  # the trial merge would push it
+
+    def commit_exists(self, commit: str) -> bool:
+        return commit == self.rehearsal.merge.source_commit
+
+    def dump_intact(self, outcome: Mapping[str, Any]) -> bool:
+        return True  # written and verified by pg_restore --list before the guard looks
+
+
 def _rehearse_database(
     run: DryRun,
     playbook: Playbook,
@@ -283,17 +334,12 @@ def _rehearse_database(
     *,
     real: bool,
 ) -> DryRun:
-    """Backup, validate, migrate, merge and monitor, in the deploy's order.
+    """Walk the deploy's own declaration (machine.LIVE and TRANSITIONS) in rehearsal form.
 
-    ``real``: ``url`` is a copy, migrated for real; else it is production and the migrations
-    run in a transaction that is rolled back, within ``bounds``.
+    Each state's steps run in their rehearsal form (:data:`REHEARSALS`), then the same
+    guards decide the route from the rehearsal's record and :class:`_RehearsedWorld`; a
+    dead end predicts the deploy's halt with the code the declaration gives it.
     """
-    spec = playbook.git
-    if real:
-        run.skip("backup", "not rehearsed: this rehearsal does not touch production")
-    elif not _rehearse_backup(run, playbook, url):
-        return run
-
     options = migrate_options(playbook)
     if not real:
         options = replace(
@@ -301,117 +347,161 @@ def _rehearse_database(
             lock_timeout=min(options.lock_timeout, bounds.lock_timeout),
             statement_timeout=min(options.statement_timeout, bounds.statement_timeout),
         )
-        run.step(
+    record = RunRecord(run_id="rehearsal", playbook="", name=playbook.name)
+    record.source_commit = merge.source_commit
+    rehearsal = _Rehearsal(
+        run, playbook, url, journal, merge, bounds, real, record, options, journal_model(journal)
+    )
+    model = RunModel(record, _RehearsedWorld(rehearsal))
+    build_machine(model, "pending")
+    while model.state not in TERMINAL:
+        state = model.state
+        for step in LIVE[state].steps:
+            try:
+                record.steps[step.name] = REHEARSALS[step.name](rehearsal)
+            except OrchestratorError as exc:
+                return run.halt(step.name, exc.exit_code, str(exc), run.details_of(step.name))
+        if not any(getattr(model, edge.trigger)() for edge in edges_from(state)):
+            code, reason = LIVE[state].dead_end(record)
+            last = LIVE[state].steps[-1].name if LIVE[state].steps else state
+            return run.halt(last, code, reason, run.details_of(last))
+    return run
+
+
+def _rehearse_preflight(r: _Rehearsal) -> Outcome:
+    """Done before the database is chosen (the journal comes from the trial merge)."""
+    return {"ok": True, "source_commit": r.merge.source_commit, "outcome": r.merge.outcome}
+
+
+def _rehearse_backup_step(r: _Rehearsal) -> Outcome:
+    outcome = _rehearse_backup(r.run, r.playbook, r.url, copy=r.real)
+    if not r.real:
+        r.run.step(
             "bounds",
             "on production, in a transaction that is rolled back: lock waits at most "
-            f"{options.lock_timeout:g}s, statements at most {options.statement_timeout:g}s",
+            f"{r.options.lock_timeout:g}s, statements at most {r.options.statement_timeout:g}s",
             [
                 "the DDL takes the locks the real migration takes (ACCESS EXCLUSIVE for most "
                 "ALTER TABLE) for as long as it runs; --rehearse-on local touches nothing"
             ],
         )
-    model = journal_model(journal)
-    report = validate_database(url, journal, options, retry=retry_policy(playbook), model=model)
-    run.report = report
+    return outcome
+
+
+def _rehearse_validate(r: _Rehearsal) -> Outcome:
+    report = validate_database(
+        r.url, r.journal, r.options, retry=retry_policy(r.playbook), model=r.model
+    )
+    r.run.report = report
+    r.record.planned = [{"tag": m.tag, "hash": m.hash} for m in report.pending]
+    r.tracked_after = report.tracked_hashes
     findings = [f"[{f.code}] {f.message}" for f in report.findings]
-    if report.status is Verdict.ERROR:
-        return run.halt("validate", ExitCode.ERROR, report.recommendation, findings)
-    if report.status is Verdict.PARTIAL_MIGRATION:
-        return run.halt("validate", ExitCode.PARTIAL, report.recommendation, findings)
-    run.step("validate", f"verdict {report.status.value}", findings)
+    r.run.step("validate", f"verdict {report.status.value}", findings)
+    return summarize(report)
 
-    sql_results: list[CheckResult] = []
-    if report.status is Verdict.SAFE:
-        run.skip("migrate", "every migration is already applied")
-        run.predicted = report
-        sql_results = _sql_checks_now(playbook, url)
-    elif real:
-        pending = [m for m in journal.migrations if m.tag in {p.tag for p in report.pending}]
-        try:
-            result = migrate_database(
-                url,
-                journal,
-                options,
-                confirm=lambda _r: True,
-                retry=retry_policy(playbook),
-                take_run_lock=False,  # the rehearsal holds the copy's run lock
-            )
-        except MigrationFailed as exc:
-            return run.halt("migrate", ExitCode.GUARD_FAILED, str(exc), _statements(pending))
+
+def _rehearse_migrate(r: _Rehearsal) -> Outcome:
+    if r.record.steps.get("validate", {}).get("status") == Verdict.SAFE.value:
+        r.run.skip("migrate", "every migration is already applied")
+        r.run.predicted = r.run.report
+        r.sql_results = _sql_checks_now(r.playbook, r.url)
+        return {"applied": [], "skipped": "validate said SAFE"}
+    pending_tags = [p["tag"] for p in r.record.planned]
+    pending = [m for m in r.journal.migrations if m.tag in pending_tags]
+    r.run.details["migrate"] = _statements(pending)
+    if r.real:
+        result = migrate_database(
+            r.url,
+            r.journal,
+            r.options,
+            confirm=lambda _r: True,
+            retry=retry_policy(r.playbook),
+            take_run_lock=False,  # the rehearsal holds the copy's run lock
+        )
         after = result.after
-        run.predicted = after
-        summary = (
-            f"{len(result.applied)} migration(s) applied for real on the copy; validated "
-            f"again: {after.status.value}"
-        )
-        if after.status is not Verdict.SAFE:
-            code = (
-                ExitCode.PARTIAL
-                if after.status is Verdict.PARTIAL_MIGRATION
-                else ExitCode.GUARD_FAILED
-            )
-            return run.halt("migrate", code, summary, [after.recommendation])
-        run.step("migrate", summary, _statements(pending))
-        sql_results = _sql_checks_now(playbook, url)
+        applied = [a.tag for a in result.applied]
+        summary = f"{len(applied)} migration(s) applied for real on the copy"
+        r.sql_results = _sql_checks_now(r.playbook, r.url)
     else:
-        pending = [m for m in journal.migrations if m.tag in {p.tag for p in report.pending}]
-        try:
-            with connect(url) as conn:
-                rehearsal = rehearse_pending(
-                    conn, journal, options, inspect=lambda c: _sql_checks_in(playbook, c)
-                )
-        except MigrationFailed as exc:
-            return run.halt("migrate", ExitCode.GUARD_FAILED, str(exc), _statements(pending))
-        after = validate(journal, model, rehearsal.snapshot_after)
-        run.predicted = after
-        sql_results = list(rehearsal.inspected or [])
-        summary = (
-            f"{len(rehearsal.applied)} migration(s) applied and rolled back in one transaction "
-            f"(lock_timeout {options.lock_timeout:g}s); revalidated inside it: "
-            f"{after.status.value}"
-        )
-        if after.status is not Verdict.SAFE:
-            code = (
-                ExitCode.PARTIAL
-                if after.status is Verdict.PARTIAL_MIGRATION
-                else ExitCode.GUARD_FAILED
+        with connect(r.url) as conn:
+            rehearsed = rehearse_pending(
+                conn, r.journal, r.options, inspect=lambda c: _sql_checks_in(r.playbook, c)
             )
-            return run.halt("migrate", code, summary, [after.recommendation])
-        run.step("migrate", summary, _statements(pending))
+        after = validate(r.journal, r.model, rehearsed.snapshot_after)
+        applied = [a.tag for a in rehearsed.applied]
+        summary = (
+            f"{len(applied)} migration(s) applied and rolled back in one transaction "
+            f"(lock_timeout {r.options.lock_timeout:g}s)"
+        )
+        r.sql_results = list(rehearsed.inspected or [])
+    r.run.predicted = after
+    r.tracked_after = after.tracked_hashes
+    r.run.step("migrate", summary, _statements(pending))
+    return {"applied": [{"tag": tag} for tag in applied], "after": after.status.value}
 
-    run.step(
+
+def _rehearse_revalidate(r: _Rehearsal) -> Outcome:
+    after = r.run.predicted
+    assert after is not None  # migrate rehearsed before
+    where = "on the copy" if r.real else "inside the rehearsal transaction"
+    r.run.step("revalidate", f"verdict {after.status.value} ({where})", [after.recommendation])
+    return summarize(after)
+
+
+def _rehearse_merge(r: _Rehearsal) -> Outcome:
+    spec = r.playbook.git
+    r.run.step(
         "merge",
-        f"would {merge.outcome} {spec.source} into {spec.target} and push to {spec.remote} "
+        f"would {r.merge.outcome} {spec.source} into {spec.target} and push to {spec.remote} "
         "(rehearsed in a scratch repository; nothing pushed)",
     )
-    return _rehearse_monitor(run, playbook, sql_results)
+    return {"pushed_commit": None if r.merge.conflicts else "(rehearsal: not pushed)"}
 
 
-def _rehearse_backup(run: DryRun, playbook: Playbook, url: str) -> bool:
-    """Check what the backup step needs; False (and a halt) when it could not succeed."""
+def _rehearse_monitor_step(r: _Rehearsal) -> Outcome:
+    return _rehearse_monitor(r.run, r.playbook, r.sql_results)
+
+
+#: The rehearsal form of each step of the declaration, by step name.
+REHEARSALS: Mapping[str, Callable[[_Rehearsal], Outcome]] = {
+    "preflight": _rehearse_preflight,
+    "backup": _rehearse_backup_step,
+    "validate": _rehearse_validate,
+    "migrate": _rehearse_migrate,
+    "revalidate": _rehearse_revalidate,
+    "merge": _rehearse_merge,
+    "monitor": _rehearse_monitor_step,
+}
+
+
+def _rehearse_backup(run: DryRun, playbook: Playbook, url: str, *, copy: bool) -> Outcome:
+    """Check what the backup step needs; raise (a halt) when it could not succeed."""
     backup = playbook.backup
     if backup.kind == "pg_dump":
         missing = [t for t in ("pg_dump", "pg_restore") if shutil.which(t) is None]
         if missing:
-            run.halt("backup", ExitCode.USAGE, f"backup kind pg_dump needs {', '.join(missing)}")
-            return False
-    try:
-        point = restore_point(url)
-    except DatabaseError as exc:
-        run.halt("backup", ExitCode.ERROR, str(exc))
-        return False
+            raise UsageError(f"backup kind pg_dump needs {', '.join(missing)}")
+    point = restore_point(url)
     where = f"{point['database']} at {point['taken_at']}, WAL {point['wal_lsn']}"
-    if backup.kind == "restore_point":
+    if copy:
+        run.step(
+            "backup",
+            "not rehearsed on production (this rehearsal does not touch it); "
+            f"the copy's restore point: {where}",
+        )
+    elif backup.kind == "restore_point":
         run.step("backup", f"would record a restore point: {where}")
     elif backup.kind == "pg_dump":
         run.step("backup", f"would write a dump to {backup.path} and verify it; database {where}")
     else:
         run.step("backup", f"would ask the operator to confirm a backup; database {where}")
-    return True
+    if backup.kind == "manual":
+        return {"kind": "manual", "confirmed_at": "(rehearsal: the operator would be asked)"}
+    return {**point, "kind": backup.kind}
 
 
-def _rehearse_monitor(run: DryRun, playbook: Playbook, sql_results: list[CheckResult]) -> DryRun:
-    """Every check once: HTTP against production now, SQL as gathered by the caller."""
+def _rehearse_monitor(run: DryRun, playbook: Playbook, sql_results: list[CheckResult]) -> Outcome:
+    """Every check once: HTTP against production now, SQL as gathered before."""
     spec = playbook.monitor
     results = [
         http_check(h.url, expect_status=h.expect_status, timeout=h.timeout, name=h.label)()
@@ -421,16 +511,14 @@ def _rehearse_monitor(run: DryRun, playbook: Playbook, sql_results: list[CheckRe
     details = [f"{'ok  ' if r.ok else 'FAIL'} {r.name}: {r.detail}" for r in results]
     failed = [r for r in results if not r.ok]
     window = f"then {spec.duration:g}s of checks every {spec.interval:g}s"
-    if len(failed) > spec.failures_allowed:
-        # What the deploy's monitor would conclude from the same answers: unhealthy (22).
-        return run.halt(
-            "monitor",
-            ExitCode.MONITOR_UNHEALTHY,
-            f"{len(failed)} of {len(results)} check(s) fail now (allowed {spec.failures_allowed})",
-            details,
-        )
     run.step("monitor", f"{len(results)} check(s) pass once now; {window}", details)
-    return run
+    # What the deploy's monitor would conclude from the same answers.
+    return {
+        "healthy": len(failed) <= spec.failures_allowed,
+        "failures": len(failed),
+        "failures_allowed": spec.failures_allowed,
+        "failed_checks": [{"check": r.name, "detail": r.detail} for r in failed],
+    }
 
 
 def _sql_checks_in(playbook: Playbook, conn: psycopg.Connection[Any]) -> list[CheckResult]:

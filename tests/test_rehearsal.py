@@ -95,6 +95,7 @@ def test_rehearsal_proves_the_release_and_changes_nothing(
         "bounds",
         "validate",
         "migrate",
+        "revalidate",  # the route is the deploy's own (machine.LIVE): revalidate included
         "merge",
         "monitor",
     ]
@@ -250,3 +251,21 @@ def test_human_output_is_a_plan(world: World, capsys: pytest.CaptureFixture[str]
     assert "prediction: the deploy would succeed" in out
     assert out.strip().endswith("nothing was committed to production")
     assert "lock waits at most 1s, statements at most 60s" in out  # said before it starts
+
+
+@pytest.mark.parametrize("case", ["clean", "failing_migration", "failing_monitor"])
+def test_the_rehearsal_predicts_the_deploys_exit_code(
+    world: World, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    if case == "failing_migration":
+        push_to_staging(
+            world,
+            {"0012_broken.sql": 'ALTER TABLE "no_such_table" ADD COLUMN "x" integer;\n'},
+            {"tag": "0012_broken", "when": 1761300000000},
+        )
+    if case == "failing_monitor":
+        world.health.status = 503
+    predicted, document = dry_run(world, capsys)
+    record = world.deploy()
+    assert record.exit_code == predicted, (document["prediction"], record.halt_reason)
+    assert predicted == {"clean": 0, "failing_migration": 21, "failing_monitor": 22}[case]
