@@ -27,8 +27,8 @@ from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.drizzle.objects import ObjectModel, journal_model
 from orchestrator.errors import DatabaseError, PartialStateError, UsageError
-from orchestrator.matching import out_of_order_differences
 from orchestrator.validation import ValidationReport, Verdict, error_report, validate
+from orchestrator.validation.matching import out_of_order_differences
 
 DEFAULT_RETRY = RetryPolicy()
 

@@ -8,7 +8,6 @@ resumed: steps whose postcondition already holds are not run again.
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -111,7 +110,7 @@ def open_run(
 
     The caller holds the run's lock (:meth:`RunStore.lock`).
     """
-    console = _with_pause_point(interaction.console, interaction.environ.get(PAUSE_ENV))
+    console = interaction.console
     with AuditTrail(
         store.audit_path(record.run_id),
         run_id=record.run_id,
@@ -129,29 +128,6 @@ def open_run(
             ask=interaction.ask,
             on_progress=interaction.on_progress,
         )
-
-
-# Fault injection for the kill tests: ORCHESTRATOR_PAUSE_AT=step_end:backup makes the process
-# stop itself (SIGSTOP) right after that audit event is on disk, so a test can SIGKILL it at
-# an exact step boundary. Matches "<event>" or "<event>:<step|dest|tag>".
-PAUSE_ENV = "ORCHESTRATOR_PAUSE_AT"
-
-
-def _with_pause_point(
-    console: ConsoleCallback | None, pause_at: str | None
-) -> ConsoleCallback | None:
-    if not pause_at:
-        return console
-
-    def on_event(event: dict[str, Any]) -> None:
-        if console is not None:
-            console(event)
-        name = str(event.get("event"))
-        detail = event.get("step") or event.get("dest") or event.get("tag")
-        if pause_at in (name, f"{name}:{detail}"):
-            os.kill(os.getpid(), signal.SIGSTOP)
-
-    return on_event
 
 
 @contextmanager

@@ -35,8 +35,8 @@ from orchestrator.drizzle.objects import (
     ObjectModel,
     journal_model,
 )
-from orchestrator.matching import Difference
 from orchestrator.validation import summarize_missing
+from orchestrator.validation.matching import Difference
 
 _RELATIONS_QUERY = r"""
 SELECT coalesce(json_agg(json_build_array(

@@ -27,8 +27,8 @@ from orchestrator.drizzle.facts import (
 )
 from orchestrator.drizzle.journal import BREAKPOINT, Journal, Migration, hash_sql
 from orchestrator.drizzle.objects import DbObject, ObjectModel, build_object_model
-from orchestrator.matching import out_of_order_differences
 from orchestrator.validation import MigrationState, Verdict, validate
+from orchestrator.validation.matching import out_of_order_differences
 
 A, P = MigrationState.APPLIED, MigrationState.PENDING
 U, H = MigrationState.UNTRACKED_PRESENT, MigrationState.PARTIALLY_PRESENT

@@ -1,7 +1,7 @@
 """Resume after an interruption: SIGKILL at every step boundary and mid-migration, then
 ``resume`` finishes without doing anything twice; and resume refuses when the world moved.
 
-The deploy runs as a real subprocess. ``ORCHESTRATOR_PAUSE_AT`` makes it stop itself
+The deploy runs as a real subprocess. ``tests/pausing_deploy.py`` makes it stop itself
 (SIGSTOP) right after a given audit event is on disk; the test then SIGKILLs it, so every
 kill lands exactly on the boundary it names.
 """
@@ -42,16 +42,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def deploy_process(world: World, pause_at: str) -> subprocess.Popen[bytes]:
     """``orchestrator deploy --yes`` as a subprocess that stops itself at ``pause_at``."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": world.database_url,
-        "ORCHESTRATOR_PAUSE_AT": pause_at,
-    }
+    env = {**os.environ, "DATABASE_URL": world.database_url}
     return subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "orchestrator.cli",
+            "tests.pausing_deploy",
+            pause_at,
             "deploy",
             "--playbook",
             str(world.playbook),

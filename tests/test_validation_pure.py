@@ -10,11 +10,12 @@ from orchestrator.drizzle.objects import DbObject, ObjectModel
 from orchestrator.validation import (
     MigrationState,
     Verdict,
-    migration_state,
+    evidence_state,
     summarize_missing,
     validate,
     verdict_for,
 )
+from orchestrator.validation.matching import MigrationEvidence
 
 A, P = MigrationState.APPLIED, MigrationState.PENDING
 U, T, H = (
@@ -25,20 +26,22 @@ U, T, H = (
 
 
 @pytest.mark.parametrize(
-    ("tracked", "expected", "missing", "state"),
+    ("tracked", "present", "absent", "state"),
     [
         (True, 3, 0, A),
-        (True, 0, 0, A),
-        (True, 3, 3, T),
-        (True, 3, 1, H),
-        (False, 3, 3, P),
+        (True, 0, 0, A),  # nothing the database can show: its hash decides
+        (True, 0, 3, T),
+        (True, 2, 1, H),
+        (False, 0, 3, P),
         (False, 0, 0, P),
         (False, 3, 0, U),
-        (False, 3, 2, H),
+        (False, 1, 2, H),
     ],
 )
-def test_migration_state_table(tracked: bool, expected: int, missing: int, state: object) -> None:
-    assert migration_state(tracked, expected, missing) is state
+def test_evidence_state_table(tracked: bool, present: int, absent: int, state: object) -> None:
+    obj = [DbObject("table", "public", f"t{i}") for i in range(present + absent)]
+    evidence = MigrationEvidence("0001_x", tuple(obj[:present]), tuple(obj[present:]))
+    assert evidence_state(tracked, evidence) is state
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,264 @@
+"""What a release engineer must know besides the verdict: findings, checks, the advice.
+
+Pure functions of the journal, the snapshot and the migration states.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+
+from orchestrator.db.catalog import CatalogSnapshot
+from orchestrator.drizzle.journal import Journal, Migration, stray_file_message
+from orchestrator.validation.matching import Difference
+from orchestrator.validation.report import (
+    UNRECONCILED,
+    Check,
+    Finding,
+    MigrationState,
+    MigrationStatus,
+    Verdict,
+)
+
+
+def drift_finding(differences: Sequence[Difference]) -> Finding:
+    """The schema differs from the modelled state after the tracked migrations."""
+    shown = "; ".join(str(d) for d in differences[:5])
+    more = f" and {len(differences) - 5} more" if len(differences) > 5 else ""
+    return Finding(
+        "schema_drift",
+        "the schema is not the one the tracked migrations build: " + (shown or "?") + more,
+    )
+
+
+def stray_file_findings(journal: Journal) -> list[Finding]:
+    """A warning per migration-named file without a journal entry (drizzle ignores it)."""
+    return [
+        Finding("stray_file", stray_file_message(name), severity="warning")
+        for name in journal.stray_files
+    ]
+
+
+def tracking_findings(snapshot: CatalogSnapshot) -> list[Finding]:
+    """Findings about the tracking table itself."""
+    name = f"{snapshot.tracking_schema}.{snapshot.tracking_table}"
+    if snapshot.tracking_present:
+        if not snapshot.tracking_readable:
+            return [
+                Finding(
+                    "tracking_table_malformed",
+                    f"{name} lacks drizzle's columns (id, hash, created_at): cannot read it",
+                )
+            ]
+        return []
+    if snapshot.tracking_elsewhere:
+        others = ", ".join(f"{s}.{snapshot.tracking_table}" for s in snapshot.tracking_elsewhere)
+        return [
+            Finding(
+                "tracking_table_wrong_schema",
+                f"{name} is missing but {others} exists: drizzle-kit reads only {name}, "
+                "so it would re-run every migration",
+            )
+        ]
+    return [
+        Finding(
+            "tracking_table_missing",
+            f"{name} does not exist: no migration has been applied by drizzle here",
+            severity="warning",
+        )
+    ]
+
+
+def out_of_order_findings(
+    migrations: Sequence[Migration],
+    statuses: Sequence[MigrationStatus],
+    snapshot: CatalogSnapshot,
+) -> list[Finding]:
+    """What drizzle-kit's ``when > newest created_at`` rule would silently skip.
+
+    drizzle-orm's migrator reads the newest tracked ``created_at`` and applies only journal
+    entries whose ``when`` is greater. A pending migration older than an applied one is
+    therefore never applied by drizzle-kit, and it says nothing.
+    """
+    findings: list[Finding] = []
+    newest = snapshot.newest_created_at
+    by_created_at = {row.created_at: row.hash for row in snapshot.tracking_rows}
+    tag_of_hash = {m.hash: m.tag for m in migrations}
+    for migration, status in zip(migrations, statuses, strict=True):
+        if status.tracked or newest is None or migration.when > newest:
+            continue
+        newest_tag = tag_of_hash.get(by_created_at.get(newest) or "", "an unknown migration")
+        findings.append(
+            Finding(
+                "out_of_order",
+                f"drizzle-kit migrate would skip {migration.tag}: its journal 'when' "
+                f"{migration.when} is not newer than the newest tracked created_at {newest} "
+                f"({newest_tag}); `orchestrator migrate` applies it",
+                migration.tag,
+            )
+        )
+    tracked = {s.tag for s in statuses if s.tracked}
+    flagged = {f.migration for f in findings}
+    for earlier, later in itertools.pairwise(migrations):
+        # Only a migration still to apply can be skipped; once applied it is history.
+        if later.when <= earlier.when and later.tag not in tracked | flagged:
+            findings.append(
+                Finding(
+                    "journal_out_of_order",
+                    f"{later.tag}'s 'when' ({later.when}) is not newer than {earlier.tag}'s "
+                    f"({earlier.when}): drizzle-kit skips {later.tag} if {earlier.tag} is ever "
+                    "applied in an earlier run",
+                    later.tag,
+                    "warning",
+                )
+            )
+    return findings
+
+
+def unknown_hash_findings(
+    migrations: Sequence[Migration],
+    statuses: Sequence[MigrationStatus],
+    snapshot: CatalogSnapshot,
+) -> list[Finding]:
+    """Tracked hashes that match no file: edited migrations or foreign ones."""
+    known = {m.hash for m in migrations}
+    untracked_by_when = {
+        m.when: m.tag for m, s in zip(migrations, statuses, strict=True) if not s.tracked
+    }
+    findings: list[Finding] = []
+    seen: set[str] = set()
+    for row in snapshot.tracking_rows:
+        if row.hash is None or row.hash in known:
+            continue
+        if row.hash in seen:
+            continue
+        seen.add(row.hash)
+        edited = untracked_by_when.get(row.created_at) if row.created_at is not None else None
+        if edited:
+            findings.append(
+                Finding(
+                    "edited_migration",
+                    f"{edited}.sql changed after it was applied: tracked hash {row.hash[:12]}… "
+                    f"has its created_at {row.created_at} but not its current hash",
+                    edited,
+                )
+            )
+        else:
+            findings.append(
+                Finding(
+                    "unknown_hash",
+                    f"tracked hash {row.hash[:12]}… (id {row.id}, created_at {row.created_at}) "
+                    "matches no migration file: applied from another branch or folder",
+                    severity="warning",
+                )
+            )
+    duplicates = _duplicates(row.hash for row in snapshot.tracking_rows if row.hash)
+    for digest in sorted(duplicates):
+        findings.append(
+            Finding(
+                "duplicate_tracking_row",
+                f"hash {digest[:12]}… is tracked more than once",
+                severity="warning",
+            )
+        )
+    return findings
+
+
+def build_checks(snapshot: CatalogSnapshot, statuses: Sequence[MigrationStatus]) -> list[Check]:
+    """The runbook's checklist, one line per check."""
+    name = f"{snapshot.tracking_schema}.{snapshot.tracking_table}"
+    if snapshot.tracking_present:
+        tracking = Check(
+            "tracking_table",
+            snapshot.tracking_readable,
+            f"{name} present, {len(snapshot.tracking_rows)} rows"
+            if snapshot.tracking_readable
+            else f"{name} present but unreadable",
+        )
+    else:
+        elsewhere = ", ".join(f"{s}.{snapshot.tracking_table}" for s in snapshot.tracking_elsewhere)
+        tracking = Check(
+            "tracking_table",
+            False,
+            f"{name} missing" + (f" (found {elsewhere}: wrong schema)" if elsewhere else ""),
+        )
+    checks = [
+        Check(
+            "connectivity",
+            True,
+            f"connected to {snapshot.database} (PostgreSQL {snapshot.server_version})",
+        ),
+        tracking,
+    ]
+    for status in statuses:
+        expected = len(status.expected_objects)
+        if expected == 0:
+            detail = "no objects to check (decided by its hash)"
+        elif status.missing_objects:
+            shown = ", ".join(status.missing_summary[:4])
+            more = len(status.missing_summary) - 4
+            detail = f"{expected - len(status.missing_objects)}/{expected} present; missing {shown}"
+            detail += f" and {more} more" if more > 0 else ""
+        else:
+            detail = f"{expected}/{expected} present"
+        checks.append(Check(f"objects {status.tag}", not status.missing_objects, detail))
+        checks.append(
+            Check(
+                f"tracked {status.tag}",
+                status.tracked,
+                f"hash {status.hash[:12]}… {'tracked' if status.tracked else 'not tracked'}",
+            )
+        )
+    return checks
+
+
+def recommend(
+    verdict: Verdict,
+    statuses: Sequence[MigrationStatus],
+    findings: Sequence[Finding],
+    snapshot: CatalogSnapshot | None,
+) -> str:
+    """What to do next, in the runbook's terms."""
+    if verdict is Verdict.SAFE:
+        return "All migrations are applied: safe to merge and deploy the code."
+    if verdict is Verdict.ERROR:
+        return (
+            "Cannot tell the migration state: fix the connection string, network or "
+            "permissions, then validate again. Do not deploy."
+        )
+    pending = [s.tag for s in statuses if s.state is MigrationState.PENDING]
+    skipped = [f.migration for f in findings if f.code == "out_of_order" and f.migration]
+    if verdict is Verdict.NEEDS_MIGRATION:
+        text = (
+            f"Migrations first (Strategy A): confirm a backup, run `orchestrator migrate` to "
+            f"apply {', '.join(pending)}, validate again (expect SAFE), then merge and deploy."
+        )
+        if skipped:
+            text += f" Do not use `drizzle-kit migrate`: it would skip {', '.join(skipped)}."
+        return text
+    if any(f.code == "schema_drift" for f in findings):
+        return (
+            "Do not deploy: the schema differs from what the tracked migrations build (see "
+            "schema_drift). Find who changed it; put it back (restore point or backup) or "
+            "write a migration that states the change; then validate again."
+        )
+    problems = [f"{s.tag} is {s.state.value}" for s in statuses if s.state in UNRECONCILED]
+    if problems:
+        return (
+            "Do not deploy: " + "; ".join(problems) + ". Reconcile by hand: objects present but "
+            "untracked need their tracking row (or removal), tracked-but-missing need the "
+            "objects restored (restore point or backup); then validate again."
+        )
+    return (
+        f"Do not deploy with drizzle-kit: {', '.join(pending)} pending behind applied "
+        "migrations (a hole). `orchestrator migrate` applies them in journal order; then "
+        "validate again."
+    )
+
+
+def _duplicates(values: Iterable[str]) -> set[str]:
+    seen: set[str] = set()
+    dupes: set[str] = set()
+    for value in values:
+        (dupes if value in seen else seen).add(value)
+    return dupes

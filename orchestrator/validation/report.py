@@ -1,0 +1,165 @@
+"""The validation report and its vocabulary: verdicts, migration states, checks, findings.
+
+Plain frozen values, rendered by the CLI as a table or JSON; nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from orchestrator.drizzle.objects import DbObject
+from orchestrator.errors import ExitCode
+
+
+class Verdict(StrEnum):
+    """The answer to "can this release's code go out?"."""
+
+    SAFE = "SAFE"  # every migration applied
+    NEEDS_MIGRATION = "NEEDS_MIGRATION"  # a clean prefix applied, the rest pending
+    PARTIAL_MIGRATION = "PARTIAL_MIGRATION"  # anything else: nobody chose this state
+    ERROR = "ERROR"  # cannot tell
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """The process exit code of this verdict."""
+        return {
+            Verdict.SAFE: ExitCode.OK,
+            Verdict.NEEDS_MIGRATION: ExitCode.NEEDS_MIGRATION,
+            Verdict.PARTIAL_MIGRATION: ExitCode.PARTIAL,
+            Verdict.ERROR: ExitCode.ERROR,
+        }[self]
+
+
+class MigrationState(StrEnum):
+    """Where one migration stands, from its tracking row and its objects."""
+
+    APPLIED = "applied"  # tracked, and its objects present
+    PENDING = "pending"  # not tracked, none of its objects present
+    UNTRACKED_PRESENT = "untracked_present"  # objects present, hash missing
+    TRACKED_MISSING = "tracked_missing"  # hash present, objects missing
+    PARTIALLY_PRESENT = "partially_present"  # some of its objects present, some not
+
+
+#: States that only a human can reconcile: migrate refuses to run over them.
+UNRECONCILED = frozenset(
+    {
+        MigrationState.UNTRACKED_PRESENT,
+        MigrationState.TRACKED_MISSING,
+        MigrationState.PARTIALLY_PRESENT,
+    }
+)
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the runbook's checklist."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something a release engineer must know, with a stable code."""
+
+    code: str
+    message: str
+    migration: str | None = None
+    severity: Severity = "error"
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    """The state of one migration and the evidence behind it."""
+
+    tag: str
+    hash: str
+    when: int
+    state: MigrationState
+    tracked: bool
+    expected_objects: tuple[str, ...]
+    missing_objects: tuple[str, ...]
+    missing_summary: tuple[str, ...] = ()  # the same, a missing table standing for its parts
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Everything ``validate`` knows; rendered by the CLI as a table or JSON."""
+
+    status: Verdict
+    checks: tuple[Check, ...]
+    migrations: tuple[MigrationStatus, ...]
+    findings: tuple[Finding, ...]
+    recommendation: str
+    database: dict[str, Any] = field(default_factory=dict)
+    tracked_hashes: frozenset[str] = frozenset()  # every hash in the tracking table
+    # j when the schema is exactly the modelled state after the journal's first j entries.
+    matched_prefix: int | None = None
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """The process exit code for this report."""
+        return self.status.exit_code
+
+    @property
+    def pending(self) -> tuple[MigrationStatus, ...]:
+        """Migrations not applied and with none of their objects present."""
+        return tuple(m for m in self.migrations if m.state is MigrationState.PENDING)
+
+    @property
+    def unreconciled(self) -> tuple[MigrationStatus, ...]:
+        """Migrations in a state that blocks migrating."""
+        return tuple(m for m in self.migrations if m.state in UNRECONCILED)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready document: status, checks, migrations, findings, recommendation."""
+        return {
+            "status": self.status.value,
+            "exit_code": int(self.exit_code),
+            "database": self.database,
+            "checks": [asdict(c) for c in self.checks],
+            "migrations": [
+                {
+                    "tag": m.tag,
+                    "hash": m.hash,
+                    "when": m.when,
+                    "state": m.state.value,
+                    "tracked": m.tracked,
+                    "expected_objects": list(m.expected_objects),
+                    "missing_objects": list(m.missing_objects),
+                }
+                for m in self.migrations
+            ],
+            "findings": [asdict(f) for f in self.findings],
+            "schema_matches_prefix": self.matched_prefix,
+            "recommendation": self.recommendation,
+        }
+
+
+def summarize_missing(missing: Sequence[DbObject]) -> list[str]:
+    """Missing objects for people: a missing table stands for its columns and constraints."""
+    tables = {(o.schema, o.name) for o in missing if o.kind == "table"}
+    parts: dict[tuple[str, str], int] = {}
+    lines = []
+    for obj in missing:
+        if obj.kind in ("column", "constraint") and (obj.schema, obj.parent or "") in tables:
+            key = (obj.schema, obj.parent or "")
+            parts[key] = parts.get(key, 0) + 1
+        elif obj.kind != "table":
+            lines.append(str(obj))
+    tables_first = [
+        f"table {schema}.{name}"
+        + (
+            f" (and its {parts[(schema, name)]} columns/constraints)"
+            if parts.get((schema, name))
+            else ""
+        )
+        for schema, name in sorted(tables)
+    ]
+    return tables_first + lines
