@@ -1,200 +1,170 @@
 """The command layer: one function per verb, returning values, knowing nothing of the CLI.
 
-Each function takes plain arguments, does its work through the runtime modules, and returns
-a result or raises a typed error from :mod:`orchestrator.errors`. ``cli.py`` parses
-arguments, calls one of these, and renders what comes back.
+Every command of ``orchestrator`` calls exactly one function here, with plain arguments, and
+renders what comes back; errors are the typed ones of :mod:`orchestrator.errors`. Below this
+layer sit the runtimes, which know nothing of verbs: the database operations
+(:mod:`orchestrator.database`), migration analysis (:mod:`orchestrator.analysis`), repair
+and inspect, and the deploy engine (:mod:`orchestrator.engine`).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
-from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.allocation import cyclic_gc_paused
-from orchestrator.db import runlock
-from orchestrator.db.catalog import CatalogSnapshot, read_snapshot
-from orchestrator.db.connect import check_url, connect
-from orchestrator.db.migrator import (
-    AppliedMigration,
-    MigrateOptions,
-    MigrationFailed,
-    apply_pending,
+from orchestrator.database import (
+    DEFAULT_RETRY,
+    MigrateResult,
+    migrate_database,
+    take_snapshot,
+    validate_database,
 )
+from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
-from orchestrator.drizzle.journal import Journal, Migration
-from orchestrator.drizzle.objects import ObjectModel, journal_model
-from orchestrator.errors import DatabaseError, PartialStateError, UsageError
-from orchestrator.validation import ValidationReport, Verdict, error_report, validate
-from orchestrator.validation.matching import out_of_order_differences
+from orchestrator.drizzle.journal import Journal
+from orchestrator.errors import DatabaseError
+from orchestrator.repair import repair_database
 
-DEFAULT_RETRY = RetryPolicy()
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from orchestrator.analysis.lint import LintFinding
+    from orchestrator.analysis.plan import Plan
+    from orchestrator.engine.rehearsal import DryRun, RehearsalBounds
+    from orchestrator.engine.run import Interaction, RollbackResult
+    from orchestrator.inventory import Inventory
+    from orchestrator.runs import RunRecord
+
+__all__ = [
+    "DEFAULT_RETRY",
+    "MigrateResult",
+    "checklist",
+    "deploy",
+    "inspect",
+    "lint",
+    "migrate_database",
+    "plan",
+    "rehearse",
+    "repair_database",
+    "resume",
+    "rollback",
+    "run_timeline",
+    "runs",
+    "take_snapshot",
+    "validate_database",
+]
 
 
-@dataclass(frozen=True)
-class MigrateResult:
-    """What ``migrate`` did: the state before, what it applied, the state after."""
-
-    before: ValidationReport
-    applied: tuple[AppliedMigration, ...]
-    after: ValidationReport
-
-
-def take_snapshot(url: str, options: MigrateOptions) -> CatalogSnapshot:
-    """Connect, read one catalog snapshot, disconnect."""
-    with connect(url) as conn:
-        return read_snapshot(conn, schema=options.schema, table=options.table)
-
-
-def validate_database(
-    url: str,
+def plan(
+    url: str | None,
     journal: Journal,
     options: MigrateOptions,
     *,
     retry: RetryPolicy = DEFAULT_RETRY,
     on_retry: OnRetry | None = None,
-    model: ObjectModel | None = None,
-) -> ValidationReport:
-    """Read-only: judge the database at ``url`` against ``journal``.
+) -> Plan:
+    """Risk, compatibility and strategy of the migrations the database lacks (every
+    migration when ``url`` is None). The database's states come from ``validate``, so plan
+    and validate never disagree on what is pending."""
+    from orchestrator.analysis.plan import build_plan
+    from orchestrator.validation import MigrationState, Verdict
 
-    Bad input raises :class:`UsageError`; an unreachable or unreadable database yields a
-    report with verdict ERROR rather than an exception, since "cannot tell" is a verdict.
-    ``model`` is the journal's object model when the caller already built it (it is the
-    costly part for a large folder, and does not depend on the database).
-    """
-    check_url(url)
-    # The catalog round trip (network and server time) overlaps parsing the SQL (local CPU).
-    with (
-        cyclic_gc_paused(),
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot") as pool,
-    ):
-        reading = pool.submit(
-            call_with_retry, lambda: take_snapshot(url, options), retry, on_retry=on_retry
-        )
-        if model is None:
-            model = journal_model(journal)
-        try:
-            snapshot = reading.result()
-        except DatabaseError as exc:
-            return error_report(str(exc))
-        return validate(journal, model, snapshot)
+    tags: set[str] | None = None
+    if url is not None:
+        report = validate_database(url, journal, options, retry=retry, on_retry=on_retry)
+        if report.status is Verdict.ERROR:
+            errors = [f.message for f in report.findings if f.severity == "error"]
+            raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
+        tags = {m.tag for m in report.migrations if m.state is not MigrationState.APPLIED}
+    return build_plan(journal, tags)
 
 
-def migrate_database(
+def lint(journal: Journal) -> list[LintFinding]:
+    """Every lint finding of every migration of ``journal``, in order."""
+    from orchestrator.analysis.effects import analyse_migrations
+    from orchestrator.analysis.lint import lint_migrations
+
+    analysis = analyse_migrations([(m.tag, m.statements) for m in journal.migrations])
+    return lint_migrations(analysis.migrations)
+
+
+def inspect(
     url: str,
     journal: Journal,
-    options: MigrateOptions,
     *,
-    confirm: Callable[[ValidationReport], bool],
+    schema: str,
+    table: str,
     retry: RetryPolicy = DEFAULT_RETRY,
     on_retry: OnRetry | None = None,
-    on_migration: Callable[[Migration], None] | None = None,
-    take_run_lock: bool = True,
-) -> MigrateResult:
-    """Validate, refuse unreconciled states, ask ``confirm``, apply, and validate again.
+) -> Inventory:
+    """Every table with its columns and creating migration, and drift against the tracked
+    migrations; read-only."""
+    from orchestrator.inventory import inspect_database
 
-    A transient failure during the migration transaction is retried only after revalidating:
-    if the commit landed before the connection dropped, there is nothing left to do; if the
-    state became unreconciled, we stop. The migrator re-reads tracked hashes under an
-    advisory lock, so a retry never applies anything twice.
-
-    Unless the caller already holds it (``take_run_lock=False``: a deploy run), the database's
-    run lock is taken first, so a migrate never runs beside a deploy (exit 2 at once).
-    """
-    with ExitStack() as stack:
-        if take_run_lock:
-            lock = runlock.RunLock(
-                url,
-                schema=options.schema,
-                table=options.table,
-                owner=runlock.application_name(None, "migrate"),
-            )
-            # The first connection: a Neon compute may be waking up.
-            call_with_retry(lambda: stack.enter_context(lock), retry, on_retry=on_retry)
-        return _migrate(url, journal, options, confirm, retry, on_retry, on_migration)
+    return call_with_retry(
+        lambda: inspect_database(url, journal, schema=schema, table=table),
+        retry,
+        on_retry=on_retry,
+    )
 
 
-def _migrate(
-    url: str,
-    journal: Journal,
-    options: MigrateOptions,
-    confirm: Callable[[ValidationReport], bool],
-    retry: RetryPolicy,
-    on_retry: OnRetry | None,
-    on_migration: Callable[[Migration], None] | None,
-) -> MigrateResult:
-    model = journal_model(journal)  # once: every validation below judges the same journal
+def checklist(playbook_path: Path) -> list[str]:
+    """The runbook's pre-deployment checklist for the playbook's release."""
+    from orchestrator.checklist import checklist as build
+    from orchestrator.playbook import load_playbook
 
-    def judge() -> ValidationReport:
-        return validate_database(url, journal, options, retry=retry, on_retry=on_retry, model=model)
-
-    before = judge()
-    _refuse_unmigratable(before)
-    if not before.pending:
-        return MigrateResult(before, (), before)
-    _refuse_reordering(journal, model, before)
-    if not confirm(before):
-        raise UsageError("migration not confirmed: nothing was changed")
-
-    applied: list[AppliedMigration] = []
-    attempts = max(1, retry.attempts)
-    for attempt in range(1, attempts + 1):
-        try:
-            with connect(url) as conn:
-                applied = apply_pending(conn, journal, options, on_migration=on_migration)
-            break
-        except (DatabaseError, MigrationFailed) as exc:
-            if not _worth_another_attempt(exc) or attempt == attempts:
-                raise
-            wait = retry.wait(attempt)
-            if on_retry is not None:
-                on_retry(attempt, exc, wait)
-            _sleep(wait)
-            now = judge()
-            _refuse_unmigratable(now)
-            if not now.pending:
-                # The commit reached the server before the connection was lost.
-                applied = [AppliedMigration(m.tag, m.hash, m.when) for m in before.pending]
-                break
-
-    after = judge()
-    return MigrateResult(before, tuple(applied), after)
+    return build(load_playbook(playbook_path))
 
 
-def _refuse_unmigratable(report: ValidationReport) -> None:
-    if report.status is Verdict.ERROR:
-        errors = [f.message for f in report.findings if f.severity == "error"]
-        raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
-    if report.unreconciled:
-        states = "; ".join(f"{m.tag} is {m.state.value}" for m in report.unreconciled)
-        raise PartialStateError(f"refusing to migrate a partial state: {states}")
+def deploy(playbook_path: Path, state_dir: Path, interaction: Interaction) -> RunRecord:
+    """Start a run of Strategy A and walk it until it succeeds, halts or fails."""
+    from orchestrator.engine.run import start
+    from orchestrator.runs import RunStore
+
+    return start(playbook_path, RunStore(state_dir), interaction)
 
 
-#: Failures of the migration transaction that say nothing about its SQL: the connection went
-#: away, or the server chose this transaction as a deadlock's or serialization's victim.
-#: Each is retried only after validating again (the commit may have landed).
-RETRIED_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+def rehearse(
+    playbook_path: Path,
+    environ: Mapping[str, str],
+    *,
+    rehearse_on: str | None,
+    bounds: RehearsalBounds,
+) -> DryRun:
+    """Walk the deploy in rehearsal form and predict its exit code; commits nothing."""
+    from orchestrator.engine.rehearsal import rehearse as walk
+
+    return walk(playbook_path, environ, rehearse_on=rehearse_on, bounds=bounds)
 
 
-def _worth_another_attempt(exc: Exception) -> bool:
-    if isinstance(exc, MigrationFailed):
-        return exc.sqlstate in RETRIED_SQLSTATES
-    return isinstance(exc, DatabaseError) and exc.transient
+def resume(run_id: str | None, state_dir: Path, interaction: Interaction) -> RunRecord:
+    """Continue an interrupted or halted run after re-reading the world."""
+    from orchestrator.engine.run import resume as walk
+    from orchestrator.runs import RunStore
+
+    return walk(run_id, RunStore(state_dir), interaction)
 
 
-def _refuse_reordering(journal: Journal, model: ObjectModel, report: ValidationReport) -> None:
-    """Refuse to apply a skipped migration last when that builds another schema than drizzle."""
-    differences = out_of_order_differences(journal, model, report.tracked_hashes)
-    if differences:
-        shown = "; ".join(str(d) for d in differences[:3])
-        raise PartialStateError(
-            "refusing to migrate: the pending migrations sit before applied ones, and applying "
-            f"them now (after those) builds another schema than the journal's order: {shown}. "
-            "Write a new migration that brings the schema where the journal intends instead"
-        )
+def rollback(run_id: str, state_dir: Path, interaction: Interaction) -> RollbackResult:
+    """Revert a run's pushed merge and return the database steps left to the operator."""
+    from orchestrator.engine.run import rollback as revert
+    from orchestrator.runs import RunStore
+
+    return revert(run_id, RunStore(state_dir), interaction)
 
 
-def _sleep(seconds: float) -> None:
-    time.sleep(seconds)
+def runs(state_dir: Path) -> list[RunRecord]:
+    """The recorded runs, newest first."""
+    from orchestrator.runs import RunStore
+
+    return RunStore(state_dir).list()
+
+
+def run_timeline(state_dir: Path, run_id: str) -> tuple[RunRecord, list[dict[str, Any]]]:
+    """One run's record and its audit trail's events."""
+    from orchestrator.audit import read_events
+    from orchestrator.runs import RunStore
+
+    store = RunStore(state_dir)
+    record = store.load(run_id)
+    return record, read_events(store.audit_path(record.run_id))

@@ -22,9 +22,9 @@ from contextlib import contextmanager
 import psycopg
 
 from orchestrator.db.connect import describe
+from orchestrator.engine.steps.backup import without_password
 from orchestrator.errors import DatabaseError, UsageError
 from orchestrator.redaction import redact
-from orchestrator.steps.backup import without_password
 from orchestrator.testing.pg import (
     EmbeddedPostgres,
     ServerBinariesMissing,

@@ -37,7 +37,7 @@ def _mutate_guard(name: str) -> None:
     """For tests/test_guard_mutations.py: make guard ``name`` always pass, everywhere."""
     import dataclasses
 
-    from orchestrator import machine
+    from orchestrator.engine import machine
 
     original = getattr(machine, name)
 

@@ -1,7 +1,7 @@
 """``orchestrator`` that stops itself (SIGSTOP) right after a given audit event is on disk.
 
 For the kill tests: ``python -m tests.pausing_deploy <pause-at> deploy ...`` runs the real CLI,
-with the run's console callback (a public part of :class:`orchestrator.deploy.Interaction`)
+with the run's console callback (a public part of :class:`orchestrator.engine.run.Interaction`)
 wrapped so the process stops at ``<pause-at>``: ``"<event>"`` or ``"<event>:<step|dest|tag>"``,
 e.g. ``step_end:backup``. The test then SIGKILLs it at that exact boundary. The runtime
 carries no such hook: it lives here, in the tests.
@@ -17,7 +17,7 @@ from typing import Any
 
 import orchestrator.cli.runs as cli_runs
 from orchestrator.cli import run
-from orchestrator.deploy import ConsoleCallback, Interaction
+from orchestrator.engine.run import ConsoleCallback, Interaction
 
 
 def pausing(console: ConsoleCallback | None, pause_at: str) -> ConsoleCallback:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.deploy import Interaction, start
 from orchestrator.drizzle.journal import read_journal
+from orchestrator.engine.run import Interaction, start
 from orchestrator.runs import RunRecord, RunStore
 from orchestrator.testing.release import (
     HealthServer,

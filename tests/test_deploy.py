@@ -11,8 +11,8 @@ import pytest
 
 from orchestrator.audit import read_events
 from orchestrator.cli import run
-from orchestrator.deploy import resume, rollback
 from orchestrator.drizzle.journal import read_journal
+from orchestrator.engine.run import resume, rollback
 from orchestrator.errors import UsageError
 from orchestrator.testing.pg import EmbeddedPostgres, with_user
 from orchestrator.testing.release import (
@@ -384,7 +384,7 @@ def test_pg_dump_backup_is_written_and_verified(world: World) -> None:
     assert backup["toc_entries"] > 10
     assert any(
         "pg_restore --clean" in line
-        for line in __import__("orchestrator.rollback", fromlist=["x"]).rollback_plan(record)
+        for line in __import__("orchestrator.engine.rollback", fromlist=["x"]).rollback_plan(record)
     )
 
 

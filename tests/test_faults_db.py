@@ -22,10 +22,10 @@ from orchestrator.audit import read_events
 from orchestrator.cli import run
 from orchestrator.commands import validate_database
 from orchestrator.db.migrator import MigrateOptions
-from orchestrator.deploy import resume
+from orchestrator.engine.run import resume
+from orchestrator.engine.steps.base import journal_at
 from orchestrator.gitrepo import open_repo
 from orchestrator.runs import RunRecord
-from orchestrator.steps.base import journal_at
 from orchestrator.testing.pg import EmbeddedPostgres, create_database
 from orchestrator.testing.release import git
 from orchestrator.validation import Verdict

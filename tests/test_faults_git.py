@@ -21,8 +21,8 @@ import pytest
 from orchestrator.cli import run
 from orchestrator.commands import validate_database
 from orchestrator.db.migrator import MigrateOptions
+from orchestrator.engine.steps.base import journal_at
 from orchestrator.gitrepo import open_repo
-from orchestrator.steps.base import journal_at
 from orchestrator.testing.release import git
 from orchestrator.validation import Verdict
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows

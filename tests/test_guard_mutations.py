@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.machine import TRANSITIONS
+from orchestrator.engine.machine import TRANSITIONS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GUARDS = sorted({guard.__name__ for edge in TRANSITIONS for guard in edge.guards})

@@ -10,8 +10,7 @@ import psycopg
 import pytest
 
 from orchestrator.db.retry import RetryPolicy, call_with_retry, is_transient
-from orchestrator.errors import DatabaseError, ExitCode
-from orchestrator.machine import (
+from orchestrator.engine.machine import (
     STATES,
     STEPS_IN,
     TERMINAL,
@@ -21,7 +20,8 @@ from orchestrator.machine import (
     edges_from,
     halt_exit_code,
 )
-from orchestrator.rollback import rollback_plan
+from orchestrator.engine.rollback import rollback_plan
+from orchestrator.errors import DatabaseError, ExitCode
 from orchestrator.runs import RunRecord
 
 
@@ -179,7 +179,7 @@ def test_retry_policy_retries_only_transient_failures() -> None:
 
 
 def test_guards_check_the_world_not_only_the_record() -> None:
-    from orchestrator.machine import (
+    from orchestrator.engine.machine import (
         backup_recorded,
         merge_pushed,
         migration_recorded,
@@ -203,7 +203,7 @@ def test_guards_check_the_world_not_only_the_record() -> None:
 
 
 def test_each_routing_guard_says_no_when_its_verdict_is_not_there() -> None:
-    from orchestrator.machine import (
+    from orchestrator.engine.machine import (
         already_safe,
         monitor_healthy,
         needs_migration,
@@ -222,7 +222,7 @@ def test_each_routing_guard_says_no_when_its_verdict_is_not_there() -> None:
 
 
 def test_every_live_state_declares_its_dead_end() -> None:
-    from orchestrator.machine import LIVE, halt_reason
+    from orchestrator.engine.machine import LIVE, halt_reason
 
     assert set(LIVE) == {s for s in STATES if s not in TERMINAL}
     pushed_gone = record(preflight={"remote": "origin", "target": "main"})
@@ -233,7 +233,7 @@ def test_every_live_state_declares_its_dead_end() -> None:
 
 
 def test_resume_re_enters_through_the_machine() -> None:
-    from orchestrator.machine import reopen_trigger
+    from orchestrator.engine.machine import reopen_trigger
 
     model = RunModel(record(), SEEN)
     build_machine(model, "halted")

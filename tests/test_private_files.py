@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.deploy import Interaction
+from orchestrator.engine.run import Interaction
+from orchestrator.engine.steps.backup import dump_intact, partial_path, pg_dump
 from orchestrator.redaction import redact
-from orchestrator.steps.backup import dump_intact, partial_path, pg_dump
 from orchestrator.testing.release import write_playbook
 from tests.release_world import World, world
 
@@ -85,7 +85,7 @@ def test_a_recorded_dump_counts_only_while_it_is_intact(database_url: str, tmp_p
 def test_the_dump_process_dies_with_its_parent(tmp_path: Path) -> None:
     parent_code = (
         "import subprocess, sys, time\n"
-        "from orchestrator.steps.backup import _child_of_this_process\n"
+        "from orchestrator.engine.steps.backup import _child_of_this_process\n"
         "child = subprocess.Popen(['sleep', '60'], preexec_fn=_child_of_this_process)\n"
         "print(child.pid, flush=True)\n"
         "time.sleep(60)\n"

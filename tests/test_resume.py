@@ -24,12 +24,12 @@ from orchestrator.audit import read_events
 from orchestrator.cli import run
 from orchestrator.commands import validate_database
 from orchestrator.db.migrator import MigrateOptions
-from orchestrator.deploy import resume
 from orchestrator.drizzle.journal import Journal
+from orchestrator.engine.run import resume
+from orchestrator.engine.steps.base import journal_at
 from orchestrator.errors import UsageError
 from orchestrator.gitrepo import open_repo
 from orchestrator.runs import RunRecord
-from orchestrator.steps.base import journal_at
 from orchestrator.testing.release import git
 from orchestrator.validation import Verdict
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows

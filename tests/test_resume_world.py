@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from orchestrator.deploy import resume
+from orchestrator.engine.run import resume
 from orchestrator.errors import ExitCode
 from orchestrator.testing.release import git, write_playbook
 from tests.drizzle_helpers import tracking_rows

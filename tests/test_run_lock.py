@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.cli import run
 from orchestrator.db import runlock
-from orchestrator.deploy import Interaction, start
+from orchestrator.engine.run import Interaction, start
 from orchestrator.errors import UsageError
 from orchestrator.runs import RunRecord
 from tests.drizzle_helpers import schema_fingerprint

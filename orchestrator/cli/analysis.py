@@ -13,7 +13,7 @@ from orchestrator.cli.options import (
     lock_timeout_option,
     on_retry,
 )
-from orchestrator.errors import DatabaseError, ExitCode, UsageError
+from orchestrator.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from orchestrator.analysis.lint import LintFinding
@@ -32,23 +32,13 @@ def plan(target: DatabaseTarget, all_migrations: bool, markdown: bool) -> int:
     migrations (or of every migration with --all)."""
     from orchestrator import commands
     from orchestrator.analysis.markdown import plan_markdown
-    from orchestrator.analysis.plan import build_plan
     from orchestrator.cli.console import out, print_json
-    from orchestrator.validation import MigrationState, Verdict
 
     if target.as_json and markdown:
         raise UsageError("--json and --markdown are exclusive: pick one")
     journal = target.journal()
-    tags: set[str] | None = None
-    if not all_migrations:
-        report = commands.validate_database(
-            target.url(), journal, target.options(), retry=target.retry, on_retry=on_retry
-        )
-        if report.status is Verdict.ERROR:
-            errors = [f.message for f in report.findings if f.severity == "error"]
-            raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
-        tags = {m.tag for m in report.migrations if m.state is not MigrationState.APPLIED}
-    result = build_plan(journal, tags)
+    url = None if all_migrations else target.url()
+    result = commands.plan(url, journal, target.options(), retry=target.retry, on_retry=on_retry)
     if target.as_json:
         print_json(result.to_json())
     elif markdown:
@@ -68,14 +58,12 @@ def plan(target: DatabaseTarget, all_migrations: bool, markdown: bool) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def lint(migrations: Path, as_json: bool) -> int:
     """Lint every migration of a folder; exit 21 on errors (warnings alone exit 0)."""
-    from orchestrator.analysis.effects import analyse_migrations
-    from orchestrator.analysis.lint import has_errors, lint_migrations
+    from orchestrator import commands
+    from orchestrator.analysis.lint import has_errors
     from orchestrator.cli.console import print_json
     from orchestrator.cli.options import read_migrations
 
-    journal = read_migrations(migrations)
-    analysis = analyse_migrations([(m.tag, m.statements) for m in journal.migrations])
-    findings = lint_migrations(analysis.migrations)
+    findings = commands.lint(read_migrations(migrations))
     errors = sum(f.severity == "error" for f in findings)
     if as_json:
         print_json(
@@ -100,8 +88,8 @@ def repair(target: DatabaseTarget, lock_timeout: str, dry_run: bool, yes: bool) 
     drizzle would; refuses partial states."""
     from orchestrator import render
     from orchestrator.cli.console import interactive, out, print_json
+    from orchestrator.commands import repair_database
     from orchestrator.db.connect import redact_url
-    from orchestrator.repair import repair_database
 
     url = target.url()
     options = target.options(lock_timeout=lock_timeout)
@@ -143,15 +131,15 @@ def repair(target: DatabaseTarget, lock_timeout: str, dry_run: bool, yes: bool) 
 def inspect(target: DatabaseTarget) -> int:
     """Read-only: every table with its columns, types, row estimate and creating migration,
     and the drift between the database and the migrations, both ways."""
+    from orchestrator import commands
     from orchestrator.cli.console import print_json
-    from orchestrator.db.retry import call_with_retry
-    from orchestrator.inventory import inspect_database
 
-    url = target.url()
-    journal = target.journal()
-    inventory = call_with_retry(
-        lambda: inspect_database(url, journal, schema=target.schema, table=target.table),
-        target.retry,
+    inventory = commands.inspect(
+        target.url(),
+        target.journal(),
+        schema=target.schema,
+        table=target.table,
+        retry=target.retry,
         on_retry=on_retry,
     )
     if target.as_json:

@@ -13,14 +13,14 @@ from orchestrator.cli.options import state_options
 from orchestrator.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
-    from orchestrator.deploy import Interaction
+    from orchestrator.engine.run import Interaction
     from orchestrator.runs import RunRecord
 
 
 def _interaction(yes: bool, backup_confirmed: bool, as_json: bool, what: str) -> Interaction:
     """Confirmations: --yes answers them; a terminal asks; otherwise refuse up front."""
     from orchestrator.cli.console import interactive
-    from orchestrator.deploy import Interaction
+    from orchestrator.engine.run import Interaction
 
     at_terminal = interactive()
     if not yes and not at_terminal:
@@ -120,18 +120,14 @@ def deploy(
     as_json: bool,
 ) -> int:
     """Walk Strategy A: backup, validate, migrate, revalidate, merge/push, monitor."""
-    from orchestrator import deploy as engine
-    from orchestrator.checklist import checklist
+    from orchestrator import commands
     from orchestrator.cli.console import err, print_json, print_lines
-    from orchestrator.playbook import load_playbook
-    from orchestrator.rehearsal import rehearse
-    from orchestrator.runs import RunStore
 
     if rehearse_on is not None and not dry_run:
         raise UsageError("--rehearse-on only goes with --dry-run")
     if dry_run:
         from orchestrator.cli.options import duration
-        from orchestrator.rehearsal import RehearsalBounds
+        from orchestrator.engine.rehearsal import RehearsalBounds
 
         bounds = RehearsalBounds(
             lock_timeout=duration(rehearsal_lock_timeout, "--rehearsal-lock-timeout"),
@@ -139,7 +135,7 @@ def deploy(
                 rehearsal_statement_timeout, "--rehearsal-statement-timeout"
             ),
         )
-        rehearsal = rehearse(playbook, os.environ, rehearse_on=rehearse_on, bounds=bounds)
+        rehearsal = commands.rehearse(playbook, os.environ, rehearse_on=rehearse_on, bounds=bounds)
         for warning in rehearsal.warnings:
             _warn(warning)
         if as_json:
@@ -151,10 +147,10 @@ def deploy(
         return int(rehearsal.exit_code)
     interaction = _interaction(yes, backup_confirmed, as_json, "deploy")
     if not yes and not as_json:
-        print_lines(checklist(load_playbook(playbook)))
+        print_lines(commands.checklist(playbook))
         if not click.confirm("Start the deploy?", default=False):
             raise UsageError("deploy not started: nothing was changed")
-    record = engine.start(playbook, RunStore(state_dir), interaction)
+    record = commands.deploy(playbook, state_dir, interaction)
     return _finish_run(record, as_json)
 
 
@@ -172,11 +168,10 @@ def resume(
 
     Refuses (exit 2) if the world moved under the run; steps already done are not repeated.
     """
-    from orchestrator import deploy as engine
-    from orchestrator.runs import RunStore
+    from orchestrator import commands
 
     interaction = _interaction(yes, backup_confirmed, as_json, "resume")
-    record = engine.resume(run_id, RunStore(state_dir), interaction)
+    record = commands.resume(run_id, state_dir, interaction)
     return _finish_run(record, as_json)
 
 
@@ -186,12 +181,11 @@ def resume(
 @state_options
 def rollback(run_id: str, yes: bool, state_dir: Path, as_json: bool) -> int:
     """Revert a run's pushed merge (git revert + push) and print the database steps."""
-    from orchestrator import deploy as engine
+    from orchestrator import commands
     from orchestrator.cli.console import out, print_json, print_lines
-    from orchestrator.runs import RunStore
 
     interaction = _interaction(yes, False, as_json, "rollback")
-    result = engine.rollback(run_id, RunStore(state_dir), interaction)
+    result = commands.rollback(run_id, state_dir, interaction)
     if as_json:
         print_json({"reverted_commit": result.reverted_commit, "plan": result.plan})
     else:
@@ -205,11 +199,10 @@ def rollback(run_id: str, yes: bool, state_dir: Path, as_json: bool) -> int:
 @state_options
 def list_runs(state_dir: Path, as_json: bool) -> int:
     """List recorded runs, newest first."""
-    from orchestrator import render
+    from orchestrator import commands, render
     from orchestrator.cli.console import out, print_json
-    from orchestrator.runs import RunStore
 
-    records = RunStore(state_dir).list()
+    records = commands.runs(state_dir)
     if as_json:
         print_json({"runs": [r.to_json() for r in records]})
     else:
@@ -222,14 +215,10 @@ def list_runs(state_dir: Path, as_json: bool) -> int:
 @state_options
 def show(run_id: str, state_dir: Path, as_json: bool) -> int:
     """Print a run's timeline (transitions, steps, checks, halt and rollback plan)."""
-    from orchestrator import render
-    from orchestrator.audit import read_events
+    from orchestrator import commands, render
     from orchestrator.cli.console import out, print_json
-    from orchestrator.runs import RunStore
 
-    store = RunStore(state_dir)
-    record = store.load(run_id)
-    events = read_events(store.audit_path(record.run_id))
+    record, events = commands.run_timeline(state_dir, run_id)
     if as_json:
         print_json({"record": record.to_json(), "events": events})
     else:

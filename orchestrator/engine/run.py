@@ -1,4 +1,4 @@
-"""The deploy engine: walk the state machine of :mod:`orchestrator.machine` for one run.
+"""The deploy engine: walk the state machine of :mod:`orchestrator.engine.machine` for one run.
 
 Everything is recorded as it happens: the run record (``state.json``, written atomically after
 every step and transition) and the audit trail (``audit.jsonl``). An interrupted run can be
@@ -21,15 +21,7 @@ from orchestrator.db import runlock
 from orchestrator.db.connect import check_ssl, check_url, secret_values, with_application_name
 from orchestrator.db.migrator import MigrationFailed
 from orchestrator.db.retry import call_with_retry
-from orchestrator.errors import (
-    DatabaseError,
-    ExitCode,
-    GuardError,
-    OrchestratorError,
-    UsageError,
-)
-from orchestrator.gitrepo import MissingBranch, open_repo, remote_tips
-from orchestrator.machine import (
+from orchestrator.engine.machine import (
     STEPS_IN,
     TERMINAL,
     RunModel,
@@ -39,18 +31,26 @@ from orchestrator.machine import (
     halt_reason,
     reopen_trigger,
 )
-from orchestrator.observations import LiveObservations
-from orchestrator.playbook import Playbook, load_playbook
-from orchestrator.rollback import revert_code, rollback_plan
-from orchestrator.runs import RunRecord, RunStore, Transition, new_run_id, utc_now_iso
-from orchestrator.steps.base import (
+from orchestrator.engine.observations import LiveObservations
+from orchestrator.engine.rollback import revert_code, rollback_plan
+from orchestrator.engine.steps.base import (
     RunContext,
     Step,
     journal_at,
     migrations_path,
     retry_policy,
 )
-from orchestrator.world import changes_since, observe
+from orchestrator.engine.world import changes_since, observe
+from orchestrator.errors import (
+    DatabaseError,
+    ExitCode,
+    GuardError,
+    OrchestratorError,
+    UsageError,
+)
+from orchestrator.gitrepo import MissingBranch, open_repo, remote_tips
+from orchestrator.playbook import Playbook, load_playbook
+from orchestrator.runs import RunRecord, RunStore, Transition, new_run_id, utc_now_iso
 
 ConsoleCallback = Callable[[dict[str, Any]], None]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.commands import migrate_database, validate_database
+from orchestrator.database import migrate_database, validate_database
+from orchestrator.engine.steps.base import Outcome, RunContext
 from orchestrator.errors import GuardError
-from orchestrator.steps.base import Outcome, RunContext
 from orchestrator.validation import ValidationReport, Verdict
 
 

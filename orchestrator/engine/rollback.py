@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.engine.steps.base import RunContext
+from orchestrator.engine.steps.merge import merge_result
 from orchestrator.gitrepo import revert_commands, revert_release
 from orchestrator.runs import RunRecord
-from orchestrator.steps.base import RunContext
-from orchestrator.steps.merge import merge_result
 
 
 def applied_by_run(record: RunRecord) -> list[str]:

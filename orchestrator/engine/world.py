@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.commands import validate_database
+from orchestrator.database import validate_database
+from orchestrator.engine.steps.base import journal_at, migrate_options, retry_policy
 from orchestrator.errors import DatabaseError
 from orchestrator.gitrepo import contains, open_repo, remote_tips
 from orchestrator.playbook import Playbook
 from orchestrator.runs import RunRecord
-from orchestrator.steps.base import journal_at, migrate_options, retry_policy
 from orchestrator.validation import Verdict
 
 

@@ -42,7 +42,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from orchestrator.commands import migrate_database, validate_database
+from orchestrator.database import migrate_database, validate_database
 from orchestrator.db import runlock
 from orchestrator.db.connect import (
     check_url,
@@ -53,9 +53,13 @@ from orchestrator.db.connect import (
 )
 from orchestrator.db.migrator import MigrateOptions, excerpt, rehearse_pending
 from orchestrator.db.retry import call_with_retry
-from orchestrator.deploy import database_url, transport_warning
 from orchestrator.drizzle.journal import Journal, Migration, parse_journal
 from orchestrator.drizzle.objects import ObjectModel, journal_model
+from orchestrator.engine.machine import LIVE, TERMINAL, RunModel, build_machine, edges_from
+from orchestrator.engine.run import database_url, transport_warning
+from orchestrator.engine.steps.backup import restore_point
+from orchestrator.engine.steps.base import Outcome, migrate_options, migrations_path, retry_policy
+from orchestrator.engine.steps.migrate import summarize
 from orchestrator.errors import DatabaseError, ExitCode, GuardError, OrchestratorError, UsageError
 from orchestrator.gitrepo import (
     MissingBranch,
@@ -66,14 +70,10 @@ from orchestrator.gitrepo import (
     scratch_repository,
     trial_merge,
 )
-from orchestrator.machine import LIVE, TERMINAL, RunModel, build_machine, edges_from
 from orchestrator.monitor import CheckResult, http_check, judge_row, sql_check
 from orchestrator.playbook import Playbook, load_playbook
 from orchestrator.runs import RunRecord
 from orchestrator.schema_copy import CANNOT_CATCH, local_copy
-from orchestrator.steps.backup import restore_point
-from orchestrator.steps.base import Outcome, migrate_options, migrations_path, retry_policy
-from orchestrator.steps.migrate import summarize
 from orchestrator.validation import ValidationReport, Verdict, validate
 
 STATEMENT_EXCERPT = 100

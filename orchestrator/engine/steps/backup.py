@@ -22,9 +22,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from orchestrator.db.connect import connect, describe, redact
 from orchestrator.db.retry import call_with_retry, is_transient
+from orchestrator.engine.steps.base import Outcome, RunContext
 from orchestrator.errors import DatabaseError, GuardError, UsageError
 from orchestrator.runs import PRIVATE_FILE, private_directory, utc_now_iso
-from orchestrator.steps.base import Outcome, RunContext
 
 RESTORE_POINT_SQL = """
 SELECT now()::text,

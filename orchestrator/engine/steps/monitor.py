@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.engine.steps.base import Outcome, RunContext
 from orchestrator.monitor import Check, CheckResult, http_check, sql_check, watch
-from orchestrator.steps.base import Outcome, RunContext
 
 
 def build_checks(ctx: RunContext) -> list[Check]:

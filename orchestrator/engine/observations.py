@@ -21,10 +21,10 @@ from psycopg import sql
 
 from orchestrator.db.connect import connect, describe
 from orchestrator.db.retry import call_with_retry, is_transient
+from orchestrator.engine.steps.backup import dump_intact
+from orchestrator.engine.steps.base import RunContext
 from orchestrator.errors import DatabaseError
 from orchestrator.gitrepo import is_merged
-from orchestrator.steps.backup import dump_intact
-from orchestrator.steps.base import RunContext
 
 __all__ = ["LiveObservations", "Observations", "read_tracked_hashes"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.engine.steps.base import Outcome, RunContext
 from orchestrator.errors import GuardError
 from orchestrator.gitrepo import MergeResult, is_merged, merge_and_push
-from orchestrator.steps.base import Outcome, RunContext
 
 
 def merge_outcome(result: MergeResult) -> Outcome:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.engine.steps.base import Outcome, RunContext
 from orchestrator.gitrepo import preflight
-from orchestrator.steps.base import Outcome, RunContext
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ state its steps run; then ``transitions`` fires the first edge whose guards all 
 none holds the run halts at the state's dead end: a partial state, a failed check or a git
 conflict never lets it go on, and nothing guesses. Resume re-enters through the machine too
 (``reopen_<state>``). Guards are pure functions
-of the run record and of the world's facts they need (:mod:`orchestrator.observations`).
+of the run record and of the world's facts they need (:mod:`orchestrator.engine.observations`).
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ from typing import Any
 
 from transitions import Machine
 
+from orchestrator.engine.observations import Observations
+from orchestrator.engine.steps.backup import BackupStep
+from orchestrator.engine.steps.base import Step
+from orchestrator.engine.steps.merge import MergeStep
+from orchestrator.engine.steps.migrate import MigrateStep, RevalidateStep, ValidateStep
+from orchestrator.engine.steps.monitor import MonitorStep
+from orchestrator.engine.steps.preflight import PreflightStep
 from orchestrator.errors import ExitCode
-from orchestrator.observations import Observations
 from orchestrator.runs import RunRecord
-from orchestrator.steps.backup import BackupStep
-from orchestrator.steps.base import Step
-from orchestrator.steps.merge import MergeStep
-from orchestrator.steps.migrate import MigrateStep, RevalidateStep, ValidateStep
-from orchestrator.steps.monitor import MonitorStep
-from orchestrator.steps.preflight import PreflightStep
 
 STATES = (
     "pending",

@@ -1,0 +1,47 @@
+"""The git edge of a release: fetch, guard, trial-merge, merge/push, verify and revert.
+
+A release merges ``<remote>/<source>`` (e.g. staging) into ``<target>`` (e.g. main) and pushes
+``<target>`` to ``<remote>``. Every function here leaves the operator's clone as it found it
+(same branch checked out, same index and working tree) unless it succeeded, in which case the
+only local change is that the local ``<target>`` branch points at what was pushed.
+
+Git is driven through GitPython's command wrapper (``repo.git.execute``): porcelain commands
+whose exit status and stderr we interpret ourselves, so that every failure becomes a typed,
+one-line, credential-free error (:class:`GuardError` / :class:`UsageError`).
+
+The package, one concern a module: ``process`` (running git, one-line errors), ``remote``
+(fetch, tips, push), ``state`` (the operator's clone: open, refuse dirt, capture and restore),
+``trial`` (preflight and trial merges), ``scratch`` (the rehearsal's scratch repository),
+``history`` (ancestry and files at a commit), ``merge`` (merge and push) and ``revert``.
+"""
+
+from __future__ import annotations
+
+from orchestrator.gitrepo.history import contains, read_files_at
+from orchestrator.gitrepo.merge import MergeResult, is_merged, merge_and_push
+from orchestrator.gitrepo.process import clean_message
+from orchestrator.gitrepo.remote import MissingBranch, remote_tips
+from orchestrator.gitrepo.revert import revert_commands, revert_release
+from orchestrator.gitrepo.scratch import scratch_repository
+from orchestrator.gitrepo.state import open_repo, refuse_dirty
+from orchestrator.gitrepo.trial import Preflight, TrialMerge, preflight, trial_merge
+
+__all__ = [
+    "MergeResult",
+    "MissingBranch",
+    "Preflight",
+    "TrialMerge",
+    "clean_message",
+    "contains",
+    "is_merged",
+    "merge_and_push",
+    "open_repo",
+    "preflight",
+    "read_files_at",
+    "refuse_dirty",
+    "remote_tips",
+    "revert_commands",
+    "revert_release",
+    "scratch_repository",
+    "trial_merge",
+]

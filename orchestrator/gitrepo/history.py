@@ -1,0 +1,43 @@
+"""Committed history, read without the working tree: ancestry and files at a commit."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+import git
+
+from orchestrator.errors import UsageError
+from orchestrator.gitrepo.process import _is_ancestor, _resolve
+
+
+def contains(repo: git.Repo, tip: str, commit: str) -> bool:
+    """Whether ``commit`` is in the history of ``tip`` (both already local)."""
+    return _resolve(repo.git, commit) is not None and _is_ancestor(repo.git, commit, tip)
+
+
+def read_files_at(repo: git.Repo, commit: str, directory: str) -> dict[str, bytes]:
+    """Every file under ``directory`` (repo-relative, posix) as committed in ``commit``.
+
+    Keys are posix paths relative to ``directory``; the working tree is never read.
+    :class:`UsageError` if the commit is unknown or the directory does not exist in it.
+    """
+    sha = _resolve(repo.git, commit)
+    if sha is None:
+        raise UsageError(f"no commit {commit!r} in {repo.working_dir}")
+    parts = [p for p in PurePosixPath(directory).parts if p not in (".", "/")]
+    tree = repo.commit(sha).tree
+    if parts:
+        try:
+            found = tree / "/".join(parts)
+        except KeyError:
+            raise UsageError(f"directory {directory!r} does not exist at {sha[:12]}") from None
+        if not isinstance(found, git.Tree):
+            raise UsageError(f"{directory!r} is not a directory at {sha[:12]}")
+        tree = found
+    files: dict[str, bytes] = {}
+    for item in tree.traverse():
+        if isinstance(item, git.Blob):  # submodules (commits) have no bytes here
+            path = PurePosixPath(item.path)
+            key = path.relative_to("/".join(parts)) if parts else path
+            files[str(key)] = item.data_stream.read()
+    return files

@@ -1,0 +1,113 @@
+"""The release itself: merge the source into the target, push it, and check it landed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import git
+
+from orchestrator.errors import GuardError
+from orchestrator.gitrepo.process import (
+    _NO_RERERE,
+    _git,
+    _is_ancestor,
+    _name_paths,
+    _resolve,
+    _run,
+    _unmerged_paths,
+    clean_message,
+)
+from orchestrator.gitrepo.remote import _fetch, _push, _remote_tip
+from orchestrator.gitrepo.state import (
+    _capture,
+    _enter_target,
+    _restore_after,
+    _switch_back,
+    refuse_dirty,
+)
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What ``merge_and_push`` pushed; enough to verify or revert the release later."""
+
+    pushed_commit: str  # new tip of <remote>/<target>
+    previous_target_commit: str  # tip before our push
+    merge_commit: str | None  # the merge commit we created; None for a fast-forward / no-op
+    fast_forward: bool
+
+
+def merge_and_push(
+    repo: git.Repo, remote: str, source_commit: str, target: str, *, message: str
+) -> MergeResult:
+    """Merge ``source_commit`` into ``target`` and push ``target`` to ``remote``.
+
+    Fast-forwards when possible, otherwise creates a merge commit with ``message``. A source
+    already contained in ``<remote>/<target>`` is a no-op (nothing pushed). :class:`GuardError`
+    on a dirty tree, a local ``target`` with commits not on ``<remote>/<target>``, a merge
+    conflict (files named) or a rejected push; in each of those cases the local branches,
+    index, working tree and checked-out branch are put back as they were. On success the
+    original branch is checked out again and local ``target`` is left at the pushed commit.
+    """
+    refuse_dirty(repo)
+    _fetch(repo, remote, [target])
+    previous = _remote_tip(repo, remote, target)
+    source = _resolve(repo.git, source_commit)
+    if source is None:
+        raise GuardError(f"commit {source_commit} is not in {repo.working_dir}; fetch it first")
+    if _is_ancestor(repo.git, source, previous):
+        return MergeResult(previous, previous, merge_commit=None, fast_forward=True)
+    state = _capture(repo, target)
+    try:
+        _enter_target(repo, state, remote, target, previous)
+        fast_forward = _is_ancestor(repo.git, previous, source)
+        if fast_forward:
+            _git(
+                repo.git, "merge", "--quiet", "--ff-only", source, what=f"fast-forwarding {target}"
+            )
+            merge_commit = None
+        else:
+            merge = _run(
+                repo.git,
+                *_NO_RERERE,
+                "merge",
+                "--quiet",
+                "--no-ff",
+                "--no-edit",
+                "-m",
+                message,
+                source,
+            )
+            if merge.status != 0:
+                conflicts = _unmerged_paths(repo.git)
+                if conflicts:
+                    raise GuardError(
+                        f"merging {source[:12]} into {target} conflicts in: "
+                        f"{_name_paths(conflicts)}"
+                    )
+                raise GuardError(
+                    f"merging {source[:12]} into {target} failed: "
+                    f"{clean_message(merge.stderr or merge.stdout)}"
+                )
+            merge_commit = _git(repo.git, "rev-parse", "HEAD").strip()
+        pushed = _git(repo.git, "rev-parse", "HEAD").strip()
+        _push(repo, remote, target)
+    except BaseException as exc:
+        _restore_after(repo, state, target, exc)
+        raise
+    _switch_back(repo, state)
+    return MergeResult(
+        pushed_commit=pushed,
+        previous_target_commit=previous,
+        merge_commit=merge_commit,
+        fast_forward=fast_forward,
+    )
+
+
+def is_merged(repo: git.Repo, remote: str, target: str, source_commit: str) -> bool:
+    """Whether ``<remote>/<target>`` (freshly fetched) contains ``source_commit``."""
+    _fetch(repo, remote, [target])
+    tip = _remote_tip(repo, remote, target)
+    source = _resolve(repo.git, source_commit)
+    # After the fetch all of target's history is local: an unknown commit is not in it.
+    return source is not None and _is_ancestor(repo.git, source, tip)

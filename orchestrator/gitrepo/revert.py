@@ -1,0 +1,142 @@
+"""Undoing a pushed release: the operator's revert commands, or one revert commit pushed."""
+
+from __future__ import annotations
+
+import shlex
+
+import git
+
+from orchestrator.errors import GuardError
+from orchestrator.gitrepo.merge import MergeResult
+from orchestrator.gitrepo.process import (
+    _NO_RERERE,
+    _git,
+    _GitOutput,
+    _is_ancestor,
+    _name_paths,
+    _resolve,
+    _run,
+    _unmerged_paths,
+    clean_message,
+)
+from orchestrator.gitrepo.remote import _fetch, _push, _remote_tip
+from orchestrator.gitrepo.state import (
+    _capture,
+    _enter_target,
+    _restore_after,
+    _switch_back,
+    refuse_dirty,
+)
+
+
+def revert_commands(remote: str, target: str, result: MergeResult) -> list[str]:
+    """The shell commands an operator would run to revert the release on ``target``.
+
+    A merge commit is reverted against its first parent (the previous target); a fast-forward
+    reverts the released range. A no-op release (nothing was pushed) needs no commands: ``[]``.
+    Note that ``git revert A..B`` cannot revert a range that contains merge commits;
+    :func:`revert_release` has no such limit.
+    """
+    if result.merge_commit is None and result.pushed_commit == result.previous_target_commit:
+        return []
+    r, t = shlex.quote(remote), shlex.quote(target)
+    if result.merge_commit is not None:
+        revert = f"git revert --no-edit -m 1 {result.merge_commit}"
+    else:
+        revert = f"git revert --no-edit {result.previous_target_commit}..{result.pushed_commit}"
+    return [
+        f"git fetch {r}",
+        f"git checkout {t}",
+        f"git merge --ff-only {r}/{t}",
+        revert,
+        f"git push {r} {t}",
+    ]
+
+
+def _default_revert_message(target: str, result: MergeResult) -> str:
+    if result.merge_commit is not None:
+        return (
+            f"Revert release merge {result.merge_commit[:12]} on {target}\n\n"
+            f"This reverts merge commit {result.merge_commit}, "
+            f"reversing changes made to {result.previous_target_commit}."
+        )
+    return (
+        f"Revert release {result.previous_target_commit[:12]}..{result.pushed_commit[:12]} "
+        f"on {target}\n\n"
+        f"This reverts commits {result.previous_target_commit}..{result.pushed_commit} "
+        "as one commit."
+    )
+
+
+def _apply_revert(repo: git.Repo, result: MergeResult) -> _GitOutput:
+    """Stage the inverse of the release on top of HEAD (no commit yet)."""
+    if result.merge_commit is not None:
+        return _run(repo.git, *_NO_RERERE, "revert", "--no-commit", "-m", "1", result.merge_commit)
+    # ``git revert A..B`` reverts commit by commit and fails on merge commits inside the range
+    # (staging histories are full of them). Instead: one synthetic commit whose change is
+    # "pushed tree -> previous tree", cherry-picked onto HEAD (a 3-way merge with base = pushed).
+    undo = _git(
+        repo.git,
+        "commit-tree",
+        f"{result.previous_target_commit}^{{tree}}",
+        "-p",
+        result.pushed_commit,
+        "-m",
+        "orchestrator: inverse of the release",
+        what="building the inverse of the release",
+    ).strip()
+    return _run(repo.git, *_NO_RERERE, "cherry-pick", "--no-commit", undo)
+
+
+def revert_release(
+    repo: git.Repo, remote: str, target: str, result: MergeResult, *, message: str | None = None
+) -> str:
+    """Revert a pushed release on ``target`` as ONE new commit, push it; its hexsha.
+
+    A merge commit is reverted against its first parent; a fast-forward has the whole range
+    undone at once. Commits pushed to ``<remote>/<target>`` after the release are kept.
+    :class:`GuardError` if there is nothing to revert, ``<remote>/<target>`` no longer contains
+    the release, later commits conflict with the revert, or the push is rejected; the local
+    clone is then put back as it was. On success the original branch is checked out again.
+    """
+    if result.merge_commit is None and result.pushed_commit == result.previous_target_commit:
+        raise GuardError("the release changed nothing on the target; there is nothing to revert")
+    refuse_dirty(repo)
+    _fetch(repo, remote, [target])
+    tip = _remote_tip(repo, remote, target)
+    for commit in (result.pushed_commit, result.previous_target_commit):
+        if _resolve(repo.git, commit) is None:
+            raise GuardError(f"commit {commit} is not in {repo.working_dir}")
+    if not _is_ancestor(repo.git, result.pushed_commit, tip):
+        raise GuardError(
+            f"{remote}/{target} no longer contains the released commit "
+            f"{result.pushed_commit[:12]}; its history was rewritten"
+        )
+    state = _capture(repo, target)
+    try:
+        _enter_target(repo, state, remote, target, tip)
+        applied = _apply_revert(repo, result)
+        if applied.status != 0:
+            conflicts = _unmerged_paths(repo.git)
+            what = f"conflicts in: {_name_paths(conflicts)}" if conflicts else "failed"
+            detail = "" if conflicts else f": {clean_message(applied.stderr or applied.stdout)}"
+            raise GuardError(
+                f"reverting the release on {remote}/{target} (now {tip[:12]}) {what}{detail}"
+            )
+        if _run(repo.git, "diff", "--cached", "--quiet").status == 0:
+            raise GuardError(f"{remote}/{target} already has the release reverted")
+        _git(
+            repo.git,
+            "commit",
+            "--quiet",
+            "-m",
+            message or _default_revert_message(target, result),
+            what="committing the revert",
+        )
+        reverted = _git(repo.git, "rev-parse", "HEAD").strip()
+        _push(repo, remote, target)
+    except BaseException as exc:
+        _restore_after(repo, state, target, exc)
+        raise
+    _switch_back(repo, state)
+    return reverted

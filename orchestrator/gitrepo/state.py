@@ -1,0 +1,158 @@
+"""The operator's clone: opening it, refusing dirt, and putting HEAD and branches back.
+
+Before acting on the target branch the clone's local state is captured; whatever happens it is
+restored (or the caller is told, in one line, what to check out by hand).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from orchestrator.errors import GuardError, UsageError
+from orchestrator.gitrepo.process import (
+    _git,
+    _is_ancestor,
+    _name_paths,
+    _remote_ref,
+    _resolve,
+    _run,
+)
+
+_IN_PROGRESS_MARKERS = {
+    "MERGE_HEAD": "a merge",
+    "CHERRY_PICK_HEAD": "a cherry-pick",
+    "REVERT_HEAD": "a revert",
+    "rebase-merge": "a rebase",
+    "rebase-apply": "a rebase or am",
+}
+
+
+@dataclass(frozen=True)
+class _LocalState:
+    """The parts of the clone we may touch, captured on entry so they can be put back."""
+
+    branch: str | None  # checked-out branch, None if detached
+    head_commit: str
+    target_tip: str | None  # local <target> on entry; None if it did not exist
+
+
+# --------------------------------------------------------------------------- guards
+
+
+def open_repo(path: Path) -> git.Repo:
+    """The git work tree at ``path`` (its top level); :class:`UsageError` if it is not one."""
+    try:
+        repo = git.Repo(path)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise UsageError(f"not a git work tree: {path}") from None
+    if repo.bare:
+        raise UsageError(f"{path} is a bare git repository, not a work tree")
+    return repo
+
+
+def refuse_dirty(repo: git.Repo) -> None:
+    """:class:`GuardError` if tracked files are modified or staged, or an operation is underway.
+
+    Untracked files are not dirt: they belong to nobody's release and git refuses by itself
+    any checkout or merge that would overwrite one.
+    """
+    git_dir = Path(repo.git_dir)
+    for marker, operation in _IN_PROGRESS_MARKERS.items():
+        if (git_dir / marker).exists():
+            raise GuardError(f"{operation} is in progress in {repo.working_dir}; finish it first")
+    out = _git(repo.git, "status", "--porcelain=v1", "-z", "--untracked-files=no")
+    entries = out.split("\0")
+    paths: list[str] = []
+    i = 0
+    while i < len(entries):
+        entry = entries[i]
+        i += 1
+        if len(entry) < 4:
+            continue
+        paths.append(entry[3:])
+        if entry[0] in "RC":  # renames and copies carry their source path as the next entry
+            i += 1
+    if paths:
+        raise GuardError(
+            f"working tree {repo.working_dir} has uncommitted changes: {_name_paths(paths)}"
+        )
+
+
+def _current_branch(repo: git.Repo) -> str | None:
+    out = _run(repo.git, "symbolic-ref", "--quiet", "--short", "HEAD")
+    return out.stdout.strip() if out.status == 0 else None
+
+
+# --------------------------------------------------------------------------- acting on target
+
+
+def _capture(repo: git.Repo, target: str) -> _LocalState:
+    head = _resolve(repo.git, "HEAD")
+    if head is None:
+        raise GuardError(f"{repo.working_dir} has no commit checked out")
+    return _LocalState(
+        branch=_current_branch(repo),
+        head_commit=head,
+        target_tip=_resolve(repo.git, f"refs/heads/{target}"),
+    )
+
+
+def _switch_back(repo: git.Repo, state: _LocalState) -> None:
+    if state.branch is None:
+        _git(repo.git, "switch", "--quiet", "--detach", state.head_commit)
+    elif _current_branch(repo) != state.branch:
+        _git(repo.git, "switch", "--quiet", state.branch)
+
+
+def _enter_target(repo: git.Repo, state: _LocalState, remote: str, target: str, tip: str) -> None:
+    """Check ``target`` out at ``<remote>/<target>`` (``tip``), creating it if absent."""
+    if state.target_tip is None:
+        _git(repo.git, "switch", "--quiet", "-c", target, "--track", _remote_ref(remote, target))
+        return
+    if not _is_ancestor(repo.git, state.target_tip, tip):
+        raise GuardError(
+            f"local branch {target!r} has commits that are not on {remote}/{target}; "
+            "refusing to push unreviewed local commits"
+        )
+    if state.branch != target:
+        _git(repo.git, "switch", "--quiet", target)
+    if state.target_tip != tip:
+        _git(repo.git, "merge", "--quiet", "--ff-only", tip, what=f"fast-forwarding {target}")
+
+
+def _restore(repo: git.Repo, state: _LocalState, target: str) -> None:
+    """Put HEAD, the index, the working tree and local ``target`` back as ``state`` found them.
+
+    Safe to ``reset --hard``: the tree was clean on entry, so only our own changes go.
+    """
+    if (Path(repo.git_dir) / "MERGE_HEAD").exists():
+        _run(repo.git, "merge", "--abort")
+    for operation in ("revert", "cherry-pick"):
+        _run(repo.git, operation, "--quit")
+    _git(repo.git, "reset", "--quiet", "--hard", "HEAD")
+    if state.branch == target:
+        assert state.target_tip is not None  # it was checked out, so it existed
+        _git(repo.git, "reset", "--quiet", "--hard", state.target_tip)
+        return
+    _switch_back(repo, state)
+    now = _resolve(repo.git, f"refs/heads/{target}")
+    if now == state.target_tip:  # untouched (e.g. we failed before switching)
+        return
+    if state.target_tip is None:
+        _git(repo.git, "branch", "--quiet", "-D", target)
+    else:
+        _git(repo.git, "branch", "--quiet", "--force", target, state.target_tip)
+
+
+def _restore_after(repo: git.Repo, state: _LocalState, target: str, error: BaseException) -> None:
+    """Restore after ``error``; if even that fails, say so in one line (the caller re-raises)."""
+    try:
+        _restore(repo, state, target)
+    except GuardError as restore_error:
+        raise GuardError(
+            f"{error}; restoring the local clone also failed ({restore_error}); "
+            f"check out {state.branch or state.head_commit} by hand"
+        ) from error

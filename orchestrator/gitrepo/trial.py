@@ -1,0 +1,148 @@
+"""The guard before a release: preflight, and trial merges in a throwaway worktree."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from orchestrator.errors import GuardError
+from orchestrator.gitrepo.process import (
+    _NO_RERERE,
+    _is_ancestor,
+    _name_paths,
+    _run,
+    _unmerged_paths,
+    clean_message,
+)
+from orchestrator.gitrepo.remote import _fetch, _remote_tip
+from orchestrator.gitrepo.state import _current_branch, refuse_dirty
+
+# The trial merge commits nothing, but ``git merge`` still insists on an identity; hooks and LFS
+# downloads have no business running in a throwaway worktree.
+_TRIAL_CONFIG = (
+    *_NO_RERERE,
+    "-c",
+    "user.name=orchestrator trial merge",
+    "-c",
+    "user.email=orchestrator@localhost",
+    "-c",
+    f"core.hooksPath={os.devnull}",
+)
+_TRIAL_ENV = {"GIT_LFS_SKIP_SMUDGE": "1"}
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What a release would do, established without changing anything local."""
+
+    source_commit: str  # hexsha of <remote>/<source> after fetch
+    target_commit: str  # hexsha of <remote>/<target> after fetch
+    fast_forward: bool  # target is an ancestor of source
+    already_merged: bool  # source is an ancestor of target (nothing to merge)
+    original_branch: str | None  # branch checked out in the working clone (None if detached)
+
+
+def _trial_merge_conflicts(repo: git.Repo, target_commit: str, source_commit: str) -> list[str]:
+    """Merge ``source_commit`` into ``target_commit`` in a throwaway worktree; the conflicts.
+
+    The operator's worktree, index, HEAD and branches are never touched: the worktree is
+    detached (no branch is created), and it is removed and pruned whatever happens.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="orchestrator-trial-merge-"))
+    worktree = tmp / "worktree"
+    try:
+        out = _run(
+            repo.git,
+            *_TRIAL_CONFIG,
+            "worktree",
+            "add",
+            "--quiet",
+            "--detach",
+            str(worktree),
+            target_commit,
+            env=_TRIAL_ENV,
+        )
+        if out.status != 0:
+            raise GuardError(f"cannot create a trial-merge worktree: {clean_message(out.stderr)}")
+        trial = git.Git(str(worktree))
+        merge = _run(
+            trial, *_TRIAL_CONFIG, "merge", "--no-commit", "--no-ff", source_commit, env=_TRIAL_ENV
+        )
+        if merge.status == 0:
+            return []
+        conflicts = _unmerged_paths(trial)
+        if not conflicts:
+            raise GuardError(f"trial merge failed: {clean_message(merge.stderr or merge.stdout)}")
+        return conflicts
+    finally:
+        _run(repo.git, "worktree", "remove", "--force", "--force", str(worktree))
+        shutil.rmtree(tmp, ignore_errors=True)
+        _run(repo.git, "worktree", "prune")
+
+
+def preflight(repo: git.Repo, remote: str, source: str, target: str) -> Preflight:
+    """Fetch and check that ``<remote>/<source>`` can be merged into ``<remote>/<target>``.
+
+    :class:`GuardError` if the remote is unknown or unreachable, either branch is missing on it,
+    the working tree is dirty (modified or staged tracked files, or a merge/rebase underway;
+    untracked files are NOT dirt), or a trial merge in a temporary worktree conflicts (the
+    message names the files). Nothing local changes except the remote-tracking refs.
+    """
+    original_branch = _current_branch(repo)
+    refuse_dirty(repo)
+    _fetch(repo, remote, [source, target])
+    source_commit = _remote_tip(repo, remote, source)
+    target_commit = _remote_tip(repo, remote, target)
+    fast_forward = _is_ancestor(repo.git, target_commit, source_commit)
+    already_merged = _is_ancestor(repo.git, source_commit, target_commit)
+    if not (fast_forward or already_merged):  # otherwise no merge can conflict
+        conflicts = _trial_merge_conflicts(repo, target_commit, source_commit)
+        if conflicts:
+            raise GuardError(
+                f"merging {remote}/{source} into {remote}/{target} conflicts in: "
+                f"{_name_paths(conflicts)}"
+            )
+    return Preflight(
+        source_commit=source_commit,
+        target_commit=target_commit,
+        fast_forward=fast_forward,
+        already_merged=already_merged,
+        original_branch=original_branch,
+    )
+
+
+@dataclass(frozen=True)
+class TrialMerge:
+    """What merging ``<remote>/<source>`` into ``<remote>/<target>`` would do (a rehearsal)."""
+
+    source_commit: str
+    target_commit: str
+    fast_forward: bool
+    already_merged: bool
+    conflicts: tuple[str, ...]  # files that would conflict; empty when the merge is clean
+
+    @property
+    def outcome(self) -> str:
+        """``already merged``, ``fast-forward``, ``merge commit`` or ``conflict``."""
+        if self.conflicts:
+            return "conflict"
+        if self.already_merged:
+            return "already merged"
+        return "fast-forward" if self.fast_forward else "merge commit"
+
+
+def trial_merge(scratch: git.Repo, remote: str, source: str, target: str) -> TrialMerge:
+    """Merge ``<remote>/<source>`` into ``<remote>/<target>`` in a worktree of ``scratch``."""
+    source_commit = _remote_tip(scratch, remote, source)
+    target_commit = _remote_tip(scratch, remote, target)
+    fast_forward = _is_ancestor(scratch.git, target_commit, source_commit)
+    already_merged = _is_ancestor(scratch.git, source_commit, target_commit)
+    conflicts: list[str] = []
+    if not (fast_forward or already_merged):
+        conflicts = _trial_merge_conflicts(scratch, target_commit, source_commit)
+    return TrialMerge(source_commit, target_commit, fast_forward, already_merged, tuple(conflicts))

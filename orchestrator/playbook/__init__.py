@@ -1,0 +1,56 @@
+"""The deploy playbook: pydantic models of its YAML, duration parsing, and a precise loader.
+
+A playbook says which database to migrate, where the Drizzle migrations live, how to back up,
+which branches to merge and how to watch production afterwards. :func:`load_playbook` turns a
+YAML file into a :class:`Playbook` or raises one :class:`~orchestrator.errors.UsageError` line
+of the form ``<file>:<line>: <dotted.key>: <problem>``, so a typo is found without reading a
+traceback. Relative paths in the file are resolved against the playbook's own folder.
+
+The package, one concern a module: ``durations`` (parsing ``5min`` and friends), ``model``
+(the pydantic specs), ``loading`` (reading the YAML, with each key's line) and ``messages``
+(validation errors phrased as one line).
+"""
+
+from __future__ import annotations
+
+from orchestrator.playbook.durations import (
+    DURATION_HINT,
+    Duration,
+    PositiveDuration,
+    parse_duration,
+)
+from orchestrator.playbook.loading import load_playbook
+from orchestrator.playbook.messages import Location
+from orchestrator.playbook.model import (
+    BackupSpec,
+    DatabaseSpec,
+    GitSpec,
+    HttpCheck,
+    MigrationsSpec,
+    MonitorSpec,
+    NonEmptyStr,
+    Playbook,
+    RetrySpec,
+    SqlCheck,
+    StrictCount,
+)
+
+__all__ = [
+    "DURATION_HINT",
+    "BackupSpec",
+    "DatabaseSpec",
+    "Duration",
+    "GitSpec",
+    "HttpCheck",
+    "Location",
+    "MigrationsSpec",
+    "MonitorSpec",
+    "NonEmptyStr",
+    "Playbook",
+    "PositiveDuration",
+    "RetrySpec",
+    "SqlCheck",
+    "StrictCount",
+    "load_playbook",
+    "parse_duration",
+]

@@ -1,0 +1,102 @@
+"""Durations as a playbook writes them (``500ms``, ``5min``, ``1h30m``), parsed to seconds."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated
+
+from pydantic import BeforeValidator
+
+DURATION_HINT = "use e.g. 500ms, 30s, 5min, 1h"
+
+# Unit spellings and their length in seconds. The regex tries the longest spellings first, so
+# "min" wins over "m" and "ms" over "m".
+_UNITS: dict[str, float] = {
+    "ms": 0.001,
+    "msec": 0.001,
+    "s": 1.0,
+    "sec": 1.0,
+    "secs": 1.0,
+    "second": 1.0,
+    "seconds": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "mins": 60.0,
+    "minute": 60.0,
+    "minutes": 60.0,
+    "h": 3600.0,
+    "hr": 3600.0,
+    "hrs": 3600.0,
+    "hour": 3600.0,
+    "hours": 3600.0,
+}
+_UNIT_ALTERNATION = "|".join(sorted(map(re.escape, _UNITS), key=len, reverse=True))
+_COMPONENT = re.compile(rf"\s*(\d+(?:\.\d+)?|\.\d+)\s*({_UNIT_ALTERNATION})(?![a-z])", re.I)
+_BARE_NUMBER = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*")
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds in a duration: ``500ms``, ``5s``, ``5sec``, ``15m``, ``5min``, ``1h``, ``1h30m``.
+
+    A bare number (YAML int/float, or a string like ``"30"``) means seconds. Components of a
+    compound duration must go from larger to smaller units (``1h30m``, not ``30m1h``). Negative,
+    infinite or unparseable values raise :class:`ValueError` with a one-line explanation.
+    """
+    # bool is an int subclass; YAML turns `yes`/`on` into True, which is never a duration.
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration {value!r} ({DURATION_HINT})")
+    if isinstance(value, int | float):
+        if math.isnan(value) or math.isinf(value) or value < 0:
+            raise ValueError(f"invalid duration {value!r} (must be a finite number, not negative)")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"invalid duration of type {type(value).__name__} ({DURATION_HINT})")
+    if value.strip().startswith("-"):
+        raise ValueError(f"invalid duration {value!r} (must not be negative)")
+    bare = _BARE_NUMBER.fullmatch(value)
+    if bare:
+        return float(bare.group(1))
+    return _parse_compound(value)
+
+
+def _parse_compound(text: str) -> float:
+    """Sum of the ``<number><unit>`` components of ``text``, each unit smaller than the last."""
+    total = 0.0
+    position = 0
+    last_unit = math.inf
+    while position < len(text):
+        if not text[position:].strip():
+            break
+        match = _COMPONENT.match(text, position)
+        if not match:
+            raise ValueError(f"invalid duration {text!r} ({DURATION_HINT})")
+        unit = _UNITS[match.group(2).lower()]
+        if unit >= last_unit:
+            raise ValueError(f"invalid duration {text!r} (put larger units first, e.g. 1h30m)")
+        last_unit = unit
+        total += float(match.group(1)) * unit
+        position = match.end()
+    if math.isinf(last_unit):  # nothing matched: empty or blank string
+        raise ValueError(f"invalid duration {text!r} ({DURATION_HINT})")
+    return total
+
+
+def _duration(value: object) -> object:
+    """Pydantic pre-validator: durations arrive as YAML strings, ints or floats."""
+    if isinstance(value, str | int | float):
+        return parse_duration(value)
+    return value  # let pydantic report the wrong type
+
+
+def _positive_duration(value: object) -> object:
+    seconds = _duration(value)
+    if isinstance(seconds, float) and seconds <= 0:
+        raise ValueError(f"duration must be greater than zero (got {value!r})")
+    return seconds
+
+
+# Seconds, written in the YAML as a duration; zero is allowed (e.g. no initial backoff).
+Duration = Annotated[float, BeforeValidator(_duration)]
+# Seconds, strictly positive: timeouts, windows and intervals.
+PositiveDuration = Annotated[float, BeforeValidator(_positive_duration)]

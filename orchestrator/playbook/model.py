@@ -1,0 +1,234 @@
+"""The pydantic models of the playbook's YAML: one spec per section, and the whole.
+
+Unknown keys are errors and values are frozen after loading; relative paths are settled
+against the playbook file's folder during validation.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from orchestrator.db.backoff import DEFAULT_ATTEMPTS, DEFAULT_INITIAL_S, DEFAULT_MAX_WAIT_S
+from orchestrator.playbook.durations import Duration, PositiveDuration
+
+# Integers must be written as integers: pydantic's lax mode would accept `yes` (True) or "5".
+StrictCount = Annotated[int, Field(strict=True)]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+_ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class _Spec(BaseModel):
+    """Every playbook section: unknown keys are errors, values are immutable after loading."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class DatabaseSpec(_Spec):
+    """Where the connection string comes from. Never the URL itself: it may hold a password."""
+
+    url_env: str = "DATABASE_URL"
+    # A remote host without sslmode=require (or stronger) is refused rather than warned about.
+    require_ssl: Annotated[bool, Field(strict=True)] = False
+
+    @field_validator("url_env")
+    @classmethod
+    def _is_env_var_name(cls, value: str) -> str:
+        if not _ENV_VAR.fullmatch(value):
+            # The value may be a pasted URL with a password: don't echo it back.
+            raise ValueError(
+                "must be the NAME of an environment variable (letters, digits, _), "
+                "not the connection string itself"
+            )
+        return value
+
+
+class MigrationsSpec(_Spec):
+    """The Drizzle migrations folder and where drizzle tracks applied migrations."""
+
+    # Dumps use the YAML key too, so a dumped playbook validates again.
+    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)
+
+    dir: Path
+    # `schema` would shadow BaseModel.schema(); the YAML key is still "schema".
+    schema_: NonEmptyStr = Field(alias="schema")
+    table: NonEmptyStr = "__drizzle_migrations"
+    lock_timeout: PositiveDuration = 5.0
+    statement_timeout: PositiveDuration = 300.0
+
+
+class BackupSpec(_Spec):
+    """How the pre-migration backup is taken (or confirmed, for ``manual``)."""
+
+    kind: Literal["restore_point", "pg_dump", "manual"]
+    # validate_default so the rule below also runs when `path` is absent.
+    path: Path | None = Field(default=None, validate_default=True)
+
+    @field_validator("path")
+    @classmethod
+    def _path_only_for_pg_dump(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        kind = info.data.get("kind")
+        if kind == "pg_dump" and value is None:
+            raise ValueError("required when kind is pg_dump (the dump file to write)")
+        if kind in ("restore_point", "manual") and value is not None:
+            raise ValueError(f"only allowed when kind is pg_dump (kind is {kind})")
+        return value
+
+
+class GitSpec(_Spec):
+    """The repository and the branches a release goes between."""
+
+    repo: Path = Path(".")
+    remote: NonEmptyStr = "origin"
+    source: NonEmptyStr = "staging"
+    target: NonEmptyStr = "main"
+
+    @field_validator("target")
+    @classmethod
+    def _differs_from_source(cls, value: str, info: ValidationInfo) -> str:
+        if value == info.data.get("source"):
+            raise ValueError(f"must differ from git.source (both are {value!r})")
+        return value
+
+
+class HttpCheck(_Spec):
+    """One HTTP probe of the monitor window: healthy when the status is as expected."""
+
+    url: str
+    expect_status: StrictCount = Field(default=200, ge=100, le=599)
+    timeout: PositiveDuration = 5.0
+    name: NonEmptyStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+        return value
+
+    @property
+    def label(self) -> str:
+        """What to call this check in logs and reports."""
+        return self.name or self.url
+
+
+class SqlCheck(_Spec):
+    """One SQL probe: a query returning a single number that must stay within bounds."""
+
+    name: NonEmptyStr
+    query: NonEmptyStr
+    max: float | None = None
+    min: float | None = None
+
+    @model_validator(mode="after")
+    def _has_a_bound(self) -> SqlCheck:
+        if self.max is None and self.min is None:
+            raise ValueError("needs a bound: set max, min or both")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+        return self
+
+
+class MonitorSpec(_Spec):
+    """The post-deploy watch: every ``interval`` for ``duration``, run every check."""
+
+    duration: PositiveDuration
+    interval: PositiveDuration
+    failures_allowed: StrictCount = Field(default=0, ge=0)
+    http: list[HttpCheck] = Field(default_factory=list)
+    sql: list[SqlCheck] = Field(default_factory=list)
+
+    @field_validator("interval")
+    @classmethod
+    def _fits_in_duration(cls, value: float, info: ValidationInfo) -> float:
+        duration = info.data.get("duration")
+        if duration is not None and value > duration:
+            raise ValueError(f"must not exceed monitor.duration ({value:g}s > {duration:g}s)")
+        return value
+
+    @field_validator("sql")
+    @classmethod
+    def _unique_sql_names(cls, checks: list[SqlCheck]) -> list[SqlCheck]:
+        seen: set[str] = set()
+        for check in checks:
+            if check.name in seen:
+                raise ValueError(f"two checks are named {check.name!r}")
+            seen.add(check.name)
+        return checks
+
+
+class RetrySpec(_Spec):
+    """Backoff for transient database errors: ``attempts`` tries, exponential waits."""
+
+    attempts: StrictCount = Field(default=DEFAULT_ATTEMPTS, ge=1)
+    initial: Duration = DEFAULT_INITIAL_S
+    max: Duration = DEFAULT_MAX_WAIT_S
+
+    @field_validator("max")
+    @classmethod
+    def _not_below_initial(cls, value: float, info: ValidationInfo) -> float:
+        initial = info.data.get("initial")
+        if initial is not None and value < initial:
+            raise ValueError(f"must be >= retry.initial ({value:g}s < {initial:g}s)")
+        return value
+
+
+class Playbook(_Spec):
+    """A whole deploy playbook. ``path`` is the file it came from (set by the loader).
+
+    After validation every relative path (``migrations.dir``, ``backup.path``, ``git.repo``)
+    is absolute, resolved against the playbook file's folder.
+    """
+
+    name: NonEmptyStr
+    database: DatabaseSpec
+    migrations: MigrationsSpec
+    backup: BackupSpec
+    git: GitSpec
+    monitor: MonitorSpec
+    retry: RetrySpec = RetrySpec()
+    path: Path  # the playbook file; the loader sets it, the YAML may not
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> Playbook:
+        # The models are frozen; this is the one place values are settled, during validation.
+        path = self.path.resolve()
+        base = path.parent
+        object.__setattr__(self, "path", path)
+        object.__setattr__(
+            self,
+            "migrations",
+            self.migrations.model_copy(update={"dir": _under(base, self.migrations.dir)}),
+        )
+        object.__setattr__(
+            self, "git", self.git.model_copy(update={"repo": _under(base, self.git.repo)})
+        )
+        if self.backup.path is not None:
+            object.__setattr__(
+                self,
+                "backup",
+                self.backup.model_copy(update={"path": _under(base, self.backup.path)}),
+            )
+        return self
+
+
+def _under(base: Path, path: Path) -> Path:
+    """``path`` made absolute against ``base`` (``~`` expanded, ``..`` and symlinks resolved)."""
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
