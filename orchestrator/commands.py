@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from orchestrator.analysis.lint import LintFinding
     from orchestrator.analysis.plan import Plan
-    from orchestrator.engine.rehearsal import DryRun, RehearsalBounds
+    from orchestrator.engine.dry_run import DryRun, RehearsalBounds
     from orchestrator.engine.run import Interaction, RollbackResult
     from orchestrator.inventory import Inventory
     from orchestrator.runs import RunRecord

@@ -23,7 +23,7 @@ from orchestrator.cli import run
 from orchestrator.commands import validate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.engine.run import resume
-from orchestrator.engine.steps.base import journal_at
+from orchestrator.engine.settings import journal_at
 from orchestrator.gitrepo import open_repo
 from orchestrator.runs import RunRecord
 from orchestrator.testing.pg import EmbeddedPostgres, create_database

@@ -21,7 +21,7 @@ import pytest
 from orchestrator.cli import run
 from orchestrator.commands import validate_database
 from orchestrator.db.migrator import MigrateOptions
-from orchestrator.engine.steps.base import journal_at
+from orchestrator.engine.settings import journal_at
 from orchestrator.gitrepo import open_repo
 from orchestrator.testing.release import git
 from orchestrator.validation import Verdict

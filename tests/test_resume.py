@@ -26,7 +26,7 @@ from orchestrator.commands import validate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.drizzle.journal import Journal
 from orchestrator.engine.run import resume
-from orchestrator.engine.steps.base import journal_at
+from orchestrator.engine.settings import journal_at
 from orchestrator.errors import UsageError
 from orchestrator.gitrepo import open_repo
 from orchestrator.runs import RunRecord

@@ -127,7 +127,7 @@ def deploy(
         raise UsageError("--rehearse-on only goes with --dry-run")
     if dry_run:
         from orchestrator.cli.options import duration
-        from orchestrator.engine.rehearsal import RehearsalBounds
+        from orchestrator.engine.dry_run import RehearsalBounds
 
         bounds = RehearsalBounds(
             lock_timeout=duration(rehearsal_lock_timeout, "--rehearsal-lock-timeout"),

@@ -33,13 +33,8 @@ from orchestrator.engine.machine import (
 )
 from orchestrator.engine.observations import LiveObservations
 from orchestrator.engine.rollback import revert_code, rollback_plan
-from orchestrator.engine.steps.base import (
-    RunContext,
-    Step,
-    journal_at,
-    migrations_path,
-    retry_policy,
-)
+from orchestrator.engine.settings import journal_at, migrations_path, retry_policy
+from orchestrator.engine.steps.base import RunContext, Step
 from orchestrator.engine.world import changes_since, observe
 from orchestrator.errors import (
     DatabaseError,

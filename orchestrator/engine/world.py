@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator.database import validate_database
-from orchestrator.engine.steps.base import journal_at, migrate_options, retry_policy
+from orchestrator.engine.settings import journal_at, migrate_options, retry_policy
 from orchestrator.errors import DatabaseError
 from orchestrator.gitrepo import contains, open_repo, remote_tips
 from orchestrator.playbook import Playbook

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import git
@@ -22,49 +21,15 @@ from structlog.typing import FilteringBoundLogger
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.db.runlock import RunLock
-from orchestrator.drizzle.journal import Journal, parse_journal
+from orchestrator.drizzle.journal import Journal
 from orchestrator.drizzle.objects import ObjectModel, journal_model
+from orchestrator.engine.settings import journal_at, migrate_options, migrations_path, retry_policy
 from orchestrator.errors import UsageError
-from orchestrator.gitrepo import open_repo, read_files_at
+from orchestrator.gitrepo import open_repo
 from orchestrator.playbook import Playbook
 from orchestrator.runs import RunRecord, RunStore
 
 Outcome = dict[str, Any]
-
-
-def migrations_path(repo: git.Repo, folder: Path) -> str:
-    """``folder`` relative to the repository root (posix); UsageError if outside it."""
-    root = Path(repo.working_tree_dir or ".").resolve()
-    try:
-        return folder.relative_to(root).as_posix()
-    except ValueError:
-        raise UsageError(
-            f"migrations.dir {folder} is not inside the git repository {root}"
-        ) from None
-
-
-def migrate_options(playbook: Playbook) -> MigrateOptions:
-    """The playbook's tracking table and migration timeouts."""
-    spec = playbook.migrations
-    return MigrateOptions(
-        schema=spec.schema_,
-        table=spec.table,
-        lock_timeout=spec.lock_timeout,
-        statement_timeout=spec.statement_timeout,
-    )
-
-
-def retry_policy(playbook: Playbook) -> RetryPolicy:
-    """The playbook's retry policy for transient database failures."""
-    spec = playbook.retry
-    return RetryPolicy(attempts=spec.attempts, initial=spec.initial, max_wait=spec.max)
-
-
-def journal_at(repo: git.Repo, commit: str, folder: Path, branch: str) -> Journal:
-    """The migrations folder as it is in ``commit`` (not in the working tree)."""
-    path = migrations_path(repo, folder)
-    files = read_files_at(repo, commit, path)
-    return parse_journal(files, origin=f"{branch}@{commit[:12]}:{path}")
 
 
 @dataclass

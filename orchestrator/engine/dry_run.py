@@ -1,0 +1,127 @@
+"""What a rehearsal reports: each step as rehearsed, the prediction, and the exit code the
+real deploy would end with; and the bounds a rehearsal on production keeps to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.errors import ExitCode
+from orchestrator.gitrepo import TrialMerge
+from orchestrator.validation import ValidationReport
+
+__all__ = ["DryRun", "RehearsalBounds", "RehearsedStep"]
+
+
+@dataclass
+class RehearsedStep:
+    """One step of the rehearsal: what it found and what the deploy would do."""
+
+    name: str
+    status: str  # "ok", "skipped" or "would_halt"
+    summary: str
+    details: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RehearsalBounds:
+    """How much a rehearsal on production may hold: it runs the real DDL, rolled back."""
+
+    lock_timeout: float = 1.0  # seconds a statement may wait for a lock
+    statement_timeout: float = 60.0  # seconds a statement may run
+
+
+@dataclass
+class DryRun:
+    """The rehearsal's plan and the exit code the real deploy would end with."""
+
+    kind: str = "production, rolled back"
+    steps: list[RehearsedStep] = field(default_factory=list)
+    exit_code: ExitCode = ExitCode.OK
+    report: ValidationReport | None = None  # the database now
+    predicted: ValidationReport | None = None  # after the migrations, as rehearsed
+    merge: TrialMerge | None = None
+    warnings: list[str] = field(default_factory=list)
+    details: dict[str, list[str]] = field(default_factory=dict)  # known before a step ends
+
+    def step(self, name: str, summary: str, details: list[str] | None = None) -> None:
+        """Record a step that would go ahead."""
+        self.steps.append(RehearsedStep(name, "ok", summary, details or []))
+
+    def skip(self, name: str, summary: str) -> None:
+        """Record a step the deploy would skip."""
+        self.steps.append(RehearsedStep(name, "skipped", summary))
+
+    def halt(
+        self, name: str, code: ExitCode, summary: str, details: list[str] | None = None
+    ) -> DryRun:
+        """Record that the real run would stop at step ``name``, with ``code``."""
+        done = next((s for s in reversed(self.steps) if s.name == name), None)
+        if done is not None and done.status == "ok":  # it ran; the route stops after it
+            done.status, done.summary = "would_halt", summary
+            done.details = details if details is not None else done.details
+        else:
+            self.steps.append(RehearsedStep(name, "would_halt", summary, details or []))
+        self.exit_code = code
+        return self
+
+    def details_of(self, name: str) -> list[str]:
+        """What is known of step ``name``'s details (for a halt there)."""
+        done = next((s for s in reversed(self.steps) if s.name == name), None)
+        return list(done.details if done is not None else self.details.get(name, []))
+
+    @property
+    def verdict(self) -> str:
+        """The predicted end of the deploy, in one line."""
+        if self.exit_code is ExitCode.OK:
+            return "the deploy would succeed (if production stays healthy while it is watched)"
+        halted = next(s for s in self.steps if s.status == "would_halt")
+        return f"the deploy would HALT at {halted.name} (exit {int(self.exit_code)})"
+
+    @property
+    def halt_line(self) -> str | None:
+        """One line saying where and why the deploy would halt (None if it would not)."""
+        halted = next((s for s in self.steps if s.status == "would_halt"), None)
+        if halted is None:
+            return None
+        return (
+            f"the deploy would halt at {halted.name} (exit {int(self.exit_code)}): {halted.summary}"
+        )
+
+    @property
+    def lines(self) -> list[str]:
+        """The plan as text, one line per step and detail."""
+        marks = {"ok": "ok  ", "skipped": "skip", "would_halt": "HALT"}
+        lines: list[str] = []
+        for step in self.steps:
+            lines.append(f"[{marks[step.status]}] {step.name}: {step.summary}")
+            lines.extend(f"         {detail}" for detail in step.details)
+        lines.append(f"prediction: {self.verdict}")
+        lines.append(f"rehearsed on: {self.kind}; nothing was committed to production")
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        """The rehearsal as one JSON document."""
+        return {
+            "dry_run": True,
+            "rehearsed_on": self.kind,
+            "exit_code": int(self.exit_code),
+            "prediction": self.verdict,
+            "warnings": self.warnings,
+            "steps": [
+                {"name": s.name, "status": s.status, "summary": s.summary, "details": s.details}
+                for s in self.steps
+            ],
+            "merge": None
+            if self.merge is None
+            else {
+                "outcome": self.merge.outcome,
+                "source_commit": self.merge.source_commit,
+                "target_commit": self.merge.target_commit,
+                "conflicts": list(self.merge.conflicts),
+            },
+            "validation": self.report.to_json() if self.report else None,
+            "predicted_validation": self.predicted.to_json() if self.predicted else None,
+            "plan": self.lines,
+        }

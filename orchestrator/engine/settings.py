@@ -1,0 +1,53 @@
+"""What the playbook says, in the runtime's terms: the migrations at a commit, the tracking
+table and timeouts, the retry policy. Shared by the run, its steps, resume and rehearsal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import git
+
+from orchestrator.db.migrator import MigrateOptions
+from orchestrator.db.retry import RetryPolicy
+from orchestrator.drizzle.journal import Journal, parse_journal
+from orchestrator.errors import UsageError
+from orchestrator.gitrepo import read_files_at
+from orchestrator.playbook import Playbook
+
+__all__ = ["journal_at", "migrate_options", "migrations_path", "retry_policy"]
+
+
+def migrations_path(repo: git.Repo, folder: Path) -> str:
+    """``folder`` relative to the repository root (posix); UsageError if outside it."""
+    root = Path(repo.working_tree_dir or ".").resolve()
+    try:
+        return folder.relative_to(root).as_posix()
+    except ValueError:
+        raise UsageError(
+            f"migrations.dir {folder} is not inside the git repository {root}"
+        ) from None
+
+
+def migrate_options(playbook: Playbook) -> MigrateOptions:
+    """The playbook's tracking table and migration timeouts."""
+    spec = playbook.migrations
+    return MigrateOptions(
+        schema=spec.schema_,
+        table=spec.table,
+        lock_timeout=spec.lock_timeout,
+        statement_timeout=spec.statement_timeout,
+    )
+
+
+def retry_policy(playbook: Playbook) -> RetryPolicy:
+    """The playbook's retry policy for transient database failures."""
+    spec = playbook.retry
+    return RetryPolicy(attempts=spec.attempts, initial=spec.initial, max_wait=spec.max)
+
+
+def journal_at(repo: git.Repo, commit: str, folder: Path, branch: str) -> Journal:
+    """The migrations folder as it is in ``commit`` (not in the working tree)."""
+    path = migrations_path(repo, folder)
+    files = read_files_at(repo, commit, path)
+    return parse_journal(files, origin=f"{branch}@{commit[:12]}:{path}")
