@@ -238,3 +238,38 @@ def test_resume_re_enters_through_the_machine() -> None:
     model = RunModel(record(), SEEN)
     build_machine(model, "halted")
     assert getattr(model, reopen_trigger("migrated"))() is True and model.state == "migrated"
+
+
+def test_outcomes_are_read_through_typed_views() -> None:
+    from orchestrator.engine.outcomes import (
+        BackupOutcome,
+        MergeOutcome,
+        MigrateOutcome,
+        MonitorOutcome,
+        PreflightOutcome,
+    )
+
+    r = record(
+        preflight={"ok": True, "remote": "up", "target": "prod", "source_commit": "a" * 40},
+        backup={"kind": "restore_point", "taken_at": "t", "wal_lsn": "0/1"},
+        migrate={"applied": [{"tag": "0009_x"}]},
+        merge={
+            "pushed_commit": "b" * 40,
+            "previous_target_commit": "c" * 40,
+            "merge_commit": None,
+            "fast_forward": True,
+        },
+        monitor={
+            "healthy": False,
+            "failures": 2,
+            "failed_checks": [{"check": "h", "detail": "500"}],
+        },
+    )
+    assert (PreflightOutcome.of(r).remote, PreflightOutcome.of(r).target) == ("up", "prod")
+    assert BackupOutcome.of(r).wal_lsn == "0/1"
+    assert MigrateOutcome.of(r).applied == ("0009_x",) and MigrateOutcome.of(r).ended
+    assert not MigrateOutcome.of(record()).ended
+    result = MergeOutcome.of(r).as_result()
+    assert result.fast_forward and result.previous_target_commit == "c" * 40
+    monitor = MonitorOutcome.of(r)
+    assert not monitor.healthy and monitor.failures == 2 and monitor.first_failure == ("h", "500")

@@ -1,7 +1,8 @@
 """Every database command rides out a server that comes up late, under one retry policy.
 
 The server is down when the command starts and comes up two seconds later (a Neon compute
-waking from suspend looks like this to a client): with ``--retries 5`` each command succeeds.
+waking from suspend looks like this to a client): with ``--retries 5`` each command succeeds,
+and so do the dry run and resume under the playbook's retry policy (the same default).
 The policy is one: the same default for the CLI and the playbook, exponential with jitter.
 """
 
@@ -20,10 +21,12 @@ from orchestrator.db.backoff import DEFAULT_ATTEMPTS
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import read_journal
+from orchestrator.engine.run import resume
 from orchestrator.playbook import RetrySpec
 from orchestrator.testing.pg import EmbeddedPostgres, create_database, with_dbname
 from orchestrator.testing.release import EXAMPLE_MIGRATIONS
 from tests.drizzle_helpers import prefix_folder, run_sql, tracking_rows
+from tests.release_world import build_world
 
 LATE_S = 2.0
 
@@ -114,3 +117,44 @@ def test_one_default_for_cli_and_playbook_and_waits_are_jittered() -> None:
     waits = {round(policy.wait(3), 6) for _ in range(50)}
     assert len(waits) > 1, "no jitter"
     assert all(3.0 <= w <= 5.0 for w in waits)  # 4 s +- 25%
+
+
+def late(cluster: EmbeddedPostgres) -> threading.Timer:
+    """Stop the server now; start it again LATE_S seconds later."""
+    cluster.stop()
+    starter = threading.Timer(LATE_S, cluster.start)
+    starter.start()
+    return starter
+
+
+def test_the_dry_run_rides_out_a_late_server(
+    own_cluster: EmbeddedPostgres,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    create_database(own_cluster.url(), "app")
+    url = with_dbname(own_cluster.url(), "app")
+    with build_world(tmp_path, url) as world:
+        monkeypatch.setenv("DATABASE_URL", url)
+        starter = late(own_cluster)
+        try:
+            code = run(["deploy", "--playbook", str(world.playbook), "--dry-run", "--json"])
+        finally:
+            starter.join()
+        assert code == 0, capsys.readouterr().err
+
+
+def test_resume_rides_out_a_late_server(own_cluster: EmbeddedPostgres, tmp_path: Path) -> None:
+    create_database(own_cluster.url(), "app")
+    url = with_dbname(own_cluster.url(), "app")
+    with build_world(tmp_path, url) as world:
+        record = world.deploy(confirm=lambda question: "Apply" not in question)  # declined
+        assert record.state == "halted"
+        starter = late(own_cluster)
+        try:
+            resumed = resume(record.run_id, world.store, world.interaction())
+        finally:
+            starter.join()
+        assert resumed.state == "succeeded", resumed.halt_reason
+        assert len(tracking_rows(url)) == 12

@@ -25,6 +25,14 @@ from typing import Any
 from transitions import Machine
 
 from orchestrator.engine.observations import Observations
+from orchestrator.engine.outcomes import (
+    BackupOutcome,
+    MergeOutcome,
+    MigrateOutcome,
+    MonitorOutcome,
+    PreflightOutcome,
+    ValidationOutcome,
+)
 from orchestrator.engine.steps.backup import BackupStep
 from orchestrator.engine.steps.base import Step
 from orchestrator.engine.steps.merge import MergeStep
@@ -58,16 +66,15 @@ TERMINAL = frozenset({"succeeded", "halted", "failed"})
 
 
 def _status(record: RunRecord, step: str) -> str | None:
-    value = record.steps.get(step, {}).get("status")
-    return str(value) if value is not None else None
+    return ValidationOutcome.of(record, step).status
 
 
 def preflight_passed(record: RunRecord, seen: Observations) -> bool:
     """Pre-flight found branches, a clean tree and a clean trial merge, and the source
     commit it pinned is in the clone."""
     commit = record.source_commit
-    preflight = record.steps.get("preflight", {})
-    if not preflight.get("ok") or commit is None or preflight.get("source_commit") != commit:
+    preflight = PreflightOutcome.of(record)
+    if not preflight.ok or commit is None or preflight.source_commit != commit:
         return False
     return seen.commit_exists(commit)
 
@@ -75,14 +82,13 @@ def preflight_passed(record: RunRecord, seen: Observations) -> bool:
 def backup_recorded(record: RunRecord, seen: Observations) -> bool:
     """A way back exists: a dump intact on disk, a restore point with its WAL position, or
     a backup the operator vouched for."""
-    backup = record.steps.get("backup", {})
-    kind = backup.get("kind")
-    if kind == "pg_dump":
-        return seen.dump_intact(backup)
-    if kind == "restore_point":
-        return bool(backup.get("wal_lsn")) and bool(backup.get("taken_at"))
-    if kind == "manual":
-        return bool(backup.get("confirmed_at"))
+    backup = BackupOutcome.of(record)
+    if backup.kind == "pg_dump":
+        return seen.dump_intact(backup.raw)
+    if backup.kind == "restore_point":
+        return bool(backup.wal_lsn) and bool(backup.taken_at)
+    if backup.kind == "manual":
+        return bool(backup.confirmed_at)
     return False
 
 
@@ -103,7 +109,7 @@ def needs_migration(record: RunRecord, seen: Observations) -> bool:
 
 def migration_recorded(record: RunRecord, seen: Observations) -> bool:
     """The migrate step ended, and the database tracks every migration the run planned."""
-    if "applied" not in record.steps.get("migrate", {}):
+    if not MigrateOutcome.of(record).ended:
         return False
     planned = {str(p.get("hash")) for p in record.planned}
     return planned <= seen.tracked_hashes()
@@ -117,14 +123,14 @@ def revalidated_safe(record: RunRecord, seen: Observations) -> bool:
 def merge_pushed(record: RunRecord, seen: Observations) -> bool:
     """The merge step ended, and the remote target branch contains the release commit."""
     commit = record.source_commit
-    if not record.steps.get("merge", {}).get("pushed_commit") or commit is None:
+    if not MergeOutcome.of(record).pushed_commit or commit is None:
         return False
     return seen.remote_contains(commit)
 
 
 def monitor_healthy(record: RunRecord, seen: Observations) -> bool:
     """The monitor window saw no more failures than allowed."""
-    return bool(record.steps.get("monitor", {}).get("healthy"))
+    return MonitorOutcome.of(record).healthy
 
 
 Guard = Callable[[RunRecord, Observations], bool]
@@ -163,18 +169,17 @@ TRANSITIONS: tuple[Edge, ...] = (
 
 def _verdict_halt(step: str) -> Callable[[RunRecord], tuple[ExitCode, str]]:
     def halt(record: RunRecord) -> tuple[ExitCode, str]:
-        outcome = record.steps.get(step, {})
-        status = outcome.get("status")
+        outcome = ValidationOutcome.of(record, step)
         code = {"ERROR": ExitCode.ERROR, "PARTIAL_MIGRATION": ExitCode.PARTIAL}.get(
-            str(status), ExitCode.GUARD_FAILED
+            str(outcome.status), ExitCode.GUARD_FAILED
         )
-        return code, f"{step} verdict {status}: {outcome.get('recommendation', '')}"
+        return code, f"{step} verdict {outcome.status}: {outcome.recommendation}"
 
     return halt
 
 
 def _no_backup(record: RunRecord) -> tuple[ExitCode, str]:
-    if not record.steps.get("preflight", {}).get("ok"):
+    if not PreflightOutcome.of(record).ok:
         return ExitCode.GUARD_FAILED, "pre-flight did not pass"
     return (
         ExitCode.GUARD_FAILED,
@@ -200,18 +205,17 @@ def _not_pushed(record: RunRecord) -> tuple[ExitCode, str]:
 
 
 def _unhealthy(record: RunRecord) -> tuple[ExitCode, str]:
-    monitor = record.steps.get("monitor", {})
-    first = (monitor.get("failed_checks") or [{}])[0]
+    monitor = MonitorOutcome.of(record)
+    check, detail = monitor.first_failure or (None, None)
     return ExitCode.MONITOR_UNHEALTHY, (
-        f"monitor unhealthy: {monitor.get('failures')} failed check(s) "
-        f"(allowed {monitor.get('failures_allowed')}); "
-        f"first: {first.get('check')}: {first.get('detail')}"
+        f"monitor unhealthy: {monitor.failures} failed check(s) "
+        f"(allowed {monitor.failures_allowed}); first: {check}: {detail}"
     )
 
 
 def _release_gone(record: RunRecord) -> tuple[ExitCode, str]:
-    preflight = record.steps.get("preflight", {})
-    where = f"{preflight.get('remote', 'origin')}/{preflight.get('target', 'the target')}"
+    preflight = PreflightOutcome.of(record)
+    where = f"{preflight.remote}/{preflight.target or 'the target'}"
     return ExitCode.GUARD_FAILED, (
         f"the release commit {str(record.source_commit)[:12]} is no longer on {where}: "
         "someone moved the branch after the merge; push the release again or deploy anew"

@@ -57,6 +57,7 @@ from orchestrator.drizzle.journal import Journal, Migration, parse_journal
 from orchestrator.drizzle.objects import ObjectModel, journal_model
 from orchestrator.engine.dry_run import DryRun, RehearsalBounds
 from orchestrator.engine.machine import LIVE, TERMINAL, RunModel, build_machine, edges_from
+from orchestrator.engine.outcomes import ValidationOutcome
 from orchestrator.engine.run import database_url, transport_warning
 from orchestrator.engine.settings import migrate_options, migrations_path, retry_policy
 from orchestrator.engine.steps.backup import restore_point
@@ -291,7 +292,7 @@ def _rehearse_validate(r: _Rehearsal) -> Outcome:
 
 
 def _rehearse_migrate(r: _Rehearsal) -> Outcome:
-    if r.record.steps.get("validate", {}).get("status") == Verdict.SAFE.value:
+    if ValidationOutcome.of(r.record).status == Verdict.SAFE.value:
         r.run.skip("migrate", "every migration is already applied")
         r.run.predicted = r.run.report
         r.sql_results = _sql_checks_now(r.playbook, r.url)

@@ -6,17 +6,20 @@ the restore point or dump to restore, and the exact git commands to revert a pus
 
 from __future__ import annotations
 
-from typing import Any
-
+from orchestrator.engine.outcomes import (
+    BackupOutcome,
+    MergeOutcome,
+    MigrateOutcome,
+    PreflightOutcome,
+)
 from orchestrator.engine.steps.base import RunContext
-from orchestrator.engine.steps.merge import merge_result
 from orchestrator.gitrepo import revert_commands, revert_release
 from orchestrator.runs import RunRecord
 
 
 def applied_by_run(record: RunRecord) -> list[str]:
     """Tags of the migrations this run applied."""
-    return [a["tag"] for a in record.steps.get("migrate", {}).get("applied", [])]
+    return list(MigrateOutcome.of(record).applied)
 
 
 def database_steps(record: RunRecord, url_env: str = "DATABASE_URL") -> list[str]:
@@ -24,28 +27,25 @@ def database_steps(record: RunRecord, url_env: str = "DATABASE_URL") -> list[str
     applied = applied_by_run(record)
     if not applied:
         return ["Database: this run applied no migration; nothing to restore."]
-    backup: dict[str, Any] = record.steps.get("backup", {})
+    backup = BackupOutcome.of(record)
     lines = [
         f"Database: this run applied {', '.join(applied)}. If the previous code works on the "
         "new schema (additive migrations), reverting the code is enough; restore only if the "
         "migrations themselves broke data or the old code (restoring loses every write since)."
     ]
-    kind = backup.get("kind")
-    if kind == "restore_point":
+    if backup.kind == "restore_point":
         lines.append(
-            f"  Point-in-time restore to {backup.get('taken_at')} (WAL LSN "
-            f"{backup.get('wal_lsn')}, database {backup.get('database')}): on Neon, restore the "
+            f"  Point-in-time restore to {backup.taken_at} (WAL LSN "
+            f"{backup.wal_lsn}, database {backup.database}): on Neon, restore the "
             "branch to that timestamp or LSN (console: Restore, or `neon branches restore`)."
         )
-    elif kind == "pg_dump":
+    elif backup.kind == "pg_dump":
         lines.append(
             f'  pg_restore --clean --if-exists --no-owner --dbname "${url_env}" '
-            f"{backup.get('path')}   # sha256 {str(backup.get('sha256', ''))[:12]}…"
+            f"{backup.path}   # sha256 {(backup.sha256 or '')[:12]}…"
         )
-    elif kind == "manual":
-        lines.append(
-            f"  Restore the backup the operator confirmed at {backup.get('confirmed_at')}."
-        )
+    elif backup.kind == "manual":
+        lines.append(f"  Restore the backup the operator confirmed at {backup.confirmed_at}.")
     lines.append(
         "  Then validate again: `orchestrator validate --migrations <dir>` must not report "
         "these migrations as applied."
@@ -55,16 +55,16 @@ def database_steps(record: RunRecord, url_env: str = "DATABASE_URL") -> list[str
 
 def code_steps(record: RunRecord) -> list[str]:
     """The exact git commands to revert the pushed merge, if there was one."""
-    merge = record.steps.get("merge", {})
-    preflight = record.steps.get("preflight", {})
-    if not merge.get("pushed_commit"):
+    merge = MergeOutcome.of(record)
+    preflight = PreflightOutcome.of(record)
+    if not merge.pushed_commit:
         return ["Code: nothing was merged or pushed; the target branch is as it was."]
-    result = merge_result(merge)
-    commands = revert_commands(preflight["remote"], preflight["target"], result)
+    result = merge.as_result()
+    commands = revert_commands(preflight.remote, preflight.target, result)
     if not commands:
         return ["Code: the source was already on the target; nothing to revert."]
     return [
-        f"Code: revert the release on {preflight['target']} "
+        f"Code: revert the release on {preflight.target} "
         f"(or run `orchestrator rollback {record.run_id}`):",
         *(f"  {c}" for c in commands),
     ]
@@ -77,12 +77,12 @@ def rollback_plan(record: RunRecord, url_env: str = "DATABASE_URL") -> list[str]
 
 def revert_code(ctx: RunContext) -> str:
     """Revert the run's pushed merge on the remote; returns the pushed revert commit."""
-    merge = ctx.record.steps.get("merge", {})
-    preflight = ctx.record.steps.get("preflight", {})
+    merge = MergeOutcome.of(ctx.record)
+    preflight = PreflightOutcome.of(ctx.record)
     return revert_release(
         ctx.repo,
-        preflight["remote"],
-        preflight["target"],
-        merge_result(merge),
+        preflight.remote,
+        preflight.target,
+        merge.as_result(),
         message=f"Revert release {ctx.record.name} (orchestrator run {ctx.record.run_id})",
     )

@@ -32,6 +32,7 @@ from orchestrator.engine.machine import (
     reopen_trigger,
 )
 from orchestrator.engine.observations import LiveObservations
+from orchestrator.engine.outcomes import HaltOutcome, MergeOutcome, PreflightOutcome
 from orchestrator.engine.rollback import revert_code, rollback_plan
 from orchestrator.engine.settings import journal_at, migrations_path, retry_policy
 from orchestrator.engine.steps.base import RunContext, Step
@@ -204,7 +205,10 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
     with store.lock(record.run_id):
         # We hold the run's file lock, so no live process drives it: a session still named
         # after the run belongs to a killed process and only holds locks we need.
-        orphans = runlock.end_orphan_sessions(url, name)
+        # The first connection of a resume: a Neon compute may be waking up.
+        orphans = call_with_retry(
+            lambda: runlock.end_orphan_sessions(url, name), retry_policy(playbook)
+        )
         with hold_database(playbook, url, record.run_id) as lock:
             now = observe(playbook, record, url)
             reasons = changes_since(record, now) if now is not None else []
@@ -345,7 +349,7 @@ def _stop(ctx: RunContext, model: RunModel, exc: OrchestratorError) -> None:
     failed = isinstance(exc, DatabaseError | MigrationFailed) or type(exc) is OrchestratorError
     trigger = "fail" if failed else "halt"
     source = record.state
-    record.steps["halt"] = {"from": source, "reason": str(exc), "at": utc_now_iso()}
+    record.steps["halt"] = HaltOutcome.entry(source, str(exc), utc_now_iso())
     getattr(model, trigger)()
     record.halt_reason = str(exc)
     record.exit_code = int(exc.exit_code)
@@ -362,7 +366,7 @@ def _stop(ctx: RunContext, model: RunModel, exc: OrchestratorError) -> None:
 def _reopen(ctx: RunContext, model: RunModel) -> None:
     """Resume a halted or failed run from the state it stopped in (through the machine)."""
     record = ctx.record
-    previous = record.steps.get("halt", {}).get("from")
+    previous = HaltOutcome.of(record).stopped_in
     if not previous or previous in TERMINAL:
         raise UsageError(f"run {record.run_id} cannot be resumed: unknown stopping point")
     getattr(model, reopen_trigger(previous))()
@@ -391,14 +395,14 @@ def rollback(run_id: str, store: RunStore, interaction: Interaction) -> Rollback
     record = store.load(run_id)
     playbook = load_playbook(Path(record.playbook))
     plan = rollback_plan(record, playbook.database.url_env)
-    if not record.steps.get("merge", {}).get("pushed_commit"):
+    if not MergeOutcome.of(record).pushed_commit:
         return RollbackResult(None, plan)
     url = interaction.environ.get(playbook.database.url_env, "")
     with store.lock(record.run_id), open_run(playbook, record, store, url, interaction) as ctx:
         log = ctx.log
         log.info("rollback_plan", plan=plan)
-        preflight = record.steps.get("preflight", {})
-        question = f"Revert the release on {preflight.get('remote')}/{preflight.get('target')}"
+        preflight = PreflightOutcome.of(record)
+        question = f"Revert the release on {preflight.remote}/{preflight.target}"
         if not interaction.confirm(question):
             raise GuardError("rollback not confirmed: nothing was changed")
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator.database import validate_database
+from orchestrator.engine.outcomes import PreflightOutcome
 from orchestrator.engine.settings import journal_at, migrate_options, retry_policy
 from orchestrator.errors import DatabaseError
 from orchestrator.gitrepo import contains, open_repo, remote_tips
@@ -35,19 +36,19 @@ def changes_since(record: RunRecord, now: WorldNow) -> list[str]:
     """Why ``record`` cannot safely continue in the world ``now`` (empty: it can). Pure."""
     reasons: list[str] = []
     pinned = record.source_commit
-    preflight = record.steps.get("preflight", {})
+    preflight = PreflightOutcome.of(record)
     if pinned is None:
         return reasons  # nothing pinned yet: the run starts from pre-flight again
     if not now.source_merged:
         if now.source_tip != pinned:
             reasons.append(
-                f"the source branch {preflight.get('source', '')} has new commits "
+                f"the source branch {preflight.source} has new commits "
                 f"(pinned {pinned[:12]}, now {now.source_tip[:12]})"
             )
-        planned_target = preflight.get("target_commit")
+        planned_target = preflight.target_commit
         if planned_target and now.target_tip != planned_target:
             reasons.append(
-                f"the target branch {preflight.get('target', '')} was pushed by someone else "
+                f"the target branch {preflight.target} was pushed by someone else "
                 f"(was {str(planned_target)[:12]}, now {now.target_tip[:12]})"
             )
     if "validate" in record.steps:

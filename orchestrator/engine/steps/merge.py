@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.engine.outcomes import PreflightOutcome
 from orchestrator.engine.steps.base import Outcome, RunContext
 from orchestrator.errors import GuardError
 from orchestrator.gitrepo import MergeResult, is_merged, merge_and_push
@@ -17,16 +18,6 @@ def merge_outcome(result: MergeResult) -> Outcome:
         "merge_commit": result.merge_commit,
         "fast_forward": result.fast_forward,
     }
-
-
-def merge_result(outcome: Outcome) -> MergeResult:
-    """The inverse of :func:`merge_outcome`."""
-    return MergeResult(
-        pushed_commit=outcome["pushed_commit"],
-        previous_target_commit=outcome["previous_target_commit"],
-        merge_commit=outcome["merge_commit"],
-        fast_forward=outcome["fast_forward"],
-    )
 
 
 @dataclass(frozen=True)
@@ -61,7 +52,7 @@ class MergeStep:
         if commit is None or not is_merged(ctx.repo, spec.remote, spec.target, commit):
             return None
         tip = ctx.repo.git.rev_parse(f"{spec.remote}/{spec.target}")
-        previous = ctx.outcome("preflight").get("target_commit", tip)
+        previous = PreflightOutcome.of(ctx.record).target_commit or tip
         parents = [p.hexsha for p in ctx.repo.commit(tip).parents]
         merge_commit = tip if len(parents) > 1 and commit in parents else None
         return {

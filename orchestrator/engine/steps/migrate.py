@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator.database import migrate_database, validate_database
+from orchestrator.engine.outcomes import ValidationOutcome
 from orchestrator.engine.steps.base import Outcome, RunContext
 from orchestrator.errors import GuardError
 from orchestrator.validation import ValidationReport, Verdict
@@ -76,7 +77,7 @@ class MigrateStep:
     name: str = "migrate"
 
     def run(self, ctx: RunContext) -> Outcome:
-        if ctx.outcome("validate").get("status") == Verdict.SAFE.value:
+        if ValidationOutcome.of(ctx.record).status == Verdict.SAFE.value:
             return {"applied": [], "skipped": "validate said SAFE"}
 
         def confirm(report: ValidationReport) -> bool:
@@ -111,7 +112,7 @@ class MigrateStep:
         report = validate(ctx)
         if report.status is not Verdict.SAFE:
             return None
-        pending_before = ctx.outcome("validate").get("pending", [])
+        pending_before = ValidationOutcome.of(ctx.record).pending
         journal = {m.tag: m for m in ctx.journal.migrations}
         return {
             "applied": [
