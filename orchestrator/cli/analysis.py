@@ -91,7 +91,7 @@ def repair(target: DatabaseTarget, lock_timeout: str, dry_run: bool, yes: bool) 
     from orchestrator.commands import repair_database
     from orchestrator.db.connect import redact_url
 
-    url = target.url()
+    url = target.url(writes=True)
     options = target.options(lock_timeout=lock_timeout)
     journal = target.journal()
     if not dry_run and not yes and not interactive():

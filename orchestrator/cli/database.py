@@ -50,7 +50,7 @@ def migrate(target: DatabaseTarget, lock_timeout: str, statement_timeout: str, y
     from orchestrator.cli.console import err, interactive, out, print_json
     from orchestrator.db.connect import redact_url
 
-    url = target.url()
+    url = target.url(writes=True)
     options = target.options(lock_timeout=lock_timeout, statement_timeout=statement_timeout)
     journal = target.journal()
     if not yes and not interactive():

@@ -37,11 +37,20 @@ class DatabaseTarget:
     retries: int
     require_ssl: bool
 
-    def url(self) -> str:
-        """The connection string: UsageError if missing or malformed; warns without TLS."""
-        from orchestrator.db.connect import check_url
+    def url(self, *, writes: bool = False) -> str:
+        """The connection string: UsageError if missing or malformed; warns without TLS.
+
+        ``writes``: the command changes the database, so Neon's pooled endpoint is refused
+        (exit 2, before connecting); a read-only command only warns about it.
+        """
+        from orchestrator.cli.console import err
+        from orchestrator.db.connect import check_url, pooler_problem, refuse_pooler
 
         url = check_url(self.database_url)
+        if writes:
+            refuse_pooler(url)
+        elif (problem := pooler_problem(url)) is not None:
+            err.print(f"warning: {problem}", markup=False, highlight=False)
         transport_check(url, self.require_ssl)
         return url
 

@@ -146,6 +146,48 @@ def check_ssl(
     return warning
 
 
+# --------------------------------------------------------------------------- Neon's pooler
+
+_NEON_DOMAIN = ".neon.tech"
+_POOLER_SUFFIX = "-pooler"
+
+
+def neon_direct_host(url: str) -> tuple[str, str] | None:
+    """``(pooled host, direct host)`` when ``url`` names Neon's pooled endpoint, else None.
+
+    Neon's pooled host is the endpoint's first label with ``-pooler`` appended
+    (``ep-x-123-pooler.us-east-2.aws.neon.tech``); the direct one drops it.
+    """
+    try:
+        host = str(conninfo_to_dict(url).get("host") or "")
+    except psycopg.ProgrammingError:
+        return None
+    first, _, rest = host.partition(".")
+    if host.lower().endswith(_NEON_DOMAIN) and first.lower().endswith(_POOLER_SUFFIX):
+        return host, f"{first[: -len(_POOLER_SUFFIX)]}.{rest}"
+    return None
+
+
+def pooler_problem(url: str) -> str | None:
+    """Why a pooled Neon URL will not do for migrating, naming the direct host; None if not."""
+    hosts = neon_direct_host(url)
+    if hosts is None:
+        return None
+    pooled, direct = hosts
+    return (
+        f"{pooled} is Neon's pooled endpoint (PgBouncer in transaction mode): the session "
+        "advisory lock that keeps one deploy at a time and session settings do not hold "
+        f"there, and Neon advises migrating over the direct connection: use host {direct}"
+    )
+
+
+def refuse_pooler(url: str) -> None:
+    """UsageError (exit 2, before any connection) for a pooled Neon URL."""
+    problem = pooler_problem(url)
+    if problem is not None:
+        raise UsageError(problem)
+
+
 # --------------------------------------------------------------------------- secrets
 
 # Environment variables whose values are secrets by their name's ending (GITHUB_TOKEN,

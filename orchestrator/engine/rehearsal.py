@@ -48,6 +48,7 @@ from orchestrator.db.connect import (
     check_url,
     connect,
     describe,
+    pooler_problem,
     redact_url,
     with_application_name,
 )
@@ -96,15 +97,16 @@ def rehearse(
     local schema-only copy, else the URL of another database to migrate for real.
     """
     playbook = load_playbook(playbook_path)
-    plain_url = database_url(playbook, environ)
+    plain_url = database_url(playbook, environ, writes=False)
     if rehearse_on not in (None, "local"):
         _refuse_production_as_copy(str(rehearse_on), plain_url)
     warning = transport_warning(playbook, plain_url, environ)
+    pooled = pooler_problem(plain_url)
     url = with_application_name(plain_url, "orchestrator rehearsal")
     repo = open_repo(playbook.git.repo)
     folder = migrations_path(repo, playbook.migrations.dir)
     spec = playbook.git
-    run = DryRun(warnings=[warning] if warning else [])
+    run = DryRun(warnings=[w for w in (warning, pooled) if w])
     try:
         refuse_dirty(repo)
         with scratch_repository(repo, spec.remote, [spec.source, spec.target]) as scratch:

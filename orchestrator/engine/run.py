@@ -18,7 +18,13 @@ from psycopg.conninfo import conninfo_to_dict
 
 from orchestrator.audit import AuditTrail
 from orchestrator.db import runlock
-from orchestrator.db.connect import check_ssl, check_url, secret_values, with_application_name
+from orchestrator.db.connect import (
+    check_ssl,
+    check_url,
+    refuse_pooler,
+    secret_values,
+    with_application_name,
+)
 from orchestrator.db.migrator import MigrationFailed
 from orchestrator.db.retry import call_with_retry
 from orchestrator.engine.machine import (
@@ -66,13 +72,20 @@ class Interaction:
     warn: Callable[[str], None] = lambda _message: None  # e.g. a remote host without TLS
 
 
-def database_url(playbook: Playbook, environ: Mapping[str, str]) -> str:
-    """The connection string from the playbook's env var; UsageError if unset or malformed."""
+def database_url(playbook: Playbook, environ: Mapping[str, str], *, writes: bool = True) -> str:
+    """The connection string from the playbook's env var; UsageError if unset or malformed.
+
+    ``writes``: a deploy or resume changes the database, so Neon's pooled endpoint is refused
+    before any connection (exit 2, naming the direct host to use).
+    """
     name = playbook.database.url_env
     url = environ.get(name)
     if not url:
         raise UsageError(f"${name} is not set: it must hold the production connection string")
-    return check_url(url)
+    checked = check_url(url)
+    if writes:
+        refuse_pooler(checked)
+    return checked
 
 
 def transport_warning(playbook: Playbook, url: str, environ: Mapping[str, str]) -> str | None:
