@@ -1,0 +1,1 @@
+"""Neon: the API client a release uses (branches, restores, operations)."""

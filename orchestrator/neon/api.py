@@ -1,0 +1,199 @@
+"""A small client of the Neon API v2: the branch and operation calls a release needs.
+
+Endpoints (Neon's published reference, ``https://console.neon.tech/api/v2``):
+
+- ``GET    /projects/{project_id}/branches``                 list branches (find by name)
+- ``POST   /projects/{project_id}/branches``                 create a branch
+- ``GET    /projects/{project_id}/branches/{branch_id}``     get a branch
+- ``DELETE /projects/{project_id}/branches/{branch_id}``     delete a branch
+- ``POST   /projects/{project_id}/branches/{branch_id}/restore``   restore a branch
+- ``GET    /projects/{project_id}/operations/{operation_id}``      poll an operation
+
+Every call sends the key as a bearer token and JSON. 429 (rate limit), 423 (another
+operation of the project is running) and 5xx answers, and dropped connections, are retried
+with the project's backoff, honouring ``Retry-After``; other 4xx answers raise
+:class:`NeonError` with Neon's own message. Calls that start work return operations, which
+:meth:`NeonApi.wait` polls until they finish. The key never appears in a message, a repr or
+a log line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from orchestrator.db.retry import RetryPolicy
+from orchestrator.errors import ExitCode, OrchestratorError
+
+__all__ = ["DEFAULT_API_URL", "Branch", "NeonApi", "NeonError"]
+
+DEFAULT_API_URL = "https://console.neon.tech/api/v2"
+_RETRIED_STATUSES = frozenset({423, 429, 500, 502, 503, 504})
+_DONE = frozenset({"finished", "skipped"})
+_STOPPED = frozenset({"failed", "cancelled", "cancelling"})
+
+
+class NeonError(OrchestratorError):
+    """The Neon API refused a call or an operation failed (a failed check: exit 21)."""
+
+    exit_code = ExitCode.GUARD_FAILED
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A Neon branch as the API describes it (the fields a release uses)."""
+
+    id: str
+    name: str
+    parent_id: str | None
+    parent_lsn: str | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Branch:
+        return cls(
+            id=str(data["id"]),
+            name=str(data.get("name", "")),
+            parent_id=data.get("parent_id"),
+            parent_lsn=data.get("parent_lsn"),
+        )
+
+
+@dataclass
+class NeonApi:
+    """Calls for one project. ``api_key`` is kept out of ``repr`` and every message."""
+
+    project_id: str
+    api_key: str = field(repr=False)
+    api_url: str = DEFAULT_API_URL
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    poll_interval: float = 1.0
+    operation_timeout: float = 600.0
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+    on_retry: Callable[[int, str, float], None] | None = field(default=None, repr=False)
+
+    # -- branches --------------------------------------------------------------------------
+
+    def find_branch(self, name_or_id: str) -> Branch | None:
+        """The branch whose id or name is ``name_or_id`` (None when there is none)."""
+        listing = self._call("GET", f"/projects/{self.project_id}/branches")
+        for data in listing.get("branches", ()):
+            if name_or_id in (data.get("id"), data.get("name")):
+                return Branch.from_json(data)
+        return None
+
+    def get_branch(self, branch_id: str) -> Branch | None:
+        """The branch ``branch_id``, or None if it does not exist (any more)."""
+        data = self._call("GET", self._branch(branch_id), missing_ok=True)
+        return None if data is None else Branch.from_json(data["branch"])
+
+    def create_branch(
+        self, *, parent_id: str, parent_lsn: str | None, name: str, compute: bool = False
+    ) -> Branch:
+        """Create a branch of ``parent_id`` at ``parent_lsn`` and wait until it is ready.
+
+        ``compute``: also give it a read-write compute (a rehearsal connects to it); a
+        backup branch needs none.
+        """
+        branch: dict[str, Any] = {"parent_id": parent_id, "name": name}
+        if parent_lsn is not None:
+            branch["parent_lsn"] = parent_lsn
+        body: dict[str, Any] = {"branch": branch}
+        if compute:
+            body["endpoints"] = [{"type": "read_write"}]
+        data = self._call("POST", f"/projects/{self.project_id}/branches", json=body)
+        self.wait(data.get("operations", ()))
+        return Branch.from_json(data["branch"])
+
+    def delete_branch(self, branch_id: str) -> None:
+        """Delete a branch (nothing to do if it is already gone) and wait for it."""
+        data = self._call("DELETE", self._branch(branch_id), missing_ok=True)
+        if data is not None:
+            self.wait(data.get("operations", ()))
+
+    def restore_branch(
+        self, branch_id: str, *, source_branch_id: str, source_lsn: str | None, preserve_as: str
+    ) -> None:
+        """Restore ``branch_id`` to ``source_branch_id`` at ``source_lsn``, keeping the
+        branch's present state under the name ``preserve_as``; wait until done."""
+        body: dict[str, Any] = {
+            "source_branch_id": source_branch_id,
+            "preserve_under_name": preserve_as,
+        }
+        if source_lsn is not None:
+            body["source_lsn"] = source_lsn
+        data = self._call("POST", f"{self._branch(branch_id)}/restore", json=body)
+        self.wait(data.get("operations", ()))
+
+    # -- operations ------------------------------------------------------------------------
+
+    def wait(self, operations: Iterable[dict[str, Any]]) -> None:
+        """Poll each operation until it finishes; NeonError if one fails or takes too long."""
+        deadline = time.monotonic() + self.operation_timeout
+        for operation in operations:
+            op_id, status = str(operation.get("id")), str(operation.get("status"))
+            while status not in _DONE:
+                if status in _STOPPED:
+                    detail = operation.get("error") or status
+                    raise NeonError(f"Neon operation {op_id} ({operation.get('action')}): {detail}")
+                if time.monotonic() > deadline:
+                    raise NeonError(
+                        f"Neon operation {op_id} still {status} after {self.operation_timeout:g}s"
+                    )
+                self.sleep(self.poll_interval)
+                data = self._call("GET", f"/projects/{self.project_id}/operations/{op_id}")
+                operation = data["operation"]
+                status = str(operation.get("status"))
+
+    # -- transport -------------------------------------------------------------------------
+
+    def _branch(self, branch_id: str) -> str:
+        return f"/projects/{self.project_id}/branches/{branch_id}"
+
+    def _call(self, method: str, path: str, *, json: Any = None, missing_ok: bool = False) -> Any:
+        headers = {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"}
+        attempts = max(1, self.retry.attempts)
+        for attempt in range(1, attempts + 1):
+            try:
+                with httpx.Client(base_url=self.api_url, timeout=30.0) as client:
+                    response = client.request(method, path, json=json, headers=headers)
+            except httpx.TransportError as exc:
+                if attempt == attempts:
+                    raise NeonError(f"Neon API {method} {path}: {type(exc).__name__}") from None
+                self._pause(attempt, f"{type(exc).__name__}", None)
+                continue
+            if response.status_code in _RETRIED_STATUSES and attempt < attempts:
+                self._pause(attempt, f"HTTP {response.status_code}", response)
+                continue
+            if response.status_code == 404 and missing_ok:
+                return None
+            if response.status_code >= 400:
+                raise NeonError(
+                    f"Neon API {method} {path}: HTTP {response.status_code}: {_message(response)}"
+                )
+            return response.json() if response.content else {}
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _pause(self, attempt: int, what: str, response: httpx.Response | None) -> None:
+        wait = self.retry.wait(attempt)
+        if response is not None:
+            after = response.headers.get("Retry-After", "")
+            if after.replace(".", "", 1).isdigit():
+                wait = min(float(after), self.retry.max_wait)
+        if self.on_retry is not None:
+            self.on_retry(attempt, what, wait)
+        self.sleep(wait)
+
+
+def _message(response: httpx.Response) -> str:
+    """Neon's own error message (``{"code", "message"}``), on one line."""
+    try:
+        data = response.json()
+    except ValueError:
+        return " ".join(response.text.split())[:200] or "no message"
+    if isinstance(data, dict) and data.get("message"):
+        return " ".join(str(data["message"]).split())[:300]
+    return "no message"

@@ -1,0 +1,86 @@
+"""The Neon API client against a local contract double of Neon's API v2 (tests/neon_double)."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.db.retry import RetryPolicy
+from orchestrator.neon.api import NeonApi, NeonError
+from tests.neon_double import NeonState, neon_double
+
+KEY = "napi_0123456789abcdefsecret"
+
+
+def client(url: str, state: NeonState, waits: list[float]) -> NeonApi:
+    return NeonApi(
+        project_id=state.project_id,
+        api_key=KEY,
+        api_url=url,
+        retry=RetryPolicy(attempts=4, initial=0.1, max_wait=5.0),
+        poll_interval=0.01,
+        sleep=waits.append,
+    )
+
+
+def test_a_branch_is_created_at_an_lsn_polled_until_ready_found_and_deleted() -> None:
+    with neon_double(api_key=KEY) as (url, state):
+        main = state.add_branch("main")
+        waits: list[float] = []
+        api = client(url, state, waits)
+        assert api.find_branch("main") == api.find_branch(main["id"])
+        branch = api.create_branch(parent_id=main["id"], parent_lsn="0/1A2B3C", name="pre-run")
+        assert branch.parent_lsn == "0/1A2B3C" and branch.parent_id == main["id"]
+        created = next(r for r in state.requests if r[0] == "POST")
+        assert created[2] == {
+            "branch": {"parent_id": main["id"], "name": "pre-run", "parent_lsn": "0/1A2B3C"}
+        }
+        assert any("/operations/" in path for _m, path, _b in state.requests)  # it polled
+        assert api.get_branch(branch.id) == branch
+        api.delete_branch(branch.id)
+        assert api.get_branch(branch.id) is None
+        api.delete_branch(branch.id)  # already gone: nothing to do
+
+
+def test_429_423_and_503_are_retried_honouring_retry_after() -> None:
+    with neon_double(api_key=KEY) as (url, state):
+        state.add_branch("main")
+        state.failures = [(429, {"Retry-After": "2"}), (503, {}), (423, {})]
+        waits: list[float] = []
+        assert client(url, state, waits).find_branch("main") is not None
+        assert waits[0] == 2.0  # Retry-After
+        assert len(waits) == 3 and len([r for r in state.requests if r[0] == "GET"]) == 4
+
+
+def test_a_refusal_carries_neons_message_and_never_the_key() -> None:
+    with neon_double(api_key=KEY) as (url, state):
+        waits: list[float] = []
+        api = client(url, state, waits)
+        with pytest.raises(NeonError, match="parent branch not found") as raised:
+            api.create_branch(parent_id="br-nope", parent_lsn=None, name="x")
+        assert KEY not in str(raised.value) and KEY not in repr(api)
+        wrong = NeonApi(state.project_id, "napi_wrong", api_url=url, sleep=waits.append)
+        with pytest.raises(NeonError, match="HTTP 401: authentication required") as raised:
+            wrong.find_branch("main")
+        assert "napi_wrong" not in str(raised.value)
+        assert waits == []  # 4xx answers are not retried
+
+
+def test_restore_keeps_the_present_under_a_name_and_a_failed_operation_is_an_error() -> None:
+    with neon_double(api_key=KEY) as (url, state):
+        main = state.add_branch("main")
+        backup = state.add_branch("pre-run", main["id"])
+        waits: list[float] = []
+        api = client(url, state, waits)
+        api.restore_branch(
+            main["id"], source_branch_id=backup["id"], source_lsn="0/AB", preserve_as="main-old"
+        )
+        restore = next(r for r in state.requests if r[1].endswith("/restore"))
+        assert restore[2] == {
+            "source_branch_id": backup["id"],
+            "preserve_under_name": "main-old",
+            "source_lsn": "0/AB",
+        }
+        assert api.find_branch("main-old") is not None
+        state.fail_next_operation = True
+        with pytest.raises(NeonError, match="timeline creation failed"):
+            api.create_branch(parent_id=main["id"], parent_lsn=None, name="doomed")
