@@ -44,9 +44,9 @@ class World:
     store: RunStore
 
     def interaction(self, **overrides: object) -> Interaction:
-        environ = {"DATABASE_URL": self.database_url}
+        overrides.setdefault("environ", {"DATABASE_URL": self.database_url})
         overrides.setdefault("confirm", lambda _question: True)  # the operator says yes
-        return Interaction(environ=environ, **overrides)  # type: ignore[arg-type]
+        return Interaction(**overrides)  # type: ignore[arg-type]
 
     def deploy(self, **overrides: object) -> RunRecord:
         return start(self.playbook, self.store, self.interaction(**overrides))

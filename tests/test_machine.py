@@ -46,6 +46,9 @@ class Seen:
     def dump_intact(self, outcome: Mapping[str, Any]) -> bool:
         return self.dump_ok
 
+    def backup_branch_exists(self, outcome: Mapping[str, Any]) -> bool:
+        return self.dump_ok  # the same fact for a Neon branch: the backup is still there
+
 
 SEEN = Seen()
 
@@ -273,3 +276,12 @@ def test_outcomes_are_read_through_typed_views() -> None:
     assert result.fast_forward and result.previous_target_commit == "c" * 40
     monitor = MonitorOutcome.of(r)
     assert not monitor.healthy and monitor.failures == 2 and monitor.first_failure == ("h", "500")
+
+
+def test_a_neon_backup_branch_counts_only_while_it_exists() -> None:
+    from orchestrator.engine.machine import backup_recorded
+
+    r = record(backup={"kind": "neon_branch", "branch_id": "br-pre", "lsn": "0/1A"})
+    assert backup_recorded(r, SEEN)
+    assert not backup_recorded(r, Seen(dump_ok=False))  # deleted in the console
+    assert not backup_recorded(record(backup={"kind": "neon_branch", "branch_id": "b"}), SEEN)

@@ -195,7 +195,7 @@ BAD_EDITS: list[tuple[str, Callable[[str], str], str, str, str]] = [
         lambda t: t + "colour: red\n",
         "colour",
         "colour: red",
-        "unknown key (allowed: name, database, migrations, backup, git, monitor, retry)",
+        "unknown key (allowed: name, database, migrations, backup, git, monitor, retry, neon)",
     ),
     (
         "unknown nested key",
@@ -300,7 +300,7 @@ BAD_EDITS: list[tuple[str, Callable[[str], str], str, str, str]] = [
         lambda t: t.replace("kind: restore_point", "kind: snapshot"),
         "backup.kind",
         "kind: snapshot",
-        "must be one of 'restore_point', 'pg_dump' or 'manual', got 'snapshot'",
+        "must be one of 'restore_point', 'pg_dump', 'manual' or 'neon_branch', got 'snapshot'",
     ),
     (
         "bad URL scheme in http check",

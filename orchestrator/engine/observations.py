@@ -25,6 +25,7 @@ from orchestrator.engine.steps.backup import dump_intact
 from orchestrator.engine.steps.base import RunContext
 from orchestrator.errors import DatabaseError
 from orchestrator.gitrepo import is_merged
+from orchestrator.neon.backup import neon_api
 
 __all__ = ["LiveObservations", "Observations", "read_tracked_hashes"]
 
@@ -46,6 +47,10 @@ class Observations(Protocol):
 
     def dump_intact(self, outcome: Mapping[str, Any]) -> bool:
         """Whether a recorded dump is on disk, with its recorded digest, and readable."""
+        ...
+
+    def backup_branch_exists(self, outcome: Mapping[str, Any]) -> bool:
+        """Whether a recorded Neon backup branch still exists (the Neon API says so)."""
         ...
 
 
@@ -76,6 +81,10 @@ class LiveObservations:
 
     def dump_intact(self, outcome: Mapping[str, Any]) -> bool:
         return dump_intact(outcome)
+
+    def backup_branch_exists(self, outcome: Mapping[str, Any]) -> bool:
+        api = neon_api(self.ctx.playbook, self.ctx.environ)
+        return api.get_branch(str(outcome.get("branch_id"))) is not None
 
 
 def read_tracked_hashes(url: str, schema: str, table: str) -> frozenset[str]:

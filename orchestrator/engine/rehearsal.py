@@ -216,6 +216,9 @@ class _RehearsedWorld:
     def dump_intact(self, outcome: Mapping[str, Any]) -> bool:
         return True  # written and verified by pg_restore --list before the guard looks
 
+    def backup_branch_exists(self, outcome: Mapping[str, Any]) -> bool:
+        return True  # created (and waited for) before the guard looks
+
 
 def _rehearse_database(
     run: DryRun,
@@ -386,11 +389,17 @@ def _rehearse_backup(run: DryRun, playbook: Playbook, url: str, *, copy: bool) -
         run.step("backup", f"would record a restore point: {where}")
     elif backup.kind == "pg_dump":
         run.step("backup", f"would write a dump to {backup.path} and verify it; database {where}")
+    elif backup.kind == "neon_branch" and playbook.neon is not None:
+        run.step(
+            "backup",
+            f"would branch Neon branch {playbook.neon.branch} at WAL {point['wal_lsn']} "
+            f"(project {playbook.neon.project_id}); database {where}",
+        )
     else:
         run.step("backup", f"would ask the operator to confirm a backup; database {where}")
     if backup.kind == "manual":
         return {"kind": "manual", "confirmed_at": "(rehearsal: the operator would be asked)"}
-    return {**point, "kind": backup.kind}
+    return {**point, "kind": backup.kind, "lsn": point["wal_lsn"]}
 
 
 def _rehearse_monitor(run: DryRun, playbook: Playbook, sql_results: list[CheckResult]) -> Outcome:

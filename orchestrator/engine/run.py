@@ -136,6 +136,7 @@ def open_run(
             backup_confirmed=interaction.backup_confirmed,
             ask=interaction.ask,
             on_progress=interaction.on_progress,
+            environ=interaction.environ,
         )
 
 

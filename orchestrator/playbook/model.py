@@ -75,7 +75,7 @@ class MigrationsSpec(_Spec):
 class BackupSpec(_Spec):
     """How the pre-migration backup is taken (or confirmed, for ``manual``)."""
 
-    kind: Literal["restore_point", "pg_dump", "manual"]
+    kind: Literal["restore_point", "pg_dump", "manual", "neon_branch"]
     # validate_default so the rule below also runs when `path` is absent.
     path: Path | None = Field(default=None, validate_default=True)
 
@@ -85,9 +85,18 @@ class BackupSpec(_Spec):
         kind = info.data.get("kind")
         if kind == "pg_dump" and value is None:
             raise ValueError("required when kind is pg_dump (the dump file to write)")
-        if kind in ("restore_point", "manual") and value is not None:
+        if kind in ("restore_point", "manual", "neon_branch") and value is not None:
             raise ValueError(f"only allowed when kind is pg_dump (kind is {kind})")
         return value
+
+
+class NeonSpec(_Spec):
+    """The Neon project whose branch is production (for ``backup.kind: neon_branch``)."""
+
+    project_id: NonEmptyStr
+    branch: NonEmptyStr = "main"  # production's branch, by name or id (br-...)
+    api_key_env: NonEmptyStr = "NEON_API_KEY"  # the variable holding the key; never printed
+    api_url: NonEmptyStr = "https://console.neon.tech/api/v2"
 
 
 class GitSpec(_Spec):
@@ -203,6 +212,7 @@ class Playbook(_Spec):
     git: GitSpec
     monitor: MonitorSpec
     retry: RetrySpec = RetrySpec()
+    neon: NeonSpec | None = None
     path: Path  # the playbook file; the loader sets it, the YAML may not
 
     @model_validator(mode="after")
@@ -225,6 +235,8 @@ class Playbook(_Spec):
                 "backup",
                 self.backup.model_copy(update={"path": _under(base, self.backup.path)}),
             )
+        if self.backup.kind == "neon_branch" and self.neon is None:
+            raise ValueError("backup kind neon_branch needs the neon: block (project_id, ...)")
         return self
 
 

@@ -24,6 +24,7 @@ from orchestrator.db.connect import connect, describe, redact
 from orchestrator.db.retry import call_with_retry, is_transient
 from orchestrator.engine.steps.base import Outcome, RunContext
 from orchestrator.errors import DatabaseError, GuardError, UsageError
+from orchestrator.neon.backup import neon_api, take_branch_backup
 from orchestrator.runs import PRIVATE_FILE, private_directory, utc_now_iso
 
 RESTORE_POINT_SQL = """
@@ -48,6 +49,12 @@ class BackupStep:
             return call_with_retry(
                 lambda: restore_point(ctx.database_url), ctx.retry, on_retry=ctx.on_retry
             )
+        if kind == "neon_branch":
+            point = call_with_retry(
+                lambda: restore_point(ctx.database_url), ctx.retry, on_retry=ctx.on_retry
+            )
+            api = neon_api(ctx.playbook, ctx.environ)
+            return take_branch_backup(api, ctx.playbook, ctx.record.run_id, point)
         if kind == "pg_dump":
             assert ctx.playbook.backup.path is not None  # the playbook model guarantees it
             target = dump_path(ctx.playbook.backup.path, ctx.record.run_id)
@@ -68,6 +75,10 @@ class BackupStep:
             return None
         if previous.get("kind") == "pg_dump" and not dump_intact(previous):
             return None
+        if previous.get("kind") == "neon_branch":
+            api = neon_api(ctx.playbook, ctx.environ)
+            if api.get_branch(str(previous.get("branch_id"))) is None:
+                return None  # the branch is gone: take the backup again
         return previous
 
 

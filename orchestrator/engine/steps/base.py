@@ -11,7 +11,7 @@ A step is a small object with two methods:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,6 +46,7 @@ class RunContext:
     ask: Callable[[str], bool] | None = None  # a human at a terminal, None without one
     on_progress: Callable[[str], None] = lambda _line: None
     database_lock: RunLock | None = None  # the run lock, held by the engine
+    environ: Mapping[str, str] = field(default_factory=dict)  # for secrets the run may need
     _repo: git.Repo | None = field(default=None, repr=False)
     _journal: Journal | None = field(default=None, repr=False)
     _model: ObjectModel | None = field(default=None, repr=False)

@@ -1,0 +1,58 @@
+"""``backup.kind: neon_branch``: a branch of production at the LSN read just before
+migrating, made through the Neon API; the guard checks it still exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from orchestrator.errors import GuardError, UsageError
+from orchestrator.neon.api import NeonApi
+from orchestrator.playbook import Playbook
+
+__all__ = ["backup_branch_name", "neon_api", "take_branch_backup"]
+
+
+def neon_api(playbook: Playbook, environ: Mapping[str, str]) -> NeonApi:
+    """The API client of the playbook's Neon project; UsageError without a key."""
+    spec = playbook.neon
+    if spec is None:
+        raise UsageError("backup kind neon_branch needs the neon: block of the playbook")
+    key = environ.get(spec.api_key_env)
+    if not key:
+        raise UsageError(f"${spec.api_key_env} is not set: it must hold the Neon API key")
+    return NeonApi(project_id=spec.project_id, api_key=key, api_url=spec.api_url)
+
+
+def backup_branch_name(run_id: str) -> str:
+    """The backup branch of run ``run_id``: one per run, found again on resume."""
+    return f"pre-{run_id}"
+
+
+def take_branch_backup(
+    api: NeonApi, playbook: Playbook, run_id: str, point: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Branch production at the restore point's LSN (reusing this run's branch if a killed
+    attempt already made it); the outcome to record."""
+    assert playbook.neon is not None
+    production = api.find_branch(playbook.neon.branch)
+    if production is None:
+        raise GuardError(
+            f"Neon project {playbook.neon.project_id} has no branch {playbook.neon.branch!r}"
+        )
+    name = backup_branch_name(run_id)
+    branch = api.find_branch(name) or api.create_branch(
+        parent_id=production.id, parent_lsn=str(point["wal_lsn"]), name=name
+    )
+    return {
+        "kind": "neon_branch",
+        "project_id": playbook.neon.project_id,
+        "branch_id": branch.id,
+        "branch_name": branch.name,
+        "parent_branch_id": production.id,
+        "parent_branch": playbook.neon.branch,
+        "lsn": branch.parent_lsn or point["wal_lsn"],
+        "taken_at": point["taken_at"],
+        "database": point.get("database"),
+    }

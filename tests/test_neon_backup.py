@@ -1,0 +1,101 @@
+"""``backup.kind: neon_branch`` end to end, against the Neon API contract double.
+
+A deploy branches production at the LSN it reads just before migrating (one branch, named
+after the run); a failing API or a vanished branch keeps the run from migrating; a killed
+deploy resumes with the same branch; the API key shows up nowhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from orchestrator.engine.rollback import rollback_plan
+from orchestrator.engine.run import resume
+from orchestrator.errors import ExitCode
+from orchestrator.testing.release import write_playbook
+from tests.drizzle_helpers import tracking_rows
+from tests.neon_double import NeonState, neon_double
+from tests.release_world import World, world
+from tests.test_resume import deploy_process, kill, only_run, wait_stopped
+
+__all__ = ["world"]
+
+KEY = "napi_k3y_never_printed_0123456789"
+
+
+@pytest.fixture
+def neon(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[NeonState]:
+    """The double with production's branch, the playbook pointing at it, the key set."""
+    with neon_double(api_key=KEY) as (url, state):
+        state.add_branch("main")
+        write_playbook(
+            world.playbook,
+            repo=world.repo,
+            health_url=world.health.url,
+            backup="{kind: neon_branch}",
+            duration="200ms",
+            interval="100ms",
+        )
+        with world.playbook.open("a") as playbook:
+            playbook.write(f"neon: {{project_id: {state.project_id}, api_url: '{url}'}}\n")
+        monkeypatch.setenv("NEON_API_KEY", KEY)
+        yield state
+
+
+def backups(state: NeonState) -> list[dict[str, object]]:
+    return [b for b in state.branches.values() if str(b["name"]).startswith("pre-")]
+
+
+def test_a_deploy_branches_production_at_the_recorded_lsn(world: World, neon: NeonState) -> None:
+    record = world.deploy(environ={"DATABASE_URL": world.database_url, "NEON_API_KEY": KEY})
+    assert record.state == "succeeded", record.halt_reason
+    backup = record.steps["backup"]
+    [branch] = backups(neon)
+    assert branch["name"] == f"pre-{record.run_id}" and branch["id"] == backup["branch_id"]
+    assert branch["parent_lsn"] == backup["lsn"] and str(backup["lsn"]).count("/") == 1
+    plan = "\n".join(rollback_plan(record))
+    assert f"from the backup branch pre-{record.run_id}" in plan and "/restore" in plan
+    for path in world.store.run_dir(record.run_id).iterdir():
+        assert KEY not in path.read_text(errors="replace")
+
+
+def test_a_failing_api_keeps_the_run_from_migrating(world: World, neon: NeonState) -> None:
+    neon.failures = [(400, {})]
+    record = world.deploy(environ={"DATABASE_URL": world.database_url, "NEON_API_KEY": KEY})
+    assert record.state in ("halted", "failed")
+    assert record.exit_code == int(ExitCode.GUARD_FAILED)
+    assert len(tracking_rows(world.database_url)) == 9  # nothing migrated
+    assert KEY not in str(record.halt_reason)
+
+
+def test_a_killed_deploy_resumes_with_the_same_branch(world: World, neon: NeonState) -> None:
+    process = deploy_process(world, "step_end:backup")
+    wait_stopped(process)
+    kill(process)
+    assert len(backups(neon)) == 1
+    record = resume(
+        None,
+        world.store,
+        world.interaction(environ={"DATABASE_URL": world.database_url, "NEON_API_KEY": KEY}),
+    )
+    assert record.state == "succeeded", record.halt_reason
+    assert len(backups(neon)) == 1, "resume made a second backup branch"
+    assert only_run(world).steps["backup"]["branch_id"] == backups(neon)[0]["id"]
+
+
+def test_a_vanished_backup_branch_is_taken_again_on_resume(world: World, neon: NeonState) -> None:
+    process = deploy_process(world, "step_end:backup")
+    wait_stopped(process)
+    kill(process)
+    [first] = backups(neon)
+    del neon.branches[str(first["id"])]  # someone deleted it in the console
+    record = resume(
+        None,
+        world.store,
+        world.interaction(environ={"DATABASE_URL": world.database_url, "NEON_API_KEY": KEY}),
+    )
+    assert record.state == "succeeded", record.halt_reason
+    [second] = backups(neon)
+    assert record.steps["backup"]["branch_id"] == second["id"] != first["id"]
