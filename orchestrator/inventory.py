@@ -86,10 +86,6 @@ class CatalogInventory:
     snapshot: CatalogSnapshot
     relations: tuple[CatalogRelation, ...]
 
-    def column_types(self) -> dict[tuple[str, str, str], str]:
-        """``(schema, table, column) -> pg_type.typname`` for every column."""
-        return {(r.schema, r.name, c.name): c.type_name for r in self.relations for c in r.columns}
-
 
 @dataclass(frozen=True)
 class InventoryColumn:

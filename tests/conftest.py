@@ -111,7 +111,7 @@ def own_cluster() -> Iterator[EmbeddedPostgres]:
 
 @pytest.fixture
 def drizzle_fixture(tmp_path: Path) -> Path:
-    """A writable copy of the shared drizzle migrations folder (the contract's input)."""
+    """A writable copy of the drizzle contract fixture folder (tests/fixtures/drizzle)."""
     target = tmp_path / "migrations"
     shutil.copytree(DRIZZLE_FIXTURE / "migrations", target)
     for p in target.rglob("*"):

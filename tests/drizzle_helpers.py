@@ -27,7 +27,7 @@ def prefix_folder(source: Path, count: int, target: Path) -> Path:
 
 
 def fixture_migration(tag: str) -> Migration:
-    """One migration of the shared drizzle fixture."""
+    """One migration of the drizzle contract fixture (tests/fixtures/drizzle)."""
     return read_journal(FIXTURE_MIGRATIONS).by_tag(tag)
 
 

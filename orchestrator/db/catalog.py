@@ -175,25 +175,28 @@ def snapshot_from_json(data: dict[str, Any], *, schema: str, table: str) -> Cata
     """Build a snapshot from the query's JSON document (pure)."""
     facts: dict[DbObject, Fact] = {DbObject("schema", name, name): () for name in data["schemas"]}
     relations: dict[int, str] = {}
-    for nspname, relname, relkind, *oid in data["relations"]:
+    for nspname, relname, relkind, oid in data["relations"]:
         kind = {"v": "view", "m": "view", "i": "index", "I": "index"}.get(relkind, "table")
         facts[DbObject(kind, nspname, relname)] = ()  # type: ignore[arg-type]
-        if oid:
-            relations[oid[0]] = f"{nspname}.{relname}"
+        relations[oid] = f"{nspname}.{relname}"
     names: dict[tuple[int, int], str] = {}
-    for nspname, relname, attname, *attributes in data["columns"]:
-        facts[DbObject("column", nspname, attname, relname)] = _column_fact(attributes[:3])
-        if len(attributes) == 5:
-            names[(attributes[3], attributes[4])] = attname
+    for nspname, relname, attname, type_text, not_null, default, relid, attnum in data["columns"]:
+        default_fact = None if default is None else normalize_default_sql(default)
+        facts[DbObject("column", nspname, attname, relname)] = (
+            type_text,
+            bool(not_null),
+            default_fact,
+        )
+        names[(relid, attnum)] = attname
     catalog = _Names(relations, names)
     for nspname, relname, conname, *attributes in data["constraints"]:
         key = DbObject("constraint", nspname, conname, relname)
         facts[key] = catalog.constraint_fact(attributes)
-    for nspname, relname, unique, indexed, keys in data.get("indexes", ()):
+    for nspname, relname, unique, indexed, keys in data["indexes"]:
         facts[DbObject("index", nspname, relname)] = (bool(unique), catalog.columns(indexed, keys))
-    for nspname, proname in data.get("functions", ()):
+    for nspname, proname in data["functions"]:
         facts[DbObject("function", nspname, proname)] = ()
-    for nspname, relname, tgname in data.get("triggers", ()):
+    for nspname, relname, tgname in data["triggers"]:
         facts[DbObject("trigger", nspname, tgname, relname)] = ()
     for nspname, typname, label in data["enums"]:
         facts[DbObject("enum", nspname, typname)] = ()
@@ -214,14 +217,6 @@ def snapshot_from_json(data: dict[str, Any], *, schema: str, table: str) -> Cata
         tracking_rows=parse_tracking_xml(xml_rows) if xml_rows else (),
         tracking_elsewhere=tuple(data["tracking_elsewhere"]),
     )
-
-
-def _column_fact(attributes: list[Any]) -> Fact:
-    """(type, not_null, default) from the query's row; old documents lack the attributes."""
-    if not attributes:
-        return (UNKNOWN, UNKNOWN, UNKNOWN)
-    type_text, not_null, default = attributes
-    return (type_text, bool(not_null), None if default is None else normalize_default_sql(default))
 
 
 @dataclass(frozen=True)

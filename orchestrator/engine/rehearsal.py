@@ -43,7 +43,6 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from orchestrator.database import migrate_database, validate_database
-from orchestrator.db import runlock
 from orchestrator.db.connect import (
     check_url,
     connect,
@@ -53,13 +52,12 @@ from orchestrator.db.connect import (
     with_application_name,
 )
 from orchestrator.db.migrator import MigrateOptions, excerpt, rehearse_pending
-from orchestrator.db.retry import call_with_retry
 from orchestrator.drizzle.journal import Journal, Migration, parse_journal
 from orchestrator.drizzle.objects import ObjectModel, journal_model
 from orchestrator.engine.dry_run import DryRun, RehearsalBounds
 from orchestrator.engine.machine import LIVE, TERMINAL, RunModel, build_machine, edges_from
 from orchestrator.engine.outcomes import ValidationOutcome
-from orchestrator.engine.run import database_url, transport_warning
+from orchestrator.engine.run import database_url, hold_database, transport_warning
 from orchestrator.engine.settings import migrate_options, migrations_path, retry_policy
 from orchestrator.engine.steps.backup import restore_point
 from orchestrator.engine.steps.base import Outcome
@@ -165,19 +163,10 @@ def _locked(
     *,
     real: bool,
 ) -> DryRun:
-    """The database part of the rehearsal under the database's run lock."""
-    lock = runlock.RunLock(
-        url,
-        schema=playbook.migrations.schema_,
-        table=playbook.migrations.table,
-        owner=runlock.application_name(None, "rehearsal"),
-    )
-    # The first connection, as a deploy's: a Neon compute may be waking up.
-    call_with_retry(lock.acquire, retry_policy(playbook))
-    try:
+    """The database part of the rehearsal under the database's run lock, taken as a deploy
+    takes it (retried: a Neon compute may be waking up)."""
+    with hold_database(playbook, url, None, "rehearsal"):
         return _rehearse_database(run, playbook, url, journal, merge, bounds, real=real)
-    finally:
-        lock.release()
 
 
 @dataclass

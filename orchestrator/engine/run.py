@@ -141,16 +141,18 @@ def open_run(
 
 
 @contextmanager
-def hold_database(playbook: Playbook, url: str, run_id: str) -> Iterator[runlock.RunLock]:
+def hold_database(
+    playbook: Playbook, url: str, run_id: str | None, kind: str = "run"
+) -> Iterator[runlock.RunLock]:
     """One deploy at a time: hold the database's run lock for the ``with`` block.
 
     Refused at once (exit 2, naming the holder) if another run or migrate holds it; a
-    transient connection failure is retried with the playbook's policy.
+    transient connection failure is retried with the playbook's policy. ``run_id`` and
+    ``kind`` name the holder (a rehearsal has no run id).
     """
     spec = playbook.migrations
-    lock = runlock.RunLock(
-        url, schema=spec.schema_, table=spec.table, owner=runlock.application_name(run_id)
-    )
+    owner = runlock.application_name(run_id, kind)
+    lock = runlock.RunLock(url, schema=spec.schema_, table=spec.table, owner=owner)
     call_with_retry(lock.acquire, retry_policy(playbook))
     try:
         yield lock

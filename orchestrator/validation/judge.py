@@ -128,13 +128,8 @@ def validate(journal: Journal, model: ObjectModel, snapshot: CatalogSnapshot) ->
     for migration, state, evidence in zip(
         journal.migrations, reading.states, reading.evidence, strict=True
     ):
-        checked = evidence.checked
-        if state is MigrationState.APPLIED or state is MigrationState.UNTRACKED_PRESENT:
-            missing: tuple[DbObject, ...] = (
-                () if reading.matched_prefix is not None else (evidence.absent)
-            )
-        else:
-            missing = evidence.absent
+        # When the schema is a known prefix state, applied migrations have no absent objects.
+        checked, missing = evidence.checked, evidence.absent
         gone = [o for o in missing if o not in snapshot.facts]
         changed = [
             describe_difference(model, migration.tag, o, snapshot.facts[o])
@@ -200,4 +195,4 @@ def error_report(message: str, *, database: dict[str, Any] | None = None) -> Val
 def describe_difference(model: ObjectModel, tag: str, obj: DbObject, found: Any) -> str:
     """An object present, but not as migration ``tag`` leaves it."""
     expected = model.effects[tag][obj][1]
-    return str(Difference(obj, expected, found)).replace(": expected", " is not as it defines:", 1)
+    return Difference(obj, expected, found).describe("is not as it defines:")

@@ -68,8 +68,13 @@ class Difference:
     found: Fact | None
 
     def __str__(self) -> str:
+        return self.describe(": expected")
+
+    def describe(self, lead: str) -> str:
+        """``<object><lead> <expected>, found <found>`` (``lead`` e.g. ``": expected"``)."""
+        separator = "" if lead.startswith(":") else " "
         return (
-            f"{self.obj}: expected {describe_fact(self.obj.kind, self.expected)}, "
+            f"{self.obj}{separator}{lead} {describe_fact(self.obj.kind, self.expected)}, "
             f"found {describe_fact(self.obj.kind, self.found)}"
         )
 
