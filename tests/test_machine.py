@@ -149,6 +149,13 @@ def test_transient_errors_are_told_from_answers() -> None:
     assert is_transient(psycopg.OperationalError("connection refused"))
     assert is_transient(psycopg.OperationalError("server closed the connection unexpectedly"))
     assert is_transient(DatabaseError("x", transient=True))
+    # What libpq says while a restarted server replays its WAL (no SQLSTATE on connect).
+    assert is_transient(
+        psycopg.OperationalError(
+            'connection to server at "127.0.0.1", port 5432 failed: '
+            "FATAL:  the database system is not yet accepting connections"
+        )
+    )
     assert not is_transient(DatabaseError("x"))
     assert not is_transient(psycopg.errors.UndefinedTable("relation does not exist"))
     assert not is_transient(psycopg.errors.LockNotAvailable("lock timeout"))

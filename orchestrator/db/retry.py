@@ -50,6 +50,8 @@ TRANSIENT_MESSAGES = (
     "terminating connection",
     "the database system is starting up",
     "the database system is shutting down",
+    "the database system is not yet accepting connections",  # crash recovery after a restart
+    "the database system is in recovery mode",
     "couldn't connect to compute node",  # Neon proxy while the compute wakes
     "compute is starting",
     "ssl syscall error",
