@@ -11,7 +11,9 @@ A throwaway PostgreSQL cluster and a generated drizzle folder (:data:`bench.synt
   on the wire by :class:`bench.proxy.LatencyProxy`;
 - latency: the same through the proxy adding 50 ms per round trip; and both migrates again
   through 2 ms per round trip (a database in the same region), where the ratio is judged;
-- CLI start-up: ``orchestrator --help`` and ``orchestrator validate --help``.
+- CLI start-up: ``orchestrator --help`` and ``orchestrator validate --help``;
+- traffic: migrating under live traffic, drizzle-kit vs orchestrator with and without lock
+  retries, and a concurrent index build on 1,000,000 rows (:mod:`bench.traffic`).
 
 Each timing is the median of several runs. Rows marked "info" explain the others and have no
 target. Exit 1 when a target is missed.
@@ -33,12 +35,13 @@ from typing import TypeVar
 
 import psycopg
 
-from bench import drizzle_kit
+from bench import drizzle_kit, traffic
 from bench.proxy import LatencyProxy
 from bench.synthetic import SCALE, write_folder
 from orchestrator.commands import take_snapshot, validate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.drizzle.journal import Journal, read_journal
+from orchestrator.drizzle.model.cache import CACHE_DIR_ENV
 from orchestrator.drizzle.objects import build_object_model
 from orchestrator.testing.pg import EmbeddedPostgres, create_database, drop_database, with_dbname
 from orchestrator.validation import Verdict
@@ -269,16 +272,36 @@ def migrate_rows(race: MigrateRace, statements: int) -> list[Row]:
     return rows
 
 
-def validate_rows(url: str, folder: Path) -> list[Row]:
-    """validate on the applied database: in-process and CLI, direct and through 50 ms."""
+def cold(func: Callable[[], T], cache: Path) -> Callable[[], T]:
+    """``func`` with the model cache emptied first: the history model is built, not read."""
+
+    def emptied() -> T:
+        for stored in cache.glob("model-*.bin"):
+            stored.unlink()
+        return func()
+
+    return emptied
+
+
+def validate_rows(url: str, folder: Path, cache: Path) -> list[Row]:
+    """validate on the applied database: in-process and CLI, direct and through 50 ms; with
+    the history model read from the cache in ``cache`` (warm, the targets) and built (cold).
+    """
+    os.environ[CACHE_DIR_ENV] = str(cache)  # for us and the CLI processes we start
     journal = read_journal(folder)
-    report = validate_database(url, journal, OPTIONS)
+    report = validate_database(url, journal, OPTIONS)  # stores the model: the cache is warm
     if report.status is not Verdict.SAFE:
         raise SystemExit(f"bench: validate says {report.status.value}: {report.recommendation}")
     snapshot_seconds, snapshot = median_seconds(lambda: take_snapshot(url, OPTIONS))
     in_process, _ = median_seconds(lambda: validate_database(url, read_journal(folder), OPTIONS))
+    cold_in_process, _ = median_seconds(
+        cold(lambda: validate_database(url, read_journal(folder), OPTIONS), cache)
+    )
     cli = [*orchestrator_argv(), "validate", "--json", "--migrations", str(folder)]
     cli_seconds, _ = median_seconds(lambda: checked(run([*cli, "--database-url", url])), 3)
+    cold_cli, _ = median_seconds(
+        cold(lambda: checked(run([*cli, "--database-url", url])), cache), 3
+    )
 
     with LatencyProxy.for_url(url, round_trip_delay=0.0) as proxy:
         handshake = proxy.handshake_round_trips(url)
@@ -291,6 +314,12 @@ def validate_rows(url: str, folder: Path) -> list[Row]:
         slow_snapshot, _ = median_seconds(lambda: take_snapshot(slow_url, OPTIONS))
         slow, _ = median_seconds(lambda: validate_database(slow_url, read_journal(folder), OPTIONS))
         slow_cli, _ = median_seconds(lambda: checked(run([*cli, "--database-url", slow_url])), 3)
+        slow_cold, _ = median_seconds(
+            cold(lambda: validate_database(slow_url, read_journal(folder), OPTIONS), cache)
+        )
+        slow_cold_cli, _ = median_seconds(
+            cold(lambda: checked(run([*cli, "--database-url", slow_url])), cache), 3
+        )
 
     objects = sum(1 for o in snapshot.objects if o.schema == "public")
     ms = f"{LATENCY * 1000:g} ms"
@@ -314,6 +343,12 @@ def validate_rows(url: str, folder: Path) -> list[Row]:
         seconds_row(f"latency: validate_database() +{ms}", slow, TARGET_VALIDATE_S),
         seconds_row(f"latency: `orchestrator validate` CLI +{ms}", slow_cli, TARGET_VALIDATE_S),
         seconds_row(f"latency: cost of +{ms} (difference)", slow - in_process),
+        # The first validate of a folder (or after any migration file changed) builds the
+        # model: no target, reported so the cache hides nothing.
+        seconds_row("cold cache: validate_database()", cold_in_process),
+        seconds_row("cold cache: `orchestrator validate` CLI", cold_cli),
+        seconds_row(f"cold cache: validate_database() +{ms}", slow_cold),
+        seconds_row(f"cold cache: `orchestrator validate` CLI +{ms}", slow_cold_cli),
     ]
 
 
@@ -363,6 +398,12 @@ def print_table(rows: list[Row]) -> None:
 def main() -> int:
     """Run every benchmark; 0 when each target is met, 1 otherwise."""
     print(f"machine: {machine()}")
+    # The history-model cache: off for the migrate race (each run builds the model, as
+    # before the cache), in a temporary directory for validate (never the user's ~/.cache).
+    os.environ[CACHE_DIR_ENV] = "off"
+    # The CLI runs as installed: compiled modules cached (pip compiles them at install). A
+    # shell that forbids writing bytecode would make every run compile ours anew (~0.2 s).
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     rows: list[Row] = []
     with EmbeddedPostgres() as pg, tempfile.TemporaryDirectory(prefix="orch-bench-") as tmp:
         allow_huge_transactions(pg)
@@ -383,8 +424,12 @@ def main() -> int:
         applied = race.fresh()
         checked(race.ours(applied))
         print("validate: measuring...", flush=True)
-        rows += validate_rows(applied, folder)
+        rows += validate_rows(applied, folder, workdir / "model-cache")
+        os.environ[CACHE_DIR_ENV] = "off"
     rows += startup_rows()
+    print("traffic: migrating under live traffic (about a minute)...", flush=True)
+    with tempfile.TemporaryDirectory(prefix="orch-traffic-") as tmp:
+        rows += [Row(*cells) for cells in traffic.measure(Path(tmp))]
     print()
     print_table(rows)
     missed = [row.name for row in rows if row.ok is False]

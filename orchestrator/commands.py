@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from orchestrator.engine.dry_run import DryRun, RehearsalBounds
     from orchestrator.engine.run import Interaction, RollbackResult
     from orchestrator.inventory import Inventory
+    from orchestrator.neon.restore import RestorePlan, RestoreResult
     from orchestrator.runs import RunRecord
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
     "plan",
     "rehearse",
     "repair_database",
+    "restore_database",
+    "restore_plan",
     "resume",
     "rollback",
     "run_timeline",
@@ -79,13 +82,15 @@ def plan(
     return build_plan(journal, tags)
 
 
-def lint(journal: Journal) -> list[LintFinding]:
-    """Every lint finding of every migration of ``journal``, in order."""
+def lint(journal: Journal, *, allow_concurrent: bool = False) -> list[LintFinding]:
+    """Every lint finding of every migration of ``journal``, in order (the whole folder taken
+    as one release; ``allow_concurrent``: non-transactional statements are warnings)."""
     from orchestrator.analysis.effects import analyse_migrations
     from orchestrator.analysis.lint import lint_migrations
 
-    analysis = analyse_migrations([(m.tag, m.statements) for m in journal.migrations])
-    return lint_migrations(analysis.migrations)
+    folder = [(m.tag, m.statements) for m in journal.migrations]
+    analysis = analyse_migrations(folder)
+    return lint_migrations(analysis.migrations, release=folder, allow_concurrent=allow_concurrent)
 
 
 def inspect(
@@ -151,6 +156,28 @@ def rollback(run_id: str, state_dir: Path, interaction: Interaction) -> Rollback
     from orchestrator.runs import RunStore
 
     return revert(run_id, RunStore(state_dir), interaction)
+
+
+def restore_plan(run_id: str, state_dir: Path) -> RestorePlan:
+    """The Neon restore ``rollback --restore-database`` would perform for run ``run_id``;
+    UsageError when the run's backup is not a Neon branch (saying what to do instead)."""
+    from orchestrator.neon.restore import restore_plan as plan_of
+    from orchestrator.playbook import load_playbook
+    from orchestrator.runs import RunStore
+
+    record = RunStore(state_dir).load(run_id)
+    return plan_of(record, load_playbook(Path(record.playbook)).database.url_env)
+
+
+def restore_database(
+    run_id: str, state_dir: Path, environ: Mapping[str, str], typed_branch: str
+) -> RestoreResult:
+    """Restore production's Neon branch from the run's backup branch (``typed_branch`` must
+    name production's branch), then validate it again."""
+    from orchestrator.neon.restore import restore_production
+    from orchestrator.runs import RunStore
+
+    return restore_production(run_id, RunStore(state_dir), environ, typed_branch)
 
 
 def runs(state_dir: Path) -> list[RunRecord]:

@@ -19,17 +19,28 @@ from orchestrator.allocation import cyclic_gc_paused
 from orchestrator.db import runlock
 from orchestrator.db.catalog import CatalogSnapshot, read_snapshot
 from orchestrator.db.connect import check_url, connect
+from orchestrator.db.lock_retry import (
+    LOCK_NOT_AVAILABLE,
+    LockRetry,
+    OnLockRetry,
+    lock_retry_policy,
+)
 from orchestrator.db.migrator import (
     AppliedMigration,
     MigrateOptions,
     MigrationFailed,
-    apply_pending,
 )
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.drizzle.objects import ObjectModel, journal_model
 from orchestrator.errors import DatabaseError, PartialStateError, UsageError
-from orchestrator.validation import ValidationReport, Verdict, error_report, validate
+from orchestrator.validation import (
+    MigrationState,
+    ValidationReport,
+    Verdict,
+    error_report,
+    validate,
+)
 from orchestrator.validation.matching import out_of_order_differences
 
 DEFAULT_RETRY = RetryPolicy()
@@ -94,6 +105,8 @@ def migrate_database(
     on_retry: OnRetry | None = None,
     on_migration: Callable[[Migration], None] | None = None,
     take_run_lock: bool = True,
+    on_lock_retry: OnLockRetry | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> MigrateResult:
     """Validate, refuse unreconciled states, ask ``confirm``, apply, and validate again.
 
@@ -104,6 +117,13 @@ def migrate_database(
 
     Unless the caller already holds it (``take_run_lock=False``: a deploy run), the database's
     run lock is taken first, so a migrate never runs beside a deploy (exit 2 at once).
+
+    A lock timeout (55P03) is retried ``options.lock_retries`` times, with its own backoff
+    (:mod:`orchestrator.db.lock_retry`), after validating again; ``on_lock_retry`` hears each
+    one, naming the blocking sessions. Migrations that cannot run in a transaction are
+    refused (UsageError, nothing changed) unless ``options.allow_concurrent``; then they run
+    statement by statement (:mod:`orchestrator.db.concurrent`) and ``on_note`` hears what was
+    skipped or cleaned up.
     """
     with ExitStack() as stack:
         if take_run_lock:
@@ -115,7 +135,18 @@ def migrate_database(
             )
             # The first connection: a Neon compute may be waking up.
             call_with_retry(lambda: stack.enter_context(lock), retry, on_retry=on_retry)
-        return _migrate(url, journal, options, confirm, retry, on_retry, on_migration)
+        hooks = _Hooks(on_retry, on_migration, on_lock_retry, on_note)
+        return _migrate(url, journal, options, confirm, retry, hooks)
+
+
+@dataclass(frozen=True)
+class _Hooks:
+    """Who hears about what during a migrate."""
+
+    on_retry: OnRetry | None
+    on_migration: Callable[[Migration], None] | None
+    on_lock_retry: OnLockRetry | None
+    on_note: Callable[[str], None] | None
 
 
 def _migrate(
@@ -124,17 +155,37 @@ def _migrate(
     options: MigrateOptions,
     confirm: Callable[[ValidationReport], bool],
     retry: RetryPolicy,
-    on_retry: OnRetry | None,
-    on_migration: Callable[[Migration], None] | None,
+    hooks: _Hooks,
 ) -> MigrateResult:
+    # Imported here, not at the top: they load the statement analysis (pglast's node
+    # classes), which `validate` never needs, and validate's start-up is measured.
+    from orchestrator.analysis.nontransactional import nontransactional_statements
+    from orchestrator.db.concurrent import apply_release
+
     model = journal_model(journal)  # once: every validation below judges the same journal
+    on_retry = hooks.on_retry
 
     def judge() -> ValidationReport:
         return validate_database(url, journal, options, retry=retry, on_retry=on_retry, model=model)
 
     before = judge()
-    _refuse_unmigratable(before)
-    if not before.pending:
+    untracked = [m for m in journal.migrations if m.hash not in before.tracked_hashes]
+    nontransactional = (
+        nontransactional_statements([(m.tag, m.statements) for m in untracked])
+        if before.status is not Verdict.ERROR
+        else []
+    )
+    if nontransactional and not options.allow_concurrent:
+        first = nontransactional[0]
+        raise UsageError(
+            f"{first.location}: {first.reason} cannot run inside the migration transaction; "
+            f"pass --allow-concurrent (playbook: migrations.concurrent: true) to run "
+            f"{first.tag} outside a transaction, statement by statement; nothing was changed"
+        )
+    resumable = frozenset(n.tag for n in nontransactional)
+    _refuse_unmigratable(before, resumable)
+    todo = [m for m in before.migrations if m.state is MigrationState.PENDING or m.tag in resumable]
+    if not todo:
         return MigrateResult(before, (), before)
     _refuse_reordering(journal, model, before)
     if not confirm(before):
@@ -142,35 +193,87 @@ def _migrate(
 
     applied: list[AppliedMigration] = []
     attempts = max(1, retry.attempts)
-    for attempt in range(1, attempts + 1):
+    lock_policy = lock_retry_policy(options.lock_retries)
+    failures = lock_timeouts = 0
+    while True:
         try:
             with connect(url) as conn:
-                applied = apply_pending(conn, journal, options, on_migration=on_migration)
+                applied += apply_release(
+                    conn,
+                    journal,
+                    options,
+                    nontransactional,
+                    on_migration=hooks.on_migration,
+                    on_lock_retry=hooks.on_lock_retry,
+                    on_note=hooks.on_note,
+                )
             break
         except (DatabaseError, MigrationFailed) as exc:
-            if not _worth_another_attempt(exc) or attempt == attempts:
+            if _is_lock_timeout(exc) and lock_timeouts + 1 < lock_policy.attempts:
+                assert isinstance(exc, MigrationFailed)
+                lock_timeouts += 1
+                wait = lock_policy.wait(lock_timeouts)
+                if hooks.on_lock_retry is not None:
+                    event = LockRetry(
+                        lock_timeouts, lock_policy.attempts, wait, exc.where, exc.blockers
+                    )
+                    hooks.on_lock_retry(event)
+            elif _worth_another_attempt(exc) and failures + 1 < attempts:
+                failures += 1
+                wait = retry.wait(failures)
+                if on_retry is not None:
+                    on_retry(failures, exc, wait)
+            else:
+                if _is_lock_timeout(exc) and options.lock_retries:
+                    raise _out_of_lock_retries(exc, lock_policy.attempts) from exc
                 raise
-            wait = retry.wait(attempt)
-            if on_retry is not None:
-                on_retry(attempt, exc, wait)
             _sleep(wait)
             now = judge()
-            _refuse_unmigratable(now)
-            if not now.pending:
+            _refuse_unmigratable(now, resumable)
+            if not any(
+                m.state is MigrationState.PENDING or m.tag in resumable for m in now.migrations
+            ):
                 # The commit reached the server before the connection was lost.
-                applied = [AppliedMigration(m.tag, m.hash, m.when) for m in before.pending]
+                done = {a.hash for a in applied}
+                applied += [
+                    AppliedMigration(m.tag, m.hash, m.when) for m in todo if m.hash not in done
+                ]
                 break
 
     after = judge()
     return MigrateResult(before, tuple(applied), after)
 
 
-def _refuse_unmigratable(report: ValidationReport) -> None:
+def _is_lock_timeout(exc: Exception) -> bool:
+    return isinstance(exc, MigrationFailed) and exc.sqlstate == LOCK_NOT_AVAILABLE
+
+
+def _out_of_lock_retries(exc: Exception, attempts: int) -> MigrationFailed:
+    """The last lock timeout, saying the retries ran out (and who blocked, as it did)."""
+    assert isinstance(exc, MigrationFailed)
+    return MigrationFailed(
+        exc.tag,
+        f"gave up after {attempts} attempts, each stopped by a lock timeout: {exc}",
+        sqlstate=exc.sqlstate,
+        statement=exc.statement,
+        blockers=exc.blockers,
+        where=exc.where,
+    )
+
+
+def _refuse_unmigratable(report: ValidationReport, resumable: frozenset[str] = frozenset()) -> None:
+    """Refuse ERROR and unreconciled states, except a non-transactional migration left
+    half-applied (``resumable``, untracked): its rerun skips what is there and converges."""
     if report.status is Verdict.ERROR:
         errors = [f.message for f in report.findings if f.severity == "error"]
         raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
-    if report.unreconciled:
-        states = "; ".join(f"{m.tag} is {m.state.value}" for m in report.unreconciled)
+    blocking = [
+        m
+        for m in report.unreconciled
+        if not (m.tag in resumable and m.state is not MigrationState.TRACKED_MISSING)
+    ]
+    if blocking:
+        states = "; ".join(f"{m.tag} is {m.state.value}" for m in blocking)
         raise PartialStateError(f"refusing to migrate a partial state: {states}")
 
 

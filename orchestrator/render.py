@@ -130,6 +130,18 @@ def event_line(event: dict[str, Any]) -> str | None:
         text = f"{name.upper()}: {event['reason']} (exit {event['exit_code']})"
     elif name in ("run_started", "run_resumed"):
         text = f"{name.replace('_', ' ')}: {event.get('name')} from state {event.get('state')}"
+    elif name in ("release_waiting", "release_live", "release_failed", "release_timeout"):
+        what = {"release_waiting": "waiting", "release_live": "LIVE"}.get(
+            str(name), str(name).removeprefix("release_").upper()
+        )
+        text = f"release gate {what} after {event.get('waited_s')}s: {event.get('detail')}"
+    elif str(name).startswith("pull_request_"):
+        verb = str(name).removeprefix("pull_request_").replace("_", " ")
+        where = event.get("url") or f"#{event.get('number')}"
+        text = f"pull request {where} {verb}"
+        for key in ("mergeable_state", "reason", "merge_commit"):
+            if event.get(key):
+                text += f"; {key.replace('_', ' ')} {event[key]}"
     elif name == "run_succeeded":
         text = "run succeeded"
     elif name == "interrupted":
@@ -147,6 +159,8 @@ def _outcome_hint(outcome: Any) -> str:
     if "applied" in outcome:
         tags = [a["tag"] for a in outcome["applied"]]
         return f": applied {', '.join(tags)}" if tags else f": {outcome.get('skipped', 'nothing')}"
+    if "gate" in outcome:  # the release gate
+        return f": {outcome.get('ending')} ({outcome.get('detail')})"
     if "pushed_commit" in outcome:
         return f": pushed {str(outcome['pushed_commit'])[:12]}"
     if "healthy" in outcome:

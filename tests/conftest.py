@@ -6,9 +6,11 @@ The server is a throwaway cluster started here (initdb + pg_ctl), or the one nam
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,6 +53,12 @@ def _mutate_guard(name: str) -> None:
         for e in machine.TRANSITIONS
     )
 
+
+# The history-model cache (orchestrator.drizzle.model.cache) of this test run, and of the
+# CLI processes its tests start, lives in a throwaway directory, never in ~/.cache.
+_MODEL_CACHE = tempfile.mkdtemp(prefix="orch-test-model-cache-")
+os.environ["ORCHESTRATOR_CACHE_DIR"] = _MODEL_CACHE
+atexit.register(shutil.rmtree, _MODEL_CACHE, ignore_errors=True)
 
 if os.environ.get("ORCH_MUTATE_GUARD"):
     _mutate_guard(os.environ["ORCH_MUTATE_GUARD"])

@@ -1,18 +1,40 @@
 """A contract double of the Neon API v2 subset orchestrator uses, on a local HTTP server.
 
-It answers the request and response shapes of Neon's published reference for branches
-(list, create, get, delete, restore) and operations (get): bearer-key authentication,
-``{"code", "message"}`` errors, operations that run for a few polls then finish. Tests can
-queue failures (429 with ``Retry-After``, 503, 423) and make the next operation fail.
+It answers the request and response shapes of Neon's published reference
+(``https://api-docs.neon.tech``) for branches (list, create, get, delete, restore),
+operations (get) and the connection URI (``GET /projects/{id}/connection_uri``):
+bearer-key authentication, ``{"code", "message"}`` errors, operations that run for a few
+polls then finish. Tests can queue failures (429 with ``Retry-After``, 503, 423) and make
+the next operation fail.
 
-It is a double of the *contract*, in memory: a branch here holds no data. (Backing branches
-with real PostgreSQL databases, for backup and restore tests, is the next step.)
+Backed by real PostgreSQL when given a cluster (``neon_double(cluster_url=...)``): each
+branch is a real database of that cluster. Creating a branch copies its parent's database
+(``pg_dump | pg_restore``: ``CREATE DATABASE ... TEMPLATE`` would need the parent to have no
+other connection); deleting it drops the database; restoring a branch from another replaces
+its contents with the source's (disconnecting its sessions, as Neon restarts the compute),
+keeping the old contents as a new branch under ``preserve_under_name``. A branch created
+with ``endpoints: [{type: read_write}]`` gets an endpoint, and the create answer carries
+``connection_uris`` (and ``connection_uri`` answers ``{"uri"}``) pointing at the branch's
+database on the local cluster, with the cluster's own role and password.
+
+What it cannot do (it is a double of the *contract*, not of Neon's storage):
+
+- replay to an exact LSN. A branch or a restore copies the source as it is at the moment of
+  the request; the ``parent_lsn`` / ``source_lsn`` sent are recorded (on the branch, and in
+  :attr:`NeonState.restores`) for tests to check, not honoured;
+- keep a branch's databases under their own names: the copy of database ``app`` lives in a
+  database named after the branch id, so ``connection_uri`` answers with that name;
+- speak TLS: its URIs carry no ``sslmode=require&channel_binding=require``.
+
+Without a cluster it keeps branches in memory only (they hold no data).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import shutil
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -20,6 +42,92 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from orchestrator.testing.pg import ServerBinariesMissing, find_bindir, with_dbname
+
+
+def _tool(name: str) -> str:
+    """``pg_dump`` / ``pg_restore`` of the server's installation, else from PATH."""
+    try:
+        return str(find_bindir() / name)
+    except ServerBinariesMissing:
+        found = shutil.which(name)
+        if found is None:
+            raise
+        return found
+
+
+@dataclass
+class PostgresBacking:
+    """The databases behind the branches, on one local cluster (superuser ``cluster_url``)."""
+
+    cluster_url: str
+    made: list[str] = field(default_factory=list)  # databases the double created
+
+    def url(self, database: str) -> str:
+        """A connection string for ``database`` on the cluster."""
+        return with_dbname(self.cluster_url, database)
+
+    def role(self) -> str:
+        return str(conninfo_to_dict(self.cluster_url).get("user") or "postgres")
+
+    def copy(self, source: str, target: str) -> None:
+        """Create ``target`` holding what ``source`` holds now (pg_dump | pg_restore)."""
+        self._admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
+        self.made.append(target)
+        dump = subprocess.Popen(
+            [_tool("pg_dump"), "--format=custom", "--no-owner", f"--dbname={self.url(source)}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert dump.stdout is not None
+        restore = subprocess.run(
+            [_tool("pg_restore"), "--no-owner", "--exit-on-error", f"--dbname={self.url(target)}"],
+            stdin=dump.stdout,
+            capture_output=True,
+            check=False,
+        )
+        dump.stdout.close()
+        _out, dump_err = dump.communicate()
+        if dump.returncode or restore.returncode:
+            raise RuntimeError(f"copy {source} -> {target}: {dump_err!r} {restore.stderr!r}")
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename a database, disconnecting its sessions first (Neon restarts the compute)."""
+        self.disconnect(old)
+        self._admin(
+            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                sql.Identifier(old), sql.Identifier(new)
+            )
+        )
+        self.made.append(new)
+
+    def drop(self, database: str) -> None:
+        self._admin(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+        )
+
+    def exists(self, database: str) -> bool:
+        with psycopg.connect(self.cluster_url, autocommit=True) as conn:
+            row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+            return row.fetchone() is not None
+
+    def disconnect(self, database: str) -> None:
+        with psycopg.connect(self.cluster_url, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (database,),
+            )
+
+    def _admin(self, statement: sql.Composed) -> None:
+        with psycopg.connect(self.cluster_url, autocommit=True) as conn:
+            conn.execute(statement)
 
 
 @dataclass
@@ -28,15 +136,24 @@ class NeonState:
 
     project_id: str
     api_key: str
+    backing: PostgresBacking | None = None
     branches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    databases: dict[str, str] = field(default_factory=dict)  # branch id -> real database
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)  # branch id -> endpoint
+    database_name: str = "neondb"  # the database's name as production's URL spells it
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str, Any]] = field(default_factory=list)  # method, path, body
+    restores: list[dict[str, Any]] = field(default_factory=list)  # target id + body, in order
     failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # queued answers
     fail_next_operation: bool = False
     polls_to_finish: int = 2
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
-    def add_branch(self, name: str, parent_id: str | None = None) -> dict[str, Any]:
+    def add_branch(
+        self, name: str, parent_id: str | None = None, *, database: str | None = None
+    ) -> dict[str, Any]:
+        """A new branch. Backed: ``database`` names an existing database to stand for it
+        (production's); otherwise the parent's database is copied."""
         branch = {
             "id": f"br-{name}-{next(self._ids)}",
             "project_id": self.project_id,
@@ -45,8 +162,85 @@ class NeonState:
             "parent_lsn": None,
             "current_state": "ready",
         }
+        if self.backing is not None:
+            if database is not None:
+                self.database_name = database
+            else:
+                assert parent_id is not None, "a backed branch needs a parent or a database"
+                database = f"neon_{branch['id'].replace('-', '_')}"
+                self.backing.copy(self.databases[parent_id], database)
+            self.databases[branch["id"]] = database
         self.branches[branch["id"]] = branch
         return branch
+
+    def add_endpoint(self, branch_id: str) -> dict[str, Any]:
+        endpoint = {
+            "id": f"ep-{branch_id.removeprefix('br-')}",
+            "project_id": self.project_id,
+            "branch_id": branch_id,
+            "type": "read_write",
+            "host": "127.0.0.1",
+            "current_state": "active",
+        }
+        self.endpoints[branch_id] = endpoint
+        return endpoint
+
+    def uri(self, branch_id: str) -> str:
+        """The branch's connection URI (its real database on the local cluster)."""
+        assert self.backing is not None
+        return self.backing.url(self.databases[branch_id])
+
+    def connection_uris(self, branch_id: str) -> list[dict[str, Any]]:
+        assert self.backing is not None
+        params = conninfo_to_dict(self.uri(branch_id))
+        return [
+            {
+                "connection_uri": self.uri(branch_id),
+                "connection_parameters": {
+                    "database": params.get("dbname"),
+                    "password": params.get("password", ""),
+                    "role": self.backing.role(),
+                    "host": params.get("host"),
+                    "pooler_host": params.get("host"),
+                },
+            }
+        ]
+
+    def delete_branch(self, branch_id: str) -> None:
+        del self.branches[branch_id]
+        self.endpoints.pop(branch_id, None)
+        database = self.databases.pop(branch_id, None)
+        if self.backing is not None and database is not None:
+            self.backing.drop(database)
+
+    def restore(self, branch_id: str, body: dict[str, Any]) -> None:
+        """Replace the branch's contents with the source branch's; keep the old ones as
+        ``preserve_under_name`` (which becomes the branch's parent, as on Neon)."""
+        self.restores.append({"branch_id": branch_id, **body})
+        target, source = self.branches[branch_id], body["source_branch_id"]
+        keep = body.get("preserve_under_name")
+        preserved = None
+        if keep:
+            preserved = {
+                "id": f"br-{keep}-{next(self._ids)}",
+                "project_id": self.project_id,
+                "name": keep,
+                "parent_id": target["parent_id"],
+                "current_state": "ready",
+            }
+            self.branches[preserved["id"]] = preserved
+            target["parent_id"] = preserved["id"]
+        if self.backing is None:
+            return
+        database = self.databases[branch_id]
+        if preserved is not None:
+            kept = f"neon_{preserved['id'].replace('-', '_')}"
+            self.backing.rename(database, kept)
+            self.databases[preserved["id"]] = kept
+        else:
+            self.backing.disconnect(database)
+            self.backing.drop(database)
+        self.backing.copy(self.databases[source], database)
 
     def operation(self, action: str, branch_id: str) -> dict[str, Any]:
         op = {
@@ -63,6 +257,9 @@ class NeonState:
         self.operations[op["id"]] = op
         return _public(op)
 
+    def branch_names(self) -> list[str]:
+        return sorted(str(b["name"]) for b in self.branches.values())
+
 
 def _public(op: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in op.items() if not k.startswith("_")}
@@ -70,10 +267,18 @@ def _public(op: dict[str, Any]) -> dict[str, Any]:
 
 @contextmanager
 def neon_double(
-    project_id: str = "round-river-123456", api_key: str = "napi_test"
+    project_id: str = "round-river-123456",
+    api_key: str = "napi_test",
+    *,
+    cluster_url: str | None = None,
 ) -> Iterator[tuple[str, NeonState]]:
-    """Serve the double on 127.0.0.1; yields its API base URL and its state."""
-    state = NeonState(project_id, api_key)
+    """Serve the double on 127.0.0.1; yields its API base URL and its state.
+
+    ``cluster_url``: a superuser URL of a local cluster whose databases back the branches;
+    every database the double made is dropped at the end.
+    """
+    backing = PostgresBacking(cluster_url) if cluster_url else None
+    state = NeonState(project_id, api_key, backing)
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -105,7 +310,8 @@ def neon_double(
                 self._route(method, body)
 
         def _route(self, method: str, body: Any) -> None:
-            parts = self.path.strip("/").split("/")
+            address = urlsplit(self.path)
+            parts = address.path.strip("/").split("/")
             base = ["api", "v2", "projects", state.project_id]
             if parts[:4] != base:
                 self._send(404, {"code": "", "message": "project not found"})
@@ -114,19 +320,9 @@ def neon_double(
             if rest == ["branches"] and method == "GET":
                 self._send(200, {"branches": list(state.branches.values())})
             elif rest == ["branches"] and method == "POST":
-                spec = (body or {}).get("branch", {})
-                if spec.get("parent_id") not in state.branches:
-                    self._send(400, {"code": "", "message": "parent branch not found"})
-                    return
-                branch = state.add_branch(spec.get("name") or "branch", spec["parent_id"])
-                branch["parent_lsn"] = spec.get("parent_lsn")
-                self._send(
-                    201,
-                    {
-                        "branch": branch,
-                        "operations": [state.operation("create_branch", branch["id"])],
-                    },
-                )
+                self._create(body or {})
+            elif rest == ["connection_uri"] and method == "GET":
+                self._connection_uri(parse_qs(address.query))
             elif len(rest) == 2 and rest[0] == "branches":
                 branch = state.branches.get(rest[1])
                 if branch is None:
@@ -134,7 +330,7 @@ def neon_double(
                 elif method == "GET":
                     self._send(200, {"branch": branch})
                 elif method == "DELETE":
-                    del state.branches[rest[1]]
+                    state.delete_branch(rest[1])
                     op = state.operation("delete_timeline", rest[1])
                     self._send(200, {"branch": branch, "operations": [op]})
             elif len(rest) == 3 and rest[0] == "branches" and rest[2] == "restore":
@@ -144,10 +340,9 @@ def neon_double(
                 ):
                     self._send(404, {"code": "", "message": "branch not found"})
                     return
-                preserved = state.add_branch(body["preserve_under_name"], rest[1])
-                op = state.operation("restore", rest[1])
+                state.restore(rest[1], body)
+                op = state.operation("restore_timeline", rest[1])
                 self._send(200, {"branch": state.branches[rest[1]], "operations": [op]})
-                del preserved["parent_lsn"]
             elif len(rest) == 2 and rest[0] == "operations" and method == "GET":
                 op = state.operations.get(rest[1])
                 if op is None:
@@ -161,6 +356,41 @@ def neon_double(
                 self._send(200, {"operation": _public(op)})
             else:
                 self._send(404, {"code": "", "message": "no such endpoint"})
+
+        def _create(self, body: dict[str, Any]) -> None:
+            spec = body.get("branch", {})
+            if spec.get("parent_id") not in state.branches:
+                self._send(400, {"code": "", "message": "parent branch not found"})
+                return
+            branch = state.add_branch(spec.get("name") or "branch", spec["parent_id"])
+            branch["parent_lsn"] = spec.get("parent_lsn")
+            operations = [state.operation("create_branch", branch["id"])]
+            answer: dict[str, Any] = {"branch": branch}
+            wanted = body.get("endpoints") or []
+            if any(e.get("type") == "read_write" for e in wanted):
+                answer["endpoints"] = [state.add_endpoint(branch["id"])]
+                operations.append(state.operation("start_compute", branch["id"]))
+                if state.backing is not None:
+                    answer["connection_uris"] = state.connection_uris(branch["id"])
+            answer["operations"] = operations
+            self._send(201, answer)
+
+        def _connection_uri(self, query: dict[str, list[str]]) -> None:
+            branch_id = (query.get("branch_id") or [""])[0]
+            database = (query.get("database_name") or [""])[0]
+            role = (query.get("role_name") or [""])[0]
+            if not database or not role:
+                self._send(400, {"code": "", "message": "database_name and role_name required"})
+            elif branch_id not in state.branches:
+                self._send(404, {"code": "", "message": "branch not found"})
+            elif branch_id not in state.endpoints or state.backing is None:
+                self._send(404, {"code": "", "message": "read-write endpoint not found"})
+            elif database != state.database_name:
+                self._send(404, {"code": "", "message": f"database {database} not found"})
+            elif role != state.backing.role():
+                self._send(404, {"code": "", "message": f"role {role} not found"})
+            else:
+                self._send(200, {"uri": state.uri(branch_id)})
 
         def do_GET(self) -> None:
             self._handle("GET")
@@ -180,3 +410,8 @@ def neon_double(
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+        if backing is not None:
+            production = {state.database_name}
+            for database in backing.made:
+                if database not in production:
+                    backing.drop(database)

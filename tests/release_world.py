@@ -27,7 +27,8 @@ TRANSITIONS_OF_A_FULL_DEPLOY = [
     ("migrate", "validated", "migrated"),
     ("revalidate", "migrated", "revalidated"),
     ("merge", "revalidated", "merged"),
-    ("monitor", "merged", "monitored"),
+    ("go_live", "merged", "live"),
+    ("monitor", "live", "monitored"),
     ("finish", "monitored", "succeeded"),
 ]
 

@@ -38,6 +38,11 @@ CASES = [
         "CREATE TABLE IF NOT EXISTS t (id int); CREATE INDEX IF NOT EXISTS t_idx ON t (id)",
     ),
     (
+        "enum-value-used-in-transaction",
+        "CREATE TYPE mood AS ENUM ('ok'); ALTER TYPE mood ADD VALUE 'glad'; SELECT 'glad'::mood",
+        "CREATE TYPE mood AS ENUM ('ok'); ALTER TYPE mood ADD VALUE 'glad'",
+    ),
+    (
         "ban-drop-column",
         "ALTER TABLE users DROP COLUMN IF EXISTS nick",
         "CREATE TABLE IF NOT EXISTS t (a int, b int); ALTER TABLE t DROP COLUMN IF EXISTS b",

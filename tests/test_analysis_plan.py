@@ -116,6 +116,7 @@ def test_json_shape_is_the_documented_one() -> None:
             "new_code_on_old_schema",
             "objects",
             "lint",
+            "locks",
         }
         assert entry["risk"] in ("LOW", "MEDIUM", "HIGH")
         assert entry["old_code_on_new_schema"] in ("safe", "conditional", "breaks")

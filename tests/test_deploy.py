@@ -184,7 +184,13 @@ def test_rejected_push_halts(world: World) -> None:
     resumed = resume(record.run_id, world.store, world.interaction())
     assert resumed.state == "succeeded", resumed.halt_reason
     assert world.origin_main() == resumed.steps["merge"]["pushed_commit"] != before
-    assert [t.trigger for t in resumed.transitions][-4:] == ["resume", "merge", "monitor", "finish"]
+    assert [t.trigger for t in resumed.transitions][-5:] == [
+        "resume",
+        "merge",
+        "go_live",
+        "monitor",
+        "finish",
+    ]
     assert len(tracking_rows(world.database_url)) == 12
     assert resumed.halt_reason is None and resumed.rollback_plan == []
 

@@ -235,7 +235,9 @@ def test_lock_contention_gives_up_after_lock_timeout_and_names_the_holder(
     assert record.state == "failed" and record.exit_code == 21
     reason = record.halt_reason or ""
     assert "lock timeout" in reason and "0011_cute_skin, statement 1" in reason
-    assert "reporting job" in reason and "AccessShareLock on case_classification_results" in reason
+    assert (
+        "reporting job" in reason and "ACCESS SHARE on public.case_classification_results" in reason
+    )
     assert schema_fingerprint(world.database_url) == before  # 0009 and 0010 rolled back too
     assert traffic_waits and traffic_waits[0] < 0.5 + 1.0
 

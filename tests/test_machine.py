@@ -33,6 +33,7 @@ class Seen:
     remote_has_release: bool = True
     dump_ok: bool = True
     commit_known: bool = True
+    pull_merged: bool = True
 
     def tracked_hashes(self) -> frozenset[str]:
         return self.tracked
@@ -48,6 +49,9 @@ class Seen:
 
     def backup_branch_exists(self, outcome: Mapping[str, Any]) -> bool:
         return self.dump_ok  # the same fact for a Neon branch: the backup is still there
+
+    def pull_request_merged(self, number: int) -> bool:
+        return self.pull_merged
 
 
 SEEN = Seen()
@@ -292,3 +296,37 @@ def test_a_neon_backup_branch_counts_only_while_it_exists() -> None:
     assert backup_recorded(r, SEEN)
     assert not backup_recorded(r, Seen(dump_ok=False))  # deleted in the console
     assert not backup_recorded(record(backup={"kind": "neon_branch", "branch_id": "b"}), SEEN)
+
+
+def test_the_release_gate_lets_the_monitor_start_only_once_the_pushed_commit_is_live() -> None:
+    from orchestrator.engine.machine import halt_reason, release_live
+
+    pushed = {"pushed_commit": "b" * 40, "previous_target_commit": "c" * 40}
+    live = record(merge=pushed, release={"live": True, "commit": "b" * 40})
+    assert release_live(live, SEEN)
+    assert [e.dest for e in edges_from("merged")] == ["live"]
+    assert [e.dest for e in edges_from("live")] == ["monitored"]
+    model = RunModel(live, SEEN)
+    build_machine(model, "merged")
+    assert model.go_live() is True and model.state == "live"  # type: ignore[attr-defined]
+    # Another commit live, no gate outcome, or a failed deployment: the run halts, exit 22.
+    other = record(merge=pushed, release={"live": True, "commit": "d" * 40})
+    failed = record(
+        merge=pushed,
+        release={"live": False, "commit": "b" * 40, "ending": "failed", "detail": "dpl_1 ERROR"},
+    )
+    for r in (other, record(merge=pushed), failed):
+        assert not release_live(r, SEEN)
+        assert halt_exit_code("merged", r) is ExitCode.MONITOR_UNHEALTHY
+    assert "the deployment failed: dpl_1 ERROR" in halt_reason("merged", failed)
+    timed_out = record(merge=pushed, release={"live": False, "ending": "timeout", "detail": "x"})
+    assert "not live after the release timeout" in halt_reason("merged", timed_out)
+
+
+def test_a_merge_through_a_pull_request_counts_only_once_github_says_merged() -> None:
+    from orchestrator.engine.machine import merge_pushed
+
+    r = record(merge={"pushed_commit": "b" * 40, "pull_request": 7})
+    assert merge_pushed(r, SEEN)
+    assert not merge_pushed(r, Seen(pull_merged=False))  # reopened or never merged
+    assert not merge_pushed(r, Seen(remote_has_release=False))

@@ -195,14 +195,16 @@ BAD_EDITS: list[tuple[str, Callable[[str], str], str, str, str]] = [
         lambda t: t + "colour: red\n",
         "colour",
         "colour: red",
-        "unknown key (allowed: name, database, migrations, backup, git, monitor, retry, neon)",
+        "unknown key (allowed: name, database, migrations, backup, git, monitor, retry, neon, "
+        "release)",
     ),
     (
         "unknown nested key",
         lambda t: t.replace("  schema: drizzle\n", "  schema: drizzle\n  colour: red\n"),
         "migrations.colour",
         "colour: red",
-        "unknown key (allowed: dir, schema, table, lock_timeout, statement_timeout)",
+        "unknown key (allowed: dir, schema, table, lock_timeout, statement_timeout, "
+        "lock_retries, concurrent)",
     ),
     (
         "misspelt key suggests the right one",

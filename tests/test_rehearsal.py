@@ -217,7 +217,7 @@ def test_lock_timeout_stops_the_rehearsal_without_blocking_traffic(
     assert "lock timeout" in summary and "[55P03]" in summary
     # It names the session that blocked it, and the lock it holds.
     assert "blocked by pid" in summary
-    assert "AccessShareLock on case_classification_results" in summary
+    assert "ACCESS SHARE on public.case_classification_results" in summary
     assert everything(world) == before
 
 

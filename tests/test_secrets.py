@@ -138,6 +138,86 @@ def test_no_command_writes_a_secret_anywhere(
     assert {where: secrets for where, secrets in found.items() if secrets} == {}
 
 
+def test_neon_commands_write_no_secret_anywhere(
+    tmp_path: Path,
+    deployer_url: str,
+    server_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sweep for Neon: a rehearsal on a branch, a neon_branch deploy and its rollback
+    with --restore-database, against the contract double backed by real PostgreSQL whose
+    connection URIs carry the role's password, as Neon's do."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from orchestrator.testing.release import write_playbook
+    from tests.neon_double import neon_double
+
+    neon_key = "napi_NeonKeyHeron3317"
+    monkeypatch.setenv("NEON_API_KEY", neon_key)
+    monkeypatch.setenv("DATABASE_URL", deployer_url)
+    written: dict[str, str] = {}
+
+    def cli(label: str, *argv: str) -> tuple[int, str]:
+        code = run(list(argv))
+        captured = capsys.readouterr()
+        written[f"{label} stdout"], written[f"{label} stderr"] = captured.out, captured.err
+        return code, captured.out
+
+    production = str(conninfo_to_dict(deployer_url)["dbname"])
+    cluster = deployer_url.rsplit("/", 1)[0] + "/postgres"  # the deployer, with its password
+    with (
+        build_world(tmp_path, deployer_url) as world,
+        neon_double(api_key=neon_key, cluster_url=cluster) as (api_url, state),
+    ):
+        state.add_branch("main", database=production)
+        write_playbook(
+            world.playbook,
+            repo=world.repo,
+            health_url=world.health.url,
+            backup="{kind: neon_branch}",
+            duration="200ms",
+            interval="100ms",
+        )
+        with world.playbook.open("a") as playbook:
+            playbook.write(f"neon: {{project_id: {state.project_id}, api_url: '{api_url}'}}\n")
+        state_dir = ["--state-dir", str(world.root / ".orchestrator")]
+        deploy = ["deploy", "--playbook", str(world.playbook)]
+        for extra in ([], ["--json"]):
+            code, _ = cli(
+                f"rehearse{extra}", *deploy, "--dry-run", "--rehearse-on", "neon-branch", *extra
+            )
+            assert code == 0, written[f"rehearse{extra} stderr"]
+        code, out = cli("deploy", *deploy, "--yes", "--json", *state_dir)
+        assert code == 0, written["deploy stderr"]
+        run_id = json.loads(out)["run_id"]
+        assert cli("show", "show", run_id, "--json", *state_dir)[0] == 0
+        restore = ["--restore-database", "--confirm-branch", "main", "--yes"]
+        for extra in ([], ["--json"]):
+            cli(f"rollback{extra}", "rollback", run_id, *restore, *extra, *state_dir)
+        assert state.restores, written["rollback stderr"]
+        files = {
+            str(path): path.read_bytes()
+            for path in (world.root / ".orchestrator").rglob("*")
+            if path.is_file()
+        }
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        # The restore recreated production as the deployer: give it back, so the fixtures
+        # can drop the role.
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} OWNER TO CURRENT_USER").format(sql.Identifier(production))
+        )
+    found = {
+        where: [*leaks(text), *([neon_key] if neon_key in _text(text) else [])]
+        for where, text in {**written, **files}.items()
+    }
+    assert {where: secrets for where, secrets in found.items() if secrets} == {}
+
+
+def _text(data: str | bytes) -> str:
+    return data if isinstance(data, str) else data.decode(errors="replace")
+
+
 # --------------------------------------------------------------------------- pure helpers
 
 
@@ -211,3 +291,69 @@ def test_ssl_warning(url: str, environ: dict[str, str], remote: bool) -> None:
             check_ssl(url, require_ssl=True, environ=environ)
     else:
         assert check_ssl(url, require_ssl=True, environ=environ) is None
+
+
+def test_platform_tokens_are_written_nowhere(
+    tmp_path: Path,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deploy through the GitHub double with the Vercel gate, its show, rollback and
+    dry-run: the tokens (one in a variable named like no secret) appear nowhere."""
+    from tests.github_double import github_double, protect_branch
+    from tests.vercel_double import vercel_double
+
+    written: dict[str, str] = {}
+    with (
+        build_world(tmp_path, database_url, duration="300ms", interval="100ms") as world,
+        github_double(world.repo.origin, token="ghp_PlatformPelican3318") as (gh_url, github),
+        vercel_double(world.repo.origin, token="vcl_PlatformHeron7264") as (vc_url, vercel),
+    ):
+        vercel.build_seconds = 0.3
+        text = world.playbook.read_text().replace(
+            "git: {repo: app, remote: origin, source: staging, target: main}",
+            "git: {repo: app, remote: origin, source: staging, target: main, via: github_pr,\n"
+            f"      github: {{repo: {github.repo}, api_url: '{gh_url}', token_env: RELEASE_GH,\n"
+            "               checks_interval: 100ms}}",
+        )
+        world.playbook.write_text(
+            text + f"release: {{timeout: 10s, interval: 100ms, vercel: {{project_id: "
+            f"{vercel.project_id}, team_id: {vercel.team_id}, api_url: '{vc_url}'}}}}\n"
+        )
+        protect_branch(world.repo.origin)
+        monkeypatch.setenv("DATABASE_URL", database_url)
+        monkeypatch.setenv("RELEASE_GH", github.token)
+        monkeypatch.setenv("VERCEL_TOKEN", vercel.token)
+        state = ["--state-dir", str(world.root / ".orchestrator")]
+
+        def cli(label: str, *argv: str) -> int:
+            code = run(list(argv))
+            captured = capsys.readouterr()
+            written[f"{label} stdout"], written[f"{label} stderr"] = captured.out, captured.err
+            return code
+
+        playbook = str(world.playbook)
+        assert cli("dry-run", "deploy", "--playbook", playbook, "--dry-run") == 0
+        assert cli("deploy", "deploy", "--playbook", playbook, "--yes", "--json", *state) == 0
+        run_id = json.loads(written["deploy stdout"])["run_id"]
+        assert cli("show", "show", run_id, *state) == 0
+        assert cli("rollback", "rollback", run_id, "--yes", *state) == 0
+        assert "revert pull request" in written["rollback stdout"]
+        # A refused call quotes the API's message, never the token.
+        github.failures.append((401, {}))
+        monkeypatch.setenv("RELEASE_GH", "ghp_PlatformWrong0042")
+        assert cli("dry-run refused", "deploy", "--playbook", playbook, "--dry-run") != 0
+    files = {
+        str(path): path.read_bytes()
+        for path in (world.root / ".orchestrator").rglob("*")
+        if path.is_file()
+    }
+    tokens = [github.token, vercel.token, "ghp_PlatformWrong0042"]
+    found = {
+        where: [
+            t for t in tokens if t.encode() in (data if isinstance(data, bytes) else data.encode())
+        ]
+        for where, data in {**written, **files}.items()
+    }
+    assert {where: hit for where, hit in found.items() if hit} == {}

@@ -32,6 +32,7 @@ ChangeKind = Literal[
     "create_index",
     "drop_index",
     "rename_index",
+    "reindex",
     "create_enum",
     "add_enum_value",
     "rename_enum_value",

@@ -11,7 +11,7 @@ running code, so the locking and compatibility rules leave it alone.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from orchestrator.analysis.effects import Change, MigrationEffects, StatementEffects
@@ -73,9 +73,20 @@ NON_CONCURRENT_INDEX = Rule(
 CONCURRENTLY_IN_TRANSACTION = Rule(
     "concurrently-in-transaction",
     "error",
-    "CREATE/DROP INDEX CONCURRENTLY in a migration: drizzle and orchestrator run each "
-    "migration inside a transaction, where PostgreSQL rejects it",
-    "remove CONCURRENTLY, or run that statement by hand outside the migration",
+    "CREATE/DROP INDEX CONCURRENTLY or REINDEX CONCURRENTLY in a migration: drizzle runs "
+    "every migration inside a transaction, where PostgreSQL rejects it (a warning with "
+    "--allow-concurrent: orchestrator then runs that migration outside a transaction)",
+    "apply the folder with `orchestrator migrate --allow-concurrent` (drizzle-kit cannot), "
+    "or remove CONCURRENTLY",
+)
+ENUM_VALUE_USED = Rule(
+    "enum-value-used-in-transaction",
+    "error",
+    "ALTER TYPE ... ADD VALUE whose new value a later statement of the same release uses: "
+    "inside one transaction PostgreSQL refuses it (unsafe use of new value); lint takes the "
+    "whole folder as one release, as on a fresh database (a warning with --allow-concurrent)",
+    "apply the folder with `orchestrator migrate --allow-concurrent` (which commits the value "
+    "first), or use the value only in a later release",
 )
 DROP_COLUMN = Rule(
     "ban-drop-column",
@@ -142,6 +153,7 @@ RULES: tuple[Rule, ...] = (
     NOT_NULL_WITHOUT_DEFAULT,
     NON_CONCURRENT_INDEX,
     CONCURRENTLY_IN_TRANSACTION,
+    ENUM_VALUE_USED,
     DROP_COLUMN,
     DROP_TABLE,
     RENAME_COLUMN,
@@ -259,7 +271,7 @@ def _statement_rules() -> list[tuple[Rule, ChangeCheck]]:
 
     def concurrently(c: Change) -> str | None:
         kind = c.restates if c.kind == "no_op" else c.kind
-        if kind in ("create_index", "drop_index") and c.concurrently:
+        if kind in ("create_index", "drop_index", "reindex") and c.concurrently:
             return f"{c.target}: CONCURRENTLY cannot run inside the migration's transaction"
         return None
 
@@ -343,6 +355,7 @@ def lint_migration(migration: MigrationEffects) -> list[LintFinding]:
     findings = [
         f for s in migration.statements for f in lint_statement(migration.tag, s, rerun_stops=stops)
     ]
+    findings += _enum_values_used_in(migration)
     timeout_set = False
     for statement in migration.statements:
         for change in statement.changes:
@@ -361,9 +374,50 @@ def lint_migration(migration: MigrationEffects) -> list[LintFinding]:
     return findings
 
 
-def lint_migrations(migrations: Iterable[MigrationEffects]) -> list[LintFinding]:
-    """Findings for several migrations, in order."""
-    return [f for m in migrations for f in lint_migration(m)]
+def _enum_values_used_in(migration: MigrationEffects) -> list[LintFinding]:
+    """ADD VALUE findings for values a later statement of the same migration uses."""
+    from orchestrator.analysis.nontransactional import enum_value_uses
+
+    pieces = [s.sql for s in migration.statements]
+    numbered = {s.number: s for s in migration.statements}
+    findings = []
+    for use in enum_value_uses([(migration.tag, [";\n".join(pieces)])]):
+        statement = numbered.get(use.statement)
+        if statement is not None:
+            findings.append(_finding(ENUM_VALUE_USED, migration.tag, statement, use.reason))
+    return findings
+
+
+def lint_migrations(
+    migrations: Iterable[MigrationEffects],
+    *,
+    release: Sequence[tuple[str, Sequence[str]]] = (),
+    allow_concurrent: bool = False,
+) -> list[LintFinding]:
+    """Findings for several migrations, in order.
+
+    ``release`` is the ``(tag, pieces)`` applied together (the whole folder for ``lint``): an
+    ``ALTER TYPE ... ADD VALUE`` used later in it is reported. With ``allow_concurrent`` the
+    non-transactional findings are warnings: ``migrate --allow-concurrent`` applies them.
+    """
+    from orchestrator.analysis.nontransactional import enum_value_uses
+
+    migrations = list(migrations)
+    order = {m.tag: index for index, m in enumerate(migrations)}
+    findings = [f for m in migrations for f in lint_migration(m)]
+    seen = {(f.tag, f.statement) for f in findings if f.rule == ENUM_VALUE_USED.name}
+    findings += [
+        LintFinding(ENUM_VALUE_USED.name, "error", use.tag, use.statement, use.reason, use.line)
+        for use in enum_value_uses(release)
+        if (use.tag, use.statement) not in seen
+    ]
+    findings.sort(key=lambda f: order.get(f.tag, len(order)))  # stable: migration order
+    if allow_concurrent:
+        nontransactional = {CONCURRENTLY_IN_TRANSACTION.name, ENUM_VALUE_USED.name}
+        findings = [
+            replace(f, severity="warning") if f.rule in nontransactional else f for f in findings
+        ]
+    return findings
 
 
 def has_errors(findings: Sequence[LintFinding]) -> bool:

@@ -9,12 +9,14 @@ strategy.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from orchestrator.analysis.compatibility import Compat, MigrationCompat, migration_compat
 from orchestrator.analysis.effects import Change, MigrationEffects, analyse_migrations
-from orchestrator.analysis.lint import LintFinding, lint_migration
+from orchestrator.analysis.lint import ENUM_VALUE_USED, LintFinding, lint_migration
+from orchestrator.analysis.locks import TableLock, migration_locks
+from orchestrator.analysis.nontransactional import enum_value_uses
 from orchestrator.analysis.risk import RiskLevel, assess_risk
 from orchestrator.analysis.strategy import StrategyDecision, choose_strategy
 from orchestrator.drizzle.journal import Journal
@@ -54,6 +56,8 @@ class MigrationPlan:
     new_reasons: tuple[str, ...]
     objects: tuple[ObjectChange, ...]
     lint: tuple[LintFinding, ...]
+    # The existing tables the migration locks, and in which mode (strongest per table).
+    locks: tuple[TableLock, ...] = ()
 
     @property
     def overall(self) -> Compat:
@@ -83,6 +87,7 @@ class MigrationPlan:
             "new_code_on_old_schema": self.new_code_on_old_schema.value,
             "objects": [o.to_json() for o in self.objects],
             "lint": [f.to_json() for f in self.lint],
+            "locks": [lock.to_json() for lock in self.locks],
         }
 
 
@@ -139,6 +144,20 @@ def plan_migration(migration: MigrationEffects) -> MigrationPlan:
         new_reasons=compat.new_reasons,
         objects=object_changes(migration),
         lint=findings,
+        locks=migration_locks(migration),
+    )
+
+
+def _with_findings(plan: MigrationPlan, findings: list[LintFinding]) -> MigrationPlan:
+    """``plan`` with release-wide lint ``findings`` added (they make it HIGH risk)."""
+    if not findings:
+        return plan
+    reasons = tuple(f"lint error {f.rule}: {f.message}" for f in findings)
+    return replace(
+        plan,
+        risk=RiskLevel.HIGH,
+        risk_reasons=(*reasons, *plan.risk_reasons),
+        lint=(*plan.lint, *findings),
     )
 
 
@@ -146,7 +165,13 @@ def build_plan(journal: Journal, tags: Collection[str] | None = None) -> Plan:
     """Plan the migrations of ``journal`` named in ``tags`` (all of them when ``None``)."""
     analysis = analyse_migrations([(m.tag, m.statements) for m in journal.migrations])
     selected = [m for m in analysis.migrations if tags is None or m.tag in tags]
-    plans = tuple(plan_migration(m) for m in selected)
+    release = [(m.tag, m.statements) for m in journal.migrations if tags is None or m.tag in tags]
+    extra: dict[str, list[LintFinding]] = {}
+    for use in enum_value_uses(release):  # ADD VALUE used later in the same release
+        extra.setdefault(use.tag, []).append(
+            LintFinding(ENUM_VALUE_USED.name, "error", use.tag, use.statement, use.reason, use.line)
+        )
+    plans = tuple(_with_findings(plan_migration(m), extra.get(m.tag, [])) for m in selected)
     compat_rows = [
         MigrationCompat(
             p.tag, p.old_code_on_new_schema, p.new_code_on_old_schema, p.old_reasons, p.new_reasons

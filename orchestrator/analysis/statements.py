@@ -221,6 +221,35 @@ class StatementReader:
             )
         ]
 
+    def _ReindexStmt(self, node: Any) -> list[Change]:
+        concurrently = any(
+            _is(p, "DefElem") and str(p.defname) == "concurrently" for p in node.params or ()
+        )
+        if node.relation is None:  # REINDEX SCHEMA / DATABASE / SYSTEM
+            return [Change("reindex", "REINDEX", concurrently=concurrently, rerunnable=True)]
+        key = self._rv(node.relation)
+        if str(node.kind).endswith("INDEX"):
+            index = self.history.index(*key)
+            on = index.on if index else None
+            return [
+                Change(
+                    "reindex",
+                    str(DbObject("index", *key)),
+                    concurrently=concurrently,
+                    rerunnable=True,
+                    **(self._table_context(on) if on else {}),
+                )
+            ]
+        return [
+            Change(
+                "reindex",
+                str(DbObject("table", *key)),
+                concurrently=concurrently,
+                rerunnable=True,
+                **self._table_context(key),
+            )
+        ]
+
     def _CreateEnumStmt(self, node: Any) -> list[Change]:
         return [Change("create_enum", str(DbObject("enum", *self._any_name(node.typeName))))]
 

@@ -56,14 +56,20 @@ def plan(target: DatabaseTarget, all_migrations: bool, markdown: bool) -> int:
     help="The Drizzle migrations folder (holding meta/_journal.json).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def lint(migrations: Path, as_json: bool) -> int:
+@click.option(
+    "--allow-concurrent",
+    is_flag=True,
+    help="Statements that must run outside a transaction (CONCURRENTLY, ADD VALUE used "
+    "later) are warnings: `migrate --allow-concurrent` applies them.",
+)
+def lint(migrations: Path, as_json: bool, allow_concurrent: bool) -> int:
     """Lint every migration of a folder; exit 21 on errors (warnings alone exit 0)."""
     from orchestrator import commands
     from orchestrator.analysis.lint import has_errors
     from orchestrator.cli.console import print_json
     from orchestrator.cli.options import read_migrations
 
-    findings = commands.lint(read_migrations(migrations))
+    findings = commands.lint(read_migrations(migrations), allow_concurrent=allow_concurrent)
     errors = sum(f.severity == "error" for f in findings)
     if as_json:
         print_json(
@@ -185,6 +191,7 @@ def show_plan(result: Plan) -> None:
     for m in result.migrations:
         lines.append(f"{m.tag} ({m.risk.value}):")
         lines.extend(f"  - {reason}" for reason in m.reasons)
+        lines.extend(f"  - locks {lock.description}" for lock in m.locks)
     print_lines(lines)
     if result.lint:
         show_lint(list(result.lint))

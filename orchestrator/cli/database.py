@@ -8,7 +8,9 @@ import click
 
 from orchestrator.cli.options import (
     DatabaseTarget,
+    allow_concurrent_option,
     database_options,
+    lock_retries_option,
     lock_timeout_option,
     on_retry,
 )
@@ -43,15 +45,29 @@ def validate(target: DatabaseTarget) -> int:
     show_default=True,
     help="Abort any one statement running longer than this.",
 )
+@lock_retries_option
+@allow_concurrent_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def migrate(target: DatabaseTarget, lock_timeout: str, statement_timeout: str, yes: bool) -> int:
+def migrate(
+    target: DatabaseTarget,
+    lock_timeout: str,
+    statement_timeout: str,
+    lock_retries: int,
+    allow_concurrent: bool,
+    yes: bool,
+) -> int:
     """Apply pending migrations in one transaction, exactly as drizzle would record them."""
     from orchestrator import commands, render
     from orchestrator.cli.console import err, interactive, out, print_json
     from orchestrator.db.connect import redact_url
 
     url = target.url(writes=True)
-    options = target.options(lock_timeout=lock_timeout, statement_timeout=statement_timeout)
+    options = target.options(
+        lock_timeout=lock_timeout,
+        statement_timeout=statement_timeout,
+        lock_retries=lock_retries,
+        allow_concurrent=allow_concurrent,
+    )
     journal = target.journal()
     if not yes and not interactive():
         raise UsageError("migrate changes the database: pass --yes (no terminal to confirm on)")
@@ -71,6 +87,8 @@ def migrate(target: DatabaseTarget, lock_timeout: str, statement_timeout: str, y
         retry=target.retry,
         on_retry=on_retry,
         on_migration=None if target.as_json else lambda m: err.print(f"applying {m.tag} …"),
+        on_lock_retry=lambda event: err.print(event.line(), markup=False, highlight=False),
+        on_note=lambda note: err.print(note, markup=False, highlight=False),
     )
     if target.as_json:
         print_json(

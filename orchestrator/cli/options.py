@@ -59,9 +59,15 @@ class DatabaseTarget:
         return read_migrations(self.migrations)
 
     def options(
-        self, *, lock_timeout: str | None = None, statement_timeout: str | None = None
+        self,
+        *,
+        lock_timeout: str | None = None,
+        statement_timeout: str | None = None,
+        lock_retries: int = 0,
+        allow_concurrent: bool = False,
     ) -> MigrateOptions:
-        """The tracking table, and the migration timeouts given as option text."""
+        """The tracking table, the migration timeouts given as option text, the lock
+        retries and whether non-transactional migrations may run."""
         from orchestrator.db.migrator import MigrateOptions
 
         timeouts: dict[str, float] = {}
@@ -69,7 +75,13 @@ class DatabaseTarget:
             timeouts["lock_timeout"] = duration(lock_timeout, "--lock-timeout")
         if statement_timeout is not None:
             timeouts["statement_timeout"] = duration(statement_timeout, "--statement-timeout")
-        return MigrateOptions(schema=self.schema, table=self.table, **timeouts)
+        return MigrateOptions(
+            schema=self.schema,
+            table=self.table,
+            lock_retries=lock_retries,
+            allow_concurrent=allow_concurrent,
+            **timeouts,
+        )
 
     @property
     def retry(self) -> RetryPolicy:
@@ -157,6 +169,22 @@ lock_timeout_option = click.option(
     default="5s",
     show_default=True,
     help="Give up waiting for a lock after this long.",
+)
+
+lock_retries_option = click.option(
+    "--lock-retries",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="After a lock timeout, re-run the whole migration transaction up to this many "
+    "times (exponential backoff with jitter, validating again first).",
+)
+
+allow_concurrent_option = click.option(
+    "--allow-concurrent",
+    is_flag=True,
+    help="Run migrations holding CREATE/DROP INDEX CONCURRENTLY, REINDEX CONCURRENTLY or an "
+    "ADD VALUE used later outside a transaction, statement by statement (drizzle-kit cannot).",
 )
 
 STATE_DIR_HELP = "Where run records live (runs/<run-id>/). Default: .orchestrator"

@@ -14,6 +14,7 @@ from orchestrator.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from orchestrator.engine.run import Interaction
+    from orchestrator.neon.restore import RestorePlan
     from orchestrator.runs import RunRecord
 
 
@@ -91,9 +92,11 @@ def _finish_run(record: RunRecord, as_json: bool) -> int:
 )
 @click.option(
     "--rehearse-on",
-    metavar="local|URL",
+    metavar="local|neon-branch|URL",
     help="With --dry-run: migrate a copy for real instead of touching production: 'local' "
-    "copies production's schema into a throwaway local PostgreSQL; a URL names a staging copy.",
+    "copies production's schema into a throwaway local PostgreSQL; 'neon-branch' uses a "
+    "temporary branch of production's Neon branch (needs the playbook's neon: block), deleted "
+    "after; a URL names a staging copy.",
 )
 @click.option(
     "--rehearsal-lock-timeout",
@@ -178,21 +181,81 @@ def resume(
 @click.command()
 @click.argument("run_id")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--restore-database",
+    is_flag=True,
+    help="Also restore production's Neon branch from the run's backup branch (backup kind "
+    "neon_branch), after you type the branch's name; then validate again.",
+)
+@click.option(
+    "--confirm-branch",
+    metavar="NAME",
+    help="With --restore-database: production's branch name, instead of typing it.",
+)
 @state_options
-def rollback(run_id: str, yes: bool, state_dir: Path, as_json: bool) -> int:
-    """Revert a run's pushed merge (git revert + push) and print the database steps."""
+def rollback(
+    run_id: str,
+    yes: bool,
+    restore_database: bool,
+    confirm_branch: str | None,
+    state_dir: Path,
+    as_json: bool,
+) -> int:
+    """Revert a run's pushed merge (git revert + push) and print the database steps.
+
+    With --restore-database, also restore production's Neon branch from the run's backup
+    branch and exit with the verdict of validating it again.
+    """
     from orchestrator import commands
     from orchestrator.cli.console import out, print_json, print_lines
 
+    typed = None
+    if confirm_branch is not None and not restore_database:
+        raise UsageError("--confirm-branch only goes with --restore-database")
+    if restore_database:
+        typed = _confirm_restore(commands.restore_plan(run_id, state_dir), confirm_branch)
     interaction = _interaction(yes, False, as_json, "rollback")
     result = commands.rollback(run_id, state_dir, interaction)
+    restored = None
+    if typed is not None:
+        restored = commands.restore_database(run_id, state_dir, os.environ, typed)
     if as_json:
-        print_json({"reverted_commit": result.reverted_commit, "plan": result.plan})
+        document: dict[str, Any] = {
+            "reverted_commit": result.reverted_commit,
+            "pull_request_url": result.pull_request_url,
+            "plan": result.plan,
+        }
+        if restored is not None:
+            document["database_restore"] = restored.to_json()
+        print_json(document)
     else:
         if result.reverted_commit:
             out.print(f"[green]reverted and pushed:[/green] {result.reverted_commit}")
-        print_lines(result.plan)
-    return int(ExitCode.OK)
+        if result.pull_request_url:
+            out.print(f"revert pull request: {result.pull_request_url}", markup=False)
+        print_lines(result.plan if restored is None else restored.lines)
+    return int(ExitCode.OK if restored is None else restored.exit_code)
+
+
+def _confirm_restore(plan: RestorePlan, confirm_branch: str | None) -> str:
+    """The production branch name the operator typed (or passed); checked before anything
+    is done. Without a terminal, --confirm-branch is required."""
+    from orchestrator.cli.console import err, interactive
+    from orchestrator.neon.restore import check_confirmation
+
+    if confirm_branch is None:
+        if not interactive():
+            raise UsageError(
+                "--restore-database replaces production's data: type the branch name at a "
+                "terminal, or pass --confirm-branch NAME"
+            )
+        for line in plan.lines:
+            err.print(line, markup=False, highlight=False)
+        confirm_branch = str(
+            click.prompt(f"Type the production branch's name ({plan.production}) to restore it")
+        )
+    check_confirmation(plan, confirm_branch)
+    return confirm_branch
 
 
 @click.command(name="runs")

@@ -29,6 +29,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from orchestrator.db.blockers import Blocker, describe_all, find_blockers, statement_locks
 from orchestrator.db.catalog import SNAPSHOT_QUERY, CatalogSnapshot, snapshot_from_json
 from orchestrator.db.connect import describe
 from orchestrator.db.retry import is_transient
@@ -47,6 +48,10 @@ class MigrateOptions:
     table: str = "__drizzle_migrations"
     lock_timeout: float = 5.0  # seconds
     statement_timeout: float = 300.0  # seconds
+    # Re-run the whole migration after a lock timeout this many times (0: give up at once).
+    lock_retries: int = 0
+    # Run migrations with CONCURRENTLY (or ADD VALUE used later) outside a transaction.
+    allow_concurrent: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,12 +73,21 @@ class MigrationFailed(OrchestratorError):
     exit_code = ExitCode.GUARD_FAILED
 
     def __init__(
-        self, tag: str | None, message: str, *, sqlstate: str | None, statement: int | None = None
+        self,
+        tag: str | None,
+        message: str,
+        *,
+        sqlstate: str | None,
+        statement: int | None = None,
+        blockers: tuple[Blocker, ...] = (),
+        where: str = "",
     ) -> None:
         super().__init__(message)
         self.tag = tag
         self.sqlstate = sqlstate
         self.statement = statement  # 1-based index of the failing statement in ``tag``
+        self.blockers = blockers  # on a lock timeout: who held the conflicting locks
+        self.where = where  # "<tag>, statement <n> (<excerpt>)", or ""
 
 
 def create_tracking_sql(schema: str, table: str) -> list[sql.Composed]:
@@ -123,8 +137,12 @@ def apply_pending(
     options: MigrateOptions,
     *,
     on_migration: Callable[[Migration], None] | None = None,
+    stop_before: frozenset[str] = frozenset(),
 ) -> list[AppliedMigration]:
     """Apply every untracked migration of ``journal`` in one transaction.
+
+    ``stop_before`` holds hashes of migrations that must not run in the transaction: it
+    ends (and commits) just before the first pending one of them.
 
     Returns what was applied (empty when nothing was pending). A failing statement rolls
     everything back and raises :class:`MigrationFailed` (or :class:`DatabaseError` when the
@@ -137,7 +155,9 @@ def apply_pending(
     """
     try:
         with _translated_errors(conn) as where, conn.transaction():
-            return _apply(conn, journal, options, on_migration, where, rehearsal=False)
+            return _apply(
+                conn, journal, options, on_migration, where, rehearsal=False, stop=stop_before
+            )
     except MigrationFailed as exc:
         if exc.tag is None or exc.statement is not None:
             raise
@@ -213,6 +233,7 @@ def _apply(
     where: _Position,
     *,
     rehearsal: bool,
+    stop: frozenset[str] = frozenset(),
 ) -> list[AppliedMigration]:
     """The body of the migration transaction (the caller opens and ends it)."""
     schema, table = sql.Identifier(options.schema), sql.Identifier(options.table)
@@ -230,6 +251,8 @@ def _apply(
         insert = sql.SQL('insert into {t} ("hash", "created_at") values ({h}, {c})')
     target = sql.SQL("{}.{}").format(schema, table)
     for migration in pending_migrations(journal, tracked):
+        if migration.hash in stop:
+            break
         where.migration = migration
         if on_migration is not None:
             on_migration(migration)
@@ -275,9 +298,10 @@ def _translated_errors(conn: psycopg.Connection[Any]) -> Iterator[_Position]:
                 f"connection lost during migration{at}: {describe(exc)}; rolled back",
                 transient=True,
             ) from exc
-        blockers = ""
+        found: tuple[Blocker, ...] = ()
         if exc.sqlstate == LOCK_NOT_AVAILABLE and where.text:
-            blockers = lock_holders(conn, relations_in(where.text))
+            found = find_blockers(conn, *statement_locks(where.text))
+        blockers = describe_all(found)
         raise MigrationFailed(
             current.tag if current else None,
             f"migration failed{at}: {describe(exc)}"
@@ -286,6 +310,8 @@ def _translated_errors(conn: psycopg.Connection[Any]) -> Iterator[_Position]:
             + "; the transaction was rolled back, nothing was applied",
             sqlstate=exc.sqlstate,
             statement=where.statement if current and where.statement else None,
+            blockers=found,
+            where=at.removeprefix(" in "),
         ) from exc
 
 
@@ -300,37 +326,11 @@ _RELATION = re.compile(
 
 _NOT_RELATIONS = frozenset({"DELETE", "UPDATE", "CASCADE", "RESTRICT", "NO", "SET", "COMMIT"})
 
-_HOLDERS_SQL = """
-SELECT l.pid, l.mode, coalesce(a.application_name, ''), coalesce(a.state, ''), c.relname
-  FROM pg_locks l
-  JOIN pg_class c ON c.oid = l.relation
-  JOIN pg_stat_activity a ON a.pid = l.pid
- WHERE l.granted AND l.pid <> pg_backend_pid()
-   AND l.relation IN (SELECT to_regclass(n) FROM unnest(%s::text[]) AS n)
- ORDER BY l.pid
-"""
-
 
 def relations_in(statement: str) -> list[str]:
     """The table names a statement locks, as written (pure, best effort)."""
     names = (m.group(1) for m in _RELATION.finditer(statement))
     return list(dict.fromkeys(n for n in names if n.upper() not in _NOT_RELATIONS))
-
-
-def lock_holders(conn: psycopg.Connection[Any], relations: list[str]) -> str:
-    """Who holds locks on ``relations``, in one line ("" if nobody or unknown)."""
-    if not relations:
-        return ""
-    try:
-        rows = conn.execute(_HOLDERS_SQL, (relations,)).fetchall()
-    except psycopg.Error:
-        return ""  # best effort: the error message stands without it
-    held = [
-        f"pid {pid} ({app or 'no application_name'}, {state or 'unknown state'}) "
-        f"holds {mode} on {rel}"
-        for pid, mode, app, state, rel in rows
-    ]
-    return "blocked by " + "; ".join(held[:3]) if held else ""
 
 
 def excerpt(statement: str, limit: int = 60) -> str:

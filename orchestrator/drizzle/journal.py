@@ -211,13 +211,13 @@ def sql_problem(text: str) -> str | None:
     """``"<line>: <problem>"`` for the first statement of ``text`` that cannot run, else None."""
     from pglast import parser  # imported here: reading a journal must not cost pglast's import
 
-    from orchestrator.drizzle.pgjson import parse_json
+    from orchestrator.drizzle.pgjson import check_syntax
 
     pieces = split_statements(text)
     start_line = 1
     for number, piece in enumerate(pieces, start=1):
         try:
-            parse_json(piece)  # a syntax check; the object model reuses the parse
+            check_syntax(piece)  # the parser's grammar, without building a tree
         except parser.ParseError as exc:
             message, index = _parse_error(exc)
             line = start_line + piece[:index].count("\n")

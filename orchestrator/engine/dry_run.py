@@ -5,11 +5,14 @@ real deploy would end with; and the bounds a rehearsal on production keeps to.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import ExitCode
 from orchestrator.gitrepo import TrialMerge
 from orchestrator.validation import ValidationReport
+
+if TYPE_CHECKING:
+    from orchestrator.engine.platform_rehearsal import PlatformLook
 
 __all__ = ["DryRun", "RehearsalBounds", "RehearsedStep"]
 
@@ -44,6 +47,7 @@ class DryRun:
     merge: TrialMerge | None = None
     warnings: list[str] = field(default_factory=list)
     details: dict[str, list[str]] = field(default_factory=dict)  # known before a step ends
+    platforms: PlatformLook | None = None  # what GitHub and the release gate said
 
     def step(self, name: str, summary: str, details: list[str] | None = None) -> None:
         """Record a step that would go ahead."""

@@ -5,7 +5,8 @@ Read it top to bottom as the runbook's Strategy A (migrations first):
     pending --check_backup--> backup_checked --validate--> validated
     validated --migrate--> migrated --revalidate--> revalidated      (NEEDS_MIGRATION)
     validated --skip_migrate--> revalidated                          (already SAFE)
-    revalidated --merge--> merged --monitor--> monitored --finish--> succeeded
+    revalidated --merge--> merged --go_live--> live --monitor--> monitored
+    monitored --finish--> succeeded
 
 Everything is declared here: ``LIVE`` gives each live state its steps and its dead end (the
 exit code and reason of a halt there), ``TRANSITIONS`` the edges and their guards. In each
@@ -31,6 +32,7 @@ from orchestrator.engine.outcomes import (
     MigrateOutcome,
     MonitorOutcome,
     PreflightOutcome,
+    ReleaseOutcome,
     ValidationOutcome,
 )
 from orchestrator.engine.steps.backup import BackupStep
@@ -39,6 +41,7 @@ from orchestrator.engine.steps.merge import MergeStep
 from orchestrator.engine.steps.migrate import MigrateStep, RevalidateStep, ValidateStep
 from orchestrator.engine.steps.monitor import MonitorStep
 from orchestrator.engine.steps.preflight import PreflightStep
+from orchestrator.engine.steps.release import ReleaseStep
 from orchestrator.errors import ExitCode
 from orchestrator.runs import RunRecord
 
@@ -49,6 +52,7 @@ STATES = (
     "migrated",
     "revalidated",
     "merged",
+    "live",  # the release gate saw the pushed commit live; the monitor watches it
     "monitored",
     "succeeded",
     "halted",  # a guard stopped the run: the state is understood, a rollback plan is printed
@@ -123,11 +127,22 @@ def revalidated_safe(record: RunRecord, seen: Observations) -> bool:
 
 
 def merge_pushed(record: RunRecord, seen: Observations) -> bool:
-    """The merge step ended, and the remote target branch contains the release commit."""
+    """The merge step ended, and the remote target branch contains the release commit (and,
+    merged through a pull request, GitHub says it is merged)."""
     commit = record.source_commit
-    if not MergeOutcome.of(record).pushed_commit or commit is None:
+    merge = MergeOutcome.of(record)
+    if not merge.pushed_commit or commit is None:
+        return False
+    if merge.pull_request is not None and not seen.pull_request_merged(merge.pull_request):
         return False
     return seen.remote_contains(commit)
+
+
+def release_live(record: RunRecord, seen: Observations) -> bool:
+    """The release gate saw the pushed commit live (or the playbook has no gate)."""
+    release = ReleaseOutcome.of(record)
+    pushed = MergeOutcome.of(record).pushed_commit
+    return release.live and release.commit is not None and release.commit == pushed
 
 
 def monitor_healthy(record: RunRecord, seen: Observations) -> bool:
@@ -157,7 +172,9 @@ TRANSITIONS: tuple[Edge, ...] = (
     Edge("migrate", "validated", "migrated", (needs_migration, migration_recorded)),
     Edge("revalidate", "migrated", "revalidated", (revalidated_safe,)),
     Edge("merge", "revalidated", "merged", (merge_pushed,)),
-    Edge("monitor", "merged", "monitored", (monitor_healthy,)),
+    # The release gate: the monitor watches the new release, not the previous deployment.
+    Edge("go_live", "merged", "live", (release_live,)),
+    Edge("monitor", "live", "monitored", (monitor_healthy,)),
     # Succeeded means live: the release must still be on the remote (a kill after the merge,
     # then someone resetting the branch, must not end "succeeded" on resume).
     Edge("finish", "monitored", "succeeded", (merge_pushed,)),
@@ -215,6 +232,18 @@ def _unhealthy(record: RunRecord) -> tuple[ExitCode, str]:
     )
 
 
+def _not_live(record: RunRecord) -> tuple[ExitCode, str]:
+    release = ReleaseOutcome.of(record)
+    commit = str(release.commit or MergeOutcome.of(record).pushed_commit)[:12]
+    if release.ending == "failed":
+        why = f"the deployment failed: {release.detail}"
+    elif release.ending == "timeout":
+        why = f"not live after the release timeout; last seen: {release.detail}"
+    else:
+        why = release.detail or "the release gate did not see it"
+    return ExitCode.MONITOR_UNHEALTHY, f"release {commit} is not live: {why}"
+
+
 def _release_gone(record: RunRecord) -> tuple[ExitCode, str]:
     preflight = PreflightOutcome.of(record)
     where = f"{preflight.remote}/{preflight.target or 'the target'}"
@@ -238,7 +267,8 @@ LIVE: Mapping[str, StateSpec] = {
     "validated": StateSpec((MigrateStep(),), _migration_not_tracked),
     "migrated": StateSpec((RevalidateStep(),), _verdict_halt("revalidate")),
     "revalidated": StateSpec((MergeStep(),), _not_pushed),
-    "merged": StateSpec((MonitorStep(),), _unhealthy),
+    "merged": StateSpec((ReleaseStep(),), _not_live),
+    "live": StateSpec((MonitorStep(),), _unhealthy),
     "monitored": StateSpec((), _release_gone),
 }
 

@@ -2,7 +2,7 @@
 
 A guard that lets a run move on must check the fact itself. The run record says what a step
 did; someone may have undone it since (a dump deleted, a push reset, tracking rows removed
-while the run was down). :class:`Observations` is the guards' view of the world, as four
+while the run was down). :class:`Observations` is the guards' view of the world, as a few
 questions; :class:`LiveObservations` answers them with I/O (a database query, a git fetch, a
 file check), each asked at most once per guard evaluation and never cached across states.
 
@@ -23,6 +23,7 @@ from orchestrator.db.connect import connect, describe
 from orchestrator.db.retry import call_with_retry, is_transient
 from orchestrator.engine.steps.backup import dump_intact
 from orchestrator.engine.steps.base import RunContext
+from orchestrator.engine.steps.pull_request import api_of
 from orchestrator.errors import DatabaseError
 from orchestrator.gitrepo import is_merged
 from orchestrator.neon.backup import neon_api
@@ -51,6 +52,10 @@ class Observations(Protocol):
 
     def backup_branch_exists(self, outcome: Mapping[str, Any]) -> bool:
         """Whether a recorded Neon backup branch still exists (the Neon API says so)."""
+        ...
+
+    def pull_request_merged(self, number: int) -> bool:
+        """Whether GitHub says pull request ``number`` is merged."""
         ...
 
 
@@ -85,6 +90,9 @@ class LiveObservations:
     def backup_branch_exists(self, outcome: Mapping[str, Any]) -> bool:
         api = neon_api(self.ctx.playbook, self.ctx.environ)
         return api.get_branch(str(outcome.get("branch_id"))) is not None
+
+    def pull_request_merged(self, number: int) -> bool:
+        return api_of(self.ctx).get_pull(number).merged
 
 
 def read_tracked_hashes(url: str, schema: str, table: str) -> frozenset[str]:

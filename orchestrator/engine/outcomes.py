@@ -22,6 +22,7 @@ __all__ = [
     "MigrateOutcome",
     "MonitorOutcome",
     "PreflightOutcome",
+    "ReleaseOutcome",
     "ValidationOutcome",
 ]
 
@@ -42,6 +43,9 @@ class PreflightOutcome:
     target: str
     source_commit: str | None
     target_commit: str | None
+    via: str = "push"  # push | github_pr
+    pull_request: int | None = None  # the pull request found or opened (github_pr)
+    pull_request_url: str | None = None
 
     @classmethod
     def of(cls, record: RunRecord) -> PreflightOutcome:
@@ -54,6 +58,9 @@ class PreflightOutcome:
             target=str(raw.get("target") or ""),
             source_commit=_text(raw.get("source_commit")),
             target_commit=_text(raw.get("target_commit")),
+            via=str(raw.get("via") or "push"),
+            pull_request=_number(raw.get("pull_request")),
+            pull_request_url=_text(raw.get("pull_request_url")),
         )
 
 
@@ -129,6 +136,7 @@ class MergeOutcome:
     previous_target_commit: str | None
     fast_forward: bool
     raw: Mapping[str, Any]
+    pull_request: int | None = None  # merged through this pull request (github_pr)
 
     def as_result(self) -> MergeResult:
         """The pushed release as git's view of it (what a revert needs)."""
@@ -148,6 +156,35 @@ class MergeOutcome:
             previous_target_commit=_text(raw.get("previous_target_commit")),
             fast_forward=bool(raw.get("fast_forward")),
             raw=raw,
+            pull_request=_number(raw.get("pull_request")),
+        )
+
+
+@dataclass(frozen=True)
+class ReleaseOutcome:
+    """What the release gate saw: whether the pushed commit went live, and where."""
+
+    ran: bool
+    gate: str  # none (no release: block), url or vercel
+    commit: str | None  # the commit waited for
+    live: bool
+    ending: str | None  # live, failed or timeout
+    detail: str
+    deployment_url: str | None
+    deployment_state: str | None
+
+    @classmethod
+    def of(cls, record: RunRecord) -> ReleaseOutcome:
+        raw = _raw(record, "release")
+        return cls(
+            ran=bool(raw),
+            gate=str(raw.get("gate") or "none"),
+            commit=_text(raw.get("commit")),
+            live=raw.get("live") is True,
+            ending=_text(raw.get("ending")),
+            detail=str(raw.get("detail") or ""),
+            deployment_url=_text(raw.get("deployment_url")),
+            deployment_state=_text(raw.get("deployment_state")),
         )
 
 

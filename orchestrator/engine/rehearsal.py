@@ -10,6 +10,9 @@ nothing. It is not read-only: where the migrations are tried depends on ``--rehe
 - ``--rehearse-on local``: production's schema and tracking rows are copied
   (``pg_dump --schema-only``) into a throwaway local PostgreSQL, which gets the migrations
   for real. Production is only read.
+- ``--rehearse-on neon-branch``: a temporary Neon branch of production (schema *and* data)
+  with a read-write compute gets the migrations for real, and is deleted at the end (also
+  on Ctrl-C and SIGTERM). Production gets no connection at all.
 
 Each step is rehearsed as far as it can be without leaving a trace on production:
 
@@ -56,7 +59,12 @@ from orchestrator.drizzle.journal import Journal, Migration, parse_journal
 from orchestrator.drizzle.objects import ObjectModel, journal_model
 from orchestrator.engine.dry_run import DryRun, RehearsalBounds
 from orchestrator.engine.machine import LIVE, TERMINAL, RunModel, build_machine, edges_from
-from orchestrator.engine.outcomes import ValidationOutcome
+from orchestrator.engine.outcomes import MergeOutcome, ValidationOutcome
+from orchestrator.engine.platform_rehearsal import (
+    look_at_platforms,
+    predict_pull_request,
+    predict_release,
+)
 from orchestrator.engine.run import database_url, hold_database, transport_warning
 from orchestrator.engine.settings import migrate_options, migrations_path, retry_policy
 from orchestrator.engine.steps.backup import restore_point
@@ -73,8 +81,14 @@ from orchestrator.gitrepo import (
     trial_merge,
 )
 from orchestrator.monitor import CheckResult, http_check, judge_row, sql_check
+from orchestrator.neon.backup import neon_api
+from orchestrator.neon.rehearsal import (
+    REHEARSE_ON_NEON_BRANCH,
+    rehearsal_branch,
+    rehearsal_branch_name,
+)
 from orchestrator.playbook import Playbook, load_playbook
-from orchestrator.runs import RunRecord
+from orchestrator.runs import RunRecord, new_run_id
 from orchestrator.schema_copy import CANNOT_CATCH, local_copy
 from orchestrator.validation import Verdict, validate
 
@@ -92,11 +106,15 @@ def rehearse(
     """Rehearse the deploy of ``playbook_path``; bad input raises UsageError (exit 2).
 
     ``rehearse_on``: None for production (rolled back, within ``bounds``), ``"local"`` for a
-    local schema-only copy, else the URL of another database to migrate for real.
+    local schema-only copy, ``"neon-branch"`` for a temporary branch of production's Neon
+    branch, else the URL of another database to migrate for real.
     """
     playbook = load_playbook(playbook_path)
     plain_url = database_url(playbook, environ, writes=False)
-    if rehearse_on not in (None, "local"):
+    neon = None
+    if rehearse_on == REHEARSE_ON_NEON_BRANCH:
+        neon = neon_api(playbook, environ, "--rehearse-on neon-branch")  # exit 2 without it
+    elif rehearse_on not in (None, "local"):
         _refuse_production_as_copy(str(rehearse_on), plain_url)
     warning = transport_warning(playbook, plain_url, environ)
     pooled = pooler_problem(plain_url)
@@ -129,6 +147,7 @@ def rehearse(
         f"{spec.remote}/{spec.target} {merge.target_commit[:12]} ({merge.outcome}); "
         f"{len(journal.migrations)} migrations at the source commit",
     )
+    run.platforms = look_at_platforms(playbook, environ, merge.source_commit)
     try:
         if rehearse_on is None:
             run.kind = "production, rolled back"
@@ -138,6 +157,16 @@ def rehearse(
             with local_copy(url, schema=schema, table=table) as copy_url:
                 run.kind = f"a local schema-only copy of production ({CANNOT_CATCH})"
                 return _locked(run, playbook, copy_url, journal, merge, bounds, real=True)
+        if neon is not None:
+            name = rehearsal_branch_name(new_run_id())
+            with rehearsal_branch(neon, playbook, plain_url, name=name) as (branch, branch_url):
+                production = playbook.neon.branch if playbook.neon else "production"
+                run.kind = (
+                    f"Neon branch {branch.name} of {production} (migrated for real, then deleted)"
+                )
+                _refuse_production_as_copy(branch_url, plain_url)  # never migrate production
+                target = with_application_name(check_url(branch_url), "orchestrator rehearsal")
+                return _locked(run, playbook, target, journal, merge, bounds, real=True)
         target = with_application_name(check_url(rehearse_on), "orchestrator rehearsal")
         run.kind = f"another database, {redact_url(rehearse_on)} (migrated for real)"
         return _locked(run, playbook, target, journal, merge, bounds, real=True)
@@ -208,6 +237,9 @@ class _RehearsedWorld:
     def backup_branch_exists(self, outcome: Mapping[str, Any]) -> bool:
         return True  # created (and waited for) before the guard looks
 
+    def pull_request_merged(self, number: int) -> bool:
+        return True  # merged through the API before the guard looks
+
 
 def _rehearse_database(
     run: DryRun,
@@ -254,7 +286,12 @@ def _rehearse_database(
 
 
 def _rehearse_preflight(r: _Rehearsal) -> Outcome:
-    """Done before the database is chosen (the journal comes from the trial merge)."""
+    """Done before the database is chosen (the journal comes from the trial merge); with
+    github_pr, the pull request as GitHub judged it (an unmergeable one halts here)."""
+    if r.run.platforms is not None:
+        pull = predict_pull_request(r.run.platforms, r.playbook)
+        if pull is not None:
+            r.run.step("pull_request", pull)
     return {"ok": True, "source_commit": r.merge.source_commit, "outcome": r.merge.outcome}
 
 
@@ -321,8 +358,16 @@ def _rehearse_migrate(r: _Rehearsal) -> Outcome:
         r.sql_results = list(rehearsed.inspected or [])
     r.run.predicted = after
     r.tracked_after = after.tracked_hashes
-    r.run.step("migrate", summary, _statements(pending))
+    r.run.step("migrate", summary, _statements(pending) + _locks(r.journal, pending_tags))
     return {"applied": [{"tag": tag} for tag in applied], "after": after.status.value}
+
+
+def _locks(journal: Journal, tags: list[str]) -> list[str]:
+    """Which existing tables the pending migrations lock, and in which mode."""
+    from orchestrator.analysis.plan import build_plan
+
+    plan = build_plan(journal, set(tags))
+    return [f"{m.tag} locks {lock.description}" for m in plan.migrations for lock in m.locks]
 
 
 def _rehearse_revalidate(r: _Rehearsal) -> Outcome:
@@ -335,12 +380,28 @@ def _rehearse_revalidate(r: _Rehearsal) -> Outcome:
 
 def _rehearse_merge(r: _Rehearsal) -> Outcome:
     spec = r.playbook.git
+    if spec.via == "github_pr":
+        r.run.step(
+            "merge",
+            f"would merge the pull request {spec.source} -> {spec.target} through GitHub, "
+            f"pinned to {r.merge.source_commit[:12]} ({r.merge.outcome} in a scratch "
+            "repository; nothing merged)",
+        )
+        return {"pushed_commit": None if r.merge.conflicts else "(rehearsal: not merged)"}
     r.run.step(
         "merge",
         f"would {r.merge.outcome} {spec.source} into {spec.target} and push to {spec.remote} "
         "(rehearsed in a scratch repository; nothing pushed)",
     )
     return {"pushed_commit": None if r.merge.conflicts else "(rehearsal: not pushed)"}
+
+
+def _rehearse_release(r: _Rehearsal) -> Outcome:
+    """The release gate: its endpoint or API must answer now (else the gate would halt)."""
+    commit = MergeOutcome.of(r.record).pushed_commit
+    if r.run.platforms is not None and r.playbook.release is not None:
+        r.run.step("release", predict_release(r.run.platforms, r.playbook))
+    return {"live": True, "commit": commit, "gate": "rehearsal"}
 
 
 def _rehearse_monitor_step(r: _Rehearsal) -> Outcome:
@@ -355,6 +416,7 @@ REHEARSALS: Mapping[str, Callable[[_Rehearsal], Outcome]] = {
     "migrate": _rehearse_migrate,
     "revalidate": _rehearse_revalidate,
     "merge": _rehearse_merge,
+    "release": _rehearse_release,
     "monitor": _rehearse_monitor_step,
 }
 

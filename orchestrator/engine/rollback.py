@@ -13,7 +13,7 @@ from orchestrator.engine.outcomes import (
     PreflightOutcome,
 )
 from orchestrator.engine.steps.base import RunContext
-from orchestrator.gitrepo import revert_commands, revert_release
+from orchestrator.gitrepo import revert_commands, revert_release, revert_release_on_branch
 from orchestrator.runs import RunRecord
 
 
@@ -72,6 +72,18 @@ def code_steps(record: RunRecord) -> list[str]:
     commands = revert_commands(preflight.remote, preflight.target, result)
     if not commands:
         return ["Code: the source was already on the target; nothing to revert."]
+    if merge.pull_request is not None:
+        # The target takes changes through pull requests: revert on a branch, open one.
+        branch = revert_branch(record.run_id)
+        return [
+            f"Code: revert the release through a pull request into {preflight.target} "
+            f"(or run `orchestrator rollback {record.run_id}`, which opens it):",
+            f"  git fetch {preflight.remote}",
+            f"  git switch -c {branch} {preflight.remote}/{preflight.target}",
+            f"  {commands[3]}",
+            f"  git push {preflight.remote} {branch}",
+            f"  then open a pull request {branch} -> {preflight.target} and merge it",
+        ]
     return [
         f"Code: revert the release on {preflight.target} "
         f"(or run `orchestrator rollback {record.run_id}`):",
@@ -82,6 +94,38 @@ def code_steps(record: RunRecord) -> list[str]:
 def rollback_plan(record: RunRecord, url_env: str = "DATABASE_URL") -> list[str]:
     """The whole plan: code first (it is what users see), then the database."""
     return [*code_steps(record), *database_steps(record, url_env)]
+
+
+def revert_branch(run_id: str) -> str:
+    """The branch a revert of run ``run_id`` is pushed to when it goes through a PR."""
+    return f"revert-{run_id}"
+
+
+def revert_through_pull_request(ctx: RunContext) -> tuple[str, str]:
+    """Push the revert of the run's release to ``revert-<run-id>`` and open a pull request
+    from it into the target; the revert commit and the pull request's URL."""
+    from orchestrator.engine.steps.pull_request import api_of  # the GitHub client, logged
+
+    merge = MergeOutcome.of(ctx.record)
+    preflight = PreflightOutcome.of(ctx.record)
+    branch = revert_branch(ctx.record.run_id)
+    api = api_of(ctx)  # a missing token stops here, before anything is pushed
+    commit = revert_release_on_branch(
+        ctx.repo,
+        preflight.remote,
+        preflight.target,
+        merge.as_result(),
+        branch,
+        message=f"Revert release {ctx.record.name} (orchestrator run {ctx.record.run_id})",
+    )
+    pr = api.create_pull(
+        branch,
+        preflight.target,
+        title=f"Revert release {ctx.record.name}",
+        body=f"Reverts pull request #{merge.pull_request} (orchestrator run "
+        f"{ctx.record.run_id}): the release's merge commit {merge.merge_commit}.",
+    )
+    return commit, pr.url
 
 
 def revert_code(ctx: RunContext) -> str:

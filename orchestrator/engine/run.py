@@ -39,7 +39,7 @@ from orchestrator.engine.machine import (
 )
 from orchestrator.engine.observations import LiveObservations
 from orchestrator.engine.outcomes import HaltOutcome, MergeOutcome, PreflightOutcome
-from orchestrator.engine.rollback import revert_code, rollback_plan
+from orchestrator.engine.rollback import revert_code, revert_through_pull_request, rollback_plan
 from orchestrator.engine.settings import journal_at, migrations_path, retry_policy
 from orchestrator.engine.steps.base import RunContext, Step
 from orchestrator.engine.world import changes_since, observe
@@ -51,6 +51,7 @@ from orchestrator.errors import (
     UsageError,
 )
 from orchestrator.gitrepo import MissingBranch, open_repo, remote_tips
+from orchestrator.platforms.http import check_tokens, playbook_tokens
 from orchestrator.playbook import Playbook, load_playbook
 from orchestrator.runs import RunRecord, RunStore, Transition, new_run_id, utc_now_iso
 
@@ -123,7 +124,11 @@ def open_run(
     with AuditTrail(
         store.audit_path(record.run_id),
         run_id=record.run_id,
-        secrets=[*_secrets(url), *secret_values(interaction.environ)],
+        secrets=[
+            *_secrets(url),
+            *secret_values(interaction.environ),
+            *playbook_tokens(playbook, interaction.environ),
+        ],
         console=console,
     ) as trail:
         yield RunContext(
@@ -186,6 +191,7 @@ def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> Run
     url = database_url(playbook, interaction.environ)
     warning = transport_warning(playbook, url, interaction.environ)
     check_release(playbook)
+    check_tokens(playbook, interaction.environ)
     check_backup_attestation(playbook, interaction)
     store.check_writable()
     if warning:
@@ -212,6 +218,7 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
     if "rollback" in record.steps:
         raise UsageError(f"run {record.run_id} was rolled back: start a new deploy instead")
     playbook = load_playbook(Path(record.playbook))
+    check_tokens(playbook, interaction.environ)
     name = runlock.application_name(record.run_id)
     plain_url = database_url(playbook, interaction.environ)
     warning = transport_warning(playbook, plain_url, interaction.environ)
@@ -404,6 +411,7 @@ class RollbackResult:
 
     reverted_commit: str | None
     plan: list[str]
+    pull_request_url: str | None = None  # the revert pull request (git.via: github_pr)
 
 
 def rollback(run_id: str, store: RunStore, interaction: Interaction) -> RollbackResult:
@@ -421,12 +429,20 @@ def rollback(run_id: str, store: RunStore, interaction: Interaction) -> Rollback
         question = f"Revert the release on {preflight.remote}/{preflight.target}"
         if not interaction.confirm(question):
             raise GuardError("rollback not confirmed: nothing was changed")
+        pull_request: str | None = None
         try:
-            commit = revert_code(ctx)
+            if MergeOutcome.of(record).pull_request is not None:
+                commit, pull_request = revert_through_pull_request(ctx)
+            else:
+                commit = revert_code(ctx)
         except OrchestratorError as exc:
             log.error("rollback_failed", reason=str(exc))
             raise
-        record.steps["rollback"] = {"reverted_commit": commit, "at": utc_now_iso()}
+        record.steps["rollback"] = {
+            "reverted_commit": commit,
+            "pull_request_url": pull_request,
+            "at": utc_now_iso(),
+        }
         store.save(record)
-        log.info("rollback_pushed", reverted_commit=commit)
-        return RollbackResult(commit, plan)
+        log.info("rollback_pushed", reverted_commit=commit, pull_request_url=pull_request)
+        return RollbackResult(commit, plan, pull_request)

@@ -37,6 +37,8 @@ def migrate_options(playbook: Playbook) -> MigrateOptions:
         table=spec.table,
         lock_timeout=spec.lock_timeout,
         statement_timeout=spec.statement_timeout,
+        lock_retries=spec.lock_retries,
+        allow_concurrent=spec.concurrent,
     )
 
 

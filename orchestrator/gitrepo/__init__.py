@@ -21,7 +21,7 @@ from orchestrator.gitrepo.history import contains, read_files_at
 from orchestrator.gitrepo.merge import MergeResult, is_merged, merge_and_push
 from orchestrator.gitrepo.process import clean_message
 from orchestrator.gitrepo.remote import MissingBranch, remote_tips
-from orchestrator.gitrepo.revert import revert_commands, revert_release
+from orchestrator.gitrepo.revert import revert_commands, revert_release, revert_release_on_branch
 from orchestrator.gitrepo.scratch import scratch_repository
 from orchestrator.gitrepo.state import open_repo, refuse_dirty
 from orchestrator.gitrepo.trial import Preflight, TrialMerge, preflight, trial_merge
@@ -42,6 +42,7 @@ __all__ = [
     "remote_tips",
     "revert_commands",
     "revert_release",
+    "revert_release_on_branch",
     "scratch_repository",
     "trial_merge",
 ]

@@ -140,3 +140,63 @@ def revert_release(
         raise
     _switch_back(repo, state)
     return reverted
+
+
+def revert_release_on_branch(
+    repo: git.Repo,
+    remote: str,
+    target: str,
+    result: MergeResult,
+    branch: str,
+    *,
+    message: str | None = None,
+) -> str:
+    """Revert a pushed release as ONE new commit on a new branch ``branch`` cut from
+    ``<remote>/<target>``, and push that branch (not the target); the revert's hexsha.
+
+    For targets that take changes only through pull requests: the caller opens one from
+    ``branch``. The local ``target`` is not touched; the local ``branch`` is left at the
+    revert (deleted again on failure). :class:`GuardError` as for :func:`revert_release`,
+    or when ``branch`` already exists on the remote.
+    """
+    if result.merge_commit is None and result.pushed_commit == result.previous_target_commit:
+        raise GuardError("the release changed nothing on the target; there is nothing to revert")
+    refuse_dirty(repo)
+    _fetch(repo, remote, [target])
+    tip = _remote_tip(repo, remote, target)
+    if _resolve(repo.git, result.pushed_commit) is None or not _is_ancestor(
+        repo.git, result.pushed_commit, tip
+    ):
+        raise GuardError(
+            f"{remote}/{target} no longer contains the released commit "
+            f"{result.pushed_commit[:12]}; its history was rewritten"
+        )
+    if _run(repo.git, "ls-remote", "--exit-code", "--heads", remote, branch).status == 0:
+        raise GuardError(f"branch {branch!r} already exists on {remote}: the revert was pushed")
+    state = _capture(repo, branch)  # the branch is what we create, and undo on failure
+    try:
+        _git(repo.git, "switch", "--quiet", "--no-track", "-C", branch, tip)
+        applied = _apply_revert(repo, result)
+        if applied.status != 0:
+            conflicts = _unmerged_paths(repo.git)
+            what = f"conflicts in: {_name_paths(conflicts)}" if conflicts else "failed"
+            raise GuardError(f"reverting the release on {remote}/{target} ({tip[:12]}) {what}")
+        if _run(repo.git, "diff", "--cached", "--quiet").status == 0:
+            raise GuardError(f"{remote}/{target} already has the release reverted")
+        _git(
+            repo.git,
+            "commit",
+            "--quiet",
+            "-m",
+            message or _default_revert_message(target, result),
+            what="committing the revert",
+        )
+        reverted = _git(repo.git, "rev-parse", "HEAD").strip()
+        out = _run(repo.git, "push", "--quiet", remote, f"refs/heads/{branch}:refs/heads/{branch}")
+        if out.status != 0:
+            raise GuardError(f"push of {branch} to {remote} rejected: {clean_message(out.stderr)}")
+    except BaseException as exc:
+        _restore_after(repo, state, branch, exc)
+        raise
+    _switch_back(repo, state)
+    return reverted

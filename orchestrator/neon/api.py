@@ -8,6 +8,7 @@ Endpoints (Neon's published reference, ``https://console.neon.tech/api/v2``):
 - ``DELETE /projects/{project_id}/branches/{branch_id}``     delete a branch
 - ``POST   /projects/{project_id}/branches/{branch_id}/restore``   restore a branch
 - ``GET    /projects/{project_id}/operations/{operation_id}``      poll an operation
+- ``GET    /projects/{project_id}/connection_uri``               a branch's connection URI
 
 Every call sends the key as a bearer token and JSON. 429 (rate limit), 423 (another
 operation of the project is running) and 5xx answers, and dropped connections, are retried
@@ -35,6 +36,7 @@ DEFAULT_API_URL = "https://console.neon.tech/api/v2"
 _RETRIED_STATUSES = frozenset({423, 429, 500, 502, 503, 504})
 _DONE = frozenset({"finished", "skipped"})
 _STOPPED = frozenset({"failed", "cancelled", "cancelling"})
+_FIRST_POLL = 0.2  # seconds before the first poll of an operation
 
 
 class NeonError(OrchestratorError):
@@ -128,6 +130,16 @@ class NeonApi:
         data = self._call("POST", f"{self._branch(branch_id)}/restore", json=body)
         self.wait(data.get("operations", ()))
 
+    def connection_uri(self, branch_id: str, *, database_name: str, role_name: str) -> str:
+        """The direct connection URI of ``database_name`` as ``role_name`` on the read-write
+        endpoint of ``branch_id``. It holds the role's password: never print it unredacted."""
+        data = self._call(
+            "GET",
+            f"/projects/{self.project_id}/connection_uri",
+            params={"branch_id": branch_id, "database_name": database_name, "role_name": role_name},
+        )
+        return str(data["uri"])
+
     # -- operations ------------------------------------------------------------------------
 
     def wait(self, operations: Iterable[dict[str, Any]]) -> None:
@@ -135,6 +147,7 @@ class NeonApi:
         deadline = time.monotonic() + self.operation_timeout
         for operation in operations:
             op_id, status = str(operation.get("id")), str(operation.get("status"))
+            pause = _FIRST_POLL  # most operations end within a second: poll soon, then less
             while status not in _DONE:
                 if status in _STOPPED:
                     detail = operation.get("error") or status
@@ -143,7 +156,8 @@ class NeonApi:
                     raise NeonError(
                         f"Neon operation {op_id} still {status} after {self.operation_timeout:g}s"
                     )
-                self.sleep(self.poll_interval)
+                self.sleep(min(pause, self.poll_interval))
+                pause *= 2
                 data = self._call("GET", f"/projects/{self.project_id}/operations/{op_id}")
                 operation = data["operation"]
                 status = str(operation.get("status"))
@@ -153,13 +167,23 @@ class NeonApi:
     def _branch(self, branch_id: str) -> str:
         return f"/projects/{self.project_id}/branches/{branch_id}"
 
-    def _call(self, method: str, path: str, *, json: Any = None, missing_ok: bool = False) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        missing_ok: bool = False,
+    ) -> Any:
         headers = {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"}
         attempts = max(1, self.retry.attempts)
         for attempt in range(1, attempts + 1):
             try:
                 with httpx.Client(base_url=self.api_url, timeout=30.0) as client:
-                    response = client.request(method, path, json=json, headers=headers)
+                    response = client.request(
+                        method, path, json=json, params=params, headers=headers
+                    )
             except httpx.TransportError as exc:
                 if attempt == attempts:
                     raise NeonError(f"Neon API {method} {path}: {type(exc).__name__}") from None

@@ -8,17 +8,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.errors import GuardError, UsageError
-from orchestrator.neon.api import NeonApi
+from orchestrator.neon.api import Branch, NeonApi
 from orchestrator.playbook import Playbook
 
-__all__ = ["backup_branch_name", "neon_api", "take_branch_backup"]
+__all__ = ["backup_branch_name", "neon_api", "production_branch", "take_branch_backup"]
 
 
-def neon_api(playbook: Playbook, environ: Mapping[str, str]) -> NeonApi:
-    """The API client of the playbook's Neon project; UsageError without a key."""
+def neon_api(
+    playbook: Playbook, environ: Mapping[str, str], purpose: str = "backup kind neon_branch"
+) -> NeonApi:
+    """The API client of the playbook's Neon project; UsageError without the playbook's
+    ``neon:`` block (``purpose`` says what needed it) or without a key."""
     spec = playbook.neon
     if spec is None:
-        raise UsageError("backup kind neon_branch needs the neon: block of the playbook")
+        raise UsageError(f"{purpose} needs the neon: block of the playbook (project_id, ...)")
     key = environ.get(spec.api_key_env)
     if not key:
         raise UsageError(f"${spec.api_key_env} is not set: it must hold the Neon API key")
@@ -30,17 +33,24 @@ def backup_branch_name(run_id: str) -> str:
     return f"pre-{run_id}"
 
 
-def take_branch_backup(
-    api: NeonApi, playbook: Playbook, run_id: str, point: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Branch production at the restore point's LSN (reusing this run's branch if a killed
-    attempt already made it); the outcome to record."""
+def production_branch(api: NeonApi, playbook: Playbook) -> Branch:
+    """Production's branch as the API knows it (the playbook names it by name or id)."""
     assert playbook.neon is not None
     production = api.find_branch(playbook.neon.branch)
     if production is None:
         raise GuardError(
             f"Neon project {playbook.neon.project_id} has no branch {playbook.neon.branch!r}"
         )
+    return production
+
+
+def take_branch_backup(
+    api: NeonApi, playbook: Playbook, run_id: str, point: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Branch production at the restore point's LSN (reusing this run's branch if a killed
+    attempt already made it); the outcome to record."""
+    assert playbook.neon is not None
+    production = production_branch(api, playbook)
     name = backup_branch_name(run_id)
     branch = api.find_branch(name) or api.create_branch(
         parent_id=production.id, parent_lsn=str(point["wal_lsn"]), name=name

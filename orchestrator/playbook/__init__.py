@@ -24,6 +24,7 @@ from orchestrator.playbook.messages import Location
 from orchestrator.playbook.model import (
     BackupSpec,
     DatabaseSpec,
+    GitHubSpec,
     GitSpec,
     HttpCheck,
     MigrationsSpec,
@@ -31,9 +32,11 @@ from orchestrator.playbook.model import (
     NeonSpec,
     NonEmptyStr,
     Playbook,
+    ReleaseSpec,
     RetrySpec,
     SqlCheck,
     StrictCount,
+    VercelSpec,
 )
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "BackupSpec",
     "DatabaseSpec",
     "Duration",
+    "GitHubSpec",
     "GitSpec",
     "HttpCheck",
     "Location",
@@ -50,9 +54,11 @@ __all__ = [
     "NonEmptyStr",
     "Playbook",
     "PositiveDuration",
+    "ReleaseSpec",
     "RetrySpec",
     "SqlCheck",
     "StrictCount",
+    "VercelSpec",
     "load_playbook",
     "parse_duration",
 ]

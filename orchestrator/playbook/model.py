@@ -28,6 +28,7 @@ StrictCount = Annotated[int, Field(strict=True)]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 
 _ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+")
 
 
 class _Spec(BaseModel):
@@ -70,6 +71,10 @@ class MigrationsSpec(_Spec):
     table: NonEmptyStr = "__drizzle_migrations"
     lock_timeout: PositiveDuration = 5.0
     statement_timeout: PositiveDuration = 300.0
+    # After a lock timeout, re-run the migration transaction this many times (0: give up).
+    lock_retries: StrictCount = Field(default=0, ge=0)
+    # Run migrations with CONCURRENTLY (or ADD VALUE used later) outside a transaction.
+    concurrent: Annotated[bool, Field(strict=True)] = False
 
 
 class BackupSpec(_Spec):
@@ -91,7 +96,8 @@ class BackupSpec(_Spec):
 
 
 class NeonSpec(_Spec):
-    """The Neon project whose branch is production (for ``backup.kind: neon_branch``)."""
+    """The Neon project whose branch is production (for ``backup.kind: neon_branch``, and
+    ``--rehearse-on neon-branch``)."""
 
     project_id: NonEmptyStr
     branch: NonEmptyStr = "main"  # production's branch, by name or id (br-...)
@@ -99,13 +105,51 @@ class NeonSpec(_Spec):
     api_url: NonEmptyStr = "https://console.neon.tech/api/v2"
 
 
+def _env_var_name(value: str) -> str:
+    if not _ENV_VAR.fullmatch(value):
+        # The value may be a pasted token: don't echo it back.
+        raise ValueError(
+            "must be the NAME of an environment variable (letters, digits, _), not the token itself"
+        )
+    return value
+
+
+def _api_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value.rstrip("/")
+
+
+class GitHubSpec(_Spec):
+    """The GitHub repository a release merges through (for ``git.via: github_pr``)."""
+
+    repo: NonEmptyStr  # owner/name
+    token_env: NonEmptyStr = "GITHUB_TOKEN"  # the variable holding the token; never printed
+    api_url: NonEmptyStr = "https://api.github.com"
+    checks_timeout: PositiveDuration = 600.0  # how long the merge waits for running checks
+    checks_interval: PositiveDuration = 10.0  # how often it asks meanwhile
+
+    @field_validator("repo")
+    @classmethod
+    def _owner_slash_name(cls, value: str) -> str:
+        if not _REPO.fullmatch(value):
+            raise ValueError(f"must be owner/name, got {value!r}")
+        return value
+
+    _token_env = field_validator("token_env")(_env_var_name)
+    _url = field_validator("api_url")(_api_url)
+
+
 class GitSpec(_Spec):
-    """The repository and the branches a release goes between."""
+    """The repository and the branches a release goes between, and how it gets there."""
 
     repo: Path = Path(".")
     remote: NonEmptyStr = "origin"
     source: NonEmptyStr = "staging"
     target: NonEmptyStr = "main"
+    via: Literal["push", "github_pr"] = "push"
+    github: GitHubSpec | None = None
 
     @field_validator("target")
     @classmethod
@@ -113,6 +157,60 @@ class GitSpec(_Spec):
         if value == info.data.get("source"):
             raise ValueError(f"must differ from git.source (both are {value!r})")
         return value
+
+    @model_validator(mode="after")
+    def _github_for_pull_requests(self) -> GitSpec:
+        if self.via == "github_pr" and self.github is None:
+            raise ValueError("via github_pr needs the github: block (repo: owner/name, ...)")
+        return self
+
+
+class VercelSpec(_Spec):
+    """The Vercel project whose production deployments the release gate watches."""
+
+    project_id: NonEmptyStr
+    team_id: NonEmptyStr | None = None
+    token_env: NonEmptyStr = "VERCEL_TOKEN"  # the variable holding the token; never printed
+    api_url: NonEmptyStr = "https://api.vercel.com"
+
+    _token_env = field_validator("token_env")(_env_var_name)
+    _url = field_validator("api_url")(_api_url)
+
+
+class ReleaseSpec(_Spec):
+    """The release gate: wait, between merge and monitor, until the pushed commit is live.
+
+    Exactly one of ``url`` (an endpoint whose body names the live commit) and ``vercel``.
+    """
+
+    timeout: PositiveDuration = 900.0
+    interval: PositiveDuration = 10.0
+    url: NonEmptyStr | None = None
+    vercel: VercelSpec | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+        return value
+
+    @field_validator("interval")
+    @classmethod
+    def _fits_in_timeout(cls, value: float, info: ValidationInfo) -> float:
+        timeout = info.data.get("timeout")
+        if timeout is not None and value > timeout:
+            raise ValueError(f"must not exceed release.timeout ({value:g}s > {timeout:g}s)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_look(self) -> ReleaseSpec:
+        if (self.url is None) == (self.vercel is None):
+            raise ValueError("needs exactly one of url and vercel")
+        return self
 
 
 class HttpCheck(_Spec):
@@ -213,6 +311,7 @@ class Playbook(_Spec):
     monitor: MonitorSpec
     retry: RetrySpec = RetrySpec()
     neon: NeonSpec | None = None
+    release: ReleaseSpec | None = None  # the release gate; without it the gate passes at once
     path: Path  # the playbook file; the loader sets it, the YAML may not
 
     @model_validator(mode="after")

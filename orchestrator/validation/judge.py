@@ -143,8 +143,8 @@ def validate(journal: Journal, model: ObjectModel, snapshot: CatalogSnapshot) ->
                 when=migration.when,
                 state=state,
                 tracked=migration.hash in snapshot.tracked_hashes,
-                expected_objects=tuple(str(o) for o in checked),
-                missing_objects=tuple(str(o) for o in missing),
+                expected_objects=tuple(map(str, checked)),
+                missing_objects=tuple(map(str, missing)),
                 missing_summary=tuple(summarize_missing(gone) + changed),
             )
         )

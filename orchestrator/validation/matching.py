@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress
+from operator import ne
 
 from orchestrator.drizzle.facts import Fact, describe_fact, matches
 from orchestrator.drizzle.journal import Journal
@@ -46,7 +48,7 @@ class MigrationEvidence:
 
     ``present``: objects as the migration leaves them; ``absent``: objects not as it leaves
     them (as before it, or otherwise) and not explained by a later migration. Changes whose
-    before and after the database cannot tell apart count for neither.
+    before and after the database cannot tell apart count for neither. Each is sorted.
     """
 
     tag: str
@@ -56,6 +58,8 @@ class MigrationEvidence:
     @property
     def checked(self) -> tuple[DbObject, ...]:
         """Every object that tells whether this migration ran."""
+        if not self.absent:
+            return self.present  # sorted already, as both are
         return tuple(sorted(self.present + self.absent))
 
 
@@ -92,20 +96,21 @@ def universe(model: ObjectModel, tags: Sequence[str]) -> frozenset[DbObject]:
 
 def mismatches(state: Facts, facts: Facts, keys: frozenset[DbObject]) -> int:
     """How many objects of ``keys`` differ between a modelled state and the database."""
-    count = 0
-    for key in keys:
-        expected, found = state.get(key), facts.get(key)
-        if expected != found and not matches(expected, found):
-            count += 1
-    return count
+    # This visits every object of the schema, so the lookups and the equality test run in C
+    # (map, compress); only the facts that differ are judged in Python (UNKNOWN matches).
+    expected, found = list(map(state.get, keys)), list(map(facts.get, keys))
+    differing = compress(zip(expected, found, strict=True), map(ne, expected, found))
+    return sum(1 for model, database in differing if not matches(model, database))
 
 
 def first_matching_prefix(
     model: ObjectModel, tags: Sequence[str], facts: Facts, keys: frozenset[DbObject], start: int
 ) -> int | None:
     """The smallest j >= ``start`` whose modelled state is the database, if any."""
+    state: Facts
     if list(tags) == list(model.order):
-        state = model.state_after_prefix(start)
+        # Every migration applied (the usual case): the end state as it is, no copy.
+        state = model.final if start == len(tags) else model.state_after_prefix(start)
     else:
         state = model.state_after(tags[:start])
     count = mismatches(state, facts, keys)
@@ -131,10 +136,11 @@ def effect_evidence(
 ) -> MigrationEvidence:
     """Evidence when the schema is a known prefix state: applied ones lack nothing, the
     others lack what is not yet as they leave it."""
-    effect = [key for key in model.effects.get(tag, {}) if key in keys]
+    changes = model.effects.get(tag, {})
+    # The universe is usually every object some effect names: then nothing is left out.
+    effect = list(changes) if keys is model.touched else [k for k in changes if k in keys]
     if applied:
         return MigrationEvidence(tag, tuple(sorted(effect)), ())
-    changes = model.effects[tag] if effect else {}
     absent = tuple(sorted(k for k in effect if not matches(changes[k][1], facts.get(k))))
     present = tuple(sorted(k for k in effect if matches(changes[k][1], facts.get(k))))
     return MigrationEvidence(tag, present, absent)

@@ -7,19 +7,21 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from orchestrator.allocation import cyclic_gc_paused
 from orchestrator.drizzle.facts import (
     Fact,
 )
 from orchestrator.drizzle.journal import Journal
-from orchestrator.drizzle.model.catalog import _Catalog, _end_migration
-from orchestrator.drizzle.model.entities import _Table
 from orchestrator.drizzle.model.names import DEFAULT_SCHEMA, DbObject, Effect
-from orchestrator.drizzle.model.replay import _Replay
-from orchestrator.drizzle.model.sqltree import _one_line, _Unanalysable
-from orchestrator.drizzle.pgjson import Node, parse_json, parse_sql, wrap
+
+# The replay's modules (and pglast's node classes under them) are imported when a history is
+# replayed, not with this module: a model read from the cache needs none of them, and
+# `validate`'s start-up is measured.
+if TYPE_CHECKING:
+    from orchestrator.drizzle.model.entities import _Table
+    from orchestrator.drizzle.pgjson import Node
 
 
 @dataclass(frozen=True)
@@ -149,8 +151,13 @@ class HistoryReplay:
     """
 
     def __init__(self) -> None:
+        from orchestrator.drizzle.model.catalog import _Catalog
+        from orchestrator.drizzle.model.replay import _Replay
+        from orchestrator.drizzle.model.sqltree import _Unanalysable
+
         self._catalog = _Catalog()
         self._replay = _Replay(self._catalog)
+        self._unanalysable = _Unanalysable
         self._state: dict[DbObject, Fact] = {}
         self._effects: dict[str, Effect] = {}
         self._unparsed: dict[str, str] = {}
@@ -173,18 +180,24 @@ class HistoryReplay:
         """
         try:
             self._replay.statement(statement)
-        except _Unanalysable as exc:
+        except self._unanalysable as exc:
             self._unparsed.setdefault(self._replay.tag, f"statement {number}: {exc}")
         except Exception as exc:  # an exotic statement must not crash `validate`
+            from orchestrator.drizzle.model.sqltree import _one_line
+
             reason = f"could not analyse ({type(exc).__name__}: {_one_line(exc)})"
             self._unparsed.setdefault(self._replay.tag, f"statement {number}: {reason}")
 
     def unparseable(self, number: int, error: BaseException) -> None:
         """Piece ``number`` of the current migration could not be parsed."""
+        from orchestrator.drizzle.model.sqltree import _one_line
+
         self._unparsed.setdefault(self._replay.tag, f"statement {number}: {_one_line(error)}")
 
     def end(self) -> Effect:
         """The current migration's effect: what it changed relative to the state before it."""
+        from orchestrator.drizzle.model.catalog import _end_migration
+
         effect = MappingProxyType(_end_migration(self._catalog, self._state, self._schemas_before))
         self._effects[self._replay.tag] = effect
         return effect
@@ -262,9 +275,22 @@ class HistoryReplay:
         return IndexView(on, index.unique is True)
 
 
-def journal_model(journal: Journal) -> ObjectModel:
-    """:func:`build_object_model` of every migration of ``journal``."""
-    return build_object_model([(m.tag, m.statements) for m in journal.migrations])
+def journal_model(journal: Journal, *, environ: Mapping[str, str] | None = None) -> ObjectModel:
+    """:func:`build_object_model` of every migration of ``journal``.
+
+    A large folder's model comes from the on-disk cache when an earlier run stored it
+    (:mod:`orchestrator.drizzle.model.cache`; ``environ`` says where, ``os.environ`` by
+    default): it depends only on the migrations' SQL, which their hashes name.
+    """
+    import os
+
+    from orchestrator.drizzle.model import cache  # imports this module
+
+    return cache.cached_model(
+        [(m.tag, m.hash, m.sql) for m in journal.migrations],
+        lambda: build_object_model([(m.tag, m.statements) for m in journal.migrations]),
+        directory=cache.cache_directory(os.environ if environ is None else environ),
+    )
 
 
 def build_object_model(migrations: Sequence[tuple[str, Sequence[str]]]) -> ObjectModel:
@@ -276,6 +302,8 @@ def build_object_model(migrations: Sequence[tuple[str, Sequence[str]]]) -> Objec
     reason in ``unparsed``; its parseable statements are still replayed so that later
     migrations' drops and renames are modelled as well as possible.
     """
+    from orchestrator.drizzle.pgjson import parse_sql
+
     history = HistoryReplay()
     with cyclic_gc_paused():
         for tag, statements in migrations:
@@ -314,6 +342,8 @@ def parse_located(sql: str) -> list[Located]:
     The parse is libpg_query's cached one, decoded twice. Raises pglast's ``ParseError``
     like ``parse_sql``.
     """
+    from orchestrator.drizzle.pgjson import parse_json, parse_sql, wrap
+
     statements = parse_sql(sql)
     document, _ = _JSON.raw_decode(parse_json(sql))
     located = []

@@ -1,4 +1,11 @@
-"""Merge the pinned source commit into the target branch and push it (after confirmation)."""
+"""Merge the pinned source commit into the target branch (after confirmation).
+
+``git.via: push`` merges in the operator's clone and pushes. ``git.via: github_pr`` merges
+the pull request pre-flight found, through GitHub's merge endpoint pinned to the release
+commit (a commit pushed to the source after pre-flight makes GitHub answer 409 and is never
+released), after waiting for required checks that are still running. Nothing is pushed to
+the target directly.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,12 @@ from dataclasses import dataclass
 
 from orchestrator.engine.outcomes import PreflightOutcome
 from orchestrator.engine.steps.base import Outcome, RunContext
+from orchestrator.engine.steps.pull_request import api_of, await_pull
 from orchestrator.errors import GuardError
-from orchestrator.gitrepo import MergeResult, is_merged, merge_and_push
+from orchestrator.gitrepo import MergeResult, is_merged, merge_and_push, remote_tips
+from orchestrator.platforms.github import GitHubApi, MergeMoved, PullRequest
+
+_NOT_DEPLOYED = "the database is migrated, the code is not deployed"
 
 
 def merge_outcome(result: MergeResult) -> Outcome:
@@ -22,7 +33,8 @@ def merge_outcome(result: MergeResult) -> Outcome:
 
 @dataclass(frozen=True)
 class MergeStep:
-    """git fetch, check out target, merge source (ff when possible), push; restore on failure."""
+    """push: git fetch, check out target, merge source (ff when possible), push; restore on
+    failure. github_pr: merge the pull request through the API, pinned to the release."""
 
     name: str = "merge"
 
@@ -30,11 +42,13 @@ class MergeStep:
         spec = ctx.playbook.git
         commit = ctx.record.source_commit
         assert commit is not None  # pinned by pre-flight
-        if not ctx.confirm(f"Merge {spec.source} ({commit[:12]}) into {spec.target} and push"):
-            raise GuardError(
-                "the operator declined the merge: the database is migrated, "
-                "the code is not deployed"
-            )
+        preflight = PreflightOutcome.of(ctx.record)
+        how = f"pull request #{preflight.pull_request}" if spec.via == "github_pr" else "push"
+        question = f"Merge {spec.source} ({commit[:12]}) into {spec.target} ({how})"
+        if not ctx.confirm(question):
+            raise GuardError(f"the operator declined the merge: {_NOT_DEPLOYED}")
+        if spec.via == "github_pr":
+            return _merge_pull_request(ctx, commit)
         result = merge_and_push(
             ctx.repo,
             spec.remote,
@@ -46,9 +60,21 @@ class MergeStep:
         return merge_outcome(result)
 
     def done(self, ctx: RunContext) -> Outcome | None:
-        # Postcondition: the pinned source commit is on the remote target branch.
+        # Postcondition: the pinned source commit is on the remote target branch (and, with
+        # github_pr, GitHub says the pull request is merged).
         spec = ctx.playbook.git
         commit = ctx.record.source_commit
+        number = PreflightOutcome.of(ctx.record).pull_request
+        if spec.via == "github_pr" and number is not None:
+            pr = api_of(ctx).get_pull(number)
+            if not pr.merged or commit is None:
+                return None
+            if not is_merged(ctx.repo, spec.remote, spec.target, commit):
+                return None
+            return {
+                **_pull_request_outcome(ctx, pr, str(pr.merge_commit_sha)),
+                "note": "found merged on resume: the interrupted attempt merged",
+            }
         if commit is None or not is_merged(ctx.repo, spec.remote, spec.target, commit):
             return None
         tip = ctx.repo.git.rev_parse(f"{spec.remote}/{spec.target}")
@@ -62,3 +88,62 @@ class MergeStep:
             "fast_forward": merge_commit is None,
             "note": "found merged on resume: the interrupted attempt pushed",
         }
+
+
+def _merge_pull_request(ctx: RunContext, commit: str) -> Outcome:
+    """Wait for running checks, merge pinned to ``commit``, fetch the merge commit."""
+    github = ctx.playbook.git.github
+    assert github is not None  # the playbook requires it with github_pr
+    number = PreflightOutcome.of(ctx.record).pull_request
+    if number is None:
+        raise GuardError(f"pre-flight recorded no pull request to merge: {_NOT_DEPLOYED}")
+    api = api_of(ctx)
+    pr = api.get_pull(number)
+    if pr.merged:
+        return _pull_request_outcome(ctx, pr, str(pr.merge_commit_sha))
+    if pr.head_sha == commit:
+        # The head is still the release: wait for checks that are still running.
+        pr, verdict = await_pull(ctx, api, number, timeout=github.checks_timeout, for_checks=True)
+        if verdict.verdict == "refused":
+            raise GuardError(f"GitHub cannot merge {pr.url}: {verdict.reason}; {_NOT_DEPLOYED}")
+        if verdict.verdict == "waiting":
+            raise GuardError(
+                f"{pr.url} is still not mergeable after {github.checks_timeout:g}s "
+                f"({verdict.reason}); {_NOT_DEPLOYED}"
+            )
+    # Otherwise the source moved: GitHub's merge endpoint refuses the pinned sha (409).
+    merged = _merge(ctx, api, pr, commit)
+    ctx.log.info("pull_request_merged", number=number, url=pr.url, merge_commit=merged)
+    return _pull_request_outcome(ctx, api.get_pull(number), merged)
+
+
+def _merge(ctx: RunContext, api: GitHubApi, pr: PullRequest, commit: str) -> str:
+    spec = ctx.playbook.git
+    title = f"Release {ctx.playbook.name}: merge {spec.source} into {spec.target}"
+    try:
+        return api.merge_pull(pr.number, commit, title=f"{title} (run {ctx.record.run_id})")
+    except MergeMoved:
+        now = api.get_pull(pr.number).head_sha
+        raise GuardError(
+            f"{spec.source} moved after pre-flight (pull request #{pr.number} heads "
+            f"{now[:12]}, the release is {commit[:12]}): GitHub refused the merge pinned to "
+            f"the release, so commits pushed after pre-flight are not released; "
+            f"{_NOT_DEPLOYED}. Deploy again to release them"
+        ) from None
+
+
+def _pull_request_outcome(ctx: RunContext, pr: PullRequest, merge_commit: str) -> Outcome:
+    """The merge as recorded: the merge commit fetched into the clone, its first parent."""
+    spec = ctx.playbook.git
+    remote_tips(ctx.repo, spec.remote, [spec.target])  # bring the merge commit in
+    parents = [p.hexsha for p in ctx.repo.commit(merge_commit).parents]
+    previous = parents[0] if parents else merge_commit
+    return {
+        "via": "github_pr",
+        "pull_request": pr.number,
+        "pull_request_url": pr.url,
+        "pushed_commit": merge_commit,
+        "previous_target_commit": previous,
+        "merge_commit": merge_commit if len(parents) > 1 else None,
+        "fast_forward": len(parents) <= 1,
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator.database import migrate_database, validate_database
+from orchestrator.db.lock_retry import LockRetry
 from orchestrator.engine.outcomes import ValidationOutcome
 from orchestrator.engine.steps.base import Outcome, RunContext
 from orchestrator.errors import GuardError
@@ -95,6 +96,8 @@ class MigrateStep:
             on_retry=ctx.on_retry,
             on_migration=lambda m: ctx.log.info("applying_migration", tag=m.tag),
             take_run_lock=False,  # the run holds it for all its database work
+            on_lock_retry=lambda event: _lock_retry(ctx, event),
+            on_note=lambda note: _note(ctx, note),
         )
         return {
             "applied": [
@@ -123,3 +126,16 @@ class MigrateStep:
             "after": report.status.value,
             "note": "found applied on resume: the interrupted attempt committed",
         }
+
+
+def _lock_retry(ctx: RunContext, event: LockRetry) -> None:
+    """A lock timeout about to be retried: in the audit trail (with the blockers) and on
+    the progress line."""
+    ctx.log.warning("lock_retry", **event.to_json())
+    ctx.on_progress(event.line())
+
+
+def _note(ctx: RunContext, note: str) -> None:
+    """Something the non-transactional phase skipped or cleaned up."""
+    ctx.log.info("migrate_note", message=note)
+    ctx.on_progress(note)

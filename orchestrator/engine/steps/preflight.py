@@ -3,6 +3,10 @@
 The source and target branches exist on the remote, the working tree is clean, and a trial
 merge in a temporary worktree is conflict-free: a release that cannot merge must not migrate.
 The source commit is pinned here, so what is migrated is exactly what is merged.
+
+With ``git.via: github_pr`` the pull request from source to target is found (or opened) here
+too, and the run refuses to start when GitHub says it cannot be merged (conflict, failing
+checks, a missing review): before any backup or migration.
 """
 
 from __future__ import annotations
@@ -10,12 +14,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator.engine.steps.base import Outcome, RunContext
+from orchestrator.engine.steps.pull_request import api_of, await_pull, find_or_open
+from orchestrator.errors import GuardError
 from orchestrator.gitrepo import preflight
+
+# How long pre-flight waits for GitHub to compute a new pull request's mergeability.
+MERGEABILITY_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
 class PreflightStep:
-    """Fetch, check branches and tree, trial-merge, pin the source commit, read its journal."""
+    """Fetch, check branches and tree, trial-merge, pin the source commit, read its journal;
+    with github_pr, find or open the pull request and check GitHub would merge it."""
 
     name: str = "preflight"
 
@@ -24,12 +34,13 @@ class PreflightStep:
         result = preflight(ctx.repo, spec.remote, spec.source, spec.target)
         ctx.record.source_commit = result.source_commit
         journal = ctx.journal  # bad migrations at the source commit stop the run here
-        return {
+        outcome: Outcome = {
             "ok": True,
             "repo": str(spec.repo),
             "remote": spec.remote,
             "source": spec.source,
             "target": spec.target,
+            "via": spec.via,
             "source_commit": result.source_commit,
             "target_commit": result.target_commit,
             "fast_forward": result.fast_forward,
@@ -37,7 +48,53 @@ class PreflightStep:
             "migrations_dir": ctx.migrations_path,
             "migrations": [m.tag for m in journal.migrations],
         }
+        if spec.via == "github_pr" and not result.already_merged:
+            outcome.update(_pull_request(ctx, result.source_commit))
+        return outcome
 
     def done(self, ctx: RunContext) -> Outcome | None:
         # Pre-flight is read-only and cheap; a resumed run proves it again.
         return None
+
+
+def _pull_request(ctx: RunContext, pinned: str) -> Outcome:
+    """Find or open the pull request; GuardError when GitHub would not merge it."""
+    api = api_of(ctx)
+    pr, opened = find_or_open(ctx, api)
+    ctx.log.info(
+        "pull_request_opened" if opened else "pull_request_found",
+        number=pr.number,
+        url=pr.url,
+        head=pr.head_sha,
+    )
+    wait = min(MERGEABILITY_WAIT_S, _checks_timeout(ctx))
+    pr, verdict = await_pull(ctx, api, pr.number, timeout=wait, for_checks=False)
+    if pr.head_sha != pinned:
+        raise GuardError(
+            f"pull request #{pr.number} ({pr.url}) heads {pr.head_sha[:12]}, not the pinned "
+            f"source commit {pinned[:12]}: the source moved during pre-flight; deploy again"
+        )
+    if verdict.verdict == "refused":
+        raise GuardError(f"GitHub cannot merge {pr.url}: {verdict.reason}")
+    computing = pr.mergeable is None or pr.mergeable_state == "unknown"
+    if verdict.verdict == "waiting" and computing:
+        raise GuardError(
+            f"GitHub has not said whether {pr.url} can be merged after {wait:g}s; try again"
+        )
+    ctx.log.info(
+        "pull_request_mergeable",
+        number=pr.number,
+        mergeable_state=pr.mergeable_state,
+        note=verdict.reason,
+    )
+    return {
+        "pull_request": pr.number,
+        "pull_request_url": pr.url,
+        "pull_request_opened": opened,
+        "mergeable_state": pr.mergeable_state,
+    }
+
+
+def _checks_timeout(ctx: RunContext) -> float:
+    github = ctx.playbook.git.github
+    return github.checks_timeout if github is not None else MERGEABILITY_WAIT_S

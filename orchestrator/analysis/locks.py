@@ -1,0 +1,175 @@
+"""Which existing tables a migration's statements lock, and in which mode (pure).
+
+PostgreSQL's table-level lock modes, weakest first, and which of them conflict, as its
+documentation's "Conflicting Lock Modes" table gives them. A statement that needs a mode
+waits behind every session holding a conflicting one, and every later query that conflicts
+with *it* queues behind it: that is how one long read plus an ``ALTER TABLE`` stalls an app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from orchestrator.analysis.changes import Change, MigrationEffects
+
+#: The eight table lock modes, weakest first, as ``LOCK TABLE`` spells them.
+MODES = (
+    "ACCESS SHARE",
+    "ROW SHARE",
+    "ROW EXCLUSIVE",
+    "SHARE UPDATE EXCLUSIVE",
+    "SHARE",
+    "SHARE ROW EXCLUSIVE",
+    "EXCLUSIVE",
+    "ACCESS EXCLUSIVE",
+)
+
+# For each mode, the modes it conflicts with (PostgreSQL docs, table 13.2).
+_CONFLICTS: dict[str, frozenset[str]] = {
+    "ACCESS SHARE": frozenset({"ACCESS EXCLUSIVE"}),
+    "ROW SHARE": frozenset({"EXCLUSIVE", "ACCESS EXCLUSIVE"}),
+    "ROW EXCLUSIVE": frozenset({"SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE"}),
+    "SHARE UPDATE EXCLUSIVE": frozenset(MODES[3:]),
+    "SHARE": frozenset(
+        {
+            "ROW EXCLUSIVE",
+            "SHARE UPDATE EXCLUSIVE",
+            "SHARE ROW EXCLUSIVE",
+            "EXCLUSIVE",
+            "ACCESS EXCLUSIVE",
+        }
+    ),
+    "SHARE ROW EXCLUSIVE": frozenset(MODES[2:]),
+    "EXCLUSIVE": frozenset(MODES[1:]),
+    "ACCESS EXCLUSIVE": frozenset(MODES),
+}
+
+# What blocks what, in words, for the plan: the traffic each mode stops while held or queued.
+_BLOCKS = {
+    "ACCESS EXCLUSIVE": "blocks reads and writes",
+    "EXCLUSIVE": "blocks writes and SELECT ... FOR UPDATE",
+    "SHARE ROW EXCLUSIVE": "blocks writes",
+    "SHARE": "blocks writes",
+    "SHARE UPDATE EXCLUSIVE": "blocks no reads or writes (only other schema changes)",
+    "ROW EXCLUSIVE": "blocks no reads or writes (row locks only)",
+}
+
+
+def pg_mode(name: str) -> str:
+    """``AccessShareLock`` (as ``pg_locks.mode`` says it) as ``ACCESS SHARE`` (pure)."""
+    words: list[str] = []
+    for char in name.removesuffix("Lock"):
+        if char.isupper() and words:
+            words.append(" ")
+        words.append(char.upper())
+    return "".join(words)
+
+
+def conflicts(requested: str, held: str) -> bool:
+    """Whether a lock of mode ``held`` makes a request for mode ``requested`` wait."""
+    return held in _CONFLICTS.get(requested, frozenset(MODES))
+
+
+def stronger(a: str, b: str) -> str:
+    """The stronger of two modes."""
+    return a if MODES.index(a) >= MODES.index(b) else b
+
+
+def blocks(mode: str) -> str:
+    """What traffic a lock of ``mode`` blocks, in a few words."""
+    return _BLOCKS.get(mode, "blocks nothing but schema changes")
+
+
+_ACCESS_EXCLUSIVE_KINDS = frozenset(
+    {
+        "add_column",
+        "drop_column",
+        "rename_column",
+        "alter_column_type",
+        "set_not_null",
+        "drop_not_null",
+        "set_default",
+        "drop_default",
+        "drop_constraint",
+        "drop_table",
+        "rename_table",
+        "other",
+    }
+)
+
+
+def lock_mode(change: Change) -> str | None:
+    """The lock ``change``'s statement takes on its table (None: no table, or none taken).
+
+    Only tables that existed before the migration count: a table created in the same
+    migration is unknown to running code, so its locks stall nobody.
+    """
+    if not change.on_existing_table:
+        return None
+    kind = change.restates if change.kind == "no_op" and change.restates else change.kind
+    if kind == "create_index":
+        return "SHARE UPDATE EXCLUSIVE" if change.concurrently else "SHARE"
+    if kind in ("drop_index", "reindex"):
+        return "SHARE UPDATE EXCLUSIVE" if change.concurrently else "ACCESS EXCLUSIVE"
+    if kind == "validate_constraint":
+        return "SHARE UPDATE EXCLUSIVE"
+    if kind == "add_constraint":
+        # A foreign key takes SHARE ROW EXCLUSIVE (on both tables); the others rewrite rules.
+        return "SHARE ROW EXCLUSIVE" if change.constraint_type == "f" else "ACCESS EXCLUSIVE"
+    if kind == "data_change":
+        return "ROW EXCLUSIVE"
+    if kind in _ACCESS_EXCLUSIVE_KINDS:
+        return "ACCESS EXCLUSIVE"
+    return None
+
+
+@dataclass(frozen=True)
+class TableLock:
+    """The strongest lock a migration takes on one existing table, and where it first does."""
+
+    table: str
+    mode: str
+    statement: int  # 1-based statement that takes the strongest mode first
+    line: int
+
+    @property
+    def description(self) -> str:
+        """``public.users: ACCESS EXCLUSIVE (statement 2, line 3) blocks reads and writes``."""
+        return (
+            f"{self.table}: {self.mode} (statement {self.statement}, line {self.line}) "
+            f"{blocks(self.mode)}"
+        )
+
+    def to_json(self) -> dict[str, object]:
+        """``{"table", "mode", "statement", "line"}``."""
+        return {
+            "table": self.table,
+            "mode": self.mode,
+            "statement": self.statement,
+            "line": self.line,
+        }
+
+
+def migration_locks(migration: MigrationEffects) -> tuple[TableLock, ...]:
+    """The strongest lock per existing table ``migration`` takes, in order of first lock."""
+    found: dict[str, TableLock] = {}
+    for statement in migration.statements:
+        for change in statement.changes:
+            mode = lock_mode(change)
+            if mode is None or change.table is None:
+                continue
+            known = found.get(change.table)
+            if known is None or stronger(mode, known.mode) != known.mode:
+                found[change.table] = TableLock(
+                    change.table, mode, statement.number, statement.line
+                )
+    return tuple(found.values())
+
+
+def strongest(locks: Iterable[TableLock]) -> str | None:
+    """The strongest mode among ``locks`` (None when there is none)."""
+    result: str | None = None
+    for lock in locks:
+        result = lock.mode if result is None else stronger(result, lock.mode)
+    return result

@@ -1,0 +1,131 @@
+"""Which statements of a release cannot run inside the migration transaction (pure).
+
+drizzle's migrator (and ours, by default) applies every pending migration in one
+transaction. PostgreSQL refuses some statements there:
+
+- ``CREATE INDEX CONCURRENTLY``, ``DROP INDEX CONCURRENTLY``, ``REINDEX ... CONCURRENTLY``
+  ("cannot run inside a transaction block");
+- ``ALTER TYPE ... ADD VALUE`` is accepted, but the new value cannot be *used* before the
+  transaction commits ("unsafe use of new value"), so it fails when a later statement of the
+  same release (the same migration or a later pending one) uses the value.
+
+A migration holding such a statement is *non-transactional*: with ``--allow-concurrent`` it
+runs statement by statement in autocommit (:mod:`orchestrator.db.concurrent`); without it,
+``lint`` reports an error and ``migrate`` refuses before changing anything.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from orchestrator.analysis.changes import Change, MigrationEffects
+from orchestrator.analysis.effects import analyse_migrations
+
+# Cheap text filter: only migrations matching it are parsed.
+_CANDIDATE = re.compile(r"\bconcurrently\b|\badd\s+value\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class NonTransactional:
+    """One statement that cannot run inside the migration transaction, and why."""
+
+    tag: str
+    statement: int  # 1-based among the migration's statements
+    line: int  # 1-based line of ``<tag>.sql``
+    sql: str
+    reason: str
+    kind: str = "concurrently"  # or "enum_value": ADD VALUE used later in the release
+
+    @property
+    def location(self) -> str:
+        """``<tag>.sql:<line>``."""
+        return f"{self.tag}.sql:{self.line}"
+
+
+def enum_value_of(change: Change) -> str | None:
+    """The label an ``add_enum_value`` change adds (None for other changes)."""
+    if change.kind != "add_enum_value":
+        return None
+    # target is "enum_value <schema>.<enum>.<label>"; the label may itself hold dots
+    parts = change.target.split(" ", 1)[-1].split(".", 2)
+    return parts[2] if len(parts) == 3 else None
+
+
+def _quoted(label: str) -> str:
+    return "'" + label.replace("'", "''") + "'"
+
+
+def _concurrent_reason(change: Change) -> str | None:
+    if not change.concurrently:
+        return None
+    kind = change.restates if change.kind == "no_op" else change.kind
+    verb = {"create_index": "CREATE INDEX", "drop_index": "DROP INDEX", "reindex": "REINDEX"}
+    if kind in verb:
+        return f"{verb[kind]} CONCURRENTLY ({change.target})"
+    return None
+
+
+def nontransactional_statements(
+    release: Sequence[tuple[str, Sequence[str]]],
+) -> list[NonTransactional]:
+    """The statements of ``release`` (``(tag, pieces)`` in journal order, as applied together)
+    that cannot run inside one transaction, in order."""
+    found: list[NonTransactional] = []
+    texts = ["\n".join(pieces) for _, pieces in release]
+    for index, (tag, pieces) in enumerate(release):
+        if not _CANDIDATE.search(texts[index]):
+            continue
+        effects: MigrationEffects = analyse_migrations([(tag, pieces)]).by_tag(tag)
+        for position, statement in enumerate(effects.statements):
+            for change in statement.changes:
+                reason = _concurrent_reason(change)
+                label = enum_value_of(change)
+                kind = "concurrently"
+                if reason is None and label is not None:
+                    kind = "enum_value"
+                    user = _first_use(label, effects, position, release, texts, index)
+                    if user is not None:
+                        reason = (
+                            f"ALTER TYPE ... ADD VALUE {_quoted(label)}, used by {user} "
+                            "before the transaction could commit"
+                        )
+                if reason is not None:
+                    found.append(
+                        NonTransactional(
+                            tag, statement.number, statement.line, statement.sql, reason, kind
+                        )
+                    )
+                    break
+    return found
+
+
+def _first_use(
+    label: str,
+    effects: MigrationEffects,
+    position: int,
+    release: Sequence[tuple[str, Sequence[str]]],
+    texts: Sequence[str],
+    index: int,
+) -> str | None:
+    """Where ``label`` is used after statement ``position`` of release entry ``index``:
+    ``<tag>.sql:<line>`` or ``<tag>.sql`` (a quoted literal in the text: best effort)."""
+    literal = _quoted(label)
+    for later in effects.statements[position + 1 :]:
+        if literal in later.sql:
+            return f"{effects.tag}.sql:{later.line}"
+    for tag_index in range(index + 1, len(release)):
+        if literal in texts[tag_index]:
+            return f"{release[tag_index][0]}.sql"
+    return None
+
+
+def nontransactional_tags(found: Sequence[NonTransactional]) -> list[str]:
+    """The tags of the non-transactional migrations, in order, each once."""
+    return list(dict.fromkeys(f.tag for f in found))
+
+
+def enum_value_uses(release: Sequence[tuple[str, Sequence[str]]]) -> list[NonTransactional]:
+    """The ``ALTER TYPE ... ADD VALUE`` statements of ``release`` whose value it uses later."""
+    return [f for f in nontransactional_statements(release) if f.kind == "enum_value"]

@@ -1,0 +1,94 @@
+"""The pull request a release merges through (``git.via: github_pr``): find or open it, and
+wait while GitHub computes its mergeability or runs its checks.
+
+Pre-flight and the merge step share these; the decision itself is
+:func:`orchestrator.platforms.github.judge_pull` (pure).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from orchestrator.engine.steps.base import RunContext
+from orchestrator.platforms.github import (
+    GitHubApi,
+    Mergeability,
+    PullRequest,
+    github_api,
+    judge_pull,
+)
+
+
+@dataclass
+class Clock:
+    """How the waits tell time and pause (tests may pass faster ones)."""
+
+    now: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = field(default=time.sleep)
+
+
+def api_of(ctx: RunContext) -> GitHubApi:
+    """The run's GitHub client; its retries are logged to the audit trail."""
+    api = github_api(ctx.playbook, ctx.environ)
+    api.client.retry = ctx.retry
+    api.client.on_retry = lambda attempt, what, wait: ctx.log.warning(
+        "retry", attempt=attempt, error=f"GitHub API: {what}", wait_s=round(wait, 2)
+    )
+    return api
+
+
+def find_or_open(ctx: RunContext, api: GitHubApi) -> tuple[PullRequest, bool]:
+    """The open pull request from the source into the target, opened if there is none;
+    and whether this run opened it."""
+    spec = ctx.playbook.git
+    found = api.find_open_pull(spec.source, spec.target)
+    if found is not None:
+        return found, False
+    opened = api.create_pull(
+        spec.source,
+        spec.target,
+        title=f"Release {ctx.playbook.name}: {spec.source} into {spec.target}",
+        body=f"Opened by orchestrator run {ctx.record.run_id}. Migrations first (Strategy A): "
+        "the run merges this pull request itself once production's schema is ready.",
+    )
+    return opened, True
+
+
+def await_pull(
+    ctx: RunContext,
+    api: GitHubApi,
+    number: int,
+    *,
+    timeout: float,
+    for_checks: bool,
+    clock: Clock | None = None,
+) -> tuple[PullRequest, Mergeability]:
+    """Ask GitHub about pull request ``number`` until its verdict is not ``waiting`` or
+    ``timeout`` passes; the last answer.
+
+    ``for_checks``: also wait while required checks run (the merge step); otherwise only
+    while GitHub is still computing mergeability (pre-flight).
+    """
+    clock = clock or Clock()
+    interval = ctx.playbook.git.github.checks_interval if ctx.playbook.git.github else 10.0
+    deadline = clock.now() + timeout
+    polls = 0
+    while True:
+        pr = api.get_pull(number)
+        verdict = judge_pull(pr, api.checks(pr.head_sha))
+        polls += 1
+        computing = pr.mergeable is None or pr.mergeable_state == "unknown"
+        worth_waiting = verdict.verdict == "waiting" and (for_checks or computing)
+        if not worth_waiting or clock.now() >= deadline:
+            return pr, verdict
+        if polls == 1 or polls % 6 == 0:
+            ctx.log.info(
+                "pull_request_waiting",
+                number=number,
+                mergeable_state=pr.mergeable_state,
+                reason=verdict.reason,
+            )
+        ctx.on_progress(f"pull request #{number}: {verdict.reason}")
+        clock.sleep(max(0.0, min(interval, deadline - clock.now())))

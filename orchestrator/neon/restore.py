@@ -1,0 +1,237 @@
+"""``rollback RUN_ID --restore-database``: put production's Neon branch back to the run's
+backup branch, then validate again.
+
+The restore is Neon's own (``POST /projects/{project_id}/branches/{branch_id}/restore`` with
+``source_branch_id`` = the backup branch, ``source_lsn`` = the LSN it was taken at and
+``preserve_under_name`` = ``pre-restore-<run-id>``, so the migrated state is kept as a branch
+and the restore can itself be undone). It replaces production's data and schema, losing every
+write since the backup: it runs only after the operator typed production's branch name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from psycopg.conninfo import conninfo_to_dict
+
+from orchestrator.audit import AuditTrail
+from orchestrator.database import validate_database
+from orchestrator.db.connect import secret_values
+from orchestrator.engine.outcomes import BackupOutcome, MigrateOutcome, ValidationOutcome
+from orchestrator.engine.rollback import database_steps
+from orchestrator.errors import ExitCode, GuardError, UsageError
+from orchestrator.neon.backup import neon_api
+from orchestrator.runs import RunRecord, RunStore, utc_now_iso
+from orchestrator.validation import ValidationReport
+
+__all__ = [
+    "RestorePlan",
+    "RestoreResult",
+    "check_confirmation",
+    "preserve_name",
+    "restore_plan",
+    "restore_production",
+]
+
+
+def preserve_name(run_id: str) -> str:
+    """The branch that keeps production's state from just before the restore."""
+    return f"pre-restore-{run_id}"
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """The exact restore a run's ``neon_branch`` backup allows (from the record alone)."""
+
+    run_id: str
+    project_id: str
+    production: str  # production's branch as the playbook names it (name or id)
+    production_id: str
+    backup_id: str
+    backup_name: str
+    lsn: str | None
+    preserve_as: str
+    applied: tuple[str, ...]  # the migrations the run applied (the restore undoes them)
+
+    @property
+    def lines(self) -> list[str]:
+        """What the restore will do, for the operator to read before confirming."""
+        return [
+            f"Restore Neon branch {self.production} ({self.production_id}) of project "
+            f"{self.project_id} from the backup branch {self.backup_name} ({self.backup_id}) "
+            f"at LSN {self.lsn or 'its head'}.",
+            f"  It undoes {', '.join(self.applied)} and loses every write to production since "
+            "the backup; the present state is kept as branch "
+            f"{self.preserve_as}.",
+        ]
+
+
+def restore_plan(record: RunRecord, url_env: str = "DATABASE_URL") -> RestorePlan:
+    """The restore for ``record`` (pure); UsageError when there is none to perform: the
+    backup is not a Neon branch (the message says what to do instead), or the run applied
+    no migration."""
+    backup = BackupOutcome.of(record)
+    applied = MigrateOutcome.of(record).applied
+    if backup.kind != "neon_branch":
+        if not applied:
+            instead = "it applied no migration, so there is nothing to restore"
+        else:
+            steps = [s.strip() for s in database_steps(record, url_env)[1:-1]]
+            instead = f"restore by hand: {steps[0]}" if steps else "restore it by hand"
+        kind = backup.kind or "no backup"
+        raise UsageError(
+            f"--restore-database restores Neon branch backups only; run {record.run_id} has "
+            f"{kind}: {instead}"
+        )
+    if not applied:
+        raise UsageError(
+            f"run {record.run_id} applied no migration: there is nothing to restore "
+            "(production is as the run found it)"
+        )
+    raw = backup.raw
+    return RestorePlan(
+        run_id=record.run_id,
+        project_id=str(raw.get("project_id")),
+        production=str(raw.get("parent_branch")),
+        production_id=str(raw.get("parent_branch_id")),
+        backup_id=str(raw.get("branch_id")),
+        backup_name=str(raw.get("branch_name")),
+        lsn=_text(raw.get("lsn")),
+        preserve_as=preserve_name(record.run_id),
+        applied=applied,
+    )
+
+
+def check_confirmation(plan: RestorePlan, typed: str) -> None:
+    """The operator must type production's branch (its name, or its id): UsageError if not."""
+    if typed.strip() not in (plan.production, plan.production_id):
+        raise UsageError(
+            f"{typed.strip()!r} is not the production branch {plan.production!r}: "
+            "nothing was restored"
+        )
+
+
+@dataclass
+class RestoreResult:
+    """The restore done and the verdict of validating production again."""
+
+    plan: RestorePlan
+    before: str | None  # the verdict the run's validate step recorded before migrating
+    report: ValidationReport
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """The verdict's code (NEEDS_MIGRATION, 10, when the release is undone)."""
+        return self.report.exit_code
+
+    @property
+    def lines(self) -> list[str]:
+        """The restore and the verdict, for the terminal."""
+        status = self.report.status.value
+        same = "as before the run" if status == self.before else f"before the run: {self.before}"
+        return [
+            f"restored Neon branch {self.plan.production} from {self.plan.backup_name} "
+            f"(LSN {self.plan.lsn}); the migrated state is kept as branch "
+            f"{self.plan.preserve_as}",
+            f"validate now says {status} ({same})",
+            *(f"  {line}" for line in self.report.recommendation.splitlines()),
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        """The restore as JSON."""
+        return {
+            "restored_branch": self.plan.production_id,
+            "source_branch": self.plan.backup_id,
+            "source_lsn": self.plan.lsn,
+            "preserved_as": self.plan.preserve_as,
+            "verdict_before_run": self.before,
+            "validation": self.report.to_json(),
+        }
+
+
+def restore_production(
+    run_id: str, store: RunStore, environ: Mapping[str, str], typed: str
+) -> RestoreResult:
+    """Restore production's branch from run ``run_id``'s backup branch (``typed`` must be
+    production's branch name), wait for Neon, validate again; each step in the audit trail.
+
+    Bad input (no such run, not a Neon backup, a wrong name, no key, no URL) raises
+    UsageError before anything changes.
+    """
+    from orchestrator.engine.run import database_url
+    from orchestrator.engine.settings import journal_at, migrate_options, retry_policy
+    from orchestrator.gitrepo import open_repo
+    from orchestrator.playbook import load_playbook
+
+    record = store.load(run_id)
+    playbook = load_playbook(Path(record.playbook))
+    plan = restore_plan(record, playbook.database.url_env)
+    check_confirmation(plan, typed)
+    url = database_url(playbook, environ, writes=False)
+    api = neon_api(playbook, environ, "rollback --restore-database")
+    assert record.source_commit is not None  # the run migrated, so pre-flight pinned it
+    journal = journal_at(
+        open_repo(playbook.git.repo),
+        record.source_commit,
+        playbook.migrations.dir,
+        playbook.git.source,
+    )
+    password = conninfo_to_dict(url).get("password")
+    secrets = [api.api_key, *secret_values(environ), *([str(password)] if password else [])]
+    with (
+        store.lock(record.run_id),
+        AuditTrail(store.audit_path(record.run_id), run_id=record.run_id, secrets=secrets) as trail,
+    ):
+        log = trail.log
+        log.info(
+            "database_restore_confirmed",
+            branch=plan.production,
+            branch_id=plan.production_id,
+            source_branch=plan.backup_name,
+            source_lsn=plan.lsn,
+        )
+        if api.get_branch(plan.backup_id) is None:
+            log.error("database_restore_refused", reason="the backup branch is gone")
+            raise GuardError(
+                f"the backup branch {plan.backup_name} ({plan.backup_id}) no longer exists: "
+                "nothing was restored"
+            )
+        if api.find_branch(plan.preserve_as) is not None:
+            log.error("database_restore_refused", reason=f"{plan.preserve_as} exists")
+            raise GuardError(
+                f"branch {plan.preserve_as} exists: production was restored from this run "
+                "before; delete that branch first if you mean to restore again"
+            )
+        log.info("database_restore_started", preserve_under_name=plan.preserve_as)
+        try:
+            api.restore_branch(
+                plan.production_id,
+                source_branch_id=plan.backup_id,
+                source_lsn=plan.lsn,
+                preserve_as=plan.preserve_as,
+            )
+        except Exception as exc:
+            log.error("database_restore_failed", reason=str(exc))
+            raise
+        record.steps["database_restore"] = {
+            "branch_id": plan.production_id,
+            "source_branch_id": plan.backup_id,
+            "source_lsn": plan.lsn,
+            "preserved_as": plan.preserve_as,
+            "at": utc_now_iso(),
+        }
+        store.save(record)
+        log.info("database_restore_finished", preserved_as=plan.preserve_as)
+        report = validate_database(
+            url, journal, migrate_options(playbook), retry=retry_policy(playbook)
+        )
+        before = ValidationOutcome.of(record).status
+        log.info("database_revalidated", status=report.status.value, before_run=before)
+    return RestoreResult(plan, before, report)
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)

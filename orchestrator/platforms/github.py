@@ -1,0 +1,232 @@
+"""A small client of GitHub's REST API: the pull request and check calls a release needs.
+
+Endpoints (GitHub's published REST reference, ``https://api.github.com``):
+
+- ``GET  /repos/{owner}/{repo}/pulls?head=owner:branch&base=...&state=open``  find the PR
+- ``POST /repos/{owner}/{repo}/pulls``                       open one (title, head, base, body)
+- ``GET  /repos/{owner}/{repo}/pulls/{n}``                   state, merged, mergeable,
+  ``mergeable_state`` (clean, dirty, blocked, behind, unstable, unknown, ...), ``head.sha``
+- ``PUT  /repos/{owner}/{repo}/pulls/{n}/merge``             ``{"sha", "merge_method"}``:
+  200 merged, 405 not mergeable, 409 the head moved since ``sha``
+- ``GET  /repos/{owner}/{repo}/commits/{ref}/status``        combined commit status
+- ``GET  /repos/{owner}/{repo}/commits/{ref}/check-runs``    check runs
+
+Whether a pull request can be merged is judged by :func:`judge_pull`, a pure function of
+the pull request and its checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from orchestrator.errors import UsageError
+from orchestrator.platforms.http import ApiClient, ApiError, read_token
+from orchestrator.playbook import Playbook
+
+__all__ = [
+    "Checks",
+    "GitHubApi",
+    "MergeMoved",
+    "Mergeability",
+    "PullRequest",
+    "github_api",
+    "judge_pull",
+]
+
+DEFAULT_API_URL = "https://api.github.com"
+_PASSED = frozenset({"success", "neutral", "skipped"})
+_HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
+
+
+class MergeMoved(ApiError):
+    """409 from the merge endpoint: the pull request's head is no longer the pinned sha."""
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """A pull request as GitHub describes it (the fields a release uses)."""
+
+    number: int
+    url: str  # html_url: what a person opens
+    state: str  # open | closed
+    merged: bool
+    draft: bool
+    mergeable: bool | None  # None while GitHub computes it
+    mergeable_state: str  # clean, dirty, blocked, behind, unstable, has_hooks, draft, unknown
+    head_ref: str
+    head_sha: str
+    base_ref: str
+    merge_commit_sha: str | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PullRequest:
+        """From GitHub's pull request object."""
+        head = data.get("head") or {}
+        base = data.get("base") or {}
+        mergeable = data.get("mergeable")
+        return cls(
+            number=int(data["number"]),
+            url=str(data.get("html_url") or data.get("url") or ""),
+            state=str(data.get("state") or ""),
+            merged=bool(data.get("merged")),
+            draft=bool(data.get("draft")),
+            mergeable=mergeable if isinstance(mergeable, bool) else None,
+            mergeable_state=str(data.get("mergeable_state") or "unknown"),
+            head_ref=str(head.get("ref") or ""),
+            head_sha=str(head.get("sha") or ""),
+            base_ref=str(base.get("ref") or ""),
+            merge_commit_sha=data.get("merge_commit_sha") or None,
+        )
+
+
+@dataclass(frozen=True)
+class Checks:
+    """A commit's statuses and check runs, sorted by how they stand."""
+
+    failing: tuple[str, ...] = ()
+    pending: tuple[str, ...] = ()
+    passing: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, status: Mapping[str, Any], runs: Mapping[str, Any]) -> Checks:
+        """From the combined status and the check-runs answers (pure)."""
+        failing: list[str] = []
+        pending: list[str] = []
+        passing: list[str] = []
+        for item in status.get("statuses") or ():
+            name, state = str(item.get("context")), str(item.get("state"))
+            {"success": passing, "pending": pending}.get(state, failing).append(name)
+        for run in runs.get("check_runs") or ():
+            name = str(run.get("name"))
+            if run.get("status") != "completed":
+                pending.append(name)
+            elif run.get("conclusion") in _PASSED:
+                passing.append(name)
+            else:
+                failing.append(f"{name} ({run.get('conclusion')})")
+        return cls(tuple(failing), tuple(pending), tuple(passing))
+
+
+@dataclass(frozen=True)
+class Mergeability:
+    """GitHub's view of a pull request, judged: merge it, wait, or refuse (with why)."""
+
+    verdict: Literal["mergeable", "waiting", "refused"]
+    reason: str
+
+
+def judge_pull(pr: PullRequest, checks: Checks) -> Mergeability:
+    """Whether ``pr`` can be merged now, must be waited for, or cannot be merged (pure).
+
+    ``blocked`` with required checks still running is worth waiting for; blocked with a
+    failing check, or with every check passed (a review is missing), is not.
+    """
+    failing = ", ".join(checks.failing)
+    if pr.merged:
+        return Mergeability("mergeable", "already merged")
+    if pr.state != "open":
+        return Mergeability("refused", f"pull request #{pr.number} is {pr.state}")
+    if pr.draft or pr.mergeable_state == "draft":
+        return Mergeability("refused", f"pull request #{pr.number} is a draft")
+    if pr.mergeable is False or pr.mergeable_state == "dirty":
+        return Mergeability(
+            "refused", f"pull request #{pr.number} has merge conflicts (mergeable_state dirty)"
+        )
+    state = pr.mergeable_state
+    if state == "blocked":
+        if checks.failing:
+            return Mergeability(
+                "refused", f"pull request #{pr.number} is blocked: checks fail: {failing}"
+            )
+        if checks.pending:
+            return Mergeability("waiting", f"checks still running: {', '.join(checks.pending)}")
+        return Mergeability(
+            "refused",
+            f"pull request #{pr.number} is blocked by branch protection: a required review "
+            "is missing (or another rule is unmet; every check passed)",
+        )
+    if state == "behind":
+        return Mergeability(
+            "refused",
+            f"pull request #{pr.number} is behind its base: the branch protection wants the "
+            "source up to date with the target",
+        )
+    if state == "unknown" or pr.mergeable is None:
+        return Mergeability("waiting", "GitHub is still computing whether it can be merged")
+    if state == "unstable":
+        return Mergeability("mergeable", f"non-required checks fail: {failing or 'some'}")
+    return Mergeability("mergeable", state)
+
+
+@dataclass
+class GitHubApi:
+    """Calls for one repository (``owner/name``)."""
+
+    repo: str
+    client: ApiClient
+
+    @property
+    def owner(self) -> str:
+        """The repository's owner (the ``owner:`` of a same-repository head)."""
+        return self.repo.split("/", 1)[0]
+
+    def find_open_pull(self, head: str, base: str) -> PullRequest | None:
+        """The open pull request from branch ``head`` into ``base``, if there is one."""
+        listing = self.client.call(
+            "GET",
+            f"/repos/{self.repo}/pulls",
+            params={"head": f"{self.owner}:{head}", "base": base, "state": "open"},
+        )
+        for data in listing or ():
+            if isinstance(data, Mapping):
+                return self.get_pull(int(data["number"]))  # the list omits mergeability
+        return None
+
+    def create_pull(self, head: str, base: str, *, title: str, body: str) -> PullRequest:
+        """Open a pull request from ``head`` into ``base``."""
+        data = self.client.call(
+            "POST",
+            f"/repos/{self.repo}/pulls",
+            json={"title": title, "head": head, "base": base, "body": body},
+        )
+        return PullRequest.from_json(data)
+
+    def get_pull(self, number: int) -> PullRequest:
+        """Pull request ``number`` as GitHub sees it now."""
+        return PullRequest.from_json(self.client.call("GET", f"/repos/{self.repo}/pulls/{number}"))
+
+    def merge_pull(self, number: int, sha: str, *, title: str) -> str:
+        """Merge pull request ``number`` if its head is still ``sha``; the merge commit.
+
+        :class:`MergeMoved` (409) when the head moved, :class:`ApiError` (405) when GitHub
+        says it cannot be merged.
+        """
+        try:
+            data = self.client.call(
+                "PUT",
+                f"/repos/{self.repo}/pulls/{number}/merge",
+                json={"sha": sha, "merge_method": "merge", "commit_title": title},
+            )
+        except ApiError as exc:
+            if exc.status == 409:
+                raise MergeMoved(str(exc), status=409) from None
+            raise
+        return str(data["sha"])
+
+    def checks(self, ref: str) -> Checks:
+        """The statuses and check runs of commit ``ref``."""
+        status = self.client.call("GET", f"/repos/{self.repo}/commits/{ref}/status")
+        runs = self.client.call("GET", f"/repos/{self.repo}/commits/{ref}/check-runs")
+        return Checks.from_json(status or {}, runs or {})
+
+
+def github_api(playbook: Playbook, environ: Mapping[str, str]) -> GitHubApi:
+    """The client of the playbook's GitHub repository; UsageError without the token."""
+    spec = playbook.git.github
+    if spec is None:
+        raise UsageError("git.via github_pr needs the git.github block")
+    token = read_token(environ, spec.token_env, "GitHub")
+    client = ApiClient("GitHub API", spec.api_url, token, headers=_HEADERS)
+    return GitHubApi(spec.repo, client)

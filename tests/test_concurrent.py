@@ -1,0 +1,215 @@
+"""Non-transactional migrations (issue 15): CREATE INDEX CONCURRENTLY and ADD VALUE used
+later, refused without --allow-concurrent, applied statement by statement with it; a
+failure leaves no INVALID index and no tracking row; a killed run resumes. Real PostgreSQL,
+real concurrent sessions, a real killed process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from orchestrator.analysis.nontransactional import nontransactional_statements
+from orchestrator.cli import run
+from orchestrator.testing.folders import write_drizzle_folder
+from tests.drizzle_helpers import tracking_rows
+from tests.test_drizzle_real import drizzle_migrate, drizzle_node  # noqa: F401 (a fixture)
+
+ITEMS = 'CREATE TABLE "items" ("id" serial PRIMARY KEY NOT NULL, "sku" text);'
+FILL = "INSERT INTO items (sku) SELECT 'sku-' || g FROM generate_series(1, 2000) AS g;"
+INDEX = 'CREATE INDEX CONCURRENTLY IF NOT EXISTS "items_sku_idx" ON "items" ("sku");'
+
+
+def concurrent_folder(tmp_path: Path, index: str = INDEX) -> Path:
+    return write_drizzle_folder(
+        tmp_path / "drizzle",
+        [
+            ("0000_items", [ITEMS, FILL]),
+            ("0001_index", [index]),
+            ("0002_note", ['ALTER TABLE "items" ADD COLUMN "note" text;']),
+        ],
+    )
+
+
+def migrate(url: str, folder: Path, *extra: str) -> int:
+    argv = ["migrate", "--yes", "--migrations", str(folder), "--database-url", url]
+    return run([*argv, "--retries", "1", *extra])
+
+
+def index_state(url: str, name: str) -> bool | None:
+    """True valid, False INVALID, None absent."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = %s",
+            (name,),
+        ).fetchone()
+    return None if row is None else bool(row[0])
+
+
+def invalid_indexes(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE NOT i.indisvalid"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def schemas(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        return {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace").fetchall()}
+
+
+def test_without_the_opt_in_migrate_refuses_before_changing_anything(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = concurrent_folder(tmp_path)
+    code = migrate(database_url, folder)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert "0001_index.sql:1: CREATE INDEX CONCURRENTLY" in err
+    assert "--allow-concurrent" in err and len(err.splitlines()) == 1
+    assert "drizzle" not in schemas(database_url)  # nothing written, not even the table
+
+
+def test_lint_reports_an_error_and_a_warning_with_the_opt_in(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = concurrent_folder(tmp_path)
+    assert run(["lint", "--migrations", str(folder)]) == 21
+    out = capsys.readouterr().out
+    assert "0001_index.sql:1: error concurrently-in-transaction" in out
+    assert run(["lint", "--migrations", str(folder), "--allow-concurrent"]) == 0
+    assert "0001_index.sql:1: warning concurrently-in-transaction" in capsys.readouterr().out
+
+
+def test_a_concurrent_index_is_built_and_tracked_as_drizzle_would(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = concurrent_folder(tmp_path)
+    assert migrate(database_url, folder, "--allow-concurrent") == 0, capsys.readouterr().err
+    assert index_state(database_url, "items_sku_idx") is True
+    rows = tracking_rows(database_url)
+    assert len(rows) == 3 and [r[2] for r in rows] == sorted(r[2] for r in rows)
+    # A second run finds nothing to do.
+    assert migrate(database_url, folder, "--allow-concurrent") == 0
+    assert "nothing to apply" in capsys.readouterr().out
+    assert len(tracking_rows(database_url)) == 3
+
+
+def test_drizzles_migrator_does_nothing_after_our_concurrent_migrate(
+    database_url: str,
+    tmp_path: Path,
+    drizzle_node: Path,  # noqa: F811
+) -> None:
+    folder = concurrent_folder(tmp_path)
+    assert migrate(database_url, folder, "--allow-concurrent") == 0
+    before = tracking_rows(database_url)
+    drizzle_migrate(drizzle_node, database_url, folder)
+    assert tracking_rows(database_url) == before
+
+
+def test_a_failed_concurrent_build_leaves_no_invalid_index_and_no_row(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unique = 'CREATE UNIQUE INDEX CONCURRENTLY "items_one_sku" ON "items" ((1));'
+    folder = concurrent_folder(tmp_path, unique)
+    code = migrate(database_url, folder, "--allow-concurrent")
+    err = capsys.readouterr().err
+    assert code == 21
+    assert "dropped INVALID index public.items_one_sku" in err
+    assert "the tracking row was not written" in err
+    assert (
+        invalid_indexes(database_url) == [] and index_state(database_url, "items_one_sku") is None
+    )
+    assert len(tracking_rows(database_url)) == 1  # 0000 committed before; 0001 and 0002 not
+
+
+def test_an_enum_value_used_later_in_the_release_is_committed_first(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write_drizzle_folder(
+        tmp_path / "enum",
+        [
+            ("0000_mood", ["CREATE TYPE mood AS ENUM ('ok');", "CREATE TABLE t (m mood);"]),
+            ("0001_glad", ["ALTER TYPE mood ADD VALUE 'glad';"]),
+            ("0002_use", ["INSERT INTO t VALUES ('glad');"]),
+        ],
+    )
+    assert [f.tag for f in nontransactional_statements([("a", ["x"])])] == []
+    assert migrate(database_url, folder) == 2
+    assert "0001_glad.sql:1: ALTER TYPE ... ADD VALUE 'glad', used by 0002_use.sql" in (
+        capsys.readouterr().err
+    )
+    assert migrate(database_url, folder, "--allow-concurrent") == 0
+    assert len(tracking_rows(database_url)) == 3
+
+
+def _cli() -> list[str]:
+    script = Path(sys.executable).parent / "orchestrator"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "orchestrator.cli"]
+
+
+def test_killed_in_the_middle_of_a_concurrent_build_resumes_and_converges(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = concurrent_folder(tmp_path)
+    write_drizzle_folder(tmp_path / "first", [("0000_items", [ITEMS, FILL])])
+    assert migrate(database_url, tmp_path / "first") == 0
+    argv = [*_cli(), "migrate", "--yes", "--allow-concurrent", "--lock-timeout", "60s"]
+    argv += ["--migrations", str(folder), "--database-url", database_url]
+    with psycopg.connect(database_url) as old:
+        # An open snapshot: CREATE INDEX CONCURRENTLY creates the INVALID index, then waits
+        # for this transaction to end before it can build it.
+        old.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        old.execute("SELECT count(*) FROM items")
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        builder = None
+        deadline = time.monotonic() + 20
+        while builder is None and time.monotonic() < deadline:
+            with psycopg.connect(database_url, autocommit=True) as probe:
+                row = probe.execute("SELECT pid FROM pg_stat_progress_create_index").fetchone()
+            builder = row[0] if row else None
+            time.sleep(0.05)
+        assert builder is not None, "the concurrent build never started"
+        os.kill(child.pid, signal.SIGKILL)
+        child.communicate()
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (builder,))
+        old.rollback()
+    deadline = time.monotonic() + 10
+    while index_state(database_url, "items_sku_idx") is not False and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert index_state(database_url, "items_sku_idx") is False  # the crash left it INVALID
+    assert len(tracking_rows(database_url)) == 1
+
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "dropped INVALID index public.items_sku_idx of an interrupted build" in done.stderr
+    assert index_state(database_url, "items_sku_idx") is True
+    assert invalid_indexes(database_url) == []
+    rows = tracking_rows(database_url)
+    assert len(rows) == 3 and len({r[1] for r in rows}) == 3
+    validated = subprocess.run(
+        [
+            *_cli(),
+            "validate",
+            "--json",
+            "--migrations",
+            str(folder),
+            "--database-url",
+            database_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert json.loads(validated.stdout)["status"] == "SAFE"

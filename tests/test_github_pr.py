@@ -1,0 +1,214 @@
+"""Merging through a GitHub pull request (``git.via: github_pr``), end to end: real
+PostgreSQL, a real bare origin whose ``main`` refuses direct pushes (a pre-receive hook, as
+branch protection does), and the GitHub contract double merging into that origin with git.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from orchestrator.audit import read_events
+from orchestrator.engine.run import rollback
+from orchestrator.testing.release import git
+from tests.drizzle_helpers import tracking_rows
+from tests.github_double import GitHubState, github_double, protect_branch
+from tests.release_world import TRANSITIONS_OF_A_FULL_DEPLOY, World, build_world, transitions
+
+GIT_LINE = "git: {repo: app, remote: origin, source: staging, target: main}"
+
+
+@contextmanager
+def pr_world(root: Path, url: str) -> Iterator[tuple[World, GitHubState]]:
+    """A release world whose target takes changes only through the GitHub double."""
+    with build_world(root, url) as world, github_double(world.repo.origin) as (api, github):
+        text = world.playbook.read_text()
+        assert GIT_LINE in text
+        world.playbook.write_text(
+            text.replace(
+                GIT_LINE,
+                "git: {repo: app, remote: origin, source: staging, target: main, via: github_pr,\n"
+                f"      github: {{repo: acme/service-desk, api_url: '{api}',\n"
+                "               checks_timeout: 10s, checks_interval: 100ms}}",
+            )
+        )
+        protect_branch(world.repo.origin)
+        yield world, github
+
+
+def environ(world: World, github: GitHubState) -> dict[str, str]:
+    return {"DATABASE_URL": world.database_url, "GITHUB_TOKEN": github.token}
+
+
+def merges(github: GitHubState) -> list[dict[str, object]]:
+    return [body for method, path, body in github.requests if method == "PUT" and body]
+
+
+def test_a_release_is_merged_through_the_pull_request_pinned_to_the_preflight_commit(
+    tmp_path: Path, database_url: str
+) -> None:
+    with pr_world(tmp_path, database_url) as (world, github):
+        before = world.origin_main()
+        record = world.deploy(environ=environ(world, github))
+        assert record.state == "succeeded", record.halt_reason
+        assert transitions(record) == TRANSITIONS_OF_A_FULL_DEPLOY
+        pinned = record.source_commit
+        assert record.steps["preflight"]["pull_request"] == 1
+        assert record.steps["preflight"]["pull_request_opened"] is True
+        # GitHub's merge endpoint was called once, pinned to the pre-flight commit.
+        assert merges(github) == [
+            {
+                "sha": pinned,
+                "merge_method": "merge",
+                "commit_title": merges(github)[0]["commit_title"],
+            }
+        ]
+        # The history is real: main's tip is GitHub's merge commit of the release.
+        tip = world.origin_main()
+        assert record.steps["merge"]["merge_commit"] == tip
+        assert git(world.repo.origin, "rev-parse", f"{tip}^1", f"{tip}^2").split() == [
+            before,
+            pinned,
+        ]
+        assert "Merge pull request #1" in git(world.repo.origin, "log", "-1", "--format=%B", tip)
+        assert github.pulls[1]["merged"] is True
+        # main refuses direct pushes (the hook): the run never tried one, yet it merged.
+        assert "portfolioClassifier" in world.origin_file("app.ts")
+        assert len(tracking_rows(world.database_url)) == 12
+
+
+def test_a_commit_pushed_to_the_source_after_preflight_is_not_released(
+    tmp_path: Path, database_url: str
+) -> None:
+    with pr_world(tmp_path, database_url) as (world, github):
+        before = world.origin_main()
+        clone = world.repo.clone
+
+        def push_late_commit_then_confirm(question: str) -> bool:
+            if question.startswith("Merge"):  # after pre-flight and the migration
+                git(clone, "switch", "staging")
+                (clone / "late.txt").write_text("not reviewed with the release\n")
+                git(clone, "add", "late.txt")
+                git(clone, "commit", "-m", "late change")
+                git(clone, "push", "origin", "staging")
+                git(clone, "switch", "main")
+            return True
+
+        record = world.deploy(environ=environ(world, github), confirm=push_late_commit_then_confirm)
+        assert record.state == "halted" and record.exit_code == 21
+        reason = str(record.halt_reason)
+        assert "staging moved after pre-flight" in reason and "not released" in reason
+        assert record.source_commit is not None and record.source_commit[:12] in reason
+        assert world.origin_main() == before  # nothing merged: GitHub answered 409
+        assert merges(github)[0]["sha"] == record.source_commit
+        assert "late.txt" not in git(world.repo.origin, "ls-tree", "-r", "--name-only", "main")
+
+
+def test_an_unmergeable_pull_request_stops_the_run_before_the_backup(
+    tmp_path: Path, database_url: str
+) -> None:
+    with pr_world(tmp_path, database_url) as (world, github):
+        github.checks = {"ci/test": ["completed", "failure"]}
+        github.required_checks = ("ci/test",)
+        rows = tracking_rows(world.database_url)
+        record = world.deploy(environ=environ(world, github))
+        assert record.state == "halted" and record.exit_code == 21
+        assert "checks fail: ci/test (failure)" in str(record.halt_reason)
+        assert "backup" not in record.steps and "migrate" not in record.steps
+        assert tracking_rows(world.database_url) == rows  # no migration
+
+        github.checks, github.approved, github.review_required = {}, False, True
+        record = world.deploy(environ=environ(world, github))
+        assert record.exit_code == 21 and "backup" not in record.steps
+        assert "a required review is missing" in str(record.halt_reason)
+        assert len(github.pulls) == 1  # found again, not opened twice
+
+
+def test_required_checks_still_running_are_waited_for(tmp_path: Path, database_url: str) -> None:
+    with pr_world(tmp_path, database_url) as (world, github):
+        github.checks = {"ci/test": ["in_progress", None]}
+        github.required_checks = ("ci/test",)
+        github.checks_finish_after = 6
+        record = world.deploy(environ=environ(world, github))
+        assert record.state == "succeeded", record.halt_reason
+        events = read_events(world.store.audit_path(record.run_id))
+        waits = [e for e in events if e["event"] == "pull_request_waiting"]
+        assert waits and "checks still running: ci/test" in waits[0]["reason"]
+
+
+def test_rollback_opens_a_revert_pull_request(tmp_path: Path, database_url: str) -> None:
+    with pr_world(tmp_path, database_url) as (world, github):
+        record = world.deploy(environ=environ(world, github))
+        assert record.state == "succeeded", record.halt_reason
+        released = world.origin_main()
+        plan = "\n".join(
+            __import__("orchestrator.engine.rollback", fromlist=["x"]).rollback_plan(record)
+        )
+        assert f"git push origin revert-{record.run_id}" in plan
+        result = rollback(
+            record.run_id, world.store, world.interaction(environ=environ(world, github))
+        )
+        branch = f"revert-{record.run_id}"
+        assert result.reverted_commit == git(world.repo.origin, "rev-parse", branch)
+        assert world.origin_main() == released  # main only changes through the pull request
+        opened = github.pulls[2]
+        assert (opened["head"], opened["base"]) == (branch, "main")
+        assert result.pull_request_url and result.pull_request_url.endswith("/pull/2")
+        # The branch carries the release reverted: the old classifier is back.
+        assert "legacyClassifier" in git(world.repo.origin, "show", f"{branch}:app.ts")
+        assert git(world.repo.origin, "rev-parse", f"{branch}^") == released
+
+
+def test_the_rehearsal_predicts_an_unmergeable_pull_request_and_opens_none(
+    tmp_path: Path, database_url: str
+) -> None:
+    from orchestrator.engine.rehearsal import rehearse
+
+    with pr_world(tmp_path, database_url) as (world, github):
+        plan = rehearse(world.playbook, environ(world, github), rehearse_on="local")
+        assert int(plan.exit_code) == 0, plan.lines
+        assert any("would open a pull request staging -> main" in line for line in plan.lines)
+        assert github.pulls == {}  # read-only: nothing opened
+
+        github.review_required = True
+        from orchestrator.platforms.github import GitHubApi
+        from orchestrator.platforms.http import ApiClient
+
+        api = GitHubApi(github.repo, ApiClient("GitHub API", world_api(world), github.token))
+        api.create_pull("staging", "main", title="Release", body="")
+        plan = rehearse(world.playbook, environ(world, github), rehearse_on="local")
+        assert int(plan.exit_code) == 21
+        assert plan.halt_line and "a required review is missing" in plan.halt_line
+        assert "backup" not in [s.name for s in plan.steps]
+
+
+def world_api(world: World) -> str:
+    """The GitHub double's URL, as the playbook names it."""
+    text = world.playbook.read_text()
+    return text.split("api_url: '", 1)[1].split("'", 1)[0]
+
+
+def test_resume_finds_the_pull_request_merged_meanwhile(tmp_path: Path, database_url: str) -> None:
+    from orchestrator.engine.run import resume
+    from orchestrator.platforms.github import GitHubApi
+    from orchestrator.platforms.http import ApiClient
+
+    with pr_world(tmp_path, database_url) as (world, github):
+        declined = world.deploy(
+            environ=environ(world, github), confirm=lambda q: not q.startswith("Merge")
+        )
+        assert declined.state == "halted" and declined.steps["halt"]["from"] == "revalidated"
+        assert len(tracking_rows(world.database_url)) == 12  # migrated, not merged
+        # Someone merges the pull request by hand, pinned to the release, meanwhile.
+        api = GitHubApi(github.repo, ApiClient("GitHub API", world_api(world), github.token))
+        merged = api.merge_pull(1, str(declined.source_commit), title="by hand")
+        resumed = resume(
+            declined.run_id, world.store, world.interaction(environ=environ(world, github))
+        )
+        assert resumed.state == "succeeded", resumed.halt_reason
+        assert resumed.steps["merge"]["merge_commit"] == merged
+        assert "found merged on resume" in resumed.steps["merge"]["note"]
+        assert [b for b in merges(github)] == [
+            {"sha": declined.source_commit, "merge_method": "merge", "commit_title": "by hand"}
+        ]

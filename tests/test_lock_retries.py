@@ -1,0 +1,225 @@
+"""Lock retries (issue 15): a migration queued behind a long transaction gives up after a
+short lock_timeout, names who blocked it, and tries again, on a real PostgreSQL with real
+concurrent sessions; the policy and the blocker selection as pure functions."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from orchestrator.analysis.effects import analyse_sql
+from orchestrator.analysis.locks import conflicts, lock_mode, migration_locks, pg_mode
+from orchestrator.cli import run
+from orchestrator.db.blockers import Blocker, select_blockers
+from orchestrator.db.lock_retry import LockRetry, lock_retry_policy
+from orchestrator.playbook.model import MigrationsSpec
+from orchestrator.testing.folders import write_drizzle_folder
+from tests.drizzle_helpers import tracking_rows
+
+USERS = 'CREATE TABLE "users" ("id" serial PRIMARY KEY NOT NULL, "email" text);'
+ADD_NICK = 'ALTER TABLE "users" ADD COLUMN "nick" text;'
+ADD_AGE = 'ALTER TABLE "users" ADD COLUMN "age" integer;'
+
+
+def folder(tmp_path: Path) -> Path:
+    return write_drizzle_folder(
+        tmp_path / "drizzle",
+        [("0000_users", [USERS]), ("0001_nick", [ADD_NICK]), ("0002_age", [ADD_AGE])],
+    )
+
+
+def migrate(url: str, migrations: Path, *extra: str) -> int:
+    argv = ["migrate", "--yes", "--migrations", str(migrations), "--database-url", url]
+    return run([*argv, "--retries", "1", *extra])
+
+
+def first_table_only(url: str, tmp_path: Path) -> None:
+    only = write_drizzle_folder(tmp_path / "first", [("0000_users", [USERS])])
+    assert migrate(url, only) == 0
+
+
+@contextmanager
+def long_read(url: str, seconds: float | None) -> Iterator[int]:
+    """A session reading ``users`` in an open transaction (ACCESS SHARE) for ``seconds``
+    (until the block ends when None); yields its pid."""
+    started = threading.Event()
+    stop = threading.Event()
+    pid: list[int] = []
+
+    def hold() -> None:
+        with psycopg.connect(url, application_name="slow-report") as conn:
+            pid.append(conn.info.backend_pid)
+            conn.execute("SELECT count(*) FROM users")
+            started.set()
+            stop.wait(seconds if seconds is not None else 60)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert started.wait(5)
+        yield pid[0]
+    finally:
+        stop.set()
+        thread.join()
+
+
+def columns(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'"
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def test_a_blocker_released_after_3s_is_waited_out_by_retries(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    migrations = folder(tmp_path)
+    first_table_only(database_url, tmp_path)
+    capsys.readouterr()
+    with long_read(database_url, 3.0) as blocker:
+        started = time.monotonic()
+        code = migrate(database_url, migrations, "--lock-timeout", "300ms", "--lock-retries", "10")
+        elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert elapsed >= 2.0  # it did wait the blocker out
+    assert "lock timeout (attempt 1/11)" in err
+    assert f"pid {blocker} (slow-report, idle in transaction" in err
+    assert "holds ACCESS SHARE on public.users" in err
+    rows = tracking_rows(database_url)
+    assert len(rows) == 3 and len({r[1] for r in rows}) == 3  # each written once
+    assert {"nick", "age"} <= columns(database_url)
+
+
+def test_a_blocker_that_never_ends_exhausts_the_retries_and_nothing_is_applied(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    migrations = folder(tmp_path)
+    first_table_only(database_url, tmp_path)
+    capsys.readouterr()
+    with long_read(database_url, None) as blocker:
+        code = migrate(database_url, migrations, "--lock-timeout", "200ms", "--lock-retries", "2")
+    err = capsys.readouterr().err
+    assert code == 21
+    assert "lock timeout (attempt 2/3)" in err
+    last = err.strip().splitlines()[-1]
+    assert "gave up after 3 attempts" in last
+    assert f"pid {blocker} (slow-report" in last and "ACCESS SHARE on public.users" in last
+    assert "nothing was applied" in last
+    assert len(tracking_rows(database_url)) == 1
+    assert "nick" not in columns(database_url)
+
+
+def test_without_retries_a_lock_timeout_stops_at_once(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    migrations = folder(tmp_path)
+    first_table_only(database_url, tmp_path)
+    capsys.readouterr()
+    with long_read(database_url, None) as blocker:
+        code = migrate(database_url, migrations, "--lock-timeout", "200ms")
+    err = capsys.readouterr().err
+    assert code == 21
+    assert "attempt" not in err and f"pid {blocker}" in err
+    assert len(tracking_rows(database_url)) == 1
+
+
+def test_other_sql_errors_are_not_retried(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = write_drizzle_folder(
+        tmp_path / "broken",
+        [("0000_users", [USERS]), ("0001_bad", ['ALTER TABLE "nowhere" ADD COLUMN "x" text;'])],
+    )
+    started = time.monotonic()
+    code = migrate(database_url, broken, "--lock-retries", "5")
+    err = capsys.readouterr().err
+    assert code == 21 and "lock timeout" not in err and "42P01" in err
+    assert time.monotonic() - started < 5  # no backoff pauses
+    assert tracking_rows(database_url) == []
+
+
+# -- pure parts ------------------------------------------------------------------------------
+
+
+def test_lock_retry_policy_backs_off_exponentially_with_jitter() -> None:
+    policy = lock_retry_policy(10)
+    assert policy.attempts == 11
+    assert lock_retry_policy(0).attempts == 1
+    waits = [policy.wait(n) for n in range(1, 8)]
+    for n, wait in enumerate(waits, 1):
+        base = min(policy.max_wait, policy.initial * 2 ** (n - 1))
+        assert base * 0.75 - 1e-9 <= wait <= min(policy.max_wait, base * 1.25) + 1e-9
+    assert waits[-1] <= policy.max_wait
+
+
+def test_blockers_are_the_sessions_holding_conflicting_modes() -> None:
+    rows = [
+        (10, "AccessShareLock", True, "public.users", "report", "idle in transaction", 8.0, []),
+        (11, "RowExclusiveLock", True, "public.users", "api", "active", 0.1, []),
+        (10, "AccessShareLock", True, "public.users", "report", "idle in transaction", 8.0, []),
+    ]
+    assert [b.pid for b in select_blockers(rows, "ACCESS EXCLUSIVE")] == [10, 11]
+    assert [b.pid for b in select_blockers(rows, "SHARE")] == [11]  # CREATE INDEX: writes
+    assert select_blockers(rows, "SHARE UPDATE EXCLUSIVE") == ()  # CONCURRENTLY: neither
+    only = select_blockers(rows, None)[0]
+    assert only == Blocker(10, "report", "idle in transaction", 8.0, "ACCESS SHARE", "public.users")
+    assert only.describe() == (
+        "pid 10 (report, idle in transaction for 8.0s) holds ACCESS SHARE on public.users"
+    )
+
+
+def test_lock_modes_and_conflicts() -> None:
+    assert pg_mode("AccessShareLock") == "ACCESS SHARE"
+    assert pg_mode("ShareUpdateExclusiveLock") == "SHARE UPDATE EXCLUSIVE"
+    assert conflicts("ACCESS EXCLUSIVE", "ACCESS SHARE")
+    assert not conflicts("SHARE", "SHARE")
+    assert conflicts("SHARE", "ROW EXCLUSIVE")
+    assert conflicts("SHARE UPDATE EXCLUSIVE", "SHARE UPDATE EXCLUSIVE")
+    assert not conflicts("SHARE UPDATE EXCLUSIVE", "ROW EXCLUSIVE")
+
+
+def test_each_statement_kind_takes_the_documented_mode() -> None:
+    before = "CREATE TABLE t (a int, b int); CREATE TABLE p (id int PRIMARY KEY);"
+    cases = {
+        "ALTER TABLE t ADD COLUMN c text": "ACCESS EXCLUSIVE",
+        "CREATE INDEX i ON t (a)": "SHARE",
+        "CREATE INDEX CONCURRENTLY i ON t (a)": "SHARE UPDATE EXCLUSIVE",
+        "ALTER TABLE t ADD CONSTRAINT f FOREIGN KEY (a) REFERENCES p (id)": "SHARE ROW EXCLUSIVE",
+        "ALTER TABLE t VALIDATE CONSTRAINT f": "SHARE UPDATE EXCLUSIVE",
+        "UPDATE t SET a = 1": "ROW EXCLUSIVE",
+    }
+    for statement, mode in cases.items():
+        effects = analyse_sql(statement, before=before)
+        assert [lock_mode(c) for c in effects.changes] == [mode], statement
+    new_table = analyse_sql("CREATE TABLE n (a int); CREATE INDEX ni ON n (a)")
+    assert migration_locks(new_table) == ()  # nobody uses a table created in the migration
+
+
+def test_the_retry_line_names_attempt_blocker_and_pause() -> None:
+    blocker = Blocker(7, "", "active", 1.25, "ACCESS SHARE", "public.users")
+    event = LockRetry(2, 11, 1.04, "0001_nick, statement 1 (ALTER ...)", (blocker,))
+    assert event.line() == (
+        "lock timeout (attempt 2/11) in 0001_nick, statement 1 (ALTER ...): blocked by pid 7 "
+        "(no application_name, active for 1.2s) holds ACCESS SHARE on public.users; rolled "
+        "back, retrying in 1.0s"
+    )
+    assert event.to_json()["blockers"] == [blocker.to_json()]
+
+
+def test_playbook_keys_default_to_todays_behaviour() -> None:
+    spec = MigrationsSpec.model_validate({"dir": "drizzle", "schema": "drizzle"})
+    assert spec.lock_retries == 0 and spec.concurrent is False
+    tuned = MigrationsSpec.model_validate(
+        {"dir": "d", "schema": "drizzle", "lock_retries": 10, "concurrent": True}
+    )
+    assert tuned.lock_retries == 10 and tuned.concurrent is True
+    with pytest.raises(ValueError):
+        MigrationsSpec.model_validate({"dir": "d", "schema": "drizzle", "lock_retries": -1})

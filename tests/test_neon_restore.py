@@ -1,0 +1,213 @@
+"""``rollback RUN_ID --restore-database`` against the Neon contract double backed by real
+PostgreSQL (tests/neon_double.py): each branch is a real database of the test cluster, so a
+restore really puts production's schema and tracking rows back.
+
+Also the pure part: which restore a run's record allows, and the typed confirmation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from orchestrator.audit import read_events
+from orchestrator.cli import run
+from orchestrator.commands import validate_database
+from orchestrator.db.migrator import MigrateOptions
+from orchestrator.errors import UsageError
+from orchestrator.neon.restore import check_confirmation, restore_plan
+from orchestrator.runs import RunRecord
+from orchestrator.testing.release import write_playbook
+from tests.drizzle_helpers import schema_fingerprint, tracking_rows
+from tests.neon_double import NeonState, neon_double
+from tests.release_world import World, world
+from tests.test_resume import staging_journal
+
+__all__ = ["KEY", "backed_neon", "world"]
+
+KEY = "napi_r3store_k3y_never_printed_42"
+
+
+@pytest.fixture
+def backed_neon(
+    world: World, server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[NeonState]:
+    """The double, its branches real databases of the test cluster; its ``main`` branch is
+    the world's production database; the playbook takes neon_branch backups."""
+    with neon_double(api_key=KEY, cluster_url=server_url) as (url, state):
+        state.add_branch("main", database=str(conninfo_to_dict(world.database_url)["dbname"]))
+        write_playbook(
+            world.playbook,
+            repo=world.repo,
+            health_url=world.health.url,
+            backup="{kind: neon_branch}",
+            duration="200ms",
+            interval="100ms",
+        )
+        with world.playbook.open("a") as playbook:
+            playbook.write(f"neon: {{project_id: {state.project_id}, api_url: '{url}'}}\n")
+        monkeypatch.setenv("NEON_API_KEY", KEY)
+        monkeypatch.setenv("DATABASE_URL", world.database_url)
+        yield state
+
+
+def cli(world: World, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = run([*argv, "--state-dir", str(world.store.state_dir)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def deployed(world: World) -> RunRecord:
+    record = world.deploy(environ={"DATABASE_URL": world.database_url, "NEON_API_KEY": KEY})
+    assert record.state == "succeeded", record.halt_reason
+    return record
+
+
+def verdict(world: World) -> tuple[str, list[str]]:
+    report = validate_database(world.database_url, staging_journal(world), MigrateOptions())
+    return report.status.value, [m.tag for m in report.pending]
+
+
+def test_restore_brings_production_back_to_before_the_run(
+    world: World, backed_neon: NeonState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before, rows_before, said_before = (
+        schema_fingerprint(world.database_url),
+        tracking_rows(world.database_url),
+        verdict(world),
+    )
+    record = deployed(world)
+    migrated = schema_fingerprint(world.database_url)
+    assert migrated != before and len(tracking_rows(world.database_url)) > len(rows_before)
+
+    code, out, err = cli(
+        world,
+        capsys,
+        "rollback",
+        record.run_id,
+        "--restore-database",
+        "--confirm-branch",
+        "main",
+        "--yes",
+        "--json",
+    )
+    document = json.loads(out)
+    restore = document["database_restore"]
+    assert restore["verdict_before_run"] == record.steps["validate"]["status"]
+    assert restore["validation"]["status"] == said_before[0] == "NEEDS_MIGRATION"
+    assert code == 10, err  # the verdict's code: the release's migrations are pending again
+    assert schema_fingerprint(world.database_url) == before
+    assert tracking_rows(world.database_url) == rows_before
+    assert verdict(world) == said_before
+    assert document["reverted_commit"]  # the code was reverted first
+
+    [sent] = backed_neon.restores
+    backup = record.steps["backup"]
+    assert sent == {
+        "branch_id": backup["parent_branch_id"],
+        "source_branch_id": backup["branch_id"],
+        "source_lsn": backup["lsn"],
+        "preserve_under_name": f"pre-restore-{record.run_id}",
+    }
+    # The migrated state is kept as a branch (a real database holding it).
+    [kept] = [b for b in backed_neon.branches.values() if b["name"].startswith("pre-restore-")]
+    kept_url = backed_neon.backing.url(backed_neon.databases[kept["id"]])  # type: ignore[union-attr]
+    assert schema_fingerprint(kept_url) == migrated
+
+    events = [e["event"] for e in read_events(world.store.audit_path(record.run_id))]
+    for event in (
+        "database_restore_confirmed",
+        "database_restore_started",
+        "database_restore_finished",
+        "database_revalidated",
+    ):
+        assert event in events
+    assert "database_restore" in world.store.load(record.run_id).steps
+    for path in world.store.run_dir(record.run_id).iterdir():
+        assert KEY not in path.read_text(errors="replace")
+    assert KEY not in out + err
+
+
+def test_a_wrong_branch_name_or_no_terminal_changes_nothing(
+    world: World, backed_neon: NeonState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = deployed(world)
+    migrated, main = schema_fingerprint(world.database_url), world.origin_main()
+    requests = len(backed_neon.requests)
+    code, _out, err = cli(
+        world, capsys, "rollback", record.run_id, "--restore-database", "--confirm-branch", "prod"
+    )
+    assert code == 2 and "'prod' is not the production branch 'main'" in err
+    code, _out, err = cli(world, capsys, "rollback", record.run_id, "--restore-database", "--yes")
+    assert code == 2 and "--confirm-branch NAME" in err  # no terminal to type the name at
+    assert schema_fingerprint(world.database_url) == migrated
+    assert world.origin_main() == main  # not even the code was reverted
+    assert backed_neon.requests[requests:] == []  # not one API call
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_restore_database_says_what_to_do_for_other_backups(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", world.database_url)
+    record = world.deploy()  # backup kind restore_point
+    assert record.state == "succeeded", record.halt_reason
+    main = world.origin_main()
+    code, _out, err = cli(
+        world, capsys, "rollback", record.run_id, "--restore-database", "--confirm-branch", "main"
+    )
+    assert code == 2
+    assert "restores Neon branch backups only" in err and "restore_point" in err
+    assert "Point-in-time restore" in err  # what to do instead
+    assert world.origin_main() == main
+
+
+# --------------------------------------------------------------------------- pure decisions
+
+
+def record_of(backup: dict[str, Any], applied: list[str]) -> RunRecord:
+    record = RunRecord(run_id="20251021T143005Z-3fa9c2", playbook="", name="release")
+    record.steps["backup"] = backup
+    record.steps["migrate"] = {"applied": [{"tag": t} for t in applied]}
+    return record
+
+
+NEON_BACKUP = {
+    "kind": "neon_branch",
+    "project_id": "round-river-123456",
+    "branch_id": "br-pre-1",
+    "branch_name": "pre-20251021T143005Z-3fa9c2",
+    "parent_branch_id": "br-main-1",
+    "parent_branch": "main",
+    "lsn": "0/1A2B3C",
+}
+
+
+def test_the_restore_plan_of_a_neon_backup_names_the_exact_call() -> None:
+    plan = restore_plan(record_of(NEON_BACKUP, ["0009_a", "0010_b"]))
+    assert (plan.production, plan.production_id, plan.backup_id, plan.lsn) == (
+        "main",
+        "br-main-1",
+        "br-pre-1",
+        "0/1A2B3C",
+    )
+    assert plan.preserve_as == "pre-restore-20251021T143005Z-3fa9c2"
+    assert "undoes 0009_a, 0010_b" in " ".join(plan.lines)
+    check_confirmation(plan, "main")
+    check_confirmation(plan, " br-main-1 ")
+    with pytest.raises(UsageError, match="nothing was restored"):
+        check_confirmation(plan, "Main")
+
+
+def test_no_restore_without_a_neon_backup_or_without_applied_migrations() -> None:
+    with pytest.raises(UsageError, match="applied no migration"):
+        restore_plan(record_of(NEON_BACKUP, []))
+    dump = {"kind": "pg_dump", "path": "/backups/x.dump", "sha256": "ab" * 32}
+    with pytest.raises(UsageError, match=r"has pg_dump: restore by hand: pg_restore --clean"):
+        restore_plan(record_of(dump, ["0009_a"]))
+    with pytest.raises(UsageError, match="has no backup"):
+        restore_plan(RunRecord(run_id="r", playbook="", name="n"))

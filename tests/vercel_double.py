@@ -1,0 +1,156 @@
+"""A contract double of the Vercel REST API subset the release gate uses, on a local HTTP
+server: ``GET /v6/deployments`` (``projectId``, ``teamId``, ``target=production``) and
+``GET /v13/deployments/{id}``, with bearer-token authentication and
+``{"error": {"code", "message"}}`` errors, as published.
+
+Deployments follow the real bare origin (:class:`tests.production_double.LiveCommit`'s
+origin and branch): each new tip of the target branch gets a production deployment with
+``meta.githubCommitSha``, BUILDING for ``build_seconds``, then ``final_state`` (READY, or
+ERROR / CANCELED to make a release fail). Tests can queue failures (429 with Retry-After).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from orchestrator.testing.release import git
+
+
+@dataclass
+class VercelState:
+    """What the double holds and what tests inspect."""
+
+    origin: Path
+    project_id: str
+    team_id: str
+    token: str
+    branch: str = "main"
+    build_seconds: float = 1.0
+    final_state: str = "READY"
+    deployments: list[dict[str, Any]] = field(default_factory=list)  # newest first
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def deploy_tip(self, *, ready: bool = False) -> None:
+        """A production deployment of the branch tip, unless the newest already is one."""
+        tip = git(self.origin, "rev-parse", f"refs/heads/{self.branch}")
+        if self.deployments and self.deployments[0]["meta"]["githubCommitSha"] == tip:
+            return
+        n = next(self._ids)
+        self.deployments.insert(
+            0,
+            {
+                "uid": f"dpl_{n:04d}",
+                "name": "service-desk",
+                "url": f"service-desk-{n:04d}.vercel.app",
+                "created": int(time.time() * 1000),
+                "state": "READY" if ready else "BUILDING",
+                "target": "production",
+                "meta": {"githubCommitSha": tip, "githubCommitRef": self.branch},
+                "_since": time.monotonic(),
+            },
+        )
+
+    def advance(self) -> None:
+        """Builds that have run ``build_seconds`` end in ``final_state``."""
+        self.deploy_tip()
+        for d in self.deployments:
+            if d["state"] == "BUILDING" and time.monotonic() - d["_since"] >= self.build_seconds:
+                d["state"] = self.final_state
+
+
+def _public(d: dict[str, Any]) -> dict[str, Any]:
+    shown = {k: v for k, v in d.items() if not k.startswith("_")}
+    shown["readyState"] = shown["state"]
+    return shown
+
+
+@contextmanager
+def vercel_double(
+    origin: Path,
+    project_id: str = "prj_service_desk",
+    team_id: str = "team_release",
+    token: str = "vercel_test_token_5f1c",
+) -> Iterator[tuple[str, VercelState]]:
+    """Serve the double on 127.0.0.1; yields its API base URL and its state."""
+    state = VercelState(origin, project_id, team_id, token)
+    state.deploy_tip(ready=True)  # what production runs before the release
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+        def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _error(self, status: int, code: str, message: str) -> None:
+            self._send(status, {"error": {"code": code, "message": message}})
+
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+            with lock:
+                state.requests.append(("GET", self.path))
+                if self.headers.get("Authorization") != f"Bearer {state.token}":
+                    self._error(403, "forbidden", "Not authorized")
+                    return
+                if state.failures:
+                    status, headers = state.failures.pop(0)
+                    self._send(
+                        status, {"error": {"code": "rate_limited", "message": "slow down"}}, headers
+                    )
+                    return
+                if query.get("teamId", state.team_id) != state.team_id:
+                    self._error(403, "forbidden", "You don't have access to this team")
+                    return
+                state.advance()
+                if parts.path == "/v6/deployments":
+                    if query.get("projectId") != state.project_id:
+                        self._error(404, "not_found", "Project not found")
+                        return
+                    found = [
+                        _public(d)
+                        for d in state.deployments
+                        if query.get("target") in (None, d["target"])
+                    ]
+                    self._send(200, {"deployments": found, "pagination": {"count": len(found)}})
+                elif parts.path.startswith("/v13/deployments/"):
+                    uid = parts.path.rsplit("/", 1)[1]
+                    match = [d for d in state.deployments if d["uid"] == uid]
+                    if not match:
+                        self._error(404, "not_found", "Deployment not found")
+                        return
+                    shown = _public(match[0])
+                    shown["id"] = shown.pop("uid")
+                    self._send(200, shown)
+                else:
+                    self._error(404, "not_found", "The requested path does not exist")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
