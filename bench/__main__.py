@@ -8,7 +8,8 @@ A throwaway PostgreSQL cluster and a generated drizzle folder (:data:`bench.synt
   ``drizzle-kit migrate`` (npm-installed into ``bench/.drizzle-kit``; skipped without node),
   same folder, same server, as a ratio; and the round trips each one makes;
 - validate at scale on the fully applied database: wall time, and the SQL round trips counted
-  on the wire by :class:`bench.proxy.LatencyProxy`;
+  on the wire by :class:`bench.proxy.LatencyProxy`; with the history model read from its
+  on-disk cache (warm: the targets) and built anew (cold: reported, no target);
 - latency: the same through the proxy adding 50 ms per round trip; and both migrates again
   through 2 ms per round trip (a database in the same region), where the ratio is judged;
 - CLI start-up: ``orchestrator --help`` and ``orchestrator validate --help``;

@@ -92,7 +92,11 @@ def validate_database(
             snapshot = reading.result()
         except DatabaseError as exc:
             return error_report(str(exc))
-        return validate(journal, model, snapshot)
+        report = validate(journal, model, snapshot)
+        # Freed while the collector is still paused: its first pass after the pause walks
+        # every object allocated during it, and the snapshot and the model are most of them.
+        del snapshot, model, reading
+    return report
 
 
 def migrate_database(
@@ -159,7 +163,7 @@ def _migrate(
 ) -> MigrateResult:
     # Imported here, not at the top: they load the statement analysis (pglast's node
     # classes), which `validate` never needs, and validate's start-up is measured.
-    from orchestrator.analysis.nontransactional import nontransactional_statements
+    from orchestrator.analysis.nontransactional import nontransactional_statements, refusal
     from orchestrator.db.concurrent import apply_release
 
     model = journal_model(journal)  # once: every validation below judges the same journal
@@ -176,12 +180,7 @@ def _migrate(
         else []
     )
     if nontransactional and not options.allow_concurrent:
-        first = nontransactional[0]
-        raise UsageError(
-            f"{first.location}: {first.reason} cannot run inside the migration transaction; "
-            f"pass --allow-concurrent (playbook: migrations.concurrent: true) to run "
-            f"{first.tag} outside a transaction, statement by statement; nothing was changed"
-        )
+        raise UsageError(refusal(nontransactional[0]))
     resumable = frozenset(n.tag for n in nontransactional)
     _refuse_unmigratable(before, resumable)
     todo = [m for m in before.migrations if m.state is MigrationState.PENDING or m.tag in resumable]

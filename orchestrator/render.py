@@ -135,6 +135,11 @@ def event_line(event: dict[str, Any]) -> str | None:
             str(name), str(name).removeprefix("release_").upper()
         )
         text = f"release gate {what} after {event.get('waited_s')}s: {event.get('detail')}"
+        text += _deployment(event)
+    elif name == "release_checked":
+        still = "still live" if event.get("live") else "NOT live"
+        text = f"release {str(event.get('commit'))[:12]} {still}: {event.get('detail')}"
+        text += _deployment(event)
     elif str(name).startswith("pull_request_"):
         verb = str(name).removeprefix("pull_request_").replace("_", " ")
         where = event.get("url") or f"#{event.get('number')}"
@@ -151,6 +156,16 @@ def event_line(event: dict[str, Any]) -> str | None:
     return f"{time} {text}"
 
 
+def _deployment(event: dict[str, Any]) -> str:
+    """`` [STATE URL]`` of a release event, for what its detail does not already say."""
+    shown = [
+        str(event[key])
+        for key in ("deployment_state", "deployment_url")
+        if event.get(key) and str(event[key]) not in str(event.get("detail"))
+    ]
+    return f" [{' '.join(shown)}]" if shown else ""
+
+
 def _outcome_hint(outcome: Any) -> str:
     if not isinstance(outcome, dict):
         return ""
@@ -162,7 +177,15 @@ def _outcome_hint(outcome: Any) -> str:
     if "gate" in outcome:  # the release gate
         return f": {outcome.get('ending')} ({outcome.get('detail')})"
     if "pushed_commit" in outcome:
-        return f": pushed {str(outcome['pushed_commit'])[:12]}"
+        hint = f": pushed {str(outcome['pushed_commit'])[:12]}"
+        if outcome.get("pull_request") is not None:
+            hint = f": merged pull request #{outcome['pull_request']}"
+            hint += (
+                f" ({outcome.get('pull_request_url')})" if outcome.get("pull_request_url") else ""
+            )
+        if outcome.get("merge_commit"):
+            hint += f", merge commit {outcome['merge_commit']}"
+        return hint
     if "healthy" in outcome:
         return f": {'healthy' if outcome['healthy'] else 'UNHEALTHY'} ({outcome['rounds']} rounds)"
     if "kind" in outcome:

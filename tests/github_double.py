@@ -22,18 +22,15 @@ repository may carry a pre-receive hook refusing direct pushes to the base
 from __future__ import annotations
 
 import itertools
-import json
 import subprocess
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from orchestrator.testing.release import git
+from tests.http_double import Reply, Request, queued_failure, serve
 
 _MOVED = "Head branch was modified. Review and try the merge again."
 
@@ -179,131 +176,86 @@ class GitHubState:
         return 200, {"sha": commit, "merged": True, "message": "Pull Request successfully merged"}
 
 
+_NOT_FOUND: Reply = 404, {"message": "Not Found"}
+
+
+def _answer(state: GitHubState, request: Request) -> Reply:
+    """Authenticate (``Bearer`` or ``token``), answer a queued failure, or route the call."""
+    state.requests.append((request.method, request.target, request.body))
+    if request.headers.get("Authorization") not in (
+        f"Bearer {state.token}",
+        f"token {state.token}",
+    ):
+        return 401, {"message": "Bad credentials"}
+    failure = queued_failure(state.failures, {"message": "API rate limit exceeded"})
+    if failure is not None:
+        return failure
+    if request.segments[:3] != ["repos", *state.repo.split("/")]:
+        return _NOT_FOUND
+    method, body, rest = request.method, request.body, request.segments[3:]
+    if rest == ["pulls"] and method == "GET":
+        query = request.query
+        return 200, [
+            state.view(pr)
+            for pr in state.pulls.values()
+            if pr["state"] == query.get("state", "open")
+            and query.get("head") in (None, f"{state.owner}:{pr['head']}")
+            and query.get("base") in (None, pr["base"])
+        ]
+    if rest == ["pulls"] and method == "POST":
+        return _open_pull(state, body)
+    if len(rest) in (2, 3) and rest[0] == "pulls" and rest[1].isdigit():
+        pr = state.pulls.get(int(rest[1]))
+        if pr is None:
+            return _NOT_FOUND
+        if len(rest) == 2 and method == "GET":
+            state.tick()
+            return 200, state.view(pr)
+        if rest[2:] == ["merge"] and method == "PUT":
+            return state.merge(pr, (body or {}).get("sha", ""))
+        return _NOT_FOUND
+    if len(rest) == 3 and rest[0] == "commits" and rest[2] == "status":
+        return 200, {"state": "success", "statuses": [], "sha": rest[1], "total_count": 0}
+    if len(rest) == 3 and rest[0] == "commits" and rest[2] == "check-runs":
+        runs = state.check_runs()
+        return 200, {"total_count": len(runs), "check_runs": runs}
+    return _NOT_FOUND
+
+
+def _open_pull(state: GitHubState, body: dict[str, Any]) -> Reply:
+    """``POST /pulls``: 201 and the new pull request; 422 for an unknown branch or when
+    one is already open for the same head and base."""
+    head, base = body.get("head"), body.get("base")
+    if state.tip(head) is None or state.tip(base) is None:
+        return 422, {
+            "message": "Validation Failed",
+            "errors": [{"field": "head", "code": "invalid"}],
+        }
+    if any(
+        p["state"] == "open" and p["head"] == head and p["base"] == base
+        for p in state.pulls.values()
+    ):
+        return 422, {"message": f"A pull request already exists for {state.owner}:{head}."}
+    number = next(state._numbers)
+    pr = {
+        "number": number,
+        "head": head,
+        "base": base,
+        "title": body.get("title"),
+        "body": body.get("body"),
+        "state": "open",
+        "merged": False,
+        "head_sha": state.tip(head),
+    }
+    state.pulls[number] = pr
+    return 201, state.view(pr)
+
+
 @contextmanager
 def github_double(
     origin: Path, repo: str = "acme/service-desk", token: str = "ghp_doubleToken4c2e9a"
 ) -> Iterator[tuple[str, GitHubState]]:
     """Serve the double on 127.0.0.1 over the bare ``origin``; yields its URL and state."""
     state = GitHubState(origin, repo, token)
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *_args: Any) -> None:
-            pass
-
-        def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def _handle(self, method: str) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else None
-            with lock:
-                state.requests.append((method, self.path, body))
-                if self.headers.get("Authorization") not in (
-                    f"Bearer {state.token}",
-                    f"token {state.token}",
-                ):
-                    self._send(401, {"message": "Bad credentials"})
-                    return
-                if state.failures:
-                    status, headers = state.failures.pop(0)
-                    self._send(status, {"message": "API rate limit exceeded"}, headers)
-                    return
-                self._route(method, body)
-
-        def _route(self, method: str, body: Any) -> None:
-            parts = urlsplit(self.path)
-            query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-            segments = parts.path.strip("/").split("/")
-            if segments[:3] != ["repos", *state.repo.split("/")]:
-                self._send(404, {"message": "Not Found"})
-                return
-            rest = segments[3:]
-            if rest == ["pulls"] and method == "GET":
-                found = [
-                    state.view(pr)
-                    for pr in state.pulls.values()
-                    if pr["state"] == query.get("state", "open")
-                    and query.get("head") in (None, f"{state.owner}:{pr['head']}")
-                    and query.get("base") in (None, pr["base"])
-                ]
-                self._send(200, found)
-            elif rest == ["pulls"] and method == "POST":
-                head, base = body.get("head"), body.get("base")
-                if state.tip(head) is None or state.tip(base) is None:
-                    self._send(
-                        422,
-                        {
-                            "message": "Validation Failed",
-                            "errors": [{"field": "head", "code": "invalid"}],
-                        },
-                    )
-                    return
-                if any(
-                    p["state"] == "open" and p["head"] == head and p["base"] == base
-                    for p in state.pulls.values()
-                ):
-                    self._send(
-                        422, {"message": f"A pull request already exists for {state.owner}:{head}."}
-                    )
-                    return
-                number = next(state._numbers)
-                pr = {
-                    "number": number,
-                    "head": head,
-                    "base": base,
-                    "title": body.get("title"),
-                    "body": body.get("body"),
-                    "state": "open",
-                    "merged": False,
-                    "head_sha": state.tip(head),
-                }
-                state.pulls[number] = pr
-                self._send(201, state.view(pr))
-            elif len(rest) in (2, 3) and rest[0] == "pulls" and rest[1].isdigit():
-                pr = state.pulls.get(int(rest[1]))
-                if pr is None:
-                    self._send(404, {"message": "Not Found"})
-                elif len(rest) == 2 and method == "GET":
-                    state.tick()
-                    self._send(200, state.view(pr))
-                elif rest[2:] == ["merge"] and method == "PUT":
-                    status, answer = state.merge(pr, (body or {}).get("sha", ""))
-                    self._send(status, answer)
-                else:
-                    self._send(404, {"message": "Not Found"})
-            elif len(rest) == 3 and rest[0] == "commits" and rest[2] == "status":
-                self._send(
-                    200, {"state": "success", "statuses": [], "sha": rest[1], "total_count": 0}
-                )
-            elif len(rest) == 3 and rest[0] == "commits" and rest[2] == "check-runs":
-                runs = state.check_runs()
-                self._send(200, {"total_count": len(runs), "check_runs": runs})
-            else:
-                self._send(404, {"message": "Not Found"})
-
-        def do_GET(self) -> None:
-            self._handle("GET")
-
-        def do_POST(self) -> None:
-            self._handle("POST")
-
-        def do_PUT(self) -> None:
-            self._handle("PUT")
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve(lambda request: _answer(state, request), ("GET", "POST", "PUT")) as url:
+        yield url, state

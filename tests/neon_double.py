@@ -32,23 +32,20 @@ Without a cluster it keeps branches in memory only (they hold no data).
 from __future__ import annotations
 
 import itertools
-import json
 import shutil
 import subprocess
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from orchestrator.testing.pg import ServerBinariesMissing, find_bindir, with_dbname
+from tests.http_double import Reply, Request, queued_failure, serve
 
 
 def _tool(name: str) -> str:
@@ -265,6 +262,100 @@ def _public(op: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in op.items() if not k.startswith("_")}
 
 
+def _error(status: int, message: str) -> Reply:
+    """Neon's error shape, ``{"code", "message"}``."""
+    return status, {"code": "", "message": message}
+
+
+def _answer(state: NeonState, request: Request) -> Reply:
+    """Authenticate, answer a queued failure, or route the call."""
+    state.requests.append((request.method, request.target, request.body))
+    if request.headers.get("Authorization") != f"Bearer {state.api_key}":
+        return _error(401, "authentication required")
+    failure = queued_failure(state.failures, {"code": "", "message": "try again"})
+    if failure is not None:
+        return failure
+    if request.segments[:4] != ["api", "v2", "projects", state.project_id]:
+        return _error(404, "project not found")
+    method, body, rest = request.method, request.body, request.segments[4:]
+    if rest == ["branches"] and method == "GET":
+        return 200, {"branches": list(state.branches.values())}
+    if rest == ["branches"] and method == "POST":
+        return _create(state, body or {})
+    if rest == ["connection_uri"] and method == "GET":
+        return _connection_uri(state, request.query)
+    if len(rest) == 2 and rest[0] == "branches":
+        branch = state.branches.get(rest[1])
+        if branch is None:
+            return _error(404, "branch not found")
+        if method == "GET":
+            return 200, {"branch": branch}
+        if method == "DELETE":
+            state.delete_branch(rest[1])
+            op = state.operation("delete_timeline", rest[1])
+            return 200, {"branch": branch, "operations": [op]}
+    elif len(rest) == 3 and rest[0] == "branches" and rest[2] == "restore":
+        source = (body or {}).get("source_branch_id")
+        if rest[1] not in state.branches or source not in state.branches:
+            return _error(404, "branch not found")
+        state.restore(rest[1], body)
+        op = state.operation("restore_timeline", rest[1])
+        return 200, {"branch": state.branches[rest[1]], "operations": [op]}
+    elif len(rest) == 2 and rest[0] == "operations" and method == "GET":
+        return _poll(state, rest[1])
+    return _error(404, "no such endpoint")
+
+
+def _poll(state: NeonState, op_id: str) -> Reply:
+    """An operation, one poll nearer its end (``polls_to_finish``)."""
+    op = state.operations.get(op_id)
+    if op is None:
+        return _error(404, "operation not found")
+    op["_polls"] += 1
+    if op["_polls"] >= state.polls_to_finish:
+        op["status"] = "failed" if op["_fail"] else "finished"
+        if op["_fail"]:
+            op["error"] = "timeline creation failed"
+    return 200, {"operation": _public(op)}
+
+
+def _create(state: NeonState, body: dict[str, Any]) -> Reply:
+    """A new branch of ``parent_id``, with a read-write endpoint when asked for one."""
+    spec = body.get("branch", {})
+    if spec.get("parent_id") not in state.branches:
+        return _error(400, "parent branch not found")
+    branch = state.add_branch(spec.get("name") or "branch", spec["parent_id"])
+    branch["parent_lsn"] = spec.get("parent_lsn")
+    operations = [state.operation("create_branch", branch["id"])]
+    answer: dict[str, Any] = {"branch": branch}
+    wanted = body.get("endpoints") or []
+    if any(e.get("type") == "read_write" for e in wanted):
+        answer["endpoints"] = [state.add_endpoint(branch["id"])]
+        operations.append(state.operation("start_compute", branch["id"]))
+        if state.backing is not None:
+            answer["connection_uris"] = state.connection_uris(branch["id"])
+    answer["operations"] = operations
+    return 201, answer
+
+
+def _connection_uri(state: NeonState, query: dict[str, str]) -> Reply:
+    """``{"uri"}`` of a branch's database as a role, as Neon checks them."""
+    branch_id = query.get("branch_id", "")
+    database = query.get("database_name", "")
+    role = query.get("role_name", "")
+    if not database or not role:
+        return _error(400, "database_name and role_name required")
+    if branch_id not in state.branches:
+        return _error(404, "branch not found")
+    if branch_id not in state.endpoints or state.backing is None:
+        return _error(404, "read-write endpoint not found")
+    if database != state.database_name:
+        return _error(404, f"database {database} not found")
+    if role != state.backing.role():
+        return _error(404, f"role {role} not found")
+    return 200, {"uri": state.uri(branch_id)}
+
+
 @contextmanager
 def neon_double(
     project_id: str = "round-river-123456",
@@ -279,137 +370,10 @@ def neon_double(
     """
     backing = PostgresBacking(cluster_url) if cluster_url else None
     state = NeonState(project_id, api_key, backing)
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *_args: Any) -> None:  # quiet
-            pass
-
-        def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def _handle(self, method: str) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else None
-            with lock:
-                state.requests.append((method, self.path, body))
-                if self.headers.get("Authorization") != f"Bearer {state.api_key}":
-                    self._send(401, {"code": "", "message": "authentication required"})
-                    return
-                if state.failures:
-                    status, headers = state.failures.pop(0)
-                    self._send(status, {"code": "", "message": "try again"}, headers)
-                    return
-                self._route(method, body)
-
-        def _route(self, method: str, body: Any) -> None:
-            address = urlsplit(self.path)
-            parts = address.path.strip("/").split("/")
-            base = ["api", "v2", "projects", state.project_id]
-            if parts[:4] != base:
-                self._send(404, {"code": "", "message": "project not found"})
-                return
-            rest = parts[4:]
-            if rest == ["branches"] and method == "GET":
-                self._send(200, {"branches": list(state.branches.values())})
-            elif rest == ["branches"] and method == "POST":
-                self._create(body or {})
-            elif rest == ["connection_uri"] and method == "GET":
-                self._connection_uri(parse_qs(address.query))
-            elif len(rest) == 2 and rest[0] == "branches":
-                branch = state.branches.get(rest[1])
-                if branch is None:
-                    self._send(404, {"code": "", "message": "branch not found"})
-                elif method == "GET":
-                    self._send(200, {"branch": branch})
-                elif method == "DELETE":
-                    state.delete_branch(rest[1])
-                    op = state.operation("delete_timeline", rest[1])
-                    self._send(200, {"branch": branch, "operations": [op]})
-            elif len(rest) == 3 and rest[0] == "branches" and rest[2] == "restore":
-                if (
-                    rest[1] not in state.branches
-                    or (body or {}).get("source_branch_id") not in state.branches
-                ):
-                    self._send(404, {"code": "", "message": "branch not found"})
-                    return
-                state.restore(rest[1], body)
-                op = state.operation("restore_timeline", rest[1])
-                self._send(200, {"branch": state.branches[rest[1]], "operations": [op]})
-            elif len(rest) == 2 and rest[0] == "operations" and method == "GET":
-                op = state.operations.get(rest[1])
-                if op is None:
-                    self._send(404, {"code": "", "message": "operation not found"})
-                    return
-                op["_polls"] += 1
-                if op["_polls"] >= state.polls_to_finish:
-                    op["status"] = "failed" if op["_fail"] else "finished"
-                    if op["_fail"]:
-                        op["error"] = "timeline creation failed"
-                self._send(200, {"operation": _public(op)})
-            else:
-                self._send(404, {"code": "", "message": "no such endpoint"})
-
-        def _create(self, body: dict[str, Any]) -> None:
-            spec = body.get("branch", {})
-            if spec.get("parent_id") not in state.branches:
-                self._send(400, {"code": "", "message": "parent branch not found"})
-                return
-            branch = state.add_branch(spec.get("name") or "branch", spec["parent_id"])
-            branch["parent_lsn"] = spec.get("parent_lsn")
-            operations = [state.operation("create_branch", branch["id"])]
-            answer: dict[str, Any] = {"branch": branch}
-            wanted = body.get("endpoints") or []
-            if any(e.get("type") == "read_write" for e in wanted):
-                answer["endpoints"] = [state.add_endpoint(branch["id"])]
-                operations.append(state.operation("start_compute", branch["id"]))
-                if state.backing is not None:
-                    answer["connection_uris"] = state.connection_uris(branch["id"])
-            answer["operations"] = operations
-            self._send(201, answer)
-
-        def _connection_uri(self, query: dict[str, list[str]]) -> None:
-            branch_id = (query.get("branch_id") or [""])[0]
-            database = (query.get("database_name") or [""])[0]
-            role = (query.get("role_name") or [""])[0]
-            if not database or not role:
-                self._send(400, {"code": "", "message": "database_name and role_name required"})
-            elif branch_id not in state.branches:
-                self._send(404, {"code": "", "message": "branch not found"})
-            elif branch_id not in state.endpoints or state.backing is None:
-                self._send(404, {"code": "", "message": "read-write endpoint not found"})
-            elif database != state.database_name:
-                self._send(404, {"code": "", "message": f"database {database} not found"})
-            elif role != state.backing.role():
-                self._send(404, {"code": "", "message": f"role {role} not found"})
-            else:
-                self._send(200, {"uri": state.uri(branch_id)})
-
-        def do_GET(self) -> None:
-            self._handle("GET")
-
-        def do_POST(self) -> None:
-            self._handle("POST")
-
-        def do_DELETE(self) -> None:
-            self._handle("DELETE")
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/api/v2", state
+        with serve(lambda request: _answer(state, request), ("GET", "POST", "DELETE")) as url:
+            yield f"{url}/api/v2", state
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
         if backing is not None:
             production = {state.database_name}
             for database in backing.made:

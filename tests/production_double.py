@@ -9,16 +9,15 @@ after a merge, then the new one. It records when it first served each commit.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from orchestrator.testing.release import git
+from tests.http_double import Reply, Request, serve
 
 
 @dataclass
@@ -70,26 +69,11 @@ def version_endpoint(production: LiveCommit) -> Iterator[VersionEndpoint]:
     """Serve the version endpoint on 127.0.0.1 for the ``with`` block."""
     endpoint = VersionEndpoint(production)
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            endpoint.requests += 1
-            ok = self.path.split("?")[0] == "/api/version"
-            status = endpoint.status if ok else 404
-            body = json.dumps({"commit": production.now(), "app": "service-desk"}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(request: Request) -> Reply:
+        endpoint.requests += 1
+        status = endpoint.status if request.path == "/api/version" else 404
+        return status, {"commit": production.now(), "app": "service-desk"}
 
-        def log_message(self, *_args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    endpoint.url = f"http://127.0.0.1:{server.server_address[1]}/api/version"
-    try:
+    with serve(answer) as url:
+        endpoint.url = f"{url}/api/version"
         yield endpoint
-    finally:
-        server.shutdown()
-        server.server_close()

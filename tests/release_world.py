@@ -3,6 +3,7 @@ a clone, a health endpoint, a playbook and a run store."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,6 +53,10 @@ class World:
     def deploy(self, **overrides: object) -> RunRecord:
         return start(self.playbook, self.store, self.interaction(**overrides))
 
+    def rehearse_argv(self, on: str) -> list[str]:
+        """The command line of ``deploy --dry-run --rehearse-on ON`` for this playbook."""
+        return ["deploy", "--playbook", str(self.playbook), "--dry-run", "--rehearse-on", on]
+
     def origin_main(self) -> str:
         return git(self.repo.origin, "rev-parse", "main")
 
@@ -97,3 +102,23 @@ def world(tmp_path: Path, database_url: str) -> Iterator[World]:
 
 def transitions(record: RunRecord) -> list[tuple[str, str, str]]:
     return [(t.trigger, t.source, t.dest) for t in record.transitions]
+
+
+def add_staging_migration(world: World, tag: str, statements: list[str]) -> None:
+    """Append migration ``tag`` (its ``statements``) to the release on origin's staging."""
+    clone = world.repo.clone
+    git(clone, "switch", "staging")
+    journal_path = world.repo.migrations / "meta" / "_journal.json"
+    journal = json.loads(journal_path.read_text())
+    last = journal["entries"][-1]
+    journal["entries"].append(
+        {**last, "idx": last["idx"] + 1, "when": last["when"] + 1000, "tag": tag}
+    )
+    journal_path.write_text(json.dumps(journal, indent=2) + "\n")
+    (world.repo.migrations / f"{tag}.sql").write_text(
+        "--> statement-breakpoint\n".join(statements) + "\n"
+    )
+    git(clone, "add", "-A")
+    git(clone, "commit", "-m", f"Migration {tag}")
+    git(clone, "push", "origin", "staging")
+    git(clone, "switch", "main")

@@ -43,6 +43,13 @@ CASES = [
         "CREATE TYPE mood AS ENUM ('ok'); ALTER TYPE mood ADD VALUE 'glad'",
     ),
     (
+        "rerun-unsafe-outside-transaction",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_nick_idx ON users (nick);"
+        " ALTER TABLE users ADD COLUMN age int",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_nick_idx ON users (nick);"
+        " ALTER TABLE users ADD COLUMN IF NOT EXISTS age int",
+    ),
+    (
         "ban-drop-column",
         "ALTER TABLE users DROP COLUMN IF EXISTS nick",
         "CREATE TABLE IF NOT EXISTS t (a int, b int); ALTER TABLE t DROP COLUMN IF EXISTS b",

@@ -213,3 +213,32 @@ def test_killed_in_the_middle_of_a_concurrent_build_resumes_and_converges(
         timeout=60,
     )
     assert json.loads(validated.stdout)["status"] == "SAFE"
+
+
+def test_lint_warns_of_statements_a_rerun_outside_a_transaction_would_stop_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write_drizzle_folder(
+        tmp_path / "rerun",
+        [
+            ("0000_items", [ITEMS]),
+            (
+                "0001_index",
+                [
+                    INDEX,  # checked in the catalog: skipped on a rerun
+                    'ALTER TABLE "items" ADD COLUMN "note" text;',  # fails when run twice
+                    'ALTER TABLE "items" ADD COLUMN IF NOT EXISTS "tag" text;',  # rerun-safe
+                    "INSERT INTO items (sku) VALUES ('seed');",  # adds its row again
+                ],
+            ),
+            ("0002_plain", ['ALTER TABLE "items" ADD COLUMN "late" text;']),  # in a transaction
+        ],
+    )
+    assert run(["lint", "--migrations", str(folder), "--allow-concurrent"]) == 0
+    out = capsys.readouterr().out
+    flagged = [line for line in out.splitlines() if "rerun-unsafe-outside-transaction" in line]
+    assert [line.split(": warning")[0] for line in flagged] == [
+        "0001_index.sql:3",  # each piece is followed by its breakpoint line
+        "0001_index.sql:7",
+    ], out
+    assert "after a crash half-way the rerun would stop here" in flagged[0]

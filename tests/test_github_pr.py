@@ -9,7 +9,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from orchestrator.audit import read_events
+from orchestrator.cli import run
 from orchestrator.engine.run import rollback
 from orchestrator.testing.release import git
 from tests.drizzle_helpers import tracking_rows
@@ -46,7 +49,7 @@ def merges(github: GitHubState) -> list[dict[str, object]]:
 
 
 def test_a_release_is_merged_through_the_pull_request_pinned_to_the_preflight_commit(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pr_world(tmp_path, database_url) as (world, github):
         before = world.origin_main()
@@ -76,6 +79,13 @@ def test_a_release_is_merged_through_the_pull_request_pinned_to_the_preflight_co
         # main refuses direct pushes (the hook): the run never tried one, yet it merged.
         assert "portfolioClassifier" in world.origin_file("app.ts")
         assert len(tracking_rows(world.database_url)) == 12
+        # `show` names the pull request and the merge commit.
+        assert run(["show", record.run_id, "--state-dir", str(world.store.state_dir)]) == 0
+        shown = capsys.readouterr().out
+        url = record.steps["preflight"]["pull_request_url"]
+        assert f"pull request {url} opened" in shown
+        assert f"step merge done: merged pull request #1 ({url}), merge commit {tip}" in shown
+        assert github.token not in shown
 
 
 def test_a_commit_pushed_to_the_source_after_preflight_is_not_released(
@@ -212,3 +222,29 @@ def test_resume_finds_the_pull_request_merged_meanwhile(tmp_path: Path, database
         assert [b for b in merges(github)] == [
             {"sha": declined.source_commit, "merge_method": "merge", "commit_title": "by hand"}
         ]
+
+
+def test_a_source_already_in_the_target_asks_github_nothing_in_the_rehearsal_as_in_preflight(
+    tmp_path: Path, database_url: str
+) -> None:
+    from orchestrator.engine.rehearsal import rehearse
+
+    with pr_world(tmp_path, database_url) as (world, github):
+        # main already has staging (fast-forwarded on the origin, past the protection hook);
+        # production's database has not been migrated yet.
+        staging = git(world.repo.origin, "rev-parse", "staging")
+        git(world.repo.origin, "update-ref", "refs/heads/main", staging)
+        plan = rehearse(world.playbook, environ(world, github), rehearse_on="local")
+        assert int(plan.exit_code) == 0, plan.lines
+        assert any("staging is already in main: no pull request" in line for line in plan.lines)
+        assert not any("would open a pull request" in line for line in plan.lines)
+        assert github.requests == []  # the rehearsal judged as pre-flight: nothing to ask
+
+        record = world.deploy(environ=environ(world, github))
+        assert record.state == "succeeded", record.halt_reason
+        assert record.steps["preflight"]["already_merged"] is True
+        assert "pull_request" not in record.steps["preflight"]
+        # The merge step says what happened: not "found merged on resume" on a fresh run.
+        assert record.steps["merge"]["note"].startswith("already in the target before the run")
+        assert github.requests == [] and github.pulls == {}  # pre-flight asked nothing either
+        assert world.origin_main() == staging

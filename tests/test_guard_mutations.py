@@ -18,6 +18,11 @@ from orchestrator.engine.machine import TRANSITIONS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GUARDS = sorted({guard.__name__ for edge in TRANSITIONS for guard in edge.guards})
+# guard -> a test against the real world (PostgreSQL, git, a local HTTP server) it must fail.
+WORLD_TESTS = {
+    "release_live": "tests/test_release_gate.py::"
+    "test_production_rolled_back_during_the_monitor_window_is_not_a_success",
+}
 
 
 def test_every_transition_guard_is_listed() -> None:
@@ -26,8 +31,21 @@ def test_every_transition_guard_is_listed() -> None:
 
 @pytest.mark.parametrize("guard", GUARDS)
 def test_a_guard_replaced_by_return_true_fails_the_guard_tests(guard: str) -> None:
-    pytest_argv = ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests/test_machine.py"]
-    done = subprocess.run(
+    done = _pytest_with_mutant(guard, "tests/test_machine.py")
+    assert done.returncode == 1, f"the mutant {guard} survived:\n{done.stdout[-2000:]}"
+
+
+@pytest.mark.parametrize("guard", sorted(WORLD_TESTS))
+def test_a_guard_replaced_by_return_true_fails_its_test_against_the_world(guard: str) -> None:
+    assert guard in GUARDS
+    done = _pytest_with_mutant(guard, WORLD_TESTS[guard])
+    assert done.returncode == 1, f"the mutant {guard} survived:\n{done.stdout[-2000:]}"
+    assert "1 failed" in done.stdout, done.stdout[-2000:]  # failed, not skipped or missing
+
+
+def _pytest_with_mutant(guard: str, tests: str) -> subprocess.CompletedProcess[str]:
+    pytest_argv = ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", tests]
+    return subprocess.run(
         [sys.executable, *pytest_argv],
         cwd=REPO_ROOT,
         env={**os.environ, "ORCH_MUTATE_GUARD": guard},
@@ -35,4 +53,3 @@ def test_a_guard_replaced_by_return_true_fails_the_guard_tests(guard: str) -> No
         text=True,
         timeout=300,
     )
-    assert done.returncode == 1, f"the mutant {guard} survived:\n{done.stdout[-2000:]}"

@@ -69,6 +69,19 @@ def long_read(url: str, seconds: float | None) -> Iterator[int]:
         thread.join()
 
 
+def migrate_behind_endless_read(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str
+) -> tuple[int, str, int]:
+    """The release (users created first) migrated with a 200 ms lock timeout while a read
+    that never ends holds ``users``: the exit code, stderr and the blocker's pid."""
+    migrations = folder(tmp_path)
+    first_table_only(url, tmp_path)
+    capsys.readouterr()
+    with long_read(url, None) as blocker:
+        code = migrate(url, migrations, "--lock-timeout", "200ms", *extra)
+    return code, capsys.readouterr().err, blocker
+
+
 def columns(url: str) -> set[str]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
@@ -101,12 +114,9 @@ def test_a_blocker_released_after_3s_is_waited_out_by_retries(
 def test_a_blocker_that_never_ends_exhausts_the_retries_and_nothing_is_applied(
     database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    migrations = folder(tmp_path)
-    first_table_only(database_url, tmp_path)
-    capsys.readouterr()
-    with long_read(database_url, None) as blocker:
-        code = migrate(database_url, migrations, "--lock-timeout", "200ms", "--lock-retries", "2")
-    err = capsys.readouterr().err
+    code, err, blocker = migrate_behind_endless_read(
+        database_url, tmp_path, capsys, "--lock-retries", "2"
+    )
     assert code == 21
     assert "lock timeout (attempt 2/3)" in err
     last = err.strip().splitlines()[-1]
@@ -120,12 +130,7 @@ def test_a_blocker_that_never_ends_exhausts_the_retries_and_nothing_is_applied(
 def test_without_retries_a_lock_timeout_stops_at_once(
     database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    migrations = folder(tmp_path)
-    first_table_only(database_url, tmp_path)
-    capsys.readouterr()
-    with long_read(database_url, None) as blocker:
-        code = migrate(database_url, migrations, "--lock-timeout", "200ms")
-    err = capsys.readouterr().err
+    code, err, blocker = migrate_behind_endless_read(database_url, tmp_path, capsys)
     assert code == 21
     assert "attempt" not in err and f"pid {blocker}" in err
     assert len(tracking_rows(database_url)) == 1

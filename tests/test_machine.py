@@ -34,6 +34,7 @@ class Seen:
     dump_ok: bool = True
     commit_known: bool = True
     pull_merged: bool = True
+    release_served: bool = True
 
     def tracked_hashes(self) -> frozenset[str]:
         return self.tracked
@@ -52,6 +53,9 @@ class Seen:
 
     def pull_request_merged(self, number: int) -> bool:
         return self.pull_merged
+
+    def release_live(self, commit: str) -> bool:
+        return self.release_served
 
 
 SEEN = Seen()
@@ -304,6 +308,7 @@ def test_the_release_gate_lets_the_monitor_start_only_once_the_pushed_commit_is_
     pushed = {"pushed_commit": "b" * 40, "previous_target_commit": "c" * 40}
     live = record(merge=pushed, release={"live": True, "commit": "b" * 40})
     assert release_live(live, SEEN)
+    assert not release_live(live, Seen(release_served=False))  # rolled back since: not live
     assert [e.dest for e in edges_from("merged")] == ["live"]
     assert [e.dest for e in edges_from("live")] == ["monitored"]
     model = RunModel(live, SEEN)

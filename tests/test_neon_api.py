@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from orchestrator.db.retry import RetryPolicy
@@ -61,7 +63,7 @@ def test_a_refusal_carries_neons_message_and_never_the_key() -> None:
         wrong = NeonApi(state.project_id, "napi_wrong", api_url=url, sleep=waits.append)
         with pytest.raises(NeonError, match="HTTP 401: authentication required") as raised:
             wrong.find_branch("main")
-        assert "napi_wrong" not in str(raised.value)
+        assert "napi_wrong" not in str(raised.value) and raised.value.status == 401
         assert waits == []  # 4xx answers are not retried
 
 
@@ -84,3 +86,20 @@ def test_restore_keeps_the_present_under_a_name_and_a_failed_operation_is_an_err
         state.fail_next_operation = True
         with pytest.raises(NeonError, match="timeline creation failed"):
             api.create_branch(parent_id=main["id"], parent_lsn=None, name="doomed")
+
+
+def test_an_unreachable_api_is_retried_then_a_neon_error_without_the_key() -> None:
+    with socket.socket() as probe:  # a local port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    waits: list[float] = []
+    api = NeonApi(
+        "round-river-123456",
+        KEY,
+        api_url=f"http://127.0.0.1:{port}/api/v2",
+        retry=RetryPolicy(attempts=3, initial=0.1, max_wait=5.0),
+        sleep=waits.append,
+    )
+    with pytest.raises(NeonError, match="cannot reach") as raised:
+        api.find_branch("main")
+    assert len(waits) == 2 and raised.value.status is None and KEY not in str(raised.value)

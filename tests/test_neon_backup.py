@@ -14,9 +14,9 @@ import pytest
 from orchestrator.engine.rollback import rollback_plan
 from orchestrator.engine.run import resume
 from orchestrator.errors import ExitCode
-from orchestrator.testing.release import write_playbook
 from tests.drizzle_helpers import tracking_rows
-from tests.neon_double import NeonState, neon_double
+from tests.neon_double import NeonState
+from tests.neon_world import neon_world
 from tests.release_world import World, world
 from tests.test_resume import deploy_process, kill, only_run, wait_stopped
 
@@ -28,18 +28,7 @@ KEY = "napi_k3y_never_printed_0123456789"
 @pytest.fixture
 def neon(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[NeonState]:
     """The double with production's branch, the playbook pointing at it, the key set."""
-    with neon_double(api_key=KEY) as (url, state):
-        state.add_branch("main")
-        write_playbook(
-            world.playbook,
-            repo=world.repo,
-            health_url=world.health.url,
-            backup="{kind: neon_branch}",
-            duration="200ms",
-            interval="100ms",
-        )
-        with world.playbook.open("a") as playbook:
-            playbook.write(f"neon: {{project_id: {state.project_id}, api_url: '{url}'}}\n")
+    with neon_world(world, KEY) as state:
         monkeypatch.setenv("NEON_API_KEY", KEY)
         yield state
 

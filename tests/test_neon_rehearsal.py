@@ -45,17 +45,7 @@ def test_a_rehearsal_on_a_branch_migrates_the_branch_and_deletes_it(
 ) -> None:
     before = everything(world)
     fingerprint, rows = schema_fingerprint(world.database_url), tracking_rows(world.database_url)
-    code = run(
-        [
-            "deploy",
-            "--playbook",
-            str(world.playbook),
-            "--dry-run",
-            "--rehearse-on",
-            "neon-branch",
-            "--json",
-        ]
-    )
+    code = run([*world.rehearse_argv("neon-branch"), "--json"])
     captured = capsys.readouterr()
     document = json.loads(captured.out)
     assert code == 0, document["plan"]
@@ -86,9 +76,7 @@ def test_without_the_neon_block_it_is_a_usage_error(
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", world.database_url)
     fingerprint = schema_fingerprint(world.database_url)
-    code = run(
-        ["deploy", "--playbook", str(world.playbook), "--dry-run", "--rehearse-on", "neon-branch"]
-    )
+    code = run(world.rehearse_argv("neon-branch"))
     err = capsys.readouterr().err
     assert code == 2
     assert err.strip().splitlines() == [
@@ -106,17 +94,7 @@ def test_an_interrupted_rehearsal_still_deletes_its_branch(
         conn.execute("CREATE TABLE sleep_marker ()")  # the branch copies it: 0012 sleeps there
     fingerprint, rows = schema_fingerprint(world.database_url), tracking_rows(world.database_url)
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orchestrator.cli",
-            "deploy",
-            "--playbook",
-            str(world.playbook),
-            "--dry-run",
-            "--rehearse-on",
-            "neon-branch",
-        ],
+        [sys.executable, "-m", "orchestrator.cli", *world.rehearse_argv("neon-branch")],
         cwd=REPO_ROOT,
         env={**os.environ, "DATABASE_URL": world.database_url, "NEON_API_KEY": KEY},
         stdout=subprocess.PIPE,

@@ -21,9 +21,9 @@ from orchestrator.db.migrator import MigrateOptions
 from orchestrator.errors import UsageError
 from orchestrator.neon.restore import check_confirmation, restore_plan
 from orchestrator.runs import RunRecord
-from orchestrator.testing.release import write_playbook
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
-from tests.neon_double import NeonState, neon_double
+from tests.neon_double import NeonState
+from tests.neon_world import neon_world
 from tests.release_world import World, world
 from tests.test_resume import staging_journal
 
@@ -38,18 +38,8 @@ def backed_neon(
 ) -> Iterator[NeonState]:
     """The double, its branches real databases of the test cluster; its ``main`` branch is
     the world's production database; the playbook takes neon_branch backups."""
-    with neon_double(api_key=KEY, cluster_url=server_url) as (url, state):
-        state.add_branch("main", database=str(conninfo_to_dict(world.database_url)["dbname"]))
-        write_playbook(
-            world.playbook,
-            repo=world.repo,
-            health_url=world.health.url,
-            backup="{kind: neon_branch}",
-            duration="200ms",
-            interval="100ms",
-        )
-        with world.playbook.open("a") as playbook:
-            playbook.write(f"neon: {{project_id: {state.project_id}, api_url: '{url}'}}\n")
+    production = str(conninfo_to_dict(world.database_url)["dbname"])
+    with neon_world(world, KEY, cluster_url=server_url, production=production) as state:
         monkeypatch.setenv("NEON_API_KEY", KEY)
         monkeypatch.setenv("DATABASE_URL", world.database_url)
         yield state

@@ -31,19 +31,7 @@ def _database_env(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
 def rehearse(
     world: World, capsys: pytest.CaptureFixture[str], on: str
 ) -> tuple[int, dict[str, Any]]:
-    code = run(
-        [
-            "deploy",
-            "--playbook",
-            str(world.playbook),
-            "--dry-run",
-            "--rehearse-on",
-            on,
-            "--json",
-            "--state-dir",
-            str(world.store.state_dir),
-        ]
-    )
+    code = run([*world.rehearse_argv(on), "--json", "--state-dir", str(world.store.state_dir)])
     captured = capsys.readouterr()
     assert captured.out, captured.err
     return code, json.loads(captured.out)
@@ -124,16 +112,7 @@ def test_rehearse_on_refuses_production_itself_and_needs_dry_run(
 ) -> None:
     before = everything(world)
     code = run(
-        [
-            "deploy",
-            "--playbook",
-            str(world.playbook),
-            "--dry-run",
-            "--rehearse-on",
-            world.database_url,
-            "--state-dir",
-            str(world.store.state_dir),
-        ]
+        [*world.rehearse_argv(world.database_url), "--state-dir", str(world.store.state_dir)]
     )
     assert code == 2
     assert "production database itself" in capsys.readouterr().err

@@ -14,6 +14,8 @@ import pytest
 
 from orchestrator.audit import read_events
 from orchestrator.cli import run
+from orchestrator.runs import RunRecord
+from orchestrator.testing.release import git
 from tests.production_double import LiveCommit, version_endpoint
 from tests.release_world import TRANSITIONS_OF_A_FULL_DEPLOY, World, build_world, transitions
 from tests.vercel_double import VercelState, vercel_double
@@ -166,3 +168,178 @@ def test_dry_run_checks_that_the_release_endpoint_answers(
             finally:
                 del os.environ["DATABASE_URL"]
         assert world.store.list() == []
+
+
+def deploy_behind_endpoint(
+    world: World, production: LiveCommit, timeout: str = "20s", **overrides: object
+) -> RunRecord:
+    """Deploy with the release gate on a version endpoint serving ``production``."""
+    with version_endpoint(production) as endpoint:
+        with_release(world, f"{{timeout: {timeout}, interval: 200ms, url: '{endpoint.url}'}}")
+        return world.deploy(**overrides)
+
+
+def push_to_origin(world: World, branch: str, name: str, base: str = "main") -> str:
+    """Someone else's commit on ``branch`` (cut from ``base``), pushed from their own clone."""
+    theirs = world.root / f"clone-{name}"
+    if not theirs.exists():
+        git(world.root, "clone", "--quiet", str(world.repo.origin), str(theirs))
+    git(theirs, "fetch", "--quiet", "origin")
+    git(theirs, "switch", "--quiet", "-C", branch, f"origin/{base}")
+    (theirs / f"{name}.txt").write_text(f"{name}\n")
+    git(theirs, "add", f"{name}.txt")
+    git(theirs, "commit", "--quiet", "-m", f"{name}: merged after the release")
+    git(theirs, "push", "--quiet", "origin", f"{branch}:{branch}")
+    return git(theirs, "rev-parse", "HEAD")
+
+
+def test_a_newer_commit_live_that_contains_the_release_passes_the_gate(
+    tmp_path: Path, database_url: str
+) -> None:
+    with build_world(tmp_path, database_url) as world:
+        production = LiveCommit(world.repo.origin, build_seconds=1.0)
+        newer: list[str] = []
+
+        def someone_merges_after_us(line: str) -> None:
+            # The first look of the gate: ours is building; a newer merge on main supersedes
+            # it, so production goes from the old release straight to the newer commit.
+            if line.startswith("release gate") and not newer:
+                newer.append(push_to_origin(world, "main", "hotfix"))
+
+        record = deploy_behind_endpoint(world, production, on_progress=someone_merges_after_us)
+        assert record.state == "succeeded", record.halt_reason
+        pushed = record.steps["merge"]["pushed_commit"]
+        assert newer and git(world.repo.origin, "rev-parse", f"{newer[0]}^") == pushed
+        assert pushed not in production.switched_at  # ours was never served on its own
+        gate = record.steps["release"]
+        assert gate["live"] is True and gate["commit"] == pushed
+        assert gate["live_commit"] == newer[0]
+        trail = events(world, record.run_id)
+        [live] = [e for e in trail if e["event"] == "release_live"]
+        assert f"live via {newer[0][:12]}, which contains the release {pushed[:12]}" in str(
+            live["detail"]
+        )
+        # The finish edge looked at production again (the monitor window outlived the
+        # gate's sighting), and production still served a commit containing the release.
+        [checked] = [e for e in trail if e["event"] == "release_checked"]
+        assert checked["live"] is True and "live via" in str(checked["detail"])
+        assert trail.index(checked) > max(i for i, e in enumerate(trail) if e["event"] == "check")
+
+
+def test_an_unrelated_commit_live_is_not_the_release(tmp_path: Path, database_url: str) -> None:
+    with build_world(tmp_path, database_url) as world:
+        # Production serves a branch cut from the old main: a real commit git knows (fetched
+        # into the clone), but not one that contains the release.
+        unrelated = push_to_origin(world, "preview", "experiment")
+        git(world.repo.clone, "fetch", "--quiet", "origin", "preview")
+        production = LiveCommit(world.repo.origin, branch="preview", build_seconds=0)
+        record = deploy_behind_endpoint(world, production, timeout="1s")
+        assert production.live == unrelated
+        assert record.state == "halted" and record.exit_code == 22
+        assert f"serves {unrelated[:12]}" in str(record.halt_reason)
+        assert "live via" not in str(record.halt_reason)
+        assert record.steps["release"]["live_commit"] == unrelated
+        assert "monitor" not in record.steps
+
+
+def test_a_newer_vercel_deployment_ready_first_carries_the_release(
+    tmp_path: Path, database_url: str
+) -> None:
+    import time
+
+    with vercel_world(tmp_path, database_url, "READY") as (world, vercel):
+        newer: list[str] = []
+
+        def someone_merges_after_us(line: str) -> None:
+            if line.startswith("release gate") and not newer:
+                for d in vercel.deployments:  # our build is slow; theirs is not
+                    if d["state"] == "BUILDING":
+                        d["_since"] = time.monotonic() + 3600
+                newer.append(push_to_origin(world, "main", "hotfix"))
+
+        env = {"DATABASE_URL": world.database_url, "VERCEL_TOKEN": vercel.token}
+        record = world.deploy(environ=env, on_progress=someone_merges_after_us)
+        assert record.state == "succeeded", record.halt_reason
+        pushed = record.steps["merge"]["pushed_commit"]
+        gate = record.steps["release"]
+        theirs = vercel.deployments[0]
+        assert theirs["meta"]["githubCommitSha"] == newer[0] and theirs["state"] == "READY"
+        assert vercel.deployments[1]["meta"]["githubCommitSha"] == pushed
+        assert vercel.deployments[1]["state"] == "BUILDING"
+        assert (gate["live_commit"], gate["deployment_id"]) == (newer[0], theirs["uid"])
+        assert gate["deployment_state"] == "READY"
+        assert str(gate["detail"]).startswith(f"live via {newer[0][:12]}, which contains")
+
+
+def test_production_rolled_back_during_the_monitor_window_is_not_a_success(
+    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The finish edge looks at production again: the gate's sighting is history by then."""
+    with build_world(tmp_path, database_url) as world:
+        production = LiveCommit(world.repo.origin, build_seconds=0.5)
+        old = production.live
+
+        def roll_back_once_monitoring(line: str) -> None:
+            if not line.startswith("release gate") and production.live != old:
+                production.live, production.build_seconds = old, 3600  # an instant rollback
+
+        record = deploy_behind_endpoint(world, production, on_progress=roll_back_once_monitoring)
+        assert record.steps["release"]["live"] is True  # the gate saw the release live
+        assert record.steps["monitor"]["healthy"] is True
+        assert record.state == "halted" and record.exit_code == 21, record.halt_reason
+        assert record.steps["halt"]["from"] == "monitored"
+        assert "production no longer serves it" in str(record.halt_reason)
+        [checked] = [e for e in events(world, record.run_id) if e["event"] == "release_checked"]
+        assert checked["live"] is False and f"serves {old[:12]}" in str(checked["detail"])
+        # `show` prints the gate's timeline: waiting, live, then the finish edge's look.
+        assert run(["show", record.run_id, "--state-dir", str(world.store.state_dir)]) == 0
+        shown = capsys.readouterr().out
+        pushed = str(record.steps["merge"]["pushed_commit"])
+        lines = [line for line in shown.splitlines() if "release" in line]
+        waiting = next(i for i, line in enumerate(lines) if "release gate waiting" in line)
+        live = next(i for i, line in enumerate(lines) if "release gate LIVE" in line)
+        gone = next(i for i, line in enumerate(lines) if f"release {pushed[:12]} NOT live" in line)
+        assert waiting < live < gone
+        assert f"serves {old[:12]}, not {pushed[:12]} yet [HTTP 200]" in lines[waiting]
+        assert f"serves {pushed[:12]} [HTTP 200]" in lines[live]
+        assert "/api/version" in lines[live]  # the endpoint's URL
+
+
+def test_a_commit_seen_instead_counts_only_when_git_says_it_contains_the_release() -> None:
+    from orchestrator.engine.steps.release import SeenLive, is_fresh
+    from orchestrator.platforms.liveness import judge_contained, judge_deployments, judge_version
+    from orchestrator.platforms.vercel import Deployment
+
+    ours, newer = "a1" * 20, "b2" * 20
+    seen = judge_version(200, f'{{"commit": "{newer[:9]}"}}', ours, "https://app/v")
+    assert seen.state == "waiting" and seen.instead is not None
+    assert seen.instead.commit == newer[:9]
+    live = judge_contained(seen, ours, True)
+    assert live.state == "live" and live.commit == newer[:9]
+    assert live.detail.startswith(f"live via {newer[:9]}, which contains the release {ours[:12]}")
+    assert judge_contained(seen, ours, False) == seen  # not ours: still waiting
+    assert judge_version(200, "{}", ours, "https://app/v").instead is None  # nothing to ask
+
+    def d(uid: str, sha: str, state: str, created: int) -> Deployment:
+        data = {"uid": uid, "url": f"{uid}.vercel.app", "state": state, "created": created}
+        return Deployment.from_json({**data, "meta": {"githubCommitSha": sha}})
+
+    # Ours canceled in favour of a newer build that is READY: live via the newer one.
+    superseded = judge_deployments(
+        [d("dpl_3", newer, "READY", 3), d("dpl_2", ours, "CANCELED", 2)], ours
+    )
+    assert superseded.state == "failed"
+    via = judge_contained(superseded, ours, True)
+    assert (via.state, via.deployment_id, via.deployment_state) == ("live", "dpl_3", "READY")
+    assert judge_contained(superseded, ours, False).state == "failed"
+    # Ours READY needs no git; the previous release READY is what git must judge.
+    assert judge_deployments([d("dpl_2", ours, "READY", 2)], ours).instead is None
+    building = judge_deployments(
+        [d("dpl_2", ours, "BUILDING", 2), d("dpl_1", newer, "READY", 1)], ours
+    )
+    assert building.state == "waiting" and building.instead is not None
+    # The gate's own sighting answers the guard only while it is one interval young.
+    assert is_fresh(SeenLive(ours, at=100.0), ours, 10.0, now=105.0)
+    assert not is_fresh(SeenLive(ours, at=100.0), ours, 10.0, now=111.0)
+    assert not is_fresh(SeenLive(newer, at=100.0), ours, 10.0, now=101.0)
+    assert not is_fresh(None, ours, 10.0, now=101.0)

@@ -8,7 +8,6 @@ kill lands exactly on the boundary it names.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -33,7 +32,7 @@ from orchestrator.runs import RunRecord
 from orchestrator.testing.release import git
 from orchestrator.validation import Verdict
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
-from tests.release_world import World, world
+from tests.release_world import World, add_staging_migration, world
 
 __all__ = ["world"]
 
@@ -160,24 +159,15 @@ def test_sigkill_at_each_boundary_then_resume_converges(world: World, pause_at: 
 
 def add_slow_migration(world: World, seconds: int) -> None:
     """A release migration that sleeps while table ``sleep_marker`` exists, on staging."""
-    clone = world.repo.clone
-    git(clone, "switch", "staging")
-    journal_path = world.repo.migrations / "meta" / "_journal.json"
-    journal = json.loads(journal_path.read_text())
-    last = journal["entries"][-1]
-    journal["entries"].append(
-        {**last, "idx": last["idx"] + 1, "when": last["when"] + 1000, "tag": "0012_slow"}
+    add_staging_migration(
+        world,
+        "0012_slow",
+        [
+            "SELECT pg_sleep(CASE WHEN to_regclass('public.sleep_marker') IS NULL THEN 0 "
+            f"ELSE {seconds} END);",
+            'CREATE TABLE "slow_done" ("id" serial PRIMARY KEY);',
+        ],
     )
-    journal_path.write_text(json.dumps(journal, indent=2) + "\n")
-    (world.repo.migrations / "0012_slow.sql").write_text(
-        f"SELECT pg_sleep(CASE WHEN to_regclass('public.sleep_marker') IS NULL THEN 0 "
-        f"ELSE {seconds} END);--> statement-breakpoint\n"
-        'CREATE TABLE "slow_done" ("id" serial PRIMARY KEY);\n'
-    )
-    git(clone, "add", "-A")
-    git(clone, "commit", "-m", "A slow migration")
-    git(clone, "push", "origin", "staging")
-    git(clone, "switch", "main")
 
 
 def test_sigkill_during_a_slow_statement_then_resume_ends_the_orphan(world: World) -> None:

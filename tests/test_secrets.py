@@ -150,8 +150,7 @@ def test_neon_commands_write_no_secret_anywhere(
     connection URIs carry the role's password, as Neon's do."""
     from psycopg.conninfo import conninfo_to_dict
 
-    from orchestrator.testing.release import write_playbook
-    from tests.neon_double import neon_double
+    from tests.neon_world import neon_world
 
     neon_key = "napi_NeonKeyHeron3317"
     monkeypatch.setenv("NEON_API_KEY", neon_key)
@@ -168,25 +167,12 @@ def test_neon_commands_write_no_secret_anywhere(
     cluster = deployer_url.rsplit("/", 1)[0] + "/postgres"  # the deployer, with its password
     with (
         build_world(tmp_path, deployer_url) as world,
-        neon_double(api_key=neon_key, cluster_url=cluster) as (api_url, state),
+        neon_world(world, neon_key, cluster_url=cluster, production=production) as state,
     ):
-        state.add_branch("main", database=production)
-        write_playbook(
-            world.playbook,
-            repo=world.repo,
-            health_url=world.health.url,
-            backup="{kind: neon_branch}",
-            duration="200ms",
-            interval="100ms",
-        )
-        with world.playbook.open("a") as playbook:
-            playbook.write(f"neon: {{project_id: {state.project_id}, api_url: '{api_url}'}}\n")
         state_dir = ["--state-dir", str(world.root / ".orchestrator")]
         deploy = ["deploy", "--playbook", str(world.playbook)]
         for extra in ([], ["--json"]):
-            code, _ = cli(
-                f"rehearse{extra}", *deploy, "--dry-run", "--rehearse-on", "neon-branch", *extra
-            )
+            code, _ = cli(f"rehearse{extra}", *world.rehearse_argv("neon-branch"), *extra)
             assert code == 0, written[f"rehearse{extra} stderr"]
         code, out = cli("deploy", *deploy, "--yes", "--json", *state_dir)
         assert code == 0, written["deploy stderr"]
@@ -340,6 +326,16 @@ def test_platform_tokens_are_written_nowhere(
         assert cli("show", "show", run_id, *state) == 0
         assert cli("rollback", "rollback", run_id, "--yes", *state) == 0
         assert "revert pull request" in written["rollback stdout"]
+        # The next release on staging: with the last one merged, pre-flight (and so the
+        # dry-run) would ask GitHub nothing.
+        from orchestrator.testing.release import git
+
+        clone = world.repo.clone
+        git(clone, "switch", "--quiet", "-C", "next", "origin/staging")
+        (clone / "next.txt").write_text("the next release\n")
+        git(clone, "add", "next.txt")
+        git(clone, "commit", "--quiet", "-m", "the next release")
+        git(clone, "push", "--quiet", "origin", "next:staging")
         # A refused call quotes the API's message, never the token.
         github.failures.append((401, {}))
         monkeypatch.setenv("RELEASE_GH", "ghp_PlatformWrong0042")

@@ -12,18 +12,15 @@ ERROR / CANCELED to make a release fail). Tests can queue failures (429 with Ret
 from __future__ import annotations
 
 import itertools
-import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from orchestrator.testing.release import git
+from tests.http_double import Reply, Request, queued_failure, serve
 
 
 @dataclass
@@ -76,6 +73,43 @@ def _public(d: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
+def _error(status: int, code: str, message: str) -> Reply:
+    """Vercel's error shape, ``{"error": {"code", "message"}}``."""
+    return status, {"error": {"code": code, "message": message}}
+
+
+def _answer(state: VercelState, request: Request) -> Reply:
+    """Authenticate, answer a queued failure, or answer the deployments asked for."""
+    state.requests.append(("GET", request.target))
+    if request.headers.get("Authorization") != f"Bearer {state.token}":
+        return _error(403, "forbidden", "Not authorized")
+    failure = queued_failure(
+        state.failures, {"error": {"code": "rate_limited", "message": "slow down"}}
+    )
+    if failure is not None:
+        return failure
+    query = request.query
+    if query.get("teamId", state.team_id) != state.team_id:
+        return _error(403, "forbidden", "You don't have access to this team")
+    state.advance()
+    if request.path == "/v6/deployments":
+        if query.get("projectId") != state.project_id:
+            return _error(404, "not_found", "Project not found")
+        found = [
+            _public(d) for d in state.deployments if query.get("target") in (None, d["target"])
+        ]
+        return 200, {"deployments": found, "pagination": {"count": len(found)}}
+    if request.path.startswith("/v13/deployments/"):
+        uid = request.path.rsplit("/", 1)[1]
+        match = [d for d in state.deployments if d["uid"] == uid]
+        if not match:
+            return _error(404, "not_found", "Deployment not found")
+        shown = _public(match[0])
+        shown["id"] = shown.pop("uid")
+        return 200, shown
+    return _error(404, "not_found", "The requested path does not exist")
+
+
 @contextmanager
 def vercel_double(
     origin: Path,
@@ -86,71 +120,5 @@ def vercel_double(
     """Serve the double on 127.0.0.1; yields its API base URL and its state."""
     state = VercelState(origin, project_id, team_id, token)
     state.deploy_tip(ready=True)  # what production runs before the release
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *_args: Any) -> None:
-            pass
-
-        def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def _error(self, status: int, code: str, message: str) -> None:
-            self._send(status, {"error": {"code": code, "message": message}})
-
-        def do_GET(self) -> None:
-            parts = urlsplit(self.path)
-            query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-            with lock:
-                state.requests.append(("GET", self.path))
-                if self.headers.get("Authorization") != f"Bearer {state.token}":
-                    self._error(403, "forbidden", "Not authorized")
-                    return
-                if state.failures:
-                    status, headers = state.failures.pop(0)
-                    self._send(
-                        status, {"error": {"code": "rate_limited", "message": "slow down"}}, headers
-                    )
-                    return
-                if query.get("teamId", state.team_id) != state.team_id:
-                    self._error(403, "forbidden", "You don't have access to this team")
-                    return
-                state.advance()
-                if parts.path == "/v6/deployments":
-                    if query.get("projectId") != state.project_id:
-                        self._error(404, "not_found", "Project not found")
-                        return
-                    found = [
-                        _public(d)
-                        for d in state.deployments
-                        if query.get("target") in (None, d["target"])
-                    ]
-                    self._send(200, {"deployments": found, "pagination": {"count": len(found)}})
-                elif parts.path.startswith("/v13/deployments/"):
-                    uid = parts.path.rsplit("/", 1)[1]
-                    match = [d for d in state.deployments if d["uid"] == uid]
-                    if not match:
-                        self._error(404, "not_found", "Deployment not found")
-                        return
-                    shown = _public(match[0])
-                    shown["id"] = shown.pop("uid")
-                    self._send(200, shown)
-                else:
-                    self._error(404, "not_found", "The requested path does not exist")
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve(lambda request: _answer(state, request)) as url:
+        yield url, state

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from orchestrator.analysis.effects import Change, MigrationEffects, StatementEffects
+from orchestrator.analysis.locks import lock_mode
 from orchestrator.analysis.typechange import TypeChange
 
 Severity = Literal["error", "warning"]
@@ -142,6 +143,16 @@ LOCK_TIMEOUT = Rule(
     "start the file with SET lock_timeout = '5s' (`orchestrator migrate` sets one itself; "
     "drizzle-kit migrate does not)",
 )
+RERUN_OUTSIDE_TRANSACTION = Rule(
+    "rerun-unsafe-outside-transaction",
+    "warning",
+    "a statement of a migration that runs outside a transaction (--allow-concurrent) that "
+    "fails when run again, and that orchestrator does not check in the catalog first (it "
+    "does for an index build or drop and an ADD VALUE): a crash half-way leaves it applied "
+    "without the tracking row, and the rerun stops on it",
+    "make it rerun-safe (IF NOT EXISTS / IF EXISTS / CREATE OR REPLACE, an idempotent data "
+    "change), or move it to a transactional migration of its own",
+)
 UNPARSEABLE = Rule(
     "unparseable-statement",
     "error",
@@ -162,30 +173,8 @@ RULES: tuple[Rule, ...] = (
     CONSTRAINT_NOT_VALID,
     NOT_RERUNNABLE,
     LOCK_TIMEOUT,
+    RERUN_OUTSIDE_TRANSACTION,
     UNPARSEABLE,
-)
-
-# Change kinds that take a lock on an existing table (everything that touches one, except
-# reading data or creating things elsewhere).
-_LOCKING_KINDS = frozenset(
-    {
-        "add_column",
-        "drop_column",
-        "rename_column",
-        "alter_column_type",
-        "set_not_null",
-        "drop_not_null",
-        "set_default",
-        "drop_default",
-        "add_constraint",
-        "drop_constraint",
-        "validate_constraint",
-        "create_index",
-        "drop_index",
-        "drop_table",
-        "rename_table",
-        "other",
-    }
 )
 
 
@@ -195,8 +184,8 @@ def takes_lock_on_existing_table(change: Change) -> bool:
     A no-op ADD COLUMN / CREATE INDEX ... IF NOT EXISTS still takes its lock: PostgreSQL
     locks the table before it finds the column or index there.
     """
-    kind = change.restates if change.kind == "no_op" else change.kind
-    return change.on_existing_table and kind in _LOCKING_KINDS and kind != "create_table"
+    # The lock table of `plan` decides; a data change's ROW EXCLUSIVE queues behind no DDL.
+    return lock_mode(change) not in (None, "ROW EXCLUSIVE")
 
 
 # Change kinds that fail when the statement runs a second time (besides every change whose
@@ -356,6 +345,8 @@ def lint_migration(migration: MigrationEffects) -> list[LintFinding]:
         f for s in migration.statements for f in lint_statement(migration.tag, s, rerun_stops=stops)
     ]
     findings += _enum_values_used_in(migration)
+    if _outside_on_its_own(migration):
+        findings += rerun_unsafe(migration)
     timeout_set = False
     for statement in migration.statements:
         for change in statement.changes:
@@ -411,6 +402,7 @@ def lint_migrations(
         for use in enum_value_uses(release)
         if (use.tag, use.statement) not in seen
     ]
+    findings += _rerun_unsafe_outside_transaction(migrations, release)
     findings.sort(key=lambda f: order.get(f.tag, len(order)))  # stable: migration order
     if allow_concurrent:
         nontransactional = {CONCURRENTLY_IN_TRANSACTION.name, ENUM_VALUE_USED.name}
@@ -418,6 +410,61 @@ def lint_migrations(
             replace(f, severity="warning") if f.rule in nontransactional else f for f in findings
         ]
     return findings
+
+
+def _rerun_unsafe_outside_transaction(
+    migrations: Sequence[MigrationEffects], release: Sequence[tuple[str, Sequence[str]]]
+) -> list[LintFinding]:
+    """:func:`rerun_unsafe` for the migrations the release makes non-transactional (an ADD
+    VALUE used by a later migration) that are not so on their own (those are reported by
+    :func:`lint_migration`)."""
+    from orchestrator.analysis.nontransactional import (
+        nontransactional_statements,
+        nontransactional_tags,
+    )
+
+    outside = set(nontransactional_tags(nontransactional_statements(release)))
+    return [
+        f
+        for m in migrations
+        if m.tag in outside and not _outside_on_its_own(m)
+        for f in rerun_unsafe(m)
+    ]
+
+
+def _outside_on_its_own(migration: MigrationEffects) -> bool:
+    from orchestrator.analysis.nontransactional import nontransactional_statements
+
+    pieces = [s.sql for s in migration.statements]
+    return bool(nontransactional_statements([(migration.tag, [";\n".join(pieces)])]))
+
+
+def rerun_unsafe(migration: MigrationEffects) -> list[LintFinding]:
+    """The statements a rerun of non-transactional ``migration`` would stop on.
+
+    Outside a transaction each statement commits on its own, so after a crash half-way the
+    rerun starts again from the first statement: one that fails when run twice, and that the
+    runner does not skip by looking at the catalog, stops it for good.
+    """
+    from orchestrator.analysis.nontransactional import catalog_checked
+
+    findings = []
+    for statement in migration.statements:
+        if statement.error is not None or catalog_checked(statement):
+            continue  # unparseable is an error of its own; checked ones are skipped
+        unsafe = [c for c in statement.changes if _fails_twice(c)]
+        if unsafe:
+            message = (
+                f"{unsafe[0].target}: runs outside a transaction and fails when run again; "
+                "after a crash half-way the rerun would stop here"
+            )
+            findings.append(_finding(RERUN_OUTSIDE_TRANSACTION, migration.tag, statement, message))
+    return findings
+
+
+def _fails_twice(change: Change) -> bool:
+    """A second run fails, or (a data change that is not idempotent) does harm."""
+    return fails_when_rerun(change) or (change.kind == "data_change" and change.rerunnable is False)
 
 
 def has_errors(findings: Sequence[LintFinding]) -> bool:

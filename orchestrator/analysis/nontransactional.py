@@ -19,8 +19,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from orchestrator.analysis.changes import Change, MigrationEffects
+from orchestrator.analysis.changes import Change, MigrationEffects, StatementEffects
 from orchestrator.analysis.effects import analyse_migrations
 
 # Cheap text filter: only migrations matching it are parsed.
@@ -129,3 +130,73 @@ def nontransactional_tags(found: Sequence[NonTransactional]) -> list[str]:
 def enum_value_uses(release: Sequence[tuple[str, Sequence[str]]]) -> list[NonTransactional]:
     """The ``ALTER TYPE ... ADD VALUE`` statements of ``release`` whose value it uses later."""
     return [f for f in nontransactional_statements(release) if f.kind == "enum_value"]
+
+
+def refusal(found: NonTransactional) -> str:
+    """What ``migrate`` (and the deploy's migrate step) says when it refuses a release that
+    holds ``found`` without ``--allow-concurrent``; the rehearsal predicts the same words."""
+    return (
+        f"{found.location}: {found.reason} cannot run inside the migration transaction; "
+        f"pass --allow-concurrent (playbook: migrations.concurrent: true) to run "
+        f"{found.tag} outside a transaction, statement by statement; nothing was changed"
+    )
+
+
+def probe_sql(statement: str) -> str | None:
+    """A read-only query that resolves what a non-transactional ``statement`` names, without
+    running it (for a rehearsal that must not build an index on production); None when there
+    is nothing to resolve that way.
+
+    - ``CREATE INDEX``: ``SELECT <each element> FROM <table> WHERE (<predicate>) AND false``:
+      the table, the columns, the expressions and a partial index's predicate must resolve,
+      and no row is read;
+    - ``ALTER TYPE ... ADD VALUE``: ``SELECT NULL::<type>``: the type must exist;
+    - ``DROP INDEX`` / ``REINDEX`` of a named index: ``SELECT '<index>'::regclass`` (not for
+      ``DROP INDEX IF EXISTS``).
+    """
+    from pglast import ast, parse_sql
+    from pglast.stream import RawStream
+
+    try:
+        parsed = parse_sql(statement)
+    except Exception:  # pglast.parser.ParseError: lint reports it; nothing to probe
+        return None
+    if len(parsed) != 1:
+        return None
+    node = parsed[0].stmt
+
+    def stream(part: Any) -> str:
+        return str(RawStream()(part))  # a new stream each time: one keeps what it printed
+
+    if isinstance(node, ast.IndexStmt):
+        elements = [
+            stream(p.expr) if p.expr is not None else _quote_ident(str(p.name))
+            for p in node.indexParams or ()
+        ]
+        where = f"({stream(node.whereClause)}) AND false" if node.whereClause else "false"
+        columns = ", ".join(f"({e})" for e in elements) or "1"
+        return f"SELECT {columns} FROM {stream(node.relation)} WHERE {where}"
+    if isinstance(node, ast.AlterEnumStmt) and node.newVal is not None:
+        return f"SELECT NULL::{'.'.join(_quote_ident(n.sval) for n in node.typeName or ())}"
+    if isinstance(node, ast.DropStmt) and not node.missing_ok and node.objects:
+        names = [".".join(_quote_ident(n.sval) for n in obj) for obj in node.objects]
+        return "SELECT " + ", ".join(f"{_quoted(name)}::regclass" for name in names)
+    if isinstance(node, ast.ReindexStmt) and node.relation is not None:
+        return f"SELECT {_quoted(stream(node.relation))}::regclass"
+    return None
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def catalog_checked(statement: StatementEffects) -> bool:
+    """Whether the non-transactional runner checks the catalog before ``statement`` (and skips
+    it when its effect is there): a lone index build or drop, or a lone ``ADD VALUE``."""
+    if statement.error is not None or len(statement.changes) != 1:
+        return False
+    change = statement.changes[0]
+    kind = change.restates if change.kind == "no_op" and change.restates else change.kind
+    if kind in ("create_index", "drop_index"):
+        return len(change.target.split(" ", 1)[-1].split(".", 1)) == 2
+    return enum_value_of(change) is not None

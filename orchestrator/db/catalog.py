@@ -31,6 +31,24 @@ from orchestrator.errors import DatabaseError
 
 _SYSTEM_SCHEMAS = "('pg_catalog', 'information_schema', 'pg_toast')"
 
+# A column default as pg_get_expr prints it, except a serial's: deparsing costs the server
+# a lookup per default, and every ``nextval('<sequence>'::regclass)`` reads alike (NEXTVAL,
+# see normalize_default_sql). The stored tree is recognised exactly: nextval() of a regclass
+# constant, bare or under an implicit cast, and no other node (counting braces); anything
+# else, any other server version's tree included, is deparsed as before.
+_NEXTVAL_CALL = (  # a LIKE pattern ("%%": psycopg's escape for "%")
+    "{FUNCEXPR :funcid 1574 :funcresulttype 20 :funcretset false :funcvariadic false "
+    ":funcformat 0 :funccollid 0 :inputcollid 0 :args ({CONST :consttype 2205 %%"
+)
+_IMPLICIT_CAST_OF = "{FUNCEXPR :funcid %% :funcformat 2 :funccollid 0 :inputcollid 0 :args ("
+_DEFAULT_TEXT = (
+    "CASE WHEN (d.adbin::text LIKE '" + _NEXTVAL_CALL + "'"
+    " AND d.adbin::text NOT LIKE '%%{%%{%%{%%')"
+    " OR (d.adbin::text LIKE '" + _IMPLICIT_CAST_OF + _NEXTVAL_CALL + "'"
+    " AND d.adbin::text NOT LIKE '%%{%%{%%{%%{%%')"
+    " THEN 'nextval(::regclass)' ELSE pg_get_expr(d.adbin, d.adrelid) END"
+)
+
 SNAPSHOT_QUERY = f"""
 WITH ns AS (
     SELECT oid, nspname FROM pg_namespace
@@ -60,7 +78,7 @@ SELECT json_build_object(
                         coalesce(json_agg(a.attname), '[]'),
                         coalesce(json_agg(format_type(a.atttypid, a.atttypmod)), '[]'),
                         coalesce(json_agg(a.attnotnull), '[]'),
-                        coalesce(json_agg(pg_get_expr(d.adbin, d.adrelid)), '[]'))
+                        coalesce(json_agg({_DEFAULT_TEXT}), '[]'))
                 FROM pg_attribute a JOIN rel ON rel.oid = a.attrelid
                 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
                 WHERE a.attnum > 0 AND NOT a.attisdropped AND rel.relkind NOT IN ('i', 'I')),

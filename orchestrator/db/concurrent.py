@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -29,7 +30,12 @@ from psycopg import sql
 
 from orchestrator.analysis.changes import Change, StatementEffects
 from orchestrator.analysis.effects import analyse_migrations
-from orchestrator.analysis.nontransactional import NonTransactional, enum_value_of
+from orchestrator.analysis.nontransactional import (
+    NonTransactional,
+    catalog_checked,
+    enum_value_of,
+    probe_sql,
+)
 from orchestrator.db.blockers import find_blockers, statement_locks
 from orchestrator.db.connect import describe
 from orchestrator.db.lock_retry import LOCK_NOT_AVAILABLE, LockRetry, OnLockRetry, lock_retry_policy
@@ -38,10 +44,12 @@ from orchestrator.db.migrator import (
     AppliedMigration,
     MigrateOptions,
     MigrationFailed,
+    Rehearsal,
     apply_pending,
     create_tracking_sql,
     excerpt,
     pending_migrations,
+    rehearse_pending,
 )
 from orchestrator.db.retry import is_transient
 from orchestrator.drizzle.journal import Journal, Migration
@@ -270,7 +278,7 @@ def _already_done(
 
     An INVALID index of the statement's name (an interrupted build) is dropped first.
     """
-    if statement.error is not None or len(statement.changes) != 1:
+    if not catalog_checked(statement):
         return False
     change = statement.changes[0]
     kind = _kind(change)
@@ -324,3 +332,117 @@ def _drop_index(conn: psycopg.Connection[Any], schema: str, name: str) -> None:
             sql.Identifier(schema), sql.Identifier(name)
         )
     )
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One statement of a non-transactional migration, checked in a rehearsal without
+    running it: what was asked of the catalog and what it answered."""
+
+    found: NonTransactional
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class ReleaseRehearsal:
+    """A release rehearsed inside a rolled-back transaction, its non-transactional
+    migrations left out (``skipped``: never run on the database) and probed instead."""
+
+    rehearsal: Rehearsal
+    journal: Journal  # the journal without the skipped migrations: what was rehearsed
+    skipped: tuple[Migration, ...]
+    probes: tuple[Probe, ...]
+
+    @property
+    def failed_probe(self) -> Probe | None:
+        """The first statement whose names did not resolve: the deploy would fail there."""
+        return next((p for p in self.probes if not p.ok), None)
+
+    def lines(self) -> list[str]:
+        """For the plan: each migration left out, why, and what was checked instead."""
+        lines: list[str] = []
+        for migration in self.skipped:
+            lines.append(
+                f"{migration.tag} NOT rehearsed on production: it runs outside a transaction "
+                "(migrations.concurrent), and building an index inside the rehearsal "
+                "transaction would block the table's writes for the whole build; the deploy "
+                "runs it statement by statement, its tracking row last"
+            )
+            lines += [
+                f"  {p.found.location}: {p.found.reason}: checked without running it: {p.detail}"
+                for p in self.probes
+                if p.found.tag == migration.tag
+            ]
+        return lines
+
+    def caveat(self) -> str | None:
+        """The prediction's caveat (None when nothing was left out)."""
+        if not self.skipped:
+            return None
+        tags = ", ".join(m.tag for m in self.skipped)
+        return (
+            f"{tags} was not run by this rehearsal (non-transactional); success is predicted "
+            "from its statements' names resolving, not from a build: data-dependent failures "
+            "(a unique index over duplicates, a build past statement_timeout) show only when "
+            "it runs; --rehearse-on local or a staging copy runs it for real"
+        )
+
+
+def rehearse_release(
+    conn: psycopg.Connection[Any],
+    journal: Journal,
+    options: MigrateOptions,
+    nontransactional: Sequence[NonTransactional],
+    *,
+    inspect: Callable[[psycopg.Connection[Any]], Any] | None = None,
+) -> ReleaseRehearsal:
+    """:func:`rehearse_pending` for a release holding non-transactional migrations.
+
+    They are not run at all: ``CREATE INDEX CONCURRENTLY`` cannot run in the rehearsal's
+    transaction, and the same statement without CONCURRENTLY would block the table's writes
+    while it builds. The other migrations are applied in journal order and rolled back, as
+    always. Each non-transactional statement is probed instead, at its place in the order
+    (just before the next rehearsed migration): a read-only query resolves the table,
+    columns, expressions or type it names (:func:`probe_sql`), in a savepoint.
+    """
+    tags = {n.tag for n in nontransactional}
+    skipped = tuple(m for m in journal.migrations if m.tag in tags)
+    rehearsed = replace(
+        journal, migrations=tuple(m for m in journal.migrations if m.tag not in tags)
+    )
+    order = {m.tag: index for index, m in enumerate(journal.migrations)}
+    waiting = list(nontransactional)
+    probes: list[Probe] = []
+
+    def probe_before(position: int) -> None:
+        while waiting and order[waiting[0].tag] < position:
+            probes.append(_probe(conn, waiting.pop(0)))
+
+    def before_each(migration: Migration) -> None:
+        probe_before(order[migration.tag])
+
+    def at_the_end(c: psycopg.Connection[Any]) -> Any:
+        probe_before(len(order))
+        return inspect(c) if inspect is not None else None
+
+    result = rehearse_pending(
+        conn, rehearsed, options, on_migration=before_each, inspect=at_the_end
+    )
+    return ReleaseRehearsal(result, rehearsed, skipped, tuple(probes))
+
+
+def _probe(conn: psycopg.Connection[Any], found: NonTransactional) -> Probe:
+    query = probe_sql(found.sql)
+    if query is None:
+        return Probe(found, True, "nothing to resolve without running it")
+    try:
+        with conn.transaction():  # a savepoint: a failed probe leaves the rehearsal intact
+            conn.execute(query.encode("utf-8"))
+    except psycopg.Error as exc:
+        if is_transient(exc):
+            raise DatabaseError(
+                f"connection lost while probing {found.location}: {describe(exc)}", transient=True
+            ) from exc
+        return Probe(found, False, describe(exc))
+    return Probe(found, True, "what it names resolves on the rehearsed schema")

@@ -48,6 +48,8 @@ class DryRun:
     warnings: list[str] = field(default_factory=list)
     details: dict[str, list[str]] = field(default_factory=dict)  # known before a step ends
     platforms: PlatformLook | None = None  # what GitHub and the release gate said
+    # What the prediction rests on without having been tried (a migration not rehearsed).
+    caveats: list[str] = field(default_factory=list)
 
     def step(self, name: str, summary: str, details: list[str] | None = None) -> None:
         """Record a step that would go ahead."""
@@ -102,6 +104,7 @@ class DryRun:
             lines.append(f"[{marks[step.status]}] {step.name}: {step.summary}")
             lines.extend(f"         {detail}" for detail in step.details)
         lines.append(f"prediction: {self.verdict}")
+        lines.extend(f"caveat: {caveat}" for caveat in self.caveats)
         lines.append(f"rehearsed on: {self.kind}; nothing was committed to production")
         return lines
 
@@ -112,6 +115,7 @@ class DryRun:
             "rehearsed_on": self.kind,
             "exit_code": int(self.exit_code),
             "prediction": self.verdict,
+            "caveats": self.caveats,
             "warnings": self.warnings,
             "steps": [
                 {"name": s.name, "status": s.status, "summary": s.summary, "details": s.details}

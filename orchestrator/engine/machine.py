@@ -139,10 +139,13 @@ def merge_pushed(record: RunRecord, seen: Observations) -> bool:
 
 
 def release_live(record: RunRecord, seen: Observations) -> bool:
-    """The release gate saw the pushed commit live (or the playbook has no gate)."""
+    """The release gate saw the pushed commit live (or a newer one containing it), and it
+    is live now: the gate's sighting fresh from this process, else a look (or no gate)."""
     release = ReleaseOutcome.of(record)
     pushed = MergeOutcome.of(record).pushed_commit
-    return release.live and release.commit is not None and release.commit == pushed
+    if not release.live or pushed is None or release.commit != pushed:
+        return False
+    return seen.release_live(pushed)
 
 
 def monitor_healthy(record: RunRecord, seen: Observations) -> bool:
@@ -176,8 +179,9 @@ TRANSITIONS: tuple[Edge, ...] = (
     Edge("go_live", "merged", "live", (release_live,)),
     Edge("monitor", "live", "monitored", (monitor_healthy,)),
     # Succeeded means live: the release must still be on the remote (a kill after the merge,
-    # then someone resetting the branch, must not end "succeeded" on resume).
-    Edge("finish", "monitored", "succeeded", (merge_pushed,)),
+    # then someone resetting the branch, must not end "succeeded" on resume) and still served
+    # (a deployment rolled back during the monitor window is looked at again, not read back).
+    Edge("finish", "monitored", "succeeded", (merge_pushed, release_live)),
 )
 
 # ---------------------------------------------------------------- dead ends
@@ -247,9 +251,13 @@ def _not_live(record: RunRecord) -> tuple[ExitCode, str]:
 def _release_gone(record: RunRecord) -> tuple[ExitCode, str]:
     preflight = PreflightOutcome.of(record)
     where = f"{preflight.remote}/{preflight.target or 'the target'}"
+    served = (
+        "" if ReleaseOutcome.of(record).gate == "none" else ", or production no longer serves it"
+    )
     return ExitCode.GUARD_FAILED, (
-        f"the release commit {str(record.source_commit)[:12]} is no longer on {where}: "
-        "someone moved the branch after the merge; push the release again or deploy anew"
+        f"the release commit {str(record.source_commit)[:12]} is no longer on {where}{served}: "
+        "someone moved the branch or rolled the deployment back after the merge (the guard "
+        "events say which); release it again or deploy anew"
     )
 
 

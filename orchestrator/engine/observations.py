@@ -24,6 +24,7 @@ from orchestrator.db.retry import call_with_retry, is_transient
 from orchestrator.engine.steps.backup import dump_intact
 from orchestrator.engine.steps.base import RunContext
 from orchestrator.engine.steps.pull_request import api_of
+from orchestrator.engine.steps.release import live_now
 from orchestrator.errors import DatabaseError
 from orchestrator.gitrepo import is_merged
 from orchestrator.neon.backup import neon_api
@@ -56,6 +57,12 @@ class Observations(Protocol):
 
     def pull_request_merged(self, number: int) -> bool:
         """Whether GitHub says pull request ``number`` is merged."""
+        ...
+
+    def release_live(self, commit: str) -> bool:
+        """Whether production serves ``commit`` (or a commit containing it) now: the release
+        gate's sighting if this process made it within one interval, else one look; always
+        True without a ``release:`` block."""
         ...
 
 
@@ -93,6 +100,9 @@ class LiveObservations:
 
     def pull_request_merged(self, number: int) -> bool:
         return api_of(self.ctx).get_pull(number).merged
+
+    def release_live(self, commit: str) -> bool:
+        return live_now(self.ctx, commit)
 
 
 def read_tracked_hashes(url: str, schema: str, table: str) -> frozenset[str]:

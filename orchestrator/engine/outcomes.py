@@ -46,6 +46,7 @@ class PreflightOutcome:
     via: str = "push"  # push | github_pr
     pull_request: int | None = None  # the pull request found or opened (github_pr)
     pull_request_url: str | None = None
+    already_merged: bool = False  # the target held the release commit before the run
 
     @classmethod
     def of(cls, record: RunRecord) -> PreflightOutcome:
@@ -61,6 +62,7 @@ class PreflightOutcome:
             via=str(raw.get("via") or "push"),
             pull_request=_number(raw.get("pull_request")),
             pull_request_url=_text(raw.get("pull_request_url")),
+            already_merged=bool(raw.get("already_merged")),
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from orchestrator.engine.steps.pull_request import judge_for_preflight, through_pull_request
 from orchestrator.errors import GuardError, MonitorUnhealthyError
 from orchestrator.platforms.github import Mergeability, github_api, judge_pull
 from orchestrator.platforms.http import ApiError
@@ -25,18 +26,24 @@ __all__ = ["PlatformLook", "look_at_platforms", "predict_pull_request", "predict
 class PlatformLook:
     """What GitHub and the release endpoint said to the rehearsal."""
 
+    via_pull_request: bool = False  # pre-flight would find or open one (through_pull_request)
     pull_request: str | None = None  # "#12 https://..." or None: none open yet
     mergeability: Mergeability | None = None
     release_answers: bool | None = None  # None: no release gate
     release_detail: str = ""
 
 
-def look_at_platforms(playbook: Playbook, environ: Mapping[str, str], source: str) -> PlatformLook:
-    """Ask once: the pull request's mergeability (github_pr) and whether the release gate's
-    endpoint or API answers. A missing token is a UsageError (exit 2)."""
+def look_at_platforms(
+    playbook: Playbook, environ: Mapping[str, str], source: str, *, already_merged: bool
+) -> PlatformLook:
+    """Ask once: the pull request's mergeability (when pre-flight would look for one: the
+    same :func:`through_pull_request`) and whether the release gate's endpoint or API
+    answers. ``already_merged``: the trial merge found the source in the target. A missing
+    token is a UsageError (exit 2)."""
     pull, verdict = None, None
     spec = playbook.git
-    if spec.via == "github_pr":
+    via_pull_request = through_pull_request(spec.via, already_merged)
+    if via_pull_request:
         api = github_api(playbook, environ)
         try:
             pr = api.find_open_pull(spec.source, spec.target)
@@ -45,11 +52,7 @@ def look_at_platforms(playbook: Playbook, environ: Mapping[str, str], source: st
         else:
             if pr is not None:
                 pull = f"#{pr.number} {pr.url}"
-                verdict = judge_pull(pr, api.checks(pr.head_sha))
-                if pr.head_sha != source:
-                    verdict = Mergeability(
-                        "refused", f"{pull} heads {pr.head_sha[:12]}, not {source[:12]}"
-                    )
+                verdict = judge_for_preflight(pr, judge_pull(pr, api.checks(pr.head_sha)), source)
     answers, detail = None, ""
     release = playbook.release
     if release is not None and release.url is not None:
@@ -71,7 +74,7 @@ def look_at_platforms(playbook: Playbook, environ: Mapping[str, str], source: st
                 if newest is not None
                 else "Vercel lists no production deployment yet"
             )
-    return PlatformLook(pull, verdict, answers, detail)
+    return PlatformLook(via_pull_request, pull, verdict, answers, detail)
 
 
 def predict_pull_request(look: PlatformLook, playbook: Playbook) -> str | None:
@@ -80,11 +83,14 @@ def predict_pull_request(look: PlatformLook, playbook: Playbook) -> str | None:
     spec = playbook.git
     if spec.via != "github_pr":
         return None
+    if not look.via_pull_request:
+        return (
+            f"{spec.source} is already in {spec.target}: no pull request to find or open "
+            "(as pre-flight)"
+        )
     verdict = look.mergeability
     if verdict is not None and verdict.verdict == "refused":
-        raise GuardError(
-            f"GitHub cannot merge {look.pull_request or 'the release'}: {verdict.reason}"
-        )
+        raise GuardError(verdict.reason)  # worded by judge_for_preflight, or GitHub is down
     if look.pull_request is None:
         return f"would open a pull request {spec.source} -> {spec.target} on {_repo(playbook)}"
     note = verdict.reason if verdict is not None else ""

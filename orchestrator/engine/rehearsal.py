@@ -54,7 +54,7 @@ from orchestrator.db.connect import (
     redact_url,
     with_application_name,
 )
-from orchestrator.db.migrator import MigrateOptions, excerpt, rehearse_pending
+from orchestrator.db.migrator import MigrateOptions, MigrationFailed, excerpt
 from orchestrator.drizzle.journal import Journal, Migration, parse_journal
 from orchestrator.drizzle.objects import ObjectModel, journal_model
 from orchestrator.engine.dry_run import DryRun, RehearsalBounds
@@ -147,7 +147,9 @@ def rehearse(
         f"{spec.remote}/{spec.target} {merge.target_commit[:12]} ({merge.outcome}); "
         f"{len(journal.migrations)} migrations at the source commit",
     )
-    run.platforms = look_at_platforms(playbook, environ, merge.source_commit)
+    run.platforms = look_at_platforms(
+        playbook, environ, merge.source_commit, already_merged=merge.already_merged
+    )
     try:
         if rehearse_on is None:
             run.kind = "production, rolled back"
@@ -240,6 +242,9 @@ class _RehearsedWorld:
     def pull_request_merged(self, number: int) -> bool:
         return True  # merged through the API before the guard looks
 
+    def release_live(self, commit: str) -> bool:
+        return True  # the gate's endpoint answers (else its rehearsal halted before)
+
 
 def _rehearse_database(
     run: DryRun,
@@ -331,6 +336,14 @@ def _rehearse_migrate(r: _Rehearsal) -> Outcome:
     pending_tags = [p["tag"] for p in r.record.planned]
     pending = [m for m in r.journal.migrations if m.tag in pending_tags]
     r.run.details["migrate"] = _statements(pending)
+    from orchestrator.analysis.nontransactional import nontransactional_statements, refusal
+    from orchestrator.db.concurrent import rehearse_release
+
+    outside = nontransactional_statements([(m.tag, m.statements) for m in pending])
+    if outside and not r.options.allow_concurrent:
+        raise UsageError(refusal(outside[0]))  # what the deploy's migrate step refuses with
+    notes: list[str] = []
+    unrun: frozenset[str] = frozenset()  # tracking rows the deploy writes, not rehearsed
     if r.real:
         result = migrate_database(
             r.url,
@@ -346,19 +359,38 @@ def _rehearse_migrate(r: _Rehearsal) -> Outcome:
         r.sql_results = _sql_checks_now(r.playbook, r.url)
     else:
         with connect(r.url) as conn:
-            rehearsed = rehearse_pending(
-                conn, r.journal, r.options, inspect=lambda c: _sql_checks_in(r.playbook, c)
+            # Non-transactional migrations are left out and probed (never run on production).
+            release = rehearse_release(
+                conn,
+                r.journal,
+                r.options,
+                outside,
+                inspect=lambda c: _sql_checks_in(r.playbook, c),
             )
-        after = validate(r.journal, r.model, rehearsed.snapshot_after)
+        rehearsed, notes = release.rehearsal, release.lines()
+        model = journal_model(release.journal) if release.skipped else r.model
+        after = validate(release.journal, model, rehearsed.snapshot_after)
         applied = [a.tag for a in rehearsed.applied]
         summary = (
             f"{len(applied)} migration(s) applied and rolled back in one transaction "
             f"(lock_timeout {r.options.lock_timeout:g}s)"
         )
+        failed = release.failed_probe
+        if failed is not None:  # the deploy's concurrent phase would fail on it
+            raise MigrationFailed(
+                failed.found.tag,
+                f"{failed.found.location} would fail (checked without running it): {failed.detail}",
+                sqlstate=None,
+            )
+        if release.skipped:
+            summary += f"; {len(release.skipped)} non-transactional migration(s) not run"
+            r.run.caveats.append(str(release.caveat()))
         r.sql_results = list(rehearsed.inspected or [])
+        unrun = frozenset(m.hash for m in release.skipped)
     r.run.predicted = after
-    r.tracked_after = after.tracked_hashes
-    r.run.step("migrate", summary, _statements(pending) + _locks(r.journal, pending_tags))
+    r.tracked_after = after.tracked_hashes | unrun
+    details = _statements(pending) + notes + _locks(r.journal, pending_tags)
+    r.run.step("migrate", summary, details)
     return {"applied": [{"tag": tag} for tag in applied], "after": after.status.value}
 
 
@@ -374,7 +406,9 @@ def _rehearse_revalidate(r: _Rehearsal) -> Outcome:
     after = r.run.predicted
     assert after is not None  # migrate rehearsed before
     where = "on the copy" if r.real else "inside the rehearsal transaction"
-    r.run.step("revalidate", f"verdict {after.status.value} ({where})", [after.recommendation])
+    unrun = ["judged without the migrations this rehearsal did not run (see the caveat)"]
+    details = [after.recommendation] + (unrun if r.run.caveats else [])
+    r.run.step("revalidate", f"verdict {after.status.value} ({where})", details)
     return summarize(after)
 
 

@@ -17,7 +17,7 @@ The package, one concern a module: ``process`` (running git, one-line errors), `
 
 from __future__ import annotations
 
-from orchestrator.gitrepo.history import contains, read_files_at
+from orchestrator.gitrepo.history import contains, fetched_contains, read_files_at
 from orchestrator.gitrepo.merge import MergeResult, is_merged, merge_and_push
 from orchestrator.gitrepo.process import clean_message
 from orchestrator.gitrepo.remote import MissingBranch, remote_tips
@@ -33,6 +33,7 @@ __all__ = [
     "TrialMerge",
     "clean_message",
     "contains",
+    "fetched_contains",
     "is_merged",
     "merge_and_push",
     "open_repo",

@@ -8,11 +8,24 @@ import git
 
 from orchestrator.errors import UsageError
 from orchestrator.gitrepo.process import _is_ancestor, _resolve
+from orchestrator.gitrepo.remote import _fetch
 
 
 def contains(repo: git.Repo, tip: str, commit: str) -> bool:
     """Whether ``commit`` is in the history of ``tip`` (both already local)."""
     return _resolve(repo.git, commit) is not None and _is_ancestor(repo.git, commit, tip)
+
+
+def fetched_contains(repo: git.Repo, remote: str, target: str, tip: str, commit: str) -> bool:
+    """Whether commit ``tip`` (a full sha or an abbreviation) contains ``commit``, asked
+    after fetching ``<remote>/<target>``.
+
+    A ``tip`` still unknown after the fetch (not a commit of ours, or an ambiguous prefix)
+    does not: production serving something git cannot place is not our release.
+    """
+    _fetch(repo, remote, [target])
+    full = _resolve(repo.git, tip)
+    return full is not None and contains(repo, full, commit)
 
 
 def read_files_at(repo: git.Repo, commit: str, directory: str) -> dict[str, bytes]:

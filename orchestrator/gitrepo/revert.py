@@ -88,6 +88,33 @@ def _apply_revert(repo: git.Repo, result: MergeResult) -> _GitOutput:
     return _run(repo.git, *_NO_RERERE, "cherry-pick", "--no-commit", undo)
 
 
+def _commit_revert(
+    repo: git.Repo, result: MergeResult, where: str, tip: str, message: str | None, target: str
+) -> str:
+    """Commit the inverse of the release on the checked-out ``tip`` of ``where``; its hexsha.
+
+    :class:`GuardError` when later commits conflict with it (files named) or ``where``
+    already has the release reverted; the caller puts the clone back.
+    """
+    applied = _apply_revert(repo, result)
+    if applied.status != 0:
+        conflicts = _unmerged_paths(repo.git)
+        what = f"conflicts in: {_name_paths(conflicts)}" if conflicts else "failed"
+        detail = "" if conflicts else f": {clean_message(applied.stderr or applied.stdout)}"
+        raise GuardError(f"reverting the release on {where} (now {tip[:12]}) {what}{detail}")
+    if _run(repo.git, "diff", "--cached", "--quiet").status == 0:
+        raise GuardError(f"{where} already has the release reverted")
+    _git(
+        repo.git,
+        "commit",
+        "--quiet",
+        "-m",
+        message or _default_revert_message(target, result),
+        what="committing the revert",
+    )
+    return _git(repo.git, "rev-parse", "HEAD").strip()
+
+
 def revert_release(
     repo: git.Repo, remote: str, target: str, result: MergeResult, *, message: str | None = None
 ) -> str:
@@ -115,25 +142,7 @@ def revert_release(
     state = _capture(repo, target)
     try:
         _enter_target(repo, state, remote, target, tip)
-        applied = _apply_revert(repo, result)
-        if applied.status != 0:
-            conflicts = _unmerged_paths(repo.git)
-            what = f"conflicts in: {_name_paths(conflicts)}" if conflicts else "failed"
-            detail = "" if conflicts else f": {clean_message(applied.stderr or applied.stdout)}"
-            raise GuardError(
-                f"reverting the release on {remote}/{target} (now {tip[:12]}) {what}{detail}"
-            )
-        if _run(repo.git, "diff", "--cached", "--quiet").status == 0:
-            raise GuardError(f"{remote}/{target} already has the release reverted")
-        _git(
-            repo.git,
-            "commit",
-            "--quiet",
-            "-m",
-            message or _default_revert_message(target, result),
-            what="committing the revert",
-        )
-        reverted = _git(repo.git, "rev-parse", "HEAD").strip()
+        reverted = _commit_revert(repo, result, f"{remote}/{target}", tip, message, target)
         _push(repo, remote, target)
     except BaseException as exc:
         _restore_after(repo, state, target, exc)
@@ -176,22 +185,7 @@ def revert_release_on_branch(
     state = _capture(repo, branch)  # the branch is what we create, and undo on failure
     try:
         _git(repo.git, "switch", "--quiet", "--no-track", "-C", branch, tip)
-        applied = _apply_revert(repo, result)
-        if applied.status != 0:
-            conflicts = _unmerged_paths(repo.git)
-            what = f"conflicts in: {_name_paths(conflicts)}" if conflicts else "failed"
-            raise GuardError(f"reverting the release on {remote}/{target} ({tip[:12]}) {what}")
-        if _run(repo.git, "diff", "--cached", "--quiet").status == 0:
-            raise GuardError(f"{remote}/{target} already has the release reverted")
-        _git(
-            repo.git,
-            "commit",
-            "--quiet",
-            "-m",
-            message or _default_revert_message(target, result),
-            what="committing the revert",
-        )
-        reverted = _git(repo.git, "rev-parse", "HEAD").strip()
+        reverted = _commit_revert(repo, result, f"{remote}/{target}", tip, message, target)
         out = _run(repo.git, "push", "--quiet", remote, f"refs/heads/{branch}:refs/heads/{branch}")
         if out.status != 0:
             raise GuardError(f"push of {branch} to {remote} rejected: {clean_message(out.stderr)}")

@@ -10,12 +10,13 @@ Endpoints (Neon's published reference, ``https://console.neon.tech/api/v2``):
 - ``GET    /projects/{project_id}/operations/{operation_id}``      poll an operation
 - ``GET    /projects/{project_id}/connection_uri``               a branch's connection URI
 
-Every call sends the key as a bearer token and JSON. 429 (rate limit), 423 (another
-operation of the project is running) and 5xx answers, and dropped connections, are retried
-with the project's backoff, honouring ``Retry-After``; other 4xx answers raise
-:class:`NeonError` with Neon's own message. Calls that start work return operations, which
-:meth:`NeonApi.wait` polls until they finish. The key never appears in a message, a repr or
-a log line.
+Every call goes through the platforms' shared transport
+(:class:`orchestrator.platforms.http.ApiClient`): the key as a bearer token, JSON both ways.
+429 (rate limit), 423 (another operation of the project is running) and 5xx answers, and
+dropped connections, are retried with the project's backoff, honouring ``Retry-After``;
+other 4xx answers raise :class:`NeonError` with Neon's own message. Calls that start work
+return operations, which :meth:`NeonApi.wait` polls until they finish. The key never
+appears in a message, a repr or a log line.
 """
 
 from __future__ import annotations
@@ -25,24 +26,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from orchestrator.db.retry import RetryPolicy
-from orchestrator.errors import ExitCode, OrchestratorError
+from orchestrator.platforms.http import RETRIED_STATUSES, ApiClient, ApiError
 
 __all__ = ["DEFAULT_API_URL", "Branch", "NeonApi", "NeonError"]
 
 DEFAULT_API_URL = "https://console.neon.tech/api/v2"
-_RETRIED_STATUSES = frozenset({423, 429, 500, 502, 503, 504})
+_RETRIED_STATUSES = RETRIED_STATUSES | {423}  # 423: another operation of the project runs
 _DONE = frozenset({"finished", "skipped"})
 _STOPPED = frozenset({"failed", "cancelled", "cancelling"})
 _FIRST_POLL = 0.2  # seconds before the first poll of an operation
 
 
-class NeonError(OrchestratorError):
-    """The Neon API refused a call or an operation failed (a failed check: exit 21)."""
-
-    exit_code = ExitCode.GUARD_FAILED
+class NeonError(ApiError):
+    """The Neon API refused a call or an operation failed (a failed check: exit 21).
+    ``status`` is the HTTP status of a refusal (``None`` for an operation that failed, or
+    when the API could not be reached)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ class NeonApi:
 
     def find_branch(self, name_or_id: str) -> Branch | None:
         """The branch whose id or name is ``name_or_id`` (None when there is none)."""
-        listing = self._call("GET", f"/projects/{self.project_id}/branches")
+        listing = self._api.call("GET", f"/projects/{self.project_id}/branches")
         for data in listing.get("branches", ()):
             if name_or_id in (data.get("id"), data.get("name")):
                 return Branch.from_json(data)
@@ -89,7 +88,7 @@ class NeonApi:
 
     def get_branch(self, branch_id: str) -> Branch | None:
         """The branch ``branch_id``, or None if it does not exist (any more)."""
-        data = self._call("GET", self._branch(branch_id), missing_ok=True)
+        data = self._api.call("GET", self._branch(branch_id), missing_ok=True)
         return None if data is None else Branch.from_json(data["branch"])
 
     def create_branch(
@@ -106,13 +105,13 @@ class NeonApi:
         body: dict[str, Any] = {"branch": branch}
         if compute:
             body["endpoints"] = [{"type": "read_write"}]
-        data = self._call("POST", f"/projects/{self.project_id}/branches", json=body)
+        data = self._api.call("POST", f"/projects/{self.project_id}/branches", json=body)
         self.wait(data.get("operations", ()))
         return Branch.from_json(data["branch"])
 
     def delete_branch(self, branch_id: str) -> None:
         """Delete a branch (nothing to do if it is already gone) and wait for it."""
-        data = self._call("DELETE", self._branch(branch_id), missing_ok=True)
+        data = self._api.call("DELETE", self._branch(branch_id), missing_ok=True)
         if data is not None:
             self.wait(data.get("operations", ()))
 
@@ -127,13 +126,13 @@ class NeonApi:
         }
         if source_lsn is not None:
             body["source_lsn"] = source_lsn
-        data = self._call("POST", f"{self._branch(branch_id)}/restore", json=body)
+        data = self._api.call("POST", f"{self._branch(branch_id)}/restore", json=body)
         self.wait(data.get("operations", ()))
 
     def connection_uri(self, branch_id: str, *, database_name: str, role_name: str) -> str:
         """The direct connection URI of ``database_name`` as ``role_name`` on the read-write
         endpoint of ``branch_id``. It holds the role's password: never print it unredacted."""
-        data = self._call(
+        data = self._api.call(
             "GET",
             f"/projects/{self.project_id}/connection_uri",
             params={"branch_id": branch_id, "database_name": database_name, "role_name": role_name},
@@ -158,7 +157,7 @@ class NeonApi:
                     )
                 self.sleep(min(pause, self.poll_interval))
                 pause *= 2
-                data = self._call("GET", f"/projects/{self.project_id}/operations/{op_id}")
+                data = self._api.call("GET", f"/projects/{self.project_id}/operations/{op_id}")
                 operation = data["operation"]
                 status = str(operation.get("status"))
 
@@ -167,57 +166,17 @@ class NeonApi:
     def _branch(self, branch_id: str) -> str:
         return f"/projects/{self.project_id}/branches/{branch_id}"
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: dict[str, str] | None = None,
-        missing_ok: bool = False,
-    ) -> Any:
-        headers = {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"}
-        attempts = max(1, self.retry.attempts)
-        for attempt in range(1, attempts + 1):
-            try:
-                with httpx.Client(base_url=self.api_url, timeout=30.0) as client:
-                    response = client.request(
-                        method, path, json=json, params=params, headers=headers
-                    )
-            except httpx.TransportError as exc:
-                if attempt == attempts:
-                    raise NeonError(f"Neon API {method} {path}: {type(exc).__name__}") from None
-                self._pause(attempt, f"{type(exc).__name__}", None)
-                continue
-            if response.status_code in _RETRIED_STATUSES and attempt < attempts:
-                self._pause(attempt, f"HTTP {response.status_code}", response)
-                continue
-            if response.status_code == 404 and missing_ok:
-                return None
-            if response.status_code >= 400:
-                raise NeonError(
-                    f"Neon API {method} {path}: HTTP {response.status_code}: {_message(response)}"
-                )
-            return response.json() if response.content else {}
-        raise AssertionError("unreachable")  # the loop returns or raises
-
-    def _pause(self, attempt: int, what: str, response: httpx.Response | None) -> None:
-        wait = self.retry.wait(attempt)
-        if response is not None:
-            after = response.headers.get("Retry-After", "")
-            if after.replace(".", "", 1).isdigit():
-                wait = min(float(after), self.retry.max_wait)
-        if self.on_retry is not None:
-            self.on_retry(attempt, what, wait)
-        self.sleep(wait)
-
-
-def _message(response: httpx.Response) -> str:
-    """Neon's own error message (``{"code", "message"}``), on one line."""
-    try:
-        data = response.json()
-    except ValueError:
-        return " ".join(response.text.split())[:200] or "no message"
-    if isinstance(data, dict) and data.get("message"):
-        return " ".join(str(data["message"]).split())[:300]
-    return "no message"
+    @property
+    def _api(self) -> ApiClient:
+        """The shared transport (:class:`ApiClient`) for this project's calls: Neon's 423
+        retried too, refusals raised as :class:`NeonError`."""
+        return ApiClient(
+            "Neon API",
+            self.api_url,
+            self.api_key,
+            retry=self.retry,
+            sleep=self.sleep,
+            on_retry=self.on_retry,
+            retried=_RETRIED_STATUSES,
+            error=NeonError,
+        )

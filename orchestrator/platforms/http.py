@@ -1,10 +1,11 @@
-"""The transport every platform client shares: one JSON call with a bearer token.
+"""The transport every platform client shares (GitHub, Vercel and Neon's
+:mod:`orchestrator.neon.api`): one JSON call with a bearer token.
 
-429 and 5xx answers and dropped connections are retried with the project's backoff,
-honouring ``Retry-After``; other refusals raise :class:`ApiError` carrying the HTTP status
-and the API's own message. The token is read from the environment variable the playbook
-names, sent only in the ``Authorization`` header and never appears in a message, a repr or
-a log line.
+429 and 5xx answers (and whatever more a client names: Neon's 423) and dropped connections
+are retried with the project's backoff, honouring ``Retry-After``; other refusals raise
+:class:`ApiError` (or the client's subclass of it) carrying the HTTP status and the API's
+own message. The token is read from the environment variable the playbook names, sent only
+in the ``Authorization`` header and never appears in a message, a repr or a log line.
 """
 
 from __future__ import annotations
@@ -21,9 +22,18 @@ from orchestrator.errors import ExitCode, OrchestratorError, UsageError
 from orchestrator.playbook import Playbook
 from orchestrator.redaction import redact
 
-__all__ = ["ApiClient", "ApiError", "check_tokens", "playbook_tokens", "read_token"]
+__all__ = [
+    "RETRIED_STATUSES",
+    "ApiClient",
+    "ApiError",
+    "api_message",
+    "check_tokens",
+    "playbook_tokens",
+    "read_token",
+    "retry_after",
+]
 
-_RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})  # what every API may answer anew
 _TIMEOUT_S = 30.0
 
 
@@ -69,15 +79,21 @@ def playbook_tokens(playbook: Playbook, environ: Mapping[str, str]) -> list[str]
 
 @dataclass
 class ApiClient:
-    """JSON calls to ``base_url`` as the holder of ``token`` (kept out of ``repr``)."""
+    """JSON calls to ``base_url`` as the holder of ``token`` (kept out of ``repr``).
 
-    name: str  # "GitHub API", "Vercel API": how messages name the API
+    ``retried``: the HTTP statuses answered anew after a pause; ``error``: the
+    :class:`ApiError` subclass a refusal raises (a client's own, e.g. Neon's).
+    """
+
+    name: str  # "GitHub API", "Vercel API", "Neon API": how messages name the API
     base_url: str
     token: str = field(repr=False)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     headers: Mapping[str, str] = field(default_factory=dict)
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
     on_retry: Callable[[int, str, float], None] | None = field(default=None, repr=False)
+    retried: frozenset[int] = field(default=RETRIED_STATUSES, repr=False)
+    error: type[ApiError] = field(default=ApiError, repr=False)
 
     def call(
         self,
@@ -89,7 +105,7 @@ class ApiClient:
         missing_ok: bool = False,
     ) -> Any:
         """The decoded JSON answer (``{}`` when empty; ``None`` for a 404 if
-        ``missing_ok``); :class:`ApiError` on a refusal or when retries run out."""
+        ``missing_ok``); :attr:`error` on a refusal or when retries run out."""
         headers = {
             "Authorization": f"Bearer {self.token}",
             "Accept": "application/json",
@@ -104,19 +120,19 @@ class ApiClient:
                     )
             except httpx.TransportError as exc:
                 if attempt == attempts:
-                    raise ApiError(
+                    raise self.error(
                         f"{self.name} {method} {path}: {type(exc).__name__} "
                         f"(cannot reach {redact(self.base_url)})"
                     ) from None
                 self._pause(attempt, type(exc).__name__, None)
                 continue
-            if response.status_code in _RETRIED_STATUSES and attempt < attempts:
+            if response.status_code in self.retried and attempt < attempts:
                 self._pause(attempt, f"HTTP {response.status_code}", response)
                 continue
             if response.status_code == 404 and missing_ok:
                 return None
             if response.status_code >= 400:
-                raise ApiError(
+                raise self.error(
                     f"{self.name} {method} {path}: HTTP {response.status_code}: "
                     f"{api_message(response)}",
                     status=response.status_code,
@@ -124,7 +140,7 @@ class ApiClient:
             try:
                 return response.json() if response.content else {}
             except ValueError:
-                raise ApiError(
+                raise self.error(
                     f"{self.name} {method} {path}: the answer is not JSON",
                     status=response.status_code,
                 ) from None
@@ -148,8 +164,8 @@ def retry_after(value: str) -> float | None:
 
 
 def api_message(response: httpx.Response) -> str:
-    """The API's own error message on one line: GitHub's ``{"message"}``, Vercel's
-    ``{"error": {"message"}}``, or the start of the body."""
+    """The API's own error message on one line: GitHub's ``{"message"}``, Neon's
+    ``{"code", "message"}``, Vercel's ``{"error": {"message"}}``, or the start of the body."""
     try:
         data = response.json()
     except ValueError:

@@ -4,13 +4,18 @@ The judgements are pure functions of what was seen (:func:`judge_version`,
 :func:`judge_deployments`); the probes (:func:`probe_url`, :func:`probe_vercel`) do the one
 HTTP call each and hand the answer to them. A look ends ``live``, ``waiting`` (not yet: ask
 again later) or ``failed`` (the deployment of the commit will never be live).
+
+Production may serve a newer commit than ours: someone merged after us and that one was
+deployed first. A look that sees another commit carries it (``Sighting.instead``); whether it
+contains ours is git's question, asked at the edge, and :func:`judge_contained` (pure) counts
+it live when it does.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import httpx
@@ -20,6 +25,7 @@ from orchestrator.redaction import redact
 
 __all__ = [
     "Sighting",
+    "judge_contained",
     "judge_deployments",
     "judge_version",
     "names_commit",
@@ -42,6 +48,9 @@ class Sighting:
     url: str | None = None  # the endpoint or the deployment's URL
     deployment_state: str | None = None  # READY, BUILDING, ... or "HTTP 200"
     deployment_id: str | None = None
+    commit: str | None = None  # the commit production was seen serving, when it is named
+    # Production serves another commit than ours: that one, seen live (ours if it contains it).
+    instead: Sighting | None = None
 
 
 def names_commit(body: str, sha: str) -> bool:
@@ -57,30 +66,60 @@ def judge_version(status: int, body: str, sha: str, url: str) -> Sighting:
     if status != 200:
         return Sighting("waiting", f"{shown} answered HTTP {status}", shown, f"HTTP {status}")
     if names_commit(body, sha):
-        return Sighting("live", f"{shown} serves {sha[:12]}", shown, "HTTP 200")
+        return Sighting("live", f"{shown} serves {sha[:12]}", shown, "HTTP 200", commit=sha)
     seen = _HEX.search(body)
-    serving = f"serves {seen.group(0)[:12]}" if seen else "names no commit"
-    return Sighting("waiting", f"{shown} {serving}, not {sha[:12]} yet", shown, "HTTP 200")
+    if seen is None:
+        return Sighting(
+            "waiting", f"{shown} names no commit, not {sha[:12]} yet", shown, "HTTP 200"
+        )
+    other = seen.group(0)
+    serves = f"{shown} serves {other[:12]}"
+    instead = Sighting("live", serves, shown, "HTTP 200", commit=other)
+    return Sighting(
+        "waiting", f"{serves}, not {sha[:12]} yet", shown, "HTTP 200", commit=other, instead=instead
+    )
 
 
 def judge_deployments(deployments: Sequence[Deployment], sha: str) -> Sighting:
     """Vercel's production deployments (newest first) judged for commit ``sha`` (pure).
 
     The newest deployment of the commit decides: READY is live, ERROR or CANCELED failed,
-    anything else (QUEUED, BUILDING, INITIALIZING) not yet.
+    anything else (QUEUED, BUILDING, INITIALIZING) not yet. When the newest READY deployment
+    is of another commit, the sighting carries it (``instead``) for :func:`judge_contained`.
     """
+    ready = next((d for d in deployments if d.state == "READY" and d.commit), None)
+    instead = None
+    if ready is not None and not _same_commit(str(ready.commit), sha):
+        where = f"deployment {ready.uid} ({ready.url}) of {str(ready.commit)[:12]} is READY"
+        instead = Sighting("live", where, ready.url, "READY", ready.uid, commit=ready.commit)
+    serving = instead.commit if instead is not None else None
     mine = [d for d in deployments if d.commit and _same_commit(d.commit, sha)]
     if not mine:
         newest = deployments[0] if deployments else None
         was = f" (newest: {str(newest.commit)[:12]} {newest.state})" if newest is not None else ""
-        return Sighting("waiting", f"no production deployment of {sha[:12]} yet{was}")
+        detail = f"no production deployment of {sha[:12]} yet{was}"
+        return Sighting("waiting", detail, commit=serving, instead=instead)
     d = mine[0]
     where = f"deployment {d.uid} ({d.url}) of {sha[:12]} is {d.state}"
     if d.state == "READY":
-        return Sighting("live", where, d.url, d.state, d.uid)
-    if d.state in _FAILED:
-        return Sighting("failed", where, d.url, d.state, d.uid)
-    return Sighting("waiting", where, d.url, d.state, d.uid)
+        return Sighting("live", where, d.url, d.state, d.uid, commit=sha)
+    state: Literal["failed", "waiting"] = "failed" if d.state in _FAILED else "waiting"
+    return Sighting(state, where, d.url, d.state, d.uid, commit=serving, instead=instead)
+
+
+def judge_contained(seen: Sighting, sha: str, contains: bool) -> Sighting:
+    """A look at production, given git's answer to "does the commit production serves
+    instead contain ``sha``?" (pure).
+
+    A newer commit merged after ours and deployed first carries our release: it counts live
+    (``live via <sha>, which contains the release``), even over a deployment of ours that
+    failed or was canceled in its favour. Anything else stands as seen.
+    """
+    other = seen.instead
+    if seen.state == "live" or other is None or other.commit is None or not contains:
+        return seen
+    detail = f"live via {other.commit[:12]}, which contains the release {sha[:12]}: {other.detail}"
+    return replace(other, detail=detail)
 
 
 def _same_commit(a: str, b: str) -> bool:

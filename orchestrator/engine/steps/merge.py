@@ -77,8 +77,14 @@ class MergeStep:
             }
         if commit is None or not is_merged(ctx.repo, spec.remote, spec.target, commit):
             return None
+        preflight = PreflightOutcome.of(ctx.record)
+        note = (
+            "already in the target before the run: nothing to merge"
+            if preflight.already_merged
+            else "found merged on resume: the interrupted attempt pushed"
+        )
         tip = ctx.repo.git.rev_parse(f"{spec.remote}/{spec.target}")
-        previous = PreflightOutcome.of(ctx.record).target_commit or tip
+        previous = preflight.target_commit or tip
         parents = [p.hexsha for p in ctx.repo.commit(tip).parents]
         merge_commit = tip if len(parents) > 1 and commit in parents else None
         return {
@@ -86,7 +92,7 @@ class MergeStep:
             "previous_target_commit": previous,
             "merge_commit": merge_commit,
             "fast_forward": merge_commit is None,
-            "note": "found merged on resume: the interrupted attempt pushed",
+            "note": note,
         }
 
 

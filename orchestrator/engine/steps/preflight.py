@@ -14,7 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator.engine.steps.base import Outcome, RunContext
-from orchestrator.engine.steps.pull_request import api_of, await_pull, find_or_open
+from orchestrator.engine.steps.pull_request import (
+    api_of,
+    await_pull,
+    find_or_open,
+    judge_for_preflight,
+    through_pull_request,
+)
 from orchestrator.errors import GuardError
 from orchestrator.gitrepo import preflight
 
@@ -48,7 +54,7 @@ class PreflightStep:
             "migrations_dir": ctx.migrations_path,
             "migrations": [m.tag for m in journal.migrations],
         }
-        if spec.via == "github_pr" and not result.already_merged:
+        if through_pull_request(spec.via, result.already_merged):  # the rehearsal asks too
             outcome.update(_pull_request(ctx, result.source_commit))
         return outcome
 
@@ -68,14 +74,10 @@ def _pull_request(ctx: RunContext, pinned: str) -> Outcome:
         head=pr.head_sha,
     )
     wait = min(MERGEABILITY_WAIT_S, _checks_timeout(ctx))
-    pr, verdict = await_pull(ctx, api, pr.number, timeout=wait, for_checks=False)
-    if pr.head_sha != pinned:
-        raise GuardError(
-            f"pull request #{pr.number} ({pr.url}) heads {pr.head_sha[:12]}, not the pinned "
-            f"source commit {pinned[:12]}: the source moved during pre-flight; deploy again"
-        )
+    pr, github = await_pull(ctx, api, pr.number, timeout=wait, for_checks=False)
+    verdict = judge_for_preflight(pr, github, pinned)
     if verdict.verdict == "refused":
-        raise GuardError(f"GitHub cannot merge {pr.url}: {verdict.reason}")
+        raise GuardError(verdict.reason)
     computing = pr.mergeable is None or pr.mergeable_state == "unknown"
     if verdict.verdict == "waiting" and computing:
         raise GuardError(

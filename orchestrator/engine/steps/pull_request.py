@@ -2,7 +2,9 @@
 wait while GitHub computes its mergeability or runs its checks.
 
 Pre-flight and the merge step share these; the decision itself is
-:func:`orchestrator.platforms.github.judge_pull` (pure).
+:func:`orchestrator.platforms.github.judge_pull` (pure). Whether a release goes through a
+pull request at all (:func:`through_pull_request`) and pre-flight's verdict on the one found
+(:func:`judge_for_preflight`) are pure too: the rehearsal judges with the same functions.
 """
 
 from __future__ import annotations
@@ -27,6 +29,29 @@ class Clock:
 
     now: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = field(default=time.sleep)
+
+
+def through_pull_request(via: str, already_merged: bool) -> bool:
+    """Whether pre-flight finds (or opens) a pull request: ``git.via: github_pr``, unless the
+    source is already in the target (nothing to merge, so nothing to ask GitHub) (pure)."""
+    return via == "github_pr" and not already_merged
+
+
+def judge_for_preflight(pr: PullRequest, verdict: Mergeability, pinned: str) -> Mergeability:
+    """Pre-flight's verdict on pull request ``pr``, given GitHub's (``judge_pull``) (pure).
+
+    Refused when its head is not the pinned source commit (the source moved) or when GitHub
+    would not merge it, with the reason worded for the operator; else GitHub's verdict.
+    """
+    if pr.head_sha != pinned:
+        return Mergeability(
+            "refused",
+            f"pull request #{pr.number} ({pr.url}) heads {pr.head_sha[:12]}, not the pinned "
+            f"source commit {pinned[:12]}: the source moved during pre-flight; deploy again",
+        )
+    if verdict.verdict == "refused":
+        return Mergeability("refused", f"GitHub cannot merge {pr.url}: {verdict.reason}")
+    return verdict
 
 
 def api_of(ctx: RunContext) -> GitHubApi:

@@ -2,30 +2,36 @@
 
 Every ``release.interval`` it looks once: the ``release.url`` answers 200 with a body that
 names the commit (in full or by a prefix of at least 7 characters), or Vercel reports a
-production deployment of the commit (``meta.githubCommitSha``) in state READY. A deployment
-of the commit in ERROR or CANCELED ends the wait at once; so does ``release.timeout``. The
-deployment's URL and state go into the audit trail (``release_waiting``, ``release_live``,
-``release_failed``); the guard of the gate reads the outcome. Without a ``release:`` block
-the gate passes at once: the monitor starts right after the merge, as before.
+production deployment of the commit (``meta.githubCommitSha``) in state READY. A newer
+commit live instead counts when it contains ours (someone merged after us and that one was
+deployed first): git is asked after a fetch of the target, and the audit trail says
+``live via <sha>, which contains the release``. A deployment of the commit in ERROR or
+CANCELED ends the wait at once; so does ``release.timeout``. The deployment's URL and state
+go into the audit trail (``release_waiting``, ``release_live``, ``release_failed``).
+
+The guard of the gate asks :func:`live_now`: the gate's own live sighting when it is fresh
+from this process, else one look at production. Without a ``release:`` block the gate
+passes at once: the monitor starts right after the merge, as before.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from orchestrator.engine.outcomes import MergeOutcome
 from orchestrator.engine.settings import retry_policy
 from orchestrator.engine.steps.base import Outcome, RunContext
 from orchestrator.errors import GuardError
-from orchestrator.platforms.liveness import Sighting, probe_url, probe_vercel
+from orchestrator.gitrepo import fetched_contains
+from orchestrator.platforms.liveness import Sighting, judge_contained, probe_url, probe_vercel
 from orchestrator.platforms.vercel import vercel_api
 from orchestrator.playbook import Playbook, ReleaseSpec
 
 
-def looker(playbook: Playbook, environ: dict[str, str] | None = None) -> Callable[[str], Sighting]:
-    """One look at production for a commit, as the playbook's release gate takes it."""
+def prober(playbook: Playbook, environ: dict[str, str] | None = None) -> Callable[[str], Sighting]:
+    """One look at production's endpoint or API for a commit (no git question yet)."""
     spec = playbook.release
     assert spec is not None
     if spec.url is not None:
@@ -37,11 +43,79 @@ def looker(playbook: Playbook, environ: dict[str, str] | None = None) -> Callabl
     return lambda sha: probe_vercel(api, sha)
 
 
+def looker(ctx: RunContext) -> Callable[[str], Sighting]:
+    """One look at production for a commit, as the gate takes it: the endpoint or the API,
+    then, when production serves another commit, git's answer to whether that one contains
+    ours (each other commit asked about once per looker)."""
+    probe = prober(ctx.playbook, dict(ctx.environ))
+    spec = ctx.playbook.git
+    answers: dict[tuple[str, str], bool] = {}
+
+    def look(sha: str) -> Sighting:
+        seen = probe(sha)
+        other = seen.instead.commit if seen.instead is not None else None
+        if seen.state == "live" or other is None:
+            return seen
+        if (other, sha) not in answers:
+            try:
+                answers[other, sha] = fetched_contains(
+                    ctx.repo, spec.remote, spec.target, other, sha
+                )
+            except GuardError as exc:  # git unreachable now: not ours this time, ask again
+                return replace(seen, detail=f"{seen.detail}; git cannot place {other[:12]}: {exc}")
+        return judge_contained(seen, sha, answers[other, sha])
+
+    return look
+
+
 def gate_of(spec: ReleaseSpec | None) -> str:
     """How the gate looks: ``none``, ``url`` or ``vercel``."""
     if spec is None:
         return "none"
     return "url" if spec.url is not None else "vercel"
+
+
+@dataclass(frozen=True)
+class SeenLive:
+    """The gate saw ``commit`` (or a commit containing it) live at ``at``."""
+
+    commit: str
+    at: float  # time.monotonic() of the sighting
+
+
+# The gate's last live sighting per run id, made by this process (never stored: a resumed
+# process has none, and its guard looks at production itself).
+_LIVE_HERE: dict[str, SeenLive] = {}
+
+
+def is_fresh(seen: SeenLive | None, commit: str, age_limit: float, now: float) -> bool:
+    """Whether a sighting of this process still answers "is ``commit`` live?" (pure): the
+    same commit, seen within one gate interval (as recent as the gate's next look)."""
+    return seen is not None and seen.commit == commit and now - seen.at <= age_limit
+
+
+def live_now(ctx: RunContext, commit: str) -> bool:
+    """Whether ``commit`` (or a commit containing it) is live now, for the guards.
+
+    The gate's own sighting, if this process made it within one ``release.interval``;
+    otherwise one look at production (logged as ``release_checked``). Without a
+    ``release:`` block there is nothing to look at: True.
+    """
+    spec = ctx.playbook.release
+    if spec is None:
+        return True
+    if is_fresh(_LIVE_HERE.get(ctx.record.run_id), commit, spec.interval, time.monotonic()):
+        return True
+    seen = looker(ctx)(commit)
+    ctx.log.info(
+        "release_checked",
+        commit=commit,
+        live=seen.state == "live",
+        detail=seen.detail,
+        deployment_url=seen.url,
+        deployment_state=seen.deployment_state,
+    )
+    return seen.state == "live"
 
 
 @dataclass(frozen=True)
@@ -66,17 +140,19 @@ class ReleaseStep:
                 "ending": "live",
                 "detail": "no release: block; the gate passes at once",
             }
-        look = looker(ctx.playbook, dict(ctx.environ))
+        _LIVE_HERE.pop(ctx.record.run_id, None)  # only this walk's own sighting counts
+        look = looker(ctx)
         started = self.now()
         deadline = started + spec.timeout
         polls = 0
-        last_state: tuple[str, str | None, str | None] | None = None
+        last_state: tuple[str | None, ...] | None = None
         while True:
             seen = look(commit)
             polls += 1
             waited = round(self.now() - started, 3)
-            state = (seen.state, seen.deployment_state, seen.deployment_id)
+            state = (seen.state, seen.deployment_state, seen.deployment_id, seen.commit)
             if seen.state == "live":
+                _LIVE_HERE[ctx.record.run_id] = SeenLive(commit, time.monotonic())
                 ctx.log.info("release_live", **_event(seen, commit, waited, polls))
                 return _outcome(gate, commit, seen, "live", waited, polls, spec.timeout)
             if seen.state == "failed":
@@ -96,8 +172,10 @@ class ReleaseStep:
 
 
 def _event(seen: Sighting, commit: str, waited: float, polls: int) -> dict[str, object]:
+    """What one look saw, for the audit trail (and, with how it ended, the outcome)."""
     return {
         "commit": commit,
+        "live_commit": seen.commit,  # ours, a newer one containing it, or what is served
         "detail": seen.detail,
         "deployment_url": seen.url,
         "deployment_state": seen.deployment_state,
@@ -118,14 +196,8 @@ def _outcome(
 ) -> Outcome:
     return {
         "gate": gate,
-        "commit": commit,
         "live": ending == "live",
         "ending": ending,
-        "detail": seen.detail,
-        "deployment_url": seen.url,
-        "deployment_state": seen.deployment_state,
-        "deployment_id": seen.deployment_id,
-        "waited_s": waited,
-        "polls": polls,
+        **_event(seen, commit, waited, polls),
         "timeout_s": timeout,
     }
