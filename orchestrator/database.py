@@ -9,9 +9,9 @@ retrying after validating again, and validates once more. Neither knows the comm
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -63,7 +63,7 @@ def take_snapshot(url: str, options: MigrateOptions) -> CatalogSnapshot:
 
 def validate_database(
     url: str,
-    journal: Journal,
+    journal: Journal | Callable[[], Journal],
     options: MigrateOptions,
     *,
     retry: RetryPolicy = DEFAULT_RETRY,
@@ -76,16 +76,32 @@ def validate_database(
     report with verdict ERROR rather than an exception, since "cannot tell" is a verdict.
     ``model`` is the journal's object model when the caller already built it (it is the
     costly part for a large folder, and does not depend on the database).
+
+    ``journal`` may be a function reading it (the CLI's): it is called once the catalog
+    read has started, so reading the folder overlaps the connection and the server's work.
+    Its errors (a bad folder: UsageError) are raised as they are, without waiting for the
+    database.
     """
     check_url(url)
     # The catalog round trip (network and server time) overlaps parsing the SQL (local CPU).
-    with (
-        cyclic_gc_paused(),
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot") as pool,
-    ):
-        reading = pool.submit(
-            call_with_retry, lambda: take_snapshot(url, options), retry, on_retry=on_retry
+    with cyclic_gc_paused():
+        heard = _Held(on_retry) if callable(journal) and on_retry is not None else None
+        reading = _Background(
+            lambda: call_with_retry(
+                lambda: take_snapshot(url, options),
+                retry,
+                on_retry=on_retry if heard is None else heard.notify,
+            )
         )
+        if callable(journal):
+            try:
+                journal = journal()
+            except BaseException:
+                if heard is not None:
+                    heard.release(deliver=False)
+                raise
+            if heard is not None:
+                heard.release(deliver=True)
         if model is None:
             model = journal_model(journal)
         try:
@@ -97,6 +113,57 @@ def validate_database(
         # every object allocated during it, and the snapshot and the model are most of them.
         del snapshot, model, reading
     return report
+
+
+class _Held:
+    """An ``on_retry`` held back until the migrations folder is read: a bad folder is a
+    usage error reported alone, never after a retry notice about the database."""
+
+    def __init__(self, on_retry: OnRetry) -> None:
+        self._on_retry = on_retry
+        self._decided = threading.Event()
+        self._deliver = False
+
+    def notify(self, attempt: int, exc: BaseException, wait: float) -> None:
+        """The retry callback: waits until the folder is read, then passes it on (or not)."""
+        self._decided.wait()
+        if self._deliver:
+            self._on_retry(attempt, exc, wait)
+
+    def release(self, *, deliver: bool) -> None:
+        """The folder is read (``deliver``) or refused: let the notices through or drop them."""
+        self._deliver = deliver
+        self._decided.set()
+
+
+class _Background:
+    """One call run in a daemon thread, started at once; :meth:`result` waits for it.
+
+    A daemon thread, not an executor's: when the caller gives up (a bad migrations folder
+    raising UsageError), nothing waits for a slow or retrying connection to finish, not
+    even the interpreter's exit.
+    """
+
+    def __init__(self, func: Callable[[], CatalogSnapshot]) -> None:
+        self._func = func
+        self._value: CatalogSnapshot | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="snapshot", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._func()
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+
+    def result(self) -> CatalogSnapshot:
+        """The call's value, or its exception raised here."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
 
 
 def migrate_database(

@@ -64,14 +64,19 @@ def validation(console: Console, report: ValidationReport, url: str) -> None:
         mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"
         console.print(f"{mark} {check.name}: ", end="")
         console.print(check.detail, markup=False, highlight=False)
-    if report.migrations:
+    rows = migration_rows(report.migrations)
+    if len(rows) == 1 and isinstance(rows[0], str):
+        # Every migration applied and tracked, folded into one line: no table around it
+        # (whose columns would be empty, and squeeze the line on a narrow terminal).
+        console.print(f"migrations: {rows[0].removeprefix('… ')}", markup=False, highlight=False)
+    elif rows:
         table = Table(show_edge=False, pad_edge=False)
         table.add_column("migration", no_wrap=True)
         table.add_column("when", justify="right", no_wrap=True)
         table.add_column("state", no_wrap=True)
         table.add_column("tracked", no_wrap=True)
         table.add_column("objects", no_wrap=True)
-        for row in migration_rows(report.migrations):
+        for row in rows:
             if isinstance(row, str):
                 table.add_row(f"[dim]{row}[/]", "", "", "", "")
                 continue

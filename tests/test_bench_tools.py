@@ -115,9 +115,14 @@ def test_proxy_counts_sql_round_trips_of_postgres(database_url: str) -> None:
             for _ in range(4):
                 conn.execute("SELECT 1").fetchone()
             assert proxy.reset().round_trips == 4
-            # The catalog snapshot: BEGIN READ ONLY, the query, COMMIT.
+            # The catalog snapshot: BEGIN READ ONLY, the query and COMMIT in one message.
             read_snapshot(conn, schema="drizzle", table="__drizzle_migrations")
-            assert proxy.reset().round_trips == 3
+            assert proxy.reset().round_trips == 1
+        with psycopg.connect(proxy.url(database_url)) as conn:  # not autocommit: the same
+            proxy.reset()
+            read_snapshot(conn, schema="drizzle", table="__drizzle_migrations")
+            assert proxy.reset().round_trips == 1
+            assert not conn.autocommit
 
 
 def test_proxy_url_keeps_user_and_database() -> None:

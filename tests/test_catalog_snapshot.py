@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import psycopg
 
+from orchestrator.db import catalog
 from orchestrator.db.catalog import read_snapshot
 from orchestrator.drizzle.facts import NEXTVAL, normalize_default_sql
 from orchestrator.drizzle.objects import DbObject
+from orchestrator.errors import DatabaseError
 
 # Defaults around nextval(): the serial ones read as NEXTVAL, the look-alikes must be
 # deparsed (an expression over nextval, a cast the deparser prints, a text argument).
@@ -92,3 +94,41 @@ def test_every_object_kind_is_read(database_url: str) -> None:
     assert DbObject("function", "public", "f") in facts
     assert DbObject("trigger", "public", "t", "p") in facts
     assert snapshot.objects == frozenset(facts)
+
+
+def test_the_snapshot_is_one_read_only_message(database_url: str) -> None:
+    # BEGIN READ ONLY; <query>; COMMIT travel together: the transaction is read-only, the
+    # tracking table's name travels quoted, and the connection is left as it was found.
+    with psycopg.connect(database_url) as conn:
+        conn.execute('CREATE SCHEMA "it\'s"; CREATE TABLE "it\'s"."a""b" (id serial)')
+        conn.commit()
+        snapshot = read_snapshot(conn, schema="it's", table='a"b')
+        assert snapshot.tracking_present and not snapshot.tracking_readable
+        assert not conn.autocommit
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        conn.execute("SET statement_timeout = '1ms'")
+        conn.commit()
+        try:
+            read_snapshot(conn, schema="drizzle", table="__drizzle_migrations")
+        except DatabaseError as exc:  # canceled: rolled back, and the connection still works
+            assert "statement timeout" in str(exc)
+        assert not conn.autocommit
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        conn.execute("RESET statement_timeout")
+        assert conn.execute("SELECT current_setting('transaction_read_only')").fetchone() == (
+            "off",
+        )
+
+
+def test_the_snapshot_transaction_is_read_only(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE probe (id integer)")
+        query = psycopg.ClientCursor(conn).mogrify(
+            catalog.SNAPSHOT_QUERY, {"schema": "drizzle", "table": "__drizzle_migrations"}
+        )
+        # What the one message does, with a write slipped in: the server refuses it.
+        try:
+            conn.execute(f"BEGIN READ ONLY; {query}; INSERT INTO probe VALUES (1); COMMIT")
+        except psycopg.errors.ReadOnlySqlTransaction:
+            conn.rollback()
+        assert conn.execute("SELECT count(*) FROM probe").fetchone() == (0,)

@@ -125,3 +125,21 @@ def test_a_long_history_folds_runs_of_applied_migrations() -> None:
     assert rows[2:5] == [many[51], many[52], many[53]]  # a short run stays as it is
     assert rows[5] == "… 46 applied: 0054_m … 0099_m"
     assert len(rows) == 6
+
+
+def test_a_fully_applied_long_history_is_one_line_of_text() -> None:
+    from rich.console import Console
+
+    from orchestrator.render import validation
+    from orchestrator.validation import MigrationState, MigrationStatus, ValidationReport
+
+    statuses = tuple(
+        MigrationStatus(f"{i:04d}_m", "h", i, MigrationState.APPLIED, True, (), ())
+        for i in range(1000)
+    )
+    report = ValidationReport(Verdict.SAFE, (), statuses, (), "safe")
+    console = Console(record=True, width=40, soft_wrap=True)  # as the CLI's
+    validation(console, report, "postgresql://db")
+    text = console.export_text()
+    assert "migrations: 1000 applied: 0000_m … 0999_m\n" in text  # no table, not cut
+    assert len(text.splitlines()) == 4

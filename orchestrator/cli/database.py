@@ -29,8 +29,10 @@ def validate(target: DatabaseTarget) -> int:
 
     url = target.url()
     with cyclic_gc_paused():  # a large folder means a large report: nothing cyclic in it
+        # The folder is read (target.journal) once the catalog read has started: the two
+        # overlap. A bad folder is still a usage error, reported without waiting for it.
         report = commands.validate_database(
-            url, target.journal(), target.options(), retry=target.retry, on_retry=on_retry
+            url, target.journal, target.options(), retry=target.retry, on_retry=on_retry
         )
         show_report(report, url, target.as_json)
     return int(report.exit_code)

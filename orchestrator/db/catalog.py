@@ -11,6 +11,7 @@ when the table exists with the columns drizzle gives it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import xml.etree.ElementTree as ET
@@ -197,12 +198,56 @@ def read_only_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
 
 
 def read_snapshot(conn: psycopg.Connection[Any], *, schema: str, table: str) -> CatalogSnapshot:
-    """Read the snapshot in one READ ONLY transaction and one query (DatabaseError if not)."""
-    with read_only_transaction(conn):
-        row = conn.execute(SNAPSHOT_QUERY, {"schema": schema, "table": table}).fetchone()
+    """Read the snapshot in one READ ONLY transaction and one query (DatabaseError if not).
+
+    On an idle connection the transaction travels as ONE simple-protocol message,
+    ``BEGIN READ ONLY; <query>; COMMIT``: one network exchange instead of three (BEGIN, the
+    statement, COMMIT each wait for their answer otherwise), which is most of validate's
+    time on a distant database. The schema and table then travel as quoted literals
+    (quoted by psycopg, as the server's settings require). Inside a transaction already
+    begun, the old way: a READ ONLY block of its own (which psycopg refuses there).
+    """
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        with read_only_transaction(conn):
+            row = conn.execute(SNAPSHOT_QUERY, {"schema": schema, "table": table}).fetchone()
+    else:
+        row = _one_message_read(conn, schema=schema, table=table)
     assert row is not None
     data = row[0] if isinstance(row[0], dict) else json.loads(row[0])
     return snapshot_from_json(data, schema=schema, table=table)
+
+
+def _one_message_read(conn: psycopg.Connection[Any], *, schema: str, table: str) -> Any:
+    """The snapshot query's row, read by ``BEGIN READ ONLY; <query>; COMMIT`` in one message.
+
+    The connection is put in autocommit for the message (free: a client-side flag), so
+    psycopg sends no BEGIN of its own; it is restored afterwards. On an error the server
+    leaves the explicit transaction open (aborted): it is rolled back, when the connection
+    still stands, before the error is reported as :class:`DatabaseError`.
+    """
+    idle = psycopg.pq.TransactionStatus.IDLE
+    previous = conn.autocommit
+    try:
+        query = psycopg.ClientCursor(conn).mogrify(
+            SNAPSHOT_QUERY, {"schema": schema, "table": table}
+        )
+        conn.autocommit = True
+        try:
+            cursor = conn.execute(f"BEGIN READ ONLY;\n{query};\nCOMMIT")
+            cursor.nextset()  # past BEGIN's result: the query's
+            row = cursor.fetchone()
+        finally:
+            if not conn.closed and conn.info.transaction_status != idle:
+                # When that fails the connection is lost, and the server ends the transaction.
+                with contextlib.suppress(psycopg.Error):
+                    conn.rollback()
+            if not conn.closed and conn.info.transaction_status == idle:
+                conn.autocommit = previous
+    except psycopg.Error as exc:
+        raise DatabaseError(
+            f"cannot read the catalog: {describe(exc)}", transient=is_transient(exc)
+        ) from exc
+    return row
 
 
 def snapshot_from_json(data: dict[str, Any], *, schema: str, table: str) -> CatalogSnapshot:
