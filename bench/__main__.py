@@ -42,8 +42,8 @@ from bench.synthetic import SCALE, write_folder
 from orchestrator.commands import take_snapshot, validate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.drizzle.journal import Journal, read_journal
+from orchestrator.drizzle.model import build_object_model
 from orchestrator.drizzle.model.cache import CACHE_DIR_ENV
-from orchestrator.drizzle.objects import build_object_model
 from orchestrator.testing.pg import EmbeddedPostgres, create_database, drop_database, with_dbname
 from orchestrator.validation import Verdict
 

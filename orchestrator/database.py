@@ -32,7 +32,7 @@ from orchestrator.db.migrator import (
 )
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 from orchestrator.drizzle.journal import Journal, Migration
-from orchestrator.drizzle.objects import ObjectModel, journal_model
+from orchestrator.drizzle.model import ObjectModel, journal_model
 from orchestrator.errors import DatabaseError, PartialStateError, UsageError
 from orchestrator.validation import (
     MigrationState,

@@ -29,7 +29,7 @@ from orchestrator.db.catalog import (
 from orchestrator.db.connect import connect
 from orchestrator.drizzle.facts import Fact, matches
 from orchestrator.drizzle.journal import Journal
-from orchestrator.drizzle.objects import (
+from orchestrator.drizzle.model import (
     DbObject,
     ObjectKind,
     ObjectModel,

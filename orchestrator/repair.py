@@ -31,7 +31,7 @@ from orchestrator.db.connect import connect, describe
 from orchestrator.db.migrator import MigrateOptions, begin_tracking_transaction
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry, is_transient
 from orchestrator.drizzle.journal import Journal
-from orchestrator.drizzle.objects import journal_model
+from orchestrator.drizzle.model import journal_model
 from orchestrator.errors import DatabaseError, GuardError, PartialStateError, UsageError
 from orchestrator.inventory import CatalogInventory, query_catalog_inventory, read_catalog_inventory
 from orchestrator.validation import MigrationState, ValidationReport, Verdict, validate

@@ -15,7 +15,7 @@ from orchestrator.analysis.lint import lint_migration
 from orchestrator.analysis.typechange import ColumnType, TypeChange
 from orchestrator.drizzle import pgjson
 from orchestrator.drizzle.journal import read_journal
-from orchestrator.drizzle.objects import (
+from orchestrator.drizzle.model import (
     ColumnView,
     HistoryReplay,
     IndexView,

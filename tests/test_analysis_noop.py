@@ -11,7 +11,7 @@ from orchestrator.analysis.markdown import objects_summary
 from orchestrator.analysis.plan import plan_migration
 from orchestrator.analysis.risk import RiskLevel
 from orchestrator.analysis.typechange import ColumnType
-from orchestrator.drizzle.objects import ColumnView, HistoryReplay
+from orchestrator.drizzle.model import ColumnView, HistoryReplay
 
 BEFORE = """
 CREATE TABLE "users" ("id" serial PRIMARY KEY NOT NULL, "email" text NOT NULL, "bio" text);

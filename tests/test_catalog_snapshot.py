@@ -11,7 +11,7 @@ import psycopg
 from orchestrator.db import catalog
 from orchestrator.db.catalog import read_snapshot
 from orchestrator.drizzle.facts import NEXTVAL, normalize_default_sql
-from orchestrator.drizzle.objects import DbObject
+from orchestrator.drizzle.model import DbObject
 from orchestrator.errors import DatabaseError
 
 # Defaults around nextval(): the serial ones read as NEXTVAL, the look-alikes must be

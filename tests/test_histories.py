@@ -32,7 +32,7 @@ from orchestrator.commands import migrate_database, validate_database
 from orchestrator.db.migrator import MigrateOptions, MigrationFailed
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, read_journal
-from orchestrator.drizzle.objects import ObjectModel, journal_model
+from orchestrator.drizzle.model import ObjectModel, journal_model
 from orchestrator.errors import PartialStateError
 from orchestrator.repair import repair_database
 from orchestrator.testing.pg import ServerBinariesMissing, create_database, find_bindir, with_dbname

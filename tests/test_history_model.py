@@ -26,7 +26,7 @@ from orchestrator.drizzle.facts import (
     quote_ident,
 )
 from orchestrator.drizzle.journal import BREAKPOINT, Journal, Migration, hash_sql
-from orchestrator.drizzle.objects import DbObject, ObjectModel, build_object_model
+from orchestrator.drizzle.model import DbObject, ObjectModel, build_object_model
 from orchestrator.validation import MigrationState, Verdict, validate
 from orchestrator.validation.matching import out_of_order_differences
 

@@ -19,8 +19,7 @@ from orchestrator.database import validate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.drizzle.facts import UNKNOWN
 from orchestrator.drizzle.journal import BREAKPOINT, Journal, Migration, hash_sql, read_journal
-from orchestrator.drizzle.model import cache
-from orchestrator.drizzle.objects import ObjectModel, build_object_model, journal_model
+from orchestrator.drizzle.model import ObjectModel, build_object_model, cache, journal_model
 
 HISTORIES = Path(__file__).parent / "fixtures" / "histories"
 APPS = sorted(p.name for p in HISTORIES.iterdir() if (p / "migrations").is_dir())

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from orchestrator.drizzle.objects import (
+from orchestrator.drizzle.model import (
     DbObject,
     ObjectModel,
     build_object_model,

@@ -11,7 +11,7 @@ import pytest
 from pglast import ast
 
 from orchestrator.drizzle import pgjson
-from orchestrator.drizzle.objects import build_object_model
+from orchestrator.drizzle.model import build_object_model
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "playbooks" / "examples" / "migrations"

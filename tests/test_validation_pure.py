@@ -6,7 +6,7 @@ import pytest
 
 from orchestrator.db.catalog import CatalogSnapshot, TrackingRow
 from orchestrator.drizzle.journal import Journal, Migration, hash_sql
-from orchestrator.drizzle.objects import DbObject, ObjectModel
+from orchestrator.drizzle.model import DbObject, ObjectModel
 from orchestrator.validation import (
     MigrationState,
     Verdict,

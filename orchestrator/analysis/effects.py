@@ -1,6 +1,6 @@
 """What each statement of a migrations folder changes, derived from its SQL with pglast.
 
-There is one replay engine, the history model's (:class:`~orchestrator.drizzle.objects.
+There is one replay engine, the history model's (:class:`~orchestrator.drizzle.model.
 HistoryReplay`, the one ``validate``, ``migrate``, ``repair`` and ``inspect`` use). This
 module drives it statement by statement: :class:`~orchestrator.analysis.statements.
 StatementReader` reads each statement's changes from the schema as the replay holds it just
@@ -26,7 +26,7 @@ from orchestrator.analysis.changes import (
     StatementEffects,
 )
 from orchestrator.analysis.statements import StatementReader, column_type_of, type_name_of
-from orchestrator.drizzle.objects import HistoryReplay, parse_located
+from orchestrator.drizzle.model import HistoryReplay, parse_located
 
 __all__ = [
     "Action",

@@ -1,6 +1,6 @@
 """Reading one statement's changes from the replayed history, just before it runs.
 
-:class:`StatementReader` asks the one replay engine (:class:`~orchestrator.drizzle.objects.
+:class:`StatementReader` asks the one replay engine (:class:`~orchestrator.drizzle.model.
 HistoryReplay`) for the context it needs: whether a table exists or was created earlier in
 the same migration, a column's type, nullability and default, whether an IF NOT EXISTS
 object is already there. It keeps no schema of its own and changes nothing: the caller
@@ -16,7 +16,7 @@ from typing import Any
 from orchestrator.analysis.changes import Change, ChangeKind
 from orchestrator.analysis.typechange import ColumnType
 from orchestrator.drizzle.facts import SERIAL_TYPES
-from orchestrator.drizzle.objects import (
+from orchestrator.drizzle.model import (
     DbObject,
     HistoryReplay,
     catalog_type_name,

@@ -27,7 +27,7 @@ import psycopg
 from orchestrator.db.connect import describe
 from orchestrator.db.retry import is_transient
 from orchestrator.drizzle.facts import UNKNOWN, Fact, normalize_default_sql
-from orchestrator.drizzle.objects import DbObject
+from orchestrator.drizzle.model import DbObject
 from orchestrator.errors import DatabaseError
 
 _SYSTEM_SCHEMAS = "('pg_catalog', 'information_schema', 'pg_toast')"

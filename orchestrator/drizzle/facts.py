@@ -1,6 +1,6 @@
 """Facts: what one catalog object looks like, in the same words for the model and the database.
 
-The history model (:mod:`orchestrator.drizzle.objects`) and the catalog snapshot
+The history model (:mod:`orchestrator.drizzle.model`) and the catalog snapshot
 (:mod:`orchestrator.db.catalog`) both describe the schema as ``{DbObject: Fact}``. A fact is a
 tuple of the attributes that matter to a release:
 

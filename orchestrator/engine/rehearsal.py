@@ -56,7 +56,7 @@ from orchestrator.db.connect import (
 )
 from orchestrator.db.migrator import MigrateOptions, MigrationFailed, excerpt
 from orchestrator.drizzle.journal import Journal, Migration, parse_journal
-from orchestrator.drizzle.objects import ObjectModel, journal_model
+from orchestrator.drizzle.model import ObjectModel, journal_model
 from orchestrator.engine.dry_run import DryRun, RehearsalBounds
 from orchestrator.engine.machine import LIVE, TERMINAL, RunModel, build_machine, edges_from
 from orchestrator.engine.outcomes import MergeOutcome, ValidationOutcome
@@ -153,12 +153,14 @@ def rehearse(
     try:
         if rehearse_on is None:
             run.kind = "production, rolled back"
-            return _locked(run, playbook, url, journal, merge, bounds, real=False)
+            return _rehearse_database(run, playbook, url, journal, merge, bounds, real=False)
         if rehearse_on == "local":
             schema, table = playbook.migrations.schema_, playbook.migrations.table
             with local_copy(url, schema=schema, table=table) as copy_url:
                 run.kind = f"a local schema-only copy of production ({CANNOT_CATCH})"
-                return _locked(run, playbook, copy_url, journal, merge, bounds, real=True)
+                return _rehearse_database(
+                    run, playbook, copy_url, journal, merge, bounds, real=True
+                )
         if neon is not None:
             name = rehearsal_branch_name(new_run_id())
             with rehearsal_branch(neon, playbook, plain_url, name=name) as (branch, branch_url):
@@ -168,10 +170,10 @@ def rehearse(
                 )
                 _refuse_production_as_copy(branch_url, plain_url)  # never migrate production
                 target = with_application_name(check_url(branch_url), "orchestrator rehearsal")
-                return _locked(run, playbook, target, journal, merge, bounds, real=True)
+                return _rehearse_database(run, playbook, target, journal, merge, bounds, real=True)
         target = with_application_name(check_url(rehearse_on), "orchestrator rehearsal")
         run.kind = f"another database, {redact_url(rehearse_on)} (migrated for real)"
-        return _locked(run, playbook, target, journal, merge, bounds, real=True)
+        return _rehearse_database(run, playbook, target, journal, merge, bounds, real=True)
     except DatabaseError as exc:
         return run.halt("database", ExitCode.ERROR, str(exc))
 
@@ -182,22 +184,6 @@ def _refuse_production_as_copy(copy: str, production: str) -> None:
     keys = ("host", "port", "dbname")
     if all(str(mine.get(k) or "") == str(theirs.get(k) or "") for k in keys):
         raise UsageError("--rehearse-on names the production database itself: give a copy")
-
-
-def _locked(
-    run: DryRun,
-    playbook: Playbook,
-    url: str,
-    journal: Journal,
-    merge: TrialMerge,
-    bounds: RehearsalBounds,
-    *,
-    real: bool,
-) -> DryRun:
-    """The database part of the rehearsal under the database's run lock, taken as a deploy
-    takes it (retried: a Neon compute may be waking up)."""
-    with hold_database(playbook, url, None, "rehearsal"):
-        return _rehearse_database(run, playbook, url, journal, merge, bounds, real=real)
 
 
 @dataclass
@@ -260,7 +246,9 @@ def _rehearse_database(
 
     Each state's steps run in their rehearsal form (:data:`REHEARSALS`), then the same
     guards decide the route from the rehearsal's record and :class:`_RehearsedWorld`; a
-    dead end predicts the deploy's halt with the code the declaration gives it.
+    dead end predicts the deploy's halt with the code the declaration gives it. All of it
+    under the database's run lock, taken as a deploy takes it (retried: a Neon compute may
+    be waking up).
     """
     options = migrate_options(playbook)
     if not real:
@@ -272,21 +260,31 @@ def _rehearse_database(
     record = RunRecord(run_id="rehearsal", playbook="", name=playbook.name)
     record.source_commit = merge.source_commit
     rehearsal = _Rehearsal(
-        run, playbook, url, journal, merge, bounds, real, record, options, journal_model(journal)
+        run,
+        playbook,
+        url,
+        journal,
+        merge,
+        bounds,
+        real,
+        record,
+        options,
+        journal_model(journal),
     )
     model = RunModel(record, _RehearsedWorld(rehearsal))
     build_machine(model, "pending")
-    while model.state not in TERMINAL:
-        state = model.state
-        for step in LIVE[state].steps:
-            try:
-                record.steps[step.name] = REHEARSALS[step.name](rehearsal)
-            except OrchestratorError as exc:
-                return run.halt(step.name, exc.exit_code, str(exc), run.details_of(step.name))
-        if not any(getattr(model, edge.trigger)() for edge in edges_from(state)):
-            code, reason = LIVE[state].dead_end(record)
-            last = LIVE[state].steps[-1].name if LIVE[state].steps else state
-            return run.halt(last, code, reason, run.details_of(last))
+    with hold_database(playbook, url, None, "rehearsal"):
+        while model.state not in TERMINAL:
+            state = model.state
+            for step in LIVE[state].steps:
+                try:
+                    record.steps[step.name] = REHEARSALS[step.name](rehearsal)
+                except OrchestratorError as exc:
+                    return run.halt(step.name, exc.exit_code, str(exc), run.details_of(step.name))
+            if not any(getattr(model, edge.trigger)() for edge in edges_from(state)):
+                code, reason = LIVE[state].dead_end(record)
+                last = LIVE[state].steps[-1].name if LIVE[state].steps else state
+                return run.halt(last, code, reason, run.details_of(last))
     return run
 
 

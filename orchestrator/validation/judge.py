@@ -1,7 +1,7 @@
 """Decide the migration state of a database as a whole: pure functions over plain data.
 
 Inputs are a parsed journal, the modelled history of its migrations (from
-:mod:`orchestrator.drizzle.objects`) and a catalog snapshot. The database is judged as a whole
+:mod:`orchestrator.drizzle.model`) and a catalog snapshot. The database is judged as a whole
 against the history (:mod:`orchestrator.validation.matching`):
 
 1. tracked rows are a prefix of the journal (k entries) and the schema equals the modelled
@@ -24,7 +24,7 @@ from typing import Any
 
 from orchestrator.db.catalog import CatalogSnapshot
 from orchestrator.drizzle.journal import Journal
-from orchestrator.drizzle.objects import DbObject, ObjectModel
+from orchestrator.drizzle.model import DbObject, ObjectModel
 from orchestrator.validation.findings import (
     build_checks,
     drift_finding,

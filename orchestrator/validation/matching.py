@@ -1,6 +1,6 @@
 """How the database matches the modelled history: pure functions over facts.
 
-The object model (:mod:`orchestrator.drizzle.objects`) says what each migration did, relative
+The object model (:mod:`orchestrator.drizzle.model`) says what each migration did, relative
 to the state just before it. Folding those effects gives the modelled schema after any prefix
 of the journal. This module compares a catalog snapshot's facts with those states:
 
@@ -25,7 +25,7 @@ from operator import ne
 
 from orchestrator.drizzle.facts import Fact, describe_fact, matches
 from orchestrator.drizzle.journal import Journal
-from orchestrator.drizzle.objects import DbObject, ObjectModel, build_object_model
+from orchestrator.drizzle.model import DbObject, ObjectModel, build_object_model
 
 __all__ = [
     "Difference",

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from orchestrator.drizzle.objects import DbObject
+from orchestrator.drizzle.model import DbObject
 from orchestrator.errors import ExitCode
 
 

@@ -22,7 +22,7 @@ from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.db.runlock import RunLock
 from orchestrator.drizzle.journal import Journal
-from orchestrator.drizzle.objects import ObjectModel, journal_model
+from orchestrator.drizzle.model import ObjectModel, journal_model
 from orchestrator.engine.settings import journal_at, migrate_options, migrations_path, retry_policy
 from orchestrator.errors import UsageError
 from orchestrator.gitrepo import open_repo
