@@ -93,8 +93,8 @@ def backup_recorded(record: RunRecord, seen: Observations) -> bool:
         return bool(backup.wal_lsn) and bool(backup.taken_at)
     if backup.kind == "manual":
         return bool(backup.confirmed_at)
-    if backup.kind == "neon_branch":
-        return bool(backup.raw.get("lsn")) and seen.backup_branch_exists(backup.raw)
+    if (neon := backup.neon) is not None:
+        return bool(neon.lsn) and seen.backup_branch_exists(backup.raw)
     return False
 
 

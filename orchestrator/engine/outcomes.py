@@ -67,6 +67,29 @@ class PreflightOutcome:
 
 
 @dataclass(frozen=True)
+class NeonBranchBackup:
+    """A ``neon_branch`` backup: the branch of production taken before migrating."""
+
+    project_id: str
+    production: str  # production's branch as the playbook names it (name or id)
+    production_id: str
+    branch_id: str
+    branch_name: str
+    lsn: str | None  # the LSN production was branched at
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any]) -> NeonBranchBackup:
+        return cls(
+            project_id=str(raw.get("project_id") or ""),
+            production=str(raw.get("parent_branch") or ""),
+            production_id=str(raw.get("parent_branch_id") or ""),
+            branch_id=str(raw.get("branch_id") or ""),
+            branch_name=str(raw.get("branch_name") or ""),
+            lsn=_text(raw.get("lsn")),
+        )
+
+
+@dataclass(frozen=True)
 class BackupOutcome:
     """The way back: a restore point, a dump, or a confirmation."""
 
@@ -92,6 +115,11 @@ class BackupOutcome:
             database=_text(raw.get("database")),
             raw=raw,
         )
+
+    @property
+    def neon(self) -> NeonBranchBackup | None:
+        """The Neon branch, when the backup is one."""
+        return NeonBranchBackup.of(self.raw) if self.kind == "neon_branch" else None
 
 
 @dataclass(frozen=True)

@@ -44,14 +44,13 @@ def database_steps(record: RunRecord, url_env: str = "DATABASE_URL") -> list[str
             f'  pg_restore --clean --if-exists --no-owner --dbname "${url_env}" '
             f"{backup.path}   # sha256 {(backup.sha256 or '')[:12]}…"
         )
-    elif backup.kind == "neon_branch":
-        raw = backup.raw
+    elif (neon := backup.neon) is not None:
         lines.append(
-            f"  Restore Neon branch {raw.get('parent_branch')} ({raw.get('parent_branch_id')}) "
-            f"from the backup branch {raw.get('branch_name')} ({raw.get('branch_id')}), LSN "
-            f"{raw.get('lsn')}: POST /projects/{raw.get('project_id')}/branches/"
-            f"{raw.get('parent_branch_id')}/restore with source_branch_id "
-            f"{raw.get('branch_id')} and preserve_under_name (console: Restore)."
+            f"  Restore Neon branch {neon.production} ({neon.production_id}) "
+            f"from the backup branch {neon.branch_name} ({neon.branch_id}), LSN "
+            f"{neon.lsn}: POST /projects/{neon.project_id}/branches/"
+            f"{neon.production_id}/restore with source_branch_id "
+            f"{neon.branch_id} and preserve_under_name (console: Restore)."
         )
     elif backup.kind == "manual":
         lines.append(f"  Restore the backup the operator confirmed at {backup.confirmed_at}.")

@@ -75,7 +75,8 @@ def restore_plan(record: RunRecord, url_env: str = "DATABASE_URL") -> RestorePla
     no migration."""
     backup = BackupOutcome.of(record)
     applied = MigrateOutcome.of(record).applied
-    if backup.kind != "neon_branch":
+    neon = backup.neon
+    if neon is None:
         if not applied:
             instead = "it applied no migration, so there is nothing to restore"
         else:
@@ -91,15 +92,14 @@ def restore_plan(record: RunRecord, url_env: str = "DATABASE_URL") -> RestorePla
             f"run {record.run_id} applied no migration: there is nothing to restore "
             "(production is as the run found it)"
         )
-    raw = backup.raw
     return RestorePlan(
         run_id=record.run_id,
-        project_id=str(raw.get("project_id")),
-        production=str(raw.get("parent_branch")),
-        production_id=str(raw.get("parent_branch_id")),
-        backup_id=str(raw.get("branch_id")),
-        backup_name=str(raw.get("branch_name")),
-        lsn=_text(raw.get("lsn")),
+        project_id=neon.project_id,
+        production=neon.production,
+        production_id=neon.production_id,
+        backup_id=neon.branch_id,
+        backup_name=neon.branch_name,
+        lsn=neon.lsn,
         preserve_as=preserve_name(record.run_id),
         applied=applied,
     )
@@ -107,7 +107,7 @@ def restore_plan(record: RunRecord, url_env: str = "DATABASE_URL") -> RestorePla
 
 def check_confirmation(plan: RestorePlan, typed: str) -> None:
     """The operator must type production's branch (its name, or its id): UsageError if not."""
-    if typed.strip() not in (plan.production, plan.production_id):
+    if not typed.strip() or typed.strip() not in (plan.production, plan.production_id):
         raise UsageError(
             f"{typed.strip()!r} is not the production branch {plan.production!r}: "
             "nothing was restored"
@@ -231,7 +231,3 @@ def restore_production(
         before = ValidationOutcome.of(record).status
         log.info("database_revalidated", status=report.status.value, before_run=before)
     return RestoreResult(plan, before, report)
-
-
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)
