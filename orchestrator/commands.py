@@ -23,10 +23,9 @@ from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 from orchestrator.drizzle.journal import Journal
 from orchestrator.errors import DatabaseError
-from orchestrator.repair import repair_database
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from orchestrator.analysis.lint import LintFinding
     from orchestrator.analysis.plan import Plan
@@ -34,7 +33,9 @@ if TYPE_CHECKING:
     from orchestrator.engine.run import Interaction, RollbackResult
     from orchestrator.inventory import Inventory
     from orchestrator.neon.restore import RestorePlan, RestoreResult
+    from orchestrator.repair import RepairPlan, RepairResult
     from orchestrator.runs import RunRecord
+    from orchestrator.validation import ValidationReport
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -110,6 +111,25 @@ def inspect(
         lambda: inspect_database(url, journal, schema=schema, table=table),
         retry,
         on_retry=on_retry,
+    )
+
+
+def repair_database(
+    url: str,
+    journal: Journal,
+    options: MigrateOptions,
+    *,
+    confirm: Callable[[RepairPlan, ValidationReport], bool],
+    dry_run: bool = False,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    on_retry: OnRetry | None = None,
+) -> RepairResult:
+    """Write the tracking rows of migrations whose effect the database already holds, when
+    that is unambiguous (see :func:`orchestrator.repair.repair_database`)."""
+    from orchestrator.repair import repair_database as repair
+
+    return repair(
+        url, journal, options, confirm=confirm, dry_run=dry_run, retry=retry, on_retry=on_retry
     )
 
 

@@ -1,7 +1,9 @@
 """The catalog snapshot's shortcuts read the same facts as the plain catalog functions.
 
-The snapshot statement skips pg_get_expr for a serial's sequence default and sends its
-lists column-wise; these tests hold it to what PostgreSQL itself prints, on a real server.
+The snapshot statement skips pg_get_expr for a serial's sequence default, deparses other
+defaults without their table (a default cannot name a column; a generated column's
+expression can, and keeps it), and sends its lists column-wise; these tests hold it to what
+PostgreSQL itself prints, on a real server.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import psycopg
 
 from orchestrator.db import catalog
 from orchestrator.db.catalog import read_snapshot
-from orchestrator.drizzle.facts import NEXTVAL, normalize_default_sql
+from orchestrator.drizzle.facts import NEXTVAL, UNKNOWN, normalize_default_sql
 from orchestrator.drizzle.model import DbObject
 from orchestrator.errors import DatabaseError
 
@@ -32,7 +34,9 @@ CREATE TABLE odd (
     n integer DEFAULT nextval('odd_a_seq') * 0,
     o timestamptz DEFAULT now(),
     p jsonb DEFAULT '{"a": 1}',
-    q integer
+    q integer,
+    r integer GENERATED ALWAYS AS (q * 2) STORED,
+    s text GENERATED ALWAYS AS (upper(g) || q::text) STORED
 )
 """
 
@@ -58,6 +62,7 @@ def test_column_defaults_read_as_pg_get_expr_prints_them(database_url: str) -> N
     assert defaults["a"] == defaults["b"] == defaults["c"] == NEXTVAL
     assert defaults["e"] not in (NEXTVAL, None)  # nextval() + 1 is no serial's default
     assert defaults["q"] is None
+    assert defaults["r"] not in (UNKNOWN, None)  # read with its table: it names q
 
 
 def test_every_object_kind_is_read(database_url: str) -> None:

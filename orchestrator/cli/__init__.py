@@ -49,32 +49,32 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     """Run a command and return its exit code."""
-    from orchestrator.cli.console import err, forget_warnings
+    from orchestrator.cli import console
 
-    forget_warnings()
+    console.forget_warnings()
     try:
         result = app.main(args=argv, standalone_mode=False, prog_name="orchestrator")
     except click.exceptions.NoArgsIsHelpError as exc:
         # `orchestrator` alone: show the help, as a usage error (nothing was asked).
-        err.print(exc.format_message(), markup=False, highlight=False)
+        console.err.print(exc.format_message(), markup=False, highlight=False)
         return int(ExitCode.USAGE)
     except click.exceptions.UsageError as exc:
-        err.print(f"error: {redact(exc.format_message())}", markup=False, highlight=False)
+        console.err.print(f"error: {redact(exc.format_message())}", markup=False, highlight=False)
         return int(ExitCode.USAGE)
     except click.exceptions.Abort:
-        err.print("aborted: nothing was changed", markup=False)
+        console.err.print("aborted: nothing was changed", markup=False)
         return int(ExitCode.USAGE)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except OrchestratorError as exc:
-        err.print(f"error: {redact(str(exc))}", markup=False, highlight=False)
+        console.err.print(f"error: {redact(str(exc))}", markup=False, highlight=False)
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        err.print("interrupted", markup=False)
+        console.err.print("interrupted", markup=False)
         return int(ExitCode.ERROR)
     except Exception as exc:  # the last line of defence: one line, no traceback
         first = redact(str(exc)).splitlines()[0] if str(exc) else ""
-        err.print(
+        console.err.print(
             f"internal error: {type(exc).__name__}: {first}",
             markup=False,
             highlight=False,

@@ -115,17 +115,19 @@ def migrate(
 
 def show_report(report: ValidationReport, url: str, as_json: bool) -> None:
     """A validation report as JSON or as the human table."""
-    from orchestrator import render
-    from orchestrator.cli.console import err, out, print_json
+    from orchestrator.cli import console
     from orchestrator.db.connect import redact_url
     from orchestrator.validation import Verdict
 
-    if as_json:
+    if as_json:  # rich is not needed (nor imported) for JSON
         document = report.to_json()
         document["database"] = {**document["database"], "url": redact_url(url)}
-        print_json(document)
+        console.print_json(document)
     else:
-        render.validation(out, report, redact_url(url))
+        from orchestrator import render
+
+        render.validation(console.out, report, redact_url(url))
     if report.status is Verdict.ERROR:
         errors = [f.message for f in report.findings if f.severity == "error"]
-        err.print(f"error: {errors[0] if errors else report.recommendation}", markup=False)
+        message = f"error: {errors[0] if errors else report.recommendation}"
+        console.err.print(message, markup=False)

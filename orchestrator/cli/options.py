@@ -43,14 +43,14 @@ class DatabaseTarget:
         ``writes``: the command changes the database, so Neon's pooled endpoint is refused
         (exit 2, before connecting); a read-only command only warns about it.
         """
-        from orchestrator.cli.console import err
+        from orchestrator.cli import console
         from orchestrator.db.connect import check_url, pooler_problem, refuse_pooler
 
         url = check_url(self.database_url)
         if writes:
             refuse_pooler(url)
         elif (problem := pooler_problem(url)) is not None:
-            err.print(f"warning: {problem}", markup=False, highlight=False)
+            console.err.print(f"warning: {problem}", markup=False, highlight=False)
         transport_check(url, self.require_ssl)
         return url
 
@@ -226,12 +226,12 @@ def transport_check(url: str, require_ssl: bool) -> None:
     """Warn (one stderr line) about a remote URL without TLS; with --require-ssl, refuse."""
     import os
 
-    from orchestrator.cli.console import err
+    from orchestrator.cli import console
     from orchestrator.db.connect import check_ssl
 
     warning = check_ssl(url, require_ssl=require_ssl, environ=os.environ)
     if warning is not None:
-        err.print(f"warning: {warning}", markup=False, highlight=False)
+        console.err.print(f"warning: {warning}", markup=False, highlight=False)
 
 
 def duration(value: str, name: str) -> float:
