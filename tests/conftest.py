@@ -68,7 +68,8 @@ def _start_cluster() -> EmbeddedPostgres:
     try:
         pg = EmbeddedPostgres()
     except ServerBinariesMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
+        hint = "or point ORCH_TEST_DATABASE_URL at a PostgreSQL server you own"
+        pytest.fail(f"{exc} ({hint})", pytrace=False)
     pg.__enter__()
     return pg
 

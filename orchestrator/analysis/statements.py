@@ -9,11 +9,14 @@ applies the statement to the history after reading it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 from orchestrator.analysis.changes import Change, ChangeKind
+from orchestrator.analysis.idempotence import (
+    insert_skips_existing_rows,
+    update_reads_what_it_sets,
+)
 from orchestrator.analysis.typechange import ColumnType
 from orchestrator.drizzle.facts import SERIAL_TYPES
 from orchestrator.drizzle.model import (
@@ -22,7 +25,7 @@ from orchestrator.drizzle.model import (
     catalog_type_name,
     truncate_identifier,
 )
-from orchestrator.drizzle.pgjson import Node, walk
+from orchestrator.drizzle.pgjson import Node
 
 __all__ = ["StatementReader", "column_type_of", "type_name_of"]
 
@@ -466,14 +469,11 @@ class StatementReader:
     def _InsertStmt(self, node: Any) -> list[Change]:
         # Run twice, an INSERT adds its rows twice (or fails on a key), unless it skips rows
         # already there: ON CONFLICT, or INSERT ... SELECT ... WHERE NOT EXISTS (...).
-        select = node.selectStmt
-        where = select.whereClause if _is(select, "SelectStmt") else None
-        guarded = node.onConflictClause is not None or _has_not_exists(where)
-        return self._data(node, "INSERT", guarded)
+        return self._data(node, "INSERT", insert_skips_existing_rows(node))
 
     def _UpdateStmt(self, node: Any) -> list[Change]:
         # SET n = n + 1 compounds when run twice; SET n = 0 does not.
-        return self._data(node, "UPDATE", not _assigns_from_itself(node))
+        return self._data(node, "UPDATE", not update_reads_what_it_sets(node))
 
     def _DeleteStmt(self, node: Any) -> list[Change]:
         return self._data(node, "DELETE", True)
@@ -489,28 +489,3 @@ class StatementReader:
 
     def _DoStmt(self, node: Any) -> list[Change]:
         return [Change("other", "DO block", detail="not analysed (procedural code)")]
-
-
-def _has_not_exists(where: Any) -> bool:
-    """True when a WHERE clause holds ``NOT EXISTS (subquery)``."""
-    for node in walk(where):
-        if node.tag == "BoolExpr" and node.boolop == "NOT_EXPR":
-            for arg in node.args or ():
-                if _is(arg, "SubLink") and arg.subLinkType == "EXISTS_SUBLINK":
-                    return True
-    return False
-
-
-def _assigns_from_itself(node: Any) -> bool:
-    """True when an UPDATE sets a column from an expression reading that same column."""
-    for target in node.targetList or ():
-        name = str(target.name)
-        for ref in _column_refs(target.val):
-            fields = [f for f in ref.fields or () if _is(f, "String")]
-            if fields and str(fields[-1].sval) == name:
-                return True
-    return False
-
-
-def _column_refs(node: Any) -> Iterator[Any]:
-    return (sub for sub in walk(node) if sub.tag == "ColumnRef")

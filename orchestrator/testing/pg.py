@@ -26,8 +26,7 @@ from psycopg import sql
 
 INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl) were not found. Install them, e.g. "
-    "`apt-get install postgresql-15` (Debian/Ubuntu) or `brew install postgresql@15`, "
-    "or point ORCH_TEST_DATABASE_URL at a server you own."
+    "`apt-get install postgresql-15` (Debian/Ubuntu) or `brew install postgresql@15`."
 )
 
 
@@ -40,7 +39,7 @@ def find_bindir(candidates: Sequence[Path] | None = None) -> Path:
 
     ``pg_config --bindir`` first (it names the installation the client belongs to), then
     Debian's ``/usr/lib/postgresql/<major>/bin``, newest major first, then ``PATH``.
-    ``candidates`` replaces that search (for tests). Raises :class:`ServerBinariesMissing`
+    ``candidates``, when given, replaces that search. Raises :class:`ServerBinariesMissing`
     with the package to install.
     """
     if candidates is not None:
