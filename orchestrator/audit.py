@@ -21,50 +21,17 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, time, timedelta
 from pathlib import Path, PurePath
 from typing import Any, cast
-from urllib.parse import quote
 
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
-from orchestrator.redaction import redact
+from orchestrator.redaction import Redactor
 from orchestrator.runs import PRIVATE_FILE, private_directory
-
-REDACTED = "***"
-
-# Keys whose values are secrets whatever they look like (compared lower-cased, '-' -> '_').
-SECRET_KEYS = frozenset(
-    {
-        "password",
-        "passwd",
-        "pwd",
-        "pgpassword",
-        "secret",
-        "token",
-        "api_key",
-        "apikey",
-        "authorization",
-        "auth",
-        "cookie",
-        "set_cookie",
-        "private_key",
-        "access_key",
-        "secret_key",
-        "credentials",
-    }
-)
-# Any key containing one of these is secret too: db_password, github_token, client_secret...
-_SECRET_KEY_PARTS = ("password", "passwd", "secret", "token", "api_key", "apikey", "credential")
 
 _MAX_DEPTH = 32  # deeper structures (or cycles) are cut off rather than recursed into
 _HEAD_KEYS = ("timestamp", "level", "event", "run_id")
 
 ConsoleCallback = Callable[[dict[str, Any]], None]
-
-
-def is_secret_key(key: str) -> bool:
-    """Whether a field named ``key`` holds a secret (its value is replaced wholesale)."""
-    normal = key.lower().replace("-", "_")
-    return normal in SECRET_KEYS or any(part in normal for part in _SECRET_KEY_PARTS)
 
 
 def to_plain(value: Any, _depth: int = 0) -> Any:
@@ -120,45 +87,16 @@ def _safe_str(value: Any) -> str:
         return f"<unprintable {type(value).__name__}>"
 
 
-class _Scrubber:
-    """Redacts connection passwords, secret-keyed values and literal secrets in plain data."""
-
-    def __init__(self, extra_secrets: Iterable[str]) -> None:
-        literals: set[str] = set()
-        for secret in extra_secrets:
-            if secret:  # an empty "secret" would match everywhere
-                literals.add(secret)
-                literals.add(quote(secret, safe=""))  # as it appears inside a URL
-        # Longest first, so a secret containing another is replaced whole.
-        self.literals = sorted(literals, key=len, reverse=True)
-
-    def text(self, text: str) -> str:
-        for literal in self.literals:
-            text = text.replace(literal, REDACTED)
-        return redact(text)
-
-    def value(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, dict):
-            return {
-                self.text(k): REDACTED if is_secret_key(k) else self.value(v)
-                for k, v in value.items()
-            }
-        if isinstance(value, list):
-            return [self.value(v) for v in value]
-        return value
-
-
-def make_redactor(extra_secrets: Iterable[str] = ()) -> Processor:
+def make_redactor(extra_secrets: Iterable[str] | Redactor = ()) -> Processor:
     """A structlog processor making every event JSON-safe and password-free.
 
-    Values are rendered with :func:`to_plain`; every string (recursively) goes through
-    :func:`orchestrator.db.connect.redact`; values under secret-looking keys become ``***``;
-    every occurrence of one of ``extra_secrets`` (e.g. the password parsed from DATABASE_URL)
-    is replaced by ``***`` too. The result is ordered timestamp, level, event, run_id, rest.
+    Values are rendered with :func:`to_plain`, then masked by a
+    :class:`~orchestrator.redaction.Redactor` (``extra_secrets`` itself, or one built from
+    those literal secrets, e.g. the password parsed from DATABASE_URL): every string goes
+    through :func:`~orchestrator.redaction.redact`, values under secret-looking keys become
+    ``***``. The result is ordered timestamp, level, event, run_id, rest.
     """
-    scrubber = _Scrubber(extra_secrets)
+    scrubber = extra_secrets if isinstance(extra_secrets, Redactor) else Redactor(extra_secrets)
 
     def redact_processor(
         logger: WrappedLogger, method_name: str, event_dict: EventDict
@@ -225,14 +163,18 @@ class _JsonLinesSink:
 
 
 class AuditTrail:
-    """The audit log of one run: ``trail.log.info("transition", trigger=..., dest=...)``."""
+    """The audit log of one run: ``trail.log.info("transition", trigger=..., dest=...)``.
+
+    ``secrets``: the literal secrets to mask, or the run's own
+    :class:`~orchestrator.redaction.Redactor` (the one its ``state.json`` goes through).
+    """
 
     def __init__(
         self,
         path: Path,
         *,
         run_id: str,
-        secrets: Iterable[str] = (),
+        secrets: Iterable[str] | Redactor = (),
         console: ConsoleCallback | None = None,
     ) -> None:
         self.path = Path(path)

@@ -1,10 +1,19 @@
-"""The command layer: one function per verb, returning values, knowing nothing of the CLI.
+"""The command layer: the verbs, returning values, knowing nothing of the CLI.
 
-Every command of ``orchestrator`` calls exactly one function here, with plain arguments, and
-renders what comes back; errors are the typed ones of :mod:`orchestrator.errors`. Below this
-layer sit the runtimes, which know nothing of verbs: the database operations
+The CLI reaches the runtime through this module alone (besides the leaves
+:mod:`orchestrator.errors` and :mod:`orchestrator.redaction`, and the renderers): it calls
+these functions with plain arguments and renders what comes back; errors are the typed ones
+of :mod:`orchestrator.errors`. Most commands call one verb. A command that changes production
+after a confirmation calls a plan first and then the act: ``deploy`` shows the
+:func:`checklist` and then calls :func:`deploy`; ``rollback --restore-database`` calls
+:func:`restore_plan`, asks for production's branch name (:func:`check_restore_confirmation`),
+then :func:`rollback` and :func:`restore_database`. Input checks the CLI runs before any
+verb (:func:`check_database_url`, :func:`read_migrations`, :func:`duration`) live here too.
+
+Below this layer sit the runtimes, which know nothing of verbs: the database operations
 (:mod:`orchestrator.database`), migration analysis (:mod:`orchestrator.analysis`), repair
-and inspect, and the deploy engine (:mod:`orchestrator.engine`).
+and inspect, and the deploy engine (:mod:`orchestrator.engine`). The engine, git and the
+analysers are imported inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.allocation import cyclic_gc_paused
 from orchestrator.database import (
     DEFAULT_RETRY,
     MigrateResult,
@@ -22,7 +32,8 @@ from orchestrator.database import (
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 from orchestrator.drizzle.journal import Journal
-from orchestrator.errors import DatabaseError
+from orchestrator.errors import DatabaseError, UsageError
+from orchestrator.validation import ValidationReport, Verdict
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -35,17 +46,31 @@ if TYPE_CHECKING:
     from orchestrator.neon.restore import RestorePlan, RestoreResult
     from orchestrator.repair import RepairPlan, RepairResult
     from orchestrator.runs import RunRecord
-    from orchestrator.validation import ValidationReport
 
 __all__ = [
     "DEFAULT_RETRY",
+    "Journal",
+    "MigrateOptions",
     "MigrateResult",
+    "OnRetry",
+    "RetryPolicy",
+    "ValidationReport",
+    "Verdict",
+    "check_database_url",
+    "check_restore_confirmation",
     "checklist",
+    "cyclic_gc_paused",
     "deploy",
+    "duration",
     "inspect",
+    "interaction",
     "lint",
+    "lint_fix",
+    "lint_has_errors",
     "migrate_database",
     "plan",
+    "read_migrations",
+    "rehearsal_bounds",
     "rehearse",
     "repair_database",
     "restore_database",
@@ -57,6 +82,112 @@ __all__ = [
     "take_snapshot",
     "validate_database",
 ]
+
+
+# -- input checks (before any verb: bad input is exit 2 and nothing happens) ------------------
+
+
+def check_database_url(
+    url: str | None, *, writes: bool, require_ssl: bool, environ: Mapping[str, str]
+) -> tuple[str, list[str]]:
+    """The connection string checked before any connection, and the warnings to show.
+
+    UsageError if it is missing or malformed, if ``writes`` and it names Neon's pooled
+    endpoint, or if ``require_ssl`` and a remote host goes without TLS. Warnings: a pooled
+    endpoint for a read-only command, a remote host without TLS.
+    """
+    from orchestrator.db.connect import check_ssl, check_url, pooler_problem, refuse_pooler
+
+    checked = check_url(url)
+    warnings: list[str] = []
+    if writes:
+        refuse_pooler(checked)
+    elif (problem := pooler_problem(checked)) is not None:
+        warnings.append(problem)
+    if (transport := check_ssl(checked, require_ssl=require_ssl, environ=environ)) is not None:
+        warnings.append(transport)
+    return checked, warnings
+
+
+def read_migrations(folder: Path) -> tuple[Journal, list[str]]:
+    """A migrations folder, read and checked (UsageError on bad input), and one warning per
+    file drizzle would ignore (never a refusal)."""
+    from orchestrator.drizzle.journal import read_journal, stray_file_message
+
+    journal = read_journal(folder)
+    return journal, [stray_file_message(name) for name in journal.stray_files]
+
+
+def duration(value: str, name: str) -> float:
+    """A duration option (``5s``, ``2min``) in seconds; UsageError naming the option."""
+    from orchestrator.playbook import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"{name}: {exc}") from None
+
+
+def interaction(
+    *,
+    confirm: Callable[[str], bool],
+    backup_confirmed: bool,
+    ask: Callable[[str], bool] | None,
+    console: Callable[[dict[str, Any]], None] | None,
+    on_progress: Callable[[str], None],
+    warn: Callable[[str], None],
+    retries: int | None = None,
+    on_retry: OnRetry | None = None,
+) -> Interaction:
+    """How a run talks to its operator (see :class:`orchestrator.engine.run.Interaction`).
+
+    ``retries``: attempts on transient database failures, instead of the playbook's
+    ``retry.attempts`` (None: the playbook's); ``on_retry`` hears each retry of the first
+    connection, before the run's audit trail can.
+    """
+    from orchestrator.engine.run import Interaction
+
+    return Interaction(
+        confirm=confirm,
+        backup_confirmed=backup_confirmed,
+        ask=ask,
+        console=console,
+        on_progress=on_progress,
+        warn=warn,
+        retries=retries,
+        on_retry=on_retry,
+    )
+
+
+def rehearsal_bounds(lock_timeout: float, statement_timeout: float) -> RehearsalBounds:
+    """The limits of a rehearsal on production (seconds)."""
+    from orchestrator.engine.dry_run import RehearsalBounds
+
+    return RehearsalBounds(lock_timeout=lock_timeout, statement_timeout=statement_timeout)
+
+
+def check_restore_confirmation(plan: RestorePlan, typed: str) -> None:
+    """UsageError unless ``typed`` names production's branch (nothing has changed yet)."""
+    from orchestrator.neon.restore import check_confirmation
+
+    check_confirmation(plan, typed)
+
+
+def lint_has_errors(findings: list[LintFinding]) -> bool:
+    """Whether any finding is an error (``lint`` then exits 21)."""
+    from orchestrator.analysis.lint import has_errors
+
+    return has_errors(findings)
+
+
+def lint_fix(rule: str) -> str:
+    """How to fix a finding of lint rule ``rule``."""
+    from orchestrator.analysis.lint import rule_named
+
+    return rule_named(rule).fix
+
+
+# -- verbs ------------------------------------------------------------------------------------
 
 
 def plan(
@@ -155,11 +286,26 @@ def rehearse(
     *,
     rehearse_on: str | None,
     bounds: RehearsalBounds,
+    announce: Callable[[str], None] | None = None,
+    retries: int | None = None,
+    on_retry: OnRetry | None = None,
 ) -> DryRun:
-    """Walk the deploy in rehearsal form and predict its exit code; commits nothing."""
+    """Walk the deploy in rehearsal form and predict its exit code; commits nothing.
+
+    ``announce`` gets the rehearsal's kind and bounds before its first connection;
+    ``retries``: attempts on transient database failures instead of the playbook's;
+    ``on_retry`` hears each retry of the first connection."""
     from orchestrator.engine.rehearsal import rehearse as walk
 
-    return walk(playbook_path, environ, rehearse_on=rehearse_on, bounds=bounds)
+    return walk(
+        playbook_path,
+        environ,
+        rehearse_on=rehearse_on,
+        bounds=bounds,
+        announce=announce,
+        retries=retries,
+        on_retry=on_retry,
+    )
 
 
 def resume(run_id: str | None, state_dir: Path, interaction: Interaction) -> RunRecord:
@@ -190,14 +336,23 @@ def restore_plan(run_id: str, state_dir: Path) -> RestorePlan:
 
 
 def restore_database(
-    run_id: str, state_dir: Path, environ: Mapping[str, str], typed_branch: str
+    run_id: str,
+    state_dir: Path,
+    environ: Mapping[str, str],
+    typed_branch: str,
+    *,
+    retries: int | None = None,
+    on_retry: OnRetry | None = None,
 ) -> RestoreResult:
     """Restore production's Neon branch from the run's backup branch (``typed_branch`` must
-    name production's branch), then validate it again."""
+    name production's branch), then validate it again (its first connection retried with
+    ``retries`` attempts, or the playbook's; each retry told to ``on_retry``)."""
     from orchestrator.neon.restore import restore_production
     from orchestrator.runs import RunStore
 
-    return restore_production(run_id, RunStore(state_dir), environ, typed_branch)
+    return restore_production(
+        run_id, RunStore(state_dir), environ, typed_branch, retries=retries, on_retry=on_retry
+    )
 
 
 def runs(state_dir: Path) -> list[RunRecord]:

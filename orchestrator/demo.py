@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator import children
 from orchestrator.errors import ExitCode
 from orchestrator.testing.pg import (
     EmbeddedPostgres,
@@ -96,6 +97,7 @@ class Rehearsal:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=children.die_with_parent,  # a killed demo leaves no deploy running
         )
         assert process.stdout is not None
         lines: list[str] = []
@@ -282,11 +284,9 @@ def rehearse(pg: EmbeddedPostgres, workdir: Path, health: HealthServer) -> None:
         "The release commit is on origin's main: the code deploy (e.g. Vercel) starts from it.",
     )
     demo.git("-C", "origin.git", "log", "--oneline", "-3", "main")
-    contained = subprocess.run(
+    contained = children.run(
         ["git", "-C", "origin.git", "merge-base", "--is-ancestor", "staging", "main"],
         cwd=workdir,
-        check=False,
-        capture_output=True,
     )
     require(contained.returncode == 0, "origin's main does not contain the staging commit")
     print(f"{INDENT}origin's main contains staging's tip: the release is pushed")

@@ -11,6 +11,7 @@ progress is reported through the ``on_result`` callback of :func:`watch`.
 
 from __future__ import annotations
 
+import base64
 import builtins  # sql_check's ``max`` parameter shadows the builtin inside it
 import math
 import socket
@@ -21,12 +22,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 
-from orchestrator.db.connect import check_url, connect, describe, redact, redact_url
+from orchestrator.db.connect import check_url, connect, describe
 from orchestrator.errors import DatabaseError, UsageError
+from orchestrator.redaction import redact, redact_url
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class CheckResult:
     detail: str  # one line, e.g. "200 in 12 ms", "value 3 > max 0", "connection refused"
     at: float  # time.time() when it finished
     value: float | None = None  # sql: the number read; http: the status code
+    # False when the answer says nothing about production (a rehearsal's SQL check run on an
+    # empty schema-only copy): reported, never counted as a pass or a failure.
+    predictive: bool = True
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,22 @@ def _describe_http_failure(exc: BaseException, timeout: float) -> str:
     return _one_line(str(reason)) or type(exc).__name__
 
 
+def basic_auth(url: str) -> tuple[str, dict[str, str]]:
+    """Pure: ``url`` without its userinfo, and the HTTP basic-auth header that carries it.
+
+    urllib would take ``user:pw@host`` for a host name; a browser or curl sends the userinfo
+    as basic auth, and so do we. Redirects are not followed, so the credential only ever
+    goes to the host it was written for.
+    """
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, {}
+    host = parts.netloc.rpartition("@")[2]
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return urlunsplit(parts._replace(netloc=host)), {"Authorization": f"Basic {token}"}
+
+
 def http_check(
     url: str,
     *,
@@ -110,7 +131,8 @@ def http_check(
 ) -> Check:
     """A check that GETs ``url`` and is ok when the status is exactly ``expect_status``.
 
-    Redirects are not followed (a 302 is a status like any other). ``timeout`` bounds the
+    Redirects are not followed (a 302 is a status like any other); userinfo in ``url`` is
+    sent as HTTP basic auth (:func:`basic_auth`). ``timeout`` bounds the
     connection and each read. The returned check never raises: any failure becomes a failed
     result with a one-line detail. Bad arguments raise :class:`UsageError` here, up front.
     """
@@ -122,14 +144,16 @@ def http_check(
     if not timeout > 0:
         raise UsageError(f"HTTP check timeout must be > 0 s, got {timeout}")
     label = name or redact(url)
+    target, headers = basic_auth(url)
     # Environment proxies are honoured (ProxyHandler is a default handler of build_opener).
     opener = urllib.request.build_opener(_NoRedirect)
 
     def run() -> CheckResult:
         started = time.monotonic()
         status: int | None = None
+        request = urllib.request.Request(target, headers=headers, method="GET")
         try:
-            with opener.open(urllib.request.Request(url, method="GET"), timeout=timeout) as resp:
+            with opener.open(request, timeout=timeout) as resp:
                 status = int(resp.status)
         except urllib.error.HTTPError as exc:
             # Non-2xx (and unfollowed 3xx) statuses arrive as HTTPError; they are answers.

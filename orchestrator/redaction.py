@@ -1,5 +1,10 @@
 """Keeping secrets out of everything the tool writes: console, JSON, audit trail, run records.
 
+Two layers. :func:`redact` masks what looks like a secret in any text; a :class:`Redactor`
+also masks literal secrets known up front (the values of ``*_TOKEN``/``*_KEY`` variables,
+the database password: :func:`secret_values`) and values under secret-named keys. The audit
+trail and the run record (``state.json``) of a run share one :class:`Redactor`.
+
 Three kinds of secret travel in the text we print:
 
 * the password of a database connection string (``postgresql://user:secret@host``, or
@@ -15,9 +20,20 @@ scanning a megabyte JSON report stays fast.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
-__all__ = ["REDACTED", "redact", "redact_url"]
+__all__ = [
+    "REDACTED",
+    "Redactor",
+    "is_secret_env",
+    "is_secret_key",
+    "redact",
+    "redact_secrets",
+    "redact_url",
+    "secret_values",
+]
 
 REDACTED = "***"
 
@@ -60,3 +76,119 @@ def redact_url(url: str) -> str:
             return urlunsplit(parts._replace(netloc=netloc))
         return url
     return redact(url)
+
+
+# --------------------------------------------------------------------------- known secrets
+
+# Environment variables whose values are secrets by their name's ending (GITHUB_TOKEN,
+# STRIPE_SECRET_KEY, ...), and libpq's own password variable.
+_SECRET_ENV_SUFFIXES = ("_TOKEN", "_KEY", "_SECRET", "_PASSWORD", "_PASSWD", "_PAT")
+_SECRET_ENV_NAMES = frozenset({"PGPASSWORD", "TOKEN", "SECRET", "PASSWORD"})
+_MIN_SECRET_LENGTH = 4  # masking "1" or "yes" everywhere would garble output, not protect it
+
+# Keys whose values are secrets whatever they look like (compared lower-cased, '-' -> '_').
+SECRET_KEYS = frozenset(
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "pgpassword",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "authorization",
+        "auth",
+        "cookie",
+        "set_cookie",
+        "private_key",
+        "access_key",
+        "secret_key",
+        "credentials",
+    }
+)
+# Any key containing one of these is secret too: db_password, github_token, client_secret...
+_SECRET_KEY_PARTS = ("password", "passwd", "secret", "token", "api_key", "apikey", "credential")
+
+
+def is_secret_env(name: str) -> bool:
+    """Whether the environment variable ``name`` holds a secret by convention."""
+    upper = name.upper()
+    return upper in _SECRET_ENV_NAMES or upper.endswith(_SECRET_ENV_SUFFIXES)
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a field named ``key`` holds a secret (its value is replaced wholesale)."""
+    normal = key.lower().replace("-", "_")
+    return normal in SECRET_KEYS or any(part in normal for part in _SECRET_KEY_PARTS)
+
+
+def secret_values(environ: Mapping[str, str]) -> list[str]:
+    """The literal secrets of an environment, longest first, for redacting output (pure).
+
+    The values of ``*_TOKEN``, ``*_KEY``, ``*_SECRET``, ``*_PASSWORD`` (and ``PGPASSWORD``)
+    variables, and the password inside any variable holding a connection string
+    (``DATABASE_URL`` and friends).
+    """
+    found: set[str] = set()
+    for name, value in environ.items():
+        if is_secret_env(name):
+            found.add(value)
+        elif value.startswith(("postgres://", "postgresql://")) or "password=" in value:
+            found.update(connection_passwords(value))
+    return sorted((v for v in found if len(v) >= _MIN_SECRET_LENGTH), key=lambda v: (-len(v), v))
+
+
+def connection_passwords(url: str) -> tuple[str, ...]:
+    """The password of a connection string (URL or key=value), if it has one."""
+    # psycopg is imported here: the CLI imports this module and must start fast.
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except psycopg.ProgrammingError:
+        return ()
+    return (str(password),) if password else ()
+
+
+def redact_secrets(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every literal of ``secrets`` and every connection password masked."""
+    return Redactor(secrets).text(text)
+
+
+class Redactor:
+    """Masks connection passwords, secret-keyed values and known literal secrets.
+
+    The one redactor of a run: its audit trail and its ``state.json`` go through the same
+    instance, so neither can carry a secret the other masks.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        literals: set[str] = set()
+        for secret in secrets:
+            if secret:  # an empty "secret" would match everywhere
+                literals.add(secret)
+                literals.add(quote(secret, safe=""))  # as it appears inside a URL
+        # Longest first, so a secret containing another is replaced whole.
+        self.literals = sorted(literals, key=len, reverse=True)
+
+    def text(self, text: str) -> str:
+        """``text`` with the known secrets and anything :func:`redact` finds masked."""
+        for literal in self.literals:
+            text = text.replace(literal, REDACTED)
+        return redact(text)
+
+    def value(self, value: Any) -> Any:
+        """Plain JSON data (str, numbers, lists, str-keyed dicts) with every string masked,
+        and every value under a secret-named key replaced by ``***``."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {
+                self.text(k): REDACTED if is_secret_key(k) else self.value(v)
+                for k, v in value.items()
+            }
+        if isinstance(value, list | tuple):
+            return [self.value(v) for v in value]
+        return value

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from orchestrator.engine.outcomes import (
+    BackupOutcome,
+    MergeOutcome,
+    MigrateOutcome,
+    MonitorOutcome,
+    PreflightOutcome,
+    ReleaseOutcome,
+    ValidationOutcome,
+)
+from orchestrator.redaction import redact
 from orchestrator.runs import RunRecord
 from orchestrator.validation import MigrationState, MigrationStatus, ValidationReport, Verdict
 
@@ -115,7 +125,7 @@ def event_line(event: dict[str, Any]) -> str | None:
     elif name == "step_start":
         text = f"step {event['step']} …"
     elif name == "step_end":
-        text = f"step {event['step']} done{_outcome_hint(event.get('outcome'))}"
+        text = f"step {event['step']} done{_outcome_hint(str(event['step']), event.get('outcome'))}"
     elif name == "step_already_done":
         text = f"step {event['step']} already done (postcondition holds): not repeated"
     elif name == "guard":
@@ -171,33 +181,65 @@ def _deployment(event: dict[str, Any]) -> str:
     return f" [{' '.join(shown)}]" if shown else ""
 
 
-def _outcome_hint(outcome: Any) -> str:
-    if not isinstance(outcome, dict):
+def _outcome_hint(step: str, outcome: Any) -> str:
+    """What a finished step's outcome says, in a few words, read through its typed view."""
+    if not isinstance(outcome, Mapping):
         return ""
-    if "status" in outcome:
-        return f": {outcome['status']}"
-    if "applied" in outcome:
-        tags = [a["tag"] for a in outcome["applied"]]
-        return f": applied {', '.join(tags)}" if tags else f": {outcome.get('skipped', 'nothing')}"
-    if "gate" in outcome:  # the release gate
-        return f": {outcome.get('ending')} ({outcome.get('detail')})"
-    if "pushed_commit" in outcome:
-        hint = f": pushed {str(outcome['pushed_commit'])[:12]}"
-        if outcome.get("pull_request") is not None:
-            hint = f": merged pull request #{outcome['pull_request']}"
-            hint += (
-                f" ({outcome.get('pull_request_url')})" if outcome.get("pull_request_url") else ""
-            )
-        if outcome.get("merge_commit"):
-            hint += f", merge commit {outcome['merge_commit']}"
-        return hint
-    if "healthy" in outcome:
-        return f": {'healthy' if outcome['healthy'] else 'UNHEALTHY'} ({outcome['rounds']} rounds)"
-    if "kind" in outcome:
-        return f": {outcome['kind']}"
-    if "source_commit" in outcome:
-        return f": source {str(outcome['source_commit'])[:12]}, trial merge clean"
-    return ""
+    hint = _HINTS.get(step)
+    return hint(outcome) if hint is not None else ""
+
+
+def _verdict_hint(raw: Mapping[str, Any]) -> str:
+    return f": {ValidationOutcome.parse(raw).status}"
+
+
+def _migrate_hint(raw: Mapping[str, Any]) -> str:
+    migrate = MigrateOutcome.parse(raw)
+    if migrate.applied:
+        return f": applied {', '.join(migrate.applied)}"
+    return f": {migrate.skipped or 'nothing'}"
+
+
+def _release_hint(raw: Mapping[str, Any]) -> str:
+    release = ReleaseOutcome.parse(raw)
+    return f": {release.ending} ({release.detail})"
+
+
+def _merge_hint(raw: Mapping[str, Any]) -> str:
+    merge = MergeOutcome.parse(raw)
+    hint = f": pushed {str(merge.pushed_commit)[:12]}"
+    if merge.pull_request is not None:
+        hint = f": merged pull request #{merge.pull_request}"
+        hint += f" ({merge.pull_request_url})" if merge.pull_request_url else ""
+    if merge.merge_commit:
+        hint += f", merge commit {merge.merge_commit}"
+    return hint
+
+
+def _monitor_hint(raw: Mapping[str, Any]) -> str:
+    monitor = MonitorOutcome.parse(raw)
+    return f": {'healthy' if monitor.healthy else 'UNHEALTHY'} ({monitor.rounds} rounds)"
+
+
+def _backup_hint(raw: Mapping[str, Any]) -> str:
+    return f": {BackupOutcome.parse(raw).kind}"
+
+
+def _preflight_hint(raw: Mapping[str, Any]) -> str:
+    commit = PreflightOutcome.parse(raw).source_commit
+    return f": source {str(commit)[:12]}, trial merge clean"
+
+
+_HINTS: Mapping[str, Callable[[Mapping[str, Any]], str]] = {
+    "preflight": _preflight_hint,
+    "backup": _backup_hint,
+    "validate": _verdict_hint,
+    "revalidate": _verdict_hint,
+    "migrate": _migrate_hint,
+    "merge": _merge_hint,
+    "release": _release_hint,
+    "monitor": _monitor_hint,
+}
 
 
 def run_summary(console: Console, record: RunRecord) -> None:
@@ -205,7 +247,8 @@ def run_summary(console: Console, record: RunRecord) -> None:
     style = "bold green" if record.state == "succeeded" else "bold red"
     console.print(f"run {record.run_id}: [{style}]{record.state}[/] (exit {record.exit_code})")
     if record.halt_reason:
-        console.print(f"reason: {record.halt_reason}", markup=False, highlight=False)
+        reason = redact(record.halt_reason)  # a check's URL may carry its credential
+        console.print(f"reason: {reason}", markup=False, highlight=False)
     if record.rollback_plan:
         console.print("[bold]rollback plan:[/bold]")
         for line in record.rollback_plan:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import GuardError, UsageError
-from orchestrator.redaction import redact
+from orchestrator.redaction import Redactor
 
 RUNS_DIRNAME = "runs"
 RECORD_FILENAME = "state.json"
@@ -195,9 +195,13 @@ def _parse_time(text: str, name: str) -> datetime:
 class RunStore:
     """The run records under ``<state_dir>/runs/``."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, redactor: Redactor | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.runs_dir = self.state_dir / RUNS_DIRNAME
+        #: What every saved record goes through. A run replaces it with its audit trail's
+        #: redactor (:func:`orchestrator.engine.run.open_run`), so ``state.json`` masks the
+        #: same literal secrets (the values of ``*_TOKEN`` variables, ...) the trail masks.
+        self.redactor = redactor or Redactor()
 
     def run_dir(self, run_id: str) -> Path:
         """The directory of run ``run_id`` (validated; it need not exist)."""
@@ -224,7 +228,7 @@ class RunStore:
         except FileExistsError:
             raise UsageError(f"run {record.run_id} already exists in {self.runs_dir}") from None
         try:
-            _write_atomically(directory / RECORD_FILENAME, _encode(record))
+            _write_atomically(directory / RECORD_FILENAME, _encode(record, self.redactor))
         except BaseException:
             # Leave no half-made run behind: list() and prefix lookups would trip on it.
             with contextlib.suppress(OSError):
@@ -245,7 +249,7 @@ class RunStore:
         if not directory.is_dir():
             raise UsageError(f"unknown run id {record.run_id!r}: create it before saving")
         stamped = replace(record, updated_at=utc_now_iso())
-        _write_atomically(directory / RECORD_FILENAME, _encode(stamped))
+        _write_atomically(directory / RECORD_FILENAME, _encode(stamped, self.redactor))
         record.updated_at = stamped.updated_at  # only once the new record is on disk
 
     def resolve(self, run_id: str) -> str:
@@ -376,13 +380,15 @@ def _read_pid(fd: int) -> str | None:
     return text if text.isdigit() else None
 
 
-def _encode(record: RunRecord) -> bytes:
+def _encode(record: RunRecord, redactor: Redactor) -> bytes:
     """The record as redacted UTF-8 JSON; TypeError (before any write) if it isn't JSON."""
     try:
-        text = json.dumps(record.to_json(), indent=2, ensure_ascii=False, allow_nan=False)
+        text = json.dumps(
+            redactor.value(record.to_json()), indent=2, ensure_ascii=False, allow_nan=False
+        )
     except (TypeError, ValueError) as exc:
         raise TypeError(f"run {record.run_id}: record is not JSON-serialisable: {exc}") from None
-    return (redact(text) + "\n").encode()
+    return (text + "\n").encode()
 
 
 #: Run folders and everything in them belong to the operator alone, whatever the umask:

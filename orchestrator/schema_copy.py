@@ -4,24 +4,30 @@
 schema (``pg_dump --schema-only``) and drizzle's tracking rows (``pg_dump --data-only`` of
 that one table) are read, and loaded into a cluster started for the occasion with the same
 ``initdb`` + ``pg_ctl`` rig the test suite uses. The migrations are then applied there for
-real. ``pg_dump`` takes ACCESS SHARE locks while it reads, which block no query, and ends its
-session when done: production keeps no lock of ours.
+real. ``pg_dump`` takes ACCESS SHARE on every table while it reads the schema: reads and
+writes go on, but DDL (and whatever queues behind that DDL) waits until the dump ends. The
+wait for those locks is bounded by the rehearsal's lock bound (``--lock-wait-timeout``); the
+session ends with the dump, and production keeps no lock of ours. A dump refused because the
+server is not up yet is retried under the playbook's retry policy, as any first connection.
 
 What a schema-only copy cannot catch: failures that depend on data (a ``NOT NULL`` on a
 column holding nulls, a unique index over duplicates, a cast that fails on one row), and
-timing (how long a lock is held under real traffic). The rehearsal's report says so.
+timing (how long a lock is held under real traffic), and what the monitor's SQL checks would
+read on production (the copy has no rows: they are reported as not predictive). The
+rehearsal's report says so.
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
 
+from orchestrator import children
 from orchestrator.db.connect import describe
+from orchestrator.db.retry import TRANSIENT_MESSAGES, RetryPolicy, call_with_retry
 from orchestrator.engine.steps.backup import without_password
 from orchestrator.errors import DatabaseError, UsageError
 from orchestrator.redaction import redact
@@ -37,19 +43,37 @@ __all__ = ["CANNOT_CATCH", "local_copy"]
 
 CANNOT_CATCH = (
     "a schema-only copy cannot catch failures that depend on production's data (NOT NULL "
-    "over nulls, a unique index over duplicates, a failing cast) nor lock waits under "
-    "production's traffic"
+    "over nulls, a unique index over duplicates, a failing cast), lock waits under "
+    "production's traffic, nor what the monitor's SQL checks would read on production (the "
+    "copy has no rows: those checks are not predictive)"
 )
 COPY_DATABASE = "rehearsal"
+NO_RETRY = RetryPolicy.none()
+# libpq's words for a server that is not listening yet on its Unix socket.
+_DUMP_TRANSIENT = ("failed: no such file or directory",)
 
 
 @contextmanager
-def local_copy(url: str, *, schema: str, table: str) -> Iterator[str]:
+def local_copy(
+    url: str,
+    *,
+    schema: str,
+    table: str,
+    lock_wait: float = 1.0,
+    retry: RetryPolicy = NO_RETRY,
+) -> Iterator[str]:
     """Start a local cluster, copy production's schema and tracking rows into it, yield its
-    URL; the cluster is destroyed afterwards, whatever happens."""
+    URL; the cluster is destroyed afterwards, whatever happens.
+
+    ``lock_wait``: seconds each dump may wait for its ACCESS SHARE locks on production.
+    ``retry``: the policy under which a dump that could not connect is tried again.
+    """
     pg_dump = _pg_dump_binary()
-    schema_sql = _dump(pg_dump, url, "--schema-only")
-    rows_sql = _dump(pg_dump, url, "--data-only", "--inserts", f"--table={schema}.{table}")
+    tracking = ("--data-only", "--inserts", f"--table={schema}.{table}")
+    schema_sql = call_with_retry(
+        lambda: _dump(pg_dump, url, "--schema-only", lock_wait=lock_wait), retry
+    )
+    rows_sql = call_with_retry(lambda: _dump(pg_dump, url, *tracking, lock_wait=lock_wait), retry)
     try:
         cluster = EmbeddedPostgres()
     except ServerBinariesMissing as exc:
@@ -75,22 +99,37 @@ def _pg_dump_binary() -> str:
         return found
 
 
-def _dump(pg_dump: str, url: str, *options: str) -> str:
+def _dump(pg_dump: str, url: str, *options: str, lock_wait: float) -> str:
+    """``pg_dump`` of production with ``options``, as SQL; DatabaseError if it fails (marked
+    transient when the server could not be reached). Its ACCESS SHARE locks are waited for
+    at most ``lock_wait`` seconds."""
     conninfo, env = without_password(url)
-    done = subprocess.run(
-        [pg_dump, "--no-owner", "--no-privileges", *options, f"--dbname={conninfo}"],
-        capture_output=True,
-        text=True,
+    wait = f"--lock-wait-timeout={max(1, round(lock_wait * 1000))}"  # milliseconds
+    done = children.run(
+        [pg_dump, "--no-owner", "--no-privileges", wait, *options, f"--dbname={conninfo}"],
         env=env,
-        check=False,
     )
     if done.returncode != 0:
         first = next((line for line in done.stderr.splitlines() if line.strip()), "no output")
         if "no matching tables" in first:
             return ""  # no tracking table yet: nothing applied
-        raise DatabaseError(f"cannot read production's schema: {redact(first)}")
+        if "LOCK TABLE" in done.stderr:  # the query that timed out: --lock-wait-timeout
+            raise DatabaseError(
+                "cannot read production's schema: pg_dump waited longer than the lock bound "
+                f"({lock_wait:g}s) for ACCESS SHARE on a table another session holds a "
+                "stronger lock on (DDL in progress?); nothing was changed"
+            )
+        raise DatabaseError(
+            f"cannot read production's schema: {redact(first)}", transient=_transient(first)
+        )
     # psql meta-commands (\restrict ...) are not SQL: the copy is loaded without psql.
     return "\n".join(line for line in done.stdout.splitlines() if not line.startswith("\\"))
+
+
+def _transient(message: str) -> bool:
+    """Whether pg_dump's error says the server could not be reached (worth retrying)."""
+    lowered = message.lower()
+    return any(phrase in lowered for phrase in (*TRANSIENT_MESSAGES, *_DUMP_TRANSIENT))
 
 
 def _load(url: str, text: str, what: str) -> None:

@@ -24,6 +24,7 @@ from orchestrator.testing.pg import (
     find_bindir,
     with_dbname,
 )
+from tests.mutants import apply_from_environment
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # A copy of the drizzle contract fixture (what the real migrator wrote): the suite needs
@@ -35,33 +36,15 @@ EXAMPLE_RELEASE = REPO_ROOT / "playbooks" / "examples"
 _counter = itertools.count()
 
 
-def _mutate_guard(name: str) -> None:
-    """For tests/test_guard_mutations.py: make guard ``name`` always pass, everywhere."""
-    import dataclasses
-
-    from orchestrator.engine import machine
-
-    original = getattr(machine, name)
-
-    def always(*_args: object) -> bool:
-        return True
-
-    always.__name__ = original.__name__
-    setattr(machine, name, always)
-    machine.TRANSITIONS = tuple(
-        dataclasses.replace(e, guards=tuple(always if g is original else g for g in e.guards))
-        for e in machine.TRANSITIONS
-    )
-
-
 # The history-model cache (orchestrator.drizzle.model.cache) of this test run, and of the
 # CLI processes its tests start, lives in a throwaway directory, never in ~/.cache.
 _MODEL_CACHE = tempfile.mkdtemp(prefix="orch-test-model-cache-")
 os.environ["ORCHESTRATOR_CACHE_DIR"] = _MODEL_CACHE
 atexit.register(shutil.rmtree, _MODEL_CACHE, ignore_errors=True)
 
-if os.environ.get("ORCH_MUTATE_GUARD"):
-    _mutate_guard(os.environ["ORCH_MUTATE_GUARD"])
+# tests/test_guard_mutations.py: a guard that always passes, or an observation read from
+# the run record, before anything imports the engine.
+apply_from_environment()
 
 
 def _start_cluster() -> EmbeddedPostgres:

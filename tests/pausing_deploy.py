@@ -3,8 +3,10 @@
 For the kill tests: ``python -m tests.pausing_deploy <pause-at> deploy ...`` runs the real CLI,
 with the run's console callback (a public part of :class:`orchestrator.engine.run.Interaction`)
 wrapped so the process stops at ``<pause-at>``: ``"<event>"`` or ``"<event>:<step|dest|tag>"``,
-e.g. ``step_end:backup``. The test then SIGKILLs it at that exact boundary. The runtime
-carries no such hook: it lives here, in the tests.
+e.g. ``step_end:backup``. ``dump_renamed`` stops right after the verified dump is renamed into
+place, before the run records it. The test then SIGKILLs it at that exact boundary (or changes
+the world and lets it go on with SIGCONT). The runtime carries no such hook: it lives here, in
+the tests. The mutants of ``tests/test_guard_mutations.py`` are applied here too.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import dataclasses
 import os
 import signal
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import orchestrator.cli.runs as cli_runs
-from orchestrator.cli import run
-from orchestrator.engine.run import ConsoleCallback, Interaction
+from tests.mutants import apply_from_environment
+
+if TYPE_CHECKING:
+    from orchestrator.engine.run import ConsoleCallback, Interaction
 
 
 def pausing(console: ConsoleCallback | None, pause_at: str) -> ConsoleCallback:
@@ -32,8 +36,26 @@ def pausing(console: ConsoleCallback | None, pause_at: str) -> ConsoleCallback:
     return on_event
 
 
+def pause_after_dump_rename() -> None:
+    """Stop right after a ``.<name>.partial`` dump is renamed to its target."""
+    replace = os.replace
+
+    def replacing(source: Any, target: Any, *args: Any, **kwargs: Any) -> None:
+        replace(source, target, *args, **kwargs)
+        if Path(source).name.endswith(".partial"):
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    os.replace = replacing
+
+
 def main() -> int:
     pause_at, argv = sys.argv[1], sys.argv[2:]
+    apply_from_environment()  # before the engine is imported: it binds the machine's tables
+    import orchestrator.cli.runs as cli_runs
+    from orchestrator.cli import run
+
+    if pause_at == "dump_renamed":
+        pause_after_dump_rename()
     make = cli_runs._interaction
 
     def interaction(*args: Any, **kwargs: Any) -> Interaction:

@@ -14,7 +14,8 @@ import pydantic
 import pytest
 import structlog
 
-from orchestrator.audit import AuditTrail, is_secret_key, make_redactor, read_events, redact_event
+from orchestrator.audit import AuditTrail, make_redactor, read_events, redact_event
+from orchestrator.redaction import is_secret_key
 
 SECRET = "s3cr3t"
 

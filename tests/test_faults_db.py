@@ -183,7 +183,12 @@ def test_server_down_for_good_gives_up_with_error(
     assert code == 30, err
     assert elapsed < 15, "gave up too late"
     assert "connection refused" in err.lower() or "cannot connect" in err.lower()
-    assert len(err.strip().splitlines()) == 1
+    *retries, last = err.strip().splitlines()
+    assert last.startswith("error: ")  # one error line, after one line per retry (3 attempts)
+    assert [line.split(":")[0] for line in retries] == [
+        "transient failure (attempt 1)",
+        "transient failure (attempt 2)",
+    ]
     assert world.store.list() == []  # no run was started
 
 

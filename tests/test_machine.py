@@ -335,3 +335,51 @@ def test_a_merge_through_a_pull_request_counts_only_once_github_says_merged() ->
     assert merge_pushed(r, SEEN)
     assert not merge_pushed(r, Seen(pull_merged=False))  # reopened or never merged
     assert not merge_pushed(r, Seen(remote_has_release=False))
+
+
+def test_the_way_back_is_read_again_right_before_migrating() -> None:
+    from orchestrator.engine.machine import LIVE, GuardedStep, backup_before_migrating
+
+    needs = record(
+        validate={"status": "NEEDS_MIGRATION"},
+        backup={"kind": "pg_dump", "path": "/d", "sha256": "x"},
+    )
+    assert backup_before_migrating(needs, SEEN)
+    assert not backup_before_migrating(needs, Seen(dump_ok=False))  # deleted while down
+    # SAFE: nothing to migrate, nothing changes, no way back needed.
+    safe = record(validate={"status": "SAFE"}, backup={"kind": "pg_dump", "path": "/d"})
+    assert backup_before_migrating(safe, Seen(dump_ok=False))
+    [migrate] = LIVE["validated"].steps
+    assert isinstance(migrate, GuardedStep) and migrate.name == "migrate"
+    assert [g.__name__ for g in migrate.guards] == ["backup_before_migrating"]
+
+
+def test_revalidate_moves_on_only_while_the_applied_rows_are_tracked() -> None:
+    r = record(revalidate={"status": "SAFE"}, migrate={"applied": [{"tag": "0009_x"}]})
+    r.planned = [{"tag": "0009_x", "hash": "h9"}]
+    assert [e.trigger for e in edges_from("migrated") if all(g(r, SEEN) for g in e.guards)] == []
+    tracked = Seen(tracked=frozenset({"h9"}))
+    assert [e.trigger for e in edges_from("migrated") if all(g(r, tracked) for g in e.guards)] == [
+        "revalidate"
+    ]
+    assert halt_exit_code("migrated", r) is ExitCode.PARTIAL
+    assert halt_exit_code("migrated", record(revalidate={"status": "ERROR"})) is ExitCode.ERROR
+
+
+def test_go_live_needs_the_release_still_on_the_remote() -> None:
+    from orchestrator.engine.machine import halt_reason
+
+    pushed = {"pushed_commit": "b" * 40}
+    r = record(
+        preflight={"remote": "origin", "target": "main"},
+        merge=pushed,
+        release={"live": True, "commit": "b" * 40},
+    )
+    assert [e.trigger for e in edges_from("merged") if all(g(r, SEEN) for g in e.guards)] == [
+        "go_live"
+    ]
+    reset = Seen(remote_has_release=False)
+    assert not any(all(g(r, reset) for g in e.guards) for e in edges_from("merged"))
+    # The gate saw it live, so the guard that said no is the remote's: 21, not 22.
+    assert halt_exit_code("merged", r) is ExitCode.GUARD_FAILED
+    assert "no longer on origin/main" in halt_reason("merged", r)

@@ -85,8 +85,8 @@ def test_a_recorded_dump_counts_only_while_it_is_intact(database_url: str, tmp_p
 def test_the_dump_process_dies_with_its_parent(tmp_path: Path) -> None:
     parent_code = (
         "import subprocess, sys, time\n"
-        "from orchestrator.engine.steps.backup import _child_of_this_process\n"
-        "child = subprocess.Popen(['sleep', '60'], preexec_fn=_child_of_this_process)\n"
+        "from orchestrator.children import die_with_parent\n"
+        "child = subprocess.Popen(['sleep', '60'], preexec_fn=die_with_parent)\n"
         "print(child.pid, flush=True)\n"
         "time.sleep(60)\n"
     )

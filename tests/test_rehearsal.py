@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 from typing import Any
 
 import psycopg
@@ -90,9 +91,9 @@ def test_rehearsal_proves_the_release_and_changes_nothing(
 
     by_name = steps(document)
     assert list(by_name) == [
+        "bounds",  # the plan says first what production will see of the rehearsal
         "preflight",
         "backup",
-        "bounds",
         "validate",
         "migrate",
         "revalidate",  # the route is the deploy's own (machine.LIVE): revalidate included
@@ -229,9 +230,10 @@ def test_rehearsal_is_refused_while_a_deploy_holds_the_database(
         world.database_url, schema="drizzle", table="__drizzle_migrations", owner=owner
     ):
         code = run(["deploy", "--playbook", str(world.playbook), "--dry-run"])
-    err = capsys.readouterr().err
+    lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert "run 20251021T143005Z-dddddd" in err and len(err.strip().splitlines()) == 1
+    assert lines[0].startswith("rehearsal on production")  # announced before it connects
+    assert "run 20251021T143005Z-dddddd" in lines[1] and len(lines) == 2
 
 
 def test_a_safe_database_skips_migrate(world: World, capsys: pytest.CaptureFixture[str]) -> None:
@@ -245,12 +247,43 @@ def test_a_safe_database_skips_migrate(world: World, capsys: pytest.CaptureFixtu
 
 def test_human_output_is_a_plan(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     code = run(["deploy", "--playbook", str(world.playbook), "--dry-run"])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert code == 0
     assert "[ok  ] migrate: 3 migration(s) applied and rolled back" in out
     assert "prediction: the deploy would succeed" in out
     assert out.strip().endswith("nothing was committed to production")
-    assert "lock waits at most 1s, statements at most 60s" in out  # said before it starts
+    assert out.startswith("[ok  ] bounds: on production")  # the plan says it first, too
+    first = captured.err.splitlines()[0]
+    assert first.startswith("rehearsal on production, in a transaction that is rolled back")
+    assert "lock waits at most 1s, statements at most 60s" in first
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_the_bounds_are_printed_before_the_first_connection(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, as_json: bool
+) -> None:
+    """Production unreachable: the bounds line still comes first, before the failure."""
+    with socket.socket() as probe:  # a local port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://nobody@127.0.0.1:{port}/app")
+    world.playbook.write_text(
+        world.playbook.read_text().replace(
+            "{attempts: 5, initial: 0.2s, max: 2s}", "{attempts: 1, initial: 0.1s, max: 0.1s}"
+        )
+    )
+    argv = ["deploy", "--playbook", str(world.playbook), "--dry-run"]
+    argv += ["--rehearsal-lock-timeout", "250ms", "--rehearsal-statement-timeout", "5s"]
+    code = run([*argv, "--json"] if as_json else argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 30, lines
+    assert lines[0] == (
+        "rehearsal on production, in a transaction that is rolled back: lock waits at most "
+        "0.25s, statements at most 5s; the DDL takes the locks the real migration takes "
+        "(ACCESS EXCLUSIVE for most ALTER TABLE) while it runs"
+    )
+    assert "cannot connect" in lines[-1]
 
 
 @pytest.mark.parametrize("case", ["clean", "failing_migration", "failing_monitor"])

@@ -9,15 +9,26 @@ the real deploy then ends with: for a clean release, a failing migration, a fail
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
 from orchestrator.cli import run
-from orchestrator.testing.pg import create_database, with_dbname
+from orchestrator.testing.pg import EmbeddedPostgres, create_database, with_dbname
 from tests.drizzle_helpers import tracking_rows
-from tests.release_world import World, migrate_baseline, world
+from tests.release_world import (
+    World,
+    add_staging_migration,
+    build_world,
+    migrate_baseline,
+    world,
+)
 from tests.test_rehearsal import everything, push_to_staging
 
 __all__ = ["world"]
@@ -119,4 +130,197 @@ def test_rehearse_on_refuses_production_itself_and_needs_dry_run(
     code = run(["deploy", "--playbook", str(world.playbook), "--rehearse-on", "local", "--yes"])
     assert code == 2
     assert "only goes with --dry-run" in capsys.readouterr().err
+    assert everything(world) == before
+
+
+LATE_S = 2.0
+
+
+@contextmanager
+def late(cluster: EmbeddedPostgres) -> Iterator[None]:
+    """The server is down now and comes up LATE_S seconds later (a compute waking up)."""
+    cluster.stop()
+    starter = threading.Timer(LATE_S, cluster.start)
+    starter.start()
+    try:
+        yield
+    finally:
+        starter.join()
+
+
+@pytest.mark.parametrize("on", ["local", "staging"])
+def test_a_rehearsal_on_a_copy_rides_out_a_late_server(
+    own_cluster: EmbeddedPostgres,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    on: str,
+) -> None:
+    """local: pg_dump's first connection to production is retried under the playbook's
+    policy; a URL: the copy's first connection is."""
+    create_database(own_cluster.url(), "app")
+    url = with_dbname(own_cluster.url(), "app")
+    with build_world(tmp_path / "late", url) as world:
+        monkeypatch.setenv("DATABASE_URL", url)
+        target = on
+        if on == "staging":
+            create_database(own_cluster.url(), "staging")
+            target = with_dbname(own_cluster.url(), "staging")
+            migrate_baseline(target, world.repo)
+        started = time.monotonic()
+        with late(own_cluster):
+            code, document = rehearse(world, capsys, target)
+        assert code == 0, document["plan"]
+        assert time.monotonic() - started >= LATE_S * 0.9  # it did wait for the server
+        migrate = next(s for s in document["steps"] if s["name"] == "migrate")
+        assert "applied for real on the copy" in migrate["summary"]
+
+
+def test_the_bounds_and_the_kind_are_announced_first(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run([*world.rehearse_argv("local"), "--rehearsal-lock-timeout", "300ms"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    first = captured.err.splitlines()[0]
+    assert first.startswith("rehearsal on a local schema-only copy of production")
+    assert "ACCESS SHARE" in first and "waited for at most 0.3s" in first
+    assert "rehearsed on: a local schema-only copy" in captured.out
+
+
+def test_a_sql_check_on_the_empty_copy_is_reported_as_not_predictive(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Production has a row the release's monitor check counts; the copy has none."""
+    with psycopg.connect(world.database_url) as conn:
+        conn.execute(
+            "INSERT INTO case_classification_results (case_number, model, raw_response) "
+            "VALUES ('CS0001', 'm', '{}')"
+        )
+    code, on_production = rehearse_default(world, capsys)
+    assert code == 22, on_production["plan"]  # rolled back on production: the row is seen
+    code, document = rehearse(world, capsys, "local")
+    assert code == 0, document["plan"]
+    monitor = next(s for s in document["steps"] if s["name"] == "monitor")
+    details = "\n".join(monitor["details"])
+    assert "n/a  null_service_offerings: ran on an empty copy: not predictive" in details
+    assert "1 not predictive" in monitor["summary"]
+    assert any("SQL checks ran on the schema-only copy" in c for c in document["caveats"])
+    assert "SQL checks would read on production" in document["rehearsed_on"]
+    assert real_deploy_code(world) == 22  # what the local rehearsal could not predict
+
+
+def test_a_sql_check_failing_on_the_new_schema_is_still_predicted(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ghost = (
+        "    - name: ghost_rows\n      max: 0\n      query: SELECT count(*) FROM no_such_table\n"
+    )
+    text = world.playbook.read_text()
+    world.playbook.write_text(text.replace("retry: {", ghost + "retry: {", 1))
+    code, document = rehearse(world, capsys, "local")
+    assert code == 22, document["plan"]
+    monitor = next(s for s in document["steps"] if s["name"] == "monitor")
+    assert any(d.startswith("FAIL ghost_rows") for d in monitor["details"]), monitor
+    assert real_deploy_code(world) == 22
+
+
+def rehearse_default(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, dict[str, Any]]:
+    argv = ["deploy", "--playbook", str(world.playbook), "--dry-run", "--json"]
+    code = run([*argv, "--state-dir", str(world.store.state_dir)])
+    captured = capsys.readouterr()
+    assert captured.out, captured.err
+    return code, json.loads(captured.out)
+
+
+class LockSampler:
+    """Polls production's pg_locks while a rehearsal runs: every relation lock any other
+    client session holds there (autovacuum and our own backend left out)."""
+
+    QUERY = (
+        "SELECT l.mode, c.relname FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid "
+        "LEFT JOIN pg_class c ON c.oid = l.relation "
+        "WHERE l.locktype = 'relation' AND l.granted AND a.backend_type = 'client backend' "
+        "AND l.pid <> pg_backend_pid() "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.samples = 0
+        self.seen: set[tuple[str, str | None]] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        with psycopg.connect(self.url, autocommit=True, application_name="lock-sampler") as conn:
+            while not self._stop.is_set():
+                rows = conn.execute(self.QUERY).fetchall()
+                self.seen.update((str(mode), relname) for mode, relname in rows)
+                self.samples += 1
+
+    def __enter__(self) -> LockSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    @property
+    def modes(self) -> set[str]:
+        return {mode for mode, _relname in self.seen}
+
+
+@pytest.mark.parametrize("on", [None, "local"])
+def test_the_local_rehearsal_holds_no_lock_stronger_than_access_share_on_production(
+    world: World, capsys: pytest.CaptureFixture[str], on: str | None
+) -> None:
+    """A release whose last migration holds ACCESS EXCLUSIVE on a production table for half
+    a second:
+    the sampler sees it on production when the rehearsal runs there (the control: the
+    sampler can see a strong lock), and sees nothing stronger than ACCESS SHARE (pg_dump's)
+    with --rehearse-on local."""
+    add_staging_migration(
+        world,
+        "0012_slow_note",
+        [
+            'ALTER TABLE "case_classification_results" ADD COLUMN "note" text;',
+            "SELECT pg_sleep(0.5);",
+        ],
+    )
+    with LockSampler(world.database_url) as sampler:
+        code, document = (
+            rehearse_default(world, capsys) if on is None else rehearse(world, capsys, on)
+        )
+    assert code == 0, document["plan"]
+    assert sampler.samples > 0
+    if on is None:
+        assert ("AccessExclusiveLock", "case_classification_results") in sampler.seen
+    else:
+        assert sampler.modes <= {"AccessShareLock"}, sampler.seen
+        assert "AccessShareLock" in sampler.modes  # it did watch pg_dump read the schema
+
+
+def test_pg_dump_waits_for_its_locks_no_longer_than_the_lock_bound(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A session holds ACCESS EXCLUSIVE on a production table: the local rehearsal gives up
+    after the lock bound instead of queueing behind it (and making traffic queue behind it)."""
+    before = everything(world)
+    with psycopg.connect(world.database_url) as holder:
+        holder.execute("LOCK TABLE case_classification_results IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        argv = [*world.rehearse_argv("local"), "--rehearsal-lock-timeout", "300ms", "--json"]
+        code = run(argv)
+        elapsed = time.monotonic() - started
+        holder.rollback()
+    captured = capsys.readouterr()
+    assert code == 30, captured.err
+    assert elapsed < 10
+    assert "waited longer than the lock bound (0.3s)" in captured.err
+    assert "local schema-only copy" in json.loads(captured.out)["rehearsed_on"]
     assert everything(world) == before

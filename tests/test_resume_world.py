@@ -1,25 +1,38 @@
 """Resume trusts the world, not the run's notes: what someone undid while the run was down
 is seen, and the run either does it again or halts; it never reports success over it.
 
-Each test kills a real ``orchestrator deploy`` (see ``tests/test_resume.py``), changes the
-world behind its back, then resumes.
+Each test stops a real ``orchestrator deploy`` at an audit event (see ``tests/test_resume.py``)
+and changes the world behind its back: the dump, the tracking rows, the remote branch, the
+pull request, the clone. Then it either lets the process go on (SIGCONT: the guard right
+after the pause must read the change) or kills it and resumes. Each asserts the exit code
+and the guard event in the audit trail that halted the run. ``tests/test_guard_mutations.py``
+runs several of them against mutants of the guards and of the observations they read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
+import pytest
 
+from orchestrator.audit import read_events
+from orchestrator.engine.outcomes import HaltOutcome
 from orchestrator.engine.run import resume
 from orchestrator.errors import ExitCode
+from orchestrator.runs import RunRecord
 from orchestrator.testing.release import git, write_playbook
 from tests.drizzle_helpers import tracking_rows
+from tests.neon_world import neon_world
 from tests.release_world import World, world
+from tests.test_github_pr import environ as pr_environ
+from tests.test_github_pr import pr_world
 from tests.test_resume import (
     assert_converged,
     deploy_process,
@@ -36,61 +49,39 @@ def reset_origin_main(world: World, commit: str) -> None:
     git(world.repo.origin, "update-ref", "refs/heads/main", commit)
 
 
-def test_killed_after_the_merge_then_the_branch_reset_never_ends_succeeded(
-    world: World,
+def events_of(world: World, record: RunRecord) -> list[dict[str, Any]]:
+    return read_events(world.store.audit_path(record.run_id))
+
+
+def guard_verdicts(events: list[dict[str, Any]], guard: str) -> list[bool]:
+    """Every verdict of ``guard`` in the audit trail, in order."""
+    return [bool(e["ok"]) for e in events if e["event"] == "guard" and e["guard"] == guard]
+
+
+def assert_halted_by(
+    world: World, record: RunRecord, code: ExitCode, guard: str, stopped_in: str
 ) -> None:
-    main_before = world.origin_main()
-    process = deploy_process(world, "transition:merged")
-    wait_stopped(process)
-    kill(process)
-    reset_origin_main(world, main_before)
-
-    record = resume(None, world.store, world.interaction())
-    assert record.state != "succeeded"
-    assert record.exit_code == int(ExitCode.GUARD_FAILED)
-    assert "no longer on origin/main" in str(record.halt_reason)
-    assert world.origin_main() == main_before  # nothing pushed behind the operator's back
-
-
-def test_killed_after_the_push_was_recorded_then_reset_is_not_taken_for_pushed(
-    world: World,
-) -> None:
-    main_before = world.origin_main()
-    process = deploy_process(world, "step_end:merge")
-    wait_stopped(process)
-    kill(process)
-    reset_origin_main(world, main_before)
-
-    record = resume(None, world.store, world.interaction())
-    # The record says "pushed"; the remote says otherwise. The clone still holds the merge
-    # the remote lost, so the run halts and says so rather than push it again unreviewed.
-    assert record.state == "halted", record.halt_reason
-    assert "not on origin/main" in str(record.halt_reason)
-    assert world.origin_main() == main_before
-
-
-def test_tracking_rows_deleted_before_revalidate_halt_partial_with_the_plan(
-    world: World,
-) -> None:
-    process = deploy_process(world, "step_end:migrate")
-    wait_stopped(process)
-    kill(process)
-    planned = {p["hash"] for p in only_run(world).planned}
-    with psycopg.connect(world.database_url) as conn:
-        conn.execute(
-            "DELETE FROM drizzle.__drizzle_migrations WHERE hash = ANY(%s)", (list(planned),)
-        )
-
-    record = resume(None, world.store, world.interaction())
-    assert record.state == "halted"
-    assert record.exit_code == int(ExitCode.PARTIAL)
+    """Halted with ``code`` in ``stopped_in``, right after ``guard`` said no (the audit
+    trail's last guard verdict), with a rollback plan."""
+    assert record.state == "halted", (record.state, record.halt_reason)
+    assert record.exit_code == int(code), record.halt_reason
+    assert HaltOutcome.of(record).stopped_in == stopped_in, record.halt_reason
     assert record.rollback_plan, "a halt prints the concrete rollback plan"
-    assert not planned & {h for _id, h, _c in tracking_rows(world.database_url)}
+    events = events_of(world, record)
+    last_guard = [e for e in events if e["event"] == "guard"][-1]
+    assert (last_guard["guard"], last_guard["ok"]) == (guard, False), last_guard
+    assert guard_verdicts(events, guard)[-1] is False
 
 
-def test_killed_during_pg_dump_resumes_with_one_complete_dump_and_no_orphan(
-    world: World,
-) -> None:
+def go_on(process: subprocess.Popen[bytes], timeout: float = 120) -> int:
+    """Let a stopped deploy continue (SIGCONT) to its end; its exit code."""
+    process.send_signal(signal.SIGCONT)
+    process.communicate(timeout=timeout)
+    return process.returncode
+
+
+def use_pg_dump(world: World) -> Path:
+    """The world's playbook backs up with pg_dump into a fresh folder (returned)."""
     dumps = world.root / "dumps"
     dumps.mkdir()
     write_playbook(
@@ -101,6 +92,213 @@ def test_killed_during_pg_dump_resumes_with_one_complete_dump_and_no_orphan(
         duration="200ms",
         interval="100ms",
     )
+    return dumps
+
+
+def spoil(dump: Path, how: str) -> None:
+    """Someone deletes the dump, or changes it by one byte."""
+    if how == "deleted":
+        dump.unlink()
+    else:
+        with dump.open("ab") as handle:
+            handle.write(b"\0")
+
+
+def planned_hashes_tracked(world: World, record: RunRecord) -> set[str]:
+    planned = {str(p["hash"]) for p in record.planned}
+    return planned & {h for _id, h, _c in tracking_rows(world.database_url)}
+
+
+@pytest.mark.parametrize("how", ["deleted", "appended"])
+def test_dump_spoiled_after_backup_checked_resume_never_migrates(world: World, how: str) -> None:
+    dumps = use_pg_dump(world)
+    main_before = world.origin_main()
+    process = deploy_process(world, "transition:backup_checked")
+    wait_stopped(process)
+    kill(process)
+    dump = Path(str(only_run(world).steps["backup"]["path"]))
+    spoil(dump, how)
+
+    record = resume(None, world.store, world.interaction())
+    assert_halted_by(world, record, ExitCode.GUARD_FAILED, "backup_before_migrating", "validated")
+    assert "the way back is gone" in str(record.halt_reason)
+    events = events_of(world, record)
+    assert "applying_migration" not in [e["event"] for e in events]
+    assert not planned_hashes_tracked(world, record), "migrated without an intact backup"
+    assert world.origin_main() == main_before
+    # Resuming again without the dump put back halts again, still before migrating.
+    again = resume(record.run_id, world.store, world.interaction())
+    assert again.exit_code == int(ExitCode.GUARD_FAILED)
+    assert not planned_hashes_tracked(world, again)
+    assert dumps.exists()
+
+
+@pytest.mark.parametrize("how", ["deleted", "appended"])
+def test_dump_spoiled_before_the_backup_guard_halts_in_pending(world: World, how: str) -> None:
+    use_pg_dump(world)
+    process = deploy_process(world, "step_end:backup")
+    wait_stopped(process)
+    spoil(Path(str(only_run(world).steps["backup"]["path"])), how)
+
+    assert go_on(process) == int(ExitCode.GUARD_FAILED)
+    record = only_run(world)
+    assert_halted_by(world, record, ExitCode.GUARD_FAILED, "backup_recorded", "pending")
+    assert "validate" not in record.steps
+
+
+def test_tracking_rows_deleted_between_migrate_and_its_guard_halt_partial(world: World) -> None:
+    process = deploy_process(world, "step_end:migrate")
+    wait_stopped(process)
+    planned = {p["hash"] for p in only_run(world).planned}
+    delete_tracking_rows(world, planned)
+
+    assert go_on(process) == int(ExitCode.PARTIAL)
+    record = only_run(world)
+    assert_halted_by(world, record, ExitCode.PARTIAL, "migration_recorded", "validated")
+    assert "does not track every migration" in str(record.halt_reason)
+
+
+def test_tracking_rows_deleted_after_migrated_halt_partial_on_resume(world: World) -> None:
+    process = deploy_process(world, "transition:migrated")
+    wait_stopped(process)
+    kill(process)
+    planned = {p["hash"] for p in only_run(world).planned}
+    delete_tracking_rows(world, planned)
+
+    record = resume(None, world.store, world.interaction())
+    assert_halted_by(world, record, ExitCode.PARTIAL, "migration_recorded", "migrated")
+    assert not planned_hashes_tracked(world, record)
+
+
+def delete_tracking_rows(world: World, hashes: set[str]) -> None:
+    with psycopg.connect(world.database_url) as conn:
+        conn.execute(
+            "DELETE FROM drizzle.__drizzle_migrations WHERE hash = ANY(%s)", (list(hashes),)
+        )
+
+
+def test_killed_after_the_merge_then_the_branch_reset_halts_before_the_monitor(
+    world: World,
+) -> None:
+    main_before = world.origin_main()
+    process = deploy_process(world, "transition:merged")
+    wait_stopped(process)
+    kill(process)
+    reset_origin_main(world, main_before)
+
+    record = resume(None, world.store, world.interaction())
+    assert_halted_by(world, record, ExitCode.GUARD_FAILED, "merge_pushed", "merged")
+    assert "no longer on origin/main" in str(record.halt_reason)
+    events = events_of(world, record)
+    resumed = [e["event"] for e in events][[e["event"] for e in events].index("run_resumed") :]
+    assert "check" not in resumed, "a monitor window ran for a release no longer on the remote"
+    assert world.origin_main() == main_before  # nothing pushed behind the operator's back
+
+
+def test_push_undone_before_its_guard_is_not_taken_for_pushed(world: World) -> None:
+    main_before = world.origin_main()
+    process = deploy_process(world, "step_end:merge")
+    wait_stopped(process)
+    reset_origin_main(world, main_before)
+
+    assert go_on(process) == int(ExitCode.GUARD_FAILED)
+    record = only_run(world)
+    assert_halted_by(world, record, ExitCode.GUARD_FAILED, "merge_pushed", "revalidated")
+    assert "not on the remote target branch" in str(record.halt_reason)
+    assert world.origin_main() == main_before
+
+
+def test_killed_after_the_push_was_recorded_then_reset_is_not_pushed_again(
+    world: World,
+) -> None:
+    main_before = world.origin_main()
+    process = deploy_process(world, "step_end:merge")
+    wait_stopped(process)
+    kill(process)
+    reset_origin_main(world, main_before)
+
+    record = resume(None, world.store, world.interaction())
+    # The merge step's postcondition reads the remote: not there, so it would merge again;
+    # the clone still holds the merge the remote lost, so git refuses and the run halts
+    # (a step's refusal, not a guard) rather than push it again unreviewed.
+    assert record.state == "halted", record.halt_reason
+    assert record.exit_code == int(ExitCode.GUARD_FAILED)
+    assert HaltOutcome.of(record).stopped_in == "revalidated"
+    assert "commits that are not on origin/main" in str(record.halt_reason)
+    events = events_of(world, record)
+    resumed = events[[e["event"] for e in events].index("run_resumed") :]
+    assert not guard_verdicts(resumed, "merge_pushed"), "the step halted, not the guard"
+    assert world.origin_main() == main_before
+
+
+def test_tracking_rows_deleted_before_revalidate_halt_partial_with_the_plan(
+    world: World,
+) -> None:
+    process = deploy_process(world, "step_end:migrate")
+    wait_stopped(process)
+    kill(process)
+    planned = {p["hash"] for p in only_run(world).planned}
+    delete_tracking_rows(world, planned)
+
+    record = resume(None, world.store, world.interaction())
+    # migrate's postcondition reads the rows: gone, so it runs again; the migrator refuses
+    # the partial state it finds (its own check, not a guard), and nothing is applied.
+    assert record.state == "halted"
+    assert record.exit_code == int(ExitCode.PARTIAL)
+    assert HaltOutcome.of(record).stopped_in == "validated"
+    assert record.rollback_plan, "a halt prints the concrete rollback plan"
+    assert not planned_hashes_tracked(world, record)
+    # The way back was there, so the step acted and the migrator refused: not a guard's halt.
+    last_guard = [e for e in events_of(world, record) if e["event"] == "guard"][-1]
+    assert (last_guard["guard"], last_guard["ok"]) == ("backup_before_migrating", True)
+    assert "refusing to migrate a partial state" in str(record.halt_reason)
+
+
+def test_killed_right_after_the_dump_was_renamed_adopts_it(world: World) -> None:
+    dumps = use_pg_dump(world)
+    main_before = world.origin_main()
+    process = deploy_process(world, "dump_renamed")
+    wait_stopped(process)
+    kill(process)
+    interrupted = only_run(world)
+    assert "backup" not in interrupted.steps  # renamed, not yet recorded
+    dump = dumps / f"{interrupted.run_id}.dump"
+    assert dump.is_file()
+    digest = hashlib.sha256(dump.read_bytes()).hexdigest()
+
+    record = resume(None, world.store, world.interaction())
+    assert_converged(world, record, main_before)
+    assert record.steps["backup"]["adopted"] is True
+    assert record.steps["backup"]["sha256"] == digest
+    assert sorted(p.name for p in dumps.iterdir()) == [dump.name]
+
+
+def test_a_recorded_dump_changed_before_backup_checked_is_moved_aside_and_taken_again(
+    world: World,
+) -> None:
+    dumps = use_pg_dump(world)
+    main_before = world.origin_main()
+    process = deploy_process(world, "step_end:backup")
+    wait_stopped(process)
+    kill(process)
+    first = only_run(world).steps["backup"]
+    dump = Path(str(first["path"]))
+    spoil(dump, "appended")
+    changed = dump.read_bytes()
+
+    record = resume(None, world.store, world.interaction())
+    assert_converged(world, record, main_before)
+    assert record.steps["backup"]["sha256"] == hashlib.sha256(dump.read_bytes()).hexdigest()
+    aside = [p for p in dumps.iterdir() if p.name.startswith(f"{dump.name}.moved-")]
+    assert len(aside) == 1 and aside[0].read_bytes() == changed  # never deleted
+    events = [e["event"] for e in events_of(world, record)]
+    assert "backup_moved_aside" in events
+
+
+def test_killed_during_pg_dump_resumes_with_one_complete_dump_and_no_orphan(
+    world: World,
+) -> None:
+    dumps = use_pg_dump(world)
     main_before = world.origin_main()
     # An open transaction holding a table keeps pg_dump waiting for its lock: "mid-dump".
     blocker = psycopg.connect(world.database_url)
@@ -154,3 +352,58 @@ def wait_gone(pid: int, timeout: float = 5) -> bool:
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
     return False
+
+
+def test_source_commit_gone_from_the_clone_before_the_backup_guard_halts(world: World) -> None:
+    process = deploy_process(world, "step_end:backup")
+    wait_stopped(process)
+    # Someone rewrites the operator's clone: the pinned commit is no longer in it.
+    clone = world.repo.clone
+    git(clone, "branch", "-D", "staging")
+    git(clone, "update-ref", "-d", "refs/remotes/origin/staging")
+    (clone / ".git" / "FETCH_HEAD").unlink(missing_ok=True)
+    git(clone, "reflog", "expire", "--expire=now", "--all")
+    git(clone, "gc", "--prune=now", "--quiet")
+    commit = str(only_run(world).source_commit)
+    assert subprocess.run(["git", "cat-file", "-e", commit], cwd=clone).returncode != 0
+
+    assert go_on(process) == int(ExitCode.GUARD_FAILED)
+    record = only_run(world)
+    assert_halted_by(world, record, ExitCode.GUARD_FAILED, "preflight_passed", "pending")
+
+
+KEY = "napi_k3y_never_printed_0123456789"
+
+
+def test_neon_backup_branch_deleted_after_backup_checked_resume_never_migrates(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with neon_world(world, KEY) as neon:
+        monkeypatch.setenv("NEON_API_KEY", KEY)
+        process = deploy_process(world, "transition:backup_checked")
+        wait_stopped(process)
+        kill(process)
+        branch = str(only_run(world).steps["backup"]["branch_id"])
+        del neon.branches[branch]  # someone deleted it in the console
+
+        record = resume(
+            None,
+            world.store,
+            world.interaction(environ={"DATABASE_URL": world.database_url, "NEON_API_KEY": KEY}),
+        )
+    assert_halted_by(world, record, ExitCode.GUARD_FAILED, "backup_before_migrating", "validated")
+    assert not planned_hashes_tracked(world, record), "migrated without a backup branch"
+
+
+def test_pull_request_reopened_before_its_guard_is_not_taken_for_merged(
+    tmp_path: Path, database_url: str
+) -> None:
+    with pr_world(tmp_path, database_url) as (world, github):
+
+        def reopen_after_merge(event: dict[str, Any]) -> None:
+            if event.get("event") == "step_end" and event.get("step") == "merge":
+                for pull in github.pulls.values():  # GitHub says: not merged (any more)
+                    pull.update(merged=False, state="open")
+
+        record = world.deploy(environ=pr_environ(world, github), console=reopen_after_merge)
+    assert_halted_by(world, record, ExitCode.GUARD_FAILED, "merge_pushed", "revalidated")

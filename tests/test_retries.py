@@ -1,8 +1,12 @@
 """Every database command rides out a server that comes up late, under one retry policy.
 
 The server is down when the command starts and comes up two seconds later (a Neon compute
-waking from suspend looks like this to a client): with ``--retries 5`` each command succeeds,
-and so do the dry run and resume under the playbook's retry policy (the same default).
+waking from suspend looks like this to a client): with ``--retries 5`` each command succeeds
+and shows each retry on stderr: validate, migrate, plan, inspect, repair, ``deploy`` and its
+``--dry-run``, ``resume`` (whose retries also reach the run's audit trail) and the
+validation after ``rollback --restore-database`` (Neon restarts the compute to restore it).
+``--retries`` overrides the playbook's ``retry.attempts``; a bad value is exit 2. A deadlock
+or serialization failure in the migration transaction is retried after validating again.
 The policy is one: the same default for the CLI and the playbook, exponential with jitter.
 """
 
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.audit import read_events
 from orchestrator.cli import run
 from orchestrator.commands import migrate_database
 from orchestrator.db.backoff import DEFAULT_ATTEMPTS
@@ -26,7 +31,7 @@ from orchestrator.playbook import RetrySpec
 from orchestrator.testing.pg import EmbeddedPostgres, create_database, with_dbname
 from orchestrator.testing.release import EXAMPLE_MIGRATIONS
 from tests.drizzle_helpers import prefix_folder, run_sql, tracking_rows
-from tests.release_world import build_world
+from tests.release_world import World, build_world
 
 LATE_S = 2.0
 
@@ -139,10 +144,13 @@ def test_the_dry_run_rides_out_a_late_server(
         monkeypatch.setenv("DATABASE_URL", url)
         starter = late(own_cluster)
         try:
-            code = run(["deploy", "--playbook", str(world.playbook), "--dry-run", "--json"])
+            argv = ["deploy", "--playbook", str(world.playbook), "--dry-run", "--json"]
+            code = run([*argv, "--retries", "5"])
         finally:
             starter.join()
-        assert code == 0, capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert code == 0, err
+        assert "transient failure (attempt 1): " in err  # each retry is shown
 
 
 def test_resume_rides_out_a_late_server(own_cluster: EmbeddedPostgres, tmp_path: Path) -> None:
@@ -158,3 +166,232 @@ def test_resume_rides_out_a_late_server(own_cluster: EmbeddedPostgres, tmp_path:
             starter.join()
         assert resumed.state == "succeeded", resumed.halt_reason
         assert len(tracking_rows(url)) == 12
+
+
+# -- the migration transaction: deadlocks and serialization failures --------------------------
+
+# Fails its first run only: a sequence's nextval survives the rollback of the transaction.
+FAIL_ONCE = (
+    "DO $$ BEGIN IF nextval('public.attempts') = 1 THEN "
+    "RAISE EXCEPTION 'provoked by the test' USING ERRCODE = '{code}'; END IF; END $$"
+)
+
+
+@pytest.mark.parametrize("code", ["40P01", "40001"])
+@pytest.mark.parametrize("retries", [3, 1])
+def test_a_deadlock_or_serialization_failure_in_the_migration_is_retried(
+    database_url: str,
+    tmp_path: Path,
+    code: str,
+    retries: int,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import psycopg
+
+    from orchestrator.testing.folders import write_drizzle_folder
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE SEQUENCE public.attempts")
+    folder = write_drizzle_folder(
+        tmp_path / "drizzle",
+        [
+            ("0000_first", ["CREATE TABLE first_table (id integer PRIMARY KEY)"]),
+            ("0001_flaky", [FAIL_ONCE.format(code=code), "CREATE TABLE flaky (id integer)"]),
+        ],
+    )
+    argv = ["migrate", "--yes", "--database-url", database_url, "--migrations", str(folder)]
+    exit_code = run([*argv, "--retries", str(retries)])
+    err = capsys.readouterr().err
+    with psycopg.connect(database_url) as conn:
+        runs = conn.execute("SELECT last_value FROM public.attempts").fetchone()
+        tables = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE tablename IN ('first_table', 'flaky')"
+        ).fetchone()
+    if retries == 1:  # no second attempt: the failure is the answer, nothing is applied
+        assert exit_code == 21, err  # the migration failed, rolled back
+        assert "transient failure" not in err and code in err
+        assert tracking_rows(database_url) == [] and tables == (0,)
+        return
+    assert exit_code == 0, err
+    assert "transient failure (attempt 1): " in err and "retrying in" in err
+    assert len(tracking_rows(database_url)) == 2  # applied exactly once, both migrations
+    assert tables == (2,)
+    # It ran again: a failed run (the migrator then replays it, rolled back, only to name
+    # the failing statement), then the committed one.
+    assert runs is not None and runs[0] >= 2
+
+
+# -- --retries on the run commands -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["deploy", "--playbook", "release.yaml", "--yes"],
+        ["deploy", "--playbook", "release.yaml", "--dry-run"],
+        ["resume", "--yes"],
+        ["rollback", "20251021T143005Z-3fa9c2", "--restore-database", "--confirm-branch", "m"],
+    ],
+)
+@pytest.mark.parametrize("bad", ["0", "-1", "x"])
+def test_run_commands_refuse_a_bad_retries_value(
+    argv: list[str], bad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state"
+    code = run([*argv, "--retries", bad, "--state-dir", str(state)])
+    assert code == 2
+    assert "--retries" in capsys.readouterr().err
+    assert not state.exists()  # nothing was started
+
+
+def test_rollback_takes_retries_only_with_restore_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run(
+        ["rollback", "20251021T143005Z-3fa9c2", "--retries", "3", "--state-dir", str(tmp_path)]
+    )
+    assert code == 2
+    assert "--retries only goes with --restore-database" in capsys.readouterr().err
+
+
+def cli_deploy(world: World, *extra: str) -> list[str]:
+    return [
+        "deploy",
+        "--playbook",
+        str(world.playbook),
+        "--yes",
+        "--state-dir",
+        str(world.store.state_dir),
+        *extra,
+    ]
+
+
+def test_deploy_retries_overrides_the_playbook(
+    own_cluster: EmbeddedPostgres,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The playbook says 5 attempts (the default); --retries 1 means one, with no wait."""
+    create_database(own_cluster.url(), "app")
+    url = with_dbname(own_cluster.url(), "app")
+    with build_world(tmp_path, url) as world:
+        monkeypatch.setenv("DATABASE_URL", url)
+        own_cluster.stop()
+        try:
+            started = time.monotonic()
+            code = run(cli_deploy(world, "--retries", "1"))
+            elapsed = time.monotonic() - started
+        finally:
+            own_cluster.start()
+        err = capsys.readouterr().err
+        assert code == 30, err
+        assert elapsed < 1.0, "it waited for a retry it was told not to make"
+        assert "transient failure" not in err
+        assert world.store.list() == []
+
+
+def test_deploy_via_the_cli_rides_out_a_late_server_and_says_so(
+    own_cluster: EmbeddedPostgres,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    create_database(own_cluster.url(), "app")
+    url = with_dbname(own_cluster.url(), "app")
+    with build_world(tmp_path, url) as world:
+        monkeypatch.setenv("DATABASE_URL", url)
+        started = time.monotonic()
+        starter = late(own_cluster)
+        try:
+            code = run(cli_deploy(world, "--retries", "5", "--json"))
+        finally:
+            starter.join()
+        err = capsys.readouterr().err
+        assert code == 0, err
+        assert time.monotonic() - started >= LATE_S * 0.9
+        assert "transient failure (attempt 1): " in err  # each retry is shown
+        assert len(tracking_rows(url)) == 12
+
+
+def test_resume_via_the_cli_rides_out_a_late_server_and_records_the_retries(
+    own_cluster: EmbeddedPostgres,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    create_database(own_cluster.url(), "app")
+    url = with_dbname(own_cluster.url(), "app")
+    with build_world(tmp_path, url) as world:
+        record = world.deploy(confirm=lambda question: "Apply" not in question)  # declined
+        assert record.state == "halted"
+        monkeypatch.setenv("DATABASE_URL", url)
+        argv = ["resume", record.run_id, "--yes", "--retries", "5", "--json"]
+        starter = late(own_cluster)
+        try:
+            code = run([*argv, "--state-dir", str(world.store.state_dir)])
+        finally:
+            starter.join()
+        err = capsys.readouterr().err
+        assert code == 0, err
+        assert "transient failure (attempt 1): " in err
+        events = read_events(world.store.audit_path(record.run_id))
+        retries = [e for e in events if e["event"] == "retry"]
+        assert retries and retries[0]["attempt"] == 1  # the run's audit trail has them too
+        assert len(tracking_rows(url)) == 12
+
+
+def test_restore_database_rides_out_the_compute_restart(
+    own_cluster: EmbeddedPostgres,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Neon restarts production's compute to restore it: the validation after the restore
+    finds the server down for two seconds and, with --retries 5, waits for it."""
+    from tests.neon_world import neon_world
+
+    key = "napi_late_restore_key_77"
+    create_database(own_cluster.url(), "app")
+    url = with_dbname(own_cluster.url(), "app")
+    with (
+        build_world(tmp_path, url) as world,
+        neon_world(world, key, cluster_url=own_cluster.url(), production="app") as neon,
+    ):
+        record = world.deploy(environ={"DATABASE_URL": url, "NEON_API_KEY": key})
+        assert record.state == "succeeded", record.halt_reason
+        monkeypatch.setenv("DATABASE_URL", url)
+        monkeypatch.setenv("NEON_API_KEY", key)
+        restarts: list[threading.Timer] = []
+        restore = neon.restore
+
+        def restore_then_restart(branch_id: str, body: dict[str, object]) -> None:
+            restore(branch_id, body)
+            restarts.append(late(own_cluster))
+
+        neon.restore = restore_then_restart  # type: ignore[method-assign]
+        try:
+            code = run(
+                [
+                    "rollback",
+                    record.run_id,
+                    "--restore-database",
+                    "--confirm-branch",
+                    "main",
+                    "--yes",
+                    "--retries",
+                    "5",
+                    "--state-dir",
+                    str(world.store.state_dir),
+                ]
+            )
+        finally:
+            for starter in restarts:
+                starter.join()
+        err = capsys.readouterr().err
+        assert restarts, "the restore never reached the double"
+        assert code == 10, err  # the release's migrations are pending again
+        assert "transient failure (attempt 1): " in err
+        events = read_events(world.store.audit_path(record.run_id))
+        assert any(e["event"] == "retry" for e in events)
+        assert events[-1]["event"] == "database_revalidated"

@@ -13,15 +13,9 @@ import pytest
 from psycopg import sql
 
 from orchestrator.cli import run
-from orchestrator.db.connect import (
-    check_ssl,
-    is_local_host,
-    redact_secrets,
-    remote_hosts,
-    secret_values,
-    ssl_warning,
-)
+from orchestrator.db.connect import check_ssl, is_local_host, remote_hosts, ssl_warning
 from orchestrator.errors import UsageError
+from orchestrator.redaction import redact_secrets, secret_values
 from orchestrator.testing.pg import with_user
 from orchestrator.testing.release import EXAMPLE_MIGRATIONS, copy_migrations
 from tests.test_deploy import build_world
@@ -353,3 +347,27 @@ def test_platform_tokens_are_written_nowhere(
         for where, data in {**written, **files}.items()
     }
     assert {where: hit for where, hit in found.items() if hit} == {}
+
+
+def test_state_json_masks_the_token_values_the_audit_trail_masks(
+    tmp_path: Path, database_url: str
+) -> None:
+    """One redactor for the run record and the audit trail: a ``*_TOKEN`` value from the
+    environment that ends up in an error (here a migration's) is masked in both."""
+    from tests.release_world import add_staging_migration
+
+    token = "tok_MaskedInState4471"
+    with build_world(tmp_path, database_url) as world:
+        add_staging_migration(
+            world,
+            "0012_rejects",
+            [f"DO $$ BEGIN RAISE EXCEPTION 'rejected by {token}'; END $$"],
+        )
+        record = world.deploy(environ={"DATABASE_URL": database_url, "DEPLOY_TOKEN": token})
+        assert record.state == "failed"
+        assert token in (record.halt_reason or "")  # the error really carried it
+        state = world.store.record_path(record.run_id).read_text()
+        audit = world.store.audit_path(record.run_id).read_text()
+        assert "rejected by ***" in state and "rejected by ***" in audit
+        assert token not in state and token not in audit
+        assert world.store.load(record.run_id).state == "failed"  # still a readable record

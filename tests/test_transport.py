@@ -64,9 +64,10 @@ def test_rehearsal_warns_too(
     world, remote = remote_world
     monkeypatch.setenv("DATABASE_URL", remote)
     code = run(["deploy", "--playbook", str(world.playbook), "--dry-run"])
-    err = capsys.readouterr().err
-    assert code == 0, err
-    assert err.startswith("warning: ") and "db.example.com" in err
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 0, lines
+    assert lines[0].startswith("rehearsal on production")  # the bounds, before it connects
+    assert any(line.startswith("warning: ") and "db.example.com" in line for line in lines)
 
 
 def test_require_ssl_in_the_playbook_refuses_before_anything_happens(

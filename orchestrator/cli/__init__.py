@@ -1,4 +1,5 @@
-"""The command line: parse arguments, call one function of the runtime, render the result.
+"""The command line: parse arguments, call the verb layer (:mod:`orchestrator.commands`),
+render the result.
 
 Every command shares one exit-code scheme (:class:`orchestrator.errors.ExitCode`). Errors
 are printed as one line on stderr; a traceback never reaches the user.
@@ -86,7 +87,7 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def redact(text: str) -> str:
-    """Mask secrets in an error message (imported late: it pulls in psycopg)."""
-    from orchestrator.db.connect import redact as redact_secrets
+    """Mask secrets in an error message (imported late: ``--help`` does not need it)."""
+    from orchestrator.redaction import redact as redact_secrets
 
     return redact_secrets(text)

@@ -65,7 +65,6 @@ def plan(target: DatabaseTarget, all_migrations: bool, markdown: bool) -> int:
 def lint(migrations: Path, as_json: bool, allow_concurrent: bool) -> int:
     """Lint every migration of a folder; exit 21 on errors (warnings alone exit 0)."""
     from orchestrator import commands
-    from orchestrator.analysis.lint import has_errors
     from orchestrator.cli.console import print_json
     from orchestrator.cli.options import read_migrations
 
@@ -81,7 +80,7 @@ def lint(migrations: Path, as_json: bool, allow_concurrent: bool) -> int:
         )
     else:
         show_lint(findings)
-    return int(ExitCode.GUARD_FAILED if has_errors(findings) else ExitCode.OK)
+    return int(ExitCode.GUARD_FAILED if commands.lint_has_errors(findings) else ExitCode.OK)
 
 
 @click.command()
@@ -95,7 +94,7 @@ def repair(target: DatabaseTarget, lock_timeout: str, dry_run: bool, yes: bool) 
     from orchestrator import render
     from orchestrator.cli.console import interactive, out, print_json
     from orchestrator.commands import repair_database
-    from orchestrator.db.connect import redact_url
+    from orchestrator.redaction import redact_url
 
     url = target.url(writes=True)
     options = target.options(lock_timeout=lock_timeout)
@@ -199,8 +198,8 @@ def show_plan(result: Plan) -> None:
 
 def show_lint(findings: list[LintFinding]) -> None:
     """One line per finding with its fix, then a count."""
-    from orchestrator.analysis.lint import rule_named
     from orchestrator.cli.console import print_lines
+    from orchestrator.commands import lint_fix
 
     lines = []
     fixes_shown: set[str] = set()
@@ -208,7 +207,7 @@ def show_lint(findings: list[LintFinding]) -> None:
         lines.append(f"{f.location}: {f.severity} {f.rule}: {f.message}")
         if f.rule not in fixes_shown:
             fixes_shown.add(f.rule)
-            lines.append(f"    fix: {rule_named(f.rule).fix}")
+            lines.append(f"    fix: {lint_fix(f.rule)}")
     errors = sum(f.severity == "error" for f in findings)
     lines.append(f"{errors} error(s), {len(findings) - errors} warning(s)")
     print_lines(lines)

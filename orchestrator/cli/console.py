@@ -55,7 +55,7 @@ def print_json(document: dict[str, Any]) -> None:
     Indented for a person at a terminal; compact for a program reading a pipe (the C encoder
     only serves compact output, and a report of a large folder runs to megabytes).
     """
-    from orchestrator.db.connect import redact
+    from orchestrator.redaction import redact
 
     if _warnings:
         document = {**document, "journal_warnings": list(_warnings)}

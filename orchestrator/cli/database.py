@@ -17,7 +17,7 @@ from orchestrator.cli.options import (
 from orchestrator.errors import UsageError
 
 if TYPE_CHECKING:
-    from orchestrator.validation import ValidationReport
+    from orchestrator.commands import ValidationReport
 
 
 @click.command()
@@ -25,10 +25,9 @@ if TYPE_CHECKING:
 def validate(target: DatabaseTarget) -> int:
     """Read-only: report the migration state of the database (SAFE, NEEDS_MIGRATION, ...)."""
     from orchestrator import commands
-    from orchestrator.allocation import cyclic_gc_paused
 
     url = target.url()
-    with cyclic_gc_paused():  # a large folder means a large report: nothing cyclic in it
+    with commands.cyclic_gc_paused():  # a large folder means a large report: nothing cyclic in it
         # The folder is read (target.journal) once the catalog read has started: the two
         # overlap. A bad folder is still a usage error, reported without waiting for it.
         report = commands.validate_database(
@@ -61,7 +60,7 @@ def migrate(
     """Apply pending migrations in one transaction, exactly as drizzle would record them."""
     from orchestrator import commands, render
     from orchestrator.cli.console import err, interactive, out, print_json
-    from orchestrator.db.connect import redact_url
+    from orchestrator.redaction import redact_url
 
     url = target.url(writes=True)
     options = target.options(
@@ -116,8 +115,8 @@ def migrate(
 def show_report(report: ValidationReport, url: str, as_json: bool) -> None:
     """A validation report as JSON or as the human table."""
     from orchestrator.cli import console
-    from orchestrator.db.connect import redact_url
-    from orchestrator.validation import Verdict
+    from orchestrator.commands import Verdict
+    from orchestrator.redaction import redact_url
 
     if as_json:  # rich is not needed (nor imported) for JSON
         document = report.to_json()

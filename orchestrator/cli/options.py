@@ -1,7 +1,8 @@
 """Options shared by several commands, and the small conversions behind them.
 
 Command modules import only click at module level so that ``orchestrator --help`` starts fast;
-the runtime (psycopg, git, pglast, ...) is imported when a command actually runs.
+the command layer (:mod:`orchestrator.commands`, and through it psycopg, git, pglast, ...) is
+imported when a command actually runs. The CLI reaches the runtime through that layer only.
 """
 
 from __future__ import annotations
@@ -15,12 +16,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from orchestrator.db.backoff import DEFAULT_ATTEMPTS
-from orchestrator.errors import UsageError
 
 if TYPE_CHECKING:
-    from orchestrator.db.migrator import MigrateOptions
-    from orchestrator.db.retry import RetryPolicy
-    from orchestrator.drizzle.journal import Journal
+    from orchestrator.commands import Journal, MigrateOptions, RetryPolicy
 
 Command = Callable[..., int]
 
@@ -43,15 +41,16 @@ class DatabaseTarget:
         ``writes``: the command changes the database, so Neon's pooled endpoint is refused
         (exit 2, before connecting); a read-only command only warns about it.
         """
-        from orchestrator.cli import console
-        from orchestrator.db.connect import check_url, pooler_problem, refuse_pooler
+        import os
 
-        url = check_url(self.database_url)
-        if writes:
-            refuse_pooler(url)
-        elif (problem := pooler_problem(url)) is not None:
-            console.err.print(f"warning: {problem}", markup=False, highlight=False)
-        transport_check(url, self.require_ssl)
+        from orchestrator import commands
+        from orchestrator.cli import console
+
+        url, warnings = commands.check_database_url(
+            self.database_url, writes=writes, require_ssl=self.require_ssl, environ=os.environ
+        )
+        for warning in warnings:
+            console.err.print(f"warning: {warning}", markup=False, highlight=False)
         return url
 
     def journal(self) -> Journal:
@@ -68,7 +67,7 @@ class DatabaseTarget:
     ) -> MigrateOptions:
         """The tracking table, the migration timeouts given as option text, the lock
         retries and whether non-transactional migrations may run."""
-        from orchestrator.db.migrator import MigrateOptions
+        from orchestrator.commands import MigrateOptions
 
         timeouts: dict[str, float] = {}
         if lock_timeout is not None:
@@ -91,12 +90,12 @@ class DatabaseTarget:
 
 def read_migrations(folder: Path) -> Journal:
     """Read a migrations folder; warn (never refuse) about files drizzle would ignore."""
+    from orchestrator import commands
     from orchestrator.cli.console import warn
-    from orchestrator.drizzle.journal import read_journal, stray_file_message
 
-    journal = read_journal(folder)
-    for name in journal.stray_files:
-        warn(stray_file_message(name))
+    journal, warnings = commands.read_migrations(folder)
+    for warning in warnings:
+        warn(warning)
     return journal
 
 
@@ -204,41 +203,40 @@ def state_options(func: Command) -> Command:
     )(func)
 
 
+def retries_option(func: Command) -> Command:
+    """``--retries N`` of the run commands: attempts on transient database failures, instead
+    of the playbook's ``retry.attempts`` (whose default is the same as everywhere)."""
+    return click.option(
+        "--retries",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Attempts on transient connection failures, instead of the playbook's "
+        f"retry.attempts (default: the playbook's, {DEFAULT_ATTEMPTS} unless it says).",
+    )(func)
+
+
 def retry_policy(attempts: int) -> RetryPolicy:
     """The CLI's retry policy for transient connection failures."""
-    from orchestrator.db.retry import RetryPolicy
+    from orchestrator.commands import RetryPolicy
 
     return RetryPolicy(attempts=attempts)
 
 
 def on_retry(attempt: int, error: BaseException, wait: float) -> None:
-    """Tell the operator a transient failure is being retried."""
+    """Tell the operator a transient failure is being retried (one stderr line)."""
     from orchestrator.cli.console import err
-    from orchestrator.db.connect import redact
+    from orchestrator.redaction import redact
 
     err.print(
-        f"[yellow]transient failure (attempt {attempt}): {redact(str(error))}; "
-        f"retrying in {wait:.1f}s[/yellow]"
+        f"transient failure (attempt {attempt}): {redact(str(error))}; retrying in {wait:.1f}s",
+        style="yellow",
+        markup=False,
+        highlight=False,
     )
-
-
-def transport_check(url: str, require_ssl: bool) -> None:
-    """Warn (one stderr line) about a remote URL without TLS; with --require-ssl, refuse."""
-    import os
-
-    from orchestrator.cli import console
-    from orchestrator.db.connect import check_ssl
-
-    warning = check_ssl(url, require_ssl=require_ssl, environ=os.environ)
-    if warning is not None:
-        console.err.print(f"warning: {warning}", markup=False, highlight=False)
 
 
 def duration(value: str, name: str) -> float:
     """A duration option (``5s``, ``2min``) in seconds; UsageError naming the option."""
-    from orchestrator.playbook import parse_duration
+    from orchestrator.commands import duration as seconds
 
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise UsageError(f"{name}: {exc}") from None
+    return seconds(value, name)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from orchestrator.cli.options import state_options
+from orchestrator.cli.options import retries_option, state_options
 from orchestrator.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -18,10 +18,17 @@ if TYPE_CHECKING:
     from orchestrator.runs import RunRecord
 
 
-def _interaction(yes: bool, backup_confirmed: bool, as_json: bool, what: str) -> Interaction:
-    """Confirmations: --yes answers them; a terminal asks; otherwise refuse up front."""
+def _interaction(
+    yes: bool, backup_confirmed: bool, as_json: bool, what: str, retries: int | None = None
+) -> Interaction:
+    """Confirmations: --yes answers them; a terminal asks; otherwise refuse up front.
+
+    ``retries``: --retries, attempts instead of the playbook's; each retry of the first
+    connection is shown on stderr (later ones as run events, and in the audit trail).
+    """
+    from orchestrator import commands
     from orchestrator.cli.console import interactive
-    from orchestrator.engine.run import Interaction
+    from orchestrator.cli.options import on_retry
 
     at_terminal = interactive()
     if not yes and not at_terminal:
@@ -33,13 +40,15 @@ def _interaction(yes: bool, backup_confirmed: bool, as_json: bool, what: str) ->
     def ask(question: str) -> bool:
         return click.confirm(f"{question}?", default=False)
 
-    return Interaction(
+    return commands.interaction(
         confirm=confirm,
         backup_confirmed=backup_confirmed,
         ask=ask if at_terminal else None,
         console=None if as_json else _print_event,
         on_progress=_progress if at_terminal and not as_json else lambda _line: None,
         warn=_warn,
+        retries=retries,
+        on_retry=on_retry,
     )
 
 
@@ -47,6 +56,13 @@ def _warn(message: str) -> None:
     from orchestrator.cli.console import err
 
     err.print(f"warning: {message}", markup=False, highlight=False)
+
+
+def _announce(line: str) -> None:
+    """The rehearsal's kind and bounds, on stderr before it connects to production."""
+    from orchestrator.cli.console import err
+
+    err.print(line, markup=False, highlight=False)
 
 
 def _print_event(event: dict[str, Any]) -> None:
@@ -110,6 +126,7 @@ def _finish_run(record: RunRecord, as_json: bool) -> int:
     show_default=True,
     help="With --dry-run on production: the longest a rehearsed statement runs.",
 )
+@retries_option
 @state_options
 def deploy(
     playbook: Path,
@@ -119,6 +136,7 @@ def deploy(
     rehearse_on: str | None,
     rehearsal_lock_timeout: str,
     rehearsal_statement_timeout: str,
+    retries: int | None,
     state_dir: Path,
     as_json: bool,
 ) -> int:
@@ -129,16 +147,23 @@ def deploy(
     if rehearse_on is not None and not dry_run:
         raise UsageError("--rehearse-on only goes with --dry-run")
     if dry_run:
-        from orchestrator.cli.options import duration
-        from orchestrator.engine.dry_run import RehearsalBounds
+        from orchestrator.cli.options import on_retry
 
-        bounds = RehearsalBounds(
-            lock_timeout=duration(rehearsal_lock_timeout, "--rehearsal-lock-timeout"),
-            statement_timeout=duration(
+        bounds = commands.rehearsal_bounds(
+            lock_timeout=commands.duration(rehearsal_lock_timeout, "--rehearsal-lock-timeout"),
+            statement_timeout=commands.duration(
                 rehearsal_statement_timeout, "--rehearsal-statement-timeout"
             ),
         )
-        rehearsal = commands.rehearse(playbook, os.environ, rehearse_on=rehearse_on, bounds=bounds)
+        rehearsal = commands.rehearse(
+            playbook,
+            os.environ,
+            rehearse_on=rehearse_on,
+            bounds=bounds,
+            announce=_announce,
+            retries=retries,
+            on_retry=on_retry,
+        )
         for warning in rehearsal.warnings:
             _warn(warning)
         if as_json:
@@ -148,7 +173,7 @@ def deploy(
         if rehearsal.halt_line:
             err.print(f"error: {rehearsal.halt_line}", markup=False, highlight=False)
         return int(rehearsal.exit_code)
-    interaction = _interaction(yes, backup_confirmed, as_json, "deploy")
+    interaction = _interaction(yes, backup_confirmed, as_json, "deploy", retries)
     if not yes and not as_json:
         print_lines(commands.checklist(playbook))
         if not click.confirm("Start the deploy?", default=False):
@@ -163,9 +188,15 @@ def deploy(
 @click.option(
     "--backup-confirmed", is_flag=True, help="backup kind manual: vouch that a backup exists."
 )
+@retries_option
 @state_options
 def resume(
-    run_id: str | None, yes: bool, backup_confirmed: bool, state_dir: Path, as_json: bool
+    run_id: str | None,
+    yes: bool,
+    backup_confirmed: bool,
+    retries: int | None,
+    state_dir: Path,
+    as_json: bool,
 ) -> int:
     """Continue an interrupted or halted run (default: the newest unfinished one).
 
@@ -173,7 +204,7 @@ def resume(
     """
     from orchestrator import commands
 
-    interaction = _interaction(yes, backup_confirmed, as_json, "resume")
+    interaction = _interaction(yes, backup_confirmed, as_json, "resume", retries)
     record = commands.resume(run_id, state_dir, interaction)
     return _finish_run(record, as_json)
 
@@ -192,12 +223,14 @@ def resume(
     metavar="NAME",
     help="With --restore-database: production's branch name, instead of typing it.",
 )
+@retries_option
 @state_options
 def rollback(
     run_id: str,
     yes: bool,
     restore_database: bool,
     confirm_branch: str | None,
+    retries: int | None,
     state_dir: Path,
     as_json: bool,
 ) -> int:
@@ -208,17 +241,21 @@ def rollback(
     """
     from orchestrator import commands
     from orchestrator.cli.console import out, print_json, print_lines
+    from orchestrator.cli.options import on_retry
 
     typed = None
-    if confirm_branch is not None and not restore_database:
-        raise UsageError("--confirm-branch only goes with --restore-database")
+    for given, name in ((confirm_branch, "--confirm-branch"), (retries, "--retries")):
+        if given is not None and not restore_database:
+            raise UsageError(f"{name} only goes with --restore-database")
     if restore_database:
         typed = _confirm_restore(commands.restore_plan(run_id, state_dir), confirm_branch)
     interaction = _interaction(yes, False, as_json, "rollback")
     result = commands.rollback(run_id, state_dir, interaction)
     restored = None
     if typed is not None:
-        restored = commands.restore_database(run_id, state_dir, os.environ, typed)
+        restored = commands.restore_database(
+            run_id, state_dir, os.environ, typed, retries=retries, on_retry=on_retry
+        )
     if as_json:
         document: dict[str, Any] = {
             "reverted_commit": result.reverted_commit,
@@ -240,8 +277,8 @@ def rollback(
 def _confirm_restore(plan: RestorePlan, confirm_branch: str | None) -> str:
     """The production branch name the operator typed (or passed); checked before anything
     is done. Without a terminal, --confirm-branch is required."""
+    from orchestrator import commands
     from orchestrator.cli.console import err, interactive
-    from orchestrator.neon.restore import check_confirmation
 
     if confirm_branch is None:
         if not interactive():
@@ -254,7 +291,7 @@ def _confirm_restore(plan: RestorePlan, confirm_branch: str | None) -> str:
         confirm_branch = str(
             click.prompt(f"Type the production branch's name ({plan.production}) to restore it")
         )
-    check_confirmation(plan, confirm_branch)
+    commands.check_restore_confirmation(plan, confirm_branch)
     return confirm_branch
 
 

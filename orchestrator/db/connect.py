@@ -1,9 +1,10 @@
-"""Opening connections: URL checks, password redaction, application_name, timeouts."""
+"""Opening connections: URL checks, application_name, timeouts (redaction lives in
+:mod:`orchestrator.redaction`)."""
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -12,7 +13,7 @@ from orchestrator.db.retry import is_transient
 from orchestrator.errors import DatabaseError, UsageError
 from orchestrator.redaction import redact, redact_url
 
-__all__ = ["check_url", "connect", "describe", "redact", "redact_url"]
+__all__ = ["check_url", "connect", "describe"]
 
 APPLICATION_NAME = "orchestrator"
 CONNECT_TIMEOUT_S = 10
@@ -186,50 +187,3 @@ def refuse_pooler(url: str) -> None:
     problem = pooler_problem(url)
     if problem is not None:
         raise UsageError(problem)
-
-
-# --------------------------------------------------------------------------- secrets
-
-# Environment variables whose values are secrets by their name's ending (GITHUB_TOKEN,
-# STRIPE_SECRET_KEY, ...), and libpq's own password variable.
-_SECRET_ENV_SUFFIXES = ("_TOKEN", "_KEY", "_SECRET", "_PASSWORD", "_PASSWD", "_PAT")
-_SECRET_ENV_NAMES = frozenset({"PGPASSWORD", "TOKEN", "SECRET", "PASSWORD"})
-_MIN_SECRET_LENGTH = 4  # masking "1" or "yes" everywhere would garble output, not protect it
-
-
-def is_secret_env(name: str) -> bool:
-    """Whether the environment variable ``name`` holds a secret by convention."""
-    upper = name.upper()
-    return upper in _SECRET_ENV_NAMES or upper.endswith(_SECRET_ENV_SUFFIXES)
-
-
-def secret_values(environ: Mapping[str, str]) -> list[str]:
-    """The literal secrets of an environment, longest first, for redacting output (pure).
-
-    The values of ``*_TOKEN``, ``*_KEY``, ``*_SECRET``, ``*_PASSWORD`` (and ``PGPASSWORD``)
-    variables, and the password inside any variable holding a connection string
-    (``DATABASE_URL`` and friends).
-    """
-    found: set[str] = set()
-    for name, value in environ.items():
-        if is_secret_env(name):
-            found.add(value)
-        elif value.startswith(("postgres://", "postgresql://")) or "password=" in value:
-            found.update(_passwords_in(value))
-    return sorted((v for v in found if len(v) >= _MIN_SECRET_LENGTH), key=lambda v: (-len(v), v))
-
-
-def _passwords_in(url: str) -> Iterable[str]:
-    try:
-        password = conninfo_to_dict(url).get("password")
-    except psycopg.ProgrammingError:
-        return ()
-    return (str(password),) if password else ()
-
-
-def redact_secrets(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every literal of ``secrets`` and every connection password masked."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "***")
-    return redact(text)

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import ExitCode
 from orchestrator.gitrepo import TrialMerge
+from orchestrator.redaction import redact, redact_url
 from orchestrator.validation import ValidationReport
 
 if TYPE_CHECKING:
     from orchestrator.engine.platform_rehearsal import PlatformLook
 
-__all__ = ["DryRun", "RehearsalBounds", "RehearsedStep"]
+__all__ = ["DryRun", "RehearsalBounds", "RehearsedStep", "announcement"]
 
 
 @dataclass
@@ -33,6 +34,40 @@ class RehearsalBounds:
 
     lock_timeout: float = 1.0  # seconds a statement may wait for a lock
     statement_timeout: float = 60.0  # seconds a statement may run
+
+    def within(self, lock_timeout: float, statement_timeout: float) -> RehearsalBounds:
+        """These bounds, tightened to the given timeouts where those are shorter."""
+        return RehearsalBounds(
+            min(self.lock_timeout, lock_timeout), min(self.statement_timeout, statement_timeout)
+        )
+
+
+def announcement(rehearse_on: str | None, bounds: RehearsalBounds) -> str:
+    """Pure: the line printed before a rehearsal starts: which kind runs, what production
+    sees of it and within which bounds."""
+    if rehearse_on is None:
+        return (
+            "rehearsal on production, in a transaction that is rolled back: lock waits at "
+            f"most {bounds.lock_timeout:g}s, statements at most {bounds.statement_timeout:g}s; "
+            "the DDL takes the locks the real migration takes (ACCESS EXCLUSIVE for most "
+            "ALTER TABLE) while it runs"
+        )
+    if rehearse_on == "local":
+        return (
+            "rehearsal on a local schema-only copy of production: production is only read by "
+            "pg_dump (ACCESS SHARE locks while the schema is dumped, waited for at most "
+            f"{bounds.lock_timeout:g}s: DDL waits for them, reads and writes do not); the "
+            "migrations run on the copy"
+        )
+    if rehearse_on == "neon-branch":
+        return (
+            "rehearsal on a temporary Neon branch of production (migrated for real, then "
+            "deleted): production's database gets no connection"
+        )
+    return (
+        f"rehearsal on another database, {redact_url(rehearse_on)} (migrated for real): "
+        "production is not touched"
+    )
 
 
 @dataclass
@@ -91,9 +126,8 @@ class DryRun:
         halted = next((s for s in self.steps if s.status == "would_halt"), None)
         if halted is None:
             return None
-        return (
-            f"the deploy would halt at {halted.name} (exit {int(self.exit_code)}): {halted.summary}"
-        )
+        line = f"the deploy would halt at {halted.name} (exit {int(self.exit_code)}): "
+        return redact(line + halted.summary)  # a check's URL may carry its credential
 
     @property
     def lines(self) -> list[str]:
@@ -106,7 +140,7 @@ class DryRun:
         lines.append(f"prediction: {self.verdict}")
         lines.extend(f"caveat: {caveat}" for caveat in self.caveats)
         lines.append(f"rehearsed on: {self.kind}; nothing was committed to production")
-        return lines
+        return [redact(line) for line in lines]  # a check's URL may carry its credential
 
     def to_json(self) -> dict[str, Any]:
         """The rehearsal as one JSON document."""

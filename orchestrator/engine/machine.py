@@ -13,7 +13,9 @@ exit code and reason of a halt there), ``TRANSITIONS`` the edges and their guard
 state its steps run; then ``transitions`` fires the first edge whose guards all hold. When
 none holds the run halts at the state's dead end: a partial state, a failed check or a git
 conflict never lets it go on, and nothing guesses. Resume re-enters through the machine too
-(``reopen_<state>``). Guards are pure functions
+(``reopen_<state>``), without firing the edge into that state again: so a step that must not
+act unless something still holds is a :class:`GuardedStep` (the migrate step: the way back is
+read again right before the database changes). Guards are pure functions
 of the run record and of the world's facts they need (:mod:`orchestrator.engine.observations`).
 """
 
@@ -23,9 +25,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from transitions import Machine
+from transitions import EventData, Machine
 
-from orchestrator.engine.observations import Observations
+from orchestrator.engine.observations import LiveObservations, Observations
 from orchestrator.engine.outcomes import (
     BackupOutcome,
     MergeOutcome,
@@ -36,14 +38,14 @@ from orchestrator.engine.outcomes import (
     ValidationOutcome,
 )
 from orchestrator.engine.steps.backup import BackupStep
-from orchestrator.engine.steps.base import Step
+from orchestrator.engine.steps.base import Outcome, RunContext, Step
 from orchestrator.engine.steps.merge import MergeStep
 from orchestrator.engine.steps.migrate import MigrateStep, RevalidateStep, ValidateStep
 from orchestrator.engine.steps.monitor import MonitorStep
 from orchestrator.engine.steps.preflight import PreflightStep
 from orchestrator.engine.steps.release import ReleaseStep
-from orchestrator.errors import ExitCode
-from orchestrator.runs import RunRecord
+from orchestrator.errors import ExitCode, GuardError
+from orchestrator.runs import RunRecord, Transition, utc_now_iso
 
 STATES = (
     "pending",
@@ -96,6 +98,13 @@ def backup_recorded(record: RunRecord, seen: Observations) -> bool:
     if (neon := backup.neon) is not None:
         return bool(neon.lsn) and seen.backup_branch_exists(backup.raw)
     return False
+
+
+def backup_before_migrating(record: RunRecord, seen: Observations) -> bool:
+    """Right before the migrate step changes the database, :func:`backup_recorded` still holds,
+    read now (the dump may have been deleted or changed while the run was down); a run that
+    validate found SAFE changes nothing and needs none."""
+    return already_safe(record, seen) or backup_recorded(record, seen)
 
 
 def verdict_deployable(record: RunRecord, seen: Observations) -> bool:
@@ -173,10 +182,12 @@ TRANSITIONS: tuple[Edge, ...] = (
     Edge("validate", "backup_checked", "validated", (verdict_deployable,)),
     Edge("skip_migrate", "validated", "revalidated", (already_safe,)),
     Edge("migrate", "validated", "migrated", (needs_migration, migration_recorded)),
-    Edge("revalidate", "migrated", "revalidated", (revalidated_safe,)),
+    # The rows the run applied are still tracked (read now), and the database is SAFE.
+    Edge("revalidate", "migrated", "revalidated", (migration_recorded, revalidated_safe)),
     Edge("merge", "revalidated", "merged", (merge_pushed,)),
-    # The release gate: the monitor watches the new release, not the previous deployment.
-    Edge("go_live", "merged", "live", (release_live,)),
+    # The release gate: the monitor watches the new release, not the previous deployment;
+    # a release reset off the remote meanwhile halts here, before a whole monitor window.
+    Edge("go_live", "merged", "live", (merge_pushed, release_live)),
     Edge("monitor", "live", "monitored", (monitor_healthy,)),
     # Succeeded means live: the release must still be on the remote (a kill after the merge,
     # then someone resetting the branch, must not end "succeeded" on resume) and still served
@@ -220,6 +231,15 @@ def _migration_not_tracked(record: RunRecord) -> tuple[ExitCode, str]:
     )
 
 
+def _not_revalidated(record: RunRecord) -> tuple[ExitCode, str]:
+    if _status(record, "revalidate") == "SAFE":  # then migration_recorded said no
+        return (
+            ExitCode.PARTIAL,
+            "the database no longer tracks every migration the run applied: someone changed it",
+        )
+    return _verdict_halt("revalidate")(record)
+
+
 def _not_pushed(record: RunRecord) -> tuple[ExitCode, str]:
     return (
         ExitCode.GUARD_FAILED,
@@ -248,6 +268,14 @@ def _not_live(record: RunRecord) -> tuple[ExitCode, str]:
     return ExitCode.MONITOR_UNHEALTHY, f"release {commit} is not live: {why}"
 
 
+def _not_live_or_gone(record: RunRecord) -> tuple[ExitCode, str]:
+    release = ReleaseOutcome.of(record)
+    if release.live and release.commit == MergeOutcome.of(record).pushed_commit:
+        # The gate saw it live: merge_pushed (or the fresh look of release_live) said no.
+        return _release_gone(record)
+    return _not_live(record)
+
+
 def _release_gone(record: RunRecord) -> tuple[ExitCode, str]:
     preflight = PreflightOutcome.of(record)
     where = f"{preflight.remote}/{preflight.target or 'the target'}"
@@ -262,6 +290,44 @@ def _release_gone(record: RunRecord) -> tuple[ExitCode, str]:
 
 
 @dataclass(frozen=True)
+class GuardedStep:
+    """A step that may act only while its guards hold, read from the world right before it
+    acts: on resume a state's steps run without its incoming edge firing again, so a fact
+    the step relies on (the way back, before migrating) is checked here. Its verdicts go to
+    the audit trail as ``guard`` events (with ``step``); a guard saying no halts the run
+    (exit 21, with the rollback plan) before the step changes anything."""
+
+    step: Step
+    guards: tuple[Guard, ...]
+    refusal: str  # the halt reason when a guard says no
+
+    @property
+    def name(self) -> str:
+        """The wrapped step's name."""
+        return self.step.name
+
+    def done(self, ctx: RunContext) -> Outcome | None:
+        """The wrapped step's postcondition: an effect already in place needs no guard."""
+        return self.step.done(ctx)
+
+    def run(self, ctx: RunContext) -> Outcome:
+        """Check every guard against the world, then let the wrapped step act."""
+        seen = LiveObservations(ctx)
+        for guard in self.guards:
+            ok = guard(ctx.record, seen)
+            ctx.log.info("guard", step=self.name, guard=guard.__name__, ok=ok)
+            if not ok:
+                raise GuardError(self.refusal)
+        return self.step.run(ctx)
+
+
+NO_WAY_BACK = (
+    "the way back is gone: the recorded backup is missing, changed or unreadable, so nothing "
+    "was migrated; put the recorded dump back (same sha256) and resume, or start a new deploy"
+)
+
+
+@dataclass(frozen=True)
 class StateSpec:
     """A live state: the steps it runs, then how it halts when no transition can fire."""
 
@@ -272,10 +338,13 @@ class StateSpec:
 LIVE: Mapping[str, StateSpec] = {
     "pending": StateSpec((PreflightStep(), BackupStep()), _no_backup),
     "backup_checked": StateSpec((ValidateStep(),), _verdict_halt("validate")),
-    "validated": StateSpec((MigrateStep(),), _migration_not_tracked),
-    "migrated": StateSpec((RevalidateStep(),), _verdict_halt("revalidate")),
+    "validated": StateSpec(
+        (GuardedStep(MigrateStep(), (backup_before_migrating,), NO_WAY_BACK),),
+        _migration_not_tracked,
+    ),
+    "migrated": StateSpec((RevalidateStep(),), _not_revalidated),
     "revalidated": StateSpec((MergeStep(),), _not_pushed),
-    "merged": StateSpec((ReleaseStep(),), _not_live),
+    "merged": StateSpec((ReleaseStep(),), _not_live_or_gone),
     "live": StateSpec((MonitorStep(),), _unhealthy),
     "monitored": StateSpec((), _release_gone),
 }
@@ -300,10 +369,19 @@ def halt_reason(state: str, record: RunRecord) -> str:
 
 
 class RunModel:
-    """The object ``transitions`` drives: the record and the world the guards read.
+    """The object ``transitions`` drives: the record, the world the guards read, and what the
+    machine's callbacks do with them.
 
-    ``on_guard`` hears every guard's verdict as ``transitions`` evaluates it (the audit
-    trail); the engine never evaluates a guard itself.
+    The machine executes the declaration: on the first trigger of a state visit its
+    ``prepare_event`` callback runs the state's steps (:data:`LIVE`) through ``run_step``;
+    the edge's guards are its conditions (each verdict heard by ``on_guard``, the audit
+    trail); its ``after_state_change`` callback sets ``record.state`` and appends the
+    transition to the record, then hands it to ``on_transition`` (the engine saves the record
+    and logs it). A trigger may carry ``detail`` (why: a halt's reason) and ``recorded_as``
+    (the name the record gives it: ``resume`` for the ``reopen_<state>`` triggers).
+
+    ``run_step`` defaults to nothing: a caller that runs the steps itself (the rehearsal, with
+    their rehearsal forms) or none at all (the guard tests) only fires triggers.
     """
 
     state: str
@@ -313,20 +391,60 @@ class RunModel:
         record: RunRecord,
         seen: Observations,
         on_guard: Callable[[str, str, bool], None] = lambda _trigger, _guard, _ok: None,
+        *,
+        run_step: Callable[[Step], None] = lambda _step: None,
+        on_transition: Callable[[Transition], None] = lambda _transition: None,
     ) -> None:
         self.record = record
         self.seen = seen
         self.on_guard = on_guard
+        self.run_step = run_step
+        self.on_transition = on_transition
+        self._stepped: str | None = None  # the state whose steps ran in this visit
+
+    def run_state_steps(self, event: EventData) -> None:
+        """``prepare_event``: a state's walk (one of its edges' triggers) runs its steps,
+        once per visit; a halt, a failure or a reopen runs none."""
+        state = self.state
+        if event.event.name not in _WALK_TRIGGERS or self._stepped == state:
+            return
+        for step in LIVE[state].steps:
+            self.run_step(step)
+        self._stepped = state
+
+    def record_transition(self, event: EventData) -> None:
+        """``after_state_change``: the record's state is the machine's, the move is on record."""
+        transition = event.transition
+        assert transition is not None and transition.dest is not None
+        self._stepped = None
+        self.record.state = self.state
+        move = Transition(
+            utc_now_iso(),
+            str(event.kwargs.get("recorded_as") or event.event.name),
+            transition.source,
+            transition.dest,
+            str(event.kwargs.get("detail") or ""),
+        )
+        self.record.transitions.append(move)
+        self.on_transition(move)
+
+
+# The triggers that walk the declaration (a state's edges); halt, fail and reopen do not.
+_WALK_TRIGGERS = frozenset(edge.trigger for edge in TRANSITIONS)
 
 
 def build_machine(model: RunModel, initial: str) -> Machine:
-    """A ``transitions`` machine over :data:`TRANSITIONS`, starting at ``initial``."""
+    """A ``transitions`` machine over :data:`TRANSITIONS`, starting at ``initial``, whose
+    callbacks run each state's steps and record each transition (see :class:`RunModel`)."""
     machine = Machine(
         model=model,
         states=list(STATES),
         initial=initial,
         auto_transitions=False,
         ignore_invalid_triggers=False,
+        send_event=True,
+        prepare_event="run_state_steps",
+        after_state_change="record_transition",
     )
     for edge in TRANSITIONS:
         machine.add_transition(
@@ -350,8 +468,8 @@ def reopen_trigger(state: str) -> str:
     return f"reopen_{state}"
 
 
-def _bind(trigger: str, guard: Guard, model: RunModel) -> Callable[[], bool]:
-    def condition() -> bool:
+def _bind(trigger: str, guard: Guard, model: RunModel) -> Callable[[EventData], bool]:
+    def condition(_event: EventData) -> bool:
         verdict = guard(model.record, model.seen)
         model.on_guard(trigger, guard.__name__, verdict)
         return verdict

@@ -21,6 +21,7 @@ from psycopg import sql
 
 from orchestrator.db.connect import connect, describe
 from orchestrator.db.retry import call_with_retry, is_transient
+from orchestrator.engine.outcomes import NeonBranchBackup
 from orchestrator.engine.steps.backup import dump_intact
 from orchestrator.engine.steps.base import RunContext
 from orchestrator.engine.steps.pull_request import api_of
@@ -96,7 +97,8 @@ class LiveObservations:
 
     def backup_branch_exists(self, outcome: Mapping[str, Any]) -> bool:
         api = neon_api(self.ctx.playbook, self.ctx.environ)
-        return api.get_branch(str(outcome.get("branch_id"))) is not None
+        branch = NeonBranchBackup.of(outcome).branch_id
+        return bool(branch) and api.get_branch(branch) is not None
 
     def pull_request_merged(self, number: int) -> bool:
         return api_of(self.ctx).get_pull(number).merged

@@ -4,6 +4,9 @@ A step's outcome is stored in ``state.json`` as plain JSON under the step's name
 survive the process, a crash and a resume). Everything that reads an outcome back (the
 guards, the dead ends, resume's world check, the rollback plan, the steps themselves) reads
 it through these views, never by string keys of its own: a renamed key is one edit here.
+Each view reads a record (``of``) or an outcome alone (``parse``, e.g. from an audit event);
+the steps build what they record through the views' ``entry`` constructors. Missing keys read
+as empty, so the ``state.json`` of an older run stays readable.
 """
 
 from __future__ import annotations
@@ -50,7 +53,12 @@ class PreflightOutcome:
 
     @classmethod
     def of(cls, record: RunRecord) -> PreflightOutcome:
-        raw = _raw(record, "preflight")
+        """Pre-flight's outcome in ``record``."""
+        return cls.parse(_raw(record, "preflight"))
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> PreflightOutcome:
+        """A pre-flight outcome as recorded."""
         return cls(
             ran=bool(raw),
             ok=bool(raw.get("ok")),
@@ -64,6 +72,49 @@ class PreflightOutcome:
             pull_request_url=_text(raw.get("pull_request_url")),
             already_merged=bool(raw.get("already_merged")),
         )
+
+    @staticmethod
+    def entry(
+        *,
+        repo: str,
+        remote: str,
+        source: str,
+        target: str,
+        via: str,
+        source_commit: str,
+        target_commit: str,
+        fast_forward: bool,
+        already_merged: bool,
+        migrations_dir: str,
+        migrations: list[str],
+    ) -> dict[str, Any]:
+        """The record entry of a pre-flight that passed."""
+        return {
+            "ok": True,
+            "repo": repo,
+            "remote": remote,
+            "source": source,
+            "target": target,
+            "via": via,
+            "source_commit": source_commit,
+            "target_commit": target_commit,
+            "fast_forward": fast_forward,
+            "already_merged": already_merged,
+            "migrations_dir": migrations_dir,
+            "migrations": migrations,
+        }
+
+    @staticmethod
+    def pull_request_entry(
+        number: int, url: str, *, opened: bool, mergeable_state: str | None
+    ) -> dict[str, Any]:
+        """What pre-flight adds for ``git.via: github_pr``: the pull request found or opened."""
+        return {
+            "pull_request": number,
+            "pull_request_url": url,
+            "pull_request_opened": opened,
+            "mergeable_state": mergeable_state,
+        }
 
 
 @dataclass(frozen=True)
@@ -79,6 +130,7 @@ class NeonBranchBackup:
 
     @classmethod
     def of(cls, raw: Mapping[str, Any]) -> NeonBranchBackup:
+        """The Neon branch of a backup outcome as recorded."""
         return cls(
             project_id=str(raw.get("project_id") or ""),
             production=str(raw.get("parent_branch") or ""),
@@ -104,7 +156,12 @@ class BackupOutcome:
 
     @classmethod
     def of(cls, record: RunRecord) -> BackupOutcome:
-        raw = _raw(record, "backup")
+        """The backup's outcome in ``record``."""
+        return cls.parse(_raw(record, "backup"))
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> BackupOutcome:
+        """A backup outcome as recorded."""
         return cls(
             kind=_text(raw.get("kind")),
             taken_at=_text(raw.get("taken_at")),
@@ -132,7 +189,12 @@ class ValidationOutcome:
 
     @classmethod
     def of(cls, record: RunRecord, step: str = "validate") -> ValidationOutcome:
-        raw = _raw(record, step)
+        """The verdict ``step`` (validate or revalidate) recorded in ``record``."""
+        return cls.parse(_raw(record, step))
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> ValidationOutcome:
+        """A verdict as recorded."""
         return cls(
             status=_text(raw.get("status")),
             recommendation=str(raw.get("recommendation") or ""),
@@ -146,14 +208,21 @@ class MigrateOutcome:
 
     ended: bool
     applied: tuple[str, ...]
+    skipped: str | None = None  # why nothing was applied (validate said SAFE)
 
     @classmethod
     def of(cls, record: RunRecord) -> MigrateOutcome:
-        raw = _raw(record, "migrate")
+        """The migrate step's outcome in ``record``."""
+        return cls.parse(_raw(record, "migrate"))
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> MigrateOutcome:
+        """A migrate outcome as recorded."""
         applied = raw.get("applied")
         return cls(
             ended=applied is not None,
             applied=tuple(str(a.get("tag")) for a in applied or () if isinstance(a, Mapping)),
+            skipped=_text(raw.get("skipped")),
         )
 
 
@@ -167,6 +236,7 @@ class MergeOutcome:
     fast_forward: bool
     raw: Mapping[str, Any]
     pull_request: int | None = None  # merged through this pull request (github_pr)
+    pull_request_url: str | None = None
 
     def as_result(self) -> MergeResult:
         """The pushed release as git's view of it (what a revert needs)."""
@@ -179,7 +249,12 @@ class MergeOutcome:
 
     @classmethod
     def of(cls, record: RunRecord) -> MergeOutcome:
-        raw = _raw(record, "merge")
+        """The merge step's outcome in ``record``."""
+        return cls.parse(_raw(record, "merge"))
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> MergeOutcome:
+        """A merge outcome as recorded."""
         return cls(
             pushed_commit=_text(raw.get("pushed_commit")),
             merge_commit=_text(raw.get("merge_commit")),
@@ -187,7 +262,36 @@ class MergeOutcome:
             fast_forward=bool(raw.get("fast_forward")),
             raw=raw,
             pull_request=_number(raw.get("pull_request")),
+            pull_request_url=_text(raw.get("pull_request_url")),
         )
+
+    @staticmethod
+    def entry(
+        *,
+        pushed_commit: str,
+        previous_target_commit: str,
+        merge_commit: str | None,
+        fast_forward: bool,
+        pull_request: tuple[int, str] | None = None,
+        note: str | None = None,
+    ) -> dict[str, Any]:
+        """The record entry of a pushed release; ``pull_request``: (number, url) when it was
+        merged through one (``git.via: github_pr``); ``note``: how resume found it."""
+        entry: dict[str, Any] = {}
+        if pull_request is not None:
+            number, url = pull_request
+            entry.update({"via": "github_pr", "pull_request": number, "pull_request_url": url})
+        entry.update(
+            {
+                "pushed_commit": pushed_commit,
+                "previous_target_commit": previous_target_commit,
+                "merge_commit": merge_commit,
+                "fast_forward": fast_forward,
+            }
+        )
+        if note is not None:
+            entry["note"] = note
+        return entry
 
 
 @dataclass(frozen=True)
@@ -205,7 +309,23 @@ class ReleaseOutcome:
 
     @classmethod
     def of(cls, record: RunRecord) -> ReleaseOutcome:
-        raw = _raw(record, "release")
+        """The release gate's outcome in ``record``."""
+        return cls.parse(_raw(record, "release"))
+
+    @staticmethod
+    def entry(
+        gate: str, ending: str, seen: Mapping[str, Any], timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        """The record entry of the gate: how it ended and what it last saw (``seen``: the
+        commit waited for, the detail, and for a real gate the deployment and the wait)."""
+        entry: dict[str, Any] = {"gate": gate, "live": ending == "live", "ending": ending, **seen}
+        if timeout_s is not None:
+            entry["timeout_s"] = timeout_s
+        return entry
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> ReleaseOutcome:
+        """A release gate outcome as recorded."""
         return cls(
             ran=bool(raw),
             gate=str(raw.get("gate") or "none"),
@@ -226,10 +346,16 @@ class MonitorOutcome:
     failures: int | None
     failures_allowed: int | None
     first_failure: tuple[str, str] | None  # (check, detail)
+    rounds: int | None = None
 
     @classmethod
     def of(cls, record: RunRecord) -> MonitorOutcome:
-        raw = _raw(record, "monitor")
+        """The monitor's outcome in ``record``."""
+        return cls.parse(_raw(record, "monitor"))
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> MonitorOutcome:
+        """A monitor outcome as recorded."""
         failed = [f for f in raw.get("failed_checks") or () if isinstance(f, Mapping)]
         first = (str(failed[0].get("check")), str(failed[0].get("detail"))) if failed else None
         return cls(
@@ -237,7 +363,30 @@ class MonitorOutcome:
             failures=_number(raw.get("failures")),
             failures_allowed=_number(raw.get("failures_allowed")),
             first_failure=first,
+            rounds=_number(raw.get("rounds")),
         )
+
+    @staticmethod
+    def entry(
+        *,
+        healthy: bool,
+        rounds: int,
+        failures: int,
+        failures_allowed: int,
+        ended_early: bool,
+        elapsed_s: float,
+        failed_checks: list[tuple[str, str]],
+    ) -> dict[str, Any]:
+        """The record entry of a monitor window; ``failed_checks``: (check, detail) pairs."""
+        return {
+            "healthy": healthy,
+            "rounds": rounds,
+            "failures": failures,
+            "failures_allowed": failures_allowed,
+            "ended_early": ended_early,
+            "elapsed_s": elapsed_s,
+            "failed_checks": [{"check": c, "detail": d} for c, d in failed_checks],
+        }
 
 
 @dataclass(frozen=True)
@@ -249,6 +398,7 @@ class HaltOutcome:
 
     @classmethod
     def of(cls, record: RunRecord) -> HaltOutcome:
+        """Where and why ``record``'s run last stopped."""
         raw = _raw(record, "halt")
         return cls(stopped_in=_text(raw.get("from")), reason=_text(raw.get("reason")))
 

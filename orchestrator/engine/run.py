@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,11 @@ from orchestrator.db.connect import (
     check_ssl,
     check_url,
     refuse_pooler,
-    secret_values,
     with_application_name,
 )
 from orchestrator.db.migrator import MigrationFailed
-from orchestrator.db.retry import call_with_retry
+from orchestrator.db.retry import OnRetry, call_with_retry
 from orchestrator.engine.machine import (
-    STEPS_IN,
     TERMINAL,
     RunModel,
     build_machine,
@@ -40,7 +38,7 @@ from orchestrator.engine.machine import (
 from orchestrator.engine.observations import LiveObservations
 from orchestrator.engine.outcomes import HaltOutcome, MergeOutcome, PreflightOutcome
 from orchestrator.engine.rollback import revert_code, revert_through_pull_request, rollback_plan
-from orchestrator.engine.settings import journal_at, migrations_path, retry_policy
+from orchestrator.engine.settings import journal_at, migrations_path, retry_policy, with_retries
 from orchestrator.engine.steps.base import RunContext, Step
 from orchestrator.engine.world import changes_since, observe
 from orchestrator.errors import (
@@ -53,6 +51,7 @@ from orchestrator.errors import (
 from orchestrator.gitrepo import MissingBranch, open_repo, remote_tips
 from orchestrator.platforms.http import check_tokens, playbook_tokens
 from orchestrator.playbook import Playbook, load_playbook
+from orchestrator.redaction import Redactor, secret_values
 from orchestrator.runs import RunRecord, RunStore, Transition, new_run_id, utc_now_iso
 
 ConsoleCallback = Callable[[dict[str, Any]], None]
@@ -71,6 +70,9 @@ class Interaction:
     on_progress: Callable[[str], None] = lambda _line: None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     warn: Callable[[str], None] = lambda _message: None  # e.g. a remote host without TLS
+    retries: int | None = None  # --retries: attempts instead of the playbook's retry.attempts
+    # Each retry of the first connections (a new run's come before its audit trail exists).
+    on_retry: OnRetry | None = None
 
 
 def database_url(playbook: Playbook, environ: Mapping[str, str], *, writes: bool = True) -> str:
@@ -121,14 +123,18 @@ def open_run(
     The caller holds the run's lock (:meth:`RunStore.lock`).
     """
     console = interaction.console
-    with AuditTrail(
-        store.audit_path(record.run_id),
-        run_id=record.run_id,
-        secrets=[
+    # One redactor for the audit trail and state.json: both mask the same literal secrets.
+    store.redactor = Redactor(
+        [
             *_secrets(url),
             *secret_values(interaction.environ),
             *playbook_tokens(playbook, interaction.environ),
-        ],
+        ]
+    )
+    with AuditTrail(
+        store.audit_path(record.run_id),
+        run_id=record.run_id,
+        secrets=store.redactor,
         console=console,
     ) as trail:
         yield RunContext(
@@ -147,22 +153,43 @@ def open_run(
 
 @contextmanager
 def hold_database(
-    playbook: Playbook, url: str, run_id: str | None, kind: str = "run"
+    playbook: Playbook,
+    url: str,
+    run_id: str | None,
+    kind: str = "run",
+    *,
+    on_retry: OnRetry | None = None,
 ) -> Iterator[runlock.RunLock]:
     """One deploy at a time: hold the database's run lock for the ``with`` block.
 
     Refused at once (exit 2, naming the holder) if another run or migrate holds it; a
-    transient connection failure is retried with the playbook's policy. ``run_id`` and
-    ``kind`` name the holder (a rehearsal has no run id).
+    transient connection failure is retried with the playbook's policy, each retry told to
+    ``on_retry``. ``run_id`` and ``kind`` name the holder (a rehearsal has no run id).
     """
     spec = playbook.migrations
     owner = runlock.application_name(run_id, kind)
     lock = runlock.RunLock(url, schema=spec.schema_, table=spec.table, owner=owner)
-    call_with_retry(lock.acquire, retry_policy(playbook))
+    call_with_retry(lock.acquire, retry_policy(playbook), on_retry=on_retry)
     try:
         yield lock
     finally:
         lock.release()
+
+
+def retries_reported(
+    playbook: Playbook, record: RunRecord, store: RunStore, url: str, interaction: Interaction
+) -> OnRetry:
+    """An ``on_retry`` for a run that exists but is not walking yet (resume's first
+    connections): each retry goes to the operator and into the run's audit trail."""
+
+    def report(attempt: int, error: BaseException, wait: float) -> None:
+        if interaction.on_retry is not None:
+            interaction.on_retry(attempt, error, wait)
+        quiet = replace(interaction, console=None)  # the operator has just been told
+        with open_run(playbook, record, store, url, quiet) as ctx:
+            ctx.on_retry(attempt, error, wait)
+
+    return report
 
 
 def check_release(playbook: Playbook) -> None:
@@ -187,7 +214,7 @@ def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> Run
     Bad input, or another deploy holding the database, raises :class:`UsageError` before the
     run record exists: nothing is changed.
     """
-    playbook = load_playbook(playbook_path)
+    playbook = with_retries(load_playbook(playbook_path), interaction.retries)
     url = database_url(playbook, interaction.environ)
     warning = transport_warning(playbook, url, interaction.environ)
     check_release(playbook)
@@ -198,7 +225,8 @@ def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> Run
         interaction.warn(warning)
     run_id = new_run_id()
     url = with_application_name(url, runlock.application_name(run_id))
-    with hold_database(playbook, url, run_id) as lock:
+    # The run's first connection; no run exists yet, so its retries go to the operator only.
+    with hold_database(playbook, url, run_id, on_retry=interaction.on_retry) as lock:
         record = RunRecord(run_id=run_id, playbook=str(playbook.path), name=playbook.name)
         store.create(record)
         with store.lock(run_id):
@@ -217,7 +245,7 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
         raise UsageError(f"run {record.run_id} already succeeded: there is nothing to resume")
     if "rollback" in record.steps:
         raise UsageError(f"run {record.run_id} was rolled back: start a new deploy instead")
-    playbook = load_playbook(Path(record.playbook))
+    playbook = with_retries(load_playbook(Path(record.playbook)), interaction.retries)
     check_tokens(playbook, interaction.environ)
     name = runlock.application_name(record.run_id)
     plain_url = database_url(playbook, interaction.environ)
@@ -229,10 +257,13 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
         # We hold the run's file lock, so no live process drives it: a session still named
         # after the run belongs to a killed process and only holds locks we need.
         # The first connection of a resume: a Neon compute may be waking up.
+        reported = retries_reported(playbook, record, store, url, interaction)
         orphans = call_with_retry(
-            lambda: runlock.end_orphan_sessions(url, name), retry_policy(playbook)
+            lambda: runlock.end_orphan_sessions(url, name),
+            retry_policy(playbook),
+            on_retry=reported,
         )
-        with hold_database(playbook, url, record.run_id) as lock:
+        with hold_database(playbook, url, record.run_id, on_retry=reported) as lock:
             now = observe(playbook, record, url)
             reasons = changes_since(record, now) if now is not None else []
             if reasons:
@@ -284,6 +315,8 @@ def drive(
             record,
             LiveObservations(ctx),
             lambda trigger, guard, ok: log.info("guard", trigger=trigger, guard=guard, ok=ok),
+            run_step=lambda step: _run_step(ctx, step),
+            on_transition=lambda move: _record_transition(ctx, move),
         )
         build_machine(model, record.state)
         if resumed and record.state in ("halted", "failed"):
@@ -296,7 +329,7 @@ def drive(
             database_env=playbook.database.url_env,
         )
         try:
-            while record.state not in TERMINAL:
+            while model.state not in TERMINAL:
                 _walk_state(ctx, model)
         except OrchestratorError as exc:
             _stop(ctx, model, exc)
@@ -317,16 +350,18 @@ def drive(
 
 
 def _walk_state(ctx: RunContext, model: RunModel) -> None:
-    """Run the steps of the current state, then fire the first transition whose guards hold."""
-    record = ctx.record
-    state = record.state
-    for step in STEPS_IN[state]:
-        _run_step(ctx, step)
+    """Fire the current state's triggers in the declaration's order until one moves the run.
+
+    The machine does the rest (:class:`RunModel`): the first trigger runs the state's steps
+    (``prepare_event``), each edge's guards are its conditions, and the transition that
+    fires is recorded by its ``after_state_change`` callback. When no edge's guards hold,
+    the run halts at the state's dead end, as the declaration words it.
+    """
+    state = model.state
     for edge in edges_from(state):
-        # transitions evaluates the edge's guards (conditions) and moves the model.
         if getattr(model, edge.trigger)():
-            _record_transition(ctx, edge.trigger, state, edge.dest)
             return
+    record = ctx.record
     _stop(ctx, model, _guard_error(halt_exit_code(state, record), halt_reason(state, record)))
 
 
@@ -355,13 +390,12 @@ def _ensure_database_lock(ctx: RunContext) -> None:
         raise GuardError(f"the run lost its database lock and cannot take it back: {exc}") from None
 
 
-def _record_transition(
-    ctx: RunContext, trigger: str, source: str, dest: str, detail: str = ""
-) -> None:
-    ctx.record.state = dest
-    ctx.record.transitions.append(Transition(utc_now_iso(), trigger, source, dest, detail))
+def _record_transition(ctx: RunContext, move: Transition) -> None:
+    """What the machine moved (``record.state`` already set by it): saved, then logged."""
     ctx.store.save(ctx.record)
-    ctx.log.info("transition", trigger=trigger, source=source, dest=dest, detail=detail)
+    ctx.log.info(
+        "transition", trigger=move.trigger, source=move.source, dest=move.dest, detail=move.detail
+    )
 
 
 def _stop(ctx: RunContext, model: RunModel, exc: OrchestratorError) -> None:
@@ -371,13 +405,11 @@ def _stop(ctx: RunContext, model: RunModel, exc: OrchestratorError) -> None:
     # "halted": a guard or the operator stopped a run whose state is understood.
     failed = isinstance(exc, DatabaseError | MigrationFailed) or type(exc) is OrchestratorError
     trigger = "fail" if failed else "halt"
-    source = record.state
-    record.steps["halt"] = HaltOutcome.entry(source, str(exc), utc_now_iso())
-    getattr(model, trigger)()
+    record.steps["halt"] = HaltOutcome.entry(model.state, str(exc), utc_now_iso())
     record.halt_reason = str(exc)
     record.exit_code = int(exc.exit_code)
     record.rollback_plan = rollback_plan(record, ctx.playbook.database.url_env)
-    _record_transition(ctx, trigger, source, model.state, str(exc))
+    getattr(model, trigger)(detail=str(exc))  # recorded and saved by the machine
     ctx.log.error(
         "halted" if trigger == "halt" else "failed",
         reason=str(exc),
@@ -392,11 +424,10 @@ def _reopen(ctx: RunContext, model: RunModel) -> None:
     previous = HaltOutcome.of(record).stopped_in
     if not previous or previous in TERMINAL:
         raise UsageError(f"run {record.run_id} cannot be resumed: unknown stopping point")
-    getattr(model, reopen_trigger(previous))()
-    _record_transition(ctx, "resume", record.state, previous, "resumed by the operator")
     record.halt_reason = None
     record.exit_code = None
     record.rollback_plan = []
+    getattr(model, reopen_trigger(previous))(recorded_as="resume", detail="resumed by the operator")
 
 
 def _guard_error(code: ExitCode, message: str) -> OrchestratorError:

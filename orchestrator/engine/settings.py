@@ -15,7 +15,7 @@ from orchestrator.errors import UsageError
 from orchestrator.gitrepo import read_files_at
 from orchestrator.playbook import Playbook
 
-__all__ = ["journal_at", "migrate_options", "migrations_path", "retry_policy"]
+__all__ = ["journal_at", "migrate_options", "migrations_path", "retry_policy", "with_retries"]
 
 
 def migrations_path(repo: git.Repo, folder: Path) -> str:
@@ -46,6 +46,14 @@ def retry_policy(playbook: Playbook) -> RetryPolicy:
     """The playbook's retry policy for transient database failures."""
     spec = playbook.retry
     return RetryPolicy(attempts=spec.attempts, initial=spec.initial, max_wait=spec.max)
+
+
+def with_retries(playbook: Playbook, attempts: int | None) -> Playbook:
+    """The playbook with ``retry.attempts`` replaced by ``--retries`` (None: as written)."""
+    if attempts is None:
+        return playbook
+    retry = playbook.retry.model_copy(update={"attempts": attempts})
+    return playbook.model_copy(update={"retry": retry})
 
 
 def journal_at(repo: git.Repo, commit: str, folder: Path, branch: str) -> Journal:

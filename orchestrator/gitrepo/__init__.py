@@ -5,9 +5,10 @@ A release merges ``<remote>/<source>`` (e.g. staging) into ``<target>`` (e.g. ma
 (same branch checked out, same index and working tree) unless it succeeded, in which case the
 only local change is that the local ``<target>`` branch points at what was pushed.
 
-Git is driven through GitPython's command wrapper (``repo.git.execute``): porcelain commands
-whose exit status and stderr we interpret ourselves, so that every failure becomes a typed,
-one-line, credential-free error (:class:`GuardError` / :class:`UsageError`).
+Git runs as porcelain commands started through :mod:`orchestrator.children` (so git and what
+it starts die with us), whose exit status and stderr we interpret ourselves, so that every
+failure becomes a typed, one-line, credential-free error (:class:`GuardError` /
+:class:`UsageError`); GitPython's objects read commits and trees.
 
 The package, one concern a module: ``process`` (running git, one-line errors), ``remote``
 (fetch, tips, push), ``state`` (the operator's clone: open, refuse dirt, capture and restore),

@@ -6,13 +6,15 @@ failure becomes a typed, one-line, credential-free :class:`GuardError`.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
 import git
 
-from orchestrator.db.connect import redact
+from orchestrator import children
 from orchestrator.errors import GuardError
+from orchestrator.redaction import redact
 
 # Never wait for a human: no credential prompts, no editors (nothing below the CLI prompts).
 _NON_INTERACTIVE_ENV = {
@@ -71,17 +73,34 @@ def _remote_ref(remote: str, branch: str) -> str:
 
 
 def _run(cmd: git.Git, *args: str, env: dict[str, str] | None = None) -> _GitOutput:
-    """Run ``git <args>`` in ``cmd``'s directory; a non-zero status is returned, not raised."""
+    """Run ``git <args>`` in ``cmd``'s directory; a non-zero status is returned, not raised.
+
+    Started through :mod:`orchestrator.children` (not GitPython's ``execute``), so that git
+    and what it starts (``git-receive-pack``, hooks, ssh) die with us: a killed deploy must
+    not leave a ``git push`` running that lands later. Environment and output as GitPython
+    gives them: C locale (the messages we read are git's English ones), one trailing newline
+    stripped, undecodable bytes kept as surrogates.
+    """
+    environment = {
+        **os.environ,
+        "LANGUAGE": "C",
+        "LC_ALL": "C",
+        **cmd.environment(),
+        **_NON_INTERACTIVE_ENV,
+        **(env or {}),
+    }
     try:
-        status, stdout, stderr = cmd.execute(
+        done = children.run(
             ["git", *args],
-            with_extended_output=True,
-            with_exceptions=False,
-            env={**_NON_INTERACTIVE_ENV, **(env or {})},
+            cwd=cmd.working_dir,
+            env=environment,
+            errors="surrogateescape",
         )
-    except git.GitCommandError as exc:  # git missing or not startable at all
+    except OSError as exc:  # git missing or not startable at all
         raise GuardError(f"cannot run git {args[0]}: {clean_message(str(exc))}") from None
-    return _GitOutput(status, stdout, stderr)
+    return _GitOutput(
+        done.returncode, done.stdout.removesuffix("\n"), done.stderr.removesuffix("\n")
+    )
 
 
 def _git(cmd: git.Git, *args: str, what: str | None = None) -> str:

@@ -19,11 +19,12 @@ from psycopg.conninfo import conninfo_to_dict
 
 from orchestrator.audit import AuditTrail
 from orchestrator.database import validate_database
-from orchestrator.db.connect import secret_values
+from orchestrator.db.retry import OnRetry
 from orchestrator.engine.outcomes import BackupOutcome, MigrateOutcome, ValidationOutcome
 from orchestrator.engine.rollback import database_steps
 from orchestrator.errors import ExitCode, GuardError, UsageError
 from orchestrator.neon.backup import neon_api
+from orchestrator.redaction import Redactor, secret_values
 from orchestrator.runs import RunRecord, RunStore, utc_now_iso
 from orchestrator.validation import ValidationReport
 
@@ -153,21 +154,36 @@ class RestoreResult:
 
 
 def restore_production(
-    run_id: str, store: RunStore, environ: Mapping[str, str], typed: str
+    run_id: str,
+    store: RunStore,
+    environ: Mapping[str, str],
+    typed: str,
+    *,
+    retries: int | None = None,
+    on_retry: OnRetry | None = None,
 ) -> RestoreResult:
     """Restore production's branch from run ``run_id``'s backup branch (``typed`` must be
     production's branch name), wait for Neon, validate again; each step in the audit trail.
+
+    Neon restarts production's compute to restore it, so the validation's connection is
+    retried (``retries`` attempts, or the playbook's ``retry.attempts``); each retry is told
+    to ``on_retry`` and written to the audit trail.
 
     Bad input (no such run, not a Neon backup, a wrong name, no key, no URL) raises
     UsageError before anything changes.
     """
     from orchestrator.engine.run import database_url
-    from orchestrator.engine.settings import journal_at, migrate_options, retry_policy
+    from orchestrator.engine.settings import (
+        journal_at,
+        migrate_options,
+        retry_policy,
+        with_retries,
+    )
     from orchestrator.gitrepo import open_repo
     from orchestrator.playbook import load_playbook
 
     record = store.load(run_id)
-    playbook = load_playbook(Path(record.playbook))
+    playbook = with_retries(load_playbook(Path(record.playbook)), retries)
     plan = restore_plan(record, playbook.database.url_env)
     check_confirmation(plan, typed)
     url = database_url(playbook, environ, writes=False)
@@ -180,10 +196,14 @@ def restore_production(
         playbook.git.source,
     )
     password = conninfo_to_dict(url).get("password")
-    secrets = [api.api_key, *secret_values(environ), *([str(password)] if password else [])]
+    store.redactor = Redactor(
+        [api.api_key, *secret_values(environ), *([str(password)] if password else [])]
+    )
     with (
         store.lock(record.run_id),
-        AuditTrail(store.audit_path(record.run_id), run_id=record.run_id, secrets=secrets) as trail,
+        AuditTrail(
+            store.audit_path(record.run_id), run_id=record.run_id, secrets=store.redactor
+        ) as trail,
     ):
         log = trail.log
         log.info(
@@ -225,8 +245,14 @@ def restore_production(
         }
         store.save(record)
         log.info("database_restore_finished", preserved_as=plan.preserve_as)
+
+        def retried(attempt: int, error: BaseException, wait: float) -> None:
+            if on_retry is not None:
+                on_retry(attempt, error, wait)
+            log.warning("retry", attempt=attempt, error=str(error), wait_s=round(wait, 2))
+
         report = validate_database(
-            url, journal, migrate_options(playbook), retry=retry_policy(playbook)
+            url, journal, migrate_options(playbook), retry=retry_policy(playbook), on_retry=retried
         )
         before = ValidationOutcome.of(record).status
         log.info("database_revalidated", status=report.status.value, before_run=before)

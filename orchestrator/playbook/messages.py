@@ -15,8 +15,8 @@ from typing import Union
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from orchestrator.db.connect import redact
 from orchestrator.playbook.model import Playbook
+from orchestrator.redaction import redact
 
 Location = tuple[str | int, ...]
 

@@ -22,6 +22,7 @@ from pydantic import (
 
 from orchestrator.db.backoff import DEFAULT_ATTEMPTS, DEFAULT_INITIAL_S, DEFAULT_MAX_WAIT_S
 from orchestrator.playbook.durations import Duration, PositiveDuration
+from orchestrator.redaction import redact
 
 # Integers must be written as integers: pydantic's lax mode would accept `yes` (True) or "5".
 StrictCount = Annotated[int, Field(strict=True)]
@@ -231,8 +232,9 @@ class HttpCheck(_Spec):
 
     @property
     def label(self) -> str:
-        """What to call this check in logs and reports."""
-        return self.name or self.url
+        """What to call this check in logs and reports: its name, else its URL with the
+        userinfo and query values masked (a check URL often carries its credential)."""
+        return self.name or redact(self.url)
 
 
 class SqlCheck(_Spec):

@@ -11,20 +11,22 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from orchestrator.db.connect import connect, describe, redact
+from orchestrator import children
+from orchestrator.db.connect import connect, describe
 from orchestrator.db.retry import call_with_retry, is_transient
 from orchestrator.engine.steps.base import Outcome, RunContext
 from orchestrator.errors import DatabaseError, GuardError, UsageError
 from orchestrator.neon.backup import neon_api, take_branch_backup
+from orchestrator.redaction import redact
 from orchestrator.runs import PRIVATE_FILE, private_directory, utc_now_iso
 
 RESTORE_POINT_SQL = """
@@ -58,6 +60,13 @@ class BackupStep:
         if kind == "pg_dump":
             assert ctx.playbook.backup.path is not None  # the playbook model guarantees it
             target = dump_path(ctx.playbook.backup.path, ctx.record.run_id)
+            previous = ctx.outcome(self.name)
+            adopted, moved = settle_target(target, previous or None, ctx.record.created_at)
+            if moved is not None:
+                ctx.log.warning("backup_moved_aside", path=str(target), moved_to=str(moved))
+            if adopted is not None:
+                ctx.log.info("backup_adopted", path=str(target), sha256=adopted["sha256"])
+                return adopted
             return pg_dump(ctx.database_url, target)
         if ctx.backup_confirmed:
             return {"kind": "manual", "confirmed_at": utc_now_iso(), "by": "--backup-confirmed"}
@@ -116,7 +125,9 @@ def pg_dump(url: str, target: Path) -> Outcome:
 
     The dump is written to ``.<name>.partial`` beside the target, readable by its owner
     only, and renamed to ``target`` only once ``pg_restore --list`` accepts it: a dump at
-    ``target`` is always complete. A partial file left by a killed run is ours to replace.
+    ``target`` is always complete, and its digest is computed before the rename. A partial
+    file left by a killed run is ours to replace; a file already at ``target`` is refused
+    (:func:`settle_target` deals with it first).
     ``pg_dump`` dies with us (it would otherwise go on reading production unattended).
     """
     for tool in ("pg_dump", "pg_restore"):
@@ -128,7 +139,7 @@ def pg_dump(url: str, target: Path) -> Outcome:
     partial = partial_path(target)
     partial.unlink(missing_ok=True)
     conninfo, env = without_password(url)
-    dump = subprocess.run(
+    dump = children.run(  # dies with us: it would otherwise read production unattended
         [
             "pg_dump",
             "--format=custom",
@@ -136,11 +147,8 @@ def pg_dump(url: str, target: Path) -> Outcome:
             f"--file={partial}",
             f"--dbname={conninfo}",
         ],
-        capture_output=True,
-        text=True,
         env=env,
-        check=False,
-        preexec_fn=_child_of_this_process,
+        private_files=True,
     )
     if dump.returncode != 0:
         partial.unlink(missing_ok=True)
@@ -150,15 +158,61 @@ def pg_dump(url: str, target: Path) -> Outcome:
     if entries is None:
         partial.unlink(missing_ok=True)
         raise GuardError(f"the dump written for {target} is not readable by pg_restore")
+    # Hashed before the rename: a kill after it leaves a complete dump that settle_target
+    # adopts on resume, never a renamed file whose digest nobody computed.
+    outcome = _dump_outcome(partial, len(entries))
     os.replace(partial, target)
+    return {**outcome, "path": str(target)}
+
+
+def settle_target(
+    target: Path, recorded: Mapping[str, Any] | None, run_started: str
+) -> tuple[Outcome | None, Path | None]:
+    """What to do with a file already at the dump's ``target`` before dumping: ``(adopted
+    outcome, None)`` or ``(None, where it was moved)``; ``(None, None)`` when there is none.
+
+    A complete dump this run wrote before a kill (no backup recorded yet, written since the
+    run started, and ``pg_restore --list`` reads it) is adopted with its digest. Anything
+    else (a recorded dump changed since, a stale or unreadable file) is moved aside to a
+    unique name, never deleted, and the dump is taken again.
+    """
+    if not target.exists():
+        return None, None
+    if not recorded and _written_since(target, run_started):
+        entries = _listing(target)
+        if entries is not None:
+            return {**_dump_outcome(target, len(entries)), "adopted": True}, None
+    return None, _move_aside(target)
+
+
+def _dump_outcome(path: Path, toc_entries: int) -> Outcome:
     return {
         "kind": "pg_dump",
-        "path": str(target),
-        "bytes": target.stat().st_size,
-        "sha256": _sha256(target),
-        "toc_entries": len(entries),
+        "path": str(path),
+        "bytes": path.stat().st_size,
+        "sha256": _sha256(path),
+        "toc_entries": toc_entries,
         "taken_at": utc_now_iso(),
     }
+
+
+def _written_since(path: Path, moment: str) -> bool:
+    try:
+        started = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return path.stat().st_mtime >= started.timestamp()
+
+
+def _move_aside(target: Path) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    aside = target.with_name(f"{target.name}.moved-{stamp}")
+    counter = 0
+    while aside.exists():
+        counter += 1
+        aside = target.with_name(f"{target.name}.moved-{stamp}-{counter}")
+    os.replace(target, aside)
+    return aside
 
 
 def partial_path(target: Path) -> Path:
@@ -176,28 +230,10 @@ def dump_intact(outcome: Mapping[str, Any]) -> bool:
 
 def _listing(path: Path) -> list[str] | None:
     """The table of contents ``pg_restore --list`` reads from a dump; None if it cannot."""
-    listing = subprocess.run(
-        ["pg_restore", "--list", str(path)], capture_output=True, text=True, check=False
-    )
+    listing = children.run(["pg_restore", "--list", str(path)], errors="replace")
     if listing.returncode != 0:
         return None
     return [line for line in listing.stdout.splitlines() if line and not line.startswith(";")]
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _child_of_this_process() -> None:
-    """In the child, before exec: private files, and SIGKILL when the parent dies (Linux)."""
-    os.umask(0o077)
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass  # not Linux: the dump is then only as orphan-proof as the platform makes it
 
 
 def without_password(url: str) -> tuple[str, dict[str, str]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.engine.outcomes import PreflightOutcome
+from orchestrator.engine.outcomes import MergeOutcome, PreflightOutcome
 from orchestrator.engine.steps.base import Outcome, RunContext
 from orchestrator.engine.steps.pull_request import api_of, await_pull
 from orchestrator.errors import GuardError
@@ -23,12 +23,12 @@ _NOT_DEPLOYED = "the database is migrated, the code is not deployed"
 
 def merge_outcome(result: MergeResult) -> Outcome:
     """A merge result as plain JSON."""
-    return {
-        "pushed_commit": result.pushed_commit,
-        "previous_target_commit": result.previous_target_commit,
-        "merge_commit": result.merge_commit,
-        "fast_forward": result.fast_forward,
-    }
+    return MergeOutcome.entry(
+        pushed_commit=result.pushed_commit,
+        previous_target_commit=result.previous_target_commit,
+        merge_commit=result.merge_commit,
+        fast_forward=result.fast_forward,
+    )
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,12 @@ class MergeStep:
                 return None
             if not is_merged(ctx.repo, spec.remote, spec.target, commit):
                 return None
-            return {
-                **_pull_request_outcome(ctx, pr, str(pr.merge_commit_sha)),
-                "note": "found merged on resume: the interrupted attempt merged",
-            }
+            return _pull_request_outcome(
+                ctx,
+                pr,
+                str(pr.merge_commit_sha),
+                note="found merged on resume: the interrupted attempt merged",
+            )
         if commit is None or not is_merged(ctx.repo, spec.remote, spec.target, commit):
             return None
         preflight = PreflightOutcome.of(ctx.record)
@@ -87,13 +89,13 @@ class MergeStep:
         previous = preflight.target_commit or tip
         parents = [p.hexsha for p in ctx.repo.commit(tip).parents]
         merge_commit = tip if len(parents) > 1 and commit in parents else None
-        return {
-            "pushed_commit": tip,
-            "previous_target_commit": previous,
-            "merge_commit": merge_commit,
-            "fast_forward": merge_commit is None,
-            "note": note,
-        }
+        return MergeOutcome.entry(
+            pushed_commit=tip,
+            previous_target_commit=previous,
+            merge_commit=merge_commit,
+            fast_forward=merge_commit is None,
+            note=note,
+        )
 
 
 def _merge_pull_request(ctx: RunContext, commit: str) -> Outcome:
@@ -138,18 +140,19 @@ def _merge(ctx: RunContext, api: GitHubApi, pr: PullRequest, commit: str) -> str
         ) from None
 
 
-def _pull_request_outcome(ctx: RunContext, pr: PullRequest, merge_commit: str) -> Outcome:
+def _pull_request_outcome(
+    ctx: RunContext, pr: PullRequest, merge_commit: str, note: str | None = None
+) -> Outcome:
     """The merge as recorded: the merge commit fetched into the clone, its first parent."""
     spec = ctx.playbook.git
     remote_tips(ctx.repo, spec.remote, [spec.target])  # bring the merge commit in
     parents = [p.hexsha for p in ctx.repo.commit(merge_commit).parents]
     previous = parents[0] if parents else merge_commit
-    return {
-        "via": "github_pr",
-        "pull_request": pr.number,
-        "pull_request_url": pr.url,
-        "pushed_commit": merge_commit,
-        "previous_target_commit": previous,
-        "merge_commit": merge_commit if len(parents) > 1 else None,
-        "fast_forward": len(parents) <= 1,
-    }
+    return MergeOutcome.entry(
+        pushed_commit=merge_commit,
+        previous_target_commit=previous,
+        merge_commit=merge_commit if len(parents) > 1 else None,
+        fast_forward=len(parents) <= 1,
+        pull_request=(pr.number, pr.url),
+        note=note,
+    )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from orchestrator.database import migrate_database, validate_database
 from orchestrator.db.lock_retry import LockRetry
+from orchestrator.engine.observations import LiveObservations
 from orchestrator.engine.outcomes import ValidationOutcome
 from orchestrator.engine.steps.base import Outcome, RunContext
 from orchestrator.errors import GuardError
@@ -107,23 +108,24 @@ class MigrateStep:
         }
 
     def done(self, ctx: RunContext) -> Outcome | None:
-        # Postcondition: every hash the run planned to apply is tracked (and the database is
-        # SAFE). Then nothing is re-applied. A run that planned nothing has no attempt to
-        # find: run() records the skip.
+        # Postcondition, the migration_recorded guard's own check: the database tracks every
+        # hash the run planned (read now). The migrator writes a tracking row in the same
+        # transaction as its statements (a non-transactional one last, once every statement
+        # succeeded), so a tracked hash is a migration that completed: nothing is re-applied.
+        # Whether the schema is right is revalidate's question. A run that planned nothing
+        # has no attempt to find: run() records the skip.
         if not ctx.record.planned:
             return None
-        report = validate(ctx)
-        if report.status is not Verdict.SAFE:
+        planned = {str(p.get("hash")): str(p.get("tag")) for p in ctx.record.planned}
+        if not set(planned) <= LiveObservations(ctx).tracked_hashes():
             return None
-        pending_before = ValidationOutcome.of(ctx.record).pending
         journal = {m.tag: m for m in ctx.journal.migrations}
         return {
             "applied": [
-                {"tag": t, "hash": journal[t].hash, "created_at": journal[t].when}
-                for t in pending_before
-                if t in journal
+                {"tag": tag, "hash": digest, "created_at": journal[tag].when}
+                for digest, tag in planned.items()
+                if tag in journal
             ],
-            "after": report.status.value,
             "note": "found applied on resume: the interrupted attempt committed",
         }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.engine.outcomes import MonitorOutcome
 from orchestrator.engine.steps.base import Outcome, RunContext
 from orchestrator.monitor import Check, CheckResult, http_check, sql_check, watch
 
@@ -54,17 +55,15 @@ class MonitorStep:
             failures_allowed=spec.failures_allowed,
             on_result=on_result,
         )
-        return {
-            "healthy": report.healthy,
-            "rounds": report.rounds,
-            "failures": report.failures,
-            "failures_allowed": spec.failures_allowed,
-            "ended_early": report.ended_early,
-            "elapsed_s": round(report.elapsed, 3),
-            "failed_checks": [
-                {"check": r.name, "detail": r.detail} for r in report.results if not r.ok
-            ][:20],
-        }
+        return MonitorOutcome.entry(
+            healthy=report.healthy,
+            rounds=report.rounds,
+            failures=report.failures,
+            failures_allowed=spec.failures_allowed,
+            ended_early=report.ended_early,
+            elapsed_s=round(report.elapsed, 3),
+            failed_checks=[(r.name, r.detail) for r in report.results if not r.ok][:20],
+        )
 
     def done(self, ctx: RunContext) -> Outcome | None:
         return None  # a resumed run watches a fresh window

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.engine.outcomes import PreflightOutcome
 from orchestrator.engine.steps.base import Outcome, RunContext
 from orchestrator.engine.steps.pull_request import (
     api_of,
@@ -40,20 +41,19 @@ class PreflightStep:
         result = preflight(ctx.repo, spec.remote, spec.source, spec.target)
         ctx.record.source_commit = result.source_commit
         journal = ctx.journal  # bad migrations at the source commit stop the run here
-        outcome: Outcome = {
-            "ok": True,
-            "repo": str(spec.repo),
-            "remote": spec.remote,
-            "source": spec.source,
-            "target": spec.target,
-            "via": spec.via,
-            "source_commit": result.source_commit,
-            "target_commit": result.target_commit,
-            "fast_forward": result.fast_forward,
-            "already_merged": result.already_merged,
-            "migrations_dir": ctx.migrations_path,
-            "migrations": [m.tag for m in journal.migrations],
-        }
+        outcome = PreflightOutcome.entry(
+            repo=str(spec.repo),
+            remote=spec.remote,
+            source=spec.source,
+            target=spec.target,
+            via=spec.via,
+            source_commit=result.source_commit,
+            target_commit=result.target_commit,
+            fast_forward=result.fast_forward,
+            already_merged=result.already_merged,
+            migrations_dir=ctx.migrations_path,
+            migrations=[m.tag for m in journal.migrations],
+        )
         if through_pull_request(spec.via, result.already_merged):  # the rehearsal asks too
             outcome.update(_pull_request(ctx, result.source_commit))
         return outcome
@@ -89,12 +89,9 @@ def _pull_request(ctx: RunContext, pinned: str) -> Outcome:
         mergeable_state=pr.mergeable_state,
         note=verdict.reason,
     )
-    return {
-        "pull_request": pr.number,
-        "pull_request_url": pr.url,
-        "pull_request_opened": opened,
-        "mergeable_state": pr.mergeable_state,
-    }
+    return PreflightOutcome.pull_request_entry(
+        pr.number, pr.url, opened=opened, mergeable_state=pr.mergeable_state
+    )
 
 
 def _checks_timeout(ctx: RunContext) -> float:

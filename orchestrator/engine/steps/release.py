@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from orchestrator.engine.outcomes import MergeOutcome
+from orchestrator.engine.outcomes import MergeOutcome, ReleaseOutcome
 from orchestrator.engine.settings import retry_policy
 from orchestrator.engine.steps.base import Outcome, RunContext
 from orchestrator.errors import GuardError
@@ -133,13 +133,11 @@ class ReleaseStep:
             raise GuardError("the release gate has no pushed commit to wait for")
         gate = gate_of(spec)
         if spec is None:
-            return {
-                "gate": gate,
-                "commit": commit,
-                "live": True,
-                "ending": "live",
-                "detail": "no release: block; the gate passes at once",
-            }
+            return ReleaseOutcome.entry(
+                gate,
+                "live",
+                {"commit": commit, "detail": "no release: block; the gate passes at once"},
+            )
         _LIVE_HERE.pop(ctx.record.run_id, None)  # only this walk's own sighting counts
         look = looker(ctx)
         started = self.now()
@@ -194,10 +192,4 @@ def _outcome(
     polls: int,
     timeout: float,
 ) -> Outcome:
-    return {
-        "gate": gate,
-        "live": ending == "live",
-        "ending": ending,
-        **_event(seen, commit, waited, polls),
-        "timeout_s": timeout,
-    }
+    return ReleaseOutcome.entry(gate, ending, _event(seen, commit, waited, polls), timeout)

@@ -1,0 +1,148 @@
+"""Children die with the process that started them: a killed deploy leaves nothing running.
+
+Real processes only: a real bare origin whose pre-receive hook sleeps, a real ``git push``
+started through the runtime's git wrapper in a subprocess, SIGKILLed mid-push.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from orchestrator import children
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
+    return done.stdout.strip()
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below ``root`` (read from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(text.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def wait_until(predicate: Callable[[], object], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
+
+
+def start_python(code: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env)
+
+
+def test_a_deploy_killed_mid_push_leaves_no_git_behind_and_the_push_does_not_land(
+    tmp_path: Path,
+) -> None:
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(origin), str(clone))
+    git(clone, "checkout", "-q", "-b", "main")
+    for key, value in (("user.name", "T"), ("user.email", "t@example.com")):
+        git(clone, "config", key, value)
+    git(clone, "commit", "-q", "--allow-empty", "-m", "base")
+    git(clone, "push", "-q", "origin", "main")
+    before = git(origin, "rev-parse", "refs/heads/main")
+    git(clone, "commit", "-q", "--allow-empty", "-m", "release")
+    started = tmp_path / "hook-started"
+    hook = origin / "hooks" / "pre-receive"
+    # The hook's pid is sleep's (exec): alive while the push waits for it.
+    hook.write_text(f"#!/bin/sh\necho $$ > {started}\nexec sleep 15\n")
+    hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
+
+    deploy = start_python(
+        f"""
+        import git
+        from orchestrator.gitrepo.process import _git
+        _git(git.Git({str(clone)!r}), "push", "origin", "main")
+        """
+    )
+    left: set[int] = set()
+    try:
+        assert wait_until(lambda: started.exists() and started.read_text().strip(), 20)
+        hook_pid = int(started.read_text())
+        left = descendants(deploy.pid)
+        assert hook_pid in left, "the hook runs below the deploy"
+        os.kill(deploy.pid, signal.SIGKILL)
+        deploy.wait()
+        assert wait_until(lambda: not any(alive(p) for p in left), 2), (
+            f"still running after the deploy was killed: {sorted(p for p in left if alive(p))}"
+        )
+        time.sleep(0.5)
+        assert git(origin, "rev-parse", "refs/heads/main") == before, "the push landed"
+    finally:
+        deploy.kill()
+        for pid in left:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_grandchild_dies_with_the_parent_too(tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild"
+    parent = start_python(
+        f"""
+        from orchestrator import children
+        children.run(["sh", "-c", "sleep 60 & echo $! > {pid_file}; wait"])
+        """
+    )
+    grandchild = 0
+    try:
+        assert wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 20)
+        grandchild = int(pid_file.read_text())
+        assert alive(grandchild)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        assert wait_until(lambda: not alive(grandchild), 2), "the grandchild outlived us"
+    finally:
+        parent.kill()
+        if grandchild and alive(grandchild):
+            os.kill(grandchild, signal.SIGKILL)
+
+
+def test_run_returns_status_and_output_and_can_keep_files_private(tmp_path: Path) -> None:
+    done = children.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")
+    created = tmp_path / "made"
+    children.run(["sh", "-c", f"echo secret > {created}"], private_files=True)
+    assert stat.S_IMODE(created.stat().st_mode) == 0o600
+    shared = tmp_path / "shared"
+    children.run(["sh", "-c", f"umask 022; echo x > {shared}"])
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o644
