@@ -37,7 +37,7 @@ from typing import TypeVar
 import psycopg
 
 from bench import drizzle_kit, traffic
-from bench.proxy import LatencyProxy
+from bench.proxy import LatencyProxy, ProxyProcess
 from bench.synthetic import SCALE, write_folder
 from orchestrator.commands import take_snapshot, validate_database
 from orchestrator.db.migrator import MigrateOptions
@@ -304,13 +304,15 @@ def validate_rows(url: str, folder: Path, cache: Path) -> list[Row]:
         cold(lambda: checked(run([*cli, "--database-url", url])), cache), 3
     )
 
-    with LatencyProxy.for_url(url, round_trip_delay=0.0) as proxy:
+    # In a process of its own: the in-process rows must not wait for our own lock to
+    # forward the server's answer (see bench.proxy.ProxyProcess).
+    with ProxyProcess.for_url(url, round_trip_delay=0.0) as proxy:
         handshake = proxy.handshake_round_trips(url)
         validate_database(proxy.url(url), journal, OPTIONS)
         in_process_trips = proxy.reset().round_trips - handshake
         checked(run([*cli, "--database-url", proxy.url(url)]))
         cli_trips = proxy.reset().round_trips - handshake
-    with LatencyProxy.for_url(url, round_trip_delay=LATENCY) as proxy:
+    with ProxyProcess.for_url(url, round_trip_delay=LATENCY) as proxy:
         slow_url = proxy.url(url)
         slow_snapshot, _ = median_seconds(lambda: take_snapshot(slow_url, OPTIONS))
         slow, _ = median_seconds(lambda: validate_database(slow_url, read_journal(folder), OPTIONS))

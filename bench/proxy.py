@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import threading
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
+from multiprocessing.connection import Connection
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -241,3 +243,105 @@ async def _pump(
             delivery.cancel()
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await delivery
+
+
+class ProxyProcess:
+    """A :class:`LatencyProxy` in a process of its own, with the same interface.
+
+    Measuring a Python client in the process that runs the proxy's event loop measures the
+    client's interpreter lock too: while the client computes, the proxy's thread waits to
+    forward the next burst, and a 3 MB answer in 64 KB bursts then costs a third of a second
+    more than the network would. A real distant server shares no lock with us, so the
+    in-process latency rows use this one.
+    """
+
+    def __init__(self, upstream_host: str, upstream_port: int, *, round_trip_delay: float) -> None:
+        context = multiprocessing.get_context("spawn")  # no fork of a threaded process
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=_proxy_process,
+            args=(child, upstream_host, upstream_port, round_trip_delay),
+            daemon=True,
+        )
+        self.port = 0
+
+    @classmethod
+    def for_url(cls, url: str, *, round_trip_delay: float) -> ProxyProcess:
+        """A proxy process in front of the server a ``postgresql://`` URL names."""
+        parts = urlsplit(url)
+        return cls(
+            parts.hostname or "127.0.0.1", parts.port or 5432, round_trip_delay=round_trip_delay
+        )
+
+    def url(self, url: str) -> str:
+        """``url`` with its host and port replaced by the proxy's."""
+        parts = urlsplit(url)
+        userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+        return urlunsplit(parts._replace(netloc=f"{userinfo}127.0.0.1:{self.port}"))
+
+    def start(self) -> None:
+        """Start the process; it answers with the port it listens on."""
+        self._process.start()
+        self.port = int(self._ask("port"))
+
+    def stop(self) -> None:
+        """Stop the proxy and wait for its process."""
+        with contextlib.suppress(OSError, EOFError):
+            self._ask("stop")
+        self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
+
+    def __enter__(self) -> ProxyProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def traffic(self) -> Traffic:
+        """The counters now."""
+        return Traffic(*self._ask("traffic"))
+
+    def reset(self) -> Traffic:
+        """The counters now, then zero them."""
+        return Traffic(*self._ask("reset"))
+
+    def handshake_round_trips(self, url: str) -> int:
+        """Round trips of opening (and closing) one connection through the proxy."""
+        self.reset()
+        with psycopg.connect(self.url(url)):
+            pass
+        return self.reset().round_trips
+
+    def _ask(self, command: str) -> Any:
+        self._conn.send(command)
+        if not self._conn.poll(30):
+            raise TimeoutError(f"the proxy process did not answer {command!r}")
+        return self._conn.recv()
+
+
+def _proxy_process(
+    conn: Connection, upstream_host: str, upstream_port: int, round_trip_delay: float
+) -> None:
+    """The proxy process: a :class:`LatencyProxy` serving commands from ``conn``."""
+    with LatencyProxy(upstream_host, upstream_port, round_trip_delay=round_trip_delay) as proxy:
+        while True:
+            try:
+                command = conn.recv()
+            except EOFError:  # the parent is gone
+                return
+            if command == "port":
+                conn.send(proxy.port)
+            elif command == "traffic":
+                conn.send(astuple(proxy.traffic()))
+            elif command == "reset":
+                conn.send(astuple(proxy.reset()))
+            elif command == "stop":
+                conn.send(None)
+                return

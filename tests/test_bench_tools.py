@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from bench.drizzle_kit import PACKAGES, config_json, package_json
-from bench.proxy import LatencyProxy
+from bench.proxy import LatencyProxy, ProxyProcess
 from bench.synthetic import SCALE, Shape, migration_sql, write_folder
 from orchestrator.commands import validate_database
 from orchestrator.db.catalog import read_snapshot
@@ -106,8 +106,11 @@ def test_proxy_counts_one_round_trip_per_answered_request(echo_server: tuple[str
         assert proxy.traffic().round_trips == 0  # reset zeroed it
 
 
-def test_proxy_counts_sql_round_trips_of_postgres(database_url: str) -> None:
-    with LatencyProxy.for_url(database_url, round_trip_delay=0.0) as proxy:
+@pytest.mark.parametrize("kind", [LatencyProxy, ProxyProcess], ids=["thread", "process"])
+def test_proxy_counts_sql_round_trips_of_postgres(
+    database_url: str, kind: type[LatencyProxy] | type[ProxyProcess]
+) -> None:
+    with kind.for_url(database_url, round_trip_delay=0.0) as proxy:
         handshake = proxy.handshake_round_trips(database_url)
         assert handshake >= 1  # at least the start-up message and its answer
         with psycopg.connect(proxy.url(database_url), autocommit=True) as conn:
