@@ -44,7 +44,7 @@ from orchestrator.db.migrator import MigrateOptions
 from orchestrator.drizzle.journal import Journal, read_journal
 from orchestrator.drizzle.model import build_object_model
 from orchestrator.drizzle.model.cache import CACHE_DIR_ENV
-from orchestrator.testing.pg import EmbeddedPostgres, create_database, drop_database, with_dbname
+from orchestrator.sandbox.pg import EmbeddedPostgres, create_database, drop_database, with_dbname
 from orchestrator.validation import Verdict
 
 REPEATS = 5  # fast figures: median of this many runs, after one warm-up

@@ -34,8 +34,8 @@ from pathlib import Path
 import psycopg
 
 from bench import drizzle_kit
-from orchestrator.testing.folders import write_drizzle_folder
-from orchestrator.testing.pg import EmbeddedPostgres, create_database, with_dbname
+from orchestrator.sandbox.folders import write_drizzle_folder
+from orchestrator.sandbox.pg import EmbeddedPostgres, create_database, with_dbname
 
 CLIENTS = 8
 ROWS = 10_000

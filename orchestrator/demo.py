@@ -31,13 +31,13 @@ from pathlib import Path
 
 from orchestrator import children
 from orchestrator.errors import ExitCode
-from orchestrator.testing.pg import (
+from orchestrator.sandbox.pg import (
     EmbeddedPostgres,
     ServerBinariesMissing,
     create_database,
     with_dbname,
 )
-from orchestrator.testing.release import HealthServer, build_release_repo, write_playbook
+from orchestrator.sandbox.release import HealthServer, build_release_repo, write_playbook
 
 DATABASE = "production"
 INDENT = "    "

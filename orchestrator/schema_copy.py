@@ -31,7 +31,7 @@ from orchestrator.db.retry import TRANSIENT_MESSAGES, RetryPolicy, call_with_ret
 from orchestrator.engine.steps.backup import without_password
 from orchestrator.errors import DatabaseError, UsageError
 from orchestrator.redaction import redact
-from orchestrator.testing.pg import (
+from orchestrator.sandbox.pg import (
     EmbeddedPostgres,
     ServerBinariesMissing,
     create_database,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.testing.pg import (
+from orchestrator.sandbox.pg import (
     EmbeddedPostgres,
     ServerBinariesMissing,
     create_database,

@@ -44,7 +44,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from orchestrator.testing.pg import ServerBinariesMissing, find_bindir, with_dbname
+from orchestrator.sandbox.pg import ServerBinariesMissing, find_bindir, with_dbname
 from tests.http_double import Reply, Request, queued_failure, serve
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from orchestrator.testing.release import write_playbook
+from orchestrator.sandbox.release import write_playbook
 from tests.neon_double import NeonState, neon_double
 from tests.release_world import World
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.testing.release import git
+from orchestrator.sandbox.release import git
 from tests.http_double import Reply, Request, serve
 
 

@@ -14,7 +14,7 @@ import pytest
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.engine.run import Interaction, start
 from orchestrator.runs import RunRecord, RunStore
-from orchestrator.testing.release import (
+from orchestrator.sandbox.release import (
     HealthServer,
     ReleaseRepo,
     build_release_repo,

@@ -22,7 +22,7 @@ from orchestrator.drizzle.model import (
     ObjectModel,
     build_object_model,
 )
-from orchestrator.testing.release import EXAMPLE_MIGRATIONS
+from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS
 from tests.test_objects_json import CORPUS
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ from orchestrator.analysis.markdown import plan_markdown
 from orchestrator.analysis.plan import build_plan
 from orchestrator.cli import run
 from orchestrator.drizzle.journal import read_journal, split_statements
-from orchestrator.testing.release import EXAMPLE_MIGRATIONS
+from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS
 
 REPO = Path(__file__).resolve().parent.parent
 RELEASE_FIXTURE = REPO / "tests" / "fixtures" / "drizzle" / "release-0009-0011" / "migrations"

@@ -22,7 +22,7 @@ from orchestrator.commands import migrate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import read_journal
-from orchestrator.testing.release import EXAMPLE_MIGRATIONS, copy_migrations
+from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS, copy_migrations
 
 RELEASE = ("0009_fat_kulan_gath", "0010_new_colleen_wing", "0011_cute_skin")
 

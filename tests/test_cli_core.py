@@ -67,7 +67,7 @@ def test_json_names_the_migration_drizzle_would_skip(
 
 
 def test_password_never_printed(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from orchestrator.testing.pg import free_port
+    from orchestrator.sandbox.pg import free_port
 
     url = f"postgresql://alice:hunter2secret@127.0.0.1:{free_port()}/db"
     for extra in ([], ["--json"]):

@@ -14,7 +14,7 @@ from orchestrator.db.migrator import MigrateOptions, MigrationFailed
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, read_journal
 from orchestrator.errors import PartialStateError
-from orchestrator.testing.pg import with_user
+from orchestrator.sandbox.pg import with_user
 from orchestrator.validation import MigrationState, ValidationReport, Verdict
 from tests.drizzle_helpers import (
     FIXTURE_MIGRATIONS,
@@ -205,7 +205,7 @@ def test_tracked_with_half_its_objects_is_partially_present(database_url: str) -
 
 
 def test_unreachable_database_is_error(database_url: str) -> None:
-    from orchestrator.testing.pg import free_port
+    from orchestrator.sandbox.pg import free_port
 
     url = f"postgresql://someone:s3cr3t@127.0.0.1:{free_port()}/nowhere"
     report = validate_database(url, full(), OPTIONS, retry=ONCE)

@@ -14,8 +14,8 @@ from orchestrator.cli import run
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.engine.run import resume, rollback
 from orchestrator.errors import UsageError
-from orchestrator.testing.pg import EmbeddedPostgres, with_user
-from orchestrator.testing.release import (
+from orchestrator.sandbox.pg import EmbeddedPostgres, with_user
+from orchestrator.sandbox.release import (
     git,
     write_playbook,
 )
@@ -344,7 +344,7 @@ def test_server_restarted_mid_deploy_is_survived_by_retries(
 ) -> None:
     import threading
 
-    from orchestrator.testing.pg import create_database
+    from orchestrator.sandbox.pg import create_database
 
     create_database(own_cluster.url(), "production")
     url = own_cluster.url("production")

@@ -26,8 +26,8 @@ from orchestrator.engine.run import resume
 from orchestrator.engine.settings import journal_at
 from orchestrator.gitrepo import open_repo
 from orchestrator.runs import RunRecord
-from orchestrator.testing.pg import EmbeddedPostgres, create_database
-from orchestrator.testing.release import git
+from orchestrator.sandbox.pg import EmbeddedPostgres, create_database
+from orchestrator.sandbox.release import git
 from orchestrator.validation import Verdict
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
 from tests.release_world import World, build_world

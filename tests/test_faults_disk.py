@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from orchestrator.cli import run
-from orchestrator.testing.release import git
+from orchestrator.sandbox.release import git
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
 from tests.release_world import World, world
 

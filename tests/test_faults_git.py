@@ -23,7 +23,7 @@ from orchestrator.commands import validate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.engine.settings import journal_at
 from orchestrator.gitrepo import open_repo
-from orchestrator.testing.release import git
+from orchestrator.sandbox.release import git
 from orchestrator.validation import Verdict
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
 from tests.release_world import World, world

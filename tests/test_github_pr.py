@@ -14,7 +14,7 @@ import pytest
 from orchestrator.audit import read_events
 from orchestrator.cli import run
 from orchestrator.engine.run import rollback
-from orchestrator.testing.release import git
+from orchestrator.sandbox.release import git
 from tests.drizzle_helpers import tracking_rows
 from tests.github_double import GitHubState, github_double, protect_branch
 from tests.release_world import TRANSITIONS_OF_A_FULL_DEPLOY, World, build_world, transitions

@@ -35,7 +35,7 @@ from orchestrator.drizzle.journal import Journal, read_journal
 from orchestrator.drizzle.model import ObjectModel, journal_model
 from orchestrator.errors import PartialStateError
 from orchestrator.repair import repair_database
-from orchestrator.testing.pg import ServerBinariesMissing, create_database, find_bindir, with_dbname
+from orchestrator.sandbox.pg import ServerBinariesMissing, create_database, find_bindir, with_dbname
 from orchestrator.validation import MigrationState, Verdict
 from tests.drizzle_helpers import prefix_folder, run_sql
 from tests.test_drizzle_real import drizzle_migrate, drizzle_node  # noqa: F401 (a fixture)

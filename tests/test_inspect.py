@@ -18,7 +18,7 @@ from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.errors import DatabaseError
 from orchestrator.inventory import inspect_database, read_catalog_inventory
-from orchestrator.testing.release import EXAMPLE_MIGRATIONS
+from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS
 
 SCHEMA, TABLE = "drizzle", "__drizzle_migrations"
 

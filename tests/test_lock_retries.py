@@ -19,7 +19,7 @@ from orchestrator.cli import run
 from orchestrator.db.blockers import Blocker, select_blockers
 from orchestrator.db.lock_retry import LockRetry, lock_retry_policy
 from orchestrator.playbook.model import MigrationsSpec
-from orchestrator.testing.folders import write_drizzle_folder
+from orchestrator.sandbox.folders import write_drizzle_folder
 from tests.drizzle_helpers import tracking_rows
 
 USERS = 'CREATE TABLE "users" ("id" serial PRIMARY KEY NOT NULL, "email" text);'

@@ -27,7 +27,7 @@ from orchestrator.monitor import (
     sql_check,
     watch,
 )
-from orchestrator.testing.pg import free_port
+from orchestrator.sandbox.pg import free_port
 
 # --------------------------------------------------------------------------- HTTP server
 

@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.cli import run
 from orchestrator.db.connect import neon_direct_host, pooler_problem
-from orchestrator.testing.release import EXAMPLE_MIGRATIONS
+from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS
 from tests.release_world import World, world
 
 __all__ = ["world"]

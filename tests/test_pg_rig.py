@@ -7,7 +7,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from orchestrator.testing.pg import EmbeddedPostgres, ServerBinariesMissing, find_bindir
+from orchestrator.sandbox.pg import EmbeddedPostgres, ServerBinariesMissing, find_bindir
 
 
 def test_fresh_database_is_empty_and_writable(database_url: str) -> None:

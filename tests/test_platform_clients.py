@@ -12,7 +12,7 @@ from orchestrator.platforms.github import Checks, GitHubApi, MergeMoved, PullReq
 from orchestrator.platforms.http import ApiClient, ApiError
 from orchestrator.platforms.liveness import judge_deployments, judge_version, names_commit
 from orchestrator.platforms.vercel import Deployment
-from orchestrator.testing.release import build_release_repo, git
+from orchestrator.sandbox.release import build_release_repo, git
 from tests.github_double import github_double
 
 SHA = "0123456789abcdef0123456789abcdef01234567"

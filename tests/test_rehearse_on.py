@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from orchestrator.cli import run
-from orchestrator.testing.pg import EmbeddedPostgres, create_database, with_dbname
+from orchestrator.sandbox.pg import EmbeddedPostgres, create_database, with_dbname
 from tests.drizzle_helpers import tracking_rows
 from tests.release_world import (
     World,

@@ -15,7 +15,7 @@ import pytest
 from orchestrator.audit import read_events
 from orchestrator.cli import run
 from orchestrator.runs import RunRecord
-from orchestrator.testing.release import git
+from orchestrator.sandbox.release import git
 from tests.production_double import LiveCommit, version_endpoint
 from tests.release_world import TRANSITIONS_OF_A_FULL_DEPLOY, World, build_world, transitions
 from tests.vercel_double import VercelState, vercel_double

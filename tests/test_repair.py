@@ -18,7 +18,7 @@ from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, Migration, read_journal
 from orchestrator.errors import PartialStateError, UsageError
 from orchestrator.repair import repair_database
-from orchestrator.testing.pg import create_database, drop_database, with_dbname
+from orchestrator.sandbox.pg import create_database, drop_database, with_dbname
 from orchestrator.validation import MigrationState, Verdict
 from tests.drizzle_helpers import (
     FIXTURE_MIGRATIONS,

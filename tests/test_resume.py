@@ -29,7 +29,7 @@ from orchestrator.engine.settings import journal_at
 from orchestrator.errors import UsageError
 from orchestrator.gitrepo import open_repo
 from orchestrator.runs import RunRecord
-from orchestrator.testing.release import git
+from orchestrator.sandbox.release import git
 from orchestrator.validation import Verdict
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
 from tests.release_world import World, add_staging_migration, world

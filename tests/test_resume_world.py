@@ -27,7 +27,7 @@ from orchestrator.engine.outcomes import HaltOutcome
 from orchestrator.engine.run import resume
 from orchestrator.errors import ExitCode
 from orchestrator.runs import RunRecord
-from orchestrator.testing.release import git, write_playbook
+from orchestrator.sandbox.release import git, write_playbook
 from tests.drizzle_helpers import tracking_rows
 from tests.neon_world import neon_world
 from tests.release_world import World, world

@@ -28,8 +28,8 @@ from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.engine.run import resume
 from orchestrator.playbook import RetrySpec
-from orchestrator.testing.pg import EmbeddedPostgres, create_database, with_dbname
-from orchestrator.testing.release import EXAMPLE_MIGRATIONS
+from orchestrator.sandbox.pg import EmbeddedPostgres, create_database, with_dbname
+from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS
 from tests.drizzle_helpers import prefix_folder, run_sql, tracking_rows
 from tests.release_world import World, build_world
 
@@ -188,7 +188,7 @@ def test_a_deadlock_or_serialization_failure_in_the_migration_is_retried(
 ) -> None:
     import psycopg
 
-    from orchestrator.testing.folders import write_drizzle_folder
+    from orchestrator.sandbox.folders import write_drizzle_folder
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE SEQUENCE public.attempts")

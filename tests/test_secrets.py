@@ -16,8 +16,8 @@ from orchestrator.cli import run
 from orchestrator.db.connect import check_ssl, is_local_host, remote_hosts, ssl_warning
 from orchestrator.errors import UsageError
 from orchestrator.redaction import redact_secrets, secret_values
-from orchestrator.testing.pg import with_user
-from orchestrator.testing.release import EXAMPLE_MIGRATIONS, copy_migrations
+from orchestrator.sandbox.pg import with_user
+from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS, copy_migrations
 from tests.test_deploy import build_world
 
 PASSWORD = "Pw-zebra-quartz-8841"
@@ -322,7 +322,7 @@ def test_platform_tokens_are_written_nowhere(
         assert "revert pull request" in written["rollback stdout"]
         # The next release on staging: with the last one merged, pre-flight (and so the
         # dry-run) would ask GitHub nothing.
-        from orchestrator.testing.release import git
+        from orchestrator.sandbox.release import git
 
         clone = world.repo.clone
         git(clone, "switch", "--quiet", "-C", "next", "origin/staging")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import run
-from orchestrator.testing.release import EXAMPLE_MIGRATIONS
+from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS
 from tests.drizzle_helpers import tracking_rows
 
 STRAY = "0012_abandoned_idea.sql"

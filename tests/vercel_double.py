@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.testing.release import git
+from orchestrator.sandbox.release import git
 from tests.http_double import Reply, Request, queued_failure, serve
 
 

@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL cluster for tests and the demo.
+"""A throwaway PostgreSQL cluster: `--rehearse-on local`, the demo, benchmarks and tests.
 
 ``initdb`` into a temporary directory, listen on a free port of 127.0.0.1 with trust auth,
 start with ``pg_ctl -w``; stop and remove everything at the end. When we run as root the
