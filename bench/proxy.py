@@ -73,7 +73,41 @@ class _Exchange:
             self.client_spoke = False
 
 
-class LatencyProxy:
+def upstream_of(url: str) -> tuple[str, int]:
+    """The host and port a ``postgresql://`` URL names."""
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 5432
+
+
+def through_port(url: str, port: int) -> str:
+    """``url`` with its host and port replaced by a proxy's on loopback."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return urlunsplit(parts._replace(netloc=f"{userinfo}127.0.0.1:{port}"))
+
+
+class _Front:
+    """What both proxies offer a client: their URL, and counting a connection's set-up."""
+
+    port: int
+
+    def url(self, url: str) -> str:
+        """``url`` with its host and port replaced by the proxy's."""
+        return through_port(url, self.port)
+
+    def reset(self) -> Traffic:
+        """The counters now, then zero them."""
+        raise NotImplementedError
+
+    def handshake_round_trips(self, url: str) -> int:
+        """Round trips of opening (and closing) one connection through the proxy."""
+        self.reset()
+        with psycopg.connect(self.url(url)):
+            pass
+        return self.reset().round_trips
+
+
+class LatencyProxy(_Front):
     """Forward 127.0.0.1:<port> to ``upstream``, adding ``round_trip_delay`` per exchange.
 
     Runs its own asyncio loop in a daemon thread; use it as a context manager.
@@ -91,16 +125,7 @@ class LatencyProxy:
     @classmethod
     def for_url(cls, url: str, *, round_trip_delay: float) -> LatencyProxy:
         """A proxy in front of the server a ``postgresql://`` URL names."""
-        parts = urlsplit(url)
-        return cls(
-            parts.hostname or "127.0.0.1", parts.port or 5432, round_trip_delay=round_trip_delay
-        )
-
-    def url(self, url: str) -> str:
-        """``url`` with its host and port replaced by the proxy's."""
-        parts = urlsplit(url)
-        userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-        return urlunsplit(parts._replace(netloc=f"{userinfo}127.0.0.1:{self.port}"))
+        return cls(*upstream_of(url), round_trip_delay=round_trip_delay)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -168,13 +193,6 @@ class LatencyProxy:
             return before
 
         return self._call(swap())
-
-    def handshake_round_trips(self, url: str) -> int:
-        """Round trips of opening (and closing) one connection through the proxy."""
-        self.reset()
-        with psycopg.connect(self.url(url)):
-            pass
-        return self.reset().round_trips
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -245,7 +263,7 @@ async def _pump(
                 await delivery
 
 
-class ProxyProcess:
+class ProxyProcess(_Front):
     """A :class:`LatencyProxy` in a process of its own, with the same interface.
 
     Measuring a Python client in the process that runs the proxy's event loop measures the
@@ -268,16 +286,7 @@ class ProxyProcess:
     @classmethod
     def for_url(cls, url: str, *, round_trip_delay: float) -> ProxyProcess:
         """A proxy process in front of the server a ``postgresql://`` URL names."""
-        parts = urlsplit(url)
-        return cls(
-            parts.hostname or "127.0.0.1", parts.port or 5432, round_trip_delay=round_trip_delay
-        )
-
-    def url(self, url: str) -> str:
-        """``url`` with its host and port replaced by the proxy's."""
-        parts = urlsplit(url)
-        userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-        return urlunsplit(parts._replace(netloc=f"{userinfo}127.0.0.1:{self.port}"))
+        return cls(*upstream_of(url), round_trip_delay=round_trip_delay)
 
     def start(self) -> None:
         """Start the process; it answers with the port it listens on."""
@@ -311,13 +320,6 @@ class ProxyProcess:
     def reset(self) -> Traffic:
         """The counters now, then zero them."""
         return Traffic(*self._ask("reset"))
-
-    def handshake_round_trips(self, url: str) -> int:
-        """Round trips of opening (and closing) one connection through the proxy."""
-        self.reset()
-        with psycopg.connect(self.url(url)):
-            pass
-        return self.reset().round_trips
 
     def _ask(self, command: str) -> Any:
         self._conn.send(command)

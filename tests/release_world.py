@@ -53,9 +53,28 @@ class World:
     def deploy(self, **overrides: object) -> RunRecord:
         return start(self.playbook, self.store, self.interaction(**overrides))
 
+    def deploy_argv(self, *extra: str) -> list[str]:
+        """The command line of a confirmed ``deploy`` of this playbook, into this store."""
+        argv = ["deploy", "--playbook", str(self.playbook), "--yes"]
+        return [*argv, "--state-dir", str(self.store.state_dir), *extra]
+
     def rehearse_argv(self, on: str) -> list[str]:
         """The command line of ``deploy --dry-run --rehearse-on ON`` for this playbook."""
         return ["deploy", "--playbook", str(self.playbook), "--dry-run", "--rehearse-on", on]
+
+    def use_pg_dump(self) -> Path:
+        """The playbook backs up with pg_dump into a fresh folder (returned)."""
+        dumps = self.root / "dumps"
+        dumps.mkdir()
+        write_playbook(
+            self.playbook,
+            repo=self.repo,
+            health_url=self.health.url,
+            backup=f"{{kind: pg_dump, path: {dumps}}}",
+            duration="200ms",
+            interval="100ms",
+        )
+        return dumps
 
     def origin_main(self) -> str:
         return git(self.repo.origin, "rev-parse", "main")

@@ -10,18 +10,18 @@ monitor, each with and without ``--json``. stdout, stderr and every file of the 
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 
 from orchestrator.cli import run
 from orchestrator.monitor import basic_auth, http_check
 from orchestrator.playbook.model import HttpCheck
+from tests.http_double import Reply, Request, serve
 from tests.release_world import World, world
 
 __all__ = ["world"]
@@ -36,55 +36,41 @@ SECRETS = (PASSWORD, TOKEN)
 class GuardedHealth:
     """``GET /api/health``: 401 without the credential and token, else ``status``."""
 
+    base: str  # the double's http://127.0.0.1:<port>
     status: int = 200
     seen: list[tuple[str | None, str]] = field(default_factory=list)  # (Authorization, query)
-    _server: ThreadingHTTPServer | None = None
 
     def url(self, *, user: str = USER, password: str = PASSWORD) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{user}:{password}@{host!s}:{port}/api/health?token={TOKEN}&region=eu"
+        host = self.base.removeprefix("http://")
+        return f"http://{user}:{password}@{host}/api/health?token={TOKEN}&region=eu"
 
-    def start(self) -> GuardedHealth:
-        owner = self
+    def answer(self, request: Request) -> Reply:
+        """The endpoint's contract (tests/http_double.py serves it)."""
+        authorization = request.headers.get("Authorization")
+        self.seen.append((authorization, urlsplit(request.target).query))
         expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        allowed = authorization == expected and request.query.get("token") == TOKEN
+        return (self.status if allowed else 401), {"ok": allowed}
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                query = urlsplit(self.path).query
-                owner.seen.append((self.headers.get("Authorization"), query))
-                allowed = self.headers.get("Authorization") == expected and parse_qs(query).get(
-                    "token"
-                ) == [TOKEN]
-                self.send_response(owner.status if allowed else 401)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
 
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+@contextmanager
+def guarded_health() -> Iterator[GuardedHealth]:
+    """A :class:`GuardedHealth` served on loopback for the ``with`` block."""
+    endpoint = GuardedHealth("")
+    with serve(endpoint.answer) as base:
+        endpoint.base = base
+        yield endpoint
 
 
 @pytest.fixture
 def guarded(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[GuardedHealth]:
     """The world's playbook, its HTTP check pointed at the guarded endpoint."""
-    server = GuardedHealth().start()
-    text = world.playbook.read_text()
-    assert world.health.url in text
-    world.playbook.write_text(text.replace(world.health.url, server.url()))
-    monkeypatch.setenv("DATABASE_URL", world.database_url)
-    try:
+    with guarded_health() as server:
+        text = world.playbook.read_text()
+        assert world.health.url in text
+        world.playbook.write_text(text.replace(world.health.url, server.url()))
+        monkeypatch.setenv("DATABASE_URL", world.database_url)
         yield server
-    finally:
-        server.stop()
 
 
 def written(world: World) -> str:
@@ -152,11 +138,8 @@ def test_a_deploy_halting_on_the_monitor_prints_none_of_it(
 
 
 def test_a_wrong_credential_is_a_failed_check_that_names_no_secret() -> None:
-    server = GuardedHealth().start()
-    try:
+    with guarded_health() as server:
         result = http_check(server.url(password="not-it"), timeout=2.0)()
-    finally:
-        server.stop()
     assert not result.ok and result.detail == "expected 200, got 401"
     assert "not-it" not in result.name and TOKEN not in result.name
 

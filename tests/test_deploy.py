@@ -372,16 +372,7 @@ def test_server_restarted_mid_deploy_is_survived_by_retries(
 
 
 def test_pg_dump_backup_is_written_and_verified(world: World) -> None:
-    dumps = world.root / "dumps"
-    dumps.mkdir()
-    write_playbook(
-        world.playbook,
-        repo=world.repo,
-        health_url=world.health.url,
-        backup=f"{{kind: pg_dump, path: {dumps}}}",
-        duration="200ms",
-        interval="100ms",
-    )
+    dumps = world.use_pg_dump()
     record = world.deploy()
     assert record.state == "succeeded", record.halt_reason
     backup = record.steps["backup"]

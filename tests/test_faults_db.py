@@ -168,16 +168,7 @@ def test_server_down_for_good_gives_up_with_error(
     own_cluster.stop()
     monkeypatch.setenv("DATABASE_URL", world.database_url)
     started = time.monotonic()
-    code = run(
-        [
-            "deploy",
-            "--playbook",
-            str(world.playbook),
-            "--yes",
-            "--state-dir",
-            str(world.store.state_dir),
-        ]
-    )
+    code = run(world.deploy_argv())
     elapsed = time.monotonic() - started
     err = capsys.readouterr().err
     assert code == 30, err

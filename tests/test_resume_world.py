@@ -27,7 +27,7 @@ from orchestrator.engine.outcomes import HaltOutcome
 from orchestrator.engine.run import resume
 from orchestrator.errors import ExitCode
 from orchestrator.runs import RunRecord
-from orchestrator.sandbox.release import git, write_playbook
+from orchestrator.sandbox.release import git
 from tests.drizzle_helpers import tracking_rows
 from tests.neon_world import neon_world
 from tests.release_world import World, world
@@ -80,21 +80,6 @@ def go_on(process: subprocess.Popen[bytes], timeout: float = 120) -> int:
     return process.returncode
 
 
-def use_pg_dump(world: World) -> Path:
-    """The world's playbook backs up with pg_dump into a fresh folder (returned)."""
-    dumps = world.root / "dumps"
-    dumps.mkdir()
-    write_playbook(
-        world.playbook,
-        repo=world.repo,
-        health_url=world.health.url,
-        backup=f"{{kind: pg_dump, path: {dumps}}}",
-        duration="200ms",
-        interval="100ms",
-    )
-    return dumps
-
-
 def spoil(dump: Path, how: str) -> None:
     """Someone deletes the dump, or changes it by one byte."""
     if how == "deleted":
@@ -111,7 +96,7 @@ def planned_hashes_tracked(world: World, record: RunRecord) -> set[str]:
 
 @pytest.mark.parametrize("how", ["deleted", "appended"])
 def test_dump_spoiled_after_backup_checked_resume_never_migrates(world: World, how: str) -> None:
-    dumps = use_pg_dump(world)
+    dumps = world.use_pg_dump()
     main_before = world.origin_main()
     process = deploy_process(world, "transition:backup_checked")
     wait_stopped(process)
@@ -135,7 +120,7 @@ def test_dump_spoiled_after_backup_checked_resume_never_migrates(world: World, h
 
 @pytest.mark.parametrize("how", ["deleted", "appended"])
 def test_dump_spoiled_before_the_backup_guard_halts_in_pending(world: World, how: str) -> None:
-    use_pg_dump(world)
+    world.use_pg_dump()
     process = deploy_process(world, "step_end:backup")
     wait_stopped(process)
     spoil(Path(str(only_run(world).steps["backup"]["path"])), how)
@@ -255,7 +240,7 @@ def test_tracking_rows_deleted_before_revalidate_halt_partial_with_the_plan(
 
 
 def test_killed_right_after_the_dump_was_renamed_adopts_it(world: World) -> None:
-    dumps = use_pg_dump(world)
+    dumps = world.use_pg_dump()
     main_before = world.origin_main()
     process = deploy_process(world, "dump_renamed")
     wait_stopped(process)
@@ -276,7 +261,7 @@ def test_killed_right_after_the_dump_was_renamed_adopts_it(world: World) -> None
 def test_a_recorded_dump_changed_before_backup_checked_is_moved_aside_and_taken_again(
     world: World,
 ) -> None:
-    dumps = use_pg_dump(world)
+    dumps = world.use_pg_dump()
     main_before = world.origin_main()
     process = deploy_process(world, "step_end:backup")
     wait_stopped(process)
@@ -298,7 +283,7 @@ def test_a_recorded_dump_changed_before_backup_checked_is_moved_aside_and_taken_
 def test_killed_during_pg_dump_resumes_with_one_complete_dump_and_no_orphan(
     world: World,
 ) -> None:
-    dumps = use_pg_dump(world)
+    dumps = world.use_pg_dump()
     main_before = world.origin_main()
     # An open transaction holding a table keeps pg_dump waiting for its lock: "mid-dump".
     blocker = psycopg.connect(world.database_url)

@@ -31,7 +31,7 @@ from orchestrator.playbook import RetrySpec
 from orchestrator.sandbox.pg import EmbeddedPostgres, create_database, with_dbname
 from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS
 from tests.drizzle_helpers import prefix_folder, run_sql, tracking_rows
-from tests.release_world import World, build_world
+from tests.release_world import build_world
 
 LATE_S = 2.0
 
@@ -39,8 +39,7 @@ LATE_S = 2.0
 @pytest.fixture
 def late_server(own_cluster: EmbeddedPostgres, tmp_path: Path) -> Iterator[str]:
     """A database with the first 9 migrations applied and the 10th run by hand."""
-    create_database(own_cluster.url(), "app")
-    url = with_dbname(own_cluster.url(), "app")
+    url = app_database(own_cluster)
     prefix = prefix_folder(EXAMPLE_MIGRATIONS, 9, tmp_path / "prefix")
     migrate_database(
         url, read_journal(prefix), MigrateOptions(), confirm=lambda _r: True, retry=ONCE
@@ -95,8 +94,7 @@ def test_a_command_started_while_the_server_is_down_succeeds(
 def test_repair_retries_its_first_connection_too(
     own_cluster: EmbeddedPostgres, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    create_database(own_cluster.url(), "app")
-    url = with_dbname(own_cluster.url(), "app")
+    url = app_database(own_cluster)
     prefix = prefix_folder(EXAMPLE_MIGRATIONS, 9, tmp_path / "prefix")
     migrate_database(
         url, read_journal(prefix), MigrateOptions(), confirm=lambda _r: True, retry=ONCE
@@ -124,6 +122,12 @@ def test_one_default_for_cli_and_playbook_and_waits_are_jittered() -> None:
     assert all(3.0 <= w <= 5.0 for w in waits)  # 4 s +- 25%
 
 
+def app_database(cluster: EmbeddedPostgres) -> str:
+    """The URL of a new, empty database ``app`` on ``cluster``."""
+    create_database(cluster.url(), "app")
+    return with_dbname(cluster.url(), "app")
+
+
 def late(cluster: EmbeddedPostgres) -> threading.Timer:
     """Stop the server now; start it again LATE_S seconds later."""
     cluster.stop()
@@ -138,8 +142,7 @@ def test_the_dry_run_rides_out_a_late_server(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    create_database(own_cluster.url(), "app")
-    url = with_dbname(own_cluster.url(), "app")
+    url = app_database(own_cluster)
     with build_world(tmp_path, url) as world:
         monkeypatch.setenv("DATABASE_URL", url)
         starter = late(own_cluster)
@@ -154,8 +157,7 @@ def test_the_dry_run_rides_out_a_late_server(
 
 
 def test_resume_rides_out_a_late_server(own_cluster: EmbeddedPostgres, tmp_path: Path) -> None:
-    create_database(own_cluster.url(), "app")
-    url = with_dbname(own_cluster.url(), "app")
+    url = app_database(own_cluster)
     with build_world(tmp_path, url) as world:
         record = world.deploy(confirm=lambda question: "Apply" not in question)  # declined
         assert record.state == "halted"
@@ -254,18 +256,6 @@ def test_rollback_takes_retries_only_with_restore_database(
     assert "--retries only goes with --restore-database" in capsys.readouterr().err
 
 
-def cli_deploy(world: World, *extra: str) -> list[str]:
-    return [
-        "deploy",
-        "--playbook",
-        str(world.playbook),
-        "--yes",
-        "--state-dir",
-        str(world.store.state_dir),
-        *extra,
-    ]
-
-
 def test_deploy_retries_overrides_the_playbook(
     own_cluster: EmbeddedPostgres,
     tmp_path: Path,
@@ -273,14 +263,13 @@ def test_deploy_retries_overrides_the_playbook(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The playbook says 5 attempts (the default); --retries 1 means one, with no wait."""
-    create_database(own_cluster.url(), "app")
-    url = with_dbname(own_cluster.url(), "app")
+    url = app_database(own_cluster)
     with build_world(tmp_path, url) as world:
         monkeypatch.setenv("DATABASE_URL", url)
         own_cluster.stop()
         try:
             started = time.monotonic()
-            code = run(cli_deploy(world, "--retries", "1"))
+            code = run(world.deploy_argv("--retries", "1"))
             elapsed = time.monotonic() - started
         finally:
             own_cluster.start()
@@ -297,14 +286,13 @@ def test_deploy_via_the_cli_rides_out_a_late_server_and_says_so(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    create_database(own_cluster.url(), "app")
-    url = with_dbname(own_cluster.url(), "app")
+    url = app_database(own_cluster)
     with build_world(tmp_path, url) as world:
         monkeypatch.setenv("DATABASE_URL", url)
         started = time.monotonic()
         starter = late(own_cluster)
         try:
-            code = run(cli_deploy(world, "--retries", "5", "--json"))
+            code = run(world.deploy_argv("--retries", "5", "--json"))
         finally:
             starter.join()
         err = capsys.readouterr().err
@@ -320,8 +308,7 @@ def test_resume_via_the_cli_rides_out_a_late_server_and_records_the_retries(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    create_database(own_cluster.url(), "app")
-    url = with_dbname(own_cluster.url(), "app")
+    url = app_database(own_cluster)
     with build_world(tmp_path, url) as world:
         record = world.deploy(confirm=lambda question: "Apply" not in question)  # declined
         assert record.state == "halted"
@@ -352,8 +339,7 @@ def test_restore_database_rides_out_the_compute_restart(
     from tests.neon_world import neon_world
 
     key = "napi_late_restore_key_77"
-    create_database(own_cluster.url(), "app")
-    url = with_dbname(own_cluster.url(), "app")
+    url = app_database(own_cluster)
     with (
         build_world(tmp_path, url) as world,
         neon_world(world, key, cluster_url=own_cluster.url(), production="app") as neon,

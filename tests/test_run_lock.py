@@ -131,19 +131,7 @@ def test_migrate_is_refused_while_a_deploy_holds_the_database(
         assert "run 20251021T143005Z-cccccc" in err and len(err.strip().splitlines()) == 1
         assert schema_fingerprint(world.database_url) == before
         record_count = len(world.store.list())
-        assert (
-            run(
-                [
-                    "deploy",
-                    "--playbook",
-                    str(world.playbook),
-                    "--yes",
-                    "--state-dir",
-                    str(world.store.state_dir),
-                ]
-            )
-            == 2
-        )
+        assert run(world.deploy_argv()) == 2
         assert "run 20251021T143005Z-cccccc" in capsys.readouterr().err
         assert len(world.store.list()) == record_count == 0
     assert run(["migrate", "--migrations", str(EXAMPLE), "--yes"]) == 0

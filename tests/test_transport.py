@@ -30,17 +30,7 @@ def remote_world(tmp_path: Path, database_url: str) -> Iterator[tuple[World, str
 
 
 def deploy(world: World, *extra: str) -> int:
-    return run(
-        [
-            "deploy",
-            "--playbook",
-            str(world.playbook),
-            "--yes",
-            "--state-dir",
-            str(world.store.state_dir),
-            *extra,
-        ]
-    )
+    return run(world.deploy_argv(*extra))
 
 
 def test_deploy_to_a_remote_host_without_tls_warns_once(

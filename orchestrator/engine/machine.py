@@ -380,8 +380,9 @@ class RunModel:
     and logs it). A trigger may carry ``detail`` (why: a halt's reason) and ``recorded_as``
     (the name the record gives it: ``resume`` for the ``reopen_<state>`` triggers).
 
-    ``run_step`` defaults to nothing: a caller that runs the steps itself (the rehearsal, with
-    their rehearsal forms) or none at all (the guard tests) only fires triggers.
+    ``run_step`` is the deploy's (the step acts, or its postcondition shows it done) or the
+    rehearsal's (the step's rehearsal form); it defaults to nothing for callers that only
+    judge edges (the guard tests).
     """
 
     state: str

@@ -45,6 +45,7 @@ from orchestrator.engine.settings import (
     retry_policy,
     with_retries,
 )
+from orchestrator.engine.steps.base import Step
 from orchestrator.errors import DatabaseError, ExitCode, GuardError, OrchestratorError, UsageError
 from orchestrator.gitrepo import (
     MissingBranch,
@@ -233,18 +234,25 @@ class _Walk:
             options=options,
             model=journal_model(self.journal),
         )
-        model = RunModel(record, RehearsedWorld(rehearsal))
+        acting = ""  # the step whose rehearsal form runs: a refusal names it
+
+        def rehearse_step(step: Step) -> None:
+            nonlocal acting
+            acting = step.name
+            record.steps[step.name] = REHEARSALS[step.name](rehearsal)
+
+        # The machine runs each state's steps (here in their rehearsal form) and judges
+        # its edges exactly as it does for a deploy (see machine.RunModel).
+        model = RunModel(record, RehearsedWorld(rehearsal), run_step=rehearse_step)
         build_machine(model, "pending")
         with hold_database(playbook, url, None, "rehearsal", on_retry=self.on_retry):
             while model.state not in TERMINAL:
                 state = model.state
-                for step in LIVE[state].steps:
-                    try:
-                        record.steps[step.name] = REHEARSALS[step.name](rehearsal)
-                    except OrchestratorError as exc:
-                        details = run.details_of(step.name)
-                        return run.halt(step.name, exc.exit_code, str(exc), details)
-                if not any(getattr(model, edge.trigger)() for edge in edges_from(state)):
+                try:
+                    moved = any(getattr(model, edge.trigger)() for edge in edges_from(state))
+                except OrchestratorError as exc:
+                    return run.halt(acting, exc.exit_code, str(exc), run.details_of(acting))
+                if not moved:
                     code, reason = LIVE[state].dead_end(record)
                     last = LIVE[state].steps[-1].name if LIVE[state].steps else state
                     return run.halt(last, code, reason, run.details_of(last))
