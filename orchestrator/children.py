@@ -30,7 +30,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
-__all__ = ["die_with_parent", "run"]
+__all__ = ["die_with_parent", "run", "unwatch_group", "watch_group"]
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -94,6 +94,26 @@ def run(
         finally:
             _release(guard, process.pid)
     return subprocess.CompletedProcess(list(argv), process.returncode, stdout, stderr)
+
+
+def watch_group(pgid: int) -> None:
+    """Have the guard SIGKILL process group ``pgid`` if we die before :func:`unwatch_group`.
+
+    For a server a child started and left running in a session of its own (``pg_ctl start``
+    detaches the postmaster, whose backends share its group): neither the parent-death
+    signal nor :func:`run` reaches it.
+    """
+    guard = _guard()
+    if guard is not None:
+        with contextlib.suppress(OSError):  # no guard: nothing more can be done
+            os.write(guard, b"+%d\n" % pgid)
+
+
+def unwatch_group(pgid: int) -> None:
+    """Group ``pgid`` was ended on purpose (the server stopped): the guard forgets it."""
+    with _lock:
+        guard = _guard_fd if _guard_pid == os.getpid() else None
+    _release(guard, pgid)
 
 
 def die_with_parent() -> None:

@@ -146,3 +146,32 @@ def test_run_returns_status_and_output_and_can_keep_files_private(tmp_path: Path
     shared = tmp_path / "shared"
     children.run(["sh", "-c", f"umask 022; echo x > {shared}"])
     assert stat.S_IMODE(shared.stat().st_mode) == 0o644
+
+
+def test_a_throwaway_cluster_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """``pg_ctl start`` detaches the server (``--rehearse-on local``, the demo): a killed
+    orchestrator must not leave it running, backends and all."""
+    pid_file = tmp_path / "postmaster"
+    owner = start_python(
+        f"""
+        import pathlib, time
+        from orchestrator.sandbox.pg import EmbeddedPostgres
+        cluster = EmbeddedPostgres()
+        cluster.start()
+        pid = (cluster.datadir / "postmaster.pid").read_text().split()[0]
+        pathlib.Path({str(pid_file)!r}).write_text(pid)
+        time.sleep(120)
+        """
+    )
+    postmaster = 0
+    try:
+        assert wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 60)
+        postmaster = int(pid_file.read_text())
+        assert alive(postmaster)
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
+        assert wait_until(lambda: not alive(postmaster), 3), "the cluster outlived its owner"
+    finally:
+        owner.kill()
+        if postmaster and alive(postmaster):
+            os.killpg(postmaster, signal.SIGKILL)

@@ -24,6 +24,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
+from orchestrator.children import unwatch_group, watch_group
+
 INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl) were not found. Install them, e.g. "
     "`apt-get install postgresql-15` (Debian/Ubuntu) or `brew install postgresql@15`."
@@ -89,6 +91,7 @@ class EmbeddedPostgres:
     superuser: str = "postgres"
     root: Path = field(init=False)
     _os_user: str | None = field(init=False, default=None)
+    _postmaster: int | None = field(init=False, default=None)  # its pid, watched while it runs
 
     def __post_init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="orch-pg-"))
@@ -162,10 +165,20 @@ class EmbeddedPostgres:
             "60",
             "start",
         )
+        # pg_ctl leaves the server in a session (and process group) of its own: if we are
+        # killed, nothing would stop it. The children's guard kills the group then.
+        self._postmaster = int((self.datadir / "postmaster.pid").read_text().split()[0])
+        watch_group(self._postmaster)
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``fast`` disconnects clients; ``immediate`` simulates a crash)."""
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop")
+        self._forget_postmaster()
+
+    def _forget_postmaster(self) -> None:
+        if self._postmaster is not None:
+            unwatch_group(self._postmaster)
+            self._postmaster = None
 
     def restart(self, mode: str = "fast") -> None:
         """Stop (``fast`` or ``immediate``), then start again on the same port."""
@@ -185,6 +198,7 @@ class EmbeddedPostgres:
         if self.datadir.exists() and self.is_running():
             with contextlib.suppress(subprocess.CalledProcessError):
                 self.stop("immediate")
+        self._forget_postmaster()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> EmbeddedPostgres:
