@@ -95,6 +95,11 @@ class RunRecord:
     exit_code: int | None = None
     rollback_plan: list[str] = field(default_factory=list)
 
+    @property
+    def planned_hashes(self) -> dict[str, str]:
+        """The planned migrations, hash -> tag, in the order they were planned."""
+        return {str(p.get("hash")): str(p.get("tag")) for p in self.planned}
+
     def to_json(self) -> dict[str, Any]:
         """The record as plain JSON data; :meth:`from_json` inverts it exactly."""
         return asdict(self)

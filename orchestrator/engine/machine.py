@@ -126,8 +126,7 @@ def migration_recorded(record: RunRecord, seen: Observations) -> bool:
     """The migrate step ended, and the database tracks every migration the run planned."""
     if not MigrateOutcome.of(record).ended:
         return False
-    planned = {str(p.get("hash")) for p in record.planned}
-    return planned <= seen.tracked_hashes()
+    return record.planned_hashes.keys() <= seen.tracked_hashes()
 
 
 def revalidated_safe(record: RunRecord, seen: Observations) -> bool:

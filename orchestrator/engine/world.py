@@ -52,7 +52,7 @@ def changes_since(record: RunRecord, now: WorldNow) -> list[str]:
                 f"(was {str(planned_target)[:12]}, now {now.target_tip[:12]})"
             )
     if "validate" in record.steps:
-        expected = set(record.tracked_before) | {str(p.get("hash")) for p in record.planned}
+        expected = set(record.tracked_before) | set(record.planned_hashes)
         foreign = sorted(now.tracked_hashes - expected)
         if foreign:
             shown = ", ".join(h[:12] + "…" for h in foreign[:3])

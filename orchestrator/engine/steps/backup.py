@@ -23,6 +23,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from orchestrator import children
 from orchestrator.db.connect import connect, describe
 from orchestrator.db.retry import call_with_retry, is_transient
+from orchestrator.engine.outcomes import BackupOutcome
 from orchestrator.engine.steps.base import Outcome, RunContext
 from orchestrator.errors import DatabaseError, GuardError, UsageError
 from orchestrator.neon.backup import neon_api, take_branch_backup
@@ -82,11 +83,12 @@ class BackupStep:
         previous = ctx.outcome(self.name)
         if not previous:
             return None
-        if previous.get("kind") == "pg_dump" and not dump_intact(previous):
+        backup = BackupOutcome.parse(previous)
+        if backup.kind == "pg_dump" and not dump_intact(previous):
             return None
-        if previous.get("kind") == "neon_branch":
+        if (branch := backup.neon) is not None:
             api = neon_api(ctx.playbook, ctx.environ)
-            if api.get_branch(str(previous.get("branch_id"))) is None:
+            if api.get_branch(branch.branch_id) is None:
                 return None  # the branch is gone: take the backup again
         return previous
 
@@ -222,8 +224,9 @@ def partial_path(target: Path) -> Path:
 
 def dump_intact(outcome: Mapping[str, Any]) -> bool:
     """Whether a recorded dump is still on disk, with its digest, and readable."""
-    path = Path(str(outcome.get("path", "")))
-    if not path.is_file() or _sha256(path) != outcome.get("sha256"):
+    recorded = BackupOutcome.parse(outcome)
+    path = Path(recorded.path or "")
+    if not recorded.path or not path.is_file() or _sha256(path) != recorded.sha256:
         return False
     return _listing(path) is not None
 

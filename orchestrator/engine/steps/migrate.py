@@ -116,7 +116,7 @@ class MigrateStep:
         # has no attempt to find: run() records the skip.
         if not ctx.record.planned:
             return None
-        planned = {str(p.get("hash")): str(p.get("tag")) for p in ctx.record.planned}
+        planned = ctx.record.planned_hashes
         if not set(planned) <= LiveObservations(ctx).tracked_hashes():
             return None
         journal = {m.tag: m for m in ctx.journal.migrations}
