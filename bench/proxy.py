@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import astuple, dataclass
 from multiprocessing.connection import Connection
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -90,6 +90,26 @@ class _Front:
     """What both proxies offer a client: their URL, and counting a connection's set-up."""
 
     port: int
+
+    def start(self) -> None:
+        """Start listening (``self.port``)."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop listening and end what serves the proxy."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
     def url(self, url: str) -> str:
         """``url`` with its host and port replaced by the proxy's."""
@@ -165,18 +185,6 @@ class LatencyProxy(_Front):
         if leftovers:
             self._loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
         self._loop.close()
-
-    def __enter__(self) -> LatencyProxy:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- counters ----------------------------------------------------------------------------
 
@@ -300,18 +308,6 @@ class ProxyProcess(_Front):
         self._process.join(timeout=10)
         if self._process.is_alive():
             self._process.kill()
-
-    def __enter__(self) -> ProxyProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def traffic(self) -> Traffic:
         """The counters now."""
