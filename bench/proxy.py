@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
 from dataclasses import astuple, dataclass
 from multiprocessing.connection import Connection
@@ -86,18 +87,18 @@ def through_port(url: str, port: int) -> str:
     return urlunsplit(parts._replace(netloc=f"{userinfo}127.0.0.1:{port}"))
 
 
-class _Front:
+class _Front(ABC):
     """What both proxies offer a client: their URL, and counting a connection's set-up."""
 
     port: int
 
+    @abstractmethod
     def start(self) -> None:
         """Start listening (``self.port``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def stop(self) -> None:
         """Stop listening and end what serves the proxy."""
-        raise NotImplementedError
 
     def __enter__(self) -> Self:
         self.start()
@@ -115,9 +116,9 @@ class _Front:
         """``url`` with its host and port replaced by the proxy's."""
         return through_port(url, self.port)
 
+    @abstractmethod
     def reset(self) -> Traffic:
         """The counters now, then zero them."""
-        raise NotImplementedError
 
     def handshake_round_trips(self, url: str) -> int:
         """Round trips of opening (and closing) one connection through the proxy."""

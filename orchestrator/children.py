@@ -177,6 +177,8 @@ def _guard() -> int | None:
                 ],
                 setsid=True,  # no terminal signal (Ctrl-C, hang-up) reaches it before us
             )
+        # No guard where the platform cannot start one (no posix_spawn, or no setsid for it:
+        # AttributeError, NotImplementedError): the children keep PR_SET_PDEATHSIG alone.
         except (OSError, AttributeError, NotImplementedError):
             os.close(write_end)
             return None

@@ -27,7 +27,7 @@ import psycopg
 
 from orchestrator import children
 from orchestrator.db.connect import describe
-from orchestrator.db.retry import TRANSIENT_MESSAGES, RetryPolicy, call_with_retry
+from orchestrator.db.retry import RetryPolicy, call_with_retry, is_transient_message
 from orchestrator.engine.steps.backup import without_password
 from orchestrator.errors import DatabaseError, UsageError
 from orchestrator.redaction import redact
@@ -49,8 +49,6 @@ CANNOT_CATCH = (
 )
 COPY_DATABASE = "rehearsal"
 NO_RETRY = RetryPolicy.none()
-# libpq's words for a server that is not listening yet on its Unix socket.
-_DUMP_TRANSIENT = ("failed: no such file or directory",)
 
 
 @contextmanager
@@ -120,16 +118,11 @@ def _dump(pg_dump: str, url: str, *options: str, lock_wait: float) -> str:
                 "stronger lock on (DDL in progress?); nothing was changed"
             )
         raise DatabaseError(
-            f"cannot read production's schema: {redact(first)}", transient=_transient(first)
+            f"cannot read production's schema: {redact(first)}",
+            transient=is_transient_message(first),
         )
     # psql meta-commands (\restrict ...) are not SQL: the copy is loaded without psql.
     return "\n".join(line for line in done.stdout.splitlines() if not line.startswith("\\"))
-
-
-def _transient(message: str) -> bool:
-    """Whether pg_dump's error says the server could not be reached (worth retrying)."""
-    lowered = message.lower()
-    return any(phrase in lowered for phrase in (*TRANSIENT_MESSAGES, *_DUMP_TRANSIENT))
 
 
 def _load(url: str, text: str, what: str) -> None:

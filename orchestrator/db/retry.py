@@ -60,7 +60,15 @@ TRANSIENT_MESSAGES = (
     "no connection to the server",
     "connection is lost",
     "the connection is closed",
+    "failed: no such file or directory",  # a Unix socket not there yet: the server is down
 )
+
+
+def is_transient_message(message: str) -> bool:
+    """Whether libpq's words (from psycopg or a client program such as ``pg_dump``) say
+    the connection failed rather than the SQL it carried."""
+    lowered = message.lower()
+    return any(phrase in lowered for phrase in TRANSIENT_MESSAGES)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -73,8 +81,7 @@ def is_transient(exc: BaseException) -> bool:
     if sqlstate:
         return sqlstate in TRANSIENT_SQLSTATES
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        message = str(exc).lower()
-        return any(phrase in message for phrase in TRANSIENT_MESSAGES)
+        return is_transient_message(str(exc))
     return False
 
 
