@@ -33,7 +33,6 @@ from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 from orchestrator.drizzle.journal import Journal
 from orchestrator.errors import DatabaseError, UsageError
-from orchestrator.validation import ValidationReport, Verdict
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -46,6 +45,7 @@ if TYPE_CHECKING:
     from orchestrator.neon.restore import RestorePlan, RestoreResult
     from orchestrator.repair import RepairPlan, RepairResult
     from orchestrator.runs import RunRecord
+    from orchestrator.validation import ValidationReport, Verdict
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -84,6 +84,18 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    """``ValidationReport`` and ``Verdict``, imported on first use: ``validate`` starts its
+    catalog read before it imports the validation package (see :func:`validate_database`)."""
+    if name in ("ValidationReport", "Verdict"):
+        from orchestrator import validation
+
+        value = getattr(validation, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # -- input checks (before any verb: bad input is exit 2 and nothing happens) ------------------
 
 
@@ -109,12 +121,16 @@ def check_database_url(
     return checked, warnings
 
 
-def read_migrations(folder: Path) -> tuple[Journal, list[str]]:
+def read_migrations(folder: Path, *, check_statements: bool = True) -> tuple[Journal, list[str]]:
     """A migrations folder, read and checked (UsageError on bad input), and one warning per
-    file drizzle would ignore (never a refusal)."""
+    file drizzle would ignore (never a refusal).
+
+    ``check_statements=False`` (only for :func:`validate_database`, which checks what its
+    history model could not parse): see :func:`orchestrator.drizzle.journal.read_journal`.
+    """
     from orchestrator.drizzle.journal import read_journal, stray_file_message
 
-    journal = read_journal(folder)
+    journal = read_journal(folder, check_statements=check_statements)
     return journal, [stray_file_message(name) for name in journal.stray_files]
 
 

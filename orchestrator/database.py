@@ -14,34 +14,23 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from orchestrator.allocation import cyclic_gc_paused
-from orchestrator.db import runlock
 from orchestrator.db.catalog import CatalogSnapshot, read_snapshot
 from orchestrator.db.connect import check_url, connect
-from orchestrator.db.lock_retry import (
-    LOCK_NOT_AVAILABLE,
-    LockRetry,
-    OnLockRetry,
-    lock_retry_policy,
-)
-from orchestrator.db.migrator import (
-    AppliedMigration,
-    MigrateOptions,
-    MigrationFailed,
-)
+from orchestrator.db.migrator import AppliedMigration, MigrateOptions, MigrationFailed
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
-from orchestrator.drizzle.journal import Journal, Migration
-from orchestrator.drizzle.model import ObjectModel, journal_model
 from orchestrator.errors import DatabaseError, PartialStateError, UsageError
-from orchestrator.validation import (
-    MigrationState,
-    ValidationReport,
-    Verdict,
-    error_report,
-    validate,
-)
-from orchestrator.validation.matching import out_of_order_differences
+
+# Only what the catalog read needs is imported above: ``validate_database`` starts that read
+# first and imports the judgement (the validation package, the history model) while the
+# connection and the server work. The rest is imported where it is used.
+if TYPE_CHECKING:
+    from orchestrator.db.lock_retry import OnLockRetry
+    from orchestrator.drizzle.journal import Journal, Migration
+    from orchestrator.drizzle.model import ObjectModel
+    from orchestrator.validation import ValidationReport
 
 DEFAULT_RETRY = RetryPolicy()
 
@@ -93,17 +82,16 @@ def validate_database(
                 on_retry=on_retry if heard is None else heard.notify,
             )
         )
-        if callable(journal):
-            try:
-                journal = journal()
-            except BaseException:
-                if heard is not None:
-                    heard.release(deliver=False)
-                raise
+        from orchestrator.validation import error_report, validate
+
+        try:
+            journal, model = _history(journal, model)
+        except BaseException:
             if heard is not None:
-                heard.release(deliver=True)
-        if model is None:
-            model = journal_model(journal)
+                heard.release(deliver=False)
+            raise
+        if heard is not None:
+            heard.release(deliver=True)
         try:
             snapshot = reading.result()
         except DatabaseError as exc:
@@ -113,6 +101,27 @@ def validate_database(
         # every object allocated during it, and the snapshot and the model are most of them.
         del snapshot, model, reading
     return report
+
+
+def _history(
+    journal: Journal | Callable[[], Journal], model: ObjectModel | None
+) -> tuple[Journal, ObjectModel]:
+    """The journal (read now if given as a function) and its history model.
+
+    A journal read without the statements' syntax check (the CLI's validate reads it so) is
+    checked here, and only for the migrations the model could not parse: the model parsed
+    every other statement with the same grammar. A journal already checked passes again.
+    """
+    from orchestrator.drizzle.journal import check_statements
+    from orchestrator.drizzle.model import journal_model
+
+    if callable(journal):
+        journal = journal()
+    if model is None:
+        model = journal_model(journal)
+    if model.unparsed:
+        check_statements(journal, model.unparsed)
+    return journal, model
 
 
 class _Held:
@@ -196,6 +205,8 @@ def migrate_database(
     statement by statement (:mod:`orchestrator.db.concurrent`) and ``on_note`` hears what was
     skipped or cleaned up.
     """
+    from orchestrator.db import runlock
+
     with ExitStack() as stack:
         if take_run_lock:
             lock = runlock.RunLock(
@@ -232,6 +243,9 @@ def _migrate(
     # classes), which `validate` never needs, and validate's start-up is measured.
     from orchestrator.analysis.nontransactional import nontransactional_statements, refusal
     from orchestrator.db.concurrent import apply_release
+    from orchestrator.db.lock_retry import LockRetry, lock_retry_policy
+    from orchestrator.drizzle.model import journal_model
+    from orchestrator.validation import MigrationState, Verdict
 
     model = journal_model(journal)  # once: every validation below judges the same journal
     on_retry = hooks.on_retry
@@ -311,6 +325,8 @@ def _migrate(
 
 
 def _is_lock_timeout(exc: Exception) -> bool:
+    from orchestrator.db.lock_retry import LOCK_NOT_AVAILABLE
+
     return isinstance(exc, MigrationFailed) and exc.sqlstate == LOCK_NOT_AVAILABLE
 
 
@@ -330,6 +346,8 @@ def _out_of_lock_retries(exc: Exception, attempts: int) -> MigrationFailed:
 def _refuse_unmigratable(report: ValidationReport, resumable: frozenset[str] = frozenset()) -> None:
     """Refuse ERROR and unreconciled states, except a non-transactional migration left
     half-applied (``resumable``, untracked): its rerun skips what is there and converges."""
+    from orchestrator.validation import MigrationState, Verdict
+
     if report.status is Verdict.ERROR:
         errors = [f.message for f in report.findings if f.severity == "error"]
         raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
@@ -357,6 +375,8 @@ def _worth_another_attempt(exc: Exception) -> bool:
 
 def _refuse_reordering(journal: Journal, model: ObjectModel, report: ValidationReport) -> None:
     """Refuse to apply a skipped migration last when that builds another schema than drizzle."""
+    from orchestrator.validation.matching import out_of_order_differences
+
     differences = out_of_order_differences(journal, model, report.tracked_hashes)
     if differences:
         shown = "; ".join(str(d) for d in differences[:3])

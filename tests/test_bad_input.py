@@ -257,6 +257,13 @@ def sql_does_not_parse(world: World) -> list[str]:
     return migrate(folder)
 
 
+def sql_does_not_parse_for_validate(world: World) -> list[str]:
+    # validate leaves the syntax check to its history model: the same refusal, checked later
+    folder = release_folder(world)
+    append_sql(folder, LAST, "\n--> statement-breakpoint\nALTER TABLE app_settings ADD COLUMN;")
+    return validate(folder)
+
+
 def sql_does_not_parse_on_staging(world: World) -> list[str]:
     on_staging(world, lambda f: append_sql(f, LAST, "\n--> statement-breakpoint\nCREAT TABLE x();"))
     return dry_run(world)
@@ -434,6 +441,12 @@ CASES = [
     Case("non-utf8-sql-deploy", non_utf8_sql_on_staging, 2, "not UTF-8 text"),
     Case("byte-order-mark", byte_order_mark, 2, "byte-order mark"),
     Case("sql-does-not-parse", sql_does_not_parse, 2, f"{LAST}.sql:6: statement 5 does not parse"),
+    Case(
+        "sql-does-not-parse-validate",
+        sql_does_not_parse_for_validate,
+        2,
+        f"{LAST}.sql:6: statement 5 does not parse",
+    ),
     Case("sql-does-not-parse-dry-run", sql_does_not_parse_on_staging, 2, 'near "CREAT"'),
     Case(
         "breakpoint-splits-statement",

@@ -143,3 +143,21 @@ def test_a_fully_applied_long_history_is_one_line_of_text() -> None:
     text = console.export_text()
     assert "migrations: 1000 applied: 0000_m … 0999_m\n" in text  # no table, not cut
     assert len(text.splitlines()) == 4
+
+
+def test_the_json_report_carries_every_field_of_checks_and_findings() -> None:
+    """to_json spells checks and findings out by hand (for speed): a field added to either
+    dataclass must reach the JSON too, with the same values dataclasses.asdict gives."""
+    from dataclasses import asdict
+
+    from orchestrator.validation import Check, Finding, ValidationReport
+
+    checks = (Check("connectivity", True, "connected"), Check("tracked 0001", False, "missing"))
+    findings = (
+        Finding("stray_file", "0009_x.sql ignored", None, "warning"),
+        Finding("e", "m", "t"),
+    )
+    document = ValidationReport(Verdict.SAFE, checks, (), findings, "safe").to_json()
+    assert document["checks"] == [asdict(c) for c in checks]
+    assert document["findings"] == [asdict(f) for f in findings]
+    assert list(document["findings"][0]) == list(asdict(findings[0]))  # same key order

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import click
@@ -30,8 +31,14 @@ def validate(target: DatabaseTarget) -> int:
     with commands.cyclic_gc_paused():  # a large folder means a large report: nothing cyclic in it
         # The folder is read (target.journal) once the catalog read has started: the two
         # overlap. A bad folder is still a usage error, reported without waiting for it.
+        # Its statements' syntax is checked by validate_database where the history model
+        # could not parse them: parsing 15,000 statements twice costs 0.1 s at 1,000 files.
         report = commands.validate_database(
-            url, target.journal, target.options(), retry=target.retry, on_retry=on_retry
+            url,
+            functools.partial(target.journal, check_statements=False),
+            target.options(),
+            retry=target.retry,
+            on_retry=on_retry,
         )
         show_report(report, url, target.as_json)
     return int(report.exit_code)

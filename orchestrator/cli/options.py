@@ -53,9 +53,13 @@ class DatabaseTarget:
             console.err.print(f"warning: {warning}", markup=False, highlight=False)
         return url
 
-    def journal(self) -> Journal:
-        """The migrations folder, read and checked (UsageError on bad input)."""
-        return read_migrations(self.migrations)
+    def journal(self, *, check_statements: bool = True) -> Journal:
+        """The migrations folder, read and checked (UsageError on bad input).
+
+        ``check_statements=False``: only for ``validate_database``, which checks what the
+        history model could not parse.
+        """
+        return read_migrations(self.migrations, check_statements=check_statements)
 
     def options(
         self,
@@ -88,12 +92,12 @@ class DatabaseTarget:
         return retry_policy(self.retries)
 
 
-def read_migrations(folder: Path) -> Journal:
+def read_migrations(folder: Path, *, check_statements: bool = True) -> Journal:
     """Read a migrations folder; warn (never refuse) about files drizzle would ignore."""
     from orchestrator import commands
     from orchestrator.cli.console import warn
 
-    journal, warnings = commands.read_migrations(folder)
+    journal, warnings = commands.read_migrations(folder, check_statements=check_statements)
     for warning in warnings:
         warn(warning)
     return journal

@@ -20,15 +20,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from orchestrator.db.connect import describe
 from orchestrator.db.retry import is_transient
 from orchestrator.drizzle.facts import UNKNOWN, Fact, normalize_default_sql
-from orchestrator.drizzle.model import DbObject
 from orchestrator.errors import DatabaseError
+
+if TYPE_CHECKING:
+    from orchestrator.drizzle.model import DbObject
 
 _SYSTEM_SCHEMAS = "('pg_catalog', 'information_schema', 'pg_toast')"
 
@@ -257,6 +259,9 @@ def _one_message_read(conn: psycopg.Connection[Any], *, schema: str, table: str)
 
 def snapshot_from_json(data: dict[str, Any], *, schema: str, table: str) -> CatalogSnapshot:
     """Build a snapshot from the query's JSON document (pure)."""
+    # Imported here: validate starts the catalog read before it imports the history model.
+    from orchestrator.drizzle.model import DbObject
+
     # Built per catalog with zip and map (loops in C) where possible, and each key made a
     # DbObject in C (tuple.__new__ over a plain tuple, not the named tuple's Python
     # constructor): this runs for every object of a large schema, 55,000 at bench scale.

@@ -24,17 +24,19 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
-from orchestrator.db.blockers import Blocker, describe_all, find_blockers, statement_locks
 from orchestrator.db.catalog import SNAPSHOT_QUERY, CatalogSnapshot, snapshot_from_json
 from orchestrator.db.connect import describe
 from orchestrator.db.retry import is_transient
 from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.errors import DatabaseError, ExitCode, OrchestratorError
+
+if TYPE_CHECKING:
+    from orchestrator.db.blockers import Blocker
 
 # The advisory lock key: one per tracking table, shared by every orchestrator process.
 MIGRATION_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('orchestrator.migrate:' || %s))"
@@ -298,6 +300,8 @@ def _translated_errors(conn: psycopg.Connection[Any]) -> Iterator[_Position]:
                 f"connection lost during migration{at}: {describe(exc)}; rolled back",
                 transient=True,
             ) from exc
+        from orchestrator.db.blockers import describe_all, find_blockers, statement_locks
+
         found: tuple[Blocker, ...] = ()
         if exc.sqlstate == LOCK_NOT_AVAILABLE and where.text:
             found = find_blockers(conn, *statement_locks(where.text))

@@ -26,8 +26,6 @@ import json
 from collections.abc import Sequence
 from typing import Any, Final
 
-from pglast import keywords
-
 __all__ = [
     "NEXTVAL",
     "NO_DEFAULT",
@@ -118,11 +116,19 @@ _TYPE_NAMES: dict[str, str] = {
 SERIAL_TYPES: Final = frozenset(
     {"serial", "serial4", "bigserial", "serial8", "smallserial", "serial2"}
 )
-_QUOTED_KEYWORDS = (
-    frozenset(keywords.RESERVED_KEYWORDS)
-    | frozenset(keywords.COL_NAME_KEYWORDS)
-    | frozenset(keywords.TYPE_FUNC_NAME_KEYWORDS)
-)
+
+
+@functools.cache
+def _quoted_keywords() -> frozenset[str]:
+    """The keywords ``quote_identifier`` quotes. Loaded on first use: importing pglast costs
+    30 ms, and a validate whose history model comes from the cache may never quote a name."""
+    from pglast import keywords
+
+    return (
+        frozenset(keywords.RESERVED_KEYWORDS)
+        | frozenset(keywords.COL_NAME_KEYWORDS)
+        | frozenset(keywords.TYPE_FUNC_NAME_KEYWORDS)
+    )
 
 
 def quote_ident(name: str) -> str:
@@ -131,7 +137,7 @@ def quote_ident(name: str) -> str:
         bool(name)
         and (name[0].islower() or name[0] == "_")
         and all((c.islower() and c.isascii()) or c.isdigit() or c in "_$" for c in name)
-        and name not in _QUOTED_KEYWORDS
+        and name not in _quoted_keywords()
     )
     return name if safe else '"' + name.replace('"', '""') + '"'
 

@@ -6,7 +6,7 @@ Plain frozen values, rendered by the CLI as a table or JSON; nothing here decide
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -123,7 +123,9 @@ class ValidationReport:
             "status": self.status.value,
             "exit_code": int(self.exit_code),
             "database": self.database,
-            "checks": [asdict(c) for c in self.checks],
+            # Spelled out, not dataclasses.asdict: a large folder has thousands of checks,
+            # and asdict deep-copies every field.
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
             "migrations": [
                 {
                     "tag": m.tag,
@@ -136,7 +138,15 @@ class ValidationReport:
                 }
                 for m in self.migrations
             ],
-            "findings": [asdict(f) for f in self.findings],
+            "findings": [
+                {
+                    "code": f.code,
+                    "message": f.message,
+                    "migration": f.migration,
+                    "severity": f.severity,
+                }
+                for f in self.findings
+            ],
             "schema_matches_prefix": self.matched_prefix,
             "recommendation": self.recommendation,
         }
