@@ -12,7 +12,12 @@ import psycopg
 
 from orchestrator.db import catalog
 from orchestrator.db.catalog import read_snapshot
-from orchestrator.drizzle.facts import NEXTVAL, UNKNOWN, normalize_default_sql
+from orchestrator.drizzle.facts import (
+    NEXTVAL,
+    UNKNOWN,
+    normalize_default_sql,
+    normalize_server_default,
+)
 from orchestrator.drizzle.model import DbObject
 from orchestrator.errors import DatabaseError
 
@@ -36,13 +41,33 @@ CREATE TABLE odd (
     p jsonb DEFAULT '{"a": 1}',
     q integer,
     r integer GENERATED ALWAYS AS (q * 2) STORED,
-    s text GENERATED ALWAYS AS (upper(g) || q::text) STORED
+    s text GENERATED ALWAYS AS (upper(g) || q::text) STORED,
+    -- the forms read without a parse (normalize_server_default), and their neighbours
+    t uuid DEFAULT gen_random_uuid(),
+    u boolean DEFAULT false,
+    v integer DEFAULT -1,
+    w bigint DEFAULT 9999999999,
+    x integer DEFAULT 2147483647,
+    y text DEFAULT 'now()',
+    z integer DEFAULT "action"(),
+    aa integer DEFAULT "trim"(),
+    ab integer DEFAULT "f$x"(),
+    ac integer DEFAULT "Upper"(),
+    ad timestamptz DEFAULT CURRENT_TIMESTAMP
 )
+"""
+# Functions whose names the deparser prints bare (an unreserved keyword) or quoted.
+FUNCTIONS = """
+CREATE FUNCTION "action"() RETURNS integer LANGUAGE sql AS 'SELECT 1';
+CREATE FUNCTION "trim"() RETURNS integer LANGUAGE sql AS 'SELECT 1';
+CREATE FUNCTION "f$x"() RETURNS integer LANGUAGE sql AS 'SELECT 1';
+CREATE FUNCTION "Upper"() RETURNS integer LANGUAGE sql AS 'SELECT 1';
 """
 
 
 def test_column_defaults_read_as_pg_get_expr_prints_them(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(FUNCTIONS)
         conn.execute(TABLE)
         printed = dict(
             conn.execute(
@@ -63,6 +88,21 @@ def test_column_defaults_read_as_pg_get_expr_prints_them(database_url: str) -> N
     assert defaults["e"] not in (NEXTVAL, None)  # nextval() + 1 is no serial's default
     assert defaults["q"] is None
     assert defaults["r"] not in (UNKNOWN, None)  # read with its table: it names q
+    assert printed["z"] == "action()" and printed["aa"] == '"trim"()'
+    assert UNKNOWN not in defaults.values()
+
+
+def test_defaults_read_without_a_parse_are_what_the_parse_says() -> None:
+    """normalize_server_default skips pglast for calls such as now(), booleans and small
+    integers: for every such text the server can print, the answer is the parse's."""
+    from pglast import keywords
+
+    texts = [f"{word}()" for word in keywords.UNRESERVED_KEYWORDS]  # printed bare
+    texts += ["now()", "gen_random_uuid()", "_x1()", "true", "false", "0", "-1", "7"]
+    texts += ["2147483647", "-2147483648", "9999999999", "-0", "00", "1e5", "nextval()"]
+    texts += ["'x'::text", "CURRENT_TIMESTAMP", "public.now()", '"trim"()', "now( )"]
+    for text in texts:
+        assert normalize_server_default(text) == normalize_default_sql(text), text
 
 
 def test_every_object_kind_is_read(database_url: str) -> None:

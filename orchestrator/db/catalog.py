@@ -26,7 +26,7 @@ import psycopg
 
 from orchestrator.db.connect import describe
 from orchestrator.db.retry import is_transient
-from orchestrator.drizzle.facts import UNKNOWN, Fact, normalize_default_sql
+from orchestrator.drizzle.facts import UNKNOWN, Fact, normalize_server_default
 from orchestrator.errors import DatabaseError
 
 if TYPE_CHECKING:
@@ -272,7 +272,7 @@ def snapshot_from_json(data: dict[str, Any], *, schema: str, table: str) -> Cata
     relids, attnums, attnames, types, not_nulls, defaults = data["columns"]
     names = dict(zip(zip(relids, attnums, strict=True), attnames, strict=True))
     columns = _Names(relations, names).columns
-    normalize = normalize_default_sql
+    normalize = normalize_server_default
     keys: list[tuple[str, str, str, str | None]] = [
         ("schema", name, name, None) for name in data["schemas"]
     ]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -36,6 +37,7 @@ __all__ = [
     "matches",
     "normalize_default_json",
     "normalize_default_sql",
+    "normalize_server_default",
     "quote_ident",
 ]
 
@@ -295,6 +297,30 @@ def normalize_default_sql(text: str) -> Any:
         return normalize_default_json(target["val"])
     except (ParseError, KeyError, IndexError, TypeError):
         return UNKNOWN
+
+
+# Defaults as the server prints them that need no parse (see normalize_server_default).
+_SERVER_CALL = re.compile(r"[a-z_][a-z0-9_]*\(\)")  # what quote_identifier leaves bare
+# nextval is the serials' (NEXTVAL); OPERATOR() is syntax, though an unreserved keyword.
+_NOT_PLAIN_CALLS = frozenset({"nextval()", "operator()"})
+_SERVER_INTEGER = re.compile(r"0|-?[1-9][0-9]{0,8}")  # int4: the parser's ival, printed back
+
+
+@functools.lru_cache(maxsize=4096)
+def normalize_server_default(text: str) -> Any:
+    """:func:`normalize_default_sql` of a default as ``pg_get_expr`` printed it, without
+    pglast for the commonest forms: ``now()``-like calls, booleans and small integers.
+
+    Only for the server's text: ``pg_get_expr`` quotes every name that is a keyword other
+    than an unreserved one (``quote_identifier``), so an unquoted ``name()`` it prints is a
+    plain call, which is what the parser would say. A folder whose history model is cached
+    then validates without importing pglast at all when its defaults are all of this kind.
+    """
+    if _SERVER_CALL.fullmatch(text) and text not in _NOT_PLAIN_CALLS:
+        return _dumps({"FuncCall": {"funcname": [{"String": {"sval": text[:-2]}}]}})
+    if text in ("true", "false") or _SERVER_INTEGER.fullmatch(text):
+        return text
+    return normalize_default_sql(text)
 
 
 def _canonical(node: Any) -> Any:
