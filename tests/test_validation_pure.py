@@ -161,3 +161,20 @@ def test_the_json_report_carries_every_field_of_checks_and_findings() -> None:
     assert document["checks"] == [asdict(c) for c in checks]
     assert document["findings"] == [asdict(f) for f in findings]
     assert list(document["findings"][0]) == list(asdict(findings[0]))  # same key order
+
+
+def test_object_names_print_what_str_prints() -> None:
+    from orchestrator.drizzle.model import object_names
+
+    objects = [
+        DbObject("schema", "auth", "auth"),
+        DbObject("table", "public", "users"),
+        DbObject("column", "public", "email", "users"),
+        DbObject("constraint", "auth", "users_pkey", "users"),
+        DbObject("index", "public", "users_email_idx"),
+        DbObject("enum_value", "public", "active", "status"),
+        DbObject("function", "public", "touch"),
+        DbObject("trigger", "public", "t", "users"),
+    ]
+    assert object_names(objects) == tuple(str(o) for o in objects)
+    assert object_names([]) == ()

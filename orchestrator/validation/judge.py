@@ -24,7 +24,7 @@ from typing import Any
 
 from orchestrator.db.catalog import CatalogSnapshot
 from orchestrator.drizzle.journal import Journal
-from orchestrator.drizzle.model import DbObject, ObjectModel
+from orchestrator.drizzle.model import DbObject, ObjectModel, object_names
 from orchestrator.validation.findings import (
     build_checks,
     drift_finding,
@@ -143,8 +143,8 @@ def validate(journal: Journal, model: ObjectModel, snapshot: CatalogSnapshot) ->
                 when=migration.when,
                 state=state,
                 tracked=migration.hash in snapshot.tracked_hashes,
-                expected_objects=tuple(map(str, checked)),
-                missing_objects=tuple(map(str, missing)),
+                expected_objects=object_names(checked),
+                missing_objects=object_names(missing),
                 missing_summary=tuple(summarize_missing(gone) + changed),
             )
         )

@@ -46,6 +46,7 @@ from orchestrator.drizzle.model.names import (
     DbObject,
     Effect,
     ObjectKind,
+    object_names,
     truncate_identifier,
 )
 
@@ -63,6 +64,7 @@ __all__ = [
     "build_object_model",
     "catalog_type_name",
     "journal_model",
+    "object_names",
     "parse_located",
     "truncate_identifier",
 ]
