@@ -121,6 +121,9 @@ def _history(
         model = journal_model(journal)
     if model.unparsed:
         check_statements(journal, model.unparsed)
+    # What the report needs from the model alone, made now: the catalog read is still
+    # waiting for the server (see ObjectModel.effect_names).
+    model.effect_names  # noqa: B018
     return journal, model
 
 

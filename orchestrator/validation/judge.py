@@ -124,6 +124,7 @@ def evidence_state(tracked: bool, evidence: MigrationEvidence) -> MigrationState
 def validate(journal: Journal, model: ObjectModel, snapshot: CatalogSnapshot) -> ValidationReport:
     """Judge ``snapshot`` against the migrations of ``journal``."""
     reading = read_history(journal, model, snapshot)
+    ready_objects, ready_names = model.effect_objects, model.effect_names
     statuses = []
     for migration, state, evidence in zip(
         journal.migrations, reading.states, reading.evidence, strict=True
@@ -143,7 +144,13 @@ def validate(journal: Journal, model: ObjectModel, snapshot: CatalogSnapshot) ->
                 when=migration.when,
                 state=state,
                 tracked=migration.hash in snapshot.tracked_hashes,
-                expected_objects=object_names(checked),
+                # An applied migration's evidence is usually the model's own sorted effect,
+                # whose names were made while the catalog was read.
+                expected_objects=(
+                    ready_names[migration.tag]
+                    if checked is ready_objects.get(migration.tag)
+                    else object_names(checked)
+                ),
                 missing_objects=object_names(missing),
                 missing_summary=tuple(summarize_missing(gone) + changed),
             )

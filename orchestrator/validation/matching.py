@@ -143,7 +143,12 @@ def effect_evidence(
     others lack what is not yet as they leave it."""
     changes = model.effects.get(tag, {})
     # The universe is usually every object some effect names: then nothing is left out.
-    effect = list(changes) if keys is model.touched else [k for k in changes if k in keys]
+    if keys is model.touched:
+        if applied:  # the model's own sorted tuple: the report finds its names made already
+            return MigrationEvidence(tag, model.effect_objects.get(tag, ()), ())
+        effect = list(changes)
+    else:
+        effect = [k for k in changes if k in keys]
     if applied:
         return MigrationEvidence(tag, tuple(sorted(effect)), ())
     absent = tuple(sorted(k for k in effect if not matches(changes[k][1], facts.get(k))))

@@ -3,6 +3,7 @@ statement by statement, and :class:`ObjectModel`, what it says about each migrat
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from orchestrator.drizzle.facts import (
     Fact,
 )
 from orchestrator.drizzle.journal import Journal
-from orchestrator.drizzle.model.names import DEFAULT_SCHEMA, DbObject, Effect
+from orchestrator.drizzle.model.names import DEFAULT_SCHEMA, DbObject, Effect, object_names
 
 # The replay's modules (and pglast's node classes under them) are imported when a history is
 # replayed, not with this module: a model read from the cache needs none of them, and
@@ -42,6 +43,22 @@ class ObjectModel:
     order: tuple[str, ...] = ()  # the tags, in the order they were replayed
     final: Mapping[DbObject, Fact] = field(default_factory=lambda: MappingProxyType({}))
     touched: frozenset[DbObject] = frozenset()  # every object some effect names
+
+    @functools.cached_property
+    def effect_objects(self) -> Mapping[str, tuple[DbObject, ...]]:
+        """Each migration's changed objects, sorted: what a report lists for it when applied.
+
+        Computed once per model; ``validate`` asks for it (and :attr:`effect_names`) while the
+        server reads the catalog, for it depends on the model alone.
+        """
+        return MappingProxyType({tag: tuple(sorted(e)) for tag, e in self.effects.items()})
+
+    @functools.cached_property
+    def effect_names(self) -> Mapping[str, tuple[str, ...]]:
+        """:attr:`effect_objects` as a report prints them (``str`` of each)."""
+        return MappingProxyType(
+            {tag: object_names(objects) for tag, objects in self.effect_objects.items()}
+        )
 
     def state_after(self, tags: Sequence[str]) -> dict[DbObject, Fact]:
         """The modelled schema after the migrations ``tags`` (journal order), as facts."""
