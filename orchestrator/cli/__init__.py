@@ -11,7 +11,6 @@ click at module level: the runtime is imported when a command runs, so ``--help`
 from __future__ import annotations
 
 import os
-import sys
 
 import click
 
@@ -44,8 +43,13 @@ for _command in (
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run a command and exit with its code; never show a traceback."""
-    sys.exit(run(argv))
+    """Console entry point: run a command and exit with its code; never show a traceback.
+
+    The process ends without the interpreter's teardown (see :mod:`orchestrator.cli.exiting`).
+    """
+    from orchestrator.cli.exiting import exit_process
+
+    exit_process(run(argv))
 
 
 def run(argv: list[str] | None = None) -> int:

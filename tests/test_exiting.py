@@ -1,0 +1,78 @@
+"""The CLI's exit skips the interpreter's teardown, never what an exit must do."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+
+def run_script(body: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    script = textwrap.dedent(body)
+    return subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_atexit_handlers_run_and_buffered_output_arrives(tmp_path: Path) -> None:
+    done = run_script(
+        """
+        import atexit, sys
+        from pathlib import Path
+        from orchestrator.cli.exiting import exit_process
+        atexit.register(lambda: Path(sys.argv[1], "atexit").write_text("ran"))
+        sys.stdout.write("x" * 200_000)  # buffered: a pipe is not a terminal
+        sys.stderr.write("last words")
+        exit_process(21)
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 21, done.stderr
+    assert done.stdout == "x" * 200_000
+    assert done.stderr == "last words"
+    assert (tmp_path / "atexit").read_text() == "ran"
+
+
+def test_a_working_thread_is_waited_for(tmp_path: Path) -> None:
+    done = run_script(
+        """
+        import sys, threading, time
+        from pathlib import Path
+        from orchestrator.cli.exiting import exit_process
+        def work():
+            time.sleep(0.5)
+            Path(sys.argv[1], "thread").write_text("finished")
+        threading.Thread(target=work).start()
+        exit_process(10)
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 10, done.stderr
+    assert (tmp_path / "thread").read_text() == "finished"
+
+
+def test_the_console_script_exits_with_the_command_code(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "orchestrator"
+    argv = [str(script)] if script.is_file() else [sys.executable, "-m", "orchestrator.cli"]
+    missing = tmp_path / "nowhere"
+    done = subprocess.run(
+        [
+            *argv,
+            "validate",
+            "--migrations",
+            str(missing),
+            "--database-url",
+            "postgresql://localhost/y",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: migrations folder not found: {missing}"
