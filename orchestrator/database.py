@@ -14,10 +14,15 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.allocation import cyclic_gc_paused
-from orchestrator.db.catalog import CatalogSnapshot, read_snapshot
+from orchestrator.db.catalog import (
+    CatalogSnapshot,
+    read_snapshot,
+    read_snapshot_document,
+    snapshot_from_json,
+)
 from orchestrator.db.connect import check_url, connect
 from orchestrator.db.migrator import AppliedMigration, MigrateOptions, MigrationFailed
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
@@ -50,6 +55,14 @@ def take_snapshot(url: str, options: MigrateOptions) -> CatalogSnapshot:
         return read_snapshot(conn, schema=options.schema, table=options.table)
 
 
+def _take_snapshot_document(url: str, options: MigrateOptions) -> dict[str, Any]:
+    """:func:`take_snapshot` without the decoding, for the background read: decoding may
+    import pglast (a default only a parse can read), and two threads importing pglast at
+    once can each find the other's half-made module (an ImportError)."""
+    with connect(url) as conn:
+        return read_snapshot_document(conn, schema=options.schema, table=options.table)
+
+
 def validate_database(
     url: str,
     journal: Journal | Callable[[], Journal],
@@ -77,7 +90,7 @@ def validate_database(
         heard = _Held(on_retry) if callable(journal) and on_retry is not None else None
         reading = _Background(
             lambda: call_with_retry(
-                lambda: take_snapshot(url, options),
+                lambda: _take_snapshot_document(url, options),
                 retry,
                 on_retry=on_retry if heard is None else heard.notify,
             )
@@ -93,9 +106,11 @@ def validate_database(
         if heard is not None:
             heard.release(deliver=True)
         try:
-            snapshot = reading.result()
+            document = reading.result()
         except DatabaseError as exc:
             return error_report(str(exc))
+        snapshot = snapshot_from_json(document, schema=options.schema, table=options.table)
+        del document
         report = validate(journal, model, snapshot)
         # Freed while the collector is still paused: its first pass after the pause walks
         # every object allocated during it, and the snapshot and the model are most of them.
@@ -156,9 +171,9 @@ class _Background:
     even the interpreter's exit.
     """
 
-    def __init__(self, func: Callable[[], CatalogSnapshot]) -> None:
+    def __init__(self, func: Callable[[], dict[str, Any]]) -> None:
         self._func = func
-        self._value: CatalogSnapshot | None = None
+        self._value: dict[str, Any] | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="snapshot", daemon=True)
         self._thread.start()
@@ -169,7 +184,7 @@ class _Background:
         except BaseException as exc:  # handed to the caller by result()
             self._error = exc
 
-    def result(self) -> CatalogSnapshot:
+    def result(self) -> dict[str, Any]:
         """The call's value, or its exception raised here."""
         self._thread.join()
         if self._error is not None:

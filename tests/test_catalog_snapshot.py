@@ -8,6 +8,11 @@ PostgreSQL itself prints, on a real server.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import psycopg
 
 from orchestrator.db import catalog
@@ -177,3 +182,51 @@ def test_the_snapshot_transaction_is_read_only(database_url: str) -> None:
         except psycopg.errors.ReadOnlySqlTransaction:
             conn.rollback()
         assert conn.execute("SELECT count(*) FROM probe").fetchone() == (0,)
+
+
+def test_the_background_catalog_read_imports_no_pglast(
+    database_url: str, drizzle_fixture: Path
+) -> None:
+    """validate reads the catalog in a thread while the main thread builds the history
+    model; both importing pglast at once can fail (each finds the other's half-made module),
+    so the thread never imports it: decoding, which may parse a default, runs in the main
+    thread. Checked in a fresh interpreter, where nothing has imported pglast yet."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE needs_a_parse (t text DEFAULT 'x', d date DEFAULT CURRENT_DATE)")
+    script = textwrap.dedent(
+        """
+        import builtins, sys, threading
+        from pathlib import Path
+
+        elsewhere = []
+        real_import = builtins.__import__
+
+        def spy(name, *args, **kwargs):
+            main = threading.main_thread()
+            if name.startswith("pglast") and threading.current_thread() is not main:
+                elsewhere.append(name)
+            return real_import(name, *args, **kwargs)
+
+        builtins.__import__ = spy
+        from orchestrator.database import validate_database
+        from orchestrator.db.migrator import MigrateOptions
+        from orchestrator.drizzle.journal import read_journal
+
+        report = validate_database(
+            sys.argv[1], lambda: read_journal(Path(sys.argv[2])), MigrateOptions()
+        )
+        print(report.status.value, "pglast" in sys.modules, elsewhere)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, database_url, str(drizzle_fixture)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    status, imported, elsewhere = done.stdout.split(maxsplit=2)
+    assert status != "ERROR"
+    assert imported == "True"  # the default 'x' needed a parse: pglast was imported...
+    assert elsewhere.strip() == "[]"  # ...by the main thread alone

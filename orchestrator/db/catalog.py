@@ -205,7 +205,15 @@ def read_only_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
 
 
 def read_snapshot(conn: psycopg.Connection[Any], *, schema: str, table: str) -> CatalogSnapshot:
-    """Read the snapshot in one READ ONLY transaction and one query (DatabaseError if not).
+    """Read the snapshot in one READ ONLY transaction and one query (DatabaseError if not)."""
+    document = read_snapshot_document(conn, schema=schema, table=table)
+    return snapshot_from_json(document, schema=schema, table=table)
+
+
+def read_snapshot_document(
+    conn: psycopg.Connection[Any], *, schema: str, table: str
+) -> dict[str, Any]:
+    """The snapshot query's JSON document, not yet decoded (see :func:`read_snapshot`).
 
     On an idle connection the transaction travels as ONE simple-protocol message,
     ``BEGIN READ ONLY; <query>; COMMIT``: one network exchange instead of three (BEGIN, the
@@ -220,8 +228,8 @@ def read_snapshot(conn: psycopg.Connection[Any], *, schema: str, table: str) -> 
     else:
         row = _one_message_read(conn, schema=schema, table=table)
     assert row is not None
-    data = row[0] if isinstance(row[0], dict) else json.loads(row[0])
-    return snapshot_from_json(data, schema=schema, table=table)
+    document: dict[str, Any] = row[0] if isinstance(row[0], dict) else json.loads(row[0])
+    return document
 
 
 def _one_message_read(conn: psycopg.Connection[Any], *, schema: str, table: str) -> Any:
