@@ -17,12 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.allocation import cyclic_gc_paused
-from orchestrator.db.catalog import (
-    CatalogSnapshot,
-    read_snapshot,
-    read_snapshot_document,
-    snapshot_from_json,
-)
+from orchestrator.db.catalog import CatalogSnapshot, read_snapshot_document, snapshot_from_json
 from orchestrator.db.connect import check_url, connect
 from orchestrator.db.migrator import AppliedMigration, MigrateOptions, MigrationFailed
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
@@ -51,8 +46,8 @@ class MigrateResult:
 
 def take_snapshot(url: str, options: MigrateOptions) -> CatalogSnapshot:
     """Connect, read one catalog snapshot, disconnect."""
-    with connect(url) as conn:
-        return read_snapshot(conn, schema=options.schema, table=options.table)
+    document = _take_snapshot_document(url, options)
+    return snapshot_from_json(document, schema=options.schema, table=options.table)
 
 
 def _take_snapshot_document(url: str, options: MigrateOptions) -> dict[str, Any]:
@@ -110,7 +105,6 @@ def validate_database(
         except DatabaseError as exc:
             return error_report(str(exc))
         snapshot = snapshot_from_json(document, schema=options.schema, table=options.table)
-        del document
         report = validate(journal, model, snapshot)
         # Freed while the collector is still paused: its first pass after the pause walks
         # every object allocated during it, and the snapshot and the model are most of them.

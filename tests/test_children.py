@@ -115,6 +115,33 @@ def test_a_deploy_killed_mid_push_leaves_no_git_behind_and_the_push_does_not_lan
                 os.kill(pid, signal.SIGKILL)
 
 
+def assert_dies_with_its_owner(
+    owner: subprocess.Popen[bytes],
+    pid_file: Path,
+    *,
+    appears_within: float,
+    dies_within: float,
+    message: str,
+    group: bool = False,
+) -> None:
+    """The process whose pid ``owner`` writes to ``pid_file`` is gone ``dies_within``
+    seconds after ``owner`` is SIGKILLed. Whatever happens, nothing is left running."""
+    pid = 0
+    try:
+        assert wait_until(
+            lambda: pid_file.exists() and pid_file.read_text().strip(), appears_within
+        )
+        pid = int(pid_file.read_text())
+        assert alive(pid)
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
+        assert wait_until(lambda: not alive(pid), dies_within), message
+    finally:
+        owner.kill()
+        if pid and alive(pid):
+            (os.killpg if group else os.kill)(pid, signal.SIGKILL)
+
+
 def test_a_grandchild_dies_with_the_parent_too(tmp_path: Path) -> None:
     pid_file = tmp_path / "grandchild"
     parent = start_python(
@@ -123,18 +150,9 @@ def test_a_grandchild_dies_with_the_parent_too(tmp_path: Path) -> None:
         children.run(["sh", "-c", "sleep 60 & echo $! > {pid_file}; wait"])
         """
     )
-    grandchild = 0
-    try:
-        assert wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 20)
-        grandchild = int(pid_file.read_text())
-        assert alive(grandchild)
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait()
-        assert wait_until(lambda: not alive(grandchild), 2), "the grandchild outlived us"
-    finally:
-        parent.kill()
-        if grandchild and alive(grandchild):
-            os.kill(grandchild, signal.SIGKILL)
+    assert_dies_with_its_owner(
+        parent, pid_file, appears_within=20, dies_within=2, message="the grandchild outlived us"
+    )
 
 
 def test_run_returns_status_and_output_and_can_keep_files_private(tmp_path: Path) -> None:
@@ -163,15 +181,11 @@ def test_a_throwaway_cluster_dies_with_the_process_that_started_it(tmp_path: Pat
         time.sleep(120)
         """
     )
-    postmaster = 0
-    try:
-        assert wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 60)
-        postmaster = int(pid_file.read_text())
-        assert alive(postmaster)
-        os.kill(owner.pid, signal.SIGKILL)
-        owner.wait()
-        assert wait_until(lambda: not alive(postmaster), 3), "the cluster outlived its owner"
-    finally:
-        owner.kill()
-        if postmaster and alive(postmaster):
-            os.killpg(postmaster, signal.SIGKILL)
+    assert_dies_with_its_owner(
+        owner,
+        pid_file,
+        appears_within=60,
+        dies_within=3,
+        message="the cluster outlived its owner",
+        group=True,  # the postmaster leads its own group: its backends go with it
+    )

@@ -144,15 +144,20 @@ def test_tracking_rows_deleted_between_migrate_and_its_guard_halt_partial(world:
 
 
 def test_tracking_rows_deleted_after_migrated_halt_partial_on_resume(world: World) -> None:
-    process = deploy_process(world, "transition:migrated")
+    record = resume_without_the_planned_rows(world, "transition:migrated")
+    assert_halted_by(world, record, ExitCode.PARTIAL, "migration_recorded", "migrated")
+    assert not planned_hashes_tracked(world, record)
+
+
+def resume_without_the_planned_rows(world: World, pause: str) -> RunRecord:
+    """Kill a deploy paused at ``pause``, delete its planned migrations' tracking rows, and
+    resume it: the resumed record."""
+    process = deploy_process(world, pause)
     wait_stopped(process)
     kill(process)
     planned = {p["hash"] for p in only_run(world).planned}
     delete_tracking_rows(world, planned)
-
-    record = resume(None, world.store, world.interaction())
-    assert_halted_by(world, record, ExitCode.PARTIAL, "migration_recorded", "migrated")
-    assert not planned_hashes_tracked(world, record)
+    return resume(None, world.store, world.interaction())
 
 
 def delete_tracking_rows(world: World, hashes: set[str]) -> None:
@@ -219,13 +224,7 @@ def test_killed_after_the_push_was_recorded_then_reset_is_not_pushed_again(
 def test_tracking_rows_deleted_before_revalidate_halt_partial_with_the_plan(
     world: World,
 ) -> None:
-    process = deploy_process(world, "step_end:migrate")
-    wait_stopped(process)
-    kill(process)
-    planned = {p["hash"] for p in only_run(world).planned}
-    delete_tracking_rows(world, planned)
-
-    record = resume(None, world.store, world.interaction())
+    record = resume_without_the_planned_rows(world, "step_end:migrate")
     # migrate's postcondition reads the rows: gone, so it runs again; the migrator refuses
     # the partial state it finds (its own check, not a guard), and nothing is applied.
     assert record.state == "halted"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,13 +45,8 @@ def late_server(own_cluster: EmbeddedPostgres, tmp_path: Path) -> Iterator[str]:
     migrate_database(
         url, read_journal(prefix), MigrateOptions(), confirm=lambda _r: True, retry=ONCE
     )
-    own_cluster.stop()
-    starter = threading.Timer(LATE_S, own_cluster.start)
-    starter.start()
-    try:
+    with server_late(own_cluster):
         yield url
-    finally:
-        starter.join()
 
 
 ONCE = RetryPolicy.none()
@@ -100,16 +96,11 @@ def test_repair_retries_its_first_connection_too(
         url, read_journal(prefix), MigrateOptions(), confirm=lambda _r: True, retry=ONCE
     )
     run_sql(url, read_journal(EXAMPLE_MIGRATIONS).migrations[9])  # 0009 by hand, untracked
-    own_cluster.stop()
-    starter = threading.Timer(LATE_S, own_cluster.start)
-    starter.start()
-    try:
-        folder = str(EXAMPLE_MIGRATIONS)
+    folder = str(EXAMPLE_MIGRATIONS)
+    with server_late(own_cluster):
         exit_code = run(
             ["repair", "--yes", "--database-url", url, "--migrations", folder, "--retries", "5"]
         )
-    finally:
-        starter.join()
     assert exit_code == 10, capsys.readouterr().err  # 0009 tracked; 0010, 0011 pending
     assert len(tracking_rows(url)) == 10
 
@@ -136,6 +127,16 @@ def late(cluster: EmbeddedPostgres) -> threading.Timer:
     return starter
 
 
+@contextmanager
+def server_late(cluster: EmbeddedPostgres) -> Iterator[None]:
+    """:func:`late` for the ``with`` block; leaving it waits until the server is started."""
+    starter = late(cluster)
+    try:
+        yield
+    finally:
+        starter.join()
+
+
 def test_the_dry_run_rides_out_a_late_server(
     own_cluster: EmbeddedPostgres,
     tmp_path: Path,
@@ -145,12 +146,9 @@ def test_the_dry_run_rides_out_a_late_server(
     url = app_database(own_cluster)
     with build_world(tmp_path, url) as world:
         monkeypatch.setenv("DATABASE_URL", url)
-        starter = late(own_cluster)
-        try:
-            argv = ["deploy", "--playbook", str(world.playbook), "--dry-run", "--json"]
+        argv = ["deploy", "--playbook", str(world.playbook), "--dry-run", "--json"]
+        with server_late(own_cluster):
             code = run([*argv, "--retries", "5"])
-        finally:
-            starter.join()
         err = capsys.readouterr().err
         assert code == 0, err
         assert "transient failure (attempt 1): " in err  # each retry is shown
@@ -161,11 +159,8 @@ def test_resume_rides_out_a_late_server(own_cluster: EmbeddedPostgres, tmp_path:
     with build_world(tmp_path, url) as world:
         record = world.deploy(confirm=lambda question: "Apply" not in question)  # declined
         assert record.state == "halted"
-        starter = late(own_cluster)
-        try:
+        with server_late(own_cluster):
             resumed = resume(record.run_id, world.store, world.interaction())
-        finally:
-            starter.join()
         assert resumed.state == "succeeded", resumed.halt_reason
         assert len(tracking_rows(url)) == 12
 
@@ -290,11 +285,8 @@ def test_deploy_via_the_cli_rides_out_a_late_server_and_says_so(
     with build_world(tmp_path, url) as world:
         monkeypatch.setenv("DATABASE_URL", url)
         started = time.monotonic()
-        starter = late(own_cluster)
-        try:
+        with server_late(own_cluster):
             code = run(world.deploy_argv("--retries", "5", "--json"))
-        finally:
-            starter.join()
         err = capsys.readouterr().err
         assert code == 0, err
         assert time.monotonic() - started >= LATE_S * 0.9
@@ -314,11 +306,8 @@ def test_resume_via_the_cli_rides_out_a_late_server_and_records_the_retries(
         assert record.state == "halted"
         monkeypatch.setenv("DATABASE_URL", url)
         argv = ["resume", record.run_id, "--yes", "--retries", "5", "--json"]
-        starter = late(own_cluster)
-        try:
+        with server_late(own_cluster):
             code = run([*argv, "--state-dir", str(world.store.state_dir)])
-        finally:
-            starter.join()
         err = capsys.readouterr().err
         assert code == 0, err
         assert "transient failure (attempt 1): " in err

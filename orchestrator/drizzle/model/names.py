@@ -41,11 +41,7 @@ class DbObject(NamedTuple):
     parent: str | None = None
 
     def __str__(self) -> str:
-        if self.kind == "schema":
-            return f"schema {self.name}"
-        if self.parent is None:
-            return f"{self.kind} {self.schema}.{self.name}"
-        return f"{self.kind} {self.schema}.{self.parent}.{self.name}"
+        return object_names((self,))[0]
 
 
 def object_names(objects: Iterable[DbObject]) -> tuple[str, ...]:
