@@ -9,15 +9,21 @@ retrying after validating again, and validates once more. Neither knows the comm
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from orchestrator.allocation import cyclic_gc_paused
-from orchestrator.db.catalog import CatalogSnapshot, read_snapshot_document, snapshot_from_json
+from orchestrator.db.catalog import (
+    CatalogSnapshot,
+    read_snapshot,
+    read_snapshot_parts,
+    snapshot_from_attempts,
+)
 from orchestrator.db.connect import check_url, connect
 from orchestrator.db.migrator import AppliedMigration, MigrateOptions, MigrationFailed
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
@@ -46,16 +52,8 @@ class MigrateResult:
 
 def take_snapshot(url: str, options: MigrateOptions) -> CatalogSnapshot:
     """Connect, read one catalog snapshot, disconnect."""
-    document = _take_snapshot_document(url, options)
-    return snapshot_from_json(document, schema=options.schema, table=options.table)
-
-
-def _take_snapshot_document(url: str, options: MigrateOptions) -> dict[str, Any]:
-    """:func:`take_snapshot` without the decoding, for the background read: decoding may
-    import pglast (a default only a parse can read), and two threads importing pglast at
-    once can each find the other's half-made module (an ImportError)."""
     with connect(url) as conn:
-        return read_snapshot_document(conn, schema=options.schema, table=options.table)
+        return read_snapshot(conn, schema=options.schema, table=options.table)
 
 
 def validate_database(
@@ -83,12 +81,8 @@ def validate_database(
     # The catalog round trip (network and server time) overlaps parsing the SQL (local CPU).
     with cyclic_gc_paused():
         heard = _Held(on_retry) if callable(journal) and on_retry is not None else None
-        reading = _Background(
-            lambda: call_with_retry(
-                lambda: _take_snapshot_document(url, options),
-                retry,
-                on_retry=on_retry if heard is None else heard.notify,
-            )
+        reading = _CatalogRead(
+            url, options, retry, on_retry=on_retry if heard is None else heard.notify
         )
         from orchestrator.validation import error_report, validate
 
@@ -101,10 +95,9 @@ def validate_database(
         if heard is not None:
             heard.release(deliver=True)
         try:
-            document = reading.result()
+            snapshot = reading.snapshot()
         except DatabaseError as exc:
             return error_report(str(exc))
-        snapshot = snapshot_from_json(document, schema=options.schema, table=options.table)
         report = validate(journal, model, snapshot)
         # Freed while the collector is still paused: its first pass after the pause walks
         # every object allocated during it, and the snapshot and the model are most of them.
@@ -157,34 +150,62 @@ class _Held:
         self._decided.set()
 
 
-class _Background:
-    """One call run in a daemon thread, started at once; :meth:`result` waits for it.
+class _CatalogRead:
+    """The catalog read, in a daemon thread started at once; :meth:`snapshot` decodes it.
+
+    The thread hands each part of the snapshot over as it arrives (see
+    :func:`orchestrator.db.catalog.read_snapshot_parts`), and the caller's thread decodes it
+    while the server computes the next. Decoding stays in the caller's thread: it may import
+    pglast (a default only a parse can read), and two threads importing pglast at once can
+    each find the other's half-made module (an ImportError).
 
     A daemon thread, not an executor's: when the caller gives up (a bad migrations folder
     raising UsageError), nothing waits for a slow or retrying connection to finish, not
     even the interpreter's exit.
     """
 
-    def __init__(self, func: Callable[[], dict[str, Any]]) -> None:
-        self._func = func
-        self._value: dict[str, Any] | None = None
-        self._error: BaseException | None = None
+    def __init__(
+        self, url: str, options: MigrateOptions, retry: RetryPolicy, on_retry: OnRetry | None
+    ) -> None:
+        self._url = url
+        self._options = options
+        self._retry = retry
+        self._on_retry = on_retry
+        # (attempt, part) as they arrive, then None (done) or the exception that ended it.
+        self._parts: queue.SimpleQueue[tuple[int, str | bytes] | BaseException | None]
+        self._parts = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="snapshot", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        try:
-            self._value = self._func()
-        except BaseException as exc:  # handed to the caller by result()
-            self._error = exc
+        attempts = 0
 
-    def result(self) -> dict[str, Any]:
-        """The call's value, or its exception raised here."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._value is not None
-        return self._value
+        def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            with connect(self._url) as conn:
+                options = self._options
+                for part in read_snapshot_parts(conn, schema=options.schema, table=options.table):
+                    self._parts.put((attempts, part))
+
+        try:
+            call_with_retry(attempt, self._retry, on_retry=self._on_retry)
+        except BaseException as exc:  # handed to the caller by snapshot()
+            self._parts.put(exc)
+        else:
+            self._parts.put(None)
+
+    def snapshot(self) -> CatalogSnapshot:
+        """The snapshot, decoded part by part as they arrive; the read's exception if it
+        failed."""
+        options = self._options
+        return snapshot_from_attempts(self._arrivals(), schema=options.schema, table=options.table)
+
+    def _arrivals(self) -> Iterator[tuple[int, str | bytes]]:
+        while (item := self._parts.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
 
 
 def migrate_database(

@@ -118,7 +118,7 @@ def test_proxy_counts_sql_round_trips_of_postgres(
             for _ in range(4):
                 conn.execute("SELECT 1").fetchone()
             assert proxy.reset().round_trips == 4
-            # The catalog snapshot: BEGIN READ ONLY, the query and COMMIT in one message.
+            # The catalog snapshot: BEGIN, a statement per part and COMMIT in one pipeline.
             read_snapshot(conn, schema="drizzle", table="__drizzle_migrations")
             assert proxy.reset().round_trips == 1
         with psycopg.connect(proxy.url(database_url)) as conn:  # not autocommit: the same

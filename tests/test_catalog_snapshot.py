@@ -8,12 +8,15 @@ PostgreSQL itself prints, on a real server.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from orchestrator.db import catalog
 from orchestrator.db.catalog import read_snapshot
@@ -144,6 +147,109 @@ def test_every_object_kind_is_read(database_url: str) -> None:
     assert DbObject("function", "public", "f") in facts
     assert DbObject("trigger", "public", "t", "p") in facts
     assert snapshot.objects == frozenset(facts)
+
+
+EVERY_KIND = (
+    "CREATE TYPE mood AS ENUM ('a', 'b');"
+    "CREATE TABLE p (id serial PRIMARY KEY, m mood DEFAULT 'a', n text NOT NULL);"
+    "CREATE TABLE c (id integer, p_id integer REFERENCES p (id) ON DELETE CASCADE,"
+    " UNIQUE (id, p_id));"
+    "CREATE INDEX c_lower ON c ((id + 1));"
+    "CREATE VIEW v AS SELECT id FROM p;"
+    "CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;"
+    "CREATE TRIGGER t BEFORE INSERT ON p FOR EACH ROW EXECUTE FUNCTION f();"
+    "CREATE SCHEMA drizzle;"
+    "CREATE TABLE drizzle.__drizzle_migrations"
+    " (id serial PRIMARY KEY, hash text NOT NULL, created_at bigint);"
+    "INSERT INTO drizzle.__drizzle_migrations (hash, created_at)"
+    " VALUES ('h1', 1700000000000), ('h2', 1700000000001);"
+    "CREATE TABLE public.__drizzle_migrations (id integer);"
+)
+TRACKING = {"schema": "drizzle", "table": "__drizzle_migrations"}
+
+
+def snapshot_values(snapshot: catalog.CatalogSnapshot) -> tuple[object, ...]:
+    """Everything a snapshot holds (the order of its lists is the server's plan's: not
+    compared)."""
+    return (
+        snapshot.server_version,
+        snapshot.database,
+        snapshot.objects,
+        dict(snapshot.facts),
+        snapshot.tracking_present,
+        snapshot.tracking_readable,
+        snapshot.tracking_rows,
+        snapshot.tracking_elsewhere,
+    )
+
+
+def test_every_way_of_reading_gives_the_same_snapshot(database_url: str) -> None:
+    """Streamed part by part, read whole by one message, read inside a transaction, or
+    decoded from the one statement's document: one snapshot."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(EVERY_KIND)
+        streamed = read_snapshot(conn, **TRACKING)
+        parts = list(catalog.read_snapshot_parts(conn, **TRACKING, streamed=True))
+        whole = list(catalog.read_snapshot_parts(conn, **TRACKING, streamed=False))
+        document = conn.execute(catalog.SNAPSHOT_QUERY, TRACKING).fetchone()
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SELECT 1")  # a transaction begun: the snapshot is read inside it
+        in_transaction = list(catalog.read_snapshot_parts(conn, **TRACKING))
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    assert document is not None
+    expected = snapshot_values(catalog.snapshot_from_json(document[0], **TRACKING))
+    assert snapshot_values(streamed) == expected
+    assert [sorted(json.loads(part)) for part in parts] == [
+        sorted(keys) for keys in catalog.SNAPSHOT_PARTS
+    ]
+    for read in (parts, whole, in_transaction):
+        decoder = catalog.SnapshotDecoder(**TRACKING)
+        for part in read:
+            decoder.add(json.loads(part))
+        assert snapshot_values(decoder.snapshot()) == expected
+    assert streamed.tracking_readable and len(streamed.tracking_rows) == 2
+    assert streamed.tracking_elsewhere == ("public",)
+    assert streamed.facts[DbObject("column", "public", "n", "p")] == ("text", True, None)
+
+
+def test_a_retried_read_is_decoded_from_its_last_attempt_alone(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(EVERY_KIND)
+        parts = list(catalog.read_snapshot_parts(conn, **TRACKING))
+        conn.execute("DROP TABLE c")
+        after = list(catalog.read_snapshot_parts(conn, **TRACKING))
+    expected = catalog.snapshot_from_attempts(((1, part) for part in after), **TRACKING)
+    # The first attempt broke off after three parts (with table c); the second read it all.
+    retried = [(1, part) for part in parts[:3]] + [(2, part) for part in after]
+    snapshot = catalog.snapshot_from_attempts(retried, **TRACKING)
+    assert snapshot_values(snapshot) == snapshot_values(expected)
+    assert DbObject("table", "public", "c") not in snapshot.objects
+    with pytest.raises(KeyError, match="incomplete catalog snapshot: no columns"):
+        catalog.snapshot_from_attempts([(1, part) for part in parts[:2]], **TRACKING)
+
+
+def test_a_failing_part_leaves_the_connection_idle_and_usable(database_url: str) -> None:
+    """A part the server refuses (here the tracking rows, unreadable to this role) ends
+    the pipeline: the error is a DatabaseError, the transaction is rolled back, the
+    connection is out of pipeline mode and works."""
+    role = f"reader_{os.getpid()}"
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(EVERY_KIND)
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT USAGE ON SCHEMA drizzle TO {role}")
+    try:
+        url = psycopg.conninfo.make_conninfo(database_url, user=role)
+        with psycopg.connect(url, autocommit=True) as conn:
+            with pytest.raises(DatabaseError, match="permission denied") as raised:
+                list(catalog.read_snapshot_parts(conn, **TRACKING, streamed=True))
+            assert not raised.value.transient
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
 
 
 def test_the_snapshot_is_one_read_only_message(database_url: str) -> None:

@@ -365,22 +365,15 @@ def test_connection_killed_mid_migration_is_retried_after_revalidating(
     assert len(hashes) == len(set(hashes)) == 12
 
 
-def test_the_snapshot_is_one_query_whatever_the_size(database_url: str) -> None:
-    from typing import Any
-
+def test_the_snapshot_is_one_exchange_whatever_the_size(database_url: str) -> None:
+    from bench.proxy import LatencyProxy
     from orchestrator.db.catalog import read_snapshot
 
-    class CountingConnection(psycopg.Connection[Any]):
-        statements: list[object]
-
-        def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-            self.statements.append(query)
-            return super().execute(query, *args, **kwargs)
-
     migrate(database_url, full())
-    with CountingConnection.connect(database_url) as conn:
-        conn.statements = []
+    proxy = LatencyProxy.for_url(database_url, round_trip_delay=0.0)
+    with proxy, psycopg.connect(proxy.url(database_url)) as conn:
+        proxy.reset()
         snapshot = read_snapshot(conn, schema="drizzle", table="__drizzle_migrations")
-        assert len(conn.statements) == 1
+        assert proxy.reset().round_trips == 1  # counted on the wire
     assert len(snapshot.tracking_rows) == 12
     assert len(snapshot.objects) > 100
