@@ -29,7 +29,9 @@ from orchestrator.database import (
     take_snapshot,
     validate_database,
 )
+from orchestrator.db.connect import check_database_url
 from orchestrator.db.migrator import MigrateOptions
+from orchestrator.db.reading import CatalogRead
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 from orchestrator.drizzle.journal import Journal
 from orchestrator.errors import DatabaseError, UsageError
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_RETRY",
+    "CatalogRead",
     "Journal",
     "MigrateOptions",
     "MigrateResult",
@@ -79,6 +82,7 @@ __all__ = [
     "rollback",
     "run_timeline",
     "runs",
+    "start_catalog_read",
     "take_snapshot",
     "validate_database",
 ]
@@ -99,26 +103,23 @@ def __getattr__(name: str) -> Any:
 # -- input checks (before any verb: bad input is exit 2 and nothing happens) ------------------
 
 
-def check_database_url(
-    url: str | None, *, writes: bool, require_ssl: bool, environ: Mapping[str, str]
-) -> tuple[str, list[str]]:
-    """The connection string checked before any connection, and the warnings to show.
+def start_catalog_read(
+    url: str | None,
+    *,
+    schema: str,
+    table: str,
+    attempts: int,
+    require_ssl: bool,
+    environ: Mapping[str, str],
+) -> CatalogRead:
+    """``validate``'s catalog read, started now in the background, for
+    :func:`validate_database` to take over (its ``started``).
 
-    UsageError if it is missing or malformed, if ``writes`` and it names Neon's pooled
-    endpoint, or if ``require_ssl`` and a remote host goes without TLS. Warnings: a pooled
-    endpoint for a read-only command, a remote host without TLS.
+    The URL is checked as ``validate`` checks it (UsageError when refused: then nothing
+    connects); its warnings are left to the command.
     """
-    from orchestrator.db.connect import check_ssl, check_url, pooler_problem, refuse_pooler
-
-    checked = check_url(url)
-    warnings: list[str] = []
-    if writes:
-        refuse_pooler(checked)
-    elif (problem := pooler_problem(checked)) is not None:
-        warnings.append(problem)
-    if (transport := check_ssl(checked, require_ssl=require_ssl, environ=environ)) is not None:
-        warnings.append(transport)
-    return checked, warnings
+    checked, _ = check_database_url(url, writes=False, require_ssl=require_ssl, environ=environ)
+    return CatalogRead(checked, schema=schema, table=table, retry=RetryPolicy(attempts=attempts))
 
 
 def read_migrations(folder: Path, *, check_statements: bool = True) -> tuple[Journal, list[str]]:

@@ -9,23 +9,17 @@ retrying after validating again, and validates once more. Neither knows the comm
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from orchestrator.allocation import cyclic_gc_paused
-from orchestrator.db.catalog import (
-    CatalogSnapshot,
-    read_snapshot,
-    read_snapshot_parts,
-    snapshot_from_attempts,
-)
+from orchestrator.db.catalog import CatalogSnapshot, read_snapshot
 from orchestrator.db.connect import check_url, connect
 from orchestrator.db.migrator import AppliedMigration, MigrateOptions, MigrationFailed
+from orchestrator.db.reading import CatalogRead
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 from orchestrator.errors import DatabaseError, PartialStateError, UsageError
 
@@ -64,6 +58,7 @@ def validate_database(
     retry: RetryPolicy = DEFAULT_RETRY,
     on_retry: OnRetry | None = None,
     model: ObjectModel | None = None,
+    started: CatalogRead | None = None,
 ) -> ValidationReport:
     """Read-only: judge the database at ``url`` against ``journal``.
 
@@ -75,27 +70,25 @@ def validate_database(
     ``journal`` may be a function reading it (the CLI's): it is called once the catalog
     read has started, so reading the folder overlaps the connection and the server's work.
     Its errors (a bad folder: UsageError) are raised as they are, without waiting for the
-    database.
+    database, and no retry notice reaches ``on_retry`` before the folder is read.
+
+    ``started``: a catalog read already under way (the command line starts one before it
+    parses its arguments); taken only when it reads this URL and tracking table with this
+    retry policy, else a read starts here.
     """
     check_url(url)
     # The catalog round trip (network and server time) overlaps parsing the SQL (local CPU).
     with cyclic_gc_paused():
-        heard = _Held(on_retry) if callable(journal) and on_retry is not None else None
-        reading = _CatalogRead(
-            url, options, retry, on_retry=on_retry if heard is None else heard.notify
-        )
+        schema, table = options.schema, options.table
+        if started is not None and started.reads(url, schema=schema, table=table, retry=retry):
+            reading = started
+        else:
+            reading = CatalogRead(url, schema=schema, table=table, retry=retry)
         from orchestrator.validation import error_report, validate
 
+        journal, model = _history(journal, model)
         try:
-            journal, model = _history(journal, model)
-        except BaseException:
-            if heard is not None:
-                heard.release(deliver=False)
-            raise
-        if heard is not None:
-            heard.release(deliver=True)
-        try:
-            snapshot = reading.snapshot()
+            snapshot = reading.snapshot(on_retry)
         except DatabaseError as exc:
             return error_report(str(exc))
         report = validate(journal, model, snapshot)
@@ -127,85 +120,6 @@ def _history(
     # waiting for the server (see ObjectModel.effect_names).
     model.effect_names  # noqa: B018
     return journal, model
-
-
-class _Held:
-    """An ``on_retry`` held back until the migrations folder is read: a bad folder is a
-    usage error reported alone, never after a retry notice about the database."""
-
-    def __init__(self, on_retry: OnRetry) -> None:
-        self._on_retry = on_retry
-        self._decided = threading.Event()
-        self._deliver = False
-
-    def notify(self, attempt: int, exc: BaseException, wait: float) -> None:
-        """The retry callback: waits until the folder is read, then passes it on (or not)."""
-        self._decided.wait()
-        if self._deliver:
-            self._on_retry(attempt, exc, wait)
-
-    def release(self, *, deliver: bool) -> None:
-        """The folder is read (``deliver``) or refused: let the notices through or drop them."""
-        self._deliver = deliver
-        self._decided.set()
-
-
-class _CatalogRead:
-    """The catalog read, in a daemon thread started at once; :meth:`snapshot` decodes it.
-
-    The thread hands each part of the snapshot over as it arrives (see
-    :func:`orchestrator.db.catalog.read_snapshot_parts`), and the caller's thread decodes it
-    while the server computes the next. Decoding stays in the caller's thread: it may import
-    pglast (a default only a parse can read), and two threads importing pglast at once can
-    each find the other's half-made module (an ImportError).
-
-    A daemon thread, not an executor's: when the caller gives up (a bad migrations folder
-    raising UsageError), nothing waits for a slow or retrying connection to finish, not
-    even the interpreter's exit.
-    """
-
-    def __init__(
-        self, url: str, options: MigrateOptions, retry: RetryPolicy, on_retry: OnRetry | None
-    ) -> None:
-        self._url = url
-        self._options = options
-        self._retry = retry
-        self._on_retry = on_retry
-        # (attempt, part) as they arrive, then None (done) or the exception that ended it.
-        self._parts: queue.SimpleQueue[tuple[int, str | bytes] | BaseException | None]
-        self._parts = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="snapshot", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        attempts = 0
-
-        def attempt() -> None:
-            nonlocal attempts
-            attempts += 1
-            with connect(self._url) as conn:
-                options = self._options
-                for part in read_snapshot_parts(conn, schema=options.schema, table=options.table):
-                    self._parts.put((attempts, part))
-
-        try:
-            call_with_retry(attempt, self._retry, on_retry=self._on_retry)
-        except BaseException as exc:  # handed to the caller by snapshot()
-            self._parts.put(exc)
-        else:
-            self._parts.put(None)
-
-    def snapshot(self) -> CatalogSnapshot:
-        """The snapshot, decoded part by part as they arrive; the read's exception if it
-        failed."""
-        options = self._options
-        return snapshot_from_attempts(self._arrivals(), schema=options.schema, table=options.table)
-
-    def _arrivals(self) -> Iterator[tuple[int, str | bytes]]:
-        while (item := self._parts.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
 
 
 def migrate_database(

@@ -10,36 +10,7 @@ click at module level: the runtime is imported when a command runs, so ``--help`
 
 from __future__ import annotations
 
-import os
-
-import click
-
-from orchestrator.cli import analysis, database, runs
-from orchestrator.errors import ExitCode, OrchestratorError
-
-
-@click.group(
-    name="orchestrator",
-    help="Take a release with Drizzle-tracked Postgres migrations to production, safely.",
-)
-def app() -> None:
-    """The command group."""
-
-
-for _command in (
-    database.validate,
-    database.migrate,
-    runs.deploy,
-    runs.resume,
-    runs.rollback,
-    runs.list_runs,
-    runs.show,
-    analysis.plan,
-    analysis.lint,
-    analysis.repair,
-    analysis.inspect,
-):
-    app.add_command(_command)
+import sys
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,45 +24,16 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run a command and return its exit code."""
-    from orchestrator.cli import console
+    """Run a command and return its exit code.
 
-    console.forget_warnings()
-    try:
-        result = app.main(args=argv, standalone_mode=False, prog_name="orchestrator")
-    except click.exceptions.NoArgsIsHelpError as exc:
-        # `orchestrator` alone: show the help, as a usage error (nothing was asked).
-        console.err.print(exc.format_message(), markup=False, highlight=False)
-        return int(ExitCode.USAGE)
-    except click.exceptions.UsageError as exc:
-        console.err.print(f"error: {redact(exc.format_message())}", markup=False, highlight=False)
-        return int(ExitCode.USAGE)
-    except click.exceptions.Abort:
-        console.err.print("aborted: nothing was changed", markup=False)
-        return int(ExitCode.USAGE)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except OrchestratorError as exc:
-        console.err.print(f"error: {redact(str(exc))}", markup=False, highlight=False)
-        return int(exc.exit_code)
-    except KeyboardInterrupt:
-        console.err.print("interrupted", markup=False)
-        return int(ExitCode.ERROR)
-    except Exception as exc:  # the last line of defence: one line, no traceback
-        first = redact(str(exc)).splitlines()[0] if str(exc) else ""
-        console.err.print(
-            f"internal error: {type(exc).__name__}: {first}",
-            markup=False,
-            highlight=False,
-        )
-        if os.environ.get("ORCH_DEBUG"):
-            raise
-        return int(ExitCode.ERROR)
-    return int(result) if isinstance(result, int) else 0
+    A plain ``validate`` first starts its catalog read (:mod:`orchestrator.cli.early`), before
+    click and the command modules load; then the command line is parsed as usual.
+    """
+    import os
 
+    from orchestrator.cli import early
 
-def redact(text: str) -> str:
-    """Mask secrets in an error message (imported late: ``--help`` does not need it)."""
-    from orchestrator.redaction import redact as redact_secrets
+    early.start(sys.argv[1:] if argv is None else argv, os.environ)
+    from orchestrator.cli.app import run_app
 
-    return redact_secrets(text)
+    return run_app(argv)

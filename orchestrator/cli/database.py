@@ -26,8 +26,10 @@ if TYPE_CHECKING:
 def validate(target: DatabaseTarget) -> int:
     """Read-only: report the migration state of the database (SAFE, NEEDS_MIGRATION, ...)."""
     from orchestrator import commands
+    from orchestrator.cli import early
 
     url = target.url()
+    started = early.take()  # the catalog read begun before the arguments were parsed
     with commands.cyclic_gc_paused():  # a large folder means a large report: nothing cyclic in it
         # The folder is read (target.journal) once the catalog read has started: the two
         # overlap. A bad folder is still a usage error, reported without waiting for it.
@@ -39,6 +41,7 @@ def validate(target: DatabaseTarget) -> int:
             target.options(),
             retry=target.retry,
             on_retry=on_retry,
+            started=started,
         )
         show_report(report, url, target.as_json)
     return int(report.exit_code)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from orchestrator.cli.early import DEFAULT_SCHEMA, DEFAULT_TABLE
 from orchestrator.db.backoff import DEFAULT_ATTEMPTS
 
 if TYPE_CHECKING:
@@ -137,13 +138,13 @@ def database_options(func: Command) -> Command:
         ),
         click.option(
             "--migrations-schema",
-            default="drizzle",
+            default=DEFAULT_SCHEMA,
             show_default=True,
             help="Schema of drizzle's tracking table.",
         ),
         click.option(
             "--migrations-table",
-            default="__drizzle_migrations",
+            default=DEFAULT_TABLE,
             show_default=True,
             help="Name of drizzle's tracking table.",
         ),

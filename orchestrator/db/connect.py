@@ -13,7 +13,7 @@ from orchestrator.db.retry import is_transient
 from orchestrator.errors import DatabaseError, UsageError
 from orchestrator.redaction import redact, redact_url
 
-__all__ = ["check_url", "connect", "describe"]
+__all__ = ["check_database_url", "check_url", "connect", "describe"]
 
 APPLICATION_NAME = "orchestrator"
 CONNECT_TIMEOUT_S = 10
@@ -40,6 +40,26 @@ def check_url(url: str | None) -> str:
             f"{', '.join(SSLMODES)}"
         )
     return url
+
+
+def check_database_url(
+    url: str | None, *, writes: bool, require_ssl: bool, environ: Mapping[str, str]
+) -> tuple[str, list[str]]:
+    """The connection string checked before any connection, and the warnings to show.
+
+    UsageError if it is missing or malformed, if ``writes`` and it names Neon's pooled
+    endpoint, or if ``require_ssl`` and a remote host goes without TLS. Warnings: a pooled
+    endpoint for a read-only command, a remote host without TLS.
+    """
+    checked = check_url(url)
+    warnings: list[str] = []
+    if writes:
+        refuse_pooler(checked)
+    elif (problem := pooler_problem(checked)) is not None:
+        warnings.append(problem)
+    if (transport := check_ssl(checked, require_ssl=require_ssl, environ=environ)) is not None:
+        warnings.append(transport)
+    return checked, warnings
 
 
 def with_application_name(url: str, name: str) -> str:

@@ -1,0 +1,83 @@
+"""The command group: every command, and the one place their errors become exit codes.
+
+Every command shares one exit-code scheme (:class:`orchestrator.errors.ExitCode`). Errors
+are printed as one line on stderr; a traceback never reaches the user.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from orchestrator.cli import analysis, database, runs
+from orchestrator.errors import ExitCode, OrchestratorError
+
+
+@click.group(
+    name="orchestrator",
+    help="Take a release with Drizzle-tracked Postgres migrations to production, safely.",
+)
+def app() -> None:
+    """The command group."""
+
+
+for _command in (
+    database.validate,
+    database.migrate,
+    runs.deploy,
+    runs.resume,
+    runs.rollback,
+    runs.list_runs,
+    runs.show,
+    analysis.plan,
+    analysis.lint,
+    analysis.repair,
+    analysis.inspect,
+):
+    app.add_command(_command)
+
+
+def run_app(argv: list[str] | None = None) -> int:
+    """Parse the arguments, run the command and return its exit code (never raises)."""
+    from orchestrator.cli import console
+
+    console.forget_warnings()
+    try:
+        result = app.main(args=argv, standalone_mode=False, prog_name="orchestrator")
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # `orchestrator` alone: show the help, as a usage error (nothing was asked).
+        console.err.print(exc.format_message(), markup=False, highlight=False)
+        return int(ExitCode.USAGE)
+    except click.exceptions.UsageError as exc:
+        console.err.print(f"error: {redact(exc.format_message())}", markup=False, highlight=False)
+        return int(ExitCode.USAGE)
+    except click.exceptions.Abort:
+        console.err.print("aborted: nothing was changed", markup=False)
+        return int(ExitCode.USAGE)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except OrchestratorError as exc:
+        console.err.print(f"error: {redact(str(exc))}", markup=False, highlight=False)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        console.err.print("interrupted", markup=False)
+        return int(ExitCode.ERROR)
+    except Exception as exc:  # the last line of defence: one line, no traceback
+        first = redact(str(exc)).splitlines()[0] if str(exc) else ""
+        console.err.print(
+            f"internal error: {type(exc).__name__}: {first}",
+            markup=False,
+            highlight=False,
+        )
+        if os.environ.get("ORCH_DEBUG"):
+            raise
+        return int(ExitCode.ERROR)
+    return int(result) if isinstance(result, int) else 0
+
+
+def redact(text: str) -> str:
+    """Mask secrets in an error message (imported late: ``--help`` does not need it)."""
+    from orchestrator.redaction import redact as redact_secrets
+
+    return redact_secrets(text)
