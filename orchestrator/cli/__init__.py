@@ -4,8 +4,10 @@ render the result.
 Every command shares one exit-code scheme (:class:`orchestrator.errors.ExitCode`). Errors
 are printed as one line on stderr; a traceback never reaches the user.
 
-The commands live in small modules (``database``, ``runs``, ``analysis``) that import only
-click at module level: the runtime is imported when a command runs, so ``--help`` is fast.
+The command group is in ``app``; the commands live in small modules (``database``, ``runs``,
+``analysis``) that import only click at module level: the runtime is imported when a command
+runs, so ``--help`` is fast. This module imports nothing at all, so that ``validate`` can
+start its catalog read before click loads (``early``).
 """
 
 from __future__ import annotations

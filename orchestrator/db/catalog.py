@@ -1,8 +1,11 @@
-"""One query, one snapshot: the catalog objects and tracking rows validation decides on.
+"""One transaction, one snapshot: the catalog objects and tracking rows validation decides on.
 
-Round trips to a remote serverless database cost tens of milliseconds each, so the whole
-snapshot (schemas, relations, columns, constraints, enum types and labels, and the rows of
-the tracking table) is read by a single statement inside one READ ONLY transaction.
+Round trips to a remote serverless database cost tens of milliseconds, so the whole
+snapshot (schemas, relations, columns, constraints, indexes, functions, triggers, enum
+types and labels, and the rows of the tracking table) is read inside one READ ONLY
+transaction sent as one network exchange: streamed in parts as the server computes them
+(:func:`read_snapshot_parts`), or whole as one statement (:data:`SNAPSHOT_QUERY`).
+:class:`SnapshotDecoder` decodes either, part by part.
 
 The tracking table may not exist, and a static query cannot name a table that may be
 missing, so its rows are read through ``query_to_xml`` behind a ``CASE`` that only runs it
