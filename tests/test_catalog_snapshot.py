@@ -205,6 +205,19 @@ def test_every_way_of_reading_gives_the_same_snapshot(database_url: str) -> None
     assert streamed.facts[DbObject("column", "public", "n", "p")] == ("text", True, None)
 
 
+def test_the_pipeline_leaves_in_one_write(database_url: str) -> None:
+    """Libpq sends what it holds as soon as it passes 8 KB, pipeline mode or not. Under
+    that, BEGIN, the parts and COMMIT leave together: the server never starts on the first
+    part before the last has arrived (else the wire shows two exchanges)."""
+    with psycopg.connect(database_url) as conn:
+        statements = catalog.pipeline_statements(conn, **TRACKING)
+    assert all(b"--" not in statement for statement in statements)  # compacting keeps no comment
+    # Per statement: Parse (8 bytes + the text + 1), Bind (13), Describe (7), Execute (10),
+    # the flush request (5); then Sync (5).
+    wire = sum(len(statement) + 44 for statement in statements) + 5
+    assert wire < 8192
+
+
 def test_a_retried_read_is_decoded_from_its_last_attempt_alone(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(EVERY_KIND)

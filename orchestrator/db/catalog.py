@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
 import selectors
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -138,10 +139,11 @@ _SNAPSHOT_VALUES: dict[str, str] = {
                         coalesce(json_agg(i.indrelid), '[]'),
                         coalesce(json_agg(i.indkey::int2[]), '[]'))
                 FROM pg_index i JOIN rel ON rel.oid = i.indexrelid)""",
+    # Functions, except an extension's own (pg_depend, deptype 'e').
     "functions": """(SELECT coalesce(json_agg(DISTINCT jsonb_build_array(ns.nspname, p.proname)),
                                   '[]')
                   FROM pg_proc p JOIN ns ON ns.oid = p.pronamespace
-                  WHERE NOT EXISTS (SELECT FROM pg_depend d  -- an extension's own functions
+                  WHERE NOT EXISTS (SELECT FROM pg_depend d
                                     WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
                                       AND d.deptype = 'e'))""",
     "triggers": """(SELECT coalesce(json_agg(json_build_array(t.tgrelid, t.tgname)), '[]')
@@ -175,7 +177,21 @@ SNAPSHOT_PARTS: tuple[tuple[str, ...], ...] = (
     ("indexes",),
     ("functions", "triggers", "enums"),
 )
-_PART_QUERIES = tuple(_snapshot_query(keys) for keys in SNAPSHOT_PARTS)
+
+
+def _compact(sql: str) -> str:
+    """``sql`` with each run of whitespace outside its string literals made one space.
+
+    Libpq sends what it holds as soon as it passes 8 KB, pipeline or not: compacted, the
+    part statements leave as one write (a test holds them to it), and the server never
+    starts on the first part before the last has arrived. (Our SQL has no comments.)
+    """
+    pieces = re.split(r"('(?:[^']|'')*')", sql)  # odd pieces: the literals, quotes included
+    pieces[::2] = [re.sub(r"\s+", " ", piece) for piece in pieces[::2]]
+    return "".join(pieces).strip()
+
+
+_PART_QUERIES = tuple(_compact(_snapshot_query(keys)) for keys in SNAPSHOT_PARTS)
 assert sorted(k for keys in SNAPSHOT_PARTS for k in keys) == sorted(_SNAPSHOT_VALUES)
 
 
@@ -292,16 +308,7 @@ def _stream_parts(conn: psycopg.Connection[Any], *, schema: str, table: str) -> 
     under the connection's lock; the connection is left idle, as psycopg expects it.
     """
     pgconn = conn.pgconn
-    statements = [
-        b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-        *(
-            psycopg.ClientCursor(conn)
-            .mogrify(query, {"schema": schema, "table": table})
-            .encode(conn.info.encoding)
-            for query in _PART_QUERIES
-        ),
-        b"COMMIT",
-    ]
+    statements = pipeline_statements(conn, schema=schema, table=table)
     error: psycopg.Error | None = None
     try:
         with conn.lock:
@@ -332,6 +339,18 @@ def _stream_parts(conn: psycopg.Connection[Any], *, schema: str, table: str) -> 
         raise DatabaseError(
             f"cannot read the catalog: {describe(exc)}", transient=is_transient(exc)
         ) from exc
+
+
+def pipeline_statements(conn: psycopg.Connection[Any], *, schema: str, table: str) -> list[bytes]:
+    """What a streamed read sends: BEGIN, a statement per part (literals quoted as the
+    connection's settings require), COMMIT."""
+    cursor = psycopg.ClientCursor(conn)
+    params = {"schema": schema, "table": table}
+    return [
+        b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        *(cursor.mogrify(query, params).encode(conn.info.encoding) for query in _PART_QUERIES),
+        b"COMMIT",
+    ]
 
 
 def _send(pgconn: psycopg.pq.abc.PGconn) -> None:
