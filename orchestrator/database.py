@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from orchestrator.allocation import cyclic_gc_paused
+from orchestrator.allocation import cyclic_gc_paused, retain
 from orchestrator.db.catalog import CatalogSnapshot, read_snapshot
 from orchestrator.db.connect import check_url, connect
 from orchestrator.db.migrator import AppliedMigration, MigrateOptions, MigrationFailed
@@ -94,6 +94,8 @@ def validate_database(
         report = validate(journal, model, snapshot)
         # Freed while the collector is still paused: its first pass after the pause walks
         # every object allocated during it, and the snapshot and the model are most of them.
+        # Kept instead when the process ends right after the command (nothing to gain).
+        retain(snapshot, model)
         del snapshot, model, reading
     return report
 

@@ -258,24 +258,37 @@ def test_a_failing_part_leaves_the_connection_idle_and_usable(database_url: str)
             admin.execute(f"DROP ROLE {role}")
 
 
-def test_the_snapshot_is_one_read_only_message(database_url: str) -> None:
-    # BEGIN READ ONLY; <query>; COMMIT travel together: the transaction is read-only, the
-    # tracking table's name travels quoted, and the connection is left as it was found.
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "one message"])
+def test_the_snapshot_leaves_the_connection_as_it_found_it(
+    database_url: str, streamed: bool
+) -> None:
+    # The tracking table's name travels quoted, and the connection is left as it was found,
+    # after a read and after a read the server cancels.
+    def read(conn: psycopg.Connection[tuple[object, ...]], schema: str, table: str) -> object:
+        decoder = catalog.SnapshotDecoder(schema=schema, table=table)
+        for part in catalog.read_snapshot_parts(
+            conn, schema=schema, table=table, streamed=streamed
+        ):
+            decoder.add(json.loads(part))
+        return decoder.snapshot()
+
     with psycopg.connect(database_url) as conn:
         conn.execute('CREATE SCHEMA "it\'s"; CREATE TABLE "it\'s"."a""b" (id serial)')
         conn.commit()
-        snapshot = read_snapshot(conn, schema="it's", table='a"b')
+        snapshot = read(conn, "it's", 'a"b')
+        assert isinstance(snapshot, catalog.CatalogSnapshot)
         assert snapshot.tracking_present and not snapshot.tracking_readable
         assert not conn.autocommit
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         conn.execute("SET statement_timeout = '1ms'")
         conn.commit()
         try:
-            read_snapshot(conn, schema="drizzle", table="__drizzle_migrations")
+            read(conn, "drizzle", "__drizzle_migrations")
         except DatabaseError as exc:  # canceled: rolled back, and the connection still works
             assert "statement timeout" in str(exc)
         assert not conn.autocommit
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
         conn.execute("RESET statement_timeout")
         assert conn.execute("SELECT current_setting('transaction_read_only')").fetchone() == (
             "off",

@@ -14,9 +14,11 @@ import orchestrator
 PACKAGE = Path(orchestrator.__file__).parent
 
 # The verb layer, and leaves every layer may use: typed errors, secret masking, the retry
-# numbers --help shows, and the renderers (they format results, they do nothing).
+# numbers --help shows, the renderers (they format results, they do nothing), and the
+# allocation policy (a process that ends after its command frees nothing first).
 ALLOWED_FOR_THE_CLI = {
     "orchestrator.commands",
+    "orchestrator.allocation",
     "orchestrator.errors",
     "orchestrator.redaction",
     "orchestrator.db.backoff",

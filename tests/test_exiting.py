@@ -76,3 +76,54 @@ def test_the_console_script_exits_with_the_command_code(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: migrations folder not found: {missing}"
+
+
+def test_a_process_ending_after_its_command_keeps_what_it_is_done_with(tmp_path: Path) -> None:
+    """Fresh interpreters: only once the process is declared ending does retain() keep
+    objects (the last ones given) and does a pause end by freezing the heap."""
+    script = """
+        import gc, sys, weakref
+        from orchestrator import allocation
+
+        class Big:
+            pass
+
+        if sys.argv[2] == "ending":
+            allocation.keep_until_exit()
+        first, second = Big(), Big()
+        first_ref, second_ref = weakref.ref(first), weakref.ref(second)
+        with allocation.cyclic_gc_paused():
+            allocation.retain(first)
+            del first
+            allocation.retain(second)  # replaces the first
+            del second
+        print(first_ref() is None, second_ref() is None, gc.get_freeze_count() > 0, gc.isenabled())
+        """
+    outputs = {}
+    for mode in ("ending", "ordinary"):
+        done = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(script), str(tmp_path), mode],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        outputs[mode] = done.stdout.split()
+    assert outputs["ending"] == ["True", "False", "True", "True"]  # the second one kept
+    assert outputs["ordinary"] == ["True", "True", "False", "True"]  # both freed
+
+
+def test_the_console_entry_declares_the_process_ending(tmp_path: Path) -> None:
+    done = run_script(
+        """
+        import atexit, gc
+        from orchestrator import allocation
+        from orchestrator.cli import main
+        atexit.register(lambda: print("ending:", allocation.ending()))
+        main(["--help"])
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "ending: True"

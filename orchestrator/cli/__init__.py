@@ -18,10 +18,14 @@ import sys
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run a command and exit with its code; never show a traceback.
 
-    The process ends without the interpreter's teardown (see :mod:`orchestrator.cli.exiting`).
+    The process ends without the interpreter's teardown (see :mod:`orchestrator.cli.exiting`),
+    so the large structures a command is done with need not be freed first
+    (:func:`orchestrator.allocation.keep_until_exit`).
     """
+    from orchestrator.allocation import keep_until_exit
     from orchestrator.cli.exiting import exit_process
 
+    keep_until_exit()
     exit_process(run(argv))
 
 
