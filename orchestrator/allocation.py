@@ -54,8 +54,3 @@ def retain(*objects: object) -> None:
     global _kept
     if _ending:
         _kept = objects
-
-
-def ending() -> bool:
-    """Whether :func:`keep_until_exit` was called."""
-    return _ending

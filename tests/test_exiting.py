@@ -117,13 +117,24 @@ def test_a_process_ending_after_its_command_keeps_what_it_is_done_with(tmp_path:
 def test_the_console_entry_declares_the_process_ending(tmp_path: Path) -> None:
     done = run_script(
         """
-        import atexit, gc
+        import atexit, weakref
         from orchestrator import allocation
         from orchestrator.cli import main
-        atexit.register(lambda: print("ending:", allocation.ending()))
+
+        class Big:
+            pass
+
+        def probe():  # after the command: is what retain() is given still kept?
+            big = Big()
+            ref = weakref.ref(big)
+            allocation.retain(big)
+            del big
+            print("kept:", ref() is not None)
+
+        atexit.register(probe)
         main(["--help"])
         """,
         tmp_path,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == "ending: True"
+    assert done.stdout.splitlines()[-1] == "kept: True"

@@ -74,7 +74,6 @@ def start(args: Sequence[str], environ: Mapping[str, str]) -> None:
     Never raises: whatever goes wrong here, the command runs as if nothing had started.
     """
     global _started
-    _started = None
     try:
         _started = _start(args, environ)
     except Exception:

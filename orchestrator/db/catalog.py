@@ -232,6 +232,12 @@ class CatalogSnapshot:
         return max(values) if values else None
 
 
+def _unreadable(exc: psycopg.Error) -> DatabaseError:
+    """A database error met reading the catalog, as :class:`DatabaseError` (exit 30);
+    transient when the connection failed (worth a retry)."""
+    return DatabaseError(f"cannot read the catalog: {describe(exc)}", transient=is_transient(exc))
+
+
 @contextmanager
 def read_only_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
     """A READ ONLY transaction for the ``with`` block: a bug in a reader cannot write.
@@ -247,18 +253,14 @@ def read_only_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
         finally:
             conn.read_only = previous
     except psycopg.Error as exc:
-        raise DatabaseError(
-            f"cannot read the catalog: {describe(exc)}", transient=is_transient(exc)
-        ) from exc
+        raise _unreadable(exc) from exc
 
 
 def read_snapshot(conn: psycopg.Connection[Any], *, schema: str, table: str) -> CatalogSnapshot:
     """Read the snapshot in one READ ONLY transaction and one network exchange
     (DatabaseError if not)."""
-    decoder = SnapshotDecoder(schema=schema, table=table)
-    for part in read_snapshot_parts(conn, schema=schema, table=table):
-        decoder.add(json.loads(part))
-    return decoder.snapshot()
+    parts = read_snapshot_parts(conn, schema=schema, table=table)
+    return snapshot_from_attempts(zip(repeat(1), parts), schema=schema, table=table)
 
 
 # Streaming needs libpq's pipeline mode with flush requests (libpq 15). Without them the
@@ -275,8 +277,8 @@ def read_snapshot_parts(
     On an idle connection it is read in one network exchange, in one READ ONLY transaction:
     ``streamed``, part by part as the server computes them (see :func:`_stream_parts`);
     else whole, by one message (see :func:`_one_message_read`). Inside a transaction already
-    begun (a rehearsal reading what it applied), whole, by one statement of that
-    transaction. Any database error becomes :class:`DatabaseError`.
+    begun (the caller's), whole, by one statement of that transaction. Any database error
+    becomes :class:`DatabaseError`.
     """
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         try:
@@ -284,9 +286,7 @@ def read_snapshot_parts(
                 f"SELECT ({SNAPSHOT_QUERY})::text", {"schema": schema, "table": table}
             ).fetchone()
         except psycopg.Error as exc:
-            raise DatabaseError(
-                f"cannot read the catalog: {describe(exc)}", transient=is_transient(exc)
-            ) from exc
+            raise _unreadable(exc) from exc
         assert row is not None
         yield row[0]
     elif streamed:
@@ -336,9 +336,7 @@ def _stream_parts(conn: psycopg.Connection[Any], *, schema: str, table: str) -> 
         if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             with contextlib.suppress(psycopg.Error):  # failing, the connection is lost
                 conn.rollback()
-        raise DatabaseError(
-            f"cannot read the catalog: {describe(exc)}", transient=is_transient(exc)
-        ) from exc
+        raise _unreadable(exc) from exc
 
 
 def pipeline_statements(conn: psycopg.Connection[Any], *, schema: str, table: str) -> list[bytes]:
@@ -414,9 +412,7 @@ def _one_message_read(conn: psycopg.Connection[Any], *, schema: str, table: str)
             if not conn.closed and conn.info.transaction_status == idle:
                 conn.autocommit = previous
     except psycopg.Error as exc:
-        raise DatabaseError(
-            f"cannot read the catalog: {describe(exc)}", transient=is_transient(exc)
-        ) from exc
+        raise _unreadable(exc) from exc
     assert row is not None
     text: str = row[0]
     return text
@@ -432,10 +428,9 @@ def snapshot_from_attempts(
     """
     decoder, decoding = SnapshotDecoder(schema=schema, table=table), None
     for attempt, part in parts:
-        if attempt != decoding:
-            if decoding is not None:
-                decoder = SnapshotDecoder(schema=schema, table=table)
-            decoding = attempt
+        if decoding not in (None, attempt):  # a retry's parts: start over
+            decoder = SnapshotDecoder(schema=schema, table=table)
+        decoding = attempt
         decoder.add(json.loads(part))
     return decoder.snapshot()
 
@@ -491,8 +486,8 @@ class SnapshotDecoder:
 
     def snapshot(self) -> CatalogSnapshot:
         """The snapshot, once every part has been added (KeyError naming a missing key)."""
-        for keys, _ in self._steps:
-            missing = [key for key in keys if key not in self._data]
+        if self._steps:  # the first step still waiting names what is missing
+            missing = [key for key in self._steps[0][0] if key not in self._data]
             raise KeyError(f"incomplete catalog snapshot: no {', '.join(missing)}")
         data = self._data
         present = bool(data["tracking_present"])
