@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from orchestrator.allocation import cyclic_gc_paused, retain
-from orchestrator.db.catalog import CatalogSnapshot, read_snapshot
+from orchestrator.db.catalog import CatalogSnapshot
 from orchestrator.db.connect import check_url, connect
 from orchestrator.db.migrator import AppliedMigration, MigrateOptions, MigrationFailed
 from orchestrator.db.reading import CatalogRead
@@ -46,6 +46,8 @@ class MigrateResult:
 
 def take_snapshot(url: str, options: MigrateOptions) -> CatalogSnapshot:
     """Connect, read one catalog snapshot, disconnect."""
+    from orchestrator.db.catalog_read import read_snapshot
+
     with connect(url) as conn:
         return read_snapshot(conn, schema=options.schema, table=options.table)
 

@@ -20,12 +20,8 @@ from typing import Any
 
 import psycopg
 
-from orchestrator.db.catalog import (
-    SNAPSHOT_QUERY,
-    CatalogSnapshot,
-    read_only_transaction,
-    snapshot_from_json,
-)
+from orchestrator.db.catalog import SNAPSHOT_QUERY, CatalogSnapshot, snapshot_from_json
+from orchestrator.db.catalog_read import read_only_transaction
 from orchestrator.db.connect import connect
 from orchestrator.drizzle.facts import Fact, matches
 from orchestrator.drizzle.journal import Journal

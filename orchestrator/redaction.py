@@ -146,13 +146,12 @@ def secret_values(environ: Mapping[str, str]) -> list[str]:
 
 def connection_passwords(url: str) -> tuple[str, ...]:
     """The password of a connection string (URL or key=value), if it has one."""
-    # psycopg is imported here: the CLI imports this module and must start fast.
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
+    # Imported here: the CLI imports this module and must start fast.
+    from orchestrator.db.libpq import ConninfoError, parse_conninfo
 
     try:
-        password = conninfo_to_dict(url).get("password")
-    except psycopg.ProgrammingError:
+        password = parse_conninfo(url).get("password")
+    except ConninfoError:
         return ()
     return (str(password),) if password else ()
 

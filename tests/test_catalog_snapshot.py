@@ -18,8 +18,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from orchestrator.db import catalog
-from orchestrator.db.catalog import read_snapshot
+from orchestrator.db import catalog, catalog_read, libpq, reading
+from orchestrator.db.catalog_read import read_snapshot
 from orchestrator.drizzle.facts import (
     NEXTVAL,
     UNKNOWN,
@@ -176,26 +176,35 @@ def snapshot_values(snapshot: catalog.CatalogSnapshot) -> tuple[object, ...]:
     )
 
 
-def test_every_way_of_reading_gives_the_same_snapshot(database_url: str) -> None:
-    """Streamed part by part, read whole by one message, read inside a transaction, or
-    decoded from the one statement's document: one snapshot."""
+def test_every_way_of_reading_gives_the_same_snapshot(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streamed part by part (through psycopg, or through libpq itself as the background
+    read does, or through psycopg when no libpq of our own loads), read whole by one
+    message, read inside a transaction, or decoded from the one statement's document: one
+    snapshot."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(EVERY_KIND)
         streamed = read_snapshot(conn, **TRACKING)
-        parts = list(catalog.read_snapshot_parts(conn, **TRACKING, streamed=True))
-        whole = list(catalog.read_snapshot_parts(conn, **TRACKING, streamed=False))
+        parts = list(catalog_read.read_snapshot_parts(conn, **TRACKING, streamed=True))
+        whole = list(catalog_read.read_snapshot_parts(conn, **TRACKING, streamed=False))
         document = conn.execute(catalog.SNAPSHOT_QUERY, TRACKING).fetchone()
     with psycopg.connect(database_url) as conn:
         conn.execute("SELECT 1")  # a transaction begun: the snapshot is read inside it
-        in_transaction = list(catalog.read_snapshot_parts(conn, **TRACKING))
+        in_transaction = list(catalog_read.read_snapshot_parts(conn, **TRACKING))
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    assert libpq.library() is not None
+    through_libpq = list(reading.read_parts(database_url, **TRACKING))
+    monkeypatch.setattr(libpq, "library", lambda: None)
+    without_libpq = list(reading.read_parts(database_url, **TRACKING))
     assert document is not None
     expected = snapshot_values(catalog.snapshot_from_json(document[0], **TRACKING))
     assert snapshot_values(streamed) == expected
-    assert [sorted(json.loads(part)) for part in parts] == [
-        sorted(keys) for keys in catalog.SNAPSHOT_PARTS
-    ]
-    for read in (parts, whole, in_transaction):
+    for read in (parts, through_libpq, without_libpq):
+        assert [sorted(json.loads(part)) for part in read] == [
+            sorted(keys) for keys in catalog.SNAPSHOT_PARTS
+        ]
+    for read in (parts, whole, in_transaction, through_libpq, without_libpq):
         decoder = catalog.SnapshotDecoder(**TRACKING)
         for part in read:
             decoder.add(json.loads(part))
@@ -210,7 +219,7 @@ def test_the_pipeline_leaves_in_one_write(database_url: str) -> None:
     that, BEGIN, the parts and COMMIT leave together: the server never starts on the first
     part before the last has arrived (else the wire shows two exchanges)."""
     with psycopg.connect(database_url) as conn:
-        statements = catalog.pipeline_statements(conn, **TRACKING)
+        statements = catalog_read.connection_statements(conn, **TRACKING)
     assert all(b"--" not in statement for statement in statements)  # compacting keeps no comment
     # Per statement: Parse (8 bytes + the text + 1), Bind (13), Describe (7), Execute (10),
     # the flush request (5); then Sync (5).
@@ -221,9 +230,9 @@ def test_the_pipeline_leaves_in_one_write(database_url: str) -> None:
 def test_a_retried_read_is_decoded_from_its_last_attempt_alone(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(EVERY_KIND)
-        parts = list(catalog.read_snapshot_parts(conn, **TRACKING))
+        parts = list(catalog_read.read_snapshot_parts(conn, **TRACKING))
         conn.execute("DROP TABLE c")
-        after = list(catalog.read_snapshot_parts(conn, **TRACKING))
+        after = list(catalog_read.read_snapshot_parts(conn, **TRACKING))
     expected = catalog.snapshot_from_attempts(((1, part) for part in after), **TRACKING)
     # The first attempt broke off after three parts (with table c); the second read it all.
     retried = [(1, part) for part in parts[:3]] + [(2, part) for part in after]
@@ -247,7 +256,7 @@ def test_a_failing_part_leaves_the_connection_idle_and_usable(database_url: str)
         url = psycopg.conninfo.make_conninfo(database_url, user=role)
         with psycopg.connect(url, autocommit=True) as conn:
             with pytest.raises(DatabaseError, match="permission denied") as raised:
-                list(catalog.read_snapshot_parts(conn, **TRACKING, streamed=True))
+                list(catalog_read.read_snapshot_parts(conn, **TRACKING, streamed=True))
             assert not raised.value.transient
             assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
             assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
@@ -266,7 +275,7 @@ def test_the_snapshot_leaves_the_connection_as_it_found_it(
     # after a read and after a read the server cancels.
     def read(conn: psycopg.Connection[tuple[object, ...]], schema: str, table: str) -> object:
         decoder = catalog.SnapshotDecoder(schema=schema, table=table)
-        for part in catalog.read_snapshot_parts(
+        for part in catalog_read.read_snapshot_parts(
             conn, schema=schema, table=table, streamed=streamed
         ):
             decoder.add(json.loads(part))

@@ -182,6 +182,14 @@ def test_the_key_names_the_migrations_and_their_order() -> None:
     assert cache.cache_key([a, b]) == cache.cache_key([a, b])
 
 
+def test_the_key_names_the_installed_pglast() -> None:
+    """The parser's version, read from its metadata directory's name, is the one its
+    installed metadata gives (a new pglast parses differently: a new key)."""
+    from importlib import metadata
+
+    assert cache._pglast_version() == metadata.version("pglast")
+
+
 def test_small_folders_and_a_cache_turned_off_are_not_stored(tmp_path: Path) -> None:
     cache.cached_model(rows(ODD), lambda: built(ODD), directory=tmp_path)  # under the minimum
     cache.cached_model(rows(ODD), lambda: built(ODD), directory=None, min_statements=0)

@@ -1,17 +1,23 @@
 """Opening connections: URL checks, application_name, timeouts (redaction lives in
-:mod:`orchestrator.redaction`)."""
+:mod:`orchestrator.redaction`).
+
+Connection strings are parsed by libpq itself (:func:`orchestrator.db.libpq.parse_conninfo`),
+so checking one loads no driver; psycopg is imported when a connection is opened.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
+from orchestrator.db.libpq import ConninfoError, parse_conninfo
 from orchestrator.db.retry import is_transient
 from orchestrator.errors import DatabaseError, UsageError
 from orchestrator.redaction import redact, redact_url
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["check_database_url", "check_url", "connect", "describe"]
 
@@ -26,8 +32,8 @@ def check_url(url: str | None) -> str:
     if "://" in url and not url.startswith(("postgres://", "postgresql://")):
         raise UsageError(f"not a PostgreSQL URL (expected postgresql://...): {redact_url(url)}")
     try:
-        params = conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
+        params = parse_conninfo(url)
+    except ConninfoError as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else "unparseable"
         raise UsageError(f"bad database URL {redact_url(url)}: {redact(first_line)}") from None
     port = params.get("port")
@@ -67,6 +73,8 @@ def with_application_name(url: str, name: str) -> str:
 
     A run puts its id there, so every connection it opens shows in ``pg_stat_activity``.
     """
+    from psycopg.conninfo import make_conninfo
+
     return make_conninfo(url, application_name=name)
 
 
@@ -83,8 +91,10 @@ def connect(
     :func:`with_application_name`), else ``orchestrator``. Connection failures become
     :class:`DatabaseError` (exit 30) with the password redacted.
     """
+    import psycopg
+
     check_url(url)
-    name = application_name or conninfo_to_dict(url).get("application_name") or APPLICATION_NAME
+    name = application_name or parse_conninfo(url).get("application_name") or APPLICATION_NAME
     try:
         return psycopg.connect(
             url,
@@ -129,7 +139,7 @@ def remote_hosts(url: str, environ: Mapping[str, str] | None = None) -> list[str
     a comma-separated list names several servers and each counts.
     """
     env = environ or {}
-    params = conninfo_to_dict(url)
+    params = parse_conninfo(url)
     host = params.get("host") or params.get("hostaddr") or env.get("PGHOST") or ""
     host = str(host or env.get("PGHOSTADDR") or "")
     return [h for h in host.split(",") if not is_local_host(h)]
@@ -142,8 +152,8 @@ def ssl_warning(url: str, environ: Mapping[str, str] | None = None) -> str | Non
     which silently falls back to plain text. ``None`` when the URL is fine (pure).
     """
     try:
-        params = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
+        params = parse_conninfo(url)
+    except ConninfoError:
         return None  # check_url reports malformed URLs
     remote = remote_hosts(url, environ)
     if not remote:
@@ -180,8 +190,8 @@ def neon_direct_host(url: str) -> tuple[str, str] | None:
     (``ep-x-123-pooler.us-east-2.aws.neon.tech``); the direct one drops it.
     """
     try:
-        host = str(conninfo_to_dict(url).get("host") or "")
-    except psycopg.ProgrammingError:
+        host = str(parse_conninfo(url).get("host") or "")
+    except ConninfoError:
         return None
     first, _, rest = host.partition(".")
     if host.lower().endswith(_NEON_DOMAIN) and first.lower().endswith(_POOLER_SUFFIX):

@@ -26,16 +26,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import sql
-
 from orchestrator.db.catalog import SNAPSHOT_QUERY, CatalogSnapshot, snapshot_from_json
 from orchestrator.db.connect import describe
 from orchestrator.db.retry import is_transient
 from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.errors import DatabaseError, ExitCode, OrchestratorError
 
+# psycopg is imported where a connection is used: validate, which needs only the options
+# and errors here, reads the catalog without it (see orchestrator.db.libpq).
 if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+
     from orchestrator.db.blockers import Blocker
 
 # The advisory lock key: one per tracking table, shared by every orchestrator process.
@@ -94,6 +96,8 @@ class MigrationFailed(OrchestratorError):
 
 def create_tracking_sql(schema: str, table: str) -> list[sql.Composed]:
     """drizzle-orm's DDL for the tracking schema and table, verbatim."""
+    from psycopg import sql
+
     return [
         sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)),
         sql.SQL(
@@ -113,6 +117,8 @@ def begin_tracking_transaction(conn: psycopg.Connection[Any], options: MigrateOp
     Everything that writes tracking rows (migrate, its rehearsal, repair) starts this way, so
     they all wait for one another and never queue behind traffic for longer than allowed.
     """
+    from psycopg import sql
+
     setup = [
         sql.SQL("SET LOCAL lock_timeout = {}").format(
             sql.Literal(f"{int(options.lock_timeout * 1000)}ms")
@@ -205,6 +211,8 @@ def rehearse_pending(
     new schema. Tracking rows are inserted with explicit ids so that the rollback leaves the
     tracking table's id sequence untouched. Failures raise like :func:`apply_pending`.
     """
+    import psycopg
+
     with _translated_errors(conn) as where, conn.transaction():
         applied = _apply(conn, journal, options, on_migration, where, rehearsal=True)
         row = conn.execute(
@@ -238,6 +246,8 @@ def _apply(
     stop: frozenset[str] = frozenset(),
 ) -> list[AppliedMigration]:
     """The body of the migration transaction (the caller opens and ends it)."""
+    from psycopg import sql
+
     schema, table = sql.Identifier(options.schema), sql.Identifier(options.table)
     applied: list[AppliedMigration] = []
     begin_tracking_transaction(conn, options)
@@ -284,6 +294,8 @@ def _translated_errors(conn: psycopg.Connection[Any]) -> Iterator[_Position]:
 
     A lock timeout also names the sessions holding locks on the statement's tables.
     """
+    import psycopg
+
     where = _Position()
     try:
         yield where
