@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -194,6 +196,44 @@ def test_retry_policy_retries_only_transient_failures() -> None:
     with pytest.raises(DatabaseError):
         call_with_retry(broken, policy, sleep=waits.append)
     assert len(calls) == 1
+
+
+def test_retry_notices_number_every_attempt_and_the_last_error_is_raised() -> None:
+    """The first attempt runs before tenacity is loaded; its failure still counts as
+    attempt 1 of the policy, with the policy's wait."""
+    notices: list[tuple[int, str, float]] = []
+    waits: list[float] = []
+    attempts = iter(range(1, 10))
+
+    def down() -> str:
+        raise DatabaseError(f"refused {next(attempts)}", transient=True)
+
+    policy = RetryPolicy(attempts=3, initial=0.25, max_wait=10.0, jitter=0.0)
+    with pytest.raises(DatabaseError, match="refused 3"):
+        call_with_retry(
+            down,
+            policy,
+            on_retry=lambda n, error, wait: notices.append((n, str(error), wait)),
+            sleep=waits.append,
+        )
+    assert notices == [(1, "refused 1", 0.25), (2, "refused 2", 0.5)]
+    assert waits == [0.25, 0.5]
+    with pytest.raises(DatabaseError, match="refused 4"):  # one attempt: no retry at all
+        call_with_retry(down, RetryPolicy.none(), sleep=waits.append)
+    assert waits == [0.25, 0.5]
+
+
+def test_a_call_that_succeeds_at_once_does_not_load_tenacity() -> None:
+    script = (
+        "import sys\n"
+        "from orchestrator.db.retry import RetryPolicy, call_with_retry\n"
+        "assert call_with_retry(lambda: 7, RetryPolicy()) == 7\n"
+        "print('tenacity' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "False"
 
 
 def test_guards_check_the_world_not_only_the_record() -> None:

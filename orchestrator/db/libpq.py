@@ -68,12 +68,9 @@ def _candidates() -> Iterator[str]:
     spec = importlib.util.find_spec("psycopg_binary")  # found, not imported
     if spec is not None and spec.submodule_search_locations:
         package = next(iter(spec.submodule_search_locations))
-        # Bundled by auditwheel (Linux) beside the package, by delocate (macOS) inside it.
-        for pattern in (
-            "../psycopg_binary.libs/libpq*",
-            ".dylibs/libpq*",
-            "../psycopg_binary.libs/libpq*.dll",
-        ):
+        # Bundled beside the package (auditwheel on Linux, delvewheel on Windows), or
+        # inside it (delocate on macOS).
+        for pattern in ("../psycopg_binary.libs/libpq*", ".dylibs/libpq*"):
             yield from sorted(glob.glob(os.path.join(package, pattern)))
     if sys.platform == "darwin":
         yield "libpq.5.dylib"

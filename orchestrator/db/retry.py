@@ -15,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import tenacity
-
 from orchestrator.db.backoff import DEFAULT_ATTEMPTS, DEFAULT_INITIAL_S, DEFAULT_MAX_WAIT_S, JITTER
 from orchestrator.errors import DatabaseError
 
@@ -125,9 +123,31 @@ def call_with_retry(
     policy: RetryPolicy,
     *,
     on_retry: OnRetry | None = None,
-    sleep: Callable[[float], None] = tenacity.nap.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> T:
-    """Call ``func``; retry it on transient failures per ``policy``; re-raise the last error."""
+    """Call ``func``; retry it on transient failures per ``policy``; re-raise the last error.
+
+    ``sleep`` waits between attempts (tenacity's own by default).
+
+    The first attempt is made before tenacity is loaded (most calls need no retry, and the
+    command line's catalog read should not wait for the import); its failure, when worth a
+    retry, is handed to tenacity as its first attempt's.
+    """
+    try:
+        return func()
+    except Exception as exc:
+        if policy.attempts <= 1 or not is_transient(exc):
+            raise
+        first_failure: Exception | None = exc
+
+    def attempt() -> T:
+        nonlocal first_failure
+        if first_failure is not None:
+            failure, first_failure = first_failure, None
+            raise failure
+        return func()
+
+    import tenacity
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         if on_retry is not None and state.outcome is not None:
@@ -141,7 +161,7 @@ def call_with_retry(
         wait=lambda state: policy.wait(state.attempt_number),
         retry=tenacity.retry_if_exception(is_transient),
         before_sleep=before_sleep,
-        sleep=sleep,
+        sleep=sleep or tenacity.nap.sleep,
         reraise=True,
     )
-    return retrying(func)
+    return retrying(attempt)

@@ -28,7 +28,6 @@ import marshal
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -205,6 +204,8 @@ def load_model(directory: Path, key: str) -> ObjectModel | None:
 
 def store_model(directory: Path, key: str, model: ObjectModel) -> bool:
     """Write the model under ``key`` atomically (mode 0600); False when it was not stored."""
+    import tempfile  # here: a warm cache never writes, and tempfile loads shutil, lzma, bz2
+
     data = encode_model(model, key)
     if data is None or not _usable_directory(directory, create=True):
         return False
