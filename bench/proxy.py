@@ -142,6 +142,10 @@ class LatencyProxy(_Front):
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
+        # The connections being served. The event loop keeps only weak references to tasks:
+        # a connection waiting on a socket nobody else references could be collected
+        # mid-flight ("Task was destroyed but it is pending").
+        self._serving: set[asyncio.Task[None]] = set()
 
     @classmethod
     def for_url(cls, url: str, *, round_trip_delay: float) -> LatencyProxy:
@@ -212,6 +216,10 @@ class LatencyProxy(_Front):
         return self._counters.snapshot()
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
         counters = self._counters
         counters.connections += 1
         exchange = _Exchange(counters)
