@@ -28,7 +28,10 @@ from itertools import repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.db.connect import describe
+from orchestrator.db.retry import is_transient
 from orchestrator.drizzle.facts import UNKNOWN, Fact, normalize_server_default
+from orchestrator.errors import DatabaseError
 
 if TYPE_CHECKING:
     from orchestrator.drizzle.model import DbObject
@@ -211,6 +214,12 @@ def pipeline_statements(
         *((query % params).encode(encoding) for query in _PART_QUERIES),  # "%%" is "%"
         END_SNAPSHOT,
     ]
+
+
+def unreadable(exc: BaseException) -> DatabaseError:
+    """A database error met reading the catalog (psycopg's or libpq's), as
+    :class:`DatabaseError` (exit 30); transient when the connection failed (worth a retry)."""
+    return DatabaseError(f"cannot read the catalog: {describe(exc)}", transient=is_transient(exc))
 
 
 @dataclass(frozen=True)

@@ -21,16 +21,8 @@ from orchestrator.db.catalog import (
     CatalogSnapshot,
     pipeline_statements,
     snapshot_from_attempts,
+    unreadable,
 )
-from orchestrator.db.connect import describe
-from orchestrator.db.retry import is_transient
-from orchestrator.errors import DatabaseError
-
-
-def _unreadable(exc: psycopg.Error) -> DatabaseError:
-    """A database error met reading the catalog, as :class:`DatabaseError` (exit 30);
-    transient when the connection failed (worth a retry)."""
-    return DatabaseError(f"cannot read the catalog: {describe(exc)}", transient=is_transient(exc))
 
 
 @contextmanager
@@ -48,7 +40,7 @@ def read_only_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
         finally:
             conn.read_only = previous
     except psycopg.Error as exc:
-        raise _unreadable(exc) from exc
+        raise unreadable(exc) from exc
 
 
 def read_snapshot(conn: psycopg.Connection[Any], *, schema: str, table: str) -> CatalogSnapshot:
@@ -81,7 +73,7 @@ def read_snapshot_parts(
                 f"SELECT ({SNAPSHOT_QUERY})::text", {"schema": schema, "table": table}
             ).fetchone()
         except psycopg.Error as exc:
-            raise _unreadable(exc) from exc
+            raise unreadable(exc) from exc
         assert row is not None
         yield row[0]
     elif streamed:
@@ -131,7 +123,7 @@ def _stream_parts(conn: psycopg.Connection[Any], *, schema: str, table: str) -> 
         if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             with contextlib.suppress(psycopg.Error):  # failing, the connection is lost
                 conn.rollback()
-        raise _unreadable(exc) from exc
+        raise unreadable(exc) from exc
 
 
 def connection_statements(conn: psycopg.Connection[Any], *, schema: str, table: str) -> list[bytes]:
@@ -208,7 +200,7 @@ def _one_message_read(conn: psycopg.Connection[Any], *, schema: str, table: str)
             if not conn.closed and conn.info.transaction_status == idle:
                 conn.autocommit = previous
     except psycopg.Error as exc:
-        raise _unreadable(exc) from exc
+        raise unreadable(exc) from exc
     assert row is not None
     text: str = row[0]
     return text

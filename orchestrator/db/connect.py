@@ -94,7 +94,7 @@ def connect(
     import psycopg
 
     check_url(url)
-    name = application_name or parse_conninfo(url).get("application_name") or APPLICATION_NAME
+    name = application_name or connection_name(url)
     try:
         return psycopg.connect(
             url,
@@ -103,9 +103,20 @@ def connect(
             application_name=str(name),
         )
     except psycopg.OperationalError as exc:
-        raise DatabaseError(
-            f"cannot connect to {redact_url(url)}: {describe(exc)}", transient=is_transient(exc)
-        ) from exc
+        raise cannot_connect(url, exc) from exc
+
+
+def cannot_connect(url: str, exc: BaseException) -> DatabaseError:
+    """A failed connection to ``url`` as :class:`DatabaseError` (exit 30), password
+    redacted; transient when worth a retry."""
+    return DatabaseError(
+        f"cannot connect to {redact_url(url)}: {describe(exc)}", transient=is_transient(exc)
+    )
+
+
+def connection_name(url: str) -> str:
+    """The ``application_name`` ``url`` carries, else ``orchestrator``."""
+    return parse_conninfo(url).get("application_name") or APPLICATION_NAME
 
 
 def describe(exc: BaseException) -> str:

@@ -23,17 +23,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from orchestrator.db import libpq
-from orchestrator.db.catalog import CatalogSnapshot, pipeline_statements, snapshot_from_attempts
-from orchestrator.db.connect import APPLICATION_NAME, CONNECT_TIMEOUT_S, describe
-from orchestrator.db.retry import (
-    TRANSIENT_SQLSTATES,
-    OnRetry,
-    RetryPolicy,
-    call_with_retry,
-    is_transient_message,
+from orchestrator.db.catalog import (
+    CatalogSnapshot,
+    pipeline_statements,
+    snapshot_from_attempts,
+    unreadable,
 )
-from orchestrator.errors import DatabaseError
-from orchestrator.redaction import redact_url
+from orchestrator.db.connect import CONNECT_TIMEOUT_S, cannot_connect, connection_name
+from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 
 
 @dataclass(frozen=True)
@@ -137,7 +134,7 @@ def read_parts(url: str, *, schema: str, table: str) -> Iterator[str | bytes]:
         return
     params = {
         "dbname": url,  # expanded by libpq; the parameters after it override the URL's
-        "application_name": lib.parse_conninfo(url).get("application_name") or APPLICATION_NAME,
+        "application_name": connection_name(url),
         "connect_timeout": str(CONNECT_TIMEOUT_S),
         "client_encoding": "UTF8",  # the statements' and the parts' encoding
     }
@@ -146,14 +143,4 @@ def read_parts(url: str, *, schema: str, table: str) -> Iterator[str | bytes]:
             statements = pipeline_statements(conn.escape_literal, schema=schema, table=table)
             yield from conn.pipeline(statements)
     except libpq.LibpqError as exc:
-        if exc.connecting:
-            raise DatabaseError(
-                f"cannot connect to {redact_url(url)}: {describe(exc)}",
-                transient=is_transient_message(str(exc)),
-            ) from exc
-        transient = (
-            exc.sqlstate in TRANSIENT_SQLSTATES if exc.sqlstate else is_transient_message(str(exc))
-        )
-        raise DatabaseError(
-            f"cannot read the catalog: {describe(exc)}", transient=transient
-        ) from exc
+        raise (cannot_connect(url, exc) if exc.connecting else unreadable(exc)) from exc

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from orchestrator.db.backoff import DEFAULT_ATTEMPTS, DEFAULT_INITIAL_S, DEFAULT_MAX_WAIT_S, JITTER
+from orchestrator.db.libpq import LibpqError
 from orchestrator.errors import DatabaseError
 
 T = TypeVar("T")
@@ -73,6 +74,10 @@ def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is a failure of the connection rather than of the SQL it carried."""
     if isinstance(exc, DatabaseError):
         return exc.transient
+    if isinstance(exc, LibpqError):  # validate's own read (orchestrator.db.libpq)
+        return (
+            exc.sqlstate in TRANSIENT_SQLSTATES if exc.sqlstate else is_transient_message(str(exc))
+        )
     if "psycopg" not in sys.modules:  # then no psycopg error exists (validate runs without it)
         return False
     import psycopg
