@@ -21,7 +21,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.allocation import cyclic_gc_paused
 from orchestrator.database import (
     DEFAULT_RETRY,
     MigrateResult,
@@ -31,10 +30,11 @@ from orchestrator.database import (
 )
 from orchestrator.db.connect import check_database_url
 from orchestrator.db.migrator import MigrateOptions
-from orchestrator.db.reading import CatalogRead
-from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
+from orchestrator.db.retry import OnRetry, RetryPolicy
 from orchestrator.drizzle.journal import Journal
 from orchestrator.errors import DatabaseError, UsageError
+from orchestrator.shadow import LOCAL_SHADOW, ShadowSpec
+from orchestrator.validation import ValidationReport, Verdict
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -47,22 +47,20 @@ if TYPE_CHECKING:
     from orchestrator.neon.restore import RestorePlan, RestoreResult
     from orchestrator.repair import RepairPlan, RepairResult
     from orchestrator.runs import RunRecord
-    from orchestrator.validation import ValidationReport, Verdict
 
 __all__ = [
     "DEFAULT_RETRY",
-    "CatalogRead",
     "Journal",
     "MigrateOptions",
     "MigrateResult",
     "OnRetry",
     "RetryPolicy",
+    "ShadowSpec",
     "ValidationReport",
     "Verdict",
     "check_database_url",
     "check_restore_confirmation",
     "checklist",
-    "cyclic_gc_paused",
     "deploy",
     "duration",
     "inspect",
@@ -82,56 +80,33 @@ __all__ = [
     "rollback",
     "run_timeline",
     "runs",
-    "start_catalog_read",
+    "shadow_spec",
     "take_snapshot",
     "validate_database",
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """``ValidationReport`` and ``Verdict``, imported on first use: ``validate`` starts its
-    catalog read before it imports the validation package (see :func:`validate_database`)."""
-    if name in ("ValidationReport", "Verdict"):
-        from orchestrator import validation
-
-        value = getattr(validation, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # -- input checks (before any verb: bad input is exit 2 and nothing happens) ------------------
 
 
-def start_catalog_read(
-    url: str | None,
-    *,
-    schema: str,
-    table: str,
-    attempts: int,
-    require_ssl: bool,
-    environ: Mapping[str, str],
-) -> CatalogRead:
-    """``validate``'s catalog read, started now in the background, for
-    :func:`validate_database` to take over (its ``started``).
+def shadow_spec(url: str | None) -> ShadowSpec:
+    """The shadow server named by ``--shadow-url`` (checked), else a throwaway local one."""
+    if url is None:
+        return ShadowSpec()
+    from orchestrator.db.connect import check_url
 
-    The URL is checked as ``validate`` checks it (UsageError when refused: then nothing
-    connects); its warnings are left to the command.
-    """
-    checked, _ = check_database_url(url, writes=False, require_ssl=require_ssl, environ=environ)
-    return CatalogRead(checked, schema=schema, table=table, retry=RetryPolicy(attempts=attempts))
+    try:
+        return ShadowSpec(check_url(url))
+    except UsageError as exc:
+        raise UsageError(f"--shadow-url: {exc}") from None
 
 
-def read_migrations(folder: Path, *, check_statements: bool = True) -> tuple[Journal, list[str]]:
+def read_migrations(folder: Path) -> tuple[Journal, list[str]]:
     """A migrations folder, read and checked (UsageError on bad input), and one warning per
-    file drizzle would ignore (never a refusal).
-
-    ``check_statements=False`` (only for :func:`validate_database`, which checks what its
-    history model could not parse): see :func:`orchestrator.drizzle.journal.read_journal`.
-    """
+    file drizzle would ignore (never a refusal)."""
     from orchestrator.drizzle.journal import read_journal, stray_file_message
 
-    journal = read_journal(folder, check_statements=check_statements)
+    journal = read_journal(folder)
     return journal, [stray_file_message(name) for name in journal.stray_files]
 
 
@@ -212,6 +187,7 @@ def plan(
     journal: Journal,
     options: MigrateOptions,
     *,
+    shadow: ShadowSpec = LOCAL_SHADOW,
     retry: RetryPolicy = DEFAULT_RETRY,
     on_retry: OnRetry | None = None,
 ) -> Plan:
@@ -223,7 +199,9 @@ def plan(
 
     tags: set[str] | None = None
     if url is not None:
-        report = validate_database(url, journal, options, retry=retry, on_retry=on_retry)
+        report = validate_database(
+            url, journal, options, shadow=shadow, retry=retry, on_retry=on_retry
+        )
         if report.status is Verdict.ERROR:
             errors = [f.message for f in report.findings if f.severity == "error"]
             raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
@@ -245,21 +223,20 @@ def lint(journal: Journal, *, allow_concurrent: bool = False) -> list[LintFindin
 def inspect(
     url: str,
     journal: Journal,
+    options: MigrateOptions,
     *,
-    schema: str,
-    table: str,
+    shadow: ShadowSpec = LOCAL_SHADOW,
     retry: RetryPolicy = DEFAULT_RETRY,
     on_retry: OnRetry | None = None,
 ) -> Inventory:
     """Every table with its columns and creating migration, and drift against the tracked
     migrations; read-only."""
-    from orchestrator.inventory import inspect_database
+    from orchestrator.database import folder_history
+    from orchestrator.inventory import build_inventory
 
-    return call_with_retry(
-        lambda: inspect_database(url, journal, schema=schema, table=table),
-        retry,
-        on_retry=on_retry,
-    )
+    snapshot = take_snapshot(url, options, retry=retry)
+    history = folder_history(journal, options, shadow, production_major=snapshot.server_major)
+    return build_inventory(journal, history, snapshot)
 
 
 def repair_database(
@@ -268,6 +245,7 @@ def repair_database(
     options: MigrateOptions,
     *,
     confirm: Callable[[RepairPlan, ValidationReport], bool],
+    shadow: ShadowSpec = LOCAL_SHADOW,
     dry_run: bool = False,
     retry: RetryPolicy = DEFAULT_RETRY,
     on_retry: OnRetry | None = None,
@@ -277,7 +255,14 @@ def repair_database(
     from orchestrator.repair import repair_database as repair
 
     return repair(
-        url, journal, options, confirm=confirm, dry_run=dry_run, retry=retry, on_retry=on_retry
+        url,
+        journal,
+        options,
+        confirm=confirm,
+        shadow=shadow,
+        dry_run=dry_run,
+        retry=retry,
+        on_retry=on_retry,
     )
 
 

@@ -1,36 +1,47 @@
 """Validate and migrate a database: the operations every verb and the deploy engine share.
 
-``validate_database`` reads one catalog snapshot (retrying transient failures) while the
-journal's history model is built, and judges it; ``migrate_database`` takes the database's
-run lock, validates, refuses unreconciled states and non-commuting reorders, applies the
-pending migrations in one transaction exactly as drizzle would, retries what is worth
-retrying after validating again, and validates once more. Neither knows the command line.
+``validate_database`` reads one catalog snapshot of production (retrying transient
+failures), gets the folder's history as PostgreSQL builds it on a shadow database
+(:mod:`orchestrator.shadow`, cached by the migrations' hashes) and judges the one against
+the other. ``migrate_database`` takes the database's run lock, validates, refuses ERROR and
+partial states, asks the shadow whether the pending migrations run in one transaction,
+applies them exactly as drizzle would, retries what is worth retrying after validating
+again, and validates once more with the same comparison. Neither knows the command line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
-from orchestrator.allocation import cyclic_gc_paused, retain
-from orchestrator.db.catalog import CatalogSnapshot
+from orchestrator.catalog import CatalogSnapshot, History, differences
+from orchestrator.db import runlock
+from orchestrator.db.catalog_reader import read_catalog_at
+from orchestrator.db.concurrent import apply_release
 from orchestrator.db.connect import check_url, connect
+from orchestrator.db.lock_retry import LOCK_NOT_AVAILABLE, LockRetry, OnLockRetry, lock_retry_policy
 from orchestrator.db.migrator import AppliedMigration, MigrateOptions, MigrationFailed
-from orchestrator.db.reading import CatalogRead
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
+from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.errors import DatabaseError, PartialStateError, UsageError
-
-# Only what the catalog read needs is imported above: ``validate_database`` starts that read
-# first and imports the judgement (the validation package, the history model) while the
-# connection and the server work. The rest is imported where it is used.
-if TYPE_CHECKING:
-    from orchestrator.db.lock_retry import OnLockRetry
-    from orchestrator.drizzle.journal import Journal, Migration
-    from orchestrator.drizzle.model import ObjectModel
-    from orchestrator.validation import ValidationReport
+from orchestrator.shadow import (
+    LOCAL_SHADOW,
+    ShadowSpec,
+    TrackingTable,
+    history_of,
+    one_transaction_refusal,
+)
+from orchestrator.validation import (
+    MigrationState,
+    ValidationReport,
+    Verdict,
+    error_report,
+    validate,
+)
 
 DEFAULT_RETRY = RetryPolicy()
 
@@ -44,86 +55,70 @@ class MigrateResult:
     after: ValidationReport
 
 
-def take_snapshot(url: str, options: MigrateOptions) -> CatalogSnapshot:
-    """Connect, read one catalog snapshot, disconnect."""
-    from orchestrator.db.catalog_read import read_snapshot
+def take_snapshot(
+    url: str, options: MigrateOptions, *, retry: RetryPolicy = DEFAULT_RETRY
+) -> CatalogSnapshot:
+    """One catalog snapshot of the database at ``url``."""
+    return read_catalog_at(url, schema=options.schema, table=options.table, retry=retry)
 
-    with connect(url) as conn:
-        return read_snapshot(conn, schema=options.schema, table=options.table)
+
+def folder_history(
+    journal: Journal,
+    options: MigrateOptions,
+    shadow: ShadowSpec = LOCAL_SHADOW,
+    *,
+    production_major: int | None = None,
+) -> History:
+    """The folder's history as the shadow builds it (cached)."""
+    tracking = TrackingTable(options.schema, options.table)
+    return history_of(journal, shadow, tracking=tracking, production_major=production_major)
 
 
 def validate_database(
     url: str,
-    journal: Journal | Callable[[], Journal],
+    journal: Journal,
     options: MigrateOptions,
     *,
+    shadow: ShadowSpec = LOCAL_SHADOW,
     retry: RetryPolicy = DEFAULT_RETRY,
     on_retry: OnRetry | None = None,
-    model: ObjectModel | None = None,
-    started: CatalogRead | None = None,
+    history: History | None = None,
 ) -> ValidationReport:
-    """Read-only: judge the database at ``url`` against ``journal``.
+    """Read-only on production: judge the database at ``url`` against ``journal``.
 
-    Bad input raises :class:`UsageError`; an unreachable or unreadable database yields a
-    report with verdict ERROR rather than an exception, since "cannot tell" is a verdict.
-    ``model`` is the journal's object model when the caller already built it (it is the
-    costly part for a large folder, and does not depend on the database).
-
-    ``journal`` may be a function reading it (the CLI's): it is called once the catalog
-    read has started, so reading the folder overlaps the connection and the server's work.
-    Its errors (a bad folder: UsageError) are raised as they are, without waiting for the
-    database, and no retry notice reaches ``on_retry`` before the folder is read.
-
-    ``started``: a catalog read already under way (the command line starts one before it
-    parses its arguments); taken only when it reads this URL and tracking table with this
-    retry policy, else a read starts here.
+    Bad input raises :class:`UsageError` (a folder that does not replay on the shadow
+    too); an unreachable or unreadable database yields a report with verdict ERROR rather
+    than an exception, since "cannot tell" is a verdict. ``history``: the folder's history
+    when the caller has it already (it does not depend on the database).
     """
-    check_url(url)
-    # The catalog round trip (network and server time) overlaps parsing the SQL (local CPU).
-    with cyclic_gc_paused():
-        schema, table = options.schema, options.table
-        if started is not None and started.reads(url, schema=schema, table=table, retry=retry):
-            reading = started
-        else:
-            reading = CatalogRead(url, schema=schema, table=table, retry=retry)
-        from orchestrator.validation import error_report, validate
-
-        journal, model = _history(journal, model)
-        try:
-            snapshot = reading.snapshot(on_retry)
-        except DatabaseError as exc:
-            return error_report(str(exc))
-        report = validate(journal, model, snapshot)
-        # Freed while the collector is still paused: its first pass after the pause walks
-        # every object allocated during it, and the snapshot and the model are most of them.
-        # Kept instead when the process ends right after the command (nothing to gain).
-        retain(snapshot, model)
-        del snapshot, model, reading
+    report, _ = judge_database(
+        url, journal, options, shadow=shadow, retry=retry, on_retry=on_retry, history=history
+    )
     return report
 
 
-def _history(
-    journal: Journal | Callable[[], Journal], model: ObjectModel | None
-) -> tuple[Journal, ObjectModel]:
-    """The journal (read now if given as a function) and its history model.
-
-    A journal read without the statements' syntax check (the CLI's validate reads it so) is
-    checked here, and only for the migrations the model could not parse: the model parsed
-    every other statement with the same grammar. A journal already checked passes again.
-    """
-    from orchestrator.drizzle.journal import check_statements
-    from orchestrator.drizzle.model import journal_model
-
-    if callable(journal):
-        journal = journal()
-    if model is None:
-        model = journal_model(journal)
-    if model.unparsed:
-        check_statements(journal, model.unparsed)
-    # What the report needs from the model alone, made now: the catalog read is still
-    # waiting for the server (see ObjectModel.effect_names).
-    model.effect_names  # noqa: B018
-    return journal, model
+def judge_database(
+    url: str,
+    journal: Journal,
+    options: MigrateOptions,
+    *,
+    shadow: ShadowSpec,
+    retry: RetryPolicy,
+    on_retry: OnRetry | None,
+    history: History | None,
+) -> tuple[ValidationReport, History | None]:
+    """:func:`validate_database`, and the history it judged by (None on ERROR)."""
+    check_url(url)
+    shadow.check_not(url)
+    try:
+        snapshot = read_catalog_at(
+            url, schema=options.schema, table=options.table, retry=retry, on_retry=on_retry
+        )
+    except DatabaseError as exc:
+        return error_report(str(exc)), history
+    if history is None:
+        history = folder_history(journal, options, shadow, production_major=snapshot.server_major)
+    return validate(journal, history, snapshot), history
 
 
 def migrate_database(
@@ -132,6 +127,7 @@ def migrate_database(
     options: MigrateOptions,
     *,
     confirm: Callable[[ValidationReport], bool],
+    shadow: ShadowSpec = LOCAL_SHADOW,
     retry: RetryPolicy = DEFAULT_RETRY,
     on_retry: OnRetry | None = None,
     on_migration: Callable[[Migration], None] | None = None,
@@ -139,25 +135,24 @@ def migrate_database(
     on_lock_retry: OnLockRetry | None = None,
     on_note: Callable[[str], None] | None = None,
 ) -> MigrateResult:
-    """Validate, refuse unreconciled states, ask ``confirm``, apply, and validate again.
+    """Validate, refuse ERROR and partial states, ask ``confirm``, apply, validate again.
 
     A transient failure during the migration transaction is retried only after revalidating:
     if the commit landed before the connection dropped, there is nothing left to do; if the
-    state became unreconciled, we stop. The migrator re-reads tracked hashes under an
-    advisory lock, so a retry never applies anything twice.
+    state became partial, we stop. The migrator re-reads tracked hashes under an advisory
+    lock, so a retry never applies anything twice.
 
     Unless the caller already holds it (``take_run_lock=False``: a deploy run), the database's
     run lock is taken first, so a migrate never runs beside a deploy (exit 2 at once).
 
     A lock timeout (55P03) is retried ``options.lock_retries`` times, with its own backoff
     (:mod:`orchestrator.db.lock_retry`), after validating again; ``on_lock_retry`` hears each
-    one, naming the blocking sessions. Migrations that cannot run in a transaction are
-    refused (UsageError, nothing changed) unless ``options.allow_concurrent``; then they run
-    statement by statement (:mod:`orchestrator.db.concurrent`) and ``on_note`` hears what was
-    skipped or cleaned up.
+    one, naming the blocking sessions. Whether the pending migrations run in one transaction
+    is asked of the shadow (:func:`orchestrator.shadow.one_transaction_refusal`): a refusal
+    stops the migrate before anything changes, unless ``options.allow_concurrent`` and the
+    refused statements are ones that run outside a transaction
+    (:mod:`orchestrator.db.concurrent`); ``on_note`` hears what was skipped or cleaned up.
     """
-    from orchestrator.db import runlock
-
     with ExitStack() as stack:
         if take_run_lock:
             lock = runlock.RunLock(
@@ -169,7 +164,7 @@ def migrate_database(
             # The first connection: a Neon compute may be waking up.
             call_with_retry(lambda: stack.enter_context(lock), retry, on_retry=on_retry)
         hooks = _Hooks(on_retry, on_migration, on_lock_retry, on_note)
-        return _migrate(url, journal, options, confirm, retry, hooks)
+        return _migrate(url, journal, options, confirm, shadow, retry, hooks)
 
 
 @dataclass(frozen=True)
@@ -187,38 +182,44 @@ def _migrate(
     journal: Journal,
     options: MigrateOptions,
     confirm: Callable[[ValidationReport], bool],
+    shadow: ShadowSpec,
     retry: RetryPolicy,
     hooks: _Hooks,
 ) -> MigrateResult:
-    # Imported here, not at the top: they load the statement analysis (pglast's node
-    # classes), which `validate` never needs, and validate's start-up is measured.
-    from orchestrator.analysis.nontransactional import nontransactional_statements, refusal
-    from orchestrator.db.concurrent import apply_release
-    from orchestrator.db.lock_retry import LockRetry, lock_retry_policy
-    from orchestrator.drizzle.model import journal_model
-    from orchestrator.validation import MigrationState, Verdict
-
-    model = journal_model(journal)  # once: every validation below judges the same journal
     on_retry = hooks.on_retry
+    history: History | None = None
 
     def judge() -> ValidationReport:
-        return validate_database(url, journal, options, retry=retry, on_retry=on_retry, model=model)
+        nonlocal history
+        report, history = judge_database(
+            url, journal, options, shadow=shadow, retry=retry, on_retry=on_retry, history=history
+        )
+        return report
 
     before = judge()
     untracked = [m for m in journal.migrations if m.hash not in before.tracked_hashes]
-    nontransactional = (
-        nontransactional_statements([(m.tag, m.statements) for m in untracked])
-        if before.status is not Verdict.ERROR
-        else []
-    )
-    if nontransactional and not options.allow_concurrent:
-        raise UsageError(refusal(nontransactional[0]))
+    nontransactional = _nontransactional(untracked, options) if options.allow_concurrent else []
     resumable = frozenset(n.tag for n in nontransactional)
-    _refuse_unmigratable(before, resumable)
+    refuse_unmigratable(before, resumable)
     todo = [m for m in before.migrations if m.state is MigrationState.PENDING or m.tag in resumable]
     if not todo:
         return MigrateResult(before, (), before)
-    _refuse_reordering(journal, model, before)
+    _refuse_reordering(journal, options, shadow, before)
+    if not nontransactional:
+        done = [m for m in journal.migrations if m.hash in before.tracked_hashes]
+        refusal = one_transaction_refusal(done, untracked, shadow)
+        if refusal is not None:
+            hint = (
+                " (or pass --allow-concurrent to run it outside)"
+                if (_nontransactional(untracked, options))
+                else ""
+            )
+            raise UsageError(
+                f"the pending migrations cannot run in one transaction, as migrate runs them: "
+                f"PostgreSQL refused {refusal.tag} on the shadow: {refusal.message} "
+                f"[{refusal.sqlstate}] (statement: {' '.join(refusal.statement.split())[:120]})"
+                f"; split the release{hint}. Nothing was changed"
+            )
     if not confirm(before):
         raise UsageError("migration not confirmed: nothing was changed")
 
@@ -260,14 +261,16 @@ def _migrate(
                 raise
             _sleep(wait)
             now = judge()
-            _refuse_unmigratable(now, resumable)
+            refuse_unmigratable(now, resumable)
             if not any(
                 m.state is MigrationState.PENDING or m.tag in resumable for m in now.migrations
             ):
                 # The commit reached the server before the connection was lost.
-                done = {a.hash for a in applied}
+                done_hashes = {a.hash for a in applied}
                 applied += [
-                    AppliedMigration(m.tag, m.hash, m.when) for m in todo if m.hash not in done
+                    AppliedMigration(m.tag, m.hash, m.when)
+                    for m in todo
+                    if m.hash not in done_hashes
                 ]
                 break
 
@@ -275,9 +278,14 @@ def _migrate(
     return MigrateResult(before, tuple(applied), after)
 
 
-def _is_lock_timeout(exc: Exception) -> bool:
-    from orchestrator.db.lock_retry import LOCK_NOT_AVAILABLE
+def _nontransactional(untracked: list[Migration], options: MigrateOptions) -> list[Any]:
+    """The statements of ``untracked`` that ``--allow-concurrent`` runs outside a transaction."""
+    from orchestrator.analysis.nontransactional import nontransactional_statements
 
+    return nontransactional_statements([(m.tag, m.statements) for m in untracked])
+
+
+def _is_lock_timeout(exc: Exception) -> bool:
     return isinstance(exc, MigrationFailed) and exc.sqlstate == LOCK_NOT_AVAILABLE
 
 
@@ -294,22 +302,31 @@ def _out_of_lock_retries(exc: Exception, attempts: int) -> MigrationFailed:
     )
 
 
-def _refuse_unmigratable(report: ValidationReport, resumable: frozenset[str] = frozenset()) -> None:
-    """Refuse ERROR and unreconciled states, except a non-transactional migration left
-    half-applied (``resumable``, untracked): its rerun skips what is there and converges."""
-    from orchestrator.validation import MigrationState, Verdict
+def refuse_unmigratable(report: ValidationReport, resumable: frozenset[str] = frozenset()) -> None:
+    """Refuse ERROR and partial states before anything changes.
 
+    The one partial state let through: a non-transactional migration left half-applied
+    (``resumable``, untracked), whose rerun skips what is there and converges.
+    """
     if report.status is Verdict.ERROR:
         errors = [f.message for f in report.findings if f.severity == "error"]
         raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
+    if report.status is not Verdict.PARTIAL_MIGRATION:
+        return
     blocking = [
         m
         for m in report.unreconciled
         if not (m.tag in resumable and m.state is not MigrationState.TRACKED_MISSING)
     ]
-    if blocking:
-        states = "; ".join(f"{m.tag} is {m.state.value}" for m in blocking)
-        raise PartialStateError(f"refusing to migrate a partial state: {states}")
+    problems = [f"{m.tag} is {m.state.value}" for m in blocking]
+    if not report.unreconciled:
+        problems += [
+            f.message for f in report.findings if f.code in ("schema_drift", "edited_migration")
+        ]
+    if problems:
+        raise PartialStateError(
+            "refusing to migrate a partial state (nothing was changed): " + "; ".join(problems)
+        )
 
 
 #: Failures of the migration transaction that say nothing about its SQL: the connection went
@@ -324,13 +341,28 @@ def _worth_another_attempt(exc: Exception) -> bool:
     return isinstance(exc, DatabaseError) and exc.transient
 
 
-def _refuse_reordering(journal: Journal, model: ObjectModel, report: ValidationReport) -> None:
-    """Refuse to apply a skipped migration last when that builds another schema than drizzle."""
-    from orchestrator.validation.matching import out_of_order_differences
-
-    differences = out_of_order_differences(journal, model, report.tracked_hashes)
-    if differences:
-        shown = "; ".join(str(d) for d in differences[:3])
+def _refuse_reordering(
+    journal: Journal, options: MigrateOptions, shadow: ShadowSpec, report: ValidationReport
+) -> None:
+    """Refuse to apply a skipped migration last when that builds another schema than the
+    journal's order: both orders are replayed on the shadow and their catalogs compared."""
+    tracked = report.tracked_hashes
+    done = [m for m in journal.migrations if m.hash in tracked]
+    todo = [m for m in journal.migrations if m.hash not in tracked]
+    if (
+        not todo
+        or not done
+        or journal.migrations.index(todo[0]) > journal.migrations.index(done[-1])
+    ):
+        return  # no hole: the order is the journal's
+    intended = folder_history(journal, options, shadow)
+    actual = folder_history(
+        dataclasses.replace(journal, migrations=tuple(done + todo)), options, shadow
+    )
+    want, have = intended.state_after(len(journal.migrations)), actual.state_after(len(todo + done))
+    found = differences(want, have, want.keys() | have.keys())
+    if found:
+        shown = "; ".join(str(d) for d in found[:3])
         raise PartialStateError(
             "refusing to migrate: the pending migrations sit before applied ones, and applying "
             f"them now (after those) builds another schema than the journal's order: {shown}. "

@@ -146,12 +146,12 @@ def secret_values(environ: Mapping[str, str]) -> list[str]:
 
 def connection_passwords(url: str) -> tuple[str, ...]:
     """The password of a connection string (URL or key=value), if it has one."""
-    # Imported here: the CLI imports this module and must start fast.
-    from orchestrator.db.libpq import ConninfoError, parse_conninfo
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
 
     try:
-        password = parse_conninfo(url).get("password")
-    except ConninfoError:
+        password = conninfo_to_dict(url).get("password")
+    except ProgrammingError:
         return ()
     return (str(password),) if password else ()
 

@@ -1,16 +1,16 @@
 """``repair``: track migrations whose objects were applied by hand, exactly as drizzle would.
 
-The runbook's fix for "relation already exists": when the schema is *exactly* the modelled
-state after the journal's first j migrations while only the first k < j are tracked, insert
-the tracking rows drizzle's migrator would have written for k..j-1:
+The runbook's fix for "relation already exists": when the schema is *exactly* the catalog
+PostgreSQL builds from the tracked migrations plus some untracked ones (replayed on the
+shadow database), insert the tracking rows drizzle's migrator would have written for those:
 ``("hash", "created_at") = (SHA-256 of the file, the journal's when)``, in journal order.
-"Exactly" means every object the folder touches has the attributes the history gives it at
-that point (column types, nullability, defaults, foreign key actions, index columns).
+"Exactly" means the same comparison as ``validate``: every object and property the folder's
+history holds.
 
 It refuses (and changes nothing) in every other case: a migration ``partially_present`` or
 ``tracked_missing``, a file edited after it was applied, or objects present but not as the
-history at that point defines them. Tracking rows would then hide a state only a person can
-fix, and a later ``migrate`` would build on a schema drizzle never builds.
+history defines them. Tracking rows would then hide a state only a person can fix, and a
+later ``migrate`` would build on a schema drizzle never builds.
 
 The write is one transaction that takes the migrator's advisory lock, creates the tracking
 table with drizzle's DDL if needed, re-reads the state under the lock, and inserts only if
@@ -26,14 +26,16 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from orchestrator.catalog import CatalogSnapshot, History
+from orchestrator.database import folder_history
 from orchestrator.db import runlock
+from orchestrator.db.catalog_reader import read_catalog, read_catalog_at
 from orchestrator.db.connect import connect, describe
 from orchestrator.db.migrator import MigrateOptions, begin_tracking_transaction
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry, is_transient
 from orchestrator.drizzle.journal import Journal
-from orchestrator.drizzle.model import journal_model
 from orchestrator.errors import DatabaseError, GuardError, PartialStateError, UsageError
-from orchestrator.inventory import CatalogInventory, query_catalog_inventory, read_catalog_inventory
+from orchestrator.shadow import LOCAL_SHADOW, ShadowSpec
 from orchestrator.validation import MigrationState, ValidationReport, Verdict, validate
 
 _ONE_POLICY = RetryPolicy()  # the project's one retry policy and its defaults
@@ -115,15 +117,15 @@ def plan_repair(journal: Journal, report: ValidationReport) -> RepairPlan:
                 )
             )
     unproven = [s.tag for s in report.migrations if s.state is MigrationState.UNTRACKED_PRESENT]
-    if unproven and report.matched_prefix is None:
+    if unproven and not report.repairable:
         drifted = [f.message for f in report.findings if f.code == "schema_drift"]
         refusals.append(
             Refusal(
                 unproven[0],
-                f"{', '.join(unproven)} look applied, but the schema is not the state the "
-                "history reaches after them (objects exist, not as the migrations define "
-                "them" + (f": {drifted[0]}" if drifted else "") + "); a tracking row would "
-                "hide the difference: reconcile by hand",
+                f"{', '.join(unproven)} look applied, but the schema is not the state "
+                "PostgreSQL builds from the tracked migrations and them"
+                + (f": {drifted[0]}" if drifted else "")
+                + "; a tracking row would hide the difference: reconcile by hand",
             )
         )
     if refusals:
@@ -137,9 +139,10 @@ def plan_repair(journal: Journal, report: ValidationReport) -> RepairPlan:
     return RepairPlan(rows, ())
 
 
-def _judge(journal: Journal, catalog: CatalogInventory) -> tuple[ValidationReport, RepairPlan]:
-    model = journal_model(journal)
-    report = validate(journal, model, catalog.snapshot)
+def _judge(
+    journal: Journal, history: History, snapshot: CatalogSnapshot
+) -> tuple[ValidationReport, RepairPlan]:
+    report = validate(journal, history, snapshot)
     if report.status is Verdict.ERROR:
         errors = [f.message for f in report.findings if f.severity == "error"]
         raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
@@ -170,6 +173,7 @@ def repair_database(
     options: MigrateOptions,
     *,
     confirm: Callable[[RepairPlan, ValidationReport], bool],
+    shadow: ShadowSpec = LOCAL_SHADOW,
     dry_run: bool = False,
     retry: RetryPolicy = _ONE_POLICY,
     on_retry: OnRetry | None = None,
@@ -181,13 +185,17 @@ def repair_database(
     changed between confirmation and the write, :class:`DatabaseError` on database trouble.
     """
 
-    def read() -> CatalogInventory:
-        with connect(url) as conn:
-            return read_catalog_inventory(conn, schema=options.schema, table=options.table)
+    def read() -> CatalogSnapshot:
+        return read_catalog_at(
+            url, schema=options.schema, table=options.table, retry=retry, on_retry=on_retry
+        )
 
+    shadow.check_not(url)
     # Transient failures (a compute waking up) are retried on every connection but the
     # write itself, which runs once: its outcome is read again, not guessed.
-    before, plan = _judge(journal, call_with_retry(read, retry, on_retry=on_retry))
+    snapshot = read()
+    history = folder_history(journal, options, shadow, production_major=snapshot.server_major)
+    before, plan = _judge(journal, history, snapshot)
     _refuse(plan)
     if dry_run or not plan.rows:
         return RepairResult(before, plan, (), None)
@@ -205,8 +213,8 @@ def repair_database(
         with connect(url) as conn, conn.transaction():
             begin_tracking_transaction(conn, options)
             # Under the lock: the state may have moved since the read-only plan.
-            catalog = query_catalog_inventory(conn, schema=options.schema, table=options.table)
-            _, locked_plan = _judge(journal, catalog)
+            locked = read_catalog(conn, schema=options.schema, table=options.table)
+            _, locked_plan = _judge(journal, history, locked)
             _refuse(locked_plan)
             if locked_plan.rows != plan.rows:
                 raise GuardError(
@@ -220,5 +228,5 @@ def repair_database(
         ) from exc
     finally:
         run_lock.release()
-    after, _ = _judge(journal, call_with_retry(read, retry, on_retry=on_retry))
+    after, _ = _judge(journal, history, read())
     return RepairResult(before, plan, plan.rows, after)

@@ -36,11 +36,11 @@ EXAMPLE_RELEASE = REPO_ROOT / "playbooks" / "examples"
 _counter = itertools.count()
 
 
-# The history-model cache (orchestrator.drizzle.model.cache) of this test run, and of the
-# CLI processes its tests start, lives in a throwaway directory, never in ~/.cache.
-_MODEL_CACHE = tempfile.mkdtemp(prefix="orch-test-model-cache-")
-os.environ["ORCHESTRATOR_CACHE_DIR"] = _MODEL_CACHE
-atexit.register(shutil.rmtree, _MODEL_CACHE, ignore_errors=True)
+# The replayed-history cache (orchestrator.shadow.cache) of this test run, and of the CLI
+# processes its tests start, lives in a throwaway directory, never in ~/.cache.
+_HISTORY_CACHE = tempfile.mkdtemp(prefix="orch-test-history-cache-")
+os.environ["ORCHESTRATOR_CACHE_DIR"] = _HISTORY_CACHE
+atexit.register(shutil.rmtree, _HISTORY_CACHE, ignore_errors=True)
 
 # tests/test_guard_mutations.py: a guard that always passes, or an observation read from
 # the run record, before anything imports the engine.
@@ -69,6 +69,15 @@ def server_url() -> Iterator[str]:
         yield pg.url()
     finally:
         pg.destroy()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shadow_server(server_url: str) -> str:
+    """The test server is also the shadow server: every replay creates a database of its own
+    there (``$ORCHESTRATOR_SHADOW_URL``, read by the CLI and the engine), so no test starts
+    a cluster just to replay a folder. Tests of the local shadow unset it."""
+    os.environ["ORCHESTRATOR_SHADOW_URL"] = server_url
+    return server_url
 
 
 @pytest.fixture

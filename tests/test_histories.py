@@ -28,11 +28,12 @@ import psycopg
 import pytest
 
 from orchestrator.cli import run
-from orchestrator.commands import migrate_database, validate_database
+from orchestrator.commands import ShadowSpec, migrate_database, validate_database
 from orchestrator.db.migrator import MigrateOptions, MigrationFailed
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, read_journal
-from orchestrator.drizzle.model import ObjectModel, journal_model
+from orchestrator.catalog import History
+from orchestrator.database import folder_history
 from orchestrator.errors import PartialStateError
 from orchestrator.repair import repair_database
 from orchestrator.sandbox.pg import ServerBinariesMissing, create_database, find_bindir, with_dbname
@@ -77,7 +78,8 @@ class Histories:
         self.migrator = migrator
         self.workdir = workdir
         self.journals: dict[str, Journal] = {}
-        self.models: dict[str, ObjectModel] = {}
+        self.histories: dict[str, History] = {}
+        self.shadow = ShadowSpec(server_url)
         self.references: dict[str, str] = {}
         self.count = 0
 
@@ -87,7 +89,7 @@ class Histories:
     def journal(self, app: str) -> Journal:
         if app not in self.journals:
             self.journals[app] = read_journal(self.folder(app))
-            self.models[app] = journal_model(self.journals[app])
+            self.histories[app] = folder_history(self.journals[app], OPTIONS, self.shadow)
         return self.journals[app]
 
     def fresh_database(self) -> str:
@@ -105,7 +107,12 @@ class Histories:
             drizzle_migrate(self.migrator, url, prefix)
         else:
             migrate_database(
-                url, read_journal(prefix), OPTIONS, confirm=lambda _r: True, retry=ONCE
+                url,
+                read_journal(prefix),
+                OPTIONS,
+                confirm=lambda _r: True,
+                shadow=self.shadow,
+                retry=ONCE,
             )
 
     def reference(self, app: str) -> str:
@@ -152,11 +159,12 @@ def test_every_cut_point_needs_migration_then_migrates_to_drizzles_schema(
     histories: Histories, app: str, k: int
 ) -> None:
     journal = histories.journal(app)
-    model = histories.models[app]
+    history = histories.histories[app]
+    shadow = histories.shadow
     url = histories.fresh_database()
     histories.apply_prefix(app, url, k)
 
-    report = validate_database(url, journal, OPTIONS, retry=ONCE, model=model)
+    report = validate_database(url, journal, OPTIONS, shadow=shadow, retry=ONCE, history=history)
     n = len(journal.migrations)
     assert report.status is (Verdict.SAFE if k == n else Verdict.NEEDS_MIGRATION), (
         report.findings,
@@ -166,8 +174,8 @@ def test_every_cut_point_needs_migration_then_migrates_to_drizzles_schema(
     if k % 5 == 0:
         assert planned_tags(url, histories.folder(app)) == [m.tag for m in report.pending]
 
-    migrate_database(url, journal, OPTIONS, confirm=lambda _r: True, retry=ONCE)
-    after = validate_database(url, journal, OPTIONS, retry=ONCE, model=model)
+    migrate_database(url, journal, OPTIONS, confirm=lambda _r: True, shadow=shadow, retry=ONCE)
+    after = validate_database(url, journal, OPTIONS, shadow=shadow, retry=ONCE, history=history)
     assert after.status is Verdict.SAFE, after.findings
     assert schema_dump(url) == histories.reference(app)
 
@@ -191,26 +199,27 @@ def check_repair_after_a_hand_run(histories: Histories, app: str, k: int) -> Non
     histories.apply_prefix(app, url, k)
     run_sql(url, journal.migrations[k])
 
-    model = histories.models[app]
-    report = validate_database(url, journal, OPTIONS, retry=ONCE, model=model)
+    history = histories.histories[app]
+    shadow = histories.shadow
+    report = validate_database(url, journal, OPTIONS, shadow=shadow, retry=ONCE, history=history)
     states = [m.state for m in report.migrations]
     assert states[:k] == [MigrationState.APPLIED] * k
-    if model.effects[journal.migrations[k].tag]:
+    if history.deltas[k]:
         # Its schema effect is visible: the run by hand is seen, whatever repair decides.
         assert states[k] is MigrationState.UNTRACKED_PRESENT, report.findings
     try:
-        repair_database(url, journal, OPTIONS, confirm=lambda _p, _r: True)
+        repair_database(url, journal, OPTIONS, confirm=lambda _p, _r: True, shadow=shadow)
     except PartialStateError:
         return  # refused, nothing changed: acceptable
     before = schema_dump(url)
     try:
-        migrate_database(url, journal, OPTIONS, confirm=lambda _r: True, retry=ONCE)
+        migrate_database(url, journal, OPTIONS, confirm=lambda _r: True, shadow=shadow, retry=ONCE)
     except MigrationFailed:
         # Data only (a seed): nothing in the schema shows it ran, so migrate runs it again,
         # the server refuses, and the transaction leaves everything as it was.
-        assert not model.effects[journal.migrations[k].tag]
+        assert not history.deltas[k]
         assert schema_dump(url) == before
         return
-    after = validate_database(url, journal, OPTIONS, retry=ONCE, model=histories.models[app])
+    after = validate_database(url, journal, OPTIONS, shadow=shadow, retry=ONCE, history=history)
     assert after.status is Verdict.SAFE, after.findings
     assert schema_dump(url) == histories.reference(app)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orchestrator.allocation import cyclic_gc_paused
 from orchestrator.analysis.changes import (
     Action,
     Change,
@@ -108,43 +107,42 @@ def analyse_migrations(
     history = HistoryReplay() if history is None else history
     reader = StatementReader(history)
     results: list[MigrationEffects] = []
-    with cyclic_gc_paused():
-        for tag, pieces in migrations:
-            history.begin(tag)
-            statements: list[StatementEffects] = []
-            first_line = 1
-            for piece_number, piece in enumerate(pieces, start=1):
-                piece_line, first_line = first_line, first_line + piece.count("\n")
-                if not piece.strip():
-                    continue
-                try:
-                    parsed = parse_located(piece)
-                except Exception as exc:  # pglast.parser.ParseError and friends
-                    history.unparseable(piece_number, exc)
-                    statements.append(
-                        StatementEffects(
-                            len(statements) + 1,
-                            piece.strip(),
-                            error=_one_line(exc),
-                            line=_line_of(piece, piece_line),
-                        )
+    for tag, pieces in migrations:
+        history.begin(tag)
+        statements: list[StatementEffects] = []
+        first_line = 1
+        for piece_number, piece in enumerate(pieces, start=1):
+            piece_line, first_line = first_line, first_line + piece.count("\n")
+            if not piece.strip():
+                continue
+            try:
+                parsed = parse_located(piece)
+            except Exception as exc:  # pglast.parser.ParseError and friends
+                history.unparseable(piece_number, exc)
+                statements.append(
+                    StatementEffects(
+                        len(statements) + 1,
+                        piece.strip(),
+                        error=_one_line(exc),
+                        line=_line_of(piece, piece_line),
                     )
-                    continue
-                for node, reading, start, length in parsed:
-                    text, offset = _located(piece, start, length)
-                    line = _line_of(piece, piece_line, offset)
-                    number = len(statements) + 1
-                    try:
-                        changes = tuple(reader.changes(reading))
-                    except Exception as exc:  # an exotic statement must not crash the analysis
-                        reason = f"could not analyse ({type(exc).__name__}: {_one_line(exc)})"
-                        statement = StatementEffects(number, text, error=reason, line=line)
-                    else:
-                        statement = StatementEffects(number, text, changes, line=line)
-                    statements.append(statement)
-                    history.apply(node, piece_number)
-            history.end()
-            results.append(MigrationEffects(tag, tuple(statements)))
+                )
+                continue
+            for node, reading, start, length in parsed:
+                text, offset = _located(piece, start, length)
+                line = _line_of(piece, piece_line, offset)
+                number = len(statements) + 1
+                try:
+                    changes = tuple(reader.changes(reading))
+                except Exception as exc:  # an exotic statement must not crash the analysis
+                    reason = f"could not analyse ({type(exc).__name__}: {_one_line(exc)})"
+                    statement = StatementEffects(number, text, error=reason, line=line)
+                else:
+                    statement = StatementEffects(number, text, changes, line=line)
+                statements.append(statement)
+                history.apply(node, piece_number)
+        history.end()
+        results.append(MigrationEffects(tag, tuple(statements)))
     return FolderAnalysis(tuple(results))
 
 

@@ -2,12 +2,8 @@
 render the result.
 
 Every command shares one exit-code scheme (:class:`orchestrator.errors.ExitCode`). Errors
-are printed as one line on stderr; a traceback never reaches the user.
-
-The command group is in ``app``; the commands live in small modules (``database``, ``runs``,
-``analysis``) that import only click at module level: the runtime is imported when a command
-runs, so ``--help`` is fast. This module imports nothing at all, so that ``validate`` can
-start its catalog read before click loads (``early``).
+are printed as one line on stderr; a traceback never reaches the user. The command group is
+in ``app``; the commands live in small modules (``database``, ``runs``, ``analysis``).
 """
 
 from __future__ import annotations
@@ -16,30 +12,12 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run a command and exit with its code; never show a traceback.
-
-    The process ends without the interpreter's teardown (see :mod:`orchestrator.cli.exiting`),
-    so the large structures a command is done with need not be freed first
-    (:func:`orchestrator.allocation.keep_until_exit`).
-    """
-    from orchestrator.allocation import keep_until_exit
-    from orchestrator.cli.exiting import exit_process
-
-    keep_until_exit()
-    exit_process(run(argv))
+    """Console entry point: run a command and exit with its code; never show a traceback."""
+    sys.exit(run(argv))
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run a command and return its exit code.
-
-    A plain ``validate`` first starts its catalog read (:mod:`orchestrator.cli.early`), before
-    click and the command modules load; then the command line is parsed as usual.
-    """
-    import os
-
-    from orchestrator.cli import early
-
-    early.start(sys.argv[1:] if argv is None else argv, os.environ)
+    """Run a command and return its exit code."""
     from orchestrator.cli.app import run_app
 
     return run_app(argv)

@@ -38,7 +38,9 @@ def plan(target: DatabaseTarget, all_migrations: bool, markdown: bool) -> int:
         raise UsageError("--json and --markdown are exclusive: pick one")
     journal = target.journal()
     url = None if all_migrations else target.url()
-    result = commands.plan(url, journal, target.options(), retry=target.retry, on_retry=on_retry)
+    result = commands.plan(
+        url, journal, target.options(), shadow=target.shadow, retry=target.retry, on_retry=on_retry
+    )
     if target.as_json:
         print_json(result.to_json())
     elif markdown:
@@ -118,6 +120,7 @@ def repair(target: DatabaseTarget, lock_timeout: str, dry_run: bool, yes: bool) 
         journal,
         options,
         confirm=confirm,
+        shadow=target.shadow,
         dry_run=dry_run,
         retry=target.retry,
         on_retry=on_retry,
@@ -142,8 +145,8 @@ def inspect(target: DatabaseTarget) -> int:
     inventory = commands.inspect(
         target.url(),
         target.journal(),
-        schema=target.schema,
-        table=target.table,
+        target.options(),
+        shadow=target.shadow,
         retry=target.retry,
         on_retry=on_retry,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING
 
 import click
@@ -26,24 +25,17 @@ if TYPE_CHECKING:
 def validate(target: DatabaseTarget) -> int:
     """Read-only: report the migration state of the database (SAFE, NEEDS_MIGRATION, ...)."""
     from orchestrator import commands
-    from orchestrator.cli import early
 
     url = target.url()
-    started = early.take()  # the catalog read begun before the arguments were parsed
-    with commands.cyclic_gc_paused():  # a large folder means a large report: nothing cyclic in it
-        # The folder is read (target.journal) once the catalog read has started: the two
-        # overlap. A bad folder is still a usage error, reported without waiting for it.
-        # Its statements' syntax is checked by validate_database where the history model
-        # could not parse them: parsing 15,000 statements twice costs 0.1 s at 1,000 files.
-        report = commands.validate_database(
-            url,
-            functools.partial(target.journal, check_statements=False),
-            target.options(),
-            retry=target.retry,
-            on_retry=on_retry,
-            started=started,
-        )
-        show_report(report, url, target.as_json)
+    report = commands.validate_database(
+        url,
+        target.journal(),
+        target.options(),
+        shadow=target.shadow,
+        retry=target.retry,
+        on_retry=on_retry,
+    )
+    show_report(report, url, target.as_json)
     return int(report.exit_code)
 
 
@@ -95,6 +87,7 @@ def migrate(
         journal,
         options,
         confirm=confirm,
+        shadow=target.shadow,
         retry=target.retry,
         on_retry=on_retry,
         on_migration=None if target.as_json else lambda m: err.print(f"applying {m.tag} …"),

@@ -15,11 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from orchestrator.cli.early import DEFAULT_SCHEMA, DEFAULT_TABLE
 from orchestrator.db.backoff import DEFAULT_ATTEMPTS
 
 if TYPE_CHECKING:
-    from orchestrator.commands import Journal, MigrateOptions, RetryPolicy
+    from orchestrator.commands import Journal, MigrateOptions, RetryPolicy, ShadowSpec
+
+# drizzle's own defaults for its tracking table.
+DEFAULT_SCHEMA = "drizzle"
+DEFAULT_TABLE = "__drizzle_migrations"
+SHADOW_URL_ENV = "ORCHESTRATOR_SHADOW_URL"  # as orchestrator.shadow.SHADOW_URL_ENV
 
 Command = Callable[..., int]
 
@@ -35,6 +39,7 @@ class DatabaseTarget:
     as_json: bool
     retries: int
     require_ssl: bool
+    shadow_url: str | None = None
 
     def url(self, *, writes: bool = False) -> str:
         """The connection string: UsageError if missing or malformed; warns without TLS.
@@ -54,13 +59,16 @@ class DatabaseTarget:
             console.err.print(f"warning: {warning}", markup=False, highlight=False)
         return url
 
-    def journal(self, *, check_statements: bool = True) -> Journal:
-        """The migrations folder, read and checked (UsageError on bad input).
+    def journal(self) -> Journal:
+        """The migrations folder, read and checked (UsageError on bad input)."""
+        return read_migrations(self.migrations)
 
-        ``check_statements=False``: only for ``validate_database``, which checks what the
-        history model could not parse.
-        """
-        return read_migrations(self.migrations, check_statements=check_statements)
+    @property
+    def shadow(self) -> ShadowSpec:
+        """Where the folder's history is replayed: ``--shadow-url``, else a local cluster."""
+        from orchestrator.commands import shadow_spec
+
+        return shadow_spec(self.shadow_url)
 
     def options(
         self,
@@ -93,12 +101,12 @@ class DatabaseTarget:
         return retry_policy(self.retries)
 
 
-def read_migrations(folder: Path, *, check_statements: bool = True) -> Journal:
+def read_migrations(folder: Path) -> Journal:
     """Read a migrations folder; warn (never refuse) about files drizzle would ignore."""
     from orchestrator import commands
     from orchestrator.cli.console import warn
 
-    journal, warnings = commands.read_migrations(folder, check_statements=check_statements)
+    journal, warnings = commands.read_migrations(folder)
     for warning in warnings:
         warn(warning)
     return journal
@@ -120,6 +128,7 @@ def database_options(func: Command) -> Command:
             as_json=kwargs.pop("as_json"),
             retries=kwargs.pop("retries"),
             require_ssl=kwargs.pop("require_ssl"),
+            shadow_url=kwargs.pop("shadow_url"),
         )
         return func(target=target, **kwargs)
 
@@ -160,6 +169,13 @@ def database_options(func: Command) -> Command:
             "--require-ssl",
             is_flag=True,
             help="Refuse a remote host unless sslmode is require, verify-ca or verify-full.",
+        ),
+        click.option(
+            "--shadow-url",
+            envvar=SHADOW_URL_ENV,
+            help="A PostgreSQL server that is not production, where the migrations are "
+            "replayed (each replay creates and drops a database of its own there). Default: "
+            f"${SHADOW_URL_ENV}, else a throwaway local cluster.",
         ),
     ]
     wrapped: Command = command

@@ -1,23 +1,29 @@
 """Opening connections: URL checks, application_name, timeouts (redaction lives in
 :mod:`orchestrator.redaction`).
 
-Connection strings are parsed by libpq itself (:func:`orchestrator.db.libpq.parse_conninfo`),
-so checking one loads no driver; psycopg is imported when a connection is opened.
+Connection strings are parsed one way, by psycopg (:func:`parse_conninfo`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Any
 
-from orchestrator.db.libpq import ConninfoError, parse_conninfo
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 from orchestrator.db.retry import is_transient
 from orchestrator.errors import DatabaseError, UsageError
 from orchestrator.redaction import redact, redact_url
 
-if TYPE_CHECKING:
-    import psycopg
+ConninfoError = psycopg.ProgrammingError  # what psycopg raises for a malformed string
+
+
+def parse_conninfo(url: str) -> dict[str, Any]:
+    """The parameters of a connection string (URL or key=value), as libpq reads them."""
+    return conninfo_to_dict(url)
+
 
 __all__ = ["check_database_url", "check_url", "connect", "describe"]
 
@@ -73,8 +79,6 @@ def with_application_name(url: str, name: str) -> str:
 
     A run puts its id there, so every connection it opens shows in ``pg_stat_activity``.
     """
-    from psycopg.conninfo import make_conninfo
-
     return make_conninfo(url, application_name=name)
 
 
@@ -91,8 +95,6 @@ def connect(
     :func:`with_application_name`), else ``orchestrator``. Connection failures become
     :class:`DatabaseError` (exit 30) with the password redacted.
     """
-    import psycopg
-
     check_url(url)
     name = application_name or connection_name(url)
     try:

@@ -19,21 +19,19 @@ Where we differ, on purpose:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.db.catalog import SNAPSHOT_QUERY, CatalogSnapshot, snapshot_from_json
+from orchestrator.catalog import CatalogSnapshot
+from orchestrator.db.catalog_reader import read_catalog
 from orchestrator.db.connect import describe
 from orchestrator.db.retry import is_transient
 from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.errors import DatabaseError, ExitCode, OrchestratorError
 
-# psycopg is imported where a connection is used: validate, which needs only the options
-# and errors here, reads the catalog without it (see orchestrator.db.libpq).
 if TYPE_CHECKING:
     import psycopg
     from psycopg import sql
@@ -215,12 +213,7 @@ def rehearse_pending(
 
     with _translated_errors(conn) as where, conn.transaction():
         applied = _apply(conn, journal, options, on_migration, where, rehearsal=True)
-        row = conn.execute(
-            SNAPSHOT_QUERY, {"schema": options.schema, "table": options.table}
-        ).fetchone()
-        assert row is not None
-        data = row[0] if isinstance(row[0], dict) else json.loads(row[0])
-        snapshot = snapshot_from_json(data, schema=options.schema, table=options.table)
+        snapshot = read_catalog(conn, schema=options.schema, table=options.table)
         inspected = inspect(conn) if inspect is not None else None
         raise psycopg.Rollback()  # leaves the block quietly, after rolling back
     return Rehearsal(tuple(applied), snapshot, inspected)

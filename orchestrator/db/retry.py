@@ -10,13 +10,14 @@ repeat the mistake or pile onto a locked table, so they are never retried here.
 from __future__ import annotations
 
 import random
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import psycopg
+import tenacity
+
 from orchestrator.db.backoff import DEFAULT_ATTEMPTS, DEFAULT_INITIAL_S, DEFAULT_MAX_WAIT_S, JITTER
-from orchestrator.db.libpq import LibpqError
 from orchestrator.errors import DatabaseError
 
 T = TypeVar("T")
@@ -74,14 +75,6 @@ def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is a failure of the connection rather than of the SQL it carried."""
     if isinstance(exc, DatabaseError):
         return exc.transient
-    if isinstance(exc, LibpqError):  # validate's own read (orchestrator.db.libpq)
-        return (
-            exc.sqlstate in TRANSIENT_SQLSTATES if exc.sqlstate else is_transient_message(str(exc))
-        )
-    if "psycopg" not in sys.modules:  # then no psycopg error exists (validate runs without it)
-        return False
-    import psycopg
-
     if not isinstance(exc, psycopg.Error):
         return False
     sqlstate = getattr(exc, "sqlstate", None)
@@ -133,26 +126,7 @@ def call_with_retry(
     """Call ``func``; retry it on transient failures per ``policy``; re-raise the last error.
 
     ``sleep`` waits between attempts (tenacity's own by default).
-
-    The first attempt is made before tenacity is loaded (most calls need no retry, and the
-    command line's catalog read should not wait for the import); its failure, when worth a
-    retry, is handed to tenacity as its first attempt's.
     """
-    try:
-        return func()
-    except Exception as exc:
-        if policy.attempts <= 1 or not is_transient(exc):
-            raise
-        first_failure: Exception | None = exc
-
-    def attempt() -> T:
-        nonlocal first_failure
-        if first_failure is not None:
-            failure, first_failure = first_failure, None
-            raise failure
-        return func()
-
-    import tenacity
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         if on_retry is not None and state.outcome is not None:
@@ -169,4 +143,4 @@ def call_with_retry(
         sleep=sleep or tenacity.nap.sleep,
         reraise=True,
     )
-    return retrying(attempt)
+    return retrying(func)

@@ -33,7 +33,6 @@ from psycopg.conninfo import conninfo_to_dict
 from orchestrator.db.connect import check_url, pooler_problem, with_application_name
 from orchestrator.db.retry import OnRetry
 from orchestrator.drizzle.journal import Journal, parse_journal
-from orchestrator.drizzle.model import journal_model
 from orchestrator.engine.dry_run import DryRun, RehearsalBounds, announcement
 from orchestrator.engine.machine import LIVE, TERMINAL, RunModel, build_machine, edges_from
 from orchestrator.engine.platform_rehearsal import look_at_platforms
@@ -43,6 +42,7 @@ from orchestrator.engine.settings import (
     migrate_options,
     migrations_path,
     retry_policy,
+    shadow_spec,
     with_retries,
 )
 from orchestrator.engine.steps.base import Step
@@ -66,6 +66,7 @@ from orchestrator.playbook import Playbook, load_playbook
 from orchestrator.redaction import redact_url
 from orchestrator.runs import RunRecord, new_run_id
 from orchestrator.schema_copy import CANNOT_CATCH, local_copy
+from orchestrator.shadow import ShadowSpec
 
 __all__ = ["DEFAULT_BOUNDS", "rehearse"]
 
@@ -149,7 +150,8 @@ def rehearse(
     run.platforms = look_at_platforms(
         playbook, environ, merge.source_commit, already_merged=merge.already_merged
     )
-    walk = _Walk(run, playbook, journal, merge, bounds, on_retry)
+    shadow = shadow_spec(playbook, environ)
+    walk = _Walk(run, playbook, journal, merge, bounds, shadow, on_retry)
     try:
         if rehearse_on is None:
             run.kind = "production, rolled back"
@@ -200,6 +202,7 @@ class _Walk:
     journal: Journal
     merge: TrialMerge
     bounds: RehearsalBounds
+    shadow: ShadowSpec  # where the journal is replayed to judge the database
     on_retry: OnRetry | None = None  # hears each retry of the run lock's connection
 
     def on(self, url: str, *, real: bool, schema_only: bool = False) -> DryRun:
@@ -232,7 +235,7 @@ class _Walk:
             schema_only=schema_only,
             record=record,
             options=options,
-            model=journal_model(self.journal),
+            shadow=self.shadow,
         )
         acting = ""  # the step whose rehearsal form runs: a refusal names it
 

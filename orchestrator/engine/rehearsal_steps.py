@@ -28,11 +28,11 @@ from typing import Any
 
 import psycopg
 
-from orchestrator.database import migrate_database, validate_database
+from orchestrator.catalog import History
+from orchestrator.database import folder_history, judge_database, migrate_database
 from orchestrator.db.connect import connect, describe
 from orchestrator.db.migrator import MigrateOptions, MigrationFailed, excerpt
 from orchestrator.drizzle.journal import Journal, Migration
-from orchestrator.drizzle.model import ObjectModel, journal_model
 from orchestrator.engine.dry_run import DryRun
 from orchestrator.engine.outcomes import MergeOutcome, ValidationOutcome
 from orchestrator.engine.platform_rehearsal import predict_pull_request, predict_release
@@ -45,6 +45,7 @@ from orchestrator.gitrepo import TrialMerge
 from orchestrator.monitor import CheckResult, http_check, judge_row, sql_check
 from orchestrator.playbook import Playbook
 from orchestrator.runs import RunRecord
+from orchestrator.shadow import ShadowSpec
 from orchestrator.validation import Verdict, validate
 
 __all__ = ["REHEARSALS", "Rehearsal", "RehearsedWorld"]
@@ -71,7 +72,8 @@ class Rehearsal:
     schema_only: bool  # url is a copy of production's schema without its rows
     record: RunRecord
     options: MigrateOptions
-    model: ObjectModel
+    shadow: ShadowSpec
+    history: History | None = None  # the journal's, once replayed
     tracked_after: frozenset[str] = frozenset()  # the tracking rows once migrated
     sql_results: list[CheckResult] = field(default_factory=list)
 
@@ -119,8 +121,14 @@ def _rehearse_backup_step(r: Rehearsal) -> Outcome:
 
 
 def _rehearse_validate(r: Rehearsal) -> Outcome:
-    report = validate_database(
-        r.url, r.journal, r.options, retry=retry_policy(r.playbook), model=r.model
+    report, r.history = judge_database(
+        r.url,
+        r.journal,
+        r.options,
+        shadow=r.shadow,
+        retry=retry_policy(r.playbook),
+        on_retry=None,
+        history=r.history,
     )
     r.run.report = report
     r.record.planned = [{"tag": m.tag, "hash": m.hash} for m in report.pending]
@@ -153,6 +161,7 @@ def _rehearse_migrate(r: Rehearsal) -> Outcome:
             r.journal,
             r.options,
             confirm=lambda _r: True,
+            shadow=r.shadow,
             retry=retry_policy(r.playbook),
             take_run_lock=False,  # the rehearsal holds the copy's run lock
         )
@@ -171,8 +180,10 @@ def _rehearse_migrate(r: Rehearsal) -> Outcome:
                 inspect=lambda c: _sql_checks_in(r.playbook, c),
             )
         rehearsed, notes = release.rehearsal, release.lines()
-        model = journal_model(release.journal) if release.skipped else r.model
-        after = validate(release.journal, model, rehearsed.snapshot_after)
+        history = r.history
+        if release.skipped or history is None:
+            history = folder_history(release.journal, r.options, r.shadow)
+        after = validate(release.journal, history, rehearsed.snapshot_after)
         applied = [a.tag for a in rehearsed.applied]
         summary = (
             f"{len(applied)} migration(s) applied and rolled back in one transaction "

@@ -4,6 +4,7 @@ table and timeouts, the retry policy. Shared by the run, its steps, resume and r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import git
@@ -14,8 +15,16 @@ from orchestrator.drizzle.journal import Journal, parse_journal
 from orchestrator.errors import UsageError
 from orchestrator.gitrepo import read_files_at
 from orchestrator.playbook import Playbook
+from orchestrator.shadow import SHADOW_URL_ENV, ShadowSpec
 
-__all__ = ["journal_at", "migrate_options", "migrations_path", "retry_policy", "with_retries"]
+__all__ = [
+    "journal_at",
+    "migrate_options",
+    "migrations_path",
+    "retry_policy",
+    "shadow_spec",
+    "with_retries",
+]
 
 
 def migrations_path(repo: git.Repo, folder: Path) -> str:
@@ -61,3 +70,18 @@ def journal_at(repo: git.Repo, commit: str, folder: Path, branch: str) -> Journa
     path = migrations_path(repo, folder)
     files = read_files_at(repo, commit, path)
     return parse_journal(files, origin=f"{branch}@{commit[:12]}:{path}")
+
+
+def shadow_spec(playbook: Playbook, environ: Mapping[str, str]) -> ShadowSpec:
+    """The playbook's shadow server (``shadow: {url_env: NAME}``), else
+    ``$ORCHESTRATOR_SHADOW_URL``, else a throwaway local cluster; UsageError when the
+    variable the playbook names is not set."""
+    if playbook.shadow is not None:
+        url = environ.get(playbook.shadow.url_env)
+        if not url:
+            raise UsageError(
+                f"shadow.url_env names {playbook.shadow.url_env}, which is not set: export "
+                "the URL of a PostgreSQL server that is not production"
+            )
+        return ShadowSpec(url)
+    return ShadowSpec(environ.get(SHADOW_URL_ENV) or None)

@@ -10,11 +10,12 @@ the operator must look, and ``resume`` refuses with the reasons (exit 2, nothing
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from orchestrator.database import validate_database
 from orchestrator.engine.outcomes import PreflightOutcome
-from orchestrator.engine.settings import journal_at, migrate_options, retry_policy
+from orchestrator.engine.settings import journal_at, migrate_options, retry_policy, shadow_spec
 from orchestrator.errors import DatabaseError
 from orchestrator.gitrepo import contains, open_repo, remote_tips
 from orchestrator.playbook import Playbook
@@ -75,7 +76,11 @@ def observe(playbook: Playbook, record: RunRecord, url: str) -> WorldNow | None:
     tips = remote_tips(repo, spec.remote, [spec.source, spec.target])
     journal = journal_at(repo, record.source_commit, playbook.migrations.dir, spec.source)
     report = validate_database(
-        url, journal, migrate_options(playbook), retry=retry_policy(playbook)
+        url,
+        journal,
+        migrate_options(playbook),
+        shadow=shadow_spec(playbook, os.environ),
+        retry=retry_policy(playbook),
     )
     if report.status is Verdict.ERROR:
         errors = [f.message for f in report.findings if f.severity == "error"]

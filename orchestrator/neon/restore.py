@@ -177,6 +177,7 @@ def restore_production(
         journal_at,
         migrate_options,
         retry_policy,
+        shadow_spec,
         with_retries,
     )
     from orchestrator.gitrepo import open_repo
@@ -252,7 +253,12 @@ def restore_production(
             log.warning("retry", attempt=attempt, error=str(error), wait_s=round(wait, 2))
 
         report = validate_database(
-            url, journal, migrate_options(playbook), retry=retry_policy(playbook), on_retry=retried
+            url,
+            journal,
+            migrate_options(playbook),
+            shadow=shadow_spec(playbook, environ),
+            retry=retry_policy(playbook),
+            on_retry=retried,
         )
         before = ValidationOutcome.of(record).status
         log.info("database_revalidated", status=report.status.value, before_run=before)

@@ -282,6 +282,19 @@ class MonitorSpec(_Spec):
         return checks
 
 
+class ShadowSpec(_Spec):
+    """Where the migrations are replayed to judge production: a server that is not
+    production (each replay creates and drops a database of its own there). Without this
+    section, a throwaway local cluster started from the PostgreSQL server binaries."""
+
+    url_env: str
+
+    @field_validator("url_env")
+    @classmethod
+    def _is_env_var_name(cls, value: str) -> str:
+        return DatabaseSpec._is_env_var_name(value)
+
+
 class RetrySpec(_Spec):
     """Backoff for transient database errors: ``attempts`` tries, exponential waits."""
 
@@ -312,6 +325,7 @@ class Playbook(_Spec):
     git: GitSpec
     monitor: MonitorSpec
     retry: RetrySpec = RetrySpec()
+    shadow: ShadowSpec | None = None
     neon: NeonSpec | None = None
     release: ReleaseSpec | None = None  # the release gate; without it the gate passes at once
     path: Path  # the playbook file; the loader sets it, the YAML may not

@@ -1,6 +1,7 @@
 """Decide the migration state of a database: the report (:mod:`.report`), the judgement of
-the schema against the modelled history (:mod:`.judge`), and the findings, checks and advice
-that come with it (:mod:`.findings`). Pure functions over plain data.
+the schema against the history PostgreSQL built on a shadow database (:mod:`.judge`), and the
+findings, checks and advice that come with it (:mod:`.findings`). Pure functions over plain
+data; nothing here reads a database.
 """
 
 from orchestrator.validation.findings import (
@@ -14,7 +15,6 @@ from orchestrator.validation.findings import (
 )
 from orchestrator.validation.judge import (
     HistoryReading,
-    describe_difference,
     error_report,
     evidence_state,
     read_history,
@@ -44,7 +44,6 @@ __all__ = [
     "ValidationReport",
     "Verdict",
     "build_checks",
-    "describe_difference",
     "drift_finding",
     "error_report",
     "evidence_state",

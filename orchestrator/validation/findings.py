@@ -8,9 +8,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Sequence
 
-from orchestrator.db.catalog import CatalogSnapshot
+from orchestrator.catalog import CatalogSnapshot, Difference
 from orchestrator.drizzle.journal import Journal, Migration, stray_file_message
-from orchestrator.validation.matching import Difference
 from orchestrator.validation.report import (
     UNRECONCILED,
     Check,
@@ -22,12 +21,34 @@ from orchestrator.validation.report import (
 
 
 def drift_finding(differences: Sequence[Difference]) -> Finding:
-    """The schema differs from the modelled state after the tracked migrations."""
+    """The schema differs from the state the tracked migrations build."""
     shown = "; ".join(str(d) for d in differences[:5])
     more = f" and {len(differences) - 5} more" if len(differences) > 5 else ""
     return Finding(
         "schema_drift",
         "the schema is not the one the tracked migrations build: " + (shown or "?") + more,
+    )
+
+
+def untouched_finding(keys: Sequence[str]) -> Finding:
+    """Objects no migration of the folder ever touches: other tools' or the platform's."""
+    shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+    return Finding(
+        "untouched_objects",
+        f"{len(keys)} object(s) that no migration of this folder creates: {shown} "
+        "(another tool's or the platform's; they do not change the verdict)",
+        severity="warning",
+    )
+
+
+def version_finding(shadow_major: int, production_major: int) -> Finding:
+    """The history was replayed on another PostgreSQL major version than production's."""
+    return Finding(
+        "shadow_version",
+        f"the history was replayed on PostgreSQL {shadow_major} but production runs "
+        f"{production_major}: catalogs may print differently; name a shadow server of "
+        f"version {production_major} (--shadow-url)",
+        severity="warning",
     )
 
 

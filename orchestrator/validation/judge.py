@@ -1,19 +1,20 @@
 """Decide the migration state of a database as a whole: pure functions over plain data.
 
-Inputs are a parsed journal, the modelled history of its migrations (from
-:mod:`orchestrator.drizzle.model`) and a catalog snapshot. The database is judged as a whole
-against the history (:mod:`orchestrator.validation.matching`):
+Inputs are a parsed journal, its history as PostgreSQL built it on a shadow database
+(:class:`~orchestrator.catalog.History`) and a catalog snapshot of the database. The
+database is judged as a whole against the history (:mod:`orchestrator.validation.matching`):
 
-1. tracked rows are a prefix of the journal (k entries) and the schema equals the modelled
-   state after those k: SAFE, or NEEDS_MIGRATION with exactly the rest pending;
+1. tracked rows are a prefix of the journal (k entries) and the schema equals the state
+   after those k: SAFE, or NEEDS_MIGRATION with exactly the rest pending;
 2. tracked rows are a prefix and the schema equals the state after a longer prefix j: the
    migrations k..j-1 ran without their tracking rows (``untracked_present``);
-3. anything else: each migration's own effect is read in the database to say which ran,
-   which did not and which half-ran; the verdict is PARTIAL_MIGRATION (or NEEDS_MIGRATION /
-   SAFE only if that reading and the schema both agree, which case 1 already covers).
+3. anything else: PARTIAL_MIGRATION, with every difference against the state the tracked
+   migrations build (object, property, expected, found), and each migration's own changes
+   read in the database to say which ran, which did not and which half-ran.
 
-Output is a report: a state per migration, named findings, the checks of the runbook, a
-verdict and what to do next.
+Objects no state of the history holds are reported as warnings and do not change the
+verdict. Output is a report: a state per migration, named findings, the checks of the
+runbook, a verdict and what to do next.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.db.catalog import CatalogSnapshot
+from orchestrator.catalog import CatalogSnapshot, Difference, History, apply_delta
 from orchestrator.drizzle.journal import Journal
-from orchestrator.drizzle.model import DbObject, ObjectModel, object_names
 from orchestrator.validation.findings import (
     build_checks,
     drift_finding,
@@ -33,15 +33,15 @@ from orchestrator.validation.findings import (
     stray_file_findings,
     tracking_findings,
     unknown_hash_findings,
+    untouched_finding,
+    version_finding,
 )
 from orchestrator.validation.matching import (
-    Difference,
     MigrationEvidence,
     drift,
-    effect_evidence,
     first_matching_prefix,
     migration_evidence,
-    universe,
+    untouched,
 )
 from orchestrator.validation.report import (
     Check,
@@ -75,38 +75,63 @@ class HistoryReading:
     evidence: tuple[MigrationEvidence, ...]
     tracked_prefix: int  # the leading journal entries that are tracked
     matched_prefix: int | None  # j when the schema equals the state after the first j
-    drift: tuple[Difference, ...]  # vs the state after the tracked prefix, when unexplained
+    drift: tuple[Difference, ...]  # vs the state the tracked migrations build, unexplained
+    # The schema is exactly what the tracked and the untracked_present migrations build.
+    repairable: bool = False
 
 
-def read_history(journal: Journal, model: ObjectModel, snapshot: CatalogSnapshot) -> HistoryReading:
+def tracked_state(history: History, tracked: Sequence[bool]) -> dict[str, Any]:
+    """The catalog the tracked migrations build, applied in journal order."""
+    state = dict(history.initial)
+    for is_tracked, change in zip(tracked, history.deltas, strict=True):
+        if is_tracked:
+            state = apply_delta(state, change)
+    return state
+
+
+def read_history(journal: Journal, history: History, snapshot: CatalogSnapshot) -> HistoryReading:
     """Judge the schema as a whole against the history (see the module's docstring)."""
     tags = [m.tag for m in journal.migrations]
     tracked = [m.hash in snapshot.tracked_hashes for m in journal.migrations]
-    keys = universe(model, tags)
-    facts = snapshot.facts
-    k = next((i for i, is_tracked in enumerate(tracked) if not is_tracked), len(tags))
-    clean = not any(tracked[k:])
+    found = snapshot.objects
     n = len(tags)
-    if clean:
-        matched = first_matching_prefix(model, tags, facts, keys, k)
+    k = next((i for i, is_tracked in enumerate(tracked) if not is_tracked), n)
+    if not any(tracked[k:]):
+        matched = first_matching_prefix(history, found, k)
         if matched is not None:
             states = (
                 [MigrationState.APPLIED] * k
                 + [MigrationState.UNTRACKED_PRESENT] * (matched - k)
                 + [MigrationState.PENDING] * (n - matched)
             )
-            known = [
-                effect_evidence(model, tag, facts, keys, applied=i < matched)
-                for i, tag in enumerate(tags)
+            evidence = [
+                MigrationEvidence(tag, tuple(sorted(change)), ())
+                if i < matched
+                else MigrationEvidence(tag, (), tuple(sorted(change)))
+                for i, (tag, change) in enumerate(zip(tags, history.deltas, strict=True))
             ]
-            return HistoryReading(tuple(states), tuple(known), k, matched, ())
-    evidence = migration_evidence(model, tags, facts, keys)
+            return HistoryReading(
+                tuple(states), tuple(evidence), k, matched, (), repairable=matched > k
+            )
+    evidence = migration_evidence(history, tags, found)
     states = [
         evidence_state(is_tracked, e) for is_tracked, e in zip(tracked, evidence, strict=True)
     ]
-    applied = [tag for tag, is_tracked in zip(tags, tracked, strict=True) if is_tracked]
-    differences = tuple(drift(model, applied, facts, keys))
-    return HistoryReading(tuple(states), tuple(evidence), k, None, differences)
+    differences = tuple(drift(history, tracked_state(history, tracked), found))
+    present = [s is MigrationState.UNTRACKED_PRESENT for s in states]
+    repairable = (
+        any(present)
+        and all(
+            s in (MigrationState.APPLIED, MigrationState.PENDING) or p
+            for s, p in zip(states, present, strict=True)
+        )
+        and not drift(
+            history,
+            tracked_state(history, [t or p for t, p in zip(tracked, present, strict=True)]),
+            found,
+        )
+    )
+    return HistoryReading(tuple(states), tuple(evidence), k, None, differences, repairable)
 
 
 def evidence_state(tracked: bool, evidence: MigrationEvidence) -> MigrationState:
@@ -121,22 +146,15 @@ def evidence_state(tracked: bool, evidence: MigrationEvidence) -> MigrationState
     return MigrationState.UNTRACKED_PRESENT if absent == 0 else MigrationState.PARTIALLY_PRESENT
 
 
-def validate(journal: Journal, model: ObjectModel, snapshot: CatalogSnapshot) -> ValidationReport:
-    """Judge ``snapshot`` against the migrations of ``journal``."""
-    reading = read_history(journal, model, snapshot)
-    ready_objects, ready_names = model.effect_objects, model.effect_names
+def validate(journal: Journal, history: History, snapshot: CatalogSnapshot) -> ValidationReport:
+    """Judge ``snapshot`` against the migrations of ``journal`` as ``history`` replays them."""
+    reading = read_history(journal, history, snapshot)
     statuses = []
     for migration, state, evidence in zip(
         journal.migrations, reading.states, reading.evidence, strict=True
     ):
-        # When the schema is a known prefix state, applied migrations have no absent objects.
-        checked, missing = evidence.checked, evidence.absent
-        gone = [o for o in missing if o not in snapshot.facts]
-        changed = [
-            describe_difference(model, migration.tag, o, snapshot.facts[o])
-            for o in missing
-            if o in snapshot.facts
-        ]
+        pending = state is MigrationState.PENDING
+        missing = () if pending else evidence.absent
         statuses.append(
             MigrationStatus(
                 tag=migration.tag,
@@ -144,15 +162,9 @@ def validate(journal: Journal, model: ObjectModel, snapshot: CatalogSnapshot) ->
                 when=migration.when,
                 state=state,
                 tracked=migration.hash in snapshot.tracked_hashes,
-                # An applied migration's evidence is usually the model's own sorted effect,
-                # whose names were made while the catalog was read.
-                expected_objects=(
-                    ready_names[migration.tag]
-                    if checked is ready_objects.get(migration.tag)
-                    else object_names(checked)
-                ),
-                missing_objects=object_names(missing),
-                missing_summary=tuple(summarize_missing(gone) + changed),
+                expected_objects=evidence.checked,
+                missing_objects=missing,
+                missing_summary=tuple(summarize_missing(missing)),
             )
         )
 
@@ -161,18 +173,18 @@ def validate(journal: Journal, model: ObjectModel, snapshot: CatalogSnapshot) ->
         *tracking_findings(snapshot),
         *out_of_order_findings(journal.migrations, statuses, snapshot),
         *unknown_hash_findings(journal.migrations, statuses, snapshot),
-        *(
-            Finding("unparsed_sql", f"{tag}: {reason}; only its hash decides", tag, "warning")
-            for tag, reason in model.unparsed.items()
-        ),
     ]
+    if history.server_major != snapshot.server_major:
+        findings.append(version_finding(history.server_major, snapshot.server_major))
+    if foreign := untouched(history, snapshot.objects):
+        findings.append(untouched_finding(foreign))
     if snapshot.tracking_present and not snapshot.tracking_readable:
         verdict = Verdict.ERROR
     else:
         verdict = verdict_for([s.state for s in statuses])
-        if reading.matched_prefix is None and verdict is not Verdict.PARTIAL_MIGRATION:
-            # Each migration looks right on its own, yet the schema is no state the
-            # history passes through: someone changed it by hand.
+        if reading.drift and not reading.repairable:
+            # The schema is no state the history passes through: say exactly how it differs
+            # from the one the tracked migrations build.
             verdict = Verdict.PARTIAL_MIGRATION
             findings.append(drift_finding(reading.drift))
     return ValidationReport(
@@ -184,6 +196,8 @@ def validate(journal: Journal, model: ObjectModel, snapshot: CatalogSnapshot) ->
         database={"name": snapshot.database, "server_version": snapshot.server_version},
         tracked_hashes=snapshot.tracked_hashes,
         matched_prefix=reading.matched_prefix,
+        replayed_on=history.server,
+        repairable=reading.repairable,
     )
 
 
@@ -197,9 +211,3 @@ def error_report(message: str, *, database: dict[str, Any] | None = None) -> Val
         recommendation=recommend(Verdict.ERROR, [], [], None),
         database=database or {},
     )
-
-
-def describe_difference(model: ObjectModel, tag: str, obj: DbObject, found: Any) -> str:
-    """An object present, but not as migration ``tag`` leaves it."""
-    expected = model.effects[tag][obj][1]
-    return Difference(obj, expected, found).describe("is not as it defines:")

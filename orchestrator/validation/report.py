@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from orchestrator.drizzle.model import DbObject
 from orchestrator.errors import ExitCode
 
 
@@ -99,8 +98,12 @@ class ValidationReport:
     recommendation: str
     database: dict[str, Any] = field(default_factory=dict)
     tracked_hashes: frozenset[str] = frozenset()  # every hash in the tracking table
-    # j when the schema is exactly the modelled state after the journal's first j entries.
+    # j when the schema is exactly the state after the journal's first j entries.
     matched_prefix: int | None = None
+    replayed_on: str = ""  # the shadow server the history was replayed on
+    # The schema is exactly the state of the tracked migrations and the untracked_present
+    # ones: tracking those is all it takes (what ``repair`` may do).
+    repairable: bool = False
 
     @property
     def exit_code(self) -> ExitCode:
@@ -148,28 +151,29 @@ class ValidationReport:
                 for f in self.findings
             ],
             "schema_matches_prefix": self.matched_prefix,
+            "replayed_on": self.replayed_on,
             "recommendation": self.recommendation,
         }
 
 
-def summarize_missing(missing: Sequence[DbObject]) -> list[str]:
+_PARTS = frozenset({"column", "constraint", "trigger", "policy", "rule"})
+
+
+def summarize_missing(missing: Sequence[str]) -> list[str]:
     """Missing objects for people: a missing table stands for its columns and constraints."""
-    tables = {(o.schema, o.name) for o in missing if o.kind == "table"}
-    parts: dict[tuple[str, str], int] = {}
+    tables = {key.split(" ", 1)[1] for key in missing if key.startswith("table ")}
+    parts: dict[str, int] = {}
     lines = []
-    for obj in missing:
-        if obj.kind in ("column", "constraint") and (obj.schema, obj.parent or "") in tables:
-            key = (obj.schema, obj.parent or "")
-            parts[key] = parts.get(key, 0) + 1
-        elif obj.kind != "table":
-            lines.append(str(obj))
+    for key in missing:
+        kind, _, identity = key.partition(" ")
+        parent = identity.rsplit(".", 1)[0]
+        if kind in _PARTS and parent in tables:
+            parts[parent] = parts.get(parent, 0) + 1
+        elif kind != "table":
+            lines.append(key)
     tables_first = [
-        f"table {schema}.{name}"
-        + (
-            f" (and its {parts[(schema, name)]} columns/constraints)"
-            if parts.get((schema, name))
-            else ""
-        )
-        for schema, name in sorted(tables)
+        f"table {name}"
+        + (f" (and its {parts[name]} columns/constraints)" if parts.get(name) else "")
+        for name in sorted(tables)
     ]
     return tables_first + lines

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 
-from orchestrator.allocation import cyclic_gc_paused
 from orchestrator.drizzle.facts import (
     Fact,
 )
@@ -322,19 +321,18 @@ def build_object_model(migrations: Sequence[tuple[str, Sequence[str]]]) -> Objec
     from orchestrator.drizzle.pgjson import parse_sql
 
     history = HistoryReplay()
-    with cyclic_gc_paused():
-        for tag, statements in migrations:
-            history.begin(tag)
-            for number, text in enumerate(statements, start=1):
-                try:
-                    parsed = parse_sql(text)
-                except Exception as exc:  # pglast.parser.ParseError, and anything else
-                    history.unparseable(number, exc)
-                    continue
-                for statement in parsed:
-                    history.apply(statement, number)
-            history.end()
-        return history.result()
+    for tag, statements in migrations:
+        history.begin(tag)
+        for number, text in enumerate(statements, start=1):
+            try:
+                parsed = parse_sql(text)
+            except Exception as exc:  # pglast.parser.ParseError, and anything else
+                history.unparseable(number, exc)
+                continue
+            for statement in parsed:
+                history.apply(statement, number)
+        history.end()
+    return history.result()
 
 
 class Located(NamedTuple):

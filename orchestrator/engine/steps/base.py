@@ -18,16 +18,23 @@ from typing import Any, Protocol
 import git
 from structlog.typing import FilteringBoundLogger
 
+from orchestrator.catalog import History
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.db.runlock import RunLock
 from orchestrator.drizzle.journal import Journal
-from orchestrator.drizzle.model import ObjectModel, journal_model
-from orchestrator.engine.settings import journal_at, migrate_options, migrations_path, retry_policy
+from orchestrator.engine.settings import (
+    journal_at,
+    migrate_options,
+    migrations_path,
+    retry_policy,
+    shadow_spec,
+)
 from orchestrator.errors import UsageError
 from orchestrator.gitrepo import open_repo
 from orchestrator.playbook import Playbook
 from orchestrator.runs import RunRecord, RunStore
+from orchestrator.shadow import ShadowSpec
 
 Outcome = dict[str, Any]
 
@@ -49,7 +56,7 @@ class RunContext:
     environ: Mapping[str, str] = field(default_factory=dict)  # for secrets the run may need
     _repo: git.Repo | None = field(default=None, repr=False)
     _journal: Journal | None = field(default=None, repr=False)
-    _model: ObjectModel | None = field(default=None, repr=False)
+    history: History | None = field(default=None, repr=False)  # the journal's, once replayed
 
     @property
     def repo(self) -> git.Repo:
@@ -76,11 +83,9 @@ class RunContext:
         return self._journal
 
     @property
-    def object_model(self) -> ObjectModel:
-        """The objects the journal's migrations create (built once per run process)."""
-        if self._model is None:
-            self._model = journal_model(self.journal)
-        return self._model
+    def shadow(self) -> ShadowSpec:
+        """Where the journal is replayed to judge production (see the playbook's shadow:)."""
+        return shadow_spec(self.playbook, self.environ)
 
     @property
     def migrate_options(self) -> MigrateOptions:

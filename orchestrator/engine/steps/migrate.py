@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.database import migrate_database, validate_database
+from orchestrator.database import judge_database, migrate_database
 from orchestrator.db.lock_retry import LockRetry
 from orchestrator.engine.observations import LiveObservations
 from orchestrator.engine.outcomes import ValidationOutcome
@@ -29,14 +29,16 @@ def summarize(report: ValidationReport) -> Outcome:
 
 def validate(ctx: RunContext) -> ValidationReport:
     """The core validator on the run's database and the source commit's migrations."""
-    return validate_database(
+    report, ctx.history = judge_database(
         ctx.database_url,
         ctx.journal,
         ctx.migrate_options,
+        shadow=ctx.shadow,
         retry=ctx.retry,
         on_retry=ctx.on_retry,
-        model=ctx.object_model,
+        history=ctx.history,
     )
+    return report
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class MigrateStep:
             ctx.journal,
             ctx.migrate_options,
             confirm=confirm,
+            shadow=ctx.shadow,
             retry=ctx.retry,
             on_retry=ctx.on_retry,
             on_migration=lambda m: ctx.log.info("applying_migration", tag=m.tag),

@@ -1,0 +1,77 @@
+"""A migrations folder as PostgreSQL built it: the catalog before the first migration and
+what each migration changed, as replayed on a shadow database (:mod:`orchestrator.shadow`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from orchestrator.catalog.difference import Delta, apply_delta
+from orchestrator.catalog.snapshot import Objects, Properties
+
+
+@dataclass(frozen=True)
+class ReplayFailure:
+    """A migration PostgreSQL refused, with the statement and PostgreSQL's own message."""
+
+    tag: str
+    statement: str
+    message: str
+    sqlstate: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.tag}: {self.message} (statement: {' '.join(self.statement.split())[:120]})"
+
+
+@dataclass(frozen=True)
+class History:
+    """The catalog after every prefix of a folder, as deltas from the empty database."""
+
+    hashes: tuple[str, ...]  # the migrations replayed, in journal order
+    initial: Objects  # the shadow database before any migration
+    deltas: tuple[Delta, ...]  # what each migration changed
+    server: str  # which server the history was replayed on, for the report
+    server_major: int
+    # Per migration: the tables whose storage it rewrote (a new relfilenode).
+    rewrites: tuple[tuple[str, ...], ...] = field(default=())
+
+    def state_after(self, count: int) -> dict[str, Properties]:
+        """The catalog after the first ``count`` migrations."""
+        state = dict(self.initial)
+        for change in self.deltas[:count]:
+            state = apply_delta(state, change)
+        return state
+
+    @cached_property
+    def universe(self) -> frozenset[str]:
+        """Every object some state of the history holds: what the folder is answerable for."""
+        keys = set(self.initial)
+        for change in self.deltas:
+            keys.update(change)
+        return frozenset(keys)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON document :meth:`from_json` reads back."""
+        return {
+            "hashes": list(self.hashes),
+            "initial": self.initial,
+            "deltas": [{k: list(v) for k, v in d.items()} for d in self.deltas],
+            "server": self.server,
+            "server_major": self.server_major,
+            "rewrites": [list(r) for r in self.rewrites],
+        }
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> History:
+        """The history :meth:`to_json` wrote."""
+        return cls(
+            hashes=tuple(document["hashes"]),
+            initial=document["initial"],
+            deltas=tuple({k: (v[0], v[1]) for k, v in d.items()} for d in document["deltas"]),
+            server=document["server"],
+            server_major=int(document["server_major"]),
+            rewrites=tuple(tuple(r) for r in document["rewrites"]),
+        )

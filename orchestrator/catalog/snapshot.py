@@ -1,0 +1,60 @@
+"""One catalog snapshot: the schema objects of a database and the rows of its tracking table.
+
+Objects are keyed by a readable name, ``"<kind> <identity>"``: ``"table public.users"``,
+``"column public.users.email"``, ``"index public.users_email_idx"``,
+``"function public.slugify(text)"``. Each maps to its properties as PostgreSQL prints them
+(``format_type``, ``pg_get_constraintdef``, ``pg_get_indexdef``, ...), so two snapshots
+compare by plain equality. Owners, privileges, oids and storage are left out: they differ
+between a shadow database and production without the schema differing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: An object's properties: JSON values (text, booleans, numbers, lists of text, null).
+Properties = Mapping[str, Any]
+#: A catalog's objects by key.
+Objects = Mapping[str, Properties]
+
+
+@dataclass(frozen=True)
+class TrackingRow:
+    """One row of drizzle's tracking table."""
+
+    id: int | None
+    hash: str | None
+    created_at: int | None
+
+
+@dataclass(frozen=True)
+class CatalogSnapshot:
+    """What one read of a database's catalog found."""
+
+    server_version: str  # e.g. "15.8"
+    server_major: int
+    database: str
+    objects: Objects
+    tracking_schema: str
+    tracking_table: str
+    tracking_present: bool  # the table exists at schema.table
+    tracking_readable: bool  # ... and has drizzle's columns, so its rows were read
+    tracking_rows: tuple[TrackingRow, ...] = ()
+    tracking_elsewhere: tuple[str, ...] = ()  # other schemas holding a table of that name
+    # Each table's relfilenode: a statement that rewrites a table gives it a new one.
+    storage: Mapping[str, int] = field(default_factory=dict)
+    # Each table's row estimate (``reltuples``: -1 when never analysed).
+    row_estimates: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def tracked_hashes(self) -> frozenset[str]:
+        """The hashes the tracking table holds."""
+        return frozenset(r.hash for r in self.tracking_rows if r.hash)
+
+    @property
+    def newest_created_at(self) -> int | None:
+        """The largest ``created_at``: drizzle applies only journal entries newer than it."""
+        values = [r.created_at for r in self.tracking_rows if r.created_at is not None]
+        return max(values) if values else None

@@ -1,0 +1,317 @@
+"""THE catalog reader: one statement, one round trip, one consistent view of a database.
+
+Production and the shadow database are read by the same query, so a difference between
+their snapshots is a difference between their schemas and never between two readers. The
+query is a single ``SELECT`` (one snapshot of the database, read-only by construction) that
+returns one JSON document: ``objects`` as ``[key, properties]`` pairs (see
+:mod:`orchestrator.catalog.snapshot` for the keys), the tracking table's rows, the server.
+
+Left out on purpose: PostgreSQL's own schemas, objects that belong to an extension (they
+come with ``CREATE EXTENSION``), owners and privileges (they differ between a shadow server
+and production), and drizzle's tracking table itself (its rows are read as data).
+
+The tracking table may not exist, and a static query cannot name a table that may be
+missing, so its rows are read through ``query_to_xml`` behind a ``CASE`` that only runs it
+when the table exists with the columns drizzle gives it.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import psycopg
+
+from orchestrator.catalog import CatalogSnapshot, TrackingRow
+from orchestrator.db.connect import connect, describe
+from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry, is_transient
+from orchestrator.errors import DatabaseError
+
+__all__ = ["CATALOG_QUERY", "read_catalog", "read_catalog_at", "snapshot_from_document"]
+
+_OBJECTS = r"""
+    -- schemas
+    SELECT 'schema ' || n.nspname,
+           jsonb_build_object('comment', obj_description(n.oid, 'pg_namespace'))
+    FROM ns n
+    -- the tracking table's own schema, when it holds nothing else
+    WHERE NOT (n.nspname = %(schema)s AND NOT EXISTS (SELECT 1 FROM rel WHERE rel.nsp = n.oid))
+  UNION ALL
+    -- tables, partitioned and foreign tables
+    SELECT 'table ' || r.name,
+           jsonb_build_object(
+             'kind', CASE r.relkind WHEN 'p' THEN 'partitioned table'
+                                    WHEN 'f' THEN 'foreign table' ELSE 'table' END,
+             'unlogged', r.relpersistence = 'u',
+             'row_level_security', r.relrowsecurity,
+             'force_row_level_security', r.relforcerowsecurity,
+             'partition_key', CASE WHEN r.relkind = 'p' THEN pg_get_partkeydef(r.oid) END,
+             'partition_of', (SELECT pr.name FROM pg_inherits i JOIN rel pr ON pr.oid = i.inhparent
+                              WHERE i.inhrelid = r.oid AND r.relispartition),
+             'partition_bound', pg_get_expr(r.relpartbound, r.oid),
+             'inherits', (SELECT jsonb_agg(pr.name ORDER BY i.inhseqno) FROM pg_inherits i
+                          JOIN rel pr ON pr.oid = i.inhparent
+                          WHERE i.inhrelid = r.oid AND NOT r.relispartition),
+             'comment', obj_description(r.oid, 'pg_class'))
+    FROM rel r WHERE r.relkind IN ('r', 'p', 'f')
+  UNION ALL
+    -- views and materialized views
+    SELECT CASE r.relkind WHEN 'v' THEN 'view ' ELSE 'materialized view ' END || r.name,
+           jsonb_build_object('definition', pg_get_viewdef(r.oid),
+                              'comment', obj_description(r.oid, 'pg_class'))
+    FROM rel r WHERE r.relkind IN ('v', 'm')
+  UNION ALL
+    -- sequences
+    SELECT 'sequence ' || r.name,
+           jsonb_build_object(
+             'type', format_type(s.seqtypid, NULL), 'start', s.seqstart,
+             'increment', s.seqincrement, 'min', s.seqmin, 'max', s.seqmax,
+             'cache', s.seqcache, 'cycle', s.seqcycle,
+             'owned_by', (SELECT t.name || '.' || a.attname FROM pg_depend d
+                          JOIN rel t ON t.oid = d.refobjid
+                          JOIN pg_attribute a
+                            ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                          WHERE d.classid = 'pg_class'::regclass AND d.objid = r.oid
+                            AND d.deptype IN ('a', 'i') LIMIT 1),
+             'comment', obj_description(r.oid, 'pg_class'))
+    FROM rel r JOIN pg_sequence s ON s.seqrelid = r.oid
+  UNION ALL
+    -- columns of tables (a view's columns follow from its definition)
+    SELECT 'column ' || r.name || '.' || a.attname,
+           jsonb_build_object(
+             'type', format_type(a.atttypid, a.atttypmod),
+             'not_null', a.attnotnull,
+             'default', CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END,
+             'generated', CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END,
+             'identity', CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END,
+             'collation', CASE WHEN a.attcollation <> t.typcollation
+                               THEN (SELECT collname FROM pg_collation
+                                     WHERE oid = a.attcollation) END,
+             'comment', col_description(r.oid, a.attnum))
+    FROM rel r
+    JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
+    JOIN pg_type t ON t.oid = a.atttypid
+    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    WHERE r.relkind IN ('r', 'p', 'f')
+  UNION ALL
+    -- constraints of tables (NOT NULL is the column's not_null)
+    SELECT 'constraint ' || r.name || '.' || c.conname,
+           jsonb_build_object('definition', pg_get_constraintdef(c.oid),
+                              'comment', obj_description(c.oid, 'pg_constraint'))
+    FROM pg_constraint c JOIN rel r ON r.oid = c.conrelid
+    WHERE c.contype <> 'n'
+  UNION ALL
+    -- indexes
+    SELECT 'index ' || r.name,
+           jsonb_build_object('definition', pg_get_indexdef(r.oid),
+                              'valid', i.indisvalid,
+                              'comment', obj_description(r.oid, 'pg_class'))
+    FROM rel r JOIN pg_index i ON i.indexrelid = r.oid
+  UNION ALL
+    -- enums, with their labels in order
+    SELECT 'enum ' || ty.name,
+           jsonb_build_object(
+             'labels', (SELECT jsonb_agg(e.enumlabel ORDER BY e.enumsortorder)
+                        FROM pg_enum e WHERE e.enumtypid = ty.oid),
+             'comment', obj_description(ty.oid, 'pg_type'))
+    FROM ty WHERE ty.typtype = 'e'
+  UNION ALL
+    -- domains
+    SELECT 'domain ' || ty.name,
+           jsonb_build_object(
+             'type', format_type(ty.typbasetype, ty.typtypmod),
+             'not_null', ty.typnotnull, 'default', ty.typdefault,
+             'constraints', (SELECT jsonb_agg(c.conname || ' ' || pg_get_constraintdef(c.oid)
+                                              ORDER BY c.conname)
+                             FROM pg_constraint c WHERE c.contypid = ty.oid AND c.contype <> 'n'),
+             'comment', obj_description(ty.oid, 'pg_type'))
+    FROM ty WHERE ty.typtype = 'd'
+  UNION ALL
+    -- composite types
+    SELECT 'type ' || ty.name,
+           jsonb_build_object(
+             'attributes', (SELECT jsonb_agg(a.attname || ' '
+                                             || format_type(a.atttypid, a.atttypmod)
+                                             ORDER BY a.attnum)
+                            FROM pg_attribute a WHERE a.attrelid = ty.typrelid AND a.attnum > 0
+                              AND NOT a.attisdropped),
+             'comment', obj_description(ty.oid, 'pg_type'))
+    FROM ty WHERE ty.typtype = 'c'
+      AND (SELECT relkind FROM pg_class WHERE oid = ty.typrelid) = 'c'
+  UNION ALL
+    -- functions and procedures (an aggregate's definition is its kind: no source to print)
+    SELECT 'function ' || n.nspname || '.' || p.proname
+             || '(' || pg_get_function_identity_arguments(p.oid) || ')',
+           jsonb_build_object(
+             'definition', CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid)
+                                ELSE p.prokind::text END,
+             'comment', obj_description(p.oid, 'pg_proc'))
+    FROM pg_proc p JOIN ns n ON n.oid = p.pronamespace
+    WHERE p.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_proc'::regclass)
+  UNION ALL
+    -- triggers (not the ones PostgreSQL makes for foreign keys)
+    SELECT 'trigger ' || r.name || '.' || t.tgname,
+           jsonb_build_object('definition', pg_get_triggerdef(t.oid),
+                              'enabled', t.tgenabled::text,
+                              'comment', obj_description(t.oid, 'pg_trigger'))
+    FROM pg_trigger t JOIN rel r ON r.oid = t.tgrelid
+    WHERE NOT t.tgisinternal
+  UNION ALL
+    -- row-level security policies
+    SELECT 'policy ' || r.name || '.' || p.polname,
+           jsonb_build_object(
+             'command', p.polcmd::text, 'permissive', p.polpermissive,
+             'roles', (SELECT jsonb_agg(CASE WHEN role = 0 THEN 'public'
+                                             ELSE (SELECT rolname FROM pg_roles
+                                                   WHERE oid = role) END
+                                        ORDER BY 1)
+                       FROM unnest(p.polroles) AS role),
+             'using', pg_get_expr(p.polqual, p.polrelid),
+             'with_check', pg_get_expr(p.polwithcheck, p.polrelid),
+             'comment', obj_description(p.oid, 'pg_policy'))
+    FROM pg_policy p JOIN rel r ON r.oid = p.polrelid
+  UNION ALL
+    -- rules written by hand (a view's own _RETURN rule is its definition)
+    SELECT 'rule ' || r.name || '.' || w.rulename,
+           jsonb_build_object('definition', pg_get_ruledef(w.oid))
+    FROM pg_rewrite w JOIN rel r ON r.oid = w.ev_class
+    WHERE w.rulename <> '_RETURN'
+  UNION ALL
+    -- extensions: present or not (their version is the server's business)
+    SELECT 'extension ' || e.extname, jsonb_build_object('comment', NULL)
+    FROM pg_extension e
+"""
+
+CATALOG_QUERY = rf"""
+WITH ext AS (
+    SELECT classid, objid FROM pg_depend WHERE deptype = 'e'
+), tracking AS (
+    SELECT to_regclass(format('%%I.%%I', %(schema)s::text, %(table)s::text)) AS oid
+), ns AS (
+    SELECT oid, nspname FROM pg_namespace
+    WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+      AND nspname NOT LIKE 'pg\_temp\_%%' AND nspname NOT LIKE 'pg\_toast\_temp\_%%'
+      AND oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_namespace'::regclass)
+), rel AS (
+    SELECT c.oid, c.relnamespace AS nsp, n.nspname || '.' || c.relname AS name, c.relkind,
+           c.relpersistence, c.relrowsecurity, c.relforcerowsecurity, c.relispartition,
+           c.relpartbound,
+           c.relfilenode
+    FROM pg_class c JOIN ns n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm', 'S', 'i', 'I')
+      AND c.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_class'::regclass)
+      -- drizzle's tracking table, its id sequence and its primary key are not the schema
+      AND c.oid IS DISTINCT FROM (SELECT oid FROM tracking)
+      AND c.oid NOT IN (SELECT d.objid FROM pg_depend d, tracking t
+                        WHERE d.classid = 'pg_class'::regclass AND d.refobjid = t.oid)
+      AND c.oid NOT IN (SELECT i.indexrelid FROM pg_index i, tracking t WHERE i.indrelid = t.oid)
+), ty AS (
+    SELECT t.oid, n.nspname || '.' || t.typname AS name, t.typtype, t.typbasetype, t.typtypmod,
+           t.typnotnull, t.typdefault, t.typrelid
+    FROM pg_type t JOIN ns n ON n.oid = t.typnamespace
+    WHERE t.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_type'::regclass)
+)
+SELECT json_build_object(
+    'server_version', current_setting('server_version'),
+    'server_version_num', current_setting('server_version_num')::int,
+    'database', current_database(),
+    'objects', (SELECT coalesce(jsonb_agg(jsonb_build_array(o.key, o.props)), '[]')
+                FROM ({_OBJECTS}) AS o(key, props)),
+    'storage', (SELECT coalesce(jsonb_object_agg(name, relfilenode::text::int8), '{{}}')
+                FROM rel WHERE relkind IN ('r', 'm')),
+    'row_estimates', (SELECT coalesce(jsonb_object_agg(r.name, c.reltuples::bigint), '{{}}')
+                      FROM rel r JOIN pg_class c ON c.oid = r.oid
+                      WHERE r.relkind IN ('r', 'p', 'm', 'f')),
+    'tracking_present', (SELECT oid IS NOT NULL FROM tracking),
+    'tracking_elsewhere', (
+        SELECT coalesce(json_agg(n.nspname ORDER BY n.nspname), '[]')
+        FROM pg_class c JOIN ns n ON n.oid = c.relnamespace
+        WHERE c.relname = %(table)s AND c.relkind IN ('r', 'p') AND n.nspname <> %(schema)s),
+    'tracking_rows', (
+        SELECT CASE WHEN (SELECT count(*) FROM pg_attribute
+                          WHERE attrelid = tracking.oid AND NOT attisdropped
+                            AND ((attname IN ('id', 'created_at')
+                                  AND atttypid IN ('int2'::regtype, 'int4'::regtype,
+                                                   'int8'::regtype))
+                                 OR (attname = 'hash'
+                                     AND atttypid IN ('text'::regtype, 'varchar'::regtype)))
+                         ) = 3
+        THEN query_to_xml(
+            format('SELECT id, hash, created_at FROM %%I.%%I ORDER BY id',
+                   %(schema)s::text, %(table)s::text),
+            true, false, '')::text
+        END
+        FROM tracking WHERE tracking.oid IS NOT NULL)
+)
+"""
+
+
+def read_catalog(conn: psycopg.Connection[Any], *, schema: str, table: str) -> CatalogSnapshot:
+    """One snapshot of the database ``conn`` is connected to (a single statement).
+
+    Errors become :class:`DatabaseError` (exit 30), transient when the connection failed.
+    """
+    try:
+        row = conn.execute(CATALOG_QUERY, {"schema": schema, "table": table}).fetchone()
+    except psycopg.Error as exc:
+        raise DatabaseError(
+            f"cannot read the catalog: {describe(exc)}", transient=is_transient(exc)
+        ) from exc
+    assert row is not None
+    document = row[0] if isinstance(row[0], dict) else json.loads(row[0])
+    return snapshot_from_document(document, schema=schema, table=table)
+
+
+def read_catalog_at(
+    url: str,
+    *,
+    schema: str,
+    table: str,
+    retry: RetryPolicy,
+    on_retry: OnRetry | None = None,
+) -> CatalogSnapshot:
+    """Connect to ``url``, read one snapshot, disconnect; transient failures retried."""
+
+    def attempt() -> CatalogSnapshot:
+        with connect(url, autocommit=True) as conn:
+            return read_catalog(conn, schema=schema, table=table)
+
+    return call_with_retry(attempt, retry, on_retry=on_retry)
+
+
+def snapshot_from_document(document: dict[str, Any], *, schema: str, table: str) -> CatalogSnapshot:
+    """The snapshot :data:`CATALOG_QUERY`'s document describes."""
+    rows_xml = document.get("tracking_rows")
+    version_num = int(document["server_version_num"])
+    return CatalogSnapshot(
+        server_version=str(document["server_version"]).split()[0],
+        server_major=version_num // 10000,
+        database=str(document["database"]),
+        objects={key: props for key, props in document["objects"]},
+        tracking_schema=schema,
+        tracking_table=table,
+        tracking_present=bool(document["tracking_present"]),
+        tracking_readable=rows_xml is not None,
+        tracking_rows=parse_tracking_xml(rows_xml) if rows_xml is not None else (),
+        tracking_elsewhere=tuple(document["tracking_elsewhere"]),
+        storage=document["storage"],
+        row_estimates=document["row_estimates"],
+    )
+
+
+def parse_tracking_xml(document: str) -> tuple[TrackingRow, ...]:
+    """The tracking rows ``query_to_xml`` printed (``<row><id>..</id>...</row>`` in a table)."""
+    root = ET.fromstring(document)
+    return tuple(
+        TrackingRow(
+            id=_int(row.findtext("id")),
+            hash=row.findtext("hash"),
+            created_at=_int(row.findtext("created_at")),
+        )
+        for row in root.iter("row")
+    )
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text not in (None, "") else None

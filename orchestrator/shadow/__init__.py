@@ -1,0 +1,110 @@
+"""PostgreSQL is the model: a folder's history is what PostgreSQL builds when it replays it.
+
+:func:`history_of` returns the catalog after every prefix of a folder (a
+:class:`~orchestrator.catalog.History`): from the cache when this folder was replayed
+before on the same PostgreSQL major version, else by replaying it on a shadow server
+(:mod:`.server`, :mod:`.replay`). :func:`one_transaction_refusal` asks the shadow whether
+the pending migrations run in one transaction, as ``migrate`` will run them.
+Nothing here ever connects to production.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from orchestrator.catalog import History, ReplayFailure
+from orchestrator.db.connect import connect
+from orchestrator.drizzle.journal import Journal, Migration
+from orchestrator.shadow import cache
+from orchestrator.shadow.replay import (
+    ReplayError,
+    apply_migration,
+    replay_history,
+    run_in_transaction,
+)
+from orchestrator.shadow.server import NO_SHADOW, ShadowServer, ShadowSpec, local_major
+
+#: No server named: a throwaway local cluster.
+LOCAL_SHADOW = ShadowSpec()
+#: The environment variable naming a shadow server (``--shadow-url``'s default).
+SHADOW_URL_ENV = "ORCHESTRATOR_SHADOW_URL"
+
+__all__ = [
+    "LOCAL_SHADOW",
+    "NO_SHADOW",
+    "SHADOW_URL_ENV",
+    "History",
+    "ReplayError",
+    "ShadowSpec",
+    "TrackingTable",
+    "history_of",
+    "one_transaction_refusal",
+]
+
+
+@dataclass(frozen=True)
+class TrackingTable:
+    """Where drizzle keeps its tracking rows: left out of every snapshot."""
+
+    schema: str = "drizzle"
+    table: str = "__drizzle_migrations"
+
+
+def history_of(
+    journal: Journal,
+    shadow: ShadowSpec,
+    *,
+    tracking: TrackingTable = TrackingTable(),
+    production_major: int | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> History:
+    """The folder's history: cached for production's major version (or the shadow's), else
+    replayed on the shadow and cached."""
+    hashes = [m.hash for m in journal.migrations]
+    directory = cache.cache_directory(environ)
+    majors = [production_major, local_major() if shadow.url is None else None]
+    for major in dict.fromkeys(m for m in majors if m):
+        cached = cache.load_history(directory, cache.cache_key(hashes, major))
+        if cached is not None:
+            return cached
+    with ShadowServer(shadow) as server, server.database() as url:
+        history = replay_history(
+            url, journal, schema=tracking.schema, table=tracking.table, server=server.description
+        )
+    cache.store(directory, cache.cache_key(hashes, history.server_major), history.to_json())
+    return history
+
+
+def one_transaction_refusal(
+    done: Sequence[Migration],
+    pending: Sequence[Migration],
+    shadow: ShadowSpec,
+    *,
+    environ: Mapping[str, str] = os.environ,
+) -> ReplayFailure | None:
+    """Whether PostgreSQL runs ``pending`` in one transaction after ``done``: its refusal
+    (the statement and PostgreSQL's message), or None. Asked of the shadow, and cached."""
+    if not pending:
+        return None
+    directory = cache.cache_directory(environ)
+    hashes = [m.hash for m in done] + ["--"] + [m.hash for m in pending]
+    major = local_major() if shadow.url is None else None
+    key = cache.cache_key(hashes, major or 0, kind="one-transaction")
+    if major is not None and (known := cache.load(directory, key)) is not None:
+        refusal = known.get("refusal")
+        return ReplayFailure(**refusal) if isinstance(refusal, dict) else None
+    with (
+        ShadowServer(shadow) as server,
+        server.database() as url,
+        connect(url, autocommit=True) as conn,
+    ):
+        for migration in done:
+            failure = apply_migration(conn, migration)
+            if failure is not None:
+                raise ReplayError(failure, server.description)
+        refusal = run_in_transaction(conn, pending, commit=False)
+        key = cache.cache_key(hashes, server.major, kind="one-transaction")
+    cache.store(directory, key, {"refusal": None if refusal is None else refusal.__dict__})
+    return refusal

@@ -1,0 +1,141 @@
+"""Replayed histories kept on disk, so a second ``validate`` of a folder needs no shadow.
+
+A history depends on the migrations (drizzle's SHA-256 of each file), on the PostgreSQL
+major version that replayed them and on the catalog reader's query; the key is a SHA-256 of
+all three. Where: ``$ORCHESTRATOR_CACHE_DIR`` (``off`` turns the cache off), else
+``$XDG_CACHE_HOME/orchestrator``, else ``~/.cache/orchestrator``; histories go to its
+``shadow/`` directory (mode 0700), one file each (mode 0600).
+
+A cache file may be corrupt (a crash, a full disk) or foreign (someone else's): it is then
+ignored and rebuilt, never trusted. A file is used only when it and its directory belong to
+us and nobody else can write them, and when it names the key asked for. Files are written
+whole to a temporary name and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from orchestrator.catalog import History
+from orchestrator.db.catalog_reader import CATALOG_QUERY
+
+CACHE_DIR_ENV = "ORCHESTRATOR_CACHE_DIR"
+FORMAT = 1  # bump when a stored history's meaning changes
+KEEP = 16  # files kept, most recently used first
+
+
+def cache_directory(environ: Mapping[str, str]) -> Path | None:
+    """Where histories live, or None when the cache is turned off."""
+    chosen = environ.get(CACHE_DIR_ENV)
+    if chosen is not None:
+        base = None if chosen.strip().lower() in ("", "off") else Path(chosen)
+    elif (xdg := environ.get("XDG_CACHE_HOME")) and Path(xdg).is_absolute():
+        base = Path(xdg) / "orchestrator"
+    elif home := environ.get("HOME"):
+        base = Path(home) / ".cache" / "orchestrator"
+    else:
+        base = None
+    return None if base is None else base / "shadow"
+
+
+def cache_key(hashes: Sequence[str], major: int, kind: str = "history") -> str:
+    """The key of a history of ``hashes`` replayed on PostgreSQL ``major``."""
+    digest = hashlib.sha256()
+    for part in (kind, str(FORMAT), str(major), CATALOG_QUERY, *hashes):
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def load(directory: Path | None, key: str) -> dict[str, object] | None:
+    """The document stored under ``key``, or None (absent, foreign, corrupt, unreadable)."""
+    if directory is None or not _usable_directory(directory, create=False):
+        return None
+    path = directory / f"{key}.json"
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or not _private(info):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            document = json.loads(handle.read())
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    if not isinstance(document, dict) or document.get("key") != key:
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # most recently used: pruned last
+    return document
+
+
+def store(directory: Path | None, key: str, document: Mapping[str, object]) -> None:
+    """Write ``document`` under ``key`` atomically; a failure only means no cache."""
+    if directory is None or not _usable_directory(directory, create=True):
+        return
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            json.dump({**document, "key": key}, handle, separators=(",", ":"))
+        os.replace(temporary, directory / f"{key}.json")
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        return
+    _prune(directory)
+
+
+def load_history(directory: Path | None, key: str) -> History | None:
+    """The history stored under ``key``, if any."""
+    document = load(directory, key)
+    if document is None:
+        return None
+    try:
+        return History.from_json(document)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+
+
+def _private(info: os.stat_result) -> bool:
+    """Ours, and writable by nobody else."""
+    return info.st_uid == os.geteuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _usable_directory(directory: Path, *, create: bool) -> bool:
+    try:
+        if create:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.stat(directory, follow_symlinks=False)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and _private(info)
+
+
+def _prune(directory: Path) -> None:
+    """Keep the :data:`KEEP` most recently used files (each release adds one)."""
+    try:
+        files = [
+            (entry.stat(follow_symlinks=False).st_mtime, entry.path)
+            for entry in os.scandir(directory)
+            if entry.name.endswith(".json")
+        ]
+    except OSError:
+        return
+    for _, path in sorted(files, reverse=True)[KEEP:]:
+        with contextlib.suppress(OSError):
+            os.unlink(path)

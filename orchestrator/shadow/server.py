@@ -1,0 +1,142 @@
+"""The shadow server: a PostgreSQL that is never production, where histories are replayed.
+
+Either the server the user names (``--shadow-url``, the playbook's ``shadow: {url_env:}``: a
+local container, a CI service, a Neon branch), on which each replay creates a database of
+its own and drops it afterwards; or, when none is named, a throwaway local cluster started
+from the server binaries (:mod:`orchestrator.sandbox.pg`) and removed afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import psycopg
+from psycopg import sql
+
+from orchestrator.db.connect import connect, describe, parse_conninfo
+from orchestrator.errors import DatabaseError, UsageError
+from orchestrator.redaction import redact_url
+from orchestrator.sandbox.pg import (
+    EmbeddedPostgres,
+    ServerBinariesMissing,
+    find_bindir,
+    with_dbname,
+)
+
+NO_SHADOW = (
+    "no shadow server to replay the migrations on: name one with --shadow-url (or the "
+    "playbook's shadow: {url_env: NAME}), or install the PostgreSQL server binaries "
+    "(initdb, pg_ctl; e.g. apt-get install postgresql-15)"
+)
+
+
+@dataclass(frozen=True)
+class ShadowSpec:
+    """Which shadow to use: a named server (``url``), else a throwaway local cluster."""
+
+    url: str | None = None
+
+    def check_not(self, production_url: str) -> None:
+        """Refuse (exit 2) a shadow URL that names production's database itself.
+
+        Replays never run in the named database (each creates one of its own beside it), but
+        a shadow named as production is a mistake worth stopping at.
+        """
+        if self.url is not None and _database_of(self.url) == _database_of(production_url):
+            raise UsageError(
+                f"the shadow URL {redact_url(self.url)} names the production database: name "
+                "another server or database (--shadow-url)"
+            )
+
+
+def _database_of(url: str) -> tuple[str, str, str]:
+    params = parse_conninfo(url)
+    return (
+        str(params.get("host") or params.get("hostaddr") or ""),
+        str(params.get("port") or "5432"),
+        str(params.get("dbname") or params.get("user") or ""),
+    )
+
+
+def local_major() -> int | None:
+    """The major version of the local server binaries, or None without them."""
+    try:
+        bindir = find_bindir()
+        out = subprocess.run(
+            [str(Path(bindir) / "pg_ctl"), "--version"], capture_output=True, text=True, check=True
+        ).stdout
+    except (ServerBinariesMissing, OSError, subprocess.CalledProcessError):
+        return None
+    match = re.search(r"(\d+)(?:\.\d+)?", out)
+    return int(match.group(1)) if match else None
+
+
+class ShadowServer:
+    """A running shadow server; use as a context manager."""
+
+    def __init__(self, spec: ShadowSpec) -> None:
+        self.spec = spec
+        self.description = ""
+        self.major = 0
+        self._cluster: EmbeddedPostgres | None = None
+        self._admin_url = ""
+
+    def __enter__(self) -> ShadowServer:
+        if self.spec.url is not None:
+            self._admin_url = self.spec.url
+            where = f"shadow server {redact_url(self.spec.url)}"
+        else:
+            try:
+                cluster = EmbeddedPostgres()
+            except ServerBinariesMissing:
+                raise UsageError(NO_SHADOW) from None
+            cluster.start()
+            self._cluster = cluster
+            self._admin_url = cluster.url()
+            where = "a throwaway local cluster"
+        try:
+            with connect(self._admin_url, autocommit=True) as conn:
+                version = conn.execute("SHOW server_version").fetchone()
+                self.major = conn.info.server_version // 10000
+        except DatabaseError as exc:
+            self.__exit__(None, None, None)
+            raise DatabaseError(f"the shadow server: {exc}") from exc
+        number = str(version[0]).split()[0] if version else "?"
+        self.description = f"PostgreSQL {number} on {where}"
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._cluster is not None:
+            self._cluster.destroy()
+            self._cluster = None
+
+    @contextmanager
+    def database(self) -> Iterator[str]:
+        """A new, empty database on the shadow server (its URL), dropped afterwards."""
+        name = f"orchestrator_shadow_{secrets.token_hex(6)}"
+        try:
+            with connect(self._admin_url, autocommit=True) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.Error as exc:
+            raise DatabaseError(
+                f"cannot create a database on the shadow server: {describe(exc)}"
+            ) from exc
+        try:
+            yield with_dbname(self._admin_url, name)
+        finally:
+            with connect(self._admin_url, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
