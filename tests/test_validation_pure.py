@@ -1,12 +1,19 @@
-"""validation.py's decisions, without any I/O: plain journals, object models and snapshots."""
+"""The judgement's decisions, without any I/O: plain journals, histories and snapshots.
+
+A history here is written by hand in the shape the shadow replay produces (the catalog
+before the first migration, then what each migration changed), so each test states exactly
+which catalog each migration builds.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 
-from orchestrator.db.catalog import CatalogSnapshot, TrackingRow
+from orchestrator.catalog import CatalogSnapshot, History, TrackingRow, delta
 from orchestrator.drizzle.journal import Journal, Migration, hash_sql
-from orchestrator.drizzle.model import DbObject, ObjectModel
 from orchestrator.validation import (
     MigrationState,
     Verdict,
@@ -29,7 +36,7 @@ U, T, H = (
     ("tracked", "present", "absent", "state"),
     [
         (True, 3, 0, A),
-        (True, 0, 0, A),  # nothing the database can show: its hash decides
+        (True, 0, 0, A),  # nothing the catalog can show (data only): its hash decides
         (True, 0, 3, T),
         (True, 2, 1, H),
         (False, 0, 3, P),
@@ -39,8 +46,8 @@ U, T, H = (
     ],
 )
 def test_evidence_state_table(tracked: bool, present: int, absent: int, state: object) -> None:
-    obj = [DbObject("table", "public", f"t{i}") for i in range(present + absent)]
-    evidence = MigrationEvidence("0001_x", tuple(obj[:present]), tuple(obj[present:]))
+    keys = [f"table public.t{i}" for i in range(present + absent)]
+    evidence = MigrationEvidence("0001_x", tuple(keys[:present]), tuple(keys[present:]))
     assert evidence_state(tracked, evidence) is state
 
 
@@ -62,11 +69,11 @@ def test_verdict_table(states: list[MigrationState], verdict: Verdict) -> None:
 
 def test_a_missing_table_stands_for_its_parts() -> None:
     missing = [
-        DbObject("column", "public", "a", "t"),
-        DbObject("constraint", "public", "t_pkey", "t"),
-        DbObject("index", "public", "idx_t_a"),
-        DbObject("table", "public", "t"),
-        DbObject("column", "public", "x", "other"),
+        "column public.t.a",
+        "constraint public.t.t_pkey",
+        "index public.idx_t_a",
+        "table public.t",
+        "column public.other.x",
     ]
     assert summarize_missing(missing) == [
         "table public.t (and its 2 columns/constraints)",
@@ -75,31 +82,134 @@ def test_a_missing_table_stands_for_its_parts() -> None:
     ]
 
 
-def migration(idx: int, when: int, sql: str) -> Migration:
-    return Migration(idx, f"000{idx}_m", when, True, sql, hash_sql(sql))
+# -- a three-migration history: users, then users.email, then an index on it ------------------
+
+BASE: dict[str, Any] = {"schema public": {"comment": None}, "extension plpgsql": {}}
+STATES: list[dict[str, Any]] = [BASE]
+STATES.append({**STATES[-1], "table public.users": {"kind": "table"}})
+STATES.append({**STATES[-1], "column public.users.email": {"type": "text", "not_null": True}})
+STATES.append({**STATES[-1], "index public.users_email": {"definition": "CREATE INDEX ..."}})
+MIGRATIONS = tuple(
+    Migration(i, f"000{i}_m", 100 * (i + 1), True, sql, hash_sql(sql))
+    for i, sql in enumerate(["create table", "add column", "create index"])
+)
+JOURNAL = Journal("mem", "postgresql", MIGRATIONS)
+HISTORY = History(
+    hashes=tuple(m.hash for m in MIGRATIONS),
+    initial=BASE,
+    deltas=tuple(delta(a, b) for a, b in zip(STATES, STATES[1:], strict=False)),
+    server="PostgreSQL 15.8 on a test",
+    server_major=15,
+)
 
 
-def snapshot(objects: set[DbObject], rows: list[tuple[str, int]]) -> CatalogSnapshot:
+def snapshot(objects: dict[str, Any], tracked: int, *, major: int = 15) -> CatalogSnapshot:
+    rows = tuple(TrackingRow(i + 1, m.hash, m.when) for i, m in enumerate(MIGRATIONS[:tracked]))
     return CatalogSnapshot(
-        server_version="15",
+        server_version=f"{major}.1",
+        server_major=major,
         database="db",
-        objects=frozenset(objects),
+        objects=objects,
         tracking_schema="drizzle",
         tracking_table="__drizzle_migrations",
-        tracking_present=bool(rows),
-        tracking_readable=bool(rows),
-        tracking_rows=tuple(TrackingRow(i + 1, h, c) for i, (h, c) in enumerate(rows)),
-        tracking_elsewhere=(),
+        tracking_present=True,
+        tracking_readable=True,
+        tracking_rows=rows,
     )
 
 
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+def test_the_state_after_the_tracked_prefix_is_safe_or_needs_the_rest(k: int) -> None:
+    report = validate(JOURNAL, HISTORY, snapshot(STATES[k], k))
+    assert report.status is (Verdict.SAFE if k == 3 else Verdict.NEEDS_MIGRATION)
+    assert [m.tag for m in report.pending] == [m.tag for m in MIGRATIONS[k:]]
+    assert report.matched_prefix == k
+    assert report.replayed_on == "PostgreSQL 15.8 on a test"
+
+
+def test_a_later_state_makes_the_migrations_between_untracked_present() -> None:
+    report = validate(JOURNAL, HISTORY, snapshot(STATES[2], 1))
+    assert [m.state for m in report.migrations] == [A, U, P]
+    assert report.status is Verdict.PARTIAL_MIGRATION
+    assert report.repairable
+
+
+def test_any_other_state_is_partial_with_the_exact_difference() -> None:
+    found = dict(STATES[3])
+    found["column public.users.email"] = {"type": "text", "not_null": False}  # by hand
+    report = validate(JOURNAL, HISTORY, snapshot(found, 3))
+    assert report.status is Verdict.PARTIAL_MIGRATION
+    [drift] = [f for f in report.findings if f.code == "schema_drift"]
+    assert "column public.users.email: not_null expected True, found False" in drift.message
+    assert [m.state for m in report.migrations] == [A, T, A]
+    assert not report.repairable
+
+
+def test_a_missing_object_of_an_applied_migration_is_named() -> None:
+    found = {k: v for k, v in STATES[3].items() if k != "index public.users_email"}
+    report = validate(JOURNAL, HISTORY, snapshot(found, 3))
+    assert report.status is Verdict.PARTIAL_MIGRATION
+    assert report.migrations[2].state is T
+    assert report.migrations[2].missing_objects == ("index public.users_email",)
+
+
+def test_objects_no_migration_touches_are_a_warning_only() -> None:
+    found = {**STATES[1], "table public.other_tool": {"kind": "table"}, "extension neon": {}}
+    report = validate(JOURNAL, HISTORY, snapshot(found, 1))
+    assert report.status is Verdict.NEEDS_MIGRATION
+    [warning] = [f for f in report.findings if f.code == "untouched_objects"]
+    assert warning.severity == "warning"
+    assert "extension neon" in warning.message and "table public.other_tool" in warning.message
+
+
+def test_another_major_version_on_the_shadow_is_said() -> None:
+    report = validate(JOURNAL, HISTORY, snapshot(STATES[3], 3, major=16))
+    assert report.status is Verdict.SAFE
+    [finding] = [f for f in report.findings if f.code == "shadow_version"]
+    assert "15" in finding.message and "16" in finding.message
+
+
+def test_a_hole_that_commutes_is_no_drift() -> None:
+    # 0001 was skipped (drizzle's `when` rule), 0002 applied: the catalog is exactly what
+    # 0000 and 0002 build, so migrate may apply 0001 last.
+    found = {**STATES[1], "index public.users_email": STATES[3]["index public.users_email"]}
+    rows = (TrackingRow(1, MIGRATIONS[0].hash, 100), TrackingRow(2, MIGRATIONS[2].hash, 300))
+    report = validate(JOURNAL, HISTORY, dataclasses.replace(snapshot(found, 0), tracking_rows=rows))
+    assert [m.state for m in report.migrations] == [A, P, A]
+    assert not [f for f in report.findings if f.code == "schema_drift"]
+
+
 def test_out_of_order_names_what_drizzle_would_skip() -> None:
-    m0, m1, m2 = migration(0, 100, "a"), migration(1, 300, "b"), migration(2, 200, "c")
+    m0, m1, m2 = (
+        Migration(0, "0000_m", 100, True, "a", hash_sql("a")),
+        Migration(1, "0001_m", 300, True, "b", hash_sql("b")),
+        Migration(2, "0002_m", 200, True, "c", hash_sql("c")),
+    )
     journal = Journal("mem", "postgresql", (m0, m1, m2))
-    tables = {tag: frozenset({DbObject("table", "public", tag)}) for tag in ("0000_m", "0001_m")}
-    model = ObjectModel({**tables, "0002_m": frozenset()}, {})
-    present = {DbObject("table", "public", "0000_m"), DbObject("table", "public", "0001_m")}
-    report = validate(journal, model, snapshot(present, [(m0.hash, 100), (m1.hash, 300)]))
+    history = History(
+        hashes=(m0.hash, m1.hash, m2.hash),
+        initial=BASE,
+        deltas=(
+            {"table public.a": (None, {"kind": "table"})},
+            {"table public.b": (None, {"kind": "table"})},
+            {},
+        ),
+        server="test",
+        server_major=15,
+    )
+    objects = {**BASE, "table public.a": {"kind": "table"}, "table public.b": {"kind": "table"}}
+    found = CatalogSnapshot(
+        server_version="15.1",
+        server_major=15,
+        database="db",
+        objects=objects,
+        tracking_schema="drizzle",
+        tracking_table="__drizzle_migrations",
+        tracking_present=True,
+        tracking_readable=True,
+        tracking_rows=(TrackingRow(1, m0.hash, 100), TrackingRow(2, m1.hash, 300)),
+    )
+    report = validate(journal, history, found)
     assert report.status is Verdict.NEEDS_MIGRATION
     [finding] = [f for f in report.findings if f.code == "out_of_order"]
     assert finding.migration == "0002_m"
@@ -161,20 +271,3 @@ def test_the_json_report_carries_every_field_of_checks_and_findings() -> None:
     assert document["checks"] == [asdict(c) for c in checks]
     assert document["findings"] == [asdict(f) for f in findings]
     assert list(document["findings"][0]) == list(asdict(findings[0]))  # same key order
-
-
-def test_object_names_print_what_str_prints() -> None:
-    from orchestrator.drizzle.model import object_names
-
-    objects = [
-        DbObject("schema", "auth", "auth"),
-        DbObject("table", "public", "users"),
-        DbObject("column", "public", "email", "users"),
-        DbObject("constraint", "auth", "users_pkey", "users"),
-        DbObject("index", "public", "users_email_idx"),
-        DbObject("enum_value", "public", "active", "status"),
-        DbObject("function", "public", "touch"),
-        DbObject("trigger", "public", "t", "users"),
-    ]
-    assert object_names(objects) == tuple(str(o) for o in objects)
-    assert object_names([]) == ()

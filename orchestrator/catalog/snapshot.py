@@ -47,6 +47,11 @@ class CatalogSnapshot:
     storage: Mapping[str, int] = field(default_factory=dict)
     # Each table's row estimate (``reltuples``: -1 when never analysed).
     row_estimates: Mapping[str, int] = field(default_factory=dict)
+    # Each object's owner and its own catalog entry (``c<oid>`` a relation, ``t`` a type,
+    # ``p`` a function, ``n`` a schema, ``e`` an extension, ``o`` a constraint, ``g`` a
+    # trigger, ``y`` a policy, ``w`` a rule): a column, constraint, index, trigger, policy
+    # or rule belongs to its table. The shadow replay re-reads only what a migration touched.
+    refs: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def tracked_hashes(self) -> frozenset[str]:

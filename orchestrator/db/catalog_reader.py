@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Collection
 from typing import Any
 
 import psycopg
@@ -33,10 +34,13 @@ __all__ = ["CATALOG_QUERY", "read_catalog", "read_catalog_at", "snapshot_from_do
 _OBJECTS = r"""
     -- schemas
     SELECT 'schema ' || n.nspname,
-           jsonb_build_object('comment', obj_description(n.oid, 'pg_namespace'))
+           jsonb_build_object('comment', obj_description(n.oid, 'pg_namespace')),
+           'n' || n.oid, 'n' || n.oid
     FROM ns n
     -- the tracking table's own schema, when it holds nothing else
-    WHERE NOT (n.nspname = %(schema)s AND NOT EXISTS (SELECT 1 FROM rel WHERE rel.nsp = n.oid))
+    WHERE NOT (n.nspname = %(schema)s
+               AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid
+                                 AND left(c.relname, length(%(table)s)) <> %(table)s))
   UNION ALL
     -- tables, partitioned and foreign tables
     SELECT 'table ' || r.name,
@@ -47,19 +51,24 @@ _OBJECTS = r"""
              'row_level_security', r.relrowsecurity,
              'force_row_level_security', r.relforcerowsecurity,
              'partition_key', CASE WHEN r.relkind = 'p' THEN pg_get_partkeydef(r.oid) END,
-             'partition_of', (SELECT pr.name FROM pg_inherits i JOIN rel pr ON pr.oid = i.inhparent
+             'partition_of', (SELECT pn.nspname || '.' || pc.relname FROM pg_inherits i
+                              JOIN pg_class pc ON pc.oid = i.inhparent
+                              JOIN pg_namespace pn ON pn.oid = pc.relnamespace
                               WHERE i.inhrelid = r.oid AND r.relispartition),
              'partition_bound', pg_get_expr(r.relpartbound, r.oid),
-             'inherits', (SELECT jsonb_agg(pr.name ORDER BY i.inhseqno) FROM pg_inherits i
-                          JOIN rel pr ON pr.oid = i.inhparent
+             'inherits', (SELECT jsonb_agg(pn.nspname || '.' || pc.relname ORDER BY i.inhseqno)
+                          FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent
+                          JOIN pg_namespace pn ON pn.oid = pc.relnamespace
                           WHERE i.inhrelid = r.oid AND NOT r.relispartition),
-             'comment', obj_description(r.oid, 'pg_class'))
+             'comment', obj_description(r.oid, 'pg_class')),
+           'c' || r.oid, 'c' || r.oid
     FROM rel r WHERE r.relkind IN ('r', 'p', 'f')
   UNION ALL
     -- views and materialized views
     SELECT CASE r.relkind WHEN 'v' THEN 'view ' ELSE 'materialized view ' END || r.name,
            jsonb_build_object('definition', pg_get_viewdef(r.oid),
-                              'comment', obj_description(r.oid, 'pg_class'))
+                              'comment', obj_description(r.oid, 'pg_class')),
+           'c' || r.oid, 'c' || r.oid
     FROM rel r WHERE r.relkind IN ('v', 'm')
   UNION ALL
     -- sequences
@@ -68,13 +77,16 @@ _OBJECTS = r"""
              'type', format_type(s.seqtypid, NULL), 'start', s.seqstart,
              'increment', s.seqincrement, 'min', s.seqmin, 'max', s.seqmax,
              'cache', s.seqcache, 'cycle', s.seqcycle,
-             'owned_by', (SELECT t.name || '.' || a.attname FROM pg_depend d
-                          JOIN rel t ON t.oid = d.refobjid
+             'owned_by', (SELECT tn.nspname || '.' || tc.relname || '.' || a.attname
+                          FROM pg_depend d JOIN pg_class tc ON tc.oid = d.refobjid
+                          JOIN pg_namespace tn ON tn.oid = tc.relnamespace
                           JOIN pg_attribute a
                             ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
                           WHERE d.classid = 'pg_class'::regclass AND d.objid = r.oid
+                            AND d.refclassid = 'pg_class'::regclass
                             AND d.deptype IN ('a', 'i') LIMIT 1),
-             'comment', obj_description(r.oid, 'pg_class'))
+             'comment', obj_description(r.oid, 'pg_class')),
+           'c' || r.oid, 'c' || r.oid
     FROM rel r JOIN pg_sequence s ON s.seqrelid = r.oid
   UNION ALL
     -- columns of tables (a view's columns follow from its definition)
@@ -88,7 +100,8 @@ _OBJECTS = r"""
              'collation', CASE WHEN a.attcollation <> t.typcollation
                                THEN (SELECT collname FROM pg_collation
                                      WHERE oid = a.attcollation) END,
-             'comment', col_description(r.oid, a.attnum))
+             'comment', col_description(r.oid, a.attnum)),
+           'c' || r.oid, 'c' || r.oid
     FROM rel r
     JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
     JOIN pg_type t ON t.oid = a.atttypid
@@ -98,7 +111,8 @@ _OBJECTS = r"""
     -- constraints of tables (NOT NULL is the column's not_null)
     SELECT 'constraint ' || r.name || '.' || c.conname,
            jsonb_build_object('definition', pg_get_constraintdef(c.oid),
-                              'comment', obj_description(c.oid, 'pg_constraint'))
+                              'comment', obj_description(c.oid, 'pg_constraint')),
+           'c' || r.oid, 'o' || c.oid
     FROM pg_constraint c JOIN rel r ON r.oid = c.conrelid
     WHERE c.contype <> 'n'
   UNION ALL
@@ -106,7 +120,8 @@ _OBJECTS = r"""
     SELECT 'index ' || r.name,
            jsonb_build_object('definition', pg_get_indexdef(r.oid),
                               'valid', i.indisvalid,
-                              'comment', obj_description(r.oid, 'pg_class'))
+                              'comment', obj_description(r.oid, 'pg_class')),
+           'c' || i.indrelid, 'c' || r.oid
     FROM rel r JOIN pg_index i ON i.indexrelid = r.oid
   UNION ALL
     -- enums, with their labels in order
@@ -114,7 +129,8 @@ _OBJECTS = r"""
            jsonb_build_object(
              'labels', (SELECT jsonb_agg(e.enumlabel ORDER BY e.enumsortorder)
                         FROM pg_enum e WHERE e.enumtypid = ty.oid),
-             'comment', obj_description(ty.oid, 'pg_type'))
+             'comment', obj_description(ty.oid, 'pg_type')),
+           't' || ty.oid, 't' || ty.oid
     FROM ty WHERE ty.typtype = 'e'
   UNION ALL
     -- domains
@@ -125,7 +141,8 @@ _OBJECTS = r"""
              'constraints', (SELECT jsonb_agg(c.conname || ' ' || pg_get_constraintdef(c.oid)
                                               ORDER BY c.conname)
                              FROM pg_constraint c WHERE c.contypid = ty.oid AND c.contype <> 'n'),
-             'comment', obj_description(ty.oid, 'pg_type'))
+             'comment', obj_description(ty.oid, 'pg_type')),
+           't' || ty.oid, 't' || ty.oid
     FROM ty WHERE ty.typtype = 'd'
   UNION ALL
     -- composite types
@@ -136,7 +153,8 @@ _OBJECTS = r"""
                                              ORDER BY a.attnum)
                             FROM pg_attribute a WHERE a.attrelid = ty.typrelid AND a.attnum > 0
                               AND NOT a.attisdropped),
-             'comment', obj_description(ty.oid, 'pg_type'))
+             'comment', obj_description(ty.oid, 'pg_type')),
+           't' || ty.oid, 't' || ty.oid
     FROM ty WHERE ty.typtype = 'c'
       AND (SELECT relkind FROM pg_class WHERE oid = ty.typrelid) = 'c'
   UNION ALL
@@ -146,15 +164,18 @@ _OBJECTS = r"""
            jsonb_build_object(
              'definition', CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid)
                                 ELSE p.prokind::text END,
-             'comment', obj_description(p.oid, 'pg_proc'))
+             'comment', obj_description(p.oid, 'pg_proc')),
+           'p' || p.oid, 'p' || p.oid
     FROM pg_proc p JOIN ns n ON n.oid = p.pronamespace
     WHERE p.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_proc'::regclass)
+      AND (%(owners)s::text[] IS NULL OR 'p' || p.oid = ANY(%(owners)s::text[]))
   UNION ALL
     -- triggers (not the ones PostgreSQL makes for foreign keys)
     SELECT 'trigger ' || r.name || '.' || t.tgname,
            jsonb_build_object('definition', pg_get_triggerdef(t.oid),
                               'enabled', t.tgenabled::text,
-                              'comment', obj_description(t.oid, 'pg_trigger'))
+                              'comment', obj_description(t.oid, 'pg_trigger')),
+           'c' || r.oid, 'g' || t.oid
     FROM pg_trigger t JOIN rel r ON r.oid = t.tgrelid
     WHERE NOT t.tgisinternal
   UNION ALL
@@ -169,17 +190,20 @@ _OBJECTS = r"""
                        FROM unnest(p.polroles) AS role),
              'using', pg_get_expr(p.polqual, p.polrelid),
              'with_check', pg_get_expr(p.polwithcheck, p.polrelid),
-             'comment', obj_description(p.oid, 'pg_policy'))
+             'comment', obj_description(p.oid, 'pg_policy')),
+           'c' || r.oid, 'y' || p.oid
     FROM pg_policy p JOIN rel r ON r.oid = p.polrelid
   UNION ALL
     -- rules written by hand (a view's own _RETURN rule is its definition)
     SELECT 'rule ' || r.name || '.' || w.rulename,
-           jsonb_build_object('definition', pg_get_ruledef(w.oid))
+           jsonb_build_object('definition', pg_get_ruledef(w.oid)),
+           'c' || r.oid, 'w' || w.oid
     FROM pg_rewrite w JOIN rel r ON r.oid = w.ev_class
     WHERE w.rulename <> '_RETURN'
   UNION ALL
     -- extensions: present or not (their version is the server's business)
-    SELECT 'extension ' || e.extname, jsonb_build_object('comment', NULL)
+    SELECT 'extension ' || e.extname, jsonb_build_object('comment', NULL),
+           'e' || e.oid, 'e' || e.oid
     FROM pg_extension e
 """
 
@@ -194,7 +218,7 @@ WITH ext AS (
       AND nspname NOT LIKE 'pg\_temp\_%%' AND nspname NOT LIKE 'pg\_toast\_temp\_%%'
       AND oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_namespace'::regclass)
 ), rel AS (
-    SELECT c.oid, c.relnamespace AS nsp, n.nspname || '.' || c.relname AS name, c.relkind,
+    SELECT c.oid, n.nspname || '.' || c.relname AS name, c.relkind,
            c.relpersistence, c.relrowsecurity, c.relforcerowsecurity, c.relispartition,
            c.relpartbound,
            c.relfilenode
@@ -206,18 +230,24 @@ WITH ext AS (
       AND c.oid NOT IN (SELECT d.objid FROM pg_depend d, tracking t
                         WHERE d.classid = 'pg_class'::regclass AND d.refobjid = t.oid)
       AND c.oid NOT IN (SELECT i.indexrelid FROM pg_index i, tracking t WHERE i.indrelid = t.oid)
+      AND (%(owners)s::text[] IS NULL OR 'c' || c.oid = ANY(%(owners)s::text[])
+           OR 'c' || (SELECT indrelid FROM pg_index WHERE indexrelid = c.oid)
+              = ANY(%(owners)s::text[]))
 ), ty AS (
     SELECT t.oid, n.nspname || '.' || t.typname AS name, t.typtype, t.typbasetype, t.typtypmod,
            t.typnotnull, t.typdefault, t.typrelid
     FROM pg_type t JOIN ns n ON n.oid = t.typnamespace
     WHERE t.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_type'::regclass)
+      AND (%(owners)s::text[] IS NULL OR 't' || t.oid = ANY(%(owners)s::text[]))
 )
 SELECT json_build_object(
     'server_version', current_setting('server_version'),
     'server_version_num', current_setting('server_version_num')::int,
     'database', current_database(),
-    'objects', (SELECT coalesce(jsonb_agg(jsonb_build_array(o.key, o.props)), '[]')
-                FROM ({_OBJECTS}) AS o(key, props)),
+    'objects', (SELECT coalesce(jsonb_agg(jsonb_build_array(o.key, o.props, o.owner, o.self)),
+                                '[]')
+                FROM ({_OBJECTS}) AS o(key, props, owner, self)
+                WHERE %(owners)s::text[] IS NULL OR o.owner = ANY(%(owners)s::text[])),
     'storage', (SELECT coalesce(jsonb_object_agg(name, relfilenode::text::int8), '{{}}')
                 FROM rel WHERE relkind IN ('r', 'm')),
     'row_estimates', (SELECT coalesce(jsonb_object_agg(r.name, c.reltuples::bigint), '{{}}')
@@ -247,13 +277,26 @@ SELECT json_build_object(
 """
 
 
-def read_catalog(conn: psycopg.Connection[Any], *, schema: str, table: str) -> CatalogSnapshot:
+def read_catalog(
+    conn: psycopg.Connection[Any],
+    *,
+    schema: str,
+    table: str,
+    owners: Collection[str] | None = None,
+) -> CatalogSnapshot:
     """One snapshot of the database ``conn`` is connected to (a single statement).
 
+    ``owners``: only the objects of these owners (see :attr:`CatalogSnapshot.refs`), for
+    the shadow replay's reads after each migration; None reads everything.
     Errors become :class:`DatabaseError` (exit 30), transient when the connection failed.
     """
+    parameters = {
+        "schema": schema,
+        "table": table,
+        "owners": None if owners is None else sorted(owners),
+    }
     try:
-        row = conn.execute(CATALOG_QUERY, {"schema": schema, "table": table}).fetchone()
+        row = conn.execute(CATALOG_QUERY, parameters).fetchone()
     except psycopg.Error as exc:
         raise DatabaseError(
             f"cannot read the catalog: {describe(exc)}", transient=is_transient(exc)
@@ -288,7 +331,8 @@ def snapshot_from_document(document: dict[str, Any], *, schema: str, table: str)
         server_version=str(document["server_version"]).split()[0],
         server_major=version_num // 10000,
         database=str(document["database"]),
-        objects={key: props for key, props in document["objects"]},
+        objects={key: props for key, props, _, _ in document["objects"]},
+        refs={key: (owner, self) for key, _, owner, self in document["objects"]},
         tracking_schema=schema,
         tracking_table=table,
         tracking_present=bool(document["tracking_present"]),

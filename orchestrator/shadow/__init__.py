@@ -19,6 +19,7 @@ from orchestrator.db.connect import connect
 from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.shadow import cache
 from orchestrator.shadow.replay import (
+    IncompleteReplay,
     ReplayError,
     apply_migration,
     replay_history,
@@ -69,10 +70,26 @@ def history_of(
         cached = cache.load_history(directory, cache.cache_key(hashes, major))
         if cached is not None:
             return cached
-    with ShadowServer(shadow) as server, server.database() as url:
-        history = replay_history(
-            url, journal, schema=tracking.schema, table=tracking.table, server=server.description
-        )
+    with ShadowServer(shadow) as server:
+        try:
+            with server.database() as url:
+                history = replay_history(
+                    url,
+                    journal,
+                    schema=tracking.schema,
+                    table=tracking.table,
+                    server=server.description,
+                )
+        except IncompleteReplay:
+            with server.database() as url:
+                history = replay_history(
+                    url,
+                    journal,
+                    schema=tracking.schema,
+                    table=tracking.table,
+                    server=server.description,
+                    incremental=False,
+                )
     cache.store(directory, cache.cache_key(hashes, history.server_major), history.to_json())
     return history
 

@@ -7,18 +7,29 @@ read with the reader production is read with. A migration PostgreSQL refuses to 
 transaction (``CREATE INDEX CONCURRENTLY``) is run statement by statement, as ``migrate
 --allow-concurrent`` runs it. The shadow starts empty, so a role that production has and a
 policy names is created on the shadow when PostgreSQL says it is missing.
+
+A whole catalog read costs more as the schema grows, and a read after each of hundreds of
+migrations would cost minutes. So the catalog is read whole once, before the first
+migration; after each migration only the objects it touched are read again: an event
+trigger records what each DDL command created, altered or dropped
+(``pg_event_trigger_ddl_commands``, ``pg_event_trigger_dropped_objects``), widened to the
+objects that depend on those (a view on a renamed table, a foreign key to it) and to their
+owners (a column's, constraint's or index's table). At the end the catalog is read whole
+again and must equal what the deltas built; where it does not (or where the server does not
+let us create an event trigger), the folder is replayed again with a whole read after each
+migration.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from orchestrator.catalog import History, ReplayFailure, delta
+from orchestrator.catalog import Change, History, Properties, ReplayFailure, delta
 from orchestrator.catalog.snapshot import CatalogSnapshot
 from orchestrator.db.catalog_reader import read_catalog
 from orchestrator.db.connect import connect
@@ -51,38 +62,161 @@ def _explain(failure: ReplayFailure, server: str) -> str:
     return f"the migrations do not replay on an empty database ({server}): {failure}"
 
 
-def replay_history(url: str, journal: Journal, *, schema: str, table: str, server: str) -> History:
-    """Replay every migration of ``journal`` on the empty database at ``url``."""
+class IncompleteReplay(Exception):
+    """The deltas read after each migration do not add up to the catalog at the end."""
+
+
+def replay_history(
+    url: str, journal: Journal, *, schema: str, table: str, server: str, incremental: bool = True
+) -> History:
+    """Replay every migration of ``journal`` on the empty database at ``url``.
+
+    ``incremental``: read only what each migration touched (see the module's docstring);
+    raises :class:`IncompleteReplay` when the server refuses the event trigger or when the
+    deltas do not add up, and the caller replays again with ``incremental=False``.
+    """
     with connect(url, autocommit=True) as conn:
-        before = read_catalog(conn, schema=schema, table=table)
-        initial, deltas, rewrites = before.objects, [], []
+        if incremental and not _watch_ddl(conn):
+            raise IncompleteReplay("the shadow server does not allow an event trigger")
+        state = _State(read_catalog(conn, schema=schema, table=table))
+        initial, deltas, rewrites = dict(state.objects), [], []
         for migration in journal.migrations:
+            if incremental:
+                conn.execute("DELETE FROM pg_temp.orchestrator_touched")
             failure = apply_migration(conn, migration)
             if failure is not None:
                 raise ReplayError(failure, server)
-            after = read_catalog(conn, schema=schema, table=table)
-            deltas.append(delta(before.objects, after.objects))
-            rewrites.append(_rewritten(before, after))
-            before = after
+            owners = _touched_owners(conn, state) if incremental else None
+            read = read_catalog(conn, schema=schema, table=table, owners=owners)
+            change, rewritten = state.update(read, owners)
+            deltas.append(change)
+            rewrites.append(rewritten)
+        if incremental:
+            whole = read_catalog(conn, schema=schema, table=table).objects
+            if whole != state.objects:
+                raise IncompleteReplay("the deltas do not add up to the catalog at the end")
     return History(
         hashes=tuple(m.hash for m in journal.migrations),
         initial=initial,
         deltas=tuple(deltas),
         server=server,
-        server_major=before.server_major,
+        server_major=state.server_major,
         rewrites=tuple(rewrites),
     )
 
 
-def _rewritten(before: CatalogSnapshot, after: CatalogSnapshot) -> tuple[str, ...]:
-    """Tables that existed before and whose storage is new after: the migration rewrote them."""
-    return tuple(
-        sorted(
-            name
-            for name, node in after.storage.items()
-            if name in before.storage and before.storage[name] != node
+class _State:
+    """The shadow's catalog as the replay has read it: objects, and who owns each."""
+
+    def __init__(self, whole: CatalogSnapshot) -> None:
+        self.server_major = whole.server_major
+        self.objects: dict[str, Properties] = dict(whole.objects)
+        self.refs: dict[str, tuple[str, str]] = dict(whole.refs)
+        self.storage: dict[str, int] = dict(whole.storage)
+        self.owners: dict[str, str] = {own: owner for owner, own in whole.refs.values()}
+
+    def owner_of(self, ref: str) -> str:
+        """The owner of the object ``ref`` as last read (itself when unknown)."""
+        return self.owners.get(ref, ref)
+
+    def update(
+        self, read: CatalogSnapshot, owners: Collection[str] | None
+    ) -> tuple[dict[str, Change], tuple[str, ...]]:
+        """Take in a read (of ``owners``' objects, or everything); what changed, and the
+        tables whose storage is new (rewritten)."""
+        if owners is None:
+            old_keys: Collection[str] = list(self.objects)
+        else:
+            wanted = set(owners)
+            old_keys = [key for key, (owner, _) in self.refs.items() if owner in wanted]
+        before = {key: self.objects[key] for key in old_keys}
+        change = delta(before, read.objects)
+        for key in old_keys:
+            del self.objects[key]
+            del self.refs[key]
+        self.objects.update(read.objects)
+        self.refs.update(read.refs)
+        self.owners.update({own: owner for owner, own in read.refs.values()})
+        rewritten = tuple(
+            sorted(
+                name
+                for name, node in read.storage.items()
+                if name in self.storage and self.storage[name] != node
+            )
         )
-    )
+        if owners is None:
+            self.storage = dict(read.storage)
+        else:
+            self.storage.update(read.storage)
+        return change, rewritten
+
+
+_WATCH_DDL = """
+CREATE TEMPORARY TABLE orchestrator_touched (classid oid, objid oid);
+CREATE FUNCTION pg_temp.orchestrator_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO pg_temp.orchestrator_touched
+        SELECT classid, objid FROM pg_event_trigger_ddl_commands();
+END $$;
+CREATE FUNCTION pg_temp.orchestrator_drop() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO pg_temp.orchestrator_touched
+        SELECT classid, objid FROM pg_event_trigger_dropped_objects();
+END $$;
+CREATE EVENT TRIGGER orchestrator_ddl ON ddl_command_end
+    EXECUTE FUNCTION pg_temp.orchestrator_ddl();
+CREATE EVENT TRIGGER orchestrator_drop ON sql_drop
+    EXECUTE FUNCTION pg_temp.orchestrator_drop();
+"""
+
+# What the recorded objects and the ones depending on them belong to, as the reader's refs.
+_TOUCHED_OWNERS = """
+WITH touched AS (
+    SELECT DISTINCT classid, objid FROM pg_temp.orchestrator_touched
+), near AS (
+    SELECT classid, objid FROM touched
+    UNION
+    SELECT d.classid, d.objid FROM pg_depend d
+    JOIN touched t ON d.refclassid = t.classid AND d.refobjid = t.objid
+)
+SELECT DISTINCT CASE classid
+    WHEN 'pg_class'::regclass THEN 'c' || coalesce(
+        (SELECT indrelid FROM pg_index WHERE indexrelid = objid), objid)
+    WHEN 'pg_constraint'::regclass THEN coalesce(
+        (SELECT CASE WHEN conrelid <> 0 THEN 'c' || conrelid ELSE 't' || contypid END
+         FROM pg_constraint WHERE oid = objid), 'o' || objid)
+    WHEN 'pg_trigger'::regclass THEN coalesce(
+        (SELECT 'c' || tgrelid FROM pg_trigger WHERE oid = objid), 'g' || objid)
+    WHEN 'pg_policy'::regclass THEN coalesce(
+        (SELECT 'c' || polrelid FROM pg_policy WHERE oid = objid), 'y' || objid)
+    WHEN 'pg_rewrite'::regclass THEN coalesce(
+        (SELECT 'c' || ev_class FROM pg_rewrite WHERE oid = objid), 'w' || objid)
+    WHEN 'pg_attrdef'::regclass THEN
+        (SELECT 'c' || adrelid FROM pg_attrdef WHERE oid = objid)
+    WHEN 'pg_namespace'::regclass THEN 'n' || objid
+    WHEN 'pg_type'::regclass THEN 't' || objid
+    WHEN 'pg_proc'::regclass THEN 'p' || objid
+    WHEN 'pg_extension'::regclass THEN 'e' || objid
+END
+FROM near
+"""
+
+
+def _watch_ddl(conn: psycopg.Connection[Any]) -> bool:
+    """Record what each DDL command touches (needs a superuser); False when refused."""
+    try:
+        with conn.transaction():
+            conn.execute(_WATCH_DDL)
+    except psycopg.errors.InsufficientPrivilege:
+        return False
+    return True
+
+
+def _touched_owners(conn: psycopg.Connection[Any], state: _State) -> set[str]:
+    """The owners whose objects the last migration may have changed."""
+    refs = {row[0] for row in conn.execute(_TOUCHED_OWNERS).fetchall() if row[0]}
+    # A dropped object is no longer in the catalog to say whose it was: the last read does.
+    return {state.owner_of(ref) for ref in refs} | refs
 
 
 def apply_migration(conn: psycopg.Connection[Any], migration: Migration) -> ReplayFailure | None:
