@@ -18,12 +18,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from orchestrator.db.catalog_read import read_snapshot
 
 from bench.drizzle_kit import PACKAGES, config_json, package_json
 from bench.proxy import LatencyProxy, ProxyProcess
 from bench.synthetic import SCALE, Shape, migration_sql, write_folder
 from orchestrator.commands import validate_database
-from orchestrator.db.catalog_read import read_snapshot
 from orchestrator.db.connect import connect
 from orchestrator.db.migrator import MigrateOptions, apply_pending
 from orchestrator.drizzle.journal import read_journal

@@ -366,8 +366,9 @@ def test_connection_killed_mid_migration_is_retried_after_revalidating(
 
 
 def test_the_snapshot_is_one_exchange_whatever_the_size(database_url: str) -> None:
-    from bench.proxy import LatencyProxy
     from orchestrator.db.catalog_read import read_snapshot
+
+    from bench.proxy import LatencyProxy
 
     migrate(database_url, full())
     proxy = LatencyProxy.for_url(database_url, round_trip_delay=0.0)

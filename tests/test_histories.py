@@ -27,13 +27,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from orchestrator.catalog import History
 from orchestrator.cli import run
 from orchestrator.commands import ShadowSpec, migrate_database, validate_database
+from orchestrator.database import folder_history
 from orchestrator.db.migrator import MigrateOptions, MigrationFailed
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, read_journal
-from orchestrator.catalog import History
-from orchestrator.database import folder_history
 from orchestrator.errors import PartialStateError
 from orchestrator.repair import repair_database
 from orchestrator.sandbox.pg import ServerBinariesMissing, create_database, find_bindir, with_dbname

@@ -8,6 +8,7 @@ which catalog each migration builds.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any
 
 import pytest
@@ -97,7 +98,7 @@ JOURNAL = Journal("mem", "postgresql", MIGRATIONS)
 HISTORY = History(
     hashes=tuple(m.hash for m in MIGRATIONS),
     initial=BASE,
-    deltas=tuple(delta(a, b) for a, b in zip(STATES, STATES[1:], strict=False)),
+    deltas=tuple(delta(a, b) for a, b in itertools.pairwise(STATES)),
     server="PostgreSQL 15.8 on a test",
     server_major=15,
 )
