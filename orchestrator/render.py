@@ -70,6 +70,8 @@ def migration_rows(migrations: Sequence[MigrationStatus]) -> list[MigrationStatu
 def validation(console: Console, report: ValidationReport, url: str) -> None:
     """Print a validation report: checks, per-migration table, findings, verdict, advice."""
     console.print(f"database: {url}", markup=False, highlight=False)
+    if report.replayed_on:
+        console.print(f"history replayed on {report.replayed_on}", markup=False, highlight=False)
     for check in report.checks[:2]:
         mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"
         console.print(f"{mark} {check.name}: ", end="")

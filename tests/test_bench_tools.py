@@ -18,15 +18,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from orchestrator.db.catalog_read import read_snapshot
 
 from bench.drizzle_kit import PACKAGES, config_json, package_json
 from bench.proxy import LatencyProxy, ProxyProcess
 from bench.synthetic import SCALE, Shape, migration_sql, write_folder
 from orchestrator.commands import validate_database
+from orchestrator.db.catalog_reader import read_catalog
 from orchestrator.db.connect import connect
 from orchestrator.db.migrator import MigrateOptions, apply_pending
 from orchestrator.drizzle.journal import read_journal
+from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS
 from orchestrator.validation import Verdict
 
 
@@ -118,14 +119,20 @@ def test_proxy_counts_sql_round_trips_of_postgres(
             for _ in range(4):
                 conn.execute("SELECT 1").fetchone()
             assert proxy.reset().round_trips == 4
-            # The catalog snapshot: BEGIN, a statement per part and COMMIT in one pipeline.
-            read_snapshot(conn, schema="drizzle", table="__drizzle_migrations")
+            # The catalog snapshot: one statement, one exchange.
+            read_catalog(conn, schema="drizzle", table="__drizzle_migrations")
             assert proxy.reset().round_trips == 1
-        with psycopg.connect(proxy.url(database_url)) as conn:  # not autocommit: the same
-            proxy.reset()
-            read_snapshot(conn, schema="drizzle", table="__drizzle_migrations")
-            assert proxy.reset().round_trips == 1
-            assert not conn.autocommit
+
+
+def test_validate_reads_production_in_one_round_trip(database_url: str) -> None:
+    """Production gets one catalog read: the replay runs on the shadow, never through it."""
+    journal = read_journal(EXAMPLE_MIGRATIONS)
+    with ProxyProcess.for_url(database_url, round_trip_delay=0.0) as proxy:
+        handshake = proxy.handshake_round_trips(database_url)
+        proxy.reset()
+        report = validate_database(proxy.url(database_url), journal, MigrateOptions())
+        assert report.status is Verdict.NEEDS_MIGRATION
+        assert proxy.reset().round_trips - handshake == 1
 
 
 def test_proxy_url_keeps_user_and_database() -> None:

@@ -1,0 +1,240 @@
+"""The shadow database: histories replayed on a PostgreSQL that is never production, cached by
+the migrations' hashes, and the comparisons validate and migrate make with them.
+
+Real servers throughout: the suite's server is the shadow (a database of its own per
+replay) unless a test says otherwise; production is a fresh database on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from orchestrator.cli import run
+from orchestrator.database import folder_history, migrate_database, validate_database
+from orchestrator.db.migrator import MigrateOptions
+from orchestrator.db.retry import RetryPolicy
+from orchestrator.drizzle.journal import read_journal
+from orchestrator.errors import PartialStateError, UsageError
+from orchestrator.shadow import ShadowSpec
+from orchestrator.shadow.replay import replay_history
+from orchestrator.shadow.server import ShadowServer
+from orchestrator.validation import Verdict
+from tests.drizzle_helpers import prefix_folder, tracking_rows, write_folder
+
+OPTIONS = MigrateOptions()
+ONCE = RetryPolicy.none()
+HISTORIES = Path(__file__).resolve().parent / "fixtures" / "histories"
+UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1"
+
+RLS_FOLDER = [
+    (
+        "0000_accounts",
+        'CREATE TABLE "accounts" ("id" serial PRIMARY KEY NOT NULL, "owner" text NOT NULL);\n'
+        "--> statement-breakpoint\n"
+        'ALTER TABLE "accounts" ENABLE ROW LEVEL SECURITY;\n'
+        "--> statement-breakpoint\n"
+        'CREATE POLICY "own rows" ON "accounts" AS PERMISSIVE FOR SELECT TO public '
+        "USING (owner = current_user);",
+    ),
+]
+
+
+def migrate(url: str, folder: Path, shadow: ShadowSpec) -> None:
+    migrate_database(
+        url, read_journal(folder), OPTIONS, confirm=lambda _r: True, shadow=shadow, retry=ONCE
+    )
+
+
+def execute(url: str, sql: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.encode())
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    directory = tmp_path / "cache"
+    monkeypatch.setenv("ORCHESTRATOR_CACHE_DIR", str(directory))
+    return directory / "shadow"
+
+
+def test_a_second_validate_needs_no_shadow_and_the_cache_is_private(
+    database_url: str, server_url: str, cache: Path, tmp_path: Path
+) -> None:
+    folder = write_folder(tmp_path / "drizzle", RLS_FOLDER)
+    journal = read_journal(folder)
+    first = validate_database(database_url, journal, OPTIONS, shadow=ShadowSpec(server_url))
+    assert first.status is Verdict.NEEDS_MIGRATION
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    files = list(cache.glob("*.json"))
+    assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    # The shadow named now cannot be reached: the history comes from the cache.
+    again = validate_database(database_url, journal, OPTIONS, shadow=ShadowSpec(UNREACHABLE))
+    assert again.status is Verdict.NEEDS_MIGRATION
+    assert again.replayed_on == first.replayed_on
+
+
+def test_the_report_says_which_server_the_history_was_replayed_on(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write_folder(tmp_path / "drizzle", RLS_FOLDER)
+    code = run(["validate", "--database-url", database_url, "--migrations", str(folder)])
+    out = capsys.readouterr().out
+    assert code == 10
+    [line] = [line for line in out.splitlines() if line.startswith("history replayed on")]
+    assert "PostgreSQL" in line and "shadow server postgresql://" in line
+
+
+def test_without_a_named_shadow_a_throwaway_local_cluster_is_used(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: Path
+) -> None:
+    monkeypatch.delenv("ORCHESTRATOR_SHADOW_URL")
+    folder = write_folder(tmp_path / "drizzle", RLS_FOLDER)
+    report = validate_database(database_url, read_journal(folder), OPTIONS)
+    assert report.status is Verdict.NEEDS_MIGRATION
+    assert report.replayed_on.endswith("on a throwaway local cluster")
+
+
+def test_a_shadow_url_naming_production_is_refused(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write_folder(tmp_path / "drizzle", RLS_FOLDER)
+    argv = ["validate", "--database-url", database_url, "--migrations", str(folder)]
+    code = run([*argv, "--shadow-url", database_url])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "names the production database" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_missing_extension_is_named_with_the_way_out(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], cache: Path
+) -> None:
+    folder = write_folder(
+        tmp_path / "drizzle", [("0000_vectors", 'CREATE EXTENSION IF NOT EXISTS "no_such_ext";')]
+    )
+    code = run(["migrate", "--yes", "--database-url", database_url, "--migrations", str(folder)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "'no_such_ext'" in err and "--shadow-url" in err
+    assert len(err.strip().splitlines()) == 1
+    assert tracking_rows(database_url) == []  # nothing changed on production
+
+
+def test_a_dropped_policy_or_disabled_row_level_security_is_seen(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = write_folder(tmp_path / "drizzle", RLS_FOLDER)
+    shadow = ShadowSpec(os.environ["ORCHESTRATOR_SHADOW_URL"])
+    migrate(database_url, folder, shadow)
+    journal = read_journal(folder)
+    assert validate_database(database_url, journal, OPTIONS, shadow=shadow).status is Verdict.SAFE
+
+    execute(database_url, 'DROP POLICY "own rows" ON accounts')
+    report = validate_database(database_url, journal, OPTIONS, shadow=shadow)
+    assert report.status is Verdict.PARTIAL_MIGRATION
+    [drift] = [f for f in report.findings if f.code == "schema_drift"]
+    assert "policy public.accounts.own rows: missing" in drift.message
+
+    execute(
+        database_url,
+        'CREATE POLICY "own rows" ON accounts AS PERMISSIVE FOR SELECT TO public '
+        "USING (owner = current_user); ALTER TABLE accounts DISABLE ROW LEVEL SECURITY",
+    )
+    report = validate_database(database_url, journal, OPTIONS, shadow=shadow)
+    assert report.status is Verdict.PARTIAL_MIGRATION
+    [drift] = [f for f in report.findings if f.code == "schema_drift"]
+    assert "table public.accounts: row_level_security expected True, found False" in drift.message
+
+
+ENUM_RELEASE = [
+    (
+        "0000_tickets",
+        "CREATE TYPE \"status\" AS ENUM('open', 'closed');\n--> statement-breakpoint\n"
+        'CREATE TABLE "tickets" ("id" serial PRIMARY KEY, "status" "status" DEFAULT \'open\');',
+    ),
+    ("0001_status_held", "ALTER TYPE \"status\" ADD VALUE 'held';"),
+    ("0002_held_default", 'ALTER TABLE "tickets" ALTER COLUMN "status" SET DEFAULT \'held\';'),
+]
+
+
+def test_migrate_refuses_what_postgres_refuses_in_one_transaction(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = write_folder(tmp_path / "drizzle", ENUM_RELEASE)
+    shadow = ShadowSpec(os.environ["ORCHESTRATOR_SHADOW_URL"])
+    migrate(database_url, prefix_folder(folder, 1, tmp_path / "first"), shadow)
+    before = tracking_rows(database_url)
+    with pytest.raises(UsageError) as refused:
+        migrate(database_url, folder, shadow)
+    message = str(refused.value)
+    assert "0002_held_default" in message and "unsafe use of new value" in message
+    assert "55P04" in message and "Nothing was changed" in message
+    assert tracking_rows(database_url) == before
+
+
+def test_migrate_refuses_a_partial_state_before_changing_anything(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = write_folder(
+        tmp_path / "drizzle",
+        [
+            ("0000_a", 'CREATE TABLE "a" ("id" integer);'),
+            ("0001_b", 'CREATE TABLE "b" ("id" integer);'),
+            ("0002_c", 'CREATE TABLE "c" ("id" integer);'),
+        ],
+    )
+    shadow = ShadowSpec(os.environ["ORCHESTRATOR_SHADOW_URL"])
+    migrate(database_url, prefix_folder(folder, 2, tmp_path / "two"), shadow)
+    before = tracking_rows(database_url)
+    # 0001 edited after it was applied: its tracked hash is no longer the file's.
+    (folder / "0001_b.sql").write_text('CREATE TABLE "b" ("id" integer, "note" text);')
+    journal = read_journal(folder)
+    assert validate_database(database_url, journal, OPTIONS, shadow=shadow).status is (
+        Verdict.PARTIAL_MIGRATION
+    )
+    with pytest.raises(PartialStateError, match="nothing was changed"):
+        migrate(database_url, folder, shadow)
+    assert tracking_rows(database_url) == before
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT to_regclass('c')").fetchone() == (None,)
+
+
+def test_reading_back_only_what_each_migration_touched_builds_every_state(server_url: str) -> None:
+    """The replay reads after each migration only what it touched; a replay that reads the
+    whole catalog after each one must build the very same states."""
+    journal = read_journal(HISTORIES / "patterns" / "migrations")
+    with ShadowServer(ShadowSpec(server_url)) as server:
+        states = []
+        for incremental in (True, False):
+            with server.database() as url:
+                history = replay_history(
+                    url,
+                    journal,
+                    schema=OPTIONS.schema,
+                    table=OPTIONS.table,
+                    server=server.description,
+                    incremental=incremental,
+                )
+            states.append([history.state_after(k) for k in range(len(journal.migrations) + 1)])
+    assert states[0] == states[1]
+    assert len({json.dumps(s, sort_keys=True) for s in states[0]}) > 30  # they do differ
+
+
+def test_the_history_says_which_migrations_rewrote_a_table(
+    tmp_path: Path, server_url: str, cache: Path
+) -> None:
+    folder = write_folder(
+        tmp_path / "drizzle",
+        [
+            ("0000_t", 'CREATE TABLE "t" ("id" integer, "n" integer);'),
+            ("0001_wider", 'ALTER TABLE "t" ALTER COLUMN "n" SET DATA TYPE bigint;'),
+            ("0002_note", 'ALTER TABLE "t" ADD COLUMN "note" text;'),
+        ],
+    )
+    history = folder_history(read_journal(folder), OPTIONS, ShadowSpec(server_url))
+    assert history.rewrites == ((), ("public.t",), ())
