@@ -1,9 +1,10 @@
-"""A throwaway local PostgreSQL holding a copy of production's schema, for rehearsals.
+"""A copy of production's schema on the shadow server, for rehearsals.
 
 ``deploy --dry-run --rehearse-on local`` must not touch production beyond reading it: the
 schema (``pg_dump --schema-only``) and drizzle's tracking rows (``pg_dump --data-only`` of
-that one table) are read, and loaded into a cluster started for the occasion with the same
-``initdb`` + ``pg_ctl`` rig the test suite uses. The migrations are then applied there for
+that one table) are read, and loaded into a database of its own on the shadow server, the
+same one validation replays the folder on (:mod:`orchestrator.shadow`: the server the
+playbook names, else a throwaway local cluster). The migrations are then applied there for
 real. ``pg_dump`` takes ACCESS SHARE on every table while it reads the schema: reads and
 writes go on, but DDL (and whatever queues behind that DDL) waits until the dump ends. The
 wait for those locks is bounded by the rehearsal's lock bound (``--lock-wait-timeout``); the
@@ -31,13 +32,9 @@ from orchestrator.db.retry import RetryPolicy, call_with_retry, is_transient_mes
 from orchestrator.engine.steps.backup import without_password
 from orchestrator.errors import DatabaseError, UsageError
 from orchestrator.redaction import redact
-from orchestrator.sandbox.pg import (
-    EmbeddedPostgres,
-    ServerBinariesMissing,
-    create_database,
-    find_bindir,
-    with_dbname,
-)
+from orchestrator.sandbox.pg import ServerBinariesMissing, find_bindir
+from orchestrator.shadow import ShadowSpec
+from orchestrator.shadow.server import ShadowServer
 
 __all__ = ["CANNOT_CATCH", "local_copy"]
 
@@ -47,21 +44,21 @@ CANNOT_CATCH = (
     "production's traffic, nor what the monitor's SQL checks would read on production (the "
     "copy has no rows: those checks are not predictive)"
 )
-COPY_DATABASE = "rehearsal"
 NO_RETRY = RetryPolicy.none()
 
 
 @contextmanager
 def local_copy(
     url: str,
+    shadow: ShadowSpec,
     *,
     schema: str,
     table: str,
     lock_wait: float = 1.0,
     retry: RetryPolicy = NO_RETRY,
 ) -> Iterator[str]:
-    """Start a local cluster, copy production's schema and tracking rows into it, yield its
-    URL; the cluster is destroyed afterwards, whatever happens.
+    """Copy production's schema and tracking rows into a new database on the shadow server,
+    yield its URL; the database (and a throwaway cluster) is gone afterwards, whatever happens.
 
     ``lock_wait``: seconds each dump may wait for its ACCESS SHARE locks on production.
     ``retry``: the policy under which a dump that could not connect is tried again.
@@ -72,19 +69,10 @@ def local_copy(
         lambda: _dump(pg_dump, url, "--schema-only", lock_wait=lock_wait), retry
     )
     rows_sql = call_with_retry(lambda: _dump(pg_dump, url, *tracking, lock_wait=lock_wait), retry)
-    try:
-        cluster = EmbeddedPostgres()
-    except ServerBinariesMissing as exc:
-        raise UsageError(f"--rehearse-on local needs PostgreSQL server binaries: {exc}") from None
-    cluster.__enter__()
-    try:
-        create_database(cluster.url(), COPY_DATABASE)
-        copy_url = with_dbname(cluster.url(), COPY_DATABASE)
+    with ShadowServer(shadow) as server, server.database() as copy_url:
         _load(copy_url, schema_sql, "schema")
         _load(copy_url, rows_sql, "tracking rows")
         yield copy_url
-    finally:
-        cluster.destroy()
 
 
 def _pg_dump_binary() -> str:

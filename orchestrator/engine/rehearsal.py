@@ -161,6 +161,7 @@ def rehearse(
             schema, table = playbook.migrations.schema_, playbook.migrations.table
             with local_copy(
                 url,
+                shadow,
                 schema=schema,
                 table=table,
                 lock_wait=bounds.lock_timeout,
