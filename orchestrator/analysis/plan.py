@@ -1,9 +1,10 @@
 """The plan of a release: per migration its changes, risk, compatibility and lint findings,
 and the deploy strategy they force. Pure: a journal in, a frozen value (and its JSON) out.
 
-The whole folder is always replayed (so "existing table" means existing before the
-migration, whatever is selected); only the selected migrations are reported and decide the
-strategy.
+With the folder's history from the shadow, each migration is read with what PostgreSQL
+built before it (so "existing table" means existing before the migration, whatever is
+selected), and the plan names the objects it changes in the catalog and the tables it
+rewrites. Only the selected migrations are reported and decide the strategy.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from orchestrator.analysis.locks import TableLock, migration_locks
 from orchestrator.analysis.nontransactional import enum_value_uses
 from orchestrator.analysis.risk import RiskLevel, assess_risk
 from orchestrator.analysis.strategy import StrategyDecision, choose_strategy
+from orchestrator.catalog import History
 from orchestrator.drizzle.journal import Journal
 
 
@@ -58,6 +60,8 @@ class MigrationPlan:
     lint: tuple[LintFinding, ...]
     # The existing tables the migration locks, and in which mode (strongest per table).
     locks: tuple[TableLock, ...] = ()
+    # From the shadow: (create | alter | drop, object key) of each object it changes.
+    catalog: tuple[tuple[str, str], ...] = ()
 
     @property
     def overall(self) -> Compat:
@@ -88,6 +92,7 @@ class MigrationPlan:
             "objects": [o.to_json() for o in self.objects],
             "lint": [f.to_json() for f in self.lint],
             "locks": [lock.to_json() for lock in self.locks],
+            "catalog": [{"action": a, "object": key} for a, key in self.catalog],
         }
 
 
@@ -145,6 +150,7 @@ def plan_migration(migration: MigrationEffects) -> MigrationPlan:
         objects=object_changes(migration),
         lint=findings,
         locks=migration_locks(migration),
+        catalog=migration.catalog,
     )
 
 
@@ -161,9 +167,13 @@ def _with_findings(plan: MigrationPlan, findings: list[LintFinding]) -> Migratio
     )
 
 
-def build_plan(journal: Journal, tags: Collection[str] | None = None) -> Plan:
-    """Plan the migrations of ``journal`` named in ``tags`` (all of them when ``None``)."""
-    analysis = analyse_migrations([(m.tag, m.statements) for m in journal.migrations])
+def build_plan(
+    journal: Journal, tags: Collection[str] | None = None, history: History | None = None
+) -> Plan:
+    """Plan the migrations of ``journal`` named in ``tags`` (all of them when ``None``);
+    ``history``: the folder as the shadow replayed it (None: from the SQL alone)."""
+    folder = [(m.tag, m.statements) for m in journal.migrations]
+    analysis = analyse_migrations(folder, history)
     selected = [m for m in analysis.migrations if tags is None or m.tag in tags]
     release = [(m.tag, m.statements) for m in journal.migrations if tags is None or m.tag in tags]
     extra: dict[str, list[LintFinding]] = {}
