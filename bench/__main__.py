@@ -39,12 +39,12 @@ import psycopg
 from bench import drizzle_kit, traffic
 from bench.proxy import LatencyProxy, ProxyProcess
 from bench.synthetic import SCALE, write_folder
+from orchestrator.analysis.effects import analyse_migrations
 from orchestrator.commands import take_snapshot, validate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.drizzle.journal import Journal, read_journal
-from orchestrator.drizzle.model import build_object_model
-from orchestrator.drizzle.model.cache import CACHE_DIR_ENV
 from orchestrator.sandbox.pg import EmbeddedPostgres, create_database, drop_database, with_dbname
+from orchestrator.shadow.cache import CACHE_DIR_ENV
 from orchestrator.validation import Verdict
 
 REPEATS = 5  # fast figures: median of this many runs, after one warm-up
@@ -139,18 +139,19 @@ def tracked_rows(url: str) -> int:
 
 
 def journal_rows(folder: Path) -> tuple[list[Row], Journal]:
-    """Reading and hashing the folder; building its object model (what validate parses)."""
+    """Reading and hashing the folder; reading its statements (what plan and lint parse)."""
     seconds, journal = median_seconds(lambda: read_journal(folder))
     migrations = [(m.tag, m.statements) for m in journal.migrations]
     statements = sum(len(s) for _, s in migrations)
-    model_seconds, model = median_seconds(lambda: build_object_model(migrations), repeats=3)
-    if model.unparsed:
-        raise SystemExit(f"bench: unparsed migrations: {dict(model.unparsed)}")
+    model_seconds, analysis = median_seconds(lambda: analyse_migrations(migrations), repeats=3)
+    unparsed = [m.tag for m in analysis.migrations for s in m.statements if s.error]
+    if unparsed:
+        raise SystemExit(f"bench: unparsed migrations: {unparsed}")
     return [
         seconds_row(
             f"journal: read + hash {len(journal.migrations)} files", seconds, TARGET_JOURNAL_S
         ),
-        seconds_row(f"object model: parse + replay {statements} statements", model_seconds),
+        seconds_row(f"analysis: parse + read {statements} statements", model_seconds),
     ], journal
 
 
