@@ -102,6 +102,7 @@ class Plan:
 
     strategy: StrategyDecision
     migrations: tuple[MigrationPlan, ...]
+    note: str = ""  # why the shadow gave no facts, when it did not
 
     @property
     def lint(self) -> tuple[LintFinding, ...]:
@@ -110,10 +111,13 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         """``{"strategy", "migrations": [...]}`` as documented for ``plan --json``."""
-        return {
+        document: dict[str, Any] = {
             "strategy": self.strategy.strategy.value,
             "migrations": [m.to_json() for m in self.migrations],
         }
+        if self.note:
+            document["note"] = self.note
+        return document
 
 
 def object_changes(migration: MigrationEffects) -> tuple[ObjectChange, ...]:

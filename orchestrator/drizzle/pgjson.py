@@ -244,7 +244,8 @@ def check_syntax(sql: str) -> None:
 
     The parser's statement split: the same grammar and the same errors as
     :func:`parse_json`, at half the cost, for it writes no JSON tree. A journal's check
-    needs no tree; the analysis makes one when it reads the statements. Cached like :func:`parse_json`: each text is checked once per process.
+    needs no tree; the analysis makes one when it reads the statements. Cached like
+    :func:`parse_json`: each text is checked once per process.
     """
     split(sql, with_parser=True)
 
