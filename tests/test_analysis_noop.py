@@ -4,6 +4,8 @@ table creation (pure)."""
 
 from __future__ import annotations
 
+from orchestrator.drizzle.model import ColumnView, HistoryReplay
+
 from orchestrator.analysis.compatibility import Compat, migration_compat
 from orchestrator.analysis.effects import analyse_migrations, analyse_sql
 from orchestrator.analysis.lint import lint_migration
@@ -11,7 +13,7 @@ from orchestrator.analysis.markdown import objects_summary
 from orchestrator.analysis.plan import plan_migration
 from orchestrator.analysis.risk import RiskLevel
 from orchestrator.analysis.typechange import ColumnType
-from orchestrator.drizzle.model import ColumnView, HistoryReplay
+from tests.analysis_helpers import analyse_on_shadow
 
 BEFORE = """
 CREATE TABLE "users" ("id" serial PRIMARY KEY NOT NULL, "email" text NOT NULL, "bio" text);
@@ -22,14 +24,14 @@ S, C, B = Compat.SAFE, Compat.CONDITIONAL, Compat.BREAKS
 
 
 def verdicts(sql: str) -> tuple[Compat, Compat]:
-    effects = analyse_sql(sql, before=BEFORE)
+    effects = analyse_on_shadow(sql, before=BEFORE)
     result = migration_compat(effects.tag, effects.changes)
     return result.old_code_on_new_schema, result.new_code_on_old_schema
 
 
 def test_restated_table_is_not_created() -> None:
     sql = 'CREATE TABLE IF NOT EXISTS "users" ("id" serial PRIMARY KEY NOT NULL, "x" text)'
-    effects = analyse_sql(sql, before=BEFORE)
+    effects = analyse_on_shadow(sql, before=BEFORE)
     [change] = effects.changes
     assert (change.kind, change.action, change.restates) == ("no_op", "none", "create_table")
     assert change.target == "table public.users"
@@ -62,14 +64,14 @@ def test_restated_table_keeps_the_history_s_columns() -> None:
 def test_restated_column_breaks_nobody() -> None:
     sql = 'ALTER TABLE "users" ADD COLUMN IF NOT EXISTS "bio" text'
     assert verdicts(sql) == (S, S)  # was (safe, breaks): "does not exist for new code"
-    planned = plan_migration(analyse_sql(sql, before=BEFORE))
+    planned = plan_migration(analyse_on_shadow(sql, before=BEFORE))
     # it still takes the table's ACCESS EXCLUSIVE lock before PostgreSQL skips it
     assert planned.risk is RiskLevel.MEDIUM
     assert planned.risk_reasons == ("locks existing table public.users",)
     assert [f.rule for f in planned.lint] == ["require-lock-timeout"]
     # a restated NOT NULL column without a default is no error either: nothing is added
     sql = "SET lock_timeout = '1s'; ALTER TABLE users ADD COLUMN IF NOT EXISTS email text NOT NULL"
-    assert lint_migration(analyse_sql(sql, before=BEFORE)) == []
+    assert lint_migration(analyse_on_shadow(sql, before=BEFORE)) == []
     assert verdicts(sql) == (S, S)
 
 
@@ -79,12 +81,12 @@ def test_restated_index_is_not_built() -> None:
         "CREATE UNIQUE INDEX IF NOT EXISTS users_email_idx ON users (email)"
     )
     assert verdicts(sql) == (S, S)  # was (conditional, safe): "is unique"
-    effects = analyse_sql(sql, before=BEFORE)
+    effects = analyse_on_shadow(sql, before=BEFORE)
     assert [c.kind for c in effects.changes] == ["set_setting", "no_op"]
     assert lint_migration(effects) == []  # no require-concurrent-index-creation
     # CONCURRENTLY is still rejected inside the migration's transaction
     concurrently = "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email)"
-    rules = [f.rule for f in lint_migration(analyse_sql(concurrently, before=BEFORE))]
+    rules = [f.rule for f in lint_migration(analyse_on_shadow(concurrently, before=BEFORE))]
     assert "concurrently-in-transaction" in rules
 
 

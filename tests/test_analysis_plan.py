@@ -12,7 +12,6 @@ import psycopg
 import pytest
 
 from orchestrator.analysis.compatibility import Compat
-from orchestrator.analysis.effects import analyse_sql
 from orchestrator.analysis.markdown import plan_markdown
 from orchestrator.analysis.plan import build_plan, plan_migration
 from orchestrator.analysis.risk import RiskLevel
@@ -23,6 +22,7 @@ from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS, copy_migrations
+from tests.analysis_helpers import analyse_on_shadow
 
 RELEASE = ("0009_fat_kulan_gath", "0010_new_colleen_wing", "0011_cute_skin")
 
@@ -98,7 +98,7 @@ def test_example_release_matrix_is_derived_from_the_sql() -> None:
     ],
 )
 def test_risk_levels(sql: str, level: RiskLevel, reason: str) -> None:
-    planned = plan_migration(analyse_sql(sql, before="CREATE TABLE users (id int)"))
+    planned = plan_migration(analyse_on_shadow(sql, before="CREATE TABLE users (id int)"))
     assert planned.risk is level
     assert any(reason in r for r in planned.reasons), planned.reasons
 

@@ -8,7 +8,6 @@ import psycopg
 import pytest
 
 from orchestrator.analysis.compatibility import Compat, migration_compat
-from orchestrator.analysis.effects import analyse_sql
 from orchestrator.analysis.lint import lint_migration
 from orchestrator.analysis.plan import plan_migration
 from orchestrator.analysis.risk import RiskLevel
@@ -18,6 +17,7 @@ from orchestrator.analysis.typechange import (
     classify_type_change,
     rewrites_table,
 )
+from tests.analysis_helpers import analyse_on_shadow
 
 SAME, RELAXES, REWRITES = TypeChange.SAME, TypeChange.RELAXES, TypeChange.REWRITES
 
@@ -61,7 +61,7 @@ CASES = [
 
 def sql_type(text: str) -> ColumnType:
     """The ColumnType effects.py gives ``text`` (through a one-column CREATE TABLE)."""
-    [change] = analyse_sql(
+    [change] = analyse_on_shadow(
         f"ALTER TABLE t ALTER COLUMN c TYPE {text}", before="CREATE TABLE t (c int)"
     ).changes
     assert change.new_type is not None
@@ -123,7 +123,7 @@ BEFORE = 'CREATE TABLE "posts" ("id" serial PRIMARY KEY, "title" varchar(40), "n
 def test_plan_compat_and_lint_use_the_decision(
     alter: str, risk: RiskLevel, compat: tuple[Compat, Compat], lint_error: bool
 ) -> None:
-    effects = analyse_sql(f"ALTER TABLE posts ALTER COLUMN {alter}", before=BEFORE)
+    effects = analyse_on_shadow(f"ALTER TABLE posts ALTER COLUMN {alter}", before=BEFORE)
     planned = plan_migration(effects)
     assert planned.risk is risk, planned.reasons
     assert any("rewrites public.posts" in r for r in planned.reasons) is lint_error
@@ -135,7 +135,7 @@ def test_plan_compat_and_lint_use_the_decision(
 
 def test_the_replayed_type_is_the_latest() -> None:
     # varchar(40) -> varchar(100) -> varchar(60): the last step shrinks, so it rewrites
-    effects = analyse_sql(
+    effects = analyse_on_shadow(
         "ALTER TABLE posts ALTER COLUMN title TYPE varchar(100);"
         "ALTER TABLE posts ALTER COLUMN title TYPE varchar(60)",
         before=BEFORE,
