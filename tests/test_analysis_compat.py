@@ -11,6 +11,7 @@ from tests.analysis_helpers import analyse_on_shadow
 
 # An "existing" schema: created by an earlier migration, so running code knows it.
 BEFORE = """
+CREATE SCHEMA archive;
 CREATE TYPE mood AS ENUM ('ok', 'sad');
 CREATE TABLE "users" (
   "id" serial PRIMARY KEY NOT NULL,

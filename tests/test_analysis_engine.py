@@ -36,7 +36,9 @@ def test_the_facts_before_a_migration_are_what_postgresql_built() -> None:
     assert second.column("public", "t", "n") == ColumnFacts(
         ColumnType("numeric", (10, 2)), False, False
     )
-    assert second.column("public", "t", "tags") == ColumnFacts(ColumnType("_text", ()), False, False)
+    assert second.column("public", "t", "tags") == ColumnFacts(
+        ColumnType("_text", ()), False, False
+    )
     assert second.column("public", "t", "g") == ColumnFacts(ColumnType("int4", ()), True, True)
     assert second.column("public", "t", "s") == ColumnFacts(ColumnType("mood", ()), False, False)
     assert second.column("public", "t", "at") == ColumnFacts(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.analysis.effects import analyse_sql
 from orchestrator.analysis.lint import RULES, has_errors, lint_migration, rule_named
 from tests.analysis_helpers import analyse_on_shadow
 
@@ -15,7 +16,21 @@ CREATE TABLE "teams" ("id" serial PRIMARY KEY NOT NULL);
 """
 
 
-def rules_for(sql: str) -> list[str]:
+# Rules about SQL PostgreSQL refuses in a migration (a syntax error, CONCURRENTLY inside a
+# transaction, a new enum value used before it commits): no shadow replays it, and the rule
+# needs none.
+STATIC_RULES = {
+    "concurrently-in-transaction",
+    "enum-value-used-in-transaction",
+    "rerun-unsafe-outside-transaction",
+    "unparseable-statement",
+}
+
+
+def rules_for(sql: str, rule: str = "") -> list[str]:
+    if rule in STATIC_RULES:
+        effects = analyse_sql(sql)
+        return [f.rule for f in lint_migration(effects)]
     return [f.rule for f in lint_migration(analyse_on_shadow(sql, before=BEFORE))]
 
 
@@ -129,8 +144,8 @@ CASES = [
 
 @pytest.mark.parametrize(("rule", "bad", "good"), CASES)
 def test_rule_fires_on_the_bad_sql_only(rule: str, bad: str, good: str) -> None:
-    assert rule in rules_for(bad)
-    assert rule not in rules_for(good)
+    assert rule in rules_for(bad, rule)
+    assert rule not in rules_for(good, rule)
 
 
 def test_every_rule_is_tested_and_documented() -> None:

@@ -1,10 +1,8 @@
 """CREATE TABLE / ADD COLUMN / CREATE INDEX ... IF NOT EXISTS of an object the replayed history
 already holds is a no-op: not a new object, not a missing one for old or new code, not a
-table creation (pure)."""
+table creation. What exists before a migration is what the shadow built."""
 
 from __future__ import annotations
-
-from orchestrator.drizzle.model import ColumnView, HistoryReplay
 
 from orchestrator.analysis.compatibility import Compat, migration_compat
 from orchestrator.analysis.effects import analyse_migrations, analyse_sql
@@ -13,7 +11,8 @@ from orchestrator.analysis.markdown import objects_summary
 from orchestrator.analysis.plan import plan_migration
 from orchestrator.analysis.risk import RiskLevel
 from orchestrator.analysis.typechange import ColumnType
-from tests.analysis_helpers import analyse_on_shadow
+from orchestrator.drizzle.journal import BREAKPOINT
+from tests.analysis_helpers import analyse_on_shadow, journal_of, replayed
 
 BEFORE = """
 CREATE TABLE "users" ("id" serial PRIMARY KEY NOT NULL, "email" text NOT NULL, "bio" text);
@@ -45,18 +44,15 @@ def test_restated_table_is_not_created() -> None:
 
 
 def test_restated_table_keeps_the_history_s_columns() -> None:
-    history = HistoryReplay()
-    folder = analyse_migrations(
-        [
-            ("0000", ['CREATE TABLE "users" ("id" int NOT NULL, "email" varchar(40))']),
-            ("0001", ['CREATE TABLE IF NOT EXISTS "users" ("id" bigint, "name" text)']),
-            ("0002", ['ALTER TABLE "users" ALTER COLUMN "id" TYPE int8']),
-        ],
-        history,
+    journal = journal_of(
+        ("0000", 'CREATE TABLE "users" ("id" int NOT NULL, "email" varchar(40))'),
+        ("0001", 'CREATE TABLE IF NOT EXISTS "users" ("id" bigint, "name" text)'),
+        ("0002", 'ALTER TABLE "users" ALTER COLUMN "id" TYPE int8'),
     )
-    table = history.table("public", "users")
-    assert table is not None and table.columns == ("id", "email")
-    assert history.column("public", "users", "email") == ColumnView("varchar", (40,), False, False)
+    folder = analyse_migrations(
+        [(m.tag, m.statements) for m in journal.migrations], replayed(journal)
+    )
+    assert folder.by_tag("0001").catalog == ()  # PostgreSQL skipped it: nothing changed
     [retype] = folder.by_tag("0002").changes
     assert retype.old_type == ColumnType("int4", ())  # 0000's, not the restatement's bigint
 
@@ -104,26 +100,22 @@ def test_if_not_exists_of_a_new_object_still_creates_it() -> None:
     assert verdicts("CREATE TABLE IF NOT EXISTS t (id int)") == (S, C)
     assert verdicts("ALTER TABLE users ADD COLUMN IF NOT EXISTS nick text") == (S, B)
     assert verdicts("CREATE UNIQUE INDEX IF NOT EXISTS users_bio_idx ON users (bio)") == (C, S)
-    # a table the folder does not know (created outside it) cannot be judged a no-op
+    # from the SQL alone (no shadow) nothing is known to exist: not a no-op
     effects = analyse_sql("ALTER TABLE elsewhere ADD COLUMN IF NOT EXISTS x text")
     assert [c.kind for c in effects.changes] == ["add_column"]
 
 
 def test_a_hotfix_restating_the_base_tables() -> None:
     """The runbook hotfix shape: ensure the base tables exist, then add one new column."""
+    pieces = [
+        '-- make sure the base tables exist\nCREATE TABLE IF NOT EXISTS "users" '
+        '("id" serial PRIMARY KEY NOT NULL, "email" text NOT NULL)\n',
+        '\nALTER TABLE "users" ADD COLUMN IF NOT EXISTS "bio" text;',
+        '\nALTER TABLE "users" ADD COLUMN IF NOT EXISTS "avatar" text;',
+    ]
+    journal = journal_of(("0000_init", BEFORE), ("0001_ensure", BREAKPOINT.join(pieces)))
     folder = analyse_migrations(
-        [
-            ("0000_init", [BEFORE]),
-            (
-                "0001_ensure",
-                [
-                    '-- make sure the base tables exist\nCREATE TABLE IF NOT EXISTS "users" '
-                    '("id" serial PRIMARY KEY NOT NULL, "email" text NOT NULL)\n',
-                    '\nALTER TABLE "users" ADD COLUMN IF NOT EXISTS "bio" text;',
-                    '\nALTER TABLE "users" ADD COLUMN IF NOT EXISTS "avatar" text;',
-                ],
-            ),
-        ]
+        [(m.tag, m.statements) for m in journal.migrations], replayed(journal)
     )
     planned = plan_migration(folder.by_tag("0001_ensure"))
     assert [(o.action, o.object) for o in planned.objects] == [

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from orchestrator.analysis.compatibility import Compat, migration_compat
+from orchestrator.analysis.effects import analyse_sql
 from orchestrator.analysis.lint import lint_migration
 from orchestrator.analysis.plan import plan_migration
 from orchestrator.analysis.risk import RiskLevel
@@ -60,10 +61,8 @@ CASES = [
 
 
 def sql_type(text: str) -> ColumnType:
-    """The ColumnType effects.py gives ``text`` (through a one-column CREATE TABLE)."""
-    [change] = analyse_on_shadow(
-        f"ALTER TABLE t ALTER COLUMN c TYPE {text}", before="CREATE TABLE t (c int)"
-    ).changes
+    """The ColumnType the analysis reads in ``ALTER COLUMN ... TYPE <text>``."""
+    [change] = analyse_sql(f"ALTER TABLE t ALTER COLUMN c TYPE {text}").changes
     assert change.new_type is not None
     return change.new_type
 
@@ -112,8 +111,15 @@ BEFORE = 'CREATE TABLE "posts" ("id" serial PRIMARY KEY, "title" varchar(40), "n
         # rewrites
         ("n TYPE bigint", RiskLevel.HIGH, (Compat.CONDITIONAL, Compat.CONDITIONAL), True),
         ("title TYPE varchar(20)", RiskLevel.HIGH, (Compat.CONDITIONAL, Compat.CONDITIONAL), True),
+        # a USING that only relabels the value: the shadow sees no rewrite
         (
             "title TYPE text USING title::text",
+            RiskLevel.MEDIUM,
+            (Compat.SAFE, Compat.CONDITIONAL),
+            False,
+        ),
+        (
+            "n TYPE bigint USING n + 1",
             RiskLevel.HIGH,
             (Compat.CONDITIONAL, Compat.CONDITIONAL),
             True,

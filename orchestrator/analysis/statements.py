@@ -19,7 +19,7 @@ from orchestrator.analysis.idempotence import (
     update_reads_what_it_sets,
 )
 from orchestrator.analysis.shadowfacts import ColumnFacts, IndexFacts, MigrationFacts
-from orchestrator.analysis.typechange import column_type_of, is_serial, type_name_of
+from orchestrator.analysis.typechange import ColumnType, column_type_of, is_serial, type_name_of
 from orchestrator.drizzle.pgjson import Node
 
 __all__ = ["StatementReader", "truncate_identifier"]
@@ -67,6 +67,8 @@ class StatementReader:
         # relations and columns created, and relations dropped, by the statements read so far
         self.created: set[tuple[str, ...]] = set()
         self.dropped: set[tuple[str, ...]] = set()
+        # column types set by the statements read so far
+        self.types: dict[tuple[str, ...], ColumnType] = {}
 
     def changes(self, node: Node) -> list[Change]:
         """The changes of the migration's next top-level statement."""
@@ -191,11 +193,7 @@ class StatementReader:
         if node.if_not_exists and self._exists(key):
             return [self._no_op("create_table", _key("table", *key), key)]
         if node.objtype == "OBJECT_MATVIEW":
-            return [
-                Change(
-                    "create_view", _key("view", *key), rerunnable=bool(node.if_not_exists)
-                )
-            ]
+            return [Change("create_view", _key("view", *key), rerunnable=bool(node.if_not_exists))]
         self._create(key)
         return [
             Change(
@@ -304,6 +302,7 @@ class StatementReader:
                 # still takes the table's ACCESS EXCLUSIVE lock before skipping
                 return self._no_op("add_column", target, key)
             self._create((*key, name))
+            self.types[(*key, name)] = column_type_of(cmd.def_.typeName)
             not_null, has_default = self._column_def(cmd.def_)
             return Change(
                 "add_column",
@@ -330,7 +329,8 @@ class StatementReader:
         if subtype == "AT_AlterColumnType":
             known = self._column(key, column_name)
             new_type = column_type_of(cmd.def_.typeName)
-            old_type = known.type if known is not None else None
+            old_type = self.types.get((*key, column_name), known.type if known else None)
+            self.types[(*key, column_name)] = new_type
             using = cmd.def_.raw_default is not None
             # the shadow's word: did the migration replace the table's storage?
             rewrites = None if self.facts is None else f"{key[0]}.{key[1]}" in self.facts.rewrites
@@ -399,9 +399,7 @@ class StatementReader:
             return [Change("rename_constraint", target, detail=f"to {new}")]
         if kind == "OBJECT_INDEX":
             schema, name = self._rv(node.relation)
-            return [
-                Change("rename_index", _key("index", schema, name), detail=f"to {new}")
-            ]
+            return [Change("rename_index", _key("index", schema, name), detail=f"to {new}")]
         if kind == "OBJECT_TYPE":
             schema, name = self._any_name(node.object)
             return [Change("rename_type", f"type {schema}.{name}", detail=f"to {new}")]
@@ -443,9 +441,7 @@ class StatementReader:
                 )
                 self._drop(key)
             elif kind in ("OBJECT_VIEW", "OBJECT_MATVIEW"):
-                changes.append(
-                    Change("drop_view", _key("view", *key), rerunnable=missing_ok)
-                )
+                changes.append(Change("drop_view", _key("view", *key), rerunnable=missing_ok))
             elif kind == "OBJECT_INDEX":
                 index = self._index(key)
                 on = index.table if index else None
