@@ -107,9 +107,16 @@ class Change:
         if self.kind != "alter_column_type" or self.new_type is None:
             return None
         verdict = classify_type_change(self.old_type, self.new_type, using=self.using)
-        if self.rewrites is False and verdict is TypeChange.REWRITES:
+        if self.rewrites is False and verdict is TypeChange.REWRITES and not self._zone_bound:
             return TypeChange.RELAXES
         return verdict
+
+    @property
+    def _zone_bound(self) -> bool:
+        """timestamp <-> timestamptz: rewritten unless the session's TimeZone is UTC, so a
+        shadow in UTC saying "no rewrite" says nothing about production."""
+        names = {t.name for t in (self.old_type, self.new_type) if t is not None}
+        return names == {"timestamp", "timestamptz"}
 
     @property
     def action(self) -> Action:
