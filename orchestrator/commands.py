@@ -204,7 +204,9 @@ def plan(
 
     if url is None:
         history, note = shadow_history(journal, shadow, options)
-        return replace(build_plan(journal, None, history), note=note)
+        if history is None:
+            return replace(build_plan(journal), note=note)
+        return build_plan(journal, None, history, locks_taken(journal, None, shadow))
     history = folder_history(journal, options, shadow)
     report = validate_database(
         url, journal, options, shadow=shadow, retry=retry, on_retry=on_retry, history=history
@@ -213,7 +215,16 @@ def plan(
         errors = [f.message for f in report.findings if f.severity == "error"]
         raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
     tags = {m.tag for m in report.migrations if m.state is not MigrationState.APPLIED}
-    return build_plan(journal, tags, history)
+    return build_plan(journal, tags, history, locks_taken(journal, tags, shadow))
+
+
+def locks_taken(journal: Journal, tags: set[str] | None, shadow: ShadowSpec) -> Mapping[str, Any]:
+    """The locks each statement of the migrations ``tags`` (all when None) takes on the
+    shadow (see :mod:`orchestrator.shadow.locks`)."""
+    from orchestrator.analysis.plan import statement_texts
+    from orchestrator.shadow.locks import locks_taken as taken
+
+    return taken(journal, statement_texts(journal, tags), shadow)
 
 
 def shadow_history(

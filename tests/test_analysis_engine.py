@@ -3,14 +3,19 @@ replayed on the shadow (the test server) and its history gives the facts a rule 
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from orchestrator.analysis.effects import analyse_migrations, analyse_sql
 from orchestrator.analysis.lint import lint_migration
-from orchestrator.analysis.plan import build_plan, plan_migration
+from orchestrator.analysis.plan import Plan, build_plan, plan_migration, statement_texts
 from orchestrator.analysis.risk import RiskLevel
 from orchestrator.analysis.shadowfacts import ColumnFacts, IndexFacts, migration_facts
 from orchestrator.analysis.typechange import ColumnType, TypeChange
+from orchestrator.drizzle.journal import Journal
+from orchestrator.shadow import SHADOW_URL_ENV, ShadowSpec
+from orchestrator.shadow.locks import locks_taken
 from tests.analysis_helpers import analyse_on_shadow, journal_of, replayed
 
 
@@ -163,3 +168,66 @@ def test_empty_enum_labels_read_as_pglast_reads_them() -> None:
     assert [(c.kind, c.target) for c in effects.changes] == [
         ("rename_enum_value", "enum_value public.mood.blank")
     ]
+
+
+def locks_on_shadow(journal: Journal, tags: set[str]) -> Plan:
+    """The plan of ``tags`` with the locks PostgreSQL took on the shadow."""
+    texts = statement_texts(journal, tags)
+    held = locks_taken(journal, texts, ShadowSpec(os.environ[SHADOW_URL_ENV]))
+    return build_plan(journal, tags, replayed(journal), held)
+
+
+def test_the_plan_s_locks_are_those_postgresql_took() -> None:
+    journal = journal_of(
+        ("0000", "CREATE TABLE p (id int PRIMARY KEY); CREATE TABLE t (a int)"),
+        (
+            "0001",
+            "SET lock_timeout = '1s';"
+            "ALTER TABLE t ADD CONSTRAINT f FOREIGN KEY (a) REFERENCES p (id);"
+            "CREATE TABLE n (a int); CREATE INDEX n_a ON n (a); CREATE INDEX t_a ON t (a)",
+        ),
+    )
+    [shadow] = locks_on_shadow(journal, {"0001"}).migrations
+    # the foreign key locks the table it references too; the new table n is left out
+    assert [(lock.table, lock.mode, lock.statement) for lock in shadow.locks] == [
+        ("public.p", "SHARE ROW EXCLUSIVE", 2),
+        ("public.t", "SHARE ROW EXCLUSIVE", 2),
+    ]
+    [static] = build_plan(journal, {"0001"}).migrations
+    assert [(lock.table, lock.mode) for lock in static.locks] == [
+        ("public.t", "SHARE ROW EXCLUSIVE")
+    ]
+
+
+def test_a_migration_outside_a_transaction_keeps_the_lock_table() -> None:
+    journal = journal_of(
+        ("0000", "CREATE TABLE t (a int)"),
+        ("0001", "CREATE INDEX CONCURRENTLY t_a ON t (a)"),
+    )
+    [migration] = locks_on_shadow(journal, {"0001"}).migrations
+    assert [(lock.table, lock.mode) for lock in migration.locks] == [
+        ("public.t", "SHARE UPDATE EXCLUSIVE")
+    ]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "ALTER TABLE t ADD COLUMN c text",
+        "CREATE INDEX i ON t (a)",
+        "ALTER TABLE t ADD CONSTRAINT f FOREIGN KEY (a) REFERENCES p (id)",
+        "ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0) NOT VALID",
+        "ALTER TABLE t ALTER COLUMN b SET NOT NULL",
+        "ALTER TABLE t RENAME COLUMN b TO b2",
+        "DROP INDEX t_b",
+        "UPDATE t SET a = 1",
+        "DELETE FROM t",
+    ],
+)
+def test_the_documented_lock_table_agrees_with_postgresql(statement: str) -> None:
+    before = "CREATE TABLE t (a int, b int); CREATE TABLE p (id int PRIMARY KEY);"
+    journal = journal_of(("0000", before + "CREATE INDEX t_b ON t (b)"), ("0001", statement))
+    [shadow] = locks_on_shadow(journal, {"0001"}).migrations
+    [static] = build_plan(journal, {"0001"}, replayed(journal)).migrations
+    on_t = [(lock.table, lock.mode) for lock in shadow.locks if lock.table == "public.t"]
+    assert on_t == [(lock.table, lock.mode) for lock in static.locks]
