@@ -16,7 +16,6 @@ from orchestrator.analysis.typechange import (
     ColumnType,
     TypeChange,
     classify_type_change,
-    rewrites_table,
 )
 from tests.analysis_helpers import analyse_on_shadow
 
@@ -70,7 +69,6 @@ def sql_type(text: str) -> ColumnType:
 @pytest.mark.parametrize(("old", "new", "verdict"), CASES)
 def test_classify_type_change(old: str, new: str, verdict: TypeChange) -> None:
     assert classify_type_change(sql_type(old), sql_type(new)) is verdict
-    assert rewrites_table(sql_type(old), sql_type(new)) is (verdict is REWRITES)
 
 
 def test_using_or_an_unknown_old_type_rewrites() -> None:

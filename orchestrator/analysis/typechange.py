@@ -95,11 +95,6 @@ def classify_type_change(
     return TypeChange.REWRITES
 
 
-def rewrites_table(old: ColumnType | None, new: ColumnType, *, using: bool = False) -> bool:
-    """True when the change rewrites the table (see :func:`classify_type_change`)."""
-    return classify_type_change(old, new, using=using) is TypeChange.REWRITES
-
-
 _SERIAL_NAMES = {"serial": "int4", "serial4": "int4", "bigserial": "int8", "serial8": "int8"}
 _SERIAL_NAMES |= {"smallserial": "int2", "serial2": "int2"}
 # Aliases pglast leaves as written; everything standard it already names as pg_catalog does.
