@@ -115,7 +115,7 @@ class StatementReader:
         return {"table": f"{key[0]}.{key[1]}", "table_is_new": key in self.created}
 
     def _no_op(self, restates: ChangeKind, target: str, table: tuple[str, str]) -> Change:
-        """An IF NOT EXISTS statement whose object the replayed history already holds."""
+        """An IF NOT EXISTS statement whose object already exists (before it, or earlier in it)."""
         return Change(
             "no_op",
             target,
