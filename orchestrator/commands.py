@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from orchestrator.analysis.lint import LintFinding
     from orchestrator.analysis.plan import Plan
+    from orchestrator.catalog import History
     from orchestrator.engine.dry_run import DryRun, RehearsalBounds
     from orchestrator.engine.run import Interaction, RollbackResult
     from orchestrator.inventory import Inventory
@@ -192,32 +193,71 @@ def plan(
     on_retry: OnRetry | None = None,
 ) -> Plan:
     """Risk, compatibility and strategy of the migrations the database lacks (every
-    migration when ``url`` is None). The database's states come from ``validate``, so plan
-    and validate never disagree on what is pending."""
+    migration when ``url`` is None), read with the folder's history from the shadow. The
+    database's states come from ``validate``, so plan and validate never disagree on what
+    is pending. Without a database and without a shadow: from the SQL alone, with a note."""
+    from dataclasses import replace
+
     from orchestrator.analysis.plan import build_plan
+    from orchestrator.database import folder_history
     from orchestrator.validation import MigrationState, Verdict
 
-    tags: set[str] | None = None
-    if url is not None:
-        report = validate_database(
-            url, journal, options, shadow=shadow, retry=retry, on_retry=on_retry
-        )
-        if report.status is Verdict.ERROR:
-            errors = [f.message for f in report.findings if f.severity == "error"]
-            raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
-        tags = {m.tag for m in report.migrations if m.state is not MigrationState.APPLIED}
-    return build_plan(journal, tags)
+    if url is None:
+        history, note = shadow_history(journal, shadow, options)
+        if history is None:
+            return replace(build_plan(journal), note=note)
+        return build_plan(journal, None, history, locks_taken(journal, None, shadow))
+    history = folder_history(journal, options, shadow)
+    report = validate_database(
+        url, journal, options, shadow=shadow, retry=retry, on_retry=on_retry, history=history
+    )
+    if report.status is Verdict.ERROR:
+        errors = [f.message for f in report.findings if f.severity == "error"]
+        raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
+    tags = {m.tag for m in report.migrations if m.state is not MigrationState.APPLIED}
+    return build_plan(journal, tags, history, locks_taken(journal, tags, shadow))
 
 
-def lint(journal: Journal, *, allow_concurrent: bool = False) -> list[LintFinding]:
+def locks_taken(journal: Journal, tags: set[str] | None, shadow: ShadowSpec) -> Mapping[str, Any]:
+    """The locks each statement of the migrations ``tags`` (all when None) takes on the
+    shadow (see :mod:`orchestrator.shadow.locks`)."""
+    from orchestrator.analysis.plan import statement_texts
+    from orchestrator.shadow.locks import locks_taken as taken
+
+    return taken(journal, statement_texts(journal, tags), shadow)
+
+
+def shadow_history(
+    journal: Journal, shadow: ShadowSpec, options: MigrateOptions | None = None
+) -> tuple[History | None, str]:
+    """The folder's history from the shadow, or None and a one-line note saying why not
+    (no server to replay on, or PostgreSQL refused the folder): the analysis then reads
+    the SQL alone."""
+    from orchestrator.database import folder_history
+
+    try:
+        return folder_history(journal, options or MigrateOptions(), shadow), ""
+    except (UsageError, DatabaseError) as exc:
+        reason = " ".join(str(exc).split())
+        return None, f"no facts from the shadow, static rules only: {reason}"
+
+
+def lint(
+    journal: Journal, *, allow_concurrent: bool = False, shadow: ShadowSpec = LOCAL_SHADOW
+) -> tuple[list[LintFinding], str]:
     """Every lint finding of every migration of ``journal``, in order (the whole folder taken
-    as one release; ``allow_concurrent``: non-transactional statements are warnings)."""
+    as one release; ``allow_concurrent``: non-transactional statements are warnings), read
+    with the folder's history from the shadow; and a note when there is none."""
     from orchestrator.analysis.effects import analyse_migrations
     from orchestrator.analysis.lint import lint_migrations
 
+    history, note = shadow_history(journal, shadow)
     folder = [(m.tag, m.statements) for m in journal.migrations]
-    analysis = analyse_migrations(folder)
-    return lint_migrations(analysis.migrations, release=folder, allow_concurrent=allow_concurrent)
+    analysis = analyse_migrations(folder, history)
+    findings = lint_migrations(
+        analysis.migrations, release=folder, allow_concurrent=allow_concurrent
+    )
+    return findings, note
 
 
 def inspect(

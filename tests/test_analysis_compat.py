@@ -7,9 +7,11 @@ import pytest
 from orchestrator.analysis.compatibility import Compat, MigrationCompat, migration_compat
 from orchestrator.analysis.effects import analyse_sql
 from orchestrator.analysis.strategy import Strategy, choose_strategy
+from tests.analysis_helpers import analyse_on_shadow
 
 # An "existing" schema: created by an earlier migration, so running code knows it.
 BEFORE = """
+CREATE SCHEMA archive;
 CREATE TYPE mood AS ENUM ('ok', 'sad');
 CREATE TABLE "users" (
   "id" serial PRIMARY KEY NOT NULL,
@@ -27,7 +29,7 @@ S, C, B = Compat.SAFE, Compat.CONDITIONAL, Compat.BREAKS
 
 
 def verdicts(sql: str) -> tuple[Compat, Compat]:
-    effects = analyse_sql(sql, before=BEFORE)
+    effects = analyse_on_shadow(sql, before=BEFORE)
     assert all(s.error is None for s in effects.statements), effects
     result = migration_compat(effects.tag, effects.changes)
     return result.old_code_on_new_schema, result.new_code_on_old_schema
@@ -90,7 +92,7 @@ def test_compatibility_rule(sql: str, old_on_new: Compat, new_on_old: Compat) ->
 
 
 def test_worst_change_wins_and_reasons_name_the_objects() -> None:
-    effects = analyse_sql(
+    effects = analyse_on_shadow(
         'CREATE TABLE "t" ("id" int); ALTER TABLE users ADD COLUMN bio text;',
         before=BEFORE,
     )
@@ -110,7 +112,7 @@ def test_unparseable_migration_is_conditional_both_ways() -> None:
 
 
 def compat_of(tag: str, sql: str) -> MigrationCompat:
-    effects = analyse_sql(sql, tag=tag, before=BEFORE)
+    effects = analyse_on_shadow(sql, tag=tag, before=BEFORE)
     return migration_compat(tag, effects.changes)
 
 

@@ -23,6 +23,7 @@ from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS, copy_migrations
+from tests.analysis_helpers import analyse_on_shadow, replayed
 
 RELEASE = ("0009_fat_kulan_gath", "0010_new_colleen_wing", "0011_cute_skin")
 
@@ -94,17 +95,24 @@ def test_example_release_matrix_is_derived_from_the_sql() -> None:
             RiskLevel.HIGH,
             "breaks new code on the old schema",
         ),
-        ("CREATE TABL x", RiskLevel.HIGH, "cannot be parsed"),
     ],
 )
 def test_risk_levels(sql: str, level: RiskLevel, reason: str) -> None:
-    planned = plan_migration(analyse_sql(sql, before="CREATE TABLE users (id int)"))
+    planned = plan_migration(analyse_on_shadow(sql, before="CREATE TABLE users (id int)"))
     assert planned.risk is level
     assert any(reason in r for r in planned.reasons), planned.reasons
 
 
+def test_an_unparseable_statement_is_high_risk() -> None:
+    # no shadow replays it: read from the SQL alone
+    planned = plan_migration(analyse_sql("CREATE TABLE users (id int); CREATE TABL x"))
+    assert planned.risk is RiskLevel.HIGH
+    assert any("cannot be parsed" in r for r in planned.reasons), planned.reasons
+
+
 def test_json_shape_is_the_documented_one() -> None:
-    document = build_plan(read_journal(EXAMPLE_MIGRATIONS), set(RELEASE)).to_json()
+    journal = read_journal(EXAMPLE_MIGRATIONS)
+    document = build_plan(journal, set(RELEASE), replayed(journal)).to_json()
     assert set(document) == {"strategy", "migrations"}
     assert document["strategy"] == "migrations_first"
     for entry in document["migrations"]:
@@ -117,11 +125,15 @@ def test_json_shape_is_the_documented_one() -> None:
             "objects",
             "lint",
             "locks",
+            "catalog",
         }
         assert entry["risk"] in ("LOW", "MEDIUM", "HIGH")
         assert entry["old_code_on_new_schema"] in ("safe", "conditional", "breaks")
         for finding in entry["lint"]:
             assert set(finding) == {"rule", "severity", "statement", "line", "message"}
+        assert entry["catalog"], entry["tag"]  # every migration of the release changes something
+        for change in entry["catalog"]:
+            assert change["action"] in ("create", "alter", "drop")
     json.dumps(document)  # serialisable as is
 
 

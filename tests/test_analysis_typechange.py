@@ -16,8 +16,8 @@ from orchestrator.analysis.typechange import (
     ColumnType,
     TypeChange,
     classify_type_change,
-    rewrites_table,
 )
+from tests.analysis_helpers import analyse_on_shadow
 
 SAME, RELAXES, REWRITES = TypeChange.SAME, TypeChange.RELAXES, TypeChange.REWRITES
 
@@ -60,10 +60,8 @@ CASES = [
 
 
 def sql_type(text: str) -> ColumnType:
-    """The ColumnType effects.py gives ``text`` (through a one-column CREATE TABLE)."""
-    [change] = analyse_sql(
-        f"ALTER TABLE t ALTER COLUMN c TYPE {text}", before="CREATE TABLE t (c int)"
-    ).changes
+    """The ColumnType the analysis reads in ``ALTER COLUMN ... TYPE <text>``."""
+    [change] = analyse_sql(f"ALTER TABLE t ALTER COLUMN c TYPE {text}").changes
     assert change.new_type is not None
     return change.new_type
 
@@ -71,7 +69,6 @@ def sql_type(text: str) -> ColumnType:
 @pytest.mark.parametrize(("old", "new", "verdict"), CASES)
 def test_classify_type_change(old: str, new: str, verdict: TypeChange) -> None:
     assert classify_type_change(sql_type(old), sql_type(new)) is verdict
-    assert rewrites_table(sql_type(old), sql_type(new)) is (verdict is REWRITES)
 
 
 def test_using_or_an_unknown_old_type_rewrites() -> None:
@@ -112,8 +109,15 @@ BEFORE = 'CREATE TABLE "posts" ("id" serial PRIMARY KEY, "title" varchar(40), "n
         # rewrites
         ("n TYPE bigint", RiskLevel.HIGH, (Compat.CONDITIONAL, Compat.CONDITIONAL), True),
         ("title TYPE varchar(20)", RiskLevel.HIGH, (Compat.CONDITIONAL, Compat.CONDITIONAL), True),
+        # a USING that only relabels the value: the shadow sees no rewrite
         (
             "title TYPE text USING title::text",
+            RiskLevel.MEDIUM,
+            (Compat.SAFE, Compat.CONDITIONAL),
+            False,
+        ),
+        (
+            "n TYPE bigint USING n + 1",
             RiskLevel.HIGH,
             (Compat.CONDITIONAL, Compat.CONDITIONAL),
             True,
@@ -123,7 +127,7 @@ BEFORE = 'CREATE TABLE "posts" ("id" serial PRIMARY KEY, "title" varchar(40), "n
 def test_plan_compat_and_lint_use_the_decision(
     alter: str, risk: RiskLevel, compat: tuple[Compat, Compat], lint_error: bool
 ) -> None:
-    effects = analyse_sql(f"ALTER TABLE posts ALTER COLUMN {alter}", before=BEFORE)
+    effects = analyse_on_shadow(f"ALTER TABLE posts ALTER COLUMN {alter}", before=BEFORE)
     planned = plan_migration(effects)
     assert planned.risk is risk, planned.reasons
     assert any("rewrites public.posts" in r for r in planned.reasons) is lint_error
@@ -135,7 +139,7 @@ def test_plan_compat_and_lint_use_the_decision(
 
 def test_the_replayed_type_is_the_latest() -> None:
     # varchar(40) -> varchar(100) -> varchar(60): the last step shrinks, so it rewrites
-    effects = analyse_sql(
+    effects = analyse_on_shadow(
         "ALTER TABLE posts ALTER COLUMN title TYPE varchar(100);"
         "ALTER TABLE posts ALTER COLUMN title TYPE varchar(60)",
         before=BEFORE,

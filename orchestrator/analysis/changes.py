@@ -76,7 +76,9 @@ class Change:
     A ``no_op`` change is a CREATE TABLE / CREATE INDEX / ADD COLUMN ... IF NOT EXISTS of an
     object the replayed history already holds: PostgreSQL skips it; ``restates`` is the kind
     it would have been. An ``alter_column_type`` change carries the column's ``old_type``
-    (``None`` when unknown) and ``new_type``, and ``using`` when it has a USING expression.
+    (``None`` when unknown) and ``new_type``, ``using`` when it has a USING expression, and
+    ``rewrites``: whether the shadow saw the migration replace the table's storage (``None``
+    without a shadow).
     """
 
     kind: ChangeKind
@@ -95,13 +97,26 @@ class Change:
     old_type: ColumnType | None = None
     new_type: ColumnType | None = None
     using: bool = False
+    rewrites: bool | None = None
 
     @property
     def type_change(self) -> TypeChange | None:
-        """For a column type change, whether it rewrites the table (None for other kinds)."""
+        """For a column type change, whether it rewrites the table (None for other kinds):
+        the shadow's word when it kept the table's storage, else the rules of
+        :func:`classify_type_change`."""
         if self.kind != "alter_column_type" or self.new_type is None:
             return None
-        return classify_type_change(self.old_type, self.new_type, using=self.using)
+        verdict = classify_type_change(self.old_type, self.new_type, using=self.using)
+        if self.rewrites is False and verdict is TypeChange.REWRITES and not self._zone_bound:
+            return TypeChange.RELAXES
+        return verdict
+
+    @property
+    def _zone_bound(self) -> bool:
+        """timestamp <-> timestamptz: rewritten unless the session's TimeZone is UTC, so a
+        shadow in UTC saying "no rewrite" says nothing about production."""
+        names = {t.name for t in (self.old_type, self.new_type) if t is not None}
+        return names == {"timestamp", "timestamptz"}
 
     @property
     def action(self) -> Action:
@@ -136,6 +151,10 @@ class MigrationEffects:
 
     tag: str
     statements: tuple[StatementEffects, ...]
+    # From the shadow (empty without one): the objects the migration changes, as
+    # (create | alter | drop, object key), and the tables whose storage it replaced.
+    catalog: tuple[tuple[str, str], ...] = ()
+    rewrites: tuple[str, ...] = ()
 
     @property
     def changes(self) -> tuple[Change, ...]:

@@ -1,19 +1,18 @@
 """What each statement of a migrations folder changes, derived from its SQL with pglast.
 
-There is one replay engine, the history model's (:class:`~orchestrator.drizzle.model.
-HistoryReplay`, the one ``validate``, ``migrate``, ``repair`` and ``inspect`` use). This
-module drives it statement by statement: :class:`~orchestrator.analysis.statements.
-StatementReader` reads each statement's changes from the schema as the replay holds it just
-*before* the statement (does the table exist, was it created earlier in the same migration,
-the column's type, nullability and default, whether an IF NOT EXISTS object is already
-there), then the statement is applied. Nothing here keeps a schema of its own.
+Each migration's statements are read in order by a
+:class:`~orchestrator.analysis.statements.StatementReader`, with the shadow's facts about
+the schema just before the migration (:mod:`~orchestrator.analysis.shadowfacts`) when the
+folder's replayed :class:`~orchestrator.catalog.History` is given. Without it, only what
+the SQL says.
 
-Everything here is pure: SQL text in, frozen values out. Bad SQL never raises; the statement
+Pure: SQL text (and a history) in, frozen values out. Bad SQL never raises; the statement
 carries the parser's one-line message in ``error``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from orchestrator.analysis.changes import (
@@ -24,8 +23,10 @@ from orchestrator.analysis.changes import (
     MigrationEffects,
     StatementEffects,
 )
-from orchestrator.analysis.statements import StatementReader, column_type_of, type_name_of
-from orchestrator.drizzle.model import HistoryReplay, parse_located
+from orchestrator.analysis.shadowfacts import MigrationFacts, migration_facts
+from orchestrator.analysis.statements import StatementReader
+from orchestrator.catalog import History
+from orchestrator.drizzle.pgjson import Node, parse_json, parse_sql
 
 __all__ = [
     "Action",
@@ -36,8 +37,6 @@ __all__ = [
     "StatementEffects",
     "analyse_migrations",
     "analyse_sql",
-    "column_type_of",
-    "type_name_of",
 ]
 
 
@@ -91,34 +90,46 @@ def _line_of(piece: str, first_line: int, offset: int = 0) -> int:
     return first_line + piece.count("\n", 0, start)
 
 
+def _parse_located(sql: str) -> list[tuple[Node, int, int]]:
+    """Each statement of ``sql`` with where it starts and its length, in UTF-8 bytes as
+    libpg_query counts (length 0: to the end). Raises pglast's ``ParseError``."""
+    document, _ = json.JSONDecoder().raw_decode(parse_json(sql))
+    places = document.get("stmts", ())
+    return [
+        (node, int(raw.get("stmt_location", 0)), int(raw.get("stmt_len", 0)))
+        for node, raw in zip(parse_sql(sql), places, strict=True)
+    ]
+
+
 def analyse_migrations(
-    migrations: Sequence[tuple[str, Sequence[str]]], history: HistoryReplay | None = None
+    migrations: Sequence[tuple[str, Sequence[str]]], history: History | None = None
 ) -> FolderAnalysis:
-    """Replay ``(tag, statements)`` in journal order and return every statement's changes.
+    """Every statement's changes of ``(tag, statements)``, in journal order.
 
     ``statements`` are the file's pieces split on ``--> statement-breakpoint``, untrimmed (a
     piece may hold several SQL statements; they are numbered one by one). Each statement
-    knows the file line it starts on, counted from the pieces' newlines. Each statement's
-    changes are read from the history replay just before it is applied to it.
+    knows the file line it starts on, counted from the pieces' newlines.
 
-    ``history`` is the replay to drive (a new one by default): afterwards it holds the whole
-    folder, its :meth:`~HistoryReplay.result` being :func:`build_object_model`'s.
+    ``history``: the folder replayed on the shadow (one delta per migration, in the same
+    order), whose facts each migration's statements are read with.
     """
-    history = HistoryReplay() if history is None else history
-    reader = StatementReader(history)
+    facts: Sequence[MigrationFacts | None] = [None] * len(migrations)
+    if history is not None:
+        if len(history.deltas) != len(migrations):
+            raise ValueError("the history does not replay these migrations")
+        facts = migration_facts(history)
     results: list[MigrationEffects] = []
-    for tag, pieces in migrations:
-        history.begin(tag)
+    for (tag, pieces), known in zip(migrations, facts, strict=True):
+        reader = StatementReader(known)
         statements: list[StatementEffects] = []
         first_line = 1
-        for piece_number, piece in enumerate(pieces, start=1):
+        for piece in pieces:
             piece_line, first_line = first_line, first_line + piece.count("\n")
             if not piece.strip():
                 continue
             try:
-                parsed = parse_located(piece)
+                parsed = _parse_located(piece)
             except Exception as exc:  # pglast.parser.ParseError and friends
-                history.unparseable(piece_number, exc)
                 statements.append(
                     StatementEffects(
                         len(statements) + 1,
@@ -128,29 +139,23 @@ def analyse_migrations(
                     )
                 )
                 continue
-            for node, reading, start, length in parsed:
+            for node, start, length in parsed:
                 text, offset = _located(piece, start, length)
                 line = _line_of(piece, piece_line, offset)
                 number = len(statements) + 1
                 try:
-                    changes = tuple(reader.changes(reading))
+                    changes = tuple(reader.changes(node))
                 except Exception as exc:  # an exotic statement must not crash the analysis
                     reason = f"could not analyse ({type(exc).__name__}: {_one_line(exc)})"
                     statement = StatementEffects(number, text, error=reason, line=line)
                 else:
                     statement = StatementEffects(number, text, changes, line=line)
                 statements.append(statement)
-                history.apply(node, piece_number)
-        history.end()
-        results.append(MigrationEffects(tag, tuple(statements)))
+        catalog, rewrites = ((), ()) if known is None else (known.changed, known.rewrites)
+        results.append(MigrationEffects(tag, tuple(statements), catalog, tuple(sorted(rewrites))))
     return FolderAnalysis(tuple(results))
 
 
-def analyse_sql(sql: str, *, tag: str = "snippet", before: str = "") -> MigrationEffects:
-    """The effects of one SQL text (pieces split on ``;``-terminated statements by pglast).
-
-    ``before`` is SQL replayed first as an earlier migration, to set up existing tables.
-    Convenient for tests and for linting a single file.
-    """
-    folder = [("before", [before]), (tag, [sql])] if before else [(tag, [sql])]
-    return analyse_migrations(folder).by_tag(tag)
+def analyse_sql(sql: str, *, tag: str = "snippet") -> MigrationEffects:
+    """The effects of one SQL text, from the SQL alone (no shadow)."""
+    return analyse_migrations([(tag, [sql])]).by_tag(tag)

@@ -8,7 +8,7 @@ with *it* queues behind it: that is how one long read plus an ``ALTER TABLE`` st
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from orchestrator.analysis.changes import Change, MigrationEffects
@@ -164,6 +164,28 @@ def migration_locks(migration: MigrationEffects) -> tuple[TableLock, ...]:
                 found[change.table] = TableLock(
                     change.table, mode, statement.number, statement.line
                 )
+    return tuple(found.values())
+
+
+def locks_held(
+    migration: MigrationEffects, held: Sequence[Sequence[tuple[str, str]]]
+) -> tuple[TableLock, ...]:
+    """:func:`migration_locks` as PostgreSQL took them on the shadow: ``held`` is, per
+    statement, the (table, ``pg_locks`` mode) pairs its transaction holds after it. Tables
+    the migration creates are left out, as there."""
+    created = {
+        key.removeprefix("table ")
+        for action, key in migration.catalog
+        if action == "create" and key.startswith("table ")
+    }
+    found: dict[str, TableLock] = {}
+    for statement, pairs in zip(migration.statements, held, strict=False):
+        for table, name in pairs:
+            mode, known = pg_mode(name), found.get(table)
+            if table in created or mode not in MODES:
+                continue
+            if known is None or stronger(mode, known.mode) != known.mode:
+                found[table] = TableLock(table, mode, statement.number, statement.line)
     return tuple(found.values())
 
 

@@ -1,24 +1,26 @@
 """The plan of a release: per migration its changes, risk, compatibility and lint findings,
 and the deploy strategy they force. Pure: a journal in, a frozen value (and its JSON) out.
 
-The whole folder is always replayed (so "existing table" means existing before the
-migration, whatever is selected); only the selected migrations are reported and decide the
-strategy.
+With the folder's history from the shadow, each migration is read with what PostgreSQL
+built before it (so "existing table" means existing before the migration, whatever is
+selected), and the plan names the objects it changes in the catalog and the tables it
+rewrites. Only the selected migrations are reported and decide the strategy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from orchestrator.analysis.compatibility import Compat, MigrationCompat, migration_compat
 from orchestrator.analysis.effects import Change, MigrationEffects, analyse_migrations
 from orchestrator.analysis.lint import ENUM_VALUE_USED, LintFinding, lint_migration
-from orchestrator.analysis.locks import TableLock, migration_locks
+from orchestrator.analysis.locks import TableLock, locks_held, migration_locks
 from orchestrator.analysis.nontransactional import enum_value_uses
 from orchestrator.analysis.risk import RiskLevel, assess_risk
 from orchestrator.analysis.strategy import StrategyDecision, choose_strategy
+from orchestrator.catalog import History
 from orchestrator.drizzle.journal import Journal
 
 
@@ -58,6 +60,8 @@ class MigrationPlan:
     lint: tuple[LintFinding, ...]
     # The existing tables the migration locks, and in which mode (strongest per table).
     locks: tuple[TableLock, ...] = ()
+    # From the shadow: (create | alter | drop, object key) of each object it changes.
+    catalog: tuple[tuple[str, str], ...] = ()
 
     @property
     def overall(self) -> Compat:
@@ -88,6 +92,7 @@ class MigrationPlan:
             "objects": [o.to_json() for o in self.objects],
             "lint": [f.to_json() for f in self.lint],
             "locks": [lock.to_json() for lock in self.locks],
+            "catalog": [{"action": a, "object": key} for a, key in self.catalog],
         }
 
 
@@ -97,6 +102,7 @@ class Plan:
 
     strategy: StrategyDecision
     migrations: tuple[MigrationPlan, ...]
+    note: str = ""  # why the shadow gave no facts, when it did not
 
     @property
     def lint(self) -> tuple[LintFinding, ...]:
@@ -105,10 +111,13 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         """``{"strategy", "migrations": [...]}`` as documented for ``plan --json``."""
-        return {
+        document: dict[str, Any] = {
             "strategy": self.strategy.strategy.value,
             "migrations": [m.to_json() for m in self.migrations],
         }
+        if self.note:
+            document["note"] = self.note
+        return document
 
 
 def object_changes(migration: MigrationEffects) -> tuple[ObjectChange, ...]:
@@ -128,8 +137,13 @@ def _detail(change: Change) -> str:
     return change.detail
 
 
-def plan_migration(migration: MigrationEffects) -> MigrationPlan:
-    """Risk, compatibility, objects and lint of one analysed migration."""
+#: Per statement, the (table, ``pg_locks`` mode) pairs held after it on the shadow.
+HeldLocks = Sequence[Sequence[tuple[str, str]]]
+
+
+def plan_migration(migration: MigrationEffects, held: HeldLocks | None = None) -> MigrationPlan:
+    """Risk, compatibility, objects and lint of one analysed migration; its locks as the
+    shadow took them (``held``), else from the documented lock table."""
     unparsed = any(s.error is not None for s in migration.statements)
     compat = migration_compat(migration.tag, migration.changes, unparsed=unparsed)
     findings = tuple(lint_migration(migration))
@@ -144,7 +158,8 @@ def plan_migration(migration: MigrationEffects) -> MigrationPlan:
         new_reasons=compat.new_reasons,
         objects=object_changes(migration),
         lint=findings,
-        locks=migration_locks(migration),
+        locks=migration_locks(migration) if held is None else locks_held(migration, held),
+        catalog=migration.catalog,
     )
 
 
@@ -161,9 +176,24 @@ def _with_findings(plan: MigrationPlan, findings: list[LintFinding]) -> Migratio
     )
 
 
-def build_plan(journal: Journal, tags: Collection[str] | None = None) -> Plan:
-    """Plan the migrations of ``journal`` named in ``tags`` (all of them when ``None``)."""
-    analysis = analyse_migrations([(m.tag, m.statements) for m in journal.migrations])
+def statement_texts(journal: Journal, tags: Collection[str] | None) -> dict[str, list[str]]:
+    """The statements of the migrations named in ``tags`` (all when None) one by one, as the
+    plan numbers them (for :func:`orchestrator.shadow.locks.locks_taken`)."""
+    folder = [(m.tag, m.statements) for m in journal.migrations if tags is None or m.tag in tags]
+    return {m.tag: [s.sql for s in m.statements] for m in analyse_migrations(folder).migrations}
+
+
+def build_plan(
+    journal: Journal,
+    tags: Collection[str] | None = None,
+    history: History | None = None,
+    locks: Mapping[str, HeldLocks | None] | None = None,
+) -> Plan:
+    """Plan the migrations of ``journal`` named in ``tags`` (all of them when ``None``);
+    ``history``: the folder as the shadow replayed it (None: from the SQL alone); ``locks``:
+    by tag, the locks each statement held on the shadow (see :func:`plan_migration`)."""
+    folder = [(m.tag, m.statements) for m in journal.migrations]
+    analysis = analyse_migrations(folder, history)
     selected = [m for m in analysis.migrations if tags is None or m.tag in tags]
     release = [(m.tag, m.statements) for m in journal.migrations if tags is None or m.tag in tags]
     extra: dict[str, list[LintFinding]] = {}
@@ -171,7 +201,10 @@ def build_plan(journal: Journal, tags: Collection[str] | None = None) -> Plan:
         extra.setdefault(use.tag, []).append(
             LintFinding(ENUM_VALUE_USED.name, "error", use.tag, use.statement, use.reason, use.line)
         )
-    plans = tuple(_with_findings(plan_migration(m), extra.get(m.tag, [])) for m in selected)
+    held = locks or {}
+    plans = tuple(
+        _with_findings(plan_migration(m, held.get(m.tag)), extra.get(m.tag, [])) for m in selected
+    )
     compat_rows = [
         MigrationCompat(
             p.tag, p.old_code_on_new_schema, p.new_code_on_old_schema, p.old_reasons, p.new_reasons

@@ -77,6 +77,12 @@ def assess_risk(
                 medium.append(f"not analysed: {change.target} ({change.detail})")
             if takes_lock_on_existing_table(change):
                 medium.append(f"locks existing table {change.table}")
+    explained = {c.table for c in migration.changes if c.type_change is TypeChange.REWRITES}
+    high.extend(
+        f"rewrites {table} under an exclusive lock (the shadow saw its storage replaced)"
+        for table in migration.rewrites
+        if table not in explained
+    )
     high.extend(f"lint error {f.rule}: {f.message}" for f in lint if f.severity == "error")
     if high:
         return Risk(RiskLevel.HIGH, _unique([*high, *medium]))

@@ -1,10 +1,11 @@
-"""Reading one statement's changes from the replayed history, just before it runs.
+"""Reading one statement's changes from its SQL, with what the shadow knows of the schema.
 
-:class:`StatementReader` asks the one replay engine (:class:`~orchestrator.drizzle.model.
-HistoryReplay`) for the context it needs: whether a table exists or was created earlier in
-the same migration, a column's type, nullability and default, whether an IF NOT EXISTS
-object is already there. It keeps no schema of its own and changes nothing: the caller
-applies the statement to the history after reading it.
+:class:`StatementReader` reads each statement of a migration in order. Whether a table was
+created earlier in the same migration it follows itself (from the statements read so far);
+what existed before the migration (a table, a column's type, nullability and default, an
+index, an object an IF NOT EXISTS finds already there) it asks the shadow's
+:class:`~orchestrator.analysis.shadowfacts.MigrationFacts`, when there are any. Without
+them every table a statement names counts as existing, and what it holds as unknown.
 """
 
 from __future__ import annotations
@@ -17,45 +18,34 @@ from orchestrator.analysis.idempotence import (
     insert_skips_existing_rows,
     update_reads_what_it_sets,
 )
-from orchestrator.analysis.typechange import ColumnType
-from orchestrator.drizzle.facts import SERIAL_TYPES
-from orchestrator.drizzle.model import (
-    DbObject,
-    HistoryReplay,
-    catalog_type_name,
-    truncate_identifier,
-)
+from orchestrator.analysis.shadowfacts import ColumnFacts, IndexFacts, MigrationFacts
+from orchestrator.analysis.typechange import ColumnType, column_type_of, is_serial, type_name_of
 from orchestrator.drizzle.pgjson import Node
 
-__all__ = ["StatementReader", "column_type_of", "type_name_of"]
+__all__ = ["StatementReader", "truncate_identifier"]
 
 DEFAULT_SCHEMA = "public"
+NAMEDATALEN = 64  # PostgreSQL's compile-time default; identifiers keep NAMEDATALEN-1 bytes
 
 
-def type_name_of(node: Any) -> str:
-    """The catalog name (``pg_type.typname``) of a TypeName node; arrays get a ``_``."""
-    names = [str(n.sval) for n in node.names or () if _is(n, "String")]
-    return catalog_type_name(names, bool(node.arrayBounds))
+def truncate_identifier(name: str) -> str:
+    """Cut ``name`` to NAMEDATALEN-1 bytes of UTF-8 without splitting a character, like PG."""
+    encoded = name.encode("utf-8")
+    if len(encoded) < NAMEDATALEN:
+        return name
+    # errors="ignore" drops a trailing partial character, as pg_mbcliplen does.
+    return encoded[: NAMEDATALEN - 1].decode("utf-8", errors="ignore")
 
 
-def column_type_of(node: Any) -> ColumnType:
-    """The type of a TypeName node with its modifiers (``None`` if not plain integers)."""
-    mods: list[int] = []
-    for mod in node.typmods or ():
-        value: Any = mod.val if _is(mod, "A_Const") else None
-        if not _is(value, "Integer"):
-            return ColumnType(type_name_of(node), None)
-        mods.append(int(value.ival))
-    return ColumnType(type_name_of(node), tuple(mods))
+def _key(kind: str, schema: str, name: str, parent: str | None = None) -> str:
+    """An object's name as the catalog keys it: ``column public.users.email``."""
+    if kind == "schema":
+        return f"schema {name}"
+    return f"{kind} {schema}.{name}" if parent is None else f"{kind} {schema}.{parent}.{name}"
 
 
 def _is(node: Any, tag: str) -> bool:
     return isinstance(node, Node) and node.tag == tag
-
-
-def _is_serial(node: Any) -> bool:
-    names = [str(n.sval) for n in node.names or () if _is(n, "String")]
-    return bool(names) and names[-1].lower() in SERIAL_TYPES
 
 
 _CONSTRAINT_LETTERS = {
@@ -69,21 +59,19 @@ _RELATIONS = ("OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW")
 
 
 class StatementReader:
-    """One statement's changes, read from the replayed history just before it runs.
+    """The changes of each statement of one migration, read in order (see the module)."""
 
-    It never changes ``history``: the caller applies the statement after reading it.
-    """
-
-    def __init__(self, history: HistoryReplay) -> None:
-        self.history = history
+    def __init__(self, facts: MigrationFacts | None = None) -> None:
+        self.facts = facts
         self.default_schema = DEFAULT_SCHEMA
-        # tables created by an earlier part of the statement being read (CREATE SCHEMA ...
-        # CREATE TABLE ...): the history holds them only once the statement is applied
-        self.pending: set[tuple[str, str]] = set()
+        # relations and columns created, and relations dropped, by the statements read so far
+        self.created: set[tuple[str, ...]] = set()
+        self.dropped: set[tuple[str, ...]] = set()
+        # column types set by the statements read so far
+        self.types: dict[tuple[str, ...], ColumnType] = {}
 
     def changes(self, node: Node) -> list[Change]:
-        """The changes of one top-level statement."""
-        self.pending = set()
+        """The changes of the migration's next top-level statement."""
         return self._changes(node)
 
     def _changes(self, node: Node) -> list[Change]:
@@ -108,14 +96,26 @@ class StatementReader:
         return (names[-2] if len(names) > 1 else self.default_schema, names[-1])
 
     def _exists(self, key: tuple[str, str]) -> bool:
-        return key in self.pending or self.history.relation_exists(*key)
+        if key in self.created or key in self.dropped:
+            return key in self.created
+        return self.facts is not None and self.facts.relation_exists(*key)
+
+    def _column(self, table: tuple[str, str], name: str) -> ColumnFacts | None:
+        """The column as it was before the migration (None: unknown, or added in it)."""
+        if self.facts is None or (*table, name) in self.created or table in self.created:
+            return None
+        return self.facts.column(*table, name)
+
+    def _index(self, key: tuple[str, str]) -> IndexFacts | None:
+        if self.facts is None or key in self.created:
+            return None
+        return self.facts.index(*key)
 
     def _table_context(self, key: tuple[str, str]) -> dict[str, Any]:
-        is_new = key in self.pending or self.history.table_is_new(*key)
-        return {"table": f"{key[0]}.{key[1]}", "table_is_new": is_new}
+        return {"table": f"{key[0]}.{key[1]}", "table_is_new": key in self.created}
 
     def _no_op(self, restates: ChangeKind, target: str, table: tuple[str, str]) -> Change:
-        """An IF NOT EXISTS statement whose object the replayed history already holds."""
+        """An IF NOT EXISTS statement whose object already exists (before it, or earlier in it)."""
         return Change(
             "no_op",
             target,
@@ -125,6 +125,14 @@ class StatementReader:
             **self._table_context(table),
         )
 
+    def _create(self, key: tuple[str, ...]) -> None:
+        self.created.add(key)
+        self.dropped.discard(key)
+
+    def _drop(self, key: tuple[str, ...]) -> None:
+        self.created.discard(key)
+        self.dropped.add(key)
+
     # -- CREATE ----------------------------------------------------------------------------
 
     def _CreateSchemaStmt(self, node: Any) -> list[Change]:
@@ -132,7 +140,7 @@ class StatementReader:
         changes = [
             Change(
                 "create_schema",
-                str(DbObject("schema", name, name)),
+                _key("schema", name, name),
                 rerunnable=bool(node.if_not_exists),
             )
         ]
@@ -148,7 +156,7 @@ class StatementReader:
         if node.relation.relpersistence == "t":
             return [Change("other", "temporary table", detail="leaves nothing behind")]
         key = self._rv(node.relation)
-        target = str(DbObject("table", *key))
+        target = _key("table", *key)
         rerunnable = bool(node.if_not_exists)
         if rerunnable and self._exists(key):
             return [self._no_op("create_table", target, key)]
@@ -157,7 +165,7 @@ class StatementReader:
             for element in node.tableElts or ()
             if _is(element, "ColumnDef")
         }
-        self.pending.add(key)
+        self._create(key)
         return [
             Change(
                 "create_table",
@@ -169,10 +177,10 @@ class StatementReader:
             )
         ]
 
-    def _column(self, node: Any) -> tuple[bool, bool]:
+    def _column_def(self, node: Any) -> tuple[bool, bool]:
         """A column definition's ``(not_null, has_default)``."""
         not_null = bool(node.is_not_null)
-        has_default = _is_serial(node.typeName) or node.raw_default is not None
+        has_default = is_serial(node.typeName) or node.raw_default is not None
         for constraint in node.constraints or ():
             if constraint.contype in ("CONSTR_NOTNULL", "CONSTR_PRIMARY"):
                 not_null = True
@@ -183,18 +191,14 @@ class StatementReader:
     def _CreateTableAsStmt(self, node: Any) -> list[Change]:
         key = self._rv(node.into.rel)
         if node.if_not_exists and self._exists(key):
-            return [self._no_op("create_table", str(DbObject("table", *key)), key)]
+            return [self._no_op("create_table", _key("table", *key), key)]
         if node.objtype == "OBJECT_MATVIEW":
-            return [
-                Change(
-                    "create_view", str(DbObject("view", *key)), rerunnable=bool(node.if_not_exists)
-                )
-            ]
-        self.pending.add(key)
+            return [Change("create_view", _key("view", *key), rerunnable=bool(node.if_not_exists))]
+        self._create(key)
         return [
             Change(
                 "create_table",
-                str(DbObject("table", *key)),
+                _key("table", *key),
                 rerunnable=bool(node.if_not_exists),
                 detail="CREATE TABLE AS",
                 **self._table_context(key),
@@ -203,7 +207,7 @@ class StatementReader:
 
     def _ViewStmt(self, node: Any) -> list[Change]:
         key = self._rv(node.view)
-        return [Change("create_view", str(DbObject("view", *key)), rerunnable=bool(node.replace))]
+        return [Change("create_view", _key("view", *key), rerunnable=bool(node.replace))]
 
     def _IndexStmt(self, node: Any) -> list[Change]:
         table = self._rv(node.relation)
@@ -211,12 +215,13 @@ class StatementReader:
         if node.if_not_exists and self._exists((table[0], name)):
             # still locks the table (SHARE) before PostgreSQL finds the index, and still
             # cannot be CONCURRENTLY inside a transaction
-            change = self._no_op("create_index", str(DbObject("index", table[0], name)), table)
+            change = self._no_op("create_index", _key("index", table[0], name), table)
             return [replace(change, concurrently=bool(node.concurrent))]
+        self._create((table[0], name))
         return [
             Change(
                 "create_index",
-                str(DbObject("index", table[0], name)),
+                _key("index", table[0], name),
                 unique=bool(node.unique),
                 concurrently=bool(node.concurrent),
                 rerunnable=bool(node.if_not_exists),
@@ -232,12 +237,12 @@ class StatementReader:
             return [Change("reindex", "REINDEX", concurrently=concurrently, rerunnable=True)]
         key = self._rv(node.relation)
         if str(node.kind).endswith("INDEX"):
-            index = self.history.index(*key)
-            on = index.on if index else None
+            index = self._index(key)
+            on = index.table if index else None
             return [
                 Change(
                     "reindex",
-                    str(DbObject("index", *key)),
+                    _key("index", *key),
                     concurrently=concurrently,
                     rerunnable=True,
                     **(self._table_context(on) if on else {}),
@@ -246,7 +251,7 @@ class StatementReader:
         return [
             Change(
                 "reindex",
-                str(DbObject("table", *key)),
+                _key("table", *key),
                 concurrently=concurrently,
                 rerunnable=True,
                 **self._table_context(key),
@@ -254,11 +259,11 @@ class StatementReader:
         ]
 
     def _CreateEnumStmt(self, node: Any) -> list[Change]:
-        return [Change("create_enum", str(DbObject("enum", *self._any_name(node.typeName))))]
+        return [Change("create_enum", _key("enum", *self._any_name(node.typeName)))]
 
     def _AlterEnumStmt(self, node: Any) -> list[Change]:
         schema, name = self._any_name(node.typeName)
-        value = str(DbObject("enum_value", schema, str(node.newVal), name))
+        value = _key("enum_value", schema, str(node.newVal), name)
         if node.oldVal is not None:
             return [Change("rename_enum_value", value, detail=f"from {node.oldVal!r}")]
         return [Change("add_enum_value", value, rerunnable=bool(node.skipIfNewValExists))]
@@ -291,11 +296,14 @@ class StatementReader:
         subtype = cmd.subtype
         if subtype == "AT_AddColumn":
             name = truncate_identifier(str(cmd.def_.colname))
-            target = str(DbObject("column", key[0], name, key[1]))
-            if cmd.missing_ok and self.history.column(*key, name) is not None:
+            target = _key("column", key[0], name, key[1])
+            exists = (*key, name) in self.created or self._column(key, name) is not None
+            if cmd.missing_ok and exists and (*key, name) not in self.dropped:
                 # still takes the table's ACCESS EXCLUSIVE lock before skipping
                 return self._no_op("add_column", target, key)
-            not_null, has_default = self._column(cmd.def_)
+            self._create((*key, name))
+            self.types[(*key, name)] = column_type_of(cmd.def_.typeName)
+            not_null, has_default = self._column_def(cmd.def_)
             return Change(
                 "add_column",
                 target,
@@ -306,9 +314,10 @@ class StatementReader:
                 **context,
             )
         column_name = truncate_identifier(str(cmd.name)) if cmd.name else ""
-        target = str(DbObject("column", key[0], column_name, key[1]))
+        target = _key("column", key[0], column_name, key[1])
         if subtype == "AT_DropColumn":
-            known = self.history.column(*key, column_name)
+            known = self._column(key, column_name)
+            self._drop((*key, column_name))
             return Change(
                 "drop_column",
                 target,
@@ -318,12 +327,13 @@ class StatementReader:
                 **context,
             )
         if subtype == "AT_AlterColumnType":
-            known = self.history.column(*key, column_name)
+            known = self._column(key, column_name)
             new_type = column_type_of(cmd.def_.typeName)
-            old_type = None
-            if known is not None and known.type_name is not None:
-                old_type = ColumnType(known.type_name, known.type_mods)
+            old_type = self.types.get((*key, column_name), known.type if known else None)
+            self.types[(*key, column_name)] = new_type
             using = cmd.def_.raw_default is not None
+            # the shadow's word: did the migration replace the table's storage?
+            rewrites = None if self.facts is None else f"{key[0]}.{key[1]}" in self.facts.rewrites
             return Change(
                 "alter_column_type",
                 target,
@@ -331,6 +341,7 @@ class StatementReader:
                 old_type=old_type,
                 new_type=new_type,
                 using=using,
+                rewrites=rewrites,
                 **context,
             )
         if subtype == "AT_SetNotNull":
@@ -343,10 +354,10 @@ class StatementReader:
         if subtype == "AT_AddConstraint":
             return self._add_constraint(key, cmd.def_, context)
         if subtype == "AT_DropConstraint":
-            name = str(DbObject("constraint", key[0], column_name, key[1]))
+            name = _key("constraint", key[0], column_name, key[1])
             return Change("drop_constraint", name, rerunnable=bool(cmd.missing_ok), **context)
         if subtype == "AT_ValidateConstraint":
-            name = str(DbObject("constraint", key[0], column_name, key[1]))
+            name = _key("constraint", key[0], column_name, key[1])
             return Change("validate_constraint", name, rerunnable=True, **context)
         label = str(subtype).removeprefix("AT_")
         return Change("other", f"table {key[0]}.{key[1]}", detail=f"ALTER TABLE {label}", **context)
@@ -355,7 +366,7 @@ class StatementReader:
         name = truncate_identifier(str(node.conname)) if node.conname else "(unnamed)"
         return Change(
             "add_constraint",
-            str(DbObject("constraint", key[0], name, key[1])),
+            _key("constraint", key[0], name, key[1]),
             constraint_type=_CONSTRAINT_LETTERS.get(node.contype),
             not_valid=bool(node.skip_validation),
             detail=f"USING INDEX {node.indexname}" if node.indexname else "",
@@ -371,23 +382,24 @@ class StatementReader:
             key = self._rv(node.relation)
             label = "table" if kind == "OBJECT_TABLE" else "view"
             context = self._table_context(key)
+            self._drop(key)
+            if context["table_is_new"]:
+                self._create((key[0], new))
             return [
                 Change("rename_table", f"{label} {key[0]}.{key[1]}", detail=f"to {new}", **context)
             ]
         if kind == "OBJECT_COLUMN":
             key = self._rv(node.relation)
             old = truncate_identifier(str(node.subname))
-            target = str(DbObject("column", key[0], old, key[1]))
+            target = _key("column", key[0], old, key[1])
             return [Change("rename_column", target, detail=f"to {new}", **self._table_context(key))]
         if kind == "OBJECT_TABCONSTRAINT":
             key = self._rv(node.relation)
-            target = str(DbObject("constraint", key[0], str(node.subname), key[1]))
+            target = _key("constraint", key[0], str(node.subname), key[1])
             return [Change("rename_constraint", target, detail=f"to {new}")]
         if kind == "OBJECT_INDEX":
             schema, name = self._rv(node.relation)
-            return [
-                Change("rename_index", str(DbObject("index", schema, name)), detail=f"to {new}")
-            ]
+            return [Change("rename_index", _key("index", schema, name), detail=f"to {new}")]
         if kind == "OBJECT_TYPE":
             schema, name = self._any_name(node.object)
             return [Change("rename_type", f"type {schema}.{name}", detail=f"to {new}")]
@@ -422,22 +434,22 @@ class StatementReader:
                 changes.append(
                     Change(
                         "drop_table",
-                        str(DbObject("table", *key)),
+                        _key("table", *key),
                         rerunnable=missing_ok,
                         **self._table_context(key),
                     )
                 )
+                self._drop(key)
             elif kind in ("OBJECT_VIEW", "OBJECT_MATVIEW"):
-                changes.append(
-                    Change("drop_view", str(DbObject("view", *key)), rerunnable=missing_ok)
-                )
+                changes.append(Change("drop_view", _key("view", *key), rerunnable=missing_ok))
             elif kind == "OBJECT_INDEX":
-                index = self.history.index(*key)
-                on = index.on if index else None
+                index = self._index(key)
+                on = index.table if index else None
+                self._drop(key)
                 changes.append(
                     Change(
                         "drop_index",
-                        str(DbObject("index", *key)),
+                        _key("index", *key),
                         unique=index.unique if index else False,
                         concurrently=bool(node.concurrent),
                         rerunnable=missing_ok,
@@ -459,7 +471,7 @@ class StatementReader:
         return [
             Change(
                 "data_change",
-                str(DbObject("table", *key)),
+                _key("table", *key),
                 detail=verb,
                 rerunnable=idempotent,
                 **self._table_context(key),

@@ -11,8 +11,12 @@ kept here are the common, certain ones; anything else counts as a rewrite.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
+
+from orchestrator.drizzle.pgjson import Node
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,42 @@ def classify_type_change(
     return TypeChange.REWRITES
 
 
-def rewrites_table(old: ColumnType | None, new: ColumnType, *, using: bool = False) -> bool:
-    """True when the change rewrites the table (see :func:`classify_type_change`)."""
-    return classify_type_change(old, new, using=using) is TypeChange.REWRITES
+_SERIAL_NAMES = {"serial": "int4", "serial4": "int4", "bigserial": "int8", "serial8": "int8"}
+_SERIAL_NAMES |= {"smallserial": "int2", "serial2": "int2"}
+# Aliases pglast leaves as written; everything standard it already names as pg_catalog does.
+_ALIASES = {"int": "int4", "integer": "int4", "bigint": "int8", "smallint": "int2"}
+_ALIASES |= {"decimal": "numeric", "boolean": "bool", "float": "float8", "real": "float4"}
+
+
+def is_serial(node: Any) -> bool:
+    """Whether a TypeName node says ``serial``, ``bigserial``...: an integer with a default."""
+    names = [str(n.sval) for n in node.names or () if _is(n, "String")]
+    return bool(names) and names[-1].lower() in _SERIAL_NAMES
+
+
+def catalog_type_name(names: Sequence[str], array: bool) -> str:
+    """The catalog name (``pg_type.typname``) of a type spelled ``names``; arrays get a ``_``."""
+    base = names[-1].lower() if names else "?"
+    base = _SERIAL_NAMES.get(base, _ALIASES.get(base, base))
+    return f"_{base}" if array else base
+
+
+def type_name_of(node: Any) -> str:
+    """The catalog name of a TypeName node (``varchar``, ``int4``, ``_text``)."""
+    names = [str(n.sval) for n in node.names or () if _is(n, "String")]
+    return catalog_type_name(names, bool(node.arrayBounds))
+
+
+def column_type_of(node: Any) -> ColumnType:
+    """The type of a TypeName node with its modifiers (``None`` if not plain integers)."""
+    mods: list[int] = []
+    for mod in node.typmods or ():
+        value: Any = mod.val if _is(mod, "A_Const") else None
+        if not _is(value, "Integer"):
+            return ColumnType(type_name_of(node), None)
+        mods.append(int(value.ival))
+    return ColumnType(type_name_of(node), tuple(mods))
+
+
+def _is(node: Any, tag: str) -> bool:
+    return isinstance(node, Node) and node.tag == tag

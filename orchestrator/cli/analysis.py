@@ -12,6 +12,7 @@ from orchestrator.cli.options import (
     database_options,
     lock_timeout_option,
     on_retry,
+    shadow_url_option,
 )
 from orchestrator.errors import ExitCode, UsageError
 
@@ -32,7 +33,7 @@ def plan(target: DatabaseTarget, all_migrations: bool, markdown: bool) -> int:
     migrations (or of every migration with --all)."""
     from orchestrator import commands
     from orchestrator.analysis.markdown import plan_markdown
-    from orchestrator.cli.console import out, print_json
+    from orchestrator.cli.console import err, out, print_json
 
     if target.as_json and markdown:
         raise UsageError("--json and --markdown are exclusive: pick one")
@@ -41,6 +42,8 @@ def plan(target: DatabaseTarget, all_migrations: bool, markdown: bool) -> int:
     result = commands.plan(
         url, journal, target.options(), shadow=target.shadow, retry=target.retry, on_retry=on_retry
     )
+    if result.note and not target.as_json:
+        err.print(f"note: {result.note}", markup=False, highlight=False)
     if target.as_json:
         print_json(result.to_json())
     elif markdown:
@@ -64,23 +67,28 @@ def plan(target: DatabaseTarget, all_migrations: bool, markdown: bool) -> int:
     help="Statements that must run outside a transaction (CONCURRENTLY, ADD VALUE used "
     "later) are warnings: `migrate --allow-concurrent` applies them.",
 )
-def lint(migrations: Path, as_json: bool, allow_concurrent: bool) -> int:
-    """Lint every migration of a folder; exit 21 on errors (warnings alone exit 0)."""
+@shadow_url_option
+def lint(migrations: Path, as_json: bool, allow_concurrent: bool, shadow_url: str | None) -> int:
+    """Lint every migration of a folder, replayed on a shadow server for the facts a rule
+    needs; exit 21 on errors (warnings alone exit 0)."""
     from orchestrator import commands
-    from orchestrator.cli.console import print_json
+    from orchestrator.cli.console import err, print_json
     from orchestrator.cli.options import read_migrations
 
-    findings = commands.lint(read_migrations(migrations), allow_concurrent=allow_concurrent)
+    journal = read_migrations(migrations)
+    shadow = commands.shadow_spec(shadow_url)
+    findings, note = commands.lint(journal, allow_concurrent=allow_concurrent, shadow=shadow)
     errors = sum(f.severity == "error" for f in findings)
     if as_json:
-        print_json(
-            {
-                "errors": errors,
-                "warnings": len(findings) - errors,
-                "findings": [{"tag": f.tag, **f.to_json()} for f in findings],
-            }
-        )
+        document: dict[str, object] = {
+            "errors": errors,
+            "warnings": len(findings) - errors,
+            "findings": [{"tag": f.tag, **f.to_json()} for f in findings],
+        }
+        print_json({**document, "note": note} if note else document)
     else:
+        if note:
+            err.print(f"note: {note}", markup=False, highlight=False)
         show_lint(findings)
     return int(ExitCode.GUARD_FAILED if commands.lint_has_errors(findings) else ExitCode.OK)
 

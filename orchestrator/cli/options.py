@@ -112,6 +112,15 @@ def read_migrations(folder: Path) -> Journal:
     return journal
 
 
+shadow_url_option = click.option(
+    "--shadow-url",
+    envvar=SHADOW_URL_ENV,
+    help="A PostgreSQL server that is not production, where the migrations are "
+    "replayed (each replay creates and drops a database of its own there). Default: "
+    f"${SHADOW_URL_ENV}, else a throwaway local cluster.",
+)
+
+
 def database_options(func: Command) -> Command:
     """The options of every command that reads a database and a migrations folder.
 
@@ -170,13 +179,7 @@ def database_options(func: Command) -> Command:
             is_flag=True,
             help="Refuse a remote host unless sslmode is require, verify-ca or verify-full.",
         ),
-        click.option(
-            "--shadow-url",
-            envvar=SHADOW_URL_ENV,
-            help="A PostgreSQL server that is not production, where the migrations are "
-            "replayed (each replay creates and drops a database of its own there). Default: "
-            f"${SHADOW_URL_ENV}, else a throwaway local cluster.",
-        ),
+        shadow_url_option,
     ]
     wrapped: Command = command
     for option in reversed(options):

@@ -1,7 +1,7 @@
 """Read-only, pglast-shaped access to libpg_query's JSON parse tree.
 
 ``pglast.parse_sql`` builds a Python object per node and checks every attribute as it goes;
-for a large migrations folder that is most of the cost of modelling it. libpg_query's JSON
+for a large migrations folder that is most of the cost of analysing it. libpg_query's JSON
 (``pglast.parser.parse_sql_json``) holds the same tree and is several times cheaper to get.
 :class:`Node` wraps one JSON node and answers attribute reads the way ``pglast.ast`` nodes do:
 
@@ -29,7 +29,7 @@ import pglast
 from pglast import enums
 from pglast.parser import parse_sql_json, split
 
-__all__ = ["Node", "check_syntax", "parse_json", "parse_sql", "raw_fields", "walk", "wrap"]
+__all__ = ["Node", "check_syntax", "parse_json", "parse_sql", "walk"]
 
 # Statement kinds whose ``char *`` fields may legitimately hold "" (string literals).
 _EMPTY_STRING_FIELDS: dict[str, tuple[str, ...]] = {
@@ -217,21 +217,6 @@ def _tagged(value: Any) -> Any:
     return cls(value[tag])
 
 
-def raw_fields(node: Node) -> dict[str, Any]:
-    """The JSON object behind ``node``, for hot paths that skip the wrapper's conversions.
-
-    Reading a field through the wrapper converts it in place (a list becomes a tuple of
-    Nodes, a dict a Node), so a caller reading raw JSON must be the only reader of that
-    subtree, or check each value's type and cope with converted ones.
-    """
-    return node.__dict__
-
-
-def wrap(tag: str, fields: dict[str, Any]) -> Node:
-    """A :class:`Node` of node type ``tag`` over raw JSON ``fields`` (the inverse of raw_fields)."""
-    return _node(tag, fields)
-
-
 def walk(node: Any) -> Iterator[Node]:
     """Every node below (and including) ``node``, depth first, like walking pglast's tree."""
     if isinstance(node, Node):
@@ -247,8 +232,8 @@ def walk(node: Any) -> Iterator[Node]:
 def parse_json(sql: str) -> str:
     """libpg_query's parse tree of ``sql`` as JSON text; raises pglast's ``ParseError``.
 
-    Cached: reading a journal checks every statement's syntax and the object model then
-    parses the same statements again; each is parsed once per process.
+    Cached: reading a journal checks every statement's syntax and the analysis then parses
+    the same statements again; each is parsed once per process.
     """
     return str(parse_sql_json(sql))
 
@@ -259,8 +244,8 @@ def check_syntax(sql: str) -> None:
 
     The parser's statement split: the same grammar and the same errors as
     :func:`parse_json`, at half the cost, for it writes no JSON tree. A journal's check
-    needs no tree when the history model comes from the cache; when the model is built, the
-    tree is made then. Cached like :func:`parse_json`: each text is checked once per process.
+    needs no tree; the analysis makes one when it reads the statements. Cached like
+    :func:`parse_json`: each text is checked once per process.
     """
     split(sql, with_parser=True)
 
