@@ -151,6 +151,53 @@ def test_other_sql_errors_are_not_retried(
     assert tracking_rows(database_url) == []
 
 
+@contextmanager
+def lock_waits(url: str) -> Iterator[set[tuple[int, str]]]:
+    """Every wait for a lock on ``users`` seen while the block runs, as (pid, query_start):
+    one statement's wait is one element, however long it lasts."""
+    seen: set[tuple[int, str]] = set()
+    stop = threading.Event()
+    query = """
+        SELECT a.pid, a.query_start::text FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+         WHERE NOT l.granted AND l.relation = 'users'::regclass"""
+
+    def watch() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while not stop.is_set():
+                seen.update(conn.execute(query).fetchall())
+                stop.wait(0.01)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_each_attempt_queues_for_the_lock_once_and_names_statement_and_blocker(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 24 case 6: finding who blocked does not queue for the lock again (each wait
+    stalls the table's traffic), and the failing statement is still named."""
+    migrations = folder(tmp_path)
+    first_table_only(database_url, tmp_path)
+    capsys.readouterr()
+    with long_read(database_url, None) as blocker, lock_waits(database_url) as waits:
+        code = migrate(database_url, migrations, "--lock-timeout", "1s", "--lock-retries", "1")
+    err = capsys.readouterr().err
+    assert code == 21, err
+    assert len(waits) == 2, waits  # two attempts, one wait each
+    assert len({pid for pid, _ in waits}) == 2  # each attempt on its own connection
+    retry, last = [line for line in err.splitlines() if "lock timeout" in line]
+    for line in (retry, last):
+        assert "in 0001_nick, statement 1 (ALTER TABLE" in line
+        assert f"pid {blocker} (slow-report, idle in transaction" in line
+        assert "holds ACCESS SHARE on public.users" in line
+    assert "nick" not in columns(database_url)
+
+
 # -- pure parts ------------------------------------------------------------------------------
 
 
