@@ -21,6 +21,9 @@ from orchestrator.db.lock_retry import LockRetry, lock_retry_policy
 from orchestrator.playbook.model import MigrationsSpec
 from orchestrator.sandbox.folders import write_drizzle_folder
 from tests.drizzle_helpers import tracking_rows
+from tests.release_world import World, world
+
+__all__ = ["world"]
 
 USERS = 'CREATE TABLE "users" ("id" serial PRIMARY KEY NOT NULL, "email" text);'
 ADD_NICK = 'ALTER TABLE "users" ADD COLUMN "nick" text;'
@@ -196,6 +199,29 @@ def test_each_attempt_queues_for_the_lock_once_and_names_statement_and_blocker(
         assert f"pid {blocker} (slow-report, idle in transaction" in line
         assert "holds ACCESS SHARE on public.users" in line
     assert "nick" not in columns(database_url)
+
+
+def test_deploy_prints_each_lock_retry_on_stderr_without_a_terminal(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/live-traffic.md: each retry is a line on stderr, for the deploy too (issue 24
+    case 6: they reached only the audit file)."""
+    world.playbook.write_text(
+        world.playbook.read_text().replace(
+            "lock_timeout: 5s", "lock_timeout: 300ms, lock_retries: 1"
+        )
+    )
+    monkeypatch.setenv("DATABASE_URL", world.database_url)
+    with psycopg.connect(world.database_url, application_name="slow-report") as holder:
+        holder.execute("SELECT * FROM case_classification_results LIMIT 1")  # ACCESS SHARE
+        code = run(world.deploy_argv())
+        holder.rollback()
+    err = capsys.readouterr().err
+    assert code == 21, err
+    [line] = [line for line in err.splitlines() if "lock timeout (attempt" in line]
+    assert "(attempt 1/2) in 0011_cute_skin, statement 1" in line
+    assert "(slow-report, idle in transaction" in line
+    assert "holds ACCESS SHARE on public.case_classification_results" in line
 
 
 # -- pure parts ------------------------------------------------------------------------------

@@ -54,8 +54,9 @@ class LockRetry:
         )
 
     def to_json(self) -> dict[str, object]:
-        """The audit trail's event fields."""
+        """The audit trail's event fields (``line`` is what the console prints)."""
         return {
+            "line": self.line(),
             "attempt": self.attempt,
             "attempts": self.attempts,
             "wait_s": round(self.wait_s, 2),
