@@ -16,8 +16,14 @@ import pytest
 from orchestrator.analysis.effects import analyse_sql
 from orchestrator.analysis.locks import conflicts, lock_mode, migration_locks, pg_mode
 from orchestrator.cli import run
+from orchestrator.db.backoff import (
+    DEFAULT_LOCK_BUDGET_S,
+    DEFAULT_LOCK_RETRIES,
+    lock_retries_within,
+)
 from orchestrator.db.blockers import Blocker, select_blockers
 from orchestrator.db.lock_retry import LockRetry, lock_retry_policy
+from orchestrator.db.migrator import MigrateOptions
 from orchestrator.playbook.model import MigrationsSpec
 from orchestrator.sandbox.folders import write_drizzle_folder
 from tests.drizzle_helpers import tracking_rows
@@ -133,7 +139,9 @@ def test_a_blocker_that_never_ends_exhausts_the_retries_and_nothing_is_applied(
 def test_without_retries_a_lock_timeout_stops_at_once(
     database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, err, blocker = migrate_behind_endless_read(database_url, tmp_path, capsys)
+    code, err, blocker = migrate_behind_endless_read(
+        database_url, tmp_path, capsys, "--lock-retries", "0"
+    )
     assert code == 21
     assert "attempt" not in err and f"pid {blocker}" in err
     assert len(tracking_rows(database_url)) == 1
@@ -292,9 +300,27 @@ def test_the_retry_line_names_attempt_blocker_and_pause() -> None:
     assert event.to_json()["blockers"] == [blocker.to_json()]
 
 
-def test_playbook_keys_default_to_todays_behaviour() -> None:
+def test_defaults_are_a_short_lock_timeout_retried_within_about_a_minute() -> None:
+    """Issue 26: safe by default under traffic. The playbook, the CLI and the migrator
+    share the defaults; the retries fit the budget even with every pause at its longest."""
     spec = MigrationsSpec.model_validate({"dir": "drizzle", "schema": "drizzle"})
-    assert spec.lock_retries == 0 and spec.concurrent is False
+    assert spec.lock_timeout == 0.5 and spec.concurrent is False
+    assert spec.lock_retries == DEFAULT_LOCK_RETRIES == MigrateOptions().lock_retries > 0
+    assert MigrateOptions().lock_timeout == 0.5
+    policy = lock_retry_policy(DEFAULT_LOCK_RETRIES)
+
+    def pause(n: int, jitter: float) -> float:  # the n-th pause, jittered by ``jitter``
+        return min(policy.max_wait, policy.initial * 2 ** (n - 1) * (1 + jitter))
+
+    def worst(attempts: int) -> float:
+        return attempts * 0.5 + sum(pause(n, policy.jitter) for n in range(1, attempts))
+
+    assert worst(policy.attempts) <= DEFAULT_LOCK_BUDGET_S < worst(policy.attempts + 1)
+    # An 8 s blocker (bench: the defaults row) is outlasted with every pause at its shortest.
+    shortest = sum(pause(n, -policy.jitter) for n in range(1, policy.attempts))
+    assert shortest + policy.attempts * 0.5 > 8.0
+    assert lock_retries_within(60.0, 2.0) < DEFAULT_LOCK_RETRIES  # longer waits, fewer tries
+    assert lock_retries_within(0.4, 0.5) == 0
     tuned = MigrationsSpec.model_validate(
         {"dir": "d", "schema": "drizzle", "lock_retries": 10, "concurrent": True}
     )

@@ -12,16 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from orchestrator.db.backoff import LOCK_RETRY_INITIAL_S, LOCK_RETRY_JITTER, LOCK_RETRY_MAX_WAIT_S
 from orchestrator.db.blockers import Blocker, describe_all
 from orchestrator.db.retry import RetryPolicy
 
 LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout fired
-
-#: The first pause after a lock timeout, doubling each time up to the maximum. Short: the
-#: point is to come back soon after the blocking transaction ends.
-LOCK_RETRY_INITIAL_S = 0.5
-LOCK_RETRY_MAX_WAIT_S = 10.0
-LOCK_RETRY_JITTER = 0.25
 
 
 def lock_retry_policy(retries: int) -> RetryPolicy:

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.db.backoff import DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT_S
 from orchestrator.db.catalog import SNAPSHOT_QUERY, CatalogSnapshot, snapshot_from_json
 from orchestrator.db.connect import describe
 from orchestrator.db.retry import is_transient
@@ -50,10 +51,10 @@ class MigrateOptions:
 
     schema: str = "drizzle"
     table: str = "__drizzle_migrations"
-    lock_timeout: float = 5.0  # seconds
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S  # seconds
     statement_timeout: float = 300.0  # seconds
     # Re-run the whole migration after a lock timeout this many times (0: give up at once).
-    lock_retries: int = 0
+    lock_retries: int = DEFAULT_LOCK_RETRIES
     # Run migrations with CONCURRENTLY (or ADD VALUE used later) outside a transaction.
     allow_concurrent: bool = False
 
