@@ -202,7 +202,7 @@ def test_a_failed_restore_changes_nothing(shop: Shop, capsys: pytest.CaptureFixt
             )
         )
         err = capsys.readouterr().err
-        assert code != 0 and "the restore failed and was rolled back" in err
+        assert code == 21 and "the restore failed and was rolled back, nothing changed" in err
         assert 'role "shop_reader" does not exist' in err
         assert schema_of(shop.url) == released
         assert rows_of(shop.url) == rows
@@ -232,6 +232,7 @@ def test_a_wrong_name_or_a_changed_dump_restores_nothing(
     )
     assert code == 21 and "nothing was restored" in capsys.readouterr().err
     assert schema_of(shop.url) == released
+    assert git(shop.root / "world" / "origin.git", "rev-parse", "main") == main  # checked first
 
 
 # --------------------------------------------------------------------------- pure parts

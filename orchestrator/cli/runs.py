@@ -259,7 +259,7 @@ def rollback(
     ):
         if given is not None and not restore_database:
             raise UsageError(f"{name} only goes with --restore-database")
-    if restore_database and _has_dump(run_id, state_dir):
+    if restore_database and commands.has_dump_backup(run_id, state_dir):
         if confirm_branch is not None:
             raise UsageError("--confirm-branch is for Neon branch backups: use --confirm-database")
         typed_database = _confirm_dump_restore(run_id, state_dir, confirm_database)
@@ -275,11 +275,8 @@ def rollback(
             run_id, state_dir, os.environ, typed, retries=retries, on_retry=on_retry
         )
     elif typed_database is not None:
-        from orchestrator.engine.dump_rollback import restore_from_dump
-        from orchestrator.runs import RunStore
-
-        restored = restore_from_dump(
-            run_id, RunStore(state_dir), os.environ, typed_database, retries=retries
+        restored = commands.restore_database_from_dump(
+            run_id, state_dir, os.environ, typed_database, retries=retries
         )
     if as_json:
         document: dict[str, Any] = {
@@ -299,22 +296,14 @@ def rollback(
     return int(ExitCode.OK if restored is None else restored.exit_code)
 
 
-def _has_dump(run_id: str, state_dir: Path) -> bool:
-    """Whether run ``run_id``'s backup is a pg_dump (read from its record)."""
-    from orchestrator.engine.outcomes import BackupOutcome
-    from orchestrator.runs import RunStore
-
-    return BackupOutcome.of(RunStore(state_dir).load(run_id)).kind == "pg_dump"
-
-
 def _confirm_dump_restore(run_id: str, state_dir: Path, confirm_database: str | None) -> str:
-    """The database name the operator typed (or passed), checked before anything is done.
-    Without a terminal, --confirm-database is required."""
+    """The database name the operator typed (or passed), checked with the dump and the
+    client programs before anything is done. Without a terminal, --confirm-database is
+    required."""
+    from orchestrator import commands
     from orchestrator.cli.console import err, interactive
-    from orchestrator.engine.dump_rollback import check_confirmation, plan_for_run
-    from orchestrator.runs import RunStore
 
-    plan = plan_for_run(run_id, RunStore(state_dir), os.environ)
+    plan = commands.dump_restore_plan(run_id, state_dir, os.environ)
     if confirm_database is None:
         if not interactive():
             raise UsageError(
@@ -326,7 +315,7 @@ def _confirm_dump_restore(run_id: str, state_dir: Path, confirm_database: str | 
         confirm_database = str(
             click.prompt(f"Type the production database's name ({plan.database}) to restore it")
         )
-    check_confirmation(plan, confirm_database)
+    commands.dump_restore_plan(run_id, state_dir, os.environ, confirm_database)
     return confirm_database
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from orchestrator import children
 from orchestrator.db.retry import is_transient_message
-from orchestrator.errors import DatabaseError, UsageError
+from orchestrator.errors import DatabaseError, ExitCode, OrchestratorError, UsageError
 from orchestrator.redaction import redact
 
 TOOLS = ("pg_restore", "pg_dump", "psql")
@@ -41,6 +41,14 @@ _SYSTEM_SCHEMA = "n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'"
 
 _CREATE_SCHEMA = re.compile(r"^CREATE SCHEMA (?:IF NOT EXISTS )?(\"(?:[^\"]|\"\")+\"|[^\s;]+)")
 _COPY = re.compile(r"^COPY (.+?) (?:\(.*\) )?FROM stdin;$")
+
+
+class RestoreFailed(OrchestratorError):
+    """The dump's script failed on the server; its transaction rolled back, nothing changed.
+
+    The database answered, so this is not ERROR (unreachable): exit 21, a failed step."""
+
+    exit_code = ExitCode.GUARD_FAILED
 
 
 @dataclass(frozen=True)
@@ -175,8 +183,9 @@ def read_dump(dump: Path, workdir: Path) -> tuple[DumpContents, Path]:
 def restore(url: str, contents: DumpContents, script: Path, workdir: Path) -> None:
     """Clear the way and run ``script``, in one transaction (nothing changes on failure).
 
-    Raises DatabaseError with psql's first error (transient when the connection failed:
-    then whether the COMMIT landed is unknown, and only :func:`differences` can tell).
+    Raises RestoreFailed with psql's first error, or DatabaseError (transient) when the
+    connection failed: then whether the COMMIT landed is unknown, and only
+    :func:`differences` can tell.
     """
     clearing = workdir / "clear.sql"
     clearing.write_text(clearing_sql(sorted(kept_schemas(contents.schemas_created))))
@@ -197,10 +206,11 @@ def restore(url: str, contents: DumpContents, script: Path, workdir: Path) -> No
     )
     if done.returncode != 0:
         error = _first_error(done.stderr)
-        raise DatabaseError(
-            f"the restore failed and was rolled back: {error}",
-            transient=is_transient_message(error),
-        )
+        if is_transient_message(error):
+            raise DatabaseError(
+                f"the connection failed during the restore: {error}", transient=True
+            )
+        raise RestoreFailed(f"the restore failed and was rolled back, nothing changed: {error}")
 
 
 def differences(url: str, contents: DumpContents, limit: int = 5) -> list[str]:

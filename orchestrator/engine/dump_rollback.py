@@ -94,6 +94,21 @@ def check_confirmation(plan: DumpRestorePlan, typed: str) -> None:
         )
 
 
+def check_ready(plan: DumpRestorePlan, record: RunRecord, typed: str) -> None:
+    """Everything checked before anything changes: the typed name (UsageError), the client
+    programs (UsageError) and the dump, on disk with the recorded digest (GuardError)."""
+    from orchestrator.db.dump_restore import check_tools
+    from orchestrator.engine.steps.backup import dump_intact
+
+    check_confirmation(plan, typed)
+    check_tools()
+    if not dump_intact(record.steps.get("backup", {})):
+        raise GuardError(
+            f"the dump {plan.dump} is gone, changed (sha256 differs from the run's "
+            f"{plan.sha256[:12]}…) or unreadable: nothing was restored"
+        )
+
+
 @dataclass
 class DumpRestoreResult:
     """The restore done, what still differs from the dump, and the verdict afterwards."""
@@ -180,7 +195,6 @@ def restore_from_dump(
     from orchestrator.engine.outcomes import ValidationOutcome
     from orchestrator.engine.run import database_url
     from orchestrator.engine.settings import journal_at, migrate_options, retry_policy, with_retries
-    from orchestrator.engine.steps.backup import dump_intact
     from orchestrator.errors import DatabaseError
     from orchestrator.gitrepo import open_repo
     from orchestrator.playbook import load_playbook
@@ -211,20 +225,22 @@ def restore_from_dump(
     ):
         log = trail.log
         log.info("database_restore_confirmed", database=plan.database, dump=plan.dump)
-        if not dump_intact(record.steps.get("backup", {})):
-            log.error("database_restore_refused", reason="the dump is gone or changed")
-            raise GuardError(
-                f"the dump {plan.dump} is gone, changed (sha256 differs from the run's "
-                f"{plan.sha256[:12]}…) or unreadable: nothing was restored"
-            )
+        try:
+            check_ready(plan, record, typed)  # the dump read again, just before using it
+        except GuardError as exc:
+            log.error("database_restore_refused", reason=str(exc))
+            raise
         contents, script = dump_restore.read_dump(Path(plan.dump), Path(workdir))
         log.info("database_restore_started", tables=len(contents.row_counts))
         adopted = False
         try:
             dump_restore.restore(url, contents, script, Path(workdir))
+        except dump_restore.RestoreFailed as exc:
+            log.error("database_restore_failed", reason=str(exc))
+            raise
         except DatabaseError as exc:
             # The connection may have dropped after the COMMIT: look before saying it failed.
-            if not exc.transient or dump_restore.differences(url, contents):
+            if dump_restore.differences(url, contents):
                 log.error("database_restore_failed", reason=str(exc))
                 raise
             adopted = True
