@@ -159,7 +159,9 @@ def apply_pending(
 
     Each migration goes to the server as one message (its statements and its tracking row),
     so a release costs one round trip per migration rather than one per statement. When one
-    fails, the server does not say which of its statements did: the release is then replayed
+    fails, the server does not say which of its statements did. After a lock timeout the
+    lock watch (:class:`orchestrator.db.blockers.LockWatch`) saw which table the backend
+    waited for, which names the statement; after any other failure the release is replayed
     statement by statement in a transaction that is rolled back, to name it.
     """
     from orchestrator.db.blockers import LockWatch
