@@ -21,9 +21,9 @@ from orchestrator.db.backoff import (
     DEFAULT_LOCK_RETRIES,
     lock_retries_within,
 )
-from orchestrator.db.blockers import Blocker, select_blockers
+from orchestrator.db.blockers import Blocker, select_blockers, wait_from_rows
 from orchestrator.db.lock_retry import LockRetry, lock_retry_policy
-from orchestrator.db.migrator import MigrateOptions
+from orchestrator.db.migrator import MigrateOptions, statement_waiting
 from orchestrator.playbook.model import MigrationsSpec
 from orchestrator.sandbox.folders import write_drizzle_folder
 from tests.drizzle_helpers import tracking_rows
@@ -260,6 +260,34 @@ def test_blockers_are_the_sessions_holding_conflicting_modes() -> None:
     assert only.describe() == (
         "pid 10 (report, idle in transaction for 8.0s) holds ACCESS SHARE on public.users"
     )
+
+
+def test_a_seen_wait_names_its_table_mode_and_blockers() -> None:
+    """The lock watch's rows: the sessions pg_blocking_pids named, with their locks on the
+    table the backend waits for, and the mode it asked for (last column)."""
+    rows = [
+        (10, "AccessShareLock", True, "public.users", "report", "idle in transaction", 9.0,
+         [10, 11], "AccessExclusiveLock"),
+        (11, "RowExclusiveLock", False, "public.users", "app", "active", 0.2,
+         [10, 11], "AccessExclusiveLock"),
+    ]  # fmt: skip
+    seen = wait_from_rows(rows)
+    assert seen is not None
+    assert (seen.table, seen.mode) == ("public.users", "ACCESS EXCLUSIVE")
+    assert [(b.pid, b.granted) for b in seen.blockers] == [(10, True), (11, False)]
+    assert wait_from_rows([]) is None
+
+
+def test_the_waiting_table_names_the_first_statement_that_locks_it() -> None:
+    pieces = [
+        'CREATE TABLE "teams" ("id" serial PRIMARY KEY);',
+        'ALTER TABLE "Users" ADD COLUMN "team_id" integer;',
+        'ALTER TABLE "orders" ADD CONSTRAINT "fk" FOREIGN KEY ("u") '
+        'REFERENCES "public"."Users"("id");',
+    ]
+    assert statement_waiting(pieces, "public.Users") == 2
+    assert statement_waiting(pieces, "public.orders") == 3
+    assert statement_waiting(pieces, "public.nowhere") is None
 
 
 def test_lock_modes_and_conflicts() -> None:
