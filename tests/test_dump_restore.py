@@ -15,6 +15,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from orchestrator.cli import run
+from orchestrator.db import runlock
 from orchestrator.db.dump_restore import clearing_sql, count_rows, schemas_created
 from orchestrator.engine.rollback import rollback_plan
 from orchestrator.runs import RunStore
@@ -233,6 +234,24 @@ def test_a_wrong_name_or_a_changed_dump_restores_nothing(
     assert code == 21 and "nothing was restored" in capsys.readouterr().err
     assert schema_of(shop.url) == released
     assert git(shop.root / "world" / "origin.git", "rev-parse", "main") == main  # checked first
+
+
+def test_no_restore_while_a_deploy_or_migrate_holds_the_database(
+    shop: Shop, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_id = deploy(shop)
+    released = schema_of(shop.url)
+    owner = runlock.application_name("20251021T143005Z-dddddd")
+    dbname = str(conninfo_to_dict(shop.url)["dbname"])
+    with runlock.RunLock(shop.url, schema="drizzle", table="__drizzle_migrations", owner=owner):
+        code = run(
+            shop.argv(
+                "rollback", run_id, "--yes", "--restore-database", "--confirm-database", dbname
+            )
+        )
+    err = capsys.readouterr().err
+    assert code == 2 and "run 20251021T143005Z-dddddd" in err
+    assert schema_of(shop.url) == released
 
 
 # --------------------------------------------------------------------------- pure parts

@@ -183,7 +183,8 @@ def restore_from_dump(
     retries: int | None = None,
 ) -> DumpRestoreResult:
     """Restore production from run ``run_id``'s dump (``typed`` must be the database's
-    name), compare it with the dump, validate again; each step in the audit trail.
+    name), compare it with the dump, validate again; each step in the audit trail. The
+    database's run lock is held throughout, so no deploy or migrate runs beside it.
 
     Bad input (no such run, not a dump, a wrong name, no URL, client programs missing)
     raises UsageError, and a dump that is gone or changed GuardError, before anything
@@ -191,7 +192,7 @@ def restore_from_dump(
     """
     from orchestrator.audit import AuditTrail
     from orchestrator.database import validate_database
-    from orchestrator.db import dump_restore
+    from orchestrator.db import dump_restore, runlock
     from orchestrator.engine.outcomes import ValidationOutcome
     from orchestrator.engine.run import database_url
     from orchestrator.engine.settings import journal_at, migrate_options, retry_policy, with_retries
@@ -216,8 +217,17 @@ def restore_from_dump(
         playbook.migrations.dir,
         playbook.git.source,
     )
+    spec = playbook.migrations
+    # No deploy or migrate may run beside the restore (refused at once, exit 2).
+    database_lock = runlock.RunLock(
+        url,
+        schema=spec.schema_,
+        table=spec.table,
+        owner=runlock.application_name(record.run_id, "restore"),
+    )
     with (
         store.lock(record.run_id),
+        database_lock,
         AuditTrail(
             store.audit_path(record.run_id), run_id=record.run_id, secrets=store.redactor
         ) as trail,
