@@ -388,14 +388,12 @@ def dump_restore_plan(
     run_id: str, state_dir: Path, environ: Mapping[str, str], typed: str | None = None
 ) -> DumpRestorePlan:
     """The restore of run ``run_id``'s dump; with ``typed``, checked against the database's
-    name, the dump and the client programs (UsageError or GuardError, nothing changed)."""
-    from orchestrator.engine.dump_rollback import check_ready, plan_for_run
+    name, the dump, the client programs and the run lock (UsageError or GuardError, nothing
+    changed)."""
+    from orchestrator.engine.dump_rollback import plan_for_run
     from orchestrator.runs import RunStore
 
-    plan = plan_for_run(run_id, RunStore(state_dir), environ)
-    if typed is not None:
-        check_ready(plan, RunStore(state_dir).load(run_id), typed)
-    return plan
+    return plan_for_run(run_id, RunStore(state_dir), environ, typed)
 
 
 def restore_database_from_dump(

@@ -241,6 +241,7 @@ def test_no_restore_while_a_deploy_or_migrate_holds_the_database(
 ) -> None:
     run_id = deploy(shop)
     released = schema_of(shop.url)
+    main = git(shop.root / "world" / "origin.git", "rev-parse", "main")
     owner = runlock.application_name("20251021T143005Z-dddddd")
     dbname = str(conninfo_to_dict(shop.url)["dbname"])
     with runlock.RunLock(shop.url, schema="drizzle", table="__drizzle_migrations", owner=owner):
@@ -252,6 +253,7 @@ def test_no_restore_while_a_deploy_or_migrate_holds_the_database(
     err = capsys.readouterr().err
     assert code == 2 and "run 20251021T143005Z-dddddd" in err
     assert schema_of(shop.url) == released
+    assert git(shop.root / "world" / "origin.git", "rev-parse", "main") == main  # checked first
 
 
 # --------------------------------------------------------------------------- pure parts

@@ -12,12 +12,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg.conninfo import conninfo_to_dict
 
 from orchestrator.errors import ExitCode, GuardError, UsageError
 from orchestrator.runs import RunRecord, RunStore
+
+if TYPE_CHECKING:
+    from orchestrator.db import runlock
+    from orchestrator.playbook.model import Playbook
 
 __all__ = [
     "DumpRestorePlan",
@@ -164,14 +168,39 @@ class DumpRestoreResult:
         }
 
 
-def plan_for_run(run_id: str, store: RunStore, environ: Mapping[str, str]) -> DumpRestorePlan:
-    """The plan for run ``run_id`` with production's URL from the playbook's variable."""
+def plan_for_run(
+    run_id: str, store: RunStore, environ: Mapping[str, str], typed: str | None = None
+) -> DumpRestorePlan:
+    """The plan for run ``run_id`` with production's URL from the playbook's variable.
+
+    With ``typed``, also everything :func:`check_ready` checks, and that no deploy or
+    migrate holds the database now (DatabaseBusy, exit 2): all before the code is reverted.
+    """
     from orchestrator.engine.run import database_url
     from orchestrator.playbook import load_playbook
 
     record = store.load(run_id)
     playbook = load_playbook(Path(record.playbook))
-    return dump_restore_plan(record, database_url(playbook, environ, writes=False))
+    url = database_url(playbook, environ, writes=typed is not None)
+    plan = dump_restore_plan(record, url)
+    if typed is not None:
+        check_ready(plan, record, typed)
+        with _run_lock(url, playbook, record.run_id):
+            pass
+    return plan
+
+
+def _run_lock(url: str, playbook: Playbook, run_id: str) -> runlock.RunLock:
+    """The database's run lock, taken in the restore's name."""
+    from orchestrator.db import runlock
+
+    spec = playbook.migrations
+    return runlock.RunLock(
+        url,
+        schema=spec.schema_,
+        table=spec.table,
+        owner=runlock.application_name(run_id, "restore"),
+    )
 
 
 def restore_from_dump(
@@ -192,7 +221,7 @@ def restore_from_dump(
     """
     from orchestrator.audit import AuditTrail
     from orchestrator.database import validate_database
-    from orchestrator.db import dump_restore, runlock
+    from orchestrator.db import dump_restore
     from orchestrator.engine.outcomes import ValidationOutcome
     from orchestrator.engine.run import database_url
     from orchestrator.engine.settings import journal_at, migrate_options, retry_policy, with_retries
@@ -217,17 +246,9 @@ def restore_from_dump(
         playbook.migrations.dir,
         playbook.git.source,
     )
-    spec = playbook.migrations
-    # No deploy or migrate may run beside the restore (refused at once, exit 2).
-    database_lock = runlock.RunLock(
-        url,
-        schema=spec.schema_,
-        table=spec.table,
-        owner=runlock.application_name(record.run_id, "restore"),
-    )
     with (
         store.lock(record.run_id),
-        database_lock,
+        _run_lock(url, playbook, record.run_id),  # no deploy or migrate beside it (exit 2)
         AuditTrail(
             store.audit_path(record.run_id), run_id=record.run_id, secrets=store.redactor
         ) as trail,
