@@ -16,8 +16,9 @@ A throwaway PostgreSQL cluster and a generated drizzle folder (:data:`bench.synt
 - latency: the same through the proxy adding 50 ms per round trip; and both migrates again
   through 2 ms per round trip (a database in the same region), where the ratio is judged;
 - CLI start-up: ``orchestrator --help`` and ``orchestrator validate --help``;
-- traffic: migrating under live traffic, drizzle-kit vs orchestrator with and without lock
-  retries, and a concurrent index build on 1,000,000 rows (:mod:`bench.traffic`).
+- traffic: migrating under live traffic, drizzle-kit vs orchestrator with its defaults and
+  with more lock retries, and a concurrent index build on 1,000,000 rows
+  (:mod:`bench.traffic`).
 
 Each timing is the median of several runs. Rows marked "info" explain the others and have no
 target. Exit 1 when a target is missed.

@@ -8,10 +8,10 @@ one throwaway server:
 
 - ``drizzle-kit migrate``: no lock_timeout, so the ALTER queues behind the long transaction
   and every client query queues behind the ALTER until it ends;
-- ``orchestrator migrate`` with today's defaults (lock_timeout 5 s, no retries): the queue
-  lasts at most 5 s, then the migration gives up;
-- ``orchestrator migrate --lock-timeout 500ms --lock-retries 20``: short queues, retried
-  until the long transaction has ended.
+- ``orchestrator migrate`` with its defaults (lock_timeout 500 ms, retried with backoff
+  within about a minute): short queues, retried until the long transaction has ended;
+- ``orchestrator migrate --lock-timeout 500ms --lock-retries 20``: the same, with more
+  retries.
 
 For each: the longest and the 99th-percentile latency of the client queries that ran during
 the migration, the queries that failed, and whether the migration completed. Then a
@@ -34,6 +34,7 @@ from pathlib import Path
 import psycopg
 
 from bench import drizzle_kit
+from orchestrator.db.backoff import DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT_S
 from orchestrator.sandbox.folders import write_drizzle_folder
 from orchestrator.sandbox.pg import EmbeddedPostgres, create_database, with_dbname
 
@@ -44,6 +45,7 @@ SHORT_LOCK_TIMEOUT_S = 0.5
 LOCK_RETRIES = 20
 INDEX_ROWS = 1_000_000
 TARGET_SLACK_S = 0.1  # with retries, no query waits longer than the lock timeout plus this
+TARGET_DEFAULTS_MAX_S = 1.1  # issue 26: the defaults stall no query longer than about 1 s
 TARGET_INDEX_WRITE_S = 1.0
 
 ACCOUNTS = 'CREATE TABLE "accounts" ("id" serial PRIMARY KEY NOT NULL, "balance" integer);'
@@ -259,7 +261,12 @@ def measure(workdir: Path) -> list[Cells]:
                 else None,
                 f"skipped: {kit}" if isinstance(kit, str) else "",
             ),
-            ("orchestrator migrate (defaults: lock_timeout 5s)", orchestrator_migrate(release), ""),
+            (
+                f"orchestrator migrate (defaults: lock_timeout "
+                f"{DEFAULT_LOCK_TIMEOUT_S * 1000:g}ms, {DEFAULT_LOCK_RETRIES} retries)",
+                orchestrator_migrate(release),
+                "",
+            ),
             (
                 f"orchestrator migrate --lock-timeout {SHORT_LOCK_TIMEOUT_S * 1000:g}ms "
                 f"--lock-retries {LOCK_RETRIES}",
@@ -279,12 +286,15 @@ def measure(workdir: Path) -> list[Cells]:
                 rows.append((name, note, "-", None))
                 continue
             outcome = under_traffic(fresh(setup), migrate, account_queries, 2, HOLD_S)
+            if label.startswith("drizzle-kit"):
+                rows.append((name, outcome.value(), "-", None))
+                continue
             if "--lock-retries" in label:
                 limit = SHORT_LOCK_TIMEOUT_S + TARGET_SLACK_S
-                ok = outcome.completed and outcome.max_s <= limit
-                rows.append((name, outcome.value(), f"max <= {limit:g} s, completes", ok))
             else:
-                rows.append((name, outcome.value(), "-", None))
+                limit = TARGET_DEFAULTS_MAX_S
+            ok = outcome.completed and outcome.max_s <= limit
+            rows.append((name, outcome.value(), f"max <= {limit:g} s, completes", ok))
 
         big = [("0000_events", [EVENTS, FILL_EVENTS])]
         index_release = write_drizzle_folder(

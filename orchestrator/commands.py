@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from orchestrator.analysis.plan import Plan
     from orchestrator.catalog import History
     from orchestrator.engine.dry_run import DryRun, RehearsalBounds
+    from orchestrator.engine.dump_rollback import DumpRestorePlan, DumpRestoreResult
     from orchestrator.engine.run import Interaction, RollbackResult
     from orchestrator.inventory import Inventory
     from orchestrator.neon.restore import RestorePlan, RestoreResult
@@ -63,7 +64,9 @@ __all__ = [
     "check_restore_confirmation",
     "checklist",
     "deploy",
+    "dump_restore_plan",
     "duration",
+    "has_dump_backup",
     "inspect",
     "interaction",
     "lint",
@@ -76,6 +79,7 @@ __all__ = [
     "rehearse",
     "repair_database",
     "restore_database",
+    "restore_database_from_dump",
     "restore_plan",
     "resume",
     "rollback",
@@ -395,6 +399,42 @@ def restore_database(
     return restore_production(
         run_id, RunStore(state_dir), environ, typed_branch, retries=retries, on_retry=on_retry
     )
+
+
+def has_dump_backup(run_id: str, state_dir: Path) -> bool:
+    """Whether run ``run_id``'s backup is a pg_dump (``--restore-database`` restores it)."""
+    from orchestrator.engine.outcomes import BackupOutcome
+    from orchestrator.runs import RunStore
+
+    return BackupOutcome.of(RunStore(state_dir).load(run_id)).kind == "pg_dump"
+
+
+def dump_restore_plan(
+    run_id: str, state_dir: Path, environ: Mapping[str, str], typed: str | None = None
+) -> DumpRestorePlan:
+    """The restore of run ``run_id``'s dump; with ``typed``, checked against the database's
+    name, the dump, the client programs and the run lock (UsageError or GuardError, nothing
+    changed)."""
+    from orchestrator.engine.dump_rollback import plan_for_run
+    from orchestrator.runs import RunStore
+
+    return plan_for_run(run_id, RunStore(state_dir), environ, typed)
+
+
+def restore_database_from_dump(
+    run_id: str,
+    state_dir: Path,
+    environ: Mapping[str, str],
+    typed: str,
+    *,
+    retries: int | None = None,
+) -> DumpRestoreResult:
+    """Restore production from run ``run_id``'s dump exactly, compare it with the dump and
+    validate again (``typed`` must be the database's name)."""
+    from orchestrator.engine.dump_rollback import restore_from_dump
+    from orchestrator.runs import RunStore
+
+    return restore_from_dump(run_id, RunStore(state_dir), environ, typed, retries=retries)
 
 
 def runs(state_dir: Path) -> list[RunRecord]:

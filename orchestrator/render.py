@@ -137,6 +137,8 @@ def event_line(event: dict[str, Any]) -> str | None:
             f"transient failure, attempt {event['attempt']}: {event['error']} "
             f"(retry in {event['wait_s']}s)"
         )
+    elif name == "lock_retry":
+        text = str(event["line"])
     elif name == "finding":
         text = f"finding [{event['code']}] {event['message']}"
     elif name == "applying_migration":

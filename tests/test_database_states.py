@@ -295,7 +295,7 @@ def test_lock_timeout_stops_a_migration_queued_behind_traffic(
     holder.start()
     try:
         assert holding.wait(5)
-        impatient = MigrateOptions(lock_timeout=0.2)
+        impatient = MigrateOptions(lock_timeout=0.2, lock_retries=0)
         with pytest.raises(MigrationFailed, match="lock timeout") as raised:
             migrate(database_url, full(), impatient)
         assert raised.value.sqlstate == "55P03"

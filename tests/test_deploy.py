@@ -380,7 +380,7 @@ def test_pg_dump_backup_is_written_and_verified(world: World) -> None:
     assert dump.parent == dumps and dump.stat().st_size == backup["bytes"]
     assert backup["toc_entries"] > 10
     assert any(
-        "pg_restore --clean" in line
+        f"orchestrator rollback {record.run_id} --restore-database" in line
         for line in __import__("orchestrator.engine.rollback", fromlist=["x"]).rollback_plan(record)
     )
 

@@ -206,7 +206,9 @@ def test_lock_contention_gives_up_after_lock_timeout_and_names_the_holder(
     world: World,
 ) -> None:
     world.playbook.write_text(
-        world.playbook.read_text().replace("lock_timeout: 5s", "lock_timeout: 500ms")
+        world.playbook.read_text().replace(
+            "lock_timeout: 5s", "lock_timeout: 500ms, lock_retries: 0"
+        )
     )
     before = schema_fingerprint(world.database_url)
     traffic_waits: list[float] = []

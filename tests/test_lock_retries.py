@@ -16,11 +16,20 @@ import pytest
 from orchestrator.analysis.effects import analyse_sql
 from orchestrator.analysis.locks import conflicts, lock_mode, migration_locks, pg_mode
 from orchestrator.cli import run
-from orchestrator.db.blockers import Blocker, select_blockers
+from orchestrator.db.backoff import (
+    DEFAULT_LOCK_BUDGET_S,
+    DEFAULT_LOCK_RETRIES,
+    lock_retries_within,
+)
+from orchestrator.db.blockers import Blocker, select_blockers, wait_from_rows
 from orchestrator.db.lock_retry import LockRetry, lock_retry_policy
+from orchestrator.db.migrator import MigrateOptions, statement_waiting
 from orchestrator.playbook.model import MigrationsSpec
 from orchestrator.sandbox.folders import write_drizzle_folder
 from tests.drizzle_helpers import tracking_rows
+from tests.release_world import World, world
+
+__all__ = ["world"]
 
 USERS = 'CREATE TABLE "users" ("id" serial PRIMARY KEY NOT NULL, "email" text);'
 ADD_NICK = 'ALTER TABLE "users" ADD COLUMN "nick" text;'
@@ -130,7 +139,9 @@ def test_a_blocker_that_never_ends_exhausts_the_retries_and_nothing_is_applied(
 def test_without_retries_a_lock_timeout_stops_at_once(
     database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, err, blocker = migrate_behind_endless_read(database_url, tmp_path, capsys)
+    code, err, blocker = migrate_behind_endless_read(
+        database_url, tmp_path, capsys, "--lock-retries", "0"
+    )
     assert code == 21
     assert "attempt" not in err and f"pid {blocker}" in err
     assert len(tracking_rows(database_url)) == 1
@@ -149,6 +160,76 @@ def test_other_sql_errors_are_not_retried(
     assert code == 21 and "lock timeout" not in err and "42P01" in err
     assert time.monotonic() - started < 5  # no backoff pauses
     assert tracking_rows(database_url) == []
+
+
+@contextmanager
+def lock_waits(url: str) -> Iterator[set[tuple[int, str]]]:
+    """Every wait for a lock on ``users`` seen while the block runs, as (pid, query_start):
+    one statement's wait is one element, however long it lasts."""
+    seen: set[tuple[int, str]] = set()
+    stop = threading.Event()
+    query = """
+        SELECT a.pid, a.query_start::text FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+         WHERE NOT l.granted AND l.relation = 'users'::regclass"""
+
+    def watch() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while not stop.is_set():
+                seen.update(conn.execute(query).fetchall())
+                stop.wait(0.01)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_each_attempt_queues_for_the_lock_once_and_names_statement_and_blocker(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 24 case 6: finding who blocked does not queue for the lock again (each wait
+    stalls the table's traffic), and the failing statement is still named."""
+    migrations = folder(tmp_path)
+    first_table_only(database_url, tmp_path)
+    capsys.readouterr()
+    with long_read(database_url, None) as blocker, lock_waits(database_url) as waits:
+        code = migrate(database_url, migrations, "--lock-timeout", "1s", "--lock-retries", "1")
+    err = capsys.readouterr().err
+    assert code == 21, err
+    assert len(waits) == 2, waits  # two attempts, one wait each
+    assert len({pid for pid, _ in waits}) == 2  # each attempt on its own connection
+    retry, last = [line for line in err.splitlines() if "lock timeout" in line]
+    for line in (retry, last):
+        assert "in 0001_nick, statement 1 (ALTER TABLE" in line
+        assert f"pid {blocker} (slow-report, idle in transaction" in line
+        assert "holds ACCESS SHARE on public.users" in line
+    assert "nick" not in columns(database_url)
+
+
+def test_deploy_prints_each_lock_retry_on_stderr_without_a_terminal(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/live-traffic.md: each retry is a line on stderr, for the deploy too (issue 24
+    case 6: they reached only the audit file)."""
+    world.playbook.write_text(
+        world.playbook.read_text().replace(
+            "lock_timeout: 5s", "lock_timeout: 300ms, lock_retries: 1"
+        )
+    )
+    monkeypatch.setenv("DATABASE_URL", world.database_url)
+    with psycopg.connect(world.database_url, application_name="slow-report") as holder:
+        holder.execute("SELECT * FROM case_classification_results LIMIT 1")  # ACCESS SHARE
+        code = run(world.deploy_argv())
+        holder.rollback()
+    err = capsys.readouterr().err
+    assert code == 21, err
+    [line] = [line for line in err.splitlines() if "lock timeout (attempt" in line]
+    assert "(attempt 1/2) in 0011_cute_skin, statement 1" in line
+    assert "(slow-report, idle in transaction" in line
+    assert "holds ACCESS SHARE on public.case_classification_results" in line
 
 
 # -- pure parts ------------------------------------------------------------------------------
@@ -179,6 +260,34 @@ def test_blockers_are_the_sessions_holding_conflicting_modes() -> None:
     assert only.describe() == (
         "pid 10 (report, idle in transaction for 8.0s) holds ACCESS SHARE on public.users"
     )
+
+
+def test_a_seen_wait_names_its_table_mode_and_blockers() -> None:
+    """The lock watch's rows: the sessions pg_blocking_pids named, with their locks on the
+    table the backend waits for, and the mode it asked for (last column)."""
+    rows = [
+        (10, "AccessShareLock", True, "public.users", "report", "idle in transaction", 9.0,
+         [10, 11], "AccessExclusiveLock"),
+        (11, "RowExclusiveLock", False, "public.users", "app", "active", 0.2,
+         [10, 11], "AccessExclusiveLock"),
+    ]  # fmt: skip
+    seen = wait_from_rows(rows)
+    assert seen is not None
+    assert (seen.table, seen.mode) == ("public.users", "ACCESS EXCLUSIVE")
+    assert [(b.pid, b.granted) for b in seen.blockers] == [(10, True), (11, False)]
+    assert wait_from_rows([]) is None
+
+
+def test_the_waiting_table_names_the_first_statement_that_locks_it() -> None:
+    pieces = [
+        'CREATE TABLE "teams" ("id" serial PRIMARY KEY);',
+        'ALTER TABLE "Users" ADD COLUMN "team_id" integer;',
+        'ALTER TABLE "orders" ADD CONSTRAINT "fk" FOREIGN KEY ("u") '
+        'REFERENCES "public"."Users"("id");',
+    ]
+    assert statement_waiting(pieces, "public.Users") == 2
+    assert statement_waiting(pieces, "public.orders") == 3
+    assert statement_waiting(pieces, "public.nowhere") is None
 
 
 def test_lock_modes_and_conflicts() -> None:
@@ -218,9 +327,27 @@ def test_the_retry_line_names_attempt_blocker_and_pause() -> None:
     assert event.to_json()["blockers"] == [blocker.to_json()]
 
 
-def test_playbook_keys_default_to_todays_behaviour() -> None:
+def test_defaults_are_a_short_lock_timeout_retried_within_about_a_minute() -> None:
+    """Issue 26: safe by default under traffic. The playbook, the CLI and the migrator
+    share the defaults; the retries fit the budget even with every pause at its longest."""
     spec = MigrationsSpec.model_validate({"dir": "drizzle", "schema": "drizzle"})
-    assert spec.lock_retries == 0 and spec.concurrent is False
+    assert spec.lock_timeout == 0.5 and spec.concurrent is False
+    assert spec.lock_retries == DEFAULT_LOCK_RETRIES == MigrateOptions().lock_retries > 0
+    assert MigrateOptions().lock_timeout == 0.5
+    policy = lock_retry_policy(DEFAULT_LOCK_RETRIES)
+
+    def pause(n: int, jitter: float) -> float:  # the n-th pause, jittered by ``jitter``
+        return min(policy.max_wait, policy.initial * 2 ** (n - 1) * (1 + jitter))
+
+    def worst(attempts: int) -> float:
+        return attempts * 0.5 + sum(pause(n, policy.jitter) for n in range(1, attempts))
+
+    assert worst(policy.attempts) <= DEFAULT_LOCK_BUDGET_S < worst(policy.attempts + 1)
+    # An 8 s blocker (bench: the defaults row) is outlasted with every pause at its shortest.
+    shortest = sum(pause(n, -policy.jitter) for n in range(1, policy.attempts))
+    assert shortest + policy.attempts * 0.5 > 8.0
+    assert lock_retries_within(60.0, 2.0) < DEFAULT_LOCK_RETRIES  # longer waits, fewer tries
+    assert lock_retries_within(0.4, 0.5) == 0
     tuned = MigrationsSpec.model_validate(
         {"dir": "d", "schema": "drizzle", "lock_retries": 10, "concurrent": True}
     )

@@ -151,7 +151,7 @@ def test_restore_database_says_what_to_do_for_other_backups(
         world, capsys, "rollback", record.run_id, "--restore-database", "--confirm-branch", "main"
     )
     assert code == 2
-    assert "restores Neon branch backups only" in err and "restore_point" in err
+    assert "restores Neon branch and pg_dump backups only" in err and "restore_point" in err
     assert "Point-in-time restore" in err  # what to do instead
     assert world.origin_main() == main
 
@@ -197,7 +197,7 @@ def test_no_restore_without_a_neon_backup_or_without_applied_migrations() -> Non
     with pytest.raises(UsageError, match="applied no migration"):
         restore_plan(record_of(NEON_BACKUP, []))
     dump = {"kind": "pg_dump", "path": "/backups/x.dump", "sha256": "ab" * 32}
-    with pytest.raises(UsageError, match=r"has pg_dump: restore by hand: pg_restore --clean"):
+    with pytest.raises(UsageError, match=r"has pg_dump: .* --restore-database"):
         restore_plan(record_of(dump, ["0009_a"]))
     with pytest.raises(UsageError, match="has no backup"):
         restore_plan(RunRecord(run_id="r", playbook="", name="n"))

@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from orchestrator.db.backoff import DEFAULT_ATTEMPTS
+from orchestrator.db.backoff import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_LOCK_BUDGET_S,
+    DEFAULT_LOCK_RETRIES,
+    DEFAULT_LOCK_TIMEOUT_S,
+)
 
 if TYPE_CHECKING:
     from orchestrator.commands import Journal, MigrateOptions, RetryPolicy, ShadowSpec
@@ -75,7 +80,7 @@ class DatabaseTarget:
         *,
         lock_timeout: str | None = None,
         statement_timeout: str | None = None,
-        lock_retries: int = 0,
+        lock_retries: int = DEFAULT_LOCK_RETRIES,
         allow_concurrent: bool = False,
     ) -> MigrateOptions:
         """The tracking table, the migration timeouts given as option text, the lock
@@ -189,18 +194,19 @@ def database_options(func: Command) -> Command:
 
 lock_timeout_option = click.option(
     "--lock-timeout",
-    default="5s",
+    default=f"{DEFAULT_LOCK_TIMEOUT_S * 1000:g}ms",
     show_default=True,
-    help="Give up waiting for a lock after this long.",
+    help="Give up waiting for a lock after this long (traffic on the table waits as long).",
 )
 
 lock_retries_option = click.option(
     "--lock-retries",
-    default=0,
+    default=DEFAULT_LOCK_RETRIES,
     show_default=True,
     type=click.IntRange(min=0),
     help="After a lock timeout, re-run the whole migration transaction up to this many "
-    "times (exponential backoff with jitter, validating again first).",
+    "times (exponential backoff with jitter, validating again first; the default fits "
+    f"about {DEFAULT_LOCK_BUDGET_S:g} s with the default --lock-timeout).",
 )
 
 allow_concurrent_option = click.option(

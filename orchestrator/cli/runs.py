@@ -215,13 +215,19 @@ def resume(
 @click.option(
     "--restore-database",
     is_flag=True,
-    help="Also restore production's Neon branch from the run's backup branch (backup kind "
-    "neon_branch), after you type the branch's name; then validate again.",
+    help="Also restore the database from the run's backup, after you type its name: a "
+    "neon_branch backup by Neon's branch restore; a pg_dump backup exactly, in one "
+    "transaction, checked against the dump. Then validate again.",
 )
 @click.option(
     "--confirm-branch",
     metavar="NAME",
-    help="With --restore-database: production's branch name, instead of typing it.",
+    help="With --restore-database (neon_branch): production's branch name, instead of typing it.",
+)
+@click.option(
+    "--confirm-database",
+    metavar="NAME",
+    help="With --restore-database (pg_dump): production's database name, instead of typing it.",
 )
 @retries_option
 @state_options
@@ -230,31 +236,47 @@ def rollback(
     yes: bool,
     restore_database: bool,
     confirm_branch: str | None,
+    confirm_database: str | None,
     retries: int | None,
     state_dir: Path,
     as_json: bool,
 ) -> int:
     """Revert a run's pushed merge (git revert + push) and print the database steps.
 
-    With --restore-database, also restore production's Neon branch from the run's backup
-    branch and exit with the verdict of validating it again.
+    With --restore-database, also restore the database from the run's backup (a Neon
+    branch, or a pg_dump restored exactly) and exit with the verdict of validating it again
+    (21 when a restored dump does not match).
     """
     from orchestrator import commands
     from orchestrator.cli.console import out, print_json, print_lines
     from orchestrator.cli.options import on_retry
 
-    typed = None
-    for given, name in ((confirm_branch, "--confirm-branch"), (retries, "--retries")):
+    typed = typed_database = None
+    for given, name in (
+        (confirm_branch, "--confirm-branch"),
+        (confirm_database, "--confirm-database"),
+        (retries, "--retries"),
+    ):
         if given is not None and not restore_database:
             raise UsageError(f"{name} only goes with --restore-database")
-    if restore_database:
+    if restore_database and commands.has_dump_backup(run_id, state_dir):
+        if confirm_branch is not None:
+            raise UsageError("--confirm-branch is for Neon branch backups: use --confirm-database")
+        typed_database = _confirm_dump_restore(run_id, state_dir, confirm_database)
+    elif restore_database:
+        if confirm_database is not None:
+            raise UsageError("--confirm-database is for pg_dump backups: use --confirm-branch")
         typed = _confirm_restore(commands.restore_plan(run_id, state_dir), confirm_branch)
     interaction = _interaction(yes, False, as_json, "rollback")
     result = commands.rollback(run_id, state_dir, interaction)
-    restored = None
+    restored: Any = None
     if typed is not None:
         restored = commands.restore_database(
             run_id, state_dir, os.environ, typed, retries=retries, on_retry=on_retry
+        )
+    elif typed_database is not None:
+        restored = commands.restore_database_from_dump(
+            run_id, state_dir, os.environ, typed_database, retries=retries
         )
     if as_json:
         document: dict[str, Any] = {
@@ -272,6 +294,29 @@ def rollback(
             out.print(f"revert pull request: {result.pull_request_url}", markup=False)
         print_lines(result.plan if restored is None else restored.lines)
     return int(ExitCode.OK if restored is None else restored.exit_code)
+
+
+def _confirm_dump_restore(run_id: str, state_dir: Path, confirm_database: str | None) -> str:
+    """The database name the operator typed (or passed), checked with the dump and the
+    client programs before anything is done. Without a terminal, --confirm-database is
+    required."""
+    from orchestrator import commands
+    from orchestrator.cli.console import err, interactive
+
+    plan = commands.dump_restore_plan(run_id, state_dir, os.environ)
+    if confirm_database is None:
+        if not interactive():
+            raise UsageError(
+                "--restore-database replaces production's schema and rows: type the "
+                "database's name at a terminal, or pass --confirm-database NAME"
+            )
+        for line in plan.lines:
+            err.print(line, markup=False, highlight=False)
+        confirm_database = str(
+            click.prompt(f"Type the production database's name ({plan.database}) to restore it")
+        )
+    commands.dump_restore_plan(run_id, state_dir, os.environ, confirm_database)
+    return confirm_database
 
 
 def _confirm_restore(plan: RestorePlan, confirm_branch: str | None) -> str:

@@ -1,17 +1,26 @@
 """Who blocked a migration statement: the sessions holding conflicting locks on its tables.
 
 When ``lock_timeout`` fires, our statement has left the lock queue, so
-``pg_blocking_pids(<our pid>)`` is empty by the time we can ask. We ask the next best thing,
-at once and on the same connection (whose transaction has just rolled back): which other
-sessions hold (or wait for) a lock on the statement's tables in a mode that conflicts with
-the one the statement needed, with ``pg_blocking_pids`` of the waiters to name the session at
-the head of the queue, and ``pg_stat_activity`` for who they are.
+``pg_blocking_pids(<our pid>)`` is empty by the time we can ask. So while a migration
+transaction runs, :class:`LockWatch` looks at its backend from a second connection: when the
+backend waits for a table lock, it notes the table, the mode and ``pg_blocking_pids`` (the
+sessions holding a conflicting lock or queued ahead of it) with who they are. That is what
+a lock timeout reports, and the table names the statement that waited, so nothing has to be
+replayed (a replay would queue for the same lock and stall traffic a second time).
+
+When the watch saw nothing (the wait began and ended between two looks, or the second
+connection could not be opened), :func:`find_blockers` asks the next best thing, at once and
+on the same connection (whose transaction has just rolled back): which other sessions hold
+(or wait for) a lock on the statement's tables in a mode that conflicts with the one the
+statement needed.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import psycopg
@@ -30,6 +39,28 @@ SELECT l.pid, l.mode, l.granted, n.nspname || '.' || c.relname,
  WHERE l.locktype = 'relation' AND l.pid <> pg_backend_pid()
    AND l.relation IN (SELECT to_regclass(r) FROM unnest(%s::text[]) AS r)
  ORDER BY l.granted DESC, a.xact_start NULLS LAST, l.pid
+"""
+
+
+# What one backend waits for (a table lock), and the sessions pg_blocking_pids names with
+# their locks on that table: the rows select_blockers reads, plus the requested mode.
+_WAIT_SQL = """
+WITH waiting AS (
+  SELECT l.relation, l.mode, pg_blocking_pids(l.pid) AS blocking
+    FROM pg_locks l
+   WHERE l.pid = %s AND NOT l.granted AND l.locktype = 'relation'
+)
+SELECT b.pid, b.mode, b.granted, n.nspname || '.' || c.relname,
+       coalesce(a.application_name, ''), coalesce(a.state, ''),
+       extract(epoch FROM now() - coalesce(a.xact_start, a.query_start, a.backend_start)),
+       w.blocking, w.mode
+  FROM waiting w
+  JOIN pg_class c ON c.oid = w.relation
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_locks b ON b.relation = w.relation AND b.locktype = 'relation'
+                 AND b.pid = ANY (w.blocking)
+  JOIN pg_stat_activity a ON a.pid = b.pid
+ ORDER BY b.granted DESC, a.xact_start NULLS LAST, b.pid
 """
 
 
@@ -132,3 +163,79 @@ def statement_locks(statement: str) -> tuple[list[str], str | None]:
     from orchestrator.db.migrator import relations_in
 
     return relations_in(statement), None
+
+
+@dataclass(frozen=True)
+class LockWait:
+    """What a watched backend was seen waiting for: a lock on ``table`` in ``mode``."""
+
+    table: str  # schema.name
+    mode: str  # as LOCK TABLE spells it
+    blockers: tuple[Blocker, ...]
+
+
+def wait_from_rows(rows: Sequence[tuple[Any, ...]]) -> LockWait | None:
+    """The wait :data:`_WAIT_SQL`'s ``rows`` describe (pure): ``None`` without one. The
+    backend waits for one lock at a time, so every row names the same table and mode."""
+    if not rows:
+        return None
+    requested = pg_mode(str(rows[0][8]))
+    return LockWait(str(rows[0][3]), requested, select_blockers([r[:8] for r in rows], requested))
+
+
+class LockWatch:
+    """Looks at backend ``pid`` every ``interval`` seconds from a second connection, in a
+    thread, and keeps the last table lock it was seen waiting for (:attr:`last`).
+
+    Best effort: when the second connection cannot be opened or a look fails, it just sees
+    nothing. The second connection only reads ``pg_locks``: it never queues for a lock.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any], interval: float) -> None:
+        self.pid = conn.info.backend_pid
+        self.interval = interval
+        self.last: LockWait | None = None
+        self._source = conn
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._watcher: psycopg.Connection[Any] | None = None
+
+    def __enter__(self) -> LockWatch:
+        info = self._source.info
+        name = info.get_parameters().get("application_name") or "orchestrator"
+        try:
+            self._watcher = psycopg.connect(
+                info.dsn,
+                password=info.password,
+                autocommit=True,
+                connect_timeout=10,
+                application_name=f"{name} lock watch",
+            )
+        except psycopg.Error:
+            return self
+        self._thread = threading.Thread(target=self._watch, name="lock-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        assert self._watcher is not None
+        while not self._stop.wait(self.interval):
+            try:
+                rows = self._watcher.execute(_WAIT_SQL, (self.pid,)).fetchall()
+            except psycopg.Error:
+                return
+            seen = wait_from_rows(rows)
+            if seen is not None:
+                self.last = seen
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._watcher is not None:
+            self._watcher.close()

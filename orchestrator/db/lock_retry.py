@@ -12,16 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from orchestrator.db.backoff import LOCK_RETRY_INITIAL_S, LOCK_RETRY_JITTER, LOCK_RETRY_MAX_WAIT_S
 from orchestrator.db.blockers import Blocker, describe_all
 from orchestrator.db.retry import RetryPolicy
 
 LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout fired
-
-#: The first pause after a lock timeout, doubling each time up to the maximum. Short: the
-#: point is to come back soon after the blocking transaction ends.
-LOCK_RETRY_INITIAL_S = 0.5
-LOCK_RETRY_MAX_WAIT_S = 10.0
-LOCK_RETRY_JITTER = 0.25
 
 
 def lock_retry_policy(retries: int) -> RetryPolicy:
@@ -54,8 +49,9 @@ class LockRetry:
         )
 
     def to_json(self) -> dict[str, object]:
-        """The audit trail's event fields."""
+        """The audit trail's event fields (``line`` is what the console prints)."""
         return {
+            "line": self.line(),
             "attempt": self.attempt,
             "attempts": self.attempts,
             "wait_s": round(self.wait_s, 2),

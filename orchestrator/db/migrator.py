@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.catalog import CatalogSnapshot
+from orchestrator.db.backoff import DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT_S
 from orchestrator.db.catalog_reader import read_catalog
 from orchestrator.db.connect import describe
 from orchestrator.db.retry import is_transient
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg import sql
 
-    from orchestrator.db.blockers import Blocker
+    from orchestrator.db.blockers import Blocker, LockWatch
 
 # The advisory lock key: one per tracking table, shared by every orchestrator process.
 MIGRATION_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('orchestrator.migrate:' || %s))"
@@ -48,10 +49,10 @@ class MigrateOptions:
 
     schema: str = "drizzle"
     table: str = "__drizzle_migrations"
-    lock_timeout: float = 5.0  # seconds
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S  # seconds
     statement_timeout: float = 300.0  # seconds
     # Re-run the whole migration after a lock timeout this many times (0: give up at once).
-    lock_retries: int = 0
+    lock_retries: int = DEFAULT_LOCK_RETRIES
     # Run migrations with CONCURRENTLY (or ADD VALUE used later) outside a transaction.
     allow_concurrent: bool = False
 
@@ -156,24 +157,42 @@ def apply_pending(
 
     Each migration goes to the server as one message (its statements and its tracking row),
     so a release costs one round trip per migration rather than one per statement. When one
-    fails, the server does not say which of its statements did: the release is then replayed
+    fails, the server does not say which of its statements did. After a lock timeout the
+    lock watch (:class:`orchestrator.db.blockers.LockWatch`) saw which table the backend
+    waited for, which names the statement; after any other failure the release is replayed
     statement by statement in a transaction that is rolled back, to name it.
     """
+    from orchestrator.db.blockers import LockWatch
+
     try:
-        with _translated_errors(conn) as where, conn.transaction():
+        with (
+            LockWatch(conn, watch_interval(options.lock_timeout)) as watch,
+            _translated_errors(conn, watch) as where,
+            conn.transaction(),
+        ):
             return _apply(
                 conn, journal, options, on_migration, where, rehearsal=False, stop=stop_before
             )
     except MigrationFailed as exc:
-        if exc.tag is None or exc.statement is not None:
+        # A lock timeout is never replayed: the replay would queue for the same lock and
+        # stall the table's traffic a second time. The watch named its statement if it could.
+        if exc.tag is None or exc.statement is not None or exc.sqlstate == LOCK_NOT_AVAILABLE:
             raise
         raise _locate(conn, journal, options, exc) from exc
+
+
+def watch_interval(lock_timeout: float) -> float:
+    """How often the lock watch looks (seconds): several times within one lock_timeout."""
+    return max(0.02, min(0.1, lock_timeout / 5))
 
 
 def _locate(
     conn: psycopg.Connection[Any], journal: Journal, options: MigrateOptions, exc: MigrationFailed
 ) -> MigrationFailed:
-    """The same failure, naming its statement, found by a rolled-back replay (best effort)."""
+    """The same failure, naming its statement, found by a rolled-back replay (best effort).
+
+    Only for failures other than a lock timeout (a syntax error, a constraint violated by
+    the data): the replay takes the same locks again, each bounded by ``lock_timeout``."""
     try:
         rehearse_pending(conn, journal, options)
     except MigrationFailed as located:
@@ -211,7 +230,13 @@ def rehearse_pending(
     """
     import psycopg
 
-    with _translated_errors(conn) as where, conn.transaction():
+    from orchestrator.db.blockers import LockWatch
+
+    with (
+        LockWatch(conn, watch_interval(options.lock_timeout)) as watch,
+        _translated_errors(conn, watch) as where,
+        conn.transaction(),
+    ):
         applied = _apply(conn, journal, options, on_migration, where, rehearsal=True)
         snapshot = read_catalog(conn, schema=options.schema, table=options.table)
         inspected = inspect(conn) if inspect is not None else None
@@ -282,10 +307,11 @@ def _apply(
 
 
 @contextmanager
-def _translated_errors(conn: psycopg.Connection[Any]) -> Iterator[_Position]:
+def _translated_errors(conn: psycopg.Connection[Any], watch: LockWatch) -> Iterator[_Position]:
     """psycopg errors of the migration transaction as our typed errors, naming the statement.
 
-    A lock timeout also names the sessions holding locks on the statement's tables.
+    A lock timeout also names the sessions that blocked it: those ``watch`` saw blocking
+    the statement's lock wait, else those holding conflicting locks on its tables now.
     """
     import psycopg
 
@@ -293,6 +319,9 @@ def _translated_errors(conn: psycopg.Connection[Any]) -> Iterator[_Position]:
     try:
         yield where
     except psycopg.Error as exc:
+        found: tuple[Blocker, ...] = ()
+        if exc.sqlstate == LOCK_NOT_AVAILABLE and where.migration is not None:
+            found = _lock_timeout_blockers(conn, watch, where)
         current = where.migration
         if current is None:
             at = ""
@@ -305,11 +334,8 @@ def _translated_errors(conn: psycopg.Connection[Any]) -> Iterator[_Position]:
                 f"connection lost during migration{at}: {describe(exc)}; rolled back",
                 transient=True,
             ) from exc
-        from orchestrator.db.blockers import describe_all, find_blockers, statement_locks
+        from orchestrator.db.blockers import describe_all
 
-        found: tuple[Blocker, ...] = ()
-        if exc.sqlstate == LOCK_NOT_AVAILABLE and where.text:
-            found = find_blockers(conn, *statement_locks(where.text))
         blockers = describe_all(found)
         raise MigrationFailed(
             current.tag if current else None,
@@ -322,6 +348,48 @@ def _translated_errors(conn: psycopg.Connection[Any]) -> Iterator[_Position]:
             blockers=found,
             where=at.removeprefix(" in "),
         ) from exc
+
+
+def _lock_timeout_blockers(
+    conn: psycopg.Connection[Any], watch: LockWatch, where: _Position
+) -> tuple[Blocker, ...]:
+    """Who blocked the statement that hit ``lock_timeout``; names the statement in
+    ``where`` when the watch saw which table it waited for (a migration sent as one message
+    does not say which of its statements failed)."""
+    from orchestrator.db.blockers import find_blockers, statement_locks
+
+    assert where.migration is not None
+    pieces = [piece for piece in where.migration.statements if piece.strip()]
+    seen = watch.last
+    if seen is not None:
+        number = where.statement or statement_waiting(pieces, seen.table)
+        if number is not None:
+            where.statement, where.text = number, pieces[number - 1]
+            return seen.blockers
+    if where.text:
+        return find_blockers(conn, *statement_locks(where.text))
+    # Not seen waiting: the first statement whose tables someone holds in a conflicting mode.
+    for number, piece in enumerate(pieces, 1):
+        found = find_blockers(conn, *statement_locks(piece))
+        if found:
+            where.statement, where.text = number, piece
+            return found
+    return ()
+
+
+def statement_waiting(pieces: list[str], table: str) -> int | None:
+    """The 1-based number of the first of ``pieces`` that locks ``table`` (``schema.name``),
+    as the statement analysis or the table names written in it say (best effort)."""
+    from orchestrator.db.blockers import statement_locks
+
+    bare = table.split(".", 1)[-1]
+    for number, piece in enumerate(pieces, 1):
+        if table in statement_locks(piece)[0]:
+            return number
+        named = (name.replace('"', "").split(".")[-1] for name in relations_in(piece))
+        if bare in named:
+            return number
+    return None
 
 
 LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout fired

@@ -40,9 +40,12 @@ def database_steps(record: RunRecord, url_env: str = "DATABASE_URL") -> list[str
             "branch to that timestamp or LSN (console: Restore, or `neon branches restore`)."
         )
     elif backup.kind == "pg_dump":
+        # Not `pg_restore --clean`: what the release added (a foreign key to a dumped table,
+        # an index, a column) stops it half way. See orchestrator.db.dump_restore.
         lines.append(
-            f'  pg_restore --clean --if-exists --no-owner --dbname "${url_env}" '
-            f"{backup.path}   # sha256 {(backup.sha256 or '')[:12]}…"
+            f"  orchestrator rollback {record.run_id} --restore-database   # from the dump "
+            f"{backup.path} (sha256 {(backup.sha256 or '')[:12]}…): exactly the dumped "
+            "schema and rows, in one transaction, checked against the dump"
         )
     elif (neon := backup.neon) is not None:
         lines.append(

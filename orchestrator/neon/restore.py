@@ -85,7 +85,8 @@ def restore_plan(record: RunRecord, url_env: str = "DATABASE_URL") -> RestorePla
             instead = f"restore by hand: {steps[0]}" if steps else "restore it by hand"
         kind = backup.kind or "no backup"
         raise UsageError(
-            f"--restore-database restores Neon branch backups only; run {record.run_id} has "
+            f"--restore-database restores Neon branch and pg_dump backups only; run "
+            f"{record.run_id} has "
             f"{kind}: {instead}"
         )
     if not applied:

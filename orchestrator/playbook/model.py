@@ -20,7 +20,13 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator.db.backoff import DEFAULT_ATTEMPTS, DEFAULT_INITIAL_S, DEFAULT_MAX_WAIT_S
+from orchestrator.db.backoff import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_INITIAL_S,
+    DEFAULT_LOCK_RETRIES,
+    DEFAULT_LOCK_TIMEOUT_S,
+    DEFAULT_MAX_WAIT_S,
+)
 from orchestrator.playbook.durations import Duration, PositiveDuration
 from orchestrator.redaction import redact
 
@@ -70,10 +76,11 @@ class MigrationsSpec(_Spec):
     # `schema` would shadow BaseModel.schema(); the YAML key is still "schema".
     schema_: NonEmptyStr = Field(alias="schema")
     table: NonEmptyStr = "__drizzle_migrations"
-    lock_timeout: PositiveDuration = 5.0
+    # Short, retried with backoff within about a minute: see docs/live-traffic.md.
+    lock_timeout: PositiveDuration = DEFAULT_LOCK_TIMEOUT_S
     statement_timeout: PositiveDuration = 300.0
     # After a lock timeout, re-run the migration transaction this many times (0: give up).
-    lock_retries: StrictCount = Field(default=0, ge=0)
+    lock_retries: StrictCount = Field(default=DEFAULT_LOCK_RETRIES, ge=0)
     # Run migrations with CONCURRENTLY (or ADD VALUE used later) outside a transaction.
     concurrent: Annotated[bool, Field(strict=True)] = False
 

@@ -134,10 +134,9 @@ class MigrateStep:
 
 
 def _lock_retry(ctx: RunContext, event: LockRetry) -> None:
-    """A lock timeout about to be retried: in the audit trail (with the blockers) and on
-    the progress line."""
+    """A lock timeout about to be retried: in the audit trail (with the blockers), which
+    the console prints as a line on stderr, with or without a terminal."""
     ctx.log.warning("lock_retry", **event.to_json())
-    ctx.on_progress(event.line())
 
 
 def _note(ctx: RunContext, note: str) -> None:
