@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from orchestrator.errors import ExitCode, UsageError
+from orchestrator.errors import ExitCode
 
 if TYPE_CHECKING:
     from orchestrator.init.draft import Question
@@ -67,21 +67,9 @@ def init(
     import os
 
     from orchestrator.cli.console import err, interactive, out
-    from orchestrator.init import InitOptions, check_target, init_playbook
-    from orchestrator.playbook import parse_duration
+    from orchestrator.init import InitOptions, check_options, check_target, init_playbook
 
     check_target(output)  # before any question or API call
-    for value, name in (
-        (monitor_duration, "--monitor-duration"),
-        (monitor_interval, "--monitor-interval"),
-    ):
-        try:
-            if parse_duration(value) <= 0:
-                raise ValueError("must be greater than zero")
-        except ValueError as exc:
-            raise UsageError(f"{name}: {exc}") from None
-    if health_url is not None and not health_url.startswith(("http://", "https://")):
-        raise UsageError("--health-url must be an http:// or https:// URL")
     options = InitOptions(
         database_url=database_url,
         via=via,
@@ -92,6 +80,7 @@ def init(
         github_api_url=github_api_url.rstrip("/"),
         vercel_api_url=vercel_api_url.rstrip("/"),
     )
+    check_options(options)
 
     def ask(question: Question) -> str:
         return str(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,7 +22,14 @@ from orchestrator.errors import UsageError
 from orchestrator.init.discover import Discovery, InitOptions, discover
 from orchestrator.init.draft import Draft, Question, answer, compose, questions
 
-__all__ = ["DEFAULT_PLAYBOOK", "InitOptions", "InitResult", "check_target", "init_playbook"]
+__all__ = [
+    "DEFAULT_PLAYBOOK",
+    "InitOptions",
+    "InitResult",
+    "check_options",
+    "check_target",
+    "init_playbook",
+]
 
 DEFAULT_PLAYBOOK = "orchestrator.yaml"
 
@@ -44,6 +52,33 @@ def check_target(path: Path) -> None:
         raise UsageError(f"{path} already exists: init never overwrites a file (nothing changed)")
     if not path.parent.is_dir():
         raise UsageError(f"{path.parent} is not a folder (nothing changed)")
+
+
+def check_options(options: InitOptions) -> None:
+    """The options' durations and URLs are well formed (UsageError, exit 2, otherwise)."""
+    from orchestrator.playbook import parse_duration
+
+    seconds = {}
+    for value, name in (
+        (options.monitor_duration, "--monitor-duration"),
+        (options.monitor_interval, "--monitor-interval"),
+    ):
+        try:
+            seconds[name] = parse_duration(value)
+        except ValueError as exc:
+            raise UsageError(f"{name}: {exc}") from None
+        if seconds[name] <= 0:
+            raise UsageError(f"{name}: must be greater than zero")
+    if seconds["--monitor-interval"] > seconds["--monitor-duration"]:
+        raise UsageError("--monitor-interval must not exceed --monitor-duration")
+    for url, name in (
+        (options.health_url, "--health-url"),
+        (options.neon_api_url, "--neon-api-url"),
+        (options.github_api_url, "--github-api-url"),
+        (options.vercel_api_url, "--vercel-api-url"),
+    ):
+        if url is not None and not re.match(r"https?://[^/\s]+", url):
+            raise UsageError(f"{name} must be an http:// or https:// URL")
 
 
 def init_playbook(
