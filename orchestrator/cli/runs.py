@@ -94,7 +94,11 @@ def _finish_run(record: RunRecord, as_json: bool) -> int:
 
 @click.command()
 @click.option(
-    "--playbook", required=True, type=click.Path(path_type=Path), help="The release playbook."
+    "--playbook",
+    default="orchestrator.yaml",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="The release playbook (`orchestrator init` writes orchestrator.yaml).",
 )
 @click.option("--yes", "-y", is_flag=True, help="Answer yes to every confirmation.")
 @click.option(
