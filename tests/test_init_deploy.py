@@ -22,7 +22,7 @@ import pytest
 from orchestrator.cli import run
 from orchestrator.playbook import load_playbook
 from orchestrator.runs import RunStore
-from orchestrator.sandbox.release import git
+from orchestrator.sandbox.release import add_drizzle_config, git
 from tests.github_double import GitHubState, github_double, protect_branch
 from tests.neon_double import NeonState, neon_double
 from tests.release_world import TRANSITIONS_OF_A_FULL_DEPLOY, World, build_world, transitions
@@ -32,19 +32,6 @@ GITHUB_URL = "https://github.com/acme/service-desk.git"
 ENDPOINT = "ep-quiet-river-a1b2c3d4"
 NEON_HOST = f"{ENDPOINT}.us-east-2.aws.neon.tech"
 NEON_KEY = "napi_init_test_key"
-
-DRIZZLE_CONFIG = """\
-import { defineConfig } from "drizzle-kit";
-
-export default defineConfig({
-  schema: "./src/db/schema.ts",
-  out: "./drizzle",
-  dialect: "postgresql",
-  dbCredentials: { url: process.env.DATABASE_URL! },
-  migrations: { table: "__drizzle_migrations", schema: "drizzle" },
-});
-"""
-
 
 @dataclass
 class App:
@@ -68,26 +55,13 @@ def neon_url(database_url: str) -> str:
     return f"postgresql://{auth}{NEON_HOST}:{parts.port}{parts.path}?hostaddr={parts.hostname}"
 
 
-def commit_drizzle_config(world: World) -> None:
-    """The app's drizzle.config.ts on main, and on staging (merged from main)."""
-    clone = world.repo.clone
-    (clone / "drizzle.config.ts").write_text(DRIZZLE_CONFIG)
-    git(clone, "add", "drizzle.config.ts")
-    git(clone, "commit", "-m", "drizzle-kit config")
-    git(clone, "push", "origin", "main")
-    git(clone, "switch", "staging")
-    git(clone, "merge", "--no-edit", "main")
-    git(clone, "push", "origin", "staging")
-    git(clone, "switch", "main")
-
-
 @contextmanager
 def app_on_platforms(
     root: Path, database_url: str, server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[App]:
     with ExitStack() as stack:
         world = stack.enter_context(build_world(root, database_url))
-        commit_drizzle_config(world)
+        add_drizzle_config(world.repo)
         protect_branch(world.repo.origin)  # main takes no direct push: only merged PRs
         neon_api, neon = stack.enter_context(neon_double(api_key=NEON_KEY, cluster_url=server_url))
         main = neon.add_branch("main", database=urlsplit(database_url).path.lstrip("/"))
