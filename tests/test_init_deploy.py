@@ -33,6 +33,7 @@ ENDPOINT = "ep-quiet-river-a1b2c3d4"
 NEON_HOST = f"{ENDPOINT}.us-east-2.aws.neon.tech"
 NEON_KEY = "napi_init_test_key"
 
+
 @dataclass
 class App:
     """A fresh clone of the app, and the doubles of the platforms it runs on."""
