@@ -130,3 +130,11 @@ def test_bad_options_change_nothing(app: Path, argv: list[str]) -> None:
     before = sorted(p.name for p in app.iterdir())
     assert run(["init", "--yes", *argv]) == 2
     assert sorted(p.name for p in app.iterdir()) == before
+
+
+def test_a_playbook_written_elsewhere_still_points_at_the_app(app: Path) -> None:
+    (app / "deploy").mkdir()
+    assert run(["init", "--yes", "--output", "deploy/production.yaml"]) == 0
+    playbook = load_playbook(app / "deploy" / "production.yaml")
+    assert playbook.git.repo == app.resolve()
+    assert playbook.migrations.dir == (app / "drizzle").resolve()

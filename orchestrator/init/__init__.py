@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchestrator.errors import UsageError
@@ -96,7 +96,8 @@ def init_playbook(
     if ask is not None:
         for question in questions(draft):
             draft = _ask_until_valid(draft, question, ask)
-    text = compose(draft)
+    folder = Path(os.path.relpath(root.resolve(), output.parent.resolve())).as_posix()
+    text = compose(replace(draft, repo=folder))
     _write_new(output, text, check=not draft.missing)
     return InitResult(output, found.report, tuple(draft.missing), draft)
 

@@ -35,6 +35,7 @@ from orchestrator.init.sources import (
     GitRemote,
     NeonHost,
     ProjectFileUnreadable,
+    VercelProject,
     database_host,
     parse_neon_host,
     parse_remote,
@@ -345,7 +346,7 @@ def _via(
 # ----------------------------------------------------------------------------- Vercel, name
 
 
-def _vercel(root: Path, report: list[str]) -> Any:
+def _vercel(root: Path, report: list[str]) -> VercelProject | Missing | None:
     path = root / ".vercel" / "project.json"
     if not path.is_file():
         report.append("vercel: no .vercel/project.json (no release gate written)")

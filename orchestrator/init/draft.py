@@ -10,6 +10,7 @@ once nothing required is missing.
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -48,7 +49,7 @@ class Draft:
 
     name: str
     url_env: str
-    migrations_dir: Slot
+    migrations_dir: Slot  # relative to the app's folder
     migrations_schema: Slot
     migrations_table: Slot
     source: str = "staging"
@@ -67,6 +68,7 @@ class Draft:
     monitor_duration: str = "15m"
     monitor_interval: str = "30s"
     notes: tuple[str, ...] = field(default=())  # comments at the top: what init read, warnings
+    repo: str = "."  # the app's folder, relative to the playbook's (paths resolve from there)
 
     @property
     def missing(self) -> list[str]:
@@ -189,7 +191,7 @@ def compose(draft: Draft) -> str:
         f"  url_env: {draft.url_env}  # the variable holding production's URL (never the URL)",
         "",
         "migrations:",
-        _line(1, "dir", draft.migrations_dir, placeholder="drizzle"),
+        _line(1, "dir", _in_repo(draft, draft.migrations_dir), placeholder="drizzle"),
         _line(1, "schema", draft.migrations_schema, placeholder="drizzle"),
         _line(1, "table", draft.migrations_table, placeholder="__drizzle_migrations"),
         "",
@@ -199,6 +201,13 @@ def compose(draft: Draft) -> str:
     lines += _release(draft)
     lines += _monitor(draft)
     return "\n".join(lines) + "\n"
+
+
+def _in_repo(draft: Draft, slot: Slot) -> Slot:
+    """A path of the app's folder as the playbook must write it (from its own folder)."""
+    if isinstance(slot, Missing) or draft.repo == ".":
+        return slot
+    return Sourced(posixpath.normpath(posixpath.join(draft.repo, slot.value)), slot.source)
 
 
 def _backup_and_neon(draft: Draft) -> list[str]:
@@ -241,7 +250,7 @@ def _backup_and_neon(draft: Draft) -> list[str]:
 def _git(draft: Draft) -> list[str]:
     lines = [
         "git:",
-        "  repo: .",
+        f"  repo: {_scalar(draft.repo)}",
         "  remote: origin",
         f"  source: {_scalar(draft.source)}  # the branch being released",
         f"  target: {_scalar(draft.target)}  # production's branch",
