@@ -115,6 +115,18 @@ def test_a_folder_with_nothing_in_it_still_gets_a_playbook_to_complete(
     text = (empty / "orchestrator.yaml").read_text()
     assert "# dir: drizzle  # TODO: the folder drizzle-kit generate writes" in text
     assert "# TODO: add production's health check" in text
+    # The window still checks something: the monitor refuses one that checks nothing.
+    monitor = load_playbook(_with_folder(empty / "orchestrator.yaml", "drizzle")).monitor
+    assert monitor.http == [] and [c.query for c in monitor.sql] == ["SELECT 1"]
+
+
+def _with_folder(playbook: Path, folder: str) -> Path:
+    """``playbook`` with its TODO migrations folder filled in, as a person would."""
+    text = playbook.read_text()
+    start = text.index("  # dir: ")
+    end = text.index("\n", start)
+    playbook.write_text(text[:start] + f"  dir: {folder}" + text[end:])
+    return playbook
 
 
 @pytest.mark.parametrize(

@@ -315,9 +315,11 @@ def _monitor(draft: Draft) -> list[str]:
     if draft.health_url:
         lines.append(f"  http: [{{name: health, url: {json.dumps(draft.health_url)}}}]")
     else:
+        # A window must check something (the monitor refuses an empty one): until the app's
+        # health check is filled in, at least that production's database answers.
         lines += [
-            "  http: []",
             "  # TODO: add production's health check, e.g.",
             "  # http: [{name: health, url: https://YOUR-APP/api/health}]",
+            "  sql: [{name: database_answers, query: SELECT 1, min: 1}]",
         ]
     return lines
