@@ -157,7 +157,7 @@ def _scalar(value: str) -> str:
     if (
         _PLAIN.fullmatch(value)
         and value.lower() not in _YAML_WORDS
-        and not re.fullmatch(r"[-+.\d_e:]+", value)
+        and not (re.fullmatch(r"[-+.\d_e:]+", value) and re.search(r"\d", value))
     ):
         return value
     return json.dumps(value)
