@@ -7,8 +7,10 @@ prints is exactly what an operator sees:
 
 1. production holds migrations 0000-0008 (``orchestrator migrate`` on ``main``);
 2. ``orchestrator validate`` against the release (``staging``): NEEDS_MIGRATION, exit 10;
-3. ``orchestrator deploy``: backup check, validate, migrate, revalidate, merge/push, monitor;
-4. ``orchestrator validate`` again: SAFE, exit 0; ``runs`` and ``show`` tell the story.
+3. ``orchestrator init`` writes the playbook from the app's drizzle.config.ts, its remote
+   and the database host; ``deploy --dry-run`` rehearses;
+4. ``orchestrator deploy``: backup check, validate, migrate, revalidate, merge/push, monitor;
+5. ``orchestrator validate`` again: SAFE, exit 0; ``runs`` and ``show`` tell the story.
 
 Every command's exit code is checked: the demo exits non-zero at the first surprise, so it
 doubles as an end-to-end smoke test. The cluster, the health server and the temporary folder
@@ -37,7 +39,7 @@ from orchestrator.sandbox.pg import (
     create_database,
     with_dbname,
 )
-from orchestrator.sandbox.release import HealthServer, build_release_repo, write_playbook
+from orchestrator.sandbox.release import HealthServer, add_drizzle_config, build_release_repo
 
 DATABASE = "production"
 INDENT = "    "
@@ -72,13 +74,18 @@ class Rehearsal:
             print(line)
         sys.stdout.flush()
 
-    def orchestrator(self, *args: str, expect: ExitCode, quiet: bool = False) -> Result:
-        """Run ``orchestrator ARGS`` (as ``python -m orchestrator.cli``) and check its exit code."""
+    def orchestrator(
+        self, *args: str, expect: ExitCode, quiet: bool = False, cwd: str | None = None
+    ) -> Result:
+        """Run ``orchestrator ARGS`` (as ``python -m orchestrator.cli``) and check its exit
+        code; ``cwd``: a folder of the rehearsal folder to run it in (shown as ``cd``)."""
+        shown = ["orchestrator", *args]
         return self._run(
             [sys.executable, "-m", "orchestrator.cli", *args],
-            shown=["orchestrator", *args],
+            shown=shown if cwd is None else ["cd", cwd, "&&", *shown],
             expect=int(expect),
             quiet=quiet,
+            cwd=cwd,
         )
 
     def git(self, *args: str) -> Result:
@@ -86,12 +93,18 @@ class Rehearsal:
         return self._run(["git", *args], shown=["git", *args], expect=0, quiet=False)
 
     def _run(
-        self, argv: Sequence[str], *, shown: Sequence[str], expect: int, quiet: bool
+        self,
+        argv: Sequence[str],
+        *,
+        shown: Sequence[str],
+        expect: int,
+        quiet: bool,
+        cwd: str | None = None,
     ) -> Result:
-        print(f"\n$ {shlex.join(shown)}", flush=True)
+        print(f"\n$ {_shell_line(shown)}", flush=True)
         process = subprocess.Popen(
             list(argv),
-            cwd=self.workdir,
+            cwd=self.workdir if cwd is None else self.workdir / cwd,
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -115,8 +128,13 @@ class Rehearsal:
         mark = "as expected" if code == expect else f"EXPECTED {expect}"
         print(f"{INDENT}-> exit {code} ({mark})", flush=True)
         if code != expect:
-            raise DemoFailed(f"`{shlex.join(shown)}` exited {code}, expected {expect}")
+            raise DemoFailed(f"`{_shell_line(shown)}` exited {code}, expected {expect}")
         return Result(code, "".join(lines))
+
+
+def _shell_line(words: Sequence[str]) -> str:
+    """A command line as typed: quoted words, ``&&`` left bare."""
+    return " ".join(word if word == "&&" else shlex.quote(word) for word in words)
 
 
 def require(condition: bool, message: str) -> None:
@@ -151,13 +169,9 @@ def rehearse(pg: EmbeddedPostgres, workdir: Path, health: HealthServer) -> None:
     create_database(pg.url(), DATABASE)
     url = with_dbname(pg.url(), DATABASE)
     repo = build_release_repo(workdir)
-    playbook = write_playbook(
-        workdir / "release.yaml",
-        repo=repo,
-        health_url=health.url,
-        duration="3s",
-        interval="1s",
-    )
+    add_drizzle_config(repo)
+    app = repo.clone.name
+    playbook = f"{app}/orchestrator.yaml"  # written by `orchestrator init` below
     demo = Rehearsal(workdir, subprocess_env(url))
 
     print("orchestrator demo: a rehearsed release, from nothing to production")
@@ -166,7 +180,7 @@ def rehearse(pg: EmbeddedPostgres, workdir: Path, health: HealthServer) -> None:
         (f"{DATABASE} database", f"{url}  (a throwaway PostgreSQL cluster)"),
         ("origin.git", "the team's remote: main = 0000-0008, staging = the release"),
         (f"{repo.clone.name}/", "the operator's clone, main checked out"),
-        (playbook.name, "the release playbook (monitor window 3s, a round every 1s)"),
+        (f"{app}/drizzle.config.ts", "the app's drizzle-kit config (init reads it)"),
         ("health endpoint", health.url),
     )
     for what, description in world:
@@ -210,15 +224,41 @@ def rehearse(pg: EmbeddedPostgres, workdir: Path, health: HealthServer) -> None:
     )
 
     demo.step(
+        "Write the playbook (orchestrator init)",
+        "The playbook says where the migrations are, how to back up, which branches to merge "
+        "and what to watch. `init` writes it from what the app already says: drizzle.config.ts "
+        "(the migrations folder, drizzle's tracking table and schema), the origin remote, and "
+        "the database URL's host (a Neon host would give a neon_branch backup; with "
+        ".vercel/project.json a release gate). --yes takes every default; what it cannot find "
+        "is left as a commented TODO line. It never overwrites a file.",
+    )
+    written = demo.orchestrator(
+        "init",
+        "--yes",
+        "--health-url",
+        health.url,
+        "--monitor-duration",
+        "3s",
+        "--monitor-interval",
+        "1s",
+        cwd=app,
+        expect=ExitCode.OK,
+    )
+    require("wrote orchestrator.yaml" in written.output, "init did not write the playbook")
+    print()
+    for line in (workdir / playbook).read_text().splitlines():
+        print(f"{INDENT}{line}")
+    demo.orchestrator("init", "--yes", cwd=app, expect=ExitCode.USAGE, quiet=True)
+    print(f"{INDENT}(init again: exit 2, the playbook is never overwritten)")
+
+    demo.step(
         "Rehearse the deploy first (--dry-run)",
         "The rehearsal walks the same route against the real database and origin and changes "
         "nothing: the trial merge runs in a scratch repository, the migrations are applied and "
         "revalidated inside a transaction that is rolled back, and every check runs once. "
         "Expect a plan that ends with a prediction and exit 0.",
     )
-    rehearsal = demo.orchestrator(
-        "deploy", "--playbook", playbook.name, "--dry-run", expect=ExitCode.OK
-    )
+    rehearsal = demo.orchestrator("deploy", "--playbook", playbook, "--dry-run", expect=ExitCode.OK)
     require(
         mentions(rehearsal.output, "applied and rolled back")
         and mentions(rehearsal.output, "revalidate", "SAFE")
@@ -238,13 +278,13 @@ def rehearse(pg: EmbeddedPostgres, workdir: Path, health: HealthServer) -> None:
         "Deploy the release (Strategy A: migrations first)",
         "One command walks the state machine: pre-flight (branches, clean tree, trial merge, "
         "source commit pinned), backup check (a restore point), validate, migrate, revalidate "
-        "(must be SAFE), merge staging into main and push, then watch the health endpoint and "
-        "a SQL check for the monitor window. Every step is recorded under .orchestrator/.",
+        "(must be SAFE), merge staging into main and push, then watch the health endpoint for "
+        "the monitor window. Every step is recorded under .orchestrator/.",
     )
     demo.orchestrator(
         "deploy",
         "--playbook",
-        playbook.name,
+        playbook,
         "--yes",
         "--state-dir",
         ".orchestrator",

@@ -11,6 +11,7 @@ Endpoints, with the shapes of GitHub's published REST reference:
 - ``PUT  /repos/{owner}/{repo}/pulls/{n}/merge`` (``sha``: 409 when the head moved;
   405 when not mergeable)
 - ``GET  /repos/{owner}/{repo}/commits/{ref}/status`` and ``/check-runs``
+- ``GET  /repos/{owner}/{repo}/branches/{branch}`` (``protected``)
 
 Branch protection of the base is modelled by ``required_checks`` and ``review_required``
 (``approved`` says a review was given); ``checks`` are the check runs every head gets, and
@@ -62,6 +63,7 @@ class GitHubState:
     checks_finish_after: int = 0
     required_checks: tuple[str, ...] = ()
     review_required: bool = False
+    protected: tuple[str, ...] = ()  # branches GET /branches/{branch} says are protected
     approved: bool = False
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
     failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
@@ -214,12 +216,22 @@ def _answer(state: GitHubState, request: Request) -> Reply:
         if rest[2:] == ["merge"] and method == "PUT":
             return state.merge(pr, (body or {}).get("sha", ""))
         return _NOT_FOUND
+    if len(rest) == 2 and rest[0] == "branches" and method == "GET":
+        return _branch(state, rest[1])
     if len(rest) == 3 and rest[0] == "commits" and rest[2] == "status":
         return 200, {"state": "success", "statuses": [], "sha": rest[1], "total_count": 0}
     if len(rest) == 3 and rest[0] == "commits" and rest[2] == "check-runs":
         runs = state.check_runs()
         return 200, {"total_count": len(runs), "check_runs": runs}
     return _NOT_FOUND
+
+
+def _branch(state: GitHubState, name: str) -> Reply:
+    """``GET /branches/{branch}``: its tip and whether it is ``protected`` (404 unknown)."""
+    tip = state.tip(name)
+    if tip is None:
+        return 404, {"message": "Branch not found"}
+    return 200, {"name": name, "commit": {"sha": tip}, "protected": name in state.protected}
 
 
 def _open_pull(state: GitHubState, body: dict[str, Any]) -> Reply:

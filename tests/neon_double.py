@@ -2,7 +2,8 @@
 
 It answers the request and response shapes of Neon's published reference
 (``https://api-docs.neon.tech``) for branches (list, create, get, delete, restore),
-operations (get) and the connection URI (``GET /projects/{id}/connection_uri``):
+operations (get), the connection URI (``GET /projects/{id}/connection_uri``), projects
+(``GET /projects``) and endpoints (``GET /projects/{id}/endpoints``):
 bearer-key authentication, ``{"code", "message"}`` errors, operations that run for a few
 polls then finish. Tests can queue failures (429 with ``Retry-After``, 503, 423) and make
 the next operation fail.
@@ -170,13 +171,17 @@ class NeonState:
         self.branches[branch["id"]] = branch
         return branch
 
-    def add_endpoint(self, branch_id: str) -> dict[str, Any]:
+    def add_endpoint(
+        self, branch_id: str, *, endpoint_id: str | None = None, host: str = "127.0.0.1"
+    ) -> dict[str, Any]:
+        """A read-write endpoint of the branch (``endpoint_id``/``host``: as Neon names
+        them, ``ep-...`` and ``ep-....region.aws.neon.tech``, for tests reading a host)."""
         endpoint = {
-            "id": f"ep-{branch_id.removeprefix('br-')}",
+            "id": endpoint_id or f"ep-{branch_id.removeprefix('br-')}",
             "project_id": self.project_id,
             "branch_id": branch_id,
             "type": "read_write",
-            "host": "127.0.0.1",
+            "host": host,
             "current_state": "active",
         }
         self.endpoints[branch_id] = endpoint
@@ -275,6 +280,8 @@ def _answer(state: NeonState, request: Request) -> Reply:
     failure = queued_failure(state.failures, {"code": "", "message": "try again"})
     if failure is not None:
         return failure
+    if request.segments == ["api", "v2", "projects"] and request.method == "GET":
+        return _projects(state, request.query)
     if request.segments[:4] != ["api", "v2", "projects", state.project_id]:
         return _error(404, "project not found")
     method, body, rest = request.method, request.body, request.segments[4:]
@@ -282,6 +289,8 @@ def _answer(state: NeonState, request: Request) -> Reply:
         return 200, {"branches": list(state.branches.values())}
     if rest == ["branches"] and method == "POST":
         return _create(state, body or {})
+    if rest == ["endpoints"] and method == "GET":
+        return 200, {"endpoints": list(state.endpoints.values())}
     if rest == ["connection_uri"] and method == "GET":
         return _connection_uri(state, request.query)
     if len(rest) == 2 and rest[0] == "branches":
@@ -304,6 +313,14 @@ def _answer(state: NeonState, request: Request) -> Reply:
     elif len(rest) == 2 and rest[0] == "operations" and method == "GET":
         return _poll(state, rest[1])
     return _error(404, "no such endpoint")
+
+
+def _projects(state: NeonState, query: dict[str, str]) -> Reply:
+    """``GET /projects``: the key's projects (this double holds one), a page at a time; the
+    page after the last is empty, with its ``cursor`` (Neon's published pagination)."""
+    project = {"id": state.project_id, "name": "service-desk", "region_id": "aws-us-east-2"}
+    page = [] if query.get("cursor") else [project]
+    return 200, {"projects": page, "pagination": {"cursor": state.project_id}}
 
 
 def _poll(state: NeonState, op_id: str) -> Reply:

@@ -24,6 +24,10 @@ ALLOWED_FOR_THE_CLI = {
     "orchestrator.db.backoff",
     "orchestrator.render",
     "orchestrator.analysis.markdown",
+    # init's own verb layer (it reads the app's files, not the database) and the CI
+    # reporter (a renderer whose output goes to GitHub Actions' summary and annotations).
+    "orchestrator.init",
+    "orchestrator.ci",
 }
 
 

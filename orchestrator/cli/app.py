@@ -10,7 +10,7 @@ import os
 
 import click
 
-from orchestrator.cli import analysis, database, runs
+from orchestrator.cli import analysis, database, init, runs
 from orchestrator.errors import ExitCode, OrchestratorError
 
 
@@ -23,6 +23,7 @@ def app() -> None:
 
 
 for _command in (
+    init.init,
     database.validate,
     database.migrate,
     runs.deploy,

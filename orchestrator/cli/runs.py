@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,16 +47,33 @@ def _interaction(
         ask=ask if at_terminal else None,
         console=None if as_json else _print_event,
         on_progress=_progress if at_terminal and not as_json else lambda _line: None,
-        warn=_warn,
+        warn=_warner(as_json),
         retries=retries,
         on_retry=on_retry,
     )
 
 
-def _warn(message: str) -> None:
-    from orchestrator.cli.console import err
+def _warner(as_json: bool) -> Callable[[str], None]:
+    """Print a warning on stderr; in GitHub Actions also as a ``::warning`` annotation
+    (on stdout, or on stderr when stdout carries the JSON document)."""
 
-    err.print(f"warning: {message}", markup=False, highlight=False)
+    def warn(message: str) -> None:
+        from orchestrator.ci import GitHubActions
+        from orchestrator.cli.console import err
+
+        err.print(f"warning: {message}", markup=False, highlight=False)
+        GitHubActions.from_environ(os.environ).warning(message, _annotation_writer(as_json))
+
+    return warn
+
+
+def _annotation_writer(as_json: bool) -> Callable[[str], None]:
+    """Workflow commands as whole lines, never wrapped (not through rich)."""
+
+    def write(line: str) -> None:
+        click.echo(line, err=as_json)
+
+    return write
 
 
 def _announce(line: str) -> None:
@@ -81,10 +99,13 @@ def _progress(line: str) -> None:
     LiveLine.show(line)
 
 
-def _finish_run(record: RunRecord, as_json: bool) -> int:
-    from orchestrator import render
+def _finish_run(record: RunRecord, as_json: bool, command: str) -> int:
+    from orchestrator import ci, render
     from orchestrator.cli.console import out, print_json
 
+    actions = ci.GitHubActions.from_environ(os.environ)
+    actions.write_summary(ci.run_markdown(record, command))
+    actions.emit(ci.run_annotations(record, command), _annotation_writer(as_json))
     if as_json:
         print_json(record.to_json())
     else:
@@ -94,7 +115,11 @@ def _finish_run(record: RunRecord, as_json: bool) -> int:
 
 @click.command()
 @click.option(
-    "--playbook", required=True, type=click.Path(path_type=Path), help="The release playbook."
+    "--playbook",
+    default="orchestrator.yaml",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="The release playbook (`orchestrator init` writes orchestrator.yaml).",
 )
 @click.option("--yes", "-y", is_flag=True, help="Answer yes to every confirmation.")
 @click.option(
@@ -164,8 +189,17 @@ def deploy(
             retries=retries,
             on_retry=on_retry,
         )
+        from orchestrator import ci
+
         for warning in rehearsal.warnings:
-            _warn(warning)
+            _warner(as_json)(warning)
+        actions = ci.GitHubActions.from_environ(os.environ)
+        actions.write_summary(ci.rehearsal_markdown(rehearsal))
+        if rehearsal.halt_line:
+            halt = ci.annotation(
+                "error", rehearsal.halt_line, title="orchestrator deploy --dry-run"
+            )
+            actions.emit([halt], _annotation_writer(as_json))
         if as_json:
             print_json(rehearsal.to_json())
         else:
@@ -179,7 +213,7 @@ def deploy(
         if not click.confirm("Start the deploy?", default=False):
             raise UsageError("deploy not started: nothing was changed")
     record = commands.deploy(playbook, state_dir, interaction)
-    return _finish_run(record, as_json)
+    return _finish_run(record, as_json, "deploy")
 
 
 @click.command()
@@ -206,7 +240,7 @@ def resume(
 
     interaction = _interaction(yes, backup_confirmed, as_json, "resume", retries)
     record = commands.resume(run_id, state_dir, interaction)
-    return _finish_run(record, as_json)
+    return _finish_run(record, as_json, "resume")
 
 
 @click.command()

@@ -95,6 +95,33 @@ def build_release_repo(
     return ReleaseRepo(origin=origin, clone=clone)
 
 
+DRIZZLE_CONFIG = """\
+import { defineConfig } from "drizzle-kit";
+
+export default defineConfig({
+  schema: "./src/db/schema.ts",
+  out: "./drizzle",
+  dialect: "postgresql",
+  dbCredentials: { url: process.env.DATABASE_URL! },
+  migrations: { table: "__drizzle_migrations", schema: "drizzle" },
+});
+"""
+
+
+def add_drizzle_config(repo: ReleaseRepo) -> None:
+    """The app's ``drizzle.config.ts`` (what ``orchestrator init`` reads), committed on
+    ``main`` and merged into ``staging``, both pushed; the clone is left on ``main``."""
+    clone = repo.clone
+    (clone / "drizzle.config.ts").write_text(DRIZZLE_CONFIG)
+    git(clone, "add", "drizzle.config.ts")
+    git(clone, "commit", "-m", "drizzle-kit config")
+    git(clone, "push", "origin", "main")
+    git(clone, "switch", "staging")
+    git(clone, "merge", "--no-edit", "main")
+    git(clone, "push", "origin", "staging")
+    git(clone, "switch", "main")
+
+
 @dataclass
 class HealthServer:
     """``GET /api/health`` answers ``status`` (flip it to make production unhealthy)."""

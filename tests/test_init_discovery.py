@@ -1,0 +1,152 @@
+"""``orchestrator init`` reading an app folder: what it finds, what it leaves as TODO lines,
+what a person answers, and what it refuses (exit 2, nothing written). The Neon and GitHub
+look-ups go to the contract doubles (tests/neon_double.py, tests/github_double.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import run
+from orchestrator.errors import UsageError
+from orchestrator.init import InitOptions, init_playbook
+from orchestrator.init.draft import Question, Sourced
+from orchestrator.playbook import load_playbook
+from orchestrator.sandbox.release import git
+from tests.github_double import github_double
+from tests.neon_double import neon_double
+
+NEON_URL = "postgresql://app:pw@ep-calm-lake-a1b2c3.eu-central-1.aws.neon.tech/neondb"
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An app folder: a git repository whose origin is on GitHub, drizzle migrations and a
+    config; no platform variables set; the current folder."""
+    folder = tmp_path / "shop"
+    (folder / "drizzle" / "meta").mkdir(parents=True)
+    (folder / "drizzle" / "meta" / "_journal.json").write_text('{"entries": []}')
+    (folder / "drizzle.config.ts").write_text(
+        'export default defineConfig({ out: "./drizzle", dialect: "postgresql" });\n'
+    )
+    git(folder, "init", "--initial-branch=main")
+    git(folder, "remote", "add", "origin", "git@github.com:acme/service-desk.git")
+    for name in ("DATABASE_URL", "NEON_API_KEY", "GITHUB_TOKEN", "VERCEL_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(folder)
+    return folder
+
+
+def test_a_refused_neon_key_leaves_the_project_to_fill_in_and_a_manual_backup(
+    app: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with neon_double(api_key="napi_right") as (api, neon):
+        neon.add_branch("main")
+        monkeypatch.setenv("DATABASE_URL", NEON_URL)
+        monkeypatch.setenv("NEON_API_KEY", "napi_wrong")
+        assert run(["init", "--yes", "--neon-api-url", api]) == 0
+    said = capsys.readouterr()
+    assert "HTTP 401" in said.err and "authentication required" in said.err
+    assert "not found (see the TODO lines in the file): neon.project_id" in said.out
+    text = (app / "orchestrator.yaml").read_text()
+    assert "#   project_id: PROJECT_ID  # TODO: the Neon API refused" in text
+    assert "napi_wrong" not in text and "pw@" not in text  # nor the URL's password
+    playbook = load_playbook(app / "orchestrator.yaml")
+    assert playbook.backup.kind == "manual" and playbook.neon is None
+    # Without a token, branch protection is not asked about: push, github_pr commented.
+    assert playbook.git.via == "push" and "# via: github_pr" in text
+
+
+def test_an_unprotected_target_is_pushed_to_and_asking_for_pull_requests_wins(
+    app: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    origin = tmp_path / "origin.git"
+    origin.mkdir()
+    git(origin, "init", "--bare", "--initial-branch=main")
+    git(app, "commit", "--allow-empty", "-m", "start")
+    git(app, "push", str(origin), "main")
+    with github_double(origin) as (api, github):
+        monkeypatch.setenv("GITHUB_TOKEN", github.token)
+        assert run(["init", "--yes", "--github-api-url", api]) == 0
+        assert load_playbook(app / "orchestrator.yaml").git.via == "push"
+        assert ("GET", "/repos/acme/service-desk/branches/main", None) in github.requests
+        argv = ["init", "--yes", "--github-api-url", api, "--via", "github_pr", "-o", "pr.yaml"]
+        assert run(argv) == 0
+    asked = load_playbook(app / "pr.yaml").git
+    assert asked.via == "github_pr" and asked.github is not None
+    assert (asked.github.repo, asked.github.api_url) == ("acme/service-desk", api)
+
+
+def test_a_value_written_as_an_expression_is_asked_for(app: Path) -> None:
+    (app / "drizzle.config.ts").write_text(
+        "export default defineConfig({ out: process.env.OUT_DIR ?? './drizzle',"
+        " migrations: { schema: SCHEMA } });\n"
+    )
+    questions: list[str] = []
+    answers = {"migrations_dir": "./drizzle", "migrations_schema": "", "via": "github_pr"}
+
+    def person(question: Question) -> str:
+        questions.append(question.key)
+        return answers.get(question.key, "")
+
+    result = init_playbook(app, app / "orchestrator.yaml", {}, InitOptions(), ask=person)
+    assert questions == ["migrations_dir", "migrations_schema", "via", "health_url"]
+    assert result.draft.migrations_dir == Sourced("./drizzle", "answered at init")
+    assert result.missing == ("migrations.schema",)  # not answered: a TODO line
+    text = (app / "orchestrator.yaml").read_text()
+    assert "# schema: drizzle  # TODO: drizzle.config.ts sets migrations.schema to `SCHEMA`" in (
+        text
+    )
+    with pytest.raises(UsageError, match=r"migrations\.schema: missing required key"):
+        load_playbook(app / "orchestrator.yaml")  # deploy would say the same, exit 2
+
+
+def test_a_folder_with_nothing_in_it_still_gets_a_playbook_to_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert run(["init", "--yes"]) == 0
+    said = capsys.readouterr()
+    assert "no drizzle.config" in said.err and "no origin remote" in said.err
+    text = (empty / "orchestrator.yaml").read_text()
+    assert "# dir: drizzle  # TODO: the folder drizzle-kit generate writes" in text
+    assert "# TODO: add production's health check" in text
+    # The window still checks something: the monitor refuses one that checks nothing.
+    monitor = load_playbook(_with_folder(empty / "orchestrator.yaml", "drizzle")).monitor
+    assert monitor.http == [] and [c.query for c in monitor.sql] == ["SELECT 1"]
+
+
+def _with_folder(playbook: Path, folder: str) -> Path:
+    """``playbook`` with its TODO migrations folder filled in, as a person would."""
+    text = playbook.read_text()
+    start = text.index("  # dir: ")
+    end = text.index("\n", start)
+    playbook.write_text(text[:start] + f"  dir: {folder}" + text[end:])
+    return playbook
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--monitor-duration", "10s", "--monitor-interval", "1min"],
+        ["--monitor-duration", "30 parsecs"],
+        ["--health-url", "localhost:3000/health"],
+        ["--via", "merge"],
+    ],
+)
+def test_bad_options_change_nothing(app: Path, argv: list[str]) -> None:
+    before = sorted(p.name for p in app.iterdir())
+    assert run(["init", "--yes", *argv]) == 2
+    assert sorted(p.name for p in app.iterdir()) == before
+
+
+def test_a_playbook_written_elsewhere_still_points_at_the_app(app: Path) -> None:
+    (app / "deploy").mkdir()
+    assert run(["init", "--yes", "--output", "deploy/production.yaml"]) == 0
+    playbook = load_playbook(app / "deploy" / "production.yaml")
+    assert playbook.git.repo == app.resolve()
+    assert playbook.migrations.dir == (app / "drizzle").resolve()
