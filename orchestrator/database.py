@@ -18,7 +18,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.catalog import CatalogSnapshot, History, differences
+from orchestrator.catalog import CatalogSnapshot, History, ReplayFailure, differences
 from orchestrator.db import runlock
 from orchestrator.db.catalog_reader import read_catalog_at
 from orchestrator.db.concurrent import apply_release
@@ -209,17 +209,7 @@ def _migrate(
         done = [m for m in journal.migrations if m.hash in before.tracked_hashes]
         refusal = one_transaction_refusal(done, untracked, shadow)
         if refusal is not None:
-            hint = (
-                " (or pass --allow-concurrent to run it outside)"
-                if (_nontransactional(untracked, options))
-                else ""
-            )
-            raise UsageError(
-                f"the pending migrations cannot run in one transaction, as migrate runs them: "
-                f"PostgreSQL refused {refusal.tag} on the shadow: {refusal.message} "
-                f"[{refusal.sqlstate}] (statement: {' '.join(refusal.statement.split())[:120]})"
-                f"; split the release{hint}. Nothing was changed"
-            )
+            _refuse(refusal, untracked, options)
     if not confirm(before):
         raise UsageError("migration not confirmed: nothing was changed")
 
@@ -278,6 +268,28 @@ def _migrate(
     return MigrateResult(before, tuple(applied), after)
 
 
+#: What PostgreSQL refuses in a transaction that ``--allow-concurrent`` runs outside one.
+TRANSACTION_LIMITS = frozenset({"25001", "55P04"})  # active_sql_transaction, unsafe new value
+
+
+def _refuse(refusal: ReplayFailure, untracked: list[Migration], options: MigrateOptions) -> None:
+    """Stop before production: PostgreSQL refused the release on the shadow, run as migrate
+    runs it. A transaction's limits are a usage matter (exit 2: ``--allow-concurrent``);
+    anything else is the migration failing (exit 21), caught before it touched anything."""
+    said = (
+        f"PostgreSQL refused {refusal.tag} on the shadow: {refusal.message} "
+        f"[{refusal.sqlstate}] (statement: {' '.join(refusal.statement.split())[:120]})"
+    )
+    outside = _nontransactional(untracked, options)
+    if refusal.sqlstate in TRANSACTION_LIMITS and outside:
+        from orchestrator.analysis.nontransactional import refusal as allow_concurrent_hint
+
+        raise UsageError(f"{said}. {allow_concurrent_hint(outside[0])}")
+    raise MigrationFailed(
+        refusal.tag, f"migration would fail: {said}; nothing was changed", sqlstate=refusal.sqlstate
+    )
+
+
 def _nontransactional(untracked: list[Migration], options: MigrateOptions) -> list[Any]:
     """The statements of ``untracked`` that ``--allow-concurrent`` runs outside a transaction."""
     from orchestrator.analysis.nontransactional import nontransactional_statements
@@ -306,20 +318,21 @@ def refuse_unmigratable(report: ValidationReport, resumable: frozenset[str] = fr
     """Refuse ERROR and partial states before anything changes.
 
     The one partial state let through: a non-transactional migration left half-applied
-    (``resumable``, untracked), whose rerun skips what is there and converges.
+    (``resumable``, untracked), whose rerun skips what is there and converges; then every
+    difference must be among the objects those migrations change.
     """
     if report.status is Verdict.ERROR:
         errors = [f.message for f in report.findings if f.severity == "error"]
         raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
     if report.status is not Verdict.PARTIAL_MIGRATION:
         return
-    blocking = [
-        m
+    problems = [
+        f"{m.tag} is {m.state.value}"
         for m in report.unreconciled
         if not (m.tag in resumable and m.state is not MigrationState.TRACKED_MISSING)
     ]
-    problems = [f"{m.tag} is {m.state.value}" for m in blocking]
-    if not report.unreconciled:
+    explained = {k for m in report.migrations if m.tag in resumable for k in m.expected_objects}
+    if not set(report.drifted) <= explained:
         problems += [
             f.message for f in report.findings if f.code in ("schema_drift", "edited_migration")
         ]

@@ -30,13 +30,16 @@ class ReplayFailure:
 class History:
     """The catalog after every prefix of a folder, as deltas from the empty database."""
 
-    hashes: tuple[str, ...]  # the migrations replayed, in journal order
+    hashes: tuple[str, ...]  # the folder's migrations, in journal order
     initial: Objects  # the shadow database before any migration
-    deltas: tuple[Delta, ...]  # what each migration changed
+    # What each migration changed; fewer than ``hashes`` when PostgreSQL refused one
+    # (``failure``): the history stops before it.
+    deltas: tuple[Delta, ...]
     server: str  # which server the history was replayed on, for the report
     server_major: int
     # Per migration: the tables whose storage it rewrote (a new relfilenode).
     rewrites: tuple[tuple[str, ...], ...] = field(default=())
+    failure: ReplayFailure | None = None
 
     def state_after(self, count: int) -> dict[str, Properties]:
         """The catalog after the first ``count`` migrations."""
@@ -62,6 +65,7 @@ class History:
             "server": self.server,
             "server_major": self.server_major,
             "rewrites": [list(r) for r in self.rewrites],
+            "failure": None if self.failure is None else self.failure.__dict__,
         }
 
     @classmethod
@@ -74,4 +78,5 @@ class History:
             server=document["server"],
             server_major=int(document["server_major"]),
             rewrites=tuple(tuple(r) for r in document["rewrites"]),
+            failure=ReplayFailure(**document["failure"]) if document.get("failure") else None,
         )

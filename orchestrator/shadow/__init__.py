@@ -22,6 +22,7 @@ from orchestrator.shadow.replay import (
     IncompleteReplay,
     ReplayError,
     apply_migration,
+    check_extension,
     replay_history,
     run_in_transaction,
 )
@@ -120,8 +121,11 @@ def one_transaction_refusal(
         for migration in done:
             failure = apply_migration(conn, migration)
             if failure is not None:
-                raise ReplayError(failure, server.description)
+                check_extension(failure, server.description)
+                return failure
         refusal = run_in_transaction(conn, pending, commit=False)
+        if refusal is not None:
+            check_extension(refusal, server.description)
         key = cache.cache_key(hashes, server.major, kind="one-transaction")
     cache.store(directory, key, {"refusal": None if refusal is None else refusal.__dict__})
     return refusal

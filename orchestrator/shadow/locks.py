@@ -17,7 +17,7 @@ import psycopg
 
 from orchestrator.db.connect import connect
 from orchestrator.drizzle.journal import Journal
-from orchestrator.shadow.replay import ReplayError, apply_migration
+from orchestrator.shadow.replay import apply_migration, check_extension
 from orchestrator.shadow.server import ShadowServer, ShadowSpec
 
 #: Per statement, the (table, pg_locks mode) pairs the transaction holds after it.
@@ -38,7 +38,8 @@ def locks_taken(
 ) -> dict[str, HeldLocks | None]:
     """For each migration named in ``statements`` (its tag -> its statements, one SQL
     statement each), the locks held after each statement; None when it cannot run in a
-    transaction. Raises :class:`ReplayError` when the folder does not replay."""
+    transaction or after a migration PostgreSQL refuses. Raises
+    :class:`~orchestrator.shadow.replay.ReplayError` when the shadow lacks an extension."""
     result: dict[str, HeldLocks | None] = {}
     with (
         ShadowServer(shadow) as server,
@@ -52,8 +53,9 @@ def locks_taken(
                 result[migration.tag] = held
             if held is None:
                 failure = apply_migration(conn, migration)
-                if failure is not None:
-                    raise ReplayError(failure, server.description)
+                if failure is not None:  # the rest cannot be asked about
+                    check_extension(failure, server.description)
+                    break
     return result
 
 

@@ -44,22 +44,23 @@ _ROLES_CREATED_AT_MOST = 20
 
 
 class ReplayError(UsageError):
-    """The folder does not replay on the shadow: PostgreSQL refused one of its statements."""
+    """The shadow cannot replay the folder: it lacks an extension the folder needs."""
 
-    def __init__(self, failure: ReplayFailure, server: str) -> None:
+    def __init__(self, failure: ReplayFailure, extension: str, server: str) -> None:
         self.failure = failure
-        super().__init__(_explain(failure, server))
+        super().__init__(
+            f"{failure.tag} needs the extension {extension!r}, which the shadow ({server}) "
+            "does not have: name a shadow server that has it (--shadow-url, or the "
+            "playbook's shadow: {url_env: NAME})"
+        )
 
 
-def _explain(failure: ReplayFailure, server: str) -> str:
+def check_extension(failure: ReplayFailure, server: str) -> None:
+    """Raise :class:`ReplayError` when ``failure`` is an extension the shadow lacks: the
+    shadow, not the folder, is at fault, and another shadow is the way out."""
     missing = _MISSING_EXTENSION.search(failure.message)
     if missing and failure.sqlstate in ("0A000", "58P01"):
-        return (
-            f"{failure.tag} needs the extension {missing.group(1)!r}, which the shadow "
-            f"({server}) does not have: name a shadow server that has it (--shadow-url, "
-            "or the playbook's shadow: {url_env: NAME})"
-        )
-    return f"the migrations do not replay on an empty database ({server}): {failure}"
+        raise ReplayError(failure, missing.group(1), server)
 
 
 class IncompleteReplay(Exception):
@@ -71,7 +72,9 @@ def replay_history(
 ) -> History:
     """Replay every migration of ``journal`` on the empty database at ``url``.
 
-    ``incremental``: read only what each migration touched (see the module's docstring);
+    A migration PostgreSQL refuses ends the history there (its ``failure``), unless the
+    shadow lacks an extension the folder needs (:class:`ReplayError`). ``incremental``:
+    read only what each migration touched (see the module's docstring);
     raises :class:`IncompleteReplay` when the server refuses the event trigger or when the
     deltas do not add up, and the caller replays again with ``incremental=False``.
     """
@@ -80,12 +83,14 @@ def replay_history(
             raise IncompleteReplay("the shadow server does not allow an event trigger")
         state = _State(read_catalog(conn, schema=schema, table=table))
         initial, deltas, rewrites = dict(state.objects), [], []
+        failure = None
         for migration in journal.migrations:
             if incremental:
                 conn.execute("DELETE FROM pg_temp.orchestrator_touched")
             failure = apply_migration(conn, migration)
             if failure is not None:
-                raise ReplayError(failure, server)
+                check_extension(failure, server)
+                break
             owners = _touched_owners(conn, state) if incremental else None
             read = read_catalog(conn, schema=schema, table=table, owners=owners)
             change, rewritten = state.update(read, owners)
@@ -102,6 +107,7 @@ def replay_history(
         server=server,
         server_major=state.server_major,
         rewrites=tuple(rewrites),
+        failure=failure,
     )
 
 

@@ -19,11 +19,12 @@ runbook, a verdict and what to do next.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.catalog import CatalogSnapshot, Difference, History, apply_delta
+from orchestrator.catalog import CatalogSnapshot, Difference, History, ReplayFailure, apply_delta
 from orchestrator.drizzle.journal import Journal
 from orchestrator.validation.findings import (
     build_checks,
@@ -147,7 +148,14 @@ def evidence_state(tracked: bool, evidence: MigrationEvidence) -> MigrationState
 
 
 def validate(journal: Journal, history: History, snapshot: CatalogSnapshot) -> ValidationReport:
-    """Judge ``snapshot`` against the migrations of ``journal`` as ``history`` replays them."""
+    """Judge ``snapshot`` against the migrations of ``journal`` as ``history`` replays them.
+
+    When PostgreSQL refused a migration on the shadow (``history.failure``), the database is
+    judged against the migrations before it and every later one is pending; if production
+    tracks one of those, there is nothing to judge it by: ERROR.
+    """
+    if history.failure is not None:
+        return _judged_before_failure(journal, history, snapshot, history.failure)
     reading = read_history(journal, history, snapshot)
     statuses = []
     for migration, state, evidence in zip(
@@ -198,6 +206,49 @@ def validate(journal: Journal, history: History, snapshot: CatalogSnapshot) -> V
         matched_prefix=reading.matched_prefix,
         replayed_on=history.server,
         repairable=reading.repairable,
+        drifted=tuple(sorted({d.key for d in reading.drift})) if reading.drift else (),
+    )
+
+
+def _judged_before_failure(
+    journal: Journal, history: History, snapshot: CatalogSnapshot, failure: ReplayFailure
+) -> ValidationReport:
+    replayed = len(history.deltas)
+    finding = Finding(
+        "replay_failed",
+        f"{failure.tag} does not replay on an empty database ({history.server}): "
+        f"{failure.message} [{failure.sqlstate}] (statement: "
+        f"{' '.join(failure.statement.split())[:120]}); migrate refuses it: fix the migration",
+        failure.tag,
+    )
+    beyond = journal.migrations[replayed:]
+    if any(m.hash in snapshot.tracked_hashes for m in beyond):
+        report = error_report(
+            f"cannot tell the migration state: production tracks migrations from {failure.tag} "
+            f"on, which the shadow cannot replay ({failure.message})"
+        )
+        return dataclasses.replace(report, findings=(*report.findings, finding))
+    head = validate(
+        dataclasses.replace(journal, migrations=journal.migrations[:replayed]),
+        dataclasses.replace(history, hashes=history.hashes[:replayed], failure=None),
+        snapshot,
+    )
+    pending = tuple(
+        MigrationStatus(m.tag, m.hash, m.when, MigrationState.PENDING, False, (), ())
+        for m in beyond
+    )
+    migrations = head.migrations + pending
+    status = head.status
+    if status in (Verdict.SAFE, Verdict.NEEDS_MIGRATION):
+        status = Verdict.NEEDS_MIGRATION
+    findings = (*head.findings, finding)
+    return dataclasses.replace(
+        head,
+        status=status,
+        migrations=migrations,
+        findings=findings,
+        checks=tuple(build_checks(snapshot, migrations)),
+        recommendation=recommend(status, migrations, findings, snapshot),
     )
 
 

@@ -104,6 +104,8 @@ class ValidationReport:
     # The schema is exactly the state of the tracked migrations and the untracked_present
     # ones: tracking those is all it takes (what ``repair`` may do).
     repairable: bool = False
+    # The objects that differ from the catalog the tracked migrations build (schema_drift).
+    drifted: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> ExitCode:
