@@ -13,7 +13,12 @@ from dataclasses import dataclass
 
 from orchestrator.engine.steps.pull_request import judge_for_preflight, through_pull_request
 from orchestrator.errors import GuardError, MonitorUnhealthyError
-from orchestrator.platforms.github import Mergeability, github_api, judge_pull
+from orchestrator.platforms.github import (
+    Mergeability,
+    choose_merge_method,
+    github_api,
+    judge_pull,
+)
 from orchestrator.platforms.http import ApiError
 from orchestrator.platforms.liveness import probe_url
 from orchestrator.platforms.vercel import vercel_api
@@ -45,12 +50,16 @@ def look_at_platforms(
     via_pull_request = through_pull_request(spec.via, already_merged)
     if via_pull_request:
         api = github_api(playbook, environ)
+        assert spec.github is not None  # the playbook requires it with github_pr
         try:
+            method, why = choose_merge_method(spec.github.merge_method, api.repository())
             pr = api.find_open_pull(spec.source, spec.target)
         except ApiError as exc:
             verdict = Mergeability("refused", f"GitHub does not answer: {exc}")
         else:
-            if pr is not None:
+            if method is None:
+                verdict = Mergeability("refused", f"cannot merge through GitHub: {why}")
+            elif pr is not None:
                 pull = f"#{pr.number} {pr.url}"
                 verdict = judge_for_preflight(pr, judge_pull(pr, api.checks(pr.head_sha)), source)
     answers, detail = None, ""

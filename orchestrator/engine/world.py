@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator.database import validate_database
-from orchestrator.engine.outcomes import PreflightOutcome
+from orchestrator.engine.outcomes import MergeOutcome, PreflightOutcome
 from orchestrator.engine.settings import journal_at, migrate_options, retry_policy
 from orchestrator.errors import DatabaseError
 from orchestrator.gitrepo import contains, open_repo, remote_tips
@@ -28,7 +28,9 @@ class WorldNow:
 
     source_tip: str  # <remote>/<source> now
     target_tip: str  # <remote>/<target> now
-    source_merged: bool  # the pinned source commit is already in <remote>/<target>
+    # The release is already in <remote>/<target>: the pinned source commit, or the commit
+    # the run's merge made (a squash or rebase commit does not contain the source commit).
+    source_merged: bool
     tracked_hashes: frozenset[str]  # every hash in the tracking table now
 
 
@@ -84,6 +86,10 @@ def observe(playbook: Playbook, record: RunRecord, url: str) -> WorldNow | None:
     return WorldNow(
         source_tip=tips[spec.source],
         target_tip=tips[spec.target],
-        source_merged=contains(repo, tips[spec.target], record.source_commit),
+        source_merged=any(
+            contains(repo, tips[spec.target], commit)
+            for commit in (record.source_commit, MergeOutcome.of(record).pushed_commit)
+            if commit
+        ),
         tracked_hashes=report.tracked_hashes,
     )
