@@ -22,21 +22,27 @@ from tests.release_world import TRANSITIONS_OF_A_FULL_DEPLOY, World, build_world
 GIT_LINE = "git: {repo: app, remote: origin, source: staging, target: main}"
 
 
+def through_github(world: World, api: str, extra: str = "") -> None:
+    """The world's playbook merges through the GitHub double at ``api`` (``extra``: more
+    keys of the github: block), and its origin's main refuses direct pushes."""
+    text = world.playbook.read_text()
+    assert GIT_LINE in text
+    world.playbook.write_text(
+        text.replace(
+            GIT_LINE,
+            "git: {repo: app, remote: origin, source: staging, target: main, via: github_pr,\n"
+            f"      github: {{repo: acme/service-desk, api_url: '{api}',\n"
+            f"               checks_timeout: 10s, checks_interval: 100ms{extra}}}}}",
+        )
+    )
+    protect_branch(world.repo.origin)
+
+
 @contextmanager
 def pr_world(root: Path, url: str) -> Iterator[tuple[World, GitHubState]]:
     """A release world whose target takes changes only through the GitHub double."""
     with build_world(root, url) as world, github_double(world.repo.origin) as (api, github):
-        text = world.playbook.read_text()
-        assert GIT_LINE in text
-        world.playbook.write_text(
-            text.replace(
-                GIT_LINE,
-                "git: {repo: app, remote: origin, source: staging, target: main, via: github_pr,\n"
-                f"      github: {{repo: acme/service-desk, api_url: '{api}',\n"
-                "               checks_timeout: 10s, checks_interval: 100ms}}",
-            )
-        )
-        protect_branch(world.repo.origin)
+        through_github(world, api)
         yield world, github
 
 
@@ -128,7 +134,9 @@ def test_an_unmergeable_pull_request_stops_the_run_before_the_backup(
         assert "backup" not in record.steps and "migrate" not in record.steps
         assert tracking_rows(world.database_url) == rows  # no migration
 
-        github.checks, github.approved, github.review_required = {}, False, True
+        # Every check reported passed, and still blocked: a review is missing.
+        github.checks = {"ci/test": ["completed", "success"]}
+        github.approved, github.review_required = False, True
         record = world.deploy(environ=environ(world, github))
         assert record.exit_code == 21 and "backup" not in record.steps
         assert "a required review is missing" in str(record.halt_reason)
@@ -145,6 +153,20 @@ def test_required_checks_still_running_are_waited_for(tmp_path: Path, database_u
         events = read_events(world.store.audit_path(record.run_id))
         waits = [e for e in events if e["event"] == "pull_request_waiting"]
         assert waits and "checks still running: ci/test" in waits[0]["reason"]
+
+
+def test_blocked_before_any_check_is_reported_is_waited_for_not_refused(
+    tmp_path: Path, database_url: str
+) -> None:
+    with pr_world(tmp_path, database_url) as (world, github):
+        github.required_checks = ("ci/test",)
+        github.checks = {"ci/test": ["completed", "success"]}
+        github.checks_reported_after = 6  # CI reports nothing for a while, then passes
+        record = world.deploy(environ=environ(world, github))
+        assert record.state == "succeeded", record.halt_reason
+        events = read_events(world.store.audit_path(record.run_id))
+        waits = [e for e in events if e["event"] == "pull_request_waiting"]
+        assert waits and "no check is reported yet" in waits[0]["reason"]
 
 
 def test_rollback_opens_a_revert_pull_request(tmp_path: Path, database_url: str) -> None:
@@ -182,6 +204,7 @@ def test_the_rehearsal_predicts_an_unmergeable_pull_request_and_opens_none(
         assert github.pulls == {}  # read-only: nothing opened
 
         github.review_required = True
+        github.checks = {"ci/test": ["completed", "success"]}
         from orchestrator.platforms.github import GitHubApi
         from orchestrator.platforms.http import ApiClient
 

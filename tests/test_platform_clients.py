@@ -180,7 +180,10 @@ def test_the_merge_method_is_the_playbooks_if_allowed_else_the_first_allowed() -
 
 
 def test_a_link_header_names_the_next_page() -> None:
-    link = '<https://api.github.com/x?page=1>; rel="prev", <https://api.github.com/x?page=3>; rel="next"'
+    link = (
+        '<https://api.github.com/x?page=1>; rel="prev", '
+        '<https://api.github.com/x?page=3>; rel="next"'
+    )
     assert next_page(link) == "https://api.github.com/x?page=3"
     assert next_page('<https://api.github.com/x?page=1>; rel="first"') is None
     assert next_page(None) is None

@@ -23,7 +23,6 @@ from orchestrator.engine.steps.pull_request import (
     await_pull,
     find_or_open,
     judge_for_preflight,
-    not_started,
     through_pull_request,
 )
 from orchestrator.errors import GuardError
@@ -90,11 +89,6 @@ def _pull_request(ctx: RunContext, pinned: str) -> Outcome:
     verdict = judge_for_preflight(pr, judged, pinned)
     if verdict.verdict == "refused":
         raise GuardError(verdict.reason)
-    if verdict.verdict == "waiting" and not_started(pr, judged):
-        raise GuardError(
-            f"GitHub cannot merge {pr.url} yet after {wait:g}s: {verdict.reason}; nothing "
-            "changed, try again once GitHub reports its checks"
-        )
     ctx.log.info(
         "pull_request_mergeable",
         number=pr.number,

@@ -40,8 +40,10 @@ def through_pull_request(via: str, already_merged: bool) -> bool:
 def judge_for_preflight(pr: PullRequest, verdict: Mergeability, pinned: str) -> Mergeability:
     """Pre-flight's verdict on pull request ``pr``, given GitHub's (``judge_pull``) (pure).
 
-    Refused when its head is not the pinned source commit (the source moved) or when GitHub
-    would not merge it, with the reason worded for the operator; else GitHub's verdict.
+    Refused when its head is not the pinned source commit (the source moved), when GitHub
+    would not merge it, or when GitHub has still not said what stands in the way once
+    pre-flight's wait is over (:func:`not_started`), with the reason worded for the
+    operator; else GitHub's verdict (``waiting`` for checks that run: the merge waits).
     """
     if pr.head_sha != pinned:
         return Mergeability(
@@ -51,6 +53,12 @@ def judge_for_preflight(pr: PullRequest, verdict: Mergeability, pinned: str) -> 
         )
     if verdict.verdict == "refused":
         return Mergeability("refused", f"GitHub cannot merge {pr.url}: {verdict.reason}")
+    if not_started(pr, verdict):
+        return Mergeability(
+            "refused",
+            f"GitHub has not said whether {pr.url} can be merged: {verdict.reason}; nothing "
+            "changed, try again once GitHub has",
+        )
     return verdict
 
 
