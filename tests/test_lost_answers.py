@@ -125,3 +125,27 @@ def test_a_merge_method_the_repository_forbids_stops_before_the_backup(
         assert "merge_method is merge" in reason and "allows: squash, rebase" in reason
         assert "backup" not in record.steps and tracking_rows(world.database_url) == rows
         assert github.pulls == {}  # refused before a pull request was even opened
+
+
+def test_a_rebase_merge_is_recorded_with_the_tip_before_it(
+    tmp_path: Path, database_url: str
+) -> None:
+    with (
+        build_world(tmp_path, database_url) as world,
+        github_double(world.repo.origin) as (api, github),
+    ):
+        through_github(world, api, extra=", merge_method: rebase")
+        before = world.origin_main()
+        count = len(git(world.repo.origin, "rev-list", "--no-merges", "main..staging").split())
+        record = world.deploy(
+            environ={"DATABASE_URL": world.database_url, "GITHUB_TOKEN": github.token}
+        )
+        assert record.state == "succeeded", record.halt_reason
+        tip = world.origin_main()
+        merged = record.steps["merge"]
+        assert (merged["pushed_commit"], merged["merge_method"]) == (tip, "rebase")
+        # Each commit of the pull request was rewritten onto main: the tip before is
+        # that many first-parent steps back, and the revert covers exactly them.
+        assert merged["previous_target_commit"] == before
+        assert git(world.repo.origin, "rev-parse", f"{tip}~{count}") == before
+        assert f"git revert --no-edit {before}..{tip}" in "\n".join(rollback_plan(record))

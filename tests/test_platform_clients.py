@@ -21,9 +21,10 @@ from orchestrator.platforms.github import (
 )
 from orchestrator.platforms.http import ApiClient, ApiError, is_ambiguous, rate_limit_wait
 from orchestrator.platforms.liveness import judge_deployments, judge_version, names_commit
-from orchestrator.platforms.vercel import Deployment
+from orchestrator.platforms.vercel import Deployment, VercelApi
 from orchestrator.sandbox.release import build_release_repo, git
 from tests.github_double import github_double
+from tests.vercel_double import vercel_double
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -103,8 +104,50 @@ def test_vercel_deployments_judged_for_a_commit() -> None:
         "https://dpl_2.vercel.app",
         "dpl_2",
     )
-    for state in ("ERROR", "CANCELED"):
+    for state in ("ERROR", "CANCELED", "DELETED"):
         assert judge_deployments([d("dpl_3", SHA, state, 3), old], SHA).state == "failed"
+
+
+def test_a_ready_deployment_is_live_only_once_it_serves_production_traffic() -> None:
+    def d(substate: str | None) -> Deployment:
+        data = {"uid": "dpl_9", "url": "x.vercel.app", "readyState": "READY", "createdAt": 9}
+        extra = {"readySubstate": substate} if substate else {}
+        return Deployment.from_json({**data, **extra, "meta": {"githubCommitSha": SHA}})
+
+    assert judge_deployments([d(None)], SHA).state == "live"
+    assert judge_deployments([d("PROMOTED")], SHA).state == "live"
+    for substate in ("STAGED", "ROLLING"):
+        seen = judge_deployments([d(substate)], SHA)
+        assert seen.state == "waiting" and f"READY {substate}" in seen.detail
+    # A STAGED deployment of another commit is not what production serves either.
+    other = Deployment.from_json(
+        {
+            "uid": "dpl_8",
+            "readyState": "READY",
+            "readySubstate": "STAGED",
+            "createdAt": 8,
+            "meta": {"githubCommitSha": "f" * 40},
+        }
+    )
+    assert judge_deployments([other], SHA).instead is None
+
+
+def test_the_vercel_client_filters_by_sha_and_reads_v13_fields(tmp_path: Path) -> None:
+    repo = build_release_repo(tmp_path)
+    with vercel_double(repo.origin) as (url, state):
+        api = VercelApi(state.project_id, state.team_id, ApiClient("Vercel API", url, state.token))
+        tip = git(repo.origin, "rev-parse", "main")
+        [listed] = api.production_deployments(tip)
+        assert listed.commit == tip and listed.serving and listed.created > 0
+        assert api.production_deployments("f" * 40) == []
+        assert any("sha=" + tip in path for _m, path in state.requests)
+        one = api.deployment(listed.uid)  # v13: id, readyState, createdAt
+        assert (one.uid, one.state, one.created, one.substate) == (
+            listed.uid,
+            "READY",
+            listed.created,
+            "PROMOTED",
+        )
 
 
 def test_github_client_against_the_double(tmp_path: Path) -> None:
