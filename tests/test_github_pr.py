@@ -247,6 +247,34 @@ def test_resume_finds_the_pull_request_merged_meanwhile(tmp_path: Path, database
         ]
 
 
+def test_resume_finds_the_pull_request_squashed_by_hand_and_follows_the_squash_commit(
+    tmp_path: Path, database_url: str
+) -> None:
+    from orchestrator.engine.run import resume
+    from orchestrator.platforms.github import GitHubApi
+    from orchestrator.platforms.http import ApiClient
+
+    with pr_world(tmp_path, database_url) as (world, github):
+        declined = world.deploy(
+            environ=environ(world, github), confirm=lambda q: not q.startswith("Merge")
+        )
+        assert declined.state == "halted" and declined.steps["halt"]["from"] == "revalidated"
+        before = world.origin_main()
+        # Someone squashes the pull request by hand meanwhile: main gets a new commit that
+        # does not contain the staging commit.
+        api = GitHubApi(github.repo, ApiClient("GitHub API", world_api(world), github.token))
+        squash = api.merge_pull(1, str(declined.source_commit), title="x", method="squash")
+        assert git(world.repo.origin, "rev-parse", f"{squash}^@") == before
+        resumed = resume(
+            declined.run_id, world.store, world.interaction(environ=environ(world, github))
+        )
+        assert resumed.state == "succeeded", resumed.halt_reason
+        merged = resumed.steps["merge"]
+        assert merged["pushed_commit"] == squash and "found merged on resume" in merged["note"]
+        assert merged["previous_target_commit"] == before
+        assert len(merges(github)) == 1  # the run merged nothing itself
+
+
 def test_a_source_already_in_the_target_asks_github_nothing_in_the_rehearsal_as_in_preflight(
     tmp_path: Path, database_url: str
 ) -> None:
