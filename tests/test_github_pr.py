@@ -5,6 +5,7 @@ branch protection does), and the GitHub contract double merging into that origin
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -167,6 +168,22 @@ def test_blocked_before_any_check_is_reported_is_waited_for_not_refused(
         events = read_events(world.store.audit_path(record.run_id))
         waits = [e for e in events if e["event"] == "pull_request_waiting"]
         assert waits and "no check is reported yet" in waits[0]["reason"]
+
+
+def test_a_rate_limit_is_waited_out_with_a_notice_for_the_operator(
+    tmp_path: Path, database_url: str
+) -> None:
+    with pr_world(tmp_path, database_url) as (world, github):
+        # GitHub's primary rate limit, reset in a second (UTC epoch seconds).
+        reset = str(int(time.time()) + 1)
+        github.failures = [(403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset})]
+        shown: list[str] = []
+        record = world.deploy(environ=environ(world, github), on_progress=shown.append)
+        assert record.state == "succeeded", record.halt_reason
+        assert any("GitHub API rate limit: waiting" in line for line in shown)
+        events = read_events(world.store.audit_path(record.run_id))
+        [limited] = [e for e in events if e["event"] == "rate_limited"]
+        assert "HTTP 403" in str(limited["error"]) and float(str(limited["wait_s"])) <= 1.0
 
 
 def test_rollback_opens_a_revert_pull_request(tmp_path: Path, database_url: str) -> None:
