@@ -195,6 +195,7 @@ def test_which_answers_are_rate_limits_and_how_long_to_wait() -> None:
     secondary = "You have exceeded a secondary rate limit"
     assert rate_limit_wait(403, {}, secondary, now) == 60.0  # a minute without a header
     assert rate_limit_wait(429, {}, "", now) == 60.0
+    assert rate_limit_wait(429, {}, "", now, before=2) == 240.0  # doubling, as GitHub asks
     assert (
         rate_limit_wait(403, {"x-ratelimit-remaining": "12"}, "Resource not accessible", now)
         is None
@@ -251,17 +252,17 @@ def test_a_rate_limit_is_waited_out_as_github_asks_within_the_limit(tmp_path: Pa
         notices: list[str] = []
         api = GitHubApi(state.repo, github_client(url, state.token, waits, notices))
         state.failures = [
-            (403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1090"}),
             (429, {}),  # secondary, no header: a minute
+            (403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1090"}),
         ]
         api.create_pull("staging", "main", title="Release", body="")  # a POST, asked again
-        assert waits == [90.0, 60.0] and len(notices) == 2 and "rate limited" in notices[0]
+        assert waits == [60.0, 90.0] and len(notices) == 2 and "rate limited" in notices[0]
         assert len(state.pulls) == 1
         api.client.wait_limit = 30.0  # the step's timeout
         state.failures = [(403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1090"})]
         with pytest.raises(ApiError, match="beyond this step's 30s") as raised:
             api.get_pull(1)
-        assert raised.value.status == 403 and waits == [90.0, 60.0]  # not waited
+        assert raised.value.status == 403 and waits == [60.0, 90.0]  # not waited
 
 
 def test_lost_answers_are_adopted_opening_and_merging_happen_once(tmp_path: Path) -> None:

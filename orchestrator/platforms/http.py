@@ -45,6 +45,7 @@ from orchestrator.redaction import redact
 
 __all__ = [
     "RATE_LIMIT_DEFAULT_S",
+    "RATE_LIMIT_TRIES",
     "READ_METHODS",
     "RETRIED_STATUSES",
     "ApiClient",
@@ -62,6 +63,7 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 RETRIED_STATUSES = frozenset({500, 502, 503, 504})  # a read is asked again after these
 SAFE_STATUSES = frozenset({503})  # any request: the platform did not carry it out
 RATE_LIMIT_DEFAULT_S = 60.0  # GitHub: "wait for at least one minute before retrying"
+RATE_LIMIT_TRIES = 10  # rate limits answered to one call before it gives up
 DEFAULT_WAIT_LIMIT_S = 600.0
 _TIMEOUT_S = 30.0
 # Transport failures before the request could leave: nothing was carried out.
@@ -121,15 +123,16 @@ def is_ambiguous(method: str, status: int | None) -> bool:
 
 
 def rate_limit_wait(
-    status: int, headers: Mapping[str, str], message: str, now: float
+    status: int, headers: Mapping[str, str], message: str, now: float, before: int = 0
 ) -> float | None:
     """Seconds to wait before asking again when the answer is a rate limit, else None (pure).
 
     GitHub (REST description, "Exceeding the rate limit"): 403 or 429; ``retry-after``
     seconds when present; else, with ``x-ratelimit-remaining: 0``, until the UTC epoch
-    second ``x-ratelimit-reset``; else at least a minute. A 403 with none of these and no
-    word of a rate limit is a refusal (the token lacks a permission), not a rate limit.
-    ``headers``' names are lower case; ``now`` is ``time.time()``.
+    second ``x-ratelimit-reset``; else at least a minute, doubling with each rate limit
+    answered ``before`` this one. A 403 with none of these and no word of a rate limit is a
+    refusal (the token lacks a permission), not a rate limit. ``headers``' names are lower
+    case; ``now`` is ``time.time()``.
     """
     if status not in (403, 429):
         return None
@@ -140,7 +143,7 @@ def rate_limit_wait(
     if headers.get("x-ratelimit-remaining", "").strip() == "0" and reset.isdigit():
         return max(0.0, float(reset) - now)
     if status == 429 or "rate limit" in message.lower():
-        return RATE_LIMIT_DEFAULT_S
+        return RATE_LIMIT_DEFAULT_S * float(2**before)
     return None
 
 
@@ -206,6 +209,7 @@ class ApiClient:
         attempt = 0
         fixed_used: dict[int, int] = {}
         waited = 0.0
+        limited = 0  # rate limits answered so far
         where = f"{self.name} {method} {path}"
         while True:
             try:
@@ -231,12 +235,14 @@ class ApiClient:
             status = response.status_code
             lowered = {k.lower(): v for k, v in response.headers.items()}
             message = api_message(response) if status >= 400 else ""
-            rate = rate_limit_wait(status, lowered, message, self.clock())
+            rate = rate_limit_wait(status, lowered, message, self.clock(), limited)
             if rate is not None:
-                if waited + rate > self.wait_limit:
+                limited += 1
+                if limited > RATE_LIMIT_TRIES or waited + rate > self.wait_limit:
                     raise self.error(
                         f"{where}: HTTP {status}: rate limited ({message}); the API asks to "
-                        f"wait {rate:.0f}s more, beyond this step's {self.wait_limit:g}s",
+                        f"wait {rate:.0f}s more: beyond this step's {self.wait_limit:g}s, or "
+                        f"after {RATE_LIMIT_TRIES} rate limits",
                         status=status,
                     )
                 waited += rate
