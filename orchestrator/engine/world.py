@@ -19,6 +19,7 @@ from orchestrator.engine.settings import journal_at, migrate_options, retry_poli
 from orchestrator.errors import DatabaseError
 from orchestrator.gitrepo import contains, open_repo, remote_tips
 from orchestrator.platforms.github import github_api
+from orchestrator.platforms.http import ApiError
 from orchestrator.playbook import Playbook
 from orchestrator.runs import RunRecord
 from orchestrator.validation import Verdict
@@ -112,5 +113,8 @@ def _merge_commits(
     number = PreflightOutcome.of(record).pull_request
     if pushed or number is None or environ is None or playbook.git.via != "github_pr":
         return [pushed]
-    pr = github_api(playbook, environ).get_pull(number)
+    try:
+        pr = github_api(playbook, environ).get_pull(number)
+    except ApiError:  # GitHub does not answer: only git's view counts (the target moved?)
+        return [pushed]
     return [pr.merge_commit_sha if pr.merged else None]
