@@ -3,19 +3,33 @@ server, backed by a REAL bare git repository: the pull requests' heads are the r
 branches, mergeability comes from ``git merge-tree``, and a merge writes a real merge commit
 (``git commit-tree`` + ``git update-ref``) onto the base branch, so the history is real.
 
-Endpoints, with the shapes of GitHub's published REST reference:
+Endpoints, with the shapes of GitHub's published REST description (API version 2022-11-28):
 
+- ``GET  /repos/{owner}/{repo}`` (``allow_merge_commit``, ``allow_squash_merge``,
+  ``allow_rebase_merge``: ``allowed`` holds the methods the repository allows)
 - ``GET  /repos/{owner}/{repo}/pulls?head=owner:branch&base=...&state=open``
 - ``POST /repos/{owner}/{repo}/pulls`` (201; 422 when one is already open)
-- ``GET  /repos/{owner}/{repo}/pulls/{n}`` (``mergeable``, ``mergeable_state``, ``head.sha``)
+- ``GET  /repos/{owner}/{repo}/pulls/{n}`` (``mergeable``, ``mergeable_state``, ``head.sha``,
+  ``commits``). As the description says ("The value of the mergeable attribute can be true,
+  false, or null. If the value is null, then GitHub has started a background job to compute
+  the mergeability"), the first read after the head or the base moved answers
+  ``mergeable: null`` and ``mergeable_state: unknown``; the next one the value.
 - ``PUT  /repos/{owner}/{repo}/pulls/{n}/merge`` (``sha``: 409 when the head moved;
-  405 when not mergeable)
-- ``GET  /repos/{owner}/{repo}/commits/{ref}/status`` and ``/check-runs``
+  405 when not mergeable, or when ``merge_method`` is one the repository does not allow;
+  ``merge``, ``squash`` or ``rebase``, each writing the commits GitHub writes)
+- ``GET  /repos/{owner}/{repo}/commits/{ref}/status`` and ``/check-runs`` (``per_page``,
+  30 by default, at most 100, and ``page``; a ``Link`` header names the next page)
+
+Awkward answers a test can ask for: queued failures with their headers (``failures``: a rate
+limit as 403 with ``x-ratelimit-remaining: 0`` and ``x-ratelimit-reset``, or 429 with
+``retry-after``, as "Rate limits for the REST API" describes), and answers lost after the
+work was done (``lost``: ``"PUT"`` merges and then drops the connection).
 - ``GET  /repos/{owner}/{repo}/branches/{branch}`` (``protected``)
 
 Branch protection of the base is modelled by ``required_checks`` and ``review_required``
 (``approved`` says a review was given); ``checks`` are the check runs every head gets, and
-running ones complete after ``checks_finish_after`` reads of the pull request. The bare
+running ones complete after ``checks_finish_after`` reads of the pull request, and none is
+reported at all before ``checks_reported_after`` reads (CI that starts late). The bare
 repository may carry a pre-receive hook refusing direct pushes to the base
 (:func:`protect_branch`): the double's own merges do not go through it, as GitHub's do not.
 """
@@ -31,9 +45,14 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.sandbox.release import git
-from tests.http_double import Reply, Request, queued_failure, serve
+from tests.http_double import Reply, Request, lose_answer, queued_failure, serve
 
 _MOVED = "Head branch was modified. Review and try the merge again."
+_NOT_ALLOWED = {
+    "merge": "Merge commits are not allowed on this repository.",
+    "squash": "Squash merges are not allowed on this repository.",
+    "rebase": "Rebase merges are not allowed on this repository.",
+}
 
 
 def protect_branch(origin: Path, branch: str = "main") -> None:
@@ -61,12 +80,15 @@ class GitHubState:
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
     checks: dict[str, list[str | None]] = field(default_factory=dict)  # name: [status, concl.]
     checks_finish_after: int = 0
+    checks_reported_after: int = 0  # no check run at all until this many reads (CI is slow)
     required_checks: tuple[str, ...] = ()
     review_required: bool = False
     protected: tuple[str, ...] = ()  # branches GET /branches/{branch} says are protected
     approved: bool = False
+    allowed: tuple[str, ...] = ("merge", "squash", "rebase")  # the repository's settings
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
     failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)  # answers lost after the work: "PUT", ...
     _numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _check_reads: int = 0
 
@@ -101,6 +123,8 @@ class GitHubState:
                     spec[0], spec[1] = "completed", spec[1] or "success"
 
     def check_runs(self) -> list[dict[str, Any]]:
+        if self._check_reads < self.checks_reported_after:
+            return []  # CI has not reported yet: the list is empty, as on GitHub
         return [
             {
                 "id": i,
@@ -111,19 +135,25 @@ class GitHubState:
             for i, (name, spec) in enumerate(self.checks.items(), 1)
         ]
 
-    def view(self, pr: dict[str, Any]) -> dict[str, Any]:
-        """The pull request as GitHub shows it now (head and mergeability read live)."""
+    def view(self, pr: dict[str, Any], *, listed: bool = False) -> dict[str, Any]:
+        """The pull request as GitHub shows it now (head and mergeability read live).
+        ``listed``: as the list endpoint shows it ("pull-request-simple": no mergeability,
+        and listing starts no computation)."""
         head_sha = self.tip(pr["head"]) or pr["head_sha"]
         if not pr["merged"]:
             pr["head_sha"] = head_sha
         base_sha = self.tip(pr["base"]) or ""
         mergeable: bool | None = None
         state = "unknown"
-        if pr["state"] == "open":
+        if listed:
+            pass
+        elif pr["state"] == "open" and pr.get("_computed") == (base_sha, head_sha):
             mergeable = not self.conflicts(base_sha, head_sha)
             state = self.mergeable_state(mergeable)
+        elif pr["state"] == "open":
+            pr["_computed"] = (base_sha, head_sha)  # computed in the background: next read
         url = f"https://github.com/{self.repo}/pull/{pr['number']}"
-        return {
+        shown = {
             "url": f"https://api.github.com/repos/{self.repo}/pulls/{pr['number']}",
             "html_url": url,
             "number": pr["number"],
@@ -135,9 +165,14 @@ class GitHubState:
             "mergeable": mergeable,
             "mergeable_state": state,
             "merge_commit_sha": pr.get("merge_commit_sha"),
+            "commits": len(self.commits(base_sha, head_sha)) if not pr["merged"] else pr["commits"],
             "head": {"ref": pr["head"], "sha": head_sha, "label": f"{self.owner}:{pr['head']}"},
             "base": {"ref": pr["base"], "sha": base_sha, "label": f"{self.owner}:{pr['base']}"},
         }
+        if listed:
+            for key in ("merged", "mergeable", "mergeable_state", "commits"):
+                shown.pop(key)
+        return shown
 
     def mergeable_state(self, mergeable: bool) -> str:
         if not mergeable:
@@ -157,25 +192,63 @@ class GitHubState:
             return "unstable"
         return "clean"
 
-    def merge(self, pr: dict[str, Any], sha: str) -> tuple[int, dict[str, Any]]:
-        view = self.view(pr)
+    def commits(self, base: str, head: str) -> list[str]:
+        """The commits of a pull request: on ``head``, not on ``base``, oldest first."""
+        if not base or not head:
+            return []
+        listed = git(self.origin, "rev-list", "--reverse", "--no-merges", f"{base}..{head}")
+        return listed.split()
+
+    def merge(self, pr: dict[str, Any], sha: str, method: str) -> tuple[int, dict[str, Any]]:
+        if method not in _NOT_ALLOWED:
+            return 422, {"message": "Validation Failed", "errors": [{"field": "merge_method"}]}
+        if method not in self.allowed:
+            return 405, {"message": _NOT_ALLOWED[method]}
         if pr["merged"] or pr["state"] != "open":
             return 405, {"message": "Pull Request is not mergeable"}
-        if sha and sha != view["head"]["sha"]:
+        head_now = self.tip(pr["head"]) or pr["head_sha"]
+        if sha and sha != head_now:
             return 409, {"message": _MOVED}
+        pr["_computed"] = (self.tip(pr["base"]), head_now)  # the merge endpoint computes it
+        view = self.view(pr)
         if view["mergeable_state"] not in ("clean", "unstable", "has_hooks"):
             return 405, {"message": "Pull Request is not mergeable"}
         base_sha, head_sha = view["base"]["sha"], view["head"]["sha"]
-        tree = git(self.origin, "merge-tree", "--write-tree", base_sha, head_sha).splitlines()[0]
+        count = len(self.commits(base_sha, head_sha))
+        commit = {"merge": self._merge_commit, "squash": self._squash, "rebase": self._rebase}[
+            method
+        ](pr, base_sha, head_sha)
+        git(self.origin, "update-ref", f"refs/heads/{pr['base']}", commit, base_sha)
+        pr.update(
+            merged=True, state="closed", merge_commit_sha=commit, head_sha=head_sha, commits=count
+        )
+        return 200, {"sha": commit, "merged": True, "message": "Pull Request successfully merged"}
+
+    def _merge_commit(self, pr: dict[str, Any], base: str, head: str) -> str:
+        tree = git(self.origin, "merge-tree", "--write-tree", base, head).splitlines()[0]
         message = (
             f"Merge pull request #{pr['number']} from {self.owner}/{pr['head']}\n\n{pr['title']}"
         )
-        commit = git(
-            self.origin, "commit-tree", tree, "-p", base_sha, "-p", head_sha, "-m", message
-        )
-        git(self.origin, "update-ref", f"refs/heads/{pr['base']}", commit, base_sha)
-        pr.update(merged=True, state="closed", merge_commit_sha=commit, head_sha=head_sha)
-        return 200, {"sha": commit, "merged": True, "message": "Pull Request successfully merged"}
+        return git(self.origin, "commit-tree", tree, "-p", base, "-p", head, "-m", message)
+
+    def _squash(self, pr: dict[str, Any], base: str, head: str) -> str:
+        """One new commit on ``base`` with the pull request's changes: not a descendant of
+        the head, as on GitHub."""
+        tree = git(self.origin, "merge-tree", "--write-tree", base, head).splitlines()[0]
+        message = f"{pr['title']} (#{pr['number']})"
+        return git(self.origin, "commit-tree", tree, "-p", base, "-m", message)
+
+    def _rebase(self, pr: dict[str, Any], base: str, head: str) -> str:
+        """Each commit of the pull request rewritten onto ``base`` (new shas), as GitHub's
+        rebase merge does; the last one."""
+        work = self.origin.parent / f"rebase-{pr['number']}-{base[:8]}"
+        git(self.origin, "worktree", "add", "--detach", str(work), base)
+        try:
+            for commit in self.commits(base, head):
+                git(work, "cherry-pick", "--allow-empty", commit)
+            return git(work, "rev-parse", "HEAD")
+        finally:
+            git(self.origin, "worktree", "remove", "--force", str(work))
 
 
 _NOT_FOUND: Reply = 404, {"message": "Not Found"}
@@ -194,11 +267,23 @@ def _answer(state: GitHubState, request: Request) -> Reply:
         return failure
     if request.segments[:3] != ["repos", *state.repo.split("/")]:
         return _NOT_FOUND
+    return lose_answer(state.lost, request, _route(state, request))
+
+
+def _route(state: GitHubState, request: Request) -> Reply:
     method, body, rest = request.method, request.body, request.segments[3:]
+    if rest == [] and method == "GET":
+        return 200, {
+            "full_name": state.repo,
+            "default_branch": "main",
+            "allow_merge_commit": "merge" in state.allowed,
+            "allow_squash_merge": "squash" in state.allowed,
+            "allow_rebase_merge": "rebase" in state.allowed,
+        }
     if rest == ["pulls"] and method == "GET":
         query = request.query
         return 200, [
-            state.view(pr)
+            state.view(pr, listed=True)
             for pr in state.pulls.values()
             if pr["state"] == query.get("state", "open")
             and query.get("head") in (None, f"{state.owner}:{pr['head']}")
@@ -214,15 +299,15 @@ def _answer(state: GitHubState, request: Request) -> Reply:
             state.tick()
             return 200, state.view(pr)
         if rest[2:] == ["merge"] and method == "PUT":
-            return state.merge(pr, (body or {}).get("sha", ""))
+            wanted = body or {}
+            return state.merge(pr, wanted.get("sha", ""), wanted.get("merge_method", "merge"))
         return _NOT_FOUND
     if len(rest) == 2 and rest[0] == "branches" and method == "GET":
         return _branch(state, rest[1])
     if len(rest) == 3 and rest[0] == "commits" and rest[2] == "status":
         return 200, {"state": "success", "statuses": [], "sha": rest[1], "total_count": 0}
     if len(rest) == 3 and rest[0] == "commits" and rest[2] == "check-runs":
-        runs = state.check_runs()
-        return 200, {"total_count": len(runs), "check_runs": runs}
+        return _page_of_runs(state, request)
     return _NOT_FOUND
 
 
@@ -232,6 +317,21 @@ def _branch(state: GitHubState, name: str) -> Reply:
     if tip is None:
         return 404, {"message": "Branch not found"}
     return 200, {"name": name, "commit": {"sha": tip}, "protected": name in state.protected}
+
+
+def _page_of_runs(state: GitHubState, request: Request) -> Reply:
+    """One page of check runs: ``per_page`` (30 by default, at most 100) from ``page``
+    (1-based), with a ``Link`` header naming the next page while there is one."""
+    runs = state.check_runs()
+    per_page = min(100, int(request.query.get("per_page", "30")))
+    page = int(request.query.get("page", "1"))
+    shown = runs[(page - 1) * per_page : page * per_page]
+    headers: dict[str, str] = {}
+    if page * per_page < len(runs):
+        host = request.headers.get("Host")
+        following = f"http://{host}{request.path}?per_page={per_page}&page={page + 1}"
+        headers["Link"] = f'<{following}>; rel="next"'
+    return 200, {"total_count": len(runs), "check_runs": shown}, headers
 
 
 def _open_pull(state: GitHubState, body: dict[str, Any]) -> Reply:

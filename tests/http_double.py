@@ -6,6 +6,12 @@ writes only its contract: ``answer(request) -> (status, body[, headers])``. Answ
 given one at a time (under one lock), so a double's state needs no locking of its own;
 methods the double does not serve get the standard library's 501. Nothing listens beyond
 the loopback interface.
+
+A double can also lose an answer after doing the work (:func:`lose_answer`): the server
+closes the connection without a response, as a proxy timing out or a connection reset does
+in production, so the client cannot tell whether its request was carried out. Neon's
+reference says of exactly this case that a POST, PUT, PATCH or DELETE "may have reached the
+server and been successfully processed, but the response failed to reach the client".
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["Reply", "Request", "queued_failure", "serve"]
+__all__ = ["LOST", "Reply", "Request", "lose_answer", "queued_failure", "serve"]
 
 Reply = tuple[int, Any] | tuple[int, Any, Mapping[str, str]]  # status, JSON body, headers
+LOST = 0  # the status of a reply never sent: the connection is closed instead
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,18 @@ def queued_failure(failures: list[tuple[int, dict[str, str]]], body: Any) -> Rep
     return status, body, headers
 
 
+def lose_answer(lost: list[str], request: Request, reply: Reply) -> Reply:
+    """``reply``, or :data:`LOST` when the first of ``lost`` names this request: ``"PUT"``
+    (its method) or ``"POST /branches"`` (method and the end of its path). The work behind
+    ``reply`` is already done; each entry loses one answer."""
+    for i, entry in enumerate(lost):
+        method, _, tail = entry.partition(" ")
+        if method == request.method and request.path.endswith(tail):
+            del lost[i]
+            return LOST, None
+    return reply
+
+
 @contextmanager
 def serve(answer: Callable[[Request], Reply], methods: Iterable[str] = ("GET",)) -> Iterator[str]:
     """Serve ``answer`` for ``methods`` on 127.0.0.1 (a free port) for the ``with`` block;
@@ -75,6 +94,9 @@ def serve(answer: Callable[[Request], Reply], methods: Iterable[str] = ("GET",))
             request = Request(method, self.path, body, self.headers)
             with lock:
                 status, payload, *more = answer(request)
+            if status == LOST:
+                self.close_connection = True  # closed without a word: the answer is lost
+                return
             encoded = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

@@ -1,12 +1,16 @@
 """A contract double of the Neon API v2 subset orchestrator uses, on a local HTTP server.
 
 It answers the request and response shapes of Neon's published reference
-(``https://api-docs.neon.tech``) for branches (list, create, get, delete, restore),
-operations (get), the connection URI (``GET /projects/{id}/connection_uri``), projects
-(``GET /projects``) and endpoints (``GET /projects/{id}/endpoints``):
-bearer-key authentication, ``{"code", "message"}`` errors, operations that run for a few
-polls then finish. Tests can queue failures (429 with ``Retry-After``, 503, 423) and make
-the next operation fail.
+(``https://api-docs.neon.tech``, the API v2 OpenAPI description) for branches (list,
+create, get, delete, restore), operations (get, list) and the connection URI
+(``GET /projects/{id}/connection_uri``), projects (``GET /projects``) and endpoints
+(``GET /projects/{id}/endpoints``): bearer-key authentication, ``{"code", "message"}``
+errors, operations that run for a few polls then finish (``OperationStatus``: running, then
+finished, failed or error). Tests can queue failures (429 with ``Retry-After``, 503, 423),
+make the next operation fail (``fail_next_operation``: ``"failed"`` or ``"error"``), and
+lose answers after doing the work (``lost``: the reference's "the request may have reached
+the server and been successfully processed, but the response failed to reach the
+client").
 
 Backed by real PostgreSQL when given a cluster (``neon_double(cluster_url=...)``): each
 branch is a real database of that cluster. Creating a branch copies its parent's database
@@ -46,7 +50,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from orchestrator.sandbox.pg import ServerBinariesMissing, find_bindir, with_dbname
-from tests.http_double import Reply, Request, queued_failure, serve
+from tests.http_double import Reply, Request, lose_answer, queued_failure, serve
 
 
 def _tool(name: str) -> str:
@@ -143,7 +147,8 @@ class NeonState:
     requests: list[tuple[str, str, Any]] = field(default_factory=list)  # method, path, body
     restores: list[dict[str, Any]] = field(default_factory=list)  # target id + body, in order
     failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # queued answers
-    fail_next_operation: bool = False
+    fail_next_operation: bool | str = False  # True or "failed"; "error"
+    lost: list[str] = field(default_factory=list)  # answers to lose: "POST /branches", ...
     polls_to_finish: int = 2
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -284,7 +289,15 @@ def _answer(state: NeonState, request: Request) -> Reply:
         return _projects(state, request.query)
     if request.segments[:4] != ["api", "v2", "projects", state.project_id]:
         return _error(404, "project not found")
+    return lose_answer(state.lost, request, _route(state, request))
+
+
+def _route(state: NeonState, request: Request) -> Reply:
     method, body, rest = request.method, request.body, request.segments[4:]
+    if rest == ["operations"] and method == "GET":
+        # OperationsResponse: newest first, with a cursor pagination object.
+        listed = [_public(op) for op in reversed(state.operations.values())]
+        return 200, {"operations": listed, "pagination": {"cursor": ""}}
     if rest == ["branches"] and method == "GET":
         return 200, {"branches": list(state.branches.values())}
     if rest == ["branches"] and method == "POST":
@@ -330,8 +343,9 @@ def _poll(state: NeonState, op_id: str) -> Reply:
         return _error(404, "operation not found")
     op["_polls"] += 1
     if op["_polls"] >= state.polls_to_finish:
-        op["status"] = "failed" if op["_fail"] else "finished"
-        if op["_fail"]:
+        fail = op["_fail"]
+        op["status"] = (fail if isinstance(fail, str) else "failed") if fail else "finished"
+        if fail:
             op["error"] = "timeline creation failed"
     return 200, {"operation": _public(op)}
 

@@ -5,6 +5,7 @@ branch protection does), and the GitHub contract double merging into that origin
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,21 +23,27 @@ from tests.release_world import TRANSITIONS_OF_A_FULL_DEPLOY, World, build_world
 GIT_LINE = "git: {repo: app, remote: origin, source: staging, target: main}"
 
 
+def through_github(world: World, api: str, extra: str = "") -> None:
+    """The world's playbook merges through the GitHub double at ``api`` (``extra``: more
+    keys of the github: block), and its origin's main refuses direct pushes."""
+    text = world.playbook.read_text()
+    assert GIT_LINE in text
+    world.playbook.write_text(
+        text.replace(
+            GIT_LINE,
+            "git: {repo: app, remote: origin, source: staging, target: main, via: github_pr,\n"
+            f"      github: {{repo: acme/service-desk, api_url: '{api}',\n"
+            f"               checks_timeout: 10s, checks_interval: 100ms{extra}}}}}",
+        )
+    )
+    protect_branch(world.repo.origin)
+
+
 @contextmanager
 def pr_world(root: Path, url: str) -> Iterator[tuple[World, GitHubState]]:
     """A release world whose target takes changes only through the GitHub double."""
     with build_world(root, url) as world, github_double(world.repo.origin) as (api, github):
-        text = world.playbook.read_text()
-        assert GIT_LINE in text
-        world.playbook.write_text(
-            text.replace(
-                GIT_LINE,
-                "git: {repo: app, remote: origin, source: staging, target: main, via: github_pr,\n"
-                f"      github: {{repo: acme/service-desk, api_url: '{api}',\n"
-                "               checks_timeout: 10s, checks_interval: 100ms}}",
-            )
-        )
-        protect_branch(world.repo.origin)
+        through_github(world, api)
         yield world, github
 
 
@@ -128,7 +135,9 @@ def test_an_unmergeable_pull_request_stops_the_run_before_the_backup(
         assert "backup" not in record.steps and "migrate" not in record.steps
         assert tracking_rows(world.database_url) == rows  # no migration
 
-        github.checks, github.approved, github.review_required = {}, False, True
+        # Every check reported passed, and still blocked: a review is missing.
+        github.checks = {"ci/test": ["completed", "success"]}
+        github.approved, github.review_required = False, True
         record = world.deploy(environ=environ(world, github))
         assert record.exit_code == 21 and "backup" not in record.steps
         assert "a required review is missing" in str(record.halt_reason)
@@ -145,6 +154,36 @@ def test_required_checks_still_running_are_waited_for(tmp_path: Path, database_u
         events = read_events(world.store.audit_path(record.run_id))
         waits = [e for e in events if e["event"] == "pull_request_waiting"]
         assert waits and "checks still running: ci/test" in waits[0]["reason"]
+
+
+def test_blocked_before_any_check_is_reported_is_waited_for_not_refused(
+    tmp_path: Path, database_url: str
+) -> None:
+    with pr_world(tmp_path, database_url) as (world, github):
+        github.required_checks = ("ci/test",)
+        github.checks = {"ci/test": ["completed", "success"]}
+        github.checks_reported_after = 6  # CI reports nothing for a while, then passes
+        record = world.deploy(environ=environ(world, github))
+        assert record.state == "succeeded", record.halt_reason
+        events = read_events(world.store.audit_path(record.run_id))
+        waits = [e for e in events if e["event"] == "pull_request_waiting"]
+        assert waits and "no check is reported yet" in waits[0]["reason"]
+
+
+def test_a_rate_limit_is_waited_out_with_a_notice_for_the_operator(
+    tmp_path: Path, database_url: str
+) -> None:
+    with pr_world(tmp_path, database_url) as (world, github):
+        # GitHub's primary rate limit, reset in a second (UTC epoch seconds).
+        reset = str(int(time.time()) + 1)
+        github.failures = [(403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset})]
+        shown: list[str] = []
+        record = world.deploy(environ=environ(world, github), on_progress=shown.append)
+        assert record.state == "succeeded", record.halt_reason
+        assert any("GitHub API rate limit: waiting" in line for line in shown)
+        events = read_events(world.store.audit_path(record.run_id))
+        [limited] = [e for e in events if e["event"] == "rate_limited"]
+        assert "HTTP 403" in str(limited["error"]) and float(str(limited["wait_s"])) <= 1.0
 
 
 def test_rollback_opens_a_revert_pull_request(tmp_path: Path, database_url: str) -> None:
@@ -182,6 +221,7 @@ def test_the_rehearsal_predicts_an_unmergeable_pull_request_and_opens_none(
         assert github.pulls == {}  # read-only: nothing opened
 
         github.review_required = True
+        github.checks = {"ci/test": ["completed", "success"]}
         from orchestrator.platforms.github import GitHubApi
         from orchestrator.platforms.http import ApiClient
 
@@ -222,6 +262,34 @@ def test_resume_finds_the_pull_request_merged_meanwhile(tmp_path: Path, database
         assert [b for b in merges(github)] == [
             {"sha": declined.source_commit, "merge_method": "merge", "commit_title": "by hand"}
         ]
+
+
+def test_resume_finds_the_pull_request_squashed_by_hand_and_follows_the_squash_commit(
+    tmp_path: Path, database_url: str
+) -> None:
+    from orchestrator.engine.run import resume
+    from orchestrator.platforms.github import GitHubApi
+    from orchestrator.platforms.http import ApiClient
+
+    with pr_world(tmp_path, database_url) as (world, github):
+        declined = world.deploy(
+            environ=environ(world, github), confirm=lambda q: not q.startswith("Merge")
+        )
+        assert declined.state == "halted" and declined.steps["halt"]["from"] == "revalidated"
+        before = world.origin_main()
+        # Someone squashes the pull request by hand meanwhile: main gets a new commit that
+        # does not contain the staging commit.
+        api = GitHubApi(github.repo, ApiClient("GitHub API", world_api(world), github.token))
+        squash = api.merge_pull(1, str(declined.source_commit), title="x", method="squash")
+        assert git(world.repo.origin, "rev-parse", f"{squash}^@") == before
+        resumed = resume(
+            declined.run_id, world.store, world.interaction(environ=environ(world, github))
+        )
+        assert resumed.state == "succeeded", resumed.halt_reason
+        merged = resumed.steps["merge"]
+        assert merged["pushed_commit"] == squash and "found merged on resume" in merged["note"]
+        assert merged["previous_target_commit"] == before
+        assert len(merges(github)) == 1  # the run merged nothing itself
 
 
 def test_a_source_already_in_the_target_asks_github_nothing_in_the_rehearsal_as_in_preflight(

@@ -377,6 +377,35 @@ def test_a_merge_through_a_pull_request_counts_only_once_github_says_merged() ->
     assert not merge_pushed(r, Seen(remote_has_release=False))
 
 
+@dataclass(frozen=True)
+class OnlyHolds(Seen):
+    """A remote whose target holds exactly ``commit`` (a squash commit, say), and not the
+    source commit the run pinned."""
+
+    commit: str = ""
+
+    def remote_contains(self, commit: str) -> bool:
+        return commit == self.commit
+
+
+def test_the_guard_follows_the_commit_the_merge_made_not_the_source_commit() -> None:
+    from orchestrator.engine.machine import merge_pushed
+
+    squash = "c" * 40  # GitHub's squash commit: it does not contain the source ("a" * 40)
+    r = record(merge={"pushed_commit": squash, "pull_request": 7, "merge_method": "squash"})
+    assert merge_pushed(r, OnlyHolds(commit=squash))
+    assert not merge_pushed(r, OnlyHolds(commit="a" * 40))  # the squash commit is gone
+
+
+def test_the_tip_before_a_merge_is_as_many_steps_back_as_the_method_wrote() -> None:
+    from orchestrator.engine.steps.merge import previous_tip
+
+    assert previous_tip(["p1", "p2"], "merge", 3) == 1
+    assert previous_tip(["p1"], "squash", 3) == 1
+    assert previous_tip(["p1"], "rebase", 3) == 3
+    assert previous_tip(["p1"], "rebase", 0) == 1
+
+
 def test_the_way_back_is_read_again_right_before_migrating() -> None:
     from orchestrator.engine.machine import LIVE, GuardedStep, backup_before_migrating
 

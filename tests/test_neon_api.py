@@ -103,3 +103,71 @@ def test_an_unreachable_api_is_retried_then_a_neon_error_without_the_key() -> No
     with pytest.raises(NeonError, match="cannot reach") as raised:
         api.find_branch("main")
     assert len(waits) == 2 and raised.value.status is None and KEY not in str(raised.value)
+
+
+def posts(state: NeonState) -> list[str]:
+    return [path for method, path, _body in state.requests if method == "POST"]
+
+
+def test_a_create_whose_answer_is_lost_is_adopted_never_sent_twice() -> None:
+    with neon_double(api_key=KEY) as (url, state):
+        main = state.add_branch("main")
+        state.lost = ["POST /branches"]  # the branch is made, the answer never arrives
+        api = client(url, state, [])
+        branch = api.create_branch(parent_id=main["id"], parent_lsn="0/1", name="pre-run")
+        assert state.branch_names() == ["main", "pre-run"]  # exactly one backup branch
+        assert len(posts(state)) == 1 and branch.name == "pre-run"
+        # It waited for the adopted branch's operation to finish.
+        [op] = [o for o in state.operations.values() if o["branch_id"] == branch.id]
+        assert op["status"] == "finished"
+
+
+def test_a_post_answered_with_a_5xx_is_looked_at_not_retried() -> None:
+    with neon_double(api_key=KEY) as (url, state):
+        main = state.add_branch("main")
+        state.failures = [(500, {})]  # answered before the double did anything
+        api = client(url, state, [])
+        with pytest.raises(NeonError, match="no branch pre-run exists: nothing was created"):
+            api.create_branch(parent_id=main["id"], parent_lsn=None, name="pre-run")
+        assert len(posts(state)) == 1 and state.branch_names() == ["main"]
+        state.failures = [(503, {})]  # 503: Neon says it is always safe to ask again
+        api.create_branch(parent_id=main["id"], parent_lsn=None, name="pre-run")
+        assert len(posts(state)) == 3 and state.branch_names() == ["main", "pre-run"]
+
+
+def test_a_restore_and_a_delete_whose_answers_are_lost_are_adopted() -> None:
+    with neon_double(api_key=KEY) as (url, state):
+        main = state.add_branch("main")
+        backup = state.add_branch("pre-run", main["id"])
+        state.lost = ["POST /restore", "DELETE"]
+        api = client(url, state, [])
+        api.restore_branch(
+            main["id"], source_branch_id=backup["id"], source_lsn=None, preserve_as="main-old"
+        )
+        assert len(state.restores) == 1 and "main-old" in state.branch_names()
+        api.delete_branch(backup["id"])
+        assert "pre-run" not in state.branch_names() and state.lost == []
+
+
+def test_423_is_asked_again_five_times_three_seconds_apart() -> None:
+    with neon_double(api_key=KEY) as (url, state):
+        main = state.add_branch("main")
+        state.failures = [(423, {})] * 5
+        waits: list[float] = []
+        api = client(url, state, waits)
+        api.create_branch(parent_id=main["id"], parent_lsn=None, name="a")  # a POST too
+        assert waits[:5] == [3.0] * 5 and len(posts(state)) == 6
+        state.failures = [(423, {})] * 6
+        with pytest.raises(NeonError, match="HTTP 423"):
+            api.find_branch("main")
+
+
+def test_an_operation_in_error_ends_the_wait_at_once() -> None:
+    with neon_double(api_key=KEY) as (url, state):
+        main = state.add_branch("main")
+        state.fail_next_operation = "error"
+        api = client(url, state, [])
+        with pytest.raises(NeonError, match="timeline creation failed"):
+            api.create_branch(parent_id=main["id"], parent_lsn=None, name="doomed")
+        polls = [p for _m, p, _b in state.requests if "/operations/" in p]
+        assert len(polls) == state.polls_to_finish  # not one poll more

@@ -122,6 +122,31 @@ def test_restore_brings_production_back_to_before_the_run(
     assert KEY not in out + err
 
 
+def test_a_restore_whose_answer_is_lost_is_adopted_not_sent_twice(
+    world: World, backed_neon: NeonState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = schema_fingerprint(world.database_url)
+    record = deployed(world)
+    backed_neon.lost = ["POST /restore"]  # Neon restores, the answer never arrives
+    code, out, err = cli(
+        world,
+        capsys,
+        "rollback",
+        record.run_id,
+        "--restore-database",
+        "--confirm-branch",
+        "main",
+        "--yes",
+        "--json",
+    )
+    assert code == 10, err  # restored, validated: the release's migrations pending again
+    assert backed_neon.lost == [] and len(backed_neon.restores) == 1  # exactly one restore
+    restores = [r for r in backed_neon.requests if r[0] == "POST" and r[1].endswith("/restore")]
+    assert len(restores) == 1
+    assert schema_fingerprint(world.database_url) == before
+    assert json.loads(out)["database_restore"]["preserved_as"] == f"pre-restore-{record.run_id}"
+
+
 def test_a_wrong_branch_name_or_no_terminal_changes_nothing(
     world: World, backed_neon: NeonState, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -34,12 +34,14 @@ def at(event: dict[str, object]) -> float:
 
 
 @contextmanager
-def vercel_world(root: Path, url: str, final_state: str) -> Iterator[tuple[World, VercelState]]:
+def vercel_world(
+    root: Path, url: str, final_state: str, timeout: str = "15s"
+) -> Iterator[tuple[World, VercelState]]:
     with build_world(root, url) as world, vercel_double(world.repo.origin) as (api, vercel):
         vercel.final_state, vercel.build_seconds = final_state, 0.6
         with_release(
             world,
-            f"{{timeout: 15s, interval: 150ms, vercel: {{project_id: {vercel.project_id}, "
+            f"{{timeout: {timeout}, interval: 150ms, vercel: {{project_id: {vercel.project_id}, "
             f"team_id: {vercel.team_id}, api_url: '{api}'}}}}",
         )
         yield world, vercel
@@ -125,6 +127,38 @@ def test_a_vercel_deployment_that_turns_ready_opens_the_monitor_window(
         assert gate["deployment_state"] == "READY" and gate["gate"] == "vercel"
         assert gate["deployment_id"] == vercel.deployments[0]["uid"]
         assert all("projectId=prj_service_desk" in p for _m, p in vercel.requests if "v6" in p)
+
+
+def test_a_staged_production_deployment_does_not_pass_the_gate(
+    tmp_path: Path, database_url: str
+) -> None:
+    with vercel_world(tmp_path, database_url, "READY", timeout="2s") as (world, vercel):
+        vercel.ready_substate = "STAGED"  # built, never promoted to production traffic
+        env = {"DATABASE_URL": world.database_url, "VERCEL_TOKEN": vercel.token}
+        record = world.deploy(environ=env)
+        assert record.state == "halted" and record.exit_code == 22
+        staged = vercel.deployments[0]
+        assert staged["state"] == "READY" and staged["readySubstate"] == "STAGED"
+        assert staged["meta"]["githubCommitSha"] == record.steps["merge"]["pushed_commit"]
+        assert "not live after the release timeout" in str(record.halt_reason)
+        assert "READY STAGED" in str(record.halt_reason)
+        assert "monitor" not in record.steps
+        # Each look asked Vercel for the deployments of the pushed commit by its sha.
+        pushed = record.steps["merge"]["pushed_commit"]
+        assert any(f"sha={pushed}" in path for _m, path in vercel.requests)
+
+
+def test_a_deleted_production_deployment_ends_the_gate_at_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    with vercel_world(tmp_path, database_url, "DELETED") as (world, vercel):
+        env = {"DATABASE_URL": world.database_url, "VERCEL_TOKEN": vercel.token}
+        record = world.deploy(environ=env)
+        assert record.state == "halted" and record.exit_code == 22
+        assert record.steps["release"]["ending"] == "failed"
+        assert "the deployment failed" in str(record.halt_reason)
+        assert "DELETED" in str(record.halt_reason)
+        assert record.steps["release"]["deployment_state"] == "DELETED"
 
 
 def test_without_the_vercel_token_the_deploy_does_not_start(

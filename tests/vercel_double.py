@@ -1,12 +1,18 @@
 """A contract double of the Vercel REST API subset the release gate uses, on a local HTTP
-server: ``GET /v6/deployments`` (``projectId``, ``teamId``, ``target=production``) and
-``GET /v13/deployments/{id}``, with bearer-token authentication and
-``{"error": {"code", "message"}}`` errors, as published.
+server: ``GET /v6/deployments`` (``projectId``, ``teamId``, ``target=production``, ``sha``)
+and ``GET /v13/deployments/{id}``, with bearer-token authentication and
+``{"error": {"code", "message"}}`` errors, in the shapes of Vercel's published REST
+reference ("Deployments": List deployments, Get a deployment by ID or URL): the list gives
+``uid``, ``state`` and ``readyState``, ``readySubstate``, ``created`` and ``createdAt``;
+the v13 answer gives ``id``, ``readyState``, ``readySubstate`` and ``createdAt`` only.
 
 Deployments follow the real bare origin (:class:`tests.production_double.LiveCommit`'s
 origin and branch): each new tip of the target branch gets a production deployment with
 ``meta.githubCommitSha``, BUILDING for ``build_seconds``, then ``final_state`` (READY, or
-ERROR / CANCELED to make a release fail). Tests can queue failures (429 with Retry-After).
+ERROR / CANCELED / DELETED to make a release fail). A READY one carries ``ready_substate``:
+PROMOTED (serving), or STAGED (a production deployment that was not promoted: it never gets
+production traffic) or ROLLING (a rolling release moving traffic to it). Tests can queue
+failures (429 with Retry-After).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class VercelState:
     branch: str = "main"
     build_seconds: float = 1.0
     final_state: str = "READY"
+    ready_substate: str = "PROMOTED"  # what a READY deployment says: PROMOTED, STAGED, ROLLING
     deployments: list[dict[str, Any]] = field(default_factory=list)  # newest first
     requests: list[tuple[str, str]] = field(default_factory=list)
     failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
@@ -53,6 +60,7 @@ class VercelState:
                 "url": f"service-desk-{n:04d}.vercel.app",
                 "created": int(time.time() * 1000),
                 "state": "READY" if ready else "BUILDING",
+                "readySubstate": "PROMOTED" if ready else None,
                 "target": "production",
                 "meta": {"githubCommitSha": tip, "githubCommitRef": self.branch},
                 "_since": time.monotonic(),
@@ -65,11 +73,24 @@ class VercelState:
         for d in self.deployments:
             if d["state"] == "BUILDING" and time.monotonic() - d["_since"] >= self.build_seconds:
                 d["state"] = self.final_state
+                if d["state"] == "READY":
+                    d["readySubstate"] = self.ready_substate
 
 
 def _public(d: dict[str, Any]) -> dict[str, Any]:
-    shown = {k: v for k, v in d.items() if not k.startswith("_")}
+    """A deployment as the v6 list shows it."""
+    shown = {k: v for k, v in d.items() if not k.startswith("_") and v is not None}
     shown["readyState"] = shown["state"]
+    shown["createdAt"] = shown["created"]
+    return shown
+
+
+def _v13(d: dict[str, Any]) -> dict[str, Any]:
+    """A deployment as ``GET /v13/deployments/{id}`` shows it: ``id``, ``readyState``,
+    ``createdAt``; no ``uid``, ``state`` nor ``created``."""
+    shown = _public(d)
+    shown["id"] = shown.pop("uid")
+    del shown["state"], shown["created"]
     return shown
 
 
@@ -96,7 +117,10 @@ def _answer(state: VercelState, request: Request) -> Reply:
         if query.get("projectId") != state.project_id:
             return _error(404, "not_found", "Project not found")
         found = [
-            _public(d) for d in state.deployments if query.get("target") in (None, d["target"])
+            _public(d)
+            for d in state.deployments
+            if query.get("target") in (None, d["target"])
+            and query.get("sha") in (None, d["meta"]["githubCommitSha"])
         ]
         return 200, {"deployments": found, "pagination": {"count": len(found)}}
     if request.path.startswith("/v13/deployments/"):
@@ -104,9 +128,7 @@ def _answer(state: VercelState, request: Request) -> Reply:
         match = [d for d in state.deployments if d["uid"] == uid]
         if not match:
             return _error(404, "not_found", "Deployment not found")
-        shown = _public(match[0])
-        shown["id"] = shown.pop("uid")
-        return 200, shown
+        return 200, _v13(match[0])
     return _error(404, "not_found", "The requested path does not exist")
 
 

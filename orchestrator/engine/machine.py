@@ -135,15 +135,17 @@ def revalidated_safe(record: RunRecord, seen: Observations) -> bool:
 
 
 def merge_pushed(record: RunRecord, seen: Observations) -> bool:
-    """The merge step ended, and the remote target branch contains the release commit (and,
-    merged through a pull request, GitHub says it is merged)."""
+    """The merge step ended, and the remote target branch contains the commit the merge
+    pushed or GitHub's merge made (a squash or rebase commit does not contain the source
+    commit, so that is not what is looked for); merged through a pull request, GitHub says
+    it is merged."""
     commit = record.source_commit
     merge = MergeOutcome.of(record)
     if not merge.pushed_commit or commit is None:
         return False
     if merge.pull_request is not None and not seen.pull_request_merged(merge.pull_request):
         return False
-    return seen.remote_contains(commit)
+    return seen.remote_contains(merge.pushed_commit)
 
 
 def release_live(record: RunRecord, seen: Observations) -> bool:
@@ -282,7 +284,8 @@ def _release_gone(record: RunRecord) -> tuple[ExitCode, str]:
         "" if ReleaseOutcome.of(record).gate == "none" else ", or production no longer serves it"
     )
     return ExitCode.GUARD_FAILED, (
-        f"the release commit {str(record.source_commit)[:12]} is no longer on {where}{served}: "
+        f"the release commit {str(MergeOutcome.of(record).pushed_commit)[:12]} is no longer "
+        f"on {where}{served}: "
         "someone moved the branch or rolled the deployment back after the merge (the guard "
         "events say which); release it again or deploy anew"
     )

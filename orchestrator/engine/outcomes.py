@@ -50,6 +50,7 @@ class PreflightOutcome:
     pull_request: int | None = None  # the pull request found or opened (github_pr)
     pull_request_url: str | None = None
     already_merged: bool = False  # the target held the release commit before the run
+    merge_method: str = "merge"  # how GitHub merges the pull request (github_pr)
 
     @classmethod
     def of(cls, record: RunRecord) -> PreflightOutcome:
@@ -71,6 +72,7 @@ class PreflightOutcome:
             pull_request=_number(raw.get("pull_request")),
             pull_request_url=_text(raw.get("pull_request_url")),
             already_merged=bool(raw.get("already_merged")),
+            merge_method=str(raw.get("merge_method") or "merge"),
         )
 
     @staticmethod
@@ -106,14 +108,21 @@ class PreflightOutcome:
 
     @staticmethod
     def pull_request_entry(
-        number: int, url: str, *, opened: bool, mergeable_state: str | None
+        number: int,
+        url: str,
+        *,
+        opened: bool,
+        mergeable_state: str | None,
+        merge_method: str | None = None,
     ) -> dict[str, Any]:
-        """What pre-flight adds for ``git.via: github_pr``: the pull request found or opened."""
+        """What pre-flight adds for ``git.via: github_pr``: the pull request found or opened,
+        and the merge method chosen for it."""
         return {
             "pull_request": number,
             "pull_request_url": url,
             "pull_request_opened": opened,
             "mergeable_state": mergeable_state,
+            "merge_method": merge_method,
         }
 
 
@@ -273,14 +282,18 @@ class MergeOutcome:
         merge_commit: str | None,
         fast_forward: bool,
         pull_request: tuple[int, str] | None = None,
+        merge_method: str | None = None,
         note: str | None = None,
     ) -> dict[str, Any]:
         """The record entry of a pushed release; ``pull_request``: (number, url) when it was
-        merged through one (``git.via: github_pr``); ``note``: how resume found it."""
+        merged through one (``git.via: github_pr``), with ``merge_method``; ``note``: how
+        resume found it. ``pushed_commit`` is the release from then on: what GitHub's merge
+        made (a squash or rebase commit does not contain the source commit)."""
         entry: dict[str, Any] = {}
         if pull_request is not None:
             number, url = pull_request
             entry.update({"via": "github_pr", "pull_request": number, "pull_request_url": url})
+            entry["merge_method"] = merge_method
         entry.update(
             {
                 "pushed_commit": pushed_commit,

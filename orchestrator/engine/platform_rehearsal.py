@@ -8,16 +8,29 @@ what they said (:func:`predict_pull_request`, :func:`predict_release`, both pure
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from orchestrator.engine.steps.pull_request import judge_for_preflight, through_pull_request
+from orchestrator.engine.steps.preflight import MERGEABILITY_WAIT_S
+from orchestrator.engine.steps.pull_request import (
+    judge_for_preflight,
+    not_started,
+    through_pull_request,
+)
 from orchestrator.errors import GuardError, MonitorUnhealthyError
-from orchestrator.platforms.github import Mergeability, github_api, judge_pull
+from orchestrator.platforms.github import (
+    GitHubApi,
+    Mergeability,
+    PullRequest,
+    choose_merge_method,
+    github_api,
+    judge_pull,
+)
 from orchestrator.platforms.http import ApiError
 from orchestrator.platforms.liveness import probe_url
 from orchestrator.platforms.vercel import vercel_api
-from orchestrator.playbook import Playbook
+from orchestrator.playbook import GitHubSpec, Playbook
 
 __all__ = ["PlatformLook", "look_at_platforms", "predict_pull_request", "predict_release"]
 
@@ -45,14 +58,19 @@ def look_at_platforms(
     via_pull_request = through_pull_request(spec.via, already_merged)
     if via_pull_request:
         api = github_api(playbook, environ)
+        assert spec.github is not None  # the playbook requires it with github_pr
         try:
+            method, why = choose_merge_method(spec.github.merge_method, api.repository())
             pr = api.find_open_pull(spec.source, spec.target)
         except ApiError as exc:
             verdict = Mergeability("refused", f"GitHub does not answer: {exc}")
         else:
-            if pr is not None:
+            if method is None:
+                verdict = Mergeability("refused", f"cannot merge through GitHub: {why}")
+            elif pr is not None:
                 pull = f"#{pr.number} {pr.url}"
-                verdict = judge_for_preflight(pr, judge_pull(pr, api.checks(pr.head_sha)), source)
+                pr, judged = _settled(api, api.get_pull(pr.number), spec.github)
+                verdict = judge_for_preflight(pr, judged, source)
     answers, detail = None, ""
     release = playbook.release
     if release is not None and release.url is not None:
@@ -75,6 +93,21 @@ def look_at_platforms(
                 else "Vercel lists no production deployment yet"
             )
     return PlatformLook(via_pull_request, pull, verdict, answers, detail)
+
+
+def _settled(
+    api: GitHubApi, pr: PullRequest, spec: GitHubSpec, sleep: Callable[[float], None] = time.sleep
+) -> tuple[PullRequest, Mergeability]:
+    """GitHub's verdict on ``pr`` once it has said what stands in the way, asked as
+    pre-flight asks (every ``checks_interval``, for at most pre-flight's wait)."""
+    looks = max(1, int(min(MERGEABILITY_WAIT_S, spec.checks_timeout) / spec.checks_interval))
+    for look in range(looks):
+        judged = judge_pull(pr, api.checks(pr.head_sha))
+        if not not_started(pr, judged) or look == looks - 1:
+            break
+        sleep(spec.checks_interval)
+        pr = api.get_pull(pr.number)
+    return pr, judged
 
 
 def predict_pull_request(look: PlatformLook, playbook: Playbook) -> str | None:

@@ -264,7 +264,7 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
             on_retry=reported,
         )
         with hold_database(playbook, url, record.run_id, on_retry=reported) as lock:
-            now = observe(playbook, record, url)
+            now = observe(playbook, record, url, interaction.environ)
             reasons = changes_since(record, now) if now is not None else []
             if reasons:
                 with open_run(playbook, record, store, url, interaction) as ctx:

@@ -11,13 +11,16 @@ the operator must look, and ``resume`` refuses with the reasons (exit 2, nothing
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from orchestrator.database import validate_database
-from orchestrator.engine.outcomes import PreflightOutcome
+from orchestrator.engine.outcomes import MergeOutcome, PreflightOutcome
 from orchestrator.engine.settings import journal_at, migrate_options, retry_policy, shadow_spec
 from orchestrator.errors import DatabaseError
 from orchestrator.gitrepo import contains, open_repo, remote_tips
+from orchestrator.platforms.github import github_api
+from orchestrator.platforms.http import ApiError
 from orchestrator.playbook import Playbook
 from orchestrator.runs import RunRecord
 from orchestrator.validation import Verdict
@@ -29,7 +32,9 @@ class WorldNow:
 
     source_tip: str  # <remote>/<source> now
     target_tip: str  # <remote>/<target> now
-    source_merged: bool  # the pinned source commit is already in <remote>/<target>
+    # The release is already in <remote>/<target>: the pinned source commit, or the commit
+    # the run's merge made (a squash or rebase commit does not contain the source commit).
+    source_merged: bool
     tracked_hashes: frozenset[str]  # every hash in the tracking table now
 
 
@@ -64,8 +69,14 @@ def changes_since(record: RunRecord, now: WorldNow) -> list[str]:
     return reasons
 
 
-def observe(playbook: Playbook, record: RunRecord, url: str) -> WorldNow | None:
+def observe(
+    playbook: Playbook, record: RunRecord, url: str, environ: Mapping[str, str] | None = None
+) -> WorldNow | None:
     """Fetch the branches and read the tracking table; ``None`` if nothing is pinned yet.
+
+    The release counts as merged when the target holds the pinned source commit, the commit
+    the run's merge recorded, or (merged through a pull request, perhaps by the interrupted
+    attempt or by hand with squash or rebase) the commit GitHub says that merge made.
 
     :class:`DatabaseError` (exit 30) when the database cannot be read.
     """
@@ -79,7 +90,7 @@ def observe(playbook: Playbook, record: RunRecord, url: str) -> WorldNow | None:
         url,
         journal,
         migrate_options(playbook),
-        shadow=shadow_spec(playbook, os.environ),
+        shadow=shadow_spec(playbook, os.environ if environ is None else environ),
         retry=retry_policy(playbook),
     )
     if report.status is Verdict.ERROR:
@@ -89,6 +100,26 @@ def observe(playbook: Playbook, record: RunRecord, url: str) -> WorldNow | None:
     return WorldNow(
         source_tip=tips[spec.source],
         target_tip=tips[spec.target],
-        source_merged=contains(repo, tips[spec.target], record.source_commit),
+        source_merged=any(
+            contains(repo, tips[spec.target], commit)
+            for commit in (record.source_commit, *_merge_commits(playbook, record, environ))
+            if commit
+        ),
         tracked_hashes=report.tracked_hashes,
     )
+
+
+def _merge_commits(
+    playbook: Playbook, record: RunRecord, environ: Mapping[str, str] | None
+) -> list[str | None]:
+    """The commit the run's merge recorded, else the one GitHub says the run's pull request
+    was merged as (asked only when it went through one and nothing was recorded)."""
+    pushed = MergeOutcome.of(record).pushed_commit
+    number = PreflightOutcome.of(record).pull_request
+    if pushed or number is None or environ is None or playbook.git.via != "github_pr":
+        return [pushed]
+    try:
+        pr = github_api(playbook, environ).get_pull(number)
+    except ApiError:  # GitHub does not answer: only git's view counts (the target moved?)
+        return [pushed]
+    return [pr.merge_commit_sha if pr.merged else None]

@@ -8,14 +8,21 @@ Endpoints (Neon's published reference, ``https://console.neon.tech/api/v2``):
 - ``DELETE /projects/{project_id}/branches/{branch_id}``     delete a branch
 - ``POST   /projects/{project_id}/branches/{branch_id}/restore``   restore a branch
 - ``GET    /projects/{project_id}/operations/{operation_id}``      poll an operation
+- ``GET    /projects/{project_id}/operations``                   the project's operations
 - ``GET    /projects/{project_id}/connection_uri``               a branch's connection URI
 
 Every call goes through the platforms' shared transport
 (:class:`orchestrator.platforms.http.ApiClient`): the key as a bearer token, JSON both ways.
-429 (rate limit), 423 (another operation of the project is running) and 5xx answers, and
-dropped connections, are retried with the project's backoff, honouring ``Retry-After``;
-other 4xx answers raise :class:`NeonError` with Neon's own message. Calls that start work
-return operations, which :meth:`NeonApi.wait` polls until they finish. The key never
+Reads are asked again after 5xx answers and dropped connections, with the project's
+backoff; any call after 503 and after a rate limit (429, honouring ``Retry-After``); 423
+(another operation of the project is running) is asked again 5 times, 3 s apart, as Neon's
+own CLI does. A call that changes something (create, delete, restore) is never sent twice
+blindly: when its answer is lost (Neon: such a request "may have reached the server and been
+successfully processed"), the client looks for what it would have made (the branch by its
+name, the branch kept under ``preserve_under_name``, the branch gone) and adopts it, waiting
+for the branch's operations. Other 4xx answers raise :class:`NeonError` with Neon's own
+message. Calls that start work return operations, which :meth:`NeonApi.wait` polls until
+they finish (``failed``, ``error`` and ``cancelled`` end the wait at once). The key never
 appears in a message, a repr or a log line.
 """
 
@@ -27,14 +34,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.db.retry import RetryPolicy
-from orchestrator.platforms.http import RETRIED_STATUSES, ApiClient, ApiError
+from orchestrator.platforms.http import ApiClient, ApiError
 
-__all__ = ["DEFAULT_API_URL", "Branch", "NeonApi", "NeonError"]
+__all__ = ["DEFAULT_API_URL", "LOCKED_RETRIES", "Branch", "NeonApi", "NeonError"]
 
 DEFAULT_API_URL = "https://console.neon.tech/api/v2"
-_RETRIED_STATUSES = RETRIED_STATUSES | {423}  # 423: another operation of the project runs
+# 423: another operation of the project runs. Neon's CLI asks again 5 times, 3 s apart.
+LOCKED_RETRIES = (5, 3.0)
+# OperationStatus in Neon's OpenAPI v2: scheduling, running, finished, failed, error,
+# cancelling, cancelled, skipped.
 _DONE = frozenset({"finished", "skipped"})
-_STOPPED = frozenset({"failed", "cancelled", "cancelling"})
+_STOPPED = frozenset({"failed", "error", "cancelled", "cancelling"})
 _FIRST_POLL = 0.2  # seconds before the first poll of an operation
 
 
@@ -105,13 +115,27 @@ class NeonApi:
         body: dict[str, Any] = {"branch": branch}
         if compute:
             body["endpoints"] = [{"type": "read_write"}]
-        data = self._api.call("POST", f"/projects/{self.project_id}/branches", json=body)
+        try:
+            data = self._api.call("POST", f"/projects/{self.project_id}/branches", json=body)
+        except NeonError as exc:
+            if not exc.ambiguous:
+                raise
+            made = self.find_branch(name)  # the answer was lost: was the branch made?
+            if made is None:
+                raise NeonError(f"{exc}; no branch {name} exists: nothing was created") from None
+            self.wait(self.operations_of(made.id))
+            return made
         self.wait(data.get("operations", ()))
         return Branch.from_json(data["branch"])
 
     def delete_branch(self, branch_id: str) -> None:
         """Delete a branch (nothing to do if it is already gone) and wait for it."""
-        data = self._api.call("DELETE", self._branch(branch_id), missing_ok=True)
+        try:
+            data = self._api.call("DELETE", self._branch(branch_id), missing_ok=True)
+        except NeonError as exc:
+            if not exc.ambiguous or self.get_branch(branch_id) is not None:
+                raise
+            return  # the answer was lost, the branch is gone: it was deleted
         if data is not None:
             self.wait(data.get("operations", ()))
 
@@ -126,7 +150,19 @@ class NeonApi:
         }
         if source_lsn is not None:
             body["source_lsn"] = source_lsn
-        data = self._api.call("POST", f"{self._branch(branch_id)}/restore", json=body)
+        try:
+            data = self._api.call("POST", f"{self._branch(branch_id)}/restore", json=body)
+        except NeonError as exc:
+            if not exc.ambiguous:
+                raise
+            # The answer was lost: a restore keeps the old state under preserve_as, so that
+            # branch existing says Neon carried it out.
+            if self.find_branch(preserve_as) is None:
+                raise NeonError(
+                    f"{exc}; no branch {preserve_as} exists: the restore was not carried out"
+                ) from None
+            self.wait(self.operations_of(branch_id))
+            return
         self.wait(data.get("operations", ()))
 
     def connection_uri(self, branch_id: str, *, database_name: str, role_name: str) -> str:
@@ -140,6 +176,14 @@ class NeonApi:
         return str(data["uri"])
 
     # -- operations ------------------------------------------------------------------------
+
+    def operations_of(self, branch_id: str) -> list[dict[str, Any]]:
+        """The project's latest operations on ``branch_id`` (to wait for after adopting
+        work whose answer was lost)."""
+        data = self._api.call(
+            "GET", f"/projects/{self.project_id}/operations", params={"limit": "100"}
+        )
+        return [op for op in data.get("operations") or () if op.get("branch_id") == branch_id]
 
     def wait(self, operations: Iterable[dict[str, Any]]) -> None:
         """Poll each operation until it finishes; NeonError if one fails or takes too long."""
@@ -169,7 +213,7 @@ class NeonApi:
     @property
     def _api(self) -> ApiClient:
         """The shared transport (:class:`ApiClient`) for this project's calls: Neon's 423
-        retried too, refusals raised as :class:`NeonError`."""
+        asked again on its own schedule, refusals raised as :class:`NeonError`."""
         return ApiClient(
             "Neon API",
             self.api_url,
@@ -177,6 +221,7 @@ class NeonApi:
             retry=self.retry,
             sleep=self.sleep,
             on_retry=self.on_retry,
-            retried=_RETRIED_STATUSES,
+            fixed={423: LOCKED_RETRIES},
+            wait_limit=self.operation_timeout,
             error=NeonError,
         )

@@ -1,22 +1,32 @@
 """A small client of GitHub's REST API: the pull request and check calls a release needs.
 
-Endpoints (GitHub's published REST reference, ``https://api.github.com``):
+Endpoints (GitHub's published REST reference, API version 2022-11-28,
+``https://api.github.com``):
 
+- ``GET  /repos/{owner}/{repo}``                             ``allow_merge_commit``,
+  ``allow_squash_merge``, ``allow_rebase_merge``: the merge methods the repository allows
 - ``GET  /repos/{owner}/{repo}/pulls?head=owner:branch&base=...&state=open``  find the PR
 - ``POST /repos/{owner}/{repo}/pulls``                       open one (title, head, base, body)
 - ``GET  /repos/{owner}/{repo}/pulls/{n}``                   state, merged, mergeable,
   ``mergeable_state`` (clean, dirty, blocked, behind, unstable, unknown, ...), ``head.sha``
 - ``PUT  /repos/{owner}/{repo}/pulls/{n}/merge``             ``{"sha", "merge_method"}``:
-  200 merged, 405 not mergeable, 409 the head moved since ``sha``
+  200 merged (``sha``: the commit the merge made: a merge, squash or rebased commit), 405
+  not mergeable or the method not allowed, 409 the head moved since ``sha``
 - ``GET  /repos/{owner}/{repo}/commits/{ref}/status``        combined commit status
-- ``GET  /repos/{owner}/{repo}/commits/{ref}/check-runs``    check runs
+- ``GET  /repos/{owner}/{repo}/commits/{ref}/check-runs``    check runs, 30 a page unless
+  ``per_page`` (at most 100) says otherwise; the ``Link`` header names the next page
 
 Whether a pull request can be merged is judged by :func:`judge_pull`, a pure function of
-the pull request and its checks.
+the pull request and its checks; which merge method to use by :func:`choose_merge_method`.
+
+Opening a pull request and merging one change something: their answers may be lost
+(:attr:`ApiError.ambiguous`). They are never sent again blindly: the client looks (the open
+pull request from the head, the pull request merged at the pinned head) and adopts it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,18 +36,24 @@ from orchestrator.platforms.http import ApiClient, ApiError, read_token
 from orchestrator.playbook import Playbook
 
 __all__ = [
+    "MERGE_METHODS",
     "Checks",
     "GitHubApi",
     "MergeMoved",
     "Mergeability",
     "PullRequest",
+    "Repository",
+    "choose_merge_method",
     "github_api",
     "judge_pull",
+    "next_page",
 ]
 
 DEFAULT_API_URL = "https://api.github.com"
+MERGE_METHODS = ("merge", "squash", "rebase")  # the default is the first one allowed
 _PASSED = frozenset({"success", "neutral", "skipped"})
 _HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
+_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="next"')
 
 
 class MergeMoved(ApiError):
@@ -59,6 +75,7 @@ class PullRequest:
     head_sha: str
     base_ref: str
     merge_commit_sha: str | None
+    commits: int = 1  # the commits of the pull request (a rebase merge writes as many)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PullRequest:
@@ -78,7 +95,50 @@ class PullRequest:
             head_sha=str(head.get("sha") or ""),
             base_ref=str(base.get("ref") or ""),
             merge_commit_sha=data.get("merge_commit_sha") or None,
+            commits=int(data.get("commits") or 1),
         )
+
+
+@dataclass(frozen=True)
+class Repository:
+    """The merge methods a repository allows (``GET /repos/{owner}/{repo}``)."""
+
+    allowed: tuple[str, ...]  # of MERGE_METHODS, in their order
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Repository:
+        """From GitHub's repository object (a field it leaves out counts as allowed, as
+        GitHub's own default is)."""
+        flags = {
+            "merge": data.get("allow_merge_commit", True),
+            "squash": data.get("allow_squash_merge", True),
+            "rebase": data.get("allow_rebase_merge", True),
+        }
+        return cls(tuple(m for m in MERGE_METHODS if flags[m] is not False))
+
+
+def choose_merge_method(configured: str | None, repository: Repository) -> tuple[str | None, str]:
+    """The merge method to use, or None and why not (pure): the playbook's
+    ``git.github.merge_method`` if the repository allows it, else the first the repository
+    allows of merge, squash, rebase."""
+    allowed = ", ".join(repository.allowed) or "none"
+    if configured is not None:
+        if configured in repository.allowed:
+            return configured, f"{configured} (git.github.merge_method)"
+        return None, (
+            f"git.github.merge_method is {configured}, which the repository does not allow "
+            f"(it allows: {allowed}); set one it allows, or change the repository's settings"
+        )
+    if not repository.allowed:
+        return None, "the repository allows no merge method"
+    first = repository.allowed[0]
+    return first, f"{first} (the first the repository allows of merge, squash, rebase)"
+
+
+def next_page(link: str | None) -> str | None:
+    """The URL of the next page in a ``Link`` header, None on the last page (pure)."""
+    found = _NEXT.search(link or "")
+    return found.group(1) if found else None
 
 
 @dataclass(frozen=True)
@@ -115,13 +175,15 @@ class Mergeability:
 
     verdict: Literal["mergeable", "waiting", "refused"]
     reason: str
+    unreported: bool = False  # blocked while no check has been reported yet
 
 
 def judge_pull(pr: PullRequest, checks: Checks) -> Mergeability:
     """Whether ``pr`` can be merged now, must be waited for, or cannot be merged (pure).
 
-    ``blocked`` with required checks still running is worth waiting for; blocked with a
-    failing check, or with every check passed (a review is missing), is not.
+    ``blocked`` with required checks still running is worth waiting for, and so is blocked
+    with no check reported at all (required checks may not have started yet); blocked with
+    a failing check, or with every check passed (a review is missing), is not.
     """
     failing = ", ".join(checks.failing)
     if pr.merged:
@@ -142,6 +204,13 @@ def judge_pull(pr: PullRequest, checks: Checks) -> Mergeability:
             )
         if checks.pending:
             return Mergeability("waiting", f"checks still running: {', '.join(checks.pending)}")
+        if not checks.passing:
+            return Mergeability(
+                "waiting",
+                f"pull request #{pr.number} is blocked and no check is reported yet: required "
+                "checks may not have started (or a required review is missing)",
+                unreported=True,
+            )
         return Mergeability(
             "refused",
             f"pull request #{pr.number} is blocked by branch protection: a required review "
@@ -184,42 +253,72 @@ class GitHubApi:
                 return self.get_pull(int(data["number"]))  # the list omits mergeability
         return None
 
+    def repository(self) -> Repository:
+        """The repository's settings that a release depends on (its merge methods)."""
+        return Repository.from_json(self.client.call("GET", f"/repos/{self.repo}"))
+
     def create_pull(self, head: str, base: str, *, title: str, body: str) -> PullRequest:
-        """Open a pull request from ``head`` into ``base``."""
-        data = self.client.call(
-            "POST",
-            f"/repos/{self.repo}/pulls",
-            json={"title": title, "head": head, "base": base, "body": body},
-        )
+        """Open a pull request from ``head`` into ``base``; when the answer is lost, or
+        GitHub says one is already open, the open one is adopted."""
+        try:
+            data = self.client.call(
+                "POST",
+                f"/repos/{self.repo}/pulls",
+                json={"title": title, "head": head, "base": base, "body": body},
+            )
+        except ApiError as exc:
+            if not (exc.ambiguous or exc.status == 422):
+                raise
+            found = self.find_open_pull(head, base)
+            if found is None:
+                raise
+            return found
         return PullRequest.from_json(data)
 
     def get_pull(self, number: int) -> PullRequest:
         """Pull request ``number`` as GitHub sees it now."""
         return PullRequest.from_json(self.client.call("GET", f"/repos/{self.repo}/pulls/{number}"))
 
-    def merge_pull(self, number: int, sha: str, *, title: str) -> str:
-        """Merge pull request ``number`` if its head is still ``sha``; the merge commit.
+    def merge_pull(self, number: int, sha: str, *, title: str, method: str = "merge") -> str:
+        """Merge pull request ``number`` with ``method`` if its head is still ``sha``; the
+        commit the merge made (with squash or rebase, not a descendant of ``sha``).
 
         :class:`MergeMoved` (409) when the head moved, :class:`ApiError` (405) when GitHub
-        says it cannot be merged.
+        says it cannot be merged. When the answer is lost, the pull request is read: merged
+        at ``sha``, its merge commit is adopted; otherwise the error stands.
         """
         try:
             data = self.client.call(
                 "PUT",
                 f"/repos/{self.repo}/pulls/{number}/merge",
-                json={"sha": sha, "merge_method": "merge", "commit_title": title},
+                json={"sha": sha, "merge_method": method, "commit_title": title},
             )
         except ApiError as exc:
             if exc.status == 409:
                 raise MergeMoved(str(exc), status=409) from None
+            if exc.ambiguous:
+                now = self.get_pull(number)
+                if now.merged and now.head_sha == sha and now.merge_commit_sha:
+                    return now.merge_commit_sha
+                raise ApiError(
+                    f"{exc}; pull request #{number} is not merged at {sha[:12]}: nothing "
+                    "was merged",
+                    status=exc.status,
+                ) from None
             raise
         return str(data["sha"])
 
     def checks(self, ref: str) -> Checks:
-        """The statuses and check runs of commit ``ref``."""
+        """The statuses and check runs of commit ``ref`` (every page of check runs)."""
         status = self.client.call("GET", f"/repos/{self.repo}/commits/{ref}/status")
-        runs = self.client.call("GET", f"/repos/{self.repo}/commits/{ref}/check-runs")
-        return Checks.from_json(status or {}, runs or {})
+        runs: list[Any] = []
+        page: str | None = f"/repos/{self.repo}/commits/{ref}/check-runs"
+        params: dict[str, str] | None = {"per_page": "100"}
+        while page is not None:
+            data, headers = self.client.exchange("GET", page, params=params)
+            runs.extend((data or {}).get("check_runs") or ())
+            page, params = next_page(headers.get("link")), None  # the link carries the query
+        return Checks.from_json(status or {}, {"check_runs": runs})
 
 
 def github_api(playbook: Playbook, environ: Mapping[str, str]) -> GitHubApi:

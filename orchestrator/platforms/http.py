@@ -1,11 +1,32 @@
 """The transport every platform client shares (GitHub, Vercel and Neon's
 :mod:`orchestrator.neon.api`): one JSON call with a bearer token.
 
-429 and 5xx answers (and whatever more a client names: Neon's 423) and dropped connections
-are retried with the project's backoff, honouring ``Retry-After``; other refusals raise
-:class:`ApiError` (or the client's subclass of it) carrying the HTTP status and the API's
-own message. The token is read from the environment variable the playbook names, sent only
-in the ``Authorization`` header and never appears in a message, a repr or a log line.
+What is asked again, and what never is:
+
+- a read (GET, HEAD) is asked again after a dropped connection or a 500, 502, 503 or 504,
+  with the project's backoff;
+- a request that changes something (POST, PUT, PATCH, DELETE) is asked again only when the
+  platform says it was not carried out: 503 (and whatever more a client names: Neon's 423,
+  on its own schedule), or a connection that could not even be opened. Neon's reference:
+  "Any request that returns a 503 Service Unavailable response is always safe to retry",
+  "Any request that returns a 423 Locked response is safe to retry", and POST, PATCH,
+  DELETE and PUT "may have reached the server and been successfully processed" when no
+  answer came back. So a lost answer (a read timeout, a connection closed before the
+  answer) or another 5xx raises :class:`ApiError` with ``ambiguous=True``: the caller looks
+  at the world and adopts what happened (:mod:`orchestrator.platforms.github`,
+  :mod:`orchestrator.neon.api`), never sends it again blindly;
+- a rate limit (429, or 403 with ``x-ratelimit-remaining: 0``, ``retry-after`` or a
+  message naming the rate limit) is waited out as the platform asks, whatever the method
+  (a request refused by the rate limiter was not carried out): ``retry-after`` seconds,
+  else until ``x-ratelimit-reset``, else a minute (GitHub's REST description, "Rate limits
+  for the REST API"). Each wait is told to ``on_wait`` (a notice for the operator); the
+  waits of one call never exceed ``wait_limit`` (the step's own timeout), beyond which the
+  call fails with the platform's message.
+
+Other refusals raise :class:`ApiError` (or the client's subclass of it) carrying the HTTP
+status and the API's own message. The token is read from the environment variable the
+playbook names, sent only in the ``Authorization`` header and never appears in a message, a
+repr or a log line.
 """
 
 from __future__ import annotations
@@ -23,29 +44,44 @@ from orchestrator.playbook import Playbook
 from orchestrator.redaction import redact
 
 __all__ = [
+    "RATE_LIMIT_DEFAULT_S",
+    "RATE_LIMIT_TRIES",
+    "READ_METHODS",
     "RETRIED_STATUSES",
     "ApiClient",
     "ApiError",
     "api_message",
     "check_tokens",
+    "is_ambiguous",
     "playbook_tokens",
+    "rate_limit_wait",
     "read_token",
     "retry_after",
 ]
 
-RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})  # what every API may answer anew
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+RETRIED_STATUSES = frozenset({500, 502, 503, 504})  # a read is asked again after these
+SAFE_STATUSES = frozenset({503})  # any request: the platform did not carry it out
+RATE_LIMIT_DEFAULT_S = 60.0  # GitHub: "wait for at least one minute before retrying"
+RATE_LIMIT_TRIES = 10  # rate limits answered to one call before it gives up
+DEFAULT_WAIT_LIMIT_S = 600.0
 _TIMEOUT_S = 30.0
+# Transport failures before the request could leave: nothing was carried out.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 class ApiError(OrchestratorError):
     """A platform API refused a call (a failed check: exit 21). ``status`` is the HTTP
-    status, ``None`` when the API could not be reached at all."""
+    status, ``None`` when the API could not be reached at all. ``ambiguous``: a request
+    that changes something got no clear answer (the connection dropped, a 5xx other than
+    503): it may have been carried out, so look before doing anything else."""
 
     exit_code = ExitCode.GUARD_FAILED
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, ambiguous: bool = False):
         super().__init__(message)
         self.status = status
+        self.ambiguous = ambiguous
 
 
 def read_token(environ: Mapping[str, str], name: str, what: str) -> str:
@@ -77,12 +113,51 @@ def playbook_tokens(playbook: Playbook, environ: Mapping[str, str]) -> list[str]
     return [environ[name] for name, _what in _token_envs(playbook) if environ.get(name)]
 
 
+def is_ambiguous(method: str, status: int | None) -> bool:
+    """Whether a failed ``method`` request may nevertheless have been carried out (pure):
+    a request that changes something, answered with a 5xx other than 503, or with no answer
+    at all (``status`` None: the connection dropped after it was sent)."""
+    if method.upper() in READ_METHODS:
+        return False
+    return status is None or (status >= 500 and status not in SAFE_STATUSES)
+
+
+def rate_limit_wait(
+    status: int, headers: Mapping[str, str], message: str, now: float, before: int = 0
+) -> float | None:
+    """Seconds to wait before asking again when the answer is a rate limit, else None (pure).
+
+    GitHub (REST description, "Exceeding the rate limit"): 403 or 429; ``retry-after``
+    seconds when present; else, with ``x-ratelimit-remaining: 0``, until the UTC epoch
+    second ``x-ratelimit-reset``; else at least a minute, doubling with each rate limit
+    answered ``before`` this one. A 403 with none of these and no word of a rate limit is a
+    refusal (the token lacks a permission), not a rate limit. ``headers``' names are lower
+    case; ``now`` is ``time.time()``.
+    """
+    if status not in (403, 429):
+        return None
+    after = retry_after(headers.get("retry-after", ""))
+    if after is not None:
+        return after
+    reset = headers.get("x-ratelimit-reset", "").strip()
+    if headers.get("x-ratelimit-remaining", "").strip() == "0" and reset.isdigit():
+        return max(0.0, float(reset) - now)
+    if status == 429 or "rate limit" in message.lower():
+        return RATE_LIMIT_DEFAULT_S * float(2**before)
+    return None
+
+
 @dataclass
 class ApiClient:
     """JSON calls to ``base_url`` as the holder of ``token`` (kept out of ``repr``).
 
-    ``retried``: the HTTP statuses answered anew after a pause; ``error``: the
+    ``retried``: the statuses a read is asked again after; ``safe``: the statuses any
+    request is asked again after (the platform says it did nothing), with the backoff;
+    ``fixed``: statuses any request is asked again after on a fixed schedule, ``{status:
+    (times, seconds)}`` (Neon's 423, as Neon's own CLI does); ``error``: the
     :class:`ApiError` subclass a refusal raises (a client's own, e.g. Neon's).
+    ``wait_limit``: the most one call waits out rate limits, in seconds (the step's
+    timeout); ``on_wait(what, seconds)``: told of each such wait.
     """
 
     name: str  # "GitHub API", "Vercel API", "Neon API": how messages name the API
@@ -92,7 +167,12 @@ class ApiClient:
     headers: Mapping[str, str] = field(default_factory=dict)
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
     on_retry: Callable[[int, str, float], None] | None = field(default=None, repr=False)
+    on_wait: Callable[[str, float], None] | None = field(default=None, repr=False)
     retried: frozenset[int] = field(default=RETRIED_STATUSES, repr=False)
+    safe: frozenset[int] = field(default=SAFE_STATUSES, repr=False)
+    fixed: Mapping[int, tuple[int, float]] = field(default_factory=dict, repr=False)
+    wait_limit: float = field(default=DEFAULT_WAIT_LIMIT_S, repr=False)
+    clock: Callable[[], float] = field(default=time.time, repr=False)
     error: type[ApiError] = field(default=ApiError, repr=False)
 
     def call(
@@ -105,56 +185,115 @@ class ApiClient:
         missing_ok: bool = False,
     ) -> Any:
         """The decoded JSON answer (``{}`` when empty; ``None`` for a 404 if
-        ``missing_ok``); :attr:`error` on a refusal or when retries run out."""
+        ``missing_ok``); :attr:`error` on a refusal, when retries run out, or (with
+        ``ambiguous``) when a request that changes something got no clear answer."""
+        return self.exchange(method, path, json=json, params=params, missing_ok=missing_ok)[0]
+
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        missing_ok: bool = False,
+    ) -> tuple[Any, httpx.Headers]:
+        """:meth:`call`, with the answer's headers (``Link``, for the next page)."""
         headers = {
             "Authorization": f"Bearer {self.token}",
             "Accept": "application/json",
             **self.headers,
         }
+        reads = method.upper() in READ_METHODS
         attempts = max(1, self.retry.attempts)
-        for attempt in range(1, attempts + 1):
+        attempt = 0
+        fixed_used: dict[int, int] = {}
+        waited = 0.0
+        limited = 0  # rate limits answered so far
+        where = f"{self.name} {method} {path}"
+        while True:
             try:
                 with httpx.Client(base_url=self.base_url, timeout=_TIMEOUT_S) as client:
                     response = client.request(
                         method, path, json=json, params=params, headers=headers
                     )
             except httpx.TransportError as exc:
-                if attempt == attempts:
+                what = type(exc).__name__
+                if not reads and not isinstance(exc, _NOT_SENT):
                     raise self.error(
-                        f"{self.name} {method} {path}: {type(exc).__name__} "
-                        f"(cannot reach {redact(self.base_url)})"
+                        f"{where}: {what}: no answer came back, the request may have been "
+                        "carried out",
+                        ambiguous=True,
                     ) from None
-                self._pause(attempt, type(exc).__name__, None)
+                attempt += 1
+                if attempt >= attempts:
+                    raise self.error(
+                        f"{where}: {what} (cannot reach {redact(self.base_url)})"
+                    ) from None
+                self._pause(attempt, what, None)
                 continue
-            if response.status_code in self.retried and attempt < attempts:
-                self._pause(attempt, f"HTTP {response.status_code}", response)
+            status = response.status_code
+            lowered = {k.lower(): v for k, v in response.headers.items()}
+            message = api_message(response) if status >= 400 else ""
+            rate = rate_limit_wait(status, lowered, message, self.clock(), limited)
+            if rate is not None:
+                limited += 1
+                if limited > RATE_LIMIT_TRIES or waited + rate > self.wait_limit:
+                    raise self.error(
+                        f"{where}: HTTP {status}: rate limited ({message}); the API asks to "
+                        f"wait {rate:.0f}s more: beyond this step's {self.wait_limit:g}s, or "
+                        f"after {RATE_LIMIT_TRIES} rate limits",
+                        status=status,
+                    )
+                waited += rate
+                self._notify(f"HTTP {status}: rate limited", rate)
+                self.sleep(rate)
                 continue
-            if response.status_code == 404 and missing_ok:
-                return None
-            if response.status_code >= 400:
+            if status in self.fixed:
+                times, seconds = self.fixed[status]
+                used = fixed_used.get(status, 0)
+                if used < times:
+                    fixed_used[status] = used + 1
+                    waited += seconds
+                    self._report(used + 1, f"HTTP {status}", seconds)
+                    self.sleep(seconds)
+                    continue
+            elif status in (self.retried | self.safe if reads else self.safe):
+                attempt += 1
+                if attempt < attempts:
+                    waited += self._pause(attempt, f"HTTP {status}", lowered)
+                    continue
+            if status == 404 and missing_ok:
+                return None, response.headers
+            if status >= 400:
+                ambiguous = is_ambiguous(method, status)
+                maybe = ": the request may have been carried out" if ambiguous else ""
                 raise self.error(
-                    f"{self.name} {method} {path}: HTTP {response.status_code}: "
-                    f"{api_message(response)}",
-                    status=response.status_code,
+                    f"{where}: HTTP {status}: {message}{maybe}", status=status, ambiguous=ambiguous
                 )
             try:
-                return response.json() if response.content else {}
+                return (response.json() if response.content else {}), response.headers
             except ValueError:
-                raise self.error(
-                    f"{self.name} {method} {path}: the answer is not JSON",
-                    status=response.status_code,
-                ) from None
-        raise AssertionError("unreachable")  # the loop returns or raises
+                raise self.error(f"{where}: the answer is not JSON", status=status) from None
 
-    def _pause(self, attempt: int, what: str, response: httpx.Response | None) -> None:
+    def _pause(self, attempt: int, what: str, headers: Mapping[str, str] | None) -> float:
         wait = self.retry.wait(attempt)
-        if response is not None:
-            after = retry_after(response.headers.get("Retry-After", ""))
-            if after is not None:
-                wait = min(after, self.retry.max_wait)
+        after = retry_after(headers.get("retry-after", "")) if headers is not None else None
+        if after is not None:
+            wait = min(after, self.wait_limit)
+        self._report(attempt, what, wait)
+        self.sleep(wait)
+        return wait
+
+    def _report(self, attempt: int, what: str, wait: float) -> None:
         if self.on_retry is not None:
             self.on_retry(attempt, what, wait)
-        self.sleep(wait)
+
+    def _notify(self, what: str, wait: float) -> None:
+        if self.on_wait is not None:
+            self.on_wait(what, wait)
+        else:
+            self._report(0, what, wait)
 
 
 def retry_after(value: str) -> float | None:

@@ -36,7 +36,7 @@ __all__ = [
 MIN_PREFIX = 7  # git's shortest abbreviation
 # A hex run of 7 to 40 characters standing on its own (not a slice of a longer digest).
 _HEX = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{7,40}(?![0-9a-fA-F])")
-_FAILED = frozenset({"ERROR", "CANCELED"})
+_FAILED = frozenset({"ERROR", "CANCELED", "DELETED"})  # final: never going to serve
 
 
 @dataclass(frozen=True)
@@ -83,11 +83,14 @@ def judge_version(status: int, body: str, sha: str, url: str) -> Sighting:
 def judge_deployments(deployments: Sequence[Deployment], sha: str) -> Sighting:
     """Vercel's production deployments (newest first) judged for commit ``sha`` (pure).
 
-    The newest deployment of the commit decides: READY is live, ERROR or CANCELED failed,
-    anything else (QUEUED, BUILDING, INITIALIZING) not yet. When the newest READY deployment
-    is of another commit, the sighting carries it (``instead``) for :func:`judge_contained`.
+    The newest deployment of the commit decides: serving (READY with no ``readySubstate`` or
+    PROMOTED) is live; ERROR, CANCELED or DELETED failed; anything else not yet: QUEUED,
+    BUILDING, INITIALIZING, and READY but STAGED (built, never given production traffic) or
+    ROLLING (a rolling release still moving traffic to it). When the newest serving
+    deployment is of another commit, the sighting carries it (``instead``) for
+    :func:`judge_contained`.
     """
-    ready = next((d for d in deployments if d.state == "READY" and d.commit), None)
+    ready = next((d for d in deployments if d.serving and d.commit), None)
     instead = None
     if ready is not None and not _same_commit(str(ready.commit), sha):
         where = f"deployment {ready.uid} ({ready.url}) of {str(ready.commit)[:12]} is READY"
@@ -100,9 +103,13 @@ def judge_deployments(deployments: Sequence[Deployment], sha: str) -> Sighting:
         detail = f"no production deployment of {sha[:12]} yet{was}"
         return Sighting("waiting", detail, commit=serving, instead=instead)
     d = mine[0]
-    where = f"deployment {d.uid} ({d.url}) of {sha[:12]} is {d.state}"
-    if d.state == "READY":
+    shown = f"{d.state} {d.substate}" if d.substate and d.state == "READY" else d.state
+    where = f"deployment {d.uid} ({d.url}) of {sha[:12]} is {shown}"
+    if d.serving:
         return Sighting("live", where, d.url, d.state, d.uid, commit=sha)
+    if d.state == "READY":
+        where += " (not serving production traffic yet)"
+        return Sighting("waiting", where, d.url, shown, d.uid, commit=serving, instead=instead)
     state: Literal["failed", "waiting"] = "failed" if d.state in _FAILED else "waiting"
     return Sighting(state, where, d.url, d.state, d.uid, commit=serving, instead=instead)
 
@@ -139,5 +146,13 @@ def probe_url(url: str, sha: str, *, timeout: float = 10.0) -> Sighting:
 
 
 def probe_vercel(api: VercelApi, sha: str) -> Sighting:
-    """List the project's production deployments once and judge them for ``sha``."""
-    return judge_deployments(api.production_deployments(), sha)
+    """List the project's production deployments of ``sha`` (the API's ``sha`` filter) and
+    judge them; unless one is live, also the newest of any commit (one serving may contain
+    ours, even over a deployment of ours canceled in its favour: :func:`judge_contained`)."""
+    mine = api.production_deployments(sha)
+    seen = judge_deployments(mine, sha)
+    if seen.state == "live":
+        return seen
+    known = {d.uid for d in mine}
+    others = [d for d in api.production_deployments() if d.uid not in known]
+    return judge_deployments(sorted([*mine, *others], key=lambda d: -d.created), sha)

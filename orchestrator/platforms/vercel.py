@@ -1,11 +1,15 @@
 """A small client of Vercel's REST API: the deployment calls the release gate needs.
 
-Endpoints (Vercel's published REST reference, ``https://api.vercel.com``):
+Endpoints (Vercel's published REST reference, ``https://api.vercel.com``, "Deployments"):
 
-- ``GET /v6/deployments?projectId=...&teamId=...&target=production``  list deployments,
-  newest first: ``uid``, ``url``, ``state`` (or ``readyState``): BUILDING, ERROR,
-  INITIALIZING, QUEUED, READY, CANCELED; ``meta.githubCommitSha``; ``created`` (ms)
-- ``GET /v13/deployments/{id}``                                      one deployment
+- ``GET /v6/deployments?projectId=...&teamId=...&target=production[&sha=...]``  list
+  deployments, newest first (``sha``: only those of that commit): ``uid``, ``url``,
+  ``state`` and ``readyState``: BUILDING, ERROR, INITIALIZING, QUEUED, READY, CANCELED,
+  DELETED; ``readySubstate`` of a READY one: STAGED (built, never given production
+  traffic), ROLLING (a rolling release is moving traffic to it), PROMOTED (serving);
+  ``meta.githubCommitSha``; ``created`` / ``createdAt`` (ms)
+- ``GET /v13/deployments/{id}``             one deployment: ``id``, ``readyState``,
+  ``readySubstate``, ``createdAt`` (no ``state``, no ``created``)
 """
 
 from __future__ import annotations
@@ -29,21 +33,30 @@ class Deployment:
 
     uid: str
     url: str
-    state: str  # READY, BUILDING, ERROR, CANCELED, QUEUED, INITIALIZING
+    state: str  # READY, BUILDING, ERROR, CANCELED, DELETED, QUEUED, INITIALIZING
     commit: str | None  # meta.githubCommitSha
     created: int  # ms since the epoch
+    substate: str | None = None  # readySubstate of a READY one: STAGED, ROLLING, PROMOTED
+
+    @property
+    def serving(self) -> bool:
+        """Whether it receives production traffic: READY, and promoted (or no substate
+        said, as before Vercel had one), not STAGED nor still ROLLING."""
+        return self.state == "READY" and self.substate in (None, "PROMOTED")
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Deployment:
         """From a deployment of the list (``uid``) or of ``GET /v13/deployments`` (``id``)."""
         meta = data.get("meta") or {}
         url = str(data.get("url") or "")
+        substate = data.get("readySubstate")
         return cls(
             uid=str(data.get("uid") or data.get("id") or ""),
             url=url if not url or "://" in url else f"https://{url}",
-            state=str(data.get("state") or data.get("readyState") or "UNKNOWN").upper(),
+            state=str(data.get("readyState") or data.get("state") or "UNKNOWN").upper(),
             commit=meta.get("githubCommitSha") or None,
-            created=int(data.get("created") or data.get("createdAt") or 0),
+            created=int(data.get("createdAt") or data.get("created") or 0),
+            substate=str(substate).upper() if substate else None,
         )
 
 
@@ -55,11 +68,14 @@ class VercelApi:
     team_id: str | None
     client: ApiClient
 
-    def production_deployments(self) -> list[Deployment]:
-        """The project's production deployments, newest first."""
+    def production_deployments(self, sha: str | None = None) -> list[Deployment]:
+        """The project's production deployments, newest first; only those of commit
+        ``sha`` when given (the API's own ``sha`` filter)."""
         params = {"projectId": self.project_id, "target": "production", "limit": "20"}
         if self.team_id:
             params["teamId"] = self.team_id
+        if sha:
+            params["sha"] = sha
         data = self.client.call("GET", "/v6/deployments", params=params)
         found = [Deployment.from_json(d) for d in (data or {}).get("deployments") or ()]
         return sorted(found, key=lambda d: d.created, reverse=True)

@@ -137,6 +137,9 @@ class GitHubSpec(_Spec):
     api_url: NonEmptyStr = "https://api.github.com"
     checks_timeout: PositiveDuration = 600.0  # how long the merge waits for running checks
     checks_interval: PositiveDuration = 10.0  # how often it asks meanwhile
+    # How GitHub merges the pull request; None: the first the repository allows of merge,
+    # squash, rebase. Pre-flight refuses one the repository does not allow.
+    merge_method: Literal["merge", "squash", "rebase"] | None = None
 
     @field_validator("repo")
     @classmethod

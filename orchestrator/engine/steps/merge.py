@@ -3,8 +3,14 @@
 ``git.via: push`` merges in the operator's clone and pushes. ``git.via: github_pr`` merges
 the pull request pre-flight found, through GitHub's merge endpoint pinned to the release
 commit (a commit pushed to the source after pre-flight makes GitHub answer 409 and is never
-released), after waiting for required checks that are still running. Nothing is pushed to
-the target directly.
+released) with the merge method pre-flight chose, after waiting for required checks that
+are still running. Nothing is pushed to the target directly.
+
+The commit GitHub says the merge made is the release from then on (``pushed_commit``): with
+squash or rebase it is a new commit that does not contain the staging commit, so the guards,
+resume's ``done()``, the release gate and the rollback plan all follow it, never the staging
+sha. A merge whose answer was lost is not sent again: the pull request is read, and merged
+at the pinned head its merge commit is adopted (:meth:`GitHubApi.merge_pull`).
 """
 
 from __future__ import annotations
@@ -66,15 +72,17 @@ class MergeStep:
         commit = ctx.record.source_commit
         number = PreflightOutcome.of(ctx.record).pull_request
         if spec.via == "github_pr" and number is not None:
+            # The commit GitHub's merge made is on the target (a squash or rebase commit
+            # never contains the staging commit, so that one is not what to look for).
             pr = api_of(ctx).get_pull(number)
-            if not pr.merged or commit is None:
+            if not pr.merged or commit is None or pr.merge_commit_sha is None:
                 return None
-            if not is_merged(ctx.repo, spec.remote, spec.target, commit):
+            if not is_merged(ctx.repo, spec.remote, spec.target, pr.merge_commit_sha):
                 return None
             return _pull_request_outcome(
                 ctx,
                 pr,
-                str(pr.merge_commit_sha),
+                pr.merge_commit_sha,
                 note="found merged on resume: the interrupted attempt merged",
             )
         if commit is None or not is_merged(ctx.repo, spec.remote, spec.target, commit):
@@ -107,8 +115,8 @@ def _merge_pull_request(ctx: RunContext, commit: str) -> Outcome:
         raise GuardError(f"pre-flight recorded no pull request to merge: {_NOT_DEPLOYED}")
     api = api_of(ctx)
     pr = api.get_pull(number)
-    if pr.merged:
-        return _pull_request_outcome(ctx, pr, str(pr.merge_commit_sha))
+    if pr.merged and pr.merge_commit_sha:
+        return _pull_request_outcome(ctx, pr, pr.merge_commit_sha)
     if pr.head_sha == commit:
         # The head is still the release: wait for checks that are still running.
         pr, verdict = await_pull(ctx, api, number, timeout=github.checks_timeout, for_checks=True)
@@ -128,8 +136,11 @@ def _merge_pull_request(ctx: RunContext, commit: str) -> Outcome:
 def _merge(ctx: RunContext, api: GitHubApi, pr: PullRequest, commit: str) -> str:
     spec = ctx.playbook.git
     title = f"Release {ctx.playbook.name}: merge {spec.source} into {spec.target}"
+    method = PreflightOutcome.of(ctx.record).merge_method
     try:
-        return api.merge_pull(pr.number, commit, title=f"{title} (run {ctx.record.run_id})")
+        return api.merge_pull(
+            pr.number, commit, title=f"{title} (run {ctx.record.run_id})", method=method
+        )
     except MergeMoved:
         now = api.get_pull(pr.number).head_sha
         raise GuardError(
@@ -140,19 +151,30 @@ def _merge(ctx: RunContext, api: GitHubApi, pr: PullRequest, commit: str) -> str
         ) from None
 
 
+def previous_tip(parents: list[str], method: str, commits: int) -> int:
+    """How many first-parent steps back from the commit GitHub's merge made the target was
+    before it (pure): one for a merge or squash commit, the pull request's ``commits`` for a
+    rebase (each commit of it was rewritten onto the target)."""
+    return max(1, commits) if method == "rebase" and len(parents) == 1 else 1
+
+
 def _pull_request_outcome(
     ctx: RunContext, pr: PullRequest, merge_commit: str, note: str | None = None
 ) -> Outcome:
-    """The merge as recorded: the merge commit fetched into the clone, its first parent."""
+    """The merge as recorded: the commit GitHub's merge made, fetched into the clone, and
+    the target's tip before it."""
     spec = ctx.playbook.git
+    method = PreflightOutcome.of(ctx.record).merge_method
     remote_tips(ctx.repo, spec.remote, [spec.target])  # bring the merge commit in
     parents = [p.hexsha for p in ctx.repo.commit(merge_commit).parents]
-    previous = parents[0] if parents else merge_commit
+    back = previous_tip(parents, method, pr.commits)
+    previous = ctx.repo.git.rev_parse(f"{merge_commit}~{back}") if parents else merge_commit
     return MergeOutcome.entry(
         pushed_commit=merge_commit,
         previous_target_commit=previous,
         merge_commit=merge_commit if len(parents) > 1 else None,
-        fast_forward=len(parents) <= 1,
+        fast_forward=False,
         pull_request=(pr.number, pr.url),
+        merge_method=method,
         note=note,
     )

@@ -5,8 +5,11 @@ merge in a temporary worktree is conflict-free: a release that cannot merge must
 The source commit is pinned here, so what is migrated is exactly what is merged.
 
 With ``git.via: github_pr`` the pull request from source to target is found (or opened) here
-too, and the run refuses to start when GitHub says it cannot be merged (conflict, failing
-checks, a missing review): before any backup or migration.
+too, and the run refuses to start (exit 21, a failed check against GitHub) when GitHub says
+it cannot be merged (conflict, failing checks, a missing review) or when the repository does
+not allow the playbook's ``git.github.merge_method``: before any backup or migration. The
+merge method chosen (the playbook's, else the first the repository allows of merge, squash,
+rebase) is recorded for the merge step.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from orchestrator.engine.steps.pull_request import (
 )
 from orchestrator.errors import GuardError
 from orchestrator.gitrepo import preflight
+from orchestrator.platforms.github import choose_merge_method
 
 # How long pre-flight waits for GitHub to compute a new pull request's mergeability.
 MERGEABILITY_WAIT_S = 60.0
@@ -64,8 +68,15 @@ class PreflightStep:
 
 
 def _pull_request(ctx: RunContext, pinned: str) -> Outcome:
-    """Find or open the pull request; GuardError when GitHub would not merge it."""
+    """Find or open the pull request; GuardError when GitHub would not merge it, or not
+    with the playbook's merge method."""
     api = api_of(ctx)
+    github = ctx.playbook.git.github
+    assert github is not None  # the playbook requires it with github_pr
+    method, why = choose_merge_method(github.merge_method, api.repository())
+    if method is None:
+        raise GuardError(f"cannot merge through GitHub {github.repo}: {why}")
+    ctx.log.info("merge_method_chosen", merge_method=method, reason=why)
     pr, opened = find_or_open(ctx, api)
     ctx.log.info(
         "pull_request_opened" if opened else "pull_request_found",
@@ -74,15 +85,10 @@ def _pull_request(ctx: RunContext, pinned: str) -> Outcome:
         head=pr.head_sha,
     )
     wait = min(MERGEABILITY_WAIT_S, _checks_timeout(ctx))
-    pr, github = await_pull(ctx, api, pr.number, timeout=wait, for_checks=False)
-    verdict = judge_for_preflight(pr, github, pinned)
+    pr, judged = await_pull(ctx, api, pr.number, timeout=wait, for_checks=False)
+    verdict = judge_for_preflight(pr, judged, pinned)
     if verdict.verdict == "refused":
         raise GuardError(verdict.reason)
-    computing = pr.mergeable is None or pr.mergeable_state == "unknown"
-    if verdict.verdict == "waiting" and computing:
-        raise GuardError(
-            f"GitHub has not said whether {pr.url} can be merged after {wait:g}s; try again"
-        )
     ctx.log.info(
         "pull_request_mergeable",
         number=pr.number,
@@ -90,7 +96,7 @@ def _pull_request(ctx: RunContext, pinned: str) -> Outcome:
         note=verdict.reason,
     )
     return PreflightOutcome.pull_request_entry(
-        pr.number, pr.url, opened=opened, mergeable_state=pr.mergeable_state
+        pr.number, pr.url, opened=opened, mergeable_state=pr.mergeable_state, merge_method=method
     )
 
 

@@ -40,8 +40,10 @@ def through_pull_request(via: str, already_merged: bool) -> bool:
 def judge_for_preflight(pr: PullRequest, verdict: Mergeability, pinned: str) -> Mergeability:
     """Pre-flight's verdict on pull request ``pr``, given GitHub's (``judge_pull``) (pure).
 
-    Refused when its head is not the pinned source commit (the source moved) or when GitHub
-    would not merge it, with the reason worded for the operator; else GitHub's verdict.
+    Refused when its head is not the pinned source commit (the source moved), when GitHub
+    would not merge it, or when GitHub has still not said what stands in the way once
+    pre-flight's wait is over (:func:`not_started`), with the reason worded for the
+    operator; else GitHub's verdict (``waiting`` for checks that run: the merge waits).
     """
     if pr.head_sha != pinned:
         return Mergeability(
@@ -51,16 +53,39 @@ def judge_for_preflight(pr: PullRequest, verdict: Mergeability, pinned: str) -> 
         )
     if verdict.verdict == "refused":
         return Mergeability("refused", f"GitHub cannot merge {pr.url}: {verdict.reason}")
+    if not_started(pr, verdict):
+        return Mergeability(
+            "refused",
+            f"GitHub has not said whether {pr.url} can be merged: {verdict.reason}; nothing "
+            "changed, try again once GitHub has",
+        )
     return verdict
 
 
+def not_started(pr: PullRequest, verdict: Mergeability) -> bool:
+    """Whether GitHub has not yet said what stands in the way (pure): it is still computing
+    mergeability, or the pull request is blocked while no check has been reported. Worth
+    waiting for in pre-flight, and a refusal when it lasts (nothing has changed yet)."""
+    computing = pr.mergeable is None or pr.mergeable_state == "unknown"
+    return verdict.verdict == "waiting" and (computing or verdict.unreported)
+
+
 def api_of(ctx: RunContext) -> GitHubApi:
-    """The run's GitHub client; its retries are logged to the audit trail."""
+    """The run's GitHub client; its retries are logged to the audit trail, and a rate limit
+    is waited out (at most the merge's ``checks_timeout``) with a notice for the operator."""
     api = github_api(ctx.playbook, ctx.environ)
     api.client.retry = ctx.retry
     api.client.on_retry = lambda attempt, what, wait: ctx.log.warning(
         "retry", attempt=attempt, error=f"GitHub API: {what}", wait_s=round(wait, 2)
     )
+    if ctx.playbook.git.github is not None:
+        api.client.wait_limit = ctx.playbook.git.github.checks_timeout
+
+    def rate_limited(what: str, wait: float) -> None:
+        ctx.log.warning("rate_limited", api="GitHub API", error=what, wait_s=round(wait, 2))
+        ctx.on_progress(f"GitHub API rate limit: waiting {wait:.0f}s as GitHub asks")
+
+    api.client.on_wait = rate_limited
     return api
 
 
@@ -94,7 +119,7 @@ def await_pull(
     ``timeout`` passes; the last answer.
 
     ``for_checks``: also wait while required checks run (the merge step); otherwise only
-    while GitHub is still computing mergeability (pre-flight).
+    while GitHub has not said yet what stands in the way (:func:`not_started`: pre-flight).
     """
     clock = clock or Clock()
     interval = ctx.playbook.git.github.checks_interval if ctx.playbook.git.github else 10.0
@@ -104,8 +129,7 @@ def await_pull(
         pr = api.get_pull(number)
         verdict = judge_pull(pr, api.checks(pr.head_sha))
         polls += 1
-        computing = pr.mergeable is None or pr.mergeable_state == "unknown"
-        worth_waiting = verdict.verdict == "waiting" and (for_checks or computing)
+        worth_waiting = verdict.verdict == "waiting" and (for_checks or not_started(pr, verdict))
         if not worth_waiting or clock.now() >= deadline:
             return pr, verdict
         if polls == 1 or polls % 6 == 0:

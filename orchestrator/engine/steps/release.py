@@ -30,8 +30,15 @@ from orchestrator.platforms.vercel import vercel_api
 from orchestrator.playbook import Playbook, ReleaseSpec
 
 
-def prober(playbook: Playbook, environ: dict[str, str] | None = None) -> Callable[[str], Sighting]:
-    """One look at production's endpoint or API for a commit (no git question yet)."""
+def prober(
+    playbook: Playbook,
+    environ: dict[str, str] | None = None,
+    on_wait: Callable[[str, float], None] | None = None,
+) -> Callable[[str], Sighting]:
+    """One look at production's endpoint or API for a commit (no git question yet).
+
+    Vercel's answers: 5xx asked again with the playbook's backoff; a rate limit waited out
+    as Vercel asks (told to ``on_wait``), at most the gate's ``release.timeout``."""
     spec = playbook.release
     assert spec is not None
     if spec.url is not None:
@@ -39,7 +46,9 @@ def prober(playbook: Playbook, environ: dict[str, str] | None = None) -> Callabl
         timeout = min(10.0, max(1.0, spec.interval))
         return lambda sha: probe_url(url, sha, timeout=timeout)
     api = vercel_api(playbook, environ or {})
-    api.client.retry = retry_policy(playbook)  # 429 and 5xx: the playbook's backoff
+    api.client.retry = retry_policy(playbook)
+    api.client.wait_limit = spec.timeout
+    api.client.on_wait = on_wait
     return lambda sha: probe_vercel(api, sha)
 
 
@@ -47,7 +56,12 @@ def looker(ctx: RunContext) -> Callable[[str], Sighting]:
     """One look at production for a commit, as the gate takes it: the endpoint or the API,
     then, when production serves another commit, git's answer to whether that one contains
     ours (each other commit asked about once per looker)."""
-    probe = prober(ctx.playbook, dict(ctx.environ))
+
+    def rate_limited(what: str, wait: float) -> None:
+        ctx.log.warning("rate_limited", api="Vercel API", error=what, wait_s=round(wait, 2))
+        ctx.on_progress(f"Vercel API rate limit: waiting {wait:.0f}s as Vercel asks")
+
+    probe = prober(ctx.playbook, dict(ctx.environ), rate_limited)
     spec = ctx.playbook.git
     answers: dict[tuple[str, str], bool] = {}
 
