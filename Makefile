@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test mutants demo lint bench clean
 
 install: $(STAMP)
 
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/pytest -q
+
+# The guard-mutation suite: each guard replaced by `return True`, each world observation
+# answered from the run record; the tests must notice. Minutes of subprocesses: not in `test`.
+mutants: $(STAMP)
+	$(BIN)/pytest -q -m mutants tests/test_guard_mutations.py
 
 demo: $(STAMP)
 	$(BIN)/python -m orchestrator.demo

@@ -26,6 +26,8 @@ from orchestrator.engine.machine import LIVE, TRANSITIONS, GuardedStep
 from orchestrator.engine.observations import Observations
 from tests.mutants import OBSERVATIONS
 
+pytestmark = pytest.mark.mutants  # make mutants, not make test
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GUARDS = sorted(
     {guard.__name__ for edge in TRANSITIONS for guard in edge.guards}

@@ -89,7 +89,8 @@ def test_without_the_neon_block_it_is_a_usage_error(
 def test_an_interrupted_rehearsal_still_deletes_its_branch(
     world: World, backed_neon: NeonState, signum: signal.Signals
 ) -> None:
-    add_slow_migration(world, seconds=60)
+    # Longer than any wait below: the test always interrupts it.
+    add_slow_migration(world, seconds=3600)
     with psycopg.connect(world.database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE sleep_marker ()")  # the branch copies it: 0012 sleeps there
     fingerprint, rows = schema_fingerprint(world.database_url), tracking_rows(world.database_url)
@@ -104,7 +105,7 @@ def test_an_interrupted_rehearsal_still_deletes_its_branch(
         sleeping_in = wait_for_sleep(backed_neon, process)
         assert sleeping_in.startswith("neon_br_rehearsal_")  # the branch's database
         process.send_signal(signum)
-        _out, err = process.communicate(timeout=60)
+        _out, err = process.communicate()  # the interrupted rehearsal ends
     finally:
         if process.poll() is None:
             process.kill()
@@ -119,11 +120,11 @@ def test_an_interrupted_rehearsal_still_deletes_its_branch(
 
 
 def wait_for_sleep(state: NeonState, process: subprocess.Popen[bytes]) -> str:
-    """The database in which the rehearsal's slow migration statement is running now."""
+    """The database in which the rehearsal's slow migration statement is running now: waits
+    for that, or for the rehearsal to end (a failure), however slow the machine is."""
     assert state.backing is not None
-    deadline = time.monotonic() + 60
     with psycopg.connect(state.backing.cluster_url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
+        while True:
             if process.poll() is not None:
                 pytest.fail(f"rehearsal ended early: {process.communicate()[1].decode()}")
             row = conn.execute(
@@ -133,4 +134,3 @@ def wait_for_sleep(state: NeonState, process: subprocess.Popen[bytes]) -> str:
             if row:
                 return str(row[0])
             time.sleep(0.05)
-    pytest.fail("the slow migration never started")
