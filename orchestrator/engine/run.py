@@ -333,9 +333,12 @@ def drive(
                 _walk_state(ctx, model)
         except OrchestratorError as exc:
             _stop(ctx, model, exc)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             log.warning(
-                "interrupted", state=record.state, hint=f"orchestrator resume {record.run_id}"
+                "interrupted",
+                state=record.state,
+                signal=str(exc) or "SIGINT",
+                hint=f"orchestrator resume {record.run_id}",
             )
             store.save(record)
             raise
