@@ -63,7 +63,7 @@ def run_app(argv: list[str] | None = None) -> int:
         # into Abort; a "no" at a prompt is an Abort of its own.
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, KeyboardInterrupt):
-            console.err.print(f"interrupted by {cause or 'SIGINT'}", markup=False)
+            console.err.print(f"interrupted by {str(cause) or 'SIGINT'}", markup=False)
         else:
             console.err.print("aborted: nothing was changed", markup=False)
         return int(ExitCode.USAGE)
