@@ -213,6 +213,12 @@ def resume(
 @click.argument("run_id")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
+    "--plan",
+    "plan_only",
+    is_flag=True,
+    help="Print the run's rollback plan (any run, a succeeded one too) and do nothing.",
+)
+@click.option(
     "--restore-database",
     is_flag=True,
     help="Also restore production's Neon branch from the run's backup branch (backup kind "
@@ -228,6 +234,7 @@ def resume(
 def rollback(
     run_id: str,
     yes: bool,
+    plan_only: bool,
     restore_database: bool,
     confirm_branch: str | None,
     retries: int | None,
@@ -240,13 +247,33 @@ def rollback(
     branch and exit with the verdict of validating it again.
     """
     from orchestrator import commands
-    from orchestrator.cli.console import out, print_json, print_lines
+    from orchestrator.cli.console import interactive, out, print_json, print_lines
     from orchestrator.cli.options import on_retry
 
     typed = None
     for given, name in ((confirm_branch, "--confirm-branch"), (retries, "--retries")):
         if given is not None and not restore_database:
             raise UsageError(f"{name} only goes with --restore-database")
+    if plan_only and (yes or restore_database):
+        raise UsageError("--plan only prints the plan: not with --yes or --restore-database")
+    shown = False
+    if plan_only or not yes:
+        # The plan first, before any question and before a refusal for want of a terminal:
+        # what a rollback would do can always be read without doing it.
+        _record, plan = commands.run_plan(state_dir, run_id)
+        if as_json and plan_only:
+            print_json({"run_id": _record.run_id, "state": _record.state, "plan": plan})
+        elif not as_json:
+            out.print("[bold]rollback plan:[/bold]")
+            print_lines(plan)
+            shown = True
+        if plan_only:
+            return int(ExitCode.OK)
+        if not interactive():
+            raise UsageError(
+                "rollback changes production: pass --yes (no terminal to confirm on); "
+                "the plan above is what it would do"
+            )
     if restore_database:
         typed = _confirm_restore(commands.restore_plan(run_id, state_dir), confirm_branch)
     interaction = _interaction(yes, False, as_json, "rollback")
@@ -270,7 +297,10 @@ def rollback(
             out.print(f"[green]reverted and pushed:[/green] {result.reverted_commit}")
         if result.pull_request_url:
             out.print(f"revert pull request: {result.pull_request_url}", markup=False)
-        print_lines(result.plan if restored is None else restored.lines)
+        if restored is not None:
+            print_lines(restored.lines)
+        elif not shown:
+            print_lines(result.plan)
     return int(ExitCode.OK if restored is None else restored.exit_code)
 
 
@@ -295,18 +325,55 @@ def _confirm_restore(plan: RestorePlan, confirm_branch: str | None) -> str:
     return confirm_branch
 
 
-@click.command(name="runs")
+@click.group(name="runs", invoke_without_command=True)
 @state_options
-def list_runs(state_dir: Path, as_json: bool) -> int:
-    """List recorded runs, newest first."""
+@click.pass_context
+def list_runs(ctx: click.Context, state_dir: Path, as_json: bool) -> int:
+    """List recorded runs, newest first (a run whose record cannot be read too, as such);
+    `runs abandon RUN` closes a run for good."""
     from orchestrator import commands, render
     from orchestrator.cli.console import out, print_json
 
-    records = commands.runs(state_dir)
+    if ctx.invoked_subcommand is not None:
+        return int(ExitCode.OK)
+    listing = commands.run_listing(state_dir)
     if as_json:
-        print_json({"runs": [r.to_json() for r in records]})
+        print_json(
+            {
+                "runs": [
+                    {**r.to_json(), "abandoned": listing.abandoned.get(r.run_id)}
+                    for r in listing.records
+                ],
+                "unreadable": [
+                    {"run_id": run_id, "reason": why, "abandoned": listing.abandoned.get(run_id)}
+                    for run_id, why in listing.unreadable
+                ],
+            }
+        )
     else:
-        render.runs_table(out, records)
+        render.runs_table(out, listing.records, listing.unreadable, listing.abandoned)
+    return int(ExitCode.OK)
+
+
+@list_runs.command(name="abandon")
+@click.argument("run_id")
+@click.option(
+    "--reason", default="abandoned by the operator", show_default=True, help="Why, for the record."
+)
+@state_options
+def abandon(run_id: str, reason: str, state_dir: Path, as_json: bool) -> int:
+    """Close run RUN_ID for good: resume refuses it and no longer picks it by default.
+
+    Nothing in production changes; `rollback RUN_ID --plan` says what the run left behind.
+    """
+    from orchestrator import commands
+    from orchestrator.cli.console import out, print_json
+
+    full_id = commands.abandon_run(state_dir, run_id, reason)
+    if as_json:
+        print_json({"run_id": full_id, "abandoned": True, "reason": reason})
+    else:
+        out.print(f"run {full_id} abandoned: resume will not continue it", markup=False)
     return int(ExitCode.OK)
 
 
@@ -319,8 +386,9 @@ def show(run_id: str, state_dir: Path, as_json: bool) -> int:
     from orchestrator.cli.console import out, print_json
 
     record, events = commands.run_timeline(state_dir, run_id)
+    _same, plan = commands.run_plan(state_dir, record.run_id)
     if as_json:
-        print_json({"record": record.to_json(), "events": events})
+        print_json({"record": record.to_json(), "events": events, "rollback_plan": plan})
     else:
-        render.timeline(out, record, events)
+        render.timeline(out, record, events, plan)
     return int(ExitCode.OK)

@@ -24,6 +24,7 @@ from orchestrator.db.connect import (
     refuse_pooler,
     with_application_name,
 )
+from orchestrator.db.identity import identity_changes, read_identity
 from orchestrator.db.migrator import MigrationFailed
 from orchestrator.db.retry import OnRetry, call_with_retry
 from orchestrator.engine.machine import (
@@ -50,7 +51,14 @@ from orchestrator.errors import (
 )
 from orchestrator.gitrepo import MissingBranch, open_repo, remote_tips
 from orchestrator.platforms.http import check_tokens, playbook_tokens
-from orchestrator.playbook import Playbook, load_playbook
+from orchestrator.playbook import (
+    Playbook,
+    load_playbook,
+    parse_playbook,
+    playbook_changes,
+    read_playbook_text,
+    text_sha256,
+)
 from orchestrator.redaction import Redactor, secret_values
 from orchestrator.runs import RunRecord, RunStore, Transition, new_run_id, utc_now_iso
 
@@ -71,6 +79,9 @@ class Interaction:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     warn: Callable[[str], None] = lambda _message: None  # e.g. a remote host without TLS
     retries: int | None = None  # --retries: attempts instead of the playbook's retry.attempts
+    # resume --new-run: when the playbook changed since the run started, close that run
+    # (abandoned) and start a new one with the playbook as it is now, instead of refusing.
+    new_run: bool = False
     # Each retry of the first connections (a new run's come before its audit trail exists).
     on_retry: OnRetry | None = None
 
@@ -214,7 +225,8 @@ def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> Run
     Bad input, or another deploy holding the database, raises :class:`UsageError` before the
     run record exists: nothing is changed.
     """
-    playbook = with_retries(load_playbook(playbook_path), interaction.retries)
+    text = read_playbook_text(playbook_path)
+    playbook = with_retries(parse_playbook(text, playbook_path), interaction.retries)
     url = database_url(playbook, interaction.environ)
     warning = transport_warning(playbook, url, interaction.environ)
     check_release(playbook)
@@ -227,7 +239,17 @@ def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> Run
     url = with_application_name(url, runlock.application_name(run_id))
     # The run's first connection; no run exists yet, so its retries go to the operator only.
     with hold_database(playbook, url, run_id, on_retry=interaction.on_retry) as lock:
-        record = RunRecord(run_id=run_id, playbook=str(playbook.path), name=playbook.name)
+        database = call_with_retry(
+            lambda: read_identity(url), retry_policy(playbook), on_retry=interaction.on_retry
+        )
+        record = RunRecord(
+            run_id=run_id,
+            playbook=str(playbook.path),
+            name=playbook.name,
+            playbook_text=text,
+            playbook_sha256=text_sha256(text),
+            database=database,
+        )
         store.create(record)
         with store.lock(run_id):
             return drive(playbook, record, store, url, interaction, resumed=False, lock=lock)
@@ -245,7 +267,20 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
         raise UsageError(f"run {record.run_id} already succeeded: there is nothing to resume")
     if "rollback" in record.steps:
         raise UsageError(f"run {record.run_id} was rolled back: start a new deploy instead")
-    playbook = with_retries(load_playbook(Path(record.playbook)), interaction.retries)
+    if store.abandoned(record.run_id) is not None:
+        raise UsageError(f"run {record.run_id} was abandoned: start a new deploy instead")
+    changes = playbook_changed(record)
+    if changes and interaction.new_run:
+        store.abandon(record.run_id, "the playbook changed: " + "; ".join(changes))
+        return start(Path(record.playbook), store, interaction)
+    if changes:
+        raise UsageError(
+            f"run {record.run_id} started with another playbook: {record.playbook} changed "
+            f"({'; '.join(changes)}); a run goes on only with the playbook it started with: "
+            "put the file back as it was, or pass --new-run to close this run and start a "
+            "new one with the file as it is"
+        )
+    playbook = with_retries(pinned_playbook(record), interaction.retries)
     check_tokens(playbook, interaction.environ)
     name = runlock.application_name(record.run_id)
     plain_url = database_url(playbook, interaction.environ)
@@ -264,8 +299,20 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
             on_retry=reported,
         )
         with hold_database(playbook, url, record.run_id, on_retry=reported) as lock:
-            now = observe(playbook, record, url)
-            reasons = changes_since(record, now) if now is not None else []
+            reasons = []
+            if record.database:
+                database = call_with_retry(
+                    lambda: read_identity(url), retry_policy(playbook), on_retry=reported
+                )
+                moved = identity_changes(record.database, database)
+                if moved:
+                    reasons.append(
+                        f"${playbook.database.url_env} reaches another database than the one "
+                        f"the run started on ({'; '.join(moved)})"
+                    )
+            if not reasons:
+                now = observe(playbook, record, url)
+                reasons = changes_since(record, now) if now is not None else []
             if reasons:
                 with open_run(playbook, record, store, url, interaction) as ctx:
                     ctx.log.error("resume_refused", reasons=reasons, state=record.state)
@@ -282,6 +329,34 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
                 orphans=orphans,
                 lock=lock,
             )
+
+
+def pinned_playbook(record: RunRecord) -> Playbook:
+    """The playbook the run started with (pinned in its record); the file for a record made
+    before runs pinned it."""
+    path = Path(record.playbook)
+    if record.playbook_text is None:
+        return load_playbook(path)
+    if text_sha256(record.playbook_text) != record.playbook_sha256:
+        raise UsageError(
+            f"run {record.run_id}: its pinned playbook does not match its recorded sha256"
+        )
+    return parse_playbook(record.playbook_text, path)
+
+
+def playbook_changed(record: RunRecord) -> list[str]:
+    """How the playbook file differs from the one the run pinned, key by key (empty: the
+    same, or a record from before runs pinned it)."""
+    if record.playbook_text is None:
+        return []
+    try:
+        now = read_playbook_text(Path(record.playbook))
+    except UsageError as exc:
+        return [str(exc)]
+    if text_sha256(now) == record.playbook_sha256:
+        return []
+    # Comments and layout only: the pinned playbook says the same, the run may go on.
+    return playbook_changes(record.playbook_text, now)
 
 
 def drive(
@@ -448,10 +523,20 @@ class RollbackResult:
     pull_request_url: str | None = None  # the revert pull request (git.via: github_pr)
 
 
+def plan_of(record: RunRecord) -> list[str]:
+    """The rollback plan of any run (succeeded, halted, interrupted), from its record and
+    pinned playbook; nothing is done."""
+    try:
+        url_env = pinned_playbook(record).database.url_env
+    except UsageError:  # the playbook is gone or unreadable: the plan still stands
+        url_env = "DATABASE_URL"
+    return rollback_plan(record, url_env)
+
+
 def rollback(run_id: str, store: RunStore, interaction: Interaction) -> RollbackResult:
     """Revert the run's pushed merge (after confirmation) and return the database steps."""
     record = store.load(run_id)
-    playbook = load_playbook(Path(record.playbook))
+    playbook = pinned_playbook(record)
     plan = rollback_plan(record, playbook.database.url_env)
     if not MergeOutcome.of(record).pushed_commit:
         return RollbackResult(None, plan)

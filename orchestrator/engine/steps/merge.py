@@ -43,6 +43,14 @@ class MergeStep:
         commit = ctx.record.source_commit
         assert commit is not None  # pinned by pre-flight
         preflight = PreflightOutcome.of(ctx.record)
+        started = (preflight.remote, preflight.target)
+        if started != (spec.remote, spec.target):
+            # The release goes only where pre-flight checked it would merge cleanly.
+            raise GuardError(
+                f"the run started releasing to {'/'.join(map(str, started))}, the playbook now "
+                f"says {spec.remote}/{spec.target}: nothing is pushed to a target the run did "
+                "not start with"
+            )
         how = f"pull request #{preflight.pull_request}" if spec.via == "github_pr" else "push"
         question = f"Merge {spec.source} ({commit[:12]}) into {spec.target} ({how})"
         if not ctx.confirm(question):
