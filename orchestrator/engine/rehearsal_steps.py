@@ -103,6 +103,13 @@ class RehearsedWorld:
     def release_live(self, commit: str) -> bool:
         return True  # the gate's endpoint answers (else its rehearsal halted before)
 
+    def release_verdict(self) -> str:
+        # What production would hold after the migrations: the rehearsed revalidate's (or,
+        # nothing to migrate, validate's) verdict; nobody changes it during a rehearsal.
+        steps = self.rehearsal.record.steps
+        outcome = steps.get("revalidate") or steps.get("validate") or {}
+        return str(outcome.get("status"))
+
 
 def _rehearse_preflight(r: Rehearsal) -> Outcome:
     """Done before the database is chosen (the journal comes from the trial merge); with

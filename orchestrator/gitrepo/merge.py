@@ -58,6 +58,17 @@ def merge_and_push(
     if _is_ancestor(repo.git, source, previous):
         return MergeResult(previous, previous, merge_commit=None, fast_forward=True)
     state = _capture(repo, target)
+    if state.target_tip is not None and _own_unpushed(
+        repo, state.target_tip, previous, source, message
+    ):
+        # A run killed mid-push left local <target> at its own merge result: put it back at
+        # <remote>/<target> (the tree is clean) and merge again. Anyone else's commits there
+        # are still refused by _enter_target.
+        if state.branch == target:
+            _git(repo.git, "reset", "--quiet", "--hard", previous)
+        else:
+            _git(repo.git, "branch", "--quiet", "--force", target, previous)
+        state = _capture(repo, target)
     try:
         _enter_target(repo, state, remote, target, previous)
         fast_forward = _is_ancestor(repo.git, previous, source)
@@ -102,6 +113,23 @@ def merge_and_push(
         merge_commit=merge_commit,
         fast_forward=fast_forward,
     )
+
+
+def _own_unpushed(repo: git.Repo, tip: str, remote_tip: str, source: str, message: str) -> bool:
+    """Whether local ``<target>`` at ``tip`` (ahead of ``remote_tip``) is exactly what this
+    release's merge makes: a fast-forward to ``source``, or a merge commit of ``source`` into
+    an earlier remote tip carrying ``message`` (which names the run)."""
+    if _is_ancestor(repo.git, tip, remote_tip):
+        return False  # not ahead: nothing to recognise
+    if tip == source:
+        return True
+    commit = repo.commit(tip)
+    parents = [p.hexsha for p in commit.parents]
+    if len(parents) != 2 or parents[1] != source:
+        return False
+    if not _is_ancestor(repo.git, parents[0], remote_tip):
+        return False
+    return str(commit.message).strip() == message.strip()
 
 
 def is_merged(repo: git.Repo, remote: str, target: str, source_commit: str) -> bool:
