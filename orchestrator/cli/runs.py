@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,7 @@ def _interaction(
     def ask(question: str) -> bool:
         return click.confirm(f"{question}?", default=False)
 
-    return commands.interaction(
+    made = commands.interaction(
         confirm=confirm,
         backup_confirmed=backup_confirmed,
         ask=ask if at_terminal else None,
@@ -50,6 +51,14 @@ def _interaction(
         retries=retries,
         on_retry=on_retry,
     )
+    # No live line without a terminal: a step that waits says so on stderr every few seconds.
+    return made if at_terminal else dataclasses.replace(made, heartbeat=_heartbeat)
+
+
+def _heartbeat(line: str) -> None:
+    from orchestrator.cli.console import err
+
+    err.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _warn(message: str) -> None:
@@ -188,23 +197,34 @@ def deploy(
 @click.option(
     "--backup-confirmed", is_flag=True, help="backup kind manual: vouch that a backup exists."
 )
+@click.option(
+    "--new-run",
+    is_flag=True,
+    help="When the playbook changed since the run started: abandon the run and start a new "
+    "one with the playbook as it is now (without it, resume refuses).",
+)
 @retries_option
 @state_options
 def resume(
     run_id: str | None,
     yes: bool,
     backup_confirmed: bool,
+    new_run: bool,
     retries: int | None,
     state_dir: Path,
     as_json: bool,
 ) -> int:
-    """Continue an interrupted or halted run (default: the newest unfinished one).
+    """Continue an interrupted or halted run (default: the newest unfinished one), with the
+    playbook it started with.
 
-    Refuses (exit 2) if the world moved under the run; steps already done are not repeated.
+    Refuses (exit 2) if the world moved under the run, the playbook file changed (unless
+    --new-run) or the database is another one; steps already done are not repeated.
     """
     from orchestrator import commands
 
     interaction = _interaction(yes, backup_confirmed, as_json, "resume", retries)
+    if new_run:
+        interaction = dataclasses.replace(interaction, new_run=True)
     record = commands.resume(run_id, state_dir, interaction)
     return _finish_run(record, as_json)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from orchestrator.db.connect import (
 from orchestrator.db.identity import identity_changes, read_identity
 from orchestrator.db.migrator import MigrationFailed
 from orchestrator.db.retry import OnRetry, call_with_retry
+from orchestrator.engine.heartbeat import HEARTBEAT_S, Heartbeat
 from orchestrator.engine.machine import (
     TERMINAL,
     RunModel,
@@ -84,6 +85,9 @@ class Interaction:
     new_run: bool = False
     # Each retry of the first connections (a new run's come before its audit trail exists).
     on_retry: OnRetry | None = None
+    # Without a terminal: hears a line at least every heartbeat_s while a step runs.
+    heartbeat: Callable[[str], None] | None = None
+    heartbeat_s: float = HEARTBEAT_S
 
 
 def database_url(playbook: Playbook, environ: Mapping[str, str], *, writes: bool = True) -> str:
@@ -148,6 +152,11 @@ def open_run(
         secrets=store.redactor,
         console=console,
     ) as trail:
+        on_progress = interaction.on_progress
+        heartbeat = None
+        if interaction.heartbeat is not None:
+            heartbeat = Heartbeat(interaction.heartbeat, interaction.heartbeat_s)
+            on_progress = _noting(heartbeat, interaction.on_progress)
         yield RunContext(
             playbook=playbook,
             record=record,
@@ -157,9 +166,18 @@ def open_run(
             confirm=interaction.confirm,
             backup_confirmed=interaction.backup_confirmed,
             ask=interaction.ask,
-            on_progress=interaction.on_progress,
+            on_progress=on_progress,
             environ=interaction.environ,
+            heartbeat=heartbeat,
         )
+
+
+def _noting(heartbeat: Heartbeat, on_progress: Callable[[str], None]) -> Callable[[str], None]:
+    def progress(line: str) -> None:
+        heartbeat.note(line)
+        on_progress(line)
+
+    return progress
 
 
 @contextmanager
@@ -445,12 +463,14 @@ def _walk_state(ctx: RunContext, model: RunModel) -> None:
 
 def _run_step(ctx: RunContext, step: Step) -> None:
     ctx.log.info("step_start", step=step.name, state=ctx.record.state)
-    outcome = step.done(ctx)
-    if outcome is not None:
-        ctx.log.info("step_already_done", step=step.name, outcome=outcome)
-    else:
-        _ensure_database_lock(ctx)
-        outcome = step.run(ctx)
+    beating = ctx.heartbeat.during(step.name) if ctx.heartbeat is not None else nullcontext()
+    with beating:
+        outcome = step.done(ctx)
+        if outcome is not None:
+            ctx.log.info("step_already_done", step=step.name, outcome=outcome)
+        else:
+            _ensure_database_lock(ctx)
+            outcome = step.run(ctx)
     ctx.record.steps[step.name] = outcome
     ctx.store.save(ctx.record)
     ctx.log.info("step_end", step=step.name, outcome=outcome)
