@@ -40,7 +40,8 @@ from orchestrator.engine.settings import retry_policy
 from orchestrator.engine.steps.backup import restore_point
 from orchestrator.engine.steps.base import Outcome
 from orchestrator.engine.steps.migrate import summarize
-from orchestrator.errors import UsageError
+from orchestrator.engine.steps.preflight import baseline_checks, unhealthy_before
+from orchestrator.errors import GuardError, UsageError
 from orchestrator.gitrepo import TrialMerge
 from orchestrator.monitor import CheckResult, http_check, judge_row, sql_check
 from orchestrator.playbook import Playbook
@@ -118,6 +119,9 @@ def _rehearse_preflight(r: Rehearsal) -> Outcome:
         pull = predict_pull_request(r.run.platforms, r.playbook)
         if pull is not None:
             r.run.step("pull_request", pull)
+    for result in baseline_checks(r.playbook):  # production already down halts the deploy
+        if not result.ok:
+            raise GuardError(unhealthy_before(result))
     return {"ok": True, "source_commit": r.merge.source_commit, "outcome": r.merge.outcome}
 
 

@@ -41,6 +41,7 @@ from orchestrator.engine.observations import LiveObservations
 from orchestrator.engine.outcomes import HaltOutcome, MergeOutcome, PreflightOutcome
 from orchestrator.engine.rollback import revert_code, revert_through_pull_request, rollback_plan
 from orchestrator.engine.settings import journal_at, migrations_path, retry_policy, with_retries
+from orchestrator.engine.steps.backup import check_dump_path
 from orchestrator.engine.steps.base import RunContext, Step
 from orchestrator.engine.world import changes_since, observe
 from orchestrator.errors import (
@@ -250,6 +251,8 @@ def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> Run
     check_release(playbook)
     check_tokens(playbook, interaction.environ)
     check_backup_attestation(playbook, interaction)
+    if playbook.backup.kind == "pg_dump" and playbook.backup.path is not None:
+        check_dump_path(playbook.backup.path)
     store.check_writable()
     if warning:
         interaction.warn(warning)
