@@ -165,7 +165,13 @@ def event_line(event: dict[str, Any]) -> str | None:
     elif name == "run_succeeded":
         text = "run succeeded"
     elif name == "interrupted":
-        text = f"interrupted in state {event.get('state')}: resume with `{event.get('hint')}`"
+        by = f" by {event['signal']}" if event.get("signal") else ""
+        text = f"interrupted{by} in state {event.get('state')}: resume with `{event.get('hint')}`"
+    elif name == "production_checked":
+        text = f"production holds the release's migrations: {event.get('status')}"
+    elif name == "baseline_check":
+        mark = "ok" if event.get("ok") else "FAIL"
+        text = f"before the deploy: {mark} {event.get('check')}: {event.get('detail')}"
     else:
         return None
     return f"{time} {text}"
