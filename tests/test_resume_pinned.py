@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import psycopg.sql
 import pytest
 
 from orchestrator.cli import run
@@ -143,6 +144,36 @@ def test_resume_against_another_database_is_refused(world: World, other_database
     assert tables == (0,), "the resumed run changed the other database"
     # The right database: the run goes on and succeeds.
     assert resume(run_id, world.store, world.interaction()).state == "succeeded"
+
+
+def as_neon_branch(world: World, branch: str) -> None:
+    """New sessions see the settings a Neon compute of project ``p-1``, branch ``branch``
+    shows (``neon.tenant_id``, ``neon.timeline_id``): Neon's branches of one project share
+    the system identifier, the database oid and its name."""
+    with psycopg.connect(world.database_url, autocommit=True) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()
+        assert name is not None
+        for setting, value in (("neon.tenant_id", "p-1"), ("neon.timeline_id", branch)):
+            conn.execute(
+                psycopg.sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+                    psycopg.sql.Identifier(str(name[0])),
+                    psycopg.sql.Identifier(setting),
+                    psycopg.sql.Literal(value),
+                )
+            )
+
+
+def test_resume_on_another_neon_branch_of_the_project_is_refused(world: World) -> None:
+    as_neon_branch(world, "tl-production")
+    main_before = world.origin_main()
+    run_id = halted_at_merge(world)
+    pinned = world.store.load(run_id).database
+    assert (pinned["neon_project"], pinned["neon_branch"]) == ("p-1", "tl-production")
+    as_neon_branch(world, "tl-preview")  # the same oid and name: only Neon tells them apart
+
+    with pytest.raises(UsageError, match="neon_branch was tl-production, is tl-preview"):
+        resume(run_id, world.store, world.interaction())
+    assert world.origin_main() == main_before
 
 
 # ------------------------------------------------------------------ case 2

@@ -280,16 +280,17 @@ def rollback(
     if plan_only or not yes:
         # The plan first, before any question and before a refusal for want of a terminal:
         # what a rollback would do can always be read without doing it.
-        _record, plan = commands.run_plan(state_dir, run_id)
-        if as_json and plan_only:
-            print_json({"run_id": _record.run_id, "state": _record.state, "plan": plan})
+        record, plan = commands.run_plan(state_dir, run_id)
+        refusing = not plan_only and not interactive()
+        if as_json and (plan_only or refusing):
+            print_json({"run_id": record.run_id, "state": record.state, "plan": plan})
         elif not as_json:
             out.print("[bold]rollback plan:[/bold]")
             print_lines(plan)
             shown = True
         if plan_only:
             return int(ExitCode.OK)
-        if not interactive():
+        if refusing:
             raise UsageError(
                 "rollback changes production: pass --yes (no terminal to confirm on); "
                 "the plan above is what it would do"
