@@ -276,6 +276,8 @@ def rollback(
             raise UsageError(f"{name} only goes with --restore-database")
     if plan_only and (yes or restore_database):
         raise UsageError("--plan only prints the plan: not with --yes or --restore-database")
+    if restore_database:  # its own checks come first: a wrong branch name, a non-Neon backup
+        typed = _confirm_restore(commands.restore_plan(run_id, state_dir), confirm_branch)
     shown = False
     if plan_only or not yes:
         # The plan first, before any question and before a refusal for want of a terminal:
@@ -295,8 +297,6 @@ def rollback(
                 "rollback changes production: pass --yes (no terminal to confirm on); "
                 "the plan above is what it would do"
             )
-    if restore_database:
-        typed = _confirm_restore(commands.restore_plan(run_id, state_dir), confirm_branch)
     interaction = _interaction(yes, False, as_json, "rollback")
     result = commands.rollback(run_id, state_dir, interaction)
     restored = None

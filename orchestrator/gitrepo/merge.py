@@ -38,7 +38,13 @@ class MergeResult:
 
 
 def merge_and_push(
-    repo: git.Repo, remote: str, source_commit: str, target: str, *, message: str
+    repo: git.Repo,
+    remote: str,
+    source_commit: str,
+    target: str,
+    *,
+    message: str,
+    own_unpushed: bool = True,
 ) -> MergeResult:
     """Merge ``source_commit`` into ``target`` and push ``target`` to ``remote``.
 
@@ -48,6 +54,11 @@ def merge_and_push(
     conflict (files named) or a rejected push; in each of those cases the local branches,
     index, working tree and checked-out branch are put back as they were. On success the
     original branch is checked out again and local ``target`` is left at the pushed commit.
+
+    ``own_unpushed``: a local ``target`` ahead of the remote only by this release's own merge
+    (a run killed mid-push) is merged again rather than refused. False once the run knows
+    its push landed: the remote then lost the release to someone's reset, which is theirs
+    to undo, not ours to push over.
     """
     refuse_dirty(repo)
     _fetch(repo, remote, [target])
@@ -58,8 +69,10 @@ def merge_and_push(
     if _is_ancestor(repo.git, source, previous):
         return MergeResult(previous, previous, merge_commit=None, fast_forward=True)
     state = _capture(repo, target)
-    if state.target_tip is not None and _own_unpushed(
-        repo, state.target_tip, previous, source, message
+    if (
+        own_unpushed
+        and state.target_tip is not None
+        and _own_unpushed(repo, state.target_tip, previous, source, message)
     ):
         # A run killed mid-push left local <target> at its own merge result: put it back at
         # <remote>/<target> (the tree is clean) and merge again. Anyone else's commits there

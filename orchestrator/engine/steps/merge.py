@@ -64,6 +64,8 @@ class MergeStep:
             spec.target,
             message=f"Release {ctx.playbook.name}: merge {spec.source} into {spec.target}\n\n"
             f"orchestrator run {ctx.record.run_id}",
+            # A push the run recorded and the remote lost was undone by someone: not redone.
+            own_unpushed=MergeOutcome.of(ctx.record).pushed_commit is None,
         )
         return merge_outcome(result)
 
