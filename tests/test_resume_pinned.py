@@ -32,7 +32,7 @@ from orchestrator.engine.run import resume
 from orchestrator.errors import ExitCode, UsageError
 from orchestrator.runs import RECORD_FILENAME, new_run_id
 from orchestrator.sandbox.pg import create_database, drop_database, with_dbname
-from orchestrator.sandbox.release import git
+from orchestrator.sandbox.release import git, write_playbook
 from tests.release_world import World, world
 from tests.test_resume import assert_converged, deploy_process, kill, only_run, wait_stopped
 from tests.test_resume_world import (
@@ -201,6 +201,32 @@ def test_an_edited_playbook_is_named_and_refused_then_a_new_run_on_request(
     staging = git(world.repo.origin, "rev-parse", "staging")
     git(world.repo.origin, "merge-base", "--is-ancestor", staging, "main")
     assert git(world.repo.origin, "rev-parse", "prod") == main_before, "pushed to prod"
+
+
+def test_a_pinned_playbook_with_a_secret_in_a_url_resumes_and_never_shows_it(
+    world: World,
+) -> None:
+    token = "chk-5b1d-token"
+    write_playbook(
+        world.playbook,
+        repo=world.repo,
+        health_url=f"{world.health.url}?token={token}",
+        duration="300ms",
+        interval="100ms",
+    )
+    run_id = halted_at_merge(world)
+    record_text = world.store.record_path(run_id).read_text()
+    assert token not in record_text, "the record keeps the playbook's secret"
+
+    text = world.playbook.read_text()
+    world.playbook.write_text(text.replace(f"token={token}", "token=chk-rotated"))
+    with pytest.raises(UsageError, match=re.escape("monitor.http[0].url")) as refused:
+        resume(run_id, world.store, world.interaction())
+    assert token not in str(refused.value) and "chk-rotated" not in str(refused.value)
+
+    world.playbook.write_text(text)  # the pinned playbook again: its digest says so
+    record = resume(run_id, world.store, world.interaction())
+    assert record.state == "succeeded", record.halt_reason
 
 
 def test_resume_new_run_closes_the_old_run_and_starts_with_the_file(world: World) -> None:

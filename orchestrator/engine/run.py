@@ -290,7 +290,9 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
         raise UsageError(f"run {record.run_id} was rolled back: start a new deploy instead")
     if store.abandoned(record.run_id) is not None:
         raise UsageError(f"run {record.run_id} was abandoned: start a new deploy instead")
-    changes = playbook_changed(record)
+    # The changed values are shown: masked like the audit trail (a URL may carry a token).
+    masking = Redactor(secret_values(interaction.environ))
+    changes = [masking.text(line) for line in playbook_changed(record)]
     if changes and interaction.new_run:
         store.abandon(record.run_id, "the playbook changed: " + "; ".join(changes))
         return start(Path(record.playbook), store, interaction)
@@ -358,11 +360,20 @@ def pinned_playbook(record: RunRecord) -> Playbook:
     path = Path(record.playbook)
     if record.playbook_text is None:
         return load_playbook(path)
-    if text_sha256(record.playbook_text) != record.playbook_sha256:
+    if text_sha256(record.playbook_text) == record.playbook_sha256:
+        return parse_playbook(record.playbook_text, path)
+    # The record masks the secrets the playbook held (a token in a check's URL), so its text
+    # no longer has the recorded digest; the file still has it when it is the pinned one.
+    try:
+        text = read_playbook_text(path)
+    except UsageError:
+        text = ""
+    if text_sha256(text) != record.playbook_sha256:
         raise UsageError(
-            f"run {record.run_id}: its pinned playbook does not match its recorded sha256"
+            f"run {record.run_id}: its pinned playbook held secrets (masked in the record) and "
+            f"{path} is no longer that playbook: put it back as it was, or start a new deploy"
         )
-    return parse_playbook(record.playbook_text, path)
+    return parse_playbook(text, path)
 
 
 def playbook_changed(record: RunRecord) -> list[str]:
