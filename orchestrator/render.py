@@ -167,6 +167,8 @@ def event_line(event: dict[str, Any]) -> str | None:
     elif name == "interrupted":
         by = f" by {event['signal']}" if event.get("signal") else ""
         text = f"interrupted{by} in state {event.get('state')}: resume with `{event.get('hint')}`"
+    elif name == "local_merge_continued":
+        text = str(event.get("note"))
     elif name == "production_checked":
         text = f"production holds the release's migrations: {event.get('status')}"
     elif name == "baseline_check":

@@ -274,6 +274,9 @@ def test_killed_during_a_slow_push_then_resume_continues_its_own_merge(
     record = resume(None, world.store, world.interaction())
     assert_converged(world, record, main_before)
     assert git(world.repo.clone, "rev-parse", "main") == world.origin_main()
+    continued = [e for e in events_of(world, record) if e["event"] == "local_merge_continued"]
+    # A kill leaves the clone at the run's own merge; SIGTERM's interruption restored it.
+    assert len(continued) == (1 if stop is signal.SIGKILL else 0), continued
 
 
 def test_someone_elses_local_commit_on_main_is_still_refused(world: World) -> None:

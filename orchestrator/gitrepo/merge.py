@@ -35,6 +35,9 @@ class MergeResult:
     previous_target_commit: str  # tip before our push
     merge_commit: str | None  # the merge commit we created; None for a fast-forward / no-op
     fast_forward: bool
+    # The local target an interrupted push of this release left ahead of the remote (put back
+    # at the remote's tip, then merged again); None when there was none.
+    continued_from: str | None = None
 
 
 def merge_and_push(
@@ -69,6 +72,7 @@ def merge_and_push(
     if _is_ancestor(repo.git, source, previous):
         return MergeResult(previous, previous, merge_commit=None, fast_forward=True)
     state = _capture(repo, target)
+    continued_from = None
     if (
         own_unpushed
         and state.target_tip is not None
@@ -81,6 +85,7 @@ def merge_and_push(
             _git(repo.git, "reset", "--quiet", "--hard", previous)
         else:
             _git(repo.git, "branch", "--quiet", "--force", target, previous)
+        continued_from = state.target_tip
         state = _capture(repo, target)
     try:
         _enter_target(repo, state, remote, target, previous)
@@ -125,6 +130,7 @@ def merge_and_push(
         previous_target_commit=previous,
         merge_commit=merge_commit,
         fast_forward=fast_forward,
+        continued_from=continued_from,
     )
 
 

@@ -67,6 +67,14 @@ class MergeStep:
             # A push the run recorded and the remote lost was undone by someone: not redone.
             own_unpushed=MergeOutcome.of(ctx.record).pushed_commit is None,
         )
+        if result.continued_from is not None:
+            ctx.log.warning(
+                "local_merge_continued",
+                local_tip=result.continued_from,
+                pushed_commit=result.pushed_commit,
+                note=f"local {spec.target} held this run's own unpushed merge (an interrupted "
+                "push): put back at the remote's tip and merged again",
+            )
         return merge_outcome(result)
 
     def done(self, ctx: RunContext) -> Outcome | None:
