@@ -179,8 +179,8 @@ def test_resume_on_another_neon_branch_of_the_project_is_refused(world: World) -
 # ------------------------------------------------------------------ case 2
 
 
-def test_an_edited_playbook_is_named_and_refused_then_a_new_run_on_request(
-    world: World,
+def test_an_edited_playbook_is_named_and_refused_then_comments_are_no_change(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     main_before = world.origin_main()
     git(world.repo.origin, "branch", "prod", "main")
@@ -191,6 +191,10 @@ def test_an_edited_playbook_is_named_and_refused_then_a_new_run_on_request(
     with pytest.raises(UsageError, match=re.escape("git.target: 'main' -> 'prod'")) as refused:
         resume(run_id, world.store, world.interaction())
     assert refused.value.exit_code == ExitCode.USAGE
+    monkeypatch.setenv("DATABASE_URL", world.database_url)
+    code, out = cli(world, capsys, "resume", run_id, "--yes")
+    assert code == int(ExitCode.USAGE) and "git.target: 'main' -> 'prod'" in out
+    assert "--new-run" in out
     assert git(world.repo.origin, "rev-parse", "prod") == main_before
     assert world.origin_main() == main_before
 
