@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from orchestrator.inventory import Inventory
     from orchestrator.neon.restore import RestorePlan, RestoreResult
     from orchestrator.repair import RepairPlan, RepairResult
-    from orchestrator.runs import RunRecord
+    from orchestrator.runs import RunListing, RunRecord
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -60,6 +60,7 @@ __all__ = [
     "ShadowSpec",
     "ValidationReport",
     "Verdict",
+    "abandon_run",
     "check_database_url",
     "check_restore_confirmation",
     "checklist",
@@ -83,6 +84,8 @@ __all__ = [
     "restore_plan",
     "resume",
     "rollback",
+    "run_listing",
+    "run_plan",
     "run_timeline",
     "runs",
     "shadow_spec",
@@ -442,6 +445,29 @@ def runs(state_dir: Path) -> list[RunRecord]:
     from orchestrator.runs import RunStore
 
     return RunStore(state_dir).list()
+
+
+def run_listing(state_dir: Path) -> RunListing:
+    """Every recorded run, the unreadable and the abandoned ones too."""
+    from orchestrator.runs import RunStore
+
+    return RunStore(state_dir).listing()
+
+
+def abandon_run(state_dir: Path, run_id: str, reason: str) -> str:
+    """Close run ``run_id`` for good (resume refuses it); its full id."""
+    from orchestrator.runs import RunStore
+
+    return RunStore(state_dir).abandon(run_id, reason)
+
+
+def run_plan(state_dir: Path, run_id: str) -> tuple[RunRecord, list[str]]:
+    """Run ``run_id`` and its rollback plan, whatever state it is in; nothing is done."""
+    from orchestrator.engine.run import plan_of
+    from orchestrator.runs import RunStore
+
+    record = RunStore(state_dir).load(run_id)
+    return record, plan_of(record)
 
 
 def run_timeline(state_dir: Path, run_id: str) -> tuple[RunRecord, list[dict[str, Any]]]:

@@ -169,7 +169,15 @@ def event_line(event: dict[str, Any]) -> str | None:
     elif name == "run_succeeded":
         text = "run succeeded"
     elif name == "interrupted":
-        text = f"interrupted in state {event.get('state')}: resume with `{event.get('hint')}`"
+        by = f" by {event['signal']}" if event.get("signal") else ""
+        text = f"interrupted{by} in state {event.get('state')}: resume with `{event.get('hint')}`"
+    elif name == "local_merge_continued":
+        text = str(event.get("note"))
+    elif name == "production_checked":
+        text = f"production holds the release's migrations: {event.get('status')}"
+    elif name == "baseline_check":
+        mark = "ok" if event.get("ok") else "FAIL"
+        text = f"before the deploy: {mark} {event.get('check')}: {event.get('detail')}"
     else:
         return None
     return f"{time} {text}"
@@ -246,21 +254,28 @@ _HINTS: Mapping[str, Callable[[Mapping[str, Any]], str]] = {
 }
 
 
-def run_summary(console: Console, record: RunRecord) -> None:
-    """The end of a deploy: final state, reason, rollback plan."""
+def run_summary(console: Console, record: RunRecord, plan: list[str] | None = None) -> None:
+    """The end of a deploy: final state, reason, rollback plan (``plan``, else the one the
+    run recorded when it halted)."""
     style = "bold green" if record.state == "succeeded" else "bold red"
     console.print(f"run {record.run_id}: [{style}]{record.state}[/] (exit {record.exit_code})")
     if record.halt_reason:
         reason = redact(record.halt_reason)  # a check's URL may carry its credential
         console.print(f"reason: {reason}", markup=False, highlight=False)
-    if record.rollback_plan:
+    lines = record.rollback_plan if plan is None else plan
+    if lines:
         console.print("[bold]rollback plan:[/bold]")
-        for line in record.rollback_plan:
+        for line in lines:
             console.print(line, markup=False, highlight=False)
 
 
-def timeline(console: Console, record: RunRecord, events: list[dict[str, Any]]) -> None:
-    """A run's timeline: its transitions and every event of its audit trail."""
+def timeline(
+    console: Console,
+    record: RunRecord,
+    events: list[dict[str, Any]],
+    plan: list[str] | None = None,
+) -> None:
+    """A run's timeline: its transitions, every event of its audit trail, its rollback plan."""
     console.print(
         f"run {record.run_id} · {record.name} · state {record.state} · exit {record.exit_code}",
         markup=False,
@@ -275,16 +290,38 @@ def timeline(console: Console, record: RunRecord, events: list[dict[str, Any]]) 
         line = event_line(event)
         if line is not None:
             console.print(line, markup=False, highlight=False)
-    run_summary(console, record)
+    run_summary(console, record, plan)
 
 
-def runs_table(console: Console, records: list[RunRecord]) -> None:
-    """One row per run, newest first."""
+def runs_table(
+    console: Console,
+    records: list[RunRecord],
+    unreadable: list[tuple[str, str]] | None = None,
+    abandoned: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """One row per run, newest first: an abandoned run says so in its state, and a run
+    whose record cannot be read is listed as such (with why, below the table)."""
+    closed = abandoned or {}
+    rows = [
+        (
+            r.run_id,
+            r.name,
+            f"{r.state} (abandoned)" if r.run_id in closed else r.state,
+            str(r.exit_code),
+            r.updated_at[:19].replace("T", " "),
+        )
+        for r in records
+    ]
+    for run_id, _why in unreadable or []:
+        state = "unreadable (abandoned)" if run_id in closed else "unreadable"
+        rows.append((run_id, "?", state, "-", "-"))
+    rows.sort(key=lambda row: row[0], reverse=True)
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("run", no_wrap=True, min_width=23)
     for column in ("name", "state", "exit", "updated"):
         table.add_column(column)
-    for r in records:
-        updated = r.updated_at[:19].replace("T", " ")
-        table.add_row(r.run_id, r.name, r.state, str(r.exit_code), updated)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
+    for run_id, why in unreadable or []:
+        console.print(f"{run_id}: {redact(why)}", markup=False, highlight=False)

@@ -31,6 +31,7 @@ RUNS_DIRNAME = "runs"
 RECORD_FILENAME = "state.json"
 AUDIT_FILENAME = "audit.jsonl"
 LOCK_FILENAME = "lock"
+ABANDONED_FILENAME = "abandoned"  # `runs abandon`: the run is closed for good
 
 # Letters, digits, '-' and '_' only: no '/', no '.', so an id can never leave runs/.
 _RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
@@ -84,6 +85,13 @@ class RunRecord:
     created_at: str = field(default_factory=utc_now_iso)
     updated_at: str = field(default_factory=utc_now_iso)
     source_commit: str | None = None
+    # The playbook as it was when the run started (its text and the sha256 of that text): a
+    # resume walks on with it, never with a file edited since.
+    playbook_text: str | None = None
+    playbook_sha256: str | None = None
+    # The production database the run started on (system_identifier, database oid and name):
+    # a resume that reaches another one is refused.
+    database: dict[str, str] = field(default_factory=dict)
     # the migrations this run set out to apply, {"tag", "hash"}, fixed by its first validate
     planned: list[dict[str, Any]] = field(default_factory=list)
     # hashes tracked before the run changed anything: with ``planned``, all it may ever see
@@ -123,7 +131,7 @@ def _record_from_json(data: Any) -> RunRecord:
         _expect(data, name, str)
     for name in ("created_at", "updated_at"):
         _parse_time(data[name], name)
-    for name in ("source_commit", "halt_reason"):
+    for name in ("source_commit", "halt_reason", "playbook_text", "playbook_sha256"):
         _expect_optional(data, name, str)
     if "exit_code" in data and (
         isinstance(data["exit_code"], bool) or not isinstance(data["exit_code"], int | None)
@@ -137,6 +145,11 @@ def _record_from_json(data: Any) -> RunRecord:
     plan = data.get("rollback_plan", [])
     if not isinstance(plan, list) or not all(isinstance(s, str) for s in plan):
         raise UsageError("malformed run record: rollback_plan must be a list of strings")
+    database = data.get("database", {})
+    if not isinstance(database, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in database.items()
+    ):
+        raise UsageError("malformed run record: database must map names to strings")
     planned = data.get("planned", [])
     if not isinstance(planned, list) or not all(isinstance(p, dict) for p in planned):
         raise UsageError("malformed run record: planned must be a list of objects")
@@ -155,6 +168,9 @@ def _record_from_json(data: Any) -> RunRecord:
         created_at=data["created_at"],
         updated_at=data["updated_at"],
         source_commit=data.get("source_commit"),
+        playbook_text=data.get("playbook_text"),
+        playbook_sha256=data.get("playbook_sha256"),
+        database=database,
         planned=planned,
         tracked_before=tracked_before,
         steps=steps,
@@ -195,6 +211,16 @@ def _parse_time(text: str, name: str) -> datetime:
     except ValueError:
         raise UsageError(f"malformed run record: {name} {text!r} is not ISO-8601") from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+@dataclass(frozen=True)
+class RunListing:
+    """What ``runs`` shows: every readable run (newest first), every run directory whose
+    record cannot be read, with why, and when and why each abandoned run was closed."""
+
+    records: list[RunRecord]
+    unreadable: list[tuple[str, str]]
+    abandoned: dict[str, dict[str, Any]]
 
 
 class RunStore:
@@ -298,7 +324,7 @@ class RunStore:
         return record
 
     def list(self) -> list[RunRecord]:
-        """Every readable run, newest first; corrupt or half-made run directories are skipped."""
+        """Every readable run, newest first; see :meth:`unreadable` for the others."""
         records: list[RunRecord] = []
         for name in self._run_dir_names():
             try:
@@ -308,6 +334,50 @@ class RunStore:
         records.sort(key=lambda r: (_parse_time(r.created_at, "created_at"), r.run_id))
         records.reverse()
         return records
+
+    def listing(self) -> RunListing:
+        """Every run, readable or not, with the abandoned ones marked."""
+        abandoned = {
+            name: mark
+            for name in self._run_dir_names()
+            if (mark := self.abandoned(name)) is not None
+        }
+        return RunListing(self.list(), self.unreadable(), abandoned)
+
+    def unreadable(self) -> builtins.list[tuple[str, str]]:
+        """``(run id, why)`` of every run directory whose record cannot be read (truncated,
+        corrupt, missing), newest first (ids begin with their UTC start time)."""
+        found: builtins.list[tuple[str, str]] = []
+        for name in sorted(self._run_dir_names(), reverse=True):
+            try:
+                self.load(name)
+            except UsageError as exc:
+                found.append((name, str(exc)))
+        return found
+
+    def abandon(self, run_id: str, reason: str) -> str:
+        """Close run ``run_id`` for good (``resume`` refuses it; ``runs`` shows it abandoned),
+        whether or not its record is readable; its full id. Refused while a process drives it
+        (its lock is held)."""
+        full_id = self.resolve(run_id)
+        with self.lock(full_id):
+            mark = {"at": utc_now_iso(), "reason": reason}
+            _write_atomically(
+                self.run_dir(full_id) / ABANDONED_FILENAME,
+                (json.dumps(self.redactor.value(mark)) + "\n").encode(),
+            )
+        return full_id
+
+    def abandoned(self, run_id: str) -> dict[str, Any] | None:
+        """When and why run ``run_id`` was abandoned; None if it was not."""
+        path = self.run_dir(self.resolve(run_id)) / ABANDONED_FILENAME
+        try:
+            mark = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {"at": None, "reason": "unreadable mark"}
+        return mark if isinstance(mark, dict) else {"at": None, "reason": str(mark)}
 
     def check_writable(self) -> None:
         """UsageError unless run records can be written here (a run never goes unrecorded).
@@ -329,8 +399,21 @@ class RunStore:
                 probe.unlink()
 
     def newest_unfinished(self) -> RunRecord:
-        """The newest run that has not succeeded (nor been rolled back); UsageError if none."""
-        for record in self.list():
+        """The newest run that has not succeeded (nor been rolled back or abandoned);
+        UsageError if none, or if a run newer than it has an unreadable record (that one
+        may be the run to resume: the operator decides, by id or with `runs abandon`)."""
+        readable = {record.run_id: record for record in self.list()}
+        for name in sorted(self._run_dir_names(), reverse=True):
+            if self.abandoned(name) is not None:
+                continue
+            record = readable.get(name)
+            if record is None:
+                why = dict(self.unreadable()).get(name, "unreadable")
+                raise UsageError(
+                    f"the newest run {name} has an unreadable record ({why}); resume names "
+                    f"no run for you: repair it, resume another run by id, or close it with "
+                    f"`orchestrator runs abandon {name}`"
+                )
             if record.state != "succeeded" and "rollback" not in record.steps:
                 return record
         raise UsageError(f"no unfinished run in {self.runs_dir} (see `orchestrator runs`)")

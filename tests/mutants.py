@@ -75,6 +75,9 @@ def _from_record() -> Mapping[str, Callable[..., Any]]:
     def release_live(self: Any, commit: str) -> bool:
         return ReleaseOutcome.of(self.ctx.record).live
 
+    def release_verdict(self: Any) -> str:
+        return str(self.ctx.record.steps.get("revalidate", {}).get("status"))
+
     return {
         f.__name__: f
         for f in (
@@ -85,6 +88,7 @@ def _from_record() -> Mapping[str, Callable[..., Any]]:
             backup_branch_exists,
             pull_request_merged,
             release_live,
+            release_verdict,
         )
     }
 
@@ -97,6 +101,7 @@ OBSERVATIONS = (
     "backup_branch_exists",
     "pull_request_merged",
     "release_live",
+    "release_verdict",
 )
 
 

@@ -4,7 +4,9 @@ local health endpoint."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -195,10 +197,33 @@ def test_rejected_push_halts(world: World) -> None:
     assert resumed.halt_reason is None and resumed.rollback_plan == []
 
 
-def test_unhealthy_monitor_produces_rollback_plan_and_rollback_reverts(world: World) -> None:
+def test_production_down_before_the_deploy_halts_in_preflight_with_nothing_changed(
+    world: World,
+) -> None:
     world.health.status = 503
     before = world.origin_main()
+    fingerprint = schema_fingerprint(world.database_url)
     record = world.deploy()
+    assert record.state == "halted" and record.exit_code == 21
+    assert "already unhealthy before the deploy" in str(record.halt_reason)
+    assert "backup" not in record.steps and "migrate" not in record.steps
+    assert schema_fingerprint(world.database_url) == fingerprint
+    assert world.origin_main() == before
+
+
+def break_production_once_live(world: World) -> Callable[[dict[str, Any]], None]:
+    """A console callback that makes the health endpoint fail once the release is live."""
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event.get("event") == "transition" and event.get("dest") == "live":
+            world.health.status = 503
+
+    return on_event
+
+
+def test_unhealthy_monitor_produces_rollback_plan_and_rollback_reverts(world: World) -> None:
+    before = world.origin_main()
+    record = world.deploy(console=break_production_once_live(world))
     assert record.state == "halted" and record.exit_code == 22
     assert record.steps["monitor"]["healthy"] is False
     assert record.steps["monitor"]["ended_early"] is True

@@ -53,6 +53,8 @@ WORLD_TESTS = {
     "merge_pushed": WORLD + "test_push_undone_before_its_guard_is_not_taken_for_pushed",
     "release_live": "tests/test_release_gate.py::"
     "test_production_rolled_back_during_the_monitor_window_is_not_a_success",
+    "production_holds_release": "tests/test_resume_pinned.py::"
+    "test_migration_undone_while_halted_at_merge_halts_partial_and_pushes_nothing",
 }
 # LiveObservations method -> a test against the real world it must fail when answered from
 # the run record.
@@ -68,6 +70,8 @@ OBSERVATION_TESTS = {
     + "test_pull_request_reopened_before_its_guard_is_not_taken_for_merged",
     "release_live": "tests/test_release_gate.py::"
     "test_production_rolled_back_during_the_monitor_window_is_not_a_success",
+    "release_verdict": "tests/test_resume_pinned.py::"
+    "test_migration_undone_while_halted_at_merge_halts_partial_and_pushes_nothing",
 }
 
 

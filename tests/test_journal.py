@@ -10,7 +10,6 @@ import pytest
 
 from orchestrator.drizzle.journal import (
     BREAKPOINT,
-    check_statements,
     decode_sql,
     hash_sql,
     parse_journal,
@@ -88,40 +87,6 @@ def test_invalid_utf8_hashes_like_node_but_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(UsageError, match="not UTF-8"):
         read_journal(folder)  # drizzle would run the altered text: we refuse it
-
-
-def test_the_statement_check_can_be_left_for_later_and_says_the_same(tmp_path: Path) -> None:
-    """read_journal(check_statements=False) leaves out only the syntax check; the check run
-    later (for all migrations, or the ones named) refuses with read_journal's own words."""
-    good, bad = (
-        b"CREATE TABLE a (x int);\n",
-        b"SELECT 1;\n--> statement-breakpoint\nCREAT TABLE b;\n",
-    )
-    folder = write_folder(
-        tmp_path / "m",
-        [{"idx": 0, "when": 1, "tag": "0000_a"}, {"idx": 1, "when": 2, "tag": "0001_b"}],
-        {"0000_a.sql": good, "0001_b.sql": bad},
-    )
-    with pytest.raises(UsageError) as checked:
-        read_journal(folder)
-    assert "0001_b.sql:3: statement 2 does not parse" in str(checked.value)
-
-    journal = read_journal(folder, check_statements=False)
-    assert [m.hash for m in journal.migrations] == [
-        hashlib.sha256(good).hexdigest(),
-        hashlib.sha256(bad).hexdigest(),
-    ]
-    check_statements(journal, ["0000_a"])  # the good one alone passes
-    with pytest.raises(UsageError) as later:
-        check_statements(journal)
-    assert str(later.value) == str(checked.value)
-    with pytest.raises(UsageError, match="not UTF-8"):  # the encoding is still checked
-        read_journal(
-            write_folder(
-                tmp_path / "n", [{"idx": 0, "when": 1, "tag": "0000_a"}], {"0000_a.sql": b"\xff"}
-            ),
-            check_statements=False,
-        )
 
 
 def test_parse_from_a_mapping_equals_reading_from_disk() -> None:

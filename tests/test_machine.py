@@ -37,6 +37,7 @@ class Seen:
     commit_known: bool = True
     pull_merged: bool = True
     release_served: bool = True
+    production: str = "SAFE"  # validate's verdict on production now
 
     def tracked_hashes(self) -> frozenset[str]:
         return self.tracked
@@ -58,6 +59,9 @@ class Seen:
 
     def release_live(self, commit: str) -> bool:
         return self.release_served
+
+    def release_verdict(self) -> str:
+        return self.production
 
 
 SEEN = Seen()
@@ -452,3 +456,17 @@ def test_go_live_needs_the_release_still_on_the_remote() -> None:
     # The gate saw it live, so the guard that said no is the remote's: 21, not 22.
     assert halt_exit_code("merged", r) is ExitCode.GUARD_FAILED
     assert "no longer on origin/main" in halt_reason("merged", r)
+
+
+def test_production_is_read_again_before_merge_release_gate_and_monitor() -> None:
+    from orchestrator.engine.machine import LIVE, GuardedStep, production_holds_release
+
+    r = record(revalidate={"status": "SAFE"})
+    assert production_holds_release(r, SEEN)
+    for verdict in ("NEEDS_MIGRATION", "PARTIAL_MIGRATION"):  # undone, or another database
+        assert not production_holds_release(r, Seen(production=verdict))
+    for state, step in (("revalidated", "merge"), ("merged", "release"), ("live", "monitor")):
+        [guarded] = LIVE[state].steps
+        assert isinstance(guarded, GuardedStep) and guarded.name == step
+        assert [g.__name__ for g in guarded.guards] == ["production_holds_release"]
+        assert guarded.code is ExitCode.PARTIAL

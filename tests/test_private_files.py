@@ -38,12 +38,12 @@ def group_or_world_readable(root: Path) -> list[str]:
 
 
 def test_with_umask_000_a_deploy_leaves_nothing_readable_by_others(world: World) -> None:
-    dumps = world.root / "dumps" / "nested"  # created by the run
+    dump = world.root / "dumps" / "nested" / "pre-release.dump"  # its folders made by the run
     write_playbook(
         world.playbook,
         repo=world.repo,
         health_url=f"{world.health.url}?token={TOKEN}",
-        backup=f"{{kind: pg_dump, path: {dumps}/}}",
+        backup=f"{{kind: pg_dump, path: {dump}}}",
         duration="200ms",
         interval="100ms",
     )

@@ -87,7 +87,8 @@ def test_rehearsal_proves_the_release_and_changes_nothing(
     code, document = dry_run(world, capsys)
     assert code == 0, document["plan"]
     assert everything(world) == before
-    assert world.health.requests == requests + 1  # the HTTP check ran exactly once
+    # The HTTP check ran exactly twice: pre-flight (production healthy before) and monitor.
+    assert world.health.requests == requests + 2
 
     by_name = steps(document)
     assert list(by_name) == [
@@ -286,7 +287,7 @@ def test_the_bounds_are_printed_before_the_first_connection(
     assert "cannot connect" in lines[-1]
 
 
-@pytest.mark.parametrize("case", ["clean", "failing_migration", "failing_monitor"])
+@pytest.mark.parametrize("case", ["clean", "failing_migration", "down_before"])
 def test_the_rehearsal_predicts_the_deploys_exit_code(
     world: World, capsys: pytest.CaptureFixture[str], case: str
 ) -> None:
@@ -296,9 +297,9 @@ def test_the_rehearsal_predicts_the_deploys_exit_code(
             {"0012_broken.sql": 'ALTER TABLE "no_such_table" ADD COLUMN "x" integer;\n'},
             {"tag": "0012_broken", "when": 1761300000000},
         )
-    if case == "failing_monitor":
+    if case == "down_before":  # production down before the deploy: pre-flight halts
         world.health.status = 503
     predicted, document = dry_run(world, capsys)
     record = world.deploy()
     assert record.exit_code == predicted, (document["prediction"], record.halt_reason)
-    assert predicted == {"clean": 0, "failing_migration": 21, "failing_monitor": 22}[case]
+    assert predicted == {"clean": 0, "failing_migration": 21, "down_before": 21}[case]

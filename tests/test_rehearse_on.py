@@ -95,12 +95,13 @@ def test_local_copy_predicts_a_failing_migration(
     assert real_deploy_code(world) == code
 
 
-def test_local_copy_predicts_a_failing_monitor(
+def test_local_copy_predicts_the_halt_of_production_down_before_the_deploy(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
     world.health.status = 503
     code, document = rehearse(world, capsys, "local")
-    assert code == 22, document["plan"]
+    assert code == 21, document["plan"]
+    assert "already unhealthy before the deploy" in json.dumps(document)
     assert real_deploy_code(world) == code
 
 

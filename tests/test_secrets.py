@@ -89,12 +89,13 @@ def test_no_command_writes_a_secret_anywhere(
             )
             assert code == 0
 
-        # A deploy that halts (unhealthy), its resume, the listings, the rollback.
+        # A deploy that halts (production down before it), its resume, the listings, the
+        # rollback.
         world.health.status = 503
         code, out = cli(
             "deploy", "deploy", "--playbook", str(world.playbook), "--yes", "--json", *state
         )
-        assert code == 22, written["deploy stderr"]
+        assert code == 21, written["deploy stderr"]
         run_id = json.loads(out)["run_id"]
         world.health.status = 200
         code, _ = cli("resume", "resume", run_id, "--yes", *state)

@@ -7,6 +7,11 @@ are printed as one line on stderr; a traceback never reaches the user.
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 import click
 
@@ -45,7 +50,8 @@ def run_app(argv: list[str] | None = None) -> int:
 
     console.forget_warnings()
     try:
-        result = app.main(args=argv, standalone_mode=False, prog_name="orchestrator")
+        with _stops_interrupt():
+            result = app.main(args=argv, standalone_mode=False, prog_name="orchestrator")
     except click.exceptions.NoArgsIsHelpError as exc:
         # `orchestrator` alone: show the help, as a usage error (nothing was asked).
         console.err.print(exc.format_message(), markup=False, highlight=False)
@@ -53,16 +59,22 @@ def run_app(argv: list[str] | None = None) -> int:
     except click.exceptions.UsageError as exc:
         console.err.print(f"error: {redact(exc.format_message())}", markup=False, highlight=False)
         return int(ExitCode.USAGE)
-    except click.exceptions.Abort:
-        console.err.print("aborted: nothing was changed", markup=False)
+    except click.exceptions.Abort as exc:
+        # click turns KeyboardInterrupt (Ctrl-C, and SIGTERM/SIGHUP, see _stops_interrupt)
+        # into Abort; a "no" at a prompt is an Abort of its own.
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, KeyboardInterrupt):
+            console.err.print(f"interrupted by {str(cause) or 'SIGINT'}", markup=False)
+        else:
+            console.err.print("aborted: nothing was changed", markup=False)
         return int(ExitCode.USAGE)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except OrchestratorError as exc:
         console.err.print(f"error: {redact(str(exc))}", markup=False, highlight=False)
         return int(exc.exit_code)
-    except KeyboardInterrupt:
-        console.err.print("interrupted", markup=False)
+    except KeyboardInterrupt as exc:
+        console.err.print(f"interrupted{f' by {exc}' if str(exc) else ''}", markup=False)
         return int(ExitCode.ERROR)
     except Exception as exc:  # the last line of defence: one line, no traceback
         first = redact(str(exc)).splitlines()[0] if str(exc) else ""
@@ -75,6 +87,31 @@ def run_app(argv: list[str] | None = None) -> int:
             raise
         return int(ExitCode.ERROR)
     return int(result) if isinstance(result, int) else 0
+
+
+#: The signals that stop a command the way Ctrl-C does: a cancelled CI job sends SIGTERM, a
+#: closed terminal SIGHUP.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def _stops_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, as SIGINT does: the running statement is
+    cancelled, locks are released and the run records the interruption before exiting
+    (main thread only: Python delivers signals there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, _interrupt) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def redact(text: str) -> str:

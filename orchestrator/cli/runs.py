@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +42,7 @@ def _interaction(
     def ask(question: str) -> bool:
         return click.confirm(f"{question}?", default=False)
 
-    return commands.interaction(
+    made = commands.interaction(
         confirm=confirm,
         backup_confirmed=backup_confirmed,
         ask=ask if at_terminal else None,
@@ -51,6 +52,14 @@ def _interaction(
         retries=retries,
         on_retry=on_retry,
     )
+    # No live line without a terminal: a step that waits says so on stderr every few seconds.
+    return made if at_terminal else dataclasses.replace(made, heartbeat=_heartbeat)
+
+
+def _heartbeat(line: str) -> None:
+    from orchestrator.cli.console import err
+
+    err.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _warner(as_json: bool) -> Callable[[str], None]:
@@ -222,23 +231,34 @@ def deploy(
 @click.option(
     "--backup-confirmed", is_flag=True, help="backup kind manual: vouch that a backup exists."
 )
+@click.option(
+    "--new-run",
+    is_flag=True,
+    help="When the playbook changed since the run started: abandon the run and start a new "
+    "one with the playbook as it is now (without it, resume refuses).",
+)
 @retries_option
 @state_options
 def resume(
     run_id: str | None,
     yes: bool,
     backup_confirmed: bool,
+    new_run: bool,
     retries: int | None,
     state_dir: Path,
     as_json: bool,
 ) -> int:
-    """Continue an interrupted or halted run (default: the newest unfinished one).
+    """Continue an interrupted or halted run (default: the newest unfinished one), with the
+    playbook it started with.
 
-    Refuses (exit 2) if the world moved under the run; steps already done are not repeated.
+    Refuses (exit 2) if the world moved under the run, the playbook file changed (unless
+    --new-run) or the database is another one; steps already done are not repeated.
     """
     from orchestrator import commands
 
     interaction = _interaction(yes, backup_confirmed, as_json, "resume", retries)
+    if new_run:
+        interaction = dataclasses.replace(interaction, new_run=True)
     record = commands.resume(run_id, state_dir, interaction)
     return _finish_run(record, as_json, "resume")
 
@@ -246,6 +266,12 @@ def resume(
 @click.command()
 @click.argument("run_id")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--plan",
+    "plan_only",
+    is_flag=True,
+    help="Print the run's rollback plan (any run, a succeeded one too) and do nothing.",
+)
 @click.option(
     "--restore-database",
     is_flag=True,
@@ -268,6 +294,7 @@ def resume(
 def rollback(
     run_id: str,
     yes: bool,
+    plan_only: bool,
     restore_database: bool,
     confirm_branch: str | None,
     confirm_database: str | None,
@@ -282,7 +309,7 @@ def rollback(
     (21 when a restored dump does not match).
     """
     from orchestrator import commands
-    from orchestrator.cli.console import out, print_json, print_lines
+    from orchestrator.cli.console import interactive, out, print_json, print_lines
     from orchestrator.cli.options import on_retry
 
     typed = typed_database = None
@@ -293,6 +320,8 @@ def rollback(
     ):
         if given is not None and not restore_database:
             raise UsageError(f"{name} only goes with --restore-database")
+    if plan_only and (yes or restore_database):
+        raise UsageError("--plan only prints the plan: not with --yes or --restore-database")
     if restore_database and commands.has_dump_backup(run_id, state_dir):
         if confirm_branch is not None:
             raise UsageError("--confirm-branch is for Neon branch backups: use --confirm-database")
@@ -301,6 +330,25 @@ def rollback(
         if confirm_database is not None:
             raise UsageError("--confirm-database is for pg_dump backups: use --confirm-branch")
         typed = _confirm_restore(commands.restore_plan(run_id, state_dir), confirm_branch)
+    shown = False
+    if plan_only or not yes:
+        # The plan first, before any question and before a refusal for want of a terminal:
+        # what a rollback would do can always be read without doing it.
+        record, plan = commands.run_plan(state_dir, run_id)
+        refusing = not plan_only and not interactive()
+        if as_json and (plan_only or refusing):
+            print_json({"run_id": record.run_id, "state": record.state, "plan": plan})
+        elif not as_json:
+            out.print("[bold]rollback plan:[/bold]")
+            print_lines(plan)
+            shown = True
+        if plan_only:
+            return int(ExitCode.OK)
+        if refusing:
+            raise UsageError(
+                "rollback changes production: pass --yes (no terminal to confirm on); "
+                "the plan above is what it would do"
+            )
     interaction = _interaction(yes, False, as_json, "rollback")
     result = commands.rollback(run_id, state_dir, interaction)
     restored: Any = None
@@ -326,7 +374,10 @@ def rollback(
             out.print(f"[green]reverted and pushed:[/green] {result.reverted_commit}")
         if result.pull_request_url:
             out.print(f"revert pull request: {result.pull_request_url}", markup=False)
-        print_lines(result.plan if restored is None else restored.lines)
+        if restored is not None:
+            print_lines(restored.lines)
+        elif not shown:
+            print_lines(result.plan)
     return int(ExitCode.OK if restored is None else restored.exit_code)
 
 
@@ -374,18 +425,55 @@ def _confirm_restore(plan: RestorePlan, confirm_branch: str | None) -> str:
     return confirm_branch
 
 
-@click.command(name="runs")
+@click.group(name="runs", invoke_without_command=True)
 @state_options
-def list_runs(state_dir: Path, as_json: bool) -> int:
-    """List recorded runs, newest first."""
+@click.pass_context
+def list_runs(ctx: click.Context, state_dir: Path, as_json: bool) -> int:
+    """List recorded runs, newest first (a run whose record cannot be read too, as such);
+    `runs abandon RUN` closes a run for good."""
     from orchestrator import commands, render
     from orchestrator.cli.console import out, print_json
 
-    records = commands.runs(state_dir)
+    if ctx.invoked_subcommand is not None:
+        return int(ExitCode.OK)
+    listing = commands.run_listing(state_dir)
     if as_json:
-        print_json({"runs": [r.to_json() for r in records]})
+        print_json(
+            {
+                "runs": [
+                    {**r.to_json(), "abandoned": listing.abandoned.get(r.run_id)}
+                    for r in listing.records
+                ],
+                "unreadable": [
+                    {"run_id": run_id, "reason": why, "abandoned": listing.abandoned.get(run_id)}
+                    for run_id, why in listing.unreadable
+                ],
+            }
+        )
     else:
-        render.runs_table(out, records)
+        render.runs_table(out, listing.records, listing.unreadable, listing.abandoned)
+    return int(ExitCode.OK)
+
+
+@list_runs.command(name="abandon")
+@click.argument("run_id")
+@click.option(
+    "--reason", default="abandoned by the operator", show_default=True, help="Why, for the record."
+)
+@state_options
+def abandon(run_id: str, reason: str, state_dir: Path, as_json: bool) -> int:
+    """Close run RUN_ID for good: resume refuses it and no longer picks it by default.
+
+    Nothing in production changes; `rollback RUN_ID --plan` says what the run left behind.
+    """
+    from orchestrator import commands
+    from orchestrator.cli.console import out, print_json
+
+    full_id = commands.abandon_run(state_dir, run_id, reason)
+    if as_json:
+        print_json({"run_id": full_id, "abandoned": True, "reason": reason})
+    else:
+        out.print(f"run {full_id} abandoned: resume will not continue it", markup=False)
     return int(ExitCode.OK)
 
 
@@ -398,8 +486,9 @@ def show(run_id: str, state_dir: Path, as_json: bool) -> int:
     from orchestrator.cli.console import out, print_json
 
     record, events = commands.run_timeline(state_dir, run_id)
+    _same, plan = commands.run_plan(state_dir, record.run_id)
     if as_json:
-        print_json({"record": record.to_json(), "events": events})
+        print_json({"record": record.to_json(), "events": events, "rollback_plan": plan})
     else:
-        render.timeline(out, record, events)
+        render.timeline(out, record, events, plan)
     return int(ExitCode.OK)

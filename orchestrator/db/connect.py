@@ -203,7 +203,8 @@ def neon_direct_host(url: str) -> tuple[str, str] | None:
     (``ep-x-123-pooler.us-east-2.aws.neon.tech``); the direct one drops it.
     """
     try:
-        host = str(parse_conninfo(url).get("host") or "")
+        # A fully qualified name may end with a dot (``...neon.tech.``): the same host.
+        host = str(parse_conninfo(url).get("host") or "").removesuffix(".")
     except ConninfoError:
         return None
     first, _, rest = host.partition(".")

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,13 +80,8 @@ def hash_sql(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def read_journal(folder: Path, *, check_statements: bool = True) -> Journal:
-    """Read a migrations folder from disk. Bad input raises :class:`UsageError`.
-
-    ``check_statements=False`` leaves out PostgreSQL's syntax check of every statement, for a
-    caller that builds the history model next: the model parses every statement anyway, so
-    only the migrations it could not parse need the check (:func:`check_statements`).
-    """
+def read_journal(folder: Path) -> Journal:
+    """Read a migrations folder from disk. Bad input raises :class:`UsageError`."""
     if not folder.exists():
         raise UsageError(f"migrations folder not found: {folder}")
     if not folder.is_dir():
@@ -108,16 +103,11 @@ def read_journal(folder: Path, *, check_statements: bool = True) -> Journal:
         # Only the name matters for files outside the journal (see unjournaled_files).
         if name not in files and MIGRATION_FILE.match(name):
             files[name] = b""
-    return parse_journal(files, origin=str(folder), check_statements=check_statements)
+    return parse_journal(files, origin=str(folder))
 
 
-def parse_journal(
-    files: Mapping[str, bytes], *, origin: str, check_statements: bool = True
-) -> Journal:
-    """Parse a migrations folder given as ``{relative path: bytes}``.
-
-    ``check_statements``: as for :func:`read_journal`.
-    """
+def parse_journal(files: Mapping[str, bytes], *, origin: str) -> Journal:
+    """Parse a migrations folder given as ``{relative path: bytes}``."""
     journal_name = f"{origin}/{JOURNAL_PATH}"
     if JOURNAL_PATH not in files:
         raise UsageError(f"{origin}: no {JOURNAL_PATH} (is this a drizzle migrations folder?)")
@@ -156,7 +146,7 @@ def parse_journal(
         if raw is None:
             raise UsageError(f"{origin}: journal entry {tag!r} has no file {tag}.sql")
         text = decode_sql(raw)
-        check_sql(raw, text, f"{origin}/{tag}.sql", statements=check_statements)
+        check_sql(raw, text, f"{origin}/{tag}.sql")
         migrations.append(
             Migration(
                 idx=position,
@@ -194,7 +184,7 @@ def stray_file_message(name: str) -> str:
     )
 
 
-def check_sql(raw: bytes, text: str, name: str, *, statements: bool = True) -> None:
+def check_sql(raw: bytes, text: str, name: str) -> None:
     """Refuse a migration file drizzle would run other than as written. Bad input: UsageError.
 
     - bytes that are not UTF-8: drizzle replaces them by U+FFFD and runs the altered text;
@@ -203,8 +193,6 @@ def check_sql(raw: bytes, text: str, name: str, *, statements: bool = True) -> N
       halfway through the migration transaction;
     - a ``--> statement-breakpoint`` inside a statement: drizzle would send the halves as
       two statements (diagnosed when the halves rejoined do parse).
-
-    ``statements=False`` leaves out the last two (see :func:`check_statements`).
     """
     try:
         raw.decode("utf-8")
@@ -219,23 +207,8 @@ def check_sql(raw: bytes, text: str, name: str, *, statements: bool = True) -> N
             f"{name}:1: starts with a byte-order mark, which PostgreSQL rejects as SQL: "
             "save the file as UTF-8 without BOM"
         )
-    if statements and (problem := sql_problem(text)) is not None:
+    if (problem := sql_problem(text)) is not None:
         raise UsageError(f"{name}:{problem}")
-
-
-def check_statements(journal: Journal, tags: Collection[str] | None = None) -> None:
-    """Refuse (UsageError) the first migration, in journal order, holding a statement that
-    cannot run as drizzle sends it: what :func:`read_journal` checks unless told not to.
-
-    ``tags`` limits the check to those migrations: after building the history model, the
-    ones it could not parse (``ObjectModel.unparsed``); the parser the model uses has the
-    same grammar, so every other statement is known to parse.
-    """
-    for migration in journal.migrations:
-        if tags is None or migration.tag in tags:
-            problem = sql_problem(migration.sql)
-            if problem is not None:
-                raise UsageError(f"{journal.origin}/{migration.tag}.sql:{problem}")
 
 
 def sql_problem(text: str) -> str | None:

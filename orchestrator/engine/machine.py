@@ -158,6 +158,14 @@ def release_live(record: RunRecord, seen: Observations) -> bool:
     return seen.release_live(pushed)
 
 
+def production_holds_release(record: RunRecord, seen: Observations) -> bool:
+    """Before an irreversible step (merge, the release gate, the monitor): production holds
+    exactly the release's migrations, read now with validate's comparison (SAFE). Someone
+    undoing a migration while the run was down, or a connection string now reaching another
+    database, stops the run before the code goes out."""
+    return seen.release_verdict() == "SAFE"
+
+
 def monitor_healthy(record: RunRecord, seen: Observations) -> bool:
     """The monitor window saw no more failures than allowed."""
     return MonitorOutcome.of(record).healthy
@@ -302,6 +310,7 @@ class GuardedStep:
     step: Step
     guards: tuple[Guard, ...]
     refusal: str  # the halt reason when a guard says no
+    code: ExitCode = ExitCode.GUARD_FAILED  # the halt's exit code
 
     @property
     def name(self) -> str:
@@ -319,7 +328,9 @@ class GuardedStep:
             ok = guard(ctx.record, seen)
             ctx.log.info("guard", step=self.name, guard=guard.__name__, ok=ok)
             if not ok:
-                raise GuardError(self.refusal)
+                error = GuardError(self.refusal)
+                error.exit_code = self.code
+                raise error
         return self.step.run(ctx)
 
 
@@ -327,6 +338,19 @@ NO_WAY_BACK = (
     "the way back is gone: the recorded backup is missing, changed or unreadable, so nothing "
     "was migrated; put the recorded dump back (same sha256) and resume, or start a new deploy"
 )
+
+
+NOT_THE_RELEASE = (
+    "production no longer holds exactly the release's migrations (validate does not say "
+    "SAFE now; the production_checked event says what it found): someone changed the "
+    "database, or the connection string reaches another one; the code was not released "
+    "further. Validate it, put the migrations back (or roll back), then resume"
+)
+
+
+def _holding_release(step: Step) -> GuardedStep:
+    """``step``, allowed to act only while production holds the release's migrations."""
+    return GuardedStep(step, (production_holds_release,), NOT_THE_RELEASE, ExitCode.PARTIAL)
 
 
 @dataclass(frozen=True)
@@ -345,9 +369,9 @@ LIVE: Mapping[str, StateSpec] = {
         _migration_not_tracked,
     ),
     "migrated": StateSpec((RevalidateStep(),), _not_revalidated),
-    "revalidated": StateSpec((MergeStep(),), _not_pushed),
-    "merged": StateSpec((ReleaseStep(),), _not_live_or_gone),
-    "live": StateSpec((MonitorStep(),), _unhealthy),
+    "revalidated": StateSpec((_holding_release(MergeStep()),), _not_pushed),
+    "merged": StateSpec((_holding_release(ReleaseStep()),), _not_live_or_gone),
+    "live": StateSpec((_holding_release(MonitorStep()),), _unhealthy),
     "monitored": StateSpec((), _release_gone),
 }
 

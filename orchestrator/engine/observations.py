@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import sql
 
+from orchestrator.database import judge_database
 from orchestrator.db.connect import connect, describe
 from orchestrator.db.retry import call_with_retry, is_transient
 from orchestrator.engine.outcomes import NeonBranchBackup
@@ -66,6 +67,12 @@ class Observations(Protocol):
         True without a ``release:`` block."""
         ...
 
+    def release_verdict(self) -> str:
+        """validate's verdict now (``SAFE``, ``NEEDS_MIGRATION``, ``PARTIAL_MIGRATION``) on
+        the database the run reaches, for the release's migrations: ``SAFE`` when production
+        holds exactly them. :class:`DatabaseError` when it cannot be read."""
+        ...
+
 
 @dataclass
 class LiveObservations:
@@ -105,6 +112,26 @@ class LiveObservations:
 
     def release_live(self, commit: str) -> bool:
         return live_now(self.ctx, commit)
+
+    def release_verdict(self) -> str:
+        ctx = self.ctx
+        report, ctx.history = judge_database(
+            ctx.database_url,
+            ctx.journal,
+            ctx.migrate_options,
+            shadow=ctx.shadow,
+            retry=ctx.retry,
+            on_retry=ctx.on_retry,
+            history=ctx.history,
+        )
+        status = report.status.value
+        ctx.log.info("production_checked", status=status, recommendation=report.recommendation)
+        if status == "ERROR":
+            errors = [f.message for f in report.findings if f.severity == "error"]
+            raise DatabaseError(
+                f"cannot check production's migrations: {errors[0] if errors else status}"
+            )
+        return str(status)
 
 
 def read_tracked_hashes(url: str, schema: str, table: str) -> frozenset[str]:

@@ -40,7 +40,8 @@ from orchestrator.engine.settings import retry_policy
 from orchestrator.engine.steps.backup import restore_point
 from orchestrator.engine.steps.base import Outcome
 from orchestrator.engine.steps.migrate import summarize
-from orchestrator.errors import UsageError
+from orchestrator.engine.steps.preflight import baseline_checks, unhealthy_before
+from orchestrator.errors import GuardError, UsageError
 from orchestrator.gitrepo import TrialMerge
 from orchestrator.monitor import CheckResult, http_check, judge_row, sql_check
 from orchestrator.playbook import Playbook
@@ -105,6 +106,13 @@ class RehearsedWorld:
     def release_live(self, commit: str) -> bool:
         return True  # the gate's endpoint answers (else its rehearsal halted before)
 
+    def release_verdict(self) -> str:
+        # What production would hold after the migrations: the rehearsed revalidate's (or,
+        # nothing to migrate, validate's) verdict; nobody changes it during a rehearsal.
+        steps = self.rehearsal.record.steps
+        outcome = steps.get("revalidate") or steps.get("validate") or {}
+        return str(outcome.get("status"))
+
 
 def _rehearse_preflight(r: Rehearsal) -> Outcome:
     """Done before the database is chosen (the journal comes from the trial merge); with
@@ -113,6 +121,9 @@ def _rehearse_preflight(r: Rehearsal) -> Outcome:
         pull = predict_pull_request(r.run.platforms, r.playbook)
         if pull is not None:
             r.run.step("pull_request", pull)
+    for result in baseline_checks(r.playbook):  # production already down halts the deploy
+        if not result.ok:
+            raise GuardError(unhealthy_before(result))
     return {"ok": True, "source_commit": r.merge.source_commit, "outcome": r.merge.outcome}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,10 @@ from orchestrator.db.connect import (
     refuse_pooler,
     with_application_name,
 )
+from orchestrator.db.identity import identity_changes, read_identity
 from orchestrator.db.migrator import MigrationFailed
 from orchestrator.db.retry import OnRetry, call_with_retry
+from orchestrator.engine.heartbeat import HEARTBEAT_S, Heartbeat
 from orchestrator.engine.machine import (
     TERMINAL,
     RunModel,
@@ -39,6 +41,7 @@ from orchestrator.engine.observations import LiveObservations
 from orchestrator.engine.outcomes import HaltOutcome, MergeOutcome, PreflightOutcome
 from orchestrator.engine.rollback import revert_code, revert_through_pull_request, rollback_plan
 from orchestrator.engine.settings import journal_at, migrations_path, retry_policy, with_retries
+from orchestrator.engine.steps.backup import check_dump_path
 from orchestrator.engine.steps.base import RunContext, Step
 from orchestrator.engine.world import changes_since, observe
 from orchestrator.errors import (
@@ -50,7 +53,14 @@ from orchestrator.errors import (
 )
 from orchestrator.gitrepo import MissingBranch, open_repo, remote_tips
 from orchestrator.platforms.http import check_tokens, playbook_tokens
-from orchestrator.playbook import Playbook, load_playbook
+from orchestrator.playbook import (
+    Playbook,
+    load_playbook,
+    parse_playbook,
+    playbook_changes,
+    read_playbook_text,
+    text_sha256,
+)
 from orchestrator.redaction import Redactor, secret_values
 from orchestrator.runs import RunRecord, RunStore, Transition, new_run_id, utc_now_iso
 
@@ -71,8 +81,14 @@ class Interaction:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     warn: Callable[[str], None] = lambda _message: None  # e.g. a remote host without TLS
     retries: int | None = None  # --retries: attempts instead of the playbook's retry.attempts
+    # resume --new-run: when the playbook changed since the run started, close that run
+    # (abandoned) and start a new one with the playbook as it is now, instead of refusing.
+    new_run: bool = False
     # Each retry of the first connections (a new run's come before its audit trail exists).
     on_retry: OnRetry | None = None
+    # Without a terminal: hears a line at least every heartbeat_s while a step runs.
+    heartbeat: Callable[[str], None] | None = None
+    heartbeat_s: float = HEARTBEAT_S
 
 
 def database_url(playbook: Playbook, environ: Mapping[str, str], *, writes: bool = True) -> str:
@@ -137,6 +153,11 @@ def open_run(
         secrets=store.redactor,
         console=console,
     ) as trail:
+        on_progress = interaction.on_progress
+        heartbeat = None
+        if interaction.heartbeat is not None:
+            heartbeat = Heartbeat(interaction.heartbeat, interaction.heartbeat_s)
+            on_progress = _noting(heartbeat, interaction.on_progress)
         yield RunContext(
             playbook=playbook,
             record=record,
@@ -146,9 +167,18 @@ def open_run(
             confirm=interaction.confirm,
             backup_confirmed=interaction.backup_confirmed,
             ask=interaction.ask,
-            on_progress=interaction.on_progress,
+            on_progress=on_progress,
             environ=interaction.environ,
+            heartbeat=heartbeat,
         )
+
+
+def _noting(heartbeat: Heartbeat, on_progress: Callable[[str], None]) -> Callable[[str], None]:
+    def progress(line: str) -> None:
+        heartbeat.note(line)
+        on_progress(line)
+
+    return progress
 
 
 @contextmanager
@@ -214,12 +244,15 @@ def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> Run
     Bad input, or another deploy holding the database, raises :class:`UsageError` before the
     run record exists: nothing is changed.
     """
-    playbook = with_retries(load_playbook(playbook_path), interaction.retries)
+    text = read_playbook_text(playbook_path)
+    playbook = with_retries(parse_playbook(text, playbook_path), interaction.retries)
     url = database_url(playbook, interaction.environ)
     warning = transport_warning(playbook, url, interaction.environ)
     check_release(playbook)
     check_tokens(playbook, interaction.environ)
     check_backup_attestation(playbook, interaction)
+    if playbook.backup.kind == "pg_dump" and playbook.backup.path is not None:
+        check_dump_path(playbook.backup.path)
     store.check_writable()
     if warning:
         interaction.warn(warning)
@@ -227,7 +260,17 @@ def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> Run
     url = with_application_name(url, runlock.application_name(run_id))
     # The run's first connection; no run exists yet, so its retries go to the operator only.
     with hold_database(playbook, url, run_id, on_retry=interaction.on_retry) as lock:
-        record = RunRecord(run_id=run_id, playbook=str(playbook.path), name=playbook.name)
+        database = call_with_retry(
+            lambda: read_identity(url), retry_policy(playbook), on_retry=interaction.on_retry
+        )
+        record = RunRecord(
+            run_id=run_id,
+            playbook=str(playbook.path),
+            name=playbook.name,
+            playbook_text=text,
+            playbook_sha256=text_sha256(text),
+            database=database,
+        )
         store.create(record)
         with store.lock(run_id):
             return drive(playbook, record, store, url, interaction, resumed=False, lock=lock)
@@ -245,7 +288,22 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
         raise UsageError(f"run {record.run_id} already succeeded: there is nothing to resume")
     if "rollback" in record.steps:
         raise UsageError(f"run {record.run_id} was rolled back: start a new deploy instead")
-    playbook = with_retries(load_playbook(Path(record.playbook)), interaction.retries)
+    if store.abandoned(record.run_id) is not None:
+        raise UsageError(f"run {record.run_id} was abandoned: start a new deploy instead")
+    # The changed values are shown: masked like the audit trail (a URL may carry a token).
+    masking = Redactor(secret_values(interaction.environ))
+    changes = [masking.text(line) for line in playbook_changed(record)]
+    if changes and interaction.new_run:
+        store.abandon(record.run_id, "the playbook changed: " + "; ".join(changes))
+        return start(Path(record.playbook), store, interaction)
+    if changes:
+        raise UsageError(
+            f"run {record.run_id} started with another playbook: {record.playbook} changed "
+            f"({'; '.join(changes)}); a run goes on only with the playbook it started with: "
+            "put the file back as it was, or pass --new-run to close this run and start a "
+            "new one with the file as it is"
+        )
+    playbook = with_retries(pinned_playbook(record), interaction.retries)
     check_tokens(playbook, interaction.environ)
     name = runlock.application_name(record.run_id)
     plain_url = database_url(playbook, interaction.environ)
@@ -264,8 +322,20 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
             on_retry=reported,
         )
         with hold_database(playbook, url, record.run_id, on_retry=reported) as lock:
-            now = observe(playbook, record, url, interaction.environ)
-            reasons = changes_since(record, now) if now is not None else []
+            reasons = []
+            if record.database:
+                database = call_with_retry(
+                    lambda: read_identity(url), retry_policy(playbook), on_retry=reported
+                )
+                moved = identity_changes(record.database, database)
+                if moved:
+                    reasons.append(
+                        f"${playbook.database.url_env} reaches another database than the one "
+                        f"the run started on ({'; '.join(moved)})"
+                    )
+            if not reasons:
+                now = observe(playbook, record, url, interaction.environ)
+                reasons = changes_since(record, now) if now is not None else []
             if reasons:
                 with open_run(playbook, record, store, url, interaction) as ctx:
                     ctx.log.error("resume_refused", reasons=reasons, state=record.state)
@@ -282,6 +352,43 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
                 orphans=orphans,
                 lock=lock,
             )
+
+
+def pinned_playbook(record: RunRecord) -> Playbook:
+    """The playbook the run started with (pinned in its record); the file for a record made
+    before runs pinned it."""
+    path = Path(record.playbook)
+    if record.playbook_text is None:
+        return load_playbook(path)
+    if text_sha256(record.playbook_text) == record.playbook_sha256:
+        return parse_playbook(record.playbook_text, path)
+    # The record masks the secrets the playbook held (a token in a check's URL), so its text
+    # no longer has the recorded digest; the file still has it when it is the pinned one.
+    try:
+        text = read_playbook_text(path)
+    except UsageError:
+        text = ""
+    if text_sha256(text) != record.playbook_sha256:
+        raise UsageError(
+            f"run {record.run_id}: its pinned playbook held secrets (masked in the record) and "
+            f"{path} is no longer that playbook: put it back as it was, or start a new deploy"
+        )
+    return parse_playbook(text, path)
+
+
+def playbook_changed(record: RunRecord) -> list[str]:
+    """How the playbook file differs from the one the run pinned, key by key (empty: the
+    same, or a record from before runs pinned it)."""
+    if record.playbook_text is None:
+        return []
+    try:
+        now = read_playbook_text(Path(record.playbook))
+    except UsageError as exc:
+        return [str(exc)]
+    if text_sha256(now) == record.playbook_sha256:
+        return []
+    # Comments and layout only: the pinned playbook says the same, the run may go on.
+    return playbook_changes(record.playbook_text, now)
 
 
 def drive(
@@ -333,9 +440,12 @@ def drive(
                 _walk_state(ctx, model)
         except OrchestratorError as exc:
             _stop(ctx, model, exc)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             log.warning(
-                "interrupted", state=record.state, hint=f"orchestrator resume {record.run_id}"
+                "interrupted",
+                state=record.state,
+                signal=str(exc) or "SIGINT",
+                hint=f"orchestrator resume {record.run_id}",
             )
             store.save(record)
             raise
@@ -367,12 +477,14 @@ def _walk_state(ctx: RunContext, model: RunModel) -> None:
 
 def _run_step(ctx: RunContext, step: Step) -> None:
     ctx.log.info("step_start", step=step.name, state=ctx.record.state)
-    outcome = step.done(ctx)
-    if outcome is not None:
-        ctx.log.info("step_already_done", step=step.name, outcome=outcome)
-    else:
-        _ensure_database_lock(ctx)
-        outcome = step.run(ctx)
+    beating = ctx.heartbeat.during(step.name) if ctx.heartbeat is not None else nullcontext()
+    with beating:
+        outcome = step.done(ctx)
+        if outcome is not None:
+            ctx.log.info("step_already_done", step=step.name, outcome=outcome)
+        else:
+            _ensure_database_lock(ctx)
+            outcome = step.run(ctx)
     ctx.record.steps[step.name] = outcome
     ctx.store.save(ctx.record)
     ctx.log.info("step_end", step=step.name, outcome=outcome)
@@ -445,10 +557,20 @@ class RollbackResult:
     pull_request_url: str | None = None  # the revert pull request (git.via: github_pr)
 
 
+def plan_of(record: RunRecord) -> list[str]:
+    """The rollback plan of any run (succeeded, halted, interrupted), from its record and
+    pinned playbook; nothing is done."""
+    try:
+        url_env = pinned_playbook(record).database.url_env
+    except UsageError:  # the playbook is gone or unreadable: the plan still stands
+        url_env = "DATABASE_URL"
+    return rollback_plan(record, url_env)
+
+
 def rollback(run_id: str, store: RunStore, interaction: Interaction) -> RollbackResult:
     """Revert the run's pushed merge (after confirmation) and return the database steps."""
     record = store.load(run_id)
-    playbook = load_playbook(Path(record.playbook))
+    playbook = pinned_playbook(record)
     plan = rollback_plan(record, playbook.database.url_env)
     if not MergeOutcome.of(record).pushed_commit:
         return RollbackResult(None, plan)

@@ -35,10 +35,19 @@ class MergeResult:
     previous_target_commit: str  # tip before our push
     merge_commit: str | None  # the merge commit we created; None for a fast-forward / no-op
     fast_forward: bool
+    # The local target an interrupted push of this release left ahead of the remote (put back
+    # at the remote's tip, then merged again); None when there was none.
+    continued_from: str | None = None
 
 
 def merge_and_push(
-    repo: git.Repo, remote: str, source_commit: str, target: str, *, message: str
+    repo: git.Repo,
+    remote: str,
+    source_commit: str,
+    target: str,
+    *,
+    message: str,
+    own_unpushed: bool = True,
 ) -> MergeResult:
     """Merge ``source_commit`` into ``target`` and push ``target`` to ``remote``.
 
@@ -48,6 +57,11 @@ def merge_and_push(
     conflict (files named) or a rejected push; in each of those cases the local branches,
     index, working tree and checked-out branch are put back as they were. On success the
     original branch is checked out again and local ``target`` is left at the pushed commit.
+
+    ``own_unpushed``: a local ``target`` ahead of the remote only by this release's own merge
+    (a run killed mid-push) is merged again rather than refused. False once the run knows
+    its push landed: the remote then lost the release to someone's reset, which is theirs
+    to undo, not ours to push over.
     """
     refuse_dirty(repo)
     _fetch(repo, remote, [target])
@@ -58,6 +72,21 @@ def merge_and_push(
     if _is_ancestor(repo.git, source, previous):
         return MergeResult(previous, previous, merge_commit=None, fast_forward=True)
     state = _capture(repo, target)
+    continued_from = None
+    if (
+        own_unpushed
+        and state.target_tip is not None
+        and _own_unpushed(repo, state.target_tip, previous, source, message)
+    ):
+        # A run killed mid-push left local <target> at its own merge result: put it back at
+        # <remote>/<target> (the tree is clean) and merge again. Anyone else's commits there
+        # are still refused by _enter_target.
+        if state.branch == target:
+            _git(repo.git, "reset", "--quiet", "--hard", previous)
+        else:
+            _git(repo.git, "branch", "--quiet", "--force", target, previous)
+        continued_from = state.target_tip
+        state = _capture(repo, target)
     try:
         _enter_target(repo, state, remote, target, previous)
         fast_forward = _is_ancestor(repo.git, previous, source)
@@ -101,7 +130,25 @@ def merge_and_push(
         previous_target_commit=previous,
         merge_commit=merge_commit,
         fast_forward=fast_forward,
+        continued_from=continued_from,
     )
+
+
+def _own_unpushed(repo: git.Repo, tip: str, remote_tip: str, source: str, message: str) -> bool:
+    """Whether local ``<target>`` at ``tip`` (ahead of ``remote_tip``) is exactly what this
+    release's merge makes: a fast-forward to ``source``, or a merge commit of ``source`` into
+    an earlier remote tip carrying ``message`` (which names the run)."""
+    if _is_ancestor(repo.git, tip, remote_tip):
+        return False  # not ahead: nothing to recognise
+    if tip == source:
+        return True
+    commit = repo.commit(tip)
+    parents = [p.hexsha for p in commit.parents]
+    if len(parents) != 2 or parents[1] != source:
+        return False
+    if not _is_ancestor(repo.git, parents[0], remote_tip):
+        return False
+    return str(commit.message).strip() == message.strip()
 
 
 def is_merged(repo: git.Repo, remote: str, target: str, source_commit: str) -> bool:

@@ -55,4 +55,20 @@ def _push(repo: git.Repo, remote: str, target: str) -> None:
     # An explicit refspec: independent of push.default and of any upstream configuration.
     out = _run(repo.git, "push", "--quiet", remote, f"refs/heads/{target}:refs/heads/{target}")
     if out.status != 0:
-        raise GuardError(f"push of {target} to {remote} rejected: {clean_message(out.stderr)}")
+        said = remote_said(out.stderr)
+        why = f"{clean_message(out.stderr)}{f'; the remote said: {said}' if said else ''}"
+        raise GuardError(f"push of {target} to {remote} rejected: {why}")
+
+
+_MAX_REMOTE_LINES = 5
+
+
+def remote_said(stderr: str) -> str:
+    """What the remote's own hooks printed (git prefixes it ``remote:``), one line, without
+    credentials: a pre-receive hook's reason is the one the operator needs (pure)."""
+    lines = [
+        line.removeprefix("remote:").strip()
+        for line in stderr.splitlines()
+        if line.startswith("remote:") and line.removeprefix("remote:").strip()
+    ]
+    return _redact(" / ".join(lines[:_MAX_REMOTE_LINES]))

@@ -8,18 +8,20 @@ traceback. Relative paths in the file are resolved against the playbook's own fo
 
 The package, one concern a module: ``durations`` (parsing ``5min`` and friends), ``model``
 (the pydantic specs), ``loading`` (reading the YAML, with each key's line) and ``messages``
-(validation errors phrased as one line).
+(validation errors phrased as one line) and ``changes`` (what changed between two texts of a
+playbook: a run pins the one it started with).
 """
 
 from __future__ import annotations
 
+from orchestrator.playbook.changes import playbook_changes, text_sha256
 from orchestrator.playbook.durations import (
     DURATION_HINT,
     Duration,
     PositiveDuration,
     parse_duration,
 )
-from orchestrator.playbook.loading import load_playbook
+from orchestrator.playbook.loading import load_playbook, parse_playbook, read_playbook_text
 from orchestrator.playbook.messages import Location
 from orchestrator.playbook.model import (
     BackupSpec,
@@ -61,4 +63,8 @@ __all__ = [
     "VercelSpec",
     "load_playbook",
     "parse_duration",
+    "parse_playbook",
+    "playbook_changes",
+    "read_playbook_text",
+    "text_sha256",
 ]

@@ -24,7 +24,19 @@ def load_playbook(path: Path) -> Playbook:
     ``<file>:<line>: <dotted.key>: <problem>``.
     """
     shown = str(path)
-    text = _read_text(path, shown)
+    return parse_playbook(_read_text(path, shown), path)
+
+
+def read_playbook_text(path: Path) -> str:
+    """The playbook file's text as the loader reads it (UsageError when unreadable): what a
+    run pins at its start."""
+    return _read_text(path, str(path))
+
+
+def parse_playbook(text: str, path: Path) -> Playbook:
+    """Parse and validate playbook ``text`` as if read from ``path`` (its relative paths are
+    resolved against ``path``'s folder): a run's pinned playbook, or the file's."""
+    shown = str(path)
     lines = _compose(text, shown)
     data = _construct(text, shown)
     if not isinstance(data, dict):  # _compose already checked; this is for the type checker

@@ -23,6 +23,7 @@ from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.db.runlock import RunLock
 from orchestrator.drizzle.journal import Journal
+from orchestrator.engine.heartbeat import Heartbeat
 from orchestrator.engine.settings import (
     journal_at,
     migrate_options,
@@ -53,6 +54,7 @@ class RunContext:
     ask: Callable[[str], bool] | None = None  # a human at a terminal, None without one
     on_progress: Callable[[str], None] = lambda _line: None
     database_lock: RunLock | None = None  # the run lock, held by the engine
+    heartbeat: Heartbeat | None = None  # a line every few seconds while a step runs
     environ: Mapping[str, str] = field(default_factory=dict)  # for secrets the run may need
     _repo: git.Repo | None = field(default=None, repr=False)
     _journal: Journal | None = field(default=None, repr=False)

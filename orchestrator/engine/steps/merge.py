@@ -49,6 +49,14 @@ class MergeStep:
         commit = ctx.record.source_commit
         assert commit is not None  # pinned by pre-flight
         preflight = PreflightOutcome.of(ctx.record)
+        started = (preflight.remote, preflight.target)
+        if started != (spec.remote, spec.target):
+            # The release goes only where pre-flight checked it would merge cleanly.
+            raise GuardError(
+                f"the run started releasing to {'/'.join(map(str, started))}, the playbook now "
+                f"says {spec.remote}/{spec.target}: nothing is pushed to a target the run did "
+                "not start with"
+            )
         how = f"pull request #{preflight.pull_request}" if spec.via == "github_pr" else "push"
         question = f"Merge {spec.source} ({commit[:12]}) into {spec.target} ({how})"
         if not ctx.confirm(question):
@@ -62,7 +70,17 @@ class MergeStep:
             spec.target,
             message=f"Release {ctx.playbook.name}: merge {spec.source} into {spec.target}\n\n"
             f"orchestrator run {ctx.record.run_id}",
+            # A push the run recorded and the remote lost was undone by someone: not redone.
+            own_unpushed=MergeOutcome.of(ctx.record).pushed_commit is None,
         )
+        if result.continued_from is not None:
+            ctx.log.warning(
+                "local_merge_continued",
+                local_tip=result.continued_from,
+                pushed_commit=result.pushed_commit,
+                note=f"local {spec.target} held this run's own unpushed merge (an interrupted "
+                "push): put back at the remote's tip and merged again",
+            )
         return merge_outcome(result)
 
     def done(self, ctx: RunContext) -> Outcome | None:

@@ -2,7 +2,9 @@
 
 The source and target branches exist on the remote, the working tree is clean, and a trial
 merge in a temporary worktree is conflict-free: a release that cannot merge must not migrate.
-The source commit is pinned here, so what is migrated is exactly what is merged.
+The source commit is pinned here, so what is migrated is exactly what is merged. The
+monitor's HTTP checks must pass once here too: production already down before the deploy is
+not the release's doing, and is found before anything changes.
 
 With ``git.via: github_pr`` the pull request from source to target is found (or opened) here
 too, and the run refuses to start (exit 21, a failed check against GitHub) when GitHub says
@@ -27,7 +29,9 @@ from orchestrator.engine.steps.pull_request import (
 )
 from orchestrator.errors import GuardError
 from orchestrator.gitrepo import preflight
+from orchestrator.monitor import CheckResult, http_check
 from orchestrator.platforms.github import choose_merge_method
+from orchestrator.playbook import Playbook
 
 # How long pre-flight waits for GitHub to compute a new pull request's mergeability.
 MERGEABILITY_WAIT_S = 60.0
@@ -60,11 +64,40 @@ class PreflightStep:
         )
         if through_pull_request(spec.via, result.already_merged):  # the rehearsal asks too
             outcome.update(_pull_request(ctx, result.source_commit))
+        healthy_before(ctx)
         return outcome
 
     def done(self, ctx: RunContext) -> Outcome | None:
         # Pre-flight is read-only and cheap; a resumed run proves it again.
         return None
+
+
+def healthy_before(ctx: RunContext) -> None:
+    """The monitor's HTTP checks pass once before anything changes: a health endpoint that
+    is already down would only be found after the migration and the push, and the monitor
+    could not tell the release's harm from it. GuardError (halt 21, nothing changed) if not.
+    (The SQL checks wait for the monitor: they may read what the release adds.)"""
+    for result in baseline_checks(ctx.playbook):
+        ctx.log.info("baseline_check", check=result.name, ok=result.ok, detail=result.detail)
+        if not result.ok:
+            raise GuardError(unhealthy_before(result))
+
+
+def baseline_checks(playbook: Playbook) -> list[CheckResult]:
+    """The monitor's HTTP checks, each asked once now."""
+    return [
+        http_check(h.url, expect_status=h.expect_status, timeout=h.timeout, name=h.label)()
+        for h in playbook.monitor.http
+    ]
+
+
+def unhealthy_before(result: CheckResult) -> str:
+    """Why a run does not start on production that is already down (pure)."""
+    return (
+        f"production is already unhealthy before the deploy: {result.name}: {result.detail}; "
+        "nothing was changed: make it healthy first (the monitor could not tell the "
+        "release's harm from it)"
+    )
 
 
 def _pull_request(ctx: RunContext, pinned: str) -> Outcome:

@@ -1,0 +1,71 @@
+"""Which database a connection string reaches: the identity a run pins at its start.
+
+PostgreSQL names a cluster by the ``system_identifier`` of its control file (set by initdb,
+kept by every restart, replica and restore of that cluster) and a database in it by its oid
+and name. Neon's branches of one project share all three (a branch is a copy-on-write copy
+of its parent), so on Neon the project and branch are read too: the compute's
+``neon.tenant_id`` and ``neon.timeline_id`` settings. A run records them before it changes
+anything; a resume whose connection string reaches another database (an empty one, a
+restored copy under a new cluster, staging, another Neon branch) is refused before it acts.
+:func:`identity_changes` is the pure judgement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+
+from orchestrator.db.connect import connect, describe
+from orchestrator.db.retry import is_transient
+from orchestrator.errors import DatabaseError
+
+_KEYS = ("system_identifier", "database_oid", "database_name")
+# Neon's project and branch, as its compute names them; absent elsewhere.
+_NEON_SETTINGS = {"neon_project": "neon.tenant_id", "neon_branch": "neon.timeline_id"}
+
+
+def read_identity(url: str) -> dict[str, str]:
+    """``system_identifier``, ``database_oid`` and ``database_name`` of the database ``url``
+    reaches (strings: the identifier does not fit JSON's safe integers).
+
+    :class:`DatabaseError` (transient when a retry may help) when it cannot be read.
+    """
+    try:
+        with connect(url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT (SELECT system_identifier FROM pg_control_system())::text, "
+                "d.oid::text, d.datname FROM pg_database d "
+                "WHERE d.datname = current_database()"
+            ).fetchone()
+            if row is None:
+                raise DatabaseError("cannot read which database this is: no current database")
+            identity = dict(zip(_KEYS, (str(value) for value in row), strict=True))
+            for key, setting in _NEON_SETTINGS.items():
+                value = _setting(conn, setting)
+                if value:
+                    identity[key] = value
+    except psycopg.Error as exc:
+        raise DatabaseError(
+            f"cannot read which database this is: {describe(exc)}", transient=is_transient(exc)
+        ) from exc
+    return identity
+
+
+def _setting(conn: psycopg.Connection[tuple[object, ...]], name: str) -> str | None:
+    """A setting's value; None when the server has none (not Neon) or hides it from us."""
+    try:
+        row = conn.execute("SELECT current_setting(%s, true)", (name,)).fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        return None
+    return str(row[0]) if row is not None and row[0] else None
+
+
+def identity_changes(pinned: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """How the database reached ``now`` differs from the one ``pinned`` (empty: the same)."""
+    return [
+        f"{key} was {pinned[key]}, is {now.get(key)}"
+        for key in (*_KEYS, *sorted(set(pinned) - set(_KEYS)))
+        if key in pinned and str(pinned[key]) != str(now.get(key))
+    ]

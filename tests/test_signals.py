@@ -1,0 +1,84 @@
+"""Issue 24, case 8: a cancelled CI job (SIGTERM) or a closed terminal (SIGHUP) stops a
+deploy the way Ctrl-C does: the running statement is cancelled, no lock is left behind, the
+audit trail records the interruption and the process exits with the interrupted code.
+
+A real ``orchestrator deploy`` runs a release migration that sleeps inside the migration
+transaction (after taking an ACCESS EXCLUSIVE lock); the test sends the signal once the
+statement runs, then looks at PostgreSQL's sessions and locks.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import psycopg
+import pytest
+
+from orchestrator.audit import read_events
+from orchestrator.errors import ExitCode
+from tests.release_world import World, add_staging_migration, world
+from tests.test_resume import deploy_process, only_run
+
+__all__ = ["world"]
+
+
+def wait_for_sleeping_migration(world: World, process: subprocess.Popen[bytes]) -> str:
+    """The application_name of the run's session once its sleeping statement runs."""
+    deadline = time.monotonic() + 60
+    with psycopg.connect(world.database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                out, err = process.communicate()
+                pytest.fail(f"deploy exited {process.returncode}: {err.decode()} {out.decode()}")
+            row = conn.execute(
+                "SELECT application_name FROM pg_stat_activity "
+                "WHERE query LIKE '%pg_sleep(120)%' AND state = 'active' "
+                "AND pid <> pg_backend_pid()"
+            ).fetchone()
+            if row:
+                return str(row[0])
+            time.sleep(0.05)
+    pytest.fail("the migration never started")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_cancels_the_statement_and_records_the_interruption(
+    world: World, stop: signal.Signals
+) -> None:
+    add_staging_migration(
+        world,
+        "0012_locks_then_sleeps",
+        ['ALTER TABLE "app_settings" ADD COLUMN "nickname" text;', "SELECT pg_sleep(120);"],
+    )
+    main_before = world.origin_main()
+    process = deploy_process(world, "no-pause")
+    run_name = wait_for_sleeping_migration(world, process)
+    process.send_signal(stop)
+    _out, err = process.communicate(timeout=60)
+
+    # The interrupted code, as for Ctrl-C (click turns the interruption into Abort).
+    assert process.returncode == int(ExitCode.USAGE), err.decode()
+    assert f"interrupted by {stop.name}" in err.decode()
+    with psycopg.connect(world.database_url, autocommit=True) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (run_name,)
+        ).fetchone()
+        locks = conn.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "WHERE c.relname = 'app_settings' AND l.mode = 'AccessExclusiveLock'"
+        ).fetchone()
+        column = conn.execute(
+            "SELECT count(*) FROM information_schema.columns "
+            "WHERE table_name = 'app_settings' AND column_name = 'nickname'"
+        ).fetchone()
+    assert left == (0,), "the run's session outlived it"
+    assert locks == (0,), "an ACCESS EXCLUSIVE lock was left behind"
+    assert column == (0,), "the cancelled migration transaction was committed"
+    record = only_run(world)
+    events = read_events(world.store.audit_path(record.run_id))
+    interrupted = [e for e in events if e["event"] == "interrupted"]
+    assert interrupted and interrupted[-1]["signal"] == stop.name
+    assert interrupted[-1]["state"] == "validated"
+    assert world.origin_main() == main_before
