@@ -91,8 +91,8 @@ def test_a_deploy_killed_mid_push_leaves_no_git_behind_and_the_push_does_not_lan
     deploy = start_python(
         f"""
         import git
-        from orchestrator.gitrepo.process import _git
-        _git(git.Git({str(clone)!r}), "push", "origin", "main")
+        from orchestrator.gitrepo.process import git_output
+        git_output(git.Git({str(clone)!r}), "push", "origin", "main")
         """
     )
     left: set[int] = set()

@@ -7,13 +7,13 @@ from pathlib import PurePosixPath
 import git
 
 from orchestrator.errors import UsageError
-from orchestrator.gitrepo.process import _is_ancestor, _resolve
-from orchestrator.gitrepo.remote import _fetch
+from orchestrator.gitrepo.process import is_ancestor, resolve_rev
+from orchestrator.gitrepo.remote import fetch_branches
 
 
 def contains(repo: git.Repo, tip: str, commit: str) -> bool:
     """Whether ``commit`` is in the history of ``tip`` (both already local)."""
-    return _resolve(repo.git, commit) is not None and _is_ancestor(repo.git, commit, tip)
+    return resolve_rev(repo.git, commit) is not None and is_ancestor(repo.git, commit, tip)
 
 
 def fetched_contains(repo: git.Repo, remote: str, target: str, tip: str, commit: str) -> bool:
@@ -23,8 +23,8 @@ def fetched_contains(repo: git.Repo, remote: str, target: str, tip: str, commit:
     A ``tip`` still unknown after the fetch (not a commit of ours, or an ambiguous prefix)
     does not: production serving something git cannot place is not our release.
     """
-    _fetch(repo, remote, [target])
-    full = _resolve(repo.git, tip)
+    fetch_branches(repo, remote, [target])
+    full = resolve_rev(repo.git, tip)
     return full is not None and contains(repo, full, commit)
 
 
@@ -34,7 +34,7 @@ def read_files_at(repo: git.Repo, commit: str, directory: str) -> dict[str, byte
     Keys are posix paths relative to ``directory``; the working tree is never read.
     :class:`UsageError` if the commit is unknown or the directory does not exist in it.
     """
-    sha = _resolve(repo.git, commit)
+    sha = resolve_rev(repo.git, commit)
     if sha is None:
         raise UsageError(f"no commit {commit!r} in {repo.working_dir}")
     parts = [p for p in PurePosixPath(directory).parts if p not in (".", "/")]

@@ -8,22 +8,22 @@ import git
 
 from orchestrator.errors import GuardError
 from orchestrator.gitrepo.process import (
-    _NO_RERERE,
-    _git,
-    _is_ancestor,
-    _name_paths,
-    _resolve,
-    _run,
-    _unmerged_paths,
+    NO_RERERE,
     clean_message,
+    git_output,
+    is_ancestor,
+    name_paths,
+    resolve_rev,
+    run_git,
+    unmerged_paths,
 )
-from orchestrator.gitrepo.remote import _fetch, _push, _remote_tip
+from orchestrator.gitrepo.remote import fetch_branches, push_branch, remote_tip_of
 from orchestrator.gitrepo.state import (
-    _capture,
-    _enter_target,
-    _restore_after,
-    _switch_back,
+    capture_state,
+    enter_target,
     refuse_dirty,
+    restore_after,
+    switch_back,
 )
 
 
@@ -64,14 +64,14 @@ def merge_and_push(
     to undo, not ours to push over.
     """
     refuse_dirty(repo)
-    _fetch(repo, remote, [target])
-    previous = _remote_tip(repo, remote, target)
-    source = _resolve(repo.git, source_commit)
+    fetch_branches(repo, remote, [target])
+    previous = remote_tip_of(repo, remote, target)
+    source = resolve_rev(repo.git, source_commit)
     if source is None:
         raise GuardError(f"commit {source_commit} is not in {repo.working_dir}; fetch it first")
-    if _is_ancestor(repo.git, source, previous):
+    if is_ancestor(repo.git, source, previous):
         return MergeResult(previous, previous, merge_commit=None, fast_forward=True)
-    state = _capture(repo, target)
+    state = capture_state(repo, target)
     continued_from = None
     if (
         own_unpushed
@@ -80,25 +80,25 @@ def merge_and_push(
     ):
         # A run killed mid-push left local <target> at its own merge result: put it back at
         # <remote>/<target> (the tree is clean) and merge again. Anyone else's commits there
-        # are still refused by _enter_target.
+        # are still refused by enter_target.
         if state.branch == target:
-            _git(repo.git, "reset", "--quiet", "--hard", previous)
+            git_output(repo.git, "reset", "--quiet", "--hard", previous)
         else:
-            _git(repo.git, "branch", "--quiet", "--force", target, previous)
+            git_output(repo.git, "branch", "--quiet", "--force", target, previous)
         continued_from = state.target_tip
-        state = _capture(repo, target)
+        state = capture_state(repo, target)
     try:
-        _enter_target(repo, state, remote, target, previous)
-        fast_forward = _is_ancestor(repo.git, previous, source)
+        enter_target(repo, state, remote, target, previous)
+        fast_forward = is_ancestor(repo.git, previous, source)
         if fast_forward:
-            _git(
+            git_output(
                 repo.git, "merge", "--quiet", "--ff-only", source, what=f"fast-forwarding {target}"
             )
             merge_commit = None
         else:
-            merge = _run(
+            merge = run_git(
                 repo.git,
-                *_NO_RERERE,
+                *NO_RERERE,
                 "merge",
                 "--quiet",
                 "--no-ff",
@@ -108,23 +108,22 @@ def merge_and_push(
                 source,
             )
             if merge.status != 0:
-                conflicts = _unmerged_paths(repo.git)
+                conflicts = unmerged_paths(repo.git)
                 if conflicts:
                     raise GuardError(
-                        f"merging {source[:12]} into {target} conflicts in: "
-                        f"{_name_paths(conflicts)}"
+                        f"merging {source[:12]} into {target} conflicts in: {name_paths(conflicts)}"
                     )
                 raise GuardError(
                     f"merging {source[:12]} into {target} failed: "
                     f"{clean_message(merge.stderr or merge.stdout)}"
                 )
-            merge_commit = _git(repo.git, "rev-parse", "HEAD").strip()
-        pushed = _git(repo.git, "rev-parse", "HEAD").strip()
-        _push(repo, remote, target)
+            merge_commit = git_output(repo.git, "rev-parse", "HEAD").strip()
+        pushed = git_output(repo.git, "rev-parse", "HEAD").strip()
+        push_branch(repo, remote, target)
     except BaseException as exc:
-        _restore_after(repo, state, target, exc)
+        restore_after(repo, state, target, exc)
         raise
-    _switch_back(repo, state)
+    switch_back(repo, state)
     return MergeResult(
         pushed_commit=pushed,
         previous_target_commit=previous,
@@ -138,7 +137,7 @@ def _own_unpushed(repo: git.Repo, tip: str, remote_tip: str, source: str, messag
     """Whether local ``<target>`` at ``tip`` (ahead of ``remote_tip``) is exactly what this
     release's merge makes: a fast-forward to ``source``, or a merge commit of ``source`` into
     an earlier remote tip carrying ``message`` (which names the run)."""
-    if _is_ancestor(repo.git, tip, remote_tip):
+    if is_ancestor(repo.git, tip, remote_tip):
         return False  # not ahead: nothing to recognise
     if tip == source:
         return True
@@ -146,15 +145,15 @@ def _own_unpushed(repo: git.Repo, tip: str, remote_tip: str, source: str, messag
     parents = [p.hexsha for p in commit.parents]
     if len(parents) != 2 or parents[1] != source:
         return False
-    if not _is_ancestor(repo.git, parents[0], remote_tip):
+    if not is_ancestor(repo.git, parents[0], remote_tip):
         return False
     return str(commit.message).strip() == message.strip()
 
 
 def is_merged(repo: git.Repo, remote: str, target: str, source_commit: str) -> bool:
     """Whether ``<remote>/<target>`` (freshly fetched) contains ``source_commit``."""
-    _fetch(repo, remote, [target])
-    tip = _remote_tip(repo, remote, target)
-    source = _resolve(repo.git, source_commit)
+    fetch_branches(repo, remote, [target])
+    tip = remote_tip_of(repo, remote, target)
+    source = resolve_rev(repo.git, source_commit)
     # After the fetch all of target's history is local: an unknown commit is not in it.
-    return source is not None and _is_ancestor(repo.git, source, tip)
+    return source is not None and is_ancestor(repo.git, source, tip)

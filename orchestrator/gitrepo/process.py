@@ -1,6 +1,6 @@
 """Running git: the non-interactive command wrapper, and its output as one-line errors.
 
-Every other module of the package drives git through :func:`_run` / :func:`_git` so that a
+Every other module of the package drives git through :func:`run_git` / :func:`git_output` so that a
 failure becomes a typed, one-line, credential-free :class:`GuardError`.
 """
 
@@ -24,7 +24,7 @@ _NON_INTERACTIVE_ENV = {
 }
 # rerere could replay a remembered resolution in one merge and not in another; a guard that
 # depends on the operator's rerere cache would not be a guard.
-_NO_RERERE = ("-c", "rerere.enabled=false")
+NO_RERERE = ("-c", "rerere.enabled=false")
 # An https remote may carry a token as its user name (https://ghp_xxx@host/...); ``redact``
 # only knows user:password pairs.
 _URL_USERINFO = re.compile(r"(https?://)[^/@\s]+@", re.IGNORECASE)
@@ -32,7 +32,7 @@ _MAX_NAMED_PATHS = 10
 
 
 @dataclass(frozen=True)
-class _GitOutput:
+class GitOutput:
     status: int
     stdout: str
     stderr: str
@@ -51,28 +51,28 @@ def clean_message(text: str) -> str:
     for prefix in ("!", "fatal:", "error:", "CONFLICT"):
         for line in lines:
             if line.startswith(prefix):
-                return _redact(line)
-    return _redact(lines[0])
+                return redact_git_text(line)
+    return redact_git_text(lines[0])
 
 
-def _redact(text: str) -> str:
+def redact_git_text(text: str) -> str:
     return _URL_USERINFO.sub(r"\1***@", redact(text))
 
 
-def _name_paths(paths: list[str]) -> str:
+def name_paths(paths: list[str]) -> str:
     shown = ", ".join(paths[:_MAX_NAMED_PATHS])
     more = len(paths) - _MAX_NAMED_PATHS
     return f"{shown} (and {more} more)" if more > 0 else shown
 
 
-def _remote_ref(remote: str, branch: str) -> str:
+def remote_ref(remote: str, branch: str) -> str:
     return f"refs/remotes/{remote}/{branch}"
 
 
 # --------------------------------------------------------------------------- running git
 
 
-def _run(cmd: git.Git, *args: str, env: dict[str, str] | None = None) -> _GitOutput:
+def run_git(cmd: git.Git, *args: str, env: dict[str, str] | None = None) -> GitOutput:
     """Run ``git <args>`` in ``cmd``'s directory; a non-zero status is returned, not raised.
 
     Started through :mod:`orchestrator.children` (not GitPython's ``execute``), so that git
@@ -98,28 +98,28 @@ def _run(cmd: git.Git, *args: str, env: dict[str, str] | None = None) -> _GitOut
         )
     except OSError as exc:  # git missing or not startable at all
         raise GuardError(f"cannot run git {args[0]}: {clean_message(str(exc))}") from None
-    return _GitOutput(
+    return GitOutput(
         done.returncode, done.stdout.removesuffix("\n"), done.stderr.removesuffix("\n")
     )
 
 
-def _git(cmd: git.Git, *args: str, what: str | None = None) -> str:
+def git_output(cmd: git.Git, *args: str, what: str | None = None) -> str:
     """Run ``git <args>`` and return its stdout; failure is a one-line :class:`GuardError`."""
-    out = _run(cmd, *args)
+    out = run_git(cmd, *args)
     if out.status != 0:
         action = what or f"git {args[0]}"
         raise GuardError(f"{action} failed: {clean_message(out.stderr or out.stdout)}")
     return out.stdout
 
 
-def _resolve(cmd: git.Git, rev: str) -> str | None:
+def resolve_rev(cmd: git.Git, rev: str) -> str | None:
     """The commit ``rev`` names, or None when there is no such commit locally."""
-    out = _run(cmd, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
+    out = run_git(cmd, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
     return out.stdout.strip() if out.status == 0 else None
 
 
-def _is_ancestor(cmd: git.Git, ancestor: str, descendant: str) -> bool:
-    out = _run(cmd, "merge-base", "--is-ancestor", ancestor, descendant)
+def is_ancestor(cmd: git.Git, ancestor: str, descendant: str) -> bool:
+    out = run_git(cmd, "merge-base", "--is-ancestor", ancestor, descendant)
     if out.status not in (0, 1):
         raise GuardError(
             f"cannot compare {ancestor[:12]} with {descendant[:12]}: {clean_message(out.stderr)}"
@@ -127,6 +127,6 @@ def _is_ancestor(cmd: git.Git, ancestor: str, descendant: str) -> bool:
     return out.status == 0
 
 
-def _unmerged_paths(cmd: git.Git) -> list[str]:
-    out = _run(cmd, "diff", "--name-only", "-z", "--diff-filter=U")
+def unmerged_paths(cmd: git.Git) -> list[str]:
+    out = run_git(cmd, "diff", "--name-only", "-z", "--diff-filter=U")
     return sorted({p for p in out.stdout.split("\0") if p})

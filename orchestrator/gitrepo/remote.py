@@ -7,39 +7,46 @@ import re
 import git
 
 from orchestrator.errors import GuardError
-from orchestrator.gitrepo.process import _git, _redact, _remote_ref, _resolve, _run, clean_message
+from orchestrator.gitrepo.process import (
+    clean_message,
+    git_output,
+    redact_git_text,
+    remote_ref,
+    resolve_rev,
+    run_git,
+)
 
 
 class MissingBranch(GuardError):
     """A branch the playbook names does not exist on the remote."""
 
 
-def _fetch(repo: git.Repo, remote: str, branches: list[str]) -> None:
+def fetch_branches(repo: git.Repo, remote: str, branches: list[str]) -> None:
     """Fetch exactly ``branches`` of ``remote`` into ``refs/remotes/<remote>/...``.
 
     Explicit refspecs make this work for single-branch clones too, and tell a missing branch
     apart from an unreachable remote.
     """
-    names = _git(repo.git, "remote").split()
+    names = git_output(repo.git, "remote").split()
     if remote not in names:
         known = ", ".join(names) or "none"
         raise GuardError(f"unknown git remote {remote!r} (known: {known})")
-    refspecs = [f"+refs/heads/{b}:{_remote_ref(remote, b)}" for b in dict.fromkeys(branches)]
-    out = _run(repo.git, "fetch", "--quiet", remote, *refspecs)
+    refspecs = [f"+refs/heads/{b}:{remote_ref(remote, b)}" for b in dict.fromkeys(branches)]
+    out = run_git(repo.git, "fetch", "--quiet", remote, *refspecs)
     if out.status == 0:
         return
     missing = re.search(r"couldn't find remote ref (\S+)", out.stderr)
     if missing:
         branch = missing.group(1).removeprefix("refs/heads/")
         raise MissingBranch(f"branch {branch!r} does not exist on remote {remote!r}")
-    url = _run(repo.git, "remote", "get-url", remote).stdout.strip()
+    url = run_git(repo.git, "remote", "get-url", remote).stdout.strip()
     raise GuardError(
-        f"cannot fetch from remote {remote!r} ({_redact(url)}): {clean_message(out.stderr)}"
+        f"cannot fetch from remote {remote!r} ({redact_git_text(url)}): {clean_message(out.stderr)}"
     )
 
 
-def _remote_tip(repo: git.Repo, remote: str, branch: str) -> str:
-    tip = _resolve(repo.git, _remote_ref(remote, branch))
+def remote_tip_of(repo: git.Repo, remote: str, branch: str) -> str:
+    tip = resolve_rev(repo.git, remote_ref(remote, branch))
     if tip is None:
         raise MissingBranch(f"branch {branch!r} does not exist on remote {remote!r}")
     return tip
@@ -47,13 +54,13 @@ def _remote_tip(repo: git.Repo, remote: str, branch: str) -> str:
 
 def remote_tips(repo: git.Repo, remote: str, branches: list[str]) -> dict[str, str]:
     """Fetch ``branches`` of ``remote`` and return each one's tip commit."""
-    _fetch(repo, remote, branches)
-    return {branch: _remote_tip(repo, remote, branch) for branch in branches}
+    fetch_branches(repo, remote, branches)
+    return {branch: remote_tip_of(repo, remote, branch) for branch in branches}
 
 
-def _push(repo: git.Repo, remote: str, target: str) -> None:
+def push_branch(repo: git.Repo, remote: str, target: str) -> None:
     # An explicit refspec: independent of push.default and of any upstream configuration.
-    out = _run(repo.git, "push", "--quiet", remote, f"refs/heads/{target}:refs/heads/{target}")
+    out = run_git(repo.git, "push", "--quiet", remote, f"refs/heads/{target}:refs/heads/{target}")
     if out.status != 0:
         said = remote_said(out.stderr)
         why = f"{clean_message(out.stderr)}{f'; the remote said: {said}' if said else ''}"
@@ -71,4 +78,4 @@ def remote_said(stderr: str) -> str:
         for line in stderr.splitlines()
         if line.startswith("remote:") and line.removeprefix("remote:").strip()
     ]
-    return _redact(" / ".join(lines[:_MAX_REMOTE_LINES]))
+    return redact_git_text(" / ".join(lines[:_MAX_REMOTE_LINES]))

@@ -9,23 +9,23 @@ import git
 from orchestrator.errors import GuardError
 from orchestrator.gitrepo.merge import MergeResult
 from orchestrator.gitrepo.process import (
-    _NO_RERERE,
-    _git,
-    _GitOutput,
-    _is_ancestor,
-    _name_paths,
-    _resolve,
-    _run,
-    _unmerged_paths,
+    NO_RERERE,
+    GitOutput,
     clean_message,
+    git_output,
+    is_ancestor,
+    name_paths,
+    resolve_rev,
+    run_git,
+    unmerged_paths,
 )
-from orchestrator.gitrepo.remote import _fetch, _push, _remote_tip
+from orchestrator.gitrepo.remote import fetch_branches, push_branch, remote_tip_of
 from orchestrator.gitrepo.state import (
-    _capture,
-    _enter_target,
-    _restore_after,
-    _switch_back,
+    capture_state,
+    enter_target,
     refuse_dirty,
+    restore_after,
+    switch_back,
 )
 
 
@@ -68,14 +68,16 @@ def _default_revert_message(target: str, result: MergeResult) -> str:
     )
 
 
-def _apply_revert(repo: git.Repo, result: MergeResult) -> _GitOutput:
+def _apply_revert(repo: git.Repo, result: MergeResult) -> GitOutput:
     """Stage the inverse of the release on top of HEAD (no commit yet)."""
     if result.merge_commit is not None:
-        return _run(repo.git, *_NO_RERERE, "revert", "--no-commit", "-m", "1", result.merge_commit)
+        return run_git(
+            repo.git, *NO_RERERE, "revert", "--no-commit", "-m", "1", result.merge_commit
+        )
     # ``git revert A..B`` reverts commit by commit and fails on merge commits inside the range
     # (staging histories are full of them). Instead: one synthetic commit whose change is
     # "pushed tree -> previous tree", cherry-picked onto HEAD (a 3-way merge with base = pushed).
-    undo = _git(
+    undo = git_output(
         repo.git,
         "commit-tree",
         f"{result.previous_target_commit}^{{tree}}",
@@ -85,7 +87,7 @@ def _apply_revert(repo: git.Repo, result: MergeResult) -> _GitOutput:
         "orchestrator: inverse of the release",
         what="building the inverse of the release",
     ).strip()
-    return _run(repo.git, *_NO_RERERE, "cherry-pick", "--no-commit", undo)
+    return run_git(repo.git, *NO_RERERE, "cherry-pick", "--no-commit", undo)
 
 
 def _commit_revert(
@@ -98,13 +100,13 @@ def _commit_revert(
     """
     applied = _apply_revert(repo, result)
     if applied.status != 0:
-        conflicts = _unmerged_paths(repo.git)
-        what = f"conflicts in: {_name_paths(conflicts)}" if conflicts else "failed"
+        conflicts = unmerged_paths(repo.git)
+        what = f"conflicts in: {name_paths(conflicts)}" if conflicts else "failed"
         detail = "" if conflicts else f": {clean_message(applied.stderr or applied.stdout)}"
         raise GuardError(f"reverting the release on {where} (now {tip[:12]}) {what}{detail}")
-    if _run(repo.git, "diff", "--cached", "--quiet").status == 0:
+    if run_git(repo.git, "diff", "--cached", "--quiet").status == 0:
         raise GuardError(f"{where} already has the release reverted")
-    _git(
+    git_output(
         repo.git,
         "commit",
         "--quiet",
@@ -112,7 +114,7 @@ def _commit_revert(
         message or _default_revert_message(target, result),
         what="committing the revert",
     )
-    return _git(repo.git, "rev-parse", "HEAD").strip()
+    return git_output(repo.git, "rev-parse", "HEAD").strip()
 
 
 def revert_release(
@@ -129,25 +131,25 @@ def revert_release(
     if result.merge_commit is None and result.pushed_commit == result.previous_target_commit:
         raise GuardError("the release changed nothing on the target; there is nothing to revert")
     refuse_dirty(repo)
-    _fetch(repo, remote, [target])
-    tip = _remote_tip(repo, remote, target)
+    fetch_branches(repo, remote, [target])
+    tip = remote_tip_of(repo, remote, target)
     for commit in (result.pushed_commit, result.previous_target_commit):
-        if _resolve(repo.git, commit) is None:
+        if resolve_rev(repo.git, commit) is None:
             raise GuardError(f"commit {commit} is not in {repo.working_dir}")
-    if not _is_ancestor(repo.git, result.pushed_commit, tip):
+    if not is_ancestor(repo.git, result.pushed_commit, tip):
         raise GuardError(
             f"{remote}/{target} no longer contains the released commit "
             f"{result.pushed_commit[:12]}; its history was rewritten"
         )
-    state = _capture(repo, target)
+    state = capture_state(repo, target)
     try:
-        _enter_target(repo, state, remote, target, tip)
+        enter_target(repo, state, remote, target, tip)
         reverted = _commit_revert(repo, result, f"{remote}/{target}", tip, message, target)
-        _push(repo, remote, target)
+        push_branch(repo, remote, target)
     except BaseException as exc:
-        _restore_after(repo, state, target, exc)
+        restore_after(repo, state, target, exc)
         raise
-    _switch_back(repo, state)
+    switch_back(repo, state)
     return reverted
 
 
@@ -171,26 +173,28 @@ def revert_release_on_branch(
     if result.merge_commit is None and result.pushed_commit == result.previous_target_commit:
         raise GuardError("the release changed nothing on the target; there is nothing to revert")
     refuse_dirty(repo)
-    _fetch(repo, remote, [target])
-    tip = _remote_tip(repo, remote, target)
-    if _resolve(repo.git, result.pushed_commit) is None or not _is_ancestor(
+    fetch_branches(repo, remote, [target])
+    tip = remote_tip_of(repo, remote, target)
+    if resolve_rev(repo.git, result.pushed_commit) is None or not is_ancestor(
         repo.git, result.pushed_commit, tip
     ):
         raise GuardError(
             f"{remote}/{target} no longer contains the released commit "
             f"{result.pushed_commit[:12]}; its history was rewritten"
         )
-    if _run(repo.git, "ls-remote", "--exit-code", "--heads", remote, branch).status == 0:
+    if run_git(repo.git, "ls-remote", "--exit-code", "--heads", remote, branch).status == 0:
         raise GuardError(f"branch {branch!r} already exists on {remote}: the revert was pushed")
-    state = _capture(repo, branch)  # the branch is what we create, and undo on failure
+    state = capture_state(repo, branch)  # the branch is what we create, and undo on failure
     try:
-        _git(repo.git, "switch", "--quiet", "--no-track", "-C", branch, tip)
+        git_output(repo.git, "switch", "--quiet", "--no-track", "-C", branch, tip)
         reverted = _commit_revert(repo, result, f"{remote}/{target}", tip, message, target)
-        out = _run(repo.git, "push", "--quiet", remote, f"refs/heads/{branch}:refs/heads/{branch}")
+        out = run_git(
+            repo.git, "push", "--quiet", remote, f"refs/heads/{branch}:refs/heads/{branch}"
+        )
         if out.status != 0:
             raise GuardError(f"push of {branch} to {remote} rejected: {clean_message(out.stderr)}")
     except BaseException as exc:
-        _restore_after(repo, state, branch, exc)
+        restore_after(repo, state, branch, exc)
         raise
-    _switch_back(repo, state)
+    switch_back(repo, state)
     return reverted

@@ -11,8 +11,8 @@ from pathlib import Path
 import git
 
 from orchestrator.errors import GuardError
-from orchestrator.gitrepo.process import _git
-from orchestrator.gitrepo.remote import _fetch
+from orchestrator.gitrepo.process import git_output
+from orchestrator.gitrepo.remote import fetch_branches
 
 
 @contextmanager
@@ -23,23 +23,23 @@ def scratch_repository(repo: git.Repo, remote: str, branches: list[str]) -> Iter
     nothing of the operator's clone changes: no ref, not even ``refs/remotes``, no object,
     no index. Removed when the ``with`` block ends. For rehearsals.
     """
-    names = _git(repo.git, "remote").split()
+    names = git_output(repo.git, "remote").split()
     if remote not in names:
         known = ", ".join(names) or "none"
         raise GuardError(f"unknown git remote {remote!r} (known: {known})")
-    url = _git(repo.git, "remote", "get-url", remote).strip()
+    url = git_output(repo.git, "remote", "get-url", remote).strip()
     local = Path(repo.working_tree_dir or ".") / url
     if "://" not in url and ":" not in url.split("/")[0] and local.exists():
         url = str(local.resolve())  # a relative path is relative to the clone
     tmp = Path(tempfile.mkdtemp(prefix="orchestrator-rehearsal-"))
     try:
         scratch_dir = tmp / "scratch.git"
-        _git(git.Git(str(tmp)), "init", "--quiet", "--bare", str(scratch_dir))
+        git_output(git.Git(str(tmp)), "init", "--quiet", "--bare", str(scratch_dir))
         objects = Path(repo.git_dir) / "objects"
         (scratch_dir / "objects" / "info" / "alternates").write_text(f"{objects.resolve()}\n")
         scratch = git.Repo(scratch_dir)
-        _git(scratch.git, "remote", "add", remote, url)
-        _fetch(scratch, remote, branches)
+        git_output(scratch.git, "remote", "add", remote, url)
+        fetch_branches(scratch, remote, branches)
         yield scratch
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

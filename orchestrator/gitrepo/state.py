@@ -13,12 +13,12 @@ import git
 
 from orchestrator.errors import GuardError, UsageError
 from orchestrator.gitrepo.process import (
-    _git,
-    _is_ancestor,
-    _name_paths,
-    _remote_ref,
-    _resolve,
-    _run,
+    git_output,
+    is_ancestor,
+    name_paths,
+    remote_ref,
+    resolve_rev,
+    run_git,
 )
 
 _IN_PROGRESS_MARKERS = {
@@ -31,7 +31,7 @@ _IN_PROGRESS_MARKERS = {
 
 
 @dataclass(frozen=True)
-class _LocalState:
+class LocalState:
     """The parts of the clone we may touch, captured on entry so they can be put back."""
 
     branch: str | None  # checked-out branch, None if detached
@@ -63,7 +63,7 @@ def refuse_dirty(repo: git.Repo) -> None:
     for marker, operation in _IN_PROGRESS_MARKERS.items():
         if (git_dir / marker).exists():
             raise GuardError(f"{operation} is in progress in {repo.working_dir}; finish it first")
-    out = _git(repo.git, "status", "--porcelain=v1", "-z", "--untracked-files=no")
+    out = git_output(repo.git, "status", "--porcelain=v1", "-z", "--untracked-files=no")
     entries = out.split("\0")
     paths: list[str] = []
     i = 0
@@ -77,77 +77,79 @@ def refuse_dirty(repo: git.Repo) -> None:
             i += 1
     if paths:
         raise GuardError(
-            f"working tree {repo.working_dir} has uncommitted changes: {_name_paths(paths)}"
+            f"working tree {repo.working_dir} has uncommitted changes: {name_paths(paths)}"
         )
 
 
-def _current_branch(repo: git.Repo) -> str | None:
-    out = _run(repo.git, "symbolic-ref", "--quiet", "--short", "HEAD")
+def current_branch(repo: git.Repo) -> str | None:
+    out = run_git(repo.git, "symbolic-ref", "--quiet", "--short", "HEAD")
     return out.stdout.strip() if out.status == 0 else None
 
 
 # --------------------------------------------------------------------------- acting on target
 
 
-def _capture(repo: git.Repo, target: str) -> _LocalState:
-    head = _resolve(repo.git, "HEAD")
+def capture_state(repo: git.Repo, target: str) -> LocalState:
+    head = resolve_rev(repo.git, "HEAD")
     if head is None:
         raise GuardError(f"{repo.working_dir} has no commit checked out")
-    return _LocalState(
-        branch=_current_branch(repo),
+    return LocalState(
+        branch=current_branch(repo),
         head_commit=head,
-        target_tip=_resolve(repo.git, f"refs/heads/{target}"),
+        target_tip=resolve_rev(repo.git, f"refs/heads/{target}"),
     )
 
 
-def _switch_back(repo: git.Repo, state: _LocalState) -> None:
+def switch_back(repo: git.Repo, state: LocalState) -> None:
     if state.branch is None:
-        _git(repo.git, "switch", "--quiet", "--detach", state.head_commit)
-    elif _current_branch(repo) != state.branch:
-        _git(repo.git, "switch", "--quiet", state.branch)
+        git_output(repo.git, "switch", "--quiet", "--detach", state.head_commit)
+    elif current_branch(repo) != state.branch:
+        git_output(repo.git, "switch", "--quiet", state.branch)
 
 
-def _enter_target(repo: git.Repo, state: _LocalState, remote: str, target: str, tip: str) -> None:
+def enter_target(repo: git.Repo, state: LocalState, remote: str, target: str, tip: str) -> None:
     """Check ``target`` out at ``<remote>/<target>`` (``tip``), creating it if absent."""
     if state.target_tip is None:
-        _git(repo.git, "switch", "--quiet", "-c", target, "--track", _remote_ref(remote, target))
+        git_output(
+            repo.git, "switch", "--quiet", "-c", target, "--track", remote_ref(remote, target)
+        )
         return
-    if not _is_ancestor(repo.git, state.target_tip, tip):
+    if not is_ancestor(repo.git, state.target_tip, tip):
         raise GuardError(
             f"local branch {target!r} has commits that are not on {remote}/{target}; "
             "refusing to push unreviewed local commits"
         )
     if state.branch != target:
-        _git(repo.git, "switch", "--quiet", target)
+        git_output(repo.git, "switch", "--quiet", target)
     if state.target_tip != tip:
-        _git(repo.git, "merge", "--quiet", "--ff-only", tip, what=f"fast-forwarding {target}")
+        git_output(repo.git, "merge", "--quiet", "--ff-only", tip, what=f"fast-forwarding {target}")
 
 
-def _restore(repo: git.Repo, state: _LocalState, target: str) -> None:
+def _restore(repo: git.Repo, state: LocalState, target: str) -> None:
     """Put HEAD, the index, the working tree and local ``target`` back as ``state`` found them.
 
     Safe to ``reset --hard``: the tree was clean on entry, so only our own changes go.
     """
     if (Path(repo.git_dir) / "MERGE_HEAD").exists():
-        _run(repo.git, "merge", "--abort")
+        run_git(repo.git, "merge", "--abort")
     for operation in ("revert", "cherry-pick"):
-        _run(repo.git, operation, "--quit")
-    _git(repo.git, "reset", "--quiet", "--hard", "HEAD")
+        run_git(repo.git, operation, "--quit")
+    git_output(repo.git, "reset", "--quiet", "--hard", "HEAD")
     if state.branch == target:
         assert state.target_tip is not None  # it was checked out, so it existed
-        _git(repo.git, "reset", "--quiet", "--hard", state.target_tip)
+        git_output(repo.git, "reset", "--quiet", "--hard", state.target_tip)
         return
-    _switch_back(repo, state)
-    now = _resolve(repo.git, f"refs/heads/{target}")
+    switch_back(repo, state)
+    now = resolve_rev(repo.git, f"refs/heads/{target}")
     if now == state.target_tip:  # untouched (e.g. we failed before switching)
         return
     if state.target_tip is None:
-        _git(repo.git, "branch", "--quiet", "-D", target)
+        git_output(repo.git, "branch", "--quiet", "-D", target)
     else:
-        _git(repo.git, "branch", "--quiet", "--force", target, state.target_tip)
+        git_output(repo.git, "branch", "--quiet", "--force", target, state.target_tip)
 
 
-def _restore_after(repo: git.Repo, state: _LocalState, target: str, error: BaseException) -> None:
+def restore_after(repo: git.Repo, state: LocalState, target: str, error: BaseException) -> None:
     """Restore after ``error``; if even that fails, say so in one line (the caller re-raises)."""
     try:
         _restore(repo, state, target)

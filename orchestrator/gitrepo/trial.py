@@ -12,20 +12,20 @@ import git
 
 from orchestrator.errors import GuardError
 from orchestrator.gitrepo.process import (
-    _NO_RERERE,
-    _is_ancestor,
-    _name_paths,
-    _run,
-    _unmerged_paths,
+    NO_RERERE,
     clean_message,
+    is_ancestor,
+    name_paths,
+    run_git,
+    unmerged_paths,
 )
-from orchestrator.gitrepo.remote import _fetch, _remote_tip
-from orchestrator.gitrepo.state import _current_branch, refuse_dirty
+from orchestrator.gitrepo.remote import fetch_branches, remote_tip_of
+from orchestrator.gitrepo.state import current_branch, refuse_dirty
 
 # The trial merge commits nothing, but ``git merge`` still insists on an identity; hooks and LFS
 # downloads have no business running in a throwaway worktree.
 _TRIAL_CONFIG = (
-    *_NO_RERERE,
+    *NO_RERERE,
     "-c",
     "user.name=orchestrator trial merge",
     "-c",
@@ -56,7 +56,7 @@ def _trial_merge_conflicts(repo: git.Repo, target_commit: str, source_commit: st
     tmp = Path(tempfile.mkdtemp(prefix="orchestrator-trial-merge-"))
     worktree = tmp / "worktree"
     try:
-        out = _run(
+        out = run_git(
             repo.git,
             *_TRIAL_CONFIG,
             "worktree",
@@ -70,19 +70,19 @@ def _trial_merge_conflicts(repo: git.Repo, target_commit: str, source_commit: st
         if out.status != 0:
             raise GuardError(f"cannot create a trial-merge worktree: {clean_message(out.stderr)}")
         trial = git.Git(str(worktree))
-        merge = _run(
+        merge = run_git(
             trial, *_TRIAL_CONFIG, "merge", "--no-commit", "--no-ff", source_commit, env=_TRIAL_ENV
         )
         if merge.status == 0:
             return []
-        conflicts = _unmerged_paths(trial)
+        conflicts = unmerged_paths(trial)
         if not conflicts:
             raise GuardError(f"trial merge failed: {clean_message(merge.stderr or merge.stdout)}")
         return conflicts
     finally:
-        _run(repo.git, "worktree", "remove", "--force", "--force", str(worktree))
+        run_git(repo.git, "worktree", "remove", "--force", "--force", str(worktree))
         shutil.rmtree(tmp, ignore_errors=True)
-        _run(repo.git, "worktree", "prune")
+        run_git(repo.git, "worktree", "prune")
 
 
 def preflight(repo: git.Repo, remote: str, source: str, target: str) -> Preflight:
@@ -93,19 +93,19 @@ def preflight(repo: git.Repo, remote: str, source: str, target: str) -> Prefligh
     untracked files are NOT dirt), or a trial merge in a temporary worktree conflicts (the
     message names the files). Nothing local changes except the remote-tracking refs.
     """
-    original_branch = _current_branch(repo)
+    original_branch = current_branch(repo)
     refuse_dirty(repo)
-    _fetch(repo, remote, [source, target])
-    source_commit = _remote_tip(repo, remote, source)
-    target_commit = _remote_tip(repo, remote, target)
-    fast_forward = _is_ancestor(repo.git, target_commit, source_commit)
-    already_merged = _is_ancestor(repo.git, source_commit, target_commit)
+    fetch_branches(repo, remote, [source, target])
+    source_commit = remote_tip_of(repo, remote, source)
+    target_commit = remote_tip_of(repo, remote, target)
+    fast_forward = is_ancestor(repo.git, target_commit, source_commit)
+    already_merged = is_ancestor(repo.git, source_commit, target_commit)
     if not (fast_forward or already_merged):  # otherwise no merge can conflict
         conflicts = _trial_merge_conflicts(repo, target_commit, source_commit)
         if conflicts:
             raise GuardError(
                 f"merging {remote}/{source} into {remote}/{target} conflicts in: "
-                f"{_name_paths(conflicts)}"
+                f"{name_paths(conflicts)}"
             )
     return Preflight(
         source_commit=source_commit,
@@ -138,10 +138,10 @@ class TrialMerge:
 
 def trial_merge(scratch: git.Repo, remote: str, source: str, target: str) -> TrialMerge:
     """Merge ``<remote>/<source>`` into ``<remote>/<target>`` in a worktree of ``scratch``."""
-    source_commit = _remote_tip(scratch, remote, source)
-    target_commit = _remote_tip(scratch, remote, target)
-    fast_forward = _is_ancestor(scratch.git, target_commit, source_commit)
-    already_merged = _is_ancestor(scratch.git, source_commit, target_commit)
+    source_commit = remote_tip_of(scratch, remote, source)
+    target_commit = remote_tip_of(scratch, remote, target)
+    fast_forward = is_ancestor(scratch.git, target_commit, source_commit)
+    already_merged = is_ancestor(scratch.git, source_commit, target_commit)
     conflicts: list[str] = []
     if not (fast_forward or already_merged):
         conflicts = _trial_merge_conflicts(scratch, target_commit, source_commit)

@@ -13,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from orchestrator.errors import UsageError
-from orchestrator.playbook.messages import Location, _describe_validation, _dotted
+from orchestrator.playbook.messages import Location, describe_validation, dotted
 from orchestrator.playbook.model import Playbook
 
 
@@ -47,7 +47,7 @@ def parse_playbook(text: str, path: Path) -> Playbook:
     try:
         return Playbook.model_validate({**data, "path": path})
     except ValidationError as exc:
-        raise UsageError(_describe_validation(exc, shown, lines)) from None
+        raise UsageError(describe_validation(exc, shown, lines)) from None
 
 
 def _read_text(path: Path, shown: str) -> str:
@@ -93,12 +93,12 @@ def _index_lines(node: yaml.Node, here: Location, lines: dict[Location, int], sh
             if not isinstance(key_node, yaml.ScalarNode):
                 line = key_node.start_mark.line + 1
                 raise UsageError(
-                    f"{shown}:{line}: {_dotted(here) or '(top level)'}: keys must be plain names"
+                    f"{shown}:{line}: {dotted(here) or '(top level)'}: keys must be plain names"
                 )
             location = (*here, str(key_node.value))
             if location in lines:
                 raise UsageError(
-                    f"{shown}:{key_node.start_mark.line + 1}: {_dotted(location)}: "
+                    f"{shown}:{key_node.start_mark.line + 1}: {dotted(location)}: "
                     f"duplicate key (first set on line {lines[location]})"
                 )
             lines[location] = key_node.start_mark.line + 1

@@ -21,7 +21,7 @@ from orchestrator.redaction import redact
 Location = tuple[str | int, ...]
 
 
-def _describe_validation(exc: ValidationError, shown: str, lines: dict[Location, int]) -> str:
+def describe_validation(exc: ValidationError, shown: str, lines: dict[Location, int]) -> str:
     """One line for the first problem in file order, with a count of the others."""
     problems = []
     for order, error in enumerate(exc.errors()):
@@ -31,7 +31,7 @@ def _describe_validation(exc: ValidationError, shown: str, lines: dict[Location,
         line = _line_of(loc[:-1] if missing else loc, lines)
         # Report what is written before what is absent: a misspelt key shows up as both an
         # unknown key and a missing one, and the unknown key is the one to fix.
-        text = f"{shown}:{line}: {_dotted(loc)}: {_problem(error)}"
+        text = f"{shown}:{line}: {dotted(loc)}: {_problem(error)}"
         problems.append((missing, line, order, text))
     problems.sort()
     message = problems[0][3]
@@ -49,7 +49,7 @@ def _line_of(loc: Location, lines: dict[Location, int]) -> int:
     return 1
 
 
-def _dotted(loc: Location) -> str:
+def dotted(loc: Location) -> str:
     return ".".join(str(part) for part in loc)
 
 
