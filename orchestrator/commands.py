@@ -281,7 +281,7 @@ def inspect(
     from orchestrator.database import folder_history
     from orchestrator.inventory import build_inventory
 
-    snapshot = take_snapshot(url, options, retry=retry)
+    snapshot = take_snapshot(url, options, retry=retry, on_retry=on_retry)
     history = folder_history(journal, options, shadow, production_major=snapshot.server_major)
     return build_inventory(journal, history, snapshot)
 

@@ -18,13 +18,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.catalog import CatalogSnapshot, History, ReplayFailure, differences
+from orchestrator.catalog import CatalogSnapshot, History, differences
 from orchestrator.db import runlock
 from orchestrator.db.catalog_reader import read_catalog_at
 from orchestrator.db.concurrent import apply_release
 from orchestrator.db.connect import check_url, connect
 from orchestrator.db.lock_retry import LOCK_NOT_AVAILABLE, LockRetry, OnLockRetry, lock_retry_policy
-from orchestrator.db.migrator import AppliedMigration, MigrateOptions, MigrationFailed
+from orchestrator.db.migrator import AppliedMigration, MigrateOptions, MigrationFailed, excerpt
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.errors import DatabaseError, PartialStateError, UsageError
@@ -56,10 +56,16 @@ class MigrateResult:
 
 
 def take_snapshot(
-    url: str, options: MigrateOptions, *, retry: RetryPolicy = DEFAULT_RETRY
+    url: str,
+    options: MigrateOptions,
+    *,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    on_retry: OnRetry | None = None,
 ) -> CatalogSnapshot:
     """One catalog snapshot of the database at ``url``."""
-    return read_catalog_at(url, schema=options.schema, table=options.table, retry=retry)
+    return read_catalog_at(
+        url, schema=options.schema, table=options.table, retry=retry, on_retry=on_retry
+    )
 
 
 def folder_history(
@@ -206,10 +212,7 @@ def _migrate(
         return MigrateResult(before, (), before)
     _refuse_reordering(journal, options, shadow, before)
     if not nontransactional:
-        done = [m for m in journal.migrations if m.hash in before.tracked_hashes]
-        refusal = one_transaction_refusal(done, untracked, shadow)
-        if refusal is not None:
-            _refuse(refusal, untracked, options)
+        refuse_what_postgres_refuses(journal, before.tracked_hashes, options, shadow)
     if not confirm(before):
         raise UsageError("migration not confirmed: nothing was changed")
 
@@ -272,21 +275,34 @@ def _migrate(
 TRANSACTION_LIMITS = frozenset({"25001", "55P04"})  # active_sql_transaction, unsafe new value
 
 
-def _refuse(refusal: ReplayFailure, untracked: list[Migration], options: MigrateOptions) -> None:
-    """Stop before production: PostgreSQL refused the release on the shadow, run as migrate
-    runs it. A transaction's limits are a usage matter (exit 2: ``--allow-concurrent``);
-    anything else is the migration failing (exit 21), caught before it touched anything."""
-    said = (
-        f"PostgreSQL refused {refusal.tag} on the shadow: {refusal.message} "
-        f"[{refusal.sqlstate}] (statement: {' '.join(refusal.statement.split())[:120]})"
-    )
+def refuse_what_postgres_refuses(
+    journal: Journal, tracked: frozenset[str], options: MigrateOptions, shadow: ShadowSpec
+) -> None:
+    """Run the untracked migrations on the shadow as migrate runs them (one transaction, after
+    the tracked ones) and stop before production if PostgreSQL refuses: a transaction's
+    limits are a usage matter (exit 2: ``--allow-concurrent``); anything else is the
+    migration failing (exit 21), caught before it touched anything. The deploy's migrate
+    step and its rehearsal say the same words."""
+    done = [m for m in journal.migrations if m.hash in tracked]
+    untracked = [m for m in journal.migrations if m.hash not in tracked]
+    refusal = one_transaction_refusal(done, untracked, shadow)
+    if refusal is None:
+        return
+    said = f"{refusal.message} [{refusal.sqlstate}]"
     outside = _nontransactional(untracked, options)
     if refusal.sqlstate in TRANSACTION_LIMITS and outside:
         from orchestrator.analysis.nontransactional import refusal as allow_concurrent_hint
 
-        raise UsageError(f"{said}. {allow_concurrent_hint(outside[0])}")
+        raise UsageError(f"{allow_concurrent_hint(outside[0])} (PostgreSQL: {said})")
+    number = refusal.number
+    where = f"{refusal.tag}, statement {number}" if number else refusal.tag
     raise MigrationFailed(
-        refusal.tag, f"migration would fail: {said}; nothing was changed", sqlstate=refusal.sqlstate
+        refusal.tag,
+        f"migration would fail in {where} ({excerpt(refusal.statement)}): {said}, as "
+        "PostgreSQL said when the release ran on the shadow; nothing was changed",
+        sqlstate=refusal.sqlstate,
+        statement=number or None,
+        where=where,
     )
 
 

@@ -129,6 +129,17 @@ def plan_repair(journal: Journal, report: ValidationReport) -> RepairPlan:
             )
         )
     if refusals:
+        if report.repair_differences:  # the exact difference: object, property, found
+            shown = "; ".join(report.repair_differences[:5])
+            more = len(report.repair_differences) - 5
+            refusals.append(
+                Refusal(
+                    refusals[0].tag,
+                    "tracked, the database would still differ: "
+                    + shown
+                    + (f" and {more} more" if more > 0 else ""),
+                )
+            )
         return RepairPlan((), tuple(refusals))
     by_tag = {m.tag: m for m in journal.migrations}
     rows = tuple(

@@ -326,20 +326,22 @@ def test_connection_killed_mid_migration_is_retried_after_revalidating(
     slow = prefix_folder(FIXTURE_MIGRATIONS, 12, tmp_path / "slow")
     sql_file = slow / "0011_cute_skin.sql"
     sql_file.write_text(sql_file.read_text() + "--> statement-breakpoint\nSELECT pg_sleep(1);")
-    killed = threading.Event()
+    killed, finished = threading.Event(), threading.Event()
 
     def kill_the_migrating_backend() -> None:
+        # Production's backend only: the shadow replays the same SQL in databases of its own
+        # on this server. Until it is killed or the migrate is over: no clock.
         with psycopg.connect(database_url, autocommit=True) as conn:
-            for _ in range(200):
+            while not finished.is_set():
                 row = conn.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE application_name = 'orchestrator' AND query LIKE '%pg_sleep(1)%' "
-                    "AND pid <> pg_backend_pid()"
+                    "AND datname = current_database() AND pid <> pg_backend_pid()"
                 ).fetchone()
                 if row is not None and row[0]:
                     killed.set()
                     return
-                threading.Event().wait(0.02)
+                finished.wait(0.02)
 
     killer = threading.Thread(target=kill_the_migrating_backend)
     killer.start()
@@ -352,6 +354,7 @@ def test_connection_killed_mid_migration_is_retried_after_revalidating(
         retry=RetryPolicy(attempts=3, initial=0.1, max_wait=0.2),
         on_retry=lambda attempt, error, _wait: retries.append((attempt, str(error))),
     )
+    finished.set()
     killer.join()
     assert killed.is_set()
     assert len(retries) == 1 and "connection lost during migration" in retries[0][1]
@@ -366,15 +369,14 @@ def test_connection_killed_mid_migration_is_retried_after_revalidating(
 
 
 def test_the_snapshot_is_one_exchange_whatever_the_size(database_url: str) -> None:
-    from orchestrator.db.catalog_read import read_snapshot
-
     from bench.proxy import LatencyProxy
+    from orchestrator.db.catalog_reader import read_catalog
 
     migrate(database_url, full())
     proxy = LatencyProxy.for_url(database_url, round_trip_delay=0.0)
-    with proxy, psycopg.connect(proxy.url(database_url)) as conn:
+    with proxy, psycopg.connect(proxy.url(database_url), autocommit=True) as conn:
         proxy.reset()
-        snapshot = read_snapshot(conn, schema="drizzle", table="__drizzle_migrations")
+        snapshot = read_catalog(conn, schema="drizzle", table="__drizzle_migrations")
         assert proxy.reset().round_trips == 1  # counted on the wire
     assert len(snapshot.tracking_rows) == 12
     assert len(snapshot.objects) > 100

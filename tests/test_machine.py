@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -225,19 +223,6 @@ def test_retry_notices_number_every_attempt_and_the_last_error_is_raised() -> No
     with pytest.raises(DatabaseError, match="refused 4"):  # one attempt: no retry at all
         call_with_retry(down, RetryPolicy.none(), sleep=waits.append)
     assert waits == [0.25, 0.5]
-
-
-def test_a_call_that_succeeds_at_once_does_not_load_tenacity() -> None:
-    script = (
-        "import sys\n"
-        "from orchestrator.db.retry import RetryPolicy, call_with_retry\n"
-        "assert call_with_retry(lambda: 7, RetryPolicy()) == 7\n"
-        "print('tenacity' in sys.modules)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    )
-    assert done.stdout.strip() == "False"
 
 
 def test_guards_check_the_world_not_only_the_record() -> None:

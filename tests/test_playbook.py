@@ -195,8 +195,8 @@ BAD_EDITS: list[tuple[str, Callable[[str], str], str, str, str]] = [
         lambda t: t + "colour: red\n",
         "colour",
         "colour: red",
-        "unknown key (allowed: name, database, migrations, backup, git, monitor, retry, neon, "
-        "release)",
+        "unknown key (allowed: name, database, migrations, backup, git, monitor, retry, shadow, "
+        "neon, release)",
     ),
     (
         "unknown nested key",

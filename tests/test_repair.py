@@ -228,7 +228,8 @@ def test_refuses_objects_not_as_the_sql_defines_them(database_url: str, tmp_path
     )
     with pytest.raises(
         PartialStateError,
-        match=r"confidence is not as it defines: real NULL, found text NULL",
+        match=r"column public\.cmdb_reconciliation_results\.confidence: type expected 'real', "
+        r"found 'text'",
     ):
         repair_database(database_url, full(), OPTIONS, confirm=lambda *_: True)
     assert len(tracking_rows(database_url)) == 9

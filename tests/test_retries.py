@@ -167,10 +167,13 @@ def test_resume_rides_out_a_late_server(own_cluster: EmbeddedPostgres, tmp_path:
 
 # -- the migration transaction: deadlocks and serialization failures --------------------------
 
-# Fails its first run only: a sequence's nextval survives the rollback of the transaction.
+# Fails its first run on production only: a sequence's nextval survives the rollback of the
+# transaction. The sequence is production's (made by the test), not the folder's: where it is
+# missing (the shadow the folder is replayed on) the block does nothing.
 FAIL_ONCE = (
-    "DO $$ BEGIN IF nextval('public.attempts') = 1 THEN "
-    "RAISE EXCEPTION 'provoked by the test' USING ERRCODE = '{code}'; END IF; END $$"
+    "DO $$ BEGIN IF to_regclass('public.attempts') IS NOT NULL THEN "
+    "IF nextval(to_regclass('public.attempts')) = 1 THEN "
+    "RAISE EXCEPTION 'provoked by the test' USING ERRCODE = '{code}'; END IF; END IF; END $$"
 )
 
 

@@ -21,6 +21,7 @@ class ReplayFailure:
     statement: str
     message: str
     sqlstate: str | None = None
+    number: int = 0  # the statement's place among the migration's (1-based)
 
     def __str__(self) -> str:
         return f"{self.tag}: {self.message} (statement: {' '.join(self.statement.split())[:120]})"

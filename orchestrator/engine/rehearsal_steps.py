@@ -29,7 +29,12 @@ from typing import Any
 import psycopg
 
 from orchestrator.catalog import History
-from orchestrator.database import folder_history, judge_database, migrate_database
+from orchestrator.database import (
+    folder_history,
+    judge_database,
+    migrate_database,
+    refuse_what_postgres_refuses,
+)
 from orchestrator.db.connect import connect, describe
 from orchestrator.db.migrator import MigrateOptions, MigrationFailed, excerpt
 from orchestrator.drizzle.journal import Journal, Migration
@@ -158,12 +163,12 @@ def _rehearse_migrate(r: Rehearsal) -> Outcome:
     pending_tags = [p["tag"] for p in r.record.planned]
     pending = [m for m in r.journal.migrations if m.tag in pending_tags]
     r.run.details["migrate"] = _statements(pending)
-    from orchestrator.analysis.nontransactional import nontransactional_statements, refusal
+    from orchestrator.analysis.nontransactional import nontransactional_statements
     from orchestrator.db.concurrent import rehearse_release
 
     outside = nontransactional_statements([(m.tag, m.statements) for m in pending])
-    if outside and not r.options.allow_concurrent:
-        raise UsageError(refusal(outside[0]))  # what the deploy's migrate step refuses with
+    if not (outside and r.options.allow_concurrent):  # as the deploy's migrate step refuses
+        refuse_what_postgres_refuses(r.journal, r.tracked_after, r.options, r.shadow)
     notes: list[str] = []
     unrun: frozenset[str] = frozenset()  # tracking rows the deploy writes, not rehearsed
     if r.real:

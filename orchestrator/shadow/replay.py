@@ -37,10 +37,12 @@ from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.errors import UsageError
 
 NOT_IN_TRANSACTION = "25001"  # active_sql_transaction: "cannot run inside a transaction block"
+# A deadlock's or a serialization failure's victim: says nothing of the SQL, run it again.
+TRANSIENT = frozenset({"40P01", "40001"})
 UNDEFINED_OBJECT = "42704"
 _MISSING_ROLE = re.compile(r'role "([^"]+)" does not exist')
 _MISSING_EXTENSION = re.compile(r'extension "([^"]+)"')
-_ROLES_CREATED_AT_MOST = 20
+_ATTEMPTS = 20  # roles created, or transient failures, before giving up
 
 
 class ReplayError(UsageError):
@@ -227,13 +229,13 @@ def _touched_owners(conn: psycopg.Connection[Any], state: _State) -> set[str]:
 
 def apply_migration(conn: psycopg.Connection[Any], migration: Migration) -> ReplayFailure | None:
     """Run one migration in a transaction of its own (committed); its failure, if any."""
-    for _ in range(_ROLES_CREATED_AT_MOST):
+    for _ in range(_ATTEMPTS):
         failure = run_in_transaction(conn, [migration], commit=True)
         if failure is None:
             return None
         if failure.sqlstate == NOT_IN_TRANSACTION:
             return _run_outside_transaction(conn, migration)
-        if not _create_missing_role(conn, failure):
+        if failure.sqlstate not in TRANSIENT and not _create_missing_role(conn, failure):
             return failure
     return failure
 
@@ -242,12 +244,12 @@ def run_in_transaction(
     conn: psycopg.Connection[Any], migrations: Sequence[Migration], *, commit: bool
 ) -> ReplayFailure | None:
     """Run ``migrations`` in one transaction, committed or rolled back; the first refusal."""
-    current: tuple[Migration, str] | None = None
+    current: tuple[Migration, int, str] | None = None
     try:
         with conn.transaction(force_rollback=not commit):
             for migration in migrations:
-                for statement in _statements(migration):
-                    current = (migration, statement)
+                for number, statement in enumerate(_statements(migration), 1):
+                    current = (migration, number, statement)
                     conn.execute(statement.encode("utf-8"))
     except psycopg.Error as exc:
         if current is None or exc.sqlstate is None:
@@ -259,13 +261,13 @@ def run_in_transaction(
 def _run_outside_transaction(
     conn: psycopg.Connection[Any], migration: Migration
 ) -> ReplayFailure | None:
-    for statement in _statements(migration):
+    for number, statement in enumerate(_statements(migration), 1):
         try:
             conn.execute(statement.encode("utf-8"))
         except psycopg.Error as exc:
             if exc.sqlstate is None:
                 raise
-            return _failure((migration, statement), exc)
+            return _failure((migration, number, statement), exc)
     return None
 
 
@@ -282,7 +284,7 @@ def _statements(migration: Migration) -> list[str]:
     return [piece for piece in migration.statements if piece.strip()]
 
 
-def _failure(current: tuple[Migration, str], exc: psycopg.Error) -> ReplayFailure:
-    migration, statement = current
+def _failure(current: tuple[Migration, int, str], exc: psycopg.Error) -> ReplayFailure:
+    migration, number, statement = current
     message = exc.diag.message_primary or str(exc).splitlines()[0]
-    return ReplayFailure(migration.tag, statement.strip(), message, exc.sqlstate)
+    return ReplayFailure(migration.tag, statement.strip(), message, exc.sqlstate, number)

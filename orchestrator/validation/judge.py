@@ -79,6 +79,9 @@ class HistoryReading:
     drift: tuple[Difference, ...]  # vs the state the tracked migrations build, unexplained
     # The schema is exactly what the tracked and the untracked_present migrations build.
     repairable: bool = False
+    # The differences that would remain were the untracked migrations found (partly) in the
+    # database tracked too (what repair would leave).
+    if_tracked: tuple[Difference, ...] = ()
 
 
 def tracked_state(history: History, tracked: Sequence[bool]) -> dict[str, Any]:
@@ -119,20 +122,19 @@ def read_history(journal: Journal, history: History, snapshot: CatalogSnapshot) 
         evidence_state(is_tracked, e) for is_tracked, e in zip(tracked, evidence, strict=True)
     ]
     differences = tuple(drift(history, tracked_state(history, tracked), found))
-    present = [s is MigrationState.UNTRACKED_PRESENT for s in states]
+    # What tracking the untracked migrations whose changes are (partly) there would leave:
+    # repair may write their rows only where nothing differs then.
+    candidates = [t or bool(e.present) for t, e in zip(tracked, evidence, strict=True)]
+    if_tracked = tuple(drift(history, tracked_state(history, candidates), found))
     repairable = (
-        any(present)
-        and all(
-            s in (MigrationState.APPLIED, MigrationState.PENDING) or p
-            for s, p in zip(states, present, strict=True)
-        )
-        and not drift(
-            history,
-            tracked_state(history, [t or p for t, p in zip(tracked, present, strict=True)]),
-            found,
-        )
+        candidates != tracked
+        and all(s is not MigrationState.PARTIALLY_PRESENT for s in states)
+        and all(s is not MigrationState.TRACKED_MISSING for s in states)
+        and not if_tracked
     )
-    return HistoryReading(tuple(states), tuple(evidence), k, None, differences, repairable)
+    return HistoryReading(
+        tuple(states), tuple(evidence), k, None, differences, repairable, if_tracked
+    )
 
 
 def evidence_state(tracked: bool, evidence: MigrationEvidence) -> MigrationState:
@@ -206,6 +208,7 @@ def validate(journal: Journal, history: History, snapshot: CatalogSnapshot) -> V
         matched_prefix=reading.matched_prefix,
         replayed_on=history.server,
         repairable=reading.repairable,
+        repair_differences=tuple(str(d) for d in reading.if_tracked),
         drifted=tuple(sorted({d.key for d in reading.drift})) if reading.drift else (),
     )
 

@@ -106,6 +106,8 @@ class ValidationReport:
     repairable: bool = False
     # The objects that differ from the catalog the tracked migrations build (schema_drift).
     drifted: tuple[str, ...] = ()
+    # What would still differ were the untracked migrations found in the database tracked.
+    repair_differences: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> ExitCode:
