@@ -43,7 +43,7 @@ import psycopg
 from bench import drizzle_kit, traffic
 from bench.proxy import LatencyProxy, ProxyProcess
 from bench.synthetic import SCALE, Shape, write_folder
-from orchestrator.commands import migrate_database, take_snapshot, validate_database
+from orchestrator.database import migrate_database, take_snapshot, validate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.drizzle.journal import Journal, read_journal
 from orchestrator.sandbox.pg import EmbeddedPostgres, create_database, drop_database, with_dbname

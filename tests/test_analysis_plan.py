@@ -18,7 +18,7 @@ from orchestrator.analysis.plan import build_plan, plan_migration
 from orchestrator.analysis.risk import RiskLevel
 from orchestrator.analysis.strategy import Strategy
 from orchestrator.cli import run
-from orchestrator.commands import migrate_database
+from orchestrator.database import migrate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import read_journal

@@ -22,7 +22,7 @@ import pytest
 from bench.drizzle_kit import PACKAGES, config_json, package_json
 from bench.proxy import LatencyProxy, ProxyProcess
 from bench.synthetic import SCALE, Shape, migration_sql, write_folder
-from orchestrator.commands import validate_database
+from orchestrator.database import validate_database
 from orchestrator.db.catalog_reader import read_catalog
 from orchestrator.db.connect import connect
 from orchestrator.db.migrator import MigrateOptions, apply_pending

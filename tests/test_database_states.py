@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from orchestrator.commands import migrate_database, validate_database
+from orchestrator.database import migrate_database, validate_database
 from orchestrator.db.migrator import MigrateOptions, MigrationFailed
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, read_journal

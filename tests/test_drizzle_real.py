@@ -21,7 +21,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from orchestrator.commands import MigrateResult, migrate_database, validate_database
+from orchestrator.database import MigrateResult, migrate_database, validate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, read_journal

@@ -20,7 +20,7 @@ import pytest
 
 from orchestrator.audit import read_events
 from orchestrator.cli import run
-from orchestrator.commands import validate_database
+from orchestrator.database import validate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.engine.run import resume
 from orchestrator.engine.settings import journal_at

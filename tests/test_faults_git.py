@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from orchestrator.cli import run
-from orchestrator.commands import validate_database
+from orchestrator.database import validate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.engine.settings import journal_at
 from orchestrator.gitrepo import open_repo

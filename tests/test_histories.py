@@ -29,14 +29,14 @@ import pytest
 
 from orchestrator.catalog import History
 from orchestrator.cli import run
-from orchestrator.commands import ShadowSpec, migrate_database, validate_database
-from orchestrator.database import folder_history
+from orchestrator.database import folder_history, migrate_database, validate_database
 from orchestrator.db.migrator import MigrateOptions, MigrationFailed
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, read_journal
 from orchestrator.errors import PartialStateError
 from orchestrator.repair import repair_database
 from orchestrator.sandbox.pg import ServerBinariesMissing, create_database, find_bindir, with_dbname
+from orchestrator.shadow import ShadowSpec
 from orchestrator.validation import MigrationState, Verdict
 from tests.drizzle_helpers import prefix_folder, run_sql
 from tests.test_drizzle_real import drizzle_migrate, drizzle_node  # noqa: F401 (a fixture)

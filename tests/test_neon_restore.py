@@ -16,7 +16,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from orchestrator.audit import read_events
 from orchestrator.cli import run
-from orchestrator.commands import validate_database
+from orchestrator.database import validate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.errors import UsageError
 from orchestrator.neon.restore import check_confirmation, restore_plan

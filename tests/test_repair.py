@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from orchestrator.cli import run
-from orchestrator.commands import migrate_database, validate_database
+from orchestrator.database import migrate_database, validate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, Migration, read_journal

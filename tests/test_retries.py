@@ -22,7 +22,7 @@ import pytest
 
 from orchestrator.audit import read_events
 from orchestrator.cli import run
-from orchestrator.commands import migrate_database
+from orchestrator.database import migrate_database
 from orchestrator.db.backoff import DEFAULT_ATTEMPTS
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy

@@ -1,5 +1,6 @@
-"""The command line: parse arguments, call the verb layer (:mod:`orchestrator.commands`),
-render the result.
+"""The command line: parse arguments, call the runtime's functions (validate and migrate in
+:mod:`orchestrator.database`, the reports in :mod:`orchestrator.reports`, the deploy engine in
+:mod:`orchestrator.engine`, ...), render the result.
 
 Every command shares one exit-code scheme (:class:`orchestrator.errors.ExitCode`). Errors
 are printed as one line on stderr; a traceback never reaches the user. The command group is

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 def plan(target: DatabaseTarget, all_migrations: bool, markdown: bool) -> int:
     """Read-only: risk, compatibility both ways, lint, and the deploy strategy of the pending
     migrations (or of every migration with --all)."""
-    from orchestrator import commands
+    from orchestrator import reports
     from orchestrator.analysis.markdown import plan_markdown
     from orchestrator.cli.console import err, out, print_json
 
@@ -39,7 +39,7 @@ def plan(target: DatabaseTarget, all_migrations: bool, markdown: bool) -> int:
         raise UsageError("--json and --markdown are exclusive: pick one")
     journal = target.journal()
     url = None if all_migrations else target.url()
-    result = commands.plan(
+    result = reports.plan(
         url, journal, target.options(), shadow=target.shadow, retry=target.retry, on_retry=on_retry
     )
     if result.note and not target.as_json:
@@ -71,13 +71,14 @@ def plan(target: DatabaseTarget, all_migrations: bool, markdown: bool) -> int:
 def lint(migrations: Path, as_json: bool, allow_concurrent: bool, shadow_url: str | None) -> int:
     """Lint every migration of a folder, replayed on a shadow server for the facts a rule
     needs; exit 21 on errors (warnings alone exit 0)."""
-    from orchestrator import commands
+    from orchestrator import reports
+    from orchestrator.analysis.lint import has_errors
     from orchestrator.cli.console import err, print_json
-    from orchestrator.cli.options import read_migrations
+    from orchestrator.cli.options import read_migrations, shadow_spec
 
     journal = read_migrations(migrations)
-    shadow = commands.shadow_spec(shadow_url)
-    findings, note = commands.lint(journal, allow_concurrent=allow_concurrent, shadow=shadow)
+    shadow = shadow_spec(shadow_url)
+    findings, note = reports.lint(journal, allow_concurrent=allow_concurrent, shadow=shadow)
     errors = sum(f.severity == "error" for f in findings)
     if as_json:
         document: dict[str, object] = {
@@ -90,7 +91,7 @@ def lint(migrations: Path, as_json: bool, allow_concurrent: bool, shadow_url: st
         if note:
             err.print(f"note: {note}", markup=False, highlight=False)
         show_lint(findings)
-    return int(ExitCode.GUARD_FAILED if commands.lint_has_errors(findings) else ExitCode.OK)
+    return int(ExitCode.GUARD_FAILED if has_errors(findings) else ExitCode.OK)
 
 
 @click.command()
@@ -103,8 +104,8 @@ def repair(target: DatabaseTarget, lock_timeout: str, dry_run: bool, yes: bool) 
     drizzle would; refuses partial states."""
     from orchestrator import render
     from orchestrator.cli.console import interactive, out, print_json
-    from orchestrator.commands import repair_database
     from orchestrator.redaction import redact_url
+    from orchestrator.repair import repair_database
 
     url = target.url(writes=True)
     options = target.options(lock_timeout=lock_timeout)
@@ -147,10 +148,10 @@ def repair(target: DatabaseTarget, lock_timeout: str, dry_run: bool, yes: bool) 
 def inspect(target: DatabaseTarget) -> int:
     """Read-only: every table with its columns, types, row estimate and creating migration,
     and the drift between the database and the migrations, both ways."""
-    from orchestrator import commands
+    from orchestrator import reports
     from orchestrator.cli.console import print_json
 
-    inventory = commands.inspect(
+    inventory = reports.inspect(
         target.url(),
         target.journal(),
         target.options(),
@@ -209,8 +210,8 @@ def show_plan(result: Plan) -> None:
 
 def show_lint(findings: list[LintFinding]) -> None:
     """One line per finding with its fix, then a count."""
+    from orchestrator.analysis.lint import rule_named
     from orchestrator.cli.console import print_lines
-    from orchestrator.commands import lint_fix
 
     lines = []
     fixes_shown: set[str] = set()
@@ -218,7 +219,7 @@ def show_lint(findings: list[LintFinding]) -> None:
         lines.append(f"{f.location}: {f.severity} {f.rule}: {f.message}")
         if f.rule not in fixes_shown:
             fixes_shown.add(f.rule)
-            lines.append(f"    fix: {lint_fix(f.rule)}")
+            lines.append(f"    fix: {rule_named(f.rule).fix}")
     errors = sum(f.severity == "error" for f in findings)
     lines.append(f"{errors} error(s), {len(findings) - errors} warning(s)")
     print_lines(lines)

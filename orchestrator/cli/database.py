@@ -17,17 +17,17 @@ from orchestrator.cli.options import (
 from orchestrator.errors import UsageError
 
 if TYPE_CHECKING:
-    from orchestrator.commands import ValidationReport
+    from orchestrator.validation import ValidationReport
 
 
 @click.command()
 @database_options
 def validate(target: DatabaseTarget) -> int:
     """Read-only: report the migration state of the database (SAFE, NEEDS_MIGRATION, ...)."""
-    from orchestrator import commands
+    from orchestrator.database import validate_database
 
     url = target.url()
-    report = commands.validate_database(
+    report = validate_database(
         url,
         target.journal(),
         target.options(),
@@ -60,8 +60,9 @@ def migrate(
     yes: bool,
 ) -> int:
     """Apply pending migrations in one transaction, exactly as drizzle would record them."""
-    from orchestrator import commands, render
+    from orchestrator import render
     from orchestrator.cli.console import err, interactive, out, print_json
+    from orchestrator.database import migrate_database
     from orchestrator.redaction import redact_url
 
     url = target.url(writes=True)
@@ -82,7 +83,7 @@ def migrate(
         tags = ", ".join(m.tag for m in report.pending)
         return click.confirm(f"Apply {tags} to {redact_url(url)}?", default=False)
 
-    result = commands.migrate_database(
+    result = migrate_database(
         url,
         journal,
         options,
@@ -118,8 +119,8 @@ def migrate(
 def show_report(report: ValidationReport, url: str, as_json: bool) -> None:
     """A validation report as JSON or as the human table."""
     from orchestrator.cli import console
-    from orchestrator.commands import Verdict
     from orchestrator.redaction import redact_url
+    from orchestrator.validation import Verdict
 
     if as_json:  # rich is not needed (nor imported) for JSON
         document = report.to_json()

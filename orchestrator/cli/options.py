@@ -1,8 +1,7 @@
 """Options shared by several commands, and the small conversions behind them.
 
 Command modules import only click at module level so that ``orchestrator --help`` starts fast;
-the command layer (:mod:`orchestrator.commands`, and through it psycopg, git, pglast, ...) is
-imported when a command actually runs. The CLI reaches the runtime through that layer only.
+the runtime a command calls (psycopg, git, pglast, ...) is imported when it runs.
 """
 
 from __future__ import annotations
@@ -21,9 +20,13 @@ from orchestrator.db.backoff import (
     DEFAULT_LOCK_RETRIES,
     DEFAULT_LOCK_TIMEOUT_S,
 )
+from orchestrator.errors import UsageError
 
 if TYPE_CHECKING:
-    from orchestrator.commands import Journal, MigrateOptions, RetryPolicy, ShadowSpec
+    from orchestrator.db.migrator import MigrateOptions
+    from orchestrator.db.retry import RetryPolicy
+    from orchestrator.drizzle.journal import Journal
+    from orchestrator.shadow import ShadowSpec
 
 # drizzle's own defaults for its tracking table.
 DEFAULT_SCHEMA = "drizzle"
@@ -54,10 +57,10 @@ class DatabaseTarget:
         """
         import os
 
-        from orchestrator import commands
         from orchestrator.cli import console
+        from orchestrator.db.connect import check_database_url
 
-        url, warnings = commands.check_database_url(
+        url, warnings = check_database_url(
             self.database_url, writes=writes, require_ssl=self.require_ssl, environ=os.environ
         )
         for warning in warnings:
@@ -71,8 +74,6 @@ class DatabaseTarget:
     @property
     def shadow(self) -> ShadowSpec:
         """Where the folder's history is replayed: ``--shadow-url``, else a local cluster."""
-        from orchestrator.commands import shadow_spec
-
         return shadow_spec(self.shadow_url)
 
     def options(
@@ -85,7 +86,7 @@ class DatabaseTarget:
     ) -> MigrateOptions:
         """The tracking table, the migration timeouts given as option text, the lock
         retries and whether non-transactional migrations may run."""
-        from orchestrator.commands import MigrateOptions
+        from orchestrator.db.migrator import MigrateOptions
 
         timeouts: dict[str, float] = {}
         if lock_timeout is not None:
@@ -108,13 +109,26 @@ class DatabaseTarget:
 
 def read_migrations(folder: Path) -> Journal:
     """Read a migrations folder; warn (never refuse) about files drizzle would ignore."""
-    from orchestrator import commands
     from orchestrator.cli.console import warn
+    from orchestrator.drizzle.journal import read_journal, stray_file_message
 
-    journal, warnings = commands.read_migrations(folder)
-    for warning in warnings:
-        warn(warning)
+    journal = read_journal(folder)
+    for name in journal.stray_files:
+        warn(stray_file_message(name))
     return journal
+
+
+def shadow_spec(url: str | None) -> ShadowSpec:
+    """The shadow server named by ``--shadow-url`` (checked), else a throwaway local one."""
+    from orchestrator.db.connect import check_url
+    from orchestrator.shadow import ShadowSpec
+
+    if url is None:
+        return ShadowSpec()
+    try:
+        return ShadowSpec(check_url(url))
+    except UsageError as exc:
+        raise UsageError(f"--shadow-url: {exc}") from None
 
 
 shadow_url_option = click.option(
@@ -247,7 +261,7 @@ def retries_option(func: Command) -> Command:
 
 def retry_policy(attempts: int) -> RetryPolicy:
     """The CLI's retry policy for transient connection failures."""
-    from orchestrator.commands import RetryPolicy
+    from orchestrator.db.retry import RetryPolicy
 
     return RetryPolicy(attempts=attempts)
 
@@ -267,6 +281,9 @@ def on_retry(attempt: int, error: BaseException, wait: float) -> None:
 
 def duration(value: str, name: str) -> float:
     """A duration option (``5s``, ``2min``) in seconds; UsageError naming the option."""
-    from orchestrator.commands import duration as seconds
+    from orchestrator.playbook import parse_duration
 
-    return seconds(value, name)
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"{name}: {exc}") from None

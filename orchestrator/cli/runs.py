@@ -17,7 +17,7 @@ from orchestrator.errors import ExitCode, UsageError
 if TYPE_CHECKING:
     from orchestrator.engine.run import Interaction
     from orchestrator.neon.restore import RestorePlan
-    from orchestrator.runs import RunRecord
+    from orchestrator.runs import RunRecord, RunStore
 
 
 def _interaction(
@@ -28,9 +28,9 @@ def _interaction(
     ``retries``: --retries, attempts instead of the playbook's; each retry of the first
     connection is shown on stderr (later ones as run events, and in the audit trail).
     """
-    from orchestrator import commands
     from orchestrator.cli.console import interactive
     from orchestrator.cli.options import on_retry
+    from orchestrator.engine.run import Interaction
 
     at_terminal = interactive()
     if not yes and not at_terminal:
@@ -42,7 +42,7 @@ def _interaction(
     def ask(question: str) -> bool:
         return click.confirm(f"{question}?", default=False)
 
-    made = commands.interaction(
+    made = Interaction(
         confirm=confirm,
         backup_confirmed=backup_confirmed,
         ask=ask if at_terminal else None,
@@ -175,21 +175,22 @@ def deploy(
     as_json: bool,
 ) -> int:
     """Walk Strategy A: backup, validate, migrate, revalidate, merge/push, monitor."""
-    from orchestrator import commands
     from orchestrator.cli.console import err, print_json, print_lines
 
     if rehearse_on is not None and not dry_run:
         raise UsageError("--rehearse-on only goes with --dry-run")
     if dry_run:
-        from orchestrator.cli.options import on_retry
+        from orchestrator.cli.options import duration, on_retry
+        from orchestrator.engine.dry_run import RehearsalBounds
+        from orchestrator.engine.rehearsal import rehearse
 
-        bounds = commands.rehearsal_bounds(
-            lock_timeout=commands.duration(rehearsal_lock_timeout, "--rehearsal-lock-timeout"),
-            statement_timeout=commands.duration(
+        bounds = RehearsalBounds(
+            lock_timeout=duration(rehearsal_lock_timeout, "--rehearsal-lock-timeout"),
+            statement_timeout=duration(
                 rehearsal_statement_timeout, "--rehearsal-statement-timeout"
             ),
         )
-        rehearsal = commands.rehearse(
+        rehearsal = rehearse(
             playbook,
             os.environ,
             rehearse_on=rehearse_on,
@@ -216,12 +217,18 @@ def deploy(
         if rehearsal.halt_line:
             err.print(f"error: {rehearsal.halt_line}", markup=False, highlight=False)
         return int(rehearsal.exit_code)
+    from orchestrator.engine.run import start
+    from orchestrator.runs import RunStore
+
     interaction = _interaction(yes, backup_confirmed, as_json, "deploy", retries)
     if not yes and not as_json:
-        print_lines(commands.checklist(playbook))
+        from orchestrator.checklist import checklist
+        from orchestrator.playbook import load_playbook
+
+        print_lines(checklist(load_playbook(playbook)))
         if not click.confirm("Start the deploy?", default=False):
             raise UsageError("deploy not started: nothing was changed")
-    record = commands.deploy(playbook, state_dir, interaction)
+    record = start(playbook, RunStore(state_dir), interaction)
     return _finish_run(record, as_json, "deploy")
 
 
@@ -254,12 +261,13 @@ def resume(
     Refuses (exit 2) if the world moved under the run, the playbook file changed (unless
     --new-run) or the database is another one; steps already done are not repeated.
     """
-    from orchestrator import commands
+    from orchestrator.engine.run import resume as walk
+    from orchestrator.runs import RunStore
 
     interaction = _interaction(yes, backup_confirmed, as_json, "resume", retries)
     if new_run:
         interaction = dataclasses.replace(interaction, new_run=True)
-    record = commands.resume(run_id, state_dir, interaction)
+    record = walk(run_id, RunStore(state_dir), interaction)
     return _finish_run(record, as_json, "resume")
 
 
@@ -308,10 +316,14 @@ def rollback(
     branch, or a pg_dump restored exactly) and exit with the verdict of validating it again
     (21 when a restored dump does not match).
     """
-    from orchestrator import commands
     from orchestrator.cli.console import interactive, out, print_json, print_lines
     from orchestrator.cli.options import on_retry
+    from orchestrator.engine.outcomes import BackupOutcome
+    from orchestrator.engine.run import plan_of
+    from orchestrator.engine.run import rollback as revert
+    from orchestrator.runs import RunStore
 
+    store = RunStore(state_dir)
     typed = typed_database = None
     for given, name in (
         (confirm_branch, "--confirm-branch"),
@@ -322,19 +334,20 @@ def rollback(
             raise UsageError(f"{name} only goes with --restore-database")
     if plan_only and (yes or restore_database):
         raise UsageError("--plan only prints the plan: not with --yes or --restore-database")
-    if restore_database and commands.has_dump_backup(run_id, state_dir):
+    if restore_database and BackupOutcome.of(store.load(run_id)).kind == "pg_dump":
         if confirm_branch is not None:
             raise UsageError("--confirm-branch is for Neon branch backups: use --confirm-database")
         typed_database = _confirm_dump_restore(run_id, state_dir, confirm_database)
     elif restore_database:
         if confirm_database is not None:
             raise UsageError("--confirm-database is for pg_dump backups: use --confirm-branch")
-        typed = _confirm_restore(commands.restore_plan(run_id, state_dir), confirm_branch)
+        typed = _confirm_restore(_neon_restore_plan(store, run_id), confirm_branch)
     shown = False
     if plan_only or not yes:
         # The plan first, before any question and before a refusal for want of a terminal:
         # what a rollback would do can always be read without doing it.
-        record, plan = commands.run_plan(state_dir, run_id)
+        record = store.load(run_id)
+        plan = plan_of(record)
         refusing = not plan_only and not interactive()
         if as_json and (plan_only or refusing):
             print_json({"run_id": record.run_id, "state": record.state, "plan": plan})
@@ -350,16 +363,18 @@ def rollback(
                 "the plan above is what it would do"
             )
     interaction = _interaction(yes, False, as_json, "rollback")
-    result = commands.rollback(run_id, state_dir, interaction)
+    result = revert(run_id, store, interaction)
     restored: Any = None
     if typed is not None:
-        restored = commands.restore_database(
-            run_id, state_dir, os.environ, typed, retries=retries, on_retry=on_retry
+        from orchestrator.neon.restore import restore_production
+
+        restored = restore_production(
+            run_id, store, os.environ, typed, retries=retries, on_retry=on_retry
         )
     elif typed_database is not None:
-        restored = commands.restore_database_from_dump(
-            run_id, state_dir, os.environ, typed_database, retries=retries
-        )
+        from orchestrator.engine.dump_rollback import restore_from_dump
+
+        restored = restore_from_dump(run_id, store, os.environ, typed_database, retries=retries)
     if as_json:
         document: dict[str, Any] = {
             "reverted_commit": result.reverted_commit,
@@ -385,10 +400,12 @@ def _confirm_dump_restore(run_id: str, state_dir: Path, confirm_database: str | 
     """The database name the operator typed (or passed), checked with the dump and the
     client programs before anything is done. Without a terminal, --confirm-database is
     required."""
-    from orchestrator import commands
     from orchestrator.cli.console import err, interactive
+    from orchestrator.engine.dump_rollback import plan_for_run
+    from orchestrator.runs import RunStore
 
-    plan = commands.dump_restore_plan(run_id, state_dir, os.environ)
+    store = RunStore(state_dir)
+    plan = plan_for_run(run_id, store, os.environ, None)
     if confirm_database is None:
         if not interactive():
             raise UsageError(
@@ -400,15 +417,25 @@ def _confirm_dump_restore(run_id: str, state_dir: Path, confirm_database: str | 
         confirm_database = str(
             click.prompt(f"Type the production database's name ({plan.database}) to restore it")
         )
-    commands.dump_restore_plan(run_id, state_dir, os.environ, confirm_database)
+    plan_for_run(run_id, store, os.environ, confirm_database)
     return confirm_database
+
+
+def _neon_restore_plan(store: RunStore, run_id: str) -> RestorePlan:
+    """The Neon restore ``--restore-database`` would perform for the run; UsageError when its
+    backup is not a Neon branch (saying what to do instead)."""
+    from orchestrator.neon.restore import restore_plan
+    from orchestrator.playbook import load_playbook
+
+    record = store.load(run_id)
+    return restore_plan(record, load_playbook(Path(record.playbook)).database.url_env)
 
 
 def _confirm_restore(plan: RestorePlan, confirm_branch: str | None) -> str:
     """The production branch name the operator typed (or passed); checked before anything
     is done. Without a terminal, --confirm-branch is required."""
-    from orchestrator import commands
     from orchestrator.cli.console import err, interactive
+    from orchestrator.neon.restore import check_confirmation
 
     if confirm_branch is None:
         if not interactive():
@@ -421,7 +448,7 @@ def _confirm_restore(plan: RestorePlan, confirm_branch: str | None) -> str:
         confirm_branch = str(
             click.prompt(f"Type the production branch's name ({plan.production}) to restore it")
         )
-    commands.check_restore_confirmation(plan, confirm_branch)
+    check_confirmation(plan, confirm_branch)
     return confirm_branch
 
 
@@ -431,12 +458,13 @@ def _confirm_restore(plan: RestorePlan, confirm_branch: str | None) -> str:
 def list_runs(ctx: click.Context, state_dir: Path, as_json: bool) -> int:
     """List recorded runs, newest first (a run whose record cannot be read too, as such);
     `runs abandon RUN` closes a run for good."""
-    from orchestrator import commands, render
+    from orchestrator import render
     from orchestrator.cli.console import out, print_json
+    from orchestrator.runs import RunStore
 
     if ctx.invoked_subcommand is not None:
         return int(ExitCode.OK)
-    listing = commands.run_listing(state_dir)
+    listing = RunStore(state_dir).listing()
     if as_json:
         print_json(
             {
@@ -466,10 +494,10 @@ def abandon(run_id: str, reason: str, state_dir: Path, as_json: bool) -> int:
 
     Nothing in production changes; `rollback RUN_ID --plan` says what the run left behind.
     """
-    from orchestrator import commands
     from orchestrator.cli.console import out, print_json
+    from orchestrator.runs import RunStore
 
-    full_id = commands.abandon_run(state_dir, run_id, reason)
+    full_id = RunStore(state_dir).abandon(run_id, reason)
     if as_json:
         print_json({"run_id": full_id, "abandoned": True, "reason": reason})
     else:
@@ -482,11 +510,16 @@ def abandon(run_id: str, reason: str, state_dir: Path, as_json: bool) -> int:
 @state_options
 def show(run_id: str, state_dir: Path, as_json: bool) -> int:
     """Print a run's timeline (transitions, steps, checks, halt and rollback plan)."""
-    from orchestrator import commands, render
+    from orchestrator import render
+    from orchestrator.audit import read_events
     from orchestrator.cli.console import out, print_json
+    from orchestrator.engine.run import plan_of
+    from orchestrator.runs import RunStore
 
-    record, events = commands.run_timeline(state_dir, run_id)
-    _same, plan = commands.run_plan(state_dir, record.run_id)
+    store = RunStore(state_dir)
+    record = store.load(run_id)
+    events = read_events(store.audit_path(record.run_id))
+    plan = plan_of(record)
     if as_json:
         print_json({"record": record.to_json(), "events": events, "rollback_plan": plan})
     else:

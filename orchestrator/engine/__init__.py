@@ -9,5 +9,5 @@
 - :mod:`.world`: what resume re-reads before it goes on;
 - :mod:`.rollback`: the concrete rollback plan of a stopped run.
 
-It knows nothing of the command line: :mod:`orchestrator.commands` is its one caller.
+It knows nothing of the command line, which calls it (:mod:`orchestrator.cli.runs`).
 """

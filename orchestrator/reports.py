@@ -1,0 +1,109 @@
+"""Read-only reports on a release: ``plan`` (risk, compatibility, strategy and the locks each
+statement takes), ``lint`` (the rules, one finding each) and ``inspect`` (every table with its
+creating migration, and drift both ways).
+
+Each reads the folder's history from the shadow (:mod:`orchestrator.shadow`) and, where it
+names a database, that database's state through :mod:`orchestrator.database`; the analysis
+itself is pure (:mod:`orchestrator.analysis`, :mod:`orchestrator.inventory`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from orchestrator.analysis.effects import analyse_migrations
+from orchestrator.analysis.lint import LintFinding, lint_migrations
+from orchestrator.analysis.plan import Plan, build_plan, statement_texts
+from orchestrator.catalog import History
+from orchestrator.database import DEFAULT_RETRY, folder_history, take_snapshot, validate_database
+from orchestrator.db.migrator import MigrateOptions
+from orchestrator.db.retry import OnRetry, RetryPolicy
+from orchestrator.drizzle.journal import Journal
+from orchestrator.errors import DatabaseError, UsageError
+from orchestrator.inventory import Inventory, build_inventory
+from orchestrator.shadow import LOCAL_SHADOW, ShadowSpec
+from orchestrator.shadow.locks import locks_taken as shadow_locks
+from orchestrator.validation import MigrationState, Verdict
+
+__all__ = ["inspect", "lint", "locks_taken", "plan", "shadow_history"]
+
+
+def plan(
+    url: str | None,
+    journal: Journal,
+    options: MigrateOptions,
+    *,
+    shadow: ShadowSpec = LOCAL_SHADOW,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    on_retry: OnRetry | None = None,
+) -> Plan:
+    """Risk, compatibility and strategy of the migrations the database lacks (every
+    migration when ``url`` is None), read with the folder's history from the shadow. The
+    database's states come from ``validate``, so plan and validate never disagree on what
+    is pending. Without a database and without a shadow: from the SQL alone, with a note."""
+    if url is None:
+        history, note = shadow_history(journal, shadow, options)
+        if history is None:
+            return replace(build_plan(journal), note=note)
+        return build_plan(journal, None, history, locks_taken(journal, None, shadow))
+    history = folder_history(journal, options, shadow)
+    report = validate_database(
+        url, journal, options, shadow=shadow, retry=retry, on_retry=on_retry, history=history
+    )
+    if report.status is Verdict.ERROR:
+        errors = [f.message for f in report.findings if f.severity == "error"]
+        raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
+    tags = {m.tag for m in report.migrations if m.state is not MigrationState.APPLIED}
+    return build_plan(journal, tags, history, locks_taken(journal, tags, shadow))
+
+
+def locks_taken(journal: Journal, tags: set[str] | None, shadow: ShadowSpec) -> Mapping[str, Any]:
+    """The locks each statement of the migrations ``tags`` (all when None) takes on the
+    shadow (see :mod:`orchestrator.shadow.locks`)."""
+    return shadow_locks(journal, statement_texts(journal, tags), shadow)
+
+
+def shadow_history(
+    journal: Journal, shadow: ShadowSpec, options: MigrateOptions | None = None
+) -> tuple[History | None, str]:
+    """The folder's history from the shadow, or None and a one-line note saying why not
+    (no server to replay on, or PostgreSQL refused the folder): the analysis then reads
+    the SQL alone."""
+    try:
+        return folder_history(journal, options or MigrateOptions(), shadow), ""
+    except (UsageError, DatabaseError) as exc:
+        reason = " ".join(str(exc).split())
+        return None, f"no facts from the shadow, static rules only: {reason}"
+
+
+def lint(
+    journal: Journal, *, allow_concurrent: bool = False, shadow: ShadowSpec = LOCAL_SHADOW
+) -> tuple[list[LintFinding], str]:
+    """Every lint finding of every migration of ``journal``, in order (the whole folder taken
+    as one release; ``allow_concurrent``: non-transactional statements are warnings), read
+    with the folder's history from the shadow; and a note when there is none."""
+    history, note = shadow_history(journal, shadow)
+    folder = [(m.tag, m.statements) for m in journal.migrations]
+    analysis = analyse_migrations(folder, history)
+    findings = lint_migrations(
+        analysis.migrations, release=folder, allow_concurrent=allow_concurrent
+    )
+    return findings, note
+
+
+def inspect(
+    url: str,
+    journal: Journal,
+    options: MigrateOptions,
+    *,
+    shadow: ShadowSpec = LOCAL_SHADOW,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    on_retry: OnRetry | None = None,
+) -> Inventory:
+    """Every table with its columns and creating migration, and drift against the tracked
+    migrations; read-only."""
+    snapshot = take_snapshot(url, options, retry=retry, on_retry=on_retry)
+    history = folder_history(journal, options, shadow, production_major=snapshot.server_major)
+    return build_inventory(journal, history, snapshot)
