@@ -56,7 +56,8 @@ def test_a_halted_run_writes_its_summary_and_annotations(
     world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     summary = in_actions(world, monkeypatch, remote_host=True)
-    world.health.status = 503  # production is unhealthy after the release
+    world.health.status = 503  # production is unhealthy once pre-flight has looked at it
+    world.health.healthy_first = 1
     assert run(world.deploy_argv()) == 22
     out = capsys.readouterr().out
     errors = [line for line in out.splitlines() if line.startswith("::error")]
@@ -103,6 +104,6 @@ def test_outside_actions_nothing_is_written(
     monkeypatch.setenv("DATABASE_URL", world.database_url)
     monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    world.health.status = 503
+    world.health.status, world.health.healthy_first = 503, 1
     assert run(world.deploy_argv()) == 22
     assert "::error" not in capsys.readouterr().out

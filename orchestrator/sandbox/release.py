@@ -124,10 +124,13 @@ def add_drizzle_config(repo: ReleaseRepo) -> None:
 
 @dataclass
 class HealthServer:
-    """``GET /api/health`` answers ``status`` (flip it to make production unhealthy)."""
+    """``GET /api/health`` answers ``status`` (flip it to make production unhealthy), except
+    that the first ``healthy_first`` requests answer 200: production breaking after the
+    deploy's pre-flight looked at it."""
 
     status: int = 200
     requests: int = 0
+    healthy_first: int = 0
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
 
     @property
@@ -144,7 +147,8 @@ class HealthServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 owner.requests += 1
-                code = owner.status if self.path.split("?")[0] == "/api/health" else 404
+                code = owner.status if owner.requests > owner.healthy_first else 200
+                code = code if self.path.split("?")[0] == "/api/health" else 404
                 body = json.dumps({"ok": code == 200}).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
