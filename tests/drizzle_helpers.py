@@ -82,25 +82,3 @@ def schema_fingerprint(url: str) -> list[tuple[str, ...]]:
     return [tuple(str(v) for v in r) for r in rows] + [
         tuple(str(v) for v in r) for r in tracking_rows(url)
     ]
-
-
-def write_folder(
-    target: Path, migrations: list[tuple[str, str]], start: int = 1_700_000_000_000
-) -> Path:
-    """A drizzle-kit folder (journal version 7) of ``(tag, sql)`` in order, a day apart."""
-    (target / "meta").mkdir(parents=True)
-    entries = []
-    for idx, (tag, sql) in enumerate(migrations):
-        (target / f"{tag}.sql").write_text(sql)
-        entries.append(
-            {
-                "idx": idx,
-                "version": "7",
-                "when": start + idx * 86_400_000,
-                "tag": tag,
-                "breakpoints": True,
-            }
-        )
-    document = {"version": "7", "dialect": "postgresql", "entries": entries}
-    (target / "meta" / "_journal.json").write_text(json.dumps(document, indent=2))
-    return target

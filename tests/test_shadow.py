@@ -21,11 +21,12 @@ from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.errors import PartialStateError, UsageError
+from orchestrator.sandbox.folders import write_drizzle_folder
 from orchestrator.shadow import ShadowSpec
 from orchestrator.shadow.replay import replay_history
 from orchestrator.shadow.server import ShadowServer
 from orchestrator.validation import Verdict
-from tests.drizzle_helpers import prefix_folder, tracking_rows, write_folder
+from tests.drizzle_helpers import prefix_folder, tracking_rows
 
 OPTIONS = MigrateOptions()
 ONCE = RetryPolicy.none()
@@ -43,6 +44,11 @@ RLS_FOLDER = [
         "USING (owner = current_user);",
     ),
 ]
+
+
+def write_folder(target: Path, migrations: list[tuple[str, str]]) -> Path:
+    """A drizzle folder of ``(tag, sql)``, in order."""
+    return write_drizzle_folder(target, [(tag, [sql]) for tag, sql in migrations])
 
 
 def migrate(url: str, folder: Path, shadow: ShadowSpec) -> None:
