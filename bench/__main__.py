@@ -446,6 +446,9 @@ def main() -> int:
         checked(race.ours(applied))
         print("validate: measuring...", flush=True)
         rows += validate_rows(applied, folder, workdir / "validate-cache")
+    # That cluster is gone: the traffic rows' migrates replay on a throwaway one of their own.
+    os.environ.pop(SHADOW_URL_ENV, None)
+    os.environ[CACHE_DIR_ENV] = "off"
     rows += startup_rows()
     print("traffic: migrating under live traffic (about a minute)...", flush=True)
     with tempfile.TemporaryDirectory(prefix="orch-traffic-") as tmp:
