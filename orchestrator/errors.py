@@ -1,7 +1,7 @@
 """The one exit-code scheme shared by every command, and the errors that map onto it.
 
-Everything below the CLI raises one of these; ``cli.py`` turns it into a one-line message
-and the matching exit code, so no traceback ever reaches the user.
+Everything below the CLI raises one of these; the CLI (``cli/app.py``) turns it into a
+one-line message and the matching exit code, so no traceback ever reaches the user.
 """
 
 from __future__ import annotations
