@@ -34,7 +34,7 @@ __all__ = ["CATALOG_QUERY", "read_catalog", "read_catalog_at", "snapshot_from_do
 _OBJECTS = r"""
     -- schemas
     SELECT 'schema ' || n.nspname,
-           jsonb_build_object('comment', obj_description(n.oid, 'pg_namespace')),
+           json_build_object('comment', obj_description(n.oid, 'pg_namespace')),
            'n' || n.oid, 'n' || n.oid
     FROM ns n
     -- the tracking table's own schema, when it holds nothing else
@@ -44,7 +44,7 @@ _OBJECTS = r"""
   UNION ALL
     -- tables, partitioned and foreign tables
     SELECT 'table ' || r.name,
-           jsonb_build_object(
+           json_build_object(
              'kind', CASE r.relkind WHEN 'p' THEN 'partitioned table'
                                     WHEN 'f' THEN 'foreign table' ELSE 'table' END,
              'unlogged', r.relpersistence = 'u',
@@ -56,7 +56,7 @@ _OBJECTS = r"""
                               JOIN pg_namespace pn ON pn.oid = pc.relnamespace
                               WHERE i.inhrelid = r.oid AND r.relispartition),
              'partition_bound', pg_get_expr(r.relpartbound, r.oid),
-             'inherits', (SELECT jsonb_agg(pn.nspname || '.' || pc.relname ORDER BY i.inhseqno)
+             'inherits', (SELECT json_agg(pn.nspname || '.' || pc.relname ORDER BY i.inhseqno)
                           FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent
                           JOIN pg_namespace pn ON pn.oid = pc.relnamespace
                           WHERE i.inhrelid = r.oid AND NOT r.relispartition),
@@ -66,14 +66,14 @@ _OBJECTS = r"""
   UNION ALL
     -- views and materialized views
     SELECT CASE r.relkind WHEN 'v' THEN 'view ' ELSE 'materialized view ' END || r.name,
-           jsonb_build_object('definition', pg_get_viewdef(r.oid),
+           json_build_object('definition', pg_get_viewdef(r.oid),
                               'comment', obj_description(r.oid, 'pg_class')),
            'c' || r.oid, 'c' || r.oid
     FROM rel r WHERE r.relkind IN ('v', 'm')
   UNION ALL
     -- sequences
     SELECT 'sequence ' || r.name,
-           jsonb_build_object(
+           json_build_object(
              'type', format_type(s.seqtypid, NULL), 'start', s.seqstart,
              'increment', s.seqincrement, 'min', s.seqmin, 'max', s.seqmax,
              'cache', s.seqcache, 'cycle', s.seqcycle,
@@ -91,7 +91,7 @@ _OBJECTS = r"""
   UNION ALL
     -- columns of tables (a view's columns follow from its definition)
     SELECT 'column ' || r.name || '.' || a.attname,
-           jsonb_build_object(
+           json_build_object(
              'type', format_type(a.atttypid, a.atttypmod),
              'not_null', a.attnotnull,
              'default', CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END,
@@ -100,34 +100,40 @@ _OBJECTS = r"""
              'collation', CASE WHEN a.attcollation <> t.typcollation
                                THEN (SELECT collname FROM pg_collation
                                      WHERE oid = a.attcollation) END,
-             'comment', col_description(r.oid, a.attnum)),
+             'comment', dsc.description),
            'c' || r.oid, 'c' || r.oid
     FROM rel r
     JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
     JOIN pg_type t ON t.oid = a.atttypid
     LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    LEFT JOIN pg_description dsc ON dsc.objoid = r.oid AND dsc.classoid = 'pg_class'::regclass
+                                AND dsc.objsubid = a.attnum
     WHERE r.relkind IN ('r', 'p', 'f')
   UNION ALL
     -- constraints of tables (NOT NULL is the column's not_null)
     SELECT 'constraint ' || r.name || '.' || c.conname,
-           jsonb_build_object('definition', pg_get_constraintdef(c.oid),
-                              'comment', obj_description(c.oid, 'pg_constraint')),
+           json_build_object('definition', pg_get_constraintdef(c.oid),
+                              'comment', dsc.description),
            'c' || r.oid, 'o' || c.oid
     FROM pg_constraint c JOIN rel r ON r.oid = c.conrelid
+    LEFT JOIN pg_description dsc ON dsc.objoid = c.oid
+                                AND dsc.classoid = 'pg_constraint'::regclass AND dsc.objsubid = 0
     WHERE c.contype <> 'n'
   UNION ALL
     -- indexes
     SELECT 'index ' || r.name,
-           jsonb_build_object('definition', pg_get_indexdef(r.oid),
+           json_build_object('definition', pg_get_indexdef(r.oid),
                               'valid', i.indisvalid,
-                              'comment', obj_description(r.oid, 'pg_class')),
+                              'comment', dsc.description),
            'c' || i.indrelid, 'c' || r.oid
     FROM rel r JOIN pg_index i ON i.indexrelid = r.oid
+    LEFT JOIN pg_description dsc ON dsc.objoid = r.oid AND dsc.classoid = 'pg_class'::regclass
+                                AND dsc.objsubid = 0
   UNION ALL
     -- enums, with their labels in order
     SELECT 'enum ' || ty.name,
-           jsonb_build_object(
-             'labels', (SELECT jsonb_agg(e.enumlabel ORDER BY e.enumsortorder)
+           json_build_object(
+             'labels', (SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder)
                         FROM pg_enum e WHERE e.enumtypid = ty.oid),
              'comment', obj_description(ty.oid, 'pg_type')),
            't' || ty.oid, 't' || ty.oid
@@ -135,10 +141,10 @@ _OBJECTS = r"""
   UNION ALL
     -- domains
     SELECT 'domain ' || ty.name,
-           jsonb_build_object(
+           json_build_object(
              'type', format_type(ty.typbasetype, ty.typtypmod),
              'not_null', ty.typnotnull, 'default', ty.typdefault,
-             'constraints', (SELECT jsonb_agg(c.conname || ' ' || pg_get_constraintdef(c.oid)
+             'constraints', (SELECT json_agg(c.conname || ' ' || pg_get_constraintdef(c.oid)
                                               ORDER BY c.conname)
                              FROM pg_constraint c WHERE c.contypid = ty.oid AND c.contype <> 'n'),
              'comment', obj_description(ty.oid, 'pg_type')),
@@ -147,8 +153,8 @@ _OBJECTS = r"""
   UNION ALL
     -- composite types
     SELECT 'type ' || ty.name,
-           jsonb_build_object(
-             'attributes', (SELECT jsonb_agg(a.attname || ' '
+           json_build_object(
+             'attributes', (SELECT json_agg(a.attname || ' '
                                              || format_type(a.atttypid, a.atttypmod)
                                              ORDER BY a.attnum)
                             FROM pg_attribute a WHERE a.attrelid = ty.typrelid AND a.attnum > 0
@@ -161,7 +167,7 @@ _OBJECTS = r"""
     -- functions and procedures (an aggregate's definition is its kind: no source to print)
     SELECT 'function ' || n.nspname || '.' || p.proname
              || '(' || pg_get_function_identity_arguments(p.oid) || ')',
-           jsonb_build_object(
+           json_build_object(
              'definition', CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid)
                                 ELSE p.prokind::text END,
              'comment', obj_description(p.oid, 'pg_proc')),
@@ -172,7 +178,7 @@ _OBJECTS = r"""
   UNION ALL
     -- triggers (not the ones PostgreSQL makes for foreign keys)
     SELECT 'trigger ' || r.name || '.' || t.tgname,
-           jsonb_build_object('definition', pg_get_triggerdef(t.oid),
+           json_build_object('definition', pg_get_triggerdef(t.oid),
                               'enabled', t.tgenabled::text,
                               'comment', obj_description(t.oid, 'pg_trigger')),
            'c' || r.oid, 'g' || t.oid
@@ -181,9 +187,9 @@ _OBJECTS = r"""
   UNION ALL
     -- row-level security policies
     SELECT 'policy ' || r.name || '.' || p.polname,
-           jsonb_build_object(
+           json_build_object(
              'command', p.polcmd::text, 'permissive', p.polpermissive,
-             'roles', (SELECT jsonb_agg(CASE WHEN role = 0 THEN 'public'
+             'roles', (SELECT json_agg(CASE WHEN role = 0 THEN 'public'
                                              ELSE (SELECT rolname FROM pg_roles
                                                    WHERE oid = role) END
                                         ORDER BY 1)
@@ -196,13 +202,13 @@ _OBJECTS = r"""
   UNION ALL
     -- rules written by hand (a view's own _RETURN rule is its definition)
     SELECT 'rule ' || r.name || '.' || w.rulename,
-           jsonb_build_object('definition', pg_get_ruledef(w.oid)),
+           json_build_object('definition', pg_get_ruledef(w.oid)),
            'c' || r.oid, 'w' || w.oid
     FROM pg_rewrite w JOIN rel r ON r.oid = w.ev_class
     WHERE w.rulename <> '_RETURN'
   UNION ALL
     -- extensions: present or not (their version is the server's business)
-    SELECT 'extension ' || e.extname, jsonb_build_object('comment', NULL),
+    SELECT 'extension ' || e.extname, json_build_object('comment', NULL),
            'e' || e.oid, 'e' || e.oid
     FROM pg_extension e
 """
@@ -244,13 +250,13 @@ SELECT json_build_object(
     'server_version', current_setting('server_version'),
     'server_version_num', current_setting('server_version_num')::int,
     'database', current_database(),
-    'objects', (SELECT coalesce(jsonb_agg(jsonb_build_array(o.key, o.props, o.owner, o.self)),
+    'objects', (SELECT coalesce(json_agg(json_build_array(o.key, o.props, o.owner, o.self)),
                                 '[]')
                 FROM ({_OBJECTS}) AS o(key, props, owner, self)
                 WHERE %(owners)s::text[] IS NULL OR o.owner = ANY(%(owners)s::text[])),
-    'storage', (SELECT coalesce(jsonb_object_agg(name, relfilenode::text::int8), '{{}}')
+    'storage', (SELECT coalesce(json_object_agg(name, relfilenode::text::int8), '{{}}')
                 FROM rel WHERE relkind IN ('r', 'm')),
-    'row_estimates', (SELECT coalesce(jsonb_object_agg(r.name, c.reltuples::bigint), '{{}}')
+    'row_estimates', (SELECT coalesce(json_object_agg(r.name, c.reltuples::bigint), '{{}}')
                       FROM rel r JOIN pg_class c ON c.oid = r.oid
                       WHERE r.relkind IN ('r', 'p', 'm', 'f')),
     'tracking_present', (SELECT oid IS NOT NULL FROM tracking),
