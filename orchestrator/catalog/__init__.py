@@ -13,6 +13,7 @@ from orchestrator.catalog.difference import (
     apply_delta,
     delta,
     differences,
+    fold,
     object_kind,
 )
 from orchestrator.catalog.history import History, ReplayFailure
@@ -31,5 +32,6 @@ __all__ = [
     "apply_delta",
     "delta",
     "differences",
+    "fold",
     "object_kind",
 ]

@@ -44,6 +44,18 @@ def apply_delta(state: Objects, change: Delta) -> dict[str, Properties]:
     return result
 
 
+def fold(state: Objects, changes: Iterable[Delta]) -> dict[str, Properties]:
+    """``state`` with each of ``changes`` applied in turn (one copy, however many)."""
+    result = dict(state)
+    for change in changes:
+        for key, (_, after) in change.items():
+            if after is None:
+                result.pop(key, None)
+            else:
+                result[key] = after
+    return result
+
+
 @dataclass(frozen=True)
 class Difference:
     """One property of one object that is not as expected (``prop`` None: the object)."""

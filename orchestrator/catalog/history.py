@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from orchestrator.catalog.difference import Delta, apply_delta
+from orchestrator.catalog.difference import Delta, fold
 from orchestrator.catalog.snapshot import Objects, Properties
 
 
@@ -44,10 +44,7 @@ class History:
 
     def state_after(self, count: int) -> dict[str, Properties]:
         """The catalog after the first ``count`` migrations."""
-        state = dict(self.initial)
-        for change in self.deltas[:count]:
-            state = apply_delta(state, change)
-        return state
+        return fold(self.initial, self.deltas[:count])
 
     @cached_property
     def universe(self) -> frozenset[str]:

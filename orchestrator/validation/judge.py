@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.catalog import CatalogSnapshot, Difference, History, ReplayFailure, apply_delta
+from orchestrator.catalog import CatalogSnapshot, Difference, History, ReplayFailure, fold
 from orchestrator.drizzle.journal import Journal
 from orchestrator.validation.findings import (
     build_checks,
@@ -86,11 +86,8 @@ class HistoryReading:
 
 def tracked_state(history: History, tracked: Sequence[bool]) -> dict[str, Any]:
     """The catalog the tracked migrations build, applied in journal order."""
-    state = dict(history.initial)
-    for is_tracked, change in zip(tracked, history.deltas, strict=True):
-        if is_tracked:
-            state = apply_delta(state, change)
-    return state
+    changes = zip(tracked, history.deltas, strict=True)
+    return fold(history.initial, (change for is_tracked, change in changes if is_tracked))
 
 
 def read_history(journal: Journal, history: History, snapshot: CatalogSnapshot) -> HistoryReading:
