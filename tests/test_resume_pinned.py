@@ -20,6 +20,7 @@ import re
 import signal
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -310,7 +311,8 @@ def test_a_truncated_newest_record_is_listed_named_and_abandoned(
     main_before = world.origin_main()
     older = halted_at_merge(world)
     reject_pushes(world)  # until the operator has looked
-    newer = new_run_id()
+    # A second later than the halted run, whatever the clock says: ids sort by their time.
+    newer = new_run_id(datetime.now(UTC) + timedelta(seconds=1))
     directory = world.store.run_dir(newer)
     directory.mkdir()
     full = world.store.record_path(older).read_bytes().replace(older.encode(), newer.encode())
