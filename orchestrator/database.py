@@ -16,8 +16,12 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
 
+from orchestrator.analysis.nontransactional import (
+    NonTransactional,
+    nontransactional_statements,
+)
+from orchestrator.analysis.nontransactional import refusal as allow_concurrent_hint
 from orchestrator.catalog import CatalogSnapshot, History, differences
 from orchestrator.db import runlock
 from orchestrator.db.catalog_reader import read_catalog_at
@@ -204,7 +208,7 @@ def _migrate(
 
     before = judge()
     untracked = [m for m in journal.migrations if m.hash not in before.tracked_hashes]
-    nontransactional = _nontransactional(untracked, options) if options.allow_concurrent else []
+    nontransactional = _nontransactional(untracked) if options.allow_concurrent else []
     resumable = frozenset(n.tag for n in nontransactional)
     refuse_unmigratable(before, resumable)
     todo = [m for m in before.migrations if m.state is MigrationState.PENDING or m.tag in resumable]
@@ -289,10 +293,8 @@ def refuse_what_postgres_refuses(
     if refusal is None:
         return
     said = f"{refusal.message} [{refusal.sqlstate}]"
-    outside = _nontransactional(untracked, options)
+    outside = _nontransactional(untracked)
     if refusal.sqlstate in TRANSACTION_LIMITS and outside:
-        from orchestrator.analysis.nontransactional import refusal as allow_concurrent_hint
-
         raise UsageError(f"{allow_concurrent_hint(outside[0])} (PostgreSQL: {said})")
     number = refusal.number
     where = f"{refusal.tag}, statement {number}" if number else refusal.tag
@@ -306,10 +308,8 @@ def refuse_what_postgres_refuses(
     )
 
 
-def _nontransactional(untracked: list[Migration], options: MigrateOptions) -> list[Any]:
+def _nontransactional(untracked: list[Migration]) -> list[NonTransactional]:
     """The statements of ``untracked`` that ``--allow-concurrent`` runs outside a transaction."""
-    from orchestrator.analysis.nontransactional import nontransactional_statements
-
     return nontransactional_statements([(m.tag, m.statements) for m in untracked])
 
 
