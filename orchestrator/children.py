@@ -150,8 +150,10 @@ def _in_child(parent: int, guard: int | None, private_files: bool) -> Callable[[
         if private_files:
             os.umask(0o077)
         die_with_parent()
-        if os.getppid() != parent:  # the parent died before the signal was set: go too
-            os._exit(1)
+        if os.getppid() != parent:
+            # The parent died before the signal was set: go too. subprocess turns an exception
+            # here into the child's exit before exec.
+            raise ChildProcessError("the parent died before the child started")
 
     return preexec
 
