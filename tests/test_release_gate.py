@@ -255,7 +255,8 @@ def test_a_newer_commit_live_that_contains_the_release_passes_the_gate(
         )
         # The finish edge looked at production again (the monitor window outlived the
         # gate's sighting), and production still served a commit containing the release.
-        [checked] = [e for e in trail if e["event"] == "release_checked"]
+        # (The go_live edge looks too when its git fetch outlives the gate's sighting.)
+        *_, checked = [e for e in trail if e["event"] == "release_checked"]
         assert checked["live"] is True and "live via" in str(checked["detail"])
         assert trail.index(checked) > max(i for i, e in enumerate(trail) if e["event"] == "check")
 
@@ -323,7 +324,8 @@ def test_production_rolled_back_during_the_monitor_window_is_not_a_success(
         assert record.state == "halted" and record.exit_code == 21, record.halt_reason
         assert record.steps.halt.stopped_in == "monitored"
         assert "production no longer serves it" in str(record.halt_reason)
-        [checked] = [e for e in events(world, record.run_id) if e["event"] == "release_checked"]
+        # The finish edge's look is the last (go_live's, when it looked, saw the release).
+        *_, checked = [e for e in events(world, record.run_id) if e["event"] == "release_checked"]
         assert checked["live"] is False and f"serves {old[:12]}" in str(checked["detail"])
         # `show` prints the gate's timeline: waiting, live, then the finish edge's look.
         assert run(["show", record.run_id, "--state-dir", str(world.store.state_dir)]) == 0
