@@ -102,14 +102,14 @@ def restore_point(url: str) -> BackupOutcome:
             f"cannot record a restore point: {describe(exc)}", transient=is_transient(exc)
         ) from exc
     assert row is not None
-    taken_at, lsn, version, size, database = (str(value) for value in row)
+    taken_at, lsn, version, size, database = row
     return BackupOutcome(
         kind="restore_point",
-        taken_at=taken_at,
-        wal_lsn=lsn,
-        server_version=version,
-        database_size_bytes=int(size),
-        database=database,
+        taken_at=str(taken_at),
+        wal_lsn=None if lsn is None else str(lsn),  # NULL on a standby not replaying
+        server_version=str(version),
+        database_size_bytes=int(str(size)),
+        database=str(database),
     )
 
 
@@ -191,7 +191,7 @@ def settle_target(
     """
     if not target.exists():
         return None, None
-    if not recorded and _written_since(target, run_started):
+    if recorded is None and _written_since(target, run_started):
         entries = _listing(target)
         if entries is not None:
             return _dump_outcome(target, len(entries), adopted=True), None
