@@ -91,7 +91,13 @@ EARLIER = {
             "merge_commit": PUSHED,
             "fast_forward": False,
         },
-        "release": {"gate": "none", "live": True, "ending": "live", "commit": PUSHED},
+        "release": {
+            "gate": "none",
+            "live": True,
+            "ending": "live",
+            "commit": PUSHED,
+            "detail": None,
+        },
         "monitor": {
             "healthy": False,
             "rounds": 2,

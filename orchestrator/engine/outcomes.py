@@ -4,13 +4,15 @@ A run keeps its steps' outcomes in ``state.json`` (:class:`StepOutcomes`, under 
 name) so they survive the process, a crash and a resume. The steps build these models, the
 record saves them as JSON and reads them back validated, and every reader (the guards, the
 dead ends, resume's world check, the rollback plan, the steps, the CLI) reads typed
-attributes. Missing keys take their defaults and unknown ones are ignored, so the
+attributes. Missing keys and nulls take their defaults and unknown keys are ignored, so the
 ``state.json`` of an older run stays readable; a value of the wrong type is refused.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestrator.gitrepo import MergeResult
 
@@ -19,6 +21,12 @@ class Outcome(BaseModel):
     """What one step recorded (a value: steps build a new one, never change it)."""
 
     model_config = ConfigDict(strict=True, frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_as_missing(cls, data: Any) -> Any:
+        """A null (as earlier versions wrote for a value not known) reads as its default."""
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
 class PreflightOutcome(Outcome):
