@@ -102,8 +102,6 @@ _MARKS = {"succeeded": "✅", "halted": "🛑", "failed": "❌"}
 
 def run_markdown(record: RunRecord, command: str) -> str:
     """A run as Markdown for the job summary."""
-    from orchestrator.engine.outcomes import MergeOutcome, MigrateOutcome
-
     mark = _MARKS.get(record.state, "⏸️")
     lines = [
         f"### {mark} orchestrator {command} `{_cell(record.name)}`: "
@@ -115,15 +113,14 @@ def run_markdown(record: RunRecord, command: str) -> str:
     ]
     if record.source_commit:
         lines.append(f"| source commit | `{record.source_commit[:12]}` |")
-    if "migrate" in record.steps:
-        migrated = MigrateOutcome.of(record)
-        applied = ", ".join(f"`{tag}`" for tag in migrated.applied)
+    migrated, merged = record.steps.migrate, record.steps.merge
+    if migrated is not None:
+        applied = ", ".join(f"`{tag}`" for tag in migrated.tags)
         lines.append(f"| migrations applied | {applied or _cell(migrated.skipped or 'none')} |")
     elif record.planned:
-        planned = ", ".join(f"`{p.get('tag')}`" for p in record.planned)
+        planned = ", ".join(f"`{p.tag}`" for p in record.planned)
         lines.append(f"| migrations planned, not applied | {planned} |")
-    if "merge" in record.steps:
-        merged = MergeOutcome.of(record)
+    if merged is not None:
         pushed = f"`{(merged.pushed_commit or '')[:12]}`"
         if merged.pull_request_url:
             pushed += f" via [#{merged.pull_request}]({merged.pull_request_url})"

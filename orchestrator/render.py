@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -194,31 +195,34 @@ def _deployment(event: dict[str, Any]) -> str:
 
 
 def _outcome_hint(step: str, outcome: Any) -> str:
-    """What a finished step's outcome says, in a few words, read through its typed view."""
-    if not isinstance(outcome, Mapping):
-        return ""
+    """What a finished step's outcome says, in a few words, read as that step's model."""
     hint = _HINTS.get(step)
-    return hint(outcome) if hint is not None else ""
+    if hint is None or not isinstance(outcome, Mapping):
+        return ""
+    try:
+        return hint(outcome)
+    except ValidationError:  # not the shape this version records: no hint, not a wrong one
+        return ""
 
 
 def _verdict_hint(raw: Mapping[str, Any]) -> str:
-    return f": {ValidationOutcome.parse(raw).status}"
+    return f": {ValidationOutcome.model_validate(raw).status}"
 
 
 def _migrate_hint(raw: Mapping[str, Any]) -> str:
-    migrate = MigrateOutcome.parse(raw)
+    migrate = MigrateOutcome.model_validate(raw)
     if migrate.applied:
-        return f": applied {', '.join(migrate.applied)}"
+        return f": applied {', '.join(migrate.tags)}"
     return f": {migrate.skipped or 'nothing'}"
 
 
 def _release_hint(raw: Mapping[str, Any]) -> str:
-    release = ReleaseOutcome.parse(raw)
+    release = ReleaseOutcome.model_validate(raw)
     return f": {release.ending} ({release.detail})"
 
 
 def _merge_hint(raw: Mapping[str, Any]) -> str:
-    merge = MergeOutcome.parse(raw)
+    merge = MergeOutcome.model_validate(raw)
     hint = f": pushed {str(merge.pushed_commit)[:12]}"
     if merge.pull_request is not None:
         hint = f": merged pull request #{merge.pull_request}"
@@ -229,16 +233,16 @@ def _merge_hint(raw: Mapping[str, Any]) -> str:
 
 
 def _monitor_hint(raw: Mapping[str, Any]) -> str:
-    monitor = MonitorOutcome.parse(raw)
+    monitor = MonitorOutcome.model_validate(raw)
     return f": {'healthy' if monitor.healthy else 'UNHEALTHY'} ({monitor.rounds} rounds)"
 
 
 def _backup_hint(raw: Mapping[str, Any]) -> str:
-    return f": {BackupOutcome.parse(raw).kind}"
+    return f": {BackupOutcome.model_validate(raw).kind}"
 
 
 def _preflight_hint(raw: Mapping[str, Any]) -> str:
-    commit = PreflightOutcome.parse(raw).source_commit
+    commit = PreflightOutcome.model_validate(raw).source_commit
     return f": source {str(commit)[:12]}, trial merge clean"
 
 

@@ -19,11 +19,14 @@ import re
 import secrets
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from orchestrator.engine.outcomes import StepOutcomes
 from orchestrator.errors import GuardError, UsageError
 from orchestrator.redaction import Redactor
 
@@ -63,9 +66,10 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-@dataclass(frozen=True)
-class Transition:
+class Transition(BaseModel):
     """One move of the state machine, as recorded in the run."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
 
     at: str  # ISO-8601 UTC
     trigger: str
@@ -74,16 +78,31 @@ class Transition:
     detail: str = ""
 
 
-@dataclass
-class RunRecord:
-    """Everything needed to show, resume or roll back one deploy run."""
+class PlannedMigration(BaseModel):
+    """A migration the run set out to apply."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    tag: str
+    hash: str
+
+
+class RunRecord(BaseModel):
+    """Everything needed to show, resume or roll back one deploy run.
+
+    Saved as ``model_dump(mode="json")`` and read back validated (:meth:`from_json`): a
+    field of the wrong type or an unknown field is refused, not dropped (a later save would
+    silently lose it); a step outcome's missing keys take their defaults.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid")
 
     run_id: str
     playbook: str  # absolute path of the playbook file
     name: str  # playbook name
     state: str = "pending"  # machine state
-    created_at: str = field(default_factory=utc_now_iso)
-    updated_at: str = field(default_factory=utc_now_iso)
+    created_at: str = Field(default_factory=utc_now_iso)
+    updated_at: str = Field(default_factory=utc_now_iso)
     source_commit: str | None = None
     # The playbook as it was when the run started (its text and the sha256 of that text): a
     # resume walks on with it, never with a file edited since.
@@ -91,125 +110,51 @@ class RunRecord:
     playbook_sha256: str | None = None
     # The production database the run started on (system_identifier, database oid and name):
     # a resume that reaches another one is refused.
-    database: dict[str, str] = field(default_factory=dict)
-    # the migrations this run set out to apply, {"tag", "hash"}, fixed by its first validate
-    planned: list[dict[str, Any]] = field(default_factory=list)
+    database: dict[str, str] = {}
+    # the migrations this run set out to apply, fixed by its first validate
+    planned: list[PlannedMigration] = []
     # hashes tracked before the run changed anything: with ``planned``, all it may ever see
-    tracked_before: list[str] = field(default_factory=list)
-    # per-step outputs: backup info, validation summary, applied migrations, merge, monitor
-    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
-    transitions: list[Transition] = field(default_factory=list)
+    tracked_before: list[str] = []
+    steps: StepOutcomes = Field(default_factory=StepOutcomes)
+    transitions: list[Transition] = []
     halt_reason: str | None = None
     exit_code: int | None = None
-    rollback_plan: list[str] = field(default_factory=list)
+    rollback_plan: list[str] = []
+
+    @field_validator("created_at", "updated_at")
+    @classmethod
+    def _iso_time(cls, text: str) -> str:
+        _parse_time(text)
+        return text
 
     @property
     def planned_hashes(self) -> dict[str, str]:
         """The planned migrations, hash -> tag, in the order they were planned."""
-        return {str(p.get("hash")): str(p.get("tag")) for p in self.planned}
+        return {p.hash: p.tag for p in self.planned}
 
     def to_json(self) -> dict[str, Any]:
-        """The record as plain JSON data; :meth:`from_json` inverts it exactly."""
-        return asdict(self)
+        """The record as ``state.json`` holds it (a step not run yet, a value not known yet
+        left out); :meth:`from_json` reads it back."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     @classmethod
     def from_json(cls, data: Any) -> RunRecord:
-        """Rebuild a record from :meth:`to_json` output; UsageError if it is malformed."""
-        return _record_from_json(data)
+        """A record from its JSON data; UsageError (one line) if it is malformed."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(map(str, first["loc"]))
+            raise UsageError(
+                f"malformed run record: {f'{where}: ' if where else ''}{first['msg']}"
+            ) from None
 
 
-def _record_from_json(data: Any) -> RunRecord:
-    """Check every field's type (a record is read from disk, so it is untrusted input)."""
-    if not isinstance(data, dict):
-        raise UsageError(f"malformed run record: expected an object, got {type(data).__name__}")
-    known = {f.name for f in fields(RunRecord)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        # Refuse rather than drop: a later save would silently lose those fields.
-        raise UsageError(f"malformed run record: unknown field(s) {', '.join(unknown)}")
-    for name in ("run_id", "playbook", "name", "state", "created_at", "updated_at"):
-        _expect(data, name, str)
-    for name in ("created_at", "updated_at"):
-        _parse_time(data[name], name)
-    for name in ("source_commit", "halt_reason", "playbook_text", "playbook_sha256"):
-        _expect_optional(data, name, str)
-    if "exit_code" in data and (
-        isinstance(data["exit_code"], bool) or not isinstance(data["exit_code"], int | None)
-    ):
-        raise UsageError("malformed run record: exit_code must be an integer or null")
-    steps = data.get("steps", {})
-    if not isinstance(steps, dict) or not all(
-        isinstance(k, str) and isinstance(v, dict) for k, v in steps.items()
-    ):
-        raise UsageError("malformed run record: steps must map step names to objects")
-    plan = data.get("rollback_plan", [])
-    if not isinstance(plan, list) or not all(isinstance(s, str) for s in plan):
-        raise UsageError("malformed run record: rollback_plan must be a list of strings")
-    database = data.get("database", {})
-    if not isinstance(database, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in database.items()
-    ):
-        raise UsageError("malformed run record: database must map names to strings")
-    planned = data.get("planned", [])
-    if not isinstance(planned, list) or not all(isinstance(p, dict) for p in planned):
-        raise UsageError("malformed run record: planned must be a list of objects")
-    tracked_before = data.get("tracked_before", [])
-    if not isinstance(tracked_before, list) or not all(isinstance(h, str) for h in tracked_before):
-        raise UsageError("malformed run record: tracked_before must be a list of strings")
-    raw_transitions = data.get("transitions", [])
-    if not isinstance(raw_transitions, list):
-        raise UsageError("malformed run record: transitions must be a list")
-    transitions = [_transition_from_json(item, i) for i, item in enumerate(raw_transitions)]
-    return RunRecord(
-        run_id=data["run_id"],
-        playbook=data["playbook"],
-        name=data["name"],
-        state=data["state"],
-        created_at=data["created_at"],
-        updated_at=data["updated_at"],
-        source_commit=data.get("source_commit"),
-        playbook_text=data.get("playbook_text"),
-        playbook_sha256=data.get("playbook_sha256"),
-        database=database,
-        planned=planned,
-        tracked_before=tracked_before,
-        steps=steps,
-        transitions=transitions,
-        halt_reason=data.get("halt_reason"),
-        exit_code=data.get("exit_code"),
-        rollback_plan=plan,
-    )
-
-
-def _transition_from_json(item: Any, index: int) -> Transition:
-    where = f"transitions[{index}]"
-    if not isinstance(item, dict):
-        raise UsageError(f"malformed run record: {where} must be an object")
-    known = {f.name for f in fields(Transition)}
-    if set(item) - known or not {"at", "trigger", "source", "dest"} <= set(item):
-        raise UsageError(f"malformed run record: {where} must have at, trigger, source, dest")
-    if not all(isinstance(v, str) for v in item.values()):
-        raise UsageError(f"malformed run record: {where} values must be strings")
-    return Transition(**item)
-
-
-def _expect(data: dict[str, Any], name: str, kind: type) -> None:
-    if name not in data:
-        raise UsageError(f"malformed run record: missing field {name}")
-    if not isinstance(data[name], kind):
-        raise UsageError(f"malformed run record: {name} must be a {kind.__name__}")
-
-
-def _expect_optional(data: dict[str, Any], name: str, kind: type) -> None:
-    if data.get(name) is not None and not isinstance(data[name], kind):
-        raise UsageError(f"malformed run record: {name} must be a {kind.__name__} or null")
-
-
-def _parse_time(text: str, name: str) -> datetime:
+def _parse_time(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise UsageError(f"malformed run record: {name} {text!r} is not ISO-8601") from None
+        raise ValueError(f"{text!r} is not ISO-8601") from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
@@ -279,7 +224,7 @@ class RunStore:
         directory = self.run_dir(record.run_id)
         if not directory.is_dir():
             raise UsageError(f"unknown run id {record.run_id!r}: create it before saving")
-        stamped = replace(record, updated_at=utc_now_iso())
+        stamped = record.model_copy(update={"updated_at": utc_now_iso()})
         _write_atomically(directory / RECORD_FILENAME, _encode(stamped, self.redactor))
         record.updated_at = stamped.updated_at  # only once the new record is on disk
 
@@ -331,7 +276,7 @@ class RunStore:
                 records.append(self.load(name))
             except UsageError:
                 continue
-        records.sort(key=lambda r: (_parse_time(r.created_at, "created_at"), r.run_id))
+        records.sort(key=lambda r: (_parse_time(r.created_at), r.run_id))
         records.reverse()
         return records
 
@@ -414,7 +359,7 @@ class RunStore:
                     f"no run for you: repair it, resume another run by id, or close it with "
                     f"`orchestrator runs abandon {name}`"
                 )
-            if record.state != "succeeded" and "rollback" not in record.steps:
+            if record.state != "succeeded" and record.steps.rollback is None:
                 return record
         raise UsageError(f"no unfinished run in {self.runs_dir} (see `orchestrator runs`)")
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported late: the engine is mutated before anything imports it
+    from orchestrator.engine.outcomes import BackupOutcome
 
 
 def mutate_guard(name: str) -> None:
@@ -50,33 +53,36 @@ def mutate_guard(name: str) -> None:
 
 def _from_record() -> Mapping[str, Callable[..., Any]]:
     """Each observation answered by the run's own notes: what a lazy guard would believe."""
-    from orchestrator.engine.outcomes import MergeOutcome, ReleaseOutcome
 
     def tracked_hashes(self: Any) -> frozenset[str]:
         record = self.ctx.record
-        planned = {str(p.get("hash")) for p in record.planned}
+        planned = {p.hash for p in record.planned}
         return frozenset(record.tracked_before) | planned
 
     def remote_contains(self: Any, commit: str) -> bool:
-        return MergeOutcome.of(self.ctx.record).pushed_commit is not None
+        merge = self.ctx.record.steps.merge
+        return merge is not None and merge.pushed_commit is not None
 
     def commit_exists(self: Any, commit: str) -> bool:
         return commit == self.ctx.record.source_commit
 
-    def dump_intact(self: Any, outcome: Mapping[str, Any]) -> bool:
-        return bool(outcome.get("sha256"))
+    def dump_intact(self: Any, outcome: BackupOutcome) -> bool:
+        return bool(outcome.sha256)
 
-    def backup_branch_exists(self: Any, outcome: Mapping[str, Any]) -> bool:
-        return bool(outcome.get("branch_id"))
+    def backup_branch_exists(self: Any, outcome: BackupOutcome) -> bool:
+        return bool(outcome.branch_id)
 
     def pull_request_merged(self: Any, number: int) -> bool:
-        return MergeOutcome.of(self.ctx.record).pull_request == number
+        merge = self.ctx.record.steps.merge
+        return merge is not None and merge.pull_request == number
 
     def release_live(self: Any, commit: str) -> bool:
-        return ReleaseOutcome.of(self.ctx.record).live
+        release = self.ctx.record.steps.release
+        return release is not None and release.live
 
     def release_verdict(self: Any) -> str:
-        return str(self.ctx.record.steps.get("revalidate", {}).get("status"))
+        verdict = self.ctx.record.steps.revalidate
+        return str(verdict.status if verdict is not None else None)
 
     return {
         f.__name__: f

@@ -146,7 +146,7 @@ def test_killed_during_the_concurrent_build_resume_converges(world: World) -> No
         kill(process)
         interrupted = only_run(world)
         assert interrupted.state == "validated"
-        planned = {p["tag"]: p["hash"] for p in interrupted.planned}
+        planned = {p.tag: p.hash for p in interrupted.planned}
         rows = {h for _id, h, _c in tracking_rows(world.database_url)}
         assert planned["0011_cute_skin"] in rows and planned[INDEX_TAG] not in rows
         assert index_valid(world) is False  # the build is under way, its index INVALID

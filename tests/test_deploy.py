@@ -40,21 +40,21 @@ def test_full_deploy_from_needs_migration_to_succeeded(world: World) -> None:
     assert record.state == "succeeded", record.halt_reason
     assert record.exit_code == 0
     assert transitions(record) == TRANSITIONS_OF_A_FULL_DEPLOY
-    assert [a["tag"] for a in record.steps["migrate"]["applied"]] == [
+    assert record.steps.migrate.tags == [
         "0009_fat_kulan_gath",
         "0010_new_colleen_wing",
         "0011_cute_skin",
     ]
-    assert record.steps["validate"]["status"] == "NEEDS_MIGRATION"
-    assert record.steps["revalidate"]["status"] == "SAFE"
-    assert record.steps["backup"]["kind"] == "restore_point"
-    assert record.steps["backup"]["wal_lsn"]
+    assert record.steps.validation.status == "NEEDS_MIGRATION"
+    assert record.steps.revalidate.status == "SAFE"
+    assert record.steps.backup.kind == "restore_point"
+    assert record.steps.backup.wal_lsn
     assert len(tracking_rows(world.database_url)) == 12
     # origin/main now holds staging's pinned commit
     assert world.origin_main() != before
     assert record.source_commit == git(world.repo.origin, "rev-parse", "staging")
     assert "portfolioClassifier" in world.origin_file("app.ts")
-    assert record.steps["monitor"]["healthy"] and record.steps["monitor"]["rounds"] >= 2
+    assert record.steps.monitor.healthy and record.steps.monitor.rounds >= 2
     assert world.health.requests >= 2
     # the record on disk is the one returned
     assert world.store.load(record.run_id).to_json() == record.to_json()
@@ -123,12 +123,12 @@ def test_safe_database_skips_migrate(world: World) -> None:
     assert record.state == "succeeded", record.halt_reason
     assert ("skip_migrate", "validated", "revalidated") in transitions(record)
     assert "migrated" not in [t.dest for t in record.transitions]
-    assert record.steps["migrate"]["applied"] == []
+    assert record.steps.migrate.applied == []
     assert tracking_rows(world.database_url) == rows
     # A fresh run found nothing "already done": there was no earlier attempt.
     events = read_events(world.store.audit_path(record.run_id))
     assert not [e for e in events if e["event"] == "step_already_done"]
-    assert "note" not in record.steps["migrate"]
+    assert record.steps.migrate.note is None
 
 
 def test_partial_database_halts_before_any_change(world: World) -> None:
@@ -159,7 +159,7 @@ def test_merge_conflict_halts_in_preflight_with_everything_as_it_was(world: Worl
     assert record.state == "halted" and record.exit_code == 21
     assert "app.ts" in (record.halt_reason or "")
     assert [t.dest for t in record.transitions] == ["halted"]
-    assert "backup" not in record.steps
+    assert record.steps.backup is None
     assert schema_fingerprint(world.database_url) == before_db
     assert world.origin_main() == before_origin
     assert git(clone, "rev-parse", "HEAD") == head
@@ -174,18 +174,18 @@ def test_rejected_push_halts(world: World) -> None:
     before = world.origin_main()
     record = world.deploy()
     assert record.state == "halted" and record.exit_code == 21
-    assert record.steps["halt"]["from"] == "revalidated"
+    assert record.steps.halt.stopped_in == "revalidated"
     assert world.origin_main() == before
     # the database was migrated: the plan says so and names the restore point
     plan = "\n".join(record.rollback_plan)
-    assert "0011_cute_skin" in plan and record.steps["backup"]["wal_lsn"] in plan
+    assert "0011_cute_skin" in plan and record.steps.backup.wal_lsn in plan
     assert "nothing was merged or pushed" in plan
 
     # Once the push is possible again, resume picks up where the run stopped.
     hook.unlink()
     resumed = resume(record.run_id, world.store, world.interaction())
     assert resumed.state == "succeeded", resumed.halt_reason
-    assert world.origin_main() == resumed.steps["merge"]["pushed_commit"] != before
+    assert world.origin_main() == resumed.steps.merge.pushed_commit != before
     assert [t.trigger for t in resumed.transitions][-5:] == [
         "resume",
         "merge",
@@ -206,7 +206,7 @@ def test_production_down_before_the_deploy_halts_in_preflight_with_nothing_chang
     record = world.deploy()
     assert record.state == "halted" and record.exit_code == 21
     assert "already unhealthy before the deploy" in str(record.halt_reason)
-    assert "backup" not in record.steps and "migrate" not in record.steps
+    assert record.steps.backup is None and record.steps.migrate is None
     assert schema_fingerprint(world.database_url) == fingerprint
     assert world.origin_main() == before
 
@@ -225,17 +225,17 @@ def test_unhealthy_monitor_produces_rollback_plan_and_rollback_reverts(world: Wo
     before = world.origin_main()
     record = world.deploy(console=break_production_once_live(world))
     assert record.state == "halted" and record.exit_code == 22
-    assert record.steps["monitor"]["healthy"] is False
-    assert record.steps["monitor"]["ended_early"] is True
+    assert record.steps.monitor.healthy is False
+    assert record.steps.monitor.ended_early is True
     assert "monitor unhealthy" in (record.halt_reason or "")
     assert "(allowed 0)" in (record.halt_reason or "")
     plan = "\n".join(record.rollback_plan)
-    merge = record.steps["merge"]
+    merge = record.steps.merge
     assert "git revert --no-edit" in plan and "git push origin main" in plan
-    assert (merge["merge_commit"] or merge["pushed_commit"])[:7] in plan or (
-        merge["previous_target_commit"] in plan
+    assert (merge.merge_commit or merge.pushed_commit)[:7] in plan or (
+        merge.previous_target_commit in plan
     )
-    assert record.steps["backup"]["wal_lsn"] in plan
+    assert record.steps.backup.wal_lsn in plan
 
     released_tree = git(world.repo.origin, "rev-parse", "main^{tree}")
     result = rollback(record.run_id, world.store, world.interaction())
@@ -282,7 +282,7 @@ def test_interrupted_deploy_resumes_without_applying_twice(world: World) -> None
     assert len(tracking_rows(world.database_url)) == 12
     events = read_events(world.store.audit_path(record.run_id))
     assert any(e["event"] == "step_already_done" and e["step"] == "migrate" for e in events)
-    assert [a["tag"] for a in resumed.steps["migrate"]["applied"]] == [
+    assert resumed.steps.migrate.tags == [
         "0009_fat_kulan_gath",
         "0010_new_colleen_wing",
         "0011_cute_skin",
@@ -400,10 +400,10 @@ def test_pg_dump_backup_is_written_and_verified(world: World) -> None:
     dumps = world.use_pg_dump()
     record = world.deploy()
     assert record.state == "succeeded", record.halt_reason
-    backup = record.steps["backup"]
-    dump = Path(backup["path"])
-    assert dump.parent == dumps and dump.stat().st_size == backup["bytes"]
-    assert backup["toc_entries"] > 10
+    backup = record.steps.backup
+    dump = Path(backup.path)
+    assert dump.parent == dumps and dump.stat().st_size == backup.bytes
+    assert backup.toc_entries > 10
     assert any(
         f"orchestrator rollback {record.run_id} --restore-database" in line
         for line in __import__("orchestrator.engine.rollback", fromlist=["x"]).rollback_plan(record)
@@ -434,8 +434,8 @@ def test_manual_backup_needs_a_confirmation(world: World) -> None:
 
     confirmed = world.deploy(ask=lambda q: True)
     assert confirmed.state == "succeeded", confirmed.halt_reason
-    assert confirmed.steps["backup"]["by"] == "operator"
+    assert confirmed.steps.backup.by == "operator"
 
     vouched = world.deploy(backup_confirmed=True)
     assert vouched.state == "succeeded", vouched.halt_reason
-    assert vouched.steps["backup"]["by"] == "--backup-confirmed"
+    assert vouched.steps.backup.by == "--backup-confirmed"

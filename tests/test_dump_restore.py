@@ -166,7 +166,7 @@ def test_the_restore_also_repairs_what_pg_restore_clean_left_half_done(
     schema, rows = schema_of(shop.url), rows_of(shop.url)
     run_id = deploy(shop)
     [record] = shop.store.list()
-    dump = record.steps["backup"]["path"]
+    dump = record.steps.backup.path
     old = subprocess.run(
         ["pg_restore", "--clean", "--if-exists", "--no-owner", f"--dbname={shop.url}", dump],
         capture_output=True,
@@ -226,7 +226,7 @@ def test_a_wrong_name_or_a_changed_dump_restores_nothing(
     code = run(shop.argv("rollback", run_id, "--yes", "--restore-database"))
     assert code == 2 and "--confirm-database NAME" in capsys.readouterr().err
     [record] = shop.store.list()
-    Path(record.steps["backup"]["path"]).write_bytes(b"PGDMP not any more")
+    Path(record.steps.backup.path).write_bytes(b"PGDMP not any more")
     dbname = str(conninfo_to_dict(shop.url)["dbname"])
     code = run(
         shop.argv("rollback", run_id, "--yes", "--restore-database", "--confirm-database", dbname)

@@ -140,7 +140,7 @@ def test_restart_during_monitor(world: World, own_cluster: EmbeddedPostgres, mod
     record = finish(world, world.deploy(console=hook))
     assert hook.fired.is_set()  # type: ignore[attr-defined]
     assert_safe_once(world)
-    pushed = record.steps["merge"]["pushed_commit"]
+    pushed = record.steps.merge.pushed_commit
     assert git(world.repo.origin, "rev-parse", "main") == pushed
 
 

@@ -64,8 +64,8 @@ def test_a_release_is_merged_through_the_pull_request_pinned_to_the_preflight_co
         assert record.state == "succeeded", record.halt_reason
         assert transitions(record) == TRANSITIONS_OF_A_FULL_DEPLOY
         pinned = record.source_commit
-        assert record.steps["preflight"]["pull_request"] == 1
-        assert record.steps["preflight"]["pull_request_opened"] is True
+        assert record.steps.preflight.pull_request == 1
+        assert record.steps.preflight.pull_request_opened is True
         # GitHub's merge endpoint was called once, pinned to the pre-flight commit.
         assert merges(github) == [
             {
@@ -76,7 +76,7 @@ def test_a_release_is_merged_through_the_pull_request_pinned_to_the_preflight_co
         ]
         # The history is real: main's tip is GitHub's merge commit of the release.
         tip = world.origin_main()
-        assert record.steps["merge"]["merge_commit"] == tip
+        assert record.steps.merge.merge_commit == tip
         assert git(world.repo.origin, "rev-parse", f"{tip}^1", f"{tip}^2").split() == [
             before,
             pinned,
@@ -89,7 +89,7 @@ def test_a_release_is_merged_through_the_pull_request_pinned_to_the_preflight_co
         # `show` names the pull request and the merge commit.
         assert run(["show", record.run_id, "--state-dir", str(world.store.state_dir)]) == 0
         shown = capsys.readouterr().out
-        url = record.steps["preflight"]["pull_request_url"]
+        url = record.steps.preflight.pull_request_url
         assert f"pull request {url} opened" in shown
         assert f"step merge done: merged pull request #1 ({url}), merge commit {tip}" in shown
         assert github.token not in shown
@@ -132,14 +132,14 @@ def test_an_unmergeable_pull_request_stops_the_run_before_the_backup(
         record = world.deploy(environ=environ(world, github))
         assert record.state == "halted" and record.exit_code == 21
         assert "checks fail: ci/test (failure)" in str(record.halt_reason)
-        assert "backup" not in record.steps and "migrate" not in record.steps
+        assert record.steps.backup is None and record.steps.migrate is None
         assert tracking_rows(world.database_url) == rows  # no migration
 
         # Every check reported passed, and still blocked: a review is missing.
         github.checks = {"ci/test": ["completed", "success"]}
         github.approved, github.review_required = False, True
         record = world.deploy(environ=environ(world, github))
-        assert record.exit_code == 21 and "backup" not in record.steps
+        assert record.exit_code == 21 and record.steps.backup is None
         assert "a required review is missing" in str(record.halt_reason)
         assert len(github.pulls) == 1  # found again, not opened twice
 
@@ -248,7 +248,7 @@ def test_resume_finds_the_pull_request_merged_meanwhile(tmp_path: Path, database
         declined = world.deploy(
             environ=environ(world, github), confirm=lambda q: not q.startswith("Merge")
         )
-        assert declined.state == "halted" and declined.steps["halt"]["from"] == "revalidated"
+        assert declined.state == "halted" and declined.steps.halt.stopped_in == "revalidated"
         assert len(tracking_rows(world.database_url)) == 12  # migrated, not merged
         # Someone merges the pull request by hand, pinned to the release, meanwhile.
         api = GitHubApi(github.repo, ApiClient("GitHub API", world_api(world), github.token))
@@ -257,8 +257,8 @@ def test_resume_finds_the_pull_request_merged_meanwhile(tmp_path: Path, database
             declined.run_id, world.store, world.interaction(environ=environ(world, github))
         )
         assert resumed.state == "succeeded", resumed.halt_reason
-        assert resumed.steps["merge"]["merge_commit"] == merged
-        assert "found merged on resume" in resumed.steps["merge"]["note"]
+        assert resumed.steps.merge.merge_commit == merged
+        assert "found merged on resume" in resumed.steps.merge.note
         assert [b for b in merges(github)] == [
             {"sha": declined.source_commit, "merge_method": "merge", "commit_title": "by hand"}
         ]
@@ -275,7 +275,7 @@ def test_resume_finds_the_pull_request_squashed_by_hand_and_follows_the_squash_c
         declined = world.deploy(
             environ=environ(world, github), confirm=lambda q: not q.startswith("Merge")
         )
-        assert declined.state == "halted" and declined.steps["halt"]["from"] == "revalidated"
+        assert declined.state == "halted" and declined.steps.halt.stopped_in == "revalidated"
         before = world.origin_main()
         # Someone squashes the pull request by hand meanwhile: main gets a new commit that
         # does not contain the staging commit.
@@ -286,9 +286,9 @@ def test_resume_finds_the_pull_request_squashed_by_hand_and_follows_the_squash_c
             declined.run_id, world.store, world.interaction(environ=environ(world, github))
         )
         assert resumed.state == "succeeded", resumed.halt_reason
-        merged = resumed.steps["merge"]
-        assert merged["pushed_commit"] == squash and "found merged on resume" in merged["note"]
-        assert merged["previous_target_commit"] == before
+        merged = resumed.steps.merge
+        assert merged.pushed_commit == squash and "found merged on resume" in merged.note
+        assert merged.previous_target_commit == before
         assert len(merges(github)) == 1  # the run merged nothing itself
 
 
@@ -310,9 +310,9 @@ def test_a_source_already_in_the_target_asks_github_nothing_in_the_rehearsal_as_
 
         record = world.deploy(environ=environ(world, github))
         assert record.state == "succeeded", record.halt_reason
-        assert record.steps["preflight"]["already_merged"] is True
-        assert "pull_request" not in record.steps["preflight"]
+        assert record.steps.preflight.already_merged is True
+        assert record.steps.preflight.pull_request is None
         # The merge step says what happened: not "found merged on resume" on a fresh run.
-        assert record.steps["merge"]["note"].startswith("already in the target before the run")
+        assert record.steps.merge.note.startswith("already in the target before the run")
         assert github.requests == [] and github.pulls == {}  # pre-flight asked nothing either
         assert world.origin_main() == staging

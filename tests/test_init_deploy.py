@@ -144,8 +144,8 @@ def test_init_then_deploy_releases_a_fresh_clone_with_no_hand_written_yaml(
         (record,) = RunStore(app.clone / ".orchestrator").list()
         assert record.state == "succeeded", record.halt_reason
         assert transitions(record) == TRANSITIONS_OF_A_FULL_DEPLOY
-        assert record.steps["backup"]["kind"] == "neon_branch"
-        assert [tag for tag in (a["tag"] for a in record.steps["migrate"]["applied"])] == [
+        assert record.steps.backup.kind == "neon_branch"
+        assert record.steps.migrate.tags == [
             "0009_fat_kulan_gath",
             "0010_new_colleen_wing",
             "0011_cute_skin",

@@ -50,14 +50,14 @@ def test_a_deploy_whose_answers_are_lost_backs_up_once_and_merges_once(
         assert neon.lost == [] and github.lost == []  # every answer was lost, once
         # Exactly one backup branch, made by one request, and recorded as the backup.
         backups = [b for b in neon.branches.values() if str(b["name"]).startswith("pre-")]
-        assert [b["id"] for b in backups] == [record.steps["backup"]["branch_id"]]
+        assert [b["id"] for b in backups] == [record.steps.backup.branch_id]
         creates = [r for r in neon.requests if r[0] == "POST" and r[1].endswith("/branches")]
         assert len(creates) == 1
         # Exactly one pull request and one merge; main holds it, migrations applied.
         assert len(github.pulls) == 1
         assert len([r for r in github.requests if r[0] == "PUT"]) == 1
         tip = world.origin_main()
-        assert record.steps["merge"]["pushed_commit"] == tip != before
+        assert record.steps.merge.pushed_commit == tip != before
         assert git(world.repo.origin, "rev-parse", f"{tip}^2") == record.source_commit
         assert len(tracking_rows(world.database_url)) == 12
         plan = "\n".join(rollback_plan(record))
@@ -88,20 +88,20 @@ def test_a_squash_only_repository_deploys_and_the_gate_waits_for_the_squash_comm
         before = world.origin_main()
         record = world.deploy(environ=env)
         assert record.state == "succeeded", record.halt_reason
-        assert record.steps["preflight"]["merge_method"] == "squash"
+        assert record.steps.preflight.merge_method == "squash"
         [merge] = [body for method, _p, body in github.requests if method == "PUT"]
         assert merge["merge_method"] == "squash" and merge["sha"] == record.source_commit
         squash = world.origin_main()
         # One commit on main's old tip, not containing the staging commit.
         assert git(world.repo.origin, "rev-parse", f"{squash}^@") == before
         assert squash not in (record.source_commit,)
-        merged = record.steps["merge"]
-        assert (merged["pushed_commit"], merged["merge_method"]) == (squash, "squash")
-        assert merged["previous_target_commit"] == before and merged["merge_commit"] is None
+        merged = record.steps.merge
+        assert (merged.pushed_commit, merged.merge_method) == (squash, "squash")
+        assert merged.previous_target_commit == before and merged.merge_commit is None
         # The gate waited for the squash commit's deployment, the one Vercel built.
-        gate = record.steps["release"]
-        assert gate["commit"] == squash and gate["live"] is True
-        assert gate["deployment_id"] == vercel.deployments[0]["uid"]
+        gate = record.steps.release
+        assert gate.commit == squash and gate.live is True
+        assert gate.deployment_id == vercel.deployments[0]["uid"]
         assert vercel.deployments[0]["meta"]["githubCommitSha"] == squash
         plan = "\n".join(rollback_plan(record))
         assert f"git revert --no-edit {before}..{squash}" in plan
@@ -123,7 +123,7 @@ def test_a_merge_method_the_repository_forbids_stops_before_the_backup(
         assert record.state == "halted" and record.exit_code == 21
         reason = str(record.halt_reason)
         assert "merge_method is merge" in reason and "allows: squash, rebase" in reason
-        assert "backup" not in record.steps and tracking_rows(world.database_url) == rows
+        assert record.steps.backup is None and tracking_rows(world.database_url) == rows
         assert github.pulls == {}  # refused before a pull request was even opened
 
 
@@ -142,10 +142,10 @@ def test_a_rebase_merge_is_recorded_with_the_tip_before_it(
         )
         assert record.state == "succeeded", record.halt_reason
         tip = world.origin_main()
-        merged = record.steps["merge"]
-        assert (merged["pushed_commit"], merged["merge_method"]) == (tip, "rebase")
+        merged = record.steps.merge
+        assert (merged.pushed_commit, merged.merge_method) == (tip, "rebase")
         # Each commit of the pull request was rewritten onto main: the tip before is
         # that many first-parent steps back, and the revert covers exactly them.
-        assert merged["previous_target_commit"] == before
+        assert merged.previous_target_commit == before
         assert git(world.repo.origin, "rev-parse", f"{tip}~{count}") == before
         assert f"git revert --no-edit {before}..{tip}" in "\n".join(rollback_plan(record))

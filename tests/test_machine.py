@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 import pytest
@@ -20,9 +18,10 @@ from orchestrator.engine.machine import (
     edges_from,
     halt_exit_code,
 )
+from orchestrator.engine.outcomes import BackupOutcome, StepOutcomes
 from orchestrator.engine.rollback import rollback_plan
 from orchestrator.errors import DatabaseError, ExitCode
-from orchestrator.runs import RunRecord
+from orchestrator.runs import PlannedMigration, RunRecord
 
 
 @dataclass(frozen=True)
@@ -46,10 +45,10 @@ class Seen:
     def commit_exists(self, commit: str) -> bool:
         return self.commit_known
 
-    def dump_intact(self, outcome: Mapping[str, Any]) -> bool:
+    def dump_intact(self, outcome: BackupOutcome) -> bool:
         return self.dump_ok
 
-    def backup_branch_exists(self, outcome: Mapping[str, Any]) -> bool:
+    def backup_branch_exists(self, outcome: BackupOutcome) -> bool:
         return self.dump_ok  # the same fact for a Neon branch: the backup is still there
 
     def pull_request_merged(self, number: int) -> bool:
@@ -67,7 +66,7 @@ SEEN = Seen()
 
 def record(**steps: dict[str, object]) -> RunRecord:
     r = RunRecord(run_id="20251021T000000Z-abcdef", playbook="/p.yaml", name="r")
-    r.steps.update(steps)
+    r.steps = StepOutcomes.model_validate(steps)  # as state.json holds them
     r.source_commit = "a" * 40
     return r
 
@@ -239,7 +238,7 @@ def test_guards_check_the_world_not_only_the_record() -> None:
         migrate={"applied": [{"tag": "0009_x"}]},
         merge={"pushed_commit": "b" * 40},
     )
-    r.planned = [{"tag": "0009_x", "hash": "h9"}]
+    r.planned = [PlannedMigration(tag="0009_x", hash="h9")]
     world = Seen(tracked=frozenset({"h9"}))
     assert all(g(r, world) for g in (preflight_passed, backup_recorded, merge_pushed))
     assert migration_recorded(r, world)
@@ -287,39 +286,21 @@ def test_resume_re_enters_through_the_machine() -> None:
     assert getattr(model, reopen_trigger("migrated"))() is True and model.state == "migrated"
 
 
-def test_outcomes_are_read_through_typed_views() -> None:
-    from orchestrator.engine.outcomes import (
-        BackupOutcome,
-        MergeOutcome,
-        MigrateOutcome,
-        MonitorOutcome,
-        PreflightOutcome,
-    )
+def test_the_dead_end_and_the_plan_read_what_the_steps_recorded() -> None:
+    from orchestrator.engine.machine import halt_reason
 
     r = record(
         preflight={"ok": True, "remote": "up", "target": "prod", "source_commit": "a" * 40},
         backup={"kind": "restore_point", "taken_at": "t", "wal_lsn": "0/1"},
         migrate={"applied": [{"tag": "0009_x"}]},
-        merge={
-            "pushed_commit": "b" * 40,
-            "previous_target_commit": "c" * 40,
-            "merge_commit": None,
-            "fast_forward": True,
-        },
-        monitor={
-            "healthy": False,
-            "failures": 2,
-            "failed_checks": [{"check": "h", "detail": "500"}],
-        },
+        merge={"pushed_commit": "b" * 40, "previous_target_commit": "c" * 40},
+        monitor={"healthy": False, "failures": 2, "failed_checks": [{"check": "h", "detail": "5"}]},
     )
-    assert (PreflightOutcome.of(r).remote, PreflightOutcome.of(r).target) == ("up", "prod")
-    assert BackupOutcome.of(r).wal_lsn == "0/1"
-    assert MigrateOutcome.of(r).applied == ("0009_x",) and MigrateOutcome.of(r).ended
-    assert not MigrateOutcome.of(record()).ended
-    result = MergeOutcome.of(r).as_result()
-    assert result.fast_forward and result.previous_target_commit == "c" * 40
-    monitor = MonitorOutcome.of(r)
-    assert not monitor.healthy and monitor.failures == 2 and monitor.first_failure == ("h", "500")
+    assert halt_reason("live", r).endswith("2 failed check(s) (allowed None); first: h: 5")
+    plan = "\n".join(rollback_plan(r))
+    assert f"git revert --no-edit {'c' * 40}..{'b' * 40}" in plan and "git push up prod" in plan
+    assert "this run applied 0009_x" in plan and "WAL LSN 0/1" in plan
+    assert "applied no migration" in "\n".join(rollback_plan(record()))
 
 
 def test_a_neon_backup_branch_counts_only_while_it_exists() -> None:
@@ -414,7 +395,7 @@ def test_the_way_back_is_read_again_right_before_migrating() -> None:
 
 def test_revalidate_moves_on_only_while_the_applied_rows_are_tracked() -> None:
     r = record(revalidate={"status": "SAFE"}, migrate={"applied": [{"tag": "0009_x"}]})
-    r.planned = [{"tag": "0009_x", "hash": "h9"}]
+    r.planned = [PlannedMigration(tag="0009_x", hash="h9")]
     assert [e.trigger for e in edges_from("migrated") if all(g(r, SEEN) for g in e.guards)] == []
     tracked = Seen(tracked=frozenset({"h9"}))
     assert [e.trigger for e in edges_from("migrated") if all(g(r, tracked) for g in e.guards)] == [

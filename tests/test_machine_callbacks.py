@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.engine.machine import LIVE, RunModel, build_machine, reopen_trigger
+from orchestrator.engine.outcomes import MigrateOutcome, Outcome, ValidationOutcome
 from orchestrator.engine.steps.base import Step
 from orchestrator.runs import RunRecord, Transition
 from tests.test_machine import SEEN, record
@@ -14,14 +15,14 @@ from tests.test_machine import SEEN, record
 class Walk:
     """A run_step that records which steps ran and writes the outcome each would write."""
 
-    def __init__(self, r: RunRecord, outcomes: dict[str, dict[str, object]]) -> None:
+    def __init__(self, r: RunRecord, outcomes: dict[str, Outcome]) -> None:
         self.record, self.outcomes = r, outcomes
         self.ran: list[str] = []
         self.moves: list[Transition] = []
 
     def run_step(self, step: Step) -> None:
         self.ran.append(step.name)
-        self.record.steps[step.name] = self.outcomes.get(step.name, {})
+        self.record.steps.record(step.name, self.outcomes[step.name])
 
     def model(self, state: str) -> RunModel:
         self.record.state = state
@@ -32,7 +33,7 @@ class Walk:
 
 def test_a_state_walk_runs_its_steps_then_the_machine_records_the_move() -> None:
     r = record()
-    walk = Walk(r, {"validate": {"status": "SAFE"}})
+    walk = Walk(r, {"validate": ValidationOutcome(status="SAFE")})
     model = walk.model("backup_checked")
     assert model.validate() is True  # type: ignore[attr-defined]
     assert walk.ran == [s.name for s in LIVE["backup_checked"].steps] == ["validate"]
@@ -48,7 +49,7 @@ def test_the_steps_run_once_per_visit_whichever_edge_fires() -> None:
     # must run once, before the first trigger's conditions.
     r = record(validate={"status": "NEEDS_MIGRATION"})
     r.planned = []
-    walk = Walk(r, {"migrate": {"applied": []}})
+    walk = Walk(r, {"migrate": MigrateOutcome()})
     model = walk.model("validated")
     assert model.skip_migrate() is False  # type: ignore[attr-defined]
     assert walk.ran == ["migrate"] and r.state == "validated" and not walk.moves
@@ -59,7 +60,7 @@ def test_the_steps_run_once_per_visit_whichever_edge_fires() -> None:
 
 def test_no_edge_holds_the_state_stays_and_nothing_is_recorded() -> None:
     r = record()
-    walk = Walk(r, {"validate": {"status": "PARTIAL_MIGRATION"}})
+    walk = Walk(r, {"validate": ValidationOutcome(status="PARTIAL_MIGRATION")})
     model = walk.model("backup_checked")
     assert model.validate() is False  # type: ignore[attr-defined]
     assert r.state == "backup_checked" and not walk.moves and not r.transitions

@@ -40,10 +40,10 @@ def backups(state: NeonState) -> list[dict[str, object]]:
 def test_a_deploy_branches_production_at_the_recorded_lsn(world: World, neon: NeonState) -> None:
     record = world.deploy(environ={"DATABASE_URL": world.database_url, "NEON_API_KEY": KEY})
     assert record.state == "succeeded", record.halt_reason
-    backup = record.steps["backup"]
+    backup = record.steps.backup
     [branch] = backups(neon)
-    assert branch["name"] == f"pre-{record.run_id}" and branch["id"] == backup["branch_id"]
-    assert branch["parent_lsn"] == backup["lsn"] and str(backup["lsn"]).count("/") == 1
+    assert branch["name"] == f"pre-{record.run_id}" and branch["id"] == backup.branch_id
+    assert branch["parent_lsn"] == backup.lsn and str(backup.lsn).count("/") == 1
     plan = "\n".join(rollback_plan(record))
     assert f"from the backup branch pre-{record.run_id}" in plan and "/restore" in plan
     for path in world.store.run_dir(record.run_id).iterdir():
@@ -71,7 +71,7 @@ def test_a_killed_deploy_resumes_with_the_same_branch(world: World, neon: NeonSt
     )
     assert record.state == "succeeded", record.halt_reason
     assert len(backups(neon)) == 1, "resume made a second backup branch"
-    assert only_run(world).steps["backup"]["branch_id"] == backups(neon)[0]["id"]
+    assert only_run(world).steps.backup.branch_id == backups(neon)[0]["id"]
 
 
 def test_a_vanished_backup_branch_is_taken_again_on_resume(world: World, neon: NeonState) -> None:
@@ -87,4 +87,4 @@ def test_a_vanished_backup_branch_is_taken_again_on_resume(world: World, neon: N
     )
     assert record.state == "succeeded", record.halt_reason
     [second] = backups(neon)
-    assert record.steps["backup"]["branch_id"] == second["id"] != first["id"]
+    assert record.steps.backup.branch_id == second["id"] != first["id"]

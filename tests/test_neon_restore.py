@@ -87,7 +87,7 @@ def test_restore_brings_production_back_to_before_the_run(
     )
     document = json.loads(out)
     restore = document["database_restore"]
-    assert restore["verdict_before_run"] == record.steps["validate"]["status"]
+    assert restore["verdict_before_run"] == record.steps.validation.status
     assert restore["validation"]["status"] == said_before[0] == "NEEDS_MIGRATION"
     assert code == 10, err  # the verdict's code: the release's migrations are pending again
     assert schema_fingerprint(world.database_url) == before
@@ -96,11 +96,11 @@ def test_restore_brings_production_back_to_before_the_run(
     assert document["reverted_commit"]  # the code was reverted first
 
     [sent] = backed_neon.restores
-    backup = record.steps["backup"]
+    backup = record.steps.backup
     assert sent == {
-        "branch_id": backup["parent_branch_id"],
-        "source_branch_id": backup["branch_id"],
-        "source_lsn": backup["lsn"],
+        "branch_id": backup.parent_branch_id,
+        "source_branch_id": backup.branch_id,
+        "source_lsn": backup.lsn,
         "preserve_under_name": f"pre-restore-{record.run_id}",
     }
     # The migrated state is kept as a branch (a real database holding it).
@@ -116,7 +116,7 @@ def test_restore_brings_production_back_to_before_the_run(
         "database_revalidated",
     ):
         assert event in events
-    assert "database_restore" in world.store.load(record.run_id).steps
+    assert world.store.load(record.run_id).steps.database_restore is not None
     for path in world.store.run_dir(record.run_id).iterdir():
         assert KEY not in path.read_text(errors="replace")
     assert KEY not in out + err
@@ -186,9 +186,13 @@ def test_restore_database_says_what_to_do_for_other_backups(
 
 def record_of(backup: dict[str, Any], applied: list[str]) -> RunRecord:
     record = RunRecord(run_id="20251021T143005Z-3fa9c2", playbook="", name="release")
-    record.steps["backup"] = backup
-    record.steps["migrate"] = {"applied": [{"tag": t} for t in applied]}
-    return record
+    # The record as an earlier run's state.json holds it.
+    return RunRecord.from_json(
+        {
+            **record.to_json(),
+            "steps": {"backup": backup, "migrate": {"applied": [{"tag": t} for t in applied]}},
+        }
+    )
 
 
 NEON_BACKUP = {

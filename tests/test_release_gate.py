@@ -58,9 +58,9 @@ def test_the_monitor_starts_only_once_the_new_commit_is_served(
             record = world.deploy()
         assert record.state == "succeeded", record.halt_reason
         assert transitions(record) == TRANSITIONS_OF_A_FULL_DEPLOY
-        pushed = record.steps["merge"]["pushed_commit"]
-        gate = record.steps["release"]
-        assert gate["live"] is True and gate["commit"] == pushed and gate["polls"] >= 3
+        pushed = record.steps.merge.pushed_commit
+        gate = record.steps.release
+        assert gate.live is True and gate.commit == pushed and gate.polls >= 3
         trail = events(world, record.run_id)
         names = [e["event"] for e in trail]
         waiting = trail[names.index("release_waiting")]
@@ -82,10 +82,10 @@ def test_a_release_that_is_never_live_halts_after_the_timeout(
             with_release(world, f"{{timeout: 1s, interval: 200ms, url: '{endpoint.url}'}}")
             record = world.deploy()
         assert record.state == "halted" and record.exit_code == 22
-        assert record.steps["halt"]["from"] == "merged"
+        assert record.steps.halt.stopped_in == "merged"
         assert "not live after the release timeout" in str(record.halt_reason)
-        assert record.steps["release"]["waited_s"] >= 0.8
-        assert "monitor" not in record.steps  # never watched the old release
+        assert record.steps.release.waited_s >= 0.8
+        assert record.steps.monitor is None  # never watched the old release
         assert any("git revert" in line for line in record.rollback_plan)
 
 
@@ -97,7 +97,7 @@ def test_a_vercel_deployment_going_to_error_halts_with_the_rollback_plan(
         record = world.deploy(environ=env)
         assert record.state == "halted" and record.exit_code == 22
         failed = vercel.deployments[0]
-        assert failed["meta"]["githubCommitSha"] == record.steps["merge"]["pushed_commit"]
+        assert failed["meta"]["githubCommitSha"] == record.steps.merge.pushed_commit
         assert "the deployment failed" in str(record.halt_reason)
         assert failed["uid"] in str(record.halt_reason) and "ERROR" in str(record.halt_reason)
         assert any("git revert" in line for line in record.rollback_plan)
@@ -123,9 +123,9 @@ def test_a_vercel_deployment_that_turns_ready_opens_the_monitor_window(
         env = {"DATABASE_URL": world.database_url, "VERCEL_TOKEN": vercel.token}
         record = world.deploy(environ=env)
         assert record.state == "succeeded", record.halt_reason
-        gate = record.steps["release"]
-        assert gate["deployment_state"] == "READY" and gate["gate"] == "vercel"
-        assert gate["deployment_id"] == vercel.deployments[0]["uid"]
+        gate = record.steps.release
+        assert gate.deployment_state == "READY" and gate.gate == "vercel"
+        assert gate.deployment_id == vercel.deployments[0]["uid"]
         assert all("projectId=prj_service_desk" in p for _m, p in vercel.requests if "v6" in p)
 
 
@@ -139,12 +139,12 @@ def test_a_staged_production_deployment_does_not_pass_the_gate(
         assert record.state == "halted" and record.exit_code == 22
         staged = vercel.deployments[0]
         assert staged["state"] == "READY" and staged["readySubstate"] == "STAGED"
-        assert staged["meta"]["githubCommitSha"] == record.steps["merge"]["pushed_commit"]
+        assert staged["meta"]["githubCommitSha"] == record.steps.merge.pushed_commit
         assert "not live after the release timeout" in str(record.halt_reason)
         assert "READY STAGED" in str(record.halt_reason)
-        assert "monitor" not in record.steps
+        assert record.steps.monitor is None
         # Each look asked Vercel for the deployments of the pushed commit by its sha.
-        pushed = record.steps["merge"]["pushed_commit"]
+        pushed = record.steps.merge.pushed_commit
         assert any(f"sha={pushed}" in path for _m, path in vercel.requests)
 
 
@@ -155,10 +155,10 @@ def test_a_deleted_production_deployment_ends_the_gate_at_once(
         env = {"DATABASE_URL": world.database_url, "VERCEL_TOKEN": vercel.token}
         record = world.deploy(environ=env)
         assert record.state == "halted" and record.exit_code == 22
-        assert record.steps["release"]["ending"] == "failed"
+        assert record.steps.release.ending == "failed"
         assert "the deployment failed" in str(record.halt_reason)
         assert "DELETED" in str(record.halt_reason)
-        assert record.steps["release"]["deployment_state"] == "DELETED"
+        assert record.steps.release.deployment_state == "DELETED"
 
 
 def test_without_the_vercel_token_the_deploy_does_not_start(
@@ -242,12 +242,12 @@ def test_a_newer_commit_live_that_contains_the_release_passes_the_gate(
 
         record = deploy_behind_endpoint(world, production, on_progress=someone_merges_after_us)
         assert record.state == "succeeded", record.halt_reason
-        pushed = record.steps["merge"]["pushed_commit"]
+        pushed = record.steps.merge.pushed_commit
         assert newer and git(world.repo.origin, "rev-parse", f"{newer[0]}^") == pushed
         assert pushed not in production.switched_at  # ours was never served on its own
-        gate = record.steps["release"]
-        assert gate["live"] is True and gate["commit"] == pushed
-        assert gate["live_commit"] == newer[0]
+        gate = record.steps.release
+        assert gate.live is True and gate.commit == pushed
+        assert gate.live_commit == newer[0]
         trail = events(world, record.run_id)
         [live] = [e for e in trail if e["event"] == "release_live"]
         assert f"live via {newer[0][:12]}, which contains the release {pushed[:12]}" in str(
@@ -255,7 +255,8 @@ def test_a_newer_commit_live_that_contains_the_release_passes_the_gate(
         )
         # The finish edge looked at production again (the monitor window outlived the
         # gate's sighting), and production still served a commit containing the release.
-        [checked] = [e for e in trail if e["event"] == "release_checked"]
+        # (The go_live edge looks too when its git fetch outlives the gate's sighting.)
+        *_, checked = [e for e in trail if e["event"] == "release_checked"]
         assert checked["live"] is True and "live via" in str(checked["detail"])
         assert trail.index(checked) > max(i for i, e in enumerate(trail) if e["event"] == "check")
 
@@ -272,8 +273,8 @@ def test_an_unrelated_commit_live_is_not_the_release(tmp_path: Path, database_ur
         assert record.state == "halted" and record.exit_code == 22
         assert f"serves {unrelated[:12]}" in str(record.halt_reason)
         assert "live via" not in str(record.halt_reason)
-        assert record.steps["release"]["live_commit"] == unrelated
-        assert "monitor" not in record.steps
+        assert record.steps.release.live_commit == unrelated
+        assert record.steps.monitor is None
 
 
 def test_a_newer_vercel_deployment_ready_first_carries_the_release(
@@ -294,15 +295,15 @@ def test_a_newer_vercel_deployment_ready_first_carries_the_release(
         env = {"DATABASE_URL": world.database_url, "VERCEL_TOKEN": vercel.token}
         record = world.deploy(environ=env, on_progress=someone_merges_after_us)
         assert record.state == "succeeded", record.halt_reason
-        pushed = record.steps["merge"]["pushed_commit"]
-        gate = record.steps["release"]
+        pushed = record.steps.merge.pushed_commit
+        gate = record.steps.release
         theirs = vercel.deployments[0]
         assert theirs["meta"]["githubCommitSha"] == newer[0] and theirs["state"] == "READY"
         assert vercel.deployments[1]["meta"]["githubCommitSha"] == pushed
         assert vercel.deployments[1]["state"] == "BUILDING"
-        assert (gate["live_commit"], gate["deployment_id"]) == (newer[0], theirs["uid"])
-        assert gate["deployment_state"] == "READY"
-        assert str(gate["detail"]).startswith(f"live via {newer[0][:12]}, which contains")
+        assert (gate.live_commit, gate.deployment_id) == (newer[0], theirs["uid"])
+        assert gate.deployment_state == "READY"
+        assert str(gate.detail).startswith(f"live via {newer[0][:12]}, which contains")
 
 
 def test_production_rolled_back_during_the_monitor_window_is_not_a_success(
@@ -318,17 +319,18 @@ def test_production_rolled_back_during_the_monitor_window_is_not_a_success(
                 production.live, production.build_seconds = old, 3600  # an instant rollback
 
         record = deploy_behind_endpoint(world, production, on_progress=roll_back_once_monitoring)
-        assert record.steps["release"]["live"] is True  # the gate saw the release live
-        assert record.steps["monitor"]["healthy"] is True
+        assert record.steps.release.live is True  # the gate saw the release live
+        assert record.steps.monitor.healthy is True
         assert record.state == "halted" and record.exit_code == 21, record.halt_reason
-        assert record.steps["halt"]["from"] == "monitored"
+        assert record.steps.halt.stopped_in == "monitored"
         assert "production no longer serves it" in str(record.halt_reason)
-        [checked] = [e for e in events(world, record.run_id) if e["event"] == "release_checked"]
+        # The finish edge's look is the last (go_live's, when it looked, saw the release).
+        *_, checked = [e for e in events(world, record.run_id) if e["event"] == "release_checked"]
         assert checked["live"] is False and f"serves {old[:12]}" in str(checked["detail"])
         # `show` prints the gate's timeline: waiting, live, then the finish edge's look.
         assert run(["show", record.run_id, "--state-dir", str(world.store.state_dir)]) == 0
         shown = capsys.readouterr().out
-        pushed = str(record.steps["merge"]["pushed_commit"])
+        pushed = str(record.steps.merge.pushed_commit)
         lines = [line for line in shown.splitlines() if "release" in line]
         waiting = next(i for i, line in enumerate(lines) if "release gate waiting" in line)
         live = next(i for i, line in enumerate(lines) if "release gate LIVE" in line)

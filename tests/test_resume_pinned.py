@@ -28,7 +28,6 @@ import psycopg.sql
 import pytest
 
 from orchestrator.cli import run
-from orchestrator.engine.outcomes import HaltOutcome
 from orchestrator.engine.run import resume
 from orchestrator.errors import ExitCode, UsageError
 from orchestrator.runs import RECORD_FILENAME, new_run_id
@@ -66,7 +65,7 @@ def halted_at_merge(world: World) -> str:
     hook = reject_pushes(world)
     record = world.deploy()
     assert record.exit_code == int(ExitCode.GUARD_FAILED), record.halt_reason
-    assert HaltOutcome.of(record).stopped_in == "revalidated"
+    assert record.steps.halt.stopped_in == "revalidated"
     hook.unlink()
     return record.run_id
 
@@ -87,7 +86,7 @@ def test_migration_undone_while_halted_at_merge_halts_partial_and_pushes_nothing
 ) -> None:
     main_before = world.origin_main()
     run_id = halted_at_merge(world)
-    planned = {p["hash"] for p in world.store.load(run_id).planned}
+    planned = {p.hash for p in world.store.load(run_id).planned}
     delete_tracking_rows(world, planned)  # someone undid the migration's tracking
 
     record = resume(run_id, world.store, world.interaction())
@@ -106,7 +105,7 @@ def test_migration_undone_before_the_release_gate_or_monitor_halts_partial(
 ) -> None:
     process = deploy_process(world, pause_at)
     wait_stopped(process)
-    delete_tracking_rows(world, {p["hash"] for p in only_run(world).planned})
+    delete_tracking_rows(world, {p.hash for p in only_run(world).planned})
 
     assert go_on(process) == int(ExitCode.PARTIAL)  # the first walk, not only resume
     record = only_run(world)
@@ -372,7 +371,7 @@ def test_the_plan_of_a_succeeded_run_is_printed_without_acting(
     assert code == int(ExitCode.USAGE)
     assert out.index("Code: revert the release") < out.index("pass --yes")
     assert world.origin_main() == main_after != main_before
-    assert "rollback" not in world.store.load(record.run_id).steps
+    assert world.store.load(record.run_id).steps.rollback is None
 
 
 def test_the_plan_of_an_interrupted_run_is_printed_without_acting(
@@ -388,4 +387,4 @@ def test_the_plan_of_an_interrupted_run_is_printed_without_acting(
     assert "Code: nothing was merged or pushed" in out
     assert "Database: this run applied 0009" in out
     record = only_run(world)
-    assert record.state == "migrated" and "rollback" not in record.steps
+    assert record.state == "migrated" and record.steps.rollback is None

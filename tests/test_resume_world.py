@@ -23,7 +23,6 @@ import psycopg
 import pytest
 
 from orchestrator.audit import read_events
-from orchestrator.engine.outcomes import HaltOutcome
 from orchestrator.engine.run import resume
 from orchestrator.errors import ExitCode
 from orchestrator.runs import RunRecord
@@ -65,7 +64,7 @@ def assert_halted_by(
     trail's last guard verdict), with a rollback plan."""
     assert record.state == "halted", (record.state, record.halt_reason)
     assert record.exit_code == int(code), record.halt_reason
-    assert HaltOutcome.of(record).stopped_in == stopped_in, record.halt_reason
+    assert record.steps.halt.stopped_in == stopped_in, record.halt_reason
     assert record.rollback_plan, "a halt prints the concrete rollback plan"
     events = events_of(world, record)
     last_guard = [e for e in events if e["event"] == "guard"][-1]
@@ -90,7 +89,7 @@ def spoil(dump: Path, how: str) -> None:
 
 
 def planned_hashes_tracked(world: World, record: RunRecord) -> set[str]:
-    planned = {str(p["hash"]) for p in record.planned}
+    planned = {p.hash for p in record.planned}
     return planned & {h for _id, h, _c in tracking_rows(world.database_url)}
 
 
@@ -101,7 +100,7 @@ def test_dump_spoiled_after_backup_checked_resume_never_migrates(world: World, h
     process = deploy_process(world, "transition:backup_checked")
     wait_stopped(process)
     kill(process)
-    dump = Path(str(only_run(world).steps["backup"]["path"]))
+    dump = Path(str(only_run(world).steps.backup.path))
     spoil(dump, how)
 
     record = resume(None, world.store, world.interaction())
@@ -123,18 +122,18 @@ def test_dump_spoiled_before_the_backup_guard_halts_in_pending(world: World, how
     world.use_pg_dump()
     process = deploy_process(world, "step_end:backup")
     wait_stopped(process)
-    spoil(Path(str(only_run(world).steps["backup"]["path"])), how)
+    spoil(Path(str(only_run(world).steps.backup.path)), how)
 
     assert go_on(process) == int(ExitCode.GUARD_FAILED)
     record = only_run(world)
     assert_halted_by(world, record, ExitCode.GUARD_FAILED, "backup_recorded", "pending")
-    assert "validate" not in record.steps
+    assert record.steps.validation is None
 
 
 def test_tracking_rows_deleted_between_migrate_and_its_guard_halt_partial(world: World) -> None:
     process = deploy_process(world, "step_end:migrate")
     wait_stopped(process)
-    planned = {p["hash"] for p in only_run(world).planned}
+    planned = {p.hash for p in only_run(world).planned}
     delete_tracking_rows(world, planned)
 
     assert go_on(process) == int(ExitCode.PARTIAL)
@@ -155,7 +154,7 @@ def resume_without_the_planned_rows(world: World, pause: str) -> RunRecord:
     process = deploy_process(world, pause)
     wait_stopped(process)
     kill(process)
-    planned = {p["hash"] for p in only_run(world).planned}
+    planned = {p.hash for p in only_run(world).planned}
     delete_tracking_rows(world, planned)
     return resume(None, world.store, world.interaction())
 
@@ -213,7 +212,7 @@ def test_killed_after_the_push_was_recorded_then_reset_is_not_pushed_again(
     # (a step's refusal, not a guard) rather than push it again unreviewed.
     assert record.state == "halted", record.halt_reason
     assert record.exit_code == int(ExitCode.GUARD_FAILED)
-    assert HaltOutcome.of(record).stopped_in == "revalidated"
+    assert record.steps.halt.stopped_in == "revalidated"
     assert "commits that are not on origin/main" in str(record.halt_reason)
     events = events_of(world, record)
     resumed = events[[e["event"] for e in events].index("run_resumed") :]
@@ -229,7 +228,7 @@ def test_tracking_rows_deleted_before_revalidate_halt_partial_with_the_plan(
     # the partial state it finds (its own check, not a guard), and nothing is applied.
     assert record.state == "halted"
     assert record.exit_code == int(ExitCode.PARTIAL)
-    assert HaltOutcome.of(record).stopped_in == "validated"
+    assert record.steps.halt.stopped_in == "validated"
     assert record.rollback_plan, "a halt prints the concrete rollback plan"
     assert not planned_hashes_tracked(world, record)
     # The way back was there, so the step acted and the migrator refused: not a guard's halt.
@@ -245,15 +244,15 @@ def test_killed_right_after_the_dump_was_renamed_adopts_it(world: World) -> None
     wait_stopped(process)
     kill(process)
     interrupted = only_run(world)
-    assert "backup" not in interrupted.steps  # renamed, not yet recorded
+    assert interrupted.steps.backup is None  # renamed, not yet recorded
     dump = dumps / f"{interrupted.run_id}.dump"
     assert dump.is_file()
     digest = hashlib.sha256(dump.read_bytes()).hexdigest()
 
     record = resume(None, world.store, world.interaction())
     assert_converged(world, record, main_before)
-    assert record.steps["backup"]["adopted"] is True
-    assert record.steps["backup"]["sha256"] == digest
+    assert record.steps.backup.adopted is True
+    assert record.steps.backup.sha256 == digest
     assert sorted(p.name for p in dumps.iterdir()) == [dump.name]
 
 
@@ -265,14 +264,14 @@ def test_a_recorded_dump_changed_before_backup_checked_is_moved_aside_and_taken_
     process = deploy_process(world, "step_end:backup")
     wait_stopped(process)
     kill(process)
-    first = only_run(world).steps["backup"]
-    dump = Path(str(first["path"]))
+    first = only_run(world).steps.backup
+    dump = Path(str(first.path))
     spoil(dump, "appended")
     changed = dump.read_bytes()
 
     record = resume(None, world.store, world.interaction())
     assert_converged(world, record, main_before)
-    assert record.steps["backup"]["sha256"] == hashlib.sha256(dump.read_bytes()).hexdigest()
+    assert record.steps.backup.sha256 == hashlib.sha256(dump.read_bytes()).hexdigest()
     aside = [p for p in dumps.iterdir() if p.name.startswith(f"{dump.name}.moved-")]
     assert len(aside) == 1 and aside[0].read_bytes() == changed  # never deleted
     events = [e["event"] for e in events_of(world, record)]
@@ -367,7 +366,7 @@ def test_neon_backup_branch_deleted_after_backup_checked_resume_never_migrates(
         process = deploy_process(world, "transition:backup_checked")
         wait_stopped(process)
         kill(process)
-        branch = str(only_run(world).steps["backup"]["branch_id"])
+        branch = str(only_run(world).steps.backup.branch_id)
         del neon.branches[branch]  # someone deleted it in the console
 
         record = resume(

@@ -105,8 +105,8 @@ def test_two_concurrent_deploys_exactly_one_migrates(tmp_path: Path, database_ur
     assert len(succeeded) == 1 and len(refused) == 1, outcomes
     assert f"run {succeeded[0].run_id}" in str(refused[0])
     assert "another deploy or migrate holds" in str(refused[0])
-    applied = succeeded[0].steps["migrate"]["applied"]
-    assert [a["tag"] for a in applied] == [
+    applied = succeeded[0].steps.migrate.tags
+    assert applied == [
         "0009_fat_kulan_gath",
         "0010_new_colleen_wing",
         "0011_cute_skin",

@@ -18,6 +18,14 @@ from typing import Any
 
 import pytest
 
+from orchestrator.engine.outcomes import (
+    AppliedMigration,
+    BackupOutcome,
+    MigrateOutcome,
+    ReleaseOutcome,
+    StepOutcomes,
+    ValidationOutcome,
+)
 from orchestrator.errors import ExitCode, GuardError, UsageError
 from orchestrator.runs import RunRecord, RunStore, Transition, new_run_id
 
@@ -45,7 +53,8 @@ i = 0
 while True:
     i += 1
     record.state = f"s{i}"
-    record.steps = {"big": {"i": i, "blob": blob}}
+    record.halt_reason = str(i)
+    record.rollback_plan = [blob]
     store.save(record)
     if i == 2:
         print("saving", flush=True)
@@ -72,21 +81,23 @@ def full_record() -> RunRecord:
         created_at="2025-10-21T14:30:05.123456Z",
         updated_at="2025-10-21T14:31:00.000001Z",
         source_commit="0123456789abcdef0123456789abcdef01234567",
-        steps={
-            "backup": {"id": "snap-1", "age_s": 42.5, "ok": True},
-            "validate": {"verdict": "NEEDS_MIGRATION", "pending": ["0010_x", "0011_y"]},
-            "merge": {"sha": None, "nested": {"a": [1, 2, {"b": "ü"}]}},
-        },
+        steps=StepOutcomes(
+            backup=BackupOutcome(kind="restore_point", taken_at="t", wal_lsn="0/1", bytes=42),
+            validation=ValidationOutcome(status="NEEDS_MIGRATION", pending=["0010_x", "0011_y"]),
+            revalidate=ValidationOutcome(recommendation="ü"),
+        ),
         transitions=[
-            Transition("2025-10-21T14:30:06Z", "check_backup", "pending", "backup_checked"),
-            Transition(
-                "2025-10-21T14:30:07Z", "validate", "backup_checked", "validated", "2 pending"
-            ),
+            move("2025-10-21T14:30:06Z", "check_backup", "pending", "backup_checked"),
+            move("2025-10-21T14:30:07Z", "validate", "backup_checked", "validated", "2 pending"),
         ],
         halt_reason="guard: lock_timeout",
         exit_code=21,
         rollback_plan=["git revert abc", "restore snap-1"],
     )
+
+
+def move(at: str, trigger: str, source: str, dest: str, detail: str = "") -> Transition:
+    return Transition(at=at, trigger=trigger, source=source, dest=dest, detail=detail)
 
 
 @pytest.fixture
@@ -136,7 +147,7 @@ def test_record_round_trips_exactly_through_json() -> None:
 def test_record_defaults() -> None:
     record = make_record("r1")
     assert record.state == "pending"
-    assert record.steps == {} and record.transitions == [] and record.rollback_plan == []
+    assert record.steps == StepOutcomes() and record.transitions == [] == record.rollback_plan
     assert datetime.fromisoformat(record.created_at).tzinfo is not None
     assert RunRecord.from_json(record.to_json()) == record
 
@@ -151,8 +162,9 @@ def test_record_defaults() -> None:
         (lambda d: d.update(exit_code=True), "exit_code"),
         (lambda d: d.update(steps={"backup": [1]}), "steps"),
         (lambda d: d.update(rollback_plan=[1]), "rollback_plan"),
-        (lambda d: d.update(transitions=[{"at": "x"}]), "transitions[0]"),
-        (lambda d: d["transitions"][1].update(dest=None), "transitions[1]"),
+        (lambda d: d.update(transitions=[{"at": "x"}]), "transitions.0"),
+        (lambda d: d["transitions"][1].update(dest=None), "transitions.1.dest"),
+        (lambda d: d["steps"]["validate"].update(pending="0010_x"), "steps.validate.pending"),
         (lambda d: d.update(surprise=1), "surprise"),
     ],
 )
@@ -164,7 +176,7 @@ def test_from_json_rejects_malformed_records(mutate: Any, needle: str) -> None:
 
 
 def test_from_json_rejects_non_objects() -> None:
-    with pytest.raises(UsageError, match="expected an object"):
+    with pytest.raises(UsageError, match="valid dictionary"):
         RunRecord.from_json([1, 2])
 
 
@@ -186,10 +198,8 @@ def test_save_persists_and_stamps_updated_at(store: RunStore) -> None:
     record = full_record()
     store.create(record)
     record.state = "migrated"
-    record.steps["migrate"] = {"applied": ["0010_x"]}
-    record.transitions.append(
-        Transition("2025-10-21T14:32:00Z", "migrate", "validated", "migrated")
-    )
+    record.steps.migrate = MigrateOutcome(applied=[AppliedMigration(tag="0010_x")])
+    record.transitions.append(move("2025-10-21T14:32:00Z", "migrate", "validated", "migrated"))
     store.save(record)
     assert record.updated_at > "2025-10-21T14:31:00.000001Z"
     assert store.load(record.run_id) == record
@@ -225,7 +235,7 @@ def test_unserialisable_record_raises_before_touching_the_file(store: RunStore) 
     store.create(record)
     before = store.record_path(record.run_id).read_bytes()
     stamp = record.updated_at
-    record.steps["backup"] = {"path": Path("/x"), "when": datetime.now(UTC)}
+    record.steps.release = ReleaseOutcome(waited_s=float("nan"))  # not JSON
     with pytest.raises(TypeError, match="not JSON-serialisable"):
         store.save(record)
     assert store.record_path(record.run_id).read_bytes() == before
@@ -234,7 +244,7 @@ def test_unserialisable_record_raises_before_touching_the_file(store: RunStore) 
 
 
 def test_concurrent_saves_never_expose_a_half_written_record(store: RunStore) -> None:
-    base = make_record("concurrent", steps={"big": {"blob": "y" * 100_000}})
+    base = make_record("concurrent", rollback_plan=["y" * 100_000])
     store.create(base)
     written: set[str] = set()
     errors: list[BaseException] = []
@@ -245,7 +255,7 @@ def test_concurrent_saves_never_expose_a_half_written_record(store: RunStore) ->
         try:
             for i in range(15):
                 record.state = f"w{n}-{i}"
-                record.steps["big"]["by"] = record.state
+                record.halt_reason = record.state
                 written.add(record.state)
                 store.save(record)
         except BaseException as exc:
@@ -256,7 +266,7 @@ def test_concurrent_saves_never_expose_a_half_written_record(store: RunStore) ->
             try:
                 seen = store.load("concurrent")
                 # the record is internally consistent: state and step output agree
-                assert seen.state == seen.steps["big"].get("by", "pending")
+                assert seen.state == (seen.halt_reason or "pending")
                 json.loads(store.record_path("concurrent").read_bytes())
             except BaseException as exc:
                 errors.append(exc)
@@ -294,8 +304,8 @@ def test_killing_a_saving_process_leaves_a_complete_record(store: RunStore) -> N
             finally:
                 proc.send_signal(signal.SIGKILL)
         survivor = store.load("killed")
-        assert survivor.state == f"s{survivor.steps['big']['i']}"
-        assert len(survivor.steps["big"]["blob"]) == 300_000
+        assert survivor.state == f"s{survivor.halt_reason}"
+        assert len(survivor.rollback_plan[0]) == 300_000
 
 
 # --- lookups ---------------------------------------------------------------------------

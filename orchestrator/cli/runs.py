@@ -318,7 +318,6 @@ def rollback(
     """
     from orchestrator.cli.console import interactive, out, print_json, print_lines
     from orchestrator.cli.options import on_retry
-    from orchestrator.engine.outcomes import BackupOutcome
     from orchestrator.engine.run import plan_of
     from orchestrator.engine.run import rollback as revert
     from orchestrator.runs import RunStore
@@ -334,7 +333,8 @@ def rollback(
             raise UsageError(f"{name} only goes with --restore-database")
     if plan_only and (yes or restore_database):
         raise UsageError("--plan only prints the plan: not with --yes or --restore-database")
-    if restore_database and BackupOutcome.of(store.load(run_id)).kind == "pg_dump":
+    backup = store.load(run_id).steps.backup if restore_database else None
+    if backup is not None and backup.kind == "pg_dump":
         if confirm_branch is not None:
             raise UsageError("--confirm-branch is for Neon branch backups: use --confirm-database")
         typed_database = _confirm_dump_restore(run_id, state_dir, confirm_database)

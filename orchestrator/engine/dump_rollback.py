@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.conninfo import conninfo_to_dict
 
+from orchestrator.engine.outcomes import DatabaseRestoreOutcome
 from orchestrator.errors import ExitCode, GuardError, UsageError
 from orchestrator.runs import RunRecord, RunStore
 
@@ -65,13 +66,11 @@ class DumpRestorePlan:
 def dump_restore_plan(record: RunRecord, url: str) -> DumpRestorePlan:
     """The restore for ``record`` (pure); UsageError when the run's backup is not a dump or
     its migrate step ended having applied nothing."""
-    from orchestrator.engine.outcomes import BackupOutcome, MigrateOutcome
-
-    backup = BackupOutcome.of(record)
-    if backup.kind != "pg_dump" or not backup.path or not backup.sha256:
+    backup = record.steps.backup
+    if backup is None or backup.kind != "pg_dump" or not backup.path or not backup.sha256:
         raise UsageError(f"run {record.run_id} has no pg_dump backup to restore")
-    migrate = MigrateOutcome.of(record)
-    if migrate.ended and not migrate.applied:
+    migrate = record.steps.migrate
+    if migrate is not None and not migrate.applied:
         raise UsageError(
             f"run {record.run_id} applied no migration: there is nothing to restore "
             "(production is as the run found it)"
@@ -85,7 +84,7 @@ def dump_restore_plan(record: RunRecord, url: str) -> DumpRestorePlan:
         dump=backup.path,
         sha256=backup.sha256,
         taken_at=backup.taken_at,
-        applied=migrate.applied,
+        applied=tuple(migrate.tags if migrate is not None else ()),
     )
 
 
@@ -106,7 +105,7 @@ def check_ready(plan: DumpRestorePlan, record: RunRecord, typed: str) -> None:
 
     check_confirmation(plan, typed)
     check_tools()
-    if not dump_intact(record.steps.get("backup", {})):
+    if record.steps.backup is None or not dump_intact(record.steps.backup):
         raise GuardError(
             f"the dump {plan.dump} is gone, changed (sha256 differs from the run's "
             f"{plan.sha256[:12]}…) or unreadable: nothing was restored"
@@ -222,7 +221,6 @@ def restore_from_dump(
     from orchestrator.audit import AuditTrail
     from orchestrator.database import validate_database
     from orchestrator.db import dump_restore
-    from orchestrator.engine.outcomes import ValidationOutcome
     from orchestrator.engine.run import database_url
     from orchestrator.engine.settings import journal_at, migrate_options, retry_policy, with_retries
     from orchestrator.errors import DatabaseError
@@ -276,13 +274,13 @@ def restore_from_dump(
                 raise
             adopted = True
         differences = dump_restore.differences(url, contents)
-        record.steps["database_restore"] = {
-            "database": plan.database,
-            "dump": plan.dump,
-            "sha256": plan.sha256,
-            "matches_dump": not differences,
-            "at": utc_now_iso(),
-        }
+        record.steps.database_restore = DatabaseRestoreOutcome(
+            database=plan.database,
+            dump=plan.dump,
+            sha256=plan.sha256,
+            matches_dump=not differences,
+            at=utc_now_iso(),
+        )
         store.save(record)
         if differences:
             log.error("database_restore_differs", differences=differences)
@@ -291,7 +289,7 @@ def restore_from_dump(
         report = validate_database(
             url, journal, migrate_options(playbook), retry=retry_policy(playbook)
         )
-        before = ValidationOutcome.of(record).status
+        before = record.steps.validation.status if record.steps.validation else None
         log.info("database_revalidated", status=report.status.value, before_run=before)
     return DumpRestoreResult(
         plan,

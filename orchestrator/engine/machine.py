@@ -29,16 +29,15 @@ from transitions import EventData, Machine
 
 from orchestrator.engine.observations import LiveObservations, Observations
 from orchestrator.engine.outcomes import (
-    BackupOutcome,
     MergeOutcome,
-    MigrateOutcome,
     MonitorOutcome,
+    Outcome,
     PreflightOutcome,
     ReleaseOutcome,
     ValidationOutcome,
 )
 from orchestrator.engine.steps.backup import BackupStep
-from orchestrator.engine.steps.base import Outcome, RunContext, Step
+from orchestrator.engine.steps.base import RunContext, Step
 from orchestrator.engine.steps.merge import MergeStep
 from orchestrator.engine.steps.migrate import MigrateStep, RevalidateStep, ValidateStep
 from orchestrator.engine.steps.monitor import MonitorStep
@@ -71,15 +70,33 @@ TERMINAL = frozenset({"succeeded", "halted", "failed"})
 # dump on disk, the tracking rows in the database, the commit on the remote.
 
 
+def _verdict(record: RunRecord, step: str) -> ValidationOutcome:
+    """The verdict ``step`` (validate or revalidate) recorded (empty if it has not run)."""
+    steps = record.steps
+    return (steps.validation if step == "validate" else steps.revalidate) or ValidationOutcome()
+
+
 def _status(record: RunRecord, step: str) -> str | None:
-    return ValidationOutcome.of(record, step).status
+    return _verdict(record, step).status
+
+
+def _merge(record: RunRecord) -> MergeOutcome:
+    return record.steps.merge or MergeOutcome()
+
+
+def _release(record: RunRecord) -> ReleaseOutcome:
+    return record.steps.release or ReleaseOutcome()
+
+
+def _preflight(record: RunRecord) -> PreflightOutcome:
+    return record.steps.preflight or PreflightOutcome()
 
 
 def preflight_passed(record: RunRecord, seen: Observations) -> bool:
     """Pre-flight found branches, a clean tree and a clean trial merge, and the source
     commit it pinned is in the clone."""
     commit = record.source_commit
-    preflight = PreflightOutcome.of(record)
+    preflight = _preflight(record)
     if not preflight.ok or commit is None or preflight.source_commit != commit:
         return False
     return seen.commit_exists(commit)
@@ -88,15 +105,17 @@ def preflight_passed(record: RunRecord, seen: Observations) -> bool:
 def backup_recorded(record: RunRecord, seen: Observations) -> bool:
     """A way back exists: a dump intact on disk, a restore point with its WAL position, or
     a backup the operator vouched for."""
-    backup = BackupOutcome.of(record)
+    backup = record.steps.backup
+    if backup is None:
+        return False
     if backup.kind == "pg_dump":
-        return seen.dump_intact(backup.raw)
+        return seen.dump_intact(backup)
     if backup.kind == "restore_point":
         return bool(backup.wal_lsn) and bool(backup.taken_at)
     if backup.kind == "manual":
         return bool(backup.confirmed_at)
-    if (neon := backup.neon) is not None:
-        return bool(neon.lsn) and seen.backup_branch_exists(backup.raw)
+    if backup.kind == "neon_branch":
+        return bool(backup.lsn) and seen.backup_branch_exists(backup)
     return False
 
 
@@ -124,7 +143,7 @@ def needs_migration(record: RunRecord, seen: Observations) -> bool:
 
 def migration_recorded(record: RunRecord, seen: Observations) -> bool:
     """The migrate step ended, and the database tracks every migration the run planned."""
-    if not MigrateOutcome.of(record).ended:
+    if record.steps.migrate is None:
         return False
     return record.planned_hashes.keys() <= seen.tracked_hashes()
 
@@ -140,7 +159,7 @@ def merge_pushed(record: RunRecord, seen: Observations) -> bool:
     commit, so that is not what is looked for); merged through a pull request, GitHub says
     it is merged."""
     commit = record.source_commit
-    merge = MergeOutcome.of(record)
+    merge = _merge(record)
     if not merge.pushed_commit or commit is None:
         return False
     if merge.pull_request is not None and not seen.pull_request_merged(merge.pull_request):
@@ -151,9 +170,9 @@ def merge_pushed(record: RunRecord, seen: Observations) -> bool:
 def release_live(record: RunRecord, seen: Observations) -> bool:
     """The release gate saw the pushed commit live (or a newer one containing it), and it
     is live now: the gate's sighting fresh from this process, else a look (or no gate)."""
-    release = ReleaseOutcome.of(record)
-    pushed = MergeOutcome.of(record).pushed_commit
-    if not release.live or pushed is None or release.commit != pushed:
+    release = _release(record)
+    pushed = _merge(record).pushed_commit
+    if not release.live or not pushed or release.commit != pushed:
         return False
     return seen.release_live(pushed)
 
@@ -168,7 +187,7 @@ def production_holds_release(record: RunRecord, seen: Observations) -> bool:
 
 def monitor_healthy(record: RunRecord, seen: Observations) -> bool:
     """The monitor window saw no more failures than allowed."""
-    return MonitorOutcome.of(record).healthy
+    return (record.steps.monitor or MonitorOutcome()).healthy
 
 
 Guard = Callable[[RunRecord, Observations], bool]
@@ -212,7 +231,7 @@ TRANSITIONS: tuple[Edge, ...] = (
 
 def _verdict_halt(step: str) -> Callable[[RunRecord], tuple[ExitCode, str]]:
     def halt(record: RunRecord) -> tuple[ExitCode, str]:
-        outcome = ValidationOutcome.of(record, step)
+        outcome = _verdict(record, step)
         code = {"ERROR": ExitCode.ERROR, "PARTIAL_MIGRATION": ExitCode.PARTIAL}.get(
             str(outcome.status), ExitCode.GUARD_FAILED
         )
@@ -222,7 +241,7 @@ def _verdict_halt(step: str) -> Callable[[RunRecord], tuple[ExitCode, str]]:
 
 
 def _no_backup(record: RunRecord) -> tuple[ExitCode, str]:
-    if not PreflightOutcome.of(record).ok:
+    if not _preflight(record).ok:
         return ExitCode.GUARD_FAILED, "pre-flight did not pass"
     return (
         ExitCode.GUARD_FAILED,
@@ -257,17 +276,18 @@ def _not_pushed(record: RunRecord) -> tuple[ExitCode, str]:
 
 
 def _unhealthy(record: RunRecord) -> tuple[ExitCode, str]:
-    monitor = MonitorOutcome.of(record)
-    check, detail = monitor.first_failure or (None, None)
+    monitor = record.steps.monitor or MonitorOutcome()
+    first = monitor.failed_checks[0] if monitor.failed_checks else None
     return ExitCode.MONITOR_UNHEALTHY, (
         f"monitor unhealthy: {monitor.failures} failed check(s) "
-        f"(allowed {monitor.failures_allowed}); first: {check}: {detail}"
+        f"(allowed {monitor.failures_allowed}); "
+        f"first: {first.check if first else None}: {first.detail if first else None}"
     )
 
 
 def _not_live(record: RunRecord) -> tuple[ExitCode, str]:
-    release = ReleaseOutcome.of(record)
-    commit = str(release.commit or MergeOutcome.of(record).pushed_commit)[:12]
+    release = _release(record)
+    commit = str(release.commit or _merge(record).pushed_commit)[:12]
     if release.ending == "failed":
         why = f"the deployment failed: {release.detail}"
     elif release.ending == "timeout":
@@ -278,21 +298,19 @@ def _not_live(record: RunRecord) -> tuple[ExitCode, str]:
 
 
 def _not_live_or_gone(record: RunRecord) -> tuple[ExitCode, str]:
-    release = ReleaseOutcome.of(record)
-    if release.live and release.commit == MergeOutcome.of(record).pushed_commit:
+    release = _release(record)
+    if release.live and release.commit == _merge(record).pushed_commit:
         # The gate saw it live: merge_pushed (or the fresh look of release_live) said no.
         return _release_gone(record)
     return _not_live(record)
 
 
 def _release_gone(record: RunRecord) -> tuple[ExitCode, str]:
-    preflight = PreflightOutcome.of(record)
+    preflight = _preflight(record)
     where = f"{preflight.remote}/{preflight.target or 'the target'}"
-    served = (
-        "" if ReleaseOutcome.of(record).gate == "none" else ", or production no longer serves it"
-    )
+    served = "" if _release(record).gate == "none" else ", or production no longer serves it"
     return ExitCode.GUARD_FAILED, (
-        f"the release commit {str(MergeOutcome.of(record).pushed_commit)[:12]} is no longer "
+        f"the release commit {str(_merge(record).pushed_commit)[:12]} is no longer "
         f"on {where}{served}: "
         "someone moved the branch or rolled the deployment back after the merge (the guard "
         "events say which); release it again or deploy anew"
@@ -446,11 +464,11 @@ class RunModel:
         self._stepped = None
         self.record.state = self.state
         move = Transition(
-            utc_now_iso(),
-            str(event.kwargs.get("recorded_as") or event.event.name),
-            transition.source,
-            transition.dest,
-            str(event.kwargs.get("detail") or ""),
+            at=utc_now_iso(),
+            trigger=str(event.kwargs.get("recorded_as") or event.event.name),
+            source=transition.source,
+            dest=transition.dest,
+            detail=str(event.kwargs.get("detail") or ""),
         )
         self.record.transitions.append(move)
         self.on_transition(move)

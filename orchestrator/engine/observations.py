@@ -12,9 +12,8 @@ without I/O by answering the questions with plain values.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import psycopg
 from psycopg import sql
@@ -22,7 +21,7 @@ from psycopg import sql
 from orchestrator.database import judge_database
 from orchestrator.db.connect import connect, describe
 from orchestrator.db.retry import call_with_retry, is_transient
-from orchestrator.engine.outcomes import NeonBranchBackup
+from orchestrator.engine.outcomes import BackupOutcome
 from orchestrator.engine.steps.backup import dump_intact
 from orchestrator.engine.steps.base import RunContext
 from orchestrator.engine.steps.pull_request import api_of
@@ -49,11 +48,11 @@ class Observations(Protocol):
         """Whether the operator's clone has ``commit``."""
         ...
 
-    def dump_intact(self, outcome: Mapping[str, Any]) -> bool:
+    def dump_intact(self, outcome: BackupOutcome) -> bool:
         """Whether a recorded dump is on disk, with its recorded digest, and readable."""
         ...
 
-    def backup_branch_exists(self, outcome: Mapping[str, Any]) -> bool:
+    def backup_branch_exists(self, outcome: BackupOutcome) -> bool:
         """Whether a recorded Neon backup branch still exists (the Neon API says so)."""
         ...
 
@@ -99,13 +98,14 @@ class LiveObservations:
             return False
         return True
 
-    def dump_intact(self, outcome: Mapping[str, Any]) -> bool:
+    def dump_intact(self, outcome: BackupOutcome) -> bool:
         return dump_intact(outcome)
 
-    def backup_branch_exists(self, outcome: Mapping[str, Any]) -> bool:
+    def backup_branch_exists(self, outcome: BackupOutcome) -> bool:
+        if not outcome.branch_id:
+            return False
         api = neon_api(self.ctx.playbook, self.ctx.environ)
-        branch = NeonBranchBackup.of(outcome).branch_id
-        return bool(branch) and api.get_branch(branch) is not None
+        return api.get_branch(outcome.branch_id) is not None
 
     def pull_request_merged(self, number: int) -> bool:
         return api_of(self.ctx).get_pull(number).merged

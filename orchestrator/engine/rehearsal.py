@@ -243,7 +243,7 @@ class _Walk:
         def rehearse_step(step: Step) -> None:
             nonlocal acting
             acting = step.name
-            record.steps[step.name] = REHEARSALS[step.name](rehearsal)
+            record.steps.record(step.name, REHEARSALS[step.name](rehearsal))
 
         # The machine runs each state's steps (here in their rehearsal form) and judges
         # its edges exactly as it does for a deploy (see machine.RunModel).

@@ -39,18 +39,28 @@ from orchestrator.db.connect import connect, describe
 from orchestrator.db.migrator import MigrateOptions, MigrationFailed, excerpt
 from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.engine.dry_run import DryRun
-from orchestrator.engine.outcomes import MergeOutcome, ValidationOutcome
+from orchestrator.engine.outcomes import (
+    AppliedMigration,
+    BackupOutcome,
+    FailedCheck,
+    MergeOutcome,
+    MigrateOutcome,
+    MonitorOutcome,
+    Outcome,
+    PreflightOutcome,
+    ReleaseOutcome,
+    ValidationOutcome,
+)
 from orchestrator.engine.platform_rehearsal import predict_pull_request, predict_release
 from orchestrator.engine.settings import retry_policy
 from orchestrator.engine.steps.backup import restore_point
-from orchestrator.engine.steps.base import Outcome
 from orchestrator.engine.steps.migrate import summarize
 from orchestrator.engine.steps.preflight import baseline_checks, unhealthy_before
 from orchestrator.errors import GuardError, UsageError
 from orchestrator.gitrepo import TrialMerge
 from orchestrator.monitor import CheckResult, http_check, judge_row, sql_check
 from orchestrator.playbook import Playbook
-from orchestrator.runs import RunRecord
+from orchestrator.runs import PlannedMigration, RunRecord
 from orchestrator.shadow import ShadowSpec
 from orchestrator.validation import Verdict, validate
 
@@ -99,10 +109,10 @@ class RehearsedWorld:
     def commit_exists(self, commit: str) -> bool:
         return commit == self.rehearsal.merge.source_commit
 
-    def dump_intact(self, outcome: Mapping[str, Any]) -> bool:
+    def dump_intact(self, outcome: BackupOutcome) -> bool:
         return True  # written and verified by pg_restore --list before the guard looks
 
-    def backup_branch_exists(self, outcome: Mapping[str, Any]) -> bool:
+    def backup_branch_exists(self, outcome: BackupOutcome) -> bool:
         return True  # created (and waited for) before the guard looks
 
     def pull_request_merged(self, number: int) -> bool:
@@ -115,11 +125,11 @@ class RehearsedWorld:
         # What production would hold after the migrations: the rehearsed revalidate's (or,
         # nothing to migrate, validate's) verdict; nobody changes it during a rehearsal.
         steps = self.rehearsal.record.steps
-        outcome = steps.get("revalidate") or steps.get("validate") or {}
-        return str(outcome.get("status"))
+        verdict = steps.revalidate or steps.validation or ValidationOutcome()
+        return str(verdict.status)
 
 
-def _rehearse_preflight(r: Rehearsal) -> Outcome:
+def _rehearse_preflight(r: Rehearsal) -> PreflightOutcome:
     """Done before the database is chosen (the journal comes from the trial merge); with
     github_pr, the pull request as GitHub judged it (an unmergeable one halts here)."""
     if r.run.platforms is not None:
@@ -129,14 +139,14 @@ def _rehearse_preflight(r: Rehearsal) -> Outcome:
     for result in baseline_checks(r.playbook):  # production already down halts the deploy
         if not result.ok:
             raise GuardError(unhealthy_before(result))
-    return {"ok": True, "source_commit": r.merge.source_commit, "outcome": r.merge.outcome}
+    return PreflightOutcome(ok=True, source_commit=r.merge.source_commit)
 
 
-def _rehearse_backup_step(r: Rehearsal) -> Outcome:
+def _rehearse_backup_step(r: Rehearsal) -> BackupOutcome:
     return _rehearse_backup(r.run, r.playbook, r.url, copy=r.real)
 
 
-def _rehearse_validate(r: Rehearsal) -> Outcome:
+def _rehearse_validate(r: Rehearsal) -> ValidationOutcome:
     report, r.history = judge_database(
         r.url,
         r.journal,
@@ -147,20 +157,20 @@ def _rehearse_validate(r: Rehearsal) -> Outcome:
         history=r.history,
     )
     r.run.report = report
-    r.record.planned = [{"tag": m.tag, "hash": m.hash} for m in report.pending]
+    r.record.planned = [PlannedMigration(tag=m.tag, hash=m.hash) for m in report.pending]
     r.tracked_after = report.tracked_hashes
     findings = [f"[{f.code}] {f.message}" for f in report.findings]
     r.run.step("validate", f"verdict {report.status.value}", findings)
     return summarize(report)
 
 
-def _rehearse_migrate(r: Rehearsal) -> Outcome:
-    if ValidationOutcome.of(r.record).status == Verdict.SAFE.value:
+def _rehearse_migrate(r: Rehearsal) -> MigrateOutcome:
+    if (r.record.steps.validation or ValidationOutcome()).status == Verdict.SAFE.value:
         r.run.skip("migrate", "every migration is already applied")
         r.run.predicted = r.run.report
         r.sql_results = _sql_checks_now(r)
-        return {"applied": [], "skipped": "validate said SAFE"}
-    pending_tags = [p["tag"] for p in r.record.planned]
+        return MigrateOutcome(skipped="validate said SAFE")
+    pending_tags = [p.tag for p in r.record.planned]
     pending = [m for m in r.journal.migrations if m.tag in pending_tags]
     r.run.details["migrate"] = _statements(pending)
     from orchestrator.analysis.nontransactional import nontransactional_statements
@@ -221,7 +231,9 @@ def _rehearse_migrate(r: Rehearsal) -> Outcome:
     r.tracked_after = after.tracked_hashes | unrun
     details = _statements(pending) + notes + _locks(r.journal, pending_tags)
     r.run.step("migrate", summary, details)
-    return {"applied": [{"tag": tag} for tag in applied], "after": after.status.value}
+    return MigrateOutcome(
+        applied=[AppliedMigration(tag=tag) for tag in applied], after=after.status.value
+    )
 
 
 def _locks(journal: Journal, tags: list[str]) -> list[str]:
@@ -232,7 +244,7 @@ def _locks(journal: Journal, tags: list[str]) -> list[str]:
     return [f"{m.tag} locks {lock.description}" for m in plan.migrations for lock in m.locks]
 
 
-def _rehearse_revalidate(r: Rehearsal) -> Outcome:
+def _rehearse_revalidate(r: Rehearsal) -> ValidationOutcome:
     after = r.run.predicted
     assert after is not None  # migrate rehearsed before
     where = "on the copy" if r.real else "inside the rehearsal transaction"
@@ -242,7 +254,7 @@ def _rehearse_revalidate(r: Rehearsal) -> Outcome:
     return summarize(after)
 
 
-def _rehearse_merge(r: Rehearsal) -> Outcome:
+def _rehearse_merge(r: Rehearsal) -> MergeOutcome:
     spec = r.playbook.git
     if spec.via == "github_pr":
         r.run.step(
@@ -251,24 +263,24 @@ def _rehearse_merge(r: Rehearsal) -> Outcome:
             f"pinned to {r.merge.source_commit[:12]} ({r.merge.outcome} in a scratch "
             "repository; nothing merged)",
         )
-        return {"pushed_commit": None if r.merge.conflicts else "(rehearsal: not merged)"}
+        return MergeOutcome(pushed_commit=None if r.merge.conflicts else "(rehearsal: not merged)")
     r.run.step(
         "merge",
         f"would {r.merge.outcome} {spec.source} into {spec.target} and push to {spec.remote} "
         "(rehearsed in a scratch repository; nothing pushed)",
     )
-    return {"pushed_commit": None if r.merge.conflicts else "(rehearsal: not pushed)"}
+    return MergeOutcome(pushed_commit=None if r.merge.conflicts else "(rehearsal: not pushed)")
 
 
-def _rehearse_release(r: Rehearsal) -> Outcome:
+def _rehearse_release(r: Rehearsal) -> ReleaseOutcome:
     """The release gate: its endpoint or API must answer now (else the gate would halt)."""
-    commit = MergeOutcome.of(r.record).pushed_commit
+    commit = (r.record.steps.merge or MergeOutcome()).pushed_commit
     if r.run.platforms is not None and r.playbook.release is not None:
         r.run.step("release", predict_release(r.run.platforms, r.playbook))
-    return {"live": True, "commit": commit, "gate": "rehearsal"}
+    return ReleaseOutcome(live=True, commit=commit, gate="rehearsal")
 
 
-def _rehearse_monitor_step(r: Rehearsal) -> Outcome:
+def _rehearse_monitor_step(r: Rehearsal) -> MonitorOutcome:
     return _rehearse_monitor(r.run, r.playbook, r.sql_results)
 
 
@@ -285,7 +297,7 @@ REHEARSALS: Mapping[str, Callable[[Rehearsal], Outcome]] = {
 }
 
 
-def _rehearse_backup(run: DryRun, playbook: Playbook, url: str, *, copy: bool) -> Outcome:
+def _rehearse_backup(run: DryRun, playbook: Playbook, url: str, *, copy: bool) -> BackupOutcome:
     """Check what the backup step needs; raise (a halt) when it could not succeed."""
     backup = playbook.backup
     if backup.kind == "pg_dump":
@@ -293,7 +305,7 @@ def _rehearse_backup(run: DryRun, playbook: Playbook, url: str, *, copy: bool) -
         if missing:
             raise UsageError(f"backup kind pg_dump needs {', '.join(missing)}")
     point = restore_point(url)
-    where = f"{point['database']} at {point['taken_at']}, WAL {point['wal_lsn']}"
+    where = f"{point.database} at {point.taken_at}, WAL {point.wal_lsn}"
     if copy:
         run.step(
             "backup",
@@ -307,17 +319,19 @@ def _rehearse_backup(run: DryRun, playbook: Playbook, url: str, *, copy: bool) -
     elif backup.kind == "neon_branch" and playbook.neon is not None:
         run.step(
             "backup",
-            f"would branch Neon branch {playbook.neon.branch} at WAL {point['wal_lsn']} "
+            f"would branch Neon branch {playbook.neon.branch} at WAL {point.wal_lsn} "
             f"(project {playbook.neon.project_id}); database {where}",
         )
     else:
         run.step("backup", f"would ask the operator to confirm a backup; database {where}")
     if backup.kind == "manual":
-        return {"kind": "manual", "confirmed_at": "(rehearsal: the operator would be asked)"}
-    return {**point, "kind": backup.kind, "lsn": point["wal_lsn"]}
+        return BackupOutcome(kind="manual", confirmed_at="(rehearsal: the operator would be asked)")
+    return point.model_copy(update={"kind": backup.kind, "lsn": point.wal_lsn})
 
 
-def _rehearse_monitor(run: DryRun, playbook: Playbook, sql_results: list[CheckResult]) -> Outcome:
+def _rehearse_monitor(
+    run: DryRun, playbook: Playbook, sql_results: list[CheckResult]
+) -> MonitorOutcome:
     """Every check once: HTTP against production now, SQL as gathered before. A result that
     says nothing of production (an SQL check on an empty copy) is shown, never counted."""
     spec = playbook.monitor
@@ -336,12 +350,12 @@ def _rehearse_monitor(run: DryRun, playbook: Playbook, sql_results: list[CheckRe
     window = f"then {spec.duration:g}s of checks every {spec.interval:g}s"
     run.step("monitor", f"{summary}; {window}", details)
     # What the deploy's monitor would conclude from the same answers.
-    return {
-        "healthy": len(failed) <= spec.failures_allowed,
-        "failures": len(failed),
-        "failures_allowed": spec.failures_allowed,
-        "failed_checks": [{"check": r.name, "detail": r.detail} for r in failed],
-    }
+    return MonitorOutcome(
+        healthy=len(failed) <= spec.failures_allowed,
+        failures=len(failed),
+        failures_allowed=spec.failures_allowed,
+        failed_checks=[FailedCheck(check=r.name, detail=r.detail) for r in failed],
+    )
 
 
 def _mark(result: CheckResult) -> str:

@@ -19,7 +19,7 @@ from orchestrator.runs import RunRecord
 
 def applied_by_run(record: RunRecord) -> list[str]:
     """Tags of the migrations this run applied."""
-    return list(MigrateOutcome.of(record).applied)
+    return (record.steps.migrate or MigrateOutcome()).tags
 
 
 def database_steps(record: RunRecord, url_env: str = "DATABASE_URL") -> list[str]:
@@ -27,7 +27,7 @@ def database_steps(record: RunRecord, url_env: str = "DATABASE_URL") -> list[str
     applied = applied_by_run(record)
     if not applied:
         return ["Database: this run applied no migration; nothing to restore."]
-    backup = BackupOutcome.of(record)
+    backup = record.steps.backup or BackupOutcome()
     lines = [
         f"Database: this run applied {', '.join(applied)}. If the previous code works on the "
         "new schema (additive migrations), reverting the code is enough; restore only if the "
@@ -47,13 +47,13 @@ def database_steps(record: RunRecord, url_env: str = "DATABASE_URL") -> list[str
             f"{backup.path} (sha256 {(backup.sha256 or '')[:12]}…): exactly the dumped "
             "schema and rows, in one transaction, checked against the dump"
         )
-    elif (neon := backup.neon) is not None:
+    elif backup.kind == "neon_branch":
         lines.append(
-            f"  Restore Neon branch {neon.production} ({neon.production_id}) "
-            f"from the backup branch {neon.branch_name} ({neon.branch_id}), LSN "
-            f"{neon.lsn}: POST /projects/{neon.project_id}/branches/"
-            f"{neon.production_id}/restore with source_branch_id "
-            f"{neon.branch_id} and preserve_under_name (console: Restore)."
+            f"  Restore Neon branch {backup.parent_branch} ({backup.parent_branch_id}) "
+            f"from the backup branch {backup.branch_name} ({backup.branch_id}), LSN "
+            f"{backup.lsn}: POST /projects/{backup.project_id}/branches/"
+            f"{backup.parent_branch_id}/restore with source_branch_id "
+            f"{backup.branch_id} and preserve_under_name (console: Restore)."
         )
     elif backup.kind == "manual":
         lines.append(f"  Restore the backup the operator confirmed at {backup.confirmed_at}.")
@@ -66,8 +66,8 @@ def database_steps(record: RunRecord, url_env: str = "DATABASE_URL") -> list[str
 
 def code_steps(record: RunRecord) -> list[str]:
     """The exact git commands to revert the pushed merge, if there was one."""
-    merge = MergeOutcome.of(record)
-    preflight = PreflightOutcome.of(record)
+    merge = record.steps.merge or MergeOutcome()
+    preflight = record.steps.preflight or PreflightOutcome()
     if not merge.pushed_commit:
         return ["Code: nothing was merged or pushed; the target branch is as it was."]
     result = merge.as_result()
@@ -108,8 +108,8 @@ def revert_through_pull_request(ctx: RunContext) -> tuple[str, str]:
     from it into the target; the revert commit and the pull request's URL."""
     from orchestrator.engine.steps.pull_request import api_of  # the GitHub client, logged
 
-    merge = MergeOutcome.of(ctx.record)
-    preflight = PreflightOutcome.of(ctx.record)
+    merge = ctx.record.steps.merge or MergeOutcome()
+    preflight = ctx.record.steps.preflight or PreflightOutcome()
     branch = revert_branch(ctx.record.run_id)
     api = api_of(ctx)  # a missing token stops here, before anything is pushed
     commit = revert_release_on_branch(
@@ -132,8 +132,8 @@ def revert_through_pull_request(ctx: RunContext) -> tuple[str, str]:
 
 def revert_code(ctx: RunContext) -> str:
     """Revert the run's pushed merge on the remote; returns the pushed revert commit."""
-    merge = MergeOutcome.of(ctx.record)
-    preflight = PreflightOutcome.of(ctx.record)
+    merge = ctx.record.steps.merge or MergeOutcome()
+    preflight = ctx.record.steps.preflight or PreflightOutcome()
     return revert_release(
         ctx.repo,
         preflight.remote,

@@ -38,7 +38,7 @@ from orchestrator.engine.machine import (
     reopen_trigger,
 )
 from orchestrator.engine.observations import LiveObservations
-from orchestrator.engine.outcomes import HaltOutcome, MergeOutcome, PreflightOutcome
+from orchestrator.engine.outcomes import HaltOutcome, Outcome, PreflightOutcome, RollbackOutcome
 from orchestrator.engine.rollback import revert_code, revert_through_pull_request, rollback_plan
 from orchestrator.engine.settings import journal_at, migrations_path, retry_policy, with_retries
 from orchestrator.engine.steps.backup import check_dump_path
@@ -286,7 +286,7 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
     record = store.load(run_id) if run_id else store.newest_unfinished()
     if record.state == "succeeded":
         raise UsageError(f"run {record.run_id} already succeeded: there is nothing to resume")
-    if "rollback" in record.steps:
+    if record.steps.rollback is not None:
         raise UsageError(f"run {record.run_id} was rolled back: start a new deploy instead")
     if store.abandoned(record.run_id) is not None:
         raise UsageError(f"run {record.run_id} was abandoned: start a new deploy instead")
@@ -481,13 +481,18 @@ def _run_step(ctx: RunContext, step: Step) -> None:
     with beating:
         outcome = step.done(ctx)
         if outcome is not None:
-            ctx.log.info("step_already_done", step=step.name, outcome=outcome)
+            ctx.log.info("step_already_done", step=step.name, outcome=_logged(outcome))
         else:
             _ensure_database_lock(ctx)
             outcome = step.run(ctx)
-    ctx.record.steps[step.name] = outcome
+    ctx.record.steps.record(step.name, outcome)
     ctx.store.save(ctx.record)
-    ctx.log.info("step_end", step=step.name, outcome=outcome)
+    ctx.log.info("step_end", step=step.name, outcome=_logged(outcome))
+
+
+def _logged(outcome: Outcome) -> dict[str, Any]:
+    """An outcome as the audit trail holds it: as ``state.json`` does."""
+    return outcome.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def _ensure_database_lock(ctx: RunContext) -> None:
@@ -517,7 +522,7 @@ def _stop(ctx: RunContext, model: RunModel, exc: OrchestratorError) -> None:
     # "halted": a guard or the operator stopped a run whose state is understood.
     failed = isinstance(exc, DatabaseError | MigrationFailed) or type(exc) is OrchestratorError
     trigger = "fail" if failed else "halt"
-    record.steps["halt"] = HaltOutcome.entry(model.state, str(exc), utc_now_iso())
+    record.steps.halt = HaltOutcome(stopped_in=model.state, reason=str(exc), at=utc_now_iso())
     record.halt_reason = str(exc)
     record.exit_code = int(exc.exit_code)
     record.rollback_plan = rollback_plan(record, ctx.playbook.database.url_env)
@@ -533,7 +538,7 @@ def _stop(ctx: RunContext, model: RunModel, exc: OrchestratorError) -> None:
 def _reopen(ctx: RunContext, model: RunModel) -> None:
     """Resume a halted or failed run from the state it stopped in (through the machine)."""
     record = ctx.record
-    previous = HaltOutcome.of(record).stopped_in
+    previous = record.steps.halt.stopped_in if record.steps.halt is not None else None
     if not previous or previous in TERMINAL:
         raise UsageError(f"run {record.run_id} cannot be resumed: unknown stopping point")
     record.halt_reason = None
@@ -572,30 +577,29 @@ def rollback(run_id: str, store: RunStore, interaction: Interaction) -> Rollback
     record = store.load(run_id)
     playbook = pinned_playbook(record)
     plan = rollback_plan(record, playbook.database.url_env)
-    if not MergeOutcome.of(record).pushed_commit:
+    merge = record.steps.merge
+    if merge is None or not merge.pushed_commit:
         return RollbackResult(None, plan)
     url = interaction.environ.get(playbook.database.url_env, "")
     with store.lock(record.run_id), open_run(playbook, record, store, url, interaction) as ctx:
         log = ctx.log
         log.info("rollback_plan", plan=plan)
-        preflight = PreflightOutcome.of(record)
+        preflight = record.steps.preflight or PreflightOutcome()
         question = f"Revert the release on {preflight.remote}/{preflight.target}"
         if not interaction.confirm(question):
             raise GuardError("rollback not confirmed: nothing was changed")
         pull_request: str | None = None
         try:
-            if MergeOutcome.of(record).pull_request is not None:
+            if merge.pull_request is not None:
                 commit, pull_request = revert_through_pull_request(ctx)
             else:
                 commit = revert_code(ctx)
         except OrchestratorError as exc:
             log.error("rollback_failed", reason=str(exc))
             raise
-        record.steps["rollback"] = {
-            "reverted_commit": commit,
-            "pull_request_url": pull_request,
-            "at": utc_now_iso(),
-        }
+        record.steps.rollback = RollbackOutcome(
+            reverted_commit=commit, pull_request_url=pull_request, at=utc_now_iso()
+        )
         store.save(record)
         log.info("rollback_pushed", reverted_commit=commit, pull_request_url=pull_request)
         return RollbackResult(commit, plan, pull_request)

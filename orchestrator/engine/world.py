@@ -42,7 +42,7 @@ def changes_since(record: RunRecord, now: WorldNow) -> list[str]:
     """Why ``record`` cannot safely continue in the world ``now`` (empty: it can). Pure."""
     reasons: list[str] = []
     pinned = record.source_commit
-    preflight = PreflightOutcome.of(record)
+    preflight = record.steps.preflight or PreflightOutcome()
     if pinned is None:
         return reasons  # nothing pinned yet: the run starts from pre-flight again
     if not now.source_merged:
@@ -57,7 +57,7 @@ def changes_since(record: RunRecord, now: WorldNow) -> list[str]:
                 f"the target branch {preflight.target} was pushed by someone else "
                 f"(was {str(planned_target)[:12]}, now {now.target_tip[:12]})"
             )
-    if "validate" in record.steps:
+    if record.steps.validation is not None:
         expected = set(record.tracked_before) | set(record.planned_hashes)
         foreign = sorted(now.tracked_hashes - expected)
         if foreign:
@@ -114,8 +114,8 @@ def _merge_commits(
 ) -> list[str | None]:
     """The commit the run's merge recorded, else the one GitHub says the run's pull request
     was merged as (asked only when it went through one and nothing was recorded)."""
-    pushed = MergeOutcome.of(record).pushed_commit
-    number = PreflightOutcome.of(record).pull_request
+    pushed = (record.steps.merge or MergeOutcome()).pushed_commit
+    number = (record.steps.preflight or PreflightOutcome()).pull_request
     if pushed or number is None or environ is None or playbook.git.via != "github_pr":
         return [pushed]
     try:

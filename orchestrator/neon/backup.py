@@ -5,8 +5,8 @@ migrating, made through the Neon API; the guard checks it still exists.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
+from orchestrator.engine.outcomes import BackupOutcome
 from orchestrator.errors import GuardError, UsageError
 from orchestrator.neon.api import Branch, NeonApi
 from orchestrator.playbook import Playbook
@@ -45,24 +45,24 @@ def production_branch(api: NeonApi, playbook: Playbook) -> Branch:
 
 
 def take_branch_backup(
-    api: NeonApi, playbook: Playbook, run_id: str, point: Mapping[str, Any]
-) -> dict[str, Any]:
+    api: NeonApi, playbook: Playbook, run_id: str, point: BackupOutcome
+) -> BackupOutcome:
     """Branch production at the restore point's LSN (reusing this run's branch if a killed
     attempt already made it); the outcome to record."""
     assert playbook.neon is not None
     production = production_branch(api, playbook)
     name = backup_branch_name(run_id)
     branch = api.find_branch(name) or api.create_branch(
-        parent_id=production.id, parent_lsn=str(point["wal_lsn"]), name=name
+        parent_id=production.id, parent_lsn=str(point.wal_lsn), name=name
     )
-    return {
-        "kind": "neon_branch",
-        "project_id": playbook.neon.project_id,
-        "branch_id": branch.id,
-        "branch_name": branch.name,
-        "parent_branch_id": production.id,
-        "parent_branch": playbook.neon.branch,
-        "lsn": branch.parent_lsn or point["wal_lsn"],
-        "taken_at": point["taken_at"],
-        "database": point.get("database"),
-    }
+    return BackupOutcome(
+        kind="neon_branch",
+        project_id=playbook.neon.project_id,
+        branch_id=branch.id,
+        branch_name=branch.name,
+        parent_branch_id=production.id,
+        parent_branch=playbook.neon.branch,
+        lsn=branch.parent_lsn or point.wal_lsn,
+        taken_at=point.taken_at,
+        database=point.database,
+    )

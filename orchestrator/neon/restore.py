@@ -20,7 +20,7 @@ from psycopg.conninfo import conninfo_to_dict
 from orchestrator.audit import AuditTrail
 from orchestrator.database import validate_database
 from orchestrator.db.retry import OnRetry
-from orchestrator.engine.outcomes import BackupOutcome, MigrateOutcome, ValidationOutcome
+from orchestrator.engine.outcomes import BackupOutcome, DatabaseRestoreOutcome
 from orchestrator.engine.rollback import database_steps
 from orchestrator.errors import ExitCode, GuardError, UsageError
 from orchestrator.neon.backup import neon_api
@@ -74,10 +74,9 @@ def restore_plan(record: RunRecord, url_env: str = "DATABASE_URL") -> RestorePla
     """The restore for ``record`` (pure); UsageError when there is none to perform: the
     backup is not a Neon branch (the message says what to do instead), or the run applied
     no migration."""
-    backup = BackupOutcome.of(record)
-    applied = MigrateOutcome.of(record).applied
-    neon = backup.neon
-    if neon is None:
+    backup = record.steps.backup or BackupOutcome()
+    applied = record.steps.migrate.tags if record.steps.migrate is not None else []
+    if backup.kind != "neon_branch":
         if not applied:
             instead = "it applied no migration, so there is nothing to restore"
         else:
@@ -96,14 +95,14 @@ def restore_plan(record: RunRecord, url_env: str = "DATABASE_URL") -> RestorePla
         )
     return RestorePlan(
         run_id=record.run_id,
-        project_id=neon.project_id,
-        production=neon.production,
-        production_id=neon.production_id,
-        backup_id=neon.branch_id,
-        backup_name=neon.branch_name,
-        lsn=neon.lsn,
+        project_id=backup.project_id or "",
+        production=backup.parent_branch or "",
+        production_id=backup.parent_branch_id or "",
+        backup_id=backup.branch_id or "",
+        backup_name=backup.branch_name or "",
+        lsn=backup.lsn,
         preserve_as=preserve_name(record.run_id),
-        applied=applied,
+        applied=tuple(applied),
     )
 
 
@@ -238,13 +237,13 @@ def restore_production(
         except Exception as exc:
             log.error("database_restore_failed", reason=str(exc))
             raise
-        record.steps["database_restore"] = {
-            "branch_id": plan.production_id,
-            "source_branch_id": plan.backup_id,
-            "source_lsn": plan.lsn,
-            "preserved_as": plan.preserve_as,
-            "at": utc_now_iso(),
-        }
+        record.steps.database_restore = DatabaseRestoreOutcome(
+            branch_id=plan.production_id,
+            source_branch_id=plan.backup_id,
+            source_lsn=plan.lsn,
+            preserved_as=plan.preserve_as,
+            at=utc_now_iso(),
+        )
         store.save(record)
         log.info("database_restore_finished", preserved_as=plan.preserve_as)
 
@@ -261,6 +260,6 @@ def restore_production(
             retry=retry_policy(playbook),
             on_retry=retried,
         )
-        before = ValidationOutcome.of(record).status
+        before = record.steps.validation.status if record.steps.validation else None
         log.info("database_revalidated", status=report.status.value, before_run=before)
     return RestoreResult(plan, before, report)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +23,7 @@ from orchestrator import children
 from orchestrator.db.connect import connect, describe
 from orchestrator.db.retry import call_with_retry, is_transient
 from orchestrator.engine.outcomes import BackupOutcome
-from orchestrator.engine.steps.base import Outcome, RunContext
+from orchestrator.engine.steps.base import RunContext
 from orchestrator.errors import DatabaseError, GuardError, UsageError
 from orchestrator.neon.backup import neon_api, take_branch_backup
 from orchestrator.redaction import redact
@@ -46,7 +45,7 @@ class BackupStep:
 
     name: str = "backup"
 
-    def run(self, ctx: RunContext) -> Outcome:
+    def run(self, ctx: RunContext) -> BackupOutcome:
         kind = ctx.playbook.backup.kind
         if kind == "restore_point":
             return call_with_retry(
@@ -61,39 +60,38 @@ class BackupStep:
         if kind == "pg_dump":
             assert ctx.playbook.backup.path is not None  # the playbook model guarantees it
             target = dump_path(ctx.playbook.backup.path, ctx.record.run_id)
-            previous = ctx.outcome(self.name)
-            adopted, moved = settle_target(target, previous or None, ctx.record.created_at)
+            previous = ctx.record.steps.backup
+            adopted, moved = settle_target(target, previous, ctx.record.created_at)
             if moved is not None:
                 ctx.log.warning("backup_moved_aside", path=str(target), moved_to=str(moved))
             if adopted is not None:
-                ctx.log.info("backup_adopted", path=str(target), sha256=adopted["sha256"])
+                ctx.log.info("backup_adopted", path=str(target), sha256=adopted.sha256)
                 return adopted
             return pg_dump(ctx.database_url, target)
         if ctx.backup_confirmed:
-            return {"kind": "manual", "confirmed_at": utc_now_iso(), "by": "--backup-confirmed"}
+            return BackupOutcome(kind="manual", confirmed_at=utc_now_iso(), by="--backup-confirmed")
         # Only a person can attest to a backup: --yes does not answer this question.
         question = "Confirm that a current backup of the production database exists"
         if ctx.ask is None or not ctx.ask(question):
             raise GuardError("no backup confirmed: the run stops before anything changes")
-        return {"kind": "manual", "confirmed_at": utc_now_iso(), "by": "operator"}
+        return BackupOutcome(kind="manual", confirmed_at=utc_now_iso(), by="operator")
 
-    def done(self, ctx: RunContext) -> Outcome | None:
+    def done(self, ctx: RunContext) -> BackupOutcome | None:
         # A backup taken by an interrupted attempt still stands (never take it twice), but
         # only if it is still there: a dump is checked on disk, not in our notes.
-        previous = ctx.outcome(self.name)
-        if not previous:
+        previous = ctx.record.steps.backup
+        if previous is None:
             return None
-        backup = BackupOutcome.parse(previous)
-        if backup.kind == "pg_dump" and not dump_intact(previous):
+        if previous.kind == "pg_dump" and not dump_intact(previous):
             return None
-        if (branch := backup.neon) is not None:
+        if previous.kind == "neon_branch":
             api = neon_api(ctx.playbook, ctx.environ)
-            if api.get_branch(branch.branch_id) is None:
+            if not previous.branch_id or api.get_branch(previous.branch_id) is None:
                 return None  # the branch is gone: take the backup again
         return previous
 
 
-def restore_point(url: str) -> Outcome:
+def restore_point(url: str) -> BackupOutcome:
     """The moment and WAL position to restore to, read from the server itself."""
     try:
         with connect(url) as conn:
@@ -105,14 +103,14 @@ def restore_point(url: str) -> Outcome:
         ) from exc
     assert row is not None
     taken_at, lsn, version, size, database = row
-    return {
-        "kind": "restore_point",
-        "taken_at": taken_at,
-        "wal_lsn": lsn,
-        "server_version": version,
-        "database_size_bytes": int(str(size)),
-        "database": database,
-    }
+    return BackupOutcome(
+        kind="restore_point",
+        taken_at=str(taken_at),
+        wal_lsn=None if lsn is None else str(lsn),  # NULL on a standby not replaying
+        server_version=str(version),
+        database_size_bytes=int(str(size)),
+        database=str(database),
+    )
 
 
 def check_dump_path(configured: Path) -> None:
@@ -135,7 +133,7 @@ def dump_path(configured: Path, run_id: str) -> Path:
     return configured
 
 
-def pg_dump(url: str, target: Path) -> Outcome:
+def pg_dump(url: str, target: Path) -> BackupOutcome:
     """Write a custom-format dump to ``target`` and verify it with ``pg_restore --list``.
 
     The dump is written to ``.<name>.partial`` beside the target, readable by its owner
@@ -177,12 +175,12 @@ def pg_dump(url: str, target: Path) -> Outcome:
     # adopts on resume, never a renamed file whose digest nobody computed.
     outcome = _dump_outcome(partial, len(entries))
     os.replace(partial, target)
-    return {**outcome, "path": str(target)}
+    return outcome.model_copy(update={"path": str(target)})
 
 
 def settle_target(
-    target: Path, recorded: Mapping[str, Any] | None, run_started: str
-) -> tuple[Outcome | None, Path | None]:
+    target: Path, recorded: BackupOutcome | None, run_started: str
+) -> tuple[BackupOutcome | None, Path | None]:
     """What to do with a file already at the dump's ``target`` before dumping: ``(adopted
     outcome, None)`` or ``(None, where it was moved)``; ``(None, None)`` when there is none.
 
@@ -193,22 +191,23 @@ def settle_target(
     """
     if not target.exists():
         return None, None
-    if not recorded and _written_since(target, run_started):
+    if recorded is None and _written_since(target, run_started):
         entries = _listing(target)
         if entries is not None:
-            return {**_dump_outcome(target, len(entries)), "adopted": True}, None
+            return _dump_outcome(target, len(entries), adopted=True), None
     return None, _move_aside(target)
 
 
-def _dump_outcome(path: Path, toc_entries: int) -> Outcome:
-    return {
-        "kind": "pg_dump",
-        "path": str(path),
-        "bytes": path.stat().st_size,
-        "sha256": _sha256(path),
-        "toc_entries": toc_entries,
-        "taken_at": utc_now_iso(),
-    }
+def _dump_outcome(path: Path, toc_entries: int, adopted: bool = False) -> BackupOutcome:
+    return BackupOutcome(
+        kind="pg_dump",
+        path=str(path),
+        bytes=path.stat().st_size,
+        sha256=_sha256(path),
+        toc_entries=toc_entries,
+        taken_at=utc_now_iso(),
+        adopted=adopted,
+    )
 
 
 def _written_since(path: Path, moment: str) -> bool:
@@ -235,9 +234,8 @@ def partial_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.partial")
 
 
-def dump_intact(outcome: Mapping[str, Any]) -> bool:
+def dump_intact(recorded: BackupOutcome) -> bool:
     """Whether a recorded dump is still on disk, with its digest, and readable."""
-    recorded = BackupOutcome.parse(outcome)
     path = Path(recorded.path or "")
     if not recorded.path or not path.is_file() or _sha256(path) != recorded.sha256:
         return False

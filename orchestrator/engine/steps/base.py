@@ -2,8 +2,8 @@
 
 A step is a small object with two methods:
 
-- ``run(ctx)`` does the work and returns its outcome as plain JSON data, which the engine
-  stores in the run record under the step's name;
+- ``run(ctx)`` does the work and returns its outcome (its model in
+  :mod:`orchestrator.engine.outcomes`), which the engine stores in the run record;
 - ``done(ctx)`` is the step's postcondition, checked against the world (database, git),
   not against the record: on resume, a step whose effect is already there is not run
   again. It returns the outcome to record, or ``None`` when the step still has to run.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import git
 from structlog.typing import FilteringBoundLogger
@@ -24,6 +24,7 @@ from orchestrator.db.retry import RetryPolicy
 from orchestrator.db.runlock import RunLock
 from orchestrator.drizzle.journal import Journal
 from orchestrator.engine.heartbeat import Heartbeat
+from orchestrator.engine.outcomes import Outcome
 from orchestrator.engine.settings import (
     journal_at,
     migrate_options,
@@ -36,8 +37,6 @@ from orchestrator.gitrepo import open_repo
 from orchestrator.playbook import Playbook
 from orchestrator.runs import RunRecord, RunStore
 from orchestrator.shadow import ShadowSpec
-
-Outcome = dict[str, Any]
 
 
 @dataclass
@@ -102,10 +101,6 @@ class RunContext:
     def on_retry(self, attempt: int, error: BaseException, wait: float) -> None:
         """Log one retry of a transient failure."""
         self.log.warning("retry", attempt=attempt, error=str(error), wait_s=round(wait, 2))
-
-    def outcome(self, step: str) -> Outcome:
-        """A previous step's recorded outcome (empty if it has not run)."""
-        return self.record.steps.get(step, {})
 
 
 class Step(Protocol):

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator.engine.outcomes import MergeOutcome, PreflightOutcome
-from orchestrator.engine.steps.base import Outcome, RunContext
+from orchestrator.engine.steps.base import RunContext
 from orchestrator.engine.steps.pull_request import api_of, await_pull
 from orchestrator.errors import GuardError
 from orchestrator.gitrepo import MergeResult, is_merged, merge_and_push, remote_tips
@@ -27,9 +27,9 @@ from orchestrator.platforms.github import GitHubApi, MergeMoved, PullRequest
 _NOT_DEPLOYED = "the database is migrated, the code is not deployed"
 
 
-def merge_outcome(result: MergeResult) -> Outcome:
-    """A merge result as plain JSON."""
-    return MergeOutcome.entry(
+def merge_outcome(result: MergeResult) -> MergeOutcome:
+    """A merge result as recorded."""
+    return MergeOutcome(
         pushed_commit=result.pushed_commit,
         previous_target_commit=result.previous_target_commit,
         merge_commit=result.merge_commit,
@@ -44,11 +44,11 @@ class MergeStep:
 
     name: str = "merge"
 
-    def run(self, ctx: RunContext) -> Outcome:
+    def run(self, ctx: RunContext) -> MergeOutcome:
         spec = ctx.playbook.git
         commit = ctx.record.source_commit
         assert commit is not None  # pinned by pre-flight
-        preflight = PreflightOutcome.of(ctx.record)
+        preflight = _preflight(ctx)
         started = (preflight.remote, preflight.target)
         if started != (spec.remote, spec.target):
             # The release goes only where pre-flight checked it would merge cleanly.
@@ -71,7 +71,7 @@ class MergeStep:
             message=f"Release {ctx.playbook.name}: merge {spec.source} into {spec.target}\n\n"
             f"orchestrator run {ctx.record.run_id}",
             # A push the run recorded and the remote lost was undone by someone: not redone.
-            own_unpushed=MergeOutcome.of(ctx.record).pushed_commit is None,
+            own_unpushed=not (ctx.record.steps.merge or MergeOutcome()).pushed_commit,
         )
         if result.continued_from is not None:
             ctx.log.warning(
@@ -83,12 +83,13 @@ class MergeStep:
             )
         return merge_outcome(result)
 
-    def done(self, ctx: RunContext) -> Outcome | None:
+    def done(self, ctx: RunContext) -> MergeOutcome | None:
         # Postcondition: the pinned source commit is on the remote target branch (and, with
         # github_pr, GitHub says the pull request is merged).
         spec = ctx.playbook.git
         commit = ctx.record.source_commit
-        number = PreflightOutcome.of(ctx.record).pull_request
+        preflight = _preflight(ctx)
+        number = preflight.pull_request
         if spec.via == "github_pr" and number is not None:
             # The commit GitHub's merge made is on the target (a squash or rebase commit
             # never contains the staging commit, so that one is not what to look for).
@@ -105,7 +106,6 @@ class MergeStep:
             )
         if commit is None or not is_merged(ctx.repo, spec.remote, spec.target, commit):
             return None
-        preflight = PreflightOutcome.of(ctx.record)
         note = (
             "already in the target before the run: nothing to merge"
             if preflight.already_merged
@@ -115,7 +115,7 @@ class MergeStep:
         previous = preflight.target_commit or tip
         parents = [p.hexsha for p in ctx.repo.commit(tip).parents]
         merge_commit = tip if len(parents) > 1 and commit in parents else None
-        return MergeOutcome.entry(
+        return MergeOutcome(
             pushed_commit=tip,
             previous_target_commit=previous,
             merge_commit=merge_commit,
@@ -124,11 +124,15 @@ class MergeStep:
         )
 
 
-def _merge_pull_request(ctx: RunContext, commit: str) -> Outcome:
+def _preflight(ctx: RunContext) -> PreflightOutcome:
+    return ctx.record.steps.preflight or PreflightOutcome()
+
+
+def _merge_pull_request(ctx: RunContext, commit: str) -> MergeOutcome:
     """Wait for running checks, merge pinned to ``commit``, fetch the merge commit."""
     github = ctx.playbook.git.github
     assert github is not None  # the playbook requires it with github_pr
-    number = PreflightOutcome.of(ctx.record).pull_request
+    number = _preflight(ctx).pull_request
     if number is None:
         raise GuardError(f"pre-flight recorded no pull request to merge: {_NOT_DEPLOYED}")
     api = api_of(ctx)
@@ -154,7 +158,7 @@ def _merge_pull_request(ctx: RunContext, commit: str) -> Outcome:
 def _merge(ctx: RunContext, api: GitHubApi, pr: PullRequest, commit: str) -> str:
     spec = ctx.playbook.git
     title = f"Release {ctx.playbook.name}: merge {spec.source} into {spec.target}"
-    method = PreflightOutcome.of(ctx.record).merge_method
+    method = _preflight(ctx).merge_method
     try:
         return api.merge_pull(
             pr.number, commit, title=f"{title} (run {ctx.record.run_id})", method=method
@@ -178,21 +182,23 @@ def previous_tip(parents: list[str], method: str, commits: int) -> int:
 
 def _pull_request_outcome(
     ctx: RunContext, pr: PullRequest, merge_commit: str, note: str | None = None
-) -> Outcome:
+) -> MergeOutcome:
     """The merge as recorded: the commit GitHub's merge made, fetched into the clone, and
     the target's tip before it."""
     spec = ctx.playbook.git
-    method = PreflightOutcome.of(ctx.record).merge_method
+    method = _preflight(ctx).merge_method
     remote_tips(ctx.repo, spec.remote, [spec.target])  # bring the merge commit in
     parents = [p.hexsha for p in ctx.repo.commit(merge_commit).parents]
     back = previous_tip(parents, method, pr.commits)
     previous = ctx.repo.git.rev_parse(f"{merge_commit}~{back}") if parents else merge_commit
-    return MergeOutcome.entry(
+    return MergeOutcome(
         pushed_commit=merge_commit,
         previous_target_commit=previous,
         merge_commit=merge_commit if len(parents) > 1 else None,
         fast_forward=False,
-        pull_request=(pr.number, pr.url),
+        via="github_pr",
+        pull_request=pr.number,
+        pull_request_url=pr.url,
         merge_method=method,
         note=note,
     )

@@ -7,24 +7,29 @@ from dataclasses import dataclass
 from orchestrator.database import judge_database, migrate_database
 from orchestrator.db.lock_retry import LockRetry
 from orchestrator.engine.observations import LiveObservations
-from orchestrator.engine.outcomes import ValidationOutcome
-from orchestrator.engine.steps.base import Outcome, RunContext
+from orchestrator.engine.outcomes import (
+    AppliedMigration,
+    Finding,
+    MigrateOutcome,
+    ValidationOutcome,
+)
+from orchestrator.engine.steps.base import RunContext
 from orchestrator.errors import GuardError
+from orchestrator.runs import PlannedMigration
 from orchestrator.validation import ValidationReport, Verdict
 
 
-def summarize(report: ValidationReport) -> Outcome:
+def summarize(report: ValidationReport) -> ValidationOutcome:
     """The part of a validation report worth keeping in the run record."""
-    return {
-        "status": report.status.value,
-        "states": {m.tag: m.state.value for m in report.migrations},
-        "pending": [m.tag for m in report.pending],
-        "findings": [
-            {"code": f.code, "migration": f.migration, "message": f.message}
-            for f in report.findings
+    return ValidationOutcome(
+        status=report.status.value,
+        states={m.tag: m.state.value for m in report.migrations},
+        pending=[m.tag for m in report.pending],
+        findings=[
+            Finding(code=f.code, migration=f.migration, message=f.message) for f in report.findings
         ],
-        "recommendation": report.recommendation,
-    }
+        recommendation=report.recommendation,
+    )
 
 
 def validate(ctx: RunContext) -> ValidationReport:
@@ -47,11 +52,11 @@ class ValidateStep:
 
     name: str = "validate"
 
-    def run(self, ctx: RunContext) -> Outcome:
+    def run(self, ctx: RunContext) -> ValidationOutcome:
         report = validate(ctx)
-        if self.name == "validate" and "validate" not in ctx.record.steps:
+        if self.name == "validate" and ctx.record.steps.validation is None:
             # The run's first look fixes what it will do; resume checks the world against it.
-            ctx.record.planned = [{"tag": m.tag, "hash": m.hash} for m in report.pending]
+            ctx.record.planned = [PlannedMigration(tag=m.tag, hash=m.hash) for m in report.pending]
             ctx.record.tracked_before = sorted(report.tracked_hashes)
         for finding in report.findings:
             ctx.log.info(
@@ -63,7 +68,7 @@ class ValidateStep:
             )
         return summarize(report)
 
-    def done(self, ctx: RunContext) -> Outcome | None:
+    def done(self, ctx: RunContext) -> ValidationOutcome | None:
         return None  # read-only: always look again
 
 
@@ -80,9 +85,10 @@ class MigrateStep:
 
     name: str = "migrate"
 
-    def run(self, ctx: RunContext) -> Outcome:
-        if ValidationOutcome.of(ctx.record).status == Verdict.SAFE.value:
-            return {"applied": [], "skipped": "validate said SAFE"}
+    def run(self, ctx: RunContext) -> MigrateOutcome:
+        verdict = ctx.record.steps.validation
+        if verdict is not None and verdict.status == Verdict.SAFE.value:
+            return MigrateOutcome(skipped="validate said SAFE")
 
         def confirm(report: ValidationReport) -> bool:
             tags = ", ".join(m.tag for m in report.pending)
@@ -103,14 +109,15 @@ class MigrateStep:
             on_lock_retry=lambda event: _lock_retry(ctx, event),
             on_note=lambda note: _note(ctx, note),
         )
-        return {
-            "applied": [
-                {"tag": a.tag, "hash": a.hash, "created_at": a.created_at} for a in result.applied
+        return MigrateOutcome(
+            applied=[
+                AppliedMigration(tag=a.tag, hash=a.hash, created_at=a.created_at)
+                for a in result.applied
             ],
-            "after": result.after.status.value,
-        }
+            after=result.after.status.value,
+        )
 
-    def done(self, ctx: RunContext) -> Outcome | None:
+    def done(self, ctx: RunContext) -> MigrateOutcome | None:
         # Postcondition, the migration_recorded guard's own check: the database tracks every
         # hash the run planned (read now). The migrator writes a tracking row in the same
         # transaction as its statements (a non-transactional one last, once every statement
@@ -123,14 +130,14 @@ class MigrateStep:
         if not set(planned) <= LiveObservations(ctx).tracked_hashes():
             return None
         journal = {m.tag: m for m in ctx.journal.migrations}
-        return {
-            "applied": [
-                {"tag": tag, "hash": digest, "created_at": journal[tag].when}
+        return MigrateOutcome(
+            applied=[
+                AppliedMigration(tag=tag, hash=digest, created_at=journal[tag].when)
                 for digest, tag in planned.items()
                 if tag in journal
             ],
-            "note": "found applied on resume: the interrupted attempt committed",
-        }
+            note="found applied on resume: the interrupted attempt committed",
+        )
 
 
 def _lock_retry(ctx: RunContext, event: LockRetry) -> None:

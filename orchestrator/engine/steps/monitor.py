@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.engine.outcomes import MonitorOutcome
-from orchestrator.engine.steps.base import Outcome, RunContext
+from orchestrator.engine.outcomes import FailedCheck, MonitorOutcome
+from orchestrator.engine.steps.base import RunContext
 from orchestrator.monitor import Check, CheckResult, http_check, sql_check, watch
 
 
@@ -29,7 +29,7 @@ class MonitorStep:
 
     name: str = "monitor"
 
-    def run(self, ctx: RunContext) -> Outcome:
+    def run(self, ctx: RunContext) -> MonitorOutcome:
         spec = ctx.playbook.monitor
 
         def on_result(result: CheckResult, failures: int, round_number: int) -> None:
@@ -55,15 +55,17 @@ class MonitorStep:
             failures_allowed=spec.failures_allowed,
             on_result=on_result,
         )
-        return MonitorOutcome.entry(
+        return MonitorOutcome(
             healthy=report.healthy,
             rounds=report.rounds,
             failures=report.failures,
             failures_allowed=spec.failures_allowed,
             ended_early=report.ended_early,
             elapsed_s=round(report.elapsed, 3),
-            failed_checks=[(r.name, r.detail) for r in report.results if not r.ok][:20],
+            failed_checks=[
+                FailedCheck(check=r.name, detail=r.detail) for r in report.results if not r.ok
+            ][:20],
         )
 
-    def done(self, ctx: RunContext) -> Outcome | None:
+    def done(self, ctx: RunContext) -> MonitorOutcome | None:
         return None  # a resumed run watches a fresh window

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator.engine.outcomes import PreflightOutcome
-from orchestrator.engine.steps.base import Outcome, RunContext
+from orchestrator.engine.steps.base import RunContext
 from orchestrator.engine.steps.pull_request import (
     api_of,
     await_pull,
@@ -44,12 +44,13 @@ class PreflightStep:
 
     name: str = "preflight"
 
-    def run(self, ctx: RunContext) -> Outcome:
+    def run(self, ctx: RunContext) -> PreflightOutcome:
         spec = ctx.playbook.git
         result = preflight(ctx.repo, spec.remote, spec.source, spec.target)
         ctx.record.source_commit = result.source_commit
         journal = ctx.journal  # bad migrations at the source commit stop the run here
-        outcome = PreflightOutcome.entry(
+        outcome = PreflightOutcome(
+            ok=True,
             repo=str(spec.repo),
             remote=spec.remote,
             source=spec.source,
@@ -63,11 +64,11 @@ class PreflightStep:
             migrations=[m.tag for m in journal.migrations],
         )
         if through_pull_request(spec.via, result.already_merged):  # the rehearsal asks too
-            outcome.update(_pull_request(ctx, result.source_commit))
+            outcome = _pull_request(ctx, result.source_commit, outcome)
         healthy_before(ctx)
         return outcome
 
-    def done(self, ctx: RunContext) -> Outcome | None:
+    def done(self, ctx: RunContext) -> PreflightOutcome | None:
         # Pre-flight is read-only and cheap; a resumed run proves it again.
         return None
 
@@ -100,9 +101,9 @@ def unhealthy_before(result: CheckResult) -> str:
     )
 
 
-def _pull_request(ctx: RunContext, pinned: str) -> Outcome:
-    """Find or open the pull request; GuardError when GitHub would not merge it, or not
-    with the playbook's merge method."""
+def _pull_request(ctx: RunContext, pinned: str, outcome: PreflightOutcome) -> PreflightOutcome:
+    """``outcome`` with the pull request found or opened and the merge method chosen;
+    GuardError when GitHub would not merge it, or not with the playbook's merge method."""
     api = api_of(ctx)
     github = ctx.playbook.git.github
     assert github is not None  # the playbook requires it with github_pr
@@ -128,8 +129,14 @@ def _pull_request(ctx: RunContext, pinned: str) -> Outcome:
         mergeable_state=pr.mergeable_state,
         note=verdict.reason,
     )
-    return PreflightOutcome.pull_request_entry(
-        pr.number, pr.url, opened=opened, mergeable_state=pr.mergeable_state, merge_method=method
+    return outcome.model_copy(
+        update={
+            "pull_request": pr.number,
+            "pull_request_url": pr.url,
+            "pull_request_opened": opened,
+            "mergeable_state": pr.mergeable_state,
+            "merge_method": method,
+        }
     )
 
 

@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from orchestrator.engine.outcomes import MergeOutcome, ReleaseOutcome
+from orchestrator.engine.outcomes import ReleaseOutcome
 from orchestrator.engine.settings import retry_policy
-from orchestrator.engine.steps.base import Outcome, RunContext
+from orchestrator.engine.steps.base import RunContext
 from orchestrator.errors import GuardError
 from orchestrator.gitrepo import fetched_contains
 from orchestrator.platforms.liveness import Sighting, judge_contained, probe_url, probe_vercel
@@ -140,17 +140,20 @@ class ReleaseStep:
     now: Callable[[], float] = field(default=time.monotonic, compare=False)
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
 
-    def run(self, ctx: RunContext) -> Outcome:
+    def run(self, ctx: RunContext) -> ReleaseOutcome:
         spec = ctx.playbook.release
-        commit = MergeOutcome.of(ctx.record).pushed_commit
-        if commit is None:
+        merge = ctx.record.steps.merge
+        commit = merge.pushed_commit if merge is not None else None
+        if not commit:
             raise GuardError("the release gate has no pushed commit to wait for")
         gate = gate_of(spec)
         if spec is None:
-            return ReleaseOutcome.entry(
-                gate,
-                "live",
-                {"commit": commit, "detail": "no release: block; the gate passes at once"},
+            return ReleaseOutcome(
+                gate=gate,
+                live=True,
+                ending="live",
+                commit=commit,
+                detail="no release: block; the gate passes at once",
             )
         _LIVE_HERE.pop(ctx.record.run_id, None)  # only this walk's own sighting counts
         look = looker(ctx)
@@ -179,12 +182,12 @@ class ReleaseStep:
                 return _outcome(gate, commit, seen, "timeout", waited, polls, spec.timeout)
             self.sleep(spec.interval)
 
-    def done(self, ctx: RunContext) -> Outcome | None:
+    def done(self, ctx: RunContext) -> ReleaseOutcome | None:
         return None  # a resumed run looks again: production may have changed meanwhile
 
 
 def _event(seen: Sighting, commit: str, waited: float, polls: int) -> dict[str, object]:
-    """What one look saw, for the audit trail (and, with how it ended, the outcome)."""
+    """What one look saw, for the audit trail."""
     return {
         "commit": commit,
         "live_commit": seen.commit,  # ours, a newer one containing it, or what is served
@@ -205,5 +208,19 @@ def _outcome(
     waited: float,
     polls: int,
     timeout: float,
-) -> Outcome:
-    return ReleaseOutcome.entry(gate, ending, _event(seen, commit, waited, polls), timeout)
+) -> ReleaseOutcome:
+    """How the gate ended (``ending``) and what it last saw."""
+    return ReleaseOutcome(
+        gate=gate,
+        live=ending == "live",
+        ending=ending,
+        commit=commit,
+        live_commit=seen.commit,
+        detail=seen.detail,
+        deployment_url=seen.url,
+        deployment_state=seen.deployment_state,
+        deployment_id=seen.deployment_id,
+        waited_s=waited,
+        polls=polls,
+        timeout_s=timeout,
+    )
