@@ -216,7 +216,8 @@ def _migrate(
         return MigrateResult(before, (), before)
     _refuse_reordering(journal, options, shadow, before)
     if not nontransactional:
-        refuse_what_postgres_refuses(journal, before.tracked_hashes, options, shadow)
+        major = None if history is None else history.server_major
+        refuse_what_postgres_refuses(journal, before.tracked_hashes, options, shadow, major=major)
     if not confirm(before):
         raise UsageError("migration not confirmed: nothing was changed")
 
@@ -280,16 +281,22 @@ TRANSACTION_LIMITS = frozenset({"25001", "55P04"})  # active_sql_transaction, un
 
 
 def refuse_what_postgres_refuses(
-    journal: Journal, tracked: frozenset[str], options: MigrateOptions, shadow: ShadowSpec
+    journal: Journal,
+    tracked: frozenset[str],
+    options: MigrateOptions,
+    shadow: ShadowSpec,
+    *,
+    major: int | None = None,
 ) -> None:
     """Run the untracked migrations on the shadow as migrate runs them (one transaction, after
     the tracked ones) and stop before production if PostgreSQL refuses: a transaction's
     limits are a usage matter (exit 2: ``--allow-concurrent``); anything else is the
     migration failing (exit 21), caught before it touched anything. The deploy's migrate
-    step and its rehearsal say the same words."""
+    step and its rehearsal say the same words. ``major``: the PostgreSQL major version the
+    folder's history was replayed on, for which the answer may be cached."""
     done = [m for m in journal.migrations if m.hash in tracked]
     untracked = [m for m in journal.migrations if m.hash not in tracked]
-    refusal = one_transaction_refusal(done, untracked, shadow)
+    refusal = one_transaction_refusal(done, untracked, shadow, major=major)
     if refusal is None:
         return
     said = f"{refusal.message} [{refusal.sqlstate}]"

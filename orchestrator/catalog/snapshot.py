@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 #: An object's properties: JSON values (text, booleans, numbers, lists of text, null).
@@ -53,7 +54,7 @@ class CatalogSnapshot:
     # or rule belongs to its table. The shadow replay re-reads only what a migration touched.
     refs: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def tracked_hashes(self) -> frozenset[str]:
         """The hashes the tracking table holds."""
         return frozenset(r.hash for r in self.tracking_rows if r.hash)

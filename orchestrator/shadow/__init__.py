@@ -100,19 +100,23 @@ def one_transaction_refusal(
     pending: Sequence[Migration],
     shadow: ShadowSpec,
     *,
+    major: int | None = None,
     environ: Mapping[str, str] = os.environ,
 ) -> ReplayFailure | None:
     """Whether PostgreSQL runs ``pending`` in one transaction after ``done``: its refusal
-    (the statement and PostgreSQL's message), or None. Asked of the shadow, and cached."""
+    (the statement and PostgreSQL's message), or None. Asked of the shadow, and cached:
+    for ``major`` (the PostgreSQL major version the folder's history was replayed on) or
+    the local server's."""
     if not pending:
         return None
     directory = cache.cache_directory(environ)
     hashes = [m.hash for m in done] + ["--"] + [m.hash for m in pending]
-    major = local_major() if shadow.url is None else None
-    key = cache.cache_key(hashes, major or 0, kind="one-transaction")
-    if major is not None and (known := cache.load(directory, key)) is not None:
-        refusal = known.get("refusal")
-        return ReplayFailure(**refusal) if isinstance(refusal, dict) else None
+    majors = [major, local_major() if shadow.url is None else None]
+    for known_major in dict.fromkeys(m for m in majors if m):
+        key = cache.cache_key(hashes, known_major, kind="one-transaction")
+        if (known := cache.load(directory, key)) is not None:
+            refusal = known.get("refusal")
+            return ReplayFailure(**refusal) if isinstance(refusal, dict) else None
     with (
         ShadowServer(shadow) as server,
         server.database() as url,
