@@ -10,7 +10,7 @@ between a shadow database and production without the schema differing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -52,7 +52,7 @@ class CatalogSnapshot:
     # ``p`` a function, ``n`` a schema, ``e`` an extension, ``o`` a constraint, ``g`` a
     # trigger, ``y`` a policy, ``w`` a rule): a column, constraint, index, trigger, policy
     # or rule belongs to its table. The shadow replay re-reads only what a migration touched.
-    refs: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    refs: Mapping[str, Sequence[str]] = field(default_factory=dict)  # (owner, itself)
 
     @cached_property
     def tracked_hashes(self) -> frozenset[str]:

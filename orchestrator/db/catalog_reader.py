@@ -3,8 +3,9 @@
 Production and the shadow database are read by the same query, so a difference between
 their snapshots is a difference between their schemas and never between two readers. The
 query is a single ``SELECT`` (one snapshot of the database, read-only by construction) that
-returns one JSON document: ``objects`` as ``[key, properties]`` pairs (see
-:mod:`orchestrator.catalog.snapshot` for the keys), the tracking table's rows, the server.
+returns one JSON document: the objects by key with their properties (see
+:mod:`orchestrator.catalog.snapshot` for the keys), who owns each, the tracking table's rows,
+the server.
 
 Left out on purpose: PostgreSQL's own schemas, objects that belong to an extension (they
 come with ``CREATE EXTENSION``), owners and privileges (they differ between a shadow server
@@ -51,25 +52,29 @@ _OBJECTS = r"""
              'row_level_security', r.relrowsecurity,
              'force_row_level_security', r.relforcerowsecurity,
              'partition_key', CASE WHEN r.relkind = 'p' THEN pg_get_partkeydef(r.oid) END,
-             'partition_of', (SELECT pn.nspname || '.' || pc.relname FROM pg_inherits i
-                              JOIN pg_class pc ON pc.oid = i.inhparent
-                              JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-                              WHERE i.inhrelid = r.oid AND r.relispartition),
+             'partition_of', CASE WHEN r.relispartition THEN inh.parents ->> 0 END,
              'partition_bound', pg_get_expr(r.relpartbound, r.oid),
-             'inherits', (SELECT json_agg(pn.nspname || '.' || pc.relname ORDER BY i.inhseqno)
-                          FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent
-                          JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-                          WHERE i.inhrelid = r.oid AND NOT r.relispartition),
-             'comment', obj_description(r.oid, 'pg_class')),
+             'inherits', CASE WHEN NOT r.relispartition THEN inh.parents END,
+             'comment', dsc.description),
            'c' || r.oid, 'c' || r.oid
-    FROM rel r WHERE r.relkind IN ('r', 'p', 'f')
+    FROM rel r
+    LEFT JOIN (SELECT i.inhrelid,
+                      json_agg(pn.nspname || '.' || pc.relname ORDER BY i.inhseqno) AS parents
+               FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent
+               JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+               GROUP BY i.inhrelid) inh ON inh.inhrelid = r.oid
+    LEFT JOIN pg_description dsc ON dsc.objoid = r.oid AND dsc.classoid = 'pg_class'::regclass
+                                AND dsc.objsubid = 0
+    WHERE r.relkind IN ('r', 'p', 'f')
   UNION ALL
     -- views and materialized views
     SELECT CASE r.relkind WHEN 'v' THEN 'view ' ELSE 'materialized view ' END || r.name,
-           json_build_object('definition', pg_get_viewdef(r.oid),
-                              'comment', obj_description(r.oid, 'pg_class')),
+           json_build_object('definition', pg_get_viewdef(r.oid), 'comment', dsc.description),
            'c' || r.oid, 'c' || r.oid
-    FROM rel r WHERE r.relkind IN ('v', 'm')
+    FROM rel r
+    LEFT JOIN pg_description dsc ON dsc.objoid = r.oid AND dsc.classoid = 'pg_class'::regclass
+                                AND dsc.objsubid = 0
+    WHERE r.relkind IN ('v', 'm')
   UNION ALL
     -- sequences
     SELECT 'sequence ' || r.name,
@@ -77,17 +82,19 @@ _OBJECTS = r"""
              'type', format_type(s.seqtypid, NULL), 'start', s.seqstart,
              'increment', s.seqincrement, 'min', s.seqmin, 'max', s.seqmax,
              'cache', s.seqcache, 'cycle', s.seqcycle,
-             'owned_by', (SELECT tn.nspname || '.' || tc.relname || '.' || a.attname
-                          FROM pg_depend d JOIN pg_class tc ON tc.oid = d.refobjid
-                          JOIN pg_namespace tn ON tn.oid = tc.relnamespace
-                          JOIN pg_attribute a
-                            ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-                          WHERE d.classid = 'pg_class'::regclass AND d.objid = r.oid
-                            AND d.refclassid = 'pg_class'::regclass
-                            AND d.deptype IN ('a', 'i') LIMIT 1),
-             'comment', obj_description(r.oid, 'pg_class')),
+             'owned_by', owner.name,
+             'comment', dsc.description),
            'c' || r.oid, 'c' || r.oid
     FROM rel r JOIN pg_sequence s ON s.seqrelid = r.oid
+    -- the column a serial or identity sequence belongs to (a sequence has one at most)
+    LEFT JOIN (SELECT d.objid, tn.nspname || '.' || tc.relname || '.' || a.attname AS name
+               FROM pg_depend d JOIN pg_class tc ON tc.oid = d.refobjid
+               JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+               JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+               WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+                 AND d.deptype IN ('a', 'i')) owner ON owner.objid = r.oid
+    LEFT JOIN pg_description dsc ON dsc.objoid = r.oid AND dsc.classoid = 'pg_class'::regclass
+                                AND dsc.objsubid = 0
   UNION ALL
     -- columns of tables (a view's columns follow from its definition)
     SELECT 'column ' || r.name || '.' || a.attname,
@@ -120,13 +127,20 @@ _OBJECTS = r"""
                                 AND dsc.classoid = 'pg_constraint'::regclass AND dsc.objsubid = 0
     WHERE c.contype <> 'n'
   UNION ALL
-    -- indexes
+    -- indexes; the index of a primary key, unique or exclusion constraint is as that
+    -- constraint's definition says (PostgreSQL gives such an index the default operator
+    -- classes, collations and order): it names its table and constraint
     SELECT 'index ' || r.name,
-           json_build_object('definition', pg_get_indexdef(r.oid),
+           json_build_object('definition', CASE WHEN con.conname IS NULL
+                                                THEN pg_get_indexdef(r.oid) END,
+                              'constraint', tc.relname || '.' || con.conname,
                               'valid', i.indisvalid,
                               'comment', dsc.description),
            'c' || i.indrelid, 'c' || r.oid
     FROM rel r JOIN pg_index i ON i.indexrelid = r.oid
+    JOIN pg_class tc ON tc.oid = i.indrelid
+    LEFT JOIN pg_constraint con ON con.conindid = r.oid AND con.conrelid = i.indrelid
+                               AND con.contype IN ('p', 'u', 'x')
     LEFT JOIN pg_description dsc ON dsc.objoid = r.oid AND dsc.classoid = 'pg_class'::regclass
                                 AND dsc.objsubid = 0
   UNION ALL
@@ -250,8 +264,10 @@ SELECT json_build_object(
     'server_version', current_setting('server_version'),
     'server_version_num', current_setting('server_version_num')::int,
     'database', current_database(),
-    'objects', (SELECT coalesce(json_agg(json_build_array(o.key, o.props, o.owner, o.self)),
-                                '[]')
+    'catalog', (SELECT json_build_object(
+                         'objects', coalesce(json_object_agg(o.key, o.props), '{{}}'),
+                         'refs', coalesce(json_object_agg(o.key, json_build_array(o.owner, o.self)),
+                                          '{{}}'))
                 FROM ({_OBJECTS}) AS o(key, props, owner, self)
                 WHERE %(owners)s::text[] IS NULL OR o.owner = ANY(%(owners)s::text[])),
     'storage', (SELECT coalesce(json_object_agg(name, relfilenode::text::int8), '{{}}')
@@ -337,8 +353,8 @@ def snapshot_from_document(document: dict[str, Any], *, schema: str, table: str)
         server_version=str(document["server_version"]).split()[0],
         server_major=version_num // 10000,
         database=str(document["database"]),
-        objects={key: props for key, props, _, _ in document["objects"]},
-        refs={key: (owner, self) for key, _, owner, self in document["objects"]},
+        objects=document["catalog"]["objects"],
+        refs=document["catalog"]["refs"],
         tracking_schema=schema,
         tracking_table=table,
         tracking_present=bool(document["tracking_present"]),

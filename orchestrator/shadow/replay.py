@@ -1,11 +1,11 @@
 """Replay a migrations folder on a shadow database, as drizzle applies it, and read back
 what PostgreSQL built after each migration.
 
-Each migration runs in a transaction of its own, its statements split at drizzle's
-breakpoints and sent one by one (so a refusal names its statement), then the catalog is
-read with the reader production is read with. A migration PostgreSQL refuses to run in a
-transaction (``CREATE INDEX CONCURRENTLY``) is run statement by statement, as ``migrate
---allow-concurrent`` runs it. The shadow starts empty, so a role that production has and a
+Each migration runs in a transaction of its own, sent as one message as ``migrate`` sends
+it (after a refusal, again statement by statement, rolled back, to name the statement), then
+the catalog is read with the reader production is read with. A migration PostgreSQL refuses
+to run in a transaction (``CREATE INDEX CONCURRENTLY``) is run statement by statement, as
+``migrate --allow-concurrent`` runs it. The shadow starts empty, so a role that production has and a
 policy names is created on the shadow when PostgreSQL says it is missing.
 
 A whole catalog read costs more as the schema grows, and a read after each of hundreds of
@@ -87,8 +87,6 @@ def replay_history(
         initial, deltas, rewrites = dict(state.objects), [], []
         failure = None
         for migration in journal.migrations:
-            if incremental:
-                conn.execute("DELETE FROM pg_temp.orchestrator_touched")
             failure = apply_migration(conn, migration)
             if failure is not None:
                 check_extension(failure, server)
@@ -119,7 +117,7 @@ class _State:
     def __init__(self, whole: CatalogSnapshot) -> None:
         self.server_major = whole.server_major
         self.objects: dict[str, Properties] = dict(whole.objects)
-        self.refs: dict[str, tuple[str, str]] = dict(whole.refs)
+        self.refs: dict[str, Sequence[str]] = dict(whole.refs)
         self.storage: dict[str, int] = dict(whole.storage)
         self.owners: dict[str, str] = {own: owner for owner, own in whole.refs.values()}
 
@@ -177,10 +175,11 @@ CREATE EVENT TRIGGER orchestrator_drop ON sql_drop
     EXECUTE FUNCTION pg_temp.orchestrator_drop();
 """
 
-# What the recorded objects and the ones depending on them belong to, as the reader's refs.
+# What the recorded objects and the ones depending on them belong to, as the reader's refs;
+# the record is emptied for the next migration.
 _TOUCHED_OWNERS = """
 WITH touched AS (
-    SELECT DISTINCT classid, objid FROM pg_temp.orchestrator_touched
+    DELETE FROM pg_temp.orchestrator_touched RETURNING classid, objid
 ), near AS (
     SELECT classid, objid FROM touched
     UNION
@@ -243,10 +242,32 @@ def apply_migration(conn: psycopg.Connection[Any], migration: Migration) -> Repl
 def run_in_transaction(
     conn: psycopg.Connection[Any], migrations: Sequence[Migration], *, commit: bool
 ) -> ReplayFailure | None:
-    """Run ``migrations`` in one transaction, committed or rolled back; the first refusal."""
-    current: tuple[Migration, int, str] | None = None
+    """Run ``migrations`` in one transaction, committed or rolled back; the first refusal.
+
+    Each migration is one message, as ``migrate`` sends it. The server does not say which
+    statement of a message it refused, so after a refusal the migrations are run again
+    statement by statement, in a transaction rolled back, to name it.
+    """
+    current: Migration | None = None
     try:
         with conn.transaction(force_rollback=not commit):
+            for current in migrations:
+                if statements := _statements(current):
+                    conn.execute(b"\n;\n".join(s.encode("utf-8") for s in statements))
+    except psycopg.Error as exc:
+        if current is None or exc.sqlstate is None:
+            raise
+        return _statement_by_statement(conn, migrations) or _failure((current, 0, ""), exc)
+    return None
+
+
+def _statement_by_statement(
+    conn: psycopg.Connection[Any], migrations: Sequence[Migration]
+) -> ReplayFailure | None:
+    """The first statement of ``migrations`` PostgreSQL refuses (rolled back), if any."""
+    current: tuple[Migration, int, str] | None = None
+    try:
+        with conn.transaction(force_rollback=True):
             for migration in migrations:
                 for number, statement in enumerate(_statements(migration), 1):
                     current = (migration, number, statement)
