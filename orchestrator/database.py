@@ -257,7 +257,7 @@ def _migrate(
                 if _is_lock_timeout(exc) and options.lock_retries:
                     raise _out_of_lock_retries(exc, lock_policy.attempts) from exc
                 raise
-            _sleep(wait)
+            time.sleep(wait)
             now = judge()
             refuse_unmigratable(now, resumable)
             if not any(
@@ -404,7 +404,3 @@ def _refuse_reordering(
             f"them now (after those) builds another schema than the journal's order: {shown}. "
             "Write a new migration that brings the schema where the journal intends instead"
         )
-
-
-def _sleep(seconds: float) -> None:
-    time.sleep(seconds)

@@ -30,7 +30,7 @@ from orchestrator.db.connect import connect, describe
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry, is_transient
 from orchestrator.errors import DatabaseError
 
-__all__ = ["CATALOG_QUERY", "read_catalog", "read_catalog_at", "snapshot_from_document"]
+__all__ = ["CATALOG_QUERY", "read_catalog", "read_catalog_at"]
 
 _OBJECTS = r"""
     -- schemas
@@ -325,28 +325,6 @@ def read_catalog(
         ) from exc
     assert row is not None
     document = row[0] if isinstance(row[0], dict) else json.loads(row[0])
-    return snapshot_from_document(document, schema=schema, table=table)
-
-
-def read_catalog_at(
-    url: str,
-    *,
-    schema: str,
-    table: str,
-    retry: RetryPolicy,
-    on_retry: OnRetry | None = None,
-) -> CatalogSnapshot:
-    """Connect to ``url``, read one snapshot, disconnect; transient failures retried."""
-
-    def attempt() -> CatalogSnapshot:
-        with connect(url, autocommit=True) as conn:
-            return read_catalog(conn, schema=schema, table=table)
-
-    return call_with_retry(attempt, retry, on_retry=on_retry)
-
-
-def snapshot_from_document(document: dict[str, Any], *, schema: str, table: str) -> CatalogSnapshot:
-    """The snapshot :data:`CATALOG_QUERY`'s document describes."""
     rows_xml = document.get("tracking_rows")
     version_num = int(document["server_version_num"])
     return CatalogSnapshot(
@@ -364,6 +342,23 @@ def snapshot_from_document(document: dict[str, Any], *, schema: str, table: str)
         storage=document["storage"],
         row_estimates=document["row_estimates"],
     )
+
+
+def read_catalog_at(
+    url: str,
+    *,
+    schema: str,
+    table: str,
+    retry: RetryPolicy,
+    on_retry: OnRetry | None = None,
+) -> CatalogSnapshot:
+    """Connect to ``url``, read one snapshot, disconnect; transient failures retried."""
+
+    def attempt() -> CatalogSnapshot:
+        with connect(url, autocommit=True) as conn:
+            return read_catalog(conn, schema=schema, table=table)
+
+    return call_with_retry(attempt, retry, on_retry=on_retry)
 
 
 def parse_tracking_xml(document: str) -> tuple[TrackingRow, ...]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from orchestrator.catalog import History, ReplayFailure
 from orchestrator.db.connect import connect
@@ -72,25 +73,15 @@ def history_of(
         if cached is not None:
             return cached
     with ShadowServer(shadow) as server:
+        replay = partial(
+            replay_history, schema=tracking.schema, table=tracking.table, server=server.description
+        )
         try:
             with server.database() as url:
-                history = replay_history(
-                    url,
-                    journal,
-                    schema=tracking.schema,
-                    table=tracking.table,
-                    server=server.description,
-                )
+                history = replay(url, journal)
         except IncompleteReplay:
             with server.database() as url:
-                history = replay_history(
-                    url,
-                    journal,
-                    schema=tracking.schema,
-                    table=tracking.table,
-                    server=server.description,
-                    incremental=False,
-                )
+                history = replay(url, journal, incremental=False)
     cache.store(directory, cache.cache_key(hashes, history.server_major), history.to_json())
     return history
 

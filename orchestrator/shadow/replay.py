@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import psycopg
@@ -233,7 +234,7 @@ def apply_migration(conn: psycopg.Connection[Any], migration: Migration) -> Repl
         if failure is None:
             return None
         if failure.sqlstate == NOT_IN_TRANSACTION:
-            return _run_outside_transaction(conn, migration)
+            return _statement_by_statement(conn, [migration])
         if failure.sqlstate not in TRANSIENT and not _create_missing_role(conn, failure):
             return failure
     return failure
@@ -257,17 +258,22 @@ def run_in_transaction(
     except psycopg.Error as exc:
         if current is None or exc.sqlstate is None:
             raise
-        return _statement_by_statement(conn, migrations) or _failure((current, 0, ""), exc)
+        located = _statement_by_statement(conn, migrations, rolled_back=True)
+        return located or _failure((current, 0, ""), exc)
     return None
 
 
 def _statement_by_statement(
-    conn: psycopg.Connection[Any], migrations: Sequence[Migration]
+    conn: psycopg.Connection[Any],
+    migrations: Sequence[Migration],
+    *,
+    rolled_back: bool = False,
 ) -> ReplayFailure | None:
-    """The first statement of ``migrations`` PostgreSQL refuses (rolled back), if any."""
+    """Run ``migrations`` one statement at a time (in a transaction rolled back, or each on
+    its own); the first refusal."""
     current: tuple[Migration, int, str] | None = None
     try:
-        with conn.transaction(force_rollback=True):
+        with conn.transaction(force_rollback=True) if rolled_back else nullcontext():
             for migration in migrations:
                 for number, statement in enumerate(_statements(migration), 1):
                     current = (migration, number, statement)
@@ -276,19 +282,6 @@ def _statement_by_statement(
         if current is None or exc.sqlstate is None:
             raise
         return _failure(current, exc)
-    return None
-
-
-def _run_outside_transaction(
-    conn: psycopg.Connection[Any], migration: Migration
-) -> ReplayFailure | None:
-    for number, statement in enumerate(_statements(migration), 1):
-        try:
-            conn.execute(statement.encode("utf-8"))
-        except psycopg.Error as exc:
-            if exc.sqlstate is None:
-                raise
-            return _failure((migration, number, statement), exc)
     return None
 
 
