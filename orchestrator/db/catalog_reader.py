@@ -101,7 +101,8 @@ _OBJECTS = r"""
            json_build_object(
              'type', format_type(a.atttypid, a.atttypmod),
              'not_null', a.attnotnull,
-             'default', CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END,
+             -- a default names no column: printed without opening its table
+             'default', CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, 0) END,
              'generated', CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END,
              'identity', CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END,
              'collation', CASE WHEN a.attcollation <> t.typcollation
