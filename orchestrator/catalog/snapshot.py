@@ -51,7 +51,8 @@ class CatalogSnapshot:
     # Each object's owner and its own catalog entry (``c<oid>`` a relation, ``t`` a type,
     # ``p`` a function, ``n`` a schema, ``e`` an extension, ``o`` a constraint, ``g`` a
     # trigger, ``y`` a policy, ``w`` a rule): a column, constraint, index, trigger, policy
-    # or rule belongs to its table. The shadow replay re-reads only what a migration touched.
+    # or rule belongs to its table. The shadow replay re-reads only what a migration touched;
+    # other reads leave this empty.
     refs: Mapping[str, Sequence[str]] = field(default_factory=dict)  # (owner, itself)
 
     @cached_property

@@ -4,8 +4,8 @@ Production and the shadow database are read by the same query, so a difference b
 their snapshots is a difference between their schemas and never between two readers. The
 query is a single ``SELECT`` (one snapshot of the database, read-only by construction) that
 returns one JSON document: the objects by key with their properties (see
-:mod:`orchestrator.catalog.snapshot` for the keys), who owns each, the tracking table's rows,
-the server.
+:mod:`orchestrator.catalog.snapshot` for the keys), who owns each (when asked), the tracking
+table's rows, the server.
 
 Left out on purpose: PostgreSQL's own schemas, objects that belong to an extension (they
 come with ``CREATE EXTENSION``), owners and privileges (they differ between a shadow server
@@ -267,8 +267,8 @@ SELECT json_build_object(
     'database', current_database(),
     'catalog', (SELECT json_build_object(
                          'objects', coalesce(json_object_agg(o.key, o.props), '{{}}'),
-                         'refs', coalesce(json_object_agg(o.key, json_build_array(o.owner, o.self)),
-                                          '{{}}'))
+                         'refs', coalesce(json_object_agg(o.key, json_build_array(o.owner, o.self))
+                                            FILTER (WHERE %(refs)s), '{{}}'))
                 FROM ({_OBJECTS}) AS o(key, props, owner, self)
                 WHERE %(owners)s::text[] IS NULL OR o.owner = ANY(%(owners)s::text[])),
     'storage', (SELECT coalesce(json_object_agg(name, relfilenode::text::int8), '{{}}')
@@ -306,17 +306,20 @@ def read_catalog(
     schema: str,
     table: str,
     owners: Collection[str] | None = None,
+    refs: bool = False,
 ) -> CatalogSnapshot:
     """One snapshot of the database ``conn`` is connected to (a single statement).
 
     ``owners``: only the objects of these owners (see :attr:`CatalogSnapshot.refs`), for
-    the shadow replay's reads after each migration; None reads everything.
+    the shadow replay's reads after each migration; None reads everything. ``refs``: say
+    who owns each object too (the replay needs it; a comparison does not).
     Errors become :class:`DatabaseError` (exit 30), transient when the connection failed.
     """
     parameters = {
         "schema": schema,
         "table": table,
         "owners": None if owners is None else sorted(owners),
+        "refs": refs,
     }
     try:
         row = conn.execute(CATALOG_QUERY, parameters).fetchone()

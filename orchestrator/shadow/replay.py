@@ -84,7 +84,7 @@ def replay_history(
     with connect(url, autocommit=True) as conn:
         if incremental and not _watch_ddl(conn):
             raise IncompleteReplay("the shadow server does not allow an event trigger")
-        state = _State(read_catalog(conn, schema=schema, table=table))
+        state = _State(read_catalog(conn, schema=schema, table=table, refs=True))
         initial, deltas, rewrites = dict(state.objects), [], []
         failure = None
         for migration in journal.migrations:
@@ -93,7 +93,7 @@ def replay_history(
                 check_extension(failure, server)
                 break
             owners = _touched_owners(conn, state) if incremental else None
-            read = read_catalog(conn, schema=schema, table=table, owners=owners)
+            read = read_catalog(conn, schema=schema, table=table, owners=owners, refs=True)
             change, rewritten = state.update(read, owners)
             deltas.append(change)
             rewrites.append(rewritten)
