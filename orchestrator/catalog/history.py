@@ -59,7 +59,15 @@ class History:
         return {
             "hashes": list(self.hashes),
             "initial": self.initial,
-            "deltas": [{k: list(v) for k, v in d.items()} for d in self.deltas],
+            # Each delta as its after values, and its before values where there were some
+            # (a migration mostly creates): a smaller file, decoded without a list per object.
+            "deltas": [
+                {
+                    "after": {k: after for k, (_, after) in d.items()},
+                    "before": {k: before for k, (before, _) in d.items() if before is not None},
+                }
+                for d in self.deltas
+            ],
             "server": self.server,
             "server_major": self.server_major,
             "rewrites": [list(r) for r in self.rewrites],
@@ -72,7 +80,10 @@ class History:
         return cls(
             hashes=tuple(document["hashes"]),
             initial=document["initial"],
-            deltas=tuple({k: (v[0], v[1]) for k, v in d.items()} for d in document["deltas"]),
+            deltas=tuple(
+                {k: (d["before"].get(k), after) for k, after in d["after"].items()}
+                for d in document["deltas"]
+            ),
             server=document["server"],
             server_major=int(document["server_major"]),
             rewrites=tuple(tuple(r) for r in document["rewrites"]),
