@@ -121,9 +121,7 @@ def judge_database(
     check_url(url)
     shadow.check_not(url)
     try:
-        snapshot = read_catalog_at(
-            url, schema=options.schema, table=options.table, retry=retry, on_retry=on_retry
-        )
+        snapshot = take_snapshot(url, options, retry=retry, on_retry=on_retry)
     except DatabaseError as exc:
         return error_report(str(exc)), history
     if history is None:

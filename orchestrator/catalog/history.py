@@ -59,15 +59,10 @@ class History:
         return {
             "hashes": list(self.hashes),
             "initial": self.initial,
-            # Each delta as its after values, and its before values where there were some
-            # (a migration mostly creates): a smaller file, decoded without a list per object.
-            "deltas": [
-                {
-                    "after": {k: after for k, (_, after) in d.items()},
-                    "before": {k: before for k, (before, _) in d.items() if before is not None},
-                }
-                for d in self.deltas
-            ],
+            # The deltas' after values, and their before values where there were some (most
+            # are creations): a smaller file, decoded without a list per object.
+            "afters": [{k: after for k, (_, after) in d.items()} for d in self.deltas],
+            "befores": [{k: b for k, (b, _) in d.items() if b is not None} for d in self.deltas],
             "server": self.server,
             "server_major": self.server_major,
             "rewrites": [list(r) for r in self.rewrites],
@@ -81,8 +76,8 @@ class History:
             hashes=tuple(document["hashes"]),
             initial=document["initial"],
             deltas=tuple(
-                {k: (d["before"].get(k), after) for k, after in d["after"].items()}
-                for d in document["deltas"]
+                {k: (before.get(k), after) for k, after in afters.items()}
+                for before, afters in zip(document["befores"], document["afters"], strict=True)
             ),
             server=document["server"],
             server_major=int(document["server_major"]),
