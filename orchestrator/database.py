@@ -290,8 +290,8 @@ def refuse_what_postgres_refuses(
     the tracked ones) and stop before production if PostgreSQL refuses: a transaction's
     limits are a usage matter (exit 2: ``--allow-concurrent``); anything else is the
     migration failing (exit 21), caught before it touched anything. The deploy's migrate
-    step and its rehearsal say the same words. ``major``: the PostgreSQL major version the
-    folder's history was replayed on, for which the answer may be cached."""
+    step and its rehearsal say the same words. ``major``: the history's, to find the answer
+    cached."""
     done = [m for m in journal.migrations if m.hash in tracked]
     untracked = [m for m in journal.migrations if m.hash not in tracked]
     refusal = one_transaction_refusal(done, untracked, shadow, major=major)

@@ -315,12 +315,8 @@ def read_catalog(
     who owns each object too (the replay needs it; a comparison does not).
     Errors become :class:`DatabaseError` (exit 30), transient when the connection failed.
     """
-    parameters = {
-        "schema": schema,
-        "table": table,
-        "owners": None if owners is None else sorted(owners),
-        "refs": refs,
-    }
+    owned = None if owners is None else sorted(owners)
+    parameters = {"schema": schema, "table": table, "owners": owned, "refs": refs}
     try:
         row = conn.execute(CATALOG_QUERY, parameters).fetchone()
     except psycopg.Error as exc:

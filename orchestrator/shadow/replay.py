@@ -97,10 +97,8 @@ def replay_history(
             change, rewritten = state.update(read, owners)
             deltas.append(change)
             rewrites.append(rewritten)
-        if incremental:
-            whole = read_catalog(conn, schema=schema, table=table).objects
-            if whole != state.objects:
-                raise IncompleteReplay("the deltas do not add up to the catalog at the end")
+        if incremental and read_catalog(conn, schema=schema, table=table).objects != state.objects:
+            raise IncompleteReplay("the deltas do not add up to the catalog at the end")
     return History(
         hashes=tuple(m.hash for m in journal.migrations),
         initial=initial,
@@ -122,10 +120,6 @@ class _State:
         self.storage: dict[str, int] = dict(whole.storage)
         self.owners: dict[str, str] = {own: owner for owner, own in whole.refs.values()}
 
-    def owner_of(self, ref: str) -> str:
-        """The owner of the object ``ref`` as last read (itself when unknown)."""
-        return self.owners.get(ref, ref)
-
     def update(
         self, read: CatalogSnapshot, owners: Collection[str] | None
     ) -> tuple[dict[str, Change], tuple[str, ...]]:
@@ -144,17 +138,9 @@ class _State:
         self.objects.update(read.objects)
         self.refs.update(read.refs)
         self.owners.update({own: owner for owner, own in read.refs.values()})
-        rewritten = tuple(
-            sorted(
-                name
-                for name, node in read.storage.items()
-                if name in self.storage and self.storage[name] != node
-            )
-        )
-        if owners is None:
-            self.storage = dict(read.storage)
-        else:
-            self.storage.update(read.storage)
+        old = self.storage
+        rewritten = tuple(sorted(n for n, node in read.storage.items() if old.get(n, node) != node))
+        self.storage = dict(read.storage) if owners is None else {**old, **read.storage}
         return change, rewritten
 
 
@@ -224,7 +210,7 @@ def _touched_owners(conn: psycopg.Connection[Any], state: _State) -> set[str]:
     """The owners whose objects the last migration may have changed."""
     refs = {row[0] for row in conn.execute(_TOUCHED_OWNERS).fetchall() if row[0]}
     # A dropped object is no longer in the catalog to say whose it was: the last read does.
-    return {state.owner_of(ref) for ref in refs} | refs
+    return {state.owners.get(ref, ref) for ref in refs} | refs
 
 
 def apply_migration(conn: psycopg.Connection[Any], migration: Migration) -> ReplayFailure | None:
@@ -244,11 +230,8 @@ def run_in_transaction(
     conn: psycopg.Connection[Any], migrations: Sequence[Migration], *, commit: bool
 ) -> ReplayFailure | None:
     """Run ``migrations`` in one transaction, committed or rolled back; the first refusal.
-
-    Each migration is one message, as ``migrate`` sends it. The server does not say which
-    statement of a message it refused, so after a refusal the migrations are run again
-    statement by statement, in a transaction rolled back, to name it.
-    """
+    One message per migration, as ``migrate`` sends them; after a refusal, again statement
+    by statement (rolled back) to name the statement, which the server does not say."""
     current: Migration | None = None
     try:
         with conn.transaction(force_rollback=not commit):
