@@ -183,6 +183,20 @@ def test_migrate_refuses_what_postgres_refuses_in_one_transaction(
     assert tracking_rows(database_url) == before
 
 
+def test_a_second_migrate_of_a_release_asks_a_named_shadow_nothing(
+    database_url: str, tmp_path: Path, cache: Path
+) -> None:
+    folder = write_folder(tmp_path / "drizzle", ENUM_RELEASE)
+    shadow = ShadowSpec(os.environ["ORCHESTRATOR_SHADOW_URL"])
+    migrate(database_url, prefix_folder(folder, 1, tmp_path / "first"), shadow)
+    with pytest.raises(UsageError, match="55P04"):
+        migrate(database_url, folder, shadow)
+    # The shadow named now cannot be reached: the history and whether the release runs in
+    # one transaction come from the cache, and the answer is the same.
+    with pytest.raises(UsageError, match="55P04"):
+        migrate(database_url, folder, ShadowSpec(UNREACHABLE))
+
+
 def test_migrate_refuses_a_partial_state_before_changing_anything(
     database_url: str, tmp_path: Path
 ) -> None:
