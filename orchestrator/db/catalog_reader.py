@@ -128,20 +128,13 @@ _OBJECTS = r"""
                                 AND dsc.classoid = 'pg_constraint'::regclass AND dsc.objsubid = 0
     WHERE c.contype <> 'n'
   UNION ALL
-    -- indexes; the index of a primary key, unique or exclusion constraint is as that
-    -- constraint's definition says (PostgreSQL gives such an index the default operator
-    -- classes, collations and order): it names its table and constraint
+    -- indexes
     SELECT 'index ' || r.name,
-           json_build_object('definition', CASE WHEN con.conname IS NULL
-                                                THEN pg_get_indexdef(r.oid) END,
-                              'constraint', tc.relname || '.' || con.conname,
+           json_build_object('definition', pg_get_indexdef(r.oid),
                               'valid', i.indisvalid,
                               'comment', dsc.description),
            'c' || i.indrelid, 'c' || r.oid
     FROM rel r JOIN pg_index i ON i.indexrelid = r.oid
-    JOIN pg_class tc ON tc.oid = i.indrelid
-    LEFT JOIN pg_constraint con ON con.conindid = r.oid AND con.conrelid = i.indrelid
-                               AND con.contype IN ('p', 'u', 'x')
     LEFT JOIN pg_description dsc ON dsc.objoid = r.oid AND dsc.classoid = 'pg_class'::regclass
                                 AND dsc.objsubid = 0
   UNION ALL
