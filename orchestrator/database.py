@@ -121,9 +121,7 @@ def judge_database(
     check_url(url)
     shadow.check_not(url)
     try:
-        snapshot = read_catalog_at(
-            url, schema=options.schema, table=options.table, retry=retry, on_retry=on_retry
-        )
+        snapshot = take_snapshot(url, options, retry=retry, on_retry=on_retry)
     except DatabaseError as exc:
         return error_report(str(exc)), history
     if history is None:
@@ -216,7 +214,8 @@ def _migrate(
         return MigrateResult(before, (), before)
     _refuse_reordering(journal, options, shadow, before)
     if not nontransactional:
-        refuse_what_postgres_refuses(journal, before.tracked_hashes, options, shadow)
+        major = None if history is None else history.server_major
+        refuse_what_postgres_refuses(journal, before.tracked_hashes, options, shadow, major=major)
     if not confirm(before):
         raise UsageError("migration not confirmed: nothing was changed")
 
@@ -256,7 +255,7 @@ def _migrate(
                 if _is_lock_timeout(exc) and options.lock_retries:
                     raise _out_of_lock_retries(exc, lock_policy.attempts) from exc
                 raise
-            _sleep(wait)
+            time.sleep(wait)
             now = judge()
             refuse_unmigratable(now, resumable)
             if not any(
@@ -280,16 +279,22 @@ TRANSACTION_LIMITS = frozenset({"25001", "55P04"})  # active_sql_transaction, un
 
 
 def refuse_what_postgres_refuses(
-    journal: Journal, tracked: frozenset[str], options: MigrateOptions, shadow: ShadowSpec
+    journal: Journal,
+    tracked: frozenset[str],
+    options: MigrateOptions,
+    shadow: ShadowSpec,
+    *,
+    major: int | None = None,
 ) -> None:
     """Run the untracked migrations on the shadow as migrate runs them (one transaction, after
     the tracked ones) and stop before production if PostgreSQL refuses: a transaction's
     limits are a usage matter (exit 2: ``--allow-concurrent``); anything else is the
     migration failing (exit 21), caught before it touched anything. The deploy's migrate
-    step and its rehearsal say the same words."""
+    step and its rehearsal say the same words. ``major``: the history's, to find the answer
+    cached."""
     done = [m for m in journal.migrations if m.hash in tracked]
     untracked = [m for m in journal.migrations if m.hash not in tracked]
-    refusal = one_transaction_refusal(done, untracked, shadow)
+    refusal = one_transaction_refusal(done, untracked, shadow, major=major)
     if refusal is None:
         return
     said = f"{refusal.message} [{refusal.sqlstate}]"
@@ -397,7 +402,3 @@ def _refuse_reordering(
             f"them now (after those) builds another schema than the journal's order: {shown}. "
             "Write a new migration that brings the schema where the journal intends instead"
         )
-
-
-def _sleep(seconds: float) -> None:
-    time.sleep(seconds)

@@ -17,7 +17,7 @@ import pytest
 
 from orchestrator.cli import run
 from orchestrator.database import folder_history, migrate_database, validate_database
-from orchestrator.db.migrator import MigrateOptions
+from orchestrator.db.migrator import MigrateOptions, MigrationFailed
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.errors import PartialStateError, UsageError
@@ -181,6 +181,43 @@ def test_migrate_refuses_what_postgres_refuses_in_one_transaction(
     assert "0002_held_default" in message and "unsafe use of new value" in message
     assert "55P04" in message and "nothing was changed" in message
     assert tracking_rows(database_url) == before
+
+
+def test_a_second_migrate_of_a_release_asks_a_named_shadow_nothing(
+    database_url: str, tmp_path: Path, cache: Path
+) -> None:
+    folder = write_folder(tmp_path / "drizzle", ENUM_RELEASE)
+    shadow = ShadowSpec(os.environ["ORCHESTRATOR_SHADOW_URL"])
+    migrate(database_url, prefix_folder(folder, 1, tmp_path / "first"), shadow)
+    with pytest.raises(UsageError, match="55P04"):
+        migrate(database_url, folder, shadow)
+    # The shadow named now cannot be reached: the history and whether the release runs in
+    # one transaction come from the cache, and the answer is the same.
+    with pytest.raises(UsageError, match="55P04"):
+        migrate(database_url, folder, ShadowSpec(UNREACHABLE))
+
+
+def test_a_statement_postgres_refuses_is_named_though_the_migration_went_as_one_message(
+    database_url: str, tmp_path: Path, cache: Path
+) -> None:
+    folder = write_folder(
+        tmp_path / "drizzle",
+        [
+            ("0000_a", 'CREATE TABLE "a" ("id" integer);'),
+            (
+                "0001_b",
+                'CREATE TABLE "b" ("id" integer);\n--> statement-breakpoint\n'
+                'ALTER TABLE "missing" ADD COLUMN "x" integer;',
+            ),
+        ],
+    )
+    shadow = ShadowSpec(os.environ["ORCHESTRATOR_SHADOW_URL"])
+    report = validate_database(database_url, read_journal(folder), OPTIONS, shadow=shadow)
+    [finding] = [f for f in report.findings if f.code == "replay_failed"]
+    assert 'statement: ALTER TABLE "missing"' in finding.message
+    with pytest.raises(MigrationFailed, match=r"0001_b, statement 2 \(ALTER TABLE"):
+        migrate(database_url, folder, shadow)
+    assert tracking_rows(database_url) == []
 
 
 def test_migrate_refuses_a_partial_state_before_changing_anything(

@@ -59,7 +59,10 @@ class History:
         return {
             "hashes": list(self.hashes),
             "initial": self.initial,
-            "deltas": [{k: list(v) for k, v in d.items()} for d in self.deltas],
+            # The deltas' after values, and their before values where there were some (most
+            # are creations): a smaller file, decoded without a list per object.
+            "afters": [{k: after for k, (_, after) in d.items()} for d in self.deltas],
+            "befores": [{k: b for k, (b, _) in d.items() if b is not None} for d in self.deltas],
             "server": self.server,
             "server_major": self.server_major,
             "rewrites": [list(r) for r in self.rewrites],
@@ -72,7 +75,10 @@ class History:
         return cls(
             hashes=tuple(document["hashes"]),
             initial=document["initial"],
-            deltas=tuple({k: (v[0], v[1]) for k, v in d.items()} for d in document["deltas"]),
+            deltas=tuple(
+                {k: (before.get(k), after) for k, after in afters.items()}
+                for before, afters in zip(document["befores"], document["afters"], strict=True)
+            ),
             server=document["server"],
             server_major=int(document["server_major"]),
             rewrites=tuple(tuple(r) for r in document["rewrites"]),

@@ -10,8 +10,9 @@ between a shadow database and production without the schema differing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 #: An object's properties: JSON values (text, booleans, numbers, lists of text, null).
@@ -50,10 +51,11 @@ class CatalogSnapshot:
     # Each object's owner and its own catalog entry (``c<oid>`` a relation, ``t`` a type,
     # ``p`` a function, ``n`` a schema, ``e`` an extension, ``o`` a constraint, ``g`` a
     # trigger, ``y`` a policy, ``w`` a rule): a column, constraint, index, trigger, policy
-    # or rule belongs to its table. The shadow replay re-reads only what a migration touched.
-    refs: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    # or rule belongs to its table. The shadow replay re-reads only what a migration touched;
+    # other reads leave this empty.
+    refs: Mapping[str, Sequence[str]] = field(default_factory=dict)  # (owner, itself)
 
-    @property
+    @cached_property
     def tracked_hashes(self) -> frozenset[str]:
         """The hashes the tracking table holds."""
         return frozenset(r.hash for r in self.tracking_rows if r.hash)

@@ -3,8 +3,9 @@
 Production and the shadow database are read by the same query, so a difference between
 their snapshots is a difference between their schemas and never between two readers. The
 query is a single ``SELECT`` (one snapshot of the database, read-only by construction) that
-returns one JSON document: ``objects`` as ``[key, properties]`` pairs (see
-:mod:`orchestrator.catalog.snapshot` for the keys), the tracking table's rows, the server.
+returns one JSON document: the objects by key with their properties (see
+:mod:`orchestrator.catalog.snapshot` for the keys), who owns each (when asked), the tracking
+table's rows, the server.
 
 Left out on purpose: PostgreSQL's own schemas, objects that belong to an extension (they
 come with ``CREATE EXTENSION``), owners and privileges (they differ between a shadow server
@@ -29,7 +30,7 @@ from orchestrator.db.connect import connect, describe
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry, is_transient
 from orchestrator.errors import DatabaseError
 
-__all__ = ["CATALOG_QUERY", "read_catalog", "read_catalog_at", "snapshot_from_document"]
+__all__ = ["CATALOG_QUERY", "read_catalog", "read_catalog_at"]
 
 _OBJECTS = r"""
     -- schemas
@@ -51,25 +52,29 @@ _OBJECTS = r"""
              'row_level_security', r.relrowsecurity,
              'force_row_level_security', r.relforcerowsecurity,
              'partition_key', CASE WHEN r.relkind = 'p' THEN pg_get_partkeydef(r.oid) END,
-             'partition_of', (SELECT pn.nspname || '.' || pc.relname FROM pg_inherits i
-                              JOIN pg_class pc ON pc.oid = i.inhparent
-                              JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-                              WHERE i.inhrelid = r.oid AND r.relispartition),
+             'partition_of', CASE WHEN r.relispartition THEN inh.parents ->> 0 END,
              'partition_bound', pg_get_expr(r.relpartbound, r.oid),
-             'inherits', (SELECT json_agg(pn.nspname || '.' || pc.relname ORDER BY i.inhseqno)
-                          FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent
-                          JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-                          WHERE i.inhrelid = r.oid AND NOT r.relispartition),
-             'comment', obj_description(r.oid, 'pg_class')),
+             'inherits', CASE WHEN NOT r.relispartition THEN inh.parents END,
+             'comment', dsc.description),
            'c' || r.oid, 'c' || r.oid
-    FROM rel r WHERE r.relkind IN ('r', 'p', 'f')
+    FROM rel r
+    LEFT JOIN (SELECT i.inhrelid,
+                      json_agg(pn.nspname || '.' || pc.relname ORDER BY i.inhseqno) AS parents
+               FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent
+               JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+               GROUP BY i.inhrelid) inh ON inh.inhrelid = r.oid
+    LEFT JOIN pg_description dsc ON dsc.objoid = r.oid AND dsc.classoid = 'pg_class'::regclass
+                                AND dsc.objsubid = 0
+    WHERE r.relkind IN ('r', 'p', 'f')
   UNION ALL
     -- views and materialized views
     SELECT CASE r.relkind WHEN 'v' THEN 'view ' ELSE 'materialized view ' END || r.name,
-           json_build_object('definition', pg_get_viewdef(r.oid),
-                              'comment', obj_description(r.oid, 'pg_class')),
+           json_build_object('definition', pg_get_viewdef(r.oid), 'comment', dsc.description),
            'c' || r.oid, 'c' || r.oid
-    FROM rel r WHERE r.relkind IN ('v', 'm')
+    FROM rel r
+    LEFT JOIN pg_description dsc ON dsc.objoid = r.oid AND dsc.classoid = 'pg_class'::regclass
+                                AND dsc.objsubid = 0
+    WHERE r.relkind IN ('v', 'm')
   UNION ALL
     -- sequences
     SELECT 'sequence ' || r.name,
@@ -77,24 +82,27 @@ _OBJECTS = r"""
              'type', format_type(s.seqtypid, NULL), 'start', s.seqstart,
              'increment', s.seqincrement, 'min', s.seqmin, 'max', s.seqmax,
              'cache', s.seqcache, 'cycle', s.seqcycle,
-             'owned_by', (SELECT tn.nspname || '.' || tc.relname || '.' || a.attname
-                          FROM pg_depend d JOIN pg_class tc ON tc.oid = d.refobjid
-                          JOIN pg_namespace tn ON tn.oid = tc.relnamespace
-                          JOIN pg_attribute a
-                            ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-                          WHERE d.classid = 'pg_class'::regclass AND d.objid = r.oid
-                            AND d.refclassid = 'pg_class'::regclass
-                            AND d.deptype IN ('a', 'i') LIMIT 1),
-             'comment', obj_description(r.oid, 'pg_class')),
+             'owned_by', owner.name,
+             'comment', dsc.description),
            'c' || r.oid, 'c' || r.oid
     FROM rel r JOIN pg_sequence s ON s.seqrelid = r.oid
+    -- the column a serial or identity sequence belongs to (a sequence has one at most)
+    LEFT JOIN (SELECT d.objid, tn.nspname || '.' || tc.relname || '.' || a.attname AS name
+               FROM pg_depend d JOIN pg_class tc ON tc.oid = d.refobjid
+               JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+               JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+               WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+                 AND d.deptype IN ('a', 'i')) owner ON owner.objid = r.oid
+    LEFT JOIN pg_description dsc ON dsc.objoid = r.oid AND dsc.classoid = 'pg_class'::regclass
+                                AND dsc.objsubid = 0
   UNION ALL
     -- columns of tables (a view's columns follow from its definition)
     SELECT 'column ' || r.name || '.' || a.attname,
            json_build_object(
              'type', format_type(a.atttypid, a.atttypmod),
              'not_null', a.attnotnull,
-             'default', CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END,
+             -- a default names no column: printed without opening its table
+             'default', CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, 0) END,
              'generated', CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END,
              'identity', CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END,
              'collation', CASE WHEN a.attcollation <> t.typcollation
@@ -250,8 +258,10 @@ SELECT json_build_object(
     'server_version', current_setting('server_version'),
     'server_version_num', current_setting('server_version_num')::int,
     'database', current_database(),
-    'objects', (SELECT coalesce(json_agg(json_build_array(o.key, o.props, o.owner, o.self)),
-                                '[]')
+    'catalog', (SELECT json_build_object(
+                         'objects', coalesce(json_object_agg(o.key, o.props), '{{}}'),
+                         'refs', coalesce(json_object_agg(o.key, json_build_array(o.owner, o.self))
+                                            FILTER (WHERE %(refs)s), '{{}}'))
                 FROM ({_OBJECTS}) AS o(key, props, owner, self)
                 WHERE %(owners)s::text[] IS NULL OR o.owner = ANY(%(owners)s::text[])),
     'storage', (SELECT coalesce(json_object_agg(name, relfilenode::text::int8), '{{}}')
@@ -289,18 +299,17 @@ def read_catalog(
     schema: str,
     table: str,
     owners: Collection[str] | None = None,
+    refs: bool = False,
 ) -> CatalogSnapshot:
     """One snapshot of the database ``conn`` is connected to (a single statement).
 
     ``owners``: only the objects of these owners (see :attr:`CatalogSnapshot.refs`), for
-    the shadow replay's reads after each migration; None reads everything.
+    the shadow replay's reads after each migration; None reads everything. ``refs``: say
+    who owns each object too (the replay needs it; a comparison does not).
     Errors become :class:`DatabaseError` (exit 30), transient when the connection failed.
     """
-    parameters = {
-        "schema": schema,
-        "table": table,
-        "owners": None if owners is None else sorted(owners),
-    }
+    owned = None if owners is None else sorted(owners)
+    parameters = {"schema": schema, "table": table, "owners": owned, "refs": refs}
     try:
         row = conn.execute(CATALOG_QUERY, parameters).fetchone()
     except psycopg.Error as exc:
@@ -309,7 +318,23 @@ def read_catalog(
         ) from exc
     assert row is not None
     document = row[0] if isinstance(row[0], dict) else json.loads(row[0])
-    return snapshot_from_document(document, schema=schema, table=table)
+    rows_xml = document.get("tracking_rows")
+    version_num = int(document["server_version_num"])
+    return CatalogSnapshot(
+        server_version=str(document["server_version"]).split()[0],
+        server_major=version_num // 10000,
+        database=str(document["database"]),
+        objects=document["catalog"]["objects"],
+        refs=document["catalog"]["refs"],
+        tracking_schema=schema,
+        tracking_table=table,
+        tracking_present=bool(document["tracking_present"]),
+        tracking_readable=rows_xml is not None,
+        tracking_rows=parse_tracking_xml(rows_xml) if rows_xml is not None else (),
+        tracking_elsewhere=tuple(document["tracking_elsewhere"]),
+        storage=document["storage"],
+        row_estimates=document["row_estimates"],
+    )
 
 
 def read_catalog_at(
@@ -327,27 +352,6 @@ def read_catalog_at(
             return read_catalog(conn, schema=schema, table=table)
 
     return call_with_retry(attempt, retry, on_retry=on_retry)
-
-
-def snapshot_from_document(document: dict[str, Any], *, schema: str, table: str) -> CatalogSnapshot:
-    """The snapshot :data:`CATALOG_QUERY`'s document describes."""
-    rows_xml = document.get("tracking_rows")
-    version_num = int(document["server_version_num"])
-    return CatalogSnapshot(
-        server_version=str(document["server_version"]).split()[0],
-        server_major=version_num // 10000,
-        database=str(document["database"]),
-        objects={key: props for key, props, _, _ in document["objects"]},
-        refs={key: (owner, self) for key, _, owner, self in document["objects"]},
-        tracking_schema=schema,
-        tracking_table=table,
-        tracking_present=bool(document["tracking_present"]),
-        tracking_readable=rows_xml is not None,
-        tracking_rows=parse_tracking_xml(rows_xml) if rows_xml is not None else (),
-        tracking_elsewhere=tuple(document["tracking_elsewhere"]),
-        storage=document["storage"],
-        row_estimates=document["row_estimates"],
-    )
 
 
 def parse_tracking_xml(document: str) -> tuple[TrackingRow, ...]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from orchestrator.catalog import History, ReplayFailure
 from orchestrator.db.connect import connect
@@ -72,25 +73,15 @@ def history_of(
         if cached is not None:
             return cached
     with ShadowServer(shadow) as server:
+        replay = partial(
+            replay_history, schema=tracking.schema, table=tracking.table, server=server.description
+        )
         try:
             with server.database() as url:
-                history = replay_history(
-                    url,
-                    journal,
-                    schema=tracking.schema,
-                    table=tracking.table,
-                    server=server.description,
-                )
+                history = replay(url, journal)
         except IncompleteReplay:
             with server.database() as url:
-                history = replay_history(
-                    url,
-                    journal,
-                    schema=tracking.schema,
-                    table=tracking.table,
-                    server=server.description,
-                    incremental=False,
-                )
+                history = replay(url, journal, incremental=False)
     cache.store(directory, cache.cache_key(hashes, history.server_major), history.to_json())
     return history
 
@@ -100,19 +91,23 @@ def one_transaction_refusal(
     pending: Sequence[Migration],
     shadow: ShadowSpec,
     *,
+    major: int | None = None,
     environ: Mapping[str, str] = os.environ,
 ) -> ReplayFailure | None:
     """Whether PostgreSQL runs ``pending`` in one transaction after ``done``: its refusal
-    (the statement and PostgreSQL's message), or None. Asked of the shadow, and cached."""
+    (the statement and PostgreSQL's message), or None. Asked of the shadow, and cached:
+    for ``major`` (the PostgreSQL major version the folder's history was replayed on) or
+    the local server's."""
     if not pending:
         return None
     directory = cache.cache_directory(environ)
     hashes = [m.hash for m in done] + ["--"] + [m.hash for m in pending]
-    major = local_major() if shadow.url is None else None
-    key = cache.cache_key(hashes, major or 0, kind="one-transaction")
-    if major is not None and (known := cache.load(directory, key)) is not None:
-        refusal = known.get("refusal")
-        return ReplayFailure(**refusal) if isinstance(refusal, dict) else None
+    majors = [major, local_major() if shadow.url is None else None]
+    for known_major in dict.fromkeys(m for m in majors if m):
+        key = cache.cache_key(hashes, known_major, kind="one-transaction")
+        if (known := cache.load(directory, key)) is not None:
+            refusal = known.get("refusal")
+            return ReplayFailure(**refusal) if isinstance(refusal, dict) else None
     with (
         ShadowServer(shadow) as server,
         server.database() as url,

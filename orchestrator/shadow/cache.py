@@ -27,7 +27,7 @@ from orchestrator.catalog import History
 from orchestrator.db.catalog_reader import CATALOG_QUERY
 
 CACHE_DIR_ENV = "ORCHESTRATOR_CACHE_DIR"
-FORMAT = 1  # bump when a stored history's meaning changes
+FORMAT = 2  # bump when a stored history's meaning or layout changes
 KEEP = 16  # files kept, most recently used first
 
 

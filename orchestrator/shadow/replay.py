@@ -1,11 +1,11 @@
 """Replay a migrations folder on a shadow database, as drizzle applies it, and read back
 what PostgreSQL built after each migration.
 
-Each migration runs in a transaction of its own, its statements split at drizzle's
-breakpoints and sent one by one (so a refusal names its statement), then the catalog is
-read with the reader production is read with. A migration PostgreSQL refuses to run in a
-transaction (``CREATE INDEX CONCURRENTLY``) is run statement by statement, as ``migrate
---allow-concurrent`` runs it. The shadow starts empty, so a role that production has and a
+Each migration runs in a transaction of its own, sent as one message as ``migrate`` sends
+it (after a refusal, again statement by statement, rolled back, to name the statement), then
+the catalog is read with the reader production is read with. A migration PostgreSQL refuses
+to run in a transaction (``CREATE INDEX CONCURRENTLY``) is run statement by statement, as
+``migrate --allow-concurrent`` runs it. The shadow starts empty, so a role that production has and a
 policy names is created on the shadow when PostgreSQL says it is missing.
 
 A whole catalog read costs more as the schema grows, and a read after each of hundreds of
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import psycopg
@@ -83,25 +84,21 @@ def replay_history(
     with connect(url, autocommit=True) as conn:
         if incremental and not _watch_ddl(conn):
             raise IncompleteReplay("the shadow server does not allow an event trigger")
-        state = _State(read_catalog(conn, schema=schema, table=table))
+        state = _State(read_catalog(conn, schema=schema, table=table, refs=True))
         initial, deltas, rewrites = dict(state.objects), [], []
         failure = None
         for migration in journal.migrations:
-            if incremental:
-                conn.execute("DELETE FROM pg_temp.orchestrator_touched")
             failure = apply_migration(conn, migration)
             if failure is not None:
                 check_extension(failure, server)
                 break
             owners = _touched_owners(conn, state) if incremental else None
-            read = read_catalog(conn, schema=schema, table=table, owners=owners)
+            read = read_catalog(conn, schema=schema, table=table, owners=owners, refs=True)
             change, rewritten = state.update(read, owners)
             deltas.append(change)
             rewrites.append(rewritten)
-        if incremental:
-            whole = read_catalog(conn, schema=schema, table=table).objects
-            if whole != state.objects:
-                raise IncompleteReplay("the deltas do not add up to the catalog at the end")
+        if incremental and read_catalog(conn, schema=schema, table=table).objects != state.objects:
+            raise IncompleteReplay("the deltas do not add up to the catalog at the end")
     return History(
         hashes=tuple(m.hash for m in journal.migrations),
         initial=initial,
@@ -119,13 +116,9 @@ class _State:
     def __init__(self, whole: CatalogSnapshot) -> None:
         self.server_major = whole.server_major
         self.objects: dict[str, Properties] = dict(whole.objects)
-        self.refs: dict[str, tuple[str, str]] = dict(whole.refs)
+        self.refs: dict[str, Sequence[str]] = dict(whole.refs)
         self.storage: dict[str, int] = dict(whole.storage)
         self.owners: dict[str, str] = {own: owner for owner, own in whole.refs.values()}
-
-    def owner_of(self, ref: str) -> str:
-        """The owner of the object ``ref`` as last read (itself when unknown)."""
-        return self.owners.get(ref, ref)
 
     def update(
         self, read: CatalogSnapshot, owners: Collection[str] | None
@@ -145,17 +138,9 @@ class _State:
         self.objects.update(read.objects)
         self.refs.update(read.refs)
         self.owners.update({own: owner for owner, own in read.refs.values()})
-        rewritten = tuple(
-            sorted(
-                name
-                for name, node in read.storage.items()
-                if name in self.storage and self.storage[name] != node
-            )
-        )
-        if owners is None:
-            self.storage = dict(read.storage)
-        else:
-            self.storage.update(read.storage)
+        old = self.storage
+        rewritten = tuple(sorted(n for n, node in read.storage.items() if old.get(n, node) != node))
+        self.storage = dict(read.storage) if owners is None else {**old, **read.storage}
         return change, rewritten
 
 
@@ -177,10 +162,11 @@ CREATE EVENT TRIGGER orchestrator_drop ON sql_drop
     EXECUTE FUNCTION pg_temp.orchestrator_drop();
 """
 
-# What the recorded objects and the ones depending on them belong to, as the reader's refs.
+# What the recorded objects and the ones depending on them belong to, as the reader's refs;
+# the record is emptied for the next migration.
 _TOUCHED_OWNERS = """
 WITH touched AS (
-    SELECT DISTINCT classid, objid FROM pg_temp.orchestrator_touched
+    DELETE FROM pg_temp.orchestrator_touched RETURNING classid, objid
 ), near AS (
     SELECT classid, objid FROM touched
     UNION
@@ -224,7 +210,7 @@ def _touched_owners(conn: psycopg.Connection[Any], state: _State) -> set[str]:
     """The owners whose objects the last migration may have changed."""
     refs = {row[0] for row in conn.execute(_TOUCHED_OWNERS).fetchall() if row[0]}
     # A dropped object is no longer in the catalog to say whose it was: the last read does.
-    return {state.owner_of(ref) for ref in refs} | refs
+    return {state.owners.get(ref, ref) for ref in refs} | refs
 
 
 def apply_migration(conn: psycopg.Connection[Any], migration: Migration) -> ReplayFailure | None:
@@ -234,7 +220,7 @@ def apply_migration(conn: psycopg.Connection[Any], migration: Migration) -> Repl
         if failure is None:
             return None
         if failure.sqlstate == NOT_IN_TRANSACTION:
-            return _run_outside_transaction(conn, migration)
+            return _statement_by_statement(conn, [migration])
         if failure.sqlstate not in TRANSIENT and not _create_missing_role(conn, failure):
             return failure
     return failure
@@ -243,10 +229,34 @@ def apply_migration(conn: psycopg.Connection[Any], migration: Migration) -> Repl
 def run_in_transaction(
     conn: psycopg.Connection[Any], migrations: Sequence[Migration], *, commit: bool
 ) -> ReplayFailure | None:
-    """Run ``migrations`` in one transaction, committed or rolled back; the first refusal."""
-    current: tuple[Migration, int, str] | None = None
+    """Run ``migrations`` in one transaction, committed or rolled back; the first refusal.
+    One message per migration, as ``migrate`` sends them; after a refusal, again statement
+    by statement (rolled back) to name the statement, which the server does not say."""
+    current: Migration | None = None
     try:
         with conn.transaction(force_rollback=not commit):
+            for current in migrations:
+                if statements := _statements(current):
+                    conn.execute(b"\n;\n".join(s.encode("utf-8") for s in statements))
+    except psycopg.Error as exc:
+        if current is None or exc.sqlstate is None:
+            raise
+        located = _statement_by_statement(conn, migrations, rolled_back=True)
+        return located or _failure((current, 0, ""), exc)
+    return None
+
+
+def _statement_by_statement(
+    conn: psycopg.Connection[Any],
+    migrations: Sequence[Migration],
+    *,
+    rolled_back: bool = False,
+) -> ReplayFailure | None:
+    """Run ``migrations`` one statement at a time (in a transaction rolled back, or each on
+    its own); the first refusal."""
+    current: tuple[Migration, int, str] | None = None
+    try:
+        with conn.transaction(force_rollback=True) if rolled_back else nullcontext():
             for migration in migrations:
                 for number, statement in enumerate(_statements(migration), 1):
                     current = (migration, number, statement)
@@ -255,19 +265,6 @@ def run_in_transaction(
         if current is None or exc.sqlstate is None:
             raise
         return _failure(current, exc)
-    return None
-
-
-def _run_outside_transaction(
-    conn: psycopg.Connection[Any], migration: Migration
-) -> ReplayFailure | None:
-    for number, statement in enumerate(_statements(migration), 1):
-        try:
-            conn.execute(statement.encode("utf-8"))
-        except psycopg.Error as exc:
-            if exc.sqlstate is None:
-                raise
-            return _failure((migration, number, statement), exc)
     return None
 
 

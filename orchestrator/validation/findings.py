@@ -6,7 +6,8 @@ Pure functions of the journal, the snapshot and the migration states.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Sequence
 
 from orchestrator.catalog import CatalogSnapshot, Difference
 from orchestrator.drizzle.journal import Journal, Migration, stray_file_message
@@ -149,9 +150,7 @@ def unknown_hash_findings(
     findings: list[Finding] = []
     seen: set[str] = set()
     for row in snapshot.tracking_rows:
-        if row.hash is None or row.hash in known:
-            continue
-        if row.hash in seen:
+        if row.hash is None or row.hash in known or row.hash in seen:
             continue
         seen.add(row.hash)
         edited = untracked_by_when.get(row.created_at) if row.created_at is not None else None
@@ -173,8 +172,8 @@ def unknown_hash_findings(
                     severity="warning",
                 )
             )
-    duplicates = _duplicates(row.hash for row in snapshot.tracking_rows if row.hash)
-    for digest in sorted(duplicates):
+    counts = Counter(row.hash for row in snapshot.tracking_rows if row.hash)
+    for digest in sorted(digest for digest, count in counts.items() if count > 1):
         findings.append(
             Finding(
                 "duplicate_tracking_row",
@@ -275,11 +274,3 @@ def recommend(
         "migrations (a hole). `orchestrator migrate` applies them in journal order; then "
         "validate again."
     )
-
-
-def _duplicates(values: Iterable[str]) -> set[str]:
-    seen: set[str] = set()
-    dupes: set[str] = set()
-    for value in values:
-        (dupes if value in seen else seen).add(value)
-    return dupes

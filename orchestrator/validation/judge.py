@@ -57,13 +57,10 @@ from orchestrator.validation.report import (
 
 def verdict_for(states: Sequence[MigrationState]) -> Verdict:
     """SAFE if all applied; NEEDS_MIGRATION if applied* then pending+; else PARTIAL."""
-    if all(s is MigrationState.APPLIED for s in states):
+    first = next((i for i, s in enumerate(states) if s is not MigrationState.APPLIED), None)
+    if first is None:
         return Verdict.SAFE
-    first_pending = next(i for i, s in enumerate(states) if s is not MigrationState.APPLIED)
-    head, tail = states[:first_pending], states[first_pending:]
-    if all(s is MigrationState.APPLIED for s in head) and all(
-        s is MigrationState.PENDING for s in tail
-    ):
+    if all(s is MigrationState.PENDING for s in states[first:]):
         return Verdict.NEEDS_MIGRATION
     return Verdict.PARTIAL_MIGRATION
 

@@ -9,7 +9,7 @@ are reported apart (:func:`untouched`).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orchestrator.catalog import Difference, History, Objects, differences
@@ -42,17 +42,14 @@ class MigrationEvidence:
         return tuple(sorted(self.present + self.absent))
 
 
-def _mismatches(state: Objects, found: Objects, keys: Collection[str]) -> int:
-    return sum(1 for key in keys if state.get(key) != found.get(key))
-
-
 def first_matching_prefix(history: History, found: Objects, start: int) -> int | None:
     """The smallest j >= ``start`` whose state is exactly the database's, if any."""
     keys = history.universe
     state = history.state_after(start)
-    count = _mismatches(state, found, keys)
-    if count == 0:
+    # The usual answer, asked of the whole catalog at once.
+    if state == (found if found.keys() <= keys else {k: found[k] for k in found.keys() & keys}):
         return start
+    count = sum(1 for key in keys if state.get(key) != found.get(key))
     for j in range(start, len(history.deltas)):
         for key, (before, after) in history.deltas[j].items():
             have = found.get(key)
@@ -94,4 +91,4 @@ def drift(history: History, expected: Objects, found: Objects) -> list[Differenc
 
 def untouched(history: History, found: Objects) -> list[str]:
     """Objects of the database that no state of the history holds, sorted."""
-    return sorted(key for key in found if key not in history.universe)
+    return sorted(found.keys() - history.universe)
