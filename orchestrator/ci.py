@@ -30,16 +30,6 @@ if TYPE_CHECKING:
     from orchestrator.engine.dry_run import DryRun
     from orchestrator.runs import RunRecord
 
-__all__ = [
-    "GitHubActions",
-    "annotation",
-    "escape_data",
-    "escape_property",
-    "rehearsal_markdown",
-    "run_annotations",
-    "run_markdown",
-]
-
 Level = Literal["error", "warning", "notice"]
 
 

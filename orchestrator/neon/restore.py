@@ -28,15 +28,6 @@ from orchestrator.redaction import Redactor, secret_values
 from orchestrator.runs import RunRecord, RunStore, utc_now_iso
 from orchestrator.validation import ValidationReport
 
-__all__ = [
-    "RestorePlan",
-    "RestoreResult",
-    "check_confirmation",
-    "preserve_name",
-    "restore_plan",
-    "restore_production",
-]
-
 
 def preserve_name(run_id: str) -> str:
     """The branch that keeps production's state from just before the restore."""

@@ -35,20 +35,6 @@ from orchestrator.errors import UsageError
 from orchestrator.platforms.http import ApiClient, ApiError, read_token
 from orchestrator.playbook import Playbook
 
-__all__ = [
-    "MERGE_METHODS",
-    "Checks",
-    "GitHubApi",
-    "MergeMoved",
-    "Mergeability",
-    "PullRequest",
-    "Repository",
-    "choose_merge_method",
-    "github_api",
-    "judge_pull",
-    "next_page",
-]
-
 DEFAULT_API_URL = "https://api.github.com"
 MERGE_METHODS = ("merge", "squash", "rebase")  # the default is the first one allowed
 _PASSED = frozenset({"success", "neutral", "skipped"})

@@ -43,22 +43,6 @@ from orchestrator.errors import ExitCode, OrchestratorError, UsageError
 from orchestrator.playbook import Playbook
 from orchestrator.redaction import redact
 
-__all__ = [
-    "RATE_LIMIT_DEFAULT_S",
-    "RATE_LIMIT_TRIES",
-    "READ_METHODS",
-    "RETRIED_STATUSES",
-    "ApiClient",
-    "ApiError",
-    "api_message",
-    "check_tokens",
-    "is_ambiguous",
-    "playbook_tokens",
-    "rate_limit_wait",
-    "read_token",
-    "retry_after",
-]
-
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 RETRIED_STATUSES = frozenset({500, 502, 503, 504})  # a read is asked again after these
 SAFE_STATUSES = frozenset({503})  # any request: the platform did not carry it out
