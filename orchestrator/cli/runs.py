@@ -16,7 +16,6 @@ from orchestrator.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from orchestrator.engine.run import Interaction
-    from orchestrator.neon.restore import RestorePlan
     from orchestrator.runs import RunRecord, RunStore
 
 
@@ -341,7 +340,7 @@ def rollback(
     elif restore_database:
         if confirm_database is not None:
             raise UsageError("--confirm-database is for pg_dump backups: use --confirm-branch")
-        typed = _confirm_restore(_neon_restore_plan(store, run_id), confirm_branch)
+        typed = _confirm_restore(store, run_id, confirm_branch)
     shown = False
     if plan_only or not yes:
         # The plan first, before any question and before a refusal for want of a terminal:
@@ -398,58 +397,54 @@ def rollback(
 
 def _confirm_dump_restore(run_id: str, state_dir: Path, confirm_database: str | None) -> str:
     """The database name the operator typed (or passed), checked with the dump and the
-    client programs before anything is done. Without a terminal, --confirm-database is
-    required."""
-    from orchestrator.cli.console import err, interactive
+    client programs before anything is done."""
     from orchestrator.engine.dump_rollback import plan_for_run
     from orchestrator.runs import RunStore
 
     store = RunStore(state_dir)
     plan = plan_for_run(run_id, store, os.environ, None)
-    if confirm_database is None:
-        if not interactive():
-            raise UsageError(
-                "--restore-database replaces production's schema and rows: type the "
-                "database's name at a terminal, or pass --confirm-database NAME"
-            )
-        for line in plan.lines:
-            err.print(line, markup=False, highlight=False)
-        confirm_database = str(
-            click.prompt(f"Type the production database's name ({plan.database}) to restore it")
-        )
-    plan_for_run(run_id, store, os.environ, confirm_database)
-    return confirm_database
+    typed = _typed_name(
+        confirm_database,
+        plan.lines,
+        f"Type the production database's name ({plan.database}) to restore it",
+        "--restore-database replaces production's schema and rows: type the database's name "
+        "at a terminal, or pass --confirm-database NAME",
+    )
+    plan_for_run(run_id, store, os.environ, typed)
+    return typed
 
 
-def _neon_restore_plan(store: RunStore, run_id: str) -> RestorePlan:
-    """The Neon restore ``--restore-database`` would perform for the run; UsageError when its
-    backup is not a Neon branch (saying what to do instead)."""
-    from orchestrator.neon.restore import restore_plan
+def _confirm_restore(store: RunStore, run_id: str, confirm_branch: str | None) -> str:
+    """The production branch name the operator typed (or passed) for the Neon restore
+    ``--restore-database`` would perform; checked before anything is done."""
+    from orchestrator.neon.restore import check_confirmation, restore_plan
     from orchestrator.playbook import load_playbook
 
     record = store.load(run_id)
-    return restore_plan(record, load_playbook(Path(record.playbook)).database.url_env)
+    plan = restore_plan(record, load_playbook(Path(record.playbook)).database.url_env)
+    typed = _typed_name(
+        confirm_branch,
+        plan.lines,
+        f"Type the production branch's name ({plan.production}) to restore it",
+        "--restore-database replaces production's data: type the branch name at a terminal, "
+        "or pass --confirm-branch NAME",
+    )
+    check_confirmation(plan, typed)
+    return typed
 
 
-def _confirm_restore(plan: RestorePlan, confirm_branch: str | None) -> str:
-    """The production branch name the operator typed (or passed); checked before anything
-    is done. Without a terminal, --confirm-branch is required."""
+def _typed_name(given: str | None, plan: list[str], prompt: str, refusal: str) -> str:
+    """``given``, else the name typed at a terminal after the plan; without a terminal,
+    UsageError ``refusal``."""
     from orchestrator.cli.console import err, interactive
-    from orchestrator.neon.restore import check_confirmation
 
-    if confirm_branch is None:
-        if not interactive():
-            raise UsageError(
-                "--restore-database replaces production's data: type the branch name at a "
-                "terminal, or pass --confirm-branch NAME"
-            )
-        for line in plan.lines:
-            err.print(line, markup=False, highlight=False)
-        confirm_branch = str(
-            click.prompt(f"Type the production branch's name ({plan.production}) to restore it")
-        )
-    check_confirmation(plan, confirm_branch)
-    return confirm_branch
+    if given is not None:
+        return given
+    if not interactive():
+        raise UsageError(refusal)
+    for line in plan:
+        err.print(line, markup=False, highlight=False)
+    return str(click.prompt(prompt))
 
 
 @click.group(name="runs", invoke_without_command=True)
