@@ -114,9 +114,6 @@ def validation(console: Console, report: ValidationReport, url: str) -> None:
     console.print(report.recommendation, markup=False, highlight=False)
 
 
-EVENT_STYLE = {"error": "red", "warning": "yellow"}
-
-
 def event_line(event: dict[str, Any]) -> str | None:
     """One readable console line for an audit event (``None`` for events not worth a line)."""
     name = event.get("event")
