@@ -57,9 +57,7 @@ class PullRequest:
     draft: bool
     mergeable: bool | None  # None while GitHub computes it
     mergeable_state: str  # clean, dirty, blocked, behind, unstable, has_hooks, draft, unknown
-    head_ref: str
     head_sha: str
-    base_ref: str
     merge_commit_sha: str | None
     commits: int = 1  # the commits of the pull request (a rebase merge writes as many)
 
@@ -67,7 +65,6 @@ class PullRequest:
     def from_json(cls, data: Mapping[str, Any]) -> PullRequest:
         """From GitHub's pull request object."""
         head = data.get("head") or {}
-        base = data.get("base") or {}
         mergeable = data.get("mergeable")
         return cls(
             number=int(data["number"]),
@@ -77,9 +74,7 @@ class PullRequest:
             draft=bool(data.get("draft")),
             mergeable=mergeable if isinstance(mergeable, bool) else None,
             mergeable_state=str(data.get("mergeable_state") or "unknown"),
-            head_ref=str(head.get("ref") or ""),
             head_sha=str(head.get("sha") or ""),
-            base_ref=str(base.get("ref") or ""),
             merge_commit_sha=data.get("merge_commit_sha") or None,
             commits=int(data.get("commits") or 1),
         )
