@@ -35,7 +35,6 @@ from orchestrator.errors import UsageError
 from orchestrator.platforms.http import ApiClient, ApiError, read_token
 from orchestrator.playbook import Playbook
 
-DEFAULT_API_URL = "https://api.github.com"
 MERGE_METHODS = ("merge", "squash", "rebase")  # the default is the first one allowed
 _PASSED = frozenset({"success", "neutral", "skipped"})
 _HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}

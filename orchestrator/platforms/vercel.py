@@ -22,7 +22,6 @@ from orchestrator.playbook import Playbook
 
 __all__ = ["Deployment", "VercelApi", "vercel_api"]
 
-DEFAULT_API_URL = "https://api.vercel.com"
 
 
 @dataclass(frozen=True)
