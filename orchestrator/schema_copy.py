@@ -36,8 +36,6 @@ from orchestrator.sandbox.pg import ServerBinariesMissing, find_bindir
 from orchestrator.shadow import ShadowSpec
 from orchestrator.shadow.server import ShadowServer
 
-__all__ = ["CANNOT_CATCH", "local_copy"]
-
 CANNOT_CATCH = (
     "a schema-only copy cannot catch failures that depend on production's data (NOT NULL "
     "over nulls, a unique index over duplicates, a failing cast), lock waits under "

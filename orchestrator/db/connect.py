@@ -25,8 +25,6 @@ def parse_conninfo(url: str) -> dict[str, Any]:
     return conninfo_to_dict(url)
 
 
-__all__ = ["check_database_url", "check_url", "connect", "describe"]
-
 APPLICATION_NAME = "orchestrator"
 CONNECT_TIMEOUT_S = 10
 

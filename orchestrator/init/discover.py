@@ -43,8 +43,6 @@ from orchestrator.init.sources import (
 )
 from orchestrator.platforms.http import ApiClient, ApiError
 
-__all__ = ["DRIZZLE_CONFIG_NAMES", "Discovery", "InitOptions", "discover"]
-
 DRIZZLE_CONFIG_NAMES = (
     "drizzle.config.ts",
     "drizzle.config.mts",

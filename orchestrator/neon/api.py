@@ -29,8 +29,6 @@ from typing import Any
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.platforms.http import ApiClient, ApiError
 
-__all__ = ["DEFAULT_API_URL", "LOCKED_RETRIES", "Branch", "NeonApi", "NeonError"]
-
 DEFAULT_API_URL = "https://console.neon.tech/api/v2"
 # 423: another operation of the project runs. Neon's CLI asks again 5 times, 3 s apart.
 LOCKED_RETRIES = (5, 3.0)

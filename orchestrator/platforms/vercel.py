@@ -20,9 +20,6 @@ from orchestrator.errors import UsageError
 from orchestrator.platforms.http import ApiClient, read_token
 from orchestrator.playbook import Playbook
 
-__all__ = ["Deployment", "VercelApi", "vercel_api"]
-
-
 
 @dataclass(frozen=True)
 class Deployment:
