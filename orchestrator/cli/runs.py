@@ -52,13 +52,14 @@ def _interaction(
         on_retry=on_retry,
     )
     # No live line without a terminal: a step that waits says so on stderr every few seconds.
-    return made if at_terminal else dataclasses.replace(made, heartbeat=_heartbeat)
+    return made if at_terminal else dataclasses.replace(made, heartbeat=_to_stderr)
 
 
-def _heartbeat(line: str) -> None:
+def _to_stderr(line: str) -> None:
+    """A plain line on stderr: a heartbeat, or the rehearsal's kind and bounds."""
     from orchestrator.cli.console import err
 
-    err.print(line, markup=False, highlight=False, soft_wrap=True)
+    err.print(line, markup=False, highlight=False)
 
 
 def _warner(as_json: bool) -> Callable[[str], None]:
@@ -82,13 +83,6 @@ def _annotation_writer(as_json: bool) -> Callable[[str], None]:
         click.echo(line, err=as_json)
 
     return write
-
-
-def _announce(line: str) -> None:
-    """The rehearsal's kind and bounds, on stderr before it connects to production."""
-    from orchestrator.cli.console import err
-
-    err.print(line, markup=False, highlight=False)
 
 
 def _print_event(event: dict[str, Any]) -> None:
@@ -194,7 +188,7 @@ def deploy(
             os.environ,
             rehearse_on=rehearse_on,
             bounds=bounds,
-            announce=_announce,
+            announce=_to_stderr,
             retries=retries,
             on_retry=on_retry,
         )
