@@ -1,7 +1,8 @@
 """The command line: parse arguments, call the runtime's functions (validate and migrate in
 :mod:`orchestrator.database`, the reports in :mod:`orchestrator.reports`, the deploy engine in
-:mod:`orchestrator.engine`, ...), render the result. The command group, and the one place errors become exit codes, is
-``app``; the commands live in small modules (``database``, ``runs``, ``analysis``).
+:mod:`orchestrator.engine`, ...), render the result. The command group, and the one place
+errors become exit codes, is ``app``; the commands live in small modules (``database``,
+``runs``, ``analysis``).
 """
 
 from __future__ import annotations
