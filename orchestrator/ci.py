@@ -176,7 +176,3 @@ class GitHubActions:
         if self.annotate:
             for line in lines:
                 write(line)
-
-    def warning(self, message: str, write: Callable[[str], None]) -> None:
-        """A warning as an annotation."""
-        self.emit([annotation("warning", message)], write)

@@ -67,11 +67,12 @@ def _warner(as_json: bool) -> Callable[[str], None]:
     (on stdout, or on stderr when stdout carries the JSON document)."""
 
     def warn(message: str) -> None:
-        from orchestrator.ci import GitHubActions
+        from orchestrator.ci import GitHubActions, annotation
         from orchestrator.cli.console import err
 
         err.print(f"warning: {message}", markup=False, highlight=False)
-        GitHubActions.from_environ(os.environ).warning(message, _annotation_writer(as_json))
+        actions = GitHubActions.from_environ(os.environ)
+        actions.emit([annotation("warning", message)], _annotation_writer(as_json))
 
     return warn
 
