@@ -76,8 +76,7 @@ def restore_plan(record: RunRecord, url_env: str = "DATABASE_URL") -> RestorePla
         kind = backup.kind or "no backup"
         raise UsageError(
             f"--restore-database restores Neon branch and pg_dump backups only; run "
-            f"{record.run_id} has "
-            f"{kind}: {instead}"
+            f"{record.run_id} has {kind}: {instead}"
         )
     if not applied:
         raise UsageError(
