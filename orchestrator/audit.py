@@ -108,10 +108,6 @@ def make_redactor(extra_secrets: Iterable[str] | Redactor = ()) -> Processor:
     return redact_processor
 
 
-redact_event: Processor = make_redactor(())
-"""The redacting processor without extra literal secrets."""
-
-
 class _JsonLinesSink:
     """The structlog "logger" at the end of the chain: one durable JSON line per event."""
 

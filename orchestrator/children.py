@@ -30,8 +30,6 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
-__all__ = ["die_with_parent", "run", "unwatch_group", "watch_group"]
-
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 # The guard: read "+<pgid>" / "-<pgid>" lines until EOF (we died, or exited), then SIGKILL

@@ -30,16 +30,6 @@ if TYPE_CHECKING:
     from orchestrator.engine.dry_run import DryRun
     from orchestrator.runs import RunRecord
 
-__all__ = [
-    "GitHubActions",
-    "annotation",
-    "escape_data",
-    "escape_property",
-    "rehearsal_markdown",
-    "run_annotations",
-    "run_markdown",
-]
-
 Level = Literal["error", "warning", "notice"]
 
 
@@ -186,7 +176,3 @@ class GitHubActions:
         if self.annotate:
             for line in lines:
                 write(line)
-
-    def warning(self, message: str, write: Callable[[str], None]) -> None:
-        """A warning as an annotation."""
-        self.emit([annotation("warning", message)], write)

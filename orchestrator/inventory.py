@@ -11,7 +11,7 @@ function (:func:`build_inventory`) over the snapshot and the folder's history.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from orchestrator.catalog import CatalogSnapshot, History, Properties, differences
@@ -67,19 +67,9 @@ class Inventory:
         """A JSON-ready document."""
         return {
             "database": {"name": self.database, "server_version": self.server_version},
-            "tables": [
-                {
-                    "schema": t.schema,
-                    "name": t.name,
-                    "kind": t.kind,
-                    "row_estimate": t.row_estimate,
-                    "created_by": t.created_by,
-                    "columns": [c.__dict__ for c in t.columns],
-                }
-                for t in self.tables
-            ],
+            "tables": [asdict(t) for t in self.tables],
             "drift": list(self.drift),
-            "gone": [g.__dict__ for g in self.gone],
+            "gone": [asdict(g) for g in self.gone],
             "changed": list(self.changed),
         }
 

@@ -11,19 +11,16 @@ progress is reported through the ``on_result`` callback of :func:`watch`.
 
 from __future__ import annotations
 
-import base64
 import builtins  # sql_check's ``max`` parameter shadows the builtin inside it
 import math
-import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+import httpx
 import psycopg
 
 from orchestrator.db.connect import check_url, connect, describe
@@ -64,22 +61,6 @@ Check = Callable[[], CheckResult]
 # --------------------------------------------------------------------------- HTTP
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Refuse to follow redirects: a 302 is reported as the status it is."""
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: object,
-        code: int,
-        msg: str,
-        headers: object,
-        newurl: str,
-    ) -> None:
-        # Returning None makes urllib raise HTTPError carrying the 3xx status.
-        return None
-
-
 def _one_line(text: str) -> str:
     """The first non-blank line of ``text``, passwords redacted."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -88,38 +69,17 @@ def _one_line(text: str) -> str:
 
 def _describe_http_failure(exc: BaseException, timeout: float) -> str:
     """A one-line description of why an HTTP request produced no status."""
-    reason: BaseException | str | None = exc
-    if isinstance(exc, urllib.error.URLError):
-        reason = exc.reason
-    if isinstance(reason, TimeoutError):  # socket.timeout is TimeoutError
+    if isinstance(exc, httpx.TimeoutException):
         return f"timeout after {float(timeout)} s"
-    if isinstance(reason, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(reason, ConnectionResetError):
-        return "connection reset by peer"
-    if isinstance(reason, socket.gaierror):
-        return f"cannot resolve host: {_one_line(reason.strerror or str(reason))}"
-    if isinstance(reason, BaseException):
-        text = _one_line(str(reason))
-        name = type(reason).__name__
-        return f"{name}: {text}" if text else name
-    return _one_line(str(reason)) or type(exc).__name__
-
-
-def basic_auth(url: str) -> tuple[str, dict[str, str]]:
-    """Pure: ``url`` without its userinfo, and the HTTP basic-auth header that carries it.
-
-    urllib would take ``user:pw@host`` for a host name; a browser or curl sends the userinfo
-    as basic auth, and so do we. Redirects are not followed, so the credential only ever
-    goes to the host it was written for.
-    """
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url, {}
-    host = parts.netloc.rpartition("@")[2]
-    user, password = unquote(parts.username or ""), unquote(parts.password or "")
-    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-    return urlunsplit(parts._replace(netloc=host)), {"Authorization": f"Basic {token}"}
+    cause: BaseException | None = exc
+    while cause is not None:  # httpx wraps the socket's own error
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset by peer"
+        cause = cause.__context__
+    text = _one_line(str(exc))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def http_check(
@@ -132,9 +92,9 @@ def http_check(
     """A check that GETs ``url`` and is ok when the status is exactly ``expect_status``.
 
     Redirects are not followed (a 302 is a status like any other); userinfo in ``url`` is
-    sent as HTTP basic auth (:func:`basic_auth`). ``timeout`` bounds the
-    connection and each read. The returned check never raises: any failure becomes a failed
-    result with a one-line detail. Bad arguments raise :class:`UsageError` here, up front.
+    sent as HTTP basic auth. ``timeout`` bounds the connection and each read. The check
+    never raises: any failure becomes a failed result with a one-line detail. Bad arguments
+    raise :class:`UsageError` here, up front.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -144,21 +104,15 @@ def http_check(
     if not timeout > 0:
         raise UsageError(f"HTTP check timeout must be > 0 s, got {timeout}")
     label = name or redact(url)
-    target, headers = basic_auth(url)
-    # Environment proxies are honoured (ProxyHandler is a default handler of build_opener).
-    opener = urllib.request.build_opener(_NoRedirect)
+    # httpx follows no redirect (a 302 is reported as the status it is, and a credential only
+    # goes to the host it was written for), sends userinfo as basic auth and honours the
+    # environment's proxies. Made once: each probe then opens a fresh connection.
+    client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=0))
 
     def run() -> CheckResult:
         started = time.monotonic()
-        status: int | None = None
-        request = urllib.request.Request(target, headers=headers, method="GET")
         try:
-            with opener.open(request, timeout=timeout) as resp:
-                status = int(resp.status)
-        except urllib.error.HTTPError as exc:
-            # Non-2xx (and unfollowed 3xx) statuses arrive as HTTPError; they are answers.
-            status = int(exc.code)
-            exc.close()
+            status = client.get(url).status_code
         except Exception as exc:  # never raise: a probe that crashes proves nothing
             return CheckResult(
                 name=label,

@@ -24,17 +24,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-__all__ = [
-    "REDACTED",
-    "Redactor",
-    "is_secret_env",
-    "is_secret_key",
-    "redact",
-    "redact_secrets",
-    "redact_url",
-    "secret_values",
-]
-
 REDACTED = "***"
 
 # key=value conninfo: password=secret or password='se cret'

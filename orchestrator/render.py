@@ -114,9 +114,6 @@ def validation(console: Console, report: ValidationReport, url: str) -> None:
     console.print(report.recommendation, markup=False, highlight=False)
 
 
-EVENT_STYLE = {"error": "red", "warning": "yellow"}
-
-
 def event_line(event: dict[str, Any]) -> str | None:
     """One readable console line for an audit event (``None`` for events not worth a line)."""
     name = event.get("event")
@@ -280,20 +277,13 @@ def timeline(
     plan: list[str] | None = None,
 ) -> None:
     """A run's timeline: its transitions, every event of its audit trail, its rollback plan."""
-    console.print(
+    lines = [
         f"run {record.run_id} · {record.name} · state {record.state} · exit {record.exit_code}",
-        markup=False,
-        highlight=False,
-    )
-    console.print(
         f"playbook {record.playbook}; source commit {record.source_commit}",
-        markup=False,
-        highlight=False,
-    )
-    for event in events:
-        line = event_line(event)
-        if line is not None:
-            console.print(line, markup=False, highlight=False)
+    ]
+    lines += [line for event in events if (line := event_line(event)) is not None]
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
     run_summary(console, record, plan)
 
 

@@ -82,31 +82,25 @@ def plan_repair(journal: Journal, report: ValidationReport) -> RepairPlan:
     for status in report.migrations:
         missing = ", ".join(status.missing_summary[:3]) or "its objects"
         if status.state is MigrationState.PARTIALLY_PRESENT and status.tracked:
-            refusals.append(
-                Refusal(
-                    status.tag,
-                    f"{status.tag} is tracked but only partially present (missing {missing}): "
-                    "repair only adds tracking rows; restore the missing objects by hand "
-                    "(or from a backup)",
-                )
+            why = (
+                f"{status.tag} is tracked but only partially present (missing {missing}): "
+                "repair only adds tracking rows; restore the missing objects by hand "
+                "(or from a backup)"
             )
         elif status.state is MigrationState.PARTIALLY_PRESENT:
-            refusals.append(
-                Refusal(
-                    status.tag,
-                    f"{status.tag} is partially present (missing {missing}): a tracking row "
-                    "would hide the missing objects and re-running it would fail on the "
-                    "present ones; finish or undo it by hand (or restore a backup)",
-                )
+            why = (
+                f"{status.tag} is partially present (missing {missing}): a tracking row "
+                "would hide the missing objects and re-running it would fail on the "
+                "present ones; finish or undo it by hand (or restore a backup)"
             )
         elif status.state is MigrationState.TRACKED_MISSING:
-            refusals.append(
-                Refusal(
-                    status.tag,
-                    f"{status.tag} is tracked but its objects are gone (missing {missing}): "
-                    "repair only adds tracking rows; restore the objects from a backup",
-                )
+            why = (
+                f"{status.tag} is tracked but its objects are gone (missing {missing}): "
+                "repair only adds tracking rows; restore the objects from a backup"
             )
+        else:
+            continue
+        refusals.append(Refusal(status.tag, why))
     for finding in report.findings:
         if finding.code == "edited_migration" and finding.migration:
             refusals.append(

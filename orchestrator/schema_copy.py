@@ -10,12 +10,7 @@ writes go on, but DDL (and whatever queues behind that DDL) waits until the dump
 wait for those locks is bounded by the rehearsal's lock bound (``--lock-wait-timeout``); the
 session ends with the dump, and production keeps no lock of ours. A dump refused because the
 server is not up yet is retried under the playbook's retry policy, as any first connection.
-
-What a schema-only copy cannot catch: failures that depend on data (a ``NOT NULL`` on a
-column holding nulls, a unique index over duplicates, a cast that fails on one row), and
-timing (how long a lock is held under real traffic), and what the monitor's SQL checks would
-read on production (the copy has no rows: they are reported as not predictive). The
-rehearsal's report says so.
+What a schema-only copy cannot catch, the rehearsal's report says (:data:`CANNOT_CATCH`).
 """
 
 from __future__ import annotations
@@ -35,8 +30,6 @@ from orchestrator.redaction import redact
 from orchestrator.sandbox.pg import ServerBinariesMissing, find_bindir
 from orchestrator.shadow import ShadowSpec
 from orchestrator.shadow.server import ShadowServer
-
-__all__ = ["CANNOT_CATCH", "local_copy"]
 
 CANNOT_CATCH = (
     "a schema-only copy cannot catch failures that depend on production's data (NOT NULL "

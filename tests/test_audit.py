@@ -14,7 +14,7 @@ import pydantic
 import pytest
 import structlog
 
-from orchestrator.audit import AuditTrail, make_redactor, read_events, redact_event
+from orchestrator.audit import AuditTrail, make_redactor, read_events
 from orchestrator.redaction import is_secret_key
 
 SECRET = "s3cr3t"
@@ -220,7 +220,7 @@ def test_redactor_renders_awkward_values_without_crashing() -> None:
         "ints": {1: "one"},
         "cycle": cyclic,
     }
-    out = run_processor(redact_event, event)
+    out = run_processor(make_redactor(), event)
     json.dumps(out, allow_nan=False)  # strictly JSON now
     assert out["path"] == "/srv/app"
     assert out["when"] == "2025-10-21T14:30:05+00:00"

@@ -1,10 +1,9 @@
 """A contract double of the Vercel REST API subset the release gate uses, on a local HTTP
-server: ``GET /v6/deployments`` (``projectId``, ``teamId``, ``target=production``, ``sha``)
-and ``GET /v13/deployments/{id}``, with bearer-token authentication and
-``{"error": {"code", "message"}}`` errors, in the shapes of Vercel's published REST
-reference ("Deployments": List deployments, Get a deployment by ID or URL): the list gives
-``uid``, ``state`` and ``readyState``, ``readySubstate``, ``created`` and ``createdAt``;
-the v13 answer gives ``id``, ``readyState``, ``readySubstate`` and ``createdAt`` only.
+server: ``GET /v6/deployments`` (``projectId``, ``teamId``, ``target=production``, ``sha``),
+with bearer-token authentication and ``{"error": {"code", "message"}}`` errors, in the
+shapes of Vercel's published REST reference ("Deployments": List deployments): the list
+gives ``uid``, ``state`` and ``readyState``, ``readySubstate``, ``created`` and
+``createdAt``.
 
 Deployments follow the real bare origin (:class:`tests.production_double.LiveCommit`'s
 origin and branch): each new tip of the target branch gets a production deployment with
@@ -85,15 +84,6 @@ def _public(d: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def _v13(d: dict[str, Any]) -> dict[str, Any]:
-    """A deployment as ``GET /v13/deployments/{id}`` shows it: ``id``, ``readyState``,
-    ``createdAt``; no ``uid``, ``state`` nor ``created``."""
-    shown = _public(d)
-    shown["id"] = shown.pop("uid")
-    del shown["state"], shown["created"]
-    return shown
-
-
 def _error(status: int, code: str, message: str) -> Reply:
     """Vercel's error shape, ``{"error": {"code", "message"}}``."""
     return status, {"error": {"code": code, "message": message}}
@@ -123,12 +113,6 @@ def _answer(state: VercelState, request: Request) -> Reply:
             and query.get("sha") in (None, d["meta"]["githubCommitSha"])
         ]
         return 200, {"deployments": found, "pagination": {"count": len(found)}}
-    if request.path.startswith("/v13/deployments/"):
-        uid = request.path.rsplit("/", 1)[1]
-        match = [d for d in state.deployments if d["uid"] == uid]
-        if not match:
-            return _error(404, "not_found", "Deployment not found")
-        return 200, _v13(match[0])
     return _error(404, "not_found", "The requested path does not exist")
 
 

@@ -1,10 +1,8 @@
 """The command line: parse arguments, call the runtime's functions (validate and migrate in
 :mod:`orchestrator.database`, the reports in :mod:`orchestrator.reports`, the deploy engine in
-:mod:`orchestrator.engine`, ...), render the result.
-
-Every command shares one exit-code scheme (:class:`orchestrator.errors.ExitCode`). Errors
-are printed as one line on stderr; a traceback never reaches the user. The command group is
-in ``app``; the commands live in small modules (``database``, ``runs``, ``analysis``).
+:mod:`orchestrator.engine`, ...), render the result. The command group, and the one place
+errors become exit codes, is ``app``; the commands live in small modules (``database``,
+``runs``, ``analysis``).
 """
 
 from __future__ import annotations

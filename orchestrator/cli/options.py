@@ -104,7 +104,9 @@ class DatabaseTarget:
     @property
     def retry(self) -> RetryPolicy:
         """The retry policy for transient connection failures."""
-        return retry_policy(self.retries)
+        from orchestrator.db.retry import RetryPolicy
+
+        return RetryPolicy(attempts=self.retries)
 
 
 def read_migrations(folder: Path) -> Journal:
@@ -230,8 +232,6 @@ allow_concurrent_option = click.option(
     "ADD VALUE used later outside a transaction, statement by statement (drizzle-kit cannot).",
 )
 
-STATE_DIR_HELP = "Where run records live (runs/<run-id>/). Default: .orchestrator"
-
 
 def state_options(func: Command) -> Command:
     """--state-dir and --json, shared by the run commands."""
@@ -243,7 +243,7 @@ def state_options(func: Command) -> Command:
         type=click.Path(path_type=Path, file_okay=False),
         default=Path(".orchestrator"),
         show_default=True,
-        help=STATE_DIR_HELP,
+        help="Where run records live (runs/<run-id>/).",
     )(func)
 
 
@@ -257,13 +257,6 @@ def retries_option(func: Command) -> Command:
         help="Attempts on transient connection failures, instead of the playbook's "
         f"retry.attempts (default: the playbook's, {DEFAULT_ATTEMPTS} unless it says).",
     )(func)
-
-
-def retry_policy(attempts: int) -> RetryPolicy:
-    """The CLI's retry policy for transient connection failures."""
-    from orchestrator.db.retry import RetryPolicy
-
-    return RetryPolicy(attempts=attempts)
 
 
 def on_retry(attempt: int, error: BaseException, wait: float) -> None:

@@ -16,7 +16,6 @@ from orchestrator.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from orchestrator.engine.run import Interaction
-    from orchestrator.neon.restore import RestorePlan
     from orchestrator.runs import RunRecord, RunStore
 
 
@@ -53,13 +52,14 @@ def _interaction(
         on_retry=on_retry,
     )
     # No live line without a terminal: a step that waits says so on stderr every few seconds.
-    return made if at_terminal else dataclasses.replace(made, heartbeat=_heartbeat)
+    return made if at_terminal else dataclasses.replace(made, heartbeat=_to_stderr)
 
 
-def _heartbeat(line: str) -> None:
+def _to_stderr(line: str) -> None:
+    """A plain line on stderr: a heartbeat, or the rehearsal's kind and bounds."""
     from orchestrator.cli.console import err
 
-    err.print(line, markup=False, highlight=False, soft_wrap=True)
+    err.print(line, markup=False, highlight=False)
 
 
 def _warner(as_json: bool) -> Callable[[str], None]:
@@ -67,11 +67,12 @@ def _warner(as_json: bool) -> Callable[[str], None]:
     (on stdout, or on stderr when stdout carries the JSON document)."""
 
     def warn(message: str) -> None:
-        from orchestrator.ci import GitHubActions
+        from orchestrator.ci import GitHubActions, annotation
         from orchestrator.cli.console import err
 
         err.print(f"warning: {message}", markup=False, highlight=False)
-        GitHubActions.from_environ(os.environ).warning(message, _annotation_writer(as_json))
+        actions = GitHubActions.from_environ(os.environ)
+        actions.emit([annotation("warning", message)], _annotation_writer(as_json))
 
     return warn
 
@@ -83,13 +84,6 @@ def _annotation_writer(as_json: bool) -> Callable[[str], None]:
         click.echo(line, err=as_json)
 
     return write
-
-
-def _announce(line: str) -> None:
-    """The rehearsal's kind and bounds, on stderr before it connects to production."""
-    from orchestrator.cli.console import err
-
-    err.print(line, markup=False, highlight=False)
 
 
 def _print_event(event: dict[str, Any]) -> None:
@@ -195,7 +189,7 @@ def deploy(
             os.environ,
             rehearse_on=rehearse_on,
             bounds=bounds,
-            announce=_announce,
+            announce=_to_stderr,
             retries=retries,
             on_retry=on_retry,
         )
@@ -341,7 +335,7 @@ def rollback(
     elif restore_database:
         if confirm_database is not None:
             raise UsageError("--confirm-database is for pg_dump backups: use --confirm-branch")
-        typed = _confirm_restore(_neon_restore_plan(store, run_id), confirm_branch)
+        typed = _confirm_restore(store, run_id, confirm_branch)
     shown = False
     if plan_only or not yes:
         # The plan first, before any question and before a refusal for want of a terminal:
@@ -398,58 +392,54 @@ def rollback(
 
 def _confirm_dump_restore(run_id: str, state_dir: Path, confirm_database: str | None) -> str:
     """The database name the operator typed (or passed), checked with the dump and the
-    client programs before anything is done. Without a terminal, --confirm-database is
-    required."""
-    from orchestrator.cli.console import err, interactive
+    client programs before anything is done."""
     from orchestrator.engine.dump_rollback import plan_for_run
     from orchestrator.runs import RunStore
 
     store = RunStore(state_dir)
     plan = plan_for_run(run_id, store, os.environ, None)
-    if confirm_database is None:
-        if not interactive():
-            raise UsageError(
-                "--restore-database replaces production's schema and rows: type the "
-                "database's name at a terminal, or pass --confirm-database NAME"
-            )
-        for line in plan.lines:
-            err.print(line, markup=False, highlight=False)
-        confirm_database = str(
-            click.prompt(f"Type the production database's name ({plan.database}) to restore it")
-        )
-    plan_for_run(run_id, store, os.environ, confirm_database)
-    return confirm_database
+    typed = _typed_name(
+        confirm_database,
+        plan.lines,
+        f"Type the production database's name ({plan.database}) to restore it",
+        "--restore-database replaces production's schema and rows: type the database's name "
+        "at a terminal, or pass --confirm-database NAME",
+    )
+    plan_for_run(run_id, store, os.environ, typed)
+    return typed
 
 
-def _neon_restore_plan(store: RunStore, run_id: str) -> RestorePlan:
-    """The Neon restore ``--restore-database`` would perform for the run; UsageError when its
-    backup is not a Neon branch (saying what to do instead)."""
-    from orchestrator.neon.restore import restore_plan
+def _confirm_restore(store: RunStore, run_id: str, confirm_branch: str | None) -> str:
+    """The production branch name the operator typed (or passed) for the Neon restore
+    ``--restore-database`` would perform; checked before anything is done."""
+    from orchestrator.neon.restore import check_confirmation, restore_plan
     from orchestrator.playbook import load_playbook
 
     record = store.load(run_id)
-    return restore_plan(record, load_playbook(Path(record.playbook)).database.url_env)
+    plan = restore_plan(record, load_playbook(Path(record.playbook)).database.url_env)
+    typed = _typed_name(
+        confirm_branch,
+        plan.lines,
+        f"Type the production branch's name ({plan.production}) to restore it",
+        "--restore-database replaces production's data: type the branch name at a terminal, "
+        "or pass --confirm-branch NAME",
+    )
+    check_confirmation(plan, typed)
+    return typed
 
 
-def _confirm_restore(plan: RestorePlan, confirm_branch: str | None) -> str:
-    """The production branch name the operator typed (or passed); checked before anything
-    is done. Without a terminal, --confirm-branch is required."""
+def _typed_name(given: str | None, plan: list[str], prompt: str, refusal: str) -> str:
+    """``given``, else the name typed at a terminal after the plan; without a terminal,
+    UsageError ``refusal``."""
     from orchestrator.cli.console import err, interactive
-    from orchestrator.neon.restore import check_confirmation
 
-    if confirm_branch is None:
-        if not interactive():
-            raise UsageError(
-                "--restore-database replaces production's data: type the branch name at a "
-                "terminal, or pass --confirm-branch NAME"
-            )
-        for line in plan.lines:
-            err.print(line, markup=False, highlight=False)
-        confirm_branch = str(
-            click.prompt(f"Type the production branch's name ({plan.production}) to restore it")
-        )
-    check_confirmation(plan, confirm_branch)
-    return confirm_branch
+    if given is not None:
+        return given
+    if not interactive():
+        raise UsageError(refusal)
+    for line in plan:
+        err.print(line, markup=False, highlight=False)
+    return str(click.prompt(prompt))
 
 
 @click.group(name="runs", invoke_without_command=True)

@@ -17,10 +17,10 @@ statement needed.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import psycopg
@@ -156,10 +156,7 @@ def statement_locks(statement: str) -> tuple[list[str], str | None]:
             known = tables.get(change.table)
             tables[change.table] = mode if known is None else stronger(mode, known)
     if tables:
-        strongest = None
-        for mode in tables.values():
-            strongest = mode if strongest is None else stronger(strongest, mode)
-        return list(tables), strongest
+        return list(tables), functools.reduce(stronger, tables.values())
     from orchestrator.db.migrator import relations_in
 
     return relations_in(statement), None
@@ -228,12 +225,7 @@ class LockWatch:
             if seen is not None:
                 self.last = seen
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

@@ -17,15 +17,11 @@ from orchestrator.db.retry import is_transient
 from orchestrator.errors import DatabaseError, UsageError
 from orchestrator.redaction import redact, redact_url
 
-ConninfoError = psycopg.ProgrammingError  # what psycopg raises for a malformed string
-
 
 def parse_conninfo(url: str) -> dict[str, Any]:
     """The parameters of a connection string (URL or key=value), as libpq reads them."""
     return conninfo_to_dict(url)
 
-
-__all__ = ["check_database_url", "check_url", "connect", "describe"]
 
 APPLICATION_NAME = "orchestrator"
 CONNECT_TIMEOUT_S = 10
@@ -39,7 +35,7 @@ def check_url(url: str | None) -> str:
         raise UsageError(f"not a PostgreSQL URL (expected postgresql://...): {redact_url(url)}")
     try:
         params = parse_conninfo(url)
-    except ConninfoError as exc:
+    except psycopg.ProgrammingError as exc:  # a malformed string
         first_line = str(exc).splitlines()[0] if str(exc) else "unparseable"
         raise UsageError(f"bad database URL {redact_url(url)}: {redact(first_line)}") from None
     port = params.get("port")
@@ -96,7 +92,7 @@ def connect(
     :class:`DatabaseError` (exit 30) with the password redacted.
     """
     check_url(url)
-    name = application_name or connection_name(url)
+    name = application_name or parse_conninfo(url).get("application_name") or APPLICATION_NAME
     try:
         return psycopg.connect(
             url,
@@ -105,20 +101,9 @@ def connect(
             application_name=str(name),
         )
     except psycopg.OperationalError as exc:
-        raise cannot_connect(url, exc) from exc
-
-
-def cannot_connect(url: str, exc: BaseException) -> DatabaseError:
-    """A failed connection to ``url`` as :class:`DatabaseError` (exit 30), password
-    redacted; transient when worth a retry."""
-    return DatabaseError(
-        f"cannot connect to {redact_url(url)}: {describe(exc)}", transient=is_transient(exc)
-    )
-
-
-def connection_name(url: str) -> str:
-    """The ``application_name`` ``url`` carries, else ``orchestrator``."""
-    return parse_conninfo(url).get("application_name") or APPLICATION_NAME
+        raise DatabaseError(
+            f"cannot connect to {redact_url(url)}: {describe(exc)}", transient=is_transient(exc)
+        ) from exc
 
 
 def describe(exc: BaseException) -> str:
@@ -166,7 +151,7 @@ def ssl_warning(url: str, environ: Mapping[str, str] | None = None) -> str | Non
     """
     try:
         params = parse_conninfo(url)
-    except ConninfoError:
+    except psycopg.ProgrammingError:
         return None  # check_url reports malformed URLs
     remote = remote_hosts(url, environ)
     if not remote:
@@ -205,7 +190,7 @@ def neon_direct_host(url: str) -> tuple[str, str] | None:
     try:
         # A fully qualified name may end with a dot (``...neon.tech.``): the same host.
         host = str(parse_conninfo(url).get("host") or "").removesuffix(".")
-    except ConninfoError:
+    except psycopg.ProgrammingError:
         return None
     first, _, rest = host.partition(".")
     if host.lower().endswith(_NEON_DOMAIN) and first.lower().endswith(_POOLER_SUFFIX):

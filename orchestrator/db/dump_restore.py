@@ -63,12 +63,11 @@ class DumpContents:
 def schema_lines(script: str) -> tuple[str, ...]:
     """A schema script's statements without comments, blank lines and psql's per-dump
     ``\\restrict`` keys (pure): two dumps of the same schema give the same lines."""
-    kept = []
-    for line in script.splitlines():
-        if not line.strip() or line.startswith(("--", "\\restrict", "\\unrestrict")):
-            continue
-        kept.append(line)
-    return tuple(kept)
+    return tuple(
+        line
+        for line in script.splitlines()
+        if line.strip() and not line.startswith(("--", "\\restrict", "\\unrestrict"))
+    )
 
 
 def schemas_created(script: str) -> frozenset[str]:

@@ -117,17 +117,10 @@ def _commit_revert(
     return git_output(repo.git, "rev-parse", "HEAD").strip()
 
 
-def revert_release(
-    repo: git.Repo, remote: str, target: str, result: MergeResult, *, message: str | None = None
-) -> str:
-    """Revert a pushed release on ``target`` as ONE new commit, push it; its hexsha.
-
-    A merge commit is reverted against its first parent; a fast-forward has the whole range
-    undone at once. Commits pushed to ``<remote>/<target>`` after the release are kept.
-    :class:`GuardError` if there is nothing to revert, ``<remote>/<target>`` no longer contains
-    the release, later commits conflict with the revert, or the push is rejected; the local
-    clone is then put back as it was. On success the original branch is checked out again.
-    """
+def _released_tip(repo: git.Repo, remote: str, target: str, result: MergeResult) -> str:
+    """The fetched tip of ``<remote>/<target>``, checked to still contain the release: a
+    clean clone that has both ends of it. :class:`GuardError` otherwise, or when the release
+    changed nothing."""
     if result.merge_commit is None and result.pushed_commit == result.previous_target_commit:
         raise GuardError("the release changed nothing on the target; there is nothing to revert")
     refuse_dirty(repo)
@@ -141,6 +134,21 @@ def revert_release(
             f"{remote}/{target} no longer contains the released commit "
             f"{result.pushed_commit[:12]}; its history was rewritten"
         )
+    return tip
+
+
+def revert_release(
+    repo: git.Repo, remote: str, target: str, result: MergeResult, *, message: str | None = None
+) -> str:
+    """Revert a pushed release on ``target`` as ONE new commit, push it; its hexsha.
+
+    A merge commit is reverted against its first parent; a fast-forward has the whole range
+    undone at once. Commits pushed to ``<remote>/<target>`` after the release are kept.
+    :class:`GuardError` if there is nothing to revert, ``<remote>/<target>`` no longer contains
+    the release, later commits conflict with the revert, or the push is rejected; the local
+    clone is then put back as it was. On success the original branch is checked out again.
+    """
+    tip = _released_tip(repo, remote, target, result)
     state = capture_state(repo, target)
     try:
         enter_target(repo, state, remote, target, tip)
@@ -170,18 +178,7 @@ def revert_release_on_branch(
     revert (deleted again on failure). :class:`GuardError` as for :func:`revert_release`,
     or when ``branch`` already exists on the remote.
     """
-    if result.merge_commit is None and result.pushed_commit == result.previous_target_commit:
-        raise GuardError("the release changed nothing on the target; there is nothing to revert")
-    refuse_dirty(repo)
-    fetch_branches(repo, remote, [target])
-    tip = remote_tip_of(repo, remote, target)
-    if resolve_rev(repo.git, result.pushed_commit) is None or not is_ancestor(
-        repo.git, result.pushed_commit, tip
-    ):
-        raise GuardError(
-            f"{remote}/{target} no longer contains the released commit "
-            f"{result.pushed_commit[:12]}; its history was rewritten"
-        )
+    tip = _released_tip(repo, remote, target, result)
     if run_git(repo.git, "ls-remote", "--exit-code", "--heads", remote, branch).status == 0:
         raise GuardError(f"branch {branch!r} already exists on {remote}: the revert was pushed")
     state = capture_state(repo, branch)  # the branch is what we create, and undo on failure

@@ -43,8 +43,6 @@ from orchestrator.init.sources import (
 )
 from orchestrator.platforms.http import ApiClient, ApiError
 
-__all__ = ["DRIZZLE_CONFIG_NAMES", "Discovery", "InitOptions", "discover"]
-
 DRIZZLE_CONFIG_NAMES = (
     "drizzle.config.ts",
     "drizzle.config.mts",
@@ -111,7 +109,6 @@ def discover(
     if remote is not None and remote.on_github and remote.repo is not None:
         github_repo = Sourced(remote.repo, "from the origin remote")
     elif remote is not None:
-        github_repo = None
         report.append(f"git: origin is on {remote.host}, not github.com: merges are pushed")
     via, via_reason = _via(github_repo, target, environ, options, fetch, report)
 
@@ -242,16 +239,13 @@ def _neon(
     project, branch_id = found
     branch = branch_id
     try:
-        answer = fetch("Neon API", options.neon_api_url, key, _neon_branch_path(project, branch_id))
+        path = f"/projects/{project}/branches/{branch_id}"
+        answer = fetch("Neon API", options.neon_api_url, key, path)
         branch = str(answer.get("branch", {}).get("name") or branch_id)
     except ApiError as exc:
         report.append(f"neon: branch {branch_id}: {exc} (named by its id)")
     report.append(f"neon: project {project}, branch {branch} (through the API)")
     return Sourced(project, f"holds endpoint {neon.endpoint_id}"), branch
-
-
-def _neon_branch_path(project: str, branch_id: str) -> str:
-    return f"/projects/{project}/branches/{branch_id}"
 
 
 def _find_endpoint(
@@ -278,26 +272,23 @@ def _find_endpoint(
 # ----------------------------------------------------------------------------- git
 
 
-def _git_config(root: Path, key: str) -> str | None:
+def _git_answer(root: Path, *args: str) -> str | None:
+    """What ``git ARGS`` prints in ``root``; None when it fails or git cannot run."""
     try:
-        done = children.run(["git", "config", "--get", key], cwd=root)
+        done = children.run(["git", *args], cwd=root)
     except OSError:
         return None
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def _has_ref(root: Path, ref: str) -> bool:
-    try:
-        done = children.run(["git", "rev-parse", "--verify", "--quiet", ref], cwd=root)
-    except OSError:
-        return False
-    return done.returncode == 0
+    return _git_answer(root, "rev-parse", "--verify", "--quiet", ref) is not None
 
 
 def _git(root: Path, report: list[str], notes: list[str]) -> tuple[GitRemote | None, str, str]:
     """origin's host and repository, and the branches (staging -> main by default)."""
-    url = _git_config(root, "remote.origin.url")
-    if url is None:
+    url = _git_answer(root, "config", "--get", "remote.origin.url")
+    if not url:
         report.append("git: no origin remote (git.remote: origin is written; add it)")
         notes.append("This folder has no `origin` remote yet: deploy fetches and pushes there.")
         return None, "staging", "main"

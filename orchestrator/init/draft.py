@@ -17,8 +17,6 @@ from typing import Literal
 
 from orchestrator.init.sources import VercelProject
 
-__all__ = ["Draft", "Missing", "Question", "answer", "compose", "questions"]
-
 DEFAULT_NEON_API_URL = "https://console.neon.tech/api/v2"
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
 DEFAULT_VERCEL_API_URL = "https://api.vercel.com"

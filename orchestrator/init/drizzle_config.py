@@ -19,14 +19,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = [
-    "DRIZZLE_DEFAULTS",
-    "DrizzleConfig",
-    "EnvRef",
-    "Expression",
-    "parse_drizzle_config",
-]
-
 DRIZZLE_DEFAULTS = {"out": "drizzle", "table": "__drizzle_migrations", "schema": "drizzle"}
 
 

@@ -12,17 +12,6 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-__all__ = [
-    "GitRemote",
-    "NeonHost",
-    "ProjectFileUnreadable",
-    "VercelProject",
-    "database_host",
-    "parse_neon_host",
-    "parse_remote",
-    "parse_vercel_project",
-]
-
 
 @dataclass(frozen=True)
 class GitRemote:

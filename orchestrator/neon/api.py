@@ -12,18 +12,11 @@ Endpoints (Neon's published reference, ``https://console.neon.tech/api/v2``):
 - ``GET    /projects/{project_id}/connection_uri``               a branch's connection URI
 
 Every call goes through the platforms' shared transport
-(:class:`orchestrator.platforms.http.ApiClient`): the key as a bearer token, JSON both ways.
-Reads are asked again after 5xx answers and dropped connections, with the project's
-backoff; any call after 503 and after a rate limit (429, honouring ``Retry-After``); 423
-(another operation of the project is running) is asked again 5 times, 3 s apart, as Neon's
-own CLI does. A call that changes something (create, delete, restore) is never sent twice
-blindly: when its answer is lost (Neon: such a request "may have reached the server and been
-successfully processed"), the client looks for what it would have made (the branch by its
-name, the branch kept under ``preserve_under_name``, the branch gone) and adopts it, waiting
-for the branch's operations. Other 4xx answers raise :class:`NeonError` with Neon's own
-message. Calls that start work return operations, which :meth:`NeonApi.wait` polls until
-they finish (``failed``, ``error`` and ``cancelled`` end the wait at once). The key never
-appears in a message, a repr or a log line.
+(:class:`orchestrator.platforms.http.ApiClient`), which also asks again after Neon's 423
+(5 times, 3 s apart, as Neon's own CLI does). A call that changes something is never sent
+twice blindly: when its answer is lost, the client looks for what it would have made (the
+branch by its name, the preserved branch, the branch gone) and adopts it. Calls that start
+work return operations, which :meth:`NeonApi.wait` polls until they finish.
 """
 
 from __future__ import annotations
@@ -35,8 +28,6 @@ from typing import Any
 
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.platforms.http import ApiClient, ApiError
-
-__all__ = ["DEFAULT_API_URL", "LOCKED_RETRIES", "Branch", "NeonApi", "NeonError"]
 
 DEFAULT_API_URL = "https://console.neon.tech/api/v2"
 # 423: another operation of the project runs. Neon's CLI asks again 5 times, 3 s apart.

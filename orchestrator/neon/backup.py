@@ -11,8 +11,6 @@ from orchestrator.errors import GuardError, UsageError
 from orchestrator.neon.api import Branch, NeonApi
 from orchestrator.playbook import Playbook
 
-__all__ = ["backup_branch_name", "neon_api", "production_branch", "take_branch_backup"]
-
 
 def neon_api(
     playbook: Playbook, environ: Mapping[str, str], purpose: str = "backup kind neon_branch"

@@ -22,8 +22,6 @@ from orchestrator.neon.api import Branch, NeonApi, NeonError
 from orchestrator.neon.backup import production_branch
 from orchestrator.playbook import Playbook
 
-__all__ = ["REHEARSE_ON_NEON_BRANCH", "rehearsal_branch", "rehearsal_branch_name"]
-
 REHEARSE_ON_NEON_BRANCH = "neon-branch"
 
 

@@ -28,15 +28,6 @@ from orchestrator.redaction import Redactor, secret_values
 from orchestrator.runs import RunRecord, RunStore, utc_now_iso
 from orchestrator.validation import ValidationReport
 
-__all__ = [
-    "RestorePlan",
-    "RestoreResult",
-    "check_confirmation",
-    "preserve_name",
-    "restore_plan",
-    "restore_production",
-]
-
 
 def preserve_name(run_id: str) -> str:
     """The branch that keeps production's state from just before the restore."""
@@ -85,8 +76,7 @@ def restore_plan(record: RunRecord, url_env: str = "DATABASE_URL") -> RestorePla
         kind = backup.kind or "no backup"
         raise UsageError(
             f"--restore-database restores Neon branch and pg_dump backups only; run "
-            f"{record.run_id} has "
-            f"{kind}: {instead}"
+            f"{record.run_id} has {kind}: {instead}"
         )
     if not applied:
         raise UsageError(

@@ -35,21 +35,6 @@ from orchestrator.errors import UsageError
 from orchestrator.platforms.http import ApiClient, ApiError, read_token
 from orchestrator.playbook import Playbook
 
-__all__ = [
-    "MERGE_METHODS",
-    "Checks",
-    "GitHubApi",
-    "MergeMoved",
-    "Mergeability",
-    "PullRequest",
-    "Repository",
-    "choose_merge_method",
-    "github_api",
-    "judge_pull",
-    "next_page",
-]
-
-DEFAULT_API_URL = "https://api.github.com"
 MERGE_METHODS = ("merge", "squash", "rebase")  # the default is the first one allowed
 _PASSED = frozenset({"success", "neutral", "skipped"})
 _HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
@@ -71,9 +56,7 @@ class PullRequest:
     draft: bool
     mergeable: bool | None  # None while GitHub computes it
     mergeable_state: str  # clean, dirty, blocked, behind, unstable, has_hooks, draft, unknown
-    head_ref: str
     head_sha: str
-    base_ref: str
     merge_commit_sha: str | None
     commits: int = 1  # the commits of the pull request (a rebase merge writes as many)
 
@@ -81,7 +64,6 @@ class PullRequest:
     def from_json(cls, data: Mapping[str, Any]) -> PullRequest:
         """From GitHub's pull request object."""
         head = data.get("head") or {}
-        base = data.get("base") or {}
         mergeable = data.get("mergeable")
         return cls(
             number=int(data["number"]),
@@ -91,9 +73,7 @@ class PullRequest:
             draft=bool(data.get("draft")),
             mergeable=mergeable if isinstance(mergeable, bool) else None,
             mergeable_state=str(data.get("mergeable_state") or "unknown"),
-            head_ref=str(head.get("ref") or ""),
             head_sha=str(head.get("sha") or ""),
-            base_ref=str(base.get("ref") or ""),
             merge_commit_sha=data.get("merge_commit_sha") or None,
             commits=int(data.get("commits") or 1),
         )

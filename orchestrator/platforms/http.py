@@ -1,32 +1,13 @@
 """The transport every platform client shares (GitHub, Vercel and Neon's
 :mod:`orchestrator.neon.api`): one JSON call with a bearer token.
 
-What is asked again, and what never is:
-
-- a read (GET, HEAD) is asked again after a dropped connection or a 500, 502, 503 or 504,
-  with the project's backoff;
-- a request that changes something (POST, PUT, PATCH, DELETE) is asked again only when the
-  platform says it was not carried out: 503 (and whatever more a client names: Neon's 423,
-  on its own schedule), or a connection that could not even be opened. Neon's reference:
-  "Any request that returns a 503 Service Unavailable response is always safe to retry",
-  "Any request that returns a 423 Locked response is safe to retry", and POST, PATCH,
-  DELETE and PUT "may have reached the server and been successfully processed" when no
-  answer came back. So a lost answer (a read timeout, a connection closed before the
-  answer) or another 5xx raises :class:`ApiError` with ``ambiguous=True``: the caller looks
-  at the world and adopts what happened (:mod:`orchestrator.platforms.github`,
-  :mod:`orchestrator.neon.api`), never sends it again blindly;
-- a rate limit (429, or 403 with ``x-ratelimit-remaining: 0``, ``retry-after`` or a
-  message naming the rate limit) is waited out as the platform asks, whatever the method
-  (a request refused by the rate limiter was not carried out): ``retry-after`` seconds,
-  else until ``x-ratelimit-reset``, else a minute (GitHub's REST description, "Rate limits
-  for the REST API"). Each wait is told to ``on_wait`` (a notice for the operator); the
-  waits of one call never exceed ``wait_limit`` (the step's own timeout), beyond which the
-  call fails with the platform's message.
-
-Other refusals raise :class:`ApiError` (or the client's subclass of it) carrying the HTTP
-status and the API's own message. The token is read from the environment variable the
-playbook names, sent only in the ``Authorization`` header and never appears in a message, a
-repr or a log line.
+A read is asked again after a dropped connection or a 5xx. A request that changes something
+is asked again only when the platform says it was not carried out (503, Neon's 423, or a
+connection never opened); after a lost answer or another 5xx it raises :class:`ApiError`
+with ``ambiguous=True`` and the caller looks at the world (Neon's reference: POST, PATCH,
+DELETE and PUT "may have reached the server and been successfully processed" when no answer
+came back). Rate limits are waited out as :func:`rate_limit_wait` says. The token never
+appears in a message, a repr or a log line.
 """
 
 from __future__ import annotations
@@ -42,22 +23,6 @@ from orchestrator.db.retry import RetryPolicy
 from orchestrator.errors import ExitCode, OrchestratorError, UsageError
 from orchestrator.playbook import Playbook
 from orchestrator.redaction import redact
-
-__all__ = [
-    "RATE_LIMIT_DEFAULT_S",
-    "RATE_LIMIT_TRIES",
-    "READ_METHODS",
-    "RETRIED_STATUSES",
-    "ApiClient",
-    "ApiError",
-    "api_message",
-    "check_tokens",
-    "is_ambiguous",
-    "playbook_tokens",
-    "rate_limit_wait",
-    "read_token",
-    "retry_after",
-]
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 RETRIED_STATUSES = frozenset({500, 502, 503, 504})  # a read is asked again after these

@@ -23,16 +23,6 @@ import httpx
 from orchestrator.platforms.vercel import Deployment, VercelApi
 from orchestrator.redaction import redact
 
-__all__ = [
-    "Sighting",
-    "judge_contained",
-    "judge_deployments",
-    "judge_version",
-    "names_commit",
-    "probe_url",
-    "probe_vercel",
-]
-
 MIN_PREFIX = 7  # git's shortest abbreviation
 # A hex run of 7 to 40 characters standing on its own (not a slice of a longer digest).
 _HEX = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{7,40}(?![0-9a-fA-F])")

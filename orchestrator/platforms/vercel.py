@@ -8,8 +8,6 @@ Endpoints (Vercel's published REST reference, ``https://api.vercel.com``, "Deplo
   DELETED; ``readySubstate`` of a READY one: STAGED (built, never given production
   traffic), ROLLING (a rolling release is moving traffic to it), PROMOTED (serving);
   ``meta.githubCommitSha``; ``created`` / ``createdAt`` (ms)
-- ``GET /v13/deployments/{id}``             one deployment: ``id``, ``readyState``,
-  ``readySubstate``, ``createdAt`` (no ``state``, no ``created``)
 """
 
 from __future__ import annotations
@@ -21,10 +19,6 @@ from typing import Any
 from orchestrator.errors import UsageError
 from orchestrator.platforms.http import ApiClient, read_token
 from orchestrator.playbook import Playbook
-
-__all__ = ["Deployment", "VercelApi", "vercel_api"]
-
-DEFAULT_API_URL = "https://api.vercel.com"
 
 
 @dataclass(frozen=True)
@@ -46,12 +40,12 @@ class Deployment:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Deployment:
-        """From a deployment of the list (``uid``) or of ``GET /v13/deployments`` (``id``)."""
+        """From a deployment of the list."""
         meta = data.get("meta") or {}
         url = str(data.get("url") or "")
         substate = data.get("readySubstate")
         return cls(
-            uid=str(data.get("uid") or data.get("id") or ""),
+            uid=str(data.get("uid") or ""),
             url=url if not url or "://" in url else f"https://{url}",
             state=str(data.get("readyState") or data.get("state") or "UNKNOWN").upper(),
             commit=meta.get("githubCommitSha") or None,
@@ -79,13 +73,6 @@ class VercelApi:
         data = self.client.call("GET", "/v6/deployments", params=params)
         found = [Deployment.from_json(d) for d in (data or {}).get("deployments") or ()]
         return sorted(found, key=lambda d: d.created, reverse=True)
-
-    def deployment(self, uid: str) -> Deployment:
-        """One deployment, as it is now."""
-        params = {"teamId": self.team_id} if self.team_id else None
-        return Deployment.from_json(
-            self.client.call("GET", f"/v13/deployments/{uid}", params=params)
-        )
 
 
 def vercel_api(playbook: Playbook, environ: Mapping[str, str]) -> VercelApi:

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -33,6 +34,16 @@ from orchestrator.redaction import redact
 # Integers must be written as integers: pydantic's lax mode would accept `yes` (True) or "5".
 StrictCount = Annotated[int, Field(strict=True)]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 _ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+")
@@ -196,18 +207,8 @@ class ReleaseSpec(_Spec):
 
     timeout: PositiveDuration = 900.0
     interval: PositiveDuration = 10.0
-    url: NonEmptyStr | None = None
+    url: HttpUrl | None = None
     vercel: VercelSpec | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
-        return value
 
     @field_validator("interval")
     @classmethod
@@ -227,18 +228,10 @@ class ReleaseSpec(_Spec):
 class HttpCheck(_Spec):
     """One HTTP probe of the monitor window: healthy when the status is as expected."""
 
-    url: str
+    url: HttpUrl
     expect_status: StrictCount = Field(default=200, ge=100, le=599)
     timeout: PositiveDuration = 5.0
     name: NonEmptyStr | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
-        return value
 
     @property
     def label(self) -> str:

@@ -18,7 +18,7 @@ import socket
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -52,13 +52,7 @@ def find_bindir(candidates: Sequence[Path] | None = None) -> Path:
     ``candidates``, when given, replaces that search. Raises :class:`ServerBinariesMissing`
     with the package to install.
     """
-    if candidates is not None:
-        return _first_with_binaries(candidates)
-    return _first_with_binaries(default_candidates())
-
-
-def _first_with_binaries(candidates: Sequence[Path]) -> Path:
-    for directory in candidates:
+    for directory in default_candidates() if candidates is None else candidates:
         if (directory / "initdb").is_file() and (directory / "pg_ctl").is_file():
             return directory
     raise ServerBinariesMissing(INSTALL_HINT)
@@ -306,10 +300,3 @@ def with_user(url: str, user: str, password: str | None = None) -> str:
         host = parts.netloc.rsplit("@", 1)[-1]
         return urlunsplit(parts._replace(netloc=f"{auth}@{host}"))
     return psycopg.conninfo.make_conninfo("", **params)
-
-
-@contextlib.contextmanager
-def embedded_postgres() -> Iterator[EmbeddedPostgres]:
-    """Start a throwaway cluster for the duration of the ``with`` block."""
-    with EmbeddedPostgres() as pg:
-        yield pg
