@@ -12,8 +12,9 @@ carries the parser's one-line message in ``error``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
+
+import pglast
 
 from orchestrator.analysis.changes import (
     Action,
@@ -26,7 +27,6 @@ from orchestrator.analysis.changes import (
 from orchestrator.analysis.shadowfacts import MigrationFacts, migration_facts
 from orchestrator.analysis.statements import StatementReader
 from orchestrator.catalog import History
-from orchestrator.drizzle.pgjson import Node, parse_json, parse_sql
 
 __all__ = [
     "Action",
@@ -43,19 +43,6 @@ __all__ = [
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
-
-
-def _located(piece: str, start: int, length: int) -> tuple[str, int]:
-    """The text of the statement at UTF-8 bytes ``[start, start + length)`` of ``piece``
-    (``length`` 0: to the end), stripped, and the character offset where it starts.
-
-    libpg_query counts bytes; Python slices characters."""
-    if piece.isascii():
-        return piece[start : start + length if length else None].strip(), start
-    data = piece.encode("utf-8")
-    end = start + length if length else len(data)
-    offset = len(data[:start].decode("utf-8", errors="ignore"))
-    return data[start:end].decode("utf-8", errors="replace").strip(), offset
 
 
 def _skip_blanks_and_comments(text: str, start: int = 0) -> int:
@@ -90,17 +77,6 @@ def _line_of(piece: str, first_line: int, offset: int = 0) -> int:
     return first_line + piece.count("\n", 0, start)
 
 
-def _parse_located(sql: str) -> list[tuple[Node, int, int]]:
-    """Each statement of ``sql`` with where it starts and its length, in UTF-8 bytes as
-    libpg_query counts (length 0: to the end). Raises pglast's ``ParseError``."""
-    document, _ = json.JSONDecoder().raw_decode(parse_json(sql))
-    places = document.get("stmts", ())
-    return [
-        (node, int(raw.get("stmt_location", 0)), int(raw.get("stmt_len", 0)))
-        for node, raw in zip(parse_sql(sql), places, strict=True)
-    ]
-
-
 def analyse_migrations(
     migrations: Sequence[tuple[str, Sequence[str]]], history: History | None = None
 ) -> FolderAnalysis:
@@ -128,7 +104,7 @@ def analyse_migrations(
             if not piece.strip():
                 continue
             try:
-                parsed = _parse_located(piece)
+                parsed = pglast.parse_sql(piece)
             except Exception as exc:  # pglast.parser.ParseError and friends
                 statements.append(
                     StatementEffects(
@@ -139,12 +115,14 @@ def analyse_migrations(
                     )
                 )
                 continue
-            for node, start, length in parsed:
-                text, offset = _located(piece, start, length)
-                line = _line_of(piece, piece_line, offset)
+            for raw in parsed:
+                # pglast counts characters; a length of 0 runs to the end of the piece
+                start = raw.stmt_location or 0
+                text = piece[start : start + raw.stmt_len if raw.stmt_len else None].strip()
+                line = _line_of(piece, piece_line, start)
                 number = len(statements) + 1
                 try:
-                    changes = tuple(reader.changes(node))
+                    changes = tuple(reader.changes(raw.stmt))
                 except Exception as exc:  # an exotic statement must not crash the analysis
                     reason = f"could not analyse ({type(exc).__name__}: {_one_line(exc)})"
                     statement = StatementEffects(number, text, error=reason, line=line)

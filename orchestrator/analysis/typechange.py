@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from orchestrator.drizzle.pgjson import Node
+from pglast import ast
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ _ALIASES |= {"decimal": "numeric", "boolean": "bool", "float": "float8", "real":
 
 def is_serial(node: Any) -> bool:
     """Whether a TypeName node says ``serial``, ``bigserial``...: an integer with a default."""
-    names = [str(n.sval) for n in node.names or () if _is(n, "String")]
+    names = [str(n.sval) for n in node.names or () if isinstance(n, ast.String)]
     return bool(names) and names[-1].lower() in _SERIAL_NAMES
 
 
@@ -117,7 +117,7 @@ def catalog_type_name(names: Sequence[str], array: bool) -> str:
 
 def type_name_of(node: Any) -> str:
     """The catalog name of a TypeName node (``varchar``, ``int4``, ``_text``)."""
-    names = [str(n.sval) for n in node.names or () if _is(n, "String")]
+    names = [str(n.sval) for n in node.names or () if isinstance(n, ast.String)]
     return catalog_type_name(names, bool(node.arrayBounds))
 
 
@@ -125,12 +125,8 @@ def column_type_of(node: Any) -> ColumnType:
     """The type of a TypeName node with its modifiers (``None`` if not plain integers)."""
     mods: list[int] = []
     for mod in node.typmods or ():
-        value: Any = mod.val if _is(mod, "A_Const") else None
-        if not _is(value, "Integer"):
+        value: Any = mod.val if isinstance(mod, ast.A_Const) else None
+        if not isinstance(value, ast.Integer):
             return ColumnType(type_name_of(node), None)
-        mods.append(int(value.ival))
+        mods.append(value.ival or 0)
     return ColumnType(type_name_of(node), tuple(mods))
-
-
-def _is(node: Any, tag: str) -> bool:
-    return isinstance(node, Node) and node.tag == tag
