@@ -12,7 +12,7 @@ carries the parser's one-line message in ``error``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import pglast
 
@@ -78,9 +78,12 @@ def _line_of(piece: str, first_line: int, offset: int = 0) -> int:
 
 
 def analyse_migrations(
-    migrations: Sequence[tuple[str, Sequence[str]]], history: History | None = None
+    migrations: Sequence[tuple[str, Sequence[str]]],
+    history: History | None = None,
+    tags: Collection[str] | None = None,
 ) -> FolderAnalysis:
-    """Every statement's changes of ``(tag, statements)``, in journal order.
+    """Every statement's changes of ``(tag, statements)``, in journal order; only of the
+    migrations named in ``tags`` when it is given (the others are not parsed).
 
     ``statements`` are the file's pieces split on ``--> statement-breakpoint``, untrimmed (a
     piece may hold several SQL statements; they are numbered one by one). Each statement
@@ -96,6 +99,8 @@ def analyse_migrations(
         facts = migration_facts(history)
     results: list[MigrationEffects] = []
     for (tag, pieces), known in zip(migrations, facts, strict=True):
+        if tags is not None and tag not in tags:
+            continue
         reader = StatementReader(known)
         statements: list[StatementEffects] = []
         first_line = 1
