@@ -8,7 +8,7 @@ with *it* queues behind it: that is how one long read plus an ``ALTER TABLE`` st
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orchestrator.analysis.changes import Change, MigrationEffects
@@ -187,11 +187,3 @@ def locks_held(
             if known is None or stronger(mode, known.mode) != known.mode:
                 found[table] = TableLock(table, mode, statement.number, statement.line)
     return tuple(found.values())
-
-
-def strongest(locks: Iterable[TableLock]) -> str | None:
-    """The strongest mode among ``locks`` (None when there is none)."""
-    result: str | None = None
-    for lock in locks:
-        result = lock.mode if result is None else stronger(result, lock.mode)
-    return result

@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.analysis.compatibility import Compat, MigrationCompat, migration_compat
+from orchestrator.analysis.compatibility import MigrationCompat, migration_compat
 from orchestrator.analysis.effects import Change, MigrationEffects, analyse_migrations
 from orchestrator.analysis.lint import LintFinding, lint_migration, lint_migrations
 from orchestrator.analysis.locks import TableLock, locks_held, migration_locks
@@ -45,31 +45,17 @@ class ObjectChange:
 
 
 @dataclass(frozen=True)
-class MigrationPlan:
-    """Everything ``plan`` says about one migration."""
+class MigrationPlan(MigrationCompat):
+    """Everything ``plan`` says about one migration: its compatibility both ways, and more."""
 
-    tag: str
     risk: RiskLevel
     risk_reasons: tuple[str, ...]
-    old_code_on_new_schema: Compat
-    new_code_on_old_schema: Compat
-    old_reasons: tuple[str, ...]
-    new_reasons: tuple[str, ...]
     objects: tuple[ObjectChange, ...]
     lint: tuple[LintFinding, ...]
     # The existing tables the migration locks, and in which mode (strongest per table).
     locks: tuple[TableLock, ...] = ()
     # From the shadow: (create | alter | drop, object key) of each object it changes.
     catalog: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def overall(self) -> Compat:
-        """The worse of the two directions (the runbook's "Safe?" column)."""
-        if Compat.BREAKS in (self.old_code_on_new_schema, self.new_code_on_old_schema):
-            return Compat.BREAKS
-        if Compat.CONDITIONAL in (self.old_code_on_new_schema, self.new_code_on_old_schema):
-            return Compat.CONDITIONAL
-        return Compat.SAFE
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -193,10 +179,4 @@ def build_plan(
         plan_migration(m, held.get(m.tag), [f for f in findings if f.tag == m.tag])
         for m in selected
     )
-    compat_rows = [
-        MigrationCompat(
-            p.tag, p.old_code_on_new_schema, p.new_code_on_old_schema, p.old_reasons, p.new_reasons
-        )
-        for p in plans
-    ]
-    return Plan(choose_strategy(compat_rows), plans)
+    return Plan(choose_strategy(plans), plans)
