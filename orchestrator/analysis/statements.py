@@ -70,10 +70,7 @@ class StatementReader:
         self.types: dict[tuple[str, ...], ColumnType] = {}
 
     def changes(self, node: Any) -> list[Change]:
-        """The changes of the migration's next top-level statement."""
-        return self._changes(node)
-
-    def _changes(self, node: Any) -> list[Change]:
+        """The changes of the migration's next statement (or of an element of a schema)."""
         tag = type(node).__name__
         handler = getattr(self, f"_{tag}", None)
         if handler is None:
@@ -147,7 +144,7 @@ class StatementReader:
         outer, self.default_schema = self.default_schema, name
         try:
             for element in node.schemaElts or ():
-                changes.extend(self._changes(element))
+                changes.extend(self.changes(element))
         finally:
             self.default_schema = outer
         return changes

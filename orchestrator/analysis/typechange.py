@@ -11,7 +11,6 @@ kept here are the common, certain ones; anything else counts as a rewrite.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -108,17 +107,13 @@ def is_serial(node: Any) -> bool:
     return bool(names) and names[-1].lower() in _SERIAL_NAMES
 
 
-def catalog_type_name(names: Sequence[str], array: bool) -> str:
-    """The catalog name (``pg_type.typname``) of a type spelled ``names``; arrays get a ``_``."""
+def type_name_of(node: Any) -> str:
+    """The catalog name (``pg_type.typname``) of a TypeName node (``varchar``, ``int4``,
+    ``_text``: arrays get a ``_``)."""
+    names = [str(n.sval) for n in node.names or () if isinstance(n, ast.String)]
     base = names[-1].lower() if names else "?"
     base = _SERIAL_NAMES.get(base, _ALIASES.get(base, base))
-    return f"_{base}" if array else base
-
-
-def type_name_of(node: Any) -> str:
-    """The catalog name of a TypeName node (``varchar``, ``int4``, ``_text``)."""
-    names = [str(n.sval) for n in node.names or () if isinstance(n, ast.String)]
-    return catalog_type_name(names, bool(node.arrayBounds))
+    return f"_{base}" if node.arrayBounds else base
 
 
 def column_type_of(node: Any) -> ColumnType:
