@@ -94,14 +94,17 @@ _Release = Sequence[tuple[str, MigrationEffects | None, str]]
 
 
 def _found(release: _Release) -> list[NonTransactional]:
+    """The non-transactional statements of the migrations of ``release`` that were read."""
     found: list[NonTransactional] = []
     for index, (tag, effects, _) in enumerate(release):
-        for position, statement in enumerate(effects.statements if effects else ()):
+        if effects is None:
+            continue
+        for position, statement in enumerate(effects.statements):
             for change in statement.changes:
                 reason = _concurrent_reason(change)
                 label = enum_value_of(change)
                 kind = "concurrently"
-                if reason is None and label is not None and effects is not None:
+                if reason is None and label is not None:
                     kind = "enum_value"
                     user = _first_use(label, effects, position, release[index + 1 :])
                     if user is not None:
