@@ -87,9 +87,7 @@ def lint(
     history, note = shadow_history(journal, shadow)
     folder = [(m.tag, m.statements) for m in journal.migrations]
     analysis = analyse_migrations(folder, history)
-    findings = lint_migrations(
-        analysis.migrations, release=folder, allow_concurrent=allow_concurrent
-    )
+    findings = lint_migrations(analysis.migrations, allow_concurrent=allow_concurrent)
     return findings, note
 
 

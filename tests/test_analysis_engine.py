@@ -160,7 +160,7 @@ def test_a_table_renamed_in_its_creating_migration_is_still_new() -> None:
     assert lint_migration(effects) == []
 
 
-def test_empty_enum_labels_read_as_pglast_reads_them() -> None:
+def test_an_empty_enum_label_is_read_as_written() -> None:
     effects = analyse_on_shadow(
         "ALTER TYPE mood RENAME VALUE '' TO 'blank'",
         before="CREATE TYPE mood AS ENUM ('sad', '')",

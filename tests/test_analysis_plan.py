@@ -23,7 +23,7 @@ from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS, copy_migrations
-from tests.analysis_helpers import analyse_on_shadow, replayed
+from tests.analysis_helpers import analyse_on_shadow, journal_of, replayed
 
 RELEASE = ("0009_fat_kulan_gath", "0010_new_colleen_wing", "0011_cute_skin")
 
@@ -108,6 +108,28 @@ def test_an_unparseable_statement_is_high_risk() -> None:
     planned = plan_migration(analyse_sql("CREATE TABLE users (id int); CREATE TABL x"))
     assert planned.risk is RiskLevel.HIGH
     assert any("cannot be parsed" in r for r in planned.reasons), planned.reasons
+
+
+def test_a_release_wide_finding_is_reported_once_where_it_is() -> None:
+    # The new value is used in its own migration and in the next: PostgreSQL refuses the
+    # first use inside the release's transaction; only the pending migrations are planned.
+    journal = journal_of(
+        ("0000_types", "CREATE TYPE mood AS ENUM ('ok');"),
+        (
+            "0001_glad",
+            "ALTER TYPE mood ADD VALUE 'glad';--> statement-breakpoint\nSELECT 'glad'::mood;",
+        ),
+        ("0002_use", "SELECT 'glad'::mood;"),
+    )
+    plan = build_plan(journal, {"0001_glad", "0002_use"})
+    assert [m.tag for m in plan.migrations] == ["0001_glad", "0002_use"]
+    used = [
+        (f.tag, f.statement, f.line)
+        for f in plan.lint
+        if f.rule == "enum-value-used-in-transaction"
+    ]
+    assert used == [("0001_glad", 1, 1)]
+    assert plan.migrations[0].risk is RiskLevel.HIGH
 
 
 def test_json_shape_is_the_documented_one() -> None:

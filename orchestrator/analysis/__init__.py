@@ -5,7 +5,12 @@ when the folder was replayed on the shadow (pure functions, no I/O).
 Modules, one concern each:
 
 - :mod:`~orchestrator.analysis.shadowfacts`: the shadow's facts about each migration;
-- :mod:`~orchestrator.analysis.effects`: statement -> the changes it makes, read in order;
+- :mod:`~orchestrator.analysis.effects`: statement -> the changes it makes, read in order
+  (:mod:`~orchestrator.analysis.statements`, over pglast's parse tree; their shapes in
+  :mod:`~orchestrator.analysis.changes`; :mod:`~orchestrator.analysis.idempotence`: can a
+  data change run twice);
+- :mod:`~orchestrator.analysis.nontransactional`: what cannot run in the migration's
+  transaction;
 - :mod:`~orchestrator.analysis.typechange`: whether a column type change rewrites the table;
 - :mod:`~orchestrator.analysis.compatibility`: old code on the new schema, new code on the old;
 - :mod:`~orchestrator.analysis.lint`: the lint rules;

@@ -12,8 +12,9 @@ carries the parser's one-line message in ``error``.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+
+import pglast
 
 from orchestrator.analysis.changes import (
     Action,
@@ -26,7 +27,6 @@ from orchestrator.analysis.changes import (
 from orchestrator.analysis.shadowfacts import MigrationFacts, migration_facts
 from orchestrator.analysis.statements import StatementReader
 from orchestrator.catalog import History
-from orchestrator.drizzle.pgjson import Node, parse_json, parse_sql
 
 __all__ = [
     "Action",
@@ -43,19 +43,6 @@ __all__ = [
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
-
-
-def _located(piece: str, start: int, length: int) -> tuple[str, int]:
-    """The text of the statement at UTF-8 bytes ``[start, start + length)`` of ``piece``
-    (``length`` 0: to the end), stripped, and the character offset where it starts.
-
-    libpg_query counts bytes; Python slices characters."""
-    if piece.isascii():
-        return piece[start : start + length if length else None].strip(), start
-    data = piece.encode("utf-8")
-    end = start + length if length else len(data)
-    offset = len(data[:start].decode("utf-8", errors="ignore"))
-    return data[start:end].decode("utf-8", errors="replace").strip(), offset
 
 
 def _skip_blanks_and_comments(text: str, start: int = 0) -> int:
@@ -90,21 +77,13 @@ def _line_of(piece: str, first_line: int, offset: int = 0) -> int:
     return first_line + piece.count("\n", 0, start)
 
 
-def _parse_located(sql: str) -> list[tuple[Node, int, int]]:
-    """Each statement of ``sql`` with where it starts and its length, in UTF-8 bytes as
-    libpg_query counts (length 0: to the end). Raises pglast's ``ParseError``."""
-    document, _ = json.JSONDecoder().raw_decode(parse_json(sql))
-    places = document.get("stmts", ())
-    return [
-        (node, int(raw.get("stmt_location", 0)), int(raw.get("stmt_len", 0)))
-        for node, raw in zip(parse_sql(sql), places, strict=True)
-    ]
-
-
 def analyse_migrations(
-    migrations: Sequence[tuple[str, Sequence[str]]], history: History | None = None
+    migrations: Sequence[tuple[str, Sequence[str]]],
+    history: History | None = None,
+    tags: Collection[str] | None = None,
 ) -> FolderAnalysis:
-    """Every statement's changes of ``(tag, statements)``, in journal order.
+    """Every statement's changes of ``(tag, statements)``, in journal order; only of the
+    migrations named in ``tags`` when it is given (the others are not parsed).
 
     ``statements`` are the file's pieces split on ``--> statement-breakpoint``, untrimmed (a
     piece may hold several SQL statements; they are numbered one by one). Each statement
@@ -120,6 +99,8 @@ def analyse_migrations(
         facts = migration_facts(history)
     results: list[MigrationEffects] = []
     for (tag, pieces), known in zip(migrations, facts, strict=True):
+        if tags is not None and tag not in tags:
+            continue
         reader = StatementReader(known)
         statements: list[StatementEffects] = []
         first_line = 1
@@ -128,7 +109,7 @@ def analyse_migrations(
             if not piece.strip():
                 continue
             try:
-                parsed = _parse_located(piece)
+                parsed = pglast.parse_sql(piece)
             except Exception as exc:  # pglast.parser.ParseError and friends
                 statements.append(
                     StatementEffects(
@@ -139,12 +120,14 @@ def analyse_migrations(
                     )
                 )
                 continue
-            for node, start, length in parsed:
-                text, offset = _located(piece, start, length)
-                line = _line_of(piece, piece_line, offset)
+            for raw in parsed:
+                # pglast counts characters; a length of 0 runs to the end of the piece
+                start = raw.stmt_location or 0
+                text = piece[start : start + raw.stmt_len if raw.stmt_len else None].strip()
+                line = _line_of(piece, piece_line, start)
                 number = len(statements) + 1
                 try:
-                    changes = tuple(reader.changes(node))
+                    changes = tuple(reader.changes(raw.stmt))
                 except Exception as exc:  # an exotic statement must not crash the analysis
                     reason = f"could not analyse ({type(exc).__name__}: {_one_line(exc)})"
                     statement = StatementEffects(number, text, error=reason, line=line)

@@ -7,10 +7,11 @@ the plan's rerun column use these answers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-from orchestrator.drizzle.pgjson import Node, walk
+from pglast import ast
+from pglast.enums import BoolExprType, SubLinkType
+from pglast.visitors import Visitor
 
 
 def insert_skips_existing_rows(insert: Any) -> bool:
@@ -18,35 +19,44 @@ def insert_skips_existing_rows(insert: Any) -> bool:
     WHERE NOT EXISTS (...). Run twice, any other INSERT adds its rows twice (or fails on a
     key)."""
     select = insert.selectStmt
-    where = select.whereClause if _is(select, "SelectStmt") else None
-    return insert.onConflictClause is not None or _has_not_exists(where)
+    where = select.whereClause if isinstance(select, ast.SelectStmt) else None
+    return insert.onConflictClause is not None or any(
+        node.boolop == BoolExprType.NOT_EXPR
+        and any(
+            isinstance(arg, ast.SubLink) and arg.subLinkType == SubLinkType.EXISTS_SUBLINK
+            for arg in node.args or ()
+        )
+        for node in _nodes(where, ast.BoolExpr)
+    )
 
 
 def update_reads_what_it_sets(update: Any) -> bool:
     """True when an UPDATE sets a column from an expression reading that same column:
     ``SET n = n + 1`` compounds when run twice; ``SET n = 0`` does not."""
     for target in update.targetList or ():
-        name = str(target.name)
-        for ref in _column_refs(target.val):
-            fields = [f for f in ref.fields or () if _is(f, "String")]
-            if fields and str(fields[-1].sval) == name:
+        for ref in _nodes(target.val, ast.ColumnRef):
+            fields = [f for f in ref.fields or () if isinstance(f, ast.String)]
+            if fields and fields[-1].sval == target.name:
                 return True
     return False
 
 
-def _has_not_exists(where: Any) -> bool:
-    """True when a WHERE clause holds ``NOT EXISTS (subquery)``."""
-    for node in walk(where):
-        if node.tag == "BoolExpr" and node.boolop == "NOT_EXPR":
-            for arg in node.args or ():
-                if _is(arg, "SubLink") and arg.subLinkType == "EXISTS_SUBLINK":
-                    return True
-    return False
+class _Collect(Visitor):
+    """Every node of one class below a node (pglast's traversal)."""
+
+    def __init__(self, kind: type[ast.Node]) -> None:
+        self.kind = kind
+        self.found: list[Any] = []
+
+    def visit(self, ancestors: Any, node: ast.Node) -> None:
+        if isinstance(node, self.kind):
+            self.found.append(node)
 
 
-def _column_refs(node: Any) -> Iterator[Any]:
-    return (sub for sub in walk(node) if sub.tag == "ColumnRef")
-
-
-def _is(node: Any, tag: str) -> bool:
-    return isinstance(node, Node) and node.tag == tag
+def _nodes(node: Any, kind: type[ast.Node]) -> list[Any]:
+    """The nodes of class ``kind`` in the tree below ``node`` (which may be None)."""
+    if node is None:
+        return []
+    collect = _Collect(kind)
+    collect(node)
+    return collect.found

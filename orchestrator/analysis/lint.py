@@ -16,6 +16,7 @@ from typing import Literal
 
 from orchestrator.analysis.effects import Change, MigrationEffects, StatementEffects
 from orchestrator.analysis.locks import lock_mode
+from orchestrator.analysis.nontransactional import catalog_checked, nontransactional_in
 from orchestrator.analysis.typechange import TypeChange
 
 Severity = Literal["error", "warning"]
@@ -339,71 +340,34 @@ def lint_statement(
 
 
 def lint_migration(migration: MigrationEffects) -> list[LintFinding]:
-    """All findings for one migration, in statement order, then migration-wide ones."""
-    stops = rerun_stops(migration)
-    findings = [
-        f for s in migration.statements for f in lint_statement(migration.tag, s, rerun_stops=stops)
-    ]
-    findings += _enum_values_used_in(migration)
-    if _outside_on_its_own(migration):
-        findings += rerun_unsafe(migration)
-    timeout_set = False
-    for statement in migration.statements:
-        for change in statement.changes:
-            if change.kind == "set_setting" and change.target == "lock_timeout":
-                timeout_set = True
-            elif takes_lock_on_existing_table(change) and not timeout_set:
-                findings.append(
-                    _finding(
-                        LOCK_TIMEOUT,
-                        migration.tag,
-                        statement,
-                        f"locks existing table {change.table} before any lock_timeout is set",
-                    )
-                )
-                return findings
-    return findings
-
-
-def _enum_values_used_in(migration: MigrationEffects) -> list[LintFinding]:
-    """ADD VALUE findings for values a later statement of the same migration uses."""
-    from orchestrator.analysis.nontransactional import enum_value_uses
-
-    pieces = [s.sql for s in migration.statements]
-    numbered = {s.number: s for s in migration.statements}
-    findings = []
-    for use in enum_value_uses([(migration.tag, [";\n".join(pieces)])]):
-        statement = numbered.get(use.statement)
-        if statement is not None:
-            findings.append(_finding(ENUM_VALUE_USED, migration.tag, statement, use.reason))
-    return findings
+    """All findings for one migration, taken as a release of its own."""
+    return lint_migrations([migration])
 
 
 def lint_migrations(
-    migrations: Iterable[MigrationEffects],
-    *,
-    release: Sequence[tuple[str, Sequence[str]]] = (),
-    allow_concurrent: bool = False,
+    migrations: Iterable[MigrationEffects], *, allow_concurrent: bool = False
 ) -> list[LintFinding]:
-    """Findings for several migrations, in order.
-
-    ``release`` is the ``(tag, pieces)`` applied together (the whole folder for ``lint``): an
-    ``ALTER TYPE ... ADD VALUE`` used later in it is reported. With ``allow_concurrent`` the
-    non-transactional findings are warnings: ``migrate --allow-concurrent`` applies them.
+    """Findings for migrations applied together as one release, in order: per migration,
+    its statements' findings, then the release's non-transactional ones (an ``ALTER TYPE ...
+    ADD VALUE`` used later in the release, statements a rerun outside a transaction would
+    stop on), then the missing lock_timeout. With ``allow_concurrent`` the non-transactional
+    findings are warnings: ``migrate --allow-concurrent`` applies them.
     """
-    from orchestrator.analysis.nontransactional import enum_value_uses
-
     migrations = list(migrations)
-    order = {m.tag: index for index, m in enumerate(migrations)}
-    findings = [f for m in migrations for f in lint_migration(m)]
-    seen = {(f.tag, f.statement) for f in findings if f.rule == ENUM_VALUE_USED.name}
-    findings += [
-        LintFinding(ENUM_VALUE_USED.name, "error", use.tag, use.statement, use.reason, use.line)
-        for use in enum_value_uses(release)
-        if (use.tag, use.statement) not in seen
-    ]
-    findings += _rerun_unsafe_outside_transaction(migrations, release)
-    findings.sort(key=lambda f: order.get(f.tag, len(order)))  # stable: migration order
+    outside = nontransactional_in(migrations)
+    findings: list[LintFinding] = []
+    for migration in migrations:
+        stops = rerun_stops(migration)
+        for statement in migration.statements:
+            findings += lint_statement(migration.tag, statement, rerun_stops=stops)
+        findings += [
+            LintFinding(ENUM_VALUE_USED.name, "error", f.tag, f.statement, f.reason, f.line)
+            for f in outside
+            if f.tag == migration.tag and f.kind == "enum_value"
+        ]
+        if any(f.tag == migration.tag for f in outside):
+            findings += rerun_unsafe(migration)
+        findings += _lock_timeout(migration)
     if allow_concurrent:
         nontransactional = {CONCURRENTLY_IN_TRANSACTION.name, ENUM_VALUE_USED.name}
         findings = [
@@ -412,31 +376,16 @@ def lint_migrations(
     return findings
 
 
-def _rerun_unsafe_outside_transaction(
-    migrations: Sequence[MigrationEffects], release: Sequence[tuple[str, Sequence[str]]]
-) -> list[LintFinding]:
-    """:func:`rerun_unsafe` for the migrations the release makes non-transactional (an ADD
-    VALUE used by a later migration) that are not so on their own (those are reported by
-    :func:`lint_migration`)."""
-    from orchestrator.analysis.nontransactional import (
-        nontransactional_statements,
-        nontransactional_tags,
-    )
-
-    outside = set(nontransactional_tags(nontransactional_statements(release)))
-    return [
-        f
-        for m in migrations
-        if m.tag in outside and not _outside_on_its_own(m)
-        for f in rerun_unsafe(m)
-    ]
-
-
-def _outside_on_its_own(migration: MigrationEffects) -> bool:
-    from orchestrator.analysis.nontransactional import nontransactional_statements
-
-    pieces = [s.sql for s in migration.statements]
-    return bool(nontransactional_statements([(migration.tag, [";\n".join(pieces)])]))
+def _lock_timeout(migration: MigrationEffects) -> list[LintFinding]:
+    """The first statement that locks an existing table before any lock_timeout is set."""
+    for statement in migration.statements:
+        for change in statement.changes:
+            if change.kind == "set_setting" and change.target == "lock_timeout":
+                return []
+            if takes_lock_on_existing_table(change):
+                message = f"locks existing table {change.table} before any lock_timeout is set"
+                return [_finding(LOCK_TIMEOUT, migration.tag, statement, message)]
+    return []
 
 
 def rerun_unsafe(migration: MigrationEffects) -> list[LintFinding]:
@@ -446,8 +395,6 @@ def rerun_unsafe(migration: MigrationEffects) -> list[LintFinding]:
     rerun starts again from the first statement: one that fails when run twice, and that the
     runner does not skip by looking at the catalog, stops it for good.
     """
-    from orchestrator.analysis.nontransactional import catalog_checked
-
     findings = []
     for statement in migration.statements:
         if statement.error is not None or catalog_checked(statement):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from orchestrator.analysis.changes import Change, MigrationEffects
+from orchestrator.analysis.changes import Change, MigrationEffects, StatementEffects
 
 #: The eight table lock modes, weakest first, as ``LOCK TABLE`` spells them.
 MODES = (
@@ -153,18 +153,12 @@ class TableLock:
 
 def migration_locks(migration: MigrationEffects) -> tuple[TableLock, ...]:
     """The strongest lock per existing table ``migration`` takes, in order of first lock."""
-    found: dict[str, TableLock] = {}
-    for statement in migration.statements:
-        for change in statement.changes:
-            mode = lock_mode(change)
-            if mode is None or change.table is None:
-                continue
-            known = found.get(change.table)
-            if known is None or stronger(mode, known.mode) != known.mode:
-                found[change.table] = TableLock(
-                    change.table, mode, statement.number, statement.line
-                )
-    return tuple(found.values())
+    return _strongest(
+        (change.table, mode, statement)
+        for statement in migration.statements
+        for change in statement.changes
+        if (mode := lock_mode(change)) is not None and change.table is not None
+    )
 
 
 def locks_held(
@@ -178,20 +172,20 @@ def locks_held(
         for action, key in migration.catalog
         if action == "create" and key.startswith("table ")
     }
+    return _strongest(
+        (table, pg_mode(name), statement)
+        for statement, pairs in zip(migration.statements, held, strict=False)
+        for table, name in pairs
+        if table not in created and pg_mode(name) in MODES
+    )
+
+
+def _strongest(taken: Iterable[tuple[str, str, StatementEffects]]) -> tuple[TableLock, ...]:
+    """The strongest of the (table, mode, statement) locks ``taken`` per table, in order of
+    each table's first lock."""
     found: dict[str, TableLock] = {}
-    for statement, pairs in zip(migration.statements, held, strict=False):
-        for table, name in pairs:
-            mode, known = pg_mode(name), found.get(table)
-            if table in created or mode not in MODES:
-                continue
-            if known is None or stronger(mode, known.mode) != known.mode:
-                found[table] = TableLock(table, mode, statement.number, statement.line)
+    for table, mode, statement in taken:
+        known = found.get(table)
+        if known is None or stronger(mode, known.mode) != known.mode:
+            found[table] = TableLock(table, mode, statement.number, statement.line)
     return tuple(found.values())
-
-
-def strongest(locks: Iterable[TableLock]) -> str | None:
-    """The strongest mode among ``locks`` (None when there is none)."""
-    result: str | None = None
-    for lock in locks:
-        result = lock.mode if result is None else stronger(result, lock.mode)
-    return result

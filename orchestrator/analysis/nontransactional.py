@@ -72,13 +72,33 @@ def nontransactional_statements(
     release: Sequence[tuple[str, Sequence[str]]],
 ) -> list[NonTransactional]:
     """The statements of ``release`` (``(tag, pieces)`` in journal order, as applied together)
-    that cannot run inside one transaction, in order."""
-    found: list[NonTransactional] = []
+    that cannot run inside one transaction, in order. Only the migrations whose text says
+    CONCURRENTLY or ADD VALUE are parsed."""
     texts = ["\n".join(pieces) for _, pieces in release]
-    for index, (tag, pieces) in enumerate(release):
-        if not _CANDIDATE.search(texts[index]):
+    candidates = {
+        tag for (tag, _), text in zip(release, texts, strict=True) if _CANDIDATE.search(text)
+    }
+    read = {m.tag: m for m in analyse_migrations(release, tags=candidates).migrations}
+    return _found(
+        [(tag, read.get(tag), text) for (tag, _), text in zip(release, texts, strict=True)]
+    )
+
+
+def nontransactional_in(migrations: Sequence[MigrationEffects]) -> list[NonTransactional]:
+    """:func:`nontransactional_statements` of migrations already analysed."""
+    return _found([(m.tag, m, "\n".join(s.sql for s in m.statements)) for m in migrations])
+
+
+# (tag, its effects when they were read, its text)
+_Release = Sequence[tuple[str, MigrationEffects | None, str]]
+
+
+def _found(release: _Release) -> list[NonTransactional]:
+    """The non-transactional statements of the migrations of ``release`` that were read."""
+    found: list[NonTransactional] = []
+    for index, (tag, effects, _) in enumerate(release):
+        if effects is None:
             continue
-        effects: MigrationEffects = analyse_migrations([(tag, pieces)]).by_tag(tag)
         for position, statement in enumerate(effects.statements):
             for change in statement.changes:
                 reason = _concurrent_reason(change)
@@ -86,7 +106,7 @@ def nontransactional_statements(
                 kind = "concurrently"
                 if reason is None and label is not None:
                     kind = "enum_value"
-                    user = _first_use(label, effects, position, release, texts, index)
+                    user = _first_use(label, effects, position, release[index + 1 :])
                     if user is not None:
                         reason = (
                             f"ALTER TYPE ... ADD VALUE {_quoted(label)}, used by {user} "
@@ -102,34 +122,18 @@ def nontransactional_statements(
     return found
 
 
-def _first_use(
-    label: str,
-    effects: MigrationEffects,
-    position: int,
-    release: Sequence[tuple[str, Sequence[str]]],
-    texts: Sequence[str],
-    index: int,
-) -> str | None:
-    """Where ``label`` is used after statement ``position`` of release entry ``index``:
-    ``<tag>.sql:<line>`` or ``<tag>.sql`` (a quoted literal in the text: best effort)."""
+def _first_use(label: str, effects: MigrationEffects, position: int, later: _Release) -> str | None:
+    """Where ``label`` is used after statement ``position`` of ``effects``, or in a ``later``
+    migration: ``<tag>.sql:<line>`` or ``<tag>.sql`` (a quoted literal in the text: best
+    effort)."""
     literal = _quoted(label)
-    for later in effects.statements[position + 1 :]:
-        if literal in later.sql:
-            return f"{effects.tag}.sql:{later.line}"
-    for tag_index in range(index + 1, len(release)):
-        if literal in texts[tag_index]:
-            return f"{release[tag_index][0]}.sql"
+    for statement in effects.statements[position + 1 :]:
+        if literal in statement.sql:
+            return f"{effects.tag}.sql:{statement.line}"
+    for tag, _, text in later:
+        if literal in text:
+            return f"{tag}.sql"
     return None
-
-
-def nontransactional_tags(found: Sequence[NonTransactional]) -> list[str]:
-    """The tags of the non-transactional migrations, in order, each once."""
-    return list(dict.fromkeys(f.tag for f in found))
-
-
-def enum_value_uses(release: Sequence[tuple[str, Sequence[str]]]) -> list[NonTransactional]:
-    """The ``ALTER TYPE ... ADD VALUE`` statements of ``release`` whose value it uses later."""
-    return [f for f in nontransactional_statements(release) if f.kind == "enum_value"]
 
 
 def refusal(found: NonTransactional) -> str:

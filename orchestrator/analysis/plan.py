@@ -10,14 +10,13 @@ rewrites. Only the selected migrations are reported and decide the strategy.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.analysis.compatibility import Compat, MigrationCompat, migration_compat
+from orchestrator.analysis.compatibility import MigrationCompat, migration_compat
 from orchestrator.analysis.effects import Change, MigrationEffects, analyse_migrations
-from orchestrator.analysis.lint import ENUM_VALUE_USED, LintFinding, lint_migration
+from orchestrator.analysis.lint import LintFinding, lint_migration, lint_migrations
 from orchestrator.analysis.locks import TableLock, locks_held, migration_locks
-from orchestrator.analysis.nontransactional import enum_value_uses
 from orchestrator.analysis.risk import RiskLevel, assess_risk
 from orchestrator.analysis.strategy import StrategyDecision, choose_strategy
 from orchestrator.catalog import History
@@ -46,31 +45,17 @@ class ObjectChange:
 
 
 @dataclass(frozen=True)
-class MigrationPlan:
-    """Everything ``plan`` says about one migration."""
+class MigrationPlan(MigrationCompat):
+    """Everything ``plan`` says about one migration: its compatibility both ways, and more."""
 
-    tag: str
     risk: RiskLevel
     risk_reasons: tuple[str, ...]
-    old_code_on_new_schema: Compat
-    new_code_on_old_schema: Compat
-    old_reasons: tuple[str, ...]
-    new_reasons: tuple[str, ...]
     objects: tuple[ObjectChange, ...]
     lint: tuple[LintFinding, ...]
     # The existing tables the migration locks, and in which mode (strongest per table).
     locks: tuple[TableLock, ...] = ()
     # From the shadow: (create | alter | drop, object key) of each object it changes.
     catalog: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def overall(self) -> Compat:
-        """The worse of the two directions (the runbook's "Safe?" column)."""
-        if Compat.BREAKS in (self.old_code_on_new_schema, self.new_code_on_old_schema):
-            return Compat.BREAKS
-        if Compat.CONDITIONAL in (self.old_code_on_new_schema, self.new_code_on_old_schema):
-            return Compat.CONDITIONAL
-        return Compat.SAFE
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -141,12 +126,17 @@ def _detail(change: Change) -> str:
 HeldLocks = Sequence[Sequence[tuple[str, str]]]
 
 
-def plan_migration(migration: MigrationEffects, held: HeldLocks | None = None) -> MigrationPlan:
+def plan_migration(
+    migration: MigrationEffects,
+    held: HeldLocks | None = None,
+    lint: Sequence[LintFinding] | None = None,
+) -> MigrationPlan:
     """Risk, compatibility, objects and lint of one analysed migration; its locks as the
-    shadow took them (``held``), else from the documented lock table."""
+    shadow took them (``held``), else from the documented lock table; ``lint``: its findings
+    within its release (None: the migration linted as a release of its own)."""
     unparsed = any(s.error is not None for s in migration.statements)
     compat = migration_compat(migration.tag, migration.changes, unparsed=unparsed)
-    findings = tuple(lint_migration(migration))
+    findings = tuple(lint_migration(migration) if lint is None else lint)
     risk = assess_risk(migration, compat, findings)
     return MigrationPlan(
         tag=migration.tag,
@@ -163,24 +153,12 @@ def plan_migration(migration: MigrationEffects, held: HeldLocks | None = None) -
     )
 
 
-def _with_findings(plan: MigrationPlan, findings: list[LintFinding]) -> MigrationPlan:
-    """``plan`` with release-wide lint ``findings`` added (they make it HIGH risk)."""
-    if not findings:
-        return plan
-    reasons = tuple(f"lint error {f.rule}: {f.message}" for f in findings)
-    return replace(
-        plan,
-        risk=RiskLevel.HIGH,
-        risk_reasons=(*reasons, *plan.risk_reasons),
-        lint=(*plan.lint, *findings),
-    )
-
-
 def statement_texts(journal: Journal, tags: Collection[str] | None) -> dict[str, list[str]]:
     """The statements of the migrations named in ``tags`` (all when None) one by one, as the
     plan numbers them (for :func:`orchestrator.shadow.locks.locks_taken`)."""
-    folder = [(m.tag, m.statements) for m in journal.migrations if tags is None or m.tag in tags]
-    return {m.tag: [s.sql for s in m.statements] for m in analyse_migrations(folder).migrations}
+    folder = [(m.tag, m.statements) for m in journal.migrations]
+    analysis = analyse_migrations(folder, tags=tags)
+    return {m.tag: [s.sql for s in m.statements] for m in analysis.migrations}
 
 
 def build_plan(
@@ -189,26 +167,16 @@ def build_plan(
     history: History | None = None,
     locks: Mapping[str, HeldLocks | None] | None = None,
 ) -> Plan:
-    """Plan the migrations of ``journal`` named in ``tags`` (all of them when ``None``);
-    ``history``: the folder as the shadow replayed it (None: from the SQL alone); ``locks``:
-    by tag, the locks each statement held on the shadow (see :func:`plan_migration`)."""
+    """Plan the migrations of ``journal`` named in ``tags`` (all of them when ``None``), a
+    release linted as one; ``history``: the folder as the shadow replayed it (None: from the
+    SQL alone); ``locks``: by tag, the locks each statement held on the shadow (see
+    :func:`plan_migration`). Only the migrations planned are parsed."""
     folder = [(m.tag, m.statements) for m in journal.migrations]
-    analysis = analyse_migrations(folder, history)
-    selected = [m for m in analysis.migrations if tags is None or m.tag in tags]
-    release = [(m.tag, m.statements) for m in journal.migrations if tags is None or m.tag in tags]
-    extra: dict[str, list[LintFinding]] = {}
-    for use in enum_value_uses(release):  # ADD VALUE used later in the same release
-        extra.setdefault(use.tag, []).append(
-            LintFinding(ENUM_VALUE_USED.name, "error", use.tag, use.statement, use.reason, use.line)
-        )
+    selected = analyse_migrations(folder, history, tags).migrations
+    findings = lint_migrations(selected)
     held = locks or {}
     plans = tuple(
-        _with_findings(plan_migration(m, held.get(m.tag)), extra.get(m.tag, [])) for m in selected
+        plan_migration(m, held.get(m.tag), [f for f in findings if f.tag == m.tag])
+        for m in selected
     )
-    compat_rows = [
-        MigrationCompat(
-            p.tag, p.old_code_on_new_schema, p.new_code_on_old_schema, p.old_reasons, p.new_reasons
-        )
-        for p in plans
-    ]
-    return Plan(choose_strategy(compat_rows), plans)
+    return Plan(choose_strategy(plans), plans)

@@ -27,11 +27,6 @@ class RiskLevel(StrEnum):
     MEDIUM = "MEDIUM"
     HIGH = "HIGH"
 
-    @property
-    def rank(self) -> int:
-        """0 LOW, 1 MEDIUM, 2 HIGH."""
-        return list(RiskLevel).index(self)
-
 
 @dataclass(frozen=True)
 class Risk:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pglast
+
 from orchestrator.analysis.typechange import ColumnType, column_type_of
 from orchestrator.catalog import History, Objects, apply_delta
-from orchestrator.drizzle.pgjson import parse_sql
 
 _RELATION_KINDS = ("table", "view", "materialized view", "index", "sequence")
 
@@ -62,7 +63,8 @@ class MigrationFacts:
         if props is None:
             return None
         try:
-            (node,) = parse_sql(str(props.get("definition")))
+            (raw,) = pglast.parse_sql(str(props.get("definition")))
+            node: Any = raw.stmt
             on = node.relation
             return IndexFacts((str(on.schemaname or schema), str(on.relname)), bool(node.unique))
         except Exception:  # pglast's ParseError: pg_get_indexdef printed what it reads back
@@ -87,8 +89,9 @@ def migration_facts(history: History) -> tuple[MigrationFacts, ...]:
 def _column_type(text: str) -> ColumnType | None:
     """``format_type``'s text (``character varying(40)``) as the analysis spells types."""
     try:
-        (node,) = parse_sql(f"SELECT NULL::{text}")
-        cast: Any = node.targetList[0].val
+        (raw,) = pglast.parse_sql(f"SELECT NULL::{text}")
+        select: Any = raw.stmt
+        cast = select.targetList[0].val
         return column_type_of(cast.typeName)
     except Exception:  # a type the parser does not read back: unknown
         return None

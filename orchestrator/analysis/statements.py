@@ -13,6 +13,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from pglast import ast
+from pglast.enums import AlterTableType, ConstrType, ObjectType, ReindexObjectType
+
 from orchestrator.analysis.changes import Change, ChangeKind
 from orchestrator.analysis.idempotence import (
     insert_skips_existing_rows,
@@ -20,7 +23,6 @@ from orchestrator.analysis.idempotence import (
 )
 from orchestrator.analysis.shadowfacts import ColumnFacts, IndexFacts, MigrationFacts
 from orchestrator.analysis.typechange import ColumnType, column_type_of, is_serial, type_name_of
-from orchestrator.drizzle.pgjson import Node
 
 __all__ = ["StatementReader", "truncate_identifier"]
 
@@ -44,18 +46,15 @@ def _key(kind: str, schema: str, name: str, parent: str | None = None) -> str:
     return f"{kind} {schema}.{name}" if parent is None else f"{kind} {schema}.{parent}.{name}"
 
 
-def _is(node: Any, tag: str) -> bool:
-    return isinstance(node, Node) and node.tag == tag
-
-
 _CONSTRAINT_LETTERS = {
-    "CONSTR_PRIMARY": "p",
-    "CONSTR_UNIQUE": "u",
-    "CONSTR_FOREIGN": "f",
-    "CONSTR_CHECK": "c",
-    "CONSTR_EXCLUSION": "x",
+    ConstrType.CONSTR_PRIMARY: "p",
+    ConstrType.CONSTR_UNIQUE: "u",
+    ConstrType.CONSTR_FOREIGN: "f",
+    ConstrType.CONSTR_CHECK: "c",
+    ConstrType.CONSTR_EXCLUSION: "x",
 }
-_RELATIONS = ("OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW")
+_RELATIONS = (ObjectType.OBJECT_TABLE, ObjectType.OBJECT_VIEW, ObjectType.OBJECT_MATVIEW)
+_DEFAULTS = (ConstrType.CONSTR_DEFAULT, ConstrType.CONSTR_IDENTITY, ConstrType.CONSTR_GENERATED)
 
 
 class StatementReader:
@@ -70,14 +69,12 @@ class StatementReader:
         # column types set by the statements read so far
         self.types: dict[tuple[str, ...], ColumnType] = {}
 
-    def changes(self, node: Node) -> list[Change]:
-        """The changes of the migration's next top-level statement."""
-        return self._changes(node)
-
-    def _changes(self, node: Node) -> list[Change]:
-        handler = getattr(self, f"_{node.tag}", None)
+    def changes(self, node: Any) -> list[Change]:
+        """The changes of the migration's next statement (or of an element of a schema)."""
+        tag = type(node).__name__
+        handler = getattr(self, f"_{tag}", None)
         if handler is None:
-            return [Change("other", node.tag, detail="not analysed")]
+            return [Change("other", tag, detail="not analysed")]
         result: list[Change] = handler(node)
         return result
 
@@ -90,7 +87,7 @@ class StatementReader:
     def _any_name(self, items: Any) -> tuple[str, str]:
         if not isinstance(items, tuple):  # a function's signature, ...: not a dotted name
             return self.default_schema, "?"
-        names = [truncate_identifier(str(n.sval)) for n in items if _is(n, "String")]
+        names = [truncate_identifier(str(n.sval)) for n in items if isinstance(n, ast.String)]
         if not names:
             return self.default_schema, "?"
         return (names[-2] if len(names) > 1 else self.default_schema, names[-1])
@@ -147,7 +144,7 @@ class StatementReader:
         outer, self.default_schema = self.default_schema, name
         try:
             for element in node.schemaElts or ():
-                changes.extend(self._changes(element))
+                changes.extend(self.changes(element))
         finally:
             self.default_schema = outer
         return changes
@@ -163,7 +160,7 @@ class StatementReader:
         columns = {
             truncate_identifier(str(element.colname))
             for element in node.tableElts or ()
-            if _is(element, "ColumnDef")
+            if isinstance(element, ast.ColumnDef)
         }
         self._create(key)
         return [
@@ -182,9 +179,9 @@ class StatementReader:
         not_null = bool(node.is_not_null)
         has_default = is_serial(node.typeName) or node.raw_default is not None
         for constraint in node.constraints or ():
-            if constraint.contype in ("CONSTR_NOTNULL", "CONSTR_PRIMARY"):
+            if constraint.contype in (ConstrType.CONSTR_NOTNULL, ConstrType.CONSTR_PRIMARY):
                 not_null = True
-            elif constraint.contype in ("CONSTR_DEFAULT", "CONSTR_IDENTITY", "CONSTR_GENERATED"):
+            elif constraint.contype in _DEFAULTS:
                 has_default = True
         return not_null, has_default
 
@@ -192,7 +189,7 @@ class StatementReader:
         key = self._rv(node.into.rel)
         if node.if_not_exists and self._exists(key):
             return [self._no_op("create_table", _key("table", *key), key)]
-        if node.objtype == "OBJECT_MATVIEW":
+        if node.objtype == ObjectType.OBJECT_MATVIEW:
             return [Change("create_view", _key("view", *key), rerunnable=bool(node.if_not_exists))]
         self._create(key)
         return [
@@ -231,12 +228,12 @@ class StatementReader:
 
     def _ReindexStmt(self, node: Any) -> list[Change]:
         concurrently = any(
-            _is(p, "DefElem") and str(p.defname) == "concurrently" for p in node.params or ()
+            isinstance(p, ast.DefElem) and p.defname == "concurrently" for p in node.params or ()
         )
         if node.relation is None:  # REINDEX SCHEMA / DATABASE / SYSTEM
             return [Change("reindex", "REINDEX", concurrently=concurrently, rerunnable=True)]
         key = self._rv(node.relation)
-        if str(node.kind).endswith("INDEX"):
+        if node.kind == ReindexObjectType.REINDEX_OBJECT_INDEX:
             index = self._index(key)
             on = index.table if index else None
             return [
@@ -286,15 +283,15 @@ class StatementReader:
     # -- ALTER TABLE -----------------------------------------------------------------------
 
     def _AlterTableStmt(self, node: Any) -> list[Change]:
-        if node.objtype != "OBJECT_TABLE":
-            return [Change("other", f"ALTER {str(node.objtype)[7:]}", detail="not analysed")]
+        if node.objtype != ObjectType.OBJECT_TABLE:
+            return [Change("other", f"ALTER {node.objtype.name[7:]}", detail="not analysed")]
         key = self._rv(node.relation)
         return [self._alter_cmd(key, cmd) for cmd in node.cmds or ()]
 
     def _alter_cmd(self, key: tuple[str, str], cmd: Any) -> Change:
         context = self._table_context(key)
         subtype = cmd.subtype
-        if subtype == "AT_AddColumn":
+        if subtype == AlterTableType.AT_AddColumn:
             name = truncate_identifier(str(cmd.def_.colname))
             target = _key("column", key[0], name, key[1])
             exists = (*key, name) in self.created or self._column(key, name) is not None
@@ -315,7 +312,7 @@ class StatementReader:
             )
         column_name = truncate_identifier(str(cmd.name)) if cmd.name else ""
         target = _key("column", key[0], column_name, key[1])
-        if subtype == "AT_DropColumn":
+        if subtype == AlterTableType.AT_DropColumn:
             known = self._column(key, column_name)
             self._drop((*key, column_name))
             return Change(
@@ -326,7 +323,7 @@ class StatementReader:
                 rerunnable=bool(cmd.missing_ok),
                 **context,
             )
-        if subtype == "AT_AlterColumnType":
+        if subtype == AlterTableType.AT_AlterColumnType:
             known = self._column(key, column_name)
             new_type = column_type_of(cmd.def_.typeName)
             old_type = self.types.get((*key, column_name), known.type if known else None)
@@ -344,22 +341,22 @@ class StatementReader:
                 rewrites=rewrites,
                 **context,
             )
-        if subtype == "AT_SetNotNull":
+        if subtype == AlterTableType.AT_SetNotNull:
             return Change("set_not_null", target, rerunnable=True, **context)
-        if subtype == "AT_DropNotNull":
+        if subtype == AlterTableType.AT_DropNotNull:
             return Change("drop_not_null", target, rerunnable=True, **context)
-        if subtype == "AT_ColumnDefault":
+        if subtype == AlterTableType.AT_ColumnDefault:
             kind: ChangeKind = "set_default" if cmd.def_ is not None else "drop_default"
             return Change(kind, target, rerunnable=True, **context)
-        if subtype == "AT_AddConstraint":
+        if subtype == AlterTableType.AT_AddConstraint:
             return self._add_constraint(key, cmd.def_, context)
-        if subtype == "AT_DropConstraint":
+        if subtype == AlterTableType.AT_DropConstraint:
             name = _key("constraint", key[0], column_name, key[1])
             return Change("drop_constraint", name, rerunnable=bool(cmd.missing_ok), **context)
-        if subtype == "AT_ValidateConstraint":
+        if subtype == AlterTableType.AT_ValidateConstraint:
             name = _key("constraint", key[0], column_name, key[1])
             return Change("validate_constraint", name, rerunnable=True, **context)
-        label = str(subtype).removeprefix("AT_")
+        label = subtype.name.removeprefix("AT_")
         return Change("other", f"table {key[0]}.{key[1]}", detail=f"ALTER TABLE {label}", **context)
 
     def _add_constraint(self, key: tuple[str, str], node: Any, context: dict[str, Any]) -> Change:
@@ -380,7 +377,7 @@ class StatementReader:
         new = truncate_identifier(str(node.newname))
         if kind in _RELATIONS:
             key = self._rv(node.relation)
-            label = "table" if kind == "OBJECT_TABLE" else "view"
+            label = "table" if kind == ObjectType.OBJECT_TABLE else "view"
             context = self._table_context(key)
             self._drop(key)
             if context["table_is_new"]:
@@ -388,25 +385,25 @@ class StatementReader:
             return [
                 Change("rename_table", f"{label} {key[0]}.{key[1]}", detail=f"to {new}", **context)
             ]
-        if kind == "OBJECT_COLUMN":
+        if kind == ObjectType.OBJECT_COLUMN:
             key = self._rv(node.relation)
             old = truncate_identifier(str(node.subname))
             target = _key("column", key[0], old, key[1])
             return [Change("rename_column", target, detail=f"to {new}", **self._table_context(key))]
-        if kind == "OBJECT_TABCONSTRAINT":
+        if kind == ObjectType.OBJECT_TABCONSTRAINT:
             key = self._rv(node.relation)
             target = _key("constraint", key[0], str(node.subname), key[1])
             return [Change("rename_constraint", target, detail=f"to {new}")]
-        if kind == "OBJECT_INDEX":
+        if kind == ObjectType.OBJECT_INDEX:
             schema, name = self._rv(node.relation)
             return [Change("rename_index", _key("index", schema, name), detail=f"to {new}")]
-        if kind == "OBJECT_TYPE":
+        if kind == ObjectType.OBJECT_TYPE:
             schema, name = self._any_name(node.object)
             return [Change("rename_type", f"type {schema}.{name}", detail=f"to {new}")]
-        return [Change("other", f"RENAME {str(kind)[7:]}", detail="not analysed")]
+        return [Change("other", f"RENAME {kind.name[7:]}", detail="not analysed")]
 
     def _AlterObjectSchemaStmt(self, node: Any) -> list[Change]:
-        if node.objectType in ("OBJECT_TABLE", "OBJECT_VIEW"):
+        if node.objectType in (ObjectType.OBJECT_TABLE, ObjectType.OBJECT_VIEW):
             key = self._rv(node.relation)
             return [
                 Change(
@@ -425,12 +422,12 @@ class StatementReader:
         missing_ok = bool(node.missing_ok)
         changes = []
         for target in node.objects or ():
-            if kind == "OBJECT_SCHEMA":
+            if kind == ObjectType.OBJECT_SCHEMA:
                 name = truncate_identifier(str(target.sval))
                 changes.append(Change("drop_schema", f"schema {name}", rerunnable=missing_ok))
                 continue
-            key = self._any_name(target.names if _is(target, "TypeName") else target)
-            if kind == "OBJECT_TABLE":
+            key = self._any_name(target.names if isinstance(target, ast.TypeName) else target)
+            if kind == ObjectType.OBJECT_TABLE:
                 changes.append(
                     Change(
                         "drop_table",
@@ -440,9 +437,9 @@ class StatementReader:
                     )
                 )
                 self._drop(key)
-            elif kind in ("OBJECT_VIEW", "OBJECT_MATVIEW"):
+            elif kind in (ObjectType.OBJECT_VIEW, ObjectType.OBJECT_MATVIEW):
                 changes.append(Change("drop_view", _key("view", *key), rerunnable=missing_ok))
-            elif kind == "OBJECT_INDEX":
+            elif kind == ObjectType.OBJECT_INDEX:
                 index = self._index(key)
                 on = index.table if index else None
                 self._drop(key)
@@ -456,12 +453,12 @@ class StatementReader:
                         **(self._table_context(on) if on else {}),
                     )
                 )
-            elif kind == "OBJECT_TYPE":
+            elif kind == ObjectType.OBJECT_TYPE:
                 changes.append(
                     Change("drop_type", f"type {key[0]}.{key[1]}", rerunnable=missing_ok)
                 )
             else:
-                changes.append(Change("other", f"DROP {str(kind)[7:]}", detail="not analysed"))
+                changes.append(Change("other", f"DROP {kind.name[7:]}", detail="not analysed"))
         return changes
 
     # -- data, settings, metadata ----------------------------------------------------------

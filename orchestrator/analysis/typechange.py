@@ -11,12 +11,11 @@ kept here are the common, certain ones; anything else counts as a rewrite.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from orchestrator.drizzle.pgjson import Node
+from pglast import ast
 
 
 @dataclass(frozen=True)
@@ -104,33 +103,25 @@ _ALIASES |= {"decimal": "numeric", "boolean": "bool", "float": "float8", "real":
 
 def is_serial(node: Any) -> bool:
     """Whether a TypeName node says ``serial``, ``bigserial``...: an integer with a default."""
-    names = [str(n.sval) for n in node.names or () if _is(n, "String")]
+    names = [str(n.sval) for n in node.names or () if isinstance(n, ast.String)]
     return bool(names) and names[-1].lower() in _SERIAL_NAMES
 
 
-def catalog_type_name(names: Sequence[str], array: bool) -> str:
-    """The catalog name (``pg_type.typname``) of a type spelled ``names``; arrays get a ``_``."""
+def type_name_of(node: Any) -> str:
+    """The catalog name (``pg_type.typname``) of a TypeName node (``varchar``, ``int4``,
+    ``_text``: arrays get a ``_``)."""
+    names = [str(n.sval) for n in node.names or () if isinstance(n, ast.String)]
     base = names[-1].lower() if names else "?"
     base = _SERIAL_NAMES.get(base, _ALIASES.get(base, base))
-    return f"_{base}" if array else base
-
-
-def type_name_of(node: Any) -> str:
-    """The catalog name of a TypeName node (``varchar``, ``int4``, ``_text``)."""
-    names = [str(n.sval) for n in node.names or () if _is(n, "String")]
-    return catalog_type_name(names, bool(node.arrayBounds))
+    return f"_{base}" if node.arrayBounds else base
 
 
 def column_type_of(node: Any) -> ColumnType:
     """The type of a TypeName node with its modifiers (``None`` if not plain integers)."""
     mods: list[int] = []
     for mod in node.typmods or ():
-        value: Any = mod.val if _is(mod, "A_Const") else None
-        if not _is(value, "Integer"):
+        value: Any = mod.val if isinstance(mod, ast.A_Const) else None
+        if not isinstance(value, ast.Integer):
             return ColumnType(type_name_of(node), None)
-        mods.append(int(value.ival))
+        mods.append(value.ival or 0)
     return ColumnType(type_name_of(node), tuple(mods))
-
-
-def _is(node: Any, tag: str) -> bool:
-    return isinstance(node, Node) and node.tag == tag

@@ -215,13 +215,11 @@ def sql_problem(text: str) -> str | None:
     """``"<line>: <problem>"`` for the first statement of ``text`` that cannot run, else None."""
     from pglast import parser  # imported here: reading a journal must not cost pglast's import
 
-    from orchestrator.drizzle.pgjson import check_syntax
-
     pieces = split_statements(text)
     start_line = 1
     for number, piece in enumerate(pieces, start=1):
         try:
-            check_syntax(piece)  # the parser's grammar, without building a tree
+            parser.split(piece, with_parser=True)  # PostgreSQL's grammar; no tree is built
         except parser.ParseError as exc:
             message, index = _parse_error(exc)
             line = start_line + piece[:index].count("\n")
@@ -239,7 +237,7 @@ def _parses(text: str) -> bool:
     from pglast import parser
 
     try:
-        parser.parse_sql_json(text)
+        parser.split(text, with_parser=True)
     except parser.ParseError:
         return False
     return True
