@@ -20,8 +20,9 @@ from orchestrator.database import folder_history, migrate_database, validate_dat
 from orchestrator.db.migrator import MigrateOptions, MigrationFailed
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import read_journal
-from orchestrator.errors import PartialStateError, UsageError
+from orchestrator.errors import DatabaseError, PartialStateError, UsageError
 from orchestrator.sandbox.folders import write_drizzle_folder
+from orchestrator.sandbox.pg import with_user
 from orchestrator.shadow import ShadowSpec
 from orchestrator.shadow.replay import replay_history
 from orchestrator.shadow.server import ShadowServer
@@ -83,6 +84,27 @@ def test_a_second_validate_needs_no_shadow_and_the_cache_is_private(
     again = validate_database(database_url, journal, OPTIONS, shadow=ShadowSpec(UNREACHABLE))
     assert again.status is Verdict.NEEDS_MIGRATION
     assert again.replayed_on == first.replayed_on
+
+
+def test_a_named_shadow_is_asked_only_its_version_when_the_history_is_cached(
+    server_url: str, cache: Path, tmp_path: Path
+) -> None:
+    """``lint --shadow-url`` has no production to ask the version of: the shadow's own
+    version finds the cached history, so a shadow that may not create databases serves."""
+    journal = read_journal(write_folder(tmp_path / "drizzle", RLS_FOLDER))
+    first = folder_history(journal, OPTIONS, ShadowSpec(server_url))
+    execute(server_url, "DROP ROLE IF EXISTS cannot_replay; CREATE ROLE cannot_replay LOGIN")
+    try:
+        limited = ShadowSpec(with_user(server_url, "cannot_replay"))
+        with (
+            pytest.raises(DatabaseError, match="cannot create a database"),
+            ShadowServer(limited) as server,
+            server.database(),
+        ):
+            pass
+        assert folder_history(journal, OPTIONS, limited).hashes == first.hashes
+    finally:
+        execute(server_url, "DROP ROLE cannot_replay")
 
 
 def test_the_report_says_which_server_the_history_was_replayed_on(

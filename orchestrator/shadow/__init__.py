@@ -73,6 +73,10 @@ def history_of(
         if cached is not None:
             return cached
     with ShadowServer(shadow) as server:
+        # A named shadow's version is known only once connected: its replay may be cached.
+        cached = cache.load_history(directory, cache.cache_key(hashes, server.major))
+        if cached is not None:
+            return cached
         replay = partial(
             replay_history, schema=tracking.schema, table=tracking.table, server=server.description
         )
