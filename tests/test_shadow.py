@@ -23,7 +23,7 @@ from orchestrator.drizzle.journal import read_journal
 from orchestrator.errors import DatabaseError, PartialStateError, UsageError
 from orchestrator.sandbox.folders import write_drizzle_folder
 from orchestrator.sandbox.pg import with_user
-from orchestrator.shadow import ShadowSpec
+from orchestrator.shadow import ShadowSpec, one_transaction_refusal
 from orchestrator.shadow.replay import replay_history
 from orchestrator.shadow.server import ShadowServer
 from orchestrator.validation import Verdict
@@ -217,6 +217,29 @@ def test_a_second_migrate_of_a_release_asks_a_named_shadow_nothing(
     # one transaction come from the cache, and the answer is the same.
     with pytest.raises(UsageError, match="55P04"):
         migrate(database_url, folder, ShadowSpec(UNREACHABLE))
+
+
+def test_a_refusal_that_says_more_of_the_shadow_than_of_the_release_is_asked_again(
+    server_url: str, tmp_path: Path, cache: Path
+) -> None:
+    """A timeout (like running out of locks) is the shadow's circumstance, not an answer about
+    the release: it is not cached, so a shadow with more room can answer next time."""
+    folder = write_folder(
+        tmp_path / "drizzle",
+        [("0000_slow", "SET LOCAL statement_timeout = '1ms';\nSELECT pg_sleep(1);")],
+    )
+    pending = read_journal(folder).migrations
+    refusal = one_transaction_refusal([], pending, ShadowSpec(server_url))
+    assert refusal is not None and refusal.sqlstate == "57014"
+    with pytest.raises(DatabaseError):
+        one_transaction_refusal(
+            [], pending, ShadowSpec(UNREACHABLE), major=refusal_major(server_url)
+        )
+
+
+def refusal_major(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.info.server_version // 10000
 
 
 def test_a_statement_postgres_refuses_is_named_though_the_migration_went_as_one_message(

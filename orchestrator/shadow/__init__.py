@@ -33,6 +33,9 @@ from orchestrator.shadow.server import NO_SHADOW, ShadowServer, ShadowSpec, loca
 LOCAL_SHADOW = ShadowSpec()
 #: The environment variable naming a shadow server (``--shadow-url``'s default).
 SHADOW_URL_ENV = "ORCHESTRATOR_SHADOW_URL"
+#: SQLSTATE classes of a refusal that says more of the server at that moment than of the
+#: release (resources, connection, concurrency, operator, system): such an answer is not cached.
+CIRCUMSTANTIAL = ("08", "40", "53", "57", "58", "XX")
 
 __all__ = [
     "LOCAL_SHADOW",
@@ -126,5 +129,6 @@ def one_transaction_refusal(
         if refusal is not None:
             check_extension(refusal, server.description)
         key = cache.cache_key(hashes, server.major, kind="one-transaction")
-    cache.store(directory, key, {"refusal": None if refusal is None else refusal.__dict__})
+    if refusal is None or not (refusal.sqlstate or "").startswith(CIRCUMSTANTIAL):
+        cache.store(directory, key, {"refusal": None if refusal is None else refusal.__dict__})
     return refusal
