@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# On every core (pytest-xdist; each worker starts a PostgreSQL cluster of its own). The
+# cut points of one app of tests/test_histories.py share its databases: one worker runs them.
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadgroup
 
 # The guard-mutation suite: each guard replaced by `return True`, each world observation
 # answered from the run record; the tests must notice. Minutes of subprocesses: not in `test`.

@@ -10,6 +10,7 @@ import atexit
 import itertools
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,12 @@ _counter = itertools.count()
 _HISTORY_CACHE = tempfile.mkdtemp(prefix="orch-test-history-cache-")
 os.environ["ORCHESTRATOR_CACHE_DIR"] = _HISTORY_CACHE
 atexit.register(shutil.rmtree, _HISTORY_CACHE, ignore_errors=True)
+
+# A shell starts a background job (`make test &`, CI runners) with SIGINT ignored, and the
+# processes the tests start would inherit that: the tests that interrupt a run with SIGINT
+# need it delivered, as at a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # tests/test_guard_mutations.py: a guard that always passes, or an observation read from
 # the run record, before anything imports the engine.

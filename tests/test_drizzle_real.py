@@ -1,8 +1,10 @@
 """Compatibility with the REAL drizzle-orm migrator (node-postgres), both ways.
 
 The driver ``tests/drizzle_node/migrate.mjs`` runs ``migrate(drizzle(pool), {migrationsFolder})``
-from drizzle-orm 0.45.4 (pinned by ``package-lock.json``) against the suite's PostgreSQL. The
-only reason these tests skip is a missing ``node``/``npm`` or an ``npm ci`` that cannot finish.
+from drizzle-orm 0.45.4 (pinned by ``package-lock.json``) against the suite's PostgreSQL;
+``walk.mjs`` runs that same call on a series of databases in one node process, each created
+as a copy of the one before (tests/test_histories.py). The only reason these tests skip is a
+missing ``node``/``npm`` or an ``npm ci`` that cannot finish.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from orchestrator.database import MigrateResult, migrate_database, validate_data
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, read_journal
+from orchestrator.sandbox.pg import with_dbname
 from orchestrator.validation import MigrationState, ValidationReport, Verdict
 from tests.drizzle_helpers import (
     FIXTURE_MIGRATIONS,
@@ -36,6 +39,7 @@ from tests.drizzle_helpers import (
 
 NODE_DIR = Path(__file__).resolve().parent / "drizzle_node"
 DRIVER = NODE_DIR / "migrate.mjs"
+WALKER = NODE_DIR / "walk.mjs"
 INSTALL_TIMEOUT_S = 300  # a cold npm ci takes seconds; this only bounds a hung registry
 DRIVER_TIMEOUT_S = 60
 
@@ -133,6 +137,38 @@ def drizzle_migrate(node_dir: Path, url: str, folder: Path) -> None:
         env={**os.environ, "NODE_NO_WARNINGS": "1"},
     )
     assert done.returncode == 0, f"drizzle migrator failed ({done.returncode}): {done.stderr}"
+
+
+def drizzle_walk(node_dir: Path, server_url: str, steps: list[tuple[str, str, Path]]) -> None:
+    """Each step ``(database, template, folder)`` in turn, in one node process: ``CREATE
+    DATABASE database TEMPLATE template`` (an exact copy), then the real drizzle-orm migrator
+    on it with ``folder``; fail the test if any step fails."""
+    plan = {
+        "server": node_connection_url(server_url),
+        "steps": [
+            {
+                "database": database,
+                "template": template,
+                "url": node_connection_url(with_dbname(server_url, database)),
+                "folder": str(folder),
+            }
+            for database, template, folder in steps
+        ],
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as file:
+        json.dump(plan, file)
+    try:
+        done = subprocess.run(
+            ["node", str(node_dir / WALKER.name), file.name],
+            cwd=node_dir,
+            capture_output=True,
+            text=True,
+            timeout=DRIVER_TIMEOUT_S * max(1, len(steps)),
+            env={**os.environ, "NODE_NO_WARNINGS": "1"},
+        )
+    finally:
+        os.unlink(file.name)
+    assert done.returncode == 0, f"drizzle walk failed ({done.returncode}): {done.stderr}"
 
 
 def full() -> Journal:
