@@ -166,7 +166,7 @@ CREATE EVENT TRIGGER orchestrator_drop ON sql_drop
 # the record is emptied for the next migration.
 _TOUCHED_OWNERS = """
 WITH touched AS (
-    DELETE FROM pg_temp.orchestrator_touched RETURNING classid, objid
+    SELECT DISTINCT classid, objid FROM pg_temp.orchestrator_touched
 ), near AS (
     SELECT classid, objid FROM touched
     UNION
@@ -209,6 +209,9 @@ def _watch_ddl(conn: psycopg.Connection[Any]) -> bool:
 def _touched_owners(conn: psycopg.Connection[Any], state: _State) -> set[str]:
     """The owners whose objects the last migration may have changed."""
     refs = {row[0] for row in conn.execute(_TOUCHED_OWNERS).fetchall() if row[0]}
+    # Emptied apart: a DELETE ... RETURNING in the query above gets a plan that scans
+    # pg_depend once per touched object.
+    conn.execute("DELETE FROM pg_temp.orchestrator_touched")
     # A dropped object is no longer in the catalog to say whose it was: the last read does.
     return {state.owners.get(ref, ref) for ref in refs} | refs
 
