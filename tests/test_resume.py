@@ -181,8 +181,11 @@ def test_sigkill_during_a_slow_statement_then_resume_ends_the_orphan(world: Worl
     with psycopg.connect(world.database_url, autocommit=True) as conn:
         while time.monotonic() < deadline:
             row = conn.execute(
+                # production's own database: the shadow, on the same server, replays the
+                # migration too (its sleep is 0 s there, but can be caught)
                 "SELECT application_name FROM pg_stat_activity "
-                "WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active'"
+                "WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active' "
+                "AND datname = current_database()"
             ).fetchone()
             if row:
                 run_name = row[0]
