@@ -35,13 +35,7 @@ def delta(before: Objects, after: Objects) -> dict[str, Change]:
 
 def apply_delta(state: Objects, change: Delta) -> dict[str, Properties]:
     """``state`` with ``change`` applied (its after values)."""
-    result = dict(state)
-    for key, (_, after) in change.items():
-        if after is None:
-            result.pop(key, None)
-        else:
-            result[key] = after
-    return result
+    return fold(state, [change])
 
 
 def fold(state: Objects, changes: Iterable[Delta]) -> dict[str, Properties]:

@@ -71,15 +71,19 @@ def history_of(
     hashes = [m.hash for m in journal.migrations]
     directory = cache.cache_directory(environ)
     majors = [production_major, local_major() if shadow.url is None else None]
-    for major in dict.fromkeys(m for m in majors if m):
-        cached = cache.load_history(directory, cache.cache_key(hashes, major))
-        if cached is not None:
-            return cached
+
+    def cached(*candidates: int | None) -> History | None:
+        for major in dict.fromkeys(m for m in candidates if m):
+            if (found := cache.load_history(directory, cache.cache_key(hashes, major))) is not None:
+                return found
+        return None
+
+    if (found := cached(*majors)) is not None:
+        return found
     with ShadowServer(shadow) as server:
         # A named shadow's version is known only once connected: its replay may be cached.
-        cached = cache.load_history(directory, cache.cache_key(hashes, server.major))
-        if cached is not None:
-            return cached
+        if (found := cached(server.major)) is not None:
+            return found
         replay = partial(
             replay_history, schema=tracking.schema, table=tracking.table, server=server.description
         )
