@@ -204,6 +204,39 @@ def test_tracked_with_half_its_objects_is_partially_present(database_url: str) -
     assert status.missing_objects == ("column public.case_classifications.service_offering",)
 
 
+RESULTS = "case_classification_results"  # no foreign key points at its primary key
+
+
+@pytest.mark.parametrize(
+    ("by_hand", "difference"),
+    [
+        # A key's index is printed by its constraint: the same index without the
+        # constraint is still told apart.
+        (
+            f'ALTER TABLE "{RESULTS}" DROP CONSTRAINT "{RESULTS}_pkey"; '
+            f'CREATE UNIQUE INDEX "{RESULTS}_pkey" ON "{RESULTS}" ("id")',
+            f"index public.{RESULTS}_pkey",
+        ),
+        # The same constraint name over another column: the constraint says so.
+        (
+            f'ALTER TABLE "{RESULTS}" DROP CONSTRAINT "{RESULTS}_pkey", '
+            f'ADD CONSTRAINT "{RESULTS}_pkey" PRIMARY KEY ("case_number")',
+            f"constraint public.{RESULTS}.{RESULTS}_pkey",
+        ),
+    ],
+)
+def test_a_primary_key_changed_by_hand_is_drift(
+    database_url: str, by_hand: str, difference: str
+) -> None:
+    migrate(database_url, full())
+    with psycopg.connect(database_url) as conn:
+        conn.execute(by_hand)  # type: ignore[arg-type]
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    assert report.status is Verdict.PARTIAL_MIGRATION
+    drift = next(f for f in report.findings if f.code == "schema_drift")
+    assert difference in drift.message
+
+
 def test_unreachable_database_is_error(database_url: str) -> None:
     from orchestrator.sandbox.pg import free_port
 

@@ -62,13 +62,8 @@ class MigrationFacts:
         props = self.before.get(f"index {schema}.{name}")
         if props is None:
             return None
-        try:
-            (raw,) = pglast.parse_sql(str(props.get("definition")))
-            node: Any = raw.stmt
-            on = node.relation
-            return IndexFacts((str(on.schemaname or schema), str(on.relname)), bool(node.unique))
-        except Exception:  # pglast's ParseError: pg_get_indexdef printed what it reads back
-            return IndexFacts(None, False)
+        on_schema, _, on_table = str(props.get("table") or "").partition(".")
+        return IndexFacts((on_schema, on_table) if on_table else None, bool(props.get("unique")))
 
 
 def migration_facts(history: History) -> tuple[MigrationFacts, ...]:

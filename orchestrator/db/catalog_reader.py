@@ -128,13 +128,20 @@ _OBJECTS = r"""
                                 AND dsc.classoid = 'pg_constraint'::regclass AND dsc.objsubid = 0
     WHERE c.contype <> 'n'
   UNION ALL
-    -- indexes
+    -- indexes; a key's index is its constraint's, printed there (a key's index can have no
+    -- definition of its own, and printing each twice would double the read's cost)
     SELECT 'index ' || r.name,
-           json_build_object('definition', pg_get_indexdef(r.oid),
+           json_build_object('table', t.name, 'unique', i.indisunique,
+                              'definition', CASE WHEN k.conname IS NULL
+                                                 THEN pg_get_indexdef(r.oid) END,
+                              'constraint', k.conname,
                               'valid', i.indisvalid,
                               'comment', dsc.description),
            'c' || i.indrelid, 'c' || r.oid
     FROM rel r JOIN pg_index i ON i.indexrelid = r.oid
+    LEFT JOIN rel t ON t.oid = i.indrelid
+    LEFT JOIN pg_constraint k ON k.conindid = r.oid AND k.conrelid = i.indrelid
+                             AND k.contype IN ('p', 'u', 'x')
     LEFT JOIN pg_description dsc ON dsc.objoid = r.oid AND dsc.classoid = 'pg_class'::regclass
                                 AND dsc.objsubid = 0
   UNION ALL
