@@ -217,6 +217,8 @@ RESULTS = "case_classification_results"  # no foreign key points at its primary 
             f'CREATE UNIQUE INDEX "{RESULTS}_pkey" ON "{RESULTS}" ("id")',
             f"index public.{RESULTS}_pkey",
         ),
+        # Its storage options are the index's own.
+        (f'ALTER INDEX "{RESULTS}_pkey" SET (fillfactor = 70)', f"index public.{RESULTS}_pkey"),
         # The same constraint name over another column: the constraint says so.
         (
             f'ALTER TABLE "{RESULTS}" DROP CONSTRAINT "{RESULTS}_pkey", '

@@ -128,13 +128,15 @@ _OBJECTS = r"""
                                 AND dsc.classoid = 'pg_constraint'::regclass AND dsc.objsubid = 0
     WHERE c.contype <> 'n'
   UNION ALL
-    -- indexes; a key's index is its constraint's, printed there (a key's index can have no
-    -- definition of its own, and printing each twice would double the read's cost)
+    -- indexes; the index of a key is printed by its constraint (PostgreSQL allows it no
+    -- other definition) but for its storage options: printing it twice would double the
+    -- cost of the read
     SELECT 'index ' || r.name,
            json_build_object('table', t.name, 'unique', i.indisunique,
                               'definition', CASE WHEN k.conname IS NULL
                                                  THEN pg_get_indexdef(r.oid) END,
                               'constraint', k.conname,
+                              'options', CASE WHEN k.conname IS NOT NULL THEN r.reloptions END,
                               'valid', i.indisvalid,
                               'comment', dsc.description),
            'c' || i.indrelid, 'c' || r.oid
@@ -241,7 +243,7 @@ WITH ext AS (
 ), rel AS (
     SELECT c.oid, n.nspname || '.' || c.relname AS name, c.relkind,
            c.relpersistence, c.relrowsecurity, c.relforcerowsecurity, c.relispartition,
-           c.relpartbound,
+           c.relpartbound, c.reloptions,
            c.relfilenode
     FROM pg_class c JOIN ns n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm', 'S', 'i', 'I')
