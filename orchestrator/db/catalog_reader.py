@@ -95,6 +95,7 @@ _OBJECTS = r"""
                  AND d.deptype IN ('a', 'i')) owner ON owner.objid = r.oid
     LEFT JOIN pg_description dsc ON dsc.objoid = r.oid AND dsc.classoid = 'pg_class'::regclass
                                 AND dsc.objsubid = 0
+    WHERE r.relkind = 'S'  -- said, or the owner is looked up for every relation
   UNION ALL
     -- columns of tables (a view's columns follow from its definition)
     SELECT 'column ' || r.name || '.' || a.attname,
