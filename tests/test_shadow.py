@@ -126,6 +126,10 @@ def test_without_a_named_shadow_a_throwaway_local_cluster_is_used(
     report = validate_database(database_url, read_journal(folder), OPTIONS)
     assert report.status is Verdict.NEEDS_MIGRATION
     assert report.replayed_on.endswith("on a throwaway local cluster")
+    # Its data directory, as initdb made it, is kept beside the cache for the next one.
+    clusters = cache.parent / "clusters"
+    assert stat.S_IMODE(clusters.stat().st_mode) == 0o700
+    assert len(list(clusters.iterdir())) == 1
 
 
 def test_a_shadow_url_naming_production_is_refused(

@@ -3,11 +3,15 @@
 Either the server the user names (``--shadow-url``, the playbook's ``shadow: {url_env:}``: a
 local container, a CI service, a Neon branch), on which each replay creates a database of
 its own and drops it afterwards; or, when none is named, a throwaway local cluster started
-from the server binaries (:mod:`orchestrator.sandbox.pg`) and removed afterwards.
+from the server binaries (:mod:`orchestrator.sandbox.pg`) and removed afterwards. Its data
+directory is a copy of one ``initdb`` made before for the same binaries, kept beside the
+history cache (:func:`~orchestrator.shadow.cache.prepared_directory`,
+:mod:`orchestrator.sandbox.prepared`).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import subprocess
@@ -29,6 +33,7 @@ from orchestrator.sandbox.pg import (
     find_bindir,
     with_dbname,
 )
+from orchestrator.shadow.cache import prepared_directory
 
 NO_SHADOW = (
     "no shadow server to replay the migrations on: name one with --shadow-url (or the "
@@ -96,7 +101,7 @@ class ShadowServer:
             where = f"shadow server {redact_url(self.spec.url)}"
         else:
             try:
-                cluster = EmbeddedPostgres()
+                cluster = EmbeddedPostgres(prepared=prepared_directory(os.environ))
             except ServerBinariesMissing:
                 raise UsageError(NO_SHADOW) from None
             cluster.start()
