@@ -132,6 +132,22 @@ def test_without_a_named_shadow_a_throwaway_local_cluster_is_used(
     assert len(list(clusters.iterdir())) == 1
 
 
+def test_each_database_of_a_local_shadow_starts_empty(
+    monkeypatch: pytest.MonkeyPatch, cache: Path
+) -> None:
+    """The first is the throwaway cluster's own database; a second replay (the fallback to
+    whole reads) gets a new one, without what the first replay built."""
+    monkeypatch.delenv("ORCHESTRATOR_SHADOW_URL")
+    tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+    with ShadowServer(ShadowSpec()) as server:
+        with server.database() as first, psycopg.connect(first, autocommit=True) as conn:
+            assert conn.execute(tables).fetchone() == (0,)
+            conn.execute("CREATE TABLE built (x int)")
+        with server.database() as second, psycopg.connect(second, autocommit=True) as conn:
+            assert second != first
+            assert conn.execute(tables).fetchone() == (0,)
+
+
 def test_a_shadow_url_naming_production_is_refused(
     database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

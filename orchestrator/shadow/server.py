@@ -94,6 +94,7 @@ class ShadowServer:
         self.major = 0
         self._cluster: EmbeddedPostgres | None = None
         self._admin_url = ""
+        self._untouched = ""  # a throwaway cluster's own database, until a replay takes it
 
     def __enter__(self) -> ShadowServer:
         if self.spec.url is not None:
@@ -107,6 +108,7 @@ class ShadowServer:
             cluster.start()
             self._cluster = cluster
             self._admin_url = cluster.url()
+            self._untouched = self._admin_url
             where = "a throwaway local cluster"
         try:
             with connect(self._admin_url, autocommit=True) as conn:
@@ -131,7 +133,14 @@ class ShadowServer:
 
     @contextmanager
     def database(self) -> Iterator[str]:
-        """A new, empty database on the shadow server (its URL), dropped afterwards."""
+        """A new, empty database on the shadow server (its URL), dropped afterwards.
+
+        The first of a throwaway cluster is its own ``postgres`` database: as empty as a
+        new one, and removed with the cluster."""
+        if self._untouched:
+            url, self._untouched = self._untouched, ""
+            yield url
+            return
         name = f"orchestrator_shadow_{secrets.token_hex(6)}"
         try:
             with connect(self._admin_url, autocommit=True) as conn:
