@@ -60,10 +60,14 @@ def copy_prepared(directory: Path, key: str, target: Path, owner: Owner) -> bool
         return False
     dirs, sizes = listing
     try:
-        for name in dirs:
-            path = target / name
-            path.mkdir(mode=0o700)
-            _hand_over(path, owner)
+        target.mkdir(mode=0o700)
+    except OSError:
+        return False
+    try:
+        _hand_over(target, owner)
+        for name in dirs[1:]:
+            (target / name).mkdir(mode=0o700)
+            _hand_over(target / name, owner)
         for name, size in sizes.items():
             shutil.copyfile(source / "data" / name, target / name, follow_symlinks=False)
             if os.stat(target / name).st_size != size:
