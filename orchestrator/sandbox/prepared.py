@@ -8,9 +8,9 @@ their directory and initdb's options); each later cluster copies it instead.
 
 What is kept is never trusted blindly:
 
-- it is built in a temporary directory beside its place and renamed into it, so nobody
-  sees a half-written one, and of two processes preparing it at once, one wins and the
-  other's copy is removed;
+- it is built in a temporary directory beside its place, written to disk (``fsync``) and
+  renamed into it, so nobody sees a half-written one, even after an OS crash, and of two
+  processes preparing it at once, one wins and the other's copy is removed;
 - a listing of its directories and of each file's size is written last, and a copy is
   made only from a directory that is ours and writable by nobody else (its settings are
   the server's: another user must not be able to write them), whose listing reads and
@@ -104,11 +104,19 @@ def keep_prepared(directory: Path, key: str, datadir: Path) -> None:
             shutil.copyfile(datadir / name, building / "data" / name, follow_symlinks=False)
         listing = {"key": key, "dirs": dirs, "sizes": sizes}
         (building / LISTING).write_text(json.dumps(listing), encoding="utf-8")
+        # On disk before it is in place: after an OS crash a file may keep its size and
+        # lose its contents, which the listing cannot tell.
+        for name in [*sizes, *dirs]:
+            _fsync(building / "data" / name)
+        _fsync(building / LISTING)
+        _fsync(building)
         # Atomic, and refused when another process has put one in place meanwhile.
         os.rename(building, directory / key)
     except OSError:
         shutil.rmtree(building, ignore_errors=True)
         return
+    with contextlib.suppress(OSError):
+        _fsync(directory)
     _prune(directory)
 
 
@@ -144,6 +152,14 @@ def _usable(directory: Path, *, create: bool) -> bool:
         and info.st_uid == os.geteuid()
         and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
     )
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _hand_over(path: Path, owner: Owner) -> None:
