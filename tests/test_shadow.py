@@ -126,6 +126,26 @@ def test_without_a_named_shadow_a_throwaway_local_cluster_is_used(
     report = validate_database(database_url, read_journal(folder), OPTIONS)
     assert report.status is Verdict.NEEDS_MIGRATION
     assert report.replayed_on.endswith("on a throwaway local cluster")
+    # Its data directory, as initdb made it, is kept beside the cache for the next one.
+    clusters = cache.parent / "clusters"
+    assert stat.S_IMODE(clusters.stat().st_mode) == 0o700
+    assert len(list(clusters.iterdir())) == 1
+
+
+def test_each_database_of_a_local_shadow_starts_empty(
+    monkeypatch: pytest.MonkeyPatch, cache: Path
+) -> None:
+    """The first is the throwaway cluster's own database; a second replay (the fallback to
+    whole reads) gets a new one, without what the first replay built."""
+    monkeypatch.delenv("ORCHESTRATOR_SHADOW_URL")
+    tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+    with ShadowServer(ShadowSpec()) as server:
+        with server.database() as first, psycopg.connect(first, autocommit=True) as conn:
+            assert conn.execute(tables).fetchone() == (0,)
+            conn.execute("CREATE TABLE built (x int)")
+        with server.database() as second, psycopg.connect(second, autocommit=True) as conn:
+            assert second != first
+            assert conn.execute(tables).fetchone() == (0,)
 
 
 def test_a_shadow_url_naming_production_is_refused(

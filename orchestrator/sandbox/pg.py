@@ -1,8 +1,10 @@
 """A throwaway PostgreSQL cluster: `--rehearse-on local`, the demo, benchmarks and tests.
 
-``initdb`` into a temporary directory, listen on a free port of 127.0.0.1 with trust auth,
-start with ``pg_ctl -w``; stop and remove everything at the end. When we run as root the
-server runs as the ``postgres`` OS user, because ``initdb`` refuses to run as root.
+``initdb`` into a temporary directory (or a copy of a data directory it made before, when
+the caller names where those are kept: :mod:`orchestrator.sandbox.prepared`), listen on a
+free port of 127.0.0.1 with trust auth, start with ``pg_ctl -w``; stop and remove everything
+at the end. When we run as root the server runs as the ``postgres`` OS user, because
+``initdb`` refuses to run as root.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import psycopg
 from psycopg import sql
 
 from orchestrator.children import unwatch_group, watch_group
+from orchestrator.sandbox.prepared import Owner, copy_prepared, keep_prepared, prepared_key
 
 INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl) were not found. Install them, e.g. "
@@ -139,6 +142,9 @@ class EmbeddedPostgres:
     bindir: Path = field(default_factory=find_bindir)
     port: int = field(default_factory=free_port)
     superuser: str = "postgres"
+    #: Where data directories made by ``initdb`` are kept and copied from; None: ``initdb``
+    #: for each cluster.
+    prepared: Path | None = None
     root: Path = field(init=False)
     _os_user: str | None = field(init=False, default=None)
     _postmaster: int | None = field(init=False, default=None)  # its pid, watched while it runs
@@ -175,18 +181,25 @@ class EmbeddedPostgres:
         )
 
     def init(self) -> None:
-        """Create the cluster's data directory."""
-        self._run(
-            str(self.bindir / "initdb"),
-            "-D",
-            str(self.datadir),
-            "-U",
-            self.superuser,
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C",
-            "--no-sync",
-        )
+        """Create the cluster's data directory: a copy of a prepared one, else by ``initdb``
+        (then kept for the next cluster)."""
+        options = ["-U", self.superuser, "--auth=trust", "--encoding=UTF8", "--locale=C"]
+        if self.prepared is None:
+            self._initdb(options)
+            return
+        key = prepared_key(self.bindir, options)
+        if not copy_prepared(self.prepared, key, self.datadir, self._owner()):
+            self._initdb(options)
+            keep_prepared(self.prepared, key, self.datadir)
+
+    def _initdb(self, options: list[str]) -> None:
+        self._run(str(self.bindir / "initdb"), "-D", str(self.datadir), *options, "--no-sync")
+
+    def _owner(self) -> Owner:
+        if self._os_user is None:
+            return None
+        entry = pwd.getpwnam(self._os_user)
+        return entry.pw_uid, entry.pw_gid
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""

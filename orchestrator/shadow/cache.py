@@ -4,7 +4,8 @@ A history depends on the migrations (drizzle's SHA-256 of each file), on the Pos
 major version that replayed them and on the catalog reader's query; the key is a SHA-256 of
 all three. Where: ``$ORCHESTRATOR_CACHE_DIR`` (``off`` turns the cache off), else
 ``$XDG_CACHE_HOME/orchestrator``, else ``~/.cache/orchestrator``; histories go to its
-``shadow/`` directory (mode 0700), one file each (mode 0600).
+``shadow/`` directory (mode 0700), one file each (mode 0600). Its ``clusters/`` directory
+keeps the local shadow's prepared data directories (:func:`prepared_directory`).
 
 A cache file may be corrupt (a crash, a full disk) or foreign (someone else's): it is then
 ignored and rebuilt, never trusted. A file is used only when it and its directory belong to
@@ -33,16 +34,26 @@ KEEP = 16  # files kept, most recently used first
 
 def cache_directory(environ: Mapping[str, str]) -> Path | None:
     """Where histories live, or None when the cache is turned off."""
+    base = _base(environ)
+    return None if base is None else base / "shadow"
+
+
+def prepared_directory(environ: Mapping[str, str]) -> Path | None:
+    """Where the local shadow's prepared data directories live
+    (:mod:`orchestrator.sandbox.prepared`), or None when the cache is turned off."""
+    base = _base(environ)
+    return None if base is None else base / "clusters"
+
+
+def _base(environ: Mapping[str, str]) -> Path | None:
     chosen = environ.get(CACHE_DIR_ENV)
     if chosen is not None:
-        base = None if chosen.strip().lower() in ("", "off") else Path(chosen)
-    elif (xdg := environ.get("XDG_CACHE_HOME")) and Path(xdg).is_absolute():
-        base = Path(xdg) / "orchestrator"
-    elif home := environ.get("HOME"):
-        base = Path(home) / ".cache" / "orchestrator"
-    else:
-        base = None
-    return None if base is None else base / "shadow"
+        return None if chosen.strip().lower() in ("", "off") else Path(chosen)
+    if (xdg := environ.get("XDG_CACHE_HOME")) and Path(xdg).is_absolute():
+        return Path(xdg) / "orchestrator"
+    if home := environ.get("HOME"):
+        return Path(home) / ".cache" / "orchestrator"
+    return None
 
 
 def cache_key(hashes: Sequence[str], major: int, kind: str = "history") -> str:

@@ -3,11 +3,15 @@
 Either the server the user names (``--shadow-url``, the playbook's ``shadow: {url_env:}``: a
 local container, a CI service, a Neon branch), on which each replay creates a database of
 its own and drops it afterwards; or, when none is named, a throwaway local cluster started
-from the server binaries (:mod:`orchestrator.sandbox.pg`) and removed afterwards.
+from the server binaries (:mod:`orchestrator.sandbox.pg`) and removed afterwards. Its data
+directory is a copy of one ``initdb`` made before for the same binaries, kept beside the
+history cache (:func:`~orchestrator.shadow.cache.prepared_directory`,
+:mod:`orchestrator.sandbox.prepared`).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import subprocess
@@ -29,6 +33,7 @@ from orchestrator.sandbox.pg import (
     find_bindir,
     with_dbname,
 )
+from orchestrator.shadow.cache import prepared_directory
 
 NO_SHADOW = (
     "no shadow server to replay the migrations on: name one with --shadow-url (or the "
@@ -89,6 +94,7 @@ class ShadowServer:
         self.major = 0
         self._cluster: EmbeddedPostgres | None = None
         self._admin_url = ""
+        self._untouched = ""  # a throwaway cluster's own database, until a replay takes it
 
     def __enter__(self) -> ShadowServer:
         if self.spec.url is not None:
@@ -96,12 +102,13 @@ class ShadowServer:
             where = f"shadow server {redact_url(self.spec.url)}"
         else:
             try:
-                cluster = EmbeddedPostgres()
+                cluster = EmbeddedPostgres(prepared=prepared_directory(os.environ))
             except ServerBinariesMissing:
                 raise UsageError(NO_SHADOW) from None
             cluster.start()
             self._cluster = cluster
             self._admin_url = cluster.url()
+            self._untouched = self._admin_url
             where = "a throwaway local cluster"
         try:
             with connect(self._admin_url, autocommit=True) as conn:
@@ -126,7 +133,14 @@ class ShadowServer:
 
     @contextmanager
     def database(self) -> Iterator[str]:
-        """A new, empty database on the shadow server (its URL), dropped afterwards."""
+        """A new, empty database on the shadow server (its URL), dropped afterwards.
+
+        The first of a throwaway cluster is its own ``postgres`` database: as empty as a
+        new one, and removed with the cluster."""
+        if self._untouched:
+            url, self._untouched = self._untouched, ""
+            yield url
+            return
         name = f"orchestrator_shadow_{secrets.token_hex(6)}"
         try:
             with connect(self._admin_url, autocommit=True) as conn:
