@@ -333,6 +333,31 @@ def test_reading_back_only_what_each_migration_touched_builds_every_state(server
     assert len({json.dumps(s, sort_keys=True) for s in states[0]}) > 30  # they do differ
 
 
+def test_a_migration_that_deallocates_every_prepared_statement_replays_all_the_same(
+    tmp_path: Path, server_url: str
+) -> None:
+    """The reads after each migration share one plan the server keeps; a migration that
+    throws it away (custom SQL may) leaves the replay whole."""
+    folder = write_folder(
+        tmp_path / "drizzle",
+        [
+            ("0000_a", 'CREATE TABLE "a" ("id" integer);'),
+            ("0001_b", 'CREATE TABLE "b" ("id" integer);'),
+            ("0002_c", 'DEALLOCATE ALL; CREATE TABLE "c" ("id" integer);'),
+            ("0003_d", 'CREATE TABLE "d" ("id" integer);'),
+        ],
+    )
+    with ShadowServer(ShadowSpec(server_url)) as server, server.database() as url:
+        history = replay_history(
+            url, read_journal(folder), schema=OPTIONS.schema, table=OPTIONS.table, server=""
+        )
+    assert history.failure is None
+    assert [sorted(k for k in history.state_after(n) if k.startswith("table")) for n in (2, 4)] == [
+        ["table public.a", "table public.b"],
+        ["table public.a", "table public.b", "table public.c", "table public.d"],
+    ]
+
+
 def test_the_history_says_which_migrations_rewrote_a_table(
     tmp_path: Path, server_url: str, cache: Path
 ) -> None:

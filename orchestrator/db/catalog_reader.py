@@ -24,6 +24,7 @@ from collections.abc import Collection
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from orchestrator.catalog import CatalogSnapshot, TrackingRow
 from orchestrator.db.connect import connect, describe
@@ -318,10 +319,12 @@ def read_catalog(
     who owns each object too (the replay needs it; a comparison does not).
     Errors become :class:`DatabaseError` (exit 30), transient when the connection failed.
     """
-    owned = None if owners is None else sorted(owners)
-    parameters = {"schema": schema, "table": table, "owners": owned, "refs": refs}
     try:
-        row = conn.execute(CATALOG_QUERY, parameters).fetchone()
+        if owners is None:
+            parameters = {"schema": schema, "table": table, "owners": None, "refs": refs}
+            row = conn.execute(CATALOG_QUERY, parameters).fetchone()
+        else:
+            row = _read_owned(conn, (schema, table, sorted(owners), refs))
     except psycopg.Error as exc:
         raise DatabaseError(
             f"cannot read the catalog: {describe(exc)}", transient=is_transient(exc)
@@ -345,6 +348,26 @@ def read_catalog(
         storage=document["storage"],
         row_estimates=document["row_estimates"],
     )
+
+
+def _read_owned(conn: psycopg.Connection[Any], parameters: tuple[object, ...]) -> Any:
+    """A read of some owners' objects (a replay's, after each migration), from a plan made
+    once per connection (autocommit) and kept by the server: on a small schema, planning
+    the statement costs as much as running it. One generic plan serves any owners; a read
+    of everything plans for itself, as its plan differs."""
+    execute = sql.SQL("EXECUTE orchestrator_owned_read({})").format(
+        sql.SQL(", ").join(sql.Literal(value) for value in parameters)
+    )
+    try:
+        return conn.execute(execute).fetchone()
+    except psycopg.errors.InvalidSqlStatementName:  # the first on this connection
+        placeholders = {"schema": "$1", "table": "$2", "owners": "$3", "refs": "$4"}
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute(
+            "PREPARE orchestrator_owned_read(text, text, text[], boolean) AS "
+            + CATALOG_QUERY % placeholders
+        )
+        return conn.execute(execute).fetchone()
 
 
 def read_catalog_at(
