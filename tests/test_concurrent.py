@@ -176,7 +176,12 @@ def test_killed_in_the_middle_of_a_concurrent_build_resumes_and_converges(
         deadline = time.monotonic() + 20
         while builder is None and time.monotonic() < deadline:
             with psycopg.connect(database_url, autocommit=True) as probe:
-                row = probe.execute("SELECT pid FROM pg_stat_progress_create_index").fetchone()
+                row = probe.execute(
+                    # production's own database: the shadow, on the same server, replays
+                    # the build in databases of its own
+                    "SELECT pid FROM pg_stat_progress_create_index "
+                    "WHERE datname = current_database()"
+                ).fetchone()
             builder = row[0] if row else None
             time.sleep(0.05)
         assert builder is not None, "the concurrent build never started"

@@ -182,7 +182,11 @@ def wait_for_build(world: World, process: subprocess.Popen[bytes]) -> int:
     deadline = time.monotonic() + 60
     with psycopg.connect(world.database_url, autocommit=True) as probe:
         while time.monotonic() < deadline:
-            row = probe.execute("SELECT pid FROM pg_stat_progress_create_index").fetchone()
+            row = probe.execute(
+                # production's own database: the shadow, on the same server, replays
+                # the build in databases of its own
+                "SELECT pid FROM pg_stat_progress_create_index WHERE datname = current_database()"
+            ).fetchone()
             if row is not None and index_valid(world) is False:
                 return int(row[0])
             if process.poll() is not None:

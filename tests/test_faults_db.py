@@ -187,9 +187,11 @@ def test_backend_killed_mid_migration_is_retried_after_revalidation(world: World
     def terminate_the_migration() -> None:
         with psycopg.connect(world.database_url, autocommit=True) as admin:
             killed = admin.execute(
+                # production's own database: the shadow, on the same server, works in
+                # databases of its own
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE application_name LIKE 'orchestrator run %' "
-                "AND state = 'idle in transaction'"
+                "AND state = 'idle in transaction' AND datname = current_database()"
             ).fetchall()
         assert len(killed) == 1
 

@@ -170,7 +170,8 @@ def lock_waits(url: str) -> Iterator[set[tuple[int, str]]]:
     stop = threading.Event()
     query = """
         SELECT a.pid, a.query_start::text FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-         WHERE NOT l.granted AND l.relation = 'users'::regclass"""
+         WHERE NOT l.granted AND l.relation = 'users'::regclass
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
 
     def watch() -> None:
         with psycopg.connect(url, autocommit=True) as conn:

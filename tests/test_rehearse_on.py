@@ -49,12 +49,14 @@ def rehearse(
 
 
 def rehearsal_locks(url: str) -> list[tuple[object, ...]]:
-    """Locks held in production by any session of ours (the rehearsal's are gone or never)."""
+    """Locks held in production by any session of ours (the rehearsal's are gone or never);
+    the shadow, on the same server, works in databases of its own."""
     with psycopg.connect(url) as conn:
         return conn.execute(
             "SELECT a.application_name, l.locktype, l.mode FROM pg_locks l "
             "JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE a.application_name LIKE 'orchestrator%%' AND a.pid <> pg_backend_pid()"
+            "WHERE a.application_name LIKE 'orchestrator%%' AND a.pid <> pg_backend_pid() "
+            "AND a.datname = current_database()"
         ).fetchall()
 
 
