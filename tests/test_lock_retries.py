@@ -154,11 +154,10 @@ def test_other_sql_errors_are_not_retried(
         tmp_path / "broken",
         [("0000_users", [USERS]), ("0001_bad", ['ALTER TABLE "nowhere" ADD COLUMN "x" text;'])],
     )
-    started = time.monotonic()
     code = migrate(database_url, broken, "--lock-retries", "5")
     err = capsys.readouterr().err
     assert code == 21 and "lock timeout" not in err and "42P01" in err
-    assert time.monotonic() - started < 5  # no backoff pauses
+    assert "attempt" not in err  # no retry, so no backoff pause before one
     assert tracking_rows(database_url) == []
 
 

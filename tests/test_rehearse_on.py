@@ -317,14 +317,13 @@ def test_pg_dump_waits_for_its_locks_no_longer_than_the_lock_bound(
     before = everything(world)
     with psycopg.connect(world.database_url) as holder:
         holder.execute("LOCK TABLE case_classification_results IN ACCESS EXCLUSIVE MODE")
-        started = time.monotonic()
+        # The lock is held until the rehearsal ends: one that queued behind it would
+        # never end (no clock needed to tell).
         argv = [*world.rehearse_argv("local"), "--rehearsal-lock-timeout", "300ms", "--json"]
         code = run(argv)
-        elapsed = time.monotonic() - started
         holder.rollback()
     captured = capsys.readouterr()
     assert code == 30, captured.err
-    assert elapsed < 10
     assert "waited longer than the lock bound (0.3s)" in captured.err
     assert "local schema-only copy" in json.loads(captured.out)["rehearsed_on"]
     assert everything(world) == before

@@ -266,15 +266,13 @@ def test_deploy_retries_overrides_the_playbook(
         monkeypatch.setenv("DATABASE_URL", url)
         own_cluster.stop()
         try:
-            started = time.monotonic()
             code = run(world.deploy_argv("--retries", "1"))
-            elapsed = time.monotonic() - started
         finally:
             own_cluster.start()
         err = capsys.readouterr().err
         assert code == 30, err
-        assert elapsed < 1.0, "it waited for a retry it was told not to make"
-        assert "transient failure" not in err
+        # Each wait is announced on the line of the retry it precedes: none.
+        assert "transient failure" not in err, "it retried when told not to"
         assert world.store.list() == []
 
 
