@@ -104,7 +104,7 @@ def build_world(root: Path, url: str, **playbook: str) -> Iterator[World]:
     repo = build_release_repo(root)
     migrate_baseline(url, repo)
     health = HealthServer().start()
-    settings = {"duration": "600ms", "interval": "200ms", **playbook}
+    settings = {"duration": "200ms", "interval": "100ms", **playbook}
     path = write_playbook(root / "release.yaml", repo=repo, health_url=health.url, **settings)
     try:
         yield World(root, url, repo, health, path, RunStore(root / ".orchestrator"))
