@@ -137,7 +137,7 @@ def test_rehearse_on_refuses_production_itself_and_needs_dry_run(
     assert everything(world) == before
 
 
-LATE_S = 2.0
+LATE_S = 1.0
 
 
 @contextmanager
