@@ -66,12 +66,13 @@ def long_read(url: str, seconds: float | None) -> Iterator[int]:
             pid.append(conn.info.backend_pid)
             conn.execute("SELECT count(*) FROM users")
             started.set()
-            stop.wait(seconds if seconds is not None else 60)
+            stop.wait(seconds)  # None: until the block ends
 
     thread = threading.Thread(target=hold)
     thread.start()
     try:
-        assert started.wait(5)
+        while not started.wait(0.05):  # no clock: it reads, or it fails
+            assert thread.is_alive(), "the reading session ended before it read"
         yield pid[0]
     finally:
         stop.set()
