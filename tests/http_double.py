@@ -110,7 +110,8 @@ def serve(answer: Callable[[Request], Reply], methods: Iterable[str] = ("GET",))
         setattr(Handler, f"do_{method}", lambda self, m=method: self._answer(m))
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll: shutdown() waits for the serve loop to notice it.
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

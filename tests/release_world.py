@@ -3,7 +3,12 @@ a clone, a health endpoint, a playbook and a run store."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
+import shutil
+import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -98,18 +103,40 @@ def migrate_baseline(url: str, repo: ReleaseRepo) -> None:
     )
 
 
+@functools.cache
+def _release_repo_template() -> ReleaseRepo:
+    """The release repos, built once per process (in a directory removed at exit)."""
+    where = Path(tempfile.mkdtemp(prefix="orch-test-release-repo-"))
+    atexit.register(shutil.rmtree, where, ignore_errors=True)
+    return build_release_repo(where)
+
+
+def release_repo(root: Path) -> ReleaseRepo:
+    """The repos of :func:`build_release_repo` under ``root``: a copy of ones built once (a
+    git repository copied is the same repository), the clone's origin its own copy's."""
+    template = _release_repo_template()
+    origin, clone = root / template.origin.name, root / template.clone.name
+    shutil.copytree(template.origin, origin, symlinks=True)
+    shutil.copytree(template.clone, clone, symlinks=True)
+    git(clone, "remote", "set-url", "origin", str(origin))
+    return ReleaseRepo(origin=origin, clone=clone, migrations_dir=template.migrations_dir)
+
+
 @contextmanager
 def build_world(root: Path, url: str, **playbook: str) -> Iterator[World]:
     """Repos, a baseline production database at ``url``, a health endpoint and a playbook."""
-    repo = build_release_repo(root)
+    repo = release_repo(root)
     migrate_baseline(url, repo)
     health = HealthServer().start()
-    settings = {"duration": "600ms", "interval": "200ms", **playbook}
+    settings = {"duration": "200ms", "interval": "100ms", **playbook}
     path = write_playbook(root / "release.yaml", repo=repo, health_url=health.url, **settings)
     try:
         yield World(root, url, repo, health, path, RunStore(root / ".orchestrator"))
     finally:
-        health.stop()
+        # Its serve loop notices a shutdown only at its next poll, up to half a second
+        # later: the test need not wait for that (its port is the kernel's choice, never
+        # reused while the server holds it).
+        threading.Thread(target=health.stop, daemon=True).start()
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from orchestrator import children
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -54,13 +56,15 @@ def descendants(root: int) -> set[int]:
     return found
 
 
-def wait_until(predicate: Callable[[], object], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
+def wait_until(
+    predicate: Callable[[], object], starter: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Wait for ``predicate``, however slow the machine is: no clock. Fails if ``starter``,
+    the process that was to bring it about, ends first."""
+    while not predicate():
+        if starter is not None and starter.poll() is not None:
+            pytest.fail(f"process {starter.pid} exited {starter.returncode} first")
         time.sleep(0.05)
-    return bool(predicate())
 
 
 def start_python(code: str) -> subprocess.Popen[bytes]:
@@ -97,16 +101,15 @@ def test_a_deploy_killed_mid_push_leaves_no_git_behind_and_the_push_does_not_lan
     )
     left: set[int] = set()
     try:
-        assert wait_until(lambda: started.exists() and started.read_text().strip(), 20)
+        wait_until(lambda: started.exists() and started.read_text().strip(), deploy)
         hook_pid = int(started.read_text())
         left = descendants(deploy.pid)
         assert hook_pid in left, "the hook runs below the deploy"
         os.kill(deploy.pid, signal.SIGKILL)
         deploy.wait()
-        assert wait_until(lambda: not any(alive(p) for p in left), 2), (
-            f"still running after the deploy was killed: {sorted(p for p in left if alive(p))}"
-        )
-        time.sleep(0.5)
+        # No clock: a survivor ends by itself once the hook's sleep is over, and the push
+        # lands then (git-receive-pack is among them).
+        wait_until(lambda: not any(alive(p) for p in left))
         assert git(origin, "rev-parse", "refs/heads/main") == before, "the push landed"
     finally:
         deploy.kill()
@@ -119,23 +122,23 @@ def assert_dies_with_its_owner(
     owner: subprocess.Popen[bytes],
     pid_file: Path,
     *,
-    appears_within: float,
-    dies_within: float,
     message: str,
+    survived: Path | None = None,
     group: bool = False,
 ) -> None:
-    """The process whose pid ``owner`` writes to ``pid_file`` is gone ``dies_within``
-    seconds after ``owner`` is SIGKILLed. Whatever happens, nothing is left running."""
+    """The process whose pid ``owner`` writes to ``pid_file`` ends once ``owner`` is
+    SIGKILLed, killed: had it survived until it ends by itself, it wrote ``survived`` (a
+    process that never ends by itself has none: a survivor keeps the test waiting). No clock.
+    Whatever happens, nothing is left running."""
     pid = 0
     try:
-        assert wait_until(
-            lambda: pid_file.exists() and pid_file.read_text().strip(), appears_within
-        )
+        wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), owner)
         pid = int(pid_file.read_text())
         assert alive(pid)
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait()
-        assert wait_until(lambda: not alive(pid), dies_within), message
+        wait_until(lambda: not alive(pid))
+        assert survived is None or not survived.exists(), message
     finally:
         owner.kill()
         if pid and alive(pid):
@@ -143,15 +146,15 @@ def assert_dies_with_its_owner(
 
 
 def test_a_grandchild_dies_with_the_parent_too(tmp_path: Path) -> None:
-    pid_file = tmp_path / "grandchild"
+    pid_file, survived = tmp_path / "grandchild", tmp_path / "survived"
     parent = start_python(
         f"""
         from orchestrator import children
-        children.run(["sh", "-c", "sleep 60 & echo $! > {pid_file}; wait"])
+        children.run(["sh", "-c", "(sleep 60 && touch {survived}) & echo $! > {pid_file}; wait"])
         """
     )
     assert_dies_with_its_owner(
-        parent, pid_file, appears_within=20, dies_within=2, message="the grandchild outlived us"
+        parent, pid_file, survived=survived, message="the grandchild outlived us"
     )
 
 
@@ -184,8 +187,6 @@ def test_a_throwaway_cluster_dies_with_the_process_that_started_it(tmp_path: Pat
     assert_dies_with_its_owner(
         owner,
         pid_file,
-        appears_within=60,
-        dies_within=3,
         message="the cluster outlived its owner",
         group=True,  # the postmaster leads its own group: its backends go with it
     )

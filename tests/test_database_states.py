@@ -324,12 +324,13 @@ def test_lock_timeout_stops_a_migration_queued_behind_traffic(
         with psycopg.connect(database_url) as conn:
             conn.execute("LOCK TABLE case_classification_results IN ACCESS SHARE MODE")
             holding.set()
-            release.wait(10)
+            release.wait()
 
     holder = threading.Thread(target=hold_lock)
     holder.start()
     try:
-        assert holding.wait(5)
+        while not holding.wait(0.05):  # no clock: it holds the lock, or it fails
+            assert holder.is_alive(), "the session never took its lock"
         impatient = MigrateOptions(lock_timeout=0.2, lock_retries=0)
         with pytest.raises(MigrationFailed, match="lock timeout") as raised:
             migrate(database_url, full(), impatient)

@@ -11,7 +11,6 @@ def test_demo_rehearses_a_full_deploy() -> None:
         [sys.executable, "-m", "orchestrator.demo"],
         capture_output=True,
         text=True,
-        timeout=300,
         check=False,
     )
     output = proc.stdout + proc.stderr

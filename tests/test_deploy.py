@@ -326,7 +326,7 @@ def test_cli_deploy_runs_show_and_exit_codes(
     [
         (lambda p: p.write_text(p.read_text().replace("name:", "nmae:")), "unknown key"),
         (
-            lambda p: p.write_text(p.read_text().replace("duration: 600ms", "duration: soon")),
+            lambda p: p.write_text(p.read_text().replace("duration: 200ms", "duration: soon")),
             "monitor.duration",
         ),
         (

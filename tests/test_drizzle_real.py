@@ -41,7 +41,6 @@ NODE_DIR = Path(__file__).resolve().parent / "drizzle_node"
 DRIVER = NODE_DIR / "migrate.mjs"
 WALKER = NODE_DIR / "walk.mjs"
 INSTALL_TIMEOUT_S = 300  # a cold npm ci takes seconds; this only bounds a hung registry
-DRIVER_TIMEOUT_S = 60
 
 OPTIONS = MigrateOptions()
 ONCE = RetryPolicy.none()
@@ -133,7 +132,6 @@ def drizzle_migrate(node_dir: Path, url: str, folder: Path) -> None:
         cwd=node_dir,
         capture_output=True,
         text=True,
-        timeout=DRIVER_TIMEOUT_S,
         env={**os.environ, "NODE_NO_WARNINGS": "1"},
     )
     assert done.returncode == 0, f"drizzle migrator failed ({done.returncode}): {done.stderr}"
@@ -163,7 +161,6 @@ def drizzle_walk(node_dir: Path, server_url: str, steps: list[tuple[str, str, Pa
             cwd=node_dir,
             capture_output=True,
             text=True,
-            timeout=DRIVER_TIMEOUT_S * max(1, len(steps)),
             env={**os.environ, "NODE_NO_WARNINGS": "1"},
         )
     finally:

@@ -167,12 +167,9 @@ def test_server_down_for_good_gives_up_with_error(
     )
     own_cluster.stop()
     monkeypatch.setenv("DATABASE_URL", world.database_url)
-    started = time.monotonic()
     code = run(world.deploy_argv())
-    elapsed = time.monotonic() - started
     err = capsys.readouterr().err
     assert code == 30, err
-    assert elapsed < 15, "gave up too late"
     assert "connection refused" in err.lower() or "cannot connect" in err.lower()
     *retries, last = err.strip().splitlines()
     assert last.startswith("error: ")  # one error line, after one line per retry (3 attempts)
@@ -180,6 +177,9 @@ def test_server_down_for_good_gives_up_with_error(
         "transient failure (attempt 1)",
         "transient failure (attempt 2)",
     ]
+    # The playbook's waits, not the default's: it gives up no later than they say.
+    waits = [float(line.rsplit("retrying in ", 1)[1].rstrip("s")) for line in retries]
+    assert all(wait <= 0.2 for wait in waits), retries
     assert world.store.list() == []  # no run was started
 
 
@@ -187,9 +187,11 @@ def test_backend_killed_mid_migration_is_retried_after_revalidation(world: World
     def terminate_the_migration() -> None:
         with psycopg.connect(world.database_url, autocommit=True) as admin:
             killed = admin.execute(
+                # production's own database: the shadow, on the same server, works in
+                # databases of its own
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE application_name LIKE 'orchestrator run %' "
-                "AND state = 'idle in transaction'"
+                "AND state = 'idle in transaction' AND datname = current_database()"
             ).fetchall()
         assert len(killed) == 1
 
@@ -227,7 +229,7 @@ def test_lock_contention_gives_up_after_lock_timeout_and_names_the_holder(
         traffic = threading.Thread(target=traffic_behind_the_migration)
         hook = at("applying_migration", "0011_cute_skin", traffic.start)
         record = world.deploy(console=hook)
-        traffic.join(timeout=30)
+        traffic.join()
         holder.rollback()
 
     assert record.state == "failed" and record.exit_code == 21

@@ -117,5 +117,4 @@ def _pytest_with_mutant(mutant: dict[str, str], *tests: str) -> subprocess.Compl
         env={**env, **mutant},
         capture_output=True,
         text=True,
-        timeout=600,
     )

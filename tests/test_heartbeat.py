@@ -14,8 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from orchestrator.cli import run
 from orchestrator.engine.heartbeat import heartbeat_line
 from orchestrator.sandbox.release import write_playbook
+from tests.drizzle_helpers import schema_fingerprint
 from tests.release_world import World, world
 from tests.test_resume import REPO_ROOT, assert_converged
 from tests.test_resume_pinned import pre_receive
@@ -66,7 +70,8 @@ def test_the_cli_without_a_terminal_prints_a_line_while_the_push_stalls(world: W
     process = subprocess.Popen(
         [sys.executable, "-m", "orchestrator.cli", *world.deploy_argv()],
         cwd=REPO_ROOT,
-        env={**os.environ, "DATABASE_URL": world.database_url},
+        # A beat every 200 ms instead of every 10 s: the push is released by the first one.
+        env={**os.environ, "DATABASE_URL": world.database_url, "ORCHESTRATOR_HEARTBEAT": "200ms"},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -79,10 +84,27 @@ def test_the_cli_without_a_terminal_prints_a_line_while_the_push_stalls(world: W
         if line.startswith("step merge: working ("):
             go.touch()
             break
-    _out, rest = process.communicate(timeout=120)
+    _out, rest = process.communicate()
     assert go.exists(), "".join(seen)
     assert process.returncode == 0, "".join(seen) + rest
     assert world.origin_main() != main_before
+
+
+@pytest.mark.parametrize("period", ["soon", "0s"])
+def test_a_heartbeat_period_that_is_no_duration_is_refused_before_anything(
+    world: World,
+    period: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", world.database_url)
+    monkeypatch.setenv("ORCHESTRATOR_HEARTBEAT", period)
+    before = (schema_fingerprint(world.database_url), world.origin_main())
+    assert run(world.deploy_argv()) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: $ORCHESTRATOR_HEARTBEAT: "), err
+    assert (schema_fingerprint(world.database_url), world.origin_main()) == before
+    assert world.store.list() == []
 
 
 def test_the_line_names_the_step_its_time_and_its_latest_progress() -> None:

@@ -211,7 +211,6 @@ def schema_dump(url: str) -> str:
         [pg_dump, "--schema-only", "--no-owner", "--no-privileges", f"--dbname={url}"],
         capture_output=True,
         text=True,
-        timeout=60,
         check=True,
     )
     lines = [

@@ -144,14 +144,12 @@ def test_http_check_does_not_follow_redirects(health_server: HealthServer) -> No
 
 
 def test_http_check_timeout(health_server: HealthServer) -> None:
+    # /slow answers 200 after 2 s: a check without its timeout would wait and pass.
     check = http_check(health_server.url("/slow"), timeout=0.2)
-    started = time.monotonic()
     result = check()
-    took = time.monotonic() - started
     assert not result.ok
     assert result.detail == "timeout after 0.2 s"
     assert result.value is None
-    assert took < 1.0
 
 
 def test_http_check_connection_refused() -> None:
@@ -256,12 +254,11 @@ def test_sql_check_is_read_only(database_url: str) -> None:
 
 
 def test_sql_check_statement_timeout(database_url: str) -> None:
+    # Without the statement timeout the sleep would end, and the check pass.
     check = sql_check(database_url, name="slow", query="SELECT 1 FROM pg_sleep(2)", timeout=0.2)
-    started = time.monotonic()
     result = check()
     assert not result.ok
     assert result.detail == "timeout after 0.2 s"
-    assert time.monotonic() - started < 1.5
 
 
 def test_sql_check_never_shows_the_password() -> None:
@@ -341,20 +338,17 @@ def test_watch_healthy_window_counts_rounds(health_server: HealthServer) -> None
 
 def test_watch_stops_early_when_unhealthy(health_server: HealthServer) -> None:
     health_server.status = 503
-    started = time.monotonic()
     report = watch(
         [http_check(health_server.url(), timeout=0.2)],
         duration=1.5,
         interval=0.1,
         failures_allowed=1,
     )
-    took = time.monotonic() - started
     assert not report.healthy
-    assert report.ended_early
+    assert report.ended_early  # before the 1.5 s window would have ended
     assert report.rounds == 2
     assert report.failures == 2
     assert [r.detail for r in report.results] == ["expected 200, got 503"] * 2
-    assert took < 0.5  # far before the 1.5 s window would have ended
 
 
 def test_watch_tolerates_failures_up_to_the_allowance(health_server: HealthServer) -> None:

@@ -121,7 +121,10 @@ def test_an_interrupted_rehearsal_still_deletes_its_branch(
 
 def wait_for_sleep(state: NeonState, process: subprocess.Popen[bytes]) -> str:
     """The database in which the rehearsal's slow migration statement is running now: waits
-    for that, or for the rehearsal to end (a failure), however slow the machine is."""
+    for that, or for the rehearsal to end (a failure), however slow the machine is.
+
+    Only the databases the double made count: the shadow, on the same server, replays the
+    migration too (its sleep is 0 s there, but can be caught)."""
     assert state.backing is not None
     with psycopg.connect(state.backing.cluster_url, autocommit=True) as conn:
         while True:
@@ -129,7 +132,9 @@ def wait_for_sleep(state: NeonState, process: subprocess.Popen[bytes]) -> str:
                 pytest.fail(f"rehearsal ended early: {process.communicate()[1].decode()}")
             row = conn.execute(
                 "SELECT datname FROM pg_stat_activity "
-                "WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active'"
+                "WHERE query LIKE 'SELECT pg_sleep%%' AND state = 'active' "
+                "AND datname = ANY(%s)",
+                (list(state.backing.made),),
             ).fetchone()
             if row:
                 return str(row[0])

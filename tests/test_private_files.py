@@ -83,10 +83,14 @@ def test_a_recorded_dump_counts_only_while_it_is_intact(database_url: str, tmp_p
 
 
 def test_the_dump_process_dies_with_its_parent(tmp_path: Path) -> None:
+    # Had the child survived its parent, it would write ``survived`` when it ends by itself:
+    # the test waits for its end, no clock.
+    survived = tmp_path / "survived"
     parent_code = (
         "import subprocess, sys, time\n"
         "from orchestrator.children import die_with_parent\n"
-        "child = subprocess.Popen(['sleep', '60'], preexec_fn=die_with_parent)\n"
+        f"child = subprocess.Popen(['sh', '-c', 'sleep 60 && touch {survived}'],"
+        " preexec_fn=die_with_parent)\n"
         "print(child.pid, flush=True)\n"
         "time.sleep(60)\n"
     )
@@ -95,10 +99,9 @@ def test_the_dump_process_dies_with_its_parent(tmp_path: Path) -> None:
     child_pid = int(parent.stdout.readline())
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _alive(child_pid):
+    while _alive(child_pid):
         time.sleep(0.05)
-    assert not _alive(child_pid), "the child outlived its parent"
+    assert not survived.exists(), "the child outlived its parent"
 
 
 def _alive(pid: int) -> bool:

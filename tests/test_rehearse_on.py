@@ -49,12 +49,14 @@ def rehearse(
 
 
 def rehearsal_locks(url: str) -> list[tuple[object, ...]]:
-    """Locks held in production by any session of ours (the rehearsal's are gone or never)."""
+    """Locks held in production by any session of ours (the rehearsal's are gone or never);
+    the shadow, on the same server, works in databases of its own."""
     with psycopg.connect(url) as conn:
         return conn.execute(
             "SELECT a.application_name, l.locktype, l.mode FROM pg_locks l "
             "JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE a.application_name LIKE 'orchestrator%%' AND a.pid <> pg_backend_pid()"
+            "WHERE a.application_name LIKE 'orchestrator%%' AND a.pid <> pg_backend_pid() "
+            "AND a.datname = current_database()"
         ).fetchall()
 
 
@@ -135,7 +137,7 @@ def test_rehearse_on_refuses_production_itself_and_needs_dry_run(
     assert everything(world) == before
 
 
-LATE_S = 2.0
+LATE_S = 1.0
 
 
 @contextmanager
@@ -315,14 +317,13 @@ def test_pg_dump_waits_for_its_locks_no_longer_than_the_lock_bound(
     before = everything(world)
     with psycopg.connect(world.database_url) as holder:
         holder.execute("LOCK TABLE case_classification_results IN ACCESS EXCLUSIVE MODE")
-        started = time.monotonic()
+        # The lock is held until the rehearsal ends: one that queued behind it would
+        # never end (no clock needed to tell).
         argv = [*world.rehearse_argv("local"), "--rehearsal-lock-timeout", "300ms", "--json"]
         code = run(argv)
-        elapsed = time.monotonic() - started
         holder.rollback()
     captured = capsys.readouterr()
     assert code == 30, captured.err
-    assert elapsed < 10
     assert "waited longer than the lock bound (0.3s)" in captured.err
     assert "local schema-only copy" in json.loads(captured.out)["rehearsed_on"]
     assert everything(world) == before

@@ -260,10 +260,8 @@ def test_killed_during_a_slow_push_then_resume_continues_its_own_merge(
     hook = pre_receive(world, f"touch {started}\nwhile [ ! -e {go} ]; do sleep 0.05; done\nexit 1")
     main_before = world.origin_main()
     process = deploy_process(world, "no-pause")
-    deadline = time.monotonic() + 120
-    while not started.exists():
+    while not started.exists():  # or the deploy ended (a failure): no clock
         assert process.poll() is None, process.communicate()[1].decode()
-        assert time.monotonic() < deadline, "the push never started"
         time.sleep(0.05)
     if stop is signal.SIGKILL:
         kill(process)
@@ -271,7 +269,7 @@ def test_killed_during_a_slow_push_then_resume_continues_its_own_merge(
         assert local != main_before, "the kill left local main at the run's own merge"
     else:
         process.send_signal(stop)
-        process.communicate(timeout=60)
+        process.communicate()
     go.touch()  # the stalled push, if still there, is rejected
     hook.unlink()
 

@@ -1,6 +1,6 @@
 """Every database command rides out a server that comes up late, under one retry policy.
 
-The server is down when the command starts and comes up two seconds later (a Neon compute
+The server is down when the command starts and comes up a second later (a Neon compute
 waking from suspend looks like this to a client): with ``--retries 5`` each command succeeds
 and shows each retry on stderr: validate, migrate, plan, inspect, repair, ``deploy`` and its
 ``--dry-run``, ``resume`` (whose retries also reach the run's audit trail) and the
@@ -34,7 +34,7 @@ from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS
 from tests.drizzle_helpers import prefix_folder, run_sql, tracking_rows
 from tests.release_world import build_world
 
-LATE_S = 2.0
+LATE_S = 1.0
 
 
 @pytest.fixture
@@ -266,15 +266,13 @@ def test_deploy_retries_overrides_the_playbook(
         monkeypatch.setenv("DATABASE_URL", url)
         own_cluster.stop()
         try:
-            started = time.monotonic()
             code = run(world.deploy_argv("--retries", "1"))
-            elapsed = time.monotonic() - started
         finally:
             own_cluster.start()
         err = capsys.readouterr().err
         assert code == 30, err
-        assert elapsed < 1.0, "it waited for a retry it was told not to make"
-        assert "transient failure" not in err
+        # Each wait is announced on the line of the retry it precedes: none.
+        assert "transient failure" not in err, "it retried when told not to"
         assert world.store.list() == []
 
 
@@ -327,7 +325,7 @@ def test_restore_database_rides_out_the_compute_restart(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Neon restarts production's compute to restore it: the validation after the restore
-    finds the server down for two seconds and, with --retries 5, waits for it."""
+    finds the server down for a second and, with --retries 5, waits for it."""
     from tests.neon_world import neon_world
 
     key = "napi_late_restore_key_77"

@@ -97,7 +97,7 @@ def test_two_concurrent_deploys_exactly_one_migrates(tmp_path: Path, database_ur
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(timeout=120)
+            thread.join()
 
     outcomes = sorted(results.items())
     succeeded = [r for _n, r in outcomes if isinstance(r, RunRecord) and r.state == "succeeded"]

@@ -10,8 +10,6 @@ statement runs, then looks at PostgreSQL's sessions and locks.
 from __future__ import annotations
 
 import signal
-import subprocess
-import time
 
 import psycopg
 import pytest
@@ -19,28 +17,9 @@ import pytest
 from orchestrator.audit import read_events
 from orchestrator.errors import ExitCode
 from tests.release_world import World, add_staging_migration, world
-from tests.test_resume import deploy_process, only_run
+from tests.test_resume import deploy_process, only_run, wait_for_sleeping_migration
 
 __all__ = ["world"]
-
-
-def wait_for_sleeping_migration(world: World, process: subprocess.Popen[bytes]) -> str:
-    """The application_name of the run's session once its sleeping statement runs on
-    production (the shadow replays it in databases of its own): waits for that, or for the
-    deploy to end (a failure), however slow the machine is."""
-    with psycopg.connect(world.database_url, autocommit=True) as conn:
-        while True:
-            if process.poll() is not None:
-                out, err = process.communicate()
-                pytest.fail(f"deploy exited {process.returncode}: {err.decode()} {out.decode()}")
-            row = conn.execute(
-                "SELECT application_name FROM pg_stat_activity "
-                "WHERE query LIKE '%pg_sleep(%' AND state = 'active' "
-                "AND datname = current_database() AND pid <> pg_backend_pid()"
-            ).fetchone()
-            if row:
-                return str(row[0])
-            time.sleep(0.05)
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])

@@ -52,7 +52,23 @@ def _interaction(
         on_retry=on_retry,
     )
     # No live line without a terminal: a step that waits says so on stderr every few seconds.
-    return made if at_terminal else dataclasses.replace(made, heartbeat=_to_stderr)
+    if at_terminal:
+        return made
+    return dataclasses.replace(made, heartbeat=_to_stderr, heartbeat_s=_heartbeat_period())
+
+
+def _heartbeat_period() -> float:
+    """``$ORCHESTRATOR_HEARTBEAT`` (a duration: ``30s``), else every 10 s."""
+    from orchestrator.cli.options import duration
+    from orchestrator.engine.heartbeat import HEARTBEAT_S
+
+    value = os.environ.get("ORCHESTRATOR_HEARTBEAT")
+    if value is None:
+        return HEARTBEAT_S
+    period = duration(value, "$ORCHESTRATOR_HEARTBEAT")
+    if period <= 0:
+        raise UsageError(f"$ORCHESTRATOR_HEARTBEAT: must be longer than 0s, not {value!r}")
+    return period
 
 
 def _to_stderr(line: str) -> None:
