@@ -64,8 +64,10 @@ _RAM_DIR = Path("/dev/shm")
 
 @contextmanager
 def _temporary_files_in(directory: Path) -> Iterator[None]:
-    """``tempfile``'s default directory is ``directory`` (where writable) inside the block."""
-    if not (directory.is_dir() and os.access(directory, os.W_OK)):
+    """``tempfile``'s default directory is ``directory`` (where writable and roomy: a worker's
+    cluster grows to a few GB; Docker's /dev/shm has 64 MB) inside the block."""
+    roomy = directory.is_dir() and shutil.disk_usage(directory).free > 8 * 2**30
+    if not (roomy and os.access(directory, os.W_OK)):
         yield
         return
     saved, tempfile.tempdir = tempfile.tempdir, str(directory)
