@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from orchestrator.sandbox.release import write_playbook
 from tests.neon_double import NeonState, neon_double
+from tests.playbooks import write_playbook
 from tests.release_world import World
 
 __all__ = ["neon_world"]

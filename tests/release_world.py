@@ -24,8 +24,8 @@ from orchestrator.sandbox.release import (
     ReleaseRepo,
     build_release_repo,
     git,
-    write_playbook,
 )
+from tests.playbooks import write_playbook
 
 TRANSITIONS_OF_A_FULL_DEPLOY = [
     ("check_backup", "pending", "backup_checked"),

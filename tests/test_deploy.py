@@ -17,11 +17,9 @@ from orchestrator.drizzle.journal import read_journal
 from orchestrator.engine.run import resume, rollback
 from orchestrator.errors import UsageError
 from orchestrator.sandbox.pg import EmbeddedPostgres, with_user
-from orchestrator.sandbox.release import (
-    git,
-    write_playbook,
-)
+from orchestrator.sandbox.release import git
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
+from tests.playbooks import write_playbook
 from tests.release_world import (
     TRANSITIONS_OF_A_FULL_DEPLOY,
     World,

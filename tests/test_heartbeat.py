@@ -18,8 +18,8 @@ import pytest
 
 from orchestrator.cli import run
 from orchestrator.engine.heartbeat import heartbeat_line
-from orchestrator.sandbox.release import write_playbook
 from tests.drizzle_helpers import schema_fingerprint
+from tests.playbooks import write_playbook
 from tests.release_world import World, world
 from tests.test_resume import REPO_ROOT, assert_converged
 from tests.test_resume_pinned import pre_receive

@@ -20,7 +20,7 @@ from pathlib import Path
 from orchestrator.engine.run import Interaction
 from orchestrator.engine.steps.backup import dump_intact, partial_path, pg_dump
 from orchestrator.redaction import redact
-from orchestrator.sandbox.release import write_playbook
+from tests.playbooks import write_playbook
 from tests.release_world import World, world
 
 __all__ = ["world"]  # the fixture

@@ -32,7 +32,8 @@ from orchestrator.engine.run import resume
 from orchestrator.errors import ExitCode, UsageError
 from orchestrator.runs import RECORD_FILENAME, new_run_id
 from orchestrator.sandbox.pg import create_database, drop_database, with_dbname
-from orchestrator.sandbox.release import git, write_playbook
+from orchestrator.sandbox.release import git
+from tests.playbooks import write_playbook
 from tests.release_world import World, world
 from tests.test_resume import assert_converged, deploy_process, kill, only_run, wait_stopped
 from tests.test_resume_world import (

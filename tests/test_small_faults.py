@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.cli import run
 from orchestrator.db.connect import neon_direct_host
-from orchestrator.sandbox.release import write_playbook
+from tests.playbooks import write_playbook
 from tests.release_world import World, world
 
 __all__ = ["world"]
