@@ -80,7 +80,8 @@ def _temporary_files_in(directory: Path) -> Iterator[None]:
 def _start_cluster() -> EmbeddedPostgres:
     try:
         with _temporary_files_in(_RAM_DIR):
-            pg = EmbeddedPostgres()
+            # initdb once per process; each later cluster copies its data directory
+            pg = EmbeddedPostgres(prepared=Path(_HISTORY_CACHE) / "clusters")
     except ServerBinariesMissing as exc:
         hint = "or point ORCH_TEST_DATABASE_URL at a PostgreSQL server you own"
         pytest.fail(f"{exc} ({hint})", pytrace=False)
