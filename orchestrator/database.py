@@ -17,10 +17,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from orchestrator.analysis.nontransactional import (
-    NonTransactional,
-    nontransactional_statements,
-)
+from orchestrator.analysis.nontransactional import NonTransactional, nontransactional_statements
 from orchestrator.analysis.nontransactional import refusal as allow_concurrent_hint
 from orchestrator.catalog import CatalogSnapshot, History, differences
 from orchestrator.db import runlock
