@@ -160,12 +160,7 @@ def migrate_database(
     """
     with ExitStack() as stack:
         if take_run_lock:
-            lock = runlock.RunLock(
-                url,
-                schema=options.schema,
-                table=options.table,
-                owner=runlock.application_name(None, "migrate"),
-            )
+            lock = runlock.run_lock(url, options.schema, options.table, "migrate")
             # The first connection: a Neon compute may be waking up.
             call_with_retry(lambda: stack.enter_context(lock), retry, on_retry=on_retry)
         hooks = _Hooks(on_retry, on_migration, on_lock_retry, on_note)

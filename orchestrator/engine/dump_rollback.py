@@ -194,12 +194,7 @@ def _run_lock(url: str, playbook: Playbook, run_id: str) -> runlock.RunLock:
     from orchestrator.db import runlock
 
     spec = playbook.migrations
-    return runlock.RunLock(
-        url,
-        schema=spec.schema_,
-        table=spec.table,
-        owner=runlock.application_name(run_id, "restore"),
-    )
+    return runlock.run_lock(url, spec.schema_, spec.table, "restore", run_id)
 
 
 def restore_from_dump(

@@ -179,8 +179,7 @@ def hold_database(
     ``on_retry``. ``run_id`` and ``kind`` name the holder (a rehearsal has no run id).
     """
     spec = playbook.migrations
-    owner = runlock.application_name(run_id, kind)
-    lock = runlock.RunLock(url, schema=spec.schema_, table=spec.table, owner=owner)
+    lock = runlock.run_lock(url, spec.schema_, spec.table, kind, run_id)
     call_with_retry(lock.acquire, retry_policy(playbook), on_retry=on_retry)
     try:
         yield lock
