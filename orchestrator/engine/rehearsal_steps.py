@@ -58,7 +58,7 @@ from orchestrator.engine.steps.migrate import summarize
 from orchestrator.engine.steps.preflight import baseline_checks, unhealthy_before
 from orchestrator.errors import GuardError, UsageError
 from orchestrator.gitrepo import TrialMerge
-from orchestrator.monitor import CheckResult, http_check, judge_row, sql_check
+from orchestrator.monitor import CheckResult, judge_row, sql_check
 from orchestrator.playbook import Playbook
 from orchestrator.runs import PlannedMigration, RunRecord
 from orchestrator.shadow import ShadowSpec
@@ -313,11 +313,7 @@ def _rehearse_monitor(r: Rehearsal) -> MonitorOutcome:
     """Every check once: HTTP against production now, SQL as gathered before. A result that
     says nothing of production (an SQL check on an empty copy) is shown, never counted."""
     run, spec = r.run, r.playbook.monitor
-    results = [
-        http_check(h.url, expect_status=h.expect_status, timeout=h.timeout, name=h.label)()
-        for h in spec.http
-    ]
-    results += r.sql_results
+    results = baseline_checks(r.playbook) + r.sql_results
     details = [f"{_mark(r)} {r.name}: {r.detail}" for r in results]
     failed = [r for r in results if r.predictive and not r.ok]
     counted = sum(1 for r in results if r.predictive)
