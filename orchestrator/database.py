@@ -335,8 +335,7 @@ def refuse_unmigratable(report: ValidationReport, resumable: frozenset[str] = fr
     difference must be among the objects those migrations change.
     """
     if report.status is Verdict.ERROR:
-        errors = [f.message for f in report.findings if f.severity == "error"]
-        raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
+        raise DatabaseError(report.first_error("cannot tell the migration state"))
     if report.status is not Verdict.PARTIAL_MIGRATION:
         return
     problems = [

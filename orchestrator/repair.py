@@ -149,8 +149,7 @@ def _judge(
 ) -> tuple[ValidationReport, RepairPlan]:
     report = validate(journal, history, snapshot)
     if report.status is Verdict.ERROR:
-        errors = [f.message for f in report.findings if f.severity == "error"]
-        raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
+        raise DatabaseError(report.first_error("cannot tell the migration state"))
     return report, plan_repair(journal, report)
 
 

@@ -133,10 +133,8 @@ class LiveObservations:
         status = report.status.value
         self.ctx.log.info("production_checked", status=status, recommendation=report.recommendation)
         if status == "ERROR":
-            errors = [f.message for f in report.findings if f.severity == "error"]
-            raise DatabaseError(
-                f"cannot check production's migrations: {errors[0] if errors else status}"
-            )
+            reason = report.first_error(status)
+            raise DatabaseError(f"cannot check production's migrations: {reason}")
         return str(status)
 
 

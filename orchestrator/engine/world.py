@@ -94,8 +94,7 @@ def observe(
         retry=retry_policy(playbook),
     )
     if report.status is Verdict.ERROR:
-        errors = [f.message for f in report.findings if f.severity == "error"]
-        reason = errors[0] if errors else report.recommendation
+        reason = report.first_error(report.recommendation)
         raise DatabaseError(f"cannot check the database before resuming: {reason}")
     return WorldNow(
         source_tip=tips[spec.source],
