@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 from orchestrator.catalog import CatalogSnapshot, History
-from orchestrator.database import folder_history, take_snapshot
+from orchestrator.database import DEFAULT_RETRY, folder_history, take_snapshot
 from orchestrator.db import runlock
 from orchestrator.db.catalog_reader import read_catalog
 from orchestrator.db.connect import connect, describe
@@ -37,8 +37,6 @@ from orchestrator.drizzle.journal import Journal
 from orchestrator.errors import DatabaseError, GuardError, PartialStateError, UsageError
 from orchestrator.shadow import LOCAL_SHADOW, ShadowSpec
 from orchestrator.validation import MigrationState, ValidationReport, Verdict, validate
-
-_ONE_POLICY = RetryPolicy()  # the project's one retry policy and its defaults
 
 
 @dataclass(frozen=True)
@@ -179,7 +177,7 @@ def repair_database(
     confirm: Callable[[RepairPlan, ValidationReport], bool],
     shadow: ShadowSpec = LOCAL_SHADOW,
     dry_run: bool = False,
-    retry: RetryPolicy = _ONE_POLICY,
+    retry: RetryPolicy = DEFAULT_RETRY,
     on_retry: OnRetry | None = None,
 ) -> RepairResult:
     """Plan read-only, refuse unrepairable states, ask ``confirm``, insert in one transaction.
