@@ -17,10 +17,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from orchestrator.analysis.nontransactional import (
-    NonTransactional,
-    nontransactional_statements,
-)
+from orchestrator.analysis.nontransactional import NonTransactional, nontransactional_statements
 from orchestrator.analysis.nontransactional import refusal as allow_concurrent_hint
 from orchestrator.catalog import CatalogSnapshot, History, differences
 from orchestrator.db import runlock
@@ -163,12 +160,7 @@ def migrate_database(
     """
     with ExitStack() as stack:
         if take_run_lock:
-            lock = runlock.RunLock(
-                url,
-                schema=options.schema,
-                table=options.table,
-                owner=runlock.application_name(None, "migrate"),
-            )
+            lock = runlock.run_lock(url, options.schema, options.table, "migrate")
             # The first connection: a Neon compute may be waking up.
             call_with_retry(lambda: stack.enter_context(lock), retry, on_retry=on_retry)
         hooks = _Hooks(on_retry, on_migration, on_lock_retry, on_note)
@@ -343,8 +335,7 @@ def refuse_unmigratable(report: ValidationReport, resumable: frozenset[str] = fr
     difference must be among the objects those migrations change.
     """
     if report.status is Verdict.ERROR:
-        errors = [f.message for f in report.findings if f.severity == "error"]
-        raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
+        raise DatabaseError(report.first_error("cannot tell the migration state"))
     if report.status is not Verdict.PARTIAL_MIGRATION:
         return
     problems = [

@@ -250,14 +250,9 @@ def sql_check(
 # --------------------------------------------------------------------------- the window
 
 
-def count_failures(results: Sequence[CheckResult]) -> int:
-    """Pure: the number of failed results (each failed check result counts once)."""
-    return sum(1 for r in results if not r.ok)
-
-
 def evaluate(results: Sequence[CheckResult], failures_allowed: int) -> bool:
     """Pure: healthy while the failed results do not exceed ``failures_allowed``."""
-    return count_failures(results) <= failures_allowed
+    return sum(1 for r in results if not r.ok) <= failures_allowed
 
 
 def next_slot(previous_slot: int, elapsed: float, interval: float) -> int:

@@ -84,11 +84,8 @@ def validation(console: Console, report: ValidationReport, url: str) -> None:
         console.print(f"migrations: {rows[0].removeprefix('… ')}", markup=False, highlight=False)
     elif rows:
         table = Table(show_edge=False, pad_edge=False)
-        table.add_column("migration", no_wrap=True)
-        table.add_column("when", justify="right", no_wrap=True)
-        table.add_column("state", no_wrap=True)
-        table.add_column("tracked", no_wrap=True)
-        table.add_column("objects", no_wrap=True)
+        for column in ("migration", "when", "state", "tracked", "objects"):
+            table.add_column(column, justify="right" if column == "when" else "left", no_wrap=True)
         for row in rows:
             if isinstance(row, str):
                 table.add_row(f"[dim]{row}[/]", "", "", "", "")

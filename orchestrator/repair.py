@@ -27,9 +27,9 @@ import psycopg
 from psycopg import sql
 
 from orchestrator.catalog import CatalogSnapshot, History
-from orchestrator.database import folder_history
+from orchestrator.database import DEFAULT_RETRY, folder_history, take_snapshot
 from orchestrator.db import runlock
-from orchestrator.db.catalog_reader import read_catalog, read_catalog_at
+from orchestrator.db.catalog_reader import read_catalog
 from orchestrator.db.connect import connect, describe
 from orchestrator.db.migrator import MigrateOptions, begin_tracking_transaction
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry, is_transient
@@ -37,8 +37,6 @@ from orchestrator.drizzle.journal import Journal
 from orchestrator.errors import DatabaseError, GuardError, PartialStateError, UsageError
 from orchestrator.shadow import LOCAL_SHADOW, ShadowSpec
 from orchestrator.validation import MigrationState, ValidationReport, Verdict, validate
-
-_ONE_POLICY = RetryPolicy()  # the project's one retry policy and its defaults
 
 
 @dataclass(frozen=True)
@@ -149,8 +147,7 @@ def _judge(
 ) -> tuple[ValidationReport, RepairPlan]:
     report = validate(journal, history, snapshot)
     if report.status is Verdict.ERROR:
-        errors = [f.message for f in report.findings if f.severity == "error"]
-        raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
+        raise DatabaseError(report.first_error("cannot tell the migration state"))
     return report, plan_repair(journal, report)
 
 
@@ -180,7 +177,7 @@ def repair_database(
     confirm: Callable[[RepairPlan, ValidationReport], bool],
     shadow: ShadowSpec = LOCAL_SHADOW,
     dry_run: bool = False,
-    retry: RetryPolicy = _ONE_POLICY,
+    retry: RetryPolicy = DEFAULT_RETRY,
     on_retry: OnRetry | None = None,
 ) -> RepairResult:
     """Plan read-only, refuse unrepairable states, ask ``confirm``, insert in one transaction.
@@ -190,15 +187,10 @@ def repair_database(
     changed between confirmation and the write, :class:`DatabaseError` on database trouble.
     """
 
-    def read() -> CatalogSnapshot:
-        return read_catalog_at(
-            url, schema=options.schema, table=options.table, retry=retry, on_retry=on_retry
-        )
-
     shadow.check_not(url)
     # Transient failures (a compute waking up) are retried on every connection but the
     # write itself, which runs once: its outcome is read again, not guessed.
-    snapshot = read()
+    snapshot = take_snapshot(url, options, retry=retry, on_retry=on_retry)
     history = folder_history(journal, options, shadow, production_major=snapshot.server_major)
     before, plan = _judge(journal, history, snapshot)
     _refuse(plan)
@@ -207,12 +199,8 @@ def repair_database(
     if not confirm(plan, before):
         raise UsageError("repair not confirmed: nothing was changed")
 
-    run_lock = runlock.RunLock(
-        url,
-        schema=options.schema,
-        table=options.table,
-        owner=runlock.application_name(None, "repair"),
-    )  # never beside a deploy or migrate: refused at once (exit 2) naming the run
+    # Never beside a deploy or migrate: refused at once (exit 2) naming the run.
+    run_lock = runlock.run_lock(url, options.schema, options.table, "repair")
     call_with_retry(run_lock.acquire, retry, on_retry=on_retry)
     try:
         with connect(url) as conn, conn.transaction():
@@ -233,5 +221,5 @@ def repair_database(
         ) from exc
     finally:
         run_lock.release()
-    after, _ = _judge(journal, history, read())
+    after, _ = _judge(journal, history, take_snapshot(url, options, retry=retry, on_retry=on_retry))
     return RepairResult(before, plan, plan.rows, after)

@@ -53,8 +53,7 @@ def plan(
         url, journal, options, shadow=shadow, retry=retry, on_retry=on_retry, history=history
     )
     if report.status is Verdict.ERROR:
-        errors = [f.message for f in report.findings if f.severity == "error"]
-        raise DatabaseError(errors[0] if errors else "cannot tell the migration state")
+        raise DatabaseError(report.first_error("cannot tell the migration state"))
     tags = {m.tag for m in report.migrations if m.state is not MigrationState.APPLIED}
     return build_plan(journal, tags, history, locks_taken(journal, tags, shadow))
 

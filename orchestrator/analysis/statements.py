@@ -17,10 +17,7 @@ from pglast import ast
 from pglast.enums import AlterTableType, ConstrType, ObjectType, ReindexObjectType
 
 from orchestrator.analysis.changes import Change, ChangeKind
-from orchestrator.analysis.idempotence import (
-    insert_skips_existing_rows,
-    update_reads_what_it_sets,
-)
+from orchestrator.analysis.idempotence import insert_skips_existing_rows, update_reads_what_it_sets
 from orchestrator.analysis.shadowfacts import ColumnFacts, IndexFacts, MigrationFacts
 from orchestrator.analysis.typechange import ColumnType, column_type_of, is_serial, type_name_of
 

@@ -8,13 +8,11 @@ of what each migration changed; :mod:`orchestrator.validation` compares the two.
 
 from orchestrator.catalog.difference import (
     Change,
-    Delta,
     Difference,
     apply_delta,
     delta,
     differences,
     fold,
-    object_kind,
 )
 from orchestrator.catalog.history import History, ReplayFailure
 from orchestrator.catalog.snapshot import CatalogSnapshot, Objects, Properties, TrackingRow
@@ -22,7 +20,6 @@ from orchestrator.catalog.snapshot import CatalogSnapshot, Objects, Properties, 
 __all__ = [
     "CatalogSnapshot",
     "Change",
-    "Delta",
     "Difference",
     "History",
     "Objects",
@@ -33,5 +30,4 @@ __all__ = [
     "delta",
     "differences",
     "fold",
-    "object_kind",
 ]

@@ -122,8 +122,6 @@ def repair(target: DatabaseTarget, lock_timeout: str, dry_run: bool, yes: bool) 
             f"Insert {len(plan.rows)} tracking row(s) into {redact_url(url)}?", default=False
         )
 
-    from orchestrator.cli.options import on_retry
-
     result = repair_database(
         url,
         journal,

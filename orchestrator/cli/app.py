@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
 
 import click
 
 from orchestrator.cli import analysis, database, init, runs
 from orchestrator.errors import ExitCode, OrchestratorError
+from orchestrator.interrupts import signals_interrupt
 
 
 @click.group(
@@ -50,7 +47,8 @@ def run_app(argv: list[str] | None = None) -> int:
 
     console.forget_warnings()
     try:
-        with _stops_interrupt():
+        # Locks are released and a run records the interruption before exiting.
+        with signals_interrupt(*STOP_SIGNALS):
             result = app.main(args=argv, standalone_mode=False, prog_name="orchestrator")
     except click.exceptions.NoArgsIsHelpError as exc:
         # `orchestrator` alone: show the help, as a usage error (nothing was asked).
@@ -60,7 +58,7 @@ def run_app(argv: list[str] | None = None) -> int:
         console.err.print(f"error: {redact(exc.format_message())}", markup=False, highlight=False)
         return int(ExitCode.USAGE)
     except click.exceptions.Abort as exc:
-        # click turns KeyboardInterrupt (Ctrl-C, and SIGTERM/SIGHUP, see _stops_interrupt)
+        # click turns KeyboardInterrupt (Ctrl-C, and SIGTERM/SIGHUP, see STOP_SIGNALS)
         # into Abort; a "no" at a prompt is an Abort of its own.
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, KeyboardInterrupt):
@@ -92,26 +90,6 @@ def run_app(argv: list[str] | None = None) -> int:
 #: The signals that stop a command the way Ctrl-C does: a cancelled CI job sends SIGTERM, a
 #: closed terminal SIGHUP.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-@contextmanager
-def _stops_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise KeyboardInterrupt, as SIGINT does: the running statement is
-    cancelled, locks are released and the run records the interruption before exiting
-    (main thread only: Python delivers signals there)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {number: signal.signal(number, _interrupt) for number in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 def redact(text: str) -> str:

@@ -131,6 +131,5 @@ def show_report(report: ValidationReport, url: str, as_json: bool) -> None:
 
         render.validation(console.out, report, redact_url(url))
     if report.status is Verdict.ERROR:
-        errors = [f.message for f in report.findings if f.severity == "error"]
-        message = f"error: {errors[0] if errors else report.recommendation}"
+        message = f"error: {report.first_error(report.recommendation)}"
         console.err.print(message, markup=False)

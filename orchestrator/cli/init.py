@@ -100,15 +100,8 @@ def init(
         err.print(line, markup=False, highlight=False)
     out.print(f"wrote {result.path}", markup=False, highlight=False)
     if result.missing:
-        out.print(
-            f"not found (see the TODO lines in the file): {', '.join(result.missing)}",
-            markup=False,
-            highlight=False,
-        )
+        last = f"not found (see the TODO lines in the file): {', '.join(result.missing)}"
     else:
-        out.print(
-            f"next: orchestrator deploy --playbook {result.path} --dry-run",
-            markup=False,
-            highlight=False,
-        )
+        last = f"next: orchestrator deploy --playbook {result.path} --dry-run"
+    out.print(last, markup=False, highlight=False)
     return int(ExitCode.OK)

@@ -6,6 +6,7 @@ the runtime a command calls (psycopg, git, pglast, ...) is imported when it runs
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -150,16 +151,9 @@ def database_options(func: Command) -> Command:
 
     @functools.wraps(func)
     def command(**kwargs: Any) -> int:
-        target = DatabaseTarget(
-            migrations=kwargs.pop("migrations"),
-            database_url=kwargs.pop("database_url"),
-            schema=kwargs.pop("migrations_schema"),
-            table=kwargs.pop("migrations_table"),
-            as_json=kwargs.pop("as_json"),
-            retries=kwargs.pop("retries"),
-            require_ssl=kwargs.pop("require_ssl"),
-            shadow_url=kwargs.pop("shadow_url"),
-        )
+        # Each option's parameter is named after the field it fills.
+        fields = dataclasses.fields(DatabaseTarget)
+        target = DatabaseTarget(**{field.name: kwargs.pop(field.name) for field in fields})
         return func(target=target, **kwargs)
 
     options = [
@@ -177,12 +171,14 @@ def database_options(func: Command) -> Command:
         ),
         click.option(
             "--migrations-schema",
+            "schema",
             default=DEFAULT_SCHEMA,
             show_default=True,
             help="Schema of drizzle's tracking table.",
         ),
         click.option(
             "--migrations-table",
+            "table",
             default=DEFAULT_TABLE,
             show_default=True,
             help="Name of drizzle's tracking table.",

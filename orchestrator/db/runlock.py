@@ -81,6 +81,12 @@ class DatabaseBusy(UsageError):
     """Another deploy or migrate holds the database: refused before anything changed."""
 
 
+def run_lock(url: str, schema: str, table: str, verb: str, run_id: str | None = None) -> RunLock:
+    """The run lock of the tracking table ``schema.table``, held in the name of ``verb`` (and
+    of run ``run_id``): what ``pg_stat_activity`` shows another holder."""
+    return RunLock(url, schema=schema, table=table, owner=application_name(run_id, verb))
+
+
 class RunLock:
     """The run lock on a dedicated connection: acquire, check it is still held, release.
 

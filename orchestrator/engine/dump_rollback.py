@@ -194,12 +194,7 @@ def _run_lock(url: str, playbook: Playbook, run_id: str) -> runlock.RunLock:
     from orchestrator.db import runlock
 
     spec = playbook.migrations
-    return runlock.RunLock(
-        url,
-        schema=spec.schema_,
-        table=spec.table,
-        owner=runlock.application_name(run_id, "restore"),
-    )
+    return runlock.run_lock(url, spec.schema_, spec.table, "restore", run_id)
 
 
 def restore_from_dump(
@@ -222,11 +217,15 @@ def restore_from_dump(
     from orchestrator.database import validate_database
     from orchestrator.db import dump_restore
     from orchestrator.engine.run import database_url
-    from orchestrator.engine.settings import journal_at, migrate_options, retry_policy, with_retries
+    from orchestrator.engine.settings import (
+        migrate_options,
+        retry_policy,
+        source_journal,
+        with_retries,
+    )
     from orchestrator.errors import DatabaseError
-    from orchestrator.gitrepo import open_repo
     from orchestrator.playbook import load_playbook
-    from orchestrator.redaction import Redactor, secret_values
+    from orchestrator.redaction import Redactor, connection_passwords, secret_values
     from orchestrator.runs import utc_now_iso
 
     record = store.load(run_id)
@@ -235,15 +234,9 @@ def restore_from_dump(
     plan = dump_restore_plan(record, url)
     check_confirmation(plan, typed)
     dump_restore.check_tools()
-    password = conninfo_to_dict(url).get("password")
-    store.redactor = Redactor([*secret_values(environ), *([str(password)] if password else [])])
+    store.redactor = Redactor([*secret_values(environ), *connection_passwords(url)])
     assert record.source_commit is not None  # the run took a backup, so pre-flight pinned it
-    journal = journal_at(
-        open_repo(playbook.git.repo),
-        record.source_commit,
-        playbook.migrations.dir,
-        playbook.git.source,
-    )
+    journal = source_journal(playbook, record.source_commit)
     with (
         store.lock(record.run_id),
         _run_lock(url, playbook, record.run_id),  # no deploy or migrate beside it (exit 2)

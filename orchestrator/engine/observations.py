@@ -29,6 +29,7 @@ from orchestrator.engine.steps.release import live_now
 from orchestrator.errors import DatabaseError
 from orchestrator.gitrepo import is_merged
 from orchestrator.neon.backup import neon_api
+from orchestrator.validation import ValidationReport
 
 __all__ = ["LiveObservations", "Observations", "read_tracked_hashes"]
 
@@ -73,6 +74,20 @@ class Observations(Protocol):
         ...
 
 
+def validate(ctx: RunContext) -> ValidationReport:
+    """The core validator on the run's database and the source commit's migrations."""
+    report, ctx.history = judge_database(
+        ctx.database_url,
+        ctx.journal,
+        ctx.migrate_options,
+        shadow=ctx.shadow,
+        retry=ctx.retry,
+        on_retry=ctx.on_retry,
+        history=ctx.history,
+    )
+    return report
+
+
 @dataclass
 class LiveObservations:
     """:class:`Observations` answered by the run's database, clone and disk."""
@@ -114,23 +129,12 @@ class LiveObservations:
         return live_now(self.ctx, commit)
 
     def release_verdict(self) -> str:
-        ctx = self.ctx
-        report, ctx.history = judge_database(
-            ctx.database_url,
-            ctx.journal,
-            ctx.migrate_options,
-            shadow=ctx.shadow,
-            retry=ctx.retry,
-            on_retry=ctx.on_retry,
-            history=ctx.history,
-        )
+        report = validate(self.ctx)
         status = report.status.value
-        ctx.log.info("production_checked", status=status, recommendation=report.recommendation)
+        self.ctx.log.info("production_checked", status=status, recommendation=report.recommendation)
         if status == "ERROR":
-            errors = [f.message for f in report.findings if f.severity == "error"]
-            raise DatabaseError(
-                f"cannot check production's migrations: {errors[0] if errors else status}"
-            )
+            reason = report.first_error(status)
+            raise DatabaseError(f"cannot check production's migrations: {reason}")
         return str(status)
 
 

@@ -58,7 +58,7 @@ from orchestrator.engine.steps.migrate import summarize
 from orchestrator.engine.steps.preflight import baseline_checks, unhealthy_before
 from orchestrator.errors import GuardError, UsageError
 from orchestrator.gitrepo import TrialMerge
-from orchestrator.monitor import CheckResult, http_check, judge_row, sql_check
+from orchestrator.monitor import CheckResult, judge_row, sql_check
 from orchestrator.playbook import Playbook
 from orchestrator.runs import PlannedMigration, RunRecord
 from orchestrator.shadow import ShadowSpec
@@ -140,10 +140,6 @@ def _rehearse_preflight(r: Rehearsal) -> PreflightOutcome:
         if not result.ok:
             raise GuardError(unhealthy_before(result))
     return PreflightOutcome(ok=True, source_commit=r.merge.source_commit)
-
-
-def _rehearse_backup_step(r: Rehearsal) -> BackupOutcome:
-    return _rehearse_backup(r.run, r.playbook, r.url, copy=r.real)
 
 
 def _rehearse_validate(r: Rehearsal) -> ValidationOutcome:
@@ -280,33 +276,17 @@ def _rehearse_release(r: Rehearsal) -> ReleaseOutcome:
     return ReleaseOutcome(live=True, commit=commit, gate="rehearsal")
 
 
-def _rehearse_monitor_step(r: Rehearsal) -> MonitorOutcome:
-    return _rehearse_monitor(r.run, r.playbook, r.sql_results)
-
-
-#: The rehearsal form of each step of the declaration, by step name.
-REHEARSALS: Mapping[str, Callable[[Rehearsal], Outcome]] = {
-    "preflight": _rehearse_preflight,
-    "backup": _rehearse_backup_step,
-    "validate": _rehearse_validate,
-    "migrate": _rehearse_migrate,
-    "revalidate": _rehearse_revalidate,
-    "merge": _rehearse_merge,
-    "release": _rehearse_release,
-    "monitor": _rehearse_monitor_step,
-}
-
-
-def _rehearse_backup(run: DryRun, playbook: Playbook, url: str, *, copy: bool) -> BackupOutcome:
+def _rehearse_backup(r: Rehearsal) -> BackupOutcome:
     """Check what the backup step needs; raise (a halt) when it could not succeed."""
+    run, playbook = r.run, r.playbook
     backup = playbook.backup
     if backup.kind == "pg_dump":
         missing = [t for t in ("pg_dump", "pg_restore") if shutil.which(t) is None]
         if missing:
             raise UsageError(f"backup kind pg_dump needs {', '.join(missing)}")
-    point = restore_point(url)
+    point = restore_point(r.url)
     where = f"{point.database} at {point.taken_at}, WAL {point.wal_lsn}"
-    if copy:
+    if r.real:
         run.step(
             "backup",
             "not rehearsed on production (this rehearsal does not touch it); "
@@ -329,17 +309,11 @@ def _rehearse_backup(run: DryRun, playbook: Playbook, url: str, *, copy: bool) -
     return point.model_copy(update={"kind": backup.kind, "lsn": point.wal_lsn})
 
 
-def _rehearse_monitor(
-    run: DryRun, playbook: Playbook, sql_results: list[CheckResult]
-) -> MonitorOutcome:
+def _rehearse_monitor(r: Rehearsal) -> MonitorOutcome:
     """Every check once: HTTP against production now, SQL as gathered before. A result that
     says nothing of production (an SQL check on an empty copy) is shown, never counted."""
-    spec = playbook.monitor
-    results = [
-        http_check(h.url, expect_status=h.expect_status, timeout=h.timeout, name=h.label)()
-        for h in spec.http
-    ]
-    results += sql_results
+    run, spec = r.run, r.playbook.monitor
+    results = baseline_checks(r.playbook) + r.sql_results
     details = [f"{_mark(r)} {r.name}: {r.detail}" for r in results]
     failed = [r for r in results if r.predictive and not r.ok]
     counted = sum(1 for r in results if r.predictive)
@@ -356,6 +330,19 @@ def _rehearse_monitor(
         failures_allowed=spec.failures_allowed,
         failed_checks=[FailedCheck(check=r.name, detail=r.detail) for r in failed],
     )
+
+
+#: The rehearsal form of each step of the declaration, by step name.
+REHEARSALS: Mapping[str, Callable[[Rehearsal], Outcome]] = {
+    "preflight": _rehearse_preflight,
+    "backup": _rehearse_backup,
+    "validate": _rehearse_validate,
+    "migrate": _rehearse_migrate,
+    "revalidate": _rehearse_revalidate,
+    "merge": _rehearse_merge,
+    "release": _rehearse_release,
+    "monitor": _rehearse_monitor,
+}
 
 
 def _mark(result: CheckResult) -> str:

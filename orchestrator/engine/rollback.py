@@ -17,14 +17,9 @@ from orchestrator.gitrepo import revert_commands, revert_release, revert_release
 from orchestrator.runs import RunRecord
 
 
-def applied_by_run(record: RunRecord) -> list[str]:
-    """Tags of the migrations this run applied."""
-    return (record.steps.migrate or MigrateOutcome()).tags
-
-
 def database_steps(record: RunRecord, url_env: str = "DATABASE_URL") -> list[str]:
     """How to put the database back, or why there is nothing to do."""
-    applied = applied_by_run(record)
+    applied = (record.steps.migrate or MigrateOutcome()).tags
     if not applied:
         return ["Database: this run applied no migration; nothing to restore."]
     backup = record.steps.backup or BackupOutcome()

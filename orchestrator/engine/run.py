@@ -14,16 +14,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from psycopg.conninfo import conninfo_to_dict
-
 from orchestrator.audit import AuditTrail
 from orchestrator.db import runlock
-from orchestrator.db.connect import (
-    check_ssl,
-    check_url,
-    refuse_pooler,
-    with_application_name,
-)
+from orchestrator.db.connect import check_ssl, check_url, refuse_pooler, with_application_name
 from orchestrator.db.identity import identity_changes, read_identity
 from orchestrator.db.migrator import MigrationFailed
 from orchestrator.db.retry import OnRetry, call_with_retry
@@ -44,13 +37,7 @@ from orchestrator.engine.settings import journal_at, migrations_path, retry_poli
 from orchestrator.engine.steps.backup import check_dump_path
 from orchestrator.engine.steps.base import RunContext, Step
 from orchestrator.engine.world import changes_since, observe
-from orchestrator.errors import (
-    DatabaseError,
-    ExitCode,
-    GuardError,
-    OrchestratorError,
-    UsageError,
-)
+from orchestrator.errors import DatabaseError, ExitCode, GuardError, OrchestratorError, UsageError
 from orchestrator.gitrepo import MissingBranch, open_repo, remote_tips
 from orchestrator.platforms.http import check_tokens, playbook_tokens
 from orchestrator.playbook import (
@@ -61,7 +48,7 @@ from orchestrator.playbook import (
     read_playbook_text,
     text_sha256,
 )
-from orchestrator.redaction import Redactor, secret_values
+from orchestrator.redaction import Redactor, connection_passwords, secret_values
 from orchestrator.runs import RunRecord, RunStore, Transition, new_run_id, utc_now_iso
 
 ConsoleCallback = Callable[[dict[str, Any]], None]
@@ -125,11 +112,6 @@ def check_backup_attestation(playbook: Playbook, interaction: Interaction) -> No
         )
 
 
-def _secrets(url: str) -> list[str]:
-    password = conninfo_to_dict(url).get("password") if url else None
-    return [str(password)] if password else []
-
-
 @contextmanager
 def open_run(
     playbook: Playbook, record: RunRecord, store: RunStore, url: str, interaction: Interaction
@@ -142,7 +124,7 @@ def open_run(
     # One redactor for the audit trail and state.json: both mask the same literal secrets.
     store.redactor = Redactor(
         [
-            *_secrets(url),
+            *connection_passwords(url),
             *secret_values(interaction.environ),
             *playbook_tokens(playbook, interaction.environ),
         ]
@@ -197,8 +179,7 @@ def hold_database(
     ``on_retry``. ``run_id`` and ``kind`` name the holder (a rehearsal has no run id).
     """
     spec = playbook.migrations
-    owner = runlock.application_name(run_id, kind)
-    lock = runlock.RunLock(url, schema=spec.schema_, table=spec.table, owner=owner)
+    lock = runlock.run_lock(url, spec.schema_, spec.table, kind, run_id)
     call_with_retry(lock.acquire, retry_policy(playbook), on_retry=on_retry)
     try:
         yield lock

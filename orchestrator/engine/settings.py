@@ -13,7 +13,7 @@ from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, parse_journal
 from orchestrator.errors import UsageError
-from orchestrator.gitrepo import read_files_at
+from orchestrator.gitrepo import open_repo, read_files_at
 from orchestrator.playbook import Playbook
 from orchestrator.shadow import SHADOW_URL_ENV, ShadowSpec
 
@@ -70,6 +70,12 @@ def journal_at(repo: git.Repo, commit: str, folder: Path, branch: str) -> Journa
     path = migrations_path(repo, folder)
     files = read_files_at(repo, commit, path)
     return parse_journal(files, origin=f"{branch}@{commit[:12]}:{path}")
+
+
+def source_journal(playbook: Playbook, commit: str, repo: git.Repo | None = None) -> Journal:
+    """The playbook's migrations folder as it is in ``commit`` of its source branch."""
+    repo = open_repo(playbook.git.repo) if repo is None else repo
+    return journal_at(repo, commit, playbook.migrations.dir, playbook.git.source)
 
 
 def shadow_spec(playbook: Playbook, environ: Mapping[str, str]) -> ShadowSpec:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from orchestrator.database import validate_database
 from orchestrator.engine.outcomes import MergeOutcome, PreflightOutcome
-from orchestrator.engine.settings import journal_at, migrate_options, retry_policy, shadow_spec
+from orchestrator.engine.settings import migrate_options, retry_policy, shadow_spec, source_journal
 from orchestrator.errors import DatabaseError
 from orchestrator.gitrepo import contains, open_repo, remote_tips
 from orchestrator.platforms.github import github_api
@@ -85,7 +85,7 @@ def observe(
     spec = playbook.git
     repo = open_repo(spec.repo)
     tips = remote_tips(repo, spec.remote, [spec.source, spec.target])
-    journal = journal_at(repo, record.source_commit, playbook.migrations.dir, spec.source)
+    journal = source_journal(playbook, record.source_commit, repo)
     report = validate_database(
         url,
         journal,
@@ -94,8 +94,7 @@ def observe(
         retry=retry_policy(playbook),
     )
     if report.status is Verdict.ERROR:
-        errors = [f.message for f in report.findings if f.severity == "error"]
-        reason = errors[0] if errors else report.recommendation
+        reason = report.first_error(report.recommendation)
         raise DatabaseError(f"cannot check the database before resuming: {reason}")
     return WorldNow(
         source_tip=tips[spec.source],

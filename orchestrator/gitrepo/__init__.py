@@ -20,19 +20,16 @@ from __future__ import annotations
 
 from orchestrator.gitrepo.history import contains, fetched_contains, read_files_at
 from orchestrator.gitrepo.merge import MergeResult, is_merged, merge_and_push
-from orchestrator.gitrepo.process import clean_message
 from orchestrator.gitrepo.remote import MissingBranch, remote_tips
 from orchestrator.gitrepo.revert import revert_commands, revert_release, revert_release_on_branch
 from orchestrator.gitrepo.scratch import scratch_repository
 from orchestrator.gitrepo.state import open_repo, refuse_dirty
-from orchestrator.gitrepo.trial import Preflight, TrialMerge, preflight, trial_merge
+from orchestrator.gitrepo.trial import TrialMerge, preflight, trial_merge
 
 __all__ = [
     "MergeResult",
     "MissingBranch",
-    "Preflight",
     "TrialMerge",
-    "clean_message",
     "contains",
     "fetched_contains",
     "is_merged",

@@ -9,13 +9,11 @@ import git
 from orchestrator.errors import GuardError
 from orchestrator.gitrepo.process import (
     NO_RERERE,
-    clean_message,
     git_output,
     is_ancestor,
-    name_paths,
+    merge_failure,
     resolve_rev,
     run_git,
-    unmerged_paths,
 )
 from orchestrator.gitrepo.remote import fetch_branches, push_branch, remote_tip_of
 from orchestrator.gitrepo.state import (
@@ -108,15 +106,8 @@ def merge_and_push(
                 source,
             )
             if merge.status != 0:
-                conflicts = unmerged_paths(repo.git)
-                if conflicts:
-                    raise GuardError(
-                        f"merging {source[:12]} into {target} conflicts in: {name_paths(conflicts)}"
-                    )
-                raise GuardError(
-                    f"merging {source[:12]} into {target} failed: "
-                    f"{clean_message(merge.stderr or merge.stdout)}"
-                )
+                why = merge_failure(repo.git, merge)
+                raise GuardError(f"merging {source[:12]} into {target} {why}")
             merge_commit = git_output(repo.git, "rev-parse", "HEAD").strip()
         pushed = git_output(repo.git, "rev-parse", "HEAD").strip()
         push_branch(repo, remote, target)

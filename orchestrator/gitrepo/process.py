@@ -130,3 +130,12 @@ def is_ancestor(cmd: git.Git, ancestor: str, descendant: str) -> bool:
 def unmerged_paths(cmd: git.Git) -> list[str]:
     out = run_git(cmd, "diff", "--name-only", "-z", "--diff-filter=U")
     return sorted({p for p in out.stdout.split("\0") if p})
+
+
+def merge_failure(cmd: git.Git, out: GitOutput) -> str:
+    """Why a merge, revert or cherry-pick that ended as ``out`` stopped: ``conflicts in:``
+    the files, else ``failed:`` git's message."""
+    conflicts = unmerged_paths(cmd)
+    if conflicts:
+        return f"conflicts in: {name_paths(conflicts)}"
+    return f"failed: {clean_message(out.stderr or out.stdout)}"

@@ -14,10 +14,9 @@ from orchestrator.gitrepo.process import (
     clean_message,
     git_output,
     is_ancestor,
-    name_paths,
+    merge_failure,
     resolve_rev,
     run_git,
-    unmerged_paths,
 )
 from orchestrator.gitrepo.remote import fetch_branches, push_branch, remote_tip_of
 from orchestrator.gitrepo.state import (
@@ -100,10 +99,8 @@ def _commit_revert(
     """
     applied = _apply_revert(repo, result)
     if applied.status != 0:
-        conflicts = unmerged_paths(repo.git)
-        what = f"conflicts in: {name_paths(conflicts)}" if conflicts else "failed"
-        detail = "" if conflicts else f": {clean_message(applied.stderr or applied.stdout)}"
-        raise GuardError(f"reverting the release on {where} (now {tip[:12]}) {what}{detail}")
+        why = merge_failure(repo.git, applied)
+        raise GuardError(f"reverting the release on {where} (now {tip[:12]}) {why}")
     if run_git(repo.git, "diff", "--cached", "--quiet").status == 0:
         raise GuardError(f"{where} already has the release reverted")
     git_output(

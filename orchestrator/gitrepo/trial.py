@@ -96,22 +96,17 @@ def preflight(repo: git.Repo, remote: str, source: str, target: str) -> Prefligh
     original_branch = current_branch(repo)
     refuse_dirty(repo)
     fetch_branches(repo, remote, [source, target])
-    source_commit = remote_tip_of(repo, remote, source)
-    target_commit = remote_tip_of(repo, remote, target)
-    fast_forward = is_ancestor(repo.git, target_commit, source_commit)
-    already_merged = is_ancestor(repo.git, source_commit, target_commit)
-    if not (fast_forward or already_merged):  # otherwise no merge can conflict
-        conflicts = _trial_merge_conflicts(repo, target_commit, source_commit)
-        if conflicts:
-            raise GuardError(
-                f"merging {remote}/{source} into {remote}/{target} conflicts in: "
-                f"{name_paths(conflicts)}"
-            )
+    trial = trial_merge(repo, remote, source, target)
+    if trial.conflicts:
+        raise GuardError(
+            f"merging {remote}/{source} into {remote}/{target} conflicts in: "
+            f"{name_paths(list(trial.conflicts))}"
+        )
     return Preflight(
-        source_commit=source_commit,
-        target_commit=target_commit,
-        fast_forward=fast_forward,
-        already_merged=already_merged,
+        source_commit=trial.source_commit,
+        target_commit=trial.target_commit,
+        fast_forward=trial.fast_forward,
+        already_merged=trial.already_merged,
         original_branch=original_branch,
     )
 
@@ -137,7 +132,8 @@ class TrialMerge:
 
 
 def trial_merge(scratch: git.Repo, remote: str, source: str, target: str) -> TrialMerge:
-    """Merge ``<remote>/<source>`` into ``<remote>/<target>`` in a worktree of ``scratch``."""
+    """Merge ``<remote>/<source>`` into ``<remote>/<target>`` in a throwaway worktree of
+    ``scratch`` (no merge can conflict when one contains the other)."""
     source_commit = remote_tip_of(scratch, remote, source)
     target_commit = remote_tip_of(scratch, remote, target)
     fast_forward = is_ancestor(scratch.git, target_commit, source_commit)

@@ -13,11 +13,11 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import FrameType
 
 from psycopg.conninfo import conninfo_to_dict
 
 from orchestrator.errors import UsageError
+from orchestrator.interrupts import signals_interrupt
 from orchestrator.neon.api import Branch, NeonApi, NeonError
 from orchestrator.neon.backup import production_branch
 from orchestrator.playbook import Playbook
@@ -45,7 +45,7 @@ def rehearsal_branch(
             "connection string"
         )
     production = production_branch(api, playbook)
-    with _sigterm_interrupts():
+    with signals_interrupt(signal.SIGTERM):
         branch: Branch | None = None
         try:
             branch = api.create_branch(
@@ -70,24 +70,6 @@ def _delete(api: NeonApi, branch: Branch | None, name: str) -> None:
             f"the rehearsal branch {name} could not be deleted ({exc}): delete it in the "
             "Neon console"
         ) from None
-
-
-def _interrupt(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt("SIGTERM")
-
-
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt for the ``with`` block (main thread only: Python
-    delivers signals there), so ``finally`` blocks run as on Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

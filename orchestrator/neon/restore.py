@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from psycopg.conninfo import conninfo_to_dict
-
 from orchestrator.audit import AuditTrail
 from orchestrator.database import validate_database
 from orchestrator.db.retry import OnRetry
@@ -24,7 +22,7 @@ from orchestrator.engine.outcomes import BackupOutcome, DatabaseRestoreOutcome
 from orchestrator.engine.rollback import database_steps
 from orchestrator.errors import ExitCode, GuardError, UsageError
 from orchestrator.neon.backup import neon_api
-from orchestrator.redaction import Redactor, secret_values
+from orchestrator.redaction import Redactor, connection_passwords, secret_values
 from orchestrator.runs import RunRecord, RunStore, utc_now_iso
 from orchestrator.validation import ValidationReport
 
@@ -164,13 +162,12 @@ def restore_production(
     """
     from orchestrator.engine.run import database_url
     from orchestrator.engine.settings import (
-        journal_at,
         migrate_options,
         retry_policy,
         shadow_spec,
+        source_journal,
         with_retries,
     )
-    from orchestrator.gitrepo import open_repo
     from orchestrator.playbook import load_playbook
 
     record = store.load(run_id)
@@ -180,16 +177,8 @@ def restore_production(
     url = database_url(playbook, environ, writes=False)
     api = neon_api(playbook, environ, "rollback --restore-database")
     assert record.source_commit is not None  # the run migrated, so pre-flight pinned it
-    journal = journal_at(
-        open_repo(playbook.git.repo),
-        record.source_commit,
-        playbook.migrations.dir,
-        playbook.git.source,
-    )
-    password = conninfo_to_dict(url).get("password")
-    store.redactor = Redactor(
-        [api.api_key, *secret_values(environ), *([str(password)] if password else [])]
-    )
+    journal = source_journal(playbook, record.source_commit)
+    store.redactor = Redactor([api.api_key, *secret_values(environ), *connection_passwords(url)])
     with (
         store.lock(record.run_id),
         AuditTrail(

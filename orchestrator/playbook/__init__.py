@@ -15,52 +15,16 @@ playbook: a run pins the one it started with).
 from __future__ import annotations
 
 from orchestrator.playbook.changes import playbook_changes, text_sha256
-from orchestrator.playbook.durations import (
-    DURATION_HINT,
-    Duration,
-    PositiveDuration,
-    parse_duration,
-)
+from orchestrator.playbook.durations import parse_duration
 from orchestrator.playbook.loading import load_playbook, parse_playbook, read_playbook_text
-from orchestrator.playbook.messages import Location
-from orchestrator.playbook.model import (
-    BackupSpec,
-    DatabaseSpec,
-    GitHubSpec,
-    GitSpec,
-    HttpCheck,
-    MigrationsSpec,
-    MonitorSpec,
-    NeonSpec,
-    NonEmptyStr,
-    Playbook,
-    ReleaseSpec,
-    RetrySpec,
-    SqlCheck,
-    StrictCount,
-    VercelSpec,
-)
+from orchestrator.playbook.model import GitHubSpec, HttpCheck, Playbook, ReleaseSpec, RetrySpec
 
 __all__ = [
-    "DURATION_HINT",
-    "BackupSpec",
-    "DatabaseSpec",
-    "Duration",
     "GitHubSpec",
-    "GitSpec",
     "HttpCheck",
-    "Location",
-    "MigrationsSpec",
-    "MonitorSpec",
-    "NeonSpec",
-    "NonEmptyStr",
     "Playbook",
-    "PositiveDuration",
     "ReleaseSpec",
     "RetrySpec",
-    "SqlCheck",
-    "StrictCount",
-    "VercelSpec",
     "load_playbook",
     "parse_duration",
     "parse_playbook",

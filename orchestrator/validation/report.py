@@ -124,6 +124,10 @@ class ValidationReport:
         """Migrations in a state that blocks migrating."""
         return tuple(m for m in self.migrations if m.state in UNRECONCILED)
 
+    def first_error(self, default: str) -> str:
+        """The message of the first error finding (``default`` when there is none)."""
+        return next((f.message for f in self.findings if f.severity == "error"), default)
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready document: status, checks, migrations, findings, recommendation."""
         return {

@@ -47,14 +47,12 @@ class BackupStep:
 
     def run(self, ctx: RunContext) -> BackupOutcome:
         kind = ctx.playbook.backup.kind
-        if kind == "restore_point":
-            return call_with_retry(
-                lambda: restore_point(ctx.database_url), ctx.retry, on_retry=ctx.on_retry
-            )
-        if kind == "neon_branch":
+        if kind in ("restore_point", "neon_branch"):
             point = call_with_retry(
                 lambda: restore_point(ctx.database_url), ctx.retry, on_retry=ctx.on_retry
             )
+            if kind == "restore_point":
+                return point
             api = neon_api(ctx.playbook, ctx.environ)
             return take_branch_backup(api, ctx.playbook, ctx.record.run_id, point)
         if kind == "pg_dump":
@@ -266,8 +264,5 @@ def _first_line(text: str) -> str:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()

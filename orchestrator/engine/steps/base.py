@@ -26,11 +26,11 @@ from orchestrator.drizzle.journal import Journal
 from orchestrator.engine.heartbeat import Heartbeat
 from orchestrator.engine.outcomes import Outcome
 from orchestrator.engine.settings import (
-    journal_at,
     migrate_options,
     migrations_path,
     retry_policy,
     shadow_spec,
+    source_journal,
 )
 from orchestrator.errors import UsageError
 from orchestrator.gitrepo import open_repo
@@ -78,9 +78,7 @@ class RunContext:
             commit = self.record.source_commit
             if commit is None:
                 raise UsageError("the run has no source commit yet")
-            self._journal = journal_at(
-                self.repo, commit, self.playbook.migrations.dir, self.playbook.git.source
-            )
+            self._journal = source_journal(self.playbook, commit, self.repo)
         return self._journal
 
     @property

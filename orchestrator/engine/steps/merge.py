@@ -21,20 +21,10 @@ from orchestrator.engine.outcomes import MergeOutcome, PreflightOutcome
 from orchestrator.engine.steps.base import RunContext
 from orchestrator.engine.steps.pull_request import api_of, await_pull
 from orchestrator.errors import GuardError
-from orchestrator.gitrepo import MergeResult, is_merged, merge_and_push, remote_tips
+from orchestrator.gitrepo import is_merged, merge_and_push, remote_tips
 from orchestrator.platforms.github import GitHubApi, MergeMoved, PullRequest
 
 _NOT_DEPLOYED = "the database is migrated, the code is not deployed"
-
-
-def merge_outcome(result: MergeResult) -> MergeOutcome:
-    """A merge result as recorded."""
-    return MergeOutcome(
-        pushed_commit=result.pushed_commit,
-        previous_target_commit=result.previous_target_commit,
-        merge_commit=result.merge_commit,
-        fast_forward=result.fast_forward,
-    )
 
 
 @dataclass(frozen=True)
@@ -81,7 +71,12 @@ class MergeStep:
                 note=f"local {spec.target} held this run's own unpushed merge (an interrupted "
                 "push): put back at the remote's tip and merged again",
             )
-        return merge_outcome(result)
+        return MergeOutcome(
+            pushed_commit=result.pushed_commit,
+            previous_target_commit=result.previous_target_commit,
+            merge_commit=result.merge_commit,
+            fast_forward=result.fast_forward,
+        )
 
     def done(self, ctx: RunContext) -> MergeOutcome | None:
         # Postcondition: the pinned source commit is on the remote target branch (and, with

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.database import judge_database, migrate_database
+from orchestrator.database import migrate_database
 from orchestrator.db.lock_retry import LockRetry
-from orchestrator.engine.observations import LiveObservations
+from orchestrator.engine.observations import LiveObservations, validate
 from orchestrator.engine.outcomes import (
     AppliedMigration,
     Finding,
@@ -30,20 +30,6 @@ def summarize(report: ValidationReport) -> ValidationOutcome:
         ],
         recommendation=report.recommendation,
     )
-
-
-def validate(ctx: RunContext) -> ValidationReport:
-    """The core validator on the run's database and the source commit's migrations."""
-    report, ctx.history = judge_database(
-        ctx.database_url,
-        ctx.journal,
-        ctx.migrate_options,
-        shadow=ctx.shadow,
-        retry=ctx.retry,
-        on_retry=ctx.on_retry,
-        history=ctx.history,
-    )
-    return report
 
 
 @dataclass(frozen=True)

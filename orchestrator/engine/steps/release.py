@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from orchestrator.engine.outcomes import ReleaseOutcome
 from orchestrator.engine.settings import retry_policy
@@ -186,7 +187,7 @@ class ReleaseStep:
         return None  # a resumed run looks again: production may have changed meanwhile
 
 
-def _event(seen: Sighting, commit: str, waited: float, polls: int) -> dict[str, object]:
+def _event(seen: Sighting, commit: str, waited: float, polls: int) -> dict[str, Any]:
     """What one look saw, for the audit trail."""
     return {
         "commit": commit,
@@ -209,18 +210,11 @@ def _outcome(
     polls: int,
     timeout: float,
 ) -> ReleaseOutcome:
-    """How the gate ended (``ending``) and what it last saw."""
+    """How the gate ended (``ending``) and what it last saw (as its audit event says)."""
     return ReleaseOutcome(
         gate=gate,
         live=ending == "live",
         ending=ending,
-        commit=commit,
-        live_commit=seen.commit,
-        detail=seen.detail,
-        deployment_url=seen.url,
-        deployment_state=seen.deployment_state,
-        deployment_id=seen.deployment_id,
-        waited_s=waited,
-        polls=polls,
         timeout_s=timeout,
+        **_event(seen, commit, waited, polls),
     )
