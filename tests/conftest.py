@@ -13,7 +13,6 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -25,6 +24,7 @@ from orchestrator.sandbox.pg import (
     create_database,
     drop_database,
     find_bindir,
+    memory_directory,
     with_dbname,
 )
 from tests.mutants import apply_from_environment
@@ -56,32 +56,13 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 apply_from_environment()
 
 
-# The clusters' files live in memory where the machine has a tmpfs for it: the suite creates
-# and drops hundreds of databases (the shadow's replays, the histories' cut points), and on
-# a disk that is busy with other work their writes dominate the suite's time.
-_RAM_DIR = Path("/dev/shm")
-
-
-@contextmanager
-def _temporary_files_in(directory: Path) -> Iterator[None]:
-    """``tempfile``'s default directory is ``directory`` (where writable and roomy: a worker's
-    cluster grows to a few GB; Docker's /dev/shm has 64 MB) inside the block."""
-    roomy = directory.is_dir() and shutil.disk_usage(directory).free > 8 * 2**30
-    if not (roomy and os.access(directory, os.W_OK)):
-        yield
-        return
-    saved, tempfile.tempdir = tempfile.tempdir, str(directory)
-    try:
-        yield
-    finally:
-        tempfile.tempdir = saved
-
-
 def _start_cluster() -> EmbeddedPostgres:
     try:
-        with _temporary_files_in(_RAM_DIR):
-            # initdb once per process; each later cluster copies its data directory
-            pg = EmbeddedPostgres(prepared=Path(_HISTORY_CACHE) / "clusters")
+        # In memory where the machine has room: the suite creates and drops thousands of
+        # databases. initdb once per process; each later cluster copies its data directory.
+        pg = EmbeddedPostgres(
+            prepared=Path(_HISTORY_CACHE) / "clusters", parent=memory_directory(8 * 2**30)
+        )
     except ServerBinariesMissing as exc:
         hint = "or point ORCH_TEST_DATABASE_URL at a PostgreSQL server you own"
         pytest.fail(f"{exc} ({hint})", pytrace=False)

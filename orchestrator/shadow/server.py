@@ -31,6 +31,7 @@ from orchestrator.sandbox.pg import (
     EmbeddedPostgres,
     ServerBinariesMissing,
     find_bindir,
+    memory_directory,
     with_dbname,
 )
 from orchestrator.shadow.cache import prepared_directory
@@ -102,7 +103,9 @@ class ShadowServer:
             where = f"shadow server {redact_url(self.spec.url)}"
         else:
             try:
-                cluster = EmbeddedPostgres(prepared=prepared_directory(os.environ))
+                cluster = EmbeddedPostgres(
+                    prepared=prepared_directory(os.environ), parent=memory_directory()
+                )
             except ServerBinariesMissing:
                 raise UsageError(NO_SHADOW) from None
             cluster.start()
