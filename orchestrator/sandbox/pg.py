@@ -29,7 +29,7 @@ import psycopg
 from psycopg import sql
 
 from orchestrator.children import unwatch_group, watch_group
-from orchestrator.sandbox.prepared import Owner, copy_prepared, keep_prepared, prepared_key
+from orchestrator.sandbox.prepared import copy_prepared, keep_prepared, prepared_key
 
 INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl) were not found. Install them, e.g. "
@@ -168,9 +168,8 @@ class EmbeddedPostgres:
         if os.geteuid() == 0:
             # initdb refuses root: hand the directory to the postgres OS user.
             self._os_user = "postgres"
-            entry = pwd.getpwnam(self._os_user)
             os.chmod(self.root, 0o755)
-            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+            os.chown(self.root, *self._server_user())
 
     @property
     def datadir(self) -> Path:
@@ -202,17 +201,17 @@ class EmbeddedPostgres:
             self._initdb(options)
             return
         key = prepared_key(self.bindir, options)
-        if not copy_prepared(self.prepared, key, self.datadir, self._owner()):
+        owner = None if self._os_user is None else self._server_user()
+        if not copy_prepared(self.prepared, key, self.datadir, owner):
             self._initdb(options)
             keep_prepared(self.prepared, key, self.datadir)
 
     def _initdb(self, options: list[str]) -> None:
         self._run(str(self.bindir / "initdb"), "-D", str(self.datadir), *options, "--no-sync")
 
-    def _owner(self) -> Owner:
-        if self._os_user is None:
-            return None
-        entry = pwd.getpwnam(self._os_user)
+    def _server_user(self) -> tuple[int, int]:
+        """The uid and gid of the OS user the server runs as (when we are root)."""
+        entry = pwd.getpwnam(str(self._os_user))
         return entry.pw_uid, entry.pw_gid
 
     def start(self) -> None:

@@ -17,11 +17,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import stat
 import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from orchestrator.privacy import private_directory_at
 
 FORMAT = 1  # bump when what is kept, or how, changes
 
@@ -44,7 +45,7 @@ def copy_prepared(directory: Path, key: str, target: Path, owner: Owner) -> bool
     """Copy the data directory kept under ``key`` to ``target`` (which must not exist);
     False, with ``target`` as it was, when none is kept or it is not ours to use."""
     source = directory / key
-    if not (_ours(directory) and _usable(source)):
+    if not (private_directory_at(directory, create=False) and _usable(source)):
         return False
     try:
         shutil.copytree(source / "data", target, symlinks=True)
@@ -62,14 +63,13 @@ def copy_prepared(directory: Path, key: str, target: Path, owner: Owner) -> bool
 def keep_prepared(directory: Path, key: str, datadir: Path) -> None:
     """Keep a copy of ``datadir`` (just made by ``initdb``, never started) under ``key``, in
     place of any kept before. A failure only means the next cluster runs ``initdb`` too."""
+    if not private_directory_at(directory, create=True):
+        return
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory))
     except OSError:
         return
     try:
-        if not _ours(directory):
-            raise PermissionError(directory)
         shutil.copytree(datadir, building / "data", symlinks=True)
         os.sync()  # on disk before it is in place: a crash must not leave a damaged one
         if not _usable(directory / key):
@@ -84,17 +84,4 @@ def keep_prepared(directory: Path, key: str, datadir: Path) -> None:
 
 
 def _usable(kept: Path) -> bool:
-    return _ours(kept) and (kept / "data" / "PG_VERSION").is_file()
-
-
-def _ours(path: Path) -> bool:
-    """A directory (not a link) of ours that nobody else can write."""
-    try:
-        info = os.stat(path, follow_symlinks=False)
-    except OSError:
-        return False
-    return (
-        stat.S_ISDIR(info.st_mode)
-        and info.st_uid == os.geteuid()
-        and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    )
+    return private_directory_at(kept, create=False) and (kept / "data" / "PG_VERSION").is_file()

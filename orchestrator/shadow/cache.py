@@ -26,6 +26,7 @@ from pathlib import Path
 
 from orchestrator.catalog import History
 from orchestrator.db.catalog_reader import CATALOG_QUERY
+from orchestrator.privacy import ours_alone, private_directory_at
 
 CACHE_DIR_ENV = "ORCHESTRATOR_CACHE_DIR"
 FORMAT = 2  # bump when a stored history's meaning or layout changes
@@ -67,7 +68,7 @@ def cache_key(hashes: Sequence[str], major: int, kind: str = "history") -> str:
 
 def load(directory: Path | None, key: str) -> dict[str, object] | None:
     """The document stored under ``key``, or None (absent, foreign, corrupt, unreadable)."""
-    if directory is None or not _usable_directory(directory, create=False):
+    if directory is None or not private_directory_at(directory, create=False):
         return None
     path = directory / f"{key}.json"
     try:
@@ -76,7 +77,7 @@ def load(directory: Path | None, key: str) -> dict[str, object] | None:
         return None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or not _private(info):
+        if not stat.S_ISREG(info.st_mode) or not ours_alone(info):
             return None
         with os.fdopen(fd, "rb", closefd=False) as handle:
             document = json.loads(handle.read())
@@ -93,7 +94,7 @@ def load(directory: Path | None, key: str) -> dict[str, object] | None:
 
 def store(directory: Path | None, key: str, document: Mapping[str, object]) -> None:
     """Write ``document`` under ``key`` atomically; a failure only means no cache."""
-    if directory is None or not _usable_directory(directory, create=True):
+    if directory is None or not private_directory_at(directory, create=True):
         return
     try:
         fd, temporary = tempfile.mkstemp(prefix=".tmp-", dir=directory)
@@ -120,21 +121,6 @@ def load_history(directory: Path | None, key: str) -> History | None:
         return History.from_json(document)
     except (KeyError, TypeError, ValueError, IndexError):
         return None
-
-
-def _private(info: os.stat_result) -> bool:
-    """Ours, and writable by nobody else."""
-    return info.st_uid == os.geteuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-
-
-def _usable_directory(directory: Path, *, create: bool) -> bool:
-    try:
-        if create:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = os.stat(directory, follow_symlinks=False)
-    except OSError:
-        return False
-    return stat.S_ISDIR(info.st_mode) and _private(info)
 
 
 def _prune(directory: Path) -> None:
