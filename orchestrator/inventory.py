@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from orchestrator.catalog import CatalogSnapshot, History, Properties, differences
+from orchestrator.catalog import CatalogSnapshot, History, Properties, differences, properties
 from orchestrator.drizzle.journal import Journal
 from orchestrator.validation import summarize_missing
 
@@ -114,8 +114,9 @@ def build_inventory(journal: Journal, history: History, snapshot: CatalogSnapsho
                 props.get("default") is not None,
                 creator.get(column),
             )
-            for column, props in found.items()
-            if column.startswith(prefix)
+            for column, props in (
+                (key, properties(text)) for key, text in found.items() if key.startswith(prefix)
+            )
         ]
         estimate = snapshot.row_estimates.get(name)
         tables.append(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from typing import Any
 
 import pytest
@@ -85,11 +86,17 @@ def test_a_missing_table_stands_for_its_parts() -> None:
 
 # -- a three-migration history: users, then users.email, then an index on it ------------------
 
-BASE: dict[str, Any] = {"schema public": {"comment": None}, "extension plpgsql": {}}
+
+def props(**values: Any) -> str:
+    """An object's properties as the catalog reader gives them: one JSON text."""
+    return json.dumps(values)
+
+
+BASE: dict[str, Any] = {"schema public": props(comment=None), "extension plpgsql": props()}
 STATES: list[dict[str, Any]] = [BASE]
-STATES.append({**STATES[-1], "table public.users": {"kind": "table"}})
-STATES.append({**STATES[-1], "column public.users.email": {"type": "text", "not_null": True}})
-STATES.append({**STATES[-1], "index public.users_email": {"definition": "CREATE INDEX ..."}})
+STATES.append({**STATES[-1], "table public.users": props(kind="table")})
+STATES.append({**STATES[-1], "column public.users.email": props(type="text", not_null=True)})
+STATES.append({**STATES[-1], "index public.users_email": props(definition="CREATE INDEX ...")})
 MIGRATIONS = tuple(
     Migration(i, f"000{i}_m", 100 * (i + 1), True, sql, hash_sql(sql))
     for i, sql in enumerate(["create table", "add column", "create index"])
@@ -137,7 +144,7 @@ def test_a_later_state_makes_the_migrations_between_untracked_present() -> None:
 
 def test_any_other_state_is_partial_with_the_exact_difference() -> None:
     found = dict(STATES[3])
-    found["column public.users.email"] = {"type": "text", "not_null": False}  # by hand
+    found["column public.users.email"] = props(type="text", not_null=False)  # by hand
     report = validate(JOURNAL, HISTORY, snapshot(found, 3))
     assert report.status is Verdict.PARTIAL_MIGRATION
     [drift] = [f for f in report.findings if f.code == "schema_drift"]
@@ -155,7 +162,7 @@ def test_a_missing_object_of_an_applied_migration_is_named() -> None:
 
 
 def test_objects_no_migration_touches_are_a_warning_only() -> None:
-    found = {**STATES[1], "table public.other_tool": {"kind": "table"}, "extension neon": {}}
+    found = {**STATES[1], "table public.other_tool": props(kind="table"), "extension neon": props()}
     report = validate(JOURNAL, HISTORY, snapshot(found, 1))
     assert report.status is Verdict.NEEDS_MIGRATION
     [warning] = [f for f in report.findings if f.code == "untouched_objects"]
@@ -191,14 +198,14 @@ def test_out_of_order_names_what_drizzle_would_skip() -> None:
         hashes=(m0.hash, m1.hash, m2.hash),
         initial=BASE,
         deltas=(
-            {"table public.a": (None, {"kind": "table"})},
-            {"table public.b": (None, {"kind": "table"})},
+            {"table public.a": (None, props(kind="table"))},
+            {"table public.b": (None, props(kind="table"))},
             {},
         ),
         server="test",
         server_major=15,
     )
-    objects = {**BASE, "table public.a": {"kind": "table"}, "table public.b": {"kind": "table"}}
+    objects = {**BASE, "table public.a": props(kind="table"), "table public.b": props(kind="table")}
     found = CatalogSnapshot(
         server_version="15.1",
         server_major=15,

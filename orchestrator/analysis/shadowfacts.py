@@ -13,7 +13,7 @@ from typing import Any
 import pglast
 
 from orchestrator.analysis.typechange import ColumnType, column_type_of
-from orchestrator.catalog import History, Objects, apply_delta
+from orchestrator.catalog import History, Objects, apply_delta, properties
 
 _RELATION_KINDS = ("table", "view", "materialized view", "index", "sequence")
 
@@ -49,9 +49,10 @@ class MigrationFacts:
 
     def column(self, schema: str, table: str, name: str) -> ColumnFacts | None:
         """The column before the migration (None: absent)."""
-        props = self.before.get(f"column {schema}.{table}.{name}")
-        if props is None:
+        text = self.before.get(f"column {schema}.{table}.{name}")
+        if text is None:
             return None
+        props = properties(text)
         has_default = any(props.get(p) is not None for p in ("default", "identity", "generated"))
         return ColumnFacts(
             _column_type(str(props.get("type"))), bool(props.get("not_null")), has_default
@@ -59,9 +60,10 @@ class MigrationFacts:
 
     def index(self, schema: str, name: str) -> IndexFacts | None:
         """The index before the migration (None: absent)."""
-        props = self.before.get(f"index {schema}.{name}")
-        if props is None:
+        text = self.before.get(f"index {schema}.{name}")
+        if text is None:
             return None
+        props = properties(text)
         on_schema, _, on_table = str(props.get("table") or "").partition(".")
         return IndexFacts((on_schema, on_table) if on_table else None, bool(props.get("unique")))
 

@@ -15,7 +15,13 @@ from orchestrator.catalog.difference import (
     fold,
 )
 from orchestrator.catalog.history import History, ReplayFailure
-from orchestrator.catalog.snapshot import CatalogSnapshot, Objects, Properties, TrackingRow
+from orchestrator.catalog.snapshot import (
+    CatalogSnapshot,
+    Objects,
+    Properties,
+    TrackingRow,
+    properties,
+)
 
 __all__ = [
     "CatalogSnapshot",
@@ -30,4 +36,5 @@ __all__ = [
     "delta",
     "differences",
     "fold",
+    "properties",
 ]

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.catalog.snapshot import Objects, Properties
+from orchestrator.catalog.snapshot import Objects, Properties, properties
 
 #: One object's properties before and after (None: absent).
 Change = tuple[Properties | None, Properties | None]
@@ -77,9 +77,10 @@ def differences(expected: Objects, found: Objects, keys: Iterable[str]) -> list[
         if want is None or have is None:
             result.append(Difference(key, None, want, have))
             continue
-        for prop in sorted(want.keys() | have.keys()):
-            if want.get(prop) != have.get(prop):
-                result.append(Difference(key, prop, want.get(prop), have.get(prop)))
+        want_props, have_props = properties(want), properties(have)
+        for prop in sorted(want_props.keys() | have_props.keys()):
+            if want_props.get(prop) != have_props.get(prop):
+                result.append(Difference(key, prop, want_props.get(prop), have_props.get(prop)))
     return result
 
 

@@ -3,22 +3,33 @@
 Objects are keyed by a readable name, ``"<kind> <identity>"``: ``"table public.users"``,
 ``"column public.users.email"``, ``"index public.users_email_idx"``,
 ``"function public.slugify(text)"``. Each maps to its properties as PostgreSQL prints them
-(``format_type``, ``pg_get_constraintdef``, ``pg_get_indexdef``, ...), so two snapshots
-compare by plain equality. Owners, privileges, oids and storage are left out: they differ
+(``format_type``, ``pg_get_constraintdef``, ``pg_get_indexdef``, ...), kept as the one JSON
+text the catalog reader printed: the same reader prints the same text for the same object,
+so two snapshots compare by plain string equality and only what differs is decoded
+(:func:`properties`). Owners, privileges, oids and storage are left out: they differ
 between a shadow database and production without the schema differing.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-#: An object's properties: JSON values (text, booleans, numbers, lists of text, null).
-Properties = Mapping[str, Any]
+#: An object's properties: a JSON object as text, its values text, booleans, numbers, lists
+#: of text or null.
+Properties = str
 #: A catalog's objects by key.
 Objects = Mapping[str, Properties]
+
+
+def properties(text: Properties) -> dict[str, Any]:
+    """The properties ``text`` holds, by name."""
+    value = json.loads(text)
+    assert isinstance(value, dict)
+    return value
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,12 @@
 
 Production and the shadow database are read by the same query, so a difference between
 their snapshots is a difference between their schemas and never between two readers. The
-query is a single ``SELECT`` (one snapshot of the database, read-only by construction) that
-returns one JSON document: the objects by key with their properties (see
-:mod:`orchestrator.catalog.snapshot` for the keys), who owns each (when asked), the tracking
-table's rows, the server.
+query is a single ``SELECT`` (one snapshot of the database, read-only by construction). Its
+first row is a JSON document of the server, the tracking table's rows and the tables'
+storage; then one row per object: its key, its properties as one JSON text (see
+:mod:`orchestrator.catalog.snapshot`), who owns it and its own catalog entry (when asked).
+The properties stay text: snapshots compare by string equality, and only the objects that
+differ are ever decoded.
 
 Left out on purpose: PostgreSQL's own schemas, objects that belong to an extension (they
 come with ``CREATE EXTENSION``), owners and privileges (they differ between a shadow server
@@ -265,16 +267,11 @@ WITH ext AS (
     WHERE t.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_type'::regclass)
       AND (%(owners)s::text[] IS NULL OR 't' || t.oid = ANY(%(owners)s::text[]))
 )
-SELECT json_build_object(
+-- The first row: the server, the tracking table and the tables' storage, one JSON document.
+SELECT NULL, json_build_object(
     'server_version', current_setting('server_version'),
     'server_version_num', current_setting('server_version_num')::int,
     'database', current_database(),
-    'catalog', (SELECT json_build_object(
-                         'objects', coalesce(json_object_agg(o.key, o.props), '{{}}'),
-                         'refs', coalesce(json_object_agg(o.key, json_build_array(o.owner, o.self))
-                                            FILTER (WHERE %(refs)s), '{{}}'))
-                FROM ({_OBJECTS}) AS o(key, props, owner, self)
-                WHERE %(owners)s::text[] IS NULL OR o.owner = ANY(%(owners)s::text[])),
     'storage', (SELECT coalesce(json_object_agg(name, relfilenode::text::int8), '{{}}')
                 FROM rel WHERE relkind IN ('r', 'm')),
     'row_estimates', (SELECT coalesce(json_object_agg(r.name, c.reltuples::bigint), '{{}}')
@@ -300,7 +297,13 @@ SELECT json_build_object(
             true, false, '')::text
         END
         FROM tracking WHERE tracking.oid IS NOT NULL)
-)
+)::text, NULL, NULL
+UNION ALL
+-- Then one row per object: its key, its properties (JSON text), its owner and itself.
+SELECT o.key, o.props::text, CASE WHEN %(refs)s THEN o.owner END,
+       CASE WHEN %(refs)s THEN o.self END
+FROM ({_OBJECTS}) AS o(key, props, owner, self)
+WHERE %(owners)s::text[] IS NULL OR o.owner = ANY(%(owners)s::text[])
 """
 
 
@@ -322,23 +325,24 @@ def read_catalog(
     try:
         if owners is None:
             parameters = {"schema": schema, "table": table, "owners": None, "refs": refs}
-            row = conn.execute(CATALOG_QUERY, parameters).fetchone()
+            rows = conn.execute(CATALOG_QUERY, parameters).fetchall()
         else:
-            row = _read_owned(conn, (schema, table, sorted(owners), refs))
+            rows = _read_owned(conn, (schema, table, sorted(owners), refs))
     except psycopg.Error as exc:
         raise DatabaseError(
             f"cannot read the catalog: {describe(exc)}", transient=is_transient(exc)
         ) from exc
-    assert row is not None
-    document = row[0] if isinstance(row[0], dict) else json.loads(row[0])
+    document = json.loads(next(props for key, props, _, _ in rows if key is None))
+    objects = {key: props for key, props, _, _ in rows if key is not None}
+    owned = {key: (owner, own) for key, _, owner, own in rows if key is not None} if refs else {}
     rows_xml = document.get("tracking_rows")
     version_num = int(document["server_version_num"])
     return CatalogSnapshot(
         server_version=str(document["server_version"]).split()[0],
         server_major=version_num // 10000,
         database=str(document["database"]),
-        objects=document["catalog"]["objects"],
-        refs=document["catalog"]["refs"],
+        objects=objects,
+        refs=owned,
         tracking_schema=schema,
         tracking_table=table,
         tracking_present=bool(document["tracking_present"]),
@@ -350,7 +354,9 @@ def read_catalog(
     )
 
 
-def _read_owned(conn: psycopg.Connection[Any], parameters: tuple[object, ...]) -> Any:
+def _read_owned(
+    conn: psycopg.Connection[Any], parameters: tuple[object, ...]
+) -> list[tuple[Any, ...]]:
     """A read of some owners' objects (a replay's, after each migration), from a plan made
     once per connection (autocommit) and kept by the server: on a small schema, planning
     the statement costs as much as running it. One generic plan serves any owners; a read
@@ -359,7 +365,7 @@ def _read_owned(conn: psycopg.Connection[Any], parameters: tuple[object, ...]) -
         sql.SQL(", ").join(sql.Literal(value) for value in parameters)
     )
     try:
-        return conn.execute(execute).fetchone()
+        return conn.execute(execute).fetchall()
     except psycopg.errors.InvalidSqlStatementName:  # the first on this connection
         placeholders = {"schema": "$1", "table": "$2", "owners": "$3", "refs": "$4"}
         conn.execute("SET plan_cache_mode = force_generic_plan")
@@ -367,7 +373,7 @@ def _read_owned(conn: psycopg.Connection[Any], parameters: tuple[object, ...]) -
             "PREPARE orchestrator_owned_read(text, text, text[], boolean) AS "
             + CATALOG_QUERY % placeholders
         )
-        return conn.execute(execute).fetchone()
+        return conn.execute(execute).fetchall()
 
 
 def read_catalog_at(
