@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ from orchestrator.shadow import (
     LOCAL_SHADOW,
     ShadowSpec,
     TrackingTable,
+    cached_history,
     history_of,
     one_transaction_refusal,
 )
@@ -62,10 +64,17 @@ def take_snapshot(
     *,
     retry: RetryPolicy = DEFAULT_RETRY,
     on_retry: OnRetry | None = None,
+    on_connected: Callable[[int], object] | None = None,
 ) -> CatalogSnapshot:
-    """One catalog snapshot of the database at ``url``."""
+    """One catalog snapshot of the database at ``url`` (``on_connected``: see
+    :func:`~orchestrator.db.catalog_reader.read_catalog_at`)."""
     return read_catalog_at(
-        url, schema=options.schema, table=options.table, retry=retry, on_retry=on_retry
+        url,
+        schema=options.schema,
+        table=options.table,
+        retry=retry,
+        on_retry=on_retry,
+        on_connected=on_connected,
     )
 
 
@@ -117,12 +126,26 @@ def judge_database(
     """:func:`validate_database`, and the history it judged by (None on ERROR)."""
     check_url(url)
     shadow.check_not(url)
-    try:
-        snapshot = take_snapshot(url, options, retry=retry, on_retry=on_retry)
-    except DatabaseError as exc:
-        return error_report(str(exc)), history
+    with ThreadPoolExecutor(max_workers=1) as background:
+        cached: list[Future[History | None]] = []
+
+        def look_up_cached_history(major: int) -> None:
+            # The cache is read while production prints its catalog.
+            if history is None and not cached:
+                cached.append(
+                    background.submit(cached_history, journal, shadow, production_major=major)
+                )
+
+        try:
+            snapshot = take_snapshot(
+                url, options, retry=retry, on_retry=on_retry, on_connected=look_up_cached_history
+            )
+        except DatabaseError as exc:
+            return error_report(str(exc)), history
     if history is None:
-        history = folder_history(journal, options, shadow, production_major=snapshot.server_major)
+        history = (cached[0].result() if cached else None) or folder_history(
+            journal, options, shadow, production_major=snapshot.server_major
+        )
     return validate(journal, history, snapshot), history
 
 

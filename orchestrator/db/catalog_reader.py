@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import psycopg
@@ -383,11 +383,19 @@ def read_catalog_at(
     table: str,
     retry: RetryPolicy,
     on_retry: OnRetry | None = None,
+    on_connected: Callable[[int], object] | None = None,
 ) -> CatalogSnapshot:
-    """Connect to ``url``, read one snapshot, disconnect; transient failures retried."""
+    """Connect to ``url``, read one snapshot, disconnect; transient failures retried.
+
+    ``on_connected``: called with the server's major version once connected (again on a
+    retry), before the statement is sent; work it starts in another thread overlaps the
+    time the server takes to print its catalog.
+    """
 
     def attempt() -> CatalogSnapshot:
         with connect(url, autocommit=True) as conn:
+            if on_connected is not None:
+                on_connected(conn.info.server_version // 10000)
             return read_catalog(conn, schema=schema, table=table)
 
     return call_with_retry(attempt, retry, on_retry=on_retry)

@@ -2,9 +2,10 @@
 
 :func:`history_of` returns the catalog after every prefix of a folder (a
 :class:`~orchestrator.catalog.History`): from the cache when this folder was replayed
-before on the same PostgreSQL major version, else by replaying it on a shadow server
-(:mod:`.server`, :mod:`.replay`). :func:`one_transaction_refusal` asks the shadow whether
-the pending migrations run in one transaction, as ``migrate`` will run them.
+before on the same PostgreSQL major version (:func:`cached_history`), else by replaying it
+on a shadow server (:mod:`.server`, :mod:`.replay`). :func:`one_transaction_refusal` asks
+the shadow whether the pending migrations run in one transaction, as ``migrate`` will run
+them.
 Nothing here ever connects to production.
 """
 
@@ -14,6 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 from orchestrator.catalog import History, ReplayFailure
 from orchestrator.db.connect import connect
@@ -45,6 +47,7 @@ __all__ = [
     "ReplayError",
     "ShadowSpec",
     "TrackingTable",
+    "cached_history",
     "history_of",
     "one_transaction_refusal",
 ]
@@ -58,6 +61,25 @@ class TrackingTable:
     table: str = "__drizzle_migrations"
 
 
+def cached_history(
+    journal: Journal,
+    shadow: ShadowSpec,
+    *,
+    production_major: int | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> History | None:
+    """The folder's history if the cache holds it: replayed on production's major version,
+    else (no shadow server named) on the local server binaries' one."""
+    directory = cache.cache_directory(environ)
+    hashes = [m.hash for m in journal.migrations]
+    if production_major and (found := _cached(directory, hashes, production_major)):
+        return found
+    local = local_major() if shadow.url is None else None
+    if local and local != production_major:
+        return _cached(directory, hashes, local)
+    return None
+
+
 def history_of(
     journal: Journal,
     shadow: ShadowSpec,
@@ -68,21 +90,14 @@ def history_of(
 ) -> History:
     """The folder's history: cached for production's major version (or the shadow's), else
     replayed on the shadow and cached."""
-    hashes = [m.hash for m in journal.migrations]
-    directory = cache.cache_directory(environ)
-    majors = [production_major, local_major() if shadow.url is None else None]
-
-    def cached(*candidates: int | None) -> History | None:
-        for major in dict.fromkeys(m for m in candidates if m):
-            if (found := cache.load_history(directory, cache.cache_key(hashes, major))) is not None:
-                return found
-        return None
-
-    if (found := cached(*majors)) is not None:
+    found = cached_history(journal, shadow, production_major=production_major, environ=environ)
+    if found is not None:
         return found
+    directory = cache.cache_directory(environ)
+    hashes = [m.hash for m in journal.migrations]
     with ShadowServer(shadow) as server:
         # A named shadow's version is known only once connected: its replay may be cached.
-        if (found := cached(server.major)) is not None:
+        if (found := _cached(directory, hashes, server.major)) is not None:
             return found
         replay = partial(
             replay_history, schema=tracking.schema, table=tracking.table, server=server.description
@@ -95,6 +110,10 @@ def history_of(
                 history = replay(url, journal, incremental=False)
     cache.store(directory, cache.cache_key(hashes, history.server_major), history.to_json())
     return history
+
+
+def _cached(directory: Path | None, hashes: list[str], major: int) -> History | None:
+    return cache.load_history(directory, cache.cache_key(hashes, major))
 
 
 def one_transaction_refusal(
