@@ -46,9 +46,10 @@ import psycopg
 from bench import drizzle_kit, traffic
 from bench.proxy import LatencyProxy, ProxyProcess
 from bench.synthetic import SCALE, Shape, write_folder
-from orchestrator.database import migrate_database, take_snapshot, validate_database
+from orchestrator.database import take_snapshot, validate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.drizzle.journal import Journal, read_journal
+from orchestrator.migrate import migrate_database
 from orchestrator.sandbox.pg import EmbeddedPostgres, create_database, drop_database, with_dbname
 from orchestrator.shadow import LOCAL_SHADOW, SHADOW_URL_ENV
 from orchestrator.shadow.cache import CACHE_DIR_ENV

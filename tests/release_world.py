@@ -90,9 +90,9 @@ class World:
 
 def migrate_baseline(url: str, repo: ReleaseRepo) -> None:
     """Production before the release: main's migrations (0000-0008) applied."""
-    from orchestrator.database import migrate_database
     from orchestrator.db.migrator import MigrateOptions
     from orchestrator.db.retry import RetryPolicy
+    from orchestrator.migrate import migrate_database
 
     migrate_database(
         url,

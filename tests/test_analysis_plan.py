@@ -18,10 +18,10 @@ from orchestrator.analysis.plan import build_plan, plan_migration
 from orchestrator.analysis.risk import RiskLevel
 from orchestrator.analysis.strategy import Strategy
 from orchestrator.cli import run
-from orchestrator.database import migrate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import read_journal
+from orchestrator.migrate import migrate_database
 from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS, copy_migrations
 from tests.analysis_helpers import analyse_on_shadow, journal_of, replayed
 

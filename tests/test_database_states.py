@@ -9,11 +9,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from orchestrator.database import migrate_database, validate_database
+from orchestrator.database import validate_database
 from orchestrator.db.migrator import MigrateOptions, MigrationFailed
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, read_journal
 from orchestrator.errors import PartialStateError
+from orchestrator.migrate import migrate_database
 from orchestrator.sandbox.pg import with_user
 from orchestrator.validation import MigrationState, ValidationReport, Verdict
 from tests.drizzle_helpers import (

@@ -102,9 +102,9 @@ def test_audit_trail_has_every_transition_and_no_password(
 
 def test_safe_database_skips_migrate(world: World) -> None:
     migrate_baseline(world.database_url, world.repo)  # no-op; then apply the release by hand
-    from orchestrator.database import migrate_database
     from orchestrator.db.migrator import MigrateOptions
     from orchestrator.db.retry import RetryPolicy
+    from orchestrator.migrate import migrate_database
 
     git(world.repo.clone, "switch", "staging")
     migrate_database(

@@ -23,10 +23,11 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from orchestrator.database import MigrateResult, migrate_database, validate_database
+from orchestrator.database import validate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, read_journal
+from orchestrator.migrate import MigrateResult, migrate_database
 from orchestrator.sandbox.pg import with_dbname
 from orchestrator.validation import MigrationState, ValidationReport, Verdict
 from tests.drizzle_helpers import (

@@ -33,11 +33,12 @@ from psycopg import sql
 
 from orchestrator.catalog import History
 from orchestrator.cli import run
-from orchestrator.database import folder_history, migrate_database, validate_database
+from orchestrator.database import folder_history, validate_database
 from orchestrator.db.migrator import MigrateOptions, MigrationFailed
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, read_journal
 from orchestrator.errors import PartialStateError
+from orchestrator.migrate import migrate_database
 from orchestrator.repair import repair_database
 from orchestrator.sandbox.pg import (
     ServerBinariesMissing,

@@ -11,12 +11,12 @@ import psycopg
 import pytest
 
 from orchestrator.cli import run
-from orchestrator.database import migrate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, read_journal
 from orchestrator.errors import DatabaseError
 from orchestrator.inventory import Inventory
+from orchestrator.migrate import migrate_database
 from orchestrator.reports import inspect
 from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS
 

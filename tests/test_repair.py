@@ -12,11 +12,12 @@ import psycopg
 import pytest
 
 from orchestrator.cli import run
-from orchestrator.database import migrate_database, validate_database
+from orchestrator.database import validate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, Migration, read_journal
 from orchestrator.errors import PartialStateError, UsageError
+from orchestrator.migrate import migrate_database
 from orchestrator.repair import repair_database
 from orchestrator.sandbox.pg import create_database, drop_database, with_dbname
 from orchestrator.validation import MigrationState, Verdict

@@ -22,12 +22,12 @@ import pytest
 
 from orchestrator.audit import read_events
 from orchestrator.cli import run
-from orchestrator.database import migrate_database
 from orchestrator.db.backoff import DEFAULT_ATTEMPTS
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.engine.run import resume
+from orchestrator.migrate import migrate_database
 from orchestrator.playbook import RetrySpec
 from orchestrator.sandbox.pg import EmbeddedPostgres, create_database, with_dbname
 from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS

@@ -29,7 +29,7 @@ from orchestrator.engine.outcomes import (
 )
 from orchestrator.engine.rollback import rollback_plan
 from orchestrator.engine.world import WorldNow, changes_since
-from orchestrator.render import event_line
+from orchestrator.render_runs import event_line
 from orchestrator.runs import RunRecord, RunStore
 
 RUN_ID = "20251021T143005Z-3fa9c2"

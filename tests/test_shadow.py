@@ -16,11 +16,12 @@ import psycopg
 import pytest
 
 from orchestrator.cli import run
-from orchestrator.database import folder_history, migrate_database, validate_database
+from orchestrator.database import folder_history, validate_database
 from orchestrator.db.migrator import MigrateOptions, MigrationFailed
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.errors import DatabaseError, PartialStateError, UsageError
+from orchestrator.migrate import migrate_database
 from orchestrator.sandbox.folders import write_drizzle_folder
 from orchestrator.sandbox.pg import with_user
 from orchestrator.shadow import ShadowSpec, one_transaction_refusal

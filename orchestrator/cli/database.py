@@ -62,7 +62,7 @@ def migrate(
     """Apply pending migrations in one transaction, exactly as drizzle would record them."""
     from orchestrator import render
     from orchestrator.cli.console import err, interactive, out, print_json
-    from orchestrator.database import migrate_database
+    from orchestrator.migrate import migrate_database
     from orchestrator.redaction import redact_url
 
     url = target.url(writes=True)

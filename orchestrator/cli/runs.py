@@ -103,10 +103,10 @@ def _annotation_writer(as_json: bool) -> Callable[[str], None]:
 
 
 def _print_event(event: dict[str, Any]) -> None:
-    from orchestrator import render
+    from orchestrator import render_runs
     from orchestrator.cli.console import LiveLine, err
 
-    line = render.event_line(event)
+    line = render_runs.event_line(event)
     if line is not None:
         LiveLine.close()
         err.print(line, markup=False, highlight=False)
@@ -119,7 +119,7 @@ def _progress(line: str) -> None:
 
 
 def _finish_run(record: RunRecord, as_json: bool, command: str) -> int:
-    from orchestrator import ci, render
+    from orchestrator import ci, render_runs
     from orchestrator.cli.console import out, print_json
 
     actions = ci.GitHubActions.from_environ(os.environ)
@@ -128,7 +128,7 @@ def _finish_run(record: RunRecord, as_json: bool, command: str) -> int:
     if as_json:
         print_json(record.to_json())
     else:
-        render.run_summary(out, record)
+        render_runs.run_summary(out, record)
     return int(record.exit_code if record.exit_code is not None else ExitCode.ERROR)
 
 
@@ -464,7 +464,7 @@ def _typed_name(given: str | None, plan: list[str], prompt: str, refusal: str) -
 def list_runs(ctx: click.Context, state_dir: Path, as_json: bool) -> int:
     """List recorded runs, newest first (a run whose record cannot be read too, as such);
     `runs abandon RUN` closes a run for good."""
-    from orchestrator import render
+    from orchestrator import render_runs
     from orchestrator.cli.console import out, print_json
     from orchestrator.runs import RunStore
 
@@ -485,7 +485,7 @@ def list_runs(ctx: click.Context, state_dir: Path, as_json: bool) -> int:
             }
         )
     else:
-        render.runs_table(out, listing.records, listing.unreadable, listing.abandoned)
+        render_runs.runs_table(out, listing.records, listing.unreadable, listing.abandoned)
     return int(ExitCode.OK)
 
 
@@ -516,7 +516,7 @@ def abandon(run_id: str, reason: str, state_dir: Path, as_json: bool) -> int:
 @state_options
 def show(run_id: str, state_dir: Path, as_json: bool) -> int:
     """Print a run's timeline (transitions, steps, checks, halt and rollback plan)."""
-    from orchestrator import render
+    from orchestrator import render_runs
     from orchestrator.audit import read_events
     from orchestrator.cli.console import out, print_json
     from orchestrator.engine.run import plan_of
@@ -529,5 +529,5 @@ def show(run_id: str, state_dir: Path, as_json: bool) -> int:
     if as_json:
         print_json({"record": record.to_json(), "events": events, "rollback_plan": plan})
     else:
-        render.timeline(out, record, events, plan)
+        render_runs.timeline(out, record, events, plan)
     return int(ExitCode.OK)

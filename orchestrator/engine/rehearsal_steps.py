@@ -29,12 +29,7 @@ from typing import Any
 import psycopg
 
 from orchestrator.catalog import History
-from orchestrator.database import (
-    folder_history,
-    judge_database,
-    migrate_database,
-    refuse_what_postgres_refuses,
-)
+from orchestrator.database import folder_history, judge_database
 from orchestrator.db.connect import connect, describe
 from orchestrator.db.migrator import MigrateOptions, MigrationFailed, excerpt
 from orchestrator.drizzle.journal import Journal, Migration
@@ -58,6 +53,7 @@ from orchestrator.engine.steps.migrate import summarize
 from orchestrator.engine.steps.preflight import baseline_checks, unhealthy_before
 from orchestrator.errors import GuardError, UsageError
 from orchestrator.gitrepo import TrialMerge
+from orchestrator.migrate import migrate_database, refuse_what_postgres_refuses
 from orchestrator.monitor import CheckResult, judge_row, sql_check
 from orchestrator.playbook import Playbook
 from orchestrator.runs import PlannedMigration, RunRecord

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.database import migrate_database
 from orchestrator.db.lock_retry import LockRetry
 from orchestrator.engine.observations import LiveObservations, validate
 from orchestrator.engine.outcomes import (
@@ -15,6 +14,7 @@ from orchestrator.engine.outcomes import (
 )
 from orchestrator.engine.steps.base import RunContext
 from orchestrator.errors import GuardError
+from orchestrator.migrate import migrate_database
 from orchestrator.runs import PlannedMigration
 from orchestrator.validation import ValidationReport, Verdict
 
