@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from orchestrator.catalog import CatalogSnapshot, TrackingRow
+from orchestrator.catalog import CatalogSnapshot, TrackingRow, properties
 from orchestrator.db.connect import connect, describe
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry, is_transient
 from orchestrator.errors import DatabaseError
@@ -38,8 +38,9 @@ __all__ = ["CATALOG_QUERY", "read_catalog", "read_catalog_at"]
 _OBJECTS = r"""
     -- schemas
     SELECT 'schema ' || n.nspname,
-           json_build_object('comment', obj_description(n.oid, 'pg_namespace')),
-           'n' || n.oid, 'n' || n.oid
+           json_build_object(),
+           'n' || n.oid, 'n' || n.oid,
+           obj_description(n.oid, 'pg_namespace')
     FROM ns n
     -- the tracking table's own schema, when it holds nothing else
     WHERE NOT (n.nspname = %(schema)s
@@ -57,9 +58,9 @@ _OBJECTS = r"""
              'partition_key', CASE WHEN r.relkind = 'p' THEN pg_get_partkeydef(r.oid) END,
              'partition_of', CASE WHEN r.relispartition THEN inh.parents ->> 0 END,
              'partition_bound', pg_get_expr(r.relpartbound, r.oid),
-             'inherits', CASE WHEN NOT r.relispartition THEN inh.parents END,
-             'comment', dsc.description),
-           'c' || r.oid, 'c' || r.oid
+             'inherits', CASE WHEN NOT r.relispartition THEN inh.parents END),
+           'c' || r.oid, 'c' || r.oid,
+           dsc.description
     FROM rel r
     LEFT JOIN (SELECT i.inhrelid,
                       json_agg(pn.nspname || '.' || pc.relname ORDER BY i.inhseqno) AS parents
@@ -72,8 +73,9 @@ _OBJECTS = r"""
   UNION ALL
     -- views and materialized views
     SELECT CASE r.relkind WHEN 'v' THEN 'view ' ELSE 'materialized view ' END || r.name,
-           json_build_object('definition', pg_get_viewdef(r.oid), 'comment', dsc.description),
-           'c' || r.oid, 'c' || r.oid
+           json_build_object('definition', pg_get_viewdef(r.oid)),
+           'c' || r.oid, 'c' || r.oid,
+           dsc.description
     FROM rel r
     LEFT JOIN pg_description dsc ON dsc.objoid = r.oid AND dsc.classoid = 'pg_class'::regclass
                                 AND dsc.objsubid = 0
@@ -85,9 +87,9 @@ _OBJECTS = r"""
              'type', format_type(s.seqtypid, NULL), 'start', s.seqstart,
              'increment', s.seqincrement, 'min', s.seqmin, 'max', s.seqmax,
              'cache', s.seqcache, 'cycle', s.seqcycle,
-             'owned_by', owner.name,
-             'comment', dsc.description),
-           'c' || r.oid, 'c' || r.oid
+             'owned_by', owner.name),
+           'c' || r.oid, 'c' || r.oid,
+           dsc.description
     FROM rel r JOIN pg_sequence s ON s.seqrelid = r.oid
     -- the column a serial or identity sequence belongs to (a sequence has one at most)
     LEFT JOIN (SELECT d.objid, tn.nspname || '.' || tc.relname || '.' || a.attname AS name
@@ -111,9 +113,9 @@ _OBJECTS = r"""
              'identity', CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END,
              'collation', CASE WHEN a.attcollation <> t.typcollation
                                THEN (SELECT collname FROM pg_collation
-                                     WHERE oid = a.attcollation) END,
-             'comment', dsc.description),
-           'c' || r.oid, 'c' || r.oid
+                                     WHERE oid = a.attcollation) END),
+           'c' || r.oid, 'c' || r.oid,
+           dsc.description
     FROM rel r
     JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
     JOIN pg_type t ON t.oid = a.atttypid
@@ -124,9 +126,9 @@ _OBJECTS = r"""
   UNION ALL
     -- constraints of tables (NOT NULL is the column's not_null)
     SELECT 'constraint ' || r.name || '.' || c.conname,
-           json_build_object('definition', pg_get_constraintdef(c.oid),
-                              'comment', dsc.description),
-           'c' || r.oid, 'o' || c.oid
+           json_build_object('definition', pg_get_constraintdef(c.oid)),
+           'c' || r.oid, 'o' || c.oid,
+           dsc.description
     FROM pg_constraint c JOIN rel r ON r.oid = c.conrelid
     LEFT JOIN pg_description dsc ON dsc.objoid = c.oid
                                 AND dsc.classoid = 'pg_constraint'::regclass AND dsc.objsubid = 0
@@ -141,9 +143,9 @@ _OBJECTS = r"""
                                                  THEN pg_get_indexdef(r.oid) END,
                               'constraint', k.conname,
                               'options', CASE WHEN k.conname IS NOT NULL THEN r.reloptions END,
-                              'valid', i.indisvalid,
-                              'comment', dsc.description),
-           'c' || i.indrelid, 'c' || r.oid
+                              'valid', i.indisvalid),
+           'c' || i.indrelid, 'c' || r.oid,
+           dsc.description
     FROM rel r JOIN pg_index i ON i.indexrelid = r.oid
     LEFT JOIN rel t ON t.oid = i.indrelid
     LEFT JOIN pg_constraint k ON k.conindid = r.oid AND k.conrelid = i.indrelid
@@ -155,9 +157,9 @@ _OBJECTS = r"""
     SELECT 'enum ' || ty.name,
            json_build_object(
              'labels', (SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder)
-                        FROM pg_enum e WHERE e.enumtypid = ty.oid),
-             'comment', obj_description(ty.oid, 'pg_type')),
-           't' || ty.oid, 't' || ty.oid
+                        FROM pg_enum e WHERE e.enumtypid = ty.oid)),
+           't' || ty.oid, 't' || ty.oid,
+           obj_description(ty.oid, 'pg_type')
     FROM ty WHERE ty.typtype = 'e'
   UNION ALL
     -- domains
@@ -167,9 +169,9 @@ _OBJECTS = r"""
              'not_null', ty.typnotnull, 'default', ty.typdefault,
              'constraints', (SELECT json_agg(c.conname || ' ' || pg_get_constraintdef(c.oid)
                                               ORDER BY c.conname)
-                             FROM pg_constraint c WHERE c.contypid = ty.oid AND c.contype <> 'n'),
-             'comment', obj_description(ty.oid, 'pg_type')),
-           't' || ty.oid, 't' || ty.oid
+                             FROM pg_constraint c WHERE c.contypid = ty.oid AND c.contype <> 'n')),
+           't' || ty.oid, 't' || ty.oid,
+           obj_description(ty.oid, 'pg_type')
     FROM ty WHERE ty.typtype = 'd'
   UNION ALL
     -- composite types
@@ -179,9 +181,9 @@ _OBJECTS = r"""
                                              || format_type(a.atttypid, a.atttypmod)
                                              ORDER BY a.attnum)
                             FROM pg_attribute a WHERE a.attrelid = ty.typrelid AND a.attnum > 0
-                              AND NOT a.attisdropped),
-             'comment', obj_description(ty.oid, 'pg_type')),
-           't' || ty.oid, 't' || ty.oid
+                              AND NOT a.attisdropped)),
+           't' || ty.oid, 't' || ty.oid,
+           obj_description(ty.oid, 'pg_type')
     FROM ty WHERE ty.typtype = 'c'
       AND (SELECT relkind FROM pg_class WHERE oid = ty.typrelid) = 'c'
   UNION ALL
@@ -190,9 +192,9 @@ _OBJECTS = r"""
              || '(' || pg_get_function_identity_arguments(p.oid) || ')',
            json_build_object(
              'definition', CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid)
-                                ELSE p.prokind::text END,
-             'comment', obj_description(p.oid, 'pg_proc')),
-           'p' || p.oid, 'p' || p.oid
+                                ELSE p.prokind::text END),
+           'p' || p.oid, 'p' || p.oid,
+           obj_description(p.oid, 'pg_proc')
     FROM pg_proc p JOIN ns n ON n.oid = p.pronamespace
     WHERE p.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_proc'::regclass)
       AND (%(owners)s::text[] IS NULL OR 'p' || p.oid = ANY(%(owners)s::text[]))
@@ -200,9 +202,9 @@ _OBJECTS = r"""
     -- triggers (not the ones PostgreSQL makes for foreign keys)
     SELECT 'trigger ' || r.name || '.' || t.tgname,
            json_build_object('definition', pg_get_triggerdef(t.oid),
-                              'enabled', t.tgenabled::text,
-                              'comment', obj_description(t.oid, 'pg_trigger')),
-           'c' || r.oid, 'g' || t.oid
+                              'enabled', t.tgenabled::text),
+           'c' || r.oid, 'g' || t.oid,
+           obj_description(t.oid, 'pg_trigger')
     FROM pg_trigger t JOIN rel r ON r.oid = t.tgrelid
     WHERE NOT t.tgisinternal
   UNION ALL
@@ -216,21 +218,23 @@ _OBJECTS = r"""
                                         ORDER BY 1)
                        FROM unnest(p.polroles) AS role),
              'using', pg_get_expr(p.polqual, p.polrelid),
-             'with_check', pg_get_expr(p.polwithcheck, p.polrelid),
-             'comment', obj_description(p.oid, 'pg_policy')),
-           'c' || r.oid, 'y' || p.oid
+             'with_check', pg_get_expr(p.polwithcheck, p.polrelid)),
+           'c' || r.oid, 'y' || p.oid,
+           obj_description(p.oid, 'pg_policy')
     FROM pg_policy p JOIN rel r ON r.oid = p.polrelid
   UNION ALL
     -- rules written by hand (a view's own _RETURN rule is its definition)
     SELECT 'rule ' || r.name || '.' || w.rulename,
            json_build_object('definition', pg_get_ruledef(w.oid)),
-           'c' || r.oid, 'w' || w.oid
+           'c' || r.oid, 'w' || w.oid,
+           NULL
     FROM pg_rewrite w JOIN rel r ON r.oid = w.ev_class
     WHERE w.rulename <> '_RETURN'
   UNION ALL
     -- extensions: present or not (their version is the server's business)
-    SELECT 'extension ' || e.extname, json_build_object('comment', NULL),
-           'e' || e.oid, 'e' || e.oid
+    SELECT 'extension ' || e.extname, json_build_object(),
+           'e' || e.oid, 'e' || e.oid,
+           NULL
     FROM pg_extension e
 """
 
@@ -297,12 +301,14 @@ SELECT NULL, json_build_object(
             true, false, '')::text
         END
         FROM tracking WHERE tracking.oid IS NOT NULL)
-)::text, NULL, NULL
+)::text, NULL, NULL, NULL
 UNION ALL
--- Then one row per object: its key, its properties (JSON text), its owner and itself.
+-- Then one row per object: its key, its properties (JSON text), its owner, itself and its
+-- comment: a property most objects lack, added to the others by the reader where there is
+-- one, rather than printed as null for every object.
 SELECT o.key, o.props::text, CASE WHEN %(refs)s THEN o.owner END,
-       CASE WHEN %(refs)s THEN o.self END
-FROM ({_OBJECTS}) AS o(key, props, owner, self)
+       CASE WHEN %(refs)s THEN o.self END, o.comment
+FROM ({_OBJECTS}) AS o(key, props, owner, self, comment)
 WHERE %(owners)s::text[] IS NULL OR o.owner = ANY(%(owners)s::text[])
 """
 
@@ -332,9 +338,12 @@ def read_catalog(
         raise DatabaseError(
             f"cannot read the catalog: {describe(exc)}", transient=is_transient(exc)
         ) from exc
-    document = json.loads(next(props for key, props, _, _ in rows if key is None))
-    objects = {key: props for key, props, _, _ in rows if key is not None}
-    owned = {key: (owner, own) for key, _, owner, own in rows if key is not None} if refs else {}
+    document = json.loads(next(props for key, props, *_ in rows if key is None))
+    objects = {key: props for key, props, *_ in rows if key is not None}
+    owned = {key: (owner, own) for key, _, owner, own, _ in rows if key is not None} if refs else {}
+    for key, _, _, _, comment in rows:
+        if comment is not None:  # read apart from the other properties: see the query
+            objects[key] = json.dumps({**properties(objects[key]), "comment": comment})
     rows_xml = document.get("tracking_rows")
     version_num = int(document["server_version_num"])
     return CatalogSnapshot(
