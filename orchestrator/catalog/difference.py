@@ -18,11 +18,6 @@ Change = tuple[Properties | None, Properties | None]
 Delta = Mapping[str, Change]
 
 
-def object_kind(key: str) -> str:
-    """The kind of an object key (``"column public.users.email"`` -> ``"column"``)."""
-    return key.split(" ", 1)[0]
-
-
 def delta(before: Objects, after: Objects) -> dict[str, Change]:
     """The objects whose properties differ between ``before`` and ``after``."""
     changed: dict[str, Change] = {}

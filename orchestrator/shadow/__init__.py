@@ -15,7 +15,6 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 from orchestrator.catalog import History, ReplayFailure
 from orchestrator.db.connect import connect
@@ -72,11 +71,11 @@ def cached_history(
     else (no shadow server named) on the local server binaries' one."""
     directory = cache.cache_directory(environ)
     hashes = [m.hash for m in journal.migrations]
-    if production_major and (found := _cached(directory, hashes, production_major)):
+    if production_major and (found := cache.load_history(directory, hashes, production_major)):
         return found
     local = local_major() if shadow.url is None else None
     if local and local != production_major:
-        return _cached(directory, hashes, local)
+        return cache.load_history(directory, hashes, local)
     return None
 
 
@@ -97,7 +96,7 @@ def history_of(
     hashes = [m.hash for m in journal.migrations]
     with ShadowServer(shadow) as server:
         # A named shadow's version is known only once connected: its replay may be cached.
-        if (found := _cached(directory, hashes, server.major)) is not None:
+        if (found := cache.load_history(directory, hashes, server.major)) is not None:
             return found
         replay = partial(
             replay_history, schema=tracking.schema, table=tracking.table, server=server.description
@@ -108,12 +107,8 @@ def history_of(
         except IncompleteReplay:
             with server.database() as url:
                 history = replay(url, journal, incremental=False)
-    cache.store(directory, cache.cache_key(hashes, history.server_major), history.to_json())
+    cache.store_history(directory, history)
     return history
-
-
-def _cached(directory: Path | None, hashes: list[str], major: int) -> History | None:
-    return cache.load_history(directory, cache.cache_key(hashes, major))
 
 
 def one_transaction_refusal(

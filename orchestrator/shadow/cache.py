@@ -112,9 +112,14 @@ def store(directory: Path | None, key: str, document: Mapping[str, object]) -> N
     _prune(directory)
 
 
-def load_history(directory: Path | None, key: str) -> History | None:
-    """The history stored under ``key``, if any."""
-    document = load(directory, key)
+def store_history(directory: Path | None, history: History) -> None:
+    """Keep ``history`` for its migrations' hashes and the major version it was replayed on."""
+    store(directory, cache_key(history.hashes, history.server_major), history.to_json())
+
+
+def load_history(directory: Path | None, hashes: Sequence[str], major: int) -> History | None:
+    """The history of ``hashes`` replayed on PostgreSQL ``major``, if stored."""
+    document = load(directory, cache_key(hashes, major))
     if document is None:
         return None
     try:
