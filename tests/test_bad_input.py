@@ -29,8 +29,9 @@ import psycopg
 import pytest
 
 from orchestrator.cli import run
-from orchestrator.sandbox.pg import EmbeddedPostgres, create_database, with_dbname, with_user
+from orchestrator.sandbox.pg import EmbeddedPostgres, create_database, with_dbname
 from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS, copy_migrations, git
+from tests.pg_urls import with_user
 from tests.test_deploy import World, build_world
 
 LAST = "0011_cute_skin"  # a migration of the release, pending in the world's database

@@ -15,7 +15,6 @@ from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, read_journal
 from orchestrator.errors import PartialStateError
 from orchestrator.migrate import migrate_database
-from orchestrator.sandbox.pg import with_user
 from orchestrator.validation import MigrationState, ValidationReport, Verdict
 from tests.drizzle_helpers import (
     FIXTURE_MIGRATIONS,
@@ -27,6 +26,7 @@ from tests.drizzle_helpers import (
     track,
     tracking_rows,
 )
+from tests.pg_urls import with_user
 
 OPTIONS = MigrateOptions()
 ONCE = RetryPolicy.none()

@@ -16,9 +16,10 @@ from orchestrator.cli import run
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.engine.run import resume, rollback
 from orchestrator.errors import UsageError
-from orchestrator.sandbox.pg import EmbeddedPostgres, with_user
+from orchestrator.sandbox.pg import EmbeddedPostgres
 from orchestrator.sandbox.release import git
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
+from tests.pg_urls import with_user
 from tests.playbooks import write_playbook
 from tests.release_world import (
     TRANSITIONS_OF_A_FULL_DEPLOY,

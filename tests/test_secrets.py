@@ -16,8 +16,8 @@ from orchestrator.cli import run
 from orchestrator.db.connect import check_ssl, is_local_host, remote_hosts, ssl_warning
 from orchestrator.errors import UsageError
 from orchestrator.redaction import redact_secrets, secret_values
-from orchestrator.sandbox.pg import with_user
 from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS, copy_migrations
+from tests.pg_urls import with_user
 from tests.test_deploy import build_world
 
 PASSWORD = "Pw-zebra-quartz-8841"

@@ -23,12 +23,12 @@ from orchestrator.drizzle.journal import read_journal
 from orchestrator.errors import DatabaseError, PartialStateError, UsageError
 from orchestrator.migrate import migrate_database
 from orchestrator.sandbox.folders import write_drizzle_folder
-from orchestrator.sandbox.pg import with_user
 from orchestrator.shadow import ShadowSpec, one_transaction_refusal
 from orchestrator.shadow.replay import replay_history
 from orchestrator.shadow.server import ShadowServer
 from orchestrator.validation import Verdict
 from tests.drizzle_helpers import prefix_folder, tracking_rows
+from tests.pg_urls import with_user
 
 OPTIONS = MigrateOptions()
 ONCE = RetryPolicy.none()

@@ -39,8 +39,7 @@ _OBJECTS = r"""
     -- schemas
     SELECT 'schema ' || n.nspname,
            json_build_object(),
-           'n' || n.oid, 'n' || n.oid,
-           obj_description(n.oid, 'pg_namespace')
+           'n' || n.oid, 'n' || n.oid, obj_description(n.oid, 'pg_namespace')
     FROM ns n
     -- the tracking table's own schema, when it holds nothing else
     WHERE NOT (n.nspname = %(schema)s
@@ -59,8 +58,7 @@ _OBJECTS = r"""
              'partition_of', CASE WHEN r.relispartition THEN inh.parents ->> 0 END,
              'partition_bound', pg_get_expr(r.relpartbound, r.oid),
              'inherits', CASE WHEN NOT r.relispartition THEN inh.parents END),
-           'c' || r.oid, 'c' || r.oid,
-           dsc.description
+           'c' || r.oid, 'c' || r.oid, dsc.description
     FROM rel r
     LEFT JOIN (SELECT i.inhrelid,
                       json_agg(pn.nspname || '.' || pc.relname ORDER BY i.inhseqno) AS parents
@@ -74,8 +72,7 @@ _OBJECTS = r"""
     -- views and materialized views
     SELECT CASE r.relkind WHEN 'v' THEN 'view ' ELSE 'materialized view ' END || r.name,
            json_build_object('definition', pg_get_viewdef(r.oid)),
-           'c' || r.oid, 'c' || r.oid,
-           dsc.description
+           'c' || r.oid, 'c' || r.oid, dsc.description
     FROM rel r
     LEFT JOIN pg_description dsc ON dsc.objoid = r.oid AND dsc.classoid = 'pg_class'::regclass
                                 AND dsc.objsubid = 0
@@ -88,8 +85,7 @@ _OBJECTS = r"""
              'increment', s.seqincrement, 'min', s.seqmin, 'max', s.seqmax,
              'cache', s.seqcache, 'cycle', s.seqcycle,
              'owned_by', owner.name),
-           'c' || r.oid, 'c' || r.oid,
-           dsc.description
+           'c' || r.oid, 'c' || r.oid, dsc.description
     FROM rel r JOIN pg_sequence s ON s.seqrelid = r.oid
     -- the column a serial or identity sequence belongs to (a sequence has one at most)
     LEFT JOIN (SELECT d.objid, tn.nspname || '.' || tc.relname || '.' || a.attname AS name
@@ -114,8 +110,7 @@ _OBJECTS = r"""
              'collation', CASE WHEN a.attcollation <> t.typcollation
                                THEN (SELECT collname FROM pg_collation
                                      WHERE oid = a.attcollation) END),
-           'c' || r.oid, 'c' || r.oid,
-           dsc.description
+           'c' || r.oid, 'c' || r.oid, dsc.description
     FROM rel r
     JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
     JOIN pg_type t ON t.oid = a.atttypid
@@ -127,8 +122,7 @@ _OBJECTS = r"""
     -- constraints of tables (NOT NULL is the column's not_null)
     SELECT 'constraint ' || r.name || '.' || c.conname,
            json_build_object('definition', pg_get_constraintdef(c.oid)),
-           'c' || r.oid, 'o' || c.oid,
-           dsc.description
+           'c' || r.oid, 'o' || c.oid, dsc.description
     FROM pg_constraint c JOIN rel r ON r.oid = c.conrelid
     LEFT JOIN pg_description dsc ON dsc.objoid = c.oid
                                 AND dsc.classoid = 'pg_constraint'::regclass AND dsc.objsubid = 0
@@ -144,8 +138,7 @@ _OBJECTS = r"""
                               'constraint', k.conname,
                               'options', CASE WHEN k.conname IS NOT NULL THEN r.reloptions END,
                               'valid', i.indisvalid),
-           'c' || i.indrelid, 'c' || r.oid,
-           dsc.description
+           'c' || i.indrelid, 'c' || r.oid, dsc.description
     FROM rel r JOIN pg_index i ON i.indexrelid = r.oid
     LEFT JOIN rel t ON t.oid = i.indrelid
     LEFT JOIN pg_constraint k ON k.conindid = r.oid AND k.conrelid = i.indrelid
@@ -158,8 +151,7 @@ _OBJECTS = r"""
            json_build_object(
              'labels', (SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder)
                         FROM pg_enum e WHERE e.enumtypid = ty.oid)),
-           't' || ty.oid, 't' || ty.oid,
-           obj_description(ty.oid, 'pg_type')
+           't' || ty.oid, 't' || ty.oid, obj_description(ty.oid, 'pg_type')
     FROM ty WHERE ty.typtype = 'e'
   UNION ALL
     -- domains
@@ -170,8 +162,7 @@ _OBJECTS = r"""
              'constraints', (SELECT json_agg(c.conname || ' ' || pg_get_constraintdef(c.oid)
                                               ORDER BY c.conname)
                              FROM pg_constraint c WHERE c.contypid = ty.oid AND c.contype <> 'n')),
-           't' || ty.oid, 't' || ty.oid,
-           obj_description(ty.oid, 'pg_type')
+           't' || ty.oid, 't' || ty.oid, obj_description(ty.oid, 'pg_type')
     FROM ty WHERE ty.typtype = 'd'
   UNION ALL
     -- composite types
@@ -182,8 +173,7 @@ _OBJECTS = r"""
                                              ORDER BY a.attnum)
                             FROM pg_attribute a WHERE a.attrelid = ty.typrelid AND a.attnum > 0
                               AND NOT a.attisdropped)),
-           't' || ty.oid, 't' || ty.oid,
-           obj_description(ty.oid, 'pg_type')
+           't' || ty.oid, 't' || ty.oid, obj_description(ty.oid, 'pg_type')
     FROM ty WHERE ty.typtype = 'c'
       AND (SELECT relkind FROM pg_class WHERE oid = ty.typrelid) = 'c'
   UNION ALL
@@ -193,8 +183,7 @@ _OBJECTS = r"""
            json_build_object(
              'definition', CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid)
                                 ELSE p.prokind::text END),
-           'p' || p.oid, 'p' || p.oid,
-           obj_description(p.oid, 'pg_proc')
+           'p' || p.oid, 'p' || p.oid, obj_description(p.oid, 'pg_proc')
     FROM pg_proc p JOIN ns n ON n.oid = p.pronamespace
     WHERE p.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_proc'::regclass)
       AND (%(owners)s::text[] IS NULL OR 'p' || p.oid = ANY(%(owners)s::text[]))
@@ -203,8 +192,7 @@ _OBJECTS = r"""
     SELECT 'trigger ' || r.name || '.' || t.tgname,
            json_build_object('definition', pg_get_triggerdef(t.oid),
                               'enabled', t.tgenabled::text),
-           'c' || r.oid, 'g' || t.oid,
-           obj_description(t.oid, 'pg_trigger')
+           'c' || r.oid, 'g' || t.oid, obj_description(t.oid, 'pg_trigger')
     FROM pg_trigger t JOIN rel r ON r.oid = t.tgrelid
     WHERE NOT t.tgisinternal
   UNION ALL
@@ -219,22 +207,19 @@ _OBJECTS = r"""
                        FROM unnest(p.polroles) AS role),
              'using', pg_get_expr(p.polqual, p.polrelid),
              'with_check', pg_get_expr(p.polwithcheck, p.polrelid)),
-           'c' || r.oid, 'y' || p.oid,
-           obj_description(p.oid, 'pg_policy')
+           'c' || r.oid, 'y' || p.oid, obj_description(p.oid, 'pg_policy')
     FROM pg_policy p JOIN rel r ON r.oid = p.polrelid
   UNION ALL
     -- rules written by hand (a view's own _RETURN rule is its definition)
     SELECT 'rule ' || r.name || '.' || w.rulename,
            json_build_object('definition', pg_get_ruledef(w.oid)),
-           'c' || r.oid, 'w' || w.oid,
-           NULL
+           'c' || r.oid, 'w' || w.oid, NULL
     FROM pg_rewrite w JOIN rel r ON r.oid = w.ev_class
     WHERE w.rulename <> '_RETURN'
   UNION ALL
     -- extensions: present or not (their version is the server's business)
     SELECT 'extension ' || e.extname, json_build_object(),
-           'e' || e.oid, 'e' || e.oid,
-           NULL
+           'e' || e.oid, 'e' || e.oid, NULL
     FROM pg_extension e
 """
 

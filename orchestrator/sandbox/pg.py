@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -310,19 +310,4 @@ def with_dbname(url: str, dbname: str) -> str:
         return urlunsplit(parts._replace(path="/" + dbname))
     params = psycopg.conninfo.conninfo_to_dict(url)
     params["dbname"] = dbname
-    return psycopg.conninfo.make_conninfo("", **params)
-
-
-def with_user(url: str, user: str, password: str | None = None) -> str:
-    """``url`` connecting as another role (URL or key=value conninfo)."""
-    params = psycopg.conninfo.conninfo_to_dict(url)
-    params.pop("password", None)
-    params["user"] = user
-    if password is not None:
-        params["password"] = password
-    if url.startswith(("postgres://", "postgresql://")):
-        parts = urlsplit(url)
-        auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
-        host = parts.netloc.rsplit("@", 1)[-1]
-        return urlunsplit(parts._replace(netloc=f"{auth}@{host}"))
     return psycopg.conninfo.make_conninfo("", **params)
