@@ -5,9 +5,9 @@ their snapshots is a difference between their schemas and never between two read
 query is a single ``SELECT`` (one snapshot of the database, read-only by construction). Its
 first row is a JSON document of the server, the tracking table's rows and the tables'
 storage; then one row per object: its key, its properties as one JSON text (see
-:mod:`orchestrator.catalog.snapshot`), who owns it and its own catalog entry (when asked).
-The properties stay text: snapshots compare by string equality, and only the objects that
-differ are ever decoded.
+:mod:`orchestrator.catalog.snapshot`), who owns it and its own catalog entry (when asked),
+its comment (added to the properties where there is one). The properties stay text:
+snapshots compare by string equality, and only the objects that differ are ever decoded.
 
 Left out on purpose: PostgreSQL's own schemas, objects that belong to an extension (they
 come with ``CREATE EXTENSION``), owners and privileges (they differ between a shadow server
