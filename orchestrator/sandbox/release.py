@@ -160,7 +160,9 @@ class HealthServer:
                 return  # keep test and demo output clean
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # Polled often: stop() waits for the loop to see the request (0.5 s by default).
+        poll = {"poll_interval": 0.05}
+        threading.Thread(target=self._server.serve_forever, kwargs=poll, daemon=True).start()
         return self
 
     def stop(self) -> None:
