@@ -19,7 +19,13 @@ from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import OnRetry, RetryPolicy
 from orchestrator.drizzle.journal import Journal
 from orchestrator.errors import DatabaseError
-from orchestrator.shadow import LOCAL_SHADOW, ShadowSpec, TrackingTable, cached_history, history_of
+from orchestrator.shadow import (
+    LOCAL_SHADOW,
+    ShadowSpec,
+    TrackingTable,
+    cached_history,
+    replayed_history,
+)
 from orchestrator.validation import ValidationReport, error_report, validate
 
 DEFAULT_RETRY = RetryPolicy()
@@ -52,9 +58,9 @@ def folder_history(
     *,
     production_major: int | None = None,
 ) -> History:
-    """The folder's history as the shadow builds it (cached)."""
-    tracking = TrackingTable(options.schema, options.table)
-    return history_of(journal, shadow, tracking=tracking, production_major=production_major)
+    """The folder's history as the shadow builds it: from the cache, else replayed."""
+    cached = cached_history(journal, shadow, production_major=production_major)
+    return cached or replayed_history(journal, shadow, tracking=_tracking_table(options))
 
 
 def validate_database(
@@ -109,8 +115,12 @@ def judge_database(
             )
         except DatabaseError as exc:
             return error_report(str(exc)), history
-    if history is None:
-        history = (cached[0].result() if cached else None) or folder_history(
-            journal, options, shadow, production_major=snapshot.server_major
+    if history is None:  # the cache was asked already: on a miss, replay
+        history = (cached[0].result() if cached else None) or replayed_history(
+            journal, shadow, tracking=_tracking_table(options)
         )
     return validate(journal, history, snapshot), history
+
+
+def _tracking_table(options: MigrateOptions) -> TrackingTable:
+    return TrackingTable(options.schema, options.table)

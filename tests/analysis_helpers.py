@@ -8,8 +8,10 @@ import os
 from orchestrator.analysis.changes import MigrationEffects
 from orchestrator.analysis.effects import analyse_migrations
 from orchestrator.catalog import History
+from orchestrator.database import folder_history
+from orchestrator.db.migrator import MigrateOptions
 from orchestrator.drizzle.journal import Journal, Migration, hash_sql
-from orchestrator.shadow import SHADOW_URL_ENV, ShadowSpec, history_of
+from orchestrator.shadow import SHADOW_URL_ENV, ShadowSpec
 
 
 def journal_of(*migrations: tuple[str, str]) -> Journal:
@@ -26,7 +28,7 @@ def journal_of(*migrations: tuple[str, str]) -> Journal:
 
 def replayed(journal: Journal) -> History:
     """The journal's history, replayed on the test server."""
-    return history_of(journal, ShadowSpec(os.environ[SHADOW_URL_ENV]))
+    return folder_history(journal, MigrateOptions(), ShadowSpec(os.environ[SHADOW_URL_ENV]))
 
 
 def analyse_on_shadow(sql: str, *, before: str = "", tag: str = "snippet") -> MigrationEffects:

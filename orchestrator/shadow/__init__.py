@@ -1,12 +1,11 @@
-"""PostgreSQL is the model: a folder's history is what PostgreSQL builds when it replays it.
+"""PostgreSQL is the model: a folder's history (the catalog after every prefix of it, a
+:class:`~orchestrator.catalog.History`) is what PostgreSQL builds when it replays it.
 
-:func:`history_of` returns the catalog after every prefix of a folder (a
-:class:`~orchestrator.catalog.History`): from the cache when this folder was replayed
-before on the same PostgreSQL major version (:func:`cached_history`), else by replaying it
-on a shadow server (:mod:`.server`, :mod:`.replay`). :func:`one_transaction_refusal` asks
-the shadow whether the pending migrations run in one transaction, as ``migrate`` will run
-them.
-Nothing here ever connects to production.
+It comes from the cache when this folder was replayed before on the same PostgreSQL major
+version (:func:`cached_history`), else from a replay on a shadow server
+(:func:`replayed_history`; :mod:`.server`, :mod:`.replay`). :func:`one_transaction_refusal`
+asks the shadow whether the pending migrations run in one transaction, as ``migrate`` will
+run them. Nothing here ever connects to production.
 """
 
 from __future__ import annotations
@@ -47,8 +46,8 @@ __all__ = [
     "ShadowSpec",
     "TrackingTable",
     "cached_history",
-    "history_of",
     "one_transaction_refusal",
+    "replayed_history",
 ]
 
 
@@ -79,23 +78,18 @@ def cached_history(
     return None
 
 
-def history_of(
+def replayed_history(
     journal: Journal,
     shadow: ShadowSpec,
     *,
     tracking: TrackingTable = TrackingTable(),
-    production_major: int | None = None,
     environ: Mapping[str, str] = os.environ,
 ) -> History:
-    """The folder's history: cached for production's major version (or the shadow's), else
-    replayed on the shadow and cached."""
-    found = cached_history(journal, shadow, production_major=production_major, environ=environ)
-    if found is not None:
-        return found
+    """The folder's history replayed on the shadow and cached (when the cache had none)."""
     directory = cache.cache_directory(environ)
-    hashes = [m.hash for m in journal.migrations]
     with ShadowServer(shadow) as server:
         # A named shadow's version is known only once connected: its replay may be cached.
+        hashes = [m.hash for m in journal.migrations]
         if (found := cache.load_history(directory, hashes, server.major)) is not None:
             return found
         replay = partial(
