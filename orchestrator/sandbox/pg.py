@@ -295,19 +295,9 @@ def create_database(server_url: str, name: str) -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-def drop_database(server_url: str, name: str) -> None:
-    """Drop database ``name``, disconnecting whoever still uses it."""
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
 def with_dbname(url: str, dbname: str) -> str:
     """``url`` (a URL or a key=value conninfo) pointing at another database of the server."""
     if url.startswith(("postgres://", "postgresql://")):
         parts = urlsplit(url)
         return urlunsplit(parts._replace(path="/" + dbname))
-    params = psycopg.conninfo.conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return psycopg.conninfo.make_conninfo("", **params)
+    return psycopg.conninfo.make_conninfo(url, dbname=dbname)

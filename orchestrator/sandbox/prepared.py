@@ -6,20 +6,22 @@ first starts, is kept under ``<directory>/<key>/data`` (the key: a SHA-256 of th
 version and directory and of initdb's options), and each later cluster copies it.
 
 It is written in a temporary directory, flushed to disk and only then renamed into place, so
-a half-written one is never seen, and of two processes keeping one at once, one wins. It is
-used only when it and its directory are ours and nobody else can write them (its settings
-are the server's); one that is not is replaced. Keeping one removes the others (other
-binaries', or builds that a crash interrupted).
+a half-written one is never seen. Keeping locks the directory (``flock``), copying shares the
+lock: of clusters made at once one keeps theirs, and nothing is removed while it is copied.
+It is used only when it and its directory are ours and nobody else can write them (its
+settings are the server's); one that is not is replaced, and the others removed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from orchestrator.privacy import private_directory_at
@@ -44,11 +46,13 @@ def prepared_key(bindir: Path, options: Sequence[str]) -> str:
 def copy_prepared(directory: Path, key: str, target: Path, owner: Owner) -> bool:
     """Copy the data directory kept under ``key`` to ``target`` (which must not exist);
     False, with ``target`` as it was, when none is kept or it is not ours to use."""
-    source = directory / key
-    if not (private_directory_at(directory, create=False) and _usable(source)):
+    if not private_directory_at(directory, create=False):
         return False
     try:
-        shutil.copytree(source / "data", target, symlinks=True)
+        with _locked(directory, fcntl.LOCK_SH):
+            if not _usable(directory / key):
+                return False
+            shutil.copytree(directory / key / "data", target, symlinks=True)
     except FileExistsError:
         return False  # not ours to remove
     except OSError:
@@ -65,22 +69,26 @@ def keep_prepared(directory: Path, key: str, datadir: Path) -> None:
     place of any kept before. A failure only means the next cluster runs ``initdb`` too."""
     if not private_directory_at(directory, create=True):
         return
-    try:
+    with contextlib.suppress(OSError), _locked(directory, fcntl.LOCK_EX):
+        if _usable(directory / key):
+            return  # another cluster kept it while this one ran initdb
+        for kept in directory.iterdir():  # a damaged one, other binaries', what a crash left
+            shutil.rmtree(kept, ignore_errors=True)
         building = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory))
-    except OSError:
-        return
-    try:
         shutil.copytree(datadir, building / "data", symlinks=True)
         os.sync()  # on disk before it is in place: a crash must not leave a damaged one
-        if not _usable(directory / key):
-            shutil.rmtree(directory / key, ignore_errors=True)
-        os.rename(building, directory / key)  # refused when another process was first
-    except OSError:
-        shutil.rmtree(building, ignore_errors=True)
-        return
-    for kept in directory.iterdir():  # other binaries', and what a crash left half-written
-        if kept.name != key:
-            shutil.rmtree(kept, ignore_errors=True)
+        os.rename(building, directory / key)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path, operation: int) -> Iterator[None]:
+    """Hold ``flock`` ``operation`` on ``directory`` (it conflicts across threads too)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, operation)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _usable(kept: Path) -> bool:
