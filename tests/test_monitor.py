@@ -5,6 +5,7 @@ Only the scheduling arithmetic uses a fake clock/sleep pair (time itself, not a 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -64,7 +65,8 @@ def health_server() -> Iterator[HealthServer]:
                 self._reply(state.status)
             elif self.path == "/slow":
                 state.release_slow.wait(2.0)  # far longer than the client's 0.2 s timeout
-                self._reply(200)
+                with contextlib.suppress(ConnectionError):  # the client has hung up by now
+                    self._reply(200)
             elif self.path == "/redirect":
                 self.send_response(302)
                 self.send_header("Location", "/api/health")
