@@ -60,7 +60,9 @@ def folder_history(
 ) -> History:
     """The folder's history as the shadow builds it: from the cache, else replayed."""
     cached = cached_history(journal, shadow, production_major=production_major)
-    return cached or replayed_history(journal, shadow, tracking=_tracking_table(options))
+    return cached or replayed_history(
+        journal, shadow, tracking=TrackingTable(options.schema, options.table)
+    )
 
 
 def validate_database(
@@ -117,10 +119,6 @@ def judge_database(
             return error_report(str(exc)), history
     if history is None:  # the cache was asked already: on a miss, replay
         history = (cached[0].result() if cached else None) or replayed_history(
-            journal, shadow, tracking=_tracking_table(options)
+            journal, shadow, tracking=TrackingTable(options.schema, options.table)
         )
     return validate(journal, history, snapshot), history
-
-
-def _tracking_table(options: MigrateOptions) -> TrackingTable:
-    return TrackingTable(options.schema, options.table)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -48,6 +51,57 @@ def test_second_holder_is_refused_at_once_naming_the_first(database_url: str) ->
     # Released with its session: the next holder gets it.
     with runlock.RunLock(database_url, schema="drizzle", table="t", owner=owner):
         pass
+
+
+TERMINATE = b"X\x00\x00\x00\x04"  # the protocol's Terminate message: the session ends
+
+
+@contextmanager
+def relay_slow_to_end_sessions(port: int) -> Iterator[tuple[int, threading.Event]]:
+    """A TCP relay to the server at ``port`` (the relay's port, and an event): it passes
+    everything on, except that a client's Terminate reaches the server, and the session
+    ends, only once the event is set. A slow network, or a proxy, does that."""
+    delivered = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def pump(source: socket.socket, target: socket.socket, hold_terminate: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if hold_terminate and data == TERMINATE:
+                    delivered.wait()
+                target.sendall(data)
+        except OSError:
+            pass  # the other side is gone
+
+    def serve() -> None:
+        client, _ = listener.accept()
+        with client, socket.create_connection(("127.0.0.1", port)) as server:
+            back = threading.Thread(target=pump, args=(server, client, False), daemon=True)
+            back.start()
+            pump(client, server, True)
+            delivered.wait()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], delivered
+    finally:
+        delivered.set()
+        listener.close()
+        thread.join()
+
+
+def test_a_released_lock_is_free_before_the_server_sees_its_session_end(
+    database_url: str,
+) -> None:
+    port = int(psycopg.conninfo.conninfo_to_dict(database_url)["port"])
+    with relay_slow_to_end_sessions(port) as (relay_port, delivered):
+        relayed = psycopg.conninfo.make_conninfo(database_url, port=relay_port)
+        with runlock.RunLock(relayed, schema="drizzle", table="t", owner="orchestrator run a"):
+            pass
+        assert not delivered.is_set()  # the first session is still open on the server
+        with runlock.RunLock(database_url, schema="drizzle", table="t", owner="orchestrator"):
+            pass
 
 
 def test_a_dead_holder_releases_the_lock_with_its_session(database_url: str) -> None:

@@ -10,6 +10,7 @@ releases the lock with it, so nothing ever needs unlocking by hand.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
@@ -138,8 +139,11 @@ class RunLock:
         return True
 
     def release(self) -> None:
-        """Let go (ending the session releases the lock)."""
+        """Let go: unlock, then end the session. Ending it alone releases the lock only once
+        the server has seen it end, and a next holder asking before then is refused."""
         if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):  # a lost session holds nothing
+                self._conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
             self._conn.close()
             self._conn = None
 
