@@ -24,14 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from orchestrator.catalog import CatalogSnapshot, History
 from orchestrator.database import DEFAULT_RETRY, folder_history, take_snapshot
 from orchestrator.db import runlock
 from orchestrator.db.catalog_reader import read_catalog
 from orchestrator.db.connect import connect, describe
-from orchestrator.db.migrator import MigrateOptions, begin_tracking_transaction
+from orchestrator.db.migrator import MigrateOptions, begin_tracking_transaction, tracking_row_sql
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry, is_transient
 from orchestrator.drizzle.journal import Journal
 from orchestrator.errors import DatabaseError, GuardError, PartialStateError, UsageError
@@ -162,11 +161,8 @@ def insert_rows(
     conn: psycopg.Connection[Any], rows: Sequence[RepairRow], options: MigrateOptions
 ) -> None:
     """Insert tracking rows with drizzle's own statement (inside the caller's transaction)."""
-    insert = sql.SQL('insert into {}.{} ("hash", "created_at") values (%s, %s)').format(
-        sql.Identifier(options.schema), sql.Identifier(options.table)
-    )
     for row in rows:
-        conn.execute(insert, (row.hash, row.created_at))
+        conn.execute(tracking_row_sql(options, row.hash, row.created_at))
 
 
 def repair_database(

@@ -22,12 +22,12 @@ from orchestrator.sandbox.pg import (
     EmbeddedPostgres,
     ServerBinariesMissing,
     create_database,
+    drop_database,
     find_bindir,
     memory_directory,
     with_dbname,
 )
 from tests.mutants import apply_from_environment
-from tests.pg_urls import drop_database
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # A copy of the drizzle contract fixture (what the real migrator wrote): the suite needs

@@ -1,11 +1,10 @@
-"""Connection strings and databases for the tests: the same server as another role."""
+"""Connection strings for the tests: the same server as another role."""
 
 from __future__ import annotations
 
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
-from psycopg import sql
 
 
 def with_user(url: str, user: str, password: str | None = None) -> str:
@@ -21,11 +20,3 @@ def with_user(url: str, user: str, password: str | None = None) -> str:
         host = parts.netloc.rsplit("@", 1)[-1]
         return urlunsplit(parts._replace(netloc=f"{auth}@{host}"))
     return psycopg.conninfo.make_conninfo("", **params)
-
-
-def drop_database(server_url: str, name: str) -> None:
-    """Drop database ``name``, disconnecting whoever still uses it."""
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )

@@ -43,13 +43,13 @@ from orchestrator.repair import repair_database
 from orchestrator.sandbox.pg import (
     ServerBinariesMissing,
     create_database,
+    drop_database,
     find_bindir,
     with_dbname,
 )
 from orchestrator.shadow import ShadowSpec
 from orchestrator.validation import MigrationState, Verdict
 from tests.drizzle_helpers import prefix_folder, run_sql
-from tests.pg_urls import drop_database
 from tests.test_drizzle_real import (  # noqa: F401 (drizzle_node: a fixture)
     drizzle_migrate,
     drizzle_node,

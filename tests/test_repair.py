@@ -19,7 +19,7 @@ from orchestrator.drizzle.journal import Journal, Migration, read_journal
 from orchestrator.errors import PartialStateError, UsageError
 from orchestrator.migrate import migrate_database
 from orchestrator.repair import repair_database
-from orchestrator.sandbox.pg import create_database, with_dbname
+from orchestrator.sandbox.pg import create_database, drop_database, with_dbname
 from orchestrator.validation import MigrationState, Verdict
 from tests.drizzle_helpers import (
     FIXTURE_MIGRATIONS,
@@ -30,7 +30,6 @@ from tests.drizzle_helpers import (
     schema_fingerprint,
     tracking_rows,
 )
-from tests.pg_urls import drop_database
 
 OPTIONS = MigrateOptions()
 ONCE = RetryPolicy.none()

@@ -31,9 +31,8 @@ from orchestrator.cli import run
 from orchestrator.engine.run import resume
 from orchestrator.errors import ExitCode, UsageError
 from orchestrator.runs import RECORD_FILENAME, new_run_id
-from orchestrator.sandbox.pg import create_database, with_dbname
+from orchestrator.sandbox.pg import create_database, drop_database, with_dbname
 from orchestrator.sandbox.release import git
-from tests.pg_urls import drop_database
 from tests.playbooks import write_playbook
 from tests.release_world import World, world
 from tests.test_resume import assert_converged, deploy_process, kill, only_run, wait_stopped

@@ -50,6 +50,7 @@ from orchestrator.db.migrator import (
     excerpt,
     pending_migrations,
     rehearse_pending,
+    tracking_row_sql,
 )
 from orchestrator.db.retry import is_transient
 from orchestrator.drizzle.journal import Journal, Migration
@@ -156,14 +157,7 @@ def apply_outside_transaction(
             return None
         for statement in statements.statements:
             _run_statement(conn, migration, statement, options, on_lock_retry, on_note, sleep)
-        conn.execute(
-            sql.SQL('insert into {}.{} ("hash", "created_at") values ({}, {})').format(
-                sql.Identifier(options.schema),
-                sql.Identifier(options.table),
-                sql.Literal(migration.hash),
-                sql.Literal(migration.when),
-            )
-        )
+        conn.execute(tracking_row_sql(options, migration.hash, migration.when))
         return AppliedMigration(migration.tag, migration.hash, migration.when)
     except psycopg.Error as exc:
         if is_transient(exc):

@@ -109,6 +109,15 @@ def create_tracking_sql(schema: str, table: str) -> list[sql.Composed]:
     ]
 
 
+def tracking_row_sql(options: MigrateOptions, hash: str, created_at: int) -> sql.Composed:
+    """drizzle-orm's statement recording a migration as applied, verbatim."""
+    from psycopg import sql
+
+    return sql.SQL('insert into {} ("hash", "created_at") values ({}, {})').format(
+        sql.Identifier(options.schema, options.table), sql.Literal(hash), sql.Literal(created_at)
+    )
+
+
 def begin_tracking_transaction(conn: psycopg.Connection[Any], options: MigrateOptions) -> None:
     """In the caller's open transaction: set its timeouts, take the migrator's advisory lock
     and create drizzle's tracking table if missing, in one message.
@@ -266,20 +275,11 @@ def _apply(
     """The body of the migration transaction (the caller opens and ends it)."""
     from psycopg import sql
 
-    schema, table = sql.Identifier(options.schema), sql.Identifier(options.table)
+    target = sql.Identifier(options.schema, options.table)
     applied: list[AppliedMigration] = []
     begin_tracking_transaction(conn, options)
-    rows = conn.execute(sql.SQL("SELECT hash FROM {}.{}").format(schema, table))
+    rows = conn.execute(sql.SQL("SELECT hash FROM {}").format(target))
     tracked = frozenset(row[0] for row in rows.fetchall())
-    if rehearsal:
-        # An explicit id: nextval() is not transactional, and a rehearsal leaves no trace.
-        insert = sql.SQL(
-            'insert into {t} ("id", "hash", "created_at") '
-            "values ((select coalesce(max(id), 0) + 1 from {t}), {h}, {c})"
-        )
-    else:
-        insert = sql.SQL('insert into {t} ("hash", "created_at") values ({h}, {c})')
-    target = sql.SQL("{}.{}").format(schema, table)
     for migration in pending_migrations(journal, tracked):
         if migration.hash in stop:
             break
@@ -287,19 +287,22 @@ def _apply(
         if on_migration is not None:
             on_migration(migration)
         pieces = [piece for piece in migration.statements if piece.strip()]
-        row = insert.format(
-            t=target, h=sql.Literal(migration.hash), c=sql.Literal(migration.when)
-        ).as_bytes(conn)
         if rehearsal:
+            # An explicit id: nextval() is not transactional, and a rehearsal leaves no trace.
+            numbered_row = sql.SQL(
+                'insert into {t} ("id", "hash", "created_at") '
+                "values ((select coalesce(max(id), 0) + 1 from {t}), {h}, {c})"
+            ).format(t=target, h=sql.Literal(migration.hash), c=sql.Literal(migration.when))
             # One statement per message, so a failure names its statement.
             for number, piece in enumerate(pieces, 1):
                 where.statement, where.text = number, piece
                 conn.execute(piece.encode("utf-8"))
             where.statement, where.text = 0, ""
-            conn.execute(row)
+            conn.execute(numbered_row)
         else:
             # The simple-query protocol runs several statements from one message, each under
             # its own statement_timeout (PostgreSQL 13+); the newline ends a trailing comment.
+            row = tracking_row_sql(options, migration.hash, migration.when).as_bytes(conn)
             conn.execute(b"\n;\n".join([p.encode("utf-8") for p in pieces] + [row]))
         applied.append(AppliedMigration(migration.tag, migration.hash, migration.when))
     where.migration = None

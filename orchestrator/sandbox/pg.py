@@ -29,6 +29,7 @@ import psycopg
 from psycopg import sql
 
 from orchestrator.children import unwatch_group, watch_group
+from orchestrator.db.connect import connect
 from orchestrator.sandbox.prepared import copy_prepared, keep_prepared, prepared_key
 
 INSTALL_HINT = (
@@ -291,8 +292,16 @@ class EmbeddedPostgres:
 
 def create_database(server_url: str, name: str) -> None:
     """Create database ``name`` on the server reached by ``server_url``."""
-    with psycopg.connect(server_url, autocommit=True) as conn:
+    with connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop database ``name``, disconnecting whoever still uses it."""
+    with connect(server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 def with_dbname(url: str, dbname: str) -> str:

@@ -22,7 +22,6 @@ from pathlib import Path
 from types import TracebackType
 
 import psycopg
-from psycopg import sql
 
 from orchestrator.db.connect import connect, describe, parse_conninfo
 from orchestrator.errors import DatabaseError, UsageError
@@ -30,6 +29,8 @@ from orchestrator.redaction import redact_url
 from orchestrator.sandbox.pg import (
     EmbeddedPostgres,
     ServerBinariesMissing,
+    create_database,
+    drop_database,
     find_bindir,
     memory_directory,
     with_dbname,
@@ -146,8 +147,7 @@ class ShadowServer:
             return
         name = f"orchestrator_shadow_{secrets.token_hex(6)}"
         try:
-            with connect(self._admin_url, autocommit=True) as conn:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            create_database(self._admin_url, name)
         except psycopg.Error as exc:
             raise DatabaseError(
                 f"cannot create a database on the shadow server: {describe(exc)}"
@@ -155,7 +155,4 @@ class ShadowServer:
         try:
             yield with_dbname(self._admin_url, name)
         finally:
-            with connect(self._admin_url, autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-                )
+            drop_database(self._admin_url, name)
