@@ -60,9 +60,7 @@ def folder_history(
 ) -> History:
     """The folder's history as the shadow builds it: from the cache, else replayed."""
     cached = cached_history(journal, shadow, production_major=production_major)
-    return cached or replayed_history(
-        journal, shadow, tracking=TrackingTable(options.schema, options.table)
-    )
+    return cached or _replayed(journal, options, shadow)
 
 
 def validate_database(
@@ -118,7 +116,9 @@ def judge_database(
         except DatabaseError as exc:
             return error_report(str(exc)), history
     if history is None:  # the cache was asked already: on a miss, replay
-        history = (cached[0].result() if cached else None) or replayed_history(
-            journal, shadow, tracking=TrackingTable(options.schema, options.table)
-        )
+        history = (cached[0].result() if cached else None) or _replayed(journal, options, shadow)
     return validate(journal, history, snapshot), history
+
+
+def _replayed(journal: Journal, options: MigrateOptions, shadow: ShadowSpec) -> History:
+    return replayed_history(journal, shadow, tracking=TrackingTable(options.schema, options.table))

@@ -106,6 +106,7 @@ def build_inventory(journal: Journal, history: History, snapshot: CatalogSnapsho
             name = name.removeprefix("view ")
         schema, _, table = name.partition(".")
         prefix = f"column {name}."
+        decoded = {c: properties(text) for c, text in found.items() if c.startswith(prefix)}
         columns = [
             InventoryColumn(
                 column.removeprefix(prefix),
@@ -114,9 +115,7 @@ def build_inventory(journal: Journal, history: History, snapshot: CatalogSnapsho
                 props.get("default") is not None,
                 creator.get(column),
             )
-            for column, props in (
-                (key, properties(text)) for key, text in found.items() if key.startswith(prefix)
-            )
+            for column, props in decoded.items()
         ]
         estimate = snapshot.row_estimates.get(name)
         tables.append(

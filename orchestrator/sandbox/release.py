@@ -161,8 +161,7 @@ class HealthServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         # Polled often: stop() waits for the loop to see the request (0.5 s by default).
-        poll = {"poll_interval": 0.05}
-        threading.Thread(target=self._server.serve_forever, kwargs=poll, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def stop(self) -> None:
