@@ -186,7 +186,7 @@ _OBJECTS = r"""
            'p' || p.oid, 'p' || p.oid, obj_description(p.oid, 'pg_proc')
     FROM pg_proc p JOIN ns n ON n.oid = p.pronamespace
     WHERE p.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_proc'::regclass)
-      AND (%(owners)s::text[] IS NULL OR 'p' || p.oid = ANY(%(owners)s::text[]))
+      AND (%(owners)s::text[] IS NULL OR p.oid IN (SELECT oid FROM owned WHERE kind = 'p'))
   UNION ALL
     -- triggers (not the ones PostgreSQL makes for foreign keys)
     SELECT 'trigger ' || r.name || '.' || t.tgname,
@@ -224,8 +224,11 @@ _OBJECTS = r"""
 """
 
 CATALOG_QUERY = rf"""
-WITH ext AS (
-    SELECT classid, objid FROM pg_depend WHERE deptype = 'e'
+WITH ext AS (  -- by the extension's catalog: pg_depend has no index on deptype alone
+    SELECT classid, objid FROM pg_depend
+    WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+), owned AS (  -- the owners asked for, as (kind, oid): objects are looked up by oid
+    SELECT left(o, 1) AS kind, substr(o, 2)::oid AS oid FROM unnest(%(owners)s::text[]) AS o
 ), tracking AS (
     SELECT to_regclass(format('%%I.%%I', %(schema)s::text, %(table)s::text)) AS oid
 ), ns AS (
@@ -243,18 +246,18 @@ WITH ext AS (
       AND c.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_class'::regclass)
       -- drizzle's tracking table, its id sequence and its primary key are not the schema
       AND c.oid IS DISTINCT FROM (SELECT oid FROM tracking)
-      AND c.oid NOT IN (SELECT d.objid FROM pg_depend d, tracking t
-                        WHERE d.classid = 'pg_class'::regclass AND d.refobjid = t.oid)
+      AND c.oid NOT IN (SELECT d.objid FROM pg_depend d, tracking t WHERE d.refobjid = t.oid
+                        AND d.refclassid = 'pg_class'::regclass AND d.classid = d.refclassid)
       AND c.oid NOT IN (SELECT i.indexrelid FROM pg_index i, tracking t WHERE i.indrelid = t.oid)
-      AND (%(owners)s::text[] IS NULL OR 'c' || c.oid = ANY(%(owners)s::text[])
-           OR 'c' || (SELECT indrelid FROM pg_index WHERE indexrelid = c.oid)
-              = ANY(%(owners)s::text[]))
+      AND (%(owners)s::text[] IS NULL OR c.oid IN (SELECT oid FROM owned WHERE kind = 'c')
+           OR c.oid IN (SELECT i.indexrelid FROM pg_index i JOIN owned o ON o.oid = i.indrelid
+                        WHERE o.kind = 'c'))
 ), ty AS (
     SELECT t.oid, n.nspname || '.' || t.typname AS name, t.typtype, t.typbasetype, t.typtypmod,
            t.typnotnull, t.typdefault, t.typrelid
     FROM pg_type t JOIN ns n ON n.oid = t.typnamespace
     WHERE t.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_type'::regclass)
-      AND (%(owners)s::text[] IS NULL OR 't' || t.oid = ANY(%(owners)s::text[]))
+      AND (%(owners)s::text[] IS NULL OR t.oid IN (SELECT oid FROM owned WHERE kind = 't'))
 )
 -- The first row: the server, the tracking table and the tables' storage, one JSON document.
 SELECT NULL, json_build_object(
