@@ -1,6 +1,8 @@
-"""The monitor window against real parts: a local HTTP server, a real PostgreSQL, real time.
+"""The monitor window against real parts: a local HTTP server, a real PostgreSQL.
 
-Only the scheduling arithmetic uses a fake clock/sleep pair (time itself, not a real part).
+Time is not a real part: the window's tests run the real checks on a clock that moves only
+when the window sleeps, so a slow machine changes no count; one test shows that the default
+clock waits in real time.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def health_server() -> Iterator[HealthServer]:
 
 
 def test_http_check_ok_reports_status_and_time(health_server: HealthServer) -> None:
-    check = http_check(health_server.url(), timeout=1.0)
+    check = http_check(health_server.url(), timeout=5.0)
     before = time.time()
     result = check()
     assert result.ok
@@ -117,7 +119,7 @@ def test_http_check_ok_reports_status_and_time(health_server: HealthServer) -> N
 
 
 def test_http_check_follows_status_flips(health_server: HealthServer) -> None:
-    check = http_check(health_server.url(), timeout=1.0, name="api health")
+    check = http_check(health_server.url(), timeout=5.0, name="api health")
     health_server.status = 503
     down = check()
     assert not down.ok
@@ -130,16 +132,16 @@ def test_http_check_follows_status_flips(health_server: HealthServer) -> None:
 
 def test_http_check_error_status_can_be_the_expected_one(health_server: HealthServer) -> None:
     health_server.status = 503
-    result = http_check(health_server.url(), expect_status=503, timeout=1.0)()
+    result = http_check(health_server.url(), expect_status=503, timeout=5.0)()
     assert result.ok
     assert result.value == 503
 
 
 def test_http_check_does_not_follow_redirects(health_server: HealthServer) -> None:
-    as_expected = http_check(health_server.url("/redirect"), expect_status=302, timeout=1.0)()
+    as_expected = http_check(health_server.url("/redirect"), expect_status=302, timeout=5.0)()
     assert as_expected.ok, as_expected.detail
     assert as_expected.value == 302
-    not_followed = http_check(health_server.url("/redirect"), timeout=1.0)()
+    not_followed = http_check(health_server.url("/redirect"), timeout=5.0)()
     assert not not_followed.ok
     assert not_followed.detail == "expected 200, got 302"
     assert health_server.hits == 0  # the Location was never visited
@@ -162,7 +164,7 @@ def test_http_check_connection_refused() -> None:
 
 
 def test_http_check_hang_up_is_a_failure_not_an_exception(health_server: HealthServer) -> None:
-    result = http_check(health_server.url("/drop"), timeout=1.0)()
+    result = http_check(health_server.url("/drop"), timeout=5.0)()
     assert not result.ok
     assert result.detail
     assert "\n" not in result.detail
@@ -313,121 +315,7 @@ def test_next_slot_skips_missed_slots_without_drift() -> None:
     assert next_slot(2, 2.7, 1.0) == 3  # ... and the one after is back on the grid
 
 
-# --------------------------------------------------------------------------- watch, real time
-
-
-def test_watch_healthy_window_counts_rounds(health_server: HealthServer) -> None:
-    seen: list[tuple[bool, int, int]] = []
-    started = time.monotonic()
-    report = watch(
-        [http_check(health_server.url(), timeout=0.2)],
-        duration=0.25,  # not a multiple of the interval: rounds at 0, 0.1, 0.2
-        interval=0.1,
-        failures_allowed=0,
-        on_result=lambda r, failures, rnd: seen.append((r.ok, failures, rnd)),
-    )
-    took = time.monotonic() - started
-    assert report.healthy
-    assert report.rounds == 3
-    assert report.failures == 0
-    assert not report.ended_early
-    assert len(report.results) == 3
-    assert seen == [(True, 0, 1), (True, 0, 2), (True, 0, 3)]
-    assert health_server.hits == 3
-    assert 0.2 <= report.elapsed < 0.25
-    assert took < 0.5
-
-
-def test_watch_stops_early_when_unhealthy(health_server: HealthServer) -> None:
-    health_server.status = 503
-    report = watch(
-        [http_check(health_server.url(), timeout=0.2)],
-        duration=1.5,
-        interval=0.1,
-        failures_allowed=1,
-    )
-    assert not report.healthy
-    assert report.ended_early  # before the 1.5 s window would have ended
-    assert report.rounds == 2
-    assert report.failures == 2
-    assert [r.detail for r in report.results] == ["expected 200, got 503"] * 2
-
-
-def test_watch_tolerates_failures_up_to_the_allowance(health_server: HealthServer) -> None:
-    health_server.status = 503
-
-    def recover(result: CheckResult, failures: int, round_no: int) -> None:
-        health_server.status = 200  # production recovers after the first failed probe
-
-    report = watch(
-        [http_check(health_server.url(), timeout=0.2)],
-        duration=0.25,
-        interval=0.1,
-        failures_allowed=1,
-        on_result=recover,
-    )
-    assert report.healthy
-    assert not report.ended_early
-    assert report.rounds == 3
-    assert report.failures == 1
-    assert [r.ok for r in report.results] == [False, True, True]
-
-
-def test_watch_counts_every_failed_check_and_stops_mid_round(health_server: HealthServer) -> None:
-    seen: list[tuple[str, int, int]] = []
-    dead = f"http://127.0.0.1:{free_port()}/api/health"
-    health_server.status = 500
-    checks = [
-        http_check(health_server.url(), timeout=0.2, name="app"),
-        http_check(dead, timeout=0.2, name="dead"),
-        http_check(health_server.url(), timeout=0.2, name="never"),
-    ]
-    report = watch(
-        checks,
-        duration=1.0,
-        interval=0.1,
-        failures_allowed=1,
-        on_result=lambda r, failures, rnd: seen.append((r.name, failures, rnd)),
-    )
-    assert not report.healthy
-    assert report.ended_early
-    assert report.rounds == 1
-    assert report.failures == 2
-    assert seen == [("app", 1, 1), ("dead", 2, 1)]
-    assert health_server.hits == 1  # the third check never ran
-
-
-def test_watch_with_sql_and_http_checks(health_server: HealthServer, database_url: str) -> None:
-    report = watch(
-        [
-            http_check(health_server.url(), timeout=0.5),
-            sql_check(database_url, name="one", query="SELECT 1", min=1, max=1),
-        ],
-        duration=0.15,
-        interval=0.1,
-        failures_allowed=0,
-    )
-    assert report.healthy, [r.detail for r in report.results]
-    assert report.rounds == 2
-    assert [r.kind for r in report.results] == ["http", "sql", "http", "sql"]
-
-
-def test_watch_refuses_to_check_nothing() -> None:
-    with pytest.raises(UsageError, match="no checks"):
-        watch([], duration=1.0, interval=0.1, failures_allowed=0)
-
-
-@pytest.mark.parametrize(
-    ("duration", "interval", "allowed"), [(0, 0.1, 0), (1, 0, 0), (1, -1, 0), (1, 0.1, -1)]
-)
-def test_watch_rejects_bad_window(duration: float, interval: float, allowed: int) -> None:
-    with pytest.raises(UsageError):
-        watch(
-            [lambda: _result(True)], duration=duration, interval=interval, failures_allowed=allowed
-        )
-
-
-# --------------------------------------------------------------------------- watch, fake time
+# --------------------------------------------------------------------------- watch: the clock
 
 
 class FakeTime:
@@ -456,6 +344,153 @@ class FakeTime:
             return _result(ok)
 
         return run
+
+
+# --------------------------------------------------------------------------- watch, real checks
+# Real HTTP and SQL checks on a clock that moves only when the window sleeps: how long a check
+# takes on a loaded machine changes nothing, so the rounds and the waits are exact.
+
+
+def test_watch_healthy_window_counts_rounds(health_server: HealthServer) -> None:
+    seen: list[tuple[bool, int, int]] = []
+    t = FakeTime()
+    report = watch(
+        [http_check(health_server.url(), timeout=5.0)],
+        duration=0.25,  # not a multiple of the interval: rounds at 0, 0.1, 0.2
+        interval=0.1,
+        failures_allowed=0,
+        on_result=lambda r, failures, rnd: seen.append((r.ok, failures, rnd)),
+        clock=t.clock,
+        sleep=t.sleep,
+    )
+    assert report.healthy
+    assert report.rounds == 3
+    assert report.failures == 0
+    assert not report.ended_early
+    assert len(report.results) == 3
+    assert seen == [(True, 0, 1), (True, 0, 2), (True, 0, 3)]
+    assert health_server.hits == 3
+    assert t.sleeps == pytest.approx([0.1, 0.1])  # nothing is waited after the last round
+    assert report.elapsed == pytest.approx(0.2)
+
+
+def test_watch_waits_in_real_time_by_default(health_server: HealthServer) -> None:
+    started = time.monotonic()
+    report = watch(
+        [http_check(health_server.url(), timeout=5.0)],
+        duration=0.25,
+        interval=0.1,
+        failures_allowed=0,
+    )
+    assert report.healthy
+    # The last round starts at 0.2 s at the earliest (a slow machine only skips rounds).
+    assert time.monotonic() - started >= 0.2
+    assert report.elapsed >= 0.2
+
+
+def test_watch_stops_early_when_unhealthy(health_server: HealthServer) -> None:
+    health_server.status = 503
+    t = FakeTime()
+    report = watch(
+        [http_check(health_server.url(), timeout=5.0)],
+        duration=1.5,
+        interval=0.1,
+        failures_allowed=1,
+        clock=t.clock,
+        sleep=t.sleep,
+    )
+    assert not report.healthy
+    assert report.ended_early  # before the 1.5 s window would have ended
+    assert report.rounds == 2
+    assert report.failures == 2
+    assert [r.detail for r in report.results] == ["expected 200, got 503"] * 2
+    assert t.sleeps == pytest.approx([0.1])
+
+
+def test_watch_tolerates_failures_up_to_the_allowance(health_server: HealthServer) -> None:
+    health_server.status = 503
+
+    def recover(result: CheckResult, failures: int, round_no: int) -> None:
+        health_server.status = 200  # production recovers after the first failed probe
+
+    t = FakeTime()
+    report = watch(
+        [http_check(health_server.url(), timeout=5.0)],
+        duration=0.25,
+        interval=0.1,
+        failures_allowed=1,
+        on_result=recover,
+        clock=t.clock,
+        sleep=t.sleep,
+    )
+    assert report.healthy
+    assert not report.ended_early
+    assert report.rounds == 3
+    assert report.failures == 1
+    assert [r.ok for r in report.results] == [False, True, True]
+
+
+def test_watch_counts_every_failed_check_and_stops_mid_round(health_server: HealthServer) -> None:
+    seen: list[tuple[str, int, int]] = []
+    dead = f"http://127.0.0.1:{free_port()}/api/health"
+    health_server.status = 500
+    checks = [
+        http_check(health_server.url(), timeout=5.0, name="app"),
+        http_check(dead, timeout=5.0, name="dead"),
+        http_check(health_server.url(), timeout=5.0, name="never"),
+    ]
+    t = FakeTime()
+    report = watch(
+        checks,
+        duration=1.0,
+        interval=0.1,
+        failures_allowed=1,
+        on_result=lambda r, failures, rnd: seen.append((r.name, failures, rnd)),
+        clock=t.clock,
+        sleep=t.sleep,
+    )
+    assert not report.healthy
+    assert report.ended_early
+    assert report.rounds == 1
+    assert report.failures == 2
+    assert seen == [("app", 1, 1), ("dead", 2, 1)]
+    assert health_server.hits == 1  # the third check never ran
+
+
+def test_watch_with_sql_and_http_checks(health_server: HealthServer, database_url: str) -> None:
+    t = FakeTime()
+    report = watch(
+        [
+            http_check(health_server.url(), timeout=5.0),
+            sql_check(database_url, name="one", query="SELECT 1", min=1, max=1),
+        ],
+        duration=0.15,
+        interval=0.1,
+        failures_allowed=0,
+        clock=t.clock,
+        sleep=t.sleep,
+    )
+    assert report.healthy, [r.detail for r in report.results]
+    assert report.rounds == 2
+    assert [r.kind for r in report.results] == ["http", "sql", "http", "sql"]
+
+
+def test_watch_refuses_to_check_nothing() -> None:
+    with pytest.raises(UsageError, match="no checks"):
+        watch([], duration=1.0, interval=0.1, failures_allowed=0)
+
+
+@pytest.mark.parametrize(
+    ("duration", "interval", "allowed"), [(0, 0.1, 0), (1, 0, 0), (1, -1, 0), (1, 0.1, -1)]
+)
+def test_watch_rejects_bad_window(duration: float, interval: float, allowed: int) -> None:
+    with pytest.raises(UsageError):
+        watch(
+            [lambda: _result(True)], duration=duration, interval=interval, failures_allowed=allowed
+        )
+
+
+# --------------------------------------------------------------------------- watch, scheduling
 
 
 def _watch(t: FakeTime, check: Check, duration: float, interval: float) -> MonitorReport:
