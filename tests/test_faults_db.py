@@ -214,12 +214,16 @@ def test_lock_contention_gives_up_after_lock_timeout_and_names_the_holder(
     )
     before = schema_fingerprint(world.database_url)
     traffic_waits: list[float] = []
+    deployed = threading.Event()
 
     def traffic_behind_the_migration() -> None:
         # A query arriving while the migration waits for its lock queues behind it; it must
         # not wait longer than the migration's lock_timeout.
-        time.sleep(0.1)
         with psycopg.connect(world.database_url, autocommit=True) as conn:
+            waiting = "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            while not conn.execute(waiting).fetchone():
+                if deployed.wait(0.01):
+                    return  # the wait was missed: no traffic_waits, the test says so
             started = time.monotonic()
             conn.execute("SELECT count(*) FROM case_classification_results")
             traffic_waits.append(time.monotonic() - started)
@@ -229,6 +233,7 @@ def test_lock_contention_gives_up_after_lock_timeout_and_names_the_holder(
         traffic = threading.Thread(target=traffic_behind_the_migration)
         hook = at("applying_migration", "0011_cute_skin", traffic.start)
         record = world.deploy(console=hook)
+        deployed.set()
         traffic.join()
         holder.rollback()
 
