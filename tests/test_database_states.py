@@ -249,6 +249,29 @@ def test_a_key_or_comment_changed_by_hand_is_drift(
     assert difference in drift.message
 
 
+def test_a_platforms_extension_and_another_tools_table_are_one_warning(
+    database_url: str,
+) -> None:
+    migrate(database_url, full())
+    with psycopg.connect(database_url) as conn:
+        conn.execute("CREATE EXTENSION hstore")  # dozens of functions, types, operators
+        conn.execute("CREATE TABLE public.other_tool (id int PRIMARY KEY)")
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    assert report.status is Verdict.SAFE
+    [warning] = [f for f in report.findings if f.code != "tracking_table"]
+    assert warning.code == "untouched_objects"
+    # The extension is one object: its members come with CREATE EXTENSION.
+    assert warning.message.startswith("5 object(s) that no migration of this folder creates: ")
+    for key in (
+        "extension hstore",
+        "table public.other_tool",
+        "column public.other_tool.id",
+        "constraint public.other_tool.other_tool_pkey",
+        "index public.other_tool_pkey",
+    ):
+        assert key in warning.message
+
+
 def test_unreachable_database_is_error(database_url: str) -> None:
     from orchestrator.sandbox.pg import free_port
 
