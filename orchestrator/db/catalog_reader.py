@@ -239,8 +239,7 @@ WITH ext AS (  -- by the extension's catalog: pg_depend has no index on deptype 
 ), rel AS (
     SELECT c.oid, n.nspname || '.' || c.relname AS name, c.relkind,
            c.relpersistence, c.relrowsecurity, c.relforcerowsecurity, c.relispartition,
-           c.relpartbound, c.reloptions,
-           c.relfilenode
+           c.relpartbound, c.reloptions, c.relfilenode, c.reltuples
     FROM pg_class c JOIN ns n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm', 'S', 'i', 'I')
       AND c.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_class'::regclass)
@@ -266,9 +265,8 @@ SELECT NULL, json_build_object(
     'database', current_database(),
     'storage', (SELECT coalesce(json_object_agg(name, relfilenode::text::int8), '{{}}')
                 FROM rel WHERE relkind IN ('r', 'm')),
-    'row_estimates', (SELECT coalesce(json_object_agg(r.name, c.reltuples::bigint), '{{}}')
-                      FROM rel r JOIN pg_class c ON c.oid = r.oid
-                      WHERE r.relkind IN ('r', 'p', 'm', 'f')),
+    'row_estimates', (SELECT coalesce(json_object_agg(name, reltuples::bigint), '{{}}')
+                      FROM rel WHERE relkind IN ('r', 'p', 'm', 'f')),
     'tracking_present', (SELECT oid IS NOT NULL FROM tracking),
     'tracking_elsewhere', (
         SELECT coalesce(json_agg(n.nspname ORDER BY n.nspname), '[]')
