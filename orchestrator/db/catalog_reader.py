@@ -245,8 +245,9 @@ WITH ext AS (  -- by the extension's catalog: pg_depend has no index on deptype 
       AND c.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_class'::regclass)
       -- drizzle's tracking table, its id sequence and its primary key are not the schema
       AND c.oid IS DISTINCT FROM (SELECT oid FROM tracking)
-      AND c.oid NOT IN (SELECT d.objid FROM pg_depend d, tracking t WHERE d.refobjid = t.oid
-                        AND d.refclassid = 'pg_class'::regclass AND d.classid = d.refclassid)
+      AND c.oid NOT IN (SELECT d.objid FROM pg_depend d, tracking t
+                        WHERE d.classid = 'pg_class'::regclass
+                          AND d.refclassid = 'pg_class'::regclass AND d.refobjid = t.oid)
       AND c.oid NOT IN (SELECT i.indexrelid FROM pg_index i, tracking t WHERE i.indrelid = t.oid)
       AND (%(owners)s::text[] IS NULL OR c.oid IN (SELECT oid FROM owned WHERE kind = 'c')
            OR c.oid IN (SELECT i.indexrelid FROM pg_index i JOIN owned o ON o.oid = i.indrelid
