@@ -75,8 +75,8 @@ def validate_database(
 ) -> ValidationReport:
     """Read-only on production: judge the database at ``url`` against ``journal``.
 
-    Bad input raises :class:`UsageError` (a folder that does not replay on the shadow
-    too); an unreachable or unreadable database yields a report with verdict ERROR rather
+    Bad input raises :class:`UsageError` (a shadow that lacks an extension the folder
+    needs too); an unreachable or unreadable database yields a report with verdict ERROR rather
     than an exception, since "cannot tell" is a verdict. ``history``: the folder's history
     when the caller has it already (it does not depend on the database).
     """

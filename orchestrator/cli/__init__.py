@@ -3,7 +3,7 @@
 :mod:`orchestrator.reports`, the deploy engine in :mod:`orchestrator.engine`, ...), render the
 result. The command group, and the one place
 errors become exit codes, is ``app``; the commands live in small modules (``database``,
-``runs``, ``analysis``).
+``runs``, ``analysis``, ``init``).
 """
 
 from __future__ import annotations

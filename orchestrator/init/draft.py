@@ -212,8 +212,8 @@ def _backup_and_neon(draft: Draft) -> list[str]:
     if draft.neon_project is None:
         return [
             "backup:",
-            "  # pg_create_restore_point(): what a point-in-time restore needs. Other kinds:",
-            "  # pg_dump (with path:), manual, neon_branch (needs the neon: block).",
+            "  # records the server's time and WAL position: what a point-in-time restore",
+            "  # needs. Other kinds: pg_dump (with path:), manual, neon_branch (needs neon:).",
             "  kind: restore_point",
             "",
         ]
