@@ -145,11 +145,6 @@ def connection_passwords(url: str) -> tuple[str, ...]:
     return (str(password),) if password else ()
 
 
-def redact_secrets(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every literal of ``secrets`` and every connection password masked."""
-    return Redactor(secrets).text(text)
-
-
 class Redactor:
     """Masks connection passwords, secret-keyed values and known literal secrets.
 

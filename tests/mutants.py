@@ -48,7 +48,6 @@ def mutate_guard(name: str) -> None:
         )
         for state, spec in machine.LIVE.items()
     }
-    machine.STEPS_IN = {state: spec.steps for state, spec in machine.LIVE.items()}
 
 
 def _from_record() -> Mapping[str, Callable[..., Any]]:

@@ -56,13 +56,13 @@ def main() -> int:
 
     if pause_at == "dump_renamed":
         pause_after_dump_rename()
-    make = cli_runs._interaction
+    make = cli_runs.cli_interaction
 
     def interaction(*args: Any, **kwargs: Any) -> Interaction:
         made = make(*args, **kwargs)
         return dataclasses.replace(made, console=pausing(made.console, pause_at))
 
-    cli_runs._interaction = interaction
+    cli_runs.cli_interaction = interaction
     return run(argv)
 
 

@@ -172,7 +172,6 @@ def test_preflight_fast_forward(repos: Repos) -> None:
     assert result.target_commit == repos.origin_tip("main") == repos.base
     assert result.fast_forward is True
     assert result.already_merged is False
-    assert result.original_branch == "work"
     assert local_state(repos.clone) == before
 
 
@@ -207,7 +206,6 @@ def test_preflight_already_merged_and_detached_head(repos: Repos) -> None:
     result = preflight(open_repo(repos.clone), "origin", "main", "staging")
     assert result.already_merged is True
     assert result.fast_forward is False
-    assert result.original_branch is None
 
 
 def test_preflight_missing_source_branch(repos: Repos) -> None:

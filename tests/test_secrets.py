@@ -15,7 +15,7 @@ from psycopg import sql
 from orchestrator.cli import run
 from orchestrator.db.connect import check_ssl, is_local_host, remote_hosts, ssl_warning
 from orchestrator.errors import UsageError
-from orchestrator.redaction import redact_secrets, secret_values
+from orchestrator.redaction import Redactor, secret_values
 from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS, copy_migrations
 from tests.pg_urls import with_user
 from tests.test_deploy import build_world
@@ -224,9 +224,9 @@ def test_secret_values_of_an_environment() -> None:
     ]
 
 
-def test_redact_secrets_masks_literals_and_passwords() -> None:
+def test_the_redactor_masks_literals_and_passwords() -> None:
     text = "token ghp_abcdef in postgresql://u:pw@h/db and ghp_abcdef again"
-    assert redact_secrets(text, ["ghp_abcdef"]) == (
+    assert Redactor(["ghp_abcdef"]).text(text) == (
         "token *** in postgresql://u:***@h/db and *** again"
     )
 

@@ -94,6 +94,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 def redact(text: str) -> str:
     """Mask secrets in an error message (imported late: ``--help`` does not need it)."""
-    from orchestrator.redaction import redact as redact_secrets
+    from orchestrator import redaction
 
-    return redact_secrets(text)
+    return redaction.redact(text)

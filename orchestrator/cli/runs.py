@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from orchestrator.runs import RunRecord, RunStore
 
 
-def _interaction(
+def cli_interaction(
     yes: bool, backup_confirmed: bool, as_json: bool, what: str, retries: int | None = None
 ) -> Interaction:
     """Confirmations: --yes answers them; a terminal asks; otherwise refuse up front.
@@ -230,7 +230,7 @@ def deploy(
     from orchestrator.engine.run import start
     from orchestrator.runs import RunStore
 
-    interaction = _interaction(yes, backup_confirmed, as_json, "deploy", retries)
+    interaction = cli_interaction(yes, backup_confirmed, as_json, "deploy", retries)
     if not yes and not as_json:
         from orchestrator.checklist import checklist
         from orchestrator.playbook import load_playbook
@@ -274,7 +274,7 @@ def resume(
     from orchestrator.engine.run import resume as walk
     from orchestrator.runs import RunStore
 
-    interaction = _interaction(yes, backup_confirmed, as_json, "resume", retries)
+    interaction = cli_interaction(yes, backup_confirmed, as_json, "resume", retries)
     if new_run:
         interaction = dataclasses.replace(interaction, new_run=True)
     record = walk(run_id, RunStore(state_dir), interaction)
@@ -372,7 +372,7 @@ def rollback(
                 "rollback changes production: pass --yes (no terminal to confirm on); "
                 "the plan above is what it would do"
             )
-    interaction = _interaction(yes, False, as_json, "rollback")
+    interaction = cli_interaction(yes, False, as_json, "rollback")
     result = revert(run_id, store, interaction)
     restored: Any = None
     if typed is not None:

@@ -123,7 +123,6 @@ class DumpRestoreResult:
     recommendation: str
     validation: dict[str, Any]
     validation_code: ExitCode
-    adopted: bool = False  # psql failed, but the database holds the dump (the COMMIT landed)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -292,5 +291,4 @@ def restore_from_dump(
         report.recommendation,
         report.to_json(),
         report.exit_code,
-        adopted,
     )

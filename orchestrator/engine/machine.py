@@ -393,9 +393,6 @@ LIVE: Mapping[str, StateSpec] = {
     "monitored": StateSpec((), _release_gone),
 }
 
-#: The steps each live state runs, in order (the deploy's route, read with TRANSITIONS).
-STEPS_IN: Mapping[str, tuple[Step, ...]] = {state: spec.steps for state, spec in LIVE.items()}
-
 
 def edges_from(state: str) -> tuple[Edge, ...]:
     """Transitions leaving ``state``, in the order they are tried."""

@@ -20,7 +20,7 @@ from orchestrator.gitrepo.process import (
     unmerged_paths,
 )
 from orchestrator.gitrepo.remote import fetch_branches, remote_tip_of
-from orchestrator.gitrepo.state import current_branch, refuse_dirty
+from orchestrator.gitrepo.state import refuse_dirty
 
 # The trial merge commits nothing, but ``git merge`` still insists on an identity; hooks and LFS
 # downloads have no business running in a throwaway worktree.
@@ -44,7 +44,6 @@ class Preflight:
     target_commit: str  # hexsha of <remote>/<target> after fetch
     fast_forward: bool  # target is an ancestor of source
     already_merged: bool  # source is an ancestor of target (nothing to merge)
-    original_branch: str | None  # branch checked out in the working clone (None if detached)
 
 
 def _trial_merge_conflicts(repo: git.Repo, target_commit: str, source_commit: str) -> list[str]:
@@ -93,7 +92,6 @@ def preflight(repo: git.Repo, remote: str, source: str, target: str) -> Prefligh
     untracked files are NOT dirt), or a trial merge in a temporary worktree conflicts (the
     message names the files). Nothing local changes except the remote-tracking refs.
     """
-    original_branch = current_branch(repo)
     refuse_dirty(repo)
     fetch_branches(repo, remote, [source, target])
     trial = trial_merge(repo, remote, source, target)
@@ -107,7 +105,6 @@ def preflight(repo: git.Repo, remote: str, source: str, target: str) -> Prefligh
         target_commit=trial.target_commit,
         fast_forward=trial.fast_forward,
         already_merged=trial.already_merged,
-        original_branch=original_branch,
     )
 
 

@@ -23,15 +23,12 @@ from orchestrator.init.discover import Discovery, InitOptions, discover
 from orchestrator.init.draft import Draft, Question, answer, compose, questions
 
 __all__ = [
-    "DEFAULT_PLAYBOOK",
     "InitOptions",
     "InitResult",
     "check_options",
     "check_target",
     "init_playbook",
 ]
-
-DEFAULT_PLAYBOOK = "orchestrator.yaml"
 
 Ask = Callable[[Question], str]  # a person's answer ("" keeps the default)
 

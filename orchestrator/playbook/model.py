@@ -58,6 +58,16 @@ class _Spec(BaseModel):
 # --------------------------------------------------------------------------- sections
 
 
+def _url_env_name(value: str) -> str:
+    if not _ENV_VAR.fullmatch(value):
+        # The value may be a pasted URL with a password: don't echo it back.
+        raise ValueError(
+            "must be the NAME of an environment variable (letters, digits, _), "
+            "not the connection string itself"
+        )
+    return value
+
+
 class DatabaseSpec(_Spec):
     """Where the connection string comes from. Never the URL itself: it may hold a password."""
 
@@ -65,16 +75,7 @@ class DatabaseSpec(_Spec):
     # A remote host without sslmode=require (or stronger) is refused rather than warned about.
     require_ssl: Annotated[bool, Field(strict=True)] = False
 
-    @field_validator("url_env")
-    @classmethod
-    def _is_env_var_name(cls, value: str) -> str:
-        if not _ENV_VAR.fullmatch(value):
-            # The value may be a pasted URL with a password: don't echo it back.
-            raise ValueError(
-                "must be the NAME of an environment variable (letters, digits, _), "
-                "not the connection string itself"
-            )
-        return value
+    _url_env = field_validator("url_env")(_url_env_name)
 
 
 class MigrationsSpec(_Spec):
@@ -292,10 +293,7 @@ class ShadowSpec(_Spec):
 
     url_env: str
 
-    @field_validator("url_env")
-    @classmethod
-    def _is_env_var_name(cls, value: str) -> str:
-        return DatabaseSpec._is_env_var_name(value)
+    _url_env = field_validator("url_env")(_url_env_name)
 
 
 class RetrySpec(_Spec):

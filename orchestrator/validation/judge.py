@@ -71,7 +71,6 @@ class HistoryReading:
 
     states: tuple[MigrationState, ...]
     evidence: tuple[MigrationEvidence, ...]
-    tracked_prefix: int  # the leading journal entries that are tracked
     matched_prefix: int | None  # j when the schema equals the state after the first j
     drift: tuple[Difference, ...]  # vs the state the tracked migrations build, unexplained
     # The schema is exactly what the tracked and the untracked_present migrations build.
@@ -109,7 +108,7 @@ def read_history(journal: Journal, history: History, snapshot: CatalogSnapshot) 
                 for i, (tag, change) in enumerate(zip(tags, history.deltas, strict=True))
             ]
             return HistoryReading(
-                tuple(states), tuple(evidence), k, matched, (), repairable=matched > k
+                tuple(states), tuple(evidence), matched, (), repairable=matched > k
             )
     evidence = migration_evidence(history, tags, found)
     states = [
@@ -126,9 +125,7 @@ def read_history(journal: Journal, history: History, snapshot: CatalogSnapshot) 
         and all(s is not MigrationState.TRACKED_MISSING for s in states)
         and not if_tracked
     )
-    return HistoryReading(
-        tuple(states), tuple(evidence), k, None, differences, repairable, if_tracked
-    )
+    return HistoryReading(tuple(states), tuple(evidence), None, differences, repairable, if_tracked)
 
 
 def evidence_state(tracked: bool, evidence: MigrationEvidence) -> MigrationState:
