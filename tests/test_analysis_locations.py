@@ -39,7 +39,9 @@ def test_statement_lines_in_the_fixture_files() -> None:
 
 @pytest.mark.parametrize("folder", CLEAN_FOLDERS, ids=["release-fixture", "example"])
 def test_every_statement_line_starts_that_statement(folder: Path) -> None:
-    for migration in analyse(folder).migrations:
+    migrations = analyse(folder).migrations
+    assert migrations and all(m.statements for m in migrations)
+    for migration in migrations:
         text = (folder / f"{migration.tag}.sql").read_text().splitlines()
         for statement in migration.statements:
             assert text[statement.line - 1].strip()[:20] == statement.sql[:20], (

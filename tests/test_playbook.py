@@ -569,7 +569,9 @@ def test_example_journal_is_drizzle_shaped_and_out_of_order() -> None:
 
 
 def test_example_sql_is_in_drizzle_kit_style() -> None:
-    for path in EXAMPLE_MIGRATIONS.glob("*.sql"):
+    files = sorted(EXAMPLE_MIGRATIONS.glob("*.sql"))
+    assert len(files) == 12  # 0000..0011: the whole example release
+    for path in files:
         text = path.read_text()
         assert not text.endswith("\n"), f"{path.name}: drizzle-kit writes no final newline"
         for statement in text.split(BREAKPOINT):

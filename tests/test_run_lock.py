@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,9 +29,18 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "playbooks" / "examples" / "migr
 
 
 def test_lock_key_and_application_name_are_pure() -> None:
-    assert runlock.lock_key("drizzle", "__drizzle_migrations") == runlock.lock_key(
-        "drizzle", "__drizzle_migrations"
-    )
+    # Every process (another deploy, another version) must compute the same key: one with
+    # other hash seeds agrees with this one.
+    code = "from orchestrator.db import runlock; print(runlock.lock_key('drizzle', 't'))"
+    for seed in ("1", "2"):
+        other = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert int(other.stdout) == runlock.lock_key("drizzle", "t")
     assert runlock.lock_key("drizzle", "a") != runlock.lock_key("drizzle", "b")
     name = runlock.application_name("20251021T143005Z-3fa9c2")
     assert name == "orchestrator run 20251021T143005Z-3fa9c2"
@@ -111,10 +124,15 @@ def test_a_dead_holder_releases_the_lock_with_its_session(database_url: str) -> 
     pid = holder.info.backend_pid
     with psycopg.connect(database_url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))  # the process died
-    holder.close()
-    owner = runlock.application_name("20251021T143005Z-bbbbbb")
-    with runlock.RunLock(database_url, schema="drizzle", table="__drizzle_migrations", owner=owner):
-        pass
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            time.sleep(0.02)  # until the server has ended the session
+        holder.close()
+        owner = runlock.application_name("20251021T143005Z-bbbbbb")
+        with runlock.RunLock(
+            database_url, schema="drizzle", table="__drizzle_migrations", owner=owner
+        ):
+            taken = admin.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            assert taken == (False,)  # ours now: no other session gets it
 
 
 def test_two_concurrent_deploys_exactly_one_migrates(tmp_path: Path, database_url: str) -> None:
