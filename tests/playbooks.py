@@ -33,7 +33,7 @@ monitor:
   duration: {duration}
   interval: {interval}
   failures_allowed: {failures_allowed}
-  http: [{{url: "{health_url}", expect_status: 200, timeout: 2s}}]
+  http: [{{url: "{health_url}", expect_status: 200, timeout: 10s}}]
   sql:
     - name: null_service_offerings
       max: 0

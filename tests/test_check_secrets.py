@@ -142,7 +142,7 @@ def test_a_deploy_halting_on_the_monitor_prints_none_of_it(
 
 def test_a_wrong_credential_is_a_failed_check_that_names_no_secret() -> None:
     with guarded_health() as server:
-        result = http_check(server.url(password="not-it"), timeout=2.0)()
+        result = http_check(server.url(password="not-it"), timeout=10.0)()
     assert not result.ok and result.detail == "expected 200, got 401"
     assert "not-it" not in result.name and TOKEN not in result.name
 

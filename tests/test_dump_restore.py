@@ -86,7 +86,7 @@ git: {{repo: app, remote: origin, source: staging, target: main}}
 monitor:
   duration: 200ms
   interval: 100ms
-  http: [{{url: "{health.url}", expect_status: 200, timeout: 2s}}]
+  http: [{{url: "{health.url}", expect_status: 200, timeout: 10s}}]
 retry: {{attempts: 3, initial: 0.2s, max: 1s}}
 """
     )
