@@ -25,6 +25,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+from psycopg import sql
+
 from orchestrator.catalog import CatalogSnapshot
 from orchestrator.db.backoff import DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT_S
 from orchestrator.db.catalog_reader import read_catalog
@@ -34,9 +37,6 @@ from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.errors import DatabaseError, ExitCode, OrchestratorError
 
 if TYPE_CHECKING:
-    import psycopg
-    from psycopg import sql
-
     from orchestrator.db.blockers import Blocker, LockWatch
 
 # The advisory lock key: one per tracking table, shared by every orchestrator process.
@@ -95,8 +95,6 @@ class MigrationFailed(OrchestratorError):
 
 def create_tracking_sql(schema: str, table: str) -> list[sql.Composed]:
     """drizzle-orm's DDL for the tracking schema and table, verbatim."""
-    from psycopg import sql
-
     return [
         sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)),
         sql.SQL(
@@ -111,8 +109,6 @@ def create_tracking_sql(schema: str, table: str) -> list[sql.Composed]:
 
 def tracking_row_sql(options: MigrateOptions, hash: str, created_at: int) -> sql.Composed:
     """drizzle-orm's statement recording a migration as applied, verbatim."""
-    from psycopg import sql
-
     return sql.SQL('insert into {} ("hash", "created_at") values ({}, {})').format(
         sql.Identifier(options.schema, options.table), sql.Literal(hash), sql.Literal(created_at)
     )
@@ -125,8 +121,6 @@ def begin_tracking_transaction(conn: psycopg.Connection[Any], options: MigrateOp
     Everything that writes tracking rows (migrate, its rehearsal, repair) starts this way, so
     they all wait for one another and never queue behind traffic for longer than allowed.
     """
-    from psycopg import sql
-
     setup = [
         sql.SQL("SET LOCAL lock_timeout = {}").format(
             sql.Literal(f"{int(options.lock_timeout * 1000)}ms")
@@ -237,8 +231,6 @@ def rehearse_pending(
     new schema. Tracking rows are inserted with explicit ids so that the rollback leaves the
     tracking table's id sequence untouched. Failures raise like :func:`apply_pending`.
     """
-    import psycopg
-
     from orchestrator.db.blockers import LockWatch
 
     with (
@@ -273,8 +265,6 @@ def _apply(
     stop: frozenset[str] = frozenset(),
 ) -> list[AppliedMigration]:
     """The body of the migration transaction (the caller opens and ends it)."""
-    from psycopg import sql
-
     target = sql.Identifier(options.schema, options.table)
     applied: list[AppliedMigration] = []
     begin_tracking_transaction(conn, options)
@@ -316,8 +306,6 @@ def _translated_errors(conn: psycopg.Connection[Any], watch: LockWatch) -> Itera
     A lock timeout also names the sessions that blocked it: those ``watch`` saw blocking
     the statement's lock wait, else those holding conflicting locks on its tables now.
     """
-    import psycopg
-
     where = _Position()
     try:
         yield where
