@@ -2,35 +2,35 @@
 
 A deploy may be killed at any point, SIGKILL included, and must leave nothing running on its
 behalf: a ``git push`` outliving the deploy lands the push later, unattended; a ``pg_dump``
-goes on reading production. Two layers make a child die with this process:
+goes on reading production. Two small processes, started on first use (once per orchestrator
+process), make every child die with us, and whatever the child itself started (``git push``
+to a local remote runs ``git-receive-pack``, which runs the pre-receive hook, and lands the
+push when the hook ends):
 
-- each child is started as the leader of its own process group and, on Linux, with
-  ``PR_SET_PDEATHSIG`` = SIGKILL (``prctl`` through ctypes): the kernel kills it the moment
-  the thread that started it dies;
-- that signal is not inherited by the child's own children (``git push`` to a local remote
-  runs ``git-receive-pack``, which runs the pre-receive hook, and lands the push when the hook
-  ends), so a *guard* (one small process per orchestrator process, started on first use, in
-  its own session) holds the process groups of the running children and SIGKILLs them when
-  the pipe from us closes, which the kernel does when we die however we die.
+- the *leader* leads one process group of our session and only waits for us. Every child
+  joins its group as it starts (``Popen(process_group=...)``: the ``setpgid`` happens
+  between fork and exec in C, so no Python code runs in the child and Python can use
+  ``vfork``, which a big parent pays for far less than ``fork``); so does what the child
+  starts, unless it leaves the group (``setsid``);
+- the *guard*, in a session of its own (no terminal signal reaches it before us), holds the
+  process groups it is told of, the leader's first, and SIGKILLs them when the pipe from us
+  closes, which the kernel does when we die however we die.
 
-Elsewhere than Linux (no ``prctl``) the guard alone kills the children's groups; a child that
-leaves its process group (``setsid``) escapes both layers. Windows is not supported (no
-process groups nor ``preexec_fn``). A child registers its group with the guard itself, before
-``exec``, so no window is left where it runs unknown to the guard.
+The leader's group is named to the guard before any child joins it, and a child holds our
+end of the pipe until it execs (it has joined the group by then), so no child runs unknown
+to the guard. Where the guard cannot start (no ``posix_spawn``), each child leads a group of
+its own and nothing kills it when we die. Windows is not supported (no process groups).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
-
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+from collections.abc import Mapping, Sequence
 
 # The guard: read "+<pgid>" / "-<pgid>" lines until EOF (we died, or exited), then SIGKILL
 # every group still registered. Run with -I -S: nothing but the standard library is needed.
@@ -51,9 +51,14 @@ for pgid in groups:
         pass
 """
 
+# The leader: waits for the end of its stdin (a pipe only we write to), i.e. for our end.
+_LEADER = ["/bin/sh", "-c", "read _"]
+
 _lock = threading.Lock()
-_guard_fd: int | None = None
-_guard_pid: int | None = None
+_owner: int | None = None  # the process the guard and leader below belong to
+_guard_fd: int | None = None  # our end of the guard's pipe
+_leader: int | None = None  # the children's group (its leader's pid)
+_leader_fd: int | None = None  # our end of the leader's pipe
 
 
 def run(
@@ -69,10 +74,10 @@ def run(
     stdin is empty (nothing here prompts); stdout and stderr are captured. A non-zero exit is
     returned, not raised; a program that cannot be started raises ``OSError``.
     ``private_files``: what the child creates is readable by the owner only (umask 077).
-    If we are interrupted while it runs (Ctrl-C), its whole process group is killed.
+    If we are interrupted while it runs (Ctrl-C), every child of ours is killed, with all
+    they started.
     """
-    guard = _guard()
-    preexec = _in_child(os.getpid(), guard, private_files)
+    children = group()
     with subprocess.Popen(
         list(argv),
         cwd=cwd,
@@ -82,120 +87,130 @@ def run(
         stderr=subprocess.PIPE,
         encoding="utf-8",
         errors=errors,
-        preexec_fn=preexec,
+        process_group=children,
+        umask=0o077 if private_files else -1,
     ) as process:
         try:
             stdout, stderr = process.communicate()
         except BaseException:
-            _kill_group(process.pid)
+            _kill_children(children or process.pid)
             raise
-        finally:
-            _release(guard, process.pid)
     return subprocess.CompletedProcess(list(argv), process.returncode, stdout, stderr)
+
+
+def group() -> int:
+    """The process group our children join (``Popen(process_group=group())``), made on first
+    use and known to the guard; 0 (a group of the child's own) where no guard can start."""
+    global _leader, _leader_fd
+    with _lock:
+        guard = _guard()
+        if guard is None:
+            return 0
+        if _leader is None or _ended(_leader):
+            if _leader_fd is not None:
+                os.close(_leader_fd)
+                _leader_fd = None
+            try:
+                _leader, _leader_fd = _start_leader()
+            except OSError:  # no /bin/sh: each child in a group of its own
+                _leader = None
+                return 0
+            _tell(guard, b"+%d\n" % _leader)
+        return _leader
 
 
 def watch_group(pgid: int) -> None:
     """Have the guard SIGKILL process group ``pgid`` if we die before :func:`unwatch_group`.
 
     For a server a child started and left running in a session of its own (``pg_ctl start``
-    detaches the postmaster, whose backends share its group): neither the parent-death
-    signal nor :func:`run` reaches it.
+    detaches the postmaster, whose backends share its group): the children's group does
+    not hold it.
     """
-    guard = _guard()
-    if guard is not None:
-        with contextlib.suppress(OSError):  # no guard: nothing more can be done
-            os.write(guard, b"+%d\n" % pgid)
+    with _lock:
+        guard = _guard()
+    _tell(guard, b"+%d\n" % pgid)
 
 
 def unwatch_group(pgid: int) -> None:
     """Group ``pgid`` was ended on purpose (the server stopped): the guard forgets it."""
     with _lock:
-        guard = _guard_fd if _guard_pid == os.getpid() else None
-    _release(guard, pgid)
-
-
-def die_with_parent() -> None:
-    """In a child, before ``exec``: be SIGKILLed when the parent thread dies (Linux only;
-    elsewhere a no-op). For a ``preexec_fn``; :func:`run` does this and more."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _load_prctl() -> Callable[[int, int], int] | None:
-    # Resolved here, in the parent: loading a library between fork and exec may deadlock.
-    try:
-        prctl: Callable[[int, int], int] = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None  # not Linux: the guard of :func:`run` is the only layer
-    return prctl
-
-
-_PRCTL = _load_prctl()
-
-
-def _in_child(parent: int, guard: int | None, private_files: bool) -> Callable[[], None]:
-    def preexec() -> None:
-        os.setpgid(0, 0)  # own group: the guard kills it with all it started
-        if guard is not None:
-            # A dead guard must not kill us with SIGPIPE (restored to default in the child).
-            previous = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-            try:
-                os.write(guard, b"+%d\n" % os.getpid())
-            except OSError:
-                pass
-            finally:
-                signal.signal(signal.SIGPIPE, previous)
-        if private_files:
-            os.umask(0o077)
-        die_with_parent()
-        if os.getppid() != parent:
-            # The parent died before the signal was set: go too. subprocess turns an exception
-            # here into the child's exit before exec.
-            raise ChildProcessError("the parent died before the child started")
-
-    return preexec
+        guard = _guard_fd if _owner == os.getpid() else None
+    _tell(guard, b"-%d\n" % pgid)
 
 
 def _guard() -> int | None:
-    """The write end of the guard's pipe, the guard started on first use (None if it
-    cannot start: the children then have only PR_SET_PDEATHSIG)."""
-    global _guard_fd, _guard_pid
-    with _lock:
-        if _guard_fd is not None and _guard_pid == os.getpid():
-            return _guard_fd
-        read_end, write_end = os.pipe()  # both close-on-exec: no child inherits them
-        devnull = os.open(os.devnull, os.O_RDWR)
-        try:
-            os.posix_spawn(
-                sys.executable,
-                [sys.executable, "-I", "-S", "-c", _GUARD],
-                dict(os.environ),
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, read_end, 0),
-                    (os.POSIX_SPAWN_DUP2, devnull, 1),
-                    (os.POSIX_SPAWN_DUP2, devnull, 2),
-                ],
-                setsid=True,  # no terminal signal (Ctrl-C, hang-up) reaches it before us
-            )
-        # No guard where the platform cannot start one (no posix_spawn, or no setsid for it:
-        # AttributeError, NotImplementedError): the children keep PR_SET_PDEATHSIG alone.
-        except (OSError, AttributeError, NotImplementedError):
-            os.close(write_end)
-            return None
-        finally:
-            os.close(read_end)
-            os.close(devnull)
-        _guard_fd, _guard_pid = write_end, os.getpid()
-        return _guard_fd
+    """Our end of the guard's pipe, the guard started on first use (called holding _lock)."""
+    global _owner, _guard_fd, _leader, _leader_fd
+    if _owner != os.getpid():  # first use, or a forked copy of us: processes of its own
+        _owner, _guard_fd, _leader, _leader_fd = os.getpid(), _start_guard(), None, None
+    return _guard_fd
 
 
-def _release(guard: int | None, pgid: int) -> None:
+def _start_guard() -> int | None:
+    """Our end of the pipe of a new guard; None where the platform cannot start one (no
+    ``posix_spawn``, or no ``setsid`` for it)."""
+    read_end, write_end = os.pipe()  # both close-on-exec: no child inherits them
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        os.posix_spawn(
+            sys.executable,
+            [sys.executable, "-I", "-S", "-c", _GUARD],
+            dict(os.environ),
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, read_end, 0),
+                (os.POSIX_SPAWN_DUP2, devnull, 1),
+                (os.POSIX_SPAWN_DUP2, devnull, 2),
+            ],
+            setsid=True,
+        )
+    except (OSError, AttributeError, NotImplementedError):
+        os.close(write_end)
+        return None
+    finally:
+        os.close(read_end)
+        os.close(devnull)
+    return write_end
+
+
+def _start_leader() -> tuple[int, int]:
+    """A new leader: its pid (its group's id) and our end of its pipe."""
+    read_end, write_end = os.pipe()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        pid = os.posix_spawn(
+            _LEADER[0],
+            _LEADER,
+            dict(os.environ),
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, read_end, 0),
+                (os.POSIX_SPAWN_DUP2, devnull, 1),
+                (os.POSIX_SPAWN_DUP2, devnull, 2),
+            ],
+            setpgroup=0,
+        )
+    finally:
+        os.close(read_end)
+        os.close(devnull)
+    return pid, write_end
+
+
+def _ended(pid: int) -> bool:
+    """Whether our child ``pid`` has ended (reaped here if so)."""
+    try:
+        return os.waitpid(pid, os.WNOHANG) != (0, 0)
+    except ChildProcessError:
+        return True
+
+
+def _tell(guard: int | None, line: bytes) -> None:
     if guard is None:
         return
     with contextlib.suppress(OSError):  # the guard is gone: nothing to tell it
-        os.write(guard, b"-%d\n" % pgid)
+        os.write(guard, line)
 
 
-def _kill_group(pgid: int) -> None:
+def _kill_children(pgid: int) -> None:
+    """SIGKILL group ``pgid``; the guard forgets it (its number may be used again)."""
     with contextlib.suppress(OSError):  # already gone
         os.killpg(pgid, signal.SIGKILL)
+    unwatch_group(pgid)

@@ -110,7 +110,7 @@ class Rehearsal:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            preexec_fn=children.die_with_parent,  # a killed demo leaves no deploy running
+            process_group=children.group(),  # a killed demo leaves no deploy running
         )
         assert process.stdout is not None
         lines: list[str] = []

@@ -190,3 +190,38 @@ def test_a_throwaway_cluster_dies_with_the_process_that_started_it(tmp_path: Pat
         message="the cluster outlived its owner",
         group=True,  # the postmaster leads its own group: its backends go with it
     )
+
+
+def test_an_interrupt_kills_what_the_child_started_and_later_children_still_run(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C while a child runs: the child and what it started are killed at once (had the
+    grandchild survived, it would write ``survived``); the interrupted process goes on and
+    its next child runs as before."""
+    pid_file, survived, after = tmp_path / "grandchild", tmp_path / "survived", tmp_path / "after"
+    script = f"(sleep 60 && touch {survived}) & echo $! > {pid_file}; wait"
+    parent = start_python(
+        f"""
+        import pathlib, time
+        from orchestrator import children
+        try:
+            children.run(["sh", "-c", {script!r}])
+        except KeyboardInterrupt:
+            done = children.run(["sh", "-c", "echo again"])
+            pathlib.Path({str(after)!r}).write_text(f"{{done.returncode}} {{done.stdout}}")
+        time.sleep(60)
+        """
+    )
+    grandchild = 0
+    try:
+        wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), parent)
+        grandchild = int(pid_file.read_text())
+        os.kill(parent.pid, signal.SIGINT)
+        wait_until(lambda: after.exists() and after.read_text(), parent)
+        assert after.read_text() == "0 again\n"
+        wait_until(lambda: not alive(grandchild))  # no clock: a survivor ends in 60 s
+        assert not survived.exists(), "the grandchild outlived the interrupt"
+    finally:
+        parent.kill()
+        if grandchild and alive(grandchild):
+            os.kill(grandchild, signal.SIGKILL)

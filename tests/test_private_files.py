@@ -10,11 +10,7 @@ they are written; the library's default answer to a confirmation is no.
 from __future__ import annotations
 
 import os
-import signal
 import stat
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from orchestrator.engine.run import Interaction
@@ -80,36 +76,6 @@ def test_a_recorded_dump_counts_only_while_it_is_intact(database_url: str, tmp_p
     assert not dump_intact(outcome)
     target.unlink()
     assert not dump_intact(outcome)
-
-
-def test_the_dump_process_dies_with_its_parent(tmp_path: Path) -> None:
-    # Had the child survived its parent, it would write ``survived`` when it ends by itself:
-    # the test waits for its end, no clock.
-    survived = tmp_path / "survived"
-    parent_code = (
-        "import subprocess, sys, time\n"
-        "from orchestrator.children import die_with_parent\n"
-        f"child = subprocess.Popen(['sh', '-c', 'sleep 60 && touch {survived}'],"
-        " preexec_fn=die_with_parent)\n"
-        "print(child.pid, flush=True)\n"
-        "time.sleep(60)\n"
-    )
-    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE)
-    assert parent.stdout is not None
-    child_pid = int(parent.stdout.readline())
-    os.kill(parent.pid, signal.SIGKILL)
-    parent.wait()
-    while _alive(child_pid):
-        time.sleep(0.05)
-    assert not survived.exists(), "the child outlived its parent"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split()[2] != "Z"  # a zombie is dead, only not reaped
-    except FileNotFoundError:
-        return False
 
 
 def test_check_urls_are_masked_and_confirmations_default_to_no() -> None:
