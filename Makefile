@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# On every core (pytest-xdist; each worker starts a PostgreSQL cluster of its own). The
+# A worker per core and one more (pytest-xdist; each starts a PostgreSQL cluster of its own). The
 # cut points of one app of tests/test_histories.py share its databases: one worker runs them.
 test: $(STAMP)
 	$(BIN)/pytest -q -n auto --dist loadgroup

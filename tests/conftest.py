@@ -56,6 +56,12 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 apply_from_environment()
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker more than there are cores. Tests wait on servers, timers and
+    child processes part of the time; a spare worker uses the cores meanwhile."""
+    return (os.cpu_count() or 1) + 1
+
+
 def _start_cluster() -> EmbeddedPostgres:
     try:
         # In memory where the machine has room: the suite creates and drops thousands of
