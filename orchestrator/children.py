@@ -18,8 +18,9 @@ push when the hook ends):
 
 The leader's group is named to the guard before any child joins it, and a child holds our
 end of the pipe until it execs (it has joined the group by then), so no child runs unknown
-to the guard. Where the guard cannot start (no ``posix_spawn``), each child leads a group of
-its own and nothing kills it when we die. Windows is not supported (no process groups).
+to the guard. Where the guard or the leader cannot start (no ``posix_spawn``, no
+``/bin/sh``), each child leads a group of its own and nothing kills it when we die. Windows
+is not supported (no process groups).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 # The guard: read "+<pgid>" / "-<pgid>" lines until EOF (we died, or exited), then SIGKILL
 # every group still registered. Run with -I -S: nothing but the standard library is needed.
@@ -149,45 +151,40 @@ def _guard() -> int | None:
 def _start_guard() -> int | None:
     """Our end of the pipe of a new guard; None where the platform cannot start one (no
     ``posix_spawn``, or no ``setsid`` for it)."""
-    read_end, write_end = os.pipe()  # both close-on-exec: no child inherits them
-    devnull = os.open(os.devnull, os.O_RDWR)
     try:
-        os.posix_spawn(
-            sys.executable,
-            [sys.executable, "-I", "-S", "-c", _GUARD],
-            dict(os.environ),
-            file_actions=[
-                (os.POSIX_SPAWN_DUP2, read_end, 0),
-                (os.POSIX_SPAWN_DUP2, devnull, 1),
-                (os.POSIX_SPAWN_DUP2, devnull, 2),
-            ],
-            setsid=True,
-        )
+        _, write_end = _spawn_on_pipe([sys.executable, "-I", "-S", "-c", _GUARD], session=True)
     except (OSError, AttributeError, NotImplementedError):
-        os.close(write_end)
         return None
-    finally:
-        os.close(read_end)
-        os.close(devnull)
     return write_end
 
 
 def _start_leader() -> tuple[int, int]:
     """A new leader: its pid (its group's id) and our end of its pipe."""
-    read_end, write_end = os.pipe()
+    return _spawn_on_pipe(_LEADER, session=False)
+
+
+def _spawn_on_pipe(argv: list[str], *, session: bool) -> tuple[int, int]:
+    """Start ``argv`` reading a new pipe (stdout and stderr to /dev/null), in a session of
+    its own or else in a process group of its own: its pid and our end of the pipe, whose
+    closing (at our end, however we end) is its end of input."""
+    own: dict[str, Any] = {"setsid": True} if session else {"setpgroup": 0}
+    read_end, write_end = os.pipe()  # both close-on-exec: no child of ours inherits them
     devnull = os.open(os.devnull, os.O_RDWR)
     try:
         pid = os.posix_spawn(
-            _LEADER[0],
-            _LEADER,
+            argv[0],
+            argv,
             dict(os.environ),
             file_actions=[
                 (os.POSIX_SPAWN_DUP2, read_end, 0),
                 (os.POSIX_SPAWN_DUP2, devnull, 1),
                 (os.POSIX_SPAWN_DUP2, devnull, 2),
             ],
-            setpgroup=0,
+            **own,
         )
+    except BaseException:
+        os.close(write_end)
+        raise
     finally:
         os.close(read_end)
         os.close(devnull)
