@@ -39,6 +39,17 @@ EXAMPLE_RELEASE = REPO_ROOT / "playbooks" / "examples"
 _counter = itertools.count()
 
 
+# The run's temporary files (tmp_path, git repositories, run directories; the workers and
+# the processes the tests start inherit TMPDIR) in memory where /dev/shm has room, as the
+# clusters: the suite creates and deletes tens of thousands of files, and a disk's file
+# system pays for each. The controller makes the directory; pytest-xdist's workers use it.
+if "PYTEST_XDIST_WORKER" not in os.environ and (_MEMORY := memory_directory(8 * 2**30)):
+    _TEMPORARY = tempfile.mkdtemp(prefix="orch-test-tmp-", dir=_MEMORY)
+    os.chmod(_TEMPORARY, 0o755)  # as /tmp: a cluster's server user (root runs it as postgres)
+    os.environ["TMPDIR"] = _TEMPORARY
+    tempfile.tempdir = None  # read TMPDIR again
+    atexit.register(shutil.rmtree, _TEMPORARY, ignore_errors=True)
+
 # The replayed-history cache (orchestrator.shadow.cache) of this test run, and of the CLI
 # processes its tests start, lives in a throwaway directory, never in ~/.cache.
 _HISTORY_CACHE = tempfile.mkdtemp(prefix="orch-test-history-cache-")

@@ -230,7 +230,8 @@ def push_to_origin(world: World, branch: str, name: str, base: str = "main") -> 
 def test_a_newer_commit_live_that_contains_the_release_passes_the_gate(
     tmp_path: Path, database_url: str
 ) -> None:
-    with build_world(tmp_path, database_url) as world:
+    # The window outlasts the gate's interval (see the rolled-back test below).
+    with build_world(tmp_path, database_url, duration="400ms") as world:
         production = LiveCommit(world.repo.origin, build_seconds=1.0)
         newer: list[str] = []
 
@@ -310,7 +311,9 @@ def test_production_rolled_back_during_the_monitor_window_is_not_a_success(
     tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The finish edge looks at production again: the gate's sighting is history by then."""
-    with build_world(tmp_path, database_url) as world:
+    # The window (rounds at 0, 100, 200 and 300 ms) outlasts the gate's interval (200 ms),
+    # however fast the machine: the gate's own sighting is never fresh at the finish edge.
+    with build_world(tmp_path, database_url, duration="400ms") as world:
         production = LiveCommit(world.repo.origin, build_seconds=0.5)
         old = production.live
 
