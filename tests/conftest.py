@@ -37,13 +37,15 @@ DRIZZLE_FIXTURE = FIXTURES / "drizzle" / "release-0009-0011"
 EXAMPLE_RELEASE = REPO_ROOT / "playbooks" / "examples"
 
 _counter = itertools.count()
+# Room /dev/shm must have for the suite to keep its clusters and temporary files there.
+MEMORY_ROOM = 8 * 2**30
 
 
 # The run's temporary files (tmp_path, git repositories, run directories; the workers and
 # the processes the tests start inherit TMPDIR) in memory where /dev/shm has room, as the
 # clusters: the suite creates and deletes tens of thousands of files, and a disk's file
 # system pays for each. The controller makes the directory; pytest-xdist's workers use it.
-if "PYTEST_XDIST_WORKER" not in os.environ and (_MEMORY := memory_directory(8 * 2**30)):
+if "PYTEST_XDIST_WORKER" not in os.environ and (_MEMORY := memory_directory(MEMORY_ROOM)):
     _TEMPORARY = tempfile.mkdtemp(prefix="orch-test-tmp-", dir=_MEMORY)
     os.chmod(_TEMPORARY, 0o755)  # as /tmp: a cluster's server user (root runs it as postgres)
     os.environ["TMPDIR"] = _TEMPORARY
@@ -78,7 +80,7 @@ def _start_cluster() -> EmbeddedPostgres:
         # In memory where the machine has room: the suite creates and drops thousands of
         # databases. initdb once per process; each later cluster copies its data directory.
         pg = EmbeddedPostgres(
-            prepared=Path(_HISTORY_CACHE) / "clusters", parent=memory_directory(8 * 2**30)
+            prepared=Path(_HISTORY_CACHE) / "clusters", parent=memory_directory(MEMORY_ROOM)
         )
     except ServerBinariesMissing as exc:
         hint = "or point ORCH_TEST_DATABASE_URL at a PostgreSQL server you own"
