@@ -46,6 +46,7 @@ def take_snapshot(
         schema=options.schema,
         table=options.table,
         retry=retry,
+        lock_timeout=options.read_lock_timeout,
         on_retry=on_retry,
         on_connected=on_connected,
     )

@@ -37,7 +37,8 @@ SELECT l.pid, l.mode, l.granted, n.nspname || '.' || c.relname,
   JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_stat_activity a ON a.pid = l.pid
  WHERE l.locktype = 'relation' AND l.pid <> pg_backend_pid()
-   AND l.relation IN (SELECT to_regclass(r) FROM unnest(%s::text[]) AS r)
+   AND (%(tables)s::text[] IS NULL
+        OR l.relation IN (SELECT to_regclass(r) FROM unnest(%(tables)s::text[]) AS r))
  ORDER BY l.granted DESC, a.xact_start NULLS LAST, l.pid
 """
 
@@ -127,13 +128,15 @@ def select_blockers(rows: Sequence[tuple[Any, ...]], requested: str | None) -> t
 
 
 def find_blockers(
-    conn: psycopg.Connection[Any], tables: Sequence[str], requested: str | None
+    conn: psycopg.Connection[Any], tables: Sequence[str] | None, requested: str | None
 ) -> tuple[Blocker, ...]:
-    """Who holds conflicting locks on ``tables`` now (best effort: empty on any error)."""
-    if not tables:
+    """Who holds conflicting locks on ``tables`` now, on any table when None (best effort:
+    empty on any error)."""
+    if tables is not None and not tables:
         return ()
     try:
-        rows = conn.execute(_LOCKS_SQL, (list(tables),)).fetchall()
+        listed = None if tables is None else list(tables)
+        rows = conn.execute(_LOCKS_SQL, {"tables": listed}).fetchall()
     except psycopg.Error:
         return ()
     return select_blockers(rows, requested)

@@ -2,7 +2,8 @@
 
 Production and the shadow database are read by the same query, so a difference between
 their snapshots is a difference between their schemas and never between two readers. The
-query is a single ``SELECT`` (one snapshot of the database, read-only by construction). Its
+query is a single ``SELECT`` (one snapshot of the database; production's is read in a
+read-only transaction that bounds its lock waits, see :data:`READ_LOCK_TIMEOUT_S`). Its
 first row is a JSON document of the server, the tracking table's rows and the tables'
 storage; then one row per object: its key, its properties as one JSON text (see
 :mod:`orchestrator.catalog.snapshot`), who owns it and its own catalog entry (when asked),
@@ -29,11 +30,18 @@ import psycopg
 from psycopg import sql
 
 from orchestrator.catalog import CatalogSnapshot, TrackingRow, properties
+from orchestrator.db.blockers import describe_all, find_blockers
 from orchestrator.db.connect import connect, describe
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry, is_transient
 from orchestrator.errors import DatabaseError
 
-__all__ = ["CATALOG_QUERY", "read_catalog", "read_catalog_at"]
+__all__ = ["CATALOG_QUERY", "READ_LOCK_TIMEOUT_S", "read_catalog", "read_catalog_at"]
+
+#: How long a read of production waits for a table lock before it gives up (ERROR, naming
+#: who holds the lock). Printing an index, a view, a trigger or a CHECK constraint opens its
+#: table, so a session holding ACCESS EXCLUSIVE on one (a long ALTER TABLE, a migration
+#: stuck in its transaction) would otherwise stall the read for as long as it lasts.
+READ_LOCK_TIMEOUT_S = 5.0
 
 _OBJECTS = r"""
     -- schemas
@@ -307,20 +315,31 @@ def read_catalog(
     table: str,
     owners: Collection[str] | None = None,
     refs: bool = False,
+    lock_timeout: float | None = None,
 ) -> CatalogSnapshot:
     """One snapshot of the database ``conn`` is connected to (a single statement).
 
     ``owners``: only the objects of these owners (see :attr:`CatalogSnapshot.refs`), for
     the shadow replay's reads after each migration; None reads everything. ``refs``: say
     who owns each object too (the replay needs it; a comparison does not).
+    ``lock_timeout``: on an autocommit connection, read in a read-only transaction of its
+    own that waits at most this many seconds for a table lock; None reads in the caller's
+    transaction, under its timeouts.
     Errors become :class:`DatabaseError` (exit 30), transient when the connection failed.
     """
     try:
-        if owners is None:
-            parameters = {"schema": schema, "table": table, "owners": None, "refs": refs}
-            rows = conn.execute(CATALOG_QUERY, parameters).fetchall()
-        else:
+        parameters: dict[str, object] = {
+            "schema": schema,
+            "table": table,
+            "owners": None,
+            "refs": refs,
+        }
+        if owners is not None:
             rows = _read_owned(conn, (schema, table, sorted(owners), refs))
+        elif lock_timeout is not None:
+            rows = _read_alone(conn, parameters, lock_timeout)
+        else:
+            rows = conn.execute(CATALOG_QUERY, parameters).fetchall()
     except psycopg.Error as exc:
         raise DatabaseError(
             f"cannot read the catalog: {describe(exc)}", transient=is_transient(exc)
@@ -348,6 +367,32 @@ def read_catalog(
         storage=document["storage"],
         row_estimates=document["row_estimates"],
     )
+
+
+def _read_alone(
+    conn: psycopg.Connection[Any], parameters: dict[str, object], lock_timeout: float
+) -> list[tuple[Any, ...]]:
+    """The read as a read-only transaction of its own that waits at most ``lock_timeout``
+    seconds for a table lock, sent as one message: one round trip, and through a pooler in
+    transaction mode (Neon's) the settings reach the backend that reads, as a multi-statement
+    message is one transaction. A lock timeout names who held the lock."""
+    cursor = psycopg.ClientCursor(conn)  # parameters bound here: three statements, one message
+    try:
+        cursor.execute(
+            "SET TRANSACTION READ ONLY; SET LOCAL lock_timeout = %(lock_timeout)s; "
+            + CATALOG_QUERY,
+            {**parameters, "lock_timeout": f"{int(lock_timeout * 1000)}ms"},
+        )
+    except psycopg.errors.LockNotAvailable as exc:
+        held = describe_all(find_blockers(conn, None, "ACCESS SHARE"))
+        raise DatabaseError(
+            f"cannot read the catalog: a table it must open stayed locked for "
+            f"{lock_timeout:g}s ({held or 'by a session that has ended since'}); "
+            "try again once that session is done"
+        ) from exc
+    cursor.nextset()  # the results of the two SETs come first
+    cursor.nextset()
+    return cursor.fetchall()
 
 
 def _read_owned(
@@ -378,10 +423,12 @@ def read_catalog_at(
     schema: str,
     table: str,
     retry: RetryPolicy,
+    lock_timeout: float = READ_LOCK_TIMEOUT_S,
     on_retry: OnRetry | None = None,
     on_connected: Callable[[int], object] | None = None,
 ) -> CatalogSnapshot:
-    """Connect to ``url``, read one snapshot, disconnect; transient failures retried.
+    """Connect to ``url``, read one snapshot (a read-only transaction waiting at most
+    ``lock_timeout`` seconds for a table lock), disconnect; transient failures retried.
 
     ``on_connected``: called with the server's major version once connected (again on a
     retry), before the statement is sent; work it starts in another thread overlaps the
@@ -392,7 +439,7 @@ def read_catalog_at(
         with connect(url, autocommit=True) as conn:
             if on_connected is not None:
                 on_connected(conn.info.server_version // 10000)
-            return read_catalog(conn, schema=schema, table=table)
+            return read_catalog(conn, schema=schema, table=table, lock_timeout=lock_timeout)
 
     return call_with_retry(attempt, retry, on_retry=on_retry)
 

@@ -30,7 +30,7 @@ from psycopg import sql
 
 from orchestrator.catalog import CatalogSnapshot
 from orchestrator.db.backoff import DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT_S
-from orchestrator.db.catalog_reader import read_catalog
+from orchestrator.db.catalog_reader import READ_LOCK_TIMEOUT_S, read_catalog
 from orchestrator.db.connect import describe
 from orchestrator.db.retry import is_transient
 from orchestrator.drizzle.journal import Journal, Migration
@@ -45,7 +45,8 @@ MIGRATION_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('orchestrator.migrat
 
 @dataclass(frozen=True)
 class MigrateOptions:
-    """Where drizzle tracks migrations, and the timeouts of the migration transaction."""
+    """Where drizzle tracks migrations, the timeouts of the migration transaction, and how
+    long a read of the catalog outside it waits for a table lock."""
 
     schema: str = "drizzle"
     table: str = "__drizzle_migrations"
@@ -55,6 +56,7 @@ class MigrateOptions:
     lock_retries: int = DEFAULT_LOCK_RETRIES
     # Run migrations with CONCURRENTLY (or ADD VALUE used later) outside a transaction.
     allow_concurrent: bool = False
+    read_lock_timeout: float = READ_LOCK_TIMEOUT_S  # seconds
 
 
 @dataclass(frozen=True)

@@ -243,8 +243,9 @@ def recommend(
         return "All migrations are applied: safe to merge and deploy the code."
     if verdict is Verdict.ERROR:
         return (
-            "Cannot tell the migration state: fix the connection string, network or "
-            "permissions, then validate again. Do not deploy."
+            "Cannot tell the migration state: fix what the error names (the connection "
+            "string, network, permissions, a session holding a lock), then validate again. "
+            "Do not deploy."
         )
     pending = [s.tag for s in statuses if s.state is MigrationState.PENDING]
     skipped = [f.migration for f in findings if f.code == "out_of_order" and f.migration]
