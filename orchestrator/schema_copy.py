@@ -22,6 +22,7 @@ from contextlib import contextmanager
 import psycopg
 
 from orchestrator import children
+from orchestrator.db.blockers import pg_dump_lock_wait
 from orchestrator.db.connect import describe
 from orchestrator.db.retry import RetryPolicy, call_with_retry, is_transient_message
 from orchestrator.engine.steps.backup import without_password
@@ -92,11 +93,10 @@ def _dump(pg_dump: str, url: str, *options: str, lock_wait: float) -> str:
         first = next((line for line in done.stderr.splitlines() if line.strip()), "no output")
         if "no matching tables" in first:
             return ""  # no tracking table yet: nothing applied
-        if "LOCK TABLE" in done.stderr:  # the query that timed out: --lock-wait-timeout
+        locked = pg_dump_lock_wait(done.stderr, url, lock_wait)
+        if locked is not None:
             raise DatabaseError(
-                "cannot read production's schema: pg_dump waited longer than the lock bound "
-                f"({lock_wait:g}s) for ACCESS SHARE on a table another session holds a "
-                "stronger lock on (DDL in progress?); nothing was changed"
+                f"cannot read production's schema: {locked}, the lock bound; nothing was changed"
             )
         raise DatabaseError(
             f"cannot read production's schema: {redact(first)}",

@@ -26,6 +26,7 @@ from tests.drizzle_helpers import (
     track,
     tracking_rows,
 )
+from tests.lock_holder import table_locked
 from tests.pg_urls import with_user
 
 OPTIONS = MigrateOptions()
@@ -374,11 +375,6 @@ def test_lock_timeout_stops_a_migration_queued_behind_traffic(
     assert len(tracking_rows(database_url)) == 11
 
 
-def end_session(url: str, pid: int) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-
-
 def test_a_table_locked_by_another_session_is_error_naming_the_holder(
     database_url: str,
 ) -> None:
@@ -386,16 +382,8 @@ def test_a_table_locked_by_another_session_is_error_naming_the_holder(
     # ALTER TABLE, a migration left idle in its transaction) must not stall validate.
     migrate(database_url, full())
     impatient = MigrateOptions(read_lock_timeout=0.2)
-    with psycopg.connect(database_url, application_name="nightly rebuild") as holder:
-        holder.execute("LOCK TABLE case_classification_results IN ACCESS EXCLUSIVE MODE")
-        # A backstop, not a limit: should validate wait for the lock, the holder ends after
-        # a minute and the assertions below fail instead of the suite hanging.
-        backstop = threading.Timer(60, end_session, (database_url, holder.info.backend_pid))
-        backstop.start()
-        try:
-            report = validate_database(database_url, full(), impatient, retry=ONCE)
-        finally:
-            backstop.cancel()
+    with table_locked(database_url, "case_classification_results", "nightly rebuild"):
+        report = validate_database(database_url, full(), impatient, retry=ONCE)
     assert report.status is Verdict.ERROR and int(report.exit_code) == 30
     detail = report.checks[0].detail
     assert "nightly rebuild" in detail
@@ -469,7 +457,8 @@ def test_connection_killed_mid_migration_is_retried_after_revalidating(
 
 def test_the_snapshot_is_one_exchange_whatever_the_size(database_url: str) -> None:
     from bench.proxy import LatencyProxy
-    from orchestrator.db.catalog_reader import READ_LOCK_TIMEOUT_S, read_catalog
+    from orchestrator.db.backoff import READ_LOCK_TIMEOUT_S
+    from orchestrator.db.catalog_reader import read_catalog
 
     migrate(database_url, full())
     proxy = LatencyProxy.for_url(database_url, round_trip_delay=0.0)

@@ -19,6 +19,7 @@ from orchestrator.errors import UsageError
 from orchestrator.sandbox.pg import EmbeddedPostgres
 from orchestrator.sandbox.release import git
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
+from tests.lock_holder import table_locked
 from tests.pg_urls import with_user
 from tests.playbooks import write_playbook
 from tests.release_world import (
@@ -407,6 +408,27 @@ def test_pg_dump_backup_is_written_and_verified(world: World) -> None:
         f"orchestrator rollback {record.run_id} --restore-database" in line
         for line in __import__("orchestrator.engine.rollback", fromlist=["x"]).rollback_plan(record)
     )
+
+
+def test_a_pg_dump_backup_waits_for_a_locked_table_no_longer_than_its_bound(
+    database_url: str, tmp_path: Path
+) -> None:
+    from orchestrator.engine.steps.backup import pg_dump
+    from orchestrator.errors import DatabaseError
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders (id int PRIMARY KEY)")
+    target = tmp_path / "backup.dump"
+    with (
+        table_locked(database_url, "orders", "nightly rebuild"),
+        pytest.raises(DatabaseError) as raised,
+    ):
+        pg_dump(database_url, target, lock_wait=0.2)
+    message = str(raised.value)
+    assert "pg_dump waited 0.2s for ACCESS SHARE" in message
+    assert "nightly rebuild" in message and "ACCESS EXCLUSIVE on public.orders" in message
+    assert not target.exists() and list(tmp_path.iterdir()) == []  # no partial dump left
+    assert pg_dump(database_url, target).toc_entries > 0  # the lock gone, the dump is taken
 
 
 def test_manual_backup_needs_a_confirmation(world: World) -> None:

@@ -22,6 +22,7 @@ import pytest
 from orchestrator.cli import run
 from orchestrator.sandbox.pg import EmbeddedPostgres, create_database, with_dbname
 from tests.drizzle_helpers import tracking_rows
+from tests.lock_holder import table_locked
 from tests.release_world import (
     World,
     add_staging_migration,
@@ -315,15 +316,13 @@ def test_pg_dump_waits_for_its_locks_no_longer_than_the_lock_bound(
     """A session holds ACCESS EXCLUSIVE on a production table: the local rehearsal gives up
     after the lock bound instead of queueing behind it (and making traffic queue behind it)."""
     before = everything(world)
-    with psycopg.connect(world.database_url) as holder:
-        holder.execute("LOCK TABLE case_classification_results IN ACCESS EXCLUSIVE MODE")
-        # The lock is held until the rehearsal ends: one that queued behind it would
-        # never end (no clock needed to tell).
+    with table_locked(world.database_url, "case_classification_results", "nightly rebuild"):
         argv = [*world.rehearse_argv("local"), "--rehearsal-lock-timeout", "300ms", "--json"]
         code = run(argv)
-        holder.rollback()
     captured = capsys.readouterr()
     assert code == 30, captured.err
-    assert "waited longer than the lock bound (0.3s)" in captured.err
+    assert "pg_dump waited 0.3s for ACCESS SHARE on a table it reads" in captured.err
+    assert "nightly rebuild" in captured.err  # who holds the lock
+    assert "ACCESS EXCLUSIVE on public.case_classification_results" in captured.err
     assert "local schema-only copy" in json.loads(captured.out)["rehearsed_on"]
     assert everything(world) == before

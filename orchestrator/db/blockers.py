@@ -1,4 +1,5 @@
-"""Who blocked a migration statement: the sessions holding conflicting locks on its tables.
+"""Who blocked a migration statement, or a read of production: the sessions holding
+conflicting locks on its tables.
 
 When ``lock_timeout`` fires, our statement has left the lock queue, so
 ``pg_blocking_pids(<our pid>)`` is empty by the time we can ask. So while a migration
@@ -13,6 +14,9 @@ connection could not be opened), :func:`find_blockers` asks the next best thing,
 on the same connection (whose transaction has just rolled back): which other sessions hold
 (or wait for) a lock on the statement's tables in a mode that conflicts with the one the
 statement needed.
+
+A read (the catalog read, ``pg_dump``) needs ACCESS SHARE on many tables, so after its lock
+wait runs out the question is asked of every table: who holds ACCESS EXCLUSIVE.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from typing import Any
 import psycopg
 
 from orchestrator.analysis.locks import conflicts, pg_mode
+from orchestrator.db.connect import connect
+from orchestrator.errors import DatabaseError
 
 _LOCKS_SQL = """
 SELECT l.pid, l.mode, l.granted, n.nspname || '.' || c.relname,
@@ -140,6 +146,23 @@ def find_blockers(
     except psycopg.Error:
         return ()
     return select_blockers(rows, requested)
+
+
+def pg_dump_lock_wait(stderr: str, url: str, waited: float) -> str | None:
+    """Why ``pg_dump`` stopped when its ``--lock-wait-timeout`` ran out (its ``stderr``
+    quotes the ``LOCK TABLE`` it gave up on), naming who holds the lock (best effort, from a
+    new connection to ``url``); None when ``stderr`` tells of another failure."""
+    if "Query was: LOCK TABLE" not in stderr:
+        return None
+    try:
+        with connect(url, autocommit=True) as conn:
+            held = describe_all(find_blockers(conn, None, "ACCESS SHARE"))
+    except DatabaseError:
+        held = ""
+    return (
+        f"pg_dump waited {waited:g}s for ACCESS SHARE on a table it reads "
+        f"({held or 'locked by a session that has ended since'})"
+    )
 
 
 def statement_locks(statement: str) -> tuple[list[str], str | None]:

@@ -3,7 +3,8 @@
 Production and the shadow database are read by the same query, so a difference between
 their snapshots is a difference between their schemas and never between two readers. The
 query is a single ``SELECT`` (one snapshot of the database; production's is read in a
-read-only transaction that bounds its lock waits, see :data:`READ_LOCK_TIMEOUT_S`). Its
+read-only transaction that bounds its lock waits: printing an index, a view, a trigger or a
+CHECK constraint opens its table). Its
 first row is a JSON document of the server, the tracking table's rows and the tables'
 storage; then one row per object: its key, its properties as one JSON text (see
 :mod:`orchestrator.catalog.snapshot`), who owns it and its own catalog entry (when asked),
@@ -30,18 +31,13 @@ import psycopg
 from psycopg import sql
 
 from orchestrator.catalog import CatalogSnapshot, TrackingRow, properties
+from orchestrator.db.backoff import READ_LOCK_TIMEOUT_S
 from orchestrator.db.blockers import describe_all, find_blockers
 from orchestrator.db.connect import connect, describe
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry, is_transient
 from orchestrator.errors import DatabaseError
 
-__all__ = ["CATALOG_QUERY", "READ_LOCK_TIMEOUT_S", "read_catalog", "read_catalog_at"]
-
-#: How long a read of production waits for a table lock before it gives up (ERROR, naming
-#: who holds the lock). Printing an index, a view, a trigger or a CHECK constraint opens its
-#: table, so a session holding ACCESS EXCLUSIVE on one (a long ALTER TABLE, a migration
-#: stuck in its transaction) would otherwise stall the read for as long as it lasts.
-READ_LOCK_TIMEOUT_S = 5.0
+__all__ = ["CATALOG_QUERY", "read_catalog", "read_catalog_at"]
 
 _OBJECTS = r"""
     -- schemas

@@ -29,8 +29,12 @@ import psycopg
 from psycopg import sql
 
 from orchestrator.catalog import CatalogSnapshot
-from orchestrator.db.backoff import DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT_S
-from orchestrator.db.catalog_reader import READ_LOCK_TIMEOUT_S, read_catalog
+from orchestrator.db.backoff import (
+    DEFAULT_LOCK_RETRIES,
+    DEFAULT_LOCK_TIMEOUT_S,
+    READ_LOCK_TIMEOUT_S,
+)
+from orchestrator.db.catalog_reader import read_catalog
 from orchestrator.db.connect import describe
 from orchestrator.db.retry import is_transient
 from orchestrator.drizzle.journal import Journal, Migration

@@ -20,6 +20,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from orchestrator import children
+from orchestrator.db.backoff import READ_LOCK_TIMEOUT_S
+from orchestrator.db.blockers import pg_dump_lock_wait
 from orchestrator.db.connect import connect, describe
 from orchestrator.db.retry import call_with_retry, is_transient
 from orchestrator.engine.outcomes import BackupOutcome
@@ -131,8 +133,12 @@ def dump_path(configured: Path, run_id: str) -> Path:
     return configured
 
 
-def pg_dump(url: str, target: Path) -> BackupOutcome:
+def pg_dump(url: str, target: Path, *, lock_wait: float = READ_LOCK_TIMEOUT_S) -> BackupOutcome:
     """Write a custom-format dump to ``target`` and verify it with ``pg_restore --list``.
+
+    pg_dump waits at most ``lock_wait`` seconds for the ACCESS SHARE lock of each table it
+    dumps, then gives up naming who holds a stronger one: a backup must not wait for as
+    long as somebody's ALTER TABLE lasts.
 
     The dump is written to ``.<name>.partial`` beside the target, readable by its owner
     only, and renamed to ``target`` only once ``pg_restore --list`` accepts it: a dump at
@@ -155,6 +161,7 @@ def pg_dump(url: str, target: Path) -> BackupOutcome:
             "pg_dump",
             "--format=custom",
             "--no-password",
+            f"--lock-wait-timeout={max(1, round(lock_wait * 1000))}",  # milliseconds
             f"--file={partial}",
             f"--dbname={conninfo}",
         ],
@@ -163,7 +170,8 @@ def pg_dump(url: str, target: Path) -> BackupOutcome:
     )
     if dump.returncode != 0:
         partial.unlink(missing_ok=True)
-        raise DatabaseError(f"pg_dump failed: {_first_line(dump.stderr)}", transient=False)
+        why = pg_dump_lock_wait(dump.stderr, url, lock_wait) or _first_line(dump.stderr)
+        raise DatabaseError(f"pg_dump failed: {why}", transient=False)
     partial.chmod(PRIVATE_FILE)
     entries = _listing(partial)
     if entries is None:
