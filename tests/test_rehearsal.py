@@ -15,6 +15,7 @@ from orchestrator.cli import run
 from orchestrator.db import runlock
 from orchestrator.sandbox.release import git
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
+from tests.lock_holder import table_locked
 from tests.release_world import World, world
 
 __all__ = ["world"]
@@ -220,6 +221,22 @@ def test_lock_timeout_stops_the_rehearsal_without_blocking_traffic(
     # It names the session that blocked it, and the lock it holds.
     assert "blocked by pid" in summary
     assert "ACCESS SHARE on public.case_classification_results" in summary
+    assert everything(world) == before
+
+
+def test_the_rehearsals_read_of_a_locked_table_waits_no_longer_than_its_bound(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.playbook.write_text(
+        world.playbook.read_text().replace("lock_timeout: 5s", "lock_timeout: 300ms")
+    )
+    before = everything(world)
+    with table_locked(world.database_url, "case_classification_results", "nightly rebuild"):
+        code, document = dry_run(world, capsys)
+    assert code == 30  # cannot tell: validate could not read the catalog
+    halt = json.dumps(document)
+    assert "stayed locked for 0.3s" in halt  # the rehearsal's bound, not a read's 5 s
+    assert "nightly rebuild" in halt
     assert everything(world) == before
 
 

@@ -219,10 +219,11 @@ class _Walk:
         run, playbook, merge = self.run, self.playbook, self.merge
         options = migrate_options(playbook)
         if not real:
-            options = replace(
+            options = replace(  # every lock wait on production within the bound, reads too
                 options,
                 lock_timeout=self.bounds.lock_timeout,
                 statement_timeout=self.bounds.statement_timeout,
+                read_lock_timeout=self.bounds.lock_timeout,
             )
         record = RunRecord(run_id="rehearsal", playbook="", name=playbook.name)
         record.source_commit = merge.source_commit
