@@ -204,12 +204,17 @@ def test_a_conflict_is_reported_with_its_files_and_no_ref_moves(
     assert "Hotfix" not in git(clone, "log", "--all", "--oneline")
 
 
-def test_lock_timeout_stops_the_rehearsal_without_blocking_traffic(
-    world: World, capsys: pytest.CaptureFixture[str]
-) -> None:
+def shorten_lock_timeout(world: World) -> None:
+    """The playbook's lock_timeout 300ms, so the rehearsal's lock bound is 0.3 s."""
     world.playbook.write_text(
         world.playbook.read_text().replace("lock_timeout: 5s", "lock_timeout: 300ms")
     )
+
+
+def test_lock_timeout_stops_the_rehearsal_without_blocking_traffic(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shorten_lock_timeout(world)
     before = everything(world)
     with psycopg.connect(world.database_url) as traffic:
         traffic.execute("SELECT * FROM case_classification_results LIMIT 1")  # holds a lock
@@ -227,9 +232,7 @@ def test_lock_timeout_stops_the_rehearsal_without_blocking_traffic(
 def test_the_rehearsals_read_of_a_locked_table_waits_no_longer_than_its_bound(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    world.playbook.write_text(
-        world.playbook.read_text().replace("lock_timeout: 5s", "lock_timeout: 300ms")
-    )
+    shorten_lock_timeout(world)
     before = everything(world)
     with table_locked(world.database_url, "case_classification_results", "nightly rebuild"):
         code, document = dry_run(world, capsys)
