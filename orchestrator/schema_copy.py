@@ -23,9 +23,8 @@ import psycopg
 
 from orchestrator import children
 from orchestrator.db.blockers import pg_dump_lock_wait
-from orchestrator.db.connect import describe
+from orchestrator.db.connect import describe, without_password
 from orchestrator.db.retry import RetryPolicy, call_with_retry, is_transient_message
-from orchestrator.engine.steps.backup import without_password
 from orchestrator.errors import DatabaseError, UsageError
 from orchestrator.redaction import redact
 from orchestrator.sandbox.pg import ServerBinariesMissing, find_bindir

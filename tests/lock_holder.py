@@ -14,11 +14,14 @@ BACKSTOP_S = 60.0
 
 
 @contextmanager
-def table_locked(url: str, table: str, application_name: str) -> Iterator[None]:
-    """A session named ``application_name`` holds ACCESS EXCLUSIVE on ``table`` (as a long
-    ALTER TABLE or a migration left idle in its transaction would) for the block."""
+def table_locked(
+    url: str, table: str, application_name: str, mode: str = "ACCESS EXCLUSIVE"
+) -> Iterator[None]:
+    """A session named ``application_name`` holds ``mode`` on ``table`` for the block: ACCESS
+    EXCLUSIVE as a long ALTER TABLE or a migration left idle in its transaction would, ACCESS
+    SHARE as a report reading the table in an open transaction would."""
     with psycopg.connect(url, application_name=application_name) as holder:
-        holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        holder.execute(f"LOCK TABLE {table} IN {mode} MODE")
         backstop = threading.Timer(BACKSTOP_S, _end_session, (url, holder.info.backend_pid))
         backstop.start()
         try:

@@ -22,6 +22,7 @@ from orchestrator.runs import RunStore
 from orchestrator.sandbox.folders import write_drizzle_folder
 from orchestrator.sandbox.release import HealthServer, build_release_repo, git
 from tests.drizzle_helpers import tracking_rows
+from tests.lock_holder import table_locked
 from tests.release_world import migrate_baseline
 
 USERS = (
@@ -210,6 +211,29 @@ def test_a_failed_restore_changes_nothing(shop: Shop, capsys: pytest.CaptureFixt
     finally:
         with psycopg.connect(shop.url, autocommit=True) as conn:
             conn.execute("DROP ROLE IF EXISTS shop_reader")
+
+
+def test_a_restore_waits_for_a_table_no_longer_than_the_lock_timeout(
+    shop: Shop, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The restore drops every table: behind a report's open transaction it gives up after
+    the playbook's lock_timeout (default 500 ms) naming the report, rather than making all
+    traffic on the table queue behind it for as long as the report lasts."""
+    run_id = deploy(shop)
+    released, rows = schema_of(shop.url), rows_of(shop.url)
+    dbname = str(conninfo_to_dict(shop.url)["dbname"])
+    with table_locked(shop.url, "orders", "monthly report", mode="ACCESS SHARE"):
+        code = run(
+            shop.argv(
+                "rollback", run_id, "--yes", "--restore-database", "--confirm-database", dbname
+            )
+        )
+    err = capsys.readouterr().err
+    assert code == 21 and "the restore failed and was rolled back, nothing changed" in err
+    assert "lock timeout (0.5s; blocked by pid" in err
+    assert "monthly report" in err and "ACCESS SHARE on public.orders" in err
+    assert schema_of(shop.url) == released
+    assert rows_of(shop.url) == rows
 
 
 def test_a_wrong_name_or_a_changed_dump_restores_nothing(

@@ -33,7 +33,7 @@ from orchestrator.analysis.locks import conflicts, pg_mode
 from orchestrator.db.connect import connect
 from orchestrator.errors import DatabaseError
 
-_LOCKS_SQL = """
+_LOCKS_SQL = r"""
 SELECT l.pid, l.mode, l.granted, n.nspname || '.' || c.relname,
        coalesce(a.application_name, ''), coalesce(a.state, ''),
        extract(epoch FROM now() - coalesce(a.xact_start, a.query_start, a.backend_start)),
@@ -43,8 +43,10 @@ SELECT l.pid, l.mode, l.granted, n.nspname || '.' || c.relname,
   JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_stat_activity a ON a.pid = l.pid
  WHERE l.locktype = 'relation' AND l.pid <> pg_backend_pid()
-   AND (%(tables)s::text[] IS NULL
-        OR l.relation IN (SELECT to_regclass(r) FROM unnest(%(tables)s::text[]) AS r))
+   AND CASE WHEN %(tables)s::text[] IS NULL  -- every table but PostgreSQL's own
+            THEN n.nspname NOT LIKE 'pg\_%%' AND n.nspname <> 'information_schema'
+            ELSE l.relation IN (SELECT to_regclass(r) FROM unnest(%(tables)s::text[]) AS r)
+       END
  ORDER BY l.granted DESC, a.xact_start NULLS LAST, l.pid
 """
 

@@ -7,6 +7,7 @@ Connection strings are parsed one way, by psycopg (:func:`parse_conninfo`).
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -216,3 +217,17 @@ def refuse_pooler(url: str) -> None:
     problem = pooler_problem(url)
     if problem is not None:
         raise UsageError(problem)
+
+
+# --------------------------------------------------------------------------- client programs
+
+
+def without_password(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` for a client program's argv (``pg_dump``, ``psql``) and its environment: the
+    password goes through PGPASSWORD, kept out of argv (visible in ``ps``)."""
+    params: dict[str, Any] = parse_conninfo(url)
+    env = dict(os.environ)
+    password = params.pop("password", None)
+    if password:
+        env["PGPASSWORD"] = str(password)
+    return make_conninfo("", **params), env

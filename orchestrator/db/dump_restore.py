@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import children
+from orchestrator.db.blockers import describe_all, find_blockers
+from orchestrator.db.connect import connect, without_password
 from orchestrator.db.retry import is_transient_message
 from orchestrator.errors import DatabaseError, ExitCode, OrchestratorError, UsageError
 from orchestrator.redaction import redact
@@ -179,16 +181,22 @@ def read_dump(dump: Path, workdir: Path) -> tuple[DumpContents, Path]:
     return DumpContents(schemas_created(schema), schema_lines(schema), counts), script
 
 
-def restore(url: str, contents: DumpContents, script: Path, workdir: Path) -> None:
+def restore(
+    url: str, contents: DumpContents, script: Path, workdir: Path, *, lock_timeout: float
+) -> None:
     """Clear the way and run ``script``, in one transaction (nothing changes on failure).
 
+    Each lock is waited for at most ``lock_timeout`` seconds, as a migration's are: the
+    restore drops every table, and while it waits behind a session's open transaction all
+    traffic on that table queues behind it. A lock timeout names who held the lock.
     Raises RestoreFailed with psql's first error, or DatabaseError (transient) when the
     connection failed: then whether the COMMIT landed is unknown, and only
     :func:`differences` can tell.
     """
     clearing = workdir / "clear.sql"
-    clearing.write_text(clearing_sql(sorted(kept_schemas(contents.schemas_created))))
-    conninfo, env = _without_password(url)
+    bound = f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms';\n"  # the whole restore
+    clearing.write_text(bound + clearing_sql(sorted(kept_schemas(contents.schemas_created))))
+    conninfo, env = without_password(url)
     done = children.run(
         [
             "psql",
@@ -209,13 +217,24 @@ def restore(url: str, contents: DumpContents, script: Path, workdir: Path) -> No
             raise DatabaseError(
                 f"the connection failed during the restore: {error}", transient=True
             )
+        if "lock timeout" in error:
+            error += f" ({lock_timeout:g}s; {_lock_holders(url) or 'the session has ended'})"
         raise RestoreFailed(f"the restore failed and was rolled back, nothing changed: {error}")
+
+
+def _lock_holders(url: str) -> str:
+    """Who holds a lock on a table now, which the restore's ACCESS EXCLUSIVE waits for."""
+    try:
+        with connect(url, autocommit=True) as conn:
+            return describe_all(find_blockers(conn, None, "ACCESS EXCLUSIVE"))
+    except DatabaseError:
+        return ""
 
 
 def differences(url: str, contents: DumpContents, limit: int = 5) -> list[str]:
     """How the database differs from the dump: its schema (``pg_dump --schema-only``), then
     each dumped table's row count. Empty when it holds exactly what the dump holds."""
-    conninfo, env = _without_password(url)
+    conninfo, env = without_password(url)
     now = schema_lines(
         _tool(
             ["pg_dump", "--schema-only", "--no-owner", "--no-password", f"--dbname={conninfo}"],
@@ -277,12 +296,6 @@ def _tool(argv: list[str], env: dict[str, str] | None = None) -> str:
         error = _first_error(done.stderr)
         raise DatabaseError(f"{argv[0]} failed: {error}", transient=is_transient_message(error))
     return done.stdout
-
-
-def _without_password(url: str) -> tuple[str, dict[str, str]]:
-    from orchestrator.engine.steps.backup import without_password
-
-    return without_password(url)
 
 
 def _first_error(stderr: str) -> str:

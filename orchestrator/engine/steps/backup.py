@@ -14,15 +14,13 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from orchestrator import children
 from orchestrator.db.backoff import READ_LOCK_TIMEOUT_S
 from orchestrator.db.blockers import pg_dump_lock_wait
-from orchestrator.db.connect import connect, describe
+from orchestrator.db.connect import connect, describe, without_password
 from orchestrator.db.retry import call_with_retry, is_transient
 from orchestrator.engine.outcomes import BackupOutcome
 from orchestrator.engine.steps.base import RunContext
@@ -254,16 +252,6 @@ def _listing(path: Path) -> list[str] | None:
     if listing.returncode != 0:
         return None
     return [line for line in listing.stdout.splitlines() if line and not line.startswith(";")]
-
-
-def without_password(url: str) -> tuple[str, dict[str, str]]:
-    """Keep the password out of argv (visible in ``ps``): pass it through PGPASSWORD."""
-    params: dict[str, Any] = conninfo_to_dict(url)
-    env = dict(os.environ)
-    password = params.pop("password", None)
-    if password:
-        env["PGPASSWORD"] = str(password)
-    return make_conninfo("", **params), env
 
 
 def _first_line(text: str) -> str:
