@@ -194,7 +194,9 @@ def restore(
     :func:`differences` can tell.
     """
     clearing = workdir / "clear.sql"
-    bound = f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms';\n"  # the whole restore
+    # For the clearing, which takes every table's lock (the dump's script then sets its own
+    # lock_timeout = 0, but only creates what the clearing has made room for).
+    bound = f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms';\n"
     clearing.write_text(bound + clearing_sql(sorted(kept_schemas(contents.schemas_created))))
     conninfo, env = without_password(url)
     done = children.run(
