@@ -150,21 +150,26 @@ def find_blockers(
     return select_blockers(rows, requested)
 
 
-def pg_dump_lock_wait(stderr: str, url: str, waited: float) -> str | None:
-    """Why ``pg_dump`` stopped when its ``--lock-wait-timeout`` ran out (its ``stderr``
-    quotes the ``LOCK TABLE`` it gave up on), naming who holds the lock (best effort, from a
-    new connection to ``url``); None when ``stderr`` tells of another failure."""
-    if "Query was: LOCK TABLE" not in stderr:
-        return None
+def holders_at(url: str, requested: str) -> str:
+    """``blocked by ...`` for the sessions holding (or queued for) a lock on any table that
+    a request for ``requested`` waits for, asked on a new connection to ``url``: what a
+    client program that gave up on its lock (``pg_dump``, ``psql``) cannot say. Best
+    effort: empty when nobody holds one any more or the question cannot be asked."""
     try:
         with connect(url, autocommit=True) as conn:
-            held = describe_all(find_blockers(conn, None, "ACCESS SHARE"))
+            return describe_all(find_blockers(conn, None, requested))
     except DatabaseError:
-        held = ""
-    return (
-        f"pg_dump waited {waited:g}s for ACCESS SHARE on a table it reads "
-        f"({held or 'locked by a session that has ended since'})"
-    )
+        return ""
+
+
+def pg_dump_lock_wait(stderr: str, url: str, waited: float) -> str | None:
+    """Why ``pg_dump`` stopped when its ``--lock-wait-timeout`` ran out (its ``stderr``
+    quotes the ``LOCK TABLE`` it gave up on), naming who holds the lock; None when
+    ``stderr`` tells of another failure."""
+    if "Query was: LOCK TABLE" not in stderr:
+        return None
+    held = holders_at(url, "ACCESS SHARE") or "locked by a session that has ended since"
+    return f"pg_dump waited {waited:g}s for ACCESS SHARE on a table it reads ({held})"
 
 
 def statement_locks(statement: str) -> tuple[list[str], str | None]:

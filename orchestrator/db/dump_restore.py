@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import children
-from orchestrator.db.blockers import describe_all, find_blockers
-from orchestrator.db.connect import connect, without_password
+from orchestrator.db.blockers import holders_at
+from orchestrator.db.connect import without_password
 from orchestrator.db.retry import is_transient_message
 from orchestrator.errors import DatabaseError, ExitCode, OrchestratorError, UsageError
 from orchestrator.redaction import redact
@@ -220,17 +220,9 @@ def restore(
                 f"the connection failed during the restore: {error}", transient=True
             )
         if "lock timeout" in error:
-            error += f" ({lock_timeout:g}s; {_lock_holders(url) or 'the session has ended'})"
+            held = holders_at(url, "ACCESS EXCLUSIVE") or "the session has ended"
+            error += f" ({lock_timeout:g}s; {held})"
         raise RestoreFailed(f"the restore failed and was rolled back, nothing changed: {error}")
-
-
-def _lock_holders(url: str) -> str:
-    """Who holds a lock on a table now, which the restore's ACCESS EXCLUSIVE waits for."""
-    try:
-        with connect(url, autocommit=True) as conn:
-            return describe_all(find_blockers(conn, None, "ACCESS EXCLUSIVE"))
-    except DatabaseError:
-        return ""
 
 
 def differences(url: str, contents: DumpContents, limit: int = 5) -> list[str]:
