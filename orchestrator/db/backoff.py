@@ -17,11 +17,9 @@ JITTER = 0.25  # each wait is drawn within +-25% of its exponential value
 #: A statement waiting for its lock makes every later query on the table wait behind it, so
 #: the default wait is short: no query stalls much longer than this (pgroll's default too).
 DEFAULT_LOCK_TIMEOUT_S = 0.5
-#: How long a read of production (the catalog read, a backup's pg_dump) waits for a table
-#: lock before it gives up, naming who holds it. PostgreSQL opens a table to print its
-#: indexes, and pg_dump locks every table it dumps: a session holding ACCESS EXCLUSIVE (a
-#: long ALTER TABLE, a migration left idle in its transaction) would otherwise stall the read
-#: for as long as it lasts. A read waiting makes only DDL queue behind it, so this is longer.
+#: How long a read of production (the catalog read, pg_dump) waits for a table lock, so that
+#: a session holding ACCESS EXCLUSIVE does not stall it for as long as that lasts. Longer:
+#: a waiting read makes only DDL queue behind it.
 READ_LOCK_TIMEOUT_S = 5.0
 #: The first pause after a lock timeout, doubling each time up to the maximum. Short: the
 #: point is to come back soon after the blocking transaction ends.

@@ -2,9 +2,7 @@
 
 Production and the shadow database are read by the same query, so a difference between
 their snapshots is a difference between their schemas and never between two readers. The
-query is a single ``SELECT`` (one snapshot of the database; production's is read in a
-read-only transaction that bounds its lock waits: printing an index, a view, a trigger or a
-CHECK constraint opens its table). Its
+query is a single ``SELECT`` (one snapshot of the database, read-only by construction). Its
 first row is a JSON document of the server, the tracking table's rows and the tables'
 storage; then one row per object: its key, its properties as one JSON text (see
 :mod:`orchestrator.catalog.snapshot`), who owns it and its own catalog entry (when asked),
@@ -24,7 +22,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import psycopg
@@ -324,12 +322,7 @@ def read_catalog(
     Errors become :class:`DatabaseError` (exit 30), transient when the connection failed.
     """
     try:
-        parameters: dict[str, object] = {
-            "schema": schema,
-            "table": table,
-            "owners": None,
-            "refs": refs,
-        }
+        parameters = dict(schema=schema, table=table, owners=None, refs=refs)
         if owners is not None:
             rows = _read_owned(conn, (schema, table, sorted(owners), refs))
         elif lock_timeout is not None:
@@ -366,12 +359,11 @@ def read_catalog(
 
 
 def _read_alone(
-    conn: psycopg.Connection[Any], parameters: dict[str, object], lock_timeout: float
+    conn: psycopg.Connection[Any], parameters: Mapping[str, object], lock_timeout: float
 ) -> list[tuple[Any, ...]]:
-    """The read as a read-only transaction of its own that waits at most ``lock_timeout``
-    seconds for a table lock, sent as one message: one round trip, and through a pooler in
-    transaction mode (Neon's) the settings reach the backend that reads, as a multi-statement
-    message is one transaction. A lock timeout names who held the lock."""
+    """The read as a read-only transaction of its own, its lock waits bounded (printing an
+    index, a view or a trigger opens its table), in one message: one round trip, and one
+    transaction, so through a pooler in transaction mode the settings reach the reader."""
     cursor = psycopg.ClientCursor(conn)  # parameters bound here: three statements, one message
     try:
         cursor.execute(
@@ -386,8 +378,7 @@ def _read_alone(
             f"{lock_timeout:g}s ({held or 'by a session that has ended since'}); "
             "try again once that session is done"
         ) from exc
-    cursor.nextset()  # the results of the two SETs come first
-    cursor.nextset()
+    cursor.nextset(), cursor.nextset()  # past the two SETs' results
     return cursor.fetchall()
 
 

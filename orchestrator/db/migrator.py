@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -34,14 +34,18 @@ from orchestrator.db.backoff import (
     DEFAULT_LOCK_TIMEOUT_S,
     READ_LOCK_TIMEOUT_S,
 )
+from orchestrator.db.blockers import (
+    Blocker,
+    LockWatch,
+    describe_all,
+    find_blockers,
+    statement_locks,
+)
 from orchestrator.db.catalog_reader import read_catalog
 from orchestrator.db.connect import describe
 from orchestrator.db.retry import is_transient
 from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.errors import DatabaseError, ExitCode, OrchestratorError
-
-if TYPE_CHECKING:
-    from orchestrator.db.blockers import Blocker, LockWatch
 
 # The advisory lock key: one per tracking table, shared by every orchestrator process.
 MIGRATION_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('orchestrator.migrate:' || %s))"
@@ -171,8 +175,6 @@ def apply_pending(
     waited for, which names the statement; after any other failure the release is replayed
     statement by statement in a transaction that is rolled back, to name it.
     """
-    from orchestrator.db.blockers import LockWatch
-
     try:
         with (
             LockWatch(conn, watch_interval(options.lock_timeout)) as watch,
@@ -237,8 +239,6 @@ def rehearse_pending(
     new schema. Tracking rows are inserted with explicit ids so that the rollback leaves the
     tracking table's id sequence untouched. Failures raise like :func:`apply_pending`.
     """
-    from orchestrator.db.blockers import LockWatch
-
     with (
         LockWatch(conn, watch_interval(options.lock_timeout)) as watch,
         _translated_errors(conn, watch) as where,
@@ -331,8 +331,6 @@ def _translated_errors(conn: psycopg.Connection[Any], watch: LockWatch) -> Itera
                 f"connection lost during migration{at}: {describe(exc)}; rolled back",
                 transient=True,
             ) from exc
-        from orchestrator.db.blockers import describe_all
-
         blockers = describe_all(found)
         raise MigrationFailed(
             current.tag if current else None,
@@ -353,8 +351,6 @@ def _lock_timeout_blockers(
     """Who blocked the statement that hit ``lock_timeout``; names the statement in
     ``where`` when the watch saw which table it waited for (a migration sent as one message
     does not say which of its statements failed)."""
-    from orchestrator.db.blockers import find_blockers, statement_locks
-
     assert where.migration is not None
     pieces = [piece for piece in where.migration.statements if piece.strip()]
     seen = watch.last
@@ -377,8 +373,6 @@ def _lock_timeout_blockers(
 def statement_waiting(pieces: list[str], table: str) -> int | None:
     """The 1-based number of the first of ``pieces`` that locks ``table`` (``schema.name``),
     as the statement analysis or the table names written in it say (best effort)."""
-    from orchestrator.db.blockers import statement_locks
-
     bare = table.split(".", 1)[-1]
     for number, piece in enumerate(pieces, 1):
         if table in statement_locks(piece)[0]:

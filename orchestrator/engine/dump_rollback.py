@@ -12,17 +12,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 
+from orchestrator.audit import AuditTrail
+from orchestrator.database import validate_database
+from orchestrator.db import dump_restore, runlock
 from orchestrator.engine.outcomes import DatabaseRestoreOutcome
-from orchestrator.errors import ExitCode, GuardError, UsageError
-from orchestrator.runs import RunRecord, RunStore
-
-if TYPE_CHECKING:
-    from orchestrator.db import runlock
-    from orchestrator.playbook.model import Playbook
+from orchestrator.engine.run import database_url
+from orchestrator.engine.settings import migrate_options, retry_policy, source_journal, with_retries
+from orchestrator.engine.steps.backup import dump_intact
+from orchestrator.errors import DatabaseError, ExitCode, GuardError, UsageError
+from orchestrator.playbook import load_playbook
+from orchestrator.playbook.model import Playbook
+from orchestrator.redaction import Redactor, connection_passwords, secret_values
+from orchestrator.runs import RunRecord, RunStore, utc_now_iso
 
 __all__ = [
     "DumpRestorePlan",
@@ -100,11 +105,8 @@ def check_confirmation(plan: DumpRestorePlan, typed: str) -> None:
 def check_ready(plan: DumpRestorePlan, record: RunRecord, typed: str) -> None:
     """Everything checked before anything changes: the typed name (UsageError), the client
     programs (UsageError) and the dump, on disk with the recorded digest (GuardError)."""
-    from orchestrator.db.dump_restore import check_tools
-    from orchestrator.engine.steps.backup import dump_intact
-
     check_confirmation(plan, typed)
-    check_tools()
+    dump_restore.check_tools()
     if record.steps.backup is None or not dump_intact(record.steps.backup):
         raise GuardError(
             f"the dump {plan.dump} is gone, changed (sha256 differs from the run's "
@@ -174,9 +176,6 @@ def plan_for_run(
     With ``typed``, also everything :func:`check_ready` checks, and that no deploy or
     migrate holds the database now (DatabaseBusy, exit 2): all before the code is reverted.
     """
-    from orchestrator.engine.run import database_url
-    from orchestrator.playbook import load_playbook
-
     record = store.load(run_id)
     playbook = load_playbook(Path(record.playbook))
     url = database_url(playbook, environ, writes=typed is not None)
@@ -190,8 +189,6 @@ def plan_for_run(
 
 def _run_lock(url: str, playbook: Playbook, run_id: str) -> runlock.RunLock:
     """The database's run lock, taken in the restore's name."""
-    from orchestrator.db import runlock
-
     spec = playbook.migrations
     return runlock.run_lock(url, spec.schema_, spec.table, "restore", run_id)
 
@@ -212,21 +209,6 @@ def restore_from_dump(
     raises UsageError, and a dump that is gone or changed GuardError, before anything
     changes.
     """
-    from orchestrator.audit import AuditTrail
-    from orchestrator.database import validate_database
-    from orchestrator.db import dump_restore
-    from orchestrator.engine.run import database_url
-    from orchestrator.engine.settings import (
-        migrate_options,
-        retry_policy,
-        source_journal,
-        with_retries,
-    )
-    from orchestrator.errors import DatabaseError
-    from orchestrator.playbook import load_playbook
-    from orchestrator.redaction import Redactor, connection_passwords, secret_values
-    from orchestrator.runs import utc_now_iso
-
     record = store.load(run_id)
     playbook = with_retries(load_playbook(Path(record.playbook)), retries)
     url = database_url(playbook, environ, writes=True)

@@ -13,7 +13,7 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from orchestrator.init.sources import VercelProject
 
@@ -130,15 +130,9 @@ def answer(draft: Draft, key: str, value: str) -> Draft:
         if not re.match(r"https?://[^/\s]+", value):
             raise ValueError("must be an http:// or https:// URL")
         return replace(draft, health_url=value)
-    given = Sourced(value, "answered at init")
-    if key == "migrations_dir":
-        return replace(draft, migrations_dir=given)
-    if key == "migrations_schema":
-        return replace(draft, migrations_schema=given)
-    if key == "migrations_table":
-        return replace(draft, migrations_table=given)
-    if key == "neon_project":
-        return replace(draft, neon_project=given)
+    if key in ("migrations_dir", "migrations_schema", "migrations_table", "neon_project"):
+        given: dict[str, Any] = {key: Sourced(value, "answered at init")}
+        return replace(draft, **given)
     raise ValueError(f"no question {key!r}")
 
 

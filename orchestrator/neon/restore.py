@@ -20,8 +20,17 @@ from orchestrator.database import validate_database
 from orchestrator.db.retry import OnRetry
 from orchestrator.engine.outcomes import BackupOutcome, DatabaseRestoreOutcome
 from orchestrator.engine.rollback import database_steps
+from orchestrator.engine.run import database_url
+from orchestrator.engine.settings import (
+    migrate_options,
+    retry_policy,
+    shadow_spec,
+    source_journal,
+    with_retries,
+)
 from orchestrator.errors import ExitCode, GuardError, UsageError
 from orchestrator.neon.backup import neon_api
+from orchestrator.playbook import load_playbook
 from orchestrator.redaction import Redactor, connection_passwords, secret_values
 from orchestrator.runs import RunRecord, RunStore, utc_now_iso
 from orchestrator.validation import ValidationReport
@@ -160,16 +169,6 @@ def restore_production(
     Bad input (no such run, not a Neon backup, a wrong name, no key, no URL) raises
     UsageError before anything changes.
     """
-    from orchestrator.engine.run import database_url
-    from orchestrator.engine.settings import (
-        migrate_options,
-        retry_policy,
-        shadow_spec,
-        source_journal,
-        with_retries,
-    )
-    from orchestrator.playbook import load_playbook
-
     record = store.load(run_id)
     playbook = with_retries(load_playbook(Path(record.playbook)), retries)
     plan = restore_plan(record, playbook.database.url_env)
