@@ -34,8 +34,8 @@ from pathlib import Path
 import psycopg
 
 from bench import drizzle_kit
+from bench.folders import write_drizzle_folder
 from orchestrator.db.backoff import DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT_S
-from orchestrator.sandbox.folders import write_drizzle_folder
 from orchestrator.sandbox.pg import EmbeddedPostgres, create_database, with_dbname
 
 CLIENTS = 8

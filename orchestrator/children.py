@@ -80,23 +80,27 @@ def run(
     they started.
     """
     children = group()
-    with subprocess.Popen(
-        list(argv),
-        cwd=cwd,
-        env=None if env is None else dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        encoding="utf-8",
-        errors=errors,
-        process_group=children,
-        umask=0o077 if private_files else -1,
-    ) as process:
-        try:
+    process: subprocess.Popen[str] | None = None
+    try:
+        with subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=None if env is None else dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            encoding="utf-8",
+            errors=errors,
+            process_group=children,
+            umask=0o077 if private_files else -1,
+        ) as process:
             stdout, stderr = process.communicate()
-        except BaseException:
-            _kill_children(children or process.pid)
-            raise
+    except BaseException:
+        # Interrupted while it started or ran: all our children go (no group: it, once known).
+        pgid = children or (process.pid if process is not None else 0)
+        if pgid:
+            _kill_children(pgid)
+        raise
     return subprocess.CompletedProcess(list(argv), process.returncode, stdout, stderr)
 
 

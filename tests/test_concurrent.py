@@ -16,9 +16,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bench.folders import write_drizzle_folder
 from orchestrator.analysis.nontransactional import nontransactional_statements
 from orchestrator.cli import run
-from orchestrator.sandbox.folders import write_drizzle_folder
 from tests.drizzle_helpers import tracking_rows
 from tests.test_drizzle_real import drizzle_migrate, drizzle_node  # noqa: F401 (a fixture)
 

@@ -14,12 +14,12 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from bench.folders import write_drizzle_folder
 from orchestrator.cli import run
 from orchestrator.db import runlock
 from orchestrator.db.dump_restore import clearing_sql, count_rows, schemas_created
 from orchestrator.engine.rollback import rollback_plan
 from orchestrator.runs import RunStore
-from orchestrator.sandbox.folders import write_drizzle_folder
 from orchestrator.sandbox.release import HealthServer, build_release_repo, git
 from tests.drizzle_helpers import tracking_rows
 from tests.lock_holder import table_locked

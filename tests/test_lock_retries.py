@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bench.folders import write_drizzle_folder
 from orchestrator.analysis.effects import analyse_sql
 from orchestrator.analysis.locks import conflicts, lock_mode, migration_locks, pg_mode
 from orchestrator.cli import run
@@ -25,7 +26,6 @@ from orchestrator.db.blockers import Blocker, select_blockers, wait_from_rows
 from orchestrator.db.lock_retry import LockRetry, lock_retry_policy
 from orchestrator.db.migrator import MigrateOptions, statement_waiting
 from orchestrator.playbook.model import MigrationsSpec
-from orchestrator.sandbox.folders import write_drizzle_folder
 from tests.drizzle_helpers import tracking_rows
 from tests.release_world import World, world
 

@@ -188,7 +188,7 @@ def test_a_deadlock_or_serialization_failure_in_the_migration_is_retried(
 ) -> None:
     import psycopg
 
-    from orchestrator.sandbox.folders import write_drizzle_folder
+    from bench.folders import write_drizzle_folder
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE SEQUENCE public.attempts")

@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bench.folders import write_drizzle_folder
 from orchestrator.cli import run
 from orchestrator.database import folder_history, validate_database
 from orchestrator.db.migrator import MigrateOptions, MigrationFailed
@@ -22,7 +23,6 @@ from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.errors import DatabaseError, PartialStateError, UsageError
 from orchestrator.migrate import migrate_database
-from orchestrator.sandbox.folders import write_drizzle_folder
 from orchestrator.shadow import ShadowSpec, one_transaction_refusal
 from orchestrator.shadow.replay import replay_history
 from orchestrator.shadow.server import ShadowServer

@@ -1,5 +1,4 @@
-"""Who blocked a migration statement, or a read of production: the sessions holding
-conflicting locks on its tables.
+"""Who blocked a statement or a read: the sessions holding conflicting locks on its tables.
 
 When ``lock_timeout`` fires, our statement has left the lock queue, so
 ``pg_blocking_pids(<our pid>)`` is empty by the time we can ask. So while a migration
@@ -13,15 +12,13 @@ When the watch saw nothing (the wait began and ended between two looks, or the s
 connection could not be opened), :func:`find_blockers` asks the next best thing, at once and
 on the same connection (whose transaction has just rolled back): which other sessions hold
 (or wait for) a lock on the statement's tables in a mode that conflicts with the one the
-statement needed.
-
-A read (the catalog read, ``pg_dump``) needs ACCESS SHARE on many tables, so after its lock
-wait runs out the question is asked of every table: who holds ACCESS EXCLUSIVE.
+statement needed. A read that gave up (``pg_dump``, the catalog read) asks it of every table.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,11 +26,11 @@ from typing import Any
 
 import psycopg
 
-from orchestrator.analysis.locks import conflicts, pg_mode
+from orchestrator.analysis.locks import conflicts, lock_mode, pg_mode, stronger
 from orchestrator.db.connect import connect
 from orchestrator.errors import DatabaseError
 
-_LOCKS_SQL = r"""
+_LOCKS_SQL = """
 SELECT l.pid, l.mode, l.granted, n.nspname || '.' || c.relname,
        coalesce(a.application_name, ''), coalesce(a.state, ''),
        extract(epoch FROM now() - coalesce(a.xact_start, a.query_start, a.backend_start)),
@@ -43,10 +40,8 @@ SELECT l.pid, l.mode, l.granted, n.nspname || '.' || c.relname,
   JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_stat_activity a ON a.pid = l.pid
  WHERE l.locktype = 'relation' AND l.pid <> pg_backend_pid()
-   AND CASE WHEN %(tables)s::text[] IS NULL  -- every table but PostgreSQL's own
-            THEN n.nspname NOT LIKE 'pg\_%%' AND n.nspname <> 'information_schema'
-            ELSE l.relation IN (SELECT to_regclass(r) FROM unnest(%(tables)s::text[]) AS r)
-       END
+   AND (%(tables)s::text[] IS NULL AND n.nspname !~ '^(pg_|information_schema$)'  -- any table
+        OR l.relation IN (SELECT to_regclass(r) FROM unnest(%(tables)s::text[]) AS r))
  ORDER BY l.granted DESC, a.xact_start NULLS LAST, l.pid
 """
 
@@ -138,8 +133,7 @@ def select_blockers(rows: Sequence[tuple[Any, ...]], requested: str | None) -> t
 def find_blockers(
     conn: psycopg.Connection[Any], tables: Sequence[str] | None, requested: str | None
 ) -> tuple[Blocker, ...]:
-    """Who holds conflicting locks on ``tables`` now, on any table when None (best effort:
-    empty on any error)."""
+    """Who holds conflicting locks on ``tables`` (every table: None) now (best effort)."""
     if tables is not None and not tables:
         return ()
     try:
@@ -151,10 +145,8 @@ def find_blockers(
 
 
 def holders_at(url: str, requested: str) -> str:
-    """``blocked by ...`` for the sessions holding (or queued for) a lock on any table that
-    a request for ``requested`` waits for, asked on a new connection to ``url``: what a
-    client program that gave up on its lock (``pg_dump``, ``psql``) cannot say. Best
-    effort: empty when nobody holds one any more or the question cannot be asked."""
+    """``blocked by ...``: who holds a lock on any table that ``requested`` waits for, asked
+    on a new connection (what ``pg_dump`` or ``psql`` cannot say); empty when unknown."""
     try:
         with connect(url, autocommit=True) as conn:
             return describe_all(find_blockers(conn, None, requested))
@@ -175,8 +167,7 @@ def pg_dump_lock_wait(stderr: str, url: str, waited: float) -> str | None:
 def statement_locks(statement: str) -> tuple[list[str], str | None]:
     """The tables ``statement`` locks and the strongest mode it needs there (pure, best
     effort: the analysis's reading, else the table names a regex finds, mode unknown)."""
-    from orchestrator.analysis.effects import analyse_sql
-    from orchestrator.analysis.locks import lock_mode, stronger
+    from orchestrator.analysis.effects import analyse_sql  # pglast's tree: only when needed
 
     tables: dict[str, str] = {}
     try:
@@ -190,9 +181,23 @@ def statement_locks(statement: str) -> tuple[list[str], str | None]:
             tables[change.table] = mode if known is None else stronger(mode, known)
     if tables:
         return list(tables), functools.reduce(stronger, tables.values())
-    from orchestrator.db.migrator import relations_in
-
     return relations_in(statement), None
+
+
+# The tables a DDL statement has to lock: ALTER TABLE x, CREATE INDEX ... ON x, REFERENCES x...
+_RELATION = re.compile(
+    r"\b(?:ALTER\s+TABLE|DROP\s+TABLE|TRUNCATE|LOCK\s+TABLE|ON|REFERENCES|INTO|UPDATE)\s+"
+    r"(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?((?:\"[^\"]+\"|\w+)(?:\.(?:\"[^\"]+\"|\w+))?)",
+    re.IGNORECASE,
+)
+
+_NOT_RELATIONS = frozenset({"DELETE", "UPDATE", "CASCADE", "RESTRICT", "NO", "SET", "COMMIT"})
+
+
+def relations_in(statement: str) -> list[str]:
+    """The table names a statement locks, as written (pure, best effort)."""
+    names = (m.group(1) for m in _RELATION.finditer(statement))
+    return list(dict.fromkeys(n for n in names if n.upper() not in _NOT_RELATIONS))
 
 
 @dataclass(frozen=True)

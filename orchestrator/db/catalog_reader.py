@@ -316,9 +316,8 @@ def read_catalog(
     ``owners``: only the objects of these owners (see :attr:`CatalogSnapshot.refs`), for
     the shadow replay's reads after each migration; None reads everything. ``refs``: say
     who owns each object too (the replay needs it; a comparison does not).
-    ``lock_timeout``: on an autocommit connection, read in a read-only transaction of its
-    own that waits at most this many seconds for a table lock; None reads in the caller's
-    transaction, under its timeouts.
+    ``lock_timeout``: read in a read-only transaction of its own (autocommit connection)
+    that waits at most this many seconds for a table lock; None: in the caller's transaction.
     Errors become :class:`DatabaseError` (exit 30), transient when the connection failed.
     """
     try:

@@ -113,16 +113,15 @@ def apply_release(
 
 
 def _tracked(conn: psycopg.Connection[Any], options: MigrateOptions) -> frozenset[str]:
-    table = sql.SQL("{}.{}").format(sql.Identifier(options.schema), sql.Identifier(options.table))
     try:
-        rows = conn.execute(sql.SQL("SELECT hash FROM {}").format(table)).fetchall()
+        hashes = _tracked_now(conn, options)
         conn.commit()
     except psycopg.Error as exc:
         conn.rollback()
         raise DatabaseError(
             f"cannot read the tracking table: {describe(exc)}", transient=is_transient(exc)
         ) from exc
-    return frozenset(str(row[0]) for row in rows)
+    return hashes
 
 
 def apply_outside_transaction(

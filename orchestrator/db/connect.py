@@ -219,9 +219,6 @@ def refuse_pooler(url: str) -> None:
         raise UsageError(problem)
 
 
-# --------------------------------------------------------------------------- client programs
-
-
 def without_password(url: str) -> tuple[str, dict[str, str]]:
     """``url`` for a client program's argv (``pg_dump``, ``psql``) and its environment: the
     password goes through PGPASSWORD, kept out of argv (visible in ``ps``)."""

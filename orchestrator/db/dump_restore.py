@@ -186,16 +186,14 @@ def restore(
 ) -> None:
     """Clear the way and run ``script``, in one transaction (nothing changes on failure).
 
-    Each lock is waited for at most ``lock_timeout`` seconds, as a migration's are: the
-    restore drops every table, and while it waits behind a session's open transaction all
-    traffic on that table queues behind it. A lock timeout names who held the lock.
+    Each lock is waited for at most ``lock_timeout`` seconds (all traffic on a table queues
+    behind the restore's wait), then who holds it is named.
     Raises RestoreFailed with psql's first error, or DatabaseError (transient) when the
     connection failed: then whether the COMMIT landed is unknown, and only
     :func:`differences` can tell.
     """
     clearing = workdir / "clear.sql"
-    # For the clearing, which takes every table's lock (the dump's script then sets its own
-    # lock_timeout = 0, but only creates what the clearing has made room for).
+    # For the clearing, which locks every table (the dump's script then sets lock_timeout 0).
     bound = f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms';\n"
     clearing.write_text(bound + clearing_sql(sorted(kept_schemas(contents.schemas_created))))
     conninfo, env = without_password(url)

@@ -19,7 +19,6 @@ Where we differ, on purpose:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from orchestrator.db.blockers import (
     LockWatch,
     describe_all,
     find_blockers,
+    relations_in,
     statement_locks,
 )
 from orchestrator.db.catalog_reader import read_catalog
@@ -384,21 +384,6 @@ def statement_waiting(pieces: list[str], table: str) -> int | None:
 
 
 LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout fired
-
-# The tables a DDL statement has to lock: ALTER TABLE x, CREATE INDEX ... ON x, REFERENCES x...
-_RELATION = re.compile(
-    r"\b(?:ALTER\s+TABLE|DROP\s+TABLE|TRUNCATE|LOCK\s+TABLE|ON|REFERENCES|INTO|UPDATE)\s+"
-    r"(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?((?:\"[^\"]+\"|\w+)(?:\.(?:\"[^\"]+\"|\w+))?)",
-    re.IGNORECASE,
-)
-
-_NOT_RELATIONS = frozenset({"DELETE", "UPDATE", "CASCADE", "RESTRICT", "NO", "SET", "COMMIT"})
-
-
-def relations_in(statement: str) -> list[str]:
-    """The table names a statement locks, as written (pure, best effort)."""
-    names = (m.group(1) for m in _RELATION.finditer(statement))
-    return list(dict.fromkeys(n for n in names if n.upper() not in _NOT_RELATIONS))
 
 
 def excerpt(statement: str, limit: int = 60) -> str:

@@ -237,13 +237,8 @@ def restore_from_dump(
         log.info("database_restore_started", tables=len(contents.row_counts))
         adopted = False
         try:
-            dump_restore.restore(
-                url,
-                contents,
-                script,
-                Path(workdir),
-                lock_timeout=migrate_options(playbook).lock_timeout,
-            )
+            wait = migrate_options(playbook).lock_timeout  # as a migration's statements
+            dump_restore.restore(url, contents, script, Path(workdir), lock_timeout=wait)
         except dump_restore.RestoreFailed as exc:
             log.error("database_restore_failed", reason=str(exc))
             raise

@@ -1,10 +1,9 @@
 """Throwaway worlds built on this machine, and removed after use.
 
 - :mod:`~orchestrator.sandbox.pg`: a PostgreSQL cluster of its own (``initdb`` + ``pg_ctl``);
-- :mod:`~orchestrator.sandbox.folders`: a drizzle migrations folder written from SQL texts;
 - :mod:`~orchestrator.sandbox.release`: a release to rehearse (git origin and clone, a health
   endpoint, a playbook).
 
 ``deploy --dry-run --rehearse-on local`` migrates a copy of production in the first, ``make
-demo`` rehearses a deploy in all three, and the benchmarks and the tests build on them.
+demo`` rehearses a deploy in both, and the benchmarks and the tests build on them.
 """

@@ -134,9 +134,7 @@ def dump_path(configured: Path, run_id: str) -> Path:
 def pg_dump(url: str, target: Path, *, lock_wait: float = READ_LOCK_TIMEOUT_S) -> BackupOutcome:
     """Write a custom-format dump to ``target`` and verify it with ``pg_restore --list``.
 
-    pg_dump waits at most ``lock_wait`` seconds for the ACCESS SHARE lock of each table it
-    dumps, then gives up naming who holds a stronger one: a backup must not wait for as
-    long as somebody's ALTER TABLE lasts.
+    Each table's lock is waited for at most ``lock_wait`` seconds, then who holds it is named.
 
     The dump is written to ``.<name>.partial`` beside the target, readable by its owner
     only, and renamed to ``target`` only once ``pg_restore --list`` accepts it: a dump at

@@ -1,4 +1,4 @@
-"""A drizzle migrations folder written from SQL texts, for tests and the benchmarks."""
+"""A drizzle migrations folder written from SQL texts, for the benchmarks and the tests."""
 
 from __future__ import annotations
 
