@@ -125,6 +125,13 @@ def rows_of(url: str) -> dict[str, tuple[int, str]]:
         }
 
 
+def restore_database(shop: Shop, run_id: str) -> int:
+    """``rollback RUN --yes --restore-database``, confirming production's database name."""
+    dbname = str(conninfo_to_dict(shop.url)["dbname"])
+    argv = ["rollback", run_id, "--yes", "--restore-database", "--confirm-database", dbname]
+    return run(shop.argv(*argv))
+
+
 def deploy(shop: Shop) -> str:
     assert run(shop.argv("deploy", "--playbook", str(shop.playbook), "--yes")) == 0
     [record] = shop.store.list()
@@ -147,10 +154,7 @@ def test_restore_database_brings_back_exactly_the_dump(
     assert f"orchestrator rollback {run_id} --restore-database" in plan
     assert "pg_restore --clean" not in plan
 
-    dbname = str(conninfo_to_dict(shop.url)["dbname"])
-    code = run(
-        shop.argv("rollback", run_id, "--yes", "--restore-database", "--confirm-database", dbname)
-    )
+    code = restore_database(shop, run_id)
     out = capsys.readouterr().out
     assert code == 10, out  # NEEDS_MIGRATION: the release is undone, as before the run
     assert "its schema (pg_dump --schema-only) and every table's rows match the dump" in out
@@ -176,10 +180,7 @@ def test_the_restore_also_repairs_what_pg_restore_clean_left_half_done(
     )
     assert old.returncode == 1 and "error" in old.stderr
     assert schema_of(shop.url) != schema
-    dbname = str(conninfo_to_dict(shop.url)["dbname"])
-    code = run(
-        shop.argv("rollback", run_id, "--yes", "--restore-database", "--confirm-database", dbname)
-    )
+    code = restore_database(shop, run_id)
     assert code == 10, capsys.readouterr().out
     assert schema_of(shop.url) == schema
     assert rows_of(shop.url) == rows
@@ -197,12 +198,7 @@ def test_a_failed_restore_changes_nothing(shop: Shop, capsys: pytest.CaptureFixt
             conn.execute("REVOKE ALL ON users FROM shop_reader")
             conn.execute("DROP ROLE shop_reader")
         released, rows = schema_of(shop.url), rows_of(shop.url)
-        dbname = str(conninfo_to_dict(shop.url)["dbname"])
-        code = run(
-            shop.argv(
-                "rollback", run_id, "--yes", "--restore-database", "--confirm-database", dbname
-            )
-        )
+        code = restore_database(shop, run_id)
         err = capsys.readouterr().err
         assert code == 21 and "the restore failed and was rolled back, nothing changed" in err
         assert 'role "shop_reader" does not exist' in err
@@ -221,13 +217,8 @@ def test_a_restore_waits_for_a_table_no_longer_than_the_lock_timeout(
     traffic on the table queue behind it for as long as the report lasts."""
     run_id = deploy(shop)
     released, rows = schema_of(shop.url), rows_of(shop.url)
-    dbname = str(conninfo_to_dict(shop.url)["dbname"])
     with table_locked(shop.url, "orders", "monthly report", mode="ACCESS SHARE"):
-        code = run(
-            shop.argv(
-                "rollback", run_id, "--yes", "--restore-database", "--confirm-database", dbname
-            )
-        )
+        code = restore_database(shop, run_id)
     err = capsys.readouterr().err
     assert code == 21 and "the restore failed and was rolled back, nothing changed" in err
     assert "lock timeout (0.5s; blocked by pid" in err
@@ -251,10 +242,7 @@ def test_a_wrong_name_or_a_changed_dump_restores_nothing(
     assert code == 2 and "--confirm-database NAME" in capsys.readouterr().err
     [record] = shop.store.list()
     Path(record.steps.backup.path).write_bytes(b"PGDMP not any more")
-    dbname = str(conninfo_to_dict(shop.url)["dbname"])
-    code = run(
-        shop.argv("rollback", run_id, "--yes", "--restore-database", "--confirm-database", dbname)
-    )
+    code = restore_database(shop, run_id)
     assert code == 21 and "nothing was restored" in capsys.readouterr().err
     assert schema_of(shop.url) == released
     assert git(shop.root / "world" / "origin.git", "rev-parse", "main") == main  # checked first
@@ -267,13 +255,8 @@ def test_no_restore_while_a_deploy_or_migrate_holds_the_database(
     released = schema_of(shop.url)
     main = git(shop.root / "world" / "origin.git", "rev-parse", "main")
     owner = runlock.application_name("20251021T143005Z-dddddd")
-    dbname = str(conninfo_to_dict(shop.url)["dbname"])
     with runlock.RunLock(shop.url, schema="drizzle", table="__drizzle_migrations", owner=owner):
-        code = run(
-            shop.argv(
-                "rollback", run_id, "--yes", "--restore-database", "--confirm-database", dbname
-            )
-        )
+        code = restore_database(shop, run_id)
     err = capsys.readouterr().err
     assert code == 2 and "run 20251021T143005Z-dddddd" in err
     assert schema_of(shop.url) == released
