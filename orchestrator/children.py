@@ -95,7 +95,7 @@ def run(
             umask=0o077 if private_files else -1,
         ) as process:
             stdout, stderr = process.communicate()
-    except BaseException:
+    except KeyboardInterrupt:  # and every stop signal (orchestrator.interrupts)
         # Interrupted while it started or ran: all our children go (no group: it, once known).
         pgid = children or (process.pid if process is not None else 0)
         if pgid:
