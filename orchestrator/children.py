@@ -117,7 +117,7 @@ def group() -> int:
                 os.close(_leader_fd)
                 _leader_fd = None
             try:
-                _leader, _leader_fd = _start_leader()
+                _leader, _leader_fd = _spawn_on_pipe(_LEADER, session=False)
             except OSError:  # no /bin/sh: each child in a group of its own
                 _leader = None
                 return 0
@@ -160,11 +160,6 @@ def _start_guard() -> int | None:
     except (OSError, AttributeError, NotImplementedError):
         return None
     return write_end
-
-
-def _start_leader() -> tuple[int, int]:
-    """A new leader: its pid (its group's id) and our end of its pipe."""
-    return _spawn_on_pipe(_LEADER, session=False)
 
 
 def _spawn_on_pipe(argv: list[str], *, session: bool) -> tuple[int, int]:

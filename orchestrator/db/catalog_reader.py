@@ -31,7 +31,7 @@ from psycopg import sql
 from orchestrator.catalog import CatalogSnapshot, TrackingRow, properties
 from orchestrator.db.backoff import READ_LOCK_TIMEOUT_S
 from orchestrator.db.blockers import describe_all, find_blockers
-from orchestrator.db.connect import connect, describe
+from orchestrator.db.connect import connect, describe, milliseconds
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry, is_transient
 from orchestrator.errors import DatabaseError
 
@@ -368,7 +368,7 @@ def _read_alone(
         cursor.execute(
             "SET TRANSACTION READ ONLY; SET LOCAL lock_timeout = %(lock_timeout)s; "
             + CATALOG_QUERY,
-            {**parameters, "lock_timeout": f"{int(lock_timeout * 1000)}ms"},
+            {**parameters, "lock_timeout": milliseconds(lock_timeout)},
         )
     except psycopg.errors.LockNotAvailable as exc:
         held = describe_all(find_blockers(conn, None, "ACCESS SHARE"))

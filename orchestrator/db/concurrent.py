@@ -37,7 +37,7 @@ from orchestrator.analysis.nontransactional import (
     probe_sql,
 )
 from orchestrator.db.blockers import find_blockers, statement_locks
-from orchestrator.db.connect import describe
+from orchestrator.db.connect import describe, milliseconds
 from orchestrator.db.lock_retry import LOCK_NOT_AVAILABLE, LockRetry, OnLockRetry, lock_retry_policy
 from orchestrator.db.migrator import (
     MIGRATION_LOCK_SQL,
@@ -145,8 +145,8 @@ def apply_outside_transaction(
     try:
         conn.execute(
             sql.SQL("SET lock_timeout = {}; SET statement_timeout = {}").format(
-                sql.Literal(f"{int(options.lock_timeout * 1000)}ms"),
-                sql.Literal(f"{int(options.statement_timeout * 1000)}ms"),
+                sql.Literal(milliseconds(options.lock_timeout)),
+                sql.Literal(milliseconds(options.statement_timeout)),
             )
         )
         conn.execute(MIGRATION_LOCK_SQL.replace("xact_lock", "lock"), (key,))

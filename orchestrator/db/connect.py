@@ -71,6 +71,11 @@ def check_database_url(
     return checked, warnings
 
 
+def milliseconds(seconds: float) -> str:
+    """``seconds`` as a PostgreSQL timeout setting takes it: ``500ms`` (0 disables it)."""
+    return f"{int(seconds * 1000)}ms"
+
+
 def with_application_name(url: str, name: str) -> str:
     """``url`` as a conninfo string that names its connections ``name`` (pure).
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from orchestrator import children
 from orchestrator.db.blockers import holders_at
-from orchestrator.db.connect import without_password
+from orchestrator.db.connect import milliseconds, without_password
 from orchestrator.db.retry import is_transient_message
 from orchestrator.errors import DatabaseError, ExitCode, OrchestratorError, UsageError
 from orchestrator.redaction import redact
@@ -194,7 +194,7 @@ def restore(
     """
     clearing = workdir / "clear.sql"
     # For the clearing, which locks every table (the dump's script then sets lock_timeout 0).
-    bound = f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms';\n"
+    bound = f"SET LOCAL lock_timeout = '{milliseconds(lock_timeout)}';\n"
     clearing.write_text(bound + clearing_sql(sorted(kept_schemas(contents.schemas_created))))
     conninfo, env = without_password(url)
     done = children.run(

@@ -42,7 +42,7 @@ from orchestrator.db.blockers import (
     statement_locks,
 )
 from orchestrator.db.catalog_reader import read_catalog
-from orchestrator.db.connect import describe
+from orchestrator.db.connect import describe, milliseconds
 from orchestrator.db.retry import is_transient
 from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.errors import DatabaseError, ExitCode, OrchestratorError
@@ -132,11 +132,9 @@ def begin_tracking_transaction(conn: psycopg.Connection[Any], options: MigrateOp
     they all wait for one another and never queue behind traffic for longer than allowed.
     """
     setup = [
-        sql.SQL("SET LOCAL lock_timeout = {}").format(
-            sql.Literal(f"{int(options.lock_timeout * 1000)}ms")
-        ),
-        sql.SQL("SET LOCAL statement_timeout = {}").format(
-            sql.Literal(f"{int(options.statement_timeout * 1000)}ms")
+        sql.SQL("SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}").format(
+            sql.Literal(milliseconds(options.lock_timeout)),
+            sql.Literal(milliseconds(options.statement_timeout)),
         ),
         sql.SQL(MIGRATION_LOCK_SQL.replace("%s", "{}")).format(
             sql.Literal(f"{options.schema}.{options.table}")
