@@ -43,6 +43,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -222,7 +223,9 @@ class NeonState:
 
     def restore(self, branch_id: str, body: dict[str, Any]) -> None:
         """Replace the branch's contents with the source branch's; keep the old ones as
-        ``preserve_under_name`` (which becomes the branch's parent, as on Neon)."""
+        ``preserve_under_name`` (which becomes the branch's parent, as on Neon), which takes
+        the branch's children (``BranchRestoreRequest``: "All existing child branches will be
+        moved to the newly created branch")."""
         self.restores.append({"branch_id": branch_id, **body})
         target, source = self.branches[branch_id], body["source_branch_id"]
         keep = body.get("preserve_under_name")
@@ -235,6 +238,8 @@ class NeonState:
                 "parent_id": target["parent_id"],
                 "current_state": "ready",
             }
+            for child in self.children(branch_id):
+                child["parent_id"] = preserved["id"]
             self.branches[preserved["id"]] = preserved
             target["parent_id"] = preserved["id"]
         if self.backing is None:
@@ -249,7 +254,11 @@ class NeonState:
             self.backing.drop(database)
         self.backing.copy(self.databases[source], database)
 
+    def children(self, branch_id: str) -> list[dict[str, Any]]:
+        return [b for b in self.branches.values() if b["parent_id"] == branch_id]
+
     def operation(self, action: str, branch_id: str) -> dict[str, Any]:
+        now = datetime.now(UTC).isoformat()
         op = {
             "id": str(uuid.uuid4()),
             "project_id": self.project_id,
@@ -257,6 +266,9 @@ class NeonState:
             "action": action,
             "status": "running",
             "failures_count": 0,
+            "created_at": now,
+            "updated_at": now,
+            "total_duration_ms": 0,
             "_polls": 0,
             "_fail": self.fail_next_operation,
         }
@@ -297,9 +309,10 @@ def _route(state: NeonState, request: Request) -> Reply:
     if rest == ["operations"] and method == "GET":
         # OperationsResponse: newest first, with a cursor pagination object.
         listed = [_public(op) for op in reversed(state.operations.values())]
-        return 200, {"operations": listed, "pagination": {"cursor": ""}}
+        cursor = listed[-1]["id"] if listed else state.project_id  # minLength 1
+        return 200, {"operations": listed, "pagination": {"cursor": cursor}}
     if rest == ["branches"] and method == "GET":
-        return 200, {"branches": list(state.branches.values())}
+        return 200, {"branches": list(state.branches.values()), "annotations": {}}
     if rest == ["branches"] and method == "POST":
         return _create(state, body or {})
     if rest == ["endpoints"] and method == "GET":
@@ -312,6 +325,8 @@ def _route(state: NeonState, request: Request) -> Reply:
             return _error(404, "branch not found")
         if method == "GET":
             return 200, {"branch": branch}
+        if method == "DELETE" and state.children(rest[1]):  # the reference: "You cannot
+            return _error(409, "branch has children")  # delete a branch that has a child"
         if method == "DELETE":
             state.delete_branch(rest[1])
             op = state.operation("delete_timeline", rest[1])
@@ -321,7 +336,7 @@ def _route(state: NeonState, request: Request) -> Reply:
         if rest[1] not in state.branches or source not in state.branches:
             return _error(404, "branch not found")
         state.restore(rest[1], body)
-        op = state.operation("restore_timeline", rest[1])
+        op = state.operation("create_timeline", rest[1])
         return 200, {"branch": state.branches[rest[1]], "operations": [op]}
     elif len(rest) == 2 and rest[0] == "operations" and method == "GET":
         return _poll(state, rest[1])

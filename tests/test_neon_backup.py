@@ -88,3 +88,18 @@ def test_a_vanished_backup_branch_is_taken_again_on_resume(world: World, neon: N
     assert record.state == "succeeded", record.halt_reason
     [second] = backups(neon)
     assert record.steps.backup.branch_id == second["id"] != first["id"]
+
+
+def test_a_backup_branch_neon_failed_to_make_is_made_again_on_resume(
+    world: World, neon: NeonState
+) -> None:
+    environ = {"DATABASE_URL": world.database_url, "NEON_API_KEY": KEY}
+    neon.fail_next_operation = True  # the branch is listed, its create operation fails
+    first = world.deploy(environ=environ)
+    assert first.exit_code == int(ExitCode.GUARD_FAILED), first.halt_reason
+    [failed] = backups(neon)
+    assert len(tracking_rows(world.database_url)) == 9  # nothing migrated
+    record = resume(None, world.store, world.interaction(environ=environ))
+    assert record.state == "succeeded", record.halt_reason
+    [made] = backups(neon)
+    assert record.steps.backup.branch_id == made["id"] != failed["id"]

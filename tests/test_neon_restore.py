@@ -127,6 +127,9 @@ def test_a_restore_whose_answer_is_lost_is_adopted_not_sent_twice(
 ) -> None:
     before = schema_fingerprint(world.database_url)
     record = deployed(world)
+    production = record.steps.backup.parent_branch_id
+    earlier = backed_neon.operation("start_compute", production)  # not the restore's
+    backed_neon.operations[earlier["id"]].update(status="failed", error="compute start failed")
     backed_neon.lost = ["POST /restore"]  # Neon restores, the answer never arrives
     code, out, err = cli(
         world,

@@ -45,6 +45,10 @@ class NeonError(ApiError):
     when the API could not be reached)."""
 
 
+class OperationFailed(NeonError):
+    """Neon ran the operation and it ended failed, error or cancelled."""
+
+
 @dataclass(frozen=True)
 class Branch:
     """A Neon branch as the API describes it (the fields a release uses)."""
@@ -141,6 +145,7 @@ class NeonApi:
         }
         if source_lsn is not None:
             body["source_lsn"] = source_lsn
+        earlier = {op.get("id") for op in self.operations_of(branch_id)}  # not this restore's
         try:
             data = self._api.call("POST", f"{self._branch(branch_id)}/restore", json=body)
         except NeonError as exc:
@@ -152,7 +157,7 @@ class NeonApi:
                 raise NeonError(
                     f"{exc}; no branch {preserve_as} exists: the restore was not carried out"
                 ) from None
-            self.wait(self.operations_of(branch_id))
+            self.wait(op for op in self.operations_of(branch_id) if op.get("id") not in earlier)
             return
         self.wait(data.get("operations", ()))
 
@@ -177,7 +182,8 @@ class NeonApi:
         return [op for op in data.get("operations") or () if op.get("branch_id") == branch_id]
 
     def wait(self, operations: Iterable[dict[str, Any]]) -> None:
-        """Poll each operation until it finishes; NeonError if one fails or takes too long."""
+        """Poll each operation until it finishes: OperationFailed if one fails, NeonError if
+        it takes too long."""
         deadline = time.monotonic() + self.operation_timeout
         for operation in operations:
             op_id, status = str(operation.get("id")), str(operation.get("status"))
@@ -185,7 +191,8 @@ class NeonApi:
             while status not in _DONE:
                 if status in _STOPPED:
                     detail = operation.get("error") or status
-                    raise NeonError(f"Neon operation {op_id} ({operation.get('action')}): {detail}")
+                    action = operation.get("action")
+                    raise OperationFailed(f"Neon operation {op_id} ({action}): {detail}")
                 if time.monotonic() > deadline:
                     raise NeonError(
                         f"Neon operation {op_id} still {status} after {self.operation_timeout:g}s"

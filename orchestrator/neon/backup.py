@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from orchestrator.engine.outcomes import BackupOutcome
 from orchestrator.errors import GuardError, UsageError
-from orchestrator.neon.api import Branch, NeonApi
+from orchestrator.neon.api import Branch, NeonApi, OperationFailed
 from orchestrator.playbook import Playbook
 
 
@@ -46,13 +46,23 @@ def take_branch_backup(
     api: NeonApi, playbook: Playbook, run_id: str, point: BackupOutcome
 ) -> BackupOutcome:
     """Branch production at the restore point's LSN (reusing this run's branch if a killed
-    attempt already made it); the outcome to record."""
+    attempt made it, once Neon has made it); the outcome to record."""
     assert playbook.neon is not None
     production = production_branch(api, playbook)
     name = backup_branch_name(run_id)
-    branch = api.find_branch(name) or api.create_branch(
-        parent_id=production.id, parent_lsn=str(point.wal_lsn), name=name
-    )
+    branch = api.find_branch(name)
+    if branch is not None and branch.parent_id != production.id:
+        raise GuardError(f"branch {name} exists but is not a branch of {production.name!r}")
+    if branch is not None:  # a killed attempt's: kept once Neon has finished making it
+        try:
+            api.wait(api.operations_of(branch.id))
+        except OperationFailed:
+            api.delete_branch(branch.id)  # Neon could not make it: make it again
+            branch = None
+    if branch is None:
+        branch = api.create_branch(
+            parent_id=production.id, parent_lsn=str(point.wal_lsn), name=name
+        )
     return BackupOutcome(
         kind="neon_branch",
         project_id=playbook.neon.project_id,

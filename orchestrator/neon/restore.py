@@ -202,7 +202,8 @@ def restore_production(
             log.error("database_restore_refused", reason=f"{plan.preserve_as} exists")
             raise GuardError(
                 f"branch {plan.preserve_as} exists: production was restored from this run "
-                "before; delete that branch first if you mean to restore again"
+                "before (that branch holds the migrated state and production's child branches, "
+                "so Neon will not delete it); restore again in the Neon console if you must"
             )
         log.info("database_restore_started", preserve_under_name=plan.preserve_as)
         try:
