@@ -122,6 +122,49 @@ def test_a_commit_pushed_to_the_source_after_preflight_is_not_released(
         assert "late.txt" not in git(world.repo.origin, "ls-tree", "-r", "--name-only", "main")
 
 
+def test_a_pull_request_merged_by_hand_at_a_later_head_is_not_taken_for_the_release(
+    tmp_path: Path, database_url: str
+) -> None:
+    from orchestrator.engine.run import resume
+    from orchestrator.platforms.github import GitHubApi
+    from orchestrator.platforms.http import ApiClient
+
+    with pr_world(tmp_path, database_url) as (world, github):
+        clone = world.repo.clone
+
+        def push_late_commit_and_merge_it_by_hand(question: str) -> bool:
+            if question.startswith("Merge"):  # after pre-flight and the migration
+                git(clone, "switch", "staging")
+                (clone / "late.txt").write_text("not reviewed with the release\n")
+                git(clone, "add", "late.txt")
+                git(clone, "commit", "-m", "late change")
+                git(clone, "push", "origin", "staging")
+                api = GitHubApi(
+                    github.repo, ApiClient("GitHub API", world_api(world), github.token)
+                )
+                api.get_pull(1)  # GitHub computes mergeability on a read
+                api.merge_pull(1, git(clone, "rev-parse", "staging"), title="auto-merge")
+            return True
+
+        env = environ(world, github)
+        record = world.deploy(environ=env, confirm=push_late_commit_and_merge_it_by_hand)
+        assert record.state == "halted" and record.exit_code == 21, record.halt_reason
+        assert f"not at the release {str(record.source_commit)[:12]}" in str(record.halt_reason)
+        resumed = resume(record.run_id, world.store, world.interaction(environ=env))
+        assert resumed.state == "halted" and resumed.exit_code == 21, resumed.halt_reason
+
+
+def test_an_optional_check_failing_while_a_required_one_runs_is_waited_for(
+    tmp_path: Path, database_url: str
+) -> None:
+    with pr_world(tmp_path, database_url) as (world, github):
+        github.checks = {"ci/test": ["in_progress", None], "lint": ["completed", "failure"]}
+        github.required_checks = ("ci/test",)
+        github.checks_finish_after = 6  # ci/test passes: GitHub then says unstable
+        record = world.deploy(environ=environ(world, github))
+        assert record.state == "succeeded", record.halt_reason
+
+
 def test_an_unmergeable_pull_request_stops_the_run_before_the_backup(
     tmp_path: Path, database_url: str
 ) -> None:

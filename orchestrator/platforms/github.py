@@ -161,9 +161,10 @@ class Mergeability:
 def judge_pull(pr: PullRequest, checks: Checks) -> Mergeability:
     """Whether ``pr`` can be merged now, must be waited for, or cannot be merged (pure).
 
-    ``blocked`` with required checks still running is worth waiting for, and so is blocked
-    with no check reported at all (required checks may not have started yet); blocked with
-    a failing check, or with every check passed (a review is missing), is not.
+    ``blocked`` with checks still running is worth waiting for (a failing one may be
+    optional), and so is blocked with no check reported at all (required checks may not have
+    started yet); blocked with a failing check once none runs, or with every check passed (a
+    review is missing), is not.
     """
     failing = ", ".join(checks.failing)
     if pr.merged:
@@ -178,12 +179,12 @@ def judge_pull(pr: PullRequest, checks: Checks) -> Mergeability:
         )
     state = pr.mergeable_state
     if state == "blocked":
+        if checks.pending:  # a failing check may be optional: GitHub says so once all ran
+            return Mergeability("waiting", f"checks still running: {', '.join(checks.pending)}")
         if checks.failing:
             return Mergeability(
                 "refused", f"pull request #{pr.number} is blocked: checks fail: {failing}"
             )
-        if checks.pending:
-            return Mergeability("waiting", f"checks still running: {', '.join(checks.pending)}")
         if not checks.passing:
             return Mergeability(
                 "waiting",

@@ -89,8 +89,8 @@ class MergeStep:
             # The commit GitHub's merge made is on the target (a squash or rebase commit
             # never contains the staging commit, so that one is not what to look for).
             pr = api_of(ctx).get_pull(number)
-            if not pr.merged or commit is None or pr.merge_commit_sha is None:
-                return None
+            if not pr.merged or pr.head_sha != commit or pr.merge_commit_sha is None:
+                return None  # (merged at another head: run() says so)
             if not is_merged(ctx.repo, spec.remote, spec.target, pr.merge_commit_sha):
                 return None
             return _pull_request_outcome(
@@ -132,6 +132,12 @@ def _merge_pull_request(ctx: RunContext, commit: str) -> MergeOutcome:
         raise GuardError(f"pre-flight recorded no pull request to merge: {_NOT_DEPLOYED}")
     api = api_of(ctx)
     pr = api.get_pull(number)
+    if pr.merged and pr.head_sha != commit:
+        raise GuardError(
+            f"{pr.url} was merged at {pr.head_sha[:12]}, not at the release {commit[:12]}: "
+            "commits pushed after pre-flight went out without being checked against "
+            "production's schema"
+        )
     if pr.merged and pr.merge_commit_sha:
         return _pull_request_outcome(ctx, pr, pr.merge_commit_sha)
     if pr.head_sha == commit:
