@@ -89,6 +89,9 @@ class GitHubState:
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
     failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)  # answers lost after the work: "PUT", ...
+    # Reads of a merged pull request that still show it open: GitHub can record a merge a
+    # moment after failing to answer for it (sonichi/sutando#2865: a 502, then merged=false).
+    merged_late: int = 0
     _numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _check_reads: int = 0
 
@@ -152,6 +155,9 @@ class GitHubState:
             state = self.mergeable_state(mergeable)
         elif pr["state"] == "open":
             pr["_computed"] = (base_sha, head_sha)  # computed in the background: next read
+        late = pr["merged"] and pr.get("_late", 0) > 0 and not listed
+        if late:
+            pr["_late"] -= 1
         url = f"https://github.com/{self.repo}/pull/{pr['number']}"
         shown = {
             "url": f"https://api.github.com/repos/{self.repo}/pulls/{pr['number']}",
@@ -169,6 +175,8 @@ class GitHubState:
             "head": {"ref": pr["head"], "sha": head_sha, "label": f"{self.owner}:{pr['head']}"},
             "base": {"ref": pr["base"], "sha": base_sha, "label": f"{self.owner}:{pr['base']}"},
         }
+        if late:
+            shown.update(state="open", merged=False, merge_commit_sha=None)
         if listed:
             for key in ("merged", "mergeable", "mergeable_state", "commits"):
                 shown.pop(key)
@@ -222,6 +230,7 @@ class GitHubState:
         pr.update(
             merged=True, state="closed", merge_commit_sha=commit, head_sha=head_sha, commits=count
         )
+        pr["_late"] = self.merged_late
         return 200, {"sha": commit, "merged": True, "message": "Pull Request successfully merged"}
 
     def _merge_commit(self, pr: dict[str, Any], base: str, head: str) -> str:

@@ -3,7 +3,8 @@ the backup branch, the GitHub double opens the pull request and merges it, the V
 serves the release, and each drops the connection instead of answering (Neon's reference:
 such a request "may have reached the server and been successfully processed, but the
 response failed to reach the client"). The deploy never sends a request that changes
-something twice: it looks, finds what was done and adopts it. Exactly one backup branch,
+something twice: it looks (again, when GitHub records a merge late), finds what was done
+and adopts it. Exactly one backup branch,
 exactly one pull request, exactly one merge.
 
 Also a repository that allows only squash merges, deployed end to end: the release gate
@@ -38,6 +39,7 @@ def test_a_deploy_whose_answers_are_lost_backs_up_once_and_merges_once(
         through_github(world, api)
         neon.lost = ["POST /branches"]
         github.lost = ["POST /pulls", "PUT /merge"]
+        github.merged_late = 1  # and the pull request says merged only on a second read
         env = {
             "DATABASE_URL": world.database_url,
             "NEON_API_KEY": KEY,

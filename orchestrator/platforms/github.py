@@ -37,6 +37,7 @@ from orchestrator.playbook import Playbook
 
 MERGE_METHODS = ("merge", "squash", "rebase")  # the default is the first one allowed
 _PASSED = frozenset({"success", "neutral", "skipped"})
+_LATE_MERGE_PAUSES = (0, 2, 4, 8)  # reads of a pull request after a lost merge answer
 _HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
 _NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="next"')
 
@@ -265,8 +266,9 @@ class GitHubApi:
         commit the merge made (with squash or rebase, not a descendant of ``sha``).
 
         :class:`MergeMoved` (409) when the head moved, :class:`ApiError` (405) when GitHub
-        says it cannot be merged. When the answer is lost, the pull request is read: merged
-        at ``sha``, its merge commit is adopted; otherwise the error stands.
+        says it cannot be merged. When the answer is lost, the pull request is read (a few times:
+        GitHub may say merged late): merged at ``sha``, its merge commit is adopted;
+        otherwise an ambiguous error (nothing is known).
         """
         try:
             data = self.client.call(
@@ -277,14 +279,17 @@ class GitHubApi:
         except ApiError as exc:
             if exc.status == 409:
                 raise MergeMoved(str(exc), status=409) from None
-            if exc.ambiguous:
-                now = self.get_pull(number)
-                if now.merged and now.head_sha == sha and now.merge_commit_sha:
-                    return now.merge_commit_sha
+            if exc.ambiguous:  # GitHub may record a merge it did only a moment later
+                for pause in _LATE_MERGE_PAUSES:
+                    self.client.sleep(pause)
+                    now = self.get_pull(number)
+                    if now.merged and now.head_sha == sha and now.merge_commit_sha:
+                        return now.merge_commit_sha
                 raise ApiError(
-                    f"{exc}; pull request #{number} is not merged at {sha[:12]}: nothing "
-                    "was merged",
+                    f"{exc}; pull request #{number} does not say it is merged at {sha[:12]} "
+                    "yet: resume looks again",
                     status=exc.status,
+                    ambiguous=True,
                 ) from None
             raise
         return str(data["sha"])
