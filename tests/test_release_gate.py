@@ -371,6 +371,10 @@ def test_a_commit_seen_instead_counts_only_when_git_says_it_contains_the_release
     via = judge_contained(superseded, ours, True)
     assert (via.state, via.deployment_id, via.deployment_state) == ("live", "dpl_3", "READY")
     assert judge_contained(superseded, ours, False).state == "failed"
+    # Ours canceled for a newer build still running (Vercel's queue): not failed, not yet.
+    queued_out = [d("dpl_3", newer, "BUILDING", 3), d("dpl_2", ours, "CANCELED", 2)]
+    assert judge_deployments(queued_out, ours).state == "waiting"
+    assert judge_deployments(queued_out[1:], ours).state == "failed"  # nothing newer coming
     # Ours READY needs no git; the previous release READY is what git must judge.
     assert judge_deployments([d("dpl_2", ours, "READY", 2)], ours).instead is None
     building = judge_deployments(

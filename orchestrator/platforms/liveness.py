@@ -27,6 +27,7 @@ MIN_PREFIX = 7  # git's shortest abbreviation
 # A hex run of 7 to 40 characters standing on its own (not a slice of a longer digest).
 _HEX = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{7,40}(?![0-9a-fA-F])")
 _FAILED = frozenset({"ERROR", "CANCELED", "DELETED"})  # final: never going to serve
+_UNDER_WAY = frozenset({"QUEUED", "BUILDING", "INITIALIZING"})
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,9 @@ def judge_deployments(deployments: Sequence[Deployment], sha: str) -> Sighting:
     """Vercel's production deployments (newest first) judged for commit ``sha`` (pure).
 
     The newest deployment of the commit decides: serving (READY with no ``readySubstate`` or
-    PROMOTED) is live; ERROR, CANCELED or DELETED failed; anything else not yet: QUEUED,
+    PROMOTED) is live; ERROR, CANCELED (unless a newer deployment is still being built:
+    Vercel cancels a queued build for a newer commit's) or DELETED failed; anything else not
+    yet: QUEUED,
     BUILDING, INITIALIZING, and READY but STAGED (built, never given production traffic) or
     ROLLING (a rolling release still moving traffic to it). When the newest serving
     deployment is of another commit, the sighting carries it (``instead``) for
@@ -100,7 +103,13 @@ def judge_deployments(deployments: Sequence[Deployment], sha: str) -> Sighting:
     if d.state == "READY":
         where += " (not serving production traffic yet)"
         return Sighting("waiting", where, d.url, shown, d.uid, commit=serving, instead=instead)
-    state: Literal["failed", "waiting"] = "failed" if d.state in _FAILED else "waiting"
+    # Vercel cancels a queued build when a newer commit of the branch comes: that one's
+    # build, still running, may carry ours.
+    newer = [x for x in deployments if x.created > d.created and x.state in _UNDER_WAY]
+    if d.state == "CANCELED" and newer:
+        where += f" (for the newer {newer[-1].uid}, {newer[-1].state})"
+    failed = d.state in _FAILED and not (d.state == "CANCELED" and newer)
+    state: Literal["failed", "waiting"] = "failed" if failed else "waiting"
     return Sighting(state, where, d.url, d.state, d.uid, commit=serving, instead=instead)
 
 
