@@ -74,6 +74,15 @@ def health_server() -> Iterator[HealthServer]:
                 self.send_header("Location", "/api/health")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+            elif self.path == "/endless":  # a status, then a body that never ends
+                self.send_response(200)
+                self.send_header("Content-Length", str(10**9))
+                self.end_headers()
+                with contextlib.suppress(ConnectionError):  # the client hung up: good
+                    for _ in range(600):  # a backstop: a client reading it all fails
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        time.sleep(0.05)
             elif self.path == "/drop":
                 self.close_connection = True  # hang up without a response
             else:
@@ -154,6 +163,14 @@ def test_http_check_timeout(health_server: HealthServer) -> None:
     assert not result.ok
     assert result.detail == "timeout after 0.2 s"
     assert result.value is None
+
+
+def test_http_check_takes_the_status_without_reading_a_body_that_never_ends(
+    health_server: HealthServer,
+) -> None:
+    # Each read of the trickling body is quick: only not reading it ends the check.
+    result = http_check(health_server.url("/endless"), timeout=0.5)()
+    assert result.ok and result.value == 200, result.detail
 
 
 def test_http_check_connection_refused() -> None:
