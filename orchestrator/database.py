@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 
 from orchestrator.catalog import CatalogSnapshot, History
 from orchestrator.db.catalog_reader import read_catalog_at
@@ -60,7 +61,8 @@ def folder_history(
     production_major: int | None = None,
 ) -> History:
     """The folder's history as the shadow builds it: from the cache, else replayed."""
-    cached = cached_history(journal, shadow, production_major=production_major)
+    tracking = TrackingTable(options.schema, options.table)
+    cached = cached_history(journal, shadow, production_major=production_major, tracking=tracking)
     return cached or _replayed(journal, options, shadow)
 
 
@@ -106,9 +108,9 @@ def judge_database(
         def look_up_cached_history(major: int) -> None:
             # The cache is read while production prints its catalog.
             if history is None and not cached:
-                cached.append(
-                    background.submit(cached_history, journal, shadow, production_major=major)
-                )
+                tracking = TrackingTable(options.schema, options.table)
+                look_up = partial(cached_history, production_major=major, tracking=tracking)
+                cached.append(background.submit(look_up, journal, shadow))
 
         try:
             snapshot = take_snapshot(

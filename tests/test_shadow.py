@@ -87,6 +87,21 @@ def test_a_second_validate_needs_no_shadow_and_the_cache_is_private(
     assert again.replayed_on == first.replayed_on
 
 
+def test_a_history_is_cached_for_its_tracking_schema(
+    database_url: str, server_url: str, cache: Path, tmp_path: Path
+) -> None:
+    """A snapshot leaves out the tracking schema when it holds nothing else, so the history
+    of a folder tracked in ``drizzle`` is not the one of the same folder tracked in public."""
+    journal = read_journal(write_folder(tmp_path / "drizzle", RLS_FOLDER))
+    shadow = ShadowSpec(server_url)
+    assert validate_database(database_url, journal, OPTIONS, shadow=shadow).status is (
+        Verdict.NEEDS_MIGRATION
+    )
+    in_public = MigrateOptions(schema="public")
+    report = validate_database(database_url, journal, in_public, shadow=shadow)
+    assert report.status is Verdict.NEEDS_MIGRATION, report.findings
+
+
 def test_a_named_shadow_is_asked_only_its_version_when_the_history_is_cached(
     server_url: str, cache: Path, tmp_path: Path
 ) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from functools import partial
 
 from orchestrator.catalog import History, ReplayFailure
@@ -64,17 +64,16 @@ def cached_history(
     shadow: ShadowSpec,
     *,
     production_major: int | None = None,
+    tracking: TrackingTable = TrackingTable(),
     environ: Mapping[str, str] = os.environ,
 ) -> History | None:
     """The folder's history if the cache holds it: replayed on production's major version,
     else (no shadow server named) on the local server binaries' one."""
     directory = cache.cache_directory(environ)
     hashes = [m.hash for m in journal.migrations]
-    if production_major and (found := cache.load_history(directory, hashes, production_major)):
-        return found
-    local = local_major() if shadow.url is None else None
-    if local and local != production_major:
-        return cache.load_history(directory, hashes, local)
+    for major in dict.fromkeys([production_major, local_major() if shadow.url is None else None]):
+        if major and (found := cache.load_history(directory, hashes, major, astuple(tracking))):
+            return found
     return None
 
 
@@ -90,7 +89,8 @@ def replayed_history(
     with ShadowServer(shadow) as server:
         # A named shadow's version is known only once connected: its replay may be cached.
         hashes = [m.hash for m in journal.migrations]
-        if (found := cache.load_history(directory, hashes, server.major)) is not None:
+        found = cache.load_history(directory, hashes, server.major, astuple(tracking))
+        if found is not None:
             return found
         replay = partial(
             replay_history, schema=tracking.schema, table=tracking.table, server=server.description
@@ -101,7 +101,7 @@ def replayed_history(
         except IncompleteReplay:
             with server.database() as url:
                 history = replay(url, journal, incremental=False)
-    cache.store_history(directory, history)
+    cache.store_history(directory, history, astuple(tracking))
     return history
 
 

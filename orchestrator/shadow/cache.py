@@ -112,14 +112,18 @@ def store(directory: Path | None, key: str, document: Mapping[str, object]) -> N
     _prune(directory)
 
 
-def store_history(directory: Path | None, history: History) -> None:
-    """Keep ``history`` for its migrations' hashes and the major version it was replayed on."""
-    store(directory, cache_key(history.hashes, history.server_major), history.to_json())
+def store_history(directory: Path | None, history: History, tracking: tuple[str, str]) -> None:
+    """Keep ``history`` for its migrations' hashes, the major version it was replayed on and
+    the tracking table's (schema, table): a snapshot leaves that table and schema out."""
+    key = cache_key(history.hashes, history.server_major, f"history {tracking!r}")
+    store(directory, key, history.to_json())
 
 
-def load_history(directory: Path | None, hashes: Sequence[str], major: int) -> History | None:
+def load_history(
+    directory: Path | None, hashes: Sequence[str], major: int, tracking: tuple[str, str]
+) -> History | None:
     """The history of ``hashes`` replayed on PostgreSQL ``major``, if stored."""
-    document = load(directory, cache_key(hashes, major))
+    document = load(directory, cache_key(hashes, major, f"history {tracking!r}"))
     if document is None:
         return None
     try:
