@@ -8,6 +8,8 @@ BACKUP_TEXT = {
     "restore_point": "a restore point (time + WAL position) is recorded before migrating",
     "pg_dump": "a pg_dump is written and verified with pg_restore --list",
     "manual": "you confirm that a current backup exists",
+    "neon_branch": "a Neon branch of production is made at the WAL position read just before "
+    "migrating",
 }
 
 

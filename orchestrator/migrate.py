@@ -121,7 +121,7 @@ def _migrate(
     _refuse_reordering(journal, options, shadow, before)
     if not nontransactional:
         major = None if history is None else history.server_major
-        refuse_what_postgres_refuses(journal, before.tracked_hashes, options, shadow, major=major)
+        refuse_what_postgres_refuses(journal, before.tracked_hashes, shadow, major=major)
     if not confirm(before):
         raise UsageError("migration not confirmed: nothing was changed")
 
@@ -185,12 +185,7 @@ TRANSACTION_LIMITS = frozenset({"25001", "55P04"})  # active_sql_transaction, un
 
 
 def refuse_what_postgres_refuses(
-    journal: Journal,
-    tracked: frozenset[str],
-    options: MigrateOptions,
-    shadow: ShadowSpec,
-    *,
-    major: int | None = None,
+    journal: Journal, tracked: frozenset[str], shadow: ShadowSpec, *, major: int | None = None
 ) -> None:
     """Run the untracked migrations on the shadow as migrate runs them (one transaction, after
     the tracked ones) and stop before production if PostgreSQL refuses: a transaction's
@@ -241,7 +236,7 @@ def _out_of_lock_retries(exc: Exception, attempts: int) -> MigrationFailed:
     )
 
 
-def refuse_unmigratable(report: ValidationReport, resumable: frozenset[str] = frozenset()) -> None:
+def refuse_unmigratable(report: ValidationReport, resumable: frozenset[str]) -> None:
     """Refuse ERROR and partial states before anything changes.
 
     The one partial state let through: a non-transactional migration left half-applied

@@ -214,10 +214,8 @@ def sql_check(
     # libpq counts connect_timeout in whole seconds (and treats 1 as 2).
     connect_timeout = builtins.max(1, math.ceil(timeout))
 
-    def failed(detail: str, value: float | None = None) -> CheckResult:
-        return CheckResult(
-            name=name, kind="sql", ok=False, detail=detail, at=time.time(), value=value
-        )
+    def failed(detail: str) -> CheckResult:
+        return CheckResult(name=name, kind="sql", ok=False, detail=detail, at=time.time())
 
     def run() -> CheckResult:
         try:

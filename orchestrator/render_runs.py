@@ -200,24 +200,23 @@ def timeline(
 def runs_table(
     console: Console,
     records: list[RunRecord],
-    unreadable: list[tuple[str, str]] | None = None,
-    abandoned: dict[str, dict[str, Any]] | None = None,
+    unreadable: list[tuple[str, str]],
+    abandoned: dict[str, dict[str, Any]],
 ) -> None:
     """One row per run, newest first: an abandoned run says so in its state, and a run
     whose record cannot be read is listed as such (with why, below the table)."""
-    closed = abandoned or {}
     rows = [
         (
             r.run_id,
             r.name,
-            f"{r.state} (abandoned)" if r.run_id in closed else r.state,
+            f"{r.state} (abandoned)" if r.run_id in abandoned else r.state,
             str(r.exit_code),
             r.updated_at[:19].replace("T", " "),
         )
         for r in records
     ]
-    for run_id, _why in unreadable or []:
-        state = "unreadable (abandoned)" if run_id in closed else "unreadable"
+    for run_id, _why in unreadable:
+        state = "unreadable (abandoned)" if run_id in abandoned else "unreadable"
         rows.append((run_id, "?", state, "-", "-"))
     rows.sort(key=lambda row: row[0], reverse=True)
     table = Table(show_edge=False, pad_edge=False)
@@ -227,5 +226,5 @@ def runs_table(
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    for run_id, why in unreadable or []:
+    for run_id, why in unreadable:
         console.print(f"{run_id}: {redact(why)}", markup=False, highlight=False)

@@ -122,6 +122,25 @@ def test_valid_playbook_loads_with_absolute_paths_and_parsed_durations(
     assert (playbook.retry.attempts, playbook.retry.initial, playbook.retry.max) == (5, 0.5, 20.0)
 
 
+@pytest.mark.parametrize(
+    "backup",
+    [
+        "kind: restore_point",
+        "kind: pg_dump\n  path: backups/pre.dump",
+        "kind: manual",
+        "kind: neon_branch\nneon:\n  project_id: round-river-123456\n  branch: main",
+    ],
+)
+def test_the_checklist_of_a_guided_deploy_names_every_kind_of_backup(
+    write: Callable[[str], Path], backup: str
+) -> None:
+    from orchestrator.checklist import checklist
+
+    playbook = load_playbook(write(VALID.replace("kind: restore_point", backup)))
+    [line] = [line for line in checklist(playbook) if "Backup:" in line]
+    assert len(line) > len("  [ ] Backup: ")
+
+
 def test_pg_dump_path_resolves_against_the_playbook_folder_and_absolute_paths_stay(
     write: Callable[[str], Path], tmp_path: Path
 ) -> None:

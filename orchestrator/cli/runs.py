@@ -328,7 +328,7 @@ def rollback(
     """
     from orchestrator.cli.console import interactive, out, print_json, print_lines
     from orchestrator.cli.options import on_retry
-    from orchestrator.engine.run import plan_of
+    from orchestrator.engine.rollback import rollback_plan
     from orchestrator.engine.run import rollback as revert
     from orchestrator.runs import RunStore
 
@@ -357,7 +357,7 @@ def rollback(
         # The plan first, before any question and before a refusal for want of a terminal:
         # what a rollback would do can always be read without doing it.
         record = store.load(run_id)
-        plan = plan_of(record)
+        plan = rollback_plan(record)
         refusing = not plan_only and not interactive()
         if as_json and (plan_only or refusing):
             print_json({"run_id": record.run_id, "state": record.state, "plan": plan})
@@ -432,7 +432,8 @@ def _confirm_restore(store: RunStore, run_id: str, confirm_branch: str | None) -
     from orchestrator.playbook import load_playbook
 
     record = store.load(run_id)
-    plan = restore_plan(record, load_playbook(Path(record.playbook)).database.url_env)
+    load_playbook(Path(record.playbook))  # the restore reads it: a missing one stops here
+    plan = restore_plan(record)
     typed = _typed_name(
         confirm_branch,
         plan.lines,
@@ -519,13 +520,13 @@ def show(run_id: str, state_dir: Path, as_json: bool) -> int:
     from orchestrator import render_runs
     from orchestrator.audit import read_events
     from orchestrator.cli.console import out, print_json
-    from orchestrator.engine.run import plan_of
+    from orchestrator.engine.rollback import rollback_plan
     from orchestrator.runs import RunStore
 
     store = RunStore(state_dir)
     record = store.load(run_id)
     events = read_events(store.audit_path(record.run_id))
-    plan = plan_of(record)
+    plan = rollback_plan(record)
     if as_json:
         print_json({"record": record.to_json(), "events": events, "rollback_plan": plan})
     else:

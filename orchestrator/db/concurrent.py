@@ -50,6 +50,7 @@ from orchestrator.db.migrator import (
     excerpt,
     pending_migrations,
     rehearse_pending,
+    tracked_now,
     tracking_row_sql,
 )
 from orchestrator.db.retry import is_transient
@@ -114,7 +115,7 @@ def apply_release(
 
 def _tracked(conn: psycopg.Connection[Any], options: MigrateOptions) -> frozenset[str]:
     try:
-        hashes = _tracked_now(conn, options)
+        hashes = tracked_now(conn, options)
         conn.commit()
     except psycopg.Error as exc:
         conn.rollback()
@@ -131,7 +132,6 @@ def apply_outside_transaction(
     *,
     on_lock_retry: OnLockRetry | None = None,
     on_note: OnNote | None = None,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> AppliedMigration | None:
     """Run ``migration``'s statements one by one in autocommit, then write its tracking row.
 
@@ -152,10 +152,10 @@ def apply_outside_transaction(
         conn.execute(MIGRATION_LOCK_SQL.replace("xact_lock", "lock"), (key,))
         for ddl in create_tracking_sql(options.schema, options.table):
             conn.execute(ddl)
-        if migration.hash in _tracked_now(conn, options):
+        if migration.hash in tracked_now(conn, options):
             return None
         for statement in statements.statements:
-            _run_statement(conn, migration, statement, options, on_lock_retry, on_note, sleep)
+            _run_statement(conn, migration, statement, options, on_lock_retry, on_note)
         conn.execute(tracking_row_sql(options, migration.hash, migration.when))
         return AppliedMigration(migration.tag, migration.hash, migration.when)
     except psycopg.Error as exc:
@@ -178,15 +178,6 @@ def apply_outside_transaction(
             conn.autocommit = False
 
 
-def _tracked_now(conn: psycopg.Connection[Any], options: MigrateOptions) -> frozenset[str]:
-    rows = conn.execute(
-        sql.SQL("SELECT hash FROM {}.{}").format(
-            sql.Identifier(options.schema), sql.Identifier(options.table)
-        )
-    ).fetchall()
-    return frozenset(str(row[0]) for row in rows)
-
-
 def _run_statement(
     conn: psycopg.Connection[Any],
     migration: Migration,
@@ -194,7 +185,6 @@ def _run_statement(
     options: MigrateOptions,
     on_lock_retry: OnLockRetry | None,
     on_note: OnNote | None,
-    sleep: Callable[[float], None],
 ) -> None:
     """One statement in autocommit: skipped when the catalog already has its effect,
     retried on lock timeouts, cleaned up (INVALID index) when it fails."""
@@ -221,7 +211,7 @@ def _run_statement(
                     wait = policy.wait(attempt)
                     if on_lock_retry is not None:
                         on_lock_retry(LockRetry(attempt, attempts, wait, where, blockers))
-                    sleep(wait)
+                    time.sleep(wait)
                     continue
                 who = "; ".join(b.describe() for b in blockers[:3])
                 raise MigrationFailed(

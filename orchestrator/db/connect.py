@@ -1,7 +1,5 @@
 """Opening connections: URL checks, application_name, timeouts (redaction lives in
-:mod:`orchestrator.redaction`).
-
-Connection strings are parsed one way, by psycopg (:func:`parse_conninfo`).
+:mod:`orchestrator.redaction`). Connection strings are parsed by psycopg's ``conninfo_to_dict``.
 """
 
 from __future__ import annotations
@@ -18,12 +16,6 @@ from orchestrator.db.retry import is_transient
 from orchestrator.errors import DatabaseError, UsageError
 from orchestrator.redaction import redact, redact_url
 
-
-def parse_conninfo(url: str) -> dict[str, Any]:
-    """The parameters of a connection string (URL or key=value), as libpq reads them."""
-    return conninfo_to_dict(url)
-
-
 APPLICATION_NAME = "orchestrator"
 CONNECT_TIMEOUT_S = 10
 
@@ -35,7 +27,7 @@ def check_url(url: str | None) -> str:
     if "://" in url and not url.startswith(("postgres://", "postgresql://")):
         raise UsageError(f"not a PostgreSQL URL (expected postgresql://...): {redact_url(url)}")
     try:
-        params = parse_conninfo(url)
+        params = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:  # a malformed string
         first_line = str(exc).splitlines()[0] if str(exc) else "unparseable"
         raise UsageError(f"bad database URL {redact_url(url)}: {redact(first_line)}") from None
@@ -98,7 +90,7 @@ def connect(
     :class:`DatabaseError` (exit 30) with the password redacted.
     """
     check_url(url)
-    name = application_name or parse_conninfo(url).get("application_name") or APPLICATION_NAME
+    name = application_name or conninfo_to_dict(url).get("application_name") or APPLICATION_NAME
     try:
         return psycopg.connect(
             url,
@@ -143,7 +135,7 @@ def remote_hosts(url: str, environ: Mapping[str, str] | None = None) -> list[str
     a comma-separated list names several servers and each counts.
     """
     env = environ or {}
-    params = parse_conninfo(url)
+    params = conninfo_to_dict(url)
     host = params.get("host") or params.get("hostaddr") or env.get("PGHOST") or ""
     host = str(host or env.get("PGHOSTADDR") or "")
     return [h for h in host.split(",") if not is_local_host(h)]
@@ -156,7 +148,7 @@ def ssl_warning(url: str, environ: Mapping[str, str] | None = None) -> str | Non
     which silently falls back to plain text. ``None`` when the URL is fine (pure).
     """
     try:
-        params = parse_conninfo(url)
+        params = conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         return None  # check_url reports malformed URLs
     remote = remote_hosts(url, environ)
@@ -195,7 +187,7 @@ def neon_direct_host(url: str) -> tuple[str, str] | None:
     """
     try:
         # A fully qualified name may end with a dot (``...neon.tech.``): the same host.
-        host = str(parse_conninfo(url).get("host") or "").removesuffix(".")
+        host = str(conninfo_to_dict(url).get("host") or "").removesuffix(".")
     except psycopg.ProgrammingError:
         return None
     first, _, rest = host.partition(".")
@@ -227,7 +219,7 @@ def refuse_pooler(url: str) -> None:
 def without_password(url: str) -> tuple[str, dict[str, str]]:
     """``url`` for a client program's argv (``pg_dump``, ``psql``) and its environment: the
     password goes through PGPASSWORD, kept out of argv (visible in ``ps``)."""
-    params: dict[str, Any] = parse_conninfo(url)
+    params: dict[str, Any] = conninfo_to_dict(url)
     env = dict(os.environ)
     password = params.pop("password", None)
     if password:

@@ -43,6 +43,7 @@ from orchestrator.db.blockers import (
 )
 from orchestrator.db.catalog_reader import read_catalog
 from orchestrator.db.connect import describe, milliseconds
+from orchestrator.db.lock_retry import LOCK_NOT_AVAILABLE
 from orchestrator.db.retry import is_transient
 from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.errors import DatabaseError, ExitCode, OrchestratorError
@@ -142,6 +143,12 @@ def begin_tracking_transaction(conn: psycopg.Connection[Any], options: MigrateOp
         *create_tracking_sql(options.schema, options.table),
     ]
     conn.execute(sql.SQL(";\n").join(setup).as_bytes(conn))
+
+
+def tracked_now(conn: psycopg.Connection[Any], options: MigrateOptions) -> frozenset[str]:
+    """The hashes in the tracking table (which exists), read on ``conn``."""
+    query = sql.SQL("SELECT hash FROM {}").format(sql.Identifier(options.schema, options.table))
+    return frozenset(str(row[0]) for row in conn.execute(query).fetchall())
 
 
 def pending_migrations(journal: Journal, tracked_hashes: frozenset[str]) -> list[Migration]:
@@ -272,9 +279,7 @@ def _apply(
     target = sql.Identifier(options.schema, options.table)
     applied: list[AppliedMigration] = []
     begin_tracking_transaction(conn, options)
-    rows = conn.execute(sql.SQL("SELECT hash FROM {}").format(target))
-    tracked = frozenset(row[0] for row in rows.fetchall())
-    for migration in pending_migrations(journal, tracked):
+    for migration in pending_migrations(journal, tracked_now(conn, options)):
         if migration.hash in stop:
             break
         where.migration = migration
@@ -379,9 +384,6 @@ def statement_waiting(pieces: list[str], table: str) -> int | None:
         if bare in named:
             return number
     return None
-
-
-LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout fired
 
 
 def excerpt(statement: str, limit: int = 60) -> str:

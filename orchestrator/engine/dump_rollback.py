@@ -28,6 +28,7 @@ from orchestrator.playbook import load_playbook
 from orchestrator.playbook.model import Playbook
 from orchestrator.redaction import Redactor, connection_passwords, secret_values
 from orchestrator.runs import RunRecord, RunStore, utc_now_iso
+from orchestrator.validation import ValidationReport
 
 __all__ = [
     "DumpRestorePlan",
@@ -48,11 +49,6 @@ class DumpRestorePlan:
     sha256: str
     taken_at: str | None
     applied: tuple[str, ...]  # the migrations the run applied (the restore undoes them)
-
-    @property
-    def production(self) -> str:
-        """What the operator must type to confirm."""
-        return self.database
 
     @property
     def lines(self) -> list[str]:
@@ -121,16 +117,13 @@ class DumpRestoreResult:
     plan: DumpRestorePlan
     differences: list[str]  # empty: the database holds exactly the dump
     before: str | None  # the verdict the run's validate step recorded before migrating
-    status: str
-    recommendation: str
-    validation: dict[str, Any]
-    validation_code: ExitCode
+    report: ValidationReport
 
     @property
     def exit_code(self) -> ExitCode:
         """21 when the database differs from the dump, else the verdict's code
         (NEEDS_MIGRATION, 10, when the release is undone)."""
-        return ExitCode.GUARD_FAILED if self.differences else self.validation_code
+        return ExitCode.GUARD_FAILED if self.differences else self.report.exit_code
 
     @property
     def lines(self) -> list[str]:
@@ -146,13 +139,12 @@ class DumpRestoreResult:
                 f"restored database {self.plan.database} from {self.plan.dump}: its schema "
                 "(pg_dump --schema-only) and every table's rows match the dump"
             ]
-        same = (
-            "as before the run" if self.status == self.before else f"before the run: {self.before}"
-        )
+        status = self.report.status.value
+        same = "as before the run" if status == self.before else f"before the run: {self.before}"
         return [
             *head,
-            f"validate now says {self.status} ({same})",
-            *(f"  {line}" for line in self.recommendation.splitlines()),
+            f"validate now says {status} ({same})",
+            *(f"  {line}" for line in self.report.recommendation.splitlines()),
         ]
 
     def to_json(self) -> dict[str, Any]:
@@ -164,7 +156,7 @@ class DumpRestoreResult:
             "matches_dump": not self.differences,
             "differences": self.differences,
             "verdict_before_run": self.before,
-            "validation": self.validation,
+            "validation": self.report.to_json(),
         }
 
 
@@ -266,12 +258,4 @@ def restore_from_dump(
         )
         before = record.steps.validation.status if record.steps.validation else None
         log.info("database_revalidated", status=report.status.value, before_run=before)
-    return DumpRestoreResult(
-        plan,
-        differences,
-        before,
-        report.status.value,
-        report.recommendation,
-        report.to_json(),
-        report.exit_code,
-    )
+    return DumpRestoreResult(plan, differences, before, report)

@@ -9,7 +9,7 @@ what they said (:func:`predict_pull_request`, :func:`predict_release`, both pure
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from orchestrator.engine.steps.preflight import MERGEABILITY_WAIT_S
@@ -95,9 +95,7 @@ def look_at_platforms(
     return PlatformLook(via_pull_request, pull, verdict, answers, detail)
 
 
-def _settled(
-    api: GitHubApi, pr: PullRequest, spec: GitHubSpec, sleep: Callable[[float], None] = time.sleep
-) -> tuple[PullRequest, Mergeability]:
+def _settled(api: GitHubApi, pr: PullRequest, spec: GitHubSpec) -> tuple[PullRequest, Mergeability]:
     """GitHub's verdict on ``pr`` once it has said what stands in the way, asked as
     pre-flight asks (every ``checks_interval``, for at most pre-flight's wait)."""
     looks = max(1, int(min(MERGEABILITY_WAIT_S, spec.checks_timeout) / spec.checks_interval))
@@ -105,7 +103,7 @@ def _settled(
         judged = judge_pull(pr, api.checks(pr.head_sha))
         if not not_started(pr, judged) or look == looks - 1:
             break
-        sleep(spec.checks_interval)
+        time.sleep(spec.checks_interval)
         pr = api.get_pull(pr.number)
     return pr, judged
 
@@ -137,11 +135,10 @@ def predict_release(look: PlatformLook, playbook: Playbook) -> str:
         return "no release: block; the monitor starts right after the merge"
     what = release.url or "Vercel's deployments API"
     if not look.release_answers:
-        error = MonitorUnhealthyError(
+        raise MonitorUnhealthyError(
             f"the release gate's {what} does not answer ({look.release_detail}): the gate "
             f"would wait {release.timeout:g}s and halt"
         )
-        raise error
     return (
         f"would wait up to {release.timeout:g}s, every {release.interval:g}s, for the merge "
         f"to be live; {what} answers now: {look.release_detail}"

@@ -17,7 +17,7 @@ from orchestrator.gitrepo import revert_commands, revert_release, revert_release
 from orchestrator.runs import RunRecord
 
 
-def database_steps(record: RunRecord, url_env: str = "DATABASE_URL") -> list[str]:
+def database_steps(record: RunRecord) -> list[str]:
     """How to put the database back, or why there is nothing to do."""
     applied = (record.steps.migrate or MigrateOutcome()).tags
     if not applied:
@@ -88,9 +88,9 @@ def code_steps(record: RunRecord) -> list[str]:
     ]
 
 
-def rollback_plan(record: RunRecord, url_env: str = "DATABASE_URL") -> list[str]:
+def rollback_plan(record: RunRecord) -> list[str]:
     """The whole plan: code first (it is what users see), then the database."""
-    return [*code_steps(record), *database_steps(record, url_env)]
+    return [*code_steps(record), *database_steps(record)]
 
 
 def revert_branch(run_id: str) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator.audit import AuditTrail
+from orchestrator.audit import AuditTrail, ConsoleCallback
 from orchestrator.db import runlock
 from orchestrator.db.connect import check_ssl, check_url, refuse_pooler, with_application_name
 from orchestrator.db.identity import identity_changes, read_identity
@@ -50,8 +50,6 @@ from orchestrator.playbook import (
 )
 from orchestrator.redaction import Redactor, connection_passwords, secret_values
 from orchestrator.runs import RunRecord, RunStore, Transition, new_run_id, utc_now_iso
-
-ConsoleCallback = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -506,7 +504,7 @@ def _stop(ctx: RunContext, model: RunModel, exc: OrchestratorError) -> None:
     record.steps.halt = HaltOutcome(stopped_in=model.state, reason=str(exc), at=utc_now_iso())
     record.halt_reason = str(exc)
     record.exit_code = int(exc.exit_code)
-    record.rollback_plan = rollback_plan(record, ctx.playbook.database.url_env)
+    record.rollback_plan = rollback_plan(record)
     getattr(model, trigger)(detail=str(exc))  # recorded and saved by the machine
     ctx.log.error(
         "halted" if trigger == "halt" else "failed",
@@ -543,21 +541,11 @@ class RollbackResult:
     pull_request_url: str | None = None  # the revert pull request (git.via: github_pr)
 
 
-def plan_of(record: RunRecord) -> list[str]:
-    """The rollback plan of any run (succeeded, halted, interrupted), from its record and
-    pinned playbook; nothing is done."""
-    try:
-        url_env = pinned_playbook(record).database.url_env
-    except UsageError:  # the playbook is gone or unreadable: the plan still stands
-        url_env = "DATABASE_URL"
-    return rollback_plan(record, url_env)
-
-
 def rollback(run_id: str, store: RunStore, interaction: Interaction) -> RollbackResult:
     """Revert the run's pushed merge (after confirmation) and return the database steps."""
     record = store.load(run_id)
     playbook = pinned_playbook(record)
-    plan = rollback_plan(record, playbook.database.url_env)
+    plan = rollback_plan(record)
     merge = record.steps.merge
     if merge is None or not merge.pushed_commit:
         return RollbackResult(None, plan)

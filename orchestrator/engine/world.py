@@ -10,7 +10,6 @@ the operator must look, and ``resume`` refuses with the reasons (exit 2, nothing
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -70,7 +69,7 @@ def changes_since(record: RunRecord, now: WorldNow) -> list[str]:
 
 
 def observe(
-    playbook: Playbook, record: RunRecord, url: str, environ: Mapping[str, str] | None = None
+    playbook: Playbook, record: RunRecord, url: str, environ: Mapping[str, str]
 ) -> WorldNow | None:
     """Fetch the branches and read the tracking table; ``None`` if nothing is pinned yet.
 
@@ -90,7 +89,7 @@ def observe(
         url,
         journal,
         migrate_options(playbook),
-        shadow=shadow_spec(playbook, os.environ if environ is None else environ),
+        shadow=shadow_spec(playbook, environ),
         retry=retry_policy(playbook),
     )
     if report.status is Verdict.ERROR:
@@ -109,13 +108,13 @@ def observe(
 
 
 def _merge_commits(
-    playbook: Playbook, record: RunRecord, environ: Mapping[str, str] | None
+    playbook: Playbook, record: RunRecord, environ: Mapping[str, str]
 ) -> list[str | None]:
     """The commit the run's merge recorded, else the one GitHub says the run's pull request
     was merged as (asked only when it went through one and nothing was recorded)."""
     pushed = (record.steps.merge or MergeOutcome()).pushed_commit
     number = (record.steps.preflight or PreflightOutcome()).pull_request
-    if pushed or number is None or environ is None or playbook.git.via != "github_pr":
+    if pushed or number is None or playbook.git.via != "github_pr":
         return [pushed]
     try:
         pr = github_api(playbook, environ).get_pull(number)

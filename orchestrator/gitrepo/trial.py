@@ -36,16 +36,6 @@ _TRIAL_CONFIG = (
 _TRIAL_ENV = {"GIT_LFS_SKIP_SMUDGE": "1"}
 
 
-@dataclass(frozen=True)
-class Preflight:
-    """What a release would do, established without changing anything local."""
-
-    source_commit: str  # hexsha of <remote>/<source> after fetch
-    target_commit: str  # hexsha of <remote>/<target> after fetch
-    fast_forward: bool  # target is an ancestor of source
-    already_merged: bool  # source is an ancestor of target (nothing to merge)
-
-
 def _trial_merge_conflicts(repo: git.Repo, target_commit: str, source_commit: str) -> list[str]:
     """Merge ``source_commit`` into ``target_commit`` in a throwaway worktree; the conflicts.
 
@@ -84,13 +74,14 @@ def _trial_merge_conflicts(repo: git.Repo, target_commit: str, source_commit: st
         run_git(repo.git, "worktree", "prune")
 
 
-def preflight(repo: git.Repo, remote: str, source: str, target: str) -> Preflight:
+def preflight(repo: git.Repo, remote: str, source: str, target: str) -> TrialMerge:
     """Fetch and check that ``<remote>/<source>`` can be merged into ``<remote>/<target>``.
 
     :class:`GuardError` if the remote is unknown or unreachable, either branch is missing on it,
     the working tree is dirty (modified or staged tracked files, or a merge/rebase underway;
     untracked files are NOT dirt), or a trial merge in a temporary worktree conflicts (the
-    message names the files). Nothing local changes except the remote-tracking refs.
+    message names the files). Nothing local changes except the remote-tracking refs. Returns the
+    (conflict-free) trial merge.
     """
     refuse_dirty(repo)
     fetch_branches(repo, remote, [source, target])
@@ -100,22 +91,17 @@ def preflight(repo: git.Repo, remote: str, source: str, target: str) -> Prefligh
             f"merging {remote}/{source} into {remote}/{target} conflicts in: "
             f"{name_paths(list(trial.conflicts))}"
         )
-    return Preflight(
-        source_commit=trial.source_commit,
-        target_commit=trial.target_commit,
-        fast_forward=trial.fast_forward,
-        already_merged=trial.already_merged,
-    )
+    return trial
 
 
 @dataclass(frozen=True)
 class TrialMerge:
     """What merging ``<remote>/<source>`` into ``<remote>/<target>`` would do (a rehearsal)."""
 
-    source_commit: str
-    target_commit: str
-    fast_forward: bool
-    already_merged: bool
+    source_commit: str  # hexsha of <remote>/<source>
+    target_commit: str  # hexsha of <remote>/<target>
+    fast_forward: bool  # target is an ancestor of source
+    already_merged: bool  # source is an ancestor of target (nothing to merge)
     conflicts: tuple[str, ...]  # files that would conflict; empty when the merge is clean
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,23 +77,18 @@ class Discovery:
     report: tuple[str, ...]
 
 
-Fetch = Callable[[str, str, str, str], Any]  # (api name, base url, token, path) -> JSON
-
-
 def _get(name: str, base_url: str, token: str, path: str) -> Any:
-    client = ApiClient(name, base_url, token)
-    return client.call("GET", path)
+    """GET ``path`` of an API as the holder of ``token``: its JSON answer."""
+    return ApiClient(name, base_url, token).call("GET", path)
 
 
-def discover(
-    root: Path, environ: Mapping[str, str], options: InitOptions, fetch: Fetch = _get
-) -> Discovery:
+def discover(root: Path, environ: Mapping[str, str], options: InitOptions) -> Discovery:
     """Read everything init uses about the app in ``root``."""
     report: list[str] = []
     notes: list[str] = []
 
     config, config_name = _drizzle_config(root, report)
-    migrations_dir, schema, table = _migrations(root, config, config_name, report, notes)
+    migrations_dir, schema, table = _migrations(root, config, config_name, notes)
     url_env = config.url_env if config is not None and config.url_env else "DATABASE_URL"
 
     url = options.database_url or environ.get(url_env, "")
@@ -102,7 +97,7 @@ def discover(
         report.append(f"database: ${url_env} is not set (the playbook names it; set it to deploy)")
     elif neon is None:
         report.append(f"database: ${url_env} is not a Neon endpoint (backup: restore_point)")
-    neon_project, neon_branch = _neon(neon, environ, options, fetch, report, notes)
+    neon_project, neon_branch = _neon(neon, environ, options, report, notes)
 
     remote, source, target = _git(root, report, notes)
     github_repo: Slot | None = None
@@ -110,7 +105,7 @@ def discover(
         github_repo = Sourced(remote.repo, "from the origin remote")
     elif remote is not None:
         report.append(f"git: origin is on {remote.host}, not github.com: merges are pushed")
-    via, via_reason = _via(github_repo, target, environ, options, fetch, report)
+    via, via_reason = _via(github_repo, target, environ, options, report)
 
     vercel = _vercel(root, report)
     return Discovery(
@@ -163,11 +158,7 @@ def _drizzle_config(root: Path, report: list[str]) -> tuple[DrizzleConfig | None
 
 
 def _migrations(
-    root: Path,
-    config: DrizzleConfig | None,
-    config_name: str | None,
-    report: list[str],
-    notes: list[str],
+    root: Path, config: DrizzleConfig | None, config_name: str | None, notes: list[str]
 ) -> tuple[Slot, Slot, Slot]:
     if config is None:
         found = (root / "drizzle" / "meta" / "_journal.json").is_file()
@@ -209,7 +200,6 @@ def _neon(
     neon: NeonHost | None,
     environ: Mapping[str, str],
     options: InitOptions,
-    fetch: Fetch,
     report: list[str],
     notes: list[str],
 ) -> tuple[Slot | None, str]:
@@ -228,7 +218,7 @@ def _neon(
         report.append("neon: NEON_API_KEY is not set: the project is left to fill in")
         return Missing(how), "main"
     try:
-        found = _find_endpoint(neon.endpoint_id, key, options.neon_api_url, fetch)
+        found = _find_endpoint(neon.endpoint_id, key, options.neon_api_url)
     except ApiError as exc:
         report.append(f"neon: {exc}")
         return Missing(f"the Neon API refused ({exc}); copy it from the Neon console"), "main"
@@ -240,7 +230,7 @@ def _neon(
     branch = branch_id
     try:
         path = f"/projects/{project}/branches/{branch_id}"
-        answer = fetch("Neon API", options.neon_api_url, key, path)
+        answer = _get("Neon API", options.neon_api_url, key, path)
         branch = str(answer.get("branch", {}).get("name") or branch_id)
     except ApiError as exc:
         report.append(f"neon: branch {branch_id}: {exc} (named by its id)")
@@ -248,17 +238,15 @@ def _neon(
     return Sourced(project, f"holds endpoint {neon.endpoint_id}"), branch
 
 
-def _find_endpoint(
-    endpoint_id: str, key: str, api_url: str, fetch: Fetch
-) -> tuple[str, str] | None:
+def _find_endpoint(endpoint_id: str, key: str, api_url: str) -> tuple[str, str] | None:
     """(project id, branch id) of the endpoint, looking through the key's projects."""
     cursor = ""
     for _page in range(_MAX_PAGES):
         path = "/projects?limit=400" + (f"&cursor={cursor}" if cursor else "")
-        answer = fetch("Neon API", api_url, key, path)
+        answer = _get("Neon API", api_url, key, path)
         projects = [p for p in answer.get("projects") or [] if isinstance(p, dict)]
         for project in projects:
-            listed = fetch("Neon API", api_url, key, f"/projects/{project['id']}/endpoints")
+            listed = _get("Neon API", api_url, key, f"/projects/{project['id']}/endpoints")
             for endpoint in listed.get("endpoints") or []:
                 if isinstance(endpoint, dict) and endpoint.get("id") == endpoint_id:
                     return str(project["id"]), str(endpoint.get("branch_id") or "main")
@@ -308,7 +296,6 @@ def _via(
     target: str,
     environ: Mapping[str, str],
     options: InitOptions,
-    fetch: Fetch,
     report: list[str],
 ) -> tuple[str, str]:
     """push, or github_pr when asked or when GitHub says the target is protected."""
@@ -321,7 +308,7 @@ def _via(
         report.append("github: GITHUB_TOKEN is not set: branch protection not checked (push)")
         return "push", ""
     try:
-        branch = fetch(
+        branch = _get(
             "GitHub API", options.github_api_url, token, f"/repos/{repo.value}/branches/{target}"
         )
     except ApiError as exc:

@@ -68,7 +68,7 @@ class RestorePlan:
         ]
 
 
-def restore_plan(record: RunRecord, url_env: str = "DATABASE_URL") -> RestorePlan:
+def restore_plan(record: RunRecord) -> RestorePlan:
     """The restore for ``record`` (pure); UsageError when there is none to perform: the
     backup is not a Neon branch (the message says what to do instead), or the run applied
     no migration."""
@@ -78,7 +78,7 @@ def restore_plan(record: RunRecord, url_env: str = "DATABASE_URL") -> RestorePla
         if not applied:
             instead = "it applied no migration, so there is nothing to restore"
         else:
-            steps = [s.strip() for s in database_steps(record, url_env)[1:-1]]
+            steps = [s.strip() for s in database_steps(record)[1:-1]]
             instead = f"restore by hand: {steps[0]}" if steps else "restore it by hand"
         kind = backup.kind or "no backup"
         raise UsageError(
@@ -171,7 +171,7 @@ def restore_production(
     """
     record = store.load(run_id)
     playbook = with_retries(load_playbook(Path(record.playbook)), retries)
-    plan = restore_plan(record, playbook.database.url_env)
+    plan = restore_plan(record)
     check_confirmation(plan, typed)
     url = database_url(playbook, environ, writes=False)
     api = neon_api(playbook, environ, "rollback --restore-database")

@@ -116,10 +116,10 @@ def rate_limit_wait(
 class ApiClient:
     """JSON calls to ``base_url`` as the holder of ``token`` (kept out of ``repr``).
 
-    ``retried``: the statuses a read is asked again after; ``safe``: the statuses any
-    request is asked again after (the platform says it did nothing), with the backoff;
-    ``fixed``: statuses any request is asked again after on a fixed schedule, ``{status:
-    (times, seconds)}`` (Neon's 423, as Neon's own CLI does); ``error``: the
+    A read is asked again after :data:`RETRIED_STATUSES`, any request after
+    :data:`SAFE_STATUSES` (the platform did nothing), with the backoff; ``fixed``: statuses
+    any request is asked again after on a fixed schedule, ``{status: (times, seconds)}``
+    (Neon's 423, as Neon's own CLI does); ``error``: the
     :class:`ApiError` subclass a refusal raises (a client's own, e.g. Neon's).
     ``wait_limit``: the most one call waits out rate limits, in seconds (the step's
     timeout); ``on_wait(what, seconds)``: told of each such wait.
@@ -133,8 +133,6 @@ class ApiClient:
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
     on_retry: Callable[[int, str, float], None] | None = field(default=None, repr=False)
     on_wait: Callable[[str, float], None] | None = field(default=None, repr=False)
-    retried: frozenset[int] = field(default=RETRIED_STATUSES, repr=False)
-    safe: frozenset[int] = field(default=SAFE_STATUSES, repr=False)
     fixed: Mapping[int, tuple[int, float]] = field(default_factory=dict, repr=False)
     wait_limit: float = field(default=DEFAULT_WAIT_LIMIT_S, repr=False)
     clock: Callable[[], float] = field(default=time.time, repr=False)
@@ -223,7 +221,7 @@ class ApiClient:
                     self._report(used + 1, f"HTTP {status}", seconds)
                     self.sleep(seconds)
                     continue
-            elif status in (self.retried | self.safe if reads else self.safe):
+            elif status in (RETRIED_STATUSES | SAFE_STATUSES if reads else SAFE_STATUSES):
                 attempt += 1
                 if attempt < attempts:
                     waited += self._pause(attempt, f"HTTP {status}", lowered)

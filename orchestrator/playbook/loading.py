@@ -23,14 +23,7 @@ def load_playbook(path: Path) -> Playbook:
     Every problem becomes a single-line :class:`UsageError`:
     ``<file>:<line>: <dotted.key>: <problem>``.
     """
-    shown = str(path)
-    return parse_playbook(_read_text(path, shown), path)
-
-
-def read_playbook_text(path: Path) -> str:
-    """The playbook file's text as the loader reads it (UsageError when unreadable): what a
-    run pins at its start."""
-    return _read_text(path, str(path))
+    return parse_playbook(read_playbook_text(path), path)
 
 
 def parse_playbook(text: str, path: Path) -> Playbook:
@@ -50,7 +43,10 @@ def parse_playbook(text: str, path: Path) -> Playbook:
         raise UsageError(describe_validation(exc, shown, lines)) from None
 
 
-def _read_text(path: Path, shown: str) -> str:
+def read_playbook_text(path: Path) -> str:
+    """The playbook file's text as the loader reads it (UsageError when unreadable): what a
+    run pins at its start."""
+    shown = str(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

@@ -11,7 +11,7 @@ run them. Nothing here ever connects to production.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 from functools import partial
 
@@ -65,11 +65,10 @@ def cached_history(
     *,
     production_major: int | None = None,
     tracking: TrackingTable = TrackingTable(),
-    environ: Mapping[str, str] = os.environ,
 ) -> History | None:
     """The folder's history if the cache holds it: replayed on production's major version,
     else (no shadow server named) on the local server binaries' one."""
-    directory = cache.cache_directory(environ)
+    directory = cache.cache_directory(os.environ)
     hashes = [m.hash for m in journal.migrations]
     for major in dict.fromkeys([production_major, local_major() if shadow.url is None else None]):
         if major and (found := cache.load_history(directory, hashes, major, astuple(tracking))):
@@ -82,10 +81,9 @@ def replayed_history(
     shadow: ShadowSpec,
     *,
     tracking: TrackingTable = TrackingTable(),
-    environ: Mapping[str, str] = os.environ,
 ) -> History:
     """The folder's history replayed on the shadow and cached (when the cache had none)."""
-    directory = cache.cache_directory(environ)
+    directory = cache.cache_directory(os.environ)
     with ShadowServer(shadow) as server:
         # A named shadow's version is known only once connected: its replay may be cached.
         hashes = [m.hash for m in journal.migrations]
@@ -111,7 +109,6 @@ def one_transaction_refusal(
     shadow: ShadowSpec,
     *,
     major: int | None = None,
-    environ: Mapping[str, str] = os.environ,
 ) -> ReplayFailure | None:
     """Whether PostgreSQL runs ``pending`` in one transaction after ``done``: its refusal
     (the statement and PostgreSQL's message), or None. Asked of the shadow, and cached:
@@ -119,7 +116,7 @@ def one_transaction_refusal(
     the local server's."""
     if not pending:
         return None
-    directory = cache.cache_directory(environ)
+    directory = cache.cache_directory(os.environ)
     hashes = [m.hash for m in done] + ["--"] + [m.hash for m in pending]
     majors = [major, local_major() if shadow.url is None else None]
     for known_major in dict.fromkeys(m for m in majors if m):

@@ -22,8 +22,9 @@ from pathlib import Path
 from types import TracebackType
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
-from orchestrator.db.connect import connect, describe, parse_conninfo
+from orchestrator.db.connect import connect, describe
 from orchestrator.errors import DatabaseError, UsageError
 from orchestrator.redaction import redact_url
 from orchestrator.sandbox.pg import (
@@ -66,7 +67,7 @@ class ShadowSpec:
 
 
 def _database_of(url: str) -> tuple[str, str, str]:
-    params = parse_conninfo(url)
+    params = conninfo_to_dict(url)
     return (
         str(params.get("host") or params.get("hostaddr") or ""),
         str(params.get("port") or "5432"),

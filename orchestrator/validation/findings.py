@@ -233,10 +233,7 @@ def build_checks(snapshot: CatalogSnapshot, statuses: Sequence[MigrationStatus])
 
 
 def recommend(
-    verdict: Verdict,
-    statuses: Sequence[MigrationStatus],
-    findings: Sequence[Finding],
-    snapshot: CatalogSnapshot | None,
+    verdict: Verdict, statuses: Sequence[MigrationStatus], findings: Sequence[Finding]
 ) -> str:
     """What to do next, in the runbook's terms."""
     if verdict is Verdict.SAFE:

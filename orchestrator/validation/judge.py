@@ -193,7 +193,7 @@ def validate(journal: Journal, history: History, snapshot: CatalogSnapshot) -> V
         checks=tuple(build_checks(snapshot, statuses)),
         migrations=tuple(statuses),
         findings=tuple(findings),
-        recommendation=recommend(verdict, statuses, findings, snapshot),
+        recommendation=recommend(verdict, statuses, findings),
         database={"name": snapshot.database, "server_version": snapshot.server_version},
         tracked_hashes=snapshot.tracked_hashes,
         matched_prefix=reading.matched_prefix,
@@ -242,17 +242,16 @@ def _judged_before_failure(
         migrations=migrations,
         findings=findings,
         checks=tuple(build_checks(snapshot, migrations)),
-        recommendation=recommend(status, migrations, findings, snapshot),
+        recommendation=recommend(status, migrations, findings),
     )
 
 
-def error_report(message: str, *, database: dict[str, Any] | None = None) -> ValidationReport:
+def error_report(message: str) -> ValidationReport:
     """The report when the database cannot be reached or read: verdict ERROR."""
     return ValidationReport(
         status=Verdict.ERROR,
         checks=(Check("connectivity", False, message),),
         migrations=(),
         findings=(Finding("database_error", message),),
-        recommendation=recommend(Verdict.ERROR, [], [], None),
-        database=database or {},
+        recommendation=recommend(Verdict.ERROR, [], []),
     )

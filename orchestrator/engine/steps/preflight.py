@@ -118,7 +118,7 @@ def _pull_request(ctx: RunContext, pinned: str, outcome: PreflightOutcome) -> Pr
         url=pr.url,
         head=pr.head_sha,
     )
-    wait = min(MERGEABILITY_WAIT_S, _checks_timeout(ctx))
+    wait = min(MERGEABILITY_WAIT_S, github.checks_timeout)
     pr, judged = await_pull(ctx, api, pr.number, timeout=wait, for_checks=False)
     verdict = judge_for_preflight(pr, judged, pinned)
     if verdict.verdict == "refused":
@@ -138,8 +138,3 @@ def _pull_request(ctx: RunContext, pinned: str, outcome: PreflightOutcome) -> Pr
             "merge_method": method,
         }
     )
-
-
-def _checks_timeout(ctx: RunContext) -> float:
-    github = ctx.playbook.git.github
-    return github.checks_timeout if github is not None else MERGEABILITY_WAIT_S

@@ -17,7 +17,7 @@ passes at once: the monitor starts right after the merge, as before.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,9 +32,7 @@ from orchestrator.playbook import Playbook, ReleaseSpec
 
 
 def prober(
-    playbook: Playbook,
-    environ: dict[str, str] | None = None,
-    on_wait: Callable[[str, float], None] | None = None,
+    playbook: Playbook, environ: Mapping[str, str], on_wait: Callable[[str, float], None]
 ) -> Callable[[str], Sighting]:
     """One look at production's endpoint or API for a commit (no git question yet).
 
@@ -46,7 +44,7 @@ def prober(
         url = spec.url
         timeout = min(10.0, max(1.0, spec.interval))
         return lambda sha: probe_url(url, sha, timeout=timeout)
-    api = vercel_api(playbook, environ or {})
+    api = vercel_api(playbook, environ)
     api.client.retry = retry_policy(playbook)
     api.client.wait_limit = spec.timeout
     api.client.on_wait = on_wait
@@ -62,7 +60,7 @@ def looker(ctx: RunContext) -> Callable[[str], Sighting]:
         ctx.log.warning("rate_limited", api="Vercel API", error=what, wait_s=round(wait, 2))
         ctx.on_progress(f"Vercel API rate limit: waiting {wait:.0f}s as Vercel asks")
 
-    probe = prober(ctx.playbook, dict(ctx.environ), rate_limited)
+    probe = prober(ctx.playbook, ctx.environ, rate_limited)
     spec = ctx.playbook.git
     answers: dict[tuple[str, str], bool] = {}
 
