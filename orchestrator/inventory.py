@@ -75,13 +75,14 @@ class Inventory:
 
 
 def tracked_state(
-    journal: Journal, history: History, tracked: frozenset[str]
+    journal: Journal, history: History, row_hashes: tuple[str, ...]
 ) -> tuple[dict[str, Properties], dict[str, str]]:
     """The catalog the tracked migrations build, and which of them created each object."""
     state = dict(history.initial)
     creator: dict[str, str] = {}
+    untracked = {m.tag for m in journal.untracked(row_hashes)}
     for migration, change in zip(journal.migrations, history.deltas, strict=True):
-        if migration.hash not in tracked:
+        if migration.tag in untracked:
             continue
         for key, (_, after) in change.items():
             if after is None:
@@ -95,7 +96,7 @@ def tracked_state(
 
 def build_inventory(journal: Journal, history: History, snapshot: CatalogSnapshot) -> Inventory:
     """Attribute every table and column to its migration and find drift both ways (pure)."""
-    expected, creator = tracked_state(journal, history, snapshot.tracked_hashes)
+    expected, creator = tracked_state(journal, history, snapshot.row_hashes)
     found = snapshot.objects
     tables = []
     for key in sorted(found):

@@ -111,7 +111,7 @@ def _migrate(
         return report
 
     before = judge()
-    untracked = [m for m in journal.migrations if m.hash not in before.tracked_hashes]
+    untracked = _untracked(journal, before)
     nontransactional = _nontransactional(untracked) if options.allow_concurrent else []
     resumable = frozenset(n.tag for n in nontransactional)
     refuse_unmigratable(before, resumable)
@@ -121,7 +121,7 @@ def _migrate(
     _refuse_reordering(journal, options, shadow, before)
     if not nontransactional:
         major = None if history is None else history.server_major
-        refuse_what_postgres_refuses(journal, before.tracked_hashes, shadow, major=major)
+        refuse_what_postgres_refuses(journal, untracked, shadow, major=major)
     if not confirm(before):
         raise UsageError("migration not confirmed: nothing was changed")
 
@@ -185,7 +185,7 @@ TRANSACTION_LIMITS = frozenset({"25001", "55P04"})  # active_sql_transaction, un
 
 
 def refuse_what_postgres_refuses(
-    journal: Journal, tracked: frozenset[str], shadow: ShadowSpec, *, major: int | None = None
+    journal: Journal, untracked: list[Migration], shadow: ShadowSpec, *, major: int | None = None
 ) -> None:
     """Run the untracked migrations on the shadow as migrate runs them (one transaction, after
     the tracked ones) and stop before production if PostgreSQL refuses: a transaction's
@@ -193,8 +193,8 @@ def refuse_what_postgres_refuses(
     migration failing (exit 21), caught before it touched anything. The deploy's migrate
     step and its rehearsal say the same words. ``major``: the history's, to find the answer
     cached."""
-    done = [m for m in journal.migrations if m.hash in tracked]
-    untracked = [m for m in journal.migrations if m.hash not in tracked]
+    pending = {m.tag for m in untracked}
+    done = [m for m in journal.migrations if m.tag not in pending]
     refusal = one_transaction_refusal(done, untracked, shadow, major=major)
     if refusal is None:
         return
@@ -269,6 +269,12 @@ def refuse_unmigratable(report: ValidationReport, resumable: frozenset[str]) -> 
 RETRIED_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
 
 
+def _untracked(journal: Journal, report: ValidationReport) -> list[Migration]:
+    """The journal's migrations without their tracking row, as ``report`` judged them."""
+    tracked = {s.tag for s in report.migrations if s.tracked}
+    return [m for m in journal.migrations if m.tag not in tracked]
+
+
 def _worth_another_attempt(exc: Exception) -> bool:
     if isinstance(exc, MigrationFailed):
         return exc.sqlstate in RETRIED_SQLSTATES
@@ -280,9 +286,9 @@ def _refuse_reordering(
 ) -> None:
     """Refuse to apply a skipped migration last when that builds another schema than the
     journal's order: both orders are replayed on the shadow and their catalogs compared."""
-    tracked = report.tracked_hashes
-    done = [m for m in journal.migrations if m.hash in tracked]
-    todo = [m for m in journal.migrations if m.hash not in tracked]
+    tracked = {s.tag for s in report.migrations if s.tracked}
+    done = [m for m in journal.migrations if m.tag in tracked]
+    todo = [m for m in journal.migrations if m.tag not in tracked]
     if (
         not todo
         or not done

@@ -23,12 +23,13 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
+from bench.folders import write_drizzle_folder
 from orchestrator.database import validate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, read_journal
 from orchestrator.migrate import MigrateResult, migrate_database
-from orchestrator.sandbox.pg import with_dbname
+from orchestrator.sandbox.pg import create_database, drop_database, with_dbname
 from orchestrator.validation import MigrationState, ValidationReport, Verdict
 from tests.drizzle_helpers import (
     FIXTURE_MIGRATIONS,
@@ -275,3 +276,38 @@ def test_out_of_order_finding_matches_what_real_drizzle_does(
     assert hash_of(SKIPPED_TAG) not in digests
     assert hash_of("0011_cute_skin") in digests
     assert not table_exists(database_url, SKIPPED_TABLE)
+
+
+REPEATED = "CREATE OR REPLACE VIEW active_users AS SELECT * FROM users WHERE active"
+RELEASES = [
+    ("0000_users", ["CREATE TABLE users (id int, active boolean)"]),
+    ("0001_view", [REPEATED]),
+    ("0002_email", ["ALTER TABLE users ADD COLUMN email text"]),
+    ("0003_view", [REPEATED]),  # the same text again: the view takes the new column
+]
+
+
+def test_a_text_the_journal_repeats_is_applied_once_per_entry_as_drizzle_does(
+    drizzle_node: Path, database_url: str, server_url: str, tmp_path: Path
+) -> None:
+    first = read_journal(write_drizzle_folder(tmp_path / "first", RELEASES[:2]))
+    folder = write_drizzle_folder(tmp_path / "second", RELEASES)
+    journal = read_journal(folder)
+    migrate_database(database_url, first, OPTIONS, confirm=lambda _r: True, retry=ONCE)
+    report = validate_database(database_url, journal, OPTIONS, retry=ONCE)
+    assert report.status is Verdict.NEEDS_MIGRATION, report.findings
+    assert [m.tag for m in report.pending] == ["0002_email", "0003_view"]
+    result = migrate_database(database_url, journal, OPTIONS, confirm=lambda _r: True, retry=ONCE)
+    assert [a.tag for a in result.applied] == ["0002_email", "0003_view"]
+    assert result.after.status is Verdict.SAFE
+    # drizzle's own database of the same folder: the same rows, the same schema.
+    name = f"orch_theirs_{os.getpid()}"
+    create_database(server_url, name)
+    try:
+        theirs = with_dbname(server_url, name)
+        drizzle_migrate(drizzle_node, theirs, folder)
+        assert tracking_rows(theirs) == tracking_rows(database_url)
+        assert schema_fingerprint(theirs) == schema_fingerprint(database_url)
+        assert validate_database(theirs, journal, OPTIONS, retry=ONCE).status is Verdict.SAFE
+    finally:
+        drop_database(server_url, name)

@@ -187,6 +187,21 @@ def test_a_hole_that_commutes_is_no_drift() -> None:
     assert not [f for f in report.findings if f.code == "schema_drift"]
 
 
+def test_a_tracking_row_without_created_at_is_said_drizzle_kit_would_rerun_everything() -> None:
+    rows = (TrackingRow(1, MIGRATIONS[0].hash, None), TrackingRow(2, MIGRATIONS[1].hash, 200))
+    report = validate(
+        JOURNAL, HISTORY, dataclasses.replace(snapshot(STATES[2], 0), tracking_rows=rows)
+    )
+    assert report.status is Verdict.NEEDS_MIGRATION
+    [finding] = [f for f in report.findings if f.code == "created_at_missing"]
+    assert "tracking row 1 " in finding.message and finding.severity == "warning"
+    assert not [
+        f
+        for f in validate(JOURNAL, HISTORY, snapshot(STATES[2], 2)).findings
+        if f.code == "created_at_missing"
+    ]
+
+
 def test_out_of_order_names_what_drizzle_would_skip() -> None:
     m0, m1, m2 = (
         Migration(0, "0000_m", 100, True, "a", hash_sql("a")),

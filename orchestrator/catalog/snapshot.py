@@ -72,6 +72,11 @@ class CatalogSnapshot:
         return frozenset(r.hash for r in self.tracking_rows if r.hash)
 
     @property
+    def row_hashes(self) -> tuple[str, ...]:
+        """The hash of each tracking row (a text applied twice has two)."""
+        return tuple(r.hash for r in self.tracking_rows if r.hash)
+
+    @property
     def newest_created_at(self) -> int | None:
         """The largest ``created_at``: drizzle applies only journal entries newer than it."""
         values = [r.created_at for r in self.tracking_rows if r.created_at is not None]

@@ -113,7 +113,7 @@ def apply_release(
             applied.append(done)
 
 
-def _tracked(conn: psycopg.Connection[Any], options: MigrateOptions) -> frozenset[str]:
+def _tracked(conn: psycopg.Connection[Any], options: MigrateOptions) -> tuple[str, ...]:
     try:
         hashes = tracked_now(conn, options)
         conn.commit()

@@ -19,7 +19,7 @@ Where we differ, on purpose:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -145,15 +145,15 @@ def begin_tracking_transaction(conn: psycopg.Connection[Any], options: MigrateOp
     conn.execute(sql.SQL(";\n").join(setup).as_bytes(conn))
 
 
-def tracked_now(conn: psycopg.Connection[Any], options: MigrateOptions) -> frozenset[str]:
-    """The hashes in the tracking table (which exists), read on ``conn``."""
+def tracked_now(conn: psycopg.Connection[Any], options: MigrateOptions) -> tuple[str, ...]:
+    """The hash of each row of the tracking table (which exists), read on ``conn``."""
     query = sql.SQL("SELECT hash FROM {}").format(sql.Identifier(options.schema, options.table))
-    return frozenset(str(row[0]) for row in conn.execute(query).fetchall())
+    return tuple(str(row[0]) for row in conn.execute(query).fetchall())
 
 
-def pending_migrations(journal: Journal, tracked_hashes: frozenset[str]) -> list[Migration]:
-    """Journal entries whose hash is not tracked, in journal order (pure)."""
-    return [m for m in journal.migrations if m.hash not in tracked_hashes]
+def pending_migrations(journal: Journal, row_hashes: Iterable[str]) -> list[Migration]:
+    """Journal entries without their tracking row, in journal order (pure)."""
+    return journal.untracked(row_hashes)
 
 
 def apply_pending(

@@ -16,7 +16,8 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,18 @@ class Journal:
             if migration.tag == tag:
                 return migration
         raise UsageError(f"{self.origin}: no migration tagged {tag!r} in the journal")
+
+    def untracked(self, row_hashes: Iterable[str]) -> list[Migration]:
+        """The migrations the tracking rows' hashes do not account for, in journal order.
+        drizzle writes a row per entry, so a text the journal repeats needs a row each."""
+        rows = Counter(row_hashes)
+        left = []
+        for migration in self.migrations:
+            if rows[migration.hash] > 0:
+                rows[migration.hash] -= 1
+            else:
+                left.append(migration)
+        return left
 
 
 def split_statements(text: str) -> list[str]:

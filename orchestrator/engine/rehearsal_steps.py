@@ -170,7 +170,7 @@ def _rehearse_migrate(r: Rehearsal) -> MigrateOutcome:
 
     outside = nontransactional_statements([(m.tag, m.statements) for m in pending])
     if not (outside and r.options.allow_concurrent):  # as the deploy's migrate step refuses
-        refuse_what_postgres_refuses(r.journal, r.tracked_after, r.shadow)
+        refuse_what_postgres_refuses(r.journal, pending, r.shadow)
     notes: list[str] = []
     unrun: frozenset[str] = frozenset()  # tracking rows the deploy writes, not rehearsed
     if r.real:

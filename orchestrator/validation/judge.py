@@ -89,7 +89,7 @@ def tracked_state(history: History, tracked: Sequence[bool]) -> dict[str, Any]:
 def read_history(journal: Journal, history: History, snapshot: CatalogSnapshot) -> HistoryReading:
     """Judge the schema as a whole against the history (see the module's docstring)."""
     tags = [m.tag for m in journal.migrations]
-    tracked = [m.hash in snapshot.tracked_hashes for m in journal.migrations]
+    tracked = tracked_flags(journal, snapshot)
     found = snapshot.objects
     n = len(tags)
     k = next((i for i, is_tracked in enumerate(tracked) if not is_tracked), n)
@@ -128,6 +128,12 @@ def read_history(journal: Journal, history: History, snapshot: CatalogSnapshot) 
     return HistoryReading(tuple(states), tuple(evidence), None, differences, repairable, if_tracked)
 
 
+def tracked_flags(journal: Journal, snapshot: CatalogSnapshot) -> list[bool]:
+    """Whether each migration of the journal has its tracking row."""
+    untracked = {m.tag for m in journal.untracked(snapshot.row_hashes)}
+    return [m.tag not in untracked for m in journal.migrations]
+
+
 def evidence_state(tracked: bool, evidence: MigrationEvidence) -> MigrationState:
     """The state of one migration from its tracking row and its own effect's evidence."""
     present, absent = len(evidence.present), len(evidence.absent)
@@ -151,8 +157,12 @@ def validate(journal: Journal, history: History, snapshot: CatalogSnapshot) -> V
         return _judged_before_failure(journal, history, snapshot, history.failure)
     reading = read_history(journal, history, snapshot)
     statuses = []
-    for migration, state, evidence in zip(
-        journal.migrations, reading.states, reading.evidence, strict=True
+    for migration, state, evidence, tracked in zip(
+        journal.migrations,
+        reading.states,
+        reading.evidence,
+        tracked_flags(journal, snapshot),
+        strict=True,
     ):
         pending = state is MigrationState.PENDING
         missing = () if pending else evidence.absent
@@ -162,7 +172,7 @@ def validate(journal: Journal, history: History, snapshot: CatalogSnapshot) -> V
                 hash=migration.hash,
                 when=migration.when,
                 state=state,
-                tracked=migration.hash in snapshot.tracked_hashes,
+                tracked=tracked,
                 expected_objects=evidence.checked,
                 missing_objects=missing,
                 missing_summary=tuple(summarize_missing(missing)),
@@ -216,7 +226,7 @@ def _judged_before_failure(
         failure.tag,
     )
     beyond = journal.migrations[replayed:]
-    if any(m.hash in snapshot.tracked_hashes for m in beyond):
+    if any(tracked_flags(journal, snapshot)[replayed:]):
         report = error_report(
             f"cannot tell the migration state: production tracks migrations from {failure.tag} "
             f"on, which the shadow cannot replay ({failure.message})"
