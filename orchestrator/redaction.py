@@ -22,12 +22,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 REDACTED = "***"
 
 # key=value conninfo: password=secret or password='se cret'
-_CONNINFO_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+# (unquoted, it ends at whitespace, a double quote or "&": in a JSON string or a URL query)
+_CONNINFO_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s\"&]+)", re.IGNORECASE)
 # any URL-looking userinfo: scheme://user:secret@host. Anchored on the literal "://" (no
 # scheme class in front), so scanning a large document such as a --json report stays fast.
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@\s]*)(@)")
@@ -36,6 +37,7 @@ _HTTP_USERINFO = re.compile(r"(https?://)([^:/@\s\"']+)(@)", re.IGNORECASE)
 # an HTTP URL's query string: every value is masked, the names stay (they help debugging).
 _HTTP_QUERY = re.compile(r"(https?://[^\s?#\"']*\?)([^\s#\"']*)", re.IGNORECASE)
 _QUERY_VALUE = re.compile(r"(^|&)([^=&]*)=([^&]*)")
+_PG_USERINFO = re.compile(r"^(postgres(?:ql)?://[^:@/?#]*):[^?#]*@")
 
 
 def _mask_query(match: re.Match[str]) -> str:
@@ -59,17 +61,9 @@ def redact(text: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """A connection string safe to print: the password is replaced by ``***``."""
-    if url.startswith(("postgres://", "postgresql://")):
-        parts = urlsplit(url)
-        if parts.password is not None:
-            host = parts.hostname or ""
-            if parts.port:
-                host = f"{host}:{parts.port}"
-            netloc = f"{parts.username or ''}:{REDACTED}@{host}"
-            return urlunsplit(parts._replace(netloc=netloc))
-        return url
-    return redact(url)
+    """A connection string safe to print: the password is replaced by ``***`` (in a URL,
+    up to the last "@" before its query: a password may hold an "@" left unencoded)."""
+    return redact(_PG_USERINFO.sub(rf"\1:{REDACTED}@", url))
 
 
 # --------------------------------------------------------------------------- known secrets

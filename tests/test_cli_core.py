@@ -66,10 +66,22 @@ def test_json_names_the_migration_drizzle_would_skip(
     assert pending == ["0010_new_colleen_wing", "0011_cute_skin"]
 
 
-def test_password_never_printed(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("url", "exit_code"),
+    [
+        ("postgresql://alice:hunter2secret@127.0.0.1:{port}/db", 30),
+        ("postgresql://alice:hunter2%secret@127.0.0.1:{port}/db", 2),  # "%" left unencoded
+        ("postgresql://alice:hunter2@secret@127.0.0.1:{port}/db", 2),  # "@" left unencoded
+        ("postgresql://alice@127.0.0.1:{port}/db?password=hunter2secret&sslmode=disable", 30),
+        ("host=127.0.0.1 port={port} user=alice password=hunter2secret dbname=db", 30),
+    ],
+)
+def test_password_never_printed(
+    database_url: str, capsys: pytest.CaptureFixture[str], url: str, exit_code: int
+) -> None:
     from orchestrator.sandbox.pg import free_port
 
-    url = f"postgresql://alice:hunter2secret@127.0.0.1:{free_port()}/db"
+    url = url.format(port=free_port())
     for extra in ([], ["--json"]):
         code, out, err = cli(
             capsys,
@@ -82,9 +94,25 @@ def test_password_never_printed(database_url: str, capsys: pytest.CaptureFixture
             "1",
             *extra,
         )
-        assert code == 30
-        assert "hunter2secret" not in out + err
-        assert "alice:***@" in out + err
+        assert code == exit_code, err
+        assert "hunter2" not in out + err and "secret" not in out + err
+        assert "***" in out + err
+        if extra and out:
+            json.loads(out)  # a masked password leaves the document whole
+
+
+def test_a_key_value_password_is_masked_and_the_json_report_stays_whole(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from psycopg.conninfo import make_conninfo
+
+    url = make_conninfo(database_url, password="hunter2secret")  # the server trusts anyone
+    code, out, err = cli(
+        capsys, "validate", "--database-url", url, "--migrations", FIXTURE, "--json"
+    )
+    assert code == 10, err
+    assert "hunter2secret" not in out + err
+    assert json.loads(out)["status"] == "NEEDS_MIGRATION"
 
 
 @pytest.mark.parametrize(
@@ -105,6 +133,11 @@ def test_password_never_printed(database_url: str, capsys: pytest.CaptureFixture
         (["validate", "--migrations", FIXTURE, "--database-url", ""], "no database URL"),
         (["migrate", "--migrations", FIXTURE], "pass --yes"),
         (["migrate", "--migrations", FIXTURE, "--yes", "--lock-timeout", "soon"], "--lock-timeout"),
+        (["migrate", "--migrations", FIXTURE, "--yes", "--lock-timeout", "0"], "at least 1ms"),
+        (
+            ["validate", "--migrations", FIXTURE, "--database-url", "postgresql://u@h:1,x:y/db"],
+            "port '1,y' is not a number",
+        ),
         (
             ["migrate", "--migrations", FIXTURE, "--yes", "--statement-timeout", "-5s"],
             "--statement-timeout",

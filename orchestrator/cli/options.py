@@ -269,10 +269,14 @@ def on_retry(attempt: int, error: BaseException, wait: float) -> None:
 
 
 def duration(value: str, name: str) -> float:
-    """A duration option (``5s``, ``2min``) in seconds; UsageError naming the option."""
+    """A duration option (``5s``, ``2min``) in seconds, at least 1ms (PostgreSQL takes a
+    timeout of 0 for none at all); UsageError naming the option."""
     from orchestrator.playbook import parse_duration
 
     try:
-        return parse_duration(value)
+        seconds = parse_duration(value)
     except ValueError as exc:
         raise UsageError(f"{name}: {exc}") from None
+    if seconds < 0.001:
+        raise UsageError(f"{name}: must be at least 1ms, not {value!r} (0 is no limit)")
+    return seconds

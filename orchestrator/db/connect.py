@@ -30,9 +30,13 @@ def check_url(url: str | None) -> str:
         params = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:  # a malformed string
         first_line = str(exc).splitlines()[0] if str(exc) else "unparseable"
+        if redact_url(url) != url:  # libpq quotes what it choked on: maybe the password
+            first_line = "cannot parse it (percent-encode @ : / % in a password: @ as %40)"
         raise UsageError(f"bad database URL {redact_url(url)}: {redact(first_line)}") from None
+    if "@" in str(params.get("host")):  # the rest of a password with an "@" in it
+        raise UsageError(f"bad database URL {redact_url(url)}: percent-encode @ as %40")
     port = params.get("port")
-    if port is not None and not str(port).isdigit():
+    if port is not None and not all(p.isdigit() or not p for p in str(port).split(",")):  # per host
         raise UsageError(f"bad database URL {redact_url(url)}: port {port!r} is not a number")
     sslmode = params.get("sslmode")
     if sslmode is not None and sslmode not in SSLMODES:
@@ -64,8 +68,9 @@ def check_database_url(
 
 
 def milliseconds(seconds: float) -> str:
-    """``seconds`` as a PostgreSQL timeout setting takes it: ``500ms`` (0 disables it)."""
-    return f"{int(seconds * 1000)}ms"
+    """``seconds`` as a PostgreSQL timeout setting takes it: ``500ms`` (0 disables it; a
+    fraction of a millisecond is one, not none)."""
+    return f"{max(round(seconds * 1000), 1 if seconds > 0 else 0)}ms"
 
 
 def with_application_name(url: str, name: str) -> str:
