@@ -245,6 +245,7 @@ def refuse_unmigratable(report: ValidationReport, resumable: frozenset[str]) -> 
     """
     if report.status is Verdict.ERROR:
         raise DatabaseError(report.first_error("cannot tell the migration state"))
+    report.refuse_tracking_elsewhere()
     if report.status is not Verdict.PARTIAL_MIGRATION:
         return
     problems = [

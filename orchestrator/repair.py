@@ -147,6 +147,7 @@ def _judge(
     report = validate(journal, history, snapshot)
     if report.status is Verdict.ERROR:
         raise DatabaseError(report.first_error("cannot tell the migration state"))
+    report.refuse_tracking_elsewhere()
     return report, plan_repair(journal, report)
 
 

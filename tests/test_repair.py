@@ -137,6 +137,31 @@ def test_dry_run_shows_rows_and_changes_nothing(
     assert schema_fingerprint(database_url) == fingerprint
 
 
+def test_a_tracking_schema_drizzle_does_not_use_is_refused_not_filled(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped schema names a table that is not there while drizzle's is: repair would
+    have made a second tracking table in production, and migrate said "partial state"."""
+    migrate_database(database_url, full(), OPTIONS, confirm=lambda _r: True, retry=ONCE)
+    fingerprint, rows = schema_fingerprint(database_url), tracking_rows(database_url)
+    for command in ("repair", "migrate"):
+        code, _, err = cli(
+            capsys,
+            command,
+            "--database-url",
+            database_url,
+            "--migrations",
+            str(FIXTURE_MIGRATIONS),
+            "--migrations-schema",
+            "drizle",
+            "--yes",
+        )
+        assert code == 2, err
+        assert "drizle.__drizzle_migrations is missing but drizzle." in err
+    assert schema_fingerprint(database_url) == fingerprint
+    assert tracking_rows(database_url) == rows
+
+
 def test_without_a_terminal_it_needs_yes(
     database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -218,9 +218,10 @@ class EmbeddedPostgres:
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
         if not self.datadir.exists():
-            self.init()
-            # Even if the caller never reaches destroy() (an error, Ctrl-C), leave nothing.
+            # Even if the caller never reaches destroy() (an error, Ctrl-C during initdb),
+            # leave nothing.
             atexit.register(self.destroy)
+            self.init()
         # fsync=off is safe here: a throwaway cluster never outlives an OS crash. But commits
         # stay synchronous (WAL written before COMMIT returns), so a crash of the server alone
         # (`pg_ctl stop -m immediate`) loses nothing committed, as in production.

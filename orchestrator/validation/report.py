@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from orchestrator.errors import ExitCode
+from orchestrator.errors import ExitCode, UsageError
 
 
 class Verdict(StrEnum):
@@ -127,6 +127,13 @@ class ValidationReport:
     def first_error(self, default: str) -> str:
         """The message of the first error finding (``default`` when there is none)."""
         return next((f.message for f in self.findings if f.severity == "error"), default)
+
+    def refuse_tracking_elsewhere(self) -> None:
+        """UsageError when the tracking table is missing where it was asked for and exists in
+        another schema: a mistyped schema, never a table to create and fill."""
+        for finding in self.findings:
+            if finding.code == "tracking_table_wrong_schema":
+                raise UsageError(f"{finding.message}; check the tracking schema: nothing changed")
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready document: status, checks, migrations, findings, recommendation."""
