@@ -271,6 +271,7 @@ def test_killed_during_a_slow_push_then_resume_continues_its_own_merge(
     else:
         process.send_signal(stop)
         process.communicate()
+        assert process.returncode == int(ExitCode.PARTIAL)  # migrated, not merged: not "2"
     go.touch()  # the stalled push, if still there, is rejected
     hook.unlink()
 

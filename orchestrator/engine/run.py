@@ -22,6 +22,7 @@ from orchestrator.db.migrator import MigrationFailed
 from orchestrator.db.retry import OnRetry, call_with_retry
 from orchestrator.engine.heartbeat import HEARTBEAT_S, Heartbeat
 from orchestrator.engine.machine import (
+    STATES,
     TERMINAL,
     RunModel,
     build_machine,
@@ -37,7 +38,14 @@ from orchestrator.engine.settings import journal_at, migrations_path, retry_poli
 from orchestrator.engine.steps.backup import check_dump_path
 from orchestrator.engine.steps.base import RunContext, Step
 from orchestrator.engine.world import changes_since, observe
-from orchestrator.errors import DatabaseError, ExitCode, GuardError, OrchestratorError, UsageError
+from orchestrator.errors import (
+    DatabaseError,
+    ExitCode,
+    GuardError,
+    OrchestratorError,
+    PartialStateError,
+    UsageError,
+)
 from orchestrator.gitrepo import MissingBranch, open_repo, remote_tips
 from orchestrator.platforms.http import check_tokens, playbook_tokens
 from orchestrator.playbook import (
@@ -427,6 +435,11 @@ def drive(
                 hint=f"orchestrator resume {record.run_id}",
             )
             store.save(record)
+            if STATES.index(record.state) >= STATES.index("migrated"):  # not "nothing changed"
+                raise PartialStateError(
+                    f"interrupted by {exc or 'SIGINT'} halfway through the release (state "
+                    f"{record.state}): resume with `orchestrator resume {record.run_id}`"
+                ) from exc
             raise
         except Exception as exc:  # a bug or an unforeseen failure: stop safely, say where
             log.exception("unexpected_error", state=record.state)
