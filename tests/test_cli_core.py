@@ -115,6 +115,15 @@ def test_a_key_value_password_is_masked_and_the_json_report_stays_whole(
     assert json.loads(out)["status"] == "NEEDS_MIGRATION"
 
 
+def test_a_url_that_is_not_utf8_is_bad_input() -> None:
+    environ = {**os.environb, b"DATABASE_URL": b"postgresql://alice:caf\xe9secret@127.0.0.1/db"}
+    argv = [sys.executable, "-m", "orchestrator.cli", "validate", "--migrations", FIXTURE]
+    done = subprocess.run(argv, env=environ, capture_output=True, text=True, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: bad database URL postgresql://alice:***@127.0.0.1/db")
+    assert "not UTF-8 text" in done.stderr and "secret" not in done.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -28,9 +28,11 @@ def check_url(url: str | None) -> str:
         raise UsageError(f"not a PostgreSQL URL (expected postgresql://...): {redact_url(url)}")
     try:
         params = conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:  # a malformed string
+    except (psycopg.ProgrammingError, UnicodeEncodeError) as exc:  # malformed, or not UTF-8
         first_line = str(exc).splitlines()[0] if str(exc) else "unparseable"
-        if redact_url(url) != url:  # libpq quotes what it choked on: maybe the password
+        if isinstance(exc, UnicodeEncodeError):
+            first_line = "not UTF-8 text"
+        elif redact_url(url) != url:  # libpq quotes what it choked on: maybe the password
             first_line = "cannot parse it (percent-encode @ : / % in a password: @ as %40)"
         raise UsageError(f"bad database URL {redact_url(url)}: {redact(first_line)}") from None
     if "@" in str(params.get("host")):  # the rest of a password with an "@" in it
