@@ -6,7 +6,8 @@ Endpoints (Vercel's published REST reference, ``https://api.vercel.com``, "Deplo
   deployments, newest first (``sha``: only those of that commit): ``uid``, ``url``,
   ``state`` and ``readyState``: BUILDING, ERROR, INITIALIZING, QUEUED, READY, CANCELED,
   DELETED; ``readySubstate`` of a READY one: STAGED (built, never given production
-  traffic), ROLLING (a rolling release is moving traffic to it), PROMOTED (serving);
+  traffic), ROLLING (a rolling release is moving traffic to it), PROMOTED ("has seen
+  production traffic": not necessarily now, after an instant rollback);
   ``meta.githubCommitSha``; ``created`` / ``createdAt`` (ms)
 """
 
