@@ -18,6 +18,7 @@ who can read the repository.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -165,11 +166,8 @@ class GitHubActions:
         worth failing a deploy over (the run record has it all), so that is ignored."""
         if self.summary is None:
             return
-        try:
-            with self.summary.open("a", encoding="utf-8") as file:
-                file.write(markdown)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError), self.summary.open("a", encoding="utf-8") as file:
+            file.write(markdown)
 
     def emit(self, lines: list[str], write: Callable[[str], None]) -> None:
         """Write annotation ``lines`` (with ``write``: stdout, or stderr under --json)."""

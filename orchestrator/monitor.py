@@ -104,9 +104,8 @@ def http_check(
     if not timeout > 0:
         raise UsageError(f"HTTP check timeout must be > 0 s, got {timeout}")
     label = name or redact(url)
-    # httpx follows no redirect (a 302 is reported as the status it is, and a credential only
-    # goes to the host it was written for), sends userinfo as basic auth and honours the
-    # environment's proxies. Made once: each probe then opens a fresh connection.
+    # No redirect is followed, so a credential only goes to the host it was written for; the
+    # environment's proxies are honoured. Made once: each probe opens a fresh connection.
     client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=0))
 
     def run() -> CheckResult:
@@ -158,9 +157,7 @@ def judge_value(value: float, *, min: float | None, max: float | None) -> tuple[
 
 def _as_number(cell: object) -> float | None:
     """The cell as a float if it is a number (bool is not), else None."""
-    if isinstance(cell, bool):
-        return None
-    if isinstance(cell, int | float | Decimal):
+    if isinstance(cell, int | float | Decimal) and not isinstance(cell, bool):
         return float(cell)
     return None
 

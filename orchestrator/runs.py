@@ -171,13 +171,13 @@ class RunListing:
 class RunStore:
     """The run records under ``<state_dir>/runs/``."""
 
-    def __init__(self, state_dir: Path, redactor: Redactor | None = None) -> None:
+    def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)
         self.runs_dir = self.state_dir / RUNS_DIRNAME
         #: What every saved record goes through. A run replaces it with its audit trail's
         #: redactor (:func:`orchestrator.engine.run.open_run`), so ``state.json`` masks the
         #: same literal secrets (the values of ``*_TOKEN`` variables, ...) the trail masks.
-        self.redactor = redactor or Redactor()
+        self.redactor = Redactor()
 
     def run_dir(self, run_id: str) -> Path:
         """The directory of run ``run_id`` (validated; it need not exist)."""
@@ -276,8 +276,7 @@ class RunStore:
                 records.append(self.load(name))
             except UsageError:
                 continue
-        records.sort(key=lambda r: (_parse_time(r.created_at), r.run_id))
-        records.reverse()
+        records.sort(key=lambda r: (_parse_time(r.created_at), r.run_id), reverse=True)
         return records
 
     def listing(self) -> RunListing:

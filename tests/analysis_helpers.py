@@ -20,7 +20,7 @@ def journal_of(*migrations: tuple[str, str]) -> Journal:
         "test",
         "postgresql",
         tuple(
-            Migration(index, tag, 1_700_000_000_000 + index, True, sql, hash_sql(sql))
+            Migration(index, tag, 1_700_000_000_000 + index, sql, hash_sql(sql))
             for index, (tag, sql) in enumerate(migrations)
         ),
     )

@@ -246,7 +246,7 @@ def test_refuses_objects_not_as_the_sql_defines_them(database_url: str, tmp_path
     original = fixture_migration("0010_new_colleen_wing")
     assert '"confidence" real' in original.sql
     altered = original.sql.replace('"confidence" real', '"confidence" text')
-    run_sql(database_url, Migration(0, "x", 0, True, altered, "x"))
+    run_sql(database_url, Migration(0, "x", 0, altered, "x"))
     state = validate_database(database_url, full(), OPTIONS, retry=ONCE)
     # By names the objects are all there, but one column is not as 0010 defines it.
     assert {m.tag: m.state for m in state.migrations}["0010_new_colleen_wing"] is (

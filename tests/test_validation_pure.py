@@ -98,7 +98,7 @@ STATES.append({**STATES[-1], "table public.users": props(kind="table")})
 STATES.append({**STATES[-1], "column public.users.email": props(type="text", not_null=True)})
 STATES.append({**STATES[-1], "index public.users_email": props(definition="CREATE INDEX ...")})
 MIGRATIONS = tuple(
-    Migration(i, f"000{i}_m", 100 * (i + 1), True, sql, hash_sql(sql))
+    Migration(i, f"000{i}_m", 100 * (i + 1), sql, hash_sql(sql))
     for i, sql in enumerate(["create table", "add column", "create index"])
 )
 JOURNAL = Journal("mem", "postgresql", MIGRATIONS)
@@ -204,9 +204,9 @@ def test_a_tracking_row_without_created_at_is_said_drizzle_kit_would_rerun_every
 
 def test_out_of_order_names_what_drizzle_would_skip() -> None:
     m0, m1, m2 = (
-        Migration(0, "0000_m", 100, True, "a", hash_sql("a")),
-        Migration(1, "0001_m", 300, True, "b", hash_sql("b")),
-        Migration(2, "0002_m", 200, True, "c", hash_sql("c")),
+        Migration(0, "0000_m", 100, "a", hash_sql("a")),
+        Migration(1, "0001_m", 300, "b", hash_sql("b")),
+        Migration(2, "0002_m", 200, "c", hash_sql("c")),
     )
     journal = Journal("mem", "postgresql", (m0, m1, m2))
     history = History(

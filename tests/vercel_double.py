@@ -9,8 +9,9 @@ Deployments follow the real bare origin (:class:`tests.production_double.LiveCom
 origin and branch): each new tip of the target branch gets a production deployment with
 ``meta.githubCommitSha``, BUILDING for ``build_seconds``, then ``final_state`` (READY, or
 ERROR / CANCELED / DELETED to make a release fail). A READY one carries ``ready_substate``:
-PROMOTED (has seen production traffic), or STAGED (a production deployment that was not promoted: it never gets
-production traffic) or ROLLING (a rolling release moving traffic to it). Tests can queue
+PROMOTED (has seen production traffic), or STAGED (a production deployment that was not
+promoted: it never gets production traffic) or ROLLING (a rolling release moving traffic to
+it). Tests can queue
 failures (429 with Retry-After).
 """
 

@@ -16,22 +16,13 @@ from collections.abc import Collection, Sequence
 
 import pglast
 
-from orchestrator.analysis.changes import (
-    Action,
-    Change,
-    ChangeKind,
-    FolderAnalysis,
-    MigrationEffects,
-    StatementEffects,
-)
+from orchestrator.analysis.changes import Change, FolderAnalysis, MigrationEffects, StatementEffects
 from orchestrator.analysis.shadowfacts import MigrationFacts, migration_facts
 from orchestrator.analysis.statements import StatementReader
 from orchestrator.catalog import History
 
 __all__ = [
-    "Action",
     "Change",
-    "ChangeKind",
     "FolderAnalysis",
     "MigrationEffects",
     "StatementEffects",

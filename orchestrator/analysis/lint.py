@@ -10,7 +10,7 @@ running code, so the locking and compatibility rules leave it alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -318,7 +318,7 @@ def _finding(rule: Rule, tag: str, statement: StatementEffects, message: str) ->
 
 
 def lint_statement(
-    tag: str, statement: StatementEffects, *, rerun_stops: bool = True
+    tag: str, statement: StatementEffects, *, rerun_stops: bool
 ) -> list[LintFinding]:
     """Findings of the per-statement rules for one statement.
 
@@ -414,14 +414,6 @@ def _fails_twice(change: Change) -> bool:
     return fails_when_rerun(change) or (change.kind == "data_change" and change.rerunnable is False)
 
 
-def has_errors(findings: Sequence[LintFinding]) -> bool:
-    """True when some finding is an error (lint then exits 21)."""
-    return any(f.severity == "error" for f in findings)
-
-
 def rule_named(name: str) -> Rule:
     """The rule called ``name`` (KeyError if none)."""
-    for rule in RULES:
-        if rule.name == name:
-            return rule
-    raise KeyError(name)
+    return {rule.name: rule for rule in RULES}[name]

@@ -1,9 +1,8 @@
 """The command line: parse arguments, call the runtime's functions (validate in
 :mod:`orchestrator.database`, migrate in :mod:`orchestrator.migrate`, the reports in
 :mod:`orchestrator.reports`, the deploy engine in :mod:`orchestrator.engine`, ...), render the
-result. The command group, and the one place
-errors become exit codes, is ``app``; the commands live in small modules (``database``,
-``runs``, ``analysis``, ``init``).
+result. The command group, and the one place errors become exit codes, is ``app``; the
+commands live in small modules (``database``, ``runs``, ``analysis``, ``init``).
 """
 
 from __future__ import annotations

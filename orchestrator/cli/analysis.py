@@ -72,7 +72,6 @@ def lint(migrations: Path, as_json: bool, allow_concurrent: bool, shadow_url: st
     """Lint every migration of a folder, replayed on a shadow server for the facts a rule
     needs; exit 21 on errors (warnings alone exit 0)."""
     from orchestrator import reports
-    from orchestrator.analysis.lint import has_errors
     from orchestrator.cli.console import err, print_json
     from orchestrator.cli.options import read_migrations, shadow_spec
 
@@ -91,7 +90,7 @@ def lint(migrations: Path, as_json: bool, allow_concurrent: bool, shadow_url: st
         if note:
             err.print(f"note: {note}", markup=False, highlight=False)
         show_lint(findings)
-    return int(ExitCode.GUARD_FAILED if has_errors(findings) else ExitCode.OK)
+    return int(ExitCode.GUARD_FAILED if errors else ExitCode.OK)
 
 
 @click.command()

@@ -344,7 +344,7 @@ def rollback(
     if backup is not None and backup.kind == "pg_dump":
         if confirm_branch is not None:
             raise UsageError("--confirm-branch is for Neon branch backups: use --confirm-database")
-        typed_database = _confirm_dump_restore(run_id, state_dir, confirm_database)
+        typed_database = _confirm_dump_restore(store, run_id, confirm_database)
     elif restore_database:
         if confirm_database is not None:
             raise UsageError("--confirm-database is for pg_dump backups: use --confirm-branch")
@@ -403,13 +403,11 @@ def rollback(
     return int(ExitCode.OK if restored is None else restored.exit_code)
 
 
-def _confirm_dump_restore(run_id: str, state_dir: Path, confirm_database: str | None) -> str:
+def _confirm_dump_restore(store: RunStore, run_id: str, confirm_database: str | None) -> str:
     """The database name the operator typed (or passed), checked with the dump and the
     client programs before anything is done."""
     from orchestrator.engine.dump_rollback import plan_for_run
-    from orchestrator.runs import RunStore
 
-    store = RunStore(state_dir)
     plan = plan_for_run(run_id, store, os.environ, None)
     typed = _typed_name(
         confirm_database,

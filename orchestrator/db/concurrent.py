@@ -48,7 +48,6 @@ from orchestrator.db.migrator import (
     apply_pending,
     create_tracking_sql,
     excerpt,
-    pending_migrations,
     rehearse_pending,
     tracked_now,
     tracking_row_sql,
@@ -99,8 +98,7 @@ def apply_release(
         )
         if not special:
             return applied
-        tracked = _tracked(conn, options)
-        upcoming = pending_migrations(journal, tracked)
+        upcoming = journal.untracked(_tracked(conn, options))
         if not upcoming:
             return applied
         migration = upcoming[0]  # apply_pending stopped before it: non-transactional

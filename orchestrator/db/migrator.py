@@ -19,7 +19,7 @@ Where we differ, on purpose:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -151,11 +151,6 @@ def tracked_now(conn: psycopg.Connection[Any], options: MigrateOptions) -> tuple
     return tuple(str(row[0]) for row in conn.execute(query).fetchall())
 
 
-def pending_migrations(journal: Journal, row_hashes: Iterable[str]) -> list[Migration]:
-    """Journal entries without their tracking row, in journal order (pure)."""
-    return journal.untracked(row_hashes)
-
-
 def apply_pending(
     conn: psycopg.Connection[Any],
     journal: Journal,
@@ -279,7 +274,7 @@ def _apply(
     target = sql.Identifier(options.schema, options.table)
     applied: list[AppliedMigration] = []
     begin_tracking_transaction(conn, options)
-    for migration in pending_migrations(journal, tracked_now(conn, options)):
+    for migration in journal.untracked(tracked_now(conn, options)):
         if migration.hash in stop:
             break
         where.migration = migration

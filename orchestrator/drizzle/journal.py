@@ -37,7 +37,6 @@ class Migration:
     idx: int  # position in the journal (0-based), the order drizzle applies in
     tag: str  # file name without ".sql", e.g. "0009_fat_kulan_gath"
     when: int  # journal millis; drizzle stores it as created_at
-    breakpoints: bool
     sql: str  # the file's text as drizzle decodes it
     hash: str  # SHA-256 hex of that text, as drizzle computes it
 
@@ -161,14 +160,7 @@ def parse_journal(files: Mapping[str, bytes], *, origin: str) -> Journal:
         text = decode_sql(raw)
         check_sql(raw, text, f"{origin}/{tag}.sql")
         migrations.append(
-            Migration(
-                idx=position,
-                tag=tag,
-                when=when,
-                breakpoints=bool(entry.get("breakpoints", True)),
-                sql=text,
-                hash=hash_sql(text),
-            )
+            Migration(idx=position, tag=tag, when=when, sql=text, hash=hash_sql(text))
         )
     if not migrations:
         raise UsageError(f"{journal_name}: the journal has no entries")

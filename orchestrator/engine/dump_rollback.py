@@ -30,13 +30,7 @@ from orchestrator.redaction import Redactor, connection_passwords, secret_values
 from orchestrator.runs import RunRecord, RunStore, utc_now_iso
 from orchestrator.validation import ValidationReport
 
-__all__ = [
-    "DumpRestorePlan",
-    "DumpRestoreResult",
-    "check_confirmation",
-    "dump_restore_plan",
-    "restore_from_dump",
-]
+__all__ = ["plan_for_run", "restore_from_dump"]
 
 
 @dataclass(frozen=True)

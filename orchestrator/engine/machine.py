@@ -64,10 +64,8 @@ TERMINAL = frozenset({"succeeded", "halted", "failed"})
 
 # ---------------------------------------------------------------- guards
 #
-# Each guard is a pure function of the run record and of :class:`Observations`, the facts of
-# the world it needs (read when asked: the engine passes live ones, tests plain values). A
-# guard that lets the run move on past something it did checks that thing in the world: the
-# dump on disk, the tracking rows in the database, the commit on the remote.
+# A guard that lets the run move on past something it did checks that thing in the world
+# (:class:`Observations`): the dump on disk, the tracking rows, the commit on the remote.
 
 
 def _verdict(record: RunRecord, step: str) -> ValidationOutcome:
@@ -317,6 +315,13 @@ def _release_gone(record: RunRecord) -> tuple[ExitCode, str]:
     )
 
 
+def guard_error(code: ExitCode, message: str) -> GuardError:
+    """A :class:`GuardError` (a halt) with the exit code ``code``."""
+    error = GuardError(message)
+    error.exit_code = code
+    return error
+
+
 @dataclass(frozen=True)
 class GuardedStep:
     """A step that may act only while its guards hold, read from the world right before it
@@ -346,9 +351,7 @@ class GuardedStep:
             ok = guard(ctx.record, seen)
             ctx.log.info("guard", step=self.name, guard=guard.__name__, ok=ok)
             if not ok:
-                error = GuardError(self.refusal)
-                error.exit_code = self.code
-                raise error
+                raise guard_error(self.code, self.refusal)
         return self.step.run(ctx)
 
 

@@ -90,9 +90,8 @@ def rehearse(
     branch, else the URL of another database to migrate for real. ``announce`` is given one
     line saying which kind runs and within which bounds, once the input is checked (the trial
     merge and the migrations at the source commit) and before the first connection to
-    production. ``retries``: attempts on transient database
-    failures instead of the playbook's ``retry.attempts``; ``on_retry`` hears each retry of
-    the run lock's connection.
+    production. ``retries``: attempts on transient database failures instead of the
+    playbook's ``retry.attempts``; ``on_retry`` hears each retry of the run lock's connection.
     """
     playbook = with_retries(load_playbook(playbook_path), retries)
     plain_url = database_url(playbook, environ, writes=False)

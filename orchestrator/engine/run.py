@@ -27,6 +27,7 @@ from orchestrator.engine.machine import (
     RunModel,
     build_machine,
     edges_from,
+    guard_error,
     halt_exit_code,
     halt_reason,
     reopen_trigger,
@@ -126,7 +127,6 @@ def open_run(
 
     The caller holds the run's lock (:meth:`RunStore.lock`).
     """
-    console = interaction.console
     # One redactor for the audit trail and state.json: both mask the same literal secrets.
     store.redactor = Redactor(
         [
@@ -139,7 +139,7 @@ def open_run(
         store.audit_path(record.run_id),
         run_id=record.run_id,
         secrets=store.redactor,
-        console=console,
+        console=interaction.console,
     ) as trail:
         on_progress = interaction.on_progress
         heartbeat = None
@@ -452,19 +452,15 @@ def drive(
 
 
 def _walk_state(ctx: RunContext, model: RunModel) -> None:
-    """Fire the current state's triggers in the declaration's order until one moves the run.
-
-    The machine does the rest (:class:`RunModel`): the first trigger runs the state's steps
-    (``prepare_event``), each edge's guards are its conditions, and the transition that
-    fires is recorded by its ``after_state_change`` callback. When no edge's guards hold,
-    the run halts at the state's dead end, as the declaration words it.
-    """
+    """Fire the current state's triggers in the declaration's order until one moves the run
+    (:class:`RunModel` runs the steps and records the move); if none does, halt at the
+    state's dead end."""
     state = model.state
     for edge in edges_from(state):
         if getattr(model, edge.trigger)():
             return
     record = ctx.record
-    _stop(ctx, model, _guard_error(halt_exit_code(state, record), halt_reason(state, record)))
+    _stop(ctx, model, guard_error(halt_exit_code(state, record), halt_reason(state, record)))
 
 
 def _run_step(ctx: RunContext, step: Step) -> None:
@@ -537,12 +533,6 @@ def _reopen(ctx: RunContext, model: RunModel) -> None:
     record.exit_code = None
     record.rollback_plan = []
     getattr(model, reopen_trigger(previous))(recorded_as="resume", detail="resumed by the operator")
-
-
-def _guard_error(code: ExitCode, message: str) -> OrchestratorError:
-    error = GuardError(message)
-    error.exit_code = code
-    return error
 
 
 @dataclass(frozen=True)

@@ -173,8 +173,7 @@ class _Parser:
         if len(texts) == 5 and texts[:4] == ["process", ".", "env", "."]:
             return texts[4]
         if len(texts) == 6 and texts[:4] == ["process", ".", "env", "["] and texts[5] == "]":
-            name = _string_value(self.tokens[start + 4])
-            return name
+            return _string_value(self.tokens[start + 4])
         return None
 
     def _skip_value(self, start: int) -> int:

@@ -21,13 +21,12 @@ from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.shadow import cache
 from orchestrator.shadow.replay import (
     IncompleteReplay,
-    ReplayError,
     apply_migration,
     check_extension,
     replay_history,
     run_in_transaction,
 )
-from orchestrator.shadow.server import NO_SHADOW, ShadowServer, ShadowSpec, local_major
+from orchestrator.shadow.server import ShadowServer, ShadowSpec, local_major
 
 #: No server named: a throwaway local cluster.
 LOCAL_SHADOW = ShadowSpec()
@@ -39,10 +38,7 @@ CIRCUMSTANTIAL = ("08", "40", "53", "57", "58", "XX")
 
 __all__ = [
     "LOCAL_SHADOW",
-    "NO_SHADOW",
     "SHADOW_URL_ENV",
-    "History",
-    "ReplayError",
     "ShadowSpec",
     "TrackingTable",
     "cached_history",

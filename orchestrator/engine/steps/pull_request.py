@@ -107,13 +107,7 @@ def find_or_open(ctx: RunContext, api: GitHubApi) -> tuple[PullRequest, bool]:
 
 
 def await_pull(
-    ctx: RunContext,
-    api: GitHubApi,
-    number: int,
-    *,
-    timeout: float,
-    for_checks: bool,
-    clock: Clock | None = None,
+    ctx: RunContext, api: GitHubApi, number: int, *, timeout: float, for_checks: bool
 ) -> tuple[PullRequest, Mergeability]:
     """Ask GitHub about pull request ``number`` until its verdict is not ``waiting`` or
     ``timeout`` passes; the last answer.
@@ -121,7 +115,7 @@ def await_pull(
     ``for_checks``: also wait while required checks run (the merge step); otherwise only
     while GitHub has not said yet what stands in the way (:func:`not_started`: pre-flight).
     """
-    clock = clock or Clock()
+    clock = Clock()
     interval = ctx.playbook.git.github.checks_interval if ctx.playbook.git.github else 10.0
     deadline = clock.now() + timeout
     polls = 0
