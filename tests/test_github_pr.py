@@ -95,6 +95,18 @@ def test_a_release_is_merged_through_the_pull_request_pinned_to_the_preflight_co
         assert github.token not in shown
 
 
+def push_late_commit(clone: Path) -> str:
+    """A commit pushed to staging after pre-flight, as a colleague would; its sha."""
+    git(clone, "switch", "staging")
+    (clone / "late.txt").write_text("not reviewed with the release\n")
+    git(clone, "add", "late.txt")
+    git(clone, "commit", "-m", "late change")
+    git(clone, "push", "origin", "staging")
+    late = git(clone, "rev-parse", "staging")
+    git(clone, "switch", "main")
+    return late
+
+
 def test_a_commit_pushed_to_the_source_after_preflight_is_not_released(
     tmp_path: Path, database_url: str
 ) -> None:
@@ -104,12 +116,7 @@ def test_a_commit_pushed_to_the_source_after_preflight_is_not_released(
 
         def push_late_commit_then_confirm(question: str) -> bool:
             if question.startswith("Merge"):  # after pre-flight and the migration
-                git(clone, "switch", "staging")
-                (clone / "late.txt").write_text("not reviewed with the release\n")
-                git(clone, "add", "late.txt")
-                git(clone, "commit", "-m", "late change")
-                git(clone, "push", "origin", "staging")
-                git(clone, "switch", "main")
+                push_late_commit(clone)
             return True
 
         record = world.deploy(environ=environ(world, github), confirm=push_late_commit_then_confirm)
@@ -134,16 +141,12 @@ def test_a_pull_request_merged_by_hand_at_a_later_head_is_not_taken_for_the_rele
 
         def push_late_commit_and_merge_it_by_hand(question: str) -> bool:
             if question.startswith("Merge"):  # after pre-flight and the migration
-                git(clone, "switch", "staging")
-                (clone / "late.txt").write_text("not reviewed with the release\n")
-                git(clone, "add", "late.txt")
-                git(clone, "commit", "-m", "late change")
-                git(clone, "push", "origin", "staging")
+                late = push_late_commit(clone)
                 api = GitHubApi(
                     github.repo, ApiClient("GitHub API", world_api(world), github.token)
                 )
                 api.get_pull(1)  # GitHub computes mergeability on a read
-                api.merge_pull(1, git(clone, "rev-parse", "staging"), title="auto-merge")
+                api.merge_pull(1, late, title="auto-merge")
             return True
 
         env = environ(world, github)
