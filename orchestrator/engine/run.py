@@ -435,7 +435,8 @@ def drive(
                 hint=f"orchestrator resume {record.run_id}",
             )
             store.save(record)
-            if STATES.index(record.state) >= STATES.index("migrated"):  # not "nothing changed"
+            # Past the migration and short of the end, "nothing changed" (exit 2) would lie.
+            if STATES.index("migrated") <= STATES.index(record.state) < STATES.index("succeeded"):
                 raise PartialStateError(
                     f"interrupted by {exc or 'SIGINT'} halfway through the release (state "
                     f"{record.state}): resume with `orchestrator resume {record.run_id}`"
