@@ -4,14 +4,17 @@ For the kill tests: ``python -m tests.pausing_deploy <pause-at> deploy ...`` run
 with the run's console callback (a public part of :class:`orchestrator.engine.run.Interaction`)
 wrapped so the process stops at ``<pause-at>``: ``"<event>"`` or ``"<event>:<step|dest|tag>"``,
 e.g. ``step_end:backup``. ``dump_renamed`` stops right after the verified dump is renamed into
-place, before the run records it. The test then SIGKILLs it at that exact boundary (or changes
-the world and lets it go on with SIGCONT). The runtime carries no such hook: it lives here, in
-the tests. The mutants of ``tests/test_guard_mutations.py`` are applied here too.
+place, before the run records it; ``pushed`` and ``committed`` right after the merge step's
+push and the migrate step's commit, before the run records them. The test then SIGKILLs it
+at that exact boundary (or changes the world and lets it go on with SIGCONT). The runtime
+carries no such hook: it lives here, in the tests. The mutants of
+``tests/test_guard_mutations.py`` are applied here too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import signal
 import sys
@@ -48,6 +51,26 @@ def pause_after_dump_rename() -> None:
     os.replace = replacing
 
 
+def pause_after(module: str, name: str) -> None:
+    """Stop right after ``module.name`` returns, before the run records what it did."""
+    target = importlib.import_module(module)
+    real = getattr(target, name)
+
+    def stopping(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGSTOP)
+        return result
+
+    setattr(target, name, stopping)
+
+
+#: Pause points inside a step: right after its work, before the run records it.
+AFTER = {
+    "pushed": ("orchestrator.gitrepo.merge", "push_branch"),  # the release reached origin
+    "committed": ("orchestrator.migrate", "apply_release"),  # the migrations committed
+}
+
+
 def main() -> int:
     pause_at, argv = sys.argv[1], sys.argv[2:]
     apply_from_environment()  # before the engine is imported: it binds the machine's tables
@@ -56,6 +79,8 @@ def main() -> int:
 
     if pause_at == "dump_renamed":
         pause_after_dump_rename()
+    if pause_at in AFTER:
+        pause_after(*AFTER[pause_at])
     make = cli_runs.cli_interaction
 
     def interaction(*args: Any, **kwargs: Any) -> Interaction:

@@ -24,11 +24,13 @@ from orchestrator.cli import run
 from orchestrator.database import validate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.drizzle.journal import Journal
+from orchestrator.engine.rollback import rollback_plan
 from orchestrator.engine.run import resume
 from orchestrator.engine.settings import journal_at
-from orchestrator.errors import UsageError
+from orchestrator.errors import ExitCode, UsageError
 from orchestrator.gitrepo import open_repo
 from orchestrator.runs import RunRecord
+from orchestrator.sandbox.pg import with_dbname
 from orchestrator.sandbox.release import git
 from orchestrator.validation import Verdict
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
@@ -137,9 +139,11 @@ KILL_POINTS = [
     "transition:validated",
     "applying_migration",  # the first migration's statements are running in the transaction
     "applying_migration:0011_cute_skin",  # mid-transaction, a later migration
+    "committed",  # the migrations committed, not yet recorded
     "step_end:migrate",
     "transition:migrated",
     "transition:revalidated",
+    "pushed",  # the release reached origin, not yet recorded
     "step_end:merge",
     "transition:merged",
     "check",  # in the middle of the monitor window
@@ -163,7 +167,7 @@ def test_sigkill_at_each_boundary_then_resume_converges(world: World, pause_at: 
     assert "interruption_detected" in events and "run_resumed" in events
     assert events.index("interruption_detected") < events.index("run_resumed")
     after_resume = events[events.index("run_resumed") :]
-    if KILL_POINTS.index(pause_at) >= KILL_POINTS.index("step_end:migrate"):
+    if KILL_POINTS.index(pause_at) >= KILL_POINTS.index("committed"):
         # The migration transaction had committed: resume must not run it again.
         assert "applying_migration" not in after_resume
     merge_pushes = [
@@ -171,7 +175,79 @@ def test_sigkill_at_each_boundary_then_resume_converges(world: World, pause_at: 
         for e in read_events(world.store.audit_path(record.run_id))
         if e["event"] == "step_end" and e.get("step") == "merge" and "note" not in e["outcome"]
     ]
-    assert len(merge_pushes) == 1, "the merge was pushed twice"
+    # Killed right after its push, the run finds it on resume (a step_end with a note).
+    assert len(merge_pushes) == (0 if pause_at == "pushed" else 1), "the merge was pushed twice"
+
+
+def interrupt(process: subprocess.Popen[bytes]) -> tuple[int, str]:
+    """SIGTERM (a cancelled CI job) to a stopped deploy, which then goes on and handles it."""
+    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGCONT)
+    _out, err = process.communicate()
+    return process.returncode, err.decode()
+
+
+@pytest.mark.parametrize("pause_at", ["committed", "pushed"])
+def test_an_interrupt_after_the_work_landed_records_it_and_exits_20(
+    world: World, pause_at: str
+) -> None:
+    main_before = world.origin_main()
+    process = deploy_process(world, pause_at)
+    wait_stopped(process)
+    code, err = interrupt(process)
+    assert code == int(ExitCode.PARTIAL), err  # not 2, "nothing changed"
+    record = only_run(world)
+    assert record.steps.migrate is not None
+    assert record.steps.migrate.tags == [p.tag for p in record.planned]
+    plan = "\n".join(rollback_plan(record))
+    assert "applied no migration" not in plan
+    if pause_at == "pushed":  # the plan reverts what reached origin
+        assert record.steps.merge is not None
+        assert record.steps.merge.pushed_commit == world.origin_main() != main_before
+        assert "nothing was merged or pushed" not in plan
+    assert_converged(world, resume(None, world.store, world.interaction()), main_before)
+
+
+def test_resume_keeps_its_own_push_when_someone_pushed_on_top_while_it_was_down(
+    world: World,
+) -> None:
+    process = deploy_process(world, "step_end:merge")
+    wait_stopped(process)
+    kill(process)
+    own = only_run(world).steps.merge
+    assert own is not None and own.pushed_commit is not None
+    clone = world.repo.clone
+    (clone / "hotfix.txt").write_text("someone else's hotfix\n")
+    git(clone, "add", "-A")
+    git(clone, "commit", "-m", "hotfix")
+    git(clone, "push", "origin", "main")
+    hotfix = world.origin_main()
+    record = resume(None, world.store, world.interaction())
+    assert record.state == "succeeded", record.halt_reason
+    assert record.steps.merge is not None
+    assert record.steps.merge.pushed_commit == own.pushed_commit != hotfix
+    assert hotfix not in "\n".join(rollback_plan(record))  # a rollback leaves the hotfix be
+
+
+def test_a_deploy_that_could_not_read_production_at_validate_resumes(world: World) -> None:
+    main_before = world.origin_main()
+    name = psycopg.conninfo.conninfo_to_dict(world.database_url)["dbname"]
+    admin = with_dbname(world.database_url, "postgres")
+
+    def allow_connections(allowed: bool) -> None:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {allowed}')
+
+    def cut_before_validate(event: dict[str, object]) -> None:
+        if event.get("event") == "step_end" and event.get("step") == "backup":
+            allow_connections(False)
+
+    try:
+        record = world.deploy(console=cut_before_validate)
+    finally:
+        allow_connections(True)
+    assert record.exit_code == int(ExitCode.ERROR), record.halt_reason
+    assert_converged(world, resume(None, world.store, world.interaction()), main_before)
 
 
 def add_slow_migration(world: World, seconds: int) -> None:

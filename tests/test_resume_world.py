@@ -166,6 +166,16 @@ def delete_tracking_rows(world: World, hashes: set[str]) -> None:
         )
 
 
+def test_resume_of_a_monitored_run_halts_when_its_migrations_were_undone(world: World) -> None:
+    process = deploy_process(world, "transition:monitored")
+    wait_stopped(process)
+    kill(process)
+    delete_tracking_rows(world, {p.hash for p in only_run(world).planned})
+    record = resume(None, world.store, world.interaction())
+    assert record.state == "halted", "succeeded while production lacks the release's migrations"
+    assert "no longer holds its migrations" in str(record.halt_reason)
+
+
 def test_killed_after_the_merge_then_the_branch_reset_halts_before_the_monitor(
     world: World,
 ) -> None:

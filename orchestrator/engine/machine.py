@@ -216,9 +216,12 @@ TRANSITIONS: tuple[Edge, ...] = (
     Edge("go_live", "merged", "live", (merge_pushed, release_live)),
     Edge("monitor", "live", "monitored", (monitor_healthy,)),
     # Succeeded means live: the release must still be on the remote (a kill after the merge,
-    # then someone resetting the branch, must not end "succeeded" on resume) and still served
-    # (a deployment rolled back during the monitor window is looked at again, not read back).
-    Edge("finish", "monitored", "succeeded", (merge_pushed, release_live)),
+    # then someone resetting the branch, must not end "succeeded" on resume), still served
+    # (a deployment rolled back during the monitor window is looked at again, not read back)
+    # and its migrations still in production.
+    Edge(
+        "finish", "monitored", "succeeded", (merge_pushed, release_live, production_holds_release)
+    ),
 )
 
 # ---------------------------------------------------------------- dead ends
@@ -315,6 +318,11 @@ def _release_gone(record: RunRecord) -> tuple[ExitCode, str]:
     )
 
 
+def _not_finished(record: RunRecord) -> tuple[ExitCode, str]:
+    code, gone = _release_gone(record)
+    return code, f"{gone}; or production no longer holds its migrations (production_checked)"
+
+
 def guard_error(code: ExitCode, message: str) -> GuardError:
     """A :class:`GuardError` (a halt) with the exit code ``code``."""
     error = GuardError(message)
@@ -393,7 +401,7 @@ LIVE: Mapping[str, StateSpec] = {
     "revalidated": StateSpec((_holding_release(MergeStep()),), _not_pushed),
     "merged": StateSpec((_holding_release(ReleaseStep()),), _not_live_or_gone),
     "live": StateSpec((_holding_release(MonitorStep()),), _unhealthy),
-    "monitored": StateSpec((), _release_gone),
+    "monitored": StateSpec((), _not_finished),
 }
 
 

@@ -97,6 +97,11 @@ class ValidationOutcome(Outcome):
     findings: list[Finding] = []
     recommendation: str = ""
 
+    @property
+    def deployable(self) -> bool:
+        """SAFE or NEEDS_MIGRATION: a verdict that fixes what the run will do."""
+        return self.status in ("SAFE", "NEEDS_MIGRATION")
+
 
 class AppliedMigration(Outcome):
     """One migration the migrate step applied."""

@@ -22,7 +22,6 @@ from orchestrator.db.migrator import MigrationFailed
 from orchestrator.db.retry import OnRetry, call_with_retry
 from orchestrator.engine.heartbeat import HEARTBEAT_S, Heartbeat
 from orchestrator.engine.machine import (
-    STATES,
     TERMINAL,
     RunModel,
     build_machine,
@@ -38,6 +37,8 @@ from orchestrator.engine.rollback import revert_code, revert_through_pull_reques
 from orchestrator.engine.settings import journal_at, migrations_path, retry_policy, with_retries
 from orchestrator.engine.steps.backup import check_dump_path
 from orchestrator.engine.steps.base import RunContext, Step
+from orchestrator.engine.steps.merge import MergeStep
+from orchestrator.engine.steps.migrate import MigrateStep
 from orchestrator.engine.world import changes_since, observe
 from orchestrator.errors import (
     DatabaseError,
@@ -435,8 +436,9 @@ def drive(
                 hint=f"orchestrator resume {record.run_id}",
             )
             store.save(record)
-            # Past the migration and short of the end, "nothing changed" (exit 2) would lie.
-            if STATES.index("migrated") <= STATES.index(record.state) < STATES.index("succeeded"):
+            _adopt_landed(ctx)
+            store.save(record)
+            if record.state not in TERMINAL and _changed_production(record):  # not "exit 2"
                 raise PartialStateError(
                     f"interrupted by {exc or 'SIGINT'} halfway through the release (state "
                     f"{record.state}): resume with `orchestrator resume {record.run_id}`"
@@ -514,6 +516,7 @@ def _stop(ctx: RunContext, model: RunModel, exc: OrchestratorError) -> None:
     record.steps.halt = HaltOutcome(stopped_in=model.state, reason=str(exc), at=utc_now_iso())
     record.halt_reason = str(exc)
     record.exit_code = int(exc.exit_code)
+    _adopt_landed(ctx)
     record.rollback_plan = rollback_plan(record)
     getattr(model, trigger)(detail=str(exc))  # recorded and saved by the machine
     ctx.log.error(
@@ -522,6 +525,29 @@ def _stop(ctx: RunContext, model: RunModel, exc: OrchestratorError) -> None:
         exit_code=record.exit_code,
         rollback_plan=record.rollback_plan,
     )
+
+
+def _adopt_landed(ctx: RunContext) -> None:
+    """The migration or the push an interrupt or a failure stopped before its outcome was
+    recorded: record what the world shows it did (the step's postcondition, read now), so
+    the exit code and the rollback plan say what happened."""
+    record = ctx.record
+    for state, step in (("validated", MigrateStep()), ("revalidated", MergeStep())):
+        if record.state == state and getattr(record.steps, step.name) is None:
+            try:
+                outcome = step.done(ctx)
+            except Exception as exc:  # cannot look: the stop stands, the trail says so
+                ctx.log.warning("landed_unknown", step=step.name, error=str(exc))
+                continue
+            if outcome is not None:
+                record.steps.record(step.name, outcome)
+
+
+def _changed_production(record: RunRecord) -> bool:
+    """Whether the run applied a migration or pushed the release."""
+    migrate, merge = record.steps.migrate, record.steps.merge
+    pushed = merge is not None and merge.pushed_commit not in (None, merge.previous_target_commit)
+    return bool(migrate is not None and migrate.applied) or pushed
 
 
 def _reopen(ctx: RunContext, model: RunModel) -> None:

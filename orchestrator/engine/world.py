@@ -56,7 +56,7 @@ def changes_since(record: RunRecord, now: WorldNow) -> list[str]:
                 f"the target branch {preflight.target} was pushed by someone else "
                 f"(was {str(planned_target)[:12]}, now {now.target_tip[:12]})"
             )
-    if record.steps.validation is not None:
+    if record.steps.validation is not None and record.steps.validation.deployable:
         expected = set(record.tracked_before) | set(record.planned_hashes)
         foreign = sorted(now.tracked_hashes - expected)
         if foreign:

@@ -108,10 +108,15 @@ class MergeStep:
         )
         tip = ctx.repo.git.rev_parse(f"{spec.remote}/{spec.target}")
         previous = preflight.target_commit or tip
-        parents = [p.hexsha for p in ctx.repo.commit(tip).parents]
-        merge_commit = tip if len(parents) > 1 and commit in parents else None
+        # What the run's own push made, not the tip: someone may have pushed on top since.
+        after = ctx.repo.git.rev_list("--first-parent", "--reverse", f"{previous}..{tip}").split()
+        merge_commit = next(
+            (c for c in after if commit in [p.hexsha for p in ctx.repo.commit(c).parents][1:]),
+            None,
+        )
+        own = previous if preflight.already_merged else commit
         return MergeOutcome(
-            pushed_commit=tip,
+            pushed_commit=merge_commit or own,
             previous_target_commit=previous,
             merge_commit=merge_commit,
             fast_forward=merge_commit is None,

@@ -40,7 +40,8 @@ class ValidateStep:
 
     def run(self, ctx: RunContext) -> ValidationOutcome:
         report = validate(ctx)
-        if self.name == "validate" and ctx.record.steps.validation is None:
+        first = ctx.record.steps.validation
+        if self.name == "validate" and (first is None or not first.deployable):
             # The run's first look fixes what it will do; resume checks the world against it.
             ctx.record.planned = [PlannedMigration(tag=m.tag, hash=m.hash) for m in report.pending]
             ctx.record.tracked_before = sorted(report.tracked_hashes)
