@@ -179,6 +179,16 @@ def test_sigkill_at_each_boundary_then_resume_converges(world: World, pause_at: 
     assert len(merge_pushes) == (0 if pause_at == "pushed" else 1), "the merge was pushed twice"
 
 
+def push_hotfix(world: World) -> str:
+    """A colleague's commit pushed to origin's main on top of whatever is there; its sha."""
+    clone = world.repo.clone
+    (clone / "hotfix.txt").write_text("someone else's hotfix\n")
+    git(clone, "add", "-A")
+    git(clone, "commit", "-m", "hotfix")
+    git(clone, "push", "origin", "main")
+    return world.origin_main()
+
+
 def interrupt(process: subprocess.Popen[bytes]) -> tuple[int, str]:
     """SIGTERM (a cancelled CI job) to a stopped deploy, which then goes on and handles it."""
     process.send_signal(signal.SIGTERM)
@@ -216,12 +226,7 @@ def test_resume_keeps_its_own_push_when_someone_pushed_on_top_while_it_was_down(
     kill(process)
     own = only_run(world).steps.merge
     assert own is not None and own.pushed_commit is not None
-    clone = world.repo.clone
-    (clone / "hotfix.txt").write_text("someone else's hotfix\n")
-    git(clone, "add", "-A")
-    git(clone, "commit", "-m", "hotfix")
-    git(clone, "push", "origin", "main")
-    hotfix = world.origin_main()
+    hotfix = push_hotfix(world)
     record = resume(None, world.store, world.interaction())
     assert record.state == "succeeded", record.halt_reason
     assert record.steps.merge is not None
@@ -317,12 +322,7 @@ def test_resume_refuses_when_the_target_was_pushed_by_someone_else(world: World)
     process = deploy_process(world, "transition:revalidated")
     wait_stopped(process)
     kill(process)
-    clone = world.repo.clone
-    (clone / "hotfix.txt").write_text("someone else's hotfix\n")
-    git(clone, "add", "-A")
-    git(clone, "commit", "-m", "hotfix")
-    git(clone, "push", "origin", "main")
-    main = world.origin_main()
+    main = push_hotfix(world)
 
     code = run(["resume", "--yes", "--state-dir", str(world.store.state_dir)])
     assert code == 2
