@@ -440,7 +440,7 @@ def drive(
             store.save(record)
             if record.state not in TERMINAL and _changed_production(record):  # not "exit 2"
                 raise PartialStateError(
-                    f"interrupted by {exc or 'SIGINT'} halfway through the release (state "
+                    f"interrupted by {str(exc) or 'SIGINT'} halfway through the release (state "
                     f"{record.state}): resume with `orchestrator resume {record.run_id}`"
                 ) from exc
             raise
