@@ -111,7 +111,7 @@ def _migrate(
         return report
 
     before = judge()
-    untracked = _untracked(journal, before)
+    _, untracked = _split(journal, before)
     nontransactional = _nontransactional(untracked) if options.allow_concurrent else []
     resumable = frozenset(n.tag for n in nontransactional)
     refuse_unmigratable(before, resumable)
@@ -270,10 +270,11 @@ def refuse_unmigratable(report: ValidationReport, resumable: frozenset[str]) -> 
 RETRIED_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
 
 
-def _untracked(journal: Journal, report: ValidationReport) -> list[Migration]:
-    """The journal's migrations without their tracking row, as ``report`` judged them."""
+def _split(journal: Journal, report: ValidationReport) -> tuple[list[Migration], list[Migration]]:
+    """The journal's migrations with and without their tracking row, as ``report`` says."""
     tracked = {s.tag for s in report.migrations if s.tracked}
-    return [m for m in journal.migrations if m.tag not in tracked]
+    done = [m for m in journal.migrations if m.tag in tracked]
+    return done, [m for m in journal.migrations if m.tag not in tracked]
 
 
 def _worth_another_attempt(exc: Exception) -> bool:
@@ -287,9 +288,7 @@ def _refuse_reordering(
 ) -> None:
     """Refuse to apply a skipped migration last when that builds another schema than the
     journal's order: both orders are replayed on the shadow and their catalogs compared."""
-    tracked = {s.tag for s in report.migrations if s.tracked}
-    done = [m for m in journal.migrations if m.tag in tracked]
-    todo = [m for m in journal.migrations if m.tag not in tracked]
+    done, todo = _split(journal, report)
     if (
         not todo
         or not done

@@ -23,7 +23,7 @@ import psycopg
 
 from orchestrator import children
 from orchestrator.db.blockers import pg_dump_lock_wait
-from orchestrator.db.connect import describe, without_password
+from orchestrator.db.connect import describe, milliseconds, without_password
 from orchestrator.db.retry import RetryPolicy, call_with_retry, is_transient_message
 from orchestrator.errors import DatabaseError, UsageError
 from orchestrator.redaction import redact
@@ -83,7 +83,7 @@ def _dump(pg_dump: str, url: str, *options: str, lock_wait: float) -> str:
     transient when the server could not be reached). Its ACCESS SHARE locks are waited for
     at most ``lock_wait`` seconds."""
     conninfo, env = without_password(url)
-    wait = f"--lock-wait-timeout={max(1, round(lock_wait * 1000))}"  # milliseconds
+    wait = f"--lock-wait-timeout={milliseconds(lock_wait)}"
     done = children.run(
         [pg_dump, "--no-owner", "--no-privileges", wait, *options, f"--dbname={conninfo}"],
         env=env,

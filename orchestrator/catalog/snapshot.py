@@ -69,7 +69,7 @@ class CatalogSnapshot:
     @cached_property
     def tracked_hashes(self) -> frozenset[str]:
         """The hashes the tracking table holds."""
-        return frozenset(r.hash for r in self.tracking_rows if r.hash)
+        return frozenset(self.row_hashes)
 
     @property
     def row_hashes(self) -> tuple[str, ...]:

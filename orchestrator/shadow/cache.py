@@ -112,18 +112,23 @@ def store(directory: Path | None, key: str, document: Mapping[str, object]) -> N
     _prune(directory)
 
 
+def _history_key(hashes: Sequence[str], major: int, tracking: tuple[str, str]) -> str:
+    return cache_key(hashes, major, f"history {tracking!r}")
+
+
 def store_history(directory: Path | None, history: History, tracking: tuple[str, str]) -> None:
     """Keep ``history`` for its migrations' hashes, the major version it was replayed on and
     the tracking table's (schema, table): a snapshot leaves that table and schema out."""
-    key = cache_key(history.hashes, history.server_major, f"history {tracking!r}")
-    store(directory, key, history.to_json())
+    store(
+        directory, _history_key(history.hashes, history.server_major, tracking), history.to_json()
+    )
 
 
 def load_history(
     directory: Path | None, hashes: Sequence[str], major: int, tracking: tuple[str, str]
 ) -> History | None:
     """The history of ``hashes`` replayed on PostgreSQL ``major``, if stored."""
-    document = load(directory, cache_key(hashes, major, f"history {tracking!r}"))
+    document = load(directory, _history_key(hashes, major, tracking))
     if document is None:
         return None
     try:

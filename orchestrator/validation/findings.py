@@ -103,18 +103,18 @@ def out_of_order_findings(
     therefore never applied by drizzle-kit, and it says nothing.
     """
     findings: list[Finding] = []
-    for row in snapshot.tracking_rows:
-        if row.created_at is None:  # drizzle's ORDER BY created_at DESC reads it first, as 0
-            findings.append(
-                Finding(
-                    "created_at_missing",
-                    f"tracking row {row.id} has no created_at: drizzle-kit migrate takes it for "
-                    "the newest row and would run every migration of the folder again; set it "
-                    "to its migration's journal 'when'",
-                    severity="warning",
-                )
+    # drizzle's ORDER BY created_at DESC reads a row without one first, as 0.
+    undated = next((r for r in snapshot.tracking_rows if r.created_at is None), None)
+    if undated is not None:
+        findings.append(
+            Finding(
+                "created_at_missing",
+                f"tracking row {undated.id} has no created_at: drizzle-kit migrate takes it for "
+                "the newest row and would run every migration of the folder again; set it to "
+                "its migration's journal 'when'",
+                severity="warning",
             )
-            break
+        )
     newest = snapshot.newest_created_at
     by_created_at = {row.created_at: row.hash for row in snapshot.tracking_rows}
     tag_of_hash = {m.hash: m.tag for m in migrations}

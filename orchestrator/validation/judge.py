@@ -86,10 +86,12 @@ def tracked_state(history: History, tracked: Sequence[bool]) -> dict[str, Any]:
     return fold(history.initial, (change for is_tracked, change in changes if is_tracked))
 
 
-def read_history(journal: Journal, history: History, snapshot: CatalogSnapshot) -> HistoryReading:
-    """Judge the schema as a whole against the history (see the module's docstring)."""
+def read_history(
+    journal: Journal, history: History, snapshot: CatalogSnapshot, tracked: list[bool]
+) -> HistoryReading:
+    """Judge the schema as a whole against the history (see the module's docstring), each
+    migration ``tracked`` or not."""
     tags = [m.tag for m in journal.migrations]
-    tracked = tracked_flags(journal, snapshot)
     found = snapshot.objects
     n = len(tags)
     k = next((i for i, is_tracked in enumerate(tracked) if not is_tracked), n)
@@ -155,14 +157,11 @@ def validate(journal: Journal, history: History, snapshot: CatalogSnapshot) -> V
     """
     if history.failure is not None:
         return _judged_before_failure(journal, history, snapshot, history.failure)
-    reading = read_history(journal, history, snapshot)
+    flags = tracked_flags(journal, snapshot)
+    reading = read_history(journal, history, snapshot, flags)
     statuses = []
     for migration, state, evidence, tracked in zip(
-        journal.migrations,
-        reading.states,
-        reading.evidence,
-        tracked_flags(journal, snapshot),
-        strict=True,
+        journal.migrations, reading.states, reading.evidence, flags, strict=True
     ):
         pending = state is MigrationState.PENDING
         missing = () if pending else evidence.absent

@@ -20,7 +20,7 @@ import psycopg
 from orchestrator import children
 from orchestrator.db.backoff import READ_LOCK_TIMEOUT_S
 from orchestrator.db.blockers import pg_dump_lock_wait
-from orchestrator.db.connect import connect, describe, without_password
+from orchestrator.db.connect import connect, describe, milliseconds, without_password
 from orchestrator.db.retry import call_with_retry, is_transient
 from orchestrator.engine.outcomes import BackupOutcome
 from orchestrator.engine.steps.base import RunContext
@@ -157,7 +157,7 @@ def pg_dump(url: str, target: Path, *, lock_wait: float = READ_LOCK_TIMEOUT_S) -
             "pg_dump",
             "--format=custom",
             "--no-password",
-            f"--lock-wait-timeout={max(1, round(lock_wait * 1000))}",  # milliseconds
+            f"--lock-wait-timeout={milliseconds(lock_wait)}",
             f"--file={partial}",
             f"--dbname={conninfo}",
         ],
