@@ -78,10 +78,11 @@ def validate_database(
 ) -> ValidationReport:
     """Read-only on production: judge the database at ``url`` against ``journal``.
 
-    Bad input raises :class:`UsageError` (a shadow that lacks an extension the folder
-    needs too); an unreachable or unreadable database yields a report with verdict ERROR rather
-    than an exception, since "cannot tell" is a verdict. ``history``: the folder's history
-    when the caller has it already (it does not depend on the database).
+    Bad input raises :class:`UsageError`: a migration still to run that drizzle would run
+    other than as written, a shadow that lacks an extension the folder needs. An unreachable
+    or unreadable database yields a report with verdict ERROR rather than an exception,
+    since "cannot tell" is a verdict. ``history``: the folder's history when the caller has
+    it already (it does not depend on the database).
     """
     report, _ = judge_database(
         url, journal, options, shadow=shadow, retry=retry, on_retry=on_retry, history=history
@@ -118,6 +119,7 @@ def judge_database(
             )
         except DatabaseError as exc:
             return error_report(str(exc)), history
+    journal.refuse_unrunnable(journal.untracked(snapshot.row_hashes))
     if history is None:  # the cache was asked already: on a miss, replay
         history = (cached[0].result() if cached else None) or _replayed(journal, options, shadow)
     return validate(journal, history, snapshot), history

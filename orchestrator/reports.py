@@ -44,6 +44,7 @@ def plan(
     database's states come from ``validate``, so plan and validate never disagree on what
     is pending. Without a database and without a shadow: from the SQL alone, with a note."""
     if url is None:
+        journal.refuse_unrunnable(journal.migrations)
         history, note = shadow_history(journal, shadow, options)
         if history is None:
             return replace(build_plan(journal), note=note)
@@ -83,6 +84,7 @@ def lint(
     """Every lint finding of every migration of ``journal``, in order (the whole folder taken
     as one release; ``allow_concurrent``: non-transactional statements are warnings), read
     with the folder's history from the shadow; and a note when there is none."""
+    journal.refuse_unrunnable(journal.migrations)
     history, note = shadow_history(journal, shadow)
     folder = [(m.tag, m.statements) for m in journal.migrations]
     analysis = analyse_migrations(folder, history)

@@ -311,3 +311,26 @@ def test_a_text_the_journal_repeats_is_applied_once_per_entry_as_drizzle_does(
         assert validate_database(theirs, journal, OPTIONS, retry=ONCE).status is Verdict.SAFE
     finally:
         drop_database(server_url, name)
+
+
+def test_a_migration_drizzle_applied_is_not_refused_for_how_it_is_written(
+    drizzle_node: Path, database_url: str, tmp_path: Path
+) -> None:
+    # Applied by drizzle long ago: a comment saved as Latin-1 (drizzle ran it with U+FFFD)
+    # and a column named system_user, a word PostgreSQL 16 reserved (pglast's grammar is
+    # newer than this server's). Only the migrations still to run are held to either.
+    users = ("0000_users", ["CREATE TABLE users (id int, system_user text)"])
+    first = write_drizzle_folder(tmp_path / "first", [users])
+    folder = write_drizzle_folder(tmp_path / "second", [users, RELEASES[2]])
+    latin1 = b"-- r\xe9sum\xe9\n" + (first / "0000_users.sql").read_bytes()
+    for written in (first, folder):
+        (written / "0000_users.sql").write_bytes(latin1)
+    drizzle_migrate(drizzle_node, database_url, first)
+
+    journal = read_journal(folder)
+    report = validate_database(database_url, journal, OPTIONS, retry=ONCE)
+    assert report.status is Verdict.NEEDS_MIGRATION, report.findings
+    assert [m.tag for m in report.pending] == ["0002_email"]
+    result = migrate_database(database_url, journal, OPTIONS, confirm=lambda _r: True, retry=ONCE)
+    assert [a.tag for a in result.applied] == ["0002_email"]
+    assert result.after.status is Verdict.SAFE

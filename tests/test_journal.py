@@ -69,24 +69,41 @@ def test_crlf_files_are_read_and_split(tmp_path: Path) -> None:
     assert len(m.statements) == 2
 
 
-def test_a_byte_order_mark_is_refused(tmp_path: Path) -> None:
+def test_a_byte_order_mark_is_refused_in_a_migration_still_to_run(tmp_path: Path) -> None:
     raw = b"\xef\xbb\xbfCREATE TABLE a (x int);\n"
     folder = write_folder(
         tmp_path / "m", [{"idx": 0, "when": 1, "tag": "0000_a"}], {"0000_a.sql": raw}
     )
-    with pytest.raises(UsageError, match="byte-order mark"):
-        read_journal(folder)
+    journal = read_journal(folder)
+    with pytest.raises(UsageError, match=r"0000_a\.sql:1: starts with a byte-order mark"):
+        journal.refuse_unrunnable(journal.migrations)
 
 
-def test_invalid_utf8_hashes_like_node_but_is_refused(tmp_path: Path) -> None:
+def test_invalid_utf8_hashes_like_node_but_is_refused_if_still_to_run(tmp_path: Path) -> None:
     raw = b"SELECT '\xff';"
     # Buffer.toString() turns the bad byte into U+FFFD, whose UTF-8 form is what gets hashed.
     assert hash_sql(decode_sql(raw)) == hashlib.sha256("SELECT '\ufffd';".encode()).hexdigest()
     folder = write_folder(
         tmp_path / "m", [{"idx": 0, "when": 1, "tag": "0000_a"}], {"0000_a.sql": raw}
     )
-    with pytest.raises(UsageError, match="not UTF-8"):
-        read_journal(folder)  # drizzle would run the altered text: we refuse it
+    journal = read_journal(folder)
+    with pytest.raises(UsageError, match=r"0000_a\.sql:1: not UTF-8"):
+        journal.refuse_unrunnable(journal.migrations)  # drizzle would run the altered text
+
+
+def test_an_applied_migration_is_not_refused_for_what_it_was_written_in(tmp_path: Path) -> None:
+    # Applied long ago: Latin-1 bytes drizzle ran as U+FFFD, a column named by a word that
+    # PostgreSQL 16 reserved (pglast's grammar is the newest). Only the pending one is asked.
+    files = {
+        "0000_a.sql": b"-- r\xe9sum\xe9\nCREATE TABLE a (system_user text);",
+        "0001_b.sql": b"SELEC 1;",
+    }
+    entries = [{"idx": 0, "when": 1, "tag": "0000_a"}, {"idx": 1, "when": 2, "tag": "0001_b"}]
+    journal = read_journal(write_folder(tmp_path / "m", entries, files))
+    applied, pending = journal.migrations
+    with pytest.raises(UsageError, match=r"0001_b\.sql:1: statement 1 does not parse"):
+        journal.refuse_unrunnable(journal.untracked([applied.hash]))
+    journal.refuse_unrunnable(journal.untracked([applied.hash, pending.hash]))
 
 
 def test_parse_from_a_mapping_equals_reading_from_disk() -> None:

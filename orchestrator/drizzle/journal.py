@@ -39,6 +39,8 @@ class Migration:
     when: int  # journal millis; drizzle stores it as created_at
     sql: str  # the file's text as drizzle decodes it
     hash: str  # SHA-256 hex of that text, as drizzle computes it
+    # Why drizzle would run other bytes than the file's (not UTF-8, a byte-order mark), if so
+    encoding_problem: str | None = None
 
     @property
     def statements(self) -> tuple[str, ...]:
@@ -75,6 +77,15 @@ class Journal:
             else:
                 left.append(migration)
         return left
+
+    def refuse_unrunnable(self, migrations: Iterable[Migration]) -> None:
+        """Refuse the first of ``migrations`` drizzle would run other than as written
+        (UsageError). Ask it of the migrations still to run only: one drizzle applied long
+        ago ran as drizzle read it, whatever its bytes or a grammar that changed since."""
+        for migration in migrations:
+            problem = migration.encoding_problem or sql_problem(migration.sql)
+            if problem is not None:
+                raise UsageError(f"{self.origin}/{migration.tag}.sql:{problem}")
 
 
 def split_statements(text: str) -> list[str]:
@@ -158,10 +169,8 @@ def parse_journal(files: Mapping[str, bytes], *, origin: str) -> Journal:
         if raw is None:
             raise UsageError(f"{origin}: journal entry {tag!r} has no file {tag}.sql")
         text = decode_sql(raw)
-        check_sql(raw, text, f"{origin}/{tag}.sql")
-        migrations.append(
-            Migration(idx=position, tag=tag, when=when, sql=text, hash=hash_sql(text))
-        )
+        problem = encoding_problem(raw)
+        migrations.append(Migration(position, tag, when, text, hash_sql(text), problem))
     if not migrations:
         raise UsageError(f"{journal_name}: the journal has no entries")
     return Journal(
@@ -189,35 +198,31 @@ def stray_file_message(name: str) -> str:
     )
 
 
-def check_sql(raw: bytes, text: str, name: str) -> None:
-    """Refuse a migration file drizzle would run other than as written. Bad input: UsageError.
-
-    - bytes that are not UTF-8: drizzle replaces them by U+FFFD and runs the altered text;
-    - a leading byte-order mark: drizzle sends it along and the server rejects it;
-    - a statement PostgreSQL's own parser (pglast) rejects: the server would fail on it
-      halfway through the migration transaction;
-    - a ``--> statement-breakpoint`` inside a statement: drizzle would send the halves as
-      two statements (diagnosed when the halves rejoined do parse).
-    """
+def encoding_problem(raw: bytes) -> str | None:
+    """``"<line>: <problem>"`` when drizzle would run other bytes than the file's, else None:
+    bytes that are not UTF-8 (drizzle replaces them by U+FFFD), a leading byte-order mark
+    (drizzle sends it along and the server rejects it)."""
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise UsageError(
-            f"{name}:{line}: not UTF-8 text (byte {exc.start}); drizzle would replace it "
+        return (
+            f"{line}: not UTF-8 text (byte {exc.start}); drizzle would replace it "
             "with U+FFFD and run the altered SQL: save the file as UTF-8"
-        ) from None
-    if text.startswith("\ufeff"):
-        raise UsageError(
-            f"{name}:1: starts with a byte-order mark, which PostgreSQL rejects as SQL: "
+        )
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return (
+            "1: starts with a byte-order mark, which PostgreSQL rejects as SQL: "
             "save the file as UTF-8 without BOM"
         )
-    if (problem := sql_problem(text)) is not None:
-        raise UsageError(f"{name}:{problem}")
+    return None
 
 
 def sql_problem(text: str) -> str | None:
-    """``"<line>: <problem>"`` for the first statement of ``text`` that cannot run, else None."""
+    """``"<line>: <problem>"`` for the first statement of ``text`` that cannot run, else None:
+    one PostgreSQL's own parser (pglast) rejects, as the server would halfway through the
+    migration's transaction, or a ``--> statement-breakpoint`` inside a statement (drizzle
+    would send the halves as two statements: diagnosed when the halves rejoined parse)."""
     from pglast import parser  # imported here: reading a journal must not cost pglast's import
 
     pieces = split_statements(text)

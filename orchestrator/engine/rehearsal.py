@@ -43,6 +43,7 @@ from orchestrator.engine.settings import (
     migrations_path,
     retry_policy,
     shadow_spec,
+    shipped_hashes,
     with_retries,
 )
 from orchestrator.engine.steps.base import Step
@@ -125,6 +126,7 @@ def rehearse(
         with scratch_repository(repo, spec.remote, [spec.source, spec.target]) as scratch:
             merge = trial_merge(scratch, spec.remote, spec.source, spec.target)
             files = read_files_at(scratch, merge.source_commit, folder)
+            shipped = shipped_hashes(scratch, merge.target_commit, folder)
     except MissingBranch as exc:
         raise UsageError(str(exc)) from None  # bad input, as for the deploy itself
     except GuardError as exc:
@@ -138,6 +140,7 @@ def rehearse(
             [f"conflict: {path}" for path in merge.conflicts],
         )
     journal = parse_journal(files, origin=f"{spec.source}@{merge.source_commit[:12]}:{folder}")
+    journal.refuse_unrunnable(journal.untracked(shipped))
     if announce is not None:  # the input is good; nothing has connected to production yet
         announce(announcement(rehearse_on, bounds))
     run.step(

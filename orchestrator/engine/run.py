@@ -34,7 +34,13 @@ from orchestrator.engine.machine import (
 from orchestrator.engine.observations import LiveObservations
 from orchestrator.engine.outcomes import HaltOutcome, Outcome, PreflightOutcome, RollbackOutcome
 from orchestrator.engine.rollback import revert_code, revert_through_pull_request, rollback_plan
-from orchestrator.engine.settings import journal_at, migrations_path, retry_policy, with_retries
+from orchestrator.engine.settings import (
+    journal_at,
+    migrations_path,
+    retry_policy,
+    shipped_hashes,
+    with_retries,
+)
 from orchestrator.engine.steps.backup import check_dump_path
 from orchestrator.engine.steps.base import RunContext, Step
 from orchestrator.engine.steps.merge import MergeStep
@@ -214,16 +220,18 @@ def check_release(playbook: Playbook) -> None:
     """Bad input found before a run exists: missing branches, unreadable migrations.
 
     Fetches the two branches and parses the migrations at the source branch's tip; a
-    missing branch or a malformed journal / SQL file is a :class:`UsageError` (exit 2).
+    missing branch, a malformed journal or a migration of the release drizzle would run
+    other than as written is a :class:`UsageError` (exit 2).
     """
     spec = playbook.git
     repo = open_repo(spec.repo)
-    migrations_path(repo, playbook.migrations.dir)
+    path = migrations_path(repo, playbook.migrations.dir)
     try:
         tips = remote_tips(repo, spec.remote, [spec.source, spec.target])
     except MissingBranch as exc:
         raise UsageError(str(exc)) from None
-    journal_at(repo, tips[spec.source], playbook.migrations.dir, spec.source)
+    journal = journal_at(repo, tips[spec.source], playbook.migrations.dir, spec.source)
+    journal.refuse_unrunnable(journal.untracked(shipped_hashes(repo, tips[spec.target], path)))
 
 
 def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> RunRecord:

@@ -23,6 +23,7 @@ __all__ = [
     "migrations_path",
     "retry_policy",
     "shadow_spec",
+    "shipped_hashes",
     "with_retries",
 ]
 
@@ -70,6 +71,19 @@ def journal_at(repo: git.Repo, commit: str, folder: Path, branch: str) -> Journa
     path = migrations_path(repo, folder)
     files = read_files_at(repo, commit, path)
     return parse_journal(files, origin=f"{branch}@{commit[:12]}:{path}")
+
+
+def shipped_hashes(repo: git.Repo, commit: str, path: str) -> list[str]:
+    """The migration hashes of the folder at ``path`` in ``commit`` of the target branch:
+    what was released before. Empty when it has no readable folder yet. Only the others are
+    checked for what drizzle would run other than as written before production is read: one
+    drizzle applied long ago ran as it was (production's pending ones are asked once read)."""
+    try:
+        return [
+            m.hash for m in parse_journal(read_files_at(repo, commit, path), origin=path).migrations
+        ]
+    except UsageError:
+        return []
 
 
 def source_journal(playbook: Playbook, commit: str, repo: git.Repo | None = None) -> Journal:
