@@ -1,6 +1,6 @@
 """The one exit-code scheme shared by every command, and the errors that map onto it.
 
-Everything below the CLI raises one of these; the CLI (``cli/app.py``) turns it into a
+Everything below the CLI raises one of these; the CLI (``cli/__init__.py``) turns it into a
 one-line message and the matching exit code, so no traceback ever reaches the user.
 """
 

@@ -20,7 +20,10 @@ accepts ``2 minutes``), so the duration cases use a misspelt unit and a unit-les
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +36,7 @@ from orchestrator.sandbox.pg import EmbeddedPostgres, create_database, with_dbna
 from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS, copy_migrations, git
 from tests.pg_urls import with_user
 from tests.test_deploy import World, build_world
+from tests.test_resume import REPO_ROOT
 
 LAST = "0011_cute_skin"  # a migration of the release, pending in the world's database
 
@@ -598,3 +602,49 @@ def test_wrong_password_is_30_with_one_line_and_changes_nothing(
             assert "wrong-horse-battery" not in out + err
             assert code == 30
             assert after == before
+
+
+# --------------------------------------------------------------------------- unreadable folders
+
+
+def run_bound_by_permissions(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """``orchestrator ARGS`` in a process that file permissions bind. Root reads whatever they
+    say: as root, it runs without the two capabilities that let it (an unprivileged user may
+    not be able to run this Python at all: it can live under /root)."""
+    root = os.geteuid() == 0
+    unbound = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"] if root else []
+    return subprocess.run(
+        [*unbound, sys.executable, "-m", "orchestrator.cli", *args],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("locked", "named"),
+    [
+        (lambda folder: folder.parent, lambda folder: folder),
+        (lambda folder: folder / "meta", lambda folder: folder / "meta" / "_journal.json"),
+        (lambda folder: folder / f"{LAST}.sql", lambda folder: folder / f"{LAST}.sql"),
+    ],
+    ids=["folder", "meta", "migration"],
+)
+def test_an_unreadable_migrations_folder_is_one_line_exit_2_and_changes_nothing(
+    world: World, locked: Callable[[Path], Path], named: Callable[[Path], Path]
+) -> None:
+    folder = world.root / "locked" / "migrations"
+    copy_migrations(EXAMPLE_MIGRATIONS, folder)
+    before = everything(world)
+    mode = locked(folder).stat().st_mode
+    locked(folder).chmod(0)
+    try:
+        done = run_bound_by_permissions([*validate(folder), "--database-url", world.database_url])
+    finally:
+        locked(folder).chmod(mode)
+    assert "Traceback" not in done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: cannot read {named(folder)}: Permission denied"], done.stderr
+    assert done.returncode == 2
+    assert everything(world) == before

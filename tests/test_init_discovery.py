@@ -16,6 +16,7 @@ from orchestrator.playbook import load_playbook
 from orchestrator.sandbox.release import git
 from tests.github_double import github_double
 from tests.neon_double import neon_double
+from tests.test_bad_input import run_bound_by_permissions
 
 NEON_URL = "postgresql://app:pw@ep-calm-lake-a1b2c3.eu-central-1.aws.neon.tech/neondb"
 
@@ -150,3 +151,17 @@ def test_a_playbook_written_elsewhere_still_points_at_the_app(app: Path) -> None
     playbook = load_playbook(app / "deploy" / "production.yaml")
     assert playbook.git.repo == app.resolve()
     assert playbook.migrations.dir == (app / "drizzle").resolve()
+
+
+def test_an_app_folder_init_may_not_read_is_one_line_exit_2_and_nothing_written(app: Path) -> None:
+    meta = app / "drizzle" / "meta"
+    meta.chmod(0)
+    try:
+        done = run_bound_by_permissions(["init", "--yes"])
+    finally:
+        meta.chmod(0o755)
+    assert "Traceback" not in done.stdout + done.stderr
+    journal = meta / "_journal.json"
+    assert done.stderr.splitlines() == [f"error: cannot read {journal}: Permission denied"]
+    assert done.returncode == 2
+    assert not (app / "orchestrator.yaml").exists()

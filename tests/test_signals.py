@@ -5,11 +5,16 @@ audit trail records the interruption and the process exits with the interrupted 
 A real ``orchestrator deploy`` runs a release migration that sleeps inside the migration
 transaction (after taking an ACCESS EXCLUSIVE lock); the test sends the signal once the
 statement runs, then looks at PostgreSQL's sessions and locks.
+
+Ctrl-C while the CLI is still importing its modules ends the same way: exit 2, no traceback.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 
 import psycopg
 import pytest
@@ -17,7 +22,7 @@ import pytest
 from orchestrator.audit import read_events
 from orchestrator.errors import ExitCode
 from tests.release_world import World, add_staging_migration, world
-from tests.test_resume import deploy_process, only_run, wait_for_sleeping_migration
+from tests.test_resume import REPO_ROOT, deploy_process, only_run, wait_for_sleeping_migration
 
 __all__ = ["world"]
 
@@ -68,3 +73,25 @@ def test_sigterm_or_sighup_cancels_the_statement_and_records_the_interruption(
     assert interrupted and interrupted[-1]["signal"] == stop.name
     assert interrupted[-1]["state"] == "validated"
     assert world.origin_main() == main_before
+
+
+def test_ctrl_c_while_the_cli_imports_its_modules_is_an_interruption_not_a_traceback() -> None:
+    # tests/import_gate/sitecustomize.py holds the import of the command modules until stdin
+    # has a line, after saying so on stderr: the SIGINT lands in the middle of the imports.
+    gate = REPO_ROOT / "tests" / "import_gate"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "--help"],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(gate), str(REPO_ROOT)])},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    assert process.stderr.readline() == b"importing orchestrator.cli.app\n"
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate()  # closes stdin: were SIGINT ignored, the imports go on
+
+    assert "Traceback" not in err.decode(), err.decode()
+    assert err.decode().splitlines() == ["interrupted by SIGINT"]  # as a later Ctrl-C
+    assert process.returncode == int(ExitCode.USAGE)
+    assert out == b""

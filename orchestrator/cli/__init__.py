@@ -1,13 +1,19 @@
 """The command line: parse arguments, call the runtime's functions (validate in
 :mod:`orchestrator.database`, migrate in :mod:`orchestrator.migrate`, the reports in
 :mod:`orchestrator.reports`, the deploy engine in :mod:`orchestrator.engine`, ...), render the
-result. The command group, and the one place errors become exit codes, is ``app``; the
-commands live in small modules (``database``, ``runs``, ``analysis``, ``init``).
+result. The one place errors become exit codes is :func:`run`; the command group is ``app``,
+its commands live in small modules (``database``, ``runs``, ``analysis``, ``init``).
+
+Every command shares one exit-code scheme (:class:`orchestrator.errors.ExitCode`). Errors
+are printed as one line on stderr; a traceback never reaches the user.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+
+from orchestrator.errors import ExitCode, OrchestratorError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,7 +22,58 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run a command and return its exit code."""
-    from orchestrator.cli.app import run_app
+    """Parse the arguments, run the command and return its exit code (never raises)."""
+    try:
+        # Imported in here, where Ctrl-C is handled: the command modules take a while to load.
+        import click
 
-    return run_app(argv)
+        from orchestrator.cli import console
+        from orchestrator.cli.app import STOP_SIGNALS, app
+        from orchestrator.interrupts import signals_interrupt
+
+        console.forget_warnings()
+        # Locks are released and a run records the interruption before exiting.
+        with signals_interrupt(*STOP_SIGNALS):
+            result = app.main(args=argv, standalone_mode=False, prog_name="orchestrator")
+    except KeyboardInterrupt as exc:  # first: the names the clauses below use may be unbound
+        print(f"interrupted by {str(exc) or 'SIGINT'}", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # `orchestrator` alone: show the help, as a usage error (nothing was asked).
+        console.err.print(exc.format_message(), markup=False, highlight=False)
+        return int(ExitCode.USAGE)
+    except click.exceptions.UsageError as exc:
+        console.err.print(f"error: {redact(exc.format_message())}", markup=False, highlight=False)
+        return int(ExitCode.USAGE)
+    except click.exceptions.Abort as exc:
+        # click turns KeyboardInterrupt (Ctrl-C, and SIGTERM/SIGHUP, see STOP_SIGNALS)
+        # into Abort; a "no" at a prompt is an Abort of its own.
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, KeyboardInterrupt):
+            console.err.print(f"interrupted by {str(cause) or 'SIGINT'}", markup=False)
+        else:
+            console.err.print("aborted: nothing was changed", markup=False)
+        return int(ExitCode.USAGE)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except OrchestratorError as exc:
+        console.err.print(f"error: {redact(str(exc))}", markup=False, highlight=False)
+        return int(exc.exit_code)
+    except Exception as exc:  # the last line of defence: one line, no traceback
+        first = redact(str(exc)).splitlines()[0] if str(exc) else ""
+        console.err.print(
+            f"internal error: {type(exc).__name__}: {first}",
+            markup=False,
+            highlight=False,
+        )
+        if os.environ.get("ORCH_DEBUG"):
+            raise
+        return int(ExitCode.ERROR)
+    return int(result) if isinstance(result, int) else 0
+
+
+def redact(text: str) -> str:
+    """Mask secrets in an error message (imported late: ``--help`` does not need it)."""
+    from orchestrator import redaction
+
+    return redaction.redact(text)

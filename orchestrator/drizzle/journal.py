@@ -105,23 +105,27 @@ def hash_sql(text: str) -> str:
 
 def read_journal(folder: Path) -> Journal:
     """Read a migrations folder from disk. Bad input raises :class:`UsageError`."""
-    if not folder.exists():
-        raise UsageError(f"migrations folder not found: {folder}")
-    if not folder.is_dir():
-        raise UsageError(f"migrations folder is not a directory: {folder}")
-    journal_file = folder / JOURNAL_PATH
-    if not journal_file.is_file():
-        raise UsageError(f"{folder}: no {JOURNAL_PATH} (is this a drizzle migrations folder?)")
+    try:
+        if not folder.exists():
+            raise UsageError(f"migrations folder not found: {folder}")
+        if not folder.is_dir():
+            raise UsageError(f"migrations folder is not a directory: {folder}")
+        journal_file = folder / JOURNAL_PATH
+        if not journal_file.is_file():
+            raise UsageError(f"{folder}: no {JOURNAL_PATH} (is this a drizzle migrations folder?)")
 
-    files: dict[str, bytes] = {JOURNAL_PATH: _read_bytes(journal_file)}
-    # One listing of the folder rather than a stat per file (a thousand migrations).
-    with os.scandir(folder) as entries:
-        sql_files = {
-            entry.name for entry in entries if entry.name.endswith(".sql") and entry.is_file()
-        }
-    for tag in _tags(files[JOURNAL_PATH], str(journal_file)):
-        if f"{tag}.sql" in sql_files:
-            files[f"{tag}.sql"] = _read_bytes(folder / f"{tag}.sql")
+        files: dict[str, bytes] = {JOURNAL_PATH: journal_file.read_bytes()}
+        # One listing of the folder rather than a stat per file (a thousand migrations).
+        with os.scandir(folder) as entries:
+            sql_files = {
+                entry.name for entry in entries if entry.name.endswith(".sql") and entry.is_file()
+            }
+        for tag in _tags(files[JOURNAL_PATH], str(journal_file)):
+            if f"{tag}.sql" in sql_files:
+                files[f"{tag}.sql"] = (folder / f"{tag}.sql").read_bytes()
+    except OSError as exc:
+        # Any path of the folder we may not stat, list or read (permissions, I/O): bad input.
+        raise UsageError(f"cannot read {exc.filename or folder}: {exc.strerror or exc}") from None
     for name in sql_files:
         # Only the name matters for files outside the journal (see unjournaled_files).
         if name not in files and MIGRATION_FILE.match(name):
@@ -259,13 +263,6 @@ def _parse_error(exc: Exception) -> tuple[str, int]:
     message = " ".join(str(args[0] if args else exc).split())
     index = args[1] if len(args) > 1 and isinstance(args[1], int) else 0
     return message, max(index, 0)
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _load_json(raw: bytes, name: str) -> dict[str, object]:

@@ -88,7 +88,10 @@ def init_playbook(
     """Discover, ask (when ``ask`` is given: a person is at the terminal), and write
     ``output``. The text is loaded as a playbook first when nothing required is missing."""
     check_target(output)
-    found: Discovery = discover(root, environ, options)
+    try:
+        found: Discovery = discover(root, environ, options)
+    except PermissionError as exc:  # a file or folder of the app we may not read: bad input
+        raise UsageError(f"cannot read {exc.filename}: {exc.strerror}") from None
     draft = found.draft
     if ask is not None:
         for question in questions(draft):
