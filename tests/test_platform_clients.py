@@ -96,29 +96,39 @@ def test_vercel_deployments_judged_for_a_commit() -> None:
         return Deployment.from_json({**data, "meta": {"githubCommitSha": sha}})
 
     old = d("dpl_1", "f" * 40, "READY", 1)
-    assert judge_deployments([old], SHA).state == "waiting"
-    assert judge_deployments([d("dpl_2", SHA, "BUILDING", 2), old], SHA).state == "waiting"
-    ready = judge_deployments([d("dpl_2", SHA, "READY", 2), old], SHA)
+    assert judge_deployments([old], SHA, old).state == "waiting"
+    assert judge_deployments([d("dpl_2", SHA, "BUILDING", 2), old], SHA, old).state == "waiting"
+    mine = d("dpl_2", SHA, "READY", 2)
+    ready = judge_deployments([mine, old], SHA, mine)
     assert (ready.state, ready.url, ready.deployment_id) == (
         "live",
         "https://dpl_2.vercel.app",
         "dpl_2",
     )
     for state in ("ERROR", "CANCELED", "DELETED"):
-        assert judge_deployments([d("dpl_3", SHA, state, 3), old], SHA).state == "failed"
+        assert judge_deployments([d("dpl_3", SHA, state, 3), old], SHA, old).state == "failed"
 
 
-def test_a_ready_deployment_is_live_only_once_it_serves_production_traffic() -> None:
-    def d(substate: str | None) -> Deployment:
-        data = {"uid": "dpl_9", "url": "x.vercel.app", "readyState": "READY", "createdAt": 9}
+def test_a_ready_deployment_is_live_only_while_production_serves_it() -> None:
+    def d(substate: str | None, uid: str = "dpl_9", sha: str = SHA) -> Deployment:
+        data = {"uid": uid, "url": "x.vercel.app", "readyState": "READY", "createdAt": 9}
         extra = {"readySubstate": substate} if substate else {}
-        return Deployment.from_json({**data, **extra, "meta": {"githubCommitSha": SHA}})
+        return Deployment.from_json({**data, **extra, "meta": {"githubCommitSha": sha}})
 
-    assert judge_deployments([d(None)], SHA).state == "live"
-    assert judge_deployments([d("PROMOTED")], SHA).state == "live"
+    assert judge_deployments([d(None)], SHA, d(None)).state == "live"
+    assert judge_deployments([d("PROMOTED")], SHA, d("PROMOTED")).state == "live"
     for substate in ("STAGED", "ROLLING"):
-        seen = judge_deployments([d(substate)], SHA)
+        seen = judge_deployments([d(substate)], SHA, d(substate))
         assert seen.state == "waiting" and f"READY {substate}" in seen.detail
+    # PROMOTED is "has seen production traffic": after an instant rollback production
+    # serves the previous deployment, and ours, still READY PROMOTED, is not live.
+    previous = d("PROMOTED", "dpl_1", "f" * 40)
+    rolled_back = judge_deployments([d("PROMOTED"), previous], SHA, previous)
+    assert rolled_back.state == "waiting" and "READY PROMOTED" in rolled_back.detail
+    assert rolled_back.instead is not None and rolled_back.instead.commit == "f" * 40
+    assert rolled_back.instead.deployment_id == "dpl_1"
+    # Nothing in production yet (no ``targets.production``): nothing is live either.
+    assert judge_deployments([d("PROMOTED")], SHA, None).state == "waiting"
     # A STAGED deployment of another commit is not what production serves either.
     other = Deployment.from_json(
         {
@@ -129,10 +139,10 @@ def test_a_ready_deployment_is_live_only_once_it_serves_production_traffic() -> 
             "meta": {"githubCommitSha": "f" * 40},
         }
     )
-    assert judge_deployments([other], SHA).instead is None
+    assert judge_deployments([other], SHA, other).instead is None
 
 
-def test_the_vercel_client_filters_by_sha(tmp_path: Path) -> None:
+def test_the_vercel_client_filters_by_sha_and_reads_production(tmp_path: Path) -> None:
     repo = build_release_repo(tmp_path)
     with vercel_double(repo.origin) as (url, state):
         api = VercelApi(state.project_id, state.team_id, ApiClient("Vercel API", url, state.token))
@@ -142,6 +152,14 @@ def test_the_vercel_client_filters_by_sha(tmp_path: Path) -> None:
         assert api.production_deployments("f" * 40) == []
         assert any("sha=" + tip in path for _m, path in state.requests)
         assert (listed.state, listed.substate) == ("READY", "PROMOTED")
+        # The project's targets.production: the same deployment, read by its ``id``.
+        assert api.production() == listed
+        assert ("GET", f"/v9/projects/{state.project_id}?teamId={state.team_id}") in state.requests
+        state.production = None  # the reference's answer while nothing serves: null
+        assert api.production() is None
+        other = VercelApi("prj_other", state.team_id, ApiClient("Vercel API", url, state.token))
+        with pytest.raises(ApiError, match="Project not found"):
+            other.production()
 
 
 def test_github_client_against_the_double(tmp_path: Path) -> None:

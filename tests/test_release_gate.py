@@ -35,9 +35,12 @@ def at(event: dict[str, object]) -> float:
 
 @contextmanager
 def vercel_world(
-    root: Path, url: str, final_state: str, timeout: str = "15s"
+    root: Path, url: str, final_state: str, timeout: str = "15s", **settings: str
 ) -> Iterator[tuple[World, VercelState]]:
-    with build_world(root, url) as world, vercel_double(world.repo.origin) as (api, vercel):
+    with (
+        build_world(root, url, **settings) as world,
+        vercel_double(world.repo.origin) as (api, vercel),
+    ):
         vercel.final_state, vercel.build_seconds = final_state, 0.6
         with_release(
             world,
@@ -204,6 +207,33 @@ def test_dry_run_checks_that_the_release_endpoint_answers(
         assert world.store.list() == []
 
 
+def test_dry_run_says_which_deployment_vercel_production_serves(
+    tmp_path: Path,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with vercel_world(tmp_path, database_url, "READY") as (world, vercel):
+        served = vercel.deployments[0]
+        vercel.build_seconds = 0.0
+        hotfix = push_to_origin(world, "main", "hotfix")
+        vercel.advance()  # the hotfix's deployment is READY, PROMOTED, in production ...
+        assert vercel.production == vercel.deployments[0]["uid"] != served["uid"]
+        assert vercel.roll_back() is served  # ... until an instant rollback
+        assert vercel.deployments[0]["meta"]["githubCommitSha"] == hotfix
+        assert vercel.deployments[0]["readySubstate"] == "PROMOTED"
+        monkeypatch.setenv("DATABASE_URL", world.database_url)
+        monkeypatch.setenv("VERCEL_TOKEN", vercel.token)
+        code = run(["deploy", "--playbook", str(world.playbook), "--dry-run", "--json"])
+        document = json.loads(capsys.readouterr().out)
+        assert code == 0
+        [step] = [s for s in document["steps"] if s["name"] == "release"]
+        old = served["meta"]["githubCommitSha"]
+        assert f"production serves {old[:12]} (https://{served['url']})" in step["summary"]
+        assert hotfix[:12] not in step["summary"]
+        assert world.store.list() == []
+
+
 def deploy_behind_endpoint(
     world: World, production: LiveCommit, timeout: str = "20s", **overrides: object
 ) -> RunRecord:
@@ -344,6 +374,36 @@ def test_production_rolled_back_during_the_monitor_window_is_not_a_success(
         assert "/api/version" in lines[live]  # the endpoint's URL
 
 
+def test_a_vercel_instant_rollback_during_the_monitor_window_is_not_a_success(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Production moves back; ours stays READY PROMOTED ("has seen production traffic")."""
+    # The window outlasts the gate's interval (150 ms): the finish edge looks at Vercel again.
+    with vercel_world(tmp_path, database_url, "READY", duration="400ms") as (world, vercel):
+        first = vercel.production
+        back: list[dict[str, object]] = []
+
+        def roll_back_once_monitoring(line: str) -> None:
+            if not line.startswith("release gate") and vercel.production != first and not back:
+                back.append(vercel.roll_back())
+
+        env = {"DATABASE_URL": world.database_url, "VERCEL_TOKEN": vercel.token}
+        record = world.deploy(environ=env, on_progress=roll_back_once_monitoring)
+        pushed = str(record.steps.merge.pushed_commit)
+        assert record.steps.release.live is True  # the gate saw the release live
+        assert record.steps.monitor.healthy is True
+        assert record.state == "halted" and record.exit_code == 21, record.halt_reason
+        assert record.steps.halt.stopped_in == "monitored"
+        assert "production no longer serves it" in str(record.halt_reason)
+        [ours] = [d for d in vercel.deployments if d["meta"]["githubCommitSha"] == pushed]
+        assert (ours["state"], ours["readySubstate"]) == ("READY", "PROMOTED")
+        assert back[0]["uid"] == first == vercel.production != ours["uid"]
+        *_, checked = [e for e in events(world, record.run_id) if e["event"] == "release_checked"]
+        assert checked["live"] is False and checked["deployment_state"] == "READY PROMOTED"
+        assert f"{ours['uid']} (https://{ours['url']}) of {pushed[:12]}" in str(checked["detail"])
+        assert "production does not serve it" in str(checked["detail"])
+
+
 def test_a_commit_seen_instead_counts_only_when_git_says_it_contains_the_release() -> None:
     from orchestrator.engine.steps.release import SeenLive, is_fresh
     from orchestrator.platforms.liveness import judge_contained, judge_deployments, judge_version
@@ -364,22 +424,21 @@ def test_a_commit_seen_instead_counts_only_when_git_says_it_contains_the_release
         return Deployment.from_json({**data, "meta": {"githubCommitSha": sha}})
 
     # Ours canceled in favour of a newer build that is READY: live via the newer one.
-    superseded = judge_deployments(
-        [d("dpl_3", newer, "READY", 3), d("dpl_2", ours, "CANCELED", 2)], ours
-    )
+    theirs = d("dpl_3", newer, "READY", 3)
+    superseded = judge_deployments([theirs, d("dpl_2", ours, "CANCELED", 2)], ours, theirs)
     assert superseded.state == "failed"
     via = judge_contained(superseded, ours, True)
     assert (via.state, via.deployment_id, via.deployment_state) == ("live", "dpl_3", "READY")
     assert judge_contained(superseded, ours, False).state == "failed"
     # Ours canceled for a newer build still running (Vercel's queue): not failed, not yet.
     queued_out = [d("dpl_3", newer, "BUILDING", 3), d("dpl_2", ours, "CANCELED", 2)]
-    assert judge_deployments(queued_out, ours).state == "waiting"
-    assert judge_deployments(queued_out[1:], ours).state == "failed"  # nothing newer coming
-    # Ours READY needs no git; the previous release READY is what git must judge.
-    assert judge_deployments([d("dpl_2", ours, "READY", 2)], ours).instead is None
-    building = judge_deployments(
-        [d("dpl_2", ours, "BUILDING", 2), d("dpl_1", newer, "READY", 1)], ours
-    )
+    assert judge_deployments(queued_out, ours, None).state == "waiting"
+    assert judge_deployments(queued_out[1:], ours, None).state == "failed"  # nothing newer
+    # Ours in production needs no git; the previous release in production is git's question.
+    mine = d("dpl_2", ours, "READY", 2)
+    assert judge_deployments([mine], ours, mine).instead is None
+    previous = d("dpl_1", newer, "READY", 1)
+    building = judge_deployments([d("dpl_2", ours, "BUILDING", 2), previous], ours, previous)
     assert building.state == "waiting" and building.instead is not None
     # The gate's own sighting answers the guard only while it is one interval young.
     assert is_fresh(SeenLive(ours, at=100.0), ours, 10.0, now=105.0)

@@ -78,20 +78,14 @@ def look_at_platforms(
         answers = seen.deployment_state is not None
         detail = seen.detail
     elif release is not None:
-        vercel = vercel_api(playbook, environ)
-        try:
-            found = vercel.production_deployments()
+        try:  # what production serves now: the newest READY one may be rolled back from
+            serving = vercel_api(playbook, environ).production()
         except ApiError as exc:
             answers, detail = False, str(exc)
         else:
-            newest = found[0] if found else None
-            answers = True
-            detail = (
-                f"Vercel lists {len(found)} production deployment(s); newest "
-                f"{str(newest.commit)[:12]} {newest.state} ({newest.url})"
-                if newest is not None
-                else "Vercel lists no production deployment yet"
-            )
+            answers, detail = True, "production serves no deployment yet"
+            if serving is not None:
+                detail = f"production serves {str(serving.commit)[:12]} ({serving.url})"
     return PlatformLook(via_pull_request, pull, verdict, answers, detail)
 
 
@@ -133,7 +127,7 @@ def predict_release(look: PlatformLook, playbook: Playbook) -> str:
     release = playbook.release
     if release is None:
         return "no release: block; the monitor starts right after the merge"
-    what = release.url or "Vercel's deployments API"
+    what = release.url or "Vercel's API"
     if not look.release_answers:
         raise MonitorUnhealthyError(
             f"the release gate's {what} does not answer ({look.release_detail}): the gate "

@@ -290,8 +290,8 @@ def _release(draft: Draft) -> list[str]:
     if draft.vercel_api_url != DEFAULT_VERCEL_API_URL:
         vercel.append(f"api_url: {_scalar(draft.vercel_api_url)}")
     return [
-        "# The release gate: wait until Vercel's production deployment of the merged commit",
-        "# is READY (from .vercel/project.json; the token in $VERCEL_TOKEN).",
+        "# The release gate: wait until Vercel's production serves a deployment of the merged",
+        "# commit (from .vercel/project.json; the token in $VERCEL_TOKEN).",
         "release:",
         f"  vercel: {{{', '.join(vercel)}}}",
         "",

@@ -1,8 +1,8 @@
-"""Is the pushed commit live? One look at a version endpoint or at Vercel's deployments.
+"""Is the pushed commit live? One look at a version endpoint or at Vercel's production.
 
 The judgements are pure functions of what was seen (:func:`judge_version`,
-:func:`judge_deployments`); the probes (:func:`probe_url`, :func:`probe_vercel`) do the one
-HTTP call each and hand the answer to them. A look ends ``live``, ``waiting`` (not yet: ask
+:func:`judge_deployments`); the probes (:func:`probe_url`, :func:`probe_vercel`) ask over
+HTTP and hand the answers to them. A look ends ``live``, ``waiting`` (not yet: ask
 again later) or ``failed`` (the deployment of the commit will never be live).
 
 Production may serve a newer commit than ours: someone merged after us and that one was
@@ -71,23 +71,24 @@ def judge_version(status: int, body: str, sha: str, url: str) -> Sighting:
     )
 
 
-def judge_deployments(deployments: Sequence[Deployment], sha: str) -> Sighting:
-    """Vercel's production deployments (newest first) judged for commit ``sha`` (pure).
+def judge_deployments(
+    deployments: Sequence[Deployment], sha: str, current: Deployment | None
+) -> Sighting:
+    """Vercel's production deployments (newest first) judged for commit ``sha``, given the
+    ``current`` one production serves (``targets.production``; None: none) (pure).
 
-    The newest deployment of the commit decides: serving (READY with no ``readySubstate`` or
-    PROMOTED) is live; ERROR, CANCELED (unless a newer deployment is still being built:
-    Vercel cancels a queued build for a newer commit's) or DELETED failed; anything else not
-    yet: QUEUED,
-    BUILDING, INITIALIZING, and READY but STAGED (built, never given production traffic) or
-    ROLLING (a rolling release still moving traffic to it). When the newest serving
-    deployment is of another commit, the sighting carries it (``instead``) for
-    :func:`judge_contained`.
+    Live when ``current`` is of the commit and serving (READY, no ``readySubstate`` or
+    PROMOTED); else the newest deployment of the commit decides: ERROR, CANCELED (unless a
+    newer one is being built: Vercel cancels a queued build for a newer commit's) or DELETED
+    failed; others wait, READY too (STAGED, ROLLING, or PROMOTED: "has seen production
+    traffic", as after an instant rollback). ``instead``: another commit production serves.
     """
-    ready = next((d for d in deployments if d.serving and d.commit), None)
     instead = None
-    if ready is not None and not _same_commit(str(ready.commit), sha):
-        where = f"deployment {ready.uid} ({ready.url}) of {str(ready.commit)[:12]} is READY"
-        instead = Sighting("live", where, ready.url, "READY", ready.uid, commit=ready.commit)
+    if current is not None and current.serving and current.commit:
+        where = f"deployment {current.uid} ({current.url}) of {current.commit[:12]} in production"
+        if _same_commit(current.commit, sha):
+            return Sighting("live", where, current.url, current.state, current.uid, commit=sha)
+        instead = Sighting("live", where, current.url, "READY", current.uid, commit=current.commit)
     serving = instead.commit if instead is not None else None
     mine = [d for d in deployments if d.commit and _same_commit(d.commit, sha)]
     if not mine:
@@ -98,10 +99,8 @@ def judge_deployments(deployments: Sequence[Deployment], sha: str) -> Sighting:
     d = mine[0]
     shown = f"{d.state} {d.substate}" if d.substate and d.state == "READY" else d.state
     where = f"deployment {d.uid} ({d.url}) of {sha[:12]} is {shown}"
-    if d.serving:
-        return Sighting("live", where, d.url, d.state, d.uid, commit=sha)
     if d.state == "READY":
-        where += " (not serving production traffic yet)"
+        where += " (production does not serve it)"
         return Sighting("waiting", where, d.url, shown, d.uid, commit=serving, instead=instead)
     # Vercel cancels a queued build when a newer commit of the branch comes: that one's
     # build, still running, may carry ours.
@@ -145,13 +144,14 @@ def probe_url(url: str, sha: str, *, timeout: float = 10.0) -> Sighting:
 
 
 def probe_vercel(api: VercelApi, sha: str) -> Sighting:
-    """List the project's production deployments of ``sha`` (the API's ``sha`` filter) and
-    judge them; unless one is live, also the newest of any commit (one serving may contain
-    ours, even over a deployment of ours canceled in its favour: :func:`judge_contained`)."""
+    """Ask Vercel which deployment production serves now and list the project's production
+    deployments of ``sha`` (the API's ``sha`` filter), and judge them; unless live, list the
+    newest of any commit too (a newer build may be under way for a canceled one of ours)."""
+    production = api.production()
     mine = api.production_deployments(sha)
-    seen = judge_deployments(mine, sha)
+    seen = judge_deployments(mine, sha, production)
     if seen.state == "live":
         return seen
     known = {d.uid for d in mine}
     others = [d for d in api.production_deployments() if d.uid not in known]
-    return judge_deployments(sorted([*mine, *others], key=lambda d: -d.created), sha)
+    return judge_deployments(sorted([*mine, *others], key=lambda d: -d.created), sha, production)

@@ -1,14 +1,14 @@
-"""A small client of Vercel's REST API: the deployment calls the release gate needs.
+"""A small client of Vercel's REST API (``https://api.vercel.com``, as its published
+reference describes it): the calls the release gate needs.
 
-Endpoints (Vercel's published REST reference, ``https://api.vercel.com``, "Deployments"):
-
-- ``GET /v6/deployments?projectId=...&teamId=...&target=production[&sha=...]``  list
-  deployments, newest first (``sha``: only those of that commit): ``uid``, ``url``,
-  ``state`` and ``readyState``: BUILDING, ERROR, INITIALIZING, QUEUED, READY, CANCELED,
-  DELETED; ``readySubstate`` of a READY one: STAGED (built, never given production
-  traffic), ROLLING (a rolling release is moving traffic to it), PROMOTED ("has seen
-  production traffic": not necessarily now, after an instant rollback);
-  ``meta.githubCommitSha``; ``created`` / ``createdAt`` (ms)
+- ``GET /v6/deployments?projectId=...&teamId=...&target=production[&sha=...]`` (list
+  deployments), newest first: ``uid``, ``url``, ``state`` / ``readyState``, ``readySubstate``
+  of a READY one (STAGED: never given production traffic; ROLLING: a rolling release moving
+  traffic to it; PROMOTED: "has seen production traffic", still so after an instant rollback),
+  ``meta.githubCommitSha``, ``created`` / ``createdAt`` (ms).
+- ``GET /v9/projects/{idOrName}?teamId=...`` (find a project by id or name):
+  ``targets.production``, the deployment production's domains point to now (``id`` and the
+  fields above), null or absent while there is none; a promote or an instant rollback moves it.
 """
 
 from __future__ import annotations
@@ -35,18 +35,18 @@ class Deployment:
 
     @property
     def serving(self) -> bool:
-        """Whether it receives production traffic: READY, and promoted (or no substate
-        said, as before Vercel had one), not STAGED nor still ROLLING."""
+        """Whether, as production's deployment, it takes all of production's traffic: READY
+        and promoted (or no substate said), not STAGED nor still ROLLING."""
         return self.state == "READY" and self.substate in (None, "PROMOTED")
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Deployment:
-        """From a deployment of the list."""
+        """From a deployment of the list (``uid``) or a project's target (``id``)."""
         meta = data.get("meta") or {}
         url = str(data.get("url") or "")
         substate = data.get("readySubstate")
         return cls(
-            uid=str(data.get("uid") or ""),
+            uid=str(data.get("uid") or data.get("id") or ""),
             url=url if not url or "://" in url else f"https://{url}",
             state=str(data.get("readyState") or data.get("state") or "UNKNOWN").upper(),
             commit=meta.get("githubCommitSha") or None,
@@ -74,6 +74,13 @@ class VercelApi:
         data = self.client.call("GET", "/v6/deployments", params=params)
         found = [Deployment.from_json(d) for d in (data or {}).get("deployments") or ()]
         return sorted(found, key=lambda d: d.created, reverse=True)
+
+    def production(self) -> Deployment | None:
+        """The deployment production serves now (the project's ``targets.production``)."""
+        params = {"teamId": self.team_id} if self.team_id else {}
+        data = self.client.call("GET", f"/v9/projects/{self.project_id}", params=params)
+        target = ((data or {}).get("targets") or {}).get("production")
+        return Deployment.from_json(target) if target else None
 
 
 def vercel_api(playbook: Playbook, environ: Mapping[str, str]) -> VercelApi:

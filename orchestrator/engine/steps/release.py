@@ -1,13 +1,11 @@
 """The release gate: between merge and monitor, wait until the pushed commit is live.
 
-Every ``release.interval`` it looks once: the ``release.url`` answers 200 with a body that
-names the commit (in full or by a prefix of at least 7 characters), or Vercel reports a
-production deployment of the commit (``meta.githubCommitSha``) in state READY. A newer
-commit live instead counts when it contains ours (someone merged after us and that one was
-deployed first): git is asked after a fetch of the target, and the audit trail says
-``live via <sha>, which contains the release``. A deployment of the commit in ERROR or
-CANCELED ends the wait at once; so does ``release.timeout``. The deployment's URL and state
-go into the audit trail (``release_waiting``, ``release_live``, ``release_failed``).
+Every ``release.interval`` it looks once (:mod:`orchestrator.platforms.liveness` judges the
+``release.url``'s body, or the deployment Vercel's production serves). A newer commit live
+instead counts when git, after a fetch of the target, says it contains ours (the audit trail
+says ``live via <sha>, which contains the release``). A failed deployment of the commit ends
+the wait at once; so does ``release.timeout``. The deployment's URL and state go into the
+audit trail (``release_waiting``, ``release_live``, ``release_failed``).
 
 The guard of the gate asks :func:`live_now`: the gate's own live sighting when it is fresh
 from this process, else one look at production. Without a ``release:`` block the gate
