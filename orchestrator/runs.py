@@ -113,7 +113,7 @@ class RunRecord(BaseModel):
     database: dict[str, str] = {}
     # the migrations this run set out to apply, fixed by its first validate
     planned: list[PlannedMigration] = []
-    # hashes tracked before the run changed anything: with ``planned``, all it may ever see
+    # each tracking row's hash before the run changed anything: with ``planned``, all it may see
     tracked_before: list[str] = []
     steps: StepOutcomes = Field(default_factory=StepOutcomes)
     transitions: list[Transition] = []
@@ -126,11 +126,6 @@ class RunRecord(BaseModel):
     def _iso_time(cls, text: str) -> str:
         _parse_time(text)
         return text
-
-    @property
-    def planned_hashes(self) -> dict[str, str]:
-        """The planned migrations, hash -> tag, in the order they were planned."""
-        return {p.hash: p.tag for p in self.planned}
 
     def to_json(self) -> dict[str, Any]:
         """The record as ``state.json`` holds it (a step not run yet, a value not known yet

@@ -53,10 +53,8 @@ def mutate_guard(name: str) -> None:
 def _from_record() -> Mapping[str, Callable[..., Any]]:
     """Each observation answered by the run's own notes: what a lazy guard would believe."""
 
-    def tracked_hashes(self: Any) -> frozenset[str]:
-        record = self.ctx.record
-        planned = {p.hash for p in record.planned}
-        return frozenset(record.tracked_before) | planned
+    def untracked(self: Any) -> frozenset[str]:
+        return frozenset()  # the notes say every planned migration was applied
 
     def remote_contains(self: Any, commit: str) -> bool:
         merge = self.ctx.record.steps.merge
@@ -86,7 +84,7 @@ def _from_record() -> Mapping[str, Callable[..., Any]]:
     return {
         f.__name__: f
         for f in (
-            tracked_hashes,
+            untracked,
             remote_contains,
             commit_exists,
             dump_intact,
@@ -99,7 +97,7 @@ def _from_record() -> Mapping[str, Callable[..., Any]]:
 
 
 OBSERVATIONS = (
-    "tracked_hashes",
+    "untracked",
     "remote_contains",
     "commit_exists",
     "dump_intact",

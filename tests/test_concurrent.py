@@ -19,6 +19,11 @@ import pytest
 from bench.folders import write_drizzle_folder
 from orchestrator.analysis.nontransactional import nontransactional_statements
 from orchestrator.cli import run
+from orchestrator.db.migrator import MigrateOptions
+from orchestrator.db.retry import RetryPolicy
+from orchestrator.drizzle.journal import Migration, read_journal
+from orchestrator.migrate import migrate_database
+from orchestrator.validation import Verdict
 from tests.drizzle_helpers import tracking_rows
 from tests.test_drizzle_real import drizzle_migrate, drizzle_node  # noqa: F401 (a fixture)
 
@@ -151,6 +156,52 @@ def test_an_enum_value_used_later_in_the_release_is_committed_first(
     )
     assert migrate(database_url, folder, "--allow-concurrent") == 0
     assert len(tracking_rows(database_url)) == 3
+
+
+REINDEX = 'REINDEX INDEX CONCURRENTLY "items_sku_idx";'
+
+
+class OfferedAgain(Exception):
+    """The migrator came back to a migration it had already started: it would loop."""
+
+
+def test_a_concurrent_text_the_journal_repeats_is_applied_for_its_own_entry(
+    database_url: str, tmp_path: Path
+) -> None:
+    # The same REINDEX after a later bulk load: the same text, so the same hash, as 0002's.
+    entries = [
+        ("0000_items", [ITEMS, FILL]),
+        ("0001_index", [INDEX]),
+        ("0002_reindex", [REINDEX]),
+        ("0003_more", [FILL]),
+        ("0004_reindex", [REINDEX]),
+    ]
+    assert (
+        migrate(
+            database_url, write_drizzle_folder(tmp_path / "a", entries[:3]), "--allow-concurrent"
+        )
+        == 0
+    )
+    journal = read_journal(write_drizzle_folder(tmp_path / "b", entries))
+    offered: list[str] = []
+
+    def once(migration: Migration) -> None:
+        if migration.tag in offered:
+            raise OfferedAgain(f"{migration.tag} again after {offered}")
+        offered.append(migration.tag)
+
+    result = migrate_database(
+        database_url,
+        journal,
+        MigrateOptions(allow_concurrent=True),
+        confirm=lambda _r: True,
+        retry=RetryPolicy.none(),
+        on_migration=once,
+    )
+    assert [a.tag for a in result.applied] == ["0003_more", "0004_reindex"]
+    assert result.after.status is Verdict.SAFE, result.after.findings
+    hashes = [h for _id, h, _c in tracking_rows(database_url)]
+    assert len(hashes) == 5 and hashes.count(journal.by_tag("0004_reindex").hash) == 2
 
 
 def _cli() -> list[str]:

@@ -28,7 +28,7 @@ from orchestrator.runs import PlannedMigration, RunRecord
 class Seen:
     """The world's facts as plain values: the guards' decisions, tested without I/O."""
 
-    tracked: frozenset[str] = frozenset()
+    pending: frozenset[str] = frozenset({"0009_x"})  # the tags the tracking rows miss
     remote_has_release: bool = True
     dump_ok: bool = True
     commit_known: bool = True
@@ -36,8 +36,8 @@ class Seen:
     release_served: bool = True
     production: str = "SAFE"  # validate's verdict on production now
 
-    def tracked_hashes(self) -> frozenset[str]:
-        return self.tracked
+    def untracked(self) -> frozenset[str]:
+        return self.pending
 
     def remote_contains(self, commit: str) -> bool:
         return self.remote_has_release
@@ -239,12 +239,12 @@ def test_guards_check_the_world_not_only_the_record() -> None:
         merge={"pushed_commit": "b" * 40},
     )
     r.planned = [PlannedMigration(tag="0009_x", hash="h9")]
-    world = Seen(tracked=frozenset({"h9"}))
+    world = Seen(pending=frozenset())
     assert all(g(r, world) for g in (preflight_passed, backup_recorded, merge_pushed))
     assert migration_recorded(r, world)
     assert not preflight_passed(r, Seen(commit_known=False))
     assert not backup_recorded(r, Seen(dump_ok=False))
-    assert not migration_recorded(r, Seen(tracked=frozenset()))  # rows deleted by hand
+    assert not migration_recorded(r, Seen(pending=frozenset({"0009_x"})))  # rows deleted by hand
     assert not merge_pushed(r, Seen(remote_has_release=False))  # the push was undone
 
 
@@ -397,7 +397,7 @@ def test_revalidate_moves_on_only_while_the_applied_rows_are_tracked() -> None:
     r = record(revalidate={"status": "SAFE"}, migrate={"applied": [{"tag": "0009_x"}]})
     r.planned = [PlannedMigration(tag="0009_x", hash="h9")]
     assert [e.trigger for e in edges_from("migrated") if all(g(r, SEEN) for g in e.guards)] == []
-    tracked = Seen(tracked=frozenset({"h9"}))
+    tracked = Seen(pending=frozenset())
     assert [e.trigger for e in edges_from("migrated") if all(g(r, tracked) for g in e.guards)] == [
         "revalidate"
     ]

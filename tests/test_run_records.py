@@ -165,9 +165,9 @@ def test_a_record_an_earlier_version_wrote_loads_and_reads_as_before(store: RunS
     plan = "\n".join(rollback_plan(record))
     assert "this run applied 0010_x" in plan and "/backups/release-42.dump" in plan
     assert f"git revert --no-edit -m 1 {PUSHED}" in plan
-    now = WorldNow(SOURCE, TARGET, source_merged=True, tracked_hashes=frozenset({"h9", "h10"}))
+    now = WorldNow(SOURCE, TARGET, source_merged=True, row_hashes=("h9", "h10"))
     assert changes_since(record, now) == []
-    foreign = WorldNow(SOURCE, TARGET, True, frozenset({"h9", "h10", "h11"}))
+    foreign = WorldNow(SOURCE, TARGET, True, ("h9", "h10", "h11"))
     assert "1 migration(s) this run did not plan" in changes_since(record, foreign)[0]
     # Saved again by this version and read back: the same record.
     store.save(record)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 #: An object's properties: a JSON object as text, its values text, booleans, numbers, lists
@@ -65,11 +64,6 @@ class CatalogSnapshot:
     # or rule belongs to its table. The shadow replay re-reads only what a migration touched;
     # other reads leave this empty.
     refs: Mapping[str, Sequence[str]] = field(default_factory=dict)  # (owner, itself)
-
-    @cached_property
-    def tracked_hashes(self) -> frozenset[str]:
-        """The hashes the tracking table holds."""
-        return frozenset(self.row_hashes)
 
     @property
     def row_hashes(self) -> tuple[str, ...]:

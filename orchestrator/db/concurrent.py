@@ -105,7 +105,7 @@ def apply_release(
         if on_migration is not None:
             on_migration(migration)
         done = apply_outside_transaction(
-            conn, migration, options, on_lock_retry=on_lock_retry, on_note=on_note
+            conn, journal, migration, options, on_lock_retry=on_lock_retry, on_note=on_note
         )
         if done is not None:
             applied.append(done)
@@ -125,6 +125,7 @@ def _tracked(conn: psycopg.Connection[Any], options: MigrateOptions) -> tuple[st
 
 def apply_outside_transaction(
     conn: psycopg.Connection[Any],
+    journal: Journal,
     migration: Migration,
     options: MigrateOptions,
     *,
@@ -150,7 +151,8 @@ def apply_outside_transaction(
         conn.execute(MIGRATION_LOCK_SQL.replace("xact_lock", "lock"), (key,))
         for ddl in create_tracking_sql(options.schema, options.table):
             conn.execute(ddl)
-        if migration.hash in tracked_now(conn, options):
+        # Counted: an earlier entry of the same text has a row that is not this one's.
+        if migration not in journal.untracked(tracked_now(conn, options)):
             return None
         for statement in statements.statements:
             _run_statement(conn, migration, statement, options, on_lock_retry, on_note)

@@ -143,7 +143,7 @@ def migration_recorded(record: RunRecord, seen: Observations) -> bool:
     """The migrate step ended, and the database tracks every migration the run planned."""
     if record.steps.migrate is None:
         return False
-    return record.planned_hashes.keys() <= seen.tracked_hashes()
+    return seen.untracked().isdisjoint(p.tag for p in record.planned)
 
 
 def revalidated_safe(record: RunRecord, seen: Observations) -> bool:

@@ -31,14 +31,14 @@ from orchestrator.gitrepo import is_merged
 from orchestrator.neon.backup import neon_api
 from orchestrator.validation import ValidationReport
 
-__all__ = ["LiveObservations", "Observations", "read_tracked_hashes"]
+__all__ = ["LiveObservations", "Observations", "read_row_hashes"]
 
 
 class Observations(Protocol):
     """The facts guards check, asked of the world when a guard needs them."""
 
-    def tracked_hashes(self) -> frozenset[str]:
-        """Every hash in the database's tracking table now."""
+    def untracked(self) -> frozenset[str]:
+        """The tags of the run's migrations that the tracking rows, counted, miss now."""
         ...
 
     def remote_contains(self, commit: str) -> bool:
@@ -94,13 +94,14 @@ class LiveObservations:
 
     ctx: RunContext
 
-    def tracked_hashes(self) -> frozenset[str]:
+    def untracked(self) -> frozenset[str]:
         options = self.ctx.migrate_options
-        return call_with_retry(
-            lambda: read_tracked_hashes(self.ctx.database_url, options.schema, options.table),
+        rows = call_with_retry(
+            lambda: read_row_hashes(self.ctx.database_url, options.schema, options.table),
             self.ctx.retry,
             on_retry=self.ctx.on_retry,
         )
+        return frozenset(m.tag for m in self.ctx.journal.untracked(rows))
 
     def remote_contains(self, commit: str) -> bool:
         spec = self.ctx.playbook.git
@@ -138,8 +139,8 @@ class LiveObservations:
         return str(status)
 
 
-def read_tracked_hashes(url: str, schema: str, table: str) -> frozenset[str]:
-    """The hashes of the tracking table (empty when it does not exist)."""
+def read_row_hashes(url: str, schema: str, table: str) -> tuple[str, ...]:
+    """The hash of each tracking row (none when the table does not exist)."""
     try:
         with connect(url) as conn:
             conn.read_only = True
@@ -147,11 +148,11 @@ def read_tracked_hashes(url: str, schema: str, table: str) -> frozenset[str]:
                 "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))", (schema, table)
             ).fetchone()
             if row is None or row[0] is None:
-                return frozenset()
+                return ()
             query = sql.SQL("SELECT hash FROM {}.{}").format(
                 sql.Identifier(schema), sql.Identifier(table)
             )
-            return frozenset(str(h) for (h,) in conn.execute(query).fetchall() if h)
+            return tuple(str(h) for (h,) in conn.execute(query).fetchall() if h)
     except psycopg.Error as exc:
         raise DatabaseError(
             f"cannot read the tracking rows: {describe(exc)}", transient=is_transient(exc)

@@ -86,7 +86,7 @@ class Rehearsal:
     options: MigrateOptions
     shadow: ShadowSpec
     history: History | None = None  # the journal's, once replayed
-    tracked_after: frozenset[str] = frozenset()  # the tracking rows once migrated
+    tracked_after: tuple[str, ...] = ()  # each tracking row's hash once migrated
     sql_results: list[CheckResult] = field(default_factory=list)
 
 
@@ -96,8 +96,9 @@ class RehearsedWorld:
 
     rehearsal: Rehearsal
 
-    def tracked_hashes(self) -> frozenset[str]:
-        return self.rehearsal.tracked_after
+    def untracked(self) -> frozenset[str]:
+        r = self.rehearsal
+        return frozenset(m.tag for m in r.journal.untracked(r.tracked_after))
 
     def remote_contains(self, commit: str) -> bool:
         return not self.rehearsal.merge.conflicts  # the trial merge would push it
@@ -150,7 +151,7 @@ def _rehearse_validate(r: Rehearsal) -> ValidationOutcome:
     )
     r.run.report = report
     r.record.planned = [PlannedMigration(tag=m.tag, hash=m.hash) for m in report.pending]
-    r.tracked_after = report.tracked_hashes
+    r.tracked_after = report.row_hashes
     findings = [f"[{f.code}] {f.message}" for f in report.findings]
     r.run.step("validate", f"verdict {report.status.value}", findings)
     return summarize(report)
@@ -172,7 +173,7 @@ def _rehearse_migrate(r: Rehearsal) -> MigrateOutcome:
     if not (outside and r.options.allow_concurrent):  # as the deploy's migrate step refuses
         refuse_what_postgres_refuses(r.journal, pending, r.shadow)
     notes: list[str] = []
-    unrun: frozenset[str] = frozenset()  # tracking rows the deploy writes, not rehearsed
+    unrun: tuple[str, ...] = ()  # tracking rows the deploy writes, not rehearsed
     if r.real:
         result = migrate_database(
             r.url,
@@ -218,9 +219,9 @@ def _rehearse_migrate(r: Rehearsal) -> MigrateOutcome:
             summary += f"; {len(release.skipped)} non-transactional migration(s) not run"
             r.run.caveats.append(str(release.caveat()))
         r.sql_results = list(rehearsed.inspected or [])
-        unrun = frozenset(m.hash for m in release.skipped)
+        unrun = tuple(m.hash for m in release.skipped)
     r.run.predicted = after
-    r.tracked_after = after.tracked_hashes | unrun
+    r.tracked_after = after.row_hashes + unrun
     details = _statements(pending) + notes + _locks(r.journal, pending_tags)
     r.run.step("migrate", summary, details)
     return MigrateOutcome(

@@ -10,6 +10,7 @@ the operator must look, and ``resume`` refuses with the reasons (exit 2, nothing
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ class WorldNow:
     # The release is already in <remote>/<target>: the pinned source commit, or the commit
     # the run's merge made (a squash or rebase commit does not contain the source commit).
     source_merged: bool
-    tracked_hashes: frozenset[str]  # every hash in the tracking table now
+    row_hashes: tuple[str, ...]  # the hash of each tracking row now
 
 
 def changes_since(record: RunRecord, now: WorldNow) -> list[str]:
@@ -57,8 +58,9 @@ def changes_since(record: RunRecord, now: WorldNow) -> list[str]:
                 f"(was {str(planned_target)[:12]}, now {now.target_tip[:12]})"
             )
     if record.steps.validation is not None and record.steps.validation.deployable:
-        expected = set(record.tracked_before) | set(record.planned_hashes)
-        foreign = sorted(now.tracked_hashes - expected)
+        # Counted: one more row of a text that was already tracked is someone else's too.
+        expected = Counter([*record.tracked_before, *(p.hash for p in record.planned)])
+        foreign = sorted((Counter(now.row_hashes) - expected).elements())
         if foreign:
             shown = ", ".join(h[:12] + "…" for h in foreign[:3])
             reasons.append(
@@ -103,7 +105,7 @@ def observe(
             for commit in (record.source_commit, *_merge_commits(playbook, record, environ))
             if commit
         ),
-        tracked_hashes=report.tracked_hashes,
+        row_hashes=report.row_hashes,
     )
 
 

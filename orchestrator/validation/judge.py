@@ -204,7 +204,7 @@ def validate(journal: Journal, history: History, snapshot: CatalogSnapshot) -> V
         findings=tuple(findings),
         recommendation=recommend(verdict, statuses, findings),
         database={"name": snapshot.database, "server_version": snapshot.server_version},
-        tracked_hashes=snapshot.tracked_hashes,
+        row_hashes=snapshot.row_hashes,
         matched_prefix=reading.matched_prefix,
         replayed_on=history.server,
         repairable=reading.repairable,

@@ -97,7 +97,7 @@ class ValidationReport:
     findings: tuple[Finding, ...]
     recommendation: str
     database: dict[str, Any] = field(default_factory=dict)
-    tracked_hashes: frozenset[str] = frozenset()  # every hash in the tracking table
+    row_hashes: tuple[str, ...] = ()  # the hash of each tracking row
     # j when the schema is exactly the state after the journal's first j entries.
     matched_prefix: int | None = None
     replayed_on: str = ""  # the shadow server the history was replayed on

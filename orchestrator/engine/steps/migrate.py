@@ -44,7 +44,7 @@ class ValidateStep:
         if self.name == "validate" and (first is None or not first.deployable):
             # The run's first look fixes what it will do; resume checks the world against it.
             ctx.record.planned = [PlannedMigration(tag=m.tag, hash=m.hash) for m in report.pending]
-            ctx.record.tracked_before = sorted(report.tracked_hashes)
+            ctx.record.tracked_before = sorted(report.row_hashes)
         for finding in report.findings:
             ctx.log.info(
                 "finding",
@@ -106,22 +106,21 @@ class MigrateStep:
 
     def done(self, ctx: RunContext) -> MigrateOutcome | None:
         # Postcondition, the migration_recorded guard's own check: the database tracks every
-        # hash the run planned (read now). The migrator writes a tracking row in the same
-        # transaction as its statements (a non-transactional one last, once every statement
-        # succeeded), so a tracked hash is a migration that completed: nothing is re-applied.
+        # migration the run planned (read now, rows counted as validate counts them: an
+        # earlier entry of the same text has its own). The migrator writes a tracking row in
+        # the same transaction as its statements (a non-transactional one last, once every
+        # statement succeeded), so a tracked migration completed: nothing is re-applied.
         # Whether the schema is right is revalidate's question. A run that planned nothing
         # has no attempt to find: run() records the skip.
-        if not ctx.record.planned:
-            return None
-        planned = ctx.record.planned_hashes
-        if not set(planned) <= LiveObservations(ctx).tracked_hashes():
+        planned = ctx.record.planned
+        if not planned or not LiveObservations(ctx).untracked().isdisjoint(p.tag for p in planned):
             return None
         journal = {m.tag: m for m in ctx.journal.migrations}
         return MigrateOutcome(
             applied=[
-                AppliedMigration(tag=tag, hash=digest, created_at=journal[tag].when)
-                for digest, tag in planned.items()
-                if tag in journal
+                AppliedMigration(tag=p.tag, hash=p.hash, created_at=journal[p.tag].when)
+                for p in planned
+                if p.tag in journal
             ],
             note="found applied on resume: the interrupted attempt committed",
         )
