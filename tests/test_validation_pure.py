@@ -202,6 +202,29 @@ def test_a_tracking_row_without_created_at_is_said_drizzle_kit_would_rerun_every
     ]
 
 
+def test_a_text_tracked_once_per_entry_that_repeats_it_is_no_duplicate() -> None:
+    grant = "GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader"
+    twice = tuple(
+        Migration(i, f"000{i}_grant", 100 * (i + 1), grant, hash_sql(grant)) for i in (0, 1)
+    )
+    history = History(
+        hashes=tuple(m.hash for m in twice),
+        initial=BASE,
+        deltas=(delta(BASE, BASE), delta(BASE, BASE)),
+        server="PostgreSQL 15.8 on a test",
+        server_major=15,
+    )
+
+    def duplicates(rows: int) -> list[str]:
+        tracked = tuple(TrackingRow(i + 1, hash_sql(grant), 100 * (i + 1)) for i in range(rows))
+        seen = dataclasses.replace(snapshot(BASE, 0), tracking_rows=tracked)
+        report = validate(Journal("mem", "postgresql", twice), history, seen)
+        return [f.message for f in report.findings if f.code == "duplicate_tracking_row"]
+
+    assert duplicates(2) == []  # drizzle wrote a row per entry
+    assert len(duplicates(3)) == 1
+
+
 def test_out_of_order_names_what_drizzle_would_skip() -> None:
     m0, m1, m2 = (
         Migration(0, "0000_m", 100, "a", hash_sql("a")),
