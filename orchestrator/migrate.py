@@ -77,107 +77,91 @@ def migrate_database(
             lock = runlock.run_lock(url, options.schema, options.table, "migrate")
             # The first connection: a Neon compute may be waking up.
             call_with_retry(lambda: stack.enter_context(lock), retry, on_retry=on_retry)
-        hooks = _Hooks(on_retry, on_migration, on_lock_retry, on_note)
-        return _migrate(url, journal, options, confirm, shadow, retry, hooks)
+        history: History | None = None
 
+        def judge() -> ValidationReport:
+            nonlocal history
+            report, history = judge_database(
+                url,
+                journal,
+                options,
+                shadow=shadow,
+                retry=retry,
+                on_retry=on_retry,
+                history=history,
+            )
+            return report
 
-@dataclass(frozen=True)
-class _Hooks:
-    """Who hears about what during a migrate."""
+        before = judge()
+        _, untracked = _split(journal, before)
+        nontransactional = _nontransactional(untracked) if options.allow_concurrent else []
+        resumable = frozenset(n.tag for n in nontransactional)
+        refuse_unmigratable(before, resumable)
+        todo = [
+            m for m in before.migrations if m.state is MigrationState.PENDING or m.tag in resumable
+        ]
+        if not todo:
+            return MigrateResult(before, (), before)
+        _refuse_reordering(journal, options, shadow, before)
+        if not nontransactional:
+            major = None if history is None else history.server_major
+            refuse_what_postgres_refuses(journal, untracked, shadow, major=major)
+        if not confirm(before):
+            raise UsageError("migration not confirmed: nothing was changed")
 
-    on_retry: OnRetry | None
-    on_migration: Callable[[Migration], None] | None
-    on_lock_retry: OnLockRetry | None
-    on_note: Callable[[str], None] | None
-
-
-def _migrate(
-    url: str,
-    journal: Journal,
-    options: MigrateOptions,
-    confirm: Callable[[ValidationReport], bool],
-    shadow: ShadowSpec,
-    retry: RetryPolicy,
-    hooks: _Hooks,
-) -> MigrateResult:
-    on_retry = hooks.on_retry
-    history: History | None = None
-
-    def judge() -> ValidationReport:
-        nonlocal history
-        report, history = judge_database(
-            url, journal, options, shadow=shadow, retry=retry, on_retry=on_retry, history=history
-        )
-        return report
-
-    before = judge()
-    _, untracked = _split(journal, before)
-    nontransactional = _nontransactional(untracked) if options.allow_concurrent else []
-    resumable = frozenset(n.tag for n in nontransactional)
-    refuse_unmigratable(before, resumable)
-    todo = [m for m in before.migrations if m.state is MigrationState.PENDING or m.tag in resumable]
-    if not todo:
-        return MigrateResult(before, (), before)
-    _refuse_reordering(journal, options, shadow, before)
-    if not nontransactional:
-        major = None if history is None else history.server_major
-        refuse_what_postgres_refuses(journal, untracked, shadow, major=major)
-    if not confirm(before):
-        raise UsageError("migration not confirmed: nothing was changed")
-
-    applied: list[AppliedMigration] = []
-    attempts = max(1, retry.attempts)
-    lock_policy = lock_retry_policy(options.lock_retries)
-    failures = lock_timeouts = 0
-    while True:
-        try:
-            with connect(url) as conn:
-                applied += apply_release(
-                    conn,
-                    journal,
-                    options,
-                    nontransactional,
-                    on_migration=hooks.on_migration,
-                    on_lock_retry=hooks.on_lock_retry,
-                    on_note=hooks.on_note,
-                )
-            break
-        except (DatabaseError, MigrationFailed) as exc:
-            if _is_lock_timeout(exc) and lock_timeouts + 1 < lock_policy.attempts:
-                assert isinstance(exc, MigrationFailed)
-                lock_timeouts += 1
-                wait = lock_policy.wait(lock_timeouts)
-                if hooks.on_lock_retry is not None:
-                    event = LockRetry(
-                        lock_timeouts, lock_policy.attempts, wait, exc.where, exc.blockers
+        applied: list[AppliedMigration] = []
+        attempts = max(1, retry.attempts)
+        lock_policy = lock_retry_policy(options.lock_retries)
+        failures = lock_timeouts = 0
+        while True:
+            try:
+                with connect(url) as conn:
+                    applied += apply_release(
+                        conn,
+                        journal,
+                        options,
+                        nontransactional,
+                        on_migration=on_migration,
+                        on_lock_retry=on_lock_retry,
+                        on_note=on_note,
                     )
-                    hooks.on_lock_retry(event)
-            elif _worth_another_attempt(exc) and failures + 1 < attempts:
-                failures += 1
-                wait = retry.wait(failures)
-                if on_retry is not None:
-                    on_retry(failures, exc, wait)
-            else:
-                if _is_lock_timeout(exc) and options.lock_retries:
-                    raise _out_of_lock_retries(exc, lock_policy.attempts) from exc
-                raise
-            time.sleep(wait)
-            now = judge()
-            refuse_unmigratable(now, resumable)
-            if not any(
-                m.state is MigrationState.PENDING or m.tag in resumable for m in now.migrations
-            ):
-                # The commit reached the server before the connection was lost.
-                done_hashes = {a.hash for a in applied}
-                applied += [
-                    AppliedMigration(m.tag, m.hash, m.when)
-                    for m in todo
-                    if m.hash not in done_hashes
-                ]
                 break
+            except (DatabaseError, MigrationFailed) as exc:
+                if _is_lock_timeout(exc) and lock_timeouts + 1 < lock_policy.attempts:
+                    assert isinstance(exc, MigrationFailed)
+                    lock_timeouts += 1
+                    wait = lock_policy.wait(lock_timeouts)
+                    if on_lock_retry is not None:
+                        event = LockRetry(
+                            lock_timeouts, lock_policy.attempts, wait, exc.where, exc.blockers
+                        )
+                        on_lock_retry(event)
+                elif _worth_another_attempt(exc) and failures + 1 < attempts:
+                    failures += 1
+                    wait = retry.wait(failures)
+                    if on_retry is not None:
+                        on_retry(failures, exc, wait)
+                else:
+                    if _is_lock_timeout(exc) and options.lock_retries:
+                        raise _out_of_lock_retries(exc, lock_policy.attempts) from exc
+                    raise
+                time.sleep(wait)
+                now = judge()
+                refuse_unmigratable(now, resumable)
+                if not any(
+                    m.state is MigrationState.PENDING or m.tag in resumable for m in now.migrations
+                ):
+                    # The commit reached the server before the connection was lost.
+                    done_hashes = {a.hash for a in applied}
+                    applied += [
+                        AppliedMigration(m.tag, m.hash, m.when)
+                        for m in todo
+                        if m.hash not in done_hashes
+                    ]
+                    break
 
-    after = judge()
-    return MigrateResult(before, tuple(applied), after)
+        after = judge()
+        return MigrateResult(before, tuple(applied), after)
 
 
 #: What PostgreSQL refuses in a transaction that ``--allow-concurrent`` runs outside one.

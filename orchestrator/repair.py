@@ -19,9 +19,8 @@ the rows are still those that were confirmed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 
@@ -158,14 +157,6 @@ def _refuse(plan: RepairPlan) -> None:
         )
 
 
-def insert_rows(
-    conn: psycopg.Connection[Any], rows: Sequence[RepairRow], options: MigrateOptions
-) -> None:
-    """Insert tracking rows with drizzle's own statement (inside the caller's transaction)."""
-    for row in rows:
-        conn.execute(tracking_row_sql(options, row.hash, row.created_at))
-
-
 def repair_database(
     url: str,
     journal: Journal,
@@ -211,7 +202,8 @@ def repair_database(
                     "the database changed since the repair was planned; nothing was changed: "
                     "run repair again"
                 )
-            insert_rows(conn, plan.rows, options)
+            for row in plan.rows:  # drizzle's own statement
+                conn.execute(tracking_row_sql(options, row.hash, row.created_at))
     except psycopg.Error as exc:
         raise DatabaseError(
             f"repair failed, rolled back: {describe(exc)}", transient=is_transient(exc)

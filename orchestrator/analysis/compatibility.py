@@ -28,15 +28,10 @@ class Compat(StrEnum):
     CONDITIONAL = "conditional"
     BREAKS = "breaks"
 
-    @property
-    def rank(self) -> int:
-        """0 safe, 1 conditional, 2 breaks."""
-        return list(Compat).index(self)
-
 
 def worst(values: Iterable[Compat]) -> Compat:
     """The worst verdict of ``values`` (``safe`` when empty)."""
-    return max(values, key=lambda c: c.rank, default=Compat.SAFE)
+    return max(values, key=list(Compat).index, default=Compat.SAFE)
 
 
 @dataclass(frozen=True)

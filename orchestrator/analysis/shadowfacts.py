@@ -13,7 +13,7 @@ from typing import Any
 import pglast
 
 from orchestrator.analysis.typechange import ColumnType, column_type_of
-from orchestrator.catalog import History, Objects, apply_delta, properties
+from orchestrator.catalog import History, Objects, fold, properties
 
 _RELATION_KINDS = ("table", "view", "materialized view", "index", "sequence")
 
@@ -79,7 +79,7 @@ def migration_facts(history: History) -> tuple[MigrationFacts, ...]:
             for key, (old, new) in sorted(change.items())
         )
         facts.append(MigrationFacts(state, changed, frozenset(rewritten)))
-        state = apply_delta(state, change)
+        state = fold(state, [change])
     return tuple(facts)
 
 

@@ -166,8 +166,7 @@ class StatementReader:
                 target,
                 rerunnable=rerunnable,
                 detail=f"{len(columns)} columns",
-                table=f"{key[0]}.{key[1]}",
-                table_is_new=True,
+                **self._table_context(key),
             )
         ]
 
@@ -232,23 +231,16 @@ class StatementReader:
         key = self._rv(node.relation)
         if node.kind == ReindexObjectType.REINDEX_OBJECT_INDEX:
             index = self._index(key)
-            on = index.table if index else None
-            return [
-                Change(
-                    "reindex",
-                    _key("index", *key),
-                    concurrently=concurrently,
-                    rerunnable=True,
-                    **(self._table_context(on) if on else {}),
-                )
-            ]
+            target, on = _key("index", *key), index.table if index else None
+        else:
+            target, on = _key("table", *key), key
         return [
             Change(
                 "reindex",
-                _key("table", *key),
+                target,
                 concurrently=concurrently,
                 rerunnable=True,
-                **self._table_context(key),
+                **(self._table_context(on) if on else {}),
             )
         ]
 

@@ -9,7 +9,6 @@ of what each migration changed; :mod:`orchestrator.validation` compares the two.
 from orchestrator.catalog.difference import (
     Change,
     Difference,
-    apply_delta,
     delta,
     differences,
     fold,
@@ -32,7 +31,6 @@ __all__ = [
     "Properties",
     "ReplayFailure",
     "TrackingRow",
-    "apply_delta",
     "delta",
     "differences",
     "fold",

@@ -28,11 +28,6 @@ def delta(before: Objects, after: Objects) -> dict[str, Change]:
     return changed
 
 
-def apply_delta(state: Objects, change: Delta) -> dict[str, Properties]:
-    """``state`` with ``change`` applied (its after values)."""
-    return fold(state, [change])
-
-
 def fold(state: Objects, changes: Iterable[Delta]) -> dict[str, Properties]:
     """``state`` with each of ``changes`` applied in turn (one copy, however many)."""
     result = dict(state)

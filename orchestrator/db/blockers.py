@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 
-from orchestrator.analysis.locks import conflicts, lock_mode, pg_mode, stronger
+from orchestrator.analysis.locks import conflicts, migration_locks, pg_mode, stronger
 from orchestrator.db.connect import connect
 from orchestrator.errors import DatabaseError
 
@@ -169,16 +169,12 @@ def statement_locks(statement: str) -> tuple[list[str], str | None]:
     effort: the analysis's reading, else the table names a regex finds, mode unknown)."""
     from orchestrator.analysis.effects import analyse_sql  # pglast's tree: only when needed
 
-    tables: dict[str, str] = {}
     try:
         effects = analyse_sql(statement)
     except Exception:  # an exotic statement: fall back to the regex below
         effects = None
-    for change in effects.changes if effects is not None else ():
-        mode = lock_mode(change)
-        if mode is not None and change.table is not None:
-            known = tables.get(change.table)
-            tables[change.table] = mode if known is None else stronger(mode, known)
+    locks = migration_locks(effects) if effects is not None else ()
+    tables = {lock.table: lock.mode for lock in locks}  # the strongest mode per table
     if tables:
         return list(tables), functools.reduce(stronger, tables.values())
     return relations_in(statement), None

@@ -93,7 +93,6 @@ class RunContext:
 
     @property
     def retry(self) -> RetryPolicy:
-        """The playbook's retry policy for transient database failures."""
         return retry_policy(self.playbook)
 
     def on_retry(self, attempt: int, error: BaseException, wait: float) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.db.lock_retry import LockRetry
 from orchestrator.engine.observations import LiveObservations, validate
 from orchestrator.engine.outcomes import (
     AppliedMigration,
@@ -93,7 +92,8 @@ class MigrateStep:
             on_retry=ctx.on_retry,
             on_migration=lambda m: ctx.log.info("applying_migration", tag=m.tag),
             take_run_lock=False,  # the run holds it for all its database work
-            on_lock_retry=lambda event: _lock_retry(ctx, event),
+            # In the audit trail (with the blockers): the console prints it on stderr.
+            on_lock_retry=lambda event: ctx.log.warning("lock_retry", **event.to_json()),
             on_note=lambda note: _note(ctx, note),
         )
         return MigrateOutcome(
@@ -124,12 +124,6 @@ class MigrateStep:
             ],
             note="found applied on resume: the interrupted attempt committed",
         )
-
-
-def _lock_retry(ctx: RunContext, event: LockRetry) -> None:
-    """A lock timeout about to be retried: in the audit trail (with the blockers), which
-    the console prints as a line on stderr, with or without a terminal."""
-    ctx.log.warning("lock_retry", **event.to_json())
 
 
 def _note(ctx: RunContext, note: str) -> None:

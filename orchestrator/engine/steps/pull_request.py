@@ -10,8 +10,6 @@ pull request at all (:func:`through_pull_request`) and pre-flight's verdict on t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from orchestrator.engine.steps.base import RunContext
 from orchestrator.platforms.github import (
@@ -21,14 +19,6 @@ from orchestrator.platforms.github import (
     github_api,
     judge_pull,
 )
-
-
-@dataclass
-class Clock:
-    """How the waits tell time and pause (tests may pass faster ones)."""
-
-    now: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = field(default=time.sleep)
 
 
 def through_pull_request(via: str, already_merged: bool) -> bool:
@@ -115,16 +105,15 @@ def await_pull(
     ``for_checks``: also wait while required checks run (the merge step); otherwise only
     while GitHub has not said yet what stands in the way (:func:`not_started`: pre-flight).
     """
-    clock = Clock()
     interval = ctx.playbook.git.github.checks_interval if ctx.playbook.git.github else 10.0
-    deadline = clock.now() + timeout
+    deadline = time.monotonic() + timeout
     polls = 0
     while True:
         pr = api.get_pull(number)
         verdict = judge_pull(pr, api.checks(pr.head_sha))
         polls += 1
         worth_waiting = verdict.verdict == "waiting" and (for_checks or not_started(pr, verdict))
-        if not worth_waiting or clock.now() >= deadline:
+        if not worth_waiting or time.monotonic() >= deadline:
             return pr, verdict
         if polls == 1 or polls % 6 == 0:
             ctx.log.info(
@@ -134,4 +123,4 @@ def await_pull(
                 reason=verdict.reason,
             )
         ctx.on_progress(f"pull request #{number}: {verdict.reason}")
-        clock.sleep(max(0.0, min(interval, deadline - clock.now())))
+        time.sleep(max(0.0, min(interval, deadline - time.monotonic())))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from orchestrator.engine.outcomes import ReleaseOutcome
@@ -134,8 +134,6 @@ class ReleaseStep:
     """Poll until the pushed commit is live, fails to deploy, or the timeout passes."""
 
     name: str = "release"
-    now: Callable[[], float] = field(default=time.monotonic, compare=False)
-    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
 
     def run(self, ctx: RunContext) -> ReleaseOutcome:
         spec = ctx.playbook.release
@@ -154,14 +152,14 @@ class ReleaseStep:
             )
         _LIVE_HERE.pop(ctx.record.run_id, None)  # only this walk's own sighting counts
         look = looker(ctx)
-        started = self.now()
+        started = time.monotonic()
         deadline = started + spec.timeout
         polls = 0
         last_state: tuple[str | None, ...] | None = None
         while True:
             seen = look(commit)
             polls += 1
-            waited = round(self.now() - started, 3)
+            waited = round(time.monotonic() - started, 3)
             state = (seen.state, seen.deployment_state, seen.deployment_id, seen.commit)
             if seen.state == "live":
                 _LIVE_HERE[ctx.record.run_id] = SeenLive(commit, time.monotonic())
@@ -174,10 +172,10 @@ class ReleaseStep:
                 ctx.log.info("release_waiting", **_event(seen, commit, waited, polls))
                 last_state = state
             ctx.on_progress(f"release gate: {seen.detail} (waited {waited:.0f}s)")
-            if self.now() + spec.interval > deadline:
+            if time.monotonic() + spec.interval > deadline:
                 ctx.log.error("release_timeout", **_event(seen, commit, waited, polls))
                 return _outcome(gate, commit, seen, "timeout", waited, polls, spec.timeout)
-            self.sleep(spec.interval)
+            time.sleep(spec.interval)
 
     def done(self, ctx: RunContext) -> ReleaseOutcome | None:
         return None  # a resumed run looks again: production may have changed meanwhile
