@@ -193,10 +193,10 @@ def sql_check(
 
     Each run opens its own connection (a dead server must show up as a failure, not as a
     stale pooled connection), runs ``query`` as a single statement in a READ ONLY transaction
-    with ``statement_timeout = timeout`` and reads the first column of the first row. NULL, a
-    non-number, no row, SQL or connection errors are failures with a one-line detail that
-    never contains a password. The returned check never raises; bad arguments raise
-    :class:`UsageError` here, up front.
+    with ``statement_timeout = timeout`` and reads the first column of the first row; a peer
+    silent for ``timeout`` (a dead network) breaks the connection. NULL, a non-number, no row,
+    SQL or connection errors are failures with a one-line detail that never contains a
+    password. The returned check never raises; bad arguments raise UsageError up front.
     """
     check_url(database_url)
     if not name.strip():
@@ -208,15 +208,15 @@ def sql_check(
     if not timeout > 0:
         raise UsageError(f"SQL check {name!r}: timeout must be > 0 s, got {timeout}")
     timeout_ms = builtins.max(1, round(timeout * 1000))
-    # libpq counts connect_timeout in whole seconds (and treats 1 as 2).
-    connect_timeout = builtins.max(1, math.ceil(timeout))
+    # Whole seconds, as libpq counts connect_timeout (1 acts as 2) and connect() dead_peer_s.
+    whole_s = builtins.max(1, math.ceil(timeout))
 
     def failed(detail: str) -> CheckResult:
         return CheckResult(name=name, kind="sql", ok=False, detail=detail, at=time.time())
 
     def run() -> CheckResult:
         try:
-            conn = connect(database_url, connect_timeout=connect_timeout)
+            conn = connect(database_url, connect_timeout=whole_s, dead_peer_s=whole_s)
         except DatabaseError as exc:
             return failed(_one_line(str(exc)))
         except Exception as exc:  # never raise

@@ -31,6 +31,7 @@ from orchestrator.monitor import (
     watch,
 )
 from orchestrator.sandbox.pg import free_port
+from tests.dead_network import run_over_dead_network
 
 # --------------------------------------------------------------------------- HTTP server
 
@@ -280,6 +281,22 @@ def test_sql_check_statement_timeout(database_url: str) -> None:
     result = check()
     assert not result.ok
     assert result.detail == "timeout after 0.2 s"
+
+
+def test_sql_check_fails_when_the_network_dies_mid_query(database_url: str) -> None:
+    # The network dies once the query is sent, as when a NAT entry is dropped: no answer, no
+    # ACK, no reset. The server's statement_timeout cannot help (the server is out of reach);
+    # without the connection's own bound the check, the window and the deploy would wait on
+    # the socket for libpq's defaults (~15 min of retransmits, or 2 h before a keepalive).
+    def probe(url: str) -> CheckResult:
+        query = "SELECT 1 /* dead network */"
+        return sql_check(url, name="x", query=query, max=1, timeout=1)()
+
+    outcome = run_over_dead_network(database_url, b"dead network", probe)
+    assert outcome.cut, "the query never reached the dead network"
+    assert outcome.finished, "the check is still waiting on the dead network"
+    assert outcome.value is not None and not outcome.value.ok
+    assert "timed out" in outcome.value.detail
 
 
 def test_sql_check_never_shows_the_password() -> None:

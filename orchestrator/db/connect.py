@@ -18,6 +18,7 @@ from orchestrator.redaction import redact, redact_url
 
 APPLICATION_NAME = "orchestrator"
 CONNECT_TIMEOUT_S = 10
+DEAD_PEER_S = 60
 
 
 def check_url(url: str | None) -> str:
@@ -89,21 +90,30 @@ def connect(
     autocommit: bool = False,
     connect_timeout: int = CONNECT_TIMEOUT_S,
     application_name: str | None = None,
+    dead_peer_s: int = DEAD_PEER_S,
 ) -> psycopg.Connection[tuple[object, ...]]:
     """Open a connection, naming ourselves in ``pg_stat_activity``.
 
     The name is ``application_name``, else the one ``url`` carries (see
     :func:`with_application_name`), else ``orchestrator``. Connection failures become
-    :class:`DatabaseError` (exit 30) with the password redacted.
+    :class:`DatabaseError` (exit 30) with the password redacted. A peer that returns nothing
+    (a dropped NAT entry: not even an ACK of our data or keepalive probes) for ``dead_peer_s``
+    breaks the connection, where libpq's defaults wait ~2 h; a live server's kernel answers
+    the probes, so a long statement is not limited.
     """
     check_url(url)
     name = application_name or conninfo_to_dict(url).get("application_name") or APPLICATION_NAME
+    probe_s = max(1, dead_peer_s // 3)
     try:
         return psycopg.connect(
             url,
             autocommit=autocommit,
             connect_timeout=connect_timeout,
             application_name=str(name),
+            keepalives_idle=probe_s,
+            keepalives_interval=probe_s,
+            keepalives_count=3,  # where TCP_USER_TIMEOUT is missing (not Linux)
+            tcp_user_timeout=dead_peer_s * 1000,
         )
     except psycopg.OperationalError as exc:
         raise DatabaseError(
