@@ -80,7 +80,7 @@ def test_a_halted_run_writes_its_summary_and_annotations(
         assert re.search(rf"^\| {trigger} \| \w+ \| [\d.]+ s \|$", text, re.MULTILINE), trigger
     assert "**Why it stopped:** monitor unhealthy" in text
     plan = text.split("**Rollback plan**", 1)[1]
-    assert "```text" in plan and "git revert" in plan
+    assert "```text" in plan and "git cherry-pick" in plan
 
 
 def test_a_successful_run_summarises_itself_and_raises_no_annotation(

@@ -231,9 +231,11 @@ def test_unhealthy_monitor_produces_rollback_plan_and_rollback_reverts(world: Wo
     assert "(allowed 0)" in (record.halt_reason or "")
     plan = "\n".join(record.rollback_plan)
     merge = record.steps.merge
-    assert "git revert --no-edit" in plan and "git push origin main" in plan
-    assert (merge.merge_commit or merge.pushed_commit)[:7] in plan or (
-        merge.previous_target_commit in plan
+    # The release fast-forwarded main: its range is undone as one commit (revert_commands).
+    assert merge.fast_forward and "git push origin main" in plan
+    assert (
+        f"git cherry-pick \"$(git commit-tree '{merge.previous_target_commit}^{{tree}}' "
+        f"-p {merge.pushed_commit} " in plan
     )
     assert record.steps.backup.wal_lsn in plan
 
@@ -317,8 +319,11 @@ def test_cli_deploy_runs_show_and_exit_codes(
     output = capsys.readouterr().out
     assert "reverted and pushed" in output and world.origin_main() in output
     assert "Database: this run applied 0009_fat_kulan_gath" in output
-    assert run(["rollback", document["run_id"], "--yes", "--state-dir", state]) == 21
-    assert "already" in capsys.readouterr().err
+    reverted = world.origin_main()
+    # Not twice (a second revert is empty, or reverts the revert): the plan says it was done.
+    assert run(["rollback", document["run_id"], "--yes", "--state-dir", state]) == 0
+    assert f"by rollback: commit {reverted}." in capsys.readouterr().out
+    assert world.origin_main() == reverted
 
 
 @pytest.mark.parametrize(

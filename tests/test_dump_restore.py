@@ -15,6 +15,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from bench.folders import write_drizzle_folder
+from orchestrator.audit import read_events
 from orchestrator.cli import run
 from orchestrator.db import runlock
 from orchestrator.db.dump_restore import clearing_sql, count_rows, schemas_created
@@ -161,6 +162,25 @@ def test_restore_database_brings_back_exactly_the_dump(
     assert schema_of(shop.url) == schema
     assert rows_of(shop.url) == rows
     assert len(tracking_rows(shop.url)) == 2
+
+
+def test_a_second_restore_is_refused_and_keeps_what_was_written_since_the_first(
+    shop: Shop, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_id = deploy(shop)
+    assert restore_database(shop, run_id) == 10
+    # Production goes on with the old code: a customer pays.
+    with psycopg.connect(shop.url, autocommit=True) as conn:
+        conn.execute("INSERT INTO orders (user_id, total) VALUES (1, 987654)")
+    schema, rows = schema_of(shop.url), rows_of(shop.url)
+    capsys.readouterr()
+    code = restore_database(shop, run_id)  # the same command again: a CI re-run, a colleague
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"run {run_id} restored production from its dump already" in err
+    assert schema_of(shop.url) == schema and rows_of(shop.url) == rows
+    events = read_events(shop.store.audit_path(run_id))
+    assert [e["event"] for e in events].count("database_restore_started") == 1
 
 
 def test_the_restore_also_repairs_what_pg_restore_clean_left_half_done(

@@ -15,6 +15,7 @@ import pytest
 from orchestrator.audit import read_events
 from orchestrator.cli import run
 from orchestrator.engine.run import rollback
+from orchestrator.errors import OrchestratorError
 from orchestrator.sandbox.release import git
 from tests.drizzle_helpers import tracking_rows
 from tests.github_double import GitHubState, github_double, protect_branch
@@ -253,6 +254,36 @@ def test_rollback_opens_a_revert_pull_request(tmp_path: Path, database_url: str)
         # The branch carries the release reverted: the old classifier is back.
         assert "legacyClassifier" in git(world.repo.origin, "show", f"{branch}:app.ts")
         assert git(world.repo.origin, "rev-parse", f"{branch}^") == released
+
+
+def test_a_rollback_whose_pull_request_did_not_open_opens_it_when_run_again(
+    tmp_path: Path, database_url: str
+) -> None:
+    with pr_world(tmp_path, database_url) as (world, github):
+        record = world.deploy(environ=environ(world, github))
+        assert record.state == "succeeded", record.halt_reason
+        interaction = world.interaction(environ=environ(world, github))
+        branch = f"revert-{record.run_id}"
+        # The revert branch is pushed; then GitHub's rate limit outlasts what the rollback
+        # waits (the double's 403 "API rate limit exceeded": at least a minute).
+        github.failures = [(403, {})]
+        with pytest.raises(OrchestratorError, match="rate limited"):
+            rollback(record.run_id, world.store, interaction)
+        pushed = git(world.repo.origin, "rev-parse", branch)
+        assert all(pr["head"] != branch for pr in github.pulls.values())
+        assert world.store.load(record.run_id).steps.rollback is None
+
+        result = rollback(record.run_id, world.store, interaction)
+        assert result.reverted_commit == pushed == git(world.repo.origin, "rev-parse", branch)
+        [opened] = [pr for pr in github.pulls.values() if pr["head"] == branch]
+        assert result.pull_request_url and result.pull_request_url.endswith(f"/{opened['number']}")
+        rolled = world.store.load(record.run_id).steps.rollback
+        assert rolled is not None and rolled.pull_request_url == result.pull_request_url
+        # Once recorded, a rollback is not done again: the plan says where it went.
+        again = rollback(record.run_id, world.store, interaction)
+        assert again.reverted_commit is None
+        assert f"commit {pushed} through {result.pull_request_url}" in again.plan[0]
+        assert len([pr for pr in github.pulls.values() if pr["head"] == branch]) == 1
 
 
 def test_the_rehearsal_predicts_an_unmergeable_pull_request_and_opens_none(

@@ -21,6 +21,7 @@ from orchestrator.gitrepo import (
     read_files_at,
     revert_commands,
     revert_release,
+    revert_release_on_branch,
 )
 
 BASE_FILES = {
@@ -445,9 +446,32 @@ def test_revert_commands_exact_strings() -> None:
         "git fetch prod",
         "git checkout release",
         "git merge --ff-only prod/release",
-        "git revert --no-edit aaaaaaa..bbbbbbb",
+        "git cherry-pick \"$(git commit-tree 'aaaaaaa^{tree}' -p bbbbbbb "
+        "-m 'Revert release aaaaaaa..bbbbbbb')\"",
         "git push prod release",
     ]
+
+
+@pytest.mark.parametrize("no_ff", [False, True])
+def test_the_printed_revert_commands_run_as_printed_in_a_fresh_clone(
+    repos: Repos, tmp_path: Path, no_ff: bool
+) -> None:
+    # A fast-forward whose range holds a merge commit (`git revert A..B` stops at it), or a
+    # merge commit of its own: an operator pastes the plan's lines into a shell, one by one.
+    staging_with_a_merge_inside(repos)
+    repo = open_repo(repos.clone)
+    plan = preflight(repo, "origin", "staging", "main")
+    if no_ff:
+        repos.push_from_other("main", {"hotfix.txt": "hotfix\n"}, "hotfix")
+    result = merge_and_push(repo, "origin", plan.source_commit, "main", message="release")
+    assert result.fast_forward is not no_ff
+    previous_tree = run(repos.origin, "rev-parse", f"{result.previous_target_commit}^{{tree}}")
+    operator = clone(repos.origin, tmp_path / "operator")
+    for command in revert_commands("origin", "main", result):
+        done = subprocess.run(command, shell=True, cwd=operator, capture_output=True, text=True)
+        assert done.returncode == 0, f"{command}: {done.stderr}"
+    assert repos.origin_tree("main") == previous_tree
+    assert run(repos.origin, "rev-parse", "main^") == result.pushed_commit  # ONE commit
 
 
 def test_revert_release_of_a_merge_commit(repos: Repos) -> None:
@@ -467,8 +491,8 @@ def test_revert_release_of_a_merge_commit(repos: Repos) -> None:
     assert is_merged(repo, "origin", "main", repos.staging)  # history keeps it; the tree does not
 
 
-def test_revert_release_of_a_fast_forward_with_merges_inside_is_one_commit(repos: Repos) -> None:
-    # staging gets a feature branch merged with --no-ff: `git revert A..B` would choke on it.
+def staging_with_a_merge_inside(repos: Repos) -> None:
+    """staging gets a feature branch merged with --no-ff: `git revert A..B` would choke on it."""
     run(repos.other, "fetch", "-q", "origin")
     run(repos.other, "checkout", "-q", "-B", "feature", "origin/staging")
     commit_files(repos.other, {"feature.txt": "feature\n", "app.txt": None}, "feature")
@@ -477,6 +501,9 @@ def test_revert_release_of_a_fast_forward_with_merges_inside_is_one_commit(repos
     run(repos.other, "merge", "-q", "--no-ff", "-m", "merge feature", "feature")
     run(repos.other, "push", "-q", "origin", "staging")
 
+
+def test_revert_release_of_a_fast_forward_with_merges_inside_is_one_commit(repos: Repos) -> None:
+    staging_with_a_merge_inside(repos)
     repo = open_repo(repos.clone)
     plan = preflight(repo, "origin", "staging", "main")
     result = merge_and_push(repo, "origin", plan.source_commit, "main", message="release")
@@ -538,6 +565,24 @@ def test_revert_release_push_rejected_restores_the_clone(repos: Repos) -> None:
         revert_release(repo, "origin", "main", result)
     assert repos.origin_tip("main") == repos.staging
     assert local_state(repos.clone) == before
+
+
+def test_a_revert_branch_pushed_before_is_reused_only_when_it_holds_this_revert(
+    repos: Repos,
+) -> None:
+    # The first attempt pushed its branch, then could not open the pull request: a re-run
+    # opens it from the same revert, not a refusal for ever.
+    repo = open_repo(repos.clone)
+    result = merge_and_push(repo, "origin", repos.staging, "main", message="release")
+    args = (repo, "origin", "main", result, "revert-run1")
+    first = revert_release_on_branch(*args, message="Revert release (run1)")
+    assert repos.origin_tip("revert-run1") == first
+    assert revert_release_on_branch(*args, message="Revert release (run1)") == first
+    assert repos.origin_tip("revert-run1") == first and repos.origin_tip("main") == repos.staging
+    # Someone else's branch of that name is not taken for it.
+    with pytest.raises(GuardError, match="'revert-run1' already exists on origin"):
+        revert_release_on_branch(*args, message="Revert release (run2)")
+    assert repos.origin_tip("revert-run1") == first
 
 
 def test_git_errors_are_typed(repos: Repos) -> None:

@@ -106,7 +106,7 @@ def test_a_squash_only_repository_deploys_and_the_gate_waits_for_the_squash_comm
         assert gate.deployment_id == vercel.deployments[0]["uid"]
         assert vercel.deployments[0]["meta"]["githubCommitSha"] == squash
         plan = "\n".join(rollback_plan(record))
-        assert f"git revert --no-edit {before}..{squash}" in plan
+        assert f"git commit-tree '{before}^{{tree}}' -p {squash} " in plan
 
 
 def test_a_merge_method_the_repository_forbids_stops_before_the_backup(
@@ -150,4 +150,4 @@ def test_a_rebase_merge_is_recorded_with_the_tip_before_it(
         # that many first-parent steps back, and the revert covers exactly them.
         assert merged.previous_target_commit == before
         assert git(world.repo.origin, "rev-parse", f"{tip}~{count}") == before
-        assert f"git revert --no-edit {before}..{tip}" in "\n".join(rollback_plan(record))
+        assert f"git commit-tree '{before}^{{tree}}' -p {tip} " in "\n".join(rollback_plan(record))

@@ -298,7 +298,8 @@ def test_the_dead_end_and_the_plan_read_what_the_steps_recorded() -> None:
     )
     assert halt_reason("live", r).endswith("2 failed check(s) (allowed None); first: h: 5")
     plan = "\n".join(rollback_plan(r))
-    assert f"git revert --no-edit {'c' * 40}..{'b' * 40}" in plan and "git push up prod" in plan
+    assert f"git commit-tree '{'c' * 40}^{{tree}}' -p {'b' * 40} " in plan
+    assert "git push up prod" in plan
     assert "this run applied 0009_x" in plan and "WAL LSN 0/1" in plan
     assert "applied no migration" in "\n".join(rollback_plan(record()))
 

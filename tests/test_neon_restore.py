@@ -150,6 +150,28 @@ def test_a_restore_whose_answer_is_lost_is_adopted_not_sent_twice(
     assert json.loads(out)["database_restore"]["preserved_as"] == f"pre-restore-{record.run_id}"
 
 
+def test_after_a_code_rollback_the_database_is_restored_and_the_code_left_alone(
+    world: World, backed_neon: NeonState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The operator first reverts the code only; the data turns out broken: the restore must
+    # not stop at reverting the code again (a second revert is empty, or reverts the revert).
+    before = schema_fingerprint(world.database_url)
+    record = deployed(world)
+    code, _out, err = cli(world, capsys, "rollback", record.run_id, "--yes")
+    assert code == 0, err
+    rolled = world.store.load(record.run_id).steps.rollback
+    assert rolled is not None and rolled.reverted_commit == world.origin_main()
+    done = f"Code: reverted at {rolled.at} by rollback: commit {rolled.reverted_commit}."
+    code, out, _err = cli(world, capsys, "rollback", record.run_id, "--plan")
+    assert code == 0 and done in out and "git push" not in out  # no revert to do again
+    restore = ("--restore-database", "--confirm-branch", "main", "--yes")
+    code, out, err = cli(world, capsys, "rollback", record.run_id, *restore)
+    assert code == 10, err  # restored, validated: the release's migrations pending again
+    assert len(backed_neon.restores) == 1 and schema_fingerprint(world.database_url) == before
+    assert world.origin_main() == rolled.reverted_commit  # the code was left as it was
+    assert world.store.load(record.run_id).steps.rollback == rolled
+
+
 def test_a_wrong_branch_name_or_no_terminal_changes_nothing(
     world: World, backed_neon: NeonState, capsys: pytest.CaptureFixture[str]
 ) -> None:

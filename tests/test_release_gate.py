@@ -89,7 +89,7 @@ def test_a_release_that_is_never_live_halts_after_the_timeout(
         assert "not live after the release timeout" in str(record.halt_reason)
         assert record.steps.release.waited_s >= 0.8
         assert record.steps.monitor is None  # never watched the old release
-        assert any("git revert" in line for line in record.rollback_plan)
+        assert any("git cherry-pick" in line for line in record.rollback_plan)
 
 
 def test_a_vercel_deployment_going_to_error_halts_with_the_rollback_plan(
@@ -103,7 +103,7 @@ def test_a_vercel_deployment_going_to_error_halts_with_the_rollback_plan(
         assert failed["meta"]["githubCommitSha"] == record.steps.merge.pushed_commit
         assert "the deployment failed" in str(record.halt_reason)
         assert failed["uid"] in str(record.halt_reason) and "ERROR" in str(record.halt_reason)
-        assert any("git revert" in line for line in record.rollback_plan)
+        assert any("git cherry-pick" in line for line in record.rollback_plan)
         trail = events(world, record.run_id)
         [event] = [e for e in trail if e["event"] == "release_failed"]
         assert event["deployment_url"] == f"https://{failed['url']}"

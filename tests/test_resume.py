@@ -218,6 +218,44 @@ def test_an_interrupt_after_the_work_landed_records_it_and_exits_20(
     assert_converged(world, resume(None, world.store, world.interaction()), main_before)
 
 
+@pytest.mark.parametrize("pause_at", ["pushed", "step_start:merge"])
+def test_rollback_of_a_run_killed_while_merging_looks_at_origin_first(
+    world: World, pause_at: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # SIGKILLed right after its push (or right before it), the record says revalidated and
+    # holds no merge: only origin knows whether the release is live.
+    main_before = world.origin_main()
+    tree_before = git(world.repo.origin, "rev-parse", "main^{tree}")
+    process = deploy_process(world, pause_at)
+    wait_stopped(process)
+    kill(process)
+    killed = only_run(world)
+    assert killed.state == "revalidated" and killed.steps.merge is None
+    pushed = world.origin_main() != main_before
+    assert pushed is (pause_at == "pushed")
+    state = ["--state-dir", str(world.store.state_dir)]
+
+    assert run(["rollback", killed.run_id, "--plan", *state]) == 0
+    out = capsys.readouterr().out
+    assert "nothing was merged or pushed" not in out
+    assert "Code: unknown: the run stopped while merging; origin/main may hold the release" in out
+    assert run(["rollback", killed.run_id, "--yes", *state]) == 0
+    out = capsys.readouterr().out
+    record = only_run(world)
+    events = read_events(world.store.audit_path(record.run_id))
+    assert [e["found"] for e in events if e["event"] == "rollback_looked"] == [pushed]
+    if pushed:  # what landed is recorded, then reverted
+        assert record.steps.merge is not None and record.steps.rollback is not None
+        assert record.steps.merge.pushed_commit == git(world.repo.origin, "rev-parse", "main^")
+        assert record.steps.rollback.reverted_commit == world.origin_main()
+        assert git(world.repo.origin, "rev-parse", "main^{tree}") == tree_before
+        assert "reverted and pushed" in out
+    else:
+        assert record.steps.merge is None and record.steps.rollback is None
+        assert world.origin_main() == main_before
+        assert "Code: nothing was merged or pushed" in out
+
+
 def test_resume_keeps_its_own_push_when_someone_pushed_on_top_while_it_was_down(
     world: World,
 ) -> None:

@@ -64,6 +64,11 @@ def dump_restore_plan(record: RunRecord, url: str) -> DumpRestorePlan:
     backup = record.steps.backup
     if backup is None or backup.kind != "pg_dump" or not backup.path or not backup.sha256:
         raise UsageError(f"run {record.run_id} has no pg_dump backup to restore")
+    if record.steps.database_restore is not None:  # again would lose every write since
+        raise UsageError(
+            f"run {record.run_id} restored production from its dump already "
+            f"({record.steps.database_restore.at}): nothing was restored"
+        )
     migrate = record.steps.migrate
     if migrate is not None and not migrate.applied:
         raise UsageError(
@@ -212,6 +217,7 @@ def restore_from_dump(
         ) as trail,
         dump_restore.private_workdir() as workdir,
     ):
+        dump_restore_plan(store.load(record.run_id), url)  # restored by another meanwhile?
         log = trail.log
         log.info("database_restore_confirmed", database=plan.database, dump=plan.dump)
         try:

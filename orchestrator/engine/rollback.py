@@ -59,10 +59,21 @@ def database_steps(record: RunRecord) -> list[str]:
     return lines
 
 
-def code_steps(record: RunRecord) -> list[str]:
-    """The exact git commands to revert the pushed merge, if there was one."""
+def code_steps(record: RunRecord, *, looked: bool = False) -> list[str]:
+    """The exact git commands to revert the pushed merge, if there was one (``looked``: the
+    remote was just read for a push the record lacks)."""
     merge = record.steps.merge or MergeOutcome()
     preflight = record.steps.preflight or PreflightOutcome()
+    done = record.steps.rollback
+    if done is not None:  # not twice: the target holds the revert (or its pull request does)
+        pr = f" through {done.pull_request_url}" if done.pull_request_url else ""
+        return [f"Code: reverted at {done.at} by rollback: commit {done.reverted_commit}{pr}."]
+    if not merge.pushed_commit and record.state == "revalidated" and not looked:
+        # Its process stopped (killed, or is merging) before recording a push it may have made.
+        return [
+            f"Code: unknown: the run stopped while merging; {preflight.remote}/{preflight.target}"
+            f" may hold the release: `orchestrator rollback {record.run_id}` looks there."
+        ]
     if not merge.pushed_commit:
         return ["Code: nothing was merged or pushed; the target branch is as it was."]
     result = merge.as_result()
@@ -88,9 +99,9 @@ def code_steps(record: RunRecord) -> list[str]:
     ]
 
 
-def rollback_plan(record: RunRecord) -> list[str]:
+def rollback_plan(record: RunRecord, *, looked: bool = False) -> list[str]:
     """The whole plan: code first (it is what users see), then the database."""
-    return [*code_steps(record), *database_steps(record)]
+    return [*code_steps(record, looked=looked), *database_steps(record)]
 
 
 def revert_branch(run_id: str) -> str:
@@ -98,23 +109,21 @@ def revert_branch(run_id: str) -> str:
     return f"revert-{run_id}"
 
 
-def revert_through_pull_request(ctx: RunContext) -> tuple[str, str]:
-    """Push the revert of the run's release to ``revert-<run-id>`` and open a pull request
-    from it into the target; the revert commit and the pull request's URL."""
+def revert_code(ctx: RunContext) -> tuple[str, str | None]:
+    """Revert the run's pushed release: on the target, or (released through a pull request)
+    on ``revert-<run-id>`` with a pull request opened from it; the pushed revert commit and
+    the pull request's URL."""
     from orchestrator.engine.steps.pull_request import api_of  # the GitHub client, logged
 
     merge = ctx.record.steps.merge or MergeOutcome()
     preflight = ctx.record.steps.preflight or PreflightOutcome()
-    branch = revert_branch(ctx.record.run_id)
+    release = (ctx.repo, preflight.remote, preflight.target, merge.as_result())
+    message = f"Revert release {ctx.record.name} (orchestrator run {ctx.record.run_id})"
+    if merge.pull_request is None:
+        return revert_release(*release, message=message), None
     api = api_of(ctx)  # a missing token stops here, before anything is pushed
-    commit = revert_release_on_branch(
-        ctx.repo,
-        preflight.remote,
-        preflight.target,
-        merge.as_result(),
-        branch,
-        message=f"Revert release {ctx.record.name} (orchestrator run {ctx.record.run_id})",
-    )
+    branch = revert_branch(ctx.record.run_id)
+    commit = revert_release_on_branch(*release, branch, message=message)
     pr = api.create_pull(
         branch,
         preflight.target,
@@ -123,16 +132,3 @@ def revert_through_pull_request(ctx: RunContext) -> tuple[str, str]:
         f"{ctx.record.run_id}): the release's merge commit {merge.merge_commit}.",
     )
     return commit, pr.url
-
-
-def revert_code(ctx: RunContext) -> str:
-    """Revert the run's pushed merge on the remote; returns the pushed revert commit."""
-    merge = ctx.record.steps.merge or MergeOutcome()
-    preflight = ctx.record.steps.preflight or PreflightOutcome()
-    return revert_release(
-        ctx.repo,
-        preflight.remote,
-        preflight.target,
-        merge.as_result(),
-        message=f"Revert release {ctx.record.name} (orchestrator run {ctx.record.run_id})",
-    )

@@ -33,7 +33,7 @@ from orchestrator.engine.machine import (
 )
 from orchestrator.engine.observations import LiveObservations
 from orchestrator.engine.outcomes import HaltOutcome, Outcome, PreflightOutcome, RollbackOutcome
-from orchestrator.engine.rollback import revert_code, revert_through_pull_request, rollback_plan
+from orchestrator.engine.rollback import revert_code, rollback_plan
 from orchestrator.engine.settings import (
     journal_at,
     migrations_path,
@@ -525,8 +525,9 @@ def _stop(ctx: RunContext, model: RunModel, exc: OrchestratorError) -> None:
     record.halt_reason = str(exc)
     record.exit_code = int(exc.exit_code)
     _adopt_landed(ctx)
-    record.rollback_plan = rollback_plan(record)
     getattr(model, trigger)(detail=str(exc))  # recorded and saved by the machine
+    record.rollback_plan = rollback_plan(record)  # stopped: a push not recorded was looked for
+    ctx.store.save(record)
     ctx.log.error(
         "halted" if trigger == "halt" else "failed",
         reason=str(exc),
@@ -535,10 +536,10 @@ def _stop(ctx: RunContext, model: RunModel, exc: OrchestratorError) -> None:
     )
 
 
-def _adopt_landed(ctx: RunContext) -> None:
+def _adopt_landed(ctx: RunContext) -> bool:
     """The migration or the push an interrupt or a failure stopped before its outcome was
     recorded: record what the world shows it did (the step's postcondition, read now), so
-    the exit code and the rollback plan say what happened."""
+    the exit code and the rollback plan say what happened. False if it could not look."""
     record = ctx.record
     for state, step in (("validated", MigrateStep()), ("revalidated", MergeStep())):
         if record.state == state and getattr(record.steps, step.name) is None:
@@ -546,9 +547,10 @@ def _adopt_landed(ctx: RunContext) -> None:
                 outcome = step.done(ctx)
             except Exception as exc:  # cannot look: the stop stands, the trail says so
                 ctx.log.warning("landed_unknown", step=step.name, error=str(exc))
-                continue
+                return False
             if outcome is not None:
                 record.steps.record(step.name, outcome)
+    return True
 
 
 def _changed_production(record: RunRecord) -> bool:
@@ -580,27 +582,30 @@ class RollbackResult:
 
 
 def rollback(run_id: str, store: RunStore, interaction: Interaction) -> RollbackResult:
-    """Revert the run's pushed merge (after confirmation) and return the database steps."""
-    record = store.load(run_id)
-    playbook = pinned_playbook(record)
-    plan = rollback_plan(record)
-    merge = record.steps.merge
-    if merge is None or not merge.pushed_commit:
-        return RollbackResult(None, plan)
+    """Revert the run's pushed merge (after confirmation) and return the database steps. Under
+    the run's lock: a push its record lacks (killed right after it) is looked for on the
+    remote first, and recorded; a recorded rollback is not done again."""
+    playbook = pinned_playbook(store.load(run_id))
     url = interaction.environ.get(playbook.database.url_env, "")
-    with store.lock(record.run_id), open_run(playbook, record, store, url, interaction) as ctx:
-        log = ctx.log
+    with store.lock(run_id), open_run(playbook, store.load(run_id), store, url, interaction) as ctx:
+        record, log = ctx.record, ctx.log
+        looked = record.state == "revalidated" and record.steps.merge is None
+        if looked and not _adopt_landed(ctx):
+            raise GuardError("cannot tell if the release was pushed: nothing was changed")
+        if looked:
+            log.info("rollback_looked", found=record.steps.merge is not None)
+            store.save(record)
+        plan = rollback_plan(record, looked=looked)
+        merge = record.steps.merge
+        if merge is None or not merge.pushed_commit or record.steps.rollback is not None:
+            return RollbackResult(None, plan)
         log.info("rollback_plan", plan=plan)
         preflight = record.steps.preflight or PreflightOutcome()
         question = f"Revert the release on {preflight.remote}/{preflight.target}"
         if not interaction.confirm(question):
             raise GuardError("rollback not confirmed: nothing was changed")
-        pull_request: str | None = None
         try:
-            if merge.pull_request is not None:
-                commit, pull_request = revert_through_pull_request(ctx)
-            else:
-                commit = revert_code(ctx)
+            commit, pull_request = revert_code(ctx)
         except OrchestratorError as exc:
             log.error("rollback_failed", reason=str(exc))
             raise

@@ -11,14 +11,13 @@ from orchestrator.gitrepo.merge import MergeResult
 from orchestrator.gitrepo.process import (
     NO_RERERE,
     GitOutput,
-    clean_message,
     git_output,
     is_ancestor,
     merge_failure,
     resolve_rev,
     run_git,
 )
-from orchestrator.gitrepo.remote import fetch_branches, push_branch, remote_tip_of
+from orchestrator.gitrepo.remote import MissingBranch, fetch_branches, push_branch, remote_tip_of
 from orchestrator.gitrepo.state import (
     capture_state,
     enter_target,
@@ -32,17 +31,19 @@ def revert_commands(remote: str, target: str, result: MergeResult) -> list[str]:
     """The shell commands an operator would run to revert the release on ``target``.
 
     A merge commit is reverted against its first parent (the previous target); a fast-forward
-    reverts the released range. A no-op release (nothing was pushed) needs no commands: ``[]``.
-    Note that ``git revert A..B`` cannot revert a range that contains merge commits;
-    :func:`revert_release` has no such limit.
+    has its range undone as one commit, as :func:`revert_release` does (``git revert A..B``
+    stops at a merge commit inside it). A no-op release needs no commands: ``[]``.
     """
     if result.merge_commit is None and result.pushed_commit == result.previous_target_commit:
         return []
     r, t = shlex.quote(remote), shlex.quote(target)
-    if result.merge_commit is not None:
-        revert = f"git revert --no-edit -m 1 {result.merge_commit}"
-    else:
-        revert = f"git revert --no-edit {result.previous_target_commit}..{result.pushed_commit}"
+    prev, pushed = result.previous_target_commit, result.pushed_commit
+    revert = (
+        f"git revert --no-edit -m 1 {result.merge_commit}"
+        if result.merge_commit is not None
+        else f"git cherry-pick \"$(git commit-tree '{prev}^{{tree}}' -p {pushed} "
+        f"-m 'Revert release {prev[:12]}..{pushed[:12]}')\""
+    )
     return [
         f"git fetch {r}",
         f"git checkout {t}",
@@ -173,20 +174,26 @@ def revert_release_on_branch(
     For targets that take changes only through pull requests: the caller opens one from
     ``branch``. The local ``target`` is not touched; the local ``branch`` is left at the
     revert (deleted again on failure). :class:`GuardError` as for :func:`revert_release`,
-    or when ``branch`` already exists on the remote.
+    or when ``branch`` exists on the remote with another tip than this revert (this one is
+    returned: an earlier attempt pushed it, then failed to open its pull request).
     """
     tip = _released_tip(repo, remote, target, result)
-    if run_git(repo.git, "ls-remote", "--exit-code", "--heads", remote, branch).status == 0:
-        raise GuardError(f"branch {branch!r} already exists on {remote}: the revert was pushed")
+    message = message or _default_revert_message(target, result)
+    try:
+        fetch_branches(repo, remote, [branch])
+        pushed = remote_tip_of(repo, remote, branch)
+        said = git_output(repo.git, "log", "-1", "--format=%B", pushed, what="reading it")
+    except MissingBranch:
+        pushed = said = ""
+    if said.strip() == message.strip() and is_ancestor(repo.git, result.pushed_commit, pushed):
+        return pushed
+    if pushed:
+        raise GuardError(f"branch {branch!r} already exists on {remote}, not with this revert")
     state = capture_state(repo, branch)  # the branch is what we create, and undo on failure
     try:
         git_output(repo.git, "switch", "--quiet", "--no-track", "-C", branch, tip)
         reverted = _commit_revert(repo, result, f"{remote}/{target}", tip, message, target)
-        out = run_git(
-            repo.git, "push", "--quiet", remote, f"refs/heads/{branch}:refs/heads/{branch}"
-        )
-        if out.status != 0:
-            raise GuardError(f"push of {branch} to {remote} rejected: {clean_message(out.stderr)}")
+        push_branch(repo, remote, branch)
     except BaseException as exc:
         restore_after(repo, state, branch, exc)
         raise
