@@ -29,7 +29,7 @@ from orchestrator.redaction import Redactor
 from orchestrator.runs import PRIVATE_FILE, private_directory
 
 _MAX_DEPTH = 32  # deeper structures (or cycles) are cut off rather than recursed into
-_HEAD_KEYS = ("timestamp", "level", "event", "run_id")
+HEAD_KEYS = ("timestamp", "level", "event", "run_id")
 
 ConsoleCallback = Callable[[dict[str, Any]], None]
 
@@ -102,7 +102,7 @@ def make_redactor(extra_secrets: Iterable[str] | Redactor = ()) -> Processor:
         logger: WrappedLogger, method_name: str, event_dict: EventDict
     ) -> EventDict:
         clean: dict[str, Any] = scrubber.value(to_plain(event_dict))
-        head = {k: clean.pop(k) for k in _HEAD_KEYS if k in clean}
+        head = {k: clean.pop(k) for k in HEAD_KEYS if k in clean}
         return {**head, **clean}
 
     return redact_processor
@@ -144,7 +144,8 @@ class _JsonLinesSink:
         with self._lock:
             if self._fd is None:
                 raise RuntimeError(f"audit trail {self.path} is closed")
-            self._write(line.encode())
+            # A name that is not UTF-8 (surrogate-escaped) is written as its JSON escape.
+            self._write(line.encode(errors="backslashreplace"))
         if self.console is not None:
             self.console(event)
 

@@ -12,7 +12,7 @@ and the property values are escaped as GitHub's workflow commands doc and the
 ``@actions/core`` toolkit do (``%``, CR and LF; in properties also ``:`` and ``,``), so a
 message cannot end the command early or inject another one. The formatting is pure; the
 two functions at the end write (the summary file is appended to, never replaced). Every
-text passes through :func:`orchestrator.redaction.redact`: a job log is public to everyone
+text passes through :func:`orchestrator.redaction.shown`: a job log is public to everyone
 who can read the repository.
 """
 
@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from orchestrator.redaction import redact
+from orchestrator.redaction import shown
 
 if TYPE_CHECKING:
     from orchestrator.engine.dry_run import DryRun
@@ -49,8 +49,8 @@ def escape_property(text: str) -> str:
 
 def annotation(level: Level, message: str, *, title: str | None = None) -> str:
     """One ``::error``/``::warning``/``::notice`` line (secrets redacted)."""
-    properties = f" title={escape_property(redact(title))}" if title else ""
-    return f"::{level}{properties}::{escape_data(redact(message))}"
+    properties = f" title={escape_property(shown().text(title))}" if title else ""
+    return f"::{level}{properties}::{escape_data(shown().text(message))}"
 
 
 def run_annotations(record: RunRecord, command: str) -> list[str]:
@@ -130,7 +130,7 @@ def run_markdown(record: RunRecord, command: str) -> str:
         lines += ["", "**Rollback plan**", "", "```text", *record.rollback_plan, "```"]
     if record.state not in _MARKS:
         lines += ["", f"Continue it with `orchestrator resume {record.run_id}`."]
-    return redact("\n".join(lines)) + "\n\n"
+    return shown().text("\n".join(lines)) + "\n\n"
 
 
 def rehearsal_markdown(rehearsal: DryRun) -> str:
@@ -143,7 +143,7 @@ def rehearsal_markdown(rehearsal: DryRun) -> str:
         *rehearsal.lines,
         "```",
     ]
-    return redact("\n".join(lines)) + "\n\n"
+    return shown().text("\n".join(lines)) + "\n\n"
 
 
 # ----------------------------------------------------------------------------- the edge

@@ -3,7 +3,7 @@
 Two layers. :func:`redact` masks what looks like a secret in any text; a :class:`Redactor`
 also masks literal secrets known up front (the values of ``*_TOKEN``/``*_KEY`` variables,
 the database password: :func:`secret_values`) and values under secret-named keys. The audit
-trail and the run record (``state.json``) of a run share one :class:`Redactor`.
+trail and ``state.json`` of a run share one :class:`Redactor`; the CLI prints via :func:`shown`.
 
 Three kinds of secret travel in the text we print:
 
@@ -19,6 +19,7 @@ scanning a megabyte JSON report stays fast.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -73,6 +74,18 @@ def redact_url(url: str) -> str:
 _SECRET_ENV_SUFFIXES = ("_TOKEN", "_KEY", "_SECRET", "_PASSWORD", "_PASSWD", "_PAT")
 _SECRET_ENV_NAMES = frozenset({"PGPASSWORD", "TOKEN", "SECRET", "PASSWORD"})
 _MIN_SECRET_LENGTH = 4  # masking "1" or "yes" everywhere would garble output, not protect it
+
+# The fields that identify what a run touched (paths, names, ids, hashes, commits, times):
+# no literal masking there, so a password equal to a database or folder name cannot break a
+# resume or rollback. Named here, the rest masked: a new field is masked until it is named.
+IDENTIFYING = re.compile(
+    r"timestamp|level|event|state|playbook|database|path|dump|repo|remote|source|target|dest"
+    r"|trigger|stopped_in|kind|via|gate|ending|status|tag|migrations?|tracked_before|hash"
+    r"|parent_branch|preserved_as|(\w+_)?(at|id|oid|identifier|commit|sha256|lsn|name|dir)"
+)
+
+#: Every literal secret a :class:`Redactor` was given in this process: see :func:`shown`.
+given: set[str] = set()
 
 # Keys whose values are secrets whatever they look like (compared lower-cased, '-' -> '_').
 SECRET_KEYS = frozenset(
@@ -134,7 +147,7 @@ def connection_passwords(url: str) -> tuple[str, ...]:
 
     try:
         password = conninfo_to_dict(url).get("password")
-    except ProgrammingError:
+    except (ProgrammingError, UnicodeEncodeError):  # malformed, or not UTF-8 (from os.environ)
         return ()
     return (str(password),) if password else ()
 
@@ -147,11 +160,9 @@ class Redactor:
     """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        literals: set[str] = set()
-        for secret in secrets:
-            if secret:  # an empty "secret" would match everywhere
-                literals.add(secret)
-                literals.add(quote(secret, safe=""))  # as it appears inside a URL
+        kept = [s for s in secrets if len(s) >= _MIN_SECRET_LENGTH]  # any source's: a password too
+        given.update(kept)
+        literals = {*kept, *(quote(s, safe="") for s in kept)}  # and as inside a URL
         # Longest first, so a secret containing another is replaced whole.
         self.literals = sorted(literals, key=len, reverse=True)
 
@@ -161,16 +172,21 @@ class Redactor:
             text = text.replace(literal, REDACTED)
         return redact(text)
 
-    def value(self, value: Any) -> Any:
-        """Plain JSON data (str, numbers, lists, str-keyed dicts) with every string masked,
-        and every value under a secret-named key replaced by ``***``."""
+    def value(self, value: Any, key: str = "") -> Any:
+        """Plain JSON data (str, numbers, lists, str-keyed dicts), strings masked (values of
+        :data:`IDENTIFYING` fields by :func:`redact` only), secret-named keys' values ``***``."""
         if isinstance(value, str):
-            return self.text(value)
+            return redact(value) if IDENTIFYING.fullmatch(key) else self.text(value)
         if isinstance(value, dict):
             return {
-                self.text(k): REDACTED if is_secret_key(k) else self.value(v)
+                self.text(k): REDACTED if is_secret_key(k) else self.value(v, k)
                 for k, v in value.items()
             }
         if isinstance(value, list | tuple):
-            return [self.value(v) for v in value]
+            return [self.value(v, key) for v in value]
         return value
+
+
+def shown() -> Redactor:
+    """What the CLI prints goes through: it masks all that a run's state.json masks."""
+    return Redactor([*secret_values(os.environ), *given])

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator.audit import HEAD_KEYS
 from orchestrator.engine.outcomes import (
     BackupOutcome,
     MergeOutcome,
@@ -22,6 +23,9 @@ from orchestrator.engine.outcomes import (
 )
 from orchestrator.redaction import redact
 from orchestrator.runs import RunRecord
+
+# What befalls a run after it ended (database_re...: a restore, and validating after it).
+_AFTERWARDS = ("rollback_pushed", "rollback_failed", "database_re", "run_abandoned")
 
 
 def event_line(event: dict[str, Any]) -> str | None:
@@ -74,6 +78,9 @@ def event_line(event: dict[str, Any]) -> str | None:
         for key in ("mergeable_state", "reason", "merge_commit"):
             if event.get(key):
                 text += f"; {key.replace('_', ' ')} {event[key]}"
+    elif str(name).startswith(_AFTERWARDS):
+        facts = [f"{k.replace('_', ' ')} {v}" for k, v in event.items() if v and k not in HEAD_KEYS]
+        text = "; ".join([str(name).replace("_", " ").upper(), *facts])
     elif name == "run_succeeded":
         text = "run succeeded"
     elif name == "interrupted":
@@ -165,11 +172,20 @@ _HINTS: Mapping[str, Callable[[Mapping[str, Any]], str]] = {
 }
 
 
+def state_label(record: RunRecord, abandoned: object = None) -> str:
+    """The run's state and what befell it since: ``succeeded (rolled back)``."""
+    steps = record.steps
+    since = {"rolled back": steps.rollback, "database restored": steps.database_restore}
+    notes = [what for what, done in {**since, "abandoned": abandoned}.items() if done]
+    return f"{record.state} ({', '.join(notes)})" if notes else record.state
+
+
 def run_summary(console: Console, record: RunRecord, plan: list[str] | None = None) -> None:
     """The end of a deploy: final state, reason, rollback plan (``plan``, else the one the
     run recorded when it halted)."""
-    style = "bold green" if record.state == "succeeded" else "bold red"
-    console.print(f"run {record.run_id}: [{style}]{record.state}[/] (exit {record.exit_code})")
+    state = state_label(record)
+    style = "bold green" if state == "succeeded" else "bold red"
+    console.print(f"run {record.run_id}: [{style}]{state}[/] (exit {record.exit_code})")
     if record.halt_reason:
         reason = redact(record.halt_reason)  # a check's URL may carry its credential
         console.print(f"reason: {reason}", markup=False, highlight=False)
@@ -209,7 +225,7 @@ def runs_table(
         (
             r.run_id,
             r.name,
-            f"{r.state} (abandoned)" if r.run_id in abandoned else r.state,
+            state_label(r, r.run_id in abandoned),
             str(r.exit_code),
             r.updated_at[:19].replace("T", " "),
         )

@@ -209,13 +209,8 @@ class RunStore:
         return directory
 
     def save(self, record: RunRecord) -> None:
-        """Replace ``state.json`` atomically with ``record`` (stamping ``updated_at``).
-
-        The new content goes to a uniquely named temporary file in the same directory, is
-        fsynced, then ``os.replace``d over the old record, so readers and crashes only ever
-        see a complete record. A record that cannot be serialised raises before anything is
-        written.
-        """
+        """Replace ``state.json`` with ``record`` (stamping ``updated_at``), atomically
+        (:func:`_write_atomically`); a record that cannot be serialised raises first."""
         directory = self.run_dir(record.run_id)
         if not directory.is_dir():
             raise UsageError(f"unknown run id {record.run_id!r}: create it before saving")
@@ -264,40 +259,27 @@ class RunStore:
         return record
 
     def list(self) -> list[RunRecord]:
-        """Every readable run, newest first; see :meth:`unreadable` for the others."""
-        records: list[RunRecord] = []
-        for name in self._run_dir_names():
-            try:
-                records.append(self.load(name))
-            except UsageError:
-                continue
-        records.sort(key=lambda r: (_parse_time(r.created_at), r.run_id), reverse=True)
-        return records
+        """Every readable run, newest first; :meth:`listing` has the others too."""
+        return self.listing().records
 
     def listing(self) -> RunListing:
-        """Every run, readable or not, with the abandoned ones marked."""
-        abandoned = {
-            name: mark
-            for name in self._run_dir_names()
-            if (mark := self.abandoned(name)) is not None
-        }
-        return RunListing(self.list(), self.unreadable(), abandoned)
-
-    def unreadable(self) -> builtins.list[tuple[str, str]]:
-        """``(run id, why)`` of every run directory whose record cannot be read (truncated,
-        corrupt, missing), newest first (ids begin with their UTC start time)."""
-        found: builtins.list[tuple[str, str]] = []
-        for name in sorted(self._run_dir_names(), reverse=True):
+        """Every run, its record read once: the readable ones, those whose record cannot be
+        read (truncated, corrupt, missing) with why, each newest first; the abandoned ones."""
+        listing = RunListing([], [], {})
+        for name in sorted(self._run_dir_names(), reverse=True):  # ids begin with their time
             try:
-                self.load(name)
+                listing.records.append(self.load(name))
             except UsageError as exc:
-                found.append((name, str(exc)))
-        return found
+                listing.unreadable.append((name, str(exc)))
+            if (mark := self.abandoned(name)) is not None:
+                listing.abandoned[name] = mark
+        listing.records.sort(key=lambda r: (_parse_time(r.created_at), r.run_id), reverse=True)
+        return listing
 
     def abandon(self, run_id: str, reason: str) -> str:
         """Close run ``run_id`` for good (``resume`` refuses it; ``runs`` shows it abandoned),
         whether or not its record is readable; its full id. Refused while a process drives it
-        (its lock is held)."""
+        (its lock is held). Its audit trail says so too."""
         full_id = self.resolve(run_id)
         with self.lock(full_id):
             mark = {"at": utc_now_iso(), "reason": reason}
@@ -305,6 +287,10 @@ class RunStore:
                 self.run_dir(full_id) / ABANDONED_FILENAME,
                 (json.dumps(self.redactor.value(mark)) + "\n").encode(),
             )
+            from orchestrator.audit import AuditTrail  # it imports this module
+
+            with AuditTrail(self.audit_path(full_id), run_id=full_id, secrets=self.redactor) as t:
+                t.log.warning("run_abandoned", reason=reason)
         return full_id
 
     def abandoned(self, run_id: str) -> dict[str, Any] | None:
@@ -341,13 +327,14 @@ class RunStore:
         """The newest run that has not succeeded (nor been rolled back or abandoned);
         UsageError if none, or if a run newer than it has an unreadable record (that one
         may be the run to resume: the operator decides, by id or with `runs abandon`)."""
-        readable = {record.run_id: record for record in self.list()}
+        listing = self.listing()
+        readable = {record.run_id: record for record in listing.records}
         for name in sorted(self._run_dir_names(), reverse=True):
-            if self.abandoned(name) is not None:
+            if name in listing.abandoned:
                 continue
             record = readable.get(name)
             if record is None:
-                why = dict(self.unreadable()).get(name, "unreadable")
+                why = dict(listing.unreadable).get(name, "unreadable")
                 raise UsageError(
                     f"the newest run {name} has an unreadable record ({why}); resume names "
                     f"no run for you: repair it, resume another run by id, or close it with "
@@ -408,14 +395,17 @@ def _read_pid(fd: int) -> str | None:
 
 
 def _encode(record: RunRecord, redactor: Redactor) -> bytes:
-    """The record as redacted UTF-8 JSON; TypeError (before any write) if it isn't JSON."""
+    """The record as redacted UTF-8 JSON; TypeError or UsageError before any write."""
     try:
         text = json.dumps(
             redactor.value(record.to_json()), indent=2, ensure_ascii=False, allow_nan=False
         )
+        return (text + "\n").encode()
+    except UnicodeEncodeError as exc:  # a folder's name in another encoding, as Python read it
+        near = exc.object[: exc.end].rsplit("\n", 1)[-1].strip().encode(errors="backslashreplace")
+        raise UsageError(f"cannot record a name that is not UTF-8: {near.decode()}") from None
     except (TypeError, ValueError) as exc:
         raise TypeError(f"run {record.run_id}: record is not JSON-serialisable: {exc}") from None
-    return (text + "\n").encode()
 
 
 #: Run folders and everything in them belong to the operator alone, whatever the umask:

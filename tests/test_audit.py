@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -108,6 +109,19 @@ def test_reopening_appends(tmp_path: Path) -> None:
     with trail_at(tmp_path) as second:
         second.log.info("second")
     assert [e["event"] for e in read_events(second.path)] == ["first", "second"]
+
+
+def test_a_name_that_is_not_utf8_is_logged_and_read_back(tmp_path: Path) -> None:
+    """A folder named in Latin-1 reaches Python surrogate-escaped: its event is written (as
+    the JSON escape of the stray byte, the file stays UTF-8) and reads back the same name."""
+    folder = os.fsdecode(b"/srv/caf\xe9/release.yaml")
+    with trail_at(tmp_path) as trail:
+        trail.log.info("run_started", playbook=folder)
+    trail.path.read_bytes().decode("utf-8")
+    [event] = read_events(trail.path)
+    assert event["playbook"] == folder and os.fsencode(event["playbook"]).startswith(
+        b"/srv/caf\xe9"
+    )
 
 
 def test_logging_after_close_is_an_error(tmp_path: Path) -> None:

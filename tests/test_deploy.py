@@ -4,6 +4,7 @@ local health endpoint."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -320,10 +321,36 @@ def test_cli_deploy_runs_show_and_exit_codes(
     assert "reverted and pushed" in output and world.origin_main() in output
     assert "Database: this run applied 0009_fat_kulan_gath" in output
     reverted = world.origin_main()
+    # The release was reverted: the listing and the timeline say so, not plainly "succeeded".
+    assert run(["runs", "--state-dir", state]) == 0
+    assert "(rolled back)" in " ".join(capsys.readouterr().out.split())
+    assert run(["show", document["run_id"], "--state-dir", state]) == 0
+    timeline = capsys.readouterr().out
+    assert f"ROLLBACK PUSHED; reverted commit {reverted}" in timeline
+    assert "succeeded (rolled back) (exit 0)" in timeline
     # Not twice (a second revert is empty, or reverts the revert): the plan says it was done.
     assert run(["rollback", document["run_id"], "--yes", "--state-dir", state]) == 0
     assert f"by rollback: commit {reverted}." in capsys.readouterr().out
     assert world.origin_main() == reverted
+
+
+def test_a_deploy_from_a_folder_not_named_in_utf8_is_bad_input(
+    tmp_path: Path,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A release folder named in Latin-1 (Python reads it surrogate-escaped): exit 2 with one
+    line naming it, before a run exists (it was an internal error, exit 30)."""
+    root = tmp_path / os.fsdecode(b"caf\xe9")
+    root.mkdir()
+    with build_world(root, database_url) as world:
+        monkeypatch.setenv("DATABASE_URL", database_url)
+        assert run(world.deploy_argv()) == 2
+        err = capsys.readouterr().err
+        assert world.store.list() == []
+    assert err.startswith("error: cannot record a name that is not UTF-8") and "caf" in err
+    assert len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize(

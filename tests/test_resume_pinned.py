@@ -347,6 +347,14 @@ def test_an_abandoned_run_is_not_resumed(world: World, capsys: pytest.CaptureFix
     code, out = cli(world, capsys, "runs", "--json")
     [listed] = json.loads(out)["runs"]
     assert listed["state"] == "halted" and listed["abandoned"]["reason"] == "superseded"
+    # The audit trail, and so the timeline, say who closed it and why.
+    events = events_of(world, world.store.load(run_id))
+    [closed] = [e for e in events if e["event"] == "run_abandoned"]
+    assert closed["reason"] == "superseded"
+    code, out = cli(world, capsys, "show", run_id)
+    assert code == 0 and "RUN ABANDONED; reason superseded" in out
+    code, out = cli(world, capsys, "show", run_id, "--json")
+    assert json.loads(out)["abandoned"]["reason"] == "superseded"
 
 
 # ------------------------------------------------------------------ case 10

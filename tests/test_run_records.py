@@ -15,6 +15,7 @@ from orchestrator.cli import run
 from orchestrator.engine.outcomes import (
     AppliedMigration,
     BackupOutcome,
+    DatabaseRestoreOutcome,
     FailedCheck,
     HaltOutcome,
     MergeOutcome,
@@ -29,7 +30,8 @@ from orchestrator.engine.outcomes import (
 )
 from orchestrator.engine.rollback import rollback_plan
 from orchestrator.engine.world import WorldNow, changes_since
-from orchestrator.render_runs import event_line
+from orchestrator.redaction import Redactor, connection_passwords
+from orchestrator.render_runs import event_line, state_label
 from orchestrator.runs import RunRecord, RunStore
 
 RUN_ID = "20251021T143005Z-3fa9c2"
@@ -231,3 +233,55 @@ def test_the_line_of_a_finished_step_reads_its_own_outcome() -> None:
     # An outcome of a shape this version does not record: the line, without a wrong hint.
     assert step_end("monitor", {"rounds": "three"}) == "10:11:12 step monitor done"
     assert step_end("unknown", {"status": "SAFE"}) == "10:11:12 step unknown done"
+
+
+def test_literal_masking_leaves_the_fields_that_identify_a_run(store: RunStore) -> None:
+    """A password as short as "42" is masked nowhere (it garbled the record's times: the run
+    could not be read); one equal to the database's or a folder's name ("postgres" in CI
+    service containers) is masked in free text only, never in a path, name, hash or time."""
+    short, common = "postgresql://app:42@db/shop", "postgresql://postgres:postgres@db/postgres"
+    store.redactor = Redactor([*connection_passwords(short), *connection_passwords(common)])
+    record = RunRecord(
+        run_id=RUN_ID,
+        playbook="/srv/postgres/release.yaml",
+        name="postgres",
+        created_at="2025-10-21T14:30:05.142857Z",
+        database={"system_identifier": "742", "database_oid": "16384", "database_name": "postgres"},
+        halt_reason="postgres refused the login of role app at 14:42",
+    )
+    record.steps.backup = BackupOutcome(
+        kind="pg_dump", path="/srv/postgres/dumps/a.dump", sha256="42" * 32, database="postgres"
+    )
+    store.create(record)
+    loaded = store.load(RUN_ID)
+    assert loaded.halt_reason == "*** refused the login of role app at 14:42"
+    assert loaded.model_copy(update={"halt_reason": record.halt_reason}) == record
+
+
+def test_what_befell_a_run_after_it_ended_has_its_line_and_its_label() -> None:
+    """A rollback, a database restore and an abandon are in the timeline and in the state
+    `runs` and `show` print: a reverted release no longer reads as plainly succeeded."""
+    at = {"timestamp": "2026-01-01T10:11:12Z", "level": "info", "run_id": RUN_ID}
+    lines = [
+        event_line({**at, "event": "rollback_pushed", "reverted_commit": PUSHED}),
+        event_line({**at, "event": "rollback_failed", "reason": "push rejected"}),
+        event_line({**at, "event": "database_restore_finished", "preserved_as": "pre-restore"}),
+        event_line({**at, "event": "database_revalidated", "status": "NEEDS_MIGRATION"}),
+        event_line({**at, "event": "run_abandoned", "reason": "superseded by a hotfix"}),
+        event_line({**at, "event": "rollback_plan", "plan": ["git revert"]}),
+    ]
+    assert lines == [
+        f"10:11:12 ROLLBACK PUSHED; reverted commit {PUSHED}",
+        "10:11:12 ROLLBACK FAILED; reason push rejected",
+        "10:11:12 DATABASE RESTORE FINISHED; preserved as pre-restore",
+        "10:11:12 DATABASE REVALIDATED; status NEEDS_MIGRATION",
+        "10:11:12 RUN ABANDONED; reason superseded by a hotfix",
+        None,  # the plan ends the timeline, whole
+    ]
+    record = RunRecord(run_id=RUN_ID, playbook="/p.yaml", name="r", state="succeeded")
+    assert state_label(record) == "succeeded"
+    record.steps.rollback = RollbackOutcome(reverted_commit=PUSHED, at="2026-01-01T10:11:12Z")
+    record.steps.database_restore = DatabaseRestoreOutcome(at="2026-01-01T10:12:00Z")
+    assert state_label(record, abandoned=True) == (
+        "succeeded (rolled back, database restored, abandoned)"
+    )

@@ -243,6 +243,16 @@ def test_unserialisable_record_raises_before_touching_the_file(store: RunStore) 
     assert sorted(p.name for p in store.run_dir(record.run_id).iterdir()) == ["state.json"]
 
 
+def test_a_name_that_is_not_utf8_is_refused_in_one_line_before_any_run(store: RunStore) -> None:
+    """A playbook in a folder named in Latin-1 (surrogate-escaped by Python): bad input, in
+    one line naming it, and no half-made run left behind (it was an internal error)."""
+    record = make_record("latin", playbook=os.fsdecode(b"/srv/caf\xe9/release.yaml"))
+    with pytest.raises(UsageError, match=r"not UTF-8: \"playbook\": \"/srv/caf\\udce9") as caught:
+        store.create(record)
+    assert len(str(caught.value).splitlines()) == 1
+    assert not store.runs_dir.exists() or list(store.runs_dir.iterdir()) == []
+
+
 def test_concurrent_saves_never_expose_a_half_written_record(store: RunStore) -> None:
     base = make_record("concurrent", rollback_plan=["y" * 100_000])
     store.create(base)

@@ -372,3 +372,86 @@ def test_state_json_masks_the_token_values_the_audit_trail_masks(
         assert "rejected by ***" in state and "rejected by ***" in audit
         assert token not in state and token not in audit
         assert world.store.load(record.run_id).state == "failed"  # still a readable record
+
+
+@pytest.mark.parametrize("extra", [["--json"], []])
+def test_what_a_deploy_prints_masks_what_its_state_json_masks(
+    tmp_path: Path,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    extra: list[str],
+) -> None:
+    """The record on stdout (--json), the ``reason:`` line, the ``::error`` annotation and
+    the job summary go through the run's literal secrets as state.json does: a CI log never
+    shows a token the record masks."""
+    from tests.release_world import add_staging_migration
+
+    token = "tok_PrintedInLogs5532"
+    summary = tmp_path / "summary.md"
+    with build_world(tmp_path, database_url) as world:
+        add_staging_migration(
+            world, "0012_rejects", [f"DO $$ BEGIN RAISE EXCEPTION 'rejected by {token}'; END $$"]
+        )
+        monkeypatch.setenv("DATABASE_URL", database_url)
+        monkeypatch.setenv("DEPLOY_TOKEN", token)
+        monkeypatch.setenv("GITHUB_ACTIONS", "true")
+        monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+        assert run(world.deploy_argv(*extra)) == 21
+        captured = capsys.readouterr()
+    shown = {"stdout": captured.out, "stderr": captured.err, "summary": summary.read_text()}
+    assert {where: text for where, text in shown.items() if token in text} == {}
+    assert all("rejected by ***" in text for text in shown.values())
+    assert "::error title=orchestrator deploy failed" in captured.out + captured.err
+
+
+def test_the_cli_masks_the_secrets_a_run_was_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A playbook's token in a variable named like no secret is known to the run's redactor
+    only: what the CLI prints masks it too; a secret too short to mask is masked nowhere."""
+    from orchestrator import redaction
+
+    monkeypatch.setattr(redaction, "given", set())
+    Redactor(["rl_TokenNamedOddly8870", "42"])  # as open_run builds the run's
+    assert redaction.shown().text("rl_TokenNamedOddly8870 at 10:42") == "*** at 10:42"
+
+
+def test_a_password_equal_to_the_database_name_leaves_the_run_resumable(
+    tmp_path: Path,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CI service containers log in as postgres/postgres: the password is then the database's
+    name and a folder of the run's paths. The record keeps those as they are (masked, a
+    resume would refuse the playbook and a rollback look for a dump that is not there)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    name = str(conninfo_to_dict(database_url)["dbname"])
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
+                sql.Identifier(name), sql.Literal(name)
+            )
+        )
+    url = with_user(database_url, name, name)
+    (tmp_path / name).mkdir()
+    try:
+        with build_world(tmp_path / name, url, duration="300ms", interval="100ms") as world:
+            dumps = world.use_pg_dump()
+            monkeypatch.setenv("DATABASE_URL", url)
+            state = ["--state-dir", str(world.store.state_dir)]
+            world.health.status = 503
+            assert run(world.deploy_argv("--json")) == 21
+            run_id = json.loads(capsys.readouterr().out)["run_id"]
+            world.health.status = 200
+            code = run(["resume", run_id, "--yes", *state])
+            assert code == 0, capsys.readouterr().err
+            record = world.store.load(run_id)
+            assert record.database["database_name"] == name
+            assert record.playbook == str(world.playbook)
+            assert Path(str(record.steps.backup.path)).parent == dumps
+            assert Path(str(record.steps.backup.path)).is_file()
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))

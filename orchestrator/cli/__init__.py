@@ -30,8 +30,10 @@ def run(argv: list[str] | None = None) -> int:
         from orchestrator.cli import console
         from orchestrator.cli.app import STOP_SIGNALS, app
         from orchestrator.interrupts import signals_interrupt
+        from orchestrator.redaction import given, shown
 
         console.forget_warnings()
+        given.clear()  # the secrets an earlier command's run masked (several run in one process)
         # Locks are released and a run records the interruption before exiting.
         with signals_interrupt(*STOP_SIGNALS):
             result = app.main(args=argv, standalone_mode=False, prog_name="orchestrator")
@@ -42,9 +44,10 @@ def run(argv: list[str] | None = None) -> int:
         # `orchestrator` alone: show the help, as a usage error (nothing was asked).
         console.err.print(exc.format_message(), markup=False, highlight=False)
         return int(ExitCode.USAGE)
-    except click.exceptions.UsageError as exc:
-        console.err.print(f"error: {redact(exc.format_message())}", markup=False, highlight=False)
-        return int(ExitCode.USAGE)
+    except (click.exceptions.UsageError, OrchestratorError) as exc:  # exit codes: 2, their own
+        text = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        console.err.print(f"error: {shown().text(text)}", markup=False, highlight=False)
+        return int(exc.exit_code)
     except click.exceptions.Abort as exc:
         # click turns KeyboardInterrupt (Ctrl-C, and SIGTERM/SIGHUP, see STOP_SIGNALS)
         # into Abort; a "no" at a prompt is an Abort of its own.
@@ -56,11 +59,8 @@ def run(argv: list[str] | None = None) -> int:
         return int(ExitCode.USAGE)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
-    except OrchestratorError as exc:
-        console.err.print(f"error: {redact(str(exc))}", markup=False, highlight=False)
-        return int(exc.exit_code)
     except Exception as exc:  # the last line of defence: one line, no traceback
-        first = redact(str(exc)).splitlines()[0] if str(exc) else ""
+        first = shown().text(str(exc)).splitlines()[0] if str(exc) else ""
         console.err.print(
             f"internal error: {type(exc).__name__}: {first}",
             markup=False,
@@ -70,10 +70,3 @@ def run(argv: list[str] | None = None) -> int:
             raise
         return int(ExitCode.ERROR)
     return int(result) if isinstance(result, int) else 0
-
-
-def redact(text: str) -> str:
-    """Mask secrets in an error message (imported late: ``--help`` does not need it)."""
-    from orchestrator import redaction
-
-    return redaction.redact(text)

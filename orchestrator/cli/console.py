@@ -1,7 +1,7 @@
 """Where the CLI writes: rich consoles for people, plain JSON for programs.
 
-Only the CLI prints. Everything written passes through :func:`redact` first when it could
-carry a connection string.
+Only the CLI prints. JSON and plain lines pass through :func:`orchestrator.redaction.shown`:
+masked as a run's record and audit trail are.
 """
 
 from __future__ import annotations
@@ -55,19 +55,23 @@ def print_json(document: dict[str, Any]) -> None:
     Indented for a person at a terminal; compact for a program reading a pipe (the C encoder
     only serves compact output, and a report of a large folder runs to megabytes).
     """
-    from orchestrator.redaction import redact
+    from orchestrator.redaction import redact, shown
 
     if _warnings:
         document = {**document, "journal_warnings": list(_warnings)}
 
     indent = 2 if sys.stdout.isatty() else None
-    sys.stdout.write(redact(json.dumps(document, indent=indent, default=str)) + "\n")
+    masked = shown().value(document)  # and redact() below: for what default=str renders
+    sys.stdout.write(redact(json.dumps(masked, indent=indent, default=str)) + "\n")
 
 
 def print_lines(lines: list[str]) -> None:
-    """Plain lines on stdout (no rich markup: they may contain brackets)."""
+    """Plain lines on stdout (no rich markup: they may contain brackets), secrets masked."""
+    from orchestrator.redaction import shown
+
+    masking = shown()
     for line in lines:
-        _console("out").print(line, markup=False, highlight=False)
+        _console("out").print(masking.text(line), markup=False, highlight=False)
 
 
 def interactive() -> bool:

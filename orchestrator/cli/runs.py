@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -92,11 +93,7 @@ def _warner(as_json: bool) -> Callable[[str], None]:
 
 def _annotation_writer(as_json: bool) -> Callable[[str], None]:
     """Workflow commands as whole lines, never wrapped (not through rich)."""
-
-    def write(line: str) -> None:
-        click.echo(line, err=as_json)
-
-    return write
+    return functools.partial(click.echo, err=as_json)
 
 
 def _print_event(event: dict[str, Any]) -> None:
@@ -118,7 +115,9 @@ def _progress(line: str) -> None:
 def _finish_run(record: RunRecord, as_json: bool, command: str) -> int:
     from orchestrator import ci, render_runs
     from orchestrator.cli.console import out, print_json
+    from orchestrator.redaction import shown
 
+    record = record.from_json(shown().value(record.to_json()))  # masked as in state.json
     actions = ci.GitHubActions.from_environ(os.environ)
     actions.write_summary(ci.run_markdown(record, command))
     actions.emit(ci.run_annotations(record, command), _annotation_writer(as_json))
@@ -523,7 +522,8 @@ def show(run_id: str, state_dir: Path, as_json: bool) -> int:
     events = read_events(store.audit_path(record.run_id))
     plan = rollback_plan(record)
     if as_json:
-        print_json({"record": record.to_json(), "events": events, "rollback_plan": plan})
+        document = {"record": record.to_json(), "events": events, "rollback_plan": plan}
+        print_json({**document, "abandoned": store.abandoned(record.run_id)})
     else:
         render_runs.timeline(out, record, events, plan)
     return int(ExitCode.OK)
