@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def test_a_named_shadow_is_asked_only_its_version_when_the_history_is_cached(
     try:
         limited = ShadowSpec(with_user(server_url, "cannot_replay"))
         with (
-            pytest.raises(DatabaseError, match="cannot create a database"),
+            pytest.raises(DatabaseError, match="permission denied to create database"),
             ShadowServer(limited) as server,
             server.database(),
         ):
@@ -175,12 +176,52 @@ def test_a_shadow_url_naming_production_is_refused(
     assert "names the production database" in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_missing_extension_is_named_with_the_way_out(
-    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], cache: Path
+@pytest.mark.parametrize(
+    ("production", "shadow"),
+    [
+        ("postgresql://app@127.0.0.1:5432/app", "postgresql://app@localhost/app"),
+        ("postgresql://app@127.0.0.1/app", "postgresql://app@[::1]:5432/app"),
+        ("postgresql://app@localhost/app", "postgresql:///app?host=/var/run/postgresql"),
+        ("postgresql://app@db.example.com/app", "postgresql://app@DB.Example.com.:5432/app"),
+        # Neon's pooled endpoint is the same compute as its direct one.
+        (
+            "postgresql://app@ep-cool-1-pooler.us-east-2.aws.neon.tech/neondb",
+            "postgresql://app@EP-Cool-1.us-east-2.aws.neon.tech./neondb",
+        ),
+    ],
+)
+def test_production_spelled_otherwise_is_refused_as_the_shadow(
+    production: str, shadow: str
 ) -> None:
-    folder = write_folder(
-        tmp_path / "drizzle", [("0000_vectors", 'CREATE EXTENSION IF NOT EXISTS "no_such_ext";')]
-    )
+    with pytest.raises(UsageError, match="names the production database"):
+        ShadowSpec(shadow).check_not(production)
+
+
+def test_a_neon_branch_of_production_serves_as_the_shadow() -> None:
+    """Another endpoint (``ep-...``) is another compute: a branch, the documented shadow."""
+    production = "postgresql://app@ep-cool-1-pooler.us-east-2.aws.neon.tech/neondb"
+    ShadowSpec("postgresql://app@ep-other-2.us-east-2.aws.neon.tech/neondb").check_not(production)
+
+
+# What PostgreSQL 13 and 14 say of an extension they lack (15 and later: "is not available").
+PG14_MISSING_EXTENSION = (
+    "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '58P01', MESSAGE = 'could not open extension "
+    'control file "/usr/share/postgresql/14/extension/no_such_ext.control": No such file or '
+    "directory'; END $$;"
+)
+
+
+@pytest.mark.parametrize(
+    "statement", ['CREATE EXTENSION IF NOT EXISTS "no_such_ext";', PG14_MISSING_EXTENSION]
+)
+def test_a_missing_extension_is_named_with_the_way_out(
+    database_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    cache: Path,
+    statement: str,
+) -> None:
+    folder = write_folder(tmp_path / "drizzle", [("0000_vectors", statement)])
     code = run(["migrate", "--yes", "--database-url", database_url, "--migrations", str(folder)])
     err = capsys.readouterr().err
     assert code == 2
@@ -387,3 +428,124 @@ def test_the_history_says_which_migrations_rewrote_a_table(
     )
     history = folder_history(read_journal(folder), OPTIONS, ShadowSpec(server_url))
     assert history.rewrites == ((), ("public.t",), ())
+
+
+def test_a_pending_migration_naming_roles_the_shadow_lacks_runs_in_one_transaction(
+    server_url: str, tmp_path: Path, cache: Path
+) -> None:
+    """Production has roles a new shadow lacks: the check creates them, as the replay does,
+    whether a policy names one or ``SET ROLE`` switches to one."""
+    owner, reader = (f"{kind}_{secrets.token_hex(4)}" for kind in ("owner", "reader"))
+    folder = write_folder(
+        tmp_path / "drizzle",
+        [
+            (
+                "0000_a",
+                f'SET ROLE "{owner}";\n--> statement-breakpoint\nRESET ROLE;\n'
+                '--> statement-breakpoint\nCREATE TABLE "a" ("id" integer);\n'
+                f'--> statement-breakpoint\nCREATE POLICY "r" ON "a" FOR SELECT TO "{reader}" '
+                "USING (true);",
+            )
+        ],
+    )
+    try:
+        assert (
+            one_transaction_refusal([], read_journal(folder).migrations, ShadowSpec(server_url))
+            is None
+        )
+    finally:
+        execute(server_url, f'DROP ROLE IF EXISTS "{owner}"; DROP ROLE IF EXISTS "{reader}"')
+
+
+def test_a_migration_that_switches_role_is_replayed_reading_only_what_it_touched(
+    server_url: str, tmp_path: Path
+) -> None:
+    """What each migration touched is recorded whichever role it runs as."""
+    owner = f"owner_{secrets.token_hex(4)}"
+    folder = write_folder(
+        tmp_path / "drizzle",
+        [
+            (
+                "0000_a",
+                f'GRANT CREATE ON SCHEMA public TO "{owner}";\n--> statement-breakpoint\n'
+                f'SET ROLE "{owner}";\n--> statement-breakpoint\n'
+                'CREATE TABLE "a" ("id" integer);\n--> statement-breakpoint\nRESET ROLE;',
+            )
+        ],
+    )
+    try:
+        with ShadowServer(ShadowSpec(server_url)) as server, server.database() as url:
+            history = replay_history(
+                url, read_journal(folder), schema=OPTIONS.schema, table=OPTIONS.table, server=""
+            )
+    finally:
+        execute(server_url, f'DROP ROLE IF EXISTS "{owner}"')
+    assert history.failure is None
+    assert "table public.a" in history.state_after(1)
+
+
+def test_a_history_that_failed_for_the_shadows_moment_is_not_cached(
+    server_url: str, tmp_path: Path, cache: Path
+) -> None:
+    """A statement timeout (out of memory, a full disk) on the shadow is no answer about the
+    folder: the next validate replays it again rather than calling the migration broken."""
+    folder = write_folder(
+        tmp_path / "drizzle",
+        [
+            ("0000_a", 'CREATE TABLE "a" ("id" integer);'),
+            # What a busy shadow's statement_timeout says, whatever the time it takes.
+            (
+                "0001_b",
+                "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '57014', "
+                "MESSAGE = 'canceling statement due to statement timeout'; END $$;",
+            ),
+        ],
+    )
+    journal = read_journal(folder)
+    history = folder_history(journal, OPTIONS, ShadowSpec(server_url))
+    assert history.failure is not None and history.failure.sqlstate == "57014"
+    with pytest.raises(DatabaseError):
+        folder_history(
+            journal, OPTIONS, ShadowSpec(UNREACHABLE), production_major=refusal_major(server_url)
+        )
+
+
+def test_a_shadow_user_that_may_not_create_roles_is_told_what_it_needs(
+    database_url: str,
+    server_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    cache: Path,
+) -> None:
+    user, missing = (f"{kind}_{secrets.token_hex(4)}" for kind in ("shadow_ci", "reader"))
+    execute(server_url, f'CREATE ROLE "{user}" LOGIN CREATEDB')
+    folder = write_folder(
+        tmp_path / "drizzle",
+        [
+            (
+                "0000_a",
+                'CREATE TABLE "a" ("id" integer);\n--> statement-breakpoint\n'
+                f'GRANT SELECT ON "a" TO "{missing}";',
+            )
+        ],
+    )
+    argv = ["validate", "--database-url", database_url, "--migrations", str(folder)]
+    try:
+        code = run([*argv, "--shadow-url", with_user(server_url, user)])
+    finally:
+        execute(server_url, f'DROP ROLE "{user}"')
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"'{missing}'" in err and "CREATEROLE" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_shadow_connection_lost_mid_replay_is_a_transient_database_error(
+    server_url: str, tmp_path: Path, cache: Path
+) -> None:
+    # The shadow's server ends the replay's session, as a restart or a proxy would.
+    folder = write_folder(
+        tmp_path / "drizzle", [("0000_a", "SELECT pg_terminate_backend(pg_backend_pid());")]
+    )
+    with pytest.raises(DatabaseError, match=r"^the shadow \(PostgreSQL .*connection") as lost:
+        folder_history(read_journal(folder), OPTIONS, ShadowSpec(server_url))
+    assert lost.value.transient

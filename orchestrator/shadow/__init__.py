@@ -32,7 +32,7 @@ from orchestrator.shadow.server import ShadowServer, ShadowSpec, local_major
 LOCAL_SHADOW = ShadowSpec()
 #: The environment variable naming a shadow server (``--shadow-url``'s default).
 SHADOW_URL_ENV = "ORCHESTRATOR_SHADOW_URL"
-#: SQLSTATE classes of a refusal that says more of the server at that moment than of the
+#: SQLSTATE classes of a failure that says more of the server at that moment than of the
 #: release (resources, connection, concurrency, operator, system): such an answer is not cached.
 CIRCUMSTANTIAL = ("08", "40", "53", "57", "58", "XX")
 
@@ -95,7 +95,8 @@ def replayed_history(
         except IncompleteReplay:
             with server.database() as url:
                 history = replay(url, journal, incremental=False)
-    cache.store_history(directory, history, astuple(tracking))
+    if _lasting(history.failure):
+        cache.store_history(directory, history, astuple(tracking))
     return history
 
 
@@ -134,6 +135,11 @@ def one_transaction_refusal(
         if refusal is not None:
             check_extension(refusal, server.description)
         key = cache.cache_key(hashes, server.major, kind="one-transaction")
-    if refusal is None or not (refusal.sqlstate or "").startswith(CIRCUMSTANTIAL):
+    if _lasting(refusal):
         cache.store(directory, key, {"refusal": None if refusal is None else refusal.__dict__})
     return refusal
+
+
+def _lasting(failure: ReplayFailure | None) -> bool:
+    """Whether an answer holds for good: no failure, or one not :data:`CIRCUMSTANTIAL`."""
+    return failure is None or not (failure.sqlstate or "").startswith(CIRCUMSTANTIAL)

@@ -5,8 +5,8 @@ Each migration runs in a transaction of its own, sent as one message as ``migrat
 it (after a refusal, again statement by statement, rolled back, to name the statement), then
 the catalog is read with the reader production is read with. A migration PostgreSQL refuses
 to run in a transaction (``CREATE INDEX CONCURRENTLY``) is run statement by statement, as
-``migrate --allow-concurrent`` runs it. The shadow starts empty, so a role that production has and a
-policy names is created on the shadow when PostgreSQL says it is missing.
+``migrate --allow-concurrent`` runs it. The shadow starts empty, so a role production has and a
+migration names (a policy, a grant, ``SET ROLE``) is created when PostgreSQL says it is missing.
 
 A whole catalog read costs more as the schema grows, and a read after each of hundreds of
 migrations would cost minutes. So the catalog is read whole once, before the first
@@ -40,9 +40,12 @@ from orchestrator.errors import UsageError
 NOT_IN_TRANSACTION = "25001"  # active_sql_transaction: "cannot run inside a transaction block"
 # A deadlock's or a serialization failure's victim: says nothing of the SQL, run it again.
 TRANSIENT = frozenset({"40P01", "40001"})
-UNDEFINED_OBJECT = "42704"
+# A role PostgreSQL says is missing: undefined_object, or invalid_parameter_value (SET ROLE).
+_NO_SUCH_ROLE = frozenset({"42704", "22023"})
 _MISSING_ROLE = re.compile(r'role "([^"]+)" does not exist')
-_MISSING_EXTENSION = re.compile(r'extension "([^"]+)"')
+# PostgreSQL 15+: extension "x" is not available; 13 and 14: could not open extension
+# control file ".../x.control"
+_MISSING_EXTENSION = re.compile(r'extension (?:control file )?"(?:[^"]*/)?([^"/]+?)(?:\.control)?"')
 _ATTEMPTS = 20  # roles created, or transient failures, before giving up
 
 
@@ -146,6 +149,8 @@ class _State:
 
 _WATCH_DDL = """
 CREATE TEMPORARY TABLE orchestrator_touched (classid oid, objid oid);
+-- The triggers run as the current role: a migration's SET ROLE must still record.
+GRANT ALL ON pg_temp.orchestrator_touched TO PUBLIC;
 CREATE FUNCTION pg_temp.orchestrator_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO pg_temp.orchestrator_touched
@@ -218,35 +223,35 @@ def _touched_owners(conn: psycopg.Connection[Any], state: _State) -> set[str]:
 
 def apply_migration(conn: psycopg.Connection[Any], migration: Migration) -> ReplayFailure | None:
     """Run one migration in a transaction of its own (committed); its failure, if any."""
-    for _ in range(_ATTEMPTS):
-        failure = run_in_transaction(conn, [migration], commit=True)
-        if failure is None:
-            return None
-        if failure.sqlstate == NOT_IN_TRANSACTION:
-            return _statement_by_statement(conn, [migration])
-        if failure.sqlstate not in TRANSIENT and not _create_missing_role(conn, failure):
-            return failure
+    failure = run_in_transaction(conn, [migration], commit=True)
+    if failure is not None and failure.sqlstate == NOT_IN_TRANSACTION:
+        return _statement_by_statement(conn, [migration])
     return failure
 
 
 def run_in_transaction(
     conn: psycopg.Connection[Any], migrations: Sequence[Migration], *, commit: bool
 ) -> ReplayFailure | None:
-    """Run ``migrations`` in one transaction, committed or rolled back; the first refusal.
+    """Run ``migrations`` in one transaction, committed or rolled back; the first refusal,
+    once the roles it says are missing are created and a deadlock's victim is run again.
     One message per migration, as ``migrate`` sends them; after a refusal, again statement
     by statement (rolled back) to name the statement, which the server does not say."""
-    current: Migration | None = None
-    try:
-        with conn.transaction(force_rollback=not commit):
-            for current in migrations:
-                if statements := _statements(current):
-                    conn.execute(b"\n;\n".join(s.encode("utf-8") for s in statements))
-    except psycopg.Error as exc:
-        if current is None or exc.sqlstate is None:
-            raise
-        located = _statement_by_statement(conn, migrations, rolled_back=True)
-        return located or _failure((current, 0, ""), exc)
-    return None
+    for _ in range(_ATTEMPTS):
+        current: Migration | None = None
+        try:
+            with conn.transaction(force_rollback=not commit):
+                for current in migrations:
+                    if statements := _statements(current):
+                        conn.execute(b"\n;\n".join(s.encode("utf-8") for s in statements))
+            return None
+        except psycopg.Error as exc:
+            if current is None or exc.sqlstate is None:
+                raise
+            located = _statement_by_statement(conn, migrations, rolled_back=True)
+            failure = located or _failure((current, 0, ""), exc)
+        if failure.sqlstate not in TRANSIENT and not _create_missing_role(conn, failure):
+            return failure
+    return failure
 
 
 def _statement_by_statement(
@@ -274,9 +279,16 @@ def _statement_by_statement(
 def _create_missing_role(conn: psycopg.Connection[Any], failure: ReplayFailure) -> bool:
     """Create the role a statement named if PostgreSQL said it is missing."""
     found = _MISSING_ROLE.search(failure.message)
-    if failure.sqlstate != UNDEFINED_OBJECT or found is None:
+    if failure.sqlstate not in _NO_SUCH_ROLE or found is None:
         return False
-    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(found.group(1))))
+    try:
+        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(found.group(1))))
+    except psycopg.errors.InsufficientPrivilege:
+        raise UsageError(
+            f"{failure.tag} names the role {found.group(1)!r}, which the shadow lacks and its "
+            f"user {conn.info.user!r} may not create: grant that user CREATEROLE on the "
+            "shadow server, or create the role there"
+        ) from None
     return True
 
 

@@ -24,7 +24,8 @@ from types import TracebackType
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from orchestrator.db.connect import connect, describe
+from orchestrator.db.connect import connect, describe, is_local_host, neon_direct_host
+from orchestrator.db.retry import is_transient
 from orchestrator.errors import DatabaseError, UsageError
 from orchestrator.redaction import redact_url
 from orchestrator.sandbox.pg import (
@@ -67,9 +68,13 @@ class ShadowSpec:
 
 
 def _database_of(url: str) -> tuple[str, str, str]:
+    """Host, port and database, each server spelled one way: lowercased without a final dot,
+    Neon's pooled endpoint as its direct one, localhost, loopback and a socket as this machine."""
     params = conninfo_to_dict(url)
+    host = str(params.get("host") or params.get("hostaddr") or "")
+    host = (direct[1] if (direct := neon_direct_host(url)) else host).lower().removesuffix(".")
     return (
-        str(params.get("host") or params.get("hostaddr") or ""),
+        "" if is_local_host(host) else host,
         str(params.get("port") or "5432"),
         str(params.get("dbname") or params.get("user") or ""),
     )
@@ -135,6 +140,10 @@ class ShadowServer:
         if self._cluster is not None:
             self._cluster.destroy()
             self._cluster = None
+        if isinstance(error, psycopg.Error):  # the shadow failed mid-way: a lost connection
+            raise DatabaseError(
+                f"the shadow ({self.description}): {describe(error)}", transient=is_transient(error)
+            ) from error
 
     @contextmanager
     def database(self) -> Iterator[str]:
@@ -147,12 +156,7 @@ class ShadowServer:
             yield url
             return
         name = f"orchestrator_shadow_{secrets.token_hex(6)}"
-        try:
-            create_database(self._admin_url, name)
-        except psycopg.Error as exc:
-            raise DatabaseError(
-                f"cannot create a database on the shadow server: {describe(exc)}"
-            ) from exc
+        create_database(self._admin_url, name)
         try:
             yield with_dbname(self._admin_url, name)
         finally:
