@@ -63,7 +63,7 @@ def folder_history(
     """The folder's history as the shadow builds it: from the cache, else replayed."""
     tracking = TrackingTable(options.schema, options.table)
     cached = cached_history(journal, shadow, production_major=production_major, tracking=tracking)
-    return cached or _replayed(journal, options, shadow)
+    return cached or replayed_history(journal, shadow, tracking=tracking)
 
 
 def validate_database(
@@ -103,13 +103,13 @@ def judge_database(
     """:func:`validate_database`, and the history it judged by (None on ERROR)."""
     check_url(url)
     shadow.check_not(url)
+    tracking = TrackingTable(options.schema, options.table)
     with ThreadPoolExecutor(max_workers=1) as background:
         cached: list[Future[History | None]] = []
 
         def look_up_cached_history(major: int) -> None:
             # The cache is read while production prints its catalog.
             if history is None and not cached:
-                tracking = TrackingTable(options.schema, options.table)
                 look_up = partial(cached_history, production_major=major, tracking=tracking)
                 cached.append(background.submit(look_up, journal, shadow))
 
@@ -121,9 +121,6 @@ def judge_database(
             return error_report(str(exc)), history
     journal.refuse_unrunnable(journal.untracked(snapshot.row_hashes))
     if history is None:  # the cache was asked already: on a miss, replay
-        history = (cached[0].result() if cached else None) or _replayed(journal, options, shadow)
+        found = cached[0].result() if cached else None
+        history = found or replayed_history(journal, shadow, tracking=tracking)
     return validate(journal, history, snapshot), history
-
-
-def _replayed(journal: Journal, options: MigrateOptions, shadow: ShadowSpec) -> History:
-    return replayed_history(journal, shadow, tracking=TrackingTable(options.schema, options.table))

@@ -94,7 +94,7 @@ def migrate_database(
 
         before = judge()
         _, untracked = _split(journal, before)
-        nontransactional = _nontransactional(untracked) if options.allow_concurrent else []
+        nontransactional = outside_transaction(untracked) if options.allow_concurrent else []
         resumable = frozenset(n.tag for n in nontransactional)
         refuse_unmigratable(before, resumable)
         todo = [
@@ -183,7 +183,7 @@ def refuse_what_postgres_refuses(
     if refusal is None:
         return
     said = f"{refusal.message} [{refusal.sqlstate}]"
-    outside = _nontransactional(untracked)
+    outside = outside_transaction(untracked)
     if refusal.sqlstate in TRANSACTION_LIMITS and outside:
         raise UsageError(f"{allow_concurrent_hint(outside[0])} (PostgreSQL: {said})")
     number = refusal.number
@@ -198,7 +198,7 @@ def refuse_what_postgres_refuses(
     )
 
 
-def _nontransactional(untracked: list[Migration]) -> list[NonTransactional]:
+def outside_transaction(untracked: list[Migration]) -> list[NonTransactional]:
     """The statements of ``untracked`` that ``--allow-concurrent`` runs outside a transaction."""
     return nontransactional_statements([(m.tag, m.statements) for m in untracked])
 

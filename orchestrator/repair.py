@@ -28,9 +28,9 @@ from orchestrator.catalog import CatalogSnapshot, History
 from orchestrator.database import DEFAULT_RETRY, folder_history, take_snapshot
 from orchestrator.db import runlock
 from orchestrator.db.catalog_reader import read_catalog
-from orchestrator.db.connect import connect, describe
+from orchestrator.db.connect import connect, database_error
 from orchestrator.db.migrator import MigrateOptions, begin_tracking_transaction, tracking_row_sql
-from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry, is_transient
+from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 from orchestrator.drizzle.journal import Journal
 from orchestrator.errors import DatabaseError, GuardError, PartialStateError, UsageError
 from orchestrator.shadow import LOCAL_SHADOW, ShadowSpec
@@ -205,9 +205,7 @@ def repair_database(
             for row in plan.rows:  # drizzle's own statement
                 conn.execute(tracking_row_sql(options, row.hash, row.created_at))
     except psycopg.Error as exc:
-        raise DatabaseError(
-            f"repair failed, rolled back: {describe(exc)}", transient=is_transient(exc)
-        ) from exc
+        raise database_error("repair failed, rolled back", exc) from exc
     finally:
         run_lock.release()
     after, _ = _judge(journal, history, take_snapshot(url, options, retry=retry, on_retry=on_retry))

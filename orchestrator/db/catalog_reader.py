@@ -31,8 +31,8 @@ from psycopg import sql
 from orchestrator.catalog import CatalogSnapshot, TrackingRow, properties
 from orchestrator.db.backoff import READ_LOCK_TIMEOUT_S
 from orchestrator.db.blockers import describe_all, find_blockers
-from orchestrator.db.connect import connect, describe, milliseconds
-from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry, is_transient
+from orchestrator.db.connect import connect, database_error, milliseconds
+from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 from orchestrator.errors import DatabaseError
 
 __all__ = ["CATALOG_QUERY", "read_catalog", "read_catalog_at"]
@@ -329,9 +329,7 @@ def read_catalog(
         else:
             rows = conn.execute(CATALOG_QUERY, parameters).fetchall()
     except psycopg.Error as exc:
-        raise DatabaseError(
-            f"cannot read the catalog: {describe(exc)}", transient=is_transient(exc)
-        ) from exc
+        raise database_error("cannot read the catalog", exc) from exc
     document = json.loads(next(props for key, props, *_ in rows if key is None))
     objects = {key: props for key, props, *_ in rows if key is not None}
     owned = {key: (owner, own) for key, _, owner, own, _ in rows if key is not None} if refs else {}

@@ -37,7 +37,7 @@ from orchestrator.analysis.nontransactional import (
     probe_sql,
 )
 from orchestrator.db.blockers import find_blockers, statement_locks
-from orchestrator.db.connect import describe, milliseconds
+from orchestrator.db.connect import database_error, describe, milliseconds
 from orchestrator.db.lock_retry import LOCK_NOT_AVAILABLE, LockRetry, OnLockRetry, lock_retry_policy
 from orchestrator.db.migrator import (
     MIGRATION_LOCK_SQL,
@@ -117,9 +117,7 @@ def _tracked(conn: psycopg.Connection[Any], options: MigrateOptions) -> tuple[st
         conn.commit()
     except psycopg.Error as exc:
         conn.rollback()
-        raise DatabaseError(
-            f"cannot read the tracking table: {describe(exc)}", transient=is_transient(exc)
-        ) from exc
+        raise database_error("cannot read the tracking table", exc) from exc
     return hashes
 
 
@@ -154,8 +152,9 @@ def apply_outside_transaction(
         # Counted: an earlier entry of the same text has a row that is not this one's.
         if migration not in journal.untracked(tracked_now(conn, options)):
             return None
+        note = on_note or (lambda _line: None)
         for statement in statements.statements:
-            _run_statement(conn, migration, statement, options, on_lock_retry, on_note)
+            _run_statement(conn, migration, statement, options, on_lock_retry, note)
         conn.execute(tracking_row_sql(options, migration.hash, migration.when))
         return AppliedMigration(migration.tag, migration.hash, migration.when)
     except psycopg.Error as exc:
@@ -184,7 +183,7 @@ def _run_statement(
     statement: StatementEffects,
     options: MigrateOptions,
     on_lock_retry: OnLockRetry | None,
-    on_note: OnNote | None,
+    on_note: OnNote,
 ) -> None:
     """One statement in autocommit: skipped when the catalog already has its effect,
     retried on lock timeouts, cleaned up (INVALID index) when it fails."""
@@ -202,8 +201,7 @@ def _run_statement(
                 raise
             dropped = _drop_invalid_left_by(conn, statement)
             for name in dropped:
-                if on_note is not None:
-                    on_note(f"dropped INVALID index {name} left by the failed statement ({where})")
+                on_note(f"dropped INVALID index {name} left by the failed statement ({where})")
             left = f"; dropped the INVALID index {', '.join(dropped)} it left" if dropped else ""
             if exc.sqlstate == LOCK_NOT_AVAILABLE:
                 blockers = find_blockers(conn, *statement_locks(statement.sql))
@@ -255,7 +253,7 @@ def _kind(change: Change) -> str:
 
 
 def _already_done(
-    conn: psycopg.Connection[Any], statement: StatementEffects, on_note: OnNote | None, where: str
+    conn: psycopg.Connection[Any], statement: StatementEffects, on_note: OnNote, where: str
 ) -> bool:
     """Whether the catalog already holds the statement's effect (a rerun after a crash).
 
@@ -272,19 +270,16 @@ def _already_done(
         if row is None:
             return False
         if row[0]:
-            if on_note is not None:
-                on_note(f"skipped {where}: index {'.'.join(name)} already exists and is valid")
+            on_note(f"skipped {where}: index {'.'.join(name)} already exists and is valid")
             return True
         _drop_index(conn, *name)
-        if on_note is not None:
-            on_note(f"dropped INVALID index {'.'.join(name)} of an interrupted build ({where})")
+        on_note(f"dropped INVALID index {'.'.join(name)} of an interrupted build ({where})")
         return False
     label = enum_value_of(change)
     if label is not None:
         enum = change.target.split(" ", 1)[-1].split(".", 2)
         if conn.execute(_ENUM_VALUE_SQL, (enum[0], enum[1], label)).fetchone() is not None:
-            if on_note is not None:
-                on_note(f"skipped {where}: enum value {label!r} already exists")
+            on_note(f"skipped {where}: enum value {label!r} already exists")
             return True
     return False
 

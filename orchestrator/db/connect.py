@@ -116,15 +116,18 @@ def connect(
             tcp_user_timeout=dead_peer_s * 1000,
         )
     except psycopg.OperationalError as exc:
-        raise DatabaseError(
-            f"cannot connect to {redact_url(url)}: {describe(exc)}", transient=is_transient(exc)
-        ) from exc
+        raise database_error(f"cannot connect to {redact_url(url)}", exc) from exc
 
 
 def describe(exc: BaseException) -> str:
     """A one-line, password-free description of a database error."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return redact(lines[0] if lines else type(exc).__name__)
+
+
+def database_error(what: str, exc: BaseException) -> DatabaseError:
+    """``<what>: <exc on one line>``, transient when the connection failed, not the SQL."""
+    return DatabaseError(f"{what}: {describe(exc)}", transient=is_transient(exc))
 
 
 # --------------------------------------------------------------------------- transport security

@@ -17,8 +17,7 @@ from typing import Any
 
 import psycopg
 
-from orchestrator.db.connect import connect, describe
-from orchestrator.db.retry import is_transient
+from orchestrator.db.connect import connect, database_error
 from orchestrator.errors import DatabaseError
 
 _KEYS = ("system_identifier", "database_oid", "database_name")
@@ -47,9 +46,7 @@ def read_identity(url: str) -> dict[str, str]:
                 if value:
                     identity[key] = value
     except psycopg.Error as exc:
-        raise DatabaseError(
-            f"cannot read which database this is: {describe(exc)}", transient=is_transient(exc)
-        ) from exc
+        raise database_error("cannot read which database this is", exc) from exc
     return identity
 
 

@@ -18,9 +18,8 @@ from typing import Any
 
 import psycopg
 
-from orchestrator.db.connect import connect, describe
-from orchestrator.db.retry import is_transient
-from orchestrator.errors import DatabaseError, UsageError
+from orchestrator.db.connect import connect, database_error
+from orchestrator.errors import UsageError
 
 APPLICATION_PREFIX = "orchestrator"
 
@@ -119,9 +118,7 @@ class RunLock:
                 )
         except psycopg.Error as exc:
             conn.close()
-            raise DatabaseError(
-                f"cannot take the run lock: {describe(exc)}", transient=is_transient(exc)
-            ) from exc
+            raise database_error("cannot take the run lock", exc) from exc
         except BaseException:
             conn.close()
             raise

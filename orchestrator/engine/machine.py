@@ -126,7 +126,7 @@ def backup_before_migrating(record: RunRecord, seen: Observations) -> bool:
 
 def verdict_deployable(record: RunRecord, seen: Observations) -> bool:
     """SAFE or NEEDS_MIGRATION; PARTIAL_MIGRATION and ERROR halt the run."""
-    return _status(record, "validate") in ("SAFE", "NEEDS_MIGRATION")
+    return _verdict(record, "validate").deployable
 
 
 def already_safe(record: RunRecord, seen: Observations) -> bool:
@@ -251,9 +251,8 @@ def _no_backup(record: RunRecord) -> tuple[ExitCode, str]:
 
 
 def _migration_not_tracked(record: RunRecord) -> tuple[ExitCode, str]:
-    validate = _verdict_halt("validate")(record)
-    if _status(record, "validate") not in ("SAFE", "NEEDS_MIGRATION"):
-        return validate
+    if not _verdict(record, "validate").deployable:
+        return _verdict_halt("validate")(record)
     return (
         ExitCode.PARTIAL,
         "the database does not track every migration the run applied: someone changed it",

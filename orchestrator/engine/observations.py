@@ -19,8 +19,8 @@ import psycopg
 from psycopg import sql
 
 from orchestrator.database import judge_database
-from orchestrator.db.connect import connect, describe
-from orchestrator.db.retry import call_with_retry, is_transient
+from orchestrator.db.connect import connect, database_error
+from orchestrator.db.retry import call_with_retry
 from orchestrator.engine.outcomes import BackupOutcome
 from orchestrator.engine.steps.backup import dump_intact
 from orchestrator.engine.steps.base import RunContext
@@ -154,6 +154,4 @@ def read_row_hashes(url: str, schema: str, table: str) -> tuple[str, ...]:
             )
             return tuple(str(h) for (h,) in conn.execute(query).fetchall() if h)
     except psycopg.Error as exc:
-        raise DatabaseError(
-            f"cannot read the tracking rows: {describe(exc)}", transient=is_transient(exc)
-        ) from exc
+        raise database_error("cannot read the tracking rows", exc) from exc

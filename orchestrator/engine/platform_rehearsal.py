@@ -117,7 +117,8 @@ def predict_pull_request(look: PlatformLook, playbook: Playbook) -> str | None:
     if verdict is not None and verdict.verdict == "refused":
         raise GuardError(verdict.reason)  # worded by judge_for_preflight, or GitHub is down
     if look.pull_request is None:
-        return f"would open a pull request {spec.source} -> {spec.target} on {_repo(playbook)}"
+        assert spec.github is not None  # the playbook requires it with github_pr
+        return f"would open a pull request {spec.source} -> {spec.target} on {spec.github.repo}"
     note = verdict.reason if verdict is not None else ""
     return f"pull request {look.pull_request}: GitHub would merge it ({note})"
 
@@ -137,8 +138,3 @@ def predict_release(look: PlatformLook, playbook: Playbook) -> str:
         f"would wait up to {release.timeout:g}s, every {release.interval:g}s, for the merge "
         f"to be live; {what} answers now: {look.release_detail}"
     )
-
-
-def _repo(playbook: Playbook) -> str:
-    github = playbook.git.github
-    return github.repo if github is not None else "GitHub"

@@ -108,10 +108,9 @@ def rehearse(
     folder = migrations_path(repo, playbook.migrations.dir)
     spec = playbook.git
     options = migrate_options(playbook)
+    run = DryRun(warnings=[w for w in (warning, pooled) if w])
     if rehearse_on is None:  # the playbook's own timeouts may be tighter than the bounds
         bounds = bounds.within(options.lock_timeout, options.statement_timeout)
-    run = DryRun(warnings=[w for w in (warning, pooled) if w])
-    if rehearse_on is None:
         run.step(
             "bounds",
             "on production, in a transaction that is rolled back: lock waits at most "

@@ -53,7 +53,7 @@ from orchestrator.engine.steps.migrate import summarize
 from orchestrator.engine.steps.preflight import baseline_checks, unhealthy_before
 from orchestrator.errors import GuardError, UsageError
 from orchestrator.gitrepo import TrialMerge
-from orchestrator.migrate import migrate_database, refuse_what_postgres_refuses
+from orchestrator.migrate import migrate_database, outside_transaction, refuse_what_postgres_refuses
 from orchestrator.monitor import CheckResult, judge_row, sql_check
 from orchestrator.playbook import Playbook
 from orchestrator.runs import PlannedMigration, RunRecord
@@ -166,10 +166,9 @@ def _rehearse_migrate(r: Rehearsal) -> MigrateOutcome:
     pending_tags = [p.tag for p in r.record.planned]
     pending = [m for m in r.journal.migrations if m.tag in pending_tags]
     r.run.details["migrate"] = _statements(pending)
-    from orchestrator.analysis.nontransactional import nontransactional_statements
     from orchestrator.db.concurrent import rehearse_release
 
-    outside = nontransactional_statements([(m.tag, m.statements) for m in pending])
+    outside = outside_transaction(pending)
     if not (outside and r.options.allow_concurrent):  # as the deploy's migrate step refuses
         refuse_what_postgres_refuses(r.journal, pending, r.shadow)
     notes: list[str] = []

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 import git
 
 from orchestrator.errors import GuardError
+from orchestrator.gitrepo.history import fetched_contains
 from orchestrator.gitrepo.process import (
     NO_RERERE,
     git_output,
     is_ancestor,
     merge_failure,
+    remote_ref,
     resolve_rev,
     run_git,
 )
@@ -143,8 +145,4 @@ def _own_unpushed(repo: git.Repo, tip: str, remote_tip: str, source: str, messag
 
 def is_merged(repo: git.Repo, remote: str, target: str, source_commit: str) -> bool:
     """Whether ``<remote>/<target>`` (freshly fetched) contains ``source_commit``."""
-    fetch_branches(repo, remote, [target])
-    tip = remote_tip_of(repo, remote, target)
-    source = resolve_rev(repo.git, source_commit)
-    # After the fetch all of target's history is local: an unknown commit is not in it.
-    return source is not None and is_ancestor(repo.git, source, tip)
+    return fetched_contains(repo, remote, target, remote_ref(remote, target), source_commit)

@@ -18,11 +18,7 @@ from orchestrator.playbook.model import Playbook
 
 
 def load_playbook(path: Path) -> Playbook:
-    """Read, parse and validate the playbook at ``path``.
-
-    Every problem becomes a single-line :class:`UsageError`:
-    ``<file>:<line>: <dotted.key>: <problem>``.
-    """
+    """Read, parse and validate the playbook at ``path``."""
     return parse_playbook(read_playbook_text(path), path)
 
 

@@ -20,8 +20,8 @@ import psycopg
 from orchestrator import children
 from orchestrator.db.backoff import READ_LOCK_TIMEOUT_S
 from orchestrator.db.blockers import pg_dump_lock_wait
-from orchestrator.db.connect import connect, describe, milliseconds, without_password
-from orchestrator.db.retry import call_with_retry, is_transient
+from orchestrator.db.connect import connect, database_error, milliseconds, without_password
+from orchestrator.db.retry import call_with_retry
 from orchestrator.engine.outcomes import BackupOutcome
 from orchestrator.engine.steps.base import RunContext
 from orchestrator.errors import DatabaseError, GuardError, UsageError
@@ -96,9 +96,7 @@ def restore_point(url: str) -> BackupOutcome:
             conn.read_only = True  # a read: the rehearsal runs it against production too
             row = conn.execute(RESTORE_POINT_SQL).fetchone()
     except psycopg.Error as exc:
-        raise DatabaseError(
-            f"cannot record a restore point: {describe(exc)}", transient=is_transient(exc)
-        ) from exc
+        raise database_error("cannot record a restore point", exc) from exc
     assert row is not None
     taken_at, lsn, version, size, database = row
     return BackupOutcome(

@@ -160,22 +160,28 @@ class ReleaseStep:
             seen = look(commit)
             polls += 1
             waited = round(time.monotonic() - started, 3)
+            event = _event(seen, commit, waited, polls)
             state = (seen.state, seen.deployment_state, seen.deployment_id, seen.commit)
             if seen.state == "live":
                 _LIVE_HERE[ctx.record.run_id] = SeenLive(commit, time.monotonic())
-                ctx.log.info("release_live", **_event(seen, commit, waited, polls))
-                return _outcome(gate, commit, seen, "live", waited, polls, spec.timeout)
+                ctx.log.info("release_live", **event)
+                break
             if seen.state == "failed":
-                ctx.log.error("release_failed", **_event(seen, commit, waited, polls))
-                return _outcome(gate, commit, seen, "failed", waited, polls, spec.timeout)
+                ctx.log.error("release_failed", **event)
+                break
             if state != last_state:  # one event per change, not one per poll
-                ctx.log.info("release_waiting", **_event(seen, commit, waited, polls))
+                ctx.log.info("release_waiting", **event)
                 last_state = state
             ctx.on_progress(f"release gate: {seen.detail} (waited {waited:.0f}s)")
             if time.monotonic() + spec.interval > deadline:
-                ctx.log.error("release_timeout", **_event(seen, commit, waited, polls))
-                return _outcome(gate, commit, seen, "timeout", waited, polls, spec.timeout)
+                ctx.log.error("release_timeout", **event)
+                break
             time.sleep(spec.interval)
+        # How the gate ended, and what it last saw (as its audit event says).
+        ending = "timeout" if seen.state == "waiting" else seen.state
+        return ReleaseOutcome(
+            gate=gate, live=ending == "live", ending=ending, timeout_s=spec.timeout, **event
+        )
 
     def done(self, ctx: RunContext) -> ReleaseOutcome | None:
         return None  # a resumed run looks again: production may have changed meanwhile
@@ -193,22 +199,3 @@ def _event(seen: Sighting, commit: str, waited: float, polls: int) -> dict[str, 
         "waited_s": waited,
         "polls": polls,
     }
-
-
-def _outcome(
-    gate: str,
-    commit: str,
-    seen: Sighting,
-    ending: str,
-    waited: float,
-    polls: int,
-    timeout: float,
-) -> ReleaseOutcome:
-    """How the gate ended (``ending``) and what it last saw (as its audit event says)."""
-    return ReleaseOutcome(
-        gate=gate,
-        live=ending == "live",
-        ending=ending,
-        timeout_s=timeout,
-        **_event(seen, commit, waited, polls),
-    )
