@@ -455,3 +455,19 @@ def test_a_password_equal_to_the_database_name_leaves_the_run_resumable(
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def test_a_json_report_masks_a_secret_however_json_spells_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from orchestrator.cli.console import print_json
+    from orchestrator.redaction import Redactor, given
+
+    secret = 'pa"ss\\wörd-4471'  # JSON escapes the quote, the backslash and the ö
+    Redactor([secret])  # as a run's redactor is given the database password
+    try:
+        print_json({"reason": f"refused by {secret}", "playbook": "/srv/app/release.yaml"})
+    finally:
+        given.discard(secret)
+    document = json.loads(capsys.readouterr().out)
+    assert document == {"reason": "refused by ***", "playbook": "/srv/app/release.yaml"}
