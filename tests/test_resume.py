@@ -256,6 +256,32 @@ def test_rollback_of_a_run_killed_while_merging_looks_at_origin_first(
         assert "Code: nothing was merged or pushed" in out
 
 
+def test_rollback_of_a_run_killed_after_its_migration_committed_reads_the_database(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # SIGKILLed right after the migration transaction committed: the record says validated
+    # and holds no migrate step; only the database knows what it applied.
+    process = deploy_process(world, "committed")
+    wait_stopped(process)
+    kill(process)
+    killed = only_run(world)
+    assert killed.state == "validated" and killed.steps.migrate is None
+    state = ["--state-dir", str(world.store.state_dir)]
+
+    assert run(["rollback", killed.run_id, "--plan", *state]) == 0
+    out = capsys.readouterr().out
+    assert "applied no migration" not in out
+    assert "Database: unknown: the run stopped while migrating" in out
+    monkeypatch.setenv("DATABASE_URL", world.database_url)
+    assert run(["rollback", killed.run_id, "--yes", *state]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    record = only_run(world)
+    assert record.steps.migrate is not None
+    assert [m.tag for m in record.steps.migrate.applied] == [p.tag for p in killed.planned]
+    assert f"Database: this run applied {', '.join(p.tag for p in killed.planned)}" in out
+    assert "Code: nothing was merged or pushed" in out
+
+
 def test_resume_keeps_its_own_push_when_someone_pushed_on_top_while_it_was_down(
     world: World,
 ) -> None:

@@ -17,9 +17,16 @@ from orchestrator.gitrepo import revert_commands, revert_release, revert_release
 from orchestrator.runs import RunRecord
 
 
-def database_steps(record: RunRecord) -> list[str]:
-    """How to put the database back, or why there is nothing to do."""
+def database_steps(record: RunRecord, *, looked: bool = False) -> list[str]:
+    """How to put the database back, or why there is nothing to do (``looked``: the database
+    was just read for a migration the record lacks)."""
     applied = (record.steps.migrate or MigrateOutcome()).tags
+    if not applied and record.state == "validated" and record.steps.migrate is None and not looked:
+        # Its process stopped (killed, or is migrating) before recording a commit it may have made.
+        return [
+            "Database: unknown: the run stopped while migrating; the migrations may be "
+            f"applied: `orchestrator rollback {record.run_id}` looks."
+        ]
     if not applied:
         return ["Database: this run applied no migration; nothing to restore."]
     backup = record.steps.backup or BackupOutcome()
@@ -101,7 +108,7 @@ def code_steps(record: RunRecord, *, looked: bool = False) -> list[str]:
 
 def rollback_plan(record: RunRecord, *, looked: bool = False) -> list[str]:
     """The whole plan: code first (it is what users see), then the database."""
-    return [*code_steps(record, looked=looked), *database_steps(record)]
+    return [*code_steps(record, looked=looked), *database_steps(record, looked=looked)]
 
 
 def revert_branch(run_id: str) -> str:

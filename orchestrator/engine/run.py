@@ -589,11 +589,13 @@ def rollback(run_id: str, store: RunStore, interaction: Interaction) -> Rollback
     url = interaction.environ.get(playbook.database.url_env, "")
     with store.lock(run_id), open_run(playbook, store.load(run_id), store, url, interaction) as ctx:
         record, log = ctx.record, ctx.log
-        looked = record.state == "revalidated" and record.steps.merge is None
+        # Killed right after a migration committed or a push: the record may lack it.
+        unrecorded = {"validated": "migrate", "revalidated": "merge"}.get(record.state)
+        looked = unrecorded is not None and getattr(record.steps, unrecorded) is None
         if looked and not _adopt_landed(ctx):
-            raise GuardError("cannot tell if the release was pushed: nothing was changed")
+            raise GuardError(f"cannot tell what the run's {unrecorded} did: nothing was changed")
         if looked:
-            log.info("rollback_looked", found=record.steps.merge is not None)
+            log.info("rollback_looked", found=getattr(record.steps, str(unrecorded)) is not None)
             store.save(record)
         plan = rollback_plan(record, looked=looked)
         merge = record.steps.merge
