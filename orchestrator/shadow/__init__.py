@@ -18,6 +18,7 @@ from functools import partial
 from orchestrator.catalog import History, ReplayFailure
 from orchestrator.db.connect import connect
 from orchestrator.drizzle.journal import Journal, Migration
+from orchestrator.errors import DatabaseError
 from orchestrator.shadow import cache
 from orchestrator.shadow.replay import (
     IncompleteReplay,
@@ -95,8 +96,13 @@ def replayed_history(
         except IncompleteReplay:
             with server.database() as url:
                 history = replay(url, journal, incremental=False)
-    if _lasting(history.failure):
-        cache.store_history(directory, history, astuple(tracking))
+    if (failure := history.failure) is not None and not _lasting(failure):  # not the folder
+        raise DatabaseError(
+            f"the shadow ({server.description}) failed replaying {failure.tag}: "
+            f"{failure.message} [{failure.sqlstate}]; nothing was cached: try again",
+            transient=True,
+        )
+    cache.store_history(directory, history, astuple(tracking))
     return history
 
 
