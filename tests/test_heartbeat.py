@@ -90,6 +90,48 @@ def test_the_cli_without_a_terminal_prints_a_line_while_the_push_stalls(world: W
     assert world.origin_main() != main_before
 
 
+@pytest.mark.parametrize("term", ["xterm", "dumb"])
+def test_a_person_at_a_terminal_whose_stderr_is_a_log_gets_lines_not_escape_codes(
+    world: World, tmp_path: Path, term: str
+) -> None:
+    # `orchestrator deploy --yes 2>deploy.log` typed at a terminal (stdin and stdout a tty),
+    # or a terminal that cannot rewrite a line (TERM=dumb): the log gets plain lines.
+    import pty
+
+    primary, secondary = pty.openpty()
+    log = tmp_path / "deploy.log"
+    stderr_is_a_log = term == "xterm"
+    environ = {**os.environ, "DATABASE_URL": world.database_url, "TERM": term}
+    with log.open("wb") as to_log:
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", *world.deploy_argv()],
+            cwd=REPO_ROOT,
+            env=environ,
+            stdin=secondary,
+            stdout=secondary,
+            stderr=to_log if stderr_is_a_log else secondary,
+            check=False,
+        )
+    os.close(secondary)
+    if stderr_is_a_log:
+        written = log.read_bytes()
+    else:  # what the dumb terminal showed: all it was sent
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        written = b"".join(chunks)
+    os.close(primary)
+    assert done.returncode == 0, written.decode(errors="replace")
+    assert b"run succeeded" in written
+    assert b"\x1b[2K" not in written  # the monitor's rounds were no rewritten line
+
+
 @pytest.mark.parametrize("period", ["soon", "0s"])
 def test_a_heartbeat_period_that_is_no_duration_is_refused_before_anything(
     world: World,

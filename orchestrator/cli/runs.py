@@ -28,11 +28,13 @@ def cli_interaction(
     ``retries``: --retries, attempts instead of the playbook's; each retry of the first
     connection is shown on stderr (later ones as run events, and in the audit trail).
     """
-    from orchestrator.cli.console import interactive
+    from orchestrator.cli.console import err, interactive
     from orchestrator.cli.options import on_retry
     from orchestrator.engine.run import Interaction
 
     at_terminal = interactive()
+    # A line rewritten in place only where stderr is a terminal that can (not a log, not dumb).
+    live = at_terminal and not as_json and err.is_terminal and not err.is_dumb_terminal
     if not yes and not at_terminal:
         raise UsageError(f"{what} changes production: pass --yes (no terminal to confirm on)")
 
@@ -47,13 +49,13 @@ def cli_interaction(
         backup_confirmed=backup_confirmed,
         ask=ask if at_terminal else None,
         console=None if as_json else _print_event,
-        on_progress=_progress if at_terminal and not as_json else lambda _line: None,
+        on_progress=_progress if live else lambda _line: None,
         warn=_warner(as_json),
         retries=retries,
         on_retry=on_retry,
     )
-    # No live line without a terminal: a step that waits says so on stderr every few seconds.
-    if at_terminal:
+    # No live line: a step that waits says so on stderr every few seconds.
+    if live:
         return made
     return dataclasses.replace(made, heartbeat=_to_stderr, heartbeat_s=_heartbeat_period())
 
