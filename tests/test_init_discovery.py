@@ -79,6 +79,40 @@ def test_an_unprotected_target_is_pushed_to_and_asking_for_pull_requests_wins(
     assert (asked.github.repo, asked.github.api_url) == ("acme/service-desk", api)
 
 
+def test_pull_requests_asked_for_are_never_written_as_a_push(
+    app: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GitHub Enterprise: the remote names the repository, --github-api-url its API.
+    git(app, "remote", "set-url", "origin", "git@ghe.example.com:acme/service-desk.git")
+    enterprise = "https://ghe.example.com/api/v3"
+    assert run(["init", "--yes", "--via", "github_pr", "--github-api-url", enterprise]) == 0
+    asked = load_playbook(app / "orchestrator.yaml").git
+    assert asked.via == "github_pr" and asked.github is not None
+    assert (asked.github.repo, asked.github.api_url) == ("acme/service-desk", enterprise)
+    # No origin: the repository is a TODO and deploy refuses the playbook until it is filled.
+    git(app, "remote", "remove", "origin")
+    assert run(["init", "--yes", "--via", "github_pr", "-o", "pr.yaml"]) == 0
+    assert "not found (see the TODO lines in the file): git.github.repo" in capsys.readouterr().out
+    text = (app / "pr.yaml").read_text()
+    assert "  via: github_pr  # --via github_pr" in text and "via: push" not in text
+    assert "    # repo: OWNER/NAME  # TODO: origin names no GitHub repository" in text
+    with pytest.raises(UsageError, match=r"github"):
+        load_playbook(app / "pr.yaml")
+
+
+def test_a_config_init_cannot_read_leaves_every_migrations_value_to_fill_in(
+    app: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It may set any of them: drizzle-kit's defaults would be a guess.
+    (app / "drizzle.config.ts").write_text("export default defineConfig(makeConfig());\n")
+    assert run(["init", "--yes"]) == 0
+    said = capsys.readouterr().out
+    assert "not found (see the TODO lines in the file): migrations.dir, migrations.schema, " in said
+    assert "next: orchestrator deploy" not in said
+    text = (app / "orchestrator.yaml").read_text()
+    assert "  # table: __drizzle_migrations  # TODO: drizzle.config.ts sets it in a way" in text
+
+
 def test_a_value_written_as_an_expression_is_asked_for(app: Path) -> None:
     (app / "drizzle.config.ts").write_text(
         "export default defineConfig({ out: process.env.OUT_DIR ?? './drizzle',"

@@ -67,10 +67,27 @@ def test_keys_not_written_take_drizzle_kits_defaults() -> None:
         'const config: Config = { out: "./m" };\nexport default config;',
         'module.exports = { out: "./m" };',
         'const c = defineConfig({ out: "./m" });\nexport default c;',
+        'const config = { out: "./m" };\nexport default defineConfig(config);',
+        'const config = { out: "./m" };\nmodule.exports = defineConfig(config);',
     ],
 )
 def test_the_config_object_is_found_however_it_is_exported(source: str) -> None:
     assert parse_drizzle_config(source).out == "./m"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "process.env.POSTGRES_URL",
+        "process.env.POSTGRES_URL!",
+        "process.env.POSTGRES_URL as string",
+        "process.env.POSTGRES_URL! as string",
+        'process.env["POSTGRES_URL"] as string',
+    ],
+)
+def test_the_database_url_variable_is_read_through_typescripts_assertions(url: str) -> None:
+    source = f"export default defineConfig({{ dbCredentials: {{ url: {url} }} }});"
+    assert parse_drizzle_config(source).url_env == "POSTGRES_URL"
 
 
 def test_values_that_are_not_literals_are_expressions_to_ask_about() -> None:
@@ -146,6 +163,11 @@ def test_a_neon_host_names_its_endpoint() -> None:
     assert pooled.direct_host == "ep-cool-darkness-123456.eu-central-1.aws.neon.tech"
     older = parse_neon_host("ep-snowy-sea-987654.us-east-2.neon.tech")
     assert older is not None and older.endpoint_id == "ep-snowy-sea-987654"
+    # Current hosts carry a cell label (c-N) between the endpoint and the region.
+    current = parse_neon_host("ep-calm-snow-aev1ojm4-pooler.c-2.us-east-2.aws.neon.tech")
+    assert current is not None and current.pooled
+    assert (current.endpoint_id, current.region) == ("ep-calm-snow-aev1ojm4", "us-east-2")
+    assert current.direct_host == "ep-calm-snow-aev1ojm4.c-2.us-east-2.aws.neon.tech"
 
 
 @pytest.mark.parametrize(

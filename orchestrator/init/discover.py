@@ -101,8 +101,11 @@ def discover(root: Path, environ: Mapping[str, str], options: InitOptions) -> Di
 
     remote, source, target = _git(root, report, notes)
     github_repo: Slot | None = None
-    if remote is not None and remote.on_github and remote.repo is not None:
-        github_repo = Sourced(remote.repo, "from the origin remote")
+    enterprise = options.github_api_url.rstrip("/") != DEFAULT_GITHUB_API_URL  # GHE API
+    if remote is not None and remote.repo is not None and (remote.on_github or enterprise):
+        github_repo = Sourced(remote.repo, f"from the origin remote ({remote.host})")
+    elif options.via == "github_pr":  # never fall back to pushing to a protected target
+        github_repo = Missing("origin names no GitHub repository: write it as owner/name")
     elif remote is not None:
         report.append(f"git: origin is on {remote.host}, not github.com: merges are pushed")
     via, via_reason = _via(github_repo, target, environ, options, report)
@@ -161,12 +164,11 @@ def _migrations(
     root: Path, config: DrizzleConfig | None, config_name: str | None, notes: list[str]
 ) -> tuple[Slot, Slot, Slot]:
     if config is None:
+        if config_name:  # a config init cannot read may set any of the three
+            how = f"{config_name} sets it in a way init cannot read: copy its value here"
+            return Missing(how), Missing(how), Missing(how)
         found = (root / "drizzle" / "meta" / "_journal.json").is_file()
-        how = (
-            f"{config_name} sets it in a way init cannot read: copy its `out` here"
-            if config_name
-            else "the folder drizzle-kit generate writes (holding meta/_journal.json)"
-        )
+        how = "the folder drizzle-kit generate writes (holding meta/_journal.json)"
         folder: Slot = Sourced("drizzle", "drizzle-kit's default") if found else Missing(how)
         default = "drizzle-kit's default"
         return folder, Sourced("drizzle", default), Sourced("__drizzle_migrations", default)

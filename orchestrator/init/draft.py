@@ -248,12 +248,12 @@ def _git(draft: Draft) -> list[str]:
         f"  target: {_scalar(draft.target)}  # production's branch",
     ]
     repo = draft.github_repo
-    if draft.via == "github_pr" and isinstance(repo, Sourced):
+    if draft.via == "github_pr" and repo is not None:  # a Missing repo stays a TODO line
         reason = f"  # {draft.via_reason}" if draft.via_reason else ""
         lines += [
             f"  via: github_pr{reason}",
             "  github:",
-            _line(2, "repo", repo, placeholder=""),
+            _line(2, "repo", repo, placeholder="OWNER/NAME"),
             "    token_env: GITHUB_TOKEN  # the variable holding the token (never printed)",
         ]
         if draft.github_api_url != DEFAULT_GITHUB_API_URL:
@@ -266,8 +266,6 @@ def _git(draft: Draft) -> list[str]:
                 "  # via: github_pr",
                 f"  # github: {{repo: {repo.value}, token_env: GITHUB_TOKEN}}",
             ]
-        elif isinstance(repo, Missing):
-            lines.append(f"  # github: {{repo: OWNER/NAME}}  # TODO: {repo.how}")
     return [*lines, ""]
 
 

@@ -168,6 +168,8 @@ class _Parser:
 
     def _env_ref(self, start: int, end: int) -> str | None:
         texts = [t.text for t in self.tokens[start:end]]
+        if texts[-2:-1] == ["as"]:  # TypeScript's `process.env.X as string`
+            texts = texts[:-2]
         if texts and texts[-1] == "!":
             texts = texts[:-1]
         if len(texts) == 5 and texts[:4] == ["process", ".", "env", "."]:
@@ -200,16 +202,13 @@ class _Parser:
 def _config_object(tokens: list[_Token]) -> int:
     """The index of the ``{`` of the exported config object."""
     texts = [t.text for t in tokens]
-    for i, text in enumerate(texts):
-        if text == "defineConfig" and texts[i + 1 : i + 3] == ["(", "{"]:
-            return i + 2
     for i in range(len(texts)):
         exported = texts[i : i + 2] == ["export", "default"]
         module = texts[i : i + 4] == ["module", ".", "exports", "="]
         if not (exported or module):
             continue
         j = i + (2 if exported else 4)
-        while j < len(texts) and texts[j] == "(":
+        while j < len(texts) and texts[j] in ("(", "defineConfig"):  # defineConfig(config)
             j += 1
         if j < len(texts) and texts[j] == "{":
             return j

@@ -65,9 +65,9 @@ class NeonHost:
         return self.host.replace("-pooler.", ".", 1) if self.pooled else self.host
 
 
-# ep-<words>-<id>[-pooler].<region>[.aws|.azure].neon.tech (the older form has no cloud).
+# ep-<words>-<id>[-pooler][.c-N].<region>[.aws|.azure].neon.tech (older forms: no cloud, no c-N).
 _NEON_HOST = re.compile(
-    r"^(?P<endpoint>ep-[a-z0-9]+(?:-[a-z0-9]+)*?)(?P<pooler>-pooler)?"
+    r"^(?P<endpoint>ep-[a-z0-9]+(?:-[a-z0-9]+)*?)(?P<pooler>-pooler)?(?:\.c-\d+)?"
     r"\.(?P<region>[a-z0-9-]+)(?:\.(?:aws|azure))?\.neon\.tech$"
 )
 
