@@ -304,15 +304,17 @@ class RunStore:
             return {"at": None, "reason": "unreadable mark"}
         return mark if isinstance(mark, dict) else {"at": None, "reason": str(mark)}
 
-    def check_writable(self) -> None:
+    def check_writable(self, *, create: bool = True) -> None:
         """UsageError unless run records can be written here (a run never goes unrecorded).
 
-        Writes, fsyncs and removes a probe file, so a full disk or a read-only directory is
-        found before the run starts rather than half-way through it.
+        Writes, fsyncs and removes a probe file (a full disk, a read-only directory show before
+        the run); without ``create`` (a dry run) in the nearest existing directory, making none.
         """
-        probe = self.runs_dir / f".probe-{os.getpid()}"
+        existing = [p for p in (self.runs_dir, *self.runs_dir.parents) if p.exists()]
+        probe = (self.runs_dir if create else existing[0]) / f".probe-{os.getpid()}"
         try:
-            private_directory(self.runs_dir)
+            if create:
+                private_directory(self.runs_dir)
             _write_atomically(probe, b"{}" + b" " * 4096)
         except OSError as exc:
             raise UsageError(

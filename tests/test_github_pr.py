@@ -16,6 +16,7 @@ from orchestrator.audit import read_events
 from orchestrator.cli import run
 from orchestrator.engine.run import rollback
 from orchestrator.errors import OrchestratorError
+from orchestrator.runs import RunStore
 from orchestrator.sandbox.release import git
 from tests.drizzle_helpers import tracking_rows
 from tests.github_double import GitHubState, github_double, protect_branch
@@ -292,7 +293,12 @@ def test_the_rehearsal_predicts_an_unmergeable_pull_request_and_opens_none(
     from orchestrator.engine.rehearsal import rehearse
 
     with pr_world(tmp_path, database_url) as (world, github):
-        plan = rehearse(world.playbook, environ(world, github), rehearse_on="local")
+        plan = rehearse(
+            world.playbook,
+            environ(world, github),
+            RunStore(tmp_path / "state"),
+            rehearse_on="local",
+        )
         assert int(plan.exit_code) == 0, plan.lines
         assert any("would open a pull request staging -> main" in line for line in plan.lines)
         assert github.pulls == {}  # read-only: nothing opened
@@ -304,7 +310,12 @@ def test_the_rehearsal_predicts_an_unmergeable_pull_request_and_opens_none(
 
         api = GitHubApi(github.repo, ApiClient("GitHub API", world_api(world), github.token))
         api.create_pull("staging", "main", title="Release", body="")
-        plan = rehearse(world.playbook, environ(world, github), rehearse_on="local")
+        plan = rehearse(
+            world.playbook,
+            environ(world, github),
+            RunStore(tmp_path / "state"),
+            rehearse_on="local",
+        )
         assert int(plan.exit_code) == 21
         assert plan.halt_line and "a required review is missing" in plan.halt_line
         assert "backup" not in [s.name for s in plan.steps]
@@ -379,7 +390,12 @@ def test_a_source_already_in_the_target_asks_github_nothing_in_the_rehearsal_as_
         # production's database has not been migrated yet.
         staging = git(world.repo.origin, "rev-parse", "staging")
         git(world.repo.origin, "update-ref", "refs/heads/main", staging)
-        plan = rehearse(world.playbook, environ(world, github), rehearse_on="local")
+        plan = rehearse(
+            world.playbook,
+            environ(world, github),
+            RunStore(tmp_path / "state"),
+            rehearse_on="local",
+        )
         assert int(plan.exit_code) == 0, plan.lines
         assert any("staging is already in main: no pull request" in line for line in plan.lines)
         assert not any("would open a pull request" in line for line in plan.lines)

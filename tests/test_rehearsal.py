@@ -10,12 +10,14 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from orchestrator.cli import run
 from orchestrator.db import runlock
 from orchestrator.sandbox.release import git
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
 from tests.lock_holder import table_locked
+from tests.playbooks import write_playbook
 from tests.release_world import World, world
 
 __all__ = ["world"]
@@ -323,3 +325,59 @@ def test_the_rehearsal_predicts_the_deploys_exit_code(
     record = world.deploy()
     assert record.exit_code == predicted, (document["prediction"], record.halt_reason)
     assert predicted == {"clean": 0, "failing_migration": 21, "down_before": 21}[case]
+
+
+def refusals(world: World, capsys: pytest.CaptureFixture[str], *flags: str) -> list[str]:
+    """The dry run's and the deploy's exit codes and last stderr lines, same world and flags;
+    the dry run must also leave the state dir as it found it."""
+    base = ["deploy", "--playbook", str(world.playbook), "--json", *flags]
+    existed = world.store.state_dir.exists()
+    dry = run([*base, "--dry-run"])
+    dry_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert world.store.state_dir.exists() == existed  # the dry run made nothing
+    real = run([*base, "--yes"])
+    return [f"{dry} {dry_line}", f"{real} {capsys.readouterr().err.strip().splitlines()[-1]}"]
+
+
+def test_the_rehearsal_refuses_a_dump_folder_that_is_missing_as_the_deploy_does(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backup = f"{{kind: pg_dump, path: {world.root / 'no-such-folder'}}}"
+    write_playbook(world.playbook, repo=world.repo, health_url=world.health.url, backup=backup)
+    dry, real = refusals(world, capsys, "--state-dir", str(world.store.state_dir))
+    assert dry == real
+    assert dry.startswith("2 error: backup.path ") and "does not exist" in dry
+
+
+def test_the_rehearsal_refuses_a_manual_backup_nobody_can_vouch_for_as_the_deploy_does(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_playbook(
+        world.playbook, repo=world.repo, health_url=world.health.url, backup="{kind: manual}"
+    )
+    dry, real = refusals(world, capsys, "--state-dir", str(world.store.state_dir))  # no tty
+    assert dry == real
+    assert dry.startswith("2 error: backup kind manual needs an operator")
+
+
+def test_the_rehearsal_refuses_a_state_dir_it_cannot_write_and_creates_none(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = world.root / "a-file"
+    blocker.write_text("not a folder\n")
+    dry, real = refusals(world, capsys, "--state-dir", str(blocker / "state"))
+    assert dry == real
+    assert dry.startswith("2 error: cannot write run records in ")
+    assert blocker.read_text() == "not a folder\n"
+
+
+def test_the_rehearsal_refuses_neons_pooled_endpoint_as_the_deploy_does(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pooler's host name is refused before any connection: nothing needs to answer there.
+    params = conninfo_to_dict(world.database_url)
+    params["host"] = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
+    monkeypatch.setenv("DATABASE_URL", make_conninfo(**params))
+    dry, real = refusals(world, capsys, "--state-dir", str(world.store.state_dir))
+    assert dry == real
+    assert dry.startswith("2 error: ") and "ep-cool-darkness-123456.us-east-2" in dry

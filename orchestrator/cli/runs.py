@@ -183,7 +183,8 @@ def deploy(
     as_json: bool,
 ) -> int:
     """Walk Strategy A: backup, validate, migrate, revalidate, merge/push, monitor."""
-    from orchestrator.cli.console import err, print_json, print_lines
+    from orchestrator.cli.console import err, interactive, print_json, print_lines
+    from orchestrator.runs import RunStore
 
     if rehearse_on is not None and not dry_run:
         raise UsageError("--rehearse-on only goes with --dry-run")
@@ -201,6 +202,8 @@ def deploy(
         rehearsal = rehearse(
             playbook,
             os.environ,
+            RunStore(state_dir),
+            attested=backup_confirmed or interactive(),  # as the deploy's cli_interaction
             rehearse_on=rehearse_on,
             bounds=bounds,
             announce=_to_stderr,
@@ -226,7 +229,6 @@ def deploy(
             err.print(f"error: {rehearsal.halt_line}", markup=False, highlight=False)
         return int(rehearsal.exit_code)
     from orchestrator.engine.run import start
-    from orchestrator.runs import RunStore
 
     interaction = cli_interaction(yes, backup_confirmed, as_json, "deploy", retries)
     if not yes and not as_json:

@@ -30,14 +30,14 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
-from orchestrator.db.connect import check_url, pooler_problem, with_application_name
+from orchestrator.db.connect import check_url, with_application_name
 from orchestrator.db.retry import OnRetry
 from orchestrator.drizzle.journal import Journal, parse_journal
 from orchestrator.engine.dry_run import DryRun, RehearsalBounds, announcement
 from orchestrator.engine.machine import LIVE, TERMINAL, RunModel, build_machine, edges_from
 from orchestrator.engine.platform_rehearsal import look_at_platforms
 from orchestrator.engine.rehearsal_steps import REHEARSALS, Rehearsal, RehearsedWorld
-from orchestrator.engine.run import database_url, hold_database, transport_warning
+from orchestrator.engine.run import check_before_run, hold_database
 from orchestrator.engine.settings import (
     migrate_options,
     migrations_path,
@@ -65,7 +65,7 @@ from orchestrator.neon.rehearsal import (
 )
 from orchestrator.playbook import Playbook, load_playbook
 from orchestrator.redaction import redact_url
-from orchestrator.runs import RunRecord, new_run_id
+from orchestrator.runs import RunRecord, RunStore, new_run_id
 from orchestrator.schema_copy import CANNOT_CATCH, local_copy
 from orchestrator.shadow import ShadowSpec
 
@@ -77,7 +77,9 @@ DEFAULT_BOUNDS = RehearsalBounds()
 def rehearse(
     playbook_path: Path,
     environ: Mapping[str, str],
+    store: RunStore,
     *,
+    attested: bool = False,
     rehearse_on: str | None = None,
     bounds: RehearsalBounds = DEFAULT_BOUNDS,
     announce: Callable[[str], None] | None = None,
@@ -93,22 +95,21 @@ def rehearse(
     merge and the migrations at the source commit) and before the first connection to
     production. ``retries``: attempts on transient database failures instead of the
     playbook's ``retry.attempts``; ``on_retry`` hears each retry of the run lock's connection.
+    ``store``, ``attested``: for the deploy's own refusals before a run (check_before_run).
     """
     playbook = with_retries(load_playbook(playbook_path), retries)
-    plain_url = database_url(playbook, environ, writes=False)
+    plain_url, warning = check_before_run(playbook, environ, store, attested, create=False)
     neon = None
     if rehearse_on == REHEARSE_ON_NEON_BRANCH:
         neon = neon_api(playbook, environ, "--rehearse-on neon-branch")  # exit 2 without it
     elif rehearse_on not in (None, "local"):
         _refuse_production_as_copy(str(rehearse_on), plain_url)
-    warning = transport_warning(playbook, plain_url, environ)
-    pooled = pooler_problem(plain_url)
     url = with_application_name(plain_url, "orchestrator rehearsal")
     repo = open_repo(playbook.git.repo)
     folder = migrations_path(repo, playbook.migrations.dir)
     spec = playbook.git
     options = migrate_options(playbook)
-    run = DryRun(warnings=[w for w in (warning, pooled) if w])
+    run = DryRun(warnings=[warning] if warning else [])
     if rehearse_on is None:  # the playbook's own timeouts may be tighter than the bounds
         bounds = bounds.within(options.lock_timeout, options.statement_timeout)
         run.step(

@@ -41,7 +41,6 @@ from orchestrator.engine.settings import (
     shipped_hashes,
     with_retries,
 )
-from orchestrator.engine.steps.backup import check_dump_path
 from orchestrator.engine.steps.base import RunContext, Step
 from orchestrator.engine.steps.merge import MergeStep
 from orchestrator.engine.steps.migrate import MigrateStep
@@ -113,17 +112,30 @@ def transport_warning(playbook: Playbook, url: str, environ: Mapping[str, str]) 
     return check_ssl(url, require_ssl=playbook.database.require_ssl, environ=environ)
 
 
-def check_backup_attestation(playbook: Playbook, interaction: Interaction) -> None:
-    """A manual backup must be vouched for by a person: at a terminal, or --backup-confirmed.
+def check_before_run(
+    playbook: Playbook, environ: Mapping[str, str], store: RunStore, attested: bool, *, create: bool
+) -> tuple[str, str | None]:
+    """The refusals (exit 2) a deploy makes before any run exists, which ``deploy --dry-run``
+    (``create`` false: no state dir is made) predicts; the URL and its transport warning.
 
-    ``--yes`` answers confirmations of our own actions; it cannot attest to a backup.
+    ``attested``: a person vouches for a manual backup (at a terminal, or --backup-confirmed;
+    ``--yes`` answers confirmations of our own actions, it cannot attest to a backup).
     """
-    manual = playbook.backup.kind == "manual"
-    if manual and not interaction.backup_confirmed and interaction.ask is None:
+    url = database_url(playbook, environ)
+    kind, path = playbook.backup.kind, playbook.backup.path
+    if kind == "manual" and not attested:
         raise UsageError(
             "backup kind manual needs an operator to confirm the backup: run on a terminal "
             "or pass --backup-confirmed"
         )
+    # A missing folder would get the dump as a file of its name; a suffix names the file.
+    if kind == "pg_dump" and path is not None and not (path.exists() or path.suffix):
+        raise UsageError(
+            f"backup.path {path} does not exist: if it is a folder, create it; if it is "
+            f"the dump file, give it a suffix such as {path.name}.dump"
+        )
+    store.check_writable(create=create)
+    return url, transport_warning(playbook, url, environ)
 
 
 @contextmanager
@@ -242,14 +254,10 @@ def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> Run
     """
     text = read_playbook_text(playbook_path)
     playbook = with_retries(parse_playbook(text, playbook_path), interaction.retries)
-    url = database_url(playbook, interaction.environ)
-    warning = transport_warning(playbook, url, interaction.environ)
+    attested = interaction.backup_confirmed or interaction.ask is not None
+    url, warning = check_before_run(playbook, interaction.environ, store, attested, create=True)
     check_release(playbook)
     check_tokens(playbook, interaction.environ)
-    check_backup_attestation(playbook, interaction)
-    if playbook.backup.kind == "pg_dump" and playbook.backup.path is not None:
-        check_dump_path(playbook.backup.path)
-    store.check_writable()
     if warning:
         interaction.warn(warning)
     run_id = new_run_id()

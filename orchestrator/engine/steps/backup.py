@@ -109,19 +109,6 @@ def restore_point(url: str) -> BackupOutcome:
     )
 
 
-def check_dump_path(configured: Path) -> None:
-    """UsageError (exit 2, before a run exists) when ``backup.path`` could be a folder that
-    is missing: it neither exists nor names a file by its suffix (``pre-release.dump``,
-    whose missing folders the run creates). Otherwise the dump would become a file named
-    like the folder."""
-    if configured.exists() or configured.suffix:
-        return
-    raise UsageError(
-        f"backup.path {configured} does not exist: if it is a folder, create it; if it is "
-        f"the dump file, give it a suffix such as {configured.name}.dump"
-    )
-
-
 def dump_path(configured: Path, run_id: str) -> Path:
     """Where the dump goes: inside ``configured`` if it is a folder, else that file."""
     if configured.is_dir() or str(configured).endswith(os.sep):
