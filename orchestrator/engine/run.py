@@ -254,10 +254,11 @@ def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> Run
     """
     text = read_playbook_text(playbook_path)
     playbook = with_retries(parse_playbook(text, playbook_path), interaction.retries)
-    attested = interaction.backup_confirmed or interaction.ask is not None
-    url, warning = check_before_run(playbook, interaction.environ, store, attested, create=True)
     check_release(playbook)
     check_tokens(playbook, interaction.environ)
+    attested = interaction.backup_confirmed or interaction.ask is not None
+    # Last: it makes the state dir, and a refusal changes nothing.
+    url, warning = check_before_run(playbook, interaction.environ, store, attested, create=True)
     if warning:
         interaction.warn(warning)
     run_id = new_run_id()
