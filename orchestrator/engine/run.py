@@ -533,10 +533,9 @@ def _stop(ctx: RunContext, model: RunModel, exc: OrchestratorError) -> None:
     record.steps.halt = HaltOutcome(stopped_in=model.state, reason=str(exc), at=utc_now_iso())
     record.halt_reason = str(exc)
     record.exit_code = int(exc.exit_code)
-    _adopt_landed(ctx)
+    # Planned in the state it stopped in, once what landed there was looked for.
+    record.rollback_plan = rollback_plan(record, looked=_adopt_landed(ctx))
     getattr(model, trigger)(detail=str(exc))  # recorded and saved by the machine
-    record.rollback_plan = rollback_plan(record)  # stopped: a push not recorded was looked for
-    ctx.store.save(record)
     ctx.log.error(
         "halted" if trigger == "halt" else "failed",
         reason=str(exc),
@@ -549,17 +548,25 @@ def _adopt_landed(ctx: RunContext) -> bool:
     """The migration or the push an interrupt or a failure stopped before its outcome was
     recorded: record what the world shows it did (the step's postcondition, read now), so
     the exit code and the rollback plan say what happened. False if it could not look."""
-    record = ctx.record
-    for state, step in (("validated", MigrateStep()), ("revalidated", MergeStep())):
-        if record.state == state and getattr(record.steps, step.name) is None:
-            try:
-                outcome = step.done(ctx)
-            except Exception as exc:  # cannot look: the stop stands, the trail says so
-                ctx.log.warning("landed_unknown", step=step.name, error=str(exc))
-                return False
-            if outcome is not None:
-                record.steps.record(step.name, outcome)
+    step = _unrecorded(ctx.record)
+    if step is None:
+        return True
+    try:
+        outcome = step.done(ctx)
+    except Exception as exc:  # cannot look: the stop stands, the trail says so
+        ctx.log.warning("landed_unknown", step=step.name, error=str(exc))
+        return False
+    if outcome is not None:
+        ctx.record.steps.record(step.name, outcome)
     return True
+
+
+def _unrecorded(record: RunRecord) -> Step | None:
+    """The step that may have landed without its outcome recorded (a migration committed,
+    a push made, right before the process stopped), given the state the run is in."""
+    steps: dict[str, Step] = {"validated": MigrateStep(), "revalidated": MergeStep()}
+    step = steps.get(record.state)
+    return step if step is not None and getattr(record.steps, step.name) is None else None
 
 
 def _changed_production(record: RunRecord) -> bool:
@@ -594,35 +601,43 @@ def rollback(run_id: str, store: RunStore, interaction: Interaction) -> Rollback
     """Revert the run's pushed merge (after confirmation) and return the database steps. Under
     the run's lock: a push its record lacks (killed right after it) is looked for on the
     remote first, and recorded; a recorded rollback is not done again."""
-    playbook = pinned_playbook(store.load(run_id))
-    url = interaction.environ.get(playbook.database.url_env, "")
-    with store.lock(run_id), open_run(playbook, store.load(run_id), store, url, interaction) as ctx:
-        record, log = ctx.record, ctx.log
-        # Killed right after a migration committed or a push: the record may lack it.
-        unrecorded = {"validated": "migrate", "revalidated": "merge"}.get(record.state)
-        looked = unrecorded is not None and getattr(record.steps, unrecorded) is None
-        if looked and not _adopt_landed(ctx):
-            raise GuardError(f"cannot tell what the run's {unrecorded} did: nothing was changed")
-        if looked:
-            log.info("rollback_looked", found=getattr(record.steps, str(unrecorded)) is not None)
-            store.save(record)
-        plan = rollback_plan(record, looked=looked)
-        merge = record.steps.merge
-        if merge is None or not merge.pushed_commit or record.steps.rollback is not None:
-            return RollbackResult(None, plan)
-        log.info("rollback_plan", plan=plan)
-        preflight = record.steps.preflight or PreflightOutcome()
-        question = f"Revert the release on {preflight.remote}/{preflight.target}"
-        if not interaction.confirm(question):
-            raise GuardError("rollback not confirmed: nothing was changed")
-        try:
-            commit, pull_request = revert_code(ctx)
-        except OrchestratorError as exc:
-            log.error("rollback_failed", reason=str(exc))
-            raise
-        record.steps.rollback = RollbackOutcome(
-            reverted_commit=commit, pull_request_url=pull_request, at=utc_now_iso()
-        )
-        store.save(record)
-        log.info("rollback_pushed", reverted_commit=commit, pull_request_url=pull_request)
-        return RollbackResult(commit, plan, pull_request)
+    with store.lock(run_id):
+        record = store.load(run_id)
+        playbook = pinned_playbook(record)
+        url = interaction.environ.get(playbook.database.url_env, "")
+        with open_run(playbook, record, store, url, interaction) as ctx:
+            return _roll_back(ctx, interaction)
+
+
+def _roll_back(ctx: RunContext, interaction: Interaction) -> RollbackResult:
+    record, log = ctx.record, ctx.log
+    # Killed right after a migration committed or a push: the record may lack it.
+    unrecorded = _unrecorded(record)
+    looked = unrecorded is not None
+    if unrecorded is not None:
+        if not _adopt_landed(ctx):
+            raise GuardError(
+                f"cannot tell what the run's {unrecorded.name} did: nothing was changed"
+            )
+        log.info("rollback_looked", found=getattr(record.steps, unrecorded.name) is not None)
+        ctx.store.save(record)
+    plan = rollback_plan(record, looked=looked)
+    merge = record.steps.merge
+    if merge is None or not merge.pushed_commit or record.steps.rollback is not None:
+        return RollbackResult(None, plan)
+    log.info("rollback_plan", plan=plan)
+    preflight = record.steps.preflight or PreflightOutcome()
+    question = f"Revert the release on {preflight.remote}/{preflight.target}"
+    if not interaction.confirm(question):
+        raise GuardError("rollback not confirmed: nothing was changed")
+    try:
+        commit, pull_request = revert_code(ctx)
+    except OrchestratorError as exc:
+        log.error("rollback_failed", reason=str(exc))
+        raise
+    record.steps.rollback = RollbackOutcome(
+        reverted_commit=commit, pull_request_url=pull_request, at=utc_now_iso()
+    )
+    ctx.store.save(record)
+    log.info("rollback_pushed", reverted_commit=commit, pull_request_url=pull_request)
+    return RollbackResult(commit, plan, pull_request)
