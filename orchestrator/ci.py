@@ -49,9 +49,8 @@ def escape_property(text: str) -> str:
 
 def annotation(level: Level, message: str, *, title: str | None = None) -> str:
     """One ``::error``/``::warning``/``::notice`` line (secrets redacted)."""
-    masking = shown()
-    properties = f" title={escape_property(masking.text(title))}" if title else ""
-    return f"::{level}{properties}::{escape_data(masking.text(message))}"
+    properties = f" title={escape_property(shown().text(title))}" if title else ""
+    return f"::{level}{properties}::{escape_data(shown().text(message))}"
 
 
 def run_annotations(record: RunRecord, command: str) -> list[str]:

@@ -227,9 +227,7 @@ def refuse_unmigratable(report: ValidationReport, resumable: frozenset[str]) -> 
     (``resumable``, untracked), whose rerun skips what is there and converges; then every
     difference must be among the objects those migrations change.
     """
-    if report.status is Verdict.ERROR:
-        raise DatabaseError(report.first_error("cannot tell the migration state"))
-    report.refuse_tracking_elsewhere()
+    report.refuse_unjudged()
     if report.status is not Verdict.PARTIAL_MIGRATION:
         return
     problems = [

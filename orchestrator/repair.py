@@ -32,9 +32,9 @@ from orchestrator.db.connect import connect, database_error
 from orchestrator.db.migrator import MigrateOptions, begin_tracking_transaction, tracking_row_sql
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 from orchestrator.drizzle.journal import Journal
-from orchestrator.errors import DatabaseError, GuardError, PartialStateError, UsageError
+from orchestrator.errors import GuardError, PartialStateError, UsageError
 from orchestrator.shadow import LOCAL_SHADOW, ShadowSpec
-from orchestrator.validation import MigrationState, ValidationReport, Verdict, validate
+from orchestrator.validation import MigrationState, ValidationReport, validate
 
 
 @dataclass(frozen=True)
@@ -144,9 +144,7 @@ def _judge(
     journal: Journal, history: History, snapshot: CatalogSnapshot
 ) -> tuple[ValidationReport, RepairPlan]:
     report = validate(journal, history, snapshot)
-    if report.status is Verdict.ERROR:
-        raise DatabaseError(report.first_error("cannot tell the migration state"))
-    report.refuse_tracking_elsewhere()
+    report.refuse_unjudged()
     return report, plan_repair(journal, report)
 
 

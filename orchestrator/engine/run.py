@@ -562,8 +562,7 @@ def _adopt_landed(ctx: RunContext) -> bool:
 
 
 def _unrecorded(record: RunRecord) -> Step | None:
-    """The step that may have landed without its outcome recorded (a migration committed,
-    a push made, right before the process stopped), given the state the run is in."""
+    """The step that may have landed before its outcome was recorded (killed right after)."""
     steps: dict[str, Step] = {"validated": MigrateStep(), "revalidated": MergeStep()}
     step = steps.get(record.state)
     return step if step is not None and getattr(record.steps, step.name) is None else None
@@ -601,43 +600,34 @@ def rollback(run_id: str, store: RunStore, interaction: Interaction) -> Rollback
     """Revert the run's pushed merge (after confirmation) and return the database steps. Under
     the run's lock: a push its record lacks (killed right after it) is looked for on the
     remote first, and recorded; a recorded rollback is not done again."""
-    with store.lock(run_id):
-        record = store.load(run_id)
-        playbook = pinned_playbook(record)
-        url = interaction.environ.get(playbook.database.url_env, "")
-        with open_run(playbook, record, store, url, interaction) as ctx:
-            return _roll_back(ctx, interaction)
-
-
-def _roll_back(ctx: RunContext, interaction: Interaction) -> RollbackResult:
-    record, log = ctx.record, ctx.log
-    # Killed right after a migration committed or a push: the record may lack it.
-    unrecorded = _unrecorded(record)
-    looked = unrecorded is not None
-    if unrecorded is not None:
-        if not _adopt_landed(ctx):
-            raise GuardError(
-                f"cannot tell what the run's {unrecorded.name} did: nothing was changed"
-            )
-        log.info("rollback_looked", found=getattr(record.steps, unrecorded.name) is not None)
-        ctx.store.save(record)
-    plan = rollback_plan(record, looked=looked)
-    merge = record.steps.merge
-    if merge is None or not merge.pushed_commit or record.steps.rollback is not None:
-        return RollbackResult(None, plan)
-    log.info("rollback_plan", plan=plan)
-    preflight = record.steps.preflight or PreflightOutcome()
-    question = f"Revert the release on {preflight.remote}/{preflight.target}"
-    if not interaction.confirm(question):
-        raise GuardError("rollback not confirmed: nothing was changed")
-    try:
-        commit, pull_request = revert_code(ctx)
-    except OrchestratorError as exc:
-        log.error("rollback_failed", reason=str(exc))
-        raise
-    record.steps.rollback = RollbackOutcome(
-        reverted_commit=commit, pull_request_url=pull_request, at=utc_now_iso()
-    )
-    ctx.store.save(record)
-    log.info("rollback_pushed", reverted_commit=commit, pull_request_url=pull_request)
-    return RollbackResult(commit, plan, pull_request)
+    playbook = pinned_playbook(store.load(run_id))
+    url = interaction.environ.get(playbook.database.url_env, "")
+    with store.lock(run_id), open_run(playbook, store.load(run_id), store, url, interaction) as ctx:
+        record, log = ctx.record, ctx.log
+        # Killed right after a migration committed or a push: the record may lack it.
+        step = _unrecorded(record)
+        if step is not None and not _adopt_landed(ctx):
+            raise GuardError(f"cannot tell what the run's {step.name} did: nothing was changed")
+        if step is not None:
+            log.info("rollback_looked", found=getattr(record.steps, step.name) is not None)
+            store.save(record)
+        plan = rollback_plan(record, looked=step is not None)
+        merge = record.steps.merge
+        if merge is None or not merge.pushed_commit or record.steps.rollback is not None:
+            return RollbackResult(None, plan)
+        log.info("rollback_plan", plan=plan)
+        preflight = record.steps.preflight or PreflightOutcome()
+        question = f"Revert the release on {preflight.remote}/{preflight.target}"
+        if not interaction.confirm(question):
+            raise GuardError("rollback not confirmed: nothing was changed")
+        try:
+            commit, pull_request = revert_code(ctx)
+        except OrchestratorError as exc:
+            log.error("rollback_failed", reason=str(exc))
+            raise
+        record.steps.rollback = RollbackOutcome(
+            reverted_commit=commit, pull_request_url=pull_request, at=utc_now_iso()
+        )
+        store.save(record)
+        log.info("rollback_pushed", reverted_commit=commit, pull_request_url=pull_request)
+        return RollbackResult(commit, plan, pull_request)

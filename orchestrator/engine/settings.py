@@ -74,16 +74,13 @@ def journal_at(repo: git.Repo, commit: str, folder: Path, branch: str) -> Journa
 
 
 def shipped_hashes(repo: git.Repo, commit: str, path: str) -> list[str]:
-    """The migration hashes of the folder at ``path`` in ``commit`` of the target branch:
-    what was released before. Empty when it has no readable folder yet. Only the others are
-    checked for what drizzle would run other than as written before production is read: one
-    drizzle applied long ago ran as it was (production's pending ones are asked once read)."""
+    """The migration hashes of the folder at ``path`` in ``commit`` of the target branch (what
+    was released before; none without a readable folder): the release is the others."""
     try:
-        return [
-            m.hash for m in parse_journal(read_files_at(repo, commit, path), origin=path).migrations
-        ]
+        journal = parse_journal(read_files_at(repo, commit, path), origin=path)
     except UsageError:
         return []
+    return [m.hash for m in journal.migrations]
 
 
 def source_journal(playbook: Playbook, commit: str, repo: git.Repo | None = None) -> Journal:

@@ -144,14 +144,14 @@ def probe_url(url: str, sha: str, *, timeout: float = 10.0) -> Sighting:
 
 
 def probe_vercel(api: VercelApi, sha: str) -> Sighting:
-    """Ask Vercel which deployment production serves now and list the project's production
-    deployments of ``sha`` (the API's ``sha`` filter), and judge them; unless live, list the
-    newest of any commit too (a newer build may be under way for a canceled one of ours)."""
+    """Ask Vercel which deployment production serves now; unless it is ours, list the project's
+    production deployments of ``sha`` (the API's ``sha`` filter) and the newest of any commit
+    (a newer build may be under way for a canceled one of ours), and judge them."""
     production = api.production()
-    mine = api.production_deployments(sha)
-    seen = judge_deployments(mine, sha, production)
+    seen = judge_deployments([], sha, production)  # live or not: production's answer alone
     if seen.state == "live":
         return seen
+    mine = api.production_deployments(sha)
     known = {d.uid for d in mine}
     others = [d for d in api.production_deployments() if d.uid not in known]
     return judge_deployments(sorted([*mine, *others], key=lambda d: -d.created), sha, production)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from orchestrator.errors import ExitCode, UsageError
+from orchestrator.errors import DatabaseError, ExitCode, UsageError
 
 
 class Verdict(StrEnum):
@@ -128,9 +128,11 @@ class ValidationReport:
         """The message of the first error finding (``default`` when there is none)."""
         return next((f.message for f in self.findings if f.severity == "error"), default)
 
-    def refuse_tracking_elsewhere(self) -> None:
-        """UsageError when the tracking table is missing where it was asked for and exists in
-        another schema: a mistyped schema, never a table to create and fill."""
+    def refuse_unjudged(self) -> None:
+        """Before writing: DatabaseError on ERROR (cannot tell); UsageError when the tracking
+        table is missing where asked but exists in another schema (a mistyped schema)."""
+        if self.status is Verdict.ERROR:
+            raise DatabaseError(self.first_error("cannot tell the migration state"))
         for finding in self.findings:
             if finding.code == "tracking_table_wrong_schema":
                 raise UsageError(f"{finding.message}; check the tracking schema: nothing changed")
