@@ -364,7 +364,7 @@ class GuardedStep:
 
 NO_WAY_BACK = (
     "the way back is gone: the recorded backup is missing, changed or unreadable, so nothing "
-    "was migrated; put the recorded dump back (same sha256) and resume, or start a new deploy"
+    "was migrated; start a new deploy (a new backup), or put a dump back (same sha256) and resume"
 )
 
 
