@@ -316,6 +316,29 @@ def misspelt_duration_unit(world: World) -> list[str]:
     return deploy(world)
 
 
+def lock_timeout_without_unit(world: World) -> list[str]:
+    edit_playbook(world, "lock_timeout: 5s", "lock_timeout: 500")
+    return deploy(world)
+
+
+def lock_timeout_without_unit_for_migrate(world: World) -> list[str]:
+    return [*migrate(world.repo.migrations), "--lock-timeout", "500"]
+
+
+def rehearsal_lock_timeout_without_unit(world: World) -> list[str]:
+    return [*dry_run(world), "--rehearsal-lock-timeout", "1"]
+
+
+def neon_branch_without_neon_block(world: World) -> list[str]:
+    edit_playbook(world, "backup: {kind: restore_point}", "backup: {kind: neon_branch}")
+    return deploy(world)
+
+
+def neon_api_url_not_a_url(world: World) -> list[str]:
+    edit_playbook(world, "retry:", "neon: {project_id: p, api_url: console.neon.tech}\nretry:")
+    return dry_run(world)
+
+
 def duration_without_unit_tail(world: World) -> list[str]:
     edit_playbook(world, "duration: 200ms", "duration: 1h30")
     return dry_run(world)
@@ -470,6 +493,37 @@ CASES = [
     Case("wrong-type", wrong_type, 2, "monitor.failures_allowed: expected a whole number"),
     Case("misspelt-duration", misspelt_duration_unit, 2, "invalid duration '15 minuets'"),
     Case("duration-unit-missing", duration_without_unit_tail, 2, "invalid duration '1h30'"),
+    Case(
+        "lock-timeout-without-unit",
+        lock_timeout_without_unit,
+        2,
+        "release.yaml:4: migrations.lock_timeout: 500 needs a unit: 500ms (as PostgreSQL reads "
+        "it) or 500s?",
+    ),
+    Case(
+        "lock-timeout-without-unit-migrate",
+        lock_timeout_without_unit_for_migrate,
+        2,
+        "error: --lock-timeout: 500 needs a unit: 500ms (as PostgreSQL reads it) or 500s?",
+    ),
+    Case(
+        "rehearsal-lock-timeout-without-unit",
+        rehearsal_lock_timeout_without_unit,
+        2,
+        "error: --rehearsal-lock-timeout: 1 needs a unit: 1ms (as PostgreSQL reads it) or 1s?",
+    ),
+    Case(
+        "neon-branch-without-neon",
+        neon_branch_without_neon_block,
+        2,
+        "release.yaml:5: backup.kind: neon_branch needs the neon: block (project_id, ...)",
+    ),
+    Case(
+        "neon-api-url-not-a-url",
+        neon_api_url_not_a_url,
+        2,
+        "neon.api_url: must be an http:// or https:// URL with a host, got 'console.neon.tech'",
+    ),
     Case("tab-indented-playbook", tab_indented_playbook, 2, "indent with spaces"),
     Case("require-ssl-not-bool", require_ssl_not_a_boolean, 2, "database.require_ssl"),
     Case("empty-url-deploy", empty_url_for_deploy, 2, "$DATABASE_URL is not set", no_url),

@@ -144,6 +144,19 @@ def test_a_url_that_is_not_utf8_is_bad_input() -> None:
         (["migrate", "--migrations", FIXTURE, "--yes", "--lock-timeout", "soon"], "--lock-timeout"),
         (["migrate", "--migrations", FIXTURE, "--yes", "--lock-timeout", "0"], "at least 1ms"),
         (
+            ["migrate", "--migrations", FIXTURE, "--yes", "--lock-timeout", "500"],
+            "error: --lock-timeout: 500 needs a unit: 500ms (as PostgreSQL reads it) or 500s?",
+        ),
+        (
+            ["repair", "--migrations", FIXTURE, "--yes", "--lock-timeout", "2"],
+            "error: --lock-timeout: 2 needs a unit: 2ms (as PostgreSQL reads it) or 2s?",
+        ),
+        (
+            ["migrate", "--migrations", FIXTURE, "--yes", "--statement-timeout", "300000"],
+            "error: --statement-timeout: 300000 needs a unit: 300000ms (as PostgreSQL reads it)"
+            " or 300000s?",
+        ),
+        (
             ["validate", "--migrations", FIXTURE, "--database-url", "postgresql://u@h:1,x:y/db"],
             "port '1,y' is not a number",
         ),

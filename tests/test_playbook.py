@@ -183,6 +183,15 @@ retry: {attempts: 3, initial: 0.5s, max: 20s}
 def test_dump_round_trips_through_validation(write: Callable[[str], Path]) -> None:
     playbook = load_playbook(write(VALID))
     assert Playbook.model_validate(playbook.model_dump()) == playbook
+    # A lock timeout is dumped with its unit: a bare number would be refused.
+    assert playbook.model_dump()["migrations"]["lock_timeout"] == "2.0s"
+    assert playbook.model_dump()["migrations"]["statement_timeout"] == "300.0s"
+
+
+def test_neon_api_url_drops_a_trailing_slash_as_the_others(write: Callable[[str], Path]) -> None:
+    neon = "neon:\n  project_id: round-river-123456\n  api_url: http://127.0.0.1:9/api/v2/\n"
+    playbook = load_playbook(write(VALID + neon))
+    assert playbook.neon is not None and playbook.neon.api_url == "http://127.0.0.1:9/api/v2"
 
 
 def test_http_label_prefers_the_name() -> None:
@@ -301,6 +310,79 @@ BAD_EDITS: list[tuple[str, Callable[[str], str], str, str, str]] = [
         "migrations.lock_timeout",
         "lock_timeout",
         "duration must be greater than zero (got '0s')",
+    ),
+    (
+        # PostgreSQL reads a bare lock_timeout as milliseconds; it used to be 500 s here.
+        "lock timeout without a unit",
+        lambda t: t.replace("lock_timeout: 2s", "lock_timeout: 500"),
+        "migrations.lock_timeout",
+        "lock_timeout",
+        "500 needs a unit: 500ms (as PostgreSQL reads it) or 500s?",
+    ),
+    (
+        "lock timeout as a bare fraction",
+        lambda t: t.replace("lock_timeout: 2s", "lock_timeout: 0.5"),
+        "migrations.lock_timeout",
+        "lock_timeout",
+        "0.5 needs a unit: 0.5ms (as PostgreSQL reads it) or 0.5s?",
+    ),
+    (
+        "lock timeout as a quoted bare number",
+        lambda t: t.replace("lock_timeout: 2s", 'lock_timeout: " 30 "'),
+        "migrations.lock_timeout",
+        "lock_timeout",
+        "30 needs a unit: 30ms (as PostgreSQL reads it) or 30s?",
+    ),
+    (
+        # The same for statement_timeout: 300000 was 83 hours here, 5 minutes in PostgreSQL.
+        "statement timeout without a unit",
+        lambda t: t.replace("statement_timeout: 5min", "statement_timeout: 300000"),
+        "migrations.statement_timeout",
+        "statement_timeout",
+        "300000 needs a unit: 300000ms (as PostgreSQL reads it) or 300000s?",
+    ),
+    (
+        "bare zero lock timeout",
+        lambda t: t.replace("lock_timeout: 2s", "lock_timeout: 0"),
+        "migrations.lock_timeout",
+        "lock_timeout",
+        "duration must be greater than zero (got 0)",
+    ),
+    (
+        "neon api_url not a URL",
+        lambda t: t + "neon:\n  project_id: round-river-123456\n  api_url: console.neon.tech\n",
+        "neon.api_url",
+        "api_url: console.neon.tech",
+        "must be an http:// or https:// URL with a host, got 'console.neon.tech'",
+    ),
+    (
+        "neon api_url without a host",
+        lambda t: t + "neon:\n  project_id: round-river-123456\n  api_url: 'https:///api/v2'\n",
+        "neon.api_url",
+        "api_url:",
+        "must be an http:// or https:// URL with a host, got 'https:///api/v2'",
+    ),
+    (
+        # A check of the whole playbook: at the key that asks for the block, not line 1.
+        "neon_branch backup without the neon block",
+        lambda t: t.replace("kind: restore_point", "kind: neon_branch"),
+        "backup.kind",
+        "kind: neon_branch",
+        "neon_branch needs the neon: block (project_id, ...)",
+    ),
+    (
+        "github_pr without the github block",
+        lambda t: t.replace("  target: main\n", "  target: main\n  via: github_pr\n"),
+        "git.via",
+        "via: github_pr",
+        "github_pr needs the github: block (repo: owner/name, ...)",
+    ),
+    (
+        "release with both ways to look",
+        lambda t: t + "release:\n  url: https://app.example.com/v\n  vercel: {project_id: p}\n",
+        "release",
+        "release:",
+        "needs exactly one of url and vercel",
     ),
     (
         "pg_dump without path",
@@ -553,6 +635,18 @@ def test_parse_duration(text: str | int | float, seconds: float) -> None:
 def test_parse_duration_rejects(text: str | int | float) -> None:
     with pytest.raises(ValueError, match=r"invalid duration"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["500", " 30 ", ".5", 500, 0.5])
+def test_a_lock_timeout_needs_its_unit(text: str | int | float) -> None:
+    assert parse_duration(text) == float(text)  # elsewhere a bare number is seconds
+    with pytest.raises(ValueError, match=r"needs a unit: .*ms \(as PostgreSQL reads it\)"):
+        parse_duration(text, unit_required=True)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("500ms", 0.5), ("2s", 2.0), ("0", 0.0), (0, 0.0)])
+def test_a_lock_timeout_with_its_unit_or_zero_parses(text: str | int, seconds: float) -> None:
+    assert parse_duration(text, unit_required=True) == seconds
 
 
 # --------------------------------------------------------------------------- example release

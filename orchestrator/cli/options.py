@@ -268,13 +268,13 @@ def on_retry(attempt: int, error: BaseException, wait: float) -> None:
     )
 
 
-def duration(value: str, name: str) -> float:
+def duration(value: str, name: str, *, unit_required: bool = True) -> float:
     """A duration option (``5s``, ``2min``) in seconds, at least 1ms (PostgreSQL takes a
-    timeout of 0 for none at all); UsageError naming the option."""
+    timeout of 0 for none at all), with its unit if ``unit_required``; UsageError naming it."""
     from orchestrator.playbook import parse_duration
 
     try:
-        seconds = parse_duration(value)
+        seconds = parse_duration(value, unit_required=unit_required)
     except ValueError as exc:
         raise UsageError(f"{name}: {exc}") from None
     if seconds < 0.001:

@@ -68,7 +68,7 @@ def _heartbeat_period() -> float:
     value = os.environ.get("ORCHESTRATOR_HEARTBEAT")
     if value is None:
         return HEARTBEAT_S
-    return duration(value, "$ORCHESTRATOR_HEARTBEAT")
+    return duration(value, "$ORCHESTRATOR_HEARTBEAT", unit_required=False)
 
 
 def _to_stderr(line: str) -> None:

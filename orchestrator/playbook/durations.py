@@ -6,7 +6,7 @@ import math
 import re
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, PlainSerializer
 
 DURATION_HINT = "use e.g. 500ms, 30s, 5min, 1h"
 
@@ -36,12 +36,14 @@ _COMPONENT = re.compile(rf"\s*(\d+(?:\.\d+)?|\.\d+)\s*({_UNIT_ALTERNATION})(?![a
 _BARE_NUMBER = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*")
 
 
-def parse_duration(value: str | int | float) -> float:
+def parse_duration(value: str | int | float, *, unit_required: bool = False) -> float:
     """Seconds in a duration: ``500ms``, ``5s``, ``5sec``, ``15m``, ``5min``, ``1h``, ``1h30m``.
 
-    A bare number (YAML int/float, or a string like ``"30"``) means seconds. Components of a
-    compound duration must go from larger to smaller units (``1h30m``, not ``30m1h``). Negative,
-    infinite or unparseable values raise :class:`ValueError` with a one-line explanation.
+    A bare number (YAML int/float, or a string like ``"30"``) means seconds, but
+    ``unit_required`` refuses one other than 0: a lock or statement timeout, which PostgreSQL
+    reads bare as milliseconds. Components of a compound duration go from larger to smaller
+    units (``1h30m``, not ``30m1h``). Negative, infinite or unparseable values raise
+    :class:`ValueError` with a one-line explanation.
     """
     # bool is an int subclass; YAML turns `yes`/`on` into True, which is never a duration.
     if isinstance(value, bool):
@@ -49,15 +51,14 @@ def parse_duration(value: str | int | float) -> float:
     if isinstance(value, int | float):
         if math.isnan(value) or math.isinf(value) or value < 0:
             raise ValueError(f"invalid duration {value!r} (must be a finite number, not negative)")
-        return float(value)
-    if not isinstance(value, str):
-        raise ValueError(f"invalid duration of type {type(value).__name__} ({DURATION_HINT})")
-    if value.strip().startswith("-"):
+    elif value.strip().startswith("-"):
         raise ValueError(f"invalid duration {value!r} (must not be negative)")
-    bare = _BARE_NUMBER.fullmatch(value)
-    if bare:
-        return float(bare.group(1))
-    return _parse_compound(value)
+    elif not _BARE_NUMBER.fullmatch(value):
+        return _parse_compound(value)
+    if unit_required and float(value):
+        bare = str(value).strip()
+        raise ValueError(f"{bare} needs a unit: {bare}ms (as PostgreSQL reads it) or {bare}s?")
+    return float(value)
 
 
 def _parse_compound(text: str) -> float:
@@ -82,15 +83,15 @@ def _parse_compound(text: str) -> float:
     return total
 
 
-def _duration(value: object) -> object:
+def _duration(value: object, *, unit_required: bool = False) -> object:
     """Pydantic pre-validator: durations arrive as YAML strings, ints or floats."""
     if isinstance(value, str | int | float):
-        return parse_duration(value)
+        return parse_duration(value, unit_required=unit_required)
     return value  # let pydantic report the wrong type
 
 
-def _positive_duration(value: object) -> object:
-    seconds = _duration(value)
+def _positive_duration(value: object, *, unit_required: bool = False) -> object:
+    seconds = _duration(value, unit_required=unit_required)
     if isinstance(seconds, float) and seconds <= 0:
         raise ValueError(f"duration must be greater than zero (got {value!r})")
     return seconds
@@ -100,3 +101,10 @@ def _positive_duration(value: object) -> object:
 Duration = Annotated[float, BeforeValidator(_duration)]
 # Seconds, strictly positive: timeouts, windows and intervals.
 PositiveDuration = Annotated[float, BeforeValidator(_positive_duration)]
+# A PositiveDuration PostgreSQL also reads (a lock or statement timeout): written with its unit
+# (parse_duration's unit_required), by dumps too.
+ServerTimeout = Annotated[
+    float,
+    BeforeValidator(lambda value: _positive_duration(value, unit_required=True)),
+    PlainSerializer(lambda seconds: f"{seconds!r}s"),
+]

@@ -26,10 +26,7 @@ def parse_playbook(text: str, path: Path) -> Playbook:
     """Parse and validate playbook ``text`` as if read from ``path`` (its relative paths are
     resolved against ``path``'s folder): a run's pinned playbook, or the file's."""
     shown = str(path)
-    lines = _compose(text, shown)
-    data = _construct(text, shown)
-    if not isinstance(data, dict):  # _compose already checked; this is for the type checker
-        raise UsageError(f"{shown}:1: top level must be a mapping of keys")
+    data, lines = _compose(text, shown)
     if "path" in data:
         # `path` is where the playbook was read from; the file cannot claim another.
         raise UsageError(f"{shown}:{lines[('path',)]}: path: unknown key (set by the loader)")
@@ -58,24 +55,27 @@ def read_playbook_text(path: Path) -> str:
         raise UsageError(f"{shown}:{line}: not UTF-8 text (byte {exc.start})") from None
 
 
-def _compose(text: str, shown: str) -> dict[Location, int]:
-    """The 1-based line of every key and list item of the document (``()``: the top level)."""
+def _compose(text: str, shown: str) -> tuple[dict[str, Any], dict[Location, int]]:
+    """The document's mapping (tags such as ``!!timestamp`` resolved), and the 1-based line of
+    every key and list item in it (``()``: the top level)."""
+    loader = yaml.SafeLoader(text)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = loader.get_single_node()
+        if root is None:
+            raise UsageError(f"{shown}:1: empty playbook; expected a mapping of keys")
+        if not isinstance(root, yaml.MappingNode):
+            raise UsageError(
+                f"{shown}:{root.start_mark.line + 1}: top level must be a mapping of keys, "
+                f"got {_node_kind(root)}"
+            )
+        lines: dict[Location, int] = {(): root.start_mark.line + 1}
+        _index_lines(root, (), lines, shown)
+        # Built from the same nodes, after the duplicate keys they would hide are refused.
+        return loader.construct_document(root), lines
     except yaml.MarkedYAMLError as exc:
         raise UsageError(_yaml_error(exc, shown)) from None
     except yaml.YAMLError as exc:
         raise UsageError(f"{shown}: invalid YAML: {_one_line(str(exc))}") from None
-    if root is None:
-        raise UsageError(f"{shown}:1: empty playbook; expected a mapping of keys")
-    if not isinstance(root, yaml.MappingNode):
-        raise UsageError(
-            f"{shown}:{root.start_mark.line + 1}: top level must be a mapping of keys, "
-            f"got {_node_kind(root)}"
-        )
-    lines: dict[Location, int] = {(): root.start_mark.line + 1}
-    _index_lines(root, (), lines, shown)
-    return lines
 
 
 def _index_lines(node: yaml.Node, here: Location, lines: dict[Location, int], shown: str) -> None:
@@ -100,14 +100,6 @@ def _index_lines(node: yaml.Node, here: Location, lines: dict[Location, int], sh
             location = (*here, index)
             lines[location] = item.start_mark.line + 1
             _index_lines(item, location, lines, shown)
-
-
-def _construct(text: str, shown: str) -> Any:
-    """The Python value of the document (tags such as ``!!timestamp`` resolved)."""
-    try:
-        return yaml.load(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        raise UsageError(_yaml_error(exc, shown)) from None
 
 
 def _yaml_error(exc: yaml.MarkedYAMLError, shown: str) -> str:

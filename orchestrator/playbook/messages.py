@@ -15,7 +15,7 @@ from typing import Union
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from orchestrator.playbook.model import Playbook
+from orchestrator.playbook.model import KeyProblem, Playbook
 from orchestrator.redaction import redact
 
 Location = tuple[str | int, ...]
@@ -26,6 +26,9 @@ def describe_validation(exc: ValidationError, shown: str, lines: dict[Location, 
     problems = []
     for order, error in enumerate(exc.errors()):
         loc: Location = tuple(error["loc"])
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, KeyProblem):  # a model-level check: at the key it is about
+            loc += cause.key
         # A missing key isn't in the file: point at the mapping that should hold it.
         missing = error["type"] == "missing"
         line = _line_of(loc[:-1] if missing else loc, lines)

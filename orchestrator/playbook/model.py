@@ -28,7 +28,7 @@ from orchestrator.db.backoff import (
     DEFAULT_LOCK_TIMEOUT_S,
     DEFAULT_MAX_WAIT_S,
 )
-from orchestrator.playbook.durations import Duration, PositiveDuration
+from orchestrator.playbook.durations import Duration, PositiveDuration, ServerTimeout
 from orchestrator.redaction import redact
 
 # Integers must be written as integers: pydantic's lax mode would accept `yes` (True) or "5".
@@ -44,6 +44,8 @@ def _http_url(value: str) -> str:
 
 
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
+# An API's base URL, without a trailing / (the paths joined to it start with one).
+ApiUrl = Annotated[HttpUrl, AfterValidator(lambda url: url.rstrip("/"))]
 
 _ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+")
@@ -53,6 +55,15 @@ class _Spec(BaseModel):
     """Every playbook section: unknown keys are errors, values are immutable after loading."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KeyProblem(ValueError):
+    """A problem a model-level check finds with one key of its mapping (``key``, the path
+    from the mapping): the loader reports it at that key's line, not at the mapping's."""
+
+    def __init__(self, key: tuple[str, ...], problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
 
 
 # --------------------------------------------------------------------------- sections
@@ -89,8 +100,9 @@ class MigrationsSpec(_Spec):
     schema_: NonEmptyStr = Field(alias="schema")
     table: NonEmptyStr = "__drizzle_migrations"
     # Short, retried with backoff within about a minute: see docs/live-traffic.md.
-    lock_timeout: PositiveDuration = DEFAULT_LOCK_TIMEOUT_S
-    statement_timeout: PositiveDuration = 300.0
+    # Units must be written: PostgreSQL reads a bare timeout as milliseconds.
+    lock_timeout: ServerTimeout = DEFAULT_LOCK_TIMEOUT_S
+    statement_timeout: ServerTimeout = 300.0
     # After a lock timeout, re-run the migration transaction this many times (0: give up).
     lock_retries: StrictCount = Field(default=DEFAULT_LOCK_RETRIES, ge=0)
     # Run migrations with CONCURRENTLY (or ADD VALUE used later) outside a transaction.
@@ -122,7 +134,7 @@ class NeonSpec(_Spec):
     project_id: NonEmptyStr
     branch: NonEmptyStr = "main"  # production's branch, by name or id (br-...)
     api_key_env: NonEmptyStr = "NEON_API_KEY"  # the variable holding the key; never printed
-    api_url: NonEmptyStr = "https://console.neon.tech/api/v2"
+    api_url: ApiUrl = "https://console.neon.tech/api/v2"
 
 
 def _env_var_name(value: str) -> str:
@@ -134,19 +146,12 @@ def _env_var_name(value: str) -> str:
     return value
 
 
-def _api_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http:// or https:// URL with a host")
-    return value.rstrip("/")
-
-
 class GitHubSpec(_Spec):
     """The GitHub repository a release merges through (for ``git.via: github_pr``)."""
 
     repo: NonEmptyStr  # owner/name
     token_env: NonEmptyStr = "GITHUB_TOKEN"  # the variable holding the token; never printed
-    api_url: NonEmptyStr = "https://api.github.com"
+    api_url: ApiUrl = "https://api.github.com"
     checks_timeout: PositiveDuration = 600.0  # how long the merge waits for running checks
     checks_interval: PositiveDuration = 10.0  # how often it asks meanwhile
     # How GitHub merges the pull request; None: the first the repository allows of merge,
@@ -161,7 +166,6 @@ class GitHubSpec(_Spec):
         return value
 
     _token_env = field_validator("token_env")(_env_var_name)
-    _url = field_validator("api_url")(_api_url)
 
 
 class GitSpec(_Spec):
@@ -184,7 +188,7 @@ class GitSpec(_Spec):
     @model_validator(mode="after")
     def _github_for_pull_requests(self) -> GitSpec:
         if self.via == "github_pr" and self.github is None:
-            raise ValueError("via github_pr needs the github: block (repo: owner/name, ...)")
+            raise KeyProblem(("via",), "github_pr needs the github: block (repo: owner/name, ...)")
         return self
 
 
@@ -194,10 +198,9 @@ class VercelSpec(_Spec):
     project_id: NonEmptyStr
     team_id: NonEmptyStr | None = None
     token_env: NonEmptyStr = "VERCEL_TOKEN"  # the variable holding the token; never printed
-    api_url: NonEmptyStr = "https://api.vercel.com"
+    api_url: ApiUrl = "https://api.vercel.com"
 
     _token_env = field_validator("token_env")(_env_var_name)
-    _url = field_validator("api_url")(_api_url)
 
 
 class ReleaseSpec(_Spec):
@@ -335,24 +338,16 @@ class Playbook(_Spec):
     def _resolve_paths(self) -> Playbook:
         # The models are frozen; this is the one place values are settled, during validation.
         path = self.path.resolve()
-        base = path.parent
         object.__setattr__(self, "path", path)
-        object.__setattr__(
-            self,
-            "migrations",
-            self.migrations.model_copy(update={"dir": _under(base, self.migrations.dir)}),
-        )
-        object.__setattr__(
-            self, "git", self.git.model_copy(update={"repo": _under(base, self.git.repo)})
-        )
-        if self.backup.path is not None:
-            object.__setattr__(
-                self,
-                "backup",
-                self.backup.model_copy(update={"path": _under(base, self.backup.path)}),
-            )
+        for section, key in (("migrations", "dir"), ("git", "repo"), ("backup", "path")):
+            spec = getattr(self, section)
+            if getattr(spec, key) is not None:  # backup.path is optional
+                settled = spec.model_copy(update={key: _under(path.parent, getattr(spec, key))})
+                object.__setattr__(self, section, settled)
         if self.backup.kind == "neon_branch" and self.neon is None:
-            raise ValueError("backup kind neon_branch needs the neon: block (project_id, ...)")
+            raise KeyProblem(
+                ("backup", "kind"), "neon_branch needs the neon: block (project_id, ...)"
+            )
         return self
 
 
