@@ -3,7 +3,8 @@
 It answers the request and response shapes of Neon's published reference
 (``https://api-docs.neon.tech``, the API v2 OpenAPI description) for branches (list,
 create, get, delete, restore), operations (get, list) and the connection URI
-(``GET /projects/{id}/connection_uri``), projects (``GET /projects``) and endpoints
+(``GET /projects/{id}/connection_uri``), projects (``GET /projects``, an organization's), the
+key's organizations (``GET /users/me/organizations``) and endpoints
 (``GET /projects/{id}/endpoints``): bearer-key authentication, ``{"code", "message"}``
 errors, operations that run for a few polls then finish (``OperationStatus``: running, then
 finished, failed or error). Tests can queue failures (429 with ``Retry-After``, 503, 423),
@@ -29,7 +30,9 @@ What it cannot do (it is a double of the *contract*, not of Neon's storage):
   :attr:`NeonState.restores`) for tests to check, not honoured;
 - keep a branch's databases under their own names: the copy of database ``app`` lives in a
   database named after the branch id, so ``connection_uri`` answers with that name;
-- speak TLS: its URIs carry no ``sslmode=require&channel_binding=require``.
+- speak TLS: its URIs carry no ``sslmode=require&channel_binding=require``;
+- stand for an organization's or a project's key: its key is a personal one, whose
+  ``GET /projects`` names the organization (and one the user is not in is not refused).
 
 Without a cluster it keeps branches in memory only (they hold no data).
 """
@@ -140,6 +143,9 @@ class NeonState:
     project_id: str
     api_key: str
     backing: PostgresBacking | None = None
+    org_id: str = "org-calm-sea-12345678"  # the organization holding the project
+    # The organizations the key's user belongs to (``GET /users/me/organizations``).
+    organizations: list[str] = field(default_factory=lambda: ["org-calm-sea-12345678"])
     branches: dict[str, dict[str, Any]] = field(default_factory=dict)
     databases: dict[str, str] = field(default_factory=dict)  # branch id -> real database
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)  # branch id -> endpoint
@@ -299,6 +305,8 @@ def _answer(state: NeonState, request: Request) -> Reply:
         return failure
     if request.segments == ["api", "v2", "projects"] and request.method == "GET":
         return _projects(state, request.query)
+    if request.segments == ["api", "v2", "users", "me", "organizations"]:
+        return 200, {"organizations": [{"id": org, "name": org} for org in state.organizations]}
     if request.segments[:4] != ["api", "v2", "projects", state.project_id]:
         return _error(404, "project not found")
     return lose_answer(state.lost, request, _route(state, request))
@@ -344,10 +352,30 @@ def _route(state: NeonState, request: Request) -> Reply:
 
 
 def _projects(state: NeonState, query: dict[str, str]) -> Reply:
-    """``GET /projects``: the key's projects (this double holds one), a page at a time; the
-    page after the last is empty, with its ``cursor`` (Neon's published pagination)."""
+    """``GET /projects``: the projects of organization ``org_id`` (this double holds one, in
+    ``state.org_id``), a page at a time; the page after the last is empty, with its
+    ``cursor`` (Neon's published pagination).
+
+    The key is a personal one, so ``org_id`` is required. Neon's reference, listProjects
+    (https://neon.com/docs/reference/api/projects/list-projects.md): "Retrieves a list of
+    projects for the specified organization. If using a personal API key, include the
+    `org_id` parameter to specify which organization to work with." Without it, the Neon
+    CLI's page on its raw ``api`` command (https://neon.com/docs/cli/api) says ``/projects``
+    "returns `ERROR: org_id is required` unless you add `-Q org_id=<org_id>` or authenticate
+    with an organization API key". The organizations to name are the user's:
+    getCurrentUserOrganizations
+    (https://neon.com/docs/reference/api/users/get-current-user-organizations.md), "the
+    organizations that the currently authenticated user belongs to" (for an organization
+    or project key, "the single organization that owns the key"). Neither page gives the
+    refusal's status: 400 and the message below are the answer users report
+    (neondatabase/website#5671), not a documented contract. Every project is an
+    organization's: "Personal accounts have been migrated to organizations"
+    (https://neon.com/docs/reference/api/users/transfer-projects-from-user-to-org)."""
+    org = query.get("org_id")
+    if not org:
+        return _error(400, "org_id is required, you can find it on your organization settings page")
     project = {"id": state.project_id, "name": "service-desk", "region_id": "aws-us-east-2"}
-    page = [] if query.get("cursor") else [project]
+    page = [project] if org == state.org_id and not query.get("cursor") else []
     return 200, {"projects": page, "pagination": {"cursor": state.project_id}}
 
 

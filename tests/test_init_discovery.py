@@ -12,6 +12,7 @@ from orchestrator.cli import run
 from orchestrator.errors import UsageError
 from orchestrator.init import InitOptions, init_playbook
 from orchestrator.init.draft import Question, Sourced
+from orchestrator.platforms.http import ApiClient, ApiError
 from orchestrator.playbook import load_playbook
 from orchestrator.sandbox.release import git
 from tests.github_double import github_double
@@ -199,3 +200,32 @@ def test_an_app_folder_init_may_not_read_is_one_line_exit_2_and_nothing_written(
     assert done.stderr.splitlines() == [f"error: cannot read {journal}: Permission denied"]
     assert done.returncode == 2
     assert not (app / "orchestrator.yaml").exists()
+
+
+def test_a_personal_keys_project_is_found_in_each_of_the_users_organizations(
+    app: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Neon lists a personal key's projects only for the organization it names (org_id); the
+    # user belongs to two, and the project is the second's.
+    with neon_double(api_key="napi_personal") as (api, neon):
+        main = neon.add_branch("main")
+        neon.add_endpoint(main["id"], endpoint_id="ep-calm-lake-a1b2c3")
+        neon.organizations = ["org-other-87654321", neon.org_id]
+        with pytest.raises(ApiError, match=r"HTTP 400: org_id is required"):  # as Neon answers
+            ApiClient("Neon API", api, "napi_personal").call("GET", "/projects")
+        neon.requests.clear()
+        monkeypatch.setenv("DATABASE_URL", NEON_URL)
+        monkeypatch.setenv("NEON_API_KEY", "napi_personal")
+        assert run(["init", "--yes", "--neon-api-url", api]) == 0
+    asked = [path for _method, path, _body in neon.requests]
+    assert asked[0] == "/api/v2/users/me/organizations"
+    assert [path for path in asked if path.startswith("/api/v2/projects?")] == [
+        "/api/v2/projects?limit=400&org_id=org-other-87654321",
+        f"/api/v2/projects?limit=400&org_id={neon.org_id}",
+    ]  # each organization named, never a listing without one
+    assert (
+        "neon: project round-river-123456, branch main (through the API)" in capsys.readouterr().err
+    )
+    playbook = load_playbook(app / "orchestrator.yaml")
+    assert playbook.backup.kind == "neon_branch" and playbook.neon is not None
+    assert (playbook.neon.project_id, playbook.neon.branch) == ("round-river-123456", "main")

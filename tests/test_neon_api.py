@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -171,3 +172,54 @@ def test_an_operation_in_error_ends_the_wait_at_once() -> None:
             api.create_branch(parent_id=main["id"], parent_lsn=None, name="doomed")
         polls = [p for _m, p, _b in state.requests if "/operations/" in p]
         assert len(polls) == state.polls_to_finish  # not one poll more
+
+
+@dataclass
+class Clock:
+    """Time that passes only when the client sleeps: every wait is seen, none takes real
+    time."""
+
+    now: float = 0.0
+    waits: list[float] = field(default_factory=list)
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+    def time(self) -> float:
+        return self.now
+
+
+def timed(url: str, state: NeonState, clock: Clock) -> NeonApi:
+    """A client whose operations time out after 10 s of ``clock``'s time."""
+    return NeonApi(
+        state.project_id,
+        KEY,
+        api_url=url,
+        operation_timeout=10,
+        sleep=clock.sleep,
+        clock=clock.time,
+    )
+
+
+def test_a_rate_limit_that_would_pass_the_operation_timeout_ends_the_wait_as_a_timeout() -> None:
+    with neon_double(api_key=KEY) as (url, state):
+        main = state.add_branch("main")
+        state.polls_to_finish = 1000  # the operation runs on past any timeout
+        operation = state.operation("create_branch", main["id"])
+        timeout = f"^Neon operation {operation['id']} still running after 10s$"
+        clock = Clock()
+        with pytest.raises(NeonError, match=timeout):
+            timed(url, state, clock).wait([operation])
+        assert sum(clock.waits) == pytest.approx(10)  # polled until the deadline, no longer
+        # The first poll is answered 429 with a Retry-After within the timeout but beyond
+        # what is left of it after the first pause: the same timeout, nothing waited out.
+        clock = Clock()
+        state.requests.clear()
+        state.failures = [(429, {"Retry-After": "9.9"})]
+        with pytest.raises(NeonError, match=timeout):
+            timed(url, state, clock).wait([operation])
+        assert clock.waits == [0.2]  # the first pause only
+        assert [path for _m, path, _b in state.requests] == [
+            f"/api/v2/projects/{state.project_id}/operations/{operation['id']}"
+        ]  # refused once, never asked again

@@ -2,15 +2,15 @@
 and (with a key or token) the platforms' APIs: the edge where :class:`Draft` is filled in.
 
 Nothing here changes anything: files are read, ``git config`` is read, and the API calls are
-GETs (Neon: list projects and their endpoints, get a branch; GitHub: get a branch). An API
-that refuses or cannot be reached leaves its value missing, with the API's message.
+GETs (Neon: the key's organizations, their projects, the projects' endpoints, a branch; GitHub:
+a branch). An API that refuses or cannot be reached leaves its value missing, with its message.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ DRIZZLE_CONFIG_NAMES = (
     "drizzle.config.cjs",
     "drizzle.config.json",
 )
-_MAX_PAGES = 20  # of Neon's project list (400 a page)
+_MAX_PAGES = 20  # of an organization's project list (400 a page)
 
 
 @dataclass(frozen=True)
@@ -228,34 +228,41 @@ def _neon(
         how = "no project this API key sees has the endpoint: copy it from the Neon console"
         report.append(f"neon: no project has endpoint {neon.endpoint_id}")
         return Missing(how), "main"
-    project, branch_id = found
-    branch = branch_id
+    project, branch = found  # the branch's id, until Neon names it
     try:
-        path = f"/projects/{project}/branches/{branch_id}"
+        path = f"/projects/{project}/branches/{branch}"
         answer = _get("Neon API", options.neon_api_url, key, path)
-        branch = str(answer.get("branch", {}).get("name") or branch_id)
+        branch = str(answer.get("branch", {}).get("name") or branch)
     except ApiError as exc:
-        report.append(f"neon: branch {branch_id}: {exc} (named by its id)")
+        report.append(f"neon: branch {branch}: {exc} (named by its id)")
     report.append(f"neon: project {project}, branch {branch} (through the API)")
     return Sourced(project, f"holds endpoint {neon.endpoint_id}"), branch
 
 
+def _project_ids(key: str, api_url: str) -> Iterator[str]:
+    """The key's projects, organization by organization: Neon lists a personal key's
+    projects only for the organization it names (``org_id``), which are the user's
+    (``GET /users/me/organizations``; an organization key's own only)."""
+    for org in _get("Neon API", api_url, key, "/users/me/organizations").get("organizations") or []:
+        cursor = ""
+        for _page in range(_MAX_PAGES):
+            page = f"&cursor={cursor}" if cursor else ""
+            answer = _get("Neon API", api_url, key, f"/projects?limit=400&org_id={org['id']}{page}")
+            projects = [p for p in answer.get("projects") or [] if isinstance(p, dict)]
+            yield from (str(project["id"]) for project in projects)
+            following = str((answer.get("pagination") or {}).get("cursor") or "")
+            if not projects or not following or following == cursor:
+                break
+            cursor = following
+
+
 def _find_endpoint(endpoint_id: str, key: str, api_url: str) -> tuple[str, str] | None:
     """(project id, branch id) of the endpoint, looking through the key's projects."""
-    cursor = ""
-    for _page in range(_MAX_PAGES):
-        path = "/projects?limit=400" + (f"&cursor={cursor}" if cursor else "")
-        answer = _get("Neon API", api_url, key, path)
-        projects = [p for p in answer.get("projects") or [] if isinstance(p, dict)]
-        for project in projects:
-            listed = _get("Neon API", api_url, key, f"/projects/{project['id']}/endpoints")
-            for endpoint in listed.get("endpoints") or []:
-                if isinstance(endpoint, dict) and endpoint.get("id") == endpoint_id:
-                    return str(project["id"]), str(endpoint.get("branch_id") or "main")
-        following = str((answer.get("pagination") or {}).get("cursor") or "")
-        if not projects or not following or following == cursor:
-            return None
-        cursor = following
+    for project in _project_ids(key, api_url):
+        listed = _get("Neon API", api_url, key, f"/projects/{project}/endpoints")
+        for endpoint in listed.get("endpoints") or []:
+            if isinstance(endpoint, dict) and endpoint.get("id") == endpoint_id:
+                return project, str(endpoint.get("branch_id") or "main")
     return None
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrator.db.retry import RetryPolicy
@@ -79,6 +79,7 @@ class NeonApi:
     poll_interval: float = 1.0
     operation_timeout: float = 600.0
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)  # for the deadline
     on_retry: Callable[[int, str, float], None] | None = field(default=None, repr=False)
 
     # -- branches --------------------------------------------------------------------------
@@ -183,8 +184,8 @@ class NeonApi:
 
     def wait(self, operations: Iterable[dict[str, Any]]) -> None:
         """Poll each operation until it finishes: OperationFailed if one fails, NeonError if
-        it takes too long."""
-        deadline = time.monotonic() + self.operation_timeout
+        they take longer than ``operation_timeout``, rate limits waited out included."""
+        deadline = self.clock() + self.operation_timeout
         for operation in operations:
             op_id, status = str(operation.get("id")), str(operation.get("status"))
             pause = _FIRST_POLL  # most operations end within a second: poll soon, then less
@@ -193,13 +194,18 @@ class NeonApi:
                     detail = operation.get("error") or status
                     action = operation.get("action")
                     raise OperationFailed(f"Neon operation {op_id} ({action}): {detail}")
-                if time.monotonic() > deadline:
-                    raise NeonError(
-                        f"Neon operation {op_id} still {status} after {self.operation_timeout:g}s"
-                    )
-                self.sleep(min(pause, self.poll_interval))
+                late = f"Neon operation {op_id} still {status} after {self.operation_timeout:g}s"
+                left = deadline - self.clock()
+                if left <= 0:
+                    raise NeonError(late)
+                self.sleep(min(pause, self.poll_interval, left))
                 pause *= 2
-                data = self._api.call("GET", f"/projects/{self.project_id}/operations/{op_id}")
+                # A rate limit is waited out only within what is left before the deadline.
+                api = replace(self._api, wait_limit=max(0.0, deadline - self.clock()))
+                try:
+                    data = api.call("GET", f"/projects/{self.project_id}/operations/{op_id}")
+                except NeonError as exc:  # a 429: its Retry-After would pass the deadline
+                    raise (NeonError(late) if exc.status == 429 else exc) from None
                 operation = data["operation"]
                 status = str(operation.get("status"))
 

@@ -26,11 +26,6 @@ def neon_api(
     return NeonApi(project_id=spec.project_id, api_key=key, api_url=spec.api_url)
 
 
-def backup_branch_name(run_id: str) -> str:
-    """The backup branch of run ``run_id``: one per run, found again on resume."""
-    return f"pre-{run_id}"
-
-
 def production_branch(api: NeonApi, playbook: Playbook) -> Branch:
     """Production's branch as the API knows it (the playbook names it by name or id)."""
     assert playbook.neon is not None
@@ -49,7 +44,7 @@ def take_branch_backup(
     attempt made it, once Neon has made it); the outcome to record."""
     assert playbook.neon is not None
     production = production_branch(api, playbook)
-    name = backup_branch_name(run_id)
+    name = f"pre-{run_id}"  # one backup branch a run, found again by its name on resume
     branch = api.find_branch(name)
     if branch is not None and branch.parent_id != production.id:
         raise GuardError(f"branch {name} exists but is not a branch of {production.name!r}")

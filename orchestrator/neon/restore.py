@@ -36,11 +36,6 @@ from orchestrator.runs import RunRecord, RunStore, utc_now_iso
 from orchestrator.validation import ValidationReport
 
 
-def preserve_name(run_id: str) -> str:
-    """The branch that keeps production's state from just before the restore."""
-    return f"pre-restore-{run_id}"
-
-
 @dataclass(frozen=True)
 class RestorePlan:
     """The exact restore a run's ``neon_branch`` backup allows (from the record alone)."""
@@ -98,7 +93,7 @@ def restore_plan(record: RunRecord) -> RestorePlan:
         backup_id=backup.branch_id or "",
         backup_name=backup.branch_name or "",
         lsn=backup.lsn,
-        preserve_as=preserve_name(record.run_id),
+        preserve_as=f"pre-restore-{record.run_id}",  # production's state before the restore
         applied=tuple(applied),
     )
 

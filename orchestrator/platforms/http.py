@@ -209,7 +209,10 @@ class ApiClient:
                         status=status,
                     )
                 waited += rate
-                self._notify(f"HTTP {status}: rate limited", rate)
+                if self.on_wait is not None:
+                    self.on_wait(f"HTTP {status}: rate limited", rate)
+                else:  # no one to tell of the wait: told as a retry
+                    self._report(0, f"HTTP {status}: rate limited", rate)
                 self.sleep(rate)
                 continue
             if status in self.fixed:
@@ -251,12 +254,6 @@ class ApiClient:
     def _report(self, attempt: int, what: str, wait: float) -> None:
         if self.on_retry is not None:
             self.on_retry(attempt, what, wait)
-
-    def _notify(self, what: str, wait: float) -> None:
-        if self.on_wait is not None:
-            self.on_wait(what, wait)
-        else:
-            self._report(0, what, wait)
 
 
 def retry_after(value: str) -> float | None:
