@@ -22,10 +22,22 @@ import pytest
 from orchestrator.cli import run
 from orchestrator.playbook import load_playbook
 from orchestrator.runs import RunStore
-from orchestrator.sandbox.release import add_drizzle_config, git
+from orchestrator.sandbox.release import (
+    EXAMPLE_MIGRATIONS,
+    ReleaseRepo,
+    add_drizzle_config,
+    copy_migrations,
+    git,
+)
 from tests.github_double import GitHubState, github_double, protect_branch
 from tests.neon_double import NeonState, neon_double
-from tests.release_world import TRANSITIONS_OF_A_FULL_DEPLOY, World, build_world, transitions
+from tests.release_world import (
+    TRANSITIONS_OF_A_FULL_DEPLOY,
+    World,
+    build_world,
+    migrate_baseline,
+    transitions,
+)
 from tests.vercel_double import VercelState, vercel_double
 
 GITHUB_URL = "https://github.com/acme/service-desk.git"
@@ -174,3 +186,48 @@ def test_init_never_overwrites_a_playbook(
         assert sorted(p.name for p in app.clone.iterdir()) == before
         # ... and asked no API anything.
         assert app.neon.requests == [] and app.github.requests == []
+
+
+def test_init_in_a_monorepo_package_writes_a_playbook_deploy_can_rehearse(
+    tmp_path: Path,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The git work tree is the monorepo; the app, its config and migrations are a package.
+    origin, mono = tmp_path / "origin.git", tmp_path / "mono"
+    package = mono / "packages" / "db"
+    origin.mkdir()
+    git(origin, "init", "--bare", "--initial-branch=main")
+    package.mkdir(parents=True)
+    git(mono, "init", "--initial-branch=main")
+    git(mono, "remote", "add", "origin", str(origin))
+    (package / "drizzle.config.ts").write_text(
+        'import type { Config } from "drizzle-kit";\n'
+        'export default { out: "./migrations", dialect: "postgresql",'
+        " dbCredentials: { url: process.env.POSTGRES_URL! } } satisfies Config;\n"
+    )
+    copy_migrations(EXAMPLE_MIGRATIONS, package / "migrations", 9)
+    git(mono, "add", "-A")
+    git(mono, "commit", "-m", "db package with migrations 0000-0008")
+    git(mono, "push", "origin", "main")
+    git(mono, "switch", "-c", "staging")
+    copy_migrations(EXAMPLE_MIGRATIONS, package / "migrations")
+    git(mono, "add", "-A")
+    git(mono, "commit", "-m", "migrations 0009-0011")
+    git(mono, "push", "origin", "staging")
+    git(mono, "switch", "main")
+    migrate_baseline(database_url, ReleaseRepo(origin, mono, "packages/db/migrations"))
+    monkeypatch.setenv("POSTGRES_URL", database_url)
+    monkeypatch.chdir(package)
+
+    argv = ["init", "--yes", "--monitor-duration", "300ms", "--monitor-interval", "100ms"]
+    assert run(argv) == 0
+    playbook = load_playbook(package / "orchestrator.yaml")
+    assert playbook.git.repo == mono.resolve()  # the work tree's top, not the package
+    assert playbook.migrations.dir == (package / "migrations").resolve()
+    capsys.readouterr()
+    code = run(["deploy", "--dry-run", "--yes"])
+    said = capsys.readouterr()
+    assert code == 0, said.err
+    assert "not a git work tree" not in said.err

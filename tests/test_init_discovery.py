@@ -114,6 +114,36 @@ def test_a_config_init_cannot_read_leaves_every_migrations_value_to_fill_in(
     assert "  # table: __drizzle_migrations  # TODO: drizzle.config.ts sets it in a way" in text
 
 
+def test_keys_a_spread_may_set_are_left_to_fill_in_and_defaults_are_drizzle_kits(
+    app: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What the file does not write comes from base.ts, which init does not run.
+    (app / "base.ts").write_text(
+        'export default { migrations: { table: "acme_migrations", schema: "public" } };\n'
+    )
+    (app / "drizzle.config.ts").write_text(
+        'import base from "./base";\n'
+        'export default defineConfig({ ...base, schema: "./src/schema.ts", out: "./drizzle",'
+        " dbCredentials: { url: process.env.DATABASE_URL! } });\n"
+    )
+    assert run(["init", "--yes"]) == 0
+    said = capsys.readouterr().out
+    assert "not found (see the TODO lines in the file): migrations.schema, migrations.table" in said
+    assert "next: orchestrator deploy" not in said
+    text = (app / "orchestrator.yaml").read_text()
+    assert "  dir: ./drizzle  # out in drizzle.config.ts\n" in text
+    todo = "# TODO: drizzle.config.ts may set migrations.{} through `...base`: write its value"
+    assert f"  # schema: drizzle  {todo.format('schema')}" in text
+    assert f"  # table: __drizzle_migrations  {todo.format('table')}" in text
+    # Without the spread, the keys the file does not write are drizzle-kit's defaults.
+    (app / "drizzle.config.ts").write_text('export default defineConfig({ out: "./drizzle" });\n')
+    assert run(["init", "--yes", "-o", "plain.yaml"]) == 0
+    text = (app / "plain.yaml").read_text()
+    assert "  schema: drizzle  # drizzle-kit's default\n" in text
+    assert "  table: __drizzle_migrations  # drizzle-kit's default\n" in text
+    assert "in drizzle.config.ts" not in text.replace("out in drizzle.config.ts", "")
+
+
 def test_a_value_written_as_an_expression_is_asked_for(app: Path) -> None:
     (app / "drizzle.config.ts").write_text(
         "export default defineConfig({ out: process.env.OUT_DIR ?? './drizzle',"

@@ -53,11 +53,37 @@ def test_a_typescript_config_is_read_from_its_literals() -> None:
     )
 
 
-def test_keys_not_written_take_drizzle_kits_defaults() -> None:
+def test_keys_not_written_are_none_for_drizzle_kits_defaults() -> None:
     source = 'export default { dialect: "postgresql", schema: "./schema.ts" };'
     assert parse_drizzle_config(source) == DrizzleConfig(
-        out="drizzle", table="__drizzle_migrations", schema="drizzle", dialect="postgresql"
+        out=None, table=None, schema=None, dialect="postgresql"
     )
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        # A key written after the spread is known; the others may come from it.
+        ('{ ...base, out: "./m" }', ("./m", "...base", "...base")),
+        # A key written before it may be overridden by it.
+        ('{ out: "./m", ...base }', ("...base", "...base", "...base")),
+        # The migrations object written in full replaces base's: its unwritten key is unset.
+        ('{ ...base, migrations: { table: "t" } }', ("...base", "t", None)),
+        (
+            '{ migrations: { ...shared.migrations, table: "t" } }',
+            (None, "t", "...shared.migrations"),
+        ),
+    ],
+)
+def test_a_spread_may_set_any_key_it_does_not_precede(
+    source: str, expected: tuple[str | None, ...]
+) -> None:
+    config = parse_drizzle_config(f"export default defineConfig({source});")
+    found = [
+        v.source if isinstance(v, Expression) else v
+        for v in (config.out, config.table, config.schema)
+    ]
+    assert found == list(expected)
 
 
 @pytest.mark.parametrize(
@@ -107,7 +133,7 @@ def test_a_json_config_is_json() -> None:
     config = parse_drizzle_config(
         '{"out": "./sql", "migrations": {"schema": "ops"}}', json_file=True
     )
-    assert (config.out, config.table, config.schema) == ("./sql", "__drizzle_migrations", "ops")
+    assert (config.out, config.table, config.schema) == ("./sql", None, "ops")
 
 
 @pytest.mark.parametrize(

@@ -89,13 +89,8 @@ def init(
             )
         )
 
-    result = init_playbook(
-        Path.cwd(),
-        output,
-        os.environ,
-        options,
-        ask=None if yes or not interactive() else ask,
-    )
+    person = None if yes or not interactive() else ask  # None: nobody to ask, take defaults
+    result = init_playbook(Path.cwd(), output, os.environ, options, ask=person)
     for line in result.report:
         err.print(line, markup=False, highlight=False)
     out.print(f"wrote {result.path}", markup=False, highlight=False)

@@ -9,6 +9,7 @@ a branch). An API that refuses or cannot be reached leaves its value missing, wi
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from orchestrator.init.draft import (
     Sourced,
 )
 from orchestrator.init.drizzle_config import (
+    DRIZZLE_DEFAULTS,
     ConfigUnreadable,
     DrizzleConfig,
     Expression,
@@ -99,7 +101,7 @@ def discover(root: Path, environ: Mapping[str, str], options: InitOptions) -> Di
         report.append(f"database: ${url_env} is not a Neon endpoint (backup: restore_point)")
     neon_project, neon_branch = _neon(neon, environ, options, report, notes)
 
-    remote, source, target = _git(root, report, notes)
+    remote, git_top = _git(root, report, notes)
     github_repo: Slot | None = None
     enterprise = options.github_api_url.rstrip("/") != DEFAULT_GITHUB_API_URL  # GHE API
     if remote is not None and remote.repo is not None and (remote.on_github or enterprise):
@@ -108,7 +110,7 @@ def discover(root: Path, environ: Mapping[str, str], options: InitOptions) -> Di
         github_repo = Missing("origin names no GitHub repository: write it as owner/name")
     elif remote is not None:
         report.append(f"git: origin is on {remote.host}, not github.com: merges are pushed")
-    via, via_reason = _via(github_repo, target, environ, options, report)
+    via, via_reason = _via(github_repo, "main", environ, options, report)
 
     vercel = _vercel(root, report)
     return Discovery(
@@ -118,8 +120,7 @@ def discover(root: Path, environ: Mapping[str, str], options: InitOptions) -> Di
             migrations_dir=migrations_dir,
             migrations_schema=schema,
             migrations_table=table,
-            source=source,
-            target=target,
+            git_top=git_top,
             via=via,  # type: ignore[arg-type]
             via_reason=via_reason,
             github_repo=github_repo,
@@ -163,36 +164,31 @@ def _drizzle_config(root: Path, report: list[str]) -> tuple[DrizzleConfig | None
 def _migrations(
     root: Path, config: DrizzleConfig | None, config_name: str | None, notes: list[str]
 ) -> tuple[Slot, Slot, Slot]:
-    if config is None:
-        if config_name:  # a config init cannot read may set any of the three
-            how = f"{config_name} sets it in a way init cannot read: copy its value here"
-            return Missing(how), Missing(how), Missing(how)
-        found = (root / "drizzle" / "meta" / "_journal.json").is_file()
-        how = "the folder drizzle-kit generate writes (holding meta/_journal.json)"
-        folder: Slot = Sourced("drizzle", "drizzle-kit's default") if found else Missing(how)
-        default = "drizzle-kit's default"
-        return folder, Sourced("drizzle", default), Sourced("__drizzle_migrations", default)
+    if config is None and config_name:  # a config init cannot read may set any of the three
+        how = f"{config_name} sets it in a way init cannot read: copy its value here"
+        return Missing(how), Missing(how), Missing(how)
     where = config_name or "the drizzle config"
 
-    def slot(value: str | Expression, key: str) -> Slot:
+    def slot(value: str | Expression | None, key: str) -> Slot:
+        if value is None:  # not written
+            return Sourced(DRIZZLE_DEFAULTS[key], "drizzle-kit's default")
+        if isinstance(value, Expression) and value.source.startswith("..."):
+            return Missing(f"{where} may set {key} through `{value.source}`: write its value here")
         if isinstance(value, Expression):
             return Missing(f"{where} sets {key} to `{value.source}`: write its value here")
         return Sourced(value, f"{key} in {where}")
 
+    config = config or DrizzleConfig()  # no config file: drizzle-kit's defaults throughout
     folder = slot(config.out, "out")
-    if isinstance(folder, Sourced):
-        journal = root / folder.value / "meta" / "_journal.json"
-        if not journal.is_file():
-            notes.append(
-                f"{folder.value}/meta/_journal.json does not exist yet: run drizzle-kit generate"
-            )
+    journal = "meta/_journal.json"
+    if isinstance(folder, Sourced) and not (root / folder.value / journal).is_file():
+        if config_name is None:  # no config and no folder: the migrations may be anywhere
+            folder = Missing(f"the folder drizzle-kit generate writes (holding {journal})")
+        else:
+            notes.append(f"{folder.value}/{journal} does not exist yet: run drizzle-kit generate")
     if config.dialect is not None and config.dialect != "postgresql":
         notes.append(f"{where} says dialect {config.dialect}: orchestrator needs postgresql")
-    return (
-        folder,
-        slot(config.schema, "migrations.schema"),
-        slot(config.table, "migrations.table"),
-    )
+    return folder, slot(config.schema, "migrations.schema"), slot(config.table, "migrations.table")
 
 
 # ----------------------------------------------------------------------------- Neon
@@ -278,26 +274,26 @@ def _git_answer(root: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def _has_ref(root: Path, ref: str) -> bool:
-    return _git_answer(root, "rev-parse", "--verify", "--quiet", ref) is not None
-
-
-def _git(root: Path, report: list[str], notes: list[str]) -> tuple[GitRemote | None, str, str]:
-    """origin's host and repository, and the branches (staging -> main by default)."""
+def _git(root: Path, report: list[str], notes: list[str]) -> tuple[GitRemote | None, str]:
+    """origin's host and repository, and the work tree's top from ``root`` (a package of a
+    monorepo is in one; without git, ``root``). The branches are staging -> main."""
+    top = _git_answer(root, "rev-parse", "--show-toplevel")
+    top = Path(os.path.relpath(top, root.resolve())).as_posix() if top else "."
     url = _git_answer(root, "config", "--get", "remote.origin.url")
     if not url:
         report.append("git: no origin remote (git.remote: origin is written; add it)")
         notes.append("This folder has no `origin` remote yet: deploy fetches and pushes there.")
-        return None, "staging", "main"
+        return None, top
     for branch in ("staging", "main"):
-        if not (_has_ref(root, f"refs/remotes/origin/{branch}") or _has_ref(root, branch)):
+        refs = (f"refs/remotes/origin/{branch}", branch)
+        if not any(_git_answer(root, "rev-parse", "--verify", "--quiet", r) for r in refs):
             notes.append(f"Branch {branch} is not on origin yet: set git.source / git.target.")
     remote = parse_remote(url)
     if remote is None:
         report.append("git: origin is a local path")
     elif remote.repo is not None:
         report.append(f"git: origin is {remote.host}/{remote.repo}")
-    return remote, "staging", "main"
+    return remote, top
 
 
 def _via(

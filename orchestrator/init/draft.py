@@ -67,6 +67,7 @@ class Draft:
     monitor_interval: str = "30s"
     notes: tuple[str, ...] = field(default=())  # comments at the top: what init read, warnings
     repo: str = "."  # the app's folder, relative to the playbook's (paths resolve from there)
+    git_top: str = "."  # the git work tree's top, relative to the app's folder
 
     @property
     def missing(self) -> list[str]:
@@ -139,9 +140,8 @@ def answer(draft: Draft, key: str, value: str) -> Draft:
 # ----------------------------------------------------------------------------- YAML
 
 _PLAIN = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./@-]*")
-_YAML_WORDS = frozenset(
-    {"yes", "no", "on", "off", "true", "false", "null", "y", "n", "~"}
-)  # YAML 1.1 would read these as booleans or null
+# YAML 1.1 would read these as booleans or null
+_YAML_WORDS = frozenset({"yes", "no", "on", "off", "true", "false", "null", "y", "n", "~"})
 
 
 def _scalar(value: str) -> str:
@@ -242,7 +242,7 @@ def _backup_and_neon(draft: Draft) -> list[str]:
 def _git(draft: Draft) -> list[str]:
     lines = [
         "git:",
-        f"  repo: {_scalar(draft.repo)}",
+        _line(1, "repo", _in_repo(draft, Sourced(draft.git_top)), placeholder="."),
         "  remote: origin",
         f"  source: {_scalar(draft.source)}  # the branch being released",
         f"  target: {_scalar(draft.target)}  # production's branch",

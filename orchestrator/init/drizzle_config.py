@@ -7,9 +7,10 @@ booleans and nested objects. Anything else (``process.env.X ?? "y"``, a function
 an :class:`Expression`, which ``init`` asks about or leaves as a commented line.
 ``drizzle.config.json`` is plain JSON.
 
-The defaults are drizzle-kit's own (``out: drizzle``, ``migrations.table:
-__drizzle_migrations``, ``migrations.schema: drizzle`` for PostgreSQL): a key that is not
-written at all has a known value.
+A key that is not written at all is ``None``: it has drizzle-kit's default (``out:
+drizzle``, ``migrations.table: __drizzle_migrations``, ``migrations.schema: drizzle`` for
+PostgreSQL), unless the object holds a spread (``...base``), which may set any key: then the
+key is the spread, an :class:`Expression`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-DRIZZLE_DEFAULTS = {"out": "drizzle", "table": "__drizzle_migrations", "schema": "drizzle"}
+DRIZZLE_DEFAULTS = {
+    "out": "drizzle",
+    "migrations.table": "__drizzle_migrations",
+    "migrations.schema": "drizzle",
+}
 
 
 @dataclass(frozen=True)
@@ -42,13 +47,13 @@ Literal = Any  # str, int, float, bool, None, dict[str, Literal], Expression, En
 
 @dataclass(frozen=True)
 class DrizzleConfig:
-    """What the config says about migrations: each value a string, or an
-    :class:`Expression` we could not read. ``url_env``: the environment variable
-    ``dbCredentials.url`` reads, when it is ``process.env.NAME``."""
+    """What the config says about migrations: each value a string, an :class:`Expression`
+    we could not read, or None (not written: drizzle-kit's default). ``url_env``: the
+    environment variable ``dbCredentials.url`` reads, when it is ``process.env.NAME``."""
 
-    out: Value
-    table: Value
-    schema: Value
+    out: Value | None = None
+    table: Value | None = None
+    schema: Value | None = None
     url_env: str | None = None
     dialect: str | None = None
 
@@ -126,8 +131,10 @@ class _Parser:
             if token.text == ",":
                 i += 1
                 continue
-            if token.text == "...":  # a spread: its keys are unknowable, skip it
-                i = self._skip_value(i + 1)
+            if token.text == "...":  # a spread may set any key, those written before it too
+                end = self._skip_value(i + 1)
+                result = {"...": Expression("..." + self._text(i + 1, end))}
+                i = end
                 continue
             key = _string_value(token) if token.kind in ("string", "template") else token.text
             if (
@@ -234,7 +241,8 @@ def _const_object(texts: list[str], name: str) -> int | None:
 
 
 def read_object(source: str, *, json_file: bool = False) -> dict[str, Literal]:
-    """The config object a drizzle config file exports, as literals and expressions."""
+    """The config object a drizzle config file exports, as literals and expressions; a
+    spread is kept under the key ``...`` (the keys written before it are dropped)."""
     if json_file:
         try:
             data = json.loads(source)
@@ -249,30 +257,29 @@ def read_object(source: str, *, json_file: bool = False) -> dict[str, Literal]:
 
 
 def parse_drizzle_config(source: str, *, json_file: bool = False) -> DrizzleConfig:
-    """What a drizzle config sets for the migrations (drizzle-kit's defaults where it sets
-    nothing); :class:`ConfigUnreadable` when the file holds no config object we can find."""
+    """What a drizzle config sets for the migrations (None where it sets nothing);
+    :class:`ConfigUnreadable` when the file holds no config object we can find."""
     config = read_object(source, json_file=json_file)
-    migrations = config.get("migrations", {})
-    if isinstance(migrations, (Expression, EnvRef)):
-        table: Value = Expression(_describe(migrations))
-        schema: Value = Expression(_describe(migrations))
-    else:
-        migrations = migrations if isinstance(migrations, dict) else {}
-        table = _value(migrations.get("table", DRIZZLE_DEFAULTS["table"]))
-        schema = _value(migrations.get("schema", DRIZZLE_DEFAULTS["schema"]))
+    migrations = config.get("migrations", config.get("...", {}))
+    if not isinstance(migrations, dict):  # an expression or a spread: either key is its
+        migrations = {"...": Expression(_describe(migrations))}
     credentials = config.get("dbCredentials")
     url = credentials.get("url") if isinstance(credentials, dict) else None
     dialect = config.get("dialect")
     return DrizzleConfig(
-        out=_value(config.get("out", DRIZZLE_DEFAULTS["out"])),
-        table=table,
-        schema=schema,
+        out=_value(config, "out"),
+        table=_value(migrations, "table"),
+        schema=_value(migrations, "schema"),
         url_env=url.name if isinstance(url, EnvRef) else None,
         dialect=dialect if isinstance(dialect, str) else None,
     )
 
 
-def _value(value: Literal) -> Value:
+def _value(config: dict[str, Literal], key: str) -> Value | None:
+    """``config[key]`` as written, else the spread that may set it, else None."""
+    if key not in config and "..." not in config:
+        return None  # not written: drizzle-kit's default
+    value = config.get(key, config.get("..."))
     if isinstance(value, str) and value:
         return value
     return Expression(_describe(value))
