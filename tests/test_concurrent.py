@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pytest import CaptureFixture
 
 from bench.folders import write_drizzle_folder
 from orchestrator.analysis.nontransactional import nontransactional_statements
@@ -23,8 +25,10 @@ from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Migration, read_journal
 from orchestrator.migrate import migrate_database
+from orchestrator.sandbox.pg import EmbeddedPostgres
 from orchestrator.validation import Verdict
 from tests.drizzle_helpers import tracking_rows
+from tests.pg_urls import with_user
 from tests.test_drizzle_real import drizzle_migrate, drizzle_node  # noqa: F401 (a fixture)
 
 ITEMS = 'CREATE TABLE "items" ("id" serial PRIMARY KEY NOT NULL, "sku" text);'
@@ -156,6 +160,67 @@ def test_an_enum_value_used_later_in_the_release_is_committed_first(
     )
     assert migrate(database_url, folder, "--allow-concurrent") == 0
     assert len(tracking_rows(database_url)) == 3
+
+
+@pytest.mark.parametrize("shadow_user", ["superuser", "createrole"])
+def test_a_role_production_has_is_created_on_the_shadow_outside_a_transaction_too(
+    shadow_user: str,
+    server_url: str,
+    own_cluster: EmbeddedPostgres,
+    tmp_path: Path,
+    capsys: CaptureFixture[str],
+) -> None:
+    """Production has the role a non-transactional migration grants to after its concurrent
+    build, and a policy of the next migration names; the shadow (another server) lacks it.
+    Its replay creates the role outside a transaction as inside one, and goes on from the
+    statement that named it: the build before it, committed, is not run twice (it has no
+    IF NOT EXISTS). A shadow user that is no superuser (a Neon role) replays without event
+    triggers, so no second replay on a fresh database can hide a wrong first one."""
+    role, user = (f"{kind}_{secrets.token_hex(4)}" for kind in ("app_user", "shadow_ci"))
+    production = own_cluster.url()
+    with psycopg.connect(production, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" NOLOGIN'.encode())
+    shadow = server_url
+    if shadow_user == "createrole":
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'CREATE ROLE "{user}" LOGIN CREATEDB CREATEROLE'.encode())
+        shadow = with_user(server_url, user)
+    folder = write_drizzle_folder(
+        tmp_path / "drizzle",
+        [
+            ("0000_items", [ITEMS, FILL]),
+            (
+                "0001_index",
+                [
+                    'CREATE INDEX CONCURRENTLY "items_sku_idx" ON "items" ("sku");',
+                    f'GRANT SELECT ON "items" TO "{role}";',
+                ],
+            ),
+            (
+                "0002_policy",
+                [
+                    'ALTER TABLE "items" ENABLE ROW LEVEL SECURITY;',
+                    f'CREATE POLICY "app reads" ON "items" FOR SELECT TO "{role}" USING (true);',
+                ],
+            ),
+        ],
+    )
+    validate = ["validate", "--json", "--migrations", str(folder), "--database-url", production]
+    try:
+        assert run([*validate, "--shadow-url", shadow]) == 10
+        before = json.loads(capsys.readouterr().out)
+        assert [f["code"] for f in before["findings"]] == ["tracking_table_missing"]
+        code = migrate(production, folder, "--allow-concurrent", "--shadow-url", shadow)
+        assert code == 0 and "applied 3 migration(s)" in capsys.readouterr().out
+        assert run([*validate, "--shadow-url", shadow]) == 0
+        assert json.loads(capsys.readouterr().out)["status"] == "SAFE"
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"; DROP ROLE IF EXISTS "{user}"'.encode())
+    assert index_state(production, "items_sku_idx") is True
+    with psycopg.connect(production) as conn:
+        granted = "SELECT has_table_privilege(%s, 'items', 'SELECT')"
+        assert conn.execute(granted, (role,)).fetchone() == (True,)
 
 
 REINDEX = 'REINDEX INDEX CONCURRENTLY "items_sku_idx";'

@@ -98,7 +98,12 @@ def apply_release(
         )
         if not special:
             return applied
-        upcoming = journal.untracked(_tracked(conn, options))
+        try:
+            upcoming = journal.untracked(tracked_now(conn, options))
+            conn.commit()
+        except psycopg.Error as exc:
+            conn.rollback()
+            raise database_error("cannot read the tracking table", exc) from exc
         if not upcoming:
             return applied
         migration = upcoming[0]  # apply_pending stopped before it: non-transactional
@@ -109,16 +114,6 @@ def apply_release(
         )
         if done is not None:
             applied.append(done)
-
-
-def _tracked(conn: psycopg.Connection[Any], options: MigrateOptions) -> tuple[str, ...]:
-    try:
-        hashes = tracked_now(conn, options)
-        conn.commit()
-    except psycopg.Error as exc:
-        conn.rollback()
-        raise database_error("cannot read the tracking table", exc) from exc
-    return hashes
 
 
 def apply_outside_transaction(
@@ -275,10 +270,9 @@ def _already_done(
         _drop_index(conn, *name)
         on_note(f"dropped INVALID index {'.'.join(name)} of an interrupted build ({where})")
         return False
-    label = enum_value_of(change)
-    if label is not None:
-        enum = change.target.split(" ", 1)[-1].split(".", 2)
-        if conn.execute(_ENUM_VALUE_SQL, (enum[0], enum[1], label)).fetchone() is not None:
+    if enum_value_of(change) is not None:  # target: enum_value <schema>.<enum>.<label>
+        schema, enum, label = change.target.split(" ", 1)[-1].split(".", 2)
+        if conn.execute(_ENUM_VALUE_SQL, (schema, enum, label)).fetchone() is not None:
             on_note(f"skipped {where}: enum value {label!r} already exists")
             return True
     return False

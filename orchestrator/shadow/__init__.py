@@ -23,7 +23,6 @@ from orchestrator.shadow import cache
 from orchestrator.shadow.replay import (
     IncompleteReplay,
     apply_migration,
-    check_extension,
     replay_history,
     run_in_transaction,
 )
@@ -133,13 +132,9 @@ def one_transaction_refusal(
         connect(url, autocommit=True) as conn,
     ):
         for migration in done:
-            failure = apply_migration(conn, migration)
-            if failure is not None:
-                check_extension(failure, server.description)
+            if (failure := apply_migration(conn, migration, server.description)) is not None:
                 return failure
-        refusal = run_in_transaction(conn, pending, commit=False)
-        if refusal is not None:
-            check_extension(refusal, server.description)
+        refusal = run_in_transaction(conn, pending, commit=False, server=server.description)
         key = cache.cache_key(hashes, server.major, kind="one-transaction")
     if _lasting(refusal):
         cache.store(directory, key, {"refusal": None if refusal is None else refusal.__dict__})

@@ -17,7 +17,7 @@ import psycopg
 
 from orchestrator.db.connect import connect
 from orchestrator.drizzle.journal import Journal
-from orchestrator.shadow.replay import apply_migration, check_extension
+from orchestrator.shadow.replay import apply_migration
 from orchestrator.shadow.server import ShadowServer, ShadowSpec
 
 #: Per statement, the (table, pg_locks mode) pairs the transaction holds after it.
@@ -51,11 +51,8 @@ def locks_taken(
             held = None if texts is None else _held_after_each(conn, texts)
             if texts is not None:
                 result[migration.tag] = held
-            if held is None:
-                failure = apply_migration(conn, migration)
-                if failure is not None:  # the rest cannot be asked about
-                    check_extension(failure, server.description)
-                    break
+            if held is None and apply_migration(conn, migration, server.description) is not None:
+                break  # the rest cannot be asked about
     return result
 
 

@@ -6,7 +6,8 @@ it (after a refusal, again statement by statement, rolled back, to name the stat
 the catalog is read with the reader production is read with. A migration PostgreSQL refuses
 to run in a transaction (``CREATE INDEX CONCURRENTLY``) is run statement by statement, as
 ``migrate --allow-concurrent`` runs it. The shadow starts empty, so a role production has and a
-migration names (a policy, a grant, ``SET ROLE``) is created when PostgreSQL says it is missing.
+migration names (a policy, a grant, ``SET ROLE``) is created when PostgreSQL says it is missing,
+in a transaction or outside one.
 
 A whole catalog read costs more as the schema grows, and a read after each of hundreds of
 migrations would cost minutes. So the catalog is read whole once, before the first
@@ -23,8 +24,8 @@ migration.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Collection, Sequence
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -52,22 +53,6 @@ _ATTEMPTS = 20  # roles created, or transient failures, before giving up
 class ReplayError(UsageError):
     """The shadow cannot replay the folder: it lacks an extension the folder needs."""
 
-    def __init__(self, failure: ReplayFailure, extension: str, server: str) -> None:
-        self.failure = failure
-        super().__init__(
-            f"{failure.tag} needs the extension {extension!r}, which the shadow ({server}) "
-            "does not have: name a shadow server that has it (--shadow-url, or the "
-            "playbook's shadow: {url_env: NAME})"
-        )
-
-
-def check_extension(failure: ReplayFailure, server: str) -> None:
-    """Raise :class:`ReplayError` when ``failure`` is an extension the shadow lacks: the
-    shadow, not the folder, is at fault, and another shadow is the way out."""
-    missing = _MISSING_EXTENSION.search(failure.message)
-    if missing and failure.sqlstate in ("0A000", "58P01"):
-        raise ReplayError(failure, missing.group(1), server)
-
 
 class IncompleteReplay(Exception):
     """The deltas read after each migration do not add up to the catalog at the end."""
@@ -91,9 +76,7 @@ def replay_history(
         initial, deltas, rewrites = dict(state.objects), [], []
         failure = None
         for migration in journal.migrations:
-            failure = apply_migration(conn, migration)
-            if failure is not None:
-                check_extension(failure, server)
+            if (failure := apply_migration(conn, migration, server)) is not None:
                 break
             owners = _touched_owners(conn, state) if incremental else None
             read = read_catalog(conn, schema=schema, table=table, owners=owners, refs=True)
@@ -221,22 +204,27 @@ def _touched_owners(conn: psycopg.Connection[Any], state: _State) -> set[str]:
     return {state.owners.get(ref, ref) for ref in refs} | refs
 
 
-def apply_migration(conn: psycopg.Connection[Any], migration: Migration) -> ReplayFailure | None:
-    """Run one migration in a transaction of its own (committed); its failure, if any."""
-    failure = run_in_transaction(conn, [migration], commit=True)
-    if failure is not None and failure.sqlstate == NOT_IN_TRANSACTION:
-        return _statement_by_statement(conn, [migration])
-    return failure
+def apply_migration(
+    conn: psycopg.Connection[Any], migration: Migration, server: str
+) -> ReplayFailure | None:
+    """Run one migration in a transaction of its own (committed); its failure, if any. One
+    refused there runs statement by statement, each committed, as ``migrate --allow-concurrent``
+    runs it: another attempt (:func:`_attempted`) goes on from the statement refused."""
+    failure = run_in_transaction(conn, [migration], commit=True, server=server)
+    if failure is None or failure.sqlstate != NOT_IN_TRANSACTION:
+        return failure
+    return _attempted(conn, server, partial(_statement_by_statement, conn, [migration]))
 
 
 def run_in_transaction(
-    conn: psycopg.Connection[Any], migrations: Sequence[Migration], *, commit: bool
+    conn: psycopg.Connection[Any], migrations: Sequence[Migration], *, commit: bool, server: str
 ) -> ReplayFailure | None:
-    """Run ``migrations`` in one transaction, committed or rolled back; the first refusal,
-    once the roles it says are missing are created and a deadlock's victim is run again.
-    One message per migration, as ``migrate`` sends them; after a refusal, again statement
-    by statement (rolled back) to name the statement, which the server does not say."""
-    for _ in range(_ATTEMPTS):
+    """Run ``migrations`` in one transaction, committed or rolled back; the first refusal
+    (see :func:`_attempted`). One message per migration, as ``migrate`` sends them; after a
+    refusal, again statement by statement (rolled back) to name the statement, which the
+    server does not say."""
+
+    def attempt(_last: ReplayFailure | None) -> ReplayFailure | None:
         current: Migration | None = None
         try:
             with conn.transaction(force_rollback=not commit):
@@ -247,8 +235,33 @@ def run_in_transaction(
         except psycopg.Error as exc:
             if current is None or exc.sqlstate is None:
                 raise
-            located = _statement_by_statement(conn, migrations, rolled_back=True)
-            failure = located or _failure((current, 0, ""), exc)
+            with conn.transaction(force_rollback=True):  # only to name the statement
+                located = _statement_by_statement(conn, migrations)
+            return located or _failure((current, 0, ""), exc)
+
+    return _attempted(conn, server, attempt)
+
+
+def _attempted(
+    conn: psycopg.Connection[Any],
+    server: str,
+    attempt: Callable[[ReplayFailure | None], ReplayFailure | None],
+) -> ReplayFailure | None:
+    """The refusal of ``attempt`` (given the one before), attempted again once the roles it
+    says are missing are created (production has them; a new shadow does not) or after a
+    deadlock. Raises :class:`ReplayError` when the shadow lacks an extension: the shadow, not
+    the folder, is at fault, and another shadow is the way out."""
+    failure = None
+    for _ in range(_ATTEMPTS):
+        if (failure := attempt(failure)) is None:
+            return None
+        missing = _MISSING_EXTENSION.search(failure.message)
+        if missing and failure.sqlstate in ("0A000", "58P01"):
+            raise ReplayError(
+                f"{failure.tag} needs the extension {missing.group(1)!r}, which the shadow "
+                f"({server}) does not have: name a shadow server that has it (--shadow-url, or "
+                "the playbook's shadow: {url_env: NAME})"
+            )
         if failure.sqlstate not in TRANSIENT and not _create_missing_role(conn, failure):
             return failure
     return failure
@@ -257,18 +270,18 @@ def run_in_transaction(
 def _statement_by_statement(
     conn: psycopg.Connection[Any],
     migrations: Sequence[Migration],
-    *,
-    rolled_back: bool = False,
+    resume: ReplayFailure | None = None,
 ) -> ReplayFailure | None:
-    """Run ``migrations`` one statement at a time (in a transaction rolled back, or each on
-    its own); the first refusal."""
+    """Run ``migrations`` one statement at a time (in the caller's transaction, or each on
+    its own); the first refusal. ``resume``: the last refusal of a migration run on its own,
+    each statement committed: it goes on from the statement refused."""
     current: tuple[Migration, int, str] | None = None
+    start = resume.number if resume else 1
     try:
-        with conn.transaction(force_rollback=True) if rolled_back else nullcontext():
-            for migration in migrations:
-                for number, statement in enumerate(_statements(migration), 1):
-                    current = (migration, number, statement)
-                    conn.execute(statement.encode("utf-8"))
+        for migration in migrations:
+            for number, statement in enumerate(_statements(migration)[start - 1 :], start):
+                current = (migration, number, statement)
+                conn.execute(statement.encode("utf-8"))
     except psycopg.Error as exc:
         if current is None or exc.sqlstate is None:
             raise
