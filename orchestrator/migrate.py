@@ -103,9 +103,8 @@ def migrate_database(
         if not todo:
             return MigrateResult(before, (), before)
         _refuse_reordering(journal, options, shadow, before)
-        if not nontransactional:
-            major = None if history is None else history.server_major
-            refuse_what_postgres_refuses(journal, untracked, shadow, major=major)
+        concurrent = options.allow_concurrent
+        refuse_what_postgres_refuses(journal, untracked, shadow, concurrent, history=history)
         if not confirm(before):
             raise UsageError("migration not confirmed: nothing was changed")
 
@@ -169,21 +168,32 @@ TRANSACTION_LIMITS = frozenset({"25001", "55P04"})  # active_sql_transaction, un
 
 
 def refuse_what_postgres_refuses(
-    journal: Journal, untracked: list[Migration], shadow: ShadowSpec, *, major: int | None = None
+    journal: Journal,
+    untracked: list[Migration],
+    shadow: ShadowSpec,
+    allow_concurrent: bool,
+    *,
+    history: History | None = None,
 ) -> None:
     """Run the untracked migrations on the shadow as migrate runs them (one transaction, after
     the tracked ones) and stop before production if PostgreSQL refuses: a transaction's
     limits are a usage matter (exit 2: ``--allow-concurrent``); anything else is the
-    migration failing (exit 21), caught before it touched anything. The deploy's migrate
-    step and its rehearsal say the same words. ``major``: the history's, to find the answer
-    cached."""
+    migration failing (exit 21), caught before it touched anything. With ``allow_concurrent``
+    and statements to run outside a transaction, the replay of ``history`` ran them as
+    migrate will: its refusal is the answer. The deploy's migrate step and its rehearsal say
+    the same words. ``history``'s server also finds the answer cached."""
+    outside = outside_transaction(untracked)
     pending = {m.tag for m in untracked}
-    done = [m for m in journal.migrations if m.tag not in pending]
-    refusal = one_transaction_refusal(done, untracked, shadow, major=major)
+    if outside and allow_concurrent:
+        failure = history.failure if history is not None else None
+        refusal = failure if failure is not None and failure.tag in pending else None
+    else:
+        done = [m for m in journal.migrations if m.tag not in pending]
+        major = None if history is None else history.server_major
+        refusal = one_transaction_refusal(done, untracked, shadow, major=major)
     if refusal is None:
         return
     said = f"{refusal.message} [{refusal.sqlstate}]"
-    outside = outside_transaction(untracked)
     if refusal.sqlstate in TRANSACTION_LIMITS and outside:
         raise UsageError(f"{allow_concurrent_hint(outside[0])} (PostgreSQL: {said})")
     number = refusal.number

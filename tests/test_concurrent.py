@@ -129,8 +129,15 @@ def test_drizzles_migrator_does_nothing_after_our_concurrent_migrate(
 def test_a_failed_concurrent_build_leaves_no_invalid_index_and_no_row(
     database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    unique = 'CREATE UNIQUE INDEX CONCURRENTLY "items_one_sku" ON "items" ((1));'
-    folder = concurrent_folder(tmp_path, unique)
+    # Production's rows break the build; the shadow's replay (no rows) does not foresee it.
+    first = write_drizzle_folder(tmp_path / "first", [("0000_items", [ITEMS])])
+    assert migrate(database_url, first) == 0
+    with psycopg.connect(database_url) as conn:
+        conn.execute("INSERT INTO items (sku) VALUES ('twice'), ('twice')")
+    unique = 'CREATE UNIQUE INDEX CONCURRENTLY "items_one_sku" ON "items" ("sku");'
+    folder = write_drizzle_folder(
+        tmp_path / "drizzle", [("0000_items", [ITEMS]), ("0001_index", [unique])]
+    )
     code = migrate(database_url, folder, "--allow-concurrent")
     err = capsys.readouterr().err
     assert code == 21
@@ -139,7 +146,7 @@ def test_a_failed_concurrent_build_leaves_no_invalid_index_and_no_row(
     assert (
         invalid_indexes(database_url) == [] and index_state(database_url, "items_one_sku") is None
     )
-    assert len(tracking_rows(database_url)) == 1  # 0000 committed before; 0001 and 0002 not
+    assert len(tracking_rows(database_url)) == 1  # 0000 applied before; 0001 not
 
 
 def test_an_enum_value_used_later_in_the_release_is_committed_first(
@@ -221,6 +228,22 @@ def test_a_role_production_has_is_created_on_the_shadow_outside_a_transaction_to
     with psycopg.connect(production) as conn:
         granted = "SELECT has_table_privilege(%s, 'items', 'SELECT')"
         assert conn.execute(granted, (role,)).fetchone() == (True,)
+
+
+def test_allow_concurrent_refuses_a_release_the_shadow_refused_before_touching_production(
+    database_url: str, tmp_path: Path, capsys: CaptureFixture[str]
+) -> None:
+    """A release with a concurrent build skips the one-transaction check; the shadow's replay
+    (statement by statement, as --allow-concurrent runs it) is then the answer: a statement
+    PostgreSQL refused there stops migrate before the build reaches production."""
+    folder = concurrent_folder(tmp_path, index=INDEX + "\n--> statement-breakpoint\nSELECT 1/0;")
+    assert migrate(database_url, folder, "--allow-concurrent") == 21
+    said = capsys.readouterr().err
+    assert "migration would fail in 0001_index, statement 2" in said
+    assert "division by zero" in said and "nothing was changed" in said
+    assert tracking_rows(database_url) == []  # not even 0000, which runs before the build
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT to_regclass('items')").fetchone() == (None,)
 
 
 REINDEX = 'REINDEX INDEX CONCURRENTLY "items_sku_idx";'

@@ -106,7 +106,8 @@ def test_with_the_opt_in_a_statement_naming_a_missing_column_predicts_the_failur
     before = production(world)
     code, out = dry_run(world, capsys, monkeypatch)
     assert code == 21, out
-    assert f"{INDEX_TAG}.sql:1 would fail (checked without running it)" in out
+    # The shadow's replay ran it as the deploy would, outside a transaction: PostgreSQL said.
+    assert f"would fail in {INDEX_TAG}, statement 1" in out
     assert 'column "no_such_column" does not exist' in out
     assert production(world) == before
 
