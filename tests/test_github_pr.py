@@ -352,32 +352,67 @@ def test_resume_finds_the_pull_request_merged_meanwhile(tmp_path: Path, database
         ]
 
 
-def test_resume_finds_the_pull_request_squashed_by_hand_and_follows_the_squash_commit(
-    tmp_path: Path, database_url: str
+def commit_docs(world: World, branch: str, names: list[str]) -> None:
+    """Colleagues' commits on ``branch`` of origin, one adding each of ``names``; on main
+    they land past the protection hook, as GitHub's own merges do."""
+    clone = world.repo.clone
+    git(clone, "fetch", "origin")
+    git(clone, "switch", "--detach", f"origin/{branch}")
+    for name in names:
+        (clone / name).write_text(f"{name}\n")
+        git(clone, "add", name)
+        git(clone, "commit", "-m", f"docs: {name}")
+    tip = git(clone, "rev-parse", "HEAD")
+    git(clone, "push", "origin", f"+{tip}:refs/heads/colleague")
+    git(world.repo.origin, "update-ref", f"refs/heads/{branch}", tip)
+    git(clone, "switch", "main")
+
+
+@pytest.mark.parametrize(
+    ("chosen", "by_hand", "unrelated"),  # unrelated: colleagues' commits on main meanwhile
+    [
+        ("rebase", "merge", 0),
+        ("rebase", "squash", 0),
+        ("rebase", "squash", 2),
+        ("merge", "rebase", 2),
+    ],
+)
+def test_a_pull_request_merged_by_hand_another_way_is_recorded_and_reverted_as_merged(
+    tmp_path: Path, database_url: str, chosen: str, by_hand: str, unrelated: int
 ) -> None:
     from orchestrator.engine.run import resume
-    from orchestrator.platforms.github import GitHubApi
-    from orchestrator.platforms.http import ApiClient
 
-    with pr_world(tmp_path, database_url) as (world, github):
-        declined = world.deploy(
-            environ=environ(world, github), confirm=lambda q: not q.startswith("Merge")
-        )
-        assert declined.state == "halted" and declined.steps.halt.stopped_in == "revalidated"
+    with (
+        build_world(tmp_path, database_url) as world,
+        github_double(world.repo.origin) as (api, github),
+    ):
+        through_github(world, api, f", merge_method: {chosen}")
+        commit_docs(world, "staging", ["docs1.md", "docs2.md"])  # a release of several commits
+        env = environ(world, github)
+        declined = world.deploy(environ=env, confirm=lambda q: not q.startswith("Merge"))
+        assert declined.steps.preflight.merge_method == chosen
+        # While the run is down, colleagues' commits land on main, then someone merges the
+        # pull request in GitHub's page with another method than pre-flight's.
+        commit_docs(world, "main", [f"main{n}.md" for n in range(unrelated)])
         before = world.origin_main()
-        # Someone squashes the pull request by hand meanwhile: main gets a new commit that
-        # does not contain the staging commit.
-        api = GitHubApi(github.repo, ApiClient("GitHub API", world_api(world), github.token))
-        squash = api.merge_pull(1, str(declined.source_commit), title="x", method="squash")
-        assert git(world.repo.origin, "rev-parse", f"{squash}^@") == before
-        resumed = resume(
-            declined.run_id, world.store, world.interaction(environ=environ(world, github))
-        )
+        status, merged = github.merge(github.pulls[1], str(declined.source_commit), by_hand)
+        assert status == 200 and merged["sha"] == world.origin_main()
+        resumed = resume(declined.run_id, world.store, world.interaction(environ=env))
         assert resumed.state == "succeeded", resumed.halt_reason
-        merged = resumed.steps.merge
-        assert merged.pushed_commit == squash and "found merged on resume" in merged.note
-        assert merged.previous_target_commit == before
-        assert len(merges(github)) == 1  # the run merged nothing itself
+
+        result = rollback(resumed.run_id, world.store, world.interaction(environ=env))
+        # The revert undoes exactly the release: main as it was right before the merge,
+        # the colleagues' commits kept.
+        branch = f"revert-{resumed.run_id}"
+        assert result.reverted_commit == git(world.repo.origin, "rev-parse", branch)
+        assert git(world.repo.origin, "rev-parse", f"{branch}^") == merged["sha"]
+        assert git(world.repo.origin, "diff", "--stat", before, branch) == ""
+        # The record says how the pull request was merged, as its commits show.
+        record = resumed.steps.merge
+        assert record.pushed_commit == merged["sha"] and "found merged on resume" in record.note
+        assert (record.merge_method, record.previous_target_commit) == (by_hand, before)
+        assert record.merge_commit == (merged["sha"] if by_hand == "merge" else None)
+        assert merges(github) == []  # the run merged nothing itself
 
 
 def test_a_source_already_in_the_target_asks_github_nothing_in_the_rehearsal_as_in_preflight(

@@ -368,15 +368,6 @@ def test_the_guard_follows_the_commit_the_merge_made_not_the_source_commit() -> 
     assert not merge_pushed(r, OnlyHolds(commit="a" * 40))  # the squash commit is gone
 
 
-def test_the_tip_before_a_merge_is_as_many_steps_back_as_the_method_wrote() -> None:
-    from orchestrator.engine.steps.merge import previous_tip
-
-    assert previous_tip(["p1", "p2"], "merge", 3) == 1
-    assert previous_tip(["p1"], "squash", 3) == 1
-    assert previous_tip(["p1"], "rebase", 3) == 3
-    assert previous_tip(["p1"], "rebase", 0) == 1
-
-
 def test_the_way_back_is_read_again_right_before_migrating() -> None:
     from orchestrator.engine.machine import LIVE, GuardedStep, backup_before_migrating
 

@@ -230,6 +230,27 @@ def test_killed_after_the_push_was_recorded_then_reset_is_not_pushed_again(
     assert world.origin_main() == main_before
 
 
+def test_killed_after_an_unrecorded_push_then_reset_is_not_pushed_again(world: World) -> None:
+    main_before = world.origin_main()
+    process = deploy_process(world, "pushed")
+    wait_stopped(process)
+    kill(process)
+    assert only_run(world).steps.merge is None, "killed before the push was recorded"
+    released = world.origin_main()
+    reset_origin_main(world, main_before)
+
+    record = resume(None, world.store, world.interaction())
+    # The clone's reflog of origin/main says its push landed ("update by push"): the release
+    # was undone by someone since. The run halts with the plan rather than push it again.
+    assert record.state == "halted", record.halt_reason
+    assert record.exit_code == int(ExitCode.GUARD_FAILED)
+    assert record.steps.halt.stopped_in == "revalidated"
+    assert record.rollback_plan, "a halt prints the concrete rollback plan"
+    assert "commits that are not on origin/main" in str(record.halt_reason)
+    assert world.origin_main() == main_before
+    assert git(world.repo.clone, "rev-parse", "main") == released  # the clone kept it
+
+
 def test_tracking_rows_deleted_before_revalidate_halt_partial_with_the_plan(
     world: World,
 ) -> None:

@@ -18,7 +18,7 @@ The package, one concern a module: ``process`` (running git, one-line errors), `
 
 from __future__ import annotations
 
-from orchestrator.gitrepo.history import contains, fetched_contains, read_files_at
+from orchestrator.gitrepo.history import contains, fetched_contains, how_merged, read_files_at
 from orchestrator.gitrepo.merge import MergeResult, is_merged, merge_and_push
 from orchestrator.gitrepo.remote import MissingBranch, remote_tips
 from orchestrator.gitrepo.revert import revert_commands, revert_release, revert_release_on_branch
@@ -32,6 +32,7 @@ __all__ = [
     "TrialMerge",
     "contains",
     "fetched_contains",
+    "how_merged",
     "is_merged",
     "merge_and_push",
     "open_repo",

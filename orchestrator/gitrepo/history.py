@@ -7,7 +7,7 @@ from pathlib import PurePosixPath
 import git
 
 from orchestrator.errors import UsageError
-from orchestrator.gitrepo.process import is_ancestor, resolve_rev
+from orchestrator.gitrepo.process import git_output, is_ancestor, resolve_rev
 from orchestrator.gitrepo.remote import fetch_branches
 
 
@@ -26,6 +26,23 @@ def fetched_contains(repo: git.Repo, remote: str, target: str, tip: str, commit:
     fetch_branches(repo, remote, [target])
     full = resolve_rev(repo.git, tip)
     return full is not None and contains(repo, full, commit)
+
+
+def how_merged(repo: git.Repo, merged: str, head: str) -> tuple[str, str]:
+    """How a pull request whose head was ``head`` became ``merged`` (GitHub's
+    ``merge_commit_sha``) on its base, and the base's tip before it. GitHub does not say
+    which method was used; the commits do. Two parents: ``merge``. One: ``rebase`` when the
+    commits before it are the pull request's own rewritten (same authors, dates, subjects),
+    as many as it had; else ``squash``."""
+    parents = repo.commit(merged).parents
+    if len(parents) > 1:
+        return "merge", parents[0].hexsha
+    authored = ("log", "--format=%ae %at %s")  # who wrote each commit, when, its subject
+    own = sorted(git_output(repo.git, *authored, "--no-merges", f"{merged}..{head}").splitlines())
+    last = git_output(repo.git, *authored, "--first-parent", f"-n{len(own)}", merged).splitlines()
+    if own and own == sorted(last):
+        return "rebase", repo.commit(f"{merged}~{len(own)}").hexsha
+    return "squash", parents[0].hexsha
 
 
 def read_files_at(repo: git.Repo, commit: str, directory: str) -> dict[str, bytes]:

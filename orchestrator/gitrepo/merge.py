@@ -60,8 +60,8 @@ def merge_and_push(
 
     ``own_unpushed``: a local ``target`` ahead of the remote only by this release's own merge
     (a run killed mid-push) is merged again rather than refused. False once the run knows
-    its push landed: the remote then lost the release to someone's reset, which is theirs
-    to undo, not ours to push over.
+    its push landed (or the clone's reflog of ``<remote>/<target>`` shows it did): the remote
+    then lost the release to someone's reset, which is theirs to undo, not ours to push over.
     """
     refuse_dirty(repo)
     fetch_branches(repo, remote, [target])
@@ -73,9 +73,11 @@ def merge_and_push(
         return MergeResult(previous, previous, merge_commit=None, fast_forward=True)
     state = capture_state(repo, target)
     continued_from = None
+    pushes = run_git(repo.git, "log", "-g", "--format=%H %gs", remote_ref(remote, target))
     if (
         own_unpushed
         and state.target_tip is not None
+        and f"{state.target_tip} update by push" not in pushes.stdout.splitlines()
         and _own_unpushed(repo, state.target_tip, previous, source, message)
     ):
         # A run killed mid-push left local <target> at its own merge result: put it back at
@@ -94,23 +96,14 @@ def merge_and_push(
             git_output(
                 repo.git, "merge", "--quiet", "--ff-only", source, what=f"fast-forwarding {target}"
             )
-            merge_commit = None
         else:
+            # No editor: run_git's environment says so (GIT_MERGE_AUTOEDIT=no).
             merge = run_git(
-                repo.git,
-                *NO_RERERE,
-                "merge",
-                "--quiet",
-                "--no-ff",
-                "--no-edit",
-                "-m",
-                message,
-                source,
+                repo.git, *NO_RERERE, "merge", "--quiet", "--no-ff", "-m", message, source
             )
             if merge.status != 0:
                 why = merge_failure(repo.git, merge)
                 raise GuardError(f"merging {source[:12]} into {target} {why}")
-            merge_commit = git_output(repo.git, "rev-parse", "HEAD").strip()
         pushed = git_output(repo.git, "rev-parse", "HEAD").strip()
         push_branch(repo, remote, target)
     except BaseException as exc:
@@ -120,7 +113,7 @@ def merge_and_push(
     return MergeResult(
         pushed_commit=pushed,
         previous_target_commit=previous,
-        merge_commit=merge_commit,
+        merge_commit=None if fast_forward else pushed,
         fast_forward=fast_forward,
         continued_from=continued_from,
     )
@@ -130,17 +123,15 @@ def _own_unpushed(repo: git.Repo, tip: str, remote_tip: str, source: str, messag
     """Whether local ``<target>`` at ``tip`` (ahead of ``remote_tip``) is exactly what this
     release's merge makes: a fast-forward to ``source``, or a merge commit of ``source`` into
     an earlier remote tip carrying ``message`` (which names the run)."""
-    if is_ancestor(repo.git, tip, remote_tip):
-        return False  # not ahead: nothing to recognise
     if tip == source:
         return True
     commit = repo.commit(tip)
     parents = [p.hexsha for p in commit.parents]
-    if len(parents) != 2 or parents[1] != source:
-        return False
-    if not is_ancestor(repo.git, parents[0], remote_tip):
-        return False
-    return str(commit.message).strip() == message.strip()
+    return (
+        parents[1:] == [source]
+        and is_ancestor(repo.git, parents[0], remote_tip)
+        and str(commit.message).strip() == message.strip()
+    )
 
 
 def is_merged(repo: git.Repo, remote: str, target: str, source_commit: str) -> bool:

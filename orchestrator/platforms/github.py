@@ -59,7 +59,6 @@ class PullRequest:
     mergeable_state: str  # clean, dirty, blocked, behind, unstable, has_hooks, draft, unknown
     head_sha: str
     merge_commit_sha: str | None
-    commits: int = 1  # the commits of the pull request (a rebase merge writes as many)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PullRequest:
@@ -76,7 +75,6 @@ class PullRequest:
             mergeable_state=str(data.get("mergeable_state") or "unknown"),
             head_sha=str(head.get("sha") or ""),
             merge_commit_sha=data.get("merge_commit_sha") or None,
-            commits=int(data.get("commits") or 1),
         )
 
 

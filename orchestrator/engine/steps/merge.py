@@ -9,8 +9,10 @@ are still running. Nothing is pushed to the target directly.
 The commit GitHub says the merge made is the release from then on (``pushed_commit``): with
 squash or rebase it is a new commit that does not contain the staging commit, so the guards,
 resume's ``done()``, the release gate and the rollback plan all follow it, never the staging
-sha. A merge whose answer was lost is not sent again: the pull request is read, and merged
-at the pinned head its merge commit is adopted (:meth:`GitHubApi.merge_pull`).
+sha. The method recorded is the one its commits show, not pre-flight's: someone may have
+merged the pull request by hand. A merge whose answer was lost is not sent again: the pull
+request is read, and merged at the pinned head its merge commit is adopted
+(:meth:`GitHubApi.merge_pull`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from orchestrator.engine.outcomes import MergeOutcome, PreflightOutcome
 from orchestrator.engine.steps.base import RunContext
 from orchestrator.engine.steps.pull_request import api_of, await_pull
 from orchestrator.errors import GuardError
-from orchestrator.gitrepo import is_merged, merge_and_push, remote_tips
+from orchestrator.gitrepo import how_merged, is_merged, merge_and_push, remote_tips
 from orchestrator.platforms.github import GitHubApi, MergeMoved, PullRequest
 
 _NOT_DEPLOYED = "the database is migrated, the code is not deployed"
@@ -179,29 +181,19 @@ def _merge(ctx: RunContext, api: GitHubApi, pr: PullRequest, commit: str) -> str
         ) from None
 
 
-def previous_tip(parents: list[str], method: str, commits: int) -> int:
-    """How many first-parent steps back from the commit GitHub's merge made the target was
-    before it (pure): one for a merge or squash commit, the pull request's ``commits`` for a
-    rebase (each commit of it was rewritten onto the target)."""
-    return max(1, commits) if method == "rebase" and len(parents) == 1 else 1
-
-
 def _pull_request_outcome(
     ctx: RunContext, pr: PullRequest, merge_commit: str, note: str | None = None
 ) -> MergeOutcome:
-    """The merge as recorded: the commit GitHub's merge made, fetched into the clone, and
-    the target's tip before it."""
+    """The merge as recorded: the commit GitHub's merge made, fetched into the clone, the
+    target's tip before it and the method its commits show (someone may have merged the pull
+    request by hand with another method than pre-flight's)."""
     spec = ctx.playbook.git
-    method = _preflight(ctx).merge_method
     remote_tips(ctx.repo, spec.remote, [spec.target])  # bring the merge commit in
-    parents = [p.hexsha for p in ctx.repo.commit(merge_commit).parents]
-    back = previous_tip(parents, method, pr.commits)
-    previous = ctx.repo.git.rev_parse(f"{merge_commit}~{back}") if parents else merge_commit
+    method, previous = how_merged(ctx.repo, merge_commit, pr.head_sha)
     return MergeOutcome(
         pushed_commit=merge_commit,
         previous_target_commit=previous,
-        merge_commit=merge_commit if len(parents) > 1 else None,
-        fast_forward=False,
+        merge_commit=merge_commit if method == "merge" else None,
         via="github_pr",
         pull_request=pr.number,
         pull_request_url=pr.url,
