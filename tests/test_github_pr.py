@@ -413,6 +413,8 @@ def test_a_pull_request_merged_by_hand_another_way_is_recorded_and_reverted_as_m
         assert (record.merge_method, record.previous_target_commit) == (by_hand, before)
         assert record.merge_commit == (merged["sha"] if by_hand == "merge" else None)
         assert merges(github) == []  # the run merged nothing itself
+        revert = next(pr for pr in github.pulls.values() if pr["head"] == branch)
+        assert f"the release's commit {merged['sha']}" in revert["body"]
 
 
 def test_a_source_already_in_the_target_asks_github_nothing_in_the_rehearsal_as_in_preflight(

@@ -136,6 +136,6 @@ def revert_code(ctx: RunContext) -> tuple[str, str | None]:
         preflight.target,
         title=f"Revert release {ctx.record.name}",
         body=f"Reverts pull request #{merge.pull_request} (orchestrator run "
-        f"{ctx.record.run_id}): the release's merge commit {merge.merge_commit}.",
+        f"{ctx.record.run_id}): the release's commit {merge.pushed_commit}.",
     )
     return commit, pr.url
