@@ -38,8 +38,8 @@ def database_steps(record: RunRecord, *, looked: bool = False) -> list[str]:
     if backup.kind == "restore_point":
         lines.append(
             f"  Point-in-time restore to {backup.taken_at} (WAL LSN "
-            f"{backup.wal_lsn}, database {backup.database}): on Neon, restore the "
-            "branch to that timestamp or LSN (console: Restore, or `neon branches restore`)."
+            f"{backup.wal_lsn}, database {backup.database}) with your provider's PITR (on "
+            "Neon: restore the branch to that timestamp or LSN, `neon branches restore`)."
         )
     elif backup.kind == "pg_dump":
         # Not `pg_restore --clean`: what the release added (a foreign key to a dumped table,
