@@ -122,7 +122,6 @@ class _JsonLinesSink:
 
     def _end_torn_line(self) -> None:
         """If a crash left half a line, end it so our first event starts on a line of its own."""
-        assert self._fd is not None
         with open(self.path, "rb") as existing:
             existing.seek(0, os.SEEK_END)
             if existing.tell() == 0:
@@ -217,11 +216,9 @@ def read_events(path: Path) -> list[dict[str, Any]]:
         return []
     events: list[dict[str, Any]] = []
     for line in raw.splitlines():
-        if not line.strip():
-            continue
         try:
             event = json.loads(line.decode("utf-8", errors="replace"))
-        except ValueError:
+        except ValueError:  # a blank or torn line too
             continue
         if isinstance(event, dict):
             events.append(event)

@@ -42,8 +42,6 @@ def event_line(event: dict[str, Any]) -> str | None:
         text = f"step {event['step']} done{_outcome_hint(str(event['step']), event.get('outcome'))}"
     elif name == "step_already_done":
         text = f"step {event['step']} already done (postcondition holds): not repeated"
-    elif name == "guard":
-        return None  # a refused route is normal; a halt says why no route was left
     elif name == "retry":
         text = (
             f"transient failure, attempt {event['attempt']}: {event['error']} "
@@ -55,8 +53,6 @@ def event_line(event: dict[str, Any]) -> str | None:
         text = f"finding [{event['code']}] {event['message']}"
     elif name == "applying_migration":
         text = f"applying {event['tag']}"
-    elif name == "check":
-        return None  # the progress line shows these
     elif name in ("halted", "failed"):
         text = f"{name.upper()}: {event['reason']} (exit {event['exit_code']})"
     elif name in ("run_started", "run_resumed"):
@@ -93,7 +89,7 @@ def event_line(event: dict[str, Any]) -> str | None:
     elif name == "baseline_check":
         mark = "ok" if event.get("ok") else "FAIL"
         text = f"before the deploy: {mark} {event.get('check')}: {event.get('detail')}"
-    else:
+    else:  # e.g. guard (a refused route is normal), check (the progress line shows it)
         return None
     return f"{time} {text}"
 

@@ -99,44 +99,30 @@ def plan_repair(journal: Journal, report: ValidationReport) -> RepairPlan:
         refusals.append(Refusal(status.tag, why))
     for finding in report.findings:
         if finding.code == "edited_migration" and finding.migration:
-            refusals.append(
-                Refusal(
-                    finding.migration,
-                    f"{finding.migration}.sql was edited after it was applied: its old hash "
-                    "is tracked; decide by hand which version the database holds",
-                )
+            why = (
+                f"{finding.migration}.sql was edited after it was applied: its old hash "
+                "is tracked; decide by hand which version the database holds"
             )
+            refusals.append(Refusal(finding.migration, why))
     unproven = [s.tag for s in report.migrations if s.state is MigrationState.UNTRACKED_PRESENT]
     if unproven and not report.repairable:
-        drifted = [f.message for f in report.findings if f.code == "schema_drift"]
-        refusals.append(
-            Refusal(
-                unproven[0],
-                f"{', '.join(unproven)} look applied, but the schema is not the state "
-                "PostgreSQL builds from the tracked migrations and them"
-                + (f": {drifted[0]}" if drifted else "")
-                + "; a tracking row would hide the difference: reconcile by hand",
-            )
+        drift = next((f": {f.message}" for f in report.findings if f.code == "schema_drift"), "")
+        why = (
+            f"{', '.join(unproven)} look applied, but the schema is not the state PostgreSQL "
+            f"builds from the tracked migrations and them{drift}; a tracking row would hide "
+            "the difference: reconcile by hand"
         )
+        refusals.append(Refusal(unproven[0], why))
     if refusals:
         if report.repair_differences:  # the exact difference: object, property, found
             shown = "; ".join(report.repair_differences[:5])
             more = len(report.repair_differences) - 5
-            refusals.append(
-                Refusal(
-                    refusals[0].tag,
-                    "tracked, the database would still differ: "
-                    + shown
-                    + (f" and {more} more" if more > 0 else ""),
-                )
-            )
+            shown += f" and {more} more" if more > 0 else ""
+            why = f"tracked, the database would still differ: {shown}"
+            refusals.append(Refusal(refusals[0].tag, why))
         return RepairPlan((), tuple(refusals))
     by_tag = {m.tag: m for m in journal.migrations}
-    rows = tuple(
-        RepairRow(s.tag, by_tag[s.tag].hash, by_tag[s.tag].when)
-        for s in report.migrations
-        if s.state is MigrationState.UNTRACKED_PRESENT
-    )
+    rows = tuple(RepairRow(tag, by_tag[tag].hash, by_tag[tag].when) for tag in unproven)
     return RepairPlan(rows, ())
 
 

@@ -28,7 +28,7 @@ def cli_interaction(
     ``retries``: --retries, attempts instead of the playbook's; each retry of the first
     connection is shown on stderr (later ones as run events, and in the audit trail).
     """
-    from orchestrator.cli.console import err, interactive
+    from orchestrator.cli.console import LiveLine, err, interactive
     from orchestrator.cli.options import on_retry
     from orchestrator.engine.run import Interaction
 
@@ -38,18 +38,15 @@ def cli_interaction(
     if not yes and not at_terminal:
         raise UsageError(f"{what} changes production: pass --yes (no terminal to confirm on)")
 
-    def confirm(question: str) -> bool:
-        return True if yes else click.confirm(f"{question}?", default=False)
-
     def ask(question: str) -> bool:
         return click.confirm(f"{question}?", default=False)
 
     made = Interaction(
-        confirm=confirm,
+        confirm=(lambda _question: True) if yes else ask,
         backup_confirmed=backup_confirmed,
         ask=ask if at_terminal else None,
         console=None if as_json else _print_event,
-        on_progress=_progress if live else lambda _line: None,
+        on_progress=LiveLine.show if live else lambda _line: None,
         warn=_warner(as_json),
         retries=retries,
         on_retry=on_retry,
@@ -106,12 +103,6 @@ def _print_event(event: dict[str, Any]) -> None:
     if line is not None:
         LiveLine.close()
         err.print(line, markup=False, highlight=False)
-
-
-def _progress(line: str) -> None:
-    from orchestrator.cli.console import LiveLine
-
-    LiveLine.show(line)
 
 
 def _finish_run(record: RunRecord, as_json: bool, command: str) -> int:
@@ -275,9 +266,7 @@ def resume(
     from orchestrator.runs import RunStore
 
     interaction = cli_interaction(yes, backup_confirmed, as_json, "resume", retries)
-    if new_run:
-        interaction = dataclasses.replace(interaction, new_run=True)
-    record = walk(run_id, RunStore(state_dir), interaction)
+    record = walk(run_id, RunStore(state_dir), dataclasses.replace(interaction, new_run=new_run))
     return _finish_run(record, as_json, "resume")
 
 

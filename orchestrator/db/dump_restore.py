@@ -29,9 +29,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from psycopg import sql
+
 from orchestrator import children
 from orchestrator.db.blockers import holders_at
-from orchestrator.db.connect import milliseconds, without_password
+from orchestrator.db.connect import connect, milliseconds, without_password
 from orchestrator.db.retry import is_transient_message
 from orchestrator.errors import DatabaseError, ExitCode, OrchestratorError, UsageError
 from orchestrator.redaction import redact
@@ -159,11 +161,6 @@ $clear$;
 """
 
 
-def kept_schemas(created: frozenset[str]) -> frozenset[str]:
-    """The schemas emptied rather than dropped (pure): ``public`` unless the dump creates it."""
-    return frozenset({"public"}) - created
-
-
 def check_tools() -> None:
     """UsageError naming the first client program missing from PATH."""
     for tool in TOOLS:
@@ -195,7 +192,8 @@ def restore(
     clearing = workdir / "clear.sql"
     # For the clearing, which locks every table (the dump's script then sets lock_timeout 0).
     bound = f"SET LOCAL lock_timeout = '{milliseconds(lock_timeout)}';\n"
-    clearing.write_text(bound + clearing_sql(sorted(kept_schemas(contents.schemas_created))))
+    # ``public`` is emptied rather than dropped, unless the dump creates it.
+    clearing.write_text(bound + clearing_sql(sorted({"public"} - contents.schemas_created)))
     conninfo, env = without_password(url)
     done = children.run(
         [
@@ -255,10 +253,6 @@ def schema_diff(dumped: Sequence[str], now: Sequence[str]) -> list[str]:
 def table_counts(url: str, tables: Sequence[str]) -> dict[str, int]:
     """``count(*)`` of each table, named as the dump's COPY names it (schema-qualified and
     quoted by pg_dump); a table that is not there is left out."""
-    from psycopg import sql
-
-    from orchestrator.db.connect import connect
-
     counts: dict[str, int] = {}
     with connect(url, autocommit=True) as conn:
         for table in tables:

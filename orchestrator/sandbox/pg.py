@@ -210,6 +210,9 @@ class EmbeddedPostgres:
     def _initdb(self, options: list[str]) -> None:
         self._run(str(self.bindir / "initdb"), "-D", str(self.datadir), *options, "--no-sync")
 
+    def _pg_ctl(self, *args: str) -> None:
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), *args)
+
     def _server_user(self) -> tuple[int, int]:
         """The uid and gid of the OS user the server runs as (when we are root)."""
         entry = pwd.getpwnam(str(self._os_user))
@@ -230,19 +233,7 @@ class EmbeddedPostgres:
             f"-c unix_socket_directories={self.root} -c fsync=off "
             "-c full_page_writes=off"
         )
-        self._run(
-            str(self.bindir / "pg_ctl"),
-            "-D",
-            str(self.datadir),
-            "-l",
-            str(self.logfile),
-            "-o",
-            options,
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
+        self._pg_ctl("-l", str(self.logfile), "-o", options, "-w", "-t", "60", "start")
         # pg_ctl leaves the server in a session (and process group) of its own: if we are
         # killed, nothing would stop it. The children's guard kills the group then.
         self._postmaster = int((self.datadir / "postmaster.pid").read_text().split()[0])
@@ -250,7 +241,7 @@ class EmbeddedPostgres:
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``fast`` disconnects clients; ``immediate`` simulates a crash)."""
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop")
+        self._pg_ctl("-m", mode, "-w", "stop")
         self._forget_postmaster()
 
     def _forget_postmaster(self) -> None:
@@ -266,7 +257,7 @@ class EmbeddedPostgres:
     def is_running(self) -> bool:
         """Whether ``pg_ctl status`` sees a running server."""
         try:
-            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "status")
+            self._pg_ctl("status")
         except subprocess.CalledProcessError:
             return False
         return True
