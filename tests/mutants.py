@@ -56,7 +56,7 @@ def _from_record() -> Mapping[str, Callable[..., Any]]:
     def untracked(self: Any) -> frozenset[str]:
         return frozenset()  # the notes say every planned migration was applied
 
-    def remote_contains(self: Any, commit: str) -> bool:
+    def remote_ships(self: Any, commit: str) -> bool:
         merge = self.ctx.record.steps.merge
         return merge is not None and merge.pushed_commit is not None
 
@@ -85,7 +85,7 @@ def _from_record() -> Mapping[str, Callable[..., Any]]:
         f.__name__: f
         for f in (
             untracked,
-            remote_contains,
+            remote_ships,
             commit_exists,
             dump_intact,
             backup_branch_exists,
@@ -98,7 +98,7 @@ def _from_record() -> Mapping[str, Callable[..., Any]]:
 
 OBSERVATIONS = (
     "untracked",
-    "remote_contains",
+    "remote_ships",
     "commit_exists",
     "dump_intact",
     "backup_branch_exists",

@@ -168,3 +168,21 @@ def add_staging_migration(world: World, tag: str, statements: list[str]) -> None
     git(clone, "commit", "-m", f"Migration {tag}")
     git(clone, "push", "origin", "staging")
     git(clone, "switch", "main")
+
+
+def revert_the_release(world: World) -> str:
+    """A colleague reverts the only run's release on origin's main (``git revert``, pushed
+    from the clone): main still contains the release's commit but no longer ships it. The
+    revert's sha."""
+    [record] = world.store.list()
+    merge = record.steps.merge
+    assert merge is not None and merge.pushed_commit is not None
+    clone = world.repo.clone
+    git(clone, "fetch", "--quiet", "origin")
+    git(clone, "switch", "--quiet", "-C", "main", "origin/main")
+    if merge.merge_commit:
+        git(clone, "revert", "--no-edit", "-m", "1", merge.merge_commit)
+    else:
+        git(clone, "revert", "--no-edit", f"{merge.previous_target_commit}..{merge.pushed_commit}")
+    git(clone, "push", "--quiet", "origin", "main")
+    return world.origin_main()

@@ -60,7 +60,7 @@ WORLD_TESTS = {
 # the run record.
 OBSERVATION_TESTS = {
     "untracked": WORLD + "test_tracking_rows_deleted_between_migrate_and_its_guard_halt_partial",
-    "remote_contains": WORLD + "test_push_undone_before_its_guard_is_not_taken_for_pushed",
+    "remote_ships": WORLD + "test_push_undone_before_its_guard_is_not_taken_for_pushed",
     "commit_exists": WORLD + "test_source_commit_gone_from_the_clone_before_the_backup_guard_halts",
     "dump_intact": WORLD + "test_dump_spoiled_before_the_backup_guard_halts_in_pending[appended]",
     "backup_branch_exists": WORLD

@@ -39,7 +39,7 @@ class Seen:
     def untracked(self) -> frozenset[str]:
         return self.pending
 
-    def remote_contains(self, commit: str) -> bool:
+    def remote_ships(self, commit: str) -> bool:
         return self.remote_has_release
 
     def commit_exists(self, commit: str) -> bool:
@@ -355,7 +355,7 @@ class OnlyHolds(Seen):
 
     commit: str = ""
 
-    def remote_contains(self, commit: str) -> bool:
+    def remote_ships(self, commit: str) -> bool:
         return commit == self.commit
 
 

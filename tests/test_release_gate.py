@@ -17,7 +17,13 @@ from orchestrator.cli import run
 from orchestrator.runs import RunRecord
 from orchestrator.sandbox.release import git
 from tests.production_double import LiveCommit, version_endpoint
-from tests.release_world import TRANSITIONS_OF_A_FULL_DEPLOY, World, build_world, transitions
+from tests.release_world import (
+    TRANSITIONS_OF_A_FULL_DEPLOY,
+    World,
+    build_world,
+    revert_the_release,
+    transitions,
+)
 from tests.vercel_double import VercelState, vercel_double
 
 
@@ -305,6 +311,33 @@ def test_an_unrelated_commit_live_is_not_the_release(tmp_path: Path, database_ur
         assert f"serves {unrelated[:12]}" in str(record.halt_reason)
         assert "live via" not in str(record.halt_reason)
         assert record.steps.release.live_commit == unrelated
+        assert record.steps.monitor is None
+
+
+def test_a_revert_of_the_release_live_is_not_the_release(tmp_path: Path, database_url: str) -> None:
+    """The revert contains the release's commit (git says so) but no longer ships its
+    migrations: production serving it does not serve the release."""
+    with build_world(tmp_path, database_url) as world:
+        production = LiveCommit(world.repo.origin, build_seconds=0)
+        reverts: list[str] = []
+
+        def someone_reverts_it(line: str) -> None:
+            # The first look of the gate: ours is building (a tip builds until the next look);
+            # a revert on main supersedes it, and is live two looks later.
+            if line.startswith("release gate") and not reverts:
+                reverts.append(revert_the_release(world))
+
+        record = deploy_behind_endpoint(
+            world, production, timeout="2s", on_progress=someone_reverts_it
+        )
+        pushed = str(record.steps.merge.pushed_commit)
+        assert production.live == reverts[0]
+        git(world.repo.origin, "merge-base", "--is-ancestor", pushed, reverts[0])
+        assert record.state == "halted" and record.exit_code == 22, record.halt_reason
+        gate = record.steps.release
+        assert gate.live is False and gate.live_commit == reverts[0]
+        assert f"serves {reverts[0][:12]}, not {pushed[:12]} yet" in str(gate.detail)
+        assert "live via" not in str(gate.detail)
         assert record.steps.monitor is None
 
 

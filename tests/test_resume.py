@@ -394,6 +394,73 @@ def test_resume_refuses_when_the_target_was_pushed_by_someone_else(world: World)
     assert only_run(world).state == "revalidated"
 
 
+def test_resume_refuses_when_a_colleague_merged_the_release_with_a_migration_more(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """main holds the pinned commit, but also a migration the run never planned: that is not
+    the release, and the run must not adopt it as its own push."""
+    halted = world.deploy(confirm=lambda question: not question.startswith("Apply"))
+    assert halted.state == "halted" and halted.steps.migrate is None
+    add_staging_migration(world, "0012_colleague", ['CREATE TABLE "colleague" ("id" integer);'])
+    clone = world.repo.clone
+    git(clone, "fetch", "--quiet", "origin")
+    git(clone, "merge", "--no-ff", "--no-edit", "origin/staging")  # staging, 0012 and all
+    git(clone, "push", "--quiet", "origin", "main")
+    main = world.origin_main()
+    before = schema_fingerprint(world.database_url)
+    monkeypatch.setenv("DATABASE_URL", world.database_url)
+
+    code = run(["resume", "--yes", "--state-dir", str(world.store.state_dir)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "the target branch main was pushed by someone else" in err
+    assert schema_fingerprint(world.database_url) == before  # nothing migrated
+    assert world.origin_main() == main
+    record = only_run(world)
+    assert record.state == "halted" and record.steps.merge is None
+    events = [e["event"] for e in read_events(world.store.audit_path(record.run_id))]
+    assert events[-1] == "resume_refused"
+
+
+def test_a_source_branch_deleted_once_the_release_merged_does_not_block_resume(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    process = deploy_process(world, "transition:merged")
+    wait_stopped(process)
+    kill(process)
+    git(world.repo.origin, "branch", "-D", "staging")  # GitHub deletes merged head branches
+    main = world.origin_main()
+    monkeypatch.setenv("DATABASE_URL", world.database_url)
+
+    code = run(["resume", "--yes", "--state-dir", str(world.store.state_dir)])
+    assert code == 0, capsys.readouterr().err
+    record = only_run(world)
+    assert record.state == "succeeded" and record.steps.merge.pushed_commit == main
+    assert world.origin_main() == main
+
+
+def test_resume_refuses_when_the_source_branch_is_gone_before_the_merge(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    process = deploy_process(world, "transition:revalidated")
+    wait_stopped(process)
+    kill(process)
+    git(world.repo.origin, "branch", "-D", "staging")
+    main = world.origin_main()
+    monkeypatch.setenv("DATABASE_URL", world.database_url)
+
+    code = run(["resume", "--yes", "--state-dir", str(world.store.state_dir)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "the source branch staging is gone from the remote" in err
+    assert len(err.strip().splitlines()) == 1
+    assert world.origin_main() == main
+    record = only_run(world)
+    assert record.state == "revalidated"
+    events = [e["event"] for e in read_events(world.store.audit_path(record.run_id))]
+    assert events[-1] == "resume_refused"
+
+
 def test_resume_refuses_when_the_database_shows_migrations_it_did_not_plan(
     world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

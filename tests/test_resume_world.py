@@ -24,12 +24,12 @@ import pytest
 
 from orchestrator.audit import read_events
 from orchestrator.engine.run import resume
-from orchestrator.errors import ExitCode
+from orchestrator.errors import ExitCode, UsageError
 from orchestrator.runs import RunRecord
 from orchestrator.sandbox.release import git
 from tests.drizzle_helpers import tracking_rows
 from tests.neon_world import neon_world
-from tests.release_world import World, world
+from tests.release_world import World, revert_the_release, world
 from tests.test_github_pr import environ as pr_environ
 from tests.test_github_pr import pr_world
 from tests.test_resume import (
@@ -205,6 +205,37 @@ def test_push_undone_before_its_guard_is_not_taken_for_pushed(world: World) -> N
     assert_halted_by(world, record, ExitCode.GUARD_FAILED, "merge_pushed", "revalidated")
     assert "not on the remote target branch" in str(record.halt_reason)
     assert world.origin_main() == main_before
+
+
+def test_release_reverted_before_the_finish_guard_is_not_a_success(world: World) -> None:
+    """A colleague's ``git revert`` keeps the release's commit in main's history: ancestry
+    alone would call it still released."""
+    process = deploy_process(world, "step_end:monitor")
+    wait_stopped(process)
+    revert = revert_the_release(world)
+    journal = (world.repo.migrations / "meta" / "_journal.json").relative_to(world.repo.clone)
+    last = only_run(world).planned[-1].tag
+    assert last not in world.origin_file(journal.as_posix())  # main no longer ships it
+
+    assert go_on(process) == int(ExitCode.GUARD_FAILED)
+    record = only_run(world)
+    assert_halted_by(world, record, ExitCode.GUARD_FAILED, "merge_pushed", "monitored")
+    assert "ships other migrations than it" in str(record.halt_reason)
+    assert world.origin_main() == revert
+
+
+def test_resume_after_the_release_was_reverted_is_refused(world: World) -> None:
+    process = deploy_process(world, "transition:live")
+    wait_stopped(process)
+    kill(process)
+    revert = revert_the_release(world)
+
+    with pytest.raises(UsageError, match="the target branch main was pushed by someone else"):
+        resume(None, world.store, world.interaction())
+    record = only_run(world)
+    assert record.state == "live" and record.steps.monitor is None
+    assert events_of(world, record)[-1]["event"] == "resume_refused"
+    assert world.origin_main() == revert
 
 
 def test_killed_after_the_push_was_recorded_then_reset_is_not_pushed_again(

@@ -74,10 +74,6 @@ def _verdict(record: RunRecord, step: str) -> ValidationOutcome:
     return (steps.validation if step == "validate" else steps.revalidate) or ValidationOutcome()
 
 
-def _status(record: RunRecord, step: str) -> str | None:
-    return _verdict(record, step).status
-
-
 def _merge(record: RunRecord) -> MergeOutcome:
     return record.steps.merge or MergeOutcome()
 
@@ -131,12 +127,12 @@ def verdict_deployable(record: RunRecord, seen: Observations) -> bool:
 
 def already_safe(record: RunRecord, seen: Observations) -> bool:
     """validate said SAFE: every migration is applied, nothing to migrate."""
-    return _status(record, "validate") == "SAFE"
+    return _verdict(record, "validate").status == "SAFE"
 
 
 def needs_migration(record: RunRecord, seen: Observations) -> bool:
     """validate said NEEDS_MIGRATION: a clean prefix applied, the rest pending."""
-    return _status(record, "validate") == "NEEDS_MIGRATION"
+    return _verdict(record, "validate").status == "NEEDS_MIGRATION"
 
 
 def migration_recorded(record: RunRecord, seen: Observations) -> bool:
@@ -148,21 +144,21 @@ def migration_recorded(record: RunRecord, seen: Observations) -> bool:
 
 def revalidated_safe(record: RunRecord, seen: Observations) -> bool:
     """After migrating, every migration is applied."""
-    return _status(record, "revalidate") == "SAFE"
+    return _verdict(record, "revalidate").status == "SAFE"
 
 
 def merge_pushed(record: RunRecord, seen: Observations) -> bool:
     """The merge step ended, and the remote target branch contains the commit the merge
     pushed or GitHub's merge made (a squash or rebase commit does not contain the source
-    commit, so that is not what is looked for); merged through a pull request, GitHub says
-    it is merged."""
+    commit, so that is not what is looked for) and still ships the release's migrations (a
+    revert contains it too); merged through a pull request, GitHub says it is merged."""
     commit = record.source_commit
     merge = _merge(record)
     if not merge.pushed_commit or commit is None:
         return False
     if merge.pull_request is not None and not seen.pull_request_merged(merge.pull_request):
         return False
-    return seen.remote_contains(merge.pushed_commit)
+    return seen.remote_ships(merge.pushed_commit)
 
 
 def release_live(record: RunRecord, seen: Observations) -> bool:
@@ -260,7 +256,7 @@ def _migration_not_tracked(record: RunRecord) -> tuple[ExitCode, str]:
 
 
 def _not_revalidated(record: RunRecord) -> tuple[ExitCode, str]:
-    if _status(record, "revalidate") == "SAFE":  # then migration_recorded said no
+    if _verdict(record, "revalidate").status == "SAFE":  # then migration_recorded said no
         return (
             ExitCode.PARTIAL,
             "the database no longer tracks every migration the run applied: someone changed it",
@@ -271,7 +267,8 @@ def _not_revalidated(record: RunRecord) -> tuple[ExitCode, str]:
 def _not_pushed(record: RunRecord) -> tuple[ExitCode, str]:
     return (
         ExitCode.GUARD_FAILED,
-        "the merge is not on the remote target branch: the push did not land",
+        "the merge is not on the remote target branch, or the branch ships other migrations "
+        "than the release: the push did not land, or someone changed the branch",
     )
 
 
@@ -311,8 +308,8 @@ def _release_gone(record: RunRecord) -> tuple[ExitCode, str]:
     served = "" if _release(record).gate == "none" else ", or production no longer serves it"
     return ExitCode.GUARD_FAILED, (
         f"the release commit {str(_merge(record).pushed_commit)[:12]} is no longer "
-        f"on {where}{served}: "
-        "someone moved the branch or rolled the deployment back after the merge (the guard "
+        f"on {where}, or {where} ships other migrations than it{served}: someone moved or "
+        "reverted the branch, or rolled the deployment back, after the merge (the guard "
         "events say which); release it again or deploy anew"
     )
 

@@ -26,8 +26,8 @@ from orchestrator.engine.steps.backup import dump_intact
 from orchestrator.engine.steps.base import RunContext
 from orchestrator.engine.steps.pull_request import api_of
 from orchestrator.engine.steps.release import live_now
+from orchestrator.engine.world import carries_release
 from orchestrator.errors import DatabaseError
-from orchestrator.gitrepo import is_merged
 from orchestrator.neon.backup import neon_api
 from orchestrator.validation import ValidationReport
 
@@ -41,8 +41,8 @@ class Observations(Protocol):
         """The tags of the run's migrations that the tracking rows, counted, miss now."""
         ...
 
-    def remote_contains(self, commit: str) -> bool:
-        """Whether the remote target branch, freshly fetched, contains ``commit``."""
+    def remote_ships(self, commit: str) -> bool:
+        """Whether the remote target branch, freshly fetched, carries the release ``commit``."""
         ...
 
     def commit_exists(self, commit: str) -> bool:
@@ -103,9 +103,10 @@ class LiveObservations:
         )
         return frozenset(m.tag for m in self.ctx.journal.untracked(rows))
 
-    def remote_contains(self, commit: str) -> bool:
-        spec = self.ctx.playbook.git
-        return is_merged(self.ctx.repo, spec.remote, spec.target, commit)
+    def remote_ships(self, commit: str) -> bool:
+        ctx, spec = self.ctx, self.ctx.playbook.git
+        tip = f"refs/remotes/{spec.remote}/{spec.target}"
+        return carries_release(ctx.playbook, ctx.repo, ctx.journal, tip, commit)
 
     def commit_exists(self, commit: str) -> bool:
         try:

@@ -100,7 +100,7 @@ class RehearsedWorld:
         r = self.rehearsal
         return frozenset(m.tag for m in r.journal.untracked(r.tracked_after))
 
-    def remote_contains(self, commit: str) -> bool:
+    def remote_ships(self, commit: str) -> bool:
         return not self.rehearsal.merge.conflicts  # the trial merge would push it
 
     def commit_exists(self, commit: str) -> bool:

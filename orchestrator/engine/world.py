@@ -12,13 +12,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 
+import git
+
 from orchestrator.database import validate_database
+from orchestrator.drizzle.journal import Journal
 from orchestrator.engine.outcomes import MergeOutcome, PreflightOutcome
-from orchestrator.engine.settings import migrate_options, retry_policy, shadow_spec, source_journal
-from orchestrator.errors import DatabaseError
-from orchestrator.gitrepo import contains, open_repo, remote_tips
+from orchestrator.engine.settings import journal_at, migrate_options, retry_policy, shadow_spec
+from orchestrator.errors import DatabaseError, UsageError
+from orchestrator.gitrepo import MissingBranch, fetched_contains, open_repo, remote_tips
 from orchestrator.platforms.github import github_api
 from orchestrator.platforms.http import ApiError
 from orchestrator.playbook import Playbook
@@ -30,10 +34,10 @@ from orchestrator.validation import Verdict
 class WorldNow:
     """What a resumed run re-reads before continuing."""
 
-    source_tip: str  # <remote>/<source> now
+    source_tip: str | None  # <remote>/<source> now; None: the branch is gone
     target_tip: str  # <remote>/<target> now
-    # The release is already in <remote>/<target>: the pinned source commit, or the commit
-    # the run's merge made (a squash or rebase commit does not contain the source commit).
+    # The release is already in <remote>/<target>: its tip carries the pinned source commit,
+    # or the commit the run's merge made (a squash or rebase commit does not contain the former).
     source_merged: bool
     row_hashes: tuple[str, ...]  # the hash of each tracking row now
 
@@ -46,7 +50,9 @@ def changes_since(record: RunRecord, now: WorldNow) -> list[str]:
     if pinned is None:
         return reasons  # nothing pinned yet: the run starts from pre-flight again
     if not now.source_merged:
-        if now.source_tip != pinned:
+        if now.source_tip is None:
+            reasons.append(f"the source branch {preflight.source} is gone from the remote")
+        elif now.source_tip != pinned:
             reasons.append(
                 f"the source branch {preflight.source} has new commits "
                 f"(pinned {pinned[:12]}, now {now.source_tip[:12]})"
@@ -77,7 +83,8 @@ def observe(
 
     The release counts as merged when the target holds the pinned source commit, the commit
     the run's merge recorded, or (merged through a pull request, perhaps by the interrupted
-    attempt or by hand with squash or rebase) the commit GitHub says that merge made.
+    attempt or by hand with squash or rebase) the commit GitHub says that merge made, and its
+    tip ships exactly its migrations (:func:`carries_release`); then the source may be gone.
 
     :class:`DatabaseError` (exit 30) when the database cannot be read.
     """
@@ -85,8 +92,10 @@ def observe(
         return None
     spec = playbook.git
     repo = open_repo(spec.repo)
-    tips = remote_tips(repo, spec.remote, [spec.source, spec.target])
-    journal = source_journal(playbook, record.source_commit, repo)
+    tips = remote_tips(repo, spec.remote, [spec.target])
+    with suppress(MissingBranch):  # the source may be gone once merged (a deleted head branch)
+        tips |= remote_tips(repo, spec.remote, [spec.source])
+    journal = journal_at(repo, record.source_commit, playbook.migrations.dir, spec.source)
     report = validate_database(
         url,
         journal,
@@ -98,15 +107,33 @@ def observe(
         reason = report.first_error(report.recommendation)
         raise DatabaseError(f"cannot check the database before resuming: {reason}")
     return WorldNow(
-        source_tip=tips[spec.source],
+        source_tip=tips.get(spec.source),
         target_tip=tips[spec.target],
         source_merged=any(
-            contains(repo, tips[spec.target], commit)
+            carries_release(playbook, repo, journal, tips[spec.target], commit)
             for commit in (record.source_commit, *_merge_commits(playbook, record, environ))
             if commit
         ),
         row_hashes=report.row_hashes,
     )
+
+
+def carries_release(
+    playbook: Playbook, repo: git.Repo, release: Journal, tip: str, commit: str
+) -> bool:
+    """Whether ``tip`` (the target's, or a commit production serves) carries the release:
+    git, after a fetch of the target, says it contains ``commit``, and its journal holds
+    exactly the migration tags of ``release`` (the pinned source commit's). Ancestry alone
+    cannot tell: a revert of the release, or a migration merged on top, contains it too.
+    Resume asks it here; the guards and the release gate ask it of the target as they go."""
+    spec = playbook.git
+    if not fetched_contains(repo, spec.remote, spec.target, tip, commit):
+        return False
+    try:
+        shipped = journal_at(repo, tip, playbook.migrations.dir, spec.target)
+    except UsageError:
+        return False
+    return [m.tag for m in shipped.migrations] == [m.tag for m in release.migrations]
 
 
 def _merge_commits(

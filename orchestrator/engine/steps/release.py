@@ -2,10 +2,10 @@
 
 Every ``release.interval`` it looks once (:mod:`orchestrator.platforms.liveness` judges the
 ``release.url``'s body, or the deployment Vercel's production serves). A newer commit live
-instead counts when git, after a fetch of the target, says it contains ours (the audit trail
-says ``live via <sha>, which contains the release``). A failed deployment of the commit ends
-the wait at once; so does ``release.timeout``. The deployment's URL and state go into the
-audit trail (``release_waiting``, ``release_live``, ``release_failed``).
+instead counts when it carries ours (:func:`carries_release`; the audit trail says ``live via
+<sha>, which contains the release``). A failed deployment of the commit ends the wait at
+once; so does ``release.timeout``. The deployment's URL and state go into the audit trail
+(``release_waiting``, ``release_live``, ``release_failed``).
 
 The guard of the gate asks :func:`live_now`: the gate's own live sighting when it is fresh
 from this process, else one look at production. Without a ``release:`` block the gate
@@ -19,14 +19,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from orchestrator.engine.outcomes import ReleaseOutcome
+from orchestrator.engine.outcomes import MergeOutcome, ReleaseOutcome
 from orchestrator.engine.settings import retry_policy
 from orchestrator.engine.steps.base import RunContext
+from orchestrator.engine.world import carries_release
 from orchestrator.errors import GuardError
-from orchestrator.gitrepo import fetched_contains
 from orchestrator.platforms.liveness import Sighting, judge_contained, probe_url, probe_vercel
 from orchestrator.platforms.vercel import vercel_api
-from orchestrator.playbook import Playbook, ReleaseSpec
+from orchestrator.playbook import Playbook
 
 
 def prober(
@@ -52,14 +52,13 @@ def prober(
 def looker(ctx: RunContext) -> Callable[[str], Sighting]:
     """One look at production for a commit, as the gate takes it: the endpoint or the API,
     then, when production serves another commit, git's answer to whether that one contains
-    ours (each other commit asked about once per looker)."""
+    ours (:func:`carries_release`; each other commit asked about once per looker)."""
 
     def rate_limited(what: str, wait: float) -> None:
         ctx.log.warning("rate_limited", api="Vercel API", error=what, wait_s=round(wait, 2))
         ctx.on_progress(f"Vercel API rate limit: waiting {wait:.0f}s as Vercel asks")
 
     probe = prober(ctx.playbook, ctx.environ, rate_limited)
-    spec = ctx.playbook.git
     answers: dict[tuple[str, str], bool] = {}
 
     def look(sha: str) -> Sighting:
@@ -69,21 +68,14 @@ def looker(ctx: RunContext) -> Callable[[str], Sighting]:
             return seen
         if (other, sha) not in answers:
             try:
-                answers[other, sha] = fetched_contains(
-                    ctx.repo, spec.remote, spec.target, other, sha
+                answers[other, sha] = carries_release(
+                    ctx.playbook, ctx.repo, ctx.journal, other, sha
                 )
             except GuardError as exc:  # git unreachable now: not ours this time, ask again
                 return replace(seen, detail=f"{seen.detail}; git cannot place {other[:12]}: {exc}")
         return judge_contained(seen, sha, answers[other, sha])
 
     return look
-
-
-def gate_of(spec: ReleaseSpec | None) -> str:
-    """How the gate looks: ``none``, ``url`` or ``vercel``."""
-    if spec is None:
-        return "none"
-    return "url" if spec.url is not None else "vercel"
 
 
 @dataclass(frozen=True)
@@ -137,14 +129,11 @@ class ReleaseStep:
 
     def run(self, ctx: RunContext) -> ReleaseOutcome:
         spec = ctx.playbook.release
-        merge = ctx.record.steps.merge
-        commit = merge.pushed_commit if merge is not None else None
+        commit = (ctx.record.steps.merge or MergeOutcome()).pushed_commit
         if not commit:
             raise GuardError("the release gate has no pushed commit to wait for")
-        gate = gate_of(spec)
-        if spec is None:
+        if spec is None:  # gate: none, the outcome's default
             return ReleaseOutcome(
-                gate=gate,
                 live=True,
                 ending="live",
                 commit=commit,
@@ -179,6 +168,7 @@ class ReleaseStep:
             time.sleep(spec.interval)
         # How the gate ended, and what it last saw (as its audit event says).
         ending = "timeout" if seen.state == "waiting" else seen.state
+        gate = "url" if spec.url is not None else "vercel"
         return ReleaseOutcome(
             gate=gate, live=ending == "live", ending=ending, timeout_s=spec.timeout, **event
         )
