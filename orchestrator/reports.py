@@ -27,7 +27,7 @@ from orchestrator.shadow import LOCAL_SHADOW, ShadowSpec
 from orchestrator.shadow.locks import locks_taken as shadow_locks
 from orchestrator.validation import MigrationState, Verdict
 
-__all__ = ["inspect", "lint", "locks_taken", "plan", "shadow_history"]
+__all__ = ["inspect", "lint", "plan", "shadow_facts"]
 
 
 def plan(
@@ -40,42 +40,39 @@ def plan(
     on_retry: OnRetry | None = None,
 ) -> Plan:
     """Risk, compatibility and strategy of the migrations the database lacks (every
-    migration when ``url`` is None), read with the folder's history from the shadow. The
+    migration when ``url`` is None), read with the folder's facts from the shadow. The
     database's states come from ``validate``, so plan and validate never disagree on what
-    is pending. Without a database and without a shadow: from the SQL alone, with a note."""
+    is pending. Without shadow facts: from the SQL alone, with a note."""
+    tags = None
     if url is None:
         journal.refuse_unrunnable(journal.migrations)
-        history, note = shadow_history(journal, shadow, options)
-        if history is None:
-            return replace(build_plan(journal), note=note)
-        return build_plan(journal, None, history, locks_taken(journal, None, shadow))
-    history = folder_history(journal, options, shadow)
-    report = validate_database(
-        url, journal, options, shadow=shadow, retry=retry, on_retry=on_retry, history=history
-    )
-    if report.status is Verdict.ERROR:
-        raise DatabaseError(report.first_error("cannot tell the migration state"))
-    tags = {m.tag for m in report.migrations if m.state is not MigrationState.APPLIED}
-    return build_plan(journal, tags, history, locks_taken(journal, tags, shadow))
+    else:
+        report = validate_database(
+            url, journal, options, shadow=shadow, retry=retry, on_retry=on_retry
+        )
+        if report.status is Verdict.ERROR:
+            raise DatabaseError(report.first_error("cannot tell the migration state"))
+        tags = {m.tag for m in report.migrations if m.state is not MigrationState.APPLIED}
+    # validate read the folder's history from the shadow: it is cached now
+    history, locks, note = shadow_facts(journal, shadow, options, tags)
+    return replace(build_plan(journal, tags, history, locks), note=note)
 
 
-def locks_taken(journal: Journal, tags: set[str] | None, shadow: ShadowSpec) -> Mapping[str, Any]:
-    """The locks each statement of the migrations ``tags`` (all when None) takes on the
-    shadow (see :mod:`orchestrator.shadow.locks`)."""
-    return shadow_locks(journal, statement_texts(journal, tags), shadow)
-
-
-def shadow_history(
-    journal: Journal, shadow: ShadowSpec, options: MigrateOptions | None = None
-) -> tuple[History | None, str]:
-    """The folder's history from the shadow, or None and a one-line note saying why not
-    (no server to replay on, or PostgreSQL refused the folder): the analysis then reads
-    the SQL alone."""
+def shadow_facts(
+    journal: Journal, shadow: ShadowSpec, options: MigrateOptions, tags: set[str] | None
+) -> tuple[History | None, Mapping[str, Any], str]:
+    """The folder's history from the shadow and the locks each statement of the migrations
+    ``tags`` (all when None) takes there (see :mod:`orchestrator.shadow.locks`); or None, no
+    locks and a one-line note saying why not (no server to replay on, or PostgreSQL refused
+    the folder): the analysis then reads the SQL alone."""
     try:
-        return folder_history(journal, options or MigrateOptions(), shadow), ""
+        history = folder_history(journal, options, shadow)
+        if history.failure is None:
+            return history, shadow_locks(journal, statement_texts(journal, tags), shadow), ""
+        reason = f"PostgreSQL refused {history.failure}"
     except (UsageError, DatabaseError) as exc:
         reason = " ".join(str(exc).split())
-        return None, f"no facts from the shadow, static rules only: {reason}"
+    return None, {}, f"no facts from the shadow, static rules only: {reason}"
 
 
 def lint(
@@ -83,12 +80,11 @@ def lint(
 ) -> tuple[list[LintFinding], str]:
     """Every lint finding of every migration of ``journal``, in order (the whole folder taken
     as one release; ``allow_concurrent``: non-transactional statements are warnings), read
-    with the folder's history from the shadow; and a note when there is none."""
+    with the folder's facts from the shadow; and a note when there are none."""
     journal.refuse_unrunnable(journal.migrations)
-    history, note = shadow_history(journal, shadow)
-    folder = [(m.tag, m.statements) for m in journal.migrations]
-    analysis = analyse_migrations(folder, history)
-    findings = lint_migrations(analysis.migrations, allow_concurrent=allow_concurrent)
+    history, locks, note = shadow_facts(journal, shadow, MigrateOptions(), None)
+    analysis = analyse_migrations([(m.tag, m.statements) for m in journal.migrations], history)
+    findings = lint_migrations(analysis.migrations, allow_concurrent=allow_concurrent, locks=locks)
     return findings, note
 
 

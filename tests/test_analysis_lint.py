@@ -1,13 +1,17 @@
-"""Each lint rule fires on the SQL it is about and stays quiet on the safe variant (pure)."""
+"""Each lint rule fires on the SQL it is about and stays quiet on the safe variant, and
+`lint` reports it on a folder."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from bench.folders import write_drizzle_folder
 from orchestrator.analysis.effects import analyse_sql
 from orchestrator.analysis.lint import RULES, lint_migration, rule_named
+from orchestrator.cli import run
 from tests.analysis_helpers import analyse_on_shadow
 
 BEFORE = """
@@ -16,14 +20,12 @@ CREATE TABLE "teams" ("id" serial PRIMARY KEY NOT NULL);
 """
 
 
-# Rules about SQL PostgreSQL refuses in a migration (a syntax error, CONCURRENTLY inside a
-# transaction, a new enum value used before it commits): no shadow replays it, and the rule
-# needs none.
+# Rules about SQL PostgreSQL refuses in a migration (CONCURRENTLY inside a transaction, a new
+# enum value used before it commits): no shadow replays it, and the rule needs none.
 STATIC_RULES = {
     "concurrently-in-transaction",
     "enum-value-used-in-transaction",
     "rerun-unsafe-outside-transaction",
-    "unparseable-statement",
 }
 
 
@@ -135,9 +137,15 @@ CASES = [
         "SET lock_timeout = '5s'; ALTER TABLE users ADD COLUMN IF NOT EXISTS bio text",
     ),
     (
-        "unparseable-statement",
-        "ALTER TABLE users ADD COLUMN",
-        "ALTER TABLE users ADD COLUMN IF NOT EXISTS x int",
+        # 0 turns the timeout off: it sets none
+        "require-lock-timeout",
+        "SET lock_timeout = 0; ALTER TABLE users ADD COLUMN IF NOT EXISTS bio text",
+        "SET lock_timeout = 500; ALTER TABLE users ADD COLUMN IF NOT EXISTS bio text",
+    ),
+    (
+        "disabling-lock-timeout",
+        "RESET lock_timeout; ALTER TABLE users ADD COLUMN IF NOT EXISTS bio text",
+        "SET lock_timeout = '5s'; ALTER TABLE users ADD COLUMN IF NOT EXISTS bio text",
     ),
 ]
 
@@ -148,10 +156,24 @@ def test_rule_fires_on_the_bad_sql_only(rule: str, bad: str, good: str) -> None:
     assert rule not in rules_for(good, rule)
 
 
+@pytest.mark.parametrize("rule", sorted(rule.name for rule in RULES))
+def test_lint_can_report_every_rule(
+    rule: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No rule is documented that `lint` cannot reach on a folder it accepts.
+    bad = next(sql for name, sql, _ in CASES if name == rule)
+    folder = write_drizzle_folder(tmp_path, [("0000_before", [BEFORE]), ("0001_case", [bad])])
+    assert run(["lint", "--migrations", str(folder), "--json"]) in (0, 21)
+    report = json.loads(capsys.readouterr().out)
+    assert rule in {f["rule"] for f in report["findings"] if f["tag"] == "0001_case"}
+
+
 def test_every_rule_is_tested_and_documented() -> None:
     assert {r.name for r in RULES} == {rule for rule, _, _ in CASES}
     docs = Path(__file__).resolve().parent.parent / "docs" / "migration-analysis.md"
     rows = docs.read_text().splitlines()
+    table = rows[rows.index("## Lint rules") : rows.index("Notes:")]
+    assert {row.split("`")[1] for row in table if row.startswith("| `")} == {r.name for r in RULES}
     for rule in RULES:
         row = f"| `{rule.name}` | {rule.severity} | {rule.summary} | {rule.fix} |"
         assert row in rows, rule.name

@@ -10,12 +10,12 @@ running code, so the locking and compatibility rules leave it alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
 from orchestrator.analysis.effects import Change, MigrationEffects, StatementEffects
-from orchestrator.analysis.locks import lock_mode
+from orchestrator.analysis.locks import MODES, HeldLocks, table_locks
 from orchestrator.analysis.nontransactional import catalog_checked, nontransactional_in
 from orchestrator.analysis.typechange import TypeChange
 
@@ -139,10 +139,19 @@ NOT_RERUNNABLE = Rule(
 LOCK_TIMEOUT = Rule(
     "require-lock-timeout",
     "warning",
-    "a migration that locks existing tables without SET lock_timeout can queue behind "
-    "long queries and block all traffic behind it",
+    "a migration that locks existing tables without SET lock_timeout (0, DEFAULT or RESET "
+    "sets none) can queue behind long queries and block all traffic behind it",
     "start the file with SET lock_timeout = '5s' (`orchestrator migrate` sets one itself; "
     "drizzle-kit migrate does not)",
+)
+LOCK_TIMEOUT_OFF = Rule(
+    "disabling-lock-timeout",
+    "error",
+    "SET lock_timeout = 0 or DEFAULT, or RESET (ALL): it turns off the lock timeout "
+    "`orchestrator migrate` sets for the release, so a statement waiting for its lock stalls "
+    "the table's traffic until the statement timeout",
+    "remove it; if locks take long to get, give `orchestrator migrate` more --lock-retries "
+    "or a longer --lock-timeout",
 )
 RERUN_OUTSIDE_TRANSACTION = Rule(
     "rerun-unsafe-outside-transaction",
@@ -153,12 +162,6 @@ RERUN_OUTSIDE_TRANSACTION = Rule(
     "without the tracking row, and the rerun stops on it",
     "make it rerun-safe (IF NOT EXISTS / IF EXISTS / CREATE OR REPLACE, an idempotent data "
     "change), or move it to a transactional migration of its own",
-)
-UNPARSEABLE = Rule(
-    "unparseable-statement",
-    "error",
-    "pglast cannot parse the statement: it cannot be analysed (and probably not applied)",
-    "fix the SQL syntax",
 )
 
 RULES: tuple[Rule, ...] = (
@@ -174,19 +177,9 @@ RULES: tuple[Rule, ...] = (
     CONSTRAINT_NOT_VALID,
     NOT_RERUNNABLE,
     LOCK_TIMEOUT,
+    LOCK_TIMEOUT_OFF,
     RERUN_OUTSIDE_TRANSACTION,
-    UNPARSEABLE,
 )
-
-
-def takes_lock_on_existing_table(change: Change) -> bool:
-    """True when the change locks a table that existed before the migration.
-
-    A no-op ADD COLUMN / CREATE INDEX ... IF NOT EXISTS still takes its lock: PostgreSQL
-    locks the table before it finds the column or index there.
-    """
-    # The lock table of `plan` decides; a data change's ROW EXCLUSIVE queues behind no DDL.
-    return lock_mode(change) not in (None, "ROW EXCLUSIVE")
 
 
 # Change kinds that fail when the statement runs a second time (besides every change whose
@@ -297,6 +290,11 @@ def _statement_rules() -> list[tuple[Rule, ChangeCheck]]:
             return f"{what} {c.target} is validated while it is added (no NOT VALID)"
         return None
 
+    def lock_timeout_off(c: Change) -> str | None:
+        if _lock_timeout_set(c) is False:
+            return "turns lock_timeout off: a lock wait now stalls traffic until statement_timeout"
+        return None
+
     return [
         (NOT_NULL_WITHOUT_DEFAULT, not_null),
         (NON_CONCURRENT_INDEX, index),
@@ -307,6 +305,7 @@ def _statement_rules() -> list[tuple[Rule, ChangeCheck]]:
         (RENAME_TABLE, rename_table),
         (CHANGE_TYPE, change_type),
         (CONSTRAINT_NOT_VALID, not_valid),
+        (LOCK_TIMEOUT_OFF, lock_timeout_off),
     ]
 
 
@@ -317,49 +316,38 @@ def _finding(rule: Rule, tag: str, statement: StatementEffects, message: str) ->
     return LintFinding(rule.name, rule.severity, tag, statement.number, message, statement.line)
 
 
-def lint_statement(
-    tag: str, statement: StatementEffects, *, rerun_stops: bool
-) -> list[LintFinding]:
-    """Findings of the per-statement rules for one statement.
-
-    ``rerun_stops`` says whether something in the migration fails on a second run (see
-    :func:`rerun_stops`); only when nothing does is a non-idempotent data change reported.
-    """
-    if statement.error is not None:
-        return [_finding(UNPARSEABLE, tag, statement, f"cannot parse: {statement.error}")]
-    checks = (
-        _STATEMENT_RULES if rerun_stops else [*_STATEMENT_RULES, (NOT_RERUNNABLE, _not_idempotent)]
-    )
-    findings = []
-    for change in statement.changes:
-        for rule, check in checks:
-            message = check(change)
-            if message is not None:
-                findings.append(_finding(rule, tag, statement, message))
-    return findings
-
-
 def lint_migration(migration: MigrationEffects) -> list[LintFinding]:
     """All findings for one migration, taken as a release of its own."""
     return lint_migrations([migration])
 
 
 def lint_migrations(
-    migrations: Iterable[MigrationEffects], *, allow_concurrent: bool = False
+    migrations: Iterable[MigrationEffects],
+    *,
+    allow_concurrent: bool = False,
+    locks: Mapping[str, HeldLocks | None] | None = None,
 ) -> list[LintFinding]:
     """Findings for migrations applied together as one release, in order: per migration,
-    its statements' findings, then the release's non-transactional ones (an ``ALTER TYPE ...
-    ADD VALUE`` used later in the release, statements a rerun outside a transaction would
-    stop on), then the missing lock_timeout. With ``allow_concurrent`` the non-transactional
-    findings are warnings: ``migrate --allow-concurrent`` applies them.
+    its statements' findings (a non-idempotent data change only when nothing else in the
+    migration stops a second run: see :func:`rerun_stops`), then the release's
+    non-transactional ones (an ``ALTER TYPE ... ADD VALUE`` used later in the release,
+    statements a rerun outside a transaction would stop on), then the missing lock_timeout.
+    With ``allow_concurrent`` the non-transactional findings are warnings: ``migrate
+    --allow-concurrent`` applies them. ``locks``: by tag, the locks each statement held on
+    the shadow (see :func:`table_locks`).
     """
     migrations = list(migrations)
     outside = nontransactional_in(migrations)
     findings: list[LintFinding] = []
     for migration in migrations:
-        stops = rerun_stops(migration)
-        for statement in migration.statements:
-            findings += lint_statement(migration.tag, statement, rerun_stops=stops)
+        idempotence = [] if rerun_stops(migration) else [(NOT_RERUNNABLE, _not_idempotent)]
+        findings += [
+            _finding(rule, migration.tag, statement, message)
+            for statement in migration.statements
+            for change in statement.changes
+            for rule, check in [*_STATEMENT_RULES, *idempotence]
+            if (message := check(change)) is not None
+        ]
         findings += [
             LintFinding(ENUM_VALUE_USED.name, "error", f.tag, f.statement, f.reason, f.line)
             for f in outside
@@ -367,7 +355,7 @@ def lint_migrations(
         ]
         if any(f.tag == migration.tag for f in outside):
             findings += rerun_unsafe(migration)
-        findings += _lock_timeout(migration)
+        findings += _lock_timeout(migration, (locks or {}).get(migration.tag))
     if allow_concurrent:
         nontransactional = {CONCURRENTLY_IN_TRANSACTION.name, ENUM_VALUE_USED.name}
         findings = [
@@ -376,15 +364,29 @@ def lint_migrations(
     return findings
 
 
-def _lock_timeout(migration: MigrationEffects) -> list[LintFinding]:
-    """The first statement that locks an existing table before any lock_timeout is set."""
+def _lock_timeout_set(change: Change) -> bool | None:
+    """Whether ``change`` sets a lock_timeout (True), turns it off (False: 0, DEFAULT, RESET,
+    RESET ALL), or leaves it alone (None)."""
+    if change.kind != "set_setting" or change.target not in ("lock_timeout", "ALL"):
+        return None
+    return change.detail != "off"
+
+
+def _lock_timeout(migration: MigrationEffects, held: HeldLocks | None) -> list[LintFinding]:
+    """The first statement that locks an existing table while no lock_timeout of the
+    migration's own is in effect; its locks as the shadow took them (``held``), else from
+    the documented lock table. A data change's ROW EXCLUSIVE queues behind no DDL."""
+    timeout, unprotected = False, set()
     for statement in migration.statements:
         for change in statement.changes:
-            if change.kind == "set_setting" and change.target == "lock_timeout":
-                return []
-            if takes_lock_on_existing_table(change):
-                message = f"locks existing table {change.table} before any lock_timeout is set"
-                return [_finding(LOCK_TIMEOUT, migration.tag, statement, message)]
+            if (sets := _lock_timeout_set(change)) is not None:
+                timeout = sets
+        if not timeout:
+            unprotected.add(statement.number)
+    for table, mode, statement in table_locks(migration, held):
+        if statement.number in unprotected and MODES.index(mode) > MODES.index("ROW EXCLUSIVE"):
+            message = f"takes {mode} on existing table {table} with no lock_timeout set"
+            return [_finding(LOCK_TIMEOUT, migration.tag, statement, message)]
     return []
 
 
@@ -397,9 +399,9 @@ def rerun_unsafe(migration: MigrationEffects) -> list[LintFinding]:
     """
     findings = []
     for statement in migration.statements:
-        if statement.error is not None or catalog_checked(statement):
-            continue  # unparseable is an error of its own; checked ones are skipped
-        unsafe = [c for c in statement.changes if _fails_twice(c)]
+        if catalog_checked(statement):
+            continue  # the runner skips it when the catalog has it
+        unsafe = [c for c in statement.changes if fails_when_rerun(c) or _not_idempotent(c)]
         if unsafe:
             message = (
                 f"{unsafe[0].target}: runs outside a transaction and fails when run again; "
@@ -407,11 +409,6 @@ def rerun_unsafe(migration: MigrationEffects) -> list[LintFinding]:
             )
             findings.append(_finding(RERUN_OUTSIDE_TRANSACTION, migration.tag, statement, message))
     return findings
-
-
-def _fails_twice(change: Change) -> bool:
-    """A second run fails, or (a data change that is not idempotent) does harm."""
-    return fails_when_rerun(change) or (change.kind == "data_change" and change.rerunnable is False)
 
 
 def rule_named(name: str) -> Rule:

@@ -8,7 +8,7 @@ with *it* queues behind it: that is how one long read plus an ``ALTER TABLE`` st
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from orchestrator.analysis.changes import Change, MigrationEffects, StatementEffects
@@ -151,40 +151,41 @@ class TableLock:
         }
 
 
-def migration_locks(migration: MigrationEffects) -> tuple[TableLock, ...]:
-    """The strongest lock per existing table ``migration`` takes, in order of first lock."""
-    return _strongest(
-        (change.table, mode, statement)
-        for statement in migration.statements
-        for change in statement.changes
-        if (mode := lock_mode(change)) is not None and change.table is not None
-    )
+#: Per statement, the (table, ``pg_locks`` mode) pairs its transaction holds after it on the
+#: shadow (:func:`orchestrator.shadow.locks.locks_taken`), on the tables there were before
+#: the migration, named as they were then.
+HeldLocks = Sequence[Sequence[tuple[str, str]]]
 
 
-def locks_held(
-    migration: MigrationEffects, held: Sequence[Sequence[tuple[str, str]]]
-) -> tuple[TableLock, ...]:
-    """:func:`migration_locks` as PostgreSQL took them on the shadow: ``held`` is, per
-    statement, the (table, ``pg_locks`` mode) pairs its transaction holds after it. Tables
-    the migration creates are left out, as there."""
-    created = {
-        key.removeprefix("table ")
-        for action, key in migration.catalog
-        if action == "create" and key.startswith("table ")
-    }
-    return _strongest(
+def table_locks(
+    migration: MigrationEffects, held: HeldLocks | None = None
+) -> Iterator[tuple[str, str, StatementEffects]]:
+    """Each (table, mode, statement) lock ``migration`` takes on a table that existed before
+    it, in statement order: as PostgreSQL took them on the shadow when ``held`` is given (a
+    lock first held after a statement is that statement's), else from the documented lock
+    table (:func:`lock_mode`), which leaves out the tables the migration creates."""
+    if held is None:
+        return (
+            (change.table, mode, statement)
+            for statement in migration.statements
+            for change in statement.changes
+            if (mode := lock_mode(change)) is not None and change.table is not None
+        )
+    return (
         (table, pg_mode(name), statement)
-        for statement, pairs in zip(migration.statements, held, strict=False)
+        for statement, pairs, before in zip(migration.statements, held, [(), *held], strict=False)
         for table, name in pairs
-        if table not in created and pg_mode(name) in MODES
+        if (table, name) not in before and pg_mode(name) in MODES
     )
 
 
-def _strongest(taken: Iterable[tuple[str, str, StatementEffects]]) -> tuple[TableLock, ...]:
-    """The strongest of the (table, mode, statement) locks ``taken`` per table, in order of
-    each table's first lock."""
+def migration_locks(
+    migration: MigrationEffects, held: HeldLocks | None = None
+) -> tuple[TableLock, ...]:
+    """The strongest lock per existing table ``migration`` takes (see :func:`table_locks`),
+    in order of each table's first lock, with the statement that first takes that mode."""
     found: dict[str, TableLock] = {}
-    for table, mode, statement in taken:
+    for table, mode, statement in table_locks(migration, held):
         known = found.get(table)
         if known is None or stronger(mode, known.mode) != known.mode:
             found[table] = TableLock(table, mode, statement.number, statement.line)

@@ -163,7 +163,7 @@ def probe_sql(statement: str) -> str | None:
 
     try:
         parsed = parse_sql(statement)
-    except Exception:  # pglast.parser.ParseError: lint reports it; nothing to probe
+    except Exception:  # pglast.parser.ParseError: the folder was refused; nothing to probe
         return None
     if len(parsed) != 1:
         return None

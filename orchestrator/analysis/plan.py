@@ -16,7 +16,7 @@ from typing import Any
 from orchestrator.analysis.compatibility import MigrationCompat, migration_compat
 from orchestrator.analysis.effects import Change, MigrationEffects, analyse_migrations
 from orchestrator.analysis.lint import LintFinding, lint_migration, lint_migrations
-from orchestrator.analysis.locks import TableLock, locks_held, migration_locks
+from orchestrator.analysis.locks import HeldLocks, TableLock, migration_locks
 from orchestrator.analysis.risk import RiskLevel, assess_risk
 from orchestrator.analysis.strategy import StrategyDecision, choose_strategy
 from orchestrator.catalog import History
@@ -105,25 +105,12 @@ class Plan:
         return document
 
 
-def object_changes(migration: MigrationEffects) -> tuple[ObjectChange, ...]:
-    """The objects each statement of ``migration`` creates, alters, drops or renames."""
-    return tuple(
-        ObjectChange(statement.number, change.action, change.target, _detail(change))
-        for statement in migration.statements
-        for change in statement.changes
-    )
-
-
 def _detail(change: Change) -> str:
     if change.kind == "add_column":
         nullability = "NOT NULL" if change.not_null else "nullable"
         default = ", default" if change.has_default else ""
         return f"{change.detail}, {nullability}{default}"
     return change.detail
-
-
-#: Per statement, the (table, ``pg_locks`` mode) pairs held after it on the shadow.
-HeldLocks = Sequence[Sequence[tuple[str, str]]]
 
 
 def plan_migration(
@@ -146,9 +133,13 @@ def plan_migration(
         new_code_on_old_schema=compat.new_code_on_old_schema,
         old_reasons=compat.old_reasons,
         new_reasons=compat.new_reasons,
-        objects=object_changes(migration),
+        objects=tuple(
+            ObjectChange(statement.number, change.action, change.target, _detail(change))
+            for statement in migration.statements
+            for change in statement.changes
+        ),
         lint=findings,
-        locks=migration_locks(migration) if held is None else locks_held(migration, held),
+        locks=migration_locks(migration, held),
         catalog=migration.catalog,
     )
 
@@ -173,8 +164,8 @@ def build_plan(
     :func:`plan_migration`). Only the migrations planned are parsed."""
     folder = [(m.tag, m.statements) for m in journal.migrations]
     selected = analyse_migrations(folder, history, tags).migrations
-    findings = lint_migrations(selected)
     held = locks or {}
+    findings = lint_migrations(selected, locks=held)
     plans = tuple(
         plan_migration(m, held.get(m.tag), [f for f in findings if f.tag == m.tag])
         for m in selected

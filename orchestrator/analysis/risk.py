@@ -16,7 +16,8 @@ from enum import StrEnum
 
 from orchestrator.analysis.compatibility import Compat, MigrationCompat
 from orchestrator.analysis.effects import MigrationEffects
-from orchestrator.analysis.lint import LintFinding, takes_lock_on_existing_table
+from orchestrator.analysis.lint import LintFinding
+from orchestrator.analysis.locks import lock_mode
 from orchestrator.analysis.typechange import TypeChange
 
 
@@ -70,7 +71,8 @@ def assess_risk(
                 medium.append(f"changes existing data: {change.detail} on {change.target}")
             elif change.kind == "other":
                 medium.append(f"not analysed: {change.target} ({change.detail})")
-            if takes_lock_on_existing_table(change):
+            # a data change's ROW EXCLUSIVE queues behind no DDL
+            if lock_mode(change) not in (None, "ROW EXCLUSIVE"):
                 medium.append(f"locks existing table {change.table}")
     explained = {c.table for c in migration.changes if c.type_change is TypeChange.REWRITES}
     high.extend(

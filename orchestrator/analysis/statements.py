@@ -10,11 +10,13 @@ them every table a statement names counts as existing, and what it holds as unkn
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
 from pglast import ast
 from pglast.enums import AlterTableType, ConstrType, ObjectType, ReindexObjectType
+from pglast.stream import RawStream
 
 from orchestrator.analysis.changes import Change, ChangeKind
 from orchestrator.analysis.idempotence import insert_skips_existing_rows, update_reads_what_it_sets
@@ -52,6 +54,13 @@ _CONSTRAINT_LETTERS = {
 }
 _RELATIONS = (ObjectType.OBJECT_TABLE, ObjectType.OBJECT_VIEW, ObjectType.OBJECT_MATVIEW)
 _DEFAULTS = (ConstrType.CONSTR_DEFAULT, ConstrType.CONSTR_IDENTITY, ConstrType.CONSTR_GENERATED)
+
+
+def _is_null(expression: Any) -> bool:
+    """A NULL constant, cast or not: as a DEFAULT it is none (PostgreSQL stores no default)."""
+    while isinstance(expression, ast.TypeCast):
+        expression = expression.arg
+    return isinstance(expression, ast.A_Const) and bool(expression.isnull)
 
 
 class StatementReader:
@@ -177,7 +186,7 @@ class StatementReader:
         for constraint in node.constraints or ():
             if constraint.contype in (ConstrType.CONSTR_NOTNULL, ConstrType.CONSTR_PRIMARY):
                 not_null = True
-            elif constraint.contype in _DEFAULTS:
+            elif constraint.contype in _DEFAULTS and not _is_null(constraint.raw_expr):
                 has_default = True
         return not_null, has_default
 
@@ -477,7 +486,11 @@ class StatementReader:
         return self._data(node, "DELETE", True)
 
     def _VariableSetStmt(self, node: Any) -> list[Change]:
-        return [Change("set_setting", str(node.name or "?"), rerunnable=True)]
+        # "off": 0 in any unit, which turns a timeout off, or back to the default (DEFAULT,
+        # RESET [ALL]: no value), which for a timeout is no limit unless configured
+        value = str(RawStream()(node.args[0])).strip("'") if node.args else "0"
+        detail = "off" if re.fullmatch(r"0+(\.0*)?\s*[a-z]*", value) else ""
+        return [Change("set_setting", str(node.name or "ALL"), rerunnable=True, detail=detail)]
 
     def _CommentStmt(self, node: Any) -> list[Change]:
         return [Change("metadata", "COMMENT", rerunnable=True)]

@@ -15,21 +15,20 @@ from typing import Any
 
 import psycopg
 
+from orchestrator.analysis.locks import HeldLocks
 from orchestrator.db.connect import connect
 from orchestrator.drizzle.journal import Journal
 from orchestrator.shadow.replay import apply_migration
 from orchestrator.shadow.server import ShadowServer, ShadowSpec
 
-#: Per statement, the (table, pg_locks mode) pairs the transaction holds after it.
-HeldLocks = tuple[tuple[tuple[str, str], ...], ...]
-
+_TABLES = """
+SELECT c.oid, n.nspname || '.' || c.relname
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
 _HELD = """
-SELECT n.nspname || '.' || c.relname, l.mode
-  FROM pg_locks l
-  JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
-   AND c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
- ORDER BY 1, 2
+SELECT relation, mode FROM pg_locks
+ WHERE pid = pg_backend_pid() AND locktype = 'relation' AND granted
 """
 
 
@@ -47,10 +46,9 @@ def locks_taken(
         connect(url, autocommit=True) as conn,
     ):
         for migration in journal.migrations:
-            texts = statements.get(migration.tag)
-            held = None if texts is None else _held_after_each(conn, texts)
-            if texts is not None:
-                result[migration.tag] = held
+            held = None
+            if (texts := statements.get(migration.tag)) is not None:
+                held = result[migration.tag] = _held_after_each(conn, texts)
             if held is None and apply_migration(conn, migration, server.description) is not None:
                 break  # the rest cannot be asked about
     return result
@@ -60,9 +58,13 @@ def _held_after_each(conn: psycopg.Connection[Any], texts: Sequence[str]) -> Hel
     held = []
     try:
         with conn.transaction():
+            # the tables before the migration, by oid (a renamed one keeps it), named as then:
+            # a lock on one it creates, an index or a sequence stalls no traffic of its own
+            tables = dict(conn.execute(_TABLES).fetchall())
             for text in texts:
                 conn.execute(text.encode("utf-8"))
-                held.append(tuple((str(t), str(m)) for t, m in conn.execute(_HELD).fetchall()))
+                rows = conn.execute(_HELD).fetchall()
+                held.append(tuple(sorted((tables[r], str(m)) for r, m in rows if r in tables)))
     except psycopg.Error as exc:
         if exc.sqlstate is None:
             raise
