@@ -254,9 +254,9 @@ def rehearse(pg: EmbeddedPostgres, workdir: Path, health: HealthServer) -> None:
     demo.step(
         "Rehearse the deploy first (--dry-run)",
         "The rehearsal walks the same route against the real database and origin and changes "
-        "nothing: the trial merge runs in a scratch repository, the migrations are applied and "
-        "revalidated inside a transaction that is rolled back, and every check runs once. "
-        "Expect a plan that ends with a prediction and exit 0.",
+        "nothing but a fetch: the trial merge runs in a throwaway worktree, the migrations are "
+        "applied and revalidated inside a transaction that is rolled back, and every check runs "
+        "once. Expect a plan that ends with a prediction and exit 0.",
     )
     rehearsal = demo.orchestrator("deploy", "--playbook", playbook, "--dry-run", expect=ExitCode.OK)
     require(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
+import subprocess
 from typing import Any
 
 import psycopg
@@ -16,9 +18,11 @@ from orchestrator.cli import run
 from orchestrator.db import runlock
 from orchestrator.sandbox.release import git
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
+from tests.git_http import extraheader, private_remote
 from tests.lock_holder import table_locked
 from tests.playbooks import write_playbook
 from tests.release_world import World, world
+from tests.test_faults_git import assert_only_fetch_moved, refs
 
 __all__ = ["world"]
 
@@ -185,7 +189,7 @@ def test_a_partial_database_halts_at_validate(
     assert everything(world) == before
 
 
-def test_a_conflict_is_reported_with_its_files_and_no_ref_moves(
+def test_a_conflict_is_reported_with_its_files_and_only_the_fetch_moves_a_ref(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
     clone = world.repo.clone
@@ -195,15 +199,85 @@ def test_a_conflict_is_reported_with_its_files_and_no_ref_moves(
     (elsewhere / "app.ts").write_text("hotfix\n")
     git(elsewhere, "commit", "-am", "Hotfix on main")
     git(elsewhere, "push", "origin", "main")
-    before = everything(world)
+    before, before_refs = everything(world), refs(clone)
     code, document = dry_run(world, capsys)
     assert code == 21
     assert document["merge"]["outcome"] == "conflict"
     assert document["merge"]["conflicts"] == ["app.ts"]
     assert "conflict: app.ts" in steps(document)["preflight"]["details"]
+    # As the deploy's pre-flight: the fetch brought the hotfix into refs/remotes/origin/main
+    # (and its objects); nothing else moved, and the trial merge's worktree is gone.
+    moved = assert_only_fetch_moved(before_refs, refs(clone), world.repo.origin)
+    assert moved == {"refs/remotes/origin/main"}
     after = everything(world)
-    assert after == before  # not even refs/remotes/origin/main moved
-    assert "Hotfix" not in git(clone, "log", "--all", "--oneline")
+    for fetched in ("clone_refs", "clone_objects"):
+        del before[fetched], after[fetched]
+    assert after == before
+
+
+@pytest.mark.parametrize("local_main", ["a local commit", "the release itself"])
+def test_a_local_target_the_push_would_refuse_halts_the_rehearsal_and_the_deploy_in_preflight(
+    world: World, capsys: pytest.CaptureFixture[str], local_main: str
+) -> None:
+    """The merge pushes local main: a commit on it that is not on origin/main would go out
+    unreviewed, so the merge refuses it; pre-flight refuses it first, before any backup or
+    migration, and the rehearsal predicts it. Local main at the release itself (fast-forwarded
+    by hand) is what the merge makes anyway: no refusal."""
+    clone = world.repo.clone
+    if local_main == "a local commit":
+        (clone / "NOTES.md").write_text("local note\n")
+        git(clone, "add", "NOTES.md")
+        git(clone, "commit", "-q", "-m", "local work, not pushed")
+    else:
+        git(clone, "merge", "--quiet", "--ff-only", "origin/staging")
+    rows = tracking_rows(world.database_url)
+    predicted, document = dry_run(world, capsys)
+    record = world.deploy()
+    assert record.exit_code == predicted, (document["prediction"], record.halt_reason)
+    if local_main == "the release itself":
+        assert predicted == 0, document["plan"]
+        return
+    assert predicted == 21
+    halt = steps(document)["preflight"]
+    assert halt["status"] == "would_halt" and "backup" not in steps(document)
+    reason = (
+        "local branch 'main' has commits that are not on origin/main; refusing to push "
+        "unreviewed local commits"
+    )
+    assert halt["summary"] == record.halt_reason == reason  # the merge's own words
+    assert record.steps.backup is None and record.steps.migrate is None
+    assert tracking_rows(world.database_url) == rows  # nothing migrated
+
+
+def test_the_rehearsal_fetches_a_private_remote_with_the_clones_own_credentials(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In CI, actions/checkout leaves the token in the clone's own git config (an extra HTTP
+    header): the rehearsal fetches as the deploy does, with it, and both go through."""
+    clone = world.repo.clone
+    with private_remote(world.repo.origin, "ghs_token123") as (url, refused):
+        nobody = subprocess.run(
+            ["git", "ls-remote", url],
+            capture_output=True,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+            cwd=world.root,
+        )
+        assert nobody.returncode != 0 and refused  # the remote wants the header
+        git(clone, "remote", "set-url", "origin", url)
+        git(
+            clone,
+            "config",
+            f"http.{url.rsplit('/', 1)[0]}/.extraheader",
+            extraheader("ghs_token123"),
+        )
+        refused.clear()
+        before = everything(world)
+        code, document = dry_run(world, capsys)
+        assert code == 0, document["plan"]
+        assert everything(world) == before
+        record = world.deploy()
+        assert record.state == "succeeded", record.halt_reason
+        assert refused == []
 
 
 def shorten_lock_timeout(world: World) -> None:

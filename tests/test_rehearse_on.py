@@ -9,6 +9,7 @@ the real deploy then ends with: for a clean release, a failing migration, a fail
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,8 +19,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from orchestrator.cli import run
+from orchestrator.db.identity import read_identity
 from orchestrator.sandbox.pg import EmbeddedPostgres, create_database, with_dbname
 from tests.drizzle_helpers import tracking_rows
 from tests.lock_holder import table_locked
@@ -123,6 +126,27 @@ def test_another_database_is_migrated_for_real_and_production_is_not(
     assert rehearsal_locks(world.database_url) == []
 
 
+@pytest.mark.parametrize("spelling", ["localhost", "another host name"])
+def test_production_spelled_otherwise_is_refused_as_the_copy_by_its_identity(
+    world: World, capsys: pytest.CaptureFixture[str], spelling: str
+) -> None:
+    """``localhost`` for 127.0.0.1, or a name of its own for production's address (a DNS
+    alias: libpq connects to ``hostaddr`` and never resolves the name): the same database,
+    which its identity gives away, so it is refused (exit 2) and nothing is migrated."""
+    params = conninfo_to_dict(world.database_url)
+    if spelling == "localhost":
+        params["host"] = "localhost"
+    else:
+        params.update(host="production-db.internal", hostaddr=params["host"])
+    before = everything(world)
+    argv = world.rehearse_argv(make_conninfo(**params))
+    code = run([*argv, "--state-dir", str(world.store.state_dir)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert err[-1] == "error: --rehearse-on names the production database itself: give a copy"
+    assert everything(world) == before
+
+
 def test_rehearse_on_refuses_production_itself_and_needs_dry_run(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -179,6 +203,36 @@ def test_a_rehearsal_on_a_copy_rides_out_a_late_server(
         assert time.monotonic() - started >= LATE_S * 0.9  # it did wait for the server
         migrate = next(s for s in document["steps"] if s["name"] == "migrate")
         assert "applied for real on the copy" in migrate["summary"]
+
+
+def test_a_physical_copy_of_production_is_a_copy_it_is_migrated_and_production_is_not(
+    own_cluster: EmbeddedPostgres,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A copy made of production's files (a snapshot restored, a fork) has production's
+    identity, system_identifier, database oid and name, but a server of its own: it is not
+    production spelled otherwise, and it is migrated for real."""
+    create_database(own_cluster.url(), "app")
+    url = with_dbname(own_cluster.url(), "app")
+    with build_world(tmp_path / "forked", url) as world:
+        monkeypatch.setenv("DATABASE_URL", url)
+        own_cluster.stop()
+        fork = EmbeddedPostgres(bindir=own_cluster.bindir)
+        try:
+            subprocess.run(["cp", "-a", str(own_cluster.datadir), str(fork.datadir)], check=True)
+            own_cluster.start()
+            fork.start()
+            copy = with_dbname(fork.url(), "app")
+            assert read_identity(copy) == read_identity(url)
+            before = everything(world)
+            code, document = rehearse(world, capsys, copy)
+            assert code == 0, document["plan"]
+            assert len(tracking_rows(copy)) == 12  # the copy got the release for real
+            assert everything(world) == before
+        finally:
+            fork.destroy()
 
 
 def test_the_bounds_and_the_kind_are_announced_first(

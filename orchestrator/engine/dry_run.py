@@ -66,7 +66,7 @@ def announcement(rehearse_on: str | None, bounds: RehearsalBounds) -> str:
         )
     return (
         f"rehearsal on another database, {redact_url(rehearse_on)} (migrated for real): "
-        "production is not touched"
+        "production is only asked which database it is"
     )
 
 

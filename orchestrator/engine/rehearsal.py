@@ -6,7 +6,7 @@ nothing. It is not read-only: where the migrations are tried depends on ``--rehe
   ALTER TABLE), so it is bounded: lock waits of at most 1 s and statements of at most 60 s
   unless told otherwise.
 - ``--rehearse-on URL``: another database (a staging copy) gets the migrations for real;
-  production is not touched at all.
+  production is only asked which database it is (production spelled otherwise is refused).
 - ``--rehearse-on local``: production's schema and tracking rows are copied
   (``pg_dump --schema-only``, ACCESS SHARE locks waited for at most the lock bound) into a
   throwaway local PostgreSQL, which gets the migrations for real. The copy has no rows, so
@@ -28,10 +28,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from psycopg.conninfo import conninfo_to_dict
-
 from orchestrator.db.connect import check_url, with_application_name
-from orchestrator.db.retry import OnRetry
+from orchestrator.db.identity import named_database, same_database
+from orchestrator.db.retry import OnRetry, call_with_retry
 from orchestrator.drizzle.journal import Journal, parse_journal
 from orchestrator.engine.dry_run import DryRun, RehearsalBounds, announcement
 from orchestrator.engine.machine import LIVE, TERMINAL, RunModel, build_machine, edges_from
@@ -48,15 +47,7 @@ from orchestrator.engine.settings import (
 )
 from orchestrator.engine.steps.base import Step
 from orchestrator.errors import DatabaseError, ExitCode, GuardError, OrchestratorError, UsageError
-from orchestrator.gitrepo import (
-    MissingBranch,
-    TrialMerge,
-    open_repo,
-    read_files_at,
-    refuse_dirty,
-    scratch_repository,
-    trial_merge,
-)
+from orchestrator.gitrepo import MissingBranch, TrialMerge, open_repo, read_files_at, trial_merge
 from orchestrator.neon.backup import neon_api
 from orchestrator.neon.rehearsal import (
     REHEARSE_ON_NEON_BRANCH,
@@ -72,6 +63,7 @@ from orchestrator.shadow import ShadowSpec
 __all__ = ["DEFAULT_BOUNDS", "rehearse"]
 
 DEFAULT_BOUNDS = RehearsalBounds()
+_PRODUCTION_AS_COPY = "--rehearse-on names the production database itself: give a copy"
 
 
 def rehearse(
@@ -103,7 +95,7 @@ def rehearse(
     if rehearse_on == REHEARSE_ON_NEON_BRANCH:
         neon = neon_api(playbook, environ, "--rehearse-on neon-branch")  # exit 2 without it
     elif rehearse_on not in (None, "local"):
-        _refuse_production_as_copy(str(rehearse_on), plain_url)
+        check_url(str(rehearse_on))  # a bad URL is refused before anything is done
     url = with_application_name(plain_url, "orchestrator rehearsal")
     repo = open_repo(playbook.git.repo)
     folder = migrations_path(repo, playbook.migrations.dir)
@@ -121,12 +113,8 @@ def rehearse(
                 "ALTER TABLE) for as long as it runs; --rehearse-on local takes none of them"
             ],
         )
-    try:
-        refuse_dirty(repo)
-        with scratch_repository(repo, spec.remote, [spec.source, spec.target]) as scratch:
-            merge = trial_merge(scratch, spec.remote, spec.source, spec.target)
-            files = read_files_at(scratch, merge.source_commit, folder)
-            shipped = shipped_hashes(scratch, merge.target_commit, folder)
+    try:  # as the deploy's pre-flight: the clone fetches, with its own credentials
+        merge = trial_merge(repo, spec.remote, spec.source, spec.target, pushes=spec.via == "push")
     except MissingBranch as exc:
         raise UsageError(str(exc)) from None  # bad input, as for the deploy itself
     except GuardError as exc:
@@ -139,6 +127,8 @@ def rehearse(
             f"merging {spec.remote}/{spec.source} into {spec.remote}/{spec.target} conflicts",
             [f"conflict: {path}" for path in merge.conflicts],
         )
+    files = read_files_at(repo, merge.source_commit, folder)
+    shipped = shipped_hashes(repo, merge.target_commit, folder)
     journal = parse_journal(files, origin=f"{spec.source}@{merge.source_commit[:12]}:{folder}")
     journal.refuse_unrunnable(journal.untracked(shipped))
     if announce is not None:  # the input is good; nothing has connected to production yet
@@ -178,22 +168,22 @@ def rehearse(
                 run.kind = (
                     f"Neon branch {branch.name} of {production} (migrated for real, then deleted)"
                 )
-                _refuse_production_as_copy(branch_url, plain_url)  # never migrate production
+                # Never migrate production; judged from the URLs: it gets no connection.
+                if named_database(branch_url) == named_database(plain_url):
+                    raise UsageError(_PRODUCTION_AS_COPY)
                 target = with_application_name(check_url(branch_url), "orchestrator rehearsal")
                 return walk.on(target, real=True)
         target = with_application_name(check_url(rehearse_on), "orchestrator rehearsal")
         run.kind = f"another database, {redact_url(rehearse_on)} (migrated for real)"
+        # Production spelled otherwise (localhost, a DNS alias) is still production: the two
+        # identities say so, one read each, before the copy is migrated for real.
+        if call_with_retry(
+            lambda: same_database(url, target), retry_policy(playbook), on_retry=on_retry
+        ):
+            raise UsageError(_PRODUCTION_AS_COPY)
         return walk.on(target, real=True)
     except DatabaseError as exc:
         return run.halt("database", ExitCode.ERROR, str(exc))
-
-
-def _refuse_production_as_copy(copy: str, production: str) -> None:
-    """``--rehearse-on`` must name another database than production (exit 2)."""
-    mine, theirs = conninfo_to_dict(check_url(copy)), conninfo_to_dict(production)
-    keys = ("host", "port", "dbname")
-    if all(str(mine.get(k) or "") == str(theirs.get(k) or "") for k in keys):
-        raise UsageError("--rehearse-on names the production database itself: give a copy")
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ The walk (:mod:`orchestrator.engine.rehearsal`) runs these in the order the depl
 declaration gives; each does as much of its step as can be done without leaving a trace on
 production and records what it found in the :class:`DryRun`:
 
-- pre-flight: done before the database is chosen (the trial merge in a scratch repository);
-  with github_pr, the pull request as GitHub judged it;
+- pre-flight: done before the database is chosen (the deploy's fetch, and its trial merge in
+  a throwaway worktree); with github_pr, the pull request as GitHub judged it;
 - backup: the tools and the database are checked, and the restore point that would be
   recorded is read; no dump is written;
 - validate: the real validator, in a READ ONLY transaction;
@@ -252,14 +252,14 @@ def _rehearse_merge(r: Rehearsal) -> MergeOutcome:
         r.run.step(
             "merge",
             f"would merge the pull request {spec.source} -> {spec.target} through GitHub, "
-            f"pinned to {r.merge.source_commit[:12]} ({r.merge.outcome} in a scratch "
-            "repository; nothing merged)",
+            f"pinned to {r.merge.source_commit[:12]} ({r.merge.outcome} in a throwaway "
+            "worktree; nothing merged)",
         )
         return MergeOutcome(pushed_commit=None if r.merge.conflicts else "(rehearsal: not merged)")
     r.run.step(
         "merge",
         f"would {r.merge.outcome} {spec.source} into {spec.target} and push to {spec.remote} "
-        "(rehearsed in a scratch repository; nothing pushed)",
+        "(rehearsed in a throwaway worktree; nothing pushed)",
     )
     return MergeOutcome(pushed_commit=None if r.merge.conflicts else "(rehearsal: not pushed)")
 

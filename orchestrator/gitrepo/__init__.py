@@ -12,8 +12,8 @@ failure becomes a typed, one-line, credential-free error (:class:`GuardError` /
 
 The package, one concern a module: ``process`` (running git, one-line errors), ``remote``
 (fetch, tips, push), ``state`` (the operator's clone: open, refuse dirt, capture and restore),
-``trial`` (preflight and trial merges), ``scratch`` (the rehearsal's scratch repository),
-``history`` (ancestry and files at a commit), ``merge`` (merge and push) and ``revert``.
+``trial`` (preflight and trial merges, for the deploy and its rehearsal), ``history``
+(ancestry and files at a commit), ``merge`` (merge and push) and ``revert``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from orchestrator.gitrepo.history import contains, fetched_contains, how_merged,
 from orchestrator.gitrepo.merge import MergeResult, is_merged, merge_and_push
 from orchestrator.gitrepo.remote import MissingBranch, remote_tips
 from orchestrator.gitrepo.revert import revert_commands, revert_release, revert_release_on_branch
-from orchestrator.gitrepo.scratch import scratch_repository
-from orchestrator.gitrepo.state import open_repo, refuse_dirty
+from orchestrator.gitrepo.state import open_repo
 from orchestrator.gitrepo.trial import TrialMerge, preflight, trial_merge
 
 __all__ = [
@@ -38,11 +37,9 @@ __all__ = [
     "open_repo",
     "preflight",
     "read_files_at",
-    "refuse_dirty",
     "remote_tips",
     "revert_commands",
     "revert_release",
     "revert_release_on_branch",
-    "scratch_repository",
     "trial_merge",
 ]

@@ -114,15 +114,21 @@ def enter_target(repo: git.Repo, state: LocalState, remote: str, target: str, ti
             repo.git, "switch", "--quiet", "-c", target, "--track", remote_ref(remote, target)
         )
         return
-    if not is_ancestor(repo.git, state.target_tip, tip):
-        raise GuardError(
-            f"local branch {target!r} has commits that are not on {remote}/{target}; "
-            "refusing to push unreviewed local commits"
-        )
+    refuse_unpushed(repo, state.target_tip, remote, target, tip)
     if state.branch != target:
         git_output(repo.git, "switch", "--quiet", target)
     if state.target_tip != tip:
         git_output(repo.git, "merge", "--quiet", "--ff-only", tip, what=f"fast-forwarding {target}")
+
+
+def refuse_unpushed(repo: git.Repo, local: str | None, remote: str, target: str, tip: str) -> None:
+    """:class:`GuardError` when local ``target`` (at ``local``; None: there is none) has
+    commits that are not on ``<remote>/<target>`` (at ``tip``): a push would publish them."""
+    if local is not None and not is_ancestor(repo.git, local, tip):
+        raise GuardError(
+            f"local branch {target!r} has commits that are not on {remote}/{target}; "
+            "refusing to push unreviewed local commits"
+        )
 
 
 def _restore(repo: git.Repo, state: LocalState, target: str) -> None:

@@ -16,11 +16,12 @@ from orchestrator.gitrepo.process import (
     clean_message,
     is_ancestor,
     name_paths,
+    resolve_rev,
     run_git,
     unmerged_paths,
 )
 from orchestrator.gitrepo.remote import fetch_branches, remote_tip_of
-from orchestrator.gitrepo.state import refuse_dirty
+from orchestrator.gitrepo.state import refuse_dirty, refuse_unpushed
 
 # The trial merge commits nothing, but ``git merge`` still insists on an identity; hooks and LFS
 # downloads have no business running in a throwaway worktree.
@@ -74,18 +75,11 @@ def _trial_merge_conflicts(repo: git.Repo, target_commit: str, source_commit: st
         run_git(repo.git, "worktree", "prune")
 
 
-def preflight(repo: git.Repo, remote: str, source: str, target: str) -> TrialMerge:
-    """Fetch and check that ``<remote>/<source>`` can be merged into ``<remote>/<target>``.
-
-    :class:`GuardError` if the remote is unknown or unreachable, either branch is missing on it,
-    the working tree is dirty (modified or staged tracked files, or a merge/rebase underway;
-    untracked files are NOT dirt), or a trial merge in a temporary worktree conflicts (the
-    message names the files). Nothing local changes except the remote-tracking refs. Returns the
-    (conflict-free) trial merge.
-    """
-    refuse_dirty(repo)
-    fetch_branches(repo, remote, [source, target])
-    trial = trial_merge(repo, remote, source, target)
+def preflight(
+    repo: git.Repo, remote: str, source: str, target: str, *, pushes: bool = False
+) -> TrialMerge:
+    """:func:`trial_merge`, refusing a conflict too (:class:`GuardError` naming the files)."""
+    trial = trial_merge(repo, remote, source, target, pushes=pushes)
     if trial.conflicts:
         raise GuardError(
             f"merging {remote}/{source} into {remote}/{target} conflicts in: "
@@ -114,14 +108,32 @@ class TrialMerge:
         return "fast-forward" if self.fast_forward else "merge commit"
 
 
-def trial_merge(scratch: git.Repo, remote: str, source: str, target: str) -> TrialMerge:
-    """Merge ``<remote>/<source>`` into ``<remote>/<target>`` in a throwaway worktree of
-    ``scratch`` (no merge can conflict when one contains the other)."""
-    source_commit = remote_tip_of(scratch, remote, source)
-    target_commit = remote_tip_of(scratch, remote, target)
-    fast_forward = is_ancestor(scratch.git, target_commit, source_commit)
-    already_merged = is_ancestor(scratch.git, source_commit, target_commit)
+def trial_merge(
+    repo: git.Repo, remote: str, source: str, target: str, *, pushes: bool = False
+) -> TrialMerge:
+    """Fetch ``source`` and ``target`` of ``remote`` and merge ``<remote>/<source>`` into
+    ``<remote>/<target>`` in a throwaway worktree: pre-flight, and its rehearsal.
+
+    The clone fetches, with its own remote, credentials and configuration: what the deploy
+    can fetch, its rehearsal can. Nothing local changes except the remote-tracking refs.
+    :class:`GuardError` if the working tree is dirty (modified or staged tracked files, or a
+    merge/rebase underway; untracked files are NOT dirt), the remote is unknown or
+    unreachable, either branch is missing on it (:class:`MissingBranch`), or, when the
+    release is pushed from this clone (``pushes``), local ``target`` holds commits the merge
+    would refuse to push: refused before anything changes.
+    """
+    refuse_dirty(repo)
+    fetch_branches(repo, remote, [source, target])
+    source_commit = remote_tip_of(repo, remote, source)
+    target_commit = remote_tip_of(repo, remote, target)
+    fast_forward = is_ancestor(repo.git, target_commit, source_commit)
+    already_merged = is_ancestor(repo.git, source_commit, target_commit)
+    local = resolve_rev(repo.git, f"refs/heads/{target}")
+    if pushes and not already_merged and local != source_commit:
+        # The release itself there (fast-forwarded by hand, or by a push cut short) is merged
+        # again; see merge_and_push.
+        refuse_unpushed(repo, local, remote, target, target_commit)
     conflicts: list[str] = []
-    if not (fast_forward or already_merged):
-        conflicts = _trial_merge_conflicts(scratch, target_commit, source_commit)
+    if not (fast_forward or already_merged):  # no merge conflicts when one contains the other
+        conflicts = _trial_merge_conflicts(repo, target_commit, source_commit)
     return TrialMerge(source_commit, target_commit, fast_forward, already_merged, tuple(conflicts))

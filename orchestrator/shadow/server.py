@@ -22,9 +22,9 @@ from pathlib import Path
 from types import TracebackType
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
-from orchestrator.db.connect import connect, describe, is_local_host, neon_direct_host
+from orchestrator.db.connect import connect, describe
+from orchestrator.db.identity import named_database
 from orchestrator.db.retry import is_transient
 from orchestrator.errors import DatabaseError, UsageError
 from orchestrator.redaction import redact_url
@@ -60,24 +60,11 @@ class ShadowSpec:
         Replays never run in the named database (each creates one of its own beside it), but
         a shadow named as production is a mistake worth stopping at.
         """
-        if self.url is not None and _database_of(self.url) == _database_of(production_url):
+        if self.url is not None and named_database(self.url) == named_database(production_url):
             raise UsageError(
                 f"the shadow URL {redact_url(self.url)} names the production database: name "
                 "another server or database (--shadow-url)"
             )
-
-
-def _database_of(url: str) -> tuple[str, str, str]:
-    """Host, port and database, each server spelled one way: lowercased without a final dot,
-    Neon's pooled endpoint as its direct one, localhost, loopback and a socket as this machine."""
-    params = conninfo_to_dict(url)
-    host = str(params.get("host") or params.get("hostaddr") or "")
-    host = (direct[1] if (direct := neon_direct_host(url)) else host).lower().removesuffix(".")
-    return (
-        "" if is_local_host(host) else host,
-        str(params.get("port") or "5432"),
-        str(params.get("dbname") or params.get("user") or ""),
-    )
 
 
 def local_major() -> int | None:

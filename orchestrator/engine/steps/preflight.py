@@ -1,7 +1,8 @@
 """Pre-flight: prove the later steps can succeed before anything changes.
 
-The source and target branches exist on the remote, the working tree is clean, and a trial
-merge in a temporary worktree is conflict-free: a release that cannot merge must not migrate.
+The source and target branches exist on the remote, the working tree is clean, a trial merge
+in a temporary worktree is conflict-free, and (``git.via: push``) the local target has no
+commit the push would refuse to publish: a release that cannot merge must not migrate.
 The source commit is pinned here, so what is migrated is exactly what is merged. The
 monitor's HTTP checks must pass once here too: production already down before the deploy is
 not the release's doing, and is found before anything changes.
@@ -46,7 +47,8 @@ class PreflightStep:
 
     def run(self, ctx: RunContext) -> PreflightOutcome:
         spec = ctx.playbook.git
-        result = preflight(ctx.repo, spec.remote, spec.source, spec.target)
+        pushes = spec.via == "push"  # github_pr merges through GitHub, not from this clone
+        result = preflight(ctx.repo, spec.remote, spec.source, spec.target, pushes=pushes)
         ctx.record.source_commit = result.source_commit
         journal = ctx.journal  # bad migrations at the source commit stop the run here
         outcome = PreflightOutcome(
