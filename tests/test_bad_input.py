@@ -294,6 +294,35 @@ def breakpoint_inside_a_do_block_on_staging(world: World) -> list[str]:
     return dry_run(world)
 
 
+# A COMMIT ends the migration's transaction: what ran before it stays committed, even in the
+# dry run's rehearsal on production, whose rollback undoes only what came after it.
+COMMIT_HALFWAY = (
+    '\n--> statement-breakpoint\nCOMMIT;\n--> statement-breakpoint\nCREATE TABLE "b" ("id" int);'
+)
+
+
+def commit_in_a_migration_on_staging(world: World) -> list[str]:
+    on_staging(world, lambda f: append_sql(f, LAST, COMMIT_HALFWAY))
+    return dry_run(world)
+
+
+def begin_after_a_commit_on_staging(world: World) -> list[str]:
+    on_staging(world, lambda f: append_sql(f, LAST, "\n--> statement-breakpoint\nEND; BEGIN;"))
+    return deploy(world)
+
+
+def savepoint_in_a_migration(world: World) -> list[str]:
+    folder = release_folder(world)
+    append_sql(folder, LAST, "\n--> statement-breakpoint\nSELECT 1;\n  -- why\n  SAVEPOINT s;")
+    return migrate(folder)
+
+
+def rollback_in_a_migration_for_validate(world: World) -> list[str]:
+    folder = release_folder(world)
+    append_sql(folder, LAST, "\n--> statement-breakpoint\nROLLBACK")
+    return validate(folder)
+
+
 def migrations_is_a_file(world: World) -> list[str]:
     return validate(world.playbook)
 
@@ -487,6 +516,30 @@ CASES = [
         breakpoint_inside_a_do_block_on_staging,
         2,
         f"{LAST}.sql:8: a --> statement-breakpoint splits statement 5",
+    ),
+    Case(
+        "commit-in-migration-dry-run",
+        commit_in_a_migration_on_staging,
+        2,
+        f"{LAST}.sql:6: COMMIT controls the migration's transaction",
+    ),
+    Case(
+        "end-begin-in-migration-deploy",
+        begin_after_a_commit_on_staging,
+        2,
+        f"{LAST}.sql:6: END controls the migration's transaction",
+    ),
+    Case(
+        "savepoint-in-migration-migrate",
+        savepoint_in_a_migration,
+        2,
+        f"{LAST}.sql:8: SAVEPOINT s controls the migration's transaction",
+    ),
+    Case(
+        "rollback-in-migration-validate",
+        rollback_in_a_migration_for_validate,
+        2,
+        f"{LAST}.sql:6: ROLLBACK controls the migration's transaction",
     ),
     Case("migrations-is-a-file", migrations_is_a_file, 2, "not a directory"),
     Case("nested-unknown-key", nested_unknown_key, 2, "did you mean 'failures_allowed'"),

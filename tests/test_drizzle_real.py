@@ -28,6 +28,7 @@ from orchestrator.database import validate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, read_journal
+from orchestrator.errors import UsageError
 from orchestrator.migrate import MigrateResult, migrate_database
 from orchestrator.sandbox.pg import create_database, drop_database, with_dbname
 from orchestrator.validation import MigrationState, ValidationReport, Verdict
@@ -316,10 +317,11 @@ def test_a_text_the_journal_repeats_is_applied_once_per_entry_as_drizzle_does(
 def test_a_migration_drizzle_applied_is_not_refused_for_how_it_is_written(
     drizzle_node: Path, database_url: str, tmp_path: Path
 ) -> None:
-    # Applied by drizzle long ago: a comment saved as Latin-1 (drizzle ran it with U+FFFD)
-    # and a column named system_user, a word PostgreSQL 16 reserved (pglast's grammar is
-    # newer than this server's). Only the migrations still to run are held to either.
-    users = ("0000_users", ["CREATE TABLE users (id int, system_user text)"])
+    # Applied by drizzle long ago: a comment saved as Latin-1 (drizzle ran it with U+FFFD),
+    # a column named system_user, a word PostgreSQL 16 reserved (pglast's grammar is newer
+    # than this server's), and a hand-written COMMIT. Only the migrations still to run are
+    # held to any of them.
+    users = ("0000_users", ["CREATE TABLE users (id int, system_user text)", "COMMIT"])
     first = write_drizzle_folder(tmp_path / "first", [users])
     folder = write_drizzle_folder(tmp_path / "second", [users, RELEASES[2]])
     latin1 = b"-- r\xe9sum\xe9\n" + (first / "0000_users.sql").read_bytes()
@@ -334,3 +336,21 @@ def test_a_migration_drizzle_applied_is_not_refused_for_how_it_is_written(
     result = migrate_database(database_url, journal, OPTIONS, confirm=lambda _r: True, retry=ONCE)
     assert [a.tag for a in result.applied] == ["0002_email"]
     assert result.after.status is Verdict.SAFE
+
+
+def test_drizzle_commits_half_a_migration_that_holds_a_commit_and_we_refuse_to_run_it(
+    drizzle_node: Path, database_url: str, tmp_path: Path
+) -> None:
+    # A hand-written COMMIT, then a statement that fails (users exists): drizzle-kit leaves
+    # what came before the COMMIT committed, without the migration's tracking row.
+    half = ("0001_half", ["CREATE TABLE half (id int)", "COMMIT", "CREATE TABLE users (id int)"])
+    folder = write_drizzle_folder(tmp_path / "m", [RELEASES[0], half])
+    journal = read_journal(folder)
+    with pytest.raises(UsageError, match=r"0001_half\.sql:3: COMMIT controls the migration's"):
+        migrate_database(database_url, journal, OPTIONS, confirm=lambda _r: True, retry=ONCE)
+    assert tracking_rows(database_url) == [] and not table_exists(database_url, "users")
+
+    with pytest.raises(AssertionError, match="drizzle migrator failed"):
+        drizzle_migrate(drizzle_node, database_url, folder)
+    assert table_exists(database_url, "half")  # committed, though its migration failed
+    assert [row[1] for row in tracking_rows(database_url)] == [journal.migrations[0].hash]

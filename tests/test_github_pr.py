@@ -15,7 +15,7 @@ import pytest
 from orchestrator.audit import read_events
 from orchestrator.cli import run
 from orchestrator.engine.run import rollback
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.runs import RunStore
 from orchestrator.sandbox.release import git
 from tests.drizzle_helpers import tracking_rows
@@ -446,3 +446,23 @@ def test_a_source_already_in_the_target_asks_github_nothing_in_the_rehearsal_as_
         assert record.steps.merge.note.startswith("already in the target before the run")
         assert github.requests == [] and github.pulls == {}  # pre-flight asked nothing either
         assert world.origin_main() == staging
+
+
+def test_without_the_token_the_rehearsal_refuses_as_the_deploy_does(
+    tmp_path: Path, database_url: str
+) -> None:
+    from orchestrator.engine.rehearsal import rehearse
+
+    with pr_world(tmp_path, database_url) as (world, github):
+        # staging is already in main: neither would ask GitHub anything, yet the deploy
+        # refuses to start without the playbook's tokens; so must its rehearsal.
+        staging = git(world.repo.origin, "rev-parse", "staging")
+        git(world.repo.origin, "update-ref", "refs/heads/main", staging)
+        without = {"DATABASE_URL": world.database_url}
+        refusal = r"^\$GITHUB_TOKEN is not set: it must hold the GitHub token$"
+        with pytest.raises(UsageError, match=refusal):
+            rehearse(world.playbook, without, RunStore(tmp_path / "state"))
+        with pytest.raises(UsageError, match=refusal):
+            world.deploy(environ=without)
+        assert world.store.list() == [] and github.requests == []
+        assert len(tracking_rows(world.database_url)) == 9

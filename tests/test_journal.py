@@ -106,6 +106,21 @@ def test_an_applied_migration_is_not_refused_for_what_it_was_written_in(tmp_path
     journal.refuse_unrunnable(journal.untracked([applied.hash, pending.hash]))
 
 
+def test_transaction_control_is_refused_only_in_a_migration_still_to_run(tmp_path: Path) -> None:
+    # A hand-written COMMIT (a common workaround for ALTER TYPE ... ADD VALUE) ran long ago
+    # under drizzle in the applied one; in the pending one it would commit half the release.
+    files = {
+        "0000_a.sql": b"ALTER TYPE t ADD VALUE 'x';\nCOMMIT;\nBEGIN;\nCREATE TABLE a (x int);",
+        "0001_b.sql": b"CREATE TABLE b (x int);\n--> statement-breakpoint\n/* ok */ COMMIT;",
+    }
+    entries = [{"idx": 0, "when": 1, "tag": "0000_a"}, {"idx": 1, "when": 2, "tag": "0001_b"}]
+    journal = read_journal(write_folder(tmp_path / "m", entries, files))
+    applied, pending = journal.migrations
+    with pytest.raises(UsageError, match=r"0001_b\.sql:3: COMMIT controls the migration's"):
+        journal.refuse_unrunnable(journal.untracked([applied.hash]))
+    journal.refuse_unrunnable(journal.untracked([applied.hash, pending.hash]))
+
+
 def test_parse_from_a_mapping_equals_reading_from_disk() -> None:
     folder = DRIZZLE_FIXTURE / "migrations"
     files = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}

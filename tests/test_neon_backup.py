@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from orchestrator.cli import run
 from orchestrator.engine.rollback import rollback_plan
 from orchestrator.engine.run import resume
 from orchestrator.errors import ExitCode
@@ -57,6 +58,37 @@ def test_a_failing_api_keeps_the_run_from_migrating(world: World, neon: NeonStat
     assert record.exit_code == int(ExitCode.GUARD_FAILED)
     assert len(tracking_rows(world.database_url)) == 9  # nothing migrated
     assert KEY not in str(record.halt_reason)
+
+
+@pytest.mark.parametrize(
+    ("key", "code"), [("", ExitCode.USAGE), ("napi_wrong", ExitCode.GUARD_FAILED)]
+)
+def test_the_dry_run_predicts_what_a_missing_or_wrong_key_does_to_the_deploy(
+    world: World,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    key: str,
+    code: ExitCode,
+) -> None:
+    # A missing key is bad input, refused before a run exists; a key Neon refuses halts
+    # the backup step (Neon's reference: 401 for a missing or invalid API key).
+    monkeypatch.setenv("DATABASE_URL", world.database_url)
+    monkeypatch.setenv("NEON_API_KEY", key)
+    state_dir = ["--state-dir", str(world.store.state_dir)]
+    with neon_world(world, KEY) as state:
+        dry = run(["deploy", "--playbook", str(world.playbook), "--dry-run", *state_dir])
+        dry_out, dry_err = capsys.readouterr()
+        deployed = run(world.deploy_argv())
+        err = capsys.readouterr().err
+    assert dry == deployed == code, (dry_out, dry_err, err)
+    if key:
+        assert "[HALT] backup: Neon API GET" in dry_out and "HTTP 401" in dry_out
+        assert backups(state) == []
+    else:
+        refusal = ["error: $NEON_API_KEY is not set: it must hold the Neon API key"]
+        assert dry_err.splitlines() == err.splitlines() == refusal
+        assert world.store.list() == []  # no run record for bad input
+    assert len(tracking_rows(world.database_url)) == 9
 
 
 def test_a_killed_deploy_resumes_with_the_same_branch(world: World, neon: NeonState) -> None:

@@ -7,20 +7,28 @@ transaction (after taking an ACCESS EXCLUSIVE lock); the test sends the signal o
 statement runs, then looks at PostgreSQL's sessions and locks.
 
 Ctrl-C while the CLI is still importing its modules ends the same way: exit 2, no traceback.
+So does Ctrl-C at a confirmation of a deploy run at a terminal (a real pseudo-terminal): an
+interruption, exit 2 before the migration, 20 after it; Ctrl-D there (end of input) answers
+the question's default, no: the run halts as on "n", exit 21.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from orchestrator.audit import read_events
 from orchestrator.errors import ExitCode
+from tests.drizzle_helpers import tracking_rows
 from tests.release_world import World, add_staging_migration, world
 from tests.test_resume import REPO_ROOT, deploy_process, only_run, wait_for_sleeping_migration
 
@@ -95,3 +103,86 @@ def test_ctrl_c_while_the_cli_imports_its_modules_is_an_interruption_not_a_trace
     assert err.decode().splitlines() == ["interrupted by SIGINT"]  # as a later Ctrl-C
     assert process.returncode == int(ExitCode.USAGE)
     assert out == b""
+
+
+def read_until(terminal: int, text: str) -> str:
+    """What the process writes on ``terminal`` up to and including ``text`` (blocking: no
+    clock; a process that exits first closes the terminal and the read fails)."""
+    seen = b""
+    while text.encode() not in seen:
+        seen += os.read(terminal, 4096)
+    return seen.decode()
+
+
+def wait_reading_its_terminal(process: subprocess.Popen[bytes]) -> None:
+    """Wait until ``process`` sleeps in a system call on file descriptor 0, its terminal: the
+    read of the answer. Python handles a signal that lands between the prompt and that read
+    only once the read returns (a key press). No clock: the process gets there."""
+    while True:
+        state = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        call = Path(f"/proc/{process.pid}/syscall").read_text().split()
+        if state == "S" and call[1:2] == ["0x0"]:
+            return
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "key", "code", "says"),
+    [
+        ("to the production database?", "Ctrl-C", ExitCode.USAGE, "interrupted by SIGINT"),
+        ("(push)?", "Ctrl-C", ExitCode.PARTIAL, "interrupted by SIGINT halfway through"),
+        ("to the production database?", "Ctrl-D", ExitCode.GUARD_FAILED, "declined the migr"),
+        ("(push)?", "Ctrl-D", ExitCode.GUARD_FAILED, "the operator declined the merge"),
+    ],
+)
+def test_ctrl_c_at_a_confirmation_interrupts_the_run_and_ctrl_d_answers_no(
+    world: World, prompt: str, key: str, code: ExitCode, says: str
+) -> None:
+    main_before = world.origin_main()
+    deploy = [
+        "deploy",
+        "--playbook",
+        str(world.playbook),
+        "--state-dir",
+        str(world.store.state_dir),
+    ]
+    terminal, operator = pty.openpty()  # the operator's keyboard and screen; the process's end
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", *deploy],
+        cwd=REPO_ROOT,
+        env={**os.environ, "DATABASE_URL": world.database_url},
+        stdin=operator,
+        stdout=operator,
+        stderr=operator,
+    )
+    os.close(operator)
+    try:
+        for question in ("Start the deploy?", "to the production database?", "(push)?"):
+            read_until(terminal, question)
+            if question == prompt:
+                break
+            os.write(terminal, b"y\n")
+        if key == "Ctrl-C":
+            wait_reading_its_terminal(process)
+            process.send_signal(signal.SIGINT)  # what the terminal sends on Ctrl-C
+        else:
+            os.write(terminal, b"\x04")  # end of input on an empty line
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO: the process exited, closing its terminal
+            while chunk := os.read(terminal, 4096):
+                shown += chunk
+        process.wait()
+    finally:
+        os.close(terminal)
+
+    output = shown.decode()
+    assert process.returncode == int(code), output
+    assert says in output and "Traceback" not in output
+    record = only_run(world)
+    assert record.state != "failed"
+    events = [e["event"] for e in read_events(world.store.audit_path(record.run_id))]
+    assert "unexpected_error" not in events
+    assert ("interrupted" in events) is (key == "Ctrl-C")
+    migrated = prompt == "(push)?"
+    assert len(tracking_rows(world.database_url)) == (12 if migrated else 9)
+    assert world.origin_main() == main_before

@@ -49,8 +49,8 @@ def run(argv: list[str] | None = None) -> int:
         console.err.print(f"error: {shown().text(text)}", markup=False, highlight=False)
         return int(exc.exit_code)
     except click.exceptions.Abort as exc:
-        # click turns KeyboardInterrupt (Ctrl-C, and SIGTERM/SIGHUP, see STOP_SIGNALS)
-        # into Abort; a "no" at a prompt is an Abort of its own.
+        # click turns KeyboardInterrupt (Ctrl-C, and SIGTERM/SIGHUP, see STOP_SIGNALS) and
+        # end of input at a prompt into Abort (a run's own prompts tell them apart: cli.runs).
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, KeyboardInterrupt):
             console.err.print(f"interrupted by {str(cause) or 'SIGINT'}", markup=False)

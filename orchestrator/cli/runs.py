@@ -39,7 +39,15 @@ def cli_interaction(
         raise UsageError(f"{what} changes production: pass --yes (no terminal to confirm on)")
 
     def ask(question: str) -> bool:
-        return click.confirm(f"{question}?", default=False)
+        try:
+            return click.confirm(f"{question}?", default=False)
+        except click.Abort as exc:  # click's word for Ctrl-C and for end of input alike
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                raise exc.__context__ from None  # the run stops as on a stop signal
+            return False  # end of input (Ctrl-D) answers the question's default, no
+
+    def confirm(question: str) -> bool:
+        return True if yes else ask(question)
 
     made = Interaction(
         confirm=(lambda _question: True) if yes else ask,
@@ -180,6 +188,7 @@ def deploy(
     if rehearse_on is not None and not dry_run:
         raise UsageError("--rehearse-on only goes with --dry-run")
     if dry_run:
+        from orchestrator import ci
         from orchestrator.cli.options import duration, on_retry
         from orchestrator.engine.dry_run import RehearsalBounds
         from orchestrator.engine.rehearsal import rehearse
@@ -201,8 +210,6 @@ def deploy(
             retries=retries,
             on_retry=on_retry,
         )
-        from orchestrator import ci
-
         for warning in rehearsal.warnings:
             _warner(as_json)(warning)
         actions = ci.GitHubActions.from_environ(os.environ)

@@ -225,36 +225,38 @@ def encoding_problem(raw: bytes) -> str | None:
 def sql_problem(text: str) -> str | None:
     """``"<line>: <problem>"`` for the first statement of ``text`` that cannot run, else None:
     one PostgreSQL's own parser (pglast) rejects, as the server would halfway through the
-    migration's transaction, or a ``--> statement-breakpoint`` inside a statement (drizzle
-    would send the halves as two statements: diagnosed when the halves rejoined parse)."""
+    migration's transaction, a ``--> statement-breakpoint`` inside a statement (drizzle
+    would send the halves as two statements: diagnosed when the halves rejoined are sound), or
+    COMMIT, BEGIN, SAVEPOINT... (a COMMIT would commit the migration half-applied, even in a
+    rehearsal that then rolls back)."""
     from pglast import parser  # imported here: reading a journal must not cost pglast's import
 
     pieces = split_statements(text)
     start_line = 1
     for number, piece in enumerate(pieces, start=1):
-        try:
-            parser.split(piece, with_parser=True)  # PostgreSQL's grammar; no tree is built
+        try:  # PostgreSQL's grammar; its JSON names each statement's kind (no Python tree)
+            statements = json.loads(parser.parse_sql_json(piece))["stmts"]
         except parser.ParseError as exc:
             message, index = _parse_error(exc)
             line = start_line + piece[:index].count("\n")
-            if number < len(pieces) and _parses(piece + pieces[number]):
+            if number < len(pieces) and sql_problem(piece + pieces[number]) is None:
                 return (
                     f"{start_line + piece.count(chr(10))}: a {BREAKPOINT} splits statement "
                     f"{number} in two; drizzle would run each half alone"
                 )
             return f"{line}: statement {number} does not parse: {message}"
+        for statement in statements:
+            if "TransactionStmt" in statement["stmt"]:
+                raw, begin = piece.encode("utf-8"), statement.get("stmt_location", 0)
+                words = raw[begin : begin + statement.get("stmt_len", len(raw))].decode().split()
+                line = start_line + raw[:begin].count(b"\n")
+                return (
+                    f"{line}: {' '.join(words)} controls the migration's transaction (a COMMIT "
+                    "commits it half-applied, even in a rehearsal): remove it; what PostgreSQL "
+                    "refuses in a transaction runs with `migrate --allow-concurrent`"
+                )
         start_line += piece.count("\n")
     return None
-
-
-def _parses(text: str) -> bool:
-    from pglast import parser
-
-    try:
-        parser.split(text, with_parser=True)
-    except parser.ParseError:
-        return False
-    return True
 
 
 def _parse_error(exc: Exception) -> tuple[str, int]:

@@ -143,7 +143,7 @@ def rehearse(
         playbook, environ, merge.source_commit, already_merged=merge.already_merged
     )
     shadow = shadow_spec(playbook, environ)
-    walk = _Walk(run, playbook, journal, merge, bounds, shadow, on_retry)
+    walk = _Walk(run, playbook, journal, merge, bounds, shadow, environ, on_retry)
     try:
         if rehearse_on is None:
             run.kind = "production, rolled back"
@@ -196,6 +196,7 @@ class _Walk:
     merge: TrialMerge
     bounds: RehearsalBounds
     shadow: ShadowSpec  # where the journal is replayed to judge the database
+    environ: Mapping[str, str]  # the platforms' tokens
     on_retry: OnRetry | None = None  # hears each retry of the run lock's connection
 
     def on(self, url: str, *, real: bool, schema_only: bool = False) -> DryRun:
@@ -230,6 +231,7 @@ class _Walk:
             record=record,
             options=options,
             shadow=self.shadow,
+            environ=self.environ,
         )
         acting = ""  # the step whose rehearsal form runs: a refusal names it
 

@@ -55,6 +55,7 @@ from orchestrator.errors import GuardError, UsageError
 from orchestrator.gitrepo import TrialMerge
 from orchestrator.migrate import migrate_database, outside_transaction, refuse_what_postgres_refuses
 from orchestrator.monitor import CheckResult, judge_row, sql_check
+from orchestrator.neon.backup import neon_api, production_branch
 from orchestrator.playbook import Playbook
 from orchestrator.runs import PlannedMigration, RunRecord
 from orchestrator.shadow import ShadowSpec
@@ -85,6 +86,7 @@ class Rehearsal:
     record: RunRecord
     options: MigrateOptions
     shadow: ShadowSpec
+    environ: Mapping[str, str]  # the platforms' tokens
     history: History | None = None  # the journal's, once replayed
     tracked_after: tuple[str, ...] = ()  # each tracking row's hash once migrated
     sql_results: list[CheckResult] = field(default_factory=list)
@@ -280,6 +282,8 @@ def _rehearse_backup(r: Rehearsal) -> BackupOutcome:
         missing = [t for t in ("pg_dump", "pg_restore") if shutil.which(t) is None]
         if missing:
             raise UsageError(f"backup kind pg_dump needs {', '.join(missing)}")
+    if backup.kind == "neon_branch":  # the step's first request (a GET): the key, the branch
+        production_branch(neon_api(playbook, r.environ), playbook)
     point = restore_point(r.url)
     where = f"{point.database} at {point.taken_at}, WAL {point.wal_lsn}"
     if r.real:

@@ -54,7 +54,7 @@ from orchestrator.errors import (
     UsageError,
 )
 from orchestrator.gitrepo import MissingBranch, open_repo, remote_tips
-from orchestrator.platforms.http import check_tokens, playbook_tokens
+from orchestrator.platforms.http import check_tokens, playbook_tokens, read_secret
 from orchestrator.playbook import (
     Playbook,
     load_playbook,
@@ -97,10 +97,7 @@ def database_url(playbook: Playbook, environ: Mapping[str, str], *, writes: bool
     ``writes``: a deploy or resume changes the database, so Neon's pooled endpoint is refused
     before any connection (exit 2, naming the direct host to use).
     """
-    name = playbook.database.url_env
-    url = environ.get(name)
-    if not url:
-        raise UsageError(f"${name} is not set: it must hold the production connection string")
+    url = read_secret(environ, playbook.database.url_env, "production connection string")
     checked = check_url(url)
     if writes:
         refuse_pooler(checked)
@@ -121,6 +118,7 @@ def check_before_run(
     ``attested``: a person vouches for a manual backup (at a terminal, or --backup-confirmed;
     ``--yes`` answers confirmations of our own actions, it cannot attest to a backup).
     """
+    check_tokens(playbook, environ)
     url = database_url(playbook, environ)
     kind, path = playbook.backup.kind, playbook.backup.path
     if kind == "manual" and not attested:
@@ -255,7 +253,6 @@ def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> Run
     text = read_playbook_text(playbook_path)
     playbook = with_retries(parse_playbook(text, playbook_path), interaction.retries)
     check_release(playbook)
-    check_tokens(playbook, interaction.environ)
     attested = interaction.backup_confirmed or interaction.ask is not None
     # Last: it makes the state dir, and a refusal changes nothing.
     url, warning = check_before_run(playbook, interaction.environ, store, attested, create=True)

@@ -14,6 +14,7 @@ from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, parse_journal
 from orchestrator.errors import UsageError
 from orchestrator.gitrepo import open_repo, read_files_at
+from orchestrator.platforms.http import read_secret
 from orchestrator.playbook import Playbook
 from orchestrator.shadow import SHADOW_URL_ENV, ShadowSpec
 
@@ -94,11 +95,6 @@ def shadow_spec(playbook: Playbook, environ: Mapping[str, str]) -> ShadowSpec:
     ``$ORCHESTRATOR_SHADOW_URL``, else a throwaway local cluster; UsageError when the
     variable the playbook names is not set."""
     if playbook.shadow is not None:
-        url = environ.get(playbook.shadow.url_env)
-        if not url:
-            raise UsageError(
-                f"shadow.url_env names {playbook.shadow.url_env}, which is not set: export "
-                "the URL of a PostgreSQL server that is not production"
-            )
-        return ShadowSpec(url)
+        what = "URL of the shadow, a PostgreSQL server that is not production"
+        return ShadowSpec(read_secret(environ, playbook.shadow.url_env, what))
     return ShadowSpec(environ.get(SHADOW_URL_ENV) or None)

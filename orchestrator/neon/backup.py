@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from orchestrator.engine.outcomes import BackupOutcome
 from orchestrator.errors import GuardError, UsageError
 from orchestrator.neon.api import Branch, NeonApi, OperationFailed
+from orchestrator.platforms.http import read_secret
 from orchestrator.playbook import Playbook
 
 
@@ -20,9 +21,7 @@ def neon_api(
     spec = playbook.neon
     if spec is None:
         raise UsageError(f"{purpose} needs the neon: block of the playbook (project_id, ...)")
-    key = environ.get(spec.api_key_env)
-    if not key:
-        raise UsageError(f"${spec.api_key_env} is not set: it must hold the Neon API key")
+    key = read_secret(environ, spec.api_key_env, "Neon API key")
     return NeonApi(project_id=spec.project_id, api_key=key, api_url=spec.api_url)
 
 

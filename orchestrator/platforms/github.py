@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from orchestrator.errors import UsageError
-from orchestrator.platforms.http import ApiClient, ApiError, read_token
+from orchestrator.platforms.http import ApiClient, ApiError, read_secret
 from orchestrator.playbook import Playbook
 
 MERGE_METHODS = ("merge", "squash", "rebase")  # the default is the first one allowed
@@ -310,6 +310,6 @@ def github_api(playbook: Playbook, environ: Mapping[str, str]) -> GitHubApi:
     spec = playbook.git.github
     if spec is None:
         raise UsageError("git.via github_pr needs the git.github block")
-    token = read_token(environ, spec.token_env, "GitHub")
+    token = read_secret(environ, spec.token_env, "GitHub token")
     client = ApiClient("GitHub API", spec.api_url, token, headers=_HEADERS)
     return GitHubApi(spec.repo, client)

@@ -49,28 +49,30 @@ class ApiError(OrchestratorError):
         self.ambiguous = ambiguous
 
 
-def read_token(environ: Mapping[str, str], name: str, what: str) -> str:
-    """The token held by ``$name``; :class:`UsageError` (exit 2) when it is unset."""
-    token = environ.get(name, "")
-    if not token:
-        raise UsageError(f"${name} is not set: it must hold the {what} token")
-    return token
+def read_secret(environ: Mapping[str, str], name: str, what: str) -> str:
+    """The ``what`` held by ``$name``; :class:`UsageError` (exit 2) when it is unset."""
+    value = environ.get(name, "")
+    if not value:
+        raise UsageError(f"${name} is not set: it must hold the {what}")
+    return value
 
 
 def _token_envs(playbook: Playbook) -> list[tuple[str, str]]:
-    """(variable, platform) for each token the playbook's platforms need."""
+    """(variable, what it holds) for each token or key the playbook's platforms need."""
     needed = []
     if playbook.git.via == "github_pr" and playbook.git.github is not None:
-        needed.append((playbook.git.github.token_env, "GitHub"))
+        needed.append((playbook.git.github.token_env, "GitHub token"))
     if playbook.release is not None and playbook.release.vercel is not None:
-        needed.append((playbook.release.vercel.token_env, "Vercel"))
+        needed.append((playbook.release.vercel.token_env, "Vercel token"))
+    if playbook.backup.kind == "neon_branch" and playbook.neon is not None:
+        needed.append((playbook.neon.api_key_env, "Neon API key"))
     return needed
 
 
 def check_tokens(playbook: Playbook, environ: Mapping[str, str]) -> None:
     """Every token the playbook needs is set; UsageError (exit 2) before anything changes."""
     for name, what in _token_envs(playbook):
-        read_token(environ, name, what)
+        read_secret(environ, name, what)
 
 
 def playbook_tokens(playbook: Playbook, environ: Mapping[str, str]) -> list[str]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.errors import UsageError
-from orchestrator.platforms.http import ApiClient, read_token
+from orchestrator.platforms.http import ApiClient, read_secret
 from orchestrator.playbook import Playbook
 
 
@@ -89,5 +89,5 @@ def vercel_api(playbook: Playbook, environ: Mapping[str, str]) -> VercelApi:
     spec = release.vercel if release is not None else None
     if spec is None:
         raise UsageError("the release gate has no vercel: block")
-    token = read_token(environ, spec.token_env, "Vercel")
+    token = read_secret(environ, spec.token_env, "Vercel token")
     return VercelApi(spec.project_id, spec.team_id, ApiClient("Vercel API", spec.api_url, token))
