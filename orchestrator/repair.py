@@ -5,7 +5,8 @@ PostgreSQL builds from the tracked migrations plus some untracked ones (replayed
 shadow database), insert the tracking rows drizzle's migrator would have written for those:
 ``("hash", "created_at") = (SHA-256 of the file, the journal's when)``, in journal order.
 "Exactly" means the same comparison as ``validate``: every object and property the folder's
-history holds.
+history holds. Never for a migration that changes nothing in the catalog (a seed): nothing
+there proves it ran, so it stays pending, for ``migrate`` to run.
 
 It refuses (and changes nothing) in every other case: a migration ``partially_present`` or
 ``tracked_missing``, a file edited after it was applied, or objects present but not as the
@@ -35,6 +36,7 @@ from orchestrator.drizzle.journal import Journal
 from orchestrator.errors import GuardError, PartialStateError, UsageError
 from orchestrator.shadow import LOCAL_SHADOW, ShadowSpec
 from orchestrator.validation import MigrationState, ValidationReport, validate
+from orchestrator.validation.findings import first_few
 
 
 @dataclass(frozen=True)
@@ -64,15 +66,14 @@ class RepairPlan:
 
 @dataclass(frozen=True)
 class RepairResult:
-    """The state before, the plan, what was inserted, and the state after (None: dry run)."""
+    """The state before, the plan, and the state after inserting its rows (None: not inserted)."""
 
     before: ValidationReport
     plan: RepairPlan
-    inserted: tuple[RepairRow, ...]
     after: ValidationReport | None
 
 
-def plan_repair(journal: Journal, report: ValidationReport) -> RepairPlan:
+def plan_repair(report: ValidationReport) -> RepairPlan:
     """Which rows to insert, or the refusals (pure)."""
     refusals: list[Refusal] = []
     for status in report.migrations:
@@ -104,41 +105,37 @@ def plan_repair(journal: Journal, report: ValidationReport) -> RepairPlan:
                 "is tracked; decide by hand which version the database holds"
             )
             refusals.append(Refusal(finding.migration, why))
-    unproven = [s.tag for s in report.migrations if s.state is MigrationState.UNTRACKED_PRESENT]
+    unproven = [s for s in report.migrations if s.state is MigrationState.UNTRACKED_PRESENT]
     if unproven and not report.repairable:
         drift = next((f": {f.message}" for f in report.findings if f.code == "schema_drift"), "")
         why = (
-            f"{', '.join(unproven)} look applied, but the schema is not the state PostgreSQL "
-            f"builds from the tracked migrations and them{drift}; a tracking row would hide "
-            "the difference: reconcile by hand"
+            f"{', '.join(s.tag for s in unproven)} look applied, but the schema is not the state "
+            f"PostgreSQL builds from the tracked migrations and them{drift}; a tracking row "
+            "would hide the difference: reconcile by hand"
         )
-        refusals.append(Refusal(unproven[0], why))
+        refusals.append(Refusal(unproven[0].tag, why))
     if refusals:
         if report.repair_differences:  # the exact difference: object, property, found
-            shown = "; ".join(report.repair_differences[:5])
-            more = len(report.repair_differences) - 5
-            shown += f" and {more} more" if more > 0 else ""
-            why = f"tracked, the database would still differ: {shown}"
+            why = "tracked, the database would still differ: " + first_few(
+                report.repair_differences
+            )
             refusals.append(Refusal(refusals[0].tag, why))
         return RepairPlan((), tuple(refusals))
-    by_tag = {m.tag: m for m in journal.migrations}
-    rows = tuple(RepairRow(tag, by_tag[tag].hash, by_tag[tag].when) for tag in unproven)
-    return RepairPlan(rows, ())
+    return RepairPlan(tuple(RepairRow(s.tag, s.hash, s.when) for s in unproven), ())
 
 
 def _judge(
     journal: Journal, history: History, snapshot: CatalogSnapshot
 ) -> tuple[ValidationReport, RepairPlan]:
+    """The report and the rows to insert; raises when the state cannot be repaired."""
     report = validate(journal, history, snapshot)
     report.refuse_unjudged()
-    return report, plan_repair(journal, report)
-
-
-def _refuse(plan: RepairPlan) -> None:
+    plan = plan_repair(report)
     if plan.refusals:
         raise PartialStateError(
             "refusing to repair, nothing was changed: " + "; ".join(r.reason for r in plan.refusals)
         )
+    return report, plan
 
 
 def repair_database(
@@ -165,9 +162,8 @@ def repair_database(
     snapshot = take_snapshot(url, options, retry=retry, on_retry=on_retry)
     history = folder_history(journal, options, shadow, production_major=snapshot.server_major)
     before, plan = _judge(journal, history, snapshot)
-    _refuse(plan)
     if dry_run or not plan.rows:
-        return RepairResult(before, plan, (), None)
+        return RepairResult(before, plan, None)
     if not confirm(plan, before):
         raise UsageError("repair not confirmed: nothing was changed")
 
@@ -180,7 +176,6 @@ def repair_database(
             # Under the lock: the state may have moved since the read-only plan.
             locked = read_catalog(conn, schema=options.schema, table=options.table)
             _, locked_plan = _judge(journal, history, locked)
-            _refuse(locked_plan)
             if locked_plan.rows != plan.rows:
                 raise GuardError(
                     "the database changed since the repair was planned; nothing was changed: "
@@ -193,4 +188,4 @@ def repair_database(
     finally:
         run_lock.release()
     after, _ = _judge(journal, history, take_snapshot(url, options, retry=retry, on_retry=on_retry))
-    return RepairResult(before, plan, plan.rows, after)
+    return RepairResult(before, plan, after)

@@ -278,3 +278,79 @@ def test_waits_on_the_migrators_advisory_lock(
     code, _, err = cli(capsys, *repair_args(database_url, "--yes"))
     assert code == 0, err
     assert tracking_rows(database_url) == expected_rows()
+
+
+SEEDED = {  # the reviewer's folder: a seed between a table and an index on it
+    "0000_init": 'CREATE TABLE IF NOT EXISTS "plans" (\n\t"id" serial PRIMARY KEY NOT NULL,\n'
+    '\t"name" text NOT NULL,\n\t"price_cents" integer NOT NULL\n);',
+    "0001_seed_plans": 'INSERT INTO "plans" ("name", "price_cents") VALUES '
+    "('free', 0), ('pro', 1900);",
+    "0002_plans_name_idx": 'CREATE UNIQUE INDEX IF NOT EXISTS "plans_name_idx" ON "plans" '
+    'USING btree ("name");',
+}
+
+
+def seeded_folder(root: Path) -> Path:
+    (root / "meta").mkdir(parents=True)
+    entries = [
+        {
+            "idx": i,
+            "version": "7",
+            "when": 1700000000000 + 1000 * i,
+            "tag": tag,
+            "breakpoints": True,
+        }
+        for i, tag in enumerate(SEEDED)
+    ]
+    (root / "meta" / "_journal.json").write_text(json.dumps({"version": "7", "entries": entries}))
+    for tag, text in SEEDED.items():
+        (root / f"{tag}.sql").write_text(text)
+    return root
+
+
+def plans(url: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT name, price_cents FROM plans ORDER BY id").fetchall()
+
+
+@pytest.mark.parametrize("migrated", [1, 0])  # 0: the schema was built by `drizzle-kit push`
+def test_a_seed_between_hand_run_migrations_gets_no_row_and_migrate_runs_it(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], migrated: int
+) -> None:
+    folder = seeded_folder(tmp_path / "migrations")
+    journal = read_journal(folder)
+    if migrated:
+        prefix = read_journal(prefix_folder(folder, 1, tmp_path / "prefix"))
+        migrate_database(database_url, prefix, OPTIONS, confirm=lambda _r: True, retry=ONCE)
+    # By hand, without tracking rows: the coming index (a colleague), and 0000 when pushed.
+    for migration in journal.migrations[migrated:]:
+        if migration.tag != "0001_seed_plans":
+            run_sql(database_url, migration)
+    args = ["--database-url", database_url, "--migrations", str(folder)]
+
+    code, out, _ = cli(capsys, "validate", *args, "--json")
+    report = json.loads(out)
+    # The catalog cannot tell whether the seed ran: it stays pending, decided by its hash.
+    assert code == 20, report
+    assert [m["state"] for m in report["migrations"]] == [
+        "applied" if migrated else "untracked_present",
+        "pending",
+        "untracked_present",
+    ]
+    assert "whether 0001_seed_plans ran" in report["recommendation"]
+
+    code, out, err = cli(capsys, "repair", *args, "--yes")
+    # Only what the catalog proves is tracked; the seed is left a hole for migrate to fill.
+    assert code == 20, err
+    assert f"inserted {2 - migrated} tracking row(s)" in out
+    assert "whether 0001_seed_plans ran" in out
+    assert [row[1] for row in tracking_rows(database_url)] == [
+        journal.migrations[0].hash,
+        journal.migrations[2].hash,
+    ]
+    assert plans(database_url) == []
+
+    code, _, err = cli(capsys, "migrate", *args, "--yes")
+    assert code == 0, err
+    assert plans(database_url) == [("free", 0), ("pro", 1900)]
+    assert cli(capsys, "validate", *args)[0] == 0

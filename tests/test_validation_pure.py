@@ -16,6 +16,7 @@ import pytest
 
 from orchestrator.catalog import CatalogSnapshot, History, TrackingRow, delta
 from orchestrator.drizzle.journal import Journal, Migration, hash_sql
+from orchestrator.repair import plan_repair
 from orchestrator.validation import (
     MigrationState,
     Verdict,
@@ -140,6 +141,39 @@ def test_a_later_state_makes_the_migrations_between_untracked_present() -> None:
     assert [m.state for m in report.migrations] == [A, U, P]
     assert report.status is Verdict.PARTIAL_MIGRATION
     assert report.repairable
+
+
+@pytest.mark.parametrize("tracked", [0, 1])  # 0: a schema built by `drizzle-kit push`
+def test_a_data_only_migration_among_hand_run_ones_stays_pending_and_gets_no_row(
+    tracked: int,
+) -> None:
+    # 0000 users, 0001 a seed (no catalog change), 0002 users.email. 0000 is tracked or not;
+    # users.email was added by hand: whether the seed ran, the catalog cannot say.
+    texts = ["create table", "insert into users", "add column"]
+    seeded = tuple(
+        Migration(i, tag, 100 * (i + 1), sql, hash_sql(sql))
+        for i, (tag, sql) in enumerate(
+            zip(["0000_users", "0001_seed", "0002_email"], texts, strict=True)
+        )
+    )
+    journal = Journal("mem", "postgresql", seeded)
+    history = dataclasses.replace(
+        HISTORY,
+        hashes=tuple(m.hash for m in seeded),
+        deltas=(HISTORY.deltas[0], {}, HISTORY.deltas[1]),
+    )
+    found = snapshot(STATES[2], 0)
+    rows = tuple(TrackingRow(i + 1, m.hash, m.when) for i, m in enumerate(seeded[:tracked]))
+    report = validate(journal, history, dataclasses.replace(found, tracking_rows=rows))
+
+    assert [m.state for m in report.migrations] == [A if tracked else U, P, U]
+    assert report.status is Verdict.PARTIAL_MIGRATION
+    assert report.repairable
+    assert "The catalog cannot show whether 0001_seed ran" in report.recommendation
+    # repair tracks what the catalog proves, never the seed: migrate will run it
+    plan = plan_repair(report)
+    assert [row.tag for row in plan.rows] == ["0000_users", "0002_email"][tracked:]
+    assert plan.refusals == ()
 
 
 def test_any_other_state_is_partial_with_the_exact_difference() -> None:

@@ -135,9 +135,7 @@ def repair(target: DatabaseTarget, lock_timeout: str, dry_run: bool, yes: bool) 
         print_json(repair_json(result, dry_run))
     else:
         show_repair(result, dry_run)
-    if dry_run or result.after is None:
-        return int(ExitCode.OK if dry_run else result.before.exit_code)
-    return int(result.after.exit_code)
+    return int(ExitCode.OK if dry_run else (result.after or result.before).exit_code)
 
 
 @click.command()
@@ -239,8 +237,8 @@ def show_repair(result: RepairResult, dry_run: bool) -> None:
     verb = "would insert" if dry_run else "inserted"
     print_lines([f"{verb} {len(result.plan.rows)} tracking row(s):"])
     show_repair_rows(result.plan)
-    if result.after is not None:
-        print_lines([f"status after repair: {result.after.status.value}"])
+    after = [f"status after repair: {result.after.status.value}"] if result.after else []
+    print_lines([*after, (result.after or result.before).recommendation])
 
 
 def repair_json(result: RepairResult, dry_run: bool) -> dict[str, object]:
@@ -248,9 +246,10 @@ def repair_json(result: RepairResult, dry_run: bool) -> dict[str, object]:
     return {
         "dry_run": dry_run,
         "rows": [row.__dict__ for row in result.plan.rows],
-        "inserted": [row.__dict__ for row in result.inserted],
+        "inserted": [row.__dict__ for row in result.plan.rows] if result.after else [],
         "before": result.before.status.value,
         "after": result.after.status.value if result.after is not None else None,
+        "recommendation": (result.after or result.before).recommendation,
     }
 
 

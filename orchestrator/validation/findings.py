@@ -21,23 +21,27 @@ from orchestrator.validation.report import (
 )
 
 
+def first_few(items: Sequence[object], limit: int = 5, separator: str = "; ") -> str:
+    """The first ``limit`` of ``items``, then how many more there are."""
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return separator.join(str(item) for item in items[:limit]) + more
+
+
 def drift_finding(differences: Sequence[Difference]) -> Finding:
     """The schema differs from the state the tracked migrations build."""
-    shown = "; ".join(str(d) for d in differences[:5])
-    more = f" and {len(differences) - 5} more" if len(differences) > 5 else ""
     return Finding(
         "schema_drift",
-        "the schema is not the one the tracked migrations build: " + (shown or "?") + more,
+        "the schema is not the one the tracked migrations build: " + first_few(differences),
     )
 
 
 def untouched_finding(keys: Sequence[str]) -> Finding:
     """Objects no migration of the folder ever touches: other tools' or the platform's."""
-    shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
     return Finding(
         "untouched_objects",
-        f"{len(keys)} object(s) that no migration of this folder creates: {shown} "
-        "(another tool's or the platform's; they do not change the verdict)",
+        f"{len(keys)} object(s) that no migration of this folder creates: "
+        f"{first_few(keys, 5, ', ')} (another tool's or the platform's; they do not change "
+        "the verdict)",
         severity="warning",
     )
 
@@ -229,10 +233,8 @@ def build_checks(snapshot: CatalogSnapshot, statuses: Sequence[MigrationStatus])
         if expected == 0:
             detail = "no objects to check (decided by its hash)"
         elif status.missing_objects:
-            shown = ", ".join(status.missing_summary[:4])
-            more = len(status.missing_summary) - 4
+            shown = first_few(status.missing_summary, 4, ", ")
             detail = f"{expected - len(status.missing_objects)}/{expected} present; missing {shown}"
-            detail += f" and {more} more" if more > 0 else ""
         else:
             detail = f"{expected}/{expected} present"
         checks.append(Check(f"objects {status.tag}", not status.missing_objects, detail))
@@ -274,15 +276,27 @@ def recommend(
             "schema_drift). Find who changed it; put it back (restore point or backup) or "
             "write a migration that states the change; then validate again."
         )
+    # Pending behind migrations that ran, one that changes nothing in the catalog (a seed)
+    # may have run with them: only its data can tell.
+    ran = max(
+        (i for i, s in enumerate(statuses) if s.state is not MigrationState.PENDING), default=0
+    )
+    unseen = [s.tag for s in statuses[:ran] if not (s.tracked or s.expected_objects)]
+    data = "".join(
+        f" The catalog cannot show whether {tag} ran: check its data before "
+        "`orchestrator migrate` runs it; if it ran, insert its tracking row by hand."
+        for tag in unseen
+    )
     problems = [f"{s.tag} is {s.state.value}" for s in statuses if s.state in UNRECONCILED]
     if problems:
         return (
             "Do not deploy: " + "; ".join(problems) + ". Reconcile by hand: objects present but "
-            "untracked need their tracking row (or removal), tracked-but-missing need the "
-            "objects restored (restore point or backup); then validate again."
+            "untracked need their tracking row (`orchestrator repair`) or removal, "
+            "tracked-but-missing need the objects restored (restore point or backup); then "
+            "validate again." + data
         )
     return (
         f"Do not deploy with drizzle-kit: {', '.join(pending)} pending behind applied "
         "migrations (a hole). `orchestrator migrate` applies them in journal order; then "
-        "validate again."
+        "validate again." + data
     )

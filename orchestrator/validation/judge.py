@@ -7,7 +7,8 @@ database is judged as a whole against the history (:mod:`orchestrator.validation
 1. tracked rows are a prefix of the journal (k entries) and the schema equals the state
    after those k: SAFE, or NEEDS_MIGRATION with exactly the rest pending;
 2. tracked rows are a prefix and the schema equals the state after a longer prefix j: the
-   migrations k..j-1 ran without their tracking rows (``untracked_present``);
+   migrations k..j-1 ran without their tracking rows (``untracked_present``), but for those
+   that change nothing in the catalog: only a hash tells they ran, so they are pending;
 3. anything else: PARTIAL_MIGRATION, with every difference against the state the tracked
    migrations build (object, property, expected, found), and each migration's own changes
    read in the database to say which ran, which did not and which half-ran.
@@ -93,29 +94,24 @@ def read_history(
     migration ``tracked`` or not."""
     tags = [m.tag for m in journal.migrations]
     found = snapshot.objects
-    n = len(tags)
-    k = next((i for i, is_tracked in enumerate(tracked) if not is_tracked), n)
-    if not any(tracked[k:]):
-        matched = first_matching_prefix(history, found, k)
-        if matched is not None:
-            states = (
-                [MigrationState.APPLIED] * k
-                + [MigrationState.UNTRACKED_PRESENT] * (matched - k)
-                + [MigrationState.PENDING] * (n - matched)
-            )
-            evidence = [
-                MigrationEvidence(tag, tuple(sorted(change)), ())
-                if i < matched
-                else MigrationEvidence(tag, (), tuple(sorted(change)))
-                for i, (tag, change) in enumerate(zip(tags, history.deltas, strict=True))
-            ]
-            return HistoryReading(
-                tuple(states), tuple(evidence), matched, (), repairable=matched > k
-            )
-    evidence = migration_evidence(history, tags, found)
+    k = next((i for i, is_tracked in enumerate(tracked) if not is_tracked), len(tags))
+    matched = None if any(tracked[k:]) else first_matching_prefix(history, found, k)
+    if matched is not None:
+        evidence = [
+            MigrationEvidence(tag, tuple(sorted(change)), ())
+            if i < matched
+            else MigrationEvidence(tag, (), tuple(sorted(change)))
+            for i, (tag, change) in enumerate(zip(tags, history.deltas, strict=True))
+        ]
+    else:
+        evidence = migration_evidence(history, tags, found)
+    # A migration that changes nothing in the catalog (a seed, a backfill) stays pending, even
+    # between migrations run by hand: only its hash can say it ran.
     states = [
         evidence_state(is_tracked, e) for is_tracked, e in zip(tracked, evidence, strict=True)
     ]
+    if matched is not None:
+        return HistoryReading(tuple(states), tuple(evidence), matched, (), matched > k)
     differences = tuple(drift(history, tracked_state(history, tracked), found))
     # What tracking the untracked migrations whose changes are (partly) there would leave:
     # repair may write their rows only where nothing differs then.
@@ -123,8 +119,7 @@ def read_history(
     if_tracked = tuple(drift(history, tracked_state(history, candidates), found))
     repairable = (
         candidates != tracked
-        and all(s is not MigrationState.PARTIALLY_PRESENT for s in states)
-        and all(s is not MigrationState.TRACKED_MISSING for s in states)
+        and not {MigrationState.PARTIALLY_PRESENT, MigrationState.TRACKED_MISSING} & set(states)
         and not if_tracked
     )
     return HistoryReading(tuple(states), tuple(evidence), None, differences, repairable, if_tracked)
@@ -163,8 +158,7 @@ def validate(journal: Journal, history: History, snapshot: CatalogSnapshot) -> V
     for migration, state, evidence, tracked in zip(
         journal.migrations, reading.states, reading.evidence, flags, strict=True
     ):
-        pending = state is MigrationState.PENDING
-        missing = () if pending else evidence.absent
+        missing = () if state is MigrationState.PENDING else evidence.absent
         statuses.append(
             MigrationStatus(
                 tag=migration.tag,
@@ -224,7 +218,6 @@ def _judged_before_failure(
         f"{' '.join(failure.statement.split())[:120]}); migrate refuses it: fix the migration",
         failure.tag,
     )
-    beyond = journal.migrations[replayed:]
     if any(tracked_flags(journal, snapshot)[replayed:]):
         report = error_report(
             f"cannot tell the migration state: production tracks migrations from {failure.tag} "
@@ -238,12 +231,10 @@ def _judged_before_failure(
     )
     pending = tuple(
         MigrationStatus(m.tag, m.hash, m.when, MigrationState.PENDING, False, (), ())
-        for m in beyond
+        for m in journal.migrations[replayed:]
     )
     migrations = head.migrations + pending
-    status = head.status
-    if status in (Verdict.SAFE, Verdict.NEEDS_MIGRATION):
-        status = Verdict.NEEDS_MIGRATION
+    status = Verdict.NEEDS_MIGRATION if head.status is Verdict.SAFE else head.status
     findings = (*head.findings, finding)
     return dataclasses.replace(
         head,
