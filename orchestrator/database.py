@@ -14,10 +14,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 
 from orchestrator.catalog import CatalogSnapshot, History
-from orchestrator.db.catalog_reader import read_catalog_at
-from orchestrator.db.connect import check_url
+from orchestrator.db.catalog_reader import read_catalog
+from orchestrator.db.connect import check_url, connect
 from orchestrator.db.migrator import MigrateOptions
-from orchestrator.db.retry import OnRetry, RetryPolicy
+from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 from orchestrator.drizzle.journal import Journal
 from orchestrator.errors import DatabaseError
 from orchestrator.shadow import (
@@ -40,17 +40,26 @@ def take_snapshot(
     on_retry: OnRetry | None = None,
     on_connected: Callable[[int], object] | None = None,
 ) -> CatalogSnapshot:
-    """One catalog snapshot of the database at ``url`` (``on_connected``: see
-    :func:`~orchestrator.db.catalog_reader.read_catalog_at`)."""
-    return read_catalog_at(
-        url,
-        schema=options.schema,
-        table=options.table,
-        retry=retry,
-        lock_timeout=options.read_lock_timeout,
-        on_retry=on_retry,
-        on_connected=on_connected,
-    )
+    """One catalog snapshot of the database at ``url`` (a read-only transaction that waits at
+    most ``options.read_lock_timeout`` seconds for a table lock); transient failures retried.
+
+    ``on_connected``: called with the server's major version once connected (again on a
+    retry), before the statement is sent; work it starts in another thread overlaps the
+    time the server takes to print its catalog.
+    """
+
+    def attempt() -> CatalogSnapshot:
+        with connect(url, autocommit=True) as conn:
+            if on_connected is not None:
+                on_connected(conn.info.server_version // 10000)
+            return read_catalog(
+                conn,
+                schema=options.schema,
+                table=options.table,
+                lock_timeout=options.read_lock_timeout,
+            )
+
+    return call_with_retry(attempt, retry, on_retry=on_retry)
 
 
 def folder_history(

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from orchestrator.analysis.nontransactional import NonTransactional, nontransactional_statements
 from orchestrator.analysis.nontransactional import refusal as allow_concurrent_hint
@@ -127,7 +128,6 @@ def migrate_database(
                 break
             except (DatabaseError, MigrationFailed) as exc:
                 if _is_lock_timeout(exc) and lock_timeouts + 1 < lock_policy.attempts:
-                    assert isinstance(exc, MigrationFailed)
                     lock_timeouts += 1
                     wait = lock_policy.wait(lock_timeouts)
                     if on_lock_retry is not None:
@@ -213,13 +213,12 @@ def outside_transaction(untracked: list[Migration]) -> list[NonTransactional]:
     return nontransactional_statements([(m.tag, m.statements) for m in untracked])
 
 
-def _is_lock_timeout(exc: Exception) -> bool:
+def _is_lock_timeout(exc: Exception) -> TypeGuard[MigrationFailed]:
     return isinstance(exc, MigrationFailed) and exc.sqlstate == LOCK_NOT_AVAILABLE
 
 
-def _out_of_lock_retries(exc: Exception, attempts: int) -> MigrationFailed:
+def _out_of_lock_retries(exc: MigrationFailed, attempts: int) -> MigrationFailed:
     """The last lock timeout, saying the retries ran out (and who blocked, as it did)."""
-    assert isinstance(exc, MigrationFailed)
     return MigrationFailed(
         exc.tag,
         f"gave up after {attempts} attempts, each stopped by a lock timeout: {exc}",

@@ -53,7 +53,7 @@ def test_tables_columns_types_rows_and_creators(database_url: str) -> None:
     assert settings.row_estimate == 40
     assert tables["public.kb_articles"].row_estimate is None  # never analysed
     columns = {c.name: c for c in tables["public.case_classifications"].columns}
-    assert columns["urgency"].type == "case_urgency"
+    assert columns["urgency"].type == "public.case_urgency"  # the app's own: qualified
     assert columns["urgency"].not_null and columns["urgency"].has_default
     assert columns["created_at"].type == "timestamp with time zone"
     assert columns["id"].created_by == "0000_lonely_the_watchers"

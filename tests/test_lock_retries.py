@@ -25,8 +25,11 @@ from orchestrator.db.backoff import (
 from orchestrator.db.blockers import Blocker, select_blockers, wait_from_rows
 from orchestrator.db.lock_retry import LockRetry, lock_retry_policy
 from orchestrator.db.migrator import MigrateOptions, statement_waiting
+from orchestrator.db.retry import RetryPolicy
+from orchestrator.drizzle.journal import read_journal
+from orchestrator.migrate import migrate_database
 from orchestrator.playbook.model import MigrationsSpec
-from tests.drizzle_helpers import tracking_rows
+from tests.drizzle_helpers import expected_rows, prefix_folder, tracking_rows
 from tests.release_world import World, world
 
 __all__ = ["world"]
@@ -160,6 +163,41 @@ def test_other_sql_errors_are_not_retried(
     assert code == 21 and "lock timeout" not in err and "42P01" in err
     assert "attempt" not in err  # no retry, so no backoff pause before one
     assert tracking_rows(database_url) == []
+
+
+def test_after_lock_retries_the_tracking_ids_are_the_ones_drizzle_writes(
+    database_url: str, drizzle_fixture: Path, tmp_path: Path
+) -> None:
+    """Each attempt drew ids for the rows of 0009 and 0010 before 0011 timed out, and a
+    rollback does not give them back (nextval is not transactional): once the blocker is
+    gone, the rows are numbered 1..12 all the same, as the real migrator numbered them."""
+    first = prefix_folder(drizzle_fixture, 9, tmp_path / "first")
+    assert migrate(database_url, first) == 0
+    with psycopg.connect(database_url, application_name="slow-report") as holder:
+        holder.execute("SELECT FROM case_classification_results")  # ACCESS SHARE, held
+
+        timeouts: list[int] = []
+
+        def after_timeout(event: LockRetry) -> None:
+            timeouts.append(event.attempt)
+            if event.attempt == 2:  # the report ends after the second timeout
+                holder.rollback()
+
+        result = migrate_database(
+            database_url,
+            read_journal(drizzle_fixture),
+            MigrateOptions(lock_timeout=0.2, lock_retries=5),
+            confirm=lambda _report: True,
+            retry=RetryPolicy.none(),
+            on_lock_retry=after_timeout,
+        )
+    assert timeouts == [1, 2]
+    assert [a.tag for a in result.applied] == [
+        "0009_fat_kulan_gath",
+        "0010_new_colleen_wing",
+        "0011_cute_skin",
+    ]
+    assert tracking_rows(database_url) == expected_rows()
 
 
 @contextmanager

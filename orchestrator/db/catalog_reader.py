@@ -1,10 +1,11 @@
 """THE catalog reader: one statement, one round trip, one consistent view of a database.
 
-Production and the shadow database are read by the same query, so a difference between
-their snapshots is a difference between their schemas and never between two readers. The
-query is a single ``SELECT`` (one snapshot of the database, read-only by construction). Its
-first row is a JSON document of the server, the tracking table's rows and the tables'
-storage; then one row per object: its key, its properties as one JSON text (see
+Production and the shadow database are read by the same query, printed with the same
+settings (:data:`PRINTED_WITH`), so a difference between their snapshots is a difference
+between their schemas and never between two readers or two sessions. The query is a single
+``SELECT`` (one snapshot of the database, read-only by construction). Its first row is a
+JSON document of the server, the tracking table's rows and the tables' storage; then one
+row per object: its key, its properties as one JSON text (see
 :mod:`orchestrator.catalog.snapshot`), who owns it and its own catalog entry (when asked),
 its comment (added to the properties where there is one). The properties stay text:
 snapshots compare by string equality, and only the objects that differ are ever decoded.
@@ -22,20 +23,26 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from orchestrator.catalog import CatalogSnapshot, TrackingRow, properties
-from orchestrator.db.backoff import READ_LOCK_TIMEOUT_S
 from orchestrator.db.blockers import describe_all, find_blockers
-from orchestrator.db.connect import connect, database_error, milliseconds
-from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
+from orchestrator.db.connect import database_error, milliseconds
 from orchestrator.errors import DatabaseError
 
-__all__ = ["CATALOG_QUERY", "read_catalog", "read_catalog_at"]
+__all__ = ["CATALOG_QUERY", "PRINTED_WITH", "read_catalog"]
+
+# What PostgreSQL prints a catalog by, set for each read alone, so that every session prints
+# alike whatever its own settings, its database's or a migration's. With pg_catalog alone on
+# the search_path, every other name prints qualified.
+PRINTED_WITH = (
+    "SELECT set_config('TimeZone', 'UTC', true), set_config('DateStyle', 'ISO, MDY', true), "
+    "set_config('IntervalStyle', 'postgres', true), set_config('search_path', 'pg_catalog', true)"
+)
 
 _OBJECTS = r"""
     -- schemas
@@ -320,15 +327,20 @@ def read_catalog(
     that waits at most this many seconds for a table lock; None: in the caller's transaction.
     Errors become :class:`DatabaseError` (exit 30), transient when the connection failed.
     """
+    parameters = dict(schema=schema, table=table, owners=None, refs=refs)
     try:
-        parameters = dict(schema=schema, table=table, owners=None, refs=refs)
         if owners is not None:
-            rows = _read_owned(conn, (schema, table, sorted(owners), refs))
-        elif lock_timeout is not None:
-            rows = _read_alone(conn, parameters, lock_timeout)
+            rows = _read_owned(conn, {**parameters, "owners": sorted(owners)})
         else:
-            rows = conn.execute(CATALOG_QUERY, parameters).fetchall()
+            rows = _printed(conn, CATALOG_QUERY, parameters, lock_timeout)
     except psycopg.Error as exc:
+        if isinstance(exc, psycopg.errors.LockNotAvailable) and lock_timeout is not None:
+            held = describe_all(find_blockers(conn, None, "ACCESS SHARE"))
+            raise DatabaseError(
+                f"cannot read the catalog: a table it must open stayed locked for "
+                f"{lock_timeout:g}s ({held or 'by a session that has ended since'}); "
+                "try again once that session is done"
+            ) from exc
         raise database_error("cannot read the catalog", exc) from exc
     document = json.loads(next(props for key, props, *_ in rows if key is None))
     objects = {key: props for key, props, *_ in rows if key is not None}
@@ -337,10 +349,9 @@ def read_catalog(
         if comment is not None:  # read apart from the other properties: see the query
             objects[key] = json.dumps({**properties(objects[key]), "comment": comment})
     rows_xml = document.get("tracking_rows")
-    version_num = int(document["server_version_num"])
     return CatalogSnapshot(
         server_version=str(document["server_version"]).split()[0],
-        server_major=version_num // 10000,
+        server_major=int(document["server_version_num"]) // 10000,
         database=str(document["database"]),
         objects=objects,
         refs=owned,
@@ -355,42 +366,40 @@ def read_catalog(
     )
 
 
-def _read_alone(
-    conn: psycopg.Connection[Any], parameters: Mapping[str, object], lock_timeout: float
+def _printed(
+    conn: psycopg.Connection[Any],
+    statement: str,
+    parameters: Mapping[str, object],
+    lock_timeout: float | None = None,
 ) -> list[tuple[Any, ...]]:
-    """The read as a read-only transaction of its own, its lock waits bounded (printing an
-    index, a view or a trigger opens its table), in one message: one round trip, and one
-    transaction, so through a pooler in transaction mode the settings reach the reader."""
-    cursor = psycopg.ClientCursor(conn)  # parameters bound here: three statements, one message
-    try:
-        cursor.execute(
-            "SET TRANSACTION READ ONLY; SET LOCAL lock_timeout = %(lock_timeout)s; "
-            + CATALOG_QUERY,
-            {**parameters, "lock_timeout": milliseconds(lock_timeout)},
-        )
-    except psycopg.errors.LockNotAvailable as exc:
-        held = describe_all(find_blockers(conn, None, "ACCESS SHARE"))
-        raise DatabaseError(
-            f"cannot read the catalog: a table it must open stayed locked for "
-            f"{lock_timeout:g}s ({held or 'by a session that has ended since'}); "
-            "try again once that session is done"
-        ) from exc
-    cursor.nextset(), cursor.nextset()  # past the two SETs' results
+    """The rows of ``statement``, printed with :data:`PRINTED_WITH` set for it alone, in one
+    message (a pooler in transaction mode refuses settings given at connection time): a
+    transaction of its own on an autocommit connection (with a ``lock_timeout``, read-only
+    and its lock waits bounded: printing an index, a view or a trigger opens its table), else
+    a savepoint of the caller's transaction, rolled back after it to give back its settings."""
+    before, after = [], []
+    if not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
+        before, after = ["SAVEPOINT catalog"], ["ROLLBACK TO catalog; RELEASE catalog"]
+    elif lock_timeout is not None:
+        before = ["SET TRANSACTION READ ONLY", "SET LOCAL lock_timeout = %(lock_timeout)s"]
+        parameters = {**parameters, "lock_timeout": milliseconds(lock_timeout)}
+    cursor = psycopg.ClientCursor(conn)  # parameters bound here: several statements, one message
+    cursor.execute("; ".join([*before, PRINTED_WITH, statement, *after]), parameters)
+    for _ in range(len(before) + 1):  # past the results before the statement's
+        cursor.nextset()
     return cursor.fetchall()
 
 
 def _read_owned(
-    conn: psycopg.Connection[Any], parameters: tuple[object, ...]
+    conn: psycopg.Connection[Any], parameters: Mapping[str, object]
 ) -> list[tuple[Any, ...]]:
     """A read of some owners' objects (a replay's, after each migration), from a plan made
     once per connection (autocommit) and kept by the server: on a small schema, planning
     the statement costs as much as running it. One generic plan serves any owners; a read
     of everything plans for itself, as its plan differs."""
-    execute = sql.SQL("EXECUTE orchestrator_owned_read({})").format(
-        sql.SQL(", ").join(sql.Literal(value) for value in parameters)
-    )
+    execute = "EXECUTE orchestrator_owned_read(%(schema)s, %(table)s, %(owners)s, %(refs)s)"
     try:
-        return conn.execute(execute).fetchall()
+        return _printed(conn, execute, parameters)
     except psycopg.errors.InvalidSqlStatementName:  # the first on this connection
         placeholders = {"schema": "$1", "table": "$2", "owners": "$3", "refs": "$4"}
         conn.execute("SET plan_cache_mode = force_generic_plan")
@@ -398,34 +407,7 @@ def _read_owned(
             "PREPARE orchestrator_owned_read(text, text, text[], boolean) AS "
             + CATALOG_QUERY % placeholders
         )
-        return conn.execute(execute).fetchall()
-
-
-def read_catalog_at(
-    url: str,
-    *,
-    schema: str,
-    table: str,
-    retry: RetryPolicy,
-    lock_timeout: float = READ_LOCK_TIMEOUT_S,
-    on_retry: OnRetry | None = None,
-    on_connected: Callable[[int], object] | None = None,
-) -> CatalogSnapshot:
-    """Connect to ``url``, read one snapshot (a read-only transaction waiting at most
-    ``lock_timeout`` seconds for a table lock), disconnect; transient failures retried.
-
-    ``on_connected``: called with the server's major version once connected (again on a
-    retry), before the statement is sent; work it starts in another thread overlaps the
-    time the server takes to print its catalog.
-    """
-
-    def attempt() -> CatalogSnapshot:
-        with connect(url, autocommit=True) as conn:
-            if on_connected is not None:
-                on_connected(conn.info.server_version // 10000)
-            return read_catalog(conn, schema=schema, table=table, lock_timeout=lock_timeout)
-
-    return call_with_retry(attempt, retry, on_retry=on_retry)
+        return _printed(conn, execute, parameters)
 
 
 def parse_tracking_xml(document: str) -> tuple[TrackingRow, ...]:

@@ -125,13 +125,23 @@ def tracking_row_sql(options: MigrateOptions, hash: str, created_at: int) -> sql
     )
 
 
-def begin_tracking_transaction(conn: psycopg.Connection[Any], options: MigrateOptions) -> None:
+def begin_tracking_transaction(
+    conn: psycopg.Connection[Any], options: MigrateOptions, *, renumber: bool = True
+) -> None:
     """In the caller's open transaction: set its timeouts, take the migrator's advisory lock
     and create drizzle's tracking table if missing, in one message.
 
     Everything that writes tracking rows (migrate, its rehearsal, repair) starts this way, so
     they all wait for one another and never queue behind traffic for longer than allowed.
+    ``renumber``: the next id follows the last row again where a rolled-back attempt (a lock
+    timeout) drew ids that nextval does not give back: drizzle numbers its rows 1..n.
     """
+    table = sql.Identifier(options.schema, options.table)
+    renumbering = sql.SQL(
+        "SELECT setval(seq, last + 1, false) FROM (SELECT pg_get_serial_sequence({}, 'id') "
+        "AS seq, coalesce(max(id), 0) AS last FROM {}) AS t "
+        "WHERE pg_sequence_last_value(seq::regclass) > last"
+    ).format(sql.Literal(table.as_string(conn)), table)
     setup = [
         sql.SQL("SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}").format(
             sql.Literal(milliseconds(options.lock_timeout)),
@@ -141,6 +151,7 @@ def begin_tracking_transaction(conn: psycopg.Connection[Any], options: MigrateOp
             sql.Literal(f"{options.schema}.{options.table}")
         ),
         *create_tracking_sql(options.schema, options.table),
+        *([renumbering] if renumber else []),
     ]
     conn.execute(sql.SQL(";\n").join(setup).as_bytes(conn))
 
@@ -273,7 +284,7 @@ def _apply(
     """The body of the migration transaction (the caller opens and ends it)."""
     target = sql.Identifier(options.schema, options.table)
     applied: list[AppliedMigration] = []
-    begin_tracking_transaction(conn, options)
+    begin_tracking_transaction(conn, options, renumber=not rehearsal)
     for migration in journal.untracked(tracked_now(conn, options)):
         if migration.hash in stop:
             break

@@ -1,11 +1,11 @@
 """Replayed histories kept on disk, so a second ``validate`` of a folder needs no shadow.
 
 A history depends on the migrations (drizzle's SHA-256 of each file), on the PostgreSQL
-major version that replayed them and on the catalog reader's query; the key is a SHA-256 of
-all three. Where: ``$ORCHESTRATOR_CACHE_DIR`` (``off`` turns the cache off), else
-``$XDG_CACHE_HOME/orchestrator``, else ``~/.cache/orchestrator``; histories go to its
-``shadow/`` directory (mode 0700), one file each (mode 0600). Its ``clusters/`` directory
-keeps the local shadow's prepared data directories (:func:`prepared_directory`).
+major version that replayed them and on the catalog reader's query and the settings it prints
+by; the key is a SHA-256 of them all. Where: ``$ORCHESTRATOR_CACHE_DIR`` (``off`` turns the
+cache off), else ``$XDG_CACHE_HOME/orchestrator``, else ``~/.cache/orchestrator``; histories
+go to its ``shadow/`` directory (mode 0700), one file each (mode 0600). Its ``clusters/``
+directory keeps the local shadow's prepared data directories (:func:`prepared_directory`).
 
 A cache file may be corrupt (a crash, a full disk) or foreign (someone else's): it is then
 ignored and rebuilt, never trusted. A file is used only when it and its directory belong to
@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from orchestrator.catalog import History
-from orchestrator.db.catalog_reader import CATALOG_QUERY
+from orchestrator.db.catalog_reader import CATALOG_QUERY, PRINTED_WITH
 from orchestrator.privacy import ours_alone, private_directory_at
 
 CACHE_DIR_ENV = "ORCHESTRATOR_CACHE_DIR"
@@ -60,7 +60,7 @@ def _base(environ: Mapping[str, str]) -> Path | None:
 def cache_key(hashes: Sequence[str], major: int, kind: str = "history") -> str:
     """The key of a history of ``hashes`` replayed on PostgreSQL ``major``."""
     digest = hashlib.sha256()
-    for part in (kind, str(FORMAT), str(major), CATALOG_QUERY, *hashes):
+    for part in (kind, str(FORMAT), str(major), PRINTED_WITH, CATALOG_QUERY, *hashes):
         digest.update(part.encode("utf-8"))
         digest.update(b"\0")
     return digest.hexdigest()

@@ -70,6 +70,8 @@ def replay_history(
     deltas do not add up, and the caller replays again with ``incremental=False``.
     """
     with connect(url, autocommit=True) as conn:
+        # Literals without an offset or in a local style: read as a new session on Neon does.
+        conn.execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'")
         if incremental and not _watch_ddl(conn):
             raise IncompleteReplay("the shadow server does not allow an event trigger")
         state = _State(read_catalog(conn, schema=schema, table=table, refs=True))
