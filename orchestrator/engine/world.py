@@ -22,7 +22,7 @@ from orchestrator.drizzle.journal import Journal
 from orchestrator.engine.outcomes import MergeOutcome, PreflightOutcome
 from orchestrator.engine.settings import journal_at, migrate_options, retry_policy, shadow_spec
 from orchestrator.errors import DatabaseError, UsageError
-from orchestrator.gitrepo import MissingBranch, fetched_contains, open_repo, remote_tips
+from orchestrator.gitrepo import MissingBranch, contains, fetched_contains, open_repo, remote_tips
 from orchestrator.platforms.github import github_api
 from orchestrator.platforms.http import ApiError
 from orchestrator.playbook import Playbook
@@ -109,8 +109,10 @@ def observe(
     return WorldNow(
         source_tip=tips.get(spec.source),
         target_tip=tips[spec.target],
-        source_merged=any(
-            carries_release(playbook, repo, journal, tips[spec.target], commit)
+        # The target was fetched just now: its journal is read once, ancestry asked per commit.
+        source_merged=ships_release(playbook, repo, journal, tips[spec.target])
+        and any(
+            contains(repo, tips[spec.target], commit)
             for commit in (record.source_commit, *_merge_commits(playbook, record, environ))
             if commit
         ),
@@ -127,10 +129,15 @@ def carries_release(
     cannot tell: a revert of the release, or a migration merged on top, contains it too.
     Resume asks it here; the guards and the release gate ask it of the target as they go."""
     spec = playbook.git
-    if not fetched_contains(repo, spec.remote, spec.target, tip, commit):
-        return False
+    return fetched_contains(repo, spec.remote, spec.target, tip, commit) and ships_release(
+        playbook, repo, release, tip
+    )
+
+
+def ships_release(playbook: Playbook, repo: git.Repo, release: Journal, tip: str) -> bool:
+    """Whether the journal at commit ``tip`` holds exactly the migration tags of ``release``."""
     try:
-        shipped = journal_at(repo, tip, playbook.migrations.dir, spec.target)
+        shipped = journal_at(repo, tip, playbook.migrations.dir, playbook.git.target)
     except UsageError:
         return False
     return [m.tag for m in shipped.migrations] == [m.tag for m in release.migrations]

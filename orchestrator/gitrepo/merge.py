@@ -73,11 +73,10 @@ def merge_and_push(
         return MergeResult(previous, previous, merge_commit=None, fast_forward=True)
     state = capture_state(repo, target)
     continued_from = None
-    pushes = run_git(repo.git, "log", "-g", "--format=%H %gs", remote_ref(remote, target))
     if (
         own_unpushed
         and state.target_tip is not None
-        and f"{state.target_tip} update by push" not in pushes.stdout.splitlines()
+        and not _pushed_from_here(repo, remote, target, state.target_tip)
         and _own_unpushed(repo, state.target_tip, previous, source, message)
     ):
         # A run killed mid-push left local <target> at its own merge result: put it back at
@@ -117,6 +116,12 @@ def merge_and_push(
         fast_forward=fast_forward,
         continued_from=continued_from,
     )
+
+
+def _pushed_from_here(repo: git.Repo, remote: str, target: str, tip: str) -> bool:
+    """Whether the clone's reflog of ``<remote>/<target>`` shows ``tip`` pushed from here."""
+    pushes = run_git(repo.git, "log", "-g", "--format=%H %gs", remote_ref(remote, target))
+    return f"{tip} update by push" in pushes.stdout.splitlines()
 
 
 def _own_unpushed(repo: git.Repo, tip: str, remote_tip: str, source: str, message: str) -> bool:
