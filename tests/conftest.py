@@ -68,6 +68,9 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 # the run record, before anything imports the engine.
 apply_from_environment()
 
+# The release world's fixtures (its baseline databases, ``world``) for every test module.
+pytest_plugins = ["tests.release_world"]
+
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: one worker more than there are cores. Tests wait on servers, timers and

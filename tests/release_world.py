@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import atexit
 import functools
+import itertools
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -14,17 +16,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.engine.run import Interaction, start
 from orchestrator.runs import RunRecord, RunStore
+from orchestrator.sandbox.pg import create_database, drop_database, with_dbname
 from orchestrator.sandbox.release import (
     HealthServer,
     ReleaseRepo,
     build_release_repo,
     git,
 )
+from orchestrator.shadow import SHADOW_URL_ENV
 from tests.playbooks import write_playbook
 
 TRANSITIONS_OF_A_FULL_DEPLOY = [
@@ -51,8 +57,12 @@ class World:
     store: RunStore
 
     def interaction(self, **overrides: object) -> Interaction:
-        overrides.setdefault("environ", {"DATABASE_URL": self.database_url})
-        overrides.setdefault("confirm", lambda _question: True)  # the operator says yes
+        """An operator who says yes, in an environment that names production (unless
+        ``environ`` is given) and, as the CLI's does, the suite's shadow server."""
+        environ = overrides.pop("environ", {"DATABASE_URL": self.database_url})
+        shadow = {k: v for k, v in os.environ.items() if k == SHADOW_URL_ENV}
+        overrides["environ"] = {**shadow, **environ}  # type: ignore[dict-item]
+        overrides.setdefault("confirm", lambda _question: True)
         return Interaction(**overrides)  # type: ignore[arg-type]
 
     def deploy(self, **overrides: object) -> RunRecord:
@@ -122,11 +132,46 @@ def release_repo(root: Path) -> ReleaseRepo:
     return ReleaseRepo(origin=origin, clone=clone, migrations_dir=template.migrations_dir)
 
 
+_names = (f"orch_baseline_{os.getpid()}_{i}" for i in itertools.count())
+
+
+@pytest.fixture(scope="session")
+def baseline_template(server_url: str) -> Iterator[str]:
+    """The name of a database migrated to the baseline once per process: only ever copied."""
+    name = next(_names)
+    create_database(server_url, name)
+    migrate_baseline(with_dbname(server_url, name), _release_repo_template())
+    yield name
+    drop_database(server_url, name)
+
+
+@pytest.fixture
+def baseline_url(server_url: str, baseline_template: str) -> Iterator[str]:
+    """A fresh database at production's state before the release: a copy of
+    :func:`baseline_template` (``CREATE DATABASE ... TEMPLATE``, the same catalogs and rows
+    a migrate of its own leaves), dropped afterwards."""
+    name = next(_names)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(baseline_template)
+            )
+        )
+    try:
+        yield with_dbname(server_url, name)
+    finally:
+        drop_database(server_url, name)
+
+
 @contextmanager
-def build_world(root: Path, url: str, **playbook: str) -> Iterator[World]:
-    """Repos, a baseline production database at ``url``, a health endpoint and a playbook."""
+def build_world(
+    root: Path, url: str, *, at_baseline: bool = False, **playbook: str
+) -> Iterator[World]:
+    """Repos, a baseline production database at ``url``, a health endpoint and a playbook.
+    ``at_baseline``: the database is one of :func:`baseline_url`'s, already migrated."""
     repo = release_repo(root)
-    migrate_baseline(url, repo)
+    if not at_baseline:
+        migrate_baseline(url, repo)
     health = HealthServer().start()
     settings = {"duration": "200ms", "interval": "100ms", **playbook}
     path = write_playbook(root / "release.yaml", repo=repo, health_url=health.url, **settings)
@@ -140,9 +185,9 @@ def build_world(root: Path, url: str, **playbook: str) -> Iterator[World]:
 
 
 @pytest.fixture
-def world(tmp_path: Path, database_url: str) -> Iterator[World]:
+def world(tmp_path: Path, baseline_url: str) -> Iterator[World]:
     """A fresh release world on a fresh database."""
-    with build_world(tmp_path, database_url) as built:
+    with build_world(tmp_path, baseline_url, at_baseline=True) as built:
         yield built
 
 

@@ -42,9 +42,11 @@ LAST = "0011_cute_skin"  # a migration of the release, pending in the world's da
 
 
 @pytest.fixture
-def world(tmp_path: Path, database_url: str) -> Iterator[World]:
+def world(tmp_path: Path, baseline_url: str) -> Iterator[World]:
     """Production at the pre-release state (0000-0008 applied), origin, clone, playbook."""
-    with build_world(tmp_path, database_url, duration="200ms", interval="100ms") as built:
+    with build_world(
+        tmp_path, baseline_url, at_baseline=True, duration="200ms", interval="100ms"
+    ) as built:
         yield built
 
 

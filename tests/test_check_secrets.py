@@ -22,9 +22,7 @@ from orchestrator.cli import run
 from orchestrator.monitor import http_check
 from orchestrator.playbook.model import HttpCheck
 from tests.http_double import Reply, Request, serve
-from tests.release_world import World, world
-
-__all__ = ["world"]
+from tests.release_world import World
 
 USER = "watcher"
 PASSWORD = "pw-Sekr3t-4821"

@@ -14,9 +14,7 @@ import pytest
 
 from orchestrator.ci import annotation, escape_data, escape_property
 from orchestrator.cli import run
-from tests.release_world import World, world
-
-__all__ = ["world"]
+from tests.release_world import World
 
 
 def test_messages_and_properties_are_escaped_as_github_says() -> None:

@@ -20,10 +20,8 @@ from orchestrator.cli import run
 from orchestrator.engine.run import resume
 from orchestrator.runs import RunRecord
 from tests.drizzle_helpers import tracking_rows
-from tests.release_world import World, add_staging_migration, world
+from tests.release_world import World, add_staging_migration
 from tests.test_resume import assert_converged, deploy_process, kill, only_run
-
-__all__ = ["world"]
 
 INDEX_TAG = "0012_case_index"
 INDEX_NAME = "case_classifications_offering_idx"

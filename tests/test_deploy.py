@@ -29,10 +29,7 @@ from tests.release_world import (
     build_world,
     migrate_baseline,
     transitions,
-    world,
 )
-
-__all__ = ["world"]  # the fixture
 
 
 def test_full_deploy_from_needs_migration_to_succeeded(world: World) -> None:
@@ -336,7 +333,7 @@ def test_cli_deploy_runs_show_and_exit_codes(
 
 def test_a_deploy_from_a_folder_not_named_in_utf8_is_bad_input(
     tmp_path: Path,
-    database_url: str,
+    baseline_url: str,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -344,8 +341,8 @@ def test_a_deploy_from_a_folder_not_named_in_utf8_is_bad_input(
     line naming it, before a run exists (it was an internal error, exit 30)."""
     root = tmp_path / os.fsdecode(b"caf\xe9")
     root.mkdir()
-    with build_world(root, database_url) as world:
-        monkeypatch.setenv("DATABASE_URL", database_url)
+    with build_world(root, baseline_url, at_baseline=True) as world:
+        monkeypatch.setenv("DATABASE_URL", baseline_url)
         assert run(world.deploy_argv()) == 2
         err = capsys.readouterr().err
         assert world.store.list() == []

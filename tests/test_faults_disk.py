@@ -23,9 +23,7 @@ import pytest
 from orchestrator.cli import run
 from orchestrator.sandbox.release import git
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
-from tests.release_world import World, world
-
-__all__ = ["world"]  # the fixture
+from tests.release_world import World
 
 IS_ROOT = os.geteuid() == 0
 

@@ -26,9 +26,7 @@ from orchestrator.gitrepo import open_repo
 from orchestrator.sandbox.release import git
 from orchestrator.validation import Verdict
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
-from tests.release_world import World, world
-
-__all__ = ["world"]  # the fixture
+from tests.release_world import World
 
 UNTRACKED = "notes/operator-scratch.txt"  # an operator's untracked file: must survive every fault
 

@@ -44,7 +44,10 @@ def through_github(world: World, api: str, extra: str = "") -> None:
 @contextmanager
 def pr_world(root: Path, url: str) -> Iterator[tuple[World, GitHubState]]:
     """A release world whose target takes changes only through the GitHub double."""
-    with build_world(root, url) as world, github_double(world.repo.origin) as (api, github):
+    with (
+        build_world(root, url, at_baseline=True) as world,
+        github_double(world.repo.origin) as (api, github),
+    ):
         through_github(world, api)
         yield world, github
 
@@ -58,9 +61,9 @@ def merges(github: GitHubState) -> list[dict[str, object]]:
 
 
 def test_a_release_is_merged_through_the_pull_request_pinned_to_the_preflight_commit(
-    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, baseline_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pr_world(tmp_path, database_url) as (world, github):
+    with pr_world(tmp_path, baseline_url) as (world, github):
         before = world.origin_main()
         record = world.deploy(environ=environ(world, github))
         assert record.state == "succeeded", record.halt_reason
@@ -110,9 +113,9 @@ def push_late_commit(clone: Path) -> str:
 
 
 def test_a_commit_pushed_to_the_source_after_preflight_is_not_released(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
-    with pr_world(tmp_path, database_url) as (world, github):
+    with pr_world(tmp_path, baseline_url) as (world, github):
         before = world.origin_main()
         clone = world.repo.clone
 
@@ -132,13 +135,13 @@ def test_a_commit_pushed_to_the_source_after_preflight_is_not_released(
 
 
 def test_a_pull_request_merged_by_hand_at_a_later_head_is_not_taken_for_the_release(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
     from orchestrator.engine.run import resume
     from orchestrator.platforms.github import GitHubApi
     from orchestrator.platforms.http import ApiClient
 
-    with pr_world(tmp_path, database_url) as (world, github):
+    with pr_world(tmp_path, baseline_url) as (world, github):
         clone = world.repo.clone
 
         def push_late_commit_and_merge_it_by_hand(question: str) -> bool:
@@ -160,9 +163,9 @@ def test_a_pull_request_merged_by_hand_at_a_later_head_is_not_taken_for_the_rele
 
 
 def test_an_optional_check_failing_while_a_required_one_runs_is_waited_for(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
-    with pr_world(tmp_path, database_url) as (world, github):
+    with pr_world(tmp_path, baseline_url) as (world, github):
         github.checks = {"ci/test": ["in_progress", None], "lint": ["completed", "failure"]}
         github.required_checks = ("ci/test",)
         github.checks_finish_after = 6  # ci/test passes: GitHub then says unstable
@@ -171,9 +174,9 @@ def test_an_optional_check_failing_while_a_required_one_runs_is_waited_for(
 
 
 def test_an_unmergeable_pull_request_stops_the_run_before_the_backup(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
-    with pr_world(tmp_path, database_url) as (world, github):
+    with pr_world(tmp_path, baseline_url) as (world, github):
         github.checks = {"ci/test": ["completed", "failure"]}
         github.required_checks = ("ci/test",)
         rows = tracking_rows(world.database_url)
@@ -192,8 +195,8 @@ def test_an_unmergeable_pull_request_stops_the_run_before_the_backup(
         assert len(github.pulls) == 1  # found again, not opened twice
 
 
-def test_required_checks_still_running_are_waited_for(tmp_path: Path, database_url: str) -> None:
-    with pr_world(tmp_path, database_url) as (world, github):
+def test_required_checks_still_running_are_waited_for(tmp_path: Path, baseline_url: str) -> None:
+    with pr_world(tmp_path, baseline_url) as (world, github):
         github.checks = {"ci/test": ["in_progress", None]}
         github.required_checks = ("ci/test",)
         github.checks_finish_after = 6
@@ -205,9 +208,9 @@ def test_required_checks_still_running_are_waited_for(tmp_path: Path, database_u
 
 
 def test_blocked_before_any_check_is_reported_is_waited_for_not_refused(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
-    with pr_world(tmp_path, database_url) as (world, github):
+    with pr_world(tmp_path, baseline_url) as (world, github):
         github.required_checks = ("ci/test",)
         github.checks = {"ci/test": ["completed", "success"]}
         github.checks_reported_after = 6  # CI reports nothing for a while, then passes
@@ -219,9 +222,9 @@ def test_blocked_before_any_check_is_reported_is_waited_for_not_refused(
 
 
 def test_a_rate_limit_is_waited_out_with_a_notice_for_the_operator(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
-    with pr_world(tmp_path, database_url) as (world, github):
+    with pr_world(tmp_path, baseline_url) as (world, github):
         # GitHub's primary rate limit, reset in a second (UTC epoch seconds).
         reset = str(int(time.time()) + 1)
         github.failures = [(403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset})]
@@ -234,8 +237,8 @@ def test_a_rate_limit_is_waited_out_with_a_notice_for_the_operator(
         assert "HTTP 403" in str(limited["error"]) and float(str(limited["wait_s"])) <= 1.0
 
 
-def test_rollback_opens_a_revert_pull_request(tmp_path: Path, database_url: str) -> None:
-    with pr_world(tmp_path, database_url) as (world, github):
+def test_rollback_opens_a_revert_pull_request(tmp_path: Path, baseline_url: str) -> None:
+    with pr_world(tmp_path, baseline_url) as (world, github):
         record = world.deploy(environ=environ(world, github))
         assert record.state == "succeeded", record.halt_reason
         released = world.origin_main()
@@ -258,9 +261,9 @@ def test_rollback_opens_a_revert_pull_request(tmp_path: Path, database_url: str)
 
 
 def test_a_rollback_whose_pull_request_did_not_open_opens_it_when_run_again(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
-    with pr_world(tmp_path, database_url) as (world, github):
+    with pr_world(tmp_path, baseline_url) as (world, github):
         record = world.deploy(environ=environ(world, github))
         assert record.state == "succeeded", record.halt_reason
         interaction = world.interaction(environ=environ(world, github))
@@ -288,11 +291,11 @@ def test_a_rollback_whose_pull_request_did_not_open_opens_it_when_run_again(
 
 
 def test_the_rehearsal_predicts_an_unmergeable_pull_request_and_opens_none(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
     from orchestrator.engine.rehearsal import rehearse
 
-    with pr_world(tmp_path, database_url) as (world, github):
+    with pr_world(tmp_path, baseline_url) as (world, github):
         plan = rehearse(
             world.playbook,
             environ(world, github),
@@ -327,12 +330,12 @@ def world_api(world: World) -> str:
     return text.split("api_url: '", 1)[1].split("'", 1)[0]
 
 
-def test_resume_finds_the_pull_request_merged_meanwhile(tmp_path: Path, database_url: str) -> None:
+def test_resume_finds_the_pull_request_merged_meanwhile(tmp_path: Path, baseline_url: str) -> None:
     from orchestrator.engine.run import resume
     from orchestrator.platforms.github import GitHubApi
     from orchestrator.platforms.http import ApiClient
 
-    with pr_world(tmp_path, database_url) as (world, github):
+    with pr_world(tmp_path, baseline_url) as (world, github):
         declined = world.deploy(
             environ=environ(world, github), confirm=lambda q: not q.startswith("Merge")
         )
@@ -378,12 +381,12 @@ def commit_docs(world: World, branch: str, names: list[str]) -> None:
     ],
 )
 def test_a_pull_request_merged_by_hand_another_way_is_recorded_and_reverted_as_merged(
-    tmp_path: Path, database_url: str, chosen: str, by_hand: str, unrelated: int
+    tmp_path: Path, baseline_url: str, chosen: str, by_hand: str, unrelated: int
 ) -> None:
     from orchestrator.engine.run import resume
 
     with (
-        build_world(tmp_path, database_url) as world,
+        build_world(tmp_path, baseline_url, at_baseline=True) as world,
         github_double(world.repo.origin) as (api, github),
     ):
         through_github(world, api, f", merge_method: {chosen}")
@@ -418,11 +421,11 @@ def test_a_pull_request_merged_by_hand_another_way_is_recorded_and_reverted_as_m
 
 
 def test_a_source_already_in_the_target_asks_github_nothing_in_the_rehearsal_as_in_preflight(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
     from orchestrator.engine.rehearsal import rehearse
 
-    with pr_world(tmp_path, database_url) as (world, github):
+    with pr_world(tmp_path, baseline_url) as (world, github):
         # main already has staging (fast-forwarded on the origin, past the protection hook);
         # production's database has not been migrated yet.
         staging = git(world.repo.origin, "rev-parse", "staging")
@@ -449,11 +452,11 @@ def test_a_source_already_in_the_target_asks_github_nothing_in_the_rehearsal_as_
 
 
 def test_without_the_token_the_rehearsal_refuses_as_the_deploy_does(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
     from orchestrator.engine.rehearsal import rehearse
 
-    with pr_world(tmp_path, database_url) as (world, github):
+    with pr_world(tmp_path, baseline_url) as (world, github):
         # staging is already in main: neither would ask GitHub anything, yet the deploy
         # refuses to start without the playbook's tokens; so must its rehearsal.
         staging = git(world.repo.origin, "rev-parse", "staging")

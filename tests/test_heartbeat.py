@@ -20,11 +20,9 @@ from orchestrator.cli import run
 from orchestrator.engine.heartbeat import heartbeat_line
 from tests.drizzle_helpers import schema_fingerprint
 from tests.playbooks import write_playbook
-from tests.release_world import World, world
+from tests.release_world import World
 from tests.test_resume import REPO_ROOT, assert_converged
 from tests.test_resume_pinned import pre_receive
-
-__all__ = ["world"]
 
 
 def stall_pushes(world: World) -> Path:

@@ -70,14 +70,14 @@ def neon_url(database_url: str) -> str:
 
 @contextmanager
 def app_on_platforms(
-    root: Path, database_url: str, server_url: str, monkeypatch: pytest.MonkeyPatch
+    root: Path, baseline_url: str, server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[App]:
     with ExitStack() as stack:
-        world = stack.enter_context(build_world(root, database_url))
+        world = stack.enter_context(build_world(root, baseline_url, at_baseline=True))
         add_drizzle_config(world.repo)
         protect_branch(world.repo.origin)  # main takes no direct push: only merged PRs
         neon_api, neon = stack.enter_context(neon_double(api_key=NEON_KEY, cluster_url=server_url))
-        main = neon.add_branch("main", database=urlsplit(database_url).path.lstrip("/"))
+        main = neon.add_branch("main", database=urlsplit(baseline_url).path.lstrip("/"))
         neon.add_endpoint(main["id"], endpoint_id=ENDPOINT, host=NEON_HOST)
         github_api, github = stack.enter_context(github_double(world.repo.origin))
         github.protected = ("main",)
@@ -99,7 +99,7 @@ def app_on_platforms(
             json.dumps({"projectId": vercel.project_id, "orgId": vercel.team_id})
         )
         environ = {
-            "DATABASE_URL": neon_url(database_url),
+            "DATABASE_URL": neon_url(baseline_url),
             "NEON_API_KEY": NEON_KEY,
             "GITHUB_TOKEN": github.token,
             "VERCEL_TOKEN": vercel.token,
@@ -128,12 +128,12 @@ def init_argv(app: App) -> list[str]:
 
 def test_init_then_deploy_releases_a_fresh_clone_with_no_hand_written_yaml(
     tmp_path: Path,
-    database_url: str,
+    baseline_url: str,
     server_url: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with app_on_platforms(tmp_path, database_url, server_url, monkeypatch) as app:
+    with app_on_platforms(tmp_path, baseline_url, server_url, monkeypatch) as app:
         assert run(init_argv(app)) == 0
         said = capsys.readouterr()
         playbook = load_playbook(app.clone / "orchestrator.yaml")
@@ -171,12 +171,12 @@ def test_init_then_deploy_releases_a_fresh_clone_with_no_hand_written_yaml(
 
 def test_init_never_overwrites_a_playbook(
     tmp_path: Path,
-    database_url: str,
+    baseline_url: str,
     server_url: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with app_on_platforms(tmp_path, database_url, server_url, monkeypatch) as app:
+    with app_on_platforms(tmp_path, baseline_url, server_url, monkeypatch) as app:
         mine = app.clone / "orchestrator.yaml"
         mine.write_text("# my own playbook\n")
         before = sorted(p.name for p in app.clone.iterdir())

@@ -30,9 +30,7 @@ from orchestrator.drizzle.journal import read_journal
 from orchestrator.migrate import migrate_database
 from orchestrator.playbook.model import MigrationsSpec
 from tests.drizzle_helpers import expected_rows, prefix_folder, tracking_rows
-from tests.release_world import World, world
-
-__all__ = ["world"]
+from tests.release_world import World
 
 USERS = 'CREATE TABLE "users" ("id" serial PRIMARY KEY NOT NULL, "email" text);'
 ADD_NICK = 'ALTER TABLE "users" ADD COLUMN "nick" text;'

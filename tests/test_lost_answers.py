@@ -29,10 +29,10 @@ KEY = "napi_l0st_answers_k3y_0123456789"
 
 
 def test_a_deploy_whose_answers_are_lost_backs_up_once_and_merges_once(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
     with (
-        build_world(tmp_path, database_url) as world,
+        build_world(tmp_path, baseline_url, at_baseline=True) as world,
         neon_world(world, KEY) as neon,
         github_double(world.repo.origin) as (api, github),
     ):
@@ -67,10 +67,10 @@ def test_a_deploy_whose_answers_are_lost_backs_up_once_and_merges_once(
 
 
 def test_a_squash_only_repository_deploys_and_the_gate_waits_for_the_squash_commit(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
     with (
-        build_world(tmp_path, database_url) as world,
+        build_world(tmp_path, baseline_url, at_baseline=True) as world,
         github_double(world.repo.origin) as (api, github),
         vercel_double(world.repo.origin) as (vercel_api, vercel),
     ):
@@ -110,10 +110,10 @@ def test_a_squash_only_repository_deploys_and_the_gate_waits_for_the_squash_comm
 
 
 def test_a_merge_method_the_repository_forbids_stops_before_the_backup(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
     with (
-        build_world(tmp_path, database_url) as world,
+        build_world(tmp_path, baseline_url, at_baseline=True) as world,
         github_double(world.repo.origin) as (api, github),
     ):
         through_github(world, api, extra=", merge_method: merge")
@@ -130,10 +130,10 @@ def test_a_merge_method_the_repository_forbids_stops_before_the_backup(
 
 
 def test_a_rebase_merge_is_recorded_with_the_tip_before_it(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
     with (
-        build_world(tmp_path, database_url) as world,
+        build_world(tmp_path, baseline_url, at_baseline=True) as world,
         github_double(world.repo.origin) as (api, github),
     ):
         through_github(world, api, extra=", merge_method: rebase")

@@ -18,10 +18,8 @@ from orchestrator.errors import ExitCode
 from tests.drizzle_helpers import tracking_rows
 from tests.neon_double import NeonState
 from tests.neon_world import neon_world
-from tests.release_world import World, world
+from tests.release_world import World
 from tests.test_resume import deploy_process, kill, only_run, wait_stopped
-
-__all__ = ["world"]
 
 KEY = "napi_k3y_never_printed_0123456789"
 

@@ -14,9 +14,7 @@ import pytest
 from orchestrator.cli import run
 from orchestrator.db.connect import neon_direct_host, pooler_problem
 from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS
-from tests.release_world import World, world
-
-__all__ = ["world"]
+from tests.release_world import World
 
 POOLED = (
     "postgresql://app:pw@ep-round-river-123456-pooler.us-east-2.aws.neon.tech/neondb"

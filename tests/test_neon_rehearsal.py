@@ -20,12 +20,12 @@ import pytest
 from orchestrator.cli import run
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
 from tests.neon_double import NeonState
-from tests.release_world import World, world
+from tests.release_world import World
 from tests.test_neon_restore import KEY, backed_neon
 from tests.test_rehearsal import everything
 from tests.test_resume import add_slow_migration
 
-__all__ = ["backed_neon", "world"]
+__all__ = ["backed_neon"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,10 +24,10 @@ from orchestrator.runs import RunRecord
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
 from tests.neon_double import NeonState
 from tests.neon_world import neon_world
-from tests.release_world import World, world
+from tests.release_world import World
 from tests.test_resume import staging_journal
 
-__all__ = ["KEY", "backed_neon", "world"]
+__all__ = ["KEY", "backed_neon"]
 
 KEY = "napi_r3store_k3y_never_printed_42"
 

@@ -17,9 +17,7 @@ from orchestrator.engine.run import Interaction
 from orchestrator.engine.steps.backup import dump_intact, partial_path, pg_dump
 from orchestrator.redaction import redact
 from tests.playbooks import write_playbook
-from tests.release_world import World, world
-
-__all__ = ["world"]  # the fixture
+from tests.release_world import World
 
 TOKEN = "chk-7f3e9a-token"
 

@@ -21,10 +21,8 @@ from tests.drizzle_helpers import schema_fingerprint, tracking_rows
 from tests.git_http import extraheader, private_remote
 from tests.lock_holder import table_locked
 from tests.playbooks import write_playbook
-from tests.release_world import World, world
+from tests.release_world import World
 from tests.test_faults_git import assert_only_fetch_moved, refs
-
-__all__ = ["world"]
 
 
 def everything(world: World) -> dict[str, Any]:

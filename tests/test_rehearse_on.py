@@ -26,16 +26,8 @@ from orchestrator.db.identity import read_identity
 from orchestrator.sandbox.pg import EmbeddedPostgres, create_database, with_dbname
 from tests.drizzle_helpers import tracking_rows
 from tests.lock_holder import table_locked
-from tests.release_world import (
-    World,
-    add_staging_migration,
-    build_world,
-    migrate_baseline,
-    world,
-)
+from tests.release_world import World, add_staging_migration, build_world, migrate_baseline
 from tests.test_rehearsal import everything, push_to_staging
-
-__all__ = ["world"]
 
 
 @pytest.fixture(autouse=True)

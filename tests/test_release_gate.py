@@ -44,7 +44,7 @@ def vercel_world(
     root: Path, url: str, final_state: str, timeout: str = "15s", **settings: str
 ) -> Iterator[tuple[World, VercelState]]:
     with (
-        build_world(root, url, **settings) as world,
+        build_world(root, url, at_baseline=True, **settings) as world,
         vercel_double(world.repo.origin) as (api, vercel),
     ):
         vercel.final_state, vercel.build_seconds = final_state, 0.6
@@ -57,9 +57,9 @@ def vercel_world(
 
 
 def test_the_monitor_starts_only_once_the_new_commit_is_served(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
-    with build_world(tmp_path, database_url) as world:
+    with build_world(tmp_path, baseline_url, at_baseline=True) as world:
         production = LiveCommit(world.repo.origin, build_seconds=1.5)
         old = production.live
         with version_endpoint(production) as endpoint:
@@ -83,9 +83,9 @@ def test_the_monitor_starts_only_once_the_new_commit_is_served(
 
 
 def test_a_release_that_is_never_live_halts_after_the_timeout(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
-    with build_world(tmp_path, database_url) as world:
+    with build_world(tmp_path, baseline_url, at_baseline=True) as world:
         production = LiveCommit(world.repo.origin, build_seconds=3600)
         with version_endpoint(production) as endpoint:
             with_release(world, f"{{timeout: 1s, interval: 200ms, url: '{endpoint.url}'}}")
@@ -99,9 +99,9 @@ def test_a_release_that_is_never_live_halts_after_the_timeout(
 
 
 def test_a_vercel_deployment_going_to_error_halts_with_the_rollback_plan(
-    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, baseline_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with vercel_world(tmp_path, database_url, "ERROR") as (world, vercel):
+    with vercel_world(tmp_path, baseline_url, "ERROR") as (world, vercel):
         env = {"DATABASE_URL": world.database_url, "VERCEL_TOKEN": vercel.token}
         record = world.deploy(environ=env)
         assert record.state == "halted" and record.exit_code == 22
@@ -125,9 +125,9 @@ def test_a_vercel_deployment_going_to_error_halts_with_the_rollback_plan(
 
 
 def test_a_vercel_deployment_that_turns_ready_opens_the_monitor_window(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
-    with vercel_world(tmp_path, database_url, "READY") as (world, vercel):
+    with vercel_world(tmp_path, baseline_url, "READY") as (world, vercel):
         vercel.failures.append((429, {"Retry-After": "0.1"}))
         env = {"DATABASE_URL": world.database_url, "VERCEL_TOKEN": vercel.token}
         record = world.deploy(environ=env)
@@ -139,9 +139,9 @@ def test_a_vercel_deployment_that_turns_ready_opens_the_monitor_window(
 
 
 def test_a_staged_production_deployment_does_not_pass_the_gate(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
-    with vercel_world(tmp_path, database_url, "READY", timeout="2s") as (world, vercel):
+    with vercel_world(tmp_path, baseline_url, "READY", timeout="2s") as (world, vercel):
         vercel.ready_substate = "STAGED"  # built, never promoted to production traffic
         env = {"DATABASE_URL": world.database_url, "VERCEL_TOKEN": vercel.token}
         record = world.deploy(environ=env)
@@ -158,9 +158,9 @@ def test_a_staged_production_deployment_does_not_pass_the_gate(
 
 
 def test_a_deleted_production_deployment_ends_the_gate_at_once(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
-    with vercel_world(tmp_path, database_url, "DELETED") as (world, vercel):
+    with vercel_world(tmp_path, baseline_url, "DELETED") as (world, vercel):
         env = {"DATABASE_URL": world.database_url, "VERCEL_TOKEN": vercel.token}
         record = world.deploy(environ=env)
         assert record.state == "halted" and record.exit_code == 22
@@ -171,9 +171,9 @@ def test_a_deleted_production_deployment_ends_the_gate_at_once(
 
 
 def test_without_the_vercel_token_the_deploy_does_not_start(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
-    with vercel_world(tmp_path, database_url, "READY") as (world, _vercel):
+    with vercel_world(tmp_path, baseline_url, "READY") as (world, _vercel):
         from orchestrator.errors import UsageError
 
         with pytest.raises(UsageError, match=r"\$VERCEL_TOKEN is not set"):
@@ -182,11 +182,11 @@ def test_without_the_vercel_token_the_deploy_does_not_start(
 
 
 def test_dry_run_checks_that_the_release_endpoint_answers(
-    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, baseline_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import os
 
-    with build_world(tmp_path, database_url) as world:
+    with build_world(tmp_path, baseline_url, at_baseline=True) as world:
         production = LiveCommit(world.repo.origin)
         with version_endpoint(production) as endpoint:
             text = world.playbook.read_text()
@@ -215,11 +215,11 @@ def test_dry_run_checks_that_the_release_endpoint_answers(
 
 def test_dry_run_says_which_deployment_vercel_production_serves(
     tmp_path: Path,
-    database_url: str,
+    baseline_url: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with vercel_world(tmp_path, database_url, "READY") as (world, vercel):
+    with vercel_world(tmp_path, baseline_url, "READY") as (world, vercel):
         served = vercel.deployments[0]
         vercel.build_seconds = 0.0
         hotfix = push_to_origin(world, "main", "hotfix")
@@ -264,10 +264,10 @@ def push_to_origin(world: World, branch: str, name: str, base: str = "main") -> 
 
 
 def test_a_newer_commit_live_that_contains_the_release_passes_the_gate(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
     # The window outlasts the gate's interval (see the rolled-back test below).
-    with build_world(tmp_path, database_url, duration="400ms") as world:
+    with build_world(tmp_path, baseline_url, at_baseline=True, duration="400ms") as world:
         production = LiveCommit(world.repo.origin, build_seconds=1.0)
         newer: list[str] = []
 
@@ -298,8 +298,8 @@ def test_a_newer_commit_live_that_contains_the_release_passes_the_gate(
         assert trail.index(checked) > max(i for i, e in enumerate(trail) if e["event"] == "check")
 
 
-def test_an_unrelated_commit_live_is_not_the_release(tmp_path: Path, database_url: str) -> None:
-    with build_world(tmp_path, database_url) as world:
+def test_an_unrelated_commit_live_is_not_the_release(tmp_path: Path, baseline_url: str) -> None:
+    with build_world(tmp_path, baseline_url, at_baseline=True) as world:
         # Production serves a branch cut from the old main: a real commit git knows (fetched
         # into the clone), but not one that contains the release.
         unrelated = push_to_origin(world, "preview", "experiment")
@@ -314,10 +314,10 @@ def test_an_unrelated_commit_live_is_not_the_release(tmp_path: Path, database_ur
         assert record.steps.monitor is None
 
 
-def test_a_revert_of_the_release_live_is_not_the_release(tmp_path: Path, database_url: str) -> None:
+def test_a_revert_of_the_release_live_is_not_the_release(tmp_path: Path, baseline_url: str) -> None:
     """The revert contains the release's commit (git says so) but no longer ships its
     migrations: production serving it does not serve the release."""
-    with build_world(tmp_path, database_url) as world:
+    with build_world(tmp_path, baseline_url, at_baseline=True) as world:
         production = LiveCommit(world.repo.origin, build_seconds=0)
         reverts: list[str] = []
 
@@ -342,11 +342,11 @@ def test_a_revert_of_the_release_live_is_not_the_release(tmp_path: Path, databas
 
 
 def test_a_newer_vercel_deployment_ready_first_carries_the_release(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
     import time
 
-    with vercel_world(tmp_path, database_url, "READY") as (world, vercel):
+    with vercel_world(tmp_path, baseline_url, "READY") as (world, vercel):
         newer: list[str] = []
 
         def someone_merges_after_us(line: str) -> None:
@@ -371,12 +371,12 @@ def test_a_newer_vercel_deployment_ready_first_carries_the_release(
 
 
 def test_production_rolled_back_during_the_monitor_window_is_not_a_success(
-    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, baseline_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The finish edge looks at production again: the gate's sighting is history by then."""
     # The window (rounds at 0, 100, 200 and 300 ms) outlasts the gate's interval (200 ms),
     # however fast the machine: the gate's own sighting is never fresh at the finish edge.
-    with build_world(tmp_path, database_url, duration="400ms") as world:
+    with build_world(tmp_path, baseline_url, at_baseline=True, duration="400ms") as world:
         production = LiveCommit(world.repo.origin, build_seconds=0.5)
         old = production.live
 
@@ -408,11 +408,11 @@ def test_production_rolled_back_during_the_monitor_window_is_not_a_success(
 
 
 def test_a_vercel_instant_rollback_during_the_monitor_window_is_not_a_success(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
     """Production moves back; ours stays READY PROMOTED ("has seen production traffic")."""
     # The window outlasts the gate's interval (150 ms): the finish edge looks at Vercel again.
-    with vercel_world(tmp_path, database_url, "READY", duration="400ms") as (world, vercel):
+    with vercel_world(tmp_path, baseline_url, "READY", duration="400ms") as (world, vercel):
         first = vercel.production
         back: list[dict[str, object]] = []
 

@@ -14,11 +14,9 @@ from orchestrator.drizzle.journal import hash_sql
 from orchestrator.errors import ExitCode
 from orchestrator.runs import RunRecord
 from tests.drizzle_helpers import tracking_rows
-from tests.release_world import World, add_staging_migration, world
+from tests.release_world import World, add_staging_migration
 from tests.test_resume import deploy_process, kill, wait_stopped
 from tests.test_resume_world import assert_halted_by, go_on
-
-__all__ = ["world"]
 
 # Re-run whenever tables were added: the same text, so the same hash, each time.
 GRANT = 'GRANT SELECT ON ALL TABLES IN SCHEMA "public" TO PUBLIC;'

@@ -34,9 +34,7 @@ from orchestrator.sandbox.pg import with_dbname
 from orchestrator.sandbox.release import git
 from orchestrator.validation import Verdict
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
-from tests.release_world import World, add_staging_migration, world
-
-__all__ = ["world"]
+from tests.release_world import World, add_staging_migration
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

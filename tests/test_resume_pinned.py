@@ -34,7 +34,7 @@ from orchestrator.runs import RECORD_FILENAME, new_run_id
 from orchestrator.sandbox.pg import create_database, drop_database, with_dbname
 from orchestrator.sandbox.release import git
 from tests.playbooks import write_playbook
-from tests.release_world import World, world
+from tests.release_world import World
 from tests.test_resume import assert_converged, deploy_process, kill, only_run, wait_stopped
 from tests.test_resume_world import (
     assert_halted_by,
@@ -42,8 +42,6 @@ from tests.test_resume_world import (
     events_of,
     go_on,
 )
-
-__all__ = ["world"]
 
 HOOK_MESSAGE = "GL-HOOK-ERR: main is frozen for the release train"
 

@@ -29,7 +29,7 @@ from orchestrator.runs import RunRecord
 from orchestrator.sandbox.release import git
 from tests.drizzle_helpers import tracking_rows
 from tests.neon_world import neon_world
-from tests.release_world import World, revert_the_release, world
+from tests.release_world import World, revert_the_release
 from tests.test_github_pr import environ as pr_environ
 from tests.test_github_pr import pr_world
 from tests.test_resume import (
@@ -39,8 +39,6 @@ from tests.test_resume import (
     only_run,
     wait_stopped,
 )
-
-__all__ = ["world"]
 
 
 def reset_origin_main(world: World, commit: str) -> None:
@@ -440,9 +438,9 @@ def test_neon_backup_branch_deleted_after_backup_checked_resume_never_migrates(
 
 
 def test_pull_request_reopened_before_its_guard_is_not_taken_for_merged(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
-    with pr_world(tmp_path, database_url) as (world, github):
+    with pr_world(tmp_path, baseline_url) as (world, github):
 
         def reopen_after_merge(event: dict[str, Any]) -> None:
             if event.get("event") == "step_end" and event.get("step") == "merge":

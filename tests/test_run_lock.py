@@ -17,13 +17,11 @@ import pytest
 
 from orchestrator.cli import run
 from orchestrator.db import runlock
-from orchestrator.engine.run import Interaction, start
+from orchestrator.engine.run import start
 from orchestrator.errors import UsageError
 from orchestrator.runs import RunRecord
 from tests.drizzle_helpers import schema_fingerprint
-from tests.release_world import World, build_world, world
-
-__all__ = ["world"]
+from tests.release_world import World, build_world
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "playbooks" / "examples" / "migrations"
 
@@ -135,8 +133,8 @@ def test_a_dead_holder_releases_the_lock_with_its_session(database_url: str) -> 
             assert taken == (False,)  # ours now: no other session gets it
 
 
-def test_two_concurrent_deploys_exactly_one_migrates(tmp_path: Path, database_url: str) -> None:
-    with build_world(tmp_path / "a", database_url) as first:
+def test_two_concurrent_deploys_exactly_one_migrates(tmp_path: Path, baseline_url: str) -> None:
+    with build_world(tmp_path / "a", baseline_url, at_baseline=True) as first:
         # A second operator with their own clone and playbook, same production database.
         second_root = tmp_path / "b"
         second_root.mkdir()
@@ -144,10 +142,7 @@ def test_two_concurrent_deploys_exactly_one_migrates(tmp_path: Path, database_ur
         results: dict[str, RunRecord | BaseException] = {}
 
         def deploy(name: str, world: World) -> None:
-            def confirm(_question: str) -> bool:
-                return True
-
-            interaction = Interaction(confirm=confirm, environ={"DATABASE_URL": world.database_url})
+            interaction = world.interaction()
             barrier.wait()
             try:
                 results[name] = start(world.playbook, world.store, interaction)

@@ -276,7 +276,7 @@ def test_ssl_warning(url: str, environ: dict[str, str], remote: bool) -> None:
 
 def test_platform_tokens_are_written_nowhere(
     tmp_path: Path,
-    database_url: str,
+    baseline_url: str,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -287,7 +287,9 @@ def test_platform_tokens_are_written_nowhere(
 
     written: dict[str, str] = {}
     with (
-        build_world(tmp_path, database_url, duration="300ms", interval="100ms") as world,
+        build_world(
+            tmp_path, baseline_url, at_baseline=True, duration="300ms", interval="100ms"
+        ) as world,
         github_double(world.repo.origin, token="ghp_PlatformPelican3318") as (gh_url, github),
         vercel_double(world.repo.origin, token="vcl_PlatformHeron7264") as (vc_url, vercel),
     ):
@@ -303,7 +305,7 @@ def test_platform_tokens_are_written_nowhere(
             f"{vercel.project_id}, team_id: {vercel.team_id}, api_url: '{vc_url}'}}}}\n"
         )
         protect_branch(world.repo.origin)
-        monkeypatch.setenv("DATABASE_URL", database_url)
+        monkeypatch.setenv("DATABASE_URL", baseline_url)
         monkeypatch.setenv("RELEASE_GH", github.token)
         monkeypatch.setenv("VERCEL_TOKEN", vercel.token)
         state = ["--state-dir", str(world.root / ".orchestrator")]
@@ -351,20 +353,20 @@ def test_platform_tokens_are_written_nowhere(
 
 
 def test_state_json_masks_the_token_values_the_audit_trail_masks(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, baseline_url: str
 ) -> None:
     """One redactor for the run record and the audit trail: a ``*_TOKEN`` value from the
     environment that ends up in an error (here a migration's) is masked in both."""
     from tests.release_world import add_staging_migration
 
     token = "tok_MaskedInState4471"
-    with build_world(tmp_path, database_url) as world:
+    with build_world(tmp_path, baseline_url, at_baseline=True) as world:
         add_staging_migration(
             world,
             "0012_rejects",
             [f"DO $$ BEGIN RAISE EXCEPTION 'rejected by {token}'; END $$"],
         )
-        record = world.deploy(environ={"DATABASE_URL": database_url, "DEPLOY_TOKEN": token})
+        record = world.deploy(environ={"DATABASE_URL": baseline_url, "DEPLOY_TOKEN": token})
         assert record.state == "failed"
         assert token in (record.halt_reason or "")  # the error really carried it
         state = world.store.record_path(record.run_id).read_text()
@@ -377,7 +379,7 @@ def test_state_json_masks_the_token_values_the_audit_trail_masks(
 @pytest.mark.parametrize("extra", [["--json"], []])
 def test_what_a_deploy_prints_masks_what_its_state_json_masks(
     tmp_path: Path,
-    database_url: str,
+    baseline_url: str,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     extra: list[str],
@@ -389,11 +391,11 @@ def test_what_a_deploy_prints_masks_what_its_state_json_masks(
 
     token = "tok_PrintedInLogs5532"
     summary = tmp_path / "summary.md"
-    with build_world(tmp_path, database_url) as world:
+    with build_world(tmp_path, baseline_url, at_baseline=True) as world:
         add_staging_migration(
             world, "0012_rejects", [f"DO $$ BEGIN RAISE EXCEPTION 'rejected by {token}'; END $$"]
         )
-        monkeypatch.setenv("DATABASE_URL", database_url)
+        monkeypatch.setenv("DATABASE_URL", baseline_url)
         monkeypatch.setenv("DEPLOY_TOKEN", token)
         monkeypatch.setenv("GITHUB_ACTIONS", "true")
         monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))

@@ -29,10 +29,8 @@ import pytest
 from orchestrator.audit import read_events
 from orchestrator.errors import ExitCode
 from tests.drizzle_helpers import tracking_rows
-from tests.release_world import World, add_staging_migration, world
+from tests.release_world import World, add_staging_migration
 from tests.test_resume import REPO_ROOT, deploy_process, only_run, wait_for_sleeping_migration
-
-__all__ = ["world"]
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])

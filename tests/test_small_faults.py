@@ -16,9 +16,7 @@ import pytest
 from orchestrator.cli import run
 from orchestrator.db.connect import neon_direct_host
 from tests.playbooks import write_playbook
-from tests.release_world import World, world
-
-__all__ = ["world"]
+from tests.release_world import World
 
 POOLED_FQDN = "postgresql://app:pw@ep-round-river-123456-pooler.us-east-2.aws.neon.tech.:1/neondb"
 DIRECT = "ep-round-river-123456.us-east-2.aws.neon.tech"

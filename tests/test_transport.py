@@ -20,12 +20,12 @@ from tests.release_world import World, build_world
 
 
 @pytest.fixture
-def remote_world(tmp_path: Path, database_url: str) -> Iterator[tuple[World, str]]:
-    params = conninfo_to_dict(database_url)
+def remote_world(tmp_path: Path, baseline_url: str) -> Iterator[tuple[World, str]]:
+    params = conninfo_to_dict(baseline_url)
     if params.get("host") not in ("127.0.0.1", "localhost"):
         pytest.skip("needs a server on 127.0.0.1 to pose as a remote host")
-    remote = make_conninfo(database_url, host="db.example.com", hostaddr="127.0.0.1")
-    with build_world(tmp_path, database_url) as world:
+    remote = make_conninfo(baseline_url, host="db.example.com", hostaddr="127.0.0.1")
+    with build_world(tmp_path, baseline_url, at_baseline=True) as world:
         yield world, remote
 
 
