@@ -27,6 +27,7 @@ from orchestrator.sandbox.pg import (
     memory_directory,
     with_dbname,
 )
+from orchestrator.shadow import SHADOW_URL_ENV, ShadowSpec
 from tests.mutants import apply_from_environment
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -118,6 +119,13 @@ def shadow_server(server_url: str) -> str:
     a cluster just to replay a folder. Tests of the local shadow unset it."""
     os.environ["ORCHESTRATOR_SHADOW_URL"] = server_url
     return server_url
+
+
+def suite_shadow() -> ShadowSpec:
+    """The shadow the CLI and the engine would read from this test's environment (the test
+    server, or a throwaway local cluster where a test unsets it): for the library calls
+    that take it as an argument and otherwise start a local cluster for each replay."""
+    return ShadowSpec(os.environ.get(SHADOW_URL_ENV))
 
 
 @pytest.fixture

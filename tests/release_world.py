@@ -31,6 +31,7 @@ from orchestrator.sandbox.release import (
     git,
 )
 from orchestrator.shadow import SHADOW_URL_ENV
+from tests.conftest import suite_shadow
 from tests.playbooks import write_playbook
 
 TRANSITIONS_OF_A_FULL_DEPLOY = [
@@ -110,6 +111,7 @@ def migrate_baseline(url: str, repo: ReleaseRepo) -> None:
         MigrateOptions(),
         confirm=lambda _r: True,
         retry=RetryPolicy.none(),
+        shadow=suite_shadow(),
     )
 
 

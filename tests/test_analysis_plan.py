@@ -24,6 +24,7 @@ from orchestrator.drizzle.journal import read_journal
 from orchestrator.migrate import migrate_database
 from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS, copy_migrations
 from tests.analysis_helpers import analyse_on_shadow, journal_of, replayed
+from tests.conftest import suite_shadow
 
 RELEASE = ("0009_fat_kulan_gath", "0010_new_colleen_wing", "0011_cute_skin")
 
@@ -217,6 +218,7 @@ def test_plan_pending_against_a_database(
         MigrateOptions(),
         confirm=lambda _r: True,
         retry=RetryPolicy.none(),
+        shadow=suite_shadow(),
     )
     code, out, _ = cli(
         capsys,
@@ -256,6 +258,7 @@ def test_plan_on_an_up_to_date_database(
         MigrateOptions(),
         confirm=lambda _r: True,
         retry=RetryPolicy.none(),
+        shadow=suite_shadow(),
     )
     args = ["plan", "--database-url", database_url, "--migrations", str(EXAMPLE_MIGRATIONS)]
     code, out, _ = cli(capsys, *args)

@@ -31,6 +31,7 @@ from orchestrator.db.migrator import MigrateOptions, apply_pending
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS
 from orchestrator.validation import Verdict
+from tests.conftest import suite_shadow
 
 
 @pytest.fixture
@@ -139,7 +140,9 @@ def test_validate_reads_production_in_one_round_trip(database_url: str) -> None:
     with ProxyProcess.for_url(database_url, round_trip_delay=0.0) as proxy:
         handshake = proxy.handshake_round_trips(database_url)
         proxy.reset()
-        report = validate_database(proxy.url(database_url), journal, MigrateOptions())
+        report = validate_database(
+            proxy.url(database_url), journal, MigrateOptions(), shadow=suite_shadow()
+        )
         assert report.status is Verdict.NEEDS_MIGRATION
         assert proxy.reset().round_trips - handshake == 1
 
@@ -175,7 +178,10 @@ def test_synthetic_folder_applies_and_validates(tmp_path: Path, database_url: st
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
         ).fetchone()
     assert tables is not None and tables[0] == 40
-    assert validate_database(database_url, journal, options).status is Verdict.SAFE
+    assert (
+        validate_database(database_url, journal, options, shadow=suite_shadow()).status
+        is Verdict.SAFE
+    )
 
 
 def test_drizzle_kit_files_pin_versions_and_name_the_target(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from orchestrator.drizzle.journal import Migration, read_journal
 from orchestrator.migrate import migrate_database
 from orchestrator.sandbox.pg import EmbeddedPostgres
 from orchestrator.validation import Verdict
+from tests.conftest import suite_shadow
 from tests.drizzle_helpers import tracking_rows
 from tests.pg_urls import with_user
 from tests.test_drizzle_real import drizzle_migrate, drizzle_node  # noqa: F401 (a fixture)
@@ -285,6 +286,7 @@ def test_a_concurrent_text_the_journal_repeats_is_applied_for_its_own_entry(
         confirm=lambda _r: True,
         retry=RetryPolicy.none(),
         on_migration=once,
+        shadow=suite_shadow(),
     )
     assert [a.tag for a in result.applied] == ["0003_more", "0004_reindex"]
     assert result.after.status is Verdict.SAFE, result.after.findings

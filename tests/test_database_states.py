@@ -16,6 +16,7 @@ from orchestrator.drizzle.journal import Journal, read_journal
 from orchestrator.errors import PartialStateError
 from orchestrator.migrate import migrate_database
 from orchestrator.validation import MigrationState, ValidationReport, Verdict
+from tests.conftest import suite_shadow
 from tests.drizzle_helpers import (
     FIXTURE_MIGRATIONS,
     expected_rows,
@@ -38,7 +39,9 @@ def full() -> Journal:
 
 
 def migrate(url: str, journal: Journal, options: MigrateOptions = OPTIONS):  # type: ignore[no-untyped-def]
-    return migrate_database(url, journal, options, confirm=lambda _r: True, retry=ONCE)
+    return migrate_database(
+        url, journal, options, confirm=lambda _r: True, retry=ONCE, shadow=suite_shadow()
+    )
 
 
 def states(report: ValidationReport) -> dict[str, MigrationState]:
@@ -54,7 +57,7 @@ def apply_prefix(url: str, tmp_path: Path, count: int) -> None:
 
 
 def test_empty_database_needs_migration(database_url: str) -> None:
-    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
     assert report.status is Verdict.NEEDS_MIGRATION
     assert int(report.exit_code) == 10
     assert set(states(report).values()) == {MigrationState.PENDING}
@@ -107,14 +110,14 @@ def test_database_migrated_by_drizzle_validates_safe(database_url: str) -> None:
                 "INSERT INTO drizzle.__drizzle_migrations (hash, created_at) VALUES (%s, %s)",
                 (digest, created),
             )
-    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
     assert report.status is Verdict.SAFE, report.findings
     assert report.findings == ()
 
 
 def test_clean_prefix_needs_migration(database_url: str, tmp_path: Path) -> None:
     apply_prefix(database_url, tmp_path, 9)  # 0000-0008: production before the release
-    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
     assert report.status is Verdict.NEEDS_MIGRATION
     assert [m.tag for m in report.pending] == [
         "0009_fat_kulan_gath",
@@ -127,7 +130,7 @@ def test_out_of_order_is_named_and_our_migrate_applies_it(
     database_url: str, tmp_path: Path
 ) -> None:
     apply_prefix(database_url, tmp_path, 10)  # 0000-0009 applied, as in the fixture README
-    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
     assert report.status is Verdict.NEEDS_MIGRATION
     skipped = [f for f in report.findings if f.code == "out_of_order"]
     assert [f.migration for f in skipped] == ["0010_new_colleen_wing"]
@@ -147,7 +150,7 @@ def test_what_drizzle_leaves_after_skipping_is_partial(database_url: str, tmp_pa
     run_sql(database_url, cute_skin)
     track(database_url, cute_skin)
 
-    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
     assert report.status is Verdict.PARTIAL_MIGRATION and int(report.exit_code) == 20
     assert states(report)["0010_new_colleen_wing"] is MigrationState.PENDING
     assert states(report)["0011_cute_skin"] is MigrationState.APPLIED
@@ -161,7 +164,7 @@ def test_what_drizzle_leaves_after_skipping_is_partial(database_url: str, tmp_pa
 def test_objects_without_tracking_is_untracked_present(database_url: str, tmp_path: Path) -> None:
     apply_prefix(database_url, tmp_path, 9)
     run_sql(database_url, fixture_migration("0009_fat_kulan_gath"))  # "relation already exists"
-    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
     assert report.status is Verdict.PARTIAL_MIGRATION
     assert states(report)["0009_fat_kulan_gath"] is MigrationState.UNTRACKED_PRESENT
 
@@ -175,7 +178,7 @@ def test_tracking_without_objects_is_tracked_missing(database_url: str) -> None:
     migrate(database_url, full())
     with psycopg.connect(database_url) as conn:
         conn.execute("DROP TABLE cmdb_reconciliation_results")
-    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
     assert report.status is Verdict.PARTIAL_MIGRATION
     assert states(report)["0010_new_colleen_wing"] is MigrationState.TRACKED_MISSING
     status = next(m for m in report.migrations if m.tag == "0010_new_colleen_wing")
@@ -189,7 +192,7 @@ def test_half_a_migration_is_partially_present(database_url: str, tmp_path: Path
             'CREATE TABLE "app_settings" ("key" text PRIMARY KEY NOT NULL, '
             '"value" text NOT NULL, "updated_at" timestamp with time zone DEFAULT now() NOT NULL)'
         )
-    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
     assert report.status is Verdict.PARTIAL_MIGRATION
     assert states(report)["0009_fat_kulan_gath"] is MigrationState.PARTIALLY_PRESENT
     # 0011 adds columns to tables that exist: still nothing of it present.
@@ -200,7 +203,7 @@ def test_tracked_with_half_its_objects_is_partially_present(database_url: str) -
     migrate(database_url, full())
     with psycopg.connect(database_url) as conn:
         conn.execute('ALTER TABLE "case_classifications" DROP COLUMN "service_offering"')
-    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
     assert states(report)["0011_cute_skin"] is MigrationState.PARTIALLY_PRESENT
     status = next(m for m in report.migrations if m.tag == "0011_cute_skin")
     assert status.missing_objects == ("column public.case_classifications.service_offering",)
@@ -244,7 +247,7 @@ def test_a_key_or_comment_changed_by_hand_is_drift(
     migrate(database_url, full())
     with psycopg.connect(database_url) as conn:
         conn.execute(by_hand)  # type: ignore[arg-type]
-    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
     assert report.status is Verdict.PARTIAL_MIGRATION
     drift = next(f for f in report.findings if f.code == "schema_drift")
     assert difference in drift.message
@@ -257,7 +260,7 @@ def test_a_platforms_extension_and_another_tools_table_are_one_warning(
     with psycopg.connect(database_url) as conn:
         conn.execute("CREATE EXTENSION hstore")  # dozens of functions, types, operators
         conn.execute("CREATE TABLE public.other_tool (id int PRIMARY KEY)")
-    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
     assert report.status is Verdict.SAFE
     [warning] = [f for f in report.findings if f.code != "tracking_table"]
     assert warning.code == "untouched_objects"
@@ -277,7 +280,7 @@ def test_unreachable_database_is_error(database_url: str) -> None:
     from orchestrator.sandbox.pg import free_port
 
     url = f"postgresql://someone:s3cr3t@127.0.0.1:{free_port()}/nowhere"
-    report = validate_database(url, full(), OPTIONS, retry=ONCE)
+    report = validate_database(url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
     assert report.status is Verdict.ERROR and int(report.exit_code) == 30
     assert "s3cr3t" not in str(report.to_json())
     assert report.checks[0].name == "connectivity" and not report.checks[0].ok
@@ -287,7 +290,7 @@ def test_malformed_tracking_table_is_error(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
         conn.execute("CREATE SCHEMA drizzle")
         conn.execute("CREATE TABLE drizzle.__drizzle_migrations (id int, checksum text)")
-    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
     assert report.status is Verdict.ERROR
     assert ("tracking_table_malformed", None) in codes(report)
 
@@ -299,7 +302,7 @@ def test_unreadable_tracking_table_is_error(database_url: str) -> None:
         conn.execute("CREATE ROLE orch_reader LOGIN")
     try:
         reader = with_user(database_url, "orch_reader")
-        report = validate_database(reader, full(), OPTIONS, retry=ONCE)
+        report = validate_database(reader, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
         assert report.status is Verdict.ERROR
         assert "permission denied" in report.checks[0].detail
     finally:
@@ -312,7 +315,7 @@ def test_tracking_table_in_public_is_its_own_finding(database_url: str) -> None:
     for migration in full().migrations:
         run_sql(database_url, migration)
         track(database_url, migration, schema="public")
-    report = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    report = validate_database(database_url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
     assert report.status is Verdict.PARTIAL_MIGRATION
     assert ("tracking_table_wrong_schema", None) in codes(report)
     assert set(states(report).values()) == {MigrationState.UNTRACKED_PRESENT}
@@ -329,7 +332,9 @@ def test_edited_and_foreign_hashes_are_named(database_url: str, tmp_path: Path) 
         conn.execute(
             "INSERT INTO drizzle.__drizzle_migrations (hash, created_at) VALUES ('f00d', 1)"
         )
-    report = validate_database(database_url, read_journal(edited), OPTIONS, retry=ONCE)
+    report = validate_database(
+        database_url, read_journal(edited), OPTIONS, retry=ONCE, shadow=suite_shadow()
+    )
     assert ("edited_migration", "0002_assignment_group") in codes(report)
     assert ("unknown_hash", None) in codes(report)
     assert states(report)["0002_assignment_group"] is MigrationState.UNTRACKED_PRESENT
@@ -383,13 +388,18 @@ def test_a_table_locked_by_another_session_is_error_naming_the_holder(
     migrate(database_url, full())
     impatient = MigrateOptions(read_lock_timeout=0.2)
     with table_locked(database_url, "case_classification_results", "nightly rebuild"):
-        report = validate_database(database_url, full(), impatient, retry=ONCE)
+        report = validate_database(
+            database_url, full(), impatient, retry=ONCE, shadow=suite_shadow()
+        )
     assert report.status is Verdict.ERROR and int(report.exit_code) == 30
     detail = report.checks[0].detail
     assert "nightly rebuild" in detail
     assert "holds ACCESS EXCLUSIVE on public.case_classification_results" in detail
     # The lock gone, the same read goes through.
-    assert validate_database(database_url, full(), impatient, retry=ONCE).status is Verdict.SAFE
+    assert (
+        validate_database(database_url, full(), impatient, retry=ONCE, shadow=suite_shadow()).status
+        is Verdict.SAFE
+    )
 
 
 def test_custom_schema_and_table_names(database_url: str) -> None:
@@ -401,9 +411,9 @@ def test_custom_schema_and_table_names(database_url: str) -> None:
     assert count == (12,)
     assert tracking_rows(database_url) == []
     # Judged against the default table, the same database has objects without tracking.
-    assert validate_database(database_url, full(), OPTIONS, retry=ONCE).status is (
-        Verdict.PARTIAL_MIGRATION
-    )
+    assert validate_database(
+        database_url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow()
+    ).status is (Verdict.PARTIAL_MIGRATION)
 
 
 def test_connection_killed_mid_migration_is_retried_after_revalidating(
@@ -440,6 +450,7 @@ def test_connection_killed_mid_migration_is_retried_after_revalidating(
         confirm=lambda _r: True,
         retry=RetryPolicy(attempts=3, initial=0.1, max_wait=0.2),
         on_retry=lambda attempt, error, _wait: retries.append((attempt, str(error))),
+        shadow=suite_shadow(),
     )
     finished.set()
     killer.join()

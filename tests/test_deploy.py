@@ -19,6 +19,7 @@ from orchestrator.engine.run import resume, rollback
 from orchestrator.errors import PartialStateError, UsageError
 from orchestrator.sandbox.pg import EmbeddedPostgres
 from orchestrator.sandbox.release import git
+from tests.conftest import suite_shadow
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
 from tests.lock_holder import table_locked
 from tests.pg_urls import with_user
@@ -113,6 +114,7 @@ def test_safe_database_skips_migrate(world: World) -> None:
         MigrateOptions(),
         confirm=lambda _r: True,
         retry=RetryPolicy.none(),
+        shadow=suite_shadow(),
     )
     git(world.repo.clone, "switch", "main")
     rows = tracking_rows(world.database_url)

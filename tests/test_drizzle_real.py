@@ -32,6 +32,7 @@ from orchestrator.errors import UsageError
 from orchestrator.migrate import MigrateResult, migrate_database
 from orchestrator.sandbox.pg import create_database, drop_database, with_dbname
 from orchestrator.validation import MigrationState, ValidationReport, Verdict
+from tests.conftest import suite_shadow
 from tests.drizzle_helpers import (
     FIXTURE_MIGRATIONS,
     expected_rows,
@@ -176,11 +177,13 @@ def full() -> Journal:
 
 
 def validate(url: str) -> ValidationReport:
-    return validate_database(url, full(), OPTIONS, retry=ONCE)
+    return validate_database(url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
 
 
 def migrate(url: str) -> MigrateResult:
-    return migrate_database(url, full(), OPTIONS, confirm=lambda _r: True, retry=ONCE)
+    return migrate_database(
+        url, full(), OPTIONS, confirm=lambda _r: True, retry=ONCE, shadow=suite_shadow()
+    )
 
 
 def codes(report: ValidationReport) -> list[tuple[str, str | None]]:
@@ -263,7 +266,12 @@ def test_out_of_order_finding_matches_what_real_drizzle_does(
 ) -> None:
     prefix = prefix_folder(FIXTURE_MIGRATIONS, 10, tmp_path / "p10")  # 0000-0009, by us
     migrate_database(
-        database_url, read_journal(prefix), OPTIONS, confirm=lambda _r: True, retry=ONCE
+        database_url,
+        read_journal(prefix),
+        OPTIONS,
+        confirm=lambda _r: True,
+        retry=ONCE,
+        shadow=suite_shadow(),
     )
 
     report = validate(database_url)
@@ -294,11 +302,15 @@ def test_a_text_the_journal_repeats_is_applied_once_per_entry_as_drizzle_does(
     first = read_journal(write_drizzle_folder(tmp_path / "first", RELEASES[:2]))
     folder = write_drizzle_folder(tmp_path / "second", RELEASES)
     journal = read_journal(folder)
-    migrate_database(database_url, first, OPTIONS, confirm=lambda _r: True, retry=ONCE)
-    report = validate_database(database_url, journal, OPTIONS, retry=ONCE)
+    migrate_database(
+        database_url, first, OPTIONS, confirm=lambda _r: True, retry=ONCE, shadow=suite_shadow()
+    )
+    report = validate_database(database_url, journal, OPTIONS, retry=ONCE, shadow=suite_shadow())
     assert report.status is Verdict.NEEDS_MIGRATION, report.findings
     assert [m.tag for m in report.pending] == ["0002_email", "0003_view"]
-    result = migrate_database(database_url, journal, OPTIONS, confirm=lambda _r: True, retry=ONCE)
+    result = migrate_database(
+        database_url, journal, OPTIONS, confirm=lambda _r: True, retry=ONCE, shadow=suite_shadow()
+    )
     assert [a.tag for a in result.applied] == ["0002_email", "0003_view"]
     assert result.after.status is Verdict.SAFE
     # drizzle's own database of the same folder: the same rows, the same schema.
@@ -309,7 +321,10 @@ def test_a_text_the_journal_repeats_is_applied_once_per_entry_as_drizzle_does(
         drizzle_migrate(drizzle_node, theirs, folder)
         assert tracking_rows(theirs) == tracking_rows(database_url)
         assert schema_fingerprint(theirs) == schema_fingerprint(database_url)
-        assert validate_database(theirs, journal, OPTIONS, retry=ONCE).status is Verdict.SAFE
+        assert (
+            validate_database(theirs, journal, OPTIONS, retry=ONCE, shadow=suite_shadow()).status
+            is Verdict.SAFE
+        )
     finally:
         drop_database(server_url, name)
 
@@ -330,10 +345,12 @@ def test_a_migration_drizzle_applied_is_not_refused_for_how_it_is_written(
     drizzle_migrate(drizzle_node, database_url, first)
 
     journal = read_journal(folder)
-    report = validate_database(database_url, journal, OPTIONS, retry=ONCE)
+    report = validate_database(database_url, journal, OPTIONS, retry=ONCE, shadow=suite_shadow())
     assert report.status is Verdict.NEEDS_MIGRATION, report.findings
     assert [m.tag for m in report.pending] == ["0002_email"]
-    result = migrate_database(database_url, journal, OPTIONS, confirm=lambda _r: True, retry=ONCE)
+    result = migrate_database(
+        database_url, journal, OPTIONS, confirm=lambda _r: True, retry=ONCE, shadow=suite_shadow()
+    )
     assert [a.tag for a in result.applied] == ["0002_email"]
     assert result.after.status is Verdict.SAFE
 
@@ -347,7 +364,14 @@ def test_drizzle_commits_half_a_migration_that_holds_a_commit_and_we_refuse_to_r
     folder = write_drizzle_folder(tmp_path / "m", [RELEASES[0], half])
     journal = read_journal(folder)
     with pytest.raises(UsageError, match=r"0001_half\.sql:3: COMMIT controls the migration's"):
-        migrate_database(database_url, journal, OPTIONS, confirm=lambda _r: True, retry=ONCE)
+        migrate_database(
+            database_url,
+            journal,
+            OPTIONS,
+            confirm=lambda _r: True,
+            retry=ONCE,
+            shadow=suite_shadow(),
+        )
     assert tracking_rows(database_url) == [] and not table_exists(database_url, "users")
 
     with pytest.raises(AssertionError, match="drizzle migrator failed"):

@@ -29,6 +29,7 @@ from orchestrator.runs import RunRecord
 from orchestrator.sandbox.pg import EmbeddedPostgres, create_database
 from orchestrator.sandbox.release import git
 from orchestrator.validation import Verdict
+from tests.conftest import suite_shadow
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
 from tests.release_world import World, build_world
 
@@ -78,7 +79,7 @@ def release_journal(world: World):  # type: ignore[no-untyped-def]
 def assert_safe_once(world: World) -> None:
     """Every migration applied, every hash tracked exactly once."""
     journal = release_journal(world)
-    report = validate_database(world.database_url, journal, MigrateOptions())
+    report = validate_database(world.database_url, journal, MigrateOptions(), shadow=suite_shadow())
     assert report.status is Verdict.SAFE, report.recommendation
     hashes = Counter(h for _id, h, _c in tracking_rows(world.database_url))
     assert sorted(hashes) == sorted(m.hash for m in journal.migrations)
@@ -124,7 +125,9 @@ def test_restart_during_migrate(world: World, own_cluster: EmbeddedPostgres, mod
         own_cluster.restart(mode)
         # The migration transaction was open (0009 applied, 0010 starting): it is gone
         # entirely, the database is exactly as before the migration.
-        report = validate_database(world.database_url, release_journal(world), MigrateOptions())
+        report = validate_database(
+            world.database_url, release_journal(world), MigrateOptions(), shadow=suite_shadow()
+        )
         observed.append(report.status)
 
     hook = at("applying_migration", "0010_new_colleen_wing", restart_mid_transaction)

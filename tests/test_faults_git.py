@@ -25,6 +25,7 @@ from orchestrator.engine.settings import journal_at
 from orchestrator.gitrepo import open_repo
 from orchestrator.sandbox.release import git
 from orchestrator.validation import Verdict
+from tests.conftest import suite_shadow
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
 from tests.release_world import World
 
@@ -130,7 +131,7 @@ def assert_database_safe(world: World) -> None:
     """The release's migrations are all applied and tracked once: validate says SAFE."""
     commit = git(world.repo.origin, "rev-parse", "staging")
     journal = journal_at(open_repo(world.repo.clone), commit, world.repo.migrations, "staging")
-    report = validate_database(world.database_url, journal, MigrateOptions())
+    report = validate_database(world.database_url, journal, MigrateOptions(), shadow=suite_shadow())
     assert report.status is Verdict.SAFE, report.status
     hashes = [h for _id, h, _created in tracking_rows(world.database_url)]
     assert sorted(hashes) == sorted(m.hash for m in journal.migrations)

@@ -19,6 +19,7 @@ from orchestrator.inventory import Inventory
 from orchestrator.migrate import migrate_database
 from orchestrator.reports import inspect
 from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS
+from tests.conftest import suite_shadow
 
 SCHEMA, TABLE = "drizzle", "__drizzle_migrations"
 
@@ -34,6 +35,7 @@ def migrated(url: str) -> None:
         MigrateOptions(),
         confirm=lambda _r: True,
         retry=RetryPolicy.none(),
+        shadow=suite_shadow(),
     )
 
 
@@ -151,6 +153,7 @@ def test_drift_is_judged_against_the_tracked_migrations_and_their_attributes(
         MigrateOptions(),
         confirm=lambda _r: True,
         retry=RetryPolicy.none(),
+        shadow=suite_shadow(),
     )
     with psycopg.connect(database_url) as conn:
         conn.execute("ALTER TABLE case_classifications ALTER COLUMN category DROP NOT NULL")

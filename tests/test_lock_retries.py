@@ -29,6 +29,7 @@ from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.migrate import migrate_database
 from orchestrator.playbook.model import MigrationsSpec
+from tests.conftest import suite_shadow
 from tests.drizzle_helpers import expected_rows, prefix_folder, tracking_rows
 from tests.release_world import World
 
@@ -188,6 +189,7 @@ def test_after_lock_retries_the_tracking_ids_are_the_ones_drizzle_writes(
             confirm=lambda _report: True,
             retry=RetryPolicy.none(),
             on_lock_retry=after_timeout,
+            shadow=suite_shadow(),
         )
     assert timeouts == [1, 2]
     assert [a.tag for a in result.applied] == [

@@ -21,6 +21,7 @@ from orchestrator.db.migrator import MigrateOptions
 from orchestrator.errors import UsageError
 from orchestrator.neon.restore import check_confirmation, restore_plan
 from orchestrator.runs import RunRecord
+from tests.conftest import suite_shadow
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
 from tests.neon_double import NeonState
 from tests.neon_world import neon_world
@@ -58,7 +59,9 @@ def deployed(world: World) -> RunRecord:
 
 
 def verdict(world: World) -> tuple[str, list[str]]:
-    report = validate_database(world.database_url, staging_journal(world), MigrateOptions())
+    report = validate_database(
+        world.database_url, staging_journal(world), MigrateOptions(), shadow=suite_shadow()
+    )
     return report.status.value, [m.tag for m in report.pending]
 
 

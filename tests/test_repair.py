@@ -21,6 +21,7 @@ from orchestrator.migrate import migrate_database
 from orchestrator.repair import repair_database
 from orchestrator.sandbox.pg import create_database, drop_database, with_dbname
 from orchestrator.validation import MigrationState, Verdict
+from tests.conftest import suite_shadow
 from tests.drizzle_helpers import (
     FIXTURE_MIGRATIONS,
     expected_rows,
@@ -53,7 +54,14 @@ def repair_args(url: str, *extra: str) -> list[str]:
 def applied_by_hand(url: str, tmp_path: Path) -> None:
     """The runbook's scenario: 0000-0008 migrated, 0009-0011 run by hand, untracked."""
     prefix = prefix_folder(FIXTURE_MIGRATIONS, 9, tmp_path / "prefix")
-    migrate_database(url, read_journal(prefix), OPTIONS, confirm=lambda _r: True, retry=ONCE)
+    migrate_database(
+        url,
+        read_journal(prefix),
+        OPTIONS,
+        confirm=lambda _r: True,
+        retry=ONCE,
+        shadow=suite_shadow(),
+    )
     for tag in RELEASE:
         run_sql(url, fixture_migration(tag))
 
@@ -62,7 +70,7 @@ def test_repair_tracks_hand_applied_migrations_exactly_as_drizzle(
     database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     applied_by_hand(database_url, tmp_path)
-    before = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    before = validate_database(database_url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
     states = {m.tag: m.state for m in before.migrations}
     assert {states[t] for t in RELEASE} == {MigrationState.UNTRACKED_PRESENT}
     assert before.status is Verdict.PARTIAL_MIGRATION
@@ -72,7 +80,7 @@ def test_repair_tracks_hand_applied_migrations_exactly_as_drizzle(
     assert "inserted 3 tracking row(s)" in out
     # byte-identical to what the real drizzle-orm migrator wrote for the whole folder
     assert tracking_rows(database_url) == expected_rows()
-    after = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    after = validate_database(database_url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
     assert after.status is Verdict.SAFE
     # and a second repair finds nothing to do
     code, out, _ = cli(capsys, *repair_args(database_url, "--yes"))
@@ -94,7 +102,9 @@ def test_repair_creates_drizzles_tracking_table_like_the_migrator(
     create_database(server_url, name)
     migrated = with_dbname(server_url, name)
     try:
-        migrate_database(migrated, full(), OPTIONS, confirm=lambda _r: True, retry=ONCE)
+        migrate_database(
+            migrated, full(), OPTIONS, confirm=lambda _r: True, retry=ONCE, shadow=suite_shadow()
+        )
         assert tracking_rows(migrated) == tracking_rows(database_url)
         assert table_definition(migrated) == table_definition(database_url)
     finally:
@@ -142,7 +152,9 @@ def test_a_tracking_schema_drizzle_does_not_use_is_refused_not_filled(
 ) -> None:
     """A mistyped schema names a table that is not there while drizzle's is: repair would
     have made a second tracking table in production, and migrate said "partial state"."""
-    migrate_database(database_url, full(), OPTIONS, confirm=lambda _r: True, retry=ONCE)
+    migrate_database(
+        database_url, full(), OPTIONS, confirm=lambda _r: True, retry=ONCE, shadow=suite_shadow()
+    )
     fingerprint, rows = schema_fingerprint(database_url), tracking_rows(database_url)
     for command in ("repair", "migrate"):
         code, _, err = cli(
@@ -182,7 +194,7 @@ def test_declined_confirmation_changes_nothing(database_url: str, tmp_path: Path
         return False
 
     with pytest.raises(UsageError, match="not confirmed"):
-        repair_database(database_url, full(), OPTIONS, confirm=decline)
+        repair_database(database_url, full(), OPTIONS, confirm=decline, shadow=suite_shadow())
     assert seen == [3]
     assert schema_fingerprint(database_url) == fingerprint
 
@@ -192,7 +204,12 @@ def test_refuses_partially_present(
 ) -> None:
     prefix = prefix_folder(FIXTURE_MIGRATIONS, 9, tmp_path / "prefix")
     migrate_database(
-        database_url, read_journal(prefix), OPTIONS, confirm=lambda _r: True, retry=ONCE
+        database_url,
+        read_journal(prefix),
+        OPTIONS,
+        confirm=lambda _r: True,
+        retry=ONCE,
+        shadow=suite_shadow(),
     )
     run_sql(database_url, fixture_migration("0011_cute_skin"))  # untracked_present: repairable
     first_table = fixture_migration("0009_fat_kulan_gath").statements[0]
@@ -207,33 +224,47 @@ def test_refuses_partially_present(
 
 
 def test_refuses_tracked_missing(database_url: str) -> None:
-    migrate_database(database_url, full(), OPTIONS, confirm=lambda _r: True, retry=ONCE)
+    migrate_database(
+        database_url, full(), OPTIONS, confirm=lambda _r: True, retry=ONCE, shadow=suite_shadow()
+    )
     with psycopg.connect(database_url) as conn:
         conn.execute("DROP TABLE cmdb_reconciliation_results")
     fingerprint = schema_fingerprint(database_url)
     with pytest.raises(PartialStateError, match="0010_new_colleen_wing is tracked but its objects"):
-        repair_database(database_url, full(), OPTIONS, confirm=lambda *_: True)
+        repair_database(
+            database_url, full(), OPTIONS, confirm=lambda *_: True, shadow=suite_shadow()
+        )
     assert schema_fingerprint(database_url) == fingerprint
 
 
 def test_refuses_a_tracked_migration_missing_part_of_its_objects(database_url: str) -> None:
-    migrate_database(database_url, full(), OPTIONS, confirm=lambda _r: True, retry=ONCE)
+    migrate_database(
+        database_url, full(), OPTIONS, confirm=lambda _r: True, retry=ONCE, shadow=suite_shadow()
+    )
     with psycopg.connect(database_url) as conn:
         conn.execute("ALTER TABLE case_classifications DROP COLUMN service_offering")
     with pytest.raises(PartialStateError, match="0011_cute_skin is tracked but only partially"):
-        repair_database(database_url, full(), OPTIONS, confirm=lambda *_: True)
+        repair_database(
+            database_url, full(), OPTIONS, confirm=lambda *_: True, shadow=suite_shadow()
+        )
     assert tracking_rows(database_url) == expected_rows()
 
 
 def test_refuses_a_migration_edited_after_it_was_applied(
     database_url: str, drizzle_fixture: Path
 ) -> None:
-    migrate_database(database_url, full(), OPTIONS, confirm=lambda _r: True, retry=ONCE)
+    migrate_database(
+        database_url, full(), OPTIONS, confirm=lambda _r: True, retry=ONCE, shadow=suite_shadow()
+    )
     edited = drizzle_fixture / "0011_cute_skin.sql"
     edited.write_text(edited.read_text() + "\n-- reviewed")
     with pytest.raises(PartialStateError, match=r"0011_cute_skin\.sql was edited after it was"):
         repair_database(
-            database_url, read_journal(drizzle_fixture), OPTIONS, confirm=lambda *_: True
+            database_url,
+            read_journal(drizzle_fixture),
+            OPTIONS,
+            confirm=lambda *_: True,
+            shadow=suite_shadow(),
         )
     assert tracking_rows(database_url) == expected_rows()
 
@@ -241,13 +272,18 @@ def test_refuses_a_migration_edited_after_it_was_applied(
 def test_refuses_objects_not_as_the_sql_defines_them(database_url: str, tmp_path: Path) -> None:
     prefix = prefix_folder(FIXTURE_MIGRATIONS, 9, tmp_path / "prefix")
     migrate_database(
-        database_url, read_journal(prefix), OPTIONS, confirm=lambda _r: True, retry=ONCE
+        database_url,
+        read_journal(prefix),
+        OPTIONS,
+        confirm=lambda _r: True,
+        retry=ONCE,
+        shadow=suite_shadow(),
     )
     original = fixture_migration("0010_new_colleen_wing")
     assert '"confidence" real' in original.sql
     altered = original.sql.replace('"confidence" real', '"confidence" text')
     run_sql(database_url, Migration(0, "x", 0, altered, "x"))
-    state = validate_database(database_url, full(), OPTIONS, retry=ONCE)
+    state = validate_database(database_url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
     # By names the objects are all there, but one column is not as 0010 defines it.
     assert {m.tag: m.state for m in state.migrations}["0010_new_colleen_wing"] is (
         MigrationState.PARTIALLY_PRESENT
@@ -257,7 +293,9 @@ def test_refuses_objects_not_as_the_sql_defines_them(database_url: str, tmp_path
         match=r"column public\.cmdb_reconciliation_results\.confidence: type expected 'real', "
         r"found 'text'",
     ):
-        repair_database(database_url, full(), OPTIONS, confirm=lambda *_: True)
+        repair_database(
+            database_url, full(), OPTIONS, confirm=lambda *_: True, shadow=suite_shadow()
+        )
     assert len(tracking_rows(database_url)) == 9
 
 
@@ -321,7 +359,14 @@ def test_a_seed_between_hand_run_migrations_gets_no_row_and_migrate_runs_it(
     journal = read_journal(folder)
     if migrated:
         prefix = read_journal(prefix_folder(folder, 1, tmp_path / "prefix"))
-        migrate_database(database_url, prefix, OPTIONS, confirm=lambda _r: True, retry=ONCE)
+        migrate_database(
+            database_url,
+            prefix,
+            OPTIONS,
+            confirm=lambda _r: True,
+            retry=ONCE,
+            shadow=suite_shadow(),
+        )
     # By hand, without tracking rows: the coming index (a colleague), and 0000 when pushed.
     for migration in journal.migrations[migrated:]:
         if migration.tag != "0001_seed_plans":

@@ -33,6 +33,7 @@ from orchestrator.runs import RunRecord
 from orchestrator.sandbox.pg import with_dbname
 from orchestrator.sandbox.release import git
 from orchestrator.validation import Verdict
+from tests.conftest import suite_shadow
 from tests.drizzle_helpers import schema_fingerprint, tracking_rows
 from tests.release_world import World, add_staging_migration
 
@@ -118,7 +119,7 @@ def assert_converged(world: World, record: RunRecord, main_before: str) -> None:
     """SAFE, every hash tracked once, origin's main holds the release exactly once."""
     assert record.state == "succeeded", record.halt_reason
     journal = staging_journal(world)
-    report = validate_database(world.database_url, journal, MigrateOptions())
+    report = validate_database(world.database_url, journal, MigrateOptions(), shadow=suite_shadow())
     assert report.status is Verdict.SAFE
     hashes = Counter(h for _id, h, _created in tracking_rows(world.database_url))
     assert sorted(hashes) == sorted(m.hash for m in journal.migrations)

@@ -31,6 +31,7 @@ from orchestrator.migrate import migrate_database
 from orchestrator.playbook import RetrySpec
 from orchestrator.sandbox.pg import EmbeddedPostgres, create_database, with_dbname
 from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS
+from tests.conftest import suite_shadow
 from tests.drizzle_helpers import prefix_folder, run_sql, tracking_rows
 from tests.release_world import build_world
 
@@ -43,7 +44,12 @@ def late_server(own_cluster: EmbeddedPostgres, tmp_path: Path) -> Iterator[str]:
     url = app_database(own_cluster)
     prefix = prefix_folder(EXAMPLE_MIGRATIONS, 9, tmp_path / "prefix")
     migrate_database(
-        url, read_journal(prefix), MigrateOptions(), confirm=lambda _r: True, retry=ONCE
+        url,
+        read_journal(prefix),
+        MigrateOptions(),
+        confirm=lambda _r: True,
+        retry=ONCE,
+        shadow=suite_shadow(),
     )
     with server_late(own_cluster):
         yield url
@@ -93,7 +99,12 @@ def test_repair_retries_its_first_connection_too(
     url = app_database(own_cluster)
     prefix = prefix_folder(EXAMPLE_MIGRATIONS, 9, tmp_path / "prefix")
     migrate_database(
-        url, read_journal(prefix), MigrateOptions(), confirm=lambda _r: True, retry=ONCE
+        url,
+        read_journal(prefix),
+        MigrateOptions(),
+        confirm=lambda _r: True,
+        retry=ONCE,
+        shadow=suite_shadow(),
     )
     run_sql(url, read_journal(EXAMPLE_MIGRATIONS).migrations[9])  # 0009 by hand, untracked
     folder = str(EXAMPLE_MIGRATIONS)

@@ -28,6 +28,7 @@ from orchestrator.shadow import ShadowSpec, one_transaction_refusal
 from orchestrator.shadow.replay import replay_history
 from orchestrator.shadow.server import ShadowServer
 from orchestrator.validation import Verdict
+from tests.conftest import suite_shadow
 from tests.drizzle_helpers import prefix_folder, tracking_rows
 from tests.pg_urls import with_user
 
@@ -140,7 +141,7 @@ def test_without_a_named_shadow_a_throwaway_local_cluster_is_used(
 ) -> None:
     monkeypatch.delenv("ORCHESTRATOR_SHADOW_URL")
     folder = write_folder(tmp_path / "drizzle", RLS_FOLDER)
-    report = validate_database(database_url, read_journal(folder), OPTIONS)
+    report = validate_database(database_url, read_journal(folder), OPTIONS, shadow=suite_shadow())
     assert report.status is Verdict.NEEDS_MIGRATION
     assert report.replayed_on.endswith("on a throwaway local cluster")
     # Its data directory, as initdb made it, is kept beside the cache for the next one.
