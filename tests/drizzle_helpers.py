@@ -8,8 +8,11 @@ from pathlib import Path
 
 import psycopg
 
+from orchestrator.db.migrator import MigrateOptions
+from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Migration, read_journal
-from tests.conftest import DRIZZLE_FIXTURE
+from orchestrator.migrate import migrate_database
+from tests.conftest import DRIZZLE_FIXTURE, suite_shadow
 
 FIXTURE_MIGRATIONS = DRIZZLE_FIXTURE / "migrations"
 
@@ -24,6 +27,20 @@ def prefix_folder(source: Path, count: int, target: Path) -> Path:
     document["entries"] = document["entries"][:count]
     journal_file.write_text(json.dumps(document, indent=2))
     return target
+
+
+def migrate_prefix(url: str, folder: Path, count: int, where: Path) -> None:
+    """``url`` migrated by our migrate (on the suite's shadow) to ``folder``'s first ``count``
+    entries; ``where`` receives the shortened copy of the folder."""
+    journal = read_journal(prefix_folder(folder, count, where))
+    migrate_database(
+        url,
+        journal,
+        MigrateOptions(),
+        confirm=lambda _r: True,
+        retry=RetryPolicy.none(),
+        shadow=suite_shadow(),
+    )
 
 
 def fixture_migration(tag: str) -> Migration:

@@ -36,6 +36,7 @@ from tests.conftest import suite_shadow
 from tests.drizzle_helpers import (
     FIXTURE_MIGRATIONS,
     expected_rows,
+    migrate_prefix,
     prefix_folder,
     schema_fingerprint,
     tracking_rows,
@@ -264,15 +265,7 @@ def test_drizzles_blind_spot_is_partial_and_we_repair_it(
 def test_out_of_order_finding_matches_what_real_drizzle_does(
     drizzle_node: Path, database_url: str, tmp_path: Path
 ) -> None:
-    prefix = prefix_folder(FIXTURE_MIGRATIONS, 10, tmp_path / "p10")  # 0000-0009, by us
-    migrate_database(
-        database_url,
-        read_journal(prefix),
-        OPTIONS,
-        confirm=lambda _r: True,
-        retry=ONCE,
-        shadow=suite_shadow(),
-    )
+    migrate_prefix(database_url, FIXTURE_MIGRATIONS, 10, tmp_path / "p10")  # 0000-0009, by us
 
     report = validate(database_url)
     assert report.status is Verdict.NEEDS_MIGRATION

@@ -26,6 +26,7 @@ from tests.drizzle_helpers import (
     FIXTURE_MIGRATIONS,
     expected_rows,
     fixture_migration,
+    migrate_prefix,
     prefix_folder,
     run_sql,
     schema_fingerprint,
@@ -53,15 +54,7 @@ def repair_args(url: str, *extra: str) -> list[str]:
 
 def applied_by_hand(url: str, tmp_path: Path) -> None:
     """The runbook's scenario: 0000-0008 migrated, 0009-0011 run by hand, untracked."""
-    prefix = prefix_folder(FIXTURE_MIGRATIONS, 9, tmp_path / "prefix")
-    migrate_database(
-        url,
-        read_journal(prefix),
-        OPTIONS,
-        confirm=lambda _r: True,
-        retry=ONCE,
-        shadow=suite_shadow(),
-    )
+    migrate_prefix(url, FIXTURE_MIGRATIONS, 9, tmp_path / "prefix")
     for tag in RELEASE:
         run_sql(url, fixture_migration(tag))
 
@@ -202,15 +195,7 @@ def test_declined_confirmation_changes_nothing(database_url: str, tmp_path: Path
 def test_refuses_partially_present(
     database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    prefix = prefix_folder(FIXTURE_MIGRATIONS, 9, tmp_path / "prefix")
-    migrate_database(
-        database_url,
-        read_journal(prefix),
-        OPTIONS,
-        confirm=lambda _r: True,
-        retry=ONCE,
-        shadow=suite_shadow(),
-    )
+    migrate_prefix(database_url, FIXTURE_MIGRATIONS, 9, tmp_path / "prefix")
     run_sql(database_url, fixture_migration("0011_cute_skin"))  # untracked_present: repairable
     first_table = fixture_migration("0009_fat_kulan_gath").statements[0]
     with psycopg.connect(database_url) as conn:  # one of 0009's four tables: partial
@@ -270,15 +255,7 @@ def test_refuses_a_migration_edited_after_it_was_applied(
 
 
 def test_refuses_objects_not_as_the_sql_defines_them(database_url: str, tmp_path: Path) -> None:
-    prefix = prefix_folder(FIXTURE_MIGRATIONS, 9, tmp_path / "prefix")
-    migrate_database(
-        database_url,
-        read_journal(prefix),
-        OPTIONS,
-        confirm=lambda _r: True,
-        retry=ONCE,
-        shadow=suite_shadow(),
-    )
+    migrate_prefix(database_url, FIXTURE_MIGRATIONS, 9, tmp_path / "prefix")
     original = fixture_migration("0010_new_colleen_wing")
     assert '"confidence" real' in original.sql
     altered = original.sql.replace('"confidence" real', '"confidence" text')

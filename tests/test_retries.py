@@ -23,16 +23,13 @@ import pytest
 from orchestrator.audit import read_events
 from orchestrator.cli import run
 from orchestrator.db.backoff import DEFAULT_ATTEMPTS
-from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.engine.run import resume
-from orchestrator.migrate import migrate_database
 from orchestrator.playbook import RetrySpec
 from orchestrator.sandbox.pg import EmbeddedPostgres, create_database, with_dbname
 from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS
-from tests.conftest import suite_shadow
-from tests.drizzle_helpers import prefix_folder, run_sql, tracking_rows
+from tests.drizzle_helpers import migrate_prefix, run_sql, tracking_rows
 from tests.release_world import build_world
 
 LATE_S = 1.0
@@ -42,15 +39,7 @@ LATE_S = 1.0
 def late_server(own_cluster: EmbeddedPostgres, tmp_path: Path) -> Iterator[str]:
     """A database with the first 9 migrations applied and the 10th run by hand."""
     url = app_database(own_cluster)
-    prefix = prefix_folder(EXAMPLE_MIGRATIONS, 9, tmp_path / "prefix")
-    migrate_database(
-        url,
-        read_journal(prefix),
-        MigrateOptions(),
-        confirm=lambda _r: True,
-        retry=ONCE,
-        shadow=suite_shadow(),
-    )
+    migrate_prefix(url, EXAMPLE_MIGRATIONS, 9, tmp_path / "prefix")
     with server_late(own_cluster):
         yield url
 
@@ -97,15 +86,7 @@ def test_repair_retries_its_first_connection_too(
     own_cluster: EmbeddedPostgres, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = app_database(own_cluster)
-    prefix = prefix_folder(EXAMPLE_MIGRATIONS, 9, tmp_path / "prefix")
-    migrate_database(
-        url,
-        read_journal(prefix),
-        MigrateOptions(),
-        confirm=lambda _r: True,
-        retry=ONCE,
-        shadow=suite_shadow(),
-    )
+    migrate_prefix(url, EXAMPLE_MIGRATIONS, 9, tmp_path / "prefix")
     run_sql(url, read_journal(EXAMPLE_MIGRATIONS).migrations[9])  # 0009 by hand, untracked
     folder = str(EXAMPLE_MIGRATIONS)
     with server_late(own_cluster):
