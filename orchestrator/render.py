@@ -89,8 +89,9 @@ def validation(console: Console, report: ValidationReport, url: str) -> None:
             )
         console.print(table)
         for m in report.unreconciled:
-            console.print(f"{m.tag} missing: ", end="", style="red")
-            console.print(", ".join(m.missing_summary) or "-", markup=False, highlight=False)
+            if m.missing_summary:  # untracked_present: nothing is missing, a row is
+                console.print(f"{m.tag} missing: ", end="", style="red")
+                console.print(", ".join(m.missing_summary), markup=False, highlight=False)
     for finding in report.findings:
         style = "red" if finding.severity == "error" else "yellow"
         console.print(f"[{style}]{finding.severity}[/] {escape(f'[{finding.code}]')} ", end="")

@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from orchestrator.cli import run
 from orchestrator.database import validate_database
 from orchestrator.db.migrator import MigrateOptions, MigrationFailed
 from orchestrator.db.retry import RetryPolicy
@@ -161,12 +162,18 @@ def test_what_drizzle_leaves_after_skipping_is_partial(database_url: str, tmp_pa
     assert result.after.status is Verdict.SAFE
 
 
-def test_objects_without_tracking_is_untracked_present(database_url: str, tmp_path: Path) -> None:
+def test_objects_without_tracking_is_untracked_present(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     apply_prefix(database_url, tmp_path, 9)
     run_sql(database_url, fixture_migration("0009_fat_kulan_gath"))  # "relation already exists"
     report = validate_database(database_url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
     assert report.status is Verdict.PARTIAL_MIGRATION
     assert states(report)["0009_fat_kulan_gath"] is MigrationState.UNTRACKED_PRESENT
+    argv = ["validate", "--database-url", database_url, "--migrations", str(FIXTURE_MIGRATIONS)]
+    assert run(argv) == 20
+    out = capsys.readouterr().out
+    assert "untracked_present" in out and "missing:" not in out  # present, only its row is not
 
     before = schema_fingerprint(database_url)
     with pytest.raises(PartialStateError, match="0009_fat_kulan_gath is untracked_present"):
@@ -174,7 +181,9 @@ def test_objects_without_tracking_is_untracked_present(database_url: str, tmp_pa
     assert schema_fingerprint(database_url) == before
 
 
-def test_tracking_without_objects_is_tracked_missing(database_url: str) -> None:
+def test_tracking_without_objects_is_tracked_missing(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     migrate(database_url, full())
     with psycopg.connect(database_url) as conn:
         conn.execute("DROP TABLE cmdb_reconciliation_results")
@@ -183,6 +192,10 @@ def test_tracking_without_objects_is_tracked_missing(database_url: str) -> None:
     assert states(report)["0010_new_colleen_wing"] is MigrationState.TRACKED_MISSING
     status = next(m for m in report.migrations if m.tag == "0010_new_colleen_wing")
     assert "table public.cmdb_reconciliation_results" in status.missing_objects
+    argv = ["validate", "--database-url", database_url, "--migrations", str(FIXTURE_MIGRATIONS)]
+    assert run(argv) == 20
+    out = capsys.readouterr().out
+    assert "0010_new_colleen_wing missing: table public.cmdb_reconciliation_results" in out
 
 
 def test_half_a_migration_is_partially_present(database_url: str, tmp_path: Path) -> None:
