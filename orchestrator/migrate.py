@@ -249,6 +249,8 @@ def refuse_unmigratable(report: ValidationReport, resumable: frozenset[str]) -> 
         problems += [
             f.message for f in report.findings if f.code in ("schema_drift", "edited_migration")
         ]
+    if any(p.endswith(MigrationState.UNTRACKED_PRESENT.value) for p in problems):
+        problems.append("`orchestrator repair` tracks what ran by hand, if exactly that ran")
     if problems:
         raise PartialStateError(
             "refusing to migrate a partial state (nothing was changed): " + "; ".join(problems)

@@ -176,8 +176,9 @@ def test_objects_without_tracking_is_untracked_present(
     assert "untracked_present" in out and "missing:" not in out  # present, only its row is not
 
     before = schema_fingerprint(database_url)
-    with pytest.raises(PartialStateError, match="0009_fat_kulan_gath is untracked_present"):
+    with pytest.raises(PartialStateError, match="0009_fat_kulan_gath is untracked_present") as e:
         migrate(database_url, full())
+    assert "`orchestrator repair` tracks what ran by hand" in str(e.value)
     assert schema_fingerprint(database_url) == before
 
 
