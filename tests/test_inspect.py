@@ -4,7 +4,6 @@ created each, and drift both ways against the catalog the tracked migrations bui
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import psycopg
@@ -20,6 +19,7 @@ from orchestrator.migrate import migrate_database
 from orchestrator.reports import inspect
 from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS
 from tests.conftest import suite_shadow
+from tests.drizzle_helpers import migrate_prefix
 
 SCHEMA, TABLE = "drizzle", "__drizzle_migrations"
 
@@ -141,20 +141,7 @@ def test_drift_is_judged_against_the_tracked_migrations_and_their_attributes(
     database_url: str, tmp_path: Path
 ) -> None:
     journal = read_journal(EXAMPLE_MIGRATIONS)
-    prefix = tmp_path / "prefix"
-    shutil.copytree(EXAMPLE_MIGRATIONS, prefix)
-    document = json.loads((prefix / "meta" / "_journal.json").read_text())
-    document["entries"] = document["entries"][:9]
-    (prefix / "meta" / "_journal.json").write_text(json.dumps(document))
-    migrated_prefix = read_journal(prefix)
-    migrate_database(
-        database_url,
-        migrated_prefix,
-        MigrateOptions(),
-        confirm=lambda _r: True,
-        retry=RetryPolicy.none(),
-        shadow=suite_shadow(),
-    )
+    migrate_prefix(database_url, EXAMPLE_MIGRATIONS, 9, tmp_path / "prefix")
     with psycopg.connect(database_url) as conn:
         conn.execute("ALTER TABLE case_classifications ALTER COLUMN category DROP NOT NULL")
     inventory = inspect_database(database_url, journal)
