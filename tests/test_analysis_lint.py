@@ -26,6 +26,7 @@ STATIC_RULES = {
     "concurrently-in-transaction",
     "enum-value-used-in-transaction",
     "rerun-unsafe-outside-transaction",
+    "transaction-control",
 }
 
 
@@ -141,6 +142,12 @@ CASES = [
         "require-lock-timeout",
         "SET lock_timeout = 0; ALTER TABLE users ADD COLUMN IF NOT EXISTS bio text",
         "SET lock_timeout = 500; ALTER TABLE users ADD COLUMN IF NOT EXISTS bio text",
+    ),
+    (
+        # in a migration drizzle applied long ago, a COMMIT is still reported, not refused
+        "transaction-control",
+        "CREATE TABLE s (k text); COMMIT",
+        "CREATE TABLE s (k text)",
     ),
     (
         "disabling-lock-timeout",

@@ -90,6 +90,14 @@ ENUM_VALUE_USED = Rule(
     "apply the folder with `orchestrator migrate --allow-concurrent` (which commits the value "
     "first), or use the value only in a later release",
 )
+TRANSACTION_CONTROL = Rule(
+    "transaction-control",
+    "error",
+    "COMMIT, BEGIN, ROLLBACK, SAVEPOINT... in a migration: drizzle runs each migration in a "
+    "transaction, which a COMMIT ends half-applied; orchestrator refuses to run such a migration",
+    "remove it; what PostgreSQL refuses in a transaction runs with "
+    "`orchestrator migrate --allow-concurrent`",
+)
 DROP_COLUMN = Rule(
     "ban-drop-column",
     "error",
@@ -168,6 +176,7 @@ RULES: tuple[Rule, ...] = (
     NOT_NULL_WITHOUT_DEFAULT,
     NON_CONCURRENT_INDEX,
     CONCURRENTLY_IN_TRANSACTION,
+    TRANSACTION_CONTROL,
     ENUM_VALUE_USED,
     DROP_COLUMN,
     DROP_TABLE,
@@ -258,6 +267,11 @@ def _statement_rules() -> list[tuple[Rule, ChangeCheck]]:
             return f"{c.target}: CONCURRENTLY cannot run inside the migration's transaction"
         return None
 
+    def transaction_control(c: Change) -> str | None:
+        if c.kind == "other" and c.target == "TransactionStmt":
+            return "it controls the migration's transaction"
+        return None
+
     def drop_column(c: Change) -> str | None:
         return f"{c.target} is dropped" if c.kind == "drop_column" and not c.table_is_new else None
 
@@ -299,6 +313,7 @@ def _statement_rules() -> list[tuple[Rule, ChangeCheck]]:
         (NOT_NULL_WITHOUT_DEFAULT, not_null),
         (NON_CONCURRENT_INDEX, index),
         (CONCURRENTLY_IN_TRANSACTION, concurrently),
+        (TRANSACTION_CONTROL, transaction_control),
         (DROP_COLUMN, drop_column),
         (DROP_TABLE, drop_table),
         (RENAME_COLUMN, rename_column),

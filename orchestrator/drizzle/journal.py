@@ -78,12 +78,17 @@ class Journal:
                 left.append(migration)
         return left
 
-    def refuse_unrunnable(self, migrations: Iterable[Migration]) -> None:
+    def refuse_unrunnable(
+        self, migrations: Iterable[Migration], *, transaction_control: bool = True
+    ) -> None:
         """Refuse the first of ``migrations`` drizzle would run other than as written
         (UsageError). Ask it of the migrations still to run only: one drizzle applied long
-        ago ran as drizzle read it, whatever its bytes or a grammar that changed since."""
+        ago ran as drizzle read it, whatever its bytes or a grammar that changed since.
+        ``transaction_control=False``: a COMMIT, BEGIN... is let through (lint reports it)."""
         for migration in migrations:
-            problem = migration.encoding_problem or sql_problem(migration.sql)
+            problem = migration.encoding_problem or sql_problem(
+                migration.sql, transaction_control=transaction_control
+            )
             if problem is not None:
                 raise UsageError(f"{self.origin}/{migration.tag}.sql:{problem}")
 
@@ -222,13 +227,13 @@ def encoding_problem(raw: bytes) -> str | None:
     return None
 
 
-def sql_problem(text: str) -> str | None:
+def sql_problem(text: str, *, transaction_control: bool = True) -> str | None:
     """``"<line>: <problem>"`` for the first statement of ``text`` that cannot run, else None:
     one PostgreSQL's own parser (pglast) rejects, as the server would halfway through the
     migration's transaction, a ``--> statement-breakpoint`` inside a statement (drizzle
     would send the halves as two statements: diagnosed when the halves rejoined are sound), or
-    COMMIT, BEGIN, SAVEPOINT... (a COMMIT would commit the migration half-applied, even in a
-    rehearsal that then rolls back)."""
+    COMMIT, BEGIN, SAVEPOINT... unless ``transaction_control`` is False (a COMMIT would commit
+    the migration half-applied, even in a rehearsal that then rolls back)."""
     from pglast import parser  # imported here: reading a journal must not cost pglast's import
 
     pieces = split_statements(text)
@@ -246,7 +251,7 @@ def sql_problem(text: str) -> str | None:
                 )
             return f"{line}: statement {number} does not parse: {message}"
         for statement in statements:
-            if "TransactionStmt" in statement["stmt"]:
+            if transaction_control and "TransactionStmt" in statement["stmt"]:
                 raw, begin = piece.encode("utf-8"), statement.get("stmt_location", 0)
                 words = raw[begin : begin + statement.get("stmt_len", len(raw))].decode().split()
                 line = start_line + raw[:begin].count(b"\n")
