@@ -239,17 +239,18 @@ def refuse_unmigratable(report: ValidationReport, resumable: frozenset[str]) -> 
     report.refuse_unjudged()
     if report.status is not Verdict.PARTIAL_MIGRATION:
         return
-    problems = [
-        f"{m.tag} is {m.state.value}"
+    unreconciled = [
+        m
         for m in report.unreconciled
         if not (m.tag in resumable and m.state is not MigrationState.TRACKED_MISSING)
     ]
+    problems = [f"{m.tag} is {m.state.value}" for m in unreconciled]
     explained = {k for m in report.migrations if m.tag in resumable for k in m.expected_objects}
     if not set(report.drifted) <= explained:
         problems += [
             f.message for f in report.findings if f.code in ("schema_drift", "edited_migration")
         ]
-    if any(p.endswith(MigrationState.UNTRACKED_PRESENT.value) for p in problems):
+    if any(m.state is MigrationState.UNTRACKED_PRESENT for m in unreconciled):
         problems.append("`orchestrator repair` tracks what ran by hand, if exactly that ran")
     if problems:
         raise PartialStateError(

@@ -16,9 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.engine.run import Interaction, start
@@ -153,12 +151,7 @@ def baseline_url(server_url: str, baseline_template: str) -> Iterator[str]:
     :func:`baseline_template` (``CREATE DATABASE ... TEMPLATE``, the same catalogs and rows
     a migrate of its own leaves), dropped afterwards."""
     name = next(_names)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(baseline_template)
-            )
-        )
+    create_database(server_url, name, template=baseline_template)
     try:
         yield with_dbname(server_url, name)
     finally:

@@ -115,12 +115,15 @@ def everything(world: World) -> Everything:
 # --------------------------------------------------------------------------- the cases
 
 
+Prepare = Callable[[World], list[str]]
+
+
 @dataclass(frozen=True)
 class Case:
     """A bad input: ``prepare`` breaks the world and returns the command line to run."""
 
     id: str
-    prepare: Callable[[World], list[str]]
+    prepare: Prepare
     code: int
     needle: str  # what the one line must say
     env: Callable[[World], dict[str, str]] = field(default=lambda w: {})
@@ -190,6 +193,29 @@ def append_sql(folder: Path, tag: str, text: str | bytes) -> None:
     path.write_bytes(path.read_bytes() + data)
 
 
+def appended(text: str | bytes, command: Callable[[Path], list[str]]) -> Prepare:
+    """A case: ``text`` appended to a copy of the release's last migration, then ``command``
+    (validate or migrate) on that copy."""
+
+    def prepare(world: World) -> list[str]:
+        folder = release_folder(world)
+        append_sql(folder, LAST, text)
+        return command(folder)
+
+    return prepare
+
+
+def appended_on_staging(text: str | bytes, command: Callable[[World], list[str]]) -> Prepare:
+    """A case: ``text`` appended to the release's last migration on staging, then ``command``
+    (the dry run or the deploy)."""
+
+    def prepare(world: World) -> list[str]:
+        on_staging(world, lambda f: append_sql(f, LAST, text))
+        return command(world)
+
+    return prepare
+
+
 # -- migrations folders
 
 
@@ -238,19 +264,6 @@ def when_negative(world: World) -> list[str]:
     return migrate(folder)
 
 
-def non_utf8_sql(world: World) -> list[str]:
-    folder = release_folder(world)
-    append_sql(
-        folder, LAST, b"\n--> statement-breakpoint\nCOMMENT ON TABLE app_settings IS 'caf\xe9';"
-    )
-    return validate(folder)
-
-
-def non_utf8_sql_on_staging(world: World) -> list[str]:
-    on_staging(world, lambda f: append_sql(f, LAST, b"\n-- r\xe9sum\xe9\n"))
-    return deploy(world)
-
-
 def byte_order_mark(world: World) -> list[str]:
     folder = release_folder(world)
     path = folder / f"{LAST}.sql"
@@ -258,71 +271,13 @@ def byte_order_mark(world: World) -> list[str]:
     return migrate(folder)
 
 
-def sql_does_not_parse(world: World) -> list[str]:
-    folder = release_folder(world)
-    append_sql(folder, LAST, "\n--> statement-breakpoint\nALTER TABLE app_settings ADD COLUMN;")
-    return migrate(folder)
-
-
-def sql_does_not_parse_for_validate(world: World) -> list[str]:
-    # validate leaves the syntax check to its history model: the same refusal, checked later
-    folder = release_folder(world)
-    append_sql(folder, LAST, "\n--> statement-breakpoint\nALTER TABLE app_settings ADD COLUMN;")
-    return validate(folder)
-
-
-def sql_does_not_parse_on_staging(world: World) -> list[str]:
-    on_staging(world, lambda f: append_sql(f, LAST, "\n--> statement-breakpoint\nCREAT TABLE x();"))
-    return dry_run(world)
-
-
-def breakpoint_splits_a_statement(world: World) -> list[str]:
-    folder = release_folder(world)
-    append_sql(
-        folder,
-        LAST,
-        '\n--> statement-breakpoint\nCREATE TABLE audit_log (\n\t"id" serial PRIMARY KEY,'
-        '\n--> statement-breakpoint\n\t"at" timestamp DEFAULT now()\n);',
-    )
-    return validate(folder)
-
-
-def breakpoint_inside_a_do_block_on_staging(world: World) -> list[str]:
-    do_block = (
-        "\n--> statement-breakpoint\nDO $$ BEGIN\n  PERFORM 1;\n"
-        "--> statement-breakpoint\n  PERFORM 2;\nEND $$;"
-    )
-    on_staging(world, lambda f: append_sql(f, LAST, do_block))
-    return dry_run(world)
-
+DOES_NOT_PARSE = "\n--> statement-breakpoint\nALTER TABLE app_settings ADD COLUMN;"
 
 # A COMMIT ends the migration's transaction: what ran before it stays committed, even in the
 # dry run's rehearsal on production, whose rollback undoes only what came after it.
 COMMIT_HALFWAY = (
     '\n--> statement-breakpoint\nCOMMIT;\n--> statement-breakpoint\nCREATE TABLE "b" ("id" int);'
 )
-
-
-def commit_in_a_migration_on_staging(world: World) -> list[str]:
-    on_staging(world, lambda f: append_sql(f, LAST, COMMIT_HALFWAY))
-    return dry_run(world)
-
-
-def begin_after_a_commit_on_staging(world: World) -> list[str]:
-    on_staging(world, lambda f: append_sql(f, LAST, "\n--> statement-breakpoint\nEND; BEGIN;"))
-    return deploy(world)
-
-
-def savepoint_in_a_migration(world: World) -> list[str]:
-    folder = release_folder(world)
-    append_sql(folder, LAST, "\n--> statement-breakpoint\nSELECT 1;\n  -- why\n  SAVEPOINT s;")
-    return migrate(folder)
-
-
-def rollback_in_a_migration_for_validate(world: World) -> list[str]:
-    folder = release_folder(world)
-    append_sql(folder, LAST, "\n--> statement-breakpoint\nROLLBACK")
-    return validate(folder)
 
 
 def migrations_is_a_file(world: World) -> list[str]:
@@ -496,50 +451,80 @@ CASES = [
     Case("duplicate-tag", duplicate_tag, 2, "appears twice"),
     Case("idx-not-a-number", idx_not_a_number, 2, "'idx' must be a non-negative integer"),
     Case("when-negative", when_negative, 2, "'when' must be a non-negative integer"),
-    Case("non-utf8-sql", non_utf8_sql, 2, f"{LAST}.sql:6: not UTF-8 text"),
-    Case("non-utf8-sql-deploy", non_utf8_sql_on_staging, 2, "not UTF-8 text"),
-    Case("byte-order-mark", byte_order_mark, 2, "byte-order mark"),
-    Case("sql-does-not-parse", sql_does_not_parse, 2, f"{LAST}.sql:6: statement 5 does not parse"),
     Case(
-        "sql-does-not-parse-validate",
-        sql_does_not_parse_for_validate,
+        "non-utf8-sql",
+        appended(
+            b"\n--> statement-breakpoint\nCOMMENT ON TABLE app_settings IS 'caf\xe9';", validate
+        ),
+        2,
+        f"{LAST}.sql:6: not UTF-8 text",
+    ),
+    Case(
+        "non-utf8-sql-deploy",
+        appended_on_staging(b"\n-- r\xe9sum\xe9\n", deploy),
+        2,
+        "not UTF-8 text",
+    ),
+    Case("byte-order-mark", byte_order_mark, 2, "byte-order mark"),
+    Case(
+        "sql-does-not-parse",
+        appended(DOES_NOT_PARSE, migrate),
         2,
         f"{LAST}.sql:6: statement 5 does not parse",
     ),
-    Case("sql-does-not-parse-dry-run", sql_does_not_parse_on_staging, 2, 'near "CREAT"'),
+    Case(
+        "sql-does-not-parse-validate",
+        appended(DOES_NOT_PARSE, validate),
+        2,
+        f"{LAST}.sql:6: statement 5 does not parse",
+    ),
+    Case(
+        "sql-does-not-parse-dry-run",
+        appended_on_staging("\n--> statement-breakpoint\nCREAT TABLE x();", dry_run),
+        2,
+        'near "CREAT"',
+    ),
     Case(
         "breakpoint-splits-statement",
-        breakpoint_splits_a_statement,
+        appended(
+            '\n--> statement-breakpoint\nCREATE TABLE audit_log (\n\t"id" serial PRIMARY KEY,'
+            '\n--> statement-breakpoint\n\t"at" timestamp DEFAULT now()\n);',
+            validate,
+        ),
         2,
         f"{LAST}.sql:8: a --> statement-breakpoint splits statement 5",
     ),
     Case(
         "breakpoint-in-do-block",
-        breakpoint_inside_a_do_block_on_staging,
+        appended_on_staging(
+            "\n--> statement-breakpoint\nDO $$ BEGIN\n  PERFORM 1;\n"
+            "--> statement-breakpoint\n  PERFORM 2;\nEND $$;",
+            dry_run,
+        ),
         2,
         f"{LAST}.sql:8: a --> statement-breakpoint splits statement 5",
     ),
     Case(
         "commit-in-migration-dry-run",
-        commit_in_a_migration_on_staging,
+        appended_on_staging(COMMIT_HALFWAY, dry_run),
         2,
         f"{LAST}.sql:6: COMMIT controls the migration's transaction",
     ),
     Case(
         "end-begin-in-migration-deploy",
-        begin_after_a_commit_on_staging,
+        appended_on_staging("\n--> statement-breakpoint\nEND; BEGIN;", deploy),
         2,
         f"{LAST}.sql:6: END controls the migration's transaction",
     ),
     Case(
         "savepoint-in-migration-migrate",
-        savepoint_in_a_migration,
+        appended("\n--> statement-breakpoint\nSELECT 1;\n  -- why\n  SAVEPOINT s;", migrate),
         2,
         f"{LAST}.sql:8: SAVEPOINT s controls the migration's transaction",
     ),
     Case(
         "rollback-in-migration-validate",
-        rollback_in_a_migration_for_validate,
+        appended("\n--> statement-breakpoint\nROLLBACK", validate),
         2,
         f"{LAST}.sql:6: ROLLBACK controls the migration's transaction",
     ),

@@ -420,16 +420,20 @@ def test_a_pull_request_merged_by_hand_another_way_is_recorded_and_reverted_as_m
         assert f"the release's commit {merged['sha']}" in revert["body"]
 
 
+def staging_already_in_main(world: World) -> str:
+    """main fast-forwarded to staging on the origin (past the protection hook); its sha."""
+    staging = git(world.repo.origin, "rev-parse", "staging")
+    git(world.repo.origin, "update-ref", "refs/heads/main", staging)
+    return staging
+
+
 def test_a_source_already_in_the_target_asks_github_nothing_in_the_rehearsal_as_in_preflight(
     tmp_path: Path, baseline_url: str
 ) -> None:
     from orchestrator.engine.rehearsal import rehearse
 
     with pr_world(tmp_path, baseline_url) as (world, github):
-        # main already has staging (fast-forwarded on the origin, past the protection hook);
-        # production's database has not been migrated yet.
-        staging = git(world.repo.origin, "rev-parse", "staging")
-        git(world.repo.origin, "update-ref", "refs/heads/main", staging)
+        staging = staging_already_in_main(world)  # production is not migrated yet
         plan = rehearse(
             world.playbook,
             environ(world, github),
@@ -457,10 +461,9 @@ def test_without_the_token_the_rehearsal_refuses_as_the_deploy_does(
     from orchestrator.engine.rehearsal import rehearse
 
     with pr_world(tmp_path, baseline_url) as (world, github):
-        # staging is already in main: neither would ask GitHub anything, yet the deploy
-        # refuses to start without the playbook's tokens; so must its rehearsal.
-        staging = git(world.repo.origin, "rev-parse", "staging")
-        git(world.repo.origin, "update-ref", "refs/heads/main", staging)
+        # Neither would ask GitHub anything, yet the deploy refuses to start without the
+        # playbook's tokens; so must its rehearsal.
+        staging_already_in_main(world)
         without = {"DATABASE_URL": world.database_url}
         refusal = r"^\$GITHUB_TOKEN is not set: it must hold the GitHub token$"
         with pytest.raises(UsageError, match=refusal):

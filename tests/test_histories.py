@@ -29,7 +29,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from orchestrator.catalog import History
 from orchestrator.cli import run
@@ -124,7 +123,7 @@ class Histories:
     def database_at(self, app: str, k: int) -> str:
         """A database of its own holding the first k entries, as the real migrator left it."""
         name = next(self.names)
-        create_database_from(self.server_url, name, self.cut_points(app)[k])
+        create_database(self.server_url, name, template=self.cut_points(app)[k])
         self.copies.append(name)
         return with_dbname(self.server_url, name)
 
@@ -146,7 +145,7 @@ class Histories:
                 drizzle_walk(self.migrator, self.server_url, steps)
             else:
                 for database, template, folder in steps:
-                    create_database_from(self.server_url, database, template)
+                    create_database(self.server_url, database, template=template)
                     migrate_ours(with_dbname(self.server_url, database), folder, self.shadow)
             self.cut_databases[app] = names
         return self.cut_databases[app]
@@ -169,15 +168,6 @@ class Histories:
                 migrate_ours(url, self.folder(app), self.shadow)
             self.references[app] = schema_dump(url)
         return self.references[app]
-
-
-def create_database_from(server_url: str, name: str, template: str) -> None:
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template)
-            )
-        )
 
 
 def migrate_ours(url: str, folder: Path, shadow: ShadowSpec) -> None:

@@ -91,32 +91,34 @@ def test_invalid_utf8_hashes_like_node_but_is_refused_if_still_to_run(tmp_path: 
         journal.refuse_unrunnable(journal.migrations)  # drizzle would run the altered text
 
 
-def test_an_applied_migration_is_not_refused_for_what_it_was_written_in(tmp_path: Path) -> None:
-    # Applied long ago: Latin-1 bytes drizzle ran as U+FFFD, a column named by a word that
-    # PostgreSQL 16 reserved (pglast's grammar is the newest). Only the pending one is asked.
-    files = {
-        "0000_a.sql": b"-- r\xe9sum\xe9\nCREATE TABLE a (system_user text);",
-        "0001_b.sql": b"SELEC 1;",
-    }
+@pytest.mark.parametrize(
+    ("applied_sql", "pending_sql", "refusal"),
+    [
+        # Latin-1 bytes drizzle ran as U+FFFD, a column named by a word that PostgreSQL 16
+        # reserved (pglast's grammar is the newest)
+        (
+            b"-- r\xe9sum\xe9\nCREATE TABLE a (system_user text);",
+            b"SELEC 1;",
+            r"0001_b\.sql:1: statement 1 does not parse",
+        ),
+        # a hand-written COMMIT (a common workaround for ALTER TYPE ... ADD VALUE): in the
+        # pending one it would commit half the release
+        (
+            b"ALTER TYPE t ADD VALUE 'x';\nCOMMIT;\nBEGIN;\nCREATE TABLE a (x int);",
+            b"CREATE TABLE b (x int);\n--> statement-breakpoint\n/* ok */ COMMIT;",
+            r"0001_b\.sql:3: COMMIT controls the migration's",
+        ),
+    ],
+)
+def test_only_a_migration_still_to_run_is_refused_for_how_it_is_written(
+    tmp_path: Path, applied_sql: bytes, pending_sql: bytes, refusal: str
+) -> None:
+    # The applied one ran long ago as drizzle read it: only the pending one is asked.
+    files = {"0000_a.sql": applied_sql, "0001_b.sql": pending_sql}
     entries = [{"idx": 0, "when": 1, "tag": "0000_a"}, {"idx": 1, "when": 2, "tag": "0001_b"}]
     journal = read_journal(write_folder(tmp_path / "m", entries, files))
     applied, pending = journal.migrations
-    with pytest.raises(UsageError, match=r"0001_b\.sql:1: statement 1 does not parse"):
-        journal.refuse_unrunnable(journal.untracked([applied.hash]))
-    journal.refuse_unrunnable(journal.untracked([applied.hash, pending.hash]))
-
-
-def test_transaction_control_is_refused_only_in_a_migration_still_to_run(tmp_path: Path) -> None:
-    # A hand-written COMMIT (a common workaround for ALTER TYPE ... ADD VALUE) ran long ago
-    # under drizzle in the applied one; in the pending one it would commit half the release.
-    files = {
-        "0000_a.sql": b"ALTER TYPE t ADD VALUE 'x';\nCOMMIT;\nBEGIN;\nCREATE TABLE a (x int);",
-        "0001_b.sql": b"CREATE TABLE b (x int);\n--> statement-breakpoint\n/* ok */ COMMIT;",
-    }
-    entries = [{"idx": 0, "when": 1, "tag": "0000_a"}, {"idx": 1, "when": 2, "tag": "0001_b"}]
-    journal = read_journal(write_folder(tmp_path / "m", entries, files))
-    applied, pending = journal.migrations
-    with pytest.raises(UsageError, match=r"0001_b\.sql:3: COMMIT controls the migration's"):
+    with pytest.raises(UsageError, match=refusal):
         journal.refuse_unrunnable(journal.untracked([applied.hash]))
     journal.refuse_unrunnable(journal.untracked([applied.hash, pending.hash]))
 

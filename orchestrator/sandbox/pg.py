@@ -282,10 +282,12 @@ class EmbeddedPostgres:
         self.destroy()
 
 
-def create_database(server_url: str, name: str) -> None:
-    """Create database ``name`` on the server reached by ``server_url``."""
+def create_database(server_url: str, name: str, template: str = "template1") -> None:
+    """Create database ``name`` on the server reached by ``server_url``, a copy of
+    ``template`` (no one may be connected to it)."""
     with connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        query = sql.SQL("CREATE DATABASE {} TEMPLATE {}")
+        conn.execute(query.format(sql.Identifier(name), sql.Identifier(template)))
 
 
 def drop_database(server_url: str, name: str) -> None:
