@@ -25,6 +25,7 @@ import psycopg
 
 from orchestrator.db.connect import check_url, connect, describe
 from orchestrator.errors import DatabaseError, UsageError
+from orchestrator.platforms.http import tls_context
 from orchestrator.redaction import redact, redact_url
 
 
@@ -106,7 +107,8 @@ def http_check(
     label = name or redact(url)
     # No redirect is followed, so a credential only goes to the host it was written for; the
     # environment's proxies are honoured. Made once: each probe opens a fresh connection.
-    client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=0))
+    limits = httpx.Limits(max_keepalive_connections=0)
+    client = httpx.Client(timeout=timeout, limits=limits, verify=tls_context())
 
     def run() -> CheckResult:
         started = time.monotonic()

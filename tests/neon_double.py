@@ -39,6 +39,7 @@ Without a cluster it keeps branches in memory only (they hold no data).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import shutil
 import subprocess
@@ -57,6 +58,7 @@ from orchestrator.sandbox.pg import ServerBinariesMissing, find_bindir, with_dbn
 from tests.http_double import Reply, Request, lose_answer, queued_failure, serve
 
 
+@functools.cache
 def _tool(name: str) -> str:
     """``pg_dump`` / ``pg_restore`` of the server's installation, else from PATH."""
     try:

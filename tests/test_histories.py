@@ -19,6 +19,7 @@ in for the real migrator, and of the whole folder standing in for drizzle's refe
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import itertools
 import json
@@ -191,15 +192,20 @@ def histories(built_histories: Histories) -> Iterator[Histories]:
     built_histories.drop_copies()
 
 
+@functools.cache
+def pg_dump() -> str:
+    """The server installation's ``pg_dump`` (looked up once: pg_config is a script)."""
+    try:
+        return str(find_bindir() / "pg_dump")
+    except ServerBinariesMissing:
+        return "pg_dump"
+
+
 def schema_dump(url: str) -> str:
     """``pg_dump --schema-only`` without what differs between two databases of one schema."""
-    try:
-        pg_dump = str(find_bindir() / "pg_dump")
-    except ServerBinariesMissing:
-        pg_dump = "pg_dump"
     params = psycopg.conninfo.conninfo_to_dict(url)
     done = subprocess.run(
-        [pg_dump, "--schema-only", "--no-owner", "--no-privileges", f"--dbname={url}"],
+        [pg_dump(), "--schema-only", "--no-owner", "--no-privileges", f"--dbname={url}"],
         capture_output=True,
         text=True,
         check=True,

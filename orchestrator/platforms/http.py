@@ -12,6 +12,8 @@ appears in a message, a repr or a log line.
 
 from __future__ import annotations
 
+import functools
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,6 +49,13 @@ class ApiError(OrchestratorError):
         super().__init__(message)
         self.status = status
         self.ambiguous = ambiguous
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The certificates a call verifies the platform against, loaded once per process:
+    httpx loads them again for each client it makes, and each call makes one."""
+    return httpx.create_ssl_context()
 
 
 def read_secret(environ: Mapping[str, str], name: str, what: str) -> str:
@@ -178,7 +187,9 @@ class ApiClient:
         where = f"{self.name} {method} {path}"
         while True:
             try:
-                with httpx.Client(base_url=self.base_url, timeout=_TIMEOUT_S) as client:
+                with httpx.Client(
+                    base_url=self.base_url, timeout=_TIMEOUT_S, verify=tls_context()
+                ) as client:
                     response = client.request(
                         method, path, json=json, params=params, headers=headers
                     )
