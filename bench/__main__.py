@@ -136,7 +136,8 @@ def allow_huge_transactions(pg: EmbeddedPostgres) -> None:
     """
     with psycopg.connect(pg.url(), autocommit=True) as conn:
         conn.execute(f"ALTER SYSTEM SET max_locks_per_transaction = {MAX_LOCKS}")
-    pg.restart()
+    pg.stop()
+    pg.start()
 
 
 def tracked_rows(url: str) -> int:

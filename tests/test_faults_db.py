@@ -117,12 +117,18 @@ def test_restart_during_validate(world: World, own_cluster: EmbeddedPostgres, mo
     assert_safe_once(world)
 
 
+def restart(cluster: EmbeddedPostgres, mode: str) -> None:
+    """Stop the server (``fast``, or ``immediate``: a crash), then start it on the same port."""
+    cluster.stop(mode)
+    cluster.start()
+
+
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_restart_during_migrate(world: World, own_cluster: EmbeddedPostgres, mode: str) -> None:
     observed: list[Verdict] = []
 
     def restart_mid_transaction() -> None:
-        own_cluster.restart(mode)
+        restart(own_cluster, mode)
         # The migration transaction was open (0009 applied, 0010 starting): it is gone
         # entirely, the database is exactly as before the migration.
         report = validate_database(
@@ -139,7 +145,7 @@ def test_restart_during_migrate(world: World, own_cluster: EmbeddedPostgres, mod
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_restart_during_monitor(world: World, own_cluster: EmbeddedPostgres, mode: str) -> None:
-    hook = at("check", None, lambda: own_cluster.restart(mode))
+    hook = at("check", None, lambda: restart(own_cluster, mode))
     record = finish(world, world.deploy(console=hook))
     assert hook.fired.is_set()  # type: ignore[attr-defined]
     assert_safe_once(world)

@@ -427,6 +427,13 @@ BAD_EDITS: list[tuple[str, Callable[[str], str], str, str, str]] = [
         "needs a bound: set max, min or both",
     ),
     (
+        "two sql checks of one name",
+        lambda t: t + "    - name: null_service_offerings\n      query: SELECT 1\n      max: 0\n",
+        "monitor.sql",
+        "sql:",
+        "two checks are named 'null_service_offerings'",
+    ),
+    (
         "retry max below initial",
         lambda t: t + "retry:\n  initial: 30s\n  max: 10s\n",
         "retry.max",

@@ -13,7 +13,6 @@ appears in a message, a repr or a log line.
 from __future__ import annotations
 
 import functools
-import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +34,8 @@ DEFAULT_WAIT_LIMIT_S = 600.0
 _TIMEOUT_S = 30.0
 # Transport failures before the request could leave: nothing was carried out.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# The CA bundle, loaded once per process: httpx loads it again for each client it makes.
+tls_context = functools.cache(httpx.create_ssl_context)
 
 
 class ApiError(OrchestratorError):
@@ -49,13 +50,6 @@ class ApiError(OrchestratorError):
         super().__init__(message)
         self.status = status
         self.ambiguous = ambiguous
-
-
-@functools.cache
-def tls_context() -> ssl.SSLContext:
-    """The certificates a call verifies the platform against, loaded once per process:
-    httpx loads them again for each client it makes, and each call makes one."""
-    return httpx.create_ssl_context()
 
 
 def read_secret(environ: Mapping[str, str], name: str, what: str) -> str:
@@ -187,9 +181,8 @@ class ApiClient:
         where = f"{self.name} {method} {path}"
         while True:
             try:
-                with httpx.Client(
-                    base_url=self.base_url, timeout=_TIMEOUT_S, verify=tls_context()
-                ) as client:
+                tls = tls_context()
+                with httpx.Client(base_url=self.base_url, timeout=_TIMEOUT_S, verify=tls) as client:
                     response = client.request(
                         method, path, json=json, params=params, headers=headers
                     )

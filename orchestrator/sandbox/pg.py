@@ -249,11 +249,6 @@ class EmbeddedPostgres:
             unwatch_group(self._postmaster)
             self._postmaster = None
 
-    def restart(self, mode: str = "fast") -> None:
-        """Stop (``fast`` or ``immediate``), then start again on the same port."""
-        self.stop(mode)
-        self.start()
-
     def is_running(self) -> bool:
         """Whether ``pg_ctl status`` sees a running server."""
         try:
