@@ -5,6 +5,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
+# Python's default: each module compiled once, then read from __pycache__. Where the
+# environment turns that off, every process of the suite (and every CLI run it starts)
+# compiled the package and pytest rewrote every test module again, in each worker.
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: install test mutants demo lint bench clean
 
 install: $(STAMP)
