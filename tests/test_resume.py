@@ -297,6 +297,20 @@ def test_resume_keeps_its_own_push_when_someone_pushed_on_top_while_it_was_down(
     assert hotfix not in "\n".join(rollback_plan(record))  # a rollback leaves the hotfix be
 
 
+def test_resume_adopts_the_merge_commit_it_pushed_before_it_was_killed(world: World) -> None:
+    hotfix = push_hotfix(world)  # main moved on: the release lands as a merge commit
+    process = deploy_process(world, "pushed")
+    wait_stopped(process)
+    kill(process)
+    merge = world.origin_main()
+    assert git(world.repo.origin, "rev-parse", f"{merge}^1") == hotfix
+    record = resume(None, world.store, world.interaction())
+    assert record.state == "succeeded", record.halt_reason
+    assert record.steps.merge is not None
+    assert record.steps.merge.merge_commit == record.steps.merge.pushed_commit == merge
+    assert not record.steps.merge.fast_forward
+
+
 def test_a_deploy_that_could_not_read_production_at_validate_resumes(world: World) -> None:
     main_before = world.origin_main()
     name = psycopg.conninfo.conninfo_to_dict(world.database_url)["dbname"]

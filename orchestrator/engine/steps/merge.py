@@ -110,11 +110,13 @@ class MergeStep:
         )
         tip = ctx.repo.git.rev_parse(f"{spec.remote}/{spec.target}")
         previous = preflight.target_commit or tip
-        # What the run's own push made, not the tip: someone may have pushed on top since.
-        after = ctx.repo.git.rev_list("--first-parent", "--reverse", f"{previous}..{tip}").split()
+        # What the run's own push made, not the tip: someone may have pushed on top since. Each
+        # commit the target gained, with its parents: a merge of ``commit`` has it after the first.
+        gained = ctx.repo.git.rev_list(
+            "--first-parent", "--reverse", "--parents", f"{previous}..{tip}"
+        )
         merge_commit = next(
-            (c for c in after if commit in [p.hexsha for p in ctx.repo.commit(c).parents][1:]),
-            None,
+            (c[0] for c in map(str.split, gained.splitlines()) if commit in c[2:]), None
         )
         own = previous if preflight.already_merged else commit
         return MergeOutcome(
