@@ -281,10 +281,11 @@ class MonitorSpec(_Spec):
     @field_validator("sql")
     @classmethod
     def _unique_sql_names(cls, checks: list[SqlCheck]) -> list[SqlCheck]:
-        names = [check.name for check in checks]
-        repeated = [name for i, name in enumerate(names) if name in names[:i]]
-        if repeated:
-            raise ValueError(f"two checks are named {repeated[0]!r}")
+        seen: set[str] = set()
+        for check in checks:
+            if check.name in seen:
+                raise ValueError(f"two checks are named {check.name!r}")
+            seen.add(check.name)
         return checks
 
 
