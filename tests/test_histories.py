@@ -4,8 +4,9 @@ For every folder of ``tests/fixtures/histories`` (app-like histories generated b
 and every cut point k, the real migrator applies the first k journal entries (to the database
 it left at k-1, as when each migration is deployed in turn); then, on a copy of that database:
 
-* ``validate`` says NEEDS_MIGRATION with exactly entries k.. pending (SAFE when k is the end);
-* ``migrate`` succeeds and ``validate`` then says SAFE;
+* the validation ``migrate`` starts with (``validate``'s judgement) says NEEDS_MIGRATION with
+  exactly entries k.. pending (SAFE when k is the end);
+* ``migrate`` applies exactly those, and its validation after them says SAFE;
 * the schema (``pg_dump --schema-only``) equals the one drizzle builds from the whole folder.
 
 At a third of the cut points the next migration is also run by hand, without its tracking
@@ -224,27 +225,32 @@ def test_every_cut_point_needs_migration_then_migrates_to_drizzles_schema(
     histories: Histories, app: str, k: int
 ) -> None:
     journal = histories.journal(app)
-    history = histories.histories[app]
     shadow = histories.shadow
     url = histories.database_at(app, k)
 
-    report = validate_database(url, journal, OPTIONS, shadow=shadow, retry=ONCE, history=history)
+    if k % 5 == 0:
+        assert planned_tags(url, histories.folder(app)) == [m.tag for m in journal.migrations[k:]]
+
+    # migrate's own validations before and after: what validate_database() says (one
+    # function judges for both).
+    done = migrate_database(url, journal, OPTIONS, confirm=agreed, shadow=shadow, retry=ONCE)
+    report = done.before
     n = len(journal.migrations)
     assert report.status is (Verdict.SAFE if k == n else Verdict.NEEDS_MIGRATION), (
         report.findings,
         [(m.tag, m.state.value, m.missing_objects[:3]) for m in report.migrations],
     )
     assert [m.tag for m in report.pending] == [m.tag for m in journal.migrations[k:]]
-    if k % 5 == 0:
-        assert planned_tags(url, histories.folder(app)) == [m.tag for m in report.pending]
-
-    migrate_database(url, journal, OPTIONS, confirm=lambda _r: True, shadow=shadow, retry=ONCE)
-    after = validate_database(url, journal, OPTIONS, shadow=shadow, retry=ONCE, history=history)
-    assert after.status is Verdict.SAFE, after.findings
+    assert [m.tag for m in done.applied] == [m.tag for m in journal.migrations[k:]]
+    assert done.after.status is Verdict.SAFE, done.after.findings
     assert schema_dump(url) == histories.reference(app)
 
     if k % 3 == 1 and k < n:
         check_repair_after_a_hand_run(histories, app, k)
+
+
+def agreed(_report: object) -> bool:
+    return True
 
 
 def planned_tags(url: str, folder: Path) -> list[str]:
@@ -278,13 +284,12 @@ def check_repair_after_a_hand_run(histories: Histories, app: str, k: int) -> Non
     # the schema must be as it was.
     before = None if history.deltas[k] else schema_dump(url)
     try:
-        migrate_database(url, journal, OPTIONS, confirm=lambda _r: True, shadow=shadow, retry=ONCE)
+        done = migrate_database(url, journal, OPTIONS, confirm=agreed, shadow=shadow, retry=ONCE)
     except MigrationFailed:
         # Data only (a seed): nothing in the schema shows it ran, so migrate runs it again,
         # the server refuses, and the transaction leaves everything as it was.
         assert not history.deltas[k]
         assert schema_dump(url) == before
         return
-    after = validate_database(url, journal, OPTIONS, shadow=shadow, retry=ONCE, history=history)
-    assert after.status is Verdict.SAFE, after.findings
+    assert done.after.status is Verdict.SAFE, done.after.findings
     assert schema_dump(url) == histories.reference(app)

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from bench.folders import write_drizzle_folder
+from bench.proxy import LatencyProxy
 from orchestrator.cli import run
 from orchestrator.database import folder_history, validate_database
 from orchestrator.db.migrator import MigrateOptions, MigrationFailed
@@ -150,11 +151,24 @@ def test_without_a_named_shadow_a_throwaway_local_cluster_is_used(
     assert len(list(clusters.iterdir())) == 1
 
 
+def test_a_replay_on_a_named_shadow_connects_to_it_twice(
+    server_url: str, cache: Path, tmp_path: Path
+) -> None:
+    """One connection kept to create and drop the replay's database (and give the server's
+    version), one for the replay: each connection to a remote shadow is a handshake."""
+    journal = read_journal(write_folder(tmp_path / "drizzle", RLS_FOLDER))
+    with LatencyProxy.for_url(server_url, round_trip_delay=0.0) as proxy:
+        history = folder_history(journal, OPTIONS, ShadowSpec(proxy.url(server_url)))
+        assert proxy.traffic().connections == 2
+    assert len(history.deltas) == len(journal.migrations) and history.failure is None
+    assert "PostgreSQL 1" in history.server and "shadow server" in history.server
+
+
 def test_each_database_of_a_local_shadow_starts_empty(
     monkeypatch: pytest.MonkeyPatch, cache: Path
 ) -> None:
-    """The first is the throwaway cluster's own database; a second replay (the fallback to
-    whole reads) gets a new one, without what the first replay built."""
+    """A second replay (the fallback to whole reads) gets a database of its own, without
+    what the first replay built."""
     monkeypatch.delenv("ORCHESTRATOR_SHADOW_URL")
     tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
     with ShadowServer(ShadowSpec()) as server:

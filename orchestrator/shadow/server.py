@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 import psycopg
+from psycopg import sql
 
 from orchestrator.db.connect import connect, describe
 from orchestrator.db.identity import named_database
@@ -31,8 +32,6 @@ from orchestrator.redaction import redact_url
 from orchestrator.sandbox.pg import (
     EmbeddedPostgres,
     ServerBinariesMissing,
-    create_database,
-    drop_database,
     find_bindir,
     memory_directory,
     with_dbname,
@@ -89,7 +88,7 @@ class ShadowServer:
         self.major = 0
         self._cluster: EmbeddedPostgres | None = None
         self._admin_url = ""
-        self._untouched = ""  # a throwaway cluster's own database, until a replay takes it
+        self._admin: psycopg.Connection[tuple[object, ...]] | None = None
 
     def __enter__(self) -> ShadowServer:
         if self.spec.url is not None:
@@ -105,17 +104,16 @@ class ShadowServer:
             cluster.start()
             self._cluster = cluster
             self._admin_url = cluster.url()
-            self._untouched = self._admin_url
             where = "a throwaway local cluster"
         try:
-            with connect(self._admin_url, autocommit=True) as conn:
-                version = conn.execute("SHOW server_version").fetchone()
-                self.major = conn.info.server_version // 10000
+            # Kept to create and drop each replay's database: a remote one's handshake is slow.
+            self._admin = connect(self._admin_url, autocommit=True)
         except DatabaseError as exc:
             self.__exit__(None, None, None)
             raise DatabaseError(f"the shadow server: {exc}") from exc
-        number = str(version[0]).split()[0] if version else "?"
-        self.description = f"PostgreSQL {number} on {where}"
+        self.major = self._admin.info.server_version // 10000
+        version = self._admin.info.parameter_status("server_version") or "?"
+        self.description = f"PostgreSQL {version.split()[0]} on {where}"
         return self
 
     def __exit__(
@@ -124,6 +122,8 @@ class ShadowServer:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
+        if self._admin is not None:
+            self._admin.close()
         if self._cluster is not None:
             self._cluster.destroy()
             self._cluster = None
@@ -134,17 +134,12 @@ class ShadowServer:
 
     @contextmanager
     def database(self) -> Iterator[str]:
-        """A new, empty database on the shadow server (its URL), dropped afterwards.
-
-        The first of a throwaway cluster is its own ``postgres`` database: as empty as a
-        new one, and removed with the cluster."""
-        if self._untouched:
-            url, self._untouched = self._untouched, ""
-            yield url
-            return
+        """A new, empty database on the shadow server (its URL), dropped afterwards."""
+        assert self._admin is not None, "used inside its with block"
         name = f"orchestrator_shadow_{secrets.token_hex(6)}"
-        create_database(self._admin_url, name)
+        database = sql.Identifier(name)
+        self._admin.execute(sql.SQL("CREATE DATABASE {}").format(database))
         try:
             yield with_dbname(self._admin_url, name)
         finally:
-            drop_database(self._admin_url, name)
+            self._admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(database))
