@@ -20,6 +20,7 @@ from bench.folders import write_drizzle_folder
 from bench.proxy import LatencyProxy
 from orchestrator.cli import run
 from orchestrator.database import folder_history, validate_database
+from orchestrator.db.connect import with_application_name
 from orchestrator.db.migrator import MigrateOptions, MigrationFailed
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import read_journal
@@ -162,6 +163,27 @@ def test_a_replay_on_a_named_shadow_connects_to_it_twice(
         assert proxy.traffic().connections == 2
     assert len(history.deltas) == len(journal.migrations) and history.failure is None
     assert "PostgreSQL 1" in history.server and "shadow server" in history.server
+
+
+def test_a_replays_database_is_dropped_though_the_kept_connection_was_lost(
+    server_url: str,
+) -> None:
+    name = f"shadow-test-{secrets.token_hex(4)}"
+    spec = ShadowSpec(with_application_name(server_url, name))
+    exists = "SELECT count(*) FROM pg_database WHERE datname = %s"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        with ShadowServer(spec) as server, server.database() as url:
+            database = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+            assert admin.execute(exists, (database,)).fetchone() == (1,)
+            ended = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (name,),
+            ).fetchall()
+            assert ended == [(True,)]
+            with psycopg.connect(url) as replay:  # the database is usable meanwhile
+                replay.execute("CREATE TABLE t (x int)")
+        assert admin.execute(exists, (database,)).fetchone() == (0,)
 
 
 def test_each_database_of_a_local_shadow_starts_empty(

@@ -142,4 +142,9 @@ class ShadowServer:
         try:
             yield with_dbname(self._admin_url, name)
         finally:
-            self._admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(database))
+            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(database)
+            try:
+                self._admin.execute(drop)
+            except psycopg.OperationalError:  # the kept connection was lost meanwhile
+                with connect(self._admin_url, autocommit=True) as conn:
+                    conn.execute(drop)
