@@ -54,8 +54,8 @@ def annotation(level: Level, message: str, *, title: str | None = None) -> str:
 
 
 def run_annotations(record: RunRecord, command: str) -> list[str]:
-    """The annotations a finished run makes: an error when it halted or failed."""
-    if record.state not in ("halted", "failed"):
+    """The annotations a run makes: an error when it stopped short of success (not exit 0)."""
+    if not record.exit_code:
         return []
     title = f"orchestrator {command} {record.state} (exit {record.exit_code})"
     message = record.halt_reason or f"the run {record.state}"

@@ -16,7 +16,7 @@ from orchestrator.audit import read_events
 from orchestrator.cli import run
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.engine.run import resume, rollback
-from orchestrator.errors import PartialStateError, UsageError
+from orchestrator.errors import ExitCode, UsageError
 from orchestrator.sandbox.pg import EmbeddedPostgres
 from orchestrator.sandbox.release import git
 from tests.conftest import suite_shadow
@@ -272,15 +272,21 @@ def test_interrupted_deploy_resumes_without_applying_twice(world: World) -> None
         if event.get("event") == "step_end" and event.get("step") == "migrate":
             raise Crash()
 
-    with pytest.raises(PartialStateError, match="interrupted by SIGINT halfway"):
-        world.deploy(console=crash_after_migrate)  # migrated: not "nothing changed"
+    interrupted = world.deploy(console=crash_after_migrate)  # migrated: not "nothing changed"
+    assert interrupted.exit_code == ExitCode.PARTIAL
+    assert interrupted.halt_reason == (
+        "interrupted by SIGINT halfway through the release (state validated): "
+        f"resume with `orchestrator resume {interrupted.run_id}`"
+    )
+    assert interrupted.rollback_plan  # reported as a halt is, with what to undo
     [record] = world.store.list()
     # the migration committed, the transition was not recorded: the record says "validated"
-    assert record.state == "validated"
+    assert record.state == "validated" and record.exit_code == ExitCode.PARTIAL
     assert len(tracking_rows(world.database_url)) == 12
 
     resumed = resume(record.run_id, world.store, world.interaction())
     assert resumed.state == "succeeded", resumed.halt_reason
+    assert (resumed.exit_code, resumed.halt_reason, resumed.rollback_plan) == (0, None, [])
     assert len(tracking_rows(world.database_url)) == 12
     events = read_events(world.store.audit_path(record.run_id))
     assert any(e["event"] == "step_already_done" and e["step"] == "migrate" for e in events)

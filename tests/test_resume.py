@@ -40,9 +40,9 @@ from tests.release_world import World, add_staging_migration
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def deploy_process(world: World, pause_at: str) -> subprocess.Popen[bytes]:
+def deploy_process(world: World, pause_at: str, **environ: str) -> subprocess.Popen[bytes]:
     """``orchestrator deploy --yes`` as a subprocess that stops itself at ``pause_at``."""
-    env = {**os.environ, "DATABASE_URL": world.database_url}
+    env = {**os.environ, "DATABASE_URL": world.database_url, **environ}
     return subprocess.Popen(
         [
             sys.executable,
@@ -201,7 +201,9 @@ def test_an_interrupt_after_the_work_landed_records_it_and_exits_20(
     world: World, pause_at: str
 ) -> None:
     main_before = world.origin_main()
-    process = deploy_process(world, pause_at)
+    summary = world.root / "step-summary.md"  # a cancelled GitHub Actions job
+    in_ci = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}
+    process = deploy_process(world, pause_at, **in_ci)
     wait_stopped(process)
     code, err = interrupt(process)
     assert code == int(ExitCode.PARTIAL), err  # not 2, "nothing changed"
@@ -209,6 +211,14 @@ def test_an_interrupt_after_the_work_landed_records_it_and_exits_20(
     assert record.steps.migrate is not None
     assert record.steps.migrate.tags == [p.tag for p in record.planned]
     plan = "\n".join(rollback_plan(record))
+    # Reported as a halt is: the job's summary and an error annotation say why and what
+    # to undo, and how to go on.
+    why = f"interrupted by SIGTERM halfway through the release (state {record.state})"
+    assert record.exit_code == ExitCode.PARTIAL and record.rollback_plan
+    assert why in summary.read_text() and "**Rollback plan**" in summary.read_text()
+    assert f"Continue it with `orchestrator resume {record.run_id}`" in summary.read_text()
+    [annotation] = [line for line in err.splitlines() if line.startswith("::error")]
+    assert why in annotation and "Rollback plan" in annotation
     assert "applied no migration" not in plan
     if pause_at == "pushed":  # the plan reverts what reached origin
         assert record.steps.merge is not None

@@ -50,7 +50,6 @@ from orchestrator.errors import (
     ExitCode,
     GuardError,
     OrchestratorError,
-    PartialStateError,
     UsageError,
 )
 from orchestrator.gitrepo import MissingBranch, open_repo, remote_tips
@@ -412,6 +411,7 @@ def drive(
         ctx.database_lock = lock
         log = ctx.log
         if resumed and record.state not in TERMINAL:
+            record.halt_reason, record.exit_code, record.rollback_plan = None, None, []
             # The record says the run was live, yet nobody held its lock: its process died
             # (killed, crashed, power lost) without a word. Say so before going on.
             log.warning(
@@ -443,21 +443,22 @@ def drive(
         except OrchestratorError as exc:
             _stop(ctx, model, exc)
         except KeyboardInterrupt as exc:
-            log.warning(
-                "interrupted",
-                state=record.state,
-                signal=str(exc) or "SIGINT",
-                hint=f"orchestrator resume {record.run_id}",
+            stopped_by, hint = str(exc) or "SIGINT", f"orchestrator resume {record.run_id}"
+            log.warning("interrupted", state=record.state, signal=stopped_by, hint=hint)
+            store.save(record)
+            looked = _adopt_landed(ctx)
+            if record.state in TERMINAL or not _changed_production(record):  # "exit 2"
+                store.save(record)
+                raise
+            # Reported as a halt is (exit 20, why, the plan), the run left to resume.
+            record.exit_code = int(ExitCode.PARTIAL)
+            record.halt_reason = (
+                f"interrupted by {stopped_by} halfway through the release (state "
+                f"{record.state}): resume with `{hint}`"
             )
+            record.rollback_plan = rollback_plan(record, looked=looked)
             store.save(record)
-            _adopt_landed(ctx)
-            store.save(record)
-            if record.state not in TERMINAL and _changed_production(record):  # not "exit 2"
-                raise PartialStateError(
-                    f"interrupted by {str(exc) or 'SIGINT'} halfway through the release (state "
-                    f"{record.state}): resume with `orchestrator resume {record.run_id}`"
-                ) from exc
-            raise
+            return record
         except Exception as exc:  # a bug or an unforeseen failure: stop safely, say where
             log.exception("unexpected_error", state=record.state)
             _stop(ctx, model, OrchestratorError(f"unexpected {type(exc).__name__}: {exc}"))
@@ -578,9 +579,7 @@ def _reopen(ctx: RunContext, model: RunModel) -> None:
     previous = record.steps.halt.stopped_in if record.steps.halt is not None else None
     if not previous or previous in TERMINAL:
         raise UsageError(f"run {record.run_id} cannot be resumed: unknown stopping point")
-    record.halt_reason = None
-    record.exit_code = None
-    record.rollback_plan = []
+    record.halt_reason, record.exit_code, record.rollback_plan = None, None, []
     getattr(model, reopen_trigger(previous))(recorded_as="resume", detail="resumed by the operator")
 
 
