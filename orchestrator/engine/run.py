@@ -447,7 +447,8 @@ def drive(
             log.warning("interrupted", state=record.state, signal=stopped_by, hint=hint)
             store.save(record)
             looked = _adopt_landed(ctx)
-            if record.state in TERMINAL or not _changed_production(record):  # "exit 2"
+            # Nothing changed yet (exit 2), or the run had ended: the interruption stands.
+            if record.state in TERMINAL or not _changed_production(record):
                 store.save(record)
                 raise
             # Reported as a halt is (exit 20, why, the plan), the run left to resume.
