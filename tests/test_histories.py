@@ -174,9 +174,7 @@ class Histories:
 
 def migrate_ours(url: str, folder: Path, shadow: ShadowSpec) -> None:
     """Our own migrate of ``folder``: the stand-in for the real migrator without node."""
-    migrate_database(
-        url, read_journal(folder), OPTIONS, confirm=lambda _r: True, shadow=shadow, retry=ONCE
-    )
+    migrate_database(url, read_journal(folder), OPTIONS, confirm=agreed, shadow=shadow, retry=ONCE)
 
 
 @pytest.fixture(scope="session")

@@ -447,18 +447,17 @@ def drive(
             log.warning("interrupted", state=record.state, signal=stopped_by, hint=hint)
             store.save(record)
             looked = _adopt_landed(ctx)
-            # Nothing changed yet (exit 2), or the run had ended: the interruption stands.
-            if record.state in TERMINAL or not _changed_production(record):
-                store.save(record)
-                raise
-            # Reported as a halt is (exit 20, why, the plan), the run left to resume.
-            record.exit_code = int(ExitCode.PARTIAL)
-            record.halt_reason = (
-                f"interrupted by {stopped_by} halfway through the release (state "
-                f"{record.state}): resume with `{hint}`"
-            )
-            record.rollback_plan = rollback_plan(record, looked=looked)
+            partial = record.state not in TERMINAL and _changed_production(record)
+            if partial:  # reported as a halt is (exit 20, why, the plan), left to resume
+                record.exit_code = int(ExitCode.PARTIAL)
+                record.halt_reason = (
+                    f"interrupted by {stopped_by} halfway through the release (state "
+                    f"{record.state}): resume with `{hint}`"
+                )
+                record.rollback_plan = rollback_plan(record, looked=looked)
             store.save(record)
+            if not partial:  # nothing changed yet (exit 2), or the run had ended: it stands
+                raise
             return record
         except Exception as exc:  # a bug or an unforeseen failure: stop safely, say where
             log.exception("unexpected_error", state=record.state)

@@ -21,8 +21,10 @@ import stat
 import subprocess
 import tempfile
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -277,20 +279,22 @@ class EmbeddedPostgres:
         self.destroy()
 
 
-def create_database(server_url: str, name: str, template: str = "template1") -> None:
-    """Create database ``name`` on the server reached by ``server_url``, a copy of
-    ``template`` (no one may be connected to it)."""
-    with connect(server_url, autocommit=True) as conn:
+Server = str | psycopg.Connection[Any]  # a URL, or an autocommit connection (left open)
+
+
+def create_database(on: Server, name: str, template: str = "template1") -> None:
+    """Create database ``name`` on server ``on``, a copy of ``template`` (no one may be
+    connected to it)."""
+    with connect(on, autocommit=True) if isinstance(on, str) else nullcontext(on) as conn:
         query = sql.SQL("CREATE DATABASE {} TEMPLATE {}")
         conn.execute(query.format(sql.Identifier(name), sql.Identifier(template)))
 
 
-def drop_database(server_url: str, name: str) -> None:
-    """Drop database ``name``, disconnecting whoever still uses it."""
-    with connect(server_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+def drop_database(on: Server, name: str) -> None:
+    """Drop database ``name`` of server ``on``, disconnecting whoever still uses it."""
+    with connect(on, autocommit=True) if isinstance(on, str) else nullcontext(on) as conn:
+        query = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+        conn.execute(query.format(sql.Identifier(name)))
 
 
 def with_dbname(url: str, dbname: str) -> str:

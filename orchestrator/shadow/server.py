@@ -22,7 +22,6 @@ from pathlib import Path
 from types import TracebackType
 
 import psycopg
-from psycopg import sql
 
 from orchestrator.db.connect import connect, describe
 from orchestrator.db.identity import named_database
@@ -32,6 +31,8 @@ from orchestrator.redaction import redact_url
 from orchestrator.sandbox.pg import (
     EmbeddedPostgres,
     ServerBinariesMissing,
+    create_database,
+    drop_database,
     find_bindir,
     memory_directory,
     with_dbname,
@@ -137,14 +138,11 @@ class ShadowServer:
         """A new, empty database on the shadow server (its URL), dropped afterwards."""
         assert self._admin is not None, "used inside its with block"
         name = f"orchestrator_shadow_{secrets.token_hex(6)}"
-        database = sql.Identifier(name)
-        self._admin.execute(sql.SQL("CREATE DATABASE {}").format(database))
+        create_database(self._admin, name)
         try:
             yield with_dbname(self._admin_url, name)
         finally:
-            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(database)
             try:
-                self._admin.execute(drop)
+                drop_database(self._admin, name)
             except psycopg.OperationalError:  # the kept connection was lost meanwhile
-                with connect(self._admin_url, autocommit=True) as conn:
-                    conn.execute(drop)
+                drop_database(self._admin_url, name)
