@@ -210,6 +210,19 @@ def add_staging_migration(world: World, tag: str, statements: list[str]) -> None
     git(clone, "switch", "main")
 
 
+def make_the_release_code_only(world: World) -> None:
+    """origin's staging becomes main plus a code change: a release without migrations."""
+    clone = world.repo.clone
+    git(clone, "switch", "--quiet", "-C", "staging", "origin/main")
+    (clone / "app.ts").write_text("export const classify = (c: Case) => tunedClassifier(c);\n")
+    git(clone, "commit", "--quiet", "-am", "Tune the classifier")
+    git(clone, "push", "--quiet", "--force", "origin", "staging")
+    git(clone, "switch", "--quiet", "main")
+    # The monitor's check reads the release's column: without it, it reads the table alone.
+    playbook = world.playbook.read_text()
+    world.playbook.write_text(playbook.replace("service_offering IS NULL AND ", ""))
+
+
 def revert_the_release(world: World) -> str:
     """A colleague reverts the only run's release on origin's main (``git revert``, pushed
     from the clone): main still contains the release's commit but no longer ships it. The

@@ -15,6 +15,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from bench.folders import write_drizzle_folder
+from bench.proxy import LatencyProxy
 from orchestrator.audit import read_events
 from orchestrator.cli import run
 from orchestrator.db import runlock
@@ -162,6 +163,22 @@ def test_restore_database_brings_back_exactly_the_dump(
     assert schema_of(shop.url) == schema
     assert rows_of(shop.url) == rows
     assert len(tracking_rows(shop.url)) == 2
+
+
+def test_the_revalidation_after_a_restore_replays_on_the_playbooks_shadow(
+    shop: Shop, server_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A restore run where the deploy's replay is not cached (another machine, a new CI job)
+    replays the history on the shadow the playbook names, as the deploy did: not on a local
+    cluster the machine may not be able to start."""
+    with LatencyProxy.for_url(server_url, round_trip_delay=0.0) as shadow:
+        monkeypatch.setenv("SHOP_SHADOW", shadow.url(server_url))
+        shop.playbook.write_text(shop.playbook.read_text() + "shadow: {url_env: SHOP_SHADOW}\n")
+        run_id = deploy(shop)
+        monkeypatch.setenv("ORCHESTRATOR_CACHE_DIR", str(shop.root / "another-machine"))
+        before = shadow.traffic().connections
+        assert restore_database(shop, run_id) == 10, capsys.readouterr().out
+        assert shadow.traffic().connections > before
 
 
 def test_a_second_restore_is_refused_and_keeps_what_was_written_since_the_first(

@@ -23,6 +23,7 @@ from orchestrator.gitrepo import (
     revert_release,
     revert_release_on_branch,
 )
+from orchestrator.gitrepo.history import undone
 
 BASE_FILES = {
     "app.txt": "version 1\n",
@@ -285,6 +286,34 @@ def test_read_files_at_reads_the_commit_not_the_working_tree(repos: Repos) -> No
     assert read_files_at(open_repo(repos.clone), repos.base, "./drizzle/") == {
         "0000_init.sql": b"CREATE TABLE a (id int);\n"
     }
+
+
+def test_undone_sees_a_revert_and_nothing_else(repos: Repos) -> None:
+    """Every file the release changed back as it was before it: undone. A name git would
+    read as a pattern is a name; a rename is both of its paths."""
+    other = repos.other
+    run(other, "checkout", "-q", "-B", "main", "origin/main")
+    before = run(other, "rev-parse", "HEAD")
+    commit_files(other, {"odd*name.txt": "new\n"}, "release, part 1")
+    run(other, "mv", "app.txt", "moved.txt")
+    run(other, "commit", "-q", "-m", "release, part 2")
+    release = run(other, "rev-parse", "HEAD")
+    repo = open_repo(other)
+    assert not undone(repo, before, release, release)
+    assert not undone(repo, before, before, release)  # a release that changed no file
+
+    run(other, "revert", "--no-edit", f"{before}..{release}")
+    reverted = run(other, "rev-parse", "HEAD")
+    assert undone(repo, before, release, reverted)
+
+    later = commit_files(other, {"odd*name.txt": "newer\n"}, "a later change, not a revert")
+    assert not undone(repo, before, release, later)
+    run(other, "reset", "-q", "--hard", reverted)
+    edited = commit_files(other, {"app.txt": "version 3\n"}, "the renamed file, changed later")
+    assert not undone(repo, before, release, edited)
+    run(other, "reset", "-q", "--hard", reverted)
+    commit_files(other, {"oddXname.txt": "a file the pattern would have matched\n"}, "other")
+    assert undone(repo, before, release, run(other, "rev-parse", "HEAD"))
 
 
 def test_read_files_at_rejects_missing_directories_and_commits(repos: Repos) -> None:

@@ -21,6 +21,7 @@ from tests.release_world import (
     TRANSITIONS_OF_A_FULL_DEPLOY,
     World,
     build_world,
+    make_the_release_code_only,
     revert_the_release,
     transitions,
 )
@@ -314,10 +315,16 @@ def test_an_unrelated_commit_live_is_not_the_release(tmp_path: Path, baseline_ur
         assert record.steps.monitor is None
 
 
-def test_a_revert_of_the_release_live_is_not_the_release(tmp_path: Path, baseline_url: str) -> None:
+@pytest.mark.parametrize("migrations", [True, False], ids=["migrations", "code-only"])
+def test_a_revert_of_the_release_live_is_not_the_release(
+    tmp_path: Path, baseline_url: str, migrations: bool
+) -> None:
     """The revert contains the release's commit (git says so) but no longer ships its
-    migrations: production serving it does not serve the release."""
+    migrations, or (a release without any) its changes: production serving it does not
+    serve the release."""
     with build_world(tmp_path, baseline_url, at_baseline=True) as world:
+        if not migrations:
+            make_the_release_code_only(world)
         production = LiveCommit(world.repo.origin, build_seconds=0)
         reverts: list[str] = []
 

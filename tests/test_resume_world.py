@@ -29,7 +29,7 @@ from orchestrator.runs import RunRecord
 from orchestrator.sandbox.release import git
 from tests.drizzle_helpers import tracking_rows
 from tests.neon_world import neon_world
-from tests.release_world import World, revert_the_release
+from tests.release_world import World, make_the_release_code_only, revert_the_release
 from tests.test_github_pr import environ as pr_environ
 from tests.test_github_pr import pr_world
 from tests.test_resume import (
@@ -222,7 +222,45 @@ def test_release_reverted_before_the_finish_guard_is_not_a_success(world: World)
     assert world.origin_main() == revert
 
 
-def test_resume_after_the_release_was_reverted_is_refused(world: World) -> None:
+def test_a_release_without_migrations_reverted_before_the_finish_guard_is_not_a_success(
+    world: World,
+) -> None:
+    """Main's journal is the same with the release or without it: what says it was reverted
+    is that every file it changed is back as it was before it."""
+    make_the_release_code_only(world)
+    process = deploy_process(world, "step_end:monitor")
+    wait_stopped(process)
+    assert only_run(world).planned == []
+    revert = revert_the_release(world)
+    assert "tunedClassifier" not in world.origin_file("app.ts")
+
+    assert go_on(process) == int(ExitCode.GUARD_FAILED)
+    record = only_run(world)
+    assert_halted_by(world, record, ExitCode.GUARD_FAILED, "merge_pushed", "monitored")
+    assert "undid its changes" in str(record.halt_reason)
+    assert world.origin_main() == revert
+
+
+def test_a_later_commit_on_a_release_without_migrations_still_ships_it(world: World) -> None:
+    """A colleague's commit on top that changes the release's file again is no revert."""
+    make_the_release_code_only(world)
+    process = deploy_process(world, "step_end:monitor")
+    wait_stopped(process)
+    clone = world.repo.clone
+    git(clone, "fetch", "--quiet", "origin")
+    git(clone, "switch", "--quiet", "-C", "main", "origin/main")
+    (clone / "app.ts").write_text("export const classify = (c: Case) => retunedClassifier(c);\n")
+    git(clone, "commit", "--quiet", "-am", "Retune the classifier")
+    git(clone, "push", "--quiet", "origin", "main")
+
+    assert go_on(process) == 0, only_run(world).halt_reason
+    assert only_run(world).state == "succeeded"
+
+
+@pytest.mark.parametrize("migrations", [True, False], ids=["migrations", "code-only"])
+def test_resume_after_the_release_was_reverted_is_refused(world: World, migrations: bool) -> None:
+    if not migrations:
+        make_the_release_code_only(world)
     process = deploy_process(world, "transition:live")
     wait_stopped(process)
     kill(process)

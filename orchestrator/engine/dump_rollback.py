@@ -17,11 +17,15 @@ from typing import Any
 from psycopg.conninfo import conninfo_to_dict
 
 from orchestrator.audit import AuditTrail
-from orchestrator.database import validate_database
 from orchestrator.db import dump_restore, runlock
 from orchestrator.engine.outcomes import DatabaseRestoreOutcome
 from orchestrator.engine.run import database_url
-from orchestrator.engine.settings import migrate_options, retry_policy, source_journal, with_retries
+from orchestrator.engine.settings import (
+    migrate_options,
+    source_journal,
+    validate_per_playbook,
+    with_retries,
+)
 from orchestrator.engine.steps.backup import dump_intact
 from orchestrator.errors import DatabaseError, ExitCode, GuardError, UsageError
 from orchestrator.playbook import load_playbook
@@ -253,9 +257,7 @@ def restore_from_dump(
             log.error("database_restore_differs", differences=differences)
         else:
             log.info("database_restore_finished", matches_dump=True, adopted=adopted)
-        report = validate_database(
-            url, journal, migrate_options(playbook), retry=retry_policy(playbook)
-        )
+        report = validate_per_playbook(playbook, environ, url, journal)
         before = record.steps.validation.status if record.steps.validation else None
         log.info("database_revalidated", status=report.status.value, before_run=before)
     return DumpRestoreResult(plan, differences, before, report)

@@ -308,9 +308,9 @@ def _release_gone(record: RunRecord) -> tuple[ExitCode, str]:
     served = "" if _release(record).gate == "none" else ", or production no longer serves it"
     return ExitCode.GUARD_FAILED, (
         f"the release commit {str(_merge(record).pushed_commit)[:12]} is no longer "
-        f"on {where}, or {where} ships other migrations than it{served}: someone moved or "
-        "reverted the branch, or rolled the deployment back, after the merge (the guard "
-        "events say which); release it again or deploy anew"
+        f"on {where}, or {where} ships other migrations than it or undid its changes{served}: "
+        "someone moved or reverted the branch, or rolled the deployment back, after the "
+        "merge (the guard events say which); release it again or deploy anew"
     )
 
 

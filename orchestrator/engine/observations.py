@@ -21,7 +21,7 @@ from psycopg import sql
 from orchestrator.database import judge_database
 from orchestrator.db.connect import connect, database_error
 from orchestrator.db.retry import call_with_retry
-from orchestrator.engine.outcomes import BackupOutcome
+from orchestrator.engine.outcomes import BackupOutcome, MergeOutcome
 from orchestrator.engine.steps.backup import dump_intact
 from orchestrator.engine.steps.base import RunContext
 from orchestrator.engine.steps.pull_request import api_of
@@ -106,7 +106,8 @@ class LiveObservations:
     def remote_ships(self, commit: str) -> bool:
         ctx, spec = self.ctx, self.ctx.playbook.git
         tip = f"refs/remotes/{spec.remote}/{spec.target}"
-        return carries_release(ctx.playbook, ctx.repo, ctx.journal, tip, commit)
+        before = (ctx.record.steps.merge or MergeOutcome()).previous_target_commit
+        return carries_release(ctx.playbook, ctx.repo, ctx.journal, tip, commit, before)
 
     def commit_exists(self, commit: str) -> bool:
         try:

@@ -9,14 +9,16 @@ from pathlib import Path
 
 import git
 
+from orchestrator.database import validate_database
 from orchestrator.db.migrator import MigrateOptions
-from orchestrator.db.retry import RetryPolicy
+from orchestrator.db.retry import OnRetry, RetryPolicy
 from orchestrator.drizzle.journal import Journal, parse_journal
 from orchestrator.errors import UsageError
 from orchestrator.gitrepo import open_repo, read_files_at
 from orchestrator.platforms.http import read_secret
 from orchestrator.playbook import Playbook
 from orchestrator.shadow import SHADOW_URL_ENV, ShadowSpec
+from orchestrator.validation import ValidationReport
 
 __all__ = [
     "journal_at",
@@ -25,6 +27,7 @@ __all__ = [
     "retry_policy",
     "shadow_spec",
     "shipped_hashes",
+    "validate_per_playbook",
     "with_retries",
 ]
 
@@ -98,3 +101,17 @@ def shadow_spec(playbook: Playbook, environ: Mapping[str, str]) -> ShadowSpec:
         what = "URL of the shadow, a PostgreSQL server that is not production"
         return ShadowSpec(read_secret(environ, playbook.shadow.url_env, what))
     return ShadowSpec(environ.get(SHADOW_URL_ENV) or None)
+
+
+def validate_per_playbook(
+    playbook: Playbook,
+    environ: Mapping[str, str],
+    url: str,
+    journal: Journal,
+    on_retry: OnRetry | None = None,
+) -> ValidationReport:
+    """Validate ``url`` against ``journal`` with the playbook's tracking table, shadow server
+    (a history the cache lacks is replayed there) and retry policy."""
+    shadow = shadow_spec(playbook, environ)
+    options, retry = migrate_options(playbook), retry_policy(playbook)
+    return validate_database(url, journal, options, shadow=shadow, retry=retry, on_retry=on_retry)

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 import git
 
-from orchestrator.database import validate_database
 from orchestrator.drizzle.journal import Journal
 from orchestrator.engine.outcomes import MergeOutcome, PreflightOutcome
-from orchestrator.engine.settings import journal_at, migrate_options, retry_policy, shadow_spec
+from orchestrator.engine.settings import journal_at, validate_per_playbook
 from orchestrator.errors import DatabaseError, UsageError
 from orchestrator.gitrepo import MissingBranch, contains, fetched_contains, open_repo, remote_tips
+from orchestrator.gitrepo.history import undone
 from orchestrator.platforms.github import github_api
 from orchestrator.platforms.http import ApiError
 from orchestrator.playbook import Playbook
@@ -96,41 +96,42 @@ def observe(
     with suppress(MissingBranch):  # the source may be gone once merged (a deleted head branch)
         tips |= remote_tips(repo, spec.remote, [spec.source])
     journal = journal_at(repo, record.source_commit, playbook.migrations.dir, spec.source)
-    report = validate_database(
-        url,
-        journal,
-        migrate_options(playbook),
-        shadow=shadow_spec(playbook, environ),
-        retry=retry_policy(playbook),
-    )
+    report = validate_per_playbook(playbook, environ, url, journal)
     if report.status is Verdict.ERROR:
         reason = report.first_error(report.recommendation)
         raise DatabaseError(f"cannot check the database before resuming: {reason}")
+    tip, merge = tips[spec.target], record.steps.merge or MergeOutcome()
+    before, pushed = merge.previous_target_commit, merge.pushed_commit
     return WorldNow(
         source_tip=tips.get(spec.source),
-        target_tip=tips[spec.target],
+        target_tip=tip,
         # The target was fetched just now: its journal is read once, ancestry asked per commit.
-        source_merged=ships_release(playbook, repo, journal, tips[spec.target])
+        source_merged=ships_release(playbook, repo, journal, tip)
         and any(
-            contains(repo, tips[spec.target], commit)
+            contains(repo, tip, commit)
             for commit in (record.source_commit, *_merge_commits(playbook, record, environ))
             if commit
-        ),
+        )
+        and not (before and pushed and undone(repo, before, pushed, tip)),
         row_hashes=report.row_hashes,
     )
 
 
 def carries_release(
-    playbook: Playbook, repo: git.Repo, release: Journal, tip: str, commit: str
+    playbook: Playbook, repo: git.Repo, release: Journal, tip: str, commit: str, before: str | None
 ) -> bool:
-    """Whether ``tip`` (the target's, or a commit production serves) carries the release:
-    git, after a fetch of the target, says it contains ``commit``, and its journal holds
-    exactly the migration tags of ``release`` (the pinned source commit's). Ancestry alone
-    cannot tell: a revert of the release, or a migration merged on top, contains it too.
-    Resume asks it here; the guards and the release gate ask it of the target as they go."""
+    """Whether ``tip`` (the target's, or a commit production serves) carries the release
+    pushed as ``commit`` onto ``before`` (the target's tip then, when recorded): git, after
+    a fetch of the target, says it contains ``commit``, its journal holds exactly the
+    migration tags of ``release`` (the pinned source commit's), and the files the release
+    changed are not all as they were before it. Ancestry alone cannot tell: a revert of the
+    release, or a migration merged on top, contains it too. Resume asks it here; the guards
+    and the release gate ask it of the target as they go."""
     spec = playbook.git
-    return fetched_contains(repo, spec.remote, spec.target, tip, commit) and ships_release(
-        playbook, repo, release, tip
+    return (
+        fetched_contains(repo, spec.remote, spec.target, tip, commit)
+        and ships_release(playbook, repo, release, tip)
+        and not (before and undone(repo, before, commit, tip))
     )
 
 

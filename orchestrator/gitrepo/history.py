@@ -28,6 +28,17 @@ def fetched_contains(repo: git.Repo, remote: str, target: str, tip: str, commit:
     return full is not None and contains(repo, full, commit)
 
 
+def undone(repo: git.Repo, before: str, release: str, tip: str) -> bool:
+    """Whether every file the release changed (from ``before``, the target's tip before it,
+    to ``release``) is at ``tip`` as it was before it: a revert, which ancestry cannot see
+    and, for a release without migrations, nor can the journal. One that changed no file
+    undid nothing."""
+    changed = git_output(repo.git, "diff", "--no-renames", "--name-only", "-z", before, release)
+    paths = [f":(literal){path}" for path in changed.split("\0") if path]
+    diff = ("diff", "--no-renames", "--name-only", before, tip, "--", *paths)
+    return bool(paths) and not git_output(repo.git, *diff)
+
+
 def how_merged(repo: git.Repo, merged: str, head: str) -> tuple[str, str]:
     """How a pull request whose head was ``head`` became ``merged`` (GitHub's
     ``merge_commit_sha``) on its base, and the base's tip before it. GitHub does not say

@@ -16,18 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.audit import AuditTrail
-from orchestrator.database import validate_database
 from orchestrator.db.retry import OnRetry
 from orchestrator.engine.outcomes import BackupOutcome, DatabaseRestoreOutcome
 from orchestrator.engine.rollback import database_steps
 from orchestrator.engine.run import database_url
-from orchestrator.engine.settings import (
-    migrate_options,
-    retry_policy,
-    shadow_spec,
-    source_journal,
-    with_retries,
-)
+from orchestrator.engine.settings import source_journal, validate_per_playbook, with_retries
 from orchestrator.errors import ExitCode, GuardError, UsageError
 from orchestrator.neon.backup import neon_api
 from orchestrator.playbook import load_playbook
@@ -226,14 +219,7 @@ def restore_production(
                 on_retry(attempt, error, wait)
             log.warning("retry", attempt=attempt, error=str(error), wait_s=round(wait, 2))
 
-        report = validate_database(
-            url,
-            journal,
-            migrate_options(playbook),
-            shadow=shadow_spec(playbook, environ),
-            retry=retry_policy(playbook),
-            on_retry=retried,
-        )
+        report = validate_per_playbook(playbook, environ, url, journal, on_retry=retried)
         before = record.steps.validation.status if record.steps.validation else None
         log.info("database_revalidated", status=report.status.value, before_run=before)
     return RestoreResult(plan, before, report)

@@ -68,8 +68,9 @@ def looker(ctx: RunContext) -> Callable[[str], Sighting]:
             return seen
         if (other, sha) not in answers:
             try:
+                before = (ctx.record.steps.merge or MergeOutcome()).previous_target_commit
                 answers[other, sha] = carries_release(
-                    ctx.playbook, ctx.repo, ctx.journal, other, sha
+                    ctx.playbook, ctx.repo, ctx.journal, other, sha, before
                 )
             except GuardError as exc:  # git unreachable now: not ours this time, ask again
                 return replace(seen, detail=f"{seen.detail}; git cannot place {other[:12]}: {exc}")
