@@ -6,13 +6,7 @@ both); :mod:`orchestrator.shadow` replays a migrations folder and keeps a :class
 of what each migration changed; :mod:`orchestrator.validation` compares the two.
 """
 
-from orchestrator.catalog.difference import (
-    Change,
-    Difference,
-    delta,
-    differences,
-    fold,
-)
+from orchestrator.catalog.difference import Change, Difference, delta, differences, fold
 from orchestrator.catalog.history import History, ReplayFailure
 from orchestrator.catalog.snapshot import (
     CatalogSnapshot,

@@ -20,12 +20,7 @@ from orchestrator.audit import AuditTrail
 from orchestrator.db import dump_restore, runlock
 from orchestrator.engine.outcomes import DatabaseRestoreOutcome
 from orchestrator.engine.run import database_url
-from orchestrator.engine.settings import (
-    migrate_options,
-    source_journal,
-    validate_per_playbook,
-    with_retries,
-)
+from orchestrator.engine.settings import source_journal, validate_per_playbook, with_retries
 from orchestrator.engine.steps.backup import dump_intact
 from orchestrator.errors import DatabaseError, ExitCode, GuardError, UsageError
 from orchestrator.playbook import load_playbook
@@ -233,7 +228,7 @@ def restore_from_dump(
         log.info("database_restore_started", tables=len(contents.row_counts))
         adopted = False
         try:
-            wait = migrate_options(playbook).lock_timeout  # as a migration's statements
+            wait = playbook.migrations.lock_timeout  # as a migration's statements
             dump_restore.restore(url, contents, script, Path(workdir), lock_timeout=wait)
         except dump_restore.RestoreFailed as exc:
             log.error("database_restore_failed", reason=str(exc))

@@ -45,13 +45,7 @@ from orchestrator.engine.steps.base import RunContext, Step
 from orchestrator.engine.steps.merge import MergeStep
 from orchestrator.engine.steps.migrate import MigrateStep
 from orchestrator.engine.world import changes_since, observe
-from orchestrator.errors import (
-    DatabaseError,
-    ExitCode,
-    GuardError,
-    OrchestratorError,
-    UsageError,
-)
+from orchestrator.errors import DatabaseError, ExitCode, GuardError, OrchestratorError, UsageError
 from orchestrator.gitrepo import MissingBranch, open_repo, remote_tips
 from orchestrator.platforms.http import check_tokens, playbook_tokens, read_secret
 from orchestrator.playbook import (

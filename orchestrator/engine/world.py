@@ -121,12 +121,10 @@ def carries_release(
     playbook: Playbook, repo: git.Repo, release: Journal, tip: str, commit: str, before: str | None
 ) -> bool:
     """Whether ``tip`` (the target's, or a commit production serves) carries the release
-    pushed as ``commit`` onto ``before`` (the target's tip then, when recorded): git, after
-    a fetch of the target, says it contains ``commit``, its journal holds exactly the
-    migration tags of ``release`` (the pinned source commit's), and the files the release
-    changed are not all as they were before it. Ancestry alone cannot tell: a revert of the
-    release, or a migration merged on top, contains it too. Resume asks it here; the guards
-    and the release gate ask it of the target as they go."""
+    pushed as ``commit`` onto ``before`` (when recorded): git, after a fetch of the target,
+    says it contains ``commit``, its journal holds exactly the migration tags of ``release``,
+    and not every file the release changed is as before it (ancestry cannot see a revert).
+    Resume asks it here; the guards and the release gate ask it of the target as they go."""
     spec = playbook.git
     return (
         fetched_contains(repo, spec.remote, spec.target, tip, commit)
