@@ -198,10 +198,10 @@ def _watch_ddl(conn: psycopg.Connection[Any]) -> bool:
 
 def _touched_owners(conn: psycopg.Connection[Any], state: _State) -> set[str]:
     """The owners whose objects the last migration may have changed."""
-    refs = {row[0] for row in conn.execute(_TOUCHED_OWNERS).fetchall() if row[0]}
-    # Emptied apart: a DELETE ... RETURNING in the query above gets a plan that scans
-    # pg_depend once per touched object.
-    conn.execute("DELETE FROM pg_temp.orchestrator_touched")
+    # Emptied by a statement of its own in the same message: a DELETE ... RETURNING in the
+    # query gets a plan that scans pg_depend once per touched object.
+    emptied = conn.execute(_TOUCHED_OWNERS + ";\nDELETE FROM pg_temp.orchestrator_touched")
+    refs = {row[0] for row in emptied.fetchall() if row[0]}
     # A dropped object is no longer in the catalog to say whose it was: the last read does.
     return {state.owners.get(ref, ref) for ref in refs} | refs
 
