@@ -2,16 +2,15 @@
 what PostgreSQL built after each migration.
 
 Each migration runs in a transaction of its own, sent as one message as ``migrate`` sends
-it (after a refusal, again statement by statement, rolled back, to name the statement), then
-the catalog is read with the reader production is read with. A migration PostgreSQL refuses
-to run in a transaction (``CREATE INDEX CONCURRENTLY``) is run statement by statement, as
-``migrate --allow-concurrent`` runs it. The shadow starts empty, so a role production has and a
-migration names (a policy, a grant, ``SET ROLE``) is created when PostgreSQL says it is missing,
-in a transaction or outside one.
+it, BEGIN and COMMIT with it (after a refusal, again statement by statement, rolled back, to
+name the statement); the catalog is then read with the reader production is read with. One
+PostgreSQL refuses in a transaction (``CREATE INDEX CONCURRENTLY``) runs statement by
+statement, as ``migrate --allow-concurrent`` runs it. The shadow starts empty, so a role
+production has and a migration names (a policy, a grant, ``SET ROLE``) is created when
+PostgreSQL says it is missing, in a transaction or outside one.
 
-A whole catalog read costs more as the schema grows, and a read after each of hundreds of
-migrations would cost minutes. So the catalog is read whole once, before the first
-migration; after each migration only the objects it touched are read again: an event
+A whole read after each of hundreds of migrations would cost minutes. So the catalog is read
+whole once, before the first migration; after each only the objects it touched are: an event
 trigger records what each DDL command created, altered or dropped
 (``pg_event_trigger_ddl_commands``, ``pg_event_trigger_dropped_objects``), widened to the
 objects that depend on those (a view on a renamed table, a foreign key to it) and to their
@@ -198,8 +197,7 @@ def _watch_ddl(conn: psycopg.Connection[Any]) -> bool:
 
 def _touched_owners(conn: psycopg.Connection[Any], state: _State) -> set[str]:
     """The owners whose objects the last migration may have changed."""
-    # Emptied by a statement of its own in the same message: a DELETE ... RETURNING in the
-    # query gets a plan that scans pg_depend once per touched object.
+    # Emptied by a statement of its own: a DELETE ... RETURNING scans pg_depend per object.
     emptied = conn.execute(_TOUCHED_OWNERS + ";\nDELETE FROM pg_temp.orchestrator_touched")
     refs = {row[0] for row in emptied.fetchall() if row[0]}
     # A dropped object is no longer in the catalog to say whose it was: the last read does.
@@ -221,22 +219,24 @@ def apply_migration(
 def run_in_transaction(
     conn: psycopg.Connection[Any], migrations: Sequence[Migration], *, commit: bool, server: str
 ) -> ReplayFailure | None:
-    """Run ``migrations`` in one transaction, committed or rolled back; the first refusal
-    (see :func:`_attempted`). One message per migration, as ``migrate`` sends them; after a
-    refusal, again statement by statement (rolled back) to name the statement, which the
-    server does not say."""
+    """Run ``migrations`` in one transaction, committed or rolled back, one message each as
+    ``migrate`` sends them (BEGIN goes with the first, the end with the last); the first
+    refusal (see :func:`_attempted`), named by running the statements one by one again."""
+    sent = [m for m in migrations if _statements(m)]
+    end = b";\nCOMMIT" if commit else b";\nROLLBACK"
 
     def attempt(_last: ReplayFailure | None) -> ReplayFailure | None:
         current: Migration | None = None
         try:
-            with conn.transaction(force_rollback=not commit):
-                for current in migrations:
-                    if statements := _statements(current):
-                        conn.execute(b"\n;\n".join(s.encode("utf-8") for s in statements))
+            for current in sent:
+                message = b"\n;\n".join(s.encode("utf-8") for s in _statements(current))
+                begin = b"BEGIN;\n" if current is sent[0] else b""
+                conn.execute(begin + message + (end if current is sent[-1] else b""))
             return None
         except psycopg.Error as exc:
             if current is None or exc.sqlstate is None:
                 raise
+            conn.execute("ROLLBACK")  # the failed block (a failed COMMIT ended it: a warning)
             with conn.transaction(force_rollback=True):  # only to name the statement
                 located = _statement_by_statement(conn, migrations)
             return located or _failure((current, 0, ""), exc)
