@@ -3,12 +3,14 @@ the out-of-order finding, and drizzle compatibility both ways."""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from bench.folders import write_drizzle_folder
 from orchestrator.cli import run
 from orchestrator.database import validate_database
 from orchestrator.db.migrator import MigrateOptions, MigrationFailed
@@ -16,6 +18,7 @@ from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, read_journal
 from orchestrator.errors import PartialStateError
 from orchestrator.migrate import migrate_database
+from orchestrator.sandbox.pg import drop_database, with_dbname
 from orchestrator.validation import MigrationState, ValidationReport, Verdict
 from tests.conftest import suite_shadow
 from tests.drizzle_helpers import (
@@ -498,3 +501,35 @@ def test_the_snapshot_is_one_exchange_whatever_the_size(database_url: str) -> No
         assert proxy.reset().round_trips == 1  # counted on the wire
     assert len(snapshot.tracking_rows) == 12
     assert len(snapshot.objects) > 100
+
+
+def test_text_reaches_a_latin1_database_as_written(server_url: str, tmp_path: Path) -> None:
+    """Migration files are UTF-8 and drizzle's driver says so to the server: a database in
+    another encoding stores 'café', not the bytes of its UTF-8 read as LATIN1."""
+    name = f"latin1_{os.getpid()}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'"
+        )
+    url = with_dbname(server_url, name)
+    folder = write_drizzle_folder(
+        tmp_path / "drizzle",
+        [
+            (
+                "0000_menu",
+                [
+                    'CREATE TABLE "menu" ("dish" text DEFAULT \'café\');',
+                    "INSERT INTO \"menu\" VALUES ('crème');",
+                ],
+            )
+        ],
+    )
+    try:
+        result = migrate(url, read_journal(folder))
+        assert result.after.status is Verdict.SAFE, result.after.findings
+        with psycopg.connect(url, client_encoding="UTF8") as conn:
+            assert conn.execute('SELECT dish FROM "menu"').fetchall() == [("crème",)]
+            inserted = conn.execute('INSERT INTO "menu" DEFAULT VALUES RETURNING dish').fetchone()
+            assert inserted == ("café",)
+    finally:
+        drop_database(server_url, name)

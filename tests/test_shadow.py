@@ -587,3 +587,20 @@ def test_a_shadow_connection_lost_mid_replay_is_a_transient_database_error(
     with pytest.raises(DatabaseError, match=r"^the shadow \(PostgreSQL .*connection") as lost:
         folder_history(read_journal(folder), OPTIONS, ShadowSpec(server_url))
     assert lost.value.transient
+
+
+def test_a_migration_ending_in_a_line_comment_replays_and_migrates(
+    database_url: str, tmp_path: Path, cache: Path
+) -> None:
+    """drizzle runs a file whose last line is a comment without a newline: so must the
+    replay, and the one-transaction check (the end of its message must not be commented out)."""
+    folder = write_folder(
+        tmp_path / "drizzle",
+        [
+            ("0000_t", 'CREATE TABLE "t" ("x" integer) -- the table'),
+            ("0001_backfill", 'UPDATE "t" SET "x" = 1 -- backfill'),
+        ],
+    )
+    migrate(database_url, folder, suite_shadow())
+    report = validate_database(database_url, read_journal(folder), OPTIONS, shadow=suite_shadow())
+    assert report.status is Verdict.SAFE, report.findings

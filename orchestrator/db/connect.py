@@ -110,6 +110,7 @@ def connect(
             autocommit=autocommit,
             connect_timeout=connect_timeout,
             application_name=str(name),
+            client_encoding="UTF8",  # migration files are UTF-8, as drizzle's driver says too
             keepalives_idle=probe_s,
             keepalives_interval=probe_s,
             keepalives_count=3,  # where TCP_USER_TIMEOUT is missing (not Linux)

@@ -223,7 +223,7 @@ def run_in_transaction(
     ``migrate`` sends them (BEGIN goes with the first, the end with the last); the first
     refusal (see :func:`_attempted`), named by running the statements one by one again."""
     sent = [m for m in migrations if _statements(m)]
-    end = b";\nCOMMIT" if commit else b";\nROLLBACK"
+    end = b"\n;\nCOMMIT" if commit else b"\n;\nROLLBACK"  # the newline ends a trailing comment
 
     def attempt(_last: ReplayFailure | None) -> ReplayFailure | None:
         current: Migration | None = None
