@@ -509,7 +509,8 @@ def test_text_reaches_a_latin1_database_as_written(server_url: str, tmp_path: Pa
     name = f"latin1_{os.getpid()}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(
-            f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'"
+            f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'LATIN1' "
+            "LC_COLLATE 'C' LC_CTYPE 'C'"
         )
     url = with_dbname(server_url, name)
     folder = write_drizzle_folder(
