@@ -246,10 +246,12 @@ def refuse_unmigratable(report: ValidationReport, resumable: frozenset[str]) -> 
     ]
     problems = [f"{m.tag} is {m.state.value}" for m in unreconciled]
     explained = {k for m in report.migrations if m.tag in resumable for k in m.expected_objects}
-    if not set(report.drifted) <= explained:
-        problems += [
-            f.message for f in report.findings if f.code in ("schema_drift", "edited_migration")
-        ]
+    drifted = not set(report.drifted) <= explained
+    problems += [
+        f.message
+        for f in report.findings
+        if f.code == "edited_migration" or (drifted and f.code == "schema_drift")
+    ]
     if any(m.state is MigrationState.UNTRACKED_PRESENT for m in unreconciled):
         problems.append("`orchestrator repair` tracks what ran by hand, if exactly that ran")
     if problems:

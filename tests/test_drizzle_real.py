@@ -28,7 +28,7 @@ from orchestrator.database import validate_database
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, read_journal
-from orchestrator.errors import UsageError
+from orchestrator.errors import PartialStateError, UsageError
 from orchestrator.migrate import MigrateResult, migrate_database
 from orchestrator.sandbox.pg import create_database, drop_database, with_dbname
 from orchestrator.validation import MigrationState, ValidationReport, Verdict
@@ -177,13 +177,14 @@ def full() -> Journal:
     return read_journal(FIXTURE_MIGRATIONS)
 
 
-def validate(url: str) -> ValidationReport:
-    return validate_database(url, full(), OPTIONS, retry=ONCE, shadow=suite_shadow())
+def validate(url: str, journal: Journal | None = None) -> ValidationReport:
+    journal = journal or full()
+    return validate_database(url, journal, OPTIONS, retry=ONCE, shadow=suite_shadow())
 
 
-def migrate(url: str) -> MigrateResult:
+def migrate(url: str, journal: Journal | None = None) -> MigrateResult:
     return migrate_database(
-        url, full(), OPTIONS, confirm=lambda _r: True, retry=ONCE, shadow=suite_shadow()
+        url, journal or full(), OPTIONS, confirm=lambda _r: True, retry=ONCE, shadow=suite_shadow()
     )
 
 
@@ -371,3 +372,56 @@ def test_drizzle_commits_half_a_migration_that_holds_a_commit_and_we_refuse_to_r
         drizzle_migrate(drizzle_node, database_url, folder)
     assert table_exists(database_url, "half")  # committed, though its migration failed
     assert [row[1] for row in tracking_rows(database_url)] == [journal.migrations[0].hash]
+
+
+SEEDED = [
+    ("0000_t", ['CREATE TABLE "t" ("x" integer)']),
+    ("0001_seed", ['INSERT INTO "t" VALUES (1)']),
+]
+
+
+def seeded_rows(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute('SELECT count(*) FROM "t"').fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_migration_edited_after_drizzle_applied_it_is_partial_and_never_run_again(
+    drizzle_node: Path, database_url: str, tmp_path: Path
+) -> None:
+    """drizzle tracks by created_at and skips an applied file edited since (a comment added
+    to a seed); a tracking by hash alone took it for pending and ran the seed again."""
+    folder = write_drizzle_folder(tmp_path / "drizzle", SEEDED)
+    drizzle_migrate(drizzle_node, database_url, folder)
+    seed = folder / "0001_seed.sql"
+    seed.write_text(seed.read_text() + "\n-- reviewed")
+
+    report = validate(database_url, read_journal(folder))
+    assert report.status is Verdict.PARTIAL_MIGRATION and int(report.exit_code) == 20
+    assert [f.migration for f in report.findings if f.code == "edited_migration"] == ["0001_seed"]
+    with pytest.raises(PartialStateError, match=r"0001_seed\.sql changed after it was applied"):
+        migrate(database_url, read_journal(folder))
+    assert seeded_rows(database_url) == 1 and len(tracking_rows(database_url)) == 2
+    drizzle_migrate(drizzle_node, database_url, folder)  # the oracle: it runs nothing
+    assert seeded_rows(database_url) == 1
+
+
+def test_an_applied_migration_whose_when_was_raised_is_said_drizzle_would_run_it_again(
+    drizzle_node: Path, database_url: str, tmp_path: Path
+) -> None:
+    folder = write_drizzle_folder(tmp_path / "drizzle", SEEDED)
+    migrate(database_url, read_journal(folder))
+    journal = folder / "meta" / "_journal.json"
+    document = json.loads(journal.read_text())
+    document["entries"][1]["when"] += 5000  # the usual fix for a skipped migration, made late
+    journal.write_text(json.dumps(document))
+
+    report = validate(database_url, read_journal(folder))
+    assert report.status is Verdict.SAFE
+    [finding] = [f for f in report.findings if f.code == "rerun_by_drizzle"]
+    assert finding.migration == "0001_seed" and finding.severity == "error"
+    assert "drizzle-kit migrate" in report.recommendation
+    assert migrate(database_url, read_journal(folder)).applied == ()
+    # The finding's claim, checked against the real thing: drizzle runs the seed again.
+    drizzle_migrate(drizzle_node, database_url, folder)
+    assert seeded_rows(database_url) == 2

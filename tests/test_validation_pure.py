@@ -228,7 +228,8 @@ def test_a_tracking_row_without_created_at_is_said_drizzle_kit_would_rerun_every
     )
     assert report.status is Verdict.NEEDS_MIGRATION
     [finding] = [f for f in report.findings if f.code == "created_at_missing"]
-    assert "tracking row 1 " in finding.message and finding.severity == "warning"
+    assert "tracking row 1 " in finding.message and finding.severity == "error"
+    assert "would run every migration again" in report.recommendation
     assert not [
         f
         for f in validate(JOURNAL, HISTORY, snapshot(STATES[2], 2)).findings

@@ -100,11 +100,12 @@ def out_of_order_findings(
     statuses: Sequence[MigrationStatus],
     snapshot: CatalogSnapshot,
 ) -> list[Finding]:
-    """What drizzle-kit's ``when > newest created_at`` rule would silently skip.
+    """What drizzle-kit's ``when > newest created_at`` rule would silently skip or run again.
 
     drizzle-orm's migrator reads the newest tracked ``created_at`` and applies only journal
     entries whose ``when`` is greater. A pending migration older than an applied one is
-    therefore never applied by drizzle-kit, and it says nothing.
+    therefore never applied by drizzle-kit, and an applied one whose ``when`` was raised
+    since is applied again; it says nothing of either.
     """
     findings: list[Finding] = []
     # drizzle's ORDER BY created_at DESC reads a row without one first, as 0.
@@ -116,13 +117,23 @@ def out_of_order_findings(
                 f"tracking row {undated.id} has no created_at: drizzle-kit migrate takes it for "
                 "the newest row and would run every migration of the folder again; set it to "
                 "its migration's journal 'when'",
-                severity="warning",
             )
         )
     newest = snapshot.newest_created_at
     by_created_at = {row.created_at: row.hash for row in snapshot.tracking_rows}
     tag_of_hash = {m.hash: m.tag for m in migrations}
     for migration, status in zip(migrations, statuses, strict=True):
+        if status.tracked and newest is not None and migration.when > newest:
+            findings.append(
+                Finding(
+                    "rerun_by_drizzle",
+                    f"drizzle-kit migrate would run {migration.tag} again: it is applied, but "
+                    f"its journal 'when' {migration.when} is newer than the newest tracked "
+                    f"created_at {newest}; put its 'when' back (`orchestrator migrate` tracks "
+                    "by hash and does not run it again)",
+                    migration.tag,
+                )
+            )
         if status.tracked or newest is None or migration.when > newest:
             continue
         newest_tag = tag_of_hash.get(by_created_at.get(newest) or "", "an unknown migration")
@@ -253,7 +264,9 @@ def recommend(
 ) -> str:
     """What to do next, in the runbook's terms."""
     if verdict is Verdict.SAFE:
-        return "All migrations are applied: safe to merge and deploy the code."
+        return "All migrations are applied: safe to merge and deploy the code." + (
+            drizzle_kit_caution(findings)
+        )
     if verdict is Verdict.ERROR:
         return (
             "Cannot tell the migration state: fix what the error names (the connection "
@@ -261,15 +274,18 @@ def recommend(
             "Do not deploy."
         )
     pending = [s.tag for s in statuses if s.state is MigrationState.PENDING]
-    skipped = [f.migration for f in findings if f.code == "out_of_order" and f.migration]
     if verdict is Verdict.NEEDS_MIGRATION:
-        text = (
+        return (
             f"Migrations first (Strategy A): confirm a backup, run `orchestrator migrate` to "
             f"apply {', '.join(pending)}, validate again (expect SAFE), then merge and deploy."
+            + drizzle_kit_caution(findings)
         )
-        if skipped:
-            text += f" Do not use `drizzle-kit migrate`: it would skip {', '.join(skipped)}."
-        return text
+    if edited := [f.migration for f in findings if f.code == "edited_migration"]:
+        return (
+            f"Do not deploy: {', '.join(map(str, edited))} changed after it was applied (see "
+            "edited_migration). Put back the file as it was applied (its git history); a "
+            "change to make is a new migration. Then validate again."
+        )
     if any(f.code == "schema_drift" for f in findings):
         return (
             "Do not deploy: the schema differs from what the tracked migrations build (see "
@@ -300,3 +316,14 @@ def recommend(
         "migrations (a hole). `orchestrator migrate` applies them in journal order; then "
         "validate again." + data
     )
+
+
+def drizzle_kit_caution(findings: Sequence[Finding]) -> str:
+    """A sentence against ``drizzle-kit migrate`` where it would skip or rerun a migration."""
+    skipped = [str(f.migration) for f in findings if f.code == "out_of_order"]
+    again = [str(f.migration) for f in findings if f.code == "rerun_by_drizzle"]
+    if any(f.code == "created_at_missing" for f in findings):
+        again = ["every migration"]
+    would = [f"skip {', '.join(skipped)}"] if skipped else []
+    would += [f"run {', '.join(again)} again"] if again else []
+    return f" Do not use `drizzle-kit migrate`: it would {' and '.join(would)}." if would else ""

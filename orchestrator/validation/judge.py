@@ -186,6 +186,9 @@ def validate(journal: Journal, history: History, snapshot: CatalogSnapshot) -> V
         verdict = Verdict.ERROR
     else:
         verdict = verdict_for([s.state for s in statuses])
+        if any(f.code == "edited_migration" for f in findings):
+            # Its old text ran (its row says so): never pending, nor reconciled by a guess.
+            verdict = Verdict.PARTIAL_MIGRATION
         if reading.drift and not reading.repairable:
             # The schema is no state the history passes through: say exactly how it differs
             # from the one the tracked migrations build.
