@@ -248,6 +248,28 @@ def test_resume_new_run_closes_the_old_run_and_starts_with_the_file(world: World
         resume(run_id, world.store, world.interaction())
 
 
+def test_a_refused_new_run_leaves_the_old_run_resumable(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed once live, staging deleted as after any merged release, the playbook edited:
+    ``resume --new-run`` is refused by the new run's checks and closes nothing, so the old
+    run, its playbook put back, still resumes and watches the release it shipped."""
+    process = deploy_process(world, "transition:live")
+    wait_stopped(process)
+    kill(process)
+    run_id = only_run(world).run_id
+    git(world.repo.origin, "branch", "-D", "staging")
+    text = world.playbook.read_text()
+    world.playbook.write_text(text.replace("duration: 200ms", "duration: 300ms"))
+    monkeypatch.setenv("DATABASE_URL", world.database_url)
+    code, out = cli(world, capsys, "resume", run_id, "--new-run", "--yes")
+    assert code == int(ExitCode.USAGE) and "branch 'staging' does not exist" in out, out
+    assert world.store.abandoned(run_id) is None and len(world.store.list()) == 1
+    world.playbook.write_text(text)
+    record = resume(run_id, world.store, world.interaction())
+    assert record.state == "succeeded", record.halt_reason
+
+
 # ------------------------------------------------------------------ case 4
 
 

@@ -74,8 +74,8 @@ class Interaction:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     warn: Callable[[str], None] = lambda _message: None  # e.g. a remote host without TLS
     retries: int | None = None  # --retries: attempts instead of the playbook's retry.attempts
-    # resume --new-run: when the playbook changed since the run started, close that run
-    # (abandoned) and start a new one with the playbook as it is now, instead of refusing.
+    # resume --new-run: when the playbook changed since the run started, start a new run with
+    # the playbook as it is now and, once it exists, close that one (abandoned), not refuse.
     new_run: bool = False
     # Each retry of the first connections (a new run's come before its audit trail exists).
     on_retry: OnRetry | None = None
@@ -237,14 +237,16 @@ def check_release(playbook: Playbook) -> None:
     journal.refuse_unrunnable(journal.untracked(shipped_hashes(repo, tips[spec.target], path)))
 
 
-def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> RunRecord:
+def start(
+    path: Path, store: RunStore, interaction: Interaction, replaces: tuple[str, str] | None = None
+) -> RunRecord:
     """Check every input, take the database, then create a run and drive it to its end.
 
     Bad input, or another deploy holding the database, raises :class:`UsageError` before the
     run record exists: nothing is changed.
     """
-    text = read_playbook_text(playbook_path)
-    playbook = with_retries(parse_playbook(text, playbook_path), interaction.retries)
+    text = read_playbook_text(path)
+    playbook = with_retries(parse_playbook(text, path), interaction.retries)
     check_release(playbook)
     attested = interaction.backup_confirmed or interaction.ask is not None
     # Last: it makes the state dir, and a refusal changes nothing.
@@ -267,6 +269,8 @@ def start(playbook_path: Path, store: RunStore, interaction: Interaction) -> Run
             database=database,
         )
         store.create(record)
+        if replaces is not None:  # the run this one replaces (its id, why): closed only now,
+            store.abandon(*replaces)  # so a new run refused before this leaves it resumable
         with store.lock(run_id):
             return drive(playbook, record, store, url, interaction, resumed=False, lock=lock)
 
@@ -289,8 +293,8 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
     masking = Redactor(secret_values(interaction.environ))
     changes = [masking.text(line) for line in playbook_changed(record)]
     if changes and interaction.new_run:
-        store.abandon(record.run_id, "the playbook changed: " + "; ".join(changes))
-        return start(Path(record.playbook), store, interaction)
+        why = "the playbook changed: " + "; ".join(changes)
+        return start(Path(record.playbook), store, interaction, (record.run_id, why))
     if changes:
         raise UsageError(
             f"run {record.run_id} started with another playbook: {record.playbook} changed "
