@@ -109,7 +109,7 @@ class RunRecord(BaseModel):
     playbook_text: str | None = None
     playbook_sha256: str | None = None
     # The production database the run started on (system_identifier, database oid and name):
-    # a resume that reaches another one is refused.
+    # a resume, or a restore from its dump, that reaches another one is refused.
     database: dict[str, str] = {}
     # the migrations this run set out to apply, fixed by its first validate
     planned: list[PlannedMigration] = []

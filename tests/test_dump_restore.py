@@ -22,6 +22,7 @@ from orchestrator.db import runlock
 from orchestrator.db.dump_restore import clearing_sql, count_rows, schemas_created
 from orchestrator.engine.rollback import rollback_plan
 from orchestrator.runs import RunStore
+from orchestrator.sandbox.pg import create_database, drop_database, with_dbname
 from orchestrator.sandbox.release import HealthServer, build_release_repo, git
 from tests.drizzle_helpers import tracking_rows
 from tests.lock_holder import table_locked
@@ -283,6 +284,40 @@ def test_a_wrong_name_or_a_changed_dump_restores_nothing(
     assert code == 21 and "nothing was restored" in capsys.readouterr().err
     assert schema_of(shop.url) == released
     assert git(shop.root / "world" / "origin.git", "rev-parse", "main") == main  # checked first
+
+
+def test_a_restore_refuses_a_database_the_run_never_touched(
+    shop: Shop, server_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """$DATABASE_URL now reaches another database (on Neon every one is named neondb): the
+    restore would replace its tables with the dump's. Refused before anything, whatever name
+    is typed; and the playbook read is the run's own, not the file as it is now."""
+    run_id = deploy(shop)
+    main = git(shop.root / "world" / "origin.git", "rev-parse", "main")
+    other = str(conninfo_to_dict(shop.url)["dbname"]) + "_other"
+    create_database(server_url, other)
+    try:
+        other_url = with_dbname(server_url, other)
+        with psycopg.connect(other_url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE precious AS SELECT 1 AS id")
+        monkeypatch.setenv("DATABASE_URL", other_url)
+        capsys.readouterr()
+        argv = ["rollback", run_id, "--yes", "--restore-database", "--confirm-database", other]
+        code = run(shop.argv(*argv))
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "reaches another database than the one the run started on" in err
+        assert git(shop.root / "world" / "origin.git", "rev-parse", "main") == main
+        # The file now reads the URL from another variable: the restore goes by the run's.
+        monkeypatch.setenv("DATABASE_URL", shop.url)
+        monkeypatch.setenv("OTHER_URL", other_url)
+        text = shop.playbook.read_text()
+        shop.playbook.write_text(text.replace("url_env: DATABASE_URL", "url_env: OTHER_URL"))
+        assert restore_database(shop, run_id) == 10, capsys.readouterr().out
+        with psycopg.connect(other_url) as conn:
+            assert conn.execute("SELECT id FROM precious").fetchall() == [(1,)]
+    finally:
+        drop_database(server_url, other)
 
 
 def test_no_restore_while_a_deploy_or_migrate_holds_the_database(

@@ -76,6 +76,9 @@ def test_restore_brings_production_back_to_before_the_run(
     record = deployed(world)
     migrated = schema_fingerprint(world.database_url)
     assert migrated != before and len(tracking_rows(world.database_url)) > len(rows_before)
+    # The file changed since (a variable no one set): the restore reads the run's playbook.
+    text = world.playbook.read_text()
+    world.playbook.write_text(text.replace("url_env: DATABASE_URL", "url_env: UNSET_URL"))
 
     code, out, err = cli(
         world,

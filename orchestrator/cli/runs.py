@@ -422,11 +422,11 @@ def _confirm_dump_restore(store: RunStore, run_id: str, confirm_database: str | 
 def _confirm_restore(store: RunStore, run_id: str, confirm_branch: str | None) -> str:
     """The production branch name the operator typed (or passed) for the Neon restore
     ``--restore-database`` would perform; checked before anything is done."""
+    from orchestrator.engine.run import pinned_playbook
     from orchestrator.neon.restore import check_confirmation, restore_plan
-    from orchestrator.playbook import load_playbook
 
     record = store.load(run_id)
-    load_playbook(Path(record.playbook))  # the restore reads it: a missing one stops here
+    pinned_playbook(record)  # the restore reads it: one it cannot read stops here
     plan = restore_plan(record)
     typed = _typed_name(
         confirm_branch,

@@ -3,8 +3,8 @@ production back to exactly the dump, in one transaction, prove it, then validate
 
 How the restore itself works (and why not ``pg_restore --clean``) is in
 :mod:`orchestrator.db.dump_restore`. It replaces production's schema and rows with the
-dump's, losing every write since the dump: it runs only after the operator typed the
-database's name, and only from a dump whose digest is the one the run recorded.
+dump's, losing every write since the dump: it runs only on the database the run deployed to,
+after the operator typed its name, from a dump whose digest is the one the run recorded.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from psycopg.conninfo import conninfo_to_dict
 from orchestrator.audit import AuditTrail
 from orchestrator.db import dump_restore, runlock
 from orchestrator.engine.outcomes import DatabaseRestoreOutcome
-from orchestrator.engine.run import database_url
+from orchestrator.engine.run import another_database, database_url, pinned_playbook
 from orchestrator.engine.settings import source_journal, validate_per_playbook, with_retries
 from orchestrator.engine.steps.backup import dump_intact
 from orchestrator.errors import DatabaseError, ExitCode, GuardError, UsageError
-from orchestrator.playbook import load_playbook
 from orchestrator.playbook.model import Playbook
 from orchestrator.redaction import Redactor, connection_passwords, secret_values
 from orchestrator.runs import RunRecord, RunStore, utc_now_iso
@@ -161,15 +160,18 @@ class DumpRestoreResult:
 def plan_for_run(
     run_id: str, store: RunStore, environ: Mapping[str, str], typed: str | None = None
 ) -> DumpRestorePlan:
-    """The plan for run ``run_id`` with production's URL from the playbook's variable.
+    """The plan for run ``run_id`` with production's URL from its pinned playbook's variable;
+    UsageError when that URL reaches another database than the run's.
 
     With ``typed``, also everything :func:`check_ready` checks, and that no deploy or
     migrate holds the database now (DatabaseBusy, exit 2): all before the code is reverted.
     """
     record = store.load(run_id)
-    playbook = load_playbook(Path(record.playbook))
+    playbook = pinned_playbook(record)
     url = database_url(playbook, environ, writes=typed is not None)
     plan = dump_restore_plan(record, url)
+    if moved := another_database(playbook, record, url):  # the restore would wipe that one
+        raise UsageError(f"{moved[0]}: nothing was restored")
     if typed is not None:
         check_ready(plan, record, typed)
         with _run_lock(url, playbook, record.run_id):
@@ -195,15 +197,17 @@ def restore_from_dump(
     name), compare it with the dump, validate again; each step in the audit trail. The
     database's run lock is held throughout, so no deploy or migrate runs beside it.
 
-    Bad input (no such run, not a dump, a wrong name, no URL, client programs missing)
-    raises UsageError, and a dump that is gone or changed GuardError, before anything
-    changes.
+    Bad input (no such run, not a dump, a wrong name, no URL or one reaching another
+    database than the run's, client programs missing) raises UsageError, and a dump that
+    is gone or changed GuardError, before anything changes.
     """
     record = store.load(run_id)
-    playbook = with_retries(load_playbook(Path(record.playbook)), retries)
+    playbook = with_retries(pinned_playbook(record), retries)
     url = database_url(playbook, environ, writes=True)
     plan = dump_restore_plan(record, url)
     check_confirmation(plan, typed)
+    if moved := another_database(playbook, record, url):
+        raise UsageError(f"{moved[0]}: nothing was restored")
     dump_restore.check_tools()
     store.redactor = Redactor([*secret_values(environ), *connection_passwords(url)])
     assert record.source_commit is not None  # the run took a backup, so pre-flight pinned it

@@ -321,17 +321,7 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
             on_retry=reported,
         )
         with hold_database(playbook, url, record.run_id, on_retry=reported) as lock:
-            reasons = []
-            if record.database:
-                database = call_with_retry(
-                    lambda: read_identity(url), retry_policy(playbook), on_retry=reported
-                )
-                moved = identity_changes(record.database, database)
-                if moved:
-                    reasons.append(
-                        f"${playbook.database.url_env} reaches another database than the one "
-                        f"the run started on ({'; '.join(moved)})"
-                    )
+            reasons = another_database(playbook, record, url, reported)
             if not reasons:
                 now = observe(playbook, record, url, interaction.environ)
                 reasons = changes_since(record, now) if now is not None else []
@@ -351,6 +341,17 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
                 orphans=orphans,
                 lock=lock,
             )
+
+
+def another_database(
+    playbook: Playbook, record: RunRecord, url: str, on_retry: OnRetry | None = None
+) -> list[str]:
+    """Why ``url`` is not the database the run started on (the identity it pinned then):
+    empty when it is, or for a record from before runs pinned it."""
+    now = call_with_retry(lambda: read_identity(url), retry_policy(playbook), on_retry=on_retry)
+    moved = identity_changes(record.database, now)
+    where = f"${playbook.database.url_env} reaches another database than the one"
+    return [f"{where} the run started on ({'; '.join(moved)})"] if moved else []
 
 
 def pinned_playbook(record: RunRecord) -> Playbook:

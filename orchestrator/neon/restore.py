@@ -12,18 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from orchestrator.audit import AuditTrail
 from orchestrator.db.retry import OnRetry
 from orchestrator.engine.outcomes import BackupOutcome, DatabaseRestoreOutcome
 from orchestrator.engine.rollback import database_steps
-from orchestrator.engine.run import database_url
+from orchestrator.engine.run import database_url, pinned_playbook
 from orchestrator.engine.settings import source_journal, validate_per_playbook, with_retries
 from orchestrator.errors import ExitCode, GuardError, UsageError
 from orchestrator.neon.backup import neon_api
-from orchestrator.playbook import load_playbook
 from orchestrator.redaction import Redactor, connection_passwords, secret_values
 from orchestrator.runs import RunRecord, RunStore, utc_now_iso
 from orchestrator.validation import ValidationReport
@@ -158,7 +156,7 @@ def restore_production(
     UsageError before anything changes.
     """
     record = store.load(run_id)
-    playbook = with_retries(load_playbook(Path(record.playbook)), retries)
+    playbook = with_retries(pinned_playbook(record), retries)
     plan = restore_plan(record)
     check_confirmation(plan, typed)
     url = database_url(playbook, environ, writes=False)
