@@ -46,9 +46,6 @@ def cli_interaction(
                 raise exc.__context__ from None  # the run stops as on a stop signal
             return False  # end of input (Ctrl-D) answers the question's default, no
 
-    def confirm(question: str) -> bool:
-        return True if yes else ask(question)
-
     made = Interaction(
         confirm=(lambda _question: True) if yes else ask,
         backup_confirmed=backup_confirmed,

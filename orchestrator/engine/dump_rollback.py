@@ -35,7 +35,6 @@ __all__ = ["plan_for_run", "restore_from_dump"]
 class DumpRestorePlan:
     """The restore a run's ``pg_dump`` backup allows (from the record and the URL)."""
 
-    run_id: str
     database: str  # the production database's name, which the operator types
     dump: str
     sha256: str
@@ -77,7 +76,6 @@ def dump_restore_plan(record: RunRecord, url: str) -> DumpRestorePlan:
     if not database:
         raise UsageError("the database URL names no database: nothing was restored")
     return DumpRestorePlan(
-        run_id=record.run_id,
         database=database,
         dump=backup.path,
         sha256=backup.sha256,

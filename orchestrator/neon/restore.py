@@ -31,7 +31,6 @@ from orchestrator.validation import ValidationReport
 class RestorePlan:
     """The exact restore a run's ``neon_branch`` backup allows (from the record alone)."""
 
-    run_id: str
     project_id: str
     production: str  # production's branch as the playbook names it (name or id)
     production_id: str
@@ -77,7 +76,6 @@ def restore_plan(record: RunRecord) -> RestorePlan:
             "(production is as the run found it)"
         )
     return RestorePlan(
-        run_id=record.run_id,
         project_id=backup.project_id or "",
         production=backup.parent_branch or "",
         production_id=backup.parent_branch_id or "",
