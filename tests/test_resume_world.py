@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -265,23 +266,35 @@ def test_resume_after_the_release_was_reverted_is_refused(world: World, migratio
     assert world.origin_main() == revert
 
 
+@pytest.mark.parametrize("clone", ["kept", "synced", "recloned"])
 def test_killed_after_the_push_was_recorded_then_reset_is_not_pushed_again(
-    world: World,
+    world: World, clone: str
 ) -> None:
+    """The colleague's reset is theirs to undo, whether or not the operator's clone still
+    holds the merge the remote lost (``synced``: reset to origin's main; ``recloned``: a
+    fresh clone, without the reflog of its push)."""
     main_before = world.origin_main()
     process = deploy_process(world, "step_end:merge")
     wait_stopped(process)
     kill(process)
     reset_origin_main(world, main_before)
+    app = world.repo.clone
+    if clone == "synced":
+        git(app, "fetch", "--quiet", "origin")
+        git(app, "switch", "--quiet", "main")
+        git(app, "reset", "--quiet", "--hard", "origin/main")
+    elif clone == "recloned":
+        shutil.rmtree(app)
+        git(world.root, "clone", "--quiet", "--no-local", str(world.repo.origin), str(app))
 
     record = resume(None, world.store, world.interaction())
-    # The merge step's postcondition reads the remote: not there, so it would merge again;
-    # the clone still holds the merge the remote lost, so git refuses and the run halts
-    # (a step's refusal, not a guard) rather than push it again unreviewed.
+    # The merge step's postcondition reads the remote: not there; the record holds the push,
+    # so the step halts (not a guard) rather than push the release again unreviewed.
     assert record.state == "halted", record.halt_reason
     assert record.exit_code == int(ExitCode.GUARD_FAILED)
     assert record.steps.halt.stopped_in == "revalidated"
-    assert "commits that are not on origin/main" in str(record.halt_reason)
+    assert record.rollback_plan, "a halt prints the concrete rollback plan"
+    assert "someone removed the release from origin/main" in str(record.halt_reason)
     events = events_of(world, record)
     resumed = events[[e["event"] for e in events].index("run_resumed") :]
     assert not guard_verdicts(resumed, "merge_pushed"), "the step halted, not the guard"

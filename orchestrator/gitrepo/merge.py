@@ -47,7 +47,6 @@ def merge_and_push(
     target: str,
     *,
     message: str,
-    own_unpushed: bool = True,
 ) -> MergeResult:
     """Merge ``source_commit`` into ``target`` and push ``target`` to ``remote``.
 
@@ -58,10 +57,10 @@ def merge_and_push(
     index, working tree and checked-out branch are put back as they were. On success the
     original branch is checked out again and local ``target`` is left at the pushed commit.
 
-    ``own_unpushed``: a local ``target`` ahead of the remote only by this release's own merge
-    (a run killed mid-push) is merged again rather than refused. False once the run knows
-    its push landed (or the clone's reflog of ``<remote>/<target>`` shows it did): the remote
-    then lost the release to someone's reset, which is theirs to undo, not ours to push over.
+    A local ``target`` ahead of the remote only by this release's own merge (a run killed
+    mid-push) is merged again rather than refused, unless the clone's reflog of
+    ``<remote>/<target>`` shows it pushed: the remote then lost the release to someone's
+    reset, which is theirs to undo, not ours to push over.
     """
     refuse_dirty(repo)
     fetch_branches(repo, remote, [target])
@@ -74,8 +73,7 @@ def merge_and_push(
     state = capture_state(repo, target)
     continued_from = None
     if (
-        own_unpushed
-        and state.target_tip is not None
+        state.target_tip is not None
         and not _pushed_from_here(repo, remote, target, state.target_tip)
         and _own_unpushed(repo, state.target_tip, previous, source, message)
     ):

@@ -49,6 +49,15 @@ class MergeStep:
                 f"says {spec.remote}/{spec.target}: nothing is pushed to a target the run did "
                 "not start with"
             )
+        pushed = (ctx.record.steps.merge or MergeOutcome()).pushed_commit
+        if pushed:
+            # done() did not find the release the run recorded pushing: someone removed it
+            # from the target since, and merging again would undo their decision.
+            raise GuardError(
+                f"the run pushed the release ({pushed[:12]}) and someone removed the release "
+                f"from {spec.remote}/{spec.target} since: nothing was merged or pushed again. "
+                "Decide by hand whether it ships; if it should, start a new deploy"
+            )
         how = f"pull request #{preflight.pull_request}" if spec.via == "github_pr" else "push"
         question = f"Merge {spec.source} ({commit[:12]}) into {spec.target} ({how})"
         if not ctx.confirm(question):
@@ -62,8 +71,6 @@ class MergeStep:
             spec.target,
             message=f"Release {ctx.playbook.name}: merge {spec.source} into {spec.target}\n\n"
             f"orchestrator run {ctx.record.run_id}",
-            # A push the run recorded and the remote lost was undone by someone: not redone.
-            own_unpushed=not (ctx.record.steps.merge or MergeOutcome()).pushed_commit,
         )
         if result.continued_from is not None:
             ctx.log.warning(
