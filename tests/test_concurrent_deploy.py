@@ -1,13 +1,15 @@
 """A release carrying a non-transactional migration (issue 15) through the deploy: the
 rehearsal predicts what the deploy does (the refusal without the opt-in; with it, the
-concurrent migration not run on production, or run for real on a copy), and a deploy
-killed in the middle of the concurrent phase resumes and converges. Real PostgreSQL, real
-git, a real killed process."""
+concurrent migration not run on production, or run for real on a copy), a deploy killed
+in the middle of the concurrent phase resumes and converges, and one failed or interrupted
+there records the migrations that committed before it. Real PostgreSQL, real git, a real
+killed process."""
 
 from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -18,6 +20,7 @@ import pytest
 from orchestrator.audit import read_events
 from orchestrator.cli import run
 from orchestrator.engine.run import resume
+from orchestrator.errors import ExitCode
 from orchestrator.runs import RunRecord
 from tests.drizzle_helpers import tracking_rows
 from tests.release_world import World, add_staging_migration
@@ -172,6 +175,65 @@ def test_killed_during_the_concurrent_build_resume_converges(world: World) -> No
     after = events[[e["event"] for e in events].index("run_resumed") :]
     applying = [e.get("tag") for e in after if e["event"] == "applying_migration"]
     assert applying == [INDEX_TAG]  # the committed transactional migrations did not rerun
+
+
+def assert_partly_migrated(world: World, record: RunRecord) -> None:
+    """The run recorded 0009-0011 (committed before the concurrent migration stopped) as
+    applied, read from the tracking rows, and its plan names them."""
+    committed = [p.tag for p in record.planned][:-1]
+    assert record.exit_code == int(ExitCode.PARTIAL), record.halt_reason
+    assert len(tracking_rows(world.database_url)) == 12  # 9 before the run
+    assert record.steps.migrate is not None and record.steps.migrate.tags == committed
+    plan = "\n".join(record.rollback_plan)
+    assert f"this run applied {', '.join(committed)}" in plan, plan
+    assert f"stopped before {INDEX_TAG}" in plan, plan
+
+
+def test_a_concurrent_migration_failing_after_the_others_committed_halts_partial(
+    world: World,
+) -> None:
+    unique = INDEX_SQL.replace("INDEX", "UNIQUE INDEX").replace("service_offering", "category")
+    add_staging_migration(world, INDEX_TAG, [unique])
+    opt_in(world)
+    main_before = world.origin_main()
+    duplicates = "INSERT INTO case_classifications (case_number, category) VALUES (%s, 'network')"
+    with psycopg.connect(world.database_url) as conn:
+        conn.cursor().executemany(duplicates, [("INC1",), ("INC2",)])
+    record = world.deploy()
+    assert (record.state, record.steps.halt.stopped_in) == ("halted", "validated")
+    assert "could not create unique index" in str(record.halt_reason)
+    assert_partly_migrated(world, record)
+
+    with psycopg.connect(world.database_url) as conn:
+        conn.execute("DELETE FROM case_classifications WHERE case_number = 'INC2'")
+    resumed = resume(None, world.store, world.interaction())
+    assert_converged(world, resumed, main_before)
+    assert resumed.steps.migrate.tags == [p.tag for p in resumed.planned]
+
+
+def test_interrupted_during_the_concurrent_build_records_what_committed_and_exits_20(
+    world: World,
+) -> None:
+    add_staging_migration(world, INDEX_TAG, [INDEX_SQL])
+    opt_in(world)
+    main_before = world.origin_main()
+    with psycopg.connect(world.database_url, autocommit=True) as old:
+        old.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")  # holds the build (see above)
+        old.execute("SELECT count(*) FROM pg_class")
+        process = deploy_process(world, "never")
+        wait_for_build(world, process)
+        process.send_signal(signal.SIGTERM)  # a cancelled CI job
+        _out, err = process.communicate()
+        old.execute("ROLLBACK")
+    assert process.returncode == int(ExitCode.PARTIAL), err.decode()
+    record = only_run(world)
+    assert record.state == "validated"
+    assert "interrupted by SIGTERM halfway through the release" in str(record.halt_reason)
+    assert_partly_migrated(world, record)
+
+    resumed = resume(None, world.store, world.interaction())
+    assert_converged(world, resumed, main_before)
+    assert resumed.steps.migrate.tags == [p.tag for p in resumed.planned]
 
 
 def wait_for_build(world: World, process: subprocess.Popen[bytes]) -> int:

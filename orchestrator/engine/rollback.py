@@ -30,10 +30,12 @@ def database_steps(record: RunRecord, *, looked: bool = False) -> list[str]:
     if not applied:
         return ["Database: this run applied no migration; nothing to restore."]
     backup = record.steps.backup or BackupOutcome()
+    left = not_applied(record)
+    stopped = f" and stopped before {', '.join(left)}" if left else ""
     lines = [
-        f"Database: this run applied {', '.join(applied)}. If the previous code works on the "
-        "new schema (additive migrations), reverting the code is enough; restore only if the "
-        "migrations themselves broke data or the old code (restoring loses every write since)."
+        f"Database: this run applied {', '.join(applied)}{stopped}. If the previous code works "
+        "on the new schema (additive migrations), reverting the code is enough; restore only if "
+        "the migrations themselves broke data or the old code (restoring loses every write since)."
     ]
     if backup.kind == "restore_point":
         lines.append(
@@ -64,6 +66,13 @@ def database_steps(record: RunRecord, *, looked: bool = False) -> list[str]:
         "these migrations as applied."
     )
     return lines
+
+
+def not_applied(record: RunRecord) -> list[str]:
+    """The planned migrations a migrate step that stopped partway did not apply (empty when
+    it applied none, or all)."""
+    applied = (record.steps.migrate or MigrateOutcome()).tags
+    return [p.tag for p in record.planned if p.tag not in applied] if applied else []
 
 
 def code_steps(record: RunRecord, *, looked: bool = False) -> list[str]:

@@ -33,7 +33,7 @@ from orchestrator.engine.machine import (
 )
 from orchestrator.engine.observations import LiveObservations
 from orchestrator.engine.outcomes import HaltOutcome, Outcome, PreflightOutcome, RollbackOutcome
-from orchestrator.engine.rollback import revert_code, rollback_plan
+from orchestrator.engine.rollback import not_applied, revert_code, rollback_plan
 from orchestrator.engine.settings import (
     journal_at,
     migrations_path,
@@ -523,15 +523,18 @@ def _record_transition(ctx: RunContext, move: Transition) -> None:
 def _stop(ctx: RunContext, model: RunModel, exc: OrchestratorError) -> None:
     """Halt (a guard refused) or fail (something broke); record and print the rollback plan."""
     record = ctx.record
+    # Planned in the state it stopped in, once what landed there was looked for.
+    looked = _adopt_landed(ctx)
+    record.rollback_plan = rollback_plan(record, looked=looked)
+    # Some of its migrations committed, not all (a concurrent release): a partial state.
+    partial = looked and bool(not_applied(record))
     # "failed": something broke (unreachable database, failing SQL, a bug);
     # "halted": a guard or the operator stopped a run whose state is understood.
     failed = isinstance(exc, DatabaseError | MigrationFailed) or type(exc) is OrchestratorError
-    trigger = "fail" if failed else "halt"
+    trigger = "fail" if failed and not partial else "halt"
     record.steps.halt = HaltOutcome(stopped_in=model.state, reason=str(exc), at=utc_now_iso())
     record.halt_reason = str(exc)
-    record.exit_code = int(exc.exit_code)
-    # Planned in the state it stopped in, once what landed there was looked for.
-    record.rollback_plan = rollback_plan(record, looked=_adopt_landed(ctx))
+    record.exit_code = int(ExitCode.PARTIAL if partial else exc.exit_code)
     getattr(model, trigger)(detail=str(exc))  # recorded and saved by the machine
     ctx.log.error(
         "halted" if trigger == "halt" else "failed",
@@ -543,13 +546,13 @@ def _stop(ctx: RunContext, model: RunModel, exc: OrchestratorError) -> None:
 
 def _adopt_landed(ctx: RunContext) -> bool:
     """The migration or the push an interrupt or a failure stopped before its outcome was
-    recorded: record what the world shows it did (the step's postcondition, read now), so
-    the exit code and the rollback plan say what happened. False if it could not look."""
+    recorded: record what the world shows it did (the migrations tracked, the push's
+    postcondition, read now), so the exit code and the plan say it. False if it could not look."""
     step = _unrecorded(ctx.record)
     if step is None:
         return True
     try:
-        outcome = step.done(ctx)
+        outcome = step.committed(ctx) if isinstance(step, MigrateStep) else step.done(ctx)
     except Exception as exc:  # cannot look: the stop stands, the trail says so
         ctx.log.warning("landed_unknown", step=step.name, error=str(exc))
         return False
@@ -559,10 +562,12 @@ def _adopt_landed(ctx: RunContext) -> bool:
 
 
 def _unrecorded(record: RunRecord) -> Step | None:
-    """The step that may have landed before its outcome was recorded (killed right after)."""
+    """The step that may have landed before its outcome was recorded (killed right after),
+    or a migrate recorded in part (a later attempt may have committed more)."""
     steps: dict[str, Step] = {"validated": MigrateStep(), "revalidated": MergeStep()}
     step = steps.get(record.state)
-    return step if step is not None and getattr(record.steps, step.name) is None else None
+    unknown = step is not None and (getattr(record.steps, step.name) is None or not_applied(record))
+    return step if unknown else None
 
 
 def _changed_production(record: RunRecord) -> bool:

@@ -96,34 +96,34 @@ class MigrateStep:
             on_lock_retry=lambda event: ctx.log.warning("lock_retry", **event.to_json()),
             on_note=lambda note: _note(ctx, note),
         )
-        return MigrateOutcome(
-            applied=[
-                AppliedMigration(tag=a.tag, hash=a.hash, created_at=a.created_at)
-                for a in result.applied
-            ],
-            after=result.after.status.value,
-        )
+        # An attempt stopped partway recorded what it committed: this one applied the rest.
+        earlier = (ctx.record.steps.migrate or MigrateOutcome()).applied
+        now = [AppliedMigration.model_validate(a, from_attributes=True) for a in result.applied]
+        return MigrateOutcome(applied=[*earlier, *now], after=result.after.status.value)
 
     def done(self, ctx: RunContext) -> MigrateOutcome | None:
         # Postcondition, the migration_recorded guard's own check: the database tracks every
-        # migration the run planned (read now, rows counted as validate counts them: an
-        # earlier entry of the same text has its own). The migrator writes a tracking row in
-        # the same transaction as its statements (a non-transactional one last, once every
-        # statement succeeded), so a tracked migration completed: nothing is re-applied.
-        # Whether the schema is right is revalidate's question. A run that planned nothing
-        # has no attempt to find: run() records the skip.
+        # migration the run planned. The migrator writes a tracking row with its statements
+        # (a non-transactional one's last, once all succeeded), so a tracked migration
+        # completed: nothing is re-applied (whether the schema is right is revalidate's call).
+        found = self.committed(ctx)
+        whole = found is not None and len(found.applied) == len(ctx.record.planned)
+        return found if whole else None
+
+    def committed(self, ctx: RunContext) -> MigrateOutcome | None:
+        """The run's planned migrations the database tracks now (rows counted as validate
+        counts them), None if none: what a stopped attempt committed; with ``concurrent:
+        true`` perhaps only the transactional ones before a non-transactional migration."""
         planned = ctx.record.planned
-        if not planned or not LiveObservations(ctx).untracked().isdisjoint(p.tag for p in planned):
-            return None
+        untracked = LiveObservations(ctx).untracked() if planned else frozenset()
         journal = {m.tag: m for m in ctx.journal.migrations}
-        return MigrateOutcome(
-            applied=[
-                AppliedMigration(tag=p.tag, hash=p.hash, created_at=journal[p.tag].when)
-                for p in planned
-                if p.tag in journal
-            ],
-            note="found applied on resume: the interrupted attempt committed",
-        )
+        applied = [
+            AppliedMigration(tag=p.tag, hash=p.hash, created_at=journal[p.tag].when)
+            for p in planned
+            if p.tag in journal and p.tag not in untracked
+        ]
+        note = "found applied: a stopped attempt committed it"
+        return MigrateOutcome(applied=applied, note=note) if applied else None
 
 
 def _note(ctx: RunContext, note: str) -> None:
