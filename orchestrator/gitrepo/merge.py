@@ -41,12 +41,7 @@ class MergeResult:
 
 
 def merge_and_push(
-    repo: git.Repo,
-    remote: str,
-    source_commit: str,
-    target: str,
-    *,
-    message: str,
+    repo: git.Repo, remote: str, source_commit: str, target: str, *, message: str
 ) -> MergeResult:
     """Merge ``source_commit`` into ``target`` and push ``target`` to ``remote``.
 

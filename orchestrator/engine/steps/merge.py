@@ -50,13 +50,11 @@ class MergeStep:
                 "not start with"
             )
         pushed = (ctx.record.steps.merge or MergeOutcome()).pushed_commit
-        if pushed:
-            # done() did not find the release the run recorded pushing: someone removed it
-            # from the target since, and merging again would undo their decision.
+        if pushed:  # done() did not find it: merging again would undo someone's removal
             raise GuardError(
-                f"the run pushed the release ({pushed[:12]}) and someone removed the release "
-                f"from {spec.remote}/{spec.target} since: nothing was merged or pushed again. "
-                "Decide by hand whether it ships; if it should, start a new deploy"
+                f"someone removed the release from {spec.remote}/{spec.target} after the run "
+                f"pushed it ({pushed[:12]}): nothing was pushed again. Decide by hand whether "
+                "it ships; if it should, start a new deploy"
             )
         how = f"pull request #{preflight.pull_request}" if spec.via == "github_pr" else "push"
         question = f"Merge {spec.source} ({commit[:12]}) into {spec.target} ({how})"
@@ -80,12 +78,7 @@ class MergeStep:
                 note=f"local {spec.target} held this run's own unpushed merge (an interrupted "
                 "push): put back at the remote's tip and merged again",
             )
-        return MergeOutcome(
-            pushed_commit=result.pushed_commit,
-            previous_target_commit=result.previous_target_commit,
-            merge_commit=result.merge_commit,
-            fast_forward=result.fast_forward,
-        )
+        return MergeOutcome.model_validate(result, from_attributes=True)
 
     def done(self, ctx: RunContext) -> MergeOutcome | None:
         # Postcondition: the pinned source commit is on the remote target branch (and, with

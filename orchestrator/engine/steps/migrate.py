@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from orchestrator.engine.observations import LiveObservations, validate
 from orchestrator.engine.outcomes import (
@@ -24,9 +24,7 @@ def summarize(report: ValidationReport) -> ValidationOutcome:
         status=report.status.value,
         states={m.tag: m.state.value for m in report.migrations},
         pending=[m.tag for m in report.pending],
-        findings=[
-            Finding(code=f.code, migration=f.migration, message=f.message) for f in report.findings
-        ],
+        findings=[Finding.model_validate(f, from_attributes=True) for f in report.findings],
         recommendation=report.recommendation,
     )
 
@@ -45,13 +43,7 @@ class ValidateStep:
             ctx.record.planned = [PlannedMigration(tag=m.tag, hash=m.hash) for m in report.pending]
             ctx.record.tracked_before = sorted(report.row_hashes)
         for finding in report.findings:
-            ctx.log.info(
-                "finding",
-                code=finding.code,
-                migration=finding.migration,
-                message=finding.message,
-                severity=finding.severity,
-            )
+            ctx.log.info("finding", **asdict(finding))
         return summarize(report)
 
     def done(self, ctx: RunContext) -> ValidationOutcome | None:
