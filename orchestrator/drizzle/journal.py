@@ -168,10 +168,11 @@ def parse_journal(files: Mapping[str, bytes], *, origin: str) -> Journal:
         if isinstance(idx, bool) or not isinstance(idx, int) or idx < 0:
             raise UsageError(f"{where} ({tag}): 'idx' must be a non-negative integer, got {idx!r}")
         if idx in idx_owner:
-            # Two branches each generated migration number idx: a merge to redo, not to run.
+            # Two branches each generated migration number idx: a merge to finish, not to run.
             raise UsageError(
                 f"{where} ({tag}): idx {idx} is also {idx_owner[idx]}'s; two migrations were "
-                "generated from the same base: regenerate one of them"
+                "generated from the same base: give one of them the next free idx (the hash "
+                "is the file's alone: nothing applied changes)"
             )
         idx_owner[idx] = tag
         raw = files.get(f"{tag}.sql")
