@@ -9,9 +9,10 @@ the loopback interface.
 
 A double can also lose an answer after doing the work (:func:`lose_answer`): the server
 closes the connection without a response, as a proxy timing out or a connection reset does
-in production, so the client cannot tell whether its request was carried out. Neon's
-reference says of exactly this case that a POST, PUT, PATCH or DELETE "may have reached the
-server and been successfully processed, but the response failed to reach the client".
+in production, or answers a 5xx in its place (a gateway that gave up waiting: 504; or 503),
+so the client cannot tell whether its request was carried out. Neon's reference says of
+exactly this case that a POST, PUT, PATCH or DELETE "may have reached the server and been
+successfully processed, but the response failed to reach the client".
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import Message
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -68,13 +70,16 @@ def queued_failure(failures: list[tuple[int, dict[str, str]]], body: Any) -> Rep
 
 def lose_answer(lost: list[str], request: Request, reply: Reply) -> Reply:
     """``reply``, or :data:`LOST` when the first of ``lost`` names this request: ``"PUT"``
-    (its method) or ``"POST /branches"`` (method and the end of its path). The work behind
-    ``reply`` is already done; each entry loses one answer."""
+    (its method) or ``"POST /branches"`` (method and the end of its path); an entry led by a
+    status (``"504 POST /branches"``) answers that status instead, with its reason phrase as
+    the message. The work behind ``reply`` is already done; each entry loses one answer."""
     for i, entry in enumerate(lost):
+        first, _, rest = entry.partition(" ")
+        status, entry = (int(first), rest) if first.isdigit() else (LOST, entry)
         method, _, tail = entry.partition(" ")
         if method == request.method and request.path.endswith(tail):
             del lost[i]
-            return LOST, None
+            return status, {"message": HTTPStatus(status).phrase} if status else None
     return reply
 
 

@@ -11,7 +11,8 @@ finished, failed or error). Tests can queue failures (429 with ``Retry-After``, 
 make the next operation fail (``fail_next_operation``: ``"failed"`` or ``"error"``), and
 lose answers after doing the work (``lost``: the reference's "the request may have reached
 the server and been successfully processed, but the response failed to reach the
-client").
+client"; the connection closed, or a 504 in its place), the branch so made listed only
+after ``late_listings`` listings.
 
 Backed by real PostgreSQL when given a cluster (``neon_double(cluster_url=...)``): each
 branch is a real database of that cluster. Creating a branch copies its parent's database
@@ -55,7 +56,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from orchestrator.sandbox.pg import ServerBinariesMissing, find_bindir, with_dbname
-from tests.http_double import Reply, Request, lose_answer, queued_failure, serve
+from tests.http_double import LOST, Reply, Request, lose_answer, queued_failure, serve
 
 
 @functools.cache
@@ -158,6 +159,11 @@ class NeonState:
     failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # queued answers
     fail_next_operation: bool | str = False  # True or "failed"; "error"
     lost: list[str] = field(default_factory=list)  # answers to lose: "POST /branches", ...
+    # Listings that do not show yet a branch made by a request whose answer was lost: the
+    # reference says such a request "may have reached the server and been successfully
+    # processed", which a gateway giving up (504) does not wait for.
+    late_listings: int = 0
+    _unlisted: dict[str, int] = field(default_factory=dict)  # branch id: listings left
     polls_to_finish: int = 2
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -311,7 +317,11 @@ def _answer(state: NeonState, request: Request) -> Reply:
         return 200, {"organizations": [{"id": org, "name": org} for org in state.organizations]}
     if request.segments[:4] != ["api", "v2", "projects", state.project_id]:
         return _error(404, "project not found")
-    return lose_answer(state.lost, request, _route(state, request))
+    before = set(state.branches)
+    reply = lose_answer(state.lost, request, _route(state, request))
+    if reply[0] == LOST or (reply[0] >= 500 and request.method != "GET"):
+        state._unlisted.update(dict.fromkeys(set(state.branches) - before, state.late_listings))
+    return reply
 
 
 def _route(state: NeonState, request: Request) -> Reply:
@@ -322,7 +332,7 @@ def _route(state: NeonState, request: Request) -> Reply:
         cursor = listed[-1]["id"] if listed else state.project_id  # minLength 1
         return 200, {"operations": listed, "pagination": {"cursor": cursor}}
     if rest == ["branches"] and method == "GET":
-        return 200, {"branches": list(state.branches.values()), "annotations": {}}
+        return 200, {"branches": _listed(state), "annotations": {}}
     if rest == ["branches"] and method == "POST":
         return _create(state, body or {})
     if rest == ["endpoints"] and method == "GET":
@@ -351,6 +361,14 @@ def _route(state: NeonState, request: Request) -> Reply:
     elif len(rest) == 2 and rest[0] == "operations" and method == "GET":
         return _poll(state, rest[1])
     return _error(404, "no such endpoint")
+
+
+def _listed(state: NeonState) -> list[dict[str, Any]]:
+    """The branches a listing shows: not yet one whose making answered nothing clear while
+    it has ``late_listings`` listings left to be missing from."""
+    for branch_id, left in list(state._unlisted.items()):
+        state._unlisted[branch_id] = left - 1
+    return [b for b in state.branches.values() if state._unlisted.get(b["id"], -1) < 0]
 
 
 def _projects(state: NeonState, query: dict[str, str]) -> Reply:

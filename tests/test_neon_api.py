@@ -9,6 +9,7 @@ import pytest
 
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.neon.api import NeonApi, NeonError
+from orchestrator.platforms.http import LATE_PAUSES
 from tests.neon_double import NeonState, neon_double
 
 KEY = "napi_0123456789abcdefsecret"
@@ -127,9 +128,13 @@ def test_a_post_answered_with_a_5xx_is_looked_at_not_retried() -> None:
     with neon_double(api_key=KEY) as (url, state):
         main = state.add_branch("main")
         state.failures = [(500, {})]  # answered before the double did anything
-        api = client(url, state, [])
-        with pytest.raises(NeonError, match="no branch pre-run exists: nothing was created"):
+        waits: list[float] = []
+        api = client(url, state, waits)
+        # Neon may yet carry it out: looked at a few times, then said to be unknown.
+        with pytest.raises(NeonError, match="no branch pre-run after 14s of looking") as raised:
             api.create_branch(parent_id=main["id"], parent_lsn=None, name="pre-run")
+        assert raised.value.ambiguous and "what happened is unknown" in str(raised.value)
+        assert waits == list(LATE_PAUSES)
         assert len(posts(state)) == 1 and state.branch_names() == ["main"]
         state.failures = [(503, {})]  # 503: Neon says it is always safe to ask again
         api.create_branch(parent_id=main["id"], parent_lsn=None, name="pre-run")
@@ -148,6 +153,28 @@ def test_a_restore_and_a_delete_whose_answers_are_lost_are_adopted() -> None:
         assert len(state.restores) == 1 and "main-old" in state.branch_names()
         api.delete_branch(backup["id"])
         assert "pre-run" not in state.branch_names() and state.lost == []
+
+
+def test_work_listed_only_after_a_504_is_found_on_a_later_look_and_adopted() -> None:
+    with neon_double(api_key=KEY) as (url, state):
+        main = state.add_branch("main")
+        state.lost = ["504 POST /branches", "504 POST /restore"]  # done, then a 504
+        state.late_listings = 2  # Neon lists the new branch a moment later
+        waits: list[float] = []
+        api = client(url, state, waits)
+        made = api.create_branch(parent_id=main["id"], parent_lsn=None, name="pre-run")
+        assert waits[:3] == list(LATE_PAUSES[:3])  # the third look found it
+        assert len(posts(state)) == 1 and state.branch_names() == ["main", "pre-run"]
+        api.restore_branch(
+            main["id"], source_branch_id=made.id, source_lsn=None, preserve_as="main-old"
+        )
+        assert len(state.restores) == 1 and "main-old" in state.branch_names()
+        # Never listed within the looks: unknown, not "not carried out".
+        state.lost, state.late_listings = ["504 POST /branches"], 10
+        with pytest.raises(NeonError, match="no branch late after 14s") as raised:
+            api.create_branch(parent_id=main["id"], parent_lsn=None, name="late")
+        assert raised.value.ambiguous and raised.value.status == 504
+        assert len(posts(state)) == 3 and "late" in state.branch_names()  # made once
 
 
 def test_423_is_asked_again_five_times_three_seconds_apart() -> None:

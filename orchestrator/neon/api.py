@@ -15,8 +15,10 @@ Every call goes through the platforms' shared transport
 (:class:`orchestrator.platforms.http.ApiClient`), which also asks again after Neon's 423
 (5 times, 3 s apart, as Neon's own CLI does). A call that changes something is never sent
 twice blindly: when its answer is lost, the client looks for what it would have made (the
-branch by its name, the preserved branch, the branch gone) and adopts it. Calls that start
-work return operations, which :meth:`NeonApi.wait` polls until they finish.
+branch by its name, the preserved branch, the branch gone), a few times
+(:func:`~orchestrator.platforms.http.look_late`), and adopts it; not seen, what happened is
+unknown (an ambiguous :class:`NeonError`). Calls that start work return operations, which
+:meth:`NeonApi.wait` polls until they finish.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrator.db.retry import RetryPolicy
-from orchestrator.platforms.http import ApiClient, ApiError
+from orchestrator.platforms.http import LATE_PAUSES, ApiClient, ApiError, look_late
 
 DEFAULT_API_URL = "https://console.neon.tech/api/v2"
 # 423: another operation of the project runs. Neon's CLI asks again 5 times, 3 s apart.
@@ -47,6 +49,16 @@ class NeonError(ApiError):
 
 class OperationFailed(NeonError):
     """Neon ran the operation and it ended failed, error or cancelled."""
+
+
+def _unseen(exc: NeonError, name: str) -> NeonError:
+    """``exc``, still ambiguous: the branch its call would have made is not listed yet."""
+    return NeonError(
+        f"{exc}; no branch {name} after {sum(LATE_PAUSES):g}s of looking: what happened is "
+        "unknown, look in the Neon console before anything else",
+        status=exc.status,
+        ambiguous=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -116,9 +128,9 @@ class NeonApi:
         except NeonError as exc:
             if not exc.ambiguous:
                 raise
-            made = self.find_branch(name)  # the answer was lost: was the branch made?
+            made = look_late(self.sleep, lambda: self.find_branch(name))  # was it made?
             if made is None:
-                raise NeonError(f"{exc}; no branch {name} exists: nothing was created") from None
+                raise _unseen(exc, name) from None
             self.wait(self.operations_of(made.id))
             return made
         self.wait(data.get("operations", ()))
@@ -154,10 +166,8 @@ class NeonApi:
                 raise
             # The answer was lost: a restore keeps the old state under preserve_as, so that
             # branch existing says Neon carried it out.
-            if self.find_branch(preserve_as) is None:
-                raise NeonError(
-                    f"{exc}; no branch {preserve_as} exists: the restore was not carried out"
-                ) from None
+            if look_late(self.sleep, lambda: self.find_branch(preserve_as)) is None:
+                raise _unseen(exc, preserve_as) from None
             self.wait(op for op in self.operations_of(branch_id) if op.get("id") not in earlier)
             return
         self.wait(data.get("operations", ()))

@@ -32,12 +32,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from orchestrator.errors import UsageError
-from orchestrator.platforms.http import ApiClient, ApiError, read_secret
+from orchestrator.platforms.http import ApiClient, ApiError, look_late, read_secret
 from orchestrator.playbook import Playbook
 
 MERGE_METHODS = ("merge", "squash", "rebase")  # the default is the first one allowed
 _PASSED = frozenset({"success", "neutral", "skipped"})
-_LATE_MERGE_PAUSES = (0, 2, 4, 8)  # reads of a pull request after a lost merge answer
 _HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
 _NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="next"')
 
@@ -278,11 +277,9 @@ class GitHubApi:
             if exc.status == 409:
                 raise MergeMoved(str(exc), status=409) from None
             if exc.ambiguous:  # GitHub may record a merge it did only a moment later
-                for pause in _LATE_MERGE_PAUSES:
-                    self.client.sleep(pause)
-                    now = self.get_pull(number)
-                    if now.merged and now.head_sha == sha and now.merge_commit_sha:
-                        return now.merge_commit_sha
+                merged = look_late(self.client.sleep, lambda: self._merged_at(number, sha))
+                if merged is not None:
+                    return merged
                 raise ApiError(
                     f"{exc}; pull request #{number} does not say it is merged at {sha[:12]} "
                     "yet: resume looks again",
@@ -291,6 +288,11 @@ class GitHubApi:
                 ) from None
             raise
         return str(data["sha"])
+
+    def _merged_at(self, number: int, sha: str) -> str | None:
+        """The merge commit of pull request ``number`` if GitHub says it is merged at ``sha``."""
+        now = self.get_pull(number)
+        return now.merge_commit_sha if now.merged and now.head_sha == sha else None
 
     def checks(self, ref: str) -> Checks:
         """The statuses and check runs of commit ``ref`` (every page of check runs)."""

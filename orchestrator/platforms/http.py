@@ -3,11 +3,11 @@
 
 A read is asked again after a dropped connection or a 5xx. A request that changes something
 is asked again only when the platform says it was not carried out (503, Neon's 423, or a
-connection never opened); after a lost answer or another 5xx it raises :class:`ApiError`
-with ``ambiguous=True`` and the caller looks at the world (Neon's reference: POST, PATCH,
-DELETE and PUT "may have reached the server and been successfully processed" when no answer
-came back). Rate limits are waited out as :func:`rate_limit_wait` says. The token never
-appears in a message, a repr or a log line.
+connection never opened); after a lost answer or another 5xx it raises :class:`ApiError` with
+``ambiguous=True`` and the caller looks at the world, a few times (:func:`look_late`; Neon's
+reference: POST, PATCH, DELETE and PUT "may have reached the server and been successfully
+processed" when no answer came back). Rate limits are waited out as :func:`rate_limit_wait`
+says. The token never appears in a message, a repr or a log line.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -31,11 +31,13 @@ SAFE_STATUSES = frozenset({503})  # any request: the platform did not carry it o
 RATE_LIMIT_DEFAULT_S = 60.0  # GitHub: "wait for at least one minute before retrying"
 RATE_LIMIT_TRIES = 10  # rate limits answered to one call before it gives up
 DEFAULT_WAIT_LIMIT_S = 600.0
+LATE_PAUSES = (0.0, 2.0, 4.0, 8.0)  # seconds before each look after an ambiguous answer
 _TIMEOUT_S = 30.0
 # Transport failures before the request could leave: nothing was carried out.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # The CA bundle, loaded once per process: httpx loads it again for each client it makes.
 tls_context = functools.cache(httpx.create_ssl_context)
+T = TypeVar("T")
 
 
 class ApiError(OrchestratorError):
@@ -90,6 +92,17 @@ def is_ambiguous(method: str, status: int | None) -> bool:
     if method.upper() in READ_METHODS:
         return False
     return status is None or (status >= 500 and status not in SAFE_STATUSES)
+
+
+def look_late(sleep: Callable[[float], None], look: Callable[[], T | None]) -> T | None:
+    """What ``look`` finds after a request that changes something got no clear answer, asked
+    after each of :data:`LATE_PAUSES`: a platform may show work it did only a moment after
+    failing to answer for it. None when it never shows: what happened is unknown."""
+    for pause in LATE_PAUSES:
+        sleep(pause)
+        if (found := look()) is not None:
+            return found
+    return None
 
 
 def rate_limit_wait(
