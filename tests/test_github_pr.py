@@ -221,6 +221,17 @@ def test_blocked_before_any_check_is_reported_is_waited_for_not_refused(
         assert waits and "no check is reported yet" in waits[0]["reason"]
 
 
+def test_a_merge_answered_503_after_github_merged_is_adopted_by_the_step(
+    tmp_path: Path, baseline_url: str
+) -> None:
+    with pr_world(tmp_path, baseline_url) as (world, github):
+        github.lost = ["503 PUT /merge"]  # merged, then 503: GitHub never calls it safe
+        record = world.deploy(environ=environ(world, github))
+        assert record.state == "succeeded", record.halt_reason
+        assert len(merges(github)) == 1 and github.lost == []  # looked at, not sent again
+        assert record.steps.merge.pushed_commit == world.origin_main()
+
+
 def test_a_rate_limit_is_waited_out_with_a_notice_for_the_operator(
     tmp_path: Path, baseline_url: str
 ) -> None:

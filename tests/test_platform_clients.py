@@ -218,7 +218,8 @@ def test_which_answers_are_rate_limits_and_how_long_to_wait() -> None:
 def test_which_failures_may_have_been_carried_out() -> None:
     for method in ("POST", "PUT", "PATCH", "DELETE"):
         assert is_ambiguous(method, None) and is_ambiguous(method, 500)
-        assert is_ambiguous(method, 502) and not is_ambiguous(method, 503)
+        assert is_ambiguous(method, 502) and is_ambiguous(method, 503)
+        assert not is_ambiguous(method, 503, frozenset({503}))  # Neon's: always safe
     assert not is_ambiguous("GET", None) and not is_ambiguous("GET", 500)
 
 
@@ -289,6 +290,19 @@ def test_lost_answers_are_adopted_opening_and_merging_happen_once(tmp_path: Path
         assert merged == git(repo.origin, "rev-parse", "main") and state.lost == []
         puts = [r for r in state.requests if r[0] == "PUT"]
         assert len(puts) == 1  # merged exactly once, the lost answer read back from the PR
+
+
+def test_a_merge_answered_503_after_merging_is_adopted_not_sent_again(tmp_path: Path) -> None:
+    repo = build_release_repo(tmp_path)
+    with github_double(repo.origin) as (url, state):
+        waits: list[float] = []
+        api = GitHubApi(state.repo, github_client(url, state.token, waits, []))
+        opened = api.create_pull("staging", "main", title="Release", body="")
+        state.lost = ["503 PUT /merge"]  # GitHub merges, then answers 503
+        merged = api.merge_pull(opened.number, opened.head_sha, title="x")
+        assert merged == git(repo.origin, "rev-parse", "main") and state.lost == []
+        # Looked at, not sent again (a second PUT would be refused 405: already merged).
+        assert len([r for r in state.requests if r[0] == "PUT"]) == 1 and waits == [0.0]
 
 
 def test_a_squash_only_repository_refuses_a_merge_commit_and_squashes(tmp_path: Path) -> None:

@@ -34,6 +34,10 @@ from orchestrator.platforms.http import LATE_PAUSES, ApiClient, ApiError, look_l
 DEFAULT_API_URL = "https://console.neon.tech/api/v2"
 # 423: another operation of the project runs. Neon's CLI asks again 5 times, 3 s apart.
 LOCKED_RETRIES = (5, 3.0)
+# Neon's reference, every endpoint's error response (e.g. api-docs.neon.tech/reference/
+# createprojectbranchrole): "Any request that returns a 503 Service Unavailable response is
+# always safe to retry". GitHub and Vercel say no such thing: there a 503 is ambiguous.
+SAFE_STATUSES = frozenset({503})
 # OperationStatus in Neon's OpenAPI v2: scheduling, running, finished, failed, error,
 # cancelling, cancelled, skipped.
 _DONE = frozenset({"finished", "skipped"})
@@ -227,7 +231,8 @@ class NeonApi:
     @property
     def _api(self) -> ApiClient:
         """The shared transport (:class:`ApiClient`) for this project's calls: Neon's 423
-        asked again on its own schedule, refusals raised as :class:`NeonError`."""
+        asked again on its own schedule, any request after its 503, refusals raised as
+        :class:`NeonError`."""
         return ApiClient(
             "Neon API",
             self.api_url,
@@ -238,4 +243,5 @@ class NeonApi:
             fixed={423: LOCKED_RETRIES},
             wait_limit=self.operation_timeout,
             error=NeonError,
+            safe=SAFE_STATUSES,
         )

@@ -2,7 +2,7 @@
 :mod:`orchestrator.neon.api`): one JSON call with a bearer token.
 
 A read is asked again after a dropped connection or a 5xx. A request that changes something
-is asked again only when the platform says it was not carried out (503, Neon's 423, or a
+is asked again only when the platform says it was not carried out (Neon's 503 and 423, or a
 connection never opened); after a lost answer or another 5xx it raises :class:`ApiError` with
 ``ambiguous=True`` and the caller looks at the world, a few times (:func:`look_late`; Neon's
 reference: POST, PATCH, DELETE and PUT "may have reached the server and been successfully
@@ -27,7 +27,6 @@ from orchestrator.redaction import redact
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 RETRIED_STATUSES = frozenset({500, 502, 503, 504})  # a read is asked again after these
-SAFE_STATUSES = frozenset({503})  # any request: the platform did not carry it out
 RATE_LIMIT_DEFAULT_S = 60.0  # GitHub: "wait for at least one minute before retrying"
 RATE_LIMIT_TRIES = 10  # rate limits answered to one call before it gives up
 DEFAULT_WAIT_LIMIT_S = 600.0
@@ -43,8 +42,8 @@ T = TypeVar("T")
 class ApiError(OrchestratorError):
     """A platform API refused a call (a failed check: exit 21). ``status`` is the HTTP
     status, ``None`` when the API could not be reached at all. ``ambiguous``: a request
-    that changes something got no clear answer (the connection dropped, a 5xx other than
-    503): it may have been carried out, so look before doing anything else."""
+    that changes something got no clear answer (the connection dropped, a 5xx the platform
+    does not call safe): it may have been carried out, so look before doing anything else."""
 
     exit_code = ExitCode.GUARD_FAILED
 
@@ -85,13 +84,14 @@ def playbook_tokens(playbook: Playbook, environ: Mapping[str, str]) -> list[str]
     return [environ[name] for name, _what in _token_envs(playbook) if environ.get(name)]
 
 
-def is_ambiguous(method: str, status: int | None) -> bool:
+def is_ambiguous(method: str, status: int | None, safe: frozenset[int] = frozenset()) -> bool:
     """Whether a failed ``method`` request may nevertheless have been carried out (pure):
-    a request that changes something, answered with a 5xx other than 503, or with no answer
-    at all (``status`` None: the connection dropped after it was sent)."""
+    a request that changes something, answered with a 5xx not in ``safe`` (those the
+    platform says mean it did nothing), or with no answer at all (``status`` None: the
+    connection dropped after it was sent)."""
     if method.upper() in READ_METHODS:
         return False
-    return status is None or (status >= 500 and status not in SAFE_STATUSES)
+    return status is None or (status >= 500 and status not in safe)
 
 
 def look_late(sleep: Callable[[float], None], look: Callable[[], T | None]) -> T | None:
@@ -134,8 +134,8 @@ def rate_limit_wait(
 class ApiClient:
     """JSON calls to ``base_url`` as the holder of ``token`` (kept out of ``repr``).
 
-    A read is asked again after :data:`RETRIED_STATUSES`, any request after
-    :data:`SAFE_STATUSES` (the platform did nothing), with the backoff; ``fixed``: statuses
+    A read is asked again after :data:`RETRIED_STATUSES`, any request after ``safe``
+    (statuses the platform says mean it did nothing), with the backoff; ``fixed``: statuses
     any request is asked again after on a fixed schedule, ``{status: (times, seconds)}``
     (Neon's 423, as Neon's own CLI does); ``error``: the
     :class:`ApiError` subclass a refusal raises (a client's own, e.g. Neon's).
@@ -155,6 +155,7 @@ class ApiClient:
     wait_limit: float = field(default=DEFAULT_WAIT_LIMIT_S, repr=False)
     clock: Callable[[], float] = field(default=time.time, repr=False)
     error: type[ApiError] = field(default=ApiError, repr=False)
+    safe: frozenset[int] = field(default=frozenset(), repr=False)
 
     def call(
         self,
@@ -243,7 +244,7 @@ class ApiClient:
                     self._report(used + 1, f"HTTP {status}", seconds)
                     self.sleep(seconds)
                     continue
-            elif status in (RETRIED_STATUSES | SAFE_STATUSES if reads else SAFE_STATUSES):
+            elif status in (RETRIED_STATUSES | self.safe if reads else self.safe):
                 attempt += 1
                 if attempt < attempts:
                     waited += self._pause(attempt, f"HTTP {status}", lowered)
@@ -251,7 +252,7 @@ class ApiClient:
             if status == 404 and missing_ok:
                 return None, response.headers
             if status >= 400:
-                ambiguous = is_ambiguous(method, status)
+                ambiguous = is_ambiguous(method, status, self.safe)
                 maybe = ": the request may have been carried out" if ambiguous else ""
                 raise self.error(
                     f"{where}: HTTP {status}: {message}{maybe}", status=status, ambiguous=ambiguous
