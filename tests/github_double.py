@@ -29,7 +29,8 @@ work was done (``lost``: ``"PUT"`` merges and then drops the connection).
 Branch protection of the base is modelled by ``required_checks`` and ``review_required``
 (``approved`` says a review was given); ``checks`` are the check runs every head gets, and
 running ones complete after ``checks_finish_after`` reads of the pull request, and none is
-reported at all before ``checks_reported_after`` reads (CI that starts late). The bare
+reported at all before ``checks_reported_after`` reads (CI that starts late), nor one named
+in ``reported_after`` before its own count of reads. The bare
 repository may carry a pre-receive hook refusing direct pushes to the base
 (:func:`protect_branch`): the double's own merges do not go through it, as GitHub's do not.
 """
@@ -81,6 +82,7 @@ class GitHubState:
     checks: dict[str, list[str | None]] = field(default_factory=dict)  # name: [status, concl.]
     checks_finish_after: int = 0
     checks_reported_after: int = 0  # no check run at all until this many reads (CI is slow)
+    reported_after: dict[str, int] = field(default_factory=dict)  # one check's own delay
     required_checks: tuple[str, ...] = ()
     review_required: bool = False
     protected: tuple[str, ...] = ()  # branches GET /branches/{branch} says are protected
@@ -128,7 +130,7 @@ class GitHubState:
     def check_runs(self) -> list[dict[str, Any]]:
         if self._check_reads < self.checks_reported_after:
             return []  # CI has not reported yet: the list is empty, as on GitHub
-        return [
+        return [  # a check not reported yet is not listed ("List check runs for a Git reference")
             {
                 "id": i,
                 "name": name,
@@ -136,6 +138,7 @@ class GitHubState:
                 "conclusion": (spec[0] == "completed" and spec[1]) or None,
             }
             for i, (name, spec) in enumerate(self.checks.items(), 1)
+            if self._check_reads >= self.reported_after.get(name, 0)
         ]
 
     def view(self, pr: dict[str, Any], *, listed: bool = False) -> dict[str, Any]:

@@ -232,6 +232,20 @@ def test_a_merge_answered_503_after_github_merged_is_adopted_by_the_step(
         assert record.steps.merge.pushed_commit == world.origin_main()
 
 
+def test_blocked_while_a_required_check_has_not_reported_is_waited_for_not_refused(
+    tmp_path: Path, baseline_url: str
+) -> None:
+    with pr_world(tmp_path, baseline_url) as (world, github):
+        github.required_checks = ("ci/test",)
+        github.checks = {"lint": ["completed", "success"], "ci/test": ["completed", "success"]}
+        github.reported_after = {"ci/test": 6}  # lint passed at once; ci/test reports late
+        record = world.deploy(environ=environ(world, github))
+        assert record.state == "succeeded", record.halt_reason
+        events = read_events(world.store.audit_path(record.run_id))
+        waits = [e for e in events if e["event"] == "pull_request_waiting"]
+        assert waits and "a required check may not have reported yet" in waits[0]["reason"]
+
+
 def test_a_rate_limit_is_waited_out_with_a_notice_for_the_operator(
     tmp_path: Path, baseline_url: str
 ) -> None:

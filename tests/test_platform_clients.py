@@ -49,7 +49,7 @@ def pull(**fields: object) -> PullRequest:
         ({"mergeable": False, "mergeable_state": "dirty"}, Checks(), "refused", "conflicts"),
         ({"mergeable_state": "blocked"}, Checks(failing=("ci (failure)",)), "refused", "ci"),
         ({"mergeable_state": "blocked"}, Checks(pending=("ci",)), "waiting", "running"),
-        ({"mergeable_state": "blocked"}, Checks(passing=("ci",)), "refused", "review"),
+        ({"mergeable_state": "blocked"}, Checks(passing=("ci",)), "waiting", "review"),
         ({"mergeable_state": "blocked"}, Checks(), "waiting", "no check is reported yet"),
         ({"mergeable_state": "behind"}, Checks(), "refused", "behind"),
         ({"mergeable": None, "mergeable_state": "unknown"}, Checks(), "waiting", "computing"),

@@ -153,16 +153,17 @@ class Mergeability:
 
     verdict: Literal["mergeable", "waiting", "refused"]
     reason: str
-    unreported: bool = False  # blocked while no check has been reported yet
+    unreported: bool = False  # blocked while a required check may not have reported yet
 
 
 def judge_pull(pr: PullRequest, checks: Checks) -> Mergeability:
     """Whether ``pr`` can be merged now, must be waited for, or cannot be merged (pure).
 
     ``blocked`` with checks still running is worth waiting for (a failing one may be
-    optional), and so is blocked with no check reported at all (required checks may not have
-    started yet); blocked with a failing check once none runs, or with every check passed (a
-    review is missing), is not.
+    optional), and so is blocked with every check reported passed, or none reported: GitHub
+    lists only the checks that reported, so a required one not started yet is missing from
+    them, as alike as a missing review (``unreported``). Blocked with a failing check once
+    none runs is not.
     """
     failing = ", ".join(checks.failing)
     if pr.merged:
@@ -183,17 +184,12 @@ def judge_pull(pr: PullRequest, checks: Checks) -> Mergeability:
             return Mergeability(
                 "refused", f"pull request #{pr.number} is blocked: checks fail: {failing}"
             )
-        if not checks.passing:
-            return Mergeability(
-                "waiting",
-                f"pull request #{pr.number} is blocked and no check is reported yet: required "
-                "checks may not have started (or a required review is missing)",
-                unreported=True,
-            )
+        seen = "every check reported passed" if checks.passing else "no check is reported yet"
         return Mergeability(
-            "refused",
-            f"pull request #{pr.number} is blocked by branch protection: a required review "
-            "is missing (or another rule is unmet; every check passed)",
+            "waiting",
+            f"pull request #{pr.number} is blocked and {seen}: a required check may not have "
+            "reported yet (or a required review is missing, or another rule is unmet)",
+            unreported=True,
         )
     if state == "behind":
         return Mergeability(
