@@ -18,7 +18,11 @@ Endpoints, with the shapes of GitHub's published REST description (API version 2
   405 when not mergeable, or when ``merge_method`` is one the repository does not allow;
   ``merge``, ``squash`` or ``rebase``, each writing the commits GitHub writes)
 - ``GET  /repos/{owner}/{repo}/commits/{ref}/status`` and ``/check-runs`` (``per_page``,
-  30 by default, at most 100, and ``page``; a ``Link`` header names the next page)
+  30 by default, at most 100, and ``page``; a ``Link`` header names the next page). The
+  combined status holds ``statuses`` (context: state) with its ``state`` as "Get the combined
+  status for a specific reference" says: ``failure`` if any context reports ``error`` or
+  ``failure``, ``pending`` "if there are no statuses or a context is pending", else
+  ``success``.
 
 Awkward answers a test can ask for: queued failures with their headers (``failures``: a rate
 limit as 403 with ``x-ratelimit-remaining: 0`` and ``x-ratelimit-reset``, or 429 with
@@ -80,6 +84,7 @@ class GitHubState:
     token: str
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
     checks: dict[str, list[str | None]] = field(default_factory=dict)  # name: [status, concl.]
+    statuses: dict[str, str] = field(default_factory=dict)  # commit statuses, context: state
     checks_finish_after: int = 0
     checks_reported_after: int = 0  # no check run at all until this many reads (CI is slow)
     reported_after: dict[str, int] = field(default_factory=dict)  # one check's own delay
@@ -317,10 +322,20 @@ def _route(state: GitHubState, request: Request) -> Reply:
     if len(rest) == 2 and rest[0] == "branches" and method == "GET":
         return _branch(state, rest[1])
     if len(rest) == 3 and rest[0] == "commits" and rest[2] == "status":
-        return 200, {"state": "success", "statuses": [], "sha": rest[1], "total_count": 0}
+        listed = [{"context": c, "state": s} for c, s in state.statuses.items()]
+        return _page(request, "statuses", listed, {"sha": rest[1], "state": _combined(state)})
     if len(rest) == 3 and rest[0] == "commits" and rest[2] == "check-runs":
-        return _page_of_runs(state, request)
+        return _page(request, "check_runs", state.check_runs(), {})
     return _NOT_FOUND
+
+
+def _combined(state: GitHubState) -> str:
+    """The combined ``state``: "failure if any of the contexts report as error or failure",
+    "pending if there are no statuses or a context is pending", else success."""
+    states = set(state.statuses.values())
+    if states & {"error", "failure"}:
+        return "failure"
+    return "pending" if "pending" in states or not states else "success"
 
 
 def _branch(state: GitHubState, name: str) -> Reply:
@@ -331,19 +346,19 @@ def _branch(state: GitHubState, name: str) -> Reply:
     return 200, {"name": name, "commit": {"sha": tip}, "protected": name in state.protected}
 
 
-def _page_of_runs(state: GitHubState, request: Request) -> Reply:
-    """One page of check runs: ``per_page`` (30 by default, at most 100) from ``page``
-    (1-based), with a ``Link`` header naming the next page while there is one."""
-    runs = state.check_runs()
+def _page(request: Request, key: str, items: list[dict[str, Any]], more: dict[str, Any]) -> Reply:
+    """One page of ``items`` under ``key`` (and ``more``): ``per_page`` (30 by default, at
+    most 100) from ``page`` (1-based), a ``Link`` header naming the next page while there is
+    one."""
     per_page = min(100, int(request.query.get("per_page", "30")))
     page = int(request.query.get("page", "1"))
-    shown = runs[(page - 1) * per_page : page * per_page]
+    shown = items[(page - 1) * per_page : page * per_page]
     headers: dict[str, str] = {}
-    if page * per_page < len(runs):
+    if page * per_page < len(items):
         host = request.headers.get("Host")
         following = f"http://{host}{request.path}?per_page={per_page}&page={page + 1}"
         headers["Link"] = f'<{following}>; rel="next"'
-    return 200, {"total_count": len(runs), "check_runs": shown}, headers
+    return 200, {"total_count": len(items), key: shown, **more}, headers
 
 
 def _open_pull(state: GitHubState, body: dict[str, Any]) -> Reply:

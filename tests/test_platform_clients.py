@@ -327,13 +327,17 @@ def test_a_squash_only_repository_refuses_a_merge_commit_and_squashes(tmp_path: 
         assert api.get_pull(opened.number).merge_commit_sha == squashed
 
 
-def test_check_runs_are_read_on_every_page(tmp_path: Path) -> None:
+def test_check_runs_and_statuses_are_read_on_every_page(tmp_path: Path) -> None:
     repo = build_release_repo(tmp_path)
     with github_double(repo.origin) as (url, state):
         state.checks = {f"check-{i:03d}": ["completed", "success"] for i in range(230)}
         state.checks["check-229"] = ["completed", "failure"]
+        state.statuses = {f"status-{i:03d}": "success" for i in range(150)}
+        state.statuses["status-149"] = "pending"  # past the first page, even of 100
         api = GitHubApi(state.repo, github_client(url, state.token, [], []))
         checks = api.checks(git(repo.origin, "rev-parse", "staging"))
-        assert len(checks.passing) == 229 and checks.failing == ("check-229 (failure)",)
+        assert len(checks.passing) == 229 + 149 and checks.pending == ("status-149",)
+        assert checks.failing == ("check-229 (failure)",)
         pages = [p for _m, p, _b in state.requests if "check-runs" in p]
         assert len(pages) == 3 and "per_page=100" in pages[0]
+        assert len([p for _m, p, _b in state.requests if p.split("?")[0].endswith("/status")]) == 2

@@ -12,9 +12,12 @@ Endpoints (GitHub's published REST reference, API version 2022-11-28,
 - ``PUT  /repos/{owner}/{repo}/pulls/{n}/merge``             ``{"sha", "merge_method"}``:
   200 merged (``sha``: the commit the merge made: a merge, squash or rebased commit), 405
   not mergeable or the method not allowed, 409 the head moved since ``sha``
-- ``GET  /repos/{owner}/{repo}/commits/{ref}/status``        combined commit status
-- ``GET  /repos/{owner}/{repo}/commits/{ref}/check-runs``    check runs, 30 a page unless
-  ``per_page`` (at most 100) says otherwise; the ``Link`` header names the next page
+- ``GET  /repos/{owner}/{repo}/commits/{ref}/status``        combined commit status: the
+  latest status of each context (``statuses``)
+- ``GET  /repos/{owner}/{repo}/commits/{ref}/check-runs``    check runs
+- both 30 a page unless ``per_page`` (at most 100) says otherwise; the ``Link`` header names
+  the next page. The combined ``state`` is not read: it is ``pending`` when there is no
+  status at all, as when checks are check runs only.
 
 Whether a pull request can be merged is judged by :func:`judge_pull`, a pure function of
 the pull request and its checks; which merge method to use by :func:`choose_merge_method`.
@@ -291,16 +294,23 @@ class GitHubApi:
         return now.merge_commit_sha if now.merged and now.head_sha == sha else None
 
     def checks(self, ref: str) -> Checks:
-        """The statuses and check runs of commit ``ref`` (every page of check runs)."""
-        status = self.client.call("GET", f"/repos/{self.repo}/commits/{ref}/status")
-        runs: list[Any] = []
-        page: str | None = f"/repos/{self.repo}/commits/{ref}/check-runs"
+        """The statuses and check runs of commit ``ref``, every page of each."""
+        commit = f"/repos/{self.repo}/commits/{ref}"
+        return Checks.from_json(
+            {"statuses": self._every(f"{commit}/status", "statuses")},
+            {"check_runs": self._every(f"{commit}/check-runs", "check_runs")},
+        )
+
+    def _every(self, path: str, key: str) -> list[Any]:
+        """The ``key`` items of every page of ``path``, 100 a page."""
+        items: list[Any] = []
+        page: str | None = path
         params: dict[str, str] | None = {"per_page": "100"}
         while page is not None:
             data, headers = self.client.exchange("GET", page, params=params)
-            runs.extend((data or {}).get("check_runs") or ())
+            items.extend((data or {}).get(key) or ())
             page, params = next_page(headers.get("link")), None  # the link carries the query
-        return Checks.from_json(status or {}, {"check_runs": runs})
+        return items
 
 
 def github_api(playbook: Playbook, environ: Mapping[str, str]) -> GitHubApi:
