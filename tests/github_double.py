@@ -26,8 +26,9 @@ Endpoints, with the shapes of GitHub's published REST description (API version 2
 
 Awkward answers a test can ask for: queued failures with their headers (``failures``: a rate
 limit as 403 with ``x-ratelimit-remaining: 0`` and ``x-ratelimit-reset``, or 429 with
-``retry-after``, as "Rate limits for the REST API" describes), and answers lost after the
-work was done (``lost``: ``"PUT"`` merges and then drops the connection).
+``retry-after``, as "Rate limits for the REST API" describes), answers lost after the work
+was done (``lost``: ``"PUT"`` merges and then drops the connection, ``"503 PUT"`` answers
+503), and merges that lose a race with another merge (``base_races``: the base moves, 405).
 - ``GET  /repos/{owner}/{repo}/branches/{branch}`` (``protected``)
 
 Branch protection of the base is modelled by ``required_checks`` and ``review_required``
@@ -53,6 +54,9 @@ from orchestrator.sandbox.release import git
 from tests.http_double import Reply, Request, lose_answer, queued_failure, serve
 
 _MOVED = "Head branch was modified. Review and try the merge again."
+# What GitHub answers (405) when the base moved while it made the merge: reported in
+# cli/cli#8092 and kubernetes-retired/contrib#141, not in the REST description.
+_BASE_MOVED = "Base branch was modified. Review and try the merge again."
 _NOT_ALLOWED = {
     "merge": "Merge commits are not allowed on this repository.",
     "squash": "Squash merges are not allowed on this repository.",
@@ -99,6 +103,7 @@ class GitHubState:
     # Reads of a merged pull request that still show it open: GitHub can record a merge a
     # moment after failing to answer for it (sonichi/sutando#2865: a 502, then merged=false).
     merged_late: int = 0
+    base_races: int = 0  # merges that lose a race: another merge lands on the base, 405
     _numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _check_reads: int = 0
 
@@ -225,6 +230,14 @@ class GitHubState:
         head_now = self.tip(pr["head"]) or pr["head_sha"]
         if sha and sha != head_now:
             return 409, {"message": _MOVED}
+        if self.base_races > 0:  # another pull request merged meanwhile: the base moved
+            self.base_races -= 1
+            base = self.tip(pr["base"])
+            other = git(
+                self.origin, "commit-tree", f"{base}^{{tree}}", "-p", str(base), "-m", "other"
+            )
+            git(self.origin, "update-ref", f"refs/heads/{pr['base']}", other, str(base))
+            return 405, {"message": _BASE_MOVED}
         pr["_computed"] = (self.tip(pr["base"]), head_now)  # the merge endpoint computes it
         view = self.view(pr)
         if view["mergeable_state"] not in ("clean", "unstable", "has_hooks"):

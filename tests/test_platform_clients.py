@@ -305,6 +305,28 @@ def test_a_merge_answered_503_after_merging_is_adopted_not_sent_again(tmp_path: 
         assert len([r for r in state.requests if r[0] == "PUT"]) == 1 and waits == [0.0]
 
 
+def test_a_merge_that_lost_a_race_with_another_is_asked_again_pinned(tmp_path: Path) -> None:
+    repo = build_release_repo(tmp_path)
+    with github_double(repo.origin) as (url, state):
+        waits: list[float] = []
+        api = GitHubApi(state.repo, github_client(url, state.token, waits, []))
+        opened = api.create_pull("staging", "main", title="Release", body="")
+        state.base_races = 2  # two other merges land on main while GitHub makes ours
+        merged = api.merge_pull(opened.number, opened.head_sha, title="x")
+        assert git(repo.origin, "rev-parse", "main") == merged
+        other = git(repo.origin, "rev-parse", f"{merged}^1")
+        assert git(repo.origin, "log", "-1", "--format=%s", other) == "other"
+        puts = [body for method, _p, body in state.requests if method == "PUT"]
+        assert len(puts) == 3 and {p["sha"] for p in puts} == {opened.head_sha}
+        assert waits == [5.0, 5.0]  # the client's retry policy
+        state.base_races = 3  # as many races as the policy's attempts: GitHub's refusal
+        again = api.create_pull("staging", "main", title="Again", body="")
+        git(repo.origin, "update-ref", "refs/heads/staging", merged)  # (a new head to merge)
+        with pytest.raises(ApiError, match="Base branch was modified") as raised:
+            api.merge_pull(again.number, merged, title="y")
+        assert raised.value.status == 405 and not raised.value.ambiguous
+
+
 def test_a_squash_only_repository_refuses_a_merge_commit_and_squashes(tmp_path: Path) -> None:
     repo = build_release_repo(tmp_path)
     with github_double(repo.origin) as (url, state):

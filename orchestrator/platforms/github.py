@@ -41,6 +41,9 @@ from orchestrator.playbook import Playbook
 MERGE_METHODS = ("merge", "squash", "rebase")  # the default is the first one allowed
 _PASSED = frozenset({"success", "neutral", "skipped"})
 _HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
+# 405 when another merge landed on the base while GitHub made ours (cli/cli#8092: the base
+# changed between generating the merge commit and merging it): worth asking again.
+_BASE_MOVED = "Base branch was modified"
 _NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="next"')
 
 
@@ -262,31 +265,39 @@ class GitHubApi:
         commit the merge made (with squash or rebase, not a descendant of ``sha``).
 
         :class:`MergeMoved` (409) when the head moved, :class:`ApiError` (405) when GitHub
-        says it cannot be merged. When the answer is lost, the pull request is read (a few times:
-        GitHub may say merged late): merged at ``sha``, its merge commit is adopted;
-        otherwise an ambiguous error (nothing is known).
+        says it cannot be merged. 405 because another merge landed on the base meanwhile: the
+        pull request is read again (GitHub computes its mergeability afresh) and the merge,
+        still pinned to ``sha``, asked again, as often as the client's retry policy allows.
+        When the answer is lost, the pull request is read (a few times: GitHub may say merged
+        late): merged at ``sha``, its merge commit is adopted; otherwise an ambiguous error.
         """
-        try:
-            data = self.client.call(
-                "PUT",
-                f"/repos/{self.repo}/pulls/{number}/merge",
-                json={"sha": sha, "merge_method": method, "commit_title": title},
-            )
-        except ApiError as exc:
-            if exc.status == 409:
-                raise MergeMoved(str(exc), status=409) from None
-            if exc.ambiguous:  # GitHub may record a merge it did only a moment later
-                merged = look_late(self.client.sleep, lambda: self._merged_at(number, sha))
-                if merged is not None:
-                    return merged
-                raise ApiError(
-                    f"{exc}; pull request #{number} does not say it is merged at {sha[:12]} "
-                    "yet: resume looks again",
-                    status=exc.status,
-                    ambiguous=True,
-                ) from None
-            raise
-        return str(data["sha"])
+        body = {"sha": sha, "merge_method": method, "commit_title": title}
+        attempt = 0
+        while True:
+            try:
+                data = self.client.call(
+                    "PUT", f"/repos/{self.repo}/pulls/{number}/merge", json=body
+                )
+                return str(data["sha"])
+            except ApiError as exc:
+                if exc.status == 409:
+                    raise MergeMoved(str(exc), status=409) from None
+                if exc.ambiguous:  # GitHub may record a merge it did only a moment later
+                    merged = look_late(self.client.sleep, lambda: self._merged_at(number, sha))
+                    if merged is not None:
+                        return merged
+                    raise ApiError(
+                        f"{exc}; pull request #{number} does not say it is merged at "
+                        f"{sha[:12]} yet: resume looks again",
+                        status=exc.status,
+                        ambiguous=True,
+                    ) from None
+                attempt += 1
+                if _BASE_MOVED not in str(exc) or attempt >= self.client.retry.attempts:
+                    raise
+            self.client.sleep(self.client.retry.wait(attempt))
+            if (merged := self._merged_at(number, sha)) is not None:
+                return merged  # (merged by someone else meanwhile, at the release)
 
     def _merged_at(self, number: int, sha: str) -> str | None:
         """The merge commit of pull request ``number`` if GitHub says it is merged at ``sha``."""
