@@ -327,9 +327,15 @@ def _answer(state: NeonState, request: Request) -> Reply:
 def _route(state: NeonState, request: Request) -> Reply:
     method, body, rest = request.method, request.body, request.segments[4:]
     if rest == ["operations"] and method == "GET":
-        # OperationsResponse: newest first, with a cursor pagination object.
+        # OperationsResponse: newest first, with a cursor pagination object; the batch after
+        # ``cursor``, of ``limit`` ("a value from 1 to 1000 to limit number of operations in
+        # the response"; no default is published: all of them here).
         listed = [_public(op) for op in reversed(state.operations.values())]
-        cursor = listed[-1]["id"] if listed else state.project_id  # minLength 1
+        ids = [op["id"] for op in listed]
+        after = request.query.get("cursor")
+        listed = listed[ids.index(after) + 1 if after in ids else 0 :]
+        listed = listed[: int(request.query.get("limit", len(listed)))]
+        cursor = listed[-1]["id"] if listed else after or state.project_id  # minLength 1
         return 200, {"operations": listed, "pagination": {"cursor": cursor}}
     if rest == ["branches"] and method == "GET":
         return 200, {"branches": _listed(state), "annotations": {}}
@@ -343,7 +349,10 @@ def _route(state: NeonState, request: Request) -> Reply:
         branch = state.branches.get(rest[1])
         if branch is None:
             return _error(404, "branch not found")
-        if method == "GET":
+        if method == "GET":  # Neon makes the branch whether its operation is polled or not
+            for op in state.operations.values():
+                if op["branch_id"] == rest[1] and op["action"] == "create_branch":
+                    _advance(state, op)
             return 200, {"branch": branch}
         if method == "DELETE" and state.children(rest[1]):  # the reference: "You cannot
             return _error(409, "branch has children")  # delete a branch that has a child"
@@ -400,17 +409,26 @@ def _projects(state: NeonState, query: dict[str, str]) -> Reply:
 
 
 def _poll(state: NeonState, op_id: str) -> Reply:
-    """An operation, one poll nearer its end (``polls_to_finish``)."""
+    """An operation, one poll nearer its end."""
     op = state.operations.get(op_id)
     if op is None:
         return _error(404, "operation not found")
+    _advance(state, op)
+    return 200, {"operation": _public(op)}
+
+
+def _advance(state: NeonState, op: dict[str, Any]) -> None:
+    """One look nearer the operation's end (``polls_to_finish``); a branch whose creation
+    finishes is ``ready`` (BranchState: "init - the branch is being created but is not
+    available for querying")."""
     op["_polls"] += 1
-    if op["_polls"] >= state.polls_to_finish:
+    if op["_polls"] >= state.polls_to_finish and op["status"] == "running":
         fail = op["_fail"]
         op["status"] = (fail if isinstance(fail, str) else "failed") if fail else "finished"
         if fail:
             op["error"] = "timeline creation failed"
-    return 200, {"operation": _public(op)}
+        elif op["action"] == "create_branch" and op["branch_id"] in state.branches:
+            state.branches[op["branch_id"]]["current_state"] = "ready"
 
 
 def _create(state: NeonState, body: dict[str, Any]) -> Reply:
@@ -419,7 +437,7 @@ def _create(state: NeonState, body: dict[str, Any]) -> Reply:
     if spec.get("parent_id") not in state.branches:
         return _error(400, "parent branch not found")
     branch = state.add_branch(spec.get("name") or "branch", spec["parent_id"])
-    branch["parent_lsn"] = spec.get("parent_lsn")
+    branch.update(parent_lsn=spec.get("parent_lsn"), current_state="init")
     operations = [state.operation("create_branch", branch["id"])]
     answer: dict[str, Any] = {"branch": branch}
     wanted = body.get("endpoints") or []

@@ -12,9 +12,12 @@ from collections.abc import Iterator
 import pytest
 
 from orchestrator.cli import run
+from orchestrator.engine.outcomes import BackupOutcome
 from orchestrator.engine.rollback import rollback_plan
 from orchestrator.engine.run import resume
 from orchestrator.errors import ExitCode
+from orchestrator.neon.backup import neon_api, take_branch_backup
+from orchestrator.playbook import load_playbook
 from tests.drizzle_helpers import tracking_rows
 from tests.neon_double import NeonState
 from tests.neon_world import neon_world
@@ -133,3 +136,23 @@ def test_a_backup_branch_neon_failed_to_make_is_made_again_on_resume(
     assert record.state == "succeeded", record.halt_reason
     [made] = backups(neon)
     assert record.steps.backup.branch_id == made["id"] != failed["id"]
+
+
+def test_a_killed_attempts_branch_is_adopted_only_once_neon_has_made_it(
+    world: World, neon: NeonState
+) -> None:
+    # A killed attempt's backup branch, still being made (BranchState "init"), in a busy
+    # project: its create operation is older than the newest 100 the client lists.
+    main = next(b for b in neon.branches.values() if b["name"] == "main")
+    made = neon.add_branch("pre-run-7", str(main["id"]))
+    made["current_state"] = "init"
+    neon.operation("create_branch", str(made["id"]))
+    for _ in range(100):
+        neon.operation("start_compute", str(main["id"]))
+    playbook = load_playbook(world.playbook)
+    api = neon_api(playbook, {"NEON_API_KEY": KEY})
+    api.sleep = [].append  # the double's time passes with each look, not with the clock
+    point = BackupOutcome(kind="restore_point", wal_lsn="0/16B3748", taken_at="2026-01-01")
+    outcome = take_branch_backup(api, playbook, "run-7", point)
+    assert outcome.branch_id == made["id"] and made["current_state"] == "ready"
+    assert len(backups(neon)) == 1  # adopted, not made twice

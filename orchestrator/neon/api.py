@@ -43,6 +43,9 @@ SAFE_STATUSES = frozenset({503})
 _DONE = frozenset({"finished", "skipped"})
 _STOPPED = frozenset({"failed", "error", "cancelled", "cancelling"})
 _FIRST_POLL = 0.2  # seconds before the first poll of an operation
+# BranchState: "init" (being created, not available for querying) and "resetting" (being
+# reset to a point in time); then "ready", or "archived" (usable, slower).
+_MAKING = frozenset({"init", "resetting"})
 
 
 class NeonError(ApiError):
@@ -73,6 +76,7 @@ class Branch:
     name: str
     parent_id: str | None
     parent_lsn: str | None
+    state: str | None = None  # current_state (pending_state says what it is changing to)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Branch:
@@ -81,6 +85,7 @@ class Branch:
             name=str(data.get("name", "")),
             parent_id=data.get("parent_id"),
             parent_lsn=data.get("parent_lsn"),
+            state=data.get("current_state"),
         )
 
 
@@ -185,6 +190,21 @@ class NeonApi:
             params={"branch_id": branch_id, "database_name": database_name, "role_name": role_name},
         )
         return str(data["uri"])
+
+    def made(self, branch: Branch) -> Branch | None:
+        """``branch`` once Neon has made it (its state no longer ``init``), read again until
+        then; None if it is gone meanwhile; NeonError after ``operation_timeout``."""
+        deadline, pause = self.clock() + self.operation_timeout, _FIRST_POLL
+        while branch.state in _MAKING:
+            if (left := deadline - self.clock()) <= 0:
+                late = f"{self.operation_timeout:g}s"
+                raise NeonError(f"Neon branch {branch.name} still {branch.state} after {late}")
+            self.sleep(min(pause, self.poll_interval, left))
+            pause *= 2
+            if (again := self.get_branch(branch.id)) is None:
+                return None
+            branch = again
+        return branch
 
     # -- operations ------------------------------------------------------------------------
 

@@ -48,11 +48,13 @@ def take_branch_backup(
     if branch is not None and branch.parent_id != production.id:
         raise GuardError(f"branch {name} exists but is not a branch of {production.name!r}")
     if branch is not None:  # a killed attempt's: kept once Neon has finished making it
-        try:
+        try:  # its operations, when still among the project's latest (a failed one: made again)
             api.wait(api.operations_of(branch.id))
         except OperationFailed:
             api.delete_branch(branch.id)  # Neon could not make it: make it again
             branch = None
+        else:  # and its own state: in a busy project the operations may be too old to list
+            branch = api.made(branch)
     if branch is None:
         branch = api.create_branch(
             parent_id=production.id, parent_lsn=str(point.wal_lsn), name=name
