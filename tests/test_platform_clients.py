@@ -105,7 +105,7 @@ def test_vercel_deployments_judged_for_a_commit() -> None:
         "https://dpl_2.vercel.app",
         "dpl_2",
     )
-    for state in ("ERROR", "CANCELED", "DELETED"):
+    for state in ("ERROR", "CANCELED", "DELETED", "BLOCKED"):
         assert judge_deployments([d("dpl_3", SHA, state, 3), old], SHA, old).state == "failed"
 
 

@@ -158,17 +158,20 @@ def test_a_staged_production_deployment_does_not_pass_the_gate(
         assert any(f"sha={pushed}" in path for _m, path in vercel.requests)
 
 
-def test_a_deleted_production_deployment_ends_the_gate_at_once(
-    tmp_path: Path, baseline_url: str
+# BLOCKED: in Vercel's readyState list; the deployment waits for a person (a commit author
+# the team must approve), not for time, so the gate ends at once as for a failure.
+@pytest.mark.parametrize("final", ["DELETED", "BLOCKED"])
+def test_a_deleted_or_blocked_production_deployment_ends_the_gate_at_once(
+    tmp_path: Path, baseline_url: str, final: str
 ) -> None:
-    with vercel_world(tmp_path, baseline_url, "DELETED") as (world, vercel):
+    with vercel_world(tmp_path, baseline_url, final) as (world, vercel):
         env = {"DATABASE_URL": world.database_url, "VERCEL_TOKEN": vercel.token}
         record = world.deploy(environ=env)
         assert record.state == "halted" and record.exit_code == 22
         assert record.steps.release.ending == "failed"
         assert "the deployment failed" in str(record.halt_reason)
-        assert "DELETED" in str(record.halt_reason)
-        assert record.steps.release.deployment_state == "DELETED"
+        assert final in str(record.halt_reason)
+        assert record.steps.release.deployment_state == final
 
 
 def test_without_the_vercel_token_the_deploy_does_not_start(

@@ -17,10 +17,11 @@ the shapes of Vercel's published REST reference:
 Deployments follow the real bare origin (:class:`tests.production_double.LiveCommit`'s
 origin and branch): each new tip of the target branch gets a production deployment with
 ``meta.githubCommitSha``, BUILDING for ``build_seconds``, then ``final_state`` (READY, or
-ERROR / CANCELED / DELETED to make a release fail). A READY one carries ``ready_substate``:
-PROMOTED (has seen production traffic: it becomes ``targets.production``), or STAGED (a
-production deployment that was not promoted: it never gets production traffic) or ROLLING (a
-rolling release moving traffic to it; the double leaves ``targets.production`` as it was).
+ERROR / CANCELED / DELETED / BLOCKED to make a release fail). A READY one carries
+``ready_substate``: PROMOTED (has seen production traffic: it becomes
+``targets.production``), or STAGED (a production deployment that was not promoted: it never
+gets production traffic) or ROLLING (a rolling release moving traffic to it; the double
+leaves ``targets.production`` as it was).
 :meth:`VercelState.roll_back` is an instant rollback (``POST
 /v1/projects/{projectId}/rollback/{deploymentId}``, "points all production domains for a
 project to the given deploy"): ``targets.production`` moves back while every deployment keeps

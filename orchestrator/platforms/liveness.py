@@ -26,7 +26,10 @@ from orchestrator.redaction import redact
 MIN_PREFIX = 7  # git's shortest abbreviation
 # A hex run of 7 to 40 characters standing on its own (not a slice of a longer digest).
 _HEX = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{7,40}(?![0-9a-fA-F])")
-_FAILED = frozenset({"ERROR", "CANCELED", "DELETED"})  # final: never going to serve
+# Final: never going to serve. BLOCKED too: Vercel will not build it until a person acts
+# (its "Troubleshoot project collaboration": a commit author it cannot identify, or one the
+# team must approve, fails the deployment); resume looks again once they have.
+_FAILED = frozenset({"ERROR", "CANCELED", "DELETED", "BLOCKED"})
 _UNDER_WAY = frozenset({"QUEUED", "BUILDING", "INITIALIZING"})
 
 
@@ -79,8 +82,8 @@ def judge_deployments(
 
     Live when ``current`` is of the commit and serving (READY, no ``readySubstate`` or
     PROMOTED); else the newest deployment of the commit decides: ERROR, CANCELED (unless a
-    newer one is being built: Vercel cancels a queued build for a newer commit's) or DELETED
-    failed; others wait, READY too (STAGED, ROLLING, or PROMOTED: "has seen production
+    newer one is being built: Vercel cancels a queued build for a newer commit's), DELETED or
+    BLOCKED failed; others wait, READY too (STAGED, ROLLING, or PROMOTED: "has seen production
     traffic", as after an instant rollback). ``instead``: another commit production serves.
     """
     instead = None

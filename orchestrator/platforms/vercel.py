@@ -28,7 +28,7 @@ class Deployment:
 
     uid: str
     url: str
-    state: str  # READY, BUILDING, ERROR, CANCELED, DELETED, QUEUED, INITIALIZING
+    state: str  # READY, BUILDING, ERROR, CANCELED, DELETED, QUEUED, INITIALIZING, BLOCKED
     commit: str | None  # meta.githubCommitSha
     created: int  # ms since the epoch
     substate: str | None = None  # readySubstate of a READY one: STAGED, ROLLING, PROMOTED
