@@ -65,14 +65,12 @@ def test_judge_pull(fields: dict[str, object], checks: Checks, verdict: str, say
 
 def test_checks_from_statuses_and_check_runs() -> None:
     checks = Checks.from_json(
-        {"statuses": [{"context": "deploy/preview", "state": "pending"}]},
-        {
-            "check_runs": [
-                {"name": "test", "status": "completed", "conclusion": "success"},
-                {"name": "lint", "status": "completed", "conclusion": "timed_out"},
-                {"name": "e2e", "status": "queued", "conclusion": None},
-            ]
-        },
+        [{"context": "deploy/preview", "state": "pending"}],
+        [
+            {"name": "test", "status": "completed", "conclusion": "success"},
+            {"name": "lint", "status": "completed", "conclusion": "timed_out"},
+            {"name": "e2e", "status": "queued", "conclusion": None},
+        ],
     )
     assert checks == Checks(
         failing=("lint (timed_out)",), pending=("deploy/preview", "e2e"), passing=("test",)

@@ -8,29 +8,21 @@ what they said (:func:`predict_pull_request`, :func:`predict_release`, both pure
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from orchestrator.engine.steps.preflight import MERGEABILITY_WAIT_S
 from orchestrator.engine.steps.pull_request import (
+    await_pull,
     judge_for_preflight,
-    not_started,
     through_pull_request,
 )
 from orchestrator.errors import GuardError, MonitorUnhealthyError
-from orchestrator.platforms.github import (
-    GitHubApi,
-    Mergeability,
-    PullRequest,
-    choose_merge_method,
-    github_api,
-    judge_pull,
-)
+from orchestrator.platforms.github import Mergeability, choose_merge_method, github_api
 from orchestrator.platforms.http import ApiError
 from orchestrator.platforms.liveness import probe_url
 from orchestrator.platforms.vercel import vercel_api
-from orchestrator.playbook import GitHubSpec, Playbook
+from orchestrator.playbook import Playbook
 
 __all__ = ["PlatformLook", "look_at_platforms", "predict_pull_request", "predict_release"]
 
@@ -69,7 +61,8 @@ def look_at_platforms(
                 verdict = Mergeability("refused", f"cannot merge through GitHub: {why}")
             elif pr is not None:
                 pull = f"#{pr.number} {pr.url}"
-                pr, judged = _settled(api, api.get_pull(pr.number), spec.github)
+                wait = min(MERGEABILITY_WAIT_S, spec.github.checks_timeout)  # as pre-flight
+                pr, judged = await_pull(api, pr.number, spec.github, timeout=wait, for_checks=False)
                 verdict = judge_for_preflight(pr, judged, source)
     answers, detail = None, ""
     release = playbook.release
@@ -87,19 +80,6 @@ def look_at_platforms(
             if serving is not None:
                 detail = f"production serves {str(serving.commit)[:12]} ({serving.url})"
     return PlatformLook(via_pull_request, pull, verdict, answers, detail)
-
-
-def _settled(api: GitHubApi, pr: PullRequest, spec: GitHubSpec) -> tuple[PullRequest, Mergeability]:
-    """GitHub's verdict on ``pr`` once it has said what stands in the way, asked as
-    pre-flight asks (every ``checks_interval``, for at most pre-flight's wait)."""
-    looks = max(1, int(min(MERGEABILITY_WAIT_S, spec.checks_timeout) / spec.checks_interval))
-    for look in range(looks):
-        judged = judge_pull(pr, api.checks(pr.head_sha))
-        if not not_started(pr, judged) or look == looks - 1:
-            break
-        time.sleep(spec.checks_interval)
-        pr = api.get_pull(pr.number)
-    return pr, judged
 
 
 def predict_pull_request(look: PlatformLook, playbook: Playbook) -> str | None:

@@ -15,9 +15,8 @@ Every call goes through the platforms' shared transport
 (:class:`orchestrator.platforms.http.ApiClient`), which also asks again after Neon's 423
 (5 times, 3 s apart, as Neon's own CLI does). A call that changes something is never sent
 twice blindly: when its answer is lost, the client looks for what it would have made (the
-branch by its name, the preserved branch, the branch gone), a few times
-(:func:`~orchestrator.platforms.http.look_late`), and adopts it; not seen, what happened is
-unknown (an ambiguous :class:`NeonError`). Calls that start work return operations, which
+branch by its name, the preserved branch, the branch gone), a few times, and adopts it; not
+seen, what happened is unknown. Calls that start work return operations, which
 :meth:`NeonApi.wait` polls until they finish.
 """
 
@@ -34,18 +33,12 @@ from orchestrator.platforms.http import LATE_PAUSES, ApiClient, ApiError, look_l
 DEFAULT_API_URL = "https://console.neon.tech/api/v2"
 # 423: another operation of the project runs. Neon's CLI asks again 5 times, 3 s apart.
 LOCKED_RETRIES = (5, 3.0)
-# Neon's reference, every endpoint's error response (e.g. api-docs.neon.tech/reference/
-# createprojectbranchrole): "Any request that returns a 503 Service Unavailable response is
-# always safe to retry". GitHub and Vercel say no such thing: there a 503 is ambiguous.
-SAFE_STATUSES = frozenset({503})
 # OperationStatus in Neon's OpenAPI v2: scheduling, running, finished, failed, error,
 # cancelling, cancelled, skipped.
 _DONE = frozenset({"finished", "skipped"})
 _STOPPED = frozenset({"failed", "error", "cancelled", "cancelling"})
 _FIRST_POLL = 0.2  # seconds before the first poll of an operation
-# BranchState: "init" (being created, not available for querying) and "resetting" (being
-# reset to a point in time); then "ready", or "archived" (usable, slower).
-_MAKING = frozenset({"init", "resetting"})
+_MAKING = frozenset({"init", "resetting"})  # BranchState: not yet available for querying
 
 
 class NeonError(ApiError):
@@ -191,19 +184,17 @@ class NeonApi:
         )
         return str(data["uri"])
 
-    def made(self, branch: Branch) -> Branch | None:
+    def made(self, branch: Branch | None) -> Branch | None:
         """``branch`` once Neon has made it (its state no longer ``init``), read again until
-        then; None if it is gone meanwhile; NeonError after ``operation_timeout``."""
+        then; None if it is gone; NeonError after ``operation_timeout``."""
         deadline, pause = self.clock() + self.operation_timeout, _FIRST_POLL
-        while branch.state in _MAKING:
-            if (left := deadline - self.clock()) <= 0:
-                late = f"{self.operation_timeout:g}s"
-                raise NeonError(f"Neon branch {branch.name} still {branch.state} after {late}")
-            self.sleep(min(pause, self.poll_interval, left))
+        while branch is not None and branch.state in _MAKING:
+            if self.clock() >= deadline:
+                late = f"still {branch.state} after {self.operation_timeout:g}s"
+                raise NeonError(f"Neon branch {branch.name} {late}")
+            self.sleep(min(pause, self.poll_interval))
             pause *= 2
-            if (again := self.get_branch(branch.id)) is None:
-                return None
-            branch = again
+            branch = self.get_branch(branch.id)
         return branch
 
     # -- operations ------------------------------------------------------------------------
@@ -251,8 +242,7 @@ class NeonApi:
     @property
     def _api(self) -> ApiClient:
         """The shared transport (:class:`ApiClient`) for this project's calls: Neon's 423
-        asked again on its own schedule, any request after its 503, refusals raised as
-        :class:`NeonError`."""
+        asked again on its own schedule, refusals raised as :class:`NeonError`."""
         return ApiClient(
             "Neon API",
             self.api_url,
@@ -263,5 +253,7 @@ class NeonApi:
             fixed={423: LOCKED_RETRIES},
             wait_limit=self.operation_timeout,
             error=NeonError,
-            safe=SAFE_STATUSES,
+            # Neon's reference, each endpoint's errors (api-docs.neon.tech): "Any request that
+            # returns a 503 Service Unavailable response is always safe to retry".
+            safe=frozenset({503}),
         )

@@ -12,12 +12,9 @@ Endpoints (GitHub's published REST reference, API version 2022-11-28,
 - ``PUT  /repos/{owner}/{repo}/pulls/{n}/merge``             ``{"sha", "merge_method"}``:
   200 merged (``sha``: the commit the merge made: a merge, squash or rebased commit), 405
   not mergeable or the method not allowed, 409 the head moved since ``sha``
-- ``GET  /repos/{owner}/{repo}/commits/{ref}/status``        combined commit status: the
-  latest status of each context (``statuses``)
-- ``GET  /repos/{owner}/{repo}/commits/{ref}/check-runs``    check runs
-- both 30 a page unless ``per_page`` (at most 100) says otherwise; the ``Link`` header names
-  the next page. The combined ``state`` is not read: it is ``pending`` when there is no
-  status at all, as when checks are check runs only.
+- ``GET  /repos/{owner}/{repo}/commits/{ref}/status``        combined status (its ``state``
+  unread: ``pending`` when there is no status at all) and ``.../check-runs``: 30 a page
+  unless ``per_page`` (at most 100) says otherwise; the ``Link`` header names the next page
 
 Whether a pull request can be merged is judged by :func:`judge_pull`, a pure function of
 the pull request and its checks; which merge method to use by :func:`choose_merge_method`.
@@ -30,7 +27,7 @@ pull request from the head, the pull request merged at the pinned head) and adop
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,9 +38,7 @@ from orchestrator.playbook import Playbook
 MERGE_METHODS = ("merge", "squash", "rebase")  # the default is the first one allowed
 _PASSED = frozenset({"success", "neutral", "skipped"})
 _HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
-# 405 when another merge landed on the base while GitHub made ours (cli/cli#8092: the base
-# changed between generating the merge commit and merging it): worth asking again.
-_BASE_MOVED = "Base branch was modified"
+_BASE_MOVED = "Base branch was modified"  # 405: another merge landed meanwhile (cli/cli#8092)
 _NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="next"')
 
 
@@ -134,15 +129,15 @@ class Checks:
     passing: tuple[str, ...] = ()
 
     @classmethod
-    def from_json(cls, status: Mapping[str, Any], runs: Mapping[str, Any]) -> Checks:
-        """From the combined status and the check-runs answers (pure)."""
+    def from_json(cls, statuses: Iterable[Any], runs: Iterable[Any]) -> Checks:
+        """From the combined status's ``statuses`` and the ``check_runs``, JSON objects (pure)."""
         failing: list[str] = []
         pending: list[str] = []
         passing: list[str] = []
-        for item in status.get("statuses") or ():
+        for item in statuses:
             name, state = str(item.get("context")), str(item.get("state"))
             {"success": passing, "pending": pending}.get(state, failing).append(name)
-        for run in runs.get("check_runs") or ():
+        for run in runs:
             name = str(run.get("name"))
             if run.get("status") != "completed":
                 pending.append(name)
@@ -217,17 +212,13 @@ class GitHubApi:
     repo: str
     client: ApiClient
 
-    @property
-    def owner(self) -> str:
-        """The repository's owner (the ``owner:`` of a same-repository head)."""
-        return self.repo.split("/", 1)[0]
-
     def find_open_pull(self, head: str, base: str) -> PullRequest | None:
         """The open pull request from branch ``head`` into ``base``, if there is one."""
         listing = self.client.call(
             "GET",
             f"/repos/{self.repo}/pulls",
-            params={"head": f"{self.owner}:{head}", "base": base, "state": "open"},
+            # A head of this repository is named owner:branch.
+            params={"head": f"{self.repo.split('/')[0]}:{head}", "base": base, "state": "open"},
         )
         for data in listing or ():
             if isinstance(data, Mapping):
@@ -271,14 +262,12 @@ class GitHubApi:
         When the answer is lost, the pull request is read (a few times: GitHub may say merged
         late): merged at ``sha``, its merge commit is adopted; otherwise an ambiguous error.
         """
+        path = f"/repos/{self.repo}/pulls/{number}/merge"
         body = {"sha": sha, "merge_method": method, "commit_title": title}
         attempt = 0
         while True:
             try:
-                data = self.client.call(
-                    "PUT", f"/repos/{self.repo}/pulls/{number}/merge", json=body
-                )
-                return str(data["sha"])
+                return str(self.client.call("PUT", path, json=body)["sha"])
             except ApiError as exc:
                 if exc.status == 409:
                     raise MergeMoved(str(exc), status=409) from None
@@ -307,10 +296,8 @@ class GitHubApi:
     def checks(self, ref: str) -> Checks:
         """The statuses and check runs of commit ``ref``, every page of each."""
         commit = f"/repos/{self.repo}/commits/{ref}"
-        return Checks.from_json(
-            {"statuses": self._every(f"{commit}/status", "statuses")},
-            {"check_runs": self._every(f"{commit}/check-runs", "check_runs")},
-        )
+        statuses = self._every(f"{commit}/status", "statuses")
+        return Checks.from_json(statuses, self._every(f"{commit}/check-runs", "check_runs"))
 
     def _every(self, path: str, key: str) -> list[Any]:
         """The ``key`` items of every page of ``path``, 100 a page."""

@@ -16,11 +16,11 @@ import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
-from orchestrator.db.retry import RetryPolicy
+from orchestrator.db.retry import RetryPolicy, T
 from orchestrator.errors import ExitCode, OrchestratorError, UsageError
 from orchestrator.playbook import Playbook
 from orchestrator.redaction import redact
@@ -36,7 +36,6 @@ _TIMEOUT_S = 30.0
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # The CA bundle, loaded once per process: httpx loads it again for each client it makes.
 tls_context = functools.cache(httpx.create_ssl_context)
-T = TypeVar("T")
 
 
 class ApiError(OrchestratorError):

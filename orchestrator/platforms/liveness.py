@@ -26,9 +26,8 @@ from orchestrator.redaction import redact
 MIN_PREFIX = 7  # git's shortest abbreviation
 # A hex run of 7 to 40 characters standing on its own (not a slice of a longer digest).
 _HEX = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{7,40}(?![0-9a-fA-F])")
-# Final: never going to serve. BLOCKED too: Vercel will not build it until a person acts
-# (its "Troubleshoot project collaboration": a commit author it cannot identify, or one the
-# team must approve, fails the deployment); resume looks again once they have.
+# Final: never going to serve. BLOCKED: not until a person acts (Vercel's "Troubleshoot project
+# collaboration": a committer the team must approve); resume looks again once they have.
 _FAILED = frozenset({"ERROR", "CANCELED", "DELETED", "BLOCKED"})
 _UNDER_WAY = frozenset({"QUEUED", "BUILDING", "INITIALIZING"})
 

@@ -151,7 +151,8 @@ def _merge_pull_request(ctx: RunContext, commit: str) -> MergeOutcome:
         return _pull_request_outcome(ctx, pr, pr.merge_commit_sha)
     if pr.head_sha == commit:
         # The head is still the release: wait for checks that are still running.
-        pr, verdict = await_pull(ctx, api, number, timeout=github.checks_timeout, for_checks=True)
+        timeout = github.checks_timeout
+        pr, verdict = await_pull(api, number, github, timeout=timeout, for_checks=True, ctx=ctx)
         if verdict.verdict == "refused":
             raise GuardError(f"GitHub cannot merge {pr.url}: {verdict.reason}; {_NOT_DEPLOYED}")
         if verdict.verdict == "waiting":

@@ -121,7 +121,7 @@ def _pull_request(ctx: RunContext, pinned: str, outcome: PreflightOutcome) -> Pr
         head=pr.head_sha,
     )
     wait = min(MERGEABILITY_WAIT_S, github.checks_timeout)
-    pr, judged = await_pull(ctx, api, pr.number, timeout=wait, for_checks=False)
+    pr, judged = await_pull(api, pr.number, github, timeout=wait, for_checks=False, ctx=ctx)
     verdict = judge_for_preflight(pr, judged, pinned)
     if verdict.verdict == "refused":
         raise GuardError(verdict.reason)

@@ -19,6 +19,7 @@ from orchestrator.platforms.github import (
     github_api,
     judge_pull,
 )
+from orchestrator.playbook import GitHubSpec
 
 
 def through_pull_request(via: str, already_merged: bool) -> bool:
@@ -98,15 +99,21 @@ def find_or_open(ctx: RunContext, api: GitHubApi) -> tuple[PullRequest, bool]:
 
 
 def await_pull(
-    ctx: RunContext, api: GitHubApi, number: int, *, timeout: float, for_checks: bool
+    api: GitHubApi,
+    number: int,
+    spec: GitHubSpec,
+    *,
+    timeout: float,
+    for_checks: bool,
+    ctx: RunContext | None = None,
 ) -> tuple[PullRequest, Mergeability]:
-    """Ask GitHub about pull request ``number`` until its verdict is not ``waiting`` or
-    ``timeout`` passes; the last answer.
+    """Ask GitHub about pull request ``number`` every ``checks_interval`` until its verdict
+    is not ``waiting`` or ``timeout`` passes; the last answer.
 
     ``for_checks``: also wait while required checks run (the merge step); otherwise only
-    while GitHub has not said yet what stands in the way (:func:`not_started`: pre-flight).
+    while GitHub has not said yet what stands in the way (:func:`not_started`: pre-flight,
+    and the rehearsal, which has no ``ctx`` to log and show the waits to).
     """
-    interval = ctx.playbook.git.github.checks_interval if ctx.playbook.git.github else 10.0
     deadline = time.monotonic() + timeout
     polls = 0
     while True:
@@ -116,12 +123,13 @@ def await_pull(
         worth_waiting = verdict.verdict == "waiting" and (for_checks or not_started(pr, verdict))
         if not worth_waiting or time.monotonic() >= deadline:
             return pr, verdict
-        if polls == 1 or polls % 6 == 0:
+        if ctx is not None and (polls == 1 or polls % 6 == 0):
             ctx.log.info(
                 "pull_request_waiting",
                 number=number,
                 mergeable_state=pr.mergeable_state,
                 reason=verdict.reason,
             )
-        ctx.on_progress(f"pull request #{number}: {verdict.reason}")
-        time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+        if ctx is not None:
+            ctx.on_progress(f"pull request #{number}: {verdict.reason}")
+        time.sleep(max(0.0, min(spec.checks_interval, deadline - time.monotonic())))
