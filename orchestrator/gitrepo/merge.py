@@ -18,13 +18,7 @@ from orchestrator.gitrepo.process import (
     run_git,
 )
 from orchestrator.gitrepo.remote import fetch_branches, push_branch, remote_tip_of
-from orchestrator.gitrepo.state import (
-    capture_state,
-    enter_target,
-    refuse_dirty,
-    restore_after,
-    switch_back,
-)
+from orchestrator.gitrepo.state import capture_state, enter_target, refuse_dirty, restoring
 
 
 @dataclass(frozen=True)
@@ -81,7 +75,7 @@ def merge_and_push(
             git_output(repo.git, "branch", "--quiet", "--force", target, previous)
         continued_from = state.target_tip
         state = capture_state(repo, target)
-    try:
+    with restoring(repo, state, target):
         enter_target(repo, state, remote, target, previous)
         fast_forward = is_ancestor(repo.git, previous, source)
         if fast_forward:
@@ -98,10 +92,6 @@ def merge_and_push(
                 raise GuardError(f"merging {source[:12]} into {target} {why}")
         pushed = git_output(repo.git, "rev-parse", "HEAD").strip()
         push_branch(repo, remote, target)
-    except BaseException as exc:
-        restore_after(repo, state, target, exc)
-        raise
-    switch_back(repo, state)
     return MergeResult(
         pushed_commit=pushed,
         previous_target_commit=previous,

@@ -18,13 +18,7 @@ from orchestrator.gitrepo.process import (
     run_git,
 )
 from orchestrator.gitrepo.remote import MissingBranch, fetch_branches, push_branch, remote_tip_of
-from orchestrator.gitrepo.state import (
-    capture_state,
-    enter_target,
-    refuse_dirty,
-    restore_after,
-    switch_back,
-)
+from orchestrator.gitrepo.state import capture_state, enter_target, refuse_dirty, restoring
 
 
 def revert_commands(remote: str, target: str, result: MergeResult) -> list[str]:
@@ -148,14 +142,10 @@ def revert_release(
     """
     tip = _released_tip(repo, remote, target, result)
     state = capture_state(repo, target)
-    try:
+    with restoring(repo, state, target):
         enter_target(repo, state, remote, target, tip)
         reverted = _commit_revert(repo, result, f"{remote}/{target}", tip, message, target)
         push_branch(repo, remote, target)
-    except BaseException as exc:
-        restore_after(repo, state, target, exc)
-        raise
-    switch_back(repo, state)
     return reverted
 
 
@@ -190,12 +180,8 @@ def revert_release_on_branch(
     if pushed:
         raise GuardError(f"branch {branch!r} already exists on {remote}, not with this revert")
     state = capture_state(repo, branch)  # the branch is what we create, and undo on failure
-    try:
+    with restoring(repo, state, branch):
         git_output(repo.git, "switch", "--quiet", "--no-track", "-C", branch, tip)
         reverted = _commit_revert(repo, result, f"{remote}/{target}", tip, message, target)
         push_branch(repo, remote, branch)
-    except BaseException as exc:
-        restore_after(repo, state, branch, exc)
-        raise
-    switch_back(repo, state)
     return reverted

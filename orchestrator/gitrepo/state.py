@@ -6,6 +6,8 @@ restored (or the caller is told, in one line, what to check out by hand).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,12 +157,19 @@ def _restore(repo: git.Repo, state: LocalState, target: str) -> None:
         git_output(repo.git, "branch", "--quiet", "--force", target, state.target_tip)
 
 
-def restore_after(repo: git.Repo, state: LocalState, target: str, error: BaseException) -> None:
-    """Restore after ``error``; if even that fails, say so in one line (the caller re-raises)."""
+@contextmanager
+def restoring(repo: git.Repo, state: LocalState, target: str) -> Iterator[None]:
+    """Act on the clone in the ``with`` block: if it raises, put the clone back as ``state``
+    found it (if even that fails, say so in one line); else check the original branch out."""
     try:
-        _restore(repo, state, target)
-    except GuardError as restore_error:
-        raise GuardError(
-            f"{error}; restoring the local clone also failed ({restore_error}); "
-            f"check out {state.branch or state.head_commit} by hand"
-        ) from error
+        yield
+    except BaseException as error:
+        try:
+            _restore(repo, state, target)
+        except GuardError as restore_error:
+            raise GuardError(
+                f"{error}; restoring the local clone also failed ({restore_error}); "
+                f"check out {state.branch or state.head_commit} by hand"
+            ) from error
+        raise
+    switch_back(repo, state)
