@@ -7,6 +7,7 @@ against the playbook file's folder during validation.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -69,14 +70,18 @@ class KeyProblem(ValueError):
 # --------------------------------------------------------------------------- sections
 
 
-def _url_env_name(value: str) -> str:
-    if not _ENV_VAR.fullmatch(value):
-        # The value may be a pasted URL with a password: don't echo it back.
-        raise ValueError(
-            "must be the NAME of an environment variable (letters, digits, _), "
-            "not the connection string itself"
-        )
-    return value
+def _env_var_name(holds: str) -> Callable[[str], str]:
+    """A validator of the NAME of a variable holding ``holds``. A value it refuses is not
+    echoed back: it may be the pasted secret itself (a URL with a password, a token)."""
+
+    def check(value: str) -> str:
+        if not _ENV_VAR.fullmatch(value):
+            raise ValueError(
+                f"must be the NAME of an environment variable (letters, digits, _), not {holds}"
+            )
+        return value
+
+    return check
 
 
 class DatabaseSpec(_Spec):
@@ -86,7 +91,7 @@ class DatabaseSpec(_Spec):
     # A remote host without sslmode=require (or stronger) is refused rather than warned about.
     require_ssl: Annotated[bool, Field(strict=True)] = False
 
-    _url_env = field_validator("url_env")(_url_env_name)
+    _url_env = field_validator("url_env")(_env_var_name("the connection string itself"))
 
 
 class MigrationsSpec(_Spec):
@@ -137,15 +142,6 @@ class NeonSpec(_Spec):
     api_url: ApiUrl = "https://console.neon.tech/api/v2"
 
 
-def _env_var_name(value: str) -> str:
-    if not _ENV_VAR.fullmatch(value):
-        # The value may be a pasted token: don't echo it back.
-        raise ValueError(
-            "must be the NAME of an environment variable (letters, digits, _), not the token itself"
-        )
-    return value
-
-
 class GitHubSpec(_Spec):
     """The GitHub repository a release merges through (for ``git.via: github_pr``)."""
 
@@ -165,7 +161,7 @@ class GitHubSpec(_Spec):
             raise ValueError(f"must be owner/name, got {value!r}")
         return value
 
-    _token_env = field_validator("token_env")(_env_var_name)
+    _token_env = field_validator("token_env")(_env_var_name("the token itself"))
 
 
 class GitSpec(_Spec):
@@ -200,7 +196,7 @@ class VercelSpec(_Spec):
     token_env: NonEmptyStr = "VERCEL_TOKEN"  # the variable holding the token; never printed
     api_url: ApiUrl = "https://api.vercel.com"
 
-    _token_env = field_validator("token_env")(_env_var_name)
+    _token_env = field_validator("token_env")(_env_var_name("the token itself"))
 
 
 class ReleaseSpec(_Spec):
@@ -296,7 +292,7 @@ class ShadowSpec(_Spec):
 
     url_env: str
 
-    _url_env = field_validator("url_env")(_url_env_name)
+    _url_env = field_validator("url_env")(_env_var_name("the connection string itself"))
 
 
 class RetrySpec(_Spec):
