@@ -9,7 +9,7 @@ with *it* queues behind it: that is how one long read plus an ``ALTER TABLE`` st
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from orchestrator.analysis.changes import Change, MigrationEffects, StatementEffects
 
@@ -143,12 +143,7 @@ class TableLock:
 
     def to_json(self) -> dict[str, object]:
         """``{"table", "mode", "statement", "line"}``."""
-        return {
-            "table": self.table,
-            "mode": self.mode,
-            "statement": self.statement,
-            "line": self.line,
-        }
+        return asdict(self)
 
 
 #: Per statement, the (table, ``pg_locks`` mode) pairs its transaction holds after it on the

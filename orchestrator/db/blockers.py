@@ -21,7 +21,7 @@ import functools
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
@@ -91,15 +91,7 @@ class Blocker:
 
     def to_json(self) -> dict[str, object]:
         """The audit trail's shape of one blocker."""
-        return {
-            "pid": self.pid,
-            "application_name": self.application_name,
-            "state": self.state,
-            "since_s": round(self.since_s, 1),
-            "mode": self.mode,
-            "table": self.table,
-            "granted": self.granted,
-        }
+        return {**asdict(self), "since_s": round(self.since_s, 1)}
 
 
 def describe_all(blockers: Sequence[Blocker], limit: int = 3) -> str:

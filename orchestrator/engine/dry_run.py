@@ -4,7 +4,7 @@ real deploy would end with; and the bounds a rehearsal on production keeps to.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import ExitCode
@@ -151,10 +151,7 @@ class DryRun:
             "prediction": self.verdict,
             "caveats": self.caveats,
             "warnings": self.warnings,
-            "steps": [
-                {"name": s.name, "status": s.status, "summary": s.summary, "details": s.details}
-                for s in self.steps
-            ],
+            "steps": [asdict(s) for s in self.steps],
             "merge": None
             if self.merge is None
             else {
