@@ -10,7 +10,7 @@ rewrites. Only the selected migrations are reported and decide the strategy.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from orchestrator.analysis.compatibility import MigrationCompat, migration_compat
@@ -34,13 +34,9 @@ class ObjectChange:
 
     def to_json(self) -> dict[str, Any]:
         """``{"statement", "action", "object"}`` (plus ``detail`` when there is one)."""
-        document: dict[str, Any] = {
-            "statement": self.statement,
-            "action": self.action,
-            "object": self.object,
-        }
-        if self.detail:
-            document["detail"] = self.detail
+        document = asdict(self)
+        if not self.detail:
+            del document["detail"]
         return document
 
 
@@ -126,13 +122,9 @@ def plan_migration(
     findings = tuple(lint_migration(migration) if lint is None else lint)
     risk = assess_risk(migration, compat, findings)
     return MigrationPlan(
-        tag=migration.tag,
+        **asdict(compat),  # its tag, and its compatibility both ways with the reasons
         risk=risk.level,
         risk_reasons=risk.reasons,
-        old_code_on_new_schema=compat.old_code_on_new_schema,
-        new_code_on_old_schema=compat.new_code_on_old_schema,
-        old_reasons=compat.old_reasons,
-        new_reasons=compat.new_reasons,
         objects=tuple(
             ObjectChange(statement.number, change.action, change.target, _detail(change))
             for statement in migration.statements
