@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from orchestrator.analysis.compatibility import Compat
 from orchestrator.analysis.plan import MigrationPlan, Plan
+from orchestrator.analysis.risk import counted
 
 _ICONS = {Compat.SAFE: "✅", Compat.CONDITIONAL: "⚠️", Compat.BREAKS: "❌"}
 _SAFE_COLUMN = {Compat.SAFE: "✅ Yes", Compat.CONDITIONAL: "⚠️ Conditional", Compat.BREAKS: "❌ No"}
@@ -14,19 +15,14 @@ _SAFE_COLUMN = {Compat.SAFE: "✅ Yes", Compat.CONDITIONAL: "⚠️ Conditional"
 
 def objects_summary(migration: MigrationPlan) -> str:
     """ "create 4 tables, 2 indexes; alter 4 columns" from a migration's object changes."""
-    counts: dict[tuple[str, str], int] = {}
+    nouns: dict[str, list[str]] = {}  # by action
     for change in migration.objects:
-        if change.action == "none":
-            continue  # IF NOT EXISTS of an object already there: nothing happens
-        noun = change.object.split(" ", 1)[0].replace("_", " ")
-        counts[(change.action, noun)] = counts.get((change.action, noun), 0) + 1
-    by_action: dict[str, list[str]] = {}
-    for (action, noun), n in counts.items():
-        plural = noun if n == 1 else (f"{noun}es" if noun.endswith(("x", "s")) else f"{noun}s")
-        by_action.setdefault(action, []).append(f"{n} {plural}")
-    if not by_action:
+        if change.action != "none":  # IF NOT EXISTS of an object already there: nothing happens
+            noun = change.object.split(" ", 1)[0].replace("_", " ")
+            nouns.setdefault(change.action, []).append(noun)
+    if not nouns:
         return "nothing"
-    return "; ".join(f"{action} {', '.join(parts)}" for action, parts in by_action.items())
+    return "; ".join(f"{action} {counted(each)}" for action, each in nouns.items())
 
 
 def _cell(text: str) -> str:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -89,15 +90,17 @@ def assess_risk(
 
 
 def _additive_summary(migration: MigrationEffects) -> str:
-    counts: dict[str, int] = {}
-    for change in migration.changes:
-        noun = change.target.split(" ", 1)[0] if change.action == "create" else None
-        if noun:
-            counts[noun] = counts.get(noun, 0) + 1
-    if not counts:
+    created = [c.target.split(" ", 1)[0] for c in migration.changes if c.action == "create"]
+    if not created:
         return "changes nothing that running code depends on"
-    parts = [f"{n} {noun if n == 1 else _plural(noun)}" for noun, n in counts.items()]
-    return f"additive only: creates {', '.join(parts)}; nothing existing is locked or changed"
+    return f"additive only: creates {counted(created)}; nothing existing is locked or changed"
+
+
+def counted(nouns: Iterable[str]) -> str:
+    """``2 tables, 1 index``: each noun with how often it comes, in the order first seen."""
+    return ", ".join(
+        f"{n} {noun if n == 1 else _plural(noun)}" for noun, n in Counter(nouns).items()
+    )
 
 
 def _plural(noun: str) -> str:
