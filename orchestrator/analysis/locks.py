@@ -8,6 +8,7 @@ with *it* queues behind it: that is how one long read plus an ``ALTER TABLE`` st
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
@@ -58,12 +59,7 @@ _BLOCKS = {
 
 def pg_mode(name: str) -> str:
     """``AccessShareLock`` (as ``pg_locks.mode`` says it) as ``ACCESS SHARE`` (pure)."""
-    words: list[str] = []
-    for char in name.removesuffix("Lock"):
-        if char.isupper() and words:
-            words.append(" ")
-        words.append(char.upper())
-    return "".join(words)
+    return " ".join(re.findall(r"[A-Z][a-z]*", name.removesuffix("Lock"))).upper()
 
 
 def conflicts(requested: str, held: str) -> bool:
