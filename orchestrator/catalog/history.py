@@ -49,10 +49,7 @@ class History:
     @cached_property
     def universe(self) -> frozenset[str]:
         """Every object some state of the history holds: what the folder is answerable for."""
-        keys = set(self.initial)
-        for change in self.deltas:
-            keys.update(change)
-        return frozenset(keys)
+        return frozenset(self.initial).union(*self.deltas)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON document :meth:`from_json` reads back."""
