@@ -76,13 +76,8 @@ def schema_lines(script: str) -> tuple[str, ...]:
 
 def schemas_created(script: str) -> frozenset[str]:
     """The schemas a script's ``CREATE SCHEMA`` statements create, unquoted (pure)."""
-    found = set()
-    for line in script.splitlines():
-        match = _CREATE_SCHEMA.match(line)
-        if match:
-            name = match.group(1)
-            found.add(name[1:-1].replace('""', '"') if name.startswith('"') else name)
-    return frozenset(found)
+    names = (m.group(1) for line in script.splitlines() if (m := _CREATE_SCHEMA.match(line)))
+    return frozenset(n[1:-1].replace('""', '"') if n.startswith('"') else n for n in names)
 
 
 def count_rows(lines: Iterable[str]) -> dict[str, int]:
