@@ -187,11 +187,8 @@ class EmbeddedPostgres:
         return f"postgresql://{self.superuser}@127.0.0.1:{self.port}/{dbname}"
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        kwargs: dict[str, object] = {}
-        if self._os_user is not None:
-            kwargs["user"] = self._os_user
-            kwargs["group"] = self._os_user
-            kwargs["extra_groups"] = []
+        user = self._os_user
+        kwargs = {} if user is None else {"user": user, "group": user, "extra_groups": []}
         return subprocess.run(  # type: ignore[call-overload, no-any-return]
             list(args), check=True, capture_output=True, text=True, cwd=self.root, **kwargs
         )
