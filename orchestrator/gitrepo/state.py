@@ -66,17 +66,14 @@ def refuse_dirty(repo: git.Repo) -> None:
         if (git_dir / marker).exists():
             raise GuardError(f"{operation} is in progress in {repo.working_dir}; finish it first")
     out = git_output(repo.git, "status", "--porcelain=v1", "-z", "--untracked-files=no")
-    entries = out.split("\0")
+    entries = iter(out.split("\0"))
     paths: list[str] = []
-    i = 0
-    while i < len(entries):
-        entry = entries[i]
-        i += 1
+    for entry in entries:
         if len(entry) < 4:
             continue
         paths.append(entry[3:])
         if entry[0] in "RC":  # renames and copies carry their source path as the next entry
-            i += 1
+            next(entries, None)
     if paths:
         raise GuardError(
             f"working tree {repo.working_dir} has uncommitted changes: {name_paths(paths)}"
