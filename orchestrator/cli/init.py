@@ -8,7 +8,7 @@ what was found.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -50,18 +50,7 @@ if TYPE_CHECKING:
     help="GitHub Enterprise: https://HOST/api/v3.",
 )
 @click.option("--vercel-api-url", default="https://api.vercel.com", show_default=True)
-def init(
-    output: Path,
-    yes: bool,
-    database_url: str | None,
-    via: str | None,
-    health_url: str | None,
-    monitor_duration: str,
-    monitor_interval: str,
-    neon_api_url: str,
-    github_api_url: str,
-    vercel_api_url: str,
-) -> int:
+def init(output: Path, yes: bool, **given: Any) -> int:
     """Write a playbook for the app in this folder from its drizzle config, .vercel/,
     git remote and database host. Values not found are commented TODO lines."""
     import os
@@ -70,16 +59,9 @@ def init(
     from orchestrator.init import InitOptions, check_options, check_target, init_playbook
 
     check_target(output)  # before any question or API call
-    options = InitOptions(
-        database_url=database_url,
-        via=via,
-        health_url=health_url,
-        monitor_duration=monitor_duration,
-        monitor_interval=monitor_interval,
-        neon_api_url=neon_api_url.rstrip("/"),
-        github_api_url=github_api_url.rstrip("/"),
-        vercel_api_url=vercel_api_url.rstrip("/"),
-    )
+    # The other options are named after the InitOptions fields they fill.
+    urls = {key: value.rstrip("/") for key, value in given.items() if key.endswith("_api_url")}
+    options = InitOptions(**{**given, **urls})
     check_options(options)
 
     def ask(question: Question) -> str:
