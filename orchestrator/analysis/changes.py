@@ -129,6 +129,12 @@ class Change:
         return "alter"
 
     @property
+    def effective_kind(self) -> ChangeKind:
+        """Its kind; for a ``no_op``, the kind it restates (PostgreSQL still takes that lock,
+        and still refuses that CONCURRENTLY inside a transaction)."""
+        return self.restates if self.kind == "no_op" and self.restates else self.kind
+
+    @property
     def on_existing_table(self) -> bool:
         """True when it touches a table that existed before this migration."""
         return self.table is not None and not self.table_is_new

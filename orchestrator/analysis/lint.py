@@ -262,8 +262,7 @@ def _statement_rules() -> list[tuple[Rule, ChangeCheck]]:
         return None
 
     def concurrently(c: Change) -> str | None:
-        kind = c.restates if c.kind == "no_op" else c.kind
-        if kind in ("create_index", "drop_index", "reindex") and c.concurrently:
+        if c.effective_kind in ("create_index", "drop_index", "reindex") and c.concurrently:
             return f"{c.target}: CONCURRENTLY cannot run inside the migration's transaction"
         return None
 

@@ -103,7 +103,7 @@ def lock_mode(change: Change) -> str | None:
     """
     if not change.on_existing_table:
         return None
-    kind = change.restates if change.kind == "no_op" and change.restates else change.kind
+    kind = change.effective_kind
     if kind == "create_index":
         return "SHARE UPDATE EXCLUSIVE" if change.concurrently else "SHARE"
     if kind in ("drop_index", "reindex"):

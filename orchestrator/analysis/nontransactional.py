@@ -61,11 +61,9 @@ def _quoted(label: str) -> str:
 def _concurrent_reason(change: Change) -> str | None:
     if not change.concurrently:
         return None
-    kind = change.restates if change.kind == "no_op" else change.kind
-    verb = {"create_index": "CREATE INDEX", "drop_index": "DROP INDEX", "reindex": "REINDEX"}
-    if kind in verb:
-        return f"{verb[kind]} CONCURRENTLY ({change.target})"
-    return None
+    verbs = {"create_index": "CREATE INDEX", "drop_index": "DROP INDEX", "reindex": "REINDEX"}
+    verb = verbs.get(change.effective_kind)
+    return f"{verb} CONCURRENTLY ({change.target})" if verb else None
 
 
 def nontransactional_statements(
@@ -200,7 +198,6 @@ def catalog_checked(statement: StatementEffects) -> bool:
     if statement.error is not None or len(statement.changes) != 1:
         return False
     change = statement.changes[0]
-    kind = change.restates if change.kind == "no_op" and change.restates else change.kind
-    if kind in ("create_index", "drop_index"):
+    if change.effective_kind in ("create_index", "drop_index"):
         return len(change.target.split(" ", 1)[-1].split(".", 1)) == 2
     return enum_value_of(change) is not None

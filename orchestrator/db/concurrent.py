@@ -243,10 +243,6 @@ def _name(change: Change) -> tuple[str, str] | None:
     return (parts[0], parts[1]) if len(parts) == 2 else None
 
 
-def _kind(change: Change) -> str:
-    return change.restates if change.kind == "no_op" and change.restates else change.kind
-
-
 def _already_done(
     conn: psycopg.Connection[Any], statement: StatementEffects, on_note: OnNote, where: str
 ) -> bool:
@@ -257,7 +253,7 @@ def _already_done(
     if not catalog_checked(statement):
         return False
     change = statement.changes[0]
-    kind = _kind(change)
+    kind = change.effective_kind
     if kind in ("create_index", "drop_index") and (name := _name(change)) is not None:
         row = conn.execute(_INDEX_SQL, name).fetchone()
         if kind == "drop_index":
@@ -282,7 +278,7 @@ def _drop_invalid_left_by(conn: psycopg.Connection[Any], statement: StatementEff
     """Drop the INVALID index a failed CREATE INDEX / REINDEX CONCURRENTLY left; their names."""
     dropped: list[str] = []
     for change in statement.changes:
-        kind = _kind(change)
+        kind = change.effective_kind
         try:
             if kind == "create_index" and (name := _name(change)) is not None:
                 row = conn.execute(_INDEX_SQL, name).fetchone()
