@@ -272,9 +272,7 @@ def show_inventory(inventory: Inventory) -> None:
     lines.append("in the database but created by no tracked migration:")
     lines.extend(f"  - {d}" for d in inventory.drift or ["(none)"])
     lines.append("created by a tracked migration but gone:")
-    lines.extend(f"  - {g.migration}: {g.object}" for g in inventory.gone)
-    if not inventory.gone:
-        lines.append("  - (none)")
+    lines.extend([f"  - {g.migration}: {g.object}" for g in inventory.gone] or ["  - (none)"])
     lines.append("present, but not as the tracked migrations define it:")
     lines.extend(f"  - {c}" for c in inventory.changed or ["(none)"])
     print_lines(lines)
