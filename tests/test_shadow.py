@@ -427,6 +427,68 @@ def test_reading_back_only_what_each_migration_touched_builds_every_state(server
     assert len({json.dumps(s, sort_keys=True) for s in states[0]}) > 30  # they do differ
 
 
+FAR_DEPENDENTS = {
+    # an array column's type depends on the array type, which depends on the enum
+    "enum-array": [
+        (
+            "0000_posts",
+            "CREATE TYPE \"status\" AS ENUM('a', 'b');\n--> statement-breakpoint\n"
+            'CREATE TABLE "posts" ("id" serial PRIMARY KEY, "tags" "status"[]);',
+        ),
+        ("0001_rename", 'ALTER TYPE "status" RENAME TO "state";'),
+        ("0002_title", 'ALTER TABLE "posts" ADD COLUMN "title" text;'),
+    ],
+    # another schema's column type and foreign key, through the renamed schema's objects
+    "schema": [
+        (
+            "0000_a",
+            'CREATE SCHEMA "a";\n--> statement-breakpoint\n'
+            'CREATE TYPE "a"."kind" AS ENUM(\'x\');\n--> statement-breakpoint\n'
+            'CREATE TABLE "a"."t" ("id" integer PRIMARY KEY);\n--> statement-breakpoint\n'
+            'CREATE TABLE "u" ("k" "a"."kind", "t" integer REFERENCES "a"."t");',
+        ),
+        ("0001_rename", 'ALTER SCHEMA "a" RENAME TO "b";'),
+        ("0002_note", 'ALTER TABLE "u" ADD COLUMN "note" text;'),
+    ],
+    # a column added to the root reaches the partitions of a partition
+    "partitions": [
+        (
+            "0000_m",
+            'CREATE TABLE "m" ("region" text, "y" integer) PARTITION BY LIST ("region");'
+            "\n--> statement-breakpoint\n"
+            'CREATE TABLE "m_eu" PARTITION OF "m" FOR VALUES IN (\'eu\') PARTITION BY LIST ("y");'
+            "\n--> statement-breakpoint\n"
+            'CREATE TABLE "m_eu_2024" PARTITION OF "m_eu" FOR VALUES IN (2024);',
+        ),
+        ("0001_note", 'ALTER TABLE "m" ADD COLUMN "note" text;'),
+        ("0002_index", 'CREATE INDEX "m_eu_2024_y" ON "m_eu_2024" ("y");'),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAR_DEPENDENTS))
+def test_a_change_reaches_what_depends_on_it_at_any_distance(
+    case: str, tmp_path: Path, server_url: str
+) -> None:
+    """Renaming an enum renames the type of an array column of it (two dependencies away);
+    the read after that migration must see it, not the read after the next one."""
+    journal = read_journal(write_folder(tmp_path / "drizzle", FAR_DEPENDENTS[case]))
+    with ShadowServer(ShadowSpec(server_url)) as server:
+        states = []
+        for incremental in (True, False):
+            with server.database() as url:
+                history = replay_history(
+                    url,
+                    journal,
+                    schema=OPTIONS.schema,
+                    table=OPTIONS.table,
+                    server=server.description,
+                    incremental=incremental,
+                )
+            states.append([history.state_after(k) for k in range(len(journal.migrations) + 1)])
+    assert states[0] == states[1]
+
+
 def test_a_migration_that_deallocates_every_prepared_statement_replays_all_the_same(
     tmp_path: Path, server_url: str
 ) -> None:

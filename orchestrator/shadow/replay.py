@@ -13,11 +13,11 @@ A whole read after each of hundreds of migrations would cost minutes. So the cat
 whole once, before the first migration; after each only the objects it touched are: an event
 trigger records what each DDL command created, altered or dropped
 (``pg_event_trigger_ddl_commands``, ``pg_event_trigger_dropped_objects``), widened to the
-objects that depend on those (a view on a renamed table, a foreign key to it) and to their
-owners (a column's, constraint's or index's table). At the end the catalog is read whole
-again and must equal what the deltas built; where it does not (or where the server does not
-let us create an event trigger), the folder is replayed again with a whole read after each
-migration.
+objects that depend on those at any distance (a view on a renamed table, a foreign key to it,
+an array column of a renamed enum) and to their owners (a column's, constraint's or index's
+table). At the end the catalog is read whole again and must equal what the deltas built;
+where it does not (or where the server does not let us create an event trigger), the folder
+is replayed again with a whole read after each migration.
 """
 
 from __future__ import annotations
@@ -151,16 +151,15 @@ CREATE EVENT TRIGGER orchestrator_drop ON sql_drop
     EXECUTE FUNCTION pg_temp.orchestrator_drop();
 """
 
-# What the recorded objects and the ones depending on them belong to, as the reader's refs;
+# What the recorded objects and the ones depending on them, at any distance (an array
+# column's type through the renamed enum's array type), belong to, as the reader's refs;
 # the record is emptied for the next migration.
 _TOUCHED_OWNERS = """
-WITH touched AS (
+WITH RECURSIVE near AS (
     SELECT DISTINCT classid, objid FROM pg_temp.orchestrator_touched
-), near AS (
-    SELECT classid, objid FROM touched
     UNION
     SELECT d.classid, d.objid FROM pg_depend d
-    JOIN touched t ON d.refclassid = t.classid AND d.refobjid = t.objid
+    JOIN near t ON d.refclassid = t.classid AND d.refobjid = t.objid
 )
 SELECT DISTINCT CASE classid
     WHEN 'pg_class'::regclass THEN 'c' || coalesce(
