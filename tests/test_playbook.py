@@ -284,6 +284,13 @@ BAD_EDITS: list[tuple[str, Callable[[str], str], str, str, str]] = [
         "missing required key 'git'",
     ),
     (
+        "a monitor without a check",
+        lambda t: t[: t.index("  http:\n")],
+        "monitor",
+        "monitor:",
+        "needs a check (http or sql): a window that checks nothing proves nothing",
+    ),
+    (
         "missing nested field",
         lambda t: t.replace("  duration: 15m\n", ""),
         "monitor.duration",

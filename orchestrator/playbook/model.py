@@ -266,6 +266,15 @@ class MonitorSpec(_Spec):
     http: list[HttpCheck] = Field(default_factory=list)
     sql: list[SqlCheck] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _checks_something(self) -> MonitorSpec:
+        # Refused here, before anything changes: the monitor only runs once the push is done.
+        if not self.http and not self.sql:
+            raise ValueError(
+                "needs a check (http or sql): a window that checks nothing proves nothing"
+            )
+        return self
+
     @field_validator("interval")
     @classmethod
     def _fits_in_duration(cls, value: float, info: ValidationInfo) -> float:
