@@ -27,9 +27,14 @@ from urllib.parse import quote
 
 REDACTED = "***"
 
-# key=value conninfo: password=secret or password='se cret'
-# (unquoted, it ends at whitespace, a double quote or "&": in a JSON string or a URL query)
-_CONNINFO_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s\"&]+)", re.IGNORECASE)
+# key=value conninfo: password='se cret', or unquoted up to whitespace as libpq reads it
+# (password=a&b"c is one value), but for a double quote that ends a JSON string; in a URL's
+# query (?password=secret&sslmode=...), up to the next parameter.
+_CONNINFO_PASSWORD = re.compile(
+    r"""(password\s*=\s*)('(?:[^'\\]|\\.)*'|(?<=[?&]password=)[^&\s"#]*"""
+    r"""|(?:[^\s"]|"(?![\s,}\]]|$))+)""",
+    re.IGNORECASE,
+)
 # any URL-looking userinfo: scheme://user:secret@host. Anchored on the literal "://" (no
 # scheme class in front), so scanning a large document such as a --json report stays fast.
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@\s]*)(@)")

@@ -15,7 +15,7 @@ from psycopg import sql
 from orchestrator.cli import run
 from orchestrator.db.connect import check_ssl, is_local_host, remote_hosts, ssl_warning
 from orchestrator.errors import UsageError
-from orchestrator.redaction import Redactor, secret_values
+from orchestrator.redaction import Redactor, redact, secret_values
 from orchestrator.sandbox.release import EXAMPLE_MIGRATIONS, copy_migrations
 from tests.pg_urls import with_user
 from tests.test_deploy import build_world
@@ -473,3 +473,22 @@ def test_a_json_report_masks_a_secret_however_json_spells_it(
         given.discard(secret)
     document = json.loads(capsys.readouterr().out)
     assert document == {"reason": "refused by ***", "playbook": "/srv/app/release.yaml"}
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        # libpq reads an unquoted value up to whitespace: all of it is the password
+        ("host=db password=Pr0d&Secret%Tail dbname=app", "host=db password=*** dbname=app"),
+        ('host=db password=abc"SECRETTAIL dbname=app', "host=db password=*** dbname=app"),
+        ("host=db password='se cret' dbname=app", "host=db password=*** dbname=app"),
+        # the end of a JSON string, and the next parameter of a URL's query, end it
+        ('{"dsn": "host=db password=s3cret", "n": 1}', '{"dsn": "host=db password=***", "n": 1}'),
+        (
+            "postgresql://db/app?password=s3cret&sslmode=require",
+            "postgresql://db/app?password=***&sslmode=require",
+        ),
+    ],
+)
+def test_a_conninfo_password_is_masked_whole(text: str, shown: str) -> None:
+    assert redact(text) == shown
