@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import stat
 from pathlib import Path
 
@@ -665,4 +666,29 @@ def test_a_migration_ending_in_a_line_comment_replays_and_migrates(
     )
     migrate(database_url, folder, suite_shadow())
     report = validate_database(database_url, read_journal(folder), OPTIONS, shadow=suite_shadow())
+    assert report.status is Verdict.SAFE, report.findings
+
+
+def test_a_folder_creating_a_role_replays_again_on_the_same_shadow(
+    database_url: str, server_url: str, tmp_path: Path, cache: Path
+) -> None:
+    """Roles outlive the replay's database: the next replay on that server (a cache miss, or
+    the whole-read replay after the fast one) finds the role its CREATE ROLE creates."""
+    role = f"admin_{secrets.token_hex(4)}"
+    folder = write_folder(
+        tmp_path / "drizzle",
+        [("0000_a", f'CREATE ROLE "{role}";\n--> statement-breakpoint\nCREATE TABLE "a" (i int);')],
+    )
+    journal, shadow = read_journal(folder), ShadowSpec(server_url)
+    try:
+        assert validate_database(database_url, journal, OPTIONS, shadow=shadow).status is (
+            Verdict.NEEDS_MIGRATION
+        )
+        # Production shares the suite's server: it creates the role the replay left there.
+        execute(server_url, f'DROP ROLE "{role}"')
+        migrate(database_url, folder, shadow)
+        shutil.rmtree(cache)
+        report = validate_database(database_url, journal, OPTIONS, shadow=shadow)
+    finally:
+        execute(server_url, f'DROP ROLE IF EXISTS "{role}"')
     assert report.status is Verdict.SAFE, report.findings

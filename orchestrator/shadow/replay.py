@@ -43,6 +43,7 @@ TRANSIENT = frozenset({"40P01", "40001"})
 # A role PostgreSQL says is missing: undefined_object, or invalid_parameter_value (SET ROLE).
 _NO_SUCH_ROLE = frozenset({"42704", "22023"})
 _MISSING_ROLE = re.compile(r'role "([^"]+)" does not exist')
+_EXISTING_ROLE = re.compile(r'role "([^"]+)" already exists')  # duplicate_object, 42710
 # PostgreSQL 15+: extension "x" is not available; 13 and 14: could not open extension
 # control file ".../x.control"
 _MISSING_EXTENSION = re.compile(r'extension (?:control file )?"(?:[^"]*/)?([^"/]+?)(?:\.control)?"')
@@ -117,10 +118,9 @@ class _State:
         else:
             wanted = set(owners)
             old_keys = [key for key, (owner, _) in self.refs.items() if owner in wanted]
-        before = {key: self.objects[key] for key in old_keys}
+        before = {key: self.objects.pop(key) for key in old_keys}
         change = delta(before, read.objects)
         for key in old_keys:
-            del self.objects[key]
             del self.refs[key]
         self.objects.update(read.objects)
         self.refs.update(read.refs)
@@ -263,7 +263,7 @@ def _attempted(
                 f"({server}) does not have: name a shadow server that has it (--shadow-url, or "
                 "the playbook's shadow: {url_env: NAME})"
             )
-        if failure.sqlstate not in TRANSIENT and not _create_missing_role(conn, failure):
+        if failure.sqlstate not in TRANSIENT and not _settle_role(conn, failure):
             return failure
     return failure
 
@@ -290,8 +290,17 @@ def _statement_by_statement(
     return None
 
 
-def _create_missing_role(conn: psycopg.Connection[Any], failure: ReplayFailure) -> bool:
-    """Create the role a statement named if PostgreSQL said it is missing."""
+def _settle_role(conn: psycopg.Connection[Any], failure: ReplayFailure) -> bool:
+    """Create the role a statement named if PostgreSQL said it is missing; drop the one it said
+    exists: an earlier replay's outlives its database (roles are the server's, with no record
+    of who made them: dropped on conflict, a crash's leftovers go too). One that objects
+    elsewhere depend on cannot be dropped: the failure stands."""
+    if failure.sqlstate == "42710" and (existing := _EXISTING_ROLE.search(failure.message)):
+        try:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(existing.group(1))))
+        except psycopg.Error:
+            return False
+        return True
     found = _MISSING_ROLE.search(failure.message)
     if failure.sqlstate not in _NO_SUCH_ROLE or found is None:
         return False
