@@ -692,3 +692,29 @@ def test_a_folder_creating_a_role_replays_again_on_the_same_shadow(
     finally:
         execute(server_url, f'DROP ROLE IF EXISTS "{role}"')
     assert report.status is Verdict.SAFE, report.findings
+
+
+def test_a_production_whose_public_schema_was_recreated_is_safe(
+    database_url: str, server_url: str, tmp_path: Path, cache: Path
+) -> None:
+    """The reset that drops and recreates public loses template1's comment on it, which no
+    migration set: a warning, not a partial migration. A comment a migration sets counts."""
+    folder = write_folder(tmp_path / "drizzle", [("0000_a", 'CREATE TABLE "a" ("id" integer);')])
+    execute(database_url, "DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    migrate(database_url, folder, ShadowSpec(server_url))
+    report = validate_database(
+        database_url, read_journal(folder), OPTIONS, shadow=ShadowSpec(server_url)
+    )
+    assert report.status is Verdict.SAFE, report.findings
+    assert [f.severity for f in report.findings if "public" in f.message] == ["warning"]
+    commented = write_folder(
+        tmp_path / "commented",
+        [
+            ("0000_a", 'CREATE TABLE "a" ("id" integer);'),
+            ("0001_c", "COMMENT ON SCHEMA public IS 'app';"),
+        ],
+    )
+    execute(database_url, "COMMENT ON SCHEMA public IS NULL")
+    assert validate_database(
+        database_url, read_journal(commented), OPTIONS, shadow=ShadowSpec(server_url)
+    ).status is (Verdict.PARTIAL_MIGRATION)

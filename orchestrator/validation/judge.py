@@ -42,6 +42,7 @@ from orchestrator.validation.matching import (
     MigrationEvidence,
     drift,
     first_matching_prefix,
+    inherited,
     migration_evidence,
     untouched,
 )
@@ -93,7 +94,7 @@ def read_history(
     """Judge the schema as a whole against the history (see the module's docstring), each
     migration ``tracked`` or not."""
     tags = [m.tag for m in journal.migrations]
-    found = snapshot.objects
+    found, _ = inherited(history, snapshot.objects)  # the template's are not the folder's
     k = next((i for i, is_tracked in enumerate(tracked) if not is_tracked), len(tags))
     matched = None if any(tracked[k:]) else first_matching_prefix(history, found, k)
     if matched is not None:

@@ -18,6 +18,7 @@ __all__ = [
     "MigrationEvidence",
     "drift",
     "first_matching_prefix",
+    "inherited",
     "migration_evidence",
     "untouched",
 ]
@@ -90,5 +91,15 @@ def drift(history: History, expected: Objects, found: Objects) -> list[Differenc
 
 
 def untouched(history: History, found: Objects) -> list[str]:
-    """Objects of the database that no state of the history holds, sorted."""
-    return sorted(found.keys() - history.universe)
+    """Objects of the database that no state of the history holds, sorted, then how those it
+    inherits differ (:func:`inherited`)."""
+    return sorted(found.keys() - history.universe) + [str(d) for d in inherited(history, found)[1]]
+
+
+def inherited(history: History, found: Objects) -> tuple[Objects, list[Difference]]:
+    """``found`` with the objects the history starts with and no migration touches as the
+    history has them, and how they differed: those are the shadow's template's (public's
+    comment, which a DROP and CREATE SCHEMA public loses), none of the folder's business."""
+    keys = frozenset(history.initial).difference(*history.deltas)
+    drifted = differences(history.initial, found, keys)
+    return {**found, **{key: history.initial[key] for key in keys}}, drifted
