@@ -11,7 +11,6 @@ from orchestrator.cli.options import (
     DatabaseTarget,
     database_options,
     lock_timeout_option,
-    on_retry,
     shadow_url_option,
 )
 from orchestrator.errors import ExitCode, UsageError
@@ -39,9 +38,7 @@ def plan(target: DatabaseTarget, all_migrations: bool, markdown: bool) -> int:
         raise UsageError("--json and --markdown are exclusive: pick one")
     journal = target.journal()
     url = None if all_migrations else target.url()
-    result = reports.plan(
-        url, journal, target.options(), shadow=target.shadow, retry=target.retry, on_retry=on_retry
-    )
+    result = reports.plan(url, journal, target.options(), **target.reading())
     if result.note and not target.as_json:
         err.print(f"note: {result.note}", markup=False, highlight=False)
     if target.as_json:
@@ -126,10 +123,8 @@ def repair(target: DatabaseTarget, lock_timeout: str, dry_run: bool, yes: bool) 
         journal,
         options,
         confirm=confirm,
-        shadow=target.shadow,
         dry_run=dry_run,
-        retry=target.retry,
-        on_retry=on_retry,
+        **target.reading(),
     )
     if target.as_json:
         print_json(repair_json(result, dry_run))
@@ -147,12 +142,7 @@ def inspect(target: DatabaseTarget) -> int:
     from orchestrator.cli.console import print_json
 
     inventory = reports.inspect(
-        target.url(),
-        target.journal(),
-        target.options(),
-        shadow=target.shadow,
-        retry=target.retry,
-        on_retry=on_retry,
+        target.url(), target.journal(), target.options(), **target.reading()
     )
     if target.as_json:
         print_json(inventory.to_json())

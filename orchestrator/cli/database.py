@@ -12,7 +12,6 @@ from orchestrator.cli.options import (
     database_options,
     lock_retries_option,
     lock_timeout_option,
-    on_retry,
 )
 from orchestrator.errors import UsageError
 
@@ -27,14 +26,7 @@ def validate(target: DatabaseTarget) -> int:
     from orchestrator.database import validate_database
 
     url = target.url()
-    report = validate_database(
-        url,
-        target.journal(),
-        target.options(),
-        shadow=target.shadow,
-        retry=target.retry,
-        on_retry=on_retry,
-    )
+    report = validate_database(url, target.journal(), target.options(), **target.reading())
     show_report(report, url, target.as_json)
     return int(report.exit_code)
 
@@ -88,9 +80,7 @@ def migrate(
         journal,
         options,
         confirm=confirm,
-        shadow=target.shadow,
-        retry=target.retry,
-        on_retry=on_retry,
+        **target.reading(),
         on_migration=None if target.as_json else lambda m: err.print(f"applying {m.tag} …"),
         on_lock_retry=lambda event: err.print(event.line(), markup=False, highlight=False),
         on_note=lambda note: err.print(note, markup=False, highlight=False),

@@ -109,6 +109,10 @@ class DatabaseTarget:
 
         return RetryPolicy(attempts=self.retries)
 
+    def reading(self) -> dict[str, Any]:
+        """``shadow``, ``retry`` and ``on_retry``: how every database command reads."""
+        return {"shadow": self.shadow, "retry": self.retry, "on_retry": on_retry}
+
 
 def read_migrations(folder: Path) -> Journal:
     """Read a migrations folder; warn (never refuse) about files drizzle would ignore."""
