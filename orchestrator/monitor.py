@@ -157,13 +157,6 @@ def judge_value(value: float, *, min: float | None, max: float | None) -> tuple[
     return True, f"value {shown}" + (f" ({', '.join(bounds)})" if bounds else "")
 
 
-def _as_number(cell: object) -> float | None:
-    """The cell as a float if it is a number (bool is not), else None."""
-    if isinstance(cell, int | float | Decimal) and not isinstance(cell, bool):
-        return float(cell)
-    return None
-
-
 def judge_row(
     row: Sequence[object] | None, *, min: float | None, max: float | None
 ) -> tuple[bool, str, float | None]:
@@ -175,9 +168,9 @@ def judge_row(
     cell = row[0]
     if cell is None:
         return False, "query returned NULL", None
-    value = _as_number(cell)
-    if value is None:
+    if isinstance(cell, bool) or not isinstance(cell, int | float | Decimal):  # bool is no number
         return False, f"not a number: {_one_line(repr(cell))[:80]}", None
+    value = float(cell)
     ok, detail = judge_value(value, min=min, max=max)
     return ok, detail, value
 
