@@ -147,10 +147,6 @@ def _monitor_hint(raw: Mapping[str, Any]) -> str:
     return f": {'healthy' if monitor.healthy else 'UNHEALTHY'} ({monitor.rounds} rounds)"
 
 
-def _backup_hint(raw: Mapping[str, Any]) -> str:
-    return f": {BackupOutcome.model_validate(raw).kind}"
-
-
 def _preflight_hint(raw: Mapping[str, Any]) -> str:
     commit = PreflightOutcome.model_validate(raw).source_commit
     return f": source {str(commit)[:12]}, trial merge clean"
@@ -158,7 +154,7 @@ def _preflight_hint(raw: Mapping[str, Any]) -> str:
 
 _HINTS: Mapping[str, Callable[[Mapping[str, Any]], str]] = {
     "preflight": _preflight_hint,
-    "backup": _backup_hint,
+    "backup": lambda raw: f": {BackupOutcome.model_validate(raw).kind}",
     "validate": _verdict_hint,
     "revalidate": _verdict_hint,
     "migrate": _migrate_hint,
