@@ -81,7 +81,7 @@ def validation(console: Console, report: ValidationReport, url: str) -> None:
             expected = len(row.expected_objects)
             present = expected - len(row.missing_objects)
             table.add_row(
-                row.tag,
+                escape(row.tag),
                 str(row.when),
                 f"[{STATE_STYLE[row.state]}]{row.state.value}[/]",
                 "yes" if row.tracked else "no",

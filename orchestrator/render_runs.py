@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.audit import HEAD_KEYS
@@ -216,7 +217,7 @@ def runs_table(
     rows = [
         (
             r.run_id,
-            r.name,
+            escape(r.name),  # a name is text, whatever brackets it holds
             state_label(r, r.run_id in abandoned),
             str(r.exit_code),
             r.updated_at[:19].replace("T", " "),

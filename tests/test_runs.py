@@ -480,3 +480,13 @@ def test_lock_is_exclusive_within_one_process_too(store: RunStore) -> None:
 def test_lock_of_an_unknown_run_is_a_usage_error(store: RunStore) -> None:
     with pytest.raises(UsageError, match="unknown run id"), store.lock("nope"):
         pass
+
+
+def test_a_run_named_like_markup_is_listed_as_written(
+    store: RunStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator.cli import run
+
+    store.create(make_record(name="hotfix [/api/v2] timeouts"))
+    assert run(["runs", "--state-dir", str(store.state_dir)]) == 0
+    assert "[/api/v2]" in capsys.readouterr().out  # as written, not read as a closing tag
