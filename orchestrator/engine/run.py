@@ -347,7 +347,9 @@ def another_database(
     playbook: Playbook, record: RunRecord, url: str, on_retry: OnRetry | None = None
 ) -> list[str]:
     """Why ``url`` is not the database the run started on (the identity it pinned then):
-    empty when it is, or for a record from before runs pinned it."""
+    empty when it is, or for a record from before runs pinned it (no connection then)."""
+    if not record.database:
+        return []
     now = call_with_retry(lambda: read_identity(url), retry_policy(playbook), on_retry=on_retry)
     moved = identity_changes(record.database, now)
     where = f"${playbook.database.url_env} reaches another database than the one"
