@@ -24,7 +24,8 @@ import psycopg
 import pytest
 
 from orchestrator.audit import read_events
-from orchestrator.engine.run import resume
+from orchestrator.engine.rollback import rollback_plan
+from orchestrator.engine.run import resume, rollback
 from orchestrator.errors import ExitCode, UsageError
 from orchestrator.runs import RunRecord
 from orchestrator.sandbox.release import git
@@ -69,6 +70,20 @@ def assert_halted_by(
     last_guard = [e for e in events if e["event"] == "guard"][-1]
     assert (last_guard["guard"], last_guard["ok"]) == (guard, False), last_guard
     assert guard_verdicts(events, guard)[-1] is False
+
+
+def assert_plan_leaves_the_code(world: World, record: RunRecord) -> None:
+    """The target no longer holds the release: the plan (as the halt printed it, as ``show``
+    rebuilds it) reverts no code, says the code is gone and leaves the database to decide;
+    ``rollback`` reverts nothing, and is not refused either."""
+    for plan in (
+        record.rollback_plan,
+        rollback(record.run_id, world.store, world.interaction()).plan,
+    ):
+        assert plan[0].startswith("Code: the release is no longer on origin/main"), plan
+        assert not [line for line in plan if "git " in line or "rollback " + record.run_id in line]
+        assert any(line.startswith("Database: ") for line in plan), plan
+    assert only_run(world).steps.rollback is None
 
 
 def go_on(process: subprocess.Popen[bytes]) -> int:
@@ -182,6 +197,7 @@ def test_killed_after_the_merge_then_the_branch_reset_halts_before_the_monitor(
     process = deploy_process(world, "transition:merged")
     wait_stopped(process)
     kill(process)
+    released = world.origin_main()
     reset_origin_main(world, main_before)
 
     record = resume(None, world.store, world.interaction())
@@ -191,6 +207,13 @@ def test_killed_after_the_merge_then_the_branch_reset_halts_before_the_monitor(
     resumed = [e["event"] for e in events][[e["event"] for e in events].index("run_resumed") :]
     assert "check" not in resumed, "a monitor window ran for a release no longer on the remote"
     assert world.origin_main() == main_before  # nothing pushed behind the operator's back
+    assert_plan_leaves_the_code(world, record)
+
+    # The colleague puts the release back: resumed, it succeeds, and its plan reverts it.
+    reset_origin_main(world, released)
+    record = resume(None, world.store, world.interaction())
+    assert record.state == "succeeded", record.halt_reason
+    assert any("git push origin main" in line for line in rollback_plan(record))
 
 
 def test_push_undone_before_its_guard_is_not_taken_for_pushed(world: World) -> None:
@@ -204,6 +227,7 @@ def test_push_undone_before_its_guard_is_not_taken_for_pushed(world: World) -> N
     assert_halted_by(world, record, ExitCode.GUARD_FAILED, "merge_pushed", "revalidated")
     assert "not on the remote target branch" in str(record.halt_reason)
     assert world.origin_main() == main_before
+    assert_plan_leaves_the_code(world, record)
 
 
 @pytest.mark.parametrize("migrations", [True, False], ids=["migrations", "code-only"])
@@ -231,6 +255,7 @@ def test_release_reverted_before_the_finish_guard_is_not_a_success(
     assert_halted_by(world, record, ExitCode.GUARD_FAILED, "merge_pushed", "monitored")
     assert "ships other migrations than it or undid its changes" in str(record.halt_reason)
     assert world.origin_main() == revert
+    assert_plan_leaves_the_code(world, record)
 
 
 def test_a_later_commit_on_a_release_without_migrations_still_ships_it(world: World) -> None:
@@ -299,6 +324,7 @@ def test_killed_after_the_push_was_recorded_then_reset_is_not_pushed_again(
     resumed = events[[e["event"] for e in events].index("run_resumed") :]
     assert not guard_verdicts(resumed, "merge_pushed"), "the step halted, not the guard"
     assert world.origin_main() == main_before
+    assert_plan_leaves_the_code(world, record)
 
 
 def test_killed_after_an_unrecorded_push_then_reset_is_not_pushed_again(world: World) -> None:

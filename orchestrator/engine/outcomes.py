@@ -193,6 +193,8 @@ class HaltOutcome(Outcome):
     )
     reason: str | None = None
     at: str | None = None
+    # The target no longer held the run's push (reset off it, or reverted), seen at the halt.
+    release_gone: bool = False
 
 
 class RollbackOutcome(Outcome):

@@ -1,19 +1,28 @@
-"""The rollback plan for a run, from its record alone (pure), and the code rollback.
+"""The rollback plan for a run, from its record (pure), and the code rollback.
 
 The plan is concrete for the state the run stopped in: which migrations this run applied,
-the restore point or dump to restore, and the exact git commands to revert a pushed merge.
+the restore point or dump to restore, and the exact git commands to revert a pushed merge,
+unless its halt saw the target no longer holding that merge (:func:`release_gone`).
 """
 
 from __future__ import annotations
 
 from orchestrator.engine.outcomes import (
     BackupOutcome,
+    HaltOutcome,
     MergeOutcome,
     MigrateOutcome,
     PreflightOutcome,
 )
 from orchestrator.engine.steps.base import RunContext
-from orchestrator.gitrepo import revert_commands, revert_release, revert_release_on_branch
+from orchestrator.gitrepo import (
+    contains,
+    remote_tips,
+    revert_commands,
+    revert_release,
+    revert_release_on_branch,
+)
+from orchestrator.gitrepo.history import undone
 from orchestrator.runs import RunRecord
 
 
@@ -92,6 +101,13 @@ def code_steps(record: RunRecord, *, looked: bool = False) -> list[str]:
         ]
     if not merge.pushed_commit:
         return ["Code: nothing was merged or pushed; the target branch is as it was."]
+    if (record.steps.halt or HaltOutcome()).release_gone:
+        # `rollback` could not revert it: the remote no longer holds what it would revert.
+        return [
+            f"Code: the release is no longer on {preflight.remote}/{preflight.target}: someone "
+            f"reset the branch or reverted it after the run pushed {merge.pushed_commit[:12]}; "
+            "there is no code to revert. Left to decide: the database."
+        ]
     result = merge.as_result()
     commands = revert_commands(preflight.remote, preflight.target, result)
     if not commands:
@@ -118,6 +134,22 @@ def code_steps(record: RunRecord, *, looked: bool = False) -> list[str]:
 def rollback_plan(record: RunRecord, *, looked: bool = False) -> list[str]:
     """The whole plan: code first (it is what users see), then the database."""
     return [*code_steps(record, looked=looked), *database_steps(record, looked=looked)]
+
+
+def release_gone(ctx: RunContext) -> bool:
+    """Whether the target, fetched now, no longer holds the run's push: reset off it, or
+    every file it changed back as before it (a revert). False when it cannot tell."""
+    merge, preflight = ctx.record.steps.merge or MergeOutcome(), ctx.record.steps.preflight
+    pushed, before = merge.pushed_commit, merge.previous_target_commit
+    if not pushed or before in (None, pushed) or ctx.record.steps.rollback or not preflight:
+        return False
+    try:
+        target = str(preflight.target)
+        tip = remote_tips(ctx.repo, str(preflight.remote), [target])[target]
+        return not contains(ctx.repo, tip, pushed) or undone(ctx.repo, str(before), pushed, tip)
+    except Exception as exc:  # cannot look: the plan reverts it as usual
+        ctx.log.warning("release_unknown", error=str(exc))
+        return False
 
 
 def revert_branch(run_id: str) -> str:

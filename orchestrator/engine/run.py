@@ -33,7 +33,7 @@ from orchestrator.engine.machine import (
 )
 from orchestrator.engine.observations import LiveObservations
 from orchestrator.engine.outcomes import HaltOutcome, Outcome, PreflightOutcome, RollbackOutcome
-from orchestrator.engine.rollback import not_applied, revert_code, rollback_plan
+from orchestrator.engine.rollback import not_applied, release_gone, revert_code, rollback_plan
 from orchestrator.engine.settings import (
     journal_at,
     migrations_path,
@@ -527,6 +527,10 @@ def _stop(ctx: RunContext, model: RunModel, exc: OrchestratorError) -> None:
     record = ctx.record
     # Planned in the state it stopped in, once what landed there was looked for.
     looked = _adopt_landed(ctx)
+    gone = release_gone(ctx)  # then the plan reverts no code
+    record.steps.halt = HaltOutcome(
+        stopped_in=model.state, reason=str(exc), at=utc_now_iso(), release_gone=gone
+    )
     record.rollback_plan = rollback_plan(record, looked=looked)
     # Some of its migrations committed, not all (a concurrent release): a partial state.
     partial = looked and bool(not_applied(record))
@@ -534,7 +538,6 @@ def _stop(ctx: RunContext, model: RunModel, exc: OrchestratorError) -> None:
     # "halted": a guard or the operator stopped a run whose state is understood.
     failed = isinstance(exc, DatabaseError | MigrationFailed) or type(exc) is OrchestratorError
     trigger = "fail" if failed and not partial else "halt"
-    record.steps.halt = HaltOutcome(stopped_in=model.state, reason=str(exc), at=utc_now_iso())
     record.halt_reason = str(exc)
     record.exit_code = int(ExitCode.PARTIAL if partial else exc.exit_code)
     getattr(model, trigger)(detail=str(exc))  # recorded and saved by the machine
@@ -581,11 +584,13 @@ def _changed_production(record: RunRecord) -> bool:
 
 def _reopen(ctx: RunContext, model: RunModel) -> None:
     """Resume a halted or failed run from the state it stopped in (through the machine)."""
-    record = ctx.record
-    previous = record.steps.halt.stopped_in if record.steps.halt is not None else None
+    record, halt = ctx.record, ctx.record.steps.halt or HaltOutcome()
+    previous = halt.stopped_in
     if not previous or previous in TERMINAL:
         raise UsageError(f"run {record.run_id} cannot be resumed: unknown stopping point")
     record.halt_reason, record.exit_code, record.rollback_plan = None, None, []
+    # What the halt saw of the target is not the plan's any more once the run goes on.
+    record.steps.halt = halt.model_copy(update={"release_gone": False})
     getattr(model, reopen_trigger(previous))(recorded_as="resume", detail="resumed by the operator")
 
 
@@ -614,9 +619,9 @@ def rollback(run_id: str, store: RunStore, interaction: Interaction) -> Rollback
             log.info("rollback_looked", found=getattr(record.steps, step.name) is not None)
             store.save(record)
         plan = rollback_plan(record, looked=step is not None)
-        merge = record.steps.merge
-        if merge is None or not merge.pushed_commit or record.steps.rollback is not None:
-            return RollbackResult(None, plan)
+        merge, halt = record.steps.merge, record.steps.halt or HaltOutcome()
+        if not (merge and merge.pushed_commit) or record.steps.rollback or halt.release_gone:
+            return RollbackResult(None, plan)  # nothing of it on the target to revert
         log.info("rollback_plan", plan=plan)
         preflight = record.steps.preflight or PreflightOutcome()
         question = f"Revert the release on {preflight.remote}/{preflight.target}"
