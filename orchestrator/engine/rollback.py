@@ -1,8 +1,8 @@
 """The rollback plan for a run, from its record (pure), and the code rollback.
 
 The plan is concrete for the state the run stopped in: which migrations this run applied,
-the restore point or dump to restore, and the exact git commands to revert a pushed merge,
-unless its halt saw the target no longer holding that merge (:func:`release_gone`).
+the restore point or dump to restore, and the git commands to revert a pushed merge still on
+the target (a halt records whether it is: :func:`release_gone`).
 """
 
 from __future__ import annotations
@@ -15,14 +15,9 @@ from orchestrator.engine.outcomes import (
     PreflightOutcome,
 )
 from orchestrator.engine.steps.base import RunContext
-from orchestrator.gitrepo import (
-    contains,
-    remote_tips,
-    revert_commands,
-    revert_release,
-    revert_release_on_branch,
-)
-from orchestrator.gitrepo.history import undone
+from orchestrator.gitrepo import revert_commands, revert_release, revert_release_on_branch
+from orchestrator.gitrepo.history import contains, undone
+from orchestrator.gitrepo.remote import remote_tips
 from orchestrator.runs import RunRecord
 
 
@@ -101,8 +96,7 @@ def code_steps(record: RunRecord, *, looked: bool = False) -> list[str]:
         ]
     if not merge.pushed_commit:
         return ["Code: nothing was merged or pushed; the target branch is as it was."]
-    if (record.steps.halt or HaltOutcome()).release_gone:
-        # `rollback` could not revert it: the remote no longer holds what it would revert.
+    if (record.steps.halt or HaltOutcome()).release_gone:  # `rollback` could not revert it
         return [
             f"Code: the release is no longer on {preflight.remote}/{preflight.target}: someone "
             f"reset the branch or reverted it after the run pushed {merge.pushed_commit[:12]}; "
@@ -141,12 +135,11 @@ def release_gone(ctx: RunContext) -> bool:
     every file it changed back as before it (a revert). False when it cannot tell."""
     merge, preflight = ctx.record.steps.merge or MergeOutcome(), ctx.record.steps.preflight
     pushed, before = merge.pushed_commit, merge.previous_target_commit
-    if not pushed or before in (None, pushed) or ctx.record.steps.rollback or not preflight:
+    if not (pushed and before and preflight) or pushed == before or ctx.record.steps.rollback:
         return False
     try:
-        target = str(preflight.target)
-        tip = remote_tips(ctx.repo, str(preflight.remote), [target])[target]
-        return not contains(ctx.repo, tip, pushed) or undone(ctx.repo, str(before), pushed, tip)
+        tip = remote_tips(ctx.repo, preflight.remote, [preflight.target])[preflight.target]
+        return not contains(ctx.repo, tip, pushed) or undone(ctx.repo, before, pushed, tip)
     except Exception as exc:  # cannot look: the plan reverts it as usual
         ctx.log.warning("release_unknown", error=str(exc))
         return False
