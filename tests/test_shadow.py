@@ -27,6 +27,7 @@ from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import read_journal
 from orchestrator.errors import DatabaseError, PartialStateError, UsageError
 from orchestrator.migrate import migrate_database
+from orchestrator.sandbox.pg import EmbeddedPostgres
 from orchestrator.shadow import ShadowSpec, one_transaction_refusal
 from orchestrator.shadow.replay import replay_history
 from orchestrator.shadow.server import ShadowServer
@@ -323,15 +324,21 @@ def test_migrate_refuses_what_postgres_refuses_in_one_transaction(
 def test_a_second_migrate_of_a_release_asks_a_named_shadow_nothing(
     database_url: str, tmp_path: Path, cache: Path
 ) -> None:
-    folder = write_folder(tmp_path / "drizzle", ENUM_RELEASE)
+    folder = write_folder(tmp_path / "drizzle", ENUM_RELEASE[:2])
     shadow = ShadowSpec(os.environ["ORCHESTRATOR_SHADOW_URL"])
     migrate(database_url, prefix_folder(folder, 1, tmp_path / "first"), shadow)
+    journal = read_journal(folder)
+    for asked in (shadow, ShadowSpec(UNREACHABLE)):
+        # Unreachable the second time: the history and whether the release runs in one
+        # transaction come from the cache, and the answer is the same.
+        with pytest.raises(UsageError, match="not confirmed"):
+            migrate_database(database_url, journal, OPTIONS, confirm=lambda _r: False, shadow=asked)
+    # A refusal is no lasting answer (the shadow may lack what production has): asked again.
+    refused = write_folder(tmp_path / "enum", ENUM_RELEASE)
     with pytest.raises(UsageError, match="55P04"):
-        migrate(database_url, folder, shadow)
-    # The shadow named now cannot be reached: the history and whether the release runs in
-    # one transaction come from the cache, and the answer is the same.
-    with pytest.raises(UsageError, match="55P04"):
-        migrate(database_url, folder, ShadowSpec(UNREACHABLE))
+        migrate(database_url, refused, shadow)
+    with pytest.raises(DatabaseError, match="cannot connect"):
+        migrate(database_url, refused, ShadowSpec(UNREACHABLE))
 
 
 def test_a_refusal_that_says_more_of_the_shadow_than_of_the_release_is_asked_again(
@@ -714,3 +721,26 @@ def test_a_production_whose_public_schema_was_recreated_is_safe(
     assert validate_database(
         database_url, read_journal(commented), OPTIONS, shadow=ShadowSpec(server_url)
     ).status is (Verdict.PARTIAL_MIGRATION)
+
+
+def test_a_replay_that_failed_for_want_of_something_on_the_shadow_is_replayed_again(
+    database_url: str, own_cluster: EmbeddedPostgres, tmp_path: Path, cache: Path
+) -> None:
+    """A migration may fail for what the shadow server lacks (a tablespace, an OS locale for a
+    collation, an extension's newer version): once the server has it, the next validate
+    replays the folder again, with the cache left as it was."""
+    space = f"fast_{secrets.token_hex(4)}"
+    folder = write_folder(
+        tmp_path / "drizzle", [("0000_a", f'CREATE TABLE "a" ("id" integer) TABLESPACE "{space}";')]
+    )
+    journal, shadow = read_journal(folder), ShadowSpec(own_cluster.url())
+    first = validate_database(database_url, journal, OPTIONS, shadow=shadow)
+    assert [f.code for f in first.findings if f.code == "replay_failed"] == ["replay_failed"]
+    location = own_cluster.root / "space"
+    location.mkdir()
+    owner = own_cluster.datadir.stat()
+    os.chown(location, owner.st_uid, owner.st_gid)
+    execute(own_cluster.url(), f"CREATE TABLESPACE \"{space}\" LOCATION '{location}'")
+    again = validate_database(database_url, journal, OPTIONS, shadow=shadow)
+    assert again.status is Verdict.NEEDS_MIGRATION
+    assert not [f for f in again.findings if f.code == "replay_failed"], again.findings

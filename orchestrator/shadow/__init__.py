@@ -33,7 +33,9 @@ LOCAL_SHADOW = ShadowSpec()
 #: The environment variable naming a shadow server (``--shadow-url``'s default).
 SHADOW_URL_ENV = "ORCHESTRATOR_SHADOW_URL"
 #: SQLSTATE classes of a failure that says more of the server at that moment than of the
-#: release (resources, connection, concurrency, operator, system): such an answer is not cached.
+#: release (resources, connection, concurrency, operator, system): the shadow's error, not the
+#: folder's. No failure is cached at all: one may come of what this shadow server lacks (an OS
+#: locale, a tablespace, an older extension), which another shadow, or this one later, has.
 CIRCUMSTANTIAL = ("08", "40", "53", "57", "58", "XX")
 
 __all__ = [
@@ -95,13 +97,14 @@ def replayed_history(
         except IncompleteReplay:
             with server.database() as url:
                 history = replay(url, journal, incremental=False)
-    if (failure := history.failure) is not None and not _lasting(failure):  # not the folder
+    if (failure := history.failure) is None:
+        cache.store_history(directory, history, astuple(tracking))
+    elif (failure.sqlstate or "").startswith(CIRCUMSTANTIAL):  # not the folder
         raise DatabaseError(
             f"the shadow ({server.description}) failed replaying {failure.tag}: "
             f"{failure.message} [{failure.sqlstate}]; nothing was cached: try again",
             transient=True,
         )
-    cache.store_history(directory, history, astuple(tracking))
     return history
 
 
@@ -123,9 +126,8 @@ def one_transaction_refusal(
     majors = [major, local_major() if shadow.url is None else None]
     for known_major in dict.fromkeys(m for m in majors if m):
         key = cache.cache_key(hashes, known_major, kind="one-transaction")
-        if (known := cache.load(directory, key)) is not None:
-            refusal = known.get("refusal")
-            return ReplayFailure(**refusal) if isinstance(refusal, dict) else None
+        if cache.load(directory, key) is not None:
+            return None  # only answers without a refusal are kept
     with (
         ShadowServer(shadow) as server,
         server.database() as url,
@@ -136,11 +138,6 @@ def one_transaction_refusal(
                 return failure
         refusal = run_in_transaction(conn, pending, commit=False, server=server.description)
         key = cache.cache_key(hashes, server.major, kind="one-transaction")
-    if _lasting(refusal):
-        cache.store(directory, key, {"refusal": None if refusal is None else refusal.__dict__})
+    if refusal is None:
+        cache.store(directory, key, {"refusal": None})
     return refusal
-
-
-def _lasting(failure: ReplayFailure | None) -> bool:
-    """Whether an answer holds for good: no failure, or one not :data:`CIRCUMSTANTIAL`."""
-    return failure is None or not (failure.sqlstate or "").startswith(CIRCUMSTANTIAL)

@@ -29,7 +29,7 @@ from orchestrator.db.catalog_reader import CATALOG_QUERY, PRINTED_WITH
 from orchestrator.privacy import ours_alone, private_directory_at
 
 CACHE_DIR_ENV = "ORCHESTRATOR_CACHE_DIR"
-FORMAT = 2  # bump when a stored history's meaning or layout changes
+FORMAT = 3  # bump when a stored history's meaning or layout changes
 KEEP = 16  # files kept, most recently used first
 
 
