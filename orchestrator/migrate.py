@@ -28,7 +28,7 @@ from orchestrator.db.migrator import AppliedMigration, MigrateOptions, Migration
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.errors import DatabaseError, PartialStateError, UsageError
-from orchestrator.shadow import LOCAL_SHADOW, ShadowSpec, one_transaction_refusal
+from orchestrator.shadow import LOCAL_SHADOW, ShadowSpec, TrackingTable, one_transaction_refusal
 from orchestrator.validation import MigrationState, ValidationReport, Verdict
 
 
@@ -104,8 +104,7 @@ def migrate_database(
         if not todo:
             return MigrateResult(before, (), before)
         _refuse_reordering(journal, options, shadow, before)
-        concurrent = options.allow_concurrent
-        refuse_what_postgres_refuses(journal, untracked, shadow, concurrent, history=history)
+        refuse_what_postgres_refuses(journal, untracked, shadow, options, history=history)
         if not confirm(before):
             raise UsageError("migration not confirmed: nothing was changed")
 
@@ -171,26 +170,28 @@ def refuse_what_postgres_refuses(
     journal: Journal,
     untracked: list[Migration],
     shadow: ShadowSpec,
-    allow_concurrent: bool,
+    options: MigrateOptions,
     *,
     history: History | None = None,
 ) -> None:
     """Run the untracked migrations on the shadow as migrate runs them (one transaction, after
-    the tracked ones) and stop before production if PostgreSQL refuses: a transaction's
-    limits are a usage matter (exit 2: ``--allow-concurrent``); anything else is the
-    migration failing (exit 21), caught before it touched anything. With ``allow_concurrent``
-    and statements to run outside a transaction, the replay of ``history`` ran them as
-    migrate will: its refusal is the answer. The deploy's migrate step and its rehearsal say
-    the same words. ``history``'s server also finds the answer cached."""
+    the tracked ones and drizzle's tracking table) and stop before production if PostgreSQL
+    refuses: a transaction's limits are a usage matter (exit 2: ``--allow-concurrent``);
+    anything else is the migration failing (exit 21), caught before it touched anything. With
+    ``options.allow_concurrent`` and statements to run outside a transaction, the replay of
+    ``history`` ran them as migrate will: its refusal is the answer. The deploy's migrate
+    step and its rehearsal say the same words. ``history``'s server also finds the answer
+    cached."""
     outside = outside_transaction(untracked)
     pending = {m.tag for m in untracked}
-    if outside and allow_concurrent:
+    if outside and options.allow_concurrent:
         failure = history.failure if history is not None else None
         refusal = failure if failure is not None and failure.tag in pending else None
     else:
         done = [m for m in journal.migrations if m.tag not in pending]
         major = None if history is None else history.server_major
-        refusal = one_transaction_refusal(done, untracked, shadow, major=major)
+        tracking = TrackingTable(options.schema, options.table)
+        refusal = one_transaction_refusal(done, untracked, shadow, major=major, tracking=tracking)
     if refusal is None:
         return
     said = f"{refusal.message} [{refusal.sqlstate}]"

@@ -25,7 +25,7 @@ import pytest
 
 from bench.folders import write_drizzle_folder
 from orchestrator.database import validate_database
-from orchestrator.db.migrator import MigrateOptions
+from orchestrator.db.migrator import MigrateOptions, MigrationFailed
 from orchestrator.db.retry import RetryPolicy
 from orchestrator.drizzle.journal import Journal, read_journal
 from orchestrator.errors import PartialStateError, UsageError
@@ -425,3 +425,22 @@ def test_an_applied_migration_whose_when_was_raised_is_said_drizzle_would_run_it
     # The finding's claim, checked against the real thing: drizzle runs the seed again.
     drizzle_migrate(drizzle_node, database_url, folder)
     assert seeded_rows(database_url) == 2
+
+
+def test_a_migration_creating_drizzles_schema_is_refused_by_the_replay_as_by_drizzle(
+    drizzle_node: Path, database_url: str, tmp_path: Path
+) -> None:
+    """drizzle creates its schema and tracking table before the first migration: one that
+    creates that schema again fails there, and so it does on the shadow, before production."""
+    folder = write_drizzle_folder(
+        tmp_path / "m", [("0000_jobs", ['CREATE SCHEMA "drizzle"', 'CREATE TABLE "t" (x int)'])]
+    )
+    report = validate(database_url, read_journal(folder))
+    [finding] = [f for f in report.findings if f.code == "replay_failed"]
+    assert finding.migration == "0000_jobs" and 'schema "drizzle" already exists' in finding.message
+    with pytest.raises(MigrationFailed, match="when the release ran on the shadow"):
+        migrate(database_url, read_journal(folder))
+    assert not table_exists(database_url, "t")
+    with pytest.raises(AssertionError, match='schema "drizzle" already exists'):
+        drizzle_migrate(drizzle_node, database_url, folder)  # the oracle refuses it too
+    assert not table_exists(database_url, "t")

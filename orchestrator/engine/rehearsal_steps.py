@@ -171,8 +171,8 @@ def _rehearse_migrate(r: Rehearsal) -> MigrateOutcome:
     from orchestrator.db.concurrent import rehearse_release
 
     outside = outside_transaction(pending)
-    concurrent = r.options.allow_concurrent  # refused as the deploy's migrate step refuses
-    refuse_what_postgres_refuses(r.journal, pending, r.shadow, concurrent, history=r.history)
+    # Refused as the deploy's migrate step refuses.
+    refuse_what_postgres_refuses(r.journal, pending, r.shadow, r.options, history=r.history)
     notes: list[str] = []
     unrun: tuple[str, ...] = ()  # tracking rows the deploy writes, not rehearsed
     if r.real:

@@ -25,6 +25,7 @@ from orchestrator.shadow.replay import (
     apply_migration,
     replay_history,
     run_in_transaction,
+    start_as_production,
 )
 from orchestrator.shadow.server import ShadowServer, ShadowSpec, local_major
 
@@ -114,18 +115,20 @@ def one_transaction_refusal(
     shadow: ShadowSpec,
     *,
     major: int | None = None,
+    tracking: TrackingTable = TrackingTable(),
 ) -> ReplayFailure | None:
-    """Whether PostgreSQL runs ``pending`` in one transaction after ``done``: its refusal
-    (the statement and PostgreSQL's message), or None. Asked of the shadow, and cached:
-    for ``major`` (the PostgreSQL major version the folder's history was replayed on) or
-    the local server's."""
+    """Whether PostgreSQL runs ``pending`` in one transaction after ``done`` (and drizzle's
+    ``tracking`` table): its refusal (the statement and PostgreSQL's message), or None.
+    Asked of the shadow, and cached: for ``major`` (the PostgreSQL major version the
+    folder's history was replayed on) or the local server's."""
     if not pending:
         return None
     directory = cache.cache_directory(os.environ)
     hashes = [m.hash for m in done] + ["--"] + [m.hash for m in pending]
     majors = [major, local_major() if shadow.url is None else None]
+    kind = f"one-transaction {astuple(tracking)!r}"
     for known_major in dict.fromkeys(m for m in majors if m):
-        key = cache.cache_key(hashes, known_major, kind="one-transaction")
+        key = cache.cache_key(hashes, known_major, kind=kind)
         if cache.load(directory, key) is not None:
             return None  # only answers without a refusal are kept
     with (
@@ -133,11 +136,12 @@ def one_transaction_refusal(
         server.database() as url,
         connect(url, autocommit=True) as conn,
     ):
+        start_as_production(conn, schema=tracking.schema, table=tracking.table)
         for migration in done:
             if (failure := apply_migration(conn, migration, server.description)) is not None:
                 return failure
         refusal = run_in_transaction(conn, pending, commit=False, server=server.description)
-        key = cache.cache_key(hashes, server.major, kind="one-transaction")
+        key = cache.cache_key(hashes, server.major, kind=kind)
     if refusal is None:
         cache.store(directory, key, {"refusal": None})
     return refusal

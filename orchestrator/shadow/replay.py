@@ -34,6 +34,7 @@ from orchestrator.catalog import Change, History, Properties, ReplayFailure, del
 from orchestrator.catalog.snapshot import CatalogSnapshot
 from orchestrator.db.catalog_reader import read_catalog
 from orchestrator.db.connect import connect
+from orchestrator.db.migrator import create_tracking_sql
 from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.errors import UsageError
 
@@ -70,8 +71,7 @@ def replay_history(
     deltas do not add up, and the caller replays again with ``incremental=False``.
     """
     with connect(url, autocommit=True) as conn:
-        # Literals without an offset or in a local style: read as a new session on Neon does.
-        conn.execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'")
+        start_as_production(conn, schema=schema, table=table)
         if incremental and not _watch_ddl(conn):
             raise IncompleteReplay("the shadow server does not allow an event trigger")
         state = _State(read_catalog(conn, schema=schema, table=table, refs=True))
@@ -182,6 +182,17 @@ SELECT DISTINCT CASE classid
 END
 FROM near
 """
+
+
+def start_as_production(conn: psycopg.Connection[Any], *, schema: str, table: str) -> None:
+    """Make the new shadow database what production's migrations find when they run."""
+    statements = [
+        # Literals without an offset or in a local style: fixed as a new session on Neon does.
+        sql.SQL("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'"),
+        # drizzle's migrator (and migrate) create these before the first migration.
+        *create_tracking_sql(schema, table),
+    ]
+    conn.execute(sql.SQL(";\n").join(statements).as_bytes(conn))
 
 
 def _watch_ddl(conn: psycopg.Connection[Any]) -> bool:
