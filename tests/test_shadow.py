@@ -744,3 +744,36 @@ def test_a_replay_that_failed_for_want_of_something_on_the_shadow_is_replayed_ag
     again = validate_database(database_url, journal, OPTIONS, shadow=shadow)
     assert again.status is Verdict.NEEDS_MIGRATION
     assert not [f for f in again.findings if f.code == "replay_failed"], again.findings
+
+
+def test_a_migration_creating_a_table_as_another_role_replays_as_production_ran_it(
+    database_url: str, server_url: str, tmp_path: Path, cache: Path
+) -> None:
+    """PostgreSQL 15 took CREATE on public from PUBLIC; production granted the role a
+    migration switches to what it needs. The shadow, which lacks those grants (and at first
+    the role), replays the migration all the same, and migrate and validate agree."""
+    role = f"app_{secrets.token_hex(4)}"
+    folder = write_folder(
+        tmp_path / "drizzle",
+        [
+            (
+                "0000_a",
+                f'SET ROLE "{role}";\n--> statement-breakpoint\n'
+                'CREATE TABLE "a" ("id" integer);\n--> statement-breakpoint\nRESET ROLE;',
+            )
+        ],
+    )
+    journal, shadow = read_journal(folder), ShadowSpec(server_url)
+    try:
+        # The role is missing from the shadow: the replay creates it.
+        first = validate_database(database_url, journal, OPTIONS, shadow=shadow)
+        assert first.status is Verdict.NEEDS_MIGRATION, first.findings
+        assert not [f for f in first.findings if f.code == "replay_failed"], first.findings
+        # Production's role (the replay left it on the shared server) with production's grant.
+        execute(database_url, f'GRANT CREATE ON SCHEMA public TO "{role}"')
+        migrate(database_url, folder, shadow)
+        report = validate_database(database_url, journal, OPTIONS, shadow=shadow)
+    finally:
+        execute(database_url, f'DROP OWNED BY "{role}"')
+        execute(server_url, f'DROP ROLE IF EXISTS "{role}"')
+    assert report.status is Verdict.SAFE, report.findings

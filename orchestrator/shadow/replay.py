@@ -189,6 +189,9 @@ def start_as_production(conn: psycopg.Connection[Any], *, schema: str, table: st
     statements = [
         # Literals without an offset or in a local style: fixed as a new session on Neon does.
         sql.SQL("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'"),
+        # PostgreSQL 15 took CREATE on public from PUBLIC; production granted the roles a
+        # migration switches to (SET ROLE) what they create with. Privileges are not compared.
+        sql.SQL("GRANT CREATE ON SCHEMA public TO PUBLIC"),
         # drizzle's migrator (and migrate) create these before the first migration.
         *create_tracking_sql(schema, table),
     ]
