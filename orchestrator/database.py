@@ -13,6 +13,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 
+from psycopg import ConnectionInfo
+
 from orchestrator.catalog import CatalogSnapshot, History
 from orchestrator.db.catalog_reader import read_catalog
 from orchestrator.db.connect import check_url, connect
@@ -38,20 +40,20 @@ def take_snapshot(
     *,
     retry: RetryPolicy = DEFAULT_RETRY,
     on_retry: OnRetry | None = None,
-    on_connected: Callable[[int], object] | None = None,
+    on_connected: Callable[[ConnectionInfo], object] | None = None,
 ) -> CatalogSnapshot:
     """One catalog snapshot of the database at ``url`` (a read-only transaction that waits at
     most ``options.read_lock_timeout`` seconds for a table lock); transient failures retried.
 
-    ``on_connected``: called with the server's major version once connected (again on a
-    retry), before the statement is sent; work it starts in another thread overlaps the
-    time the server takes to print its catalog.
+    ``on_connected``: called with the connection's info (the server's version, the TimeZone
+    its sessions start in) once connected (again on a retry), before the statement is sent;
+    work it starts in another thread overlaps the time the server takes to print its catalog.
     """
 
     def attempt() -> CatalogSnapshot:
         with connect(url, autocommit=True) as conn:
             if on_connected is not None:
-                on_connected(conn.info.server_version // 10000)
+                on_connected(conn.info)
             return read_catalog(
                 conn,
                 schema=options.schema,
@@ -67,12 +69,14 @@ def folder_history(
     options: MigrateOptions,
     shadow: ShadowSpec = LOCAL_SHADOW,
     *,
-    production_major: int | None = None,
+    production: CatalogSnapshot | None = None,
 ) -> History:
-    """The folder's history as the shadow builds it: from the cache, else replayed."""
+    """The folder's history as the shadow builds it: from the cache, else replayed; as on
+    ``production`` (its major version, its sessions' TimeZone) when given."""
     tracking = TrackingTable(options.schema, options.table)
-    cached = cached_history(journal, shadow, production_major=production_major, tracking=tracking)
-    return cached or replayed_history(journal, shadow, tracking=tracking)
+    major, zone = (production.server_major, production.zone) if production else (None, "UTC")
+    cached = cached_history(journal, shadow, production_major=major, tracking=tracking, zone=zone)
+    return cached or replayed_history(journal, shadow, tracking=tracking, zone=zone)
 
 
 def validate_database(
@@ -116,10 +120,15 @@ def judge_database(
     with ThreadPoolExecutor(max_workers=1) as background:
         cached: list[Future[History | None]] = []
 
-        def look_up_cached_history(major: int) -> None:
+        def look_up_cached_history(info: ConnectionInfo) -> None:
             # The cache is read while production prints its catalog.
             if history is None and not cached:
-                look_up = partial(cached_history, production_major=major, tracking=tracking)
+                look_up = partial(
+                    cached_history,
+                    production_major=info.server_version // 10000,
+                    tracking=tracking,
+                    zone=info.parameter_status("TimeZone") or "UTC",
+                )
                 cached.append(background.submit(look_up, journal, shadow))
 
         try:
@@ -131,5 +140,5 @@ def judge_database(
     journal.refuse_unrunnable(journal.untracked(snapshot.row_hashes))
     if history is None:  # the cache was asked already: on a miss, replay
         found = cached[0].result() if cached else None
-        history = found or replayed_history(journal, shadow, tracking=tracking)
+        history = found or replayed_history(journal, shadow, tracking=tracking, zone=snapshot.zone)
     return validate(journal, history, snapshot), history

@@ -160,7 +160,7 @@ def repair_database(
     # Transient failures (a compute waking up) are retried on every connection but the
     # write itself, which runs once: its outcome is read again, not guessed.
     snapshot = take_snapshot(url, options, retry=retry, on_retry=on_retry)
-    history = folder_history(journal, options, shadow, production_major=snapshot.server_major)
+    history = folder_history(journal, options, shadow, production=snapshot)
     before, plan = _judge(journal, history, snapshot)
     if dry_run or not plan.rows:
         return RepairResult(before, plan, None)

@@ -101,5 +101,5 @@ def inspect(
     """Every table with its columns and creating migration, and drift against the tracked
     migrations; read-only."""
     snapshot = take_snapshot(url, options, retry=retry, on_retry=on_retry)
-    history = folder_history(journal, options, shadow, production_major=snapshot.server_major)
+    history = folder_history(journal, options, shadow, production=snapshot)
     return build_inventory(journal, history, snapshot)

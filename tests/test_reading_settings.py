@@ -133,7 +133,7 @@ def test_a_timestamp_without_an_offset_is_replayed_as_in_a_utc_session(
     database_url: str, server_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A literal without an offset is fixed when the migration runs, in its session's zone:
-    the replay runs as a session of production's usual zone (UTC, Neon's) would, whatever
+    the replay runs as a session in production's zone (here UTC) would, whatever
     the shadow's own zone (a throwaway cluster takes the machine's)."""
     folder = write_folder(
         tmp_path / "drizzle",

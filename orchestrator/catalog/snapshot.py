@@ -54,6 +54,7 @@ class CatalogSnapshot:
     tracking_readable: bool  # ... and has drizzle's columns, so its rows were read
     tracking_rows: tuple[TrackingRow, ...] = ()
     tracking_elsewhere: tuple[str, ...] = ()  # other schemas holding a table of that name
+    zone: str = "UTC"  # the TimeZone its sessions start in: a migration's literals are fixed in it
     # Each table's relfilenode: a statement that rewrites a table gives it a new one.
     storage: Mapping[str, int] = field(default_factory=dict)
     # Each table's row estimate (``reltuples``: -1 when never analysed).

@@ -361,6 +361,7 @@ def read_catalog(
         tracking_readable=rows_xml is not None,
         tracking_rows=parse_tracking_xml(rows_xml) if rows_xml is not None else (),
         tracking_elsewhere=tuple(document["tracking_elsewhere"]),
+        zone=conn.info.parameter_status("TimeZone") or "UTC",
         storage=document["storage"],
         row_estimates=document["row_estimates"],
     )

@@ -64,13 +64,16 @@ def cached_history(
     *,
     production_major: int | None = None,
     tracking: TrackingTable = TrackingTable(),
+    zone: str = "UTC",
 ) -> History | None:
     """The folder's history if the cache holds it: replayed on production's major version,
-    else (no shadow server named) on the local server binaries' one."""
+    else (no shadow server named) on the local server binaries' one, in TimeZone ``zone``."""
     directory = cache.cache_directory(os.environ)
     hashes = [m.hash for m in journal.migrations]
     for major in dict.fromkeys([production_major, local_major() if shadow.url is None else None]):
-        if major and (found := cache.load_history(directory, hashes, major, astuple(tracking))):
+        if major and (
+            found := cache.load_history(directory, hashes, major, (*astuple(tracking), zone))
+        ):
             return found
     return None
 
@@ -80,17 +83,23 @@ def replayed_history(
     shadow: ShadowSpec,
     *,
     tracking: TrackingTable = TrackingTable(),
+    zone: str = "UTC",
 ) -> History:
-    """The folder's history replayed on the shadow and cached (when the cache had none)."""
+    """The folder's history replayed on the shadow and cached (when the cache had none), its
+    migrations run in TimeZone ``zone`` (production's sessions')."""
     directory = cache.cache_directory(os.environ)
     with ShadowServer(shadow) as server:
         # A named shadow's version is known only once connected: its replay may be cached.
         hashes = [m.hash for m in journal.migrations]
-        found = cache.load_history(directory, hashes, server.major, astuple(tracking))
+        found = cache.load_history(directory, hashes, server.major, (*astuple(tracking), zone))
         if found is not None:
             return found
         replay = partial(
-            replay_history, schema=tracking.schema, table=tracking.table, server=server.description
+            replay_history,
+            schema=tracking.schema,
+            table=tracking.table,
+            server=server.description,
+            zone=zone,
         )
         try:
             with server.database() as url:
@@ -99,7 +108,7 @@ def replayed_history(
             with server.database() as url:
                 history = replay(url, journal, incremental=False)
     if (failure := history.failure) is None:
-        cache.store_history(directory, history, astuple(tracking))
+        cache.store_history(directory, history, (*astuple(tracking), zone))
     elif (failure.sqlstate or "").startswith(CIRCUMSTANTIAL):  # not the folder
         raise DatabaseError(
             f"the shadow ({server.description}) failed replaying {failure.tag}: "

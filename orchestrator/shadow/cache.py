@@ -1,8 +1,9 @@
 """Replayed histories kept on disk, so a second ``validate`` of a folder needs no shadow.
 
 A history depends on the migrations (drizzle's SHA-256 of each file), on the PostgreSQL
-major version that replayed them and on the catalog reader's query and the settings it prints
-by; the key is a SHA-256 of them all. Where: ``$ORCHESTRATOR_CACHE_DIR`` (``off`` turns the
+major version that replayed them, on the tracking table, on the TimeZone the migrations ran
+in and on the catalog reader's query and the settings it prints by; the key is a SHA-256 of
+them all. Where: ``$ORCHESTRATOR_CACHE_DIR`` (``off`` turns the
 cache off), else ``$XDG_CACHE_HOME/orchestrator``, else ``~/.cache/orchestrator``; histories
 go to its ``shadow/`` directory (mode 0700), one file each (mode 0600). Its ``clusters/``
 directory keeps the local shadow's prepared data directories (:func:`prepared_directory`).
@@ -112,23 +113,19 @@ def store(directory: Path | None, key: str, document: Mapping[str, object]) -> N
     _prune(directory)
 
 
-def _history_key(hashes: Sequence[str], major: int, tracking: tuple[str, str]) -> str:
-    return cache_key(hashes, major, f"history {tracking!r}")
-
-
-def store_history(directory: Path | None, history: History, tracking: tuple[str, str]) -> None:
+def store_history(directory: Path | None, history: History, context: tuple[str, ...]) -> None:
     """Keep ``history`` for its migrations' hashes, the major version it was replayed on and
-    the tracking table's (schema, table): a snapshot leaves that table and schema out."""
-    store(
-        directory, _history_key(history.hashes, history.server_major, tracking), history.to_json()
-    )
+    its ``context``: the tracking table's schema and name (a snapshot leaves them out) and
+    the TimeZone its migrations ran in."""
+    key = cache_key(history.hashes, history.server_major, f"history {context!r}")
+    store(directory, key, history.to_json())
 
 
 def load_history(
-    directory: Path | None, hashes: Sequence[str], major: int, tracking: tuple[str, str]
+    directory: Path | None, hashes: Sequence[str], major: int, context: tuple[str, ...]
 ) -> History | None:
-    """The history of ``hashes`` replayed on PostgreSQL ``major``, if stored."""
-    document = load(directory, _history_key(hashes, major, tracking))
+    """The history of ``hashes`` replayed on PostgreSQL ``major`` in ``context``, if stored."""
+    document = load(directory, cache_key(hashes, major, f"history {context!r}"))
     if document is None:
         return None
     try:

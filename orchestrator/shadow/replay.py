@@ -60,18 +60,26 @@ class IncompleteReplay(Exception):
 
 
 def replay_history(
-    url: str, journal: Journal, *, schema: str, table: str, server: str, incremental: bool = True
+    url: str,
+    journal: Journal,
+    *,
+    schema: str,
+    table: str,
+    server: str,
+    zone: str = "UTC",
+    incremental: bool = True,
 ) -> History:
     """Replay every migration of ``journal`` on the empty database at ``url``.
 
     A migration PostgreSQL refuses ends the history there (its ``failure``), unless the
-    shadow lacks an extension the folder needs (:class:`ReplayError`). ``incremental``:
+    shadow lacks an extension the folder needs (:class:`ReplayError`). ``zone``: the
+    TimeZone production's sessions start in, which the migrations run in. ``incremental``:
     read only what each migration touched (see the module's docstring);
     raises :class:`IncompleteReplay` when the server refuses the event trigger or when the
     deltas do not add up, and the caller replays again with ``incremental=False``.
     """
     with connect(url, autocommit=True) as conn:
-        start_as_production(conn, schema=schema, table=table)
+        start_as_production(conn, schema=schema, table=table, zone=zone)
         if incremental and not _watch_ddl(conn):
             raise IncompleteReplay("the shadow server does not allow an event trigger")
         state = _State(read_catalog(conn, schema=schema, table=table, refs=True))
@@ -184,11 +192,13 @@ FROM near
 """
 
 
-def start_as_production(conn: psycopg.Connection[Any], *, schema: str, table: str) -> None:
+def start_as_production(
+    conn: psycopg.Connection[Any], *, schema: str, table: str, zone: str = "UTC"
+) -> None:
     """Make the new shadow database what production's migrations find when they run."""
     statements = [
-        # Literals without an offset or in a local style: fixed as a new session on Neon does.
-        sql.SQL("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'"),
+        # A literal without an offset is fixed in the session's zone: production's, as there.
+        sql.SQL("SET TimeZone = {}; SET DateStyle = 'ISO, MDY'").format(sql.Literal(zone)),
         # PostgreSQL 15 took CREATE on public from PUBLIC; production granted the roles a
         # migration switches to (SET ROLE) what they create with. Privileges are not compared.
         sql.SQL("GRANT CREATE ON SCHEMA public TO PUBLIC"),
