@@ -24,8 +24,8 @@ from orchestrator.drizzle.journal import Journal
 from orchestrator.errors import DatabaseError
 from orchestrator.shadow import (
     LOCAL_SHADOW,
+    ReplayStart,
     ShadowSpec,
-    TrackingTable,
     cached_history,
     replayed_history,
 )
@@ -73,10 +73,10 @@ def folder_history(
 ) -> History:
     """The folder's history as the shadow builds it: from the cache, else replayed; as on
     ``production`` (its major version, its sessions' TimeZone) when given."""
-    tracking = TrackingTable(options.schema, options.table)
-    major, zone = (production.server_major, production.zone) if production else (None, "UTC")
-    cached = cached_history(journal, shadow, production_major=major, tracking=tracking, zone=zone)
-    return cached or replayed_history(journal, shadow, tracking=tracking, zone=zone)
+    start = ReplayStart(options.schema, options.table, production.zone if production else "UTC")
+    major = production.server_major if production else None
+    cached = cached_history(journal, shadow, production_major=major, start=start)
+    return cached or replayed_history(journal, shadow, start=start)
 
 
 def validate_database(
@@ -116,20 +116,16 @@ def judge_database(
     """:func:`validate_database`, and the history it judged by (None on ERROR)."""
     check_url(url)
     shadow.check_not(url)
-    tracking = TrackingTable(options.schema, options.table)
     with ThreadPoolExecutor(max_workers=1) as background:
         cached: list[Future[History | None]] = []
 
         def look_up_cached_history(info: ConnectionInfo) -> None:
             # The cache is read while production prints its catalog.
             if history is None and not cached:
-                look_up = partial(
-                    cached_history,
-                    production_major=info.server_version // 10000,
-                    tracking=tracking,
-                    zone=info.parameter_status("TimeZone") or "UTC",
-                )
-                cached.append(background.submit(look_up, journal, shadow))
+                zone = info.parameter_status("TimeZone") or "UTC"  # the snapshot's zone
+                start = ReplayStart(options.schema, options.table, zone)
+                look_up = partial(cached_history, production_major=info.server_version // 10000)
+                cached.append(background.submit(look_up, journal, shadow, start=start))
 
         try:
             snapshot = take_snapshot(
@@ -140,5 +136,6 @@ def judge_database(
     journal.refuse_unrunnable(journal.untracked(snapshot.row_hashes))
     if history is None:  # the cache was asked already: on a miss, replay
         found = cached[0].result() if cached else None
-        history = found or replayed_history(journal, shadow, tracking=tracking, zone=snapshot.zone)
+        start = ReplayStart(options.schema, options.table, snapshot.zone)
+        history = found or replayed_history(journal, shadow, start=start)
     return validate(journal, history, snapshot), history

@@ -28,7 +28,7 @@ from orchestrator.db.migrator import AppliedMigration, MigrateOptions, Migration
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.errors import DatabaseError, PartialStateError, UsageError
-from orchestrator.shadow import LOCAL_SHADOW, ShadowSpec, TrackingTable, one_transaction_refusal
+from orchestrator.shadow import LOCAL_SHADOW, ReplayStart, ShadowSpec, one_transaction_refusal
 from orchestrator.validation import MigrationState, ValidationReport, Verdict
 
 
@@ -175,13 +175,12 @@ def refuse_what_postgres_refuses(
     history: History | None = None,
 ) -> None:
     """Run the untracked migrations on the shadow as migrate runs them (one transaction, after
-    the tracked ones and drizzle's tracking table) and stop before production if PostgreSQL
-    refuses: a transaction's limits are a usage matter (exit 2: ``--allow-concurrent``);
-    anything else is the migration failing (exit 21), caught before it touched anything. With
+    the tracking table and the tracked ones) and stop before production if PostgreSQL refuses:
+    a transaction's limits are a usage matter (exit 2: ``--allow-concurrent``); anything else
+    is the migration failing (exit 21), caught before it touched anything. With
     ``options.allow_concurrent`` and statements to run outside a transaction, the replay of
-    ``history`` ran them as migrate will: its refusal is the answer. The deploy's migrate
-    step and its rehearsal say the same words. ``history``'s server also finds the answer
-    cached."""
+    ``history`` ran them as migrate will: its refusal is the answer. The deploy's migrate step
+    and its rehearsal say the same words. ``history``'s server also finds the answer cached."""
     outside = outside_transaction(untracked)
     pending = {m.tag for m in untracked}
     if outside and options.allow_concurrent:
@@ -190,8 +189,8 @@ def refuse_what_postgres_refuses(
     else:
         done = [m for m in journal.migrations if m.tag not in pending]
         major = None if history is None else history.server_major
-        tracking = TrackingTable(options.schema, options.table)
-        refusal = one_transaction_refusal(done, untracked, shadow, major=major, tracking=tracking)
+        start = ReplayStart(options.schema, options.table)
+        refusal = one_transaction_refusal(done, untracked, shadow, major=major, start=start)
     if refusal is None:
         return
     said = f"{refusal.message} [{refusal.sqlstate}]"
@@ -286,19 +285,15 @@ def _refuse_reordering(
     """Refuse to apply a skipped migration last when that builds another schema than the
     journal's order: both orders are replayed on the shadow and their catalogs compared."""
     done, todo = _split(journal, report)
-    if (
-        not todo
-        or not done
-        or journal.migrations.index(todo[0]) > journal.migrations.index(done[-1])
-    ):
+    order = journal.migrations.index
+    if not todo or not done or order(todo[0]) > order(done[-1]):
         return  # no hole: the order is the journal's
     intended = folder_history(journal, options, shadow)
     actual = folder_history(
         dataclasses.replace(journal, migrations=tuple(done + todo)), options, shadow
     )
     want, have = intended.state_after(len(journal.migrations)), actual.state_after(len(todo + done))
-    found = differences(want, have, want.keys() | have.keys())
-    if found:
+    if found := differences(want, have, want.keys() | have.keys()):
         shown = "; ".join(str(d) for d in found[:3])
         raise PartialStateError(
             "refusing to migrate: the pending migrations sit before applied ones, and applying "

@@ -28,7 +28,7 @@ from orchestrator.drizzle.journal import read_journal
 from orchestrator.errors import DatabaseError, PartialStateError, UsageError
 from orchestrator.migrate import migrate_database
 from orchestrator.sandbox.pg import EmbeddedPostgres
-from orchestrator.shadow import ShadowSpec, cached_history, one_transaction_refusal
+from orchestrator.shadow import ReplayStart, ShadowSpec, cached_history, one_transaction_refusal
 from orchestrator.shadow.replay import replay_history
 from orchestrator.shadow.server import ShadowServer
 from orchestrator.validation import Verdict
@@ -39,6 +39,7 @@ from tests.pg_urls import with_user
 OPTIONS = MigrateOptions()
 ONCE = RetryPolicy.none()
 HISTORIES = Path(__file__).resolve().parent / "fixtures" / "histories"
+DRIZZLE = ReplayStart()  # drizzle's tracking table, a UTC session
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1"
 
 RLS_FOLDER = [
@@ -351,11 +352,11 @@ def test_a_refusal_that_says_more_of_the_shadow_than_of_the_release_is_asked_aga
         [("0000_slow", "SET LOCAL statement_timeout = '1ms';\nSELECT pg_sleep(1);")],
     )
     pending = read_journal(folder).migrations
-    refusal = one_transaction_refusal([], pending, ShadowSpec(server_url))
+    refusal = one_transaction_refusal([], pending, ShadowSpec(server_url), start=DRIZZLE)
     assert refusal is not None and refusal.sqlstate == "57014"
     with pytest.raises(DatabaseError):
         one_transaction_refusal(
-            [], pending, ShadowSpec(UNREACHABLE), major=refusal_major(server_url)
+            [], pending, ShadowSpec(UNREACHABLE), start=DRIZZLE, major=refusal_major(server_url)
         )
 
 
@@ -433,8 +434,7 @@ def states_both_ways(server_url: str, folder: Path) -> list[list[dict[str, objec
                 history = replay_history(
                     url,
                     journal,
-                    schema=OPTIONS.schema,
-                    table=OPTIONS.table,
+                    start=DRIZZLE,
                     server=server.description,
                     incremental=incremental,
                 )
@@ -508,9 +508,7 @@ def test_a_migration_that_deallocates_every_prepared_statement_replays_all_the_s
         ],
     )
     with ShadowServer(ShadowSpec(server_url)) as server, server.database() as url:
-        history = replay_history(
-            url, read_journal(folder), schema=OPTIONS.schema, table=OPTIONS.table, server=""
-        )
+        history = replay_history(url, read_journal(folder), start=DRIZZLE, server="")
     assert history.failure is None
     assert [sorted(k for k in history.state_after(n) if k.startswith("table")) for n in (2, 4)] == [
         ["table public.a", "table public.b"],
@@ -553,7 +551,9 @@ def test_a_pending_migration_naming_roles_the_shadow_lacks_runs_in_one_transacti
     )
     try:
         assert (
-            one_transaction_refusal([], read_journal(folder).migrations, ShadowSpec(server_url))
+            one_transaction_refusal(
+                [], read_journal(folder).migrations, ShadowSpec(server_url), start=DRIZZLE
+            )
             is None
         )
     finally:
@@ -578,9 +578,7 @@ def test_a_migration_that_switches_role_is_replayed_reading_only_what_it_touched
     )
     try:
         with ShadowServer(ShadowSpec(server_url)) as server, server.database() as url:
-            history = replay_history(
-                url, read_journal(folder), schema=OPTIONS.schema, table=OPTIONS.table, server=""
-            )
+            history = replay_history(url, read_journal(folder), start=DRIZZLE, server="")
     finally:
         execute(server_url, f'DROP ROLE IF EXISTS "{owner}"')
     assert history.failure is None
@@ -609,7 +607,12 @@ def test_a_history_that_failed_for_the_shadows_moment_is_not_cached(
     with pytest.raises(DatabaseError, match=r"failed replaying 0001_b: canceling .* \[57014\]"):
         folder_history(journal, OPTIONS, ShadowSpec(server_url))
     assert (
-        cached_history(journal, ShadowSpec(server_url), production_major=refusal_major(server_url))
+        cached_history(
+            journal,
+            ShadowSpec(server_url),
+            start=DRIZZLE,
+            production_major=refusal_major(server_url),
+        )
         is None
     )
 

@@ -63,7 +63,6 @@ class History:
             "server": self.server,
             "server_major": self.server_major,
             "rewrites": [list(r) for r in self.rewrites],
-            "failure": None if self.failure is None else self.failure.__dict__,
         }
 
     @classmethod
@@ -79,5 +78,4 @@ class History:
             server=document["server"],
             server_major=int(document["server_major"]),
             rewrites=tuple(tuple(r) for r in document["rewrites"]),
-            failure=ReplayFailure(**document["failure"]) if document.get("failure") else None,
         )

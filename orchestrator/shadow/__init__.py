@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import astuple
 from functools import partial
 
 from orchestrator.catalog import History, ReplayFailure
@@ -22,6 +22,7 @@ from orchestrator.errors import DatabaseError
 from orchestrator.shadow import cache
 from orchestrator.shadow.replay import (
     IncompleteReplay,
+    ReplayStart,
     apply_migration,
     replay_history,
     run_in_transaction,
@@ -34,81 +35,55 @@ LOCAL_SHADOW = ShadowSpec()
 #: The environment variable naming a shadow server (``--shadow-url``'s default).
 SHADOW_URL_ENV = "ORCHESTRATOR_SHADOW_URL"
 #: SQLSTATE classes of a failure that says more of the server at that moment than of the
-#: release (resources, connection, concurrency, operator, system): the shadow's error, not the
-#: folder's. No failure is cached at all: one may come of what this shadow server lacks (an OS
-#: locale, a tablespace, an older extension), which another shadow, or this one later, has.
+#: release (resources, connection, concurrency, operator, system): the shadow's error.
 CIRCUMSTANTIAL = ("08", "40", "53", "57", "58", "XX")
 
 __all__ = [
     "LOCAL_SHADOW",
     "SHADOW_URL_ENV",
+    "ReplayStart",
     "ShadowSpec",
-    "TrackingTable",
     "cached_history",
     "one_transaction_refusal",
     "replayed_history",
 ]
 
 
-@dataclass(frozen=True)
-class TrackingTable:
-    """Where drizzle keeps its tracking rows: left out of every snapshot."""
-
-    schema: str = "drizzle"
-    table: str = "__drizzle_migrations"
-
-
 def cached_history(
     journal: Journal,
     shadow: ShadowSpec,
     *,
+    start: ReplayStart,
     production_major: int | None = None,
-    tracking: TrackingTable = TrackingTable(),
-    zone: str = "UTC",
 ) -> History | None:
-    """The folder's history if the cache holds it: replayed on production's major version,
-    else (no shadow server named) on the local server binaries' one, in TimeZone ``zone``."""
+    """The folder's history if the cache holds it: replayed from ``start`` on production's
+    major version, else (no shadow server named) on the local server binaries' one."""
     directory = cache.cache_directory(os.environ)
     hashes = [m.hash for m in journal.migrations]
     for major in dict.fromkeys([production_major, local_major() if shadow.url is None else None]):
-        if major and (
-            found := cache.load_history(directory, hashes, major, (*astuple(tracking), zone))
-        ):
+        if major and (found := cache.load_history(directory, hashes, major, astuple(start))):
             return found
     return None
 
 
-def replayed_history(
-    journal: Journal,
-    shadow: ShadowSpec,
-    *,
-    tracking: TrackingTable = TrackingTable(),
-    zone: str = "UTC",
-) -> History:
-    """The folder's history replayed on the shadow and cached (when the cache had none), its
-    migrations run in TimeZone ``zone`` (production's sessions')."""
-    directory = cache.cache_directory(os.environ)
+def replayed_history(journal: Journal, shadow: ShadowSpec, *, start: ReplayStart) -> History:
+    """The folder's history replayed from ``start`` on the shadow and cached (when the cache
+    had none)."""
     with ShadowServer(shadow) as server:
         # A named shadow's version is known only once connected: its replay may be cached.
-        hashes = [m.hash for m in journal.migrations]
-        found = cache.load_history(directory, hashes, server.major, (*astuple(tracking), zone))
-        if found is not None:
+        if found := cached_history(journal, shadow, start=start, production_major=server.major):
             return found
-        replay = partial(
-            replay_history,
-            schema=tracking.schema,
-            table=tracking.table,
-            server=server.description,
-            zone=zone,
-        )
+        replay = partial(replay_history, start=start, server=server.description)
         try:
             with server.database() as url:
                 history = replay(url, journal)
         except IncompleteReplay:
             with server.database() as url:
                 history = replay(url, journal, incremental=False)
+    # No failure is kept: it may come of what this shadow lacks (an OS locale, a tablespace, an
+    # older extension), which another shadow, or this one later, has.
     if (failure := history.failure) is None:
-        cache.store_history(directory, history, (*astuple(tracking), zone))
+        cache.store_history(cache.cache_directory(os.environ), history, astuple(start))
     elif (failure.sqlstate or "").startswith(CIRCUMSTANTIAL):  # not the folder
         raise DatabaseError(
             f"the shadow ({server.description}) failed replaying {failure.tag}: "
@@ -123,29 +98,27 @@ def one_transaction_refusal(
     pending: Sequence[Migration],
     shadow: ShadowSpec,
     *,
+    start: ReplayStart,
     major: int | None = None,
-    tracking: TrackingTable = TrackingTable(),
 ) -> ReplayFailure | None:
-    """Whether PostgreSQL runs ``pending`` in one transaction after ``done`` (and drizzle's
-    ``tracking`` table): its refusal (the statement and PostgreSQL's message), or None.
+    """Whether PostgreSQL runs ``pending`` in one transaction after ``done`` (from
+    ``start``): its refusal (the statement and PostgreSQL's message), or None.
     Asked of the shadow, and cached: for ``major`` (the PostgreSQL major version the
     folder's history was replayed on) or the local server's."""
     if not pending:
         return None
     directory = cache.cache_directory(os.environ)
     hashes = [m.hash for m in done] + ["--"] + [m.hash for m in pending]
-    majors = [major, local_major() if shadow.url is None else None]
-    kind = f"one-transaction {astuple(tracking)!r}"
-    for known_major in dict.fromkeys(m for m in majors if m):
-        key = cache.cache_key(hashes, known_major, kind=kind)
-        if cache.load(directory, key) is not None:
+    kind = f"one-transaction {astuple(start)!r}"
+    for known_major in dict.fromkeys([major, local_major() if shadow.url is None else None]):
+        if known_major and cache.load(directory, cache.cache_key(hashes, known_major, kind=kind)):
             return None  # only answers without a refusal are kept
     with (
         ShadowServer(shadow) as server,
         server.database() as url,
         connect(url, autocommit=True) as conn,
     ):
-        start_as_production(conn, schema=tracking.schema, table=tracking.table)
+        start_as_production(conn, start)
         for migration in done:
             if (failure := apply_migration(conn, migration, server.description)) is not None:
                 return failure

@@ -1,11 +1,10 @@
 """Replayed histories kept on disk, so a second ``validate`` of a folder needs no shadow.
 
-A history depends on the migrations (drizzle's SHA-256 of each file), on the PostgreSQL
-major version that replayed them, on the tracking table, on the TimeZone the migrations ran
-in and on the catalog reader's query and the settings it prints by; the key is a SHA-256 of
-them all. Where: ``$ORCHESTRATOR_CACHE_DIR`` (``off`` turns the
-cache off), else ``$XDG_CACHE_HOME/orchestrator``, else ``~/.cache/orchestrator``; histories
-go to its ``shadow/`` directory (mode 0700), one file each (mode 0600). Its ``clusters/``
+A history depends on the migrations (drizzle's SHA-256 of each file), the PostgreSQL major
+version that replayed them, what their database started as, the catalog reader's query and the
+settings it prints by; the key is a SHA-256 of them all. Where: ``$ORCHESTRATOR_CACHE_DIR``
+(``off``: no cache), else ``$XDG_CACHE_HOME/orchestrator``, else ``~/.cache/orchestrator``;
+histories go to its ``shadow/`` directory (mode 0700), one file each (mode 0600). Its ``clusters/``
 directory keeps the local shadow's prepared data directories (:func:`prepared_directory`).
 
 A cache file may be corrupt (a crash, a full disk) or foreign (someone else's): it is then
@@ -115,8 +114,7 @@ def store(directory: Path | None, key: str, document: Mapping[str, object]) -> N
 
 def store_history(directory: Path | None, history: History, context: tuple[str, ...]) -> None:
     """Keep ``history`` for its migrations' hashes, the major version it was replayed on and
-    its ``context``: the tracking table's schema and name (a snapshot leaves them out) and
-    the TimeZone its migrations ran in."""
+    its ``context``: what the database started as (:class:`~orchestrator.shadow.ReplayStart`)."""
     key = cache_key(history.hashes, history.server_major, f"history {context!r}")
     store(directory, key, history.to_json())
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -59,27 +60,30 @@ class IncompleteReplay(Exception):
     """The deltas read after each migration do not add up to the catalog at the end."""
 
 
+@dataclass(frozen=True)
+class ReplayStart:
+    """What production's migrations found before the first ran, as a shadow database starts:
+    drizzle's tracking table (left out of every snapshot), its sessions' TimeZone (see docs)."""
+
+    schema: str = "drizzle"
+    table: str = "__drizzle_migrations"
+    zone: str = "UTC"
+
+
 def replay_history(
-    url: str,
-    journal: Journal,
-    *,
-    schema: str,
-    table: str,
-    server: str,
-    zone: str = "UTC",
-    incremental: bool = True,
+    url: str, journal: Journal, *, start: ReplayStart, server: str, incremental: bool = True
 ) -> History:
     """Replay every migration of ``journal`` on the empty database at ``url``.
 
     A migration PostgreSQL refuses ends the history there (its ``failure``), unless the
-    shadow lacks an extension the folder needs (:class:`ReplayError`). ``zone``: the
-    TimeZone production's sessions start in, which the migrations run in. ``incremental``:
+    shadow lacks an extension the folder needs (:class:`ReplayError`). ``incremental``:
     read only what each migration touched (see the module's docstring);
     raises :class:`IncompleteReplay` when the server refuses the event trigger or when the
     deltas do not add up, and the caller replays again with ``incremental=False``.
     """
+    schema, table = start.schema, start.table
     with connect(url, autocommit=True) as conn:
-        start_as_production(conn, schema=schema, table=table, zone=zone)
+        start_as_production(conn, start)
         if incremental and not _watch_ddl(conn):
             raise IncompleteReplay("the shadow server does not allow an event trigger")
         state = _State(read_catalog(conn, schema=schema, table=table, refs=True))
@@ -192,18 +196,15 @@ FROM near
 """
 
 
-def start_as_production(
-    conn: psycopg.Connection[Any], *, schema: str, table: str, zone: str = "UTC"
-) -> None:
+def start_as_production(conn: psycopg.Connection[Any], start: ReplayStart) -> None:
     """Make the new shadow database what production's migrations find when they run."""
     statements = [
         # A literal without an offset is fixed in the session's zone: production's, as there.
-        sql.SQL("SET TimeZone = {}; SET DateStyle = 'ISO, MDY'").format(sql.Literal(zone)),
-        # PostgreSQL 15 took CREATE on public from PUBLIC; production granted the roles a
-        # migration switches to (SET ROLE) what they create with. Privileges are not compared.
+        sql.SQL("SET TimeZone = {}; SET DateStyle = 'ISO, MDY'").format(sql.Literal(start.zone)),
+        # Production gave the roles migrations SET ROLE to what PostgreSQL 15 took from PUBLIC.
         sql.SQL("GRANT CREATE ON SCHEMA public TO PUBLIC"),
         # drizzle's migrator (and migrate) create these before the first migration.
-        *create_tracking_sql(schema, table),
+        *create_tracking_sql(start.schema, start.table),
     ]
     conn.execute(sql.SQL(";\n").join(statements).as_bytes(conn))
 
