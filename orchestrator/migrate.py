@@ -289,9 +289,8 @@ def _refuse_reordering(
     if not todo or not done or order(todo[0]) > order(done[-1]):
         return  # no hole: the order is the journal's
     intended = folder_history(journal, options, shadow)
-    actual = folder_history(
-        dataclasses.replace(journal, migrations=tuple(done + todo)), options, shadow
-    )
+    reordered = dataclasses.replace(journal, migrations=tuple(done + todo))
+    actual = folder_history(reordered, options, shadow)
     want, have = intended.state_after(len(journal.migrations)), actual.state_after(len(todo + done))
     if found := differences(want, have, want.keys() | have.keys()):
         shown = "; ".join(str(d) for d in found[:3])
