@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from orchestrator.cli import run
 from orchestrator.errors import ExitCode, UsageError
 from orchestrator.playbook import (
     HttpCheck,
@@ -469,6 +470,34 @@ BAD_EDITS: list[tuple[str, Callable[[str], str], str, str, str]] = [
         "unknown key (set by the loader)",
     ),
     (
+        "alias inside its own anchor",
+        lambda t: t.replace("name: release-2025-10-21", "name: &x [*x]"),
+        "name.0",
+        "name: &x",
+        "an alias inside its own anchor: the value would contain itself",
+    ),
+    (
+        "mapping that contains itself",
+        lambda t: t.replace("database:\n", "database: &d\n  again: *d\n"),
+        "database.again",
+        "again: *d",
+        "an alias inside its own anchor: the value would contain itself",
+    ),
+    (
+        "duration longer than any timer",
+        lambda t: t.replace("duration: 15m", "duration: 99999999999999999999s"),
+        "monitor.duration",
+        "duration: 9",
+        "invalid duration '99999999999999999999s' (at most 24 days)",
+    ),
+    (
+        "whole number of seconds longer than any timer",
+        lambda t: t.replace("timeout: 500ms", f"timeout: {10**30}"),
+        "monitor.http.0.timeout",
+        "timeout: 1",
+        f"invalid duration {10**30} (at most 24 days)",
+    ),
+    (
         "duplicate top-level key",
         lambda t: t + "name: again\n",
         "name",
@@ -523,6 +552,41 @@ def test_unsafe_tag_is_refused(write: Callable[[str], Path]) -> None:
     path = write("name: !!python/object/apply:os.system [true]\n")
     message = load_error(path)
     assert message.startswith(f"{path}:1: invalid YAML: could not determine a constructor")
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda t: t.replace("failures_allowed: 1", f"failures_allowed: {'9' * 5000}"), "4300"),
+        (lambda t: t.replace("name: release-2025-10-21", "name: 2025-13-45"), "month"),
+        (lambda t: t.replace("name: release-2025-10-21", "name: !!int 0xZZ"), "base 16"),
+    ],
+    ids=["int-of-5000-digits", "no-such-date", "not-an-int"],
+)
+def test_a_value_yaml_cannot_construct_is_one_line_exit_2(
+    write: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+    edit: Callable[[str], str],
+    problem: str,
+) -> None:
+    path = write(edit(VALID))
+    code = run(["deploy", "--dry-run", "--playbook", str(path)])
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: invalid YAML: "), lines
+    assert problem in lines[0] and "sys." not in lines[0]  # Python's advice is not the user's
+
+
+def test_an_alias_inside_its_own_anchor_is_exit_2_on_the_command_line(
+    write: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(VALID.replace("name: release-2025-10-21", "name: &x [*x]"))
+    code = run(["deploy", "--dry-run", "--playbook", str(path)])
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 2
+    assert lines == [
+        f"error: {path}:1: name.0: an alias inside its own anchor: the value would contain itself"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -607,6 +671,7 @@ def test_relative_path_is_named_as_given(
         ("5min", 300.0),
         ("1h", 3600.0),
         ("1h30m", 5400.0),
+        ("576h", 24 * 86400.0),  # the longest
         ("1h 30m 15s", 5415.0),
         ("1.5h", 5400.0),
         ("90 s", 90.0),
@@ -644,6 +709,12 @@ def test_parse_duration(text: str | int | float, seconds: float) -> None:
         "nan",
         "5 s later",
         True,
+        "99999999999999999999s",
+        "9" * 400 + "s",
+        "577h",
+        10**30,
+        pytest.param(10**400, id="10**400"),
+        1e300,
     ],
 )
 def test_parse_duration_rejects(text: str | int | float) -> None:

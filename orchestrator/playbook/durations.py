@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import BeforeValidator, PlainSerializer
 
 DURATION_HINT = "use e.g. 500ms, 30s, 5min, 1h"
+# Longer is a typo: within PostgreSQL's longest timeout (2^31-1 ms) and any timer's reach.
+MAX_DURATION_S = 24 * 86400.0
 
 # Unit spellings and their length in seconds. The regex tries the longest spellings first, so
 # "min" wins over "m" and "ms" over "m".
@@ -42,23 +44,27 @@ def parse_duration(value: str | int | float, *, unit_required: bool = False) -> 
     A bare number (YAML int/float, or a string like ``"30"``) means seconds, but
     ``unit_required`` refuses one other than 0: a lock or statement timeout, which PostgreSQL
     reads bare as milliseconds. Components of a compound duration go from larger to smaller
-    units (``1h30m``, not ``30m1h``). Negative, infinite or unparseable values raise
+    units (``1h30m``, not ``30m1h``). Negative, unparseable values or over 24 days raise
     :class:`ValueError` with a one-line explanation.
     """
     # bool is an int subclass; YAML turns `yes`/`on` into True, which is never a duration.
     if isinstance(value, bool):
         raise ValueError(f"invalid duration {value!r} ({DURATION_HINT})")
-    if isinstance(value, int | float):
-        if math.isnan(value) or math.isinf(value) or value < 0:
-            raise ValueError(f"invalid duration {value!r} (must be a finite number, not negative)")
-    elif value.strip().startswith("-"):
+    if isinstance(value, str) and value.strip().startswith("-"):
         raise ValueError(f"invalid duration {value!r} (must not be negative)")
-    elif not _BARE_NUMBER.fullmatch(value):
-        return _parse_compound(value)
-    if unit_required and float(value):
-        bare = str(value).strip()
-        raise ValueError(f"{bare} needs a unit: {bare}ms (as PostgreSQL reads it) or {bare}s?")
-    return float(value)
+    compound = isinstance(value, str) and not _BARE_NUMBER.fullmatch(value)
+    try:
+        seconds = _parse_compound(str(value)) if compound else float(value)
+    except OverflowError:  # an int too large for a float: too long a duration too
+        seconds = math.inf
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"invalid duration {value!r} (must be a finite number, not negative)")
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"invalid duration {value!r} (at most 24 days)")
+    if unit_required and seconds and not compound:
+        shown = str(value).strip()
+        raise ValueError(f"{shown} needs a unit: {shown}ms (as PostgreSQL reads it) or {shown}s?")
+    return seconds
 
 
 def _parse_compound(text: str) -> float:
