@@ -76,7 +76,7 @@ def validation(console: Console, report: ValidationReport, url: str) -> None:
             table.add_column(column, justify="right" if column == "when" else "left", no_wrap=True)
         for row in rows:
             if isinstance(row, str):
-                table.add_row(f"[dim]{row}[/]", "", "", "", "")
+                table.add_row(f"[dim]{escape(row)}[/]", "", "", "", "")
                 continue
             expected = len(row.expected_objects)
             present = expected - len(row.missing_objects)
@@ -90,7 +90,7 @@ def validation(console: Console, report: ValidationReport, url: str) -> None:
         console.print(table)
         for m in report.unreconciled:
             if m.missing_summary:  # untracked_present: nothing is missing, a row is
-                console.print(f"{m.tag} missing: ", end="", style="red")
+                console.print(f"{escape(m.tag)} missing: ", end="", style="red")
                 console.print(", ".join(m.missing_summary), markup=False, highlight=False)
     for finding in report.findings:
         style = "red" if finding.severity == "error" else "yellow"

@@ -209,3 +209,29 @@ def test_console_script_never_shows_a_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("error: ")
+
+
+def renamed_tags(folder: Path, renames: dict[str, str]) -> Path:
+    """``folder`` with some migrations' tags renamed (journal entry and file)."""
+    journal = folder / "meta" / "_journal.json"
+    document = json.loads(journal.read_text())
+    for entry in document["entries"]:
+        if entry["tag"] in renames:
+            (folder / f"{entry['tag']}.sql").rename(folder / f"{renames[entry['tag']]}.sql")
+            entry["tag"] = renames[entry["tag"]]
+    journal.write_text(json.dumps(document))
+    return folder
+
+
+def test_migrate_prints_tags_that_look_like_markup_as_written(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tags = {"0010_new_colleen_wing": "0010_[bold]colleen", "0011_cute_skin": "0011_[x]skin"}
+    folder = renamed_tags(prefix_folder(FIXTURE_MIGRATIONS, 12, tmp_path / "m"), tags)
+    argv = ["migrate", "--database-url", database_url, "--migrations", str(folder), "--yes"]
+    code, out, err = cli(capsys, *argv)
+    assert code == 0, err
+    for tag in tags.values():
+        assert f"applying {tag} …" in err
+        assert tag in out.split("applied 12 migration(s):")[1].splitlines()[0]
+        assert f"{tag} " in out  # its row of the table

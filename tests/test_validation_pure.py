@@ -352,3 +352,23 @@ def test_the_json_report_carries_every_field_of_checks_and_findings() -> None:
     assert document["checks"] == [asdict(c) for c in checks]
     assert document["findings"] == [asdict(f) for f in findings]
     assert list(document["findings"][0]) == list(asdict(findings[0]))  # same key order
+
+
+def test_the_report_prints_tags_that_look_like_markup_as_written() -> None:
+    from rich.console import Console
+
+    from orchestrator.render import validation
+    from orchestrator.validation import MigrationState, MigrationStatus, ValidationReport
+
+    def status(i: int, state: MigrationState, missing: tuple[str, ...] = ()) -> MigrationStatus:
+        applied = state is not MigrationState.TRACKED_MISSING
+        return MigrationStatus(f"{i:04d}_[x]m", "h", i, state, applied, missing, missing, missing)
+
+    statuses = [status(i, MigrationState.APPLIED) for i in range(50)]
+    statuses[49] = status(49, MigrationState.TRACKED_MISSING, ("table public.t",))
+    report = ValidationReport(Verdict.PARTIAL_MIGRATION, (), tuple(statuses), (), "look")
+    console = Console(record=True, width=100, soft_wrap=True)
+    validation(console, report, "postgresql://db")
+    text = console.export_text()
+    assert "… 49 applied: 0000_[x]m … 0048_[x]m" in text  # the folded row
+    assert "0049_[x]m missing: table public.t" in text

@@ -52,6 +52,8 @@ def migrate(
     yes: bool,
 ) -> int:
     """Apply pending migrations in one transaction, exactly as drizzle would record them."""
+    from rich.markup import escape  # a tag is text, whatever brackets it holds
+
     from orchestrator import render
     from orchestrator.cli.console import err, interactive, out, print_json
     from orchestrator.migrate import migrate_database
@@ -81,7 +83,7 @@ def migrate(
         options,
         confirm=confirm,
         **target.reading(),
-        on_migration=None if target.as_json else lambda m: err.print(f"applying {m.tag} …"),
+        on_migration=None if target.as_json else lambda m: err.print(f"applying {escape(m.tag)} …"),
         on_lock_retry=lambda event: err.print(event.line(), markup=False, highlight=False),
         on_note=lambda note: err.print(note, markup=False, highlight=False),
     )
@@ -98,7 +100,7 @@ def migrate(
         if result.applied:
             out.print(
                 f"[green]applied {len(result.applied)} migration(s):[/green] "
-                + ", ".join(a.tag for a in result.applied)
+                + escape(", ".join(a.tag for a in result.applied))
             )
         else:
             out.print("nothing to apply")
