@@ -72,8 +72,15 @@ def validation(console: Console, report: ValidationReport, url: str) -> None:
         console.print(f"migrations: {rows[0].removeprefix('… ')}", markup=False, highlight=False)
     elif rows:
         table = Table(show_edge=False, pad_edge=False)
+        # A narrow terminal folds the other cells, never a state.
+        longest = max(map(len, MigrationState))
         for column in ("migration", "when", "state", "tracked", "objects"):
-            table.add_column(column, justify="right" if column == "when" else "left", no_wrap=True)
+            table.add_column(
+                column,
+                justify="right" if column == "when" else "left",
+                overflow="fold",
+                min_width=longest if column == "state" else None,
+            )
         for row in rows:
             if isinstance(row, str):
                 table.add_row(f"[dim]{escape(row)}[/]", "", "", "", "")

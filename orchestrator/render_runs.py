@@ -230,8 +230,9 @@ def runs_table(
     rows.sort(key=lambda row: row[0], reverse=True)
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("run", no_wrap=True, min_width=23)
+    # A narrow terminal folds the other cells, never a word of a state (backup_checked).
     for column in ("name", "state", "exit", "updated"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold", min_width=14 if column == "state" else None)
     for row in rows:
         table.add_row(*row)
     console.print(table)

@@ -4,6 +4,8 @@ the out-of-order finding, and drizzle compatibility both ways."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -183,6 +185,25 @@ def test_objects_without_tracking_is_untracked_present(
         migrate(database_url, full())
     assert "`orchestrator repair` tracks what ran by hand" in str(e.value)
     assert schema_fingerprint(database_url) == before
+
+
+@pytest.mark.parametrize("columns", ["60", "40"])
+def test_a_narrow_terminal_cuts_no_cell_of_the_table(
+    database_url: str, tmp_path: Path, columns: str
+) -> None:
+    apply_prefix(database_url, tmp_path, 9)
+    run_sql(database_url, fixture_migration("0009_fat_kulan_gath"))
+    argv = ["validate", "--database-url", database_url, "--migrations", str(FIXTURE_MIGRATIONS)]
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *argv],
+        env={**os.environ, "COLUMNS": columns},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 20, done.stderr
+    assert "untracked_present" in done.stdout
+    assert "…" not in done.stdout  # other cells fold instead
 
 
 def test_tracking_without_objects_is_tracked_missing(

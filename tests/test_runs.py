@@ -490,3 +490,19 @@ def test_a_run_named_like_markup_is_listed_as_written(
     store.create(make_record(name="hotfix [/api/v2] timeouts"))
     assert run(["runs", "--state-dir", str(store.state_dir)]) == 0
     assert "[/api/v2]" in capsys.readouterr().out  # as written, not read as a closing tag
+
+
+@pytest.mark.parametrize("columns", ["60", "40"])
+def test_a_narrow_terminal_cuts_no_state_of_the_runs_table(store: RunStore, columns: str) -> None:
+    store.create(make_record(name="release-2025-10-21-hotfix", state="backup_checked"))
+    store.create(make_record(name="r", state="revalidated"))
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "runs", "--state-dir", str(store.state_dir)],
+        env={**os.environ, "COLUMNS": columns},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "backup_checked" in done.stdout and "revalidated" in done.stdout
+    assert "…" not in done.stdout  # the name and the time fold instead
