@@ -643,6 +643,88 @@ def test_password_in_url_env_is_never_echoed(write: Callable[[str], Path]) -> No
     )
 
 
+GITHUB_PAT = "ghp_R2d2C3poBb8Yoda1Luke2Leia3Han4SoloX"
+VERCEL_TOKEN = "Xk9aQ2mZ7pLr4Tb8Wc1Nd6Fh"
+NEON_KEY = "napi_" + "k3y0f64lowercasecharactersanddigits" * 2
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "token", "what"),
+    [
+        (
+            lambda t: t.replace("url_env: PROD_DATABASE_URL", f"url_env: {GITHUB_PAT}"),
+            "database.url_env",
+            GITHUB_PAT,
+            "the connection string itself",
+        ),
+        (
+            lambda t: t + f"shadow:\n  url_env: {GITHUB_PAT}\n",
+            "shadow.url_env",
+            GITHUB_PAT,
+            "the connection string itself",
+        ),
+        (
+            lambda t: t.replace(
+                "  target: main\n",
+                "  target: main\n  via: github_pr\n"
+                f"  github: {{repo: a/b, token_env: {GITHUB_PAT}}}\n",
+            ),
+            "git.github.token_env",
+            GITHUB_PAT,
+            "the token itself",
+        ),
+        (
+            lambda t: t + f"release:\n  vercel: {{project_id: p, token_env: {VERCEL_TOKEN}}}\n",
+            "release.vercel.token_env",
+            VERCEL_TOKEN,
+            "the token itself",
+        ),
+        (
+            lambda t: t + f"neon:\n  project_id: round-river-123456\n  api_key_env: {NEON_KEY}\n",
+            "neon.api_key_env",
+            NEON_KEY,
+            "the API key itself",
+        ),
+    ],
+    ids=["database", "shadow", "github", "vercel", "neon"],
+)
+def test_a_token_pasted_for_a_variable_name_is_never_echoed(
+    write: Callable[[str], Path], edit: Callable[[str], str], key: str, token: str, what: str
+) -> None:
+    text = edit(VALID)
+    path = write(text)
+    problem = f"is not a variable name (did you paste {what}?)"
+    assert load_error(path) == f"{path}:{line_of(text, token)}: {key}: {problem}"
+
+
+def test_a_pasted_token_is_not_echoed_by_the_command_either(
+    write: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(VALID.replace("url_env: PROD_DATABASE_URL", f"url_env: {GITHUB_PAT}"))
+    assert run(["deploy", "--dry-run", "--playbook", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert GITHUB_PAT not in captured.out + captured.err
+    assert "did you paste" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("monitor.example.com/health?token=Sekret123", "monitor.example.com/health?token=***"),
+        ("ops:Sekret123@monitor.example.com/health", "ops:***@monitor.example.com/health"),
+        ("Sekret123@monitor.example.com/health", "***@monitor.example.com/health"),
+        ("ftp://monitor.example.com/x?key=Sekret123", "ftp://monitor.example.com/x?key=***"),
+    ],
+)
+def test_a_health_url_without_its_scheme_is_refused_masked(
+    write: Callable[[str], Path], url: str, shown: str
+) -> None:
+    text = VALID.replace("https://app.example.com/api/health", url)
+    message = load_error(write(text))
+    assert "Sekret123" not in message
+    assert message.endswith(f"must be an http:// or https:// URL with a host, got {shown!r}")
+
+
 def test_password_in_other_values_is_redacted(write: Callable[[str], Path]) -> None:
     text = VALID.replace("name: release-2025-10-21", "name: [postgresql://a:hunter2@h/db]")
     message = load_error(write(text))

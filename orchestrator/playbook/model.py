@@ -40,7 +40,9 @@ NonEmptyStr = Annotated[str, Field(min_length=1)]
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+        # Masked as if written with http://: redact() finds userinfo and query after a scheme.
+        shown = redact(f"http://{value}").removeprefix("http://")
+        raise ValueError(f"must be an http:// or https:// URL with a host, got {shown!r}")
     return value
 
 
@@ -49,6 +51,9 @@ HttpUrl = Annotated[str, AfterValidator(_http_url)]
 ApiUrl = Annotated[HttpUrl, AfterValidator(lambda url: url.rstrip("/"))]
 
 _ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A pasted token can pass for a name: GitHub's and Neon's by their prefix, others (Vercel's)
+# as 20 characters or more mixing lower case, upper case and digits.
+_TOKEN = re.compile(r"gh[opsur]_|github_pat_|napi_|(?=.*[a-z])(?=.*[A-Z])(?=.*[0-9]).{20}")
 _REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+")
 
 
@@ -79,6 +84,8 @@ def _env_var_name(holds: str) -> Callable[[str], str]:
             raise ValueError(
                 f"must be the NAME of an environment variable (letters, digits, _), not {holds}"
             )
+        if _TOKEN.match(value):
+            raise ValueError(f"is not a variable name (did you paste {holds}?)")
         return value
 
     return check
@@ -140,6 +147,8 @@ class NeonSpec(_Spec):
     branch: NonEmptyStr = "main"  # production's branch, by name or id (br-...)
     api_key_env: NonEmptyStr = "NEON_API_KEY"  # the variable holding the key; never printed
     api_url: ApiUrl = "https://console.neon.tech/api/v2"
+
+    _api_key_env = field_validator("api_key_env")(_env_var_name("the API key itself"))
 
 
 class GitHubSpec(_Spec):
