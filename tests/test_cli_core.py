@@ -235,3 +235,62 @@ def test_migrate_prints_tags_that_look_like_markup_as_written(
         assert f"applying {tag} …" in err
         assert tag in out.split("applied 12 migration(s):")[1].splitlines()[0]
         assert f"{tag} " in out  # its row of the table
+
+
+UNREACHABLE = ["--database-url", "postgresql://u@127.0.0.1:1/db", "--retries", "1"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "exit_code"),
+    [
+        (["validate", "--json", "--migrations", "{missing}"], 2),
+        (["migrate", "--json", "--yes", "--migrations", "{missing}"], 2),
+        (["plan", "--json", "--all", "--migrations", "{missing}"], 2),
+        (["plan", "--json", "--bogus"], 2),
+        (["lint", "--json", "--migrations", "{missing}"], 2),
+        (["repair", "--json", "--yes", "--migrations", "{missing}"], 2),
+        (["inspect", "--json", "--migrations", "{missing}"], 2),
+        (["deploy", "--json", "--yes", "--playbook", "{missing}"], 2),
+        (["deploy", "--json", "--dry-run", "--playbook", "{missing}"], 2),
+        (["resume", "--json", "--yes", "--state-dir", "{empty}"], 2),
+        (["rollback", "nope", "--json", "--yes", "--state-dir", "{empty}"], 2),
+        (["runs", "--json", "--state-dir", "{file}"], 2),
+        (["runs", "abandon", "nope", "--json", "--state-dir", "{empty}"], 2),
+        (["show", "nope", "--json", "--state-dir", "{empty}"], 2),
+        (["validate", "--json", "--migrations", FIXTURE, *UNREACHABLE], 30),
+        (["migrate", "--json", "--yes", "--migrations", FIXTURE, *UNREACHABLE], 30),
+        (["plan", "--json", "--migrations", FIXTURE, *UNREACHABLE], 30),
+        (["repair", "--json", "--yes", "--migrations", FIXTURE, *UNREACHABLE], 30),
+        (["inspect", "--json", "--migrations", FIXTURE, *UNREACHABLE], 30),
+    ],
+    ids=lambda value: " ".join(value[:2]) if isinstance(value, list) else str(value),
+)
+def test_json_on_an_error_path_is_one_json_document_and_one_line_on_stderr(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    exit_code: int,
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("")
+    places = {
+        "missing": tmp_path / "missing",
+        "empty": tmp_path / "empty",
+        "file": tmp_path / "file",
+    }
+    code, out, err = cli(capsys, *(arg.format(**places) for arg in argv))
+    [line] = err.splitlines()
+    document = json.loads(out)  # one document, nothing else
+    assert code == exit_code == document["exit_code"]
+    assert document["status"] == "ERROR"
+    assert document["findings"][0]["code"] == {2: "usage", 30: "database_error"}[exit_code]
+    assert [f["message"] for f in document["findings"]] == [line.removeprefix("error: ")]
+
+
+def test_a_command_without_json_prints_no_document_on_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = cli(capsys, "validate", "--migrations", str(tmp_path / "missing"))
+    assert code == 2 and out == "" and err.startswith("error: ")

@@ -506,3 +506,16 @@ def test_a_narrow_terminal_cuts_no_state_of_the_runs_table(store: RunStore, colu
     assert done.returncode == 0, done.stderr
     assert "backup_checked" in done.stdout and "revalidated" in done.stdout
     assert "…" not in done.stdout  # the name and the time fold instead
+
+
+def test_rollback_refusing_after_its_json_plan_prints_no_second_document(
+    store: RunStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator.cli import run
+
+    record = make_record(state="halted")
+    store.create(record)
+    assert run(["rollback", record.run_id, "--json", "--state-dir", str(store.state_dir)]) == 2
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["run_id"] == record.run_id  # the plan, and nothing else
+    assert captured.err.startswith("error: rollback changes production: pass --yes")

@@ -10,6 +10,8 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.errors import DatabaseError, ExitCode
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -36,6 +38,7 @@ def _console(name: str) -> Console:
 
 
 _warnings: list[str] = []
+_documents: list[None] = []  # one entry per JSON document printed
 
 
 def warn(message: str) -> None:
@@ -44,9 +47,11 @@ def warn(message: str) -> None:
     _console("err").print(f"warning: {message}", markup=False, highlight=False)
 
 
-def forget_warnings() -> None:
-    """Start a command with no warnings (several commands may run in one process)."""
+def forget() -> None:
+    """Start a command with no warnings and no document printed (several commands may run
+    in one process)."""
     _warnings.clear()
+    _documents.clear()
 
 
 def print_json(document: dict[str, Any]) -> None:
@@ -68,6 +73,17 @@ def print_json(document: dict[str, Any]) -> None:
     if any(json.dumps(secret)[1:-1] in text for secret in masking.literals):
         text = json.dumps(masking.value(document), indent=indent, default=str)
     sys.stdout.write(redact(text) + "\n")  # redact(): for what default=str renders too
+    _documents.append(None)
+
+
+def print_error(message: str, code: ExitCode, failure: BaseException) -> None:
+    """A failed command's JSON document, unless it printed one: shaped as validate's when it
+    cannot tell (status ERROR, the ``message`` its one finding), with the exit ``code``."""
+    from orchestrator.validation import error_report
+
+    if not _documents:
+        kind = "database_error" if isinstance(failure, DatabaseError) else code.name.lower()
+        print_json({**error_report(message, kind).to_json(), "exit_code": int(code)})
 
 
 def print_lines(lines: list[str]) -> None:

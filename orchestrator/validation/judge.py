@@ -250,12 +250,16 @@ def _judged_before_failure(
     )
 
 
-def error_report(message: str) -> ValidationReport:
-    """The report when the database cannot be reached or read: verdict ERROR."""
+def error_report(message: str, code: str = "database_error") -> ValidationReport:
+    """The report when the database cannot be reached or read: verdict ERROR. With another
+    finding ``code``, a command stopped on something else (``usage``: its input)."""
+    database = code == "database_error"
     return ValidationReport(
         status=Verdict.ERROR,
-        checks=(Check("connectivity", False, message),),
+        checks=(Check("connectivity", False, message),) if database else (),
         migrations=(),
-        findings=(Finding("database_error", message),),
-        recommendation=recommend(Verdict.ERROR, [], []),
+        findings=(Finding(code, message),),
+        recommendation=recommend(Verdict.ERROR, [], [])
+        if database
+        else "Fix what the error names, then run the command again.",
     )
