@@ -72,15 +72,10 @@ def validation(console: Console, report: ValidationReport, url: str) -> None:
         console.print(f"migrations: {rows[0].removeprefix('… ')}", markup=False, highlight=False)
     elif rows:
         table = Table(show_edge=False, pad_edge=False)
-        # A narrow terminal folds the other cells, never a state.
-        longest = max(map(len, MigrationState))
+        # A narrow terminal folds the other cells, never a state (untracked_present: 17).
         for column in ("migration", "when", "state", "tracked", "objects"):
-            table.add_column(
-                column,
-                justify="right" if column == "when" else "left",
-                overflow="fold",
-                min_width=longest if column == "state" else None,
-            )
+            table.add_column(column, overflow="fold", min_width=17 if column == "state" else None)
+        table.columns[1].justify = "right"  # when
         for row in rows:
             if isinstance(row, str):
                 table.add_row(f"[dim]{escape(row)}[/]", "", "", "", "")

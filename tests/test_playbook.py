@@ -470,32 +470,18 @@ BAD_EDITS: list[tuple[str, Callable[[str], str], str, str, str]] = [
         "unknown key (set by the loader)",
     ),
     (
-        "alias inside its own anchor",
-        lambda t: t.replace("name: release-2025-10-21", "name: &x [*x]"),
-        "name.0",
-        "name: &x",
-        "an alias inside its own anchor: the value would contain itself",
-    ),
-    (
-        "mapping that contains itself",
-        lambda t: t.replace("database:\n", "database: &d\n  again: *d\n"),
-        "database.again",
-        "again: *d",
-        "an alias inside its own anchor: the value would contain itself",
-    ),
-    (
         "duration longer than any timer",
         lambda t: t.replace("duration: 15m", "duration: 99999999999999999999s"),
         "monitor.duration",
         "duration: 9",
-        "invalid duration '99999999999999999999s' (at most 24 days)",
+        "invalid duration '99999999999999999999s' (0 to 24 days)",
     ),
     (
         "whole number of seconds longer than any timer",
         lambda t: t.replace("timeout: 500ms", f"timeout: {10**30}"),
         "monitor.http.0.timeout",
         "timeout: 1",
-        f"invalid duration {10**30} (at most 24 days)",
+        f"invalid duration {10**30} (0 to 24 days)",
     ),
     (
         "duplicate top-level key",
@@ -554,14 +540,27 @@ def test_unsafe_tag_is_refused(write: Callable[[str], Path]) -> None:
     assert message.startswith(f"{path}:1: invalid YAML: could not determine a constructor")
 
 
+ALIAS_IN_ANCHOR = "nested too deeply (an alias inside its own anchor?)"
+
+
 @pytest.mark.parametrize(
     ("edit", "problem"),
     [
         (lambda t: t.replace("failures_allowed: 1", f"failures_allowed: {'9' * 5000}"), "4300"),
         (lambda t: t.replace("name: release-2025-10-21", "name: 2025-13-45"), "month"),
         (lambda t: t.replace("name: release-2025-10-21", "name: !!int 0xZZ"), "base 16"),
+        (lambda t: t.replace("name: release-2025-10-21", "name: &x [*x]"), ALIAS_IN_ANCHOR),
+        (lambda t: t.replace("database:\n", "database: &d\n  again: *d\n"), ALIAS_IN_ANCHOR),
+        (lambda t: t.replace("release-2025-10-21", "[" * 5000 + "]" * 5000), "too deeply"),
     ],
-    ids=["int-of-5000-digits", "no-such-date", "not-an-int"],
+    ids=[
+        "int-of-5000-digits",
+        "no-such-date",
+        "not-an-int",
+        "list-in-itself",
+        "map-in-itself",
+        "deep",
+    ],
 )
 def test_a_value_yaml_cannot_construct_is_one_line_exit_2(
     write: Callable[[str], Path],
@@ -575,18 +574,6 @@ def test_a_value_yaml_cannot_construct_is_one_line_exit_2(
     assert code == 2
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}: invalid YAML: "), lines
     assert problem in lines[0] and "sys." not in lines[0]  # Python's advice is not the user's
-
-
-def test_an_alias_inside_its_own_anchor_is_exit_2_on_the_command_line(
-    write: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = write(VALID.replace("name: release-2025-10-21", "name: &x [*x]"))
-    code = run(["deploy", "--dry-run", "--playbook", str(path)])
-    lines = capsys.readouterr().err.splitlines()
-    assert code == 2
-    assert lines == [
-        f"error: {path}:1: name.0: an alias inside its own anchor: the value would contain itself"
-    ]
 
 
 @pytest.mark.parametrize(

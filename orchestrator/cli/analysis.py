@@ -10,6 +10,7 @@ import click
 from orchestrator.cli.options import (
     DatabaseTarget,
     database_options,
+    json_option,
     lock_timeout_option,
     shadow_url_option,
 )
@@ -57,7 +58,7 @@ def plan(target: DatabaseTarget, all_migrations: bool, markdown: bool) -> int:
     type=click.Path(path_type=Path),
     help="The Drizzle migrations folder (holding meta/_journal.json).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @click.option(
     "--allow-concurrent",
     is_flag=True,

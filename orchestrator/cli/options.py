@@ -35,6 +35,7 @@ DEFAULT_TABLE = "__drizzle_migrations"
 SHADOW_URL_ENV = "ORCHESTRATOR_SHADOW_URL"  # as orchestrator.shadow.SHADOW_URL_ENV
 
 Command = Callable[..., int]
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ def database_options(func: Command) -> Command:
             show_default=True,
             help="Name of drizzle's tracking table.",
         ),
-        click.option("--json", "as_json", is_flag=True, help="Print one JSON document."),
+        json_option,
         click.option(
             "--retries",
             default=DEFAULT_ATTEMPTS,
@@ -235,16 +236,13 @@ allow_concurrent_option = click.option(
 
 def state_options(func: Command) -> Command:
     """--state-dir and --json, shared by the run commands."""
-    func = click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")(
-        func
-    )
     return click.option(
         "--state-dir",
         type=click.Path(path_type=Path, file_okay=False),
         default=Path(".orchestrator"),
         show_default=True,
         help="Where run records live (runs/<run-id>/).",
-    )(func)
+    )(json_option(func))
 
 
 def retries_option(func: Command) -> Command:

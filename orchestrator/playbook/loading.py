@@ -76,23 +76,14 @@ def _compose(text: str, shown: str) -> tuple[dict[str, Any], dict[Location, int]
         raise UsageError(_yaml_error(exc, shown)) from None
     except (yaml.YAMLError, ValueError) as exc:  # ValueError: a date or number Python refuses
         # Python's advice after a ";" (sys.set_int_max_str_digits()) is not the user's.
-        problem = _one_line(str(exc).partition(";")[0])
+        raise UsageError(f"{shown}: invalid YAML: {_one_line(str(exc).split(';')[0])}") from None
+    except RecursionError:  # the value holds itself (an alias in its anchor) or nests too deep
+        problem = "nested too deeply (an alias inside its own anchor?)"
         raise UsageError(f"{shown}: invalid YAML: {problem}") from None
 
 
-def _index_lines(
-    node: yaml.Node,
-    here: Location,
-    lines: dict[Location, int],
-    shown: str,
-    within: frozenset[yaml.Node] = frozenset(),
-) -> None:
-    """Record each key's line under its dotted location; refuse duplicated keys, and an
-    alias inside its own anchor (``within``: the nodes holding this one)."""
-    if node in within:
-        problem = "an alias inside its own anchor: the value would contain itself"
-        raise UsageError(f"{shown}:{lines[here]}: {dotted(here)}: {problem}")
-    within |= {node}
+def _index_lines(node: yaml.Node, here: Location, lines: dict[Location, int], shown: str) -> None:
+    """Record each key's line under its dotted location; refuse duplicated keys."""
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
@@ -107,12 +98,12 @@ def _index_lines(
                     f"duplicate key (first set on line {lines[location]})"
                 )
             lines[location] = key_node.start_mark.line + 1
-            _index_lines(value_node, location, lines, shown, within)
+            _index_lines(value_node, location, lines, shown)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             location = (*here, index)
             lines[location] = item.start_mark.line + 1
-            _index_lines(item, location, lines, shown, within)
+            _index_lines(item, location, lines, shown)
 
 
 def _yaml_error(exc: yaml.MarkedYAMLError, shown: str) -> str:
