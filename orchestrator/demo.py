@@ -28,7 +28,6 @@ import sys
 import tempfile
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import children
@@ -50,14 +49,6 @@ class DemoFailed(Exception):
     """A step of the rehearsal did not end as the runbook says it must."""
 
 
-@dataclass(frozen=True)
-class Result:
-    """What one command did: its exit code and everything it printed."""
-
-    exit_code: int
-    output: str
-
-
 class Rehearsal:
     """Runs commands in the rehearsal folder, printing each one first, like a tutorial."""
 
@@ -76,9 +67,9 @@ class Rehearsal:
 
     def orchestrator(
         self, *args: str, expect: ExitCode, quiet: bool = False, cwd: str | None = None
-    ) -> Result:
-        """Run ``orchestrator ARGS`` (as ``python -m orchestrator.cli``) and check its exit
-        code; ``cwd``: a folder of the rehearsal folder to run it in (shown as ``cd``)."""
+    ) -> str:
+        """Run ``orchestrator ARGS`` (as ``python -m orchestrator.cli``), check its exit code;
+        its output. ``cwd``: a folder of the rehearsal folder to run it in (shown as ``cd``)."""
         shown = ["orchestrator", *args]
         return self._run(
             [sys.executable, "-m", "orchestrator.cli", *args],
@@ -88,7 +79,7 @@ class Rehearsal:
             cwd=cwd,
         )
 
-    def git(self, *args: str) -> Result:
+    def git(self, *args: str) -> str:
         """Run ``git ARGS``; it must succeed."""
         return self._run(["git", *args], shown=["git", *args], expect=0, quiet=False)
 
@@ -100,7 +91,7 @@ class Rehearsal:
         expect: int,
         quiet: bool,
         cwd: str | None = None,
-    ) -> Result:
+    ) -> str:
         print(f"\n$ {_shell_line(shown)}", flush=True)
         process = subprocess.Popen(
             list(argv),
@@ -129,7 +120,7 @@ class Rehearsal:
         print(f"{INDENT}-> exit {code} ({mark})", flush=True)
         if code != expect:
             raise DemoFailed(f"`{_shell_line(shown)}` exited {code}, expected {expect}")
-        return Result(code, "".join(lines))
+        return "".join(lines)
 
 
 def _shell_line(words: Sequence[str]) -> str:
@@ -219,7 +210,7 @@ def rehearse(pg: EmbeddedPostgres, workdir: Path, health: HealthServer) -> None:
         expect=ExitCode.NEEDS_MIGRATION,
     )
     require(
-        mentions(before.output, "warning", "0010_new_colleen_wing", "not newer than"),
+        mentions(before, "warning", "0010_new_colleen_wing", "not newer than"),
         "validate did not warn that 0010_new_colleen_wing's journal 'when' is out of order",
     )
 
@@ -244,7 +235,7 @@ def rehearse(pg: EmbeddedPostgres, workdir: Path, health: HealthServer) -> None:
         cwd=app,
         expect=ExitCode.OK,
     )
-    require("wrote orchestrator.yaml" in written.output, "init did not write the playbook")
+    require("wrote orchestrator.yaml" in written, "init did not write the playbook")
     print()
     for line in (workdir / playbook).read_text().splitlines():
         print(f"{INDENT}{line}")
@@ -260,9 +251,9 @@ def rehearse(pg: EmbeddedPostgres, workdir: Path, health: HealthServer) -> None:
     )
     rehearsal = demo.orchestrator("deploy", "--playbook", playbook, "--dry-run", expect=ExitCode.OK)
     require(
-        mentions(rehearsal.output, "applied and rolled back")
-        and mentions(rehearsal.output, "revalidate", "SAFE")
-        and "nothing was committed to production" in rehearsal.output,
+        mentions(rehearsal, "applied and rolled back")
+        and mentions(rehearsal, "revalidate", "SAFE")
+        and "nothing was committed to production" in rehearsal,
         "the rehearsal did not prove the migrations",
     )
     demo.orchestrator(
@@ -301,7 +292,7 @@ def rehearse(pg: EmbeddedPostgres, workdir: Path, health: HealthServer) -> None:
     after = demo.orchestrator(
         "validate", "--migrations", f"{repo.clone.name}/{repo.migrations_dir}", expect=ExitCode.OK
     )
-    require(mentions(after.output, "verdict", "SAFE"), "validate did not say SAFE")
+    require(mentions(after, "verdict", "SAFE"), "validate did not say SAFE")
 
     demo.step(
         "The run's record",
@@ -312,7 +303,7 @@ def rehearse(pg: EmbeddedPostgres, workdir: Path, health: HealthServer) -> None:
     listing = demo.orchestrator(
         "runs", "--state-dir", ".orchestrator", "--json", expect=ExitCode.OK, quiet=True
     )
-    runs = json.loads(listing.output)["runs"]
+    runs = json.loads(listing)["runs"]
     require(len(runs) == 1, f"expected one recorded run, found {len(runs)}")
     run = runs[0]
     require(run["state"] == "succeeded", f"the run ended {run['state']}, expected succeeded")
