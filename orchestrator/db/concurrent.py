@@ -36,7 +36,7 @@ from orchestrator.analysis.nontransactional import (
     enum_value_of,
     probe_sql,
 )
-from orchestrator.db.blockers import find_blockers, statement_locks
+from orchestrator.db.blockers import Blocker, find_blockers, statement_locks
 from orchestrator.db.connect import database_error, describe, milliseconds
 from orchestrator.db.lock_retry import LOCK_NOT_AVAILABLE, LockRetry, OnLockRetry, lock_retry_policy
 from orchestrator.db.migrator import (
@@ -198,6 +198,7 @@ def _run_statement(
             for name in dropped:
                 on_note(f"dropped INVALID index {name} left by the failed statement ({where})")
             left = f"; dropped the INVALID index {', '.join(dropped)} it left" if dropped else ""
+            blockers: tuple[Blocker, ...] = ()
             if exc.sqlstate == LOCK_NOT_AVAILABLE:
                 blockers = find_blockers(conn, *statement_locks(statement.sql))
                 if attempt < attempts:
@@ -207,23 +208,17 @@ def _run_statement(
                     time.sleep(wait)
                     continue
                 who = "; ".join(b.describe() for b in blockers[:3])
-                raise MigrationFailed(
-                    migration.tag,
-                    f"migration failed in {where}: lock timeout after {attempts} attempt(s)"
-                    + (f"; blocked by {who}" if who else "")
-                    + f"{left}; {_committed(statement)}",
-                    sqlstate=exc.sqlstate,
-                    statement=statement.number,
-                    blockers=blockers,
-                    where=where,
-                ) from exc
+                why = f"lock timeout after {attempts} attempt(s)" + (
+                    f"; blocked by {who}" if who else ""
+                )
+            else:
+                why = describe(exc) + (f" [{exc.sqlstate}]" if exc.sqlstate else "")
             raise MigrationFailed(
                 migration.tag,
-                f"migration failed in {where}: {describe(exc)}"
-                + (f" [{exc.sqlstate}]" if exc.sqlstate else "")
-                + f"{left}; {_committed(statement)}",
+                f"migration failed in {where}: {why}{left}; {_committed(statement)}",
                 sqlstate=exc.sqlstate,
                 statement=statement.number,
+                blockers=blockers,
                 where=where,
             ) from exc
 
