@@ -30,17 +30,9 @@ MODES = (
 _CONFLICTS: dict[str, frozenset[str]] = {
     "ACCESS SHARE": frozenset({"ACCESS EXCLUSIVE"}),
     "ROW SHARE": frozenset({"EXCLUSIVE", "ACCESS EXCLUSIVE"}),
-    "ROW EXCLUSIVE": frozenset({"SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE"}),
+    "ROW EXCLUSIVE": frozenset(MODES[4:]),
     "SHARE UPDATE EXCLUSIVE": frozenset(MODES[3:]),
-    "SHARE": frozenset(
-        {
-            "ROW EXCLUSIVE",
-            "SHARE UPDATE EXCLUSIVE",
-            "SHARE ROW EXCLUSIVE",
-            "EXCLUSIVE",
-            "ACCESS EXCLUSIVE",
-        }
-    ),
+    "SHARE": frozenset(MODES[2:]) - {"SHARE"},  # SHARE does not conflict with itself
     "SHARE ROW EXCLUSIVE": frozenset(MODES[2:]),
     "EXCLUSIVE": frozenset(MODES[1:]),
     "ACCESS EXCLUSIVE": frozenset(MODES),
