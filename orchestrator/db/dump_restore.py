@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,11 +263,6 @@ _NAMES_SQL = """
 SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.oid = to_regclass(%s)
 """
-
-
-def private_workdir() -> tempfile.TemporaryDirectory[str]:
-    """A folder only we can read, for the dump's script (it holds production's rows)."""
-    return tempfile.TemporaryDirectory(prefix="orchestrator-restore-")
 
 
 def _tool(argv: list[str], env: dict[str, str] | None = None) -> str:

@@ -9,6 +9,7 @@ after the operator typed its name, from a dump whose digest is the one the run r
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,7 +217,8 @@ def restore_from_dump(
         AuditTrail(
             store.audit_path(record.run_id), run_id=record.run_id, secrets=store.redactor
         ) as trail,
-        dump_restore.private_workdir() as workdir,
+        # Only we can read it: the dump's script written there holds production's rows.
+        tempfile.TemporaryDirectory(prefix="orchestrator-restore-") as workdir,
     ):
         dump_restore_plan(store.load(record.run_id), url)  # restored by another meanwhile?
         log = trail.log
