@@ -150,12 +150,11 @@ def rehearse(
             return walk.on(url, real=False)
         if rehearse_on == "local":
             run.kind = f"a local schema-only copy of production ({CANNOT_CATCH})"
-            schema, table = playbook.migrations.schema_, playbook.migrations.table
             with local_copy(
                 url,
                 shadow,
-                schema=schema,
-                table=table,
+                schema=playbook.migrations.schema_,
+                table=playbook.migrations.table,
                 lock_wait=bounds.lock_timeout,
                 retry=retry_policy(playbook),
             ) as copy_url:

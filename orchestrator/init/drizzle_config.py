@@ -252,8 +252,7 @@ def read_object(source: str, *, json_file: bool = False) -> dict[str, Literal]:
             raise ConfigUnreadable("the JSON is not an object")
         return data
     tokens = _tokens(source)
-    parser = _Parser(tokens)
-    return parser.object_at(_config_object(tokens))[0]
+    return _Parser(tokens).object_at(_config_object(tokens))[0]
 
 
 def parse_drizzle_config(source: str, *, json_file: bool = False) -> DrizzleConfig:

@@ -78,11 +78,9 @@ def default_candidates() -> list[Path]:
         reverse=True,
     )
     candidates += [Path(p) for p in majors]
-    initdb = shutil.which("initdb")
-    if initdb:
+    if initdb := shutil.which("initdb"):
         candidates.append(Path(initdb).resolve().parent)
-    embedded = embedded_bindir()
-    if embedded is not None:
+    if (embedded := embedded_bindir()) is not None:
         candidates.append(embedded)
     return candidates
 
