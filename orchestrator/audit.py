@@ -176,15 +176,14 @@ class AuditTrail:
         self.path = Path(path)
         self.run_id = run_id
         self._sink = _JsonLinesSink(self.path, console)
-        processors: list[Processor] = [
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
-            structlog.processors.format_exc_info,  # tracebacks become (redacted) text
-            make_redactor(secrets),
-        ]
         proxy = structlog.wrap_logger(
             self._sink,
-            processors=processors,
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+                structlog.processors.format_exc_info,  # tracebacks become (redacted) text
+                make_redactor(secrets),
+            ],
             wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
             context_class=dict,
             cache_logger_on_first_use=True,

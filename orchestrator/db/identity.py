@@ -47,8 +47,7 @@ def read_identity(url: str, *, started: bool = False) -> dict[str, str]:
             if started:
                 identity["server_started"] = str(row[3])
             for key, setting in _NEON_SETTINGS.items():
-                value = _setting(conn, setting)
-                if value:
+                if value := _setting(conn, setting):
                     identity[key] = value
     except psycopg.Error as exc:
         raise database_error("cannot read which database this is", exc) from exc

@@ -35,8 +35,7 @@ def fetch_branches(repo: git.Repo, remote: str, branches: list[str]) -> None:
     out = run_git(repo.git, "fetch", "--quiet", remote, *refspecs)
     if out.status == 0:
         return
-    missing = re.search(r"couldn't find remote ref (\S+)", out.stderr)
-    if missing:
+    if missing := re.search(r"couldn't find remote ref (\S+)", out.stderr):
         branch = missing.group(1).removeprefix("refs/heads/")
         raise MissingBranch(f"branch {branch!r} does not exist on remote {remote!r}")
     url = run_git(repo.git, "remote", "get-url", remote).stdout.strip()
