@@ -15,23 +15,14 @@ MAX_DURATION_S = 24 * 86400.0
 # Unit spellings and their length in seconds. The regex tries the longest spellings first, so
 # "min" wins over "m" and "ms" over "m".
 _UNITS: dict[str, float] = {
-    "ms": 0.001,
-    "msec": 0.001,
-    "s": 1.0,
-    "sec": 1.0,
-    "secs": 1.0,
-    "second": 1.0,
-    "seconds": 1.0,
-    "m": 60.0,
-    "min": 60.0,
-    "mins": 60.0,
-    "minute": 60.0,
-    "minutes": 60.0,
-    "h": 3600.0,
-    "hr": 3600.0,
-    "hrs": 3600.0,
-    "hour": 3600.0,
-    "hours": 3600.0,
+    spelling: seconds
+    for spellings, seconds in (
+        (("ms", "msec"), 0.001),
+        (("s", "sec", "secs", "second", "seconds"), 1.0),
+        (("m", "min", "mins", "minute", "minutes"), 60.0),
+        (("h", "hr", "hrs", "hour", "hours"), 3600.0),
+    )
+    for spelling in spellings
 }
 _UNIT_ALTERNATION = "|".join(sorted(map(re.escape, _UNITS), key=len, reverse=True))
 _COMPONENT = re.compile(rf"\s*(\d+(?:\.\d+)?|\.\d+)\s*({_UNIT_ALTERNATION})(?![a-z])", re.I)
