@@ -12,6 +12,7 @@ from orchestrator.cli.options import (
     database_options,
     json_option,
     lock_timeout_option,
+    migrations_option,
     shadow_url_option,
 )
 from orchestrator.errors import ExitCode, UsageError
@@ -52,12 +53,7 @@ def plan(target: DatabaseTarget, all_migrations: bool, markdown: bool) -> int:
 
 
 @click.command()
-@click.option(
-    "--migrations",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="The Drizzle migrations folder (holding meta/_journal.json).",
-)
+@migrations_option
 @json_option
 @click.option(
     "--allow-concurrent",

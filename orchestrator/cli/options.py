@@ -139,6 +139,13 @@ def shadow_spec(url: str | None) -> ShadowSpec:
         raise UsageError(f"--shadow-url: {exc}") from None
 
 
+migrations_option = click.option(
+    "--migrations",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The Drizzle migrations folder (holding meta/_journal.json).",
+)
+
 shadow_url_option = click.option(
     "--shadow-url",
     envvar=SHADOW_URL_ENV,
@@ -167,13 +174,7 @@ def database_options(func: Command) -> Command:
             envvar="DATABASE_URL",
             help="Connection string (URL or key=value). Defaults to $DATABASE_URL.",
         ),
-        click.option(
-            "--migrations",
-            "migrations",
-            required=True,
-            type=click.Path(path_type=Path),
-            help="The Drizzle migrations folder (holding meta/_journal.json).",
-        ),
+        migrations_option,
         click.option(
             "--migrations-schema",
             "schema",
