@@ -97,11 +97,6 @@ def database_url(playbook: Playbook, environ: Mapping[str, str], *, writes: bool
     return checked
 
 
-def transport_warning(playbook: Playbook, url: str, environ: Mapping[str, str]) -> str | None:
-    """A warning for a remote host without TLS; UsageError if the playbook requires TLS."""
-    return check_ssl(url, require_ssl=playbook.database.require_ssl, environ=environ)
-
-
 def check_before_run(
     playbook: Playbook, environ: Mapping[str, str], store: RunStore, attested: bool, *, create: bool
 ) -> tuple[str, str | None]:
@@ -126,7 +121,8 @@ def check_before_run(
             f"the dump file, give it a suffix such as {path.name}.dump"
         )
     store.check_writable(create=create)
-    return url, transport_warning(playbook, url, environ)
+    # A remote host without TLS is warned about; refused (UsageError) if the playbook says.
+    return url, check_ssl(url, require_ssl=playbook.database.require_ssl, environ=environ)
 
 
 @contextmanager
@@ -306,8 +302,8 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
     check_tokens(playbook, interaction.environ)
     name = runlock.application_name(record.run_id)
     plain_url = database_url(playbook, interaction.environ)
-    warning = transport_warning(playbook, plain_url, interaction.environ)
-    if warning:
+    require_ssl = playbook.database.require_ssl
+    if warning := check_ssl(plain_url, require_ssl=require_ssl, environ=interaction.environ):
         interaction.warn(warning)
     url = with_application_name(plain_url, name)
     with store.lock(record.run_id):
