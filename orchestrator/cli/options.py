@@ -25,7 +25,6 @@ from orchestrator.errors import UsageError
 
 if TYPE_CHECKING:
     from orchestrator.db.migrator import MigrateOptions
-    from orchestrator.db.retry import RetryPolicy
     from orchestrator.drizzle.journal import Journal
     from orchestrator.shadow import ShadowSpec
 
@@ -73,11 +72,6 @@ class DatabaseTarget:
         """The migrations folder, read and checked (UsageError on bad input)."""
         return read_migrations(self.migrations)
 
-    @property
-    def shadow(self) -> ShadowSpec:
-        """Where the folder's history is replayed: ``--shadow-url``, else a local cluster."""
-        return shadow_spec(self.shadow_url)
-
     def options(
         self,
         *,
@@ -103,16 +97,14 @@ class DatabaseTarget:
             **timeouts,
         )
 
-    @property
-    def retry(self) -> RetryPolicy:
-        """The retry policy for transient connection failures."""
+    def reading(self) -> dict[str, Any]:
+        """How every database command reads: ``shadow`` where the folder's history is
+        replayed (``--shadow-url``, else a local cluster), ``retry`` for transient connection
+        failures, and ``on_retry``."""
         from orchestrator.db.retry import RetryPolicy
 
-        return RetryPolicy(attempts=self.retries)
-
-    def reading(self) -> dict[str, Any]:
-        """``shadow``, ``retry`` and ``on_retry``: how every database command reads."""
-        return {"shadow": self.shadow, "retry": self.retry, "on_retry": on_retry}
+        shadow, retry = shadow_spec(self.shadow_url), RetryPolicy(attempts=self.retries)
+        return {"shadow": shadow, "retry": retry, "on_retry": on_retry}
 
 
 def read_migrations(folder: Path) -> Journal:
