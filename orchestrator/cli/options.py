@@ -238,16 +238,15 @@ def state_options(func: Command) -> Command:
     )(json_option(func))
 
 
-def retries_option(func: Command) -> Command:
-    """``--retries N`` of the run commands: attempts on transient database failures, instead
-    of the playbook's ``retry.attempts`` (whose default is the same as everywhere)."""
-    return click.option(
-        "--retries",
-        type=click.IntRange(min=1),
-        default=None,
-        help="Attempts on transient connection failures, instead of the playbook's "
-        f"retry.attempts (default: the playbook's, {DEFAULT_ATTEMPTS} unless it says).",
-    )(func)
+# ``--retries N`` of the run commands: attempts on transient database failures, instead of the
+# playbook's ``retry.attempts`` (whose default is the same as everywhere).
+retries_option = click.option(
+    "--retries",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Attempts on transient connection failures, instead of the playbook's "
+    f"retry.attempts (default: the playbook's, {DEFAULT_ATTEMPTS} unless it says).",
+)
 
 
 def on_retry(attempt: int, error: BaseException, wait: float) -> None:
