@@ -238,12 +238,8 @@ def _verdict_halt(step: str) -> Callable[[RunRecord], tuple[ExitCode, str]]:
 
 
 def _no_backup(record: RunRecord) -> tuple[ExitCode, str]:
-    if not _preflight(record).ok:
-        return ExitCode.GUARD_FAILED, "pre-flight did not pass"
-    return (
-        ExitCode.GUARD_FAILED,
-        "no way back is on record: the backup is missing, changed or unreadable",
-    )
+    missing = "no way back is on record: the backup is missing, changed or unreadable"
+    return ExitCode.GUARD_FAILED, missing if _preflight(record).ok else "pre-flight did not pass"
 
 
 def _migration_not_tracked(record: RunRecord) -> tuple[ExitCode, str]:
