@@ -12,6 +12,7 @@ from orchestrator.catalog.snapshot import (
     CatalogSnapshot,
     Objects,
     Properties,
+    ReplayStart,
     TrackingRow,
     properties,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "Objects",
     "Properties",
     "ReplayFailure",
+    "ReplayStart",
     "TrackingRow",
     "delta",
     "differences",
