@@ -194,7 +194,8 @@ def test_origin_unreachable_refuses_before_a_run_exists(
     code, document, err = deploy(world, capsys)
 
     assert code == 21, err
-    assert document is None  # no run record to print
+    # No run record to print: the error's document, as every --json command prints on one.
+    assert "run_id" not in document and document["exit_code"] == 21, document
     line = one_line(err)
     assert line.startswith("error: ")
     for fragment in expected:
