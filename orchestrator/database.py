@@ -72,8 +72,8 @@ def folder_history(
     production: CatalogSnapshot | None = None,
 ) -> History:
     """The folder's history as the shadow builds it: from the cache, else replayed; as on
-    ``production`` (its major version, what its migrations started from) when given."""
-    start = production.start if production else ReplayStart(options.schema, options.table)
+    ``production`` (its major version, its sessions' TimeZone) when given."""
+    start = ReplayStart(options.schema, options.table, production.zone if production else "UTC")
     major = production.server_major if production else None
     cached = cached_history(journal, shadow, production_major=major, start=start)
     return cached or replayed_history(journal, shadow, start=start)
@@ -134,8 +134,8 @@ def judge_database(
         except DatabaseError as exc:
             return error_report(str(exc)), history
     journal.refuse_unrunnable(journal.untracked(snapshot.row_hashes))
-    if history is None:  # asked of the cache already: on a miss or another start, ask again
-        history = cached[0].result() if cached else None
-        if history is None or history.start != snapshot.start:
-            history = folder_history(journal, options, shadow, production=snapshot)
+    if history is None:  # the cache was asked already: on a miss, replay
+        found = cached[0].result() if cached else None
+        start = ReplayStart(options.schema, options.table, snapshot.zone)
+        history = found or replayed_history(journal, shadow, start=start)
     return validate(journal, history, snapshot), history

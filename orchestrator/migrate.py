@@ -189,7 +189,7 @@ def refuse_what_postgres_refuses(
     else:
         done = [m for m in journal.migrations if m.tag not in pending]
         major = None if history is None else history.server_major
-        start = history.start if history else ReplayStart(options.schema, options.table)
+        start = ReplayStart(options.schema, options.table)
         refusal = one_transaction_refusal(done, untracked, shadow, major=major, start=start)
     if refusal is None:
         return

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -292,7 +291,7 @@ def test_a_key_or_comment_changed_by_hand_is_drift(
     assert difference in drift.message
 
 
-def test_another_tools_table_is_a_warning_and_a_platforms_extension_where_the_shadow_starts(
+def test_a_platforms_extension_and_another_tools_table_are_one_warning(
     database_url: str,
 ) -> None:
     migrate(database_url, full())
@@ -303,84 +302,16 @@ def test_another_tools_table_is_a_warning_and_a_platforms_extension_where_the_sh
     assert report.status is Verdict.SAFE
     [warning] = [f for f in report.findings if f.code != "tracking_table"]
     assert warning.code == "untouched_objects"
-    # The shadow starts with production's extensions, so its members never come into it.
-    assert warning.message.startswith("4 object(s) that no migration of this folder creates: ")
-    assert "hstore" not in warning.message
+    # The extension is one object: its members come with CREATE EXTENSION.
+    assert warning.message.startswith("5 object(s) that no migration of this folder creates: ")
     for key in (
+        "extension hstore",
         "table public.other_tool",
         "column public.other_tool.id",
         "constraint public.other_tool.other_tool_pkey",
         "index public.other_tool_pkey",
     ):
         assert key in warning.message
-
-
-UUIDS = 'CREATE TABLE "things" ("id" uuid PRIMARY KEY DEFAULT uuid_generate_v4() NOT NULL);'
-UUID_OSSP = 'CREATE EXTENSION IF NOT EXISTS "uuid-ossp";'
-
-
-def with_uuid_ossp_in_extensions(url: str) -> None:
-    """Supabase's layout: the extension in schema extensions, on the database's search_path."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute('CREATE SCHEMA extensions; CREATE EXTENSION "uuid-ossp" SCHEMA extensions')
-        conn.execute(
-            f'ALTER DATABASE {conn.info.dbname} SET search_path = "$user", public, extensions'
-        )
-
-
-@pytest.mark.parametrize("statements", [[UUID_OSSP, UUIDS], [UUIDS]], ids=["if-not-exists", "none"])
-def test_a_platforms_extension_in_its_own_schema_is_where_the_folder_finds_it(
-    database_url: str, tmp_path: Path, statements: list[str]
-) -> None:
-    # The folder's CREATE EXTENSION IF NOT EXISTS (if any) does nothing on production.
-    with_uuid_ossp_in_extensions(database_url)
-    journal = read_journal(write_drizzle_folder(tmp_path / "f", [("0000_things", statements)]))
-    validate = partial(validate_database, database_url, journal, OPTIONS, retry=ONCE)
-    assert validate(shadow=suite_shadow()).status is Verdict.NEEDS_MIGRATION
-    run_sql(database_url, journal.migrations[0])  # as drizzle runs it, in production's session
-    track(database_url, journal.migrations[0])
-    report = validate(shadow=suite_shadow())
-    assert report.status is Verdict.SAFE, report.findings
-    with psycopg.connect(database_url) as conn:  # production kept the platform's layout
-        conn.execute("SET search_path = pg_catalog")
-        [(default,)] = conn.execute(
-            "SELECT pg_get_expr(adbin, 0) FROM pg_attrdef WHERE adrelid = 'public.things'::regclass"
-        ).fetchall()
-    assert default == "extensions.uuid_generate_v4()"
-
-
-@pytest.mark.parametrize(
-    "statements",
-    [
-        ['CREATE EXTENSION "citext";', 'CREATE TABLE "t" ("name" citext)'],
-        [  # drizzle-kit's pgSchema
-            'CREATE SCHEMA "app";',
-            'CREATE EXTENSION IF NOT EXISTS "citext" SCHEMA "app";',
-            'CREATE TABLE "app"."t" ("name" app.citext)',
-        ],
-    ],
-    ids=["extension", "schema"],
-)
-def test_an_extension_or_schema_a_migration_created_is_not_there_before_it(
-    database_url: str, tmp_path: Path, statements: list[str]
-) -> None:
-    # The shadow starts with production's extensions: here, the ones the folder created.
-    journal = read_journal(write_drizzle_folder(tmp_path / "f", [("0000_t", statements)]))
-    run_sql(database_url, journal.migrations[0])
-    track(database_url, journal.migrations[0])
-    report = validate_database(database_url, journal, OPTIONS, retry=ONCE, shadow=suite_shadow())
-    assert report.status is Verdict.SAFE, report.findings
-
-
-def test_migrate_runs_a_folder_relying_on_a_platforms_extension(
-    database_url: str, tmp_path: Path
-) -> None:
-    with_uuid_ossp_in_extensions(database_url)
-    first = 'CREATE TABLE "a" ("id" integer)'
-    folder = write_drizzle_folder(tmp_path / "f", [("0000_a", [first]), ("0001_b", [UUIDS])])
-    migrate(database_url, read_journal(prefix_folder(folder, 1, tmp_path / "p")))
-    # migrate asks the shadow whether 0001 runs after 0000 where production has the extension
-    assert migrate(database_url, read_journal(folder)).after.status is Verdict.SAFE
 
 
 def test_unreachable_database_is_error(database_url: str) -> None:

@@ -12,7 +12,6 @@ from orchestrator.catalog.snapshot import (
     CatalogSnapshot,
     Objects,
     Properties,
-    ReplayStart,
     TrackingRow,
     properties,
 )
@@ -25,7 +24,6 @@ __all__ = [
     "Objects",
     "Properties",
     "ReplayFailure",
-    "ReplayStart",
     "TrackingRow",
     "delta",
     "differences",

@@ -5,12 +5,12 @@ what each migration changed, as replayed on a shadow database (:mod:`orchestrato
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from orchestrator.catalog.difference import Delta, fold
-from orchestrator.catalog.snapshot import Objects, Properties, ReplayStart
+from orchestrator.catalog.snapshot import Objects, Properties
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,6 @@ class History:
     # Per migration: the tables whose storage it rewrote (a new relfilenode).
     rewrites: tuple[tuple[str, ...], ...] = field(default=())
     failure: ReplayFailure | None = None
-    start: ReplayStart = field(default_factory=ReplayStart)  # what the shadow started from
 
     def state_after(self, count: int) -> dict[str, Properties]:
         """The catalog after the first ``count`` migrations."""
@@ -64,13 +63,11 @@ class History:
             "server": self.server,
             "server_major": self.server_major,
             "rewrites": [list(r) for r in self.rewrites],
-            "start": astuple(self.start),
         }
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any]) -> History:
         """The history :meth:`to_json` wrote."""
-        schema, table, zone, extensions, search_path = document["start"]
         return cls(
             hashes=tuple(document["hashes"]),
             initial=document["initial"],
@@ -81,5 +78,4 @@ class History:
             server=document["server"],
             server_major=int(document["server_major"]),
             rewrites=tuple(tuple(r) for r in document["rewrites"]),
-            start=ReplayStart(schema, table, zone, tuple(map(tuple, extensions)), search_path),
         )

@@ -41,19 +41,6 @@ class TrackingRow:
 
 
 @dataclass(frozen=True)
-class ReplayStart:
-    """What production's migrations found before the first ran, as a shadow database starts
-    (see docs/shadow.md): drizzle's tracking table (left out of every snapshot), its sessions'
-    TimeZone and search_path, its extensions (but plpgsql) as (name, schema), by name."""
-
-    schema: str = "drizzle"
-    table: str = "__drizzle_migrations"
-    zone: str = "UTC"
-    extensions: tuple[tuple[str, str], ...] = ()
-    search_path: str = '"$user", public'  # PostgreSQL's own
-
-
-@dataclass(frozen=True)
 class CatalogSnapshot:
     """What one read of a database's catalog found."""
 
@@ -67,7 +54,7 @@ class CatalogSnapshot:
     tracking_readable: bool  # ... and has drizzle's columns, so its rows were read
     tracking_rows: tuple[TrackingRow, ...] = ()
     tracking_elsewhere: tuple[str, ...] = ()  # other schemas holding a table of that name
-    start: ReplayStart = ReplayStart()  # what its migrations found, for a replay to start from
+    zone: str = "UTC"  # the TimeZone its sessions start in: a migration's literals are fixed in it
     # Each table's relfilenode: a statement that rewrites a table gives it a new one.
     storage: Mapping[str, int] = field(default_factory=dict)
     # Each table's row estimate (``reltuples``: -1 when never analysed).

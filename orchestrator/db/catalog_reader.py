@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from orchestrator.catalog import CatalogSnapshot, ReplayStart, TrackingRow, properties
+from orchestrator.catalog import CatalogSnapshot, TrackingRow, properties
 from orchestrator.db.blockers import describe_all, find_blockers
 from orchestrator.db.connect import database_error, milliseconds
 from orchestrator.errors import DatabaseError
@@ -226,10 +226,10 @@ _OBJECTS = r"""
     FROM pg_rewrite w JOIN rel r ON r.oid = w.ev_class
     WHERE w.rulename <> '_RETURN'
   UNION ALL
-    -- extensions and their schema (their version is the server's business)
-    SELECT 'extension ' || e.extname, json_build_object('schema', n.nspname),
+    -- extensions: present or not (their version is the server's business)
+    SELECT 'extension ' || e.extname, json_build_object(),
            'e' || e.oid, 'e' || e.oid, NULL
-    FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+    FROM pg_extension e
 """
 
 CATALOG_QUERY = rf"""
@@ -273,11 +273,6 @@ SELECT NULL, json_build_object(
     'server_version', current_setting('server_version'),
     'server_version_num', current_setting('server_version_num')::int,
     'database', current_database(),
-    -- what a replay starts from: the extensions but plpgsql, a new session's search_path
-    'extensions', (SELECT json_agg(json_build_array(extname, nspname) ORDER BY extname)
-                   FROM pg_extension JOIN pg_namespace ON pg_namespace.oid = extnamespace
-                   WHERE extname <> 'plpgsql'),
-    'search_path', (SELECT reset_val FROM pg_settings WHERE name = 'search_path'),
     'storage', (SELECT coalesce(json_object_agg(name, relfilenode::text::int8), '{{}}')
                 FROM rel WHERE relkind IN ('r', 'm')),
     'row_estimates', (SELECT coalesce(json_object_agg(name, reltuples::bigint), '{{}}')
@@ -354,8 +349,6 @@ def read_catalog(
         if comment is not None:  # read apart from the other properties: see the query
             objects[key] = json.dumps({**properties(objects[key]), "comment": comment})
     rows_xml = document.get("tracking_rows")
-    zone = conn.info.parameter_status("TimeZone") or "UTC"  # from the greeting: no round trip
-    extensions = tuple(map(tuple, document["extensions"] or ()))
     return CatalogSnapshot(
         server_version=str(document["server_version"]).split()[0],
         server_major=int(document["server_version_num"]) // 10000,
@@ -368,7 +361,7 @@ def read_catalog(
         tracking_readable=rows_xml is not None,
         tracking_rows=parse_tracking_xml(rows_xml) if rows_xml is not None else (),
         tracking_elsewhere=tuple(document["tracking_elsewhere"]),
-        start=ReplayStart(schema, table, zone, extensions, document["search_path"]),
+        zone=conn.info.parameter_status("TimeZone") or "UTC",
         storage=document["storage"],
         row_estimates=document["row_estimates"],
     )

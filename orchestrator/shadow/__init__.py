@@ -15,13 +15,14 @@ from collections.abc import Sequence
 from dataclasses import astuple
 from functools import partial
 
-from orchestrator.catalog import History, ReplayFailure, ReplayStart
+from orchestrator.catalog import History, ReplayFailure
 from orchestrator.db.connect import connect
 from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.errors import DatabaseError
 from orchestrator.shadow import cache
 from orchestrator.shadow.replay import (
     IncompleteReplay,
+    ReplayStart,
     apply_migration,
     replay_history,
     run_in_transaction,
@@ -117,9 +118,9 @@ def one_transaction_refusal(
         server.database() as url,
         connect(url, autocommit=True) as conn,
     ):
-        seeded = start_as_production(conn, start)
+        start_as_production(conn, start)
         for migration in done:
-            if failure := apply_migration(conn, migration, server.description, seeded):
+            if (failure := apply_migration(conn, migration, server.description)) is not None:
                 return failure
         refusal = run_in_transaction(conn, pending, commit=False, server=server.description)
         key = cache.cache_key(hashes, server.major, kind=kind)

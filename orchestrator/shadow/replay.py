@@ -22,9 +22,9 @@ is replayed again with a whole read after each migration.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -32,7 +32,7 @@ import psycopg
 from psycopg import sql
 
 from orchestrator.catalog import Change, History, Properties, ReplayFailure, delta
-from orchestrator.catalog.snapshot import CatalogSnapshot, ReplayStart
+from orchestrator.catalog.snapshot import CatalogSnapshot
 from orchestrator.db.catalog_reader import read_catalog
 from orchestrator.db.connect import connect
 from orchestrator.db.migrator import create_tracking_sql
@@ -49,12 +49,6 @@ _EXISTING_ROLE = re.compile(r'role "([^"]+)" already exists')  # duplicate_objec
 # PostgreSQL 15+: extension "x" is not available; 13 and 14: could not open extension
 # control file ".../x.control"
 _MISSING_EXTENSION = re.compile(r'extension (?:control file )?"(?:[^"]*/)?([^"/]+?)(?:\.control)?"')
-# Production's extensions given to the shadow (what it has before and after tells what was
-# created), taken back when a migration says one exists: duplicate_schema, duplicate_object.
-_SEED = "CREATE SCHEMA IF NOT EXISTS {s}; CREATE EXTENSION IF NOT EXISTS {e} SCHEMA {s}"
-_SEEDABLE = """SELECT 'schema ' || nspname FROM pg_namespace
-    UNION SELECT 'extension ' || extname FROM pg_extension"""
-_DUPLICATE: dict[str | None, str] = {"42P06": "schema", "42710": "extension"}
 _ATTEMPTS = 20  # roles created, or transient failures, before giving up
 
 
@@ -64,6 +58,16 @@ class ReplayError(UsageError):
 
 class IncompleteReplay(Exception):
     """The deltas read after each migration do not add up to the catalog at the end."""
+
+
+@dataclass(frozen=True)
+class ReplayStart:
+    """What production's migrations found before the first ran, as a shadow database starts:
+    drizzle's tracking table (left out of every snapshot), its sessions' TimeZone (see docs)."""
+
+    schema: str = "drizzle"
+    table: str = "__drizzle_migrations"
+    zone: str = "UTC"
 
 
 def replay_history(
@@ -79,14 +83,14 @@ def replay_history(
     """
     schema, table = start.schema, start.table
     with connect(url, autocommit=True) as conn:
-        seeded = start_as_production(conn, start)
+        start_as_production(conn, start)
         if incremental and not _watch_ddl(conn):
             raise IncompleteReplay("the shadow server does not allow an event trigger")
         state = _State(read_catalog(conn, schema=schema, table=table, refs=True))
         initial, deltas, rewrites = dict(state.objects), [], []
         failure = None
         for migration in journal.migrations:
-            if (failure := apply_migration(conn, migration, server, seeded)) is not None:
+            if (failure := apply_migration(conn, migration, server)) is not None:
                 break
             owners = _touched_owners(conn, state) if incremental else None
             read = read_catalog(conn, schema=schema, table=table, owners=owners, refs=True)
@@ -103,7 +107,6 @@ def replay_history(
         server_major=state.server_major,
         rewrites=tuple(rewrites),
         failure=failure,
-        start=start,
     )
 
 
@@ -193,27 +196,17 @@ FROM near
 """
 
 
-def start_as_production(conn: psycopg.Connection[Any], start: ReplayStart) -> set[str]:
-    """Make the new shadow database what production's migrations find when they run; what it
-    created for production's extensions (one the shadow lacks is left out), as catalog keys."""
-    zone, path = sql.Literal(start.zone), sql.Literal(start.search_path)
+def start_as_production(conn: psycopg.Connection[Any], start: ReplayStart) -> None:
+    """Make the new shadow database what production's migrations find when they run."""
     statements = [
         # A literal without an offset is fixed in the session's zone: production's, as there.
-        sql.SQL("SET TimeZone = {}; SET DateStyle = 'ISO, MDY'").format(zone),
-        sql.SQL("SELECT set_config('search_path', {}, false)").format(path),  # and its path
+        sql.SQL("SET TimeZone = {}; SET DateStyle = 'ISO, MDY'").format(sql.Literal(start.zone)),
         # Production gave the roles migrations SET ROLE to what PostgreSQL 15 took from PUBLIC.
         sql.SQL("GRANT CREATE ON SCHEMA public TO PUBLIC"),
         # drizzle's migrator (and migrate) create these before the first migration.
         *create_tracking_sql(start.schema, start.table),
     ]
     conn.execute(sql.SQL(";\n").join(statements).as_bytes(conn))
-    if not start.extensions:
-        return set()
-    present = {key for (key,) in conn.execute(_SEEDABLE)}
-    for name, schema in start.extensions:  # each in a transaction of its own (one message)
-        with contextlib.suppress(psycopg.Error):
-            conn.execute(sql.SQL(_SEED).format(e=sql.Identifier(name), s=sql.Identifier(schema)))
-    return {key for (key,) in conn.execute(_SEEDABLE)} - present
 
 
 def _watch_ddl(conn: psycopg.Connection[Any]) -> bool:
@@ -236,33 +229,15 @@ def _touched_owners(conn: psycopg.Connection[Any], state: _State) -> set[str]:
 
 
 def apply_migration(
-    conn: psycopg.Connection[Any], migration: Migration, server: str, seeded: set[str] | None = None
+    conn: psycopg.Connection[Any], migration: Migration, server: str
 ) -> ReplayFailure | None:
     """Run one migration in a transaction of its own (committed); its failure, if any. One
     refused there runs statement by statement, each committed, as ``migrate --allow-concurrent``
     runs it: another attempt (:func:`_attempted`) goes on from the statement refused."""
     failure = run_in_transaction(conn, [migration], commit=True, server=server)
-    while failure is not None and seeded and _unseed(conn, failure, seeded):
-        failure = run_in_transaction(conn, [migration], commit=True, server=server)
     if failure is None or failure.sqlstate != NOT_IN_TRANSACTION:
         return failure
     return _attempted(conn, server, partial(_statement_by_statement, conn, [migration]))
-
-
-def _unseed(conn: psycopg.Connection[Any], failure: ReplayFailure, seeded: set[str]) -> bool:
-    """Drop the seeded schema (with its extensions) or extension a migration says exists: it
-    made it on production. False if it names none, or if an earlier migration uses it."""
-    # PostgreSQL names the object in its message alone (no error field), in the server's
-    # language and quotes: a seeded name is looked for among its words, whatever lc_messages.
-    kind = _DUPLICATE.get(failure.sqlstate)
-    for word in re.split(r"[^\w$-]+", failure.message):
-        if f"{kind} {word}" in seeded:
-            seeded.discard(f"{kind} {word}")
-            drop = "DROP SCHEMA {} CASCADE" if kind == "schema" else "DROP EXTENSION {}"
-            with contextlib.suppress(psycopg.Error):  # not if an earlier migration uses it
-                conn.execute(sql.SQL(drop).format(sql.Identifier(word)))
-                return True
-    return False
 
 
 def run_in_transaction(
