@@ -9,9 +9,9 @@ is one line naming the directory and the OS error, and that nothing else happene
 
 from __future__ import annotations
 
-import json
 import errno
 import hashlib
+import json
 import os
 import subprocess
 from collections.abc import Iterator
