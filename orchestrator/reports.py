@@ -17,7 +17,7 @@ from orchestrator.analysis.effects import analyse_migrations
 from orchestrator.analysis.lint import LintFinding, lint_migrations
 from orchestrator.analysis.plan import Plan, build_plan, statement_texts
 from orchestrator.catalog import History
-from orchestrator.database import DEFAULT_RETRY, folder_history, take_snapshot, validate_database
+from orchestrator.database import DEFAULT_RETRY, folder_history, judge_database, take_snapshot
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import OnRetry, RetryPolicy
 from orchestrator.drizzle.journal import Journal
@@ -43,30 +43,34 @@ def plan(
     migration when ``url`` is None), read with the folder's facts from the shadow. The
     database's states come from ``validate``, so plan and validate never disagree on what
     is pending. Without shadow facts: from the SQL alone, with a note."""
-    tags = None
+    tags = history = None
     if url is None:
         journal.refuse_unrunnable(journal.migrations)
     else:
-        report = validate_database(
-            url, journal, options, shadow=shadow, retry=retry, on_retry=on_retry
+        report, history = judge_database(
+            url, journal, options, shadow=shadow, retry=retry, on_retry=on_retry, history=None
         )
         if report.status is Verdict.ERROR:
             raise DatabaseError(report.first_error("cannot tell the migration state"))
         tags = {m.tag for m in report.migrations if m.state is not MigrationState.APPLIED}
-    # validate read the folder's history from the shadow: it is cached now
-    history, locks, note = shadow_facts(journal, shadow, options, tags)
+    # The history validate judged by: replayed in production's zone, not in UTC again.
+    history, locks, note = shadow_facts(journal, shadow, options, tags, history)
     return replace(build_plan(journal, tags, history, locks), note=note)
 
 
 def shadow_facts(
-    journal: Journal, shadow: ShadowSpec, options: MigrateOptions, tags: set[str] | None
+    journal: Journal,
+    shadow: ShadowSpec,
+    options: MigrateOptions,
+    tags: set[str] | None,
+    history: History | None = None,
 ) -> tuple[History | None, Mapping[str, Any], str]:
-    """The folder's history from the shadow and the locks each statement of the migrations
+    """The folder's history from the shadow (``history`` if known) and the locks each statement of the migrations
     ``tags`` (all when None) takes there (see :mod:`orchestrator.shadow.locks`); or None, no
     locks and a one-line note saying why not (no server to replay on, or PostgreSQL refused
     the folder): the analysis then reads the SQL alone."""
     try:
-        history = folder_history(journal, options, shadow)
+        history = history or folder_history(journal, options, shadow)
         if history.failure is None:
             return history, shadow_locks(journal, statement_texts(journal, tags), shadow), ""
         reason = f"PostgreSQL refused {history.failure}"

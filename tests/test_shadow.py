@@ -817,3 +817,30 @@ def test_a_timestamptz_literal_fixed_in_productions_zone_validates_after_migrate
             "SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = 'events_2030'"
         ).fetchall()
     assert "05:00:00+00" in bound[0]  # New York's midnight, as drizzle would have stored it
+
+
+def test_plan_on_a_database_whose_zone_is_spelled_etc_utc_replays_the_folder_once(
+    database_url: str, server_url: str, cache: Path, tmp_path: Path
+) -> None:
+    """plan reads its facts from the history validate judged by: production's zone spelled
+    otherwise than UTC (Etc/UTC, as some servers report it) is not a second replay in UTC."""
+    name = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    execute(database_url, f"ALTER DATABASE \"{name}\" SET timezone = 'Etc/UTC'")
+    folder = write_folder(tmp_path / "drizzle", RLS_FOLDER)
+    arguments = ["--database-url", database_url, "--migrations", str(folder)]
+    assert run(["plan", *arguments, "--shadow-url", server_url]) == 0
+    assert len(list(cache.glob("*.json"))) == 1  # one history: the one replayed in Etc/UTC
+
+
+def test_a_shadow_whose_databases_have_no_public_schema_still_replays(
+    database_url: str, own_cluster: EmbeddedPostgres, tmp_path: Path, cache: Path
+) -> None:
+    """A hardened shadow server (template1 without ``public``): the grant that lets every role
+    create in ``public`` has nothing to grant on, and the replay goes on without it."""
+    template = psycopg.conninfo.make_conninfo(own_cluster.url(), dbname="template1")
+    execute(template, "DROP SCHEMA public")
+    sql = 'CREATE SCHEMA "app";\n--> statement-breakpoint\nCREATE TABLE "app"."a" ("id" int);'
+    folder = write_folder(tmp_path / "drizzle", [("0000_a", sql)])
+    shadow = ShadowSpec(own_cluster.url())
+    report = validate_database(database_url, read_journal(folder), OPTIONS, shadow=shadow)
+    assert report.status is Verdict.NEEDS_MIGRATION, report.findings

@@ -201,8 +201,12 @@ def start_as_production(conn: psycopg.Connection[Any], start: ReplayStart) -> No
     statements = [
         # A literal without an offset is fixed in the session's zone: production's, as there.
         sql.SQL("SET TimeZone = {}; SET DateStyle = 'ISO, MDY'").format(sql.Literal(start.zone)),
-        # Production gave the roles migrations SET ROLE to what PostgreSQL 15 took from PUBLIC.
-        sql.SQL("GRANT CREATE ON SCHEMA public TO PUBLIC"),
+        # Production gave the roles migrations SET ROLE to what PostgreSQL 15 took from PUBLIC;
+        # a hardened shadow (no public, or not ours to grant on) goes on without it.
+        sql.SQL(
+            "DO $$ BEGIN GRANT CREATE ON SCHEMA public TO PUBLIC; EXCEPTION WHEN "
+            "invalid_schema_name OR insufficient_privilege THEN NULL; END $$"
+        ),
         # drizzle's migrator (and migrate) create these before the first migration.
         *create_tracking_sql(start.schema, start.table),
     ]
