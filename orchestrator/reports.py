@@ -65,10 +65,11 @@ def shadow_facts(
     tags: set[str] | None,
     history: History | None = None,
 ) -> tuple[History | None, Mapping[str, Any], str]:
-    """The folder's history from the shadow (``history`` if known) and the locks each statement of the migrations
-    ``tags`` (all when None) takes there (see :mod:`orchestrator.shadow.locks`); or None, no
-    locks and a one-line note saying why not (no server to replay on, or PostgreSQL refused
-    the folder): the analysis then reads the SQL alone."""
+    """The folder's history from the shadow (``history`` if known) and the locks each
+    statement of the migrations ``tags`` (all when None) takes there
+    (:mod:`orchestrator.shadow.locks`); or None, no locks and a one-line note saying why not
+    (no server to replay on, or PostgreSQL refused the folder): the analysis then reads the
+    SQL alone."""
     try:
         history = history or folder_history(journal, options, shadow)
         if history.failure is None:

@@ -230,6 +230,37 @@ def test_push_undone_before_its_guard_is_not_taken_for_pushed(world: World) -> N
     assert_plan_leaves_the_code(world, record)
 
 
+def test_rollback_looks_at_the_target_again_after_the_release_was_put_back(world: World) -> None:
+    """The halt saw the release gone; a colleague put it back since: rollback reverts it."""
+    main_before = world.origin_main()
+    process = deploy_process(world, "step_end:merge")
+    wait_stopped(process)
+    released = world.origin_main()
+    reset_origin_main(world, main_before)
+    assert go_on(process) == int(ExitCode.GUARD_FAILED)
+    assert only_run(world).steps.halt.release_gone
+
+    reset_origin_main(world, released)
+    result = rollback(only_run(world).run_id, world.store, world.interaction())
+    assert result.reverted_commit is not None, result.plan
+    assert world.origin_main() != released  # the revert is pushed on top of it
+
+
+def test_a_history_rewritten_under_the_release_keeps_it(world: World) -> None:
+    """Someone rewrites the target's history (a reworded commit, force-pushed) keeping the
+    release's files: the release is not gone, and the plan still reverts it."""
+    main_before = world.origin_main()
+    process = deploy_process(world, "step_end:merge")
+    wait_stopped(process)
+    tree = git(world.repo.origin, "rev-parse", f"{world.origin_main()}^{{tree}}")
+    rewritten = git(world.repo.origin, "commit-tree", tree, "-p", main_before, "-m", "reworded")
+    reset_origin_main(world, rewritten)
+    assert go_on(process) == int(ExitCode.GUARD_FAILED)
+    record = only_run(world)
+    assert not record.steps.halt.release_gone
+    assert any("git " in line for line in record.rollback_plan), record.rollback_plan
+
+
 @pytest.mark.parametrize("migrations", [True, False], ids=["migrations", "code-only"])
 def test_release_reverted_before_the_finish_guard_is_not_a_success(
     world: World, migrations: bool

@@ -16,7 +16,7 @@ from orchestrator.engine.outcomes import (
 )
 from orchestrator.engine.steps.base import RunContext
 from orchestrator.gitrepo import revert_commands, revert_release, revert_release_on_branch
-from orchestrator.gitrepo.history import contains, undone
+from orchestrator.gitrepo.history import undone
 from orchestrator.gitrepo.remote import remote_tips
 from orchestrator.runs import RunRecord
 
@@ -131,15 +131,16 @@ def rollback_plan(record: RunRecord, *, looked: bool = False) -> list[str]:
 
 
 def release_gone(ctx: RunContext) -> bool:
-    """Whether the target, fetched now, no longer holds the run's push: reset off it, or
-    every file it changed back as before it (a revert). False when it cannot tell."""
+    """Whether the target, fetched now, no longer holds the run's push: every file it changed
+    back as before it (reset off it, or reverted). False when it cannot tell."""
     merge, preflight = ctx.record.steps.merge or MergeOutcome(), ctx.record.steps.preflight
     pushed, before = merge.pushed_commit, merge.previous_target_commit
     if not (pushed and before and preflight) or pushed == before or ctx.record.steps.rollback:
         return False
     try:
         tip = remote_tips(ctx.repo, preflight.remote, [preflight.target])[preflight.target]
-        return not contains(ctx.repo, tip, pushed) or undone(ctx.repo, before, pushed, tip)
+        # By content, not ancestry: a history rewritten under the release keeps its code.
+        return undone(ctx.repo, before, pushed, tip)
     except Exception as exc:  # cannot look: the plan reverts it as usual
         ctx.log.warning("release_unknown", error=str(exc))
         return False
