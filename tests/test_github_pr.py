@@ -173,27 +173,6 @@ def test_an_optional_check_failing_while_a_required_one_runs_is_waited_for(
         assert record.state == "succeeded", record.halt_reason
 
 
-def test_an_optional_check_failing_before_a_required_one_reports_is_waited_for(
-    tmp_path: Path, baseline_url: str
-) -> None:
-    """Only required checks and reviews block a merge (GitHub's docs, "About protected
-    branches": once required status checks are enabled, all of them must pass before a
-    merge into the protected branch; with only an optional one failing the pull request is
-    ``unstable``, mergeable, as the double models it). Blocked with an optional check
-    failing and nothing running, a required check may not have reported yet: it is waited
-    for, not refused."""
-    with pr_world(tmp_path, baseline_url) as (world, github):
-        github.required_checks = ("ci/test",)
-        github.checks = {"lint": ["completed", "failure"], "ci/test": ["completed", "success"]}
-        github.reported_after = {"ci/test": 6}  # lint failed at once; ci/test reports late
-        record = world.deploy(environ=environ(world, github))
-        assert record.state == "succeeded", record.halt_reason
-        events = read_events(world.store.audit_path(record.run_id))
-        waits = [e for e in events if e["event"] == "pull_request_waiting"]
-        assert waits and "lint (failure)" in waits[0]["reason"]
-        assert "a required check may not have reported yet" in waits[0]["reason"]
-
-
 def test_an_unmergeable_pull_request_stops_the_run_before_the_backup(
     tmp_path: Path, baseline_url: str
 ) -> None:

@@ -47,8 +47,7 @@ def pull(**fields: object) -> PullRequest:
     [
         ({}, Checks(), "mergeable", "clean"),
         ({"mergeable": False, "mergeable_state": "dirty"}, Checks(), "refused", "conflicts"),
-        # A failing check may be optional (blocks nothing): a required one may not have reported.
-        ({"mergeable_state": "blocked"}, Checks(failing=("ci (failure)",)), "waiting", "ci (fa"),
+        ({"mergeable_state": "blocked"}, Checks(failing=("ci (failure)",)), "refused", "ci"),
         ({"mergeable_state": "blocked"}, Checks(pending=("ci",)), "waiting", "running"),
         ({"mergeable_state": "blocked"}, Checks(passing=("ci",)), "waiting", "review"),
         ({"mergeable_state": "blocked"}, Checks(), "waiting", "no check is reported yet"),

@@ -160,12 +160,11 @@ class Mergeability:
 def judge_pull(pr: PullRequest, checks: Checks) -> Mergeability:
     """Whether ``pr`` can be merged now, must be waited for, or cannot be merged (pure).
 
-    ``blocked`` with checks still running is worth waiting for, and so is blocked once none
-    runs (``unreported``): GitHub lists only the checks that reported, so a required one not
-    started yet is missing from them, as alike as a missing review; and a failing check may be
-    optional, which blocks nothing (only required checks and reviews do: GitHub's "About
-    protected branches"), so it alone is no refusal. Which checks are required the checks
-    do not say: what still blocks once the wait is over is named by the caller's refusal.
+    ``blocked`` with checks still running is worth waiting for (a failing one may be
+    optional), and so is blocked with every check reported passed, or none reported: GitHub
+    lists only the checks that reported, so a required one not started yet is missing from
+    them, as alike as a missing review (``unreported``). Blocked with a failing check once
+    none runs is not.
     """
     failing = ", ".join(checks.failing)
     if pr.merged:
@@ -182,9 +181,11 @@ def judge_pull(pr: PullRequest, checks: Checks) -> Mergeability:
     if state == "blocked":
         if checks.pending:  # a failing check may be optional: GitHub says so once all ran
             return Mergeability("waiting", f"checks still running: {', '.join(checks.pending)}")
+        if checks.failing:
+            return Mergeability(
+                "refused", f"pull request #{pr.number} is blocked: checks fail: {failing}"
+            )
         seen = "every check reported passed" if checks.passing else "no check is reported yet"
-        if failing:  # the checks do not say which are required
-            seen = f"checks fail: {failing}, which block it only if required"
         return Mergeability(
             "waiting",
             f"pull request #{pr.number} is blocked and {seen}: a required check may not have "
