@@ -698,18 +698,31 @@ def test_a_pasted_token_is_not_echoed_by_the_command_either(
     ("url", "shown"),
     [
         ("monitor.example.com/health?token=Sekret123", "monitor.example.com/health?token=***"),
-        ("ops:Sekret123@monitor.example.com/health", "ops:***@monitor.example.com/health"),
-        ("Sekret123@monitor.example.com/health", "***@monitor.example.com/health"),
         ("ftp://monitor.example.com/x?key=Sekret123", "ftp://monitor.example.com/x?key=***"),
+        ("ops:Sekret123@monitor.example.com/health", None),
+        ("Sekret123@monitor.example.com/health", None),
+        ("http//ops:Sekret123@monitor.example.com/health", None),
+        ("htps://Sekret123@monitor.example.com/health", None),
     ],
 )
 def test_a_health_url_without_its_scheme_is_refused_masked(
-    write: Callable[[str], Path], url: str, shown: str
+    write: Callable[[str], Path], url: str, shown: str | None
 ) -> None:
     text = VALID.replace("https://app.example.com/api/health", url)
     message = load_error(write(text))
     assert "Sekret123" not in message
-    assert message.endswith(f"must be an http:// or https:// URL with a host, got {shown!r}")
+    got = f", got {shown!r}" if shown else " (not shown: it holds an @)"
+    assert message.endswith(f"must be an http:// or https:// URL with a host{got}")
+
+
+@pytest.mark.parametrize(
+    "name", ["DATABASE_URL_Prod_v2", "PROD_DATABASE_URL_EU_west1", "ghs_DATABASE", "napi_url"]
+)
+def test_a_variable_name_that_looks_a_little_like_a_token_is_a_name(
+    write: Callable[[str], Path], name: str
+) -> None:
+    path = write(VALID.replace("url_env: PROD_DATABASE_URL", f"url_env: {name}"))
+    assert load_playbook(path).database.url_env == name
 
 
 def test_password_in_other_values_is_redacted(write: Callable[[str], Path]) -> None:

@@ -40,9 +40,11 @@ NonEmptyStr = Annotated[str, Field(min_length=1)]
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        # Masked as if written with http://: redact() finds userinfo and query after a scheme.
+        # A query is masked as if written with http://; userinfo after a mangled scheme
+        # (http//user:pw@host) is not found by redact(): a value with an @ is not shown.
         shown = redact(f"http://{value}").removeprefix("http://")
-        raise ValueError(f"must be an http:// or https:// URL with a host, got {shown!r}")
+        got = " (not shown: it holds an @)" if "@" in value else f", got {shown!r}"
+        raise ValueError(f"must be an http:// or https:// URL with a host{got}")
     return value
 
 
@@ -51,9 +53,13 @@ HttpUrl = Annotated[str, AfterValidator(_http_url)]
 ApiUrl = Annotated[HttpUrl, AfterValidator(lambda url: url.rstrip("/"))]
 
 _ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# A pasted token can pass for a name: GitHub's and Neon's by their prefix, others (Vercel's)
-# as 20 characters or more mixing lower case, upper case and digits.
-_TOKEN = re.compile(r"gh[opsur]_|github_pat_|napi_|(?=.*[a-z])(?=.*[A-Z])(?=.*[0-9]).{20}")
+# A pasted token can pass for a name: GitHub's and Neon's by their prefix and length, others
+# (Vercel's) as 20 letters and digits or more, no underscore, mixing lower and upper case and
+# digits (a variable's name has an underscore, or is not mixed case).
+_TOKEN = re.compile(
+    r"gh[opsur]_[A-Za-z0-9]{30,}|github_pat_\w{30,}|napi_\w{30,}"
+    r"|(?=.*[a-z])(?=.*[A-Z])(?=.*[0-9])[A-Za-z0-9]{20,}"
+)
 _REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+")
 
 
@@ -84,7 +90,7 @@ def _env_var_name(holds: str) -> Callable[[str], str]:
             raise ValueError(
                 f"must be the NAME of an environment variable (letters, digits, _), not {holds}"
             )
-        if _TOKEN.match(value):
+        if _TOKEN.fullmatch(value):
             raise ValueError(f"is not a variable name (did you paste {holds}?)")
         return value
 
