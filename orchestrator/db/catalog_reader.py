@@ -67,24 +67,20 @@ _OBJECTS = r"""
              'partition_of', CASE WHEN r.relispartition THEN inh.parents ->> 0 END,
              'partition_bound', pg_get_expr(r.relpartbound, r.oid),
              'inherits', CASE WHEN NOT r.relispartition THEN inh.parents END),
-           'c' || r.oid, 'c' || r.oid, dsc.description
+           'c' || r.oid, 'c' || r.oid, r.description
     FROM rel r
     LEFT JOIN (SELECT i.inhrelid,
                       json_agg(pn.nspname || '.' || pc.relname ORDER BY i.inhseqno) AS parents
                FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent
                JOIN pg_namespace pn ON pn.oid = pc.relnamespace
                GROUP BY i.inhrelid) inh ON inh.inhrelid = r.oid
-    LEFT JOIN pg_description dsc ON dsc.objoid = r.oid AND dsc.classoid = 'pg_class'::regclass
-                                AND dsc.objsubid = 0
     WHERE r.relkind IN ('r', 'p', 'f')
   UNION ALL
     -- views and materialized views
     SELECT CASE r.relkind WHEN 'v' THEN 'view ' ELSE 'materialized view ' END || r.name,
            json_build_object('definition', pg_get_viewdef(r.oid)),
-           'c' || r.oid, 'c' || r.oid, dsc.description
+           'c' || r.oid, 'c' || r.oid, r.description
     FROM rel r
-    LEFT JOIN pg_description dsc ON dsc.objoid = r.oid AND dsc.classoid = 'pg_class'::regclass
-                                AND dsc.objsubid = 0
     WHERE r.relkind IN ('v', 'm')
   UNION ALL
     -- sequences
@@ -94,7 +90,7 @@ _OBJECTS = r"""
              'increment', s.seqincrement, 'min', s.seqmin, 'max', s.seqmax,
              'cache', s.seqcache, 'cycle', s.seqcycle,
              'owned_by', owner.name),
-           'c' || r.oid, 'c' || r.oid, dsc.description
+           'c' || r.oid, 'c' || r.oid, r.description
     FROM rel r JOIN pg_sequence s ON s.seqrelid = r.oid
     -- the column a serial or identity sequence belongs to (a sequence has one at most)
     LEFT JOIN (SELECT d.objid, tn.nspname || '.' || tc.relname || '.' || a.attname AS name
@@ -103,8 +99,6 @@ _OBJECTS = r"""
                JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
                WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
                  AND d.deptype IN ('a', 'i')) owner ON owner.objid = r.oid
-    LEFT JOIN pg_description dsc ON dsc.objoid = r.oid AND dsc.classoid = 'pg_class'::regclass
-                                AND dsc.objsubid = 0
     WHERE r.relkind = 'S'  -- said, or the owner is looked up for every relation
   UNION ALL
     -- columns of tables (a view's columns follow from its definition)
@@ -147,13 +141,11 @@ _OBJECTS = r"""
                               'constraint', k.conname,
                               'options', CASE WHEN k.conname IS NOT NULL THEN r.reloptions END,
                               'valid', i.indisvalid),
-           'c' || i.indrelid, 'c' || r.oid, dsc.description
+           'c' || i.indrelid, 'c' || r.oid, r.description
     FROM rel r JOIN pg_index i ON i.indexrelid = r.oid
     LEFT JOIN rel t ON t.oid = i.indrelid
     LEFT JOIN pg_constraint k ON k.conindid = r.oid AND k.conrelid = i.indrelid
                              AND k.contype IN ('p', 'u', 'x')
-    LEFT JOIN pg_description dsc ON dsc.objoid = r.oid AND dsc.classoid = 'pg_class'::regclass
-                                AND dsc.objsubid = 0
   UNION ALL
     -- enums, with their labels in order
     SELECT 'enum ' || ty.name,
@@ -248,8 +240,10 @@ WITH ext AS (  -- by the extension's catalog: pg_depend has no index on deptype 
 ), rel AS (
     SELECT c.oid, n.nspname || '.' || c.relname AS name, c.relkind,
            c.relpersistence, c.relrowsecurity, c.relforcerowsecurity, c.relispartition,
-           c.relpartbound, c.reloptions, c.relfilenode, c.reltuples
+           c.relpartbound, c.reloptions, c.relfilenode, c.reltuples, dsc.description
     FROM pg_class c JOIN ns n ON n.oid = c.relnamespace
+    LEFT JOIN pg_description dsc ON dsc.objoid = c.oid AND dsc.classoid = 'pg_class'::regclass
+                                AND dsc.objsubid = 0
     WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm', 'S', 'i', 'I')
       AND c.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_class'::regclass)
       -- drizzle's tracking table, its id sequence and its primary key are not the schema
