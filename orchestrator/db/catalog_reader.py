@@ -147,36 +147,28 @@ _OBJECTS = r"""
     LEFT JOIN pg_constraint k ON k.conindid = r.oid AND k.conrelid = i.indrelid
                              AND k.contype IN ('p', 'u', 'x')
   UNION ALL
-    -- enums, with their labels in order
-    SELECT 'enum ' || ty.name,
-           json_build_object(
+    -- enums (their labels in order), domains and composite types
+    SELECT CASE ty.typtype WHEN 'e' THEN 'enum ' WHEN 'd' THEN 'domain ' ELSE 'type ' END
+             || ty.name,
+           CASE ty.typtype
+           WHEN 'e' THEN json_build_object(
              'labels', (SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder)
-                        FROM pg_enum e WHERE e.enumtypid = ty.oid)),
-           't' || ty.oid, 't' || ty.oid, obj_description(ty.oid, 'pg_type')
-    FROM ty WHERE ty.typtype = 'e'
-  UNION ALL
-    -- domains
-    SELECT 'domain ' || ty.name,
-           json_build_object(
+                        FROM pg_enum e WHERE e.enumtypid = ty.oid))
+           WHEN 'd' THEN json_build_object(
              'type', format_type(ty.typbasetype, ty.typtypmod),
              'not_null', ty.typnotnull, 'default', ty.typdefault,
              'constraints', (SELECT json_agg(c.conname || ' ' || pg_get_constraintdef(c.oid)
                                               ORDER BY c.conname)
-                             FROM pg_constraint c WHERE c.contypid = ty.oid AND c.contype <> 'n')),
-           't' || ty.oid, 't' || ty.oid, obj_description(ty.oid, 'pg_type')
-    FROM ty WHERE ty.typtype = 'd'
-  UNION ALL
-    -- composite types
-    SELECT 'type ' || ty.name,
-           json_build_object(
+                             FROM pg_constraint c WHERE c.contypid = ty.oid AND c.contype <> 'n'))
+           ELSE json_build_object(
              'attributes', (SELECT json_agg(a.attname || ' '
                                              || format_type(a.atttypid, a.atttypmod)
                                              ORDER BY a.attnum)
                             FROM pg_attribute a WHERE a.attrelid = ty.typrelid AND a.attnum > 0
-                              AND NOT a.attisdropped)),
+                              AND NOT a.attisdropped)) END,
            't' || ty.oid, 't' || ty.oid, obj_description(ty.oid, 'pg_type')
-    FROM ty WHERE ty.typtype = 'c'
-      AND (SELECT relkind FROM pg_class WHERE oid = ty.typrelid) = 'c'
+    FROM ty WHERE ty.typtype IN ('e', 'd')
+      OR (ty.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = ty.typrelid) = 'c')
   UNION ALL
     -- functions and procedures (an aggregate's definition is its kind: no source to print)
     SELECT 'function ' || n.nspname || '.' || p.proname
