@@ -207,7 +207,7 @@ def validate(journal: Journal, history: History, snapshot: CatalogSnapshot) -> V
         replayed_on=history.server,
         repairable=reading.repairable,
         repair_differences=tuple(str(d) for d in reading.if_tracked),
-        drifted=tuple(sorted({d.key for d in reading.drift})) if reading.drift else (),
+        drifted=tuple(sorted({d.key for d in reading.drift})),
     )
 
 

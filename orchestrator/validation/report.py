@@ -6,7 +6,7 @@ Plain frozen values, rendered by the CLI as a table or JSON; nothing here decide
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -42,14 +42,9 @@ class MigrationState(StrEnum):
     PARTIALLY_PRESENT = "partially_present"  # some of its objects present, some not
 
 
-#: States that only a human can reconcile: migrate refuses to run over them.
-UNRECONCILED = frozenset(
-    {
-        MigrationState.UNTRACKED_PRESENT,
-        MigrationState.TRACKED_MISSING,
-        MigrationState.PARTIALLY_PRESENT,
-    }
-)
+#: States that only a human can reconcile (all but applied and pending): migrate refuses to
+#: run over them.
+UNRECONCILED = frozenset(MigrationState) - {MigrationState.APPLIED, MigrationState.PENDING}
 
 Severity = Literal["error", "warning"]
 
@@ -143,8 +138,8 @@ class ValidationReport:
             "status": self.status.value,
             "exit_code": int(self.exit_code),
             "database": self.database,
-            # Spelled out, not dataclasses.asdict: a large folder has thousands of checks,
-            # and asdict deep-copies every field.
+            # Spelled out, not asdict: a large folder has thousands of checks, and asdict
+            # deep-copies every field.
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
             "migrations": [
                 {
@@ -158,15 +153,7 @@ class ValidationReport:
                 }
                 for m in self.migrations
             ],
-            "findings": [
-                {
-                    "code": f.code,
-                    "message": f.message,
-                    "migration": f.migration,
-                    "severity": f.severity,
-                }
-                for f in self.findings
-            ],
+            "findings": [asdict(f) for f in self.findings],  # four plain fields each
             "schema_matches_prefix": self.matched_prefix,
             "replayed_on": self.replayed_on,
             "recommendation": self.recommendation,
