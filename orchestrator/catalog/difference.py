@@ -20,12 +20,8 @@ Delta = Mapping[str, Change]
 
 def delta(before: Objects, after: Objects) -> dict[str, Change]:
     """The objects whose properties differ between ``before`` and ``after``."""
-    changed: dict[str, Change] = {}
-    for key in before.keys() | after.keys():
-        old, new = before.get(key), after.get(key)
-        if old != new:
-            changed[key] = (old, new)
-    return changed
+    pairs = ((key, before.get(key), after.get(key)) for key in before.keys() | after.keys())
+    return {key: (old, new) for key, old, new in pairs if old != new}
 
 
 def fold(state: Objects, changes: Iterable[Delta]) -> dict[str, Properties]:
@@ -51,9 +47,7 @@ class Difference:
 
     def __str__(self) -> str:
         if self.prop is None:
-            if self.found is None:
-                return f"{self.key}: missing"
-            return f"{self.key}: not expected, present"
+            return f"{self.key}: " + ("missing" if self.found is None else "not expected, present")
         return f"{self.key}: {self.prop} expected {_show(self.expected)}, found {_show(self.found)}"
 
 
