@@ -35,29 +35,27 @@ KEEP = 16  # files kept, most recently used first
 
 def cache_directory(environ: Mapping[str, str]) -> Path | None:
     """Where histories live, or None when the cache is turned off."""
-    base = _base(environ)
-    return None if base is None else base / "shadow"
+    return _under_base(environ, "shadow")
 
 
 def prepared_directory(environ: Mapping[str, str]) -> Path | None:
     """Where the local shadow's prepared data directories live
     (:mod:`orchestrator.sandbox.prepared`), or None when the cache is turned off."""
-    base = _base(environ)
-    return None if base is None else base / "clusters"
+    return _under_base(environ, "clusters")
 
 
-def _base(environ: Mapping[str, str]) -> Path | None:
+def _under_base(environ: Mapping[str, str], name: str) -> Path | None:
     chosen = environ.get(CACHE_DIR_ENV)
     if chosen is not None:
-        return None if chosen.strip().lower() in ("", "off") else Path(chosen)
+        return None if chosen.strip().lower() in ("", "off") else Path(chosen) / name
     if (xdg := environ.get("XDG_CACHE_HOME")) and Path(xdg).is_absolute():
-        return Path(xdg) / "orchestrator"
+        return Path(xdg) / "orchestrator" / name
     if home := environ.get("HOME"):
-        return Path(home) / ".cache" / "orchestrator"
+        return Path(home) / ".cache" / "orchestrator" / name
     return None
 
 
-def cache_key(hashes: Sequence[str], major: int, kind: str = "history") -> str:
+def cache_key(hashes: Sequence[str], major: int, kind: str) -> str:
     """The key of a history of ``hashes`` replayed on PostgreSQL ``major``."""
     digest = hashlib.sha256()
     for part in (kind, str(FORMAT), str(major), PRINTED_WITH, CATALOG_QUERY, *hashes):
