@@ -97,10 +97,9 @@ def validate_database(
     since "cannot tell" is a verdict. ``history``: the folder's history when the caller has
     it already (it does not depend on the database).
     """
-    report, _ = judge_database(
+    return judge_database(
         url, journal, options, shadow=shadow, retry=retry, on_retry=on_retry, history=history
-    )
-    return report
+    )[0]
 
 
 def judge_database(

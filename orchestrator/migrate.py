@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeGuard
 
 from orchestrator.analysis.nontransactional import NonTransactional, nontransactional_statements
@@ -79,18 +80,13 @@ def migrate_database(
             # The first connection: a Neon compute may be waking up.
             call_with_retry(lambda: stack.enter_context(lock), retry, on_retry=on_retry)
         history: History | None = None
+        judging = partial(
+            judge_database, url, journal, options, shadow=shadow, retry=retry, on_retry=on_retry
+        )
 
-        def judge() -> ValidationReport:
+        def judge() -> ValidationReport:  # by the history the first judgement replayed
             nonlocal history
-            report, history = judge_database(
-                url,
-                journal,
-                options,
-                shadow=shadow,
-                retry=retry,
-                on_retry=on_retry,
-                history=history,
-            )
+            report, history = judging(history=history)
             return report
 
         before = judge()
