@@ -18,6 +18,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import psycopg
 
@@ -37,7 +38,6 @@ CANNOT_CATCH = (
     "production's traffic, nor what the monitor's SQL checks would read on production (the "
     "copy has no rows: those checks are not predictive)"
 )
-NO_RETRY = RetryPolicy.none()
 
 
 @contextmanager
@@ -47,8 +47,8 @@ def local_copy(
     *,
     schema: str,
     table: str,
-    lock_wait: float = 1.0,
-    retry: RetryPolicy = NO_RETRY,
+    lock_wait: float,
+    retry: RetryPolicy,
 ) -> Iterator[str]:
     """Copy production's schema and tracking rows into a new database on the shadow server,
     yield its URL; the database (and a throwaway cluster) is gone afterwards, whatever happens.
@@ -56,12 +56,10 @@ def local_copy(
     ``lock_wait``: seconds each dump may wait for its ACCESS SHARE locks on production.
     ``retry``: the policy under which a dump that could not connect is tried again.
     """
-    pg_dump = _pg_dump_binary()
+    dump = partial(_dump, _pg_dump_binary(), url, lock_wait=lock_wait)
     tracking = ("--data-only", "--inserts", f"--table={schema}.{table}")
-    schema_sql = call_with_retry(
-        lambda: _dump(pg_dump, url, "--schema-only", lock_wait=lock_wait), retry
-    )
-    rows_sql = call_with_retry(lambda: _dump(pg_dump, url, *tracking, lock_wait=lock_wait), retry)
+    schema_sql = call_with_retry(lambda: dump("--schema-only"), retry)
+    rows_sql = call_with_retry(lambda: dump(*tracking), retry)
     with ShadowServer(shadow) as server, server.database() as copy_url:
         _load(copy_url, schema_sql, "schema")
         _load(copy_url, rows_sql, "tracking rows")
