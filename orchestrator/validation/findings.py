@@ -68,31 +68,27 @@ def stray_file_findings(journal: Journal) -> list[Finding]:
 def tracking_findings(snapshot: CatalogSnapshot) -> list[Finding]:
     """Findings about the tracking table itself."""
     name = f"{snapshot.tracking_schema}.{snapshot.tracking_table}"
-    if snapshot.tracking_present:
-        if not snapshot.tracking_readable:
-            return [
-                Finding(
-                    "tracking_table_malformed",
-                    f"{name} lacks drizzle's columns (id, hash, created_at): cannot read it",
-                )
-            ]
+    if snapshot.tracking_present and snapshot.tracking_readable:
         return []
-    if snapshot.tracking_elsewhere:
+    if snapshot.tracking_present:
+        finding = Finding(
+            "tracking_table_malformed",
+            f"{name} lacks drizzle's columns (id, hash, created_at): cannot read it",
+        )
+    elif snapshot.tracking_elsewhere:
         others = ", ".join(f"{s}.{snapshot.tracking_table}" for s in snapshot.tracking_elsewhere)
-        return [
-            Finding(
-                "tracking_table_wrong_schema",
-                f"{name} is missing but {others} exists: drizzle-kit reads only {name}, "
-                "so it would re-run every migration",
-            )
-        ]
-    return [
-        Finding(
+        finding = Finding(
+            "tracking_table_wrong_schema",
+            f"{name} is missing but {others} exists: drizzle-kit reads only {name}, "
+            "so it would re-run every migration",
+        )
+    else:
+        finding = Finding(
             "tracking_table_missing",
             f"{name} does not exist: no migration has been applied by drizzle here",
             severity="warning",
         )
-    ]
+    return [finding]
 
 
 def out_of_order_findings(
@@ -216,28 +212,20 @@ def unknown_hash_findings(
 def build_checks(snapshot: CatalogSnapshot, statuses: Sequence[MigrationStatus]) -> list[Check]:
     """The runbook's checklist, one line per check."""
     name = f"{snapshot.tracking_schema}.{snapshot.tracking_table}"
-    if snapshot.tracking_present:
-        tracking = Check(
-            "tracking_table",
-            snapshot.tracking_readable,
-            f"{name} present, {len(snapshot.tracking_rows)} rows"
-            if snapshot.tracking_readable
-            else f"{name} present but unreadable",
-        )
-    else:
+    if not snapshot.tracking_present:
         elsewhere = ", ".join(f"{s}.{snapshot.tracking_table}" for s in snapshot.tracking_elsewhere)
-        tracking = Check(
-            "tracking_table",
-            False,
-            f"{name} missing" + (f" (found {elsewhere}: wrong schema)" if elsewhere else ""),
-        )
+        tracking = f"{name} missing" + (f" (found {elsewhere}: wrong schema)" if elsewhere else "")
+    elif snapshot.tracking_readable:
+        tracking = f"{name} present, {len(snapshot.tracking_rows)} rows"
+    else:
+        tracking = f"{name} present but unreadable"
     checks = [
         Check(
             "connectivity",
             True,
             f"connected to {snapshot.database} (PostgreSQL {snapshot.server_version})",
         ),
-        tracking,
+        Check("tracking_table", snapshot.tracking_present and snapshot.tracking_readable, tracking),
     ]
     for status in statuses:
         expected = len(status.expected_objects)
