@@ -129,18 +129,16 @@ def build_inventory(journal: Journal, history: History, snapshot: CatalogSnapsho
                 columns=tuple(sorted(columns, key=lambda c: c.name)),
             )
         )
-    drift = sorted(key for key in found if key not in expected)
+    drift = sorted(found.keys() - expected.keys())
     missing_by_tag: dict[str, list[str]] = {}
-    for key in sorted(expected):
-        if key not in found:
-            missing_by_tag.setdefault(creator.get(key, "(the empty database)"), []).append(key)
+    for key in sorted(expected.keys() - found.keys()):
+        missing_by_tag.setdefault(creator.get(key, "(the empty database)"), []).append(key)
     gone = [
         GoneObject(tag, line)
         for tag, keys in missing_by_tag.items()
         for line in summarize_missing(keys)
     ]
-    both = [key for key in expected if key in found]
-    changed = [str(d) for d in differences(expected, found, both)]
+    changed = [str(d) for d in differences(expected, found, expected.keys() & found.keys())]
     return Inventory(
         database=snapshot.database,
         server_version=snapshot.server_version,
