@@ -114,12 +114,10 @@ def plan_repair(report: ValidationReport) -> RepairPlan:
             "would hide the difference: reconcile by hand"
         )
         refusals.append(Refusal(unproven[0].tag, why))
+    if refusals and report.repair_differences:  # the exact difference: object, property, found
+        why = "tracked, the database would still differ: " + first_few(report.repair_differences)
+        refusals.append(Refusal(refusals[0].tag, why))
     if refusals:
-        if report.repair_differences:  # the exact difference: object, property, found
-            why = "tracked, the database would still differ: " + first_few(
-                report.repair_differences
-            )
-            refusals.append(Refusal(refusals[0].tag, why))
         return RepairPlan((), tuple(refusals))
     return RepairPlan(tuple(RepairRow(s.tag, s.hash, s.when) for s in unproven), ())
 
