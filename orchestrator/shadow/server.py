@@ -18,7 +18,6 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 
 import psycopg
@@ -70,9 +69,8 @@ class ShadowSpec:
 def local_major() -> int | None:
     """The major version of the local server binaries, or None without them."""
     try:
-        bindir = find_bindir()
         out = subprocess.run(
-            [str(Path(bindir) / "pg_ctl"), "--version"], capture_output=True, text=True, check=True
+            [str(find_bindir() / "pg_ctl"), "--version"], capture_output=True, text=True, check=True
         ).stdout
     except (ServerBinariesMissing, OSError, subprocess.CalledProcessError):
         return None
