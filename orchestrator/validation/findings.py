@@ -105,8 +105,7 @@ def out_of_order_findings(
     """
     findings: list[Finding] = []
     # drizzle's ORDER BY created_at DESC reads a row without one first, as 0.
-    undated = next((r for r in snapshot.tracking_rows if r.created_at is None), None)
-    if undated is not None:
+    if undated := next((r for r in snapshot.tracking_rows if r.created_at is None), None):
         findings.append(
             Finding(
                 "created_at_missing",
