@@ -177,23 +177,20 @@ def unknown_hash_findings(
         seen.add(row.hash)
         edited = untracked_by_when.get(row.created_at) if row.created_at is not None else None
         if edited:
-            findings.append(
-                Finding(
-                    "edited_migration",
-                    f"{edited}.sql changed after it was applied: tracked hash {row.hash[:12]}… "
-                    f"has its created_at {row.created_at} but not its current hash",
-                    edited,
-                )
+            finding = Finding(
+                "edited_migration",
+                f"{edited}.sql changed after it was applied: tracked hash {row.hash[:12]}… "
+                f"has its created_at {row.created_at} but not its current hash",
+                edited,
             )
         else:
-            findings.append(
-                Finding(
-                    "unknown_hash",
-                    f"tracked hash {row.hash[:12]}… (id {row.id}, created_at {row.created_at}) "
-                    "matches no migration file: applied from another branch or folder",
-                    severity="warning",
-                )
+            finding = Finding(
+                "unknown_hash",
+                f"tracked hash {row.hash[:12]}… (id {row.id}, created_at {row.created_at}) "
+                "matches no migration file: applied from another branch or folder",
+                severity="warning",
             )
+        findings.append(finding)
     # drizzle writes a row per entry: a text the journal repeats is tracked once per entry
     counts = Counter(row.hash for row in snapshot.tracking_rows if row.hash)
     entries = Counter(m.hash for m in migrations)
@@ -235,14 +232,9 @@ def build_checks(snapshot: CatalogSnapshot, statuses: Sequence[MigrationStatus])
             detail = f"{expected - len(status.missing_objects)}/{expected} present; missing {shown}"
         else:
             detail = f"{expected}/{expected} present"
+        tracked = f"hash {status.hash[:12]}… {'tracked' if status.tracked else 'not tracked'}"
         checks.append(Check(f"objects {status.tag}", not status.missing_objects, detail))
-        checks.append(
-            Check(
-                f"tracked {status.tag}",
-                status.tracked,
-                f"hash {status.hash[:12]}… {'tracked' if status.tracked else 'not tracked'}",
-            )
-        )
+        checks.append(Check(f"tracked {status.tag}", status.tracked, tracked))
     return checks
 
 
@@ -290,8 +282,7 @@ def recommend(
         "`orchestrator migrate` runs it; if it ran, insert its tracking row by hand."
         for tag in unseen
     )
-    problems = [f"{s.tag} is {s.state.value}" for s in statuses if s.state in UNRECONCILED]
-    if problems:
+    if problems := [f"{s.tag} is {s.state.value}" for s in statuses if s.state in UNRECONCILED]:
         return (
             "Do not deploy: " + "; ".join(problems) + ". Reconcile by hand: objects present but "
             "untracked need their tracking row (`orchestrator repair`) or removal, "
