@@ -156,20 +156,14 @@ def validate(journal: Journal, history: History, snapshot: CatalogSnapshot) -> V
     flags = tracked_flags(journal, snapshot)
     reading = read_history(journal, history, snapshot, flags)
     statuses = []
-    for migration, state, evidence, tracked in zip(
+    for m, state, evidence, tracked in zip(
         journal.migrations, reading.states, reading.evidence, flags, strict=True
     ):
         missing = () if state is MigrationState.PENDING else evidence.absent
+        summary = tuple(summarize_missing(missing))
         statuses.append(
             MigrationStatus(
-                tag=migration.tag,
-                hash=migration.hash,
-                when=migration.when,
-                state=state,
-                tracked=tracked,
-                expected_objects=evidence.checked,
-                missing_objects=missing,
-                missing_summary=tuple(summarize_missing(missing)),
+                m.tag, m.hash, m.when, state, tracked, evidence.checked, missing, summary
             )
         )
 

@@ -175,9 +175,8 @@ def summarize_missing(missing: Sequence[str]) -> list[str]:
             parts[parent] = parts.get(parent, 0) + 1
         elif kind != "table":
             lines.append(key)
-    tables_first = [
+    return [
         f"table {name}"
         + (f" (and its {parts[name]} columns/constraints)" if parts.get(name) else "")
         for name in sorted(tables)
-    ]
-    return tables_first + lines
+    ] + lines  # tables first
