@@ -192,14 +192,13 @@ def refuse_what_postgres_refuses(
     said = f"{refusal.message} [{refusal.sqlstate}]"
     if refusal.sqlstate in TRANSACTION_LIMITS and outside:
         raise UsageError(f"{allow_concurrent_hint(outside[0])} (PostgreSQL: {said})")
-    number = refusal.number
-    where = f"{refusal.tag}, statement {number}" if number else refusal.tag
+    where = f"{refusal.tag}, statement {refusal.number}" if refusal.number else refusal.tag
     raise MigrationFailed(
         refusal.tag,
         f"migration would fail in {where} ({excerpt(refusal.statement)}): {said}, as "
         "PostgreSQL said when the release ran on the shadow; nothing was changed",
         sqlstate=refusal.sqlstate,
-        statement=number or None,
+        statement=refusal.number or None,
         where=where,
     )
 

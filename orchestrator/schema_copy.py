@@ -70,8 +70,7 @@ def _pg_dump_binary() -> str:
     try:
         return str(find_bindir() / "pg_dump")
     except ServerBinariesMissing:
-        found = shutil.which("pg_dump")
-        if found is None:
+        if (found := shutil.which("pg_dump")) is None:
             raise UsageError("--rehearse-on local needs pg_dump (postgresql-client)") from None
         return found
 
@@ -90,8 +89,7 @@ def _dump(pg_dump: str, url: str, *options: str, lock_wait: float) -> str:
         first = next((line for line in done.stderr.splitlines() if line.strip()), "no output")
         if "no matching tables" in first:
             return ""  # no tracking table yet: nothing applied
-        locked = pg_dump_lock_wait(done.stderr, url, lock_wait)
-        if locked is not None:
+        if (locked := pg_dump_lock_wait(done.stderr, url, lock_wait)) is not None:
             raise DatabaseError(
                 f"cannot read production's schema: {locked}, the lock bound; nothing was changed"
             )

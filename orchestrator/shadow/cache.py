@@ -121,8 +121,7 @@ def load_history(
     directory: Path | None, hashes: Sequence[str], major: int, context: tuple[str, ...]
 ) -> History | None:
     """The history of ``hashes`` replayed on PostgreSQL ``major`` in ``context``, if stored."""
-    document = load(directory, cache_key(hashes, major, f"history {context!r}"))
-    if document is None:
+    if (document := load(directory, cache_key(hashes, major, f"history {context!r}"))) is None:
         return None
     try:
         return History.from_json(document)
