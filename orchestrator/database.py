@@ -64,6 +64,20 @@ def take_snapshot(
     return call_with_retry(attempt, retry, on_retry=on_retry)
 
 
+# The names PostgreSQL takes for UTC (a Neon session's TimeZone is GMT): one start, so one
+# replay and one cache entry, whichever a server or a command (lint, plan --all: UTC) says.
+_UTC_NAMES = frozenset(
+    f"{prefix}{name}"
+    for prefix in ("", "Etc/")
+    for name in ("UTC", "UCT", "GMT", "GMT0", "Greenwich", "Universal", "Zulu")
+)
+
+
+def replay_start(options: MigrateOptions, zone: str = "UTC") -> ReplayStart:
+    """Where a replay for ``options`` starts: their tracking table, sessions in ``zone``."""
+    return ReplayStart(options.schema, options.table, "UTC" if zone in _UTC_NAMES else zone)
+
+
 def folder_history(
     journal: Journal,
     options: MigrateOptions,
@@ -73,7 +87,7 @@ def folder_history(
 ) -> History:
     """The folder's history as the shadow builds it: from the cache, else replayed; as on
     ``production`` (its major version, its sessions' TimeZone) when given."""
-    start = ReplayStart(options.schema, options.table, production.zone if production else "UTC")
+    start = replay_start(options, production.zone if production else "UTC")
     major = production.server_major if production else None
     cached = cached_history(journal, shadow, production_major=major, start=start)
     return cached or replayed_history(journal, shadow, start=start)
@@ -121,8 +135,7 @@ def judge_database(
         def look_up_cached_history(info: ConnectionInfo) -> None:
             # The cache is read while production prints its catalog.
             if history is None and not cached:
-                zone = info.parameter_status("TimeZone") or "UTC"  # the snapshot's zone
-                start = ReplayStart(options.schema, options.table, zone)
+                start = replay_start(options, info.parameter_status("TimeZone") or "UTC")
                 look_up = partial(cached_history, production_major=info.server_version // 10000)
                 cached.append(background.submit(look_up, journal, shadow, start=start))
 
@@ -135,6 +148,5 @@ def judge_database(
     journal.refuse_unrunnable(journal.untracked(snapshot.row_hashes))
     if history is None:  # the cache was asked already: on a miss, replay
         found = cached[0].result() if cached else None
-        start = ReplayStart(options.schema, options.table, snapshot.zone)
-        history = found or replayed_history(journal, shadow, start=start)
+        history = found or folder_history(journal, options, shadow, production=snapshot)
     return validate(journal, history, snapshot), history

@@ -20,7 +20,7 @@ from typing import TypeGuard
 from orchestrator.analysis.nontransactional import NonTransactional, nontransactional_statements
 from orchestrator.analysis.nontransactional import refusal as allow_concurrent_hint
 from orchestrator.catalog import History, differences
-from orchestrator.database import DEFAULT_RETRY, folder_history, judge_database
+from orchestrator.database import DEFAULT_RETRY, folder_history, judge_database, replay_start
 from orchestrator.db import runlock
 from orchestrator.db.concurrent import apply_release
 from orchestrator.db.connect import connect
@@ -29,7 +29,7 @@ from orchestrator.db.migrator import AppliedMigration, MigrateOptions, Migration
 from orchestrator.db.retry import OnRetry, RetryPolicy, call_with_retry
 from orchestrator.drizzle.journal import Journal, Migration
 from orchestrator.errors import DatabaseError, PartialStateError, UsageError
-from orchestrator.shadow import LOCAL_SHADOW, ReplayStart, ShadowSpec, one_transaction_refusal
+from orchestrator.shadow import LOCAL_SHADOW, ShadowSpec, one_transaction_refusal
 from orchestrator.validation import MigrationState, ValidationReport, Verdict
 
 
@@ -185,7 +185,7 @@ def refuse_what_postgres_refuses(
     else:
         done = [m for m in journal.migrations if m.tag not in pending]
         major = None if history is None else history.server_major
-        start = ReplayStart(options.schema, options.table)
+        start = replay_start(options)
         refusal = one_transaction_refusal(done, untracked, shadow, major=major, start=start)
     if refusal is None:
         return

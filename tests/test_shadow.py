@@ -844,3 +844,18 @@ def test_a_shadow_whose_databases_have_no_public_schema_still_replays(
     shadow = ShadowSpec(own_cluster.url())
     report = validate_database(database_url, read_journal(folder), OPTIONS, shadow=shadow)
     assert report.status is Verdict.NEEDS_MIGRATION, report.findings
+
+
+@pytest.mark.parametrize("zone", ["Etc/UTC", "GMT"])
+def test_lint_after_validate_of_a_production_in_a_utc_alias_replays_the_folder_once(
+    database_url: str, server_url: str, cache: Path, tmp_path: Path, zone: str
+) -> None:
+    """A server names UTC many ways (a Neon session says GMT): validate's history, replayed in
+    production's zone, is the one lint (which reads no production: UTC) finds cached."""
+    name = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    execute(database_url, f"ALTER DATABASE \"{name}\" SET timezone = '{zone}'")
+    folder = write_folder(tmp_path / "drizzle", RLS_FOLDER)
+    shadow = ["--migrations", str(folder), "--shadow-url", server_url]
+    assert run(["validate", "--database-url", database_url, *shadow]) == 10
+    assert run(["lint", *shadow]) in (0, 21)
+    assert len(list(cache.glob("*.json"))) == 1  # one history, replayed once

@@ -614,12 +614,13 @@ def rollback(run_id: str, store: RunStore, interaction: Interaction) -> Rollback
         if step is not None:
             log.info("rollback_looked", found=getattr(record.steps, step.name) is not None)
             store.save(record)
-        if record.steps.halt is not None:  # the target may have changed since the halt looked
+        gone = False
+        if (halt := record.steps.halt) is not None:  # the target may have changed since it looked
             gone = release_gone(ctx)
-            record.steps.halt = record.steps.halt.model_copy(update={"release_gone": gone})
+            record.steps.halt = halt.model_copy(update={"release_gone": gone})
         plan = rollback_plan(record, looked=step is not None)
-        merge, halt = record.steps.merge, record.steps.halt or HaltOutcome()
-        if not (merge and merge.pushed_commit) or record.steps.rollback or halt.release_gone:
+        merge = record.steps.merge
+        if not (merge and merge.pushed_commit) or record.steps.rollback or gone:
             return RollbackResult(None, plan)  # nothing of it on the target to revert
         log.info("rollback_plan", plan=plan)
         preflight = record.steps.preflight or PreflightOutcome()
