@@ -89,8 +89,10 @@ def folder_history(
     ``production`` (its major version, its sessions' TimeZone) when given."""
     start = replay_start(options, production.zone if production else "UTC")
     major = production.server_major if production else None
-    cached = cached_history(journal, shadow, production_major=major, start=start)
-    return cached or replayed_history(journal, shadow, start=start)
+    extensions = production.extensions if production else None
+    look_up = partial(cached_history, production_major=major, extensions=extensions)
+    cached = look_up(journal, shadow, start=start)
+    return cached or replayed_history(journal, shadow, start=start, extensions=extensions)
 
 
 def validate_database(
@@ -148,5 +150,7 @@ def judge_database(
     journal.refuse_unrunnable(journal.untracked(snapshot.row_hashes))
     if history is None:  # the cache was asked already: on a miss, replay
         found = cached[0].result() if cached else None
-        history = found or folder_history(journal, options, shadow, production=snapshot)
+        if found is None or not found.fits(snapshot.extensions):
+            found = folder_history(journal, options, shadow, production=snapshot)
+        history = found
     return validate(journal, history, snapshot), history

@@ -184,9 +184,9 @@ def refuse_what_postgres_refuses(
         refusal = failure if failure is not None and failure.tag in pending else None
     else:
         done = [m for m in journal.migrations if m.tag not in pending]
-        major = None if history is None else history.server_major
-        start = replay_start(options)
-        refusal = one_transaction_refusal(done, untracked, shadow, major=major, start=start)
+        major, seeded = (None, ()) if history is None else (history.server_major, history.seeded)
+        ask = partial(one_transaction_refusal, major=major, seeded=seeded)
+        refusal = ask(done, untracked, shadow, start=replay_start(options))
     if refusal is None:
         return
     said = f"{refusal.message} [{refusal.sqlstate}]"

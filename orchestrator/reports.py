@@ -73,7 +73,8 @@ def shadow_facts(
     try:
         history = history or folder_history(journal, options, shadow)
         if history.failure is None:
-            return history, shadow_locks(journal, statement_texts(journal, tags), shadow), ""
+            texts = statement_texts(journal, tags)
+            return history, shadow_locks(journal, texts, shadow, history.seeded), ""
         reason = f"PostgreSQL refused {history.failure}"
     except (UsageError, DatabaseError) as exc:
         reason = " ".join(str(exc).split())

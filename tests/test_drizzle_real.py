@@ -444,3 +444,58 @@ def test_a_migration_creating_drizzles_schema_is_refused_by_the_replay_as_by_dri
     with pytest.raises(AssertionError, match='schema "drizzle" already exists'):
         drizzle_migrate(drizzle_node, database_url, folder)  # the oracle refuses it too
     assert not table_exists(database_url, "t")
+
+
+def test_extensions_enabled_on_production_by_hand_are_created_first_on_the_shadow(
+    drizzle_node: Path, database_url: str, tmp_path: Path
+) -> None:
+    """Extensions enabled from a console, not by a migration (citext in public, pg_trgm in a
+    schema of its own as Supabase does), which migrations then use: the shadow creates them
+    before the first migration, as production had them, so the history replays, the release
+    migrates with the one-transaction check passing, and the real migrator finds it done."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION citext")
+        conn.execute("CREATE SCHEMA extensions; CREATE EXTENSION pg_trgm SCHEMA extensions")
+    migrations = [
+        ("0000_users", ['CREATE TABLE "users" ("id" serial PRIMARY KEY, "email" citext NOT NULL)']),
+        (
+            "0001_search",
+            ['CREATE INDEX "by_email" ON "users" USING gin ("email" extensions.gin_trgm_ops)'],
+        ),
+        ("0002_nick", ['ALTER TABLE "users" ADD COLUMN "nick" citext']),
+    ]
+    folder = write_drizzle_folder(tmp_path / "m", migrations)
+    drizzle_migrate(
+        drizzle_node, database_url, write_drizzle_folder(tmp_path / "two", migrations[:2])
+    )
+
+    report = validate(database_url, read_journal(folder))
+    assert report.status is Verdict.NEEDS_MIGRATION, report.findings
+    assert [m.tag for m in report.pending] == ["0002_nick"]
+    assert "citext, pg_trgm created first" in report.replayed_on
+    assert [a.tag for a in migrate(database_url, read_journal(folder)).applied] == ["0002_nick"]
+    assert validate(database_url, read_journal(folder)).status is Verdict.SAFE
+    before = schema_fingerprint(database_url)
+    drizzle_migrate(drizzle_node, database_url, folder)
+    assert schema_fingerprint(database_url) == before
+
+
+def test_an_extension_a_migration_creates_is_not_created_first_with_the_consoles(
+    drizzle_node: Path, database_url: str, tmp_path: Path
+) -> None:
+    """citext came from a console, pg_trgm from a migration without IF NOT EXISTS: only
+    citext is created before the first migration, so the applied history replays whole."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION citext")
+    folder = write_drizzle_folder(
+        tmp_path / "m",
+        [
+            ("0000_users", ['CREATE TABLE "users" ("email" citext NOT NULL)']),
+            ("0001_trgm", ["CREATE EXTENSION pg_trgm"]),
+            ("0002_search", ['CREATE INDEX "s" ON "users" USING gin ("email" gin_trgm_ops)']),
+        ],
+    )
+    drizzle_migrate(drizzle_node, database_url, folder)
+    report = validate(database_url, read_journal(folder))
+    assert report.status is Verdict.SAFE, report.findings
+    assert report.replayed_on.endswith(", citext created first")

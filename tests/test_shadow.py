@@ -859,3 +859,62 @@ def test_lint_after_validate_of_a_production_in_a_utc_alias_replays_the_folder_o
     assert run(["validate", "--database-url", database_url, *shadow]) == 10
     assert run(["lint", *shadow]) in (0, 21)
     assert len(list(cache.glob("*.json"))) == 1  # one history, replayed once
+
+
+CITEXT_FOLDER = [("0000_users", 'CREATE TABLE "users" ("email" citext NOT NULL);')]
+
+
+def test_a_history_replayed_with_productions_extensions_serves_no_production_without_them(
+    database_url: str, server_url: str, tmp_path: Path, cache: Path
+) -> None:
+    """The history built with citext created first is cached; a production that lacks
+    citext is judged by a replay of its own, which PostgreSQL refuses, not by that one."""
+    execute(database_url, "CREATE EXTENSION citext")
+    journal = read_journal(write_folder(tmp_path / "drizzle", CITEXT_FOLDER))
+    shadow = ShadowSpec(server_url)
+    with_citext = validate_database(database_url, journal, OPTIONS, shadow=shadow)
+    assert with_citext.status is Verdict.NEEDS_MIGRATION, with_citext.findings
+    assert with_citext.replayed_on.endswith(", citext created first")
+    execute(database_url, "DROP EXTENSION citext")
+    without = validate_database(database_url, journal, OPTIONS, shadow=shadow)
+    assert "created first" not in without.replayed_on
+    assert [f.migration for f in without.findings if f.code == "replay_failed"] == ["0000_users"]
+
+
+def test_an_extension_production_has_and_the_shadow_cannot_create_is_named_with_the_way_out(
+    database_url: str, server_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """dblink needs a superuser to create, which the shadow's user is not: the migration that
+    uses it cannot replay, and the one line says which extensions the shadow lacks."""
+    user = f"shadow_ci_{secrets.token_hex(4)}"
+    execute(server_url, f'CREATE ROLE "{user}" LOGIN CREATEDB')
+    execute(database_url, "CREATE EXTENSION dblink")
+    folder = write_folder(
+        tmp_path / "drizzle",
+        [("0000_a", 'CREATE TABLE "a" ("links" text[] DEFAULT dblink_get_connections());')],
+    )
+    argv = ["validate", "--database-url", database_url, "--migrations", str(folder)]
+    try:
+        code = run([*argv, "--shadow-url", with_user(server_url, user)])
+    finally:
+        execute(server_url, f'DROP ROLE "{user}"')
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "dblink" in err and "--shadow-url" in err and len(err.strip().splitlines()) == 1
+
+
+def test_plan_reads_locks_on_a_shadow_holding_productions_extensions(
+    database_url: str, server_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The locks a DO block takes are PostgreSQL's answer alone (the SQL names no table):
+    the replay that asks for them creates production's citext first, as the history's did."""
+    execute(database_url, "CREATE EXTENSION citext")
+    statement = "DO $$ BEGIN EXECUTE 'ALTER TABLE users ADD COLUMN nick citext'; END $$;"
+    folder = write_folder(tmp_path / "drizzle", [*CITEXT_FOLDER, ("0001_nick", statement)])
+    argv = ["--database-url", database_url, "--migrations", str(folder), "--shadow-url", server_url]
+    assert run(["plan", "--json", *argv]) == 0
+    plans = json.loads(capsys.readouterr().out)["migrations"]
+    assert [(m["tag"], [(lock["table"], lock["mode"]) for lock in m["locks"]]) for m in plans] == [
+        ("0000_users", []),
+        ("0001_nick", [("public.users", "ACCESS EXCLUSIVE")]),
+    ]

@@ -41,6 +41,9 @@ class History:
     # Per migration: the tables whose storage it rewrote (a new relfilenode).
     rewrites: tuple[tuple[str, ...], ...] = field(default=())
     failure: ReplayFailure | None = None
+    # Production's extensions (name, schema) created before the first migration, because one
+    # used what no migration creates: the history holds only for a production that has them.
+    seeded: tuple[tuple[str, str], ...] = ()
 
     def state_after(self, count: int) -> dict[str, Properties]:
         """The catalog after the first ``count`` migrations."""
@@ -50,6 +53,10 @@ class History:
     def universe(self) -> frozenset[str]:
         """Every object some state of the history holds: what the folder is answerable for."""
         return frozenset(self.initial).union(*self.deltas)
+
+    def fits(self, extensions: Mapping[str, str]) -> bool:
+        """Whether a production with ``extensions`` (name: schema) has the ones seeded."""
+        return all(extensions.get(name) == schema for name, schema in self.seeded)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON document :meth:`from_json` reads back."""
@@ -63,6 +70,7 @@ class History:
             "server": self.server,
             "server_major": self.server_major,
             "rewrites": [list(r) for r in self.rewrites],
+            "seeded": [list(e) for e in self.seeded],
         }
 
     @classmethod
@@ -78,4 +86,5 @@ class History:
             server=document["server"],
             server_major=int(document["server_major"]),
             rewrites=tuple(tuple(r) for r in document["rewrites"]),
+            seeded=tuple((name, schema) for name, schema in document.get("seeded", ())),
         )

@@ -55,6 +55,8 @@ class CatalogSnapshot:
     tracking_rows: tuple[TrackingRow, ...] = ()
     tracking_elsewhere: tuple[str, ...] = ()  # other schemas holding a table of that name
     zone: str = "UTC"  # the TimeZone its sessions start in: a migration's literals are fixed in it
+    # Each extension's schema: a shadow creates them first where a migration uses one (see docs).
+    extensions: Mapping[str, str] = field(default_factory=dict)
     # Each table's relfilenode: a statement that rewrites a table gives it a new one.
     storage: Mapping[str, int] = field(default_factory=dict)
     # Each table's row estimate (``reltuples``: -1 when never analysed).

@@ -4,8 +4,8 @@ Production and the shadow database are read by the same query, printed with the 
 settings (:data:`PRINTED_WITH`), so a difference between their snapshots is a difference
 between their schemas and never between two readers or two sessions. The query is a single
 ``SELECT`` (one snapshot of the database, read-only by construction). Its first row is a
-JSON document of the server, the tracking table's rows and the tables' storage; then one
-row per object: its key, its properties as one JSON text (see
+JSON document of the server, the tracking table's rows, the tables' storage and the
+extensions' schemas; then one row per object: its key, its properties as one JSON text (see
 :mod:`orchestrator.catalog.snapshot`), who owns it and its own catalog entry (when asked),
 its comment (added to the properties where there is one). The properties stay text:
 snapshots compare by string equality, and only the objects that differ are ever decoded.
@@ -263,6 +263,8 @@ SELECT NULL, json_build_object(
                 FROM rel WHERE relkind IN ('r', 'm')),
     'row_estimates', (SELECT coalesce(json_object_agg(name, reltuples::bigint), '{{}}')
                       FROM rel WHERE relkind IN ('r', 'p', 'm', 'f')),
+    'extensions', (SELECT coalesce(json_object_agg(e.extname, n.nspname), '{{}}')
+                   FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace),
     'tracking_present', (SELECT oid IS NOT NULL FROM tracking),
     'tracking_elsewhere', (
         SELECT coalesce(json_agg(n.nspname ORDER BY n.nspname), '[]')
@@ -348,6 +350,7 @@ def read_catalog(
         tracking_rows=parse_tracking_xml(rows_xml) if rows_xml is not None else (),
         tracking_elsewhere=tuple(document["tracking_elsewhere"]),
         zone=conn.info.parameter_status("TimeZone") or "UTC",
+        extensions=document["extensions"],
         storage=document["storage"],
         row_estimates=document["row_estimates"],
     )

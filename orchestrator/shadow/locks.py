@@ -18,7 +18,7 @@ import psycopg
 from orchestrator.analysis.locks import HeldLocks
 from orchestrator.db.connect import connect
 from orchestrator.drizzle.journal import Journal
-from orchestrator.shadow.replay import apply_migration
+from orchestrator.shadow.replay import apply_migration, create_extensions
 from orchestrator.shadow.server import ShadowServer, ShadowSpec
 
 _TABLES = """
@@ -33,11 +33,15 @@ SELECT relation, mode FROM pg_locks
 
 
 def locks_taken(
-    journal: Journal, statements: Mapping[str, Sequence[str]], shadow: ShadowSpec
+    journal: Journal,
+    statements: Mapping[str, Sequence[str]],
+    shadow: ShadowSpec,
+    seeded: Sequence[tuple[str, str]] = (),
 ) -> dict[str, HeldLocks | None]:
     """For each migration named in ``statements`` (its tag -> its statements, one SQL
     statement each), the locks held after each statement; None when it cannot run in a
-    transaction or after a migration PostgreSQL refuses. Raises
+    transaction or after a migration PostgreSQL refuses. ``seeded``: the extensions the
+    folder's history created first (:attr:`~orchestrator.catalog.History.seeded`). Raises
     :class:`~orchestrator.shadow.replay.ReplayError` when the shadow lacks an extension."""
     result: dict[str, HeldLocks | None] = {}
     with (
@@ -45,6 +49,7 @@ def locks_taken(
         server.database() as url,
         connect(url, autocommit=True) as conn,
     ):
+        create_extensions(conn, dict(seeded))
         for migration in journal.migrations:
             held = None
             if (texts := statements.get(migration.tag)) is not None:

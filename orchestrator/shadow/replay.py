@@ -23,7 +23,7 @@ is replayed again with a whole read after each migration.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -49,6 +49,9 @@ _EXISTING_ROLE = re.compile(r'role "([^"]+)" already exists')  # duplicate_objec
 # PostgreSQL 15+: extension "x" is not available; 13 and 14: could not open extension
 # control file ".../x.control"
 _MISSING_EXTENSION = re.compile(r'extension (?:control file )?"(?:[^"]*/)?([^"/]+?)(?:\.control)?"')
+_CREATE_EXTENSION = sql.SQL(
+    "CREATE SCHEMA IF NOT EXISTS {1}; CREATE EXTENSION IF NOT EXISTS {0} SCHEMA {1} CASCADE"
+)
 _ATTEMPTS = 20  # roles created, or transient failures, before giving up
 
 
@@ -71,9 +74,16 @@ class ReplayStart:
 
 
 def replay_history(
-    url: str, journal: Journal, *, start: ReplayStart, server: str, incremental: bool = True
+    url: str,
+    journal: Journal,
+    *,
+    start: ReplayStart,
+    server: str,
+    incremental: bool = True,
+    extensions: Mapping[str, str] | None = None,
 ) -> History:
-    """Replay every migration of ``journal`` on the empty database at ``url``.
+    """Replay every migration of ``journal`` on the empty database at ``url``, after
+    creating ``extensions`` (production's: see :func:`create_extensions`).
 
     A migration PostgreSQL refuses ends the history there (its ``failure``), unless the
     shadow lacks an extension the folder needs (:class:`ReplayError`). ``incremental``:
@@ -84,6 +94,7 @@ def replay_history(
     schema, table = start.schema, start.table
     with connect(url, autocommit=True) as conn:
         start_as_production(conn, start)
+        seeded = create_extensions(conn, extensions or {})
         if incremental and not _watch_ddl(conn):
             raise IncompleteReplay("the shadow server does not allow an event trigger")
         state = _State(read_catalog(conn, schema=schema, table=table, refs=True))
@@ -107,6 +118,7 @@ def replay_history(
         server_major=state.server_major,
         rewrites=tuple(rewrites),
         failure=failure,
+        seeded=seeded,
     )
 
 
@@ -211,6 +223,29 @@ def start_as_production(conn: psycopg.Connection[Any], start: ReplayStart) -> No
         *create_tracking_sql(start.schema, start.table),
     ]
     conn.execute(sql.SQL(";\n").join(statements).as_bytes(conn))
+
+
+def create_extensions(
+    conn: psycopg.Connection[Any], extensions: Mapping[str, str]
+) -> tuple[tuple[str, str], ...]:
+    """Create each extension (name: schema) in its schema, with those it requires; one the
+    shadow cannot create is left out. Those it created, as (name, schema)."""
+    if not extensions:
+        return ()
+    before = _extension_names(conn)
+    for name, schema in sorted(extensions.items()):
+        try:
+            with conn.transaction():
+                conn.execute(_CREATE_EXTENSION.format(sql.Identifier(name), sql.Identifier(schema)))
+        except psycopg.Error as exc:
+            if exc.sqlstate is None:
+                raise
+    created = _extension_names(conn) - before
+    return tuple((name, schema) for name, schema in sorted(extensions.items()) if name in created)
+
+
+def _extension_names(conn: psycopg.Connection[Any]) -> set[str]:
+    return {name for (name,) in conn.execute("SELECT extname FROM pg_extension")}
 
 
 def _watch_ddl(conn: psycopg.Connection[Any]) -> bool:
