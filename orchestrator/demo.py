@@ -316,8 +316,7 @@ def rehearse(pg: EmbeddedPostgres, workdir: Path, health: HealthServer) -> None:
     )
     demo.git("-C", "origin.git", "log", "--oneline", "-3", "main")
     contained = children.run(
-        ["git", "-C", "origin.git", "merge-base", "--is-ancestor", "staging", "main"],
-        cwd=workdir,
+        ["git", "-C", "origin.git", "merge-base", "--is-ancestor", "staging", "main"], cwd=workdir
     )
     require(contained.returncode == 0, "origin's main does not contain the staging commit")
     print(f"{INDENT}origin's main contains staging's tip: the release is pushed")
@@ -326,10 +325,7 @@ def rehearse(pg: EmbeddedPostgres, workdir: Path, health: HealthServer) -> None:
 def main() -> int:
     """Run the rehearsal; 0 when every step ended as expected."""
     try:
-        with (
-            EmbeddedPostgres() as pg,
-            tempfile.TemporaryDirectory(prefix="orch-demo-") as tmp,
-        ):
+        with EmbeddedPostgres() as pg, tempfile.TemporaryDirectory(prefix="orch-demo-") as tmp:
             health = HealthServer().start()
             try:
                 rehearse(pg, Path(tmp).resolve(), health)

@@ -84,11 +84,7 @@ def _describe_http_failure(exc: BaseException, timeout: float) -> str:
 
 
 def http_check(
-    url: str,
-    *,
-    expect_status: int = 200,
-    timeout: float = 5.0,
-    name: str | None = None,
+    url: str, *, expect_status: int = 200, timeout: float = 5.0, name: str | None = None
 ) -> Check:
     """A check that GETs ``url`` and is ok when the status is exactly ``expect_status``.
 

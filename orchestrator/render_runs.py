@@ -190,10 +190,7 @@ def run_summary(console: Console, record: RunRecord, plan: list[str] | None = No
 
 
 def timeline(
-    console: Console,
-    record: RunRecord,
-    events: list[dict[str, Any]],
-    plan: list[str] | None = None,
+    console: Console, record: RunRecord, events: list[dict[str, Any]], plan: list[str] | None = None
 ) -> None:
     """A run's timeline: its transitions, every event of its audit trail, its rollback plan."""
     lines = [

@@ -42,13 +42,7 @@ CANNOT_CATCH = (
 
 @contextmanager
 def local_copy(
-    url: str,
-    shadow: ShadowSpec,
-    *,
-    schema: str,
-    table: str,
-    lock_wait: float,
-    retry: RetryPolicy,
+    url: str, shadow: ShadowSpec, *, schema: str, table: str, lock_wait: float, retry: RetryPolicy
 ) -> Iterator[str]:
     """Copy production's schema and tracking rows into a new database on the shadow server,
     yield its URL; the database (and a throwaway cluster) is gone afterwards, whatever happens.
@@ -82,8 +76,7 @@ def _dump(pg_dump: str, url: str, *options: str, lock_wait: float) -> str:
     conninfo, env = without_password(url)
     wait = f"--lock-wait-timeout={milliseconds(lock_wait)}"
     done = children.run(
-        [pg_dump, "--no-owner", "--no-privileges", wait, *options, f"--dbname={conninfo}"],
-        env=env,
+        [pg_dump, "--no-owner", "--no-privileges", wait, *options, f"--dbname={conninfo}"], env=env
     )
     if done.returncode != 0:
         first = next((line for line in done.stderr.splitlines() if line.strip()), "no output")

@@ -141,11 +141,7 @@ class StatementReader:
     def _CreateSchemaStmt(self, node: Any) -> list[Change]:
         name = truncate_identifier(str(node.schemaname or node.authrole.rolename))
         changes = [
-            Change(
-                "create_schema",
-                _key("schema", name, name),
-                rerunnable=bool(node.if_not_exists),
-            )
+            Change("create_schema", _key("schema", name, name), rerunnable=bool(node.if_not_exists))
         ]
         outer, self.default_schema = self.default_schema, name
         try:

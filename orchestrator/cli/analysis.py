@@ -116,12 +116,7 @@ def repair(target: DatabaseTarget, lock_timeout: str, dry_run: bool, yes: bool) 
         )
 
     result = repair_database(
-        url,
-        journal,
-        options,
-        confirm=confirm,
-        dry_run=dry_run,
-        **target.reading(),
+        url, journal, options, confirm=confirm, dry_run=dry_run, **target.reading()
     )
     if target.as_json:
         print_json(repair_json(result, dry_run))

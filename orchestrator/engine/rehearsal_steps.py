@@ -193,11 +193,7 @@ def _rehearse_migrate(r: Rehearsal) -> MigrateOutcome:
         with connect(r.url) as conn:
             # Non-transactional migrations are left out and probed (never run on production).
             release = rehearse_release(
-                conn,
-                r.journal,
-                r.options,
-                outside,
-                inspect=lambda c: _sql_checks_in(r.playbook, c),
+                conn, r.journal, r.options, outside, inspect=lambda c: _sql_checks_in(r.playbook, c)
             )
         rehearsed, notes = release.rehearsal, release.lines()
         history = r.history

@@ -328,14 +328,7 @@ def resume(run_id: str | None, store: RunStore, interaction: Interaction) -> Run
                     f"run {record.run_id} cannot resume, the world moved: " + "; ".join(reasons)
                 )
             return drive(
-                playbook,
-                record,
-                store,
-                url,
-                interaction,
-                resumed=True,
-                orphans=orphans,
-                lock=lock,
+                playbook, record, store, url, interaction, resumed=True, orphans=orphans, lock=lock
             )
 
 

@@ -91,10 +91,7 @@ def run_git(cmd: git.Git, *args: str, env: dict[str, str] | None = None) -> GitO
     }
     try:
         done = children.run(
-            ["git", *args],
-            cwd=cmd.working_dir,
-            env=environment,
-            errors="surrogateescape",
+            ["git", *args], cwd=cmd.working_dir, env=environment, errors="surrogateescape"
         )
     except OSError as exc:  # git missing or not startable at all
         raise GuardError(f"cannot run git {args[0]}: {clean_message(str(exc))}") from None

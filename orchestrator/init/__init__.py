@@ -22,13 +22,7 @@ from orchestrator.errors import UsageError
 from orchestrator.init.discover import Discovery, InitOptions, discover
 from orchestrator.init.draft import Draft, Question, answer, compose, questions
 
-__all__ = [
-    "InitOptions",
-    "InitResult",
-    "check_options",
-    "check_target",
-    "init_playbook",
-]
+__all__ = ["InitOptions", "InitResult", "check_options", "check_target", "init_playbook"]
 
 Ask = Callable[[Question], str]  # a person's answer ("" keeps the default)
 

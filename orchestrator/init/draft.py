@@ -277,10 +277,7 @@ def _release(draft: Draft) -> list[str]:
             "",
         ]
     if isinstance(draft.vercel, Missing):
-        return [
-            f"# release: {{vercel: {{project_id: prj_...}}}}  # TODO: {draft.vercel.how}",
-            "",
-        ]
+        return [f"# release: {{vercel: {{project_id: prj_...}}}}  # TODO: {draft.vercel.how}", ""]
     vercel = [f"project_id: {_scalar(draft.vercel.project_id)}"]
     if draft.vercel.team_id is not None:
         vercel.append(f"team_id: {_scalar(draft.vercel.team_id)}")

@@ -92,9 +92,7 @@ def tracking_findings(snapshot: CatalogSnapshot) -> list[Finding]:
 
 
 def out_of_order_findings(
-    migrations: Sequence[Migration],
-    statuses: Sequence[MigrationStatus],
-    snapshot: CatalogSnapshot,
+    migrations: Sequence[Migration], statuses: Sequence[MigrationStatus], snapshot: CatalogSnapshot
 ) -> list[Finding]:
     """What drizzle-kit's ``when > newest created_at`` rule would silently skip or run again.
 
@@ -160,9 +158,7 @@ def out_of_order_findings(
 
 
 def unknown_hash_findings(
-    migrations: Sequence[Migration],
-    statuses: Sequence[MigrationStatus],
-    snapshot: CatalogSnapshot,
+    migrations: Sequence[Migration], statuses: Sequence[MigrationStatus], snapshot: CatalogSnapshot
 ) -> list[Finding]:
     """Tracked hashes that match no file: edited migrations or foreign ones."""
     known = {m.hash for m in migrations}
