@@ -20,17 +20,6 @@ from orchestrator.playbook import Playbook
 from orchestrator.shadow import SHADOW_URL_ENV, ShadowSpec
 from orchestrator.validation import ValidationReport
 
-__all__ = [
-    "journal_at",
-    "migrate_options",
-    "migrations_path",
-    "retry_policy",
-    "shadow_spec",
-    "shipped_hashes",
-    "validate_per_playbook",
-    "with_retries",
-]
-
 
 def migrations_path(repo: git.Repo, folder: Path) -> str:
     """``folder`` relative to the repository root (posix); UsageError if outside it."""

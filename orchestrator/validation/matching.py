@@ -14,15 +14,6 @@ from dataclasses import dataclass
 
 from orchestrator.catalog import Difference, History, Objects, differences
 
-__all__ = [
-    "MigrationEvidence",
-    "drift",
-    "first_matching_prefix",
-    "inherited",
-    "migration_evidence",
-    "untouched",
-]
-
 
 @dataclass(frozen=True)
 class MigrationEvidence:
