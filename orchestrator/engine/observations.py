@@ -31,8 +31,6 @@ from orchestrator.errors import DatabaseError
 from orchestrator.neon.backup import neon_api
 from orchestrator.validation import ValidationReport
 
-__all__ = ["LiveObservations", "Observations", "read_row_hashes"]
-
 
 class Observations(Protocol):
     """The facts guards check, asked of the world when a guard needs them."""

@@ -48,8 +48,7 @@ class RestorePlan:
             f"{self.project_id} from the backup branch {self.backup_name} ({self.backup_id}) "
             f"at LSN {self.lsn or 'its head'}.",
             f"  It undoes {', '.join(self.applied)} and loses every write to production since "
-            "the backup; the present state is kept as branch "
-            f"{self.preserve_as}.",
+            f"the backup; the present state is kept as branch {self.preserve_as}.",
         ]
 
 

@@ -241,8 +241,7 @@ class GitHubApi:
         except ApiError as exc:
             if not (exc.ambiguous or exc.status == 422):
                 raise
-            found = self.find_open_pull(head, base)
-            if found is None:
+            if (found := self.find_open_pull(head, base)) is None:
                 raise
             return found
         return PullRequest.from_json(data)

@@ -244,9 +244,8 @@ def recommend(
         )
     if verdict is Verdict.ERROR:
         return (
-            "Cannot tell the migration state: fix what the error names (the connection "
-            "string, network, permissions, a session holding a lock), then validate again. "
-            "Do not deploy."
+            "Cannot tell the migration state: fix what the error names (the connection string, "
+            "network, permissions, a session holding a lock), then validate again. Do not deploy."
         )
     pending = [s.tag for s in statuses if s.state is MigrationState.PENDING]
     if verdict is Verdict.NEEDS_MIGRATION:
