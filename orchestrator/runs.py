@@ -22,13 +22,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestrator.engine.outcomes import StepOutcomes
 from orchestrator.errors import GuardError, UsageError
 from orchestrator.redaction import Redactor
+
+if TYPE_CHECKING:
+    from orchestrator.audit import AuditTrail, ConsoleCallback
 
 RUNS_DIRNAME = "runs"
 RECORD_FILENAME = "state.json"
@@ -182,6 +185,14 @@ class RunStore:
         """Where the audit trail of run ``run_id`` is appended."""
         return self.run_dir(run_id) / AUDIT_FILENAME
 
+    def audit_trail(self, run_id: str, console: ConsoleCallback | None = None) -> AuditTrail:
+        """Open the audit trail of run ``run_id``, masked as its record is (:attr:`redactor`)."""
+        from orchestrator.audit import AuditTrail  # it imports this module
+
+        return AuditTrail(
+            self.audit_path(run_id), run_id=run_id, secrets=self.redactor, console=console
+        )
+
     def record_path(self, run_id: str) -> Path:
         """Where the record of run ``run_id`` is kept."""
         return self.run_dir(run_id) / RECORD_FILENAME
@@ -287,10 +298,8 @@ class RunStore:
                 self.run_dir(full_id) / ABANDONED_FILENAME,
                 (json.dumps(self.redactor.value(mark)) + "\n").encode(),
             )
-            from orchestrator.audit import AuditTrail  # it imports this module
-
-            with AuditTrail(self.audit_path(full_id), run_id=full_id, secrets=self.redactor) as t:
-                t.log.warning("run_abandoned", reason=reason)
+            with self.audit_trail(full_id) as trail:
+                trail.log.warning("run_abandoned", reason=reason)
         return full_id
 
     def abandoned(self, run_id: str) -> dict[str, Any] | None:

@@ -17,7 +17,6 @@ from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 
-from orchestrator.audit import AuditTrail
 from orchestrator.db import dump_restore, runlock
 from orchestrator.engine.outcomes import DatabaseRestoreOutcome
 from orchestrator.engine.run import another_database, database_url, pinned_playbook
@@ -214,9 +213,7 @@ def restore_from_dump(
     with (
         store.lock(record.run_id),
         _run_lock(url, playbook, record.run_id),  # no deploy or migrate beside it (exit 2)
-        AuditTrail(
-            store.audit_path(record.run_id), run_id=record.run_id, secrets=store.redactor
-        ) as trail,
+        store.audit_trail(record.run_id) as trail,
         # Only we can read it: the dump's script written there holds production's rows.
         tempfile.TemporaryDirectory(prefix="orchestrator-restore-") as workdir,
     ):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator.audit import AuditTrail, ConsoleCallback
+from orchestrator.audit import ConsoleCallback
 from orchestrator.db import runlock
 from orchestrator.db.connect import check_ssl, check_url, refuse_pooler, with_application_name
 from orchestrator.db.identity import identity_changes, read_identity
@@ -141,12 +141,7 @@ def open_run(
             *playbook_tokens(playbook, interaction.environ),
         ]
     )
-    with AuditTrail(
-        store.audit_path(record.run_id),
-        run_id=record.run_id,
-        secrets=store.redactor,
-        console=interaction.console,
-    ) as trail:
+    with store.audit_trail(record.run_id, interaction.console) as trail:
         on_progress = interaction.on_progress
         heartbeat = None
         if interaction.heartbeat is not None:

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.audit import AuditTrail
 from orchestrator.db.retry import OnRetry
 from orchestrator.engine.outcomes import BackupOutcome, DatabaseRestoreOutcome
 from orchestrator.engine.rollback import database_steps
@@ -161,12 +160,7 @@ def restore_production(
     assert record.source_commit is not None  # the run migrated, so pre-flight pinned it
     journal = source_journal(playbook, record.source_commit)
     store.redactor = Redactor([api.api_key, *secret_values(environ), *connection_passwords(url)])
-    with (
-        store.lock(record.run_id),
-        AuditTrail(
-            store.audit_path(record.run_id), run_id=record.run_id, secrets=store.redactor
-        ) as trail,
-    ):
+    with store.lock(record.run_id), store.audit_trail(record.run_id) as trail:
         log = trail.log
         log.info(
             "database_restore_confirmed",
