@@ -49,8 +49,7 @@ class MigrationFacts:
 
     def column(self, schema: str, table: str, name: str) -> ColumnFacts | None:
         """The column before the migration (None: absent)."""
-        text = self.before.get(f"column {schema}.{table}.{name}")
-        if text is None:
+        if (text := self.before.get(f"column {schema}.{table}.{name}")) is None:
             return None
         props = properties(text)
         has_default = any(props.get(p) is not None for p in ("default", "identity", "generated"))
@@ -60,8 +59,7 @@ class MigrationFacts:
 
     def index(self, schema: str, name: str) -> IndexFacts | None:
         """The index before the migration (None: absent)."""
-        text = self.before.get(f"index {schema}.{name}")
-        if text is None:
+        if (text := self.before.get(f"index {schema}.{name}")) is None:
             return None
         props = properties(text)
         on_schema, _, on_table = str(props.get("table") or "").partition(".")

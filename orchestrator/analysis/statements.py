@@ -78,8 +78,7 @@ class StatementReader:
     def changes(self, node: Any) -> list[Change]:
         """The changes of the migration's next statement (or of an element of a schema)."""
         tag = type(node).__name__
-        handler = getattr(self, f"_{tag}", None)
-        if handler is None:
+        if (handler := getattr(self, f"_{tag}", None)) is None:
             return [Change("other", tag, detail="not analysed")]
         result: list[Change] = handler(node)
         return result

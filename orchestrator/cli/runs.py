@@ -67,8 +67,7 @@ def _heartbeat_period() -> float:
     from orchestrator.cli.options import duration
     from orchestrator.engine.heartbeat import HEARTBEAT_S
 
-    value = os.environ.get("ORCHESTRATOR_HEARTBEAT")
-    if value is None:
+    if (value := os.environ.get("ORCHESTRATOR_HEARTBEAT")) is None:
         return HEARTBEAT_S
     return duration(value, "$ORCHESTRATOR_HEARTBEAT", unit_required=False)
 

@@ -219,8 +219,7 @@ def neon_direct_host(url: str) -> tuple[str, str] | None:
 
 def pooler_problem(url: str) -> str | None:
     """Why a pooled Neon URL will not do for migrating, naming the direct host; None if not."""
-    hosts = neon_direct_host(url)
-    if hosts is None:
+    if (hosts := neon_direct_host(url)) is None:
         return None
     pooled, direct = hosts
     return (

@@ -156,8 +156,7 @@ def find_holder(conn: psycopg.Connection[Any], key: int) -> Holder | None:
     """The session holding advisory lock ``key``, if any."""
     unsigned = key & 0xFFFFFFFFFFFFFFFF
     params = {"classid": unsigned >> 32, "objid": unsigned & 0xFFFFFFFF}
-    row = conn.execute(_HOLDER_SQL, params).fetchone()
-    if row is None:
+    if (row := conn.execute(_HOLDER_SQL, params).fetchone()) is None:
         return None
     return Holder(pid=int(row[0]), application_name=str(row[1] or ""), since=str(row[2]))
 

@@ -175,8 +175,7 @@ def parse_journal(files: Mapping[str, bytes], *, origin: str) -> Journal:
                 "is the file's alone: nothing applied changes)"
             )
         idx_owner[idx] = tag
-        raw = files.get(f"{tag}.sql")
-        if raw is None:
+        if (raw := files.get(f"{tag}.sql")) is None:
             raise UsageError(f"{origin}: journal entry {tag!r} has no file {tag}.sql")
         text = decode_sql(raw)
         problem = encoding_problem(raw)

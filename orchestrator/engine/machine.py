@@ -99,8 +99,7 @@ def preflight_passed(record: RunRecord, seen: Observations) -> bool:
 def backup_recorded(record: RunRecord, seen: Observations) -> bool:
     """A way back exists: a dump intact on disk, a restore point with its WAL position, or
     a backup the operator vouched for."""
-    backup = record.steps.backup
-    if backup is None:
+    if (backup := record.steps.backup) is None:
         return False
     if backup.kind == "pg_dump":
         return seen.dump_intact(backup)

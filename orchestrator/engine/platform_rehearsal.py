@@ -105,8 +105,7 @@ def predict_pull_request(look: PlatformLook, playbook: Playbook) -> str | None:
 
 def predict_release(look: PlatformLook, playbook: Playbook) -> str:
     """What the release gate would do; raises (exit 22) when its endpoint does not answer."""
-    release = playbook.release
-    if release is None:
+    if (release := playbook.release) is None:
         return "no release: block; the monitor starts right after the merge"
     what = release.url or "Vercel's API"
     if not look.release_answers:

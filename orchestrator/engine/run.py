@@ -488,8 +488,7 @@ def _logged(outcome: Outcome) -> dict[str, Any]:
 
 def _ensure_database_lock(ctx: RunContext) -> None:
     """Before a step acts: the run still holds the database (a restart drops the lock)."""
-    lock = ctx.database_lock
-    if lock is None:
+    if (lock := ctx.database_lock) is None:
         return
     try:
         if call_with_retry(lock.ensure, ctx.retry, on_retry=ctx.on_retry):
@@ -537,8 +536,7 @@ def _adopt_landed(ctx: RunContext) -> bool:
     """The migration or the push an interrupt or a failure stopped before its outcome was
     recorded: record what the world shows it did (the migrations tracked, the push's
     postcondition, read now), so the exit code and the plan say it. False if it could not look."""
-    step = _unrecorded(ctx.record)
-    if step is None:
+    if (step := _unrecorded(ctx.record)) is None:
         return True
     try:
         outcome = step.committed(ctx) if isinstance(step, MigrateStep) else step.done(ctx)

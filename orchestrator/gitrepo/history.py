@@ -62,8 +62,7 @@ def read_files_at(repo: git.Repo, commit: str, directory: str) -> dict[str, byte
     Keys are posix paths relative to ``directory``; the working tree is never read.
     :class:`UsageError` if the commit is unknown or the directory does not exist in it.
     """
-    sha = resolve_rev(repo.git, commit)
-    if sha is None:
+    if (sha := resolve_rev(repo.git, commit)) is None:
         raise UsageError(f"no commit {commit!r} in {repo.working_dir}")
     parts = [p for p in PurePosixPath(directory).parts if p not in (".", "/")]
     tree = repo.commit(sha).tree

@@ -54,8 +54,7 @@ def merge_and_push(
     refuse_dirty(repo)
     fetch_branches(repo, remote, [target])
     previous = remote_tip_of(repo, remote, target)
-    source = resolve_rev(repo.git, source_commit)
-    if source is None:
+    if (source := resolve_rev(repo.git, source_commit)) is None:
         raise GuardError(f"commit {source_commit} is not in {repo.working_dir}; fetch it first")
     if is_ancestor(repo.git, source, previous):
         return MergeResult(previous, previous, merge_commit=None, fast_forward=True)

@@ -45,8 +45,7 @@ def fetch_branches(repo: git.Repo, remote: str, branches: list[str]) -> None:
 
 
 def remote_tip_of(repo: git.Repo, remote: str, branch: str) -> str:
-    tip = resolve_rev(repo.git, remote_ref(remote, branch))
-    if tip is None:
+    if (tip := resolve_rev(repo.git, remote_ref(remote, branch))) is None:
         raise MissingBranch(f"branch {branch!r} does not exist on remote {remote!r}")
     return tip
 

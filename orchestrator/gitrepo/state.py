@@ -89,8 +89,7 @@ def current_branch(repo: git.Repo) -> str | None:
 
 
 def capture_state(repo: git.Repo, target: str) -> LocalState:
-    head = resolve_rev(repo.git, "HEAD")
-    if head is None:
+    if (head := resolve_rev(repo.git, "HEAD")) is None:
         raise GuardError(f"{repo.working_dir} has no commit checked out")
     return LocalState(
         branch=current_branch(repo),

@@ -65,8 +65,7 @@ def _trial_merge_conflicts(repo: git.Repo, target_commit: str, source_commit: st
         )
         if merge.status == 0:
             return []
-        conflicts = unmerged_paths(trial)
-        if not conflicts:
+        if not (conflicts := unmerged_paths(trial)):
             raise GuardError(f"trial merge failed: {clean_message(merge.stderr or merge.stdout)}")
         return conflicts
     finally:

@@ -75,8 +75,7 @@ _NEON_HOST = re.compile(
 def parse_neon_host(host: str) -> NeonHost | None:
     """The Neon endpoint a database host names, or None when it is not a Neon host."""
     written = host.strip().lower().rstrip(".")
-    match = _NEON_HOST.match(written)
-    if match is None:
+    if (match := _NEON_HOST.match(written)) is None:
         return None
     return NeonHost(
         endpoint_id=match["endpoint"],

@@ -18,8 +18,7 @@ def neon_api(
 ) -> NeonApi:
     """The API client of the playbook's Neon project; UsageError without the playbook's
     ``neon:`` block (``purpose`` says what needed it) or without a key."""
-    spec = playbook.neon
-    if spec is None:
+    if (spec := playbook.neon) is None:
         raise UsageError(f"{purpose} needs the neon: block of the playbook (project_id, ...)")
     key = read_secret(environ, spec.api_key_env, "Neon API key")
     return NeonApi(project_id=spec.project_id, api_key=key, api_url=spec.api_url)
@@ -28,8 +27,7 @@ def neon_api(
 def production_branch(api: NeonApi, playbook: Playbook) -> Branch:
     """Production's branch as the API knows it (the playbook names it by name or id)."""
     assert playbook.neon is not None
-    production = api.find_branch(playbook.neon.branch)
-    if production is None:
+    if (production := api.find_branch(playbook.neon.branch)) is None:
         raise GuardError(
             f"Neon project {playbook.neon.project_id} has no branch {playbook.neon.branch!r}"
         )

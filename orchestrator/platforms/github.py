@@ -312,8 +312,7 @@ class GitHubApi:
 
 def github_api(playbook: Playbook, environ: Mapping[str, str]) -> GitHubApi:
     """The client of the playbook's GitHub repository; UsageError without the token."""
-    spec = playbook.git.github
-    if spec is None:
+    if (spec := playbook.git.github) is None:
         raise UsageError("git.via github_pr needs the git.github block")
     token = read_secret(environ, spec.token_env, "GitHub token")
     client = ApiClient("GitHub API", spec.api_url, token, headers=_HEADERS)

@@ -54,8 +54,7 @@ class ApiError(OrchestratorError):
 
 def read_secret(environ: Mapping[str, str], name: str, what: str) -> str:
     """The ``what`` held by ``$name``; :class:`UsageError` (exit 2) when it is unset."""
-    value = environ.get(name, "")
-    if not value:
+    if not (value := environ.get(name, "")):
         raise UsageError(f"${name} is not set: it must hold the {what}")
     return value
 

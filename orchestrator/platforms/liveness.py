@@ -60,8 +60,7 @@ def judge_version(status: int, body: str, sha: str, url: str) -> Sighting:
         return Sighting("waiting", f"{shown} answered HTTP {status}", shown, f"HTTP {status}")
     if names_commit(body, sha):
         return Sighting("live", f"{shown} serves {sha[:12]}", shown, "HTTP 200", commit=sha)
-    seen = _HEX.search(body)
-    if seen is None:
+    if (seen := _HEX.search(body)) is None:
         return Sighting(
             "waiting", f"{shown} names no commit, not {sha[:12]} yet", shown, "HTTP 200"
         )

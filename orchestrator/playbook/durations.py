@@ -64,8 +64,7 @@ def _parse_compound(text: str) -> float:
     while position < len(text):
         if not text[position:].strip():
             break
-        match = _COMPONENT.match(text, position)
-        if not match:
+        if not (match := _COMPONENT.match(text, position)):
             raise ValueError(f"invalid duration {text!r} ({DURATION_HINT})")
         unit = _UNITS[match.group(2).lower()]
         if unit >= last_unit:

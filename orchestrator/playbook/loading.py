@@ -60,8 +60,7 @@ def _compose(text: str, shown: str) -> tuple[dict[str, Any], dict[Location, int]
     every key and list item in it (``()``: the top level)."""
     loader = yaml.SafeLoader(text)
     try:
-        root = loader.get_single_node()
-        if root is None:
+        if (root := loader.get_single_node()) is None:
             raise UsageError(f"{shown}:1: empty playbook; expected a mapping of keys")
         if not isinstance(root, yaml.MappingNode):
             raise UsageError(

@@ -87,8 +87,7 @@ def _problem(error: ErrorDetails) -> str:
 
 def _suggest(loc: Location) -> str:
     """`` (did you mean 'x'?)`` or `` (allowed: a, b)`` for an unknown key at ``loc``."""
-    allowed = _allowed_keys(loc[:-1])
-    if not allowed:
+    if not (allowed := _allowed_keys(loc[:-1])):
         return ""
     close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
     if close:

@@ -77,8 +77,7 @@ class BackupStep:
     def done(self, ctx: RunContext) -> BackupOutcome | None:
         # A backup taken by an interrupted attempt still stands (never take it twice), but
         # only if it is still there: a dump is checked on disk, not in our notes.
-        previous = ctx.record.steps.backup
-        if previous is None:
+        if (previous := ctx.record.steps.backup) is None:
             return None
         if previous.kind == "pg_dump" and not dump_intact(previous):
             return None

@@ -75,8 +75,7 @@ class RunContext:
     def journal(self) -> Journal:
         """The migrations of the source branch's commit recorded in the run."""
         if self._journal is None:
-            commit = self.record.source_commit
-            if commit is None:
+            if (commit := self.record.source_commit) is None:
                 raise UsageError("the run has no source commit yet")
             self._journal = source_journal(self.playbook, commit, self.repo)
         return self._journal

@@ -136,8 +136,7 @@ def _merge_pull_request(ctx: RunContext, commit: str) -> MergeOutcome:
     """Wait for running checks, merge pinned to ``commit``, fetch the merge commit."""
     github = ctx.playbook.git.github
     assert github is not None  # the playbook requires it with github_pr
-    number = _preflight(ctx).pull_request
-    if number is None:
+    if (number := _preflight(ctx).pull_request) is None:
         raise GuardError(f"pre-flight recorded no pull request to merge: {_NOT_DEPLOYED}")
     api = api_of(ctx)
     pr = api.get_pull(number)

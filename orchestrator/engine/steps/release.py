@@ -105,8 +105,7 @@ def live_now(ctx: RunContext, commit: str) -> bool:
     otherwise one look at production (logged as ``release_checked``). Without a
     ``release:`` block there is nothing to look at: True.
     """
-    spec = ctx.playbook.release
-    if spec is None:
+    if (spec := ctx.playbook.release) is None:
         return True
     if is_fresh(_LIVE_HERE.get(ctx.record.run_id), commit, spec.interval, time.monotonic()):
         return True
