@@ -9,7 +9,7 @@ is :mod:`orchestrator.migrate`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 
@@ -73,9 +73,15 @@ _UTC_NAMES = frozenset(
 )
 
 
-def replay_start(options: MigrateOptions, zone: str = "UTC") -> ReplayStart:
-    """Where a replay for ``options`` starts: their tracking table, sessions in ``zone``."""
-    return ReplayStart(options.schema, options.table, "UTC" if zone in _UTC_NAMES else zone)
+def replay_start(
+    options: MigrateOptions, zone: str = "UTC", extensions: Mapping[str, str] | None = None
+) -> ReplayStart:
+    """Where a replay for ``options`` starts: their tracking table, sessions in ``zone``,
+    production's ``extensions`` (name: schema) already there."""
+    zone = "UTC" if zone in _UTC_NAMES else zone
+    return ReplayStart(
+        options.schema, options.table, zone, tuple(sorted((extensions or {}).items()))
+    )
 
 
 def folder_history(
@@ -84,12 +90,16 @@ def folder_history(
     shadow: ShadowSpec = LOCAL_SHADOW,
     *,
     production: CatalogSnapshot | None = None,
+    extensions: Mapping[str, str] | None = None,
+    start_with: Mapping[str, str] | None = None,
 ) -> History:
     """The folder's history as the shadow builds it: from the cache, else replayed; as on
-    ``production`` (its major version, its sessions' TimeZone) when given."""
-    start = replay_start(options, production.zone if production else "UTC")
+    ``production`` (its major version, its sessions' TimeZone, its extensions) when given,
+    else with ``extensions`` (name: schema) where a migration needs one; ``start_with``: the
+    extensions there before the first migration."""
+    start = replay_start(options, production.zone if production else "UTC", start_with)
     major = production.server_major if production else None
-    extensions = production.extensions if production else None
+    extensions = production.extensions if production else extensions
     look_up = partial(cached_history, production_major=major, extensions=extensions)
     cached = look_up(journal, shadow, start=start)
     return cached or replayed_history(journal, shadow, start=start, extensions=extensions)
@@ -152,5 +162,8 @@ def judge_database(
         found = cached[0].result() if cached else None
         if found is None or not found.fits(snapshot.extensions):
             found = folder_history(journal, options, shadow, production=snapshot)
+        # An extension production has and a migration it has not run creates: it had it first.
+        if later := found.created_unapplied(snapshot.extensions, snapshot.row_hashes):
+            found = folder_history(journal, options, shadow, production=snapshot, start_with=later)
         history = found
     return validate(journal, history, snapshot), history

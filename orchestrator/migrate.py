@@ -99,7 +99,7 @@ def migrate_database(
         ]
         if not todo:
             return MigrateResult(before, (), before)
-        _refuse_reordering(journal, options, shadow, before)
+        _refuse_reordering(journal, options, shadow, before, history)
         refuse_what_postgres_refuses(journal, untracked, shadow, options, history=history)
         if not confirm(before):
             raise UsageError("migration not confirmed: nothing was changed")
@@ -275,17 +275,22 @@ def _worth_another_attempt(exc: Exception) -> bool:
 
 
 def _refuse_reordering(
-    journal: Journal, options: MigrateOptions, shadow: ShadowSpec, report: ValidationReport
+    journal: Journal,
+    options: MigrateOptions,
+    shadow: ShadowSpec,
+    report: ValidationReport,
+    history: History | None,
 ) -> None:
     """Refuse to apply a skipped migration last when that builds another schema than the
-    journal's order: both orders are replayed on the shadow and their catalogs compared."""
+    journal's order: both orders are replayed on the shadow (with the extensions ``history``
+    took from production) and their catalogs compared."""
     done, todo = _split(journal, report)
     order = journal.migrations.index
     if not todo or not done or order(todo[0]) > order(done[-1]):
         return  # no hole: the order is the journal's
-    intended = folder_history(journal, options, shadow)
-    reordered = dataclasses.replace(journal, migrations=tuple(done + todo))
-    actual = folder_history(reordered, options, shadow)
+    replay = partial(folder_history, extensions=dict(history.seeded) if history else None)
+    intended = replay(journal, options, shadow)
+    actual = replay(dataclasses.replace(journal, migrations=tuple(done + todo)), options, shadow)
     want, have = intended.state_after(len(journal.migrations)), actual.state_after(len(todo + done))
     if found := differences(want, have, want.keys() | have.keys()):
         shown = "; ".join(str(d) for d in found[:3])

@@ -277,3 +277,19 @@ def gone_while(world: World, pid: int, thread: threading.Thread) -> bool:
             if not running:
                 return False
             time.sleep(0.05)
+
+
+def test_a_rehearsal_of_a_concurrent_release_using_a_console_extension_predicts_the_deploy(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """citext came from a console and the release uses it before a concurrent index: the
+    rehearsal judges its transactional part by a history holding citext, as the deploy does."""
+    with psycopg.connect(world.database_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION citext")
+    column = 'ALTER TABLE "case_classifications" ADD COLUMN "label" citext;'
+    add_staging_migration(world, "0012_label", [column])
+    add_staging_migration(world, "0013_case_index", [INDEX_SQL])
+    opt_in(world)
+    code, out = dry_run(world, capsys, monkeypatch)
+    assert code == 0 and "prediction: the deploy would succeed" in out, out
+    assert world.deploy().exit_code == 0

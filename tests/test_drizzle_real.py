@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from urllib.parse import quote
 
@@ -446,56 +447,133 @@ def test_a_migration_creating_drizzles_schema_is_refused_by_the_replay_as_by_dri
     assert not table_exists(database_url, "t")
 
 
-def test_extensions_enabled_on_production_by_hand_are_created_first_on_the_shadow(
-    drizzle_node: Path, database_url: str, tmp_path: Path
-) -> None:
-    """Extensions enabled from a console, not by a migration (citext in public, pg_trgm in a
-    schema of its own as Supabase does), which migrations then use: the shadow creates them
-    before the first migration, as production had them, so the history replays, the release
-    migrates with the one-transaction check passing, and the real migrator finds it done."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION citext")
-        conn.execute("CREATE SCHEMA extensions; CREATE EXTENSION pg_trgm SCHEMA extensions")
-    migrations = [
-        ("0000_users", ['CREATE TABLE "users" ("id" serial PRIMARY KEY, "email" citext NOT NULL)']),
-        (
-            "0001_search",
-            ['CREATE INDEX "by_email" ON "users" USING gin ("email" extensions.gin_trgm_ops)'],
-        ),
-        ("0002_nick", ['ALTER TABLE "users" ADD COLUMN "nick" citext']),
-    ]
-    folder = write_drizzle_folder(tmp_path / "m", migrations)
-    drizzle_migrate(
-        drizzle_node, database_url, write_drizzle_folder(tmp_path / "two", migrations[:2])
-    )
+CITEXT_USERS = 'CREATE TABLE "users" ("id" serial PRIMARY KEY, "email" citext NOT NULL)'
+# (console SQL, after how many migrations it ran, the folder, how many drizzle applied)
+BY_CONSOLE = {
+    "citext in public, pg_trgm in a schema of its own (as Supabase puts them)": (
+        "CREATE EXTENSION citext; CREATE SCHEMA extensions; "
+        "CREATE EXTENSION pg_trgm SCHEMA extensions",
+        0,
+        [
+            ("0000_users", [CITEXT_USERS]),
+            (
+                "0001_search",
+                ['CREATE INDEX "s" ON "users" USING gin ("email" extensions.gin_trgm_ops)'],
+            ),
+            ("0002_nick", ['ALTER TABLE "users" ADD COLUMN "nick" citext']),
+        ],
+        2,
+    ),
+    "one a migration creates as well, without IF NOT EXISTS, once it was applied": (
+        "CREATE EXTENSION citext",
+        0,
+        [
+            ("0000_users", [CITEXT_USERS]),
+            ("0001_trgm", ["CREATE EXTENSION pg_trgm"]),
+            ("0002_search", ['CREATE INDEX "s" ON "users" USING gin ("email" gin_trgm_ops)']),
+        ],
+        3,
+    ),
+    "one a pending migration creates IF NOT EXISTS": (
+        "CREATE EXTENSION citext",
+        0,
+        [
+            ("0000_users", ['CREATE TABLE "users" ("id" serial PRIMARY KEY)']),
+            (
+                "0001_email",
+                [
+                    "CREATE EXTENSION IF NOT EXISTS citext",
+                    'ALTER TABLE "users" ADD COLUMN "email" citext',
+                ],
+            ),
+        ],
+        1,
+    ),
+    "one in a schema a migration created": (
+        "CREATE EXTENSION citext SCHEMA extensions",
+        1,
+        [
+            ("0000_schema", ['CREATE SCHEMA "extensions"']),
+            ("0001_users", ['CREATE TABLE "users" ("email" extensions.citext)']),
+            ("0002_nick", ['ALTER TABLE "users" ADD COLUMN "nick" extensions.citext']),
+        ],
+        2,
+    ),
+    "one that requires an extension a migration created": (
+        "CREATE EXTENSION earthdistance",
+        1,
+        [
+            ("0000_cube", ["CREATE EXTENSION cube"]),
+            ("0001_places", ['CREATE TABLE "places" ("at" earth DEFAULT ll_to_earth(0, 0))']),
+        ],
+        2,
+    ),
+}
 
+
+@pytest.mark.parametrize("case", BY_CONSOLE)
+def test_extensions_enabled_from_a_console_are_productions_on_the_shadow_too(
+    drizzle_node: Path, database_url: str, tmp_path: Path, case: str
+) -> None:
+    """Extensions production has and no migration creates, enabled from a console before the
+    migrations that use them: the history starts with them, as production's did, so the
+    applied migrations replay, the rest migrate (the one-transaction check passing) and the
+    real migrator then finds nothing to do."""
+    console, after, migrations, applied = BY_CONSOLE[case]
+    write = partial(write_drizzle_folder, tmp_path / "m")
+    if after:
+        drizzle_migrate(drizzle_node, database_url, write(migrations[:after]))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(console)
+    drizzle_migrate(drizzle_node, database_url, write(migrations[:applied]))
+    folder = write(migrations)
     report = validate(database_url, read_journal(folder))
-    assert report.status is Verdict.NEEDS_MIGRATION, report.findings
-    assert [m.tag for m in report.pending] == ["0002_nick"]
-    assert "citext, pg_trgm created first" in report.replayed_on
-    assert [a.tag for a in migrate(database_url, read_journal(folder)).applied] == ["0002_nick"]
+    assert [m.tag for m in report.pending] == [tag for tag, _ in migrations[applied:]]
+    assert not report.findings and "with production's" in report.replayed_on, report.findings
+    migrate(database_url, read_journal(folder))
     assert validate(database_url, read_journal(folder)).status is Verdict.SAFE
     before = schema_fingerprint(database_url)
     drizzle_migrate(drizzle_node, database_url, folder)
     assert schema_fingerprint(database_url) == before
 
 
-def test_an_extension_a_migration_creates_is_not_created_first_with_the_consoles(
+def test_a_pending_migration_creating_an_extension_production_has_fails_as_on_production(
     drizzle_node: Path, database_url: str, tmp_path: Path
 ) -> None:
-    """citext came from a console, pg_trgm from a migration without IF NOT EXISTS: only
-    citext is created before the first migration, so the applied history replays whole."""
+    """pg_trgm came from a console; the pending migration creates it without IF NOT EXISTS,
+    which production refuses: so does the shadow, before production is touched."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION citext; CREATE EXTENSION pg_trgm")
+    migrations = [("0000_users", [CITEXT_USERS]), ("0001_trgm", ["CREATE EXTENSION pg_trgm"])]
+    drizzle_migrate(
+        drizzle_node, database_url, write_drizzle_folder(tmp_path / "a", migrations[:1])
+    )
+    folder = write_drizzle_folder(tmp_path / "m", migrations)
+    report = validate(database_url, read_journal(folder))
+    [finding] = [f for f in report.findings if f.code == "replay_failed"]
+    assert (
+        finding.migration == "0001_trgm" and 'extension "pg_trgm" already exists' in finding.message
+    )
+    with pytest.raises(MigrationFailed, match="when the release ran on the shadow"):
+        migrate(database_url, read_journal(folder))
+    with pytest.raises(AssertionError, match='extension "pg_trgm" already exists'):
+        drizzle_migrate(drizzle_node, database_url, folder)  # the oracle fails there too
+
+
+def test_a_skipped_migration_is_applied_on_a_production_with_a_console_extension(
+    drizzle_node: Path, database_url: str, tmp_path: Path
+) -> None:
+    """A hole (0001 pending, 0002 applied) on a production whose citext came from a console:
+    both orders are replayed with citext, so migrate sees they build one schema and applies it."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION citext")
-    folder = write_drizzle_folder(
-        tmp_path / "m",
-        [
-            ("0000_users", ['CREATE TABLE "users" ("email" citext NOT NULL)']),
-            ("0001_trgm", ["CREATE EXTENSION pg_trgm"]),
-            ("0002_search", ['CREATE INDEX "s" ON "users" USING gin ("email" gin_trgm_ops)']),
-        ],
-    )
-    drizzle_migrate(drizzle_node, database_url, folder)
-    report = validate(database_url, read_journal(folder))
-    assert report.status is Verdict.SAFE, report.findings
-    assert report.replayed_on.endswith(", citext created first")
+    migrations = [
+        ("0000_users", [CITEXT_USERS]),
+        ("0001_posts", ['CREATE TABLE "posts" ("id" serial PRIMARY KEY)']),
+        ("0002_tags", ['CREATE TABLE "tags" ("name" citext PRIMARY KEY)']),
+    ]
+    skipped = [migrations[0], migrations[2]]
+    drizzle_migrate(drizzle_node, database_url, write_drizzle_folder(tmp_path / "a", skipped))
+    folder = write_drizzle_folder(tmp_path / "m", migrations)
+    assert [a.tag for a in migrate(database_url, read_journal(folder)).applied] == ["0001_posts"]
+    assert table_exists(database_url, "posts")

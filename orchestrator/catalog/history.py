@@ -4,7 +4,7 @@ what each migration changed, as replayed on a shadow database (:mod:`orchestrato
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -41,8 +41,8 @@ class History:
     # Per migration: the tables whose storage it rewrote (a new relfilenode).
     rewrites: tuple[tuple[str, ...], ...] = field(default=())
     failure: ReplayFailure | None = None
-    # Production's extensions (name, schema) created before the first migration, because one
-    # used what no migration creates: the history holds only for a production that has them.
+    # Production's extensions (name, schema) a migration needed and none creates (enabled from
+    # a console), held from the start: the history holds for a production that has them.
     seeded: tuple[tuple[str, str], ...] = ()
 
     def state_after(self, count: int) -> dict[str, Properties]:
@@ -57,6 +57,22 @@ class History:
     def fits(self, extensions: Mapping[str, str]) -> bool:
         """Whether a production with ``extensions`` (name: schema) has the ones seeded."""
         return all(extensions.get(name) == schema for name, schema in self.seeded)
+
+    def created_unapplied(
+        self, extensions: Mapping[str, str], applied: Collection[str]
+    ) -> dict[str, str]:
+        """Those of production's ``extensions`` (name: schema) that a migration not ``applied``
+        (by hash) creates first: production had them before it ran, so must the replay."""
+        creator: dict[str, str] = {}
+        for hash_, delta in zip(self.hashes, self.deltas, strict=False):  # up to a failure
+            for key, (before, _) in delta.items():
+                if before is None and key.startswith("extension "):
+                    creator.setdefault(key.removeprefix("extension "), hash_)
+        return {
+            name: schema
+            for name, schema in extensions.items()
+            if name in creator and creator[name] not in applied
+        }
 
     def to_json(self) -> dict[str, Any]:
         """A JSON document :meth:`from_json` reads back."""

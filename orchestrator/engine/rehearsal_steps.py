@@ -198,7 +198,8 @@ def _rehearse_migrate(r: Rehearsal) -> MigrateOutcome:
         rehearsed, notes = release.rehearsal, release.lines()
         history = r.history
         if release.skipped or history is None:
-            history = folder_history(release.journal, r.options, r.shadow)
+            extensions = dict(history.seeded) if history else None
+            history = folder_history(release.journal, r.options, r.shadow, extensions=extensions)
         after = validate(release.journal, history, rehearsed.snapshot_after)
         applied = [a.tag for a in rehearsed.applied]
         summary = (

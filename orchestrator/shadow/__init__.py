@@ -11,9 +11,8 @@ run them. Nothing here ever connects to production.
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import astuple, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import astuple
 from functools import partial
 
 from orchestrator.catalog import History, ReplayFailure
@@ -23,9 +22,8 @@ from orchestrator.errors import DatabaseError
 from orchestrator.shadow import cache
 from orchestrator.shadow.replay import (
     IncompleteReplay,
-    ReplayError,
     ReplayStart,
-    apply_migration,
+    apply_with_extensions,
     create_extensions,
     replay_history,
     run_in_transaction,
@@ -40,9 +38,6 @@ SHADOW_URL_ENV = "ORCHESTRATOR_SHADOW_URL"
 #: SQLSTATE classes of a failure that says more of the server at that moment than of the
 #: release (resources, connection, concurrency, operator, system): the shadow's error.
 CIRCUMSTANTIAL = ("08", "40", "53", "57", "58", "XX")
-#: A type, function, or schema that does not exist: maybe an extension production has.
-UNDEFINED = ("42704", "42883", "3F000")
-_EXISTING_EXTENSION = re.compile(r'extension "([^"]+)" already exists')
 
 __all__ = [
     "LOCAL_SHADOW",
@@ -81,25 +76,23 @@ def replayed_history(
     start: ReplayStart,
     extensions: Mapping[str, str] | None = None,
 ) -> History:
-    """The folder's history replayed from ``start`` on the shadow and cached (when the cache
-    had none); with production's ``extensions`` created first where a migration needs one
-    that no migration creates (:func:`_replayed_with`)."""
+    """The folder's history replayed from ``start`` on the shadow, with production's
+    ``extensions`` where a migration needs one no migration creates, and cached (when the
+    cache had none)."""
     with ShadowServer(shadow) as server:
         # A named shadow's version is known only once connected: its replay may be cached.
         look_up = partial(cached_history, production_major=server.major, extensions=extensions)
         if found := look_up(journal, shadow, start=start):
             return found
-
-        def replay(seed: Mapping[str, str]) -> History:
-            run = partial(replay_history, start=start, server=server.description, extensions=seed)
-            try:
-                with server.database() as url:
-                    return run(url, journal)
-            except IncompleteReplay:
-                with server.database() as url:
-                    return run(url, journal, incremental=False)
-
-        history = _replayed_with(extensions or {}, replay, history=replay({}), server=server)
+        replay = partial(
+            replay_history, start=start, server=server.description, extensions=extensions
+        )
+        try:
+            with server.database() as url:
+                history = replay(url, journal)
+        except IncompleteReplay:
+            with server.database() as url:
+                history = replay(url, journal, incremental=False)
     # No failure is kept: it may come of what this shadow lacks (an OS locale, a tablespace, an
     # older extension), which another shadow, or this one later, has.
     if (failure := history.failure) is None:
@@ -109,40 +102,6 @@ def replayed_history(
             f"the shadow ({server.description}) failed replaying {failure.tag}: "
             f"{failure.message} [{failure.sqlstate}]; nothing was cached: try again",
             transient=True,
-        )
-    return history
-
-
-def _replayed_with(
-    extensions: Mapping[str, str],
-    replay: Callable[[Mapping[str, str]], History],
-    *,
-    history: History,
-    server: ShadowServer,
-) -> History:
-    """``history``, or the folder replayed with production's ``extensions`` created first
-    when a migration failed for a type, function or schema no migration creates (a
-    console's ``CREATE EXTENSION``) and that replay goes further. One a migration creates
-    itself is not created first. Raises :class:`ReplayError` when it does not go further
-    and the shadow cannot create some of them: they may be what the migration needs."""
-    failure = history.failure
-    seed = {name: s for name, s in extensions.items() if f"extension {name}" not in history.initial}
-    if not seed or failure is None or failure.sqlstate not in UNDEFINED:
-        return history
-    seeded = replay(seed)
-    while seeded.failure and (found := _EXISTING_EXTENSION.search(seeded.failure.message)):
-        if seed.pop(found.group(1), None) is None:
-            break
-        seeded = replay(seed)
-    if len(seeded.deltas) > len(history.deltas):
-        names = ", ".join(name for name, _ in seeded.seeded)
-        return replace(seeded, server=f"{seeded.server}, {names} created first")
-    if lacking := [name for name in seed if f"extension {name}" not in seeded.initial]:
-        raise ReplayError(
-            f"{failure.tag} uses what no migration creates ({failure.message}); production "
-            f"has extensions the shadow ({server.description}) cannot create, which may "
-            f"provide it: {', '.join(lacking)}. Name a shadow server that has them "
-            "(--shadow-url, or the playbook's shadow: {url_env: NAME}), or fix the migration"
         )
     return history
 
@@ -174,10 +133,11 @@ def one_transaction_refusal(
         connect(url, autocommit=True) as conn,
     ):
         start_as_production(conn, start)
-        create_extensions(conn, dict(seeded))
+        wanted = dict(seeded)
         for migration in done:
-            if (failure := apply_migration(conn, migration, server.description)) is not None:
+            if failure := apply_with_extensions(conn, migration, server.description, wanted):
                 return failure
+        create_extensions(conn, wanted, wanted)  # production has them all by now
         refusal = run_in_transaction(conn, pending, commit=False, server=server.description)
         key = cache.cache_key(hashes, server.major, kind=kind)
     if refusal is None:

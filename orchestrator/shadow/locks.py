@@ -18,7 +18,7 @@ import psycopg
 from orchestrator.analysis.locks import HeldLocks
 from orchestrator.db.connect import connect
 from orchestrator.drizzle.journal import Journal
-from orchestrator.shadow.replay import apply_migration, create_extensions
+from orchestrator.shadow.replay import apply_with_extensions
 from orchestrator.shadow.server import ShadowServer, ShadowSpec
 
 _TABLES = """
@@ -40,8 +40,8 @@ def locks_taken(
 ) -> dict[str, HeldLocks | None]:
     """For each migration named in ``statements`` (its tag -> its statements, one SQL
     statement each), the locks held after each statement; None when it cannot run in a
-    transaction or after a migration PostgreSQL refuses. ``seeded``: the extensions the
-    folder's history created first (:attr:`~orchestrator.catalog.History.seeded`). Raises
+    transaction or after a migration PostgreSQL refuses. ``seeded``: production's
+    extensions the folder needs (:attr:`~orchestrator.catalog.History.seeded`). Raises
     :class:`~orchestrator.shadow.replay.ReplayError` when the shadow lacks an extension."""
     result: dict[str, HeldLocks | None] = {}
     with (
@@ -49,12 +49,12 @@ def locks_taken(
         server.database() as url,
         connect(url, autocommit=True) as conn,
     ):
-        create_extensions(conn, dict(seeded))
+        wanted = dict(seeded)
         for migration in journal.migrations:
             held = None
             if (texts := statements.get(migration.tag)) is not None:
                 held = result[migration.tag] = _held_after_each(conn, texts)
-            if held is None and apply_migration(conn, migration, server.description) is not None:
+            if held is None and apply_with_extensions(conn, migration, server.description, wanted):
                 break  # the rest cannot be asked about
     return result
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -52,6 +52,8 @@ _MISSING_EXTENSION = re.compile(r'extension (?:control file )?"(?:[^"]*/)?([^"/]
 _CREATE_EXTENSION = sql.SQL(
     "CREATE SCHEMA IF NOT EXISTS {1}; CREATE EXTENSION IF NOT EXISTS {0} SCHEMA {1} CASCADE"
 )
+#: A type, function or schema that does not exist: maybe an extension production has.
+UNDEFINED = frozenset({"42704", "42883", "3F000"})
 _ATTEMPTS = 20  # roles created, or transient failures, before giving up
 
 
@@ -71,6 +73,8 @@ class ReplayStart:
     schema: str = "drizzle"
     table: str = "__drizzle_migrations"
     zone: str = "UTC"
+    # Production's extensions (name, schema) a migration it has not run creates: it had them.
+    extensions: tuple[tuple[str, str], ...] = ()
 
 
 def replay_history(
@@ -82,8 +86,9 @@ def replay_history(
     incremental: bool = True,
     extensions: Mapping[str, str] | None = None,
 ) -> History:
-    """Replay every migration of ``journal`` on the empty database at ``url``, after
-    creating ``extensions`` (production's: see :func:`create_extensions`).
+    """Replay every migration of ``journal`` on the empty database at ``url``; production's
+    ``extensions`` (name: schema) are created where a migration needs one that no migration
+    creates (:func:`apply_with_extensions`), and belong to the history's start.
 
     A migration PostgreSQL refuses ends the history there (its ``failure``), unless the
     shadow lacks an extension the folder needs (:class:`ReplayError`). ``incremental``:
@@ -94,14 +99,22 @@ def replay_history(
     schema, table = start.schema, start.table
     with connect(url, autocommit=True) as conn:
         start_as_production(conn, start)
-        seeded = create_extensions(conn, extensions or {})
+        seeded = create_extensions(conn, dict(start.extensions), dict(start.extensions))
         if incremental and not _watch_ddl(conn):
             raise IncompleteReplay("the shadow server does not allow an event trigger")
         state = _State(read_catalog(conn, schema=schema, table=table, refs=True))
         initial, deltas, rewrites = dict(state.objects), [], []
         failure = None
         for migration in journal.migrations:
-            if (failure := apply_migration(conn, migration, server)) is not None:
+            created: dict[str, str] = {}
+            failure = apply_with_extensions(conn, migration, server, extensions or {}, created)
+            if created:  # a console created them before the first migration: the start has them
+                seeded.update(created)
+                ours = _owners_of(conn, created, state.objects)
+                read = read_catalog(conn, schema=schema, table=table, owners=ours, refs=True)
+                change, _ = state.update(read, ours)
+                initial.update({key: new for key, (_, new) in change.items() if new is not None})
+            if failure is not None:
                 break
             owners = _touched_owners(conn, state) if incremental else None
             read = read_catalog(conn, schema=schema, table=table, owners=owners, refs=True)
@@ -110,15 +123,16 @@ def replay_history(
             rewrites.append(rewritten)
         if incremental and read_catalog(conn, schema=schema, table=table).objects != state.objects:
             raise IncompleteReplay("the deltas do not add up to the catalog at the end")
+    names = ", ".join(sorted(seeded))
     return History(
         hashes=tuple(m.hash for m in journal.migrations),
         initial=initial,
         deltas=tuple(deltas),
-        server=server,
+        server=f"{server}, with production's {names}" if seeded else server,
         server_major=state.server_major,
         rewrites=tuple(rewrites),
         failure=failure,
-        seeded=seeded,
+        seeded=tuple(sorted(seeded.items())),
     )
 
 
@@ -225,27 +239,98 @@ def start_as_production(conn: psycopg.Connection[Any], start: ReplayStart) -> No
     conn.execute(sql.SQL(";\n").join(statements).as_bytes(conn))
 
 
+def apply_with_extensions(
+    conn: psycopg.Connection[Any],
+    migration: Migration,
+    server: str,
+    extensions: Mapping[str, str],
+    created: dict[str, str] | None = None,
+) -> ReplayFailure | None:
+    """:func:`apply_migration`. Where PostgreSQL says a type, function or schema does not
+    exist, again after creating the first of production's ``extensions`` (name: schema) the
+    database lacks with which the migration gets further (each tried with it in a
+    transaction rolled back): one enabled from a console, which no migration creates. An
+    extension a migration creates itself is left to it. ``created`` receives those created;
+    the failure that remains names those this shadow could not create."""
+    failure = apply_migration(conn, migration, server)
+    lacking: list[str] = []
+    while failure and failure.sqlstate in UNDEFINED:
+        if (name := _helping(conn, migration, failure, extensions, lacking)) is None:
+            break
+        (created if created is not None else {}).update(create_extensions(conn, extensions, [name]))
+        failure = apply_migration(conn, migration, server)
+    if failure and failure.sqlstate in UNDEFINED and lacking:
+        failure = replace(
+            failure,
+            message=f"{failure.message} (production has extensions this "
+            f"shadow cannot create: {', '.join(lacking)}; --shadow-url names one that can)",
+        )
+    return failure
+
+
+def _helping(
+    conn: psycopg.Connection[Any],
+    migration: Migration,
+    failure: ReplayFailure,
+    extensions: Mapping[str, str],
+    lacking: list[str],
+) -> str | None:
+    """The first of ``extensions`` the database lacks with which ``migration`` does not fail
+    as it did; those the shadow cannot create go to ``lacking``."""
+    refused = (failure.sqlstate, failure.message, failure.number)
+    for name in sorted(extensions.keys() - _extension_names(conn)):
+        with conn.transaction(force_rollback=True):
+            try:
+                with conn.transaction():
+                    conn.execute(_create_extension(name, extensions[name]))
+            except psycopg.Error as exc:
+                if exc.sqlstate is None:
+                    raise
+                lacking.append(name)
+                continue
+            again = _statement_by_statement(conn, [migration])
+            if again is None or (again.sqlstate, again.message, again.number) != refused:
+                return name
+    return None
+
+
 def create_extensions(
-    conn: psycopg.Connection[Any], extensions: Mapping[str, str]
-) -> tuple[tuple[str, str], ...]:
-    """Create each extension (name: schema) in its schema, with those it requires; one the
-    shadow cannot create is left out. Those it created, as (name, schema)."""
-    if not extensions:
-        return ()
+    conn: psycopg.Connection[Any], extensions: Mapping[str, str], names: Collection[str]
+) -> dict[str, str]:
+    """Create ``names`` each in its schema of ``extensions`` (the schema too), with those they
+    require; one the shadow cannot create is left out. Those of ``extensions`` created."""
     before = _extension_names(conn)
-    for name, schema in sorted(extensions.items()):
+    for name in names:
         try:
             with conn.transaction():
-                conn.execute(_CREATE_EXTENSION.format(sql.Identifier(name), sql.Identifier(schema)))
+                conn.execute(_create_extension(name, extensions[name]))
         except psycopg.Error as exc:
             if exc.sqlstate is None:
                 raise
-    created = _extension_names(conn) - before
-    return tuple((name, schema) for name, schema in sorted(extensions.items()) if name in created)
+    return {
+        name: extensions[name] for name in _extension_names(conn) - before if name in extensions
+    }
+
+
+def _create_extension(name: str, schema: str) -> sql.Composed:
+    return _CREATE_EXTENSION.format(sql.Identifier(name), sql.Identifier(schema))
 
 
 def _extension_names(conn: psycopg.Connection[Any]) -> set[str]:
     return {name for (name,) in conn.execute("SELECT extname FROM pg_extension")}
+
+
+def _owners_of(
+    conn: psycopg.Connection[Any], extensions: Mapping[str, str], objects: Collection[str]
+) -> list[str]:
+    """The catalog entries of ``extensions`` and of their schemas not among ``objects``."""
+    schemas = [s for s in extensions.values() if f"schema {s}" not in objects]
+    found = conn.execute(
+        "SELECT 'e' || oid FROM pg_extension WHERE extname = ANY(%s) "
+        "UNION ALL SELECT 'n' || oid FROM pg_namespace WHERE nspname = ANY(%s)",
+        (list(extensions), schemas),
+    )
+    return [owner for (owner,) in found]
 
 
 def _watch_ddl(conn: psycopg.Connection[Any]) -> bool:
