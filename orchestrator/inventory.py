@@ -81,7 +81,8 @@ def tracked_state(
     state = dict(history.initial)
     creator: dict[str, str] = {}
     untracked = {m.tag for m in journal.untracked(row_hashes)}
-    for migration, change in zip(journal.migrations, history.deltas, strict=True):
+    replayed = journal.migrations[: len(history.deltas)]  # up to a migration the shadow refused
+    for migration, change in zip(replayed, history.deltas, strict=True):
         if migration.tag in untracked:
             continue
         for key, (_, after) in change.items():

@@ -108,4 +108,8 @@ def inspect(
     migrations; read-only."""
     snapshot = take_snapshot(url, options, retry=retry, on_retry=on_retry)
     history = folder_history(journal, options, shadow, production=snapshot)
+    if any(m.hash in snapshot.row_hashes for m in journal.migrations[len(history.deltas) :]):
+        raise DatabaseError(
+            f"cannot tell: production tracks what the shadow cannot replay: {history.failure}"
+        )
     return build_inventory(journal, history, snapshot)

@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bench.folders import write_drizzle_folder
 from orchestrator.cli import run
 from orchestrator.db.migrator import MigrateOptions
 from orchestrator.db.retry import RetryPolicy
@@ -151,3 +152,33 @@ def test_drift_is_judged_against_the_tracked_migrations_and_their_attributes(
     assert inventory.changed == (
         "column public.case_classifications.category: not_null expected True, found False",
     )
+
+
+def test_a_folder_the_shadow_cannot_replay_whole_is_inspected_up_to_there(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """0001 names another tool's schema, which the shadow lacks: the tracked 0000 is still
+    attributed; once production tracks 0001 too, inspect cannot tell, in one line (exit 30)."""
+    migrations = [
+        ("0000_todos", ['CREATE TABLE "todos" ("id" serial PRIMARY KEY)']),
+        ("0001_profiles", ['CREATE TABLE "profiles" ("id" uuid REFERENCES "auth"."users"("id"))']),
+    ]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA auth; CREATE TABLE auth.users (id uuid PRIMARY KEY)")
+    migrate_prefix(
+        database_url, write_drizzle_folder(tmp_path / "m", migrations), 1, tmp_path / "a"
+    )
+    journal = read_journal(tmp_path / "m")
+    tables = {t.name: t.created_by for t in inspect_database(database_url, journal).tables}
+    assert tables["todos"] == "0000_todos"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(journal.migrations[1].statements[0])
+        conn.execute(
+            f'INSERT INTO {SCHEMA}."{TABLE}" (hash, created_at) VALUES (%s, 1)',
+            (journal.migrations[1].hash,),
+        )
+    argv = ["inspect", "--database-url", database_url, "--migrations", str(tmp_path / "m")]
+    assert run(argv) == 30
+    err = capsys.readouterr().err
+    assert "cannot tell" in err and 'schema "auth" does not exist' in err, err
+    assert len(err.strip().splitlines()) == 1
