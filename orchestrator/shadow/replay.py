@@ -299,6 +299,8 @@ def create_extensions(
 ) -> dict[str, str]:
     """Create ``names`` each in its schema of ``extensions`` (the schema too), with those they
     require; one the shadow cannot create is left out. Those of ``extensions`` created."""
+    if not names:
+        return {}
     before = _extension_names(conn)
     for name in names:
         try:
