@@ -163,7 +163,8 @@ def judge_database(
         if found is None or not found.fits(snapshot.extensions):
             found = folder_history(journal, options, shadow, production=snapshot)
         # An extension production has and a migration it has not run creates: it had it first.
-        if later := found.created_unapplied(snapshot.extensions, snapshot.row_hashes):
+        applied = snapshot.row_hashes
+        if later := found.created_unapplied(snapshot.extensions, applied, snapshot.objects):
             found = folder_history(journal, options, shadow, production=snapshot, start_with=later)
         history = found
     return validate(journal, history, snapshot), history

@@ -917,3 +917,27 @@ def test_plan_reads_locks_on_a_shadow_holding_productions_extensions(
         ("0000_users", []),
         ("0001_nick", [("public.users", "ACCESS EXCLUSIVE")]),
     ]
+
+
+def test_a_migration_creating_an_extension_applied_by_hand_is_still_partial(
+    database_url: str, server_url: str, tmp_path: Path, cache: Path
+) -> None:
+    """pg_trgm is there because someone ran 0001 by hand, its table with it, not because a
+    console enabled it: the history is not replayed as if production had it first."""
+    folder = write_folder(
+        tmp_path / "drizzle",
+        [
+            ("0000_a", 'CREATE TABLE "a" ("id" integer);'),
+            (
+                "0001_b",
+                'CREATE EXTENSION pg_trgm;\n--> statement-breakpoint\nCREATE TABLE "b" (x int);',
+            ),
+        ],
+    )
+    shadow = ShadowSpec(server_url)
+    migrate(database_url, prefix_folder(folder, 1, tmp_path / "one"), shadow)
+    execute(database_url, 'CREATE EXTENSION pg_trgm; CREATE TABLE "b" (x int)')
+    report = validate_database(database_url, read_journal(folder), OPTIONS, shadow=shadow)
+    assert report.status is Verdict.PARTIAL_MIGRATION, report.findings
+    assert [(m.tag, m.state.value) for m in report.migrations][1] == ("0001_b", "untracked_present")
+    assert "with production's" not in report.replayed_on

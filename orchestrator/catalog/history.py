@@ -59,20 +59,20 @@ class History:
         return all(extensions.get(name) == schema for name, schema in self.seeded)
 
     def created_unapplied(
-        self, extensions: Mapping[str, str], applied: Collection[str]
+        self, extensions: Mapping[str, str], applied: Collection[str], found: Collection[str]
     ) -> dict[str, str]:
-        """Those of production's ``extensions`` (name: schema) that a migration not ``applied``
-        (by hash) creates first: production had them before it ran, so must the replay."""
-        creator: dict[str, str] = {}
+        """Those of production's ``extensions`` (name: schema) first created by a migration
+        not ``applied`` (by hash) and none of whose other objects production has (``found``):
+        production had them before that migration ran, so must the replay."""
+        first: dict[str, bool] = {}  # each extension: whether its creator ran on production
         for hash_, delta in zip(self.hashes, self.deltas, strict=False):  # up to a failure
-            for key, (before, _) in delta.items():
-                if before is None and key.startswith("extension "):
-                    creator.setdefault(key.removeprefix("extension "), hash_)
-        return {
-            name: schema
-            for name, schema in extensions.items()
-            if name in creator and creator[name] not in applied
-        }
+            created = [key for key, (before, _) in delta.items() if before is None]
+            others = [key for key in created if not key.startswith("extension ")]
+            ran = hash_ in applied or any(key in found for key in others)
+            for key in created:
+                if key.startswith("extension "):
+                    first.setdefault(key.removeprefix("extension "), ran)
+        return {name: schema for name, schema in extensions.items() if first.get(name) is False}
 
     def to_json(self) -> dict[str, Any]:
         """A JSON document :meth:`from_json` reads back."""
