@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 
 from psycopg import ConnectionInfo
@@ -73,15 +74,9 @@ _UTC_NAMES = frozenset(
 )
 
 
-def replay_start(
-    options: MigrateOptions, zone: str = "UTC", extensions: Mapping[str, str] | None = None
-) -> ReplayStart:
-    """Where a replay for ``options`` starts: their tracking table, sessions in ``zone``,
-    production's ``extensions`` (name: schema) already there."""
-    zone = "UTC" if zone in _UTC_NAMES else zone
-    return ReplayStart(
-        options.schema, options.table, zone, tuple(sorted((extensions or {}).items()))
-    )
+def replay_start(options: MigrateOptions, zone: str = "UTC") -> ReplayStart:
+    """Where a replay for ``options`` starts: their tracking table, sessions in ``zone``."""
+    return ReplayStart(options.schema, options.table, "UTC" if zone in _UTC_NAMES else zone)
 
 
 def folder_history(
@@ -97,7 +92,8 @@ def folder_history(
     ``production`` (its major version, its sessions' TimeZone, its extensions) when given,
     else with ``extensions`` (name: schema) where a migration needs one; ``start_with``: the
     extensions there before the first migration."""
-    start = replay_start(options, production.zone if production else "UTC", start_with)
+    start = replay_start(options, production.zone if production else "UTC")
+    start = replace(start, extensions=tuple(sorted((start_with or {}).items())))
     major = production.server_major if production else None
     extensions = production.extensions if production else extensions
     look_up = partial(cached_history, production_major=major, extensions=extensions)

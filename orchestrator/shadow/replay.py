@@ -52,6 +52,8 @@ _MISSING_EXTENSION = re.compile(r'extension (?:control file )?"(?:[^"]*/)?([^"/]
 _CREATE_EXTENSION = sql.SQL(
     "CREATE SCHEMA IF NOT EXISTS {1}; CREATE EXTENSION IF NOT EXISTS {0} SCHEMA {1} CASCADE"
 )
+_SEED_OWNERS = """SELECT 'e' || oid FROM pg_extension WHERE extname = ANY(%s)
+UNION ALL SELECT 'n' || oid FROM pg_namespace WHERE nspname = ANY(%s)"""
 #: A type, function or schema that does not exist: maybe an extension production has.
 UNDEFINED = frozenset({"42704", "42883", "3F000"})
 _ATTEMPTS = 20  # roles created, or transient failures, before giving up
@@ -327,12 +329,7 @@ def _owners_of(
 ) -> list[str]:
     """The catalog entries of ``extensions`` and of their schemas not among ``objects``."""
     schemas = [s for s in extensions.values() if f"schema {s}" not in objects]
-    found = conn.execute(
-        "SELECT 'e' || oid FROM pg_extension WHERE extname = ANY(%s) "
-        "UNION ALL SELECT 'n' || oid FROM pg_namespace WHERE nspname = ANY(%s)",
-        (list(extensions), schemas),
-    )
-    return [owner for (owner,) in found]
+    return [owner for (owner,) in conn.execute(_SEED_OWNERS, (list(extensions), schemas))]
 
 
 def _watch_ddl(conn: psycopg.Connection[Any]) -> bool:
