@@ -881,27 +881,6 @@ def test_a_history_replayed_with_productions_extensions_serves_no_production_wit
     assert [f.migration for f in without.findings if f.code == "replay_failed"] == ["0000_users"]
 
 
-def test_an_extension_production_has_and_the_shadow_cannot_create_is_named_with_the_way_out(
-    database_url: str, server_url: str, tmp_path: Path
-) -> None:
-    """dblink needs a superuser to create, which the shadow's user is not: the migration that
-    uses it cannot replay, and the finding names what the shadow lacks and the way out."""
-    user = f"shadow_ci_{secrets.token_hex(4)}"
-    execute(server_url, f'CREATE ROLE "{user}" LOGIN CREATEDB')
-    execute(database_url, "CREATE EXTENSION dblink")
-    folder = write_folder(
-        tmp_path / "drizzle",
-        [("0000_a", 'CREATE TABLE "a" ("links" text[] DEFAULT dblink_get_connections());')],
-    )
-    shadow = ShadowSpec(with_user(server_url, user))
-    try:
-        report = validate_database(database_url, read_journal(folder), OPTIONS, shadow=shadow)
-    finally:
-        execute(server_url, f'DROP ROLE "{user}"')
-    [finding] = [f for f in report.findings if f.code == "replay_failed"]
-    assert "cannot create: dblink;" in finding.message and "--shadow-url" in finding.message
-
-
 def test_plan_reads_locks_on_a_shadow_holding_productions_extensions(
     database_url: str, server_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -909,7 +888,8 @@ def test_plan_reads_locks_on_a_shadow_holding_productions_extensions(
     the replay that asks for them creates production's citext first, as the history's did."""
     execute(database_url, "CREATE EXTENSION citext")
     statement = "DO $$ BEGIN EXECUTE 'ALTER TABLE users ADD COLUMN nick citext'; END $$;"
-    folder = write_folder(tmp_path / "drizzle", [*CITEXT_FOLDER, ("0001_nick", statement)])
+    users = ("0000_users", 'CREATE TABLE "users" ("email" text NOT NULL);')
+    folder = write_folder(tmp_path / "drizzle", [users, ("0001_nick", statement)])
     argv = ["--database-url", database_url, "--migrations", str(folder), "--shadow-url", server_url]
     assert run(["plan", "--json", *argv]) == 0
     plans = json.loads(capsys.readouterr().out)["migrations"]
@@ -941,3 +921,24 @@ def test_a_migration_creating_an_extension_applied_by_hand_is_still_partial(
     assert report.status is Verdict.PARTIAL_MIGRATION, report.findings
     assert [(m.tag, m.state.value) for m in report.migrations][1] == ("0001_b", "untracked_present")
     assert "with production's" not in report.replayed_on
+
+
+def test_a_migration_run_statement_by_statement_gets_productions_extension_too(
+    database_url: str, server_url: str, tmp_path: Path, cache: Path
+) -> None:
+    """The table of citext (from a console) comes before a concurrent index: the replay, which
+    runs it statement by statement, creates citext first and goes on from there, as
+    ``migrate --allow-concurrent`` then does on production."""
+    execute(database_url, "CREATE EXTENSION citext")
+    migration = (
+        'CREATE TABLE "tags" ("name" citext);\n--> statement-breakpoint\n'
+        'CREATE INDEX CONCURRENTLY "tags_name" ON "tags" ("name");'
+    )
+    journal = read_journal(write_folder(tmp_path / "drizzle", [("0000_tags", migration)]))
+    shadow = ShadowSpec(server_url)
+    report = validate_database(database_url, journal, OPTIONS, shadow=shadow)
+    assert report.status is Verdict.NEEDS_MIGRATION, report.findings
+    assert report.replayed_on.endswith("with production's citext")
+    concurrent = MigrateOptions(allow_concurrent=True)
+    migrate_database(database_url, journal, concurrent, confirm=lambda _r: True, shadow=shadow)
+    assert validate_database(database_url, journal, OPTIONS, shadow=shadow).status is Verdict.SAFE

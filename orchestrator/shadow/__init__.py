@@ -23,7 +23,7 @@ from orchestrator.shadow import cache
 from orchestrator.shadow.replay import (
     IncompleteReplay,
     ReplayStart,
-    apply_with_extensions,
+    apply_migration,
     create_extensions,
     replay_history,
     run_in_transaction,
@@ -135,7 +135,7 @@ def one_transaction_refusal(
         start_as_production(conn, start)
         wanted = dict(seeded)
         for migration in done:
-            if failure := apply_with_extensions(conn, migration, server.description, wanted):
+            if failure := apply_migration(conn, migration, server.description, wanted):
                 return failure
         create_extensions(conn, wanted, wanted)  # production has them all by now
         refusal = run_in_transaction(conn, pending, commit=False, server=server.description)

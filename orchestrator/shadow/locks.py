@@ -18,7 +18,7 @@ import psycopg
 from orchestrator.analysis.locks import HeldLocks
 from orchestrator.db.connect import connect
 from orchestrator.drizzle.journal import Journal
-from orchestrator.shadow.replay import apply_with_extensions
+from orchestrator.shadow.replay import apply_migration, create_extensions
 from orchestrator.shadow.server import ShadowServer, ShadowSpec
 
 _TABLES = """
@@ -50,11 +50,12 @@ def locks_taken(
         connect(url, autocommit=True) as conn,
     ):
         wanted = dict(seeded)
+        create_extensions(conn, wanted, wanted)  # a migration measured needs them, as applied
         for migration in journal.migrations:
             held = None
             if (texts := statements.get(migration.tag)) is not None:
                 held = result[migration.tag] = _held_after_each(conn, texts)
-            if held is None and apply_with_extensions(conn, migration, server.description, wanted):
+            if held is None and apply_migration(conn, migration, server.description, wanted):
                 break  # the rest cannot be asked about
     return result
 

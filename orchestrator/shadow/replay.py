@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -90,7 +90,7 @@ def replay_history(
 ) -> History:
     """Replay every migration of ``journal`` on the empty database at ``url``; production's
     ``extensions`` (name: schema) are created where a migration needs one that no migration
-    creates (:func:`apply_with_extensions`), and belong to the history's start.
+    creates (:func:`apply_migration`), and belong to the history's start.
 
     A migration PostgreSQL refuses ends the history there (its ``failure``), unless the
     shadow lacks an extension the folder needs (:class:`ReplayError`). ``incremental``:
@@ -109,7 +109,7 @@ def replay_history(
         failure = None
         for migration in journal.migrations:
             created: dict[str, str] = {}
-            failure = apply_with_extensions(conn, migration, server, extensions or {}, created)
+            failure = apply_migration(conn, migration, server, extensions, created)
             if created:  # a console created them before the first migration: the start has them
                 seeded.update(created)
                 ours = _owners_of(conn, created, state.objects)
@@ -241,45 +241,22 @@ def start_as_production(conn: psycopg.Connection[Any], start: ReplayStart) -> No
     conn.execute(sql.SQL(";\n").join(statements).as_bytes(conn))
 
 
-def apply_with_extensions(
+def _settle_extension(
     conn: psycopg.Connection[Any],
     migration: Migration,
-    server: str,
     extensions: Mapping[str, str],
-    created: dict[str, str] | None = None,
-) -> ReplayFailure | None:
-    """:func:`apply_migration`. Where PostgreSQL says a type, function or schema does not
-    exist, again after creating the first of production's ``extensions`` (name: schema) the
-    database lacks with which the migration gets further (each tried with it in a
-    transaction rolled back): one enabled from a console, which no migration creates. An
-    extension a migration creates itself is left to it. ``created`` receives those created;
-    the failure that remains names those this shadow could not create."""
-    failure = apply_migration(conn, migration, server)
-    lacking: list[str] = []
-    while failure and failure.sqlstate in UNDEFINED:
-        if (name := _helping(conn, migration, failure, extensions, lacking)) is None:
-            break
-        (created if created is not None else {}).update(create_extensions(conn, extensions, [name]))
-        failure = apply_migration(conn, migration, server)
-    if failure and failure.sqlstate in UNDEFINED and lacking:
-        failure = replace(
-            failure,
-            message=f"{failure.message} (production has extensions this "
-            f"shadow cannot create: {', '.join(lacking)}; --shadow-url names one that can)",
-        )
-    return failure
-
-
-def _helping(
-    conn: psycopg.Connection[Any],
-    migration: Migration,
+    created: dict[str, str],
     failure: ReplayFailure,
-    extensions: Mapping[str, str],
-    lacking: list[str],
-) -> str | None:
-    """The first of ``extensions`` the database lacks with which ``migration`` does not fail
-    as it did; those the shadow cannot create go to ``lacking``."""
-    refused = (failure.sqlstate, failure.message, failure.number)
+    *,
+    resume: bool,
+) -> bool:
+    """Where PostgreSQL says a type, function or schema does not exist, create the first of
+    production's ``extensions`` (name: schema) the database lacks with which ``migration``
+    runs past the refused statement, tried in a transaction rolled back (from that statement
+    when ``resume``: the ones before it are committed); into ``created``. One enabled from a
+    console, which no migration creates; one a migration creates itself is left to it."""
+    if failure.sqlstate not in UNDEFINED:
+        return False
     for name in sorted(extensions.keys() - _extension_names(conn)):
         with conn.transaction(force_rollback=True):
             try:
@@ -288,12 +265,12 @@ def _helping(
             except psycopg.Error as exc:
                 if exc.sqlstate is None:
                     raise
-                lacking.append(name)
-                continue
-            again = _statement_by_statement(conn, [migration])
-            if again is None or (again.sqlstate, again.message, again.number) != refused:
-                return name
-    return None
+                continue  # the shadow cannot create it
+            again = _statement_by_statement(conn, [migration], failure if resume else None)
+        if again is None or again.number > failure.number:
+            created.update(create_extensions(conn, extensions, [name]))
+            return True
+    return False
 
 
 def create_extensions(
@@ -352,19 +329,36 @@ def _touched_owners(conn: psycopg.Connection[Any], state: _State) -> set[str]:
 
 
 def apply_migration(
-    conn: psycopg.Connection[Any], migration: Migration, server: str
+    conn: psycopg.Connection[Any],
+    migration: Migration,
+    server: str,
+    extensions: Mapping[str, str] | None = None,
+    created: dict[str, str] | None = None,
 ) -> ReplayFailure | None:
     """Run one migration in a transaction of its own (committed); its failure, if any. One
     refused there runs statement by statement, each committed, as ``migrate --allow-concurrent``
-    runs it: another attempt (:func:`_attempted`) goes on from the statement refused."""
-    failure = run_in_transaction(conn, [migration], commit=True, server=server)
+    runs it: another attempt (:func:`_attempted`) goes on from the statement refused. Those of
+    production's ``extensions`` it needs are created first (:func:`_settle_extension`), into
+    ``created``."""
+    settle = partial(
+        _settle_extension, conn, migration, extensions or {}, {} if created is None else created
+    )
+    failure = run_in_transaction(
+        conn, [migration], commit=True, server=server, settle=partial(settle, resume=False)
+    )
     if failure is None or failure.sqlstate != NOT_IN_TRANSACTION:
         return failure
-    return _attempted(conn, server, partial(_statement_by_statement, conn, [migration]))
+    attempt = partial(_statement_by_statement, conn, [migration])
+    return _attempted(conn, server, attempt, partial(settle, resume=True))
 
 
 def run_in_transaction(
-    conn: psycopg.Connection[Any], migrations: Sequence[Migration], *, commit: bool, server: str
+    conn: psycopg.Connection[Any],
+    migrations: Sequence[Migration],
+    *,
+    commit: bool,
+    server: str,
+    settle: Callable[[ReplayFailure], bool] = lambda _failure: False,
 ) -> ReplayFailure | None:
     """Run ``migrations`` in one transaction, committed or rolled back, one message each as
     ``migrate`` sends them (BEGIN goes with the first, the end with the last); the first
@@ -388,13 +382,14 @@ def run_in_transaction(
                 located = _statement_by_statement(conn, migrations)
             return located or _failure((current, 0, ""), exc)
 
-    return _attempted(conn, server, attempt)
+    return _attempted(conn, server, attempt, settle)
 
 
 def _attempted(
     conn: psycopg.Connection[Any],
     server: str,
     attempt: Callable[[ReplayFailure | None], ReplayFailure | None],
+    settle: Callable[[ReplayFailure], bool],
 ) -> ReplayFailure | None:
     """The refusal of ``attempt`` (given the one before), attempted again once the roles it
     says are missing are created (production has them; a new shadow does not) or after a
@@ -411,7 +406,9 @@ def _attempted(
                 f"({server}) does not have: name a shadow server that has it (--shadow-url, or "
                 "the playbook's shadow: {url_env: NAME})"
             )
-        if failure.sqlstate not in TRANSIENT and not _settle_role(conn, failure):
+        if failure.sqlstate not in TRANSIENT and not (
+            _settle_role(conn, failure) or settle(failure)
+        ):
             return failure
     return failure
 
