@@ -61,9 +61,8 @@ def _skip_blanks_and_comments(text: str, start: int = 0) -> int:
 
 
 def _line_of(piece: str, first_line: int, offset: int = 0) -> int:
-    """The file line where the statement at character ``offset`` of ``piece`` starts,
-    skipping the blank lines and comments before it; ``first_line`` is the line ``piece``
-    starts on."""
+    """The file line where the statement at character ``offset`` of ``piece`` starts, skipping the
+    blank lines and comments before it; ``first_line`` is the line ``piece`` starts on."""
     start = _skip_blanks_and_comments(piece, offset)
     return first_line + piece.count("\n", 0, start)
 

@@ -15,9 +15,8 @@ from pglast.visitors import Visitor
 
 
 def insert_skips_existing_rows(insert: Any) -> bool:
-    """True when an INSERT skips rows already there: ON CONFLICT, or INSERT ... SELECT ...
-    WHERE NOT EXISTS (...). Run twice, any other INSERT adds its rows twice (or fails on a
-    key)."""
+    """True when an INSERT skips rows already there: ON CONFLICT, or INSERT ... SELECT ... WHERE NOT
+    EXISTS (...). Run twice, any other INSERT adds its rows twice (or fails on a key)."""
     select = insert.selectStmt
     where = select.whereClause if isinstance(select, ast.SelectStmt) else None
     return insert.onConflictClause is not None or any(

@@ -221,9 +221,8 @@ def fails_when_rerun(change: Change) -> bool:
 
 
 def rerun_stops(migration: MigrationEffects) -> bool:
-    """True when a second run of the whole migration cannot complete (it is one transaction,
-    so one failing statement undoes every other): some statement fails when re-run, or
-    cannot be parsed."""
+    """True when a second run of the whole migration cannot complete (it is one transaction, so one
+    failing statement undoes every other): some statement fails when re-run, or cannot be parsed."""
     return any(
         statement.error is not None or any(fails_when_rerun(c) for c in statement.changes)
         for statement in migration.statements

@@ -122,8 +122,7 @@ def _found(release: _Release) -> list[NonTransactional]:
 
 def _first_use(label: str, effects: MigrationEffects, position: int, later: _Release) -> str | None:
     """Where ``label`` is used after statement ``position`` of ``effects``, or in a ``later``
-    migration: ``<tag>.sql:<line>`` or ``<tag>.sql`` (a quoted literal in the text: best
-    effort)."""
+    migration: ``<tag>.sql:<line>`` or ``<tag>.sql`` (a quoted literal in the text: best effort)."""
     literal = _quoted(label)
     for statement in effects.statements[position + 1 :]:
         if literal in statement.sql:

@@ -29,10 +29,9 @@ def fetched_contains(repo: git.Repo, remote: str, target: str, tip: str, commit:
 
 
 def undone(repo: git.Repo, before: str, release: str, tip: str) -> bool:
-    """Whether every file the release changed (from ``before``, the target's tip before it,
-    to ``release``) is at ``tip`` as it was before it: a revert, which ancestry cannot see
-    and, for a release without migrations, nor can the journal. One that changed no file
-    undid nothing."""
+    """Whether every file the release changed (from ``before``, the target's tip before it, to
+    ``release``) is at ``tip`` as it was before it: a revert, which ancestry cannot see and, for a
+    release without migrations, nor can the journal. One that changed no file undid nothing."""
     changed = git_output(repo.git, "diff", "--no-renames", "--name-only", "-z", before, release)
     paths = [f":(literal){path}" for path in changed.split("\0") if path]
     diff = ("diff", "--no-renames", "--name-only", before, tip, "--", *paths)
@@ -40,11 +39,10 @@ def undone(repo: git.Repo, before: str, release: str, tip: str) -> bool:
 
 
 def how_merged(repo: git.Repo, merged: str, head: str) -> tuple[str, str]:
-    """How a pull request whose head was ``head`` became ``merged`` (GitHub's
-    ``merge_commit_sha``) on its base, and the base's tip before it. GitHub does not say
-    which method was used; the commits do. Two parents: ``merge``. One: ``rebase`` when the
-    commits before it are the pull request's own rewritten (same authors, dates, subjects),
-    as many as it had; else ``squash``."""
+    """How a pull request whose head was ``head`` became ``merged`` (GitHub's ``merge_commit_sha``)
+    on its base, and the base's tip before it. GitHub does not say which method was used; the
+    commits do. Two parents: ``merge``. One: ``rebase`` when the commits before it are the pull
+    request's own rewritten (same authors, dates, subjects), as many as it had; else ``squash``."""
     parents = repo.commit(merged).parents
     if len(parents) > 1:
         return "merge", parents[0].hexsha

@@ -110,9 +110,8 @@ def _commit_revert(
 
 
 def _released_tip(repo: git.Repo, remote: str, target: str, result: MergeResult) -> str:
-    """The fetched tip of ``<remote>/<target>``, checked to still contain the release: a
-    clean clone that has both ends of it. :class:`GuardError` otherwise, or when the release
-    changed nothing."""
+    """The fetched tip of ``<remote>/<target>``, checked to still contain the release: a clean clone
+    that has both ends of it. :class:`GuardError` otherwise, or when the release changed nothing."""
     if result.merge_commit is None and result.pushed_commit == result.previous_target_commit:
         raise GuardError("the release changed nothing on the target; there is nothing to revert")
     refuse_dirty(repo)

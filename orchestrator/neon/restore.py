@@ -52,9 +52,8 @@ class RestorePlan:
 
 
 def restore_plan(record: RunRecord) -> RestorePlan:
-    """The restore for ``record`` (pure); UsageError when there is none to perform: the
-    backup is not a Neon branch (the message says what to do instead), or the run applied
-    no migration."""
+    """The restore for ``record`` (pure); UsageError when there is none to perform: the backup is
+    not a Neon branch (the message says what to do instead), or the run applied no migration."""
     backup = record.steps.backup or BackupOutcome()
     applied = record.steps.migrate.tags if record.steps.migrate is not None else []
     if backup.kind != "neon_branch":

@@ -55,9 +55,8 @@ def judge_for_preflight(pr: PullRequest, verdict: Mergeability, pinned: str) -> 
 
 def not_started(pr: PullRequest, verdict: Mergeability) -> bool:
     """Whether GitHub has not yet said what stands in the way (pure): it is still computing
-    mergeability, or the pull request is blocked while a required check may not have
-    reported yet. Worth waiting for in pre-flight, and a refusal when it lasts (nothing has
-    changed yet)."""
+    mergeability, or the pull request is blocked while a required check may not have reported yet.
+    Worth waiting for in pre-flight, and a refusal when it lasts (nothing has changed yet)."""
     computing = pr.mergeable is None or pr.mergeable_state == "unknown"
     return verdict.verdict == "waiting" and (computing or verdict.unreported)
 
