@@ -113,8 +113,7 @@ class RestoreResult:
         same = "as before the run" if status == self.before else f"before the run: {self.before}"
         return [
             f"restored Neon branch {self.plan.production} from {self.plan.backup_name} "
-            f"(LSN {self.plan.lsn}); the migrated state is kept as branch "
-            f"{self.plan.preserve_as}",
+            f"(LSN {self.plan.lsn}); the migrated state is kept as branch {self.plan.preserve_as}",
             f"validate now says {status} ({same})",
             *(f"  {line}" for line in self.report.recommendation.splitlines()),
         ]

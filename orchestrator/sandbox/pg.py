@@ -226,9 +226,8 @@ class EmbeddedPostgres:
         # stay synchronous (WAL written before COMMIT returns), so a crash of the server alone
         # (`pg_ctl stop -m immediate`) loses nothing committed, as in production.
         options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} "
-            f"-c unix_socket_directories={self.root} -c fsync=off "
-            "-c full_page_writes=off"
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root} "
+            "-c fsync=off -c full_page_writes=off"
         )
         self._pg_ctl("-l", str(self.logfile), "-o", options, "-w", "-t", "60", "start")
         # pg_ctl leaves the server in a session (and process group) of its own: if we are

@@ -142,9 +142,8 @@ def _merge_pull_request(ctx: RunContext, commit: str) -> MergeOutcome:
     pr = api.get_pull(number)
     if pr.merged and pr.head_sha != commit:
         raise GuardError(
-            f"{pr.url} was merged at {pr.head_sha[:12]}, not at the release {commit[:12]}: "
-            "commits pushed after pre-flight went out without being checked against "
-            "production's schema"
+            f"{pr.url} was merged at {pr.head_sha[:12]}, not at the release {commit[:12]}: commits "
+            "pushed after pre-flight went out without being checked against production's schema"
         )
     if pr.merged and pr.merge_commit_sha:
         return _pull_request_outcome(ctx, pr, pr.merge_commit_sha)
