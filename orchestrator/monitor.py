@@ -134,9 +134,7 @@ def http_check(
 
 def _format_number(value: float) -> str:
     """``3`` rather than ``3.0``; other numbers as Python prints them."""
-    if math.isfinite(value) and value == int(value):
-        return str(int(value))
-    return str(value)
+    return str(int(value)) if math.isfinite(value) and value == int(value) else str(value)
 
 
 def judge_value(value: float, *, min: float | None, max: float | None) -> tuple[bool, str]:

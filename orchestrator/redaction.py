@@ -61,9 +61,7 @@ def redact(text: str) -> str:
         if "http://" in lowered or "https://" in lowered:
             text = _HTTP_USERINFO.sub(rf"\1{REDACTED}\3", text)
             text = _HTTP_QUERY.sub(_mask_query, text)
-    if "password" not in lowered:
-        return text
-    return _CONNINFO_PASSWORD.sub(rf"\1{REDACTED}", text)
+    return _CONNINFO_PASSWORD.sub(rf"\1{REDACTED}", text) if "password" in lowered else text
 
 
 def redact_url(url: str) -> str:

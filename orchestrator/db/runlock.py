@@ -57,9 +57,7 @@ def application_name(run_id: str | None, verb: str = "run") -> str:
 def run_id_of(name: str) -> str | None:
     """The run id named by an application_name of ours, if any (pure)."""
     parts = name.split()
-    if len(parts) == 3 and parts[0] == APPLICATION_PREFIX:
-        return parts[2]
-    return None
+    return parts[2] if len(parts) == 3 and parts[0] == APPLICATION_PREFIX else None
 
 
 @dataclass(frozen=True)

@@ -279,9 +279,7 @@ def _value(config: dict[str, Literal], key: str) -> Value | None:
     if key not in config and "..." not in config:
         return None  # not written: drizzle-kit's default
     value = config.get(key, config.get("..."))
-    if isinstance(value, str) and value:
-        return value
-    return Expression(_describe(value))
+    return value if isinstance(value, str) and value else Expression(_describe(value))
 
 
 def _describe(value: Literal) -> str:

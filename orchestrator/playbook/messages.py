@@ -90,9 +90,7 @@ def _suggest(loc: Location) -> str:
     if not (allowed := _allowed_keys(loc[:-1])):
         return ""
     close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-    if close:
-        return f" (did you mean '{close[0]}'?)"
-    return f" (allowed: {', '.join(allowed)})"
+    return f" (did you mean '{close[0]}'?)" if close else f" (allowed: {', '.join(allowed)})"
 
 
 def _allowed_keys(loc: Location) -> list[str]:
