@@ -182,8 +182,7 @@ def run_summary(console: Console, record: RunRecord, plan: list[str] | None = No
     if record.halt_reason:
         reason = redact(record.halt_reason)  # a check's URL may carry its credential
         console.print(f"reason: {reason}", markup=False, highlight=False)
-    lines = record.rollback_plan if plan is None else plan
-    if lines:
+    if lines := (record.rollback_plan if plan is None else plan):
         console.print("[bold]rollback plan:[/bold]")
         for line in lines:
             console.print(line, markup=False, highlight=False)

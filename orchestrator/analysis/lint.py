@@ -414,8 +414,7 @@ def rerun_unsafe(migration: MigrationEffects) -> list[LintFinding]:
     for statement in migration.statements:
         if catalog_checked(statement):
             continue  # the runner skips it when the catalog has it
-        unsafe = [c for c in statement.changes if fails_when_rerun(c) or _not_idempotent(c)]
-        if unsafe:
+        if unsafe := [c for c in statement.changes if fails_when_rerun(c) or _not_idempotent(c)]:
             message = (
                 f"{unsafe[0].target}: runs outside a transaction and fails when run again; "
                 "after a crash half-way the rerun would stop here"

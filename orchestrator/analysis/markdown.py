@@ -50,12 +50,10 @@ def plan_markdown(plan: Plan) -> str:
     lines += ["", f"**Strategy: {decision.strategy.label}.** {_cell(decision.reason)}."]
     if decision.forced_by:
         lines.append(f"Forced by: {', '.join(f'`{t}`' for t in decision.forced_by)}.")
-    reasons = [(m.tag, r) for m in plan.migrations for r in m.reasons]
-    if reasons:
+    if reasons := [(m.tag, r) for m in plan.migrations for r in m.reasons]:
         lines += ["", "### Why", ""]
         lines += [f"- `{tag}`: {_cell(reason)}" for tag, reason in reasons]
-    findings = plan.lint
-    if findings:
+    if findings := plan.lint:
         lines += ["", "### Lint", "", "| Location | Severity | Rule | Message |"]
         lines.append("|---|---|---|---|")
         for f in findings:

@@ -103,8 +103,7 @@ def _print_event(event: dict[str, Any]) -> None:
     from orchestrator import render_runs
     from orchestrator.cli.console import LiveLine, err
 
-    line = render_runs.event_line(event)
-    if line is not None:
+    if (line := render_runs.event_line(event)) is not None:
         LiveLine.close()
         err.print(line, markup=False, highlight=False)
 

@@ -166,8 +166,7 @@ def statement_locks(statement: str) -> tuple[list[str], str | None]:
     except Exception:  # an exotic statement: fall back to the regex below
         effects = None
     locks = migration_locks(effects) if effects is not None else ()
-    tables = {lock.table: lock.mode for lock in locks}  # the strongest mode per table
-    if tables:
+    if tables := {lock.table: lock.mode for lock in locks}:  # the strongest mode per table
         return list(tables), functools.reduce(stronger, tables.values())
     return relations_in(statement), None
 
@@ -247,8 +246,7 @@ class LockWatch:
                 rows = self._watcher.execute(_WAIT_SQL, (self.pid,)).fetchall()
             except psycopg.Error:
                 return
-            seen = wait_from_rows(rows)
-            if seen is not None:
+            if (seen := wait_from_rows(rows)) is not None:
                 self.last = seen
 
     def __exit__(self, *exc_info: object) -> None:

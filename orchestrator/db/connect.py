@@ -231,8 +231,7 @@ def pooler_problem(url: str) -> str | None:
 
 def refuse_pooler(url: str) -> None:
     """UsageError (exit 2, before any connection) for a pooled Neon URL."""
-    problem = pooler_problem(url)
-    if problem is not None:
+    if (problem := pooler_problem(url)) is not None:
         raise UsageError(problem)
 
 
@@ -241,7 +240,6 @@ def without_password(url: str) -> tuple[str, dict[str, str]]:
     password goes through PGPASSWORD, kept out of argv (visible in ``ps``)."""
     params: dict[str, Any] = conninfo_to_dict(url)
     env = dict(os.environ)
-    password = params.pop("password", None)
-    if password:
+    if password := params.pop("password", None):
         env["PGPASSWORD"] = str(password)
     return make_conninfo("", **params), env

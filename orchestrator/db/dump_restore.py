@@ -87,8 +87,7 @@ def count_rows(lines: Iterable[str]) -> dict[str, int]:
     for raw in lines:
         line = raw.rstrip("\n")
         if table is None:
-            match = _COPY.match(line)
-            if match:
+            if match := _COPY.match(line):
                 table = match.group(1)
                 counts[table] = 0
         elif line == "\\.":

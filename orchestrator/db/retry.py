@@ -77,8 +77,7 @@ def is_transient(exc: BaseException) -> bool:
         return exc.transient
     if not isinstance(exc, psycopg.Error):
         return False
-    sqlstate = getattr(exc, "sqlstate", None)
-    if sqlstate:
+    if sqlstate := getattr(exc, "sqlstate", None):
         return sqlstate in TRANSIENT_SQLSTATES
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return is_transient_message(str(exc))

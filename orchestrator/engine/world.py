@@ -66,8 +66,7 @@ def changes_since(record: RunRecord, now: WorldNow) -> list[str]:
     if record.steps.validation is not None and record.steps.validation.deployable:
         # Counted: one more row of a text that was already tracked is someone else's too.
         expected = Counter([*record.tracked_before, *(p.hash for p in record.planned)])
-        foreign = sorted((Counter(now.row_hashes) - expected).elements())
-        if foreign:
+        if foreign := sorted((Counter(now.row_hashes) - expected).elements()):
             shown = ", ".join(h[:12] + "…" for h in foreign[:3])
             reasons.append(
                 f"the database shows {len(foreign)} migration(s) this run did not plan "

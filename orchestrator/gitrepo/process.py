@@ -132,7 +132,6 @@ def unmerged_paths(cmd: git.Git) -> list[str]:
 def merge_failure(cmd: git.Git, out: GitOutput) -> str:
     """Why a merge, revert or cherry-pick that ended as ``out`` stopped: ``conflicts in:``
     the files, else ``failed:`` git's message."""
-    conflicts = unmerged_paths(cmd)
-    if conflicts:
+    if conflicts := unmerged_paths(cmd):
         return f"conflicts in: {name_paths(conflicts)}"
     return f"failed: {clean_message(out.stderr or out.stdout)}"

@@ -170,8 +170,7 @@ def compose(draft: Draft) -> str:
         "# Rehearse before the first real deploy: orchestrator deploy --dry-run",
     ]
     lines += [f"# {note}" for note in draft.notes]
-    missing = draft.missing
-    if missing:
+    if missing := draft.missing:
         lines.append(
             f"# Not found (the commented TODO lines say how to fill them): {', '.join(missing)}."
         )

@@ -161,15 +161,13 @@ class _Parser:
             if after == end:
                 return value, end
         elif end == start + 1:
-            text = _string_value(first)
-            if text is not None:
+            if (text := _string_value(first)) is not None:
                 return text, end
             if first.kind == "number":
                 return float(first.text) if "." in first.text else int(first.text), end
             if first.text in ("true", "false"):
                 return first.text == "true", end
-        env = self._env_ref(start, end)
-        if env is not None:
+        if (env := self._env_ref(start, end)) is not None:
             return EnvRef(env), end
         return Expression(self._text(start, end)), end
 

@@ -117,8 +117,7 @@ def rate_limit_wait(
     """
     if status not in (403, 429):
         return None
-    after = retry_after(headers.get("retry-after", ""))
-    if after is not None:
+    if (after := retry_after(headers.get("retry-after", ""))) is not None:
         return after
     reset = headers.get("x-ratelimit-reset", "").strip()
     if headers.get("x-ratelimit-remaining", "").strip() == "0" and reset.isdigit():

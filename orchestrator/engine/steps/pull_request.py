@@ -84,8 +84,7 @@ def find_or_open(ctx: RunContext, api: GitHubApi) -> tuple[PullRequest, bool]:
     """The open pull request from the source into the target, opened if there is none;
     and whether this run opened it."""
     spec = ctx.playbook.git
-    found = api.find_open_pull(spec.source, spec.target)
-    if found is not None:
+    if (found := api.find_open_pull(spec.source, spec.target)) is not None:
         return found, False
     opened = api.create_pull(
         spec.source,
