@@ -64,7 +64,6 @@ class Inventory:
     changed: tuple[str, ...] = ()  # objects present on both sides, not as the migrations say
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready document."""
         return {
             "database": {"name": self.database, "server_version": self.server_version},
             "tables": [asdict(t) for t in self.tables],

@@ -28,7 +28,6 @@ class Strategy(StrEnum):
 
     @property
     def label(self) -> str:
-        """A human name."""
         return {
             Strategy.MIGRATIONS_FIRST: "migrations first (Strategy A)",
             Strategy.CODE_FIRST: "code first",

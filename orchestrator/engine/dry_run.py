@@ -143,7 +143,6 @@ class DryRun:
         return [redact(line) for line in lines]  # a check's URL may carry its credential
 
     def to_json(self) -> dict[str, Any]:
-        """The rehearsal as one JSON document."""
         return {
             "dry_run": True,
             "rehearsed_on": self.kind,

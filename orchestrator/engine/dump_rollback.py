@@ -143,7 +143,6 @@ class DumpRestoreResult:
         ]
 
     def to_json(self) -> dict[str, Any]:
-        """The restore as JSON."""
         return {
             "restored_database": self.plan.database,
             "dump": self.plan.dump,

@@ -336,7 +336,6 @@ class GuardedStep:
 
     @property
     def name(self) -> str:
-        """The wrapped step's name."""
         return self.step.name
 
     def done(self, ctx: RunContext) -> Outcome | None:

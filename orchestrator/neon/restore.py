@@ -119,7 +119,6 @@ class RestoreResult:
         ]
 
     def to_json(self) -> dict[str, Any]:
-        """The restore as JSON."""
         return {
             "restored_branch": self.plan.production_id,
             "source_branch": self.plan.backup_id,

@@ -165,7 +165,6 @@ class HealthServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
