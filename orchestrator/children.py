@@ -1,11 +1,10 @@
 """Child processes that die with us: every program the runtime starts goes through here.
 
-A deploy may be killed at any point, SIGKILL included, and must leave nothing running on its
-behalf: a ``git push`` outliving the deploy lands the push later, unattended; a ``pg_dump``
-goes on reading production. Two small processes, started on first use (once per orchestrator
-process), make every child die with us, and whatever the child itself started (``git push``
-to a local remote runs ``git-receive-pack``, which runs the pre-receive hook, and lands the
-push when the hook ends):
+A deploy may be killed at any point, SIGKILL included, and must leave nothing running on its behalf:
+a ``git push`` outliving the deploy lands the push later, unattended; a ``pg_dump`` goes on reading
+production. Two small processes, started on first use (once per orchestrator process), make every
+child die with us, and whatever the child itself started (``git push`` to a local remote runs
+``git-receive-pack``, which runs the pre-receive hook, and lands the push when the hook ends):
 
 - the *leader* leads one process group of our session and only waits for us. Every child
   joins its group as it starts (``Popen(process_group=...)``: the ``setpgid`` happens
@@ -16,11 +15,10 @@ push when the hook ends):
   process groups it is told of, the leader's first, and SIGKILLs them when the pipe from us
   closes, which the kernel does when we die however we die.
 
-The leader's group is named to the guard before any child joins it, and a child holds our
-end of the pipe until it execs (it has joined the group by then), so no child runs unknown
-to the guard. Where the guard or the leader cannot start (no ``posix_spawn``, no
-``/bin/sh``), each child leads a group of its own and nothing kills it when we die. Windows
-is not supported (no process groups).
+The leader's group is named to the guard before any child joins it, and a child holds our end of the
+pipe until it execs (it has joined the group by then), so no child runs unknown to the guard. Where
+the guard or the leader cannot start (no ``posix_spawn``, no ``/bin/sh``), each child leads a group
+of its own and nothing kills it when we die. Windows is not supported (no process groups).
 """
 
 from __future__ import annotations
@@ -74,10 +72,9 @@ def run(
     """Run ``argv`` to its end as a child that dies with us; its output, decoded as UTF-8.
 
     stdin is empty (nothing here prompts); stdout and stderr are captured. A non-zero exit is
-    returned, not raised; a program that cannot be started raises ``OSError``.
-    ``private_files``: what the child creates is readable by the owner only (umask 077).
-    If we are interrupted while it runs (Ctrl-C), every child of ours is killed, with all
-    they started.
+    returned, not raised; a program that cannot be started raises ``OSError``. ``private_files``:
+    what the child creates is readable by the owner only (umask 077). If we are interrupted while it
+    runs (Ctrl-C), every child of ours is killed, with all they started.
     """
     children = group()
     process: subprocess.Popen[str] | None = None
@@ -128,9 +125,8 @@ def group() -> int:
 def watch_group(pgid: int) -> None:
     """Have the guard SIGKILL process group ``pgid`` if we die before :func:`unwatch_group`.
 
-    For a server a child started and left running in a session of its own (``pg_ctl start``
-    detaches the postmaster, whose backends share its group): the children's group does
-    not hold it.
+    For a server a child started and left running in a session of its own (``pg_ctl start`` detaches
+    the postmaster, whose backends share its group): the children's group does not hold it.
     """
     with _lock:
         guard = _guard()

@@ -7,13 +7,12 @@ workflow annotations.
 - ``$GITHUB_ACTIONS`` is ``true``: a halt becomes an ``::error`` annotation and each warning
   a ``::warning`` one, on the job's page and the commit's checks.
 
-Workflow commands are lines of the form ``::command key=value,...::message``; the message
-and the property values are escaped as GitHub's workflow commands doc and the
-``@actions/core`` toolkit do (``%``, CR and LF; in properties also ``:`` and ``,``), so a
-message cannot end the command early or inject another one. The formatting is pure; the
-two functions at the end write (the summary file is appended to, never replaced). Every
-text passes through :func:`orchestrator.redaction.shown`: a job log is public to everyone
-who can read the repository.
+Workflow commands are lines of the form ``::command key=value,...::message``; the message and the
+property values are escaped as GitHub's workflow commands doc and the ``@actions/core`` toolkit do
+(``%``, CR and LF; in properties also ``:`` and ``,``), so a message cannot end the command early or
+inject another one. The formatting is pure; the two functions at the end write (the summary file is
+appended to, never replaced). Every text passes through :func:`orchestrator.redaction.shown`: a job
+log is public to everyone who can read the repository.
 """
 
 from __future__ import annotations

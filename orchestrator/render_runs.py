@@ -1,6 +1,5 @@
-"""A run, human-readable with rich: one line per audit event as the run goes, the summary
-at its end, its timeline, the table of runs (a validation report is
-:mod:`orchestrator.render`)."""
+"""A run, human-readable with rich: one line per audit event as the run goes, the summary at its
+end, its timeline, the table of runs (a validation report is :mod:`orchestrator.render`)."""
 
 from __future__ import annotations
 

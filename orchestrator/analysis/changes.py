@@ -65,20 +65,18 @@ _ACTIONS: Mapping[str, Action] = {
 class Change:
     """One change a statement makes to one object.
 
-    ``table`` is the relation concerned (``schema.name``) when there is one; ``table_is_new``
-    says it was created earlier in the same migration (so it is empty and no running code
-    knows it). ``rerunnable`` is whether running the statement a second time is harmless:
-    for DDL, whether it has an IF [NOT] EXISTS / OR REPLACE form and uses it (``None`` when
-    PostgreSQL offers no such form); for a data change, whether it is idempotent (INSERT ...
-    ON CONFLICT or WHERE NOT EXISTS, UPDATE to values that do not depend on the old ones,
-    DELETE).
+    ``table`` is the relation concerned (``schema.name``) when there is one; ``table_is_new`` says
+    it was created earlier in the same migration (so it is empty and no running code knows it).
+    ``rerunnable`` is whether running the statement a second time is harmless: for DDL, whether it
+    has an IF [NOT] EXISTS / OR REPLACE form and uses it (``None`` when PostgreSQL offers no such
+    form); for a data change, whether it is idempotent (INSERT ... ON CONFLICT or WHERE NOT EXISTS,
+    UPDATE to values that do not depend on the old ones, DELETE).
 
-    A ``no_op`` change is a CREATE TABLE / CREATE INDEX / ADD COLUMN ... IF NOT EXISTS of an
-    object the replayed history already holds: PostgreSQL skips it; ``restates`` is the kind
-    it would have been. An ``alter_column_type`` change carries the column's ``old_type``
-    (``None`` when unknown) and ``new_type``, ``using`` when it has a USING expression, and
-    ``rewrites``: whether the shadow saw the migration replace the table's storage (``None``
-    without a shadow).
+    A ``no_op`` change is a CREATE TABLE / CREATE INDEX / ADD COLUMN ... IF NOT EXISTS of an object
+    the replayed history already holds: PostgreSQL skips it; ``restates`` is the kind it would have
+    been. An ``alter_column_type`` change carries the column's ``old_type`` (``None`` when unknown)
+    and ``new_type``, ``using`` when it has a USING expression, and ``rewrites``: whether the shadow
+    saw the migration replace the table's storage (``None`` without a shadow).
     """
 
     kind: ChangeKind

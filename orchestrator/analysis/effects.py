@@ -1,10 +1,9 @@
 """What each statement of a migrations folder changes, derived from its SQL with pglast.
 
 Each migration's statements are read in order by a
-:class:`~orchestrator.analysis.statements.StatementReader`, with the shadow's facts about
-the schema just before the migration (:mod:`~orchestrator.analysis.shadowfacts`) when the
-folder's replayed :class:`~orchestrator.catalog.History` is given. Without it, only what
-the SQL says.
+:class:`~orchestrator.analysis.statements.StatementReader`, with the shadow's facts about the schema
+just before the migration (:mod:`~orchestrator.analysis.shadowfacts`) when the folder's replayed
+:class:`~orchestrator.catalog.History` is given. Without it, only what the SQL says.
 
 Pure: SQL text (and a history) in, frozen values out. Bad SQL never raises; the statement
 carries the parser's one-line message in ``error``.

@@ -340,14 +340,13 @@ def lint_migrations(
     allow_concurrent: bool = False,
     locks: Mapping[str, HeldLocks | None] | None = None,
 ) -> list[LintFinding]:
-    """Findings for migrations applied together as one release, in order: per migration,
-    its statements' findings (a non-idempotent data change only when nothing else in the
-    migration stops a second run: see :func:`rerun_stops`), then the release's
-    non-transactional ones (an ``ALTER TYPE ... ADD VALUE`` used later in the release,
-    statements a rerun outside a transaction would stop on), then the missing lock_timeout.
-    With ``allow_concurrent`` the non-transactional findings are warnings: ``migrate
-    --allow-concurrent`` applies them. ``locks``: by tag, the locks each statement held on
-    the shadow (see :func:`table_locks`).
+    """Findings for migrations applied together as one release, in order: per migration, its
+    statements' findings (a non-idempotent data change only when nothing else in the migration stops
+    a second run: see :func:`rerun_stops`), then the release's non-transactional ones (an ``ALTER
+    TYPE ... ADD VALUE`` used later in the release, statements a rerun outside a transaction would
+    stop on), then the missing lock_timeout. With ``allow_concurrent`` the non-transactional
+    findings are warnings: ``migrate --allow-concurrent`` applies them. ``locks``: by tag, the locks
+    each statement held on the shadow (see :func:`table_locks`).
     """
     migrations = list(migrations)
     outside = nontransactional_in(migrations)

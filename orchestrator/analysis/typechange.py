@@ -59,18 +59,16 @@ def classify_type_change(
 ) -> TypeChange:
     """How PostgreSQL performs changing a column of type ``old`` to ``new`` (pure).
 
-    ``old`` is ``None`` when the column's type is unknown (created outside the folder): a
-    rewrite is assumed. ``using`` is an explicit USING expression: assumed to change the
-    values, so a rewrite.
+    ``old`` is ``None`` when the column's type is unknown (created outside the folder): a rewrite is
+    assumed. ``using`` is an explicit USING expression: assumed to change the values, so a rewrite.
 
-    No rewrite: the same type re-stated; ``varchar(n)`` -> ``text`` or unconstrained
-    ``varchar``; ``varchar(n)`` -> ``varchar(m >= n)``; ``text`` -> ``varchar``;
-    ``numeric(p,s)`` -> ``numeric`` or ``numeric(q >= p, s)``; ``varbit(n)`` ->
-    ``varbit(m >= n)`` or ``varbit``; ``timestamp(p)``/``timestamptz(p)``/``time(p)`` to a
-    higher or no precision; ``cidr`` -> ``inet``. Everything else rewrites: ``integer`` ->
-    ``bigint``, ``text`` -> ``varchar(n)``, ``varchar(m)`` -> ``varchar(n < m)``,
-    ``timestamp`` <-> ``timestamptz`` (a rewrite unless the session's TimeZone is UTC),
-    arrays of a different type.
+    No rewrite: the same type re-stated; ``varchar(n)`` -> ``text`` or unconstrained ``varchar``;
+    ``varchar(n)`` -> ``varchar(m >= n)``; ``text`` -> ``varchar``; ``numeric(p,s)`` -> ``numeric``
+    or ``numeric(q >= p, s)``; ``varbit(n)`` -> ``varbit(m >= n)`` or ``varbit``;
+    ``timestamp(p)``/``timestamptz(p)``/``time(p)`` to a higher or no precision; ``cidr`` ->
+    ``inet``. Everything else rewrites: ``integer`` -> ``bigint``, ``text`` -> ``varchar(n)``,
+    ``varchar(m)`` -> ``varchar(n < m)``, ``timestamp`` <-> ``timestamptz`` (a rewrite unless the
+    session's TimeZone is UTC), arrays of a different type.
     """
     if using or old is None or old.mods is None or new.mods is None:
         return TypeChange.REWRITES

@@ -1,8 +1,7 @@
 """``orchestrator init``: write a playbook for the app in the current folder.
 
-The work is :mod:`orchestrator.init`'s (init reads the app, not the database, so it needs
-nothing of the verb layer); this module parses the options, asks at a terminal and prints
-what was found.
+The work is :mod:`orchestrator.init`'s (init reads the app, not the database, so it needs nothing of
+the verb layer); this module parses the options, asks at a terminal and prints what was found.
 """
 
 from __future__ import annotations

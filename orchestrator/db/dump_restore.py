@@ -176,11 +176,10 @@ def restore(
 ) -> None:
     """Clear the way and run ``script``, in one transaction (nothing changes on failure).
 
-    Each lock is waited for at most ``lock_timeout`` seconds (all traffic on a table queues
-    behind the restore's wait), then who holds it is named.
-    Raises RestoreFailed with psql's first error, or DatabaseError (transient) when the
-    connection failed: then whether the COMMIT landed is unknown, and only
-    :func:`differences` can tell.
+    Each lock is waited for at most ``lock_timeout`` seconds (all traffic on a table queues behind
+    the restore's wait), then who holds it is named. Raises RestoreFailed with psql's first error,
+    or DatabaseError (transient) when the connection failed: then whether the COMMIT landed is
+    unknown, and only :func:`differences` can tell.
     """
     clearing = workdir / "clear.sql"
     # For the clearing, which locks every table (the dump's script then sets lock_timeout 0).

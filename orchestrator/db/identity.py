@@ -1,14 +1,13 @@
 """Which database a connection string reaches: the identity a run pins at its start.
 
-PostgreSQL names a cluster by the ``system_identifier`` of its control file (set by initdb,
-kept by every restart, replica and restore of that cluster) and a database in it by its oid
-and name. Neon's branches of one project share all three (a branch is a copy-on-write copy
-of its parent), so on Neon the project and branch are read too: the compute's
-``neon.tenant_id`` and ``neon.timeline_id`` settings. A run records them before it changes
-anything; a resume whose connection string reaches another database (an empty one, a
-restored copy under a new cluster, staging, another Neon branch) is refused before it acts.
-:func:`identity_changes` is the pure judgement; :func:`named_database` judges from the
-connection string alone, where connecting is not wanted.
+PostgreSQL names a cluster by the ``system_identifier`` of its control file (set by initdb, kept by
+every restart, replica and restore of that cluster) and a database in it by its oid and name. Neon's
+branches of one project share all three (a branch is a copy-on-write copy of its parent), so on Neon
+the project and branch are read too: the compute's ``neon.tenant_id`` and ``neon.timeline_id``
+settings. A run records them before it changes anything; a resume whose connection string reaches
+another database (an empty one, a restored copy under a new cluster, staging, another Neon branch)
+is refused before it acts. :func:`identity_changes` is the pure judgement; :func:`named_database`
+judges from the connection string alone, where connecting is not wanted.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """Read a Drizzle migrations folder exactly as drizzle-orm's ``readMigrationFiles`` does.
 
-Drizzle reads ``meta/_journal.json``, then for each entry the file ``<tag>.sql``:
-its text is split on ``--> statement-breakpoint`` into the statements it executes, and
-the SHA-256 hex digest of that text is the ``hash`` it stores; the entry's ``when`` is
-the ``created_at`` it stores. Byte-for-byte agreement on the hash is what lets our
-tracking rows be indistinguishable from drizzle-kit's.
+Drizzle reads ``meta/_journal.json``, then for each entry the file ``<tag>.sql``: its text is split
+on ``--> statement-breakpoint`` into the statements it executes, and the SHA-256 hex digest of that
+text is the ``hash`` it stores; the entry's ``when`` is the ``created_at`` it stores. Byte-for-byte
+agreement on the hash is what lets our tracking rows be indistinguishable from drizzle-kit's.
 
 The folder can come from disk (:func:`read_journal`) or from any mapping of relative
 paths to bytes (:func:`parse_journal`), e.g. the files of a git commit.

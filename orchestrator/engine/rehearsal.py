@@ -15,11 +15,10 @@ nothing. It is not read-only: where the migrations are tried depends on ``--rehe
   with a read-write compute gets the migrations for real, and is deleted at the end (also
   on Ctrl-C and SIGTERM). Production gets no connection at all.
 
-Which kind runs, with its bounds, is announced before the first connection to production.
-Each step then runs in its rehearsal form (:mod:`orchestrator.engine.rehearsal_steps`) along
-the deploy's own declaration. The rehearsal stops where the real deploy would halt. Its exit
-code is the deploy's would-be outcome: 0 if the deploy would go ahead, else the code it
-would halt with.
+Which kind runs, with its bounds, is announced before the first connection to production. Each step
+then runs in its rehearsal form (:mod:`orchestrator.engine.rehearsal_steps`) along the deploy's own
+declaration. The rehearsal stops where the real deploy would halt. Its exit code is the deploy's
+would-be outcome: 0 if the deploy would go ahead, else the code it would halt with.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 """The values a drizzle config file sets, read without running node. Pure.
 
-``drizzle.config.ts`` / ``.js`` are programs; we read only what is written as a literal in
-the object handed to ``defineConfig({...})`` (or ``export default {...}``,
-``module.exports = {...}``, or a ``const`` that one of those names): strings, numbers,
-booleans and nested objects. Anything else (``process.env.X ?? "y"``, a function call) is
-an :class:`Expression`, which ``init`` asks about or leaves as a commented line.
-``drizzle.config.json`` is plain JSON.
+``drizzle.config.ts`` / ``.js`` are programs; we read only what is written as a literal in the
+object handed to ``defineConfig({...})`` (or ``export default {...}``, ``module.exports = {...}``,
+or a ``const`` that one of those names): strings, numbers, booleans and nested objects. Anything
+else (``process.env.X ?? "y"``, a function call) is an :class:`Expression`, which ``init`` asks
+about or leaves as a commented line. ``drizzle.config.json`` is plain JSON.
 
 A key that is not written at all is ``None``: it has drizzle-kit's default (``out:
 drizzle``, ``migrations.table: __drizzle_migrations``, ``migrations.schema: drizzle`` for

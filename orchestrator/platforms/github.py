@@ -1,7 +1,6 @@
 """A small client of GitHub's REST API: the pull request and check calls a release needs.
 
-Endpoints (GitHub's published REST reference, API version 2022-11-28,
-``https://api.github.com``):
+Endpoints (GitHub's published REST reference, API version 2022-11-28, ``https://api.github.com``):
 
 - ``GET  /repos/{owner}/{repo}``                             ``allow_merge_commit``,
   ``allow_squash_merge``, ``allow_rebase_merge``: the merge methods the repository allows
@@ -160,11 +159,10 @@ class Mergeability:
 def judge_pull(pr: PullRequest, checks: Checks) -> Mergeability:
     """Whether ``pr`` can be merged now, must be waited for, or cannot be merged (pure).
 
-    ``blocked`` with checks still running is worth waiting for (a failing one may be
-    optional), and so is blocked with every check reported passed, or none reported: GitHub
-    lists only the checks that reported, so a required one not started yet is missing from
-    them, as alike as a missing review (``unreported``). Blocked with a failing check once
-    none runs is not.
+    ``blocked`` with checks still running is worth waiting for (a failing one may be optional), and
+    so is blocked with every check reported passed, or none reported: GitHub lists only the checks
+    that reported, so a required one not started yet is missing from them, as alike as a missing
+    review (``unreported``). Blocked with a failing check once none runs is not.
     """
     failing = ", ".join(checks.failing)
     if pr.merged:

@@ -108,12 +108,11 @@ def rate_limit_wait(
 ) -> float | None:
     """Seconds to wait before asking again when the answer is a rate limit, else None (pure).
 
-    GitHub (REST description, "Exceeding the rate limit"): 403 or 429; ``retry-after``
-    seconds when present; else, with ``x-ratelimit-remaining: 0``, until the UTC epoch
-    second ``x-ratelimit-reset``; else at least a minute, doubling with each rate limit
-    answered ``before`` this one. A 403 with none of these and no word of a rate limit is a
-    refusal (the token lacks a permission), not a rate limit. ``headers``' names are lower
-    case; ``now`` is ``time.time()``.
+    GitHub (REST description, "Exceeding the rate limit"): 403 or 429; ``retry-after`` seconds when
+    present; else, with ``x-ratelimit-remaining: 0``, until the UTC epoch second
+    ``x-ratelimit-reset``; else at least a minute, doubling with each rate limit answered ``before``
+    this one. A 403 with none of these and no word of a rate limit is a refusal (the token lacks a
+    permission), not a rate limit. ``headers``' names are lower case; ``now`` is ``time.time()``.
     """
     if status not in (403, 429):
         return None
@@ -131,13 +130,12 @@ def rate_limit_wait(
 class ApiClient:
     """JSON calls to ``base_url`` as the holder of ``token`` (kept out of ``repr``).
 
-    A read is asked again after :data:`RETRIED_STATUSES`, any request after ``safe``
-    (statuses the platform says mean it did nothing), with the backoff; ``fixed``: statuses
-    any request is asked again after on a fixed schedule, ``{status: (times, seconds)}``
-    (Neon's 423, as Neon's own CLI does); ``error``: the
-    :class:`ApiError` subclass a refusal raises (a client's own, e.g. Neon's).
-    ``wait_limit``: the most one call waits out rate limits, in seconds (the step's
-    timeout); ``on_wait(what, seconds)``: told of each such wait.
+    A read is asked again after :data:`RETRIED_STATUSES`, any request after ``safe`` (statuses the
+    platform says mean it did nothing), with the backoff; ``fixed``: statuses any request is asked
+    again after on a fixed schedule, ``{status: (times, seconds)}`` (Neon's 423, as Neon's own CLI
+    does); ``error``: the :class:`ApiError` subclass a refusal raises (a client's own, e.g. Neon's).
+    ``wait_limit``: the most one call waits out rate limits, in seconds (the step's timeout);
+    ``on_wait(what, seconds)``: told of each such wait.
     """
 
     name: str  # "GitHub API", "Vercel API", "Neon API": how messages name the API

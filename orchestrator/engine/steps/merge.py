@@ -6,13 +6,12 @@ commit (a commit pushed to the source after pre-flight makes GitHub answer 409 a
 released) with the merge method pre-flight chose, after waiting for required checks that
 are still running. Nothing is pushed to the target directly.
 
-The commit GitHub says the merge made is the release from then on (``pushed_commit``): with
-squash or rebase it is a new commit that does not contain the staging commit, so the guards,
-resume's ``done()``, the release gate and the rollback plan all follow it, never the staging
-sha. The method recorded is the one its commits show, not pre-flight's: someone may have
-merged the pull request by hand. A merge whose answer was lost is not sent again: the pull
-request is read, and merged at the pinned head its merge commit is adopted
-(:meth:`GitHubApi.merge_pull`).
+The commit GitHub says the merge made is the release from then on (``pushed_commit``): with squash
+or rebase it is a new commit that does not contain the staging commit, so the guards, resume's
+``done()``, the release gate and the rollback plan all follow it, never the staging sha. The method
+recorded is the one its commits show, not pre-flight's: someone may have merged the pull request by
+hand. A merge whose answer was lost is not sent again: the pull request is read, and merged at the
+pinned head its merge commit is adopted (:meth:`GitHubApi.merge_pull`).
 """
 
 from __future__ import annotations
