@@ -187,10 +187,7 @@ def compose(draft: Draft) -> str:
         _line(1, "table", draft.migrations_table, placeholder="__drizzle_migrations"),
         "",
     ]
-    lines += _backup_and_neon(draft)
-    lines += _git(draft)
-    lines += _release(draft)
-    lines += _monitor(draft)
+    lines += [*_backup_and_neon(draft), *_git(draft), *_release(draft), *_monitor(draft)]
     return "\n".join(lines) + "\n"
 
 
