@@ -594,10 +594,9 @@ def rollback(run_id: str, store: RunStore, interaction: Interaction) -> Rollback
     with store.lock(run_id), open_run(playbook, store.load(run_id), store, url, interaction) as ctx:
         record, log = ctx.record, ctx.log
         # Killed right after a migration committed or a push: the record may lack it.
-        step = _unrecorded(record)
-        if step is not None and not _adopt_landed(ctx):
-            raise GuardError(f"cannot tell what the run's {step.name} did: nothing was changed")
-        if step is not None:
+        if (step := _unrecorded(record)) is not None:
+            if not _adopt_landed(ctx):
+                raise GuardError(f"cannot tell what the run's {step.name} did: nothing was changed")
             log.info("rollback_looked", found=getattr(record.steps, step.name) is not None)
             store.save(record)
         gone = False
