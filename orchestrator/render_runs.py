@@ -106,8 +106,7 @@ def _deployment(event: dict[str, Any]) -> str:
 
 def _outcome_hint(step: str, outcome: Any) -> str:
     """What a finished step's outcome says, in a few words, read as that step's model."""
-    hint = _HINTS.get(step)
-    if hint is None or not isinstance(outcome, Mapping):
+    if (hint := _HINTS.get(step)) is None or not isinstance(outcome, Mapping):
         return ""
     try:
         return hint(outcome)

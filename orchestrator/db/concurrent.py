@@ -276,8 +276,7 @@ def _drop_invalid_left_by(conn: psycopg.Connection[Any], statement: StatementEff
         kind = change.effective_kind
         try:
             if kind == "create_index" and (name := _name(change)) is not None:
-                row = conn.execute(_INDEX_SQL, name).fetchone()
-                if row is not None and not row[0]:
+                if (row := conn.execute(_INDEX_SQL, name).fetchone()) is not None and not row[0]:
                     _drop_index(conn, *name)
                     dropped.append(".".join(name))
             elif kind == "reindex" and change.concurrently:

@@ -41,8 +41,7 @@ def check_url(url: str | None) -> str:
     port = params.get("port")
     if port is not None and not all(p.isdigit() or not p for p in str(port).split(",")):  # per host
         raise UsageError(f"bad database URL {redact_url(url)}: port {port!r} is not a number")
-    sslmode = params.get("sslmode")
-    if sslmode is not None and sslmode not in SSLMODES:
+    if (sslmode := params.get("sslmode")) is not None and sslmode not in SSLMODES:
         raise UsageError(
             f"bad database URL {redact_url(url)}: sslmode {sslmode!r} is not one of "
             f"{', '.join(SSLMODES)}"
