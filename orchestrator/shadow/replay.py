@@ -393,8 +393,9 @@ def _attempted(
 ) -> ReplayFailure | None:
     """The refusal of ``attempt`` (given the one before), attempted again once the roles it
     says are missing are created (production has them; a new shadow does not), once
-    ``settle`` created an extension of production's it needs, or after a deadlock. Raises :class:`ReplayError` when the shadow lacks an extension: the shadow, not
-    the folder, is at fault, and another shadow is the way out."""
+    ``settle`` created an extension of production's it needs, or after a deadlock. Raises
+    :class:`ReplayError` when the shadow lacks an extension: the shadow, not the folder, is at
+    fault, and another shadow is the way out."""
     failure = None
     for _ in range(_ATTEMPTS):
         if (failure := attempt(failure)) is None:
