@@ -259,12 +259,7 @@ def _settle_extension(
         return False
     for name in sorted(extensions.keys() - _extension_names(conn)):
         with conn.transaction(force_rollback=True):
-            try:
-                with conn.transaction():
-                    conn.execute(_create_extension(name, extensions[name]))
-            except psycopg.Error as exc:
-                if exc.sqlstate is None:
-                    raise
+            if not _create_extension(conn, name, extensions[name]):
                 continue  # the shadow cannot create it
             again = _statement_by_statement(conn, [migration], failure if resume else None)
         if again is None or again.number > failure.number:
@@ -282,19 +277,22 @@ def create_extensions(
         return {}
     before = _extension_names(conn)
     for name in names:
-        try:
-            with conn.transaction():
-                conn.execute(_create_extension(name, extensions[name]))
-        except psycopg.Error as exc:
-            if exc.sqlstate is None:
-                raise
+        _create_extension(conn, name, extensions[name])
     return {
         name: extensions[name] for name in _extension_names(conn) - before if name in extensions
     }
 
 
-def _create_extension(name: str, schema: str) -> sql.Composed:
-    return _CREATE_EXTENSION.format(sql.Identifier(name), sql.Identifier(schema))
+def _create_extension(conn: psycopg.Connection[Any], name: str, schema: str) -> bool:
+    """Create it in ``schema`` (a transaction or savepoint of its own); whether the shadow could."""
+    try:
+        with conn.transaction():
+            conn.execute(_CREATE_EXTENSION.format(sql.Identifier(name), sql.Identifier(schema)))
+    except psycopg.Error as exc:
+        if exc.sqlstate is None:
+            raise
+        return False
+    return True
 
 
 def _extension_names(conn: psycopg.Connection[Any]) -> set[str]:
