@@ -86,19 +86,24 @@ def folder_history(
     *,
     production: CatalogSnapshot | None = None,
     extensions: Mapping[str, str] | None = None,
-    start_with: Mapping[str, str] | None = None,
 ) -> History:
     """The folder's history as the shadow builds it: from the cache, else replayed; as on
     ``production`` (its major version, its sessions' TimeZone, its extensions) when given,
-    else with ``extensions`` (name: schema) where a migration needs one; ``start_with``: the
-    extensions there before the first migration."""
+    else with ``extensions`` (name: schema) where a migration needs one."""
     start = replay_start(options, production.zone if production else "UTC")
-    start = replace(start, extensions=tuple(sorted((start_with or {}).items())))
     major = production.server_major if production else None
     extensions = production.extensions if production else extensions
     look_up = partial(cached_history, production_major=major, extensions=extensions)
-    cached = look_up(journal, shadow, start=start)
-    return cached or replayed_history(journal, shadow, start=start, extensions=extensions)
+
+    def history_from(start: ReplayStart) -> History:
+        cached = look_up(journal, shadow, start=start)
+        return cached or replayed_history(journal, shadow, start=start, extensions=extensions)
+
+    history = history_from(start)
+    # An extension production has and a migration it has not run creates: it had it first.
+    if production and (later := history.created_unapplied(production)):
+        history = history_from(replace(start, extensions=tuple(sorted(later.items()))))
+    return history
 
 
 def validate_database(
@@ -156,11 +161,11 @@ def judge_database(
     journal.refuse_unrunnable(journal.untracked(snapshot.row_hashes))
     if history is None:  # the cache was asked already: on a miss, replay
         found = cached[0].result() if cached else None
-        if found is None or not found.fits(snapshot.extensions):
+        if (
+            found is None
+            or not found.fits(snapshot.extensions)
+            or found.created_unapplied(snapshot)
+        ):
             found = folder_history(journal, options, shadow, production=snapshot)
-        # An extension production has and a migration it has not run creates: it had it first.
-        applied = snapshot.row_hashes
-        if later := found.created_unapplied(snapshot.extensions, applied, snapshot.objects):
-            found = folder_history(journal, options, shadow, production=snapshot, start_with=later)
         history = found
     return validate(journal, history, snapshot), history

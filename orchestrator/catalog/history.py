@@ -4,13 +4,13 @@ what each migration changed, as replayed on a shadow database (:mod:`orchestrato
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from orchestrator.catalog.difference import Delta, fold
-from orchestrator.catalog.snapshot import Objects, Properties
+from orchestrator.catalog.snapshot import CatalogSnapshot, Objects, Properties
 
 
 @dataclass(frozen=True)
@@ -58,12 +58,11 @@ class History:
         """Whether a production with ``extensions`` (name: schema) has the ones seeded."""
         return all(extensions.get(name) == schema for name, schema in self.seeded)
 
-    def created_unapplied(
-        self, extensions: Mapping[str, str], applied: Collection[str], found: Collection[str]
-    ) -> dict[str, str]:
-        """Those of production's ``extensions`` (name: schema) first created by a migration
-        not ``applied`` (by hash) and none of whose other objects production has (``found``):
-        production had them before that migration ran, so must the replay."""
+    def created_unapplied(self, production: CatalogSnapshot) -> dict[str, str]:
+        """Those of ``production``'s extensions (name: schema) first created by a migration it
+        has not applied (by hash) and none of whose other objects it has: it had them before
+        that migration ran, so must the replay."""
+        applied, found = production.row_hashes, production.objects
         first: dict[str, bool] = {}  # each extension: whether its creator ran on production
         for hash_, delta in zip(self.hashes, self.deltas, strict=False):  # up to a failure
             created = [key for key, (before, _) in delta.items() if before is None]
@@ -72,7 +71,8 @@ class History:
             for key in created:
                 if key.startswith("extension "):
                     first.setdefault(key.removeprefix("extension "), ran)
-        return {name: schema for name, schema in extensions.items() if first.get(name) is False}
+        extensions = production.extensions.items()
+        return {name: schema for name, schema in extensions if first.get(name) is False}
 
     def to_json(self) -> dict[str, Any]:
         """A JSON document :meth:`from_json` reads back."""
